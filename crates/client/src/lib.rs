@@ -1,0 +1,366 @@
+//! The missive protocol client used by the CLI, the tests and (later) the
+//! terminal app and load generator: REST calls and a WebSocket connection
+//! speaking the frames of `missive-proto`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use missive_proto::rest::{
+    DeviceList, ErrorBody, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
+};
+use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the request with a typed error.
+    #[error("{code}: {message}", code = code.as_str())]
+    Refused { code: ErrorCode, message: String },
+    /// The server could not be reached or the connection broke.
+    #[error("connection failed: {0}")]
+    Transport(String),
+    /// The server said something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The connection was closed by the server.
+    #[error("connection closed by the server ({code} {reason})")]
+    Closed { code: u16, reason: String },
+    #[error("timed out waiting for the server")]
+    Timeout,
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn transport(err: impl std::fmt::Display) -> ClientError {
+    ClientError::Transport(err.to_string())
+}
+
+/// REST calls against `http://host:port`.
+#[derive(Clone)]
+pub struct Api {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<RegisterResponse, ClientError> {
+        let body = RegisterRequest {
+            username: username.into(),
+            password: password.into(),
+            phone: None,
+        };
+        decode(
+            self.http
+                .post(format!("{}/v1/accounts", self.base_url))
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<LoginResponse, ClientError> {
+        let body = LoginRequest {
+            username: username.into(),
+            password: password.into(),
+            device_name: Some(device_name.into()),
+        };
+        decode(
+            self.http
+                .post(format!("{}/v1/sessions", self.base_url))
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    pub async fn devices(&self, token: &str) -> Result<DeviceList, ClientError> {
+        decode(
+            self.http
+                .get(format!("{}/v1/devices", self.base_url))
+                .bearer_auth(token)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    pub async fn revoke(&self, token: &str, device_id: i64) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .delete(format!("{}/v1/devices/{device_id}", self.base_url))
+            .bearer_auth(token)
+            .send()
+            .await;
+        expect_empty(response).await
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .delete(format!("{}/v1/sessions/current", self.base_url))
+            .bearer_auth(token)
+            .send()
+            .await;
+        expect_empty(response).await
+    }
+
+    /// The WebSocket URL of this server.
+    pub fn ws_url(&self) -> String {
+        let rest = self
+            .base_url
+            .strip_prefix("http://")
+            .map(|rest| format!("ws://{rest}"))
+            .or_else(|| {
+                self.base_url
+                    .strip_prefix("https://")
+                    .map(|rest| format!("wss://{rest}"))
+            })
+            .unwrap_or_else(|| self.base_url.clone());
+        format!("{rest}{}", missive_proto::WS_PATH)
+    }
+}
+
+async fn refused(response: reqwest::Response) -> ClientError {
+    let status = response.status();
+    match response.json::<ErrorBody>().await {
+        Ok(body) => ClientError::Refused {
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::Protocol(format!("HTTP {status} without an error body")),
+    }
+}
+
+async fn decode<T: DeserializeOwned>(
+    response: reqwest::Result<reqwest::Response>,
+) -> Result<T, ClientError> {
+    let response = response.map_err(transport)?;
+    if !response.status().is_success() {
+        return Err(refused(response).await);
+    }
+    response
+        .json()
+        .await
+        .map_err(|err| ClientError::Protocol(err.to_string()))
+}
+
+async fn expect_empty(response: reqwest::Result<reqwest::Response>) -> Result<(), ClientError> {
+    let response = response.map_err(transport)?;
+    if !response.status().is_success() {
+        return Err(refused(response).await);
+    }
+    Ok(())
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// An authenticated WebSocket connection.
+pub struct Connection {
+    socket: Socket,
+    /// Frames read while waiting for a specific reply, handed out later in
+    /// arrival order.
+    backlog: VecDeque<ServerFrame>,
+    next_id: u64,
+    pub username: String,
+    pub device_id: i64,
+}
+
+impl Connection {
+    /// Connects and authenticates; fails with the server's typed error.
+    pub async fn connect(ws_url: &str, token: &str) -> Result<Self, ClientError> {
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .map_err(transport)?;
+        let auth = ClientFrame::Auth {
+            id: None,
+            token: token.into(),
+        };
+        socket
+            .send(Message::text(
+                serde_json::to_string(&auth).map_err(transport)?,
+            ))
+            .await
+            .map_err(transport)?;
+        let mut connection = Self {
+            socket,
+            backlog: VecDeque::new(),
+            next_id: 0,
+            username: String::new(),
+            device_id: 0,
+        };
+        match connection.read_frame().await? {
+            ServerFrame::Ready {
+                username,
+                device_id,
+                ..
+            } => {
+                connection.username = username;
+                connection.device_id = device_id;
+                Ok(connection)
+            }
+            ServerFrame::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "expected ready, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Writes any frame as-is.
+    pub async fn send_frame(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        let text = serde_json::to_string(frame).map_err(transport)?;
+        self.send_raw(&text).await
+    }
+
+    /// Writes a raw text frame (tests use this for malformed input).
+    pub async fn send_raw(&mut self, text: &str) -> Result<(), ClientError> {
+        self.socket
+            .send(Message::text(text))
+            .await
+            .map_err(transport)
+    }
+
+    fn fresh_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("c{}", self.next_id)
+    }
+
+    /// Sends a 1:1 text and waits for its `sent` (or error) reply; frames
+    /// arriving meanwhile are kept for [`Connection::next_frame`].
+    pub async fn send_text(
+        &mut self,
+        to: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<ServerFrame, ClientError> {
+        let id = self.fresh_id();
+        let frame = ClientFrame::Send {
+            id: Some(id.clone()),
+            to: Some(to.into()),
+            conversation: None,
+            client_msg_id: client_msg_id.into(),
+            text: text.into(),
+        };
+        self.request(&frame, &id).await
+    }
+
+    /// Sends `frame` (whose correlation id is `id`) and waits for the reply
+    /// carrying that id. An error reply becomes `ClientError::Refused`.
+    pub async fn request(
+        &mut self,
+        frame: &ClientFrame,
+        id: &str,
+    ) -> Result<ServerFrame, ClientError> {
+        self.send_frame(frame).await?;
+        loop {
+            let reply = self.read_frame().await?;
+            if reply_id(&reply) == Some(id) {
+                return match reply {
+                    ServerFrame::Error { code, message, .. } => {
+                        Err(ClientError::Refused { code, message })
+                    }
+                    other => Ok(other),
+                };
+            }
+            self.backlog.push_back(reply);
+        }
+    }
+
+    /// Acks queue entries up to and including `up_to`; returns how many
+    /// entries the server removed.
+    pub async fn ack_up_to(&mut self, up_to: i64) -> Result<u64, ClientError> {
+        let id = self.fresh_id();
+        let frame = ClientFrame::Ack {
+            id: Some(id.clone()),
+            up_to: Some(up_to),
+            positions: Vec::new(),
+        };
+        match self.request(&frame, &id).await? {
+            ServerFrame::Acked { removed, .. } => Ok(removed),
+            other => Err(ClientError::Protocol(format!(
+                "expected acked, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The next frame, from the backlog first, waiting at most `wait`.
+    pub async fn next_frame(&mut self, wait: Duration) -> Result<ServerFrame, ClientError> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Ok(frame);
+        }
+        tokio::time::timeout(wait, self.read_frame())
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        loop {
+            let message = self.socket.next().await.ok_or(ClientError::Closed {
+                code: 1006,
+                reason: String::new(),
+            })?;
+            match message.map_err(transport)? {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text)
+                        .map_err(|err| ClientError::Protocol(format!("{err} in {text}")));
+                }
+                Message::Close(frame) => {
+                    let (code, reason) = frame
+                        .map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return Err(ClientError::Closed { code, reason });
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+fn reply_id(frame: &ServerFrame) -> Option<&str> {
+    match frame {
+        ServerFrame::Ready { id, .. }
+        | ServerFrame::Sent { id, .. }
+        | ServerFrame::Acked { id, .. }
+        | ServerFrame::ReadOk { id, .. }
+        | ServerFrame::Pong { id }
+        | ServerFrame::Error { id, .. } => id.as_deref(),
+        _ => None,
+    }
+}

@@ -1,0 +1,146 @@
+//! `missive serve`: layer the configuration, bind, run until SIGTERM/ctrl-c.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use figment::providers::Serialized;
+use missive_core::SystemClock;
+use missive_server::config::{FsyncMode, LogFormat};
+use missive_server::{App, Config, telemetry};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Serialize)]
+pub struct ServeArgs {
+    /// TOML configuration file (see missive.example.toml).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    /// Directory for the database and media [default: ./missive-data].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "LogArgs::is_empty")]
+    log: LogArgs,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "StoreArgs::is_empty")]
+    store: StoreArgs,
+}
+
+#[derive(clap::Args, Serialize)]
+struct LogArgs {
+    /// Log format.
+    #[arg(long = "log-format", value_enum)]
+    #[serde(rename = "format", skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormatArg>,
+}
+
+impl LogArgs {
+    fn is_empty(&self) -> bool {
+        self.log_format.is_none()
+    }
+}
+
+#[derive(clap::Args, Serialize)]
+struct StoreArgs {
+    /// `always`: reply `sent` only once on disk; `off`: benchmarks only.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fsync: Option<FsyncArg>,
+}
+
+impl StoreArgs {
+    fn is_empty(&self) -> bool {
+        self.fsync.is_none()
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormatArg {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum FsyncArg {
+    Always,
+    Off,
+}
+
+// Keep the flag enums in step with the config enums they stand for.
+const _: fn(LogFormatArg) -> LogFormat = |arg| match arg {
+    LogFormatArg::Pretty => LogFormat::Pretty,
+    LogFormatArg::Json => LogFormat::Json,
+};
+const _: fn(FsyncArg) -> FsyncMode = |arg| match arg {
+    FsyncArg::Always => FsyncMode::Always,
+    FsyncArg::Off => FsyncMode::Off,
+};
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    let figment = Config::figment(args.config.as_deref()).merge(Serialized::defaults(&args));
+    let config = match Config::from_figment(&figment) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(&config.log);
+    let _ = telemetry::prometheus();
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", config.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let app = match App::build(config, Arc::new(SystemClock)) {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match app.run(listener, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: server failed: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}

@@ -1,0 +1,167 @@
+//! Stable machine-readable error codes and WebSocket close codes.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error a client can be told about. The snake_case name is the wire
+/// code and never changes meaning once published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // Framing.
+    BadFrame,
+    UnknownType,
+    InvalidField,
+    FrameTooLarge,
+    // Session.
+    NotAuthenticated,
+    AlreadyAuthenticated,
+    TokenInvalid,
+    // Input validation.
+    InvalidUsername,
+    InvalidPassword,
+    InvalidClientMsgId,
+    EmptyText,
+    TextTooLong,
+    // Domain.
+    UsernameTaken,
+    UnknownUser,
+    UnknownDevice,
+    UnknownConversation,
+    NotMember,
+    TooManyDevices,
+    WrongCredentials,
+    RateLimited,
+    // Operations.
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling, e.g. `not_member`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadFrame => "bad_frame",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidField => "invalid_field",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::NotAuthenticated => "not_authenticated",
+            Self::AlreadyAuthenticated => "already_authenticated",
+            Self::TokenInvalid => "token_invalid",
+            Self::InvalidUsername => "invalid_username",
+            Self::InvalidPassword => "invalid_password",
+            Self::InvalidClientMsgId => "invalid_client_msg_id",
+            Self::EmptyText => "empty_text",
+            Self::TextTooLong => "text_too_long",
+            Self::UsernameTaken => "username_taken",
+            Self::UnknownUser => "unknown_user",
+            Self::UnknownDevice => "unknown_device",
+            Self::UnknownConversation => "unknown_conversation",
+            Self::NotMember => "not_member",
+            Self::TooManyDevices => "too_many_devices",
+            Self::WrongCredentials => "wrong_credentials",
+            Self::RateLimited => "rate_limited",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Maps a domain input-error code (see `missive_core::InputError`).
+    pub fn from_input_code(code: &str) -> Self {
+        match code {
+            "invalid_username" => Self::InvalidUsername,
+            "invalid_password" => Self::InvalidPassword,
+            "invalid_client_msg_id" => Self::InvalidClientMsgId,
+            "empty_text" => Self::EmptyText,
+            "text_too_long" => Self::TextTooLong,
+            _ => Self::InvalidField,
+        }
+    }
+}
+
+/// WebSocket close codes missive uses besides the standard ones
+/// (1000 normal, 1001 going away on shutdown, 1009 frame too large).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// No valid `auth` frame arrived within the deadline.
+    AuthTimeout,
+    /// The first frame was not a valid `auth`.
+    AuthFailed,
+    /// The device was revoked (or logged out) while connected.
+    Revoked,
+    /// The same device connected again; this older connection is replaced.
+    Replaced,
+    /// The client did not read its frames fast enough; they stay queued.
+    SlowConsumer,
+    /// Nothing (not even a pong) arrived for three keepalive intervals.
+    IdleTimeout,
+    /// The server is shutting down (standard 1001, going away).
+    GoingAway,
+    /// A frame exceeded the size limit (standard 1009).
+    FrameTooLarge,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            Self::AuthTimeout => 4001,
+            Self::AuthFailed => 4002,
+            Self::Revoked => 4003,
+            Self::Replaced => 4004,
+            Self::SlowConsumer => 4008,
+            Self::IdleTimeout => 4009,
+            Self::GoingAway => 1001,
+            Self::FrameTooLarge => 1009,
+        }
+    }
+
+    /// The close reason text, also stable.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::AuthTimeout => "auth_timeout",
+            Self::AuthFailed => "auth_failed",
+            Self::Revoked => "revoked",
+            Self::Replaced => "replaced",
+            Self::SlowConsumer => "slow_consumer",
+            Self::IdleTimeout => "idle_timeout",
+            Self::GoingAway => "shutting_down",
+            Self::FrameTooLarge => "frame_too_large",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_str_matches_serde_spelling() {
+        // Goal: the hand-written spelling can never drift from serde's.
+        for code in [
+            ErrorCode::BadFrame,
+            ErrorCode::UnknownType,
+            ErrorCode::InvalidField,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::NotAuthenticated,
+            ErrorCode::AlreadyAuthenticated,
+            ErrorCode::TokenInvalid,
+            ErrorCode::InvalidUsername,
+            ErrorCode::InvalidPassword,
+            ErrorCode::InvalidClientMsgId,
+            ErrorCode::EmptyText,
+            ErrorCode::TextTooLong,
+            ErrorCode::UsernameTaken,
+            ErrorCode::UnknownUser,
+            ErrorCode::UnknownDevice,
+            ErrorCode::UnknownConversation,
+            ErrorCode::NotMember,
+            ErrorCode::TooManyDevices,
+            ErrorCode::WrongCredentials,
+            ErrorCode::RateLimited,
+            ErrorCode::ShuttingDown,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! WebSocket frames: JSON text messages tagged by `type`.
+//!
+//! Client frames may carry an `id` (a correlation id chosen by the client);
+//! replies and errors caused by that frame echo it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorCode;
+
+/// Frames a client sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Must be the first frame of a connection.
+    Auth {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        token: String,
+    },
+    /// Send a text. Exactly one of `to` (a username, 1:1) or `conversation`.
+    Send {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<i64>,
+        client_msg_id: String,
+        text: String,
+    },
+    /// Remove queue entries: every entry at or below `up_to`, and/or the
+    /// listed positions.
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        up_to: Option<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        positions: Vec<i64>,
+    },
+    /// Mark a conversation as read up to and including `seq`.
+    Read {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        seq: i64,
+    },
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+}
+
+/// Frames the server sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Authentication succeeded; queued frames follow, then live ones.
+    Ready {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        username: String,
+        device_id: i64,
+    },
+    /// The message is durably stored. `duplicate` is true when this
+    /// client_msg_id was seen before and nothing new was stored.
+    Sent {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        message_id: String,
+        conversation: i64,
+        seq: i64,
+        ts_ms: i64,
+        duplicate: bool,
+    },
+    /// A stored message, from the device's queue at position `pos`.
+    Message {
+        pos: i64,
+        message_id: String,
+        conversation: i64,
+        seq: i64,
+        from: String,
+        from_device: i64,
+        client_msg_id: String,
+        text: String,
+        ts_ms: i64,
+    },
+    /// A device of `by` received the message (first time only).
+    Delivered {
+        pos: i64,
+        conversation: i64,
+        message_id: String,
+        seq: i64,
+        by: String,
+        ts_ms: i64,
+    },
+    /// `by` read the conversation up to and including `seq`.
+    Read {
+        pos: i64,
+        conversation: i64,
+        seq: i64,
+        by: String,
+        ts_ms: i64,
+    },
+    /// Reply to `ack`: how many queue entries were removed.
+    Acked {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        removed: u64,
+    },
+    /// Reply to `read`.
+    ReadOk {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        seq: i64,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Queue position of a queued frame; `None` for replies and errors.
+    pub fn queue_pos(&self) -> Option<i64> {
+        match self {
+            Self::Message { pos, .. } | Self::Delivered { pos, .. } | Self::Read { pos, .. } => {
+                Some(*pos)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail: no maps with non-string
+        // keys, no custom Serialize impls.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// Why a client frame could not be decoded. Carries the correlation id when
+/// the frame was JSON with a string `id`, so even errors can be matched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodeError {
+    pub id: Option<String>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+const CLIENT_TYPES: &[&str] = &["auth", "send", "ack", "read", "ping"];
+
+/// Decodes one text frame, classifying failures as `bad_frame` (not a JSON
+/// object with a string `type`), `unknown_type`, or `invalid_field`.
+pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|err| DecodeError {
+        id: None,
+        code: ErrorCode::BadFrame,
+        message: format!("frame is not valid JSON: {err}"),
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(DecodeError {
+            id: None,
+            code: ErrorCode::BadFrame,
+            message: "frame must be a JSON object".into(),
+        });
+    };
+    let id = object
+        .get("id")
+        .and_then(|id| id.as_str())
+        .map(str::to_owned);
+    let Some(frame_type) = object.get("type").and_then(|t| t.as_str()) else {
+        return Err(DecodeError {
+            id,
+            code: ErrorCode::BadFrame,
+            message: "frame must have a string field \"type\"".into(),
+        });
+    };
+    if !CLIENT_TYPES.contains(&frame_type) {
+        return Err(DecodeError {
+            id,
+            code: ErrorCode::UnknownType,
+            message: format!("unknown frame type {frame_type:?}"),
+        });
+    }
+    serde_json::from_value(value).map_err(|err| DecodeError {
+        id,
+        code: ErrorCode::InvalidField,
+        message: err.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_error(text: &str, code: ErrorCode, id: Option<&str>) {
+        let err = decode_client_frame(text).unwrap_err();
+        assert_eq!(err.code, code, "{text}: {}", err.message);
+        assert_eq!(err.id.as_deref(), id, "{text}");
+    }
+
+    #[test]
+    fn bad_frames_are_classified() {
+        // Goal: every malformed input maps to one stable code, keeping the id.
+        check_error("not json", ErrorCode::BadFrame, None);
+        check_error("[1,2]", ErrorCode::BadFrame, None);
+        check_error(r#"{"id":"7"}"#, ErrorCode::BadFrame, Some("7"));
+        check_error(r#"{"type":5}"#, ErrorCode::BadFrame, None);
+        check_error(
+            r#"{"type":"fly","id":"x"}"#,
+            ErrorCode::UnknownType,
+            Some("x"),
+        );
+        check_error(
+            r#"{"type":"send","id":"s"}"#,
+            ErrorCode::InvalidField,
+            Some("s"),
+        );
+        check_error(
+            r#"{"type":"read","conversation":"one","seq":1}"#,
+            ErrorCode::InvalidField,
+            None,
+        );
+        check_error(
+            r#"{"type":"ping","extra":1}"#,
+            ErrorCode::InvalidField,
+            None,
+        );
+    }
+
+    #[test]
+    fn client_frames_round_trip() {
+        // Goal: what the client library encodes, the server decodes unchanged.
+        let frames = [
+            ClientFrame::Auth {
+                id: None,
+                token: "t".into(),
+            },
+            ClientFrame::Send {
+                id: Some("1".into()),
+                to: Some("bob".into()),
+                conversation: None,
+                client_msg_id: "c1".into(),
+                text: "hi".into(),
+            },
+            ClientFrame::Ack {
+                id: None,
+                up_to: Some(9),
+                positions: vec![11, 12],
+            },
+            ClientFrame::Read {
+                id: None,
+                conversation: 3,
+                seq: 4,
+            },
+            ClientFrame::Ping { id: None },
+        ];
+        for frame in frames {
+            let text = serde_json::to_string(&frame).unwrap();
+            assert_eq!(decode_client_frame(&text).unwrap(), frame, "{text}");
+        }
+    }
+
+    #[test]
+    fn server_frame_spelling() {
+        // Goal: the documented JSON shape of `sent` is what goes on the wire.
+        let frame = ServerFrame::Sent {
+            id: Some("1".into()),
+            message_id: "m".into(),
+            conversation: 2,
+            seq: 3,
+            ts_ms: 4,
+            duplicate: false,
+        };
+        assert_eq!(
+            frame.to_json(),
+            r#"{"type":"sent","id":"1","message_id":"m","conversation":2,"seq":3,"ts_ms":4,"duplicate":false}"#
+        );
+    }
+}

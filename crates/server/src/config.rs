@@ -1,0 +1,288 @@
+//! The server's typed configuration. Layers, later wins: built-in defaults
+//! < TOML file (`--config`) < `MISSIVE_*` environment variables (nested keys
+//! joined by `__`, e.g. `MISSIVE_STORE__FSYNC=off`) < command-line flags.
+//! Unknown keys are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP/WebSocket listener binds.
+    pub listen: SocketAddr,
+    /// Holds `missive.sqlite` (and, later, media).
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `missive_server=debug`;
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `always`: `sent` only after the batch is fsynced. `off`: no fsync
+    /// (benchmarks only; a power cut can lose acknowledged messages).
+    pub fsync: FsyncMode,
+    /// Most operations committed in one transaction.
+    pub batch_max: usize,
+    /// Read-only connections for queries.
+    pub readers: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    Always,
+    Off,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// How long message bodies are kept for history; 0 = store-and-forward
+    /// (a body is deleted once every device has acked it).
+    pub history_retention_secs: u64,
+    /// How long an undelivered queue entry waits before it expires.
+    pub offline_ttl_secs: u64,
+    /// How often the sweeper deletes expired entries and old bodies.
+    pub sweep_interval_secs: u64,
+    /// Queue entries read from the store per page while draining.
+    pub page_size: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub devices_per_account_max: usize,
+    pub text_bytes_max: usize,
+    /// Largest WebSocket message accepted; larger closes with 1009.
+    pub frame_bytes_max: usize,
+    /// Frames waiting to be written to one connection; a client that lets
+    /// this fill (and stalls the socket for `write_timeout_ms`) is closed.
+    pub outbound_frames_max: usize,
+    pub write_timeout_ms: u64,
+    /// A WebSocket must authenticate within this time.
+    pub auth_timeout_ms: u64,
+    /// Server pings an idle connection this often; silence for three
+    /// intervals closes it.
+    pub keepalive_secs: u64,
+    pub connections_max: usize,
+    /// Failed logins allowed per username and per client IP in the window.
+    pub login_failures_max: u32,
+    pub login_failure_window_secs: u64,
+    /// Concurrent Argon2 hashes (each uses ~19 MiB).
+    pub password_hashes_concurrent_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("missive-data"),
+            log: LogConfig::default(),
+            store: StoreConfig::default(),
+            delivery: DeliveryConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncMode::Always,
+            batch_max: 512,
+            readers: 4,
+        }
+    }
+}
+
+const DAY_SECS: u64 = 24 * 60 * 60;
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            history_retention_secs: 30 * DAY_SECS,
+            offline_ttl_secs: 30 * DAY_SECS,
+            sweep_interval_secs: 60,
+            page_size: 256,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            devices_per_account_max: 5,
+            text_bytes_max: 64 * 1024,
+            frame_bytes_max: 256 * 1024,
+            outbound_frames_max: 256,
+            write_timeout_ms: 10_000,
+            auth_timeout_ms: 5_000,
+            keepalive_secs: 30,
+            connections_max: 100_000,
+            login_failures_max: 10,
+            login_failure_window_secs: 300,
+            password_hashes_concurrent_max: 2,
+        }
+    }
+}
+
+/// Environment variables with the `MISSIVE_` prefix that belong to the CLI
+/// client, not the server configuration.
+const CLIENT_ENV_KEYS: &[&str] = &[
+    "password",
+    "server",
+    "profile",
+    "config",
+    "config_dir",
+    "test_log",
+];
+
+impl Config {
+    /// Defaults, then the file (if given), then the environment.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(
+            Env::prefixed("MISSIVE_")
+                .split("__")
+                .ignore(CLIENT_ENV_KEYS),
+        )
+    }
+
+    /// Extracts and checks the configuration; errors name the offending key.
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|err| ConfigError(err.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("store.batch_max", self.store.batch_max as u64),
+            ("store.readers", self.store.readers as u64),
+            (
+                "delivery.sweep_interval_secs",
+                self.delivery.sweep_interval_secs,
+            ),
+            ("delivery.page_size", self.delivery.page_size as u64),
+            (
+                "limits.devices_per_account_max",
+                self.limits.devices_per_account_max as u64,
+            ),
+            (
+                "limits.outbound_frames_max",
+                self.limits.outbound_frames_max as u64,
+            ),
+            ("limits.keepalive_secs", self.limits.keepalive_secs),
+            ("limits.connections_max", self.limits.connections_max as u64),
+            (
+                "limits.password_hashes_concurrent_max",
+                self.limits.password_hashes_concurrent_max as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be greater than 0")));
+            }
+        }
+        if self.limits.frame_bytes_max < 1024 {
+            return Err(ConfigError(
+                "limits.frame_bytes_max must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("missive.sqlite")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        // Goal: the shipped example documents exactly the defaults.
+        let example = include_str!("../../../missive.example.toml");
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(example));
+        assert_eq!(Config::from_figment(&figment).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        // Goal: a typo or a wrong type is reported with the key's path.
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[store]\nfsink = \"off\"\n"));
+        let err = Config::from_figment(&figment).unwrap_err().to_string();
+        assert!(err.contains("fsink"), "{err}");
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[limits]\nwrite_timeout_ms = \"soon\"\n"));
+        let err = Config::from_figment(&figment).unwrap_err().to_string();
+        assert!(err.contains("write_timeout_ms"), "{err}");
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[store]\nreaders = 0\n"));
+        let err = Config::from_figment(&figment).unwrap_err().to_string();
+        assert!(err.contains("store.readers"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        // Goal: precedence default < file < env, nested keys via `__`.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "m.toml",
+                "listen = \"127.0.0.1:9000\"\n[store]\nfsync = \"always\"\n",
+            )?;
+            jail.set_env("MISSIVE_STORE__FSYNC", "off");
+            jail.set_env("MISSIVE_PASSWORD", "not-a-server-key");
+            let config = Config::from_figment(&Config::figment(Some(Path::new("m.toml")))).unwrap();
+            assert_eq!(config.listen.port(), 9000);
+            assert_eq!(config.store.fsync, FsyncMode::Off);
+            Ok(())
+        });
+    }
+}

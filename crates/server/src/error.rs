@@ -1,0 +1,110 @@
+//! The one error type the gateway shows clients, and its mapping to HTTP
+//! statuses and wire codes. Internal failures are logged here and reach the
+//! client only as `internal`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use missive_core::InputError;
+use missive_proto::ErrorCode;
+use missive_proto::rest::{ErrorBody, ErrorDetail};
+use missive_store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds a client should wait before retrying (rate limits).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.code {
+            ErrorCode::BadFrame
+            | ErrorCode::UnknownType
+            | ErrorCode::InvalidField
+            | ErrorCode::InvalidUsername
+            | ErrorCode::InvalidPassword
+            | ErrorCode::InvalidClientMsgId
+            | ErrorCode::EmptyText
+            | ErrorCode::TextTooLong => StatusCode::BAD_REQUEST,
+            ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::NotAuthenticated | ErrorCode::TokenInvalid | ErrorCode::WrongCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::NotMember => StatusCode::FORBIDDEN,
+            ErrorCode::UnknownUser | ErrorCode::UnknownDevice | ErrorCode::UnknownConversation => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::UsernameTaken
+            | ErrorCode::TooManyDevices
+            | ErrorCode::AlreadyAuthenticated => StatusCode::CONFLICT,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(err: InputError) -> Self {
+        Self::new(ErrorCode::from_input_code(err.code), err.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::UsernameTaken => Self::new(ErrorCode::UsernameTaken, "username is taken"),
+            StoreError::TooManyDevices => Self::new(
+                ErrorCode::TooManyDevices,
+                "this account has the maximum number of devices; revoke one first",
+            ),
+            StoreError::UnknownConversation => {
+                Self::new(ErrorCode::UnknownConversation, "no such conversation")
+            }
+            StoreError::NotMember => Self::new(
+                ErrorCode::NotMember,
+                "you are not a member of this conversation",
+            ),
+            StoreError::Closed => Self::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+            StoreError::Backend(detail) => {
+                tracing::error!(%detail, "store failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = self.retry_after_secs;
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        });
+        let mut response = (status, body).into_response();
+        if let Some(secs) = retry_after {
+            if let Ok(value) = secs.to_string().parse() {
+                response.headers_mut().insert("retry-after", value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,499 @@
+//! One WebSocket session: authenticate with the first frame, then three
+//! cooperating parts owned by the session:
+//! - the reader (this task) decodes client frames and answers them;
+//! - the pump drains the device's queue from the Store in position order,
+//!   then waits for a wake-up and drains again, so queued and live delivery
+//!   are one path with no gap and no reorder;
+//! - the writer owns the socket's sink, writes frames from a bounded channel
+//!   and pings on keepalive; a write stuck for `write_timeout_ms` closes the
+//!   connection as a slow consumer (its messages stay queued).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use missive_core::{ConversationId, DeviceId};
+use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
+use missive_store::{DeviceAuth, QueueItem};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::service::{Messaging, Recipient};
+
+/// Conversations remembered per session for `send {to}`; cleared when full.
+const RECIPIENT_CACHE_MAX: usize = 1024;
+
+/// `GET /v1/ws`: upgrade with bounded buffers (DESIGN.md §4).
+pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    if state.shutdown.is_cancelled() {
+        return ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
+            .into_response();
+    }
+    let Ok(permit) = state.connection_permits.clone().try_acquire_owned() else {
+        return ApiError::new(ErrorCode::RateLimited, "too many connections").into_response();
+    };
+    let frame_bytes_max = state.config.limits.frame_bytes_max;
+    let session_guard = state.sessions.token();
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * frame_bytes_max)
+        .max_message_size(frame_bytes_max)
+        .max_frame_size(frame_bytes_max)
+        .on_upgrade(move |socket| async move {
+            run_session(socket, state, permit).await;
+            drop(session_guard);
+        })
+}
+
+enum Outbound {
+    Frame(ServerFrame),
+    Close(CloseCode),
+}
+
+#[derive(Debug)]
+enum WriterEnd {
+    Closed,
+    SlowConsumer,
+    SocketError,
+}
+
+async fn run_session(socket: WebSocket, state: Arc<AppState>, _permit: OwnedSemaphorePermit) {
+    let (mut sink, mut stream) = socket.split();
+    let Some(auth) = authenticate(&mut sink, &mut stream, &state).await else {
+        return;
+    };
+    let span = tracing::info_span!("session", account = %auth.account, device = %auth.device);
+    let _entered = span.enter();
+    drop(_entered);
+    let mut registration = state.router.register(auth.device);
+    if let Err(err) = state
+        .store
+        .mark_device_seen(auth.device, state.clock.now_ms())
+        .await
+    {
+        tracing::debug!(%err, "could not record last_seen");
+    }
+    let limits = &state.config.limits;
+    let (outbound, outbound_rx) = mpsc::channel(limits.outbound_frames_max);
+    let mut tasks: JoinSet<WriterEnd> = JoinSet::new();
+    tasks.spawn(write_frames(
+        sink,
+        outbound_rx,
+        Duration::from_millis(limits.write_timeout_ms),
+        Duration::from_secs(limits.keepalive_secs),
+    ));
+    let pump = tokio::spawn(pump_queue(
+        state.clone(),
+        auth.device,
+        registration.wake.clone(),
+        outbound.clone(),
+    ));
+    let mut session = Session {
+        state: state.clone(),
+        auth,
+        outbound,
+        recipients: HashMap::new(),
+    };
+    let idle_max = Duration::from_secs(limits.keepalive_secs * 3);
+    let mut idle_deadline = Instant::now() + idle_max;
+    let close = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                idle_deadline = Instant::now() + idle_max;
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        metrics::counter!("missive_frames_in_total").increment(1);
+                        if !session.handle_text(&text).await {
+                            break Some(CloseCode::SlowConsumer);
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let frame = ServerFrame::error(None, ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
+                        if !session.reply(frame).await {
+                            break Some(CloseCode::SlowConsumer);
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(err)) => {
+                        let too_large = std::error::Error::source(&err)
+                            .map(|source| source.to_string().contains("too long"))
+                            .unwrap_or(false)
+                            || err.to_string().contains("too long");
+                        tracing::debug!(%err, "websocket read failed");
+                        break too_large.then_some(CloseCode::FrameTooLarge);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(idle_deadline) => break Some(CloseCode::IdleTimeout),
+            _ = registration.close.changed() => break *registration.close.borrow(),
+            _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
+            ended = tasks.join_next() => {
+                if let Some(Ok(WriterEnd::SlowConsumer)) = ended {
+                    metrics::counter!("missive_slow_consumer_closes_total").increment(1);
+                    tracing::info!("closed a slow consumer; its queue is kept");
+                }
+                pump.abort();
+                return;
+            }
+        }
+    };
+    pump.abort();
+    if let Some(code) = close {
+        tracing::debug!(reason = code.reason(), "closing session");
+        // Best effort: a full channel means the writer is stuck anyway.
+        let _ = session.outbound.try_send(Outbound::Close(code));
+    }
+    drop(session);
+    // Let the writer flush the close frame, bounded.
+    let _ = timeout(Duration::from_secs(2), tasks.join_next()).await;
+}
+
+/// Reads the first frame, which must be a valid `auth`, within the deadline.
+async fn authenticate(
+    sink: &mut SplitSink<WebSocket, Message>,
+    stream: &mut SplitStream<WebSocket>,
+    state: &AppState,
+) -> Option<DeviceAuth> {
+    let deadline = Instant::now() + Duration::from_millis(state.config.limits.auth_timeout_ms);
+    let refuse = |id: Option<String>, code: ErrorCode, message: &str, close: CloseCode| {
+        (ServerFrame::error(id, code, message), close)
+    };
+    let (error, close) = loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = tokio::time::sleep_until(deadline) => {
+                break refuse(None, ErrorCode::NotAuthenticated, "no auth frame within the deadline", CloseCode::AuthTimeout);
+            }
+            _ = state.shutdown.cancelled() => return None,
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => match decode_client_frame(&text) {
+                Ok(ClientFrame::Auth { id, token }) => {
+                    match state.accounts.authenticate(&token).await {
+                        Ok(auth) => {
+                            let ready = ServerFrame::Ready {
+                                id,
+                                username: auth.username.to_string(),
+                                device_id: auth.device.0,
+                            };
+                            let sent = sink.send(Message::Text(ready.to_json().into())).await;
+                            return sent.is_ok().then_some(auth);
+                        }
+                        Err(err) => {
+                            break refuse(id, err.code, &err.message, CloseCode::AuthFailed);
+                        }
+                    }
+                }
+                Ok(_) => {
+                    break refuse(
+                        None,
+                        ErrorCode::NotAuthenticated,
+                        "the first frame must be auth",
+                        CloseCode::AuthFailed,
+                    );
+                }
+                Err(err) => break refuse(err.id, err.code, &err.message, CloseCode::AuthFailed),
+            },
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Binary(_))) => {
+                break refuse(
+                    None,
+                    ErrorCode::BadFrame,
+                    "binary frames are not supported",
+                    CloseCode::AuthFailed,
+                );
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+        }
+    };
+    let _ = timeout(Duration::from_secs(1), async {
+        sink.send(Message::Text(error.to_json().into())).await?;
+        sink.send(close_message(close)).await
+    })
+    .await;
+    None
+}
+
+fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    }))
+}
+
+struct Session {
+    state: Arc<AppState>,
+    auth: DeviceAuth,
+    outbound: mpsc::Sender<Outbound>,
+    recipients: HashMap<String, ConversationId>,
+}
+
+impl Session {
+    /// Queues a reply for the writer; `false` if the client is too slow to
+    /// take it within the write timeout (the session then closes).
+    async fn reply(&self, frame: ServerFrame) -> bool {
+        let wait = Duration::from_millis(self.state.config.limits.write_timeout_ms);
+        matches!(
+            timeout(wait, self.outbound.send(Outbound::Frame(frame))).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn handle_text(&mut self, text: &str) -> bool {
+        let frame = match decode_client_frame(text) {
+            Ok(frame) => frame,
+            Err(err) => {
+                return self
+                    .reply(ServerFrame::error(err.id, err.code, err.message))
+                    .await;
+            }
+        };
+        let reply = match frame {
+            ClientFrame::Auth { id, .. } => ServerFrame::error(
+                id,
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            ),
+            ClientFrame::Ping { id } => ServerFrame::Pong { id },
+            ClientFrame::Send {
+                id,
+                to,
+                conversation,
+                client_msg_id,
+                text,
+            } => self
+                .send(to, conversation, &client_msg_id, &text)
+                .await
+                .unwrap_or_else(|err| error_frame(id.clone(), err))
+                .with_id(id),
+            ClientFrame::Ack {
+                id,
+                up_to,
+                positions,
+            } => match self.state.messaging.ack(&self.auth, up_to, positions).await {
+                Ok(removed) => ServerFrame::Acked { id, removed },
+                Err(err) => error_frame(id, err),
+            },
+            ClientFrame::Read {
+                id,
+                conversation,
+                seq,
+            } => {
+                match self
+                    .state
+                    .messaging
+                    .read(&self.auth, ConversationId(conversation), seq)
+                    .await
+                {
+                    Ok(seq) => ServerFrame::ReadOk {
+                        id,
+                        conversation,
+                        seq,
+                    },
+                    Err(err) => error_frame(id, err),
+                }
+            }
+        };
+        self.reply(reply).await
+    }
+
+    async fn send(
+        &mut self,
+        to: Option<String>,
+        conversation: Option<i64>,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<ServerFrame, ApiError> {
+        let conversation = match (to, conversation) {
+            (Some(username), None) => self.conversation_with(username).await?,
+            (None, Some(conversation)) => ConversationId(conversation),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    "give exactly one of \"to\" or \"conversation\"",
+                ));
+            }
+        };
+        let appended = self
+            .state
+            .messaging
+            .send(&self.auth, conversation, client_msg_id, text)
+            .await?;
+        Ok(ServerFrame::Sent {
+            id: None,
+            message_id: appended.message_id.to_string(),
+            conversation: appended.conversation.0,
+            seq: appended.seq,
+            ts_ms: appended.ts_ms,
+            duplicate: appended.duplicate,
+        })
+    }
+
+    async fn conversation_with(&mut self, username: String) -> Result<ConversationId, ApiError> {
+        if let Some(conversation) = self.recipients.get(&username) {
+            return Ok(*conversation);
+        }
+        let conversation = self
+            .state
+            .messaging
+            .conversation_for(&self.auth, Recipient::User(username.clone()))
+            .await?;
+        if self.recipients.len() >= RECIPIENT_CACHE_MAX {
+            self.recipients.clear();
+        }
+        self.recipients.insert(username, conversation);
+        Ok(conversation)
+    }
+}
+
+trait WithId {
+    fn with_id(self, id: Option<String>) -> Self;
+}
+
+impl WithId for ServerFrame {
+    fn with_id(mut self, new_id: Option<String>) -> Self {
+        if let ServerFrame::Sent { id, .. } | ServerFrame::Error { id, .. } = &mut self {
+            *id = new_id;
+        }
+        self
+    }
+}
+
+fn error_frame(id: Option<String>, err: ApiError) -> ServerFrame {
+    ServerFrame::error(id, err.code, err.message)
+}
+
+/// Drains the device's queue page by page, then sleeps until woken. The
+/// cursor only moves forward, so each entry is written at most once per
+/// connection; unacked entries come again on the next connection.
+async fn pump_queue(
+    state: Arc<AppState>,
+    device: DeviceId,
+    wake: Arc<Notify>,
+    outbound: mpsc::Sender<Outbound>,
+) {
+    let messaging: &Messaging = &state.messaging;
+    let mut cursor = 0;
+    loop {
+        let page = match messaging.pending(device, cursor).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(
+                    code = err.code.as_str(),
+                    "reading the queue failed; retrying on next wake"
+                );
+                wake.notified().await;
+                continue;
+            }
+        };
+        let page_was_full = page.len() >= messaging.page_size();
+        for item in page {
+            cursor = item.pos();
+            if outbound
+                .send(Outbound::Frame(queue_frame(item)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            metrics::counter!("missive_deliveries_total").increment(1);
+        }
+        if !page_was_full {
+            wake.notified().await;
+        }
+    }
+}
+
+fn queue_frame(item: QueueItem) -> ServerFrame {
+    match item {
+        QueueItem::Message {
+            pos,
+            message_id,
+            conversation,
+            seq,
+            from,
+            from_device,
+            client_msg_id,
+            text,
+            ts_ms,
+        } => ServerFrame::Message {
+            pos,
+            message_id: message_id.to_string(),
+            conversation: conversation.0,
+            seq,
+            from,
+            from_device: from_device.0,
+            client_msg_id,
+            text,
+            ts_ms,
+        },
+        QueueItem::Delivered {
+            pos,
+            conversation,
+            message_id,
+            seq,
+            by,
+            ts_ms,
+        } => ServerFrame::Delivered {
+            pos,
+            conversation: conversation.0,
+            message_id: message_id.to_string(),
+            seq,
+            by,
+            ts_ms,
+        },
+        QueueItem::Read {
+            pos,
+            conversation,
+            seq,
+            by,
+            ts_ms,
+        } => ServerFrame::Read {
+            pos,
+            conversation: conversation.0,
+            seq,
+            by,
+            ts_ms,
+        },
+    }
+}
+
+/// Owns the sink: writes frames in order and pings on keepalive.
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut frames: mpsc::Receiver<Outbound>,
+    write_timeout: Duration,
+    keepalive: Duration,
+) -> WriterEnd {
+    let mut pings = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    loop {
+        let message = tokio::select! {
+            next = frames.recv() => match next {
+                Some(Outbound::Frame(frame)) => {
+                    metrics::counter!("missive_frames_out_total").increment(1);
+                    Message::Text(frame.to_json().into())
+                }
+                Some(Outbound::Close(code)) => {
+                    let _ = timeout(write_timeout, sink.send(close_message(code))).await;
+                    return WriterEnd::Closed;
+                }
+                None => return WriterEnd::Closed,
+            },
+            _ = pings.tick() => Message::Ping(Default::default()),
+        };
+        match timeout(write_timeout, sink.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return WriterEnd::SocketError,
+            Err(_) => return WriterEnd::SlowConsumer,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The missive server as a library: build it from a [`Config`], hand it a
+//! bound listener, and cancel a token to stop it.
+//!
+//! # Layout
+//! - [`config`]: typed configuration and its layering.
+//! - [`gateway`]: axum routes, REST handlers, the WebSocket session.
+//! - [`service`]: domain logic (accounts, messaging) over Store and Bus.
+//! - [`router`]: device → live connection on this node; the Bus sink.
+//! - [`error`]: the one client-facing error type.
+//! - [`telemetry`]: logs and Prometheus metrics.
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod router;
+pub mod service;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use missive_bus::{Bus, InProcessBus};
+use missive_core::Clock;
+use missive_store::{Fsync, SqliteConfig, SqliteStore, Store, StoreError, SweepOutcome};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+use crate::error::ApiError;
+use crate::router::Router;
+use crate::service::{Accounts, Messaging};
+
+/// Everything a request handler or session needs; shared by `Arc`.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub router: Arc<Router>,
+    pub clock: Arc<dyn Clock>,
+    pub accounts: Accounts,
+    pub messaging: Messaging,
+    /// Cancelled when the server begins to shut down.
+    pub shutdown: CancellationToken,
+    /// Every WebSocket session, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    pub connection_permits: Arc<Semaphore>,
+}
+
+/// A built server, not yet serving. Cloning shares the same state.
+#[derive(Clone)]
+pub struct App {
+    state: Arc<AppState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl App {
+    /// Opens the embedded store under `config.data_dir` and wires the
+    /// services. Must be called inside a Tokio runtime.
+    pub fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let mut store_config = SqliteConfig::new(config.database_path());
+        store_config.fsync = match config.store.fsync {
+            config::FsyncMode::Always => Fsync::Always,
+            config::FsyncMode::Off => Fsync::Off,
+        };
+        store_config.batch_max = config.store.batch_max;
+        store_config.readers = config.store.readers;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_config)?);
+        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
+        Ok(Self::with_boundaries(config, store, bus, clock))
+    }
+
+    /// Wires the services over given boundaries (the cluster mode entry).
+    pub fn with_boundaries(
+        config: Config,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let router = Arc::new(Router::default());
+        bus.attach(router.clone());
+        let accounts = Accounts::new(store.clone(), bus.clone(), clock.clone(), &config.limits);
+        let messaging = Messaging::new(
+            store.clone(),
+            bus.clone(),
+            clock.clone(),
+            &config.delivery,
+            &config.limits,
+        );
+        let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
+        Self {
+            state: Arc::new(AppState {
+                config,
+                store,
+                bus,
+                router,
+                clock,
+                accounts,
+                messaging,
+                shutdown: CancellationToken::new(),
+                sessions: TaskTracker::new(),
+                connection_permits,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Runs one sweep now (the background sweeper runs it periodically).
+    pub async fn sweep_now(&self) -> Result<SweepOutcome, ApiError> {
+        self.state.messaging.sweep().await
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, closes
+    /// every WebSocket with 1001 (going away), waits for sessions and
+    /// flushes the store.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let local_addr = listener.local_addr()?;
+        tracing::info!(%local_addr, data_dir = %state.config.data_dir.display(), "missive serving");
+        let sweeper = tokio::spawn(run_sweeper(self.clone()));
+        let app = gateway::routes(state.clone());
+        let stop = shutdown.clone();
+        let session_stop = state.shutdown.clone();
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            session_stop.cancel();
+        })
+        .await;
+        state.shutdown.cancel();
+        sweeper.abort();
+        state.sessions.close();
+        if tokio::time::timeout(Duration::from_secs(10), state.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions did not finish within 10 s of shutdown");
+        }
+        state.store.shutdown().await;
+        tracing::info!("missive stopped");
+        served
+    }
+}
+
+async fn run_sweeper(app: App) {
+    let period = Duration::from_secs(app.state.config.delivery.sweep_interval_secs);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match app.sweep_now().await {
+            Ok(outcome) if outcome != SweepOutcome::default() => {
+                tracing::info!(?outcome, "sweep");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(code = err.code.as_str(), "sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Registration, login, devices and revocation.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use missive_bus::{Bus, DeviceEvent};
+use missive_core::{Clock, DeviceId, DeviceToken, Password, TokenHash, Username};
+use missive_proto::ErrorCode;
+use missive_proto::rest::{
+    DeviceInfo, DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
+};
+use missive_store::{DeviceAuth, NewAccount, NewDevice, Store};
+use tokio::sync::Semaphore;
+
+use super::login_limit::LoginLimiter;
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
+
+const DEVICE_NAME_BYTES_MAX: usize = 64;
+const PHONE_BYTES_MAX: usize = 20;
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    clock: Arc<dyn Clock>,
+    hashing: Semaphore,
+    limiter: LoginLimiter,
+    devices_max: usize,
+    /// Verified against when the username does not exist, so a failed login
+    /// takes as long whether or not the account exists.
+    dummy_hash: String,
+}
+
+impl Accounts {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+        limits: &LimitsConfig,
+    ) -> Self {
+        let dummy_hash = Argon2::default()
+            .hash_password(b"missive-dummy-password")
+            .map(|hash| hash.to_string())
+            .unwrap_or_default();
+        Self {
+            store,
+            bus,
+            clock,
+            hashing: Semaphore::new(limits.password_hashes_concurrent_max),
+            limiter: LoginLimiter::new(
+                limits.login_failures_max,
+                Duration::from_secs(limits.login_failure_window_secs),
+            ),
+            devices_max: limits.devices_per_account_max,
+            dummy_hash,
+        }
+    }
+
+    pub async fn register(&self, request: RegisterRequest) -> Result<RegisterResponse, ApiError> {
+        let username = Username::parse(&request.username)?;
+        let password = Password::parse(&request.password)?;
+        let phone = request.phone.map(|phone| parse_phone(&phone)).transpose()?;
+        if self.store.account_by_username(&username).await?.is_some() {
+            return Err(ApiError::new(ErrorCode::UsernameTaken, "username is taken"));
+        }
+        let password_hash = self.hash(password).await?;
+        let account = self
+            .store
+            .create_account(NewAccount {
+                username: username.clone(),
+                password_hash,
+                phone,
+                now_ms: self.clock.now_ms(),
+            })
+            .await?;
+        tracing::info!(account = %account, %username, "account registered");
+        Ok(RegisterResponse {
+            account_id: account.0,
+            username: username.to_string(),
+        })
+    }
+
+    pub async fn login(
+        &self,
+        request: LoginRequest,
+        ip: IpAddr,
+    ) -> Result<LoginResponse, ApiError> {
+        let wrong = || ApiError::new(ErrorCode::WrongCredentials, "wrong username or password");
+        let keys = vec![format!("u:{}", request.username), format!("ip:{ip}")];
+        if let Err(retry_after_secs) = self.limiter.check(&keys) {
+            return Err(ApiError {
+                retry_after_secs: Some(retry_after_secs),
+                ..ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many failed logins; try again later",
+                )
+            });
+        }
+        let device_name = request.device_name.unwrap_or_else(|| "unnamed".into());
+        if device_name.is_empty() || device_name.len() > DEVICE_NAME_BYTES_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "device_name must be 1-64 bytes",
+            ));
+        }
+        let account = match Username::parse(&request.username) {
+            Ok(username) => self.store.account_by_username(&username).await?,
+            Err(_) => None,
+        };
+        let stored_hash = account
+            .as_ref()
+            .map_or(self.dummy_hash.clone(), |a| a.password_hash.clone());
+        let verified = self.verify(request.password, stored_hash).await?;
+        let Some(account) = account.filter(|_| verified) else {
+            self.limiter.record_failure(&keys);
+            return Err(wrong());
+        };
+        self.limiter.clear(&keys[0]);
+        let token = DeviceToken::generate();
+        let device = self
+            .store
+            .create_device(NewDevice {
+                account: account.id,
+                name: device_name,
+                token_hash: token.hash(),
+                devices_max: self.devices_max,
+                now_ms: self.clock.now_ms(),
+            })
+            .await?;
+        tracing::info!(account = %account.id, device = %device, "device logged in");
+        Ok(LoginResponse {
+            device_id: device.0,
+            token: token.as_str().to_owned(),
+            username: account.username.to_string(),
+        })
+    }
+
+    /// The device a presented token belongs to.
+    pub async fn authenticate(&self, presented: &str) -> Result<DeviceAuth, ApiError> {
+        self.store
+            .authenticate(&TokenHash::of(presented))
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::TokenInvalid, "token is invalid or revoked"))
+    }
+
+    pub async fn devices(&self, auth: &DeviceAuth) -> Result<DeviceList, ApiError> {
+        let devices = self.store.list_devices(auth.account).await?;
+        Ok(DeviceList {
+            devices: devices
+                .into_iter()
+                .map(|device| DeviceInfo {
+                    device_id: device.id.0,
+                    name: device.name,
+                    created_ms: device.created_ms,
+                    last_seen_ms: device.last_seen_ms,
+                    current: device.id == auth.device,
+                })
+                .collect(),
+        })
+    }
+
+    /// Revokes one of the caller's devices (possibly itself); its live
+    /// connections close at once.
+    pub async fn revoke(&self, auth: &DeviceAuth, device: DeviceId) -> Result<(), ApiError> {
+        if !self.store.revoke_device(auth.account, device).await? {
+            return Err(ApiError::new(
+                ErrorCode::UnknownDevice,
+                "you have no such device",
+            ));
+        }
+        self.bus.publish(device, DeviceEvent::Revoked).await;
+        tracing::info!(account = %auth.account, device = %device, "device revoked");
+        Ok(())
+    }
+
+    async fn hash(&self, password: Password) -> Result<String, ApiError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal())?;
+        tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .hash_password(password.as_str().as_bytes())
+                .map(|hash| hash.to_string())
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|err| {
+            tracing::error!(%err, "password hashing failed");
+            ApiError::internal()
+        })
+    }
+
+    async fn verify(&self, password: String, stored_hash: String) -> Result<bool, ApiError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal())?;
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&stored_hash)
+                .map(|hash| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &hash)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|_| ApiError::internal())
+    }
+}
+
+fn parse_phone(raw: &str) -> Result<String, ApiError> {
+    let digits = raw.strip_prefix('+').unwrap_or(raw);
+    if raw.len() > PHONE_BYTES_MAX
+        || digits.len() < 4
+        || !digits.chars().all(|c| c.is_ascii_digit())
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "phone must be + and 4-19 digits",
+        ));
+    }
+    Ok(raw.to_owned())
+}

@@ -1,0 +1,227 @@
+//! Sending, acking and reading: the delivery model of DESIGN.md §2 on top of
+//! the Store, with Bus wake-ups for the devices whose queues grew.
+
+use std::sync::Arc;
+
+use missive_bus::{Bus, DeviceEvent};
+use missive_core::{
+    ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, QueuePos, Seq,
+    UnixMillis, Username,
+};
+use missive_proto::ErrorCode;
+use missive_store::{
+    AckRequest, Appended, DeviceAuth, NewMessage, QueueItem, ReadRequest, Store, SweepOutcome,
+    SweepRequest,
+};
+
+use crate::config::{DeliveryConfig, LimitsConfig};
+use crate::error::ApiError;
+
+/// Rows deleted per table per sweeper transaction, so a sweep never holds
+/// the writer for long.
+const SWEEP_ROWS_MAX: usize = 5_000;
+
+/// Where a send goes.
+pub enum Recipient {
+    /// The 1:1 conversation with this user.
+    User(String),
+    Conversation(ConversationId),
+}
+
+pub struct Messaging {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    clock: Arc<dyn Clock>,
+    delivery: DeliveryConfig,
+    text_bytes_max: usize,
+}
+
+impl Messaging {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+        delivery: &DeliveryConfig,
+        limits: &LimitsConfig,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            clock,
+            delivery: delivery.clone(),
+            text_bytes_max: limits.text_bytes_max,
+        }
+    }
+
+    fn queue_expires_ms(&self, now_ms: UnixMillis) -> UnixMillis {
+        now_ms.saturating_add(secs_to_ms(self.delivery.offline_ttl_secs))
+    }
+
+    /// Resolves a recipient to a conversation the sender belongs to.
+    pub async fn conversation_for(
+        &self,
+        auth: &DeviceAuth,
+        recipient: Recipient,
+    ) -> Result<ConversationId, ApiError> {
+        match recipient {
+            Recipient::Conversation(conversation) => Ok(conversation),
+            Recipient::User(username) => {
+                let unknown =
+                    || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
+                let parsed = Username::parse(&username).map_err(|_| unknown())?;
+                let account = self
+                    .store
+                    .account_by_username(&parsed)
+                    .await?
+                    .ok_or_else(unknown)?;
+                Ok(self
+                    .store
+                    .direct_conversation(auth.account, account.id, self.clock.now_ms())
+                    .await?)
+            }
+        }
+    }
+
+    /// Stores a text durably (to the configured fsync level) and wakes the
+    /// devices it was queued for. Idempotent per (device, client_msg_id).
+    pub async fn send(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<Appended, ApiError> {
+        let client_msg_id = ClientMsgId::parse(client_msg_id)?;
+        let text = MessageText::parse(text, self.text_bytes_max)?;
+        let now_ms = self.clock.now_ms();
+        let appended = self
+            .store
+            .append_message(NewMessage {
+                message_id: MessageId::generate(),
+                conversation,
+                sender_account: auth.account,
+                sender_device: auth.device,
+                client_msg_id,
+                text,
+                now_ms,
+                queue_expires_ms: self.queue_expires_ms(now_ms),
+            })
+            .await?;
+        if !appended.duplicate {
+            metrics::counter!("missive_sends_total").increment(1);
+        }
+        self.wake(&appended.queued_for).await;
+        Ok(appended)
+    }
+
+    /// Removes acked entries from the caller's queue; returns how many.
+    pub async fn ack(
+        &self,
+        auth: &DeviceAuth,
+        up_to: Option<QueuePos>,
+        positions: Vec<QueuePos>,
+    ) -> Result<u64, ApiError> {
+        const POSITIONS_MAX: usize = 1024;
+        if positions.len() > POSITIONS_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "at most 1024 positions per ack",
+            ));
+        }
+        let now_ms = self.clock.now_ms();
+        let outcome = self
+            .store
+            .ack(AckRequest {
+                device: auth.device,
+                account: auth.account,
+                up_to,
+                positions,
+                purge_acked_bodies: self.delivery.history_retention_secs == 0,
+                now_ms,
+                queue_expires_ms: self.queue_expires_ms(now_ms),
+            })
+            .await?;
+        metrics::counter!("missive_acks_total").increment(outcome.removed);
+        self.wake(&outcome.queued_for).await;
+        Ok(outcome.removed)
+    }
+
+    /// Marks the conversation read up to `seq`; returns the read pointer.
+    pub async fn read(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        seq: Seq,
+    ) -> Result<Seq, ApiError> {
+        let now_ms = self.clock.now_ms();
+        let outcome = self
+            .store
+            .mark_read(ReadRequest {
+                account: auth.account,
+                conversation,
+                seq,
+                now_ms,
+                queue_expires_ms: self.queue_expires_ms(now_ms),
+            })
+            .await?;
+        self.wake(&outcome.queued_for).await;
+        Ok(outcome.seq)
+    }
+
+    /// The next page of the device's queue after `after`.
+    pub async fn pending(
+        &self,
+        device: DeviceId,
+        after: QueuePos,
+    ) -> Result<Vec<QueueItem>, ApiError> {
+        Ok(self
+            .store
+            .pending(device, after, self.delivery.page_size, self.clock.now_ms())
+            .await?)
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.delivery.page_size
+    }
+
+    /// One sweep: expired entries, bodies past retention, old dedup records.
+    /// Dedup records are kept as long as either window so a retry within the
+    /// offline TTL is always recognised.
+    pub async fn sweep(&self) -> Result<SweepOutcome, ApiError> {
+        let now_ms = self.clock.now_ms();
+        let retention_ms = secs_to_ms(self.delivery.history_retention_secs);
+        let dedup_ms = retention_ms.max(secs_to_ms(self.delivery.offline_ttl_secs));
+        let mut total = SweepOutcome::default();
+        loop {
+            let outcome = self
+                .store
+                .sweep(SweepRequest {
+                    now_ms,
+                    bodies_before_ms: now_ms.saturating_sub(retention_ms),
+                    dedup_before_ms: now_ms.saturating_sub(dedup_ms),
+                    limit: SWEEP_ROWS_MAX,
+                })
+                .await?;
+            total.expired_entries += outcome.expired_entries;
+            total.purged_bodies += outcome.purged_bodies;
+            total.purged_dedup += outcome.purged_dedup;
+            let limit = SWEEP_ROWS_MAX as u64;
+            if outcome.expired_entries < limit
+                && outcome.purged_bodies < limit
+                && outcome.purged_dedup < limit
+            {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn wake(&self, devices: &[DeviceId]) {
+        for device in devices {
+            self.bus.publish(*device, DeviceEvent::QueueChanged).await;
+        }
+    }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}

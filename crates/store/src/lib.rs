@@ -1,0 +1,132 @@
+//! The Store boundary: everything missive keeps durably (accounts, devices,
+//! conversations, messages, per-device queues, receipts) behind one async
+//! trait, and the embedded SQLite adapter.
+//!
+//! # Layout
+//! - [`model`]: the records that cross the boundary (no serde: not a wire or
+//!   disk format).
+//! - [`Store`]: the trait; each method's doc states its contract.
+//! - [`sqlite`]: the embedded adapter (one writer thread with group commit,
+//!   a pool of readers).
+//!
+//! **Architecture invariant:** callers never see SQL or engine types; a
+//! PostgreSQL adapter implements the same trait and passes the same
+//! conformance suite (`tests/conformance.rs`).
+
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use missive_core::{
+    AccountId, ConversationId, DeviceId, QueuePos, TokenHash, UnixMillis, Username,
+};
+
+pub use model::*;
+pub use sqlite::{Fsync, SqliteConfig, SqliteStore};
+
+/// Why a store operation was refused or failed. The first group are
+/// deliberate refusals that leave the store unchanged; `Backend` is an engine
+/// failure whose text must not reach clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("the account already has the maximum number of devices")]
+    TooManyDevices,
+    #[error("unknown conversation")]
+    UnknownConversation,
+    #[error("not a member of the conversation")]
+    NotMember,
+    #[error("the store is shut down")]
+    Closed,
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// The durable state of missive. All writes are atomic per call; a call that
+/// returns `Ok` is durable to the configured fsync level.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; `UsernameTaken` if the name exists.
+    async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError>;
+
+    /// The account with this username, if any.
+    async fn account_by_username(
+        &self,
+        username: &Username,
+    ) -> Result<Option<AccountRecord>, StoreError>;
+
+    /// Adds a device (a login) to an account; `TooManyDevices` when the
+    /// account already has `devices_max`.
+    async fn create_device(&self, device: NewDevice) -> Result<DeviceId, StoreError>;
+
+    /// The device holding this token, unless revoked.
+    async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError>;
+
+    /// Records that the device connected now.
+    async fn mark_device_seen(
+        &self,
+        device: DeviceId,
+        now_ms: UnixMillis,
+    ) -> Result<(), StoreError>;
+
+    /// The account's devices, oldest first.
+    async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Deletes the device, its token and its queue. `false` if the account has
+    /// no such device (nothing changes).
+    async fn revoke_device(&self, account: AccountId, device: DeviceId)
+    -> Result<bool, StoreError>;
+
+    /// The 1:1 conversation of two accounts, created on first use.
+    async fn direct_conversation(
+        &self,
+        a: AccountId,
+        b: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<ConversationId, StoreError>;
+
+    /// Stores a message and enqueues it for every device of every member
+    /// except the sending device, atomically.
+    ///
+    /// Ordering: seq is the conversation's previous seq + 1, with no gaps;
+    /// queue positions of one device increase in commit order.
+    /// Idempotence: a second call with the same (sender device,
+    /// client_msg_id) stores nothing and returns the first call's message id,
+    /// seq and timestamp with `duplicate = true`.
+    async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError>;
+
+    /// Up to `limit` live queue entries of the device with position greater
+    /// than `after`, in position order. Expired entries are never returned.
+    async fn pending(
+        &self,
+        device: DeviceId,
+        after: QueuePos,
+        limit: usize,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<QueueItem>, StoreError>;
+
+    /// Deletes the acked entries of this device's queue. The first ack of a
+    /// message by any device of a recipient enqueues a `delivered` receipt
+    /// for the sender's devices. With `purge_acked_bodies`, a message body
+    /// that no queue still needs is deleted (store-and-forward).
+    async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError>;
+
+    /// Moves the account's read pointer in the conversation forward to `seq`
+    /// (clamped to the last seq; never backwards) and enqueues a `read`
+    /// receipt for the other members' devices when it moved.
+    async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError>;
+
+    /// Deletes expired queue entries, message bodies past retention that no
+    /// queue needs, and old dedup records; at most `limit` rows of each.
+    async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError>;
+
+    /// Number of entries in the device's queue, expired or not.
+    async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError>;
+
+    /// Whether the store can serve requests (for `/readyz`).
+    async fn is_ready(&self) -> bool;
+
+    /// Commits everything accepted so far and stops accepting writes.
+    async fn shutdown(&self);
+}

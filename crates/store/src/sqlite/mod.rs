@@ -1,0 +1,226 @@
+//! The embedded Store adapter: one SQLite file in WAL mode.
+//!
+//! Writes go to one thread that commits waiting jobs together (group commit);
+//! reads go to a small pool of read-only connections. Because a single
+//! thread assigns every seq and queue position inside its transaction, the
+//! order readers see is the commit order.
+
+mod ops;
+mod readers;
+mod schema;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use missive_core::{
+    AccountId, ConversationId, DeviceId, QueuePos, TokenHash, UnixMillis, Username,
+};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::model::*;
+use crate::{Store, StoreError};
+use readers::Readers;
+use writer::{Writer, backend};
+
+/// How hard a commit is pushed to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// `sent` only after the batch is on disk (`synchronous = FULL`).
+    Always,
+    /// No fsync (`synchronous = OFF`): a power cut can lose recent commits.
+    /// For benchmarks.
+    Off,
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub fsync: Fsync,
+    /// Most jobs committed in one transaction.
+    pub batch_max: usize,
+    /// Most jobs waiting for the writer before senders wait.
+    pub queue_max: usize,
+    pub readers: usize,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            fsync: Fsync::Always,
+            batch_max: 512,
+            queue_max: 8192,
+            readers: 4,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Writer,
+    readers: Readers,
+}
+
+fn open(path: &PathBuf, flags: OpenFlags, fsync: Fsync) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+    let synchronous = match fsync {
+        Fsync::Always => "FULL",
+        Fsync::Off => "OFF",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+    ))
+    .map_err(backend)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database, then starts the
+    /// writer thread. Must be called inside a Tokio runtime.
+    pub fn open(config: &SqliteConfig) -> Result<Self, StoreError> {
+        let mut writer_conn = open(&config.path, OpenFlags::default(), config.fsync)?;
+        schema::migrate(&mut writer_conn).map_err(StoreError::Backend)?;
+        let readers = (0..config.readers.max(1))
+            .map(|_| {
+                open(
+                    &config.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    config.fsync,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Writer::start(writer_conn, config.batch_max, config.queue_max),
+                readers: Readers::new(readers),
+            }),
+        })
+    }
+
+    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.writer.write(op).await
+    }
+
+    async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.readers.read(op).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError> {
+        self.write(move |conn| ops::create_account(conn, &account))
+            .await
+    }
+
+    async fn account_by_username(
+        &self,
+        username: &Username,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        let username = username.clone();
+        self.read(move |conn| ops::account_by_username(conn, &username))
+            .await
+    }
+
+    async fn create_device(&self, device: NewDevice) -> Result<DeviceId, StoreError> {
+        self.write(move |conn| ops::create_device(conn, &device))
+            .await
+    }
+
+    async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {
+        let token = token.clone();
+        self.read(move |conn| ops::authenticate(conn, &token)).await
+    }
+
+    async fn mark_device_seen(
+        &self,
+        device: DeviceId,
+        now_ms: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| ops::mark_device_seen(conn, device, now_ms))
+            .await
+    }
+
+    async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.read(move |conn| ops::list_devices(conn, account))
+            .await
+    }
+
+    async fn revoke_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| ops::revoke_device(conn, account, device))
+            .await
+    }
+
+    async fn direct_conversation(
+        &self,
+        a: AccountId,
+        b: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<ConversationId, StoreError> {
+        self.write(move |conn| ops::direct_conversation(conn, a, b, now_ms))
+            .await
+    }
+
+    async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        self.write(move |conn| ops::append_message(conn, &message))
+            .await
+    }
+
+    async fn pending(
+        &self,
+        device: DeviceId,
+        after: QueuePos,
+        limit: usize,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<QueueItem>, StoreError> {
+        self.read(move |conn| ops::pending(conn, device, after, limit, now_ms))
+            .await
+    }
+
+    async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError> {
+        self.write(move |conn| ops::ack(conn, &ack)).await
+    }
+
+    async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError> {
+        self.write(move |conn| ops::mark_read(conn, &read)).await
+    }
+
+    async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError> {
+        self.write(move |conn| ops::sweep(conn, &sweep)).await
+    }
+
+    async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError> {
+        self.read(move |conn| ops::queue_depth(conn, device)).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
+            .is_ok()
+    }
+
+    async fn shutdown(&self) {
+        self.inner.writer.shutdown().await;
+        self.inner.readers.close();
+    }
+}

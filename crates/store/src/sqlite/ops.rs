@@ -1,0 +1,652 @@
+//! The SQL of each Store operation, as plain functions over a connection.
+//! Write functions run inside the writer's batch transaction.
+
+use missive_core::{
+    AccountId, ConversationId, DeviceId, MessageId, QueuePos, TokenHash, UnixMillis, Username,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::writer::backend;
+use crate::StoreError;
+use crate::model::*;
+
+const KIND_MESSAGE: i64 = 0;
+const KIND_DELIVERED: i64 = 1;
+const KIND_READ: i64 = 2;
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+pub(super) fn create_account(
+    conn: &Connection,
+    account: &NewAccount,
+) -> Result<AccountId, StoreError> {
+    let inserted = conn.execute(
+        "INSERT INTO accounts (username, password_hash, phone, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            account.username.as_str(),
+            account.password_hash,
+            account.phone,
+            account.now_ms
+        ],
+    );
+    match inserted {
+        Ok(_) => Ok(AccountId(conn.last_insert_rowid())),
+        Err(err) if is_unique_violation(&err) => Err(StoreError::UsernameTaken),
+        Err(err) => Err(backend(err)),
+    }
+}
+
+pub(super) fn account_by_username(
+    conn: &Connection,
+    username: &Username,
+) -> Result<Option<AccountRecord>, StoreError> {
+    conn.prepare_cached("SELECT id, password_hash FROM accounts WHERE username = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([username.as_str()], |row| {
+                Ok(AccountRecord {
+                    id: AccountId(row.get(0)?),
+                    username: username.clone(),
+                    password_hash: row.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(backend)
+}
+
+pub(super) fn create_device(conn: &Connection, device: &NewDevice) -> Result<DeviceId, StoreError> {
+    let n_devices: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM devices WHERE account_id = ?1",
+            [device.account.0],
+            |row| row.get(0),
+        )
+        .map_err(backend)?;
+    if n_devices as usize >= device.devices_max {
+        return Err(StoreError::TooManyDevices);
+    }
+    conn.execute(
+        "INSERT INTO devices (account_id, name, token_hash, created_ms, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![
+            device.account.0,
+            device.name,
+            &device.token_hash.0[..],
+            device.now_ms
+        ],
+    )
+    .map_err(backend)?;
+    Ok(DeviceId(conn.last_insert_rowid()))
+}
+
+pub(super) fn authenticate(
+    conn: &Connection,
+    token: &TokenHash,
+) -> Result<Option<DeviceAuth>, StoreError> {
+    conn.prepare_cached(
+        "SELECT d.id, d.account_id, a.username FROM devices d
+         JOIN accounts a ON a.id = d.account_id WHERE d.token_hash = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([&token.0[..]], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .optional()
+    })
+    .map_err(backend)?
+    .map(|(device, account, username)| {
+        let username = Username::parse(&username)
+            .map_err(|_| StoreError::Backend(format!("stored username {username:?} is invalid")))?;
+        Ok(DeviceAuth {
+            account: AccountId(account),
+            username,
+            device: DeviceId(device),
+        })
+    })
+    .transpose()
+}
+
+pub(super) fn list_devices(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<DeviceRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, name, created_ms, last_seen_ms FROM devices WHERE account_id = ?1 ORDER BY id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([account.0], |row| {
+            Ok(DeviceRecord {
+                id: DeviceId(row.get(0)?),
+                name: row.get(1)?,
+                created_ms: row.get(2)?,
+                last_seen_ms: row.get(3)?,
+            })
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub(super) fn revoke_device(
+    conn: &Connection,
+    account: AccountId,
+    device: DeviceId,
+) -> Result<bool, StoreError> {
+    let deleted = conn
+        .execute(
+            "DELETE FROM devices WHERE id = ?1 AND account_id = ?2",
+            params![device.0, account.0],
+        )
+        .map_err(backend)?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    conn.execute("DELETE FROM queue WHERE device_id = ?1", [device.0])
+        .map_err(backend)?;
+    Ok(true)
+}
+
+pub(super) fn direct_conversation(
+    conn: &Connection,
+    a: AccountId,
+    b: AccountId,
+    now_ms: UnixMillis,
+) -> Result<ConversationId, StoreError> {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    let key = format!("{}:{}", low.0, high.0);
+    if let Some(id) = conn
+        .query_row(
+            "SELECT id FROM conversations WHERE direct_key = ?1",
+            [&key],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?
+    {
+        return Ok(ConversationId(id));
+    }
+    conn.execute(
+        "INSERT INTO conversations (direct_key, created_ms) VALUES (?1, ?2)",
+        params![key, now_ms],
+    )
+    .map_err(backend)?;
+    let id = conn.last_insert_rowid();
+    for member in [low, high] {
+        conn.execute(
+            "INSERT OR IGNORE INTO members (conversation_id, account_id) VALUES (?1, ?2)",
+            params![id, member.0],
+        )
+        .map_err(backend)?;
+    }
+    Ok(ConversationId(id))
+}
+
+fn is_member(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND account_id = ?2")
+        .and_then(|mut stmt| stmt.exists(params![conversation.0, account.0]))
+        .map_err(backend)
+}
+
+fn conversation_exists(
+    conn: &Connection,
+    conversation: ConversationId,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+        .and_then(|mut stmt| stmt.exists([conversation.0]))
+        .map_err(backend)
+}
+
+fn check_member(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Result<(), StoreError> {
+    if is_member(conn, conversation, account)? {
+        Ok(())
+    } else if conversation_exists(conn, conversation)? {
+        Err(StoreError::NotMember)
+    } else {
+        Err(StoreError::UnknownConversation)
+    }
+}
+
+struct QueueEntry<'a> {
+    kind: i64,
+    message_id: Option<&'a str>,
+    conversation: ConversationId,
+    seq: i64,
+    by_account: AccountId,
+    now_ms: UnixMillis,
+    expires_ms: UnixMillis,
+}
+
+fn device_ids(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<DeviceId>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt
+        .query_map(args, |row| Ok(DeviceId(row.get(0)?)))
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+/// Devices of every member of the conversation other than `except_account`.
+fn member_devices(
+    conn: &Connection,
+    conversation: ConversationId,
+    except_account: Option<AccountId>,
+) -> Result<Vec<DeviceId>, StoreError> {
+    device_ids(
+        conn,
+        "SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
+         WHERE m.conversation_id = ?1 AND m.account_id != ?2 ORDER BY d.id",
+        params![conversation.0, except_account.map_or(-1, |a| a.0)],
+    )
+}
+
+fn account_devices(conn: &Connection, account: AccountId) -> Result<Vec<DeviceId>, StoreError> {
+    device_ids(
+        conn,
+        "SELECT id FROM devices WHERE account_id = ?1 ORDER BY id",
+        [account.0],
+    )
+}
+
+/// Appends one entry to each listed device's queue.
+fn enqueue(
+    conn: &Connection,
+    devices: &[DeviceId],
+    entry: &QueueEntry<'_>,
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO queue (device_id, kind, message_id, conversation_id, seq, by_account, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(backend)?;
+    for device in devices {
+        insert
+            .execute(params![
+                device.0,
+                entry.kind,
+                entry.message_id,
+                entry.conversation.0,
+                entry.seq,
+                entry.by_account.0,
+                entry.now_ms,
+                entry.expires_ms
+            ])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+pub(super) fn append_message(
+    conn: &Connection,
+    message: &NewMessage,
+) -> Result<Appended, StoreError> {
+    let earlier = conn
+        .prepare_cached(
+            "SELECT message_id, conversation_id, seq, created_ms FROM dedup
+             WHERE device_id = ?1 AND client_msg_id = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![message.sender_device.0, message.client_msg_id.as_str()],
+                |row| {
+                    Ok(Appended {
+                        message_id: MessageId::from_stored(row.get(0)?),
+                        conversation: ConversationId(row.get(1)?),
+                        seq: row.get(2)?,
+                        ts_ms: row.get(3)?,
+                        duplicate: true,
+                        queued_for: Vec::new(),
+                    })
+                },
+            )
+            .optional()
+        })
+        .map_err(backend)?;
+    if let Some(earlier) = earlier {
+        return Ok(earlier);
+    }
+    check_member(conn, message.conversation, message.sender_account)?;
+    // Under the writer's exclusive transaction this read-increment is atomic.
+    let seq: i64 = conn
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        )
+        .and_then(|mut stmt| stmt.query_row([message.conversation.0], |row| row.get(0)))
+        .map_err(backend)?;
+    let message_id = message.message_id.as_str();
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            message_id,
+            message.conversation.0,
+            seq,
+            message.sender_account.0,
+            message.sender_device.0,
+            message.client_msg_id.as_str(),
+            message.text.as_str(),
+            message.now_ms
+        ])
+    })
+    .map_err(backend)?;
+    conn.prepare_cached(
+        "INSERT INTO dedup (device_id, client_msg_id, message_id, conversation_id, seq, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            message.sender_device.0,
+            message.client_msg_id.as_str(),
+            message_id,
+            message.conversation.0,
+            seq,
+            message.now_ms
+        ])
+    })
+    .map_err(backend)?;
+    let mut queued_for = member_devices(conn, message.conversation, None)?;
+    queued_for.retain(|device| *device != message.sender_device);
+    enqueue(
+        conn,
+        &queued_for,
+        &QueueEntry {
+            kind: KIND_MESSAGE,
+            message_id: Some(message_id),
+            conversation: message.conversation,
+            seq,
+            by_account: message.sender_account,
+            now_ms: message.now_ms,
+            expires_ms: message.queue_expires_ms,
+        },
+    )?;
+    Ok(Appended {
+        message_id: message.message_id.clone(),
+        conversation: message.conversation,
+        seq,
+        ts_ms: message.now_ms,
+        duplicate: false,
+        queued_for,
+    })
+}
+
+pub(super) fn pending(
+    conn: &Connection,
+    device: DeviceId,
+    after: QueuePos,
+    limit: usize,
+    now_ms: UnixMillis,
+) -> Result<Vec<QueueItem>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT q.pos, q.kind, q.message_id, q.conversation_id, q.seq, q.created_ms, a.username,
+                    m.sender_device, m.client_msg_id, m.body, m.created_ms
+             FROM queue q
+             JOIN accounts a ON a.id = q.by_account
+             LEFT JOIN messages m ON m.id = q.message_id AND q.kind = 0
+             WHERE q.device_id = ?1 AND q.pos > ?2 AND q.expires_ms > ?3
+             ORDER BY q.pos LIMIT ?4",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![device.0, after, now_ms, limit as i64], |row| {
+            let pos: i64 = row.get(0)?;
+            let kind: i64 = row.get(1)?;
+            let message_id: Option<String> = row.get(2)?;
+            let conversation = ConversationId(row.get(3)?);
+            let seq: i64 = row.get(4)?;
+            let queued_ms: i64 = row.get(5)?;
+            let by: String = row.get(6)?;
+            let item = match (kind, message_id) {
+                (KIND_MESSAGE, Some(message_id)) => {
+                    let body: Option<String> = row.get(9)?;
+                    // A body purged under a live entry cannot happen (purges
+                    // check the queue); skip rather than fail the whole page.
+                    body.map(|text| -> rusqlite::Result<QueueItem> {
+                        Ok(QueueItem::Message {
+                            pos,
+                            message_id: MessageId::from_stored(message_id),
+                            conversation,
+                            seq,
+                            from: by,
+                            from_device: DeviceId(row.get(7)?),
+                            client_msg_id: row.get(8)?,
+                            text,
+                            ts_ms: row.get(10)?,
+                        })
+                    })
+                    .transpose()?
+                }
+                (KIND_DELIVERED, Some(message_id)) => Some(QueueItem::Delivered {
+                    pos,
+                    conversation,
+                    message_id: MessageId::from_stored(message_id),
+                    seq,
+                    by,
+                    ts_ms: queued_ms,
+                }),
+                (KIND_READ, _) => Some(QueueItem::Read {
+                    pos,
+                    conversation,
+                    seq,
+                    by,
+                    ts_ms: queued_ms,
+                }),
+                _ => None,
+            };
+            Ok(item)
+        })
+        .map_err(backend)?;
+    let mut items = Vec::new();
+    for row in rows {
+        if let Some(item) = row.map_err(backend)? {
+            items.push(item);
+        }
+    }
+    Ok(items)
+}
+
+pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, StoreError> {
+    let mut acked: Vec<(i64, i64, Option<String>, i64, i64, i64)> = Vec::new();
+    let mut select = conn
+        .prepare_cached(
+            "DELETE FROM queue WHERE device_id = ?1 AND (pos <= ?2 OR pos = ?3)
+             RETURNING pos, kind, message_id, conversation_id, seq, by_account",
+        )
+        .map_err(backend)?;
+    // `up_to` and each listed position are applied as separate deletes so one
+    // prepared statement serves all shapes of ack.
+    let mut targets: Vec<(i64, i64)> = Vec::with_capacity(ack.positions.len() + 1);
+    if let Some(up_to) = ack.up_to {
+        targets.push((up_to, -1));
+    }
+    targets.extend(ack.positions.iter().map(|pos| (-1, *pos)));
+    for (up_to, pos) in targets {
+        let rows = select
+            .query_map(params![ack.device.0, up_to, pos], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .map_err(backend)?;
+        for row in rows {
+            acked.push(row.map_err(backend)?);
+        }
+    }
+    let mut outcome = AckOutcome {
+        removed: acked.len() as u64,
+        queued_for: Vec::new(),
+    };
+    for (_pos, kind, message_id, conversation, seq, sender) in acked {
+        let Some(message_id) = message_id.filter(|_| kind == KIND_MESSAGE) else {
+            continue;
+        };
+        if sender != ack.account.0 {
+            let first = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO receipts (message_id, account_id, delivered_ms) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![message_id, ack.account.0, ack.now_ms]))
+                .map_err(backend)?
+                == 1;
+            if first {
+                let woken = account_devices(conn, AccountId(sender))?;
+                enqueue(
+                    conn,
+                    &woken,
+                    &QueueEntry {
+                        kind: KIND_DELIVERED,
+                        message_id: Some(&message_id),
+                        conversation: ConversationId(conversation),
+                        seq,
+                        by_account: ack.account,
+                        now_ms: ack.now_ms,
+                        expires_ms: ack.queue_expires_ms,
+                    },
+                )?;
+                outcome.queued_for.extend(woken);
+            }
+        }
+        if ack.purge_acked_bodies {
+            purge_if_unqueued(conn, &message_id)?;
+        }
+    }
+    outcome.queued_for.sort();
+    outcome.queued_for.dedup();
+    Ok(outcome)
+}
+
+fn purge_if_unqueued(conn: &Connection, message_id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM messages WHERE id = ?1
+         AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?1 AND kind = 0)",
+    )
+    .and_then(|mut stmt| stmt.execute([message_id]))
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn mark_read(conn: &Connection, read: &ReadRequest) -> Result<ReadOutcome, StoreError> {
+    check_member(conn, read.conversation, read.account)?;
+    let (current, last_seq): (i64, i64) = conn
+        .query_row(
+            "SELECT m.read_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.conversation_id = ?1 AND m.account_id = ?2",
+            params![read.conversation.0, read.account.0],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(backend)?;
+    let target = read.seq.min(last_seq);
+    if target <= current {
+        return Ok(ReadOutcome {
+            seq: current,
+            queued_for: Vec::new(),
+        });
+    }
+    conn.execute(
+        "UPDATE members SET read_seq = ?3 WHERE conversation_id = ?1 AND account_id = ?2",
+        params![read.conversation.0, read.account.0, target],
+    )
+    .map_err(backend)?;
+    let queued_for = member_devices(conn, read.conversation, Some(read.account))?;
+    enqueue(
+        conn,
+        &queued_for,
+        &QueueEntry {
+            kind: KIND_READ,
+            message_id: None,
+            conversation: read.conversation,
+            seq: target,
+            by_account: read.account,
+            now_ms: read.now_ms,
+            expires_ms: read.queue_expires_ms,
+        },
+    )?;
+    Ok(ReadOutcome {
+        seq: target,
+        queued_for,
+    })
+}
+
+pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutcome, StoreError> {
+    let limit = sweep.limit as i64;
+    let expired_entries = conn
+        .execute(
+            "DELETE FROM queue WHERE pos IN (SELECT pos FROM queue WHERE expires_ms <= ?1 LIMIT ?2)",
+            params![sweep.now_ms, limit],
+        )
+        .map_err(backend)? as u64;
+    let purged_bodies = conn
+        .execute(
+            "DELETE FROM messages WHERE id IN (
+                SELECT id FROM messages WHERE created_ms < ?1
+                AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = messages.id AND q.kind = 0)
+                LIMIT ?2)",
+            params![sweep.bodies_before_ms, limit],
+        )
+        .map_err(backend)? as u64;
+    let purged_dedup = conn
+        .execute(
+            "DELETE FROM dedup WHERE (device_id, client_msg_id) IN
+                (SELECT device_id, client_msg_id FROM dedup WHERE created_ms < ?1 LIMIT ?2)",
+            params![sweep.dedup_before_ms, limit],
+        )
+        .map_err(backend)? as u64;
+    Ok(SweepOutcome {
+        expired_entries,
+        purged_bodies,
+        purged_dedup,
+    })
+}
+
+pub(super) fn queue_depth(conn: &Connection, device: DeviceId) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM queue WHERE device_id = ?1",
+        [device.0],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .map_err(backend)
+}
+
+pub(super) fn mark_device_seen(
+    conn: &Connection,
+    device: DeviceId,
+    now_ms: UnixMillis,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1",
+        params![device.0, now_ms],
+    )
+    .map_err(backend)?;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The SQLite schema and its migrations, versioned by `PRAGMA user_version`.
+//! Append a migration to add a change; never edit a published one.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, devices, 1:1 conversations, messages, queues, receipts.
+    "
+    CREATE TABLE accounts (
+        id            INTEGER PRIMARY KEY,
+        username      TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        phone         TEXT,
+        created_ms    INTEGER NOT NULL
+    );
+    CREATE TABLE devices (
+        id           INTEGER PRIMARY KEY,
+        account_id   INTEGER NOT NULL REFERENCES accounts(id),
+        name         TEXT NOT NULL,
+        token_hash   BLOB NOT NULL UNIQUE,
+        created_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    CREATE INDEX devices_by_account ON devices(account_id);
+    CREATE TABLE conversations (
+        id         INTEGER PRIMARY KEY,
+        direct_key TEXT UNIQUE,
+        last_seq   INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE members (
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+        account_id      INTEGER NOT NULL REFERENCES accounts(id),
+        read_seq        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (conversation_id, account_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX members_by_account ON members(account_id);
+    CREATE TABLE messages (
+        id              TEXT PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+        seq             INTEGER NOT NULL,
+        sender_account  INTEGER NOT NULL,
+        sender_device   INTEGER NOT NULL,
+        client_msg_id   TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        UNIQUE (conversation_id, seq)
+    );
+    CREATE INDEX messages_by_age ON messages(created_ms);
+    CREATE TABLE dedup (
+        device_id       INTEGER NOT NULL,
+        client_msg_id   TEXT NOT NULL,
+        message_id      TEXT NOT NULL,
+        conversation_id INTEGER NOT NULL,
+        seq             INTEGER NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        PRIMARY KEY (device_id, client_msg_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX dedup_by_age ON dedup(created_ms);
+    -- kind: 0 message, 1 delivered receipt, 2 read receipt.
+    -- AUTOINCREMENT: a position is never reused, so client cursors only move forward.
+    CREATE TABLE queue (
+        pos             INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id       INTEGER NOT NULL,
+        kind            INTEGER NOT NULL,
+        message_id      TEXT,
+        conversation_id INTEGER NOT NULL,
+        seq             INTEGER NOT NULL,
+        by_account      INTEGER NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        expires_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX queue_by_device ON queue(device_id, pos);
+    CREATE INDEX queue_by_message ON queue(message_id) WHERE kind = 0;
+    CREATE INDEX queue_by_expiry ON queue(expires_ms);
+    CREATE TABLE receipts (
+        message_id   TEXT NOT NULL,
+        account_id   INTEGER NOT NULL,
+        delivered_ms INTEGER NOT NULL,
+        PRIMARY KEY (message_id, account_id)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this build writes.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Brings the database to the latest version, one transaction per step.
+/// Refuses a database written by a newer build.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|err| err.to_string())?;
+    if current > latest_version() {
+        return Err(format!(
+            "database schema version {current} is newer than this build supports ({})",
+            latest_version()
+        ));
+    }
+    for (idx, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = idx as i64 + 1;
+        let tx = conn.transaction().map_err(|err| err.to_string())?;
+        tx.execute_batch(sql)
+            .and_then(|()| tx.pragma_update(None, "user_version", version))
+            .map_err(|err| format!("migration to version {version} failed: {err}"))?;
+        tx.commit().map_err(|err| err.to_string())?;
+    }
+    Ok(())
+}

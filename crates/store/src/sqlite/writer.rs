@@ -1,0 +1,164 @@
+//! The single writer thread: it owns the only read-write connection and
+//! commits whatever jobs are waiting as one transaction (group commit), so
+//! many concurrent sends share one fsync.
+
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
+
+/// A write operation: runs inside the batch transaction and returns the
+/// continuation that delivers its reply once the commit outcome is known.
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+enum Command {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct Writer {
+    commands: mpsc::Sender<Command>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Starts the writer thread. `queue_max` bounds the jobs waiting for it.
+    pub(crate) fn start(conn: Connection, batch_max: usize, queue_max: usize) -> Self {
+        let (commands, receiver) = mpsc::channel(queue_max);
+        let thread = std::thread::Builder::new()
+            .name("missive-store-writer".into())
+            .spawn(move || run(conn, receiver, batch_max.max(1)))
+            .expect("spawning the store writer thread");
+        Self {
+            commands,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Runs `op` in the next batch; resolves after that batch committed.
+    /// A failing `op` is rolled back alone (savepoint); others in its batch
+    /// still commit.
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, op);
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = reply.send(committed.and(result));
+            })
+        });
+        self.commands
+            .send(Command::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits what is queued, checkpoints the WAL and stops the thread.
+    pub(crate) async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let handle = self.thread.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    op: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job").map_err(backend)?;
+    match op(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job").map_err(backend)?;
+            Ok(value)
+        }
+        Err(err) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                .map_err(backend)?;
+            Err(err)
+        }
+    }
+}
+
+pub(crate) fn backend(err: rusqlite::Error) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, batch_max: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    while shutdown.is_none() {
+        match receiver.blocking_recv() {
+            Some(Command::Job(job)) => batch.push(job),
+            Some(Command::Shutdown(done)) => shutdown = Some(done),
+            None => break,
+        }
+        // Take whatever else is already waiting, up to the batch bound.
+        while batch.len() < batch_max {
+            match receiver.try_recv() {
+                Ok(Command::Job(job)) => batch.push(job),
+                Ok(Command::Shutdown(done)) => {
+                    shutdown = Some(done);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&conn, &mut batch);
+        }
+    }
+    receiver.close();
+    // Jobs that raced the shutdown still get committed.
+    while let Ok(command) = receiver.try_recv() {
+        if let Command::Job(job) = command {
+            batch.push(job);
+        }
+    }
+    if !batch.is_empty() {
+        commit_batch(&conn, &mut batch);
+    }
+    if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(%err, "WAL checkpoint at shutdown failed");
+    }
+    drop(conn);
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    let started = Instant::now();
+    let n_jobs = batch.len();
+    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs unrun drops their reply channels: each caller
+        // gets an error and nothing was written.
+        tracing::error!(%err, n_jobs, "could not begin a store transaction");
+        batch.clear();
+        return;
+    }
+    let completions: Vec<Completion> = batch.drain(..).map(|job| job(conn)).collect();
+    let committed = conn.execute_batch("COMMIT").map_err(backend);
+    if let Err(err) = &committed {
+        tracing::error!(%err, n_jobs, "store commit failed; the batch is rolled back");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    metrics::histogram!("missive_store_batch_jobs").record(n_jobs as f64);
+    metrics::histogram!("missive_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    for complete in completions {
+        complete(committed.clone());
+    }
+}
