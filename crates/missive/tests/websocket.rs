@@ -230,3 +230,65 @@ async fn shutdown_closes_sockets_with_going_away() {
     assert!(matches!(&closed, missive_client::ClientError::Closed { code: 1001, .. }), "{closed:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
+    // Goal: a client that stops reading is closed once a write stalls past
+    // the write timeout; a fast client meanwhile gets all its messages; the
+    // slow client's messages all stay queued and arrive on reconnect.
+    // Method: bob authenticates on a raw socket and never reads while alice
+    // sends him ~20 MB, far beyond the loopback socket buffers.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start_with(|config| {
+        config.limits.write_timeout_ms = 300;
+        config.limits.outbound_frames_max = 8;
+        config.limits.text_bytes_max = 200 * 1024;
+        config.store.fsync = missive_server::config::FsyncMode::Off;
+    })
+    .await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    let carol_token = server.user("carol").await;
+    let (mut slow, _) = tokio_tungstenite::connect_async(server.api.ws_url()).await.unwrap();
+    slow.send(Message::text(format!(r#"{{"type":"auth","token":"{bob_token}"}}"#))).await.unwrap();
+    let ready = slow.next().await.unwrap().unwrap();
+    let ready: ServerFrame = serde_json::from_str(ready.to_text().unwrap()).unwrap();
+    let ServerFrame::Ready { device_id: bob_device, .. } = ready else { panic!("{ready:?}") };
+    let mut carol = server.connect(&carol_token).await;
+    let mut alice = server.connect(&alice_token).await;
+
+    let big = "x".repeat(100 * 1024);
+    const N_BIG: usize = 200;
+    for i in 0..N_BIG {
+        alice.send_text("bob", &format!("big{i}"), &big).await.unwrap();
+        if i % 10 == 0 {
+            alice.send_text("carol", &format!("small{i}"), "hello carol").await.unwrap();
+        }
+    }
+    // Carol, reading normally, got all of hers.
+    let carols = queued(&mut carol, N_BIG / 10).await;
+    assert_eq!(seqs(&carols), (1..=(N_BIG / 10) as i64).collect::<Vec<_>>());
+
+    // Wait (bounded) for the server to drop bob's live registration.
+    let router = server.app.state().router.clone();
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while router.is_live(missive_core::DeviceId(bob_device)) {
+        assert!(tokio::time::Instant::now() < deadline, "slow reader was never disconnected");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Reading now, bob finds the stream ends before all messages arrived.
+    let mut n_seen = 0;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(PROMPTLY, slow.next()).await {
+        if message.is_text() {
+            n_seen += 1;
+        }
+    }
+    assert!(n_seen < N_BIG, "bob should have been cut off, yet read {n_seen}");
+
+    // Nothing was lost: all N_BIG wait for bob's next connection, in order.
+    let mut bob = server.connect(&bob_token).await;
+    let frames = queued(&mut bob, N_BIG).await;
+    assert_eq!(seqs(&frames), (1..=N_BIG as i64).collect::<Vec<_>>());
+}

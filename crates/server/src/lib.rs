@@ -71,6 +71,8 @@ impl App {
     /// Opens the embedded store under `config.data_dir` and wires the
     /// services. Must be called inside a Tokio runtime.
     pub fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        // Install the process-wide recorder before anything records.
+        let _ = telemetry::prometheus();
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,

@@ -1,0 +1,211 @@
+//! Bad input over REST and WebSocket: a typed error with a stable code, the
+//! client's correlation id, no state change, and the connection survives
+//! where that is safe.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use missive_proto::ServerFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Sends a raw frame and returns the error reply's (code, id).
+async fn error_for(connection: &mut missive_client::Connection, raw: &str) -> (String, Option<String>) {
+    connection.send_raw(raw).await.unwrap();
+    loop {
+        match connection.next_frame(PROMPTLY).await.unwrap() {
+            ServerFrame::Error { code, id, .. } => return (code.as_str().to_owned(), id),
+            frame if frame.queue_pos().is_some() => continue,
+            other => panic!("expected an error for {raw}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
+    // Goal: each malformed or refused frame maps to its documented code with
+    // the correlation id, and nothing is stored.
+    let server = TestServer::start_with(|config| config.limits.text_bytes_max = 100).await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    server.user("carol").await;
+    let mut alice = server.connect(&alice_token).await;
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("{not json", "bad_frame", None),
+        ("[1]", "bad_frame", None),
+        (r#"{"id":"1"}"#, "bad_frame", Some("1")),
+        (r#"{"type":"teleport","id":"2"}"#, "unknown_type", Some("2")),
+        (r#"{"type":"send","id":"3","to":"bob","text":"x"}"#, "invalid_field", Some("3")),
+        (r#"{"type":"send","id":"4","to":"bob","client_msg_id":5,"text":"x"}"#, "invalid_field", Some("4")),
+        (r#"{"type":"send","id":"5","client_msg_id":"a","text":"x"}"#, "invalid_field", Some("5")),
+        (r#"{"type":"send","id":"6","to":"bob","conversation":1,"client_msg_id":"a","text":"x"}"#, "invalid_field", Some("6")),
+        (r#"{"type":"send","id":"7","to":"nobody","client_msg_id":"a","text":"x"}"#, "unknown_user", Some("7")),
+        (r#"{"type":"send","id":"8","to":"NOT VALID","client_msg_id":"a","text":"x"}"#, "unknown_user", Some("8")),
+        (r#"{"type":"send","id":"9","to":"bob","client_msg_id":"a","text":"   "}"#, "empty_text", Some("9")),
+        (r#"{"type":"send","id":"10","to":"bob","client_msg_id":"a b","text":"x"}"#, "invalid_client_msg_id", Some("10")),
+        (r#"{"type":"send","id":"12","conversation":999,"client_msg_id":"a","text":"x"}"#, "unknown_conversation", Some("12")),
+        (r#"{"type":"read","id":"13","conversation":999,"seq":1}"#, "unknown_conversation", Some("13")),
+        (r#"{"type":"auth","id":"14","token":"x"}"#, "already_authenticated", Some("14")),
+        (r#"{"type":"ack","id":"15","up_to":"all"}"#, "invalid_field", Some("15")),
+        (r#"{"type":"ping","id":"16","extra":true}"#, "invalid_field", Some("16")),
+    ];
+    for (raw, code, id) in cases {
+        let got = error_for(&mut alice, raw).await;
+        assert_eq!((got.0.as_str(), got.1.as_deref()), (*code, *id), "{raw}");
+    }
+    let long = format!(r#"{{"type":"send","id":"11","to":"bob","client_msg_id":"a","text":"{}"}}"#, "x".repeat(101));
+    assert_eq!(error_for(&mut alice, &long).await, ("text_too_long".into(), Some("11".into())));
+
+    // A conversation alice is not in: bob and carol's.
+    let mut bob = server.connect(&bob_token).await;
+    let sent = bob.send_text("carol", "b1", "private").await.unwrap();
+    let ServerFrame::Sent { conversation, seq: 1, .. } = sent else { panic!("{sent:?}") };
+    let raw = format!(r#"{{"type":"send","id":"n","conversation":{conversation},"client_msg_id":"a","text":"x"}}"#);
+    assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
+    let raw = format!(r#"{{"type":"read","id":"r","conversation":{conversation},"seq":1}}"#);
+    assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
+
+    // Nothing was stored by any refused frame: the next message is seq 1 for
+    // alice→bob, and seq 2 in bob→carol.
+    let ok = alice.send_text("bob", "good", "finally").await.unwrap();
+    assert!(matches!(ok, ServerFrame::Sent { seq: 1, .. }), "{ok:?}");
+    let ok = bob.send_text("carol", "b2", "still private").await.unwrap();
+    assert!(matches!(ok, ServerFrame::Sent { seq: 2, .. }), "{ok:?}");
+    let frames = queued(&mut bob, 1).await;
+    assert_eq!(texts(&frames), ["finally"]);
+}
+
+async fn raw_socket(server: &TestServer) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(server.api.ws_url()).await.unwrap().0
+}
+
+/// Reads until the close frame and returns its code and reason.
+async fn close_of(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(PROMPTLY, socket.next()).await.expect("closed promptly") {
+            Some(Ok(Message::Close(Some(frame)))) => return (frame.code.into(), frame.reason.to_string()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_frame_must_authenticate_in_time() {
+    // Goal: silence → 4001; a non-auth frame or bad token → error + 4002.
+    let server = TestServer::start_with(|config| config.limits.auth_timeout_ms = 200).await;
+    let mut silent = raw_socket(&server).await;
+    assert_eq!(close_of(&mut silent).await, (4001, "auth_timeout".into()));
+
+    let mut eager = raw_socket(&server).await;
+    eager.send(Message::text(r#"{"type":"ping","id":"p"}"#)).await.unwrap();
+    assert_eq!(close_of(&mut eager).await, (4002, "auth_failed".into()));
+
+    let bad = missive_client::Connection::connect(&server.api.ws_url(), "0000").await;
+    assert_eq!(refused_code(bad.map(|_| ())), "token_invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_with_1009() {
+    // Goal: binary frames get bad_frame and the socket survives; a frame
+    // beyond limits.frame_bytes_max closes the socket with 1009.
+    let server = TestServer::start_with(|config| config.limits.frame_bytes_max = 4096).await;
+    let token = server.user("alice").await;
+    let mut socket = raw_socket(&server).await;
+    let auth = format!(r#"{{"type":"auth","token":"{token}"}}"#);
+    socket.send(Message::text(auth)).await.unwrap();
+    let ready = socket.next().await.unwrap().unwrap();
+    assert!(ready.to_text().unwrap().contains("\"ready\""));
+    // A binary frame is refused but the connection stays usable.
+    socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    let refused = socket.next().await.unwrap().unwrap();
+    assert!(refused.to_text().unwrap().contains("\"bad_frame\""), "{refused:?}");
+    socket.send(Message::text(r#"{"type":"ping","id":"alive"}"#)).await.unwrap();
+    let pong = socket.next().await.unwrap().unwrap();
+    assert!(pong.to_text().unwrap().contains("\"pong\""), "{pong:?}");
+    let huge = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(10_000));
+    socket.send(Message::text(huge)).await.unwrap();
+    assert_eq!(close_of(&mut socket).await.0, 1009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_refusals_have_codes_and_change_nothing() {
+    // Goal: each REST refusal returns its status and code; state is unchanged.
+    let server = TestServer::start_with(|config| {
+        config.limits.devices_per_account_max = 2;
+        config.limits.login_failures_max = 3;
+    })
+    .await;
+    let api = &server.api;
+    assert_eq!(refused_code(api.register("ab", PASSWORD).await), "invalid_username");
+    assert_eq!(refused_code(api.register("Alice", PASSWORD).await), "invalid_username");
+    assert_eq!(refused_code(api.register("alice", "short").await), "invalid_password");
+    api.register("alice", PASSWORD).await.unwrap();
+    assert_eq!(refused_code(api.register("alice", "another password").await), "username_taken");
+    // The original password still works: the refused register changed nothing.
+    let first = api.login("alice", PASSWORD, "one").await.unwrap();
+    api.login("alice", PASSWORD, "two").await.unwrap();
+    assert_eq!(refused_code(api.login("alice", PASSWORD, "three").await), "too_many_devices");
+    assert_eq!(api.devices(&first.token).await.unwrap().devices.len(), 2);
+
+    assert_eq!(refused_code(api.login("alice", "wrong password", "x").await), "wrong_credentials");
+    assert_eq!(refused_code(api.login("ghost", "wrong password", "x").await), "wrong_credentials");
+    api.login("alice", "wrong password", "x").await.unwrap_err();
+    // Three failures from this IP: even the right password is now refused.
+    assert_eq!(refused_code(api.login("alice", PASSWORD, "x").await), "rate_limited");
+
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let response = http.get(format!("{url}/v1/devices")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_authenticated");
+    let response = http.get(format!("{url}/v1/devices")).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let response = http
+        .post(format!("{url}/v1/accounts"))
+        .header("content-type", "application/json")
+        .body("{\"username\": 5}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_field");
+    let response = http
+        .post(format!("{url}/v1/accounts"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = http
+        .delete(format!("{url}/v1/devices/abc"))
+        .bearer_auth(&first.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_endpoints_answer() {
+    // Goal: /healthz and /readyz are 200 while serving; /metrics is Prometheus text.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    server.user("bob").await;
+    let mut alice = server.connect(&alice).await;
+    alice.send_text("bob", "m", "count me").await.unwrap();
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let response = http.get(format!("{}{path}", server.url())).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let metrics = http.get(format!("{}/metrics", server.url())).send().await.unwrap().text().await.unwrap();
+    for name in ["missive_sends_total", "missive_frames_in_total", "missive_store_commit_seconds"] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}
