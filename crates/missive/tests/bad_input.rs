@@ -10,7 +10,10 @@ use missive_proto::ServerFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Sends a raw frame and returns the error reply's (code, id).
-async fn error_for(connection: &mut missive_client::Connection, raw: &str) -> (String, Option<String>) {
+async fn error_for(
+    connection: &mut missive_client::Connection,
+    raw: &str,
+) -> (String, Option<String>) {
     connection.send_raw(raw).await.unwrap();
     loop {
         match connection.next_frame(PROMPTLY).await.unwrap() {
@@ -35,32 +38,99 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
         ("[1]", "bad_frame", None),
         (r#"{"id":"1"}"#, "bad_frame", Some("1")),
         (r#"{"type":"teleport","id":"2"}"#, "unknown_type", Some("2")),
-        (r#"{"type":"send","id":"3","to":"bob","text":"x"}"#, "invalid_field", Some("3")),
-        (r#"{"type":"send","id":"4","to":"bob","client_msg_id":5,"text":"x"}"#, "invalid_field", Some("4")),
-        (r#"{"type":"send","id":"5","client_msg_id":"a","text":"x"}"#, "invalid_field", Some("5")),
-        (r#"{"type":"send","id":"6","to":"bob","conversation":1,"client_msg_id":"a","text":"x"}"#, "invalid_field", Some("6")),
-        (r#"{"type":"send","id":"7","to":"nobody","client_msg_id":"a","text":"x"}"#, "unknown_user", Some("7")),
-        (r#"{"type":"send","id":"8","to":"NOT VALID","client_msg_id":"a","text":"x"}"#, "unknown_user", Some("8")),
-        (r#"{"type":"send","id":"9","to":"bob","client_msg_id":"a","text":"   "}"#, "empty_text", Some("9")),
-        (r#"{"type":"send","id":"10","to":"bob","client_msg_id":"a b","text":"x"}"#, "invalid_client_msg_id", Some("10")),
-        (r#"{"type":"send","id":"12","conversation":999,"client_msg_id":"a","text":"x"}"#, "unknown_conversation", Some("12")),
-        (r#"{"type":"read","id":"13","conversation":999,"seq":1}"#, "unknown_conversation", Some("13")),
-        (r#"{"type":"auth","id":"14","token":"x"}"#, "already_authenticated", Some("14")),
-        (r#"{"type":"ack","id":"15","up_to":"all"}"#, "invalid_field", Some("15")),
-        (r#"{"type":"ping","id":"16","extra":true}"#, "invalid_field", Some("16")),
+        (
+            r#"{"type":"send","id":"3","to":"bob","text":"x"}"#,
+            "invalid_field",
+            Some("3"),
+        ),
+        (
+            r#"{"type":"send","id":"4","to":"bob","client_msg_id":5,"text":"x"}"#,
+            "invalid_field",
+            Some("4"),
+        ),
+        (
+            r#"{"type":"send","id":"5","client_msg_id":"a","text":"x"}"#,
+            "invalid_field",
+            Some("5"),
+        ),
+        (
+            r#"{"type":"send","id":"6","to":"bob","conversation":1,"client_msg_id":"a","text":"x"}"#,
+            "invalid_field",
+            Some("6"),
+        ),
+        (
+            r#"{"type":"send","id":"7","to":"nobody","client_msg_id":"a","text":"x"}"#,
+            "unknown_user",
+            Some("7"),
+        ),
+        (
+            r#"{"type":"send","id":"8","to":"NOT VALID","client_msg_id":"a","text":"x"}"#,
+            "unknown_user",
+            Some("8"),
+        ),
+        (
+            r#"{"type":"send","id":"9","to":"bob","client_msg_id":"a","text":"   "}"#,
+            "empty_text",
+            Some("9"),
+        ),
+        (
+            r#"{"type":"send","id":"10","to":"bob","client_msg_id":"a b","text":"x"}"#,
+            "invalid_client_msg_id",
+            Some("10"),
+        ),
+        (
+            r#"{"type":"send","id":"12","conversation":999,"client_msg_id":"a","text":"x"}"#,
+            "unknown_conversation",
+            Some("12"),
+        ),
+        (
+            r#"{"type":"read","id":"13","conversation":999,"seq":1}"#,
+            "unknown_conversation",
+            Some("13"),
+        ),
+        (
+            r#"{"type":"auth","id":"14","token":"x"}"#,
+            "already_authenticated",
+            Some("14"),
+        ),
+        (
+            r#"{"type":"ack","id":"15","up_to":"all"}"#,
+            "invalid_field",
+            Some("15"),
+        ),
+        (
+            r#"{"type":"ping","id":"16","extra":true}"#,
+            "invalid_field",
+            Some("16"),
+        ),
     ];
     for (raw, code, id) in cases {
         let got = error_for(&mut alice, raw).await;
         assert_eq!((got.0.as_str(), got.1.as_deref()), (*code, *id), "{raw}");
     }
-    let long = format!(r#"{{"type":"send","id":"11","to":"bob","client_msg_id":"a","text":"{}"}}"#, "x".repeat(101));
-    assert_eq!(error_for(&mut alice, &long).await, ("text_too_long".into(), Some("11".into())));
+    let long = format!(
+        r#"{{"type":"send","id":"11","to":"bob","client_msg_id":"a","text":"{}"}}"#,
+        "x".repeat(101)
+    );
+    assert_eq!(
+        error_for(&mut alice, &long).await,
+        ("text_too_long".into(), Some("11".into()))
+    );
 
     // A conversation alice is not in: bob and carol's.
     let mut bob = server.connect(&bob_token).await;
     let sent = bob.send_text("carol", "b1", "private").await.unwrap();
-    let ServerFrame::Sent { conversation, seq: 1, .. } = sent else { panic!("{sent:?}") };
-    let raw = format!(r#"{{"type":"send","id":"n","conversation":{conversation},"client_msg_id":"a","text":"x"}}"#);
+    let ServerFrame::Sent {
+        conversation,
+        seq: 1,
+        ..
+    } = sent
+    else {
+        panic!("{sent:?}")
+    };
+    let raw = format!(
+        r#"{{"type":"send","id":"n","conversation":{conversation},"client_msg_id":"a","text":"x"}}"#
+    );
     assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
     let raw = format!(r#"{{"type":"read","id":"r","conversation":{conversation},"seq":1}}"#);
     assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
@@ -75,17 +145,29 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     assert_eq!(texts(&frames), ["finally"]);
 }
 
-async fn raw_socket(server: &TestServer) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    tokio_tungstenite::connect_async(server.api.ws_url()).await.unwrap().0
+async fn raw_socket(
+    server: &TestServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(server.api.ws_url())
+        .await
+        .unwrap()
+        .0
 }
 
 /// Reads until the close frame and returns its code and reason.
 async fn close_of(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 ) -> (u16, String) {
     loop {
-        match tokio::time::timeout(PROMPTLY, socket.next()).await.expect("closed promptly") {
-            Some(Ok(Message::Close(Some(frame)))) => return (frame.code.into(), frame.reason.to_string()),
+        match tokio::time::timeout(PROMPTLY, socket.next())
+            .await
+            .expect("closed promptly")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string());
+            }
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
         }
@@ -100,7 +182,10 @@ async fn the_first_frame_must_authenticate_in_time() {
     assert_eq!(close_of(&mut silent).await, (4001, "auth_timeout".into()));
 
     let mut eager = raw_socket(&server).await;
-    eager.send(Message::text(r#"{"type":"ping","id":"p"}"#)).await.unwrap();
+    eager
+        .send(Message::text(r#"{"type":"ping","id":"p"}"#))
+        .await
+        .unwrap();
     assert_eq!(close_of(&mut eager).await, (4002, "auth_failed".into()));
 
     let bad = missive_client::Connection::connect(&server.api.ws_url(), "0000").await;
@@ -121,8 +206,14 @@ async fn an_oversized_frame_closes_with_1009() {
     // A binary frame is refused but the connection stays usable.
     socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     let refused = socket.next().await.unwrap().unwrap();
-    assert!(refused.to_text().unwrap().contains("\"bad_frame\""), "{refused:?}");
-    socket.send(Message::text(r#"{"type":"ping","id":"alive"}"#)).await.unwrap();
+    assert!(
+        refused.to_text().unwrap().contains("\"bad_frame\""),
+        "{refused:?}"
+    );
+    socket
+        .send(Message::text(r#"{"type":"ping","id":"alive"}"#))
+        .await
+        .unwrap();
     let pong = socket.next().await.unwrap().unwrap();
     assert!(pong.to_text().unwrap().contains("\"pong\""), "{pong:?}");
     let huge = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(10_000));
@@ -139,22 +230,46 @@ async fn rest_refusals_have_codes_and_change_nothing() {
     })
     .await;
     let api = &server.api;
-    assert_eq!(refused_code(api.register("ab", PASSWORD).await), "invalid_username");
-    assert_eq!(refused_code(api.register("Alice", PASSWORD).await), "invalid_username");
-    assert_eq!(refused_code(api.register("alice", "short").await), "invalid_password");
+    assert_eq!(
+        refused_code(api.register("ab", PASSWORD).await),
+        "invalid_username"
+    );
+    assert_eq!(
+        refused_code(api.register("Alice", PASSWORD).await),
+        "invalid_username"
+    );
+    assert_eq!(
+        refused_code(api.register("alice", "short").await),
+        "invalid_password"
+    );
     api.register("alice", PASSWORD).await.unwrap();
-    assert_eq!(refused_code(api.register("alice", "another password").await), "username_taken");
+    assert_eq!(
+        refused_code(api.register("alice", "another password").await),
+        "username_taken"
+    );
     // The original password still works: the refused register changed nothing.
     let first = api.login("alice", PASSWORD, "one").await.unwrap();
     api.login("alice", PASSWORD, "two").await.unwrap();
-    assert_eq!(refused_code(api.login("alice", PASSWORD, "three").await), "too_many_devices");
+    assert_eq!(
+        refused_code(api.login("alice", PASSWORD, "three").await),
+        "too_many_devices"
+    );
     assert_eq!(api.devices(&first.token).await.unwrap().devices.len(), 2);
 
-    assert_eq!(refused_code(api.login("alice", "wrong password", "x").await), "wrong_credentials");
-    assert_eq!(refused_code(api.login("ghost", "wrong password", "x").await), "wrong_credentials");
+    assert_eq!(
+        refused_code(api.login("alice", "wrong password", "x").await),
+        "wrong_credentials"
+    );
+    assert_eq!(
+        refused_code(api.login("ghost", "wrong password", "x").await),
+        "wrong_credentials"
+    );
     api.login("alice", "wrong password", "x").await.unwrap_err();
     // Three failures from this IP: even the right password is now refused.
-    assert_eq!(refused_code(api.login("alice", PASSWORD, "x").await), "rate_limited");
+    assert_eq!(
+        refused_code(api.login("alice", PASSWORD, "x").await),
+        "rate_limited"
+    );
 
     let http = reqwest::Client::new();
     let url = server.url();
@@ -162,7 +277,12 @@ async fn rest_refusals_have_codes_and_change_nothing() {
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_authenticated");
-    let response = http.get(format!("{url}/v1/devices")).bearer_auth("nope").send().await.unwrap();
+    let response = http
+        .get(format!("{url}/v1/devices"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let response = http
         .post(format!("{url}/v1/accounts"))
@@ -201,11 +321,26 @@ async fn operational_endpoints_answer() {
     alice.send_text("bob", "m", "count me").await.unwrap();
     let http = reqwest::Client::new();
     for path in ["/healthz", "/readyz"] {
-        let response = http.get(format!("{}{path}", server.url())).send().await.unwrap();
+        let response = http
+            .get(format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
-    let metrics = http.get(format!("{}/metrics", server.url())).send().await.unwrap().text().await.unwrap();
-    for name in ["missive_sends_total", "missive_frames_in_total", "missive_store_commit_seconds"] {
+    let metrics = http
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "missive_sends_total",
+        "missive_frames_in_total",
+        "missive_store_commit_seconds",
+    ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
 }

@@ -25,7 +25,14 @@ impl ServerProcess {
     /// JSON log line.
     fn start(data_dir: &Path) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -35,8 +42,13 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let url = loop {
-            let line = lines.next().expect("server exited before serving").expect("read log");
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let line = lines
+                .next()
+                .expect("server exited before serving")
+                .expect("read log");
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
             if let Some(addr) = entry["fields"]["local_addr"].as_str() {
                 break format!("http://{addr}");
             }
@@ -83,8 +95,13 @@ async fn every_sent_message_survives_kill_9() {
             let mut alice = Connection::connect(&ws_url, &alice_token).await.unwrap();
             let mut enough = Some(enough_tx);
             for i in 0.. {
-                match alice.send_text("bob", &format!("k{i}"), &format!("msg {i}")).await {
-                    Ok(ServerFrame::Sent { message_id, seq, .. }) => {
+                match alice
+                    .send_text("bob", &format!("k{i}"), &format!("msg {i}"))
+                    .await
+                {
+                    Ok(ServerFrame::Sent {
+                        message_id, seq, ..
+                    }) => {
                         let n = {
                             let mut acked = acked.lock().unwrap();
                             acked.push((message_id, seq));
@@ -111,23 +128,35 @@ async fn every_sent_message_survives_kill_9() {
 
     let server = ServerProcess::start(data_dir.path());
     let api = Api::new(&server.url);
-    let mut bob = Connection::connect(&api.ws_url(), &bob_token).await.unwrap();
+    let mut bob = Connection::connect(&api.ws_url(), &bob_token)
+        .await
+        .unwrap();
     // Everything stored is at least what was acked; read until the acked
     // count is covered, then confirm the queue holds nothing beyond a
     // possibly-stored in-flight send.
     let mut received: Vec<(String, i64)> = Vec::new();
     while received.len() < acked.len() {
-        if let ServerFrame::Message { message_id, seq, .. } = bob.next_frame(PROMPTLY).await.unwrap() {
+        if let ServerFrame::Message {
+            message_id, seq, ..
+        } = bob.next_frame(PROMPTLY).await.unwrap()
+        {
             if !received.iter().any(|(id, _)| *id == message_id) {
                 received.push((message_id, seq));
             }
         }
     }
     for (message_id, seq) in &acked {
-        assert!(received.contains(&(message_id.clone(), *seq)), "acked message seq {seq} lost");
+        assert!(
+            received.contains(&(message_id.clone(), *seq)),
+            "acked message seq {seq} lost"
+        );
     }
     let seqs: Vec<i64> = received.iter().map(|(_, seq)| *seq).collect();
-    assert_eq!(seqs, (1..=received.len() as i64).collect::<Vec<_>>(), "seqs must be gap-free and ordered");
+    assert_eq!(
+        seqs,
+        (1..=received.len() as i64).collect::<Vec<_>>(),
+        "seqs must be gap-free and ordered"
+    );
 }
 
 fn cli(config_dir: &Path, server: &str, args: &[&str]) -> (i32, String, String) {
@@ -158,19 +187,36 @@ async fn cli_walkthrough_and_exit_codes() {
         assert_eq!(run(&["register", "alice"]).0, 0);
         assert_eq!(run(&["register", "bob"]).0, 0);
         let (code, _, stderr) = run(&["register", "bob"]);
-        assert_eq!((code, stderr.trim()), (3, "error: username_taken: username is taken"));
+        assert_eq!(
+            (code, stderr.trim()),
+            (3, "error: username_taken: username is taken")
+        );
         assert_eq!(run(&["login", "alice", "--profile", "alice"]).0, 0);
         assert_eq!(run(&["login", "bob", "--profile", "bob"]).0, 0);
 
-        let (code, stdout, _) = run(&["send", "bob", "hello bob", "--profile", "alice", "--client-msg-id", "w1"]);
+        let (code, stdout, _) = run(&[
+            "send",
+            "bob",
+            "hello bob",
+            "--profile",
+            "alice",
+            "--client-msg-id",
+            "w1",
+        ]);
         assert_eq!(code, 0);
         let sent: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!((sent["type"].as_str(), sent["seq"].as_i64()), (Some("sent"), Some(1)));
+        assert_eq!(
+            (sent["type"].as_str(), sent["seq"].as_i64()),
+            (Some("sent"), Some(1))
+        );
 
         let (code, stdout, _) = run(&["listen", "--profile", "bob", "--count", "1"]);
         assert_eq!(code, 0);
         let message: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!((message["type"].as_str(), message["text"].as_str()), (Some("message"), Some("hello bob")));
+        assert_eq!(
+            (message["type"].as_str(), message["text"].as_str()),
+            (Some("message"), Some("hello bob"))
+        );
         // listen acked it: a second listen finds nothing.
         let (code, stdout, _) = run(&["listen", "--profile", "bob", "--idle-secs", "1"]);
         assert_eq!((code, stdout.as_str()), (0, ""));
@@ -205,7 +251,12 @@ fn config_errors_name_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[delivery]\noffline_ttl = 5\n").unwrap();
-    let output = Command::new(BIN).arg("serve").arg("--config").arg(&file).output().unwrap();
+    let output = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("offline_ttl"), "{stderr}");

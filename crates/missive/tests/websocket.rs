@@ -7,7 +7,12 @@ use missive_proto::{ClientFrame, ServerFrame};
 
 fn sent_seq(frame: &ServerFrame) -> (String, i64, bool) {
     match frame {
-        ServerFrame::Sent { message_id, seq, duplicate, .. } => (message_id.clone(), *seq, *duplicate),
+        ServerFrame::Sent {
+            message_id,
+            seq,
+            duplicate,
+            ..
+        } => (message_id.clone(), *seq, *duplicate),
         other => panic!("expected sent, got {other:?}"),
     }
 }
@@ -27,10 +32,21 @@ async fn two_users_chat_with_delivered_and_read_receipts() {
     assert_eq!((seq, duplicate), (1, false));
 
     let frames = queued(&mut bob, 1).await;
-    let ServerFrame::Message { pos, message_id: got_id, from, text, conversation, .. } = &frames[0] else {
+    let ServerFrame::Message {
+        pos,
+        message_id: got_id,
+        from,
+        text,
+        conversation,
+        ..
+    } = &frames[0]
+    else {
         panic!("expected a message, got {frames:?}");
     };
-    assert_eq!((got_id, from.as_str(), text.as_str()), (&message_id, "alice", "hi bob"));
+    assert_eq!(
+        (got_id, from.as_str(), text.as_str()),
+        (&message_id, "alice", "hi bob")
+    );
     assert_eq!(bob.ack_up_to(*pos).await.unwrap(), 1);
 
     let receipt = queued(&mut alice, 1).await;
@@ -41,11 +57,21 @@ async fn two_users_chat_with_delivered_and_read_receipts() {
     let ack_pos = receipt[0].queue_pos().unwrap();
     alice.ack_up_to(ack_pos).await.unwrap();
 
-    let read = ClientFrame::Read { id: Some("r".into()), conversation: *conversation, seq: 1 };
+    let read = ClientFrame::Read {
+        id: Some("r".into()),
+        conversation: *conversation,
+        seq: 1,
+    };
     let reply = bob.request(&read, "r").await.unwrap();
-    assert!(matches!(reply, ServerFrame::ReadOk { seq: 1, .. }), "{reply:?}");
+    assert!(
+        matches!(reply, ServerFrame::ReadOk { seq: 1, .. }),
+        "{reply:?}"
+    );
     let receipt = queued(&mut alice, 1).await;
-    assert!(matches!(&receipt[0], ServerFrame::Read { seq: 1, by, .. } if by == "bob"), "{receipt:?}");
+    assert!(
+        matches!(&receipt[0], ServerFrame::Read { seq: 1, by, .. } if by == "bob"),
+        "{receipt:?}"
+    );
 
     // Bob replies on the same conversation id.
     let reply = ClientFrame::Send {
@@ -69,7 +95,10 @@ async fn offline_recipient_gets_everything_in_order_then_live() {
     let bob_token = server.user("bob").await;
     let mut alice = server.connect(&alice_token).await;
     for i in 1..=30 {
-        alice.send_text("bob", &format!("m{i}"), &format!("text {i}")).await.unwrap();
+        alice
+            .send_text("bob", &format!("m{i}"), &format!("text {i}"))
+            .await
+            .unwrap();
     }
     let mut bob = server.connect(&bob_token).await;
     let drained = queued(&mut bob, 30).await;
@@ -91,7 +120,9 @@ async fn sender_second_device_sees_own_sends() {
     let mut laptop = server.connect(&laptop).await;
     phone.send_text("bob", "m1", "from phone").await.unwrap();
     let frames = queued(&mut laptop, 1).await;
-    assert!(matches!(&frames[0], ServerFrame::Message { from, text, .. } if from == "alice" && text == "from phone"));
+    assert!(
+        matches!(&frames[0], ServerFrame::Message { from, text, .. } if from == "alice" && text == "from phone")
+    );
     assert_nothing_queued(&mut phone).await;
 }
 
@@ -112,7 +143,10 @@ async fn a_retried_send_is_stored_once() {
     let mut alice = server.connect(&alice_token).await;
     let third = sent_seq(&alice.send_text("bob", "same", "once").await.unwrap());
     assert_eq!((third.0, third.1, third.2), (first.0.clone(), 1, true));
-    assert_eq!(sent_seq(&alice.send_text("bob", "next", "two").await.unwrap()).1, 2);
+    assert_eq!(
+        sent_seq(&alice.send_text("bob", "next", "two").await.unwrap()).1,
+        2
+    );
     let mut bob = server.connect(&bob_token).await;
     let frames = queued(&mut bob, 2).await;
     assert_eq!(texts(&frames), ["once", "two"]);
@@ -128,7 +162,10 @@ async fn reconnect_mid_stream_redelivers_unacked_with_same_ids() {
     let bob_token = server.user("bob").await;
     let mut alice = server.connect(&alice_token).await;
     for i in 1..=10 {
-        alice.send_text("bob", &format!("m{i}"), &format!("t{i}")).await.unwrap();
+        alice
+            .send_text("bob", &format!("m{i}"), &format!("t{i}"))
+            .await
+            .unwrap();
     }
     let mut bob = server.connect(&bob_token).await;
     let first = queued(&mut bob, 10).await;
@@ -136,7 +173,10 @@ async fn reconnect_mid_stream_redelivers_unacked_with_same_ids() {
     bob.ack_up_to(first[3].queue_pos().unwrap()).await.unwrap();
     bob.close().await;
     for i in 11..=12 {
-        alice.send_text("bob", &format!("m{i}"), &format!("t{i}")).await.unwrap();
+        alice
+            .send_text("bob", &format!("m{i}"), &format!("t{i}"))
+            .await
+            .unwrap();
     }
     let mut bob = server.connect(&bob_token).await;
     let again = queued(&mut bob, 8).await;
@@ -152,7 +192,9 @@ async fn reconnect_mid_stream_redelivers_unacked_with_same_ids() {
     };
     assert_eq!(ids(&again)[..6], ids(&first)[4..]);
     // Everything acked: nothing ever comes back.
-    bob.ack_up_to(again.last().unwrap().queue_pos().unwrap()).await.unwrap();
+    bob.ack_up_to(again.last().unwrap().queue_pos().unwrap())
+        .await
+        .unwrap();
     bob.close().await;
     let mut bob = server.connect(&bob_token).await;
     assert_nothing_queued(&mut bob).await;
@@ -196,15 +238,24 @@ async fn revoking_a_device_closes_its_socket_and_kills_its_token() {
         matches!(&closed, missive_client::ClientError::Closed { code: 4003, reason } if reason == "revoked"),
         "{closed:?}"
     );
-    assert_eq!(refused_code(server.api.devices(&laptop).await), "token_invalid");
+    assert_eq!(
+        refused_code(server.api.devices(&laptop).await),
+        "token_invalid"
+    );
     let again = missive_client::Connection::connect(&server.api.ws_url(), &laptop).await;
     assert_eq!(refused_code(again.map(|_| ())), "token_invalid");
     // Revoking it twice, or someone else's device, is unknown_device.
-    assert_eq!(refused_code(server.api.revoke(&phone, laptop_id).await), "unknown_device");
+    assert_eq!(
+        refused_code(server.api.revoke(&phone, laptop_id).await),
+        "unknown_device"
+    );
     let bob = server.user("bob").await;
     let alice_devices = server.api.devices(&phone).await.unwrap();
     let phone_id = alice_devices.devices[0].device_id;
-    assert_eq!(refused_code(server.api.revoke(&bob, phone_id).await), "unknown_device");
+    assert_eq!(
+        refused_code(server.api.revoke(&bob, phone_id).await),
+        "unknown_device"
+    );
     assert_eq!(server.api.devices(&phone).await.unwrap().devices.len(), 1);
 }
 
@@ -216,7 +267,13 @@ async fn a_second_connection_of_a_device_replaces_the_first() {
     let mut first = server.connect(&token).await;
     let _second = server.connect(&token).await;
     let closed = first.next_frame(PROMPTLY).await.unwrap_err();
-    assert!(matches!(&closed, missive_client::ClientError::Closed { code: 4004, .. }), "{closed:?}");
+    assert!(
+        matches!(
+            &closed,
+            missive_client::ClientError::Closed { code: 4004, .. }
+        ),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +284,13 @@ async fn shutdown_closes_sockets_with_going_away() {
     let mut alice = server.connect(&token).await;
     server.shutdown.cancel();
     let closed = alice.next_frame(PROMPTLY).await.unwrap_err();
-    assert!(matches!(&closed, missive_client::ClientError::Closed { code: 1001, .. }), "{closed:?}");
+    assert!(
+        matches!(
+            &closed,
+            missive_client::ClientError::Closed { code: 1001, .. }
+        ),
+        "{closed:?}"
+    );
     server.stop().await;
 }
 
@@ -251,20 +314,38 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     let alice_token = server.user("alice").await;
     let bob_token = server.user("bob").await;
     let carol_token = server.user("carol").await;
-    let (mut slow, _) = tokio_tungstenite::connect_async(server.api.ws_url()).await.unwrap();
-    slow.send(Message::text(format!(r#"{{"type":"auth","token":"{bob_token}"}}"#))).await.unwrap();
+    let (mut slow, _) = tokio_tungstenite::connect_async(server.api.ws_url())
+        .await
+        .unwrap();
+    slow.send(Message::text(format!(
+        r#"{{"type":"auth","token":"{bob_token}"}}"#
+    )))
+    .await
+    .unwrap();
     let ready = slow.next().await.unwrap().unwrap();
     let ready: ServerFrame = serde_json::from_str(ready.to_text().unwrap()).unwrap();
-    let ServerFrame::Ready { device_id: bob_device, .. } = ready else { panic!("{ready:?}") };
+    let ServerFrame::Ready {
+        device_id: bob_device,
+        ..
+    } = ready
+    else {
+        panic!("{ready:?}")
+    };
     let mut carol = server.connect(&carol_token).await;
     let mut alice = server.connect(&alice_token).await;
 
     let big = "x".repeat(100 * 1024);
     const N_BIG: usize = 200;
     for i in 0..N_BIG {
-        alice.send_text("bob", &format!("big{i}"), &big).await.unwrap();
+        alice
+            .send_text("bob", &format!("big{i}"), &big)
+            .await
+            .unwrap();
         if i % 10 == 0 {
-            alice.send_text("carol", &format!("small{i}"), "hello carol").await.unwrap();
+            alice
+                .send_text("carol", &format!("small{i}"), "hello carol")
+                .await
+                .unwrap();
         }
     }
     // Carol, reading normally, got all of hers.
@@ -275,7 +356,10 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     let router = server.app.state().router.clone();
     let deadline = tokio::time::Instant::now() + PROMPTLY;
     while router.is_live(missive_core::DeviceId(bob_device)) {
-        assert!(tokio::time::Instant::now() < deadline, "slow reader was never disconnected");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow reader was never disconnected"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // Reading now, bob finds the stream ends before all messages arrived.
@@ -285,7 +369,10 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
             n_seen += 1;
         }
     }
-    assert!(n_seen < N_BIG, "bob should have been cut off, yet read {n_seen}");
+    assert!(
+        n_seen < N_BIG,
+        "bob should have been cut off, yet read {n_seen}"
+    );
 
     // Nothing was lost: all N_BIG wait for bob's next connection, in order.
     let mut bob = server.connect(&bob_token).await;

@@ -270,6 +270,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type.
     fn env_overrides_file() {
         // Goal: precedence default < file < env, nested keys via `__`.
         figment::Jail::expect_with(|jail| {

@@ -44,7 +44,9 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let clock = ManualClock::default();
         let app = App::build(config, Arc::new(clock.clone())).expect("build");
@@ -67,17 +69,26 @@ impl TestServer {
 
     /// Registers `username` and logs in one device; returns its token.
     pub async fn user(&self, username: &str) -> String {
-        self.api.register(username, PASSWORD).await.expect("register");
+        self.api
+            .register(username, PASSWORD)
+            .await
+            .expect("register");
         self.device(username).await
     }
 
     /// Logs in another device of an existing user; returns its token.
     pub async fn device(&self, username: &str) -> String {
-        self.api.login(username, PASSWORD, "test").await.expect("login").token
+        self.api
+            .login(username, PASSWORD, "test")
+            .await
+            .expect("login")
+            .token
     }
 
     pub async fn connect(&self, token: &str) -> Connection {
-        Connection::connect(&self.api.ws_url(), token).await.expect("connect")
+        Connection::connect(&self.api.ws_url(), token)
+            .await
+            .expect("connect")
     }
 
     /// Stops the server and waits until it has fully stopped.
@@ -104,7 +115,9 @@ pub async fn queued(connection: &mut Connection, n: usize) -> Vec<ServerFrame> {
 /// Asserts that no queued frame arrives: a ping round-trip proves the
 /// server has processed everything before it, so this is no sleep.
 pub async fn assert_nothing_queued(connection: &mut Connection) {
-    let ping = missive_proto::ClientFrame::Ping { id: Some("quiet".into()) };
+    let ping = missive_proto::ClientFrame::Ping {
+        id: Some("quiet".into()),
+    };
     connection.send_frame(&ping).await.expect("ping");
     loop {
         match connection.next_frame(PROMPTLY).await.expect("frame") {
