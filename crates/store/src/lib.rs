@@ -108,7 +108,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the acked entries of this device's queue. The first ack of a
     /// message by any device of a recipient enqueues a `delivered` receipt
-    /// for the sender's devices. With `purge_acked_bodies`, a message body
+    /// for the sender's devices, in queue-position order of the acked
+    /// entries. With `purge_acked_bodies`, a message body
     /// that no queue still needs is deleted (store-and-forward).
     async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError>;
 

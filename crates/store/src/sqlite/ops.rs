@@ -155,6 +155,8 @@ pub(super) fn revoke_device(
     }
     conn.execute("DELETE FROM queue WHERE device_id = ?1", [device.0])
         .map_err(backend)?;
+    conn.execute("DELETE FROM dedup WHERE device_id = ?1", [device.0])
+        .map_err(backend)?;
     Ok(true)
 }
 
@@ -502,6 +504,10 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
             acked.push(row.map_err(backend)?);
         }
     }
+    // Receipts are queued in the order of the acked entries, i.e. seq order
+    // within a conversation, however the ack listed them.
+    acked.sort_unstable_by_key(|entry| entry.0);
+    acked.dedup_by_key(|entry| entry.0);
     let mut outcome = AckOutcome {
         removed: acked.len() as u64,
         queued_for: Vec::new(),

@@ -6,15 +6,17 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     // 1: accounts, devices, 1:1 conversations, messages, queues, receipts.
     "
+    -- AUTOINCREMENT on ids: a deleted account, device or conversation never
+    -- lends its id to a new one (dedup keys and receipts refer to them).
     CREATE TABLE accounts (
-        id            INTEGER PRIMARY KEY,
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
         username      TEXT NOT NULL UNIQUE,
         password_hash TEXT NOT NULL,
         phone         TEXT,
         created_ms    INTEGER NOT NULL
     );
     CREATE TABLE devices (
-        id           INTEGER PRIMARY KEY,
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
         account_id   INTEGER NOT NULL REFERENCES accounts(id),
         name         TEXT NOT NULL,
         token_hash   BLOB NOT NULL UNIQUE,
@@ -23,7 +25,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX devices_by_account ON devices(account_id);
     CREATE TABLE conversations (
-        id         INTEGER PRIMARY KEY,
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
         direct_key TEXT UNIQUE,
         last_seq   INTEGER NOT NULL DEFAULT 0,
         created_ms INTEGER NOT NULL
