@@ -125,6 +125,9 @@ pub trait Store: Send + Sync + 'static {
     /// Number of entries in the device's queue, expired or not.
     async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError>;
 
+    /// Entries in all queues together, expired or not (for metrics).
+    async fn queue_depth_total(&self) -> Result<u64, StoreError>;
+
     /// Whether the store can serve requests (for `/readyz`).
     async fn is_ready(&self) -> bool;
 

@@ -1273,6 +1273,8 @@ mod scenarios {
                 .expect("append");
         }
         assert_eq!(store.queue_depth(b1).await.expect("depth"), 5);
+        // Only b1 has a queue in this scenario, so the total is its depth.
+        assert_eq!(store.queue_depth_total().await.expect("total"), 5);
         assert_eq!(
             sweep(NOW + 80, NOW - 1, NOW - 1, 2).await.expect("sweep"),
             outcome(2, 0, 0)

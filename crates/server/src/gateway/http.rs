@@ -69,8 +69,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics() -> Response {
+/// `GET /metrics`: Prometheus text format. The queue depth is counted in
+/// the store at scrape time, so it is right after restarts too.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Ok(depth) = state.store.queue_depth_total().await {
+        metrics::gauge!("missive_queue_entries").set(depth as f64);
+    }
     let body = crate::telemetry::prometheus()
         .map(|handle| handle.render())
         .unwrap_or_default();

@@ -213,6 +213,10 @@ impl Store for SqliteStore {
         self.read(move |conn| ops::queue_depth(conn, device)).await
     }
 
+    async fn queue_depth_total(&self) -> Result<u64, StoreError> {
+        self.read(ops::queue_depth_total).await
+    }
+
     async fn is_ready(&self) -> bool {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await

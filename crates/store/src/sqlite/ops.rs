@@ -644,6 +644,12 @@ pub(super) fn queue_depth(conn: &Connection, device: DeviceId) -> Result<u64, St
     .map_err(backend)
 }
 
+pub(super) fn queue_depth_total(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row("SELECT count(*) FROM queue", [], |row| row.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .map_err(backend)
+}
+
 pub(super) fn mark_device_seen(
     conn: &Connection,
     device: DeviceId,
