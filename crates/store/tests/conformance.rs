@@ -1663,6 +1663,35 @@ mod scenarios {
         assert_eq!(send(&*store, conv, alice, a1, "last").await.seq, total + 1);
     }
 
+    /// Goal: a read whose caller gives up half-way (a session ending while
+    /// its queue is being read) never makes later reads fail. Method: 20
+    /// rounds of starting 32 reads and aborting them at once, each followed
+    /// by 32 reads that must all succeed.
+    pub async fn cancelled_reads_leave_the_store_usable(store: Arc<dyn Store>) {
+        let alice = new_account(&*store, "alice").await;
+        let a1 = new_device(&*store, alice, "a1").await;
+        let spawn_reads = |n: usize| -> Vec<tokio::task::JoinHandle<_>> {
+            (0..n)
+                .map(|_| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move { store.pending(a1, 0, ALL, NOW).await })
+                })
+                .collect()
+        };
+        for _ in 0..20 {
+            let doomed = spawn_reads(32);
+            tokio::task::yield_now().await;
+            for read in &doomed {
+                read.abort();
+            }
+            for read in spawn_reads(32) {
+                read.await
+                    .expect("join")
+                    .expect("a read after cancelled reads must succeed");
+            }
+        }
+    }
+
     /// 11. Lifecycle (extra).
     pub async fn shutdown_refuses_further_calls(store: Arc<dyn Store>) {
         // Goal: a store is ready while open; after shutdown every call is
@@ -1771,6 +1800,7 @@ mod sqlite {
         concurrent_appends,
         shutdown_refuses_further_calls,
         revoked_device_identity_is_not_reused,
+        cancelled_reads_leave_the_store_usable,
     );
 
     // ── SQLite-only checks: they look inside the database file. ──

@@ -28,6 +28,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::service::{Messaging, Recipient};
 
+/// Backoff bounds when the pump cannot read the queue.
+const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
+const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+
 /// Conversations remembered per session for `send {to}`; cleared when full.
 const RECIPIENT_CACHE_MAX: usize = 1024;
 
@@ -383,18 +387,23 @@ async fn pump_queue(
 ) {
     let messaging: &Messaging = &state.messaging;
     let mut cursor = 0;
+    let mut retry_delay = READ_RETRY_DELAY_MIN;
     loop {
         let page = match messaging.pending(device, cursor).await {
             Ok(page) => page,
             Err(err) => {
+                // Do not wait for a wake-up: a backlog may have no new
+                // traffic to cause one. Retry with a bounded backoff.
                 tracing::warn!(
                     code = err.code.as_str(),
-                    "reading the queue failed; retrying on next wake"
+                    "reading the queue failed; retrying"
                 );
-                wake.notified().await;
+                tokio::time::sleep(retry_delay).await;
+                retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
                 continue;
             }
         };
+        retry_delay = READ_RETRY_DELAY_MIN;
         let page_was_full = page.len() >= messaging.page_size();
         for item in page {
             cursor = item.pos();

@@ -10,13 +10,13 @@ use crate::StoreError;
 
 pub(crate) struct Readers {
     idle: Arc<Mutex<Vec<Connection>>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 impl Readers {
     pub(crate) fn new(conns: Vec<Connection>) -> Self {
         Self {
-            permits: Semaphore::new(conns.len()),
+            permits: Arc::new(Semaphore::new(conns.len())),
             idle: Arc::new(Mutex::new(conns)),
         }
     }
@@ -26,23 +26,27 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        // The permit guarantees an idle connection exists when we pop.
-        let _permit = self
-            .permits
-            .acquire()
+        // The permit guarantees an idle connection exists when we pop. It
+        // moves into the blocking task and is released only after the
+        // connection is back in the pool, even when the caller's future is
+        // dropped half-way (a session ending mid-read).
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
         let idle = Arc::clone(&self.idle);
         tokio::task::spawn_blocking(move || {
+            let pool_fault = || StoreError::Backend("reader pool has no idle connection".into());
             let conn = idle
                 .lock()
-                .map_err(|_| StoreError::Closed)?
+                .map_err(|_| pool_fault())?
                 .pop()
-                .ok_or(StoreError::Closed)?;
+                .ok_or_else(pool_fault)?;
             let result = op(&conn);
             if let Ok(mut idle) = idle.lock() {
                 idle.push(conn);
             }
+            drop(permit);
             result
         })
         .await
