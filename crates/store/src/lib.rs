@@ -128,7 +128,8 @@ pub trait Store: Send + Sync + 'static {
     /// Entries in all queues together, expired or not (for metrics).
     async fn queue_depth_total(&self) -> Result<u64, StoreError>;
 
-    /// Whether the store can serve requests (for `/readyz`).
+    /// Whether the store can serve reads and writes (for `/readyz`); waits
+    /// behind queued writes, so callers should bound it with a timeout.
     async fn is_ready(&self) -> bool;
 
     /// Commits everything accepted so far and stops accepting writes.

@@ -60,9 +60,12 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /readyz`: 200 when the store answers, 503 otherwise or when stopping.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if !state.shutdown.is_cancelled() && state.store.is_ready().await {
+    let store_ready = tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.is_ready());
+    if !state.shutdown.is_cancelled() && matches!(store_ready.await, Ok(true)) {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()

@@ -218,9 +218,8 @@ impl Store for SqliteStore {
     }
 
     async fn is_ready(&self) -> bool {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
-            .await
-            .is_ok()
+        let probe = |conn: &Connection| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend);
+        self.read(probe).await.is_ok() && self.write(probe).await.is_ok()
     }
 
     async fn shutdown(&self) {

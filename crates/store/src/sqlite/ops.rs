@@ -473,33 +473,34 @@ pub(super) fn pending(
 }
 
 pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, StoreError> {
-    let mut acked: Vec<(i64, i64, Option<String>, i64, i64, i64)> = Vec::new();
-    let mut select = conn
+    type Acked = (i64, i64, Option<String>, i64, i64, i64);
+    let read_acked = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Acked> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+    };
+    let mut acked: Vec<Acked> = Vec::new();
+    // Two statement shapes, each able to use an index: a range over
+    // (device_id, pos) and a primary-key lookup per listed position. (One
+    // `pos <= ? OR pos = ?` statement would scan the device's whole queue.)
+    if let Some(up_to) = ack.up_to {
+        let mut range = conn
+            .prepare_cached(
+                "DELETE FROM queue WHERE device_id = ?1 AND pos <= ?2
+                 RETURNING pos, kind, message_id, conversation_id, seq, by_account",
+            )
+            .map_err(backend)?;
+        let rows = range.query_map(params![ack.device.0, up_to], read_acked).map_err(backend)?;
+        for row in rows {
+            acked.push(row.map_err(backend)?);
+        }
+    }
+    let mut single = conn
         .prepare_cached(
-            "DELETE FROM queue WHERE device_id = ?1 AND (pos <= ?2 OR pos = ?3)
+            "DELETE FROM queue WHERE pos = ?2 AND device_id = ?1
              RETURNING pos, kind, message_id, conversation_id, seq, by_account",
         )
         .map_err(backend)?;
-    // `up_to` and each listed position are applied as separate deletes so one
-    // prepared statement serves all shapes of ack.
-    let mut targets: Vec<(i64, i64)> = Vec::with_capacity(ack.positions.len() + 1);
-    if let Some(up_to) = ack.up_to {
-        targets.push((up_to, -1));
-    }
-    targets.extend(ack.positions.iter().map(|pos| (-1, *pos)));
-    for (up_to, pos) in targets {
-        let rows = select
-            .query_map(params![ack.device.0, up_to, pos], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ))
-            })
-            .map_err(backend)?;
+    for pos in &ack.positions {
+        let rows = single.query_map(params![ack.device.0, pos], read_acked).map_err(backend)?;
         for row in rows {
             acked.push(row.map_err(backend)?);
         }

@@ -2,6 +2,7 @@
 //! commits whatever jobs are waiting as one transaction (group commit), so
 //! many concurrent sends share one fsync.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -59,7 +60,11 @@ impl Writer {
             .send(Command::Job(job))
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        // A dropped reply means the job was discarded unrun (the batch could
+        // not begin): an engine fault, not a shutdown.
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the store writer discarded the operation".into()))?
     }
 
     /// Commits what is queued, checkpoints the WAL and stops the thread.
@@ -141,22 +146,46 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, batch_max: usize
 }
 
 fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    let mut jobs: VecDeque<Job> = batch.drain(..).collect();
+    while !jobs.is_empty() {
+        commit_some(conn, &mut jobs);
+    }
+}
+
+/// Runs jobs from the front of `jobs` in one transaction and completes them.
+/// Normally that is all of them; if the engine aborts the transaction under
+/// a failing job (SQLITE_FULL, IOERR…), the jobs run so far are failed and
+/// the rest are left for a fresh transaction, so nothing runs outside one.
+fn commit_some(conn: &Connection, jobs: &mut VecDeque<Job>) {
     let started = Instant::now();
-    let n_jobs = batch.len();
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs unrun drops their reply channels: each caller
         // gets an error and nothing was written.
-        tracing::error!(%err, n_jobs, "could not begin a store transaction");
-        batch.clear();
+        tracing::error!(%err, n_jobs = jobs.len(), "could not begin a store transaction");
+        jobs.clear();
         return;
     }
-    let completions: Vec<Completion> = batch.drain(..).map(|job| job(conn)).collect();
-    let committed = conn.execute_batch("COMMIT").map_err(backend);
-    if let Err(err) = &committed {
-        tracing::error!(%err, n_jobs, "store commit failed; the batch is rolled back");
-        let _ = conn.execute_batch("ROLLBACK");
+    let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
+    let mut aborted = false;
+    while let Some(job) = jobs.pop_front() {
+        completions.push(job(conn));
+        if conn.is_autocommit() {
+            aborted = true;
+            break;
+        }
     }
-    metrics::histogram!("missive_store_batch_jobs").record(n_jobs as f64);
+    let committed = if aborted {
+        tracing::error!(n_jobs = completions.len(), "the engine aborted a store transaction");
+        Err(StoreError::Backend("the transaction was aborted by the engine".into()))
+    } else {
+        let committed = conn.execute_batch("COMMIT").map_err(backend);
+        if let Err(err) = &committed {
+            tracing::error!(%err, n_jobs = completions.len(), "store commit failed; the batch is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        committed
+    };
+    metrics::histogram!("missive_store_batch_jobs").record(completions.len() as f64);
     metrics::histogram!("missive_store_commit_seconds").record(started.elapsed().as_secs_f64());
     for complete in completions {
         complete(committed.clone());
