@@ -328,6 +328,7 @@ async fn operational_endpoints_answer() {
             .unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
+    server.app.sweep_now().await.unwrap();
     let metrics = http
         .get(format!("{}/metrics", server.url()))
         .send()
@@ -336,11 +337,64 @@ async fn operational_endpoints_answer() {
         .text()
         .await
         .unwrap();
+    // Bob is offline: his queue holds the one message (counted by the sweep).
+    assert!(metrics.contains("missive_queue_entries 1"), "{metrics}");
     for name in [
         "missive_sends_total",
         "missive_frames_in_total",
         "missive_store_commit_seconds",
+        "missive_store_batch_jobs",
+        "missive_connections",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_outrun_the_login_limit() {
+    // Goal: attempts are counted before the password check, so 30 wrong
+    // logins fired at once get at most `login_failures_max` verdicts; the
+    // rest are rate_limited with a Retry-After.
+    let server = TestServer::start_with(|config| config.limits.login_failures_max = 5).await;
+    server.api.register("alice", PASSWORD).await.unwrap();
+    let guesses = (0..30).map(|i| {
+        let api = server.api.clone();
+        tokio::spawn(async move { api.login("alice", &format!("guess {i:04}"), "x").await })
+    });
+    let mut n_wrong = 0;
+    let mut n_limited = 0;
+    for guess in guesses {
+        match refused_code(guess.await.unwrap()).as_str() {
+            "wrong_credentials" => n_wrong += 1,
+            "rate_limited" => n_limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((n_wrong, n_limited), (5, 25));
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/sessions", server.url()))
+        .json(&serde_json::json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_per_address_are_limited() {
+    // Goal: one client address can create at most registrations_per_ip_max
+    // accounts per window; the refused one is not created.
+    let server = TestServer::start_with(|config| config.limits.registrations_per_ip_max = 3).await;
+    for name in ["u1", "u2", "u3"].map(|n| format!("user_{n}")) {
+        server.api.register(&name, PASSWORD).await.unwrap();
+    }
+    assert_eq!(
+        refused_code(server.api.register("user_u4", PASSWORD).await),
+        "rate_limited"
+    );
+    assert_eq!(
+        refused_code(server.api.login("user_u4", PASSWORD, "x").await),
+        "wrong_credentials"
+    );
 }

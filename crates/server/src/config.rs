@@ -92,6 +92,9 @@ pub struct LimitsConfig {
     /// Failed logins allowed per username and per client IP in the window.
     pub login_failures_max: u32,
     pub login_failure_window_secs: u64,
+    /// Accounts one client IP may register per window.
+    pub registrations_per_ip_max: u32,
+    pub registration_window_secs: u64,
     /// Concurrent Argon2 hashes (each uses ~19 MiB).
     pub password_hashes_concurrent_max: usize,
 }
@@ -154,6 +157,8 @@ impl Default for LimitsConfig {
             connections_max: 100_000,
             login_failures_max: 10,
             login_failure_window_secs: 300,
+            registrations_per_ip_max: 20,
+            registration_window_secs: 3600,
             password_hashes_concurrent_max: 2,
         }
     }

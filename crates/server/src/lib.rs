@@ -128,8 +128,14 @@ impl App {
     }
 
     /// Runs one sweep now (the background sweeper runs it periodically).
+    /// Also refreshes the `missive_queue_entries` gauge: counting every queue
+    /// is too costly to do per scrape.
     pub async fn sweep_now(&self) -> Result<SweepOutcome, ApiError> {
-        self.state.messaging.sweep().await
+        let outcome = self.state.messaging.sweep().await?;
+        if let Ok(depth) = self.state.store.queue_depth_total().await {
+            metrics::gauge!("missive_queue_entries").set(depth as f64);
+        }
+        Ok(outcome)
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, closes

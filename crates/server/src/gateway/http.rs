@@ -72,12 +72,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format. The queue depth is counted in
-/// the store at scrape time, so it is right after restarts too.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    if let Ok(depth) = state.store.queue_depth_total().await {
-        metrics::gauge!("missive_queue_entries").set(depth as f64);
-    }
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics() -> Response {
     let body = crate::telemetry::prometheus()
         .map(|handle| handle.render())
         .unwrap_or_default();
@@ -87,9 +83,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 /// `POST /v1/accounts`
 pub async fn register(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    let created = state.accounts.register(json_body(body)?).await?;
+    let created = state.accounts.register(json_body(body)?, peer.ip()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

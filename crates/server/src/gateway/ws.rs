@@ -23,6 +23,7 @@ use missive_store::{DeviceAuth, QueueItem};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -71,13 +72,52 @@ enum WriterEnd {
 
 async fn run_session(socket: WebSocket, state: Arc<AppState>, _permit: OwnedSemaphorePermit) {
     let (mut sink, mut stream) = socket.split();
-    let Some(auth) = authenticate(&mut sink, &mut stream, &state).await else {
+    let Some((auth, token, auth_id)) = authenticate(&mut sink, &mut stream, &state).await else {
         return;
     };
     let span = tracing::info_span!("session", account = %auth.account, device = %auth.device);
-    let _entered = span.enter();
-    drop(_entered);
+    serve_device(sink, stream, state, auth, token, auth_id)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_device(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
+    state: Arc<AppState>,
+    auth: DeviceAuth,
+    token: String,
+    auth_id: Option<String>,
+) {
+    // Register first, then check the token again: a revoke that landed
+    // between the first check and the registration found no live
+    // connection to close, and would otherwise be missed.
     let mut registration = state.router.register(auth.device);
+    if state.accounts.authenticate(&token).await.is_err() {
+        let error = ServerFrame::error(
+            auth_id,
+            ErrorCode::TokenInvalid,
+            "token is invalid or revoked",
+        );
+        let _ = timeout(Duration::from_secs(1), async {
+            sink.send(Message::Text(error.to_json().into())).await?;
+            sink.send(close_message(CloseCode::Revoked)).await
+        })
+        .await;
+        return;
+    }
+    let ready = ServerFrame::Ready {
+        id: auth_id,
+        username: auth.username.to_string(),
+        device_id: auth.device.0,
+    };
+    if sink
+        .send(Message::Text(ready.to_json().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
     if let Err(err) = state
         .store
         .mark_device_seen(auth.device, state.clock.now_ms())
@@ -166,7 +206,7 @@ async fn authenticate(
     sink: &mut SplitSink<WebSocket, Message>,
     stream: &mut SplitStream<WebSocket>,
     state: &AppState,
-) -> Option<DeviceAuth> {
+) -> Option<(DeviceAuth, String, Option<String>)> {
     let deadline = Instant::now() + Duration::from_millis(state.config.limits.auth_timeout_ms);
     let refuse = |id: Option<String>, code: ErrorCode, message: &str, close: CloseCode| {
         (ServerFrame::error(id, code, message), close)
@@ -183,15 +223,7 @@ async fn authenticate(
             Some(Ok(Message::Text(text))) => match decode_client_frame(&text) {
                 Ok(ClientFrame::Auth { id, token }) => {
                     match state.accounts.authenticate(&token).await {
-                        Ok(auth) => {
-                            let ready = ServerFrame::Ready {
-                                id,
-                                username: auth.username.to_string(),
-                                device_id: auth.device.0,
-                            };
-                            let sent = sink.send(Message::Text(ready.to_json().into())).await;
-                            return sent.is_ok().then_some(auth);
-                        }
+                        Ok(auth) => return Some((auth, token, id)),
                         Err(err) => {
                             break refuse(id, err.code, &err.message, CloseCode::AuthFailed);
                         }

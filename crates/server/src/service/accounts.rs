@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::Argon2;
@@ -16,19 +17,24 @@ use missive_proto::rest::{
 use missive_store::{DeviceAuth, NewAccount, NewDevice, Store};
 use tokio::sync::Semaphore;
 
-use super::login_limit::LoginLimiter;
+use super::login_limit::AttemptLimiter;
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 
 const DEVICE_NAME_BYTES_MAX: usize = 64;
 const PHONE_BYTES_MAX: usize = 20;
+/// Requests allowed to wait for an Argon2 slot.
+const HASH_WAITERS_MAX: usize = 64;
 
 pub struct Accounts {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
     hashing: Semaphore,
-    limiter: LoginLimiter,
+    /// Hash requests waiting for `hashing`; beyond the bound they are refused.
+    hashing_waiters: AtomicUsize,
+    logins: AttemptLimiter,
+    registrations: AttemptLimiter,
     devices_max: usize,
     /// Verified against when the username does not exist, so a failed login
     /// takes as long whether or not the account exists.
@@ -51,19 +57,33 @@ impl Accounts {
             bus,
             clock,
             hashing: Semaphore::new(limits.password_hashes_concurrent_max),
-            limiter: LoginLimiter::new(
+            hashing_waiters: AtomicUsize::new(0),
+            logins: AttemptLimiter::new(
                 limits.login_failures_max,
                 Duration::from_secs(limits.login_failure_window_secs),
+            ),
+            registrations: AttemptLimiter::new(
+                limits.registrations_per_ip_max,
+                Duration::from_secs(limits.registration_window_secs),
             ),
             devices_max: limits.devices_per_account_max,
             dummy_hash,
         }
     }
 
-    pub async fn register(&self, request: RegisterRequest) -> Result<RegisterResponse, ApiError> {
+    pub async fn register(
+        &self,
+        request: RegisterRequest,
+        ip: IpAddr,
+    ) -> Result<RegisterResponse, ApiError> {
         let username = Username::parse(&request.username)?;
         let password = Password::parse(&request.password)?;
         let phone = request.phone.map(|phone| parse_phone(&phone)).transpose()?;
+        self.registrations
+            .begin(&[format!("ip:{ip}")])
+            .map_err(|retry_after_secs| {
+                rate_limited(retry_after_secs, "too many registrations from this address")
+            })?;
         if self.store.account_by_username(&username).await?.is_some() {
             return Err(ApiError::new(ErrorCode::UsernameTaken, "username is taken"));
         }
@@ -90,16 +110,6 @@ impl Accounts {
         ip: IpAddr,
     ) -> Result<LoginResponse, ApiError> {
         let wrong = || ApiError::new(ErrorCode::WrongCredentials, "wrong username or password");
-        let keys = vec![format!("u:{}", request.username), format!("ip:{ip}")];
-        if let Err(retry_after_secs) = self.limiter.check(&keys) {
-            return Err(ApiError {
-                retry_after_secs: Some(retry_after_secs),
-                ..ApiError::new(
-                    ErrorCode::RateLimited,
-                    "too many failed logins; try again later",
-                )
-            });
-        }
         let device_name = request.device_name.unwrap_or_else(|| "unnamed".into());
         if device_name.is_empty() || device_name.len() > DEVICE_NAME_BYTES_MAX {
             return Err(ApiError::new(
@@ -107,19 +117,31 @@ impl Accounts {
                 "device_name must be 1-64 bytes",
             ));
         }
-        let account = match Username::parse(&request.username) {
-            Ok(username) => self.store.account_by_username(&username).await?,
-            Err(_) => None,
+        // Invalid usernames share one key, so the key space stays bounded.
+        let username = Username::parse(&request.username).ok();
+        let user_key = username
+            .as_ref()
+            .map_or_else(|| "u:<invalid>".to_owned(), |name| format!("u:{name}"));
+        let ip_key = format!("ip:{ip}");
+        self.logins
+            .begin(&[user_key.clone(), ip_key.clone()])
+            .map_err(|retry_after_secs| {
+                rate_limited(retry_after_secs, "too many failed logins; try again later")
+            })?;
+        let account = match &username {
+            Some(username) => self.store.account_by_username(username).await?,
+            None => None,
         };
         let stored_hash = account
             .as_ref()
             .map_or(self.dummy_hash.clone(), |a| a.password_hash.clone());
-        let verified = self.verify(request.password, stored_hash).await?;
+        let verified = request.password.len() <= Password::LEN_MAX
+            && self.verify(request.password, stored_hash).await?;
         let Some(account) = account.filter(|_| verified) else {
-            self.limiter.record_failure(&keys);
             return Err(wrong());
         };
-        self.limiter.clear(&keys[0]);
+        self.logins.forget(&user_key);
+        self.logins.refund(&ip_key);
         let token = DeviceToken::generate();
         let device = self
             .store
@@ -177,12 +199,24 @@ impl Accounts {
         Ok(())
     }
 
+    /// A slot for one Argon2 computation; refused when too many requests
+    /// already wait, so a flood cannot queue without bound.
+    async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        let waiting = self.hashing_waiters.fetch_add(1, Ordering::SeqCst);
+        let slot = if waiting >= HASH_WAITERS_MAX {
+            Err(rate_limited(1, "the server is busy; try again"))
+        } else {
+            self.hashing
+                .acquire()
+                .await
+                .map_err(|_| ApiError::internal())
+        };
+        self.hashing_waiters.fetch_sub(1, Ordering::SeqCst);
+        slot
+    }
+
     async fn hash(&self, password: Password) -> Result<String, ApiError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| ApiError::internal())?;
+        let _permit = self.hashing_slot().await?;
         tokio::task::spawn_blocking(move || {
             Argon2::default()
                 .hash_password(password.as_str().as_bytes())
@@ -197,11 +231,7 @@ impl Accounts {
     }
 
     async fn verify(&self, password: String, stored_hash: String) -> Result<bool, ApiError> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| ApiError::internal())?;
+        let _permit = self.hashing_slot().await?;
         tokio::task::spawn_blocking(move || {
             PasswordHash::new(&stored_hash)
                 .map(|hash| {
@@ -213,6 +243,13 @@ impl Accounts {
         })
         .await
         .map_err(|_| ApiError::internal())
+    }
+}
+
+fn rate_limited(retry_after_secs: u64, message: &str) -> ApiError {
+    ApiError {
+        retry_after_secs: Some(retry_after_secs),
+        ..ApiError::new(ErrorCode::RateLimited, message)
     }
 }
 

@@ -475,7 +475,14 @@ pub(super) fn pending(
 pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, StoreError> {
     type Acked = (i64, i64, Option<String>, i64, i64, i64);
     let read_acked = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Acked> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+        ))
     };
     let mut acked: Vec<Acked> = Vec::new();
     // Two statement shapes, each able to use an index: a range over
@@ -488,7 +495,9 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
                  RETURNING pos, kind, message_id, conversation_id, seq, by_account",
             )
             .map_err(backend)?;
-        let rows = range.query_map(params![ack.device.0, up_to], read_acked).map_err(backend)?;
+        let rows = range
+            .query_map(params![ack.device.0, up_to], read_acked)
+            .map_err(backend)?;
         for row in rows {
             acked.push(row.map_err(backend)?);
         }
@@ -500,7 +509,9 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
         )
         .map_err(backend)?;
     for pos in &ack.positions {
-        let rows = single.query_map(params![ack.device.0, pos], read_acked).map_err(backend)?;
+        let rows = single
+            .query_map(params![ack.device.0, pos], read_acked)
+            .map_err(backend)?;
         for row in rows {
             acked.push(row.map_err(backend)?);
         }

@@ -175,8 +175,13 @@ fn commit_some(conn: &Connection, jobs: &mut VecDeque<Job>) {
         }
     }
     let committed = if aborted {
-        tracing::error!(n_jobs = completions.len(), "the engine aborted a store transaction");
-        Err(StoreError::Backend("the transaction was aborted by the engine".into()))
+        tracing::error!(
+            n_jobs = completions.len(),
+            "the engine aborted a store transaction"
+        );
+        Err(StoreError::Backend(
+            "the transaction was aborted by the engine".into(),
+        ))
     } else {
         let committed = conn.execute_batch("COMMIT").map_err(backend);
         if let Err(err) = &committed {
