@@ -28,14 +28,17 @@ pub struct Opened {
     pub _guard: Box<dyn Any + Send>,
 }
 
-/// Shared helpers: builders for requests and projections of `pending` pages.
+/// Shared helpers: the usual cast of accounts and devices, builders for
+/// requests, thin wrappers of store calls that must succeed, and projections
+/// of `pending` pages.
 mod support {
     use missive_core::{
         AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, QueuePos, Seq,
         TokenHash, UnixMillis, Username,
     };
     use missive_store::{
-        AckOutcome, AckRequest, Appended, NewAccount, NewDevice, NewMessage, QueueItem, Store,
+        AccountRecord, AckOutcome, AckRequest, Appended, DeviceAuth, DeviceRecord, NewAccount,
+        NewDevice, NewMessage, QueueItem, Store,
     };
 
     /// The suite's "now"; everything else is an offset from it.
@@ -78,6 +81,79 @@ mod support {
             })
             .await
             .expect("create_device")
+    }
+
+    /// The accounts "alice" and "bob", created in that order.
+    pub async fn alice_and_bob(store: &dyn Store) -> (AccountId, AccountId) {
+        let alice = new_account(store, "alice").await;
+        let bob = new_account(store, "bob").await;
+        (alice, bob)
+    }
+
+    /// The direct conversation of `a` and `b` (created on first use).
+    pub async fn direct(
+        store: &dyn Store,
+        a: AccountId,
+        b: AccountId,
+        now_ms: UnixMillis,
+    ) -> ConversationId {
+        store
+            .direct_conversation(a, b, now_ms)
+            .await
+            .expect("direct_conversation")
+    }
+
+    /// The cast most scenarios start from, built by [`cast`]:
+    /// `Cast(alice, bob, conv, devices)`, with one device per label given to
+    /// [`cast`], in the same order. Meant to be destructured on the spot:
+    /// `let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;`
+    pub struct Cast<const N: usize>(
+        pub AccountId,
+        pub AccountId,
+        pub ConversationId,
+        pub [DeviceId; N],
+    );
+
+    /// alice and bob, then one device per label in the given order (a label
+    /// starting with 'a' is alice's, with 'b' bob's; its token hash is
+    /// `token(label)`), then their direct conversation at `NOW`.
+    pub async fn cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> Cast<N> {
+        let (alice, bob) = alice_and_bob(store).await;
+        let mut devices = Vec::with_capacity(N);
+        for label in labels {
+            let owner = match label.as_bytes().first() {
+                Some(b'a') => alice,
+                Some(b'b') => bob,
+                _ => panic!("device label {label:?} names neither alice nor bob"),
+            };
+            devices.push(new_device(store, owner, label).await);
+        }
+        let devices = devices.try_into().expect("one device per label");
+        let conv = direct(store, alice, bob, NOW).await;
+        Cast(alice, bob, conv, devices)
+    }
+
+    pub async fn account_named(store: &dyn Store, name: &str) -> Option<AccountRecord> {
+        store
+            .account_by_username(&username(name))
+            .await
+            .expect("account_by_username")
+    }
+
+    pub async fn devices_of(store: &dyn Store, account: AccountId) -> Vec<DeviceRecord> {
+        store.list_devices(account).await.expect("list_devices")
+    }
+
+    /// Who the token of device `label` authenticates as.
+    pub async fn auth(store: &dyn Store, label: &str) -> Option<DeviceAuth> {
+        store
+            .authenticate(&token(label))
+            .await
+            .expect("authenticate")
+    }
+
+    pub async fn depth(store: &dyn Store, device: DeviceId) -> u64 {
+        store.queue_depth(device).await.expect("queue_depth")
     }
 
     pub fn text_of(cmid: &str) -> String {
@@ -151,6 +227,11 @@ mod support {
         messages(items).into_iter().map(|(_, id, _)| id).collect()
     }
 
+    /// message ids of the `Message` items of the device's whole live queue.
+    pub async fn pending_ids(store: &dyn Store, device: DeviceId) -> Vec<MessageId> {
+        message_ids(&pending_all(store, device).await)
+    }
+
     /// (message_id, seq, by, ts_ms) of the `Delivered` items, in page order.
     pub fn delivered(items: &[QueueItem]) -> Vec<(MessageId, Seq, String, UnixMillis)> {
         items
@@ -183,6 +264,22 @@ mod support {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The `Delivered` items of the device's whole live queue, as [`delivered`].
+    pub async fn pending_delivered(
+        store: &dyn Store,
+        device: DeviceId,
+    ) -> Vec<(MessageId, Seq, String, UnixMillis)> {
+        delivered(&pending_all(store, device).await)
+    }
+
+    /// The `Read` items of the device's whole live queue, as [`reads`].
+    pub async fn pending_reads(
+        store: &dyn Store,
+        device: DeviceId,
+    ) -> Vec<(ConversationId, Seq, String, UnixMillis)> {
+        reads(&pending_all(store, device).await)
     }
 
     pub fn positions(items: &[QueueItem]) -> Vec<QueuePos> {
@@ -265,6 +362,18 @@ mod support {
             .unwrap_or_else(|| panic!("{message_id} is not queued for device {device}"))
             .0
     }
+
+    /// Acks exactly the entry of `message_id` in the device's queue.
+    pub async fn ack_message(
+        store: &dyn Store,
+        device: DeviceId,
+        account: AccountId,
+        message_id: &MessageId,
+        purge: bool,
+    ) -> AckOutcome {
+        let pos = pos_of(store, device, message_id).await;
+        ack(store, device, account, None, vec![pos], purge).await
+    }
 }
 
 /// The backend-independent scenarios. Each takes a fresh, empty store.
@@ -274,8 +383,8 @@ mod scenarios {
 
     use missive_core::{ConversationId, DeviceId, MessageId, QueuePos, Seq, UnixMillis};
     use missive_store::{
-        AccountRecord, DeviceAuth, DeviceRecord, NewAccount, NewDevice, QueueItem, ReadOutcome,
-        ReadRequest, Store, StoreError, SweepOutcome, SweepRequest,
+        AccountRecord, AckOutcome, DeviceAuth, DeviceRecord, NewAccount, NewDevice, QueueItem,
+        ReadOutcome, ReadRequest, Store, StoreError, SweepOutcome, SweepRequest,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -311,43 +420,25 @@ mod scenarios {
             .await;
         assert_eq!(again, Err(StoreError::UsernameTaken));
 
-        let found: AccountRecord = store
-            .account_by_username(&username("alice"))
-            .await
-            .expect("lookup")
-            .expect("alice exists");
+        let found: AccountRecord = account_named(store, "alice").await.expect("alice exists");
         assert_eq!(found.id, alice);
         assert_eq!(found.username, username("alice"));
         assert_eq!(
             found.password_hash, "hash-a",
             "the refused create overwrote the account"
         );
-        let found_bob = store
-            .account_by_username(&username("bob"))
-            .await
-            .expect("lookup")
-            .expect("bob exists");
+        let found_bob = account_named(store, "bob").await.expect("bob exists");
         assert_eq!(
             (found_bob.id, found_bob.password_hash.as_str()),
             (bob, "hash-of-bob")
         );
-        assert!(
-            store
-                .account_by_username(&username("carol"))
-                .await
-                .expect("lookup")
-                .is_none()
-        );
+        assert!(account_named(store, "carol").await.is_none());
 
         // The refusal left the store usable: a new name still gets a new id.
         let carol = new_account(store, "carol").await;
         assert!(carol != alice && carol != bob);
         assert_eq!(
-            store
-                .account_by_username(&username("carol"))
-                .await
-                .expect("lookup")
-                .map(|a| a.id),
+            account_named(store, "carol").await.map(|a| a.id),
             Some(carol)
         );
     }
@@ -361,8 +452,7 @@ mod scenarios {
         // devices queue entries, revoke from the wrong account (no effect),
         // then from the right one, and check each observable afterwards.
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
+        let (alice, bob) = alice_and_bob(store).await;
         let device = |account, name: &str, now_ms: UnixMillis| NewDevice {
             account,
             name: name.to_owned(),
@@ -385,17 +475,14 @@ mod scenarios {
                 .await,
             Err(StoreError::TooManyDevices)
         );
-        assert_eq!(
-            store.authenticate(&token("a-tablet")).await.expect("auth"),
-            None
-        );
+        assert_eq!(auth(store, "a-tablet").await, None);
         let b1 = store
             .create_device(device(bob, "b-phone", NOW + 3))
             .await
             .expect("b1");
 
         assert_eq!(
-            store.list_devices(alice).await.expect("list"),
+            devices_of(store, alice).await,
             vec![
                 DeviceRecord {
                     id: a1,
@@ -412,32 +499,26 @@ mod scenarios {
             ],
             "alice's devices, oldest first"
         );
-        assert_eq!(store.list_devices(bob).await.expect("list").len(), 1);
+        assert_eq!(devices_of(store, bob).await.len(), 1);
 
         let alice_a1 = DeviceAuth {
             account: alice,
             username: username("alice"),
             device: a1,
         };
+        assert_eq!(auth(store, "a-phone").await, Some(alice_a1.clone()));
         assert_eq!(
-            store.authenticate(&token("a-phone")).await.expect("auth"),
-            Some(alice_a1.clone())
-        );
-        assert_eq!(
-            store.authenticate(&token("b-phone")).await.expect("auth"),
+            auth(store, "b-phone").await,
             Some(DeviceAuth {
                 account: bob,
                 username: username("bob"),
                 device: b1,
             })
         );
-        assert_eq!(
-            store.authenticate(&token("nobody")).await.expect("auth"),
-            None
-        );
+        assert_eq!(auth(store, "nobody").await, None);
 
         store.mark_device_seen(a2, NOW + 50).await.expect("seen");
-        let listed = store.list_devices(alice).await.expect("list");
+        let listed = devices_of(store, alice).await;
         assert_eq!(
             listed
                 .iter()
@@ -447,13 +528,10 @@ mod scenarios {
         );
 
         // Give alice's devices something queued.
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
+        let conv = direct(store, alice, bob, NOW).await;
         let sent = send(store, conv, bob, b1, "hello").await;
         assert_eq!(sorted(sent.queued_for), vec![a1, a2]);
-        assert_eq!(store.queue_depth(a1).await.expect("depth"), 1);
+        assert_eq!(depth(store, a1).await, 1);
 
         // Wrong account: refused, nothing changes.
         assert!(!store.revoke_device(bob, a1).await.expect("revoke"));
@@ -464,51 +542,26 @@ mod scenarios {
                 .await
                 .expect("revoke")
         );
-        assert_eq!(
-            store.authenticate(&token("a-phone")).await.expect("auth"),
-            Some(alice_a1)
-        );
-        assert!(
-            store
-                .authenticate(&token("b-phone"))
-                .await
-                .expect("auth")
-                .is_some()
-        );
-        assert_eq!(store.list_devices(alice).await.expect("list"), listed);
-        assert_eq!(store.queue_depth(a1).await.expect("depth"), 1);
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 0);
+        assert_eq!(auth(store, "a-phone").await, Some(alice_a1));
+        assert!(auth(store, "b-phone").await.is_some());
+        assert_eq!(devices_of(store, alice).await, listed);
+        assert_eq!(depth(store, a1).await, 1);
+        assert_eq!(depth(store, b1).await, 0);
 
         // Right account: the device, its token and its queue go.
         assert!(store.revoke_device(alice, a1).await.expect("revoke"));
+        assert_eq!(auth(store, "a-phone").await, None);
+        assert_eq!(auth(store, "a-laptop").await.map(|a| a.device), Some(a2));
         assert_eq!(
-            store.authenticate(&token("a-phone")).await.expect("auth"),
-            None
-        );
-        assert_eq!(
-            store
-                .authenticate(&token("a-laptop"))
+            devices_of(store, alice)
                 .await
-                .expect("auth")
-                .map(|a| a.device),
-            Some(a2)
-        );
-        assert_eq!(
-            store
-                .list_devices(alice)
-                .await
-                .expect("list")
                 .iter()
                 .map(|d| d.id)
                 .collect::<Vec<_>>(),
             vec![a2]
         );
-        assert_eq!(
-            store.queue_depth(a1).await.expect("depth"),
-            0,
-            "revoke left the queue"
-        );
-        assert_eq!(store.queue_depth(a2).await.expect("depth"), 1);
+        assert_eq!(depth(store, a1).await, 0, "revoke left the queue");
+        assert_eq!(depth(store, a2).await, 1);
         assert!(!store.revoke_device(alice, a1).await.expect("revoke twice"));
 
         // The freed slot can be used again, and fan-out forgets the revoked device.
@@ -516,10 +569,10 @@ mod scenarios {
             .create_device(device(alice, "a-tablet", NOW + 60))
             .await
             .expect("a3");
-        assert_eq!(store.list_devices(alice).await.expect("list").len(), 2);
+        assert_eq!(devices_of(store, alice).await.len(), 2);
         let next = send(store, conv, bob, b1, "again").await;
         assert_eq!(sorted(next.queued_for), sorted(vec![a2, a3]));
-        assert_eq!(store.queue_depth(a1).await.expect("depth"), 0);
+        assert_eq!(depth(store, a1).await, 0);
     }
 
     /// 2b. Device identity after revocation.
@@ -531,14 +584,7 @@ mod scenarios {
         // Method: alice's newest device sends client_msg_id "c-1" and is
         // revoked; a new device is created and sends "c-1" with other text.
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
-        let _a1 = new_device(store, alice, "a1").await;
-        let b1 = new_device(store, bob, "b1").await;
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
+        let Cast(alice, _, conv, [_a1, b1]) = cast(store, ["a1", "b1"]).await;
         let a2 = new_device(store, alice, "a2").await;
         let first = send(store, conv, alice, a2, "c-1").await;
         assert_eq!(first.seq, 1);
@@ -553,7 +599,7 @@ mod scenarios {
         );
         assert_eq!(second.seq, 2);
         assert_eq!(
-            message_ids(&pending_all(store, b1).await),
+            pending_ids(store, b1).await,
             vec![first.message_id, second.message_id]
         );
     }
@@ -567,44 +613,15 @@ mod scenarios {
         // same client_msg_id from two other devices, two refused appends,
         // then one more append; compare seqs and bob's queue at each step.
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
+        let Cast(alice, bob, conv, [a1, a2, b1]) = cast(store, ["a1", "a2", "b1"]).await;
         let carol = new_account(store, "carol").await;
-        let a1 = new_device(store, alice, "a1").await;
-        let a2 = new_device(store, alice, "a2").await;
-        let b1 = new_device(store, bob, "b1").await;
         let c1 = new_device(store, carol, "c1").await;
 
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
-        assert_eq!(
-            store
-                .direct_conversation(bob, alice, NOW + 1)
-                .await
-                .expect("conv"),
-            conv
-        );
-        assert_eq!(
-            store
-                .direct_conversation(alice, bob, NOW + 2)
-                .await
-                .expect("conv"),
-            conv
-        );
-        let conv_ac = store
-            .direct_conversation(carol, alice, NOW)
-            .await
-            .expect("conv");
+        assert_eq!(direct(store, bob, alice, NOW + 1).await, conv);
+        assert_eq!(direct(store, alice, bob, NOW + 2).await, conv);
+        let conv_ac = direct(store, carol, alice, NOW).await;
         assert_ne!(conv_ac, conv);
-        assert_eq!(
-            store
-                .direct_conversation(alice, carol, NOW)
-                .await
-                .expect("conv"),
-            conv_ac
-        );
+        assert_eq!(direct(store, alice, carol, NOW).await, conv_ac);
 
         const N: i64 = 5;
         let mut originals = Vec::new();
@@ -640,7 +657,7 @@ mod scenarios {
             before,
             "a retry changed bob's queue"
         );
-        assert_eq!(store.queue_depth(a2).await.expect("depth"), N as u64);
+        assert_eq!(depth(store, a2).await, N as u64);
 
         // The same client_msg_id from other devices is a new message each time.
         let from_a2 = send(store, conv, alice, a2, "m3").await;
@@ -696,18 +713,9 @@ mod scenarios {
         // Method: alice and bob with two devices each and an outsider; send
         // from a1 and from b2, and inspect queued_for and every queue.
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
+        let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let carol = new_account(store, "carol").await;
-        let a1 = new_device(store, alice, "a1").await;
-        let a2 = new_device(store, alice, "a2").await;
-        let b1 = new_device(store, bob, "b1").await;
-        let b2 = new_device(store, bob, "b2").await;
         let c1 = new_device(store, carol, "c1").await;
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
 
         let sent = send(store, conv, alice, a1, "hi").await;
         assert_eq!(sorted(sent.queued_for.clone()), sorted(vec![a2, b1, b2]));
@@ -733,18 +741,18 @@ mod scenarios {
                     ts_ms: NOW,
                 }
             );
-            assert_eq!(store.queue_depth(device).await.expect("depth"), 1);
+            assert_eq!(depth(store, device).await, 1);
         }
 
         let reply = send(store, conv, bob, b2, "yo").await;
         assert_eq!(sorted(reply.queued_for.clone()), sorted(vec![a1, a2, b1]));
-        assert!(message_ids(&pending_all(store, b2).await) == vec![sent.message_id.clone()]);
+        assert_eq!(pending_ids(store, b2).await, vec![sent.message_id.clone()]);
         for device in [a1, a2, b1] {
-            let ids = message_ids(&pending_all(store, device).await);
+            let ids = pending_ids(store, device).await;
             assert_eq!(ids.last(), Some(&reply.message_id), "device {device}");
         }
         assert!(pending_all(store, c1).await.is_empty());
-        assert_eq!(store.queue_depth(c1).await.expect("depth"), 0);
+        assert_eq!(depth(store, c1).await, 0);
     }
 
     /// 5. Paging, acks and delivered receipts.
@@ -758,16 +766,7 @@ mod scenarios {
         // b2 acks everything (no second receipt) and a2 acks its copies
         // (no receipt for one's own messages).
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
-        let a1 = new_device(store, alice, "a1").await;
-        let a2 = new_device(store, alice, "a2").await;
-        let b1 = new_device(store, bob, "b1").await;
-        let b2 = new_device(store, bob, "b2").await;
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
+        let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let mut sent = Vec::new();
         for i in 1..=5 {
             sent.push(send(store, conv, alice, a1, &format!("m{i}")).await);
@@ -779,45 +778,33 @@ mod scenarios {
         assert_eq!(message_ids(&all), ids);
         let pos = positions(&all);
         assert_strictly_increasing(&pos, "queue positions");
-        let page1 = store.pending(b1, 0, 2, NOW).await.expect("page");
-        let page2 = store
-            .pending(b1, page1[1].pos(), 2, NOW)
-            .await
-            .expect("page");
-        let page3 = store
-            .pending(b1, page2[1].pos(), 2, NOW)
-            .await
-            .expect("page");
-        let page4 = store
-            .pending(b1, page3[0].pos(), 2, NOW)
-            .await
-            .expect("page");
+        let page = |after: QueuePos, limit: usize| async move {
+            store.pending(b1, after, limit, NOW).await.expect("page")
+        };
+        let page1 = page(0, 2).await;
+        let page2 = page(page1[1].pos(), 2).await;
+        let page3 = page(page2[1].pos(), 2).await;
+        let page4 = page(page3[0].pos(), 2).await;
         assert_eq!(page1, all[0..2]);
         assert_eq!(page2, all[2..4]);
         assert_eq!(page3, all[4..5]);
         assert!(page4.is_empty());
-        assert_eq!(
-            store.pending(b1, pos[2] - 1, 1, NOW).await.expect("page"),
-            all[2..3]
-        );
-        assert!(store.pending(b1, 0, 0, NOW).await.expect("page").is_empty());
+        assert_eq!(page(pos[2] - 1, 1).await, all[2..3]);
+        assert!(page(0, 0).await.is_empty());
 
         // ack up_to: removes exactly the entries at or below.
         let outcome = ack(store, b1, bob, Some(pos[1]), vec![], false).await;
         assert_eq!(outcome.removed, 2);
         assert_eq!(outcome.queued_for, sorted(vec![a1, a2]));
-        assert_eq!(
-            message_ids(&pending_all(store, b1).await),
-            ids[2..].to_vec()
-        );
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 3);
+        assert_eq!(pending_ids(store, b1).await, ids[2..].to_vec());
+        assert_eq!(depth(store, b1).await, 3);
 
         // ack by position: removes exactly the listed entry.
         let outcome = ack(store, b1, bob, None, vec![pos[3]], false).await;
         assert_eq!(outcome.removed, 1);
         assert_eq!(outcome.queued_for, sorted(vec![a1, a2]));
         assert_eq!(
-            message_ids(&pending_all(store, b1).await),
+            pending_ids(store, b1).await,
             vec![ids[2].clone(), ids[4].clone()]
         );
 
@@ -846,7 +833,7 @@ mod scenarios {
         .await;
         assert_eq!(outcome.removed, 2);
         assert!(pending_all(store, b1).await.is_empty());
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 0);
+        assert_eq!(depth(store, b1).await, 0);
 
         // Every device of the sender got exactly one Delivered per message,
         // in ack order (the order within one ack call is not specified).
@@ -863,16 +850,14 @@ mod scenarios {
             vec![receipt(3)],
             vec![receipt(2), receipt(4)],
         ];
-        assert_same_in_batches(
-            &delivered(&pending_all(store, a1).await),
-            &expected_receipts,
-            "a1 receipts",
-        );
-        assert_same_in_batches(
-            &delivered(&pending_all(store, a2).await),
-            &expected_receipts,
-            "a2 receipts",
-        );
+        let assert_receipts = |device: DeviceId, what: &'static str| {
+            let expected = &expected_receipts;
+            async move {
+                assert_same_in_batches(&pending_delivered(store, device).await, expected, what);
+            }
+        };
+        assert_receipts(a1, "a1 receipts").await;
+        assert_receipts(a2, "a2 receipts").await;
         for item in pending_all(store, a1).await {
             if let QueueItem::Delivered { conversation, .. } = item {
                 assert_eq!(conversation, conv);
@@ -886,7 +871,7 @@ mod scenarios {
             outcome.queued_for.is_empty(),
             "a second device's ack queued receipts again"
         );
-        assert_eq!(delivered(&pending_all(store, a1).await).len(), 5);
+        assert_eq!(pending_delivered(store, a1).await.len(), 5);
 
         // alice's other device acking alice's own messages: no receipts.
         let a2_items = pending_all(store, a2).await;
@@ -895,20 +880,13 @@ mod scenarios {
         let outcome = ack(store, a2, alice, None, a2_message_pos, false).await;
         assert_eq!(outcome.removed, 5);
         assert!(outcome.queued_for.is_empty());
-        assert!(delivered(&pending_all(store, b1).await).is_empty());
+        assert!(pending_delivered(store, b1).await.is_empty());
         assert!(pending_all(store, b2).await.is_empty());
-        assert_same_in_batches(
-            &delivered(&pending_all(store, a2).await),
-            &expected_receipts,
-            "a2 receipts",
-        );
+        assert_receipts(a2, "a2 receipts").await;
 
         // Acked entries never come back, also not after new traffic.
         let later = send(store, conv, alice, a1, "m6").await;
-        assert_eq!(
-            message_ids(&pending_all(store, b1).await),
-            vec![later.message_id.clone()]
-        );
+        assert_eq!(pending_ids(store, b1).await, vec![later.message_id.clone()]);
         let later_pos = pending_all(store, b1).await[0].pos();
         assert!(later_pos > pos[4], "a position was reused");
         // Acking a receipt queues nothing.
@@ -916,7 +894,7 @@ mod scenarios {
         let outcome = ack(store, a1, alice, Some(a1_all[4].pos()), vec![], false).await;
         assert_eq!(outcome.removed, 5);
         assert!(outcome.queued_for.is_empty());
-        assert!(delivered(&pending_all(store, b1).await).is_empty());
+        assert!(pending_delivered(store, b1).await.is_empty());
     }
 
     /// 6. Read pointer.
@@ -928,49 +906,43 @@ mod scenarios {
         // bob (forward, backward, repeat, beyond the end) and by alice,
         // checking the outcome and both sides' queues each time.
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
+        let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let carol = new_account(store, "carol").await;
-        let a1 = new_device(store, alice, "a1").await;
-        let a2 = new_device(store, alice, "a2").await;
-        let b1 = new_device(store, bob, "b1").await;
-        let b2 = new_device(store, bob, "b2").await;
         let _c1 = new_device(store, carol, "c1").await;
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
         for i in 1..=3 {
             send(store, conv, alice, a1, &format!("m{i}")).await;
         }
-        let read = |account, seq: Seq, now_ms: UnixMillis| ReadRequest {
+        let read = move |account, seq: Seq, now_ms: UnixMillis| ReadRequest {
             account,
             conversation: conv,
             seq,
             now_ms,
             queue_expires_ms: NOW + DAY_MS,
         };
-        let reads_of = |items: Vec<QueueItem>| reads(&items);
+        // mark_read that must succeed.
+        let mark = move |account, seq: Seq, now_ms: UnixMillis| async move {
+            store
+                .mark_read(read(account, seq, now_ms))
+                .await
+                .expect("read")
+        };
 
-        let moved = store.mark_read(read(bob, 2, NOW + 10)).await.expect("read");
+        let moved = mark(bob, 2, NOW + 10).await;
         assert_eq!(moved.seq, 2);
         assert_eq!(sorted(moved.queued_for), sorted(vec![a1, a2]));
         for device in [a1, a2] {
             assert_eq!(
-                reads_of(pending_all(store, device).await),
+                pending_reads(store, device).await,
                 vec![(conv, 2, "bob".to_owned(), NOW + 10)]
             );
         }
         for device in [b1, b2] {
-            assert!(reads_of(pending_all(store, device).await).is_empty());
+            assert!(pending_reads(store, device).await.is_empty());
         }
 
         // Backwards and repeated: no move, nothing queued.
         for seq in [1, 2, 0, -5] {
-            let outcome = store
-                .mark_read(read(bob, seq, NOW + 11))
-                .await
-                .expect("read");
+            let outcome = mark(bob, seq, NOW + 11).await;
             assert_eq!(
                 outcome,
                 ReadOutcome {
@@ -980,22 +952,16 @@ mod scenarios {
                 "mark_read({seq})"
             );
         }
-        assert_eq!(reads_of(pending_all(store, a1).await).len(), 1);
+        assert_eq!(pending_reads(store, a1).await.len(), 1);
 
         // Beyond the end: clamped to the last seq; then no further move.
-        let clamped = store
-            .mark_read(read(bob, 100, NOW + 12))
-            .await
-            .expect("read");
+        let clamped = mark(bob, 100, NOW + 12).await;
         assert_eq!(clamped.seq, 3);
         assert_eq!(sorted(clamped.queued_for), sorted(vec![a1, a2]));
-        let again = store
-            .mark_read(read(bob, 100, NOW + 13))
-            .await
-            .expect("read");
+        let again = mark(bob, 100, NOW + 13).await;
         assert_eq!((again.seq, again.queued_for.len()), (3, 0));
         assert_eq!(
-            reads_of(pending_all(store, a2).await),
+            pending_reads(store, a2).await,
             vec![
                 (conv, 2, "bob".to_owned(), NOW + 10),
                 (conv, 3, "bob".to_owned(), NOW + 12)
@@ -1003,28 +969,21 @@ mod scenarios {
         );
 
         // Each member has their own pointer; alice's receipts go to bob only.
-        let alice_read = store
-            .mark_read(read(alice, 1, NOW + 14))
-            .await
-            .expect("read");
+        let alice_read = mark(alice, 1, NOW + 14).await;
         assert_eq!(alice_read.seq, 1);
         assert_eq!(sorted(alice_read.queued_for), sorted(vec![b1, b2]));
         assert_eq!(
-            reads_of(pending_all(store, b1).await),
+            pending_reads(store, b1).await,
             vec![(conv, 1, "alice".to_owned(), NOW + 14)]
         );
-        assert_eq!(reads_of(pending_all(store, a1).await).len(), 2);
+        assert_eq!(pending_reads(store, a1).await.len(), 2);
 
         // A new message raises the clamp.
         send(store, conv, alice, a1, "m4").await;
-        let outcome = store
-            .mark_read(read(bob, 100, NOW + 15))
-            .await
-            .expect("read");
-        assert_eq!(outcome.seq, 4);
+        assert_eq!(mark(bob, 100, NOW + 15).await.seq, 4);
 
         // Outsiders and unknown conversations are refused, nothing queued.
-        let depth_a1 = store.queue_depth(a1).await.expect("depth");
+        let depth_a1 = depth(store, a1).await;
         assert_eq!(
             store.mark_read(read(carol, 1, NOW)).await,
             Err(StoreError::NotMember)
@@ -1037,7 +996,7 @@ mod scenarios {
             store.mark_read(nowhere).await,
             Err(StoreError::UnknownConversation)
         );
-        assert_eq!(store.queue_depth(a1).await.expect("depth"), depth_a1);
+        assert_eq!(depth(store, a1).await, depth_a1);
     }
 
     /// 7. Store-and-forward.
@@ -1053,16 +1012,7 @@ mod scenarios {
         // was already deleted by the last ack. (The SQLite section checks the
         // row itself.)
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
-        let a1 = new_device(store, alice, "a1").await;
-        let a2 = new_device(store, alice, "a2").await;
-        let b1 = new_device(store, bob, "b1").await;
-        let b2 = new_device(store, bob, "b2").await;
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
+        let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let m1 = send(store, conv, alice, a1, "m1").await;
         let m2 = send(store, conv, alice, a1, "m2").await;
         let has_body = |items: &[QueueItem], id: &MessageId, cmid: &str| {
@@ -1072,47 +1022,31 @@ mod scenarios {
             })
         };
 
-        let p = pos_of(store, b1, &m1.message_id).await;
-        assert_eq!(ack(store, b1, bob, None, vec![p], true).await.removed, 1);
-        assert!(has_body(
-            &pending_all(store, b2).await,
-            &m1.message_id,
-            "m1"
-        ));
-        assert!(has_body(
-            &pending_all(store, a2).await,
-            &m1.message_id,
-            "m1"
-        ));
+        let m1_id = &m1.message_id;
+        let m1_body_at = move |device: DeviceId| async move {
+            has_body(&pending_all(store, device).await, m1_id, "m1")
+        };
 
-        let p = pos_of(store, b2, &m1.message_id).await;
-        assert_eq!(ack(store, b2, bob, None, vec![p], true).await.removed, 1);
+        assert_eq!(ack_message(store, b1, bob, m1_id, true).await.removed, 1);
+        assert!(m1_body_at(b2).await);
+        assert!(m1_body_at(a2).await);
+
+        assert_eq!(ack_message(store, b2, bob, m1_id, true).await.removed, 1);
         assert!(
-            has_body(&pending_all(store, a2).await, &m1.message_id, "m1"),
+            m1_body_at(a2).await,
             "the body was purged while the sender's other device still had it queued"
         );
 
-        let p = pos_of(store, a2, &m1.message_id).await;
-        assert_eq!(ack(store, a2, alice, None, vec![p], true).await.removed, 1);
+        assert_eq!(ack_message(store, a2, alice, m1_id, true).await.removed, 1);
         for device in [a1, a2, b1, b2] {
-            assert!(!message_ids(&pending_all(store, device).await).contains(&m1.message_id));
+            assert!(!pending_ids(store, device).await.contains(m1_id));
         }
 
-        for device in [b1, b2, a2] {
-            let p = pos_of(store, device, &m2.message_id).await;
-            assert_eq!(
-                ack(
-                    store,
-                    device,
-                    if device == a2 { alice } else { bob },
-                    None,
-                    vec![p],
-                    false
-                )
+        for (device, account) in [(b1, bob), (b2, bob), (a2, alice)] {
+            let removed = ack_message(store, device, account, &m2.message_id, false)
                 .await
-                .removed,
-                1
-            );
+                .removed;
+            assert_eq!(removed, 1);
         }
 
         let swept = store
@@ -1154,14 +1088,7 @@ mod scenarios {
         // same client_msg_id is a new message. That is intended: dedup
         // protects retries within the window, not forever.
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
-        let a1 = new_device(store, alice, "a1").await;
-        let b1 = new_device(store, bob, "b1").await;
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
+        let Cast(alice, _, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
         let append = |cmid: &str, now: UnixMillis, expires: UnixMillis| {
             store.append_message(new_message(conv, alice, a1, cmid, now, expires))
         };
@@ -1184,19 +1111,19 @@ mod scenarios {
         assert_eq!(ids_at(NOW + 10).await, vec![id2.clone(), id3.clone()]);
         assert_eq!(ids_at(NOW + 59).await, vec![id2.clone(), id3.clone()]);
         assert_eq!(ids_at(NOW + 60).await, vec![id2.clone()]);
-        assert_eq!(
-            store.queue_depth(b1).await.expect("depth"),
-            3,
-            "depth counts expired entries"
-        );
+        assert_eq!(depth(store, b1).await, 3, "depth counts expired entries");
 
-        let sweep = |now_ms, bodies_before_ms, dedup_before_ms, limit| {
-            store.sweep(SweepRequest {
-                now_ms,
-                bodies_before_ms,
-                dedup_before_ms,
-                limit,
-            })
+        // sweep that must succeed.
+        let sweep = |now_ms, bodies_before_ms, dedup_before_ms, limit| async move {
+            store
+                .sweep(SweepRequest {
+                    now_ms,
+                    bodies_before_ms,
+                    dedup_before_ms,
+                    limit,
+                })
+                .await
+                .expect("sweep")
         };
         let outcome = |expired_entries, purged_bodies, purged_dedup| SweepOutcome {
             expired_entries,
@@ -1206,27 +1133,16 @@ mod scenarios {
 
         // M1 expires and, now unqueued and old enough, loses its body; M2 is
         // old enough but queued; M3 is too young.
-        assert_eq!(
-            sweep(NOW + 10, NOW + 1, NOW, 100).await.expect("sweep"),
-            outcome(1, 1, 0)
-        );
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 2);
+        assert_eq!(sweep(NOW + 10, NOW + 1, NOW, 100).await, outcome(1, 1, 0));
+        assert_eq!(depth(store, b1).await, 2);
         assert_eq!(ids_at(NOW + 10).await, vec![id2.clone(), id3.clone()]);
         // M3 expires; its body is still younger than the cutoff.
-        assert_eq!(
-            sweep(NOW + 60, NOW + 1, NOW, 100).await.expect("sweep"),
-            outcome(1, 0, 0)
-        );
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 1);
+        assert_eq!(sweep(NOW + 60, NOW + 1, NOW, 100).await, outcome(1, 0, 0));
+        assert_eq!(depth(store, b1).await, 1);
         // A later cutoff takes M3's body; M2's stays because it is queued.
+        assert_eq!(sweep(NOW + 60, NOW + 51, NOW, 100).await, outcome(0, 1, 0));
         assert_eq!(
-            sweep(NOW + 60, NOW + 51, NOW, 100).await.expect("sweep"),
-            outcome(0, 1, 0)
-        );
-        assert_eq!(
-            sweep(NOW + 60, NOW + DAY_MS - 1, NOW, 100)
-                .await
-                .expect("sweep"),
+            sweep(NOW + 60, NOW + DAY_MS - 1, NOW, 100).await,
             outcome(0, 0, 0)
         );
         let still = store.pending(b1, 0, ALL, NOW + 60).await.expect("pending");
@@ -1242,11 +1158,11 @@ mod scenarios {
         assert_eq!((retry.message_id, retry.seq), (id1.clone(), 1));
         // Records of M1 and M2 (created at NOW) are older than NOW + 1; M3's is not.
         assert_eq!(
-            sweep(NOW + 70, NOW - 1, NOW + 1, 100).await.expect("sweep"),
+            sweep(NOW + 70, NOW - 1, NOW + 1, 100).await,
             outcome(0, 0, 2)
         );
         assert_eq!(
-            sweep(NOW + 70, NOW - 1, NOW + 1, 100).await.expect("sweep"),
+            sweep(NOW + 70, NOW - 1, NOW + 1, 100).await,
             outcome(0, 0, 0)
         );
         let m3_retry = append("m3", NOW + 70, NOW + DAY_MS).await.expect("retry");
@@ -1272,45 +1188,31 @@ mod scenarios {
                 .await
                 .expect("append");
         }
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 5);
+        assert_eq!(depth(store, b1).await, 5);
         // Only b1 has a queue in this scenario, so the total is its depth.
         assert_eq!(store.queue_depth_total().await.expect("total"), 5);
-        assert_eq!(
-            sweep(NOW + 80, NOW - 1, NOW - 1, 2).await.expect("sweep"),
-            outcome(2, 0, 0)
-        );
-        assert_eq!(
-            sweep(NOW + 80, NOW - 1, NOW - 1, 2).await.expect("sweep"),
-            outcome(1, 0, 0)
-        );
-        assert_eq!(
-            sweep(NOW + 80, NOW + 71, NOW + 71, 2).await.expect("sweep"),
-            outcome(0, 2, 2)
-        );
+        assert_eq!(sweep(NOW + 80, NOW - 1, NOW - 1, 2).await, outcome(2, 0, 0));
+        assert_eq!(sweep(NOW + 80, NOW - 1, NOW - 1, 2).await, outcome(1, 0, 0));
         // Bodies: M5-M7 are unqueued now (3); dedup: M3, M1 again, M5-M7 (5).
-        assert_eq!(
-            sweep(NOW + 80, NOW + 71, NOW + 71, 2).await.expect("sweep"),
-            outcome(0, 1, 2)
-        );
-        assert_eq!(
-            sweep(NOW + 80, NOW + 71, NOW + 71, 2).await.expect("sweep"),
-            outcome(0, 0, 1)
-        );
-        assert_eq!(
-            sweep(NOW + 80, NOW + 71, NOW + 71, 2).await.expect("sweep"),
-            outcome(0, 0, 0)
-        );
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 2);
+        let drain = [
+            outcome(0, 2, 2),
+            outcome(0, 1, 2),
+            outcome(0, 0, 1),
+            outcome(0, 0, 0),
+        ];
+        for (call, expected) in drain.into_iter().enumerate() {
+            let swept = sweep(NOW + 80, NOW + 71, NOW + 71, 2).await;
+            assert_eq!(swept, expected, "sweep call {call} of the drain");
+        }
+        assert_eq!(depth(store, b1).await, 2);
         assert_eq!(ids_at(NOW + 80).await, vec![id2, reborn.message_id]);
 
         // Everything expires eventually.
         assert_eq!(
-            sweep(NOW + DAY_MS + 70, NOW - 1, NOW - 1, 100)
-                .await
-                .expect("sweep"),
+            sweep(NOW + DAY_MS + 70, NOW - 1, NOW - 1, 100).await,
             outcome(2, 0, 0)
         );
-        assert_eq!(store.queue_depth(b1).await.expect("depth"), 0);
+        assert_eq!(depth(store, b1).await, 0);
         assert!(ids_at(NOW).await.is_empty(), "swept entries came back");
     }
 
@@ -1341,6 +1243,26 @@ mod scenarios {
         Delivered(MessageId),
     }
 
+    /// Checks bob's ack against the model, in which it took `gone` out of
+    /// bob's queue: exactly those are removed, alice's device `a1` is woken
+    /// if and only if any were, and it gets their receipts as one batch.
+    fn check_ack(
+        outcome: &AckOutcome,
+        gone: Vec<(QueuePos, MessageId)>,
+        a1: DeviceId,
+        alice_queue: &mut Vec<Vec<Expect>>,
+        what: &str,
+    ) {
+        assert_eq!(outcome.removed, gone.len() as u64, "{what}");
+        let expected_wake = if gone.is_empty() { vec![] } else { vec![a1] };
+        assert_eq!(outcome.queued_for, expected_wake);
+        alice_queue.push(
+            gone.into_iter()
+                .map(|(_, id)| Expect::Delivered(id))
+                .collect(),
+        );
+    }
+
     /// 9. Model-based test.
     pub async fn model_based(store: Arc<dyn Store>, ops: Vec<Op>) {
         // Goal: under any interleaving of appends (with retries), acks up to
@@ -1350,14 +1272,7 @@ mod scenarios {
         // every op compare seqs, duplicate answers, ack counts, and bob's and
         // alice's whole queues with the model.
         let store = &*store;
-        let alice = new_account(store, "alice").await;
-        let bob = new_account(store, "bob").await;
-        let a1 = new_device(store, alice, "a1").await;
-        let b1 = new_device(store, bob, "b1").await;
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
+        let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
 
         let mut n_stored: Seq = 0;
         let mut originals: HashMap<(bool, u8), (MessageId, Seq, UnixMillis)> = HashMap::new();
@@ -1441,18 +1356,8 @@ mod scenarios {
                         bob_queue.iter().cloned().partition(|(p, _)| *p <= up_to);
                     bob_queue = kept;
                     let outcome = ack(store, b1, bob, Some(up_to), vec![], false).await;
-                    assert_eq!(
-                        outcome.removed,
-                        gone.len() as u64,
-                        "step {step}: ack up_to {up_to}"
-                    );
-                    let expected_wake = if gone.is_empty() { vec![] } else { vec![a1] };
-                    assert_eq!(outcome.queued_for, expected_wake);
-                    alice_queue.push(
-                        gone.into_iter()
-                            .map(|(_, id)| Expect::Delivered(id))
-                            .collect(),
-                    );
+                    let what = format!("step {step}: ack up_to {up_to}");
+                    check_ack(&outcome, gone, a1, &mut alice_queue, &what);
                 }
                 Op::AckPositions(indices) => {
                     let listed: Vec<QueuePos> = if seen_positions.is_empty() {
@@ -1470,18 +1375,8 @@ mod scenarios {
                         .partition(|(p, _)| listed_set.contains(p));
                     bob_queue = kept;
                     let outcome = ack(store, b1, bob, None, listed.clone(), false).await;
-                    assert_eq!(
-                        outcome.removed,
-                        gone.len() as u64,
-                        "step {step}: ack {listed:?}"
-                    );
-                    let expected_wake = if gone.is_empty() { vec![] } else { vec![a1] };
-                    assert_eq!(outcome.queued_for, expected_wake);
-                    alice_queue.push(
-                        gone.into_iter()
-                            .map(|(_, id)| Expect::Delivered(id))
-                            .collect(),
-                    );
+                    let what = format!("step {step}: ack {listed:?}");
+                    check_ack(&outcome, gone, a1, &mut alice_queue, &what);
                 }
             }
 
@@ -1500,10 +1395,7 @@ mod scenarios {
                 actual, bob_queue,
                 "step {step}: bob's queue differs from the model"
             );
-            assert_eq!(
-                store.queue_depth(b1).await.expect("depth"),
-                bob_queue.len() as u64
-            );
+            assert_eq!(depth(store, b1).await, bob_queue.len() as u64);
 
             let alice_items = store.pending(a1, 0, ALL, now).await.expect("pending");
             let alice_actual: Vec<Expect> = alice_items
@@ -1544,17 +1436,9 @@ mod scenarios {
         const TASKS: usize = 8;
         const PER_TASK: usize = 50;
         let total = (TASKS * PER_TASK) as i64;
-        let alice = new_account(&*store, "alice").await;
-        let bob = new_account(&*store, "bob").await;
-        let a1 = new_device(&*store, alice, "a1").await;
-        let a2 = new_device(&*store, alice, "a2").await;
-        let b1 = new_device(&*store, bob, "b1").await;
-        let b2 = new_device(&*store, bob, "b2").await;
+        let Cast(alice, bob, conv, [a1, a2, b1, b2]) =
+            cast(&*store, ["a1", "a2", "b1", "b2"]).await;
         let senders = [(alice, a1), (alice, a2), (bob, b1), (bob, b2)];
-        let conv = store
-            .direct_conversation(alice, bob, NOW)
-            .await
-            .expect("conv");
 
         let mut tasks = Vec::new();
         for task in 0..TASKS {
@@ -1806,14 +1690,14 @@ mod sqlite {
     // ── SQLite-only checks: they look inside the database file. ──
 
     mod engine {
-        use std::path::Path;
+        use std::path::{Path, PathBuf};
         use std::sync::Arc;
 
-        use missive_core::{AccountId, ConversationId, DeviceId};
         use missive_store::{SqliteConfig, SqliteStore, Store, SweepRequest};
         use rusqlite::{Connection, OpenFlags};
 
         use super::open_at;
+        use crate::Opened;
         use crate::support::*;
 
         /// A separate read-only connection on the store's file.
@@ -1837,33 +1721,21 @@ mod sqlite {
             count(conn, "SELECT count(*) FROM messages WHERE id = ?1", id)
         }
 
-        struct Pair {
-            alice: AccountId,
-            bob: AccountId,
-            a1: DeviceId,
-            b1: DeviceId,
-            b2: DeviceId,
-            conv: ConversationId,
+        /// Rows in (`queue`, `messages`, `dedup`).
+        fn queue_messages_dedup(conn: &Connection) -> (i64, i64, i64) {
+            (
+                rows(conn, "queue"),
+                rows(conn, "messages"),
+                rows(conn, "dedup"),
+            )
         }
 
-        async fn pair(store: &dyn Store) -> Pair {
-            let alice = new_account(store, "alice").await;
-            let bob = new_account(store, "bob").await;
-            let a1 = new_device(store, alice, "a1").await;
-            let b1 = new_device(store, bob, "b1").await;
-            let b2 = new_device(store, bob, "b2").await;
-            let conv = store
-                .direct_conversation(alice, bob, NOW)
-                .await
-                .expect("conv");
-            Pair {
-                alice,
-                bob,
-                a1,
-                b1,
-                b2,
-                conv,
-            }
+        /// A fresh store (see `open_at`) holding the cast alice (a1) and bob
+        /// (b1, b2), and its file.
+        async fn open_with_cast() -> (Opened, PathBuf, Cast<3>) {
+            let (opened, path) = open_at();
+            let cast = cast(&*opened.store, ["a1", "b1", "b2"]).await;
+            (opened, path, cast)
         }
 
         #[tokio::test(flavor = "multi_thread")]
@@ -1873,32 +1745,28 @@ mod sqlite {
             // without the flag the row stays.
             // Method: M1 and M2 to b1 and b2; ack device by device and count
             // rows in `messages` through a separate read-only connection.
-            let (opened, path) = open_at();
+            let (opened, path, Cast(alice, bob, conv, [a1, b1, b2])) = open_with_cast().await;
             let store = &*opened.store;
-            let p = pair(store).await;
-            let m1 = send(store, p.conv, p.alice, p.a1, "m1").await;
-            let m2 = send(store, p.conv, p.alice, p.a1, "m2").await;
+            let m1 = send(store, conv, alice, a1, "m1").await;
+            let m2 = send(store, conv, alice, a1, "m2").await;
             let db = inspect(&path);
             assert_eq!(message_rows(&db, m1.message_id.as_str()), 1);
 
-            let pos = pos_of(store, p.b1, &m1.message_id).await;
-            ack(store, p.b1, p.bob, None, vec![pos], true).await;
+            ack_message(store, b1, bob, &m1.message_id, true).await;
             assert_eq!(
                 message_rows(&db, m1.message_id.as_str()),
                 1,
                 "purged while b2 still queued it"
             );
-            let pos = pos_of(store, p.b2, &m1.message_id).await;
-            ack(store, p.b2, p.bob, None, vec![pos], true).await;
+            ack_message(store, b2, bob, &m1.message_id, true).await;
             assert_eq!(
                 message_rows(&db, m1.message_id.as_str()),
                 0,
                 "not purged after the last ack"
             );
 
-            for device in [p.b1, p.b2] {
-                let pos = pos_of(store, device, &m2.message_id).await;
-                ack(store, device, p.bob, None, vec![pos], false).await;
+            for device in [b1, b2] {
+                ack_message(store, device, bob, &m2.message_id, false).await;
             }
             assert_eq!(message_rows(&db, m2.message_id.as_str()), 1);
             assert_eq!(
@@ -1910,7 +1778,7 @@ mod sqlite {
                 count(
                     &db,
                     "SELECT count(*) FROM queue WHERE device_id = ?1",
-                    &p.a1.0.to_string()
+                    &a1.0.to_string()
                 ),
                 2
             );
@@ -1923,23 +1791,15 @@ mod sqlite {
             // and revoke removes the device's rows.
             // Method: two messages, one expiring; count `queue`, `messages`,
             // `dedup` and `devices` rows before and after sweep and revoke.
-            let (opened, path) = open_at();
+            let (opened, path, Cast(alice, bob, conv, [a1, _b1, b2])) = open_with_cast().await;
             let store = &*opened.store;
-            let p = pair(store).await;
             store
-                .append_message(new_message(p.conv, p.alice, p.a1, "m1", NOW, NOW + 10))
+                .append_message(new_message(conv, alice, a1, "m1", NOW, NOW + 10))
                 .await
                 .expect("m1");
-            send(store, p.conv, p.alice, p.a1, "m2").await;
+            send(store, conv, alice, a1, "m2").await;
             let db = inspect(&path);
-            assert_eq!(
-                (
-                    rows(&db, "queue"),
-                    rows(&db, "messages"),
-                    rows(&db, "dedup")
-                ),
-                (4, 2, 2)
-            );
+            assert_eq!(queue_messages_dedup(&db), (4, 2, 2));
 
             let outcome = store
                 .sweep(SweepRequest {
@@ -1958,16 +1818,9 @@ mod sqlite {
                 ),
                 (2, 1, 2)
             );
-            assert_eq!(
-                (
-                    rows(&db, "queue"),
-                    rows(&db, "messages"),
-                    rows(&db, "dedup")
-                ),
-                (2, 1, 0)
-            );
+            assert_eq!(queue_messages_dedup(&db), (2, 1, 0));
 
-            assert!(store.revoke_device(p.bob, p.b2).await.expect("revoke"));
+            assert!(store.revoke_device(bob, b2).await.expect("revoke"));
             assert_eq!(rows(&db, "devices"), 2);
             assert_eq!(rows(&db, "queue"), 1);
             opened.store.shutdown().await;
@@ -1979,36 +1832,22 @@ mod sqlite {
             // of the same file: accounts, tokens, queues, seqs, dedup.
             // Method: write, shut down, open the same path again, read back
             // and continue the conversation.
-            let (opened, path) = open_at();
+            let (opened, path, Cast(alice, bob, conv, [a1, b1, _b2])) = open_with_cast().await;
             let store = &*opened.store;
-            let p = pair(store).await;
-            let m1 = send(store, p.conv, p.alice, p.a1, "m1").await;
-            let before = pending_all(store, p.b1).await;
+            let m1 = send(store, conv, alice, a1, "m1").await;
+            let before = pending_all(store, b1).await;
             opened.store.shutdown().await;
 
             let reopened: Arc<dyn Store> =
                 Arc::new(SqliteStore::open(&SqliteConfig::new(&path)).expect("reopen"));
             let store = &*reopened;
-            assert_eq!(
-                store
-                    .authenticate(&token("b1"))
-                    .await
-                    .expect("auth")
-                    .map(|a| a.device),
-                Some(p.b1)
-            );
-            assert_eq!(pending_all(store, p.b1).await, before);
-            let retry = send(store, p.conv, p.alice, p.a1, "m1").await;
+            assert_eq!(auth(store, "b1").await.map(|a| a.device), Some(b1));
+            assert_eq!(pending_all(store, b1).await, before);
+            let retry = send(store, conv, alice, a1, "m1").await;
             assert!(retry.duplicate);
             assert_eq!(retry.message_id, m1.message_id);
-            assert_eq!(send(store, p.conv, p.alice, p.a1, "m2").await.seq, 2);
-            assert_eq!(
-                store
-                    .direct_conversation(p.bob, p.alice, NOW)
-                    .await
-                    .expect("conv"),
-                p.conv
-            );
+            assert_eq!(send(store, conv, alice, a1, "m2").await.seq, 2);
+            assert_eq!(direct(store, bob, alice, NOW).await, conv);
             reopened.shutdown().await;
             drop(opened);
         }
