@@ -12,12 +12,15 @@ use async_trait::async_trait;
 use missive_core::DeviceId;
 
 /// What the bus carries about one device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceEvent {
     /// The device's queue grew: re-read it from the Store.
     QueueChanged,
     /// The device was revoked: close its live connections at once.
     Revoked,
+    /// An ephemeral frame (typing, presence), already encoded; delivered only
+    /// if the device is live, never stored, dropped under pressure.
+    Ephemeral(Arc<str>),
 }
 
 /// Receives events for devices; the node's router implements it.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use missive_proto::rest::{
-    DeviceList, ErrorBody, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
+    ConversationList, CreateGroupRequest, DeviceList, ErrorBody, GroupInfo, History, LoginRequest,
+    LoginResponse, MessageInfo, PresenceVisibility, Privacy, RegisterRequest, RegisterResponse,
+    UserList,
 };
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 use serde::de::DeserializeOwned;
@@ -136,6 +138,246 @@ impl Api {
             .send()
             .await;
         expect_empty(response).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        decode(
+            self.http
+                .get(format!("{}{path}", self.base_url))
+                .bearer_auth(token)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        decode(request.bearer_auth(token).json(body).send().await).await
+    }
+
+    async fn send_empty(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(), ClientError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        expect_empty(request.send().await).await
+    }
+
+    pub async fn create_group(
+        &self,
+        token: &str,
+        name: &str,
+        members: &[&str],
+    ) -> Result<GroupInfo, ClientError> {
+        let body = CreateGroupRequest {
+            name: name.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        self.send_json(reqwest::Method::POST, token, "/v1/groups", &body)
+            .await
+    }
+
+    pub async fn group(&self, token: &str, group: i64) -> Result<GroupInfo, ClientError> {
+        self.get_json(token, &format!("/v1/groups/{group}")).await
+    }
+
+    pub async fn rename_group(
+        &self,
+        token: &str,
+        group: i64,
+        name: &str,
+    ) -> Result<GroupInfo, ClientError> {
+        let body = serde_json::json!({ "name": name });
+        self.send_json(
+            reqwest::Method::PATCH,
+            token,
+            &format!("/v1/groups/{group}"),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn add_members(
+        &self,
+        token: &str,
+        group: i64,
+        members: &[&str],
+    ) -> Result<GroupInfo, ClientError> {
+        let body = serde_json::json!({ "members": members });
+        self.send_json(
+            reqwest::Method::POST,
+            token,
+            &format!("/v1/groups/{group}/members"),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn remove_member(
+        &self,
+        token: &str,
+        group: i64,
+        username: &str,
+    ) -> Result<GroupInfo, ClientError> {
+        let path = format!("/v1/groups/{group}/members/{username}");
+        decode(
+            self.http
+                .delete(format!("{}{path}", self.base_url))
+                .bearer_auth(token)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    pub async fn promote(
+        &self,
+        token: &str,
+        group: i64,
+        username: &str,
+    ) -> Result<GroupInfo, ClientError> {
+        let body = serde_json::json!({ "username": username });
+        self.send_json(
+            reqwest::Method::POST,
+            token,
+            &format!("/v1/groups/{group}/admins"),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn demote(
+        &self,
+        token: &str,
+        group: i64,
+        username: &str,
+    ) -> Result<GroupInfo, ClientError> {
+        let path = format!("/v1/groups/{group}/admins/{username}");
+        decode(
+            self.http
+                .delete(format!("{}{path}", self.base_url))
+                .bearer_auth(token)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    pub async fn leave_group(&self, token: &str, group: i64) -> Result<(), ClientError> {
+        self.send_empty(
+            reqwest::Method::POST,
+            token,
+            &format!("/v1/groups/{group}/leave"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn conversations(&self, token: &str) -> Result<ConversationList, ClientError> {
+        self.get_json(token, "/v1/conversations").await
+    }
+
+    /// `query` like `before=10&limit=5` (may be empty).
+    pub async fn history(
+        &self,
+        token: &str,
+        conversation: i64,
+        query: &str,
+    ) -> Result<History, ClientError> {
+        self.get_json(
+            token,
+            &format!("/v1/conversations/{conversation}/messages?{query}"),
+        )
+        .await
+    }
+
+    pub async fn receipts(
+        &self,
+        token: &str,
+        conversation: i64,
+        message_id: &str,
+    ) -> Result<MessageInfo, ClientError> {
+        self.get_json(
+            token,
+            &format!("/v1/conversations/{conversation}/messages/{message_id}/receipts"),
+        )
+        .await
+    }
+
+    pub async fn contacts(&self, token: &str) -> Result<UserList, ClientError> {
+        self.get_json(token, "/v1/contacts").await
+    }
+
+    pub async fn add_contact(&self, token: &str, username: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "username": username });
+        self.send_empty(reqwest::Method::POST, token, "/v1/contacts", Some(&body))
+            .await
+    }
+
+    pub async fn remove_contact(&self, token: &str, username: &str) -> Result<(), ClientError> {
+        self.send_empty(
+            reqwest::Method::DELETE,
+            token,
+            &format!("/v1/contacts/{username}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn blocks(&self, token: &str) -> Result<UserList, ClientError> {
+        self.get_json(token, "/v1/blocks").await
+    }
+
+    pub async fn block(&self, token: &str, username: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "username": username });
+        self.send_empty(reqwest::Method::POST, token, "/v1/blocks", Some(&body))
+            .await
+    }
+
+    pub async fn unblock(&self, token: &str, username: &str) -> Result<(), ClientError> {
+        self.send_empty(
+            reqwest::Method::DELETE,
+            token,
+            &format!("/v1/blocks/{username}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn set_privacy(
+        &self,
+        token: &str,
+        presence: PresenceVisibility,
+    ) -> Result<Privacy, ClientError> {
+        self.send_json(
+            reqwest::Method::PUT,
+            token,
+            "/v1/privacy",
+            &Privacy { presence },
+        )
+        .await
     }
 
     /// The WebSocket URL of this server.
@@ -273,8 +515,89 @@ impl Connection {
             conversation: None,
             client_msg_id: client_msg_id.into(),
             text: text.into(),
+            reply_to: None,
         };
         self.request(&frame, &id).await
+    }
+
+    /// Builds a frame around a fresh correlation id, sends it and waits for
+    /// its reply.
+    pub async fn call(
+        &mut self,
+        build: impl FnOnce(Option<String>) -> ClientFrame,
+    ) -> Result<ServerFrame, ClientError> {
+        let id = self.fresh_id();
+        let frame = build(Some(id.clone()));
+        self.request(&frame, &id).await
+    }
+
+    /// Sends a text into a conversation, optionally as a reply.
+    pub async fn send_to(
+        &mut self,
+        conversation: i64,
+        client_msg_id: &str,
+        text: &str,
+        reply_to: Option<&str>,
+    ) -> Result<ServerFrame, ClientError> {
+        self.call(|id| ClientFrame::Send {
+            id,
+            to: None,
+            conversation: Some(conversation),
+            client_msg_id: client_msg_id.into(),
+            text: text.into(),
+            reply_to: reply_to.map(str::to_owned),
+        })
+        .await
+    }
+
+    /// Sets (or with `None`, removes) a reaction.
+    pub async fn react(
+        &mut self,
+        conversation: i64,
+        client_msg_id: &str,
+        target: &str,
+        emoji: Option<&str>,
+    ) -> Result<ServerFrame, ClientError> {
+        self.call(|id| ClientFrame::React {
+            id,
+            conversation,
+            client_msg_id: client_msg_id.into(),
+            target: target.into(),
+            emoji: emoji.map(str::to_owned),
+        })
+        .await
+    }
+
+    pub async fn edit(
+        &mut self,
+        conversation: i64,
+        client_msg_id: &str,
+        target: &str,
+        text: &str,
+    ) -> Result<ServerFrame, ClientError> {
+        self.call(|id| ClientFrame::Edit {
+            id,
+            conversation,
+            client_msg_id: client_msg_id.into(),
+            target: target.into(),
+            text: text.into(),
+        })
+        .await
+    }
+
+    pub async fn delete(
+        &mut self,
+        conversation: i64,
+        client_msg_id: &str,
+        target: &str,
+    ) -> Result<ServerFrame, ClientError> {
+        self.call(|id| ClientFrame::Delete {
+            id,
+            conversation,
+            client_msg_id: client_msg_id.into(),
+            target: target.into(),
+        })
+        .await
     }
 
     /// Sends `frame` (whose correlation id is `id`) and waits for the reply

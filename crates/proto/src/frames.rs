@@ -27,6 +27,51 @@ pub enum ClientFrame {
         conversation: Option<i64>,
         client_msg_id: String,
         text: String,
+        /// A message id in the same conversation this text replies to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+    },
+    /// Set (or, with no `emoji`, remove) your reaction to a message.
+    React {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        client_msg_id: String,
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        emoji: Option<String>,
+    },
+    /// Replace the text of your own message (within the edit window).
+    Edit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        client_msg_id: String,
+        target: String,
+        text: String,
+    },
+    /// Delete your own message for everyone (leaves a tombstone).
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        client_msg_id: String,
+        target: String,
+    },
+    /// Tell the conversation's live members you are (or stopped) typing.
+    /// Never stored.
+    Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        state: TypingState,
+    },
+    /// Receive `presence` frames for these users (replaces the previous
+    /// subscription of this connection).
+    SubscribePresence {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        users: Vec<String>,
     },
     /// Remove queue entries: every entry at or below `up_to`, and/or the
     /// listed positions.
@@ -73,7 +118,8 @@ pub enum ServerFrame {
         ts_ms: i64,
         duplicate: bool,
     },
-    /// A stored message, from the device's queue at position `pos`.
+    /// A stored event of a conversation, from the device's queue at
+    /// position `pos`. `kind` says what it is; see docs/PROTOCOL.md.
     Message {
         pos: i64,
         message_id: String,
@@ -82,7 +128,22 @@ pub enum ServerFrame {
         from: String,
         from_device: i64,
         client_msg_id: String,
+        #[serde(default)]
+        kind: MessageKind,
+        /// Text (text, edit), emoji (reaction; empty = removed), or empty.
         text: String,
+        /// The message replied to (text) or acted on (reaction/edit/delete).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// For `system`: what happened to the group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event: Option<serde_json::Value>,
+        /// For `text`: when it was last edited (the text is the current one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edited_ms: Option<i64>,
+        /// For `text`: deleted for everyone (the text is empty).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
         ts_ms: i64,
     },
     /// A device of `by` received the message (first time only).
@@ -119,6 +180,27 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
+    /// Reply to `typing` and `subscribe_presence`.
+    Ok {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A member of `conversation` started or stopped typing. Ephemeral:
+    /// only live devices get it, and it lapses at `expires_ms`.
+    Typing {
+        conversation: i64,
+        from: String,
+        state: TypingState,
+        expires_ms: i64,
+    },
+    /// A subscribed user's presence, as far as their privacy setting lets
+    /// you see it. `last_seen_ms` is absent when hidden.
+    Presence {
+        user: String,
+        online: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen_ms: Option<i64>,
+    },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
@@ -153,6 +235,27 @@ impl ServerFrame {
     }
 }
 
+/// What a stored conversation event is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    /// A group change (created, added, removed, left, promoted, demoted,
+    /// renamed), described by `event`.
+    System,
+    Reaction,
+    Edit,
+    Delete,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypingState {
+    Start,
+    Stop,
+}
+
 /// Why a client frame could not be decoded. Carries the correlation id when
 /// the frame was JSON with a string `id`, so even errors can be matched.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,7 +265,18 @@ pub struct DecodeError {
     pub message: String,
 }
 
-const CLIENT_TYPES: &[&str] = &["auth", "send", "ack", "read", "ping"];
+const CLIENT_TYPES: &[&str] = &[
+    "auth",
+    "send",
+    "react",
+    "edit",
+    "delete",
+    "typing",
+    "subscribe_presence",
+    "ack",
+    "read",
+    "ping",
+];
 
 /// Decodes one text frame, classifying failures as `bad_frame` (not a JSON
 /// object with a string `type`), `unknown_type`, or `invalid_field`.
@@ -257,6 +371,19 @@ mod tests {
                 conversation: None,
                 client_msg_id: "c1".into(),
                 text: "hi".into(),
+                reply_to: None,
+            },
+            ClientFrame::React {
+                id: None,
+                conversation: 3,
+                client_msg_id: "c2".into(),
+                target: "m".into(),
+                emoji: Some("👍".into()),
+            },
+            ClientFrame::Typing {
+                id: None,
+                conversation: 3,
+                state: TypingState::Start,
             },
             ClientFrame::Ack {
                 id: None,

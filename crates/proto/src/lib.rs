@@ -8,7 +8,9 @@ pub mod frames;
 pub mod rest;
 
 pub use codes::{CloseCode, ErrorCode};
-pub use frames::{ClientFrame, DecodeError, ServerFrame, decode_client_frame};
+pub use frames::{
+    ClientFrame, DecodeError, MessageKind, ServerFrame, TypingState, decode_client_frame,
+};
 
 /// Path of the WebSocket endpoint; the version is part of the path.
 pub const WS_PATH: &str = "/v1/ws";

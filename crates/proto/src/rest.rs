@@ -61,3 +61,165 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
 }
+
+/// `POST /v1/groups`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    pub name: String,
+    /// Usernames besides the creator.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// `PATCH /v1/groups/{id}`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameGroupRequest {
+    pub name: String,
+}
+
+/// `POST /v1/groups/{id}/members`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembersRequest {
+    pub members: Vec<String>,
+}
+
+/// A body naming one user: contacts, blocks, group admins.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsernameBody {
+    pub username: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    Admin,
+    Member,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub username: String,
+    pub role: MemberRole,
+    pub joined_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub conversation: i64,
+    pub name: String,
+    pub members: Vec<MemberInfo>,
+    /// The seq of the group's latest event.
+    pub last_seq: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReactionInfo {
+    pub user: String,
+    pub emoji: String,
+}
+
+/// One stored event as history returns it; the same fields as the
+/// `message` frame plus the current reactions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    pub message_id: String,
+    pub conversation: i64,
+    pub seq: i64,
+    pub from: String,
+    pub from_device: i64,
+    pub client_msg_id: String,
+    pub kind: crate::MessageKind,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ms: Option<i64>,
+    #[serde(default)]
+    pub deleted: bool,
+    pub ts_ms: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionInfo>,
+}
+
+/// `GET /v1/conversations/{id}/messages`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub messages: Vec<HistoryMessage>,
+    /// Pass as `before` to get the next (older) page; absent at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub conversation: i64,
+    pub kind: ConversationKind,
+    /// Group name; absent for 1:1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub members: Vec<String>,
+    pub last_seq: i64,
+    pub read_seq: i64,
+    /// `last_seq - read_seq`.
+    pub unread: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<HistoryMessage>,
+}
+
+/// `GET /v1/conversations`, most recent activity first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptEntry {
+    pub user: String,
+    pub ts_ms: i64,
+}
+
+/// `GET /v1/conversations/{id}/messages/{message_id}/receipts`:
+/// WhatsApp's "message info".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    pub message_id: String,
+    pub seq: i64,
+    /// Members a device of whom acked the message, first ack time.
+    pub delivered: Vec<ReceiptEntry>,
+    /// Members whose read pointer covers the message, time it moved there.
+    pub read: Vec<ReceiptEntry>,
+}
+
+/// Contacts or blocked users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceVisibility {
+    Everyone,
+    Contacts,
+    Nobody,
+}
+
+/// `GET`/`PUT /v1/privacy`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privacy {
+    pub presence: PresenceVisibility,
+}

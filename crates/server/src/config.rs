@@ -68,14 +68,18 @@ pub struct DeliveryConfig {
     pub offline_ttl_secs: u64,
     /// How often the sweeper deletes expired entries and old bodies.
     pub sweep_interval_secs: u64,
-    /// Queue entries read from the store per page while draining.
+    /// Queue entries read from the store per page while draining; also the
+    /// largest history page.
     pub page_size: usize,
+    /// How long after sending an author may edit a message.
+    pub edit_window_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub devices_per_account_max: usize,
+    pub group_members_max: usize,
     pub text_bytes_max: usize,
     /// Largest WebSocket message accepted; larger closes with 1009.
     pub frame_bytes_max: usize,
@@ -140,6 +144,7 @@ impl Default for DeliveryConfig {
             offline_ttl_secs: 30 * DAY_SECS,
             sweep_interval_secs: 60,
             page_size: 256,
+            edit_window_secs: 15 * 60,
         }
     }
 }
@@ -148,6 +153,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             devices_per_account_max: 5,
+            group_members_max: 1024,
             text_bytes_max: 64 * 1024,
             frame_bytes_max: 256 * 1024,
             outbound_frames_max: 256,
@@ -210,6 +216,10 @@ impl Config {
             (
                 "limits.devices_per_account_max",
                 self.limits.devices_per_account_max as u64,
+            ),
+            (
+                "limits.group_members_max",
+                self.limits.group_members_max as u64,
             ),
             (
                 "limits.outbound_frames_max",

@@ -45,7 +45,16 @@ impl ApiError {
             ErrorCode::NotAuthenticated | ErrorCode::TokenInvalid | ErrorCode::WrongCredentials => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::NotMember => StatusCode::FORBIDDEN,
+            ErrorCode::NotMember
+            | ErrorCode::NotAuthor
+            | ErrorCode::NotAdmin
+            | ErrorCode::Blocked => StatusCode::FORBIDDEN,
+            ErrorCode::EditWindowClosed | ErrorCode::MessageDeleted | ErrorCode::GroupFull => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::AlreadyMember => StatusCode::CONFLICT,
+            ErrorCode::NotAGroup => StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownMessage => StatusCode::NOT_FOUND,
             ErrorCode::UnknownUser | ErrorCode::UnknownDevice | ErrorCode::UnknownConversation => {
                 StatusCode::NOT_FOUND
             }
@@ -80,6 +89,30 @@ impl From<StoreError> for ApiError {
                 ErrorCode::NotMember,
                 "you are not a member of this conversation",
             ),
+            StoreError::UnknownMessage => Self::new(
+                ErrorCode::UnknownMessage,
+                "no such message in this conversation",
+            ),
+            StoreError::NotAuthor => Self::new(ErrorCode::NotAuthor, "only the author may do that"),
+            StoreError::EditWindowClosed => Self::new(
+                ErrorCode::EditWindowClosed,
+                "the message is too old to edit",
+            ),
+            StoreError::MessageDeleted => {
+                Self::new(ErrorCode::MessageDeleted, "the message was deleted")
+            }
+            StoreError::Blocked => Self::new(
+                ErrorCode::Blocked,
+                "you cannot message this user: one of you has blocked the other",
+            ),
+            StoreError::GroupFull => Self::new(ErrorCode::GroupFull, "the group is full"),
+            StoreError::NotAdmin => {
+                Self::new(ErrorCode::NotAdmin, "only a group admin may do that")
+            }
+            StoreError::NotAGroup => {
+                Self::new(ErrorCode::NotAGroup, "this conversation is not a group")
+            }
+            StoreError::AlreadyMember => Self::new(ErrorCode::AlreadyMember, "already a member"),
             StoreError::Closed => Self::new(ErrorCode::ShuttingDown, "the server is shutting down"),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "store failure");

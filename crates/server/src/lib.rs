@@ -32,7 +32,7 @@ pub use config::Config;
 
 use crate::error::ApiError;
 use crate::router::Router;
-use crate::service::{Accounts, Messaging};
+use crate::service::{Accounts, Groups, Messaging, Social};
 
 /// Everything a request handler or session needs; shared by `Arc`.
 pub struct AppState {
@@ -43,6 +43,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub accounts: Accounts,
     pub messaging: Messaging,
+    pub groups: Groups,
+    pub social: Social,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// Every WebSocket session, so shutdown can wait for them.
@@ -106,6 +108,14 @@ impl App {
             &config.delivery,
             &config.limits,
         );
+        let groups = Groups::new(
+            store.clone(),
+            bus.clone(),
+            clock.clone(),
+            &config.delivery,
+            &config.limits,
+        );
+        let social = Social::new(store.clone(), bus.clone(), router.clone(), clock.clone());
         let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
         Self {
             state: Arc::new(AppState {
@@ -116,6 +126,8 @@ impl App {
                 clock,
                 accounts,
                 messaging,
+                groups,
+                social,
                 shutdown: CancellationToken::new(),
                 sessions: TaskTracker::new(),
                 connection_permits,

@@ -1,6 +1,7 @@
 //! The live-connection registry of this node: device → its one live
-//! connection. It receives Bus events and turns them into wake-ups or close
-//! orders for the connection task.
+//! connection, which accounts are online, and who watches whose presence.
+//! It receives Bus events and turns them into wake-ups, ephemeral frames or
+//! close orders for the connection task.
 //!
 //! **Invariant:** a device has at most one live connection per node; a new
 //! one replaces the old (which is closed with `replaced`).
@@ -10,19 +11,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use missive_bus::{BusSink, DeviceEvent};
-use missive_core::DeviceId;
+use missive_core::{AccountId, DeviceId};
 use missive_proto::CloseCode;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
+
+/// Ephemeral frames waiting for one connection; more are dropped.
+const EPHEMERAL_FRAMES_MAX: usize = 64;
 
 struct Live {
     connection_id: u64,
+    account: AccountId,
     wake: Arc<Notify>,
     close: watch::Sender<Option<CloseCode>>,
+    ephemeral: mpsc::Sender<Arc<str>>,
+}
+
+#[derive(Default)]
+struct State {
+    live: HashMap<DeviceId, Live>,
+    /// Live devices per account.
+    online: HashMap<AccountId, usize>,
+    /// target account → watching device → the watcher's account.
+    watchers: HashMap<AccountId, HashMap<DeviceId, AccountId>>,
+    /// watching device → the accounts it watches.
+    watching: HashMap<DeviceId, Vec<AccountId>>,
 }
 
 #[derive(Default)]
 pub struct Router {
-    live: Mutex<HashMap<DeviceId, Live>>,
+    state: Mutex<State>,
     next_connection_id: AtomicU64,
 }
 
@@ -35,22 +52,31 @@ pub struct Registration {
     pub wake: Arc<Notify>,
     /// Becomes `Some` when the connection must close.
     pub close: watch::Receiver<Option<CloseCode>>,
+    /// Ephemeral frames (typing, presence) for this connection.
+    pub ephemeral: mpsc::Receiver<Arc<str>>,
 }
 
 impl Router {
-    pub fn register(self: &Arc<Self>, device: DeviceId) -> Registration {
+    pub fn register(self: &Arc<Self>, device: DeviceId, account: AccountId) -> Registration {
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         let (close_tx, close_rx) = watch::channel(None);
+        let (ephemeral_tx, ephemeral_rx) = mpsc::channel(EPHEMERAL_FRAMES_MAX);
         let live = Live {
             connection_id,
+            account,
             wake: Arc::clone(&wake),
             close: close_tx,
+            ephemeral: ephemeral_tx,
         };
-        let previous = self.lock().insert(device, live);
-        if let Some(previous) = previous {
-            let _ = previous.close.send(Some(CloseCode::Replaced));
+        let mut state = self.lock();
+        match state.live.insert(device, live) {
+            Some(previous) => {
+                let _ = previous.close.send(Some(CloseCode::Replaced));
+            }
+            None => *state.online.entry(account).or_insert(0) += 1,
         }
+        drop(state);
         metrics::gauge!("missive_connections").increment(1.0);
         Registration {
             router: Arc::clone(self),
@@ -58,26 +84,66 @@ impl Router {
             connection_id,
             wake,
             close: close_rx,
+            ephemeral: ephemeral_rx,
         }
     }
 
     pub fn is_live(&self, device: DeviceId) -> bool {
-        self.lock().contains_key(&device)
+        self.lock().live.contains_key(&device)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Live>> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (single insert/remove calls), so a poisoned lock is still usable.
-        self.live
+    /// Whether any device of the account is connected to this node.
+    pub fn is_online(&self, account: AccountId) -> bool {
+        self.lock().online.contains_key(&account)
+    }
+
+    /// Makes `device` (of `viewer`) watch exactly `targets`' presence.
+    pub fn watch(&self, device: DeviceId, viewer: AccountId, targets: Vec<AccountId>) {
+        let mut state = self.lock();
+        unwatch(&mut state, device);
+        for target in &targets {
+            state
+                .watchers
+                .entry(*target)
+                .or_default()
+                .insert(device, viewer);
+        }
+        state.watching.insert(device, targets);
+    }
+
+    /// (device, its account) of everyone watching `target`.
+    pub fn watchers(&self, target: AccountId) -> Vec<(DeviceId, AccountId)> {
+        self.lock()
+            .watchers
+            .get(&target)
+            .map(|watchers| watchers.iter().map(|(d, a)| (*d, *a)).collect())
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Each critical section leaves the maps consistent, so a poisoned
+        // lock is still safe to use.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
+fn unwatch(state: &mut State, device: DeviceId) {
+    for target in state.watching.remove(&device).unwrap_or_default() {
+        if let Some(watchers) = state.watchers.get_mut(&target) {
+            watchers.remove(&device);
+            if watchers.is_empty() {
+                state.watchers.remove(&target);
+            }
+        }
+    }
+}
+
 impl BusSink for Router {
     fn deliver(&self, device: DeviceId, event: DeviceEvent) {
-        let live = self.lock();
-        let Some(conn) = live.get(&device) else {
+        let state = self.lock();
+        let Some(conn) = state.live.get(&device) else {
             return;
         };
         match event {
@@ -85,15 +151,28 @@ impl BusSink for Router {
             DeviceEvent::Revoked => {
                 let _ = conn.close.send(Some(CloseCode::Revoked));
             }
+            DeviceEvent::Ephemeral(frame) => {
+                // Ephemeral frames may be lost; a full buffer drops them.
+                let _ = conn.ephemeral.try_send(frame);
+            }
         }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut live = self.router.lock();
-        if live.get(&self.device).map(|l| l.connection_id) == Some(self.connection_id) {
-            live.remove(&self.device);
+        let mut state = self.router.lock();
+        let current = state.live.get(&self.device).map(|l| l.connection_id);
+        if current == Some(self.connection_id) {
+            if let Some(live) = state.live.remove(&self.device) {
+                if let Some(count) = state.online.get_mut(&live.account) {
+                    *count -= 1;
+                    if *count == 0 {
+                        state.online.remove(&live.account);
+                    }
+                }
+            }
+            unwatch(&mut state, self.device);
         }
         metrics::gauge!("missive_connections").decrement(1.0);
     }
@@ -108,15 +187,42 @@ mod tests {
         // Goal: registering the same device twice closes the older one, and
         // dropping the older one does not unregister the newer.
         let router = Arc::new(Router::default());
-        let first = router.register(DeviceId(7));
-        let second = router.register(DeviceId(7));
+        let account = AccountId(1);
+        let first = router.register(DeviceId(7), account);
+        let second = router.register(DeviceId(7), account);
         assert_eq!(*first.close.borrow(), Some(CloseCode::Replaced));
         assert_eq!(*second.close.borrow(), None);
         drop(first);
         assert!(router.is_live(DeviceId(7)));
+        assert!(router.is_online(account));
         router.deliver(DeviceId(7), DeviceEvent::Revoked);
         assert_eq!(*second.close.borrow(), Some(CloseCode::Revoked));
         drop(second);
         assert!(!router.is_live(DeviceId(7)));
+        assert!(!router.is_online(account));
+    }
+
+    #[test]
+    fn watchers_follow_subscriptions_and_disconnects() {
+        // Goal: watch replaces a device's subscription; a dropped connection
+        // stops watching; online counts devices per account.
+        let router = Arc::new(Router::default());
+        let (alice, bob, carol) = (AccountId(1), AccountId(2), AccountId(3));
+        let phone = router.register(DeviceId(10), alice);
+        let laptop = router.register(DeviceId(11), alice);
+        router.watch(DeviceId(10), alice, vec![bob, carol]);
+        router.watch(DeviceId(11), alice, vec![bob]);
+        assert_eq!(router.watchers(carol), vec![(DeviceId(10), alice)]);
+        router.watch(DeviceId(10), alice, vec![bob]);
+        assert!(router.watchers(carol).is_empty());
+        let mut bobs = router.watchers(bob);
+        bobs.sort();
+        assert_eq!(bobs, vec![(DeviceId(10), alice), (DeviceId(11), alice)]);
+        drop(phone);
+        assert!(router.is_online(alice));
+        assert_eq!(router.watchers(bob), vec![(DeviceId(11), alice)]);
+        drop(laptop);
+        assert!(!router.is_online(alice));
+        assert!(router.watchers(bob).is_empty());
     }
 }

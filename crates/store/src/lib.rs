@@ -18,7 +18,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use missive_core::{
-    AccountId, ConversationId, DeviceId, QueuePos, TokenHash, UnixMillis, Username,
+    AccountId, ConversationId, DeviceId, MessageId, QueuePos, TokenHash, UnixMillis, Username,
 };
 
 pub use model::*;
@@ -37,6 +37,24 @@ pub enum StoreError {
     UnknownConversation,
     #[error("not a member of the conversation")]
     NotMember,
+    #[error("no such message in this conversation")]
+    UnknownMessage,
+    #[error("only the author may do that")]
+    NotAuthor,
+    #[error("the edit window has closed")]
+    EditWindowClosed,
+    #[error("the message was deleted")]
+    MessageDeleted,
+    #[error("one of you has blocked the other")]
+    Blocked,
+    #[error("the group is full")]
+    GroupFull,
+    #[error("only a group admin may do that")]
+    NotAdmin,
+    #[error("not a group")]
+    NotAGroup,
+    #[error("already a member")]
+    AlreadyMember,
     #[error("the store is shut down")]
     Closed,
     #[error("store backend error: {0}")]
@@ -121,6 +139,97 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes expired queue entries, message bodies past retention that no
     /// queue needs, and old dedup records; at most `limit` rows of each.
     async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError>;
+
+    /// Creates a group with the creator as its only admin and stores a
+    /// `created` system event (seq 1) queued for every member's devices but
+    /// the creator's creating device. `GroupFull` beyond `members_max`.
+    async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError>;
+
+    /// Applies a membership/name change and stores it as a system event in
+    /// the conversation, atomically. The event is queued for the members
+    /// after the change plus, for a removal or leave, the one who left (a
+    /// removed member receives nothing later). Added members see events from
+    /// this one on.
+    async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError>;
+
+    /// A group's name and members, for members only.
+    async fn group_info(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<GroupRecord, StoreError>;
+
+    /// A page of the conversation's stored events visible to this member
+    /// (those after it joined whose bodies are still retained).
+    async fn history(&self, request: HistoryRequest) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Every conversation the account belongs to, most recent activity first.
+    async fn conversations(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// Who got and who read a message ("message info"), for members only.
+    async fn receipts(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+        message_id: &MessageId,
+    ) -> Result<ReceiptsRecord, StoreError>;
+
+    /// Adds (`present`) or removes a contact; returns whether anything changed.
+    async fn set_contact(
+        &self,
+        owner: AccountId,
+        contact: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// The owner's contacts' usernames, sorted.
+    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError>;
+
+    /// Blocks (`present`) or unblocks; returns whether anything changed.
+    async fn set_block(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// Usernames the account has blocked, sorted.
+    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError>;
+
+    /// Whether either account has blocked the other.
+    async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError>;
+
+    /// Whether `owner` has `contact` in their contacts.
+    async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError>;
+
+    async fn set_presence_visibility(
+        &self,
+        account: AccountId,
+        visibility: PresenceVisibility,
+    ) -> Result<(), StoreError>;
+
+    async fn presence_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<PresenceProfile>, StoreError>;
+
+    /// Records when the account was last online (its last device left).
+    async fn set_last_seen(&self, account: AccountId, now_ms: UnixMillis)
+    -> Result<(), StoreError>;
+
+    /// (account, device) of every member of the conversation except
+    /// `account`, skipping members that blocked it or that it blocked; for
+    /// ephemeral relays. Checks membership.
+    async fn relay_targets(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<Vec<(AccountId, DeviceId)>, StoreError>;
 
     /// Number of entries in the device's queue, expired or not.
     async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError>;

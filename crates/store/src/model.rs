@@ -50,7 +50,7 @@ pub struct NewMessage {
     pub sender_account: AccountId,
     pub sender_device: DeviceId,
     pub client_msg_id: ClientMsgId,
-    pub text: MessageText,
+    pub body: Body,
     pub now_ms: UnixMillis,
     /// When the queue entries made for this message stop being delivered.
     pub queue_expires_ms: UnixMillis,
@@ -79,7 +79,13 @@ pub enum QueueItem {
         from: String,
         from_device: DeviceId,
         client_msg_id: String,
+        /// Text, emoji (empty = removed) or system event description.
         text: String,
+        kind: EventKind,
+        /// Replied-to or acted-on message.
+        target: Option<MessageId>,
+        edited_ms: Option<UnixMillis>,
+        deleted: bool,
         ts_ms: UnixMillis,
     },
     Delivered {
@@ -158,4 +164,194 @@ pub struct SweepOutcome {
     pub expired_entries: u64,
     pub purged_bodies: u64,
     pub purged_dedup: u64,
+}
+
+/// 1:1 or group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+/// Who may see an account's presence and last-seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceVisibility {
+    Everyone,
+    Contacts,
+    Nobody,
+}
+
+/// What a stored conversation event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Text,
+    /// A group change; the body is the event description (JSON, `"v": 1`).
+    System,
+    Reaction,
+    Edit,
+    Delete,
+}
+
+/// What a send stores, validated against its target inside the transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    Text {
+        text: MessageText,
+        reply_to: Option<MessageId>,
+    },
+    /// `emoji: None` removes the sender's reaction.
+    Reaction {
+        target: MessageId,
+        emoji: Option<String>,
+    },
+    /// Allowed for the author within `window_ms` of the original.
+    Edit {
+        target: MessageId,
+        text: MessageText,
+        window_ms: i64,
+    },
+    /// Allowed for the author; purges the body and leaves a tombstone.
+    Delete { target: MessageId },
+}
+
+/// One stored event of a conversation with its current state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub message_id: MessageId,
+    pub conversation: ConversationId,
+    pub seq: Seq,
+    pub from: String,
+    pub from_device: DeviceId,
+    pub client_msg_id: String,
+    pub kind: EventKind,
+    /// Text, emoji (empty = removed), or a system event description.
+    pub body: String,
+    pub target: Option<MessageId>,
+    pub edited_ms: Option<UnixMillis>,
+    pub deleted: bool,
+    pub ts_ms: UnixMillis,
+    /// (username, emoji) for text messages, by username.
+    pub reactions: Vec<(String, String)>,
+}
+
+/// A group's name: 1-64 bytes, not blank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub const LEN_MAX: usize = 64;
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let trimmed = raw.trim();
+        (!trimmed.is_empty() && raw.len() <= Self::LEN_MAX).then(|| Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub struct NewGroup {
+    pub creator: AccountId,
+    pub creator_device: DeviceId,
+    pub name: GroupName,
+    /// Besides the creator; duplicates are ignored.
+    pub members: Vec<AccountId>,
+    pub members_max: usize,
+    pub now_ms: UnixMillis,
+    pub queue_expires_ms: UnixMillis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupChange {
+    /// Admins only; existing members are an error.
+    Add(Vec<AccountId>),
+    /// Admins only (use `Leave` for oneself).
+    Remove(AccountId),
+    /// Any member; the last admin leaving promotes the longest-standing member.
+    Leave,
+    Promote(AccountId),
+    Demote(AccountId),
+    Rename(GroupName),
+}
+
+pub struct GroupChangeRequest {
+    pub actor: AccountId,
+    pub actor_device: DeviceId,
+    pub conversation: ConversationId,
+    pub change: GroupChange,
+    pub members_max: usize,
+    pub now_ms: UnixMillis,
+    pub queue_expires_ms: UnixMillis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupChanged {
+    pub conversation: ConversationId,
+    /// Seq of the system event recording the change.
+    pub seq: Seq,
+    pub queued_for: Vec<DeviceId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub account: AccountId,
+    pub username: String,
+    pub role: Role,
+    pub joined_ms: UnixMillis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub conversation: ConversationId,
+    pub name: String,
+    pub members: Vec<MemberRecord>,
+    pub last_seq: Seq,
+}
+
+/// A page of a conversation's events for one member.
+pub struct HistoryRequest {
+    pub account: AccountId,
+    pub conversation: ConversationId,
+    /// Newest first, strictly below this seq (when `after` is `None`).
+    pub before: Option<Seq>,
+    /// Oldest first, strictly above this seq.
+    pub after: Option<Seq>,
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationRecord {
+    pub conversation: ConversationId,
+    pub kind: ConversationKind,
+    pub name: Option<String>,
+    pub members: Vec<String>,
+    pub last_seq: Seq,
+    pub read_seq: Seq,
+    pub last_event: Option<StoredEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptsRecord {
+    pub message_id: MessageId,
+    pub seq: Seq,
+    /// (username, first ack time) of recipients.
+    pub delivered: Vec<(String, UnixMillis)>,
+    /// (username, read pointer time) of recipients who read it.
+    pub read: Vec<(String, UnixMillis)>,
+}
+
+/// What presence rules need to know about one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceProfile {
+    pub account: AccountId,
+    pub username: String,
+    pub visibility: PresenceVisibility,
+    pub last_seen_ms: UnixMillis,
 }

@@ -174,7 +174,10 @@ mod support {
             sender_account: account,
             sender_device: device,
             client_msg_id: ClientMsgId::parse(cmid).expect("valid client_msg_id"),
-            text: MessageText::parse(&text_of(cmid), 4096).expect("valid text"),
+            body: missive_store::Body::Text {
+                text: MessageText::parse(&text_of(cmid), 4096).expect("valid text"),
+                reply_to: None,
+            },
             now_ms,
             queue_expires_ms,
         }
@@ -644,7 +647,10 @@ mod scenarios {
 
         // A retry: new message id, new text, later time. Nothing is stored.
         let mut retry = new_message(conv, alice, a1, "m3", NOW + 100, NOW + DAY_MS);
-        retry.text = missive_core::MessageText::parse("different text", 100).expect("text");
+        retry.body = missive_store::Body::Text {
+            text: missive_core::MessageText::parse("different text", 100).expect("text"),
+            reply_to: None,
+        };
         let retried = store.append_message(retry).await.expect("retry");
         assert!(retried.duplicate);
         assert_eq!(retried.message_id, originals[2].message_id);
@@ -738,6 +744,10 @@ mod scenarios {
                     from_device: a1,
                     client_msg_id: "hi".into(),
                     text: text_of("hi"),
+                    kind: missive_store::EventKind::Text,
+                    target: None,
+                    edited_ms: None,
+                    deleted: false,
                     ts_ms: NOW,
                 }
             );

@@ -45,7 +45,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
 }
 
 /// Turns axum's JSON rejections into our typed errors.
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(value)| value).map_err(|rejection| {
         let code = match rejection {
             JsonRejection::JsonDataError(_) => ErrorCode::InvalidField,

@@ -3,6 +3,7 @@
 //! and the services; they never touch the store directly except `/readyz`.
 
 mod http;
+mod social_http;
 mod ws;
 
 use std::sync::Arc;
@@ -22,6 +23,45 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/current", delete(http::logout))
         .route("/v1/devices", get(http::devices))
         .route("/v1/devices/{device_id}", delete(http::revoke))
+        .route("/v1/groups", post(social_http::create_group))
+        .route(
+            "/v1/groups/{id}",
+            get(social_http::group_info).patch(social_http::rename_group),
+        )
+        .route("/v1/groups/{id}/members", post(social_http::add_members))
+        .route(
+            "/v1/groups/{id}/members/{username}",
+            delete(social_http::remove_member),
+        )
+        .route("/v1/groups/{id}/admins", post(social_http::promote))
+        .route(
+            "/v1/groups/{id}/admins/{username}",
+            delete(social_http::demote),
+        )
+        .route("/v1/groups/{id}/leave", post(social_http::leave))
+        .route("/v1/conversations", get(social_http::conversations))
+        .route("/v1/conversations/{id}/messages", get(social_http::history))
+        .route(
+            "/v1/conversations/{id}/messages/{message_id}/receipts",
+            get(social_http::receipts),
+        )
+        .route(
+            "/v1/contacts",
+            get(social_http::contacts).post(social_http::add_contact),
+        )
+        .route(
+            "/v1/contacts/{username}",
+            delete(social_http::remove_contact),
+        )
+        .route(
+            "/v1/blocks",
+            get(social_http::blocks).post(social_http::block),
+        )
+        .route("/v1/blocks/{username}", delete(social_http::unblock))
+        .route(
+            "/v1/privacy",
+            get(social_http::privacy).put(social_http::set_privacy),
+        )
         .route(missive_proto::WS_PATH, get(ws::upgrade))
         .with_state(state)
 }

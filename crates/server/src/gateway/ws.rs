@@ -25,13 +25,18 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
+use super::social_http::{system_event, wire_kind};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::service::{Messaging, Recipient};
+use crate::service::{Draft, Messaging, Recipient};
 
 /// Backoff bounds when the pump cannot read the queue.
 const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// Typing frames a connection may send in a burst, and the refill pace.
+const TYPING_FRAMES_MAX: u32 = 10;
+const TYPING_REFILL: Duration = Duration::from_millis(500);
 
 /// Conversations remembered per session for `send {to}`; cleared when full.
 const RECIPIENT_CACHE_MAX: usize = 1024;
@@ -60,6 +65,8 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
 
 enum Outbound {
     Frame(ServerFrame),
+    /// An already-encoded ephemeral frame.
+    Text(Arc<str>),
     Close(CloseCode),
 }
 
@@ -92,7 +99,7 @@ async fn serve_device(
     // Register first, then check the token again: a revoke that landed
     // between the first check and the registration found no live
     // connection to close, and would otherwise be missed.
-    let mut registration = state.router.register(auth.device);
+    let mut registration = state.router.register(auth.device, auth.account);
     if state.accounts.authenticate(&token).await.is_err() {
         let error = ServerFrame::error(
             auth_id,
@@ -145,7 +152,9 @@ async fn serve_device(
         auth,
         outbound,
         recipients: HashMap::new(),
+        typing_budget: Budget::new(TYPING_FRAMES_MAX, TYPING_REFILL),
     };
+    state.social.device_connected(session.auth.account).await;
     let idle_max = Duration::from_secs(limits.keepalive_secs * 3);
     let mut idle_deadline = Instant::now() + idle_max;
     let close = loop {
@@ -179,14 +188,17 @@ async fn serve_device(
             }
             _ = tokio::time::sleep_until(idle_deadline) => break Some(CloseCode::IdleTimeout),
             _ = registration.close.changed() => break *registration.close.borrow(),
+            Some(frame) = registration.ephemeral.recv() => {
+                // Ephemeral frames are dropped rather than waited for.
+                let _ = session.outbound.try_send(Outbound::Text(frame));
+            }
             _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
             ended = tasks.join_next() => {
                 if let Some(Ok(WriterEnd::SlowConsumer)) = ended {
                     metrics::counter!("missive_slow_consumer_closes_total").increment(1);
                     tracing::info!("closed a slow consumer; its queue is kept");
                 }
-                pump.abort();
-                return;
+                break None;
             }
         }
     };
@@ -196,9 +208,12 @@ async fn serve_device(
         // Best effort: a full channel means the writer is stuck anyway.
         let _ = session.outbound.try_send(Outbound::Close(code));
     }
+    let account = session.auth.account;
     drop(session);
     // Let the writer flush the close frame, bounded.
     let _ = timeout(Duration::from_secs(2), tasks.join_next()).await;
+    drop(registration);
+    state.social.device_disconnected(account).await;
 }
 
 /// Reads the first frame, which must be a valid `auth`, within the deadline.
@@ -271,6 +286,43 @@ struct Session {
     auth: DeviceAuth,
     outbound: mpsc::Sender<Outbound>,
     recipients: HashMap<String, ConversationId>,
+    typing_budget: Budget,
+}
+
+/// A token bucket: `max` actions, one more every `refill`.
+struct Budget {
+    tokens: u32,
+    max: u32,
+    refill: Duration,
+    refilled_at: Instant,
+}
+
+impl Budget {
+    fn new(max: u32, refill: Duration) -> Self {
+        Self {
+            tokens: max,
+            max,
+            refill,
+            refilled_at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let earned =
+            now.duration_since(self.refilled_at).as_millis() / self.refill.as_millis().max(1);
+        if earned > 0 {
+            self.tokens = self.max.min(
+                self.tokens
+                    .saturating_add(earned.min(u128::from(self.max)) as u32),
+            );
+            self.refilled_at = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 impl Session {
@@ -306,11 +358,90 @@ impl Session {
                 conversation,
                 client_msg_id,
                 text,
-            } => self
-                .send(to, conversation, &client_msg_id, &text)
-                .await
-                .unwrap_or_else(|err| error_frame(id.clone(), err))
-                .with_id(id),
+                reply_to,
+            } => {
+                let draft = Draft::Text { text, reply_to };
+                self.send(to, conversation, &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::React {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+                emoji,
+            } => {
+                let draft = Draft::Reaction { target, emoji };
+                self.send(None, Some(conversation), &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::Edit {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+                text,
+            } => {
+                let draft = Draft::Edit { target, text };
+                self.send(None, Some(conversation), &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::Delete {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+            } => {
+                let draft = Draft::Delete { target };
+                self.send(None, Some(conversation), &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::Typing {
+                id,
+                conversation,
+                state,
+            } => {
+                if !self.typing_budget.take(Instant::now()) {
+                    error_frame(
+                        id,
+                        ApiError::new(ErrorCode::RateLimited, "too many typing frames; slow down"),
+                    )
+                } else {
+                    match self
+                        .state
+                        .social
+                        .typing(&self.auth, ConversationId(conversation), state)
+                        .await
+                    {
+                        Ok(()) => ServerFrame::Ok { id },
+                        Err(err) => error_frame(id, err),
+                    }
+                }
+            }
+            ClientFrame::SubscribePresence { id, users } => {
+                match self.state.social.subscribe(&self.auth, &users).await {
+                    Ok(frames) => {
+                        if !self.reply(ServerFrame::Ok { id }).await {
+                            return false;
+                        }
+                        for frame in frames {
+                            if !self.reply(frame).await {
+                                return false;
+                            }
+                        }
+                        return true;
+                    }
+                    Err(err) => error_frame(id, err),
+                }
+            }
             ClientFrame::Ack {
                 id,
                 up_to,
@@ -347,7 +478,7 @@ impl Session {
         to: Option<String>,
         conversation: Option<i64>,
         client_msg_id: &str,
-        text: &str,
+        draft: Draft,
     ) -> Result<ServerFrame, ApiError> {
         let conversation = match (to, conversation) {
             (Some(username), None) => self.conversation_with(username).await?,
@@ -362,7 +493,7 @@ impl Session {
         let appended = self
             .state
             .messaging
-            .send(&self.auth, conversation, client_msg_id, text)
+            .send(&self.auth, conversation, client_msg_id, draft)
             .await?;
         Ok(ServerFrame::Sent {
             id: None,
@@ -465,18 +596,30 @@ fn queue_frame(item: QueueItem) -> ServerFrame {
             from_device,
             client_msg_id,
             text,
+            kind,
+            target,
+            edited_ms,
+            deleted,
             ts_ms,
-        } => ServerFrame::Message {
-            pos,
-            message_id: message_id.to_string(),
-            conversation: conversation.0,
-            seq,
-            from,
-            from_device: from_device.0,
-            client_msg_id,
-            text,
-            ts_ms,
-        },
+        } => {
+            let event = system_event(kind, &text);
+            ServerFrame::Message {
+                pos,
+                message_id: message_id.to_string(),
+                conversation: conversation.0,
+                seq,
+                from,
+                from_device: from_device.0,
+                client_msg_id,
+                kind: wire_kind(kind),
+                text: if event.is_some() { String::new() } else { text },
+                target: target.map(|target| target.to_string()),
+                event,
+                edited_ms,
+                deleted,
+                ts_ms,
+            }
+        }
         QueueItem::Delivered {
             pos,
             conversation,
@@ -522,6 +665,10 @@ async fn write_frames(
                 Some(Outbound::Frame(frame)) => {
                     metrics::counter!("missive_frames_out_total").increment(1);
                     Message::Text(frame.to_json().into())
+                }
+                Some(Outbound::Text(text)) => {
+                    metrics::counter!("missive_frames_out_total").increment(1);
+                    Message::Text(text.as_ref().into())
                 }
                 Some(Outbound::Close(code)) => {
                     let _ = timeout(write_timeout, sink.send(close_message(code))).await;

@@ -10,16 +10,53 @@ use missive_core::{
 };
 use missive_proto::ErrorCode;
 use missive_store::{
-    AckRequest, Appended, DeviceAuth, NewMessage, QueueItem, ReadRequest, Store, SweepOutcome,
-    SweepRequest,
+    AckRequest, Appended, Body, ConversationRecord, DeviceAuth, HistoryRequest, NewMessage,
+    QueueItem, ReadRequest, ReceiptsRecord, Store, StoredEvent, SweepOutcome, SweepRequest,
 };
 
 use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
 
+/// History page size when the client does not ask for one.
+const HISTORY_PAGE_DEFAULT: usize = 50;
+
 /// Rows deleted per table per sweeper transaction, so a sweep never holds
 /// the writer for long.
 const SWEEP_ROWS_MAX: usize = 5_000;
+
+/// A send as the client phrased it, before validation.
+pub enum Draft {
+    Text {
+        text: String,
+        reply_to: Option<String>,
+    },
+    Reaction {
+        target: String,
+        emoji: Option<String>,
+    },
+    Edit {
+        target: String,
+        text: String,
+    },
+    Delete {
+        target: String,
+    },
+}
+
+/// A reaction: 1-16 bytes, no whitespace or control characters.
+fn parse_emoji(raw: &str) -> Result<String, ApiError> {
+    const EMOJI_BYTES_MAX: usize = 16;
+    if raw.is_empty()
+        || raw.len() > EMOJI_BYTES_MAX
+        || raw.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "emoji must be 1-16 bytes with no spaces",
+        ));
+    }
+    Ok(raw.to_owned())
+}
 
 /// Where a send goes.
 pub enum Recipient {
@@ -82,17 +119,40 @@ impl Messaging {
         }
     }
 
-    /// Stores a text durably (to the configured fsync level) and wakes the
+    /// What a client asked to send, checked and turned into a stored body.
+    pub fn body(&self, draft: Draft) -> Result<Body, ApiError> {
+        let message_id = |raw: String| MessageId::from_stored(raw);
+        Ok(match draft {
+            Draft::Text { text, reply_to } => Body::Text {
+                text: MessageText::parse(&text, self.text_bytes_max)?,
+                reply_to: reply_to.map(message_id),
+            },
+            Draft::Reaction { target, emoji } => Body::Reaction {
+                target: message_id(target),
+                emoji: emoji.map(|emoji| parse_emoji(&emoji)).transpose()?,
+            },
+            Draft::Edit { target, text } => Body::Edit {
+                target: message_id(target),
+                text: MessageText::parse(&text, self.text_bytes_max)?,
+                window_ms: secs_to_ms(self.delivery.edit_window_secs),
+            },
+            Draft::Delete { target } => Body::Delete {
+                target: message_id(target),
+            },
+        })
+    }
+
+    /// Stores an event durably (to the configured fsync level) and wakes the
     /// devices it was queued for. Idempotent per (device, client_msg_id).
     pub async fn send(
         &self,
         auth: &DeviceAuth,
         conversation: ConversationId,
         client_msg_id: &str,
-        text: &str,
+        draft: Draft,
     ) -> Result<Appended, ApiError> {
         let client_msg_id = ClientMsgId::parse(client_msg_id)?;
-        let text = MessageText::parse(text, self.text_bytes_max)?;
+        let body = self.body(draft)?;
         let now_ms = self.clock.now_ms();
         let appended = self
             .store
@@ -102,7 +162,7 @@ impl Messaging {
                 sender_account: auth.account,
                 sender_device: auth.device,
                 client_msg_id,
-                text,
+                body,
                 now_ms,
                 queue_expires_ms: self.queue_expires_ms(now_ms),
             })
@@ -166,6 +226,54 @@ impl Messaging {
             .await?;
         self.wake(&outcome.queued_for).await;
         Ok(outcome.seq)
+    }
+
+    /// A page of history: newest first below `before`, or oldest first
+    /// above `after`; at most `limit` (capped at the configured page size).
+    pub async fn history(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: Option<usize>,
+    ) -> Result<Vec<StoredEvent>, ApiError> {
+        let limit = limit
+            .unwrap_or(HISTORY_PAGE_DEFAULT)
+            .clamp(1, self.delivery.page_size);
+        Ok(self
+            .store
+            .history(HistoryRequest {
+                account: auth.account,
+                conversation,
+                before,
+                after,
+                limit,
+            })
+            .await?)
+    }
+
+    pub async fn conversations(
+        &self,
+        auth: &DeviceAuth,
+    ) -> Result<Vec<ConversationRecord>, ApiError> {
+        Ok(self.store.conversations(auth.account).await?)
+    }
+
+    pub async fn receipts(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        message_id: &str,
+    ) -> Result<ReceiptsRecord, ApiError> {
+        Ok(self
+            .store
+            .receipts(
+                auth.account,
+                conversation,
+                &MessageId::from_stored(message_id.to_owned()),
+            )
+            .await?)
     }
 
     /// The next page of the device's queue after `after`.

@@ -3,8 +3,12 @@
 //! the Store boundary and other nodes only through the Bus.
 
 pub mod accounts;
+pub mod groups;
 pub mod login_limit;
 pub mod messaging;
+pub mod social;
 
 pub use accounts::Accounts;
-pub use messaging::{Messaging, Recipient};
+pub use groups::Groups;
+pub use messaging::{Draft, Messaging, Recipient};
+pub use social::Social;

@@ -5,9 +5,12 @@
 //! thread assigns every seq and queue position inside its transaction, the
 //! order readers see is the commit order.
 
+mod groups;
+mod history;
 mod ops;
 mod readers;
 mod schema;
+mod social;
 mod writer;
 
 use std::path::PathBuf;
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use missive_core::{
-    AccountId, ConversationId, DeviceId, QueuePos, TokenHash, UnixMillis, Username,
+    AccountId, ConversationId, DeviceId, MessageId, QueuePos, TokenHash, UnixMillis, Username,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -207,6 +210,124 @@ impl Store for SqliteStore {
 
     async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError> {
         self.write(move |conn| ops::sweep(conn, &sweep)).await
+    }
+
+    async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
+        self.write(move |conn| groups::create_group(conn, &group))
+            .await
+    }
+
+    async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError> {
+        self.write(move |conn| groups::change_group(conn, &change))
+            .await
+    }
+
+    async fn group_info(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<GroupRecord, StoreError> {
+        self.read(move |conn| groups::group_info(conn, account, conversation))
+            .await
+    }
+
+    async fn history(&self, request: HistoryRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| history::history(conn, &request))
+            .await
+    }
+
+    async fn conversations(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.read(move |conn| history::conversations(conn, account))
+            .await
+    }
+
+    async fn receipts(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+        message_id: &MessageId,
+    ) -> Result<ReceiptsRecord, StoreError> {
+        let message_id = message_id.clone();
+        self.read(move |conn| history::receipts(conn, account, conversation, &message_id))
+            .await
+    }
+
+    async fn set_contact(
+        &self,
+        owner: AccountId,
+        contact: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| social::set_contact(conn, owner, contact, present, now_ms))
+            .await
+    }
+
+    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| social::contacts(conn, owner)).await
+    }
+
+    async fn set_block(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| social::set_block(conn, blocker, blocked, present, now_ms))
+            .await
+    }
+
+    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| social::blocked(conn, blocker)).await
+    }
+
+    async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError> {
+        self.read(move |conn| social::blocked_either_way(conn, a, b))
+            .await
+    }
+
+    async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError> {
+        self.read(move |conn| social::is_contact(conn, owner, contact))
+            .await
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        account: AccountId,
+        visibility: PresenceVisibility,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| social::set_presence_visibility(conn, account, visibility))
+            .await
+    }
+
+    async fn presence_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<PresenceProfile>, StoreError> {
+        self.read(move |conn| social::presence_profile(conn, account))
+            .await
+    }
+
+    async fn set_last_seen(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| social::set_last_seen(conn, account, now_ms))
+            .await
+    }
+
+    async fn relay_targets(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<Vec<(AccountId, DeviceId)>, StoreError> {
+        self.read(move |conn| social::relay_targets(conn, account, conversation))
+            .await
     }
 
     async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError> {

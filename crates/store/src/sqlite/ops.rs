@@ -6,13 +6,14 @@ use missive_core::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::groups::{EVENT_DELETE, EVENT_EDIT, EVENT_REACTION, EVENT_TEXT};
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;
 
-const KIND_MESSAGE: i64 = 0;
-const KIND_DELIVERED: i64 = 1;
-const KIND_READ: i64 = 2;
+pub(super) const KIND_MESSAGE: i64 = 0;
+pub(super) const KIND_DELIVERED: i64 = 1;
+pub(super) const KIND_READ: i64 = 2;
 
 fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(
@@ -195,7 +196,7 @@ pub(super) fn direct_conversation(
     Ok(ConversationId(id))
 }
 
-fn is_member(
+pub(super) fn is_member(
     conn: &Connection,
     conversation: ConversationId,
     account: AccountId,
@@ -205,7 +206,7 @@ fn is_member(
         .map_err(backend)
 }
 
-fn conversation_exists(
+pub(super) fn conversation_exists(
     conn: &Connection,
     conversation: ConversationId,
 ) -> Result<bool, StoreError> {
@@ -214,7 +215,7 @@ fn conversation_exists(
         .map_err(backend)
 }
 
-fn check_member(
+pub(super) fn check_member(
     conn: &Connection,
     conversation: ConversationId,
     account: AccountId,
@@ -228,14 +229,14 @@ fn check_member(
     }
 }
 
-struct QueueEntry<'a> {
-    kind: i64,
-    message_id: Option<&'a str>,
-    conversation: ConversationId,
-    seq: i64,
-    by_account: AccountId,
-    now_ms: UnixMillis,
-    expires_ms: UnixMillis,
+pub(super) struct QueueEntry<'a> {
+    pub(super) kind: i64,
+    pub(super) message_id: Option<&'a str>,
+    pub(super) conversation: ConversationId,
+    pub(super) seq: i64,
+    pub(super) by_account: AccountId,
+    pub(super) now_ms: UnixMillis,
+    pub(super) expires_ms: UnixMillis,
 }
 
 fn device_ids(
@@ -251,7 +252,7 @@ fn device_ids(
 }
 
 /// Devices of every member of the conversation other than `except_account`.
-fn member_devices(
+pub(super) fn member_devices(
     conn: &Connection,
     conversation: ConversationId,
     except_account: Option<AccountId>,
@@ -264,7 +265,10 @@ fn member_devices(
     )
 }
 
-fn account_devices(conn: &Connection, account: AccountId) -> Result<Vec<DeviceId>, StoreError> {
+pub(super) fn account_devices(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<DeviceId>, StoreError> {
     device_ids(
         conn,
         "SELECT id FROM devices WHERE account_id = ?1 ORDER BY id",
@@ -273,7 +277,7 @@ fn account_devices(conn: &Connection, account: AccountId) -> Result<Vec<DeviceId
 }
 
 /// Appends one entry to each listed device's queue.
-fn enqueue(
+pub(super) fn enqueue(
     conn: &Connection,
     devices: &[DeviceId],
     entry: &QueueEntry<'_>,
@@ -331,17 +335,13 @@ pub(super) fn append_message(
         return Ok(earlier);
     }
     check_member(conn, message.conversation, message.sender_account)?;
-    // Under the writer's exclusive transaction this read-increment is atomic.
-    let seq: i64 = conn
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-        )
-        .and_then(|mut stmt| stmt.query_row([message.conversation.0], |row| row.get(0)))
-        .map_err(backend)?;
+    check_not_blocked(conn, message.conversation, message.sender_account)?;
+    let (kind, body, target) = apply_body(conn, message)?;
+    let seq = super::groups::next_seq(conn, message.conversation)?;
     let message_id = message.message_id.as_str();
     conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -351,8 +351,10 @@ pub(super) fn append_message(
             message.sender_account.0,
             message.sender_device.0,
             message.client_msg_id.as_str(),
-            message.text.as_str(),
-            message.now_ms
+            body,
+            message.now_ms,
+            kind,
+            target
         ])
     })
     .map_err(backend)?;
@@ -396,6 +398,148 @@ pub(super) fn append_message(
     })
 }
 
+/// In a 1:1 conversation, refuses when either member blocked the other.
+fn check_not_blocked(
+    conn: &Connection,
+    conversation: ConversationId,
+    sender: AccountId,
+) -> Result<(), StoreError> {
+    let blocked = conn
+        .prepare_cached(
+            "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
+             JOIN blocks b ON (b.blocker_id = m.account_id AND b.blocked_id = ?2)
+                           OR (b.blocker_id = ?2 AND b.blocked_id = m.account_id)
+             WHERE c.id = ?1 AND c.kind = 0 AND m.account_id != ?2",
+        )
+        .and_then(|mut stmt| stmt.exists(params![conversation.0, sender.0]))
+        .map_err(backend)?;
+    if blocked {
+        Err(StoreError::Blocked)
+    } else {
+        Ok(())
+    }
+}
+
+/// The text message `target` in `conversation`: (author, created, deleted).
+fn text_target(
+    conn: &Connection,
+    conversation: ConversationId,
+    target: &MessageId,
+) -> Result<(i64, i64, bool), StoreError> {
+    conn.prepare_cached(
+        "SELECT sender_account, created_ms, deleted FROM messages
+         WHERE id = ?1 AND conversation_id = ?2 AND kind = ?3",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            params![target.as_str(), conversation.0, EVENT_TEXT],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? != 0)),
+        )
+        .optional()
+    })
+    .map_err(backend)?
+    .ok_or(StoreError::UnknownMessage)
+}
+
+/// Validates the body against its target and applies its effect on the
+/// target (reaction row, edited text, tombstone). Returns what the event
+/// row stores: (kind, body, target).
+fn apply_body(
+    conn: &Connection,
+    message: &NewMessage,
+) -> Result<(i64, String, Option<String>), StoreError> {
+    let conversation = message.conversation;
+    let sender = message.sender_account.0;
+    match &message.body {
+        Body::Text { text, reply_to } => {
+            if let Some(reply_to) = reply_to {
+                text_target(conn, conversation, reply_to)?;
+            }
+            Ok((
+                EVENT_TEXT,
+                text.as_str().to_owned(),
+                reply_to.as_ref().map(|id| id.to_string()),
+            ))
+        }
+        Body::Reaction { target, emoji } => {
+            let (_, _, deleted) = text_target(conn, conversation, target)?;
+            if deleted {
+                return Err(StoreError::MessageDeleted);
+            }
+            match emoji {
+                Some(emoji) => conn.execute(
+                    "INSERT INTO reactions (message_id, account_id, emoji, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (message_id, account_id) DO UPDATE SET emoji = excluded.emoji, updated_ms = excluded.updated_ms",
+                    params![target.as_str(), sender, emoji, message.now_ms],
+                ),
+                None => conn.execute(
+                    "DELETE FROM reactions WHERE message_id = ?1 AND account_id = ?2",
+                    params![target.as_str(), sender],
+                ),
+            }
+            .map_err(backend)?;
+            Ok((
+                EVENT_REACTION,
+                emoji.clone().unwrap_or_default(),
+                Some(target.to_string()),
+            ))
+        }
+        Body::Edit {
+            target,
+            text,
+            window_ms,
+        } => {
+            let (author, created_ms, deleted) = text_target(conn, conversation, target)?;
+            if author != sender {
+                return Err(StoreError::NotAuthor);
+            }
+            if deleted {
+                return Err(StoreError::MessageDeleted);
+            }
+            if message.now_ms.saturating_sub(created_ms) > *window_ms {
+                return Err(StoreError::EditWindowClosed);
+            }
+            conn.execute(
+                "UPDATE messages SET body = ?2, edited_ms = ?3 WHERE id = ?1",
+                params![target.as_str(), text.as_str(), message.now_ms],
+            )
+            .map_err(backend)?;
+            Ok((
+                EVENT_EDIT,
+                text.as_str().to_owned(),
+                Some(target.to_string()),
+            ))
+        }
+        Body::Delete { target } => {
+            let (author, _, deleted) = text_target(conn, conversation, target)?;
+            if author != sender {
+                return Err(StoreError::NotAuthor);
+            }
+            if deleted {
+                return Err(StoreError::MessageDeleted);
+            }
+            // Purge the text everywhere it is stored: the message and the
+            // edit events that carried later versions of it.
+            conn.execute(
+                "UPDATE messages SET body = '', deleted = 1 WHERE id = ?1",
+                [target.as_str()],
+            )
+            .map_err(backend)?;
+            conn.execute(
+                "UPDATE messages SET body = '' WHERE target_id = ?1 AND kind = ?2",
+                params![target.as_str(), EVENT_EDIT],
+            )
+            .map_err(backend)?;
+            conn.execute(
+                "DELETE FROM reactions WHERE message_id = ?1",
+                [target.as_str()],
+            )
+            .map_err(backend)?;
+            Ok((EVENT_DELETE, String::new(), Some(target.to_string())))
+        }
+    }
+}
+
 pub(super) fn pending(
     conn: &Connection,
     device: DeviceId,
@@ -406,7 +550,8 @@ pub(super) fn pending(
     let mut stmt = conn
         .prepare_cached(
             "SELECT q.pos, q.kind, q.message_id, q.conversation_id, q.seq, q.created_ms, a.username,
-                    m.sender_device, m.client_msg_id, m.body, m.created_ms
+                    m.sender_device, m.client_msg_id, m.body, m.created_ms,
+                    m.kind, m.target_id, m.edited_ms, m.deleted
              FROM queue q
              JOIN accounts a ON a.id = q.by_account
              LEFT JOIN messages m ON m.id = q.message_id AND q.kind = 0
@@ -438,6 +583,12 @@ pub(super) fn pending(
                             from_device: DeviceId(row.get(7)?),
                             client_msg_id: row.get(8)?,
                             text,
+                            kind: super::groups::event_kind(row.get(11)?),
+                            target: row
+                                .get::<_, Option<String>>(12)?
+                                .map(MessageId::from_stored),
+                            edited_ms: row.get(13)?,
+                            deleted: row.get::<_, i64>(14)? != 0,
                             ts_ms: row.get(10)?,
                         })
                     })
@@ -591,8 +742,8 @@ pub(super) fn mark_read(conn: &Connection, read: &ReadRequest) -> Result<ReadOut
         });
     }
     conn.execute(
-        "UPDATE members SET read_seq = ?3 WHERE conversation_id = ?1 AND account_id = ?2",
-        params![read.conversation.0, read.account.0, target],
+        "UPDATE members SET read_seq = ?3, read_ms = ?4 WHERE conversation_id = ?1 AND account_id = ?2",
+        params![read.conversation.0, read.account.0, target, read.now_ms],
     )
     .map_err(backend)?;
     let queued_for = member_devices(conn, read.conversation, Some(read.account))?;

@@ -82,6 +82,47 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (message_id, account_id)
     ) WITHOUT ROWID;
     ",
+    // 2: groups, message kinds, reactions, contacts, blocks, presence.
+    "
+    -- kind: 0 direct, 1 group.
+    ALTER TABLE conversations ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN name TEXT;
+    -- role: 0 member, 1 admin. A member sees events with seq > joined_seq.
+    ALTER TABLE members ADD COLUMN role INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE members ADD COLUMN joined_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE members ADD COLUMN joined_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE members ADD COLUMN read_ms INTEGER NOT NULL DEFAULT 0;
+    -- kind: 0 text, 1 system, 2 reaction, 3 edit, 4 delete. target_id: the
+    -- message replied to or acted on.
+    ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN target_id TEXT;
+    ALTER TABLE messages ADD COLUMN edited_ms INTEGER;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_target ON messages(target_id) WHERE target_id IS NOT NULL;
+    CREATE TABLE reactions (
+        message_id  TEXT NOT NULL,
+        account_id  INTEGER NOT NULL,
+        emoji       TEXT NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        PRIMARY KEY (message_id, account_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE contacts (
+        owner_id    INTEGER NOT NULL,
+        contact_id  INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        PRIMARY KEY (owner_id, contact_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE blocks (
+        blocker_id  INTEGER NOT NULL,
+        blocked_id  INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        PRIMARY KEY (blocker_id, blocked_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX blocks_by_blocked ON blocks(blocked_id);
+    -- presence_visibility: 0 everyone, 1 contacts, 2 nobody.
+    ALTER TABLE accounts ADD COLUMN presence_visibility INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,368 @@
+//! REST handlers for groups, conversations and history, contacts, blocks
+//! and privacy.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use missive_core::ConversationId;
+use missive_proto::rest::{
+    AddMembersRequest, ConversationKind as WireKind, ConversationList, ConversationSummary,
+    CreateGroupRequest, GroupInfo, History, HistoryMessage, MessageInfo, Privacy, ReactionInfo,
+    ReceiptEntry, RenameGroupRequest, UserList, UsernameBody,
+};
+use missive_proto::{ErrorCode, MessageKind};
+use missive_store::{ConversationKind, EventKind, GroupChange, StoredEvent};
+use serde::Deserialize;
+
+use super::http::{Authenticated, json_body};
+use crate::AppState;
+use crate::error::ApiError;
+
+type Shared = State<Arc<AppState>>;
+
+fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
+    raw.parse().map(ConversationId).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidField,
+            "conversation id must be an integer",
+        )
+    })
+}
+
+/// The wire form of a stored event, shared with the `message` frame.
+pub fn wire_kind(kind: EventKind) -> MessageKind {
+    match kind {
+        EventKind::Text => MessageKind::Text,
+        EventKind::System => MessageKind::System,
+        EventKind::Reaction => MessageKind::Reaction,
+        EventKind::Edit => MessageKind::Edit,
+        EventKind::Delete => MessageKind::Delete,
+    }
+}
+
+/// A system event's stored description as JSON; other kinds have none.
+pub fn system_event(kind: EventKind, body: &str) -> Option<serde_json::Value> {
+    (kind == EventKind::System)
+        .then(|| serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+fn history_message(event: StoredEvent) -> HistoryMessage {
+    let system = system_event(event.kind, &event.body);
+    HistoryMessage {
+        message_id: event.message_id.to_string(),
+        conversation: event.conversation.0,
+        seq: event.seq,
+        from: event.from,
+        from_device: event.from_device.0,
+        client_msg_id: event.client_msg_id,
+        kind: wire_kind(event.kind),
+        text: if system.is_some() {
+            String::new()
+        } else {
+            event.body
+        },
+        target: event.target.map(|target| target.to_string()),
+        event: system,
+        edited_ms: event.edited_ms,
+        deleted: event.deleted,
+        ts_ms: event.ts_ms,
+        reactions: event
+            .reactions
+            .into_iter()
+            .map(|(user, emoji)| ReactionInfo { user, emoji })
+            .collect(),
+    }
+}
+
+/// `POST /v1/groups`
+pub async fn create_group(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    body: Result<Json<CreateGroupRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<GroupInfo>), ApiError> {
+    let request = json_body(body)?;
+    let info = state
+        .groups
+        .create(&auth, &request.name, &request.members)
+        .await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/groups/{id}`
+pub async fn group_info(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    Ok(Json(state.groups.info(&auth, conversation_id(&id)?).await?))
+}
+
+/// `PATCH /v1/groups/{id}`: rename (admins).
+pub async fn rename_group(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+    body: Result<Json<RenameGroupRequest>, JsonRejection>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let request = json_body(body)?;
+    Ok(Json(
+        state
+            .groups
+            .rename(&auth, conversation_id(&id)?, &request.name)
+            .await?,
+    ))
+}
+
+/// `POST /v1/groups/{id}/members` (admins).
+pub async fn add_members(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+    body: Result<Json<AddMembersRequest>, JsonRejection>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let request = json_body(body)?;
+    Ok(Json(
+        state
+            .groups
+            .add(&auth, conversation_id(&id)?, &request.members)
+            .await?,
+    ))
+}
+
+/// `DELETE /v1/groups/{id}/members/{username}` (admins).
+pub async fn remove_member(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path((id, username)): Path<(String, String)>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let conversation = conversation_id(&id)?;
+    Ok(Json(
+        state
+            .groups
+            .change_member(&auth, conversation, &username, GroupChange::Remove)
+            .await?,
+    ))
+}
+
+/// `POST /v1/groups/{id}/admins` (admins).
+pub async fn promote(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+    body: Result<Json<UsernameBody>, JsonRejection>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let request = json_body(body)?;
+    let conversation = conversation_id(&id)?;
+    Ok(Json(
+        state
+            .groups
+            .change_member(&auth, conversation, &request.username, GroupChange::Promote)
+            .await?,
+    ))
+}
+
+/// `DELETE /v1/groups/{id}/admins/{username}` (admins).
+pub async fn demote(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path((id, username)): Path<(String, String)>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let conversation = conversation_id(&id)?;
+    Ok(Json(
+        state
+            .groups
+            .change_member(&auth, conversation, &username, GroupChange::Demote)
+            .await?,
+    ))
+}
+
+/// `POST /v1/groups/{id}/leave`
+pub async fn leave(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .groups
+        .change(&auth, conversation_id(&id)?, GroupChange::Leave)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/conversations`
+pub async fn conversations(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+) -> Result<Json<ConversationList>, ApiError> {
+    let records = state.messaging.conversations(&auth).await?;
+    Ok(Json(ConversationList {
+        conversations: records
+            .into_iter()
+            .map(|record| ConversationSummary {
+                conversation: record.conversation.0,
+                kind: match record.kind {
+                    ConversationKind::Direct => WireKind::Direct,
+                    ConversationKind::Group => WireKind::Group,
+                },
+                name: record.name,
+                members: record.members,
+                last_seq: record.last_seq,
+                read_seq: record.read_seq,
+                unread: (record.last_seq - record.read_seq).max(0),
+                last_message: record.last_event.map(history_message),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    before: Option<i64>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/conversations/{id}/messages?before=&after=&limit=`
+pub async fn history(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<History>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::new(ErrorCode::InvalidField, rejection.body_text()))?;
+    if query.before.is_some() && query.after.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "give at most one of before and after",
+        ));
+    }
+    let events = state
+        .messaging
+        .history(
+            &auth,
+            conversation_id(&id)?,
+            query.before,
+            query.after,
+            query.limit,
+        )
+        .await?;
+    let newest_first = query.after.is_none();
+    let next_before = if newest_first {
+        events.last().map(|event| event.seq).filter(|seq| *seq > 1)
+    } else {
+        None
+    };
+    Ok(Json(History {
+        messages: events.into_iter().map(history_message).collect(),
+        next_before,
+    }))
+}
+
+/// `GET /v1/conversations/{id}/messages/{message_id}/receipts`
+pub async fn receipts(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path((id, message_id)): Path<(String, String)>,
+) -> Result<Json<MessageInfo>, ApiError> {
+    let record = state
+        .messaging
+        .receipts(&auth, conversation_id(&id)?, &message_id)
+        .await?;
+    let entries = |list: Vec<(String, i64)>| {
+        list.into_iter()
+            .map(|(user, ts_ms)| ReceiptEntry { user, ts_ms })
+            .collect()
+    };
+    Ok(Json(MessageInfo {
+        message_id: record.message_id.to_string(),
+        seq: record.seq,
+        delivered: entries(record.delivered),
+        read: entries(record.read),
+    }))
+}
+
+/// `GET /v1/contacts`
+pub async fn contacts(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+) -> Result<Json<UserList>, ApiError> {
+    Ok(Json(state.social.contacts(&auth).await?))
+}
+
+/// `POST /v1/contacts`
+pub async fn add_contact(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    body: Result<Json<UsernameBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .social
+        .set_contact(&auth, &json_body(body)?.username, true)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/contacts/{username}`
+pub async fn remove_contact(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.social.set_contact(&auth, &username, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/blocks`
+pub async fn blocks(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+) -> Result<Json<UserList>, ApiError> {
+    Ok(Json(state.social.blocked(&auth).await?))
+}
+
+/// `POST /v1/blocks`
+pub async fn block(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    body: Result<Json<UsernameBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .social
+        .set_block(&auth, &json_body(body)?.username, true)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/blocks/{username}`
+pub async fn unblock(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.social.set_block(&auth, &username, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/privacy`
+pub async fn privacy(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+) -> Result<Json<Privacy>, ApiError> {
+    Ok(Json(state.social.privacy(&auth).await?))
+}
+
+/// `PUT /v1/privacy`
+pub async fn set_privacy(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    body: Result<Json<Privacy>, JsonRejection>,
+) -> Result<Json<Privacy>, ApiError> {
+    let privacy = json_body(body)?;
+    state.social.set_privacy(&auth, privacy.clone()).await?;
+    Ok(Json(privacy))
+}

@@ -1,0 +1,196 @@
+//! Group management: create, rename, add/remove, promote/demote, leave,
+//! info. Every change is one Store transaction that also stores the system
+//! event; the devices it was queued for are woken.
+
+use std::sync::Arc;
+
+use missive_bus::{Bus, DeviceEvent};
+use missive_core::{AccountId, Clock, ConversationId, Username};
+use missive_proto::ErrorCode;
+use missive_proto::rest::{GroupInfo, MemberInfo, MemberRole};
+use missive_store::{
+    DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName, NewGroup, Role, Store,
+};
+
+use crate::config::{DeliveryConfig, LimitsConfig};
+use crate::error::ApiError;
+
+pub struct Groups {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    clock: Arc<dyn Clock>,
+    members_max: usize,
+    offline_ttl_ms: i64,
+}
+
+impl Groups {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+        delivery: &DeliveryConfig,
+        limits: &LimitsConfig,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            clock,
+            members_max: limits.group_members_max,
+            offline_ttl_ms: i64::try_from(delivery.offline_ttl_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    pub async fn create(
+        &self,
+        auth: &DeviceAuth,
+        name: &str,
+        usernames: &[String],
+    ) -> Result<GroupInfo, ApiError> {
+        let name = parse_name(name)?;
+        if usernames.len() > self.members_max {
+            return Err(ApiError::new(ErrorCode::GroupFull, "too many members"));
+        }
+        let members = self.accounts(usernames).await?;
+        let now_ms = self.clock.now_ms();
+        let created = self
+            .store
+            .create_group(NewGroup {
+                creator: auth.account,
+                creator_device: auth.device,
+                name,
+                members,
+                members_max: self.members_max,
+                now_ms,
+                queue_expires_ms: now_ms.saturating_add(self.offline_ttl_ms),
+            })
+            .await?;
+        self.wake(&created).await;
+        self.info(auth, created.conversation).await
+    }
+
+    /// Applies `change` as `auth`; returns the seq of the system event.
+    pub async fn change(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        change: GroupChange,
+    ) -> Result<i64, ApiError> {
+        let now_ms = self.clock.now_ms();
+        let changed = self
+            .store
+            .change_group(GroupChangeRequest {
+                actor: auth.account,
+                actor_device: auth.device,
+                conversation,
+                change,
+                members_max: self.members_max,
+                now_ms,
+                queue_expires_ms: now_ms.saturating_add(self.offline_ttl_ms),
+            })
+            .await?;
+        self.wake(&changed).await;
+        Ok(changed.seq)
+    }
+
+    pub async fn add(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        usernames: &[String],
+    ) -> Result<GroupInfo, ApiError> {
+        if usernames.is_empty() || usernames.len() > self.members_max {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "members must list 1 to group_members_max usernames",
+            ));
+        }
+        let accounts = self.accounts(usernames).await?;
+        self.change(auth, conversation, GroupChange::Add(accounts))
+            .await?;
+        self.info(auth, conversation).await
+    }
+
+    pub async fn change_member(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        username: &str,
+        change: fn(AccountId) -> GroupChange,
+    ) -> Result<GroupInfo, ApiError> {
+        let account = self.account(username).await?;
+        self.change(auth, conversation, change(account)).await?;
+        self.info(auth, conversation).await
+    }
+
+    pub async fn rename(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        name: &str,
+    ) -> Result<GroupInfo, ApiError> {
+        let name = parse_name(name)?;
+        self.change(auth, conversation, GroupChange::Rename(name))
+            .await?;
+        self.info(auth, conversation).await
+    }
+
+    pub async fn info(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+    ) -> Result<GroupInfo, ApiError> {
+        let group = self.store.group_info(auth.account, conversation).await?;
+        Ok(GroupInfo {
+            conversation: group.conversation.0,
+            name: group.name,
+            last_seq: group.last_seq,
+            members: group
+                .members
+                .into_iter()
+                .map(|member| MemberInfo {
+                    username: member.username,
+                    role: match member.role {
+                        Role::Admin => MemberRole::Admin,
+                        Role::Member => MemberRole::Member,
+                    },
+                    joined_ms: member.joined_ms,
+                })
+                .collect(),
+        })
+    }
+
+    async fn account(&self, username: &str) -> Result<AccountId, ApiError> {
+        let unknown = || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
+        let parsed = Username::parse(username).map_err(|_| unknown())?;
+        Ok(self
+            .store
+            .account_by_username(&parsed)
+            .await?
+            .ok_or_else(unknown)?
+            .id)
+    }
+
+    async fn accounts(&self, usernames: &[String]) -> Result<Vec<AccountId>, ApiError> {
+        let mut accounts = Vec::with_capacity(usernames.len());
+        for username in usernames {
+            accounts.push(self.account(username).await?);
+        }
+        Ok(accounts)
+    }
+
+    async fn wake(&self, changed: &GroupChanged) {
+        for device in &changed.queued_for {
+            self.bus.publish(*device, DeviceEvent::QueueChanged).await;
+        }
+    }
+}
+
+fn parse_name(raw: &str) -> Result<GroupName, ApiError> {
+    GroupName::parse(raw).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidField,
+            "group name must be 1-64 bytes, not blank",
+        )
+    })
+}

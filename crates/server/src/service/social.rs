@@ -1,0 +1,262 @@
+//! Contacts, blocking, presence (with WhatsApp's reciprocal privacy) and
+//! typing. Presence and typing are ephemeral: they go only to live devices
+//! through the Bus and are never stored.
+
+use std::sync::Arc;
+
+use missive_bus::{Bus, DeviceEvent};
+use missive_core::{AccountId, Clock, ConversationId, Username};
+use missive_proto::rest::{PresenceVisibility as WireVisibility, Privacy, UserList};
+use missive_proto::{ErrorCode, ServerFrame, TypingState};
+use missive_store::{DeviceAuth, PresenceVisibility, Store};
+
+use crate::error::ApiError;
+use crate::router::Router;
+
+/// How long a `typing` indication lasts without a refresh.
+pub const TYPING_TTL_MS: i64 = 6_000;
+/// Users one connection may watch at once.
+pub const PRESENCE_WATCH_MAX: usize = 256;
+
+pub struct Social {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    router: Arc<Router>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Social {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        router: Arc<Router>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            router,
+            clock,
+        }
+    }
+
+    pub async fn account(&self, username: &str) -> Result<AccountId, ApiError> {
+        let unknown = || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
+        let parsed = Username::parse(username).map_err(|_| unknown())?;
+        Ok(self
+            .store
+            .account_by_username(&parsed)
+            .await?
+            .ok_or_else(unknown)?
+            .id)
+    }
+
+    pub async fn set_contact(
+        &self,
+        auth: &DeviceAuth,
+        username: &str,
+        present: bool,
+    ) -> Result<(), ApiError> {
+        let contact = self.account(username).await?;
+        if self
+            .store
+            .set_contact(auth.account, contact, present, self.clock.now_ms())
+            .await?
+        {
+            // Contact lists decide "contacts only" visibility both ways.
+            self.announce(auth.account).await;
+            self.announce(contact).await;
+        }
+        Ok(())
+    }
+
+    pub async fn contacts(&self, auth: &DeviceAuth) -> Result<UserList, ApiError> {
+        Ok(UserList {
+            users: self.store.contacts(auth.account).await?,
+        })
+    }
+
+    pub async fn set_block(
+        &self,
+        auth: &DeviceAuth,
+        username: &str,
+        present: bool,
+    ) -> Result<(), ApiError> {
+        let other = self.account(username).await?;
+        if other == auth.account {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "you cannot block yourself",
+            ));
+        }
+        if self
+            .store
+            .set_block(auth.account, other, present, self.clock.now_ms())
+            .await?
+        {
+            self.announce(auth.account).await;
+            self.announce(other).await;
+        }
+        Ok(())
+    }
+
+    pub async fn blocked(&self, auth: &DeviceAuth) -> Result<UserList, ApiError> {
+        Ok(UserList {
+            users: self.store.blocked(auth.account).await?,
+        })
+    }
+
+    pub async fn privacy(&self, auth: &DeviceAuth) -> Result<Privacy, ApiError> {
+        let profile = self
+            .store
+            .presence_profile(auth.account)
+            .await?
+            .ok_or_else(ApiError::internal)?;
+        Ok(Privacy {
+            presence: match profile.visibility {
+                PresenceVisibility::Everyone => WireVisibility::Everyone,
+                PresenceVisibility::Contacts => WireVisibility::Contacts,
+                PresenceVisibility::Nobody => WireVisibility::Nobody,
+            },
+        })
+    }
+
+    pub async fn set_privacy(&self, auth: &DeviceAuth, privacy: Privacy) -> Result<(), ApiError> {
+        let visibility = match privacy.presence {
+            WireVisibility::Everyone => PresenceVisibility::Everyone,
+            WireVisibility::Contacts => PresenceVisibility::Contacts,
+            WireVisibility::Nobody => PresenceVisibility::Nobody,
+        };
+        self.store
+            .set_presence_visibility(auth.account, visibility)
+            .await?;
+        self.announce(auth.account).await;
+        Ok(())
+    }
+
+    /// Whether `viewer` may see `target`'s presence: neither blocked the
+    /// other, the target's setting admits the viewer, and — reciprocally —
+    /// the viewer's setting admits the target.
+    async fn visible(&self, viewer: AccountId, target: AccountId) -> Result<bool, ApiError> {
+        if viewer == target {
+            return Ok(true);
+        }
+        if self.store.blocked_either_way(viewer, target).await? {
+            return Ok(false);
+        }
+        Ok(self.admits(target, viewer).await? && self.admits(viewer, target).await?)
+    }
+
+    /// Whether `owner`'s setting lets `other` see them.
+    async fn admits(&self, owner: AccountId, other: AccountId) -> Result<bool, ApiError> {
+        let Some(profile) = self.store.presence_profile(owner).await? else {
+            return Ok(false);
+        };
+        Ok(match profile.visibility {
+            PresenceVisibility::Everyone => true,
+            PresenceVisibility::Contacts => self.store.is_contact(owner, other).await?,
+            PresenceVisibility::Nobody => false,
+        })
+    }
+
+    /// `target`'s presence as `viewer` may see it.
+    async fn view(&self, viewer: AccountId, target: AccountId) -> Result<ServerFrame, ApiError> {
+        let profile = self
+            .store
+            .presence_profile(target)
+            .await?
+            .ok_or_else(ApiError::internal)?;
+        let visible = self.visible(viewer, target).await?;
+        let online = visible && self.router.is_online(target);
+        Ok(ServerFrame::Presence {
+            user: profile.username,
+            online,
+            last_seen_ms: (visible && !online && profile.last_seen_ms > 0)
+                .then_some(profile.last_seen_ms),
+        })
+    }
+
+    /// Watches `usernames` from this connection (replacing its earlier
+    /// watch list) and returns their presence now.
+    pub async fn subscribe(
+        &self,
+        auth: &DeviceAuth,
+        usernames: &[String],
+    ) -> Result<Vec<ServerFrame>, ApiError> {
+        if usernames.len() > PRESENCE_WATCH_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "at most 256 users per subscription",
+            ));
+        }
+        let mut targets = Vec::with_capacity(usernames.len());
+        for username in usernames {
+            targets.push(self.account(username).await?);
+        }
+        targets.sort();
+        targets.dedup();
+        self.router
+            .watch(auth.device, auth.account, targets.clone());
+        let mut frames = Vec::with_capacity(targets.len());
+        for target in targets {
+            frames.push(self.view(auth.account, target).await?);
+        }
+        Ok(frames)
+    }
+
+    /// Tells every watcher of `account` its presence as they may see it.
+    pub async fn announce(&self, account: AccountId) {
+        for (device, viewer) in self.router.watchers(account) {
+            match self.view(viewer, account).await {
+                Ok(frame) => {
+                    let text: Arc<str> = frame.to_json().into();
+                    self.bus.publish(device, DeviceEvent::Ephemeral(text)).await;
+                }
+                Err(err) => tracing::debug!(code = err.code.as_str(), "presence view failed"),
+            }
+        }
+    }
+
+    /// A device of `account` connected; announce if it is the first.
+    pub async fn device_connected(&self, account: AccountId) {
+        self.announce(account).await;
+    }
+
+    /// A device of `account` disconnected; if none is left, record last
+    /// seen and announce.
+    pub async fn device_disconnected(&self, account: AccountId) {
+        if self.router.is_online(account) {
+            return;
+        }
+        if let Err(err) = self.store.set_last_seen(account, self.clock.now_ms()).await {
+            tracing::debug!(%err, "could not record last seen");
+        }
+        self.announce(account).await;
+    }
+
+    /// Relays a typing indication to the live devices of the other members
+    /// (except those blocked either way). Never stored.
+    pub async fn typing(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        state: TypingState,
+    ) -> Result<(), ApiError> {
+        let targets = self.store.relay_targets(auth.account, conversation).await?;
+        let frame = ServerFrame::Typing {
+            conversation: conversation.0,
+            from: auth.username.to_string(),
+            state,
+            expires_ms: self.clock.now_ms().saturating_add(TYPING_TTL_MS),
+        };
+        let text: Arc<str> = frame.to_json().into();
+        for (_, device) in targets {
+            if self.router.is_live(device) {
+                self.bus
+                    .publish(device, DeviceEvent::Ephemeral(Arc::clone(&text)))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,433 @@
+//! Group conversations: creation, membership changes recorded as system
+//! events, and group info. Runs inside the writer's batch transaction.
+
+use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::ops::{KIND_MESSAGE, QueueEntry, check_member, enqueue, member_devices};
+use super::writer::backend;
+use crate::StoreError;
+use crate::model::*;
+
+pub(super) const EVENT_TEXT: i64 = 0;
+pub(super) const EVENT_SYSTEM: i64 = 1;
+pub(super) const EVENT_REACTION: i64 = 2;
+pub(super) const EVENT_EDIT: i64 = 3;
+pub(super) const EVENT_DELETE: i64 = 4;
+
+const ROLE_MEMBER: i64 = 0;
+const ROLE_ADMIN: i64 = 1;
+const KIND_GROUP: i64 = 1;
+
+pub(super) fn event_kind(code: i64) -> EventKind {
+    match code {
+        EVENT_SYSTEM => EventKind::System,
+        EVENT_REACTION => EventKind::Reaction,
+        EVENT_EDIT => EventKind::Edit,
+        EVENT_DELETE => EventKind::Delete,
+        _ => EventKind::Text,
+    }
+}
+
+/// Takes the conversation's next seq; atomic under the writer transaction.
+pub(super) fn next_seq(conn: &Connection, conversation: ConversationId) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+    )
+    .and_then(|mut stmt| stmt.query_row([conversation.0], |row| row.get(0)))
+    .map_err(backend)
+}
+
+fn username(conn: &Connection, account: AccountId) -> Result<String, StoreError> {
+    conn.prepare_cached("SELECT username FROM accounts WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([account.0], |row| row.get(0)))
+        .map_err(backend)
+}
+
+fn usernames(conn: &Connection, accounts: &[AccountId]) -> Result<Vec<String>, StoreError> {
+    accounts
+        .iter()
+        .map(|account| username(conn, *account))
+        .collect()
+}
+
+/// Stores a system event and queues it for `recipients`.
+struct SystemEvent<'a> {
+    conversation: ConversationId,
+    actor: AccountId,
+    actor_device: DeviceId,
+    description: serde_json::Value,
+    recipients: &'a [DeviceId],
+    now_ms: UnixMillis,
+    queue_expires_ms: UnixMillis,
+}
+
+fn store_system_event(conn: &Connection, event: &SystemEvent<'_>) -> Result<i64, StoreError> {
+    let seq = next_seq(conn, event.conversation)?;
+    let message_id = MessageId::generate();
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            message_id.as_str(),
+            event.conversation.0,
+            seq,
+            event.actor.0,
+            event.actor_device.0,
+            event.description.to_string(),
+            event.now_ms,
+            EVENT_SYSTEM
+        ])
+    })
+    .map_err(backend)?;
+    enqueue(
+        conn,
+        event.recipients,
+        &QueueEntry {
+            kind: KIND_MESSAGE,
+            message_id: Some(message_id.as_str()),
+            conversation: event.conversation,
+            seq,
+            by_account: event.actor,
+            now_ms: event.now_ms,
+            expires_ms: event.queue_expires_ms,
+        },
+    )?;
+    Ok(seq)
+}
+
+fn add_member(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+    role: i64,
+    joined_seq: i64,
+    now_ms: UnixMillis,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![conversation.0, account.0, role, joined_seq, now_ms]))
+    .map_err(|err| match err {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::AlreadyMember
+        }
+        other => backend(other),
+    })?;
+    Ok(())
+}
+
+fn member_count(conn: &Connection, conversation: ConversationId) -> Result<usize, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM members WHERE conversation_id = ?1",
+        [conversation.0],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n as usize)
+    .map_err(backend)
+}
+
+fn role_of(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Result<Option<i64>, StoreError> {
+    conn.query_row(
+        "SELECT role FROM members WHERE conversation_id = ?1 AND account_id = ?2",
+        params![conversation.0, account.0],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}
+
+/// Membership check plus "this is a group".
+fn check_group_member(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Result<i64, StoreError> {
+    check_member(conn, conversation, account)?;
+    let kind: i64 = conn
+        .query_row(
+            "SELECT kind FROM conversations WHERE id = ?1",
+            [conversation.0],
+            |row| row.get(0),
+        )
+        .map_err(backend)?;
+    if kind != KIND_GROUP {
+        return Err(StoreError::NotAGroup);
+    }
+    role_of(conn, conversation, account)?.ok_or(StoreError::NotMember)
+}
+
+fn check_admin(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Result<(), StoreError> {
+    if check_group_member(conn, conversation, account)? == ROLE_ADMIN {
+        Ok(())
+    } else {
+        Err(StoreError::NotAdmin)
+    }
+}
+
+pub(super) fn create_group(
+    conn: &Connection,
+    group: &NewGroup,
+) -> Result<GroupChanged, StoreError> {
+    let mut members: Vec<AccountId> = group
+        .members
+        .iter()
+        .copied()
+        .filter(|m| *m != group.creator)
+        .collect();
+    members.sort();
+    members.dedup();
+    if members.len() + 1 > group.members_max {
+        return Err(StoreError::GroupFull);
+    }
+    conn.execute(
+        "INSERT INTO conversations (kind, name, created_ms) VALUES (?1, ?2, ?3)",
+        params![KIND_GROUP, group.name.as_str(), group.now_ms],
+    )
+    .map_err(backend)?;
+    let conversation = ConversationId(conn.last_insert_rowid());
+    add_member(
+        conn,
+        conversation,
+        group.creator,
+        ROLE_ADMIN,
+        0,
+        group.now_ms,
+    )?;
+    for member in &members {
+        add_member(conn, conversation, *member, ROLE_MEMBER, 0, group.now_ms)?;
+    }
+    let mut recipients = member_devices(conn, conversation, None)?;
+    recipients.retain(|device| *device != group.creator_device);
+    let description = serde_json::json!({
+        "v": 1,
+        "action": "created",
+        "actor": username(conn, group.creator)?,
+        "name": group.name.as_str(),
+        "users": usernames(conn, &members)?,
+    });
+    let seq = store_system_event(
+        conn,
+        &SystemEvent {
+            conversation,
+            actor: group.creator,
+            actor_device: group.creator_device,
+            description,
+            recipients: &recipients,
+            now_ms: group.now_ms,
+            queue_expires_ms: group.queue_expires_ms,
+        },
+    )?;
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        queued_for: recipients,
+    })
+}
+
+pub(super) fn change_group(
+    conn: &Connection,
+    request: &GroupChangeRequest,
+) -> Result<GroupChanged, StoreError> {
+    let conversation = request.conversation;
+    let actor = request.actor;
+    let actor_name = username(conn, actor)?;
+    // Devices that must hear about the change but are no longer members.
+    let mut leavers: Vec<AccountId> = Vec::new();
+    let description = match &request.change {
+        GroupChange::Add(accounts) => {
+            check_admin(conn, conversation, actor)?;
+            let mut accounts = accounts.clone();
+            accounts.sort();
+            accounts.dedup();
+            if member_count(conn, conversation)? + accounts.len() > request.members_max {
+                return Err(StoreError::GroupFull);
+            }
+            // Added members see this event and what follows.
+            let last_seq: i64 = conn
+                .query_row(
+                    "SELECT last_seq FROM conversations WHERE id = ?1",
+                    [conversation.0],
+                    |row| row.get(0),
+                )
+                .map_err(backend)?;
+            for account in &accounts {
+                add_member(
+                    conn,
+                    conversation,
+                    *account,
+                    ROLE_MEMBER,
+                    last_seq,
+                    request.now_ms,
+                )?;
+            }
+            serde_json::json!({"v": 1, "action": "added", "actor": actor_name, "users": usernames(conn, &accounts)?})
+        }
+        GroupChange::Remove(target) => {
+            check_admin(conn, conversation, actor)?;
+            if role_of(conn, conversation, *target)?.is_none() {
+                return Err(StoreError::NotMember);
+            }
+            remove_member(conn, conversation, *target)?;
+            leavers.push(*target);
+            let promoted = promote_if_no_admin(conn, conversation)?;
+            serde_json::json!({"v": 1, "action": "removed", "actor": actor_name, "users": [username(conn, *target)?], "promoted": promoted})
+        }
+        GroupChange::Leave => {
+            check_group_member(conn, conversation, actor)?;
+            remove_member(conn, conversation, actor)?;
+            leavers.push(actor);
+            let promoted = promote_if_no_admin(conn, conversation)?;
+            serde_json::json!({"v": 1, "action": "left", "actor": actor_name, "promoted": promoted})
+        }
+        GroupChange::Promote(target) | GroupChange::Demote(target) => {
+            check_admin(conn, conversation, actor)?;
+            if role_of(conn, conversation, *target)?.is_none() {
+                return Err(StoreError::NotMember);
+            }
+            let (role, action) = match request.change {
+                GroupChange::Promote(_) => (ROLE_ADMIN, "promoted"),
+                _ => (ROLE_MEMBER, "demoted"),
+            };
+            conn.execute(
+                "UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND account_id = ?2",
+                params![conversation.0, target.0, role],
+            )
+            .map_err(backend)?;
+            let promoted = promote_if_no_admin(conn, conversation)?;
+            serde_json::json!({"v": 1, "action": action, "actor": actor_name, "users": [username(conn, *target)?], "promoted": promoted})
+        }
+        GroupChange::Rename(name) => {
+            check_admin(conn, conversation, actor)?;
+            conn.execute(
+                "UPDATE conversations SET name = ?2 WHERE id = ?1",
+                params![conversation.0, name.as_str()],
+            )
+            .map_err(backend)?;
+            serde_json::json!({"v": 1, "action": "renamed", "actor": actor_name, "name": name.as_str()})
+        }
+    };
+    let mut recipients = member_devices(conn, conversation, None)?;
+    for leaver in &leavers {
+        recipients.extend(super::ops::account_devices(conn, *leaver)?);
+    }
+    recipients.retain(|device| *device != request.actor_device);
+    recipients.sort();
+    recipients.dedup();
+    let seq = store_system_event(
+        conn,
+        &SystemEvent {
+            conversation,
+            actor,
+            actor_device: request.actor_device,
+            description,
+            recipients: &recipients,
+            now_ms: request.now_ms,
+            queue_expires_ms: request.queue_expires_ms,
+        },
+    )?;
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        queued_for: recipients,
+    })
+}
+
+fn remove_member(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM members WHERE conversation_id = ?1 AND account_id = ?2",
+        params![conversation.0, account.0],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// A group with members but no admin promotes its longest-standing member;
+/// returns that member's username.
+fn promote_if_no_admin(
+    conn: &Connection,
+    conversation: ConversationId,
+) -> Result<Option<String>, StoreError> {
+    let has_admin: bool = conn
+        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND role = 1")
+        .and_then(|mut stmt| stmt.exists([conversation.0]))
+        .map_err(backend)?;
+    if has_admin {
+        return Ok(None);
+    }
+    let oldest: Option<i64> = conn
+        .query_row(
+            "SELECT account_id FROM members WHERE conversation_id = ?1 ORDER BY joined_seq, joined_ms, account_id LIMIT 1",
+            [conversation.0],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let Some(oldest) = oldest else {
+        return Ok(None);
+    };
+    conn.execute(
+        "UPDATE members SET role = 1 WHERE conversation_id = ?1 AND account_id = ?2",
+        params![conversation.0, oldest],
+    )
+    .map_err(backend)?;
+    Ok(Some(username(conn, AccountId(oldest))?))
+}
+
+pub(super) fn group_info(
+    conn: &Connection,
+    account: AccountId,
+    conversation: ConversationId,
+) -> Result<GroupRecord, StoreError> {
+    check_group_member(conn, conversation, account)?;
+    let (name, last_seq): (Option<String>, i64) = conn
+        .query_row(
+            "SELECT name, last_seq FROM conversations WHERE id = ?1",
+            [conversation.0],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(backend)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT m.account_id, a.username, m.role, m.joined_ms FROM members m
+             JOIN accounts a ON a.id = m.account_id
+             WHERE m.conversation_id = ?1 ORDER BY m.joined_seq, m.joined_ms, a.username",
+        )
+        .map_err(backend)?;
+    let members = stmt
+        .query_map([conversation.0], |row| {
+            Ok(MemberRecord {
+                account: AccountId(row.get(0)?),
+                username: row.get(1)?,
+                role: if row.get::<_, i64>(2)? == ROLE_ADMIN {
+                    Role::Admin
+                } else {
+                    Role::Member
+                },
+                joined_ms: row.get(3)?,
+            })
+        })
+        .map_err(backend)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(backend)?;
+    Ok(GroupRecord {
+        conversation,
+        name: name.unwrap_or_default(),
+        members,
+        last_seq,
+    })
+}

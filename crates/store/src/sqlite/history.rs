@@ -1,0 +1,244 @@
+//! Reading conversations back: history pages, the conversation list and
+//! per-message receipts.
+
+use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::groups::{EVENT_TEXT, event_kind};
+use super::ops::check_member;
+use super::writer::backend;
+use crate::StoreError;
+use crate::model::*;
+
+/// Columns every event query selects, in `event_from_row` order.
+const EVENT_COLUMNS: &str =
+    "m.id, m.conversation_id, m.seq, a.username, m.sender_device, m.client_msg_id,
+     m.kind, m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        message_id: MessageId::from_stored(row.get(0)?),
+        conversation: ConversationId(row.get(1)?),
+        seq: row.get(2)?,
+        from: row.get(3)?,
+        from_device: DeviceId(row.get(4)?),
+        client_msg_id: row.get(5)?,
+        kind: event_kind(row.get(6)?),
+        body: row.get(7)?,
+        target: row.get::<_, Option<String>>(8)?.map(MessageId::from_stored),
+        edited_ms: row.get(9)?,
+        deleted: row.get::<_, i64>(10)? != 0,
+        ts_ms: row.get(11)?,
+        reactions: Vec::new(),
+    })
+}
+
+fn attach_reactions(conn: &Connection, events: &mut [StoredEvent]) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT a.username, r.emoji FROM reactions r JOIN accounts a ON a.id = r.account_id
+             WHERE r.message_id = ?1 ORDER BY a.username",
+        )
+        .map_err(backend)?;
+    for event in events
+        .iter_mut()
+        .filter(|event| event.kind == EventKind::Text)
+    {
+        event.reactions = stmt
+            .query_map([event.message_id.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn joined_seq(
+    conn: &Connection,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Result<i64, StoreError> {
+    check_member(conn, conversation, account)?;
+    conn.query_row(
+        "SELECT joined_seq FROM members WHERE conversation_id = ?1 AND account_id = ?2",
+        params![conversation.0, account.0],
+        |row| row.get(0),
+    )
+    .map_err(backend)
+}
+
+pub(super) fn history(
+    conn: &Connection,
+    request: &HistoryRequest,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let joined = joined_seq(conn, request.conversation, request.account)?;
+    let limit = request.limit as i64;
+    let mut events: Vec<StoredEvent> = match request.after {
+        Some(after) => {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![request.conversation.0, after.max(joined), limit],
+                    event_from_row,
+                )
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)?
+        }
+        None => {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3 ORDER BY m.seq DESC LIMIT ?4"
+                ))
+                .map_err(backend)?;
+            let before = request.before.unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(
+                    params![request.conversation.0, joined, before, limit],
+                    event_from_row,
+                )
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)?
+        }
+    };
+    attach_reactions(conn, &mut events)?;
+    Ok(events)
+}
+
+/// (conversation, kind, name, last_seq, read_seq, joined_seq, created_ms)
+type MembershipRow = (i64, i64, Option<String>, i64, i64, i64, i64);
+
+pub(super) fn conversations(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<ConversationRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, m.joined_seq, c.created_ms
+             FROM members m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.account_id = ?1",
+        )
+        .map_err(backend)?;
+    let rows: Vec<MembershipRow> = stmt
+        .query_map([account.0], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let mut members_stmt = conn
+        .prepare_cached(
+            "SELECT a.username FROM members m JOIN accounts a ON a.id = m.account_id
+             WHERE m.conversation_id = ?1 ORDER BY a.username",
+        )
+        .map_err(backend)?;
+    let mut last_stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
+             WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq DESC LIMIT 1"
+        ))
+        .map_err(backend)?;
+    let mut records = Vec::with_capacity(rows.len());
+    let mut activity = Vec::with_capacity(rows.len());
+    for (id, kind, name, last_seq, read_seq, joined, created_ms) in rows {
+        let members: Vec<String> = members_stmt
+            .query_map([id], |row| row.get(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        let last_event = last_stmt
+            .query_row(params![id, joined], event_from_row)
+            .optional()
+            .map_err(backend)?;
+        activity.push(last_event.as_ref().map_or(created_ms, |event| event.ts_ms));
+        records.push(ConversationRecord {
+            conversation: ConversationId(id),
+            kind: if kind == 1 {
+                ConversationKind::Group
+            } else {
+                ConversationKind::Direct
+            },
+            name,
+            members,
+            last_seq,
+            read_seq,
+            last_event,
+        });
+    }
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by_key(|idx| {
+        (
+            std::cmp::Reverse(activity[*idx]),
+            std::cmp::Reverse(records[*idx].conversation),
+        )
+    });
+    let mut slots: Vec<Option<ConversationRecord>> = records.into_iter().map(Some).collect();
+    Ok(order
+        .into_iter()
+        .filter_map(|idx| slots[idx].take())
+        .collect())
+}
+
+pub(super) fn receipts(
+    conn: &Connection,
+    account: AccountId,
+    conversation: ConversationId,
+    message_id: &MessageId,
+) -> Result<ReceiptsRecord, StoreError> {
+    check_member(conn, conversation, account)?;
+    let (seq, sender): (i64, i64) = conn
+        .query_row(
+            "SELECT seq, sender_account FROM messages WHERE id = ?1 AND conversation_id = ?2 AND kind = ?3",
+            params![message_id.as_str(), conversation.0, EVENT_TEXT],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(backend)?
+        .ok_or(StoreError::UnknownMessage)?;
+    let mut delivered_stmt = conn
+        .prepare_cached(
+            "SELECT a.username, r.delivered_ms FROM receipts r JOIN accounts a ON a.id = r.account_id
+             WHERE r.message_id = ?1 ORDER BY r.delivered_ms, a.username",
+        )
+        .map_err(backend)?;
+    let delivered = delivered_stmt
+        .query_map([message_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let mut read_stmt = conn
+        .prepare_cached(
+            "SELECT a.username, m.read_ms FROM members m JOIN accounts a ON a.id = m.account_id
+             WHERE m.conversation_id = ?1 AND m.read_seq >= ?2 AND m.account_id != ?3
+             ORDER BY m.read_ms, a.username",
+        )
+        .map_err(backend)?;
+    let read = read_stmt
+        .query_map(params![conversation.0, seq, sender], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    Ok(ReceiptsRecord {
+        message_id: message_id.clone(),
+        seq,
+        delivered,
+        read,
+    })
+}

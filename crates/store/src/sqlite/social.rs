@@ -1,0 +1,182 @@
+//! Contacts, blocks, presence settings and ephemeral relay targets.
+
+use missive_core::{AccountId, ConversationId, DeviceId, UnixMillis};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::ops::check_member;
+use super::writer::backend;
+use crate::StoreError;
+use crate::model::*;
+
+fn names(conn: &Connection, sql: &str, account: AccountId) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = stmt
+        .query_map([account.0], |row| row.get(0))
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub(super) fn set_contact(
+    conn: &Connection,
+    owner: AccountId,
+    contact: AccountId,
+    present: bool,
+    now_ms: UnixMillis,
+) -> Result<bool, StoreError> {
+    let changed = if present {
+        conn.execute(
+            "INSERT OR IGNORE INTO contacts (owner_id, contact_id, created_ms) VALUES (?1, ?2, ?3)",
+            params![owner.0, contact.0, now_ms],
+        )
+    } else {
+        conn.execute(
+            "DELETE FROM contacts WHERE owner_id = ?1 AND contact_id = ?2",
+            params![owner.0, contact.0],
+        )
+    };
+    changed.map(|n| n > 0).map_err(backend)
+}
+
+pub(super) fn contacts(conn: &Connection, owner: AccountId) -> Result<Vec<String>, StoreError> {
+    names(
+        conn,
+        "SELECT a.username FROM contacts c JOIN accounts a ON a.id = c.contact_id
+         WHERE c.owner_id = ?1 ORDER BY a.username",
+        owner,
+    )
+}
+
+pub(super) fn set_block(
+    conn: &Connection,
+    blocker: AccountId,
+    blocked: AccountId,
+    present: bool,
+    now_ms: UnixMillis,
+) -> Result<bool, StoreError> {
+    let changed = if present {
+        conn.execute(
+            "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, created_ms) VALUES (?1, ?2, ?3)",
+            params![blocker.0, blocked.0, now_ms],
+        )
+    } else {
+        conn.execute(
+            "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2",
+            params![blocker.0, blocked.0],
+        )
+    };
+    changed.map(|n| n > 0).map_err(backend)
+}
+
+pub(super) fn blocked(conn: &Connection, blocker: AccountId) -> Result<Vec<String>, StoreError> {
+    names(
+        conn,
+        "SELECT a.username FROM blocks b JOIN accounts a ON a.id = b.blocked_id
+         WHERE b.blocker_id = ?1 ORDER BY a.username",
+        blocker,
+    )
+}
+
+pub(super) fn blocked_either_way(
+    conn: &Connection,
+    a: AccountId,
+    b: AccountId,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT 1 FROM blocks WHERE (blocker_id = ?1 AND blocked_id = ?2) OR (blocker_id = ?2 AND blocked_id = ?1)",
+    )
+    .and_then(|mut stmt| stmt.exists(params![a.0, b.0]))
+    .map_err(backend)
+}
+
+pub(super) fn is_contact(
+    conn: &Connection,
+    owner: AccountId,
+    contact: AccountId,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM contacts WHERE owner_id = ?1 AND contact_id = ?2")
+        .and_then(|mut stmt| stmt.exists(params![owner.0, contact.0]))
+        .map_err(backend)
+}
+
+fn visibility_code(visibility: PresenceVisibility) -> i64 {
+    match visibility {
+        PresenceVisibility::Everyone => 0,
+        PresenceVisibility::Contacts => 1,
+        PresenceVisibility::Nobody => 2,
+    }
+}
+
+pub(super) fn set_presence_visibility(
+    conn: &Connection,
+    account: AccountId,
+    visibility: PresenceVisibility,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET presence_visibility = ?2 WHERE id = ?1",
+        params![account.0, visibility_code(visibility)],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn presence_profile(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Option<PresenceProfile>, StoreError> {
+    conn.prepare_cached(
+        "SELECT username, presence_visibility, last_seen_ms FROM accounts WHERE id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([account.0], |row| {
+            Ok(PresenceProfile {
+                account,
+                username: row.get(0)?,
+                visibility: match row.get::<_, i64>(1)? {
+                    1 => PresenceVisibility::Contacts,
+                    2 => PresenceVisibility::Nobody,
+                    _ => PresenceVisibility::Everyone,
+                },
+                last_seen_ms: row.get(2)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(backend)
+}
+
+pub(super) fn set_last_seen(
+    conn: &Connection,
+    account: AccountId,
+    now_ms: UnixMillis,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1",
+        params![account.0, now_ms],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn relay_targets(
+    conn: &Connection,
+    account: AccountId,
+    conversation: ConversationId,
+) -> Result<Vec<(AccountId, DeviceId)>, StoreError> {
+    check_member(conn, conversation, account)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT d.account_id, d.id FROM members m JOIN devices d ON d.account_id = m.account_id
+             WHERE m.conversation_id = ?1 AND m.account_id != ?2
+               AND NOT EXISTS (SELECT 1 FROM blocks b
+                   WHERE (b.blocker_id = m.account_id AND b.blocked_id = ?2)
+                      OR (b.blocker_id = ?2 AND b.blocked_id = m.account_id))
+             ORDER BY d.id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![conversation.0, account.0], |row| {
+            Ok((AccountId(row.get(0)?), DeviceId(row.get(1)?)))
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
