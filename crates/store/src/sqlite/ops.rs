@@ -679,7 +679,9 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
         let Some(message_id) = message_id.filter(|_| kind == KIND_MESSAGE) else {
             continue;
         };
-        if sender != ack.account.0 {
+        // Receipts are for texts only: not for group events, reactions,
+        // edits or deletes.
+        if sender != ack.account.0 && is_text(conn, &message_id)? {
             let first = conn
                 .prepare_cached(
                     "INSERT OR IGNORE INTO receipts (message_id, account_id, delivered_ms) VALUES (?1, ?2, ?3)",
@@ -712,6 +714,12 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
     outcome.queued_for.sort();
     outcome.queued_for.dedup();
     Ok(outcome)
+}
+
+fn is_text(conn: &Connection, message_id: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND kind = ?2")
+        .and_then(|mut stmt| stmt.exists(params![message_id, EVENT_TEXT]))
+        .map_err(backend)
 }
 
 fn purge_if_unqueued(conn: &Connection, message_id: &str) -> Result<(), StoreError> {
@@ -783,6 +791,14 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
             params![sweep.bodies_before_ms, limit],
         )
         .map_err(backend)? as u64;
+    // Reactions whose message body is gone go with it.
+    conn.execute(
+        "DELETE FROM reactions WHERE (message_id, account_id) IN (
+            SELECT r.message_id, r.account_id FROM reactions r
+            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id) LIMIT ?1)",
+        [limit],
+    )
+    .map_err(backend)?;
     let purged_dedup = conn
         .execute(
             "DELETE FROM dedup WHERE (device_id, client_msg_id) IN
