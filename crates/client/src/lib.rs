@@ -380,6 +380,11 @@ impl Api {
         .await
     }
 
+    /// `GET /v1/privacy`: this account's current presence visibility.
+    pub async fn privacy(&self, token: &str) -> Result<Privacy, ClientError> {
+        self.get_json(token, "/v1/privacy").await
+    }
+
     /// The WebSocket URL of this server.
     pub fn ws_url(&self) -> String {
         let rest = self
@@ -674,6 +679,61 @@ impl Connection {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+
+    /// Sends `frame` (whose correlation id is `id`) and waits for its `ok`
+    /// reply; an error reply becomes `ClientError::Refused`.
+    async fn request_ok(&mut self, frame: &ClientFrame, id: &str) -> Result<(), ClientError> {
+        match self.request(frame, id).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(ClientError::Protocol(format!("expected ok, got {other:?}"))),
+        }
+    }
+
+    /// Tells the other members of `conversation` that this user started or
+    /// stopped typing; waits for the server's `ok`.
+    pub async fn typing(
+        &mut self,
+        conversation: i64,
+        state: missive_proto::TypingState,
+    ) -> Result<(), ClientError> {
+        let id = self.fresh_id();
+        let frame = ClientFrame::Typing {
+            id: Some(id.clone()),
+            conversation,
+            state,
+        };
+        self.request_ok(&frame, &id).await
+    }
+
+    /// Replaces this connection's presence subscription with `users` and
+    /// returns the `presence` frames the server answers with right after
+    /// its `ok` (one per distinct user, in the server's order).
+    pub async fn subscribe_presence(
+        &mut self,
+        users: &[&str],
+    ) -> Result<Vec<ServerFrame>, ClientError> {
+        let id = self.fresh_id();
+        let frame = ClientFrame::SubscribePresence {
+            id: Some(id.clone()),
+            users: users.iter().map(|user| user.to_string()).collect(),
+        };
+        self.request_ok(&frame, &id).await?;
+        let distinct = users
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        // The server writes the subscription's `presence` frames right
+        // after `ok`, before any later ephemeral frame; queued frames may
+        // interleave and are kept for `next_frame`.
+        let mut frames = Vec::with_capacity(distinct);
+        while frames.len() < distinct {
+            match self.read_frame().await? {
+                frame @ ServerFrame::Presence { .. } => frames.push(frame),
+                other => self.backlog.push_back(other),
+            }
+        }
+        Ok(frames)
+    }
 }
 
 fn reply_id(frame: &ServerFrame) -> Option<&str> {
@@ -683,6 +743,8 @@ fn reply_id(frame: &ServerFrame) -> Option<&str> {
         | ServerFrame::Acked { id, .. }
         | ServerFrame::ReadOk { id, .. }
         | ServerFrame::Pong { id }
+        | ServerFrame::Ok { id }
+        | ServerFrame::Group { id, .. }
         | ServerFrame::Error { id, .. } => id.as_deref(),
         _ => None,
     }

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use missive_client::{Api, ClientError, Connection};
-use missive_proto::ClientFrame;
+use missive_proto::rest::PresenceVisibility;
+use missive_proto::{ClientFrame, ServerFrame};
 
 use crate::profile::{self, Profile};
 
@@ -152,53 +153,198 @@ fn generated_client_msg_id() -> String {
     format!("cli-{nanos:x}-{:x}", std::process::id())
 }
 
-pub async fn send(
+/// Where a `send` goes: a user (1:1) or a conversation (group or 1:1).
+pub enum Recipient {
+    User(String),
+    Conversation(i64),
+}
+
+async fn connect(saved: &Profile) -> Result<Connection, ExitCode> {
+    let api = Api::new(&saved.server);
+    Connection::connect(&api.ws_url(), &saved.token)
+        .await
+        .map_err(|err| fail(&err))
+}
+
+/// Connects with the profile's token, runs one request/reply exchange and
+/// prints the reply (`sent` for every stored kind).
+async fn ws_request(
     args: &ClientArgs,
-    to: &str,
-    text: &str,
-    client_msg_id: Option<String>,
+    op: impl AsyncFnOnce(&mut Connection) -> Result<ServerFrame, ClientError>,
 ) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,
     };
-    let api = Api::new(&saved.server);
-    let mut connection = match Connection::connect(&api.ws_url(), &saved.token).await {
+    let mut connection = match connect(&saved).await {
         Ok(connection) => connection,
-        Err(err) => return fail(&err),
+        Err(code) => return code,
     };
-    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
-    let result = connection.send_text(to, &client_msg_id, text).await;
+    let result = op(&mut connection).await;
     connection.close().await;
     match result {
-        Ok(sent) => print_json(&sent),
+        Ok(reply) => print_json(&reply),
         Err(err) => fail(&err),
     }
 }
 
-pub async fn listen(
+/// Loads the profile, runs one REST call with its token and prints the
+/// result as JSON.
+async fn rest<T: serde::Serialize>(
     args: &ClientArgs,
-    count: Option<u64>,
-    idle_secs: Option<u64>,
-    ack: bool,
+    op: impl AsyncFnOnce(Api, String) -> Result<T, ClientError>,
 ) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,
     };
-    let api = Api::new(&saved.server);
-    let mut connection = match Connection::connect(&api.ws_url(), &saved.token).await {
-        Ok(connection) => connection,
-        Err(err) => return fail(&err),
+    match op(Api::new(&saved.server), saved.token).await {
+        Ok(value) => print_json(&value),
+        Err(err) => fail(&err),
+    }
+}
+
+pub async fn send(
+    args: &ClientArgs,
+    to: Recipient,
+    text: &str,
+    reply_to: Option<String>,
+    client_msg_id: Option<String>,
+) -> ExitCode {
+    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
+    let (to, conversation) = match to {
+        Recipient::User(username) => (Some(username), None),
+        Recipient::Conversation(conversation) => (None, Some(conversation)),
     };
+    ws_request(args, async |connection| {
+        connection
+            .call(|id| ClientFrame::Send {
+                id,
+                to,
+                conversation,
+                client_msg_id,
+                text: text.into(),
+                reply_to,
+            })
+            .await
+    })
+    .await
+}
+
+/// Sets `emoji` as this user's reaction, or removes it when `None`.
+pub async fn react(
+    args: &ClientArgs,
+    conversation: i64,
+    target: &str,
+    emoji: Option<&str>,
+    client_msg_id: Option<String>,
+) -> ExitCode {
+    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
+    ws_request(args, async |connection| {
+        connection
+            .react(conversation, &client_msg_id, target, emoji)
+            .await
+    })
+    .await
+}
+
+pub async fn edit(
+    args: &ClientArgs,
+    conversation: i64,
+    target: &str,
+    text: &str,
+    client_msg_id: Option<String>,
+) -> ExitCode {
+    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
+    ws_request(args, async |connection| {
+        connection
+            .edit(conversation, &client_msg_id, target, text)
+            .await
+    })
+    .await
+}
+
+pub async fn delete(
+    args: &ClientArgs,
+    conversation: i64,
+    target: &str,
+    client_msg_id: Option<String>,
+) -> ExitCode {
+    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
+    ws_request(args, async |connection| {
+        connection
+            .delete(conversation, &client_msg_id, target)
+            .await
+    })
+    .await
+}
+
+/// Correlation id of the presence subscription `listen --presence` sends.
+const LISTEN_SUBSCRIBE_ID: &str = "listen-presence";
+
+/// What `listen` prints besides queued frames, and when it stops.
+pub struct ListenOptions {
+    pub count: Option<u64>,
+    pub idle_secs: Option<u64>,
+    pub ack: bool,
+    /// Also print `typing` and `presence` frames (never acked).
+    pub ephemeral: bool,
+    /// Subscribe to these users' presence first.
+    pub presence: Vec<String>,
+}
+
+pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
+    let ListenOptions {
+        count,
+        idle_secs,
+        ack,
+        ephemeral,
+        presence,
+    } = options;
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
+    };
+    let mut connection = match connect(&saved).await {
+        Ok(connection) => connection,
+        Err(code) => return code,
+    };
+    if !presence.is_empty() {
+        let subscribe = ClientFrame::SubscribePresence {
+            id: Some(LISTEN_SUBSCRIBE_ID.into()),
+            users: presence,
+        };
+        if let Err(err) = connection.send_frame(&subscribe).await {
+            return fail(&err);
+        }
+    }
     let wait = idle_secs.map_or(Duration::from_secs(u64::MAX / 4), Duration::from_secs);
     let mut printed = 0u64;
+    let mut acked_any = false;
     while count.is_none_or(|count| printed < count) {
         let frame = match connection.next_frame(wait).await {
             Ok(frame) => frame,
             Err(ClientError::Timeout) => break,
             Err(err) => return fail(&err),
         };
+        match &frame {
+            ServerFrame::Error { id, code, message }
+                if id.as_deref() == Some(LISTEN_SUBSCRIBE_ID) =>
+            {
+                let err = ClientError::Refused {
+                    code: *code,
+                    message: message.clone(),
+                };
+                connection.close().await;
+                return fail(&err);
+            }
+            ServerFrame::Typing { .. } | ServerFrame::Presence { .. } if ephemeral => {
+                print_json(&frame);
+                printed += 1;
+                continue;
+            }
+            _ => {}
+        }
         let Some(pos) = frame.queue_pos() else {
             continue;
         };
@@ -213,10 +359,11 @@ pub async fn listen(
             if let Err(err) = connection.send_frame(&frame).await {
                 return fail(&err);
             }
+            acked_any = true;
         }
     }
     // Make sure the last ack arrived before leaving.
-    if ack && printed > 0 {
+    if acked_any {
         let ping = ClientFrame::Ping {
             id: Some("final".into()),
         };
@@ -225,6 +372,68 @@ pub async fn listen(
         }
     }
     connection.close().await;
+    ExitCode::SUCCESS
+}
+
+/// How long `presence` waits for the server's answers.
+const PRESENCE_WAIT: Duration = Duration::from_secs(30);
+
+/// Subscribes to `users`' presence, prints one `presence` frame per user
+/// (the latest state seen before the server answered a following ping) and
+/// exits.
+pub async fn presence(args: &ClientArgs, users: &[String]) -> ExitCode {
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
+    };
+    let mut connection = match connect(&saved).await {
+        Ok(connection) => connection,
+        Err(code) => return code,
+    };
+    // The server answers frames in order: everything the subscription
+    // produces arrives before the pong.
+    let frames = [
+        ClientFrame::SubscribePresence {
+            id: Some("subscribe".into()),
+            users: users.to_vec(),
+        },
+        ClientFrame::Ping {
+            id: Some("done".into()),
+        },
+    ];
+    for frame in &frames {
+        if let Err(err) = connection.send_frame(frame).await {
+            return fail(&err);
+        }
+    }
+    let mut seen: Vec<(String, ServerFrame)> = Vec::new();
+    let mut refused = None;
+    loop {
+        let frame = match connection.next_frame(PRESENCE_WAIT).await {
+            Ok(frame) => frame,
+            Err(err) => return fail(&err),
+        };
+        match frame {
+            ServerFrame::Presence { ref user, .. } => {
+                match seen.iter_mut().find(|(seen_user, _)| seen_user == user) {
+                    Some(entry) => entry.1 = frame,
+                    None => seen.push((user.clone(), frame)),
+                }
+            }
+            ServerFrame::Error { id, code, message } if id.as_deref() == Some("subscribe") => {
+                refused = Some(ClientError::Refused { code, message });
+            }
+            ServerFrame::Pong { id } if id.as_deref() == Some("done") => break,
+            _ => {}
+        }
+    }
+    connection.close().await;
+    if let Some(err) = refused {
+        return fail(&err);
+    }
+    for (_, frame) in &seen {
+        print_json(frame);
+    }
     ExitCode::SUCCESS
 }
 
@@ -263,4 +472,145 @@ pub async fn logout(args: &ClientArgs) -> ExitCode {
     }
     let _ = profile::remove(&args.profile);
     print_json(&serde_json::json!({ "logged_out": saved.device_id }))
+}
+
+pub async fn group_create(args: &ClientArgs, name: &str, members: &[String]) -> ExitCode {
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+    rest(args, async |api, token| {
+        api.create_group(&token, name, &members).await
+    })
+    .await
+}
+
+pub async fn group_add(args: &ClientArgs, group: i64, members: &[String]) -> ExitCode {
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+    rest(args, async |api, token| {
+        api.add_members(&token, group, &members).await
+    })
+    .await
+}
+
+pub async fn group_remove(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.remove_member(&token, group, username).await
+    })
+    .await
+}
+
+pub async fn group_leave(args: &ClientArgs, group: i64) -> ExitCode {
+    rest(args, async |api, token| {
+        api.leave_group(&token, group).await?;
+        Ok(serde_json::json!({ "left": group }))
+    })
+    .await
+}
+
+pub async fn group_info(args: &ClientArgs, group: i64) -> ExitCode {
+    rest(args, async |api, token| api.group(&token, group).await).await
+}
+
+pub async fn group_rename(args: &ClientArgs, group: i64, name: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.rename_group(&token, group, name).await
+    })
+    .await
+}
+
+pub async fn group_promote(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.promote(&token, group, username).await
+    })
+    .await
+}
+
+pub async fn group_demote(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.demote(&token, group, username).await
+    })
+    .await
+}
+
+/// Which page of a conversation's history to fetch.
+pub struct HistoryPage {
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+pub async fn history(args: &ClientArgs, conversation: i64, page: HistoryPage) -> ExitCode {
+    let mut query = Vec::new();
+    if let Some(before) = page.before {
+        query.push(format!("before={before}"));
+    }
+    if let Some(after) = page.after {
+        query.push(format!("after={after}"));
+    }
+    if let Some(limit) = page.limit {
+        query.push(format!("limit={limit}"));
+    }
+    let query = query.join("&");
+    rest(args, async |api, token| {
+        api.history(&token, conversation, &query).await
+    })
+    .await
+}
+
+pub async fn conversations(args: &ClientArgs) -> ExitCode {
+    rest(args, async |api, token| api.conversations(&token).await).await
+}
+
+pub async fn receipts(args: &ClientArgs, conversation: i64, message_id: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.receipts(&token, conversation, message_id).await
+    })
+    .await
+}
+
+pub async fn contacts(args: &ClientArgs) -> ExitCode {
+    rest(args, async |api, token| api.contacts(&token).await).await
+}
+
+pub async fn add_contact(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.add_contact(&token, username).await?;
+        Ok(serde_json::json!({ "contact_added": username }))
+    })
+    .await
+}
+
+pub async fn remove_contact(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.remove_contact(&token, username).await?;
+        Ok(serde_json::json!({ "contact_removed": username }))
+    })
+    .await
+}
+
+pub async fn blocks(args: &ClientArgs) -> ExitCode {
+    rest(args, async |api, token| api.blocks(&token).await).await
+}
+
+pub async fn block(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.block(&token, username).await?;
+        Ok(serde_json::json!({ "blocked": username }))
+    })
+    .await
+}
+
+pub async fn unblock(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.unblock(&token, username).await?;
+        Ok(serde_json::json!({ "unblocked": username }))
+    })
+    .await
+}
+
+/// `privacy` with no argument prints the current setting; with one, sets it.
+pub async fn privacy(args: &ClientArgs, presence: Option<PresenceVisibility>) -> ExitCode {
+    rest(args, async |api, token| match presence {
+        Some(presence) => api.set_privacy(&token, presence).await,
+        None => api.privacy(&token).await,
+    })
+    .await
 }

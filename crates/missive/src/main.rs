@@ -8,7 +8,8 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use missive_proto::rest::PresenceVisibility;
 
 #[derive(Parser)]
 #[command(
@@ -40,10 +41,24 @@ enum Command {
         #[command(flatten)]
         client: cli::ClientArgs,
     },
-    /// Send a 1:1 text; prints the `sent` reply as JSON.
+    /// Send a text to a user (1:1) or, with --group, into a conversation;
+    /// prints the `sent` reply as JSON.
+    #[command(allow_missing_positional = true)]
     Send {
-        to: String,
+        /// Recipient username; leave out with --group.
+        #[arg(
+            value_name = "USER",
+            required_unless_present = "group",
+            conflicts_with = "group"
+        )]
+        to: Option<String>,
         text: String,
+        /// Send into this conversation (a group, or a 1:1 by its id).
+        #[arg(long, visible_alias = "conversation", value_name = "GROUP_ID")]
+        group: Option<i64>,
+        /// Id of the message (same conversation) this text replies to.
+        #[arg(long, value_name = "MESSAGE_ID")]
+        reply_to: Option<String>,
         /// Idempotency key; a retry with the same key stores nothing twice.
         #[arg(long)]
         client_msg_id: Option<String>,
@@ -61,6 +76,120 @@ enum Command {
         /// Do not ack: frames will be delivered again next time.
         #[arg(long)]
         no_ack: bool,
+        /// Also print `typing` and `presence` frames (never acked; they count for --count).
+        #[arg(long)]
+        ephemeral: bool,
+        /// Subscribe to this user's presence (repeatable); needs --ephemeral.
+        #[arg(long, value_name = "USER", requires = "ephemeral")]
+        presence: Vec<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Manage groups; every command but `leave` prints the group as JSON.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Set your reaction to a message, or remove it with --remove.
+    React {
+        conversation: i64,
+        message_id: String,
+        #[arg(required_unless_present = "remove", conflicts_with = "remove")]
+        emoji: Option<String>,
+        /// Remove your reaction instead of setting one.
+        #[arg(long)]
+        remove: bool,
+        /// Idempotency key; a retry with the same key stores nothing twice.
+        #[arg(long)]
+        client_msg_id: Option<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Replace the text of one of your messages.
+    Edit {
+        conversation: i64,
+        message_id: String,
+        text: String,
+        /// Idempotency key; a retry with the same key stores nothing twice.
+        #[arg(long)]
+        client_msg_id: Option<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Delete one of your messages for everyone.
+    Delete {
+        conversation: i64,
+        message_id: String,
+        /// Idempotency key; a retry with the same key stores nothing twice.
+        #[arg(long)]
+        client_msg_id: Option<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Print a page of a conversation's history (newest first unless --after).
+    History {
+        conversation: i64,
+        /// Only events with a seq below this.
+        #[arg(long, value_name = "SEQ", conflicts_with = "after")]
+        before: Option<i64>,
+        /// Only events with a seq above this, oldest first.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<i64>,
+        /// At most this many events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// List your conversations, most recent activity first.
+    Conversations {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Who received and read a message.
+    Receipts {
+        conversation: i64,
+        message_id: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// List (default), add or remove contacts.
+    Contacts {
+        #[arg(value_enum, default_value_t = ContactsAction::List)]
+        action: ContactsAction,
+        #[arg(value_name = "USER", required_if_eq_any([("action", "add"), ("action", "remove")]))]
+        user: Option<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Block a user: no 1:1 messages either way, and neither sees the other's presence.
+    Block {
+        user: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Unblock a user.
+    Unblock {
+        user: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// List the users you blocked.
+    Blocks {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Print these users' presence, one JSON line each, and exit.
+    Presence {
+        #[arg(required = true, value_name = "USER")]
+        users: Vec<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Print who may see your presence, or set it.
+    Privacy {
+        #[arg(value_enum)]
+        presence: Option<Visibility>,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -80,6 +209,92 @@ enum Command {
         #[command(flatten)]
         client: cli::ClientArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group with you as its admin.
+    Create {
+        name: String,
+        /// Add this user too (repeatable).
+        #[arg(long = "member", value_name = "USER")]
+        members: Vec<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Add members (admins only).
+    Add {
+        group: i64,
+        #[arg(required = true, value_name = "USER")]
+        users: Vec<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Remove a member (admins only).
+    Remove {
+        group: i64,
+        user: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Leave the group; prints `{"left": GROUP_ID}`.
+    Leave {
+        group: i64,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Print the group's name and members.
+    Info {
+        group: i64,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Rename the group (admins only).
+    Rename {
+        group: i64,
+        name: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Make a member an admin (admins only).
+    Promote {
+        group: i64,
+        user: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Make an admin a plain member (admins only).
+    Demote {
+        group: i64,
+        user: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ContactsAction {
+    List,
+    Add,
+    Remove,
+}
+
+/// Who may see your presence.
+#[derive(Clone, Copy, ValueEnum)]
+enum Visibility {
+    Everyone,
+    Contacts,
+    Nobody,
+}
+
+impl From<Visibility> for PresenceVisibility {
+    fn from(visibility: Visibility) -> Self {
+        match visibility {
+            Visibility::Everyone => Self::Everyone,
+            Visibility::Contacts => Self::Contacts,
+            Visibility::Nobody => Self::Nobody,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -103,20 +318,145 @@ fn main() -> ExitCode {
             Command::Send {
                 to,
                 text,
+                group,
+                reply_to,
                 client_msg_id,
                 client,
-            } => cli::send(&client, &to, &text, client_msg_id).await,
+            } => {
+                let to = match (group, to) {
+                    (Some(group), _) => cli::Recipient::Conversation(group),
+                    (None, Some(to)) => cli::Recipient::User(to),
+                    // clap requires USER unless --group is given.
+                    (None, None) => unreachable!("clap enforces USER or --group"),
+                };
+                cli::send(&client, to, &text, reply_to, client_msg_id).await
+            }
             Command::Listen {
                 count,
                 idle_secs,
                 no_ack,
+                ephemeral,
+                presence,
                 client,
-            } => cli::listen(&client, count, idle_secs, !no_ack).await,
+            } => {
+                let options = cli::ListenOptions {
+                    count,
+                    idle_secs,
+                    ack: !no_ack,
+                    ephemeral,
+                    presence,
+                };
+                cli::listen(&client, options).await
+            }
+            Command::Group { command } => group(command).await,
+            Command::React {
+                conversation,
+                message_id,
+                emoji,
+                remove,
+                client_msg_id,
+                client,
+            } => {
+                let emoji = if remove { None } else { emoji.as_deref() };
+                cli::react(&client, conversation, &message_id, emoji, client_msg_id).await
+            }
+            Command::Edit {
+                conversation,
+                message_id,
+                text,
+                client_msg_id,
+                client,
+            } => cli::edit(&client, conversation, &message_id, &text, client_msg_id).await,
+            Command::Delete {
+                conversation,
+                message_id,
+                client_msg_id,
+                client,
+            } => cli::delete(&client, conversation, &message_id, client_msg_id).await,
+            Command::History {
+                conversation,
+                before,
+                after,
+                limit,
+                client,
+            } => {
+                let page = cli::HistoryPage {
+                    before,
+                    after,
+                    limit,
+                };
+                cli::history(&client, conversation, page).await
+            }
+            Command::Conversations { client } => cli::conversations(&client).await,
+            Command::Receipts {
+                conversation,
+                message_id,
+                client,
+            } => cli::receipts(&client, conversation, &message_id).await,
+            Command::Contacts {
+                action,
+                user,
+                client,
+            } => match (action, user) {
+                (ContactsAction::List, None) => cli::contacts(&client).await,
+                (ContactsAction::Add, Some(user)) => cli::add_contact(&client, &user).await,
+                (ContactsAction::Remove, Some(user)) => cli::remove_contact(&client, &user).await,
+                (ContactsAction::List, Some(_)) => {
+                    eprintln!("error: `contacts list` takes no USER");
+                    ExitCode::from(2)
+                }
+                // clap requires USER for add and remove.
+                (_, None) => unreachable!("clap enforces USER for add/remove"),
+            },
+            Command::Block { user, client } => cli::block(&client, &user).await,
+            Command::Unblock { user, client } => cli::unblock(&client, &user).await,
+            Command::Blocks { client } => cli::blocks(&client).await,
+            Command::Presence { users, client } => cli::presence(&client, &users).await,
+            Command::Privacy { presence, client } => {
+                cli::privacy(&client, presence.map(PresenceVisibility::from)).await
+            }
             Command::Devices { client } => cli::devices(&client).await,
             Command::Revoke { device_id, client } => cli::revoke(&client, device_id).await,
             Command::Logout { client } => cli::logout(&client).await,
         }
     })
+}
+
+async fn group(command: GroupCommand) -> ExitCode {
+    match command {
+        GroupCommand::Create {
+            name,
+            members,
+            client,
+        } => cli::group_create(&client, &name, &members).await,
+        GroupCommand::Add {
+            group,
+            users,
+            client,
+        } => cli::group_add(&client, group, &users).await,
+        GroupCommand::Remove {
+            group,
+            user,
+            client,
+        } => cli::group_remove(&client, group, &user).await,
+        GroupCommand::Leave { group, client } => cli::group_leave(&client, group).await,
+        GroupCommand::Info { group, client } => cli::group_info(&client, group).await,
+        GroupCommand::Rename {
+            group,
+            name,
+            client,
+        } => cli::group_rename(&client, group, &name).await,
+        GroupCommand::Promote {
+            group,
+            user,
+            client,
+        } => cli::group_promote(&client, group, &user).await,
+        GroupCommand::Demote {
+            group,
+            user,
+            client,
+        } => cli::group_demote(&client, group, &user).await,
+    }
 }
 
 /// Where profiles live: `$MISSIVE_CONFIG_DIR`, else `$XDG_CONFIG_HOME/missive`,

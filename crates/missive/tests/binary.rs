@@ -3,73 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use common::*;
 use missive_client::{Api, Connection};
 use missive_proto::ServerFrame;
-
-const BIN: &str = env!("CARGO_BIN_EXE_missive");
-
-/// A `missive serve` child process on a random port.
-struct ServerProcess {
-    child: Child,
-    url: String,
-}
-
-impl ServerProcess {
-    /// Starts the binary on port 0 and reads the bound address from its
-    /// JSON log line.
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn missive serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("server exited before serving")
-                .expect("read log");
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if let Some(addr) = entry["fields"]["local_addr"].as_str() {
-                break format!("http://{addr}");
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url }
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sent_message_survives_kill_9() {
@@ -157,21 +96,6 @@ async fn every_sent_message_survives_kill_9() {
         (1..=received.len() as i64).collect::<Vec<_>>(),
         "seqs must be gap-free and ordered"
     );
-}
-
-fn cli(config_dir: &Path, server: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .env("MISSIVE_CONFIG_DIR", config_dir)
-        .env("MISSIVE_SERVER", server)
-        .env("MISSIVE_PASSWORD", PASSWORD)
-        .output()
-        .expect("run missive");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -680,3 +680,73 @@ async fn a_non_member_can_do_nothing_to_a_group() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_can_be_managed_over_the_websocket_too() {
+    // Goal: the group_* frames do what the REST endpoints do, with the same
+    // rules and typed errors, answered with `group` / `ok`.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    server.user("carol").await;
+    let mut alice_ws = server.connect(&alice).await;
+    let mut bob_ws = server.connect(&bob).await;
+    let created = alice_ws
+        .call(|id| ClientFrame::GroupCreate {
+            id,
+            name: "ws group".into(),
+            members: vec!["bob".into()],
+        })
+        .await
+        .unwrap();
+    let ServerFrame::Group { group, .. } = created else {
+        panic!("{created:?}")
+    };
+    let id = group.conversation;
+    assert_eq!(group.members.len(), 2);
+    let refused = bob_ws
+        .call(|cid| ClientFrame::GroupAdd {
+            id: cid,
+            conversation: id,
+            members: vec!["carol".into()],
+        })
+        .await;
+    assert_eq!(refused_code(refused), "not_admin");
+    let added = alice_ws
+        .call(|cid| ClientFrame::GroupAdd {
+            id: cid,
+            conversation: id,
+            members: vec!["carol".into()],
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(&added, ServerFrame::Group { group, .. } if group.members.len() == 3),
+        "{added:?}"
+    );
+    let left = bob_ws
+        .call(|cid| ClientFrame::GroupLeave {
+            id: cid,
+            conversation: id,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(left, ServerFrame::Ok { .. }), "{left:?}");
+    let info = alice_ws
+        .call(|cid| ClientFrame::GroupInfo {
+            id: cid,
+            conversation: id,
+        })
+        .await
+        .unwrap();
+    let ServerFrame::Group { group, .. } = info else {
+        panic!("{info:?}")
+    };
+    let names: Vec<_> = group.members.iter().map(|m| m.username.as_str()).collect();
+    assert_eq!(names, ["alice", "carol"]);
+    // Bob saw created, added, and his own leave; the REST view agrees.
+    let frames = drain(&mut bob_ws, 2).await;
+    let actions: Vec<_> = frames.iter().filter_map(system_action).collect();
+    assert_eq!(actions, ["created", "added"]);
+    assert_eq!(server.api.group(&alice, id).await.unwrap(), group);
+}

@@ -73,6 +73,63 @@ pub enum ClientFrame {
         id: Option<String>,
         users: Vec<String>,
     },
+    // Group management over the socket: the same operations and rules as
+    // the `/v1/groups` endpoints, answered with `group` (or `ok`).
+    /// Create a group (you become its admin).
+    GroupCreate {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        name: String,
+        #[serde(default)]
+        members: Vec<String>,
+    },
+    /// A group's name and members (members only).
+    GroupInfo {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+    },
+    /// Rename a group (admins).
+    GroupRename {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        name: String,
+    },
+    /// Add members (admins).
+    GroupAdd {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        members: Vec<String>,
+    },
+    /// Remove a member (admins).
+    GroupRemove {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        username: String,
+    },
+    /// Make a member an admin (admins).
+    GroupPromote {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        username: String,
+    },
+    /// Make an admin a plain member (admins).
+    GroupDemote {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        username: String,
+    },
+    /// Leave a group; answered with `ok`.
+    GroupLeave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+    },
     /// Remove queue entries: every entry at or below `up_to`, and/or the
     /// listed positions.
     Ack {
@@ -180,7 +237,13 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
-    /// Reply to `typing` and `subscribe_presence`.
+    /// Reply to a `group` frame: the group after the operation.
+    Group {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        group: crate::rest::GroupInfo,
+    },
+    /// Reply to `typing`, `subscribe_presence` and `group` leave.
     Ok {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
@@ -273,6 +336,14 @@ const CLIENT_TYPES: &[&str] = &[
     "delete",
     "typing",
     "subscribe_presence",
+    "group_create",
+    "group_info",
+    "group_rename",
+    "group_add",
+    "group_remove",
+    "group_promote",
+    "group_demote",
+    "group_leave",
     "ack",
     "read",
     "ping",
@@ -384,6 +455,11 @@ mod tests {
                 id: None,
                 conversation: 3,
                 state: TypingState::Start,
+            },
+            ClientFrame::GroupAdd {
+                id: Some("g".into()),
+                conversation: 3,
+                members: vec!["bob".into()],
             },
             ClientFrame::Ack {
                 id: None,

@@ -73,6 +73,8 @@ impl Router {
         match state.live.insert(device, live) {
             Some(previous) => {
                 let _ = previous.close.send(Some(CloseCode::Replaced));
+                // Subscriptions belong to a connection, not to the device.
+                unwatch(&mut state, device);
             }
             None => *state.online.entry(account).or_insert(0) += 1,
         }
@@ -109,6 +111,23 @@ impl Router {
                 .insert(device, viewer);
         }
         state.watching.insert(device, targets);
+    }
+
+    /// (device, watched accounts) of every live device of `viewer` that
+    /// watches someone.
+    pub fn watched_by(&self, viewer: AccountId) -> Vec<(DeviceId, Vec<AccountId>)> {
+        let state = self.lock();
+        state
+            .watching
+            .iter()
+            .filter(|(device, _)| {
+                state
+                    .live
+                    .get(device)
+                    .is_some_and(|live| live.account == viewer)
+            })
+            .map(|(device, targets)| (*device, targets.clone()))
+            .collect()
     }
 
     /// (device, its account) of everyone watching `target`.

@@ -37,8 +37,10 @@ mod support {
         TokenHash, UnixMillis, Username,
     };
     use missive_store::{
-        AccountRecord, AckOutcome, AckRequest, Appended, DeviceAuth, DeviceRecord, NewAccount,
-        NewDevice, NewMessage, QueueItem, Store,
+        AccountRecord, AckOutcome, AckRequest, Appended, Body, ConversationRecord, DeviceAuth,
+        DeviceRecord, EventKind, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
+        GroupRecord, HistoryRequest, NewAccount, NewDevice, NewGroup, NewMessage, QueueItem,
+        ReadOutcome, ReadRequest, Role, Store, StoreError, StoredEvent,
     };
 
     /// The suite's "now"; everything else is an offset from it.
@@ -119,18 +121,84 @@ mod support {
     /// `token(label)`), then their direct conversation at `NOW`.
     pub async fn cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> Cast<N> {
         let (alice, bob) = alice_and_bob(store).await;
-        let mut devices = Vec::with_capacity(N);
-        for label in labels {
-            let owner = match label.as_bytes().first() {
-                Some(b'a') => alice,
-                Some(b'b') => bob,
-                _ => panic!("device label {label:?} names neither alice nor bob"),
-            };
-            devices.push(new_device(store, owner, label).await);
-        }
-        let devices = devices.try_into().expect("one device per label");
+        let devices = cast_devices(store, &[('a', alice), ('b', bob)], labels).await;
         let conv = direct(store, alice, bob, NOW).await;
         Cast(alice, bob, conv, devices)
+    }
+
+    /// [`cast`], then alice's text "m1" (`text_of("m1")`, seq 1) at `NOW`
+    /// from her first device; returns the cast and that text's id.
+    pub async fn cast_with_text<const N: usize>(
+        store: &dyn Store,
+        labels: [&str; N],
+    ) -> (Cast<N>, MessageId) {
+        let cast = cast(store, labels).await;
+        let a1 = first_of_alice(&labels, &cast.3);
+        let m1 = send_at(store, cast.2, cast.0, a1, "m1", NOW).await;
+        assert_eq!(m1.seq, 1);
+        (cast, m1.message_id)
+    }
+
+    /// The device of the first label naming alice.
+    fn first_of_alice(labels: &[&str], devices: &[DeviceId]) -> DeviceId {
+        let idx = labels
+            .iter()
+            .position(|label| label.starts_with('a'))
+            .expect("the cast needs a device of alice");
+        devices[idx]
+    }
+
+    /// One device per label, in order, owned by the account whose letter
+    /// starts the label; its token hash is `token(label)`.
+    async fn cast_devices<const N: usize>(
+        store: &dyn Store,
+        owners: &[(char, AccountId)],
+        labels: [&str; N],
+    ) -> [DeviceId; N] {
+        let mut devices = Vec::with_capacity(N);
+        for label in labels {
+            let owner = owners
+                .iter()
+                .find(|(letter, _)| label.starts_with(*letter))
+                .unwrap_or_else(|| panic!("device label {label:?} names no account of the cast"))
+                .1;
+            devices.push(new_device(store, owner, label).await);
+        }
+        devices.try_into().expect("one device per label")
+    }
+
+    /// The group cast, built by [`group_cast`]:
+    /// `GroupCast([alice, bob, carol, dave], group, devices)`.
+    pub struct GroupCast<const N: usize>(pub [AccountId; 4], pub ConversationId, pub [DeviceId; N]);
+
+    /// alice, bob, carol and dave, one device per label (its first letter
+    /// 'a', 'b', 'c' or 'd' names the owner), then the group "team" that
+    /// alice creates at `NOW` from her first device with bob and carol in
+    /// it (seq 1). dave is the outsider.
+    pub async fn group_cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> GroupCast<N> {
+        let (alice, bob) = alice_and_bob(store).await;
+        let carol = new_account(store, "carol").await;
+        let dave = new_account(store, "dave").await;
+        let owners = [('a', alice), ('b', bob), ('c', carol), ('d', dave)];
+        let devices = cast_devices(store, &owners, labels).await;
+        let creator_device = first_of_alice(&labels, &devices);
+        let created = create_group(
+            store,
+            new_group(alice, creator_device, "team", &[bob, carol], NOW),
+        )
+        .await;
+        assert_eq!(created.seq, 1, "the created event is seq 1");
+        GroupCast([alice, bob, carol, dave], created.conversation, devices)
+    }
+
+    /// A new account `name` with one device `label`.
+    pub async fn account_with_device(
+        store: &dyn Store,
+        name: &str,
+        label: &str,
+    ) -> (AccountId, DeviceId) {
+        let account = new_account(store, name).await;
+        (account, new_device(store, account, label).await)
     }
 
     pub async fn account_named(store: &dyn Store, name: &str) -> Option<AccountRecord> {
@@ -174,10 +242,7 @@ mod support {
             sender_account: account,
             sender_device: device,
             client_msg_id: ClientMsgId::parse(cmid).expect("valid client_msg_id"),
-            body: missive_store::Body::Text {
-                text: MessageText::parse(&text_of(cmid), 4096).expect("valid text"),
-                reply_to: None,
-            },
+            body: plain(&text_of(cmid)),
             now_ms,
             queue_expires_ms,
         }
@@ -191,17 +256,169 @@ mod support {
         device: DeviceId,
         cmid: &str,
     ) -> Appended {
+        send_at(store, conversation, account, device, cmid, NOW).await
+    }
+
+    /// Appends the text `text_of(cmid)` at `now_ms`; panics on refusal.
+    pub async fn send_at(
+        store: &dyn Store,
+        conversation: ConversationId,
+        account: AccountId,
+        device: DeviceId,
+        cmid: &str,
+        now_ms: UnixMillis,
+    ) -> Appended {
         store
             .append_message(new_message(
                 conversation,
                 account,
                 device,
                 cmid,
-                NOW,
+                now_ms,
                 NOW + DAY_MS,
             ))
             .await
             .expect("append_message")
+    }
+
+    /// A request to append `body` at `now_ms` (queue expiry a day after `NOW`).
+    pub fn message_with(
+        conversation: ConversationId,
+        account: AccountId,
+        device: DeviceId,
+        cmid: &str,
+        body: Body,
+        now_ms: UnixMillis,
+    ) -> NewMessage {
+        NewMessage {
+            body,
+            ..new_message(conversation, account, device, cmid, now_ms, NOW + DAY_MS)
+        }
+    }
+
+    /// Appends `message`; panics on refusal.
+    pub async fn append_ok(store: &dyn Store, message: NewMessage) -> Appended {
+        store.append_message(message).await.expect("append_message")
+    }
+
+    /// Asserts that `appended` is a new message (not a duplicate) at `seq`:
+    /// after refusals, that they left neither a seq nor an idempotency record.
+    pub fn assert_new(appended: &Appended, seq: Seq) {
+        assert_eq!(
+            (appended.seq, appended.duplicate),
+            (seq, false),
+            "expected a new message at seq {seq}"
+        );
+    }
+
+    /// The edit window the scenarios pass in `Body::Edit`.
+    pub const WINDOW_MS: i64 = 900_000;
+
+    pub fn text(text: &str) -> MessageText {
+        MessageText::parse(text, 4096).expect("valid text")
+    }
+
+    /// A text that replies to nothing.
+    pub fn plain(body: &str) -> Body {
+        Body::Text {
+            text: text(body),
+            reply_to: None,
+        }
+    }
+
+    /// A text replying to `to`.
+    pub fn reply(body: &str, to: &MessageId) -> Body {
+        Body::Text {
+            text: text(body),
+            reply_to: Some(to.clone()),
+        }
+    }
+
+    /// A reaction to `target`; `None` removes the sender's reaction.
+    pub fn react(target: &MessageId, emoji: Option<&str>) -> Body {
+        Body::Reaction {
+            target: target.clone(),
+            emoji: emoji.map(str::to_owned),
+        }
+    }
+
+    /// An edit of `target` with the window [`WINDOW_MS`].
+    pub fn edit(target: &MessageId, body: &str) -> Body {
+        Body::Edit {
+            target: target.clone(),
+            text: text(body),
+            window_ms: WINDOW_MS,
+        }
+    }
+
+    pub fn delete(target: &MessageId) -> Body {
+        Body::Delete {
+            target: target.clone(),
+        }
+    }
+
+    /// The account's view of one conversation in `conversations()`.
+    pub async fn conversation_of(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Option<ConversationRecord> {
+        conversation_list(store, account)
+            .await
+            .into_iter()
+            .find(|record| record.conversation == conversation)
+    }
+
+    pub async fn conversation_list(
+        store: &dyn Store,
+        account: AccountId,
+    ) -> Vec<ConversationRecord> {
+        store.conversations(account).await.expect("conversations")
+    }
+
+    /// The conversations of `account`, in the order `conversations()` lists them.
+    pub async fn conversation_ids(store: &dyn Store, account: AccountId) -> Vec<ConversationId> {
+        conversation_list(store, account)
+            .await
+            .iter()
+            .map(|record| record.conversation)
+            .collect()
+    }
+
+    /// Asserts that `message` is refused with `expected` and changed nothing:
+    /// not the conversation's last seq as its sender sees it, not the queues
+    /// of `watched`.
+    pub async fn assert_refused(
+        store: &dyn Store,
+        message: NewMessage,
+        expected: StoreError,
+        watched: &[DeviceId],
+    ) {
+        let (account, conversation) = (message.sender_account, message.conversation);
+        let cmid = message.client_msg_id.as_str().to_owned();
+        let last_seq = |record: Option<ConversationRecord>| record.map(|r| r.last_seq);
+        let seq_before = last_seq(conversation_of(store, account, conversation).await);
+        let mut queues_before = Vec::new();
+        for device in watched {
+            queues_before.push(pending_all(store, *device).await);
+        }
+        assert_eq!(
+            store.append_message(message).await,
+            Err(expected.clone()),
+            "append {cmid:?}"
+        );
+        assert_eq!(
+            last_seq(conversation_of(store, account, conversation).await),
+            seq_before,
+            "a refused append ({expected:?}) consumed a seq"
+        );
+        for (device, before) in watched.iter().zip(queues_before) {
+            assert_eq!(
+                pending_all(store, *device).await,
+                before,
+                "a refused append ({expected:?}) changed device {device}'s queue"
+            );
+        }
     }
 
     /// The device's whole live queue at `NOW`.
@@ -377,6 +594,344 @@ mod support {
         let pos = pos_of(store, device, message_id).await;
         ack(store, device, account, None, vec![pos], purge).await
     }
+
+    /// Acks `positions` of the device's queue at `now_ms` (no purge).
+    pub async fn ack_at(
+        store: &dyn Store,
+        device: DeviceId,
+        account: AccountId,
+        positions: Vec<QueuePos>,
+        now_ms: UnixMillis,
+    ) -> AckOutcome {
+        let request = AckRequest {
+            now_ms,
+            ..ack_request(device, account, None, positions, false)
+        };
+        store.ack(request).await.expect("ack")
+    }
+
+    /// Acks the device's whole live queue at `now_ms`.
+    pub async fn ack_all_at(
+        store: &dyn Store,
+        device: DeviceId,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> AckOutcome {
+        let all = positions(&pending_all(store, device).await);
+        ack_at(store, device, account, all, now_ms).await
+    }
+
+    /// Moves `account`'s read pointer in `conversation` at `now_ms`.
+    pub async fn read_up_to(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+        seq: Seq,
+        now_ms: UnixMillis,
+    ) -> ReadOutcome {
+        store
+            .mark_read(ReadRequest {
+                account,
+                conversation,
+                seq,
+                now_ms,
+                queue_expires_ms: NOW + DAY_MS,
+            })
+            .await
+            .expect("mark_read")
+    }
+
+    /// The two account-to-account relations, which share a contract.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Relation {
+        Contact,
+        Block,
+    }
+
+    /// `set_contact` or `set_block` at `NOW`: whether anything changed.
+    pub async fn set_relation(
+        store: &dyn Store,
+        relation: Relation,
+        from: AccountId,
+        to: AccountId,
+        present: bool,
+    ) -> bool {
+        match relation {
+            Relation::Contact => store.set_contact(from, to, present, NOW).await,
+            Relation::Block => store.set_block(from, to, present, NOW).await,
+        }
+        .expect("set relation")
+    }
+
+    /// `contacts` or `blocked` of `owner`.
+    pub async fn relation_list(
+        store: &dyn Store,
+        relation: Relation,
+        owner: AccountId,
+    ) -> Vec<String> {
+        match relation {
+            Relation::Contact => store.contacts(owner).await,
+            Relation::Block => store.blocked(owner).await,
+        }
+        .expect("relation list")
+    }
+
+    // ── Groups ──
+
+    /// The group size limit (creator included) scenarios pass unless they
+    /// test it.
+    pub const GROUP_MAX: usize = 8;
+
+    pub fn group_name(name: &str) -> GroupName {
+        GroupName::parse(name).expect("valid group name")
+    }
+
+    pub fn rename(name: &str) -> GroupChange {
+        GroupChange::Rename(group_name(name))
+    }
+
+    /// A creation request with limit [`GROUP_MAX`].
+    pub fn new_group(
+        creator: AccountId,
+        creator_device: DeviceId,
+        name: &str,
+        members: &[AccountId],
+        now_ms: UnixMillis,
+    ) -> NewGroup {
+        NewGroup {
+            creator,
+            creator_device,
+            name: group_name(name),
+            members: members.to_vec(),
+            members_max: GROUP_MAX,
+            now_ms,
+            queue_expires_ms: NOW + DAY_MS,
+        }
+    }
+
+    pub async fn create_group(store: &dyn Store, group: NewGroup) -> GroupChanged {
+        store.create_group(group).await.expect("create_group")
+    }
+
+    /// A change request with limit [`GROUP_MAX`].
+    pub fn change_request(
+        actor: AccountId,
+        actor_device: DeviceId,
+        conversation: ConversationId,
+        change: GroupChange,
+        now_ms: UnixMillis,
+    ) -> GroupChangeRequest {
+        GroupChangeRequest {
+            actor,
+            actor_device,
+            conversation,
+            change,
+            members_max: GROUP_MAX,
+            now_ms,
+            queue_expires_ms: NOW + DAY_MS,
+        }
+    }
+
+    /// Applies a change (see [`change_request`]), returning the store's answer.
+    pub async fn change(
+        store: &dyn Store,
+        actor: AccountId,
+        actor_device: DeviceId,
+        conversation: ConversationId,
+        change: GroupChange,
+        now_ms: UnixMillis,
+    ) -> Result<GroupChanged, StoreError> {
+        let request = change_request(actor, actor_device, conversation, change, now_ms);
+        store.change_group(request).await
+    }
+
+    pub async fn group_info(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> GroupRecord {
+        store
+            .group_info(account, conversation)
+            .await
+            .expect("group_info")
+    }
+
+    /// Asserts the group's admins and plain members (usernames, in any
+    /// order) as `account` sees them in group_info.
+    pub async fn assert_roles(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+        admins: &[&str],
+        members: &[&str],
+    ) {
+        let mut actual: [Vec<String>; 2] = Default::default();
+        for member in group_info(store, account, conversation).await.members {
+            actual[usize::from(member.role == Role::Member)].push(member.username);
+        }
+        actual.iter_mut().for_each(|names| names.sort());
+        assert_eq!(actual, [admins, members], "[admins, members]");
+    }
+
+    /// The description of a system event (its body), checked to be `"v": 1`.
+    pub fn description(body: &str) -> serde_json::Value {
+        let value: serde_json::Value =
+            serde_json::from_str(body).expect("a system event's body is JSON");
+        assert_eq!(value["v"], 1, "system event {body}");
+        value
+    }
+
+    // ── Stored events, in queues and in history ──
+
+    /// (seq, kind, what) of a stored event, where `what` is the body
+    /// (text, emoji, edited text; empty when removed or deleted) or, for a
+    /// system event, its `action`.
+    pub type Summary = (Seq, EventKind, String);
+
+    fn summary(seq: Seq, kind: EventKind, body: &str) -> Summary {
+        let what = match kind {
+            EventKind::System => description(body)["action"]
+                .as_str()
+                .expect("a system event has an action")
+                .to_owned(),
+            _ => body.to_owned(),
+        };
+        (seq, kind, what)
+    }
+
+    /// The summary of the text `text_of(cmid)` at `seq`.
+    pub fn txt(seq: Seq, cmid: &str) -> Summary {
+        (seq, EventKind::Text, text_of(cmid))
+    }
+
+    /// The summary of a system event with `action` at `seq`.
+    pub fn sys(seq: Seq, action: &str) -> Summary {
+        (seq, EventKind::System, action.to_owned())
+    }
+
+    /// Summaries of the `Message` items, in page order.
+    pub fn queue_summaries(items: &[QueueItem]) -> Vec<Summary> {
+        items
+            .iter()
+            .filter_map(|item| match item {
+                QueueItem::Message {
+                    seq, kind, text, ..
+                } => Some(summary(*seq, *kind, text)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Summaries of the `Message` items of the device's whole live queue.
+    pub async fn pending_summaries(store: &dyn Store, device: DeviceId) -> Vec<Summary> {
+        queue_summaries(&pending_all(store, device).await)
+    }
+
+    /// The device's queued `Message` item of `message_id`.
+    pub async fn queued(store: &dyn Store, device: DeviceId, message_id: &MessageId) -> QueueItem {
+        pending_all(store, device)
+            .await
+            .into_iter()
+            .find(|item| matches!(item, QueueItem::Message { message_id: id, .. } if id == message_id))
+            .unwrap_or_else(|| panic!("{message_id} is not queued for device {device}"))
+    }
+
+    pub fn summaries(events: &[StoredEvent]) -> Vec<Summary> {
+        events
+            .iter()
+            .map(|event| summary(event.seq, event.kind, &event.body))
+            .collect()
+    }
+
+    pub fn seqs(events: &[StoredEvent]) -> Vec<Seq> {
+        events.iter().map(|event| event.seq).collect()
+    }
+
+    /// One history page, as the store answers it.
+    pub async fn history_page(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        store
+            .history(HistoryRequest {
+                account,
+                conversation,
+                before,
+                after,
+                limit,
+            })
+            .await
+    }
+
+    /// Everything the account may see of the conversation, oldest first.
+    pub async fn history_all(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Vec<StoredEvent> {
+        history_page(store, account, conversation, None, Some(0), ALL)
+            .await
+            .expect("history")
+    }
+
+    /// The newest event `account` may see in the conversation.
+    pub async fn newest(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> StoredEvent {
+        history_page(store, account, conversation, None, None, 1)
+            .await
+            .expect("history")
+            .pop()
+            .expect("an event")
+    }
+
+    /// The stored event `message_id` as `account` sees it in history.
+    pub async fn stored(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+        message_id: &MessageId,
+    ) -> StoredEvent {
+        history_all(store, account, conversation)
+            .await
+            .into_iter()
+            .find(|event| event.message_id == *message_id)
+            .unwrap_or_else(|| panic!("{message_id} is not in the history"))
+    }
+
+    /// The `reactions` of a text as `account` sees it in history.
+    pub async fn reactions_of(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+        message_id: &MessageId,
+    ) -> Vec<(String, String)> {
+        stored(store, account, conversation, message_id)
+            .await
+            .reactions
+    }
+
+    /// `[(name, value)]` as owned pairs (reactions).
+    pub fn pairs<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
+        pairs
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect()
+    }
+
+    /// `[(name, ts)]` as owned pairs (receipt lists).
+    pub fn stamped<const N: usize>(pairs: [(&str, UnixMillis); N]) -> Vec<(String, UnixMillis)> {
+        pairs
+            .into_iter()
+            .map(|(name, ts)| (name.to_owned(), ts))
+            .collect()
+    }
 }
 
 /// The backend-independent scenarios. Each takes a fresh, empty store.
@@ -384,10 +939,12 @@ mod scenarios {
     use std::collections::{BTreeSet, HashMap, HashSet};
     use std::sync::Arc;
 
-    use missive_core::{ConversationId, DeviceId, MessageId, QueuePos, Seq, UnixMillis};
+    use missive_core::{AccountId, ConversationId, DeviceId, MessageId, QueuePos, Seq, UnixMillis};
     use missive_store::{
-        AccountRecord, AckOutcome, DeviceAuth, DeviceRecord, NewAccount, NewDevice, QueueItem,
-        ReadOutcome, ReadRequest, Store, StoreError, SweepOutcome, SweepRequest,
+        AccountRecord, AckOutcome, ConversationKind, DeviceAuth, DeviceRecord, EventKind,
+        GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, PresenceVisibility,
+        QueueItem, ReadOutcome, ReadRequest, Role, Store, StoreError, StoredEvent, SweepOutcome,
+        SweepRequest,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -1606,6 +2163,1281 @@ mod scenarios {
         assert_eq!(write, Err(StoreError::Closed));
         assert_eq!(store.list_devices(alice).await, Err(StoreError::Closed));
     }
+
+    /// 12. Group creation.
+    pub async fn group_create(store: Arc<dyn Store>) {
+        // Goal: a new group has the creator as its only admin and the others
+        // as members, and its `created` system event is seq 1, queued for
+        // every member device except the creating one; duplicates and the
+        // creator in `members` are ignored; `members_max` counts the creator
+        // and a creation beyond it stores nothing; group operations on a 1:1
+        // conversation are NotAGroup; group_info is for members only.
+        // Method: alice (a1, a2), bob (b1), carol (c1), dave (d1). Create one
+        // over the limit, then one at the limit with repeated members;
+        // inspect the answer, group_info, every queue, the event's
+        // description and the conversation lists.
+        let store = &*store;
+        let Cast(alice, bob, direct_ab, [a1, a2, b1]) = cast(store, ["a1", "a2", "b1"]).await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let (dave, d1) = account_with_device(store, "dave", "d1").await;
+
+        let over = NewGroup {
+            members: vec![bob, carol, dave],
+            members_max: 3,
+            ..new_group(alice, a1, "crowd", &[], NOW)
+        };
+        assert_eq!(store.create_group(over).await, Err(StoreError::GroupFull));
+        assert_eq!(conversation_ids(store, alice).await, vec![direct_ab]);
+        assert!(conversation_ids(store, dave).await.is_empty());
+        assert!(pending_all(store, d1).await.is_empty());
+
+        let created = create_group(
+            store,
+            NewGroup {
+                members: vec![bob, carol, bob, alice],
+                members_max: 3,
+                ..new_group(alice, a1, "team", &[], NOW + 1)
+            },
+        )
+        .await;
+        let group = created.conversation;
+        assert_ne!(group, direct_ab);
+        assert_eq!(created.seq, 1);
+        assert_eq!(sorted(created.queued_for), sorted(vec![a2, b1, c1]));
+
+        let info = group_info(store, bob, group).await;
+        assert_eq!(
+            (info.conversation, info.name.as_str(), info.last_seq),
+            (group, "team", 1)
+        );
+        assert!(info.members.iter().all(|m| m.joined_ms == NOW + 1));
+        assert_roles(store, carol, group, &["alice"], &["bob", "carol"]).await;
+
+        assert!(
+            pending_all(store, a1).await.is_empty(),
+            "the creating device got its own event"
+        );
+        assert!(pending_all(store, d1).await.is_empty());
+        for device in [a2, b1, c1] {
+            assert_eq!(
+                pending_summaries(store, device).await,
+                vec![sys(1, "created")],
+                "device {device}"
+            );
+        }
+        let QueueItem::Message {
+            from,
+            from_device,
+            conversation,
+            text,
+            target,
+            ts_ms,
+            ..
+        } = &pending_all(store, b1).await[0]
+        else {
+            panic!("b1's first item is not the created event");
+        };
+        assert_eq!(
+            (from.as_str(), *from_device, *conversation, target, *ts_ms),
+            ("alice", a1, group, &None, NOW + 1)
+        );
+        let event = description(text);
+        assert_eq!(event["name"], "team");
+        assert_eq!(event["users"], serde_json::json!(["bob", "carol"]));
+
+        // The group is in every member's list, not in dave's.
+        for account in [alice, bob, carol] {
+            let record = conversation_of(store, account, group)
+                .await
+                .expect("listed");
+            assert_eq!(record.kind, ConversationKind::Group);
+            assert_eq!(record.name.as_deref(), Some("team"));
+            assert_eq!(record.members, ["alice", "bob", "carol"]);
+        }
+        assert!(conversation_ids(store, dave).await.is_empty());
+
+        // Group calls on a 1:1 conversation, and by outsiders.
+        assert_eq!(
+            store.group_info(alice, direct_ab).await,
+            Err(StoreError::NotAGroup)
+        );
+        for not_for_direct in [rename("x"), GroupChange::Leave] {
+            let refused = change(store, alice, a1, direct_ab, not_for_direct, NOW + 2).await;
+            assert_eq!(refused, Err(StoreError::NotAGroup));
+        }
+        assert_eq!(
+            store.group_info(dave, group).await,
+            Err(StoreError::NotMember)
+        );
+        assert_eq!(
+            store.group_info(dave, ConversationId(987_654_321)).await,
+            Err(StoreError::UnknownConversation)
+        );
+        assert_eq!(group_info(store, alice, group).await.last_seq, 1);
+    }
+
+    /// 13. Adding and removing group members.
+    pub async fn group_add_and_remove(store: Arc<dyn Store>) {
+        // Goal: only admins add and remove; adding an existing member, or
+        // beyond `members_max`, is refused and stores nothing (no seq); an
+        // added member sees, in its queue and in history, only events from
+        // its `added` event on; a removed member's devices get the `removed`
+        // event and nothing after (no texts, no read receipts), and it is
+        // NotMember for appends, history, group_info and changes; seqs stay
+        // gap-free across system events and texts.
+        // Method: the group cast alice (a1), bob (b1), carol (c1), and dave
+        // (d1) outside. A text, refused adds, dave added at the exact limit,
+        // a text, a refused and an accepted removal of carol, a text, a read,
+        // a rename; then compare queues, histories and group_info.
+        let store = &*store;
+        let GroupCast([alice, bob, carol, dave], group, [a1, b1, c1, d1]) =
+            group_cast(store, ["a1", "b1", "c1", "d1"]).await;
+        let t2 = send_at(store, group, bob, b1, "t2", NOW + 2).await;
+        assert_eq!(t2.seq, 2);
+        assert_eq!(sorted(t2.queued_for), sorted(vec![a1, c1]));
+
+        let refused_adds = [
+            (bob, b1, vec![dave], GROUP_MAX, StoreError::NotAdmin),
+            (alice, a1, vec![carol], GROUP_MAX, StoreError::AlreadyMember),
+            (
+                alice,
+                a1,
+                vec![dave, bob],
+                GROUP_MAX,
+                StoreError::AlreadyMember,
+            ),
+            (alice, a1, vec![dave], 3, StoreError::GroupFull),
+        ];
+        for (actor, device, accounts, members_max, expected) in refused_adds {
+            let request = GroupChangeRequest {
+                members_max,
+                ..change_request(actor, device, group, GroupChange::Add(accounts), NOW + 3)
+            };
+            assert_eq!(store.change_group(request).await, Err(expected));
+        }
+        assert_eq!(
+            group_info(store, alice, group).await.last_seq,
+            2,
+            "a refused change consumed a seq"
+        );
+        assert_eq!(
+            store.group_info(dave, group).await,
+            Err(StoreError::NotMember),
+            "a refused add let dave in"
+        );
+
+        // At the limit exactly (4 members), a repeated account counted once.
+        let add_dave = GroupChangeRequest {
+            members_max: 4,
+            ..change_request(
+                alice,
+                a1,
+                group,
+                GroupChange::Add(vec![dave, dave]),
+                NOW + 3,
+            )
+        };
+        let added = store.change_group(add_dave).await.expect("add dave");
+        assert_eq!(added.seq, 3);
+        assert_eq!(sorted(added.queued_for), sorted(vec![b1, c1, d1]));
+        let t4 = send_at(store, group, dave, d1, "t4", NOW + 4).await;
+        assert_eq!(t4.seq, 4);
+        assert_eq!(sorted(t4.queued_for), sorted(vec![a1, b1, c1]));
+
+        // dave sees from the `added` event on, however history is asked.
+        assert_eq!(pending_summaries(store, d1).await, vec![sys(3, "added")]);
+        let dave_sees = vec![sys(3, "added"), txt(4, "t4")];
+        assert_eq!(summaries(&history_all(store, dave, group).await), dave_sees);
+        let newest_first = history_page(store, dave, group, None, None, ALL).await;
+        assert_eq!(newest_first.map(|page| seqs(&page)), Ok(vec![4, 3]));
+        let below = history_page(store, dave, group, Some(4), None, ALL).await;
+        assert_eq!(below.map(|page| seqs(&page)), Ok(vec![3]));
+        let members = group_info(store, dave, group).await.members;
+        let joined = members.iter().find(|m| m.account == dave).expect("dave");
+        assert_eq!((joined.role, joined.joined_ms), (Role::Member, NOW + 3));
+
+        // Removal: admins only.
+        let by_bob = change(store, bob, b1, group, GroupChange::Remove(carol), NOW + 5).await;
+        assert_eq!(by_bob, Err(StoreError::NotAdmin));
+        let removed = change(store, alice, a1, group, GroupChange::Remove(carol), NOW + 5)
+            .await
+            .expect("remove carol");
+        assert_eq!(removed.seq, 5);
+        assert_eq!(sorted(removed.queued_for), sorted(vec![b1, c1, d1]));
+        let t6 = send_at(store, group, bob, b1, "t6", NOW + 6).await;
+        assert_eq!((t6.seq, sorted(t6.queued_for)), (6, sorted(vec![a1, d1])));
+        let read = read_up_to(store, bob, group, 6, NOW + 6).await;
+        assert_eq!(sorted(read.queued_for), sorted(vec![a1, d1]));
+        let renamed = change(store, alice, a1, group, rename("crew"), NOW + 7)
+            .await
+            .expect("rename");
+        assert_eq!(
+            (renamed.seq, sorted(renamed.queued_for)),
+            (7, sorted(vec![b1, d1]))
+        );
+
+        // carol's queue ends with her removal; she is an outsider now.
+        let carol_saw = vec![
+            sys(1, "created"),
+            txt(2, "t2"),
+            sys(3, "added"),
+            txt(4, "t4"),
+            sys(5, "removed"),
+        ];
+        assert_eq!(pending_summaries(store, c1).await, carol_saw);
+        assert!(pending_reads(store, c1).await.is_empty());
+        let late = new_message(group, carol, c1, "late", NOW + 8, NOW + DAY_MS);
+        assert_eq!(store.append_message(late).await, Err(StoreError::NotMember));
+        let history = history_page(store, carol, group, None, None, ALL).await;
+        assert_eq!(history, Err(StoreError::NotMember));
+        assert_eq!(
+            store.group_info(carol, group).await,
+            Err(StoreError::NotMember)
+        );
+        assert!(!conversation_ids(store, carol).await.contains(&group));
+        for outsider_change in [
+            change(store, alice, a1, group, GroupChange::Remove(carol), NOW + 8).await,
+            change(store, carol, c1, group, GroupChange::Leave, NOW + 8).await,
+        ] {
+            assert_eq!(outsider_change, Err(StoreError::NotMember));
+        }
+
+        // One gap-free sequence of system events and texts.
+        let everything = vec![
+            sys(1, "created"),
+            txt(2, "t2"),
+            sys(3, "added"),
+            txt(4, "t4"),
+            sys(5, "removed"),
+            txt(6, "t6"),
+            sys(7, "renamed"),
+        ];
+        assert_eq!(summaries(&history_all(store, bob, group).await), everything);
+        let info = group_info(store, bob, group).await;
+        assert_eq!((info.name.as_str(), info.last_seq), ("crew", 7));
+        assert_roles(store, bob, group, &["alice"], &["bob", "dave"]).await;
+    }
+
+    /// 14. Leaving, roles, and the promotion when no admin is left.
+    pub async fn group_leave_and_roles(store: Arc<dyn Store>) {
+        // Goal: promote, demote and rename are for admins, on members only;
+        // any member may leave, the leaver's devices get the `left` event
+        // and nothing after; while an admin remains nobody is promoted; when
+        // the last admin leaves, the longest-standing remaining member (the
+        // earliest to join, not the lowest id or name) becomes admin and the
+        // event names it in `promoted`.
+        // Method: the group cast alice (a1, a2), bob (b1), carol (c1), dave
+        // (d1) outside; alice removes bob, adds dave, re-adds bob (so carol joined first, bob
+        // last though his id and name are lowest); promotions by the wrong
+        // people; alice promotes dave and leaves (no promotion), then dave
+        // leaves (carol promoted).
+        let store = &*store;
+        let GroupCast([alice, bob, carol, dave], group, [a1, a2, b1, c1, d1]) =
+            group_cast(store, ["a1", "a2", "b1", "c1", "d1"]).await;
+        let erin = new_account(store, "erin").await;
+        for (seq, membership) in [
+            (2, GroupChange::Remove(bob)),
+            (3, GroupChange::Add(vec![dave])),
+            (4, GroupChange::Add(vec![bob])),
+        ] {
+            let changed = change(store, alice, a1, group, membership, NOW + seq)
+                .await
+                .expect("membership change");
+            assert_eq!(changed.seq, seq);
+        }
+
+        let refusals = [
+            (carol, c1, GroupChange::Promote(dave), StoreError::NotAdmin),
+            (carol, c1, GroupChange::Demote(alice), StoreError::NotAdmin),
+            (carol, c1, rename("mine"), StoreError::NotAdmin),
+            (alice, a1, GroupChange::Promote(erin), StoreError::NotMember),
+            (alice, a1, GroupChange::Demote(erin), StoreError::NotMember),
+        ];
+        for (actor, device, refused, expected) in refusals {
+            assert_eq!(
+                change(store, actor, device, group, refused, NOW + 5).await,
+                Err(expected)
+            );
+        }
+        let promoted = change(store, alice, a1, group, GroupChange::Promote(dave), NOW + 5).await;
+        assert_eq!(promoted.map(|c| c.seq), Ok(5));
+        assert_roles(store, carol, group, &["alice", "dave"], &["bob", "carol"]).await;
+
+        // alice leaves while dave is admin: nobody is promoted.
+        let left = change(store, alice, a1, group, GroupChange::Leave, NOW + 6)
+            .await
+            .expect("alice leaves");
+        assert_eq!(left.seq, 6);
+        assert_eq!(sorted(left.queued_for), sorted(vec![a2, b1, c1, d1]));
+        let alice_left = newest(store, bob, group).await;
+        assert_eq!(description(&alice_left.body)["action"], "left");
+        assert_eq!(
+            description(&alice_left.body)["promoted"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            store.group_info(alice, group).await,
+            Err(StoreError::NotMember)
+        );
+
+        // dave, the last admin, leaves: carol has been in longest.
+        let left = change(store, dave, d1, group, GroupChange::Leave, NOW + 7)
+            .await
+            .expect("dave leaves");
+        assert_eq!(left.seq, 7);
+        assert_eq!(sorted(left.queued_for), sorted(vec![b1, c1]));
+        assert_roles(store, bob, group, &["carol"], &["bob"]).await;
+        assert_eq!(
+            seqs(&history_all(store, bob, group).await),
+            vec![4, 5, 6, 7],
+            "bob, re-added at seq 4, sees from there on"
+        );
+        let dave_left = newest(store, bob, group).await;
+        assert_eq!(description(&dave_left.body)["action"], "left");
+        assert_eq!(description(&dave_left.body)["promoted"], "carol");
+
+        // The new admin administers; the leavers got nothing after leaving.
+        let renamed = change(store, carol, c1, group, rename("ours"), NOW + 8).await;
+        assert_eq!(renamed.map(|c| c.seq), Ok(8));
+        assert!(
+            pending_all(store, a1).await.is_empty(),
+            "a1 made every change"
+        );
+        let alice_saw = vec![
+            sys(1, "created"),
+            sys(2, "removed"),
+            sys(3, "added"),
+            sys(4, "added"),
+            sys(5, "promoted"),
+            sys(6, "left"),
+        ];
+        assert_eq!(pending_summaries(store, a2).await, alice_saw);
+        assert_eq!(pending_summaries(store, d1).await, alice_saw[2..].to_vec());
+    }
+
+    /// 15. Replies.
+    pub async fn replies(store: Arc<dyn Store>) {
+        // Goal: a reply names a text of the same conversation and carries it
+        // as its target (queue and history); naming an unknown message, a
+        // text of another conversation or an event that is not a text is
+        // UnknownMessage and stores nothing: no seq, no queue entry, no
+        // idempotency record (the same client_msg_id then succeeds).
+        // Method: alice (a1), bob (b1), carol (c1); a text in alice–bob, one
+        // in alice–carol, a reaction in alice–bob; three refused replies
+        // with one client_msg_id, then that id for an accepted reply.
+        let store = &*store;
+        let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let elsewhere = direct(store, alice, carol, NOW).await;
+        let m1 = send_at(store, conv, alice, a1, "m1", NOW + 1).await;
+        let other = send_at(store, elsewhere, carol, c1, "other", NOW + 1).await;
+        let reaction = append_ok(
+            store,
+            message_with(
+                conv,
+                bob,
+                b1,
+                "r",
+                react(&m1.message_id, Some("👍")),
+                NOW + 2,
+            ),
+        )
+        .await;
+        assert_eq!(reaction.seq, 2);
+
+        let reply_to =
+            |to: &MessageId| message_with(conv, bob, b1, "re", reply("a reply", to), NOW + 3);
+        for bad in [MessageId::generate(), other.message_id, reaction.message_id] {
+            assert_refused(store, reply_to(&bad), StoreError::UnknownMessage, &[a1]).await;
+        }
+        let replied = store
+            .append_message(reply_to(&m1.message_id))
+            .await
+            .expect("reply");
+        assert_new(&replied, 3);
+        let event = stored(store, alice, conv, &replied.message_id).await;
+        assert_eq!(
+            (event.kind, event.body.as_str(), event.target),
+            (EventKind::Text, "a reply", Some(m1.message_id.clone()))
+        );
+        let QueueItem::Message { kind, target, .. } = queued(store, a1, &replied.message_id).await
+        else {
+            unreachable!()
+        };
+        assert_eq!((kind, target), (EventKind::Text, Some(m1.message_id)));
+    }
+
+    /// 16. Reactions.
+    pub async fn reactions(store: Arc<dyn Store>) {
+        // Goal: one reaction per member per text, replaced by a new emoji and
+        // removed by `None`, shown in the text's `reactions` sorted by
+        // username; every reaction is its own event (kind Reaction, body the
+        // emoji or "" when removed, target the text, no reactions of its
+        // own); the target must be a text of the conversation
+        // (UnknownMessage) that is not deleted (MessageDeleted); refusals
+        // store nothing.
+        // Method: alice (a1) and bob (b1); bob reacts, changes, alice reacts,
+        // bob removes his; then refused reactions with one client_msg_id,
+        // which is finally used for an accepted one.
+        let store = &*store;
+        let (Cast(alice, bob, conv, [a1, b1]), m1) = cast_with_text(store, ["a1", "b1"]).await;
+        let target = &m1;
+        let steps = [
+            (bob, b1, Some("👍"), pairs([("bob", "👍")])),
+            (bob, b1, Some("❤️"), pairs([("bob", "❤️")])),
+            (
+                alice,
+                a1,
+                Some("😂"),
+                pairs([("alice", "😂"), ("bob", "❤️")]),
+            ),
+            (bob, b1, None, pairs([("alice", "😂")])),
+        ];
+        for (step, (account, device, emoji, expected)) in steps.into_iter().enumerate() {
+            let cmid = format!("r{step}");
+            let reacted = append_ok(
+                store,
+                message_with(conv, account, device, &cmid, react(target, emoji), NOW + 1),
+            )
+            .await;
+            assert_eq!(reacted.seq, step as i64 + 2);
+            assert_eq!(
+                reactions_of(store, bob, conv, target).await,
+                expected,
+                "step {step}"
+            );
+        }
+        let history = history_all(store, alice, conv).await;
+        let reaction = |seq: Seq, emoji: &str| (seq, EventKind::Reaction, emoji.to_owned());
+        assert_eq!(
+            summaries(&history),
+            vec![
+                txt(1, "m1"),
+                reaction(2, "👍"),
+                reaction(3, "❤️"),
+                reaction(4, "😂"),
+                reaction(5, "")
+            ]
+        );
+        for event in &history[1..] {
+            assert_eq!(event.target.as_ref(), Some(target));
+            assert!(event.reactions.is_empty());
+        }
+        let QueueItem::Message {
+            kind,
+            text,
+            target: queued_target,
+            ..
+        } = queued(store, b1, &history[3].message_id).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (kind, text.as_str(), queued_target.as_ref()),
+            (EventKind::Reaction, "😂", Some(target))
+        );
+
+        // Refusals.
+        let m2 = send_at(store, conv, alice, a1, "m2", NOW + 2).await;
+        append_ok(
+            store,
+            message_with(conv, alice, a1, "del", delete(&m2.message_id), NOW + 3),
+        )
+        .await;
+        let reacting_to =
+            |to: &MessageId| message_with(conv, bob, b1, "rx", react(to, Some("👍")), NOW + 4);
+        let refusals = [
+            (MessageId::generate(), StoreError::UnknownMessage),
+            (history[1].message_id.clone(), StoreError::UnknownMessage),
+            (m2.message_id.clone(), StoreError::MessageDeleted),
+        ];
+        for (to, expected) in refusals {
+            assert_refused(store, reacting_to(&to), expected, &[a1]).await;
+        }
+        let accepted = store
+            .append_message(reacting_to(target))
+            .await
+            .expect("react");
+        assert_new(&accepted, 8);
+        assert!(
+            stored(store, bob, conv, &m2.message_id)
+                .await
+                .reactions
+                .is_empty()
+        );
+    }
+
+    /// 17. Edits.
+    pub async fn edits(store: Arc<dyn Store>) {
+        // Goal: only the author edits (from any of its devices), up to
+        // `window_ms` after the original's time: exactly `window_ms` later is
+        // allowed, one millisecond more is EditWindowClosed; an edit replaces
+        // the text's body and sets `edited_ms` (history and queued entries
+        // show the current state) and is stored as its own event (kind Edit,
+        // body the new text, target the text); only texts can be edited;
+        // refusals store nothing.
+        // Method: alice (a1, a2) and bob (b1); a text at NOW; refused edits
+        // (other author, window + 1, unknown, an edit event) with one
+        // client_msg_id; edits at NOW + 10 and at NOW + window; that
+        // client_msg_id reused at the end.
+        let store = &*store;
+        let (Cast(alice, bob, conv, [a1, a2, b1]), m1) =
+            cast_with_text(store, ["a1", "a2", "b1"]).await;
+        let target = &m1;
+        let v2 = append_ok(
+            store,
+            message_with(conv, alice, a1, "e1", edit(target, "v2"), NOW + 10),
+        )
+        .await;
+        assert_eq!(v2.seq, 2);
+        let edited = stored(store, bob, conv, target).await;
+        assert_eq!(
+            (edited.body.as_str(), edited.edited_ms),
+            ("v2", Some(NOW + 10))
+        );
+
+        let editing = |account, device, to: &MessageId, now_ms| {
+            message_with(conv, account, device, "ex", edit(to, "v3"), now_ms)
+        };
+        let refusals = [
+            (bob, b1, target.clone(), NOW + 20, StoreError::NotAuthor),
+            (
+                alice,
+                a1,
+                target.clone(),
+                NOW + WINDOW_MS + 1,
+                StoreError::EditWindowClosed,
+            ),
+            (
+                alice,
+                a1,
+                MessageId::generate(),
+                NOW + 20,
+                StoreError::UnknownMessage,
+            ),
+            (
+                alice,
+                a1,
+                v2.message_id.clone(),
+                NOW + 20,
+                StoreError::UnknownMessage,
+            ),
+        ];
+        for (account, device, to, now_ms, expected) in refusals {
+            assert_refused(
+                store,
+                editing(account, device, &to, now_ms),
+                expected,
+                &[b1],
+            )
+            .await;
+        }
+
+        // At the edge of the window, from the author's other device.
+        let v3 = append_ok(
+            store,
+            message_with(conv, alice, a2, "e2", edit(target, "v3"), NOW + WINDOW_MS),
+        )
+        .await;
+        assert_new(&v3, 3);
+        let current = stored(store, bob, conv, target).await;
+        assert_eq!(
+            (
+                current.kind,
+                current.body.as_str(),
+                current.edited_ms,
+                current.ts_ms,
+                current.deleted
+            ),
+            (EventKind::Text, "v3", Some(NOW + WINDOW_MS), NOW, false)
+        );
+        let edit_event = stored(store, bob, conv, &v3.message_id).await;
+        assert_eq!(
+            (
+                edit_event.kind,
+                edit_event.body.as_str(),
+                edit_event.target.as_ref(),
+                edit_event.from_device
+            ),
+            (EventKind::Edit, "v3", Some(target), a2)
+        );
+        let QueueItem::Message {
+            text,
+            edited_ms,
+            kind,
+            ..
+        } = queued(store, b1, target).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (kind, text.as_str(), edited_ms),
+            (EventKind::Text, "v3", Some(NOW + WINDOW_MS))
+        );
+        assert_eq!(
+            summaries(&history_all(store, alice, conv).await)[1..],
+            [
+                (2, EventKind::Edit, "v2".to_owned()),
+                (3, EventKind::Edit, "v3".to_owned())
+            ]
+        );
+        let reused = send_at(store, conv, alice, a1, "ex", NOW + WINDOW_MS + 2).await;
+        assert_new(&reused, 4);
+    }
+
+    /// 18. Deletes.
+    pub async fn deletes(store: Arc<dyn Store>) {
+        // Goal: only the author deletes; a delete leaves a tombstone (deleted,
+        // empty body, no reactions) in history and in queued entries, empties
+        // the bodies of the text's edit events, and is stored as its own event
+        // (kind Delete, empty body, target the text); a deleted text cannot
+        // be deleted, edited or reacted to again (MessageDeleted); refusals
+        // store nothing.
+        // Method: alice (a1) and bob (b1); a text, its edit, bob's reaction;
+        // bob's delete refused, alice's accepted; then refused follow-ups
+        // with one client_msg_id, which a final text reuses.
+        let store = &*store;
+        let (Cast(alice, bob, conv, [a1, b1]), m1) = cast_with_text(store, ["a1", "b1"]).await;
+        let target = &m1;
+        let edited = append_ok(
+            store,
+            message_with(conv, alice, a1, "e1", edit(target, "v2"), NOW + 1),
+        )
+        .await;
+        append_ok(
+            store,
+            message_with(conv, bob, b1, "r1", react(target, Some("👍")), NOW + 2),
+        )
+        .await;
+        let by_bob = message_with(conv, bob, b1, "dx", delete(target), NOW + 3);
+        assert_refused(store, by_bob, StoreError::NotAuthor, &[a1, b1]).await;
+        let deleted = append_ok(
+            store,
+            message_with(conv, alice, a1, "d1", delete(target), NOW + 3),
+        )
+        .await;
+        assert_eq!(deleted.seq, 4);
+
+        let tombstone = stored(store, bob, conv, target).await;
+        assert_eq!(
+            (
+                tombstone.deleted,
+                tombstone.body.as_str(),
+                tombstone.reactions.len()
+            ),
+            (true, "", 0)
+        );
+        let QueueItem::Message {
+            deleted: queued_deleted,
+            text,
+            ..
+        } = queued(store, b1, target).await
+        else {
+            unreachable!()
+        };
+        assert_eq!((queued_deleted, text.as_str()), (true, ""));
+        let edit_event = stored(store, bob, conv, &edited.message_id).await;
+        assert_eq!(
+            (edit_event.kind, edit_event.body.as_str()),
+            (EventKind::Edit, "")
+        );
+        let QueueItem::Message { text, .. } = queued(store, b1, &edited.message_id).await else {
+            unreachable!()
+        };
+        assert_eq!(
+            text, "",
+            "the queued edit event still carries the deleted text"
+        );
+        let delete_event = stored(store, alice, conv, &deleted.message_id).await;
+        assert_eq!(
+            (
+                delete_event.kind,
+                delete_event.body.as_str(),
+                delete_event.target.as_ref()
+            ),
+            (EventKind::Delete, "", Some(target))
+        );
+
+        let after_delete = [
+            (alice, a1, delete(target)),
+            (alice, a1, edit(target, "v3")),
+            (bob, b1, react(target, Some("😂"))),
+        ];
+        for (account, device, body) in after_delete {
+            let message = message_with(conv, account, device, "dx", body, NOW + 5);
+            assert_refused(store, message, StoreError::MessageDeleted, &[a1, b1]).await;
+        }
+        for (seq, (account, device)) in [(5, (alice, a1)), (6, (bob, b1))] {
+            assert_new(
+                &send_at(store, conv, account, device, "dx", NOW + 6).await,
+                seq,
+            );
+        }
+    }
+
+    /// 19. Receipts.
+    pub async fn receipts(store: Arc<dyn Store>) {
+        // Goal: acks produce delivered receipts for texts only (acking a
+        // system event or a reaction queues no `Delivered`), once per member
+        // whichever of its devices acks first; `receipts()` lists, for any
+        // member, the recipients that got the text (first ack time) and those
+        // whose read pointer covers it (pointer time), never the sender; it
+        // is UnknownMessage for anything but a text of this conversation and
+        // NotMember / UnknownConversation as usual.
+        // Method: the group cast alice (a1), bob (b1, b2), carol (c1); dave
+        // outside. alice sends M, bob reacts; bob, then carol ack in steps at
+        // distinct times; reads move; check queues and receipts each time.
+        let store = &*store;
+        let GroupCast([alice, bob, carol, dave], group, [a1, b1, b2, c1]) =
+            group_cast(store, ["a1", "b1", "b2", "c1"]).await;
+        let m = send_at(store, group, alice, a1, "m", NOW + 2).await;
+        let id = &m.message_id;
+        let reaction = append_ok(
+            store,
+            message_with(group, bob, b1, "r", react(id, Some("👍")), NOW + 3),
+        )
+        .await;
+        let receipts_of =
+            |account| async move { store.receipts(account, group, id).await.expect("receipts") };
+        let delivered_m = |by: &str, ts_ms| (id.clone(), m.seq, by.to_owned(), ts_ms);
+
+        // bob's b1 acks its whole queue: the created event and M.
+        let outcome = ack_all_at(store, b1, bob, NOW + 10).await;
+        assert_eq!((outcome.removed, outcome.queued_for), (2, vec![a1]));
+        assert_eq!(
+            pending_delivered(store, a1).await,
+            vec![delivered_m("bob", NOW + 10)]
+        );
+
+        // carol acks the created event and the reaction only: no receipts.
+        let c1_items = pending_all(store, c1).await;
+        let not_texts: Vec<QueuePos> = messages(&c1_items)
+            .into_iter()
+            .filter(|(_, message_id, _)| message_id != id)
+            .map(|(pos, _, _)| pos)
+            .collect();
+        let outcome = ack_at(store, c1, carol, not_texts, NOW + 11).await;
+        assert_eq!((outcome.removed, outcome.queued_for.len()), (2, 0));
+        assert!(
+            pending_delivered(store, b1).await.is_empty(),
+            "a reaction got a receipt"
+        );
+        assert!(pending_delivered(store, b2).await.is_empty());
+        assert_eq!(pending_delivered(store, a1).await.len(), 1);
+
+        // carol's ack of M is her first: a receipt; bob's second device: none.
+        let outcome = ack_all_at(store, c1, carol, NOW + 12).await;
+        assert_eq!((outcome.removed, outcome.queued_for), (1, vec![a1]));
+        let outcome = ack_all_at(store, b2, bob, NOW + 13).await;
+        assert_eq!((outcome.removed, outcome.queued_for.len()), (3, 0));
+        assert_eq!(
+            pending_delivered(store, a1).await,
+            vec![delivered_m("bob", NOW + 10), delivered_m("carol", NOW + 12)]
+        );
+
+        let record = receipts_of(alice).await;
+        assert_eq!((&record.message_id, record.seq), (id, 2));
+        assert_eq!(
+            record.delivered,
+            stamped([("bob", NOW + 10), ("carol", NOW + 12)])
+        );
+        assert!(record.read.is_empty());
+
+        // Reads: pointers covering M, in pointer time order; the sender never.
+        read_up_to(store, bob, group, 2, NOW + 20).await;
+        read_up_to(store, carol, group, 1, NOW + 21).await;
+        read_up_to(store, alice, group, 3, NOW + 22).await;
+        assert_eq!(receipts_of(carol).await.read, stamped([("bob", NOW + 20)]));
+        read_up_to(store, carol, group, 3, NOW + 23).await;
+        let record = receipts_of(bob).await;
+        assert_eq!(
+            record.read,
+            stamped([("bob", NOW + 20), ("carol", NOW + 23)])
+        );
+        assert_eq!(
+            record,
+            receipts_of(alice).await,
+            "members see the same record"
+        );
+
+        // Refusals.
+        let system_id = history_all(store, alice, group).await[0].message_id.clone();
+        for not_a_text in [MessageId::generate(), reaction.message_id, system_id] {
+            let refused = store.receipts(alice, group, &not_a_text).await;
+            assert_eq!(refused, Err(StoreError::UnknownMessage));
+        }
+        let direct_ab = direct(store, alice, bob, NOW).await;
+        assert_eq!(
+            store.receipts(alice, direct_ab, id).await,
+            Err(StoreError::UnknownMessage),
+            "a text of another conversation"
+        );
+        assert_eq!(
+            store.receipts(dave, group, id).await,
+            Err(StoreError::NotMember)
+        );
+        assert_eq!(
+            store.receipts(alice, ConversationId(987_654_321), id).await,
+            Err(StoreError::UnknownConversation)
+        );
+    }
+
+    /// 20. History paging.
+    pub async fn history_paging(store: Arc<dyn Store>) {
+        // Goal: without `after`, history pages newest first strictly below
+        // `before` (from the newest when absent); with `after`, oldest first
+        // strictly above it; at most `limit` events; every member sees the
+        // same events with their stored fields; bodies past retention drop
+        // out of history; outsiders are NotMember.
+        // Method: alice (a1) and bob (b1), carol outside; ten texts at
+        // NOW + 1..=10; page both ways with various bounds; then bob acks
+        // everything and a sweep purges the three oldest bodies.
+        let store = &*store;
+        let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let carol = new_account(store, "carol").await;
+        let mut sent = Vec::new();
+        for i in 1..=10 {
+            sent.push(send_at(store, conv, alice, a1, &format!("m{i}"), NOW + i).await);
+        }
+        let page = |before, after, limit| async move {
+            let events = history_page(store, bob, conv, before, after, limit)
+                .await
+                .expect("history");
+            seqs(&events)
+        };
+        let cases = [
+            (None, None, 3, vec![10, 9, 8]),
+            (Some(8), None, 3, vec![7, 6, 5]),
+            (Some(3), None, 5, vec![2, 1]),
+            (Some(1), None, 5, vec![]),
+            (Some(100), None, 2, vec![10, 9]),
+            (None, Some(0), 4, vec![1, 2, 3, 4]),
+            (None, Some(8), 4, vec![9, 10]),
+            (None, Some(10), 4, vec![]),
+            (None, Some(-5), 2, vec![1, 2]),
+            (None, None, 0, vec![]),
+            (None, Some(0), 0, vec![]),
+        ];
+        for (before, after, limit, expected) in cases {
+            assert_eq!(
+                page(before, after, limit).await,
+                expected,
+                "before {before:?}, after {after:?}, limit {limit}"
+            );
+        }
+
+        let fifth = stored(store, bob, conv, &sent[4].message_id).await;
+        assert_eq!(
+            fifth,
+            StoredEvent {
+                message_id: sent[4].message_id.clone(),
+                conversation: conv,
+                seq: 5,
+                from: "alice".into(),
+                from_device: a1,
+                client_msg_id: "m5".into(),
+                kind: EventKind::Text,
+                body: text_of("m5"),
+                target: None,
+                edited_ms: None,
+                deleted: false,
+                ts_ms: NOW + 5,
+                reactions: vec![],
+            }
+        );
+        assert_eq!(
+            history_all(store, alice, conv).await,
+            history_all(store, bob, conv).await
+        );
+        let outsider = history_page(store, carol, conv, None, None, ALL).await;
+        assert_eq!(outsider, Err(StoreError::NotMember));
+        let nowhere =
+            history_page(store, alice, ConversationId(987_654_321), None, None, ALL).await;
+        assert_eq!(nowhere, Err(StoreError::UnknownConversation));
+
+        // Retention: once unqueued and older than the cutoff, a body leaves history.
+        ack_all_at(store, b1, bob, NOW + 20).await;
+        let swept = store
+            .sweep(SweepRequest {
+                now_ms: NOW + 20,
+                bodies_before_ms: NOW + 4,
+                dedup_before_ms: NOW - 1,
+                limit: 100,
+            })
+            .await
+            .expect("sweep");
+        assert_eq!(swept.purged_bodies, 3);
+        assert_eq!(
+            seqs(&history_all(store, bob, conv).await),
+            (4..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(page(Some(6), None, 10).await, vec![5, 4]);
+    }
+
+    /// 21. The conversation list.
+    pub async fn conversation_list_order(store: Arc<dyn Store>) {
+        // Goal: conversations() lists exactly the account's conversations,
+        // most recent activity first (its newest event, or its creation while
+        // empty), each with kind, name, members (usernames, sorted), last
+        // seq, the account's own read pointer and the newest event.
+        // Method: alice and bob (a direct conversation with texts at
+        // NOW + 1, + 2), alice and carol (empty, created at NOW + 3), a group
+        // of the three (NOW + 4); then bob writes at NOW + 5 and reads;
+        // check the lists of all three and of dave, who has none.
+        let store = &*store;
+        let Cast(alice, bob, ab, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let carol = new_account(store, "carol").await;
+        let dave = new_account(store, "dave").await;
+        send_at(store, ab, alice, a1, "m1", NOW + 1).await;
+        send_at(store, ab, alice, a1, "m2", NOW + 2).await;
+        let ac = direct(store, alice, carol, NOW + 3).await;
+        let group = create_group(store, new_group(alice, a1, "team", &[bob, carol], NOW + 4))
+            .await
+            .conversation;
+
+        assert_eq!(conversation_ids(store, alice).await, vec![group, ac, ab]);
+        assert_eq!(conversation_ids(store, bob).await, vec![group, ab]);
+        assert_eq!(conversation_ids(store, carol).await, vec![group, ac]);
+        assert!(conversation_ids(store, dave).await.is_empty());
+
+        let m3 = send_at(store, ab, bob, b1, "m3", NOW + 5).await;
+        read_up_to(store, bob, ab, 2, NOW + 6).await;
+        assert_eq!(conversation_ids(store, alice).await, vec![ab, group, ac]);
+
+        let record = conversation_of(store, alice, ab).await.expect("ab");
+        let last = record.last_event.clone().expect("a last event");
+        assert_eq!(
+            (
+                record.kind,
+                record.name.as_deref(),
+                record.last_seq,
+                record.read_seq
+            ),
+            (ConversationKind::Direct, None, 3, 0)
+        );
+        assert_eq!(record.members, ["alice", "bob"]);
+        assert_eq!(
+            (last.message_id, last.seq, last.from.as_str(), last.body),
+            (m3.message_id, 3, "bob", text_of("m3"))
+        );
+        assert_eq!(
+            conversation_of(store, bob, ab).await.map(|r| r.read_seq),
+            Some(2)
+        );
+
+        let empty = conversation_of(store, carol, ac).await.expect("ac");
+        assert_eq!(
+            (empty.last_seq, empty.read_seq, empty.last_event),
+            (0, 0, None)
+        );
+        assert_eq!(empty.members, ["alice", "carol"]);
+        let team = conversation_of(store, bob, group).await.expect("group");
+        assert_eq!(
+            (team.kind, team.name.as_deref(), team.last_seq),
+            (ConversationKind::Group, Some("team"), 1)
+        );
+        assert_eq!(team.members, ["alice", "bob", "carol"]);
+        assert_eq!(team.last_event.map(|e| e.kind), Some(EventKind::System));
+    }
+
+    /// 22. Contacts and blocks.
+    pub async fn contacts_and_blocks(store: Arc<dyn Store>) {
+        // Goal: contacts and blocks share one contract: setting is
+        // idempotent and says whether anything changed, and the list holds
+        // usernames sorted (not in insertion order). Beyond that, is_contact
+        // is one-way, blocked_either_way is symmetric, and the two relations
+        // are independent of each other.
+        // Method: alice, bob, carol, dave; for each relation alice adds dave,
+        // again, bob, removes carol (never added), then removes dave twice,
+        // reading her list and bob's; then the predicates both ways, and
+        // removing the contact bob leaves the block on bob.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let carol = new_account(store, "carol").await;
+        let dave = new_account(store, "dave").await;
+        for relation in [Relation::Contact, Relation::Block] {
+            let set = |other, present| set_relation(store, relation, alice, other, present);
+            let list = |owner| relation_list(store, relation, owner);
+            let steps = [
+                (dave, true, true),
+                (dave, true, false),
+                (bob, true, true),
+                (carol, false, false),
+            ];
+            for (other, present, changed) in steps {
+                assert_eq!(set(other, present).await, changed, "{relation:?} {other}");
+            }
+            assert_eq!(list(alice).await, ["bob", "dave"], "{relation:?}");
+            assert!(list(bob).await.is_empty(), "{relation:?}");
+            assert!(set(dave, false).await, "{relation:?}");
+            assert!(!set(dave, false).await, "{relation:?}");
+            assert_eq!(list(alice).await, ["bob"], "{relation:?}");
+        }
+
+        let contact_pairs = [
+            (alice, bob, true),
+            (bob, alice, false),
+            (alice, dave, false),
+        ];
+        for (owner, other, expected) in contact_pairs {
+            assert_eq!(store.is_contact(owner, other).await, Ok(expected));
+        }
+        let block_pairs = [
+            (alice, bob, true),
+            (bob, alice, true),
+            (alice, dave, false),
+            (dave, alice, false),
+            (bob, carol, false),
+        ];
+        for (a, b, expected) in block_pairs {
+            assert_eq!(
+                store.blocked_either_way(a, b).await,
+                Ok(expected),
+                "{a} / {b}"
+            );
+        }
+
+        assert!(set_relation(store, Relation::Contact, alice, bob, false).await);
+        assert_eq!(relation_list(store, Relation::Block, alice).await, ["bob"]);
+        assert_eq!(store.blocked_either_way(bob, alice).await, Ok(true));
+    }
+
+    /// 23. Blocks and sending.
+    pub async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
+        // Goal: when either member of a 1:1 conversation blocked the other,
+        // every append there (texts and other kinds, from either side) is
+        // Blocked and stores nothing (no seq, no queue entry, no idempotency
+        // record); a block is between two accounts only, and group appends
+        // are not affected; after unblocking, sending works and seqs continue
+        // without a gap.
+        // Method: alice (a1), bob (b1), carol (c1); a text, then alice blocks
+        // bob; refused appends both ways; bob writes to carol and in a group
+        // of the three; alice unblocks; then bob blocks alice.
+        let store = &*store;
+        let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let m1 = send_at(store, conv, alice, a1, "m1", NOW).await;
+        let group = create_group(store, new_group(alice, a1, "team", &[bob, carol], NOW))
+            .await
+            .conversation;
+        assert!(store.set_block(alice, bob, true, NOW).await.expect("block"));
+
+        let refused_sends = [
+            (alice, a1, plain("hi")),
+            (bob, b1, plain("hi")),
+            (bob, b1, react(&m1.message_id, Some("👍"))),
+            (alice, a1, edit(&m1.message_id, "v2")),
+        ];
+        for (account, device, body) in refused_sends {
+            let message = message_with(conv, account, device, "x", body, NOW + 1);
+            assert_refused(store, message, StoreError::Blocked, &[a1, b1]).await;
+        }
+
+        // Unaffected: bob to carol, and bob in the group alice is in.
+        let bc = direct(store, bob, carol, NOW).await;
+        assert_eq!(
+            send_at(store, bc, bob, b1, "x", NOW + 2).await.queued_for,
+            vec![c1]
+        );
+        let in_group = send_at(store, group, bob, b1, "g", NOW + 2).await;
+        assert_eq!(sorted(in_group.queued_for), sorted(vec![a1, c1]));
+
+        assert!(
+            store
+                .set_block(alice, bob, false, NOW + 3)
+                .await
+                .expect("unblock")
+        );
+        let after = send_at(store, conv, alice, a1, "x", NOW + 4).await;
+        assert_new(&after, 2);
+        assert_eq!(pending_ids(store, b1).await.last(), Some(&after.message_id));
+
+        // The other direction.
+        assert!(
+            store
+                .set_block(bob, alice, true, NOW + 5)
+                .await
+                .expect("block")
+        );
+        let message = new_message(conv, alice, a1, "y", NOW + 6, NOW + DAY_MS);
+        assert_refused(store, message, StoreError::Blocked, &[b1]).await;
+    }
+
+    /// 24. Relay targets.
+    pub async fn relay_targets(store: Arc<dyn Store>) {
+        // Goal: relay targets are every device of every other member, minus
+        // the members who blocked the caller or whom it blocked; outsiders
+        // are NotMember, unknown conversations UnknownConversation.
+        // Method: the group cast alice (a1, a2), bob (b1), carol (c1, c2) and
+        // alice–bob's 1:1; compare sorted targets before and after bob blocks
+        // carol and alice blocks bob.
+        let store = &*store;
+        let GroupCast([alice, bob, carol, dave], group, [a1, a2, b1, c1, c2]) =
+            group_cast(store, ["a1", "a2", "b1", "c1", "c2"]).await;
+        let ab = direct(store, alice, bob, NOW).await;
+        let targets = |account, conversation| async move {
+            let mut targets = store
+                .relay_targets(account, conversation)
+                .await
+                .expect("relay_targets");
+            targets.sort();
+            targets
+        };
+        let of_alice = vec![(alice, a1), (alice, a2)];
+        let of_carol = vec![(carol, c1), (carol, c2)];
+        let everyone_but_alice = [vec![(bob, b1)], of_carol.clone()].concat();
+        assert_eq!(targets(alice, group).await, everyone_but_alice);
+        assert_eq!(targets(bob, ab).await, of_alice);
+
+        assert!(store.set_block(bob, carol, true, NOW).await.expect("block"));
+        assert_eq!(targets(bob, group).await, of_alice, "bob blocked carol");
+        assert_eq!(
+            targets(carol, group).await,
+            of_alice,
+            "carol is blocked by bob"
+        );
+        assert_eq!(targets(alice, group).await, everyone_but_alice);
+
+        assert!(store.set_block(alice, bob, true, NOW).await.expect("block"));
+        assert!(targets(bob, ab).await.is_empty());
+        assert!(targets(alice, ab).await.is_empty());
+        assert_eq!(targets(alice, group).await, of_carol);
+
+        assert_eq!(
+            store.relay_targets(dave, group).await,
+            Err(StoreError::NotMember)
+        );
+        assert_eq!(
+            store
+                .relay_targets(alice, ConversationId(987_654_321))
+                .await,
+            Err(StoreError::UnknownConversation)
+        );
+    }
+
+    /// 25. Presence profile.
+    pub async fn presence_profile(store: Arc<dyn Store>) {
+        // Goal: a new account's presence is visible to everyone; visibility
+        // changes affect that account only; the last-seen time only moves
+        // forward; an unknown account has no profile.
+        // Method: alice and bob; change alice's visibility through every
+        // value and record last-seen times out of order.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let profile = |account| async move {
+            store
+                .presence_profile(account)
+                .await
+                .expect("presence_profile")
+                .expect("a profile")
+        };
+        let fresh = profile(alice).await;
+        assert_eq!(
+            (fresh.account, fresh.username.as_str(), fresh.visibility),
+            (alice, "alice", PresenceVisibility::Everyone)
+        );
+        for visibility in [
+            PresenceVisibility::Contacts,
+            PresenceVisibility::Nobody,
+            PresenceVisibility::Everyone,
+            PresenceVisibility::Nobody,
+        ] {
+            store
+                .set_presence_visibility(alice, visibility)
+                .await
+                .expect("set_presence_visibility");
+            assert_eq!(profile(alice).await.visibility, visibility);
+        }
+        assert_eq!(profile(bob).await.visibility, PresenceVisibility::Everyone);
+
+        let bob_before = profile(bob).await.last_seen_ms;
+        for (now_ms, expected) in [
+            (NOW + 10, NOW + 10),
+            (NOW + 5, NOW + 10),
+            (NOW + 20, NOW + 20),
+        ] {
+            store
+                .set_last_seen(alice, now_ms)
+                .await
+                .expect("set_last_seen");
+            assert_eq!(
+                profile(alice).await.last_seen_ms,
+                expected,
+                "after {now_ms}"
+            );
+        }
+        assert_eq!(profile(bob).await.last_seen_ms, bob_before);
+        assert_eq!(
+            store.presence_profile(AccountId(987_654_321)).await,
+            Ok(None)
+        );
+    }
+
+    /// 26. A removed member gets no receipts.
+    pub async fn removed_member_gets_no_receipts(store: Arc<dyn Store>) {
+        // Goal: a removed member receives the `removed` event and nothing
+        // after it, receipts included: a recipient acking a text the member
+        // sent before its removal queues no `Delivered` for the removed
+        // member's devices (the receipt is still recorded for receipts()).
+        // Method: the group cast alice (a1), bob (b1), carol (c1); carol
+        // sends a text, alice removes carol, bob acks; carol's queue must end
+        // with the removal.
+        let store = &*store;
+        let GroupCast([alice, bob, carol, _], group, [a1, b1, c1]) =
+            group_cast(store, ["a1", "b1", "c1"]).await;
+        let sent = send_at(store, group, carol, c1, "bye", NOW + 1).await;
+        change(store, alice, a1, group, GroupChange::Remove(carol), NOW + 2)
+            .await
+            .expect("remove carol");
+        let before = pending_all(store, c1).await;
+        assert_eq!(queue_summaries(&before).last(), Some(&sys(3, "removed")));
+
+        let outcome = ack_message(store, b1, bob, &sent.message_id, false).await;
+        assert_eq!(outcome.removed, 1);
+        assert!(
+            !outcome.queued_for.contains(&c1),
+            "a Delivered was queued for the removed member"
+        );
+        assert_eq!(pending_all(store, c1).await, before);
+        let record = store.receipts(alice, group, &sent.message_id).await;
+        assert_eq!(record.map(|r| r.delivered), Ok(stamped([("bob", ACK_NOW)])));
+    }
+
+    /// 27. Read receipts name recipients only.
+    pub async fn read_receipts_name_recipients_only(store: Arc<dyn Store>) {
+        // Goal: `receipts().read` lists recipients whose read pointer covers
+        // the text; a member added after the text was sent was never its
+        // recipient (it is neither queued to it nor in its history), so its
+        // read pointer moving past the text does not list it.
+        // Method: the group cast alice (a1), bob (b1), carol (c1); alice
+        // sends M, then adds dave, who reads up to the newest seq; bob reads
+        // too. M's read list must name bob only.
+        let store = &*store;
+        let GroupCast([alice, bob, _, dave], group, [a1, _b1, _c1, _d1]) =
+            group_cast(store, ["a1", "b1", "c1", "d1"]).await;
+        let m = send_at(store, group, alice, a1, "m", NOW + 1).await;
+        change(
+            store,
+            alice,
+            a1,
+            group,
+            GroupChange::Add(vec![dave]),
+            NOW + 2,
+        )
+        .await
+        .expect("add dave");
+        assert!(
+            !seqs(&history_all(store, dave, group).await).contains(&m.seq),
+            "dave was never shown M"
+        );
+        read_up_to(store, dave, group, 3, NOW + 3).await;
+        read_up_to(store, bob, group, 3, NOW + 4).await;
+        let record = store
+            .receipts(alice, group, &m.message_id)
+            .await
+            .expect("receipts");
+        assert_eq!(record.read, stamped([("bob", NOW + 4)]));
+    }
 }
 
 /// Expands to one `#[tokio::test]` per scenario plus the model-based
@@ -1695,6 +3527,22 @@ mod sqlite {
         shutdown_refuses_further_calls,
         revoked_device_identity_is_not_reused,
         cancelled_reads_leave_the_store_usable,
+        group_create,
+        group_add_and_remove,
+        group_leave_and_roles,
+        replies,
+        reactions,
+        edits,
+        deletes,
+        receipts,
+        history_paging,
+        conversation_list_order,
+        contacts_and_blocks,
+        blocks_refuse_direct_sends,
+        relay_targets,
+        presence_profile,
+        removed_member_gets_no_receipts,
+        read_receipts_name_recipients_only,
     );
 
     // ── SQLite-only checks: they look inside the database file. ──

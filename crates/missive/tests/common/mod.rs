@@ -154,3 +154,128 @@ pub fn refused_code(result: Result<impl std::fmt::Debug, ClientError>) -> String
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// Asserts that no ephemeral frame (`typing`, `presence`) reaches this
+/// connection: everything before each `pong` has been processed. Two
+/// sequential round trips, because the server's session loop picks among
+/// ready inputs (client frames, ephemeral frames) in no fixed order; after
+/// the first `pong` it has had a full network round trip to forward any
+/// ephemeral frame that was already waiting. No sleep. Frames already held
+/// in the connection's backlog are checked too.
+pub async fn assert_no_ephemeral(connection: &mut Connection) {
+    for round in ["quiet-e1", "quiet-e2"] {
+        let ping = missive_proto::ClientFrame::Ping {
+            id: Some(round.into()),
+        };
+        connection.send_frame(&ping).await.expect("ping");
+        loop {
+            match connection.next_frame(PROMPTLY).await.expect("frame") {
+                ServerFrame::Pong { id } if id.as_deref() == Some(round) => break,
+                frame @ (ServerFrame::Typing { .. } | ServerFrame::Presence { .. }) => {
+                    panic!("unexpected ephemeral frame {frame:?}")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The next `typing` or `presence` frame, skipping queued frames and
+/// replies; waits at most [`PROMPTLY`] (an event bound, not a sleep).
+pub async fn next_ephemeral(connection: &mut Connection) -> ServerFrame {
+    loop {
+        let frame = connection
+            .next_frame(PROMPTLY)
+            .await
+            .expect("ephemeral frame");
+        if matches!(
+            frame,
+            ServerFrame::Typing { .. } | ServerFrame::Presence { .. }
+        ) {
+            return frame;
+        }
+    }
+}
+
+// Spawning the built binary: `missive serve` on a random port, and the CLI
+// against it. Shared by binary.rs and cli_groups.rs. Paths are spelled out so
+// this block needs no imports of its own.
+
+/// The built `missive` binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_missive");
+
+/// A `missive serve` child process on a random port.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on port 0 and reads the bound address from its
+    /// JSON log line.
+    pub fn start(data_dir: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn missive serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("server exited before serving")
+                .expect("read log");
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(addr) = entry["fields"]["local_addr"].as_str() {
+                break format!("http://{addr}");
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url }
+    }
+
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary as a client with its own config dir and server, the
+/// password in the environment; returns (exit status, stdout, stderr).
+pub fn cli(config_dir: &std::path::Path, server: &str, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .env("MISSIVE_CONFIG_DIR", config_dir)
+        .env("MISSIVE_SERVER", server)
+        .env("MISSIVE_PASSWORD", PASSWORD)
+        .output()
+        .expect("run missive");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

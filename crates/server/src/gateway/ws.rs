@@ -18,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use missive_core::{ConversationId, DeviceId};
+use missive_proto::rest::GroupInfo;
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
-use missive_store::{DeviceAuth, QueueItem};
+use missive_store::{DeviceAuth, GroupChange, QueueItem};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
@@ -442,6 +443,80 @@ impl Session {
                     Err(err) => error_frame(id, err),
                 }
             }
+            ClientFrame::GroupCreate { id, name, members } => {
+                let result = self.state.groups.create(&self.auth, &name, &members).await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupInfo { id, conversation } => {
+                let result = self
+                    .state
+                    .groups
+                    .info(&self.auth, ConversationId(conversation))
+                    .await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupRename {
+                id,
+                conversation,
+                name,
+            } => {
+                let conversation = ConversationId(conversation);
+                let result = self
+                    .state
+                    .groups
+                    .rename(&self.auth, conversation, &name)
+                    .await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupAdd {
+                id,
+                conversation,
+                members,
+            } => {
+                let conversation = ConversationId(conversation);
+                let result = self
+                    .state
+                    .groups
+                    .add(&self.auth, conversation, &members)
+                    .await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupRemove {
+                id,
+                conversation,
+                username,
+            } => {
+                self.group_member(id, conversation, &username, GroupChange::Remove)
+                    .await
+            }
+            ClientFrame::GroupPromote {
+                id,
+                conversation,
+                username,
+            } => {
+                self.group_member(id, conversation, &username, GroupChange::Promote)
+                    .await
+            }
+            ClientFrame::GroupDemote {
+                id,
+                conversation,
+                username,
+            } => {
+                self.group_member(id, conversation, &username, GroupChange::Demote)
+                    .await
+            }
+            ClientFrame::GroupLeave { id, conversation } => {
+                let conversation = ConversationId(conversation);
+                match self
+                    .state
+                    .groups
+                    .change(&self.auth, conversation, GroupChange::Leave)
+                    .await
+                {
+                    Ok(_) => ServerFrame::Ok { id },
+                    Err(err) => error_frame(id, err),
+                }
+            }
             ClientFrame::Ack {
                 id,
                 up_to,
@@ -471,6 +546,22 @@ impl Session {
             }
         };
         self.reply(reply).await
+    }
+
+    async fn group_member(
+        &self,
+        id: Option<String>,
+        conversation: i64,
+        username: &str,
+        change: fn(missive_core::AccountId) -> GroupChange,
+    ) -> ServerFrame {
+        let conversation = ConversationId(conversation);
+        let result = self
+            .state
+            .groups
+            .change_member(&self.auth, conversation, username, change)
+            .await;
+        group_reply(id, result)
     }
 
     async fn send(
@@ -532,6 +623,13 @@ impl WithId for ServerFrame {
             *id = new_id;
         }
         self
+    }
+}
+
+fn group_reply(id: Option<String>, result: Result<GroupInfo, ApiError>) -> ServerFrame {
+    match result {
+        Ok(group) => ServerFrame::Group { id, group },
+        Err(err) => error_frame(id, err),
     }
 }
 

@@ -130,7 +130,10 @@ impl Social {
         self.store
             .set_presence_visibility(auth.account, visibility)
             .await?;
+        // Reciprocity: the change alters both what others see of the caller
+        // and what the caller sees of everyone they watch.
         self.announce(auth.account).await;
+        self.refresh_views_of(auth.account).await;
         Ok(())
     }
 
@@ -213,6 +216,22 @@ impl Social {
                     self.bus.publish(device, DeviceEvent::Ephemeral(text)).await;
                 }
                 Err(err) => tracing::debug!(code = err.code.as_str(), "presence view failed"),
+            }
+        }
+    }
+
+    /// Sends `viewer`'s watching devices the presence of everyone they
+    /// watch, as `viewer` may now see it.
+    async fn refresh_views_of(&self, viewer: AccountId) {
+        for (device, targets) in self.router.watched_by(viewer) {
+            for target in targets {
+                match self.view(viewer, target).await {
+                    Ok(frame) => {
+                        let text: Arc<str> = frame.to_json().into();
+                        self.bus.publish(device, DeviceEvent::Ephemeral(text)).await;
+                    }
+                    Err(err) => tracing::debug!(code = err.code.as_str(), "presence view failed"),
+                }
             }
         }
     }

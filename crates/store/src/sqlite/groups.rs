@@ -111,7 +111,9 @@ fn add_member(
     )
     .and_then(|mut stmt| stmt.execute(params![conversation.0, account.0, role, joined_seq, now_ms]))
     .map_err(|err| match err {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
             StoreError::AlreadyMember
         }
         other => backend(other),
@@ -280,14 +282,14 @@ pub(super) fn change_group(
             }
             remove_member(conn, conversation, *target)?;
             leavers.push(*target);
-            let promoted = promote_if_no_admin(conn, conversation)?;
+            let promoted = promote_if_no_admin(conn, conversation, None)?;
             serde_json::json!({"v": 1, "action": "removed", "actor": actor_name, "users": [username(conn, *target)?], "promoted": promoted})
         }
         GroupChange::Leave => {
             check_group_member(conn, conversation, actor)?;
             remove_member(conn, conversation, actor)?;
             leavers.push(actor);
-            let promoted = promote_if_no_admin(conn, conversation)?;
+            let promoted = promote_if_no_admin(conn, conversation, None)?;
             serde_json::json!({"v": 1, "action": "left", "actor": actor_name, "promoted": promoted})
         }
         GroupChange::Promote(target) | GroupChange::Demote(target) => {
@@ -304,7 +306,7 @@ pub(super) fn change_group(
                 params![conversation.0, target.0, role],
             )
             .map_err(backend)?;
-            let promoted = promote_if_no_admin(conn, conversation)?;
+            let promoted = promote_if_no_admin(conn, conversation, Some(*target))?;
             serde_json::json!({"v": 1, "action": action, "actor": actor_name, "users": [username(conn, *target)?], "promoted": promoted})
         }
         GroupChange::Rename(name) => {
@@ -356,11 +358,13 @@ fn remove_member(
     Ok(())
 }
 
-/// A group with members but no admin promotes its longest-standing member;
+/// A group with members but no admin promotes its longest-standing member
+/// other than `passed_over` (who just gave the role up) when there is one;
 /// returns that member's username.
 fn promote_if_no_admin(
     conn: &Connection,
     conversation: ConversationId,
+    passed_over: Option<AccountId>,
 ) -> Result<Option<String>, StoreError> {
     let has_admin: bool = conn
         .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND role = 1")
@@ -371,8 +375,9 @@ fn promote_if_no_admin(
     }
     let oldest: Option<i64> = conn
         .query_row(
-            "SELECT account_id FROM members WHERE conversation_id = ?1 ORDER BY joined_seq, joined_ms, account_id LIMIT 1",
-            [conversation.0],
+            "SELECT account_id FROM members WHERE conversation_id = ?1
+             ORDER BY account_id = ?2, joined_seq, joined_ms, account_id LIMIT 1",
+            params![conversation.0, passed_over.map_or(-1, |account| account.0)],
             |row| row.get(0),
         )
         .optional()

@@ -225,6 +225,7 @@ pub(super) fn receipts(
         .prepare_cached(
             "SELECT a.username, m.read_ms FROM members m JOIN accounts a ON a.id = m.account_id
              WHERE m.conversation_id = ?1 AND m.read_seq >= ?2 AND m.account_id != ?3
+               AND m.joined_seq < ?2
              ORDER BY m.read_ms, a.username",
         )
         .map_err(backend)?;

@@ -689,7 +689,9 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
                 .and_then(|mut stmt| stmt.execute(params![message_id, ack.account.0, ack.now_ms]))
                 .map_err(backend)?
                 == 1;
-            if first {
+            // The receipt is recorded either way, but a sender who has left
+            // the conversation hears nothing more of it.
+            if first && is_member(conn, ConversationId(conversation), AccountId(sender))? {
                 let woken = account_devices(conn, AccountId(sender))?;
                 enqueue(
                     conn,
