@@ -2,6 +2,7 @@
 //! operational endpoints. Handlers translate between the wire (missive-proto)
 //! and the services; they never touch the store directly except `/readyz`.
 
+mod dispatch;
 mod http;
 mod social_http;
 mod ws;

@@ -1,0 +1,437 @@
+//! Frame dispatch shared by every transport: a decoded client frame in, its
+//! reply frames out. The WebSocket session and the long-poll endpoints both
+//! call [`Dispatcher::handle`], so the two transports cannot drift apart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use missive_core::ConversationId;
+use missive_proto::rest::GroupInfo;
+use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
+use missive_store::{DeviceAuth, GroupChange, QueueItem};
+use tokio::time::Instant;
+
+use super::social_http::{system_event, wire_kind};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::service::{Draft, Recipient};
+
+/// Typing frames a client may send in a burst, and the refill pace.
+const TYPING_FRAMES_MAX: u32 = 10;
+const TYPING_REFILL: Duration = Duration::from_millis(500);
+
+/// Conversations remembered per dispatcher for `send {to}`; cleared when full.
+const RECIPIENT_CACHE_MAX: usize = 1024;
+
+/// The per-client state frame handling needs: who is speaking, a cache of
+/// 1:1 conversations by username, and the typing budget.
+pub struct Dispatcher {
+    state: Arc<AppState>,
+    pub auth: DeviceAuth,
+    recipients: HashMap<String, ConversationId>,
+    typing_budget: Budget,
+}
+
+/// A token bucket: `max` actions, one more every `refill`.
+pub struct Budget {
+    tokens: u32,
+    max: u32,
+    refill: Duration,
+    refilled_at: Instant,
+}
+
+impl Budget {
+    pub fn new(max: u32, refill: Duration) -> Self {
+        Self {
+            tokens: max,
+            max,
+            refill,
+            refilled_at: Instant::now(),
+        }
+    }
+
+    pub fn take(&mut self, now: Instant) -> bool {
+        let earned =
+            now.duration_since(self.refilled_at).as_millis() / self.refill.as_millis().max(1);
+        if earned > 0 {
+            self.tokens = self.max.min(
+                self.tokens
+                    .saturating_add(earned.min(u128::from(self.max)) as u32),
+            );
+            self.refilled_at = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+impl Dispatcher {
+    pub fn new(state: Arc<AppState>, auth: DeviceAuth) -> Self {
+        Self {
+            state,
+            auth,
+            recipients: HashMap::new(),
+            typing_budget: Budget::new(TYPING_FRAMES_MAX, TYPING_REFILL),
+        }
+    }
+
+    /// Handles one decoded client frame and returns its replies in order
+    /// (usually one; `subscribe_presence` answers `ok` then the presence of
+    /// each user).
+    pub async fn handle(&mut self, frame: ClientFrame) -> Vec<ServerFrame> {
+        let reply = match frame {
+            ClientFrame::Auth { id, .. } => ServerFrame::error(
+                id,
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            ),
+            ClientFrame::Ping { id } => ServerFrame::Pong { id },
+            ClientFrame::Send {
+                id,
+                to,
+                conversation,
+                client_msg_id,
+                text,
+                reply_to,
+            } => {
+                let draft = Draft::Text { text, reply_to };
+                self.send(to, conversation, &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::React {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+                emoji,
+            } => {
+                let draft = Draft::Reaction { target, emoji };
+                self.send(None, Some(conversation), &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::Edit {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+                text,
+            } => {
+                let draft = Draft::Edit { target, text };
+                self.send(None, Some(conversation), &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::Delete {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+            } => {
+                let draft = Draft::Delete { target };
+                self.send(None, Some(conversation), &client_msg_id, draft)
+                    .await
+                    .unwrap_or_else(|err| error_frame(id.clone(), err))
+                    .with_id(id)
+            }
+            ClientFrame::Typing {
+                id,
+                conversation,
+                state,
+            } => {
+                if !self.typing_budget.take(Instant::now()) {
+                    error_frame(
+                        id,
+                        ApiError::new(ErrorCode::RateLimited, "too many typing frames; slow down"),
+                    )
+                } else {
+                    match self
+                        .state
+                        .social
+                        .typing(&self.auth, ConversationId(conversation), state)
+                        .await
+                    {
+                        Ok(()) => ServerFrame::Ok { id },
+                        Err(err) => error_frame(id, err),
+                    }
+                }
+            }
+            ClientFrame::SubscribePresence { id, users } => {
+                match self.state.social.subscribe(&self.auth, &users).await {
+                    Ok(frames) => {
+                        // `ok` first, then the current presence of each user.
+                        return std::iter::once(ServerFrame::Ok { id })
+                            .chain(frames)
+                            .collect();
+                    }
+                    Err(err) => error_frame(id, err),
+                }
+            }
+            ClientFrame::GroupCreate { id, name, members } => {
+                let result = self.state.groups.create(&self.auth, &name, &members).await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupInfo { id, conversation } => {
+                let result = self
+                    .state
+                    .groups
+                    .info(&self.auth, ConversationId(conversation))
+                    .await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupRename {
+                id,
+                conversation,
+                name,
+            } => {
+                let conversation = ConversationId(conversation);
+                let result = self
+                    .state
+                    .groups
+                    .rename(&self.auth, conversation, &name)
+                    .await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupAdd {
+                id,
+                conversation,
+                members,
+            } => {
+                let conversation = ConversationId(conversation);
+                let result = self
+                    .state
+                    .groups
+                    .add(&self.auth, conversation, &members)
+                    .await;
+                group_reply(id, result)
+            }
+            ClientFrame::GroupRemove {
+                id,
+                conversation,
+                username,
+            } => {
+                self.group_member(id, conversation, &username, GroupChange::Remove)
+                    .await
+            }
+            ClientFrame::GroupPromote {
+                id,
+                conversation,
+                username,
+            } => {
+                self.group_member(id, conversation, &username, GroupChange::Promote)
+                    .await
+            }
+            ClientFrame::GroupDemote {
+                id,
+                conversation,
+                username,
+            } => {
+                self.group_member(id, conversation, &username, GroupChange::Demote)
+                    .await
+            }
+            ClientFrame::GroupLeave { id, conversation } => {
+                let conversation = ConversationId(conversation);
+                match self
+                    .state
+                    .groups
+                    .change(&self.auth, conversation, GroupChange::Leave)
+                    .await
+                {
+                    Ok(_) => ServerFrame::Ok { id },
+                    Err(err) => error_frame(id, err),
+                }
+            }
+            ClientFrame::Ack {
+                id,
+                up_to,
+                positions,
+            } => match self.state.messaging.ack(&self.auth, up_to, positions).await {
+                Ok(removed) => ServerFrame::Acked { id, removed },
+                Err(err) => error_frame(id, err),
+            },
+            ClientFrame::Read {
+                id,
+                conversation,
+                seq,
+            } => {
+                match self
+                    .state
+                    .messaging
+                    .read(&self.auth, ConversationId(conversation), seq)
+                    .await
+                {
+                    Ok(seq) => ServerFrame::ReadOk {
+                        id,
+                        conversation,
+                        seq,
+                    },
+                    Err(err) => error_frame(id, err),
+                }
+            }
+        };
+        vec![reply]
+    }
+
+    async fn group_member(
+        &self,
+        id: Option<String>,
+        conversation: i64,
+        username: &str,
+        change: fn(missive_core::AccountId) -> GroupChange,
+    ) -> ServerFrame {
+        let conversation = ConversationId(conversation);
+        let result = self
+            .state
+            .groups
+            .change_member(&self.auth, conversation, username, change)
+            .await;
+        group_reply(id, result)
+    }
+
+    async fn send(
+        &mut self,
+        to: Option<String>,
+        conversation: Option<i64>,
+        client_msg_id: &str,
+        draft: Draft,
+    ) -> Result<ServerFrame, ApiError> {
+        let conversation = match (to, conversation) {
+            (Some(username), None) => self.conversation_with(username).await?,
+            (None, Some(conversation)) => ConversationId(conversation),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    "give exactly one of \"to\" or \"conversation\"",
+                ));
+            }
+        };
+        let appended = self
+            .state
+            .messaging
+            .send(&self.auth, conversation, client_msg_id, draft)
+            .await?;
+        Ok(ServerFrame::Sent {
+            id: None,
+            message_id: appended.message_id.to_string(),
+            conversation: appended.conversation.0,
+            seq: appended.seq,
+            ts_ms: appended.ts_ms,
+            duplicate: appended.duplicate,
+        })
+    }
+
+    async fn conversation_with(&mut self, username: String) -> Result<ConversationId, ApiError> {
+        if let Some(conversation) = self.recipients.get(&username) {
+            return Ok(*conversation);
+        }
+        let conversation = self
+            .state
+            .messaging
+            .conversation_for(&self.auth, Recipient::User(username.clone()))
+            .await?;
+        if self.recipients.len() >= RECIPIENT_CACHE_MAX {
+            self.recipients.clear();
+        }
+        self.recipients.insert(username, conversation);
+        Ok(conversation)
+    }
+}
+
+trait WithId {
+    fn with_id(self, id: Option<String>) -> Self;
+}
+
+impl WithId for ServerFrame {
+    fn with_id(mut self, new_id: Option<String>) -> Self {
+        if let ServerFrame::Sent { id, .. } | ServerFrame::Error { id, .. } = &mut self {
+            *id = new_id;
+        }
+        self
+    }
+}
+
+fn group_reply(id: Option<String>, result: Result<GroupInfo, ApiError>) -> ServerFrame {
+    match result {
+        Ok(group) => ServerFrame::Group { id, group },
+        Err(err) => error_frame(id, err),
+    }
+}
+
+fn error_frame(id: Option<String>, err: ApiError) -> ServerFrame {
+    ServerFrame::error(id, err.code, err.message)
+}
+
+/// The wire frame of a queue entry.
+pub fn queue_frame(item: QueueItem) -> ServerFrame {
+    match item {
+        QueueItem::Message {
+            pos,
+            message_id,
+            conversation,
+            seq,
+            from,
+            from_device,
+            client_msg_id,
+            text,
+            kind,
+            target,
+            edited_ms,
+            deleted,
+            ts_ms,
+        } => {
+            let event = system_event(kind, &text);
+            ServerFrame::Message {
+                pos,
+                message_id: message_id.to_string(),
+                conversation: conversation.0,
+                seq,
+                from,
+                from_device: from_device.0,
+                client_msg_id,
+                kind: wire_kind(kind),
+                text: if event.is_some() { String::new() } else { text },
+                target: target.map(|target| target.to_string()),
+                event,
+                edited_ms,
+                deleted,
+                ts_ms,
+            }
+        }
+        QueueItem::Delivered {
+            pos,
+            conversation,
+            message_id,
+            seq,
+            by,
+            ts_ms,
+        } => ServerFrame::Delivered {
+            pos,
+            conversation: conversation.0,
+            message_id: message_id.to_string(),
+            seq,
+            by,
+            ts_ms,
+        },
+        QueueItem::Read {
+            pos,
+            conversation,
+            seq,
+            by,
+            ts_ms,
+        } => ServerFrame::Read {
+            pos,
+            conversation: conversation.0,
+            seq,
+            by,
+            ts_ms,
+        },
+    }
+}
