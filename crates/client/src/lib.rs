@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use missive_proto::rest::{
-    ConversationList, CreateGroupRequest, DeviceList, ErrorBody, GroupInfo, History, LoginRequest,
-    LoginResponse, MessageInfo, PresenceVisibility, Privacy, RegisterRequest, RegisterResponse,
-    UserList,
+    ConversationList, CreateGroupRequest, DeviceList, ErrorBody, FrameReplies, GroupInfo, History,
+    LoginRequest, LoginResponse, MessageInfo, PollRequest, PollResponse, PresenceVisibility,
+    Privacy, RegisterRequest, RegisterResponse, UserList,
 };
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 use serde::de::DeserializeOwned;
@@ -383,6 +383,52 @@ impl Api {
     /// `GET /v1/privacy`: this account's current presence visibility.
     pub async fn privacy(&self, token: &str) -> Result<Privacy, ClientError> {
         self.get_json(token, "/v1/privacy").await
+    }
+
+    /// One long-poll: waits up to `timeout_ms` for queued frames above
+    /// `cursor`, acking `ack_up_to` first.
+    pub async fn poll(
+        &self,
+        token: &str,
+        cursor: i64,
+        ack_up_to: Option<i64>,
+        timeout_ms: u64,
+    ) -> Result<PollResponse, ClientError> {
+        let body = PollRequest {
+            cursor,
+            ack_up_to,
+            timeout_ms: Some(timeout_ms),
+        };
+        self.send_json(reqwest::Method::POST, token, "/v1/poll", &body)
+            .await
+    }
+
+    /// Sends one client frame over plain HTTP; returns its replies, or the
+    /// refusal when the reply is a single error.
+    pub async fn frame(
+        &self,
+        token: &str,
+        frame: &ClientFrame,
+    ) -> Result<Vec<ServerFrame>, ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/frames", self.base_url))
+            .bearer_auth(token)
+            .json(frame)
+            .send()
+            .await
+            .map_err(transport)?;
+        let replies: FrameReplies = response
+            .json()
+            .await
+            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+        match replies.frames.as_slice() {
+            [ServerFrame::Error { code, message, .. }] => Err(ClientError::Refused {
+                code: *code,
+                message: message.clone(),
+            }),
+            _ => Ok(replies.frames),
+        }
     }
 
     /// The WebSocket URL of this server.

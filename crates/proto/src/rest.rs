@@ -223,3 +223,38 @@ pub enum PresenceVisibility {
 pub struct Privacy {
     pub presence: PresenceVisibility,
 }
+
+/// `POST /v1/poll`: long-poll for queued frames.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// Return queued frames with a position above this (0 at the start of
+    /// a session: everything not yet acked).
+    #[serde(default)]
+    pub cursor: i64,
+    /// Ack every queue entry at or below this before polling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_up_to: Option<i64>,
+    /// How long to wait when nothing is queued; at most 60,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PollResponse {
+    /// Queued frames in position order, then any ephemeral frames.
+    pub frames: Vec<crate::ServerFrame>,
+    /// The cursor for the next poll: the last queued position returned, or
+    /// the request's cursor when none was.
+    pub cursor: i64,
+    /// Set when this poll ended because the device was revoked or a newer
+    /// connection of it (poll or WebSocket) took over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<String>,
+}
+
+/// `POST /v1/frames`: the replies to one client frame.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FrameReplies {
+    pub frames: Vec<crate::ServerFrame>,
+}

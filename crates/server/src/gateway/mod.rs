@@ -4,6 +4,7 @@
 
 mod dispatch;
 mod http;
+mod longpoll;
 mod social_http;
 mod ws;
 
@@ -63,6 +64,8 @@ pub fn routes(state: Arc<AppState>) -> Router {
             "/v1/privacy",
             get(social_http::privacy).put(social_http::set_privacy),
         )
+        .route("/v1/poll", post(longpoll::poll))
+        .route("/v1/frames", post(longpoll::frames))
         .route(missive_proto::WS_PATH, get(ws::upgrade))
         .with_state(state)
 }

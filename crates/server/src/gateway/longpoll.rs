@@ -1,0 +1,136 @@
+//! HTTP long-polling: the same delivery as the WebSocket for networks that
+//! break WebSockets. `POST /v1/poll` waits for queued frames after a cursor
+//! (acking on the way in); `POST /v1/frames` takes any client frame and
+//! answers with the frames the WebSocket would have sent back.
+//!
+//! A waiting poll registers the device with the router exactly like a
+//! WebSocket session, so one device has one live session: a poll replaces a
+//! WebSocket (closed with `replaced`) and vice versa, and a newer poll ends an
+//! older one at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use missive_proto::rest::{FrameReplies, PollRequest, PollResponse};
+use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
+use tokio::time::Instant;
+
+use super::dispatch::{Dispatcher, queue_frame};
+use super::http::{Authenticated, json_body};
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The longest a poll may wait, and the wait when the client names none.
+const POLL_TIMEOUT_MAX_MS: u64 = 60_000;
+const POLL_TIMEOUT_DEFAULT_MS: u64 = 25_000;
+
+/// `POST /v1/poll`
+pub async fn poll(
+    State(state): State<Arc<AppState>>,
+    Authenticated(auth): Authenticated,
+    body: Result<Json<PollRequest>, JsonRejection>,
+) -> Result<Json<PollResponse>, ApiError> {
+    let request = json_body(body)?;
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down",
+        ));
+    }
+    let Ok(_permit) = state.connection_permits.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many connections",
+        ));
+    };
+    if let Some(up_to) = request.ack_up_to {
+        state.messaging.ack(&auth, Some(up_to), Vec::new()).await?;
+    }
+    let wait_ms = request
+        .timeout_ms
+        .unwrap_or(POLL_TIMEOUT_DEFAULT_MS)
+        .min(POLL_TIMEOUT_MAX_MS);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    // Register before the first read: a send committed after the read wakes us.
+    let mut registration = state.router.register(auth.device, auth.account);
+    let mut cursor = request.cursor;
+    let mut frames = Vec::new();
+    let mut closed = None;
+    loop {
+        let page = state.messaging.pending(auth.device, cursor).await?;
+        if !page.is_empty() {
+            for item in page {
+                cursor = item.pos();
+                frames.push(queue_frame(item));
+            }
+            break;
+        }
+        tokio::select! {
+            _ = registration.wake.notified() => continue,
+            Some(ephemeral) = registration.ephemeral.recv() => {
+                if let Ok(frame) = serde_json::from_str::<ServerFrame>(&ephemeral) {
+                    frames.push(frame);
+                }
+                break;
+            }
+            _ = registration.close.changed() => {
+                closed = registration.close.borrow().map(|code| code.reason().to_owned());
+                break;
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = state.shutdown.cancelled() => {
+                closed = Some("shutting_down".to_owned());
+                break;
+            }
+        }
+    }
+    // Ephemeral frames that arrived meanwhile ride along.
+    while let Ok(ephemeral) = registration.ephemeral.try_recv() {
+        if let Ok(frame) = serde_json::from_str::<ServerFrame>(&ephemeral) {
+            frames.push(frame);
+        }
+    }
+    metrics::counter!("missive_deliveries_total").increment(
+        frames
+            .iter()
+            .filter(|frame| frame.queue_pos().is_some())
+            .count() as u64,
+    );
+    Ok(Json(PollResponse {
+        frames,
+        cursor,
+        closed,
+    }))
+}
+
+/// `POST /v1/frames`: one client frame (any but `auth`), its replies back.
+/// A single `error` reply also sets the HTTP status of its code.
+pub async fn frames(
+    State(state): State<Arc<AppState>>,
+    Authenticated(auth): Authenticated,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Response {
+    let value = match json_body(body) {
+        Ok(value) => value,
+        Err(err) => return err.into_response(),
+    };
+    let replies = match missive_proto::decode_client_frame(&value.to_string()) {
+        Ok(ClientFrame::Auth { id, .. }) => vec![ServerFrame::error(
+            id,
+            ErrorCode::AlreadyAuthenticated,
+            "authenticate with the Authorization header",
+        )],
+        Ok(frame) => Dispatcher::new(state, auth).handle(frame).await,
+        Err(err) => vec![ServerFrame::error(err.id, err.code, err.message)],
+    };
+    let status = match replies.as_slice() {
+        [ServerFrame::Error { code, .. }] => ApiError::new(*code, "").status(),
+        _ => StatusCode::OK,
+    };
+    (status, Json(FrameReplies { frames: replies })).into_response()
+}
