@@ -21,6 +21,41 @@ pub struct Config {
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
+    pub push: PushConfig,
+}
+
+/// The push webhook (see `service/push.rs`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Where to POST announcements; no URL, no webhook.
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the `X-Missive-Signature` header. Set it from
+    /// the environment (`MISSIVE_PUSH__SECRET`), not in a file.
+    pub secret: String,
+    /// At most one call per device per this many seconds.
+    pub coalesce_secs: u64,
+    /// Retries after a failed call, with doubling backoff from
+    /// `retry_backoff_ms`.
+    pub retries_max: u32,
+    pub retry_backoff_ms: u64,
+    pub timeout_ms: u64,
+    /// Webhook calls in flight at once.
+    pub calls_concurrent_max: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            secret: String::new(),
+            coalesce_secs: 30,
+            retries_max: 3,
+            retry_backoff_ms: 500,
+            timeout_ms: 5_000,
+            calls_concurrent_max: 16,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +147,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             delivery: DeliveryConfig::default(),
             limits: LimitsConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -222,6 +258,10 @@ impl Config {
                 self.limits.group_members_max as u64,
             ),
             (
+                "push.calls_concurrent_max",
+                self.push.calls_concurrent_max as u64,
+            ),
+            (
                 "limits.outbound_frames_max",
                 self.limits.outbound_frames_max as u64,
             ),
@@ -236,6 +276,11 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
             }
+        }
+        if self.push.webhook_url.is_some() && self.push.secret.len() < 16 {
+            return Err(ConfigError(
+                "push.secret must be at least 16 bytes when push.webhook_url is set".into(),
+            ));
         }
         if self.limits.frame_bytes_max < 1024 {
             return Err(ConfigError(
@@ -282,6 +327,10 @@ mod tests {
             .merge(Toml::string("[store]\nreaders = 0\n"));
         let err = Config::from_figment(&figment).unwrap_err().to_string();
         assert!(err.contains("store.readers"), "{err}");
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[push]\nwebhook_url = \"http://x/\"\n"));
+        let err = Config::from_figment(&figment).unwrap_err().to_string();
+        assert!(err.contains("push.secret"), "{err}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use config::Config;
 
 use crate::error::ApiError;
 use crate::router::Router;
-use crate::service::{Accounts, Groups, Messaging, Social};
+use crate::service::{Accounts, Groups, Messaging, Push, Social};
 
 /// Everything a request handler or session needs; shared by `Arc`.
 pub struct AppState {
@@ -101,10 +101,17 @@ impl App {
         let router = Arc::new(Router::default());
         bus.attach(router.clone());
         let accounts = Accounts::new(store.clone(), bus.clone(), clock.clone(), &config.limits);
+        let push = Arc::new(Push::start(
+            &config.push,
+            store.clone(),
+            router.clone(),
+            clock.clone(),
+        ));
         let messaging = Messaging::new(
             store.clone(),
             bus.clone(),
             clock.clone(),
+            push.clone(),
             &config.delivery,
             &config.limits,
         );
@@ -112,6 +119,7 @@ impl App {
             store.clone(),
             bus.clone(),
             clock.clone(),
+            push,
             &config.delivery,
             &config.limits,
         );

@@ -231,6 +231,9 @@ pub trait Store: Send + Sync + 'static {
         conversation: ConversationId,
     ) -> Result<Vec<(AccountId, DeviceId)>, StoreError>;
 
+    /// The username owning the device, if it exists.
+    async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError>;
+
     /// Number of entries in the device's queue, expired or not.
     async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError>;
 

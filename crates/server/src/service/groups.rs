@@ -12,6 +12,7 @@ use missive_store::{
     DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName, NewGroup, Role, Store,
 };
 
+use super::push::Push;
 use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
 
@@ -19,6 +20,7 @@ pub struct Groups {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
+    push: Arc<Push>,
     members_max: usize,
     offline_ttl_ms: i64,
 }
@@ -28,6 +30,7 @@ impl Groups {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         clock: Arc<dyn Clock>,
+        push: Arc<Push>,
         delivery: &DeliveryConfig,
         limits: &LimitsConfig,
     ) -> Self {
@@ -35,6 +38,7 @@ impl Groups {
             store,
             bus,
             clock,
+            push,
             members_max: limits.group_members_max,
             offline_ttl_ms: i64::try_from(delivery.offline_ttl_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
@@ -183,6 +187,7 @@ impl Groups {
         for device in &changed.queued_for {
             self.bus.publish(*device, DeviceEvent::QueueChanged).await;
         }
+        self.push.queued(&changed.queued_for);
     }
 }
 

@@ -14,6 +14,7 @@ use missive_store::{
     QueueItem, ReadRequest, ReceiptsRecord, Store, StoredEvent, SweepOutcome, SweepRequest,
 };
 
+use super::push::Push;
 use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
 
@@ -69,6 +70,7 @@ pub struct Messaging {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
+    push: Arc<Push>,
     delivery: DeliveryConfig,
     text_bytes_max: usize,
 }
@@ -78,6 +80,7 @@ impl Messaging {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         clock: Arc<dyn Clock>,
+        push: Arc<Push>,
         delivery: &DeliveryConfig,
         limits: &LimitsConfig,
     ) -> Self {
@@ -85,6 +88,7 @@ impl Messaging {
             store,
             bus,
             clock,
+            push,
             delivery: delivery.clone(),
             text_bytes_max: limits.text_bytes_max,
         }
@@ -327,6 +331,7 @@ impl Messaging {
         for device in devices {
             self.bus.publish(*device, DeviceEvent::QueueChanged).await;
         }
+        self.push.queued(devices);
     }
 }
 

@@ -330,6 +330,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
+        self.read(move |conn| ops::device_owner(conn, device)).await
+    }
+
     async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError> {
         self.read(move |conn| ops::queue_depth(conn, device)).await
     }

@@ -825,6 +825,19 @@ pub(super) fn queue_depth(conn: &Connection, device: DeviceId) -> Result<u64, St
     .map_err(backend)
 }
 
+pub(super) fn device_owner(
+    conn: &Connection,
+    device: DeviceId,
+) -> Result<Option<String>, StoreError> {
+    conn.query_row(
+        "SELECT a.username FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
+        [device.0],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}
+
 pub(super) fn queue_depth_total(conn: &Connection) -> Result<u64, StoreError> {
     conn.query_row("SELECT count(*) FROM queue", [], |row| row.get::<_, i64>(0))
         .map(|n| n as u64)
