@@ -375,6 +375,67 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `listen --poll`: the same output and acking as `listen`, over HTTP
+/// long-polling. Acks ride on the next poll; the last one is sent as an
+/// `ack` frame before exiting.
+pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode {
+    const POLL_WAIT_MS: u64 = 25_000;
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
+    };
+    let api = Api::new(&saved.server);
+    let wait_ms = options
+        .idle_secs
+        .map_or(POLL_WAIT_MS, |secs| secs.saturating_mul(1000).min(60_000));
+    let mut cursor = 0;
+    let mut unacked: Option<i64> = None;
+    let mut printed = 0u64;
+    'polling: while options.count.is_none_or(|count| printed < count) {
+        let ack_up_to = if options.ack { unacked.take() } else { None };
+        let response = match api.poll(&saved.token, cursor, ack_up_to, wait_ms).await {
+            Ok(response) => response,
+            Err(err) => return fail(&err),
+        };
+        if let Some(reason) = response.closed {
+            eprintln!("error: the poll ended: {reason}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+        if response.frames.is_empty() && options.idle_secs.is_some() {
+            break;
+        }
+        for frame in &response.frames {
+            if options.count.is_some_and(|count| printed >= count) {
+                break 'polling;
+            }
+            match frame.queue_pos() {
+                Some(pos) => {
+                    print_json(frame);
+                    printed += 1;
+                    cursor = pos;
+                    unacked = Some(pos);
+                }
+                None if options.ephemeral => {
+                    print_json(frame);
+                    printed += 1;
+                }
+                None => {}
+            }
+        }
+    }
+    if let (true, Some(up_to)) = (options.ack, unacked) {
+        let ack = ClientFrame::Ack {
+            id: Some("final".into()),
+            up_to: Some(up_to),
+            positions: Vec::new(),
+        };
+        if let Err(err) = api.frame(&saved.token, &ack).await {
+            return fail(&err);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// How long `presence` waits for the server's answers.
 const PRESENCE_WAIT: Duration = Duration::from_secs(30);
 

@@ -82,6 +82,9 @@ enum Command {
         /// Subscribe to this user's presence (repeatable); needs --ephemeral.
         #[arg(long, value_name = "USER", requires = "ephemeral")]
         presence: Vec<String>,
+        /// Use HTTP long-polling instead of a WebSocket.
+        #[arg(long, conflicts_with = "presence")]
+        poll: bool,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -337,6 +340,7 @@ fn main() -> ExitCode {
                 no_ack,
                 ephemeral,
                 presence,
+                poll,
                 client,
             } => {
                 let options = cli::ListenOptions {
@@ -346,7 +350,11 @@ fn main() -> ExitCode {
                     ephemeral,
                     presence,
                 };
-                cli::listen(&client, options).await
+                if poll {
+                    cli::listen_poll(&client, options).await
+                } else {
+                    cli::listen(&client, options).await
+                }
             }
             Command::Group { command } => group(command).await,
             Command::React {

@@ -194,3 +194,53 @@ fn config_errors_name_the_key_and_exit_2() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.to_lowercase().contains("store.fsync"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_over_long_polling_prints_and_acks_like_the_websocket() {
+    // Goal: `listen --poll` prints queued frames as JSON lines and acks
+    // them, so a second listen (over either transport) finds nothing.
+    let data_dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let url = server.url.clone();
+    let run = move |args: &[&str]| cli(config_dir.path(), &url, args);
+    tokio::task::spawn_blocking(move || {
+        for user in ["alice", "bob"] {
+            assert_eq!(run(&["register", user]).0, 0);
+            assert_eq!(run(&["login", user, "--profile", user]).0, 0);
+        }
+        for (cmid, text) in [("p1", "one"), ("p2", "two"), ("p3", "three")] {
+            let sent = run(&[
+                "send",
+                "bob",
+                text,
+                "--profile",
+                "alice",
+                "--client-msg-id",
+                cmid,
+            ]);
+            assert_eq!(sent.0, 0, "{}", sent.2);
+        }
+        let (code, stdout, stderr) = run(&["listen", "--poll", "--profile", "bob", "--count", "2"]);
+        assert_eq!(code, 0, "{stderr}");
+        let texts: Vec<String> = stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(texts, ["one", "two"]);
+        // Only the printed two were acked: the third comes next, then nothing.
+        let (code, stdout, _) = run(&["listen", "--poll", "--profile", "bob", "--idle-secs", "1"]);
+        assert_eq!(code, 0);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        assert!(stdout.contains("\"three\""), "{stdout}");
+        let (code, stdout, _) = run(&["listen", "--profile", "bob", "--idle-secs", "1"]);
+        assert_eq!((code, stdout.as_str()), (0, ""));
+    })
+    .await
+    .unwrap();
+}
