@@ -168,6 +168,15 @@ impl Api {
         decode(request.bearer_auth(token).json(body).send().await).await
     }
 
+    async fn delete_json<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let request = self.http.delete(format!("{}{path}", self.base_url));
+        decode(request.bearer_auth(token).send().await).await
+    }
+
     async fn send_empty(
         &self,
         method: reqwest::Method,
@@ -241,15 +250,8 @@ impl Api {
         group: i64,
         username: &str,
     ) -> Result<GroupInfo, ClientError> {
-        let path = format!("/v1/groups/{group}/members/{username}");
-        decode(
-            self.http
-                .delete(format!("{}{path}", self.base_url))
-                .bearer_auth(token)
-                .send()
-                .await,
-        )
-        .await
+        self.delete_json(token, &format!("/v1/groups/{group}/members/{username}"))
+            .await
     }
 
     pub async fn promote(
@@ -274,15 +276,8 @@ impl Api {
         group: i64,
         username: &str,
     ) -> Result<GroupInfo, ClientError> {
-        let path = format!("/v1/groups/{group}/admins/{username}");
-        decode(
-            self.http
-                .delete(format!("{}{path}", self.base_url))
-                .bearer_auth(token)
-                .send()
-                .await,
-        )
-        .await
+        self.delete_json(token, &format!("/v1/groups/{group}/admins/{username}"))
+            .await
     }
 
     pub async fn leave_group(&self, token: &str, group: i64) -> Result<(), ClientError> {

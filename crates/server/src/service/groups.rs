@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
-use missive_core::{AccountId, Clock, ConversationId, Username};
+use missive_core::{AccountId, Clock, ConversationId};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{GroupInfo, MemberInfo, MemberRole};
 use missive_store::{
@@ -165,14 +165,7 @@ impl Groups {
     }
 
     async fn account(&self, username: &str) -> Result<AccountId, ApiError> {
-        let unknown = || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
-        let parsed = Username::parse(username).map_err(|_| unknown())?;
-        Ok(self
-            .store
-            .account_by_username(&parsed)
-            .await?
-            .ok_or_else(unknown)?
-            .id)
+        super::account_named(&*self.store, username).await
     }
 
     async fn accounts(&self, usernames: &[String]) -> Result<Vec<AccountId>, ApiError> {

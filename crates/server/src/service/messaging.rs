@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
 use missive_core::{
-    ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, QueuePos, Seq,
-    UnixMillis, Username,
+    ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, QueuePos, Seq, UnixMillis,
 };
 use missive_proto::ErrorCode;
 use missive_store::{
@@ -107,17 +106,10 @@ impl Messaging {
         match recipient {
             Recipient::Conversation(conversation) => Ok(conversation),
             Recipient::User(username) => {
-                let unknown =
-                    || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
-                let parsed = Username::parse(&username).map_err(|_| unknown())?;
-                let account = self
-                    .store
-                    .account_by_username(&parsed)
-                    .await?
-                    .ok_or_else(unknown)?;
+                let account = super::account_named(&*self.store, &username).await?;
                 Ok(self
                     .store
-                    .direct_conversation(auth.account, account.id, self.clock.now_ms())
+                    .direct_conversation(auth.account, account, self.clock.now_ms())
                     .await?)
             }
         }

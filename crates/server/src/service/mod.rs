@@ -14,3 +14,21 @@ pub use groups::Groups;
 pub use messaging::{Draft, Messaging, Recipient};
 pub use push::Push;
 pub use social::Social;
+
+use missive_core::{AccountId, Username};
+use missive_proto::ErrorCode;
+use missive_store::Store;
+
+use crate::error::ApiError;
+
+/// The account named `username`; `unknown_user` when there is none (or the
+/// name is not even valid, which the client need not distinguish).
+pub async fn account_named(store: &dyn Store, username: &str) -> Result<AccountId, ApiError> {
+    let unknown = || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
+    let parsed = Username::parse(username).map_err(|_| unknown())?;
+    Ok(store
+        .account_by_username(&parsed)
+        .await?
+        .ok_or_else(unknown)?
+        .id)
+}

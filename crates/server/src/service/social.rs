@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
-use missive_core::{AccountId, Clock, ConversationId, Username};
+use missive_core::{AccountId, Clock, ConversationId};
 use missive_proto::rest::{PresenceVisibility as WireVisibility, Privacy, UserList};
 use missive_proto::{ErrorCode, ServerFrame, TypingState};
 use missive_store::{DeviceAuth, PresenceVisibility, Store};
@@ -41,14 +41,7 @@ impl Social {
     }
 
     pub async fn account(&self, username: &str) -> Result<AccountId, ApiError> {
-        let unknown = || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
-        let parsed = Username::parse(username).map_err(|_| unknown())?;
-        Ok(self
-            .store
-            .account_by_username(&parsed)
-            .await?
-            .ok_or_else(unknown)?
-            .id)
+        super::account_named(&*self.store, username).await
     }
 
     pub async fn set_contact(
