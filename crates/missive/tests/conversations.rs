@@ -750,3 +750,66 @@ async fn groups_can_be_managed_over_the_websocket_too() {
     assert_eq!(actions, ["created", "added"]);
     assert_eq!(server.api.group(&alice, id).await.unwrap(), group);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_learns_nothing_about_messages_from_before_joining() {
+    // Goal: edits, reactions and deletes of a message sent before someone
+    // joined never reach them (queue or history); they cannot act on it or
+    // ask for its receipts; their unread count starts at their joining.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    server.user("bob").await;
+    let dave = server.user("dave").await;
+    let id = server
+        .api
+        .create_group(&alice, "g", &["bob"])
+        .await
+        .unwrap()
+        .conversation;
+    let mut alice_ws = server.connect(&alice).await;
+    let (old, _, _) = sent(alice_ws.send_to(id, "m1", "plan v1", None).await.unwrap());
+    server.api.add_members(&alice, id, &["dave"]).await.unwrap();
+    sent(
+        alice_ws
+            .edit(id, "e1", &old, "secret plan v2")
+            .await
+            .unwrap(),
+    );
+    let (fresh, _, _) = sent(
+        alice_ws
+            .send_to(id, "m2", "welcome dave", None)
+            .await
+            .unwrap(),
+    );
+
+    let mut dave_ws = server.connect(&dave).await;
+    let frames = drain(&mut dave_ws, 2).await;
+    assert_eq!(system_action(&frames[0]).as_deref(), Some("added"));
+    assert_eq!(events(&frames)[1].3, "welcome dave");
+    assert_nothing_queued(&mut dave_ws).await;
+    let history = server.api.history(&dave, id, "").await.unwrap();
+    assert!(
+        !history.messages.iter().any(|m| m.text.contains("secret")),
+        "{history:?}"
+    );
+    assert_eq!(history.messages.len(), 2);
+    assert_eq!(
+        refused_code(dave_ws.react(id, "r1", &old, Some("👍")).await),
+        "unknown_message"
+    );
+    assert_eq!(
+        refused_code(dave_ws.send_to(id, "r2", "re", Some(&old)).await),
+        "unknown_message"
+    );
+    assert_eq!(
+        refused_code(server.api.receipts(&dave, id, &old).await),
+        "unknown_message"
+    );
+    sent(dave_ws.react(id, "r3", &fresh, Some("👋")).await.unwrap());
+    let list = server.api.conversations(&dave).await.unwrap();
+    // added, edit (hidden but counted by seq), welcome, own reaction.
+    assert_eq!(
+        list.conversations[0].unread,
+        list.conversations[0].last_seq - 2
+    );
+}

@@ -95,6 +95,9 @@ pub async fn poll(
             frames.push(frame);
         }
     }
+    drop(registration);
+    // A polling device is online while a poll waits; record when it last was.
+    state.social.record_last_seen(auth.account).await;
     metrics::counter!("missive_deliveries_total").increment(
         frames
             .iter()
@@ -124,6 +127,11 @@ pub async fn frames(
             id,
             ErrorCode::AlreadyAuthenticated,
             "authenticate with the Authorization header",
+        )],
+        Ok(ClientFrame::SubscribePresence { id, .. }) => vec![ServerFrame::error(
+            id,
+            ErrorCode::InvalidField,
+            "presence subscriptions need a live session: use the WebSocket",
         )],
         Ok(frame) => Dispatcher::new(state, auth).handle(frame).await,
         Err(err) => vec![ServerFrame::error(err.id, err.code, err.message)],

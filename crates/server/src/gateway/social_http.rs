@@ -251,9 +251,14 @@ pub async fn history(
             query.limit,
         )
         .await?;
-    let newest_first = query.after.is_none();
-    let next_before = if newest_first {
-        events.last().map(|event| event.seq).filter(|seq| *seq > 1)
+    // A full newest-first page may have older events behind it; the next
+    // page (possibly empty) tells.
+    let limit = query
+        .limit
+        .unwrap_or(crate::service::messaging::HISTORY_PAGE_DEFAULT)
+        .clamp(1, state.config.delivery.page_size);
+    let next_before = if query.after.is_none() && events.len() >= limit {
+        events.last().map(|event| event.seq)
     } else {
         None
     };

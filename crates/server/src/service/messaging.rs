@@ -18,7 +18,7 @@ use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
 
 /// History page size when the client does not ask for one.
-const HISTORY_PAGE_DEFAULT: usize = 50;
+pub const HISTORY_PAGE_DEFAULT: usize = 50;
 
 /// Rows deleted per table per sweeper transaction, so a sweep never holds
 /// the writer for long.

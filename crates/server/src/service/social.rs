@@ -246,6 +246,18 @@ impl Social {
         self.announce(account).await;
     }
 
+    /// Records that the account was online until now, unless a device of it
+    /// still is (used when a long-poll ends; no announcement, so polling
+    /// clients do not make their presence flap).
+    pub async fn record_last_seen(&self, account: AccountId) {
+        if self.router.is_online(account) {
+            return;
+        }
+        if let Err(err) = self.store.set_last_seen(account, self.clock.now_ms()).await {
+            tracing::debug!(%err, "could not record last seen");
+        }
+    }
+
     /// Relays a typing indication to the live devices of the other members
     /// (except those blocked either way). Never stored.
     pub async fn typing(

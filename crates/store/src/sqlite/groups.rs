@@ -107,7 +107,7 @@ fn add_member(
     now_ms: UnixMillis,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms, read_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
     )
     .and_then(|mut stmt| stmt.execute(params![conversation.0, account.0, role, joined_seq, now_ms]))
     .map_err(|err| match err {

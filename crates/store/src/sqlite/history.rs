@@ -15,6 +15,11 @@ const EVENT_COLUMNS: &str =
     "m.id, m.conversation_id, m.seq, a.username, m.sender_device, m.client_msg_id,
      m.kind, m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms";
 
+/// An event about an earlier message (reaction, edit, delete) is visible
+/// only to members who saw that message; `?2` is the member's joined seq.
+const ABOUT_VISIBLE: &str = "(m.kind IN (0, 1) OR m.target_id IS NULL
+     OR (SELECT t.seq FROM messages t WHERE t.id = m.target_id) > ?2)";
+
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         message_id: MessageId::from_stored(row.get(0)?),
@@ -80,7 +85,7 @@ pub(super) fn history(
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND {ABOUT_VISIBLE} ORDER BY m.seq LIMIT ?3"
                 ))
                 .map_err(backend)?;
             let rows = stmt
@@ -95,7 +100,8 @@ pub(super) fn history(
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3 ORDER BY m.seq DESC LIMIT ?4"
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3 AND {ABOUT_VISIBLE}
+                     ORDER BY m.seq DESC LIMIT ?4"
                 ))
                 .map_err(backend)?;
             let before = request.before.unwrap_or(i64::MAX);
@@ -203,8 +209,10 @@ pub(super) fn receipts(
     check_member(conn, conversation, account)?;
     let (seq, sender): (i64, i64) = conn
         .query_row(
-            "SELECT seq, sender_account FROM messages WHERE id = ?1 AND conversation_id = ?2 AND kind = ?3",
-            params![message_id.as_str(), conversation.0, EVENT_TEXT],
+            "SELECT m.seq, m.sender_account FROM messages m
+             JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = ?4
+             WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind = ?3 AND m.seq > mb.joined_seq",
+            params![message_id.as_str(), conversation.0, EVENT_TEXT, account.0],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()

@@ -265,6 +265,20 @@ pub(super) fn member_devices(
     )
 }
 
+/// Devices of members who joined before `seq` (so received that event).
+fn members_devices_who_saw(
+    conn: &Connection,
+    conversation: ConversationId,
+    seq: i64,
+) -> Result<Vec<DeviceId>, StoreError> {
+    device_ids(
+        conn,
+        "SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
+         WHERE m.conversation_id = ?1 AND m.joined_seq < ?2 ORDER BY d.id",
+        params![conversation.0, seq],
+    )
+}
+
 pub(super) fn account_devices(
     conn: &Connection,
     account: AccountId,
@@ -336,7 +350,7 @@ pub(super) fn append_message(
     }
     check_member(conn, message.conversation, message.sender_account)?;
     check_not_blocked(conn, message.conversation, message.sender_account)?;
-    let (kind, body, target) = apply_body(conn, message)?;
+    let (kind, body, target, about_seq) = apply_body(conn, message)?;
     let seq = super::groups::next_seq(conn, message.conversation)?;
     let message_id = message.message_id.as_str();
     conn.prepare_cached(
@@ -373,7 +387,10 @@ pub(super) fn append_message(
         ])
     })
     .map_err(backend)?;
-    let mut queued_for = member_devices(conn, message.conversation, None)?;
+    let mut queued_for = match about_seq {
+        Some(about_seq) => members_devices_who_saw(conn, message.conversation, about_seq)?,
+        None => member_devices(conn, message.conversation, None)?,
+    };
     queued_for.retain(|device| *device != message.sender_device);
     enqueue(
         conn,
@@ -420,20 +437,30 @@ fn check_not_blocked(
     }
 }
 
-/// The text message `target` in `conversation`: (author, created, deleted).
+/// The text message `target` in `conversation` as `viewer` may see it (sent
+/// after the viewer joined): (author, created, deleted, seq).
 fn text_target(
     conn: &Connection,
     conversation: ConversationId,
     target: &MessageId,
-) -> Result<(i64, i64, bool), StoreError> {
+    viewer: AccountId,
+) -> Result<(i64, i64, bool, i64), StoreError> {
     conn.prepare_cached(
-        "SELECT sender_account, created_ms, deleted FROM messages
-         WHERE id = ?1 AND conversation_id = ?2 AND kind = ?3",
+        "SELECT m.sender_account, m.created_ms, m.deleted, m.seq FROM messages m
+         JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = ?4
+         WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind = ?3 AND m.seq > mb.joined_seq",
     )
     .and_then(|mut stmt| {
         stmt.query_row(
-            params![target.as_str(), conversation.0, EVENT_TEXT],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? != 0)),
+            params![target.as_str(), conversation.0, EVENT_TEXT, viewer.0],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get::<_, i64>(2)? != 0,
+                    row.get(3)?,
+                ))
+            },
         )
         .optional()
     })
@@ -443,26 +470,30 @@ fn text_target(
 
 /// Validates the body against its target and applies its effect on the
 /// target (reaction row, edited text, tombstone). Returns what the event
-/// row stores: (kind, body, target).
-fn apply_body(
-    conn: &Connection,
-    message: &NewMessage,
-) -> Result<(i64, String, Option<String>), StoreError> {
+/// row stores (kind, body, target) and, for an event about an earlier
+/// message, that message's seq: members who joined after it must not learn
+/// of it.
+/// (kind, body, target, seq of the message the event is about).
+type AppliedBody = (i64, String, Option<String>, Option<i64>);
+
+fn apply_body(conn: &Connection, message: &NewMessage) -> Result<AppliedBody, StoreError> {
     let conversation = message.conversation;
     let sender = message.sender_account.0;
+    let viewer = message.sender_account;
     match &message.body {
         Body::Text { text, reply_to } => {
             if let Some(reply_to) = reply_to {
-                text_target(conn, conversation, reply_to)?;
+                text_target(conn, conversation, reply_to, viewer)?;
             }
             Ok((
                 EVENT_TEXT,
                 text.as_str().to_owned(),
                 reply_to.as_ref().map(|id| id.to_string()),
+                None,
             ))
         }
         Body::Reaction { target, emoji } => {
-            let (_, _, deleted) = text_target(conn, conversation, target)?;
+            let (_, _, deleted, target_seq) = text_target(conn, conversation, target, viewer)?;
             if deleted {
                 return Err(StoreError::MessageDeleted);
             }
@@ -482,6 +513,7 @@ fn apply_body(
                 EVENT_REACTION,
                 emoji.clone().unwrap_or_default(),
                 Some(target.to_string()),
+                Some(target_seq),
             ))
         }
         Body::Edit {
@@ -489,7 +521,8 @@ fn apply_body(
             text,
             window_ms,
         } => {
-            let (author, created_ms, deleted) = text_target(conn, conversation, target)?;
+            let (author, created_ms, deleted, target_seq) =
+                text_target(conn, conversation, target, viewer)?;
             if author != sender {
                 return Err(StoreError::NotAuthor);
             }
@@ -508,10 +541,11 @@ fn apply_body(
                 EVENT_EDIT,
                 text.as_str().to_owned(),
                 Some(target.to_string()),
+                Some(target_seq),
             ))
         }
         Body::Delete { target } => {
-            let (author, _, deleted) = text_target(conn, conversation, target)?;
+            let (author, _, deleted, target_seq) = text_target(conn, conversation, target, viewer)?;
             if author != sender {
                 return Err(StoreError::NotAuthor);
             }
@@ -535,7 +569,12 @@ fn apply_body(
                 [target.as_str()],
             )
             .map_err(backend)?;
-            Ok((EVENT_DELETE, String::new(), Some(target.to_string())))
+            Ok((
+                EVENT_DELETE,
+                String::new(),
+                Some(target.to_string()),
+                Some(target_seq),
+            ))
         }
     }
 }
@@ -793,7 +832,14 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
             params![sweep.bodies_before_ms, limit],
         )
         .map_err(backend)? as u64;
-    // Reactions whose message body is gone go with it.
+    // Receipts and reactions whose message body is gone go with it.
+    conn.execute(
+        "DELETE FROM receipts WHERE (message_id, account_id) IN (
+            SELECT r.message_id, r.account_id FROM receipts r
+            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id) LIMIT ?1)",
+        [limit],
+    )
+    .map_err(backend)?;
     conn.execute(
         "DELETE FROM reactions WHERE (message_id, account_id) IN (
             SELECT r.message_id, r.account_id FROM reactions r
