@@ -258,3 +258,14 @@ pub struct PollResponse {
 pub struct FrameReplies {
     pub frames: Vec<crate::ServerFrame>,
 }
+
+/// `POST /v1/media` → 201: the stored object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    pub media_id: String,
+    /// Sniffed from the bytes; the request's Content-Type is ignored.
+    pub content_type: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+}

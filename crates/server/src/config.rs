@@ -116,6 +116,8 @@ pub struct LimitsConfig {
     pub devices_per_account_max: usize,
     pub group_members_max: usize,
     pub text_bytes_max: usize,
+    /// Largest media upload.
+    pub media_bytes_max: u64,
     /// Largest WebSocket message accepted; larger closes with 1009.
     pub frame_bytes_max: usize,
     /// Frames waiting to be written to one connection; a client that lets
@@ -191,6 +193,7 @@ impl Default for LimitsConfig {
             devices_per_account_max: 5,
             group_members_max: 1024,
             text_bytes_max: 64 * 1024,
+            media_bytes_max: 16 * 1024 * 1024,
             frame_bytes_max: 256 * 1024,
             outbound_frames_max: 256,
             write_timeout_ms: 10_000,
@@ -288,6 +291,10 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.data_dir.join("media")
     }
 
     pub fn database_path(&self) -> PathBuf {

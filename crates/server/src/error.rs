@@ -54,7 +54,9 @@ impl ApiError {
             }
             ErrorCode::AlreadyMember => StatusCode::CONFLICT,
             ErrorCode::NotAGroup => StatusCode::BAD_REQUEST,
-            ErrorCode::UnknownMessage => StatusCode::NOT_FOUND,
+            ErrorCode::UnknownMessage | ErrorCode::UnknownMedia => StatusCode::NOT_FOUND,
+            ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::MediaTypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnknownUser | ErrorCode::UnknownDevice | ErrorCode::UnknownConversation => {
                 StatusCode::NOT_FOUND
             }

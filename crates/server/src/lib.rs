@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use missive_blobs::Blobs;
 use missive_bus::{Bus, InProcessBus};
 use missive_core::Clock;
 use missive_store::{Fsync, SqliteConfig, SqliteStore, Store, StoreError, SweepOutcome};
@@ -32,7 +33,7 @@ pub use config::Config;
 
 use crate::error::ApiError;
 use crate::router::Router;
-use crate::service::{Accounts, Groups, Messaging, Push, Social};
+use crate::service::{Accounts, Groups, Media, Messaging, Push, Social};
 
 /// Everything a request handler or session needs; shared by `Arc`.
 pub struct AppState {
@@ -45,6 +46,7 @@ pub struct AppState {
     pub messaging: Messaging,
     pub groups: Groups,
     pub social: Social,
+    pub media: Media,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// Every WebSocket session, so shutdown can wait for them.
@@ -67,6 +69,8 @@ pub enum StartError {
     },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open blob storage: {0}")]
+    Blobs(#[from] missive_blobs::BlobError),
 }
 
 impl App {
@@ -88,7 +92,8 @@ impl App {
         store_config.readers = config.store.readers;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_config)?);
         let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
-        Ok(Self::with_boundaries(config, store, bus, clock))
+        let blobs = Blobs::local(&config.media_dir())?;
+        Ok(Self::with_boundaries(config, store, bus, blobs, clock))
     }
 
     /// Wires the services over given boundaries (the cluster mode entry).
@@ -96,6 +101,7 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        blobs: Blobs,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let router = Arc::new(Router::default());
@@ -124,6 +130,12 @@ impl App {
             &config.limits,
         );
         let social = Social::new(store.clone(), bus.clone(), router.clone(), clock.clone());
+        let media = Media::new(
+            store.clone(),
+            blobs,
+            clock.clone(),
+            config.limits.media_bytes_max,
+        );
         let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
         Self {
             state: Arc::new(AppState {
@@ -136,6 +148,7 @@ impl App {
                 messaging,
                 groups,
                 social,
+                media,
                 shutdown: CancellationToken::new(),
                 sessions: TaskTracker::new(),
                 connection_permits,

@@ -231,6 +231,17 @@ pub trait Store: Send + Sync + 'static {
         conversation: ConversationId,
     ) -> Result<Vec<(AccountId, DeviceId)>, StoreError>;
 
+    /// Records an uploaded media object (after its bytes are stored).
+    async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError>;
+
+    /// The media record, if `account` may read it (today: its uploader).
+    /// Anyone else gets `None`, indistinguishable from a missing id.
+    async fn media_for(
+        &self,
+        account: AccountId,
+        id: &str,
+    ) -> Result<Option<MediaRecord>, StoreError>;
+
     /// The username owning the device, if it exists.
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError>;
 

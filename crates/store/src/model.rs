@@ -355,3 +355,16 @@ pub struct PresenceProfile {
     pub visibility: PresenceVisibility,
     pub last_seen_ms: UnixMillis,
 }
+
+/// A stored media object's record; the bytes live in Blobs under `id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaRecord {
+    /// 32 hex characters of randomness: unguessable, safe as a blob key.
+    pub id: String,
+    pub uploader: AccountId,
+    pub content_type: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    pub created_ms: UnixMillis,
+}

@@ -5,6 +5,7 @@
 mod dispatch;
 mod http;
 mod longpoll;
+mod media_http;
 mod social_http;
 mod ws;
 
@@ -64,6 +65,12 @@ pub fn routes(state: Arc<AppState>) -> Router {
             "/v1/privacy",
             get(social_http::privacy).put(social_http::set_privacy),
         )
+        .route(
+            "/v1/media",
+            // The upload enforces limits.media_bytes_max itself, streaming.
+            post(media_http::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/media/{id}", get(media_http::download))
         .route("/v1/poll", post(longpoll::poll))
         .route("/v1/frames", post(longpoll::frames))
         .route(missive_proto::WS_PATH, get(ws::upgrade))

@@ -5,12 +5,14 @@
 pub mod accounts;
 pub mod groups;
 pub mod login_limit;
+pub mod media;
 pub mod messaging;
 pub mod push;
 pub mod social;
 
 pub use accounts::Accounts;
 pub use groups::Groups;
+pub use media::Media;
 pub use messaging::{Draft, Messaging, Recipient};
 pub use push::Push;
 pub use social::Social;

@@ -330,6 +330,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError> {
+        self.write(move |conn| ops::create_media(conn, &media))
+            .await
+    }
+
+    async fn media_for(
+        &self,
+        account: AccountId,
+        id: &str,
+    ) -> Result<Option<MediaRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| ops::media_for(conn, account, &id))
+            .await
+    }
+
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
         self.read(move |conn| ops::device_owner(conn, device)).await
     }

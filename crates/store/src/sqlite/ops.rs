@@ -871,6 +871,47 @@ pub(super) fn queue_depth(conn: &Connection, device: DeviceId) -> Result<u64, St
     .map_err(backend)
 }
 
+pub(super) fn create_media(conn: &Connection, media: &MediaRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO media (id, uploader_id, content_type, size_bytes, sha256, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            media.id,
+            media.uploader.0,
+            media.content_type,
+            media.size_bytes as i64,
+            media.sha256,
+            media.created_ms
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn media_for(
+    conn: &Connection,
+    account: AccountId,
+    id: &str,
+) -> Result<Option<MediaRecord>, StoreError> {
+    conn.query_row(
+        "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms FROM media
+         WHERE id = ?1 AND uploader_id = ?2",
+        params![id, account.0],
+        |row| {
+            Ok(MediaRecord {
+                id: row.get(0)?,
+                uploader: AccountId(row.get(1)?),
+                content_type: row.get(2)?,
+                size_bytes: row.get::<_, i64>(3)? as u64,
+                sha256: row.get(4)?,
+                created_ms: row.get(5)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(backend)
+}
+
 pub(super) fn device_owner(
     conn: &Connection,
     device: DeviceId,

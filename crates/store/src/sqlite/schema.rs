@@ -123,6 +123,18 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts ADD COLUMN presence_visibility INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE accounts ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0;
     ",
+    // 3: media records (the bytes live in Blobs).
+    "
+    CREATE TABLE media (
+        id            TEXT PRIMARY KEY,
+        uploader_id   INTEGER NOT NULL,
+        content_type  TEXT NOT NULL,
+        size_bytes    INTEGER NOT NULL,
+        sha256        TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL
+    );
+    CREATE INDEX media_by_age ON media(created_ms);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,46 @@
+//! Media endpoints: `POST /v1/media` streams an upload in, `GET
+//! /v1/media/{id}` streams it out with its sniffed content type.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use missive_proto::rest::MediaInfo;
+
+use super::http::Authenticated;
+use crate::AppState;
+use crate::error::ApiError;
+
+/// `POST /v1/media`: the raw bytes are the body.
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    Authenticated(auth): Authenticated,
+    body: Body,
+) -> Result<(StatusCode, Json<MediaInfo>), ApiError> {
+    let info = state.media.upload(&auth, body.into_data_stream()).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/media/{id}`
+pub async fn download(
+    State(state): State<Arc<AppState>>,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (record, bytes) = state.media.download(&auth, &id).await?;
+    let body = Body::from_stream(bytes.map_err(std::io::Error::other));
+    Ok((
+        [
+            (header::CONTENT_TYPE, record.content_type),
+            (header::CONTENT_LENGTH, record.size_bytes.to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::CONTENT_DISPOSITION, "attachment".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}
