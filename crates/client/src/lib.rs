@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use missive_proto::rest::{
     ConversationList, CreateGroupRequest, DeviceList, ErrorBody, FrameReplies, GroupInfo, History,
-    LoginRequest, LoginResponse, MessageInfo, PollRequest, PollResponse, PresenceVisibility,
-    Privacy, RegisterRequest, RegisterResponse, UserList,
+    LoginRequest, LoginResponse, MediaInfo, MessageInfo, PollRequest, PollResponse,
+    PresenceVisibility, Privacy, RegisterRequest, RegisterResponse, UserList,
 };
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 use serde::de::DeserializeOwned;
@@ -426,6 +426,42 @@ impl Api {
         }
     }
 
+    /// Uploads media bytes; the server sniffs the type.
+    pub async fn upload_media(
+        &self,
+        token: &str,
+        bytes: Vec<u8>,
+    ) -> Result<MediaInfo, ClientError> {
+        let request = self.http.post(format!("{}/v1/media", self.base_url));
+        decode(request.bearer_auth(token).body(bytes).send().await).await
+    }
+
+    /// Downloads media: (content type, bytes).
+    pub async fn download_media(
+        &self,
+        token: &str,
+        media_id: &str,
+    ) -> Result<(String, Vec<u8>), ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/media/{media_id}", self.base_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(refused(response).await);
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let bytes = response.bytes().await.map_err(transport)?;
+        Ok((content_type, bytes.to_vec()))
+    }
+
     /// The WebSocket URL of this server.
     pub fn ws_url(&self) -> String {
         let rest = self
@@ -562,6 +598,7 @@ impl Connection {
             client_msg_id: client_msg_id.into(),
             text: text.into(),
             reply_to: None,
+            media: Vec::new(),
         };
         self.request(&frame, &id).await
     }
@@ -592,6 +629,7 @@ impl Connection {
             client_msg_id: client_msg_id.into(),
             text: text.into(),
             reply_to: reply_to.map(str::to_owned),
+            media: Vec::new(),
         })
         .await
     }

@@ -123,6 +123,11 @@ impl MessageText {
         &self.0
     }
 
+    /// No text at all: the caption of a media-only message.
+    pub fn empty_caption() -> Self {
+        Self(String::new())
+    }
+
     pub fn into_string(self) -> String {
         self.0
     }

@@ -209,9 +209,31 @@ pub async fn send(
     to: Recipient,
     text: &str,
     reply_to: Option<String>,
+    files: Vec<std::path::PathBuf>,
     client_msg_id: Option<String>,
 ) -> ExitCode {
     let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
+    let mut media = Vec::with_capacity(files.len());
+    if !files.is_empty() {
+        let saved = match load_profile(args) {
+            Ok(saved) => saved,
+            Err(code) => return code,
+        };
+        let api = Api::new(&saved.server);
+        for file in &files {
+            let bytes = match std::fs::read(file) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    eprintln!("error: cannot read {}: {err}", file.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match api.upload_media(&saved.token, bytes).await {
+                Ok(info) => media.push(info.media_id),
+                Err(err) => return fail(&err),
+            }
+        }
+    }
     let (to, conversation) = match to {
         Recipient::User(username) => (Some(username), None),
         Recipient::Conversation(conversation) => (None, Some(conversation)),
@@ -225,10 +247,41 @@ pub async fn send(
                 client_msg_id,
                 text: text.into(),
                 reply_to,
+                media,
             })
             .await
     })
     .await
+}
+
+/// Downloads a media object into `output` (default: a file named by its id).
+pub async fn download(
+    args: &ClientArgs,
+    media_id: &str,
+    output: Option<std::path::PathBuf>,
+) -> ExitCode {
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
+    };
+    let (content_type, bytes) = match Api::new(&saved.server)
+        .download_media(&saved.token, media_id)
+        .await
+    {
+        Ok(download) => download,
+        Err(err) => return fail(&err),
+    };
+    let path = output.unwrap_or_else(|| std::path::PathBuf::from(media_id));
+    if let Err(err) = std::fs::write(&path, &bytes) {
+        eprintln!("error: cannot write {}: {err}", path.display());
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    print_json(&serde_json::json!({
+        "media_id": media_id,
+        "content_type": content_type,
+        "size_bytes": bytes.len(),
+        "path": path.display().to_string(),
+    }))
 }
 
 /// Sets `emoji` as this user's reaction, or removes it when `None`.

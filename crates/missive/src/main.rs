@@ -59,9 +59,22 @@ enum Command {
         /// Id of the message (same conversation) this text replies to.
         #[arg(long, value_name = "MESSAGE_ID")]
         reply_to: Option<String>,
+        /// Upload this file and attach it (repeatable); TEXT is the caption
+        /// and may be "".
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
         /// Idempotency key; a retry with the same key stores nothing twice.
         #[arg(long)]
         client_msg_id: Option<String>,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Download a media object to a file; prints its type and size.
+    Download {
+        media_id: String,
+        /// Where to write it [default: the media id in the current directory].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -323,6 +336,7 @@ fn main() -> ExitCode {
                 text,
                 group,
                 reply_to,
+                files,
                 client_msg_id,
                 client,
             } => {
@@ -332,8 +346,13 @@ fn main() -> ExitCode {
                     // clap requires USER unless --group is given.
                     (None, None) => unreachable!("clap enforces USER or --group"),
                 };
-                cli::send(&client, to, &text, reply_to, client_msg_id).await
+                cli::send(&client, to, &text, reply_to, files, client_msg_id).await
             }
+            Command::Download {
+                media_id,
+                output,
+                client,
+            } => cli::download(&client, &media_id, output).await,
             Command::Listen {
                 count,
                 idle_secs,

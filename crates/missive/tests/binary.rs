@@ -244,3 +244,43 @@ async fn listen_over_long_polling_prints_and_acks_like_the_websocket() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sends_a_file_and_the_recipient_downloads_it() {
+    // Goal: `send --file` uploads and attaches; the recipient's `listen`
+    // shows the media id and `download` writes the identical bytes.
+    let data_dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let url = server.url.clone();
+    let run = move |args: &[&str]| cli(config_dir.path(), &url, args);
+    let photo = files.path().join("photo.png");
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend((0..5_000u32).map(|i| (i % 256) as u8));
+    std::fs::write(&photo, &bytes).unwrap();
+    let saved = files.path().join("saved.png");
+    tokio::task::spawn_blocking(move || {
+        for user in ["alice", "bob"] {
+            assert_eq!(run(&["register", user]).0, 0);
+            assert_eq!(run(&["login", user, "--profile", user]).0, 0);
+        }
+        let photo = photo.to_str().unwrap();
+        let (code, _, stderr) = run(&["send", "bob", "", "--file", photo, "--profile", "alice"]);
+        assert_eq!(code, 0, "{stderr}");
+        let (code, stdout, _) = run(&["listen", "--profile", "bob", "--count", "1"]);
+        assert_eq!(code, 0);
+        let message: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let media_id = message["media"][0].as_str().unwrap().to_owned();
+        let saved_path = saved.to_str().unwrap();
+        let (code, stdout, stderr) = run(&["download", &media_id, "--output", saved_path, "--profile", "bob"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("image/png"), "{stdout}");
+        assert_eq!(std::fs::read(saved_path).unwrap(), bytes);
+        let (code, _, stderr) = run(&["download", "0123456789abcdef0123456789abcdef", "--profile", "bob"]);
+        assert_eq!(code, 3);
+        assert!(stderr.starts_with("error: unknown_media:"), "{stderr}");
+    })
+    .await
+    .unwrap();
+}

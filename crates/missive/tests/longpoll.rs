@@ -51,6 +51,7 @@ impl Link {
                     client_msg_id: client_msg_id.into(),
                     text: text.into(),
                     reply_to: None,
+                    media: Vec::new(),
                 };
                 let mut replies = api.frame(token, &frame).await.unwrap();
                 assert_eq!(replies.len(), 1);

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use missive_proto::{ClientFrame, ServerFrame};
 use sha2::{Digest, Sha256};
 
 fn png(size: usize) -> Vec<u8> {
@@ -152,4 +153,132 @@ async fn other_users_and_guessed_ids_get_404() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+}
+
+/// Uploads a small PNG as `token`; returns its media id.
+async fn uploaded(server: &TestServer, token: &str) -> String {
+    let response = upload(server, token, "image/png", png(2_000)).await;
+    assert_eq!(response.status(), 201);
+    let info: serde_json::Value = response.json().await.unwrap();
+    info["media_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_sent_in_a_conversation_is_readable_by_its_members_only() {
+    // Goal: attaching media to a text shares it with the members who got
+    // that text, and nobody else: not outsiders, not later members, and
+    // nobody once the text is deleted for everyone. Only the uploader may
+    // attach it.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
+    let id = server
+        .api
+        .create_group(&alice, "g", &["bob"])
+        .await
+        .unwrap()
+        .conversation;
+    let media = uploaded(&server, &alice).await;
+    let mut bob_ws = server.connect(&bob).await;
+    let stolen = ClientFrame::Send {
+        id: Some("x".into()),
+        to: None,
+        conversation: Some(id),
+        client_msg_id: "x".into(),
+        text: String::new(),
+        reply_to: None,
+        media: vec![media.clone()],
+    };
+    assert_eq!(
+        refused_code(bob_ws.request(&stolen, "x").await),
+        "unknown_media"
+    );
+
+    let mut alice_ws = server.connect(&alice).await;
+    let send = ClientFrame::Send {
+        id: Some("s".into()),
+        to: None,
+        conversation: Some(id),
+        client_msg_id: "with-photo".into(),
+        text: String::new(),
+        reply_to: None,
+        media: vec![media.clone()],
+    };
+    let sent = alice_ws.request(&send, "s").await.unwrap();
+    let ServerFrame::Sent { message_id, .. } = sent else {
+        panic!("{sent:?}")
+    };
+    let frames = queued(&mut bob_ws, 2).await;
+    assert!(
+        matches!(&frames[1], ServerFrame::Message { media: m, text, .. } if *m == vec![media.clone()] && text.is_empty()),
+        "{frames:?}"
+    );
+    assert_eq!(download(&server, &bob, &media).await.status(), 200);
+    assert_eq!(
+        error_code(download(&server, &carol, &media).await).await.1,
+        "unknown_media"
+    );
+    server.api.add_members(&alice, id, &["dave"]).await.unwrap();
+    assert_eq!(
+        error_code(download(&server, &dave, &media).await).await.1,
+        "unknown_media"
+    );
+    let history = server.api.history(&bob, id, "").await.unwrap();
+    assert!(
+        history
+            .messages
+            .iter()
+            .any(|m| m.media == vec![media.clone()])
+    );
+
+    alice_ws.delete(id, "del", &message_id).await.unwrap();
+    assert_eq!(
+        error_code(download(&server, &bob, &media).await).await.1,
+        "unknown_media"
+    );
+    assert_eq!(
+        download(&server, &alice, &media).await.status(),
+        200,
+        "the uploader keeps access"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unshared_media_is_collected_after_the_grace_period() {
+    // Goal: the sweeper deletes media no message references once the grace
+    // period has passed (record and bytes); shared media stays.
+    let server = TestServer::start_with(|config| config.delivery.media_grace_secs = 3600).await;
+    let alice = server.user("alice").await;
+    server.user("bob").await;
+    let unshared = uploaded(&server, &alice).await;
+    let shared = uploaded(&server, &alice).await;
+    let mut alice_ws = server.connect(&alice).await;
+    let send = ClientFrame::Send {
+        id: Some("s".into()),
+        to: Some("bob".into()),
+        conversation: None,
+        client_msg_id: "photo".into(),
+        text: "look".into(),
+        reply_to: None,
+        media: vec![shared.clone()],
+    };
+    alice_ws.request(&send, "s").await.unwrap();
+    server.app.sweep_now().await.unwrap();
+    assert_eq!(
+        stored_files(&server),
+        2,
+        "nothing is collected within the grace period"
+    );
+    server.clock.advance_ms(3_600_001);
+    server.app.sweep_now().await.unwrap();
+    assert_eq!(stored_files(&server), 1);
+    assert_eq!(
+        error_code(download(&server, &alice, &unshared).await)
+            .await
+            .1,
+        "unknown_media"
+    );
+    assert_eq!(download(&server, &alice, &shared).await.status(), 200);
 }

@@ -81,6 +81,7 @@ async fn two_users_chat_with_delivered_and_read_receipts() {
         client_msg_id: "b1".into(),
         text: "hi alice".into(),
         reply_to: None,
+        media: Vec::new(),
     };
     let sent = bob.request(&reply, "s").await.unwrap();
     assert_eq!(sent_seq(&sent).1, 2);

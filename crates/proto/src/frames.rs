@@ -30,6 +30,10 @@ pub enum ClientFrame {
         /// A message id in the same conversation this text replies to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<String>,
+        /// Media ids you uploaded (`POST /v1/media`) to share with the
+        /// conversation; with media, `text` may be empty (no caption).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        media: Vec<String>,
     },
     /// Set (or, with no `emoji`, remove) your reaction to a message.
     React {
@@ -189,6 +193,9 @@ pub enum ServerFrame {
         kind: MessageKind,
         /// Text (text, edit), emoji (reaction; empty = removed), or empty.
         text: String,
+        /// For `text`: attached media ids (download with `GET /v1/media/{id}`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        media: Vec<String>,
         /// The message replied to (text) or acted on (reaction/edit/delete).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
@@ -443,6 +450,7 @@ mod tests {
                 client_msg_id: "c1".into(),
                 text: "hi".into(),
                 reply_to: None,
+                media: vec!["m1".into()],
             },
             ClientFrame::React {
                 id: None,

@@ -134,6 +134,8 @@ pub struct HistoryMessage {
     pub client_msg_id: String,
     pub kind: crate::MessageKind,
     pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

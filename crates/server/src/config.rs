@@ -108,6 +108,8 @@ pub struct DeliveryConfig {
     pub page_size: usize,
     /// How long after sending an author may edit a message.
     pub edit_window_secs: u64,
+    /// Uploaded media no message references are deleted after this long.
+    pub media_grace_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,6 +185,7 @@ impl Default for DeliveryConfig {
             sweep_interval_secs: 60,
             page_size: 256,
             edit_window_secs: 15 * 60,
+            media_grace_secs: DAY_SECS,
         }
     }
 }

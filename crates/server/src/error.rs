@@ -115,6 +115,10 @@ impl From<StoreError> for ApiError {
                 Self::new(ErrorCode::NotAGroup, "this conversation is not a group")
             }
             StoreError::AlreadyMember => Self::new(ErrorCode::AlreadyMember, "already a member"),
+            StoreError::UnknownMedia => Self::new(
+                ErrorCode::UnknownMedia,
+                "no such media of yours; upload it first",
+            ),
             StoreError::Closed => Self::new(ErrorCode::ShuttingDown, "the server is shutting down"),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "store failure");

@@ -165,6 +165,19 @@ impl App {
     /// is too costly to do per scrape.
     pub async fn sweep_now(&self) -> Result<SweepOutcome, ApiError> {
         let outcome = self.state.messaging.sweep().await?;
+        let grace_ms = i64::try_from(
+            self.state
+                .config
+                .delivery
+                .media_grace_secs
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX);
+        let before_ms = self.state.clock.now_ms().saturating_sub(grace_ms);
+        let collected = self.state.media.collect_garbage(before_ms).await?;
+        if collected > 0 {
+            tracing::info!(collected, "unshared media collected");
+        }
         if let Ok(depth) = self.state.store.queue_depth_total().await {
             metrics::gauge!("missive_queue_entries").set(depth as f64);
         }

@@ -55,6 +55,8 @@ pub enum StoreError {
     NotAGroup,
     #[error("already a member")]
     AlreadyMember,
+    #[error("no such media of yours")]
+    UnknownMedia,
     #[error("the store is shut down")]
     Closed,
     #[error("store backend error: {0}")]
@@ -234,13 +236,23 @@ pub trait Store: Send + Sync + 'static {
     /// Records an uploaded media object (after its bytes are stored).
     async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError>;
 
-    /// The media record, if `account` may read it (today: its uploader).
-    /// Anyone else gets `None`, indistinguishable from a missing id.
+    /// The media record, if `account` may read it: its uploader, or a member
+    /// who received a (not deleted) text carrying it. Anyone else gets
+    /// `None`, indistinguishable from a missing id.
     async fn media_for(
         &self,
         account: AccountId,
         id: &str,
     ) -> Result<Option<MediaRecord>, StoreError>;
+
+    /// Media no text references that were uploaded before `before_ms`, at
+    /// most `limit`; their records are deleted, their ids returned so the
+    /// caller deletes the bytes.
+    async fn take_unreferenced_media(
+        &self,
+        before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// The username owning the device, if it exists.
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError>;

@@ -81,6 +81,8 @@ pub enum QueueItem {
         client_msg_id: String,
         /// Text, emoji (empty = removed) or system event description.
         text: String,
+        /// Media ids attached to a text.
+        media: Vec<String>,
         kind: EventKind,
         /// Replied-to or acted-on message.
         target: Option<MessageId>,
@@ -204,6 +206,8 @@ pub enum Body {
     Text {
         text: MessageText,
         reply_to: Option<MessageId>,
+        /// Media ids the sender uploaded, shared with the conversation.
+        media: Vec<String>,
     },
     /// `emoji: None` removes the sender's reaction.
     Reaction {
@@ -232,6 +236,8 @@ pub struct StoredEvent {
     pub kind: EventKind,
     /// Text, emoji (empty = removed), or a system event description.
     pub body: String,
+    /// Media ids attached to a text.
+    pub media: Vec<String>,
     pub target: Option<MessageId>,
     pub edited_ms: Option<UnixMillis>,
     pub deleted: bool,

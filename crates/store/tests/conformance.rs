@@ -323,6 +323,7 @@ mod support {
         Body::Text {
             text: text(body),
             reply_to: None,
+            media: Vec::new(),
         }
     }
 
@@ -331,6 +332,7 @@ mod support {
         Body::Text {
             text: text(body),
             reply_to: Some(to.clone()),
+            media: Vec::new(),
         }
     }
 
@@ -1207,6 +1209,7 @@ mod scenarios {
         retry.body = missive_store::Body::Text {
             text: missive_core::MessageText::parse("different text", 100).expect("text"),
             reply_to: None,
+            media: Vec::new(),
         };
         let retried = store.append_message(retry).await.expect("retry");
         assert!(retried.duplicate);
@@ -1301,6 +1304,7 @@ mod scenarios {
                     from_device: a1,
                     client_msg_id: "hi".into(),
                     text: text_of("hi"),
+                    media: Vec::new(),
                     kind: missive_store::EventKind::Text,
                     target: None,
                     edited_ms: None,
@@ -3038,6 +3042,7 @@ mod scenarios {
                 client_msg_id: "m5".into(),
                 kind: EventKind::Text,
                 body: text_of("m5"),
+                media: Vec::new(),
                 target: None,
                 edited_ms: None,
                 deleted: false,

@@ -97,8 +97,13 @@ impl Dispatcher {
                 client_msg_id,
                 text,
                 reply_to,
+                media,
             } => {
-                let draft = Draft::Text { text, reply_to };
+                let draft = Draft::Text {
+                    text,
+                    reply_to,
+                    media,
+                };
                 self.send(to, conversation, &client_msg_id, draft)
                     .await
                     .unwrap_or_else(|err| error_frame(id.clone(), err))
@@ -381,6 +386,7 @@ pub fn queue_frame(item: QueueItem) -> ServerFrame {
             from_device,
             client_msg_id,
             text,
+            media,
             kind,
             target,
             edited_ms,
@@ -398,6 +404,7 @@ pub fn queue_frame(item: QueueItem) -> ServerFrame {
                 client_msg_id,
                 kind: wire_kind(kind),
                 text: if event.is_some() { String::new() } else { text },
+                media,
                 target: target.map(|target| target.to_string()),
                 event,
                 edited_ms,

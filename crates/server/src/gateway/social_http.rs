@@ -64,6 +64,7 @@ fn history_message(event: StoredEvent) -> HistoryMessage {
         } else {
             event.body
         },
+        media: event.media,
         target: event.target.map(|target| target.to_string()),
         event: system,
         edited_ms: event.edited_ms,

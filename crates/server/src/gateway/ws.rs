@@ -56,7 +56,7 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
 }
 
 enum Outbound {
-    Frame(ServerFrame),
+    Frame(Box<ServerFrame>),
     /// An already-encoded ephemeral frame.
     Text(Arc<str>),
     Close(CloseCode),
@@ -283,7 +283,7 @@ impl Session {
     async fn reply(&self, frame: ServerFrame) -> bool {
         let wait = Duration::from_millis(self.state.config.limits.write_timeout_ms);
         matches!(
-            timeout(wait, self.outbound.send(Outbound::Frame(frame))).await,
+            timeout(wait, self.outbound.send(Outbound::Frame(Box::new(frame)))).await,
             Ok(Ok(()))
         )
     }
@@ -334,7 +334,7 @@ async fn pump_queue(
         for item in page {
             cursor = item.pos();
             if outbound
-                .send(Outbound::Frame(queue_frame(item)))
+                .send(Outbound::Frame(Box::new(queue_frame(item))))
                 .await
                 .is_err()
             {

@@ -165,6 +165,25 @@ impl Media {
         })
     }
 
+    /// Deletes media no message references that are older than
+    /// `before_ms`: records first, then bytes. Returns how many.
+    pub async fn collect_garbage(&self, before_ms: i64) -> Result<u64, ApiError> {
+        const BATCH: usize = 1_000;
+        let mut collected = 0;
+        loop {
+            let ids = self.store.take_unreferenced_media(before_ms, BATCH).await?;
+            for id in &ids {
+                if let Err(err) = self.blobs.delete(&blob_key(id)).await {
+                    tracing::warn!(%err, media = %id, "deleting collected media bytes failed");
+                }
+            }
+            collected += ids.len() as u64;
+            if ids.len() < BATCH {
+                return Ok(collected);
+            }
+        }
+    }
+
     /// The record and bytes of a media object the caller may read. Every
     /// other case — malformed id, missing, someone else's — is the same
     /// `unknown_media`, so ids cannot be probed.

@@ -17,6 +17,9 @@ use super::push::Push;
 use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
 
+/// Media a single message may carry.
+const MEDIA_PER_MESSAGE_MAX: usize = 10;
+
 /// History page size when the client does not ask for one.
 pub const HISTORY_PAGE_DEFAULT: usize = 50;
 
@@ -29,6 +32,7 @@ pub enum Draft {
     Text {
         text: String,
         reply_to: Option<String>,
+        media: Vec<String>,
     },
     Reaction {
         target: String,
@@ -119,10 +123,28 @@ impl Messaging {
     pub fn body(&self, draft: Draft) -> Result<Body, ApiError> {
         let message_id = |raw: String| MessageId::from_stored(raw);
         Ok(match draft {
-            Draft::Text { text, reply_to } => Body::Text {
-                text: MessageText::parse(&text, self.text_bytes_max)?,
-                reply_to: reply_to.map(message_id),
-            },
+            Draft::Text {
+                text,
+                reply_to,
+                media,
+            } => {
+                if media.len() > MEDIA_PER_MESSAGE_MAX {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidField,
+                        "at most 10 media per message",
+                    ));
+                }
+                let text = if media.is_empty() || !text.is_empty() {
+                    MessageText::parse(&text, self.text_bytes_max)?
+                } else {
+                    MessageText::empty_caption()
+                };
+                Body::Text {
+                    text,
+                    reply_to: reply_to.map(message_id),
+                    media,
+                }
+            }
             Draft::Reaction { target, emoji } => Body::Reaction {
                 target: message_id(target),
                 emoji: emoji.map(|emoji| parse_emoji(&emoji)).transpose()?,

@@ -30,6 +30,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         client_msg_id: row.get(5)?,
         kind: event_kind(row.get(6)?),
         body: row.get(7)?,
+        media: Vec::new(),
         target: row.get::<_, Option<String>>(8)?.map(MessageId::from_stored),
         edited_ms: row.get(9)?,
         deleted: row.get::<_, i64>(10)? != 0,
@@ -49,6 +50,7 @@ fn attach_reactions(conn: &Connection, events: &mut [StoredEvent]) -> Result<(),
         .iter_mut()
         .filter(|event| event.kind == EventKind::Text)
     {
+        event.media = super::ops::media_of(conn, event.message_id.as_str())?;
         event.reactions = stmt
             .query_map([event.message_id.as_str()], |row| {
                 Ok((row.get(0)?, row.get(1)?))

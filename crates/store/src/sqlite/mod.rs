@@ -345,6 +345,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn take_unreferenced_media(
+        &self,
+        before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |conn| ops::take_unreferenced_media(conn, before_ms, limit))
+            .await
+    }
+
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
         self.read(move |conn| ops::device_owner(conn, device)).await
     }

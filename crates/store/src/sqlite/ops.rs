@@ -353,6 +353,9 @@ pub(super) fn append_message(
     let (kind, body, target, about_seq) = apply_body(conn, message)?;
     let seq = super::groups::next_seq(conn, message.conversation)?;
     let message_id = message.message_id.as_str();
+    if let Body::Text { media, .. } = &message.body {
+        attach_media(conn, message_id, message.conversation, seq, media)?;
+    }
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -437,6 +440,56 @@ fn check_not_blocked(
     }
 }
 
+/// `UnknownMedia` unless `uploader` uploaded `media_id`.
+fn check_own_media(
+    conn: &Connection,
+    media_id: &str,
+    uploader: AccountId,
+) -> Result<(), StoreError> {
+    let owned = conn
+        .prepare_cached("SELECT 1 FROM media WHERE id = ?1 AND uploader_id = ?2")
+        .and_then(|mut stmt| stmt.exists(params![media_id, uploader.0]))
+        .map_err(backend)?;
+    if owned {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownMedia)
+    }
+}
+
+fn attach_media(
+    conn: &Connection,
+    message_id: &str,
+    conversation: ConversationId,
+    seq: i64,
+    media: &[String],
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO message_media (message_id, media_id, conversation_id, seq) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(backend)?;
+    for media_id in media {
+        insert
+            .execute(params![message_id, media_id, conversation.0, seq])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Media ids attached to a message.
+pub(super) fn media_of(conn: &Connection, message_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT media_id FROM message_media WHERE message_id = ?1 ORDER BY media_id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([message_id], |row| row.get(0))
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
 /// The text message `target` in `conversation` as `viewer` may see it (sent
 /// after the viewer joined): (author, created, deleted, seq).
 fn text_target(
@@ -481,9 +534,16 @@ fn apply_body(conn: &Connection, message: &NewMessage) -> Result<AppliedBody, St
     let sender = message.sender_account.0;
     let viewer = message.sender_account;
     match &message.body {
-        Body::Text { text, reply_to } => {
+        Body::Text {
+            text,
+            reply_to,
+            media,
+        } => {
             if let Some(reply_to) = reply_to {
                 text_target(conn, conversation, reply_to, viewer)?;
+            }
+            for media_id in media {
+                check_own_media(conn, media_id, viewer)?;
             }
             Ok((
                 EVENT_TEXT,
@@ -569,6 +629,12 @@ fn apply_body(conn: &Connection, message: &NewMessage) -> Result<AppliedBody, St
                 [target.as_str()],
             )
             .map_err(backend)?;
+            // Its media are no longer shared with the conversation.
+            conn.execute(
+                "DELETE FROM message_media WHERE message_id = ?1",
+                [target.as_str()],
+            )
+            .map_err(backend)?;
             Ok((
                 EVENT_DELETE,
                 String::new(),
@@ -622,6 +688,7 @@ pub(super) fn pending(
                             from_device: DeviceId(row.get(7)?),
                             client_msg_id: row.get(8)?,
                             text,
+                            media: Vec::new(),
                             kind: super::groups::event_kind(row.get(11)?),
                             target: row
                                 .get::<_, Option<String>>(12)?
@@ -657,6 +724,17 @@ pub(super) fn pending(
     for row in rows {
         if let Some(item) = row.map_err(backend)? {
             items.push(item);
+        }
+    }
+    for item in &mut items {
+        if let QueueItem::Message {
+            message_id,
+            kind: EventKind::Text,
+            media,
+            ..
+        } = item
+        {
+            *media = media_of(conn, message_id.as_str())?;
         }
     }
     Ok(items)
@@ -832,7 +910,15 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
             params![sweep.bodies_before_ms, limit],
         )
         .map_err(backend)? as u64;
-    // Receipts and reactions whose message body is gone go with it.
+    // Receipts, reactions and media links whose message body is gone go
+    // with it (unlinked media are then collected after their grace).
+    conn.execute(
+        "DELETE FROM message_media WHERE (message_id, media_id) IN (
+            SELECT mm.message_id, mm.media_id FROM message_media mm
+            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = mm.message_id) LIMIT ?1)",
+        [limit],
+    )
+    .map_err(backend)?;
     conn.execute(
         "DELETE FROM receipts WHERE (message_id, account_id) IN (
             SELECT r.message_id, r.account_id FROM receipts r
@@ -895,7 +981,10 @@ pub(super) fn media_for(
 ) -> Result<Option<MediaRecord>, StoreError> {
     conn.query_row(
         "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms FROM media
-         WHERE id = ?1 AND uploader_id = ?2",
+         WHERE id = ?1 AND (uploader_id = ?2 OR EXISTS (
+             SELECT 1 FROM message_media mm
+             JOIN members mb ON mb.conversation_id = mm.conversation_id AND mb.account_id = ?2
+             WHERE mm.media_id = media.id AND mm.seq > mb.joined_seq))",
         params![id, account.0],
         |row| {
             Ok(MediaRecord {
@@ -910,6 +999,26 @@ pub(super) fn media_for(
     )
     .optional()
     .map_err(backend)
+}
+
+pub(super) fn take_unreferenced_media(
+    conn: &Connection,
+    before_ms: UnixMillis,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "DELETE FROM media WHERE id IN (
+                SELECT id FROM media WHERE created_ms < ?1
+                AND NOT EXISTS (SELECT 1 FROM message_media mm WHERE mm.media_id = media.id)
+                LIMIT ?2)
+             RETURNING id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![before_ms, limit as i64], |row| row.get(0))
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
 }
 
 pub(super) fn device_owner(

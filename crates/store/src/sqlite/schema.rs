@@ -134,6 +134,15 @@ const MIGRATIONS: &[&str] = &[
         created_ms    INTEGER NOT NULL
     );
     CREATE INDEX media_by_age ON media(created_ms);
+    -- Which texts carry which media; members who saw the text may read it.
+    CREATE TABLE message_media (
+        message_id      TEXT NOT NULL,
+        media_id        TEXT NOT NULL,
+        conversation_id INTEGER NOT NULL,
+        seq             INTEGER NOT NULL,
+        PRIMARY KEY (message_id, media_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX message_media_by_media ON message_media(media_id);
     ",
 ];
 
