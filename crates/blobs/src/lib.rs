@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
@@ -32,6 +33,15 @@ impl From<object_store::Error> for BlobError {
     }
 }
 
+/// Where an S3-compatible bucket is.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: String,
+    /// For S3-compatible services (MinIO, moto, R2…); `None` is AWS.
+    pub endpoint: Option<String>,
+}
+
 /// Where blobs are kept. Keys are chosen by missive (never by clients), so
 /// no client input ever becomes a path.
 #[derive(Clone)]
@@ -48,6 +58,22 @@ impl Blobs {
         std::fs::create_dir_all(dir).map_err(|err| BlobError::Backend(err.to_string()))?;
         let store = LocalFileSystem::new_with_prefix(dir)?;
         Ok(Self::from_store(Arc::new(store)))
+    }
+
+    /// Blobs in an S3-compatible bucket. Credentials come from the standard
+    /// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, …), never from the config file.
+    pub fn s3(settings: &S3Settings) -> Result<Self, BlobError> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        Ok(Self::from_store(Arc::new(builder.build()?)))
     }
 
     pub fn from_store(store: Arc<dyn ObjectStore>) -> Self {

@@ -273,11 +273,23 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
         let message: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         let media_id = message["media"][0].as_str().unwrap().to_owned();
         let saved_path = saved.to_str().unwrap();
-        let (code, stdout, stderr) = run(&["download", &media_id, "--output", saved_path, "--profile", "bob"]);
+        let (code, stdout, stderr) = run(&[
+            "download",
+            &media_id,
+            "--output",
+            saved_path,
+            "--profile",
+            "bob",
+        ]);
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("image/png"), "{stdout}");
         assert_eq!(std::fs::read(saved_path).unwrap(), bytes);
-        let (code, _, stderr) = run(&["download", "0123456789abcdef0123456789abcdef", "--profile", "bob"]);
+        let (code, _, stderr) = run(&[
+            "download",
+            "0123456789abcdef0123456789abcdef",
+            "--profile",
+            "bob",
+        ]);
         assert_eq!(code, 3);
         assert!(stderr.starts_with("error: unknown_media:"), "{stderr}");
     })

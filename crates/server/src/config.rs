@@ -22,6 +22,39 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
     pub push: PushConfig,
+    pub blobs: BlobsConfig,
+}
+
+/// Where media bytes live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobsConfig {
+    pub backend: BlobsBackend,
+    /// For `s3`: the bucket, its region and, for S3-compatible services,
+    /// the endpoint URL. Credentials come from `AWS_ACCESS_KEY_ID` /
+    /// `AWS_SECRET_ACCESS_KEY` in the environment.
+    pub s3_bucket: String,
+    pub s3_region: String,
+    pub s3_endpoint: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobsBackend {
+    /// `<data_dir>/media`.
+    Local,
+    S3,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            backend: BlobsBackend::Local,
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_endpoint: None,
+        }
+    }
 }
 
 /// The push webhook (see `service/push.rs`).
@@ -152,6 +185,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             limits: LimitsConfig::default(),
             push: PushConfig::default(),
+            blobs: BlobsConfig::default(),
         }
     }
 }
@@ -282,6 +316,11 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
             }
+        }
+        if self.blobs.backend == BlobsBackend::S3 && self.blobs.s3_bucket.is_empty() {
+            return Err(ConfigError(
+                "blobs.s3_bucket must be set when blobs.backend = \"s3\"".into(),
+            ));
         }
         if self.push.webhook_url.is_some() && self.push.secret.len() < 16 {
             return Err(ConfigError(

@@ -92,7 +92,14 @@ impl App {
         store_config.readers = config.store.readers;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_config)?);
         let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
-        let blobs = Blobs::local(&config.media_dir())?;
+        let blobs = match config.blobs.backend {
+            config::BlobsBackend::Local => Blobs::local(&config.media_dir())?,
+            config::BlobsBackend::S3 => Blobs::s3(&missive_blobs::S3Settings {
+                bucket: config.blobs.s3_bucket.clone(),
+                region: config.blobs.s3_region.clone(),
+                endpoint: config.blobs.s3_endpoint.clone(),
+            })?,
+        };
         Ok(Self::with_boundaries(config, store, bus, blobs, clock))
     }
 

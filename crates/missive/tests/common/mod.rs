@@ -214,6 +214,11 @@ impl ServerProcess {
     /// Starts the binary on port 0 and reads the bound address from its
     /// JSON log line.
     pub fn start(data_dir: &std::path::Path) -> Self {
+        Self::start_with_env(data_dir, &[])
+    }
+
+    /// Like `start`, with extra environment variables for the server.
+    pub fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = std::process::Command::new(BIN)
@@ -226,6 +231,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
