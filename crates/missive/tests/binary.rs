@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -175,7 +174,7 @@ fn config_errors_name_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[delivery]\noffline_ttl = 5\n").unwrap();
-    let output = Command::new(BIN)
+    let output = server_command()
         .arg("serve")
         .arg("--config")
         .arg(&file)
@@ -184,7 +183,7 @@ fn config_errors_name_the_key_and_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("offline_ttl"), "{stderr}");
-    let output = Command::new(BIN)
+    let output = server_command()
         .args(["serve", "--data-dir"])
         .arg(dir.path())
         .env("MISSIVE_STORE__FSYNC", "sometimes")
@@ -255,11 +254,11 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
     let server = ServerProcess::start(data_dir.path());
     let url = server.url.clone();
     let run = move |args: &[&str]| cli(config_dir.path(), &url, args);
-    let photo = files.path().join("photo.png");
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    let photo = files.path().join("ticket.pdf");
+    let mut bytes = b"%PDF-1.7\n".to_vec();
     bytes.extend((0..5_000u32).map(|i| (i % 256) as u8));
     std::fs::write(&photo, &bytes).unwrap();
-    let saved = files.path().join("saved.png");
+    let saved = files.path().join("saved.pdf");
     tokio::task::spawn_blocking(move || {
         for user in ["alice", "bob"] {
             assert_eq!(run(&["register", user]).0, 0);
@@ -282,7 +281,7 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
             "bob",
         ]);
         assert_eq!(code, 0, "{stderr}");
-        assert!(stdout.contains("image/png"), "{stdout}");
+        assert!(stdout.contains("application/pdf"), "{stdout}");
         assert_eq!(std::fs::read(saved_path).unwrap(), bytes);
         let (code, _, stderr) = run(&[
             "download",

@@ -7,9 +7,24 @@ use common::*;
 use missive_proto::{ClientFrame, ServerFrame};
 use sha2::{Digest, Sha256};
 
-fn png(size: usize) -> Vec<u8> {
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    bytes.extend((0..size.saturating_sub(8)).map(|i| (i * 31 % 251) as u8));
+/// A real PNG of `width` × `height` noisy pixels.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 13 % 256) as u8,
+            ((x ^ y) % 256) as u8,
+        ])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    bytes.into_inner()
+}
+
+/// A PDF of exactly `size` bytes (PDFs are stored without decoding).
+fn pdf(size: usize) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.7\n".to_vec();
+    bytes.resize(size, b' ');
     bytes
 }
 
@@ -74,11 +89,16 @@ async fn an_upload_round_trips_with_its_hash_and_sniffed_type() {
     // the type is the sniffed one, not the one the client claimed.
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let bytes = png(300_000);
+    let bytes = png(800, 600);
     let response = upload(&server, &alice, "application/octet-stream", bytes.clone()).await;
     assert_eq!(response.status(), 201);
     let info: serde_json::Value = response.json().await.unwrap();
     assert_eq!(info["content_type"], "image/png");
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(800), Some(600))
+    );
+    assert_eq!(info["thumbnail"], true);
     assert_eq!(info["size_bytes"], bytes.len());
     assert_eq!(info["sha256"], hex::encode(Sha256::digest(&bytes)));
     let id = info["media_id"].as_str().unwrap();
@@ -87,6 +107,16 @@ async fn an_upload_round_trips_with_its_hash_and_sniffed_type() {
     assert_eq!(response.headers()["content-type"], "image/png");
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);
+    // The thumbnail is a JPEG fitting 320×320 with the same aspect ratio.
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/media/{id}/thumbnail", server.url()))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    let thumbnail = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((thumbnail.width(), thumbnail.height()), (320, 240));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +126,7 @@ async fn refused_uploads_store_nothing() {
     let server = TestServer::start_with(|config| config.limits.media_bytes_max = 64 * 1024).await;
     let alice = server.user("alice").await;
     assert_eq!(stored_files(&server), 0);
-    let too_big = upload(&server, &alice, "image/png", png(64 * 1024 + 1)).await;
+    let too_big = upload(&server, &alice, "application/pdf", pdf(64 * 1024 + 1)).await;
     assert_eq!(error_code(too_big).await, (413, "media_too_large".into()));
     let spoofed = upload(
         &server,
@@ -114,8 +144,16 @@ async fn refused_uploads_store_nothing() {
         error_code(empty).await,
         (415, "media_type_not_allowed".into())
     );
+    // PNG magic on bytes that are no image: the sniff alone is not trusted.
+    let mut fake = b"\x89PNG\r\n\x1a\n".to_vec();
+    fake.extend([7u8; 5_000]);
+    let fake = upload(&server, &alice, "image/png", fake).await;
+    assert_eq!(
+        error_code(fake).await,
+        (415, "media_type_not_allowed".into())
+    );
     assert_eq!(stored_files(&server), 0, "a refused upload left a blob");
-    let fits = upload(&server, &alice, "image/png", png(64 * 1024)).await;
+    let fits = upload(&server, &alice, "application/pdf", pdf(64 * 1024)).await;
     assert_eq!(fits.status(), 201);
     assert_eq!(stored_files(&server), 1);
 }
@@ -127,7 +165,7 @@ async fn other_users_and_guessed_ids_get_404() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
-    let response = upload(&server, &alice, "image/png", png(1000)).await;
+    let response = upload(&server, &alice, "image/png", png(40, 30)).await;
     let info: serde_json::Value = response.json().await.unwrap();
     let id = info["media_id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -157,7 +195,7 @@ async fn other_users_and_guessed_ids_get_404() {
 
 /// Uploads a small PNG as `token`; returns its media id.
 async fn uploaded(server: &TestServer, token: &str) -> String {
-    let response = upload(server, token, "image/png", png(2_000)).await;
+    let response = upload(server, token, "image/png", png(64, 48)).await;
     assert_eq!(response.status(), 201);
     let info: serde_json::Value = response.json().await.unwrap();
     info["media_id"].as_str().unwrap().to_owned()
@@ -266,14 +304,15 @@ async fn unshared_media_is_collected_after_the_grace_period() {
     };
     alice_ws.request(&send, "s").await.unwrap();
     server.app.sweep_now().await.unwrap();
+    // Two images, each stored with its thumbnail.
     assert_eq!(
         stored_files(&server),
-        2,
+        4,
         "nothing is collected within the grace period"
     );
     server.clock.advance_ms(3_600_001);
     server.app.sweep_now().await.unwrap();
-    assert_eq!(stored_files(&server), 1);
+    assert_eq!(stored_files(&server), 2);
     assert_eq!(
         error_code(download(&server, &alice, &unshared).await)
             .await

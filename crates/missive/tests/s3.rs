@@ -11,7 +11,7 @@ use missive_client::Api;
 use sha2::{Digest, Sha256};
 
 fn endpoint() -> String {
-    std::env::var("MISSIVE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+    std::env::var("S3_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
 }
 
 /// Whether the S3 endpoint accepts connections; in CI its absence fails.

@@ -270,4 +270,12 @@ pub struct MediaInfo {
     pub size_bytes: u64,
     /// Hex SHA-256 of the bytes.
     pub sha256: String,
+    /// Pixel size, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Whether `GET /v1/media/{id}/thumbnail` has a JPEG preview.
+    #[serde(default)]
+    pub thumbnail: bool,
 }

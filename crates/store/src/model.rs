@@ -373,4 +373,9 @@ pub struct MediaRecord {
     /// Hex SHA-256 of the bytes.
     pub sha256: String,
     pub created_ms: UnixMillis,
+    /// Pixel size, for images.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Whether a JPEG thumbnail is stored beside the bytes.
+    pub thumbnail: bool,
 }

@@ -204,6 +204,18 @@ pub async fn next_ephemeral(connection: &mut Connection) -> ServerFrame {
 /// The built `missive` binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_missive");
 
+/// The binary with no inherited `MISSIVE_*` variables: the environment of
+/// the test run (CI's, a developer's) must not become server configuration.
+pub fn server_command() -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MISSIVE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// A `missive serve` child process on a random port.
 pub struct ServerProcess {
     pub child: std::process::Child,
@@ -221,7 +233,7 @@ impl ServerProcess {
     pub fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         use std::process::Stdio;
-        let mut child = std::process::Command::new(BIN)
+        let mut child = server_command()
             .args([
                 "serve",
                 "--listen",
@@ -231,6 +243,8 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            // Only the configuration the test asks for: inherited MISSIVE_*
+            // variables would be unknown configuration keys.
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

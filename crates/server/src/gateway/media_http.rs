@@ -44,3 +44,21 @@ pub async fn download(
     )
         .into_response())
 }
+
+/// `GET /v1/media/{id}/thumbnail`: a small JPEG of an image.
+pub async fn thumbnail(
+    State(state): State<Arc<AppState>>,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let bytes = state.media.thumbnail(&auth, &id).await?;
+    let body = Body::from_stream(bytes.map_err(std::io::Error::other));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response())
+}

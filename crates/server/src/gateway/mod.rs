@@ -71,6 +71,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
             post(media_http::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/media/{id}", get(media_http::download))
+        .route("/v1/media/{id}/thumbnail", get(media_http::thumbnail))
         .route("/v1/poll", post(longpoll::poll))
         .route("/v1/frames", post(longpoll::frames))
         .route(missive_proto::WS_PATH, get(ws::upgrade))

@@ -52,6 +52,46 @@ fn blob_key(id: &str) -> String {
     format!("media/{id}")
 }
 
+fn thumbnail_key(id: &str) -> String {
+    format!("media/{id}.thumb")
+}
+
+/// Longest edge of a thumbnail, and the largest image edge decoded at all.
+const THUMBNAIL_EDGE: u32 = 320;
+const IMAGE_EDGE_MAX: u32 = 16_384;
+/// Memory a single decode may allocate (decompression bombs stop here).
+const DECODE_ALLOC_MAX: u64 = 256 * 1024 * 1024;
+/// Image decodes at once (each may use up to DECODE_ALLOC_MAX).
+const DECODES_CONCURRENT_MAX: usize = 2;
+
+struct Thumbnail {
+    width: u32,
+    height: u32,
+    jpeg: Vec<u8>,
+}
+
+fn make_thumbnail(bytes: &[u8]) -> Result<Thumbnail, String> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|err| err.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(IMAGE_EDGE_MAX);
+    limits.max_image_height = Some(IMAGE_EDGE_MAX);
+    limits.max_alloc = Some(DECODE_ALLOC_MAX);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|err| err.to_string())?;
+    let preview = decoded.thumbnail(THUMBNAIL_EDGE, THUMBNAIL_EDGE).to_rgb8();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+        .encode_image(&preview)
+        .map_err(|err| err.to_string())?;
+    Ok(Thumbnail {
+        width: decoded.width(),
+        height: decoded.height(),
+        jpeg,
+    })
+}
+
 fn is_media_id(id: &str) -> bool {
     id.len() == 32
         && id
@@ -69,6 +109,7 @@ pub struct Media {
     blobs: Blobs,
     clock: Arc<dyn Clock>,
     size_max: u64,
+    decodes: tokio::sync::Semaphore,
 }
 
 impl Media {
@@ -78,6 +119,7 @@ impl Media {
             blobs,
             clock,
             size_max,
+            decodes: tokio::sync::Semaphore::new(DECODES_CONCURRENT_MAX),
         }
     }
 
@@ -144,6 +186,17 @@ impl Media {
             }
         };
         upload.finish().await.map_err(blob_failure)?;
+        let preview = if content_type.starts_with("image/") {
+            match self.store_thumbnail(&id).await {
+                Ok(preview) => Some(preview),
+                Err(refusal) => {
+                    let _ = self.blobs.delete(&blob_key(&id)).await;
+                    return Err(refusal);
+                }
+            }
+        } else {
+            None
+        };
         let record = MediaRecord {
             id: id.clone(),
             uploader: auth.account,
@@ -151,9 +204,13 @@ impl Media {
             size_bytes,
             sha256: hex::encode(hasher.finalize()),
             created_ms: self.clock.now_ms(),
+            width: preview.map(|(width, _)| width),
+            height: preview.map(|(_, height)| height),
+            thumbnail: preview.is_some(),
         };
         if let Err(err) = self.store.create_media(record.clone()).await {
             let _ = self.blobs.delete(&blob_key(&id)).await;
+            let _ = self.blobs.delete(&thumbnail_key(&id)).await;
             return Err(err.into());
         }
         metrics::counter!("missive_media_uploads_total").increment(1);
@@ -162,7 +219,68 @@ impl Media {
             content_type: record.content_type,
             size_bytes: record.size_bytes,
             sha256: record.sha256,
+            width: record.width,
+            height: record.height,
+            thumbnail: record.thumbnail,
         })
+    }
+
+    /// Decodes the stored image (bounded in size and allocation), stores a
+    /// JPEG thumbnail beside it and returns the image's pixel size. An image
+    /// that does not decode is refused: the sniffed type is not trusted alone.
+    async fn store_thumbnail(&self, id: &str) -> Result<(u32, u32), ApiError> {
+        let mut stream = self.blobs.open(&blob_key(id)).await.map_err(blob_failure)?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.map_err(blob_failure)?);
+        }
+        let _permit = self
+            .decodes
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal())?;
+        let made = tokio::task::spawn_blocking(move || make_thumbnail(&bytes))
+            .await
+            .map_err(|_| ApiError::internal())?;
+        let thumbnail = made.map_err(|reason| {
+            ApiError::new(
+                ErrorCode::MediaTypeNotAllowed,
+                format!("not a decodable image: {reason}"),
+            )
+        })?;
+        let mut upload = self
+            .blobs
+            .upload(&thumbnail_key(id))
+            .await
+            .map_err(blob_failure)?;
+        upload.write(&thumbnail.jpeg).await.map_err(blob_failure)?;
+        upload.finish().await.map_err(blob_failure)?;
+        Ok((thumbnail.width, thumbnail.height))
+    }
+
+    /// The JPEG thumbnail of an image the caller may read.
+    pub async fn thumbnail(
+        &self,
+        auth: &DeviceAuth,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, ApiError> {
+        let unknown = || ApiError::new(ErrorCode::UnknownMedia, "no such media thumbnail");
+        if !is_media_id(id) {
+            return Err(unknown());
+        }
+        let record = self
+            .store
+            .media_for(auth.account, id)
+            .await?
+            .ok_or_else(unknown)?;
+        if !record.thumbnail {
+            return Err(unknown());
+        }
+        match self.blobs.open(&thumbnail_key(id)).await {
+            Ok(bytes) => Ok(bytes),
+            Err(BlobError::NotFound) => Err(unknown()),
+            Err(err) => Err(blob_failure(err)),
+        }
     }
 
     /// Deletes media no message references that are older than
@@ -173,6 +291,7 @@ impl Media {
         loop {
             let ids = self.store.take_unreferenced_media(before_ms, BATCH).await?;
             for id in &ids {
+                let _ = self.blobs.delete(&thumbnail_key(id)).await;
                 if let Err(err) = self.blobs.delete(&blob_key(id)).await {
                     tracing::warn!(%err, media = %id, "deleting collected media bytes failed");
                 }

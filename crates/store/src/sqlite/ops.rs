@@ -959,15 +959,18 @@ pub(super) fn queue_depth(conn: &Connection, device: DeviceId) -> Result<u64, St
 
 pub(super) fn create_media(conn: &Connection, media: &MediaRecord) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO media (id, uploader_id, content_type, size_bytes, sha256, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO media (id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             media.id,
             media.uploader.0,
             media.content_type,
             media.size_bytes as i64,
             media.sha256,
-            media.created_ms
+            media.created_ms,
+            media.width,
+            media.height,
+            media.thumbnail
         ],
     )
     .map_err(backend)?;
@@ -980,7 +983,7 @@ pub(super) fn media_for(
     id: &str,
 ) -> Result<Option<MediaRecord>, StoreError> {
     conn.query_row(
-        "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms FROM media
+        "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail FROM media
          WHERE id = ?1 AND (uploader_id = ?2 OR EXISTS (
              SELECT 1 FROM message_media mm
              JOIN members mb ON mb.conversation_id = mm.conversation_id AND mb.account_id = ?2
@@ -994,6 +997,9 @@ pub(super) fn media_for(
                 size_bytes: row.get::<_, i64>(3)? as u64,
                 sha256: row.get(4)?,
                 created_ms: row.get(5)?,
+                width: row.get(6)?,
+                height: row.get(7)?,
+                thumbnail: row.get(8)?,
             })
         },
     )

@@ -131,7 +131,11 @@ const MIGRATIONS: &[&str] = &[
         content_type  TEXT NOT NULL,
         size_bytes    INTEGER NOT NULL,
         sha256        TEXT NOT NULL,
-        created_ms    INTEGER NOT NULL
+        created_ms    INTEGER NOT NULL,
+        -- For images: pixel size and whether a thumbnail blob exists.
+        width         INTEGER,
+        height        INTEGER,
+        thumbnail     INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX media_by_age ON media(created_ms);
     -- Which texts carry which media; members who saw the text may read it.
