@@ -270,7 +270,7 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
         let (code, stdout, _) = run(&["listen", "--profile", "bob", "--count", "1"]);
         assert_eq!(code, 0);
         let message: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        let media_id = message["media"][0].as_str().unwrap().to_owned();
+        let media_id = message["media"][0]["media_id"].as_str().unwrap().to_owned();
         let saved_path = saved.to_str().unwrap();
         let (code, stdout, stderr) = run(&[
             "download",

@@ -193,9 +193,9 @@ pub enum ServerFrame {
         kind: MessageKind,
         /// Text (text, edit), emoji (reaction; empty = removed), or empty.
         text: String,
-        /// For `text`: attached media ids (download with `GET /v1/media/{id}`).
+        /// For `text`: attached media (download with `GET /v1/media/{id}`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        media: Vec<String>,
+        media: Vec<crate::rest::MediaRef>,
         /// The message replied to (text) or acted on (reaction/edit/delete).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,

@@ -135,7 +135,7 @@ pub struct HistoryMessage {
     pub kind: crate::MessageKind,
     pub text: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub media: Vec<String>,
+    pub media: Vec<MediaRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,6 +276,20 @@ pub struct MediaInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
     /// Whether `GET /v1/media/{id}/thumbnail` has a JPEG preview.
+    #[serde(default)]
+    pub thumbnail: bool,
+}
+
+/// An attachment as messages and history describe it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediaRef {
+    pub media_id: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
     #[serde(default)]
     pub thumbnail: bool,
 }

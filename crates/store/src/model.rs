@@ -81,8 +81,8 @@ pub enum QueueItem {
         client_msg_id: String,
         /// Text, emoji (empty = removed) or system event description.
         text: String,
-        /// Media ids attached to a text.
-        media: Vec<String>,
+        /// Media attached to a text.
+        media: Vec<MediaRef>,
         kind: EventKind,
         /// Replied-to or acted-on message.
         target: Option<MessageId>,
@@ -236,8 +236,8 @@ pub struct StoredEvent {
     pub kind: EventKind,
     /// Text, emoji (empty = removed), or a system event description.
     pub body: String,
-    /// Media ids attached to a text.
-    pub media: Vec<String>,
+    /// Media attached to a text.
+    pub media: Vec<MediaRef>,
     pub target: Option<MessageId>,
     pub edited_ms: Option<UnixMillis>,
     pub deleted: bool,
@@ -377,5 +377,16 @@ pub struct MediaRecord {
     pub width: Option<u32>,
     pub height: Option<u32>,
     /// Whether a JPEG thumbnail is stored beside the bytes.
+    pub thumbnail: bool,
+}
+
+/// What a message says about an attached media object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaRef {
+    pub id: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
     pub thumbnail: bool,
 }

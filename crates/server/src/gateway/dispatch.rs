@@ -12,7 +12,7 @@ use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 use missive_store::{DeviceAuth, GroupChange, QueueItem};
 use tokio::time::Instant;
 
-use super::social_http::{system_event, wire_kind};
+use super::social_http::{system_event, wire_kind, wire_media};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::service::{Draft, Recipient};
@@ -404,7 +404,7 @@ pub fn queue_frame(item: QueueItem) -> ServerFrame {
                 client_msg_id,
                 kind: wire_kind(kind),
                 text: if event.is_some() { String::new() } else { text },
-                media,
+                media: media.into_iter().map(wire_media).collect(),
                 target: target.map(|target| target.to_string()),
                 event,
                 edited_ms,

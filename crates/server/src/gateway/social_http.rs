@@ -43,6 +43,18 @@ pub fn wire_kind(kind: EventKind) -> MessageKind {
     }
 }
 
+/// The wire form of an attachment.
+pub fn wire_media(media: missive_store::MediaRef) -> missive_proto::rest::MediaRef {
+    missive_proto::rest::MediaRef {
+        media_id: media.id,
+        content_type: media.content_type,
+        size_bytes: media.size_bytes,
+        width: media.width,
+        height: media.height,
+        thumbnail: media.thumbnail,
+    }
+}
+
 /// A system event's stored description as JSON; other kinds have none.
 pub fn system_event(kind: EventKind, body: &str) -> Option<serde_json::Value> {
     (kind == EventKind::System)
@@ -64,7 +76,7 @@ fn history_message(event: StoredEvent) -> HistoryMessage {
         } else {
             event.body
         },
-        media: event.media,
+        media: event.media.into_iter().map(wire_media).collect(),
         target: event.target.map(|target| target.to_string()),
         event: system,
         edited_ms: event.edited_ms,

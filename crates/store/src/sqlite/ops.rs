@@ -478,14 +478,25 @@ fn attach_media(
 }
 
 /// Media ids attached to a message.
-pub(super) fn media_of(conn: &Connection, message_id: &str) -> Result<Vec<String>, StoreError> {
+pub(super) fn media_of(conn: &Connection, message_id: &str) -> Result<Vec<MediaRef>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT media_id FROM message_media WHERE message_id = ?1 ORDER BY media_id",
+            "SELECT m.id, m.content_type, m.size_bytes, m.width, m.height, m.thumbnail
+             FROM message_media mm JOIN media m ON m.id = mm.media_id
+             WHERE mm.message_id = ?1 ORDER BY m.id",
         )
         .map_err(backend)?;
     let rows = stmt
-        .query_map([message_id], |row| row.get(0))
+        .query_map([message_id], |row| {
+            Ok(MediaRef {
+                id: row.get(0)?,
+                content_type: row.get(1)?,
+                size_bytes: row.get::<_, i64>(2)? as u64,
+                width: row.get(3)?,
+                height: row.get(4)?,
+                thumbnail: row.get(5)?,
+            })
+        })
         .map_err(backend)?;
     rows.collect::<Result<_, _>>().map_err(backend)
 }
