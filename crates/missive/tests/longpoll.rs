@@ -378,3 +378,32 @@ async fn frames_over_plain_http_get_the_same_typed_errors() {
     let response = post("[not json").await.unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_over_plain_http_is_a_snapshot() {
+    // Goal: without a live session, subscribe_presence over /v1/frames
+    // answers ok plus each user's current presence (bob online on his
+    // WebSocket), and unknown users are a typed error.
+    let server = TestServer::start().await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    let _bob_ws = server.connect(&bob_token).await;
+    let frame = ClientFrame::SubscribePresence {
+        id: Some("p".into()),
+        users: vec!["bob".into()],
+    };
+    let replies = server.api.frame(&alice_token, &frame).await.unwrap();
+    assert!(matches!(&replies[0], ServerFrame::Ok { id } if id.as_deref() == Some("p")));
+    assert!(
+        matches!(&replies[1], ServerFrame::Presence { user, online: true, .. } if user == "bob"),
+        "{replies:?}"
+    );
+    let unknown = ClientFrame::SubscribePresence {
+        id: None,
+        users: vec!["nobody".into()],
+    };
+    assert_eq!(
+        refused_code(server.api.frame(&alice_token, &unknown).await),
+        "unknown_user"
+    );
+}

@@ -128,11 +128,15 @@ pub async fn frames(
             ErrorCode::AlreadyAuthenticated,
             "authenticate with the Authorization header",
         )],
-        Ok(ClientFrame::SubscribePresence { id, .. }) => vec![ServerFrame::error(
-            id,
-            ErrorCode::InvalidField,
-            "presence subscriptions need a live session: use the WebSocket",
-        )],
+        // No live session to push updates to: answer with a snapshot.
+        Ok(ClientFrame::SubscribePresence { id, users }) => {
+            match state.social.presence_of(&auth, &users).await {
+                Ok(frames) => std::iter::once(ServerFrame::Ok { id })
+                    .chain(frames)
+                    .collect(),
+                Err(err) => vec![ServerFrame::error(id, err.code, err.message)],
+            }
+        }
         Ok(frame) => Dispatcher::new(state, auth).handle(frame).await,
         Err(err) => vec![ServerFrame::error(err.id, err.code, err.message)],
     };

@@ -179,6 +179,24 @@ impl Social {
         auth: &DeviceAuth,
         usernames: &[String],
     ) -> Result<Vec<ServerFrame>, ApiError> {
+        let targets = self.targets(usernames).await?;
+        self.router
+            .watch(auth.device, auth.account, targets.clone());
+        self.views(auth, targets).await
+    }
+
+    /// The presence of `usernames` now, without watching (for clients
+    /// without a live session).
+    pub async fn presence_of(
+        &self,
+        auth: &DeviceAuth,
+        usernames: &[String],
+    ) -> Result<Vec<ServerFrame>, ApiError> {
+        let targets = self.targets(usernames).await?;
+        self.views(auth, targets).await
+    }
+
+    async fn targets(&self, usernames: &[String]) -> Result<Vec<AccountId>, ApiError> {
         if usernames.len() > PRESENCE_WATCH_MAX {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
@@ -191,8 +209,14 @@ impl Social {
         }
         targets.sort();
         targets.dedup();
-        self.router
-            .watch(auth.device, auth.account, targets.clone());
+        Ok(targets)
+    }
+
+    async fn views(
+        &self,
+        auth: &DeviceAuth,
+        targets: Vec<AccountId>,
+    ) -> Result<Vec<ServerFrame>, ApiError> {
         let mut frames = Vec::with_capacity(targets.len());
         for target in targets {
             frames.push(self.view(auth.account, target).await?);
