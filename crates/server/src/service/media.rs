@@ -264,23 +264,11 @@ impl Media {
         auth: &DeviceAuth,
         id: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, ApiError> {
-        let unknown = || ApiError::new(ErrorCode::UnknownMedia, "no such media thumbnail");
-        if !is_media_id(id) {
-            return Err(unknown());
-        }
-        let record = self
-            .store
-            .media_for(auth.account, id)
-            .await?
-            .ok_or_else(unknown)?;
+        let record = self.readable(auth, id).await?;
         if !record.thumbnail {
-            return Err(unknown());
+            return Err(unknown_media());
         }
-        match self.blobs.open(&thumbnail_key(id)).await {
-            Ok(bytes) => Ok(bytes),
-            Err(BlobError::NotFound) => Err(unknown()),
-            Err(err) => Err(blob_failure(err)),
-        }
+        self.open(&thumbnail_key(id)).await
     }
 
     /// Deletes media no message references that are older than
@@ -303,30 +291,43 @@ impl Media {
         }
     }
 
-    /// The record and bytes of a media object the caller may read. Every
-    /// other case — malformed id, missing, someone else's — is the same
-    /// `unknown_media`, so ids cannot be probed.
+    /// The record and bytes of a media object the caller may read.
     pub async fn download(
         &self,
         auth: &DeviceAuth,
         id: &str,
     ) -> Result<(MediaRecord, BoxStream<'static, Result<Bytes, BlobError>>), ApiError> {
-        let unknown = || ApiError::new(ErrorCode::UnknownMedia, "no such media");
+        let record = self.readable(auth, id).await?;
+        Ok((record, self.open(&blob_key(id)).await?))
+    }
+
+    /// The record of a media object the caller may read. Every other case —
+    /// malformed id, missing, someone else's — is the same `unknown_media`,
+    /// so ids cannot be probed.
+    async fn readable(&self, auth: &DeviceAuth, id: &str) -> Result<MediaRecord, ApiError> {
         if !is_media_id(id) {
-            return Err(unknown());
+            return Err(unknown_media());
         }
-        let record = self
-            .store
+        self.store
             .media_for(auth.account, id)
             .await?
-            .ok_or_else(unknown)?;
-        let bytes = match self.blobs.open(&blob_key(id)).await {
-            Ok(bytes) => bytes,
-            Err(BlobError::NotFound) => return Err(unknown()),
-            Err(err) => return Err(blob_failure(err)),
-        };
-        Ok((record, bytes))
+            .ok_or_else(unknown_media)
     }
+
+    async fn open(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, ApiError> {
+        match self.blobs.open(key).await {
+            Ok(bytes) => Ok(bytes),
+            Err(BlobError::NotFound) => Err(unknown_media()),
+            Err(err) => Err(blob_failure(err)),
+        }
+    }
+}
+
+fn unknown_media() -> ApiError {
+    ApiError::new(ErrorCode::UnknownMedia, "no such media")
 }
 
 fn not_allowed() -> ApiError {
