@@ -177,7 +177,7 @@ async fn close_of(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_frame_must_authenticate_in_time() {
     // Goal: silence → 4001; a non-auth frame or bad token → error + 4002.
-    let server = TestServer::start_with(|config| config.limits.auth_timeout_ms = 200).await;
+    let server = TestServer::start_with(|config| config.limits.auth_timeout_ms = 1_500).await;
     let mut silent = raw_socket(&server).await;
     assert_eq!(close_of(&mut silent).await, (4001, "auth_timeout".into()));
 

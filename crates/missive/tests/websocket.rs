@@ -307,7 +307,7 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     use tokio_tungstenite::tungstenite::Message;
 
     let server = TestServer::start_with(|config| {
-        config.limits.write_timeout_ms = 300;
+        config.limits.write_timeout_ms = 1_500;
         config.limits.outbound_frames_max = 8;
         config.limits.text_bytes_max = 200 * 1024;
         config.store.fsync = missive_server::config::FsyncMode::Off;
