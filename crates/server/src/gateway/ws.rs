@@ -105,6 +105,9 @@ async fn serve_device(
         .await;
         return;
     }
+    // Announce before `ready`, so a client that has seen `ready` knows its
+    // presence went out (and a later subscriber gets no stale duplicate).
+    state.social.device_connected(auth.account).await;
     let ready = ServerFrame::Ready {
         id: auth_id,
         username: auth.username.to_string(),
@@ -145,7 +148,6 @@ async fn serve_device(
         outbound,
         dispatcher: Dispatcher::new(state.clone(), auth),
     };
-    state.social.device_connected(account).await;
     let idle_max = Duration::from_secs(limits.keepalive_secs * 3);
     let mut idle_deadline = Instant::now() + idle_max;
     let close = loop {
