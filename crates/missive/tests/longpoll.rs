@@ -377,6 +377,15 @@ async fn frames_over_plain_http_get_the_same_typed_errors() {
     }
     let response = post("[not json").await.unwrap();
     assert_eq!(response.status(), 400);
+    let huge = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(300 * 1024));
+    let response = http
+        .post(format!("{}/v1/frames", server.url()))
+        .bearer_auth(&alice_token)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,13 +116,18 @@ pub async fn poll(
 pub async fn frames(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Response {
-    let value = match json_body(body) {
-        Ok(value) => value,
-        Err(err) => return err.into_response(),
-    };
-    let replies = match missive_proto::decode_client_frame(&value.to_string()) {
+    if body.len() > state.config.limits.frame_bytes_max {
+        let too_large = ApiError::new(
+            ErrorCode::FrameTooLarge,
+            "frame exceeds limits.frame_bytes_max",
+        );
+        return too_large.into_response();
+    }
+    // Decoded once, by the same function as WebSocket frames.
+    let text = String::from_utf8_lossy(&body);
+    let replies = match missive_proto::decode_client_frame(&text) {
         Ok(ClientFrame::Auth { id, .. }) => vec![ServerFrame::error(
             id,
             ErrorCode::AlreadyAuthenticated,

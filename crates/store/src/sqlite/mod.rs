@@ -102,7 +102,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Writer::start(writer_conn, config.batch_max, config.queue_max),
+                writer: Writer::start(writer_conn, config.batch_max, config.queue_max)?,
                 readers: Readers::new(readers),
             }),
         })
@@ -180,8 +180,18 @@ impl Store for SqliteStore {
         b: AccountId,
         now_ms: UnixMillis,
     ) -> Result<ConversationId, StoreError> {
-        self.write(move |conn| ops::direct_conversation(conn, a, b, now_ms))
-            .await
+        // Nearly always it exists: answer from a reader and keep the single
+        // writer for the first message between two accounts.
+        let found = self
+            .read(move |conn| ops::find_direct_conversation(conn, a, b))
+            .await?;
+        match found {
+            Some(conversation) => Ok(conversation),
+            None => {
+                self.write(move |conn| ops::direct_conversation(conn, a, b, now_ms))
+                    .await
+            }
+        }
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {

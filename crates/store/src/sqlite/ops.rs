@@ -161,25 +161,34 @@ pub(super) fn revoke_device(
     Ok(true)
 }
 
+fn direct_key(a: AccountId, b: AccountId) -> (AccountId, AccountId, String) {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    (low, high, format!("{}:{}", low.0, high.0))
+}
+
+/// The 1:1 conversation of two accounts, if it exists (a read).
+pub(super) fn find_direct_conversation(
+    conn: &Connection,
+    a: AccountId,
+    b: AccountId,
+) -> Result<Option<ConversationId>, StoreError> {
+    let (_, _, key) = direct_key(a, b);
+    conn.prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")
+        .and_then(|mut stmt| stmt.query_row([&key], |row| row.get(0)).optional())
+        .map(|id| id.map(ConversationId))
+        .map_err(backend)
+}
+
 pub(super) fn direct_conversation(
     conn: &Connection,
     a: AccountId,
     b: AccountId,
     now_ms: UnixMillis,
 ) -> Result<ConversationId, StoreError> {
-    let (low, high) = if a <= b { (a, b) } else { (b, a) };
-    let key = format!("{}:{}", low.0, high.0);
-    if let Some(id) = conn
-        .query_row(
-            "SELECT id FROM conversations WHERE direct_key = ?1",
-            [&key],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(backend)?
-    {
-        return Ok(ConversationId(id));
+    if let Some(id) = find_direct_conversation(conn, a, b)? {
+        return Ok(id);
     }
+    let (low, high, key) = direct_key(a, b);
     conn.execute(
         "INSERT INTO conversations (direct_key, created_ms) VALUES (?1, ?2)",
         params![key, now_ms],
@@ -667,7 +676,8 @@ pub(super) fn pending(
         .prepare_cached(
             "SELECT q.pos, q.kind, q.message_id, q.conversation_id, q.seq, q.created_ms, a.username,
                     m.sender_device, m.client_msg_id, m.body, m.created_ms,
-                    m.kind, m.target_id, m.edited_ms, m.deleted
+                    m.kind, m.target_id, m.edited_ms, m.deleted,
+                    EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = q.message_id)
              FROM queue q
              JOIN accounts a ON a.id = q.by_account
              LEFT JOIN messages m ON m.id = q.message_id AND q.kind = 0
@@ -728,25 +738,25 @@ pub(super) fn pending(
                 }),
                 _ => None,
             };
-            Ok(item)
+            Ok((item, row.get::<_, bool>(15)?))
         })
         .map_err(backend)?;
     let mut items = Vec::new();
     for row in rows {
-        if let Some(item) = row.map_err(backend)? {
-            items.push(item);
-        }
-    }
-    for item in &mut items {
-        if let QueueItem::Message {
-            message_id,
-            kind: EventKind::Text,
-            media,
-            ..
-        } = item
+        let (item, has_media) = row.map_err(backend)?;
+        let Some(mut item) = item else { continue };
+        // Only texts with attachments cost a second query (the hot path is
+        // plain text).
+        if let (
+            true,
+            QueueItem::Message {
+                message_id, media, ..
+            },
+        ) = (has_media, &mut item)
         {
             *media = media_of(conn, message_id.as_str())?;
         }
+        items.push(item);
     }
     Ok(items)
 }
@@ -809,10 +819,12 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
         };
         // Receipts are for texts only: not for group events, reactions,
         // edits or deletes.
-        if sender != ack.account.0 && is_text(conn, &message_id)? {
+        if sender != ack.account.0 {
+            // One statement records the first receipt, for texts only.
             let first = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO receipts (message_id, account_id, delivered_ms) VALUES (?1, ?2, ?3)",
+                    "INSERT OR IGNORE INTO receipts (message_id, account_id, delivered_ms)
+                     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND kind = 0)",
                 )
                 .and_then(|mut stmt| stmt.execute(params![message_id, ack.account.0, ack.now_ms]))
                 .map_err(backend)?
@@ -844,12 +856,6 @@ pub(super) fn ack(conn: &Connection, ack: &AckRequest) -> Result<AckOutcome, Sto
     outcome.queued_for.sort();
     outcome.queued_for.dedup();
     Ok(outcome)
-}
-
-fn is_text(conn: &Connection, message_id: &str) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND kind = ?2")
-        .and_then(|mut stmt| stmt.exists(params![message_id, EVENT_TEXT]))
-        .map_err(backend)
 }
 
 fn purge_if_unqueued(conn: &Connection, message_id: &str) -> Result<(), StoreError> {
@@ -923,27 +929,21 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
         .map_err(backend)? as u64;
     // Receipts, reactions and media links whose message body is gone go
     // with it (unlinked media are then collected after their grace).
-    conn.execute(
-        "DELETE FROM message_media WHERE (message_id, media_id) IN (
-            SELECT mm.message_id, mm.media_id FROM message_media mm
-            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = mm.message_id) LIMIT ?1)",
-        [limit],
-    )
-    .map_err(backend)?;
-    conn.execute(
-        "DELETE FROM receipts WHERE (message_id, account_id) IN (
-            SELECT r.message_id, r.account_id FROM receipts r
-            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id) LIMIT ?1)",
-        [limit],
-    )
-    .map_err(backend)?;
-    conn.execute(
-        "DELETE FROM reactions WHERE (message_id, account_id) IN (
-            SELECT r.message_id, r.account_id FROM reactions r
-            WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id) LIMIT ?1)",
-        [limit],
-    )
-    .map_err(backend)?;
+    for (table, other_key) in [
+        ("message_media", "media_id"),
+        ("receipts", "account_id"),
+        ("reactions", "account_id"),
+    ] {
+        conn.execute(
+            &format!(
+                "DELETE FROM {table} WHERE (message_id, {other_key}) IN (
+                    SELECT t.message_id, t.{other_key} FROM {table} t
+                    WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id) LIMIT ?1)"
+            ),
+            [limit],
+        )
+        .map_err(backend)?;
+    }
     let purged_dedup = conn
         .execute(
             "DELETE FROM dedup WHERE (device_id, client_msg_id) IN

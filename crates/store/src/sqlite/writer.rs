@@ -29,16 +29,20 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread. `queue_max` bounds the jobs waiting for it.
-    pub(crate) fn start(conn: Connection, batch_max: usize, queue_max: usize) -> Self {
+    pub(crate) fn start(
+        conn: Connection,
+        batch_max: usize,
+        queue_max: usize,
+    ) -> Result<Self, StoreError> {
         let (commands, receiver) = mpsc::channel(queue_max);
         let thread = std::thread::Builder::new()
             .name("missive-store-writer".into())
             .spawn(move || run(conn, receiver, batch_max.max(1)))
-            .expect("spawning the store writer thread");
-        Self {
+            .map_err(|err| StoreError::Backend(format!("cannot start the writer thread: {err}")))?;
+        Ok(Self {
             commands,
             thread: Mutex::new(Some(thread)),
-        }
+        })
     }
 
     /// Runs `op` in the next batch; resolves after that batch committed.
