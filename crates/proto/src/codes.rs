@@ -45,6 +45,8 @@ pub enum ErrorCode {
     RateLimited,
     // Operations.
     ShuttingDown,
+    /// A backend (store) cannot be reached now; nothing changed, retry later.
+    Unavailable,
     Internal,
 }
 
@@ -85,6 +87,7 @@ impl ErrorCode {
             Self::MediaTypeNotAllowed => "media_type_not_allowed",
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
+            Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
     }
@@ -195,6 +198,7 @@ mod tests {
             ErrorCode::MediaTypeNotAllowed,
             ErrorCode::RateLimited,
             ErrorCode::ShuttingDown,
+            ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

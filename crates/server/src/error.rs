@@ -64,7 +64,7 @@ impl ApiError {
             | ErrorCode::TooManyDevices
             | ErrorCode::AlreadyAuthenticated => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +120,10 @@ impl From<StoreError> for ApiError {
                 "no such media of yours; upload it first",
             ),
             StoreError::Closed => Self::new(ErrorCode::ShuttingDown, "the server is shutting down"),
+            StoreError::Unavailable => Self::new(
+                ErrorCode::Unavailable,
+                "the store cannot be reached right now; nothing changed, retry later",
+            ),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "store failure");
                 Self::internal()

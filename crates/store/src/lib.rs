@@ -8,12 +8,15 @@
 //! - [`Store`]: the trait; each method's doc states its contract.
 //! - [`sqlite`]: the embedded adapter (one writer thread with group commit,
 //!   a pool of readers).
+//! - [`postgres`]: the cluster adapter (many nodes on one database; row
+//!   locks keep seq and queue order equal to commit order).
 //!
 //! **Architecture invariant:** callers never see SQL or engine types; a
 //! PostgreSQL adapter implements the same trait and passes the same
 //! conformance suite (`tests/conformance.rs`).
 
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -22,6 +25,7 @@ use missive_core::{
 };
 
 pub use model::*;
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{Fsync, SqliteConfig, SqliteStore};
 
 /// Why a store operation was refused or failed. The first group are
@@ -59,6 +63,10 @@ pub enum StoreError {
     UnknownMedia,
     #[error("the store is shut down")]
     Closed,
+    /// The backend cannot be reached now (connection lost, pool timed out);
+    /// nothing changed, and the same call may succeed later.
+    #[error("the store is unavailable")]
+    Unavailable,
     #[error("store backend error: {0}")]
     Backend(String),
 }
@@ -253,6 +261,44 @@ pub trait Store: Send + Sync + 'static {
         before_ms: UnixMillis,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+
+    // ── Session directory: which node holds which device's live connection.
+    // Every node renews a lease; a node that stops renewing (crashed) is
+    // reaped by any other, so its users show offline within the lease.
+
+    /// Extends `node`'s lease to `lease_until_ms`, creating the node row if
+    /// needed. `false` if the node held no lease (new, or reaped after it
+    /// lapsed): the caller must claim its live sessions again.
+    async fn renew_node(&self, node: &str, lease_until_ms: UnixMillis) -> Result<bool, StoreError>;
+
+    /// Records that `node` now holds `device`'s live connection. Returns the
+    /// node that held it before, if that was another node (it must close its
+    /// connection: "replaced").
+    async fn claim_session(
+        &self,
+        device: DeviceId,
+        account: AccountId,
+        node: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Ends `device`'s session on `node`; does nothing if another node has
+    /// claimed the device since.
+    async fn release_session(&self, device: DeviceId, node: &str) -> Result<(), StoreError>;
+
+    /// Whether some device of the account has a session on a node whose
+    /// lease holds at `now_ms`.
+    async fn account_online(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the nodes whose lease ended at or before `now_ms`, with their
+    /// sessions, and returns the accounts left with no live session (their
+    /// last seen becomes `now_ms`). Safe to run on every node at once: each
+    /// reaped account is returned by one caller only.
+    async fn reap_nodes(&self, now_ms: UnixMillis) -> Result<Vec<AccountId>, StoreError>;
 
     /// The username owning the device, if it exists.
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError>;

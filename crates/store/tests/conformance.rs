@@ -2,16 +2,16 @@
 //!
 //! Every scenario in [`scenarios`] is written once against `Arc<dyn Store>`
 //! and knows nothing about the engine behind it. A backend joins the suite by
-//! providing an `open()` function that returns a fresh, empty store (plus
-//! whatever must live as long as it) and invoking [`conformance_tests!`],
-//! which turns every scenario into one `#[tokio::test]` (and the model-based
-//! property test into one `proptest`) in the backend's module. Only SQLite
-//! exists today (`mod sqlite` at the bottom); a PostgreSQL adapter adds a
-//! `mod postgres` with its own `open()` and the same macro call.
+//! providing an `async fn open() -> Option<Opened>` that returns a fresh,
+//! empty store (plus whatever must live as long as it), or `None` when the
+//! backend's service is not there and the test is skipped, and invoking
+//! [`conformance_tests!`], which turns every scenario into one
+//! `#[tokio::test]` (and the model-based property test into one `proptest`)
+//! in the backend's module: `mod sqlite` and `mod postgres` at the bottom.
 //!
 //! Checks that need to look inside the engine (row counts in SQLite tables,
-//! reopening the file) live in the backend's module, clearly separated from
-//! the shared scenarios.
+//! reopening the file, several PostgreSQL nodes on one database) live in
+//! the backend's module, clearly separated from the shared scenarios.
 //!
 //! Time never passes on its own here: every call takes an explicit `now_ms`
 //! derived from [`support::NOW`], so expiry is tested without sleeping.
@@ -3320,6 +3320,92 @@ mod scenarios {
         );
     }
 
+    /// Session directory: node leases and live sessions across nodes.
+    pub async fn session_directory(store: Arc<dyn Store>) {
+        // Goal: an account is online exactly while one of its devices has a
+        // session on a node whose lease holds; a claim on another node names
+        // the node it replaces; a stale release does not end a newer claim;
+        // reaping a lapsed node reports each newly offline account once and
+        // records its last seen.
+        // Method: nodes "a" and "b" with leases ending at NOW+100 and
+        // NOW+1000; alice's phone moves from a to b; bob lives only on a.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let phone = new_device(store, alice, "alice-phone").await;
+        let bobs = new_device(store, bob, "bob-phone").await;
+        let online = |account, at| async move {
+            store
+                .account_online(account, at)
+                .await
+                .expect("account_online")
+        };
+
+        assert!(
+            !store.renew_node("a", NOW + 100).await.expect("renew a"),
+            "a new node held no lease"
+        );
+        assert!(store.renew_node("a", NOW + 100).await.expect("renew a"));
+        assert!(!store.renew_node("b", NOW + 1000).await.expect("renew b"));
+        assert!(!online(alice, NOW).await);
+
+        let claim = |device, account, node: &'static str| async move {
+            store
+                .claim_session(device, account, node, NOW)
+                .await
+                .expect("claim_session")
+        };
+        assert_eq!(claim(phone, alice, "a").await, None);
+        assert_eq!(
+            claim(phone, alice, "a").await,
+            None,
+            "a re-claim on the same node replaces nothing elsewhere"
+        );
+        assert_eq!(claim(bobs, bob, "a").await, None);
+        assert!(online(alice, NOW).await && online(bob, NOW).await);
+        assert_eq!(claim(phone, alice, "b").await, Some("a".to_owned()));
+        store
+            .release_session(phone, "a")
+            .await
+            .expect("stale release");
+        assert!(
+            online(alice, NOW).await,
+            "a's late release must not end b's session"
+        );
+
+        // a's lease lapses: bob shows offline at once, before any reaping.
+        assert!(!online(bob, NOW + 100).await);
+        assert!(online(alice, NOW + 100).await);
+        assert_eq!(
+            store.reap_nodes(NOW + 99).await.expect("reap early"),
+            vec![]
+        );
+        assert_eq!(store.reap_nodes(NOW + 150).await.expect("reap"), vec![bob]);
+        assert_eq!(
+            store.reap_nodes(NOW + 150).await.expect("reap again"),
+            vec![],
+            "reported once"
+        );
+        let profile = store
+            .presence_profile(bob)
+            .await
+            .expect("profile")
+            .expect("bob");
+        assert_eq!(profile.last_seen_ms, NOW + 150);
+        assert!(
+            !store.renew_node("a", NOW + 300).await.expect("renew a"),
+            "a's lease was reaped"
+        );
+        assert!(!online(bob, NOW + 200).await, "reaped sessions stay gone");
+
+        store.release_session(phone, "b").await.expect("release");
+        assert!(!online(alice, NOW + 200).await);
+        assert_eq!(
+            store.reap_nodes(NOW + 2000).await.expect("reap b"),
+            vec![],
+            "nobody was left on b"
+        );
+    }
+
     /// 25. Presence profile.
     pub async fn presence_profile(store: Arc<dyn Store>) {
         // Goal: a new account's presence is visible to everyone; visibility
@@ -3446,15 +3532,19 @@ mod scenarios {
 }
 
 /// Expands to one `#[tokio::test]` per scenario plus the model-based
-/// proptest, each against a fresh store from `$open()`. A scenario may carry
-/// attributes (e.g. `#[ignore = "known bug ..."]`) for this backend.
+/// proptest, each against a fresh store from `$open().await` (a test whose
+/// `$open` gives `None` passes without running: the backend skipped it).
+/// A scenario may carry attributes (e.g. `#[ignore = "known bug ..."]`) for
+/// this backend.
 macro_rules! conformance_tests {
     ($open:path; $($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread")]
             $(#[$attr])*
             async fn $scenario() {
-                let opened: $crate::Opened = $open();
+                let Some(opened): Option<$crate::Opened> = $open().await else {
+                    return;
+                };
                 $crate::scenarios::$scenario(std::sync::Arc::clone(&opened.store)).await;
                 opened.store.shutdown().await;
             }
@@ -3470,7 +3560,9 @@ macro_rules! conformance_tests {
                     .build()
                     .expect("tokio runtime");
                 runtime.block_on(async {
-                    let opened: $crate::Opened = $open();
+                    let Some(opened): Option<$crate::Opened> = $open().await else {
+                        return;
+                    };
                     $crate::scenarios::model_based(std::sync::Arc::clone(&opened.store), ops).await;
                     opened.store.shutdown().await;
                 });
@@ -3514,8 +3606,8 @@ mod sqlite {
         )
     }
 
-    fn open() -> Opened {
-        open_at().0
+    async fn open() -> Option<Opened> {
+        Some(open_at().0)
     }
 
     conformance_tests!(
@@ -3546,6 +3638,7 @@ mod sqlite {
         blocks_refuse_direct_sends,
         relay_targets,
         presence_profile,
+        session_directory,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
     );
@@ -3713,6 +3806,613 @@ mod sqlite {
             assert_eq!(direct(store, bob, alice, NOW).await, conv);
             reopened.shutdown().await;
             drop(opened);
+        }
+    }
+}
+
+// ─────────────────────────── PostgreSQL backend ───────────────────────────
+
+/// The same scenarios against PostgreSQL, each in a schema of its own on the
+/// server at `MISSIVE_TEST_POSTGRES_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`). When that server cannot
+/// be reached the tests pass without running and say so on stderr, except
+/// in CI (`CI` set), where they fail: a CI run must not go green by skipping.
+mod postgres {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use missive_store::{PostgresConfig, PostgresStore, Store};
+    use tokio_postgres::NoTls;
+
+    use crate::Opened;
+
+    const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+    fn base_url() -> String {
+        std::env::var("MISSIVE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+    }
+
+    fn in_ci() -> bool {
+        std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false" && ci != "0")
+    }
+
+    /// A schema of its own on the test server, dropped with this value, so
+    /// every test starts from an empty database and leaves nothing behind.
+    pub struct FreshSchema {
+        pub name: String,
+        pub base_url: String,
+    }
+
+    impl FreshSchema {
+        /// `None` (after saying why on stderr) when the server cannot be
+        /// reached outside CI; a panic in CI.
+        pub async fn create() -> Option<Self> {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let base_url = base_url();
+            let name = format!(
+                "missive_test_{}_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+            );
+            let created = async {
+                let client = connect(&base_url).await?;
+                client
+                    .batch_execute(&format!("CREATE SCHEMA {name}"))
+                    .await
+                    .map_err(|err| err.to_string())
+            };
+            match created.await {
+                Ok(()) => Some(Self { name, base_url }),
+                Err(err) if in_ci() => {
+                    panic!("PostgreSQL at {base_url} is needed in CI and cannot be used: {err}")
+                }
+                Err(err) => {
+                    eprintln!("skipping: PostgreSQL at {base_url} cannot be used: {err}");
+                    None
+                }
+            }
+        }
+
+        /// A node's configuration: this schema first on its search path.
+        pub fn config(&self) -> PostgresConfig {
+            let separator = if self.base_url.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            PostgresConfig {
+                pool_size: 4,
+                wait_timeout: Duration::from_secs(10),
+                ..PostgresConfig::new(format!(
+                    "{}{separator}options=-csearch_path%3D{}",
+                    self.base_url, self.name
+                ))
+            }
+        }
+
+        /// A node on this schema.
+        pub async fn node(&self) -> PostgresStore {
+            PostgresStore::connect(&self.config())
+                .await
+                .expect("connect to PostgreSQL")
+        }
+    }
+
+    /// A plain client for administration, with a bounded connect.
+    async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|err| format!("{err}"))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        let (client, connection) = config.connect(NoTls).await.map_err(|err| {
+            // The cause (refused, timed out) is in the source, not the text.
+            match std::error::Error::source(&err) {
+                Some(cause) => format!("{err}: {cause}"),
+                None => err.to_string(),
+            }
+        })?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    impl Drop for FreshSchema {
+        fn drop(&mut self) {
+            // Drop runs inside the test's runtime, which cannot be blocked
+            // on: drop the schema from a thread with a runtime of its own.
+            let (name, url) = (self.name.clone(), self.base_url.clone());
+            let dropper = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    if let Ok(client) = connect(&url).await {
+                        // A store left running by a failed test may hold
+                        // locks: give up rather than hang; the name is unique.
+                        let _ = client
+                            .batch_execute(&format!(
+                                "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                            ))
+                            .await;
+                    }
+                });
+            });
+            let _ = dropper.join();
+        }
+    }
+
+    async fn open() -> Option<Opened> {
+        let schema = FreshSchema::create().await?;
+        let store: Arc<dyn Store> = Arc::new(schema.node().await);
+        Some(Opened {
+            store,
+            _guard: Box::new(schema),
+        })
+    }
+
+    conformance_tests!(
+        open;
+        accounts,
+        devices,
+        seq_and_dedup,
+        fan_out,
+        pending_and_ack,
+        mark_read,
+        store_and_forward,
+        expiry_and_sweep,
+        concurrent_appends,
+        shutdown_refuses_further_calls,
+        revoked_device_identity_is_not_reused,
+        cancelled_reads_leave_the_store_usable,
+        group_create,
+        group_add_and_remove,
+        group_leave_and_roles,
+        replies,
+        reactions,
+        edits,
+        deletes,
+        receipts,
+        history_paging,
+        conversation_list_order,
+        contacts_and_blocks,
+        blocks_refuse_direct_sends,
+        relay_targets,
+        presence_profile,
+        session_directory,
+        removed_member_gets_no_receipts,
+        read_receipts_name_recipients_only,
+    );
+
+    // ── PostgreSQL-only checks: several nodes on one database, outages. ──
+
+    mod cluster {
+        use std::collections::HashMap;
+        use std::net::SocketAddr;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+
+        use missive_core::{AccountId, ConversationId, DeviceId, QueuePos, Seq};
+        use missive_store::{
+            NewAccount, PostgresConfig, PostgresStore, QueueItem, Store, StoreError,
+        };
+        use tokio::net::{TcpListener, TcpStream};
+        use tokio::sync::Barrier;
+        use tokio::task::JoinHandle;
+
+        use super::FreshSchema;
+        use crate::support::*;
+
+        /// Messages each sending device sends.
+        const PER_DEVICE: usize = 120;
+
+        /// Follows `device`'s queue on `follow` like a live session (page
+        /// after the cursor, move the cursor to the last position seen,
+        /// repeat), acking up to the cursor on `acker` when given, until a
+        /// page read after `done` was set is empty. Returns the seqs seen
+        /// per conversation, in arrival order.
+        async fn follow_queue(
+            follow: Arc<dyn Store>,
+            acker: Option<(Arc<dyn Store>, AccountId)>,
+            device: DeviceId,
+            done: Arc<AtomicBool>,
+        ) -> HashMap<ConversationId, Vec<Seq>> {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut cursor: QueuePos = 0;
+            let mut seen: HashMap<ConversationId, Vec<Seq>> = HashMap::new();
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "device {device} is still reading"
+                );
+                let finished = done.load(Ordering::Acquire);
+                let page = follow
+                    .pending(device, cursor, 64, NOW)
+                    .await
+                    .expect("pending");
+                if page.is_empty() {
+                    if finished {
+                        return seen;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                for item in &page {
+                    assert!(item.pos() > cursor, "positions went backwards: {item:?}");
+                    cursor = item.pos();
+                    if let QueueItem::Message {
+                        conversation, seq, ..
+                    } = item
+                    {
+                        seen.entry(*conversation).or_default().push(*seq);
+                    }
+                }
+                if let Some((acker, account)) = &acker {
+                    ack(&**acker, device, *account, Some(cursor), vec![], false).await;
+                }
+            }
+        }
+
+        /// What is wrong with `seqs` as the sequence 1..=n: the seqs
+        /// missing, and the positions where one is not its predecessor + 1.
+        fn flaws(seqs: &[Seq], n: Seq) -> (Vec<Seq>, Vec<usize>) {
+            let missing = (1..=n).filter(|seq| !seqs.contains(seq)).collect();
+            let misplaced = seqs
+                .iter()
+                .enumerate()
+                .filter(|(idx, seq)| **seq != *idx as Seq + 1)
+                .map(|(idx, _)| idx)
+                .take(10)
+                .collect();
+            (missing, misplaced)
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn live_readers_never_skip_across_three_nodes() {
+            // Goal: with three nodes (three pools on one database) sending at
+            // once into three 1:1 conversations and one group, a device that
+            // follows its queue live (cursor = last position seen) sees every
+            // conversation's seqs exactly 1..=N in order: no position ever
+            // becomes visible behind the cursor, nothing twice.
+            // Method: alice, bob and dave each send from two devices, each
+            // device a task on "their" node alternating between their 1:1
+            // with carol and the group; carol's two devices follow on two
+            // nodes, one acking (which queues receipts to the senders'
+            // devices: more concurrent fan-out) through the third.
+            let Some(schema) = FreshSchema::create().await else {
+                return;
+            };
+            let (n0, n1, n2) = tokio::join!(schema.node(), schema.node(), schema.node());
+            let nodes: [Arc<dyn Store>; 3] = [Arc::new(n0), Arc::new(n1), Arc::new(n2)];
+            let setup = &*nodes[0];
+            let carol = new_account(setup, "carol").await;
+            let c1 = new_device(setup, carol, "c1").await;
+            let c2 = new_device(setup, carol, "c2").await;
+            let mut senders = Vec::new();
+            for name in ["alice", "bob", "dave"] {
+                let account = new_account(setup, name).await;
+                let devices = [
+                    new_device(setup, account, &format!("{name}-1")).await,
+                    new_device(setup, account, &format!("{name}-2")).await,
+                ];
+                let conv = direct(setup, account, carol, NOW).await;
+                senders.push((account, devices, conv));
+            }
+            let accounts: Vec<AccountId> = senders.iter().map(|s| s.0).collect();
+            let group = create_group(
+                setup,
+                new_group(
+                    accounts[0],
+                    senders[0].1[0],
+                    "team",
+                    &[accounts[1], carol, accounts[2]],
+                    NOW,
+                ),
+            )
+            .await
+            .conversation;
+
+            let mut expected: HashMap<ConversationId, usize> = HashMap::new();
+            expected.insert(group, 1);
+            for (_, _, conv) in &senders {
+                expected.insert(*conv, 0);
+            }
+            let mut sends: Vec<JoinHandle<Vec<(ConversationId, Seq)>>> = Vec::new();
+            for (i, (account, devices, conv)) in senders.iter().enumerate() {
+                for (j, device) in devices.iter().enumerate() {
+                    let node = Arc::clone(&nodes[i]);
+                    let (account, device, conv) = (*account, *device, *conv);
+                    let plan: Vec<ConversationId> = (0..PER_DEVICE)
+                        .map(|k| if (k + j) % 2 == 0 { conv } else { group })
+                        .collect();
+                    for target in &plan {
+                        *expected.entry(*target).or_default() += 1;
+                    }
+                    sends.push(tokio::spawn(async move {
+                        let mut got = Vec::new();
+                        for (k, target) in plan.into_iter().enumerate() {
+                            let cmid = format!("d{device}-{k}");
+                            let appended = send(&*node, target, account, device, &cmid).await;
+                            assert!(!appended.duplicate);
+                            got.push((target, appended.seq));
+                        }
+                        got
+                    }));
+                }
+            }
+            let done = Arc::new(AtomicBool::new(false));
+            let readers = [
+                tokio::spawn(follow_queue(
+                    Arc::clone(&nodes[0]),
+                    Some((Arc::clone(&nodes[2]), carol)),
+                    c1,
+                    Arc::clone(&done),
+                )),
+                tokio::spawn(follow_queue(
+                    Arc::clone(&nodes[1]),
+                    None,
+                    c2,
+                    Arc::clone(&done),
+                )),
+            ];
+
+            // What the senders were told: every seq once, no gaps.
+            let mut told: HashMap<ConversationId, Vec<Seq>> = HashMap::new();
+            told.entry(group).or_default().push(1);
+            for task in sends {
+                for (conv, seq) in task.await.expect("sender panicked") {
+                    told.entry(conv).or_default().push(seq);
+                }
+            }
+            done.store(true, Ordering::Release);
+            for (conv, seqs) in &mut told {
+                seqs.sort_unstable();
+                let n = expected[conv] as Seq;
+                assert_eq!(
+                    *seqs,
+                    (1..=n).collect::<Vec<_>>(),
+                    "seqs told to senders in {conv}"
+                );
+            }
+            // What each live reader saw: exactly 1..=N per conversation, in order.
+            for (reader, device) in readers.into_iter().zip([c1, c2]) {
+                let seen = reader.await.expect("reader panicked");
+                assert_eq!(seen.len(), expected.len(), "device {device}: conversations");
+                for (conv, seqs) in seen {
+                    let n = expected[&conv] as Seq;
+                    let (missing, misplaced) = flaws(&seqs, n);
+                    assert!(
+                        missing.is_empty() && misplaced.is_empty() && seqs.len() == n as usize,
+                        "device {device} in {conv}: {} of {n} seen; skipped for good: {missing:?}; \
+                         out of order or repeated at indices {misplaced:?}",
+                        seqs.len()
+                    );
+                }
+            }
+            for node in &nodes {
+                node.shutdown().await;
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn one_retry_on_two_nodes_at_once_is_stored_once() {
+            // Goal: the same (device, client_msg_id) appended on two nodes at
+            // the same moment stores one message; both calls answer with its
+            // id, seq and time, exactly one with `duplicate`.
+            // Method: 30 rounds of two tasks released together by a barrier,
+            // each appending through its own node with its own message id.
+            let Some(schema) = FreshSchema::create().await else {
+                return;
+            };
+            let (n0, n1) = tokio::join!(schema.node(), schema.node());
+            let nodes: [Arc<dyn Store>; 2] = [Arc::new(n0), Arc::new(n1)];
+            let Cast(alice, _bob, conv, [a1, b1]) = cast(&*nodes[0], ["a1", "b1"]).await;
+            const ROUNDS: Seq = 30;
+            for round in 1..=ROUNDS {
+                let barrier = Arc::new(Barrier::new(2));
+                let attempts: Vec<_> = nodes
+                    .iter()
+                    .map(|node| {
+                        let (node, barrier) = (Arc::clone(node), Arc::clone(&barrier));
+                        tokio::spawn(async move {
+                            let message = new_message(
+                                conv,
+                                alice,
+                                a1,
+                                &format!("race-{round}"),
+                                NOW,
+                                NOW + DAY_MS,
+                            );
+                            barrier.wait().await;
+                            node.append_message(message).await.expect("append")
+                        })
+                    })
+                    .collect();
+                let mut answers = Vec::new();
+                for attempt in attempts {
+                    answers.push(attempt.await.expect("append task"));
+                }
+                answers.sort_by_key(|answer| answer.duplicate);
+                let [original, retry] = &answers[..] else {
+                    unreachable!("two attempts")
+                };
+                assert!(
+                    !original.duplicate && retry.duplicate,
+                    "round {round}: exactly one call must be the original: {answers:?}"
+                );
+                assert_eq!(
+                    (&retry.message_id, retry.seq, retry.ts_ms),
+                    (&original.message_id, original.seq, original.ts_ms),
+                    "round {round}"
+                );
+                assert_eq!(
+                    original.seq, round,
+                    "round {round}: a seq was lost or taken twice"
+                );
+                assert!(retry.queued_for.is_empty());
+            }
+            assert_eq!(pending_ids(&*nodes[1], b1).await.len(), ROUNDS as usize);
+            assert_eq!(
+                seqs(&history_all(&*nodes[1], alice, conv).await),
+                (1..=ROUNDS).collect::<Vec<_>>()
+            );
+            for node in &nodes {
+                node.shutdown().await;
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn an_unreachable_server_fails_fast() {
+            // Goal: connecting to a server that is not there is
+            // `Unavailable` within the connect timeout, not a hang.
+            if FreshSchema::create().await.is_none() {
+                return;
+            }
+            let started = Instant::now();
+            let refused = PostgresStore::connect(&PostgresConfig {
+                connect_timeout: Duration::from_secs(1),
+                ..PostgresConfig::new("postgres://postgres@127.0.0.1:1/postgres")
+            })
+            .await;
+            assert!(
+                matches!(refused, Err(StoreError::Unavailable)),
+                "{:?}",
+                refused.err()
+            );
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+
+        /// A TCP relay to the test server that a test can cut and restore:
+        /// an outage without stopping the shared server.
+        struct Relay {
+            addr: SocketAddr,
+            upstream: SocketAddr,
+            task: Option<JoinHandle<()>>,
+        }
+
+        impl Relay {
+            async fn start(upstream: SocketAddr) -> Self {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+                let addr = listener.local_addr().expect("relay address");
+                Self {
+                    addr,
+                    upstream,
+                    task: Some(tokio::spawn(Self::serve(listener, upstream))),
+                }
+            }
+
+            async fn serve(listener: TcpListener, upstream: SocketAddr) {
+                // The set owns every relayed connection: dropping it (when
+                // this task is aborted) cuts them all.
+                let mut connections = tokio::task::JoinSet::new();
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    connections.spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }
+
+            /// Closes the port and every connection through it.
+            async fn cut(&mut self) {
+                if let Some(task) = self.task.take() {
+                    task.abort();
+                    let _ = task.await;
+                }
+            }
+
+            /// Listens on the same port again.
+            async fn restore(&mut self) {
+                let listener = TcpListener::bind(self.addr).await.expect("rebind relay");
+                self.task = Some(tokio::spawn(Self::serve(listener, self.upstream)));
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn an_outage_is_unavailable_then_heals() {
+            // Goal: when the database goes away under a running store, calls
+            // fail fast with `Unavailable` (the client may retry) and
+            // `is_ready` is false; when it is back, the same store works
+            // again without a restart.
+            // Method: the store reaches the server through a relay; cut it,
+            // call, restore it, call.
+            let Some(schema) = FreshSchema::create().await else {
+                return;
+            };
+            let base: tokio_postgres::Config = schema.base_url.parse().expect("test URL");
+            let (Some(tokio_postgres::config::Host::Tcp(host)), Some(port), Some(user)) = (
+                base.get_hosts().first(),
+                base.get_ports().first(),
+                base.get_user(),
+            ) else {
+                eprintln!("skipping: the test URL names no TCP host, port and user");
+                return;
+            };
+            let upstream: SocketAddr = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .expect("resolve the test server")
+                .next()
+                .expect("an address");
+            let mut relay = Relay::start(upstream).await;
+            let password = base
+                .get_password()
+                .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+                .unwrap_or_default();
+            let config = PostgresConfig {
+                connect_timeout: Duration::from_secs(1),
+                wait_timeout: Duration::from_secs(1),
+                ..PostgresConfig::new(format!(
+                    "postgres://{user}{password}@{}/{}?options=-csearch_path%3D{}",
+                    relay.addr,
+                    base.get_dbname().unwrap_or("postgres"),
+                    schema.name
+                ))
+            };
+            let store = PostgresStore::connect(&config)
+                .await
+                .expect("connect via relay");
+            let alice = new_account(&store, "alice").await;
+            assert!(store.is_ready().await);
+
+            relay.cut().await;
+            let started = Instant::now();
+            let refused = store
+                .create_account(NewAccount {
+                    username: username("bob"),
+                    password_hash: "h".into(),
+                    phone: None,
+                    now_ms: NOW,
+                })
+                .await;
+            assert_eq!(refused, Err(StoreError::Unavailable));
+            assert_eq!(
+                store.list_devices(alice).await,
+                Err(StoreError::Unavailable)
+            );
+            assert!(!store.is_ready().await);
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "the outage took {:?} to report",
+                started.elapsed()
+            );
+
+            relay.restore().await;
+            let healed = Instant::now() + Duration::from_secs(10);
+            while !store.is_ready().await {
+                assert!(Instant::now() < healed, "the store did not recover");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let bob = new_account(&store, "bob").await;
+            assert_ne!(bob, alice);
+            store.shutdown().await;
+            relay.cut().await;
         }
     }
 }

@@ -10,6 +10,7 @@ mod history;
 mod ops;
 mod readers;
 mod schema;
+mod sessions;
 mod social;
 mod writer;
 
@@ -361,6 +362,44 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         self.write(move |conn| ops::take_unreferenced_media(conn, before_ms, limit))
+            .await
+    }
+
+    async fn renew_node(&self, node: &str, lease_until_ms: UnixMillis) -> Result<bool, StoreError> {
+        let node = node.to_owned();
+        self.write(move |conn| sessions::renew_node(conn, &node, lease_until_ms))
+            .await
+    }
+
+    async fn claim_session(
+        &self,
+        device: DeviceId,
+        account: AccountId,
+        node: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        let node = node.to_owned();
+        self.write(move |conn| sessions::claim_session(conn, device, account, &node, now_ms))
+            .await
+    }
+
+    async fn release_session(&self, device: DeviceId, node: &str) -> Result<(), StoreError> {
+        let node = node.to_owned();
+        self.write(move |conn| sessions::release_session(conn, device, &node))
+            .await
+    }
+
+    async fn account_online(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.read(move |conn| sessions::account_online(conn, account, now_ms))
+            .await
+    }
+
+    async fn reap_nodes(&self, now_ms: UnixMillis) -> Result<Vec<AccountId>, StoreError> {
+        self.write(move |conn| sessions::reap_nodes(conn, now_ms))
             .await
     }
 

@@ -148,6 +148,21 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX message_media_by_media ON message_media(media_id);
     ",
+    // 4: the session directory (which node holds which live device).
+    "
+    CREATE TABLE nodes (
+        id             TEXT PRIMARY KEY,
+        lease_until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        device_id  INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        node_id    TEXT NOT NULL,
+        since_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_account ON sessions(account_id);
+    CREATE INDEX sessions_by_node ON sessions(node_id);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,187 @@
+//! Accounts and devices.
+
+use deadpool_postgres::GenericClient;
+use missive_core::{AccountId, DeviceId, TokenHash, UnixMillis, Username};
+
+use super::fault::{Fault, Outcome};
+use super::sql::{column, execute, pipeline, row, rows, scalar};
+use crate::StoreError;
+use crate::model::*;
+
+pub(super) async fn create_account<C: GenericClient>(
+    db: &C,
+    account: &NewAccount,
+) -> Outcome<AccountId> {
+    // ON CONFLICT instead of catching the unique violation: a refused name
+    // leaves nothing to roll back and waits out a concurrent registration
+    // of the same name on another node.
+    let id: Option<i64> = row(
+        db,
+        "INSERT INTO accounts (username, password_hash, phone, created_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (username) DO NOTHING RETURNING id",
+        &[
+            &account.username.as_str(),
+            &account.password_hash,
+            &account.phone,
+            &account.now_ms,
+        ],
+    )
+    .await?
+    .map(|row| row.try_get(0))
+    .transpose()?;
+    id.map(AccountId)
+        .ok_or(Fault::Refused(StoreError::UsernameTaken))
+}
+
+pub(super) async fn account_by_username<C: GenericClient>(
+    db: &C,
+    username: &Username,
+) -> Outcome<Option<AccountRecord>> {
+    let Some(found) = row(
+        db,
+        "SELECT id, password_hash FROM accounts WHERE username = $1",
+        &[&username.as_str()],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(AccountRecord {
+        id: AccountId(found.try_get(0)?),
+        username: username.clone(),
+        password_hash: found.try_get(1)?,
+    }))
+}
+
+pub(super) async fn create_device<C: GenericClient>(
+    db: &C,
+    device: &NewDevice,
+) -> Outcome<DeviceId> {
+    // The account row lock makes count-then-insert atomic across nodes: two
+    // logins racing for the last slot cannot both get it.
+    let (_, n_devices) = pipeline!(
+        execute(
+            db,
+            "SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE",
+            &[&device.account.0]
+        ),
+        scalar::<_, i64>(
+            db,
+            "SELECT count(*) FROM devices WHERE account_id = $1",
+            &[&device.account.0]
+        ),
+    )?;
+    if usize::try_from(n_devices).unwrap_or(usize::MAX) >= device.devices_max {
+        return Err(StoreError::TooManyDevices.into());
+    }
+    let id: i64 = scalar(
+        db,
+        "INSERT INTO devices (account_id, name, token_hash, created_ms, last_seen_ms)
+         VALUES ($1, $2, $3, $4, $4) RETURNING id",
+        &[
+            &device.account.0,
+            &device.name,
+            &&device.token_hash.0[..],
+            &device.now_ms,
+        ],
+    )
+    .await?;
+    Ok(DeviceId(id))
+}
+
+pub(super) async fn authenticate<C: GenericClient>(
+    db: &C,
+    token: &TokenHash,
+) -> Outcome<Option<DeviceAuth>> {
+    let Some(found) = row(
+        db,
+        "SELECT d.id, d.account_id, a.username FROM devices d
+         JOIN accounts a ON a.id = d.account_id WHERE d.token_hash = $1",
+        &[&&token.0[..]],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let stored: String = found.try_get(2)?;
+    let username = Username::parse(&stored)
+        .map_err(|_| Fault::Corrupt(format!("stored username {stored:?} is invalid")))?;
+    Ok(Some(DeviceAuth {
+        account: AccountId(found.try_get(1)?),
+        username,
+        device: DeviceId(found.try_get(0)?),
+    }))
+}
+
+pub(super) async fn mark_device_seen<C: GenericClient>(
+    db: &C,
+    device: DeviceId,
+    now_ms: UnixMillis,
+) -> Outcome<()> {
+    execute(
+        db,
+        "UPDATE devices SET last_seen_ms = $2 WHERE id = $1",
+        &[&device.0, &now_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn list_devices<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+) -> Outcome<Vec<DeviceRecord>> {
+    rows(
+        db,
+        "SELECT id, name, created_ms, last_seen_ms FROM devices WHERE account_id = $1 ORDER BY id",
+        &[&account.0],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(DeviceRecord {
+            id: DeviceId(row.try_get(0)?),
+            name: row.try_get(1)?,
+            created_ms: row.try_get(2)?,
+            last_seen_ms: row.try_get(3)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) async fn revoke_device<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    device: DeviceId,
+) -> Outcome<bool> {
+    let deleted: Vec<i64> = column(
+        db,
+        "DELETE FROM devices WHERE id = $1 AND account_id = $2 RETURNING id",
+        &[&device.0, &account.0],
+    )
+    .await?;
+    if deleted.is_empty() {
+        return Ok(false);
+    }
+    // Deleting the row waited for any fan-out holding its lock, so no entry
+    // for this device can commit after these deletes.
+    pipeline!(
+        execute(db, "DELETE FROM queue WHERE device_id = $1", &[&device.0]),
+        execute(db, "DELETE FROM dedup WHERE device_id = $1", &[&device.0]),
+    )?;
+    Ok(true)
+}
+
+pub(super) async fn device_owner<C: GenericClient>(
+    db: &C,
+    device: DeviceId,
+) -> Outcome<Option<String>> {
+    row(
+        db,
+        "SELECT a.username FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
+        &[&device.0],
+    )
+    .await?
+    .map(|row| row.try_get(0).map_err(Fault::from))
+    .transpose()
+}

@@ -1,0 +1,459 @@
+//! Group conversations: creation, membership changes recorded as system
+//! events, and group info. A change locks the conversation row before it
+//! reads anything, which serializes it with every send into the group: a
+//! send's fan-out sees the membership either before or after the change,
+//! never half of it.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
+
+use super::codes::{
+    CONVERSATION_GROUP, EVENT_SYSTEM, QUEUE_MESSAGE, ROLE_ADMIN, ROLE_MEMBER, role,
+};
+use super::conversations::refusal;
+use super::fault::{Fault, Outcome};
+use super::queue::{Entry, enqueue};
+use super::sql::{column, execute, pipeline, row, rows, scalar};
+use crate::StoreError;
+use crate::model::*;
+
+/// What a member check learns about the group and the caller.
+struct Standing {
+    role: i16,
+    last_seq: i64,
+}
+
+/// The caller's role in the group; refuses outsiders and non-groups.
+/// `lock` takes the conversation row lock (writes).
+async fn standing<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    account: AccountId,
+    lock: bool,
+) -> Outcome<Standing> {
+    let sql = if lock {
+        "SELECT c.kind, c.last_seq, m.role FROM conversations c
+         LEFT JOIN members m ON m.conversation_id = c.id AND m.account_id = $2
+         WHERE c.id = $1 FOR NO KEY UPDATE OF c"
+    } else {
+        "SELECT c.kind, c.last_seq, m.role FROM conversations c
+         LEFT JOIN members m ON m.conversation_id = c.id AND m.account_id = $2
+         WHERE c.id = $1"
+    };
+    let found = row(db, sql, &[&conversation.0, &account.0]).await?;
+    let role: Option<i16> = found
+        .as_ref()
+        .map(|row| row.try_get(2))
+        .transpose()?
+        .flatten();
+    if let Some(refused) = refusal(found.is_some(), role.is_some()) {
+        return Err(refused.into());
+    }
+    let (Some(found), Some(role)) = (found, role) else {
+        return Err(Fault::Raced);
+    };
+    if found.try_get::<_, i16>(0)? != CONVERSATION_GROUP {
+        return Err(StoreError::NotAGroup.into());
+    }
+    Ok(Standing {
+        role,
+        last_seq: found.try_get(1)?,
+    })
+}
+
+async fn locked_admin<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Outcome<Standing> {
+    let standing = standing(db, conversation, account, true).await?;
+    if standing.role == ROLE_ADMIN {
+        Ok(standing)
+    } else {
+        Err(StoreError::NotAdmin.into())
+    }
+}
+
+/// Usernames of `accounts`, in the same order.
+async fn usernames<C: GenericClient>(db: &C, accounts: &[AccountId]) -> Outcome<Vec<String>> {
+    let ids: Vec<i64> = accounts.iter().map(|a| a.0).collect();
+    let found: HashMap<i64, String> = rows(
+        db,
+        "SELECT id, username FROM accounts WHERE id = ANY($1)",
+        &[&ids],
+    )
+    .await?
+    .iter()
+    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+    .collect::<Outcome<_>>()?;
+    ids.iter()
+        .map(|id| {
+            found
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Fault::Corrupt(format!("account {id} has no username")))
+        })
+        .collect()
+}
+
+async fn username<C: GenericClient>(db: &C, account: AccountId) -> Outcome<String> {
+    Ok(usernames(db, &[account]).await?.remove(0))
+}
+
+/// Adds members; `AlreadyMember` if any of them is one.
+async fn add_members<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    accounts: &[AccountId],
+    role: i16,
+    joined_seq: i64,
+    now_ms: UnixMillis,
+) -> Outcome<()> {
+    let ids: Vec<i64> = accounts.iter().map(|a| a.0).collect();
+    let added = execute(
+        db,
+        "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms, read_seq)
+         SELECT $1, account_id, $3, $4, $5, $4 FROM unnest($2::bigint[]) AS account_id
+         ON CONFLICT DO NOTHING",
+        &[&conversation.0, &ids, &role, &joined_seq, &now_ms],
+    )
+    .await?;
+    if added as usize == ids.len() {
+        Ok(())
+    } else {
+        Err(StoreError::AlreadyMember.into())
+    }
+}
+
+/// Stores a system event with the next seq and queues it for `recipients`.
+/// The caller holds the conversation row lock (or created the row).
+struct SystemEvent<'a> {
+    conversation: ConversationId,
+    actor: AccountId,
+    actor_device: DeviceId,
+    description: serde_json::Value,
+    recipients: &'a [DeviceId],
+    now_ms: UnixMillis,
+    queue_expires_ms: UnixMillis,
+}
+
+async fn store_system_event<C: GenericClient>(
+    db: &C,
+    event: &SystemEvent<'_>,
+) -> Outcome<(i64, Vec<DeviceId>)> {
+    let seq: i64 = scalar(
+        db,
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        &[&event.conversation.0],
+    )
+    .await?;
+    let message_id = MessageId::generate();
+    let (_, queued_for) = pipeline!(
+        execute(
+            db,
+            "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind)
+             VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8)",
+            &[
+                &message_id.as_str(),
+                &event.conversation.0,
+                &seq,
+                &event.actor.0,
+                &event.actor_device.0,
+                &event.description.to_string(),
+                &event.now_ms,
+                &EVENT_SYSTEM,
+            ],
+        ),
+        enqueue(
+            db,
+            event.recipients,
+            &Entry {
+                kind: QUEUE_MESSAGE,
+                message_id: Some(message_id.as_str()),
+                conversation: event.conversation,
+                seq,
+                by_account: event.actor,
+                now_ms: event.now_ms,
+                expires_ms: event.queue_expires_ms,
+            },
+        ),
+    )?;
+    Ok((seq, queued_for))
+}
+
+/// Devices of the group's members and of `leavers`, ascending, but
+/// `except_device`.
+async fn recipients<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    leavers: &[AccountId],
+    except_device: DeviceId,
+) -> Outcome<Vec<DeviceId>> {
+    let leavers: Vec<i64> = leavers.iter().map(|a| a.0).collect();
+    let ids: Vec<i64> = column(
+        db,
+        "SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
+         WHERE m.conversation_id = $1 AND d.id <> $3
+         UNION
+         SELECT d.id FROM devices d WHERE d.account_id = ANY($2) AND d.id <> $3
+         ORDER BY 1",
+        &[&conversation.0, &leavers, &except_device.0],
+    )
+    .await?;
+    Ok(ids.into_iter().map(DeviceId).collect())
+}
+
+pub(super) async fn create_group<C: GenericClient>(
+    db: &C,
+    group: &NewGroup,
+) -> Outcome<GroupChanged> {
+    let mut members: Vec<AccountId> = group
+        .members
+        .iter()
+        .copied()
+        .filter(|m| *m != group.creator)
+        .collect();
+    members.sort();
+    members.dedup();
+    if members.len() + 1 > group.members_max {
+        return Err(StoreError::GroupFull.into());
+    }
+    let id: i64 = scalar(
+        db,
+        "INSERT INTO conversations (kind, name, created_ms) VALUES ($1, $2, $3) RETURNING id",
+        &[&CONVERSATION_GROUP, &group.name.as_str(), &group.now_ms],
+    )
+    .await?;
+    let conversation = ConversationId(id);
+    let (_, _, names) = pipeline!(
+        add_members(
+            db,
+            conversation,
+            &[group.creator],
+            ROLE_ADMIN,
+            0,
+            group.now_ms
+        ),
+        add_members(db, conversation, &members, ROLE_MEMBER, 0, group.now_ms),
+        usernames(db, &[&[group.creator][..], &members[..]].concat()),
+    )?;
+    let recipients = recipients(db, conversation, &[], group.creator_device).await?;
+    let description = serde_json::json!({
+        "v": 1,
+        "action": "created",
+        "actor": names[0],
+        "name": group.name.as_str(),
+        "users": names[1..],
+    });
+    let (seq, queued_for) = store_system_event(
+        db,
+        &SystemEvent {
+            conversation,
+            actor: group.creator,
+            actor_device: group.creator_device,
+            description,
+            recipients: &recipients,
+            now_ms: group.now_ms,
+            queue_expires_ms: group.queue_expires_ms,
+        },
+    )
+    .await?;
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        queued_for,
+    })
+}
+
+pub(super) async fn change_group<C: GenericClient>(
+    db: &C,
+    request: &GroupChangeRequest,
+) -> Outcome<GroupChanged> {
+    let conversation = request.conversation;
+    let actor = request.actor;
+    // Members who must hear of the change but are no longer members.
+    let mut leavers: Vec<AccountId> = Vec::new();
+    let description = match &request.change {
+        GroupChange::Add(accounts) => {
+            let standing = locked_admin(db, conversation, actor).await?;
+            let mut accounts = accounts.clone();
+            accounts.sort();
+            accounts.dedup();
+            let n_members: i64 = scalar(
+                db,
+                "SELECT count(*) FROM members WHERE conversation_id = $1",
+                &[&conversation.0],
+            )
+            .await?;
+            if usize::try_from(n_members).unwrap_or(usize::MAX) + accounts.len()
+                > request.members_max
+            {
+                return Err(StoreError::GroupFull.into());
+            }
+            // Added members see this event and what follows.
+            add_members(
+                db,
+                conversation,
+                &accounts,
+                ROLE_MEMBER,
+                standing.last_seq,
+                request.now_ms,
+            )
+            .await?;
+            serde_json::json!({"v": 1, "action": "added", "actor": username(db, actor).await?,
+                "users": usernames(db, &accounts).await?})
+        }
+        GroupChange::Remove(target) => {
+            locked_admin(db, conversation, actor).await?;
+            remove_member(db, conversation, *target).await?;
+            leavers.push(*target);
+            let promoted = promote_if_no_admin(db, conversation, None).await?;
+            serde_json::json!({"v": 1, "action": "removed", "actor": username(db, actor).await?,
+                "users": [username(db, *target).await?], "promoted": promoted})
+        }
+        GroupChange::Leave => {
+            standing(db, conversation, actor, true).await?;
+            remove_member(db, conversation, actor).await?;
+            leavers.push(actor);
+            let promoted = promote_if_no_admin(db, conversation, None).await?;
+            serde_json::json!({"v": 1, "action": "left", "actor": username(db, actor).await?,
+                "promoted": promoted})
+        }
+        GroupChange::Promote(target) | GroupChange::Demote(target) => {
+            locked_admin(db, conversation, actor).await?;
+            let (role, action) = match request.change {
+                GroupChange::Promote(_) => (ROLE_ADMIN, "promoted"),
+                _ => (ROLE_MEMBER, "demoted"),
+            };
+            let changed = execute(
+                db,
+                "UPDATE members SET role = $3 WHERE conversation_id = $1 AND account_id = $2",
+                &[&conversation.0, &target.0, &role],
+            )
+            .await?;
+            if changed == 0 {
+                return Err(StoreError::NotMember.into());
+            }
+            let promoted = promote_if_no_admin(db, conversation, Some(*target)).await?;
+            serde_json::json!({"v": 1, "action": action, "actor": username(db, actor).await?,
+                "users": [username(db, *target).await?], "promoted": promoted})
+        }
+        GroupChange::Rename(name) => {
+            locked_admin(db, conversation, actor).await?;
+            execute(
+                db,
+                "UPDATE conversations SET name = $2 WHERE id = $1",
+                &[&conversation.0, &name.as_str()],
+            )
+            .await?;
+            serde_json::json!({"v": 1, "action": "renamed", "actor": username(db, actor).await?,
+                "name": name.as_str()})
+        }
+    };
+    let recipients = recipients(db, conversation, &leavers, request.actor_device).await?;
+    let (seq, queued_for) = store_system_event(
+        db,
+        &SystemEvent {
+            conversation,
+            actor,
+            actor_device: request.actor_device,
+            description,
+            recipients: &recipients,
+            now_ms: request.now_ms,
+            queue_expires_ms: request.queue_expires_ms,
+        },
+    )
+    .await?;
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        queued_for,
+    })
+}
+
+/// `NotMember` if `account` is not one.
+async fn remove_member<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Outcome<()> {
+    let removed = execute(
+        db,
+        "DELETE FROM members WHERE conversation_id = $1 AND account_id = $2",
+        &[&conversation.0, &account.0],
+    )
+    .await?;
+    if removed == 0 {
+        return Err(StoreError::NotMember.into());
+    }
+    Ok(())
+}
+
+/// A group with members but no admin promotes its longest-standing member
+/// other than `passed_over` (who just gave the role up) when there is one;
+/// returns that member's username.
+async fn promote_if_no_admin<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    passed_over: Option<AccountId>,
+) -> Outcome<Option<String>> {
+    let promoted = row(
+        db,
+        "UPDATE members SET role = $3 WHERE conversation_id = $1 AND account_id = (
+             SELECT account_id FROM members WHERE conversation_id = $1
+             AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND role = $3)
+             ORDER BY account_id = $2, joined_seq, joined_ms, account_id LIMIT 1)
+         RETURNING account_id",
+        &[
+            &conversation.0,
+            &passed_over.map_or(-1, |account| account.0),
+            &ROLE_ADMIN,
+        ],
+    )
+    .await?;
+    match promoted {
+        Some(promoted) => Ok(Some(username(db, AccountId(promoted.try_get(0)?)).await?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn group_info<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    conversation: ConversationId,
+) -> Outcome<GroupRecord> {
+    let standing = standing(db, conversation, account, false).await?;
+    let (name, members) = pipeline!(
+        scalar::<_, Option<String>>(
+            db,
+            "SELECT name FROM conversations WHERE id = $1",
+            &[&conversation.0],
+        ),
+        rows(
+            db,
+            "SELECT m.account_id, a.username, m.role, m.joined_ms FROM members m
+             JOIN accounts a ON a.id = m.account_id
+             WHERE m.conversation_id = $1 ORDER BY m.joined_seq, m.joined_ms, a.username",
+            &[&conversation.0],
+        ),
+    )?;
+    let members = members
+        .iter()
+        .map(|row| {
+            Ok(MemberRecord {
+                account: AccountId(row.try_get(0)?),
+                username: row.try_get(1)?,
+                role: role(row.try_get(2)?),
+                joined_ms: row.try_get(3)?,
+            })
+        })
+        .collect::<Outcome<_>>()?;
+    Ok(GroupRecord {
+        conversation,
+        name: name.unwrap_or_default(),
+        members,
+        last_seq: standing.last_seq,
+    })
+}

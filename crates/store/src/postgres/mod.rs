@@ -1,0 +1,519 @@
+//! The cluster Store adapter: PostgreSQL through a pool of tokio-postgres
+//! connections (deadpool). Any number of nodes, each a `PostgresStore` with
+//! its own pool, share one database and keep the guarantees of the
+//! single-writer SQLite store. How:
+//!
+//! - **Gap-free seq in commit order.** A conversation's next seq is taken by
+//!   `UPDATE conversations SET last_seq = last_seq + 1 ... RETURNING` inside
+//!   the writing transaction. The row lock it takes is held to commit, so
+//!   events of one conversation commit one after another in seq order, and a
+//!   rollback gives the number back with nothing written. Every event of a
+//!   conversation (text, reaction, edit, delete, group change) takes this
+//!   lock before its checks, so membership and target checks see the latest
+//!   committed state.
+//! - **Queue positions increase in commit order per device.** A reader
+//!   follows `pending(device, after = cursor)`, so position N+1 must never
+//!   become visible before N. A position is drawn from one identity sequence
+//!   (unique across devices, like SQLite's AUTOINCREMENT), but only after the
+//!   transaction has locked the recipient's `devices` row (`FOR NO KEY
+//!   UPDATE`, held to commit): the next writer to that device gets the lock
+//!   only after this one committed, so it draws a larger number. (A bare
+//!   sequence without the lock is wrong: a smaller number drawn earlier can
+//!   commit after a reader already moved past a larger one.) One statement
+//!   locks all recipients' rows in ascending id order and inserts every
+//!   entry, so fan-out costs one round trip and concurrent fan-outs cannot
+//!   deadlock.
+//! - **Dedup first.** A send begins by inserting its (sender device,
+//!   client_msg_id) row with `ON CONFLICT DO NOTHING`. A concurrent retry on
+//!   another node blocks on that key until the first transaction ends, then
+//!   either finds the stored message and answers with it (`duplicate`) or,
+//!   if the first rolled back, proceeds. No seq is taken before the key is won.
+//! - **One lock order.** dedup key, conversation row, message rows, device
+//!   rows: transactions take locks in that order, each kind in ascending
+//!   key order. A deadlock or serialization failure the engine still reports
+//!   (other Postgres-wire engines report conflicts that way) reruns the
+//!   transaction a few times.
+//! - **Sweeps on every node at once.** The sweeper and media collection
+//!   delete bounded batches picked with `FOR UPDATE SKIP LOCKED`, so
+//!   concurrent sweepers take disjoint rows and never wait on each other or
+//!   on a send.
+//!
+//! Transactions run at READ COMMITTED: each statement sees what committed
+//! before it started, which is how a statement that waited for a lock sees
+//! the winner's writes. Statements that do not depend on each other's
+//! results are pipelined (see `sql.rs`).
+
+mod accounts;
+mod codes;
+mod conversations;
+mod fault;
+mod groups;
+mod history;
+mod media;
+mod queue;
+mod schema;
+mod send;
+mod sessions;
+mod social;
+mod sql;
+mod sweep;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use missive_core::{
+    AccountId, ConversationId, DeviceId, MessageId, QueuePos, TokenHash, UnixMillis, Username,
+};
+use tokio::sync::{RwLock, RwLockReadGuard};
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use crate::model::*;
+use crate::{Store, StoreError};
+use fault::{Fault, Outcome};
+
+/// Where the database is and how long to wait for it.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// `postgres://user[:password]@host:port/database[?options=...]`.
+    pub url: String,
+    /// Most connections this node holds open.
+    pub pool_size: usize,
+    /// Longest wait for a new connection (TCP + startup). Short, so an
+    /// outage fails calls fast instead of hanging them.
+    pub connect_timeout: Duration,
+    /// Longest wait for a free connection of the pool.
+    pub wait_timeout: Duration,
+}
+
+impl PostgresConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(3),
+            wait_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How often a transaction that lost a deadlock or serialization race is
+/// tried in all.
+const TX_ATTEMPTS: u32 = 5;
+/// Bound of the readiness probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// `true` while open. Every call holds a read guard for its whole run,
+    /// so `shutdown` (the writer) waits for calls in flight, and calls that
+    /// come after it see `false`.
+    open: RwLock<bool>,
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema (safe when several nodes start at
+    /// once) and returns the store. An unreachable server is `Unavailable`.
+    pub async fn connect(config: &PostgresConfig) -> Result<Self, StoreError> {
+        let mut pg = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|err| StoreError::Backend(format!("invalid PostgreSQL URL: {err}")))?;
+        pg.connect_timeout(config.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if pg.get_application_name().is_none() {
+            pg.application_name("missive");
+        }
+        migrate(&pg).await.map_err(Fault::into_store)?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.wait_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|err| {
+                StoreError::Backend(format!("cannot build the connection pool: {err}"))
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                open: RwLock::new(true),
+            }),
+        })
+    }
+
+    /// Admits a call while the store is open; the guard keeps `shutdown`
+    /// waiting until the call is over.
+    async fn admit(&self) -> Result<RwLockReadGuard<'_, bool>, StoreError> {
+        let open = self.inner.open.read().await;
+        if *open {
+            Ok(open)
+        } else {
+            Err(StoreError::Closed)
+        }
+    }
+
+    async fn connection(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|err| Fault::from(err).into_store())
+    }
+}
+
+/// Migrates on a connection of its own: the advisory lock that serializes
+/// concurrent starts is held by this session, and dies with it.
+async fn migrate(pg: &tokio_postgres::Config) -> Outcome<()> {
+    let (mut client, connection) = pg.connect(NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(%err, "migration connection ended with an error");
+        }
+    });
+    let migrated = schema::migrate(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    migrated
+}
+
+/// Runs `$op`, an expression over `$db`, a pooled connection in autocommit:
+/// for reads, and for writes that are one statement.
+macro_rules! autocommit {
+    ($store:expr, |$db:ident| $op:expr) => {{
+        let _open = $store.admit().await?;
+        let $db = $store.connection().await?;
+        let $db = &$db;
+        $op.await.map_err(Fault::into_store)
+    }};
+}
+
+/// Runs `$op`, an expression over `$tx`, a READ COMMITTED
+/// transaction committed when `$op` succeeds and rolled back (by dropping
+/// it) when it fails. A transient failure reruns the whole transaction.
+macro_rules! transaction {
+    ($store:expr, |$tx:ident| $op:expr) => {{
+        let _open = $store.admit().await?;
+        let mut client = $store.connection().await?;
+        let mut attempt = 1;
+        loop {
+            let outcome: Outcome<_> = async {
+                let $tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::ReadCommitted)
+                    .start()
+                    .await?;
+                let value = {
+                    let $tx = &$tx;
+                    $op.await?
+                };
+                $tx.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match outcome {
+                Err(fault) if fault.is_transient() && attempt < TX_ATTEMPTS => {
+                    tracing::debug!(?fault, attempt, "transaction lost a race; running it again");
+                    attempt += 1;
+                }
+                other => break other.map_err(Fault::into_store),
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError> {
+        autocommit!(self, |db| accounts::create_account(db, &account))
+    }
+
+    async fn account_by_username(
+        &self,
+        username: &Username,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        autocommit!(self, |db| accounts::account_by_username(db, username))
+    }
+
+    async fn create_device(&self, device: NewDevice) -> Result<DeviceId, StoreError> {
+        transaction!(self, |tx| accounts::create_device(tx, &device))
+    }
+
+    async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {
+        autocommit!(self, |db| accounts::authenticate(db, token))
+    }
+
+    async fn mark_device_seen(
+        &self,
+        device: DeviceId,
+        now_ms: UnixMillis,
+    ) -> Result<(), StoreError> {
+        autocommit!(self, |db| accounts::mark_device_seen(db, device, now_ms))
+    }
+
+    async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
+        autocommit!(self, |db| accounts::list_devices(db, account))
+    }
+
+    async fn revoke_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |tx| accounts::revoke_device(tx, account, device))
+    }
+
+    async fn direct_conversation(
+        &self,
+        a: AccountId,
+        b: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<ConversationId, StoreError> {
+        // Nearly always it exists: one read, no transaction.
+        let found = autocommit!(self, |db| conversations::find_direct(db, a, b))?;
+        match found {
+            Some(conversation) => Ok(conversation),
+            None => transaction!(self, |tx| conversations::create_direct(tx, a, b, now_ms)),
+        }
+    }
+
+    async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        transaction!(self, |tx| send::append_message(tx, &message))
+    }
+
+    async fn pending(
+        &self,
+        device: DeviceId,
+        after: QueuePos,
+        limit: usize,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<QueueItem>, StoreError> {
+        autocommit!(self, |db| queue::pending(db, device, after, limit, now_ms))
+    }
+
+    async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError> {
+        transaction!(self, |tx| queue::ack(tx, &ack))
+    }
+
+    async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError> {
+        transaction!(self, |tx| queue::mark_read(tx, &read))
+    }
+
+    async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError> {
+        transaction!(self, |tx| sweep::sweep(tx, &sweep))
+    }
+
+    async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
+        transaction!(self, |tx| groups::create_group(tx, &group))
+    }
+
+    async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError> {
+        transaction!(self, |tx| groups::change_group(tx, &change))
+    }
+
+    async fn group_info(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<GroupRecord, StoreError> {
+        autocommit!(self, |db| groups::group_info(db, account, conversation))
+    }
+
+    async fn history(&self, request: HistoryRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        autocommit!(self, |db| history::history(db, &request))
+    }
+
+    async fn conversations(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        autocommit!(self, |db| history::conversations(db, account))
+    }
+
+    async fn receipts(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+        message_id: &MessageId,
+    ) -> Result<ReceiptsRecord, StoreError> {
+        autocommit!(self, |db| history::receipts(
+            db,
+            account,
+            conversation,
+            message_id
+        ))
+    }
+
+    async fn set_contact(
+        &self,
+        owner: AccountId,
+        contact: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| social::set_contact(
+            db, owner, contact, present, now_ms
+        ))
+    }
+
+    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError> {
+        autocommit!(self, |db| social::contacts(db, owner))
+    }
+
+    async fn set_block(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| social::set_block(
+            db, blocker, blocked, present, now_ms
+        ))
+    }
+
+    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError> {
+        autocommit!(self, |db| social::blocked(db, blocker))
+    }
+
+    async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError> {
+        autocommit!(self, |db| social::blocked_either_way(db, a, b))
+    }
+
+    async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError> {
+        autocommit!(self, |db| social::is_contact(db, owner, contact))
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        account: AccountId,
+        visibility: PresenceVisibility,
+    ) -> Result<(), StoreError> {
+        autocommit!(self, |db| social::set_presence_visibility(
+            db, account, visibility
+        ))
+    }
+
+    async fn presence_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<PresenceProfile>, StoreError> {
+        autocommit!(self, |db| social::presence_profile(db, account))
+    }
+
+    async fn set_last_seen(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<(), StoreError> {
+        autocommit!(self, |db| social::set_last_seen(db, account, now_ms))
+    }
+
+    async fn relay_targets(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<Vec<(AccountId, DeviceId)>, StoreError> {
+        autocommit!(self, |db| social::relay_targets(db, account, conversation))
+    }
+
+    async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError> {
+        autocommit!(self, |db| media::create_media(db, &media))
+    }
+
+    async fn media_for(
+        &self,
+        account: AccountId,
+        id: &str,
+    ) -> Result<Option<MediaRecord>, StoreError> {
+        autocommit!(self, |db| media::media_for(db, account, id))
+    }
+
+    async fn take_unreferenced_media(
+        &self,
+        before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        autocommit!(self, |db| media::take_unreferenced_media(
+            db, before_ms, limit
+        ))
+    }
+
+    async fn renew_node(&self, node: &str, lease_until_ms: UnixMillis) -> Result<bool, StoreError> {
+        transaction!(self, |tx| sessions::renew_node(tx, node, lease_until_ms))
+    }
+
+    async fn claim_session(
+        &self,
+        device: DeviceId,
+        account: AccountId,
+        node: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        transaction!(self, |tx| sessions::claim_session(
+            tx, device, account, node, now_ms
+        ))
+    }
+
+    async fn release_session(&self, device: DeviceId, node: &str) -> Result<(), StoreError> {
+        autocommit!(self, |db| sessions::release_session(db, device, node))
+    }
+
+    async fn account_online(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| sessions::account_online(db, account, now_ms))
+    }
+
+    async fn reap_nodes(&self, now_ms: UnixMillis) -> Result<Vec<AccountId>, StoreError> {
+        transaction!(self, |tx| sessions::reap_nodes(tx, now_ms))
+    }
+
+    async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
+        autocommit!(self, |db| accounts::device_owner(db, device))
+    }
+
+    async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError> {
+        autocommit!(self, |db| queue::queue_depth(db, device))
+    }
+
+    async fn queue_depth_total(&self) -> Result<u64, StoreError> {
+        autocommit!(self, |db| queue::queue_depth_total(db))
+    }
+
+    async fn is_ready(&self) -> bool {
+        let probe = async {
+            let _open = self.admit().await?;
+            let db = self.connection().await?;
+            db.simple_query("SELECT 1")
+                .await
+                .map_err(|err| Fault::from(err).into_store())?;
+            Ok::<_, StoreError>(())
+        };
+        matches!(tokio::time::timeout(READY_TIMEOUT, probe).await, Ok(Ok(())))
+    }
+
+    async fn shutdown(&self) {
+        // Each call commits or rolls back on its own; waiting for the write
+        // guard lets the calls in flight finish before the pool goes.
+        let mut open = self.inner.open.write().await;
+        *open = false;
+        self.inner.pool.close();
+    }
+}

@@ -1,0 +1,180 @@
+//! Contacts, blocks, presence settings and ephemeral relay targets.
+
+use deadpool_postgres::GenericClient;
+use missive_core::{AccountId, ConversationId, DeviceId, UnixMillis};
+
+use super::codes::{visibility, visibility_code};
+use super::conversations::check_member;
+use super::fault::Outcome;
+use super::sql::{column, execute, row, rows, scalar};
+use crate::model::*;
+
+pub(super) async fn set_contact<C: GenericClient>(
+    db: &C,
+    owner: AccountId,
+    contact: AccountId,
+    present: bool,
+    now_ms: UnixMillis,
+) -> Outcome<bool> {
+    let changed = if present {
+        execute(
+            db,
+            "INSERT INTO contacts (owner_id, contact_id, created_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&owner.0, &contact.0, &now_ms],
+        )
+        .await?
+    } else {
+        execute(
+            db,
+            "DELETE FROM contacts WHERE owner_id = $1 AND contact_id = $2",
+            &[&owner.0, &contact.0],
+        )
+        .await?
+    };
+    Ok(changed > 0)
+}
+
+pub(super) async fn contacts<C: GenericClient>(db: &C, owner: AccountId) -> Outcome<Vec<String>> {
+    column(
+        db,
+        "SELECT a.username FROM contacts c JOIN accounts a ON a.id = c.contact_id
+         WHERE c.owner_id = $1 ORDER BY a.username",
+        &[&owner.0],
+    )
+    .await
+}
+
+pub(super) async fn set_block<C: GenericClient>(
+    db: &C,
+    blocker: AccountId,
+    blocked: AccountId,
+    present: bool,
+    now_ms: UnixMillis,
+) -> Outcome<bool> {
+    let changed = if present {
+        execute(
+            db,
+            "INSERT INTO blocks (blocker_id, blocked_id, created_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&blocker.0, &blocked.0, &now_ms],
+        )
+        .await?
+    } else {
+        execute(
+            db,
+            "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
+            &[&blocker.0, &blocked.0],
+        )
+        .await?
+    };
+    Ok(changed > 0)
+}
+
+pub(super) async fn blocked<C: GenericClient>(db: &C, blocker: AccountId) -> Outcome<Vec<String>> {
+    column(
+        db,
+        "SELECT a.username FROM blocks b JOIN accounts a ON a.id = b.blocked_id
+         WHERE b.blocker_id = $1 ORDER BY a.username",
+        &[&blocker.0],
+    )
+    .await
+}
+
+pub(super) async fn blocked_either_way<C: GenericClient>(
+    db: &C,
+    a: AccountId,
+    b: AccountId,
+) -> Outcome<bool> {
+    scalar(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM blocks
+             WHERE (blocker_id = $1 AND blocked_id = $2) OR (blocker_id = $2 AND blocked_id = $1))",
+        &[&a.0, &b.0],
+    )
+    .await
+}
+
+pub(super) async fn is_contact<C: GenericClient>(
+    db: &C,
+    owner: AccountId,
+    contact: AccountId,
+) -> Outcome<bool> {
+    scalar(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM contacts WHERE owner_id = $1 AND contact_id = $2)",
+        &[&owner.0, &contact.0],
+    )
+    .await
+}
+
+pub(super) async fn set_presence_visibility<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    chosen: PresenceVisibility,
+) -> Outcome<()> {
+    execute(
+        db,
+        "UPDATE accounts SET presence_visibility = $2 WHERE id = $1",
+        &[&account.0, &visibility_code(chosen)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn presence_profile<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+) -> Outcome<Option<PresenceProfile>> {
+    let Some(found) = row(
+        db,
+        "SELECT username, presence_visibility, last_seen_ms FROM accounts WHERE id = $1",
+        &[&account.0],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(PresenceProfile {
+        account,
+        username: found.try_get(0)?,
+        visibility: visibility(found.try_get(1)?),
+        last_seen_ms: found.try_get(2)?,
+    }))
+}
+
+pub(super) async fn set_last_seen<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    now_ms: UnixMillis,
+) -> Outcome<()> {
+    execute(
+        db,
+        "UPDATE accounts SET last_seen_ms = greatest(last_seen_ms, $2) WHERE id = $1",
+        &[&account.0, &now_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn relay_targets<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    conversation: ConversationId,
+) -> Outcome<Vec<(AccountId, DeviceId)>> {
+    check_member(db, conversation, account).await?;
+    rows(
+        db,
+        "SELECT d.account_id, d.id FROM members m JOIN devices d ON d.account_id = m.account_id
+         WHERE m.conversation_id = $1 AND m.account_id <> $2
+           AND NOT EXISTS (SELECT 1 FROM blocks b
+               WHERE (b.blocker_id = m.account_id AND b.blocked_id = $2)
+                  OR (b.blocker_id = $2 AND b.blocked_id = m.account_id))
+         ORDER BY d.id",
+        &[&conversation.0, &account.0],
+    )
+    .await?
+    .iter()
+    .map(|row| Ok((AccountId(row.try_get(0)?), DeviceId(row.try_get(1)?))))
+    .collect()
+}
