@@ -1,15 +1,21 @@
 //! The Bus boundary: tells the node that holds a device's live connection
-//! that something happened for that device. The Store stays the truth, so a
-//! lost bus event only delays a delivery until the device's next re-check;
-//! it never loses one.
+//! that something happened for that device, and carries the cluster's
+//! ephemeral chatter (presence changes, cache invalidations). The Store stays
+//! the truth, so a lost bus event only delays a delivery until the device's
+//! next re-check; it never loses one.
 //!
-//! The embedded adapter is [`InProcessBus`]; a NATS adapter implements the
-//! same trait for clusters.
+//! Adapters: [`InProcessBus`] for one node, [`NatsBus`] (core NATS) for a
+//! cluster.
+
+mod nats;
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use missive_core::DeviceId;
+use missive_core::{AccountId, ConversationId, DeviceId};
+
+pub use nats::{NatsBus, NatsConfig, NatsError};
 
 /// What the bus carries about one device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,24 +27,73 @@ pub enum DeviceEvent {
     /// An ephemeral frame (typing, presence), already encoded; delivered only
     /// if the device is live, never stored, dropped under pressure.
     Ephemeral(Arc<str>),
+    /// Node `node` now holds the device's live connection: any other node
+    /// closes its own ("replaced").
+    TakenOver { node: Arc<str> },
 }
 
-/// Receives events for devices; the node's router implements it.
+/// Cached state that another node changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The device was revoked: forget its token.
+    Device(DeviceId),
+    /// The conversation's members changed.
+    Conversation(ConversationId),
+    /// Anything may have changed (blocks, devices added).
+    Everything,
+}
+
+/// Receives what the bus carries; the node's router implements it.
 pub trait BusSink: Send + Sync + 'static {
     fn deliver(&self, device: DeviceId, event: DeviceEvent);
+
+    /// `account`'s presence may have changed on another node.
+    fn presence_changed(&self, account: AccountId);
+
+    /// Another node changed state this node may cache.
+    fn invalidate(&self, what: Invalidation);
+
+    /// Events may have been lost (the bus reconnected): re-check every live
+    /// device's queue and drop every cache.
+    fn resync(&self);
 }
 
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Sends `event` to whichever node(s) hold `device`; best effort.
+    /// Sends `event` to whichever node(s) follow `device`; best effort.
     async fn publish(&self, device: DeviceId, event: DeviceEvent);
+
+    /// Tells the other nodes that `account`'s presence may have changed.
+    async fn publish_presence(&self, account: AccountId);
+
+    /// Tells the other nodes to drop cached state.
+    async fn publish_invalidation(&self, what: Invalidation);
+
+    /// This node holds a live connection of `device`: route the device's
+    /// events here. Once it returns, events published anywhere reach this
+    /// node. Counted: each call is paired with one [`Bus::unfollow`].
+    async fn follow(&self, device: DeviceId);
+
+    /// Undoes one [`Bus::follow`].
+    fn unfollow(&self, device: DeviceId);
 
     /// Registers where this node wants its events delivered. Replaces any
     /// earlier sink.
     fn attach(&self, sink: Arc<dyn BusSink>);
+
+    /// Whether the bus can carry events now (for `/readyz`).
+    fn is_connected(&self) -> bool;
+
+    /// How often a live device must re-read its queue even without a
+    /// wake-up, because this bus may lose events; `None` when it cannot.
+    fn recheck_interval(&self) -> Option<Duration>;
+
+    /// A one-line description for the startup log.
+    fn describe(&self) -> String;
 }
 
-/// The single-node bus: publishing calls this node's sink directly.
+/// The single-node bus: publishing calls this node's sink directly. It never
+/// loses an event, and there are no other nodes to tell anything.
 #[derive(Default)]
 pub struct InProcessBus {
     sink: RwLock<Option<Arc<dyn BusSink>>>,
@@ -59,25 +114,60 @@ impl Bus for InProcessBus {
         }
     }
 
+    async fn publish_presence(&self, _account: AccountId) {}
+
+    async fn publish_invalidation(&self, _what: Invalidation) {}
+
+    async fn follow(&self, _device: DeviceId) {}
+
+    fn unfollow(&self, _device: DeviceId) {}
+
     fn attach(&self, sink: Arc<dyn BusSink>) {
         if let Ok(mut slot) = self.sink.write() {
             *slot = Some(sink);
         }
     }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    fn recheck_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        "in-process".to_owned()
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
 
     use super::*;
 
+    /// Records everything a sink receives, in order.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(DeviceId, DeviceEvent)>>);
+    pub(crate) struct Recorder {
+        pub events: Mutex<Vec<(DeviceId, DeviceEvent)>>,
+        pub presence: Mutex<Vec<AccountId>>,
+        pub invalidations: Mutex<Vec<Invalidation>>,
+        pub resyncs: Mutex<usize>,
+    }
 
     impl BusSink for Recorder {
         fn deliver(&self, device: DeviceId, event: DeviceEvent) {
-            self.0.lock().unwrap().push((device, event));
+            self.events.lock().unwrap().push((device, event));
+        }
+        fn presence_changed(&self, account: AccountId) {
+            self.presence.lock().unwrap().push(account);
+        }
+        fn invalidate(&self, what: Invalidation) {
+            self.invalidations.lock().unwrap().push(what);
+        }
+        fn resync(&self) {
+            *self.resyncs.lock().unwrap() += 1;
         }
     }
 
@@ -91,7 +181,7 @@ mod tests {
         bus.publish(DeviceId(2), DeviceEvent::QueueChanged).await;
         bus.publish(DeviceId(3), DeviceEvent::Revoked).await;
         assert_eq!(
-            *recorder.0.lock().unwrap(),
+            *recorder.events.lock().unwrap(),
             vec![
                 (DeviceId(2), DeviceEvent::QueueChanged),
                 (DeviceId(3), DeviceEvent::Revoked)
