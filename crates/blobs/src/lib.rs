@@ -80,6 +80,20 @@ impl Blobs {
         Self { store }
     }
 
+    /// Which backend, for the startup log (no credentials).
+    pub fn describe(&self) -> String {
+        self.store.to_string()
+    }
+
+    /// Whether the backend answers: a lookup of a key that never exists
+    /// must come back "not found".
+    pub async fn is_reachable(&self) -> bool {
+        matches!(
+            self.store.head(&ObjectPath::from("readiness-probe")).await,
+            Ok(_) | Err(object_store::Error::NotFound { .. })
+        )
+    }
+
     /// Starts a streamed upload to `key`.
     pub async fn upload(&self, key: &str) -> Result<Upload, BlobError> {
         let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;

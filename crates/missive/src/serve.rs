@@ -31,6 +31,40 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(skip_serializing_if = "StoreArgs::is_empty")]
     store: StoreArgs,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "BusArgs::is_empty")]
+    bus: BusArgs,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "ClusterArgs::is_empty")]
+    cluster: ClusterArgs,
+}
+
+#[derive(clap::Args, Serialize)]
+struct BusArgs {
+    /// NATS URL for cluster mode (nats://host:4222) [default: in-process].
+    #[arg(long = "bus")]
+    #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
+    bus_url: Option<String>,
+}
+
+impl BusArgs {
+    fn is_empty(&self) -> bool {
+        self.bus_url.is_none()
+    }
+}
+
+#[derive(clap::Args, Serialize)]
+struct ClusterArgs {
+    /// This node's name in logs and the session directory [default: random].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+}
+
+impl ClusterArgs {
+    fn is_empty(&self) -> bool {
+        self.node_id.is_none()
+    }
 }
 
 #[derive(clap::Args, Serialize)]
@@ -49,6 +83,11 @@ impl LogArgs {
 
 #[derive(clap::Args, Serialize)]
 struct StoreArgs {
+    /// PostgreSQL URL for cluster mode (postgres://user@host:5432/db)
+    /// [default: SQLite in the data dir].
+    #[arg(long = "store")]
+    #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
+    store_url: Option<String>,
     /// `always`: reply `sent` only once on disk; `off`: benchmarks only.
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +96,7 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn is_empty(&self) -> bool {
-        self.fsync.is_none()
+        self.fsync.is_none() && self.store_url.is_none()
     }
 }
 
@@ -103,7 +142,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = match App::build(config, Arc::new(SystemClock)) {
+    let app = match App::build(config, Arc::new(SystemClock)).await {
         Ok(app) => app,
         Err(err) => {
             eprintln!("error: {err}");

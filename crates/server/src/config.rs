@@ -23,6 +23,54 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub push: PushConfig,
     pub blobs: BlobsConfig,
+    pub bus: BusConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// How nodes tell each other about live devices (see `missive-bus`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Empty: in-process (one node). `nats://host:port`: core NATS.
+    pub url: String,
+    /// NATS subjects start with this, so clusters can share a server.
+    pub subject_prefix: String,
+    /// With NATS, live sessions re-read their queues this often even
+    /// without a wake-up: the bound on how long a lost bus message can
+    /// delay a delivery.
+    pub recheck_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            subject_prefix: "missive".into(),
+            recheck_ms: 5_000,
+        }
+    }
+}
+
+/// This node's identity in the session directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Names this node in logs and the session directory; empty: a random
+    /// id per start.
+    pub node_id: String,
+    /// A node that stops renewing its lease for this long (it crashed) is
+    /// reaped by the others: its users show offline and its devices'
+    /// sessions end. It renews every quarter of this.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            lease_ms: 10_000,
+        }
+    }
 }
 
 /// Where media bytes live.
@@ -110,6 +158,11 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Empty: the embedded SQLite file in `data_dir`.
+    /// `postgres://user@host:port/db`: PostgreSQL (cluster mode).
+    pub url: String,
+    /// PostgreSQL connections per node.
+    pub pool_size: usize,
     /// `always`: `sent` only after the batch is fsynced. `off`: no fsync
     /// (benchmarks only; a power cut can lose acknowledged messages).
     pub fsync: FsyncMode,
@@ -173,6 +226,9 @@ pub struct LimitsConfig {
     pub registration_window_secs: u64,
     /// Concurrent Argon2 hashes (each uses ~19 MiB).
     pub password_hashes_concurrent_max: usize,
+    /// Peers whose `X-Forwarded-For` names the client (a load balancer);
+    /// per-address limits use that client address instead of theirs.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -186,6 +242,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             push: PushConfig::default(),
             blobs: BlobsConfig::default(),
+            bus: BusConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -202,6 +260,8 @@ impl Default for LogConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            url: String::new(),
+            pool_size: 16,
             fsync: FsyncMode::Always,
             batch_max: 512,
             readers: 4,
@@ -242,6 +302,7 @@ impl Default for LimitsConfig {
             registrations_per_ip_max: 20,
             registration_window_secs: 3600,
             password_hashes_concurrent_max: 2,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -284,6 +345,9 @@ impl Config {
         let positive = [
             ("store.batch_max", self.store.batch_max as u64),
             ("store.readers", self.store.readers as u64),
+            ("store.pool_size", self.store.pool_size as u64),
+            ("bus.recheck_ms", self.bus.recheck_ms),
+            ("cluster.lease_ms", self.cluster.lease_ms),
             (
                 "delivery.sweep_interval_secs",
                 self.delivery.sweep_interval_secs,
@@ -325,6 +389,16 @@ impl Config {
         if self.push.webhook_url.is_some() && self.push.secret.len() < 16 {
             return Err(ConfigError(
                 "push.secret must be at least 16 bytes when push.webhook_url is set".into(),
+            ));
+        }
+        if !self.store.url.is_empty() && !self.store.url.starts_with("postgres") {
+            return Err(ConfigError(
+                "store.url must be empty (SQLite) or a postgres:// URL".into(),
+            ));
+        }
+        if !self.bus.url.is_empty() && !self.bus.url.starts_with("nats://") {
+            return Err(ConfigError(
+                "bus.url must be empty (in-process) or a nats:// URL".into(),
             ));
         }
         if self.limits.frame_bytes_max < 1024 {

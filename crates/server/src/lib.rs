@@ -6,9 +6,13 @@
 //! - [`gateway`]: axum routes, REST handlers, the WebSocket session.
 //! - [`service`]: domain logic (accounts, messaging) over Store and Bus.
 //! - [`router`]: device → live connection on this node; the Bus sink.
+//! - [`cluster`]: node id, lease heartbeat, reaping, news from other nodes.
+//! - [`cache`]: token and relay-target caches with Bus invalidation.
 //! - [`error`]: the one client-facing error type.
 //! - [`telemetry`]: logs and Prometheus metrics.
 
+pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod gateway;
@@ -21,18 +25,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use missive_blobs::Blobs;
-use missive_bus::{Bus, InProcessBus};
+use missive_bus::{Bus, InProcessBus, NatsBus, NatsConfig};
 use missive_core::Clock;
-use missive_store::{Fsync, SqliteConfig, SqliteStore, Store, StoreError, SweepOutcome};
+use missive_store::{
+    Fsync, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store, StoreError,
+    SweepOutcome,
+};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
+use crate::cache::Caches;
 use crate::error::ApiError;
-use crate::router::Router;
+use crate::router::{NodeEvent, Router};
 use crate::service::{Accounts, Groups, Media, Messaging, Push, Social};
 
 /// Everything a request handler or session needs; shared by `Arc`.
@@ -41,6 +49,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub router: Arc<Router>,
+    pub caches: Arc<Caches>,
     pub clock: Arc<dyn Clock>,
     pub accounts: Accounts,
     pub messaging: Messaging,
@@ -52,6 +61,8 @@ pub struct AppState {
     /// Every WebSocket session, so shutdown can wait for them.
     pub sessions: TaskTracker,
     pub connection_permits: Arc<Semaphore>,
+    /// News from other nodes; taken by `run`.
+    node_events: std::sync::Mutex<Option<mpsc::Receiver<NodeEvent>>>,
 }
 
 /// A built server, not yet serving. Cloning shares the same state.
@@ -71,27 +82,47 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot open blob storage: {0}")]
     Blobs(#[from] missive_blobs::BlobError),
+    #[error("cannot connect the bus: {0}")]
+    Bus(#[from] missive_bus::NatsError),
 }
 
 impl App {
-    /// Opens the embedded store under `config.data_dir` and wires the
-    /// services. Must be called inside a Tokio runtime.
-    pub fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    /// Opens the configured backends (the embedded SQLite file under
+    /// `config.data_dir`, or PostgreSQL; the in-process bus or NATS; local
+    /// or S3 blobs) and wires the services.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         // Install the process-wide recorder before anything records.
         let _ = telemetry::prometheus();
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let mut store_config = SqliteConfig::new(config.database_path());
-        store_config.fsync = match config.store.fsync {
-            config::FsyncMode::Always => Fsync::Always,
-            config::FsyncMode::Off => Fsync::Off,
+        let store: Arc<dyn Store> = if config.store.url.is_empty() {
+            let mut store_config = SqliteConfig::new(config.database_path());
+            store_config.fsync = match config.store.fsync {
+                config::FsyncMode::Always => Fsync::Always,
+                config::FsyncMode::Off => Fsync::Off,
+            };
+            store_config.batch_max = config.store.batch_max;
+            store_config.readers = config.store.readers;
+            Arc::new(SqliteStore::open(&store_config)?)
+        } else {
+            let mut store_config = PostgresConfig::new(config.store.url.clone());
+            store_config.pool_size = config.store.pool_size;
+            Arc::new(PostgresStore::connect(&store_config).await?)
         };
-        store_config.batch_max = config.store.batch_max;
-        store_config.readers = config.store.readers;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_config)?);
-        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
+        let bus: Arc<dyn Bus> = if config.bus.url.is_empty() {
+            Arc::new(InProcessBus::new())
+        } else {
+            Arc::new(
+                NatsBus::connect(NatsConfig {
+                    url: config.bus.url.clone(),
+                    subject_prefix: config.bus.subject_prefix.clone(),
+                    recheck: Duration::from_millis(config.bus.recheck_ms),
+                })
+                .await?,
+            )
+        };
         let blobs = match config.blobs.backend {
             config::BlobsBackend::Local => Blobs::local(&config.media_dir())?,
             config::BlobsBackend::S3 => Blobs::s3(&missive_blobs::S3Settings {
@@ -111,9 +142,17 @@ impl App {
         blobs: Blobs,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let router = Arc::new(Router::default());
+        let (router, node_events) = Router::new(cluster::node_id(&config.cluster.node_id));
+        let router = Arc::new(router);
         bus.attach(router.clone());
-        let accounts = Accounts::new(store.clone(), bus.clone(), clock.clone(), &config.limits);
+        let caches = Arc::new(Caches::default());
+        let accounts = Accounts::new(
+            store.clone(),
+            bus.clone(),
+            clock.clone(),
+            caches.clone(),
+            &config.limits,
+        );
         let push = Arc::new(Push::start(
             &config.push,
             store.clone(),
@@ -133,10 +172,17 @@ impl App {
             bus.clone(),
             clock.clone(),
             push,
+            caches.clone(),
             &config.delivery,
             &config.limits,
         );
-        let social = Social::new(store.clone(), bus.clone(), router.clone(), clock.clone());
+        let social = Social::new(
+            store.clone(),
+            bus.clone(),
+            router.clone(),
+            clock.clone(),
+            caches.clone(),
+        );
         let media = Media::new(
             store.clone(),
             blobs,
@@ -150,6 +196,7 @@ impl App {
                 store,
                 bus,
                 router,
+                caches,
                 clock,
                 accounts,
                 messaging,
@@ -159,12 +206,23 @@ impl App {
                 shutdown: CancellationToken::new(),
                 sessions: TaskTracker::new(),
                 connection_permits,
+                node_events: std::sync::Mutex::new(Some(node_events)),
             }),
         }
     }
 
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
+    }
+
+    /// The store backend for the startup log; never includes a password.
+    fn describe_store(&self) -> String {
+        let config = &self.state.config;
+        if config.store.url.is_empty() {
+            format!("sqlite {}", config.database_path().display())
+        } else {
+            format!("postgres {}", redact_password(&config.store.url))
+        }
     }
 
     /// Runs one sweep now (the background sweeper runs it periodically).
@@ -201,8 +259,31 @@ impl App {
     ) -> std::io::Result<()> {
         let state = self.state.clone();
         let local_addr = listener.local_addr()?;
-        tracing::info!(%local_addr, data_dir = %state.config.data_dir.display(), "missive serving");
-        let sweeper = tokio::spawn(run_sweeper(self.clone()));
+        // Hold a lease before any session claims a device under it.
+        cluster::renew(&state).await;
+        let mut background = vec![
+            tokio::spawn(run_sweeper(self.clone())),
+            tokio::spawn(cluster::run_heartbeat(state.clone())),
+        ];
+        let node_events = state
+            .node_events
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(events) = node_events {
+            background.push(tokio::spawn(cluster::run_node_events(
+                state.clone(),
+                events,
+            )));
+        }
+        tracing::info!(
+            %local_addr,
+            node = %state.router.node(),
+            store = %self.describe_store(),
+            bus = %state.bus.describe(),
+            blobs = %state.media.describe_blobs(),
+            "missive serving"
+        );
         let app = gateway::routes(state.clone());
         let stop = shutdown.clone();
         let session_stop = state.shutdown.clone();
@@ -216,7 +297,9 @@ impl App {
         })
         .await;
         state.shutdown.cancel();
-        sweeper.abort();
+        for task in background {
+            task.abort();
+        }
         state.sessions.close();
         if tokio::time::timeout(Duration::from_secs(10), state.sessions.wait())
             .await
@@ -243,5 +326,36 @@ async fn run_sweeper(app: App) {
             Ok(_) => {}
             Err(err) => tracing::warn!(code = err.code.as_str(), "sweep failed"),
         }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_urls_are_logged_without_passwords() {
+        // Goal: the startup log never carries a database password.
+        assert_eq!(
+            super::redact_password("postgres://app:s3cret@db:5432/missive"),
+            "postgres://app:***@db:5432/missive"
+        );
+        assert_eq!(
+            super::redact_password("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(super::redact_password("postgres:///x"), "postgres:///x");
     }
 }

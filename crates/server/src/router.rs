@@ -1,22 +1,37 @@
 //! The live-connection registry of this node: device → its one live
-//! connection, which accounts are online, and who watches whose presence.
-//! It receives Bus events and turns them into wake-ups, ephemeral frames or
-//! close orders for the connection task.
+//! connection, which accounts are online here, and who watches whose
+//! presence. It receives Bus events and turns them into wake-ups, ephemeral
+//! frames or close orders for the connection task; cluster-wide news
+//! (presence changes, cache invalidations) goes on to the node's
+//! [`NodeEvent`] channel.
 //!
 //! **Invariant:** a device has at most one live connection per node; a new
-//! one replaces the old (which is closed with `replaced`).
+//! one replaces the old (which is closed with `replaced`), and a takeover by
+//! another node closes it the same way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use missive_bus::{BusSink, DeviceEvent};
+use missive_bus::{BusSink, DeviceEvent, Invalidation};
 use missive_core::{AccountId, DeviceId};
 use missive_proto::CloseCode;
 use tokio::sync::{Notify, mpsc, watch};
 
 /// Ephemeral frames waiting for one connection; more are dropped.
 const EPHEMERAL_FRAMES_MAX: usize = 64;
+/// Cluster news waiting for the node's handler; more are dropped (presence
+/// is best effort; a dropped invalidation is covered by cache expiry).
+const NODE_EVENTS_MAX: usize = 4096;
+
+/// News from other nodes that needs async work on this one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// Tell local watchers of the account its presence now.
+    PresenceChanged(AccountId),
+    /// Drop cached state.
+    Invalidate(Invalidation),
+}
 
 struct Live {
     connection_id: u64,
@@ -37,10 +52,12 @@ struct State {
     watching: HashMap<DeviceId, Vec<AccountId>>,
 }
 
-#[derive(Default)]
 pub struct Router {
+    /// This node's id; takeovers naming it are our own.
+    node: Arc<str>,
     state: Mutex<State>,
     next_connection_id: AtomicU64,
+    node_events: mpsc::Sender<NodeEvent>,
 }
 
 /// A connection's membership in the router; unregisters on drop.
@@ -57,6 +74,32 @@ pub struct Registration {
 }
 
 impl Router {
+    /// A router for node `node`, and the channel of cluster news for the
+    /// node to act on.
+    pub fn new(node: Arc<str>) -> (Self, mpsc::Receiver<NodeEvent>) {
+        let (node_events, events) = mpsc::channel(NODE_EVENTS_MAX);
+        let router = Self {
+            node,
+            state: Mutex::default(),
+            next_connection_id: AtomicU64::new(0),
+            node_events,
+        };
+        (router, events)
+    }
+
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// (device, account) of every live connection on this node.
+    pub fn live_devices(&self) -> Vec<(DeviceId, AccountId)> {
+        self.lock()
+            .live
+            .iter()
+            .map(|(device, live)| (*device, live.account))
+            .collect()
+    }
+
     pub fn register(self: &Arc<Self>, device: DeviceId, account: AccountId) -> Registration {
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
@@ -174,7 +217,38 @@ impl BusSink for Router {
                 // Ephemeral frames may be lost; a full buffer drops them.
                 let _ = conn.ephemeral.try_send(frame);
             }
+            DeviceEvent::TakenOver { node } => {
+                if node != self.node {
+                    let _ = conn.close.send(Some(CloseCode::Replaced));
+                }
+            }
         }
+    }
+
+    fn presence_changed(&self, account: AccountId) {
+        let _ = self
+            .node_events
+            .try_send(NodeEvent::PresenceChanged(account));
+    }
+
+    fn invalidate(&self, what: Invalidation) {
+        if self
+            .node_events
+            .try_send(NodeEvent::Invalidate(what))
+            .is_err()
+        {
+            tracing::warn!("node event channel full; an invalidation waits for cache expiry");
+        }
+    }
+
+    fn resync(&self) {
+        // Wake-ups may have been lost while the bus was away.
+        for live in self.lock().live.values() {
+            live.wake.notify_one();
+        }
+        let _ = self
+            .node_events
+            .try_send(NodeEvent::Invalidate(Invalidation::Everything));
     }
 }
 
@@ -204,8 +278,9 @@ mod tests {
     #[test]
     fn a_second_connection_replaces_the_first() {
         // Goal: registering the same device twice closes the older one, and
-        // dropping the older one does not unregister the newer.
-        let router = Arc::new(Router::default());
+        // dropping the older one does not unregister the newer; a takeover
+        // by another node closes the connection, our own does not.
+        let router = Arc::new(Router::new(Arc::from("node-a")).0);
         let account = AccountId(1);
         let first = router.register(DeviceId(7), account);
         let second = router.register(DeviceId(7), account);
@@ -214,8 +289,24 @@ mod tests {
         drop(first);
         assert!(router.is_live(DeviceId(7)));
         assert!(router.is_online(account));
+        router.deliver(
+            DeviceId(7),
+            DeviceEvent::TakenOver {
+                node: Arc::from("node-a"),
+            },
+        );
+        assert_eq!(*second.close.borrow(), None, "our own takeover");
         router.deliver(DeviceId(7), DeviceEvent::Revoked);
         assert_eq!(*second.close.borrow(), Some(CloseCode::Revoked));
+        let third = router.register(DeviceId(8), account);
+        router.deliver(
+            DeviceId(8),
+            DeviceEvent::TakenOver {
+                node: Arc::from("node-b"),
+            },
+        );
+        assert_eq!(*third.close.borrow(), Some(CloseCode::Replaced));
+        drop(third);
         drop(second);
         assert!(!router.is_live(DeviceId(7)));
         assert!(!router.is_online(account));
@@ -225,7 +316,7 @@ mod tests {
     fn watchers_follow_subscriptions_and_disconnects() {
         // Goal: watch replaces a device's subscription; a dropped connection
         // stops watching; online counts devices per account.
-        let router = Arc::new(Router::default());
+        let router = Arc::new(Router::new(Arc::from("node-a")).0);
         let (alice, bob, carol) = (AccountId(1), AccountId(2), AccountId(3));
         let phone = router.register(DeviceId(10), alice);
         let laptop = router.register(DeviceId(11), alice);

@@ -49,7 +49,9 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let clock = ManualClock::default();
-        let app = App::build(config, Arc::new(clock.clone())).expect("build");
+        let app = App::build(config, Arc::new(clock.clone()))
+            .await
+            .expect("build");
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(app.clone().run(listener, shutdown.clone()));
         Self {

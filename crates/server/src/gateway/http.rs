@@ -1,13 +1,13 @@
 //! REST handlers and the bearer-token extractor.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use missive_core::DeviceId;
 use missive_proto::ErrorCode;
@@ -64,11 +64,25 @@ const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// `GET /readyz`: 200 when the store answers, 503 otherwise or when stopping.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let store_ready = tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.is_ready());
-    if !state.shutdown.is_cancelled() && matches!(store_ready.await, Ok(true)) {
+    let (store, blobs) = tokio::join!(
+        tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.is_ready()),
+        tokio::time::timeout(READY_PROBE_TIMEOUT, state.media.blobs_reachable())
+    );
+    let (store, blobs) = (matches!(store, Ok(true)), matches!(blobs, Ok(true)));
+    let failing: Vec<&str> = [
+        ("shutting down", state.shutdown.is_cancelled()),
+        ("store", !store),
+        ("bus", !state.bus.is_connected()),
+        ("blobs", !blobs),
+    ]
+    .into_iter()
+    .filter_map(|(name, failed)| failed.then_some(name))
+    .collect();
+    if failing.is_empty() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        let body = format!("not ready: {}", failing.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 
@@ -80,13 +94,44 @@ pub async fn metrics() -> Response {
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// The client's address: the TCP peer, unless the peer is a trusted proxy
+/// (`limits.trusted_proxies`), in which case the nearest untrusted address
+/// in `X-Forwarded-For` (proxies append, so the right end is the newest).
+fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let mut client = peer.ip();
+    if !trusted.contains(&client) {
+        return client;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(address) => {
+                client = address;
+                if !trusted.contains(&address) {
+                    break;
+                }
+            }
+            // Garbage from an untrusted hop: stop at the last good one.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 /// `POST /v1/accounts`
 pub async fn register(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    let created = state.accounts.register(json_body(body)?, peer.ip()).await?;
+    let ip = client_ip(peer, &headers, &state.config.limits.trusted_proxies);
+    let created = state.accounts.register(json_body(body)?, ip).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -94,9 +139,11 @@ pub async fn register(
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
-    let session = state.accounts.login(json_body(body)?, peer.ip()).await?;
+    let ip = client_ip(peer, &headers, &state.config.limits.trusted_proxies);
+    let session = state.accounts.login(json_body(body)?, ip).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
 
@@ -128,4 +175,33 @@ pub async fn revoke(
         .map_err(|_| ApiError::new(ErrorCode::InvalidField, "device id must be an integer"))?;
     state.accounts.revoke(&auth, DeviceId(device_id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        // Goal: X-Forwarded-For is ignored from untrusted peers; behind a
+        // trusted proxy the nearest untrusted hop is the client, so a
+        // client cannot forge its address by sending the header itself.
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let peer = SocketAddr::new(proxy, 40000);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
+        assert_eq!(client_ip(peer, &headers, &[]), proxy);
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers, &[proxy]), client);
+        // Two trusted proxies in a row: skip both.
+        let inner: IpAddr = "10.0.0.6".parse().unwrap();
+        headers.insert("x-forwarded-for", "198.51.100.1, 10.0.0.6".parse().unwrap());
+        let expected: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers, &[proxy, inner]), expected);
+        // Garbage stops the walk at the last address that parsed.
+        headers.insert("x-forwarded-for", "nonsense, 203.0.113.9".parse().unwrap());
+        assert_eq!(client_ip(peer, &headers, &[proxy]), client);
+        headers.remove("x-forwarded-for");
+        assert_eq!(client_ip(peer, &headers, &[proxy]), proxy);
+    }
 }

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::dispatch::{Dispatcher, queue_frame};
 use super::http::{Authenticated, json_body};
+use super::live::{self, Announce};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -57,7 +58,8 @@ pub async fn poll(
         .min(POLL_TIMEOUT_MAX_MS);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     // Register before the first read: a send committed after the read wakes us.
-    let mut registration = state.router.register(auth.device, auth.account);
+    let mut live = live::open(&state, &auth, Announce::No).await;
+    let registration = live.registration();
     let mut cursor = request.cursor;
     let mut frames = Vec::new();
     let mut closed = None;
@@ -70,8 +72,9 @@ pub async fn poll(
             }
             break;
         }
+        let recheck = state.bus.recheck_interval();
         tokio::select! {
-            _ = registration.wake.notified() => continue,
+            _ = super::ws::wait_for_wake(&registration.wake, recheck) => continue,
             Some(ephemeral) = registration.ephemeral.recv() => {
                 if let Ok(frame) = serde_json::from_str::<ServerFrame>(&ephemeral) {
                     frames.push(frame);
@@ -95,9 +98,8 @@ pub async fn poll(
             frames.push(frame);
         }
     }
-    drop(registration);
     // A polling device is online while a poll waits; record when it last was.
-    state.social.record_last_seen(auth.account).await;
+    live.end().await;
     metrics::counter!("missive_deliveries_total").increment(
         frames
             .iter()

@@ -4,6 +4,7 @@
 
 mod dispatch;
 mod http;
+mod live;
 mod longpoll;
 mod media_http;
 mod social_http;

@@ -25,6 +25,7 @@ use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::dispatch::{Dispatcher, queue_frame};
+use super::live::{self, Announce};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::service::Messaging;
@@ -91,8 +92,8 @@ async fn serve_device(
     // Register first, then check the token again: a revoke that landed
     // between the first check and the registration found no live
     // connection to close, and would otherwise be missed.
-    let mut registration = state.router.register(auth.device, auth.account);
-    if state.accounts.authenticate(&token).await.is_err() {
+    let mut live = live::open(&state, &auth, Announce::Yes).await;
+    if state.accounts.authenticate_fresh(&token).await.is_err() {
         let error = ServerFrame::error(
             auth_id,
             ErrorCode::TokenInvalid,
@@ -103,6 +104,7 @@ async fn serve_device(
             sink.send(close_message(CloseCode::Revoked)).await
         })
         .await;
+        live.end().await;
         return;
     }
     // Announce before `ready`, so a client that has seen `ready` knows its
@@ -118,6 +120,7 @@ async fn serve_device(
         .await
         .is_err()
     {
+        live.end().await;
         return;
     }
     if let Err(err) = state
@@ -136,13 +139,13 @@ async fn serve_device(
         Duration::from_millis(limits.write_timeout_ms),
         Duration::from_secs(limits.keepalive_secs),
     ));
+    let registration = live.registration();
     let pump = tokio::spawn(pump_queue(
         state.clone(),
         auth.device,
         registration.wake.clone(),
         outbound.clone(),
     ));
-    let account = auth.account;
     let mut session = Session {
         state: state.clone(),
         outbound,
@@ -208,8 +211,7 @@ async fn serve_device(
     drop(session);
     // Let the writer flush the close frame, bounded.
     let _ = timeout(Duration::from_secs(2), tasks.join_next()).await;
-    drop(registration);
-    state.social.device_disconnected(account).await;
+    live.end().await;
 }
 
 /// Reads the first frame, which must be a valid `auth`, within the deadline.
@@ -349,8 +351,18 @@ async fn pump_queue(
             metrics::counter!("missive_deliveries_total").increment(1);
         }
         if !page_was_full {
-            wake.notified().await;
+            wait_for_wake(&wake, state.bus.recheck_interval()).await;
         }
+    }
+}
+
+/// Waits for a wake-up, or at most `recheck` when the bus may lose them.
+pub(super) async fn wait_for_wake(wake: &Notify, recheck: Option<Duration>) {
+    match recheck {
+        Some(recheck) => {
+            let _ = timeout(recheck, wake.notified()).await;
+        }
+        None => wake.notified().await,
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use missive_bus::{Bus, DeviceEvent};
+use missive_bus::{Bus, DeviceEvent, Invalidation};
 use missive_core::{Clock, DeviceId, DeviceToken, Password, TokenHash, Username};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
@@ -18,6 +18,7 @@ use missive_store::{DeviceAuth, NewAccount, NewDevice, Store};
 use tokio::sync::Semaphore;
 
 use super::login_limit::AttemptLimiter;
+use crate::cache::Caches;
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 
@@ -30,6 +31,7 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
+    caches: Arc<Caches>,
     hashing: Semaphore,
     /// Hash requests waiting for `hashing`; beyond the bound they are refused.
     hashing_waiters: AtomicUsize,
@@ -46,6 +48,7 @@ impl Accounts {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         clock: Arc<dyn Clock>,
+        caches: Arc<Caches>,
         limits: &LimitsConfig,
     ) -> Self {
         let dummy_hash = Argon2::default()
@@ -56,6 +59,7 @@ impl Accounts {
             store,
             bus,
             clock,
+            caches,
             hashing: Semaphore::new(limits.password_hashes_concurrent_max),
             hashing_waiters: AtomicUsize::new(0),
             logins: AttemptLimiter::new(
@@ -162,11 +166,36 @@ impl Accounts {
     }
 
     /// The device a presented token belongs to.
+    /// The device holding this token, from the cache when it can be
+    /// trusted: while the Bus is disconnected another node's revocation
+    /// could go unheard, so the store is asked every time.
     pub async fn authenticate(&self, presented: &str) -> Result<DeviceAuth, ApiError> {
+        let hash = TokenHash::of(presented);
+        let trusted = self.bus.is_connected();
+        if trusted {
+            if let Some(auth) = self.caches.token(&hash) {
+                return Ok(auth);
+            }
+        }
+        let since = self.caches.generation();
+        let auth = self
+            .store
+            .authenticate(&hash)
+            .await?
+            .ok_or_else(token_invalid)?;
+        if trusted {
+            self.caches.fill_token(since, hash, auth.clone());
+        }
+        Ok(auth)
+    }
+
+    /// The device holding this token, asking the store (for checks that
+    /// close a race with a revocation).
+    pub async fn authenticate_fresh(&self, presented: &str) -> Result<DeviceAuth, ApiError> {
         self.store
             .authenticate(&TokenHash::of(presented))
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::TokenInvalid, "token is invalid or revoked"))
+            .ok_or_else(token_invalid)
     }
 
     pub async fn devices(&self, auth: &DeviceAuth) -> Result<DeviceList, ApiError> {
@@ -194,6 +223,11 @@ impl Accounts {
                 "you have no such device",
             ));
         }
+        // Caches first, on every node, then close live connections.
+        self.caches.invalidate(Invalidation::Device(device));
+        self.bus
+            .publish_invalidation(Invalidation::Device(device))
+            .await;
         self.bus.publish(device, DeviceEvent::Revoked).await;
         tracing::info!(account = %auth.account, device = %device, "device revoked");
         Ok(())
@@ -265,4 +299,8 @@ fn parse_phone(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(raw.to_owned())
+}
+
+fn token_invalid() -> ApiError {
+    ApiError::new(ErrorCode::TokenInvalid, "token is invalid or revoked")
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use missive_bus::{Bus, DeviceEvent};
+use missive_bus::{Bus, DeviceEvent, Invalidation};
 use missive_core::{AccountId, Clock, ConversationId};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{GroupInfo, MemberInfo, MemberRole};
@@ -13,6 +13,7 @@ use missive_store::{
 };
 
 use super::push::Push;
+use crate::cache::Caches;
 use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
 
@@ -21,6 +22,7 @@ pub struct Groups {
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
     push: Arc<Push>,
+    caches: Arc<Caches>,
     members_max: usize,
     offline_ttl_ms: i64,
 }
@@ -31,6 +33,7 @@ impl Groups {
         bus: Arc<dyn Bus>,
         clock: Arc<dyn Clock>,
         push: Arc<Push>,
+        caches: Arc<Caches>,
         delivery: &DeliveryConfig,
         limits: &LimitsConfig,
     ) -> Self {
@@ -39,6 +42,7 @@ impl Groups {
             bus,
             clock,
             push,
+            caches,
             members_max: limits.group_members_max,
             offline_ttl_ms: i64::try_from(delivery.offline_ttl_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
@@ -93,6 +97,12 @@ impl Groups {
                 queue_expires_ms: now_ms.saturating_add(self.offline_ttl_ms),
             })
             .await?;
+        // Relay targets of the conversation changed, on every node.
+        self.caches
+            .invalidate(Invalidation::Conversation(conversation));
+        self.bus
+            .publish_invalidation(Invalidation::Conversation(conversation))
+            .await;
         self.wake(&changed).await;
         Ok(changed.seq)
     }

@@ -113,6 +113,14 @@ pub struct Media {
 }
 
 impl Media {
+    pub fn describe_blobs(&self) -> String {
+        self.blobs.describe()
+    }
+
+    pub async fn blobs_reachable(&self) -> bool {
+        self.blobs.is_reachable().await
+    }
+
     pub fn new(store: Arc<dyn Store>, blobs: Blobs, clock: Arc<dyn Clock>, size_max: u64) -> Self {
         Self {
             store,

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use missive_bus::{Bus, DeviceEvent};
+use missive_bus::{Bus, DeviceEvent, Invalidation};
 use missive_core::{AccountId, Clock, ConversationId};
 use missive_proto::rest::{PresenceVisibility as WireVisibility, Privacy, UserList};
 use missive_proto::{ErrorCode, ServerFrame, TypingState};
 use missive_store::{DeviceAuth, PresenceVisibility, Store};
 
+use crate::cache::Caches;
 use crate::error::ApiError;
 use crate::router::Router;
 
@@ -23,6 +24,7 @@ pub struct Social {
     bus: Arc<dyn Bus>,
     router: Arc<Router>,
     clock: Arc<dyn Clock>,
+    caches: Arc<Caches>,
 }
 
 impl Social {
@@ -31,12 +33,14 @@ impl Social {
         bus: Arc<dyn Bus>,
         router: Arc<Router>,
         clock: Arc<dyn Clock>,
+        caches: Arc<Caches>,
     ) -> Self {
         Self {
             store,
             bus,
             router,
             clock,
+            caches,
         }
     }
 
@@ -87,6 +91,11 @@ impl Social {
             .set_block(auth.account, other, present, self.clock.now_ms())
             .await?
         {
+            // Relay targets skip blocked members, on every node.
+            self.caches.invalidate(Invalidation::Everything);
+            self.bus
+                .publish_invalidation(Invalidation::Everything)
+                .await;
             self.announce(auth.account).await;
             self.announce(other).await;
         }
@@ -163,7 +172,11 @@ impl Social {
             .await?
             .ok_or_else(ApiError::internal)?;
         let visible = self.visible(viewer, target).await?;
-        let online = visible && self.router.is_online(target);
+        let online = visible
+            && self
+                .store
+                .account_online(target, crate::cluster::lease_now_ms())
+                .await?;
         Ok(ServerFrame::Presence {
             user: profile.username,
             online,
@@ -224,8 +237,15 @@ impl Social {
         Ok(frames)
     }
 
-    /// Tells every watcher of `account` its presence as they may see it.
+    /// Tells every watcher of `account`, on every node, its presence as
+    /// they may see it.
     pub async fn announce(&self, account: AccountId) {
+        self.announce_here(account).await;
+        self.bus.publish_presence(account).await;
+    }
+
+    /// Tells the watchers of `account` on this node.
+    pub async fn announce_here(&self, account: AccountId) {
         for (device, viewer) in self.router.watchers(account) {
             match self.view(viewer, account).await {
                 Ok(frame) => {
@@ -258,10 +278,10 @@ impl Social {
         self.announce(account).await;
     }
 
-    /// A device of `account` disconnected; if none is left, record last
-    /// seen and announce.
+    /// A device of `account` disconnected; if none is left on any node,
+    /// record last seen and announce.
     pub async fn device_disconnected(&self, account: AccountId) {
-        if self.router.is_online(account) {
+        if self.online_anywhere(account).await {
             return;
         }
         if let Err(err) = self.store.set_last_seen(account, self.clock.now_ms()).await {
@@ -274,12 +294,21 @@ impl Social {
     /// still is (used when a long-poll ends; no announcement, so polling
     /// clients do not make their presence flap).
     pub async fn record_last_seen(&self, account: AccountId) {
-        if self.router.is_online(account) {
+        if self.online_anywhere(account).await {
             return;
         }
         if let Err(err) = self.store.set_last_seen(account, self.clock.now_ms()).await {
             tracing::debug!(%err, "could not record last seen");
         }
+    }
+
+    /// Whether a device of the account is live on any node; when the store
+    /// cannot tell, assume so (and record nothing).
+    async fn online_anywhere(&self, account: AccountId) -> bool {
+        self.store
+            .account_online(account, crate::cluster::lease_now_ms())
+            .await
+            .unwrap_or(true)
     }
 
     /// Relays a typing indication to the live devices of the other members
@@ -290,7 +319,17 @@ impl Social {
         conversation: ConversationId,
         state: TypingState,
     ) -> Result<(), ApiError> {
-        let targets = self.store.relay_targets(auth.account, conversation).await?;
+        let key = (auth.account, conversation);
+        let targets = match self.caches.relay_targets(key) {
+            Some(targets) => targets,
+            None => {
+                let since = self.caches.generation();
+                let targets = Arc::new(self.store.relay_targets(auth.account, conversation).await?);
+                self.caches
+                    .fill_relay_targets(since, key, Arc::clone(&targets));
+                targets
+            }
+        };
         let frame = ServerFrame::Typing {
             conversation: conversation.0,
             from: auth.username.to_string(),
@@ -298,12 +337,11 @@ impl Social {
             expires_ms: self.clock.now_ms().saturating_add(TYPING_TTL_MS),
         };
         let text: Arc<str> = frame.to_json().into();
-        for (_, device) in targets {
-            if self.router.is_live(device) {
-                self.bus
-                    .publish(device, DeviceEvent::Ephemeral(Arc::clone(&text)))
-                    .await;
-            }
+        // The bus reaches only devices live on some node.
+        for (_, device) in targets.iter() {
+            self.bus
+                .publish(*device, DeviceEvent::Ephemeral(Arc::clone(&text)))
+                .await;
         }
         Ok(())
     }

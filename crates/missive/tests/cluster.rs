@@ -1,0 +1,865 @@
+//! Cluster mode end to end: several `missive serve` processes sharing one
+//! PostgreSQL database and one NATS server (and, for media, one S3 bucket),
+//! driven over real sockets.
+//!
+//! Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and NATS on
+//! 127.0.0.1:4222; under CI their absence fails the tests, elsewhere they
+//! skip with a printed reason. Each test gets its own database and its own
+//! NATS subject prefix, so tests never see each other's traffic. Tests that
+//! break a backend do it to a private one: a nats-server of their own, or a
+//! TCP proxy in front of PostgreSQL.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use missive_client::{Api, ClientError, Connection};
+use missive_proto::{ClientFrame, ErrorCode, ServerFrame, TypingState};
+use tokio::net::{TcpListener, TcpStream};
+
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+const NATS: &str = "nats://127.0.0.1:4222";
+/// Short leases so a dead node is noticed quickly.
+const LEASE_MS: u64 = 3_000;
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{label}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+async fn reachable(address: &str) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(address))
+        .await
+        .is_ok_and(|connected| connected.is_ok())
+}
+
+/// Whether PostgreSQL and NATS answer; in CI their absence fails.
+async fn services_available() -> bool {
+    for (name, address) in [("PostgreSQL", "127.0.0.1:5432"), ("NATS", "127.0.0.1:4222")] {
+        if !reachable(address).await {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name} is not reachable at {address}: .ci/run must start it"
+            );
+            eprintln!("skipping: {name} is not reachable at {address}");
+            return false;
+        }
+    }
+    true
+}
+
+/// A database of its own, dropped at the end of the test.
+struct Database {
+    name: String,
+}
+
+impl Database {
+    async fn create() -> Self {
+        let name = unique("missive_cluster");
+        admin(&format!("CREATE DATABASE {name}")).await;
+        Self { name }
+    }
+
+    fn url_via(&self, host_port: &str) -> String {
+        format!("postgres://postgres@{host_port}/{}", self.name)
+    }
+
+    fn url(&self) -> String {
+        format!("{POSTGRES}/{}", self.name)
+    }
+
+    async fn drop_now(self) {
+        admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .await;
+    }
+}
+
+async fn admin(sql: &str) {
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{POSTGRES}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.expect(sql);
+    drop(client);
+    let _ = driver.await;
+}
+
+/// Several nodes on one database and one NATS prefix.
+struct Cluster {
+    nodes: Vec<Option<ServerProcess>>,
+    urls: Vec<String>,
+    env: Vec<(String, String)>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn start(n: usize, store_url: &str, bus_url: &str, extra: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = vec![
+            ("MISSIVE_STORE__URL".into(), store_url.into()),
+            ("MISSIVE_STORE__POOL_SIZE".into(), "6".into()),
+            ("MISSIVE_BUS__URL".into(), bus_url.into()),
+            ("MISSIVE_BUS__SUBJECT_PREFIX".into(), unique("missive")),
+            ("MISSIVE_BUS__RECHECK_MS".into(), "1000".into()),
+            ("MISSIVE_CLUSTER__LEASE_MS".into(), LEASE_MS.to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            urls: Vec::new(),
+            env,
+            _dirs: Vec::new(),
+        };
+        for _ in 0..n {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    fn add_node(&mut self) -> usize {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = self.nodes.len();
+        let mut env = self.env.clone();
+        env.push(("MISSIVE_CLUSTER__NODE_ID".into(), format!("node-{index}")));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let node = ServerProcess::start_with_env(dir.path(), &env);
+        self.urls.push(node.url.clone());
+        self.nodes.push(Some(node));
+        self._dirs.push(dir);
+        index
+    }
+
+    fn api(&self, node: usize) -> Api {
+        Api::new(&self.urls[node])
+    }
+
+    async fn user(&self, node: usize, username: &str) -> String {
+        let api = self.api(node);
+        api.register(username, PASSWORD).await.expect("register");
+        api.login(username, PASSWORD, "test")
+            .await
+            .expect("login")
+            .token
+    }
+
+    async fn connect(&self, node: usize, token: &str) -> Connection {
+        Connection::connect(&self.api(node).ws_url(), token)
+            .await
+            .expect("connect")
+    }
+
+    fn kill_9(&mut self, node: usize) {
+        if let Some(mut process) = self.nodes[node].take() {
+            process.kill_9();
+        }
+    }
+}
+
+/// Reads until a message with this text arrives; returns it.
+async fn message_with_text(connection: &mut Connection, text: &str) -> ServerFrame {
+    loop {
+        let frame = connection.next_frame(PROMPTLY).await.expect("frame");
+        if matches!(&frame, ServerFrame::Message { text: t, .. } if t == text) {
+            return frame;
+        }
+    }
+}
+
+/// The next presence frame about `user`.
+async fn presence_of(connection: &mut Connection, user: &str, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match connection.next_frame(left).await.expect("presence in time") {
+            ServerFrame::Presence {
+                user: u, online, ..
+            } if u == user => return online,
+            _ => {}
+        }
+    }
+}
+
+fn sent_of(frame: &ServerFrame) -> (String, i64, bool) {
+    match frame {
+        ServerFrame::Sent {
+            message_id,
+            seq,
+            duplicate,
+            ..
+        } => (message_id.clone(), *seq, *duplicate),
+        other => panic!("expected sent, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_one_conversation_space() {
+    // Goal: with users spread over three nodes, 1:1 and group chat,
+    // receipts, typing, presence and media all work across nodes; a device
+    // connecting to a second node takes over from the first; a revocation
+    // on one node is honoured at once by the others (caches included).
+    // Method: alice on node 0, bob on node 1, carol on node 2, every
+    // interaction crossing nodes; media on S3 when moto is available.
+    if !services_available().await {
+        return;
+    }
+    let s3 = std::env::var("S3_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let with_s3 = reachable(s3.trim_start_matches("http://")).await;
+    let bucket = unique("missive-cluster").replace('_', "-");
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    if with_s3 {
+        let created = reqwest::Client::new()
+            .put(format!("{s3}/{bucket}"))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(created.status().is_success());
+        extra.extend([
+            ("MISSIVE_BLOBS__BACKEND", "s3"),
+            ("MISSIVE_BLOBS__S3_BUCKET", bucket.as_str()),
+            ("MISSIVE_BLOBS__S3_ENDPOINT", s3.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]);
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run moto_server");
+        eprintln!("S3 not reachable at {s3}: media across nodes not checked");
+    }
+    let db = Database::create().await;
+    let cluster = Cluster::start(3, &db.url(), NATS, &extra);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(1, "bob").await;
+    let carol_token = cluster.user(2, "carol").await;
+    let mut alice = cluster.connect(0, &alice_token).await;
+    let mut bob = cluster.connect(1, &bob_token).await;
+    let mut carol = cluster.connect(2, &carol_token).await;
+
+    // Presence: alice (node 0) sees bob and carol online on other nodes.
+    let frames = alice.subscribe_presence(&["bob", "carol"]).await.unwrap();
+    assert!(
+        frames
+            .iter()
+            .all(|frame| matches!(frame, ServerFrame::Presence { online: true, .. })),
+        "{frames:?}"
+    );
+
+    // 1:1 across nodes, with the delivered receipt coming back.
+    let sent = alice.send_text("bob", "a1", "hi bob").await.unwrap();
+    let (message_id, seq, _) = sent_of(&sent);
+    let ServerFrame::Message { pos, seq: got, .. } = message_with_text(&mut bob, "hi bob").await
+    else {
+        unreachable!()
+    };
+    assert_eq!(got, seq);
+    bob.ack_up_to(pos).await.unwrap();
+    loop {
+        match alice.next_frame(PROMPTLY).await.unwrap() {
+            ServerFrame::Delivered {
+                message_id: id, by, ..
+            } if id == message_id => {
+                assert_eq!(by, "bob");
+                break;
+            }
+            _ => {}
+        }
+    }
+
+    // A group made on node 2; a text from node 1 reaches nodes 0 and 2.
+    let group = cluster
+        .api(2)
+        .create_group(&carol_token, "trio", &["alice", "bob"])
+        .await
+        .unwrap()
+        .conversation;
+    bob.send_to(group, "b1", "hello trio", None).await.unwrap();
+    message_with_text(&mut alice, "hello trio").await;
+    message_with_text(&mut carol, "hello trio").await;
+
+    // Typing from node 2 reaches the members on nodes 0 and 1.
+    carol.typing(group, TypingState::Start).await.unwrap();
+    for connection in [&mut alice, &mut bob] {
+        let frame = next_ephemeral(connection).await;
+        assert!(
+            matches!(&frame, ServerFrame::Typing { from, conversation, .. } if from == "carol" && *conversation == group),
+            "{frame:?}"
+        );
+    }
+
+    // Media uploaded through node 0 is served by node 1.
+    if with_s3 {
+        let bytes = b"%PDF-1.7\ncluster media".to_vec();
+        let info = cluster
+            .api(0)
+            .upload_media(&alice_token, bytes.clone())
+            .await
+            .unwrap();
+        alice
+            .call(|id| ClientFrame::Send {
+                id,
+                to: Some("bob".into()),
+                conversation: None,
+                client_msg_id: "a-media".into(),
+                text: "a file".into(),
+                reply_to: None,
+                media: vec![info.media_id.clone()],
+            })
+            .await
+            .unwrap();
+        message_with_text(&mut bob, "a file").await;
+        let (_, downloaded) = cluster
+            .api(1)
+            .download_media(&bob_token, &info.media_id)
+            .await
+            .unwrap();
+        assert_eq!(downloaded, bytes);
+    }
+
+    // Bob leaves node 1: alice on node 0 sees him offline.
+    bob.close().await;
+    assert!(!presence_of(&mut alice, "bob", PROMPTLY).await);
+
+    // Carol's device connects to node 0 while live on node 2: node 2
+    // closes its connection as replaced; the new one works.
+    let mut carol_again = cluster.connect(0, &carol_token).await;
+    let closed = loop {
+        match carol.next_frame(PROMPTLY).await {
+            Ok(_) => continue,
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(&closed, ClientError::Closed { reason, .. } if reason == "replaced"),
+        "{closed:?}"
+    );
+    alice
+        .send_to(group, "a2", "still here?", None)
+        .await
+        .unwrap();
+    message_with_text(&mut carol_again, "still here?").await;
+
+    // A revocation crosses nodes: alice's token, cached on node 1 by use,
+    // is refused there right after she logs out through node 2, and her
+    // WebSocket on node 0 closes as revoked.
+    cluster.api(1).devices(&alice_token).await.unwrap();
+    cluster.api(2).logout(&alice_token).await.unwrap();
+    let refused = cluster.api(1).devices(&alice_token).await;
+    assert_eq!(refused_code(refused), "token_invalid");
+    let closed = loop {
+        match alice.next_frame(PROMPTLY).await {
+            Ok(_) => continue,
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(&closed, ClientError::Closed { reason, .. } if reason == "revoked"),
+        "{closed:?}"
+    );
+    drop(cluster);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
+    // Goal: kill -9 of a node mid-traffic loses no message that got `sent`
+    // and duplicates none after dedup; its clients carry on at another
+    // node; watchers elsewhere see its users offline within the lease.
+    // Method: dave (node 0, the victim) and bob (node 1) each send 60
+    // messages to alice (node 0); carol (node 2) watches alice. Node 0 is
+    // killed after 20 of dave's sends; dave retries unconfirmed sends with
+    // the same client_msg_id through node 2; alice reconnects to node 1.
+    if !services_available().await {
+        return;
+    }
+    const N: usize = 60;
+    let db = Database::create().await;
+    let mut cluster = Cluster::start(3, &db.url(), NATS, &[]);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(1, "bob").await;
+    let carol_token = cluster.user(2, "carol").await;
+    let dave_token = cluster.user(0, "dave").await;
+    let alice = cluster.connect(0, &alice_token).await;
+    let mut carol = cluster.connect(2, &carol_token).await;
+    let frames = carol.subscribe_presence(&["alice"]).await.unwrap();
+    assert!(matches!(
+        frames[0],
+        ServerFrame::Presence { online: true, .. }
+    ));
+
+    let bob_url = cluster.api(1).ws_url();
+    let bob_sends = tokio::spawn(async move {
+        let mut bob = Connection::connect(&bob_url, &bob_token).await.unwrap();
+        let mut confirmed = Vec::new();
+        for i in 0..N {
+            let sent = bob
+                .send_text("alice", &format!("b{i}"), &format!("bob {i}"))
+                .await
+                .unwrap();
+            confirmed.push(sent_of(&sent).0);
+        }
+        confirmed
+    });
+
+    let mut dave = cluster.connect(0, &dave_token).await;
+    let mut dave_confirmed: HashMap<String, String> = HashMap::new();
+    for i in 0..20 {
+        let sent = dave
+            .send_text("alice", &format!("d{i}"), &format!("dave {i}"))
+            .await
+            .unwrap();
+        dave_confirmed.insert(format!("d{i}"), sent_of(&sent).0);
+    }
+    let killed_at = Instant::now();
+    cluster.kill_9(0);
+
+    // Carol (node 2) sees alice offline once node 0's lease lapses.
+    let bound = Duration::from_millis(LEASE_MS * 2) + PROMPTLY;
+    assert!(!presence_of(&mut carol, "alice", bound).await);
+    eprintln!(
+        "alice shown offline {} ms after the kill (lease {LEASE_MS} ms)",
+        killed_at.elapsed().as_millis()
+    );
+
+    // Dave carries on through node 2, resending from the first send whose
+    // reply he may not have seen: same client_msg_id, so no duplicates.
+    let mut dave = cluster.connect(2, &dave_token).await;
+    for i in 19..N {
+        let sent = dave
+            .send_text("alice", &format!("d{i}"), &format!("dave {i}"))
+            .await
+            .unwrap();
+        let (message_id, _, duplicate) = sent_of(&sent);
+        if let Some(earlier) = dave_confirmed.get(&format!("d{i}")) {
+            assert!(
+                duplicate && *earlier == message_id,
+                "a retry is the same message"
+            );
+        }
+        dave_confirmed.insert(format!("d{i}"), message_id);
+    }
+    let bob_confirmed = bob_sends.await.unwrap();
+    drop(alice);
+
+    // Alice comes back through node 1 and gets each message once, in seq
+    // order per conversation.
+    let mut alice = cluster.connect(1, &alice_token).await;
+    let expected: HashSet<String> = bob_confirmed
+        .iter()
+        .chain(dave_confirmed.values())
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 2 * N);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut last_seq: HashMap<i64, i64> = HashMap::new();
+    while !expected.is_subset(&seen) {
+        let frame = alice.next_frame(PROMPTLY).await.expect("message");
+        if let ServerFrame::Message {
+            message_id,
+            conversation,
+            seq,
+            pos,
+            ..
+        } = frame
+        {
+            // Redeliveries (same id) are allowed; new ids advance the seq.
+            if seen.insert(message_id) {
+                let last = last_seq.entry(conversation).or_insert(0);
+                assert_eq!(seq, *last + 1, "seq gap-free and in order");
+                *last = seq;
+            }
+            alice.ack_up_to(pos).await.unwrap();
+        }
+    }
+    assert_eq!(seen, expected, "nothing unconfirmed appears either");
+    drop(cluster);
+    db.drop_now().await;
+}
+
+/// A private nats-server on a fixed free port, restartable.
+struct PrivateNats {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut nats = Self { port, child: None };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (Debian package nats-server)");
+        self.child = Some(child);
+        // Wait until it accepts connections (an event bound, not a sleep).
+        let deadline = Instant::now() + PROMPTLY;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::yield_now();
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_resume_after_nats_restarts() {
+    // Goal: a NATS restart mid-traffic loses nothing: while the bus is
+    // down, `/readyz` says so and sends are still stored; deliveries to
+    // another node's device resume (re-check and resync) without loss.
+    // Method: a private nats-server; bob (node 1) sends 30 texts to alice
+    // (node 0), NATS is killed, 30 more are sent, NATS restarts, 30 more.
+    if !services_available().await {
+        return;
+    }
+    if std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "CI needs nats-server");
+        eprintln!("skipping: no nats-server binary");
+        return;
+    }
+    let mut nats = PrivateNats::start();
+    let db = Database::create().await;
+    let cluster = Cluster::start(2, &db.url(), &nats.url(), &[]);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(1, "bob").await;
+    let mut alice = cluster.connect(0, &alice_token).await;
+    let mut bob = cluster.connect(1, &bob_token).await;
+    let mut sent_ids = Vec::new();
+    let send_batch = async |bob: &mut Connection, from: usize| {
+        let mut ids = Vec::new();
+        for i in from..from + 30 {
+            let sent = bob
+                .send_text("alice", &format!("m{i}"), &format!("text {i}"))
+                .await
+                .expect("sends are stored while the bus is down");
+            ids.push(sent_of(&sent).0);
+        }
+        ids
+    };
+    sent_ids.extend(send_batch(&mut bob, 0).await);
+    nats.kill();
+    let readyz = format!("{}/readyz", cluster.urls[0]);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let response = http.get(&readyz).send().await.unwrap();
+        if response.status() == 503 {
+            assert!(response.text().await.unwrap().contains("bus"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz never noticed the bus");
+        tokio::task::yield_now().await;
+    }
+    sent_ids.extend(send_batch(&mut bob, 30).await);
+    nats.restart();
+    sent_ids.extend(send_batch(&mut bob, 60).await);
+
+    let mut seen = HashSet::new();
+    while seen.len() < sent_ids.len() {
+        if let ServerFrame::Message {
+            message_id, pos, ..
+        } = alice.next_frame(PROMPTLY).await.expect("delivery resumes")
+        {
+            seen.insert(message_id);
+            alice.ack_up_to(pos).await.unwrap();
+        }
+    }
+    assert_eq!(seen, sent_ids.into_iter().collect::<HashSet<_>>());
+    drop(cluster);
+    db.drop_now().await;
+}
+
+/// A TCP proxy to PostgreSQL that can cut every connection and refuse new
+/// ones until restored.
+struct CuttableProxy {
+    address: String,
+    open: Arc<AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().unwrap().to_string();
+        let open = Arc::new(AtomicBool::new(true));
+        let (cuts, cut_seen) = tokio::sync::watch::channel(0u64);
+        let open_flag = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !open_flag.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let mut cut = cut_seen.clone();
+                cut.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    // A cut drops both sockets.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            address,
+            open,
+            cuts,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
+    // Goal: while PostgreSQL cannot be reached, sends fail with the typed
+    // `unavailable` error and `/readyz` names the store; afterwards service
+    // resumes on its own and every message that got `sent` is delivered.
+    // Method: the node reaches PostgreSQL through a proxy that cuts every
+    // connection; bob sends before, during and after the cut.
+    if !services_available().await {
+        return;
+    }
+    let proxy = CuttableProxy::start("127.0.0.1:5432").await;
+    let db = Database::create().await;
+    let cluster = Cluster::start(1, &db.url_via(&proxy.address), NATS, &[]);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(0, "bob").await;
+    let mut bob = cluster.connect(0, &bob_token).await;
+    let mut confirmed = Vec::new();
+    for i in 0..10 {
+        let sent = bob
+            .send_text("alice", &format!("m{i}"), "before")
+            .await
+            .unwrap();
+        confirmed.push(sent_of(&sent).0);
+    }
+
+    proxy.cut();
+    let refused = bob.send_text("alice", "m-cut", "during").await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ClientError::Refused {
+                code: ErrorCode::Unavailable,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", cluster.urls[0]))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("store"));
+
+    proxy.restore();
+    // The same client_msg_id again: stored once now that the store is back.
+    let deadline = Instant::now() + PROMPTLY;
+    let sent = loop {
+        match bob.send_text("alice", "m-cut", "during").await {
+            Ok(sent) => break sent,
+            Err(ClientError::Refused {
+                code: ErrorCode::Unavailable,
+                ..
+            }) if Instant::now() < deadline => tokio::task::yield_now().await,
+            Err(err) => panic!("service did not resume: {err:?}"),
+        }
+    };
+    confirmed.push(sent_of(&sent).0);
+    for i in 10..20 {
+        let sent = bob
+            .send_text("alice", &format!("m{i}"), "after")
+            .await
+            .unwrap();
+        confirmed.push(sent_of(&sent).0);
+    }
+
+    let mut alice = cluster.connect(0, &alice_token).await;
+    let frames = queued(&mut alice, confirmed.len()).await;
+    let got: Vec<String> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Message { message_id, .. } => Some(message_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, confirmed, "every sent message, once, in order");
+    assert_nothing_queued(&mut alice).await;
+    drop(cluster);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_group_sends_from_three_nodes_share_one_order() {
+    // Goal: members on three nodes sending to one group at once get
+    // unique, gap-free seqs, and every device sees the same order.
+    // Method: each member sends 30 texts concurrently; each device's view
+    // (its own `sent` replies plus what it received) must map every seq
+    // 2..=91 (1 is the creation event) to one message id, identically on
+    // all three.
+    if !services_available().await {
+        return;
+    }
+    const EACH: usize = 30;
+    let db = Database::create().await;
+    let cluster = Cluster::start(3, &db.url(), NATS, &[]);
+    let names = ["ann", "ben", "cat"];
+    let mut tokens = Vec::new();
+    for (node, name) in names.iter().enumerate() {
+        tokens.push(cluster.user(node, name).await);
+    }
+    let group = cluster
+        .api(0)
+        .create_group(&tokens[0], "busy", &["ben", "cat"])
+        .await
+        .unwrap()
+        .conversation;
+    let mut tasks = Vec::new();
+    for (node, token) in tokens.iter().enumerate() {
+        let url = cluster.api(node).ws_url();
+        let token = token.clone();
+        let name = names[node];
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::connect(&url, &token).await.unwrap();
+            let mut view: BTreeMap<i64, String> = BTreeMap::new();
+            for i in 0..EACH {
+                let sent = connection
+                    .send_to(group, &format!("{name}{i}"), &format!("{name} {i}"), None)
+                    .await
+                    .unwrap();
+                let (id, seq, _) = sent_of(&sent);
+                assert!(view.insert(seq, id).is_none(), "a seq given twice");
+            }
+            // Everything the others sent. The creation event (seq 1) goes
+            // to everyone but the creating device, so it is left out.
+            view.remove(&1);
+            while view.range(2..).count() < 3 * EACH {
+                if let ServerFrame::Message {
+                    seq, message_id, ..
+                } = connection.next_frame(PROMPTLY).await.expect("group text")
+                {
+                    if seq == 1 {
+                        continue;
+                    }
+                    if let Some(other) = view.insert(seq, message_id.clone()) {
+                        assert_eq!(other, message_id, "seq {seq} names two messages");
+                    }
+                }
+            }
+            view
+        }));
+    }
+    let mut views = Vec::new();
+    for task in tasks {
+        views.push(task.await.unwrap());
+    }
+    let seqs: Vec<i64> = views[0].keys().copied().collect();
+    assert_eq!(seqs, (2..=(3 * EACH as i64 + 1)).collect::<Vec<_>>());
+    assert_eq!(views[0], views[1]);
+    assert_eq!(views[1], views[2]);
+    drop(cluster);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_msg_id_sent_to_two_nodes_at_once_is_stored_once() {
+    // Goal: the same (device, client_msg_id) arriving at two nodes at the
+    // same moment stores one message; both replies carry its id and seq.
+    // Method: 20 rounds of two concurrent `POST /v1/frames` sends, one per
+    // node; then bob's queue holds exactly 20 messages.
+    if !services_available().await {
+        return;
+    }
+    let db = Database::create().await;
+    let cluster = Cluster::start(2, &db.url(), NATS, &[]);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(1, "bob").await;
+    let (api0, api1) = (cluster.api(0), cluster.api(1));
+    let mut stored = Vec::new();
+    for round in 0..20 {
+        let frame = ClientFrame::Send {
+            id: Some(format!("r{round}")),
+            to: Some("bob".into()),
+            conversation: None,
+            client_msg_id: format!("same-{round}"),
+            text: format!("round {round}"),
+            reply_to: None,
+            media: Vec::new(),
+        };
+        let (first, second) = tokio::join!(
+            api0.frame(&alice_token, &frame),
+            api1.frame(&alice_token, &frame)
+        );
+        let first = sent_of(&first.unwrap()[0]);
+        let second = sent_of(&second.unwrap()[0]);
+        assert_eq!((&first.0, first.1), (&second.0, second.1), "round {round}");
+        assert!(
+            first.2 != second.2,
+            "exactly one of the two is the duplicate"
+        );
+        stored.push(first.0);
+    }
+    let mut bob = cluster.connect(1, &bob_token).await;
+    let frames = queued(&mut bob, 20).await;
+    let ids: Vec<String> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Message { message_id, .. } => Some(message_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, stored);
+    assert_nothing_queued(&mut bob).await;
+    drop(cluster);
+    db.drop_now().await;
+}

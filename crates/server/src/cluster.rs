@@ -1,0 +1,96 @@
+//! This node's place in the cluster: its id, the lease it renews in the
+//! session directory, the reaping of nodes that stopped renewing (they
+//! crashed), and the handling of news from other nodes. An embedded server
+//! is a cluster of one and runs the same code.
+//!
+//! Leases are compared with wall-clock time (not the injectable [`Clock`],
+//! which tests move by days): nodes' clocks must agree to well within the
+//! lease, as NTP keeps them.
+//!
+//! [`Clock`]: missive_core::Clock
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use missive_core::UnixMillis;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::router::NodeEvent;
+
+/// Wall-clock milliseconds, for leases.
+pub fn lease_now_ms() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The configured node id, or a fresh random one.
+pub fn node_id(configured: &str) -> Arc<str> {
+    if !configured.is_empty() {
+        return Arc::from(configured);
+    }
+    let mut bytes = [0u8; 6];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    Arc::from(format!("node-{hex}").as_str())
+}
+
+/// Renews this node's lease; when it had lapsed (the store was away longer
+/// than the lease and another node reaped us), claims every live device
+/// again. Errors are logged: the next beat retries.
+pub async fn renew(state: &AppState) {
+    let lease_ms = i64::try_from(state.config.cluster.lease_ms).unwrap_or(i64::MAX);
+    let node = state.router.node();
+    let until = lease_now_ms().saturating_add(lease_ms);
+    match state.store.renew_node(node, until).await {
+        Ok(true) => {}
+        Ok(false) => {
+            for (device, account) in state.router.live_devices() {
+                if let Err(err) = state
+                    .store
+                    .claim_session(device, account, node, lease_now_ms())
+                    .await
+                {
+                    tracing::warn!(%err, "could not claim a live session again");
+                }
+            }
+        }
+        Err(err) => tracing::warn!(%err, "could not renew this node's lease"),
+    }
+}
+
+/// Every quarter lease: renew ours, reap lapsed nodes and announce their
+/// users offline (each reaped account is reported to one node only).
+pub async fn run_heartbeat(state: Arc<AppState>) {
+    let period = Duration::from_millis((state.config.cluster.lease_ms / 4).max(1));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        renew(&state).await;
+        match state.store.reap_nodes(lease_now_ms()).await {
+            Ok(offline) => {
+                if !offline.is_empty() {
+                    tracing::info!(accounts = offline.len(), "reaped lapsed nodes");
+                }
+                for account in offline {
+                    state.social.announce(account).await;
+                }
+            }
+            Err(err) => tracing::warn!(%err, "could not reap lapsed nodes"),
+        }
+    }
+}
+
+/// Acts on news from other nodes, in order.
+pub async fn run_node_events(state: Arc<AppState>, mut events: mpsc::Receiver<NodeEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            NodeEvent::PresenceChanged(account) => state.social.announce_here(account).await,
+            NodeEvent::Invalidate(what) => state.caches.invalidate(what),
+        }
+    }
+}

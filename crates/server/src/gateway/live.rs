@@ -1,0 +1,134 @@
+//! A device's live session on this node, shared by WebSocket and long-poll:
+//! register in the router, follow the device on the Bus, claim it in the
+//! session directory (telling a node that held it to let go), and undo all
+//! of it when the session ends.
+//!
+//! The order matters. Following on the Bus comes before the caller's first
+//! queue read, so a message committed after that read wakes the session on
+//! whichever node stored it. The directory claim comes before the caller
+//! announces presence, so watchers on every node see the device online.
+
+use std::sync::Arc;
+
+use missive_bus::DeviceEvent;
+use missive_core::{AccountId, DeviceId};
+use missive_store::DeviceAuth;
+
+use crate::AppState;
+use crate::router::Registration;
+
+/// How the session shows in presence.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Watchers are told when it starts and ends (WebSocket).
+    Yes,
+    /// Only last seen is recorded (long-poll: one poll after another
+    /// would make presence flap).
+    No,
+}
+
+pub struct Live {
+    /// `None` only while dropping.
+    registration: Option<Registration>,
+    state: Arc<AppState>,
+    device: DeviceId,
+    account: AccountId,
+    announce: Announce,
+    ended: bool,
+}
+
+pub async fn open(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) -> Live {
+    let registration = state.router.register(auth.device, auth.account);
+    state.bus.follow(auth.device).await;
+    let node = state.router.node();
+    match state
+        .store
+        .claim_session(auth.device, auth.account, node, state.clock.now_ms())
+        .await
+    {
+        Ok(Some(previous)) => {
+            tracing::debug!(%previous, "device taken over from another node");
+            state
+                .bus
+                .publish(
+                    auth.device,
+                    DeviceEvent::TakenOver {
+                        node: Arc::clone(node),
+                    },
+                )
+                .await;
+        }
+        Ok(None) => {}
+        // The heartbeat claims every live device again once the store is
+        // back; delivery does not depend on the directory.
+        Err(err) => tracing::warn!(%err, "could not claim the session"),
+    }
+    Live {
+        registration: Some(registration),
+        state: Arc::clone(state),
+        device: auth.device,
+        account: auth.account,
+        announce,
+        ended: false,
+    }
+}
+
+impl Live {
+    pub fn registration(&mut self) -> &mut Registration {
+        self.registration
+            .as_mut()
+            .expect("present until the session is dropped")
+    }
+
+    /// Ends the session: leaves the router and the Bus, releases the
+    /// directory entry unless a newer connection of the device on this
+    /// node holds it, and records presence.
+    pub async fn end(mut self) {
+        self.ended = true;
+        let (state, device, account, announce) = (
+            Arc::clone(&self.state),
+            self.device,
+            self.account,
+            self.announce,
+        );
+        drop(self);
+        release(state, device, account, announce).await;
+    }
+}
+
+async fn release(state: Arc<AppState>, device: DeviceId, account: AccountId, announce: Announce) {
+    if !state.router.is_live(device) {
+        if let Err(err) = state
+            .store
+            .release_session(device, state.router.node())
+            .await
+        {
+            tracing::warn!(%err, "could not release the session");
+        }
+    }
+    match announce {
+        Announce::Yes => state.social.device_disconnected(account).await,
+        Announce::No => state.social.record_last_seen(account).await,
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // Leave the router before releasing, so `release` sees whether a
+        // newer connection of the device holds it here.
+        drop(self.registration.take());
+        self.state.bus.unfollow(self.device);
+        if !self.ended {
+            // Cancelled (a long-poll whose client went away): finish on a task.
+            let (state, device, account, announce) = (
+                Arc::clone(&self.state),
+                self.device,
+                self.account,
+                self.announce,
+            );
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(release(state, device, account, announce));
+            }
+        }
+    }
+}
