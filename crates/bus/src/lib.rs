@@ -39,7 +39,9 @@ pub enum Invalidation {
     Device(DeviceId),
     /// The conversation's members changed.
     Conversation(ConversationId),
-    /// Anything may have changed (blocks, devices added).
+    /// Typing relay targets may have changed (a block).
+    Relays,
+    /// Anything may have changed.
     Everything,
 }
 
@@ -54,7 +56,8 @@ pub trait BusSink: Send + Sync + 'static {
     fn invalidate(&self, what: Invalidation);
 
     /// Events may have been lost (the bus reconnected): re-check every live
-    /// device's queue and drop every cache.
+    /// device's queue, drop every cache, and close live devices that were
+    /// revoked meanwhile.
     fn resync(&self);
 }
 

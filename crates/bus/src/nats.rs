@@ -11,12 +11,20 @@
 //! The connection uses `no_echo`, so a node never hears its own publishes:
 //! device events are also handed to this node's sink directly (it ignores
 //! devices it does not hold), and presence/invalidations were already
-//! applied locally by the caller. Core NATS is at-most-once; after a reconnect the sink is told to
-//! resync (re-read every live queue, drop caches), and live sessions re-read
-//! their queues every `recheck` anyway.
+//! applied locally by the caller. Core NATS is at-most-once, so:
+//! - live sessions re-read their queues every `recheck` anyway, and after a
+//!   reconnect the sink is told to resync (re-read every live queue, drop
+//!   caches, close devices that no longer exist);
+//! - events that must not be lost (revocations, takeovers, invalidations,
+//!   presence changes) published while NATS is away wait in a bounded
+//!   outbox and go out on reconnect;
+//! - a device whose subscribe failed stays followed and is subscribed again
+//!   by a repair task every `recheck`.
+//!
+//! No lock is held across a call into the NATS client.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, Subscriber};
@@ -24,7 +32,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use missive_core::{AccountId, ConversationId, DeviceId};
-use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::{Bus, BusSink, DeviceEvent, Invalidation};
@@ -44,20 +51,31 @@ type SinkSlot = Arc<RwLock<Option<Arc<dyn BusSink>>>>;
 /// Longest wait for any one call into the NATS client; beyond it the call
 /// is abandoned (sessions re-check their queues anyway).
 const BUS_CALL_MAX: Duration = Duration::from_secs(1);
+/// Events that must not be lost (revocations, takeovers, invalidations,
+/// presence) wait here while NATS is away; beyond this many the oldest go.
+const OUTBOX_MAX: usize = 65_536;
 
 pub struct NatsBus {
-    client: Client,
+    shared: Arc<Shared>,
     config: NatsConfig,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// What the event callback and the repair task share with the bus.
+struct Shared {
+    client: OnceLock<Client>,
     sink: SinkSlot,
     /// Followed devices: how many local connections, and the task that
-    /// forwards the device's subscription to the sink.
-    follows: Arc<Mutex<HashMap<DeviceId, Follow>>>,
-    broadcasts: Vec<JoinHandle<()>>,
+    /// forwards the device's subscription to the sink (`None` until a
+    /// subscribe succeeds; the repair task retries).
+    follows: Mutex<HashMap<DeviceId, Follow>>,
+    outbox: Mutex<VecDeque<(String, Vec<u8>)>>,
+    prefix: String,
 }
 
 struct Follow {
     count: usize,
-    forwarder: JoinHandle<()>,
+    forwarder: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,19 +89,26 @@ impl NatsBus {
     /// Connects (failing if NATS is unreachable now) and subscribes to the
     /// cluster-wide subjects. Reconnects on its own afterwards.
     pub async fn connect(config: NatsConfig) -> Result<Self, NatsError> {
-        let sink: SinkSlot = Arc::default();
-        let on_event = Arc::clone(&sink);
+        let shared = Arc::new(Shared {
+            client: OnceLock::new(),
+            sink: SinkSlot::default(),
+            follows: Mutex::default(),
+            outbox: Mutex::default(),
+            prefix: config.subject_prefix.clone(),
+        });
+        let on_event = Arc::clone(&shared);
         let client = ConnectOptions::new()
             .no_echo()
             .name("missive")
             .connection_timeout(Duration::from_secs(3))
             .event_callback(move |event| {
-                let sink = Arc::clone(&on_event);
+                let shared = Arc::clone(&on_event);
                 async move {
                     match event {
                         Event::Connected => {
                             tracing::info!("bus connected");
-                            if let Some(sink) = current(&sink) {
+                            shared.flush_outbox().await;
+                            if let Some(sink) = current(&shared.sink) {
                                 sink.resync();
                             }
                         }
@@ -98,63 +123,150 @@ impl NatsBus {
                 url: config.url.clone(),
                 detail: err.to_string(),
             })?;
-        let subscribe = |subject: String| {
-            let client = client.clone();
-            async move { client.subscribe(subject).await }
-        };
+        let _ = shared.client.set(client.clone());
         let error = |err: async_nats::SubscribeError| NatsError {
             url: config.url.clone(),
             detail: err.to_string(),
         };
-        let presence = subscribe(format!("{}.presence", config.subject_prefix))
+        let presence = client
+            .subscribe(format!("{}.presence", config.subject_prefix))
             .await
             .map_err(error)?;
-        let invalidations = subscribe(format!("{}.invalidate", config.subject_prefix))
+        let invalidations = client
+            .subscribe(format!("{}.invalidate", config.subject_prefix))
             .await
             .map_err(error)?;
-        let broadcasts = vec![
-            tokio::spawn(forward_presence(presence, Arc::clone(&sink))),
-            tokio::spawn(forward_invalidations(invalidations, Arc::clone(&sink))),
+        let background = vec![
+            tokio::spawn(forward_presence(presence, Arc::clone(&shared.sink))),
+            tokio::spawn(forward_invalidations(
+                invalidations,
+                Arc::clone(&shared.sink),
+            )),
+            tokio::spawn(repair(Arc::clone(&shared), config.recheck)),
         ];
         Ok(Self {
-            client,
+            shared,
             config,
-            sink,
-            follows: Arc::default(),
-            broadcasts,
+            background,
+        })
+    }
+}
+
+impl Shared {
+    fn client(&self) -> Option<&Client> {
+        self.client.get()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client().is_some_and(|client| {
+            client.connection_state() == async_nats::connection::State::Connected
         })
     }
 
     fn device_subject(&self, device: DeviceId) -> String {
-        format!("{}.d.{}", self.config.subject_prefix, device.0)
+        format!("{}.d.{}", self.prefix, device.0)
     }
 
     /// Best effort by contract (the Store holds the truth), and never
     /// allowed to stall the caller: while NATS is away the client's
-    /// outgoing buffer fills, so skip publishing then and bound each call.
-    async fn send(&self, subject: String, payload: Vec<u8>) {
-        if !self.is_connected() {
-            return;
+    /// outgoing buffer fills, so publish only when connected, bound each
+    /// call, and keep `critical` events for the reconnect.
+    async fn send(&self, subject: String, payload: Vec<u8>, critical: bool) {
+        let sent = match self.client() {
+            Some(client) if self.is_connected() => matches!(
+                tokio::time::timeout(
+                    BUS_CALL_MAX,
+                    client.publish(subject.clone(), Bytes::from(payload.clone())),
+                )
+                .await,
+                Ok(Ok(()))
+            ),
+            _ => false,
+        };
+        if !sent && critical {
+            let mut outbox = lock(&self.outbox);
+            if outbox.len() >= OUTBOX_MAX {
+                outbox.pop_front();
+                tracing::warn!("bus outbox full; dropped its oldest event");
+            }
+            outbox.push_back((subject, payload));
         }
-        match tokio::time::timeout(
-            BUS_CALL_MAX,
-            self.client.publish(subject, Bytes::from(payload)),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::debug!(%err, "bus publish failed"),
-            Err(_) => tracing::debug!("bus publish timed out"),
+    }
+
+    /// Publishes what waited for a connection, in order.
+    async fn flush_outbox(&self) {
+        let waiting: Vec<_> = lock(&self.outbox).drain(..).collect();
+        if !waiting.is_empty() {
+            tracing::info!(events = waiting.len(), "bus outbox flushed");
+        }
+        for (subject, payload) in waiting {
+            self.send(subject, payload, true).await;
+        }
+    }
+
+    /// Subscribes to a followed device's subject, unless it was unfollowed
+    /// meanwhile or already has a forwarder.
+    async fn subscribe_device(&self, device: DeviceId) {
+        let Some(client) = self.client() else {
+            return;
+        };
+        let subscribed =
+            tokio::time::timeout(BUS_CALL_MAX, client.subscribe(self.device_subject(device))).await;
+        let subscriber = match subscribed {
+            Ok(Ok(subscriber)) => subscriber,
+            // Retried by the repair task; the session re-checks meanwhile.
+            Ok(Err(err)) => return tracing::warn!(%err, %device, "bus subscribe failed"),
+            Err(_) => return tracing::warn!(%device, "bus subscribe timed out"),
+        };
+        let mut follows = lock(&self.follows);
+        if let Some(follow) = follows.get_mut(&device) {
+            if follow.forwarder.is_none() {
+                follow.forwarder = Some(tokio::spawn(forward_device(
+                    device,
+                    subscriber,
+                    Arc::clone(&self.sink),
+                )));
+            }
+        }
+        // Otherwise the subscriber drops here, which unsubscribes.
+    }
+}
+
+/// Every `period`: subscribe followed devices whose subscribe failed, and
+/// publish what waits in the outbox.
+async fn repair(shared: Arc<Shared>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !shared.is_connected() {
+            continue;
+        }
+        shared.flush_outbox().await;
+        let missing: Vec<DeviceId> = lock(&shared.follows)
+            .iter()
+            .filter(|(_, follow)| follow.forwarder.is_none())
+            .map(|(device, _)| *device)
+            .collect();
+        for device in missing {
+            shared.subscribe_device(device).await;
         }
     }
 }
 
 impl Drop for NatsBus {
     fn drop(&mut self) {
-        for task in &self.broadcasts {
+        for task in &self.background {
             task.abort();
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the value consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn current(sink: &SinkSlot) -> Option<Arc<dyn BusSink>> {
@@ -168,58 +280,54 @@ impl Bus for NatsBus {
         // sink ignores devices it does not hold. A takeover is news only
         // for the other nodes.
         if !matches!(event, DeviceEvent::TakenOver { .. }) {
-            if let Some(sink) = current(&self.sink) {
+            if let Some(sink) = current(&self.shared.sink) {
                 sink.deliver(device, event.clone());
             }
         }
-        self.send(self.device_subject(device), encode_event(&event))
+        // A lost wake-up or typing indication is covered (re-checks) or
+        // harmless; a lost revocation or takeover is not.
+        let critical = matches!(event, DeviceEvent::Revoked | DeviceEvent::TakenOver { .. });
+        self.shared
+            .send(
+                self.shared.device_subject(device),
+                encode_event(&event),
+                critical,
+            )
             .await;
     }
 
     async fn publish_presence(&self, account: AccountId) {
         let subject = format!("{}.presence", self.config.subject_prefix);
-        self.send(subject, account.0.to_string().into_bytes()).await;
+        self.shared
+            .send(subject, account.0.to_string().into_bytes(), true)
+            .await;
     }
 
     async fn publish_invalidation(&self, what: Invalidation) {
         let subject = format!("{}.invalidate", self.config.subject_prefix);
-        self.send(subject, encode_invalidation(what).into_bytes())
+        self.shared
+            .send(subject, encode_invalidation(what).into_bytes(), true)
             .await;
     }
 
     async fn follow(&self, device: DeviceId) {
-        let mut follows = self.follows.lock().await;
-        if let Some(follow) = follows.get_mut(&device) {
+        let first = {
+            let mut follows = lock(&self.shared.follows);
+            let follow = follows.entry(device).or_insert(Follow {
+                count: 0,
+                forwarder: None,
+            });
             follow.count += 1;
-            return;
+            follow.count == 1
+        };
+        if first {
+            self.shared.subscribe_device(device).await;
         }
-        let subscribed = tokio::time::timeout(
-            BUS_CALL_MAX,
-            self.client.subscribe(self.device_subject(device)),
-        )
-        .await;
-        match subscribed {
-            Ok(Ok(subscriber)) => {
-                let forwarder =
-                    tokio::spawn(forward_device(device, subscriber, Arc::clone(&self.sink)));
-                follows.insert(
-                    device,
-                    Follow {
-                        count: 1,
-                        forwarder,
-                    },
-                );
-            }
-            // The session still re-reads its queue every `recheck`.
-            Ok(Err(err)) => tracing::warn!(%err, %device, "bus subscribe failed"),
-            Err(_) => tracing::warn!(%device, "bus subscribe timed out"),
-        }
-        drop(follows);
         // The subscription is in effect once the server has answered a
         // ping sent after it (not while NATS is away: then the session's
         // re-checks cover the gap).
-        if self.is_connected() {
-            match tokio::time::timeout(BUS_CALL_MAX, self.client.flush()).await {
+        if let Some(client) = self.shared.client().filter(|_| self.is_connected()) {
+            match tokio::time::timeout(BUS_CALL_MAX, client.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::debug!(%err, "bus flush failed"),
                 Err(_) => tracing::debug!("bus flush timed out"),
@@ -228,32 +336,26 @@ impl Bus for NatsBus {
     }
 
     fn unfollow(&self, device: DeviceId) {
-        let follows = Arc::clone(&self.follows);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let mut follows = follows.lock().await;
-            if let Some(follow) = follows.get_mut(&device) {
-                follow.count -= 1;
-                if follow.count == 0 {
+        let mut follows = lock(&self.shared.follows);
+        if let Some(follow) = follows.get_mut(&device) {
+            follow.count = follow.count.saturating_sub(1);
+            if follow.count == 0 {
+                if let Some(forwarder) = follows.remove(&device).and_then(|f| f.forwarder) {
                     // Dropping the subscriber unsubscribes.
-                    if let Some(follow) = follows.remove(&device) {
-                        follow.forwarder.abort();
-                    }
+                    forwarder.abort();
                 }
             }
-        });
+        }
     }
 
     fn attach(&self, sink: Arc<dyn BusSink>) {
-        if let Ok(mut slot) = self.sink.write() {
+        if let Ok(mut slot) = self.shared.sink.write() {
             *slot = Some(sink);
         }
     }
 
     fn is_connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        self.shared.is_connected()
     }
 
     fn recheck_interval(&self) -> Option<Duration> {
@@ -336,14 +438,17 @@ fn encode_invalidation(what: Invalidation) -> String {
     match what {
         Invalidation::Device(device) => format!("d{}", device.0),
         Invalidation::Conversation(conversation) => format!("c{}", conversation.0),
+        Invalidation::Relays => "r".to_owned(),
         Invalidation::Everything => "*".to_owned(),
     }
 }
 
 fn decode_invalidation(payload: &[u8]) -> Option<Invalidation> {
     let text = std::str::from_utf8(payload).ok()?;
-    if text == "*" {
-        return Some(Invalidation::Everything);
+    match text {
+        "*" => return Some(Invalidation::Everything),
+        "r" => return Some(Invalidation::Relays),
+        _ => {}
     }
     let (tag, id) = text.split_at_checked(1)?;
     let id: i64 = id.parse().ok()?;
@@ -374,6 +479,7 @@ mod tests {
         for what in [
             Invalidation::Device(DeviceId(42)),
             Invalidation::Conversation(ConversationId(7)),
+            Invalidation::Relays,
             Invalidation::Everything,
         ] {
             assert_eq!(

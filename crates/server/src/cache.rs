@@ -115,6 +115,10 @@ impl Caches {
                 .relays
                 .invalidate_entries_if(move |(_, c), _| *c == conversation)
                 .map(|_| ()),
+            Invalidation::Relays => {
+                self.relays.invalidate_all();
+                Ok(())
+            }
             Invalidation::Everything => {
                 self.tokens.invalidate_all();
                 self.relays.invalidate_all();

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use missive_bus::{BusSink, DeviceEvent};
 use missive_core::UnixMillis;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -27,36 +28,47 @@ pub fn lease_now_ms() -> UnixMillis {
         .unwrap_or(0)
 }
 
-/// The configured node id, or a fresh random one.
+/// This process's id in the session directory: the configured name (or
+/// `node`) and a random suffix. The suffix makes every start a new node, so
+/// a node restarted under the same name never inherits the sessions of its
+/// crashed predecessor; those lapse with the old lease and are reaped.
 pub fn node_id(configured: &str) -> Arc<str> {
-    if !configured.is_empty() {
-        return Arc::from(configured);
-    }
-    let mut bytes = [0u8; 6];
+    let name = if configured.is_empty() {
+        "node"
+    } else {
+        configured
+    };
+    let mut bytes = [0u8; 4];
     rand::rng().fill_bytes(&mut bytes);
     let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    Arc::from(format!("node-{hex}").as_str())
+    Arc::from(format!("{name}-{hex}").as_str())
 }
 
 /// Renews this node's lease; when it had lapsed (the store was away longer
 /// than the lease and another node reaped us), claims every live device
 /// again. Errors are logged: the next beat retries.
-pub async fn renew(state: &AppState) {
+pub async fn renew(state: &Arc<AppState>) {
     let lease_ms = i64::try_from(state.config.cluster.lease_ms).unwrap_or(i64::MAX);
     let node = state.router.node();
     let until = lease_now_ms().saturating_add(lease_ms);
     match state.store.renew_node(node, until).await {
         Ok(true) => {}
         Ok(false) => {
+            let mut accounts = Vec::new();
             for (device, account) in state.router.live_devices() {
-                if let Err(err) = state
+                match state
                     .store
                     .claim_session(device, account, node, lease_now_ms())
                     .await
                 {
-                    tracing::warn!(%err, "could not claim a live session again");
+                    Ok(_) => accounts.push(account),
+                    Err(err) => tracing::warn!(%err, "could not claim a live session again"),
                 }
             }
+            // Others may have announced them offline when they reaped us.
+            accounts.sort();
+            accounts.dedup();
+            announce_later(state, accounts);
         }
         Err(err) => tracing::warn!(%err, "could not renew this node's lease"),
     }
@@ -76,13 +88,25 @@ pub async fn run_heartbeat(state: Arc<AppState>) {
                 if !offline.is_empty() {
                     tracing::info!(accounts = offline.len(), "reaped lapsed nodes");
                 }
-                for account in offline {
-                    state.social.announce(account).await;
-                }
+                announce_later(&state, offline);
             }
             Err(err) => tracing::warn!(%err, "could not reap lapsed nodes"),
         }
     }
+}
+
+/// Announces on a task of its own, so many announcements never delay the
+/// next lease renewal.
+fn announce_later(state: &Arc<AppState>, accounts: Vec<missive_core::AccountId>) {
+    if accounts.is_empty() {
+        return;
+    }
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        for account in accounts {
+            state.social.announce(account).await;
+        }
+    });
 }
 
 /// Acts on news from other nodes, in order.
@@ -90,7 +114,25 @@ pub async fn run_node_events(state: Arc<AppState>, mut events: mpsc::Receiver<No
     while let Some(event) = events.recv().await {
         match event {
             NodeEvent::PresenceChanged(account) => state.social.announce_here(account).await,
-            NodeEvent::Invalidate(what) => state.caches.invalidate(what),
+            NodeEvent::Resync => close_revoked(&state).await,
+        }
+    }
+}
+
+/// Closes live devices that no longer exist: their revocation may have
+/// been published while this node could not hear it.
+async fn close_revoked(state: &AppState) {
+    for (device, _) in state.router.live_devices() {
+        match state.store.device_owner(device).await {
+            Ok(None) => {
+                tracing::info!(%device, "closing a device revoked while the bus was away");
+                state.router.deliver(device, DeviceEvent::Revoked);
+            }
+            Ok(Some(_)) => {}
+            Err(err) => {
+                tracing::warn!(%err, "could not re-check live devices");
+                return;
+            }
         }
     }
 }

@@ -142,10 +142,11 @@ impl App {
         blobs: Blobs,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let (router, node_events) = Router::new(cluster::node_id(&config.cluster.node_id));
+        let caches = Arc::new(Caches::default());
+        let (router, node_events) =
+            Router::new(cluster::node_id(&config.cluster.node_id), caches.clone());
         let router = Arc::new(router);
         bus.attach(router.clone());
-        let caches = Arc::new(Caches::default());
         let accounts = Accounts::new(
             store.clone(),
             bus.clone(),

@@ -16,12 +16,14 @@ use std::sync::{Arc, Mutex};
 use missive_bus::{BusSink, DeviceEvent, Invalidation};
 use missive_core::{AccountId, DeviceId};
 use missive_proto::CloseCode;
+
+use crate::cache::Caches;
 use tokio::sync::{Notify, mpsc, watch};
 
 /// Ephemeral frames waiting for one connection; more are dropped.
 const EPHEMERAL_FRAMES_MAX: usize = 64;
-/// Cluster news waiting for the node's handler; more are dropped (presence
-/// is best effort; a dropped invalidation is covered by cache expiry).
+/// Cluster news waiting for the node's handler; more are dropped
+/// (presence is best effort).
 const NODE_EVENTS_MAX: usize = 4096;
 
 /// News from other nodes that needs async work on this one.
@@ -29,8 +31,8 @@ const NODE_EVENTS_MAX: usize = 4096;
 pub enum NodeEvent {
     /// Tell local watchers of the account its presence now.
     PresenceChanged(AccountId),
-    /// Drop cached state.
-    Invalidate(Invalidation),
+    /// The bus may have lost events: close live devices revoked meanwhile.
+    Resync,
 }
 
 struct Live {
@@ -58,6 +60,7 @@ pub struct Router {
     state: Mutex<State>,
     next_connection_id: AtomicU64,
     node_events: mpsc::Sender<NodeEvent>,
+    caches: Arc<Caches>,
 }
 
 /// A connection's membership in the router; unregisters on drop.
@@ -76,13 +79,14 @@ pub struct Registration {
 impl Router {
     /// A router for node `node`, and the channel of cluster news for the
     /// node to act on.
-    pub fn new(node: Arc<str>) -> (Self, mpsc::Receiver<NodeEvent>) {
+    pub fn new(node: Arc<str>, caches: Arc<Caches>) -> (Self, mpsc::Receiver<NodeEvent>) {
         let (node_events, events) = mpsc::channel(NODE_EVENTS_MAX);
         let router = Self {
             node,
             state: Mutex::default(),
             next_connection_id: AtomicU64::new(0),
             node_events,
+            caches,
         };
         (router, events)
     }
@@ -232,23 +236,19 @@ impl BusSink for Router {
     }
 
     fn invalidate(&self, what: Invalidation) {
-        if self
-            .node_events
-            .try_send(NodeEvent::Invalidate(what))
-            .is_err()
-        {
-            tracing::warn!("node event channel full; an invalidation waits for cache expiry");
-        }
+        // At once, never queued behind slower news.
+        self.caches.invalidate(what);
     }
 
     fn resync(&self) {
+        self.caches.invalidate(Invalidation::Everything);
         // Wake-ups may have been lost while the bus was away.
         for live in self.lock().live.values() {
             live.wake.notify_one();
         }
-        let _ = self
-            .node_events
-            .try_send(NodeEvent::Invalidate(Invalidation::Everything));
+        if self.node_events.try_send(NodeEvent::Resync).is_err() {
+            tracing::warn!("node event channel full; revoked devices are not re-checked");
+        }
     }
 }
 
@@ -280,7 +280,7 @@ mod tests {
         // Goal: registering the same device twice closes the older one, and
         // dropping the older one does not unregister the newer; a takeover
         // by another node closes the connection, our own does not.
-        let router = Arc::new(Router::new(Arc::from("node-a")).0);
+        let router = Arc::new(Router::new(Arc::from("node-a"), Arc::default()).0);
         let account = AccountId(1);
         let first = router.register(DeviceId(7), account);
         let second = router.register(DeviceId(7), account);
@@ -316,7 +316,7 @@ mod tests {
     fn watchers_follow_subscriptions_and_disconnects() {
         // Goal: watch replaces a device's subscription; a dropped connection
         // stops watching; online counts devices per account.
-        let router = Arc::new(Router::new(Arc::from("node-a")).0);
+        let router = Arc::new(Router::new(Arc::from("node-a"), Arc::default()).0);
         let (alice, bob, carol) = (AccountId(1), AccountId(2), AccountId(3));
         let phone = router.register(DeviceId(10), alice);
         let laptop = router.register(DeviceId(11), alice);

@@ -37,7 +37,21 @@ pub struct Live {
     ended: bool,
 }
 
+/// Opens the session on a task of its own: a long-poll whose client goes
+/// away cancels its handler, and half an `open` (followed but not yet
+/// guarded) would leak; the task finishes, and a `Live` nobody takes is
+/// dropped, which undoes it all.
 pub async fn open(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) -> Live {
+    let (task_state, auth) = (Arc::clone(state), auth.clone());
+    let opened = tokio::spawn(async move { open_here(&task_state, &auth, announce).await });
+    match opened.await {
+        Ok(live) => live,
+        // Only a panic inside `open_here` gets here; repeat it.
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
+async fn open_here(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) -> Live {
     let registration = state.router.register(auth.device, auth.account);
     state.bus.follow(auth.device).await;
     let node = state.router.node();
@@ -97,13 +111,21 @@ impl Live {
 }
 
 async fn release(state: Arc<AppState>, device: DeviceId, account: AccountId, announce: Announce) {
+    let node = state.router.node();
     if !state.router.is_live(device) {
-        if let Err(err) = state
-            .store
-            .release_session(device, state.router.node())
-            .await
-        {
+        if let Err(err) = state.store.release_session(device, node).await {
             tracing::warn!(%err, "could not release the session");
+        }
+        // A newer connection of the device here may have claimed just
+        // before our release removed the row: claim again for it.
+        if state.router.is_live(device) {
+            let claimed = state
+                .store
+                .claim_session(device, account, node, crate::cluster::lease_now_ms())
+                .await;
+            if let Err(err) = claimed {
+                tracing::warn!(%err, "could not claim the session again");
+            }
         }
     }
     match announce {

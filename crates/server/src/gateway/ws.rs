@@ -93,15 +93,17 @@ async fn serve_device(
     // between the first check and the registration found no live
     // connection to close, and would otherwise be missed.
     let mut live = live::open(&state, &auth, Announce::Yes).await;
-    if state.accounts.authenticate_fresh(&token).await.is_err() {
-        let error = ServerFrame::error(
-            auth_id,
-            ErrorCode::TokenInvalid,
-            "token is invalid or revoked",
-        );
+    if let Err(err) = state.accounts.authenticate_fresh(&token).await {
+        // Only a refused token means revoked; a store that cannot answer
+        // now is a reason to come back later.
+        let close = match err.code {
+            ErrorCode::TokenInvalid => CloseCode::Revoked,
+            _ => CloseCode::GoingAway,
+        };
+        let error = ServerFrame::error(auth_id, err.code, err.message);
         let _ = timeout(Duration::from_secs(1), async {
             sink.send(Message::Text(error.to_json().into())).await?;
-            sink.send(close_message(CloseCode::Revoked)).await
+            sink.send(close_message(close)).await
         })
         .await;
         live.end().await;

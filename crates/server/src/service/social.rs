@@ -92,10 +92,8 @@ impl Social {
             .await?
         {
             // Relay targets skip blocked members, on every node.
-            self.caches.invalidate(Invalidation::Everything);
-            self.bus
-                .publish_invalidation(Invalidation::Everything)
-                .await;
+            self.caches.invalidate(Invalidation::Relays);
+            self.bus.publish_invalidation(Invalidation::Relays).await;
             self.announce(auth.account).await;
             self.announce(other).await;
         }
