@@ -526,9 +526,57 @@ pub struct Connection {
 impl Connection {
     /// Connects and authenticates; fails with the server's typed error.
     pub async fn connect(ws_url: &str, token: &str) -> Result<Self, ClientError> {
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+        let (socket, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .map_err(transport)?;
+        Self::authenticate(socket, token).await
+    }
+
+    /// Like [`Connection::connect`] (plain `ws://` only), from the local
+    /// address `local` when given, and with small socket buffers: the load
+    /// generator holds tens of thousands of these, and spreading them over
+    /// several 127.0.0.x source addresses lifts the limit of one address's
+    /// ephemeral ports.
+    pub async fn connect_from(
+        ws_url: &str,
+        token: &str,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Self, ClientError> {
+        let authority = ws_url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| ClientError::Protocol(format!("not a ws:// URL: {ws_url}")))?;
+        let remote = tokio::net::lookup_host(authority)
+            .await
+            .map_err(transport)?
+            .next()
+            .ok_or_else(|| ClientError::Protocol(format!("{authority} has no address")))?;
+        let tcp = if remote.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(transport)?;
+        if let Some(local) = local {
+            tcp.bind(std::net::SocketAddr::new(local, 0))
+                .map_err(transport)?;
+        }
+        let stream = tcp.connect(remote).await.map_err(transport)?;
+        let _ = stream.set_nodelay(true);
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0);
+        let (socket, _) = tokio_tungstenite::client_async_with_config(
+            ws_url,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await
+        .map_err(transport)?;
+        Self::authenticate(socket, token).await
+    }
+
+    async fn authenticate(mut socket: Socket, token: &str) -> Result<Self, ClientError> {
         let auth = ClientFrame::Auth {
             id: None,
             token: token.into(),

@@ -1,6 +1,7 @@
 //! The `missive` binary: the server (`serve`) and the scriptable client
 //! commands, in one executable. This file only parses flags and dispatches.
 
+mod bench;
 mod cli;
 mod profile;
 mod serve;
@@ -26,6 +27,9 @@ struct Args {
 enum Command {
     /// Run the server (embedded defaults: SQLite + media under --data-dir).
     Serve(serve::ServeArgs),
+    /// Load-generate against a running server and report throughput,
+    /// latency, loss and duplicates (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Create an account.
     Register {
         username: String,
@@ -325,6 +329,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match args.command {
             Command::Serve(serve_args) => serve::run(serve_args).await,
+            Command::Bench(bench_args) => bench::run(bench_args).await,
             Command::Register { username, client } => cli::register(&client, &username).await,
             Command::Login {
                 username,

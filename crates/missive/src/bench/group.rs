@@ -1,0 +1,134 @@
+//! `group`: one group of M members, all online; one member sends with W
+//! messages in flight and every other member receives and acks. Figures:
+//! fan-out deliveries per second and the latency until the *last* member
+//! has a message, besides send→sent and per-delivery latency.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use missive_client::Api;
+use tokio::sync::watch;
+
+use super::Common;
+use super::ledger::{MessageKey, Tally, tally};
+use super::pairs::{Target, receive, send};
+use super::report::Report;
+use super::setup::{self, connect_all, members, run_prefix};
+use super::stats::Latencies;
+
+#[derive(Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Members, the sender included (at most the server's
+    /// limits.group_members_max).
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Messages in flight from the sender.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+}
+
+pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
+    let common = &args.common;
+    if args.members < 2 || args.window == 0 {
+        bail!("--members must be at least 2 and --window at least 1");
+    }
+    let prefix = run_prefix();
+    let names = (0..args.members).map(|i| format!("{prefix}m{i}")).collect();
+    let people = members(common, names, |i| i).await?;
+    let others: Vec<&str> = people[1..].iter().map(|m| m.username.as_str()).collect();
+    let group = Api::new(&people[0].server)
+        .create_group(&people[0].token, "bench", &others)
+        .await
+        .context("creating the group")?
+        .conversation;
+    let (mut connections, _) = connect_all(common, &people, 64).await?;
+    let sender = connections.remove(0);
+
+    let epoch = Instant::now();
+    let deadline = epoch + Duration::from_secs(args.duration_secs);
+    let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let receiving: Vec<_> = connections
+        .into_iter()
+        .enumerate()
+        .map(|(i, connection)| {
+            tokio::spawn(receive(
+                connection,
+                i,
+                epoch,
+                expect_rx.clone(),
+                delivered.clone(),
+                common.settle(),
+            ))
+        })
+        .collect();
+    let bar = setup::progress(args.duration_secs, "sending");
+    let ticker = tokio::spawn({
+        let bar = bar.clone();
+        async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                bar.set_position(epoch.elapsed().as_secs().min(bar.length().unwrap_or(0)));
+            }
+        }
+    });
+    let (keys, sent_latency) = send(
+        sender,
+        Target::Conversation(group),
+        epoch,
+        deadline,
+        args.window,
+        None,
+        common.settle(),
+    )
+    .await?;
+    let sending_ended = epoch.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    let expected: HashSet<MessageKey> = keys.into_iter().collect();
+    let _ = expect_tx.send(Some(Arc::new(vec![expected.len(); args.members - 1])));
+
+    let mut per_delivery = Latencies::default();
+    let mut last_member: HashMap<MessageKey, u64> = HashMap::new();
+    let mut totals = Tally::default();
+    let mut last_delivery = Duration::ZERO;
+    for task in receiving {
+        let outcome = task.await.context("receiver task")??;
+        per_delivery.merge(&outcome.latencies);
+        totals.merge(&tally(&expected, &outcome.received));
+        last_delivery = last_delivery.max(outcome.last_delivery);
+        for (key, micros) in outcome.arrivals {
+            let slowest = last_member.entry(key).or_insert(0);
+            *slowest = (*slowest).max(micros);
+        }
+    }
+    let mut to_last = Latencies::default();
+    for micros in last_member.values() {
+        to_last.record(Duration::from_micros(*micros));
+    }
+
+    let mut report = Report::new("group");
+    report.param("members", args.members as u64);
+    report.param("window", args.window as u64);
+    report.param("duration_secs", args.duration_secs);
+    let span = last_delivery.max(sending_ended).as_secs_f64().max(1e-9);
+    report.figure(
+        "sent_per_sec",
+        sent_latency.count() as f64 / sending_ended.as_secs_f64(),
+    );
+    report.figure("deliveries_per_sec", totals.delivered as f64 / span);
+    report.latency("send_to_sent", &sent_latency.percentiles());
+    report.latency("send_to_delivered", &per_delivery.percentiles());
+    report.latency("send_to_last_member", &to_last.percentiles());
+    report.tally = totals;
+    Ok(report)
+}

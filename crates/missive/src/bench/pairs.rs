@@ -1,0 +1,359 @@
+//! `pairs`: P online pairs, each sender sending 1:1 to its receiver, who
+//! acks. Closed loop keeps W messages in flight per pair; open loop sends
+//! at a fixed total rate and stamps each message with its *scheduled* time,
+//! so a stalled server shows in the latencies instead of hiding in fewer
+//! sends. Figures: acked messages per second and the latency of send→sent
+//! and send→delivered.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use missive_client::{ClientError, Connection};
+use missive_proto::{ClientFrame, MessageKind, ServerFrame};
+use tokio::sync::watch;
+
+use super::Common;
+use super::ledger::{MessageKey, Received, Tally, message_key, tally};
+use super::report::Report;
+use super::setup::{self, connect_all, members, run_prefix};
+use super::stats::Latencies;
+
+#[derive(Args)]
+pub struct PairsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Online sender/receiver pairs.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Messages in flight per pair (closed loop).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Open loop: total sends per second over all pairs (0: closed loop).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// How long senders send.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+}
+
+/// Open-loop senders stop scheduling beyond this many unanswered sends.
+const IN_FLIGHT_MAX: usize = 4096;
+/// Receivers ack after this many messages (and when traffic pauses).
+const ACK_EVERY: u64 = 32;
+
+pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
+    let common = &args.common;
+    if args.pairs == 0 || args.window == 0 {
+        bail!("--pairs and --window must be at least 1");
+    }
+    let prefix = run_prefix();
+    // Users 2i (sender i) and 2i+1 (receiver i) sit on neighbouring
+    // servers, so with several nodes every message crosses nodes.
+    let names = (0..args.pairs)
+        .flat_map(|i| [format!("{prefix}s{i}"), format!("{prefix}r{i}")])
+        .collect();
+    let people = members(common, names, |j| j / 2 + j % 2).await?;
+    let (connections, _) = connect_all(common, &people, 64).await?;
+    let mut senders = Vec::with_capacity(args.pairs);
+    let mut receivers = Vec::with_capacity(args.pairs);
+    for (j, connection) in connections.into_iter().enumerate() {
+        if j % 2 == 0 {
+            senders.push(connection);
+        } else {
+            receivers.push(connection);
+        }
+    }
+
+    let epoch = Instant::now();
+    let duration = Duration::from_secs(args.duration_secs);
+    let deadline = epoch + duration;
+    let delivered_count = Arc::new(AtomicU64::new(0));
+    let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
+    let bar = setup::progress(args.duration_secs, "sending");
+
+    let mut receiving = Vec::with_capacity(args.pairs);
+    for (i, connection) in receivers.into_iter().enumerate() {
+        receiving.push(tokio::spawn(receive(
+            connection,
+            i,
+            epoch,
+            expect_rx.clone(),
+            delivered_count.clone(),
+            common.settle(),
+        )));
+    }
+    let per_sender_interval =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.pairs as f64 / args.rate as f64));
+    let mut sending = Vec::with_capacity(args.pairs);
+    for (i, connection) in senders.into_iter().enumerate() {
+        let receiver = people[2 * i + 1].username.clone();
+        sending.push(tokio::spawn(send(
+            connection,
+            Target::User(receiver),
+            epoch,
+            deadline,
+            args.window,
+            per_sender_interval,
+            common.settle(),
+        )));
+    }
+    let ticker = tokio::spawn({
+        let bar = bar.clone();
+        async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                bar.set_position(epoch.elapsed().as_secs().min(bar.length().unwrap_or(0)));
+            }
+        }
+    });
+
+    let mut sent_latency = Latencies::default();
+    let mut expected: Vec<HashSet<MessageKey>> = Vec::with_capacity(args.pairs);
+    for task in sending {
+        let (keys, latencies) = task.await.context("sender task")??;
+        sent_latency.merge(&latencies);
+        expected.push(keys.into_iter().collect());
+    }
+    let sending_ended = epoch.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    let _ = expect_tx.send(Some(Arc::new(expected.iter().map(HashSet::len).collect())));
+
+    let mut delivered_latency = Latencies::default();
+    let mut totals = Tally::default();
+    let mut last_delivery = Duration::ZERO;
+    for (i, task) in receiving.into_iter().enumerate() {
+        let outcome = task.await.context("receiver task")??;
+        delivered_latency.merge(&outcome.latencies);
+        totals.merge(&tally(&expected[i], &outcome.received));
+        last_delivery = last_delivery.max(outcome.last_delivery);
+    }
+
+    let mut report = Report::new("pairs");
+    report.param("pairs", args.pairs as u64);
+    report.param(
+        "mode",
+        if args.rate > 0 {
+            "open loop"
+        } else {
+            "closed loop"
+        },
+    );
+    report.param("window", args.window as u64);
+    report.param("rate", args.rate);
+    report.param("duration_secs", args.duration_secs);
+    let span = last_delivery.max(sending_ended).as_secs_f64().max(1e-9);
+    report.figure(
+        "sent_per_sec",
+        sent_latency.count() as f64 / sending_ended.as_secs_f64(),
+    );
+    report.figure("acked_per_sec", totals.delivered as f64 / span);
+    report.latency("send_to_sent", &sent_latency.percentiles());
+    report.latency("send_to_delivered", &delivered_latency.percentiles());
+    report.tally = totals;
+    Ok(report)
+}
+
+/// Where a sender sends.
+#[derive(Clone)]
+pub enum Target {
+    User(String),
+    Conversation(i64),
+}
+
+/// One sender: keeps `window` sends in flight (or follows its schedule)
+/// until `deadline`, then waits for the last replies. Returns the ids the
+/// server confirmed and the send→sent latencies.
+pub async fn send(
+    mut connection: Connection,
+    target: Target,
+    epoch: Instant,
+    deadline: Instant,
+    window: usize,
+    interval: Option<Duration>,
+    settle: Duration,
+) -> anyhow::Result<(Vec<MessageKey>, Latencies)> {
+    let mut in_flight: HashMap<u64, Instant> = HashMap::new();
+    let mut confirmed = Vec::new();
+    let mut latencies = Latencies::default();
+    let mut next: u64 = 0;
+    let mut next_due = epoch;
+    let mut receipts_unacked = 0u64;
+    loop {
+        let now = Instant::now();
+        // Sends that are due now (none once sending time is over).
+        if now < deadline {
+            loop {
+                let (due, stamp_at) = match interval {
+                    None if in_flight.len() < window => (true, now),
+                    None => (false, now),
+                    Some(interval) if next_due <= now && in_flight.len() < IN_FLIGHT_MAX => {
+                        let at = next_due;
+                        next_due += interval;
+                        (true, at)
+                    }
+                    Some(_) => (false, now),
+                };
+                if !due {
+                    break;
+                }
+                let (to, conversation) = match &target {
+                    Target::User(user) => (Some(user.clone()), None),
+                    Target::Conversation(id) => (None, Some(*id)),
+                };
+                let frame = ClientFrame::Send {
+                    id: Some(next.to_string()),
+                    to,
+                    conversation,
+                    client_msg_id: format!("p{next}"),
+                    text: stamp_at.duration_since(epoch).as_nanos().to_string(),
+                    reply_to: None,
+                    media: Vec::new(),
+                };
+                connection.send_frame(&frame).await?;
+                in_flight.insert(next, stamp_at);
+                next += 1;
+            }
+        }
+        if now >= deadline && in_flight.is_empty() {
+            return Ok((confirmed, latencies));
+        }
+        let wait = match interval {
+            Some(_) if now < deadline => next_due.saturating_duration_since(now).min(settle),
+            _ => settle,
+        };
+        let frame = match connection.next_frame(wait).await {
+            Ok(frame) => frame,
+            Err(ClientError::Timeout) if interval.is_some() && now < deadline => continue,
+            Err(err) => return Err(err).context("waiting for sent replies"),
+        };
+        match frame {
+            ServerFrame::Sent { id, message_id, .. } => {
+                let started = id
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .and_then(|id| in_flight.remove(&id));
+                if let (Some(started), Some(key)) = (started, message_key(&message_id)) {
+                    latencies.record(started.elapsed());
+                    confirmed.push(key);
+                }
+            }
+            ServerFrame::Error { code, message, .. } => {
+                bail!("a send was refused: {} ({message})", code.as_str())
+            }
+            // Delivered receipts for our texts: ack them now and then so
+            // the sender's queue does not grow.
+            ServerFrame::Delivered { pos, .. } => {
+                receipts_unacked += 1;
+                if receipts_unacked >= ACK_EVERY {
+                    receipts_unacked = 0;
+                    ack(&mut connection, pos).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub struct ReceiverOutcome {
+    pub received: Received,
+    pub latencies: Latencies,
+    /// (message, send→delivered µs) per text, for per-message figures.
+    pub arrivals: Vec<(MessageKey, u64)>,
+    pub last_delivery: Duration,
+}
+
+/// One receiver: notes and times every message, acks in batches, and ends
+/// once it has everything its sender was told is sent (or nothing arrives
+/// for `settle` after sending ended).
+pub async fn receive(
+    mut connection: Connection,
+    index: usize,
+    epoch: Instant,
+    expect: watch::Receiver<Option<Arc<Vec<usize>>>>,
+    delivered: Arc<AtomicU64>,
+    settle: Duration,
+) -> anyhow::Result<ReceiverOutcome> {
+    let mut outcome = ReceiverOutcome {
+        received: Received::default(),
+        latencies: Latencies::default(),
+        arrivals: Vec::new(),
+        last_delivery: Duration::ZERO,
+    };
+    let mut unique: HashSet<MessageKey> = HashSet::new();
+    let mut unacked: Option<i64> = None;
+    let mut unacked_count = 0u64;
+    let mut quiet_since = Instant::now();
+    loop {
+        let target = expect.borrow().as_ref().map(|counts| counts[index]);
+        if let Some(target) = target {
+            if unique.len() >= target || quiet_since.elapsed() >= settle {
+                if let Some(pos) = unacked {
+                    ack(&mut connection, pos).await?;
+                }
+                return Ok(outcome);
+            }
+        }
+        // A short wait, so the end of sending is noticed promptly.
+        let frame = match connection.next_frame(Duration::from_millis(100)).await {
+            Ok(frame) => frame,
+            Err(ClientError::Timeout) => {
+                if let Some(pos) = unacked.take() {
+                    unacked_count = 0;
+                    ack(&mut connection, pos).await?;
+                }
+                continue;
+            }
+            Err(err) => return Err(err).context("receiving"),
+        };
+        if let ServerFrame::Message {
+            pos,
+            message_id,
+            conversation,
+            seq,
+            text,
+            kind,
+            ..
+        } = frame
+        {
+            // Only the run's texts count; other events (a group's creation)
+            // are acked with them.
+            let key = message_key(&message_id).filter(|_| kind == MessageKind::Text);
+            if let Some(key) = key {
+                quiet_since = Instant::now();
+                outcome.last_delivery = epoch.elapsed();
+                if let Some(latency) = setup::elapsed_since_stamp(epoch, &text) {
+                    outcome.latencies.record(latency);
+                    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                    outcome.arrivals.push((key, micros));
+                }
+                outcome.received.note(key, conversation, seq);
+                if unique.insert(key) {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            unacked = Some(pos);
+            unacked_count += 1;
+            if unacked_count >= ACK_EVERY {
+                unacked_count = 0;
+                unacked = None;
+                ack(&mut connection, pos).await?;
+            }
+        }
+    }
+}
+
+/// Fire-and-forget cumulative ack (its `acked` reply is ignored).
+pub async fn ack(connection: &mut Connection, up_to: i64) -> Result<(), ClientError> {
+    connection
+        .send_frame(&ClientFrame::Ack {
+            id: None,
+            up_to: Some(up_to),
+            positions: Vec::new(),
+        })
+        .await
+}
