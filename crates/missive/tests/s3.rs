@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use missive_client::Api;
 use sha2::{Digest, Sha256};
@@ -17,20 +15,7 @@ fn endpoint() -> String {
 /// Whether the S3 endpoint accepts connections; in CI its absence fails.
 async fn s3_available(endpoint: &str) -> bool {
     let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let reachable = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(address),
-    )
-    .await
-    .is_ok_and(|connected| connected.is_ok());
-    if !reachable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "S3 test server not reachable at {endpoint}: .ci/run must start moto_server"
-        );
-        eprintln!("skipping: no S3-compatible server at {endpoint} (start moto_server -p 5000)");
-    }
-    reachable
+    service_available("the S3 test server (moto_server)", address).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

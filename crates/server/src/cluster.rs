@@ -10,10 +10,10 @@
 //! [`Clock`]: missive_core::Clock
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use missive_bus::{BusSink, DeviceEvent};
-use missive_core::UnixMillis;
+use missive_core::{Clock, SystemClock, UnixMillis};
 use rand::Rng;
 use tokio::sync::mpsc;
 
@@ -22,10 +22,7 @@ use crate::router::NodeEvent;
 
 /// Wall-clock milliseconds, for leases.
 pub fn lease_now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemClock.now_ms()
 }
 
 /// This process's id in the session directory: the configured name (or

@@ -91,13 +91,6 @@ pub trait Store: Send + Sync + 'static {
     /// The device holding this token, unless revoked.
     async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError>;
 
-    /// Records that the device connected now.
-    async fn mark_device_seen(
-        &self,
-        device: DeviceId,
-        now_ms: UnixMillis,
-    ) -> Result<(), StoreError>;
-
     /// The account's devices, oldest first.
     async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError>;
 
@@ -271,7 +264,8 @@ pub trait Store: Send + Sync + 'static {
     /// lapsed): the caller must claim its live sessions again.
     async fn renew_node(&self, node: &str, lease_until_ms: UnixMillis) -> Result<bool, StoreError>;
 
-    /// Records that `node` now holds `device`'s live connection. Returns the
+    /// Records that `node` now holds `device`'s live connection, and that
+    /// the device was seen at `now_ms` (its `last_seen_ms`). Returns the
     /// node that held it before, if that was another node (it must close its
     /// connection: "replaced").
     async fn claim_session(

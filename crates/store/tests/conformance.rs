@@ -1079,7 +1079,10 @@ mod scenarios {
         );
         assert_eq!(auth(store, "nobody").await, None);
 
-        store.mark_device_seen(a2, NOW + 50).await.expect("seen");
+        store
+            .claim_session(a2, alice, "node-a", NOW + 50)
+            .await
+            .expect("claim");
         let listed = devices_of(store, alice).await;
         assert_eq!(
             listed

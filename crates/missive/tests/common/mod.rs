@@ -199,6 +199,26 @@ pub async fn next_ephemeral(connection: &mut Connection) -> ServerFrame {
     }
 }
 
+/// Whether a TCP service answers at `address` (host:port) within 2 s.
+/// Under CI its absence fails the test; elsewhere the test should skip,
+/// and this prints why.
+pub async fn service_available(name: &str, address: &str) -> bool {
+    let reachable = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .is_ok_and(|connected| connected.is_ok());
+    if !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not reachable at {address}: .ci/run must start it"
+        );
+        eprintln!("skipping: {name} is not reachable at {address}");
+    }
+    reachable
+}
+
 // Spawning the built binary: `missive serve` on a random port, and the CLI
 // against it. Shared by binary.rs and cli_groups.rs. Paths are spelled out so
 // this block needs no imports of its own.

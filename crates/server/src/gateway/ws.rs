@@ -125,13 +125,6 @@ async fn serve_device(
         live.end().await;
         return;
     }
-    if let Err(err) = state
-        .store
-        .mark_device_seen(auth.device, state.clock.now_ms())
-        .await
-    {
-        tracing::debug!(%err, "could not record last_seen");
-    }
     let limits = &state.config.limits;
     let (outbound, outbound_rx) = mpsc::channel(limits.outbound_frames_max);
     let mut tasks: JoinSet<WriterEnd> = JoinSet::new();

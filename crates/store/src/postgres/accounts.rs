@@ -1,7 +1,7 @@
 //! Accounts and devices.
 
 use deadpool_postgres::GenericClient;
-use missive_core::{AccountId, DeviceId, TokenHash, UnixMillis, Username};
+use missive_core::{AccountId, DeviceId, TokenHash, Username};
 
 use super::fault::{Fault, Outcome};
 use super::sql::{column, execute, pipeline, row, rows, scalar};
@@ -111,20 +111,6 @@ pub(super) async fn authenticate<C: GenericClient>(
         username,
         device: DeviceId(found.try_get(0)?),
     }))
-}
-
-pub(super) async fn mark_device_seen<C: GenericClient>(
-    db: &C,
-    device: DeviceId,
-    now_ms: UnixMillis,
-) -> Outcome<()> {
-    execute(
-        db,
-        "UPDATE devices SET last_seen_ms = $2 WHERE id = $1",
-        &[&device.0, &now_ms],
-    )
-    .await?;
-    Ok(())
 }
 
 pub(super) async fn list_devices<C: GenericClient>(

@@ -257,14 +257,6 @@ impl Store for PostgresStore {
         autocommit!(self, |db| accounts::authenticate(db, token))
     }
 
-    async fn mark_device_seen(
-        &self,
-        device: DeviceId,
-        now_ms: UnixMillis,
-    ) -> Result<(), StoreError> {
-        autocommit!(self, |db| accounts::mark_device_seen(db, device, now_ms))
-    }
-
     async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
         autocommit!(self, |db| accounts::list_devices(db, account))
     }

@@ -39,13 +39,19 @@ pub(super) async fn claim_session<C: GenericClient>(
     node: &str,
     now_ms: UnixMillis,
 ) -> Outcome<Option<String>> {
-    let inserted = row(
-        db,
-        "INSERT INTO sessions (device_id, account_id, node_id, since_ms) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (device_id) DO NOTHING RETURNING 1",
-        &[&device.0, &account.0, &node, &now_ms],
-    )
-    .await?;
+    let (inserted, _) = pipeline!(
+        row(
+            db,
+            "INSERT INTO sessions (device_id, account_id, node_id, since_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (device_id) DO NOTHING RETURNING 1",
+            &[&device.0, &account.0, &node, &now_ms],
+        ),
+        execute(
+            db,
+            "UPDATE devices SET last_seen_ms = $2 WHERE id = $1",
+            &[&device.0, &now_ms],
+        ),
+    )?;
     if inserted.is_some() {
         return Ok(None);
     }

@@ -9,6 +9,47 @@ use super::fault::Outcome;
 use super::sql::{column, execute, row, rows, scalar};
 use crate::model::*;
 
+/// The two owner → other relations, stored alike.
+enum Relation {
+    Contact,
+    Block,
+}
+
+impl Relation {
+    fn statements(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Contact => (
+                "INSERT INTO contacts (owner_id, contact_id, created_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                "DELETE FROM contacts WHERE owner_id = $1 AND contact_id = $2",
+            ),
+            Self::Block => (
+                "INSERT INTO blocks (blocker_id, blocked_id, created_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
+            ),
+        }
+    }
+}
+
+/// Adds (`present`) or removes `owner → other`; whether anything changed.
+async fn set_relation<C: GenericClient>(
+    db: &C,
+    relation: Relation,
+    owner: AccountId,
+    other: AccountId,
+    present: bool,
+    now_ms: UnixMillis,
+) -> Outcome<bool> {
+    let (insert, delete) = relation.statements();
+    let changed = if present {
+        execute(db, insert, &[&owner.0, &other.0, &now_ms]).await?
+    } else {
+        execute(db, delete, &[&owner.0, &other.0]).await?
+    };
+    Ok(changed > 0)
+}
+
 pub(super) async fn set_contact<C: GenericClient>(
     db: &C,
     owner: AccountId,
@@ -16,23 +57,7 @@ pub(super) async fn set_contact<C: GenericClient>(
     present: bool,
     now_ms: UnixMillis,
 ) -> Outcome<bool> {
-    let changed = if present {
-        execute(
-            db,
-            "INSERT INTO contacts (owner_id, contact_id, created_ms) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-            &[&owner.0, &contact.0, &now_ms],
-        )
-        .await?
-    } else {
-        execute(
-            db,
-            "DELETE FROM contacts WHERE owner_id = $1 AND contact_id = $2",
-            &[&owner.0, &contact.0],
-        )
-        .await?
-    };
-    Ok(changed > 0)
+    set_relation(db, Relation::Contact, owner, contact, present, now_ms).await
 }
 
 pub(super) async fn contacts<C: GenericClient>(db: &C, owner: AccountId) -> Outcome<Vec<String>> {
@@ -52,23 +77,7 @@ pub(super) async fn set_block<C: GenericClient>(
     present: bool,
     now_ms: UnixMillis,
 ) -> Outcome<bool> {
-    let changed = if present {
-        execute(
-            db,
-            "INSERT INTO blocks (blocker_id, blocked_id, created_ms) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-            &[&blocker.0, &blocked.0, &now_ms],
-        )
-        .await?
-    } else {
-        execute(
-            db,
-            "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
-            &[&blocker.0, &blocked.0],
-        )
-        .await?
-    };
-    Ok(changed > 0)
+    set_relation(db, Relation::Block, blocker, blocked, present, now_ms).await
 }
 
 pub(super) async fn blocked<C: GenericClient>(db: &C, blocker: AccountId) -> Outcome<Vec<String>> {

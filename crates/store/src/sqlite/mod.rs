@@ -152,15 +152,6 @@ impl Store for SqliteStore {
         self.read(move |conn| ops::authenticate(conn, &token)).await
     }
 
-    async fn mark_device_seen(
-        &self,
-        device: DeviceId,
-        now_ms: UnixMillis,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| ops::mark_device_seen(conn, device, now_ms))
-            .await
-    }
-
     async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
         self.read(move |conn| ops::list_devices(conn, account))
             .await

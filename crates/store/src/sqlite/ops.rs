@@ -1056,16 +1056,3 @@ pub(super) fn queue_depth_total(conn: &Connection) -> Result<u64, StoreError> {
         .map(|n| n as u64)
         .map_err(backend)
 }
-
-pub(super) fn mark_device_seen(
-    conn: &Connection,
-    device: DeviceId,
-    now_ms: UnixMillis,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1",
-        params![device.0, now_ms],
-    )
-    .map_err(backend)?;
-    Ok(())
-}

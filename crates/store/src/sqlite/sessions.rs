@@ -50,6 +50,11 @@ pub(super) fn claim_session(
         params![device.0, account.0, node, now_ms],
     )
     .map_err(backend)?;
+    conn.execute(
+        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1",
+        params![device.0, now_ms],
+    )
+    .map_err(backend)?;
     Ok(previous.filter(|previous| previous != node))
 }
 
