@@ -193,6 +193,24 @@ impl Shared {
         }
     }
 
+    /// Returns once the server has processed everything this connection
+    /// sent before. `flush` only writes the socket, and core NATS offers
+    /// no awaitable ping; a request to a subject nobody serves comes back
+    /// as the server's "no responders" answer, which it sends only after
+    /// handling every earlier command of ours, such as a `SUB`.
+    async fn round_trip(&self) {
+        let Some(client) = self.client().filter(|_| self.is_connected()) else {
+            return;
+        };
+        let subject = format!("{}.sync.{}", self.prefix, client.new_inbox());
+        match tokio::time::timeout(BUS_CALL_MAX, client.request(subject, Bytes::new())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Ok(Err(err)) => tracing::debug!(%err, "bus round trip failed"),
+            Err(_) => tracing::debug!("bus round trip timed out"),
+        }
+    }
+
     /// Publishes what waited for a connection, in order.
     async fn flush_outbox(&self) {
         let waiting: Vec<_> = lock(&self.outbox).drain(..).collect();
@@ -323,16 +341,10 @@ impl Bus for NatsBus {
         if first {
             self.shared.subscribe_device(device).await;
         }
-        // The subscription is in effect once the server has answered a
-        // ping sent after it (not while NATS is away: then the session's
-        // re-checks cover the gap).
-        if let Some(client) = self.shared.client().filter(|_| self.is_connected()) {
-            match tokio::time::timeout(BUS_CALL_MAX, client.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::debug!(%err, "bus flush failed"),
-                Err(_) => tracing::debug!("bus flush timed out"),
-            }
-        }
+        // The subscription is in effect once the server has answered
+        // something sent after it on this connection (not while NATS is
+        // away: then the session's re-checks cover the gap).
+        self.shared.round_trip().await;
     }
 
     fn unfollow(&self, device: DeviceId) {
