@@ -4000,9 +4000,9 @@ mod postgres {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::time::{Duration, Instant};
 
-        use missive_core::{AccountId, ConversationId, DeviceId, QueuePos, Seq};
+        use missive_core::{AccountId, ConversationId, DeviceId, MessageId, QueuePos, Seq};
         use missive_store::{
-            NewAccount, PostgresConfig, PostgresStore, QueueItem, Store, StoreError,
+            Appended, NewAccount, PostgresConfig, PostgresStore, QueueItem, Store, StoreError,
         };
         use tokio::net::{TcpListener, TcpStream};
         use tokio::sync::Barrier;
@@ -4267,6 +4267,112 @@ mod postgres {
             for node in &nodes {
                 node.shutdown().await;
             }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn refused_sends_in_a_crowd_take_no_seq() {
+            // Goal: sends that arrive together share transactions, yet each
+            // is judged alone: refused ones take no seq and keep nothing
+            // (their client_msg_id is free again), the accepted ones get
+            // 1..=n with no gap, a retry racing its original is stored once.
+            // Method: 240 appends released at once by a barrier on one node
+            // (so the batch writers take many per transaction): texts,
+            // texts from a non-member, reactions to an unknown message, and
+            // pairs of identical retries; then every answer, the history
+            // and the recipient's queue are checked.
+            let Some(schema) = FreshSchema::create().await else {
+                return;
+            };
+            let node: Arc<dyn Store> = Arc::new(schema.node().await);
+            let Cast(alice, bob, conv, [a1, b1]) = cast(&*node, ["a1", "b1"]).await;
+            let (carol, c1) = account_with_device(&*node, "carol", "c1").await;
+            const SENDS: usize = 240;
+            let barrier = Arc::new(Barrier::new(SENDS));
+            let tasks: Vec<_> = (0..SENDS)
+                .map(|i| {
+                    let (node, barrier) = (Arc::clone(&node), Arc::clone(&barrier));
+                    let message = match i % 6 {
+                        0..=2 => {
+                            new_message(conv, alice, a1, &format!("ok-{i}"), NOW, NOW + DAY_MS)
+                        }
+                        3 => new_message(
+                            conv,
+                            carol,
+                            c1,
+                            &format!("outsider-{i}"),
+                            NOW,
+                            NOW + DAY_MS,
+                        ),
+                        4 => message_with(
+                            conv,
+                            alice,
+                            a1,
+                            &format!("bad-{i}"),
+                            react(&MessageId::generate(), Some("👍")),
+                            NOW,
+                        ),
+                        // The pair i, i+1 of a retry: one client_msg_id.
+                        _ => {
+                            new_message(conv, bob, b1, &format!("dup-{}", i / 6), NOW, NOW + DAY_MS)
+                        }
+                    };
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        (i, node.append_message(message).await)
+                    })
+                })
+                .chain((0..SENDS / 6).map(|round| {
+                    let node = Arc::clone(&node);
+                    let message =
+                        new_message(conv, bob, b1, &format!("dup-{round}"), NOW, NOW + DAY_MS);
+                    tokio::spawn(async move { (SENDS + round, node.append_message(message).await) })
+                }))
+                .collect();
+            let mut stored: Vec<Seq> = Vec::new();
+            let mut retries: HashMap<String, Vec<Appended>> = HashMap::new();
+            for task in tasks {
+                let (i, answer) = task.await.expect("append task");
+                match (i % 6, i < SENDS) {
+                    (0..=2, true) => stored.push(answer.expect("a member's text").seq),
+                    (3, true) => assert_eq!(answer, Err(StoreError::NotMember), "send {i}"),
+                    (4, true) => assert_eq!(answer, Err(StoreError::UnknownMessage), "send {i}"),
+                    _ => {
+                        let round = if i < SENDS { i / 6 } else { i - SENDS };
+                        retries
+                            .entry(format!("dup-{round}"))
+                            .or_default()
+                            .push(answer.expect("a retried text"));
+                    }
+                }
+            }
+            for (cmid, answers) in &retries {
+                let [first, second] = &answers[..] else {
+                    panic!("{cmid}: two answers expected, got {answers:?}")
+                };
+                assert!(
+                    first.duplicate != second.duplicate,
+                    "{cmid}: exactly one original: {answers:?}"
+                );
+                assert_eq!(
+                    (&first.message_id, first.seq),
+                    (&second.message_id, second.seq)
+                );
+                stored.push(first.seq);
+            }
+            stored.sort_unstable();
+            let n = stored.len() as Seq;
+            assert_eq!(stored, (1..=n).collect::<Vec<_>>(), "seqs must be gap-free");
+            assert_eq!(seqs(&history_all(&*node, alice, conv).await), stored);
+            assert_eq!(
+                pending_ids(&*node, a1).await.len(),
+                retries.len(),
+                "alice's device gets bob's texts only"
+            );
+
+            // A refused send's client_msg_id was released with it.
+            let again = send(&*node, conv, alice, a1, "bad-4").await;
+            assert_new(&again, n + 1);
+            node.shutdown().await;
         }
 
         #[tokio::test(flavor = "multi_thread")]

@@ -85,6 +85,14 @@ pub(super) async fn take_unreferenced_media<C: GenericClient>(
     .await
 }
 
+/// The statements of [`check_own_media`] and [`attach_media`].
+pub(super) const OWN_MEDIA: &str =
+    "SELECT id FROM media WHERE id = ANY($1) AND uploader_id = $2 ORDER BY id FOR KEY SHARE";
+pub(super) const ATTACH_MEDIA: &str =
+    "INSERT INTO message_media (message_id, media_id, conversation_id, seq)
+         SELECT $1, media_id, $3, $4 FROM unnest($2::text[]) AS media_id
+         ON CONFLICT DO NOTHING";
+
 /// `UnknownMedia` unless `uploader` uploaded every one of `ids`. The rows
 /// stay share-locked to commit, so media collection (which skips locked
 /// rows) cannot delete a record a send is about to attach.
@@ -96,12 +104,7 @@ pub(super) async fn check_own_media<C: GenericClient>(
     if ids.is_empty() {
         return Ok(());
     }
-    let owned: Vec<String> = column(
-        db,
-        "SELECT id FROM media WHERE id = ANY($1) AND uploader_id = $2 ORDER BY id FOR KEY SHARE",
-        &[&ids, &uploader.0],
-    )
-    .await?;
+    let owned: Vec<String> = column(db, OWN_MEDIA, &[&ids, &uploader.0]).await?;
     if ids.iter().all(|id| owned.contains(id)) {
         Ok(())
     } else {
@@ -122,9 +125,7 @@ pub(super) async fn attach_media<C: GenericClient>(
     }
     execute(
         db,
-        "INSERT INTO message_media (message_id, media_id, conversation_id, seq)
-         SELECT $1, media_id, $3, $4 FROM unnest($2::text[]) AS media_id
-         ON CONFLICT DO NOTHING",
+        ATTACH_MEDIA,
         &[&message_id, &media, &conversation.0, &seq],
     )
     .await?;

@@ -53,6 +53,7 @@ mod media;
 mod queue;
 mod schema;
 mod send;
+mod sender;
 mod sessions;
 mod social;
 mod sql;
@@ -102,6 +103,13 @@ impl PostgresConfig {
 /// How often a transaction that lost a deadlock or serialization race is
 /// tried in all.
 const TX_ATTEMPTS: u32 = 5;
+/// How many batch writers (each holding at most one connection) a pool of
+/// `pool_size` gets: a quarter, so reads, acks and sessions keep the rest.
+/// More than one, so a batch fills while another commits.
+fn send_writers(pool_size: usize) -> usize {
+    (pool_size / 4).clamp(2, 16)
+}
+
 /// Bound of the readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -112,6 +120,8 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    /// Where sends queue for the batch writers.
+    sender: sender::Sender,
     /// `true` while open. Every call holds a read guard for its whole run,
     /// so `shutdown` (the writer) waits for calls in flight, and calls that
     /// come after it see `false`.
@@ -148,9 +158,11 @@ impl PostgresStore {
             .map_err(|err| {
                 StoreError::Backend(format!("cannot build the connection pool: {err}"))
             })?;
+        let sender = sender::Sender::start(&pool, send_writers(config.pool_size));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                sender,
                 open: RwLock::new(true),
             }),
         })
@@ -284,7 +296,8 @@ impl Store for PostgresStore {
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        transaction!(self, |tx| send::append_message(tx, &message))
+        let _open = self.admit().await?;
+        self.inner.sender.send(message).await
     }
 
     async fn pending(

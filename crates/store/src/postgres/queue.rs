@@ -46,6 +46,18 @@ impl Audience {
     }
 }
 
+/// The statement of [`fan_out`] (sends warm it up with the others).
+pub(super) const FAN_OUT: &str = "WITH recipients AS (
+             SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
+             WHERE m.conversation_id = $1 AND m.joined_seq < $2
+               AND m.account_id <> $3 AND d.id <> $4
+             ORDER BY d.id FOR NO KEY UPDATE OF d
+         )
+         INSERT INTO queue (device_id, kind, message_id, conversation_id, seq, by_account, created_ms, expires_ms)
+         SELECT id, $5::smallint, $6::text, $1, $7::bigint, $8::bigint, $9::bigint, $10::bigint
+         FROM recipients ORDER BY id
+         RETURNING device_id";
+
 /// Appends `entry` to the queue of every device of the conversation's
 /// members in `audience`; returns those devices, ascending.
 pub(super) async fn fan_out<C: GenericClient>(
@@ -55,16 +67,7 @@ pub(super) async fn fan_out<C: GenericClient>(
 ) -> Outcome<Vec<DeviceId>> {
     let queued: Vec<i64> = column(
         db,
-        "WITH recipients AS (
-             SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
-             WHERE m.conversation_id = $1 AND m.joined_seq < $2
-               AND m.account_id <> $3 AND d.id <> $4
-             ORDER BY d.id FOR NO KEY UPDATE OF d
-         )
-         INSERT INTO queue (device_id, kind, message_id, conversation_id, seq, by_account, created_ms, expires_ms)
-         SELECT id, $5::smallint, $6::text, $1, $7::bigint, $8::bigint, $9::bigint, $10::bigint
-         FROM recipients ORDER BY id
-         RETURNING device_id",
+        FAN_OUT,
         &[
             &entry.conversation.0,
             &audience.joined_before,

@@ -8,6 +8,10 @@
 //! an earlier one's effects and, under READ COMMITTED, sees everything that
 //! committed before it started, including while an earlier one waited.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
@@ -23,6 +27,40 @@ macro_rules! pipeline {
     };
 }
 pub(super) use pipeline;
+
+/// One statement (or a group of them) of a pipeline whose length is known
+/// only at run time; see [`in_order`].
+pub(super) type Step<'a, T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send + 'a>>;
+
+/// Runs `steps` pipelined, like [`pipeline!`] for a list: each poll visits
+/// them in order, so the statements a step sends on its first poll go out
+/// before the next step's. Returns every result, in order, or the first
+/// error.
+pub(super) async fn in_order<T>(steps: Vec<Step<'_, T>>) -> Outcome<Vec<T>> {
+    let mut running: Vec<Option<Step<'_, T>>> = steps.into_iter().map(Some).collect();
+    let mut results: Vec<Option<T>> = running.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, result) in running.iter_mut().zip(results.iter_mut()) {
+            let Some(step) = slot else { continue };
+            match step.as_mut().poll(cx) {
+                Poll::Ready(Ok(value)) => {
+                    *result = Some(value);
+                    *slot = None;
+                }
+                Poll::Ready(Err(fault)) => return Poll::Ready(Err(fault)),
+                Poll::Pending => waiting = true,
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await?;
+    Ok(results.into_iter().flatten().collect())
+}
 
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
