@@ -33,6 +33,9 @@
 //!   key order. A deadlock or serialization failure the engine still reports
 //!   (other Postgres-wire engines report conflicts that way) reruns the
 //!   transaction a few times.
+//! - **Many sends per commit.** Sends that arrive together share one
+//!   transaction (`sender.rs`, `send.rs`), which takes all its locks up
+//!   front in the order above; each send is still judged alone.
 //! - **Sweeps on every node at once.** The sweeper and media collection
 //!   delete bounded batches picked with `FOR UPDATE SKIP LOCKED`, so
 //!   concurrent sweepers take disjoint rows and never wait on each other or
