@@ -5,9 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use missive_bus::{Bus, DeviceEvent, Invalidation};
 use missive_core::{Clock, DeviceId, DeviceToken, Password, TokenHash, Username};
 use missive_proto::ErrorCode;
@@ -18,6 +15,7 @@ use missive_store::{DeviceAuth, NewAccount, NewDevice, Store};
 use tokio::sync::Semaphore;
 
 use super::login_limit::AttemptLimiter;
+use super::password::PasswordHasher;
 use crate::cache::Caches;
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
@@ -41,6 +39,7 @@ pub struct Accounts {
     /// Verified against when the username does not exist, so a failed login
     /// takes as long whether or not the account exists.
     dummy_hash: String,
+    hasher: Arc<PasswordHasher>,
 }
 
 impl Accounts {
@@ -51,10 +50,8 @@ impl Accounts {
         caches: Arc<Caches>,
         limits: &LimitsConfig,
     ) -> Self {
-        let dummy_hash = Argon2::default()
-            .hash_password(b"missive-dummy-password")
-            .map(|hash| hash.to_string())
-            .unwrap_or_default();
+        let hasher = Arc::new(PasswordHasher::default());
+        let dummy_hash = hasher.hash(b"missive-dummy-password").unwrap_or_default();
         Self {
             store,
             bus,
@@ -72,6 +69,7 @@ impl Accounts {
             ),
             devices_max: limits.devices_per_account_max,
             dummy_hash,
+            hasher,
         }
     }
 
@@ -251,32 +249,22 @@ impl Accounts {
 
     async fn hash(&self, password: Password) -> Result<String, ApiError> {
         let _permit = self.hashing_slot().await?;
-        tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .hash_password(password.as_str().as_bytes())
-                .map(|hash| hash.to_string())
-        })
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|err| {
-            tracing::error!(%err, "password hashing failed");
-            ApiError::internal()
-        })
+        let hasher = Arc::clone(&self.hasher);
+        tokio::task::spawn_blocking(move || hasher.hash(password.as_str().as_bytes()))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(|err| {
+                tracing::error!(%err, "password hashing failed");
+                ApiError::internal()
+            })
     }
 
     async fn verify(&self, password: String, stored_hash: String) -> Result<bool, ApiError> {
         let _permit = self.hashing_slot().await?;
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored_hash)
-                .map(|hash| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &hash)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .map_err(|_| ApiError::internal())
+        let hasher = Arc::clone(&self.hasher);
+        tokio::task::spawn_blocking(move || hasher.verify(password.as_bytes(), &stored_hash))
+            .await
+            .map_err(|_| ApiError::internal())
     }
 }
 

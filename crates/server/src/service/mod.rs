@@ -7,6 +7,7 @@ pub mod groups;
 pub mod login_limit;
 pub mod media;
 pub mod messaging;
+pub mod password;
 pub mod push;
 pub mod social;
 
