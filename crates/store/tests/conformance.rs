@@ -4287,7 +4287,8 @@ mod postgres {
             let Cast(alice, bob, conv, [a1, b1]) = cast(&*node, ["a1", "b1"]).await;
             let (carol, c1) = account_with_device(&*node, "carol", "c1").await;
             const SENDS: usize = 240;
-            let barrier = Arc::new(Barrier::new(SENDS));
+            const RETRIES: usize = SENDS / 6;
+            let barrier = Arc::new(Barrier::new(SENDS + RETRIES));
             let tasks: Vec<_> = (0..SENDS)
                 .map(|i| {
                     let (node, barrier) = (Arc::clone(&node), Arc::clone(&barrier));
@@ -4311,7 +4312,7 @@ mod postgres {
                             react(&MessageId::generate(), Some("👍")),
                             NOW,
                         ),
-                        // The pair i, i+1 of a retry: one client_msg_id.
+                        // An original; its retry is task SENDS + i / 6.
                         _ => {
                             new_message(conv, bob, b1, &format!("dup-{}", i / 6), NOW, NOW + DAY_MS)
                         }
@@ -4321,11 +4322,14 @@ mod postgres {
                         (i, node.append_message(message).await)
                     })
                 })
-                .chain((0..SENDS / 6).map(|round| {
-                    let node = Arc::clone(&node);
+                .chain((0..RETRIES).map(|round| {
+                    let (node, barrier) = (Arc::clone(&node), Arc::clone(&barrier));
                     let message =
                         new_message(conv, bob, b1, &format!("dup-{round}"), NOW, NOW + DAY_MS);
-                    tokio::spawn(async move { (SENDS + round, node.append_message(message).await) })
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        (SENDS + round, node.append_message(message).await)
+                    })
                 }))
                 .collect();
             let mut stored: Vec<Seq> = Vec::new();

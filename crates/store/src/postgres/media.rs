@@ -86,10 +86,9 @@ pub(super) async fn take_unreferenced_media<C: GenericClient>(
 }
 
 /// The statements of [`check_own_media`] and [`attach_media`].
-pub(super) const OWN_MEDIA: &str =
+const OWN_MEDIA: &str =
     "SELECT id FROM media WHERE id = ANY($1) AND uploader_id = $2 ORDER BY id FOR KEY SHARE";
-pub(super) const ATTACH_MEDIA: &str =
-    "INSERT INTO message_media (message_id, media_id, conversation_id, seq)
+const ATTACH_MEDIA: &str = "INSERT INTO message_media (message_id, media_id, conversation_id, seq)
          SELECT $1, media_id, $3, $4 FROM unnest($2::text[]) AS media_id
          ON CONFLICT DO NOTHING";
 

@@ -213,7 +213,7 @@ macro_rules! autocommit {
         let _open = $store.admit().await?;
         let $db = $store.connection().await?;
         let $db = &$db;
-        $op.await.map_err(Fault::into_store)
+        sql::ordered($op).await.map_err(Fault::into_store)
     }};
 }
 
@@ -226,7 +226,7 @@ macro_rules! transaction {
         let mut client = $store.connection().await?;
         let mut attempt = 1;
         loop {
-            let outcome: Outcome<_> = async {
+            let outcome: Outcome<_> = sql::ordered(async {
                 let $tx = client
                     .build_transaction()
                     .isolation_level(IsolationLevel::ReadCommitted)
@@ -238,7 +238,7 @@ macro_rules! transaction {
                 };
                 $tx.commit().await?;
                 Ok(value)
-            }
+            })
             .await;
             match outcome {
                 Err(fault) if fault.is_transient() && attempt < TX_ATTEMPTS => {

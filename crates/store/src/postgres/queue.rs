@@ -46,8 +46,8 @@ impl Audience {
     }
 }
 
-/// The statement of [`fan_out`] (sends warm it up with the others).
-pub(super) const FAN_OUT: &str = "WITH recipients AS (
+/// The statement of [`fan_out`].
+const FAN_OUT: &str = "WITH recipients AS (
              SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
              WHERE m.conversation_id = $1 AND m.joined_seq < $2
                AND m.account_id <> $3 AND d.id <> $4

@@ -18,13 +18,10 @@
 //!    and the release of the refused sends' dedup keys.
 //!
 //! Two sends that could see each other inside one transaction never share a
-//! batch (`sender.rs` keeps them apart): the same dedup key, or the same
-//! target message. A send cannot refer to another of its batch otherwise: a
-//! message id reaches clients only after its commit.
-//!
-//! Every statement is prepared before the first round, so each one is sent
-//! when its future is first polled, in the order the rounds poll them
-//! (see `sql.rs`).
+//! batch (`sender.rs` keeps them apart): the same dedup key, or a reaction,
+//! edit or delete of the same message (a reply only reads its target). A
+//! send cannot refer to another of its batch otherwise: a message id
+//! reaches clients only after its commit.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -35,8 +32,8 @@ use tokio_postgres::Row;
 use super::codes::{EVENT_DELETE, EVENT_EDIT, EVENT_REACTION, EVENT_TEXT, QUEUE_MESSAGE};
 use super::conversations::refusal;
 use super::fault::{Fault, Outcome};
-use super::media::{ATTACH_MEDIA, OWN_MEDIA, attach_media, check_own_media};
-use super::queue::{Audience, Entry, FAN_OUT, fan_out};
+use super::media::{attach_media, check_own_media};
+use super::queue::{Audience, Entry, fan_out};
 use super::sql::{Step, execute, in_order, pipeline, row, rows};
 use crate::StoreError;
 use crate::model::*;
@@ -84,39 +81,12 @@ const PURGE_EDITS: &str = "UPDATE messages SET body = '' WHERE target_id = $1 AN
 const PURGE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = $1";
 const PURGE_MEDIA_LINKS: &str = "DELETE FROM message_media WHERE message_id = $1";
 
-/// Every statement a batch may run.
-const SEND_STATEMENTS: [&str; 22] = [
-    CLAIM_DEDUP,
-    LOCK_CONVERSATIONS,
-    LOCK_CHANGED_MESSAGES,
-    LOCK_RECIPIENTS,
-    IS_MEMBER,
-    IS_BLOCKED,
-    TEXT_TARGET,
-    OWN_MEDIA,
-    EARLIER_SEND,
-    RELEASE_DEDUP,
-    SET_LAST_SEQ,
-    INSERT_MESSAGE,
-    SET_DEDUP_SEQ,
-    ATTACH_MEDIA,
-    FAN_OUT,
-    SET_REACTION,
-    CLEAR_REACTION,
-    EDIT_TEXT,
-    TOMBSTONE,
-    PURGE_EDITS,
-    PURGE_REACTIONS,
-    PURGE_MEDIA_LINKS,
-];
-
 /// Stores `sends` in the transaction `db`, answering each in order. An
 /// error concerns the whole batch (the transaction is then rolled back).
 pub(super) async fn append_batch<C: GenericClient>(
     db: &C,
     sends: &[&NewMessage],
 ) -> Outcome<Vec<Answer>> {
-    prepare_all(db).await?;
     let claimed = lock_everything(db, sends).await?;
     let checked = check_all(db, sends, &claimed.keys).await?;
 
@@ -133,17 +103,16 @@ pub(super) async fn append_batch<C: GenericClient>(
             }
             Found::Checks(checks) => checks,
         };
-        let exists = last_seq.contains_key(&message.conversation.0);
-        match judge(message, exists, checks)? {
-            Ok(plan) => {
-                let Some(seq) = last_seq.get_mut(&message.conversation.0) else {
-                    return Err(Fault::Raced);
-                };
+        let next_seq = last_seq.get_mut(&message.conversation.0);
+        match (judge(message, next_seq.is_some(), checks)?, next_seq) {
+            (Ok(plan), Some(seq)) => {
                 *seq += 1;
                 accepted.push((i, *seq, plan));
                 answers.push(None);
             }
-            Err(refused) => {
+            // `judge` refuses a send to a conversation that does not exist.
+            (Ok(_), None) => return Err(Fault::Raced),
+            (Err(refused), _) => {
                 released.push(message);
                 answers.push(Some(Err(refused)));
             }
@@ -195,18 +164,6 @@ pub(super) async fn append_batch<C: GenericClient>(
         .into_iter()
         .map(|answer| answer.ok_or(Fault::Raced))
         .collect()
-}
-
-/// Prepares what is not yet in this connection's statement cache; after a
-/// connection's first batch this costs nothing.
-async fn prepare_all<C: GenericClient>(db: &C) -> Outcome<()> {
-    let steps: Vec<Step<'_, ()>> = SEND_STATEMENTS
-        .iter()
-        .map(|sql| -> Step<'_, ()> {
-            Box::pin(async move { Ok(db.prepare_cached(sql).await.map(drop)?) })
-        })
-        .collect();
-    in_order(steps).await.map(drop)
 }
 
 /// What round 1 learned: the dedup keys this batch won, and the `last_seq`
@@ -452,6 +409,17 @@ fn earlier_send(found: Option<Row>) -> Outcome<Appended> {
         duplicate: true,
         queued_for: Vec::new(),
     })
+}
+
+/// The message an event changes or annotates (a reaction, an edit, a
+/// delete); two such events about one message must not share a batch.
+pub(super) fn changed_target(body: &Body) -> Option<&MessageId> {
+    match body {
+        Body::Text { .. } => None,
+        Body::Reaction { target, .. } | Body::Edit { target, .. } | Body::Delete { target } => {
+            Some(target)
+        }
+    }
 }
 
 fn body_target(body: &Body) -> Option<&MessageId> {

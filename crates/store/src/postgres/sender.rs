@@ -14,9 +14,10 @@ use tokio_postgres::IsolationLevel;
 
 use super::TX_ATTEMPTS;
 use super::fault::Outcome;
-use super::send::{Answer, append_batch};
+use super::send::{Answer, append_batch, changed_target};
+use super::sql::ordered;
 use crate::StoreError;
-use crate::model::{Body, NewMessage};
+use crate::model::NewMessage;
 
 /// Most sends in one transaction. A batch holds the locks of all its
 /// conversations until it commits, so batches from several nodes that touch
@@ -86,19 +87,14 @@ async fn writer(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<Job>>>) {
 
 /// Splits off the sends that must not share a transaction with an earlier
 /// one of `jobs`: the same dedup key (a retry racing its original), or the
-/// same target message (two edits, a delete and a reaction, ...). They go
-/// in the writer's next batch, in their order.
+/// same message reacted to, edited or deleted (each checks the target as
+/// the batch found it). They go in the writer's next batch, in their order.
 fn apart(jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
     let mut keys = HashSet::new();
     let mut targets = HashSet::new();
     jobs.into_iter().partition(|job| {
         let message = &job.message;
-        let target = match &message.body {
-            Body::Text { reply_to, .. } => reply_to.as_ref(),
-            Body::Reaction { target, .. } | Body::Edit { target, .. } | Body::Delete { target } => {
-                Some(target)
-            }
-        };
+        let target = changed_target(&message.body);
         let key = (
             message.sender_device,
             message.client_msg_id.as_str().to_owned(),
@@ -157,7 +153,7 @@ async fn commit(pool: &Pool, messages: &[&NewMessage]) -> Outcome<Vec<Answer>> {
     let mut client = pool.get().await?;
     let mut attempt = 1;
     loop {
-        let outcome: Outcome<Vec<Answer>> = async {
+        let outcome: Outcome<Vec<Answer>> = ordered(async {
             let tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::ReadCommitted)
@@ -166,7 +162,7 @@ async fn commit(pool: &Pool, messages: &[&NewMessage]) -> Outcome<Vec<Answer>> {
             let answers = append_batch(&tx, messages).await?;
             tx.commit().await?;
             Ok(answers)
-        }
+        })
         .await;
         match outcome {
             Err(fault) if fault.is_transient() && attempt < TX_ATTEMPTS => {
