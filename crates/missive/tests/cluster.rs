@@ -60,6 +60,25 @@ impl Database {
         format!("{POSTGRES}/{}", self.name)
     }
 
+    /// How many live sessions the directory lists for `username`.
+    async fn sessions_of(&self, username: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM sessions s JOIN accounts a ON a.id = s.account_id
+                 WHERE a.username = $1",
+                &[&username],
+            )
+            .await
+            .expect("count sessions");
+        drop(client);
+        let _ = driver.await;
+        row.get(0)
+    }
+
     async fn drop_now(self) {
         admin(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -648,8 +667,12 @@ async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
     // Goal: while PostgreSQL cannot be reached, sends fail with the typed
     // `unavailable` error and `/readyz` names the store; afterwards service
     // resumes on its own and every message that got `sent` is delivered.
+    // A session that ends during the outage leaves the session directory
+    // once the store is back (the release is retried), so its user does
+    // not show online forever.
     // Method: the node reaches PostgreSQL through a proxy that cuts every
-    // connection; bob sends before, during and after the cut.
+    // connection; bob sends before, during and after the cut; carol's
+    // connection closes during it.
     if !services_available().await {
         return;
     }
@@ -658,7 +681,10 @@ async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
     let cluster = Cluster::start(1, &db.url_via(&proxy.address), NATS, &[]);
     let alice_token = cluster.user(0, "alice").await;
     let bob_token = cluster.user(0, "bob").await;
+    let carol_token = cluster.user(0, "carol").await;
+    let carol = cluster.connect(0, &carol_token).await;
     let mut bob = cluster.connect(0, &bob_token).await;
+    assert_eq!(db.sessions_of("carol").await, 1);
     let mut confirmed = Vec::new();
     for i in 0..10 {
         let sent = bob
@@ -680,6 +706,7 @@ async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
         ),
         "{refused:?}"
     );
+    drop(carol);
     let ready = reqwest::get(format!("{}/readyz", cluster.urls[0]))
         .await
         .unwrap();
@@ -699,6 +726,7 @@ async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
             Err(err) => panic!("service did not resume: {err:?}"),
         }
     };
+    assert!(!sent_of(&sent).2, "`unavailable` stored nothing");
     confirmed.push(sent_of(&sent).0);
     for i in 10..20 {
         let sent = bob
@@ -719,6 +747,15 @@ async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
         .collect();
     assert_eq!(got, confirmed, "every sent message, once, in order");
     assert_nothing_queued(&mut alice).await;
+
+    let settled = Instant::now() + Duration::from_millis(4 * LEASE_MS);
+    while db.sessions_of("carol").await != 0 {
+        assert!(
+            Instant::now() < settled,
+            "carol's ended session is still in the directory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(cluster);
     db.drop_now().await;
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use missive_bus::{BusSink, DeviceEvent};
-use missive_core::{Clock, SystemClock, UnixMillis};
+use missive_core::{AccountId, Clock, DeviceId, SystemClock, UnixMillis};
 use rand::Rng;
 use tokio::sync::mpsc;
 
@@ -37,13 +37,61 @@ pub fn node_id(configured: &str) -> Arc<str> {
     };
     let mut bytes = [0u8; 4];
     rand::rng().fill_bytes(&mut bytes);
-    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    Arc::from(format!("{name}-{hex}").as_str())
+    Arc::from(format!("{name}-{}", hex::encode(bytes)).as_str())
+}
+
+/// Claims `device` (of `account`) for this node in the session directory
+/// and tells the node that held it, if another, to let go: the claim that
+/// commits last wins. A store failure leaves the entry for the heartbeat.
+pub async fn claim(state: &AppState, device: DeviceId, account: AccountId) {
+    let node = state.router.node();
+    match state
+        .store
+        .claim_session(device, account, node, state.clock.now_ms())
+        .await
+    {
+        Ok(Some(previous)) => {
+            tracing::debug!(%previous, %device, "device taken over from another node");
+            let node = Arc::clone(node);
+            state
+                .bus
+                .publish(device, DeviceEvent::TakenOver { node })
+                .await;
+        }
+        Ok(None) => {}
+        Err(err) => {
+            tracing::warn!(%err, %device, "could not claim the session; retrying at the next beat");
+            state.router.settle_later(device, account);
+        }
+    }
+}
+
+/// Makes `device`'s directory entry match this node: claimed while it is
+/// live here, released otherwise (unless another node holds it).
+pub async fn settle(state: &AppState, device: DeviceId, account: AccountId) {
+    if state.router.is_live(device) {
+        return claim(state, device, account).await;
+    }
+    if let Err(err) = state
+        .store
+        .release_session(device, state.router.node())
+        .await
+    {
+        tracing::warn!(%err, %device, "could not release the session; retrying at the next beat");
+        state.router.settle_later(device, account);
+        return;
+    }
+    // A newer connection of the device here may have claimed just before
+    // the release removed the row: claim again for it.
+    if state.router.is_live(device) {
+        claim(state, device, account).await;
+    }
 }
 
 /// Renews this node's lease; when it had lapsed (the store was away longer
 /// than the lease and another node reaped us), claims every live device
-/// again. Errors are logged: the next beat retries.
+/// again. Then settles the entries earlier claims or releases failed to
+/// write. Errors are logged: the next beat retries.
 pub async fn renew(state: &Arc<AppState>) {
     let lease_ms = i64::try_from(state.config.cluster.lease_ms).unwrap_or(i64::MAX);
     let node = state.router.node();
@@ -51,23 +99,31 @@ pub async fn renew(state: &Arc<AppState>) {
     match state.store.renew_node(node, until).await {
         Ok(true) => {}
         Ok(false) => {
-            let mut accounts = Vec::new();
-            for (device, account) in state.router.live_devices() {
-                match state
-                    .store
-                    .claim_session(device, account, node, lease_now_ms())
-                    .await
-                {
-                    Ok(_) => accounts.push(account),
-                    Err(err) => tracing::warn!(%err, "could not claim a live session again"),
-                }
+            let live = state.router.live_devices();
+            for (device, account) in &live {
+                claim(state, *device, *account).await;
             }
             // Others may have announced them offline when they reaped us.
+            let mut accounts: Vec<AccountId> = live.into_iter().map(|(_, a)| a).collect();
             accounts.sort();
             accounts.dedup();
             announce_later(state, accounts);
         }
-        Err(err) => tracing::warn!(%err, "could not renew this node's lease"),
+        Err(err) => {
+            tracing::warn!(%err, "could not renew this node's lease");
+            return;
+        }
+    }
+    let unsettled = state.router.take_unsettled();
+    if !unsettled.is_empty() {
+        let mut accounts = Vec::new();
+        for (device, account) in unsettled {
+            settle(state, device, account).await;
+            accounts.push(account);
+        }
+        accounts.sort();
+        accounts.dedup();
+        announce_later(state, accounts);
     }
 }
 
@@ -94,7 +150,7 @@ pub async fn run_heartbeat(state: Arc<AppState>) {
 
 /// Announces on a task of its own, so many announcements never delay the
 /// next lease renewal.
-fn announce_later(state: &Arc<AppState>, accounts: Vec<missive_core::AccountId>) {
+fn announce_later(state: &Arc<AppState>, accounts: Vec<AccountId>) {
     if accounts.is_empty() {
         return;
     }

@@ -52,6 +52,9 @@ struct State {
     watchers: HashMap<AccountId, HashMap<DeviceId, AccountId>>,
     /// watching device → the accounts it watches.
     watching: HashMap<DeviceId, Vec<AccountId>>,
+    /// Devices whose session-directory entry could not be written (the
+    /// store failed a claim or a release); the heartbeat settles them.
+    unsettled: HashMap<DeviceId, AccountId>,
 }
 
 pub struct Router {
@@ -135,6 +138,16 @@ impl Router {
             close: close_rx,
             ephemeral: ephemeral_rx,
         }
+    }
+
+    /// Leaves `device`'s directory entry for the heartbeat to settle.
+    pub fn settle_later(&self, device: DeviceId, account: AccountId) {
+        self.lock().unsettled.insert(device, account);
+    }
+
+    /// Takes the devices left to settle.
+    pub fn take_unsettled(&self) -> Vec<(DeviceId, AccountId)> {
+        self.lock().unsettled.drain().collect()
     }
 
     pub fn is_live(&self, device: DeviceId) -> bool {

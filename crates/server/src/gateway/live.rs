@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use missive_bus::DeviceEvent;
 use missive_core::{AccountId, DeviceId};
 use missive_store::DeviceAuth;
 
@@ -54,29 +53,7 @@ pub async fn open(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) 
 async fn open_here(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) -> Live {
     let registration = state.router.register(auth.device, auth.account);
     state.bus.follow(auth.device).await;
-    let node = state.router.node();
-    match state
-        .store
-        .claim_session(auth.device, auth.account, node, state.clock.now_ms())
-        .await
-    {
-        Ok(Some(previous)) => {
-            tracing::debug!(%previous, "device taken over from another node");
-            state
-                .bus
-                .publish(
-                    auth.device,
-                    DeviceEvent::TakenOver {
-                        node: Arc::clone(node),
-                    },
-                )
-                .await;
-        }
-        Ok(None) => {}
-        // The heartbeat claims every live device again once the store is
-        // back; delivery does not depend on the directory.
-        Err(err) => tracing::warn!(%err, "could not claim the session"),
-    }
+    crate::cluster::claim(state, auth.device, auth.account).await;
     Live {
         registration: Some(registration),
         state: Arc::clone(state),
@@ -111,22 +88,8 @@ impl Live {
 }
 
 async fn release(state: Arc<AppState>, device: DeviceId, account: AccountId, announce: Announce) {
-    let node = state.router.node();
     if !state.router.is_live(device) {
-        if let Err(err) = state.store.release_session(device, node).await {
-            tracing::warn!(%err, "could not release the session");
-        }
-        // A newer connection of the device here may have claimed just
-        // before our release removed the row: claim again for it.
-        if state.router.is_live(device) {
-            let claimed = state
-                .store
-                .claim_session(device, account, node, crate::cluster::lease_now_ms())
-                .await;
-            if let Err(err) = claimed {
-                tracing::warn!(%err, "could not claim the session again");
-            }
-        }
+        crate::cluster::settle(&state, device, account).await;
     }
     match announce {
         Announce::Yes => state.social.device_disconnected(account).await,
