@@ -47,6 +47,14 @@ impl MessageId {
         Self(uuid::Uuid::now_v7().hyphenated().to_string())
     }
 
+    /// A message id a client sent: the hyphenated UUID form ids are
+    /// stored in (any case), or `None` for anything else, which names no
+    /// message.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let id = uuid::Uuid::try_parse(raw).ok()?;
+        (raw.len() == uuid::fmt::Hyphenated::LENGTH).then(|| Self(id.hyphenated().to_string()))
+    }
+
     /// Wraps an id read back from the store.
     pub fn from_stored(text: String) -> Self {
         Self(text)
@@ -60,5 +68,26 @@ impl MessageId {
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_message_ids_parse_to_the_stored_form() {
+        // Goal: a generated id round-trips, in either case; anything that is
+        // not a hyphenated UUID names no message.
+        let id = MessageId::generate();
+        assert_eq!(MessageId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(
+            MessageId::parse(&id.as_str().to_uppercase()),
+            Some(id.clone())
+        );
+        let simple = id.as_str().replace('-', "");
+        for bad in ["", "x", "x\0", simple.as_str(), &format!("{{{id}}}")] {
+            assert_eq!(MessageId::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -101,7 +101,8 @@ impl ClientMsgId {
     }
 }
 
-/// Message text: not blank, at most `len_max` bytes of UTF-8.
+/// Message text: not blank, at most `len_max` bytes of UTF-8, no NUL
+/// (PostgreSQL cannot store it in `text`; both stores refuse it alike).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageText(String);
 
@@ -114,6 +115,12 @@ impl MessageText {
             return Err(InputError::new(
                 "text_too_long",
                 format!("text is {} bytes; the limit is {len_max_bytes}", raw.len()),
+            ));
+        }
+        if raw.contains('\0') {
+            return Err(InputError::new(
+                "invalid_text",
+                "text must not contain NUL characters",
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -136,6 +143,15 @@ impl MessageText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_refuse_nul() {
+        // Goal: a NUL anywhere is refused with its own code; other control
+        // characters (a newline) are text.
+        let refused = MessageText::parse("a\0b", 100).map_err(|err| err.code);
+        assert_eq!(refused, Err("invalid_text"));
+        assert!(MessageText::parse("line\nnext", 100).is_ok());
+    }
 
     #[test]
     fn usernames() {

@@ -103,6 +103,23 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
             "invalid_field",
             Some("16"),
         ),
+        // NUL cannot be stored by PostgreSQL: refused alike by both stores.
+        (
+            r#"{"type":"send","id":"17","to":"bob","client_msg_id":"a","text":"a\u0000b"}"#,
+            "invalid_field",
+            Some("17"),
+        ),
+        // A target or reply that is not a message id names no message.
+        (
+            r#"{"type":"send","id":"18","to":"bob","client_msg_id":"a","text":"x","reply_to":"x\u0000"}"#,
+            "unknown_message",
+            Some("18"),
+        ),
+        (
+            r#"{"type":"send","id":"19","to":"bob","client_msg_id":"a","text":"x","media":["../etc"]}"#,
+            "unknown_media",
+            Some("19"),
+        ),
     ];
     for (raw, code, id) in cases {
         let got = error_for(&mut alice, raw).await;

@@ -255,7 +255,8 @@ impl GroupName {
 
     pub fn parse(raw: &str) -> Option<Self> {
         let trimmed = raw.trim();
-        (!trimmed.is_empty() && raw.len() <= Self::LEN_MAX).then(|| Self(trimmed.to_owned()))
+        (!trimmed.is_empty() && raw.len() <= Self::LEN_MAX && !raw.contains('\0'))
+            .then(|| Self(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -113,10 +113,13 @@ impl Accounts {
     ) -> Result<LoginResponse, ApiError> {
         let wrong = || ApiError::new(ErrorCode::WrongCredentials, "wrong username or password");
         let device_name = request.device_name.unwrap_or_else(|| "unnamed".into());
-        if device_name.is_empty() || device_name.len() > DEVICE_NAME_BYTES_MAX {
+        if device_name.is_empty()
+            || device_name.len() > DEVICE_NAME_BYTES_MAX
+            || device_name.contains('\0')
+        {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
-                "device_name must be 1-64 bytes",
+                "device_name must be 1-64 bytes, without NUL",
             ));
         }
         // Invalid usernames share one key, so the key space stays bounded.

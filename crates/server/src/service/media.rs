@@ -92,7 +92,9 @@ fn make_thumbnail(bytes: &[u8]) -> Result<Thumbnail, String> {
     })
 }
 
-fn is_media_id(id: &str) -> bool {
+/// Whether `id` has the form of the ids uploads get (32 lowercase hex
+/// digits); anything else names no media.
+pub(crate) fn is_media_id(id: &str) -> bool {
     id.len() == 32
         && id
             .chars()

@@ -121,7 +121,10 @@ impl Messaging {
 
     /// What a client asked to send, checked and turned into a stored body.
     pub fn body(&self, draft: Draft) -> Result<Body, ApiError> {
-        let message_id = |raw: String| MessageId::from_stored(raw);
+        let message_id = |raw: String| {
+            MessageId::parse(&raw)
+                .ok_or_else(|| ApiError::new(ErrorCode::UnknownMessage, "no such message"))
+        };
         Ok(match draft {
             Draft::Text {
                 text,
@@ -139,23 +142,26 @@ impl Messaging {
                 } else {
                     MessageText::empty_caption()
                 };
+                if !media.iter().all(|id| super::media::is_media_id(id)) {
+                    return Err(ApiError::new(ErrorCode::UnknownMedia, "no such media"));
+                }
                 Body::Text {
                     text,
-                    reply_to: reply_to.map(message_id),
+                    reply_to: reply_to.map(message_id).transpose()?,
                     media,
                 }
             }
             Draft::Reaction { target, emoji } => Body::Reaction {
-                target: message_id(target),
+                target: message_id(target)?,
                 emoji: emoji.map(|emoji| parse_emoji(&emoji)).transpose()?,
             },
             Draft::Edit { target, text } => Body::Edit {
-                target: message_id(target),
+                target: message_id(target)?,
                 text: MessageText::parse(&text, self.text_bytes_max)?,
                 window_ms: secs_to_ms(self.delivery.edit_window_secs),
             },
             Draft::Delete { target } => Body::Delete {
-                target: message_id(target),
+                target: message_id(target)?,
             },
         })
     }
@@ -284,13 +290,11 @@ impl Messaging {
         conversation: ConversationId,
         message_id: &str,
     ) -> Result<ReceiptsRecord, ApiError> {
+        let message_id = MessageId::parse(message_id)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownMessage, "no such message"))?;
         Ok(self
             .store
-            .receipts(
-                auth.account,
-                conversation,
-                &MessageId::from_stored(message_id.to_owned()),
-            )
+            .receipts(auth.account, conversation, &message_id)
             .await?)
     }
 
