@@ -69,7 +69,7 @@ struct Shared {
     /// forwards the device's subscription to the sink (`None` until a
     /// subscribe succeeds; the repair task retries).
     follows: Mutex<HashMap<DeviceId, Follow>>,
-    outbox: Mutex<VecDeque<(String, Vec<u8>)>>,
+    outbox: Mutex<VecDeque<(String, Bytes)>>,
     prefix: String,
 }
 
@@ -105,9 +105,21 @@ impl NatsBus {
                 let shared = Arc::clone(&on_event);
                 async move {
                     match event {
+                        // On a task: async-nats drops events that arrive
+                        // while this callback is busy.
                         Event::Connected => {
                             tracing::info!("bus connected");
-                            shared.flush_outbox().await;
+                            tokio::spawn(async move {
+                                shared.flush_outbox().await;
+                                if let Some(sink) = current(&shared.sink) {
+                                    sink.resync();
+                                }
+                            });
+                        }
+                        // The client dropped messages for us: some wake-up
+                        // or revocation may be among them.
+                        Event::SlowConsumer(_) => {
+                            tracing::warn!("bus messages dropped (slow consumer); resyncing");
                             if let Some(sink) = current(&shared.sink) {
                                 sink.resync();
                             }
@@ -171,12 +183,14 @@ impl Shared {
     /// allowed to stall the caller: while NATS is away the client's
     /// outgoing buffer fills, so publish only when connected, bound each
     /// call, and keep `critical` events for the reconnect.
-    async fn send(&self, subject: String, payload: Vec<u8>, critical: bool) {
+    async fn send(&self, subject: String, payload: impl Into<Bytes>, critical: bool) {
+        // Shared, not copied, between the publish and the outbox.
+        let payload: Bytes = payload.into();
         let sent = match self.client() {
             Some(client) if self.is_connected() => matches!(
                 tokio::time::timeout(
                     BUS_CALL_MAX,
-                    client.publish(subject.clone(), Bytes::from(payload.clone())),
+                    client.publish(subject.clone(), payload.clone()),
                 )
                 .await,
                 Ok(Ok(()))
@@ -340,11 +354,11 @@ impl Bus for NatsBus {
         };
         if first {
             self.shared.subscribe_device(device).await;
+            // The subscription is in effect once the server has answered
+            // something sent after it on this connection (not while NATS
+            // is away: then the session's re-checks cover the gap).
+            self.shared.round_trip().await;
         }
-        // The subscription is in effect once the server has answered
-        // something sent after it on this connection (not while NATS is
-        // away: then the session's re-checks cover the gap).
-        self.shared.round_trip().await;
     }
 
     fn unfollow(&self, device: DeviceId) {

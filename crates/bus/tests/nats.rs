@@ -19,13 +19,14 @@ enum Heard {
     Resync,
 }
 
-/// Records what a node hears; like a router, it ignores events for
-/// devices it holds no connection of.
-struct Channel(mpsc::UnboundedSender<Heard>, Vec<DeviceId>);
+/// Records what a node hears: every device event when `holds` is `None`
+/// (so events for other devices would show), else, like a router, only
+/// those of the devices it holds.
+struct Channel(mpsc::UnboundedSender<Heard>, Option<Vec<DeviceId>>);
 
 impl BusSink for Channel {
     fn deliver(&self, device: DeviceId, event: DeviceEvent) {
-        if self.1.contains(&device) {
+        if self.1.as_ref().is_none_or(|holds| holds.contains(&device)) {
             let _ = self.0.send(Heard::Event(device, event));
         }
     }
@@ -47,7 +48,7 @@ fn nats_url() -> String {
 /// A bus on a prefix of its own, or `None` (skip) outside CI without NATS.
 async fn node(
     prefix: &str,
-    holds: &[DeviceId],
+    holds: Option<&[DeviceId]>,
 ) -> Option<(NatsBus, mpsc::UnboundedReceiver<Heard>)> {
     let config = NatsConfig {
         url: nats_url(),
@@ -63,7 +64,7 @@ async fn node(
         }
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    bus.attach(Arc::new(Channel(tx, holds.to_vec())));
+    bus.attach(Arc::new(Channel(tx, holds.map(<[DeviceId]>::to_vec))));
     Some((bus, rx))
 }
 
@@ -100,10 +101,12 @@ async fn events_reach_the_node_following_the_device() {
     // the unfollowed device's event shows nothing else arrived first (one
     // publisher's messages arrive in order).
     let prefix = unique_prefix();
-    let Some((a, mut heard_a)) = node(&prefix, &[DeviceId(1)]).await else {
+    // A records every event it hears, so one for device 2 (which it does
+    // not follow) would show up between device 1's two.
+    let Some((a, mut heard_a)) = node(&prefix, None).await else {
         return;
     };
-    let Some((b, mut heard_b)) = node(&prefix, &[]).await else {
+    let Some((b, mut heard_b)) = node(&prefix, Some(&[])).await else {
         return;
     };
     a.follow(DeviceId(1)).await;
@@ -150,6 +153,14 @@ async fn events_reach_the_node_following_the_device() {
     // Counted follows: one unfollow of two keeps the subscription.
     a.follow(DeviceId(1)).await;
     a.unfollow(DeviceId(1));
+    b.publish(DeviceId(1), DeviceEvent::QueueChanged).await;
+    b.publish_presence(AccountId(76)).await;
+    assert_eq!(
+        next(&mut heard_a).await,
+        Heard::Event(DeviceId(1), DeviceEvent::QueueChanged),
+        "still followed once"
+    );
+    assert_eq!(next(&mut heard_a).await, Heard::Presence(AccountId(76)));
     a.unfollow(DeviceId(1));
     // The unfollow runs on a task; wait until the subscription is gone by
     // flushing through an event B publishes and A must still hear.

@@ -164,10 +164,15 @@ fn announce_later(state: &Arc<AppState>, accounts: Vec<AccountId>) {
 
 /// Acts on news from other nodes, in order.
 pub async fn run_node_events(state: Arc<AppState>, mut events: mpsc::Receiver<NodeEvent>) {
-    while let Some(event) = events.recv().await {
-        match event {
-            NodeEvent::PresenceChanged(account) => state.social.announce_here(account).await,
-            NodeEvent::Resync => close_revoked(&state).await,
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(NodeEvent::PresenceChanged(account)) => {
+                    state.social.announce_here(account).await;
+                }
+                None => return,
+            },
+            () = state.router.resync_needed() => close_revoked(&state).await,
         }
     }
 }

@@ -31,8 +31,6 @@ const NODE_EVENTS_MAX: usize = 4096;
 pub enum NodeEvent {
     /// Tell local watchers of the account its presence now.
     PresenceChanged(AccountId),
-    /// The bus may have lost events: close live devices revoked meanwhile.
-    Resync,
 }
 
 struct Live {
@@ -63,6 +61,10 @@ pub struct Router {
     state: Mutex<State>,
     next_connection_id: AtomicU64,
     node_events: mpsc::Sender<NodeEvent>,
+    /// Signalled when the bus may have lost events: live devices revoked
+    /// meanwhile must be closed. Coalesces, and is never dropped the way a
+    /// full `node_events` channel drops presence news.
+    resync_needed: Notify,
     caches: Arc<Caches>,
 }
 
@@ -89,9 +91,15 @@ impl Router {
             state: Mutex::default(),
             next_connection_id: AtomicU64::new(0),
             node_events,
+            resync_needed: Notify::new(),
             caches,
         };
         (router, events)
+    }
+
+    /// Resolves once a resync was asked for since the last call returned.
+    pub async fn resync_needed(&self) {
+        self.resync_needed.notified().await;
     }
 
     pub fn node(&self) -> &Arc<str> {
@@ -259,9 +267,7 @@ impl BusSink for Router {
         for live in self.lock().live.values() {
             live.wake.notify_one();
         }
-        if self.node_events.try_send(NodeEvent::Resync).is_err() {
-            tracing::warn!("node event channel full; revoked devices are not re-checked");
-        }
+        self.resync_needed.notify_one();
     }
 }
 

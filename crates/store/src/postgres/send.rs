@@ -7,8 +7,9 @@
 //! 1. **Locks**, in the order every transaction takes them (module doc of
 //!    `postgres`): the dedup keys (inserted, ascending), the conversation
 //!    rows (ascending, reading `last_seq`), the message rows that edits and
-//!    deletes change, then the `devices` rows of every member of those
-//!    conversations. All are held before any check, so two batches wait for
+//!    deletes change (a delete also purges the target's edit events), then
+//!    the `devices` rows of every member of the conversations a sender
+//!    belongs to. All are held before any check, so two batches wait for
 //!    each other but cannot deadlock, whatever sends they mix.
 //! 2. **Checks** of each send against the locked state: membership, blocks,
 //!    the target, the media; for a retry, the first send's answer.
@@ -49,11 +50,22 @@ const CLAIM_DEDUP: &str =
      ON CONFLICT DO NOTHING RETURNING device_id, client_msg_id";
 const LOCK_CONVERSATIONS: &str =
     "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
-const LOCK_CHANGED_MESSAGES: &str =
-    "SELECT 1 FROM (SELECT id FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE) locked";
+/// The rows edits and deletes change: each target (in the send's own
+/// conversation) and, for a delete, the edit events it purges.
+const LOCK_CHANGED_MESSAGES: &str = "SELECT 1 FROM (
+         SELECT m.id FROM unnest($1::text[], $2::bigint[], $3::bool[]) AS t(target, conversation_id, purge)
+         JOIN messages m ON m.conversation_id = t.conversation_id
+          AND (m.id = t.target OR (t.purge AND m.kind = $4 AND m.target_id = t.target))
+         ORDER BY m.id FOR UPDATE OF m
+     ) locked";
+/// The devices of every member of the conversations a sender of the batch
+/// belongs to (a refused non-member's send locks none).
 const LOCK_RECIPIENTS: &str = "SELECT 1 FROM (
-         SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
-         WHERE m.conversation_id = ANY($1) ORDER BY d.id FOR NO KEY UPDATE OF d
+         SELECT d.id FROM unnest($1::bigint[], $2::bigint[]) AS s(conversation_id, sender)
+         JOIN members sm ON sm.conversation_id = s.conversation_id AND sm.account_id = s.sender
+         JOIN members m ON m.conversation_id = s.conversation_id
+         JOIN devices d ON d.account_id = m.account_id
+         ORDER BY d.id FOR NO KEY UPDATE OF d
      ) locked";
 const IS_MEMBER: &str = "SELECT 1 FROM members WHERE conversation_id = $1 AND account_id = $2";
 const IS_BLOCKED: &str = "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
@@ -190,15 +202,23 @@ async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Out
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let changed: Vec<&str> = sends
+    let mut changes: Vec<(&str, i64, bool)> = sends
         .iter()
         .filter_map(|m| match &m.body {
-            Body::Edit { target, .. } | Body::Delete { target } => Some(target.as_str()),
+            Body::Edit { target, .. } => Some((target.as_str(), m.conversation.0, false)),
+            Body::Delete { target } => Some((target.as_str(), m.conversation.0, true)),
             _ => None,
         })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
+    changes.sort_unstable();
+    let changed: Vec<&str> = changes.iter().map(|c| c.0).collect();
+    let changed_in: Vec<i64> = changes.iter().map(|c| c.1).collect();
+    let purged: Vec<bool> = changes.iter().map(|c| c.2).collect();
+    let senders: BTreeSet<(i64, i64)> = sends
+        .iter()
+        .map(|m| (m.conversation.0, m.sender_account.0))
+        .collect();
+    let (sender_conversations, sender_accounts): (Vec<i64>, Vec<i64>) = senders.into_iter().unzip();
     let (won, locked, _, _) = pipeline!(
         rows(
             db,
@@ -212,8 +232,16 @@ async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Out
             ],
         ),
         rows(db, LOCK_CONVERSATIONS, &[&conversations]),
-        execute(db, LOCK_CHANGED_MESSAGES, &[&changed]),
-        execute(db, LOCK_RECIPIENTS, &[&conversations]),
+        execute(
+            db,
+            LOCK_CHANGED_MESSAGES,
+            &[&changed, &changed_in, &purged, &EVENT_EDIT],
+        ),
+        execute(
+            db,
+            LOCK_RECIPIENTS,
+            &[&sender_conversations, &sender_accounts],
+        ),
     )?;
     let keys = won
         .iter()
