@@ -344,6 +344,15 @@ fn redact_password(url: &str) -> String {
     }
 }
 
+/// Locks `mutex` even if a panicking thread poisoned it: every critical
+/// section in this crate leaves its value consistent, so the value is
+/// still safe to use, and one panic must not take the node down.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,5 +1,5 @@
 //! The live-connection registry of this node: device → its one live
-//! connection, which accounts are online here, and who watches whose
+//! connection, and who watches whose
 //! presence. It receives Bus events and turns them into wake-ups, ephemeral
 //! frames or close orders for the connection task; cluster-wide news
 //! (presence changes, cache invalidations) goes on to the node's
@@ -44,8 +44,6 @@ struct Live {
 #[derive(Default)]
 struct State {
     live: HashMap<DeviceId, Live>,
-    /// Live devices per account.
-    online: HashMap<AccountId, usize>,
     /// target account → watching device → the watcher's account.
     watchers: HashMap<AccountId, HashMap<DeviceId, AccountId>>,
     /// watching device → the accounts it watches.
@@ -128,13 +126,10 @@ impl Router {
             ephemeral: ephemeral_tx,
         };
         let mut state = self.lock();
-        match state.live.insert(device, live) {
-            Some(previous) => {
-                let _ = previous.close.send(Some(CloseCode::Replaced));
-                // Subscriptions belong to a connection, not to the device.
-                unwatch(&mut state, device);
-            }
-            None => *state.online.entry(account).or_insert(0) += 1,
+        if let Some(previous) = state.live.insert(device, live) {
+            let _ = previous.close.send(Some(CloseCode::Replaced));
+            // Subscriptions belong to a connection, not to the device.
+            unwatch(&mut state, device);
         }
         drop(state);
         metrics::gauge!("missive_connections").increment(1.0);
@@ -160,11 +155,6 @@ impl Router {
 
     pub fn is_live(&self, device: DeviceId) -> bool {
         self.lock().live.contains_key(&device)
-    }
-
-    /// Whether any device of the account is connected to this node.
-    pub fn is_online(&self, account: AccountId) -> bool {
-        self.lock().online.contains_key(&account)
     }
 
     /// Makes `device` (of `viewer`) watch exactly `targets`' presence.
@@ -208,11 +198,7 @@ impl Router {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Each critical section leaves the maps consistent, so a poisoned
-        // lock is still safe to use.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.state)
     }
 }
 
@@ -276,14 +262,7 @@ impl Drop for Registration {
         let mut state = self.router.lock();
         let current = state.live.get(&self.device).map(|l| l.connection_id);
         if current == Some(self.connection_id) {
-            if let Some(live) = state.live.remove(&self.device) {
-                if let Some(count) = state.online.get_mut(&live.account) {
-                    *count -= 1;
-                    if *count == 0 {
-                        state.online.remove(&live.account);
-                    }
-                }
-            }
+            state.live.remove(&self.device);
             unwatch(&mut state, self.device);
         }
         metrics::gauge!("missive_connections").decrement(1.0);
@@ -307,7 +286,7 @@ mod tests {
         assert_eq!(*second.close.borrow(), None);
         drop(first);
         assert!(router.is_live(DeviceId(7)));
-        assert!(router.is_online(account));
+        assert_eq!(router.live_devices(), vec![(DeviceId(7), account)]);
         router.deliver(
             DeviceId(7),
             DeviceEvent::TakenOver {
@@ -328,13 +307,13 @@ mod tests {
         drop(third);
         drop(second);
         assert!(!router.is_live(DeviceId(7)));
-        assert!(!router.is_online(account));
+        assert!(router.live_devices().is_empty());
     }
 
     #[test]
     fn watchers_follow_subscriptions_and_disconnects() {
         // Goal: watch replaces a device's subscription; a dropped connection
-        // stops watching; online counts devices per account.
+        // stops watching.
         let router = Arc::new(Router::new(Arc::from("node-a"), Arc::default()).0);
         let (alice, bob, carol) = (AccountId(1), AccountId(2), AccountId(3));
         let phone = router.register(DeviceId(10), alice);
@@ -348,10 +327,10 @@ mod tests {
         bobs.sort();
         assert_eq!(bobs, vec![(DeviceId(10), alice), (DeviceId(11), alice)]);
         drop(phone);
-        assert!(router.is_online(alice));
+        assert!(router.is_live(DeviceId(11)));
         assert_eq!(router.watchers(bob), vec![(DeviceId(11), alice)]);
         drop(laptop);
-        assert!(!router.is_online(alice));
+        assert!(router.live_devices().is_empty());
         assert!(router.watchers(bob).is_empty());
     }
 }

@@ -97,9 +97,12 @@ pub async fn metrics() -> Response {
 /// The client's address: the TCP peer, unless the peer is a trusted proxy
 /// (`limits.trusted_proxies`), in which case the nearest untrusted address
 /// in `X-Forwarded-For` (proxies append, so the right end is the newest).
+/// IPv4-mapped IPv6 addresses (a dual-stack listener's peers) count as the
+/// IPv4 address, and a hop written with a port counts without it.
 fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    let mut client = peer.ip();
-    if !trusted.contains(&client) {
+    let is_trusted = |address: IpAddr| trusted.iter().any(|t| t.to_canonical() == address);
+    let mut client = peer.ip().to_canonical();
+    if !is_trusted(client) {
         return client;
     }
     let forwarded = headers
@@ -109,18 +112,33 @@ fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
         .flat_map(|value| value.split(','))
         .collect::<Vec<_>>();
     for hop in forwarded.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(address) => {
+        match parse_hop(hop.trim()) {
+            Some(address) => {
                 client = address;
-                if !trusted.contains(&address) {
+                if !is_trusted(address) {
                     break;
                 }
             }
             // Garbage from an untrusted hop: stop at the last good one.
-            Err(_) => break,
+            None => break,
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally with a port
+/// (`1.2.3.4:80`, `[2001:db8::1]:80`) or in brackets.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let address = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inner| inner.parse().ok())
+        })?;
+    Some(address.to_canonical())
 }
 
 /// `POST /v1/accounts`
@@ -203,5 +221,30 @@ mod tests {
         assert_eq!(client_ip(peer, &headers, &[proxy]), client);
         headers.remove("x-forwarded-for");
         assert_eq!(client_ip(peer, &headers, &[proxy]), proxy);
+    }
+
+    #[test]
+    fn mapped_addresses_and_ports_are_the_plain_address() {
+        // Goal: a dual-stack listener's peer `::ffff:10.0.0.5` is the
+        // trusted proxy 10.0.0.5, and hops with ports or brackets parse.
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+        let peer = SocketAddr::new(mapped, 40000);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9:5678".parse().unwrap());
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers, &[proxy]), client);
+        headers.insert("x-forwarded-for", "[2001:db8::1]:80".parse().unwrap());
+        assert_eq!(
+            client_ip(peer, &headers, &[proxy]),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        headers.insert("x-forwarded-for", "[2001:db8::2]".parse().unwrap());
+        assert_eq!(
+            client_ip(peer, &headers, &[proxy]),
+            "2001:db8::2".parse::<IpAddr>().unwrap()
+        );
+        // Untrusted, a mapped peer is still its IPv4 address.
+        assert_eq!(client_ip(peer, &headers, &[]), proxy);
     }
 }

@@ -83,11 +83,7 @@ impl AttemptLimiter {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
-        // Each critical section leaves the map consistent, so a poisoned
-        // lock is still safe to use.
-        self.attempts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.attempts)
     }
 }
 

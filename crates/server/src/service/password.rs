@@ -69,21 +69,14 @@ impl PasswordHasher {
 
     fn with_memory<T>(&self, params: &Params, hash: impl FnOnce(&mut [Block]) -> T) -> T {
         let blocks = params.block_count();
-        let reused = lock(&self.spare)
+        let reused = crate::lock(&self.spare)
             .pop()
             .filter(|memory| memory.len() == blocks);
         let mut memory = reused.unwrap_or_else(|| vec![Block::default(); blocks]);
         let result = hash(&mut memory);
-        lock(&self.spare).push(memory);
+        crate::lock(&self.spare).push(memory);
         result
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The list is consistent between any two statements.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -117,6 +110,10 @@ mod tests {
         assert!(!hasher.verify(b"correct horse", &theirs));
         assert!(!hasher.verify(b"correct horse", "not a hash"));
         assert_ne!(ours, hasher.hash(b"correct horse").expect("hash"), "salted");
-        assert_eq!(lock(&hasher.spare).len(), 1, "one buffer reused throughout");
+        assert_eq!(
+            crate::lock(&hasher.spare).len(),
+            1,
+            "one buffer reused throughout"
+        );
     }
 }
