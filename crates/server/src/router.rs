@@ -1,9 +1,8 @@
 //! The live-connection registry of this node: device → its one live
-//! connection, and who watches whose
-//! presence. It receives Bus events and turns them into wake-ups, ephemeral
-//! frames or close orders for the connection task; cluster-wide news
-//! (presence changes, cache invalidations) goes on to the node's
-//! [`NodeEvent`] channel.
+//! connection, and who watches whose presence. It receives Bus events and
+//! turns them into wake-ups, ephemeral frames or close orders for the
+//! connection task; cluster-wide news (presence changes, cache
+//! invalidations) goes on to the node's [`NodeEvent`] channel.
 //!
 //! **Invariant:** a device has at most one live connection per node; a new
 //! one replaces the old (which is closed with `replaced`), and a takeover by
