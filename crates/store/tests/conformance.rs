@@ -2990,6 +2990,28 @@ mod scenarios {
     }
 
     /// 20. History paging.
+    pub async fn history_after_shows_events_about_earlier_messages(store: Arc<dyn Store>) {
+        // Goal: a forward page (`after`) includes a reaction, edit or delete
+        // whose target lies before the page, when the reader saw that
+        // target (it was sent after they joined).
+        // Method: three texts, then a reaction to the first and an edit of
+        // the second; bob pages forward from seq 3.
+        let store = &*store;
+        let Cast(alice, bob, conv, [a1, _b1]) = cast(store, ["a1", "b1"]).await;
+        let mut sent = Vec::new();
+        for i in 1..=3 {
+            sent.push(send(store, conv, alice, a1, &format!("t{i}")).await);
+        }
+        let reaction = react(&sent[0].message_id, Some("👍"));
+        append_ok(store, message_with(conv, alice, a1, "r1", reaction, NOW)).await;
+        let edited = edit(&sent[1].message_id, "second, edited");
+        append_ok(store, message_with(conv, alice, a1, "e1", edited, NOW)).await;
+        let page = history_page(store, bob, conv, None, Some(3), ALL)
+            .await
+            .expect("history");
+        assert_eq!(seqs(&page), vec![4, 5]);
+    }
+
     pub async fn history_paging(store: Arc<dyn Store>) {
         // Goal: without `after`, history pages newest first strictly below
         // `before` (from the newest when absent); with `after`, oldest first
@@ -3636,6 +3658,7 @@ mod sqlite {
         deletes,
         receipts,
         history_paging,
+        history_after_shows_events_about_earlier_messages,
         conversation_list_order,
         contacts_and_blocks,
         blocks_refuse_direct_sends,
@@ -3981,6 +4004,7 @@ mod postgres {
         deletes,
         receipts,
         history_paging,
+        history_after_shows_events_about_earlier_messages,
         conversation_list_order,
         contacts_and_blocks,
         blocks_refuse_direct_sends,

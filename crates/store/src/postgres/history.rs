@@ -26,12 +26,16 @@ macro_rules! event_columns {
 }
 
 /// An event about an earlier message (reaction, edit, delete) is visible
-/// only to members who saw that message; `$2` is the bound the page uses
-/// (as in the SQLite adapter, the page's lower seq bound).
+/// only to members who saw that message: `$joined` names the parameter
+/// holding the reader's joined seq.
 macro_rules! about_visible {
-    () => {
-        "(m.kind IN (0, 1) OR m.target_id IS NULL
-          OR (SELECT t.seq FROM messages t WHERE t.id = m.target_id) > $2)"
+    ($joined:literal) => {
+        concat!(
+            "(m.kind IN (0, 1) OR m.target_id IS NULL
+              OR (SELECT t.seq FROM messages t WHERE t.id = m.target_id) > ",
+            $joined,
+            ")"
+        )
     };
 }
 
@@ -124,10 +128,10 @@ pub(super) async fn history<C: GenericClient>(
                     event_columns!(),
                     " FROM messages m JOIN accounts a ON a.id = m.sender_account
                      WHERE m.conversation_id = $1 AND m.seq > $2 AND ",
-                    about_visible!(),
+                    about_visible!("$4"),
                     " ORDER BY m.seq LIMIT $3"
                 ),
-                &[&request.conversation.0, &after.max(joined), &n],
+                &[&request.conversation.0, &after.max(joined), &n, &joined],
             )
             .await?
         }
@@ -140,7 +144,7 @@ pub(super) async fn history<C: GenericClient>(
                     event_columns!(),
                     " FROM messages m JOIN accounts a ON a.id = m.sender_account
                      WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3 AND ",
-                    about_visible!(),
+                    about_visible!("$2"),
                     " ORDER BY m.seq DESC LIMIT $4"
                 ),
                 &[&request.conversation.0, &joined, &before, &n],

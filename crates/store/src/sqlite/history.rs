@@ -16,9 +16,14 @@ const EVENT_COLUMNS: &str =
      m.kind, m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms";
 
 /// An event about an earlier message (reaction, edit, delete) is visible
-/// only to members who saw that message; `?2` is the member's joined seq.
-const ABOUT_VISIBLE: &str = "(m.kind IN (0, 1) OR m.target_id IS NULL
-     OR (SELECT t.seq FROM messages t WHERE t.id = m.target_id) > ?2)";
+/// only to members who saw that message: `joined` names the parameter
+/// holding the reader's joined seq.
+fn about_visible(joined: &str) -> String {
+    format!(
+        "(m.kind IN (0, 1) OR m.target_id IS NULL
+         OR (SELECT t.seq FROM messages t WHERE t.id = m.target_id) > {joined})"
+    )
+}
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
@@ -87,12 +92,13 @@ pub(super) fn history(
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND {ABOUT_VISIBLE} ORDER BY m.seq LIMIT ?3"
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND {} ORDER BY m.seq LIMIT ?3",
+                    about_visible("?4")
                 ))
                 .map_err(backend)?;
             let rows = stmt
                 .query_map(
-                    params![request.conversation.0, after.max(joined), limit],
+                    params![request.conversation.0, after.max(joined), limit, joined],
                     event_from_row,
                 )
                 .map_err(backend)?;
@@ -102,8 +108,9 @@ pub(super) fn history(
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3 AND {ABOUT_VISIBLE}
-                     ORDER BY m.seq DESC LIMIT ?4"
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3 AND {}
+                     ORDER BY m.seq DESC LIMIT ?4",
+                    about_visible("?2")
                 ))
                 .map_err(backend)?;
             let before = request.before.unwrap_or(i64::MAX);
