@@ -55,13 +55,13 @@ for fsync in always off; do
     pid=${PIDS[0]}
     "$BIN" bench pairs --server $url --pairs $PAIRS --window 4 --duration-secs $SECS \
         --tag fsync=$fsync --out "$OUT/pairs-closed-$fsync.json" --sources 4 | tee -a "$OUT/log.txt"
-    max=$(python3 -c "import json;print(int(json.load(open('$OUT/pairs-closed-$fsync.json'))['figures']['acked_per_sec']))")
+    max=$(python3 -c "import json;print(int(json.load(open('$OUT/pairs-closed-$fsync.json'))['figures']['delivered_per_sec']))")
     "$BIN" bench pairs --server $url --pairs $PAIRS --rate $((max / 2)) --duration-secs $SECS \
         --tag fsync=$fsync --out "$OUT/pairs-open-$fsync.json" --sources 4 | tee -a "$OUT/log.txt"
     "$BIN" bench group --server $url --members $GROUP --window 16 --duration-secs $SECS \
         --tag fsync=$fsync --out "$OUT/group-$fsync.json" --sources 4 | tee -a "$OUT/log.txt"
     "$BIN" bench drain --server $url --devices $DRAIN_DEVICES --queued $DRAIN_QUEUED \
-        --reconnect-rate 2000 --tag fsync=$fsync --out "$OUT/drain-$fsync.json" --sources 4 \
+        --reconnect-rate 20000 --tag fsync=$fsync --out "$OUT/drain-$fsync.json" --sources 4 \
         --setup-concurrency 4 | tee -a "$OUT/log.txt"
     if [ "$fsync" = always ]; then
         "$BIN" bench idle --server $url --connections $IDLE --devices-per-user 100 \

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -55,7 +54,6 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     let epoch = Instant::now();
     let deadline = epoch + Duration::from_secs(args.duration_secs);
     let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
-    let delivered = Arc::new(AtomicU64::new(0));
     let receiving: Vec<_> = connections
         .into_iter()
         .enumerate()
@@ -65,7 +63,6 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
                 i,
                 epoch,
                 expect_rx.clone(),
-                delivered.clone(),
                 common.settle(),
             ))
         })
@@ -120,6 +117,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     report.param("members", args.members as u64);
     report.param("window", args.window as u64);
     report.param("duration_secs", args.duration_secs);
+    report.param("confirmed_sends", expected.len() as u64);
     let span = last_delivery.max(sending_ended).as_secs_f64().max(1e-9);
     report.figure(
         "sent_per_sec",

@@ -92,7 +92,10 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
         connect_all(common, &devices[half..], args.connect_concurrency).await?;
     let rss_after_connect = args.server_pid.map(rss_bytes).transpose()?;
     connections.extend(rest);
-    let connect_rate = (first_rate + second_rate) / 2.0;
+    // All connections over the time both halves took.
+    let secs = |n: usize, rate: f64| if n == 0 { 0.0 } else { n as f64 / rate };
+    let connect_rate = devices.len() as f64
+        / (secs(half, first_rate) + secs(devices.len() - half, second_rate)).max(1e-9);
     // Hold them: reading answers the server's pings.
     let holders: Vec<_> = connections
         .into_iter()
@@ -111,12 +114,12 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     report.param("connections", args.connections as u64);
     report.param("idle_secs", args.idle_secs);
     report.figure("connect_per_sec", connect_rate);
-    if let (Some(pid), Some(before)) = (args.server_pid, rss_before) {
-        let cpu_before = cpu_ticks(pid)?;
-        let started = Instant::now();
-        // Measuring an idle period is the scenario itself, not a wait.
-        tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-        let cpu = (cpu_ticks(pid)? - cpu_before) as f64 / ticks_per_sec();
+    let cpu_before = args.server_pid.map(cpu_ticks).transpose()?;
+    let started = Instant::now();
+    // Holding the connections idle is the scenario itself, not a wait.
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    if let (Some(pid), Some(before), Some(cpu_before)) = (args.server_pid, rss_before, cpu_before) {
+        let cpu = cpu_ticks(pid)?.saturating_sub(cpu_before) as f64 / ticks_per_sec();
         let after = rss_after_connect.unwrap_or(before);
         report.figure(
             "server_rss_per_connection_bytes",

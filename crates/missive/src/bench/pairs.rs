@@ -2,12 +2,11 @@
 //! acks. Closed loop keeps W messages in flight per pair; open loop sends
 //! at a fixed total rate and stamps each message with its *scheduled* time,
 //! so a stalled server shows in the latencies instead of hiding in fewer
-//! sends. Figures: acked messages per second and the latency of send→sent
+//! sends. Figures: messages delivered per second and the latency of send→sent
 //! and send→delivered.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -71,7 +70,6 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
     let epoch = Instant::now();
     let duration = Duration::from_secs(args.duration_secs);
     let deadline = epoch + duration;
-    let delivered_count = Arc::new(AtomicU64::new(0));
     let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
     let bar = setup::progress(args.duration_secs, "sending");
 
@@ -82,7 +80,6 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
             i,
             epoch,
             expect_rx.clone(),
-            delivered_count.clone(),
             common.settle(),
         )));
     }
@@ -152,7 +149,7 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
         "sent_per_sec",
         sent_latency.count() as f64 / sending_ended.as_secs_f64(),
     );
-    report.figure("acked_per_sec", totals.delivered as f64 / span);
+    report.figure("delivered_per_sec", totals.delivered as f64 / span);
     report.latency("send_to_sent", &sent_latency.percentiles());
     report.latency("send_to_delivered", &delivered_latency.percentiles());
     report.tally = totals;
@@ -223,8 +220,13 @@ pub async fn send(
         if now >= deadline && in_flight.is_empty() {
             return Ok((confirmed, latencies));
         }
+        // Open loop: wake for the next due send, unless the in-flight cap
+        // holds it back anyway (then only a reply can free a slot; waking
+        // at once would spin).
         let wait = match interval {
-            Some(_) if now < deadline => next_due.saturating_duration_since(now).min(settle),
+            Some(_) if now < deadline && in_flight.len() < IN_FLIGHT_MAX => {
+                next_due.saturating_duration_since(now).min(settle)
+            }
             _ => settle,
         };
         let frame = match connection.next_frame(wait).await {
@@ -269,13 +271,14 @@ pub struct ReceiverOutcome {
 
 /// One receiver: notes and times every message, acks in batches, and ends
 /// once it has everything its sender was told is sent (or nothing arrives
-/// for `settle` after sending ended).
+/// for `settle` after sending ended). Before it ends, a ping round trip
+/// collects what was still on its way, so a duplicate arriving after the
+/// last new message is counted too.
 pub async fn receive(
     mut connection: Connection,
     index: usize,
     epoch: Instant,
     expect: watch::Receiver<Option<Arc<Vec<usize>>>>,
-    delivered: Arc<AtomicU64>,
     settle: Duration,
 ) -> anyhow::Result<ReceiverOutcome> {
     let mut outcome = ReceiverOutcome {
@@ -292,10 +295,7 @@ pub async fn receive(
         let target = expect.borrow().as_ref().map(|counts| counts[index]);
         if let Some(target) = target {
             if unique.len() >= target || quiet_since.elapsed() >= settle {
-                if let Some(pos) = unacked {
-                    ack(&mut connection, pos).await?;
-                }
-                return Ok(outcome);
+                break;
             }
         }
         // A short wait, so the end of sending is noticed promptly.
@@ -310,32 +310,8 @@ pub async fn receive(
             }
             Err(err) => return Err(err).context("receiving"),
         };
-        if let ServerFrame::Message {
-            pos,
-            message_id,
-            conversation,
-            seq,
-            text,
-            kind,
-            ..
-        } = frame
-        {
-            // Only the run's texts count; other events (a group's creation)
-            // are acked with them.
-            let key = message_key(&message_id).filter(|_| kind == MessageKind::Text);
-            if let Some(key) = key {
-                quiet_since = Instant::now();
-                outcome.last_delivery = epoch.elapsed();
-                if let Some(latency) = setup::elapsed_since_stamp(epoch, &text) {
-                    outcome.latencies.record(latency);
-                    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-                    outcome.arrivals.push((key, micros));
-                }
-                outcome.received.note(key, conversation, seq);
-                if unique.insert(key) {
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        if let Some(pos) = note(&mut outcome, &mut unique, epoch, frame) {
+            quiet_since = Instant::now();
             unacked = Some(pos);
             unacked_count += 1;
             if unacked_count >= ACK_EVERY {
@@ -345,6 +321,60 @@ pub async fn receive(
             }
         }
     }
+    if let Some(pos) = unacked {
+        ack(&mut connection, pos).await?;
+    }
+    let ping = ClientFrame::Ping {
+        id: Some("end".into()),
+    };
+    connection.send_frame(&ping).await.context("final ping")?;
+    loop {
+        match connection
+            .next_frame(settle.max(Duration::from_secs(5)))
+            .await
+        {
+            Ok(ServerFrame::Pong { id }) if id.as_deref() == Some("end") => return Ok(outcome),
+            Ok(frame) => {
+                note(&mut outcome, &mut unique, epoch, frame);
+            }
+            Err(err) => return Err(err).context("waiting for the final pong"),
+        }
+    }
+}
+
+/// Notes a frame: a run's text is recorded (key, latency, arrival). Returns
+/// the position of a queued frame, for acking.
+fn note(
+    outcome: &mut ReceiverOutcome,
+    unique: &mut HashSet<MessageKey>,
+    epoch: Instant,
+    frame: ServerFrame,
+) -> Option<i64> {
+    let ServerFrame::Message {
+        pos,
+        message_id,
+        conversation,
+        seq,
+        text,
+        kind,
+        ..
+    } = frame
+    else {
+        return frame.queue_pos();
+    };
+    // Only the run's texts count; other events (a group's creation) are
+    // acked with them.
+    if let Some(key) = message_key(&message_id).filter(|_| kind == MessageKind::Text) {
+        outcome.last_delivery = epoch.elapsed();
+        if let Some(latency) = setup::elapsed_since_stamp(epoch, &text) {
+            outcome.latencies.record(latency);
+            let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            outcome.arrivals.push((key, micros));
+        }
+        outcome.received.note(key, conversation, seq);
+        unique.insert(key);
+    }
+    Some(pos)
 }
 
 /// Fire-and-forget cumulative ack (its `acked` reply is ignored).

@@ -120,17 +120,17 @@ mod tests {
         // Goal: a ratio per figure both runs have; none for a figure the
         // baseline lacks or has as zero; the table shows them.
         let mut base = Report::new("pairs");
-        base.figure("acked_per_sec", 1000.0);
+        base.figure("delivered_per_sec", 1000.0);
         base.figure("sent_p99_us", 200.0);
         base.figure("zero", 0.0);
         let mut run = Report::new("pairs");
-        run.figure("acked_per_sec", 1500.0);
+        run.figure("delivered_per_sec", 1500.0);
         run.figure("sent_p99_us", 100.0);
         run.figure("zero", 5.0);
         run.figure("new_figure", 1.0);
         let r = ratios(&run, &base);
         assert_eq!(r.len(), 2);
-        assert_eq!(r["acked_per_sec"], 1.5);
+        assert_eq!(r["delivered_per_sec"], 1.5);
         assert_eq!(r["sent_p99_us"], 0.5);
         let table = run.table(Some(&base));
         assert!(
