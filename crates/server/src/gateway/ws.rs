@@ -150,10 +150,14 @@ async fn serve_device(
     let mut idle_deadline = Instant::now() + idle_max;
     let close = loop {
         tokio::select! {
-            // Biased: an ephemeral frame already waiting goes out before the
-            // reply to any client frame read after it, so a ping's pong
-            // proves nothing ephemeral was pending.
+            // Biased: an order to close wins over everything (a flood of
+            // typing frames must not delay a revocation), and an ephemeral
+            // frame already waiting goes out before the reply to any client
+            // frame read after it, so a ping's pong proves nothing ephemeral
+            // was pending.
             biased;
+            _ = registration.close.changed() => break *registration.close.borrow(),
+            _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
             Some(frame) = registration.ephemeral.recv() => {
                 // Ephemeral frames are dropped rather than waited for.
                 let _ = session.outbound.try_send(Outbound::Text(frame));
@@ -186,8 +190,6 @@ async fn serve_device(
                 }
             }
             _ = tokio::time::sleep_until(idle_deadline) => break Some(CloseCode::IdleTimeout),
-            _ = registration.close.changed() => break *registration.close.borrow(),
-            _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
             ended = tasks.join_next() => {
                 if let Some(Ok(WriterEnd::SlowConsumer)) = ended {
                     metrics::counter!("missive_slow_consumer_closes_total").increment(1);
