@@ -4404,9 +4404,10 @@ mod postgres {
         }
 
         #[tokio::test(flavor = "multi_thread")]
-        async fn an_unreachable_server_fails_fast() {
-            // Goal: connecting to a server that is not there is
-            // `Unavailable` within the connect timeout, not a hang.
+        async fn an_unreachable_or_silent_server_fails_fast() {
+            // Goal: connecting to a server that is not there, or that
+            // accepts and never answers, is `Unavailable` within the
+            // connect timeout, not a hang.
             if FreshSchema::create().await.is_none() {
                 return;
             }
@@ -4422,6 +4423,34 @@ mod postgres {
                 refused.err()
             );
             assert!(started.elapsed() < Duration::from_secs(5));
+
+            // A server that accepts and then says nothing: only the connect
+            // timeout ends the wait, neither much sooner nor much later.
+            let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let silent_addr = silent.local_addr().expect("address");
+            let holder = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = silent.accept().await {
+                    held.push(socket);
+                }
+            });
+            let started = Instant::now();
+            let refused = PostgresStore::connect(&PostgresConfig {
+                connect_timeout: Duration::from_secs(1),
+                ..PostgresConfig::new(format!("postgres://postgres@{silent_addr}/postgres"))
+            })
+            .await;
+            let waited = started.elapsed();
+            assert!(
+                matches!(refused, Err(StoreError::Unavailable)),
+                "{:?}",
+                refused.err()
+            );
+            assert!(
+                waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+                "waited {waited:?} for a silent server with a 1 s timeout"
+            );
+            holder.abort();
         }
 
         /// A TCP relay to the test server that a test can cut and restore:

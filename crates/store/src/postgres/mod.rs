@@ -143,7 +143,9 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("missive");
         }
-        migrate(&pg).await.map_err(Fault::into_store)?;
+        migrate(&pg, config.connect_timeout)
+            .await
+            .map_err(Fault::into_store)?;
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -193,8 +195,16 @@ impl PostgresStore {
 
 /// Migrates on a connection of its own: the advisory lock that serializes
 /// concurrent starts is held by this session, and dies with it.
-async fn migrate(pg: &tokio_postgres::Config) -> Outcome<()> {
-    let (mut client, connection) = pg.connect(NoTls).await?;
+async fn migrate(pg: &tokio_postgres::Config, connect_timeout: Duration) -> Outcome<()> {
+    // tokio-postgres's own timeout covers the TCP connect only: a server
+    // (or proxy) that accepts and then says nothing would hang the start.
+    let connected = tokio::time::timeout(connect_timeout, pg.connect(NoTls))
+        .await
+        .map_err(|_| {
+            tracing::warn!("PostgreSQL accepted the connection but did not answer");
+            Fault::Refused(StoreError::Unavailable)
+        })?;
+    let (mut client, connection) = connected?;
     let driver = tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::warn!(%err, "migration connection ended with an error");
