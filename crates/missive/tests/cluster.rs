@@ -376,9 +376,10 @@ async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
     // and duplicates none after dedup; its clients carry on at another
     // node; watchers elsewhere see its users offline within the lease.
     // Method: dave (node 0, the victim) and bob (node 1) each send 60
-    // messages to alice (node 0); carol (node 2) watches alice. Node 0 is
-    // killed after 20 of dave's sends; dave retries unconfirmed sends with
-    // the same client_msg_id through node 2; alice reconnects to node 1.
+    // messages to alice (node 0); carol (node 2) watches alice. Dave has
+    // 40 sends in flight when node 0 is killed after 20 replies; he sends
+    // every unconfirmed one again with the same client_msg_id through
+    // node 2; alice reconnects to node 1.
     if !services_available().await {
         return;
     }
@@ -411,17 +412,36 @@ async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
         confirmed
     });
 
+    // Dave pipelines 40 sends and node 0 dies once 20 are confirmed, so
+    // some are stored but unconfirmed, or not stored at all.
     let mut dave = cluster.connect(0, &dave_token).await;
     let mut dave_confirmed: HashMap<String, String> = HashMap::new();
-    for i in 0..20 {
-        let sent = dave
-            .send_text("alice", &format!("d{i}"), &format!("dave {i}"))
-            .await
-            .unwrap();
-        dave_confirmed.insert(format!("d{i}"), sent_of(&sent).0);
+    for i in 0..40 {
+        dave.send_frame(&ClientFrame::Send {
+            id: Some(format!("d{i}")),
+            to: Some("alice".into()),
+            conversation: None,
+            client_msg_id: format!("d{i}"),
+            text: format!("dave {i}"),
+            reply_to: None,
+            media: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    while dave_confirmed.len() < 20 {
+        if let ServerFrame::Sent {
+            id: Some(id),
+            message_id,
+            ..
+        } = dave.next_frame(PROMPTLY).await.expect("sent")
+        {
+            dave_confirmed.insert(id, message_id);
+        }
     }
     let killed_at = Instant::now();
     cluster.kill_9(0);
+    drop(dave);
 
     // Carol (node 2) sees alice offline once node 0's lease lapses.
     let bound = Duration::from_millis(LEASE_MS * 2) + PROMPTLY;
@@ -431,22 +451,24 @@ async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
         killed_at.elapsed().as_millis()
     );
 
-    // Dave carries on through node 2, resending from the first send whose
-    // reply he may not have seen: same client_msg_id, so no duplicates.
+    // Dave carries on through node 2 and sends all N, with the same
+    // client_msg_ids: a confirmed one must come back as the same message
+    // (duplicate), an unconfirmed one is stored at most once.
     let mut dave = cluster.connect(2, &dave_token).await;
-    for i in 19..N {
+    for i in 0..N {
+        let cmid = format!("d{i}");
         let sent = dave
-            .send_text("alice", &format!("d{i}"), &format!("dave {i}"))
+            .send_text("alice", &cmid, &format!("dave {i}"))
             .await
             .unwrap();
         let (message_id, _, duplicate) = sent_of(&sent);
-        if let Some(earlier) = dave_confirmed.get(&format!("d{i}")) {
+        if let Some(earlier) = dave_confirmed.get(&cmid) {
             assert!(
                 duplicate && *earlier == message_id,
-                "a retry is the same message"
+                "{cmid}: a retry of a confirmed send is the same message"
             );
         }
-        dave_confirmed.insert(format!("d{i}"), message_id);
+        dave_confirmed.insert(cmid, message_id);
     }
     let bob_confirmed = bob_sends.await.unwrap();
     drop(alice);
@@ -472,15 +494,15 @@ async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
             ..
         } = frame
         {
-            // Redeliveries (same id) are allowed; new ids advance the seq.
-            if seen.insert(message_id) {
-                let last = last_seq.entry(conversation).or_insert(0);
-                assert_eq!(seq, *last + 1, "seq gap-free and in order");
-                *last = seq;
-            }
+            // One session on a fresh node: each message exactly once.
+            assert!(seen.insert(message_id.clone()), "{message_id} twice");
+            let last = last_seq.entry(conversation).or_insert(0);
+            assert_eq!(seq, *last + 1, "seq gap-free and in order");
+            *last = seq;
             alice.ack_up_to(pos).await.unwrap();
         }
     }
+    assert_nothing_queued(&mut alice).await;
     assert_eq!(seen, expected, "nothing unconfirmed appears either");
     drop(cluster);
     db.drop_now().await;
