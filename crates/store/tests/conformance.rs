@@ -4403,6 +4403,64 @@ mod postgres {
             node.shutdown().await;
         }
 
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn nodes_reaping_at_once_report_each_account_once() {
+            // Goal: when every node reaps the same lapsed nodes at the same
+            // moment, each newly offline account is reported by exactly one
+            // of them (so it is announced once).
+            // Method: 20 rounds; in each, a node "dead-r" holds sessions of
+            // five accounts and lapses, then three stores reap together,
+            // released by a barrier.
+            let Some(schema) = FreshSchema::create().await else {
+                return;
+            };
+            let (n0, n1, n2) = tokio::join!(schema.node(), schema.node(), schema.node());
+            let nodes: [Arc<dyn Store>; 3] = [Arc::new(n0), Arc::new(n1), Arc::new(n2)];
+            for round in 0..20i64 {
+                let dead = format!("dead-{round}");
+                let lapse = NOW + 1000 * round;
+                nodes[0]
+                    .renew_node(&dead, lapse + 100)
+                    .await
+                    .expect("renew");
+                let mut accounts = Vec::new();
+                for i in 0..5 {
+                    let (account, device) = account_with_device(
+                        &*nodes[0],
+                        &format!("r{round}u{i}"),
+                        &format!("r{round}d{i}"),
+                    )
+                    .await;
+                    nodes[0]
+                        .claim_session(device, account, &dead, lapse)
+                        .await
+                        .expect("claim");
+                    accounts.push(account);
+                }
+                let barrier = Arc::new(Barrier::new(nodes.len()));
+                let reapers: Vec<_> = nodes
+                    .iter()
+                    .map(|node| {
+                        let (node, barrier) = (Arc::clone(node), Arc::clone(&barrier));
+                        tokio::spawn(async move {
+                            barrier.wait().await;
+                            node.reap_nodes(lapse + 200).await.expect("reap")
+                        })
+                    })
+                    .collect();
+                let mut reported = Vec::new();
+                for reaper in reapers {
+                    reported.extend(reaper.await.expect("reaper task"));
+                }
+                reported.sort();
+                accounts.sort();
+                assert_eq!(reported, accounts, "round {round}: each account once");
+            }
+            for node in &nodes {
+                node.shutdown().await;
+            }
+        }
+
         #[tokio::test(flavor = "multi_thread")]
         async fn an_unreachable_or_silent_server_fails_fast() {
             // Goal: connecting to a server that is not there, or that
