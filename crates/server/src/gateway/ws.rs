@@ -46,8 +46,8 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
     let frame_bytes_max = state.config.limits.frame_bytes_max;
     let session_guard = state.sessions.token();
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(2 * frame_bytes_max)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * frame_bytes_max)
         .max_message_size(frame_bytes_max)
         .max_frame_size(frame_bytes_max)
         .on_upgrade(move |socket| async move {
@@ -60,6 +60,8 @@ enum Outbound {
     Frame(Box<ServerFrame>),
     /// An already-encoded ephemeral frame.
     Text(Arc<str>),
+    /// A keepalive ping (the writer's own).
+    Ping,
     Close(CloseCode),
 }
 
@@ -363,7 +365,18 @@ pub(super) async fn wait_for_wake(wake: &Notify, recheck: Option<Duration>) {
     }
 }
 
-/// Owns the sink: writes frames in order and pings on keepalive.
+/// Bytes of frames the socket writer gathers before writing; a frame that
+/// passes it is written at once. Small, because a connection keeps the
+/// buffer's capacity once it has grown.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Frames written to the socket together at most; the rest wait for the
+/// next write.
+const FRAMES_PER_WRITE_MAX: usize = 64;
+
+/// Owns the sink: writes frames in order and pings on keepalive. Frames
+/// that are already waiting go out together, one socket write for all of
+/// them (the socket buffer is `WRITE_BUFFER_BYTES`).
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Outbound>,
@@ -372,26 +385,45 @@ async fn write_frames(
 ) -> WriterEnd {
     let mut pings = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             next = frames.recv() => match next {
-                Some(Outbound::Frame(frame)) => {
-                    metrics::counter!("missive_frames_out_total").increment(1);
-                    Message::Text(frame.to_json().into())
-                }
-                Some(Outbound::Text(text)) => {
-                    metrics::counter!("missive_frames_out_total").increment(1);
-                    Message::Text(text.as_ref().into())
-                }
-                Some(Outbound::Close(code)) => {
-                    let _ = timeout(write_timeout, sink.send(close_message(code))).await;
-                    return WriterEnd::Closed;
-                }
+                Some(outbound) => outbound,
                 None => return WriterEnd::Closed,
             },
-            _ = pings.tick() => Message::Ping(Default::default()),
+            _ = pings.tick() => Outbound::Ping,
         };
-        match timeout(write_timeout, sink.send(message)).await {
-            Ok(Ok(())) => {}
+        let mut next = Some(first);
+        let mut written = 0;
+        let written_all = async {
+            while let Some(outbound) = next.take() {
+                let message = match outbound {
+                    Outbound::Frame(frame) => {
+                        metrics::counter!("missive_frames_out_total").increment(1);
+                        Message::Text(frame.to_json().into())
+                    }
+                    Outbound::Text(text) => {
+                        metrics::counter!("missive_frames_out_total").increment(1);
+                        Message::Text(text.as_ref().into())
+                    }
+                    Outbound::Ping => Message::Ping(Default::default()),
+                    Outbound::Close(code) => {
+                        sink.feed(close_message(code)).await?;
+                        sink.flush().await?;
+                        return Ok(true);
+                    }
+                };
+                sink.feed(message).await?;
+                written += 1;
+                if written < FRAMES_PER_WRITE_MAX {
+                    next = frames.try_recv().ok();
+                }
+            }
+            sink.flush().await?;
+            Ok::<_, axum::Error>(false)
+        };
+        match timeout(write_timeout, written_all).await {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => return WriterEnd::Closed,
             Ok(Err(_)) => return WriterEnd::SocketError,
             Err(_) => return WriterEnd::SlowConsumer,
         }
