@@ -464,18 +464,25 @@ impl Api {
 
     /// The WebSocket URL of this server.
     pub fn ws_url(&self) -> String {
-        let rest = self
-            .base_url
-            .strip_prefix("http://")
-            .map(|rest| format!("ws://{rest}"))
-            .or_else(|| {
-                self.base_url
-                    .strip_prefix("https://")
-                    .map(|rest| format!("wss://{rest}"))
-            })
-            .unwrap_or_else(|| self.base_url.clone());
-        format!("{rest}{}", missive_proto::WS_PATH)
+        ws_url(&self.base_url)
     }
+}
+
+/// The WebSocket URL of the server at `base_url` (`http://host:port`).
+/// Free of an [`Api`]: building one loads the system's CA certificates,
+/// which costs milliseconds.
+pub fn ws_url(base_url: &str) -> String {
+    let base_url = base_url.trim_end_matches('/');
+    let rest = base_url
+        .strip_prefix("http://")
+        .map(|rest| format!("ws://{rest}"))
+        .or_else(|| {
+            base_url
+                .strip_prefix("https://")
+                .map(|rest| format!("wss://{rest}"))
+        })
+        .unwrap_or_else(|| base_url.to_owned());
+    format!("{rest}{}", missive_proto::WS_PATH)
 }
 
 async fn refused(response: reqwest::Response) -> ClientError {

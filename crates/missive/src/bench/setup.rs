@@ -47,7 +47,7 @@ pub struct Member {
 
 impl Member {
     pub fn ws_url(&self) -> String {
-        Api::new(&self.server).ws_url()
+        missive_client::ws_url(&self.server)
     }
 }
 
