@@ -29,6 +29,8 @@ ROWS = [
     ("drain-off", "drain, fsync=off: msgs/s", "drain_msgs_per_sec", "/s", ""),
     ("cluster-pairs-1", "cluster pairs, 1 node (PostgreSQL+NATS): delivered msgs/s", "delivered_per_sec", "/s", ""),
     ("cluster-pairs-3", "cluster pairs, 3 nodes (PostgreSQL+NATS): delivered msgs/s", "delivered_per_sec", "/s", ""),
+    ("cluster-idle-3", "cluster idle, 3 nodes, 2 bench workers: RSS per connection", "server_rss_per_connection_bytes", "B", ""),
+    ("cluster-idle-3", "cluster idle, 3 nodes, 2 bench workers: connect rate", "connect_per_sec", "/s", ""),
 ]
 
 

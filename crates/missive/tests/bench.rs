@@ -139,4 +139,26 @@ fn every_scenario_runs_without_loss_or_duplicates() {
     assert!(idle["figures"]["connect_per_sec"].as_f64().unwrap() > 0.0);
     assert!(idle["figures"]["server_rss_per_connection_bytes"].is_f64());
     assert!(idle["figures"]["server_idle_cpu_percent"].is_f64());
+    assert_eq!(idle["figures"]["connections_opened"], 6.0, "{idle}");
+
+    // The same connections held by two worker processes: each opens and
+    // holds its share, and their counts come back to the parent.
+    let spread = bench(
+        &server,
+        out_dir.path(),
+        &[
+            "idle",
+            "--connections",
+            "7",
+            "--devices-per-user",
+            "3",
+            "--idle-secs",
+            "1",
+            "--workers",
+            "2",
+        ],
+    );
+    assert_eq!(spread["params"]["workers"], 2, "{spread}");
+    assert_eq!(spread["figures"]["connections_opened"], 7.0, "{spread}");
+    assert_eq!(spread["figures"]["connections_lost"], 0.0, "{spread}");
 }

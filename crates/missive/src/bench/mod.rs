@@ -84,7 +84,11 @@ impl Common {
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
-    let (name, common, result) = match args.scenario {
+    let scenario = match args.scenario {
+        Scenario::Idle(a) if a.worker => return idle::work(a).await,
+        scenario => scenario,
+    };
+    let (name, common, result) = match scenario {
         Scenario::Pairs(a) => ("pairs", a.common.clone(), pairs::run(a).await),
         Scenario::Group(a) => ("group", a.common.clone(), group::run(a).await),
         Scenario::Drain(a) => ("drain", a.common.clone(), drain::run(a).await),

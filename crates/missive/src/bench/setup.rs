@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -26,7 +27,17 @@ pub fn run_prefix() -> String {
     )
 }
 
+/// Set in worker processes: their parent shows the progress.
+static PROGRESS_HIDDEN: AtomicBool = AtomicBool::new(false);
+
+pub fn hide_progress() {
+    PROGRESS_HIDDEN.store(true, Ordering::Relaxed);
+}
+
 pub fn progress(len: u64, label: &str) -> ProgressBar {
+    if PROGRESS_HIDDEN.load(Ordering::Relaxed) {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(len);
     if let Ok(style) =
         ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
