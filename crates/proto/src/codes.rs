@@ -43,6 +43,8 @@ pub enum ErrorCode {
     MediaTooLarge,
     MediaTypeNotAllowed,
     RateLimited,
+    /// A browser WebSocket from a page whose `Origin` is not allowed.
+    OriginNotAllowed,
     // Operations.
     ShuttingDown,
     /// A backend (store) cannot be reached now; nothing changed, retry later.
@@ -86,6 +88,7 @@ impl ErrorCode {
             Self::MediaTooLarge => "media_too_large",
             Self::MediaTypeNotAllowed => "media_type_not_allowed",
             Self::RateLimited => "rate_limited",
+            Self::OriginNotAllowed => "origin_not_allowed",
             Self::ShuttingDown => "shutting_down",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
@@ -197,6 +200,7 @@ mod tests {
             ErrorCode::MediaTooLarge,
             ErrorCode::MediaTypeNotAllowed,
             ErrorCode::RateLimited,
+            ErrorCode::OriginNotAllowed,
             ErrorCode::ShuttingDown,
             ErrorCode::Unavailable,
             ErrorCode::Internal,

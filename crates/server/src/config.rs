@@ -25,6 +25,7 @@ pub struct Config {
     pub blobs: BlobsConfig,
     pub bus: BusConfig,
     pub cluster: ClusterConfig,
+    pub web: WebConfig,
 }
 
 /// How nodes tell each other about live devices (see `missive-bus`).
@@ -71,6 +72,20 @@ impl Default for ClusterConfig {
             lease_ms: 10_000,
         }
     }
+}
+
+/// The browser app served at `/`, and which pages may open WebSockets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Origins (exactly as browsers send them, e.g.
+    /// `https://chat.example.com`) whose pages may open a WebSocket, besides
+    /// the server's own origin. A WebSocket without an `Origin` header is
+    /// not from a browser page and is always let through.
+    pub allowed_origins: Vec<String>,
+    /// Serve the app's files from this directory instead of the copies
+    /// built into the binary: for working on the app without rebuilding.
+    pub assets_dir: Option<PathBuf>,
 }
 
 /// Where media bytes live.
@@ -244,6 +259,7 @@ impl Default for Config {
             blobs: BlobsConfig::default(),
             bus: BusConfig::default(),
             cluster: ClusterConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -406,6 +422,16 @@ impl Config {
                 "limits.frame_bytes_max must be at least 1024".into(),
             ));
         }
+        if let Some(origin) = self
+            .web
+            .allowed_origins
+            .iter()
+            .find(|origin| !is_origin(origin))
+        {
+            return Err(ConfigError(format!(
+                "web.allowed_origins: {origin:?} is not an origin (scheme://host[:port], no path)"
+            )));
+        }
         Ok(())
     }
 
@@ -416,6 +442,21 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("missive.sqlite")
     }
+}
+
+/// `http(s)://host[:port]` and nothing more: what a browser's `Origin`
+/// header holds, so an allow-list entry can ever match one exactly.
+fn is_origin(origin: &str) -> bool {
+    let Some(authority) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -454,6 +495,19 @@ mod tests {
             .merge(Toml::string("[push]\nwebhook_url = \"http://x/\"\n"));
         let err = Config::from_figment(&figment).unwrap_err().to_string();
         assert!(err.contains("push.secret"), "{err}");
+        // An origin with a path or a trailing slash would never equal a
+        // browser's Origin header: refused rather than silently useless.
+        for bad in ["https://chat.example.com/", "chat.example.com", "https://"] {
+            let figment = Figment::from(Serialized::defaults(Config::default())).merge(
+                Toml::string(&format!("[web]\nallowed_origins = [{bad:?}]\n")),
+            );
+            let err = Config::from_figment(&figment).unwrap_err().to_string();
+            assert!(err.contains("web.allowed_origins"), "{bad}: {err}");
+        }
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(
+            "[web]\nallowed_origins = [\"https://chat.example.com\", \"http://[::1]:8080\"]\n",
+        ));
+        assert!(Config::from_figment(&figment).is_ok());
     }
 
     #[test]

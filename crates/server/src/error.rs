@@ -48,7 +48,8 @@ impl ApiError {
             ErrorCode::NotMember
             | ErrorCode::NotAuthor
             | ErrorCode::NotAdmin
-            | ErrorCode::Blocked => StatusCode::FORBIDDEN,
+            | ErrorCode::Blocked
+            | ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::EditWindowClosed | ErrorCode::MessageDeleted | ErrorCode::GroupFull => {
                 StatusCode::CONFLICT
             }

@@ -1,5 +1,5 @@
-//! The HTTP surface: REST under `/v1`, the WebSocket at `/v1/ws`, and the
-//! operational endpoints. Handlers translate between the wire (missive-proto)
+//! The HTTP surface: REST under `/v1`, the WebSocket at `/v1/ws`, the
+//! operational endpoints, and the browser app at `/`. Handlers translate between the wire (missive-proto)
 //! and the services; they never touch the store directly except `/readyz`.
 
 mod dispatch;
@@ -8,6 +8,7 @@ mod live;
 mod longpoll;
 mod media_http;
 mod social_http;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -76,5 +77,6 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/poll", post(longpoll::poll))
         .route("/v1/frames", post(longpoll::frames))
         .route(missive_proto::WS_PATH, get(ws::upgrade))
+        .fallback(web::asset)
         .with_state(state)
 }

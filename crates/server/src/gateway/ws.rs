@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -26,6 +27,7 @@ use tracing::Instrument;
 
 use super::dispatch::{Dispatcher, queue_frame};
 use super::live::{self, Announce};
+use super::web;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::service::Messaging;
@@ -35,7 +37,18 @@ const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 
 /// `GET /v1/ws`: upgrade with bounded buffers (DESIGN.md §4).
-pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !web::origin_allowed(&headers, &state.config.web.allowed_origins) {
+        return ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            "pages from this origin may not open a WebSocket here (see web.allowed_origins)",
+        )
+        .into_response();
+    }
     if state.shutdown.is_cancelled() {
         return ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
             .into_response();

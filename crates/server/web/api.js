@@ -1,0 +1,237 @@
+// REST client for /v1 and the stored session (token) of this browser.
+//
+// Every call returns parsed JSON or throws an ApiError whose `code` is the
+// protocol's stable error code, or `network` when the server could not be
+// reached at all, so callers can tell "retry later" from "refused".
+
+const SESSION_KEY = 'missive.session';
+
+// The server refuses larger uploads (limits.media_bytes_max); checking first
+// spares the user a long upload that is bound to fail.
+export const MEDIA_BYTES_MAX = 16 * 1024 * 1024;
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfterSecs = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfterSecs = retryAfterSecs;
+  }
+
+  /** True when nothing reached the server or it could not answer; the same request may be retried. */
+  get transient() {
+    return ['network', 'unavailable', 'shutting_down', 'internal', 'timeout'].includes(this.code) || this.status >= 500;
+  }
+}
+
+export function loadSession() {
+  try {
+    const session = JSON.parse(localStorage.getItem(SESSION_KEY) ?? 'null');
+    if (session && typeof session.token === 'string' && typeof session.username === 'string') {
+      return session;
+    }
+  } catch {
+    // A corrupt entry is treated like no session: the user logs in again.
+  }
+  return null;
+}
+
+export function saveSession(session) {
+  localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+}
+
+export function clearSession() {
+  localStorage.removeItem(SESSION_KEY);
+}
+
+async function errorFrom(response) {
+  let code = 'http_' + response.status;
+  let message = response.statusText || 'request failed';
+  try {
+    const body = await response.json();
+    if (body?.error?.code) {
+      code = body.error.code;
+      message = body.error.message;
+    } else if (Array.isArray(body?.frames) && body.frames[0]?.type === 'error') {
+      code = body.frames[0].code;
+      message = body.frames[0].message;
+    }
+  } catch {
+    // Not JSON (a proxy's error page, say): keep the HTTP status as the code.
+  }
+  const retryAfter = Number(response.headers.get('Retry-After'));
+  return new ApiError(response.status, code, message, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null);
+}
+
+/** Describe a device for the device list: the browser and OS, as far as the user agent says. */
+export function deviceName() {
+  const agent = navigator.userAgent;
+  const browser = /Edg\//.test(agent) ? 'Edge'
+    : /Firefox\//.test(agent) ? 'Firefox'
+      : /Chrom(e|ium)\//.test(agent) ? 'Chrome'
+        : /Safari\//.test(agent) ? 'Safari' : 'Browser';
+  const system = /Android/.test(agent) ? 'Android'
+    : /iPhone|iPad/.test(agent) ? 'iOS'
+      : /Windows/.test(agent) ? 'Windows'
+        : /Mac OS X/.test(agent) ? 'macOS'
+          : /Linux/.test(agent) ? 'Linux' : 'web';
+  return `${browser} on ${system}`;
+}
+
+export class Api {
+  /**
+   * @param {string|null} token
+   * @param {() => void} onUnauthorized called when the token stops working (revoked, logged out elsewhere)
+   */
+  constructor(token = null, onUnauthorized = () => {}) {
+    this.token = token;
+    this.onUnauthorized = onUnauthorized;
+  }
+
+  async request(method, path, body = undefined, { signal } = {}) {
+    const headers = {};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+        cache: 'no-store',
+      });
+    } catch (err) {
+      if (err?.name === 'AbortError') throw err;
+      throw new ApiError(0, 'network', 'the server cannot be reached');
+    }
+    if (!response.ok) {
+      const error = await errorFrom(response);
+      if (error.code === 'token_invalid' && this.token) this.onUnauthorized();
+      throw error;
+    }
+    if (response.status === 204) return null;
+    const text = await response.text();
+    return text ? JSON.parse(text) : null;
+  }
+
+  register(username, password) {
+    return this.request('POST', '/v1/accounts', { username, password });
+  }
+
+  login(username, password) {
+    return this.request('POST', '/v1/sessions', { username, password, device_name: deviceName() });
+  }
+
+  logout() {
+    return this.request('DELETE', '/v1/sessions/current');
+  }
+
+  devices() {
+    return this.request('GET', '/v1/devices');
+  }
+
+  revokeDevice(deviceId) {
+    return this.request('DELETE', `/v1/devices/${encodeURIComponent(deviceId)}`);
+  }
+
+  conversations() {
+    return this.request('GET', '/v1/conversations');
+  }
+
+  history(conversation, { before = null, limit = 40 } = {}) {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (before !== null) query.set('before', String(before));
+    return this.request('GET', `/v1/conversations/${conversation}/messages?${query}`);
+  }
+
+  receipts(conversation, messageId) {
+    return this.request('GET', `/v1/conversations/${conversation}/messages/${encodeURIComponent(messageId)}/receipts`);
+  }
+
+  addContact(username) {
+    return this.request('POST', '/v1/contacts', { username });
+  }
+
+  createGroup(name, members) {
+    return this.request('POST', '/v1/groups', { name, members });
+  }
+
+  group(conversation) {
+    return this.request('GET', `/v1/groups/${conversation}`);
+  }
+
+  addMembers(conversation, members) {
+    return this.request('POST', `/v1/groups/${conversation}/members`, { members });
+  }
+
+  removeMember(conversation, username) {
+    return this.request('DELETE', `/v1/groups/${conversation}/members/${encodeURIComponent(username)}`);
+  }
+
+  leaveGroup(conversation) {
+    return this.request('POST', `/v1/groups/${conversation}/leave`);
+  }
+
+  poll(body, signal) {
+    return this.request('POST', '/v1/poll', body, { signal });
+  }
+
+  /** One client frame over plain HTTP; resolves with the reply frames, even when the reply is an error frame. */
+  async frames(frame) {
+    try {
+      return (await this.request('POST', '/v1/frames', frame)).frames;
+    } catch (err) {
+      if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.code !== 'token_invalid'
+          && err.code !== 'not_authenticated' && err.code !== 'frame_too_large') {
+        // The error frame itself is the reply; the caller matches it by id like any other.
+        return [{ type: 'error', id: frame.id, code: err.code, message: err.message }];
+      }
+      throw err;
+    }
+  }
+
+  /** A media object (or its thumbnail) as a Blob; the endpoints need the bearer token, so an <img src> cannot load them. */
+  async media(mediaId, { thumbnail = false } = {}) {
+    let response;
+    try {
+      response = await fetch(`/v1/media/${encodeURIComponent(mediaId)}${thumbnail ? '/thumbnail' : ''}`, {
+        headers: { Authorization: `Bearer ${this.token}` },
+      });
+    } catch {
+      throw new ApiError(0, 'network', 'the server cannot be reached');
+    }
+    if (!response.ok) throw await errorFrom(response);
+    return response.blob();
+  }
+
+  /**
+   * Upload a file with progress. XMLHttpRequest rather than fetch because
+   * only it reports upload progress.
+   * @returns {{promise: Promise<object>, abort: () => void}}
+   */
+  upload(file, onProgress) {
+    const xhr = new XMLHttpRequest();
+    const promise = new Promise((resolve, reject) => {
+      xhr.open('POST', '/v1/media');
+      xhr.setRequestHeader('Authorization', `Bearer ${this.token}`);
+      xhr.responseType = 'json';
+      xhr.upload.addEventListener('progress', (event) => {
+        if (event.lengthComputable) onProgress(event.loaded / event.total);
+      });
+      xhr.addEventListener('load', () => {
+        if (xhr.status === 201) {
+          resolve(xhr.response);
+          return;
+        }
+        const error = xhr.response?.error;
+        reject(new ApiError(xhr.status, error?.code ?? `http_${xhr.status}`, error?.message ?? 'upload failed'));
+      });
+      xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'the upload was interrupted')));
+      xhr.addEventListener('abort', () => reject(new ApiError(0, 'aborted', 'the upload was cancelled')));
+      xhr.send(file);
+    });
+    return { promise, abort: () => xhr.abort() };
+  }
+}

@@ -1,0 +1,635 @@
+// Wiring: the sign-in screen, then one Session per page life that joins the
+// REST client, the connection, the outbox, the store and the views.
+// Logging out reloads the page, so no state of one account can leak into
+// the next.
+
+import { Api, ApiError, MEDIA_BYTES_MAX, loadSession, saveSession, clearSession } from './api.js';
+import { Connection } from './connection.js';
+import { Outbox, newClientMsgId } from './outbox.js';
+import { Store } from './store.js';
+import { $, h, describeError, initial, hueClass } from './views/dom.js';
+import { ListView } from './views/list.js';
+import { ChatView, mediaName } from './views/chat.js';
+import { StatusView } from './views/status.js';
+import { confirmDialog, DevicesDialog, NewGroupDialog, GroupInfoDialog, ImageDialog } from './views/dialogs.js';
+
+const params = new URLSearchParams(location.search);
+// `?transport=poll` / `?transport=ws` pin the transport (tests, debugging); otherwise it is chosen automatically.
+const TRANSPORT = ['ws', 'poll'].includes(params.get('transport')) ? params.get('transport') : 'auto';
+const FLASH_KEY = 'missive.flash';
+const USERNAME_PATTERN = /^[a-z0-9_.]{3,32}$/;
+const HISTORY_PAGE = 40;
+const PRESENCE_POLL_MS = 30000;
+const TOAST_MS = 6000;
+// What the server accepts (it sniffs the bytes; this only spares uploads that are sure to be refused).
+const ALLOWED_TYPES = new Set([
+  'image/jpeg', 'image/png', 'image/gif', 'image/webp', 'video/mp4', 'video/webm', 'audio/mpeg', 'audio/mp3',
+  'audio/ogg', 'application/ogg', 'video/ogg', 'audio/wav', 'audio/x-wav', 'audio/wave', 'application/pdf',
+]);
+
+// ---- sign in --------------------------------------------------------------------
+
+function showAuth() {
+  $('#app-view').hidden = true;
+  $('#auth-view').hidden = false;
+  document.title = 'missive';
+  const flash = sessionStorage.getItem(FLASH_KEY);
+  sessionStorage.removeItem(FLASH_KEY);
+  $('#auth-error').textContent = flash ?? '';
+  $('#auth-username').focus();
+}
+
+function bindAuth() {
+  const form = $('#auth-form');
+  const error = $('#auth-error');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const register = event.submitter?.value === 'register';
+    const username = $('#auth-username').value.trim().toLowerCase();
+    const password = $('#auth-password').value;
+    // Checked here too, so a typo costs no round trip (and no rate-limited attempt).
+    if (!USERNAME_PATTERN.test(username)) {
+      error.textContent = describeError({ code: 'invalid_username' });
+      $('#auth-username').focus();
+      return;
+    }
+    if (password.length < 8) {
+      error.textContent = describeError({ code: 'invalid_password' });
+      $('#auth-password').focus();
+      return;
+    }
+    const buttons = form.querySelectorAll('button');
+    buttons.forEach((button) => { button.disabled = true; });
+    error.textContent = register ? 'Creating your account…' : 'Logging in…';
+    try {
+      const api = new Api();
+      if (register) await api.register(username, password);
+      const login = await api.login(username, password);
+      const saved = { token: login.token, username: login.username, deviceId: login.device_id };
+      saveSession(saved);
+      form.reset();
+      error.textContent = '';
+      new Session(saved).start();
+    } catch (err) {
+      error.textContent = describeError(err);
+    } finally {
+      buttons.forEach((button) => { button.disabled = false; });
+    }
+  });
+}
+
+// ---- a signed-in page ---------------------------------------------------------------
+
+class Session {
+  constructor(saved) {
+    this.me = { username: saved.username, deviceId: saved.deviceId };
+    this.api = new Api(saved.token, () => this.revoked());
+    this.store = new Store(this.me);
+    this.outbox = new Outbox(`missive.outbox.${saved.username}.${saved.deviceId}`, {
+      onSent: (entry, reply) => this.sent(entry, reply),
+      onFailed: (entry, err) => this.refused(entry, err),
+    });
+    this.mediaUrls = new Map();
+    this.renderTimer = null;
+    this.renderDetail = {};
+    this.listTimer = null;
+    this.listLoaded = false;
+    this.listLoading = null;
+    this.presenceKey = null;
+    this.presenceTimer = null;
+    this.receiptsChecked = new Set();
+    this.onlineWaiters = [];
+    this.ending = false;
+  }
+
+  start() {
+    $('#auth-view').hidden = true;
+    $('#app-view').hidden = false;
+    $('#me-name').textContent = this.me.username;
+    const avatar = $('#me-avatar');
+    avatar.className = `avatar ${hueClass(this.me.username)}`;
+    avatar.textContent = initial(this.me.username);
+
+    this.status = new StatusView({ onRetry: () => this.connection.retryNow() });
+    this.listView = new ListView(this.store, { onOpen: (key) => this.navigate(key) });
+    this.chatView = new ChatView(this.store, this.chatActions());
+    this.devicesDialog = new DevicesDialog(this.api, { onRevokedSelf: () => this.logout({ ask: false }) });
+    this.groupDialog = new NewGroupDialog(this.api, {
+      onCreated: async (group) => {
+        await this.refreshList();
+        this.navigate(String(group.conversation));
+      },
+    });
+    this.groupInfoDialog = new GroupInfoDialog(this.api, this.me, {
+      onChanged: () => this.refreshList(),
+      onLeft: (conversation, err) => {
+        if (err) this.toast(describeError(err));
+        const conv = this.store.get(conversation);
+        if (conv && !err) conv.left = true;
+        this.refreshList();
+      },
+    });
+    this.imageDialog = new ImageDialog();
+    this.bind();
+
+    this.store.addEventListener('change', (event) => this.changed(event.detail));
+    this.store.visible = document.visibilityState === 'visible';
+    this.restoreOutbox();
+
+    this.connection = new Connection({
+      api: this.api,
+      mode: TRANSPORT,
+      onFrame: (frame) => this.store.applyFrame(frame),
+      onStatus: (status) => this.status.update(status, this.outbox.entries.length),
+      onOnline: (transport) => this.online(transport),
+      onRevoked: () => this.revoked(),
+    });
+    this.outbox.attach(this.connection);
+    this.connection.start();
+    this.refreshList();
+    this.route();
+  }
+
+  bind() {
+    window.addEventListener('hashchange', () => this.route());
+    document.addEventListener('visibilitychange', () => {
+      this.store.visible = document.visibilityState === 'visible';
+      this.markRead();
+    });
+    $('#new-chat-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.startChat($('#new-chat-username').value);
+    });
+    $('#new-group-button').addEventListener('click', () => this.groupDialog.open());
+    $('#devices-button').addEventListener('click', () => this.devicesDialog.open());
+    $('#logout-button').addEventListener('click', () => this.logout({ ask: true }));
+  }
+
+  chatActions() {
+    return {
+      back: () => this.back(),
+      send: (conv, text, options) => this.send(conv, text, options),
+      edit: (conv, msg, text) => this.edit(conv, msg, text),
+      remove: (conv, msg) => this.remove(conv, msg),
+      react: (conv, msg, emoji) => this.react(conv, msg, emoji),
+      discard: (conv, msg) => this.store.discard(conv, msg),
+      typing: (conv, state) => this.typing(conv, state),
+      loadOlder: (conv) => this.loadOlder(conv),
+      upload: (file, onProgress) => this.upload(file, onProgress),
+      mediaUrl: (mediaId, thumbnail) => this.mediaUrl(mediaId, thumbnail),
+      openImage: (media, msg) => this.imageDialog.open(`Photo from ${msg.from}`, mediaName(media),
+        this.mediaUrl(media.media_id, false)),
+      download: (media, name) => this.download(media, name),
+      groupInfo: (conv) => conv?.id && this.groupInfoDialog.open(conv.id),
+    };
+  }
+
+  // ---- rendering --------------------------------------------------------------------
+
+  changed(detail) {
+    for (const flag of ['own', 'history']) {
+      if (detail[flag] && detail.key === this.store.openKey) this.renderDetail[flag] = true;
+    }
+    if (this.store.needsListRefresh) this.refreshListSoon();
+    if (detail.key && detail.key === this.store.openKey && detail.message) this.markReadSoon();
+    if (!this.renderTimer) {
+      // One render per burst: a reconnect can bring hundreds of frames in one go.
+      this.renderTimer = setTimeout(() => this.render(), 0);
+    }
+  }
+
+  render() {
+    this.renderTimer = null;
+    const detail = this.renderDetail;
+    this.renderDetail = {};
+    this.listView.render();
+    this.chatView.render(detail);
+    const unread = this.store.totalUnread();
+    document.title = unread > 0 ? `(${unread}) missive` : 'missive';
+    this.status.setWaiting(this.outbox.entries.length);
+    this.subscribePresence();
+    const conv = this.store.get(this.store.openKey);
+    if (conv && conv.id !== null && conv.history === 'none') this.loadHistory(conv);
+  }
+
+  toast(message) {
+    const toast = $('#toast');
+    toast.textContent = message;
+    toast.hidden = false;
+    clearTimeout(this.toastTimer);
+    this.toastTimer = setTimeout(() => { toast.hidden = true; }, TOAST_MS);
+  }
+
+  // ---- navigation -------------------------------------------------------------------
+
+  navigate(key) {
+    const hash = `#/chat/${encodeURIComponent(key)}`;
+    if (location.hash === hash) this.route();
+    else location.hash = hash;
+  }
+
+  back() {
+    const key = this.store.openKey;
+    location.hash = '#/';
+    if (key) setTimeout(() => this.listView.focus(key), 0);
+  }
+
+  route() {
+    const match = /^#\/chat\/(.+)$/.exec(location.hash);
+    const key = match ? decodeURIComponent(match[1]) : null;
+    let conv = key ? this.store.get(key) : null;
+    if (!conv && key?.startsWith('u:') && USERNAME_PATTERN.test(key.slice(2))) conv = this.store.draftFor(key.slice(2));
+    if (key && !conv && !this.listLoaded) return; // routed again once the list is in
+    const previous = this.store.openKey;
+    this.store.openKey = conv?.key ?? null;
+    $('#layout').dataset.view = conv ? 'chat' : 'list';
+    if (conv) {
+      if (conv.unread > 0) conv.unread = 0;
+      if (conv.history === 'error') conv.history = 'none';
+      if (conv.key !== previous) setTimeout(() => this.chatView.focusComposer(), 0);
+    }
+    this.render();
+    this.markRead();
+  }
+
+  // ---- connection ---------------------------------------------------------------------
+
+  online(transport) {
+    for (const resolve of this.onlineWaiters.splice(0)) resolve();
+    this.presenceKey = null;
+    clearInterval(this.presenceTimer);
+    if (transport === 'poll') {
+      // Long-polling gets presence as snapshots only.
+      this.presenceTimer = setInterval(() => this.subscribePresence(true), PRESENCE_POLL_MS);
+    }
+    for (const conv of this.store.conversations.values()) {
+      if (conv.history === 'error') conv.history = 'none';
+    }
+    this.outbox.flush();
+    this.refreshList();
+    this.subscribePresence(true);
+    this.markRead();
+    this.render();
+  }
+
+  subscribePresence(force = false) {
+    if (!this.connection?.online) return;
+    const peers = this.store.directPeers().slice(0, 256);
+    const key = peers.join(',');
+    if (!force && key === this.presenceKey) return;
+    this.presenceKey = key;
+    if (peers.length === 0) return;
+    this.connection.request({ type: 'subscribe_presence', users: peers }).catch(() => {
+      if (this.presenceKey === key) this.presenceKey = null;
+    });
+  }
+
+  revoked() {
+    sessionStorage.setItem(FLASH_KEY, 'This browser was logged out: its device was revoked or its session ended.');
+    this.end();
+  }
+
+  async logout({ ask }) {
+    const waiting = this.outbox.entries.length;
+    if (ask) {
+      const question = waiting > 0
+        ? `Log out? ${waiting} message${waiting === 1 ? ' has' : 's have'} not been sent yet and will be lost.`
+        : 'Log out of missive on this browser?';
+      if (!(await confirmDialog(question, 'Log out'))) return;
+    }
+    // Stop first: the server closes our socket as revoked, which must not read as "revoked elsewhere".
+    this.connection.stop();
+    try {
+      await this.api.logout();
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.code !== 'token_invalid') {
+        sessionStorage.setItem(FLASH_KEY, 'Logged out here, but the server could not be told: revoke this device from another one.');
+      }
+    }
+    this.end();
+  }
+
+  end() {
+    if (this.ending) return;
+    this.ending = true;
+    this.connection?.stop();
+    this.outbox.clear();
+    clearSession();
+    for (const url of this.mediaUrls.values()) url.then((value) => URL.revokeObjectURL(value), () => {});
+    // A fresh page: nothing of this account stays in memory.
+    location.replace(location.pathname + location.search);
+  }
+
+  // ---- conversations ---------------------------------------------------------------------
+
+  refreshListSoon() {
+    if (this.listTimer) return;
+    this.listTimer = setTimeout(() => {
+      this.listTimer = null;
+      this.refreshList();
+      this.markSyncing();
+    }, 250);
+    this.markSyncing();
+  }
+
+  /** `data-syncing` on the list says whether a refresh is due or running (tests wait for it to settle). */
+  markSyncing() {
+    $('#conversation-list').dataset.syncing = String(Boolean(this.listTimer || this.listLoading));
+  }
+
+  async refreshList() {
+    if (this.listLoaded && !this.connection?.online) {
+      // The server is away; `online` fetches the list when it is back. Asking now would only fail.
+      return;
+    }
+    if (this.listLoading) {
+      this.listAgain = true;
+      return this.listLoading;
+    }
+    this.listLoading = (async () => {
+      try {
+        const { conversations } = await this.api.conversations();
+        this.store.setConversations(conversations);
+        const first = !this.listLoaded;
+        this.listLoaded = true;
+        if (first) this.route();
+        this.checkListReceipts();
+      } catch {
+        // Offline: the list is fetched again when the connection returns.
+      }
+    })();
+    this.markSyncing();
+    await this.listLoading;
+    this.listLoading = null;
+    if (this.listAgain) {
+      this.listAgain = false;
+      await this.refreshList();
+    }
+    this.markSyncing();
+  }
+
+  /** Ticks for our own last messages in the list: receipts that arrived before this page existed were acked then. */
+  async checkListReceipts() {
+    for (const conv of this.store.sorted().slice(0, 15)) await this.checkReceipts(conv);
+  }
+
+  async checkReceipts(conv) {
+    if (!this.connection?.online || conv.id === null || this.receiptsChecked.has(conv.key)) return;
+    const last = this.store.timeline(conv).reverse()
+      .find((msg) => msg.from === this.me.username && msg.kind === 'text' && msg.seq !== null && !msg.deleted);
+    if (!last) return;
+    this.receiptsChecked.add(conv.key);
+    if (this.store.tickState(conv, last) === 'read') return;
+    try {
+      this.store.receiptsFor(conv, await this.api.receipts(conv.id, last.message_id));
+    } catch {
+      this.receiptsChecked.delete(conv.key);
+    }
+  }
+
+  async loadHistory(conv) {
+    if (!this.connection?.online) return; // `online` renders again, which asks again
+    conv.history = 'loading';
+    try {
+      const page = await this.api.history(conv.id, { limit: HISTORY_PAGE });
+      this.store.historyPage(conv, page);
+      this.receiptsChecked.delete(conv.key);
+      await this.checkReceipts(conv);
+    } catch {
+      conv.history = 'error';
+      this.changed({ key: conv.key });
+    }
+  }
+
+  async loadOlder(conv) {
+    if (conv.loadingOlder || conv.nextBefore === null || conv.id === null || !this.connection?.online) return;
+    conv.loadingOlder = true;
+    this.changed({ key: conv.key });
+    try {
+      const page = await this.api.history(conv.id, { before: conv.nextBefore, limit: HISTORY_PAGE });
+      conv.loadingOlder = false;
+      this.store.historyPage(conv, page);
+    } catch {
+      conv.loadingOlder = false;
+      this.changed({ key: conv.key });
+    }
+  }
+
+  markReadSoon() {
+    if (this.readTimer) return;
+    // One read receipt for a burst of messages, not one each.
+    this.readTimer = setTimeout(() => {
+      this.readTimer = null;
+      this.markRead();
+    }, 50);
+  }
+
+  markRead() {
+    const conv = this.store.get(this.store.openKey);
+    if (!conv || conv.id === null || conv.left || !this.store.visible || !this.connection?.online) return;
+    if (conv.lastSeq <= conv.readSeq) {
+      if (conv.unread) {
+        conv.unread = 0;
+        this.changed({ key: conv.key, list: true });
+      }
+      return;
+    }
+    const seq = conv.lastSeq;
+    const before = conv.readSeq;
+    conv.readSeq = seq;
+    conv.unread = 0;
+    this.changed({ key: conv.key, list: true });
+    this.connection.request({ type: 'read', conversation: conv.id, seq }).then((reply) => {
+      conv.readSeq = Math.max(conv.readSeq, reply.seq);
+    }, () => {
+      // Not stored: try again when the connection is back.
+      if (conv.readSeq === seq) conv.readSeq = before;
+    });
+  }
+
+  async startChat(input) {
+    const error = $('#new-chat-error');
+    const username = input.trim().replace(/^@/, '').toLowerCase();
+    error.textContent = '';
+    if (!USERNAME_PATTERN.test(username)) {
+      error.textContent = describeError({ code: 'invalid_username' });
+      return;
+    }
+    if (username === this.me.username) {
+      error.textContent = 'That is you. Pick someone else.';
+      return;
+    }
+    const existing = this.store.findDirect(username);
+    if (!existing) {
+      try {
+        // Also the check that the user exists; a contact may see our presence under "contacts" privacy.
+        await this.api.addContact(username);
+      } catch (err) {
+        if (!(err instanceof ApiError) || !err.transient) {
+          error.textContent = err.code === 'unknown_user' ? `There is no user called “${username}”.` : describeError(err);
+          return;
+        }
+      }
+    }
+    $('#new-chat-username').value = '';
+    this.navigate((existing ?? this.store.draftFor(username)).key);
+  }
+
+  // ---- our messages -------------------------------------------------------------------------
+
+  restoreOutbox() {
+    for (const entry of this.outbox.entries) {
+      if (entry.frame.type !== 'send') continue;
+      const conv = entry.frame.conversation ? this.store.ensure(entry.frame.conversation) : this.store.draftFor(entry.frame.to);
+      entry.convKey = conv.key;
+      this.store.addPending(conv, {
+        clientMsgId: entry.frame.client_msg_id,
+        text: entry.frame.text,
+        target: entry.frame.reply_to ?? null,
+        media: entry.media ?? [],
+        createdMs: entry.createdMs,
+      });
+    }
+    this.outbox.save();
+  }
+
+  enqueue(conv, frame, extra = {}) {
+    this.outbox.add({ frame, convKey: conv.key, createdMs: Date.now(), ...extra });
+    this.status.setWaiting(this.outbox.entries.length);
+  }
+
+  send(conv, text, { replyTo = null, media = [] } = {}) {
+    const clientMsgId = newClientMsgId();
+    const frame = { type: 'send', client_msg_id: clientMsgId, text };
+    if (conv.id !== null) frame.conversation = conv.id;
+    else frame.to = conv.peer;
+    if (replyTo) frame.reply_to = replyTo;
+    const refs = media.map((item) => ({
+      media_id: item.media_id,
+      content_type: item.content_type,
+      size_bytes: item.size_bytes,
+      width: item.width,
+      height: item.height,
+      thumbnail: Boolean(item.thumbnail),
+    }));
+    if (refs.length) frame.media = refs.map((ref) => ref.media_id);
+    const createdMs = Date.now();
+    this.store.addPending(conv, { clientMsgId, text, target: replyTo, media: refs, createdMs });
+    this.enqueue(conv, frame, { media: refs, createdMs });
+  }
+
+  edit(conv, msg, text) {
+    if (text === msg.text) return;
+    this.store.applyOwnChange(conv, msg, 'edit', text);
+    this.enqueue(conv, { type: 'edit', conversation: conv.id, client_msg_id: newClientMsgId(), target: msg.message_id, text });
+  }
+
+  async remove(conv, msg) {
+    if (!(await confirmDialog('Delete this message for everyone?', 'Delete for everyone'))) return;
+    this.store.applyOwnChange(conv, msg, 'delete', '');
+    this.enqueue(conv, { type: 'delete', conversation: conv.id, client_msg_id: newClientMsgId(), target: msg.message_id });
+  }
+
+  react(conv, msg, emoji) {
+    this.store.applyOwnChange(conv, msg, 'reaction', emoji ?? '');
+    const frame = { type: 'react', conversation: conv.id, client_msg_id: newClientMsgId(), target: msg.message_id };
+    if (emoji) frame.emoji = emoji;
+    this.enqueue(conv, frame);
+  }
+
+  sent(entry, reply) {
+    const draftKey = entry.convKey;
+    const conv = this.store.confirmed(entry, reply);
+    if (entry.frame.to) {
+      this.outbox.retarget(entry.frame.to, reply.conversation);
+      if (location.hash === `#/chat/${encodeURIComponent(draftKey)}`) {
+        history.replaceState(null, '', `#/chat/${encodeURIComponent(conv.key)}`);
+      }
+    }
+    if (conv.key === this.store.openKey) this.markRead();
+    this.status.setWaiting(this.outbox.entries.length);
+  }
+
+  refused(entry, err) {
+    const reason = describeError(err);
+    this.store.failed(entry, { message: reason });
+    if (entry.frame.type !== 'send') {
+      this.toast(`Not done: ${reason}`);
+      // Our optimistic change did not happen; show the server's version again.
+      const conv = this.store.get(entry.convKey);
+      if (conv?.id) this.reloadNewest(conv);
+    }
+    this.status.setWaiting(this.outbox.entries.length);
+  }
+
+  async reloadNewest(conv) {
+    try {
+      const page = await this.api.history(conv.id, { limit: HISTORY_PAGE });
+      for (const msg of conv.messages.values()) msg.stateSeq = 0;
+      this.store.insertHistory(conv, page.messages, conv.lastSeq);
+      this.changed({ key: conv.key });
+    } catch {
+      // Shown as it is; the next open reloads it.
+    }
+  }
+
+  typing(conv, state) {
+    if (!this.connection.online || conv.id === null) return;
+    this.connection.request({ type: 'typing', conversation: conv.id, state }).catch(() => {});
+  }
+
+  // ---- media ------------------------------------------------------------------------------
+
+  upload(file, onProgress) {
+    if (file.size > MEDIA_BYTES_MAX) {
+      return { promise: Promise.reject(new ApiError(413, 'media_too_large', 'too large')), abort: () => {} };
+    }
+    if (file.type && !ALLOWED_TYPES.has(file.type)) {
+      // The server decides by the bytes; a type the browser already knows to be refused need not travel.
+      return { promise: Promise.reject(new ApiError(415, 'media_type_not_allowed', 'type not allowed')), abort: () => {} };
+    }
+    if (file.size === 0) {
+      return { promise: Promise.reject(new ApiError(415, 'media_type_not_allowed', 'empty file')), abort: () => {} };
+    }
+    return this.api.upload(file, onProgress);
+  }
+
+  /** A blob: URL for a media object (fetched once; the endpoints need the bearer token). */
+  mediaUrl(mediaId, thumbnail) {
+    const key = `${mediaId}/${thumbnail ? 'thumb' : 'full'}`;
+    let url = this.mediaUrls.get(key);
+    if (!url) {
+      url = this.whenOnline()
+        .then(() => this.api.media(mediaId, { thumbnail }))
+        .then((blob) => URL.createObjectURL(blob));
+      url.catch(() => this.mediaUrls.delete(key));
+      this.mediaUrls.set(key, url);
+    }
+    return url;
+  }
+
+  /** Resolves once the connection is up: requests made while the server is away would only fail. */
+  whenOnline() {
+    if (this.connection.online) return Promise.resolve();
+    return new Promise((resolve) => this.onlineWaiters.push(resolve));
+  }
+
+  async download(media, name) {
+    try {
+      const url = await this.mediaUrl(media.media_id, false);
+      const link = h('a', { href: url, download: name, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+    } catch (err) {
+      this.toast(`The file could not be downloaded. ${describeError(err)}`);
+    }
+  }
+}
+
+// ---- start ------------------------------------------------------------------------------
+
+bindAuth();
+const saved = loadSession();
+if (saved) new Session(saved).start();
+else showAuth();

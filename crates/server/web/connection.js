@@ -1,0 +1,470 @@
+// The live link to the server: a WebSocket at /v1/ws, or long-polling
+// (/v1/poll to receive, /v1/frames to send) where WebSockets cannot connect.
+//
+// It owns reconnecting with backoff, switching transports, matching replies
+// to requests by correlation id and acking processed queue positions. What
+// the frames mean is the store's business: queued and ephemeral frames are
+// handed to `onFrame`, which must apply them synchronously so an ack never
+// runs ahead of the state it covers.
+
+import { ApiError } from './api.js';
+
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_MAX_MS = 8000;
+const REQUEST_TIMEOUT_MS = 15000;
+const KEEPALIVE_MS = 25000;
+const POLL_WAIT_MS = 25000;
+// After this many WebSocket attempts in a row that never got to `ready`, try long-polling. Once a WebSocket
+// worked on this network, failures more likely mean the server is away (a restart) than a network that breaks
+// WebSockets, so the switch waits longer; polling a server that is down would only add failed requests.
+const WS_FAILURES_BEFORE_POLL = 2;
+const WS_FAILURES_BEFORE_POLL_AFTER_SUCCESS = 6;
+// While long-polling in automatic mode, try the WebSocket again after this long (doubling, capped).
+const PROBE_FIRST_MS = 5000;
+const PROBE_MAX_MS = 120000;
+
+// Replies to a client frame; everything else that arrives is queued or ephemeral.
+const REPLY_TYPES = new Set(['sent', 'acked', 'read_ok', 'pong', 'group', 'ok', 'error']);
+
+/** A refused or unanswered request. `transient` says whether retrying the same frame later may succeed. */
+export class RequestError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'RequestError';
+    this.code = code;
+  }
+
+  get transient() {
+    return ['offline', 'connection_lost', 'timeout', 'network', 'unavailable', 'shutting_down', 'internal', 'rate_limited']
+      .includes(this.code);
+  }
+}
+
+export class Connection {
+  /**
+   * @param {object} options
+   * @param {import('./api.js').Api} options.api
+   * @param {'auto'|'ws'|'poll'} options.mode which transports may be used
+   * @param {(frame: object) => void} options.onFrame queued and ephemeral frames
+   * @param {(status: object) => void} options.onStatus
+   * @param {(transport: string) => void} options.onOnline each time a transport is (re)established
+   * @param {() => void} options.onRevoked the token no longer works
+   */
+  constructor({ api, mode, onFrame, onStatus, onOnline, onRevoked }) {
+    this.api = api;
+    this.mode = mode;
+    this.onFrame = onFrame;
+    this.onStatus = onStatus;
+    this.onOnline = onOnline;
+    this.onRevoked = onRevoked;
+
+    this.state = 'idle';
+    this.transport = null;
+    this.retryAt = null;
+    this.stopped = false;
+
+    this.ws = null; // the adopted, authenticated socket
+    this.attempt = null; // a socket still authenticating (a connect or a probe)
+    this.pending = new Map();
+    this.nextRequestId = 1;
+    this.failures = 0; // consecutive failed connects, for backoff
+    this.wsFailures = 0; // consecutive WebSocket connects that never became ready
+    this.wsWorked = false; // a WebSocket reached `ready` on the current network
+    this.retryTimer = null;
+    this.keepaliveTimer = null;
+
+    this.processedPos = 0; // highest queue position handed to onFrame
+    this.ackedPos = 0; // highest position the server confirmed or was told on this session
+    this.ackTimer = null;
+
+    this.pollGeneration = 0;
+    this.pollAbort = null;
+    this.pollWaitingForProbe = false;
+    this.probeTimer = null;
+    this.probeDelayMs = PROBE_FIRST_MS;
+
+    this.handleOnline = () => {
+      // A new network may treat WebSockets differently from the last one.
+      this.wsWorked = false;
+      if (this.state === 'offline') this.retryNow();
+    };
+    window.addEventListener('online', this.handleOnline);
+  }
+
+  get online() {
+    return this.state === 'online';
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    window.removeEventListener('online', this.handleOnline);
+    this.teardown('stopped');
+    this.setState('stopped');
+  }
+
+  /** Skip the backoff wait (the "retry now" button, the browser's online event) or take the device back from another tab. */
+  retryNow() {
+    if (this.stopped) return;
+    if (this.state === 'offline' || this.state === 'replaced') {
+      clearTimeout(this.retryTimer);
+      this.failures = 0;
+      this.connect();
+    }
+  }
+
+  /**
+   * Send a client frame and resolve with its reply frame; reject with a
+   * RequestError for an `error` reply or when there is no answer.
+   */
+  request(frame, { timeoutMs = REQUEST_TIMEOUT_MS } = {}) {
+    if (!this.online) return Promise.reject(new RequestError('offline', 'not connected'));
+    const id = `r${this.nextRequestId++}`;
+    const message = { ...frame, id };
+    if (this.transport === 'ws') return this.requestOverSocket(message, timeoutMs);
+    return this.requestOverHttp(message);
+  }
+
+  /** Record that the frame at `pos` was applied, so it gets acked. */
+  processed(pos) {
+    if (pos > this.processedPos) this.processedPos = pos;
+    if (this.transport === 'ws' && this.processedPos > this.ackedPos && !this.ackTimer) {
+      // A short delay lets one ack cover a burst (a backlog arrives as many frames).
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = null;
+        this.sendAck();
+      }, 30);
+    }
+  }
+
+  // ---- internals -------------------------------------------------------
+
+  setState(state, extra = {}) {
+    this.state = state;
+    this.retryAt = extra.retryAt ?? null;
+    this.onStatus({ state, transport: this.transport, mode: this.mode, retryAt: this.retryAt });
+  }
+
+  connect() {
+    if (this.stopped) return;
+    this.teardown('reconnecting');
+    const threshold = this.wsWorked ? WS_FAILURES_BEFORE_POLL_AFTER_SUCCESS : WS_FAILURES_BEFORE_POLL;
+    const usePoll = this.mode === 'poll' || (this.mode === 'auto' && this.wsFailures >= threshold);
+    this.transport = usePoll ? 'poll' : 'ws';
+    this.setState('connecting');
+    if (usePoll) this.startPolling();
+    else this.openSocket({ probe: false });
+  }
+
+  /** Drop every transport and reject what waits for a reply. */
+  teardown(reason) {
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.probeTimer);
+    clearInterval(this.keepaliveTimer);
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.pollGeneration++;
+    this.pollAbort?.abort();
+    this.pollAbort = null;
+    this.pollWaitingForProbe = false;
+    for (const socket of [this.ws, this.attempt]) {
+      if (socket) {
+        socket.onclose = socket.onmessage = socket.onopen = socket.onerror = null;
+        try { socket.close(1000, reason); } catch { /* already closed */ }
+      }
+    }
+    this.ws = null;
+    this.attempt = null;
+    this.failPending('connection_lost', 'the connection was lost');
+  }
+
+  failPending(code, message) {
+    for (const { reject, timer } of this.pending.values()) {
+      clearTimeout(timer);
+      reject(new RequestError(code, message));
+    }
+    this.pending.clear();
+  }
+
+  /** The transport broke: back off and connect again. */
+  lost() {
+    if (this.stopped) return;
+    this.teardown('lost');
+    this.failures++;
+    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, this.failures - 1));
+    // Jitter keeps a crowd of clients from reconnecting in lockstep after a restart.
+    const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
+    this.setState('offline', { retryAt: Date.now() + jittered });
+    this.retryTimer = setTimeout(() => this.connect(), jittered);
+  }
+
+  becomeOnline(transport) {
+    this.transport = transport;
+    this.failures = 0;
+    this.ackedPos = 0; // unacked positions are resent on every new session; ack them again
+    this.setState('online');
+    if (transport === 'ws') {
+      this.wsFailures = 0;
+      this.wsWorked = true;
+      this.keepaliveTimer = setInterval(() => this.keepalive(), KEEPALIVE_MS);
+      if (this.processedPos > 0) this.sendAck();
+    }
+    this.onOnline(transport);
+  }
+
+  revoked() {
+    this.stop();
+    this.onRevoked();
+  }
+
+  // ---- WebSocket ---------------------------------------------------------
+
+  openSocket({ probe }) {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    let socket;
+    try {
+      socket = new WebSocket(`${scheme}//${location.host}/v1/ws`);
+    } catch {
+      this.socketFailed(probe);
+      return;
+    }
+    this.attempt = socket;
+    socket.onopen = () => {
+      socket.send(JSON.stringify({ type: 'auth', id: 'auth', token: this.api.token }));
+    };
+    socket.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame.type === 'ready') {
+        this.adoptSocket(socket, probe);
+      } else if (frame.type === 'error' && (frame.code === 'token_invalid' || frame.code === 'not_authenticated')) {
+        socket.onclose = null;
+        this.revoked();
+      }
+    };
+    socket.onclose = (event) => {
+      if (this.attempt !== socket) return;
+      this.attempt = null;
+      if (event.code === 4002 || event.code === 4003) {
+        this.revoked();
+        return;
+      }
+      this.socketFailed(probe);
+    };
+  }
+
+  socketFailed(probe) {
+    this.wsFailures++;
+    if (!probe) {
+      this.lost();
+      return;
+    }
+    this.probeDelayMs = Math.min(PROBE_MAX_MS, this.probeDelayMs * 2);
+    if (this.pollWaitingForProbe) {
+      // The probe's auth ended our poll before the socket itself failed; poll again.
+      this.pollWaitingForProbe = false;
+      this.startPolling();
+    } else {
+      this.scheduleProbe();
+    }
+  }
+
+  adoptSocket(socket, probe) {
+    if (probe) {
+      // The socket replaced our waiting poll on the server; stop the loop without treating that as a loss.
+      this.pollGeneration++;
+      this.pollAbort?.abort();
+      this.pollAbort = null;
+      this.pollWaitingForProbe = false;
+      clearTimeout(this.probeTimer);
+      this.failPending('connection_lost', 'switched transport');
+    }
+    this.attempt = null;
+    this.ws = socket;
+    socket.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.dispatch(frame);
+    };
+    socket.onclose = (event) => {
+      if (this.ws !== socket) return;
+      this.ws = null;
+      if (event.code === 4003 || event.code === 4002) {
+        this.revoked();
+      } else if (event.code === 4004) {
+        // Another tab or window of this browser shares the device and took it over.
+        this.teardown('replaced');
+        this.setState('replaced');
+      } else {
+        this.lost();
+      }
+    };
+    this.becomeOnline('ws');
+  }
+
+  requestOverSocket(message, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(message.id);
+        reject(new RequestError('timeout', 'no answer from the server'));
+      }, timeoutMs);
+      this.pending.set(message.id, { resolve, reject, timer });
+      try {
+        this.ws.send(JSON.stringify(message));
+      } catch {
+        clearTimeout(timer);
+        this.pending.delete(message.id);
+        reject(new RequestError('connection_lost', 'the connection was lost'));
+      }
+    });
+  }
+
+  sendAck() {
+    if (this.transport !== 'ws' || !this.ws || this.processedPos <= this.ackedPos) return;
+    this.ackedPos = this.processedPos;
+    this.ws.send(JSON.stringify({ type: 'ack', up_to: this.processedPos }));
+  }
+
+  async keepalive() {
+    const socket = this.ws;
+    if (!socket) return;
+    try {
+      await this.request({ type: 'ping' }, { timeoutMs: 10000 });
+    } catch (err) {
+      // A half-open TCP connection never fires `close`; give up on it ourselves.
+      if (err.code === 'timeout' && this.ws === socket) this.lost();
+    }
+  }
+
+  // ---- long-polling ----------------------------------------------------------
+
+  async startPolling() {
+    const generation = ++this.pollGeneration;
+    try {
+      // A ping proves the server answers before we call ourselves online; the first poll may wait 25 s.
+      await this.api.frames({ type: 'ping', id: 'probe' });
+    } catch (err) {
+      if (generation !== this.pollGeneration) return;
+      if (err instanceof ApiError && (err.code === 'token_invalid' || err.code === 'not_authenticated')) {
+        this.revoked();
+        return;
+      }
+      // Neither transport works: the server is down, not just the WebSocket. Start over with the WebSocket.
+      this.wsFailures = 0;
+      this.lost();
+      return;
+    }
+    if (generation !== this.pollGeneration) return;
+    this.becomeOnline('poll');
+    if (this.mode === 'auto') {
+      this.probeDelayMs = PROBE_FIRST_MS;
+      this.scheduleProbe();
+    }
+    this.pollLoop(generation);
+  }
+
+  async pollLoop(generation) {
+    let cursor = 0;
+    while (generation === this.pollGeneration) {
+      const body = { cursor, timeout_ms: POLL_WAIT_MS };
+      if (this.processedPos > this.ackedPos) body.ack_up_to = this.processedPos;
+      const abort = new AbortController();
+      this.pollAbort = abort;
+      let response;
+      try {
+        response = await this.api.poll(body, abort.signal);
+      } catch (err) {
+        if (generation !== this.pollGeneration) return;
+        if (err instanceof ApiError && (err.code === 'token_invalid' || err.code === 'not_authenticated')) {
+          this.revoked();
+        } else {
+          this.lost();
+        }
+        return;
+      }
+      if (generation !== this.pollGeneration) return;
+      if (body.ack_up_to) this.ackedPos = Math.max(this.ackedPos, body.ack_up_to);
+      for (const frame of response.frames ?? []) this.dispatch(frame);
+      cursor = response.cursor ?? cursor;
+      if (response.closed === 'replaced') {
+        if (this.attempt) {
+          // Our own WebSocket probe authenticated; it takes over once its `ready` arrives.
+          this.pollWaitingForProbe = true;
+        } else {
+          this.teardown('replaced');
+          this.setState('replaced');
+        }
+        return;
+      }
+      if (response.closed === 'revoked') {
+        this.revoked();
+        return;
+      }
+      if (response.closed) {
+        this.lost();
+        return;
+      }
+    }
+  }
+
+  requestOverHttp(message) {
+    const generation = this.pollGeneration;
+    return this.api.frames(message).then(
+      (frames) => {
+        let reply = null;
+        for (const frame of frames) {
+          if (frame.id === message.id && REPLY_TYPES.has(frame.type) && !reply) reply = frame;
+          else this.dispatch(frame);
+        }
+        if (!reply) throw new RequestError('internal', 'no reply');
+        if (reply.type === 'error') throw new RequestError(reply.code, reply.message);
+        return reply;
+      },
+      (err) => {
+        if (err instanceof ApiError && (err.code === 'token_invalid' || err.code === 'not_authenticated')) {
+          this.revoked();
+        } else if (err instanceof ApiError && err.code === 'network' && generation === this.pollGeneration && this.transport === 'poll') {
+          this.lost();
+        }
+        throw new RequestError(err.code ?? 'network', err.message);
+      },
+    );
+  }
+
+  scheduleProbe() {
+    clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => {
+      if (this.transport === 'poll' && this.online && !this.attempt) this.openSocket({ probe: true });
+    }, this.probeDelayMs);
+  }
+
+  // ---- incoming ------------------------------------------------------------
+
+  dispatch(frame) {
+    if (frame.id !== undefined && REPLY_TYPES.has(frame.type)) {
+      const waiter = this.pending.get(frame.id);
+      if (waiter) {
+        this.pending.delete(frame.id);
+        clearTimeout(waiter.timer);
+        if (frame.type === 'error') waiter.reject(new RequestError(frame.code, frame.message));
+        else waiter.resolve(frame);
+      }
+      return;
+    }
+    if (REPLY_TYPES.has(frame.type)) return; // `acked` for an ack sent without id, `ok`s without id
+    this.onFrame(frame);
+    if (typeof frame.pos === 'number') this.processed(frame.pos);
+  }
+}

@@ -1,0 +1,509 @@
+// What the client knows: conversations, their messages, receipts, typing
+// and presence. Frames and REST answers go in; views read it out and
+// listen for `change`. Everything that arrives more than once (a queue
+// entry resent after a reconnect, a history page overlapping live frames)
+// is deduplicated here, by message id.
+
+const DISPLAYED_KINDS = new Set(['text', 'system']);
+// A typing indication lapses at expires_ms; this is the fallback when the
+// server's clock and ours disagree too much to use it.
+const TYPING_TTL_MS = 6000;
+
+function newConversation(key, fields) {
+  return {
+    key,
+    id: null,
+    kind: 'direct',
+    name: '',
+    peer: null,
+    members: [],
+    lastSeq: 0,
+    readSeq: 0,
+    unread: 0,
+    activityMs: 0,
+    messages: new Map(), // by message id, or `local:<client_msg_id>` until the server answers
+    seenEvents: new Set(), // ids of reactions, edits and deletes already applied
+    history: 'none', // 'none' | 'loading' | 'loaded'
+    nextBefore: null,
+    loadingOlder: false,
+    deliveredUpTo: new Map(), // user -> highest seq a device of theirs acked
+    readUpTo: new Map(), // user -> their read pointer
+    typing: new Map(), // user -> expiry (our clock)
+    left: false,
+    listMisses: 0, // conversation lists that did not have this one
+    ...fields,
+  };
+}
+
+export class Store extends EventTarget {
+  constructor(me) {
+    super();
+    this.me = me; // {username, deviceId}
+    this.conversations = new Map();
+    this.presence = new Map();
+    this.openKey = null;
+    this.visible = true;
+    this.needsListRefresh = false;
+    this.typingTimers = new Map();
+  }
+
+  changed(detail = {}) {
+    this.dispatchEvent(new CustomEvent('change', { detail }));
+  }
+
+  // ---- conversations --------------------------------------------------------
+
+  get(key) {
+    return this.conversations.get(String(key)) ?? null;
+  }
+
+  sorted() {
+    return [...this.conversations.values()].sort((a, b) => b.activityMs - a.activityMs || (b.id ?? 0) - (a.id ?? 0));
+  }
+
+  title(conv) {
+    if (conv.kind === 'group') return conv.name || 'Group';
+    if (conv.peer) return conv.peer;
+    // Not in the list yet (it is being fetched): name it after whoever wrote.
+    for (const msg of conv.messages.values()) {
+      if (msg.from && msg.from !== this.me.username) return msg.from;
+    }
+    return 'New chat';
+  }
+
+  findDirect(username) {
+    for (const conv of this.conversations.values()) {
+      if (conv.kind === 'direct' && conv.peer === username) return conv;
+    }
+    return null;
+  }
+
+  /** A chat with someone we have no conversation with yet; it becomes real with the first `sent`. */
+  draftFor(username) {
+    const existing = this.findDirect(username);
+    if (existing) return existing;
+    const key = `u:${username}`;
+    const conv = newConversation(key, { peer: username, members: [this.me.username, username], activityMs: Date.now(), history: 'loaded' });
+    this.conversations.set(key, conv);
+    this.changed({ list: true });
+    return conv;
+  }
+
+  ensure(id) {
+    const key = String(id);
+    let conv = this.conversations.get(key);
+    if (!conv) {
+      // Someone wrote in a conversation the list has not shown yet (a new chat, a group we were added to).
+      conv = newConversation(key, { id, kind: 'unknown' });
+      this.conversations.set(key, conv);
+      this.needsListRefresh = true;
+    }
+    return conv;
+  }
+
+  /** Merge `GET /v1/conversations`. */
+  setConversations(list) {
+    const present = new Set();
+    for (const summary of list) {
+      const key = String(summary.conversation);
+      present.add(key);
+      let conv = this.conversations.get(key);
+      const peer = summary.kind === 'direct'
+        ? summary.members.find((member) => member !== this.me.username) ?? this.me.username
+        : null;
+      if (!conv && peer) {
+        const draft = this.conversations.get(`u:${peer}`);
+        if (draft) conv = this.promoteDraft(draft, summary.conversation);
+      }
+      if (!conv) {
+        conv = newConversation(key, { id: summary.conversation });
+        this.conversations.set(key, conv);
+      }
+      conv.kind = summary.kind;
+      conv.name = summary.name ?? '';
+      conv.peer = peer;
+      conv.members = summary.members;
+      conv.left = false;
+      conv.lastSeq = Math.max(conv.lastSeq, summary.last_seq);
+      conv.readSeq = Math.max(conv.readSeq, summary.read_seq);
+      conv.unread = this.isOpenAndVisible(conv) ? 0 : Math.max(0, conv.lastSeq - conv.readSeq, summary.unread);
+      if (summary.last_message) {
+        this.insertHistory(conv, [summary.last_message], conv.lastSeq);
+        conv.activityMs = Math.max(conv.activityMs, summary.last_message.ts_ms);
+      }
+    }
+    let placeholders = 0;
+    for (const [key, conv] of this.conversations) {
+      if (conv.id === null || present.has(key)) continue;
+      if (conv.kind === 'unknown' && ++conv.listMisses < 2) {
+        // A message made it after this list was read: the next list will have it.
+        placeholders++;
+      } else if (key === this.openKey) {
+        // We left or were removed; keep an open chat readable, drop the rest from the list.
+        conv.left = true;
+      } else {
+        this.conversations.delete(key);
+      }
+    }
+    this.needsListRefresh = placeholders > 0;
+    this.changed({ list: true });
+  }
+
+  promoteDraft(draft, id) {
+    const key = String(id);
+    const draftKey = draft.key;
+    this.conversations.delete(draftKey);
+    const existing = this.conversations.get(key);
+    if (this.openKey === draftKey) this.openKey = key;
+    if (existing) {
+      for (const [msgKey, msg] of draft.messages) existing.messages.set(msgKey, msg);
+      return existing;
+    }
+    draft.key = key;
+    draft.id = id;
+    draft.history = 'none';
+    this.conversations.set(key, draft);
+    return draft;
+  }
+
+  isOpenAndVisible(conv) {
+    return this.visible && this.openKey === conv.key;
+  }
+
+  others(conv) {
+    const others = conv.members.filter((member) => member !== this.me.username);
+    if (others.length === 0 && conv.peer && conv.peer !== this.me.username) return [conv.peer];
+    return others;
+  }
+
+  // ---- messages ---------------------------------------------------------------
+
+  /** Messages to show, oldest first; unsent ones last, in the order they were written. */
+  timeline(conv) {
+    return [...conv.messages.values()]
+      .filter((msg) => DISPLAYED_KINDS.has(msg.kind))
+      .sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity) || a.localOrder - b.localOrder);
+  }
+
+  lastShown(conv) {
+    let last = null;
+    for (const msg of conv.messages.values()) {
+      if (!DISPLAYED_KINDS.has(msg.kind)) continue;
+      if (!last || (msg.seq ?? Infinity) > (last.seq ?? Infinity)
+          || ((msg.seq ?? Infinity) === (last.seq ?? Infinity) && msg.localOrder > last.localOrder)) {
+        last = msg;
+      }
+    }
+    return last;
+  }
+
+  findMessage(conv, messageId) {
+    return conv.messages.get(messageId) ?? null;
+  }
+
+  makeMessage(event, extra = {}) {
+    return {
+      key: event.message_id,
+      uiKey: extra.key ?? event.message_id, // stays put when a sent message gets its server id
+      message_id: event.message_id,
+      client_msg_id: event.client_msg_id ?? '',
+      from: event.from,
+      from_device: event.from_device,
+      seq: event.seq,
+      kind: event.kind ?? 'text',
+      text: event.text ?? '',
+      media: event.media ?? [],
+      target: event.target ?? null,
+      event: event.event ?? null,
+      edited_ms: event.edited_ms ?? null,
+      deleted: Boolean(event.deleted),
+      ts_ms: event.ts_ms,
+      reactions: new Map((event.reactions ?? []).map((reaction) => [reaction.user, reaction.emoji])),
+      stateSeq: event.seq,
+      status: 'sent',
+      error: null,
+      localOrder: 0,
+      version: 1,
+      ...extra,
+    };
+  }
+
+  /** Put a stored text or system event in place, replacing our own unsent copy if this is it. Returns false for a duplicate. */
+  insertShown(conv, msg) {
+    if (conv.messages.has(msg.message_id)) return false;
+    if (msg.from === this.me.username && msg.from_device === this.me.deviceId && msg.client_msg_id) {
+      const local = conv.messages.get(`local:${msg.client_msg_id}`);
+      if (local) {
+        conv.messages.delete(local.key);
+        msg.localOrder = local.localOrder;
+        msg.uiKey = local.uiKey;
+      }
+    }
+    conv.messages.set(msg.message_id, msg);
+    conv.activityMs = Math.max(conv.activityMs, msg.ts_ms);
+    return true;
+  }
+
+  /** Apply a queued frame or an ephemeral one. */
+  applyFrame(frame) {
+    switch (frame.type) {
+      case 'message':
+        this.applyEvent(frame);
+        break;
+      case 'delivered': {
+        const conv = this.ensure(frame.conversation);
+        // A device receives its queue in order, so an ack of this seq covers the sender's earlier ones too.
+        conv.deliveredUpTo.set(frame.by, Math.max(conv.deliveredUpTo.get(frame.by) ?? 0, frame.seq));
+        this.changed({ key: conv.key, receipts: true });
+        break;
+      }
+      case 'read': {
+        const conv = this.ensure(frame.conversation);
+        conv.readUpTo.set(frame.by, Math.max(conv.readUpTo.get(frame.by) ?? 0, frame.seq));
+        this.changed({ key: conv.key, receipts: true });
+        break;
+      }
+      case 'typing':
+        this.applyTyping(frame);
+        break;
+      case 'presence':
+        this.presence.set(frame.user, { online: frame.online, lastSeenMs: frame.last_seen_ms ?? null });
+        this.changed({ presence: frame.user });
+        break;
+      default:
+        // Frames this version does not know are ignored, as the protocol lets servers add them.
+        break;
+    }
+  }
+
+  applyEvent(event) {
+    const conv = this.ensure(event.conversation);
+    conv.lastSeq = Math.max(conv.lastSeq, event.seq);
+    const kind = event.kind ?? 'text';
+    if (DISPLAYED_KINDS.has(kind)) {
+      const msg = this.makeMessage(event);
+      if (!this.insertShown(conv, msg)) return;
+      if (event.from !== this.me.username) {
+        conv.typing.delete(event.from);
+        if (!this.isOpenAndVisible(conv)) conv.unread++;
+      }
+      if (kind === 'system') this.applySystem(conv, event);
+      this.changed({ key: conv.key, message: msg.key, incoming: event.from !== this.me.username, list: true });
+      return;
+    }
+    if (conv.seenEvents.has(event.message_id)) return;
+    conv.seenEvents.add(event.message_id);
+    const target = event.target ? conv.messages.get(event.target) : null;
+    // A target we have not loaded shows its current state when history brings it.
+    if (!target || event.seq <= target.stateSeq) return;
+    this.applyChange(target, kind, event.from, event.text, event.ts_ms);
+    target.stateSeq = event.seq;
+    this.changed({ key: conv.key, message: target.key, list: true });
+  }
+
+  applyChange(target, kind, from, text, tsMs) {
+    if (kind === 'reaction') {
+      if (text) target.reactions.set(from, text);
+      else target.reactions.delete(from);
+    } else if (kind === 'edit') {
+      if (!target.deleted) {
+        target.text = text;
+        target.edited_ms = tsMs;
+      }
+    } else if (kind === 'delete') {
+      target.deleted = true;
+      target.text = '';
+      target.media = [];
+      target.reactions.clear();
+    }
+    target.version++;
+  }
+
+  applySystem(conv, event) {
+    const detail = event.event ?? {};
+    const users = detail.users ?? [];
+    if ((detail.action === 'removed' && users.includes(this.me.username))
+        || (detail.action === 'left' && detail.actor === this.me.username)) {
+      conv.left = true;
+    }
+    if (detail.action === 'renamed' && detail.name) conv.name = detail.name;
+    // Member lists and roles come from the server rather than being replayed here.
+    this.needsListRefresh = true;
+  }
+
+  /** Merge a page of `GET .../messages` (any order). */
+  insertHistory(conv, messages, knownLastSeq) {
+    // The page shows each text's state as of now: events up to here are already in it.
+    const floor = Math.max(knownLastSeq, ...messages.map((message) => message.seq));
+    for (const message of messages) {
+      conv.lastSeq = Math.max(conv.lastSeq, message.seq);
+      if (!DISPLAYED_KINDS.has(message.kind)) {
+        conv.seenEvents.add(message.message_id);
+        continue;
+      }
+      const existing = conv.messages.get(message.message_id);
+      if (existing) {
+        if (existing.stateSeq < floor) {
+          existing.text = message.text;
+          existing.deleted = Boolean(message.deleted);
+          existing.edited_ms = message.edited_ms ?? null;
+          existing.media = message.media ?? [];
+          existing.reactions = new Map((message.reactions ?? []).map((reaction) => [reaction.user, reaction.emoji]));
+          existing.stateSeq = floor;
+          existing.version++;
+        }
+        continue;
+      }
+      this.insertShown(conv, this.makeMessage(message, { stateSeq: floor }));
+    }
+  }
+
+  historyPage(conv, page) {
+    this.insertHistory(conv, page.messages, conv.lastSeq);
+    conv.nextBefore = page.next_before ?? null;
+    conv.history = 'loaded';
+    this.changed({ key: conv.key, history: true, list: true });
+  }
+
+  /** What the receipts endpoint says about our newest message; it covers the older ones too. */
+  receiptsFor(conv, info) {
+    for (const entry of info.delivered) {
+      conv.deliveredUpTo.set(entry.user, Math.max(conv.deliveredUpTo.get(entry.user) ?? 0, info.seq));
+    }
+    for (const entry of info.read) {
+      conv.readUpTo.set(entry.user, Math.max(conv.readUpTo.get(entry.user) ?? 0, info.seq));
+    }
+    this.changed({ key: conv.key, receipts: true, list: true });
+  }
+
+  // ---- our own messages ---------------------------------------------------------
+
+  addPending(conv, { clientMsgId, text, target = null, media = [], createdMs = Date.now() }) {
+    const msg = this.makeMessage({
+      message_id: null,
+      client_msg_id: clientMsgId,
+      from: this.me.username,
+      from_device: this.me.deviceId,
+      seq: null,
+      kind: 'text',
+      text,
+      media,
+      target,
+      ts_ms: createdMs,
+    }, { key: `local:${clientMsgId}`, status: 'pending', localOrder: createdMs + Math.random() / 2 });
+    conv.messages.set(msg.key, msg);
+    conv.activityMs = Math.max(conv.activityMs, createdMs);
+    this.changed({ key: conv.key, message: msg.key, list: true, own: true });
+    return msg;
+  }
+
+  /** The server stored one of our frames. */
+  confirmed(entry, reply) {
+    let conv = this.get(entry.convKey);
+    if (conv && conv.id === null && entry.frame.to) {
+      conv = this.promoteDraft(conv, reply.conversation);
+      this.needsListRefresh = true;
+    }
+    conv = conv ?? this.ensure(reply.conversation);
+    conv.lastSeq = Math.max(conv.lastSeq, reply.seq);
+    if (entry.frame.type === 'send') {
+      const local = conv.messages.get(`local:${entry.frame.client_msg_id}`);
+      if (local && !conv.messages.has(reply.message_id)) {
+        conv.messages.delete(local.key);
+        Object.assign(local, {
+          key: reply.message_id, message_id: reply.message_id, seq: reply.seq, ts_ms: reply.ts_ms,
+          stateSeq: reply.seq, status: 'sent',
+        });
+        local.version++;
+        conv.messages.set(local.key, local);
+      } else if (local) {
+        conv.messages.delete(local.key);
+      }
+      conv.activityMs = Math.max(conv.activityMs, reply.ts_ms);
+    } else {
+      conv.seenEvents.add(reply.message_id);
+      const target = conv.messages.get(entry.frame.target);
+      if (target) target.stateSeq = Math.max(target.stateSeq, reply.seq);
+    }
+    this.changed({ key: conv.key, list: true, own: true });
+    return conv;
+  }
+
+  failed(entry, error) {
+    const conv = this.get(entry.convKey);
+    if (!conv) return;
+    if (entry.frame.type === 'send') {
+      const local = conv.messages.get(`local:${entry.frame.client_msg_id}`);
+      if (local) {
+        local.status = 'failed';
+        local.error = error.message;
+        local.version++;
+      }
+    }
+    this.changed({ key: conv.key, list: true });
+  }
+
+  discard(conv, msg) {
+    conv.messages.delete(msg.key);
+    this.changed({ key: conv.key, list: true });
+  }
+
+  /** Our own reaction, edit or delete, shown at once; the server's answer comes later. */
+  applyOwnChange(conv, target, kind, text) {
+    this.applyChange(target, kind, this.me.username, text, Date.now());
+    this.changed({ key: conv.key, message: target.key, list: true });
+  }
+
+  /** ✓ sent, ✓✓ delivered to every other member, highlighted ✓✓ read by all of them. */
+  tickState(conv, msg) {
+    if (msg.status === 'pending') return 'pending';
+    if (msg.status === 'failed') return 'failed';
+    const others = this.others(conv);
+    if (others.length === 0) return 'sent';
+    if (others.every((user) => (conv.readUpTo.get(user) ?? 0) >= msg.seq)) return 'read';
+    if (others.every((user) => Math.max(conv.deliveredUpTo.get(user) ?? 0, conv.readUpTo.get(user) ?? 0) >= msg.seq)) {
+      return 'delivered';
+    }
+    return 'sent';
+  }
+
+  // ---- ephemeral ----------------------------------------------------------------------
+
+  applyTyping(frame) {
+    const conv = this.ensure(frame.conversation);
+    const timerKey = `${conv.key}/${frame.from}`;
+    clearTimeout(this.typingTimers.get(timerKey));
+    if (frame.state === 'start') {
+      let ttl = frame.expires_ms - Date.now();
+      if (!(ttl > 0 && ttl <= 2 * TYPING_TTL_MS)) ttl = TYPING_TTL_MS;
+      conv.typing.set(frame.from, Date.now() + ttl);
+      this.typingTimers.set(timerKey, setTimeout(() => {
+        conv.typing.delete(frame.from);
+        this.typingTimers.delete(timerKey);
+        this.changed({ key: conv.key, typing: true, list: true });
+      }, ttl));
+    } else {
+      conv.typing.delete(frame.from);
+      this.typingTimers.delete(timerKey);
+    }
+    this.changed({ key: conv.key, typing: true, list: true });
+  }
+
+  typers(conv) {
+    return [...conv.typing.keys()];
+  }
+
+  directPeers() {
+    const peers = new Set();
+    for (const conv of this.conversations.values()) {
+      if (conv.kind === 'direct' && conv.peer && conv.peer !== this.me.username) peers.add(conv.peer);
+    }
+    return [...peers].sort();
+  }
+
+  totalUnread() {
+    let total = 0;
+    for (const conv of this.conversations.values()) total += conv.unread;
+    return total;
+  }
+}

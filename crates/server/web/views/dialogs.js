@@ -1,0 +1,259 @@
+// Modal dialogs: devices, new group, group info, the full-size image and
+// confirmations. Native <dialog> gives focus trapping and Escape to close.
+
+import { h, $, formatDateTime, describeError } from './dom.js';
+
+for (const dialog of document.querySelectorAll('dialog')) {
+  for (const button of dialog.querySelectorAll('[data-close]')) {
+    button.addEventListener('click', () => dialog.close());
+  }
+}
+
+/** Ask before something that cannot be undone; resolves true for OK. */
+export function confirmDialog(text, okLabel = 'OK') {
+  const dialog = $('#confirm-dialog');
+  const form = $('#confirm-form');
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = okLabel;
+  return new Promise((resolve) => {
+    let confirmed = false;
+    const onSubmit = (event) => {
+      event.preventDefault();
+      confirmed = true;
+      dialog.close();
+    };
+    form.addEventListener('submit', onSubmit);
+    dialog.addEventListener('close', () => {
+      form.removeEventListener('submit', onSubmit);
+      resolve(confirmed);
+    }, { once: true });
+    dialog.showModal();
+    $('#confirm-ok').focus();
+  });
+}
+
+export class DevicesDialog {
+  constructor(api, { onRevokedSelf }) {
+    this.api = api;
+    this.onRevokedSelf = onRevokedSelf;
+    this.dialog = $('#devices-dialog');
+    this.list = $('#device-list');
+    this.error = $('#devices-error');
+  }
+
+  async open() {
+    this.error.textContent = '';
+    this.list.replaceChildren(h('li', { class: 'device' }, 'Loading…'));
+    this.dialog.showModal();
+    await this.refresh();
+  }
+
+  async refresh() {
+    try {
+      const { devices } = await this.api.devices();
+      this.list.replaceChildren(...devices.map((device) => this.item(device)));
+    } catch (err) {
+      this.list.replaceChildren();
+      this.error.textContent = describeError(err);
+    }
+  }
+
+  item(device) {
+    const revoke = h('button', {
+      type: 'button',
+      class: 'danger small',
+      'aria-label': device.current ? 'Log out this device' : `Revoke ${device.name} (device ${device.device_id})`,
+      onclick: () => this.revoke(device),
+    }, device.current ? 'Log out' : 'Revoke');
+    return h('li', { class: 'device', dataset: { testid: 'device', deviceId: String(device.device_id), current: String(device.current) } },
+      h('span', { class: 'device-text' },
+        h('span', { class: 'device-name' }, device.name, device.current ? h('span', { class: 'tag' }, 'This device') : null),
+        h('span', { class: 'device-meta' },
+          `Added ${formatDateTime(device.created_ms)} · last active ${formatDateTime(device.last_seen_ms)}`)),
+      revoke);
+  }
+
+  async revoke(device) {
+    const question = device.current
+      ? 'Log out of this browser?'
+      : `Revoke “${device.name}”? It is logged out at once.`;
+    this.dialog.close();
+    if (!(await confirmDialog(question, device.current ? 'Log out' : 'Revoke'))) {
+      this.dialog.showModal();
+      return;
+    }
+    if (device.current) {
+      this.onRevokedSelf();
+      return;
+    }
+    this.dialog.showModal();
+    try {
+      await this.api.revokeDevice(device.device_id);
+    } catch (err) {
+      this.error.textContent = describeError(err);
+    }
+    await this.refresh();
+  }
+}
+
+export function parseUsernames(text) {
+  return [...new Set(text.split(/[\s,;]+/).map((name) => name.trim().replace(/^@/, '').toLowerCase()).filter(Boolean))];
+}
+
+export class NewGroupDialog {
+  constructor(api, { onCreated }) {
+    this.api = api;
+    this.onCreated = onCreated;
+    this.dialog = $('#group-dialog');
+    this.form = $('#group-form');
+    this.error = $('#group-error');
+    this.form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.create();
+    });
+  }
+
+  open() {
+    this.form.reset();
+    this.error.textContent = '';
+    this.dialog.showModal();
+    $('#group-name').focus();
+  }
+
+  async create() {
+    const name = $('#group-name').value.trim();
+    const members = parseUsernames($('#group-members').value);
+    if (!name) {
+      this.error.textContent = 'Give the group a name.';
+      return;
+    }
+    const submit = this.form.querySelector('button[type="submit"]');
+    submit.disabled = true;
+    try {
+      const group = await this.api.createGroup(name, members);
+      this.dialog.close();
+      this.onCreated(group);
+    } catch (err) {
+      this.error.textContent = describeError(err);
+    } finally {
+      submit.disabled = false;
+    }
+  }
+}
+
+export class GroupInfoDialog {
+  constructor(api, me, { onChanged, onLeft }) {
+    this.api = api;
+    this.me = me;
+    this.onChanged = onChanged;
+    this.onLeft = onLeft;
+    this.dialog = $('#group-info-dialog');
+    this.list = $('#group-member-list');
+    this.error = $('#group-info-error');
+    this.addForm = $('#group-add-form');
+    this.conversation = null;
+    this.addForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.add();
+    });
+    $('#group-leave-button').addEventListener('click', () => this.leave());
+  }
+
+  async open(conversation) {
+    this.conversation = conversation;
+    this.error.textContent = '';
+    this.addForm.reset();
+    this.list.replaceChildren(h('li', { class: 'member' }, 'Loading…'));
+    this.dialog.showModal();
+    await this.refresh();
+  }
+
+  async refresh() {
+    try {
+      this.show(await this.api.group(this.conversation));
+    } catch (err) {
+      this.list.replaceChildren();
+      this.error.textContent = describeError(err);
+    }
+  }
+
+  show(group) {
+    const admin = group.members.some((member) => member.username === this.me.username && member.role === 'admin');
+    $('#group-info-title').textContent = group.name;
+    $('#group-info-count').textContent = `${group.members.length} member${group.members.length === 1 ? '' : 's'}`;
+    this.addForm.hidden = !admin;
+    this.list.replaceChildren(...group.members.map((member) => {
+      const self = member.username === this.me.username;
+      return h('li', { class: 'member', dataset: { testid: 'group-member', username: member.username } },
+        h('span', { class: 'member-text' },
+          h('span', { class: 'member-name' }, self ? `${member.username} (you)` : member.username),
+          h('span', { class: 'member-role' }, member.role === 'admin' ? 'Group admin' : 'Member')),
+        admin && !self
+          ? h('button', {
+            type: 'button',
+            class: 'danger small',
+            'aria-label': `Remove ${member.username}`,
+            onclick: () => this.remove(member.username),
+          }, 'Remove')
+          : null);
+    }));
+  }
+
+  async add() {
+    const members = parseUsernames($('#group-add-username').value);
+    if (members.length === 0) return;
+    try {
+      this.show(await this.api.addMembers(this.conversation, members));
+      this.addForm.reset();
+      this.error.textContent = '';
+      this.onChanged();
+    } catch (err) {
+      this.error.textContent = describeError(err);
+    }
+  }
+
+  async remove(username) {
+    try {
+      this.show(await this.api.removeMember(this.conversation, username));
+      this.error.textContent = '';
+      this.onChanged();
+    } catch (err) {
+      this.error.textContent = describeError(err);
+    }
+  }
+
+  async leave() {
+    this.dialog.close();
+    if (!(await confirmDialog('Leave this group? You will stop receiving its messages.', 'Leave'))) return;
+    try {
+      await this.api.leaveGroup(this.conversation);
+      this.onLeft(this.conversation);
+    } catch (err) {
+      this.onLeft(this.conversation, err);
+    }
+  }
+}
+
+export class ImageDialog {
+  constructor() {
+    this.dialog = $('#image-dialog');
+    this.image = $('#image-full');
+    this.download = $('#image-download');
+  }
+
+  /** Show at once; the full image arrives when `urlPromise` resolves. */
+  open(alt, name, urlPromise) {
+    this.image.removeAttribute('src');
+    this.image.alt = alt;
+    this.download.hidden = true;
+    this.dialog.showModal();
+    urlPromise.then((url) => {
+      this.image.src = url;
+      this.download.href = url;
+      this.download.download = name;
+      this.download.hidden = false;
+    }, (err) => {
+      this.image.alt = `The image could not be loaded: ${describeError(err)}`;
+    });
+  }
+}
