@@ -1,0 +1,470 @@
+// Browser tests of the web app against a real server: each test starts its
+// own server (fresh data directory, port 0) and drives Debian's chromium
+// through playwright-core. Run: node --test e2e/
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Server, launchBrowser, openPage, register, login, startChat, openChat, sendText, messages, waitTicks,
+  waitOnline, conversation, assertNoProblems, screenshot, makePng, username,
+} from './helpers.mjs';
+
+const TEST_TIMEOUT_MS = 120000;
+let browser;
+
+before(async () => {
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Run `body` with a fresh server; close every page it opened and stop the server afterwards. */
+async function withServer(body) {
+  const server = await Server.start();
+  const pages = [];
+  const open = async (options) => {
+    const page = await openPage(browser, server, options);
+    pages.push(page);
+    return page;
+  };
+  try {
+    await body({ server, open, pages });
+  } catch (err) {
+    err.message += `\n--- last server log lines ---\n${server.log.slice(-15).join('\n')}`;
+    throw err;
+  } finally {
+    for (const page of pages) await page.context().close().catch(() => {});
+    await server.stop();
+  }
+}
+
+async function messageMenu(page, text) {
+  await messages(page, text).hover();
+  await messages(page, text).getByTestId('message-options').click();
+  return page.getByTestId('message-menu');
+}
+
+test('two users chat both ways: ticks, typing, presence, reply, react, edit, delete', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the everyday 1:1 flow end to end, with each live update observed in the other browser.
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+
+    // Bob closes the app, so Alice's first message can only be stored: one tick.
+    await bob.goto('about:blank');
+    await startChat(alice, bobName);
+    await alice.getByTestId('chat-presence').filter({ hasText: /last seen/ }).waitFor();
+    await sendText(alice, 'Hello Bob');
+    await waitTicks(alice, 'Hello Bob', 'sent');
+
+    // Bob comes back: his device receives and acks it, so Alice sees two ticks, then blue ones once he opens the chat.
+    await bob.goto(server.url + '/');
+    await waitOnline(bob);
+    await waitTicks(alice, 'Hello Bob', 'delivered');
+    await alice.getByTestId('chat-presence').filter({ hasText: /^online$/ }).waitFor();
+    await conversation(bob, aliceName).and(bob.locator('[data-unread="1"]')).waitFor();
+    assert.equal(await conversation(bob, aliceName).getByTestId('unread-badge').textContent(), '1');
+    await openChat(bob, aliceName);
+    await messages(bob, 'Hello Bob').waitFor();
+    await waitTicks(alice, 'Hello Bob', 'read');
+    await conversation(bob, aliceName).and(bob.locator('[data-unread="0"]')).waitFor();
+
+    // Typing shows on the other side and ends with the message.
+    await bob.getByLabel('Message', { exact: true }).pressSequentially('Hi Al', { delay: 20 });
+    await alice.getByTestId('typing-indicator').filter({ hasText: 'typing…' }).waitFor();
+    await bob.getByLabel('Message', { exact: true }).fill('Hi Alice');
+    await bob.getByLabel('Message', { exact: true }).press('Enter');
+    await messages(alice, 'Hi Alice').waitFor();
+    await alice.getByTestId('typing-indicator').waitFor({ state: 'hidden' });
+    await waitTicks(bob, 'Hi Alice', 'read');
+
+    // Reply.
+    await (await messageMenu(alice, 'Hi Alice')).getByRole('menuitem', { name: 'Reply' }).click();
+    await alice.getByTestId('compose-context').filter({ hasText: 'Hi Alice' }).waitFor();
+    await sendText(alice, 'Replying now');
+    await messages(bob, 'Replying now').getByTestId('quote').filter({ hasText: 'Hi Alice' }).waitFor();
+
+    // React, by keyboard alone: the options button opens the menu with the first reaction focused.
+    await messages(bob, 'Replying now').getByTestId('message-options').focus();
+    await bob.keyboard.press('Enter');
+    await bob.getByRole('menuitemcheckbox', { name: 'React with 👍' }).and(bob.locator(':focus')).waitFor();
+    await bob.keyboard.press('Enter');
+    await messages(alice, 'Replying now').getByTestId('reactions').filter({ hasText: '👍' }).waitFor();
+    await bob.getByTestId('message-menu').waitFor({ state: 'hidden' });
+
+    // Edit.
+    await (await messageMenu(alice, 'Hello Bob')).getByRole('menuitem', { name: 'Edit' }).click();
+    const input = alice.getByLabel('Message', { exact: true });
+    assert.equal(await input.inputValue(), 'Hello Bob');
+    await input.fill('Hello Bob, edited');
+    await input.press('Enter');
+    await messages(bob, 'Hello Bob, edited').getByTestId('edited').waitFor();
+    await messages(bob, 'Hello Bob').waitFor({ state: 'detached' });
+
+    await alice.mouse.move(0, 0);
+    await screenshot(alice, 'chat.png');
+
+    // Delete for everyone.
+    await sendText(alice, 'Sent by mistake');
+    await messages(bob, 'Sent by mistake').waitFor();
+    await (await messageMenu(alice, 'Sent by mistake')).getByRole('menuitem', { name: 'Delete for everyone' }).click();
+    await alice.getByRole('button', { name: 'Delete for everyone' }).click();
+    await messages(bob, 'Sent by mistake').waitFor({ state: 'detached' });
+    await messages(bob, 'This message was deleted').waitFor();
+    assert.equal(await messages(bob, 'This message was deleted').count(), 1);
+    assert.equal(await messages(bob, 'Replying now').count(), 1);
+    assertNoProblems(pages);
+  });
+});
+
+test('a group of three: create, chat, read ticks, remove a member, leave', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: group conversations work for every member, and membership changes reach everyone.
+  await withServer(async ({ open, pages }) => {
+    const [a, b, c] = [await open(), await open(), await open()];
+    const [aName, bName, cName] = [username('ann'), username('ben'), username('cat')];
+    await register(a, aName);
+    await register(b, bName);
+    await register(c, cName);
+
+    await a.getByRole('button', { name: 'New group' }).click();
+    await a.getByLabel('Group name').fill('Trip');
+    await a.getByLabel('Members').fill(`${bName}, ${cName}`);
+    await a.getByRole('button', { name: 'Create group' }).click();
+    await a.getByTestId('chat-title').filter({ hasText: 'Trip' }).waitFor();
+    await a.getByTestId('system-message').filter({ hasText: 'You created group “Trip”' }).waitFor();
+
+    await openChat(b, 'Trip');
+    await openChat(c, 'Trip');
+    await sendText(a, 'Group hello');
+    await messages(b, 'Group hello').waitFor();
+    await messages(c, 'Group hello').waitFor();
+    await waitTicks(a, 'Group hello', 'read');
+
+    await sendText(c, 'From Cat');
+    await messages(a, 'From Cat').getByText(cName).waitFor();
+    await messages(b, 'From Cat').waitFor();
+
+    // Ann removes Cat; Cat's chat says so and offers no composer.
+    await a.getByRole('button', { name: 'Group info' }).click();
+    const info = a.getByTestId('group-info');
+    await info.getByTestId('group-member').nth(2).waitFor();
+    assert.equal(await info.getByTestId('group-member').count(), 3);
+    await info.getByRole('button', { name: `Remove ${cName}` }).click();
+    await info.locator(`[data-testid="group-member"][data-username="${cName}"]`).waitFor({ state: 'detached' });
+    await info.getByRole('button', { name: 'Close' }).click();
+    await c.getByTestId('system-message').filter({ hasText: `removed you` }).waitFor();
+    await c.getByText('You are no longer a member of this group.').waitFor();
+    await b.getByTestId('system-message').filter({ hasText: `removed ${cName}` }).waitFor();
+
+    // Ben leaves.
+    await b.getByRole('button', { name: 'Group info' }).click();
+    await b.getByRole('button', { name: 'Leave group' }).click();
+    await b.getByRole('button', { name: 'Leave', exact: true }).click();
+    await a.getByTestId('system-message').filter({ hasText: `${bName} left` }).waitFor();
+    await b.getByText('You are no longer a member of this group.').waitFor();
+
+    await sendText(a, 'Anyone left?');
+    await waitTicks(a, 'Anyone left?', 'sent');
+    assert.equal(await messages(c, 'Anyone left?').count(), 0);
+    assertNoProblems(pages);
+  });
+});
+
+test('an uploaded image shows as a thumbnail on the other side, with the full image on click', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: media upload with progress, display through authenticated fetches, and a clear refusal of a too-large file.
+  await withServer(async ({ open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await startChat(alice, bobName);
+    await sendText(alice, 'A picture follows');
+    await openChat(bob, aliceName);
+
+    // Slow uploads down so the progress bar is observable.
+    const cdp = await alice.context().newCDPSession(alice);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: 256 * 1024,
+    });
+    const png = await makePng(640, 480, { noise: true });
+    assert.ok(png.length > 400 * 1024, `the PNG is ${png.length} bytes; it must take a while to upload`);
+    await alice.getByTestId('file-input').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: png });
+    await alice.getByTestId('upload-status').waitFor();
+    await alice.waitForFunction(() => {
+      const value = document.querySelector('[data-testid="upload-progress"]').value;
+      return value > 0 && value < 1;
+    });
+    await alice.getByTestId('upload-status').waitFor({ state: 'hidden', timeout: 30000 });
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+
+    const thumbnail = bob.getByTestId('thumbnail').last();
+    await thumbnail.waitFor();
+    await bob.waitForFunction(() => {
+      const img = [...document.querySelectorAll('[data-testid="thumbnail"]')].pop();
+      return img && img.complete && img.naturalWidth > 0;
+    });
+    const thumbWidth = await thumbnail.evaluate((img) => img.naturalWidth);
+    assert.ok(thumbWidth <= 320, `thumbnail ${thumbWidth}px wide`);
+    await thumbnail.click();
+    await bob.waitForFunction(() => document.querySelector('[data-testid="image-full"]').naturalWidth === 640);
+    await bob.getByRole('dialog', { name: 'Image' }).getByRole('button', { name: 'Close' }).click();
+    await waitTicks(alice, 'A picture follows', 'read');
+    await alice.locator('[data-testid="message"][data-tick="read"]').getByTestId('thumbnail').waitFor();
+
+    // Other media are download links.
+    const pdf = Buffer.from('%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n');
+    await alice.getByTestId('file-input').setInputFiles({ name: 'notes.pdf', mimeType: 'application/pdf', buffer: pdf });
+    const link = bob.getByTestId('file-link');
+    await link.waitFor();
+    const [download] = await Promise.all([bob.waitForEvent('download'), link.click()]);
+    assert.match(download.suggestedFilename(), /\.pdf$/);
+    const { readFile } = await import('node:fs/promises');
+    assert.deepEqual(await readFile(await download.path()), pdf);
+
+    // A type the server would refuse is refused at once.
+    await alice.getByTestId('file-input').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
+    await alice.getByTestId('composer-error').filter({ hasText: /“notes\.txt” was not sent\. This kind of file cannot be sent/ }).waitFor();
+
+    // Over the limit: refused before any byte is sent, with a message that says why.
+    await alice.getByTestId('file-input').setInputFiles({
+      name: 'huge.png', mimeType: 'image/png', buffer: Buffer.alloc(16 * 1024 * 1024 + 1),
+    });
+    await alice.getByTestId('composer-error').filter({ hasText: /“huge\.png” was not sent\. The file is too large/ }).waitFor();
+    assert.equal(await bob.getByTestId('thumbnail').count(), 1);
+    assertNoProblems(pages);
+  });
+});
+
+test('after a server restart nothing is lost: messages written offline arrive exactly once', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: reconnect with backoff and the persistent outbox. The server is killed, both users write while it is
+  // down, and after it returns on the same port every message arrives once, in both directions.
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await startChat(alice, bobName);
+    await sendText(alice, 'before the restart');
+    await openChat(bob, aliceName);
+    await waitTicks(alice, 'before the restart', 'read');
+    // Settle first: a list refresh already due would otherwise meet the dead server and log a failed request.
+    for (const page of pages) await page.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
+
+    await server.kill();
+    for (const page of [alice, bob]) {
+      await page.locator('[data-testid="connection-status"][data-state="offline"]').waitFor();
+    }
+    await sendText(alice, 'written offline 1');
+    await sendText(alice, 'written offline 2');
+    await sendText(bob, 'bob offline too');
+    await waitTicks(alice, 'written offline 2', 'pending');
+    await alice.getByTestId('connection-status').filter({ hasText: '2 waiting to send' }).waitFor();
+    const stored = await alice.evaluate(() => Object.keys(localStorage)
+      .filter((key) => key.startsWith('missive.outbox.'))
+      .flatMap((key) => JSON.parse(localStorage.getItem(key)).map((entry) => entry.frame.text)));
+    assert.deepEqual(stored, ['written offline 1', 'written offline 2']);
+
+    await server.restart();
+    await waitOnline(alice, null, 30000);
+    await waitOnline(bob, null, 30000);
+
+    await waitTicks(alice, 'written offline 2', 'read');
+    await waitTicks(alice, 'written offline 1', 'read');
+    await messages(alice, 'bob offline too').waitFor();
+    for (const text of ['before the restart', 'written offline 1', 'written offline 2']) {
+      assert.equal(await messages(bob, text).count(), 1, `${text} shown once`);
+    }
+    assert.equal(await messages(alice, 'bob offline too').count(), 1);
+    assert.equal(await alice.evaluate(() => Object.keys(localStorage).filter((key) => key.startsWith('missive.outbox.')).length), 0);
+
+    // The server agrees: one stored copy of each, in the order written.
+    const token = await bob.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+    const { conversations } = await server.rest('GET', '/v1/conversations', undefined, token);
+    const history = await server.rest('GET', `/v1/conversations/${conversations[0].conversation}/messages?limit=50`, undefined, token);
+    const texts = history.messages.map((message) => message.text).reverse();
+    assert.deepEqual(texts.filter((text) => text.startsWith('written offline')), ['written offline 1', 'written offline 2']);
+    assert.equal(texts.filter((text) => text === 'bob offline too').length, 1);
+
+    // A reload rebuilds the chat from history: still exactly once.
+    await bob.reload();
+    await waitOnline(bob);
+    await openChat(bob, aliceName);
+    await messages(bob, 'written offline 2').waitFor();
+    assert.equal(await messages(bob, 'written offline 1').count(), 1);
+    assertNoProblems(pages);
+  });
+});
+
+test('forced long-polling (?transport=poll) carries the whole chat', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: with the WebSocket ruled out, sending, receiving, ticks and typing work over /v1/poll and /v1/frames.
+  await withServer(async ({ open, pages }) => {
+    const alice = await open({ query: '?transport=poll' });
+    const bob = await open({ query: '?transport=poll' });
+    const sockets = [];
+    for (const page of pages) page.on('websocket', (socket) => sockets.push(socket.url()));
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await waitOnline(alice, 'poll');
+    await waitOnline(bob, 'poll');
+    await alice.getByTestId('connection-status').filter({ hasText: 'long-polling' }).waitFor();
+
+    // Keyboard only: the form field, Enter, then typing straight into the composer, which has the focus.
+    await alice.getByLabel('Start a chat with (username)').focus();
+    await alice.keyboard.type(bobName);
+    await alice.keyboard.press('Enter');
+    await alice.getByTestId('chat-title').filter({ hasText: bobName }).waitFor();
+    await alice.getByLabel('Message', { exact: true }).and(alice.locator(':focus')).waitFor();
+    await alice.keyboard.type('polled hello');
+    await alice.keyboard.press('Enter');
+    await waitTicks(alice, 'polled hello', 'delivered');
+    await openChat(bob, aliceName);
+    await waitTicks(alice, 'polled hello', 'read');
+    await bob.getByLabel('Message', { exact: true }).pressSequentially('typing over HTTP', { delay: 20 });
+    await alice.getByTestId('typing-indicator').filter({ hasText: 'typing…' }).waitFor();
+    await bob.getByLabel('Message', { exact: true }).press('Enter');
+    await messages(alice, 'typing over HTTP').waitFor();
+    await waitTicks(bob, 'typing over HTTP', 'read');
+    for (let i = 1; i <= 5; i++) await sendText(alice, `burst ${i}`);
+    await messages(bob, 'burst 5').waitFor();
+    for (let i = 1; i <= 5; i++) assert.equal(await messages(bob, `burst ${i}`).count(), 1);
+    assert.deepEqual(sockets, [], 'no WebSocket was opened');
+    assertNoProblems(pages);
+  });
+});
+
+test('automatic mode falls back to long-polling when WebSockets fail, and returns to them', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: a network that breaks WebSockets still gets a working chat, and the app moves back to the WebSocket once
+  // it works again. Playwright's WebSocket routing plays the broken network: refused sockets, then pass-through.
+  await withServer(async ({ open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(bob, bobName);
+
+    let blocked = true;
+    let refused = 0;
+    await alice.routeWebSocket(/\/v1\/ws$/, (socket) => {
+      if (blocked) {
+        refused += 1;
+        socket.close({ code: 1011, reason: 'blocked by the test' });
+      } else {
+        socket.connectToServer();
+      }
+    });
+    await register(alice, aliceName).catch(async () => {
+      // register() waits for any transport; fall through to the explicit wait below for a clearer failure.
+    });
+    await waitOnline(alice, 'poll', 30000);
+    assert.ok(refused >= 2, `${refused} WebSocket attempts refused before falling back`);
+
+    await startChat(alice, bobName);
+    await sendText(alice, 'sent while polling');
+    await openChat(bob, aliceName);
+    await waitTicks(alice, 'sent while polling', 'read');
+    await sendText(bob, 'answer to a poller');
+    await messages(alice, 'answer to a poller').waitFor();
+
+    blocked = false;
+    await waitOnline(alice, 'ws', 60000);
+    await sendText(alice, 'back on the socket');
+    await messages(bob, 'back on the socket').waitFor();
+    await sendText(bob, 'welcome back');
+    await messages(alice, 'welcome back').waitFor();
+    for (const text of ['sent while polling', 'back on the socket']) assert.equal(await messages(bob, text).count(), 1);
+    assert.equal(await messages(alice, 'answer to a poller').count(), 1);
+    assertNoProblems(pages);
+  });
+});
+
+test('history pages in on scroll-up, and the phone layout shows one pane at a time', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: a device that logs in later reads old messages through history paging; at phone width the list and the
+  // chat take turns, with a back button.
+  await withServer(async ({ server, open, pages }) => {
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await server.registerAndLogin(aliceName);
+    const bobSession = await server.registerAndLogin(bobName);
+    const total = 95;
+    for (let i = 1; i <= total; i++) {
+      await server.rest('POST', '/v1/frames',
+        { type: 'send', id: `s${i}`, to: aliceName, client_msg_id: `seed-${i}`, text: `old message ${i}` }, bobSession.token);
+    }
+
+    const alice = await open({ viewport: { width: 390, height: 780 } });
+    await login(alice, aliceName);
+    const item = conversation(alice, bobName);
+    await item.filter({ hasText: `old message ${total}` }).waitFor();
+    assert.equal(await alice.getByRole('region', { name: 'Chat', exact: true }).isVisible(), false, 'phone width: the list alone');
+    await item.click();
+    await messages(alice, `old message ${total}`).waitFor();
+    assert.equal(await alice.getByTestId('conversation-list').isVisible(), false, 'phone width: the chat alone');
+    assert.equal(await messages(alice, 'old message 1').count(), 0, 'the first page holds only the newest messages');
+
+    // Scroll up until the oldest message is in.
+    await alice.waitForFunction(() => {
+      const box = document.querySelector('[data-testid="messages"]');
+      box.scrollTop = 0;
+      box.dispatchEvent(new Event('scroll'));
+      return [...document.querySelectorAll('[data-testid="message-text"]')].some((p) => p.textContent === 'old message 1');
+    }, null, { polling: 200 });
+    assert.equal(await alice.getByTestId('message').count(), total, 'every message once');
+    const order = await alice.getByTestId('message-text').allTextContents();
+    assert.deepEqual(order, Array.from({ length: total }, (_, i) => `old message ${i + 1}`));
+
+    await alice.getByTestId('messages').evaluate((box) => { box.scrollTop = box.scrollHeight; });
+    await sendText(alice, 'Read them all');
+    await waitTicks(alice, 'Read them all', 'sent');
+    await screenshot(alice, 'chat-phone.png');
+    await alice.getByRole('button', { name: 'Back to chats' }).click();
+    await alice.getByTestId('conversation-list').waitFor();
+    await item.filter({ hasText: 'Read them all' }).waitFor();
+    await screenshot(alice, 'list-phone.png');
+    assertNoProblems(pages);
+  });
+});
+
+test('devices: list, revoke another browser, log out', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: each browser login is its own device; revoking one logs that browser out at once.
+  await withServer(async ({ open, pages }) => {
+    const laptop = await open();
+    const phone = await open();
+    const name = username('dana');
+    await register(laptop, name);
+    await login(phone, name);
+
+    await laptop.getByRole('button', { name: 'Devices' }).click();
+    const list = laptop.getByTestId('device-list');
+    await list.getByTestId('device').nth(1).waitFor();
+    assert.equal(await list.getByTestId('device').count(), 2);
+    assert.equal(await list.locator('[data-current="true"]').count(), 1);
+    await list.locator('[data-current="false"]').getByRole('button', { name: /^Revoke/ }).click();
+    await laptop.getByRole('button', { name: 'Revoke', exact: true }).click();
+    await list.locator('[data-current="false"]').waitFor({ state: 'detached' });
+    assert.equal(await list.getByTestId('device').count(), 1);
+    await laptop.getByRole('dialog', { name: 'Your devices' }).getByRole('button', { name: 'Close' }).click();
+
+    await phone.getByRole('button', { name: 'Log in' }).waitFor();
+    await phone.getByTestId('auth-error').filter({ hasText: 'logged out' }).waitFor();
+
+    await laptop.getByRole('button', { name: 'Log out' }).click();
+    await laptop.getByRole('dialog').getByRole('button', { name: 'Log out' }).click();
+    await laptop.getByRole('button', { name: 'Log in' }).waitFor();
+    assert.equal(await laptop.evaluate(() => localStorage.getItem('missive.session')), null);
+    await login(laptop, name);
+    assertNoProblems(pages);
+  });
+});
