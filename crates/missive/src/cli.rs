@@ -381,9 +381,9 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
             Err(err) => return fail(&err),
         };
         match &frame {
-            ServerFrame::Error { id, code, message }
-                if id.as_deref() == Some(LISTEN_SUBSCRIBE_ID) =>
-            {
+            ServerFrame::Error {
+                id, code, message, ..
+            } if id.as_deref() == Some(LISTEN_SUBSCRIBE_ID) => {
                 let err = ClientError::Refused {
                     code: *code,
                     message: message.clone(),
@@ -534,7 +534,9 @@ pub async fn presence(args: &ClientArgs, users: &[String]) -> ExitCode {
                     None => seen.push((user.clone(), frame)),
                 }
             }
-            ServerFrame::Error { id, code, message } if id.as_deref() == Some("subscribe") => {
+            ServerFrame::Error {
+                id, code, message, ..
+            } if id.as_deref() == Some("subscribe") => {
                 refused = Some(ClientError::Refused { code, message });
             }
             ServerFrame::Pong { id } if id.as_deref() == Some("done") => break,

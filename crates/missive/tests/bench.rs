@@ -14,6 +14,8 @@ fn bench_server(data_dir: &std::path::Path) -> ServerProcess {
         &[
             ("MISSIVE_LIMITS__REGISTRATIONS_PER_IP_MAX", "100000"),
             ("MISSIVE_LIMITS__DEVICES_PER_ACCOUNT_MAX", "10"),
+            ("MISSIVE_LIMITS__SENDS_PER_SEC_PER_DEVICE", "0"),
+            ("MISSIVE_LIMITS__SENDS_PER_SEC_PER_ACCOUNT", "0"),
         ],
     )
 }

@@ -276,6 +276,9 @@ pub enum ServerFrame {
         id: Option<String>,
         code: ErrorCode,
         message: String,
+        /// With `rate_limited`: how long to wait before sending again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -285,6 +288,7 @@ impl ServerFrame {
             id,
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 

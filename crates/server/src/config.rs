@@ -241,6 +241,13 @@ pub struct LimitsConfig {
     pub registration_window_secs: u64,
     /// Concurrent Argon2 hashes (each uses ~19 MiB).
     pub password_hashes_concurrent_max: usize,
+    /// Sends (texts, reactions, edits, deletes) one device may make per
+    /// second, beyond a burst of `send_burst_per_device`; 0: no limit.
+    pub sends_per_sec_per_device: u32,
+    pub send_burst_per_device: u32,
+    /// The same for all devices of one account together (per node).
+    pub sends_per_sec_per_account: u32,
+    pub send_burst_per_account: u32,
     /// Peers whose `X-Forwarded-For` names the client (a load balancer);
     /// per-address limits use that client address instead of theirs.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -318,6 +325,10 @@ impl Default for LimitsConfig {
             registrations_per_ip_max: 20,
             registration_window_secs: 3600,
             password_hashes_concurrent_max: 2,
+            sends_per_sec_per_device: 20,
+            send_burst_per_device: 200,
+            sends_per_sec_per_account: 50,
+            send_burst_per_account: 500,
             trusted_proxies: Vec::new(),
         }
     }
@@ -421,6 +432,24 @@ impl Config {
             return Err(ConfigError(
                 "limits.frame_bytes_max must be at least 1024".into(),
             ));
+        }
+        for (rate, burst, key) in [
+            (
+                self.limits.sends_per_sec_per_device,
+                self.limits.send_burst_per_device,
+                "limits.send_burst_per_device",
+            ),
+            (
+                self.limits.sends_per_sec_per_account,
+                self.limits.send_burst_per_account,
+                "limits.send_burst_per_account",
+            ),
+        ] {
+            if rate > 0 && burst == 0 {
+                return Err(ConfigError(format!(
+                    "{key} must be at least 1 when its rate is set"
+                )));
+            }
         }
         if let Some(origin) = self
             .web

@@ -2,6 +2,8 @@
 //! statuses and wire codes. Internal failures are logged here and reach the
 //! client only as `internal`.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,8 +16,8 @@ use missive_store::StoreError;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// Seconds a client should wait before retrying (rate limits).
-    pub retry_after_secs: Option<u64>,
+    /// How long a client should wait before retrying (rate limits).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -23,7 +25,15 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
-            retry_after_secs: None,
+            retry_after: None,
+        }
+    }
+
+    /// `rate_limited`, to be retried after `wait`.
+    pub fn rate_limited(wait: Duration, message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(ErrorCode::RateLimited, message)
         }
     }
 
@@ -136,7 +146,7 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let retry_after = self.retry_after_secs;
+        let retry_after = self.retry_after.map(retry_after_secs);
         let body = Json(ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -151,4 +161,10 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A `Retry-After` header's whole seconds: rounded up, so a client that
+/// obeys it is not refused again.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

@@ -41,6 +41,7 @@ pub use config::Config;
 use crate::cache::Caches;
 use crate::error::ApiError;
 use crate::router::{NodeEvent, Router};
+use crate::service::send_limit::{Rate, SendLimiter};
 use crate::service::{Accounts, Groups, Media, Messaging, Push, Social};
 
 /// Everything a request handler or session needs; shared by `Arc`.
@@ -61,6 +62,7 @@ pub struct AppState {
     /// Every WebSocket session, so shutdown can wait for them.
     pub sessions: TaskTracker,
     pub connection_permits: Arc<Semaphore>,
+    pub send_limit: SendLimiter,
     /// News from other nodes; taken by `run`.
     node_events: std::sync::Mutex<Option<mpsc::Receiver<NodeEvent>>>,
 }
@@ -191,6 +193,16 @@ impl App {
             config.limits.media_bytes_max,
         );
         let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
+        let send_limit = SendLimiter::new(
+            Rate {
+                per_sec: config.limits.sends_per_sec_per_device,
+                burst: config.limits.send_burst_per_device,
+            },
+            Rate {
+                per_sec: config.limits.sends_per_sec_per_account,
+                burst: config.limits.send_burst_per_account,
+            },
+        );
         Self {
             state: Arc::new(AppState {
                 config,
@@ -207,6 +219,7 @@ impl App {
                 shutdown: CancellationToken::new(),
                 sessions: TaskTracker::new(),
                 connection_permits,
+                send_limit,
                 node_events: std::sync::Mutex::new(Some(node_events)),
             }),
         }

@@ -318,6 +318,14 @@ impl Dispatcher {
                 ));
             }
         };
+        let now = std::time::Instant::now();
+        if let Err(wait) = self
+            .state
+            .send_limit
+            .take(self.auth.device, self.auth.account, now)
+        {
+            return Err(ApiError::rate_limited(wait, "too many sends; slow down"));
+        }
         let appended = self
             .state
             .messaging
@@ -371,7 +379,14 @@ fn group_reply(id: Option<String>, result: Result<GroupInfo, ApiError>) -> Serve
 }
 
 fn error_frame(id: Option<String>, err: ApiError) -> ServerFrame {
-    ServerFrame::error(id, err.code, err.message)
+    ServerFrame::Error {
+        id,
+        code: err.code,
+        message: err.message,
+        retry_after_ms: err
+            .retry_after
+            .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
+    }
 }
 
 /// The wire frame of a queue entry.

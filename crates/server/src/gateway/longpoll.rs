@@ -147,9 +147,22 @@ pub async fn frames(
         Ok(frame) => Dispatcher::new(state, auth).handle(frame).await,
         Err(err) => vec![ServerFrame::error(err.id, err.code, err.message)],
     };
-    let status = match replies.as_slice() {
-        [ServerFrame::Error { code, .. }] => ApiError::new(*code, "").status(),
-        _ => StatusCode::OK,
+    let (status, retry_after_ms) = match replies.as_slice() {
+        [
+            ServerFrame::Error {
+                code,
+                retry_after_ms,
+                ..
+            },
+        ] => (ApiError::new(*code, "").status(), *retry_after_ms),
+        _ => (StatusCode::OK, None),
     };
-    (status, Json(FrameReplies { frames: replies })).into_response()
+    let mut response = (status, Json(FrameReplies { frames: replies })).into_response();
+    if let Some(ms) = retry_after_ms {
+        let secs = crate::error::retry_after_secs(Duration::from_millis(ms));
+        if let Ok(value) = secs.to_string().parse() {
+            response.headers_mut().insert("retry-after", value);
+        }
+    }
+    response
 }

@@ -272,10 +272,7 @@ impl Accounts {
 }
 
 fn rate_limited(retry_after_secs: u64, message: &str) -> ApiError {
-    ApiError {
-        retry_after_secs: Some(retry_after_secs),
-        ..ApiError::new(ErrorCode::RateLimited, message)
-    }
+    ApiError::rate_limited(Duration::from_secs(retry_after_secs), message)
 }
 
 fn parse_phone(raw: &str) -> Result<String, ApiError> {

@@ -9,6 +9,7 @@ pub mod media;
 pub mod messaging;
 pub mod password;
 pub mod push;
+pub mod send_limit;
 pub mod social;
 
 pub use accounts::Accounts;
