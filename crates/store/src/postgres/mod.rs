@@ -143,6 +143,18 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("missive");
         }
+        // Statements stay prepared per connection, and PostgreSQL would
+        // soon switch them to a generic plan costed for 100-row `unnest`
+        // inputs and fresh, near-empty tables: hash joins that scan
+        // `messages` and `devices` whole on every ack (measured: one full
+        // scan of each per message at 1,000 pairs). Planning each execution
+        // with its real arrays keeps them on the indexes.
+        let custom_plans = "-c plan_cache_mode=force_custom_plan";
+        let options = match pg.get_options() {
+            Some(options) => format!("{options} {custom_plans}"),
+            None => custom_plans.to_owned(),
+        };
+        pg.options(&options);
         migrate(&pg, config.connect_timeout)
             .await
             .map_err(Fault::into_store)?;
