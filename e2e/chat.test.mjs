@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Server, launchBrowser, openPage, register, login, startChat, openChat, sendText, messages, waitTicks,
-  waitOnline, conversation, assertNoProblems, screenshot, makePng, username,
+  waitOnline, conversation, assertNoProblems, screenshot, makePng, username, holdWebSockets,
 } from './helpers.mjs';
 
 const TEST_TIMEOUT_MS = 120000;
@@ -68,8 +68,13 @@ test('two users chat both ways: ticks, typing, presence, reply, react, edit, del
     await waitOnline(bob);
     await waitTicks(alice, 'Hello Bob', 'delivered');
     await alice.getByTestId('chat-presence').filter({ hasText: /^online$/ }).waitFor();
-    await conversation(bob, aliceName).and(bob.locator('[data-unread="1"]')).waitFor();
-    assert.equal(await conversation(bob, aliceName).getByTestId('unread-badge').textContent(), '1');
+    // One unread message: the badge, the item's label and the page title each say 1 once the list settles.
+    const badge = conversation(bob, aliceName).getByTestId('unread-badge');
+    await badge.filter({ hasText: /^1$/ }).waitFor();
+    await bob.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
+    assert.equal(await badge.textContent(), '1');
+    assert.match(await conversation(bob, aliceName).getAttribute('aria-label'), /, 1 unread,/);
+    assert.equal(await bob.title(), '(1) missive');
     await openChat(bob, aliceName);
     await messages(bob, 'Hello Bob').waitFor();
     await waitTicks(alice, 'Hello Bob', 'read');
@@ -171,7 +176,11 @@ test('a group of three: create, chat, read ticks, remove a member, leave', { tim
 
     await sendText(a, 'Anyone left?');
     await waitTicks(a, 'Anyone left?', 'sent');
-    assert.equal(await messages(c, 'Anyone left?').count(), 0);
+    // Cat's device takes its frames in order: once a later 1:1 message from Ann is in, the group message would be too.
+    await startChat(a, cName);
+    await sendText(a, 'Just for Cat');
+    await conversation(c, aName).filter({ hasText: 'Just for Cat' }).waitFor();
+    assert.equal(await c.getByText('Anyone left?').count(), 0, 'a removed member gets nothing more from the group');
     assertNoProblems(pages);
   });
 });
@@ -217,6 +226,8 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
     await thumbnail.click();
     await bob.waitForFunction(() => document.querySelector('[data-testid="image-full"]').naturalWidth === 640);
     await bob.getByRole('dialog', { name: 'Image' }).getByRole('button', { name: 'Close' }).click();
+    // The full-size image (up to 16 MiB) is let go with the dialog.
+    await bob.waitForFunction(() => !document.querySelector('[data-testid="image-full"]').hasAttribute('src'));
     await waitTicks(alice, 'A picture follows', 'read');
     await alice.locator('[data-testid="message"][data-tick="read"]').getByTestId('thumbnail').waitFor();
 
@@ -261,6 +272,7 @@ test('after a server restart nothing is lost: messages written offline arrive ex
     // Settle first: a list refresh already due would otherwise meet the dead server and log a failed request.
     for (const page of pages) await page.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
 
+    const releases = [await holdWebSockets(alice), await holdWebSockets(bob)];
     await server.kill();
     for (const page of [alice, bob]) {
       await page.locator('[data-testid="connection-status"][data-state="offline"]').waitFor();
@@ -276,6 +288,7 @@ test('after a server restart nothing is lost: messages written offline arrive ex
     assert.deepEqual(stored, ['written offline 1', 'written offline 2']);
 
     await server.restart();
+    for (const release of releases) release();
     await waitOnline(alice, null, 30000);
     await waitOnline(bob, null, 30000);
 
@@ -302,6 +315,158 @@ test('after a server restart nothing is lost: messages written offline arrive ex
     await openChat(bob, aliceName);
     await messages(bob, 'written offline 2').waitFor();
     assert.equal(await messages(bob, 'written offline 1').count(), 1);
+    assertNoProblems(pages);
+  });
+});
+
+test('a text over the limit is refused in the composer; a too-large queued frame fails alone; an unknown user is named', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: nothing the user writes can block the outbox. A text over 65,536 bytes never leaves the composer; a
+  // frame over the server's 256 KiB (closed with 1009) fails for good while what waits behind it is delivered;
+  // and a chat with a name nobody has says so, without adding anyone as a contact.
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await startChat(alice, bobName);
+
+    const input = alice.getByLabel('Message', { exact: true });
+    await input.fill('x'.repeat(70000));
+    await input.press('Enter');
+    await alice.getByTestId('composer-error').filter({ hasText: /too long to send: 68 KB, and the limit is 64 KB/ }).waitFor();
+    assert.equal((await input.inputValue()).length, 70000, 'the text stays in the composer, to shorten');
+    assert.equal(await alice.getByTestId('message').count(), 0, 'nothing was queued');
+    await sendText(alice, 'a normal message');
+    await alice.getByTestId('composer-error').waitFor({ state: 'hidden' });
+    await openChat(bob, aliceName);
+    await messages(bob, 'a normal message').waitFor();
+    await waitTicks(alice, 'a normal message', 'read');
+
+    // An outbox from elsewhere (an older version, another tab) holding a 300 KB text, then a normal one.
+    await alice.evaluate(() => {
+      const session = JSON.parse(localStorage.getItem('missive.session'));
+      const conversation = Number(decodeURIComponent(location.hash.split('/').pop()));
+      const entry = (text, n) => ({
+        frame: { type: 'send', conversation, client_msg_id: `e2e-big-${n}`, text },
+        convKey: String(conversation),
+        createdMs: Date.now() + n,
+      });
+      localStorage.setItem(`missive.outbox.${session.username}.${session.deviceId}`,
+        JSON.stringify([entry('y'.repeat(300 * 1024), 0), entry('behind the big one', 1)]));
+    });
+    await alice.reload();
+    await messages(bob, 'behind the big one').waitFor();
+    await alice.locator('[data-testid="message"][data-status="failed"]').filter({ hasText: 'Not sent: too large' }).waitFor();
+    await waitTicks(alice, 'behind the big one', 'read');
+    assert.equal(await bob.getByTestId('message').count(), 2, 'only the two normal messages reached Bob');
+
+    // Nobody is called that: the first send says so in the chat, and the draft goes once we leave it.
+    await startChat(alice, 'nosuchuser');
+    await sendText(alice, 'anyone there?');
+    await alice.getByTestId('chat-note').filter({ hasText: 'No user named nosuchuser' }).waitFor();
+    await messages(alice, 'anyone there?').filter({ hasText: 'Not sent: No user named nosuchuser' }).waitFor();
+    await openChat(alice, bobName);
+    await conversation(alice, 'nosuchuser').waitFor({ state: 'detached' });
+    const token = await alice.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+    assert.deepEqual((await server.rest('GET', '/v1/contacts', undefined, token)).users, [], 'starting chats added no contact');
+    assertNoProblems(pages);
+  });
+});
+
+test('messages waiting in the outbox survive a reload while the server is down, and arrive once', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the outbox lives in localStorage, not in the page. Two messages are written while the server is down,
+  // the page is reloaded (which cannot even load the app then), and after the restart both arrive exactly once.
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await startChat(alice, bobName);
+    await sendText(alice, 'before the outage');
+    await openChat(bob, aliceName);
+    await waitTicks(alice, 'before the outage', 'read');
+    for (const page of pages) await page.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
+
+    const releases = [await holdWebSockets(alice), await holdWebSockets(bob)];
+    await server.kill();
+    await alice.locator('[data-testid="connection-status"][data-state="offline"]').waitFor();
+    await sendText(alice, 'queued 1');
+    await sendText(alice, 'queued 2');
+    await alice.getByTestId('connection-status').filter({ hasText: '2 waiting to send' }).waitFor();
+    const chatUrl = alice.url();
+    await assert.rejects(alice.reload(), /ERR_CONNECTION_REFUSED/);
+    // The browser's error page commits after the failed reload; a navigation started before that is cut short.
+    await alice.waitForURL((url) => url.protocol === 'chrome-error:');
+
+    await server.restart();
+    for (const release of releases) release();
+    await alice.goto(chatUrl);
+    await waitOnline(alice, null, 30000);
+    await waitOnline(bob, null, 30000);
+    await waitTicks(alice, 'queued 2', 'read');
+    await waitTicks(alice, 'queued 1', 'read');
+    for (const text of ['before the outage', 'queued 1', 'queued 2']) {
+      assert.equal(await messages(bob, text).count(), 1, `${text} shown once to Bob`);
+      assert.equal(await messages(alice, text).count(), 1, `${text} shown once to Alice`);
+    }
+    assert.equal(await alice.evaluate(() => Object.keys(localStorage).filter((key) => key.startsWith('missive.outbox.')).length), 0);
+
+    const token = await bob.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+    const { conversations } = await server.rest('GET', '/v1/conversations', undefined, token);
+    const history = await server.rest('GET', `/v1/conversations/${conversations[0].conversation}/messages?limit=50`, undefined, token);
+    assert.deepEqual(history.messages.map((message) => message.text).reverse(), ['before the outage', 'queued 1', 'queued 2']);
+    assertNoProblems(pages);
+  });
+});
+
+test('three messages waiting for a closed app show as 3 unread, also after a reload', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the conversation list and the queued messages that follow it are not counted twice.
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+
+    await bob.goto('about:blank');
+    await startChat(alice, bobName);
+    for (let i = 1; i <= 3; i++) await sendText(alice, `waiting ${i}`);
+    await waitTicks(alice, 'waiting 3', 'sent');
+
+    const badge = conversation(bob, aliceName).getByTestId('unread-badge');
+    const settled = async () => {
+      await badge.filter({ hasText: /^3$/ }).waitFor();
+      await bob.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
+      assert.equal(await badge.textContent(), '3');
+      assert.equal(await bob.title(), '(3) missive');
+    };
+    // The list first, then the queued messages (the order that used to count them twice): Bob's WebSocket is
+    // held off until his list shows the chat.
+    let listed = false;
+    await bob.routeWebSocket(/\/v1\/ws$/, (socket) => {
+      if (listed) socket.connectToServer();
+      else socket.close({ code: 1011, reason: 'held off by the test' });
+    });
+    await bob.goto(server.url + '/');
+    await conversation(bob, aliceName).waitFor();
+    listed = true;
+    await waitOnline(bob, null, 30000);
+    // Delivered: Bob's device has taken in all three queued messages, as well as the list.
+    await waitTicks(alice, 'waiting 3', 'delivered');
+    await settled();
+    await bob.reload();
+    await waitOnline(bob);
+    await settled();
+
+    await openChat(bob, aliceName);
+    await waitTicks(alice, 'waiting 3', 'read');
+    await badge.waitFor({ state: 'detached' });
+    assert.equal(await bob.title(), 'missive');
     assertNoProblems(pages);
   });
 });
@@ -349,7 +514,8 @@ test('automatic mode falls back to long-polling when WebSockets fail, and return
   // Goal: a network that breaks WebSockets still gets a working chat, and the app moves back to the WebSocket once
   // it works again. Playwright's WebSocket routing plays the broken network: refused sockets, then pass-through.
   await withServer(async ({ open, pages }) => {
-    const alice = await open();
+    // The first WebSocket probe 500 ms after falling back (doubling from there), not 5 s.
+    const alice = await open({ query: '?probe_ms=500' });
     const bob = await open();
     const aliceName = username('alice');
     const bobName = username('bob');
@@ -365,9 +531,7 @@ test('automatic mode falls back to long-polling when WebSockets fail, and return
         socket.connectToServer();
       }
     });
-    await register(alice, aliceName).catch(async () => {
-      // register() waits for any transport; fall through to the explicit wait below for a clearer failure.
-    });
+    await register(alice, aliceName);
     await waitOnline(alice, 'poll', 30000);
     assert.ok(refused >= 2, `${refused} WebSocket attempts refused before falling back`);
 

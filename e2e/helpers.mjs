@@ -15,6 +15,7 @@ export const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
 const BINARY = path.resolve(REPO_ROOT, process.env.MISSIVE_BIN ?? 'target/debug/missive');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const STEP_TIMEOUT_MS = 15000;
+const RESTART_ATTEMPTS = 6;
 
 /** The server's environment: nothing inherited from MISSIVE_* except where the web assets come from. */
 function serverEnv() {
@@ -74,7 +75,8 @@ export class Server {
         clearTimeout(timer);
         reject(new Error(`cannot start ${BINARY} (set MISSIVE_BIN?): ${error.message}`));
       });
-      child.once('exit', (code, signal) => {
+      // `close` rather than `exit`: it comes after stderr's last lines, which say why.
+      child.once('close', (code, signal) => {
         clearTimeout(timer);
         reject(new Error(`server exited (${code ?? signal}) before reporting its address:\n${this.log.slice(-20).join('\n')}`));
       });
@@ -89,11 +91,23 @@ export class Server {
     await exited;
   }
 
-  /** Come back on the same port with the same data, as after a crash. */
+  /**
+   * Come back on the same port with the same data, as after a crash. Another process may have taken the port
+   * meanwhile (port 0 handed it out to us once, not for good): then try again a few times.
+   */
   async restart() {
     await this.kill();
     const port = this.address.split(':').pop();
-    await this.spawn(`127.0.0.1:${port}`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.spawn(`127.0.0.1:${port}`);
+        return;
+      } catch (err) {
+        if (attempt >= RESTART_ATTEMPTS || !/address already in use|os error 98/i.test(err.message)) throw err;
+        // Pacing between attempts, not synchronisation: nothing tells us when the other process lets go.
+        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+      }
+    }
   }
 
   async stop() {
@@ -143,21 +157,30 @@ export async function openPage(browser, server, { query = '', viewport = { width
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   const page = await context.newPage();
   page.problems = [];
-  page.allowedProblems = [];
-  page.suppressed = [];
   page.on('console', (message) => {
     if (message.type() !== 'error' && message.type() !== 'warning') return;
     const where = message.location()?.url;
-    const text = `${message.type()}: ${message.text()}${where ? ` (${where})` : ''}`;
-    if (page.allowedProblems.some((pattern) => pattern.test(text))) {
-      page.suppressed.push(text);
-      return;
-    }
-    page.problems.push(text);
+    page.problems.push(`${message.type()}: ${message.text()}${where ? ` (${where})` : ''}`);
   });
   page.on('pageerror', (error) => page.problems.push(`pageerror: ${error.stack ?? error.message}`));
   await page.goto(`${server.url}/${query}`);
   return page;
+}
+
+/**
+ * For a deliberate outage: until the returned function is called, the page's new WebSocket attempts are closed
+ * by the test (1011) instead of meeting the dead port, which Chromium reports as a console error that no page
+ * can prevent. Sockets already open are untouched; the server's death closes them.
+ */
+export async function holdWebSockets(page) {
+  let held = true;
+  await page.routeWebSocket(/\/v1\/ws$/, (socket) => {
+    if (held) socket.close({ code: 1011, reason: 'server down (held by the test)' });
+    else socket.connectToServer();
+  });
+  return () => {
+    held = false;
+  };
 }
 
 export async function register(page, name, password = 'correct horse') {

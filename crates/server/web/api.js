@@ -9,19 +9,50 @@ const SESSION_KEY = 'missive.session';
 // The server refuses larger uploads (limits.media_bytes_max); checking first
 // spares the user a long upload that is bound to fail.
 export const MEDIA_BYTES_MAX = 16 * 1024 * 1024;
+// limits.text_bytes_max: longer texts are refused with `text_too_long`.
+export const TEXT_BYTES_MAX = 65536;
+// How long a /v1/frames request may take before it counts as lost.
+const FRAMES_TIMEOUT_MS = 15000;
+
+const encoder = new TextEncoder();
+
+/** The size of a text as the server counts it: UTF-8 bytes. */
+export function utf8Bytes(text) {
+  return encoder.encode(text).length;
+}
+
+// Nothing reached the server, nothing came back, or the server could not do it right now.
+const TRANSIENT_CODES = new Set([
+  'network', 'offline', 'connection_lost', 'timeout', 'unavailable', 'shutting_down', 'internal', 'rate_limited',
+]);
+
+/**
+ * The one retry rule, for REST calls and frames alike: true when the same
+ * request may succeed later. Any 5xx, 408 or 429 counts too, with or without
+ * a JSON body (a proxy's error page has none).
+ */
+export function isTransient(code, status = 0) {
+  return TRANSIENT_CODES.has(code) || status >= 500 || status === 408 || status === 429;
+}
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfterSecs = null) {
+  /**
+   * @param {object} [options]
+   * @param {number|null} [options.retryAfterMs] how long the server asked us to wait (rate_limited)
+   * @param {object|null} [options.errorFrame] the error frame that was the body, for /v1/frames
+   */
+  constructor(status, code, message, { retryAfterMs = null, errorFrame = null } = {}) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
-    this.retryAfterSecs = retryAfterSecs;
+    this.retryAfterMs = retryAfterMs;
+    this.errorFrame = errorFrame;
   }
 
   /** True when nothing reached the server or it could not answer; the same request may be retried. */
   get transient() {
-    return ['network', 'unavailable', 'shutting_down', 'internal', 'timeout'].includes(this.code) || this.status >= 500;
+    return isTransient(this.code, this.status);
   }
 }
 
@@ -48,20 +79,32 @@ export function clearSession() {
 async function errorFrom(response) {
   let code = 'http_' + response.status;
   let message = response.statusText || 'request failed';
+  let errorFrame = null;
   try {
     const body = await response.json();
     if (body?.error?.code) {
       code = body.error.code;
       message = body.error.message;
     } else if (Array.isArray(body?.frames) && body.frames[0]?.type === 'error') {
-      code = body.frames[0].code;
-      message = body.frames[0].message;
+      errorFrame = body.frames[0];
+      code = errorFrame.code;
+      message = errorFrame.message;
     }
   } catch {
     // Not JSON (a proxy's error page, say): keep the HTTP status as the code.
   }
-  const retryAfter = Number(response.headers.get('Retry-After'));
-  return new ApiError(response.status, code, message, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null);
+  // The frame's milliseconds are exact; the header is in seconds, rounded up.
+  const header = Number(response.headers.get('Retry-After'));
+  const retryAfterMs = errorFrame?.retry_after_ms > 0 ? errorFrame.retry_after_ms
+    : Number.isFinite(header) && header > 0 ? header * 1000 : null;
+  return new ApiError(response.status, code, message, { retryAfterMs, errorFrame });
+}
+
+/** `signal`, ending after `timeoutMs` at the latest (a TimeoutError). */
+export function withTimeout(signal, timeoutMs) {
+  if (!timeoutMs) return signal;
+  const timeout = AbortSignal.timeout(timeoutMs);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
 }
 
 /** Describe a device for the device list: the browser and OS, as far as the user agent says. */
@@ -89,7 +132,7 @@ export class Api {
     this.onUnauthorized = onUnauthorized;
   }
 
-  async request(method, path, body = undefined, { signal } = {}) {
+  async request(method, path, body = undefined, { signal, timeoutMs = 0 } = {}) {
     const headers = {};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
@@ -99,11 +142,12 @@ export class Api {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal,
+        signal: withTimeout(signal, timeoutMs),
         cache: 'no-store',
       });
     } catch (err) {
       if (err?.name === 'AbortError') throw err;
+      if (err?.name === 'TimeoutError') throw new ApiError(0, 'timeout', 'no answer from the server');
       throw new ApiError(0, 'network', 'the server cannot be reached');
     }
     if (!response.ok) {
@@ -112,7 +156,15 @@ export class Api {
       throw error;
     }
     if (response.status === 204) return null;
-    const text = await response.text();
+    let text;
+    try {
+      text = await response.text();
+    } catch (err) {
+      // The body broke off: aborted by us, timed out, or the connection dropped.
+      if (err?.name === 'AbortError') throw err;
+      if (err?.name === 'TimeoutError') throw new ApiError(0, 'timeout', 'no answer from the server');
+      throw new ApiError(0, 'network', 'the connection was lost');
+    }
     return text ? JSON.parse(text) : null;
   }
 
@@ -150,10 +202,6 @@ export class Api {
     return this.request('GET', `/v1/conversations/${conversation}/messages/${encodeURIComponent(messageId)}/receipts`);
   }
 
-  addContact(username) {
-    return this.request('POST', '/v1/contacts', { username });
-  }
-
   createGroup(name, members) {
     return this.request('POST', '/v1/groups', { name, members });
   }
@@ -181,12 +229,12 @@ export class Api {
   /** One client frame over plain HTTP; resolves with the reply frames, even when the reply is an error frame. */
   async frames(frame) {
     try {
-      return (await this.request('POST', '/v1/frames', frame)).frames;
+      return (await this.request('POST', '/v1/frames', frame, { timeoutMs: FRAMES_TIMEOUT_MS })).frames;
     } catch (err) {
-      if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.code !== 'token_invalid'
-          && err.code !== 'not_authenticated' && err.code !== 'frame_too_large') {
-        // The error frame itself is the reply; the caller matches it by id like any other.
-        return [{ type: 'error', id: frame.id, code: err.code, message: err.message }];
+      const reply = err instanceof ApiError ? err.errorFrame : null;
+      if (reply && reply.code !== 'token_invalid' && reply.code !== 'not_authenticated') {
+        // The server's error frame is the reply; the caller matches it by id like any other.
+        return [{ ...reply, id: frame.id, retry_after_ms: err.retryAfterMs ?? undefined }];
       }
       throw err;
     }

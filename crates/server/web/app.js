@@ -16,11 +16,18 @@ import { confirmDialog, DevicesDialog, NewGroupDialog, GroupInfoDialog, ImageDia
 const params = new URLSearchParams(location.search);
 // `?transport=poll` / `?transport=ws` pin the transport (tests, debugging); otherwise it is chosen automatically.
 const TRANSPORT = ['ws', 'poll'].includes(params.get('transport')) ? params.get('transport') : 'auto';
+// `?probe_ms=500`: while long-polling, try the WebSocket again this soon (tests); otherwise after 5 s.
+const PROBE_MS = Number.parseInt(params.get('probe_ms') ?? '', 10);
+const PROBE_FIRST_MS = PROBE_MS >= 100 && PROBE_MS <= 120000 ? PROBE_MS : undefined;
 const FLASH_KEY = 'missive.flash';
 const USERNAME_PATTERN = /^[a-z0-9_.]{3,32}$/;
 const HISTORY_PAGE = 40;
 const PRESENCE_POLL_MS = 30000;
 const TOAST_MS = 6000;
+// Thumbnails kept as blob: URLs; the least recently used beyond this are revoked (fetched again if shown again).
+const THUMBNAILS_KEPT = 150;
+// A download link's blob: URL outlives the click by this much, for the browser to start reading it.
+const DOWNLOAD_URL_MS = 60000;
 // What the server accepts (it sniffs the bytes; this only spares uploads that are sure to be refused).
 const ALLOWED_TYPES = new Set([
   'image/jpeg', 'image/png', 'image/gif', 'image/webp', 'video/mp4', 'video/webm', 'audio/mpeg', 'audio/mp3',
@@ -88,8 +95,9 @@ class Session {
     this.outbox = new Outbox(`missive.outbox.${saved.username}.${saved.deviceId}`, {
       onSent: (entry, reply) => this.sent(entry, reply),
       onFailed: (entry, err) => this.refused(entry, err),
+      onSynced: (changes) => this.outboxSynced(changes),
     });
-    this.mediaUrls = new Map();
+    this.thumbnails = new Map(); // media id -> Promise<blob: URL>, least recently used first
     this.renderTimer = null;
     this.renderDetail = {};
     this.listTimer = null;
@@ -97,6 +105,7 @@ class Session {
     this.listLoading = null;
     this.presenceKey = null;
     this.presenceTimer = null;
+    this.presenceRefused = new Set(); // draft peers left out of the watch list after an unknown_user
     this.receiptsChecked = new Set();
     this.onlineWaiters = [];
     this.ending = false;
@@ -143,6 +152,7 @@ class Session {
       onStatus: (status) => this.status.update(status, this.outbox.entries.length),
       onOnline: (transport) => this.online(transport),
       onRevoked: () => this.revoked(),
+      probeFirstMs: PROBE_FIRST_MS,
     });
     this.outbox.attach(this.connection);
     this.connection.start();
@@ -176,9 +186,9 @@ class Session {
       typing: (conv, state) => this.typing(conv, state),
       loadOlder: (conv) => this.loadOlder(conv),
       upload: (file, onProgress) => this.upload(file, onProgress),
-      mediaUrl: (mediaId, thumbnail) => this.mediaUrl(mediaId, thumbnail),
+      thumbnailUrl: (mediaId) => this.thumbnailUrl(mediaId),
       openImage: (media, msg) => this.imageDialog.open(`Photo from ${msg.from}`, mediaName(media),
-        this.mediaUrl(media.media_id, false)),
+        this.whenOnline().then(() => this.mediaBlobUrl(media.media_id))),
       download: (media, name) => this.download(media, name),
       groupInfo: (conv) => conv?.id && this.groupInfoDialog.open(conv.id),
     };
@@ -236,12 +246,18 @@ class Session {
 
   route() {
     const match = /^#\/chat\/(.+)$/.exec(location.hash);
-    const key = match ? decodeURIComponent(match[1]) : null;
+    let key = null;
+    try {
+      key = match ? decodeURIComponent(match[1]) : null;
+    } catch {
+      // A mangled link (a stray "%"): show the list rather than fail.
+    }
     let conv = key ? this.store.get(key) : null;
     if (!conv && key?.startsWith('u:') && USERNAME_PATTERN.test(key.slice(2))) conv = this.store.draftFor(key.slice(2));
     if (key && !conv && !this.listLoaded) return; // routed again once the list is in
     const previous = this.store.openKey;
     this.store.openKey = conv?.key ?? null;
+    if (previous && previous !== this.store.openKey) this.store.closeMissing(previous);
     $('#layout').dataset.view = conv ? 'chat' : 'list';
     if (conv) {
       if (conv.unread > 0) conv.unread = 0;
@@ -274,13 +290,19 @@ class Session {
 
   subscribePresence(force = false) {
     if (!this.connection?.online) return;
-    const peers = this.store.directPeers().slice(0, 256);
+    const peers = this.store.directPeers().filter((peer) => !this.presenceRefused.has(peer)).slice(0, 256);
     const key = peers.join(',');
     if (!force && key === this.presenceKey) return;
     this.presenceKey = key;
     if (peers.length === 0) return;
-    this.connection.request({ type: 'subscribe_presence', users: peers }).catch(() => {
+    this.connection.request({ type: 'subscribe_presence', users: peers }).catch((err) => {
       if (this.presenceKey === key) this.presenceKey = null;
+      // A draft chat may name someone who does not exist, which refuses the whole list: watch the others.
+      const drafts = peers.filter((peer) => this.store.get(`u:${peer}`));
+      if (err.code === 'unknown_user' && drafts.length > 0) {
+        for (const peer of drafts) this.presenceRefused.add(peer);
+        this.subscribePresence(true);
+      }
     });
   }
 
@@ -315,7 +337,7 @@ class Session {
     this.connection?.stop();
     this.outbox.clear();
     clearSession();
-    for (const url of this.mediaUrls.values()) url.then((value) => URL.revokeObjectURL(value), () => {});
+    for (const url of this.thumbnails.values()) url.then((value) => URL.revokeObjectURL(value), () => {});
     // A fresh page: nothing of this account stays in memory.
     location.replace(location.pathname + location.search);
   }
@@ -390,9 +412,11 @@ class Session {
   async loadHistory(conv) {
     if (!this.connection?.online) return; // `online` renders again, which asks again
     conv.history = 'loading';
+    // Taken before asking: the page reflects every event up to here, not necessarily those arriving meanwhile.
+    const knownLastSeq = conv.lastSeq;
     try {
       const page = await this.api.history(conv.id, { limit: HISTORY_PAGE });
-      this.store.historyPage(conv, page);
+      this.store.historyPage(conv, page, knownLastSeq);
       this.receiptsChecked.delete(conv.key);
       await this.checkReceipts(conv);
     } catch {
@@ -405,10 +429,11 @@ class Session {
     if (conv.loadingOlder || conv.nextBefore === null || conv.id === null || !this.connection?.online) return;
     conv.loadingOlder = true;
     this.changed({ key: conv.key });
+    const knownLastSeq = conv.lastSeq;
     try {
       const page = await this.api.history(conv.id, { before: conv.nextBefore, limit: HISTORY_PAGE });
       conv.loadingOlder = false;
-      this.store.historyPage(conv, page);
+      this.store.historyPage(conv, page, knownLastSeq);
     } catch {
       conv.loadingOlder = false;
       this.changed({ key: conv.key });
@@ -447,7 +472,11 @@ class Session {
     });
   }
 
-  async startChat(input) {
+  /**
+   * Open a chat with someone by name. Nothing is asked of the server (adding them as a contact would show them
+   * our presence under "contacts" privacy): the first message creates the chat, or says there is no such user.
+   */
+  startChat(input) {
     const error = $('#new-chat-error');
     const username = input.trim().replace(/^@/, '').toLowerCase();
     error.textContent = '';
@@ -459,38 +488,42 @@ class Session {
       error.textContent = 'That is you. Pick someone else.';
       return;
     }
-    const existing = this.store.findDirect(username);
-    if (!existing) {
-      try {
-        // Also the check that the user exists; a contact may see our presence under "contacts" privacy.
-        await this.api.addContact(username);
-      } catch (err) {
-        if (!(err instanceof ApiError) || !err.transient) {
-          error.textContent = err.code === 'unknown_user' ? `There is no user called “${username}”.` : describeError(err);
-          return;
-        }
-      }
-    }
     $('#new-chat-username').value = '';
-    this.navigate((existing ?? this.store.draftFor(username)).key);
+    this.presenceRefused.delete(username);
+    this.navigate(this.store.draftFor(username).key);
   }
 
   // ---- our messages -------------------------------------------------------------------------
 
   restoreOutbox() {
-    for (const entry of this.outbox.entries) {
-      if (entry.frame.type !== 'send') continue;
-      const conv = entry.frame.conversation ? this.store.ensure(entry.frame.conversation) : this.store.draftFor(entry.frame.to);
-      entry.convKey = conv.key;
-      this.store.addPending(conv, {
-        clientMsgId: entry.frame.client_msg_id,
-        text: entry.frame.text,
-        target: entry.frame.reply_to ?? null,
-        media: entry.media ?? [],
-        createdMs: entry.createdMs,
-      });
-    }
+    for (const entry of this.outbox.entries) this.showPending(entry);
     this.outbox.save();
+  }
+
+  /** A waiting send from storage (an earlier page life, another tab) shown as pending in its chat. */
+  showPending(entry) {
+    if (entry.frame.type !== 'send') return;
+    const conv = entry.frame.conversation ? this.store.ensure(entry.frame.conversation) : this.store.draftFor(entry.frame.to);
+    entry.convKey = conv.key;
+    if (conv.messages.has(`local:${entry.frame.client_msg_id}`)) return;
+    this.store.addPending(conv, {
+      clientMsgId: entry.frame.client_msg_id,
+      text: entry.frame.text,
+      target: entry.frame.reply_to ?? null,
+      media: entry.media ?? [],
+      createdMs: entry.createdMs,
+    });
+  }
+
+  /** Another tab of this browser wrote to the shared outbox. */
+  outboxSynced({ added, gone }) {
+    for (const entry of added) this.showPending(entry);
+    // Sent by the other tab: the stored copy replaces our pending one when the chat's newest page comes in.
+    const convs = new Set(gone.filter((entry) => entry.frame.type === 'send').map((entry) => this.store.get(entry.convKey)));
+    for (const conv of convs) {
+      if (conv?.id && conv.history === 'loaded') this.reloadNewest(conv, { reset: false });
+    }
+    this.status.setWaiting(this.outbox.entries.length);
   }
 
   enqueue(conv, frame, extra = {}) {
@@ -551,6 +584,10 @@ class Session {
   }
 
   refused(entry, err) {
+    if (entry.frame.to && err.code === 'unknown_user') {
+      this.noSuchUser(entry, entry.frame.to);
+      return;
+    }
     const reason = describeError(err);
     this.store.failed(entry, { message: reason });
     if (entry.frame.type !== 'send') {
@@ -562,12 +599,28 @@ class Session {
     this.status.setWaiting(this.outbox.entries.length);
   }
 
-  async reloadNewest(conv) {
+  /** The first message of a draft chat found no such user: say so in the chat, and drop the draft. */
+  noSuchUser(entry, username) {
+    const failed = [entry];
+    for (const other of [...this.outbox.entries]) {
+      if (other.frame.to === username) {
+        // The draft's later messages name the same user; they would be refused the same way.
+        failed.push(other);
+        this.outbox.remove(other.frame.client_msg_id);
+      }
+    }
+    for (const item of failed) this.store.failed(item, { message: `No user named ${username}` });
+    this.store.userMissing(username);
+    this.status.setWaiting(this.outbox.entries.length);
+  }
+
+  /** The newest page again; with `reset`, the server's state replaces what we show (after a refused change). */
+  async reloadNewest(conv, { reset = true } = {}) {
+    const knownLastSeq = conv.lastSeq;
     try {
       const page = await this.api.history(conv.id, { limit: HISTORY_PAGE });
-      for (const msg of conv.messages.values()) msg.stateSeq = 0;
-      this.store.insertHistory(conv, page.messages, conv.lastSeq);
-      this.changed({ key: conv.key });
+      if (reset) this.store.resetToPage(conv, page, knownLastSeq);
+      else this.store.historyPage(conv, { ...page, next_before: conv.nextBefore }, knownLastSeq);
     } catch {
       // Shown as it is; the next open reloads it.
     }
@@ -594,16 +647,28 @@ class Session {
     return this.api.upload(file, onProgress);
   }
 
-  /** A blob: URL for a media object (fetched once; the endpoints need the bearer token). */
-  mediaUrl(mediaId, thumbnail) {
-    const key = `${mediaId}/${thumbnail ? 'thumb' : 'full'}`;
-    let url = this.mediaUrls.get(key);
-    if (!url) {
-      url = this.whenOnline()
-        .then(() => this.api.media(mediaId, { thumbnail }))
-        .then((blob) => URL.createObjectURL(blob));
-      url.catch(() => this.mediaUrls.delete(key));
-      this.mediaUrls.set(key, url);
+  /** A media object as a new blob: URL, which the caller revokes (the endpoints need the bearer token). */
+  async mediaBlobUrl(mediaId, { thumbnail = false } = {}) {
+    return URL.createObjectURL(await this.api.media(mediaId, { thumbnail }));
+  }
+
+  /** A thumbnail's blob: URL, fetched once and kept among the THUMBNAILS_KEPT most recently used. */
+  thumbnailUrl(mediaId) {
+    let url = this.thumbnails.get(mediaId);
+    if (url) {
+      this.thumbnails.delete(mediaId); // to the most recent end
+    } else {
+      url = this.whenOnline().then(() => this.mediaBlobUrl(mediaId, { thumbnail: true }));
+      url.catch(() => {
+        if (this.thumbnails.get(mediaId) === url) this.thumbnails.delete(mediaId);
+      });
+    }
+    this.thumbnails.set(mediaId, url);
+    while (this.thumbnails.size > THUMBNAILS_KEPT) {
+      const [oldest, evicted] = this.thumbnails.entries().next().value;
+      this.thumbnails.delete(oldest);
+      // An <img> that already shows it keeps its picture; one built later fetches it again.
+      evicted.then((value) => URL.revokeObjectURL(value), () => {});
     }
     return url;
   }
@@ -616,11 +681,13 @@ class Session {
 
   async download(media, name) {
     try {
-      const url = await this.mediaUrl(media.media_id, false);
+      await this.whenOnline();
+      const url = await this.mediaBlobUrl(media.media_id);
       const link = h('a', { href: url, download: name, hidden: true });
       document.body.append(link);
       link.click();
       link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), DOWNLOAD_URL_MS);
     } catch (err) {
       this.toast(`The file could not be downloaded. ${describeError(err)}`);
     }

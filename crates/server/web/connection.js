@@ -7,19 +7,22 @@
 // handed to `onFrame`, which must apply them synchronously so an ack never
 // runs ahead of the state it covers.
 
-import { ApiError } from './api.js';
+import { ApiError, isTransient, utf8Bytes, withTimeout } from './api.js';
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 8000;
 const REQUEST_TIMEOUT_MS = 15000;
 const KEEPALIVE_MS = 25000;
 const POLL_WAIT_MS = 25000;
+// A poll answers within POLL_WAIT_MS; one that takes this much longer went missing on the way.
+const POLL_GRACE_MS = 15000;
 // After this many WebSocket attempts in a row that never got to `ready`, try long-polling. Once a WebSocket
 // worked on this network, failures more likely mean the server is away (a restart) than a network that breaks
 // WebSockets, so the switch waits longer; polling a server that is down would only add failed requests.
 const WS_FAILURES_BEFORE_POLL = 2;
 const WS_FAILURES_BEFORE_POLL_AFTER_SUCCESS = 6;
-// While long-polling in automatic mode, try the WebSocket again after this long (doubling, capped).
+// While long-polling in automatic mode, try the WebSocket again after this long (doubling, capped);
+// `?probe_ms=` overrides the first delay (tests).
 const PROBE_FIRST_MS = 5000;
 const PROBE_MAX_MS = 120000;
 
@@ -28,16 +31,31 @@ const REPLY_TYPES = new Set(['sent', 'acked', 'read_ok', 'pong', 'group', 'ok', 
 
 /** A refused or unanswered request. `transient` says whether retrying the same frame later may succeed. */
 export class RequestError extends Error {
-  constructor(code, message) {
+  /**
+   * @param {object} [options]
+   * @param {number} [options.status] the HTTP status, when the frame went over /v1/frames
+   * @param {number|null} [options.retryAfterMs] the wait the server asked for (`retry_after_ms`, `Retry-After`)
+   */
+  constructor(code, message, { status = 0, retryAfterMs = null } = {}) {
     super(message);
     this.name = 'RequestError';
     this.code = code;
+    this.status = status;
+    this.retryAfterMs = retryAfterMs > 0 ? retryAfterMs : null;
   }
 
   get transient() {
-    return ['offline', 'connection_lost', 'timeout', 'network', 'unavailable', 'shutting_down', 'internal', 'rate_limited']
-      .includes(this.code);
+    return isTransient(this.code, this.status);
   }
+}
+
+/** An error frame or error saying the token no longer works. */
+function isAuthFailure(error) {
+  return error?.code === 'token_invalid' || error?.code === 'not_authenticated';
+}
+
+function errorFromFrame(frame) {
+  return new RequestError(frame.code, frame.message, { retryAfterMs: frame.retry_after_ms ?? null });
 }
 
 export class Connection {
@@ -49,8 +67,9 @@ export class Connection {
    * @param {(status: object) => void} options.onStatus
    * @param {(transport: string) => void} options.onOnline each time a transport is (re)established
    * @param {() => void} options.onRevoked the token no longer works
+   * @param {number} [options.probeFirstMs] the first wait before trying the WebSocket again while polling
    */
-  constructor({ api, mode, onFrame, onStatus, onOnline, onRevoked }) {
+  constructor({ api, mode, onFrame, onStatus, onOnline, onRevoked, probeFirstMs = PROBE_FIRST_MS }) {
     this.api = api;
     this.mode = mode;
     this.onFrame = onFrame;
@@ -81,7 +100,8 @@ export class Connection {
     this.pollAbort = null;
     this.pollWaitingForProbe = false;
     this.probeTimer = null;
-    this.probeDelayMs = PROBE_FIRST_MS;
+    this.probeFirstMs = probeFirstMs;
+    this.probeDelayMs = probeFirstMs;
 
     this.handleOnline = () => {
       // A new network may treat WebSockets differently from the last one.
@@ -182,6 +202,17 @@ export class Connection {
     this.failPending('connection_lost', 'the connection was lost');
   }
 
+  failLargest(error) {
+    let largest = null;
+    for (const [id, waiter] of this.pending) {
+      if (!largest || waiter.bytes > largest[1].bytes) largest = [id, waiter];
+    }
+    if (!largest) return;
+    this.pending.delete(largest[0]);
+    clearTimeout(largest[1].timer);
+    largest[1].reject(error);
+  }
+
   failPending(code, message) {
     for (const { reject, timer } of this.pending.values()) {
       clearTimeout(timer);
@@ -245,7 +276,7 @@ export class Connection {
       }
       if (frame.type === 'ready') {
         this.adoptSocket(socket, probe);
-      } else if (frame.type === 'error' && (frame.code === 'token_invalid' || frame.code === 'not_authenticated')) {
+      } else if (frame.type === 'error' && isAuthFailure(frame)) {
         socket.onclose = null;
         this.revoked();
       }
@@ -303,6 +334,11 @@ export class Connection {
       this.ws = null;
       if (event.code === 4003 || event.code === 4002) {
         this.revoked();
+      } else if (event.code === 1009) {
+        // The server closes on a frame over its size limit, without saying which. Fail the largest request
+        // waiting for an answer for good (the outbox drops it instead of resending it forever), then reconnect.
+        this.failLargest(new RequestError('frame_too_large', 'the message is too large to send'));
+        this.lost();
       } else if (event.code === 4004) {
         // Another tab or window of this browser shares the device and took it over.
         this.teardown('replaced');
@@ -316,13 +352,14 @@ export class Connection {
 
   requestOverSocket(message, timeoutMs) {
     return new Promise((resolve, reject) => {
+      const data = JSON.stringify(message);
       const timer = setTimeout(() => {
         this.pending.delete(message.id);
         reject(new RequestError('timeout', 'no answer from the server'));
       }, timeoutMs);
-      this.pending.set(message.id, { resolve, reject, timer });
+      this.pending.set(message.id, { resolve, reject, timer, bytes: utf8Bytes(data) });
       try {
-        this.ws.send(JSON.stringify(message));
+        this.ws.send(data);
       } catch {
         clearTimeout(timer);
         this.pending.delete(message.id);
@@ -357,7 +394,7 @@ export class Connection {
       await this.api.frames({ type: 'ping', id: 'probe' });
     } catch (err) {
       if (generation !== this.pollGeneration) return;
-      if (err instanceof ApiError && (err.code === 'token_invalid' || err.code === 'not_authenticated')) {
+      if (isAuthFailure(err)) {
         this.revoked();
         return;
       }
@@ -369,7 +406,7 @@ export class Connection {
     if (generation !== this.pollGeneration) return;
     this.becomeOnline('poll');
     if (this.mode === 'auto') {
-      this.probeDelayMs = PROBE_FIRST_MS;
+      this.probeDelayMs = this.probeFirstMs;
       this.scheduleProbe();
     }
     this.pollLoop(generation);
@@ -384,10 +421,11 @@ export class Connection {
       this.pollAbort = abort;
       let response;
       try {
-        response = await this.api.poll(body, abort.signal);
+        // Without a deadline a poll lost on the way (a proxy that drops it, a half-open connection) would hang for good.
+        response = await this.api.poll(body, withTimeout(abort.signal, POLL_WAIT_MS + POLL_GRACE_MS));
       } catch (err) {
         if (generation !== this.pollGeneration) return;
-        if (err instanceof ApiError && (err.code === 'token_invalid' || err.code === 'not_authenticated')) {
+        if (isAuthFailure(err)) {
           this.revoked();
         } else {
           this.lost();
@@ -429,16 +467,16 @@ export class Connection {
           else this.dispatch(frame);
         }
         if (!reply) throw new RequestError('internal', 'no reply');
-        if (reply.type === 'error') throw new RequestError(reply.code, reply.message);
+        if (reply.type === 'error') throw errorFromFrame(reply);
         return reply;
       },
       (err) => {
-        if (err instanceof ApiError && (err.code === 'token_invalid' || err.code === 'not_authenticated')) {
+        if (isAuthFailure(err)) {
           this.revoked();
         } else if (err instanceof ApiError && err.code === 'network' && generation === this.pollGeneration && this.transport === 'poll') {
           this.lost();
         }
-        throw new RequestError(err.code ?? 'network', err.message);
+        throw new RequestError(err.code ?? 'network', err.message, { status: err.status ?? 0, retryAfterMs: err.retryAfterMs ?? null });
       },
     );
   }
@@ -458,7 +496,7 @@ export class Connection {
       if (waiter) {
         this.pending.delete(frame.id);
         clearTimeout(waiter.timer);
-        if (frame.type === 'error') waiter.reject(new RequestError(frame.code, frame.message));
+        if (frame.type === 'error') waiter.reject(errorFromFrame(frame));
         else waiter.resolve(frame);
       }
       return;

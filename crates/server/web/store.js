@@ -8,6 +8,24 @@ const DISPLAYED_KINDS = new Set(['text', 'system']);
 // A typing indication lapses at expires_ms; this is the fallback when the
 // server's clock and ours disagree too much to use it.
 const TYPING_TTL_MS = 6000;
+// Reactions, edits and deletes whose target is not loaded yet, kept per conversation until history brings it.
+const DEFERRED_MAX = 500;
+
+function reactionsMap(list) {
+  return new Map((list ?? []).map((reaction) => [reaction.user, reaction.emoji]));
+}
+
+/** Timeline order: stored messages by seq, then unsent ones in the order they were written. */
+function timelineOrder(a, b) {
+  return (a.seq ?? Infinity) - (b.seq ?? Infinity) || a.localOrder - b.localOrder;
+}
+
+/** What an event changes on its target: the text (edits, deletes) or one user's reaction. */
+function fieldOf(kind, from) {
+  return kind === 'reaction' ? `r:${from}` : 'text';
+}
+
+const FRAME_KINDS = { react: 'reaction', edit: 'edit', delete: 'delete' };
 
 function newConversation(key, fields) {
   return {
@@ -20,9 +38,12 @@ function newConversation(key, fields) {
     lastSeq: 0,
     readSeq: 0,
     unread: 0,
+    countedSeq: 0, // the unread count covers events up to here
+    missing: false, // a draft whose user does not exist
     activityMs: 0,
     messages: new Map(), // by message id, or `local:<client_msg_id>` until the server answers
     seenEvents: new Set(), // ids of reactions, edits and deletes already applied
+    deferred: new Map(), // message id -> a reaction, edit or delete whose target is not loaded yet
     history: 'none', // 'none' | 'loading' | 'loaded'
     nextBefore: null,
     loadingOlder: false,
@@ -73,7 +94,7 @@ export class Store extends EventTarget {
 
   findDirect(username) {
     for (const conv of this.conversations.values()) {
-      if (conv.kind === 'direct' && conv.peer === username) return conv;
+      if (conv.kind === 'direct' && conv.peer === username && !conv.missing) return conv;
     }
     return null;
   }
@@ -126,9 +147,11 @@ export class Store extends EventTarget {
       conv.left = false;
       conv.lastSeq = Math.max(conv.lastSeq, summary.last_seq);
       conv.readSeq = Math.max(conv.readSeq, summary.read_seq);
-      conv.unread = this.isOpenAndVisible(conv) ? 0 : Math.max(0, conv.lastSeq - conv.readSeq, summary.unread);
+      // `unread` is last_seq - read_seq; ours may know a newer read pointer (a read still on its way).
+      conv.unread = this.isOpenAndVisible(conv) ? 0 : Math.max(0, conv.lastSeq - conv.readSeq);
+      conv.countedSeq = Math.max(conv.countedSeq, conv.lastSeq);
       if (summary.last_message) {
-        this.insertHistory(conv, [summary.last_message], conv.lastSeq);
+        this.insertHistory(conv, [summary.last_message], summary.last_seq);
         conv.activityMs = Math.max(conv.activityMs, summary.last_message.ts_ms);
       }
     }
@@ -180,25 +203,15 @@ export class Store extends EventTarget {
 
   /** Messages to show, oldest first; unsent ones last, in the order they were written. */
   timeline(conv) {
-    return [...conv.messages.values()]
-      .filter((msg) => DISPLAYED_KINDS.has(msg.kind))
-      .sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity) || a.localOrder - b.localOrder);
+    return [...conv.messages.values()].filter((msg) => DISPLAYED_KINDS.has(msg.kind)).sort(timelineOrder);
   }
 
   lastShown(conv) {
     let last = null;
     for (const msg of conv.messages.values()) {
-      if (!DISPLAYED_KINDS.has(msg.kind)) continue;
-      if (!last || (msg.seq ?? Infinity) > (last.seq ?? Infinity)
-          || ((msg.seq ?? Infinity) === (last.seq ?? Infinity) && msg.localOrder > last.localOrder)) {
-        last = msg;
-      }
+      if (DISPLAYED_KINDS.has(msg.kind) && (!last || timelineOrder(msg, last) > 0)) last = msg;
     }
     return last;
-  }
-
-  findMessage(conv, messageId) {
-    return conv.messages.get(messageId) ?? null;
   }
 
   makeMessage(event, extra = {}) {
@@ -218,8 +231,9 @@ export class Store extends EventTarget {
       edited_ms: event.edited_ms ?? null,
       deleted: Boolean(event.deleted),
       ts_ms: event.ts_ms,
-      reactions: new Map((event.reactions ?? []).map((reaction) => [reaction.user, reaction.emoji])),
-      stateSeq: event.seq,
+      reactions: reactionsMap(event.reactions),
+      stateSeq: event.seq, // the state shown is complete up to this seq
+      fieldSeqs: new Map(), // field (see fieldOf) -> seq of the event that last set it, when above stateSeq
       status: 'sent',
       error: null,
       localOrder: 0,
@@ -260,7 +274,12 @@ export class Store extends EventTarget {
       case 'read': {
         const conv = this.ensure(frame.conversation);
         conv.readUpTo.set(frame.by, Math.max(conv.readUpTo.get(frame.by) ?? 0, frame.seq));
-        this.changed({ key: conv.key, receipts: true });
+        if (frame.by === this.me.username) {
+          // Read on another device of ours.
+          conv.readSeq = Math.max(conv.readSeq, frame.seq);
+          conv.unread = Math.min(conv.unread, Math.max(0, conv.lastSeq - conv.readSeq));
+        }
+        this.changed({ key: conv.key, receipts: true, list: true });
         break;
       }
       case 'typing':
@@ -285,23 +304,66 @@ export class Store extends EventTarget {
       if (!this.insertShown(conv, msg)) return;
       if (event.from !== this.me.username) {
         conv.typing.delete(event.from);
-        if (!this.isOpenAndVisible(conv)) conv.unread++;
+        // Not if the conversation list already counted it, or we read it on another device.
+        if (!this.isOpenAndVisible(conv) && event.seq > conv.readSeq && event.seq > conv.countedSeq) {
+          conv.unread = Math.min(conv.unread + 1, Math.max(0, conv.lastSeq - conv.readSeq));
+        }
       }
+      conv.countedSeq = Math.max(conv.countedSeq, event.seq);
       if (kind === 'system') this.applySystem(conv, event);
       this.changed({ key: conv.key, message: msg.key, incoming: event.from !== this.me.username, list: true });
       return;
     }
+    conv.countedSeq = Math.max(conv.countedSeq, event.seq);
     if (conv.seenEvents.has(event.message_id)) return;
+    if (!event.target) {
+      conv.seenEvents.add(event.message_id);
+      return;
+    }
+    const target = conv.messages.get(event.target);
+    if (!target) {
+      // Not loaded yet. The page that brings it may predate this event, so keep the event to apply then.
+      this.defer(conv, event);
+      return;
+    }
     conv.seenEvents.add(event.message_id);
-    const target = event.target ? conv.messages.get(event.target) : null;
-    // A target we have not loaded shows its current state when history brings it.
-    if (!target || event.seq <= target.stateSeq) return;
-    this.applyChange(target, kind, event.from, event.text, event.ts_ms);
-    target.stateSeq = event.seq;
-    this.changed({ key: conv.key, message: target.key, list: true });
+    if (this.applyEventTo(target, event)) this.changed({ key: conv.key, message: target.key, list: true });
+  }
+
+  defer(conv, event) {
+    conv.deferred.delete(event.message_id);
+    conv.deferred.set(event.message_id, event);
+    if (conv.deferred.size > DEFERRED_MAX) conv.deferred.delete(conv.deferred.keys().next().value);
+  }
+
+  /** Apply the deferred events whose targets are loaded now. */
+  replayDeferred(conv) {
+    let changed = false;
+    for (const [id, event] of conv.deferred) {
+      const target = conv.messages.get(event.target);
+      if (!target) continue;
+      conv.deferred.delete(id);
+      conv.seenEvents.add(id);
+      if (this.applyEventTo(target, event)) changed = true;
+    }
+    return changed;
+  }
+
+  /**
+   * Apply a reaction, edit or delete with its seq, unless the target already shows something newer for the
+   * same field: each user's reaction and the text are ordered separately, so events may come in any order.
+   */
+  applyEventTo(target, event) {
+    const kind = event.kind ?? 'text';
+    const field = fieldOf(kind, event.from);
+    if (event.seq <= Math.max(target.stateSeq, target.fieldSeqs.get(field) ?? 0)) return false;
+    target.fieldSeqs.set(field, event.seq);
+    return this.applyChange(target, kind, event.from, event.text ?? '', event.ts_ms);
   }
 
   applyChange(target, kind, from, text, tsMs) {
+    // A deleted message takes no reactions or edits, whatever order they come in.
+    if (target.deleted) return false;
     if (kind === 'reaction') {
       if (text) target.reactions.set(from, text);
       else target.reactions.delete(from);
@@ -315,8 +377,11 @@ export class Store extends EventTarget {
       target.text = '';
       target.media = [];
       target.reactions.clear();
+    } else {
+      return false;
     }
     target.version++;
+    return true;
   }
 
   applySystem(conv, event) {
@@ -331,9 +396,11 @@ export class Store extends EventTarget {
     this.needsListRefresh = true;
   }
 
-  /** Merge a page of `GET .../messages` (any order). */
-  insertHistory(conv, messages, knownLastSeq) {
-    // The page shows each text's state as of now: events up to here are already in it.
+  /**
+   * Merge a page of `GET .../messages` (any order). `knownLastSeq` is the conversation's last seq as known
+   * before the request was made: every event up to it is reflected in the page, later ones may not be.
+   */
+  insertHistory(conv, messages, knownLastSeq = 0) {
     const floor = Math.max(knownLastSeq, ...messages.map((message) => message.seq));
     for (const message of messages) {
       conv.lastSeq = Math.max(conv.lastSeq, message.seq);
@@ -343,26 +410,57 @@ export class Store extends EventTarget {
       }
       const existing = conv.messages.get(message.message_id);
       if (existing) {
-        if (existing.stateSeq < floor) {
-          existing.text = message.text;
-          existing.deleted = Boolean(message.deleted);
-          existing.edited_ms = message.edited_ms ?? null;
-          existing.media = message.media ?? [];
-          existing.reactions = new Map((message.reactions ?? []).map((reaction) => [reaction.user, reaction.emoji]));
-          existing.stateSeq = floor;
-          existing.version++;
-        }
+        if (existing.stateSeq < floor) this.takeState(existing, message, floor);
         continue;
       }
       this.insertShown(conv, this.makeMessage(message, { stateSeq: floor }));
     }
+    this.replayDeferred(conv);
   }
 
-  historyPage(conv, page) {
-    this.insertHistory(conv, page.messages, conv.lastSeq);
+  /** Show a page's state of a message we have, keeping what live events newer than the page set. */
+  takeState(msg, message, floor) {
+    let text = message.text ?? '';
+    let editedMs = message.edited_ms ?? null;
+    let deleted = Boolean(message.deleted);
+    const reactions = reactionsMap(message.reactions);
+    for (const [field, seq] of msg.fieldSeqs) {
+      if (seq <= floor) {
+        msg.fieldSeqs.delete(field);
+      } else if (field === 'text') {
+        if (msg.deleted) deleted = true;
+        else if (!deleted) [text, editedMs] = [msg.text, msg.edited_ms];
+      } else {
+        const user = field.slice(2);
+        if (msg.reactions.has(user)) reactions.set(user, msg.reactions.get(user));
+        else reactions.delete(user);
+      }
+    }
+    if (deleted) {
+      text = '';
+      reactions.clear();
+    }
+    Object.assign(msg, {
+      text, deleted, edited_ms: editedMs, media: deleted ? [] : message.media ?? [], reactions, stateSeq: floor,
+    });
+    msg.version++;
+  }
+
+  historyPage(conv, page, knownLastSeq) {
+    this.insertHistory(conv, page.messages, knownLastSeq);
     conv.nextBefore = page.next_before ?? null;
     conv.history = 'loaded';
     this.changed({ key: conv.key, history: true, list: true });
+  }
+
+  /** The newest page as the server has it now, replacing what we show (after a refused change of ours). */
+  resetToPage(conv, page, knownLastSeq) {
+    for (const msg of conv.messages.values()) {
+      msg.stateSeq = 0;
+      msg.fieldSeqs.clear();
+    }
+    this.insertHistory(conv, page.messages, knownLastSeq);
+    this.changed({ key: conv.key, list: true });
   }
 
   /** What the receipts endpoint says about our newest message; it covers the older ones too. */
@@ -423,7 +521,17 @@ export class Store extends EventTarget {
     } else {
       conv.seenEvents.add(reply.message_id);
       const target = conv.messages.get(entry.frame.target);
-      if (target) target.stateSeq = Math.max(target.stateSeq, reply.seq);
+      if (target) {
+        // Our change, now with its seq: older events for the same field cannot undo it, newer ones still apply.
+        // (A page merged since we made it may have shown the state before it; this puts it back.)
+        this.applyEventTo(target, {
+          kind: FRAME_KINDS[entry.frame.type],
+          from: this.me.username,
+          text: entry.frame.text ?? entry.frame.emoji ?? '',
+          seq: reply.seq,
+          ts_ms: reply.ts_ms ?? Date.now(),
+        });
+      }
     }
     this.changed({ key: conv.key, list: true, own: true });
     return conv;
@@ -441,6 +549,22 @@ export class Store extends EventTarget {
       }
     }
     this.changed({ key: conv.key, list: true });
+  }
+
+  /** `send` `to` a user the server does not know: the draft cannot become a chat. */
+  userMissing(username) {
+    const conv = this.conversations.get(`u:${username}`);
+    if (!conv || conv.id !== null) return;
+    conv.missing = true;
+    // The open chat stays to say why; it goes when the user moves on (see closeMissing).
+    if (this.openKey !== conv.key) this.conversations.delete(conv.key);
+    this.changed({ key: conv.key, list: true });
+  }
+
+  /** Forget a missing user's draft once it is no longer open. */
+  closeMissing(key) {
+    const conv = this.conversations.get(key);
+    if (conv?.missing && this.openKey !== key) this.conversations.delete(key);
   }
 
   discard(conv, msg) {
@@ -496,7 +620,7 @@ export class Store extends EventTarget {
   directPeers() {
     const peers = new Set();
     for (const conv of this.conversations.values()) {
-      if (conv.kind === 'direct' && conv.peer && conv.peer !== this.me.username) peers.add(conv.peer);
+      if (conv.kind === 'direct' && conv.peer && conv.peer !== this.me.username && !conv.missing) peers.add(conv.peer);
     }
     return [...peers].sort();
   }

@@ -5,6 +5,7 @@
 import { h, $, formatTime, formatDay, dayKey, formatLastSeen, formatBytes, initial, hueClass, describeError } from './dom.js';
 import { systemText, previewText, typingText } from './list.js';
 import { icon, tickElement, setTick } from './icons.js';
+import { TEXT_BYTES_MAX, utf8Bytes } from '../api.js';
 
 const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 const EDIT_WINDOW_MS = 15 * 60 * 1000; // delivery.edit_window_secs; the server has the last word
@@ -13,7 +14,16 @@ const TYPING_IDLE_MS = 4000;
 const NEAR_TOP_PX = 150;
 const NEAR_BOTTOM_PX = 80;
 const THUMB_EDGE_PX = 320;
+// The parts of a message bubble, in document order; each is present or absent, and updated in place.
+const PARTS = ['author', 'quote', 'media', 'text', 'meta', 'failed', 'reactions', 'menu'];
 
+/** Why a text cannot be sent, or null: the server refuses texts over limits.text_bytes_max. */
+function textTooLong(text) {
+  const bytes = utf8Bytes(text);
+  if (bytes <= TEXT_BYTES_MAX) return null;
+  return `This message is too long to send: ${formatBytes(bytes)}, and the limit is ${formatBytes(TEXT_BYTES_MAX)}. `
+    + 'Shorten it or split it into several messages.';
+}
 
 export class ChatView {
   constructor(store, actions) {
@@ -47,6 +57,7 @@ export class ChatView {
     this.uploadLabel = $('#upload-label');
     this.leftNote = $('#left-note');
     this.menu = $('#message-menu');
+    this.busyFrame = 0;
 
     this.box.setAttribute('aria-relevant', 'additions');
     this.bind();
@@ -119,9 +130,27 @@ export class ChatView {
     this.main.hidden = false;
     this.renderHeader(conv);
     this.renderMessages(conv, detail, switched);
-    const left = conv.left;
-    this.composer.hidden = left;
-    this.leftNote.hidden = !left;
+    const closed = conv.left || conv.missing;
+    this.composer.hidden = closed;
+    this.leftNote.hidden = !closed;
+    const note = conv.missing
+      ? `No user named ${conv.peer}. Check the name and start the chat again.`
+      : 'You are no longer a member of this group.';
+    if (this.leftNote.textContent !== note) this.leftNote.textContent = note;
+  }
+
+  /**
+   * `aria-busy` on the log while many messages go in at once (opening a chat, a history page), so assistive
+   * technology does not read each as news. It clears once the batch is laid out, or, while a page is still
+   * loading, on a later render.
+   */
+  markBusy(loading) {
+    cancelAnimationFrame(this.busyFrame);
+    this.box.setAttribute('aria-busy', 'true');
+    if (loading) return;
+    this.busyFrame = requestAnimationFrame(() => {
+      this.busyFrame = requestAnimationFrame(() => this.box.removeAttribute('aria-busy'));
+    });
   }
 
   reset() {
@@ -165,6 +194,8 @@ export class ChatView {
     const atBottom = switched || box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
     const previousHeight = box.scrollHeight;
     const previousTop = box.scrollTop;
+    const loading = conv.history === 'loading' || conv.loadingOlder;
+    if (switched || detail.history || loading || box.hasAttribute('aria-busy')) this.markBusy(loading);
 
     const entries = this.entries(conv);
     const keep = new Set(entries.map((entry) => entry.key));
@@ -176,18 +207,15 @@ export class ChatView {
     }
     entries.forEach((entry, index) => {
       let item = this.items.get(entry.key);
-      if (!item || item.signature !== entry.signature) {
-        const fresh = entry.build();
-        fresh.signature = entry.signature;
-        if (item) {
-          const hadFocus = item.contains(document.activeElement);
-          item.replaceWith(fresh);
-          if (hadFocus) fresh.querySelector('button, a')?.focus();
-        }
-        this.items.set(entry.key, fresh);
-        item = fresh;
+      if (!item) {
+        item = entry.build();
+        this.items.set(entry.key, item);
+      } else if (item.signature !== entry.signature) {
+        // In place: a replaced node would be read out again by the log (role=log announces added nodes).
+        entry.update(item);
       }
-      if (entry.tick !== undefined && item.tick !== entry.tick) this.updateTick(item, entry.tick);
+      item.signature = entry.signature;
+      if (entry.tick !== undefined) this.updateTick(item, entry.tick);
       if (this.list.children[index] !== item) this.list.insertBefore(item, this.list.children[index] ?? null);
     });
 
@@ -207,7 +235,10 @@ export class ChatView {
     }
   }
 
-  /** The rows to show, each with a key, a signature that changes when it must be rebuilt, and a builder. */
+  /**
+   * The rows to show, each with a key, a signature that changes when it must be updated, a builder and an
+   * updater (which changes the existing node in place).
+   */
   entries(conv) {
     const store = this.store;
     const entries = [];
@@ -217,7 +248,7 @@ export class ChatView {
       const day = dayKey(msg.ts_ms);
       if (day !== lastDay) {
         const label = formatDay(msg.ts_ms);
-        entries.push({ key: `day:${day}`, signature: label, build: () => h('li', { class: 'day' }, label) });
+        entries.push({ key: `day:${day}`, signature: label, build: () => h('li', { class: 'day' }, label), update: setText(label) });
         lastDay = day;
         previous = null;
       }
@@ -227,19 +258,24 @@ export class ChatView {
           key: msg.uiKey,
           signature: text,
           build: () => h('li', { class: 'system', dataset: { testid: 'system-message' } }, text),
+          update: setText(text),
         });
         previous = null;
         continue;
       }
-      const continued = previous !== null && previous.from === msg.from;
-      const target = msg.target ? conv.messages.get(msg.target) ?? null : null;
-      const own = msg.from === store.me.username;
-      const signature = [msg.version, msg.status, continued, target?.version ?? 0, target ? 1 : 0, msg.message_id].join('|');
+      const shape = {
+        continued: previous !== null && previous.from === msg.from,
+        target: msg.target ? conv.messages.get(msg.target) ?? null : null,
+        own: msg.from === store.me.username,
+      };
+      const { continued, target, own } = shape;
+      const signature = [msg.version, msg.status, continued, conv.kind, target?.version ?? 0, target ? 1 : 0, msg.message_id].join('|');
       entries.push({
         key: msg.uiKey,
         signature,
         tick: own && msg.kind === 'text' && !msg.deleted ? store.tickState(conv, msg) : undefined,
-        build: () => this.buildMessage(conv, msg, { continued, target, own }),
+        build: () => this.buildMessage(conv, msg, shape),
+        update: (item) => this.fillMessage(item, conv, msg, shape),
       });
       previous = msg;
     }
@@ -247,77 +283,126 @@ export class ChatView {
   }
 
   updateTick(item, state) {
-    item.tick = state;
+    if (item.tick === state) return;
     const tick = item.querySelector('.ticks');
     if (!tick) return;
+    item.tick = state;
     // The span stays (only its hidden icon changes): the log announces added nodes, and a tick is not news.
     setTick(tick, state);
     item.dataset.tick = state;
   }
 
-  buildMessage(conv, msg, { continued, target, own }) {
+  buildMessage(conv, msg, shape) {
+    const item = h('li', { dataset: { testid: 'message' } });
+    item.parts = {}; // part name -> the nodes in the bubble now
+    item.cache = {}; // part name -> nodes built once and reused
+    this.fillMessage(item, conv, msg, shape);
+    return item;
+  }
+
+  /** Make a bubble show `msg`: parts come and go as needed, and what stays changes its text, not its node. */
+  fillMessage(item, conv, msg, { continued, target, own }) {
     const store = this.store;
-    const item = h('li', {
-      class: `msg ${own ? 'out' : 'in'} ${continued ? 'continued' : 'first'}${msg.reactions.size ? ' has-reactions' : ''}`,
-      dataset: {
-        testid: 'message',
-        from: msg.from,
-        messageId: msg.message_id ?? '',
-        clientMsgId: msg.client_msg_id,
-        status: msg.status,
-        deleted: String(msg.deleted),
-      },
+    const { cache } = item;
+    item.msg = msg;
+    item.conv = conv;
+    item.className = `msg ${own ? 'out' : 'in'} ${continued ? 'continued' : 'first'}${msg.reactions.size ? ' has-reactions' : ''}`;
+    Object.assign(item.dataset, {
+      from: msg.from,
+      messageId: msg.message_id ?? '',
+      clientMsgId: msg.client_msg_id,
+      status: msg.status,
+      deleted: String(msg.deleted),
     });
-    if (!own && conv.kind === 'group' && !continued) {
-      item.append(h('span', { class: `msg-author author-${hueClass(msg.from)}` }, msg.from));
-    }
+
+    const showAuthor = !own && conv.kind === 'group' && !continued;
+    place(item, 'author', showAuthor ? cache.author ??= h('span', { class: `msg-author author-${hueClass(msg.from)}` }, msg.from) : null);
+
+    let quote = null;
     if (msg.target && !msg.deleted) {
-      const quoted = target ? previewText(store, { kind: 'direct' }, target) : 'A message not loaded yet';
+      quote = cache.quote ??= h('span', { class: 'quote', dataset: { testid: 'quote' } },
+        h('span', { class: 'quote-author' }, ''), '');
       const author = target ? (target.from === store.me.username ? 'You' : target.from) : '';
-      item.append(h('span', { class: 'quote', dataset: { testid: 'quote' } },
-        author ? h('span', { class: 'quote-author' }, author) : null, quoted || '📎 Attachment'));
+      const quoted = target ? previewText(store, { kind: 'direct' }, target) || '📎 Attachment' : 'A message not loaded yet';
+      quote.firstChild.hidden = !author;
+      setData(quote.firstChild.firstChild, author);
+      setData(quote.lastChild, quoted);
     }
-    for (const media of msg.deleted ? [] : msg.media) item.append(this.buildMedia(media, msg));
+    place(item, 'quote', quote);
+
+    const mediaKey = msg.media.map((media) => media.media_id).join(',');
+    if (cache.mediaKey !== mediaKey) {
+      cache.mediaKey = mediaKey;
+      cache.media = msg.media.map((media) => this.buildMedia(media, msg));
+    }
+    place(item, 'media', msg.deleted ? null : cache.media);
+
+    let text = null;
     if (msg.deleted) {
-      item.append(h('p', { class: 'msg-text deleted', dataset: { testid: 'message-text' } },
-        icon('banned', 'deleted-icon'), 'This message was deleted'));
+      text = cache.deleted ??= h('p', { class: 'msg-text deleted', dataset: { testid: 'message-text' } },
+        icon('banned', 'deleted-icon'), 'This message was deleted');
     } else if (msg.text) {
-      item.append(h('p', { class: 'msg-text', dataset: { testid: 'message-text' } }, msg.text));
+      text = cache.text ??= h('p', { class: 'msg-text', dataset: { testid: 'message-text' } }, '');
+      setData(text.firstChild, msg.text);
     }
-    const meta = h('span', { class: 'msg-meta' },
-      msg.edited_ms && !msg.deleted ? h('span', { class: 'edited', dataset: { testid: 'edited' } }, 'edited') : null,
-      h('time', { datetime: new Date(msg.ts_ms).toISOString() }, formatTime(msg.ts_ms)));
-    if (own && !msg.deleted) {
+    place(item, 'text', text);
+
+    if (!cache.meta) {
+      cache.edited = h('span', { class: 'edited', dataset: { testid: 'edited' } }, '');
+      cache.time = h('time', {}, '');
+      cache.meta = h('span', { class: 'msg-meta' }, cache.edited, cache.time);
+    }
+    setData(cache.edited.firstChild, msg.edited_ms && !msg.deleted ? 'edited' : '');
+    cache.time.dateTime = new Date(msg.ts_ms).toISOString();
+    setData(cache.time.firstChild, formatTime(msg.ts_ms));
+    if (own && !msg.deleted && !cache.tick) {
       const state = store.tickState(conv, msg);
-      meta.append(tickElement(state));
+      cache.tick = tickElement(state);
+      cache.meta.append(cache.tick);
       item.tick = state;
       item.dataset.tick = state;
+    } else if (msg.deleted && cache.tick) {
+      cache.tick.remove();
+      cache.tick = null;
+      item.tick = undefined;
+      delete item.dataset.tick;
     }
-    item.append(meta);
+    place(item, 'meta', cache.meta);
+
+    let failed = null;
     if (msg.status === 'failed') {
-      item.append(h('span', { class: 'msg-failed' }, `Not sent: ${msg.error ?? 'refused'} `,
-        h('button', { type: 'button', class: 'link-button', onclick: () => this.actions.discard(conv, msg) }, 'Remove')));
+      failed = cache.failed ??= h('span', { class: 'msg-failed' }, '',
+        h('button', { type: 'button', class: 'link-button', onclick: () => this.actions.discard(item.conv, item.msg) }, 'Remove'));
+      setData(failed.firstChild, `Not sent: ${msg.error ?? 'refused'} `);
     }
+    place(item, 'failed', failed);
+
+    let reactions = null;
     if (msg.reactions.size > 0) {
+      reactions = cache.reactions ??= h('span', { class: 'reactions', dataset: { testid: 'reactions' }, role: 'img' }, '');
       const counts = new Map();
       for (const emoji of msg.reactions.values()) counts.set(emoji, (counts.get(emoji) ?? 0) + 1);
       const label = [...msg.reactions].map(([user, emoji]) => `${user === store.me.username ? 'you' : user} ${emoji}`).join(', ');
-      item.append(h('span', { class: 'reactions', dataset: { testid: 'reactions' }, 'aria-label': `Reactions: ${label}`, role: 'img' },
-        [...counts].map(([emoji, count]) => (count > 1 ? `${emoji}${count}` : emoji)).join(' ')));
+      reactions.setAttribute('aria-label', `Reactions: ${label}`);
+      setData(reactions.firstChild, [...counts].map(([emoji, count]) => (count > 1 ? `${emoji}${count}` : emoji)).join(' '));
     }
-    if (msg.status === 'sent' && !msg.deleted) {
-      const button = h('button', {
+    place(item, 'reactions', reactions);
+
+    let menu = null;
+    if (!msg.deleted) {
+      // Present (disabled) while the message waits, so sending it does not add a node to the log.
+      menu = cache.menu ??= h('button', {
         type: 'button',
         class: 'msg-menu-button',
-        'aria-label': `Message options (${msg.from}, ${formatTime(msg.ts_ms)})`,
         'aria-haspopup': 'menu',
         'aria-expanded': 'false',
         dataset: { testid: 'message-options' },
+        onclick: (event) => this.openMenu(item.conv, item.msg, event.currentTarget),
       }, '⌄');
-      button.addEventListener('click', () => this.openMenu(conv, msg, button));
-      item.append(button);
+      menu.disabled = msg.status !== 'sent';
+      menu.setAttribute('aria-label', `Message options (${msg.from}, ${formatTime(msg.ts_ms)})`);
     }
-    return item;
+    place(item, 'menu', menu);
   }
 
   buildMedia(media, msg) {
@@ -325,7 +410,7 @@ export class ChatView {
     if (isImage && media.thumbnail) {
       const [width, height] = fit(media.width, media.height);
       const img = h('img', { alt: `Photo from ${msg.from}`, width, height, dataset: { testid: 'thumbnail' } });
-      this.actions.mediaUrl(media.media_id, true).then((url) => {
+      this.actions.thumbnailUrl(media.media_id).then((url) => {
         img.src = url;
       }, () => {
         img.alt = 'The photo could not be loaded';
@@ -369,10 +454,16 @@ export class ChatView {
 
   submit() {
     const conv = this.current();
-    if (!conv || conv.left) return;
+    if (!conv || conv.left || conv.missing) return;
     const text = this.input.value;
     if (!text.trim()) return;
     this.hideError();
+    const tooLong = textTooLong(text);
+    if (tooLong) {
+      // Kept in the composer, to shorten.
+      this.showError(tooLong);
+      return;
+    }
     if (this.context?.mode === 'edit') {
       this.actions.edit(conv, this.context.msg, text.trim());
     } else {
@@ -442,10 +533,15 @@ export class ChatView {
 
   async sendFile(file) {
     const conv = this.current();
-    if (!conv || conv.left) return;
+    if (!conv || conv.left || conv.missing) return;
     this.hideError();
     if (this.upload) {
       this.showError('Wait for the current upload to finish.');
+      return;
+    }
+    const tooLong = this.context?.mode === 'edit' ? null : textTooLong(this.input.value);
+    if (tooLong) {
+      this.showError(`“${file.name}” was not sent. The caption: ${tooLong}`);
       return;
     }
     this.uploadLabel.textContent = `Uploading ${file.name}…`;
@@ -558,6 +654,34 @@ export class ChatView {
       if (restoreFocus && button.isConnected) button.focus();
     }
   }
+}
+
+/** Put a bubble's part in its place (or take it out); nodes that stay are not touched. */
+function place(item, name, nodes) {
+  const next = nodes === null ? [] : [].concat(nodes);
+  const current = item.parts[name] ?? [];
+  if (current.length === next.length && current.every((node, index) => node === next[index])) return;
+  for (const node of current) {
+    if (!next.includes(node)) node.remove();
+  }
+  let anchor = null;
+  for (const later of PARTS.slice(PARTS.indexOf(name) + 1)) {
+    anchor = item.parts[later]?.[0] ?? null;
+    if (anchor) break;
+  }
+  for (const node of next) {
+    if (!current.includes(node)) item.insertBefore(node, anchor);
+  }
+  item.parts[name] = next;
+}
+
+/** Change a text node's text only if it differs (a text change, not an added node, for the live region). */
+function setData(node, text) {
+  if (node.data !== text) node.data = text;
+}
+
+function setText(text) {
+  return (item) => setData(item.firstChild, text);
 }
 
 function fit(width, height) {

@@ -239,21 +239,31 @@ export class ImageDialog {
     this.dialog = $('#image-dialog');
     this.image = $('#image-full');
     this.download = $('#image-download');
+    this.urlPromise = null;
+    // A full-size image can be 16 MiB: its blob: URL goes when the dialog closes.
+    this.dialog.addEventListener('close', () => {
+      this.urlPromise?.then((url) => URL.revokeObjectURL(url), () => {});
+      this.urlPromise = null;
+      this.image.removeAttribute('src');
+      this.download.removeAttribute('href');
+    });
   }
 
-  /** Show at once; the full image arrives when `urlPromise` resolves. */
+  /** Show at once; the full image arrives when `urlPromise` (a blob: URL this dialog now owns) resolves. */
   open(alt, name, urlPromise) {
     this.image.removeAttribute('src');
     this.image.alt = alt;
     this.download.hidden = true;
+    this.urlPromise = urlPromise;
     this.dialog.showModal();
     urlPromise.then((url) => {
+      if (this.urlPromise !== urlPromise) return; // closed meanwhile: revoked by the close
       this.image.src = url;
       this.download.href = url;
       this.download.download = name;
       this.download.hidden = false;
     }, (err) => {
-      this.image.alt = `The image could not be loaded: ${describeError(err)}`;
+      if (this.urlPromise === urlPromise) this.image.alt = `The image could not be loaded: ${describeError(err)}`;
     });
   }
 }

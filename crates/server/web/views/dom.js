@@ -123,6 +123,7 @@ const ERROR_TEXT = {
   media_too_large: 'The file is too large (the limit is 16 MB).',
   media_type_not_allowed: 'This kind of file cannot be sent. Allowed: images, video, audio and PDF.',
   text_too_long: 'The message is too long.',
+  frame_too_large: 'too large',
   empty_text: 'The message is empty.',
   unavailable: 'The server is busy. Try again in a moment.',
   shutting_down: 'The server is restarting. Try again in a moment.',

@@ -50,7 +50,8 @@ export class ListView {
 
   render() {
     const store = this.store;
-    const convs = store.sorted().filter((conv) => conv.id !== null || conv.messages.size > 0 || conv.key === store.openKey);
+    const convs = store.sorted()
+      .filter((conv) => !conv.missing && (conv.id !== null || conv.messages.size > 0 || conv.key === store.openKey));
     const keep = new Set(convs.map((conv) => conv.key));
     for (const [key, item] of this.items) {
       if (!keep.has(key)) {
