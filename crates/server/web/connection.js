@@ -58,6 +58,15 @@ function errorFromFrame(frame) {
   return new RequestError(frame.code, frame.message, { retryAfterMs: frame.retry_after_ms ?? null });
 }
 
+/** A server frame, or null for text that is not JSON (never expected; ignored rather than fatal). */
+function parseFrame(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 export class Connection {
   /**
    * @param {object} options
@@ -268,12 +277,8 @@ export class Connection {
       socket.send(JSON.stringify({ type: 'auth', id: 'auth', token: this.api.token }));
     };
     socket.onmessage = (event) => {
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
+      const frame = parseFrame(event.data);
+      if (!frame) return;
       if (frame.type === 'ready') {
         this.adoptSocket(socket, probe);
       } else if (frame.type === 'error' && isAuthFailure(frame)) {
@@ -321,13 +326,8 @@ export class Connection {
     this.attempt = null;
     this.ws = socket;
     socket.onmessage = (event) => {
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      this.dispatch(frame);
+      const frame = parseFrame(event.data);
+      if (frame) this.dispatch(frame);
     };
     socket.onclose = (event) => {
       if (this.ws !== socket) return;

@@ -69,8 +69,9 @@ impl SendLimiter {
         .into_iter()
         .filter(|(_, rate)| rate.per_sec > 0);
         let mut wait = Duration::ZERO;
-        let mut takes = Vec::with_capacity(2);
-        for (key, rate) in limited {
+        // At most two buckets: no allocation on the send path.
+        let mut takes = [None, None];
+        for (slot, (key, rate)) in takes.iter_mut().zip(limited) {
             let tokens = buckets
                 .get(&key)
                 .map_or(f64::from(rate.burst), |bucket| refilled(*bucket, rate, now));
@@ -79,12 +80,12 @@ impl SendLimiter {
                     (1.0 - tokens) / f64::from(rate.per_sec),
                 ));
             }
-            takes.push((key, tokens));
+            *slot = Some((key, tokens));
         }
         if !wait.is_zero() {
             return Err(wait);
         }
-        for (key, tokens) in takes {
+        for (key, tokens) in takes.into_iter().flatten() {
             buckets.insert(
                 key,
                 Bucket {
