@@ -2,6 +2,8 @@
 //! binary) and typed helpers to drive it over real sockets.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

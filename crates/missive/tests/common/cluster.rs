@@ -1,0 +1,268 @@
+//! Cluster test fixtures: a database of its own per test on the local
+//! PostgreSQL, several `missive serve` processes on it and one NATS subject
+//! prefix, a private restartable nats-server, and a TCP proxy that can cut
+//! a backend away. Used by cluster.rs and the fault suite.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use missive_client::{Api, Connection};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{PASSWORD, PROMPTLY, ServerProcess, service_available};
+
+pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+pub const NATS: &str = "nats://127.0.0.1:4222";
+/// Short leases so a dead node is noticed quickly.
+pub const LEASE_MS: u64 = 3_000;
+
+pub fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{label}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Whether PostgreSQL and NATS answer; in CI their absence fails.
+pub async fn services_available() -> bool {
+    service_available("PostgreSQL", "127.0.0.1:5432").await
+        && service_available("NATS", "127.0.0.1:4222").await
+}
+
+/// A database of its own, dropped at the end of the test.
+pub struct Database {
+    pub name: String,
+}
+
+impl Database {
+    pub async fn create() -> Self {
+        let name = unique("missive_cluster");
+        admin(&format!("CREATE DATABASE {name}")).await;
+        Self { name }
+    }
+
+    pub fn url_via(&self, host_port: &str) -> String {
+        format!("postgres://postgres@{host_port}/{}", self.name)
+    }
+
+    pub fn url(&self) -> String {
+        format!("{POSTGRES}/{}", self.name)
+    }
+
+    /// How many live sessions the directory lists for `username`.
+    pub async fn sessions_of(&self, username: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM sessions s JOIN accounts a ON a.id = s.account_id
+                 WHERE a.username = $1",
+                &[&username],
+            )
+            .await
+            .expect("count sessions");
+        drop(client);
+        let _ = driver.await;
+        row.get(0)
+    }
+
+    pub async fn drop_now(self) {
+        admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .await;
+    }
+}
+
+pub async fn admin(sql: &str) {
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{POSTGRES}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.expect(sql);
+    drop(client);
+    let _ = driver.await;
+}
+
+/// Several nodes on one database and one NATS prefix.
+pub struct Cluster {
+    pub nodes: Vec<Option<ServerProcess>>,
+    pub urls: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    pub fn start(n: usize, store_url: &str, bus_url: &str, extra: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = vec![
+            ("MISSIVE_STORE__URL".into(), store_url.into()),
+            ("MISSIVE_STORE__POOL_SIZE".into(), "6".into()),
+            ("MISSIVE_BUS__URL".into(), bus_url.into()),
+            ("MISSIVE_BUS__SUBJECT_PREFIX".into(), unique("missive")),
+            ("MISSIVE_BUS__RECHECK_MS".into(), "1000".into()),
+            ("MISSIVE_CLUSTER__LEASE_MS".into(), LEASE_MS.to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            urls: Vec::new(),
+            env,
+            dirs: Vec::new(),
+        };
+        for _ in 0..n {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    pub fn add_node(&mut self) -> usize {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = self.nodes.len();
+        let mut env = self.env.clone();
+        env.push(("MISSIVE_CLUSTER__NODE_ID".into(), format!("node-{index}")));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let node = ServerProcess::start_with_env(dir.path(), &env);
+        self.urls.push(node.url.clone());
+        self.nodes.push(Some(node));
+        self.dirs.push(dir);
+        index
+    }
+
+    pub fn api(&self, node: usize) -> Api {
+        Api::new(&self.urls[node])
+    }
+
+    pub async fn user(&self, node: usize, username: &str) -> String {
+        let api = self.api(node);
+        api.register(username, PASSWORD).await.expect("register");
+        api.login(username, PASSWORD, "test")
+            .await
+            .expect("login")
+            .token
+    }
+
+    pub async fn connect(&self, node: usize, token: &str) -> Connection {
+        Connection::connect(&self.api(node).ws_url(), token)
+            .await
+            .expect("connect")
+    }
+
+    pub fn kill_9(&mut self, node: usize) {
+        if let Some(mut process) = self.nodes[node].take() {
+            process.kill_9();
+        }
+    }
+}
+
+/// A private nats-server on a fixed free port, restartable.
+pub struct PrivateNats {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut nats = Self { port, child: None };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (Debian package nats-server)");
+        self.child = Some(child);
+        // Wait until it accepts connections (an event bound, not a sleep).
+        let deadline = Instant::now() + PROMPTLY;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy to PostgreSQL that can cut every connection and refuse new
+/// ones until restored.
+pub struct CuttableProxy {
+    pub address: String,
+    open: Arc<AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().unwrap().to_string();
+        let open = Arc::new(AtomicBool::new(true));
+        let (cuts, cut_seen) = tokio::sync::watch::channel(0u64);
+        let open_flag = open.clone();
+        let upstream = upstream.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !open_flag.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let mut cut = cut_seen.clone();
+                cut.mark_unchanged();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream.as_str()).await else {
+                        return;
+                    };
+                    // A cut drops both sockets.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            address,
+            open,
+            cuts,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}

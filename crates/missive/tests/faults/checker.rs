@@ -1,0 +1,510 @@
+//! The fault suite's checker, in the spirit of Jepsen's queue checkers.
+//!
+//! Every text a workload sends carries its payload `"<device>#<counter>"`
+//! (and the client_msg_id `"<device>-<counter>"`), so a delivery names the
+//! attempt it came from. The workload records three kinds of event into a
+//! [`History`]: an attempt (with the devices that must receive it), a `sent`
+//! reply, and every `message` frame any device read, duplicates included.
+//! After the faults stop and every device has been drained, [`History::check`]
+//! classifies each message:
+//!
+//! - **lost**: got `sent`, but some device that must receive it never did;
+//! - **recovered**: never got `sent` (the reply was lost to a fault), yet
+//!   delivered; allowed, because the send may have committed;
+//! - **unexpected**: a delivery no attempt explains, or to a device that is
+//!   not a recipient;
+//! - **duplicated**: delivered twice to one device (allowed: at least once),
+//!   or stored twice, under two message ids (not allowed: idempotent send);
+//! - **out of order**: on one device, after dropping repeats, a
+//!   conversation's seqs are not strictly increasing, or a sender's texts
+//!   arrive in another order than it sent them;
+//! - **gaps**: a seq of a conversation that no one ever saw, or a device
+//!   missing a seq of its conversation that it did not send itself.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use missive_proto::{MessageKind, ServerFrame};
+use tokio::sync::watch;
+
+/// The payload of a workload text: who sent it, and its counter.
+pub fn payload(device: &str, counter: u64) -> String {
+    format!("{device}#{counter}")
+}
+
+pub fn client_msg_id(device: &str, counter: u64) -> String {
+    format!("{device}-{counter}")
+}
+
+fn parse_payload(text: &str) -> Option<(&str, u64)> {
+    let (device, counter) = text.rsplit_once('#')?;
+    Some((device, counter.parse().ok()?))
+}
+
+/// One `message` frame as a device read it.
+#[derive(Clone, Debug)]
+struct Delivery {
+    device: String,
+    message_id: String,
+    conversation: i64,
+    seq: i64,
+    from_device: i64,
+    kind: MessageKind,
+    text: String,
+}
+
+#[derive(Clone, Debug)]
+struct Attempt {
+    recipients: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Sent {
+    message_id: String,
+    conversation: i64,
+    seq: i64,
+}
+
+#[derive(Default)]
+struct Events {
+    attempts: BTreeMap<(String, u64), Attempt>,
+    /// Every `sent` reply per attempt (a retry after a fault gets another,
+    /// which must name the same message).
+    sent: BTreeMap<(String, u64), Vec<Sent>>,
+    deliveries: Vec<Delivery>,
+    /// Device label → server device id, to tell a device's own sends.
+    device_ids: HashMap<String, i64>,
+}
+
+/// Everything the workload saw, shared by its tasks.
+pub struct History {
+    events: Mutex<Events>,
+    /// How many attempts have been acknowledged, for waiting on progress.
+    acknowledged: watch::Sender<usize>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            events: Mutex::default(),
+            acknowledged: watch::Sender::new(0),
+        }
+    }
+}
+
+/// The classification of one run; [`Report::assert_clean`] fails the test
+/// on anything the delivery model forbids.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub attempted: usize,
+    pub acknowledged: usize,
+    pub deliveries: usize,
+    pub lost: Vec<String>,
+    pub recovered: usize,
+    pub unexpected: Vec<String>,
+    /// Deliveries of a message a device had already read (at least once).
+    pub redelivered: usize,
+    /// Attempts stored under more than one message id.
+    pub duplicated: Vec<String>,
+    pub out_of_order: Vec<String>,
+    pub gaps: Vec<String>,
+}
+
+impl History {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
+        self.events.lock().expect("history lock")
+    }
+
+    pub fn device(&self, label: &str, device_id: i64) {
+        self.lock().device_ids.insert(label.to_owned(), device_id);
+    }
+
+    /// `device` is about to send `counter`; `recipients` must receive it.
+    pub fn attempt(&self, device: &str, counter: u64, recipients: &[String]) {
+        self.lock().attempts.insert(
+            (device.to_owned(), counter),
+            Attempt {
+                recipients: recipients.iter().cloned().collect(),
+            },
+        );
+    }
+
+    /// The server answered `sent` for the attempt.
+    pub fn sent(&self, device: &str, counter: u64, frame: &ServerFrame) {
+        if let ServerFrame::Sent {
+            message_id,
+            conversation,
+            seq,
+            ..
+        } = frame
+        {
+            let acknowledged = {
+                let mut events = self.lock();
+                events
+                    .sent
+                    .entry((device.to_owned(), counter))
+                    .or_default()
+                    .push(Sent {
+                        message_id: message_id.clone(),
+                        conversation: *conversation,
+                        seq: *seq,
+                    });
+                events.sent.len()
+            };
+            self.acknowledged.send_replace(acknowledged);
+        }
+    }
+
+    /// `device` read `frame`; anything but a `message` is ignored.
+    pub fn read(&self, device: &str, frame: &ServerFrame) {
+        if let ServerFrame::Message {
+            message_id,
+            conversation,
+            seq,
+            from_device,
+            kind,
+            text,
+            ..
+        } = frame
+        {
+            self.lock().deliveries.push(Delivery {
+                device: device.to_owned(),
+                message_id: message_id.clone(),
+                conversation: *conversation,
+                seq: *seq,
+                from_device: *from_device,
+                kind: *kind,
+                text: text.clone(),
+            });
+        }
+    }
+
+    /// How many attempts have been acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.lock().sent.len()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.acknowledged.subscribe()
+    }
+
+    pub fn check(&self) -> Report {
+        let events = self.lock();
+        let mut report = Report {
+            attempted: events.attempts.len(),
+            acknowledged: events.sent.len(),
+            deliveries: events.deliveries.len(),
+            ..Report::default()
+        };
+
+        // Message ids per attempt, from `sent` replies and deliveries.
+        let mut stored_as: BTreeMap<(String, u64), BTreeSet<String>> = BTreeMap::new();
+        for (attempt, replies) in &events.sent {
+            for sent in replies {
+                stored_as
+                    .entry(attempt.clone())
+                    .or_default()
+                    .insert(sent.message_id.clone());
+            }
+        }
+        // What each device read, first reads only, in arrival order.
+        let mut firsts: BTreeMap<&str, Vec<&Delivery>> = BTreeMap::new();
+        let mut read_by: HashSet<(&str, &str)> = HashSet::new();
+        for delivery in &events.deliveries {
+            if !read_by.insert((delivery.device.as_str(), delivery.message_id.as_str())) {
+                report.redelivered += 1;
+                continue;
+            }
+            firsts
+                .entry(delivery.device.as_str())
+                .or_default()
+                .push(delivery);
+            if delivery.kind != MessageKind::Text {
+                continue;
+            }
+            let Some((sender, counter)) = parse_payload(&delivery.text) else {
+                report
+                    .unexpected
+                    .push(format!("{} read unknown text {delivery:?}", delivery.device));
+                continue;
+            };
+            let key = (sender.to_owned(), counter);
+            match events.attempts.get(&key) {
+                None => report.unexpected.push(format!(
+                    "{} read {:?}, never attempted",
+                    delivery.device, delivery.text
+                )),
+                Some(attempt) if !attempt.recipients.contains(&delivery.device) => {
+                    report.unexpected.push(format!(
+                        "{} read {:?}, not a recipient",
+                        delivery.device, delivery.text
+                    ))
+                }
+                Some(_) => {}
+            }
+            stored_as
+                .entry(key)
+                .or_default()
+                .insert(delivery.message_id.clone());
+        }
+        for ((sender, counter), ids) in &stored_as {
+            if ids.len() > 1 {
+                report.duplicated.push(format!(
+                    "{} stored as {ids:?}",
+                    payload(sender, *counter)
+                ));
+            }
+        }
+
+        // Lost and recovered.
+        for (key, attempt) in &events.attempts {
+            let acknowledged = events.sent.contains_key(key);
+            let ids = stored_as.get(key);
+            let delivered_to: BTreeSet<&str> = match ids {
+                Some(ids) => events
+                    .deliveries
+                    .iter()
+                    .filter(|d| ids.contains(&d.message_id))
+                    .map(|d| d.device.as_str())
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            if acknowledged {
+                for recipient in &attempt.recipients {
+                    if !delivered_to.contains(recipient.as_str()) {
+                        report.lost.push(format!(
+                            "{} never reached {recipient}",
+                            payload(&key.0, key.1)
+                        ));
+                    }
+                }
+            } else if !delivered_to.is_empty() {
+                report.recovered += 1;
+            }
+        }
+
+        // Order per device: a conversation's seqs rise, and each sender's
+        // counters rise with them.
+        for (device, reads) in &firsts {
+            let mut last_seq: HashMap<i64, i64> = HashMap::new();
+            let mut last_counter: HashMap<&str, u64> = HashMap::new();
+            for delivery in reads {
+                let last = last_seq.entry(delivery.conversation).or_insert(0);
+                if delivery.seq <= *last {
+                    report.out_of_order.push(format!(
+                        "{device}: conversation {} seq {} after {}",
+                        delivery.conversation, delivery.seq, last
+                    ));
+                }
+                *last = delivery.seq.max(*last);
+                if delivery.kind == MessageKind::Text {
+                    if let Some((sender, counter)) = parse_payload(&delivery.text) {
+                        if let Some(previous) = last_counter.insert(sender, counter) {
+                            if counter <= previous {
+                                report.out_of_order.push(format!(
+                                    "{device}: {} after {}",
+                                    payload(sender, counter),
+                                    payload(sender, previous)
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // Gaps: every seq of a conversation was seen by someone, and every
+        // device that read a conversation read all of it but its own sends.
+        let mut seqs: BTreeMap<i64, BTreeMap<i64, i64>> = BTreeMap::new();
+        for delivery in &events.deliveries {
+            seqs.entry(delivery.conversation)
+                .or_default()
+                .insert(delivery.seq, delivery.from_device);
+        }
+        for (key, replies) in &events.sent {
+            let own = events.device_ids.get(&key.0).copied().unwrap_or(-1);
+            for sent in replies {
+                seqs.entry(sent.conversation)
+                    .or_default()
+                    .insert(sent.seq, own);
+            }
+        }
+        for (conversation, by_seq) in &seqs {
+            let max = by_seq.keys().next_back().copied().unwrap_or(0);
+            let missing: Vec<i64> = (1..=max).filter(|s| !by_seq.contains_key(s)).collect();
+            if !missing.is_empty() {
+                report.gaps.push(format!(
+                    "conversation {conversation}: no one saw seqs {missing:?}"
+                ));
+            }
+            for (device, reads) in &firsts {
+                let got: BTreeSet<i64> = reads
+                    .iter()
+                    .filter(|d| d.conversation == *conversation)
+                    .map(|d| d.seq)
+                    .collect();
+                if got.is_empty() {
+                    continue;
+                }
+                let own = events.device_ids.get(*device).copied().unwrap_or(-1);
+                let lacking: Vec<i64> = by_seq
+                    .iter()
+                    .filter(|(seq, from)| **from != own && !got.contains(seq))
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                if !lacking.is_empty() {
+                    report.gaps.push(format!(
+                        "{device}: conversation {conversation} lacks seqs {lacking:?}"
+                    ));
+                }
+            }
+        }
+        report
+    }
+}
+
+impl Report {
+    /// One line for the test log (and docs/RELIABILITY.md's figures).
+    pub fn summary(&self) -> String {
+        let mut line = String::new();
+        let _ = write!(
+            line,
+            "attempted {} · sent {} · delivered {} (redelivered {}) · lost {} · recovered {} · \
+             unexpected {} · duplicated {} · out of order {} · gaps {}",
+            self.attempted,
+            self.acknowledged,
+            self.deliveries,
+            self.redelivered,
+            self.lost.len(),
+            self.recovered,
+            self.unexpected.len(),
+            self.duplicated.len(),
+            self.out_of_order.len(),
+            self.gaps.len()
+        );
+        line
+    }
+
+    pub fn assert_clean(&self) {
+        let first = |items: &[String]| items.iter().take(5).cloned().collect::<Vec<_>>();
+        assert!(
+            self.lost.is_empty()
+                && self.unexpected.is_empty()
+                && self.duplicated.is_empty()
+                && self.out_of_order.is_empty()
+                && self.gaps.is_empty(),
+            "{}\nlost: {:?}\nunexpected: {:?}\nduplicated: {:?}\nout of order: {:?}\ngaps: {:?}",
+            self.summary(),
+            first(&self.lost),
+            first(&self.unexpected),
+            first(&self.duplicated),
+            first(&self.out_of_order),
+            first(&self.gaps),
+        );
+        assert!(self.acknowledged > 0, "the workload sent nothing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checker must catch each kind of violation, or a clean report
+    //! proves nothing.
+    use super::*;
+
+    fn message(device_id: i64, id: &str, seq: i64, text: &str) -> ServerFrame {
+        ServerFrame::Message {
+            pos: seq,
+            message_id: id.into(),
+            conversation: 7,
+            seq,
+            from: "a".into(),
+            from_device: device_id,
+            client_msg_id: String::new(),
+            kind: MessageKind::Text,
+            text: text.into(),
+            media: Vec::new(),
+            target: None,
+            event: None,
+            edited_ms: None,
+            deleted: false,
+            ts_ms: 0,
+        }
+    }
+
+    fn sent(id: &str, seq: i64) -> ServerFrame {
+        ServerFrame::Sent {
+            id: None,
+            message_id: id.into(),
+            conversation: 7,
+            seq,
+            ts_ms: 0,
+            duplicate: false,
+        }
+    }
+
+    /// a (device 1) sends two texts to b; b reads them.
+    fn two_sent() -> History {
+        let history = History::default();
+        history.device("a", 1);
+        history.device("b", 2);
+        for (counter, id) in [(0, "m0"), (1, "m1")] {
+            history.attempt("a", counter, &["b".into()]);
+            history.sent("a", counter, &sent(id, counter as i64 + 1));
+        }
+        history
+    }
+
+    #[test]
+    fn a_clean_history_is_clean_and_repeats_are_allowed() {
+        let history = two_sent();
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        history.read("b", &message(1, "m1", 2, "a#1"));
+        let report = history.check();
+        report.assert_clean();
+        assert_eq!(report.redelivered, 1);
+    }
+
+    #[test]
+    fn each_violation_is_reported() {
+        // Lost: m1 never read.
+        let history = two_sent();
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        let report = history.check();
+        assert_eq!(report.lost.len(), 1, "{report:?}");
+        assert_eq!(report.gaps.len(), 1, "b lacks seq 2: {report:?}");
+
+        // Out of order.
+        let history = two_sent();
+        history.read("b", &message(1, "m1", 2, "a#1"));
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        assert_eq!(history.check().out_of_order.len(), 2);
+
+        // Stored twice: a retry of a#1 became a new message at seq 3.
+        let history = two_sent();
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        history.read("b", &message(1, "m1", 2, "a#1"));
+        history.read("b", &message(1, "m1bis", 3, "a#1"));
+        let report = history.check();
+        assert_eq!(report.duplicated.len(), 1, "{report:?}");
+
+        // Unexpected: never attempted, and to a non-recipient.
+        let history = two_sent();
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        history.read("b", &message(1, "m1", 2, "a#1"));
+        history.read("b", &message(1, "mx", 3, "a#9"));
+        history.read("c", &message(1, "m0", 1, "a#0"));
+        assert_eq!(history.check().unexpected.len(), 2);
+
+        // Recovered: no `sent`, delivered anyway; allowed.
+        let history = two_sent();
+        history.attempt("a", 2, &["b".into()]);
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        history.read("b", &message(1, "m1", 2, "a#1"));
+        history.read("b", &message(1, "m2", 3, "a#2"));
+        let report = history.check();
+        report.assert_clean();
+        assert_eq!(report.recovered, 1);
+    }
+}

@@ -1,0 +1,442 @@
+//! The fault suite's clients: devices that send numbered texts and read
+//! (and ack) everything queued for them, over WebSocket or long-poll, and
+//! that reconnect — to another node when theirs is gone — until told to
+//! stop. Each records what it did into the [`History`] the checker reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use missive_client::{Api, ClientError, Connection};
+use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::checker::{History, client_msg_id, payload};
+use crate::common::PROMPTLY;
+
+/// How long one call may take before the client gives up on it and
+/// reconnects (a node that stopped answering looks like this).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for a node to come back before retrying anyway.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The nodes' base URLs as clients see them; `None` while a node is down.
+/// A client prefers its home node and moves to the next live one when its
+/// home is gone, as behind a load balancer.
+#[derive(Clone)]
+pub struct Nodes {
+    urls: Arc<watch::Sender<Vec<Option<String>>>>,
+}
+
+impl Nodes {
+    pub fn new(urls: Vec<String>) -> Self {
+        Self {
+            urls: Arc::new(watch::Sender::new(urls.into_iter().map(Some).collect())),
+        }
+    }
+
+    pub fn set(&self, node: usize, url: Option<String>) {
+        self.urls.send_modify(|urls| urls[node] = url);
+    }
+
+    /// The `attempt`-th choice for a client whose home is `home`.
+    fn pick(&self, home: usize, attempt: usize) -> Option<String> {
+        let urls = self.urls.borrow();
+        let live: Vec<&String> = (0..urls.len())
+            .filter_map(|i| urls[(home + i) % urls.len()].as_ref())
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        Some(live[attempt % live.len()].clone())
+    }
+
+    /// Waits until the set of nodes changes, or `RETRY_PAUSE` passes.
+    async fn changed(&self) {
+        let mut seen = self.urls.subscribe();
+        let _ = tokio::time::timeout(RETRY_PAUSE, seen.changed()).await;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transport {
+    WebSocket,
+    LongPoll,
+}
+
+#[derive(Clone, Debug)]
+pub enum Target {
+    User(String),
+    Conversation(i64),
+}
+
+/// One logged-in device of the workload.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub label: String,
+    pub username: String,
+    pub token: String,
+    pub device_id: i64,
+    pub transport: Transport,
+    /// The node it connects to first.
+    pub home: usize,
+    /// What it sends to, if it sends, and who must receive it.
+    pub sends: Option<(Target, Vec<String>)>,
+}
+
+/// Running device tasks.
+pub struct Workload {
+    pub history: Arc<History>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Workload {
+    /// Starts every device; senders send one text per `pace`.
+    pub fn start(devices: &[Device], nodes: &Nodes, pace: Duration) -> Self {
+        let history = Arc::new(History::default());
+        for device in devices {
+            history.device(&device.label, device.device_id);
+        }
+        let stop = CancellationToken::new();
+        let tasks = devices
+            .iter()
+            .map(|device| {
+                let client = Client {
+                    device: device.clone(),
+                    nodes: nodes.clone(),
+                    history: history.clone(),
+                    stop: stop.clone(),
+                    pace,
+                    counter: 0,
+                    attempted: false,
+                };
+                tokio::spawn(client.run())
+            })
+            .collect();
+        Self {
+            history,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Waits until `more` further texts have been acknowledged; fails after
+    /// `within` (the workload stalled).
+    pub async fn progress(&self, more: usize, within: Duration) {
+        let target = self.history.acknowledged() + more;
+        let deadline = Instant::now() + within;
+        let mut acknowledged = self.history.subscribe();
+        while *acknowledged.borrow_and_update() < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                tokio::time::timeout(left, acknowledged.changed())
+                    .await
+                    .is_ok(),
+                "the workload stalled at {} acknowledged texts, waiting for {target}",
+                self.history.acknowledged()
+            );
+        }
+    }
+
+    /// Stops every device and waits for them.
+    pub async fn stop(self) -> Arc<History> {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.expect("a workload device failed");
+        }
+        self.history
+    }
+}
+
+struct Client {
+    device: Device,
+    nodes: Nodes,
+    history: Arc<History>,
+    stop: CancellationToken,
+    pace: Duration,
+    /// The next text to send; `attempted` once it has been tried.
+    counter: u64,
+    attempted: bool,
+}
+
+/// What ended one connection.
+enum End {
+    Stopped,
+    Broken,
+}
+
+impl Client {
+    async fn run(mut self) {
+        let mut attempt = 0;
+        while !self.stop.is_cancelled() {
+            let Some(url) = self.nodes.pick(self.device.home, attempt) else {
+                self.nodes.changed().await;
+                continue;
+            };
+            let end = match self.device.transport {
+                Transport::WebSocket => self.websocket(&url).await,
+                Transport::LongPoll => self.long_poll(&url).await,
+            };
+            match end {
+                End::Stopped => return,
+                End::Broken => {
+                    attempt += 1;
+                    self.nodes.changed().await;
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self) -> Option<ClientFrame> {
+        let (target, recipients) = self.device.sends.as_ref()?;
+        if !self.attempted {
+            self.history
+                .attempt(&self.device.label, self.counter, recipients);
+            self.attempted = true;
+        }
+        let (to, conversation) = match target {
+            Target::User(user) => (Some(user.clone()), None),
+            Target::Conversation(id) => (None, Some(*id)),
+        };
+        Some(ClientFrame::Send {
+            id: Some(format!("s{}", self.counter)),
+            to,
+            conversation,
+            client_msg_id: client_msg_id(&self.device.label, self.counter),
+            text: payload(&self.device.label, self.counter),
+            reply_to: None,
+            media: Vec::new(),
+        })
+    }
+
+    /// The reply to a send: acknowledged (next text), refused for a
+    /// passing reason (same text again), or a broken connection.
+    fn settle(&mut self, reply: Result<ServerFrame, ClientError>) -> Result<(), End> {
+        match reply {
+            Ok(sent @ ServerFrame::Sent { .. }) => {
+                self.history.sent(&self.device.label, self.counter, &sent);
+                self.counter += 1;
+                self.attempted = false;
+                Ok(())
+            }
+            Ok(other) => panic!("{}: unexpected reply {other:?}", self.device.label),
+            Err(ClientError::Refused {
+                code: ErrorCode::Unavailable | ErrorCode::ShuttingDown,
+                ..
+            }) => Ok(()),
+            Err(ClientError::Refused { code, message }) => panic!(
+                "{}: send refused: {} {message}",
+                self.device.label,
+                code.as_str()
+            ),
+            Err(_) => Err(End::Broken),
+        }
+    }
+
+    async fn websocket(&mut self, url: &str) -> End {
+        let ws_url = missive_client::ws_url(url);
+        let connected = tokio::time::timeout(
+            CALL_TIMEOUT,
+            Connection::connect(&ws_url, &self.device.token),
+        )
+        .await;
+        let Ok(Ok(mut connection)) = connected else {
+            return End::Broken;
+        };
+        let mut pace = tokio::time::interval(self.pace);
+        loop {
+            // Read what has arrived; a receiver waits for the first frame.
+            let mut wait = if self.device.sends.is_some() {
+                Duration::ZERO
+            } else {
+                self.pace.max(Duration::from_millis(100))
+            };
+            let mut up_to = None;
+            loop {
+                match tokio::select! {
+                    frame = connection.next_frame(wait) => frame,
+                    () = self.stop.cancelled() => return End::Stopped,
+                } {
+                    Ok(frame) => {
+                        wait = Duration::ZERO;
+                        self.history.read(&self.device.label, &frame);
+                        if let Some(pos) = frame.queue_pos() {
+                            up_to = Some(pos);
+                        }
+                    }
+                    Err(ClientError::Timeout) => break,
+                    Err(_) => return End::Broken,
+                }
+            }
+            if let Some(up_to) = up_to {
+                let acked =
+                    tokio::time::timeout(CALL_TIMEOUT, connection.ack_up_to(up_to)).await;
+                if !matches!(acked, Ok(Ok(_))) {
+                    return End::Broken;
+                }
+            }
+            if self.stop.is_cancelled() {
+                return End::Stopped;
+            }
+            let Some(frame) = self.frame() else {
+                continue;
+            };
+            pace.tick().await;
+            let id = format!("s{}", self.counter);
+            let reply =
+                match tokio::time::timeout(CALL_TIMEOUT, connection.request(&frame, &id)).await {
+                    Ok(reply) => reply,
+                    Err(_) => return End::Broken,
+                };
+            if let Err(end) = self.settle(reply) {
+                return end;
+            }
+        }
+    }
+
+    async fn long_poll(&mut self, url: &str) -> End {
+        let api = Api::new(url);
+        let mut cursor = 0;
+        let mut ack = None;
+        let mut pace = tokio::time::interval(self.pace);
+        loop {
+            let wait_ms = if self.device.sends.is_some() { 0 } else { 200 };
+            let polled = tokio::select! {
+                polled = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    api.poll(&self.device.token, cursor, ack, wait_ms),
+                ) => polled,
+                () = self.stop.cancelled() => return End::Stopped,
+            };
+            let Ok(Ok(response)) = polled else {
+                return End::Broken;
+            };
+            for frame in &response.frames {
+                self.history.read(&self.device.label, frame);
+            }
+            if response.closed.is_some() {
+                return End::Broken;
+            }
+            cursor = response.cursor;
+            if cursor > 0 {
+                ack = Some(cursor);
+            }
+            if self.stop.is_cancelled() {
+                return End::Stopped;
+            }
+            let Some(frame) = self.frame() else {
+                continue;
+            };
+            pace.tick().await;
+            let reply = match tokio::time::timeout(
+                CALL_TIMEOUT,
+                api.frame(&self.device.token, &frame),
+            )
+            .await
+            {
+                Ok(Ok(frames)) => frames
+                    .into_iter()
+                    .find(|frame| matches!(frame, ServerFrame::Sent { .. }))
+                    .ok_or_else(|| ClientError::Protocol("no sent reply".into())),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(ClientError::Timeout),
+            };
+            if let Err(end) = self.settle(reply) {
+                return end;
+            }
+        }
+    }
+}
+
+/// After the faults: reads everything still queued for each device over
+/// its own transport and acks it, until a long-poll from the start of
+/// every device's queue finds it empty. That last check reads the store
+/// itself; a WebSocket ping round trip cannot prove a queue empty, because
+/// the server pushes the backlog from a task of its own. Acks queue
+/// `delivered` receipts for senders, so passes repeat until one reads
+/// nothing anywhere. Fails if that takes longer than `within`.
+pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut read = 0;
+        for device in devices {
+            assert!(
+                Instant::now() < deadline,
+                "the queues did not empty within {within:?}"
+            );
+            let url = nodes
+                .pick(device.home, 0)
+                .expect("a live node to drain from");
+            if device.transport == Transport::WebSocket {
+                read += drain_websocket(device, &url, history).await;
+            }
+            read += drain_long_poll(device, &url, history).await;
+        }
+        if read == 0 {
+            return;
+        }
+    }
+}
+
+/// One connection: reads until a ping round trip shows nothing more is
+/// coming, acks; returns how many queued frames it read.
+async fn drain_websocket(device: &Device, url: &str, history: &History) -> usize {
+    let mut connection = Connection::connect(&missive_client::ws_url(url), &device.token)
+        .await
+        .expect("drain: connect");
+    let mut read = 0;
+    let mut up_to = None;
+    connection
+        .send_frame(&ClientFrame::Ping {
+            id: Some("drained".into()),
+        })
+        .await
+        .expect("drain: ping");
+    loop {
+        let frame = connection.next_frame(PROMPTLY).await.expect("drain: frame");
+        if matches!(&frame, ServerFrame::Pong { id } if id.as_deref() == Some("drained")) {
+            break;
+        }
+        history.read(&device.label, &frame);
+        if let Some(pos) = frame.queue_pos() {
+            read += 1;
+            up_to = Some(pos);
+        }
+    }
+    if let Some(up_to) = up_to {
+        connection.ack_up_to(up_to).await.expect("drain: ack");
+    }
+    connection.close().await;
+    read
+}
+
+/// Long-polls from the start of the queue until a poll returns nothing
+/// queued, acking as it goes; returns how many queued frames it read.
+async fn drain_long_poll(device: &Device, url: &str, history: &History) -> usize {
+    let api = Api::new(url);
+    let mut read = 0;
+    let mut cursor = 0;
+    let mut ack = None;
+    loop {
+        let response = api
+            .poll(&device.token, cursor, ack, 0)
+            .await
+            .expect("drain: poll");
+        let queued = response
+            .frames
+            .iter()
+            .filter(|frame| frame.queue_pos().is_some())
+            .count();
+        for frame in &response.frames {
+            history.read(&device.label, frame);
+        }
+        if queued == 0 {
+            return read;
+        }
+        read += queued;
+        cursor = response.cursor;
+        ack = Some(cursor);
+    }
+}
