@@ -135,6 +135,10 @@ impl From<StoreError> for ApiError {
                 ErrorCode::Unavailable,
                 "the store cannot be reached right now; nothing changed, retry later",
             ),
+            StoreError::Full => Self::new(
+                ErrorCode::Unavailable,
+                "the server's storage is full; nothing changed, retry later",
+            ),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "store failure");
                 Self::internal()

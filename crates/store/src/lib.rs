@@ -67,6 +67,10 @@ pub enum StoreError {
     /// nothing changed, and the same call may succeed later.
     #[error("the store is unavailable")]
     Unavailable,
+    /// The store's disk is full; nothing changed, and the same call may
+    /// succeed once space is freed.
+    #[error("the store's disk is full")]
+    Full,
     #[error("store backend error: {0}")]
     Backend(String),
 }

@@ -158,6 +158,123 @@ impl Cluster {
             process.kill_9();
         }
     }
+
+    /// Starts a stopped node again (a new process, so a new node id
+    /// suffix and a new port); returns its URL.
+    pub fn restart(&mut self, node: usize) -> String {
+        let mut env = self.env.clone();
+        env.push(("MISSIVE_CLUSTER__NODE_ID".into(), format!("node-{node}")));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let process = ServerProcess::start_with_env(self.dirs[node].path(), &env);
+        self.urls[node] = process.url.clone();
+        self.nodes[node] = Some(process);
+        self.urls[node].clone()
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb into a temporary
+/// directory, run as the `postgres` user), which the test can crash and
+/// start again: `pg_ctl stop -m immediate` is a crash, and the restart runs
+/// WAL recovery.
+pub struct PrivatePostgres {
+    pub port: u16,
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+impl PrivatePostgres {
+    /// `None` (with the reason printed) where this machine cannot run one:
+    /// no PostgreSQL binaries or no `postgres` user. Under CI that fails.
+    pub fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| versions.flatten().map(|v| v.path().join("bin")).max())
+            .filter(|bin| bin.join("initdb").exists());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs PostgreSQL's binaries under /usr/lib/postgresql"
+            );
+            eprintln!("skipping: no PostgreSQL binaries under /usr/lib/postgresql");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let owned = std::process::Command::new("chown")
+            .arg("postgres")
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !owned {
+            assert!(std::env::var_os("CI").is_none(), "CI needs a postgres user");
+            eprintln!("skipping: cannot hand a directory to the postgres user");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let postgres = Self {
+            port,
+            bin,
+            dir,
+            running: false,
+        };
+        postgres.as_postgres(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
+        );
+        let mut postgres = postgres;
+        postgres.restart();
+        Some(postgres)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) {
+        let status = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .arg(self.data())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("runuser");
+        assert!(status.success(), "{tool} {args:?} failed");
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.as_postgres("pg_ctl", &["-w", "-o", &options, "-l", &log, "start", "-D"]);
+        self.running = true;
+    }
+
+    /// Stops it the way a crash would: no checkpoint, no goodbye.
+    pub fn crash(&mut self) {
+        self.as_postgres("pg_ctl", &["-m", "immediate", "stop", "-D"]);
+        self.running = false;
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if self.running {
+            self.crash();
+        }
+    }
 }
 
 /// A private nats-server on a fixed free port, restartable.

@@ -75,13 +75,21 @@ struct Events {
     deliveries: Vec<Delivery>,
     /// Device label → server device id, to tell a device's own sends.
     device_ids: HashMap<String, i64>,
+    /// Connections that broke and were opened again.
+    reconnects: usize,
+    /// Sends refused as `unavailable`/`shutting_down`, and `sent` replies
+    /// marked `duplicate` (a retry of a send already stored).
+    refused: usize,
+    duplicate_replies: usize,
 }
 
 /// Everything the workload saw, shared by its tasks.
 pub struct History {
     events: Mutex<Events>,
-    /// How many attempts have been acknowledged, for waiting on progress.
+    /// How many attempts have been acknowledged, and how many calls were
+    /// refused as unavailable, for waiting on progress.
     acknowledged: watch::Sender<usize>,
+    refusals: watch::Sender<usize>,
 }
 
 impl Default for History {
@@ -89,6 +97,7 @@ impl Default for History {
         Self {
             events: Mutex::default(),
             acknowledged: watch::Sender::new(0),
+            refusals: watch::Sender::new(0),
         }
     }
 }
@@ -100,6 +109,9 @@ pub struct Report {
     pub attempted: usize,
     pub acknowledged: usize,
     pub deliveries: usize,
+    pub reconnects: usize,
+    pub refused: usize,
+    pub duplicate_replies: usize,
     pub lost: Vec<String>,
     pub recovered: usize,
     pub unexpected: Vec<String>,
@@ -114,6 +126,19 @@ pub struct Report {
 impl History {
     fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
         self.events.lock().expect("history lock")
+    }
+
+    pub fn reconnected(&self) {
+        self.lock().reconnects += 1;
+    }
+
+    pub fn refused(&self) {
+        let refused = {
+            let mut events = self.lock();
+            events.refused += 1;
+            events.refused
+        };
+        self.refusals.send_replace(refused);
     }
 
     pub fn device(&self, label: &str, device_id: i64) {
@@ -136,11 +161,13 @@ impl History {
             message_id,
             conversation,
             seq,
+            duplicate,
             ..
         } = frame
         {
             let acknowledged = {
                 let mut events = self.lock();
+                events.duplicate_replies += usize::from(*duplicate);
                 events
                     .sent
                     .entry((device.to_owned(), counter))
@@ -189,12 +216,19 @@ impl History {
         self.acknowledged.subscribe()
     }
 
+    pub fn subscribe_refusals(&self) -> watch::Receiver<usize> {
+        self.refusals.subscribe()
+    }
+
     pub fn check(&self) -> Report {
         let events = self.lock();
         let mut report = Report {
             attempted: events.attempts.len(),
             acknowledged: events.sent.len(),
             deliveries: events.deliveries.len(),
+            reconnects: events.reconnects,
+            refused: events.refused,
+            duplicate_replies: events.duplicate_replies,
             ..Report::default()
         };
 
@@ -224,9 +258,10 @@ impl History {
                 continue;
             }
             let Some((sender, counter)) = parse_payload(&delivery.text) else {
-                report
-                    .unexpected
-                    .push(format!("{} read unknown text {delivery:?}", delivery.device));
+                report.unexpected.push(format!(
+                    "{} read unknown text {delivery:?}",
+                    delivery.device
+                ));
                 continue;
             };
             let key = (sender.to_owned(), counter);
@@ -250,10 +285,9 @@ impl History {
         }
         for ((sender, counter), ids) in &stored_as {
             if ids.len() > 1 {
-                report.duplicated.push(format!(
-                    "{} stored as {ids:?}",
-                    payload(sender, *counter)
-                ));
+                report
+                    .duplicated
+                    .push(format!("{} stored as {ids:?}", payload(sender, *counter)));
             }
         }
 
@@ -370,10 +404,14 @@ impl Report {
         let mut line = String::new();
         let _ = write!(
             line,
-            "attempted {} · sent {} · delivered {} (redelivered {}) · lost {} · recovered {} · \
-             unexpected {} · duplicated {} · out of order {} · gaps {}",
+            "attempted {} · sent {} (retries answered duplicate {}) · refused {} · reconnects {} · \
+             delivered {} (redelivered {}) · lost {} · recovered {} · unexpected {} · \
+             duplicated {} · out of order {} · gaps {}",
             self.attempted,
             self.acknowledged,
+            self.duplicate_replies,
+            self.refused,
+            self.reconnects,
             self.deliveries,
             self.redelivered,
             self.lost.len(),

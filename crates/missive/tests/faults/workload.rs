@@ -126,18 +126,20 @@ impl Workload {
     /// `within` (the workload stalled).
     pub async fn progress(&self, more: usize, within: Duration) {
         let target = self.history.acknowledged() + more;
-        let deadline = Instant::now() + within;
-        let mut acknowledged = self.history.subscribe();
-        while *acknowledged.borrow_and_update() < target {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                tokio::time::timeout(left, acknowledged.changed())
-                    .await
-                    .is_ok(),
-                "the workload stalled at {} acknowledged texts, waiting for {target}",
-                self.history.acknowledged()
-            );
-        }
+        wait_for(
+            self.history.subscribe(),
+            target,
+            within,
+            "acknowledged texts",
+        )
+        .await;
+    }
+
+    /// Waits until `more` further calls have been refused as unavailable.
+    pub async fn refusals(&self, more: usize, within: Duration) {
+        let mut refusals = self.history.subscribe_refusals();
+        let target = *refusals.borrow_and_update() + more;
+        wait_for(refusals, target, within, "refusals").await;
     }
 
     /// Stops every device and waits for them.
@@ -147,6 +149,18 @@ impl Workload {
             task.await.expect("a workload device failed");
         }
         self.history
+    }
+}
+
+async fn wait_for(mut count: watch::Receiver<usize>, target: usize, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while *count.borrow_and_update() < target {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            tokio::time::timeout(left, count.changed()).await.is_ok(),
+            "the workload stalled at {} {what}, waiting for {target}",
+            *count.borrow()
+        );
     }
 }
 
@@ -182,6 +196,7 @@ impl Client {
             match end {
                 End::Stopped => return,
                 End::Broken => {
+                    self.history.reconnected();
                     attempt += 1;
                     self.nodes.changed().await;
                 }
@@ -225,13 +240,36 @@ impl Client {
             Err(ClientError::Refused {
                 code: ErrorCode::Unavailable | ErrorCode::ShuttingDown,
                 ..
-            }) => Ok(()),
+            }) => {
+                self.history.refused();
+                Ok(())
+            }
             Err(ClientError::Refused { code, message }) => panic!(
                 "{}: send refused: {} {message}",
                 self.device.label,
                 code.as_str()
             ),
             Err(_) => Err(End::Broken),
+        }
+    }
+
+    /// A failed poll or ack: a passing refusal or a broken connection means
+    /// reconnecting; any other refusal is a defect the test reports.
+    fn failed(&self, what: &str, err: ClientError) -> End {
+        match err {
+            ClientError::Refused {
+                code: ErrorCode::Unavailable | ErrorCode::ShuttingDown,
+                ..
+            } => {
+                self.history.refused();
+                End::Broken
+            }
+            ClientError::Refused { code, message } => panic!(
+                "{}: {what} refused: {} {message}",
+                self.device.label,
+                code.as_str()
+            ),
+            _ => End::Broken,
         }
     }
 
@@ -271,10 +309,10 @@ impl Client {
                 }
             }
             if let Some(up_to) = up_to {
-                let acked =
-                    tokio::time::timeout(CALL_TIMEOUT, connection.ack_up_to(up_to)).await;
-                if !matches!(acked, Ok(Ok(_))) {
-                    return End::Broken;
+                match tokio::time::timeout(CALL_TIMEOUT, connection.ack_up_to(up_to)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => return self.failed("ack", err),
+                    Err(_) => return End::Broken,
                 }
             }
             if self.stop.is_cancelled() {
@@ -310,8 +348,10 @@ impl Client {
                 ) => polled,
                 () = self.stop.cancelled() => return End::Stopped,
             };
-            let Ok(Ok(response)) = polled else {
-                return End::Broken;
+            let response = match polled {
+                Ok(Ok(response)) => response,
+                Ok(Err(err)) => return self.failed("poll", err),
+                Err(_) => return End::Broken,
             };
             for frame in &response.frames {
                 self.history.read(&self.device.label, frame);
@@ -330,19 +370,17 @@ impl Client {
                 continue;
             };
             pace.tick().await;
-            let reply = match tokio::time::timeout(
-                CALL_TIMEOUT,
-                api.frame(&self.device.token, &frame),
-            )
-            .await
-            {
-                Ok(Ok(frames)) => frames
-                    .into_iter()
-                    .find(|frame| matches!(frame, ServerFrame::Sent { .. }))
-                    .ok_or_else(|| ClientError::Protocol("no sent reply".into())),
-                Ok(Err(err)) => Err(err),
-                Err(_) => Err(ClientError::Timeout),
-            };
+            let reply =
+                match tokio::time::timeout(CALL_TIMEOUT, api.frame(&self.device.token, &frame))
+                    .await
+                {
+                    Ok(Ok(frames)) => frames
+                        .into_iter()
+                        .find(|frame| matches!(frame, ServerFrame::Sent { .. }))
+                        .ok_or_else(|| ClientError::Protocol("no sent reply".into())),
+                    Ok(Err(err)) => Err(err),
+                    Err(_) => Err(ClientError::Timeout),
+                };
             if let Err(end) = self.settle(reply) {
                 return end;
             }

@@ -72,6 +72,9 @@ fn db_error(err: &tokio_postgres::Error) -> StoreError {
     if is_outage(err) {
         tracing::warn!(%err, "PostgreSQL is unavailable");
         StoreError::Unavailable
+    } else if err.code() == Some(&SqlState::DISK_FULL) {
+        tracing::error!(%err, "PostgreSQL's disk is full; writes are refused until space is freed");
+        StoreError::Full
     } else {
         StoreError::Backend(match err.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),

@@ -57,7 +57,14 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, op);
             Box::new(move |committed: Result<(), StoreError>| {
-                let _ = reply.send(committed.and(result));
+                // When the transaction failed under this job, the job's own
+                // error says why (a full disk, say); either way nothing of
+                // it was written.
+                let outcome = match (committed, result) {
+                    (Err(_), Err(own)) => Err(own),
+                    (committed, result) => committed.and(result),
+                };
+                let _ = reply.send(outcome);
             })
         });
         self.commands
@@ -103,6 +110,10 @@ fn in_savepoint<T>(
 }
 
 pub(crate) fn backend(err: rusqlite::Error) -> StoreError {
+    if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        tracing::error!(%err, "the embedded store's disk is full; writes are refused until space is freed");
+        return StoreError::Full;
+    }
     StoreError::Backend(err.to_string())
 }
 
@@ -183,9 +194,9 @@ fn commit_some(conn: &Connection, jobs: &mut VecDeque<Job>) {
             n_jobs = completions.len(),
             "the engine aborted a store transaction"
         );
-        Err(StoreError::Backend(
-            "the transaction was aborted by the engine".into(),
-        ))
+        // Rolled back whole: nothing of the batch was written, and the
+        // fault (a full disk, an I/O error) may pass.
+        Err(StoreError::Unavailable)
     } else {
         let committed = conn.execute_batch("COMMIT").map_err(backend);
         if let Err(err) = &committed {
