@@ -90,6 +90,9 @@ pub struct History {
     /// refused as unavailable, for waiting on progress.
     acknowledged: watch::Sender<usize>,
     refusals: watch::Sender<usize>,
+    /// Connections opened (a WebSocket authenticated, or a long-poll
+    /// answered after a break), for timing reconnect storms.
+    connects: watch::Sender<usize>,
 }
 
 impl Default for History {
@@ -98,6 +101,7 @@ impl Default for History {
             events: Mutex::default(),
             acknowledged: watch::Sender::new(0),
             refusals: watch::Sender::new(0),
+            connects: watch::Sender::new(0),
         }
     }
 }
@@ -218,6 +222,14 @@ impl History {
 
     pub fn subscribe_refusals(&self) -> watch::Receiver<usize> {
         self.refusals.subscribe()
+    }
+
+    pub fn connected(&self) {
+        self.connects.send_modify(|connects| *connects += 1);
+    }
+
+    pub fn subscribe_connects(&self) -> watch::Receiver<usize> {
+        self.connects.subscribe()
     }
 
     pub fn check(&self) -> Report {

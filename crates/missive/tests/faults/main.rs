@@ -36,6 +36,7 @@ const WORKLOAD_ENV: &[(&str, &str)] = &[
     ("MISSIVE_LIMITS__SENDS_PER_SEC_PER_DEVICE", "0"),
     ("MISSIVE_LIMITS__SENDS_PER_SEC_PER_ACCOUNT", "0"),
     ("MISSIVE_LIMITS__REGISTRATIONS_PER_IP_MAX", "100000"),
+    ("MISSIVE_LIMITS__CONNECTIONS_PER_IP_MAX", "100000"),
 ];
 
 /// One text per device per this interval while the workload runs.
@@ -130,7 +131,12 @@ async fn check(
     nodes: &Nodes,
 ) -> checker::Report {
     let history = workload.stop().await;
+    let started = std::time::Instant::now();
     workload::drain(devices, nodes, &history, Duration::from_secs(60)).await;
+    println!(
+        "{name}: drained in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let report = history.check();
     println!("{name}: {}", report.summary());
     report.assert_clean();
@@ -466,4 +472,103 @@ async fn a_full_disk_refuses_sends_and_loses_nothing() {
     drop(probe);
     server.kill_9();
     assert_eq!(queue_rows(&data_dir), 0, "every queue drained");
+}
+
+/// How many members the big group has: 500 in CI, more by hand
+/// (`FAULT_GROUP_MEMBERS`); every member device is online.
+fn group_members() -> usize {
+    std::env::var("FAULT_GROUP_MEMBERS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(500)
+}
+
+/// `n` users with one device each, every fifth on long-poll, all in one
+/// group; members 0 and 1 send to it.
+async fn group_population(api: &Api, n: usize) -> Vec<Device> {
+    use futures_util::StreamExt;
+    let logins: Vec<_> = futures_util::stream::iter(0..n)
+        .map(|i| async move {
+            let username = format!("member{i}");
+            api.register(&username, PASSWORD).await.expect("register");
+            let login = api.login(&username, PASSWORD, "d").await.expect("login");
+            (i, username, login)
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    let members: Vec<&str> = logins[1..]
+        .iter()
+        .map(|(_, name, _)| name.as_str())
+        .collect();
+    let group = api
+        .create_group(&logins[0].2.token, "everyone", &members)
+        .await
+        .expect("create the group")
+        .conversation;
+    let labels: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    logins
+        .into_iter()
+        .map(|(i, username, login)| Device {
+            label: labels[i].clone(),
+            username,
+            token: login.token,
+            device_id: login.device_id,
+            transport: if i % 5 == 4 {
+                Transport::LongPoll
+            } else {
+                Transport::WebSocket
+            },
+            home: 0,
+            sends: (i < 2).then(|| {
+                let others = labels.iter().filter(|l| **l != labels[i]).cloned();
+                (Target::Conversation(group), others.collect())
+            }),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_fanout_to_a_500_member_group_and_the_reconnect_storm_lose_nothing() {
+    // Goal: a crash while a text is being pushed to hundreds of members
+    // leaves every member device with every text exactly once after dedup
+    // (the queue entries were committed with the text); and when all of
+    // them reconnect at once, the server takes the storm and loses nothing.
+    // Method: 500 members, all online (every fifth over long-poll); two of
+    // them send to the group; the node is SIGKILLed after 10 texts while
+    // pushes are under way and restarted; the time until every device is
+    // connected again gives the reconnect rate.
+    let n = group_members();
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut env = WORKLOAD_ENV.to_vec();
+    let group_max = (n + 1).to_string();
+    env.push(("MISSIVE_LIMITS__GROUP_MEMBERS_MAX", &group_max));
+    let mut server = ServerProcess::start_with_env(data_dir.path(), &env);
+    let started = std::time::Instant::now();
+    let devices = group_population(&Api::new(&server.url), n).await;
+    println!(
+        "{n} members registered in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let nodes = Nodes::new(vec![server.url.clone()]);
+    let workload = Workload::start(&devices, &nodes, Duration::from_millis(50));
+    workload.connects(n, STALL).await;
+    for _ in 0..cycles(2) {
+        workload.progress(10, STALL).await;
+        nodes.set(0, None);
+        server.kill_9();
+        server = ServerProcess::start_with_env(data_dir.path(), &env);
+        nodes.set(0, Some(server.url.clone()));
+        let took = workload.connects(n, STALL).await;
+        println!(
+            "reconnect storm: {n} devices back in {:.2} s ({:.0} connections/s)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        );
+    }
+    workload.progress(10, STALL).await;
+    let report = check("kill -9 mid-fanout, big group", workload, &devices, &nodes).await;
+    assert!(report.reconnects >= n, "every device lost its connection");
+    drop(server);
+    assert_eq!(queue_rows(data_dir.path()), 0, "every queue drained");
 }

@@ -135,6 +135,16 @@ impl Workload {
         .await;
     }
 
+    /// Waits until `more` further connections have been opened; returns how
+    /// long that took.
+    pub async fn connects(&self, more: usize, within: Duration) -> Duration {
+        let started = Instant::now();
+        let mut connects = self.history.subscribe_connects();
+        let target = *connects.borrow_and_update() + more;
+        wait_for(connects, target, within, "connections").await;
+        started.elapsed()
+    }
+
     /// Waits until `more` further calls have been refused as unavailable.
     pub async fn refusals(&self, more: usize, within: Duration) {
         let mut refusals = self.history.subscribe_refusals();
@@ -283,6 +293,7 @@ impl Client {
         let Ok(Ok(mut connection)) = connected else {
             return End::Broken;
         };
+        self.history.connected();
         let mut pace = tokio::time::interval(self.pace);
         loop {
             // Read what has arrived; a receiver waits for the first frame.
@@ -339,6 +350,7 @@ impl Client {
         let mut cursor = 0;
         let mut ack = None;
         let mut pace = tokio::time::interval(self.pace);
+        let mut answered = false;
         loop {
             let wait_ms = if self.device.sends.is_some() { 0 } else { 200 };
             let polled = tokio::select! {
@@ -353,6 +365,10 @@ impl Client {
                 Ok(Err(err)) => return self.failed("poll", err),
                 Err(_) => return End::Broken,
             };
+            if !answered {
+                answered = true;
+                self.history.connected();
+            }
             for frame in &response.frames {
                 self.history.read(&self.device.label, frame);
             }
@@ -396,22 +412,27 @@ impl Client {
 /// `delivered` receipts for senders, so passes repeat until one reads
 /// nothing anywhere. Fails if that takes longer than `within`.
 pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, within: Duration) {
+    use futures_util::StreamExt;
     let deadline = Instant::now() + within;
     loop {
-        let mut read = 0;
-        for device in devices {
-            assert!(
-                Instant::now() < deadline,
-                "the queues did not empty within {within:?}"
-            );
-            let url = nodes
-                .pick(device.home, 0)
-                .expect("a live node to drain from");
-            if device.transport == Transport::WebSocket {
-                read += drain_websocket(device, &url, history).await;
-            }
-            read += drain_long_poll(device, &url, history).await;
-        }
+        assert!(
+            Instant::now() < deadline,
+            "the queues did not empty within {within:?}"
+        );
+        let read: usize = futures_util::stream::iter(devices)
+            .map(|device| async move {
+                let url = nodes
+                    .pick(device.home, 0)
+                    .expect("a live node to drain from");
+                let mut read = 0;
+                if device.transport == Transport::WebSocket {
+                    read += drain_websocket(device, &url, history).await;
+                }
+                read + drain_long_poll(device, &url, history).await
+            })
+            .buffer_unordered(32)
+            .fold(0, |total, read| async move { total + read })
+            .await;
         if read == 0 {
             return;
         }
