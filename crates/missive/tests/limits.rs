@@ -114,3 +114,442 @@ async fn an_accounts_devices_share_one_budget_over_http() {
     assert_eq!(texts(&queued(&mut bob, 2).await), ["p0", "l0"]);
     assert_nothing_queued(&mut bob).await;
 }
+
+// Bounds on sizes and counts (issue 8): each refusal is typed and changes
+// nothing, and connection counts come back when connections end.
+
+/// The `online` flag of a `presence` frame about `user`.
+fn online(frame: &ServerFrame, user: &str) -> bool {
+    match frame {
+        ServerFrame::Presence {
+            user: about,
+            online,
+            ..
+        } if about == user => *online,
+        other => panic!("expected presence of {user}, got {other:?}"),
+    }
+}
+
+/// Waits until `watcher` is told that `user` is offline: every connection
+/// of theirs has ended, and (the session gives its slots back before
+/// presence is recorded) every connection slot of theirs is free.
+async fn until_offline(watcher: &mut missive_client::Connection, user: &str) {
+    while online(&next_ephemeral(watcher).await, user) {}
+}
+
+/// `last_seen_ms` of each of the account's devices, by device id.
+async fn last_seen(server: &TestServer, token: &str) -> Vec<(i64, i64)> {
+    let mut devices: Vec<(i64, i64)> = server
+        .api
+        .devices(token)
+        .await
+        .unwrap()
+        .devices
+        .iter()
+        .map(|device| (device.device_id, device.last_seen_ms))
+        .collect();
+    devices.sort();
+    devices
+}
+
+type RawSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket, as a proxy would pass on a client at `forwarded_for`,
+/// and authenticates it; returns the socket and the server's first frame.
+async fn raw_connect(
+    server: &TestServer,
+    forwarded_for: &str,
+    token: &str,
+) -> (RawSocket, ServerFrame) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = server.api.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    let auth = ClientFrame::Auth {
+        id: Some("a".into()),
+        token: token.into(),
+    };
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            serde_json::to_string(&auth).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let first = raw_next(&mut socket).await.expect("a first frame");
+    (socket, first)
+}
+
+/// The next text frame, or `Err(close code)`.
+async fn raw_next(socket: &mut RawSocket) -> Result<ServerFrame, u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(PROMPTLY, socket.next())
+            .await
+            .expect("a frame in time");
+        match message {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(frame.map(|frame| u16::from(frame.code)).unwrap_or(1005));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(1006),
+        }
+    }
+}
+
+/// A ping round trip on a raw socket: the connection still works.
+async fn raw_ping(socket: &mut RawSocket) {
+    use futures_util::SinkExt;
+    let ping = ClientFrame::Ping {
+        id: Some("alive".into()),
+    };
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            serde_json::to_string(&ping).unwrap(),
+        ))
+        .await
+        .unwrap();
+    loop {
+        if let Ok(ServerFrame::Pong { id }) = raw_next(socket).await {
+            assert_eq!(id.as_deref(), Some("alive"));
+            return;
+        }
+    }
+}
+
+/// A WebSocket upgrade request from a client at `forwarded_for` that the
+/// server must refuse: (HTTP status, error code).
+async fn refused_upgrade(server: &TestServer, forwarded_for: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{}", server.url(), missive_proto::WS_PATH))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// A long-poll (returning at once when nothing is queued), optionally as a
+/// proxy would pass on a client at `forwarded_for`: (status, body).
+async fn poll(
+    server: &TestServer,
+    token: &str,
+    ack_up_to: Option<i64>,
+    forwarded_for: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/poll", server.url()))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"cursor": 0, "ack_up_to": ack_up_to, "timeout_ms": 0}));
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_names_are_bounded() {
+    // Goal: a group name over 64 bytes is refused with invalid_field, on
+    // create and on rename, and changes nothing: no group is created, the
+    // name stays; 64 bytes (multi-byte characters counted in bytes) pass.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    server.user("bob").await;
+    let too_long = "é".repeat(33); // 66 bytes, 33 characters
+    let refused = server.api.create_group(&alice, &too_long, &["bob"]).await;
+    assert_eq!(refused_code(refused), "invalid_field");
+    let conversations = server.api.conversations(&alice).await.unwrap();
+    assert!(conversations.conversations.is_empty(), "{conversations:?}");
+
+    let longest = "é".repeat(32); // 64 bytes
+    let group = server
+        .api
+        .create_group(&alice, &longest, &["bob"])
+        .await
+        .unwrap();
+    assert_eq!(group.name, longest);
+    let refused = server
+        .api
+        .rename_group(&alice, group.conversation, &too_long)
+        .await;
+    assert_eq!(refused_code(refused), "invalid_field");
+    let info = server.api.group(&alice, group.conversation).await.unwrap();
+    assert_eq!((info.name, info.last_seq), (longest, group.last_seq));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_stop_at_the_limit() {
+    // Goal: past limits.contacts_per_account_max a new contact is refused
+    // with limit_exceeded (409) and the list is unchanged; re-adding a
+    // listed contact is still fine (idempotent); removing one makes room;
+    // another account has its own count.
+    let server = TestServer::start_with(|config| config.limits.contacts_per_account_max = 2).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    for user in ["carol", "dave", "erin"] {
+        server.user(user).await;
+    }
+    server.api.add_contact(&alice, "carol").await.unwrap();
+    server.api.add_contact(&alice, "bob").await.unwrap();
+    let refused = server.api.add_contact(&alice, "dave").await;
+    assert_eq!(refused_code(refused), "limit_exceeded");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/contacts", server.url()))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"username": "erin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(
+        server.api.contacts(&alice).await.unwrap().users,
+        ["bob", "carol"]
+    );
+    server.api.add_contact(&alice, "bob").await.unwrap();
+    server.api.add_contact(&bob, "dave").await.unwrap();
+
+    server.api.remove_contact(&alice, "carol").await.unwrap();
+    server.api.add_contact(&alice, "dave").await.unwrap();
+    assert_eq!(
+        server.api.contacts(&alice).await.unwrap().users,
+        ["bob", "dave"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_stop_at_the_limit() {
+    // Goal: past limits.blocks_per_account_max a block is refused with
+    // limit_exceeded and has no effect (the user is not blocked: messages
+    // still pass); blocking a blocked user again is fine; unblocking makes
+    // room.
+    let server = TestServer::start_with(|config| config.limits.blocks_per_account_max = 1).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    server.user("mallory").await;
+    server.api.block(&alice, "mallory").await.unwrap();
+    let refused = server.api.block(&alice, "bob").await;
+    assert_eq!(refused_code(refused), "limit_exceeded");
+    assert_eq!(server.api.blocks(&alice).await.unwrap().users, ["mallory"]);
+    server.api.block(&alice, "mallory").await.unwrap();
+    let mut bob_ws = server.connect(&bob).await;
+    bob_ws
+        .send_text("alice", "b1", "not blocked")
+        .await
+        .expect("bob is not blocked");
+
+    server.api.unblock(&alice, "mallory").await.unwrap();
+    server.api.block(&alice, "bob").await.unwrap();
+    assert_eq!(server.api.blocks(&alice).await.unwrap().users, ["bob"]);
+    let refused = bob_ws.send_text("alice", "b2", "blocked now").await;
+    assert_eq!(refused_code(refused), "blocked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_websockets_are_limited_after_auth() {
+    // Goal: past limits.connections_per_account_max a WebSocket of the
+    // account is refused right after `auth` (the account is only known
+    // then): a rate_limited error frame with the auth id, then close 1013.
+    // The refusal changes nothing: the device is not marked seen, the
+    // account's other connections keep working, no presence flaps. Once
+    // connections close, their slots are free again.
+    let server =
+        TestServer::start_with(|config| config.limits.connections_per_account_max = 2).await;
+    let phone = server.user("alice").await;
+    let laptop = server.device("alice").await;
+    let tablet = server.device("alice").await;
+    let bob_token = server.user("bob").await;
+    let mut bob = server.connect(&bob_token).await;
+    let initial = bob.subscribe_presence(&["alice"]).await.unwrap();
+    assert!(!online(&initial[0], "alice"));
+
+    let phone_ws = server.connect(&phone).await;
+    assert!(online(&next_ephemeral(&mut bob).await, "alice"));
+    let mut laptop_ws = server.connect(&laptop).await;
+    server.clock.advance_ms(1_000);
+    let seen_before = last_seen(&server, &phone).await;
+
+    let (mut refused, first) = raw_connect(&server, "203.0.113.1", &tablet).await;
+    match first {
+        ServerFrame::Error { id, code, .. } => {
+            assert_eq!(code.as_str(), "rate_limited");
+            assert_eq!(id.as_deref(), Some("a"));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(raw_next(&mut refused).await.unwrap_err(), 1013);
+    assert_eq!(last_seen(&server, &phone).await, seen_before);
+    laptop_ws
+        .send_text("bob", "l1", "still connected")
+        .await
+        .unwrap();
+    assert_eq!(texts(&queued(&mut bob, 1).await), ["still connected"]);
+    assert_no_ephemeral(&mut bob).await;
+
+    phone_ws.close().await;
+    laptop_ws.close().await;
+    until_offline(&mut bob, "alice").await;
+    let _tablet_ws = server.connect(&tablet).await;
+    let _phone_ws = server.connect(&phone).await;
+    let refused = missive_client::Connection::connect(&server.api.ws_url(), &laptop).await;
+    assert_eq!(refused_code(refused.map(|_| ())), "rate_limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_count_against_the_account_with_websockets() {
+    // Goal: a long-poll is a connection of its account: beyond
+    // limits.connections_per_account_max it is refused with 429
+    // rate_limited before it acks or registers (its queue keeps the entry
+    // it tried to ack; the device is not marked seen). A poll that ended
+    // has given its slot back.
+    let server =
+        TestServer::start_with(|config| config.limits.connections_per_account_max = 2).await;
+    let phone = server.user("alice").await;
+    let laptop = server.device("alice").await;
+    let tablet = server.device("alice").await;
+    let bob_token = server.user("bob").await;
+    let mut bob = server.connect(&bob_token).await;
+    bob.subscribe_presence(&["alice"]).await.unwrap();
+
+    let phone_ws = server.connect(&phone).await;
+    assert!(online(&next_ephemeral(&mut bob).await, "alice"));
+    let laptop_ws = server.connect(&laptop).await;
+    bob.send_text("alice", "b1", "hello").await.unwrap();
+    server.clock.advance_ms(1_000);
+    let seen_before = last_seen(&server, &phone).await;
+
+    let (status, body) = poll(&server, &tablet, Some(i64::MAX), None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(last_seen(&server, &phone).await, seen_before);
+
+    phone_ws.close().await;
+    laptop_ws.close().await;
+    until_offline(&mut bob, "alice").await;
+    let (status, body) = poll(&server, &tablet, None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["frames"][0]["text"], "hello", "{body}");
+
+    // One WebSocket plus a poll that has ended: both slots are free again.
+    let _phone_ws = server.connect(&phone).await;
+    let (status, _) = poll(&server, &tablet, None, None).await;
+    assert_eq!(status, 200);
+    let _laptop_ws = server.connect(&laptop).await;
+    let (status, body) = poll(&server, &tablet, None, None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (429, &"rate_limited".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_client_address_are_limited_before_the_upgrade() {
+    // Goal: past limits.connections_per_ip_max from one client address —
+    // the X-Forwarded-For hop of a trusted proxy, as for login limits — an
+    // upgrade is refused with HTTP 429 rate_limited before it is accepted,
+    // and so is a poll; other addresses are unaffected and the address's
+    // open connections keep working. A closed connection frees its slot.
+    let server = TestServer::start_with(|config| {
+        config.limits.connections_per_ip_max = 2;
+        config.limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
+    let bob_token = server.user("bob").await;
+    // Bob comes straight from 127.0.0.1: another address.
+    let mut bob = server.connect(&bob_token).await;
+    bob.subscribe_presence(&["alice"]).await.unwrap();
+
+    let (mut alice_ws, ready) = raw_connect(&server, "203.0.113.7", &alice).await;
+    assert!(matches!(ready, ServerFrame::Ready { .. }), "{ready:?}");
+    assert!(online(&next_ephemeral(&mut bob).await, "alice"));
+    let (mut carol_ws, ready) = raw_connect(&server, "198.51.100.1, 203.0.113.7", &carol).await;
+    assert!(matches!(ready, ServerFrame::Ready { .. }), "{ready:?}");
+
+    assert_eq!(
+        refused_upgrade(&server, "203.0.113.7").await,
+        (429, "rate_limited".into())
+    );
+    server.clock.advance_ms(1_000);
+    let seen_before = last_seen(&server, &dave).await;
+    let (status, body) = poll(&server, &dave, None, Some("203.0.113.7")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (429, &"rate_limited".into())
+    );
+    assert_eq!(last_seen(&server, &dave).await, seen_before);
+    // Another address, and the open connections, are unaffected.
+    let (mut dave_ws, ready) = raw_connect(&server, "203.0.113.8", &dave).await;
+    assert!(matches!(ready, ServerFrame::Ready { .. }), "{ready:?}");
+    raw_ping(&mut dave_ws).await;
+    raw_ping(&mut alice_ws).await;
+    raw_ping(&mut carol_ws).await;
+
+    alice_ws.close(None).await.unwrap();
+    until_offline(&mut bob, "alice").await;
+    let (_alice_again, ready) = raw_connect(&server, "203.0.113.7", &alice).await;
+    assert!(matches!(ready, ServerFrame::Ready { .. }), "{ready:?}");
+    assert_eq!(
+        refused_upgrade(&server, "203.0.113.7").await,
+        (429, "rate_limited".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_bounded_by_the_frame_limit() {
+    // Goal: no REST body may exceed limits.frame_bytes_max: a larger one is
+    // refused with 413 frame_too_large (typed, not a bare text answer) and
+    // changes nothing. Media uploads stream under their own limit.
+    let server = TestServer::start_with(|config| config.limits.frame_bytes_max = 4096).await;
+    let alice = server.user("alice").await;
+    server.user("bob").await;
+    let padding = "x".repeat(8192);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/groups", server.url()))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "trip", "members": ["bob", padding]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "frame_too_large", "{body}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/frames", server.url()))
+        .bearer_auth(&alice)
+        .body(format!(r#"{{"type":"ping","id":"{padding}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "frame_too_large", "{body}");
+    let conversations = server.api.conversations(&alice).await.unwrap();
+    assert!(conversations.conversations.is_empty());
+
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.resize(64 * 1024, b' ');
+    let media = server.api.upload_media(&alice, pdf).await.unwrap();
+    assert_eq!(media.size_bytes, 64 * 1024);
+}

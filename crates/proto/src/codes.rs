@@ -43,6 +43,9 @@ pub enum ErrorCode {
     MediaTooLarge,
     MediaTypeNotAllowed,
     RateLimited,
+    /// A count kept per account is at its configured maximum (contacts,
+    /// blocks); the request changed nothing.
+    LimitExceeded,
     /// A browser WebSocket from a page whose `Origin` is not allowed.
     OriginNotAllowed,
     // Operations.
@@ -88,6 +91,7 @@ impl ErrorCode {
             Self::MediaTooLarge => "media_too_large",
             Self::MediaTypeNotAllowed => "media_type_not_allowed",
             Self::RateLimited => "rate_limited",
+            Self::LimitExceeded => "limit_exceeded",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::ShuttingDown => "shutting_down",
             Self::Unavailable => "unavailable",
@@ -110,7 +114,8 @@ impl ErrorCode {
 }
 
 /// WebSocket close codes missive uses besides the standard ones
-/// (1000 normal, 1001 going away on shutdown, 1009 frame too large).
+/// (1000 normal, 1001 going away on shutdown, 1009 frame too large, 1013
+/// try again later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseCode {
     /// No valid `auth` frame arrived within the deadline.
@@ -129,6 +134,9 @@ pub enum CloseCode {
     GoingAway,
     /// A frame exceeded the size limit (standard 1009).
     FrameTooLarge,
+    /// The account has too many connections open; sent after `auth`, with
+    /// a `rate_limited` error frame (standard 1013, try again later).
+    TooManyConnections,
 }
 
 impl CloseCode {
@@ -142,6 +150,7 @@ impl CloseCode {
             Self::IdleTimeout => 4009,
             Self::GoingAway => 1001,
             Self::FrameTooLarge => 1009,
+            Self::TooManyConnections => 1013,
         }
     }
 
@@ -156,6 +165,7 @@ impl CloseCode {
             Self::IdleTimeout => "idle_timeout",
             Self::GoingAway => "shutting_down",
             Self::FrameTooLarge => "frame_too_large",
+            Self::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -200,6 +210,7 @@ mod tests {
             ErrorCode::MediaTooLarge,
             ErrorCode::MediaTypeNotAllowed,
             ErrorCode::RateLimited,
+            ErrorCode::LimitExceeded,
             ErrorCode::OriginNotAllowed,
             ErrorCode::ShuttingDown,
             ErrorCode::Unavailable,

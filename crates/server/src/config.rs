@@ -232,7 +232,18 @@ pub struct LimitsConfig {
     /// Server pings an idle connection this often; silence for three
     /// intervals closes it.
     pub keepalive_secs: u64,
+    /// Live connections (WebSockets, waiting long-polls) on this node.
     pub connections_max: usize,
+    /// The same from one client address (see `trusted_proxies`), counted
+    /// from the upgrade or poll request on; refused with `rate_limited`.
+    pub connections_per_ip_max: usize,
+    /// The same for all devices of one account, counted from
+    /// authentication on; at least `devices_per_account_max`.
+    pub connections_per_account_max: usize,
+    /// Contacts one account may list.
+    pub contacts_per_account_max: usize,
+    /// Users one account may block.
+    pub blocks_per_account_max: usize,
     /// Failed logins allowed per username and per client IP in the window.
     pub login_failures_max: u32,
     pub login_failure_window_secs: u64,
@@ -320,6 +331,10 @@ impl Default for LimitsConfig {
             auth_timeout_ms: 5_000,
             keepalive_secs: 30,
             connections_max: 100_000,
+            connections_per_ip_max: 1_000,
+            connections_per_account_max: 20,
+            contacts_per_account_max: 10_000,
+            blocks_per_account_max: 10_000,
             login_failures_max: 10,
             login_failure_window_secs: 300,
             registrations_per_ip_max: 20,
@@ -399,6 +414,18 @@ impl Config {
             ("limits.keepalive_secs", self.limits.keepalive_secs),
             ("limits.connections_max", self.limits.connections_max as u64),
             (
+                "limits.connections_per_ip_max",
+                self.limits.connections_per_ip_max as u64,
+            ),
+            (
+                "limits.contacts_per_account_max",
+                self.limits.contacts_per_account_max as u64,
+            ),
+            (
+                "limits.blocks_per_account_max",
+                self.limits.blocks_per_account_max as u64,
+            ),
+            (
                 "limits.password_hashes_concurrent_max",
                 self.limits.password_hashes_concurrent_max as u64,
             ),
@@ -426,6 +453,13 @@ impl Config {
         if !self.bus.url.is_empty() && !self.bus.url.starts_with("nats://") {
             return Err(ConfigError(
                 "bus.url must be empty (in-process) or a nats:// URL".into(),
+            ));
+        }
+        if self.limits.connections_per_account_max < self.limits.devices_per_account_max {
+            // Fewer would keep some of an account's devices offline for good.
+            return Err(ConfigError(
+                "limits.connections_per_account_max must be at least limits.devices_per_account_max"
+                    .into(),
             ));
         }
         if self.limits.frame_bytes_max < 1024 {
@@ -520,6 +554,15 @@ mod tests {
             .merge(Toml::string("[store]\nreaders = 0\n"));
         let err = Config::from_figment(&figment).unwrap_err().to_string();
         assert!(err.contains("store.readers"), "{err}");
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(
+            "[limits]\ndevices_per_account_max = 30\nconnections_per_account_max = 20\n",
+        ));
+        let err = Config::from_figment(&figment).unwrap_err().to_string();
+        assert!(err.contains("limits.connections_per_account_max"), "{err}");
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[limits]\ncontacts_per_account_max = 0\n"));
+        let err = Config::from_figment(&figment).unwrap_err().to_string();
+        assert!(err.contains("limits.contacts_per_account_max"), "{err}");
         let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string("[push]\nwebhook_url = \"http://x/\"\n"));
         let err = Config::from_figment(&figment).unwrap_err().to_string();

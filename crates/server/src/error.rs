@@ -73,6 +73,7 @@ impl ApiError {
             }
             ErrorCode::UsernameTaken
             | ErrorCode::TooManyDevices
+            | ErrorCode::LimitExceeded
             | ErrorCode::AlreadyAuthenticated => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ShuttingDown | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -62,6 +62,8 @@ pub struct AppState {
     /// Every WebSocket session, so shutdown can wait for them.
     pub sessions: TaskTracker,
     pub connection_permits: Arc<Semaphore>,
+    /// Live connections per client address and per account.
+    pub connection_limits: Arc<gateway::connections::ConnectionLimits>,
     pub send_limit: SendLimiter,
     /// News from other nodes; taken by `run`.
     node_events: std::sync::Mutex<Option<mpsc::Receiver<NodeEvent>>>,
@@ -185,6 +187,7 @@ impl App {
             router.clone(),
             clock.clone(),
             caches.clone(),
+            &config.limits,
         );
         let media = Media::new(
             store.clone(),
@@ -193,6 +196,10 @@ impl App {
             config.limits.media_bytes_max,
         );
         let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
+        let connection_limits = gateway::connections::ConnectionLimits::new(
+            config.limits.connections_per_ip_max,
+            config.limits.connections_per_account_max,
+        );
         let send_limit = SendLimiter::new(
             Rate {
                 per_sec: config.limits.sends_per_sec_per_device,
@@ -219,6 +226,7 @@ impl App {
                 shutdown: CancellationToken::new(),
                 sessions: TaskTracker::new(),
                 connection_permits,
+                connection_limits,
                 send_limit,
                 node_events: std::sync::Mutex::new(Some(node_events)),
             }),

@@ -47,6 +47,8 @@ struct State {
     watchers: HashMap<AccountId, HashMap<DeviceId, AccountId>>,
     /// watching device → the accounts it watches.
     watching: HashMap<DeviceId, Vec<AccountId>>,
+    /// (watching device, target) → the presence frame it was last shown.
+    shown: HashMap<(DeviceId, AccountId), Arc<str>>,
     /// Devices whose session-directory entry could not be written (the
     /// store failed a claim or a release); the heartbeat settles them.
     unsettled: HashMap<DeviceId, AccountId>,
@@ -170,6 +172,27 @@ impl Router {
         state.watching.insert(device, targets);
     }
 
+    /// Records that `device` is shown `frame`, the presence of `target`.
+    /// False when the device does not watch `target` (any more), or was
+    /// last shown the same frame: sending it again would tell nothing but
+    /// *when* something changed, and for a viewer who may not see the
+    /// target (blocked, privacy) that timing alone would betray its
+    /// comings and goings.
+    pub fn show_presence(&self, device: DeviceId, target: AccountId, frame: &Arc<str>) -> bool {
+        let mut state = self.lock();
+        let watches = state
+            .watchers
+            .get(&target)
+            .is_some_and(|watchers| watchers.contains_key(&device));
+        if !watches {
+            return false;
+        }
+        match state.shown.insert((device, target), Arc::clone(frame)) {
+            Some(previous) => previous != *frame,
+            None => true,
+        }
+    }
+
     /// (device, watched accounts) of every live device of `viewer` that
     /// watches someone.
     pub fn watched_by(&self, viewer: AccountId) -> Vec<(DeviceId, Vec<AccountId>)> {
@@ -203,6 +226,7 @@ impl Router {
 
 fn unwatch(state: &mut State, device: DeviceId) {
     for target in state.watching.remove(&device).unwrap_or_default() {
+        state.shown.remove(&(device, target));
         if let Some(watchers) = state.watchers.get_mut(&target) {
             watchers.remove(&device);
             if watchers.is_empty() {
@@ -331,5 +355,28 @@ mod tests {
         drop(laptop);
         assert!(router.live_devices().is_empty());
         assert!(router.watchers(bob).is_empty());
+    }
+
+    #[test]
+    fn a_watcher_is_shown_each_presence_frame_once() {
+        // Goal: the same presence frame is not shown twice in a row to one
+        // watcher (its timing would leak what the watcher may not see), a
+        // different one is, and a new subscription starts afresh.
+        let router = Arc::new(Router::new(Arc::from("node-a"), Arc::default()).0);
+        let (alice, bob) = (AccountId(1), AccountId(2));
+        let _phone = router.register(DeviceId(10), alice);
+        let hidden: Arc<str> = Arc::from(r#"{"user":"bob","online":false}"#);
+        let online: Arc<str> = Arc::from(r#"{"user":"bob","online":true}"#);
+        assert!(
+            !router.show_presence(DeviceId(10), bob, &hidden),
+            "not watching"
+        );
+        router.watch(DeviceId(10), alice, vec![bob]);
+        assert!(router.show_presence(DeviceId(10), bob, &hidden));
+        assert!(!router.show_presence(DeviceId(10), bob, &hidden));
+        assert!(router.show_presence(DeviceId(10), bob, &online));
+        assert!(router.show_presence(DeviceId(10), bob, &hidden));
+        router.watch(DeviceId(10), alice, vec![bob]);
+        assert!(router.show_presence(DeviceId(10), bob, &hidden));
     }
 }

@@ -8,11 +8,21 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Crates whose trace output carries WebSocket payloads — `auth` frames
+/// with their tokens, message texts — and so never log above debug,
+/// whatever the configured filter says.
+const PAYLOAD_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
 /// Installs the global log subscriber. Later calls are no-ops, so tests may
 /// call it freely.
 pub fn init_logging(config: &LogConfig) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    for target in PAYLOAD_TARGETS {
+        if let Ok(directive) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

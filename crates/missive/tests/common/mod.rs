@@ -255,6 +255,31 @@ impl ServerProcess {
 
     /// Like `start`, with extra environment variables for the server.
     pub fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(data_dir, env, "info", None).0
+    }
+
+    /// Like `start_with_env` at log level `rust_log` (a `RUST_LOG` value),
+    /// keeping every line the server logs, from its first.
+    pub fn start_logged(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        rust_log: &str,
+    ) -> (Self, ServerLog) {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (server, reader) = Self::spawn(data_dir, env, rust_log, Some(Arc::clone(&lines)));
+        let log = ServerLog {
+            lines,
+            reader: Some(reader),
+        };
+        (server, log)
+    }
+
+    fn spawn(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        rust_log: &str,
+        keep: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    ) -> (Self, std::thread::JoinHandle<()>) {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = server_command()
@@ -270,7 +295,7 @@ impl ServerProcess {
             // Only the configuration the test asks for: inherited MISSIVE_*
             // variables would be unknown configuration keys.
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -282,6 +307,9 @@ impl ServerProcess {
                 .next()
                 .expect("server exited before serving")
                 .expect("read log");
+            if let Some(keep) = &keep {
+                keep.lock().expect("log lines").push(line.clone());
+            }
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -290,13 +318,36 @@ impl ServerProcess {
             }
         };
         // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url }
+        let reader = std::thread::spawn(move || {
+            for line in lines {
+                if let (Ok(line), Some(keep)) = (line, &keep) {
+                    keep.lock().expect("log lines").push(line);
+                }
+            }
+        });
+        (Self { child, url }, reader)
     }
 
     pub fn kill_9(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
+    }
+}
+
+/// The log lines of a [`ServerProcess::start_logged`] server.
+pub struct ServerLog {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerLog {
+    /// Every line the server logged; call after the process ended (its
+    /// stderr then closes, so this waits for the last line, not for time).
+    pub fn finish(mut self) -> Vec<String> {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("log reader");
+        }
+        std::mem::take(&mut *self.lines.lock().expect("log lines"))
     }
 }
 

@@ -49,6 +49,8 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
     body.map(|Json(value)| value).map_err(|rejection| {
         let code = match rejection {
             JsonRejection::JsonDataError(_) => ErrorCode::InvalidField,
+            // Over the body limit (`limits.frame_bytes_max`).
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::FrameTooLarge,
             _ => ErrorCode::BadFrame,
         };
         ApiError::new(code, rejection.body_text())
@@ -99,7 +101,7 @@ pub async fn metrics() -> Response {
 /// in `X-Forwarded-For` (proxies append, so the right end is the newest).
 /// IPv4-mapped IPv6 addresses (a dual-stack listener's peers) count as the
 /// IPv4 address, and a hop written with a port counts without it.
-fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+pub(super) fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     let is_trusted = |address: IpAddr| trusted.iter().any(|t| t.to_canonical() == address);
     let mut client = peer.ip().to_canonical();
     if !is_trusted(client) {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use missive_core::{AccountId, DeviceId};
 use missive_store::DeviceAuth;
 
+use super::connections::Slot;
 use crate::AppState;
 use crate::router::Registration;
 
@@ -34,15 +35,23 @@ pub struct Live {
     account: AccountId,
     announce: Announce,
     ended: bool,
+    /// The connection-limit slots the session holds (per address, per
+    /// account); given back before presence is recorded.
+    slots: Vec<Slot>,
 }
 
 /// Opens the session on a task of its own: a long-poll whose client goes
 /// away cancels its handler, and half an `open` (followed but not yet
 /// guarded) would leak; the task finishes, and a `Live` nobody takes is
-/// dropped, which undoes it all.
-pub async fn open(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) -> Live {
+/// dropped, which undoes it all. `slots` are held until the session ends.
+pub async fn open(
+    state: &Arc<AppState>,
+    auth: &DeviceAuth,
+    announce: Announce,
+    slots: Vec<Slot>,
+) -> Live {
     let (task_state, auth) = (Arc::clone(state), auth.clone());
-    let opened = tokio::spawn(async move { open_here(&task_state, &auth, announce).await });
+    let opened = tokio::spawn(async move { open_here(&task_state, &auth, announce, slots).await });
     match opened.await {
         Ok(live) => live,
         // Only a panic inside `open_here` gets here; repeat it.
@@ -50,7 +59,12 @@ pub async fn open(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) 
     }
 }
 
-async fn open_here(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce) -> Live {
+async fn open_here(
+    state: &Arc<AppState>,
+    auth: &DeviceAuth,
+    announce: Announce,
+    slots: Vec<Slot>,
+) -> Live {
     let registration = state.router.register(auth.device, auth.account);
     state.bus.follow(auth.device).await;
     crate::cluster::claim(state, auth.device, auth.account).await;
@@ -61,6 +75,7 @@ async fn open_here(state: &Arc<AppState>, auth: &DeviceAuth, announce: Announce)
         account: auth.account,
         announce,
         ended: false,
+        slots,
     }
 }
 
@@ -99,6 +114,9 @@ async fn release(state: Arc<AppState>, device: DeviceId, account: AccountId, ann
 
 impl Drop for Live {
     fn drop(&mut self) {
+        // The connection is over: its slots are free before anyone can be
+        // told it went offline.
+        self.slots.clear();
         // Leave the router before releasing, so `release` sees whether a
         // newer connection of the device holds it here.
         drop(self.registration.take());

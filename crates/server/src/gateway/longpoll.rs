@@ -8,13 +8,14 @@
 //! WebSocket (closed with `replaced`) and vice versa, and a newer poll ends an
 //! older one at once.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use missive_proto::rest::{FrameReplies, PollRequest, PollResponse};
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
@@ -33,6 +34,8 @@ const POLL_TIMEOUT_DEFAULT_MS: u64 = 25_000;
 /// `POST /v1/poll`
 pub async fn poll(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Authenticated(auth): Authenticated,
     body: Result<Json<PollRequest>, JsonRejection>,
 ) -> Result<Json<PollResponse>, ApiError> {
@@ -49,6 +52,15 @@ pub async fn poll(
             "too many connections",
         ));
     };
+    // A waiting poll is a connection like a WebSocket: counted against the
+    // client's address and the account before it acks or registers, so a
+    // refusal changes nothing. The slots go back when the poll ends, also
+    // when its client goes away and the handler is dropped.
+    let ip = super::http::client_ip(peer, &headers, &state.config.limits.trusted_proxies);
+    let slots = vec![
+        state.connection_limits.ip(ip)?,
+        state.connection_limits.account(auth.account)?,
+    ];
     if let Some(up_to) = request.ack_up_to {
         state.messaging.ack(&auth, Some(up_to), Vec::new()).await?;
     }
@@ -58,7 +70,7 @@ pub async fn poll(
         .min(POLL_TIMEOUT_MAX_MS);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     // Register before the first read: a send committed after the read wakes us.
-    let mut live = live::open(&state, &auth, Announce::No).await;
+    let mut live = live::open(&state, &auth, Announce::No, slots).await;
     let registration = live.registration();
     let mut cursor = request.cursor;
     let mut frames = Vec::new();
@@ -118,8 +130,22 @@ pub async fn poll(
 pub async fn frames(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        // Over the router's body limit (`limits.frame_bytes_max`).
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let too_large = ApiError::new(
+                ErrorCode::FrameTooLarge,
+                "frame exceeds limits.frame_bytes_max",
+            );
+            return too_large.into_response();
+        }
+        Err(rejection) => {
+            return ApiError::new(ErrorCode::BadFrame, rejection.body_text()).into_response();
+        }
+    };
     if body.len() > state.config.limits.frame_bytes_max {
         let too_large = ApiError::new(
             ErrorCode::FrameTooLarge,

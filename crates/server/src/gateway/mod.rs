@@ -2,6 +2,7 @@
 //! operational endpoints, and the browser app at `/`. Handlers translate between the wire (missive-proto)
 //! and the services; they never touch the store directly except `/readyz`.
 
+pub mod connections;
 mod dispatch;
 mod http;
 mod live;
@@ -19,6 +20,10 @@ use axum::routing::{delete, get, post};
 use crate::AppState;
 
 pub fn routes(state: Arc<AppState>) -> Router {
+    // No request body may be larger than a frame (the media upload, which
+    // streams and counts against `media_bytes_max`, excepted); a larger one
+    // is refused with `frame_too_large` (413) before it is read whole.
+    let body_bytes_max = state.config.limits.frame_bytes_max;
     Router::new()
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
@@ -78,5 +83,6 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/frames", post(longpoll::frames))
         .route(missive_proto::WS_PATH, get(ws::upgrade))
         .fallback(web::asset)
+        .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
         .with_state(state)
 }

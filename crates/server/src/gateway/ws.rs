@@ -8,11 +8,12 @@
 //!   and pings on keepalive; a write stuck for `write_timeout_ms` closes the
 //!   connection as a slow consumer (its messages stay queued).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
+use super::connections::Slot;
 use super::dispatch::{Dispatcher, queue_frame};
 use super::live::{self, Announce};
 use super::web;
@@ -36,9 +38,13 @@ use crate::service::Messaging;
 const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 
-/// `GET /v1/ws`: upgrade with bounded buffers (DESIGN.md §4).
+/// `GET /v1/ws`: upgrade with bounded buffers (DESIGN.md §4). Refused
+/// before the upgrade when the node or the client's address has its
+/// maximum of connections; the account's maximum can only be checked once
+/// `auth` names it (see `serve_device`).
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -56,6 +62,11 @@ pub async fn upgrade(
     let Ok(permit) = state.connection_permits.clone().try_acquire_owned() else {
         return ApiError::new(ErrorCode::RateLimited, "too many connections").into_response();
     };
+    let ip = super::http::client_ip(peer, &headers, &state.config.limits.trusted_proxies);
+    let ip_slot = match state.connection_limits.ip(ip) {
+        Ok(slot) => slot,
+        Err(err) => return err.into_response(),
+    };
     let frame_bytes_max = state.config.limits.frame_bytes_max;
     let session_guard = state.sessions.token();
     ws.read_buffer_size(4 * 1024)
@@ -64,7 +75,7 @@ pub async fn upgrade(
         .max_message_size(frame_bytes_max)
         .max_frame_size(frame_bytes_max)
         .on_upgrade(move |socket| async move {
-            run_session(socket, state, permit).await;
+            run_session(socket, state, permit, ip_slot).await;
             drop(session_guard);
         })
 }
@@ -85,13 +96,18 @@ enum WriterEnd {
     SocketError,
 }
 
-async fn run_session(socket: WebSocket, state: Arc<AppState>, _permit: OwnedSemaphorePermit) {
+async fn run_session(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    _permit: OwnedSemaphorePermit,
+    ip_slot: Slot,
+) {
     let (mut sink, mut stream) = socket.split();
     let Some((auth, token, auth_id)) = authenticate(&mut sink, &mut stream, &state).await else {
         return;
     };
     let span = tracing::info_span!("session", account = %auth.account, device = %auth.device);
-    serve_device(sink, stream, state, auth, token, auth_id)
+    serve_device(sink, stream, state, auth, token, auth_id, ip_slot)
         .instrument(span)
         .await;
 }
@@ -103,11 +119,22 @@ async fn serve_device(
     auth: DeviceAuth,
     token: String,
     auth_id: Option<String>,
+    ip_slot: Slot,
 ) {
+    // Counted before the session registers anywhere: a refusal replaces no
+    // connection of the device and announces nothing.
+    let account_slot = match state.connection_limits.account(auth.account) {
+        Ok(slot) => slot,
+        Err(err) => {
+            let error = ServerFrame::error(auth_id, err.code, err.message);
+            say_and_close(&mut sink, error, CloseCode::TooManyConnections).await;
+            return;
+        }
+    };
     // Register first, then check the token again: a revoke that landed
     // between the first check and the registration found no live
     // connection to close, and would otherwise be missed.
-    let mut live = live::open(&state, &auth, Announce::Yes).await;
+    let mut live = live::open(&state, &auth, Announce::Yes, vec![ip_slot, account_slot]).await;
     if let Err(err) = state.accounts.authenticate_fresh(&token).await {
         // Only a refused token means revoked; a store that cannot answer
         // now is a reason to come back later.
@@ -116,11 +143,7 @@ async fn serve_device(
             _ => CloseCode::GoingAway,
         };
         let error = ServerFrame::error(auth_id, err.code, err.message);
-        let _ = timeout(Duration::from_secs(1), async {
-            sink.send(Message::Text(error.to_json().into())).await?;
-            sink.send(close_message(close)).await
-        })
-        .await;
+        say_and_close(&mut sink, error, close).await;
         live.end().await;
         return;
     }
@@ -276,12 +299,21 @@ async fn authenticate(
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
         }
     };
+    say_and_close(sink, error, close).await;
+    None
+}
+
+/// Best effort, bounded: tells the client why, then closes.
+async fn say_and_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    error: ServerFrame,
+    close: CloseCode,
+) {
     let _ = timeout(Duration::from_secs(1), async {
         sink.send(Message::Text(error.to_json().into())).await?;
         sink.send(close_message(close)).await
     })
     .await;
-    None
 }
 
 fn close_message(code: CloseCode) -> Message {

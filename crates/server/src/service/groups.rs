@@ -60,6 +60,7 @@ impl Groups {
             return Err(ApiError::new(ErrorCode::GroupFull, "too many members"));
         }
         let members = self.accounts(usernames).await?;
+        self.check_not_blocked(auth.account, &members).await?;
         let now_ms = self.clock.now_ms();
         let created = self
             .store
@@ -120,6 +121,7 @@ impl Groups {
             ));
         }
         let accounts = self.accounts(usernames).await?;
+        self.check_not_blocked(auth.account, &accounts).await?;
         self.change(auth, conversation, GroupChange::Add(accounts))
             .await?;
         self.info(auth, conversation).await
@@ -184,6 +186,24 @@ impl Groups {
             accounts.push(self.account(username).await?);
         }
         Ok(accounts)
+    }
+
+    /// Refuses when `actor` and one of `accounts` blocked the other: a
+    /// group must not be a way around a block (as a 1:1 send is refused).
+    async fn check_not_blocked(
+        &self,
+        actor: AccountId,
+        accounts: &[AccountId],
+    ) -> Result<(), ApiError> {
+        for account in accounts {
+            if self.store.blocked_either_way(actor, *account).await? {
+                return Err(ApiError::new(
+                    ErrorCode::Blocked,
+                    "you cannot add a user who blocked you or whom you blocked",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn wake(&self, changed: &GroupChanged) {

@@ -11,6 +11,7 @@ use missive_proto::{ErrorCode, ServerFrame, TypingState};
 use missive_store::{DeviceAuth, PresenceVisibility, Store};
 
 use crate::cache::Caches;
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::router::Router;
 
@@ -18,6 +19,10 @@ use crate::router::Router;
 pub const TYPING_TTL_MS: i64 = 6_000;
 /// Users one connection may watch at once.
 pub const PRESENCE_WATCH_MAX: usize = 256;
+/// Locks that make "count, then add" one step per account (an account
+/// hashes to one of these), so parallel adds cannot pass a list limit
+/// together on this node.
+const LIST_LOCKS: usize = 64;
 
 pub struct Social {
     store: Arc<dyn Store>,
@@ -25,6 +30,9 @@ pub struct Social {
     router: Arc<Router>,
     clock: Arc<dyn Clock>,
     caches: Arc<Caches>,
+    contacts_max: usize,
+    blocks_max: usize,
+    list_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl Social {
@@ -34,6 +42,7 @@ impl Social {
         router: Arc<Router>,
         clock: Arc<dyn Clock>,
         caches: Arc<Caches>,
+        limits: &LimitsConfig,
     ) -> Self {
         Self {
             store,
@@ -41,7 +50,18 @@ impl Social {
             router,
             clock,
             caches,
+            contacts_max: limits.contacts_per_account_max,
+            blocks_max: limits.blocks_per_account_max,
+            list_locks: (0..LIST_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    /// Held while an account's contact or block list is counted and added to.
+    async fn lock_lists(&self, account: AccountId) -> tokio::sync::MutexGuard<'_, ()> {
+        let index = usize::try_from(account.0.rem_euclid(LIST_LOCKS as i64)).unwrap_or(0);
+        self.list_locks[index].lock().await
     }
 
     pub async fn account(&self, username: &str) -> Result<AccountId, ApiError> {
@@ -55,11 +75,30 @@ impl Social {
         present: bool,
     ) -> Result<(), ApiError> {
         let contact = self.account(username).await?;
-        if self
-            .store
-            .set_contact(auth.account, contact, present, self.clock.now_ms())
-            .await?
-        {
+        let changed = {
+            // Counting and adding are one step for this account.
+            let _counting = if present {
+                Some(self.lock_lists(auth.account).await)
+            } else {
+                None
+            };
+            if present && !self.store.is_contact(auth.account, contact).await? {
+                let count = self.store.contacts(auth.account).await?.len();
+                if count >= self.contacts_max {
+                    return Err(ApiError::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "at most {} contacts (limits.contacts_per_account_max); remove one first",
+                            self.contacts_max
+                        ),
+                    ));
+                }
+            }
+            self.store
+                .set_contact(auth.account, contact, present, self.clock.now_ms())
+                .await?
+        };
+        if changed {
             // Contact lists decide "contacts only" visibility both ways.
             self.announce(auth.account).await;
             self.announce(contact).await;
@@ -86,11 +125,31 @@ impl Social {
                 "you cannot block yourself",
             ));
         }
-        if self
-            .store
-            .set_block(auth.account, other, present, self.clock.now_ms())
-            .await?
-        {
+        let changed = {
+            // Counting and adding are one step for this account.
+            let _counting = if present {
+                Some(self.lock_lists(auth.account).await)
+            } else {
+                None
+            };
+            if present {
+                let blocked = self.store.blocked(auth.account).await?;
+                if blocked.len() >= self.blocks_max && !blocked.iter().any(|name| name == username)
+                {
+                    return Err(ApiError::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "at most {} blocked users (limits.blocks_per_account_max); unblock one first",
+                            self.blocks_max
+                        ),
+                    ));
+                }
+            }
+            self.store
+                .set_block(auth.account, other, present, self.clock.now_ms())
+                .await?
+        };
+        if changed {
             // Relay targets skip blocked members, on every node.
             self.caches.invalidate(Invalidation::Relays);
             self.bus.publish_invalidation(Invalidation::Relays).await;
@@ -193,7 +252,13 @@ impl Social {
         let targets = self.targets(usernames).await?;
         self.router
             .watch(auth.device, auth.account, targets.clone());
-        self.views(auth, targets).await
+        let frames = self.views(auth, targets.clone()).await?;
+        // What the answer shows is what later changes are compared with.
+        for (target, frame) in targets.into_iter().zip(&frames) {
+            let text: Arc<str> = frame.to_json().into();
+            self.router.show_presence(auth.device, target, &text);
+        }
+        Ok(frames)
     }
 
     /// The presence of `usernames` now, without watching (for clients
@@ -248,7 +313,11 @@ impl Social {
             match self.view(viewer, account).await {
                 Ok(frame) => {
                     let text: Arc<str> = frame.to_json().into();
-                    self.bus.publish(device, DeviceEvent::Ephemeral(text)).await;
+                    // Only a change of what this viewer may see: a hidden
+                    // user's comings and goings must not show as frames.
+                    if self.router.show_presence(device, account, &text) {
+                        self.bus.publish(device, DeviceEvent::Ephemeral(text)).await;
+                    }
                 }
                 Err(err) => tracing::debug!(code = err.code.as_str(), "presence view failed"),
             }
@@ -263,7 +332,9 @@ impl Social {
                 match self.view(viewer, target).await {
                     Ok(frame) => {
                         let text: Arc<str> = frame.to_json().into();
-                        self.bus.publish(device, DeviceEvent::Ephemeral(text)).await;
+                        if self.router.show_presence(device, target, &text) {
+                            self.bus.publish(device, DeviceEvent::Ephemeral(text)).await;
+                        }
                     }
                     Err(err) => tracing::debug!(code = err.code.as_str(), "presence view failed"),
                 }
