@@ -22,6 +22,10 @@ use common::*;
 use missive_client::{Api, Connection};
 use workload::{Device, Nodes, Target, Transport, Workload};
 
+/// The scenarios run one at a time: each loads both cores, and a loaded
+/// machine turns timing margins into flakes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How many fault cycles the loops run: a few in CI, more by hand.
 fn cycles(ci_default: usize) -> usize {
     std::env::var("FAULT_CYCLES")
@@ -151,6 +155,7 @@ async fn kill_9_loop_on_one_node_loses_nothing() {
     // Method: 5 users (10 devices, half on each transport) in 1:1 and group
     // conversations send continuously; the node is SIGKILLed and restarted
     // on the same data directory once every 60 new acknowledgements.
+    let _serial = ONE_AT_A_TIME.lock().await;
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut server = ServerProcess::start_with_env(data_dir.path(), WORKLOAD_ENV);
     let devices = population(&Api::new(&server.url), 5, 1).await;
@@ -238,6 +243,7 @@ async fn kill_9_loop_on_three_nodes_loses_nothing() {
     // Method: 3 nodes on PostgreSQL and NATS, devices spread over them;
     // each cycle SIGKILLs a random node after 60 new acknowledgements and
     // restarts it after 30 more.
+    let _serial = ONE_AT_A_TIME.lock().await;
     if !cluster::services_available().await {
         return;
     }
@@ -275,6 +281,7 @@ async fn nats_restart_and_postgres_crash_lose_nothing() {
     // Method: 3 nodes on a private nats-server and a private PostgreSQL;
     // the workload runs through a NATS restart, then through a PostgreSQL
     // crash (`pg_ctl stop -m immediate`) and restart.
+    let _serial = ONE_AT_A_TIME.lock().await;
     if !cluster::services_available().await {
         return;
     }
@@ -312,6 +319,7 @@ async fn a_node_cut_off_from_nats_loses_nothing() {
     // its clients reaches them by the periodic re-check, then by resync.
     // Method: node 0 reaches NATS through a proxy; the proxy cuts it off
     // for 60 acknowledgements of traffic, then lets it back.
+    let _serial = ONE_AT_A_TIME.lock().await;
     if !cluster::services_available().await {
         return;
     }
@@ -421,6 +429,7 @@ async fn a_full_disk_refuses_sends_and_loses_nothing() {
     // filler file takes every free byte; a probe send must be refused
     // with `unavailable`; the filler is removed; the workload must make
     // progress again, and afterwards everything checks out.
+    let _serial = ONE_AT_A_TIME.lock().await;
     let Some(disk) = SmallDisk::mount("16m") else {
         return;
     };
@@ -538,6 +547,7 @@ async fn kill_9_mid_fanout_to_a_500_member_group_and_the_reconnect_storm_lose_no
     // them send to the group; the node is SIGKILLed after 10 texts while
     // pushes are under way and restarted; the time until every device is
     // connected again gives the reconnect rate.
+    let _serial = ONE_AT_A_TIME.lock().await;
     let n = group_members();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut env = WORKLOAD_ENV.to_vec();

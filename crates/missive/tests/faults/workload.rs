@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::checker::{History, client_msg_id, payload};
-use crate::common::PROMPTLY;
 
 /// How long one call may take before the client gives up on it and
 /// reconnects (a node that stopped answering looks like this).
@@ -404,13 +403,14 @@ impl Client {
     }
 }
 
-/// After the faults: reads everything still queued for each device over
-/// its own transport and acks it, until a long-poll from the start of
-/// every device's queue finds it empty. That last check reads the store
-/// itself; a WebSocket ping round trip cannot prove a queue empty, because
-/// the server pushes the backlog from a task of its own. Acks queue
-/// `delivered` receipts for senders, so passes repeat until one reads
-/// nothing anywhere. Fails if that takes longer than `within`.
+/// After the faults: long-polls each device's queue from its start, acking
+/// as it goes, until a full pass over every device reads nothing. A poll
+/// reads the store itself; a WebSocket ping round trip could not prove a
+/// queue empty, because the server pushes a reconnecting device's backlog
+/// from a task of its own, which a `pong` can overtake. (The devices used
+/// their own transports while the faults ran.) Acks queue `delivered`
+/// receipts for the senders, hence the repeated passes. Fails if the
+/// queues do not empty within `within`.
 pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, within: Duration) {
     use futures_util::StreamExt;
     let deadline = Instant::now() + within;
@@ -424,11 +424,7 @@ pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, within:
                 let url = nodes
                     .pick(device.home, 0)
                     .expect("a live node to drain from");
-                let mut read = 0;
-                if device.transport == Transport::WebSocket {
-                    read += drain_websocket(device, &url, history).await;
-                }
-                read + drain_long_poll(device, &url, history).await
+                drain_long_poll(device, &url, history).await
             })
             .buffer_unordered(32)
             .fold(0, |total, read| async move { total + read })
@@ -437,38 +433,6 @@ pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, within:
             return;
         }
     }
-}
-
-/// One connection: reads until a ping round trip shows nothing more is
-/// coming, acks; returns how many queued frames it read.
-async fn drain_websocket(device: &Device, url: &str, history: &History) -> usize {
-    let mut connection = Connection::connect(&missive_client::ws_url(url), &device.token)
-        .await
-        .expect("drain: connect");
-    let mut read = 0;
-    let mut up_to = None;
-    connection
-        .send_frame(&ClientFrame::Ping {
-            id: Some("drained".into()),
-        })
-        .await
-        .expect("drain: ping");
-    loop {
-        let frame = connection.next_frame(PROMPTLY).await.expect("drain: frame");
-        if matches!(&frame, ServerFrame::Pong { id } if id.as_deref() == Some("drained")) {
-            break;
-        }
-        history.read(&device.label, &frame);
-        if let Some(pos) = frame.queue_pos() {
-            read += 1;
-            up_to = Some(pos);
-        }
-    }
-    if let Some(up_to) = up_to {
-        connection.ack_up_to(up_to).await.expect("drain: ack");
-    }
-    connection.close().await;
-    read
 }
 
 /// Long-polls from the start of the queue until a poll returns nothing
