@@ -308,9 +308,9 @@ impl Dispatcher {
         client_msg_id: &str,
         draft: Draft,
     ) -> Result<ServerFrame, ApiError> {
-        let conversation = match (to, conversation) {
-            (Some(username), None) => self.conversation_with(username).await?,
-            (None, Some(conversation)) => ConversationId(conversation),
+        let recipient = match (to, conversation) {
+            (Some(username), None) => Recipient::User(username),
+            (None, Some(conversation)) => Recipient::Conversation(ConversationId(conversation)),
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidField,
@@ -318,6 +318,10 @@ impl Dispatcher {
                 ));
             }
         };
+        // Every check that needs no store comes before `to` is resolved:
+        // resolving creates the 1:1 conversation, and a refused send must
+        // change nothing.
+        let checked = self.state.messaging.check(client_msg_id, draft)?;
         let now = std::time::Instant::now();
         if let Err(wait) = self
             .state
@@ -326,10 +330,14 @@ impl Dispatcher {
         {
             return Err(ApiError::rate_limited(wait, "too many sends; slow down"));
         }
+        let conversation = match recipient {
+            Recipient::User(username) => self.conversation_with(username).await?,
+            Recipient::Conversation(conversation) => conversation,
+        };
         let appended = self
             .state
             .messaging
-            .send(&self.auth, conversation, client_msg_id, draft)
+            .send(&self.auth, conversation, checked)
             .await?;
         Ok(ServerFrame::Sent {
             id: None,

@@ -62,6 +62,12 @@ fn parse_emoji(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
+/// A send that passed [`Messaging::check`].
+pub struct CheckedSend {
+    client_msg_id: ClientMsgId,
+    body: Body,
+}
+
 /// Where a send goes.
 pub enum Recipient {
     /// The 1:1 conversation with this user.
@@ -166,17 +172,29 @@ impl Messaging {
         })
     }
 
+    /// Checks what a send can be checked for without the store: its
+    /// `client_msg_id` and its body. Callers check before resolving a
+    /// username into its 1:1 conversation, so that a refused send does not
+    /// create one.
+    pub fn check(&self, client_msg_id: &str, draft: Draft) -> Result<CheckedSend, ApiError> {
+        Ok(CheckedSend {
+            client_msg_id: ClientMsgId::parse(client_msg_id)?,
+            body: self.body(draft)?,
+        })
+    }
+
     /// Stores an event durably (to the configured fsync level) and wakes the
     /// devices it was queued for. Idempotent per (device, client_msg_id).
     pub async fn send(
         &self,
         auth: &DeviceAuth,
         conversation: ConversationId,
-        client_msg_id: &str,
-        draft: Draft,
+        checked: CheckedSend,
     ) -> Result<Appended, ApiError> {
-        let client_msg_id = ClientMsgId::parse(client_msg_id)?;
-        let body = self.body(draft)?;
+        let CheckedSend {
+            client_msg_id,
+            body,
+        } = checked;
         let now_ms = self.clock.now_ms();
         let appended = self
             .store

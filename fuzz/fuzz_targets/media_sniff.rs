@@ -1,0 +1,28 @@
+//! The upload judgement of `POST /v1/media` on the complete bytes: the type
+//! is sniffed from the first `SNIFF_BYTES`, and what sniffs as an image is
+//! decoded (bounded) into its size and a JPEG thumbnail, as
+//! `Media::upload` does. Checks: no panic, no unbounded allocation or time
+//! (libFuzzer's -rss_limit_mb / -malloc_limit_mb / -timeout), and an
+//! accepted image respects the edge bound and yields a thumbnail.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use missive_server::service::media::{SNIFF_BYTES, make_thumbnail, sniff};
+
+/// The server's largest decoded edge (media.rs `IMAGE_EDGE_MAX`).
+const IMAGE_EDGE_MAX: u32 = 16_384;
+
+fuzz_target!(|data: &[u8]| {
+    let head = &data[..data.len().min(SNIFF_BYTES)];
+    let Some(content_type) = sniff(head) else {
+        return;
+    };
+    if !content_type.starts_with("image/") {
+        return;
+    }
+    if let Ok(thumbnail) = make_thumbnail(data) {
+        assert!(thumbnail.width >= 1 && thumbnail.width <= IMAGE_EDGE_MAX);
+        assert!(thumbnail.height >= 1 && thumbnail.height <= IMAGE_EDGE_MAX);
+        assert!(thumbnail.jpeg.starts_with(&[0xFF, 0xD8, 0xFF]));
+    }
+});
