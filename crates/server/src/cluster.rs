@@ -3,13 +3,16 @@
 //! crashed), and the handling of news from other nodes. An embedded server
 //! is a cluster of one and runs the same code.
 //!
-//! Leases are compared with wall-clock time (not the injectable [`Clock`],
-//! which tests move by days): nodes' clocks must agree to well within the
-//! lease, as NTP keeps them.
+//! Leases are kept in the store's time base, not the injectable [`Clock`]
+//! (which tests move by days) nor each node's own wall clock: every beat a
+//! node measures its clock's offset from the store's ([`LeaseClock`]), so a
+//! node whose clock is minutes off still renews and reaps in the same time
+//! as the others, and never reaps a healthy peer.
 //!
 //! [`Clock`]: missive_core::Clock
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use missive_bus::{BusSink, DeviceEvent};
@@ -20,9 +23,45 @@ use tokio::sync::mpsc;
 use crate::AppState;
 use crate::router::NodeEvent;
 
-/// Wall-clock milliseconds, for leases.
-pub fn lease_now_ms() -> UnixMillis {
-    SystemClock.now_ms()
+/// Wall-clock time in the store's time base, for leases: this process's
+/// clock plus its last measured offset from the store's clock.
+#[derive(Debug, Default)]
+pub struct LeaseClock {
+    offset_ms: AtomicI64,
+}
+
+impl LeaseClock {
+    pub fn now_ms(&self) -> UnixMillis {
+        SystemClock
+            .now_ms()
+            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Measures the offset from the store's clock, halfway through the
+    /// round trip; an embedded store's clock is ours (offset 0). A failure
+    /// keeps the last offset: clocks drift slowly.
+    pub async fn sync(&self, store: &dyn missive_store::Store, lease_ms: u64) {
+        let before = SystemClock.now_ms();
+        let store_now = match store.clock_ms().await {
+            Ok(Some(store_now)) => store_now,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(%err, "could not read the store's clock; keeping the last offset");
+                return;
+            }
+        };
+        let after = SystemClock.now_ms();
+        let offset =
+            store_now.saturating_sub(before.saturating_add(after.saturating_sub(before) / 2));
+        let previous = self.offset_ms.swap(offset, Ordering::Relaxed);
+        let lease_ms = i64::try_from(lease_ms).unwrap_or(i64::MAX);
+        if offset.abs() > lease_ms / 4 && (previous - offset).abs() > lease_ms / 4 {
+            tracing::warn!(
+                offset_ms = offset,
+                "this node's clock is off the store's; leases use the store's, but check NTP"
+            );
+        }
+    }
 }
 
 /// This process's id in the session directory: the configured name (or
@@ -88,14 +127,19 @@ pub async fn settle(state: &AppState, device: DeviceId, account: AccountId) {
     }
 }
 
-/// Renews this node's lease; when it had lapsed (the store was away longer
+/// Measures the clock offset from the store, then renews this node's lease
+/// (in the store's time base); when it had lapsed (the store was away longer
 /// than the lease and another node reaped us), claims every live device
 /// again. Then settles the entries earlier claims or releases failed to
 /// write. Errors are logged: the next beat retries.
 pub async fn renew(state: &Arc<AppState>) {
+    state
+        .lease_clock
+        .sync(state.store.as_ref(), state.config.cluster.lease_ms)
+        .await;
     let lease_ms = i64::try_from(state.config.cluster.lease_ms).unwrap_or(i64::MAX);
     let node = state.router.node();
-    let until = lease_now_ms().saturating_add(lease_ms);
+    let until = state.lease_clock.now_ms().saturating_add(lease_ms);
     match state.store.renew_node(node, until).await {
         Ok(true) => {}
         Ok(false) => {
@@ -136,7 +180,7 @@ pub async fn run_heartbeat(state: Arc<AppState>) {
     loop {
         ticks.tick().await;
         renew(&state).await;
-        match state.store.reap_nodes(lease_now_ms()).await {
+        match state.store.reap_nodes(state.lease_clock.now_ms()).await {
             Ok(offline) => {
                 if !offline.is_empty() {
                     tracing::info!(accounts = offline.len(), "reaped lapsed nodes");

@@ -52,6 +52,8 @@ pub struct AppState {
     pub router: Arc<Router>,
     pub caches: Arc<Caches>,
     pub clock: Arc<dyn Clock>,
+    /// Wall-clock time in the store's time base, for leases.
+    pub lease_clock: Arc<cluster::LeaseClock>,
     pub accounts: Accounts,
     pub messaging: Messaging,
     pub groups: Groups,
@@ -181,11 +183,13 @@ impl App {
             &config.delivery,
             &config.limits,
         );
+        let lease_clock = Arc::new(cluster::LeaseClock::default());
         let social = Social::new(
             store.clone(),
             bus.clone(),
             router.clone(),
             clock.clone(),
+            lease_clock.clone(),
             caches.clone(),
             &config.limits,
         );
@@ -218,6 +222,7 @@ impl App {
                 router,
                 caches,
                 clock,
+                lease_clock,
                 accounts,
                 messaging,
                 groups,

@@ -292,6 +292,12 @@ pub trait Store: Send + Sync + 'static {
         now_ms: UnixMillis,
     ) -> Result<bool, StoreError>;
 
+    /// The store's own wall clock, where it has one apart from this
+    /// process's (a database server): the time base leases are kept in, so
+    /// nodes whose clocks disagree still agree on who lapsed. `None` for an
+    /// embedded store, whose clock is this process's.
+    async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError>;
+
     /// Deletes the nodes whose lease ended at or before `now_ms`, with their
     /// sessions, and returns the accounts left with no live session (their
     /// last seen becomes `now_ms`). Safe to run on every node at once: each

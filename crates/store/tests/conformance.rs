@@ -3345,6 +3345,23 @@ mod scenarios {
         );
     }
 
+    /// The store's clock, the time base of leases.
+    pub async fn store_clock(store: Arc<dyn Store>) {
+        // Goal: a store with a clock of its own (a database server) reports
+        // it, close to ours on this machine; an embedded one reports none
+        // (its clock is the process's).
+        let local = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        if let Some(store_now) = store.clock_ms().await.expect("clock_ms") {
+            assert!(
+                (store_now - local).abs() < 60_000,
+                "store clock {store_now} vs local {local}"
+            );
+        }
+    }
+
     /// Session directory: node leases and live sessions across nodes.
     pub async fn session_directory(store: Arc<dyn Store>) {
         // Goal: an account is online exactly while one of its devices has a
@@ -3665,6 +3682,7 @@ mod sqlite {
         relay_targets,
         presence_profile,
         session_directory,
+        store_clock,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
     );
@@ -4011,6 +4029,7 @@ mod postgres {
         relay_targets,
         presence_profile,
         session_directory,
+        store_clock,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
     );

@@ -582,3 +582,130 @@ async fn kill_9_mid_fanout_to_a_500_member_group_and_the_reconnect_storm_lose_no
     drop(server);
     assert_eq!(queue_rows(data_dir.path()), 0, "every queue drained");
 }
+
+/// libfaketime's preload library, if installed (Debian package faketime).
+fn libfaketime() -> Option<&'static str> {
+    const PATHS: &[&str] = &[
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    ];
+    let found = PATHS
+        .iter()
+        .copied()
+        .find(|path| std::path::Path::new(path).exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs libfaketime (.ci/run installs the faketime package)"
+        );
+        eprintln!("skipping: libfaketime is not installed (apt-get install faketime)");
+    }
+    found
+}
+
+/// Each node's lease end as the store records it.
+async fn leases(url: &str) -> std::collections::BTreeMap<String, i64> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the store");
+    let driver = tokio::spawn(connection);
+    let rows = client
+        .query("SELECT id, lease_until_ms FROM nodes", &[])
+        .await
+        .expect("read leases");
+    drop(client);
+    let _ = driver.await;
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_clocks_are_minutes_off_reap_no_one_and_lose_nothing() {
+    // Goal: order comes from seq alone, and leases from the store's clock:
+    // a node five minutes ahead must not take its peers for dead (it would
+    // reap their sessions and announce their users offline), nor must one
+    // five minutes behind be taken for dead by them; and traffic through
+    // all of them checks out.
+    // Method: three nodes, node 1 under libfaketime five minutes behind,
+    // node 2 five minutes ahead (wall clock only; timers keep real time).
+    // A watcher on node 0 follows the presence of every workload user,
+    // each of whom keeps a WebSocket open throughout. The workload runs
+    // until every node has renewed its lease for three lease periods
+    // (read from the store); no user may have been shown offline.
+    let _serial = ONE_AT_A_TIME.lock().await;
+    if !cluster::services_available().await {
+        return;
+    }
+    let Some(faketime) = libfaketime() else {
+        return;
+    };
+    let db = cluster::Database::create().await;
+    let mut cluster = cluster::Cluster::start(1, &db.url(), cluster::NATS, WORKLOAD_ENV);
+    let base = cluster.env.clone();
+    for skew in ["-5m", "+5m"] {
+        cluster.env = base.clone();
+        cluster.env.extend([
+            ("LD_PRELOAD".to_owned(), faketime.to_owned()),
+            ("FAKETIME".to_owned(), skew.to_owned()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".to_owned(), "1".to_owned()),
+        ]);
+        cluster.add_node();
+    }
+    cluster.env = base;
+    let api = cluster.api(0);
+    let devices = population(&api, 5, 3).await;
+    api.register("watcher", PASSWORD).await.expect("register");
+    let watcher_token = api
+        .login("watcher", PASSWORD, "w")
+        .await
+        .expect("login")
+        .token;
+    let nodes = Nodes::new(cluster.urls.clone());
+    let workload = Workload::start(&devices, &nodes, PACE);
+    workload.progress(30, STALL).await;
+
+    let users: Vec<String> = (0..5).map(|user| format!("user{user}")).collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut watcher = Connection::connect(&api.ws_url(), &watcher_token)
+        .await
+        .expect("connect");
+    for frame in watcher.subscribe_presence(&users).await.expect("subscribe") {
+        assert!(
+            matches!(
+                frame,
+                missive_proto::ServerFrame::Presence { online: true, .. }
+            ),
+            "{frame:?}"
+        );
+    }
+    let lease_ms = cluster::LEASE_MS as i64;
+    let first = leases(&db.url()).await;
+    assert_eq!(first.len(), 3, "three nodes hold leases: {first:?}");
+    let deadline = std::time::Instant::now() + STALL;
+    loop {
+        // Presence frames that arrived meanwhile: none may say offline.
+        while let Ok(frame) = watcher.next_frame(Duration::from_millis(200)).await {
+            if let missive_proto::ServerFrame::Presence { user, online, .. } = &frame {
+                assert!(*online, "{user} was shown offline while connected");
+            }
+        }
+        let now = leases(&db.url()).await;
+        assert_eq!(
+            now.keys().collect::<Vec<_>>(),
+            first.keys().collect::<Vec<_>>(),
+            "no node was reaped"
+        );
+        if first
+            .iter()
+            .all(|(node, until)| now[node] >= until + 3 * lease_ms)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases did not advance: {first:?} → {now:?}"
+        );
+    }
+    check("clock skew ±5 min", workload, &devices, &nodes).await;
+    drop(cluster);
+    db.drop_now().await;
+}

@@ -29,6 +29,8 @@ pub struct Social {
     bus: Arc<dyn Bus>,
     router: Arc<Router>,
     clock: Arc<dyn Clock>,
+    /// Leases are compared in the store's time base (cluster.rs).
+    lease_clock: Arc<crate::cluster::LeaseClock>,
     caches: Arc<Caches>,
     contacts_max: usize,
     blocks_max: usize,
@@ -41,6 +43,7 @@ impl Social {
         bus: Arc<dyn Bus>,
         router: Arc<Router>,
         clock: Arc<dyn Clock>,
+        lease_clock: Arc<crate::cluster::LeaseClock>,
         caches: Arc<Caches>,
         limits: &LimitsConfig,
     ) -> Self {
@@ -49,6 +52,7 @@ impl Social {
             bus,
             router,
             clock,
+            lease_clock,
             caches,
             contacts_max: limits.contacts_per_account_max,
             blocks_max: limits.blocks_per_account_max,
@@ -232,7 +236,7 @@ impl Social {
         let online = visible
             && self
                 .store
-                .account_online(target, crate::cluster::lease_now_ms())
+                .account_online(target, self.lease_clock.now_ms())
                 .await?;
         Ok(ServerFrame::Presence {
             user: profile.username,
@@ -375,7 +379,7 @@ impl Social {
     /// cannot tell, assume so (and record nothing).
     async fn online_anywhere(&self, account: AccountId) -> bool {
         self.store
-            .account_online(account, crate::cluster::lease_now_ms())
+            .account_online(account, self.lease_clock.now_ms())
             .await
             .unwrap_or(true)
     }

@@ -511,6 +511,10 @@ impl Store for PostgresStore {
         autocommit!(self, |db| sessions::account_online(db, account, now_ms))
     }
 
+    async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError> {
+        autocommit!(self, |db| sessions::clock_ms(db)).map(Some)
+    }
+
     async fn reap_nodes(&self, now_ms: UnixMillis) -> Result<Vec<AccountId>, StoreError> {
         transaction!(self, |tx| sessions::reap_nodes(tx, now_ms))
     }

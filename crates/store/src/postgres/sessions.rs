@@ -32,6 +32,16 @@ pub(super) async fn renew_node<C: GenericClient>(
     Ok(false)
 }
 
+/// The database server's wall clock, in Unix milliseconds.
+pub(super) async fn clock_ms<C: GenericClient>(db: &C) -> Outcome<UnixMillis> {
+    scalar(
+        db,
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        &[],
+    )
+    .await
+}
+
 pub(super) async fn claim_session<C: GenericClient>(
     db: &C,
     device: DeviceId,

@@ -406,6 +406,10 @@ impl Store for SqliteStore {
         self.read(ops::queue_depth_total).await
     }
 
+    async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError> {
+        Ok(None)
+    }
+
     async fn is_ready(&self) -> bool {
         let probe = |conn: &Connection| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend);
         self.read(probe).await.is_ok() && self.write(probe).await.is_ok()
