@@ -38,6 +38,8 @@ pub fn client_msg_id(device: &str, counter: u64) -> String {
 }
 
 fn parse_payload(text: &str) -> Option<(&str, u64)> {
+    // A workload may pad its texts: the payload ends at the first space.
+    let text = text.split(' ').next().unwrap_or(text);
     let (device, counter) = text.rsplit_once('#')?;
     Some((device, counter.parse().ok()?))
 }

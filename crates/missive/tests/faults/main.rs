@@ -75,6 +75,7 @@ async fn population(api: &Api, users: usize, nodes: usize) -> Vec<Device> {
                 transport,
                 home: (user + slot) % nodes,
                 sends: None,
+                offline: false,
             });
         }
     }
@@ -533,6 +534,7 @@ async fn group_population(api: &Api, n: usize) -> Vec<Device> {
                 let others = labels.iter().filter(|l| **l != labels[i]).cloned();
                 (Target::Conversation(group), others.collect())
             }),
+            offline: false,
         })
         .collect()
 }
@@ -708,4 +710,137 @@ async fn nodes_whose_clocks_are_minutes_off_reap_no_one_and_lose_nothing() {
     check("clock skew ±5 min", workload, &devices, &nodes).await;
     drop(cluster);
     db.drop_now().await;
+}
+
+/// The process's peak resident set so far (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("VmHWM in /proc/<pid>/status")
+        * 1024
+}
+
+/// A counter's value on the server's `/metrics` page (0 when absent).
+async fn metric(url: &str, name: &str) -> f64 {
+    let page = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_loses_nothing() {
+    // Goal: DESIGN.md's backpressure rule: a client that stops reading is
+    // disconnected, server memory does not grow with its backlog, and
+    // every message waits for it in its queue.
+    // Method: a group of four; one member authenticates a raw WebSocket
+    // and never reads, while two others flood the group with 1,000 texts
+    // of 60 KB (60 MB for the silent reader, far beyond loopback socket
+    // buffers) and a fourth reads normally, half of the devices over
+    // long-poll. Outbound buffers hold 32 frames; a stuck write is cut
+    // only after 20 s, so the silent reader stays connected through the
+    // whole flood. The server's peak RSS may grow by at most 48 MiB over
+    // its level before the flood (with unbounded outbound buffers it grew
+    // by 50 MiB, and this test failed); the slow-consumer counter must
+    // rise; then the silent member is drained and checked with everyone.
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut env = WORKLOAD_ENV.to_vec();
+    env.extend([
+        ("MISSIVE_LIMITS__OUTBOUND_FRAMES_MAX", "32"),
+        ("MISSIVE_LIMITS__WRITE_TIMEOUT_MS", "20000"),
+    ]);
+    let server = ServerProcess::start_with_env(data_dir.path(), &env);
+    let api = Api::new(&server.url);
+    let mut logins = Vec::new();
+    for user in 0..4 {
+        let username = format!("user{user}");
+        api.register(&username, PASSWORD).await.expect("register");
+        logins.push((
+            username.clone(),
+            api.login(&username, PASSWORD, "d").await.expect("login"),
+        ));
+    }
+    let group = api
+        .create_group(&logins[0].1.token, "flood", &["user1", "user2", "user3"])
+        .await
+        .expect("create group")
+        .conversation;
+    let labels: Vec<String> = (0..4).map(|user| format!("u{user}")).collect();
+    let devices: Vec<Device> = logins
+        .into_iter()
+        .enumerate()
+        .map(|(user, (username, login))| Device {
+            label: labels[user].clone(),
+            username,
+            token: login.token,
+            device_id: login.device_id,
+            transport: if user % 2 == 0 {
+                Transport::WebSocket
+            } else {
+                Transport::LongPoll
+            },
+            home: 0,
+            sends: (user < 2).then(|| {
+                let others = labels.iter().filter(|l| **l != labels[user]).cloned();
+                (Target::Conversation(group), others.collect())
+            }),
+            offline: user == 3,
+        })
+        .collect();
+
+    // The silent reader: authenticated, then never reads again.
+    let (mut silent, _) = tokio_tungstenite::connect_async(api.ws_url())
+        .await
+        .expect("connect");
+    {
+        use futures_util::SinkExt;
+        silent
+            .send(tokio_tungstenite::tungstenite::Message::text(format!(
+                r#"{{"type":"auth","token":"{}"}}"#,
+                devices[3].token
+            )))
+            .await
+            .expect("auth");
+    }
+    let pid = server.child.id();
+    let before = peak_rss(pid);
+    let nodes = Nodes::new(vec![server.url.clone()]);
+    let workload = Workload::start_padded(&devices, &nodes, Duration::from_millis(1), 60 * 1024);
+    workload.progress(1_000, Duration::from_secs(120)).await;
+    let deadline = std::time::Instant::now() + STALL;
+    while metric(&server.url, "missive_slow_consumer_closes_total").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent reader was never cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = peak_rss(pid).saturating_sub(before);
+    println!(
+        "slow consumer: server peak RSS {:.1} MiB before the flood, +{:.1} MiB during it",
+        before as f64 / 1048576.0,
+        grown as f64 / 1048576.0
+    );
+    assert!(
+        grown < 48 * 1024 * 1024,
+        "server memory grew by {grown} bytes with one reader's backlog"
+    );
+    drop(silent);
+    check("slow consumer", workload, &devices, &nodes).await;
 }

@@ -82,6 +82,18 @@ pub struct Device {
     pub home: usize,
     /// What it sends to, if it sends, and who must receive it.
     pub sends: Option<(Target, Vec<String>)>,
+    /// Not run by the workload (a test drives it), but drained and checked.
+    pub offline: bool,
+}
+
+/// `payload`, then a space and filler up to `pad` bytes.
+fn padded(mut payload: String, pad: usize) -> String {
+    if payload.len() < pad {
+        payload.push(' ');
+        let fill = pad.saturating_sub(payload.len());
+        payload.extend(std::iter::repeat_n('x', fill));
+    }
+    payload
 }
 
 /// Running device tasks.
@@ -94,6 +106,13 @@ pub struct Workload {
 impl Workload {
     /// Starts every device; senders send one text per `pace`.
     pub fn start(devices: &[Device], nodes: &Nodes, pace: Duration) -> Self {
+        Self::start_padded(devices, nodes, pace, 0)
+    }
+
+    /// Like [`Workload::start`], each text padded to at least `pad` bytes.
+    /// Devices listed with `offline` are known to the checker (they must
+    /// receive, and are drained at the end) but are not run.
+    pub fn start_padded(devices: &[Device], nodes: &Nodes, pace: Duration, pad: usize) -> Self {
         let history = Arc::new(History::default());
         for device in devices {
             history.device(&device.label, device.device_id);
@@ -101,6 +120,7 @@ impl Workload {
         let stop = CancellationToken::new();
         let tasks = devices
             .iter()
+            .filter(|device| !device.offline)
             .map(|device| {
                 let client = Client {
                     device: device.clone(),
@@ -108,6 +128,7 @@ impl Workload {
                     history: history.clone(),
                     stop: stop.clone(),
                     pace,
+                    pad,
                     counter: 0,
                     attempted: false,
                 };
@@ -179,6 +200,7 @@ struct Client {
     history: Arc<History>,
     stop: CancellationToken,
     pace: Duration,
+    pad: usize,
     /// The next text to send; `attempted` once it has been tried.
     counter: u64,
     attempted: bool,
@@ -229,7 +251,7 @@ impl Client {
             to,
             conversation,
             client_msg_id: client_msg_id(&self.device.label, self.counter),
-            text: payload(&self.device.label, self.counter),
+            text: padded(payload(&self.device.label, self.counter), self.pad),
             reply_to: None,
             media: Vec::new(),
         })
