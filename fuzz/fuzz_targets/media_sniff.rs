@@ -7,10 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use missive_server::service::media::{SNIFF_BYTES, make_thumbnail, sniff};
-
-/// The server's largest decoded edge (media.rs `IMAGE_EDGE_MAX`).
-const IMAGE_EDGE_MAX: u32 = 16_384;
+use missive_media::{IMAGE_EDGE_MAX, SNIFF_BYTES, make_thumbnail, sniff};
 
 fuzz_target!(|data: &[u8]| {
     let head = &data[..data.len().min(SNIFF_BYTES)];
