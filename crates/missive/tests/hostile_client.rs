@@ -857,7 +857,16 @@ async fn a_refused_send_to_a_user_creates_no_conversation() {
         };
         assert_ne!(reply.as_str(), "internal", "send {bad}");
     }
-    for token in [&victim, &mallory] {
+    // Refused by a block (decided from the store, not the frame): the
+    // same, either way round.
+    let blocker = server.user("blocker").await;
+    server.api.block(&blocker, "mallory").await.expect("block");
+    let refused = hostile.send_text("blocker", "b0", "hello").await;
+    assert_eq!(refused_code(refused), "blocked");
+    let mut blocking = server.connect(&blocker).await;
+    let refused = blocking.send_text("mallory", "b1", "hello").await;
+    assert_eq!(refused_code(refused), "blocked");
+    for token in [&victim, &mallory, &blocker] {
         let list = server
             .api
             .conversations(token)

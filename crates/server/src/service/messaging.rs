@@ -10,7 +10,8 @@ use missive_core::{
 use missive_proto::ErrorCode;
 use missive_store::{
     AckRequest, Appended, Body, ConversationRecord, DeviceAuth, HistoryRequest, NewMessage,
-    QueueItem, ReadRequest, ReceiptsRecord, Store, StoredEvent, SweepOutcome, SweepRequest,
+    QueueItem, ReadRequest, ReceiptsRecord, Store, StoreError, StoredEvent, SweepOutcome,
+    SweepRequest,
 };
 
 use super::push::Push;
@@ -117,6 +118,12 @@ impl Messaging {
             Recipient::Conversation(conversation) => Ok(conversation),
             Recipient::User(username) => {
                 let account = super::account_named(&*self.store, &username).await?;
+                // The store would refuse the send itself; checked here too
+                // so that a blocked send does not leave an empty 1:1
+                // conversation behind (a refused request changes nothing).
+                if self.store.blocked_either_way(auth.account, account).await? {
+                    return Err(StoreError::Blocked.into());
+                }
                 Ok(self
                     .store
                     .direct_conversation(auth.account, account, self.clock.now_ms())
