@@ -1,6 +1,7 @@
-//! Send rate limits, black-box: a device or an account that sends faster
-//! than allowed is refused with `rate_limited` and a retry-after, and a
-//! refused send changes nothing.
+//! Limits, black-box: a device or an account that sends, uploads or
+//! creates groups faster than allowed is refused with `rate_limited` and a
+//! retry-after; every size and count bound refuses with a typed error; a
+//! refused request changes nothing.
 
 mod common;
 
@@ -552,4 +553,89 @@ async fn request_bodies_are_bounded_by_the_frame_limit() {
     pdf.resize(64 * 1024, b' ');
     let media = server.api.upload_media(&alice, pdf).await.unwrap();
     assert_eq!(media.size_bytes, 64 * 1024);
+}
+
+/// Files under `dir`, recursively (none if it does not exist).
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| {
+                let path = entry.path();
+                if path.is_dir() { files_under(&path) } else { 1 }
+            })
+            .sum()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_group_creations_are_rate_limited_per_account() {
+    // Goal: past its burst, an account's uploads and group creations are
+    // refused with rate_limited and a retry-after, whichever of its
+    // devices asks and over which transport; a refused upload stores no
+    // byte and a refused creation makes no group.
+    // Method: bursts of 2 at 1 per second; the third of each comes at once
+    // (well within the second a token takes to return).
+    let server = TestServer::start_with(|config| {
+        config.limits.uploads_per_sec_per_account = 1;
+        config.limits.upload_burst_per_account = 2;
+        config.limits.group_creates_per_sec_per_account = 1;
+        config.limits.group_create_burst_per_account = 2;
+    })
+    .await;
+    let alice = server.user("alice").await;
+    server.user("bob").await;
+    let second = server.device("alice").await;
+    let pdf = b"%PDF-1.7 a tiny document".to_vec();
+    for _ in 0..2 {
+        server
+            .api
+            .upload_media(&alice, pdf.clone())
+            .await
+            .expect("an upload within the burst");
+    }
+    let media_dir = server.data_dir.path().join("media");
+    let stored = files_under(&media_dir);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/media", server.url()))
+        .bearer_auth(&second)
+        .body(pdf.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert_eq!(retry_after, 1, "one token at 1/s comes within a second");
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(files_under(&media_dir), stored, "nothing of it stored");
+
+    for name in ["one", "two"] {
+        server
+            .api
+            .create_group(&alice, name, &["bob"])
+            .await
+            .expect("a group within the burst");
+    }
+    let mut socket = server.connect(&second).await;
+    let refused = socket
+        .call(|id| ClientFrame::GroupCreate {
+            id,
+            name: "three".into(),
+            members: vec!["bob".into()],
+        })
+        .await;
+    assert_eq!(refused_code(refused), "rate_limited");
+    let refused = server.api.create_group(&alice, "four", &["bob"]).await;
+    assert_eq!(refused_code(refused), "rate_limited");
+    let conversations = server
+        .api
+        .conversations(&alice)
+        .await
+        .expect("conversations");
+    assert_eq!(conversations.conversations.len(), 2, "{conversations:?}");
 }

@@ -259,6 +259,14 @@ pub struct LimitsConfig {
     /// The same for all devices of one account together (per node).
     pub sends_per_sec_per_account: u32,
     pub send_burst_per_account: u32,
+    /// Media uploads one account may start per second (per node), beyond a
+    /// burst of `upload_burst_per_account`; 0: no limit.
+    pub uploads_per_sec_per_account: u32,
+    pub upload_burst_per_account: u32,
+    /// Groups one account may create per second (per node), beyond a burst
+    /// of `group_create_burst_per_account`; 0: no limit.
+    pub group_creates_per_sec_per_account: u32,
+    pub group_create_burst_per_account: u32,
     /// Peers whose `X-Forwarded-For` names the client (a load balancer);
     /// per-address limits use that client address instead of theirs.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -344,6 +352,10 @@ impl Default for LimitsConfig {
             send_burst_per_device: 200,
             sends_per_sec_per_account: 50,
             send_burst_per_account: 500,
+            uploads_per_sec_per_account: 2,
+            upload_burst_per_account: 60,
+            group_creates_per_sec_per_account: 1,
+            group_create_burst_per_account: 20,
             trusted_proxies: Vec::new(),
         }
     }
@@ -477,6 +489,16 @@ impl Config {
                 self.limits.sends_per_sec_per_account,
                 self.limits.send_burst_per_account,
                 "limits.send_burst_per_account",
+            ),
+            (
+                self.limits.uploads_per_sec_per_account,
+                self.limits.upload_burst_per_account,
+                "limits.upload_burst_per_account",
+            ),
+            (
+                self.limits.group_creates_per_sec_per_account,
+                self.limits.group_create_burst_per_account,
+                "limits.group_create_burst_per_account",
             ),
         ] {
             if rate > 0 && burst == 0 {

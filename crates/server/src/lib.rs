@@ -67,6 +67,9 @@ pub struct AppState {
     /// Live connections per client address and per account.
     pub connection_limits: Arc<gateway::connections::ConnectionLimits>,
     pub send_limit: SendLimiter,
+    /// Media uploads and group creations per account.
+    pub upload_limit: SendLimiter,
+    pub group_create_limit: SendLimiter,
     /// News from other nodes; taken by `run`.
     node_events: std::sync::Mutex<Option<mpsc::Receiver<NodeEvent>>>,
 }
@@ -214,6 +217,7 @@ impl App {
                 burst: config.limits.send_burst_per_account,
             },
         );
+        let config_limits = config.limits.clone();
         Self {
             state: Arc::new(AppState {
                 config,
@@ -233,6 +237,14 @@ impl App {
                 connection_permits,
                 connection_limits,
                 send_limit,
+                upload_limit: SendLimiter::per_account(
+                    config_limits.uploads_per_sec_per_account,
+                    config_limits.upload_burst_per_account,
+                ),
+                group_create_limit: SendLimiter::per_account(
+                    config_limits.group_creates_per_sec_per_account,
+                    config_limits.group_create_burst_per_account,
+                ),
                 node_events: std::sync::Mutex::new(Some(node_events)),
             }),
         }

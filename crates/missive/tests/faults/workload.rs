@@ -431,17 +431,19 @@ impl Client {
 /// queue empty, because the server pushes a reconnecting device's backlog
 /// from a task of its own, which a `pong` can overtake. (The devices used
 /// their own transports while the faults ran.) Acks queue `delivered`
-/// receipts for the senders, hence the repeated passes. Fails if the
-/// queues do not empty within `within`.
-pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, within: Duration) {
+/// receipts for the senders, hence the repeated passes. Fails if one pass
+/// takes longer than `pass_within` (the drain stalled), or all of them
+/// longer than ten times that.
+pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, pass_within: Duration) {
     use futures_util::StreamExt;
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + pass_within * 10;
     loop {
         assert!(
             Instant::now() < deadline,
-            "the queues did not empty within {within:?}"
+            "the queues did not empty within {:?}",
+            pass_within * 10
         );
-        let read: usize = futures_util::stream::iter(devices)
+        let pass = futures_util::stream::iter(devices)
             .map(|device| async move {
                 let url = nodes
                     .pick(device.home, 0)
@@ -449,8 +451,10 @@ pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, within:
                 drain_long_poll(device, &url, history).await
             })
             .buffer_unordered(32)
-            .fold(0, |total, read| async move { total + read })
-            .await;
+            .fold(0, |total, read| async move { total + read });
+        let read = tokio::time::timeout(pass_within, pass)
+            .await
+            .unwrap_or_else(|_| panic!("a drain pass took longer than {pass_within:?}"));
         if read == 0 {
             return;
         }

@@ -181,7 +181,14 @@ impl Dispatcher {
                 }
             }
             ClientFrame::GroupCreate { id, name, members } => {
-                let result = self.state.groups.create(&self.auth, &name, &members).await;
+                let result = match self
+                    .state
+                    .group_create_limit
+                    .check(&self.auth, "too many groups created; slow down")
+                {
+                    Ok(()) => self.state.groups.create(&self.auth, &name, &members).await,
+                    Err(refused) => Err(refused),
+                };
                 group_reply(id, result)
             }
             ClientFrame::GroupInfo { id, conversation } => {

@@ -21,6 +21,9 @@ pub async fn upload(
     Authenticated(auth): Authenticated,
     body: Body,
 ) -> Result<(StatusCode, Json<MediaInfo>), ApiError> {
+    state
+        .upload_limit
+        .check(&auth, "too many uploads; slow down")?;
     let info = state.media.upload(&auth, body.into_data_stream()).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }

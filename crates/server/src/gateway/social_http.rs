@@ -97,6 +97,9 @@ pub async fn create_group(
     body: Result<Json<CreateGroupRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<GroupInfo>), ApiError> {
     let request = json_body(body)?;
+    state
+        .group_create_limit
+        .check(&auth, "too many groups created; slow down")?;
     let info = state
         .groups
         .create(&auth, &request.name, &request.members)

@@ -1,8 +1,10 @@
-//! Send rate limits: a token bucket per device and one per account, both
-//! of which a send (text, reaction, edit or delete) must pass. Kept per
-//! node: a device has one live session, so its bucket lives where it
-//! talks; an account's devices spread over N nodes get up to N times the
-//! account rate (docs/PROTOCOL.md says so).
+//! Rate limits as token buckets: for sends (text, reaction, edit or
+//! delete), one per device and one per account, both of which a send must
+//! pass; the same type, with the device rate off, limits media uploads and
+//! group creations per account. Kept per node: a device has one live
+//! session, so its bucket lives where it talks; an account's devices spread
+//! over N nodes get up to N times the account rate (docs/PROTOCOL.md says
+//! so).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,6 +48,28 @@ impl SendLimiter {
             account,
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A limiter of accounts only (the device rate off).
+    pub fn per_account(per_sec: u32, burst: u32) -> Self {
+        Self::new(
+            Rate {
+                per_sec: 0,
+                burst: 0,
+            },
+            Rate { per_sec, burst },
+        )
+    }
+
+    /// [`SendLimiter::take`] for `auth` now, as the typed refusal the
+    /// client gets: `rate_limited` with `what` and the wait.
+    pub fn check(
+        &self,
+        auth: &missive_store::DeviceAuth,
+        what: &'static str,
+    ) -> Result<(), crate::error::ApiError> {
+        self.take(auth.device, auth.account, Instant::now())
+            .map_err(|wait| crate::error::ApiError::rate_limited(wait, what))
     }
 
     /// Takes one send from both buckets, or neither: `Err(wait)` says how
