@@ -866,7 +866,42 @@ async fn a_refused_send_to_a_user_creates_no_conversation() {
     let mut blocking = server.connect(&blocker).await;
     let refused = blocking.send_text("mallory", "b1", "hello").await;
     assert_eq!(refused_code(refused), "blocked");
-    for token in [&victim, &mallory, &blocker] {
+    // Refused for what the store checks against the conversation: a reply
+    // to a message of another conversation, or media mallory did not
+    // upload. The first message to `newcomer` must not create theirs.
+    let newcomer = server.user("newcomer").await;
+    server.user("friend").await;
+    let elsewhere = match hostile.send_text("friend", "f0", "hi").await {
+        Ok(ServerFrame::Sent { message_id, .. }) => message_id,
+        other => panic!("expected sent, got {other:?}"),
+    };
+    let victims_media = server
+        .api
+        .upload_media(&victim, b"%PDF-1.7 the victim's".to_vec())
+        .await
+        .expect("upload")
+        .media_id;
+    for (n, (reply_to, media, code)) in [
+        (Some(elsewhere), Vec::new(), "unknown_message"),
+        (None, vec![victims_media], "unknown_media"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let refused = hostile
+            .call(|id| ClientFrame::Send {
+                id,
+                to: Some("newcomer".into()),
+                conversation: None,
+                client_msg_id: format!("n{n}"),
+                text: "hello".into(),
+                reply_to,
+                media,
+            })
+            .await;
+        assert_eq!(refused_code(refused), code);
+    }
+    for token in [&victim, &blocker, &newcomer] {
         let list = server
             .api
             .conversations(token)
@@ -874,4 +909,10 @@ async fn a_refused_send_to_a_user_creates_no_conversation() {
             .expect("conversations");
         assert!(list.conversations.is_empty(), "{list:?}");
     }
+    let list = server.api.conversations(&mallory).await.expect("list");
+    assert_eq!(
+        list.conversations.len(),
+        1,
+        "only the one with friend: {list:?}"
+    );
 }

@@ -103,6 +103,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_device(&self, account: AccountId, device: DeviceId)
     -> Result<bool, StoreError>;
 
+    /// The 1:1 conversation of two accounts, if it exists (never creates).
+    async fn find_direct_conversation(
+        &self,
+        a: AccountId,
+        b: AccountId,
+    ) -> Result<Option<ConversationId>, StoreError>;
+
     /// The 1:1 conversation of two accounts, created on first use.
     async fn direct_conversation(
         &self,

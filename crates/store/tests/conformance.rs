@@ -3345,6 +3345,30 @@ mod scenarios {
         );
     }
 
+    /// Looking up a 1:1 conversation never creates it.
+    pub async fn find_direct(store: Arc<dyn Store>) {
+        // Goal: `find_direct_conversation` answers None before the first
+        // message between two accounts, in either order, and leaves it so;
+        // once `direct_conversation` made it, both orders find that one.
+        let (alice, bob) = alice_and_bob(&*store).await;
+        for _ in 0..2 {
+            assert_eq!(store.find_direct_conversation(alice, bob).await, Ok(None));
+            assert_eq!(store.find_direct_conversation(bob, alice).await, Ok(None));
+        }
+        let made = store
+            .direct_conversation(alice, bob, NOW)
+            .await
+            .expect("create");
+        assert_eq!(
+            store.find_direct_conversation(alice, bob).await,
+            Ok(Some(made))
+        );
+        assert_eq!(
+            store.find_direct_conversation(bob, alice).await,
+            Ok(Some(made))
+        );
+    }
+
     /// The store's clock, the time base of leases.
     pub async fn store_clock(store: Arc<dyn Store>) {
         // Goal: a store with a clock of its own (a database server) reports
@@ -3683,6 +3707,7 @@ mod sqlite {
         presence_profile,
         session_directory,
         store_clock,
+        find_direct,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
     );
@@ -4030,6 +4055,7 @@ mod postgres {
         presence_profile,
         session_directory,
         store_clock,
+        find_direct,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
     );

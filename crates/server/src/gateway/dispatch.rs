@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::social_http::{system_event, wire_kind, wire_media};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::service::{Draft, Recipient};
+use crate::service::{CheckedSend, Draft, Recipient};
 
 /// Typing frames a client may send in a burst, and the refill pace.
 const TYPING_FRAMES_MAX: u32 = 10;
@@ -338,7 +338,7 @@ impl Dispatcher {
             return Err(ApiError::rate_limited(wait, "too many sends; slow down"));
         }
         let conversation = match recipient {
-            Recipient::User(username) => self.conversation_with(username).await?,
+            Recipient::User(username) => self.conversation_with(username, &checked).await?,
             Recipient::Conversation(conversation) => conversation,
         };
         let appended = self
@@ -356,14 +356,18 @@ impl Dispatcher {
         })
     }
 
-    async fn conversation_with(&mut self, username: String) -> Result<ConversationId, ApiError> {
+    async fn conversation_with(
+        &mut self,
+        username: String,
+        send: &CheckedSend,
+    ) -> Result<ConversationId, ApiError> {
         if let Some(conversation) = self.recipients.get(&username) {
             return Ok(*conversation);
         }
         let conversation = self
             .state
             .messaging
-            .conversation_for(&self.auth, Recipient::User(username.clone()))
+            .conversation_to(&self.auth, &username, send)
             .await?;
         if self.recipients.len() >= RECIPIENT_CACHE_MAX {
             self.recipients.clear();

@@ -108,28 +108,51 @@ impl Messaging {
         now_ms.saturating_add(secs_to_ms(self.delivery.offline_ttl_secs))
     }
 
-    /// Resolves a recipient to a conversation the sender belongs to.
-    pub async fn conversation_for(
+    /// The 1:1 conversation a send to `username` goes into, created by the
+    /// first message between the two. A send the store would refuse must
+    /// not leave an empty conversation behind (a refused request changes
+    /// nothing), so before creating it this checks what the store would
+    /// check against it: no block either way, no `reply_to` (nothing in a
+    /// new conversation to reply to), and media only of the sender's own.
+    pub async fn conversation_to(
         &self,
         auth: &DeviceAuth,
-        recipient: Recipient,
+        username: &str,
+        send: &CheckedSend,
     ) -> Result<ConversationId, ApiError> {
-        match recipient {
-            Recipient::Conversation(conversation) => Ok(conversation),
-            Recipient::User(username) => {
-                let account = super::account_named(&*self.store, &username).await?;
-                // The store would refuse the send itself; checked here too
-                // so that a blocked send does not leave an empty 1:1
-                // conversation behind (a refused request changes nothing).
-                if self.store.blocked_either_way(auth.account, account).await? {
-                    return Err(StoreError::Blocked.into());
-                }
-                Ok(self
+        let account = super::account_named(&*self.store, username).await?;
+        if self.store.blocked_either_way(auth.account, account).await? {
+            return Err(StoreError::Blocked.into());
+        }
+        if let Some(conversation) = self
+            .store
+            .find_direct_conversation(auth.account, account)
+            .await?
+        {
+            return Ok(conversation);
+        }
+        if let Body::Text {
+            reply_to, media, ..
+        } = &send.body
+        {
+            if reply_to.is_some() {
+                return Err(StoreError::UnknownMessage.into());
+            }
+            for id in media {
+                let own = self
                     .store
-                    .direct_conversation(auth.account, account, self.clock.now_ms())
-                    .await?)
+                    .media_for(auth.account, id)
+                    .await?
+                    .is_some_and(|record| record.uploader == auth.account);
+                if !own {
+                    return Err(StoreError::UnknownMedia.into());
+                }
             }
         }
+        Ok(self
+            .store
+            .direct_conversation(auth.account, account, self.clock.now_ms())
+            .await?)
     }
 
     /// What a client asked to send, checked and turned into a stored body.

@@ -306,6 +306,14 @@ impl Store for PostgresStore {
         transaction!(self, |tx| accounts::revoke_device(tx, account, device))
     }
 
+    async fn find_direct_conversation(
+        &self,
+        a: AccountId,
+        b: AccountId,
+    ) -> Result<Option<ConversationId>, StoreError> {
+        autocommit!(self, |db| conversations::find_direct(db, a, b))
+    }
+
     async fn direct_conversation(
         &self,
         a: AccountId,

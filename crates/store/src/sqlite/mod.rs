@@ -166,6 +166,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn find_direct_conversation(
+        &self,
+        a: AccountId,
+        b: AccountId,
+    ) -> Result<Option<ConversationId>, StoreError> {
+        self.read(move |conn| ops::find_direct_conversation(conn, a, b))
+            .await
+    }
+
     async fn direct_conversation(
         &self,
         a: AccountId,
