@@ -218,6 +218,14 @@ pub trait Store: Send + Sync + 'static {
     /// Whether either account has blocked the other.
     async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError>;
 
+    /// Whether `a` and any of `others` blocked one another, either way (one
+    /// read for a whole group's members).
+    async fn blocked_with_any(
+        &self,
+        a: AccountId,
+        others: Vec<AccountId>,
+    ) -> Result<bool, StoreError>;
+
     /// Whether `owner` has `contact` in their contacts.
     async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError>;
 

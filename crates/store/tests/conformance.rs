@@ -3226,6 +3226,21 @@ mod scenarios {
                 "{a} / {b}"
             );
         }
+        // The same over a set: any one blocked pair, either way, is enough.
+        let set_cases = [
+            (alice, vec![dave, carol], false),
+            (alice, vec![dave, bob, carol], true),
+            (bob, vec![carol, alice], true),
+            (dave, vec![alice, bob, carol], false),
+            (alice, vec![], false),
+        ];
+        for (a, others, expected) in set_cases {
+            assert_eq!(
+                store.blocked_with_any(a, others.clone()).await,
+                Ok(expected),
+                "{a} / {others:?}"
+            );
+        }
 
         assert!(set_relation(store, Relation::Contact, alice, bob, false).await);
         assert_eq!(relation_list(store, Relation::Block, alice).await, ["bob"]);

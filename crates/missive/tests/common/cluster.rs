@@ -53,21 +53,14 @@ impl Database {
 
     /// How many live sessions the directory lists for `username`.
     pub async fn sessions_of(&self, username: &str) -> i64 {
-        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
-        let driver = tokio::spawn(connection);
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM sessions s JOIN accounts a ON a.id = s.account_id
-                 WHERE a.username = $1",
-                &[&username],
-            )
-            .await
-            .expect("count sessions");
-        drop(client);
-        let _ = driver.await;
-        row.get(0)
+        query(
+            &self.url(),
+            "SELECT count(*) FROM sessions s JOIN accounts a ON a.id = s.account_id
+             WHERE a.username = $1",
+            &[&username],
+        )
+        .await[0]
+            .get(0)
     }
 
     pub async fn drop_now(self) {
@@ -77,6 +70,22 @@ impl Database {
         ))
         .await;
     }
+}
+
+/// Runs one query on its own connection to the database at `url`.
+pub async fn query(
+    url: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<tokio_postgres::Row> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    let driver = tokio::spawn(connection);
+    let rows = client.query(sql, params).await.expect(sql);
+    drop(client);
+    let _ = driver.await;
+    rows
 }
 
 pub async fn admin(sql: &str) {

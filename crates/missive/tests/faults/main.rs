@@ -211,17 +211,7 @@ impl Dice {
 
 /// Queue entries left in a PostgreSQL store.
 async fn postgres_queue_rows(url: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the store");
-    let driver = tokio::spawn(connection);
-    let row = client
-        .query_one("SELECT count(*) FROM queue", &[])
-        .await
-        .expect("count queue rows");
-    drop(client);
-    let _ = driver.await;
-    row.get(0)
+    cluster::query(url, "SELECT count(*) FROM queue", &[]).await[0].get(0)
 }
 
 /// Three nodes on `store_url` and `bus_url` with the workload's settings,
@@ -493,9 +483,9 @@ fn group_members() -> usize {
         .unwrap_or(500)
 }
 
-/// `n` users with one device each, every fifth on long-poll, all in one
-/// group; members 0 and 1 send to it.
-async fn group_population(api: &Api, n: usize) -> Vec<Device> {
+/// `n` users (`member0`…) with one device each, every `long_poll_every`th
+/// on long-poll, all in one group; members 0 and 1 send to it.
+async fn group_population(api: &Api, n: usize, long_poll_every: usize) -> Vec<Device> {
     use futures_util::StreamExt;
     let logins: Vec<_> = futures_util::stream::iter(0..n)
         .map(|i| async move {
@@ -524,7 +514,7 @@ async fn group_population(api: &Api, n: usize) -> Vec<Device> {
             username,
             token: login.token,
             device_id: login.device_id,
-            transport: if i % 5 == 4 {
+            transport: if i % long_poll_every == long_poll_every - 1 {
                 Transport::LongPoll
             } else {
                 Transport::WebSocket
@@ -557,7 +547,7 @@ async fn kill_9_mid_fanout_to_a_500_member_group_and_the_reconnect_storm_lose_no
     env.push(("MISSIVE_LIMITS__GROUP_MEMBERS_MAX", &group_max));
     let mut server = ServerProcess::start_with_env(data_dir.path(), &env);
     let started = std::time::Instant::now();
-    let devices = group_population(&Api::new(&server.url), n).await;
+    let devices = group_population(&Api::new(&server.url), n, 5).await;
     println!(
         "{n} members registered in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -607,17 +597,11 @@ fn libfaketime() -> Option<&'static str> {
 
 /// Each node's lease end as the store records it.
 async fn leases(url: &str) -> std::collections::BTreeMap<String, i64> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    cluster::query(url, "SELECT id, lease_until_ms FROM nodes", &[])
         .await
-        .expect("connect to the store");
-    let driver = tokio::spawn(connection);
-    let rows = client
-        .query("SELECT id, lease_until_ms FROM nodes", &[])
-        .await
-        .expect("read leases");
-    drop(client);
-    let _ = driver.await;
-    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -767,42 +751,10 @@ async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_loses_nothing() {
     ]);
     let server = ServerProcess::start_with_env(data_dir.path(), &env);
     let api = Api::new(&server.url);
-    let mut logins = Vec::new();
-    for user in 0..4 {
-        let username = format!("user{user}");
-        api.register(&username, PASSWORD).await.expect("register");
-        logins.push((
-            username.clone(),
-            api.login(&username, PASSWORD, "d").await.expect("login"),
-        ));
-    }
-    let group = api
-        .create_group(&logins[0].1.token, "flood", &["user1", "user2", "user3"])
-        .await
-        .expect("create group")
-        .conversation;
-    let labels: Vec<String> = (0..4).map(|user| format!("u{user}")).collect();
-    let devices: Vec<Device> = logins
-        .into_iter()
-        .enumerate()
-        .map(|(user, (username, login))| Device {
-            label: labels[user].clone(),
-            username,
-            token: login.token,
-            device_id: login.device_id,
-            transport: if user % 2 == 0 {
-                Transport::WebSocket
-            } else {
-                Transport::LongPoll
-            },
-            home: 0,
-            sends: (user < 2).then(|| {
-                let others = labels.iter().filter(|l| **l != labels[user]).cloned();
-                (Target::Conversation(group), others.collect())
-            }),
-            offline: user == 3,
-        })
-        .collect();
+    // Every second device on long-poll; the fourth is the silent reader,
+    // driven here rather than by the workload.
+    let mut devices = group_population(&api, 4, 2).await;
+    devices[3].offline = true;
 
     // The silent reader: authenticated, then never reads again.
     let (mut silent, _) = tokio_tungstenite::connect_async(api.ws_url())
@@ -831,9 +783,9 @@ async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_loses_nothing() {
     let mut watcher = Connection::connect(&api.ws_url(), &watcher_token)
         .await
         .expect("connect");
-    let is_online = |frame: &missive_proto::ServerFrame| matches!(frame, missive_proto::ServerFrame::Presence { user, online, .. } if user == "user3" && *online);
+    let is_online = |frame: &missive_proto::ServerFrame| matches!(frame, missive_proto::ServerFrame::Presence { user, online, .. } if user == "member3" && *online);
     let mut online = watcher
-        .subscribe_presence(&["user3"])
+        .subscribe_presence(&["member3"])
         .await
         .expect("subscribe")
         .iter()
@@ -842,7 +794,7 @@ async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_loses_nothing() {
         let frame = watcher
             .next_frame(PROMPTLY)
             .await
-            .expect("user3 comes online");
+            .expect("member3 comes online");
         online = is_online(&frame);
     }
     let pid = server.child.id();
@@ -855,7 +807,7 @@ async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_loses_nothing() {
             .next_frame(STALL)
             .await
             .expect("the silent reader is cut off");
-        if matches!(&frame, missive_proto::ServerFrame::Presence { user, online: false, .. } if user == "user3")
+        if matches!(&frame, missive_proto::ServerFrame::Presence { user, online: false, .. } if user == "member3")
         {
             break;
         }

@@ -132,9 +132,9 @@ pub async fn frames(
     Authenticated(auth): Authenticated,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // The router's body limit (`limits.frame_bytes_max`) is the frame limit.
     let body = match body {
         Ok(body) => body,
-        // Over the router's body limit (`limits.frame_bytes_max`).
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             let too_large = ApiError::new(
                 ErrorCode::FrameTooLarge,
@@ -146,13 +146,6 @@ pub async fn frames(
             return ApiError::new(ErrorCode::BadFrame, rejection.body_text()).into_response();
         }
     };
-    if body.len() > state.config.limits.frame_bytes_max {
-        let too_large = ApiError::new(
-            ErrorCode::FrameTooLarge,
-            "frame exceeds limits.frame_bytes_max",
-        );
-        return too_large.into_response();
-    }
     // Decoded once, by the same function as WebSocket frames.
     let text = String::from_utf8_lossy(&body);
     let replies = match missive_proto::decode_client_frame(&text) {

@@ -195,13 +195,15 @@ impl Groups {
         actor: AccountId,
         accounts: &[AccountId],
     ) -> Result<(), ApiError> {
-        for account in accounts {
-            if self.store.blocked_either_way(actor, *account).await? {
-                return Err(ApiError::new(
-                    ErrorCode::Blocked,
-                    "you cannot add a user who blocked you or whom you blocked",
-                ));
-            }
+        if self
+            .store
+            .blocked_with_any(actor, accounts.to_vec())
+            .await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::Blocked,
+                "you cannot add a user who blocked you or whom you blocked",
+            ));
         }
         Ok(())
     }

@@ -24,6 +24,18 @@ pub const PRESENCE_WATCH_MAX: usize = 256;
 /// together on this node.
 const LIST_LOCKS: usize = 64;
 
+/// `limit_exceeded` unless `username` may be added to a list that already
+/// holds `listed`: there is room, or it is listed already (a no-op).
+fn room_for(listed: &[String], username: &str, max: usize, list: &str) -> Result<(), ApiError> {
+    if listed.len() < max || listed.iter().any(|name| name == username) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::LimitExceeded,
+        format!("at most {max} {list} (limits.{list}_per_account_max); remove one first"),
+    ))
+}
+
 pub struct Social {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
@@ -86,17 +98,9 @@ impl Social {
             } else {
                 None
             };
-            if present && !self.store.is_contact(auth.account, contact).await? {
-                let count = self.store.contacts(auth.account).await?.len();
-                if count >= self.contacts_max {
-                    return Err(ApiError::new(
-                        ErrorCode::LimitExceeded,
-                        format!(
-                            "at most {} contacts (limits.contacts_per_account_max); remove one first",
-                            self.contacts_max
-                        ),
-                    ));
-                }
+            if present {
+                let listed = self.store.contacts(auth.account).await?;
+                room_for(&listed, username, self.contacts_max, "contacts")?;
             }
             self.store
                 .set_contact(auth.account, contact, present, self.clock.now_ms())
@@ -137,17 +141,8 @@ impl Social {
                 None
             };
             if present {
-                let blocked = self.store.blocked(auth.account).await?;
-                if blocked.len() >= self.blocks_max && !blocked.iter().any(|name| name == username)
-                {
-                    return Err(ApiError::new(
-                        ErrorCode::LimitExceeded,
-                        format!(
-                            "at most {} blocked users (limits.blocks_per_account_max); unblock one first",
-                            self.blocks_max
-                        ),
-                    ));
-                }
+                let listed = self.store.blocked(auth.account).await?;
+                room_for(&listed, username, self.blocks_max, "blocks")?;
             }
             self.store
                 .set_block(auth.account, other, present, self.clock.now_ms())

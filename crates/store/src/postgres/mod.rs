@@ -432,6 +432,14 @@ impl Store for PostgresStore {
         autocommit!(self, |db| social::blocked_either_way(db, a, b))
     }
 
+    async fn blocked_with_any(
+        &self,
+        a: AccountId,
+        others: Vec<AccountId>,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| social::blocked_with_any(db, a, &others))
+    }
+
     async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError> {
         autocommit!(self, |db| social::is_contact(db, owner, contact))
     }

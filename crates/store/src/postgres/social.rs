@@ -90,6 +90,22 @@ pub(super) async fn blocked<C: GenericClient>(db: &C, blocker: AccountId) -> Out
     .await
 }
 
+pub(super) async fn blocked_with_any<C: GenericClient>(
+    db: &C,
+    a: AccountId,
+    others: &[AccountId],
+) -> Outcome<bool> {
+    let others: Vec<i64> = others.iter().map(|account| account.0).collect();
+    scalar(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM blocks
+             WHERE (blocker_id = $1 AND blocked_id = ANY($2))
+                OR (blocked_id = $1 AND blocker_id = ANY($2)))",
+        &[&a.0, &others],
+    )
+    .await
+}
+
 pub(super) async fn blocked_either_way<C: GenericClient>(
     db: &C,
     a: AccountId,

@@ -301,6 +301,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn blocked_with_any(
+        &self,
+        a: AccountId,
+        others: Vec<AccountId>,
+    ) -> Result<bool, StoreError> {
+        // One reader task; each lookup is an index probe in process.
+        self.read(move |conn| {
+            for b in others {
+                if social::blocked_either_way(conn, a, b)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+    }
+
     async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError> {
         self.read(move |conn| social::is_contact(conn, owner, contact))
             .await
