@@ -225,9 +225,20 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
     assert.ok(thumbWidth <= 320, `thumbnail ${thumbWidth}px wide`);
     await thumbnail.click();
     await bob.waitForFunction(() => document.querySelector('[data-testid="image-full"]').naturalWidth === 640);
+    const fullSrc = await bob.getByTestId('image-full').getAttribute('src');
+    // Record what the page revokes, to see the dialog let its blob: URL go.
+    await bob.evaluate(() => {
+      window.revokedUrls = [];
+      const revoke = URL.revokeObjectURL.bind(URL);
+      URL.revokeObjectURL = (url) => {
+        window.revokedUrls.push(url);
+        revoke(url);
+      };
+    });
     await bob.getByRole('dialog', { name: 'Image' }).getByRole('button', { name: 'Close' }).click();
     // The full-size image (up to 16 MiB) is let go with the dialog.
     await bob.waitForFunction(() => !document.querySelector('[data-testid="image-full"]').hasAttribute('src'));
+    await bob.waitForFunction((url) => window.revokedUrls.includes(url), fullSrc);
     await waitTicks(alice, 'A picture follows', 'read');
     await alice.locator('[data-testid="message"][data-tick="read"]').getByTestId('thumbnail').waitFor();
 

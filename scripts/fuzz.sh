@@ -17,7 +17,7 @@
 #
 # Each target fuzzes into a scratch corpus (fuzz/target/corpus/<target>),
 # seeded from the committed seeds in fuzz/corpus/<target>, which it never
-# writes to. A crash, panic, leak, OOM (-rss_limit_mb) or slow input
+# writes to. A crash, panic, OOM (-rss_limit_mb) or slow input
 # (-timeout) fails the script; libFuzzer prints the input and cargo-fuzz
 # saves it under fuzz/artifacts/<target>/. Reproduce it with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none <target> <artifact>
@@ -27,6 +27,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds="${1:-20}"
+if ! [[ $seconds =~ ^[0-9]+$ ]]; then
+    echo "usage: scripts/fuzz.sh [seconds-per-target] [target...]" >&2
+    exit 2
+fi
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -35,12 +39,13 @@ fi
 sanitizer="${FUZZ_SANITIZER:-none}"
 export RUSTC_BOOTSTRAP=1
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
+if ! cargo fuzz --version 2>/dev/null | grep -q ' 0\.13\.2$'; then
     echo "== installing cargo-fuzz"
     cargo install cargo-fuzz --locked --version 0.13.2
 fi
 
 echo "== building fuzz targets (sanitizer: $sanitizer)"
+cargo fetch --locked # fuzz/Cargo.lock is used as committed, never re-resolved
 cargo fuzz build --sanitizer "$sanitizer"
 
 for target in "${targets[@]}"; do

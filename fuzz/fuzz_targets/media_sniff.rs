@@ -1,9 +1,10 @@
 //! The upload judgement of `POST /v1/media` on the complete bytes: the type
 //! is sniffed from the first `SNIFF_BYTES`, and what sniffs as an image is
 //! decoded (bounded) into its size and a JPEG thumbnail, as
-//! `Media::upload` does. Checks: no panic, no unbounded allocation or time
-//! (libFuzzer's -rss_limit_mb / -malloc_limit_mb / -timeout), and an
-//! accepted image respects the edge bound and yields a thumbnail.
+//! `Media::upload` does. Checks: no panic, no unbounded memory or time
+//! (libFuzzer's -rss_limit_mb and -timeout; single huge allocations are
+//! caught only with `FUZZ_SANITIZER=address`), and an accepted image
+//! respects the edge bound and yields a thumbnail.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

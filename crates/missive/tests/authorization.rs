@@ -752,6 +752,27 @@ async fn the_sender_is_always_the_authenticated_device() {
         }
         other => panic!("expected a message, got {other:?}"),
     }
+    // The same id from another device in the very conversation alice used
+    // it in: a new message too (idempotency is per device, not per
+    // conversation or per id).
+    let sent = world
+        .bob_ws
+        .send_to(world.direct, "a-1", "same id, other device", None)
+        .await;
+    let ServerFrame::Sent {
+        message_id,
+        duplicate,
+        ..
+    } = sent.expect("send")
+    else {
+        panic!("expected sent")
+    };
+    assert!(!duplicate, "client_msg_ids are per device");
+    assert_ne!(message_id, world.message);
+    assert_eq!(
+        texts(&queued(&mut world.alice_ws, 1).await),
+        ["same id, other device"]
+    );
     assert_nothing_queued(&mut world.alice_ws).await;
 }
 
@@ -1281,6 +1302,9 @@ async fn a_blocked_user_is_fully_blocked() {
     )
     .await;
 
+    // Checked while the members' sockets are live: after a reconnect, the
+    // backlog could still be on its way when the first pong arrives.
+    world.assert_members_undisturbed().await;
     // Presence: alice's comings and goings are invisible to mallory, in
     // the subscription's answer and as later frames.
     let now = world
@@ -1321,7 +1345,6 @@ async fn a_blocked_user_is_fully_blocked() {
     );
     assert_no_ephemeral(&mut world.mallory_ws).await;
 
-    world.assert_members_undisturbed().await;
     assert_eq!(
         observed(&world.server, &world.alice, chat, &chat_message).await,
         before
@@ -1677,12 +1700,12 @@ async fn every_endpoint_refuses_a_missing_forged_or_revoked_token() {
         api.group(&world.alice, group).await.expect("group"),
         api.conversations(&world.alice).await.expect("list"),
     );
-    let media_files = || {
-        std::fs::read_dir(world.server.data_dir.path().join("media"))
-            .map(|dir| dir.count())
-            .unwrap_or(0)
-    };
+    let media_files = || files_under(&world.server.data_dir.path().join("media"));
     let files_before = media_files();
+    assert!(
+        files_before >= 2,
+        "the upload and its thumbnail are counted"
+    );
 
     let endpoints = authenticated_endpoints(group, world.direct, &world.message, &media);
     let forged = "0".repeat(64);
@@ -1789,16 +1812,26 @@ async fn one_users_settings_are_theirs_alone() {
         .await
         .expect("subscribe");
     assert_eq!(presence_of(&now[0]), ("alice".into(), false, None));
-    let spare = world.server.device("alice").await;
-    let spare_ws = world.server.connect(&spare).await;
-    assert_no_ephemeral(&mut world.mallory_ws).await;
-    spare_ws.close().await;
+    // Checked while the members' sockets are live: a fresh connection's
+    // backlog could still be on its way when its first pong arrives.
+    world.assert_members_undisturbed().await;
+    // Bob, her contact, sees her go and come back (so the changes did
+    // happen); mallory gets no frame at all.
+    let bob_sees = world
+        .bob_ws
+        .subscribe_presence(&["alice"])
+        .await
+        .expect("subscribe");
+    assert_eq!(presence_of(&bob_sees[0]), ("alice".into(), true, None));
     let bystander = world.server.user("zed").await;
     let alice_ws = std::mem::replace(&mut world.alice_ws, world.server.connect(&bystander).await);
     alice_ws.close().await;
+    let (user, online, _) = presence_of(&next_ephemeral(&mut world.bob_ws).await);
+    assert_eq!((user.as_str(), online), ("alice", false));
     world.alice_ws = world.server.connect(&world.alice).await;
+    let (user, online, _) = presence_of(&next_ephemeral(&mut world.bob_ws).await);
+    assert_eq!((user.as_str(), online), ("alice", true));
     assert_no_ephemeral(&mut world.mallory_ws).await;
-    world.assert_members_undisturbed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

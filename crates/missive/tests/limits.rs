@@ -555,19 +555,6 @@ async fn request_bodies_are_bounded_by_the_frame_limit() {
     assert_eq!(media.size_bytes, 64 * 1024);
 }
 
-/// Files under `dir`, recursively (none if it does not exist).
-fn files_under(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .flatten()
-            .map(|entry| {
-                let path = entry.path();
-                if path.is_dir() { files_under(&path) } else { 1 }
-            })
-            .sum()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_and_group_creations_are_rate_limited_per_account() {
     // Goal: past its burst, an account's uploads and group creations are

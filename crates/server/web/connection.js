@@ -212,9 +212,11 @@ export class Connection {
   }
 
   failLargest(error) {
+    // Sizes are measured only here, on this rare close, not for every frame sent.
     let largest = null;
     for (const [id, waiter] of this.pending) {
-      if (!largest || waiter.bytes > largest[1].bytes) largest = [id, waiter];
+      const bytes = utf8Bytes(waiter.data);
+      if (!largest || bytes > largest[2]) largest = [id, waiter, bytes];
     }
     if (!largest) return;
     this.pending.delete(largest[0]);
@@ -357,7 +359,7 @@ export class Connection {
         this.pending.delete(message.id);
         reject(new RequestError('timeout', 'no answer from the server'));
       }, timeoutMs);
-      this.pending.set(message.id, { resolve, reject, timer, bytes: utf8Bytes(data) });
+      this.pending.set(message.id, { resolve, reject, timer, data });
       try {
         this.ws.send(data);
       } catch {

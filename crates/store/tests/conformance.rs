@@ -3384,23 +3384,6 @@ mod scenarios {
         );
     }
 
-    /// The store's clock, the time base of leases.
-    pub async fn store_clock(store: Arc<dyn Store>) {
-        // Goal: a store with a clock of its own (a database server) reports
-        // it, close to ours on this machine; an embedded one reports none
-        // (its clock is the process's).
-        let local = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as i64;
-        if let Some(store_now) = store.clock_ms().await.expect("clock_ms") {
-            assert!(
-                (store_now - local).abs() < 60_000,
-                "store clock {store_now} vs local {local}"
-            );
-        }
-    }
-
     /// Session directory: node leases and live sessions across nodes.
     pub async fn session_directory(store: Arc<dyn Store>) {
         // Goal: an account is online exactly while one of its devices has a
@@ -3721,13 +3704,22 @@ mod sqlite {
         relay_targets,
         presence_profile,
         session_directory,
-        store_clock,
         find_direct,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
     );
 
     // ── SQLite-only checks: they look inside the database file. ──
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn has_no_clock_of_its_own() {
+        // Goal: an embedded store's clock is the process's: it reports
+        // none, so leases use the node's own time.
+        let Some(opened) = open().await else {
+            return;
+        };
+        assert_eq!(opened.store.clock_ms().await, Ok(None));
+    }
 
     mod engine {
         use std::path::{Path, PathBuf};
@@ -4069,13 +4061,35 @@ mod postgres {
         relay_targets,
         presence_profile,
         session_directory,
-        store_clock,
         find_direct,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
     );
 
     // ── PostgreSQL-only checks: several nodes on one database, outages. ──
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reports_the_servers_clock() {
+        // Goal: PostgreSQL reports its own clock (the time base of leases),
+        // which on this machine is within a minute of ours.
+        let Some(opened) = open().await else {
+            return;
+        };
+        let local = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        let store_now = opened
+            .store
+            .clock_ms()
+            .await
+            .expect("clock_ms")
+            .expect("PostgreSQL has a clock of its own");
+        assert!(
+            (store_now - local).abs() < 60_000,
+            "store clock {store_now} vs local {local}"
+        );
+    }
 
     mod cluster {
         use std::collections::HashMap;

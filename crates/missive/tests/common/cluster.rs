@@ -223,7 +223,7 @@ impl PrivatePostgres {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let postgres = Self {
+        let mut postgres = Self {
             port,
             bin,
             dir,
@@ -233,7 +233,6 @@ impl PrivatePostgres {
             "initdb",
             &["-A", "trust", "-U", "postgres", "--no-sync", "-D"],
         );
-        let mut postgres = postgres;
         postgres.restart();
         Some(postgres)
     }
@@ -337,8 +336,8 @@ impl Drop for PrivateNats {
     }
 }
 
-/// A TCP proxy to PostgreSQL that can cut every connection and refuse new
-/// ones until restored.
+/// A TCP proxy (to PostgreSQL or NATS) that can cut every connection and
+/// refuse new ones until restored.
 pub struct CuttableProxy {
     pub address: String,
     open: Arc<AtomicBool>,

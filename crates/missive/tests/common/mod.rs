@@ -201,6 +201,20 @@ pub async fn next_ephemeral(connection: &mut Connection) -> ServerFrame {
     }
 }
 
+/// Files under `dir`, recursively (none if it does not exist): uploads are
+/// stored in nested folders under the media directory.
+pub fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| {
+                let path = entry.path();
+                if path.is_dir() { files_under(&path) } else { 1 }
+            })
+            .sum()
+    })
+}
+
 /// Whether a TCP service answers at `address` (host:port) within 2 s.
 /// Under CI its absence fails the test; elsewhere the test should skip,
 /// and this prints why.

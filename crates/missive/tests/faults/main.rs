@@ -669,9 +669,15 @@ async fn nodes_whose_clocks_are_minutes_off_reap_no_one_and_lose_nothing() {
     let deadline = std::time::Instant::now() + STALL;
     loop {
         // Presence frames that arrived meanwhile: none may say offline.
-        while let Ok(frame) = watcher.next_frame(Duration::from_millis(200)).await {
-            if let missive_proto::ServerFrame::Presence { user, online, .. } = &frame {
-                assert!(*online, "{user} was shown offline while connected");
+        // A closed watcher (its node reaped, say) must fail, not pass.
+        loop {
+            match watcher.next_frame(Duration::from_millis(200)).await {
+                Ok(missive_proto::ServerFrame::Presence { user, online, .. }) => {
+                    assert!(online, "{user} was shown offline while connected");
+                }
+                Ok(_) => {}
+                Err(missive_client::ClientError::Timeout) => break,
+                Err(err) => panic!("the watcher lost its connection: {err:?}"),
             }
         }
         let now = leases(&db.url()).await;

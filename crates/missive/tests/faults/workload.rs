@@ -235,7 +235,8 @@ impl Client {
         }
     }
 
-    fn frame(&mut self) -> Option<ClientFrame> {
+    /// The next send and its correlation id, if this device sends.
+    fn frame(&mut self) -> Option<(String, ClientFrame)> {
         let (target, recipients) = self.device.sends.as_ref()?;
         if !self.attempted {
             self.history
@@ -246,15 +247,19 @@ impl Client {
             Target::User(user) => (Some(user.clone()), None),
             Target::Conversation(id) => (None, Some(*id)),
         };
-        Some(ClientFrame::Send {
-            id: Some(format!("s{}", self.counter)),
-            to,
-            conversation,
-            client_msg_id: client_msg_id(&self.device.label, self.counter),
-            text: padded(payload(&self.device.label, self.counter), self.pad),
-            reply_to: None,
-            media: Vec::new(),
-        })
+        let id = format!("s{}", self.counter);
+        Some((
+            id.clone(),
+            ClientFrame::Send {
+                id: Some(id),
+                to,
+                conversation,
+                client_msg_id: client_msg_id(&self.device.label, self.counter),
+                text: padded(payload(&self.device.label, self.counter), self.pad),
+                reply_to: None,
+                media: Vec::new(),
+            },
+        ))
     }
 
     /// The reply to a send: acknowledged (next text), refused for a
@@ -350,11 +355,10 @@ impl Client {
             if self.stop.is_cancelled() {
                 return End::Stopped;
             }
-            let Some(frame) = self.frame() else {
+            let Some((id, frame)) = self.frame() else {
                 continue;
             };
             pace.tick().await;
-            let id = format!("s{}", self.counter);
             let reply =
                 match tokio::time::timeout(CALL_TIMEOUT, connection.request(&frame, &id)).await {
                     Ok(reply) => reply,
@@ -403,7 +407,7 @@ impl Client {
             if self.stop.is_cancelled() {
                 return End::Stopped;
             }
-            let Some(frame) = self.frame() else {
+            let Some((_, frame)) = self.frame() else {
                 continue;
             };
             pace.tick().await;
