@@ -6,7 +6,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Server, launchBrowser, openPage, register, login, startChat, openChat, sendText, messages, waitTicks,
-  waitOnline, conversation, assertNoProblems, screenshot, makePng, username, holdWebSockets,
+  waitOnline, conversation, assertNoProblems, screenshot, makePng, username, holdWebSockets, recordSentFrames,
+  ackFrames, eventually,
 } from './helpers.mjs';
 
 const TEST_TIMEOUT_MS = 120000;
@@ -20,9 +21,12 @@ after(async () => {
   await browser?.close();
 });
 
-/** Run `body` with a fresh server; close every page it opened and stop the server afterwards. */
-async function withServer(body) {
-  const server = await Server.start();
+/**
+ * Run `body` with a fresh server (configured with `env`, if given); close every page it opened and stop the
+ * server afterwards.
+ */
+async function withServer(body, { env = {} } = {}) {
+  const server = await Server.start({ env });
   const pages = [];
   const open = async (options) => {
     const page = await openPage(browser, server, options);
@@ -38,6 +42,16 @@ async function withServer(body) {
     for (const page of pages) await page.context().close().catch(() => {});
     await server.stop();
   }
+}
+
+/** The page's session token, for REST calls as that user. */
+function tokenOf(page) {
+  return page.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+}
+
+/** The ticks of a conversation's list item (its last message, when that is ours). */
+function listTicks(page, title, state) {
+  return conversation(page, title).locator(`[data-testid="ticks"][data-state="${state}"]`);
 }
 
 async function messageMenu(page, text) {
@@ -128,6 +142,110 @@ test('two users chat both ways: ticks, typing, presence, reply, react, edit, del
   });
 });
 
+test('ticks follow the receipt cursors: delivered once the other page opens, read once read, the same after a reload', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: protocol v2's cursors. Bob's device acks the conversation once for the burst it got (cumulative, no id);
+  // Alice's ticks move with the `delivered` and `read` cursor frames; and since those are live only, a reload
+  // shows the same ticks from GET /v1/conversations alone, message by message.
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await bob.goto('about:blank');
+
+    const texts = ['cursor one', 'cursor two', 'cursor three'];
+    await startChat(alice, bobName);
+    for (const text of texts) await sendText(alice, text);
+    for (const text of texts) await waitTicks(alice, text, 'sent');
+
+    // Bob's page opens: his device gets the three messages and acks them; nothing is read yet.
+    const bobFrames = recordSentFrames(bob);
+    await bob.goto(server.url + '/');
+    await waitOnline(bob);
+    for (const text of texts) await waitTicks(alice, text, 'delivered');
+    await listTicks(alice, bobName, 'delivered').waitFor();
+    const [summary] = (await server.rest('GET', '/v1/conversations', undefined, await tokenOf(bob))).conversations;
+    assert.equal(summary.last_seq, 3);
+    const acks = ackFrames(bobFrames);
+    assert.deepEqual(acks, [{ type: 'ack', conversation: summary.conversation, seq: 3 }], 'one ack for the burst, up to its last seq');
+
+    // A reload shows "delivered" again: the list's cursors, not a frame (the cursor did not move since).
+    await alice.reload();
+    await waitOnline(alice);
+    for (const text of texts) await waitTicks(alice, text, 'delivered');
+    await listTicks(alice, bobName, 'delivered').waitFor();
+
+    await openChat(bob, aliceName);
+    for (const text of texts) await waitTicks(alice, text, 'read');
+    await listTicks(alice, bobName, 'read').waitFor();
+    assert.equal(ackFrames(bobFrames).length, 1, 'reading and the cursor frames are not acked');
+
+    // Bob is gone, so no cursor frame can reach Alice any more; a later message of hers stays at one tick.
+    await bob.goto('about:blank');
+    await sendText(alice, 'cursor four');
+    await waitTicks(alice, 'cursor four', 'sent');
+    const listed = alice.waitForResponse((response) => new URL(response.url()).pathname === '/v1/conversations');
+    await alice.reload();
+    const { conversations } = await (await listed).json();
+    assert.deepEqual(conversations[0].receipts, [{ user: bobName, delivered_seq: 3, read_seq: 3 }]);
+    await waitOnline(alice);
+    for (const text of texts) await waitTicks(alice, text, 'read');
+    await waitTicks(alice, 'cursor four', 'sent');
+    await listTicks(alice, bobName, 'sent').waitFor();
+    assertNoProblems(pages);
+  });
+});
+
+test('messages that expire before they reach a device leave a note in its chat, and are acked past', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the `expired` frame. Bob's device is away while Alice's messages outlive the offline TTL and the history
+  // retention (1 s each here); when it comes back, the chat says what it missed, the device acks past the gap, and
+  // what comes next shows after the note.
+  const env = {
+    MISSIVE_DELIVERY__OFFLINE_TTL_SECS: '1',
+    MISSIVE_DELIVERY__HISTORY_RETENTION_SECS: '1',
+    MISSIVE_DELIVERY__SWEEP_INTERVAL_SECS: '1',
+  };
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await bob.goto('about:blank');
+
+    await startChat(alice, bobName);
+    await sendText(alice, 'gone 1');
+    await sendText(alice, 'gone 2');
+    await waitTicks(alice, 'gone 2', 'sent');
+    const aliceToken = await tokenOf(alice);
+    const [{ conversation: id }] = (await server.rest('GET', '/v1/conversations', undefined, aliceToken)).conversations;
+    // The sweeper has deleted them once history no longer has them; by then they are past the TTL too.
+    await eventually(async () => {
+      const page = await server.rest('GET', `/v1/conversations/${id}/messages`, undefined, aliceToken);
+      return page.messages.length === 0;
+    }, { timeout: 30000, what: 'the sweeper to delete the messages' });
+
+    const bobFrames = recordSentFrames(bob);
+    await bob.goto(server.url + '/');
+    await waitOnline(bob);
+    await openChat(bob, aliceName);
+    await bob.getByTestId('expired-note').filter({ hasText: /^2 messages expired before they reached this device$/ }).waitFor();
+    assert.equal(await bob.getByTestId('message').count(), 0);
+    await eventually(() => ackFrames(bobFrames).some((ack) => ack.conversation === id && ack.seq === 2),
+      { what: 'an ack of the expired range' });
+
+    await sendText(alice, 'after the gap');
+    await messages(bob, 'after the gap').waitFor();
+    const order = await bob.locator('#message-list > li:not(.day)')
+      .evaluateAll((items) => items.map((item) => item.dataset.testid));
+    assert.deepEqual(order, ['expired-note', 'message']);
+    assertNoProblems(pages);
+  }, { env });
+});
+
 test('a group of three: create, chat, read ticks, remove a member, leave', { timeout: TEST_TIMEOUT_MS }, async () => {
   // Goal: group conversations work for every member, and membership changes reach everyone.
   await withServer(async ({ open, pages }) => {
@@ -176,7 +294,7 @@ test('a group of three: create, chat, read ticks, remove a member, leave', { tim
 
     await sendText(a, 'Anyone left?');
     await waitTicks(a, 'Anyone left?', 'sent');
-    // Cat's device takes its frames in order: once a later 1:1 message from Ann is in, the group message would be too.
+    // Stored first, the group message would reach Cat's device no later than a 1:1 message from Ann sent after it.
     await startChat(a, cName);
     await sendText(a, 'Just for Cat');
     await conversation(c, aName).filter({ hasText: 'Just for Cat' }).waitFor();
@@ -483,12 +601,19 @@ test('three messages waiting for a closed app show as 3 unread, also after a rel
 });
 
 test('forced long-polling (?transport=poll) carries the whole chat', { timeout: TEST_TIMEOUT_MS }, async () => {
-  // Goal: with the WebSocket ruled out, sending, receiving, ticks and typing work over /v1/poll and /v1/frames.
-  await withServer(async ({ open, pages }) => {
+  // Goal: with the WebSocket ruled out, sending, receiving, ticks and typing work over /v1/poll and /v1/frames,
+  // and each poll acks what the previous ones brought.
+  await withServer(async ({ server, open, pages }) => {
     const alice = await open({ query: '?transport=poll' });
     const bob = await open({ query: '?transport=poll' });
     const sockets = [];
-    for (const page of pages) page.on('websocket', (socket) => sockets.push(socket.url()));
+    const polls = new Map(pages.map((page) => [page, []])); // page -> the bodies of its polls
+    for (const page of pages) {
+      page.on('websocket', (socket) => sockets.push(socket.url()));
+      page.on('request', (request) => {
+        if (new URL(request.url()).pathname === '/v1/poll') polls.get(page).push(request.postDataJSON());
+      });
+    }
     const aliceName = username('alice');
     const bobName = username('bob');
     await register(alice, aliceName);
@@ -517,6 +642,16 @@ test('forced long-polling (?transport=poll) carries the whole chat', { timeout: 
     await messages(bob, 'burst 5').waitFor();
     for (let i = 1; i <= 5; i++) assert.equal(await messages(bob, `burst ${i}`).count(), 1);
     assert.deepEqual(sockets, [], 'no WebSocket was opened');
+
+    // Each poll acks, per conversation, what the ones before it brought; there is no cursor any more.
+    const [summary] = (await server.rest('GET', '/v1/conversations', undefined, await tokenOf(bob))).conversations;
+    const acked = () => Math.max(0, ...polls.get(bob).flatMap((body) => body.acks ?? [])
+      .filter((ack) => ack.conversation === summary.conversation).map((ack) => ack.seq));
+    await eventually(() => acked() === summary.last_seq, { what: `Bob's polls to ack seq ${summary.last_seq}` });
+    for (const body of [...polls.get(alice), ...polls.get(bob)]) {
+      assert.deepEqual(Object.keys(body).filter((key) => key !== 'acks' && key !== 'timeout_ms'), [], JSON.stringify(body));
+      for (const ack of body.acks ?? []) assert.deepEqual(Object.keys(ack).sort(), ['conversation', 'seq']);
+    }
     assertNoProblems(pages);
   });
 });

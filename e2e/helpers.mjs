@@ -17,27 +17,32 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const STEP_TIMEOUT_MS = 15000;
 const RESTART_ATTEMPTS = 6;
 
-/** The server's environment: nothing inherited from MISSIVE_* except where the web assets come from. */
-function serverEnv() {
+/**
+ * The server's environment: nothing inherited from MISSIVE_* except where the web assets come from, plus what a
+ * test sets (`extra`, e.g. `{ MISSIVE_DELIVERY__OFFLINE_TTL_SECS: '1' }`).
+ */
+function serverEnv(extra = {}) {
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, RUST_BACKTRACE: '1' };
   // Serving from disk lets the suite run against edited assets without rebuilding the binary.
   if (process.env.MISSIVE_WEB__ASSETS_DIR) env.MISSIVE_WEB__ASSETS_DIR = process.env.MISSIVE_WEB__ASSETS_DIR;
   // Every test registers a few users from 127.0.0.1; the default is 20 per hour per address.
   env.MISSIVE_LIMITS__REGISTRATIONS_PER_IP_MAX = '1000';
-  return env;
+  return { ...env, ...extra };
 }
 
 export class Server {
-  constructor(dataDir) {
+  constructor(dataDir, env = {}) {
     this.dataDir = dataDir;
+    this.env = env;
     this.process = null;
     this.address = null;
     this.log = [];
   }
 
-  static async start() {
+  /** @param {object} [options] @param {Record<string, string>} [options.env] configuration for this server only */
+  static async start({ env = {} } = {}) {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'missive-e2e-'));
-    const server = new Server(dataDir);
+    const server = new Server(dataDir, env);
     await server.spawn('127.0.0.1:0');
     return server;
   }
@@ -49,7 +54,7 @@ export class Server {
   /** Start the binary and resolve once its log names the bound address. */
   spawn(listen) {
     const child = spawn(BINARY, ['serve', '--listen', listen, '--log-format', 'json', '--data-dir', this.dataDir], {
-      env: serverEnv(),
+      env: serverEnv(this.env),
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.process = child;
@@ -238,9 +243,52 @@ export function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+/**
+ * Wait until `condition` (sync or async) returns true, checking every 100 ms, for what no page shows (server
+ * state through REST, frames a page sent). Fails after `timeout`.
+ */
+export async function eventually(condition, { timeout = STEP_TIMEOUT_MS, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** Wait until a message's ticks show `state` (pending, sent, delivered, read). */
 export async function waitTicks(page, text, state, timeout = STEP_TIMEOUT_MS) {
   await messages(page, text).locator(`[data-testid="ticks"][data-state="${state}"]`).waitFor({ timeout });
+}
+
+/**
+ * Record the frames a page sends over its WebSockets (parsed), from now on; call before the page connects.
+ * Returns the live array.
+ */
+export function recordSentFrames(page) {
+  const frames = [];
+  page.on('websocket', (socket) => {
+    socket.on('framesent', ({ payload }) => {
+      try {
+        frames.push(JSON.parse(payload));
+      } catch {
+        frames.push({ unparsed: String(payload) });
+      }
+    });
+  });
+  return frames;
+}
+
+/** The ack frames among `frames`, each checked to be protocol v2's: `{type, conversation, seq}` and nothing else. */
+export function ackFrames(frames) {
+  const acks = frames.filter((frame) => frame.type === 'ack');
+  for (const ack of acks) {
+    if (Object.keys(ack).sort().join(',') !== 'conversation,seq,type' || !Number.isInteger(ack.conversation)
+        || !Number.isInteger(ack.seq)) {
+      throw new Error(`not a cumulative ack without id: ${JSON.stringify(ack)}`);
+    }
+  }
+  return acks;
 }
 
 export function assertNoProblems(pages) {

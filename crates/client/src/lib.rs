@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use missive_proto::rest::{
+    AckPoint,
     ConversationList, CreateGroupRequest, DeviceList, ErrorBody, FrameReplies, GroupInfo, History,
     LoginRequest, LoginResponse, MediaInfo, MessageInfo, PollRequest, PollResponse,
     PresenceVisibility, Privacy, RegisterRequest, RegisterResponse, UserList,
@@ -66,6 +67,22 @@ impl Api {
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The value of one counter or gauge in `GET /metrics` (Prometheus
+    /// text), `None` if the server does not report it yet.
+    pub async fn metric(&self, name: &str) -> Result<Option<f64>, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .map_err(transport)?;
+        let text = response.text().await.map_err(transport)?;
+        Ok(text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        }))
     }
 
     pub async fn register(
@@ -380,18 +397,20 @@ impl Api {
         self.get_json(token, "/v1/privacy").await
     }
 
-    /// One long-poll: waits up to `timeout_ms` for queued frames above
-    /// `cursor`, acking `ack_up_to` first.
+    /// One long-poll: applies the cumulative `acks` (conversation, seq),
+    /// then waits up to `timeout_ms` for what lies above the device's
+    /// positions.
     pub async fn poll(
         &self,
         token: &str,
-        cursor: i64,
-        ack_up_to: Option<i64>,
+        acks: &[(i64, i64)],
         timeout_ms: u64,
     ) -> Result<PollResponse, ClientError> {
         let body = PollRequest {
-            cursor,
-            ack_up_to,
+            acks: acks
+                .iter()
+                .map(|&(conversation, seq)| AckPoint { conversation, seq })
+                .collect(),
             timeout_ms: Some(timeout_ms),
         };
         self.send_json(reqwest::Method::POST, token, "/v1/poll", &body)
@@ -761,21 +780,32 @@ impl Connection {
         }
     }
 
-    /// Acks queue entries up to and including `up_to`; returns how many
-    /// entries the server removed.
-    pub async fn ack_up_to(&mut self, up_to: i64) -> Result<u64, ClientError> {
+    /// Acks every event of `conversation` up to and including `seq` and
+    /// waits for the answer; returns the device's position there after it.
+    pub async fn ack(&mut self, conversation: i64, seq: i64) -> Result<i64, ClientError> {
         let id = self.fresh_id();
         let frame = ClientFrame::Ack {
             id: Some(id.clone()),
-            up_to: Some(up_to),
-            positions: Vec::new(),
+            conversation,
+            seq,
         };
         match self.request(&frame, &id).await? {
-            ServerFrame::Acked { removed, .. } => Ok(removed),
+            ServerFrame::Acked { seq, .. } => Ok(seq),
             other => Err(ClientError::Protocol(format!(
                 "expected acked, got {other:?}"
             ))),
         }
+    }
+
+    /// Acks without waiting (no `id`, so the server answers only a
+    /// refusal): what a client does once per burst.
+    pub async fn ack_quietly(&mut self, conversation: i64, seq: i64) -> Result<(), ClientError> {
+        self.send_frame(&ClientFrame::Ack {
+            id: None,
+            conversation,
+            seq,
+        })
+        .await
     }
 
     /// The next frame, from the backlog first, waiting at most `wait`.

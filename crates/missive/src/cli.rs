@@ -10,6 +10,7 @@
 //! | 4 | the server could not be reached, or closed the connection |
 //! | 5 | not logged in under this profile |
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -396,9 +397,16 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
                 printed += 1;
                 continue;
             }
+            // Receipt cursors are shown but never acked: they are live
+            // frames, not stored events.
+            ServerFrame::Delivered { .. } | ServerFrame::Read { .. } => {
+                print_json(&frame);
+                printed += 1;
+                continue;
+            }
             _ => {}
         }
-        let Some(pos) = frame.queue_pos() else {
+        let Some((conversation, seq)) = frame.ack_point() else {
             continue;
         };
         print_json(&frame);
@@ -406,8 +414,8 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
         if ack {
             let frame = ClientFrame::Ack {
                 id: None,
-                up_to: Some(pos),
-                positions: Vec::new(),
+                conversation,
+                seq,
             };
             if let Err(err) = connection.send_frame(&frame).await {
                 return fail(&err);
@@ -441,12 +449,16 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
     let wait_ms = options
         .idle_secs
         .map_or(POLL_WAIT_MS, |secs| secs.saturating_mul(1000).min(60_000));
-    let mut cursor = 0;
-    let mut unacked: Option<i64> = None;
+    // The highest seq printed per conversation, acked by the next poll.
+    let mut unacked: BTreeMap<i64, i64> = BTreeMap::new();
     let mut printed = 0u64;
     'polling: while options.count.is_none_or(|count| printed < count) {
-        let ack_up_to = if options.ack { unacked.take() } else { None };
-        let response = match api.poll(&saved.token, cursor, ack_up_to, wait_ms).await {
+        let acks: Vec<(i64, i64)> = if options.ack {
+            std::mem::take(&mut unacked).into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        let response = match api.poll(&saved.token, &acks, wait_ms).await {
             Ok(response) => response,
             Err(err) => return fail(&err),
         };
@@ -461,12 +473,20 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
             if options.count.is_some_and(|count| printed >= count) {
                 break 'polling;
             }
-            match frame.queue_pos() {
-                Some(pos) => {
+            match frame.ack_point() {
+                Some((conversation, seq)) => {
                     print_json(frame);
                     printed += 1;
-                    cursor = pos;
-                    unacked = Some(pos);
+                    let highest = unacked.entry(conversation).or_insert(seq);
+                    *highest = (*highest).max(seq);
+                }
+                None if matches!(
+                    frame,
+                    ServerFrame::Delivered { .. } | ServerFrame::Read { .. }
+                ) =>
+                {
+                    print_json(frame);
+                    printed += 1;
                 }
                 None if options.ephemeral => {
                     print_json(frame);
@@ -476,11 +496,11 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
             }
         }
     }
-    if let (true, Some(up_to)) = (options.ack, unacked) {
+    for (conversation, seq) in unacked.into_iter().filter(|_| options.ack) {
         let ack = ClientFrame::Ack {
             id: Some("final".into()),
-            up_to: Some(up_to),
-            positions: Vec::new(),
+            conversation,
+            seq,
         };
         if let Err(err) = api.frame(&saved.token, &ack).await {
             return fail(&err);

@@ -18,7 +18,7 @@ async fn error_for(
     loop {
         match connection.next_frame(PROMPTLY).await.unwrap() {
             ServerFrame::Error { code, id, .. } => return (code.as_str().to_owned(), id),
-            frame if frame.queue_pos().is_some() => continue,
+            frame if is_delivery(&frame) => continue,
             other => panic!("expected an error for {raw}, got {other:?}"),
         }
     }
@@ -94,9 +94,19 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
             Some("14"),
         ),
         (
-            r#"{"type":"ack","id":"15","up_to":"all"}"#,
+            r#"{"type":"ack","id":"15","conversation":1,"seq":"all"}"#,
             "invalid_field",
             Some("15"),
+        ),
+        (
+            r#"{"type":"ack","id":"15b","seq":1}"#,
+            "invalid_field",
+            Some("15b"),
+        ),
+        (
+            r#"{"type":"ack","id":"15c","conversation":999,"seq":1}"#,
+            "unknown_conversation",
+            Some("15c"),
         ),
         (
             r#"{"type":"ping","id":"16","extra":true}"#,
@@ -151,6 +161,11 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
     let raw = format!(r#"{{"type":"read","id":"r","conversation":{conversation},"seq":1}}"#);
     assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
+    let raw = format!(r#"{{"type":"ack","id":"a","conversation":{conversation},"seq":1}}"#);
+    assert_eq!(
+        error_for(&mut alice, &raw).await,
+        ("not_member".into(), Some("a".into()))
+    );
 
     // Nothing was stored by any refused frame: the next message is seq 1 for
     // alice→bob, and seq 2 in bob→carol.
@@ -354,8 +369,11 @@ async fn operational_endpoints_answer() {
         .text()
         .await
         .unwrap();
-    // Bob is offline: his queue holds the one message (counted by the sweep).
-    assert!(metrics.contains("missive_queue_entries 1"), "{metrics}");
+    // Counted by the sweep: the seqs above each device's position. Bob is
+    // offline with one event above his; alice's sending device has not
+    // acked either, and the model counts her own event above her position
+    // too (it is never sent to her): 2.
+    assert!(metrics.contains("missive_events_waiting 2"), "{metrics}");
     for name in [
         "missive_sends_total",
         "missive_frames_in_total",

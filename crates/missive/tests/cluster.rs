@@ -105,20 +105,29 @@ async fn three_nodes_serve_one_conversation_space() {
         "{frames:?}"
     );
 
-    // 1:1 across nodes, with the delivered receipt coming back.
+    // 1:1 across nodes, with the delivered cursor coming back: bob's ack
+    // on node 1 moves his cursor past alice's text, and alice, its author,
+    // is told on node 0.
     let sent = alice.send_text("bob", "a1", "hi bob").await.unwrap();
-    let (message_id, seq, _) = sent_of(&sent);
-    let ServerFrame::Message { pos, seq: got, .. } = message_with_text(&mut bob, "hi bob").await
+    let (_, seq, _) = sent_of(&sent);
+    let ServerFrame::Message {
+        conversation: direct,
+        seq: got,
+        ..
+    } = message_with_text(&mut bob, "hi bob").await
     else {
         unreachable!()
     };
     assert_eq!(got, seq);
-    bob.ack_up_to(pos).await.unwrap();
+    assert_eq!(bob.ack(direct, got).await.unwrap(), got);
     loop {
         match alice.next_frame(PROMPTLY).await.unwrap() {
             ServerFrame::Delivered {
-                message_id: id, by, ..
-            } if id == message_id => {
+                conversation,
+                by,
+                seq: up_to,
+                ..
+            } if conversation == direct && up_to >= seq => {
                 assert_eq!(by, "bob");
                 break;
             }
@@ -340,7 +349,6 @@ async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
             message_id,
             conversation,
             seq,
-            pos,
             ..
         } = frame
         {
@@ -349,7 +357,7 @@ async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
             let last = last_seq.entry(conversation).or_insert(0);
             assert_eq!(seq, *last + 1, "seq gap-free and in order");
             *last = seq;
-            alice.ack_up_to(pos).await.unwrap();
+            alice.ack(conversation, seq).await.unwrap();
         }
     }
     assert_nothing_queued(&mut alice).await;
@@ -441,11 +449,14 @@ async fn deliveries_resume_after_nats_restarts() {
     let receive = async |alice: &mut Connection, seen: &mut HashSet<String>, n: usize| {
         while seen.len() < n {
             if let ServerFrame::Message {
-                message_id, pos, ..
+                message_id,
+                conversation,
+                seq,
+                ..
             } = alice.next_frame(PROMPTLY).await.expect("delivery resumes")
             {
                 seen.insert(message_id);
-                alice.ack_up_to(pos).await.unwrap();
+                alice.ack(conversation, seq).await.unwrap();
             }
         }
     };
@@ -632,7 +643,7 @@ async fn one_client_msg_id_sent_to_two_nodes_at_once_is_stored_once() {
     // Goal: the same (device, client_msg_id) arriving at two nodes at the
     // same moment stores one message; both replies carry its id and seq.
     // Method: 20 rounds of two concurrent `POST /v1/frames` sends, one per
-    // node; then bob's queue holds exactly 20 messages.
+    // node; then exactly 20 messages wait for bob.
     if !services_available().await {
         return;
     }

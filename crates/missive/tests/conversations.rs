@@ -49,12 +49,11 @@ fn system_action(frame: &ServerFrame) -> Option<String> {
     }
 }
 
-/// Reads queued frames until `n` arrived and acks them all.
+/// Reads delivery frames until `n` arrived and acks them all (one
+/// cumulative ack per conversation).
 async fn drain(connection: &mut Connection, n: usize) -> Vec<ServerFrame> {
     let frames = queued(connection, n).await;
-    if let Some(last) = frames.iter().filter_map(ServerFrame::queue_pos).max() {
-        connection.ack_up_to(last).await.unwrap();
-    }
+    ack_received(connection, &frames).await;
     frames
 }
 
@@ -125,8 +124,8 @@ async fn drain_messages(connection: &mut Connection, n: usize) -> Vec<ServerFram
     let mut messages = Vec::with_capacity(n);
     while messages.len() < n {
         let frame = connection.next_frame(PROMPTLY).await.unwrap();
-        if let Some(pos) = frame.queue_pos() {
-            connection.ack_up_to(pos).await.unwrap();
+        if let Some((conversation, seq)) = frame.ack_point() {
+            connection.ack(conversation, seq).await.unwrap();
         }
         if matches!(frame, ServerFrame::Message { .. }) {
             messages.push(frame);
@@ -290,9 +289,11 @@ async fn admin_rules_and_the_last_admin_leaving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_are_kept_per_member() {
-    // Goal: in a group, each member's first ack yields its own `delivered`
-    // receipt to the sender; read receipts are per member; message info
-    // lists who has it and who read it.
+    // Goal: in a group, each member's ack moves its own delivered cursor,
+    // told live to the connected author as a `delivered` frame; read
+    // cursors are per member; only the author of a covered text is told
+    // (bob, who wrote nothing, gets no frame for carol's cursors); message
+    // info and the conversation list show who has it and who read it.
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
@@ -309,7 +310,8 @@ async fn receipts_are_kept_per_member() {
     drain(&mut bob_ws, 2).await;
     let receipt = queued(&mut alice_ws, 1).await;
     assert!(
-        matches!(&receipt[0], ServerFrame::Delivered { by, message_id: m, .. } if by == "bob" && *m == message_id),
+        matches!(&receipt[0], ServerFrame::Delivered { conversation, by, seq: s, .. }
+            if by == "bob" && *conversation == id && *s == seq),
         "{receipt:?}"
     );
     let info = server.api.receipts(&alice, id, &message_id).await.unwrap();
@@ -326,17 +328,44 @@ async fn receipts_are_kept_per_member() {
     };
     carol_ws.request(&read, "r").await.unwrap();
     let receipts = queued(&mut alice_ws, 2).await;
-    assert!(matches!(&receipts[0], ServerFrame::Delivered { by, .. } if by == "carol"));
     assert!(
-        matches!(&receipts[1], ServerFrame::Read { by, seq: s, .. } if by == "carol" && *s == seq)
+        matches!(&receipts[0], ServerFrame::Delivered { by, seq: s, .. } if by == "carol" && *s == seq),
+        "{receipts:?}"
     );
-    // Bob also sees carol's read receipt: read receipts go to all members.
+    assert!(
+        matches!(&receipts[1], ServerFrame::Read { by, seq: s, conversation, .. }
+            if by == "carol" && *s == seq && *conversation == id),
+        "{receipts:?}"
+    );
+    assert_nothing_queued(&mut bob_ws).await;
+    // Bob sees carol's receipts in message info and in his list.
     let info = server.api.receipts(&bob, id, &message_id).await.unwrap();
     let mut delivered: Vec<_> = info.delivered.iter().map(|r| r.user.clone()).collect();
     delivered.sort();
     assert_eq!(delivered, ["bob", "carol"]);
     let read: Vec<_> = info.read.iter().map(|r| r.user.as_str()).collect();
     assert_eq!(read, ["carol"]);
+    let cursors = |list: &missive_proto::rest::ConversationList| -> Vec<(String, i64, i64)> {
+        list.conversations
+            .iter()
+            .find(|c| c.conversation == id)
+            .expect("the group is listed")
+            .receipts
+            .iter()
+            .map(|r| (r.user.clone(), r.delivered_seq, r.read_seq))
+            .collect()
+    };
+    let list = server.api.conversations(&alice).await.unwrap();
+    assert_eq!(
+        cursors(&list),
+        [("bob".to_string(), seq, 0), ("carol".to_string(), seq, seq)]
+    );
+    let list = server.api.conversations(&bob).await.unwrap();
+    assert_eq!(
+        cursors(&list),
+        [("alice".to_string(), 0, 0), ("carol".to_string(), seq, seq)],
+        "the other members only; alice never acked her own events"
+    );
     assert_eq!(
         refused_code(server.api.receipts(&bob, id, "no-such-id").await),
         "unknown_message"

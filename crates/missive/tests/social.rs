@@ -43,12 +43,13 @@ async fn device_id(server: &TestServer, token: &str) -> i64 {
         .device_id
 }
 
-async fn queue_depth(server: &TestServer, device: i64) -> u64 {
+/// Events above the device's positions (what would be sent to it).
+async fn waiting(server: &TestServer, device: i64) -> u64 {
     server
         .app
         .state()
         .store
-        .queue_depth(DeviceId(device))
+        .waiting(DeviceId(device))
         .await
         .unwrap()
 }
@@ -104,10 +105,10 @@ async fn contacts_are_added_listed_sorted_and_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_refuses_one_to_one_sends_both_ways_until_unblocked() {
     // Goal: once bob blocks alice, neither can send in their 1:1 (`blocked`),
-    // nothing is stored or queued, the block list shows it; unblocking makes
+    // nothing is stored or sent, the block list shows it; unblocking makes
     // sends work again with no seq gap; blocking oneself is invalid_field.
     // Method: a first message establishes the conversation; refused sends
-    // are checked by the queue depth in the store and by ping round trips on
+    // are checked by what waits for bob in the store and by ping round trips on
     // the recipients' live connections; a refused client_msg_id is reused
     // after the unblock and must not be a duplicate.
     let server = TestServer::start().await;
@@ -121,17 +122,13 @@ async fn blocking_refuses_one_to_one_sends_both_ways_until_unblocked() {
     let conversation = conversation_of(&alice.send_text("bob", "m1", "before").await.unwrap());
     let first = queued(&mut bob, 1).await;
     assert_eq!(texts(&first), ["before"]);
-    bob.ack_up_to(first[0].queue_pos().unwrap()).await.unwrap();
-    assert_eq!(queue_depth(&server, bob_device).await, 0);
+    ack_received(&mut bob, &first).await;
+    assert_eq!(waiting(&server, bob_device).await, 0);
     let receipt = queued(&mut alice, 1).await;
     assert!(
-        matches!(&receipt[0], ServerFrame::Delivered { by, .. } if by == "bob"),
+        matches!(&receipt[0], ServerFrame::Delivered { by, seq: 1, .. } if by == "bob"),
         "{receipt:?}"
     );
-    alice
-        .ack_up_to(receipt[0].queue_pos().unwrap())
-        .await
-        .unwrap();
 
     api.block(&bob_token, "alice").await.unwrap();
     // Blocking twice is harmless.
@@ -148,7 +145,7 @@ async fn blocking_refuses_one_to_one_sends_both_ways_until_unblocked() {
         refused_code(alice.send_to(conversation, "m3", "blocked?", None).await),
         "blocked"
     );
-    assert_eq!(queue_depth(&server, bob_device).await, 0);
+    assert_eq!(waiting(&server, bob_device).await, 0);
     assert_nothing_queued(&mut bob).await;
     // Nor can the blocker.
     assert_eq!(
@@ -204,7 +201,7 @@ async fn typing_reaches_live_members_only_and_is_never_stored() {
 
     let conversation = conversation_of(&alice.send_text("bob", "m1", "hi").await.unwrap());
     let first = queued(&mut bob, 1).await;
-    bob.ack_up_to(first[0].queue_pos().unwrap()).await.unwrap();
+    ack_received(&mut bob, &first).await;
     let bob_tablet_token = server.device("bob").await;
     let mut alice_laptop = server.connect(&alice_laptop_token).await;
 
@@ -242,7 +239,7 @@ async fn typing_reaches_live_members_only_and_is_never_stored() {
     assert_no_ephemeral(&mut alice_laptop).await;
 
     // Bob's tablet existed but was offline: it gets neither a typing frame
-    // nor a queue entry.
+    // nor the message sent before it existed.
     let mut bob_tablet = server.connect(&bob_tablet_token).await;
     assert_no_ephemeral(&mut bob_tablet).await;
     assert_nothing_queued(&mut bob_tablet).await;

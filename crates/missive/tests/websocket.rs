@@ -19,8 +19,10 @@ fn sent_seq(frame: &ServerFrame) -> (String, i64, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_chat_with_delivered_and_read_receipts() {
-    // Goal: a text reaches the recipient; the recipient's ack yields one
-    // `delivered` to the sender, its `read` yields a `read` receipt.
+    // Goal: a text reaches the recipient; the recipient's ack moves its
+    // delivered cursor, told live to the connected sender as one
+    // `delivered` frame; its `read` yields a live `read` frame. The
+    // recipient is told nothing of its own receipts.
     let server = TestServer::start().await;
     let alice_token = server.user("alice").await;
     let bob_token = server.user("bob").await;
@@ -33,33 +35,33 @@ async fn two_users_chat_with_delivered_and_read_receipts() {
 
     let frames = queued(&mut bob, 1).await;
     let ServerFrame::Message {
-        pos,
         message_id: got_id,
         from,
         text,
         conversation,
+        seq: got_seq,
         ..
     } = &frames[0]
     else {
         panic!("expected a message, got {frames:?}");
     };
+    let conversation = *conversation;
     assert_eq!(
-        (got_id, from.as_str(), text.as_str()),
-        (&message_id, "alice", "hi bob")
+        (got_id, from.as_str(), text.as_str(), *got_seq),
+        (&message_id, "alice", "hi bob", 1)
     );
-    assert_eq!(bob.ack_up_to(*pos).await.unwrap(), 1);
+    assert_eq!(bob.ack(conversation, 1).await.unwrap(), 1);
 
     let receipt = queued(&mut alice, 1).await;
     assert!(
-        matches!(&receipt[0], ServerFrame::Delivered { message_id: id, by, seq: 1, .. } if *id == message_id && by == "bob"),
+        matches!(&receipt[0], ServerFrame::Delivered { conversation: c, by, seq: 1, .. }
+            if *c == conversation && by == "bob"),
         "{receipt:?}"
     );
-    let ack_pos = receipt[0].queue_pos().unwrap();
-    alice.ack_up_to(ack_pos).await.unwrap();
 
     let read = ClientFrame::Read {
         id: Some("r".into()),
-        conversation: *conversation,
+        conversation,
         seq: 1,
     };
     let reply = bob.request(&read, "r").await.unwrap();
@@ -69,15 +71,17 @@ async fn two_users_chat_with_delivered_and_read_receipts() {
     );
     let receipt = queued(&mut alice, 1).await;
     assert!(
-        matches!(&receipt[0], ServerFrame::Read { seq: 1, by, .. } if by == "bob"),
+        matches!(&receipt[0], ServerFrame::Read { conversation: c, seq: 1, by, .. }
+            if *c == conversation && by == "bob"),
         "{receipt:?}"
     );
+    assert_nothing_queued(&mut bob).await;
 
     // Bob replies on the same conversation id.
     let reply = ClientFrame::Send {
         id: Some("s".into()),
         to: None,
-        conversation: Some(*conversation),
+        conversation: Some(conversation),
         client_msg_id: "b1".into(),
         text: "hi alice".into(),
         reply_to: None,
@@ -171,8 +175,11 @@ async fn reconnect_mid_stream_redelivers_unacked_with_same_ids() {
     }
     let mut bob = server.connect(&bob_token).await;
     let first = queued(&mut bob, 10).await;
-    // Ack the first four only, then drop the connection.
-    bob.ack_up_to(first[3].queue_pos().unwrap()).await.unwrap();
+    // Ack the first four only (cumulatively: seq 4), then drop the
+    // connection.
+    let (conversation, fourth) = first[3].ack_point().unwrap();
+    assert_eq!(fourth, 4);
+    assert_eq!(bob.ack(conversation, fourth).await.unwrap(), 4);
     bob.close().await;
     for i in 11..=12 {
         alice
@@ -194,9 +201,7 @@ async fn reconnect_mid_stream_redelivers_unacked_with_same_ids() {
     };
     assert_eq!(ids(&again)[..6], ids(&first)[4..]);
     // Everything acked: nothing ever comes back.
-    bob.ack_up_to(again.last().unwrap().queue_pos().unwrap())
-        .await
-        .unwrap();
+    ack_received(&mut bob, &again).await;
     bob.close().await;
     let mut bob = server.connect(&bob_token).await;
     assert_nothing_queued(&mut bob).await;
@@ -204,20 +209,66 @@ async fn reconnect_mid_stream_redelivers_unacked_with_same_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_messages_expire_after_the_ttl() {
-    // Goal: with the clock moved past the offline TTL, a queued message is
-    // not delivered and the sweeper deletes it.
-    let server = TestServer::start_with(|config| config.delivery.offline_ttl_secs = 3600).await;
+    // Goal: an event not received within the offline TTL is not delivered:
+    // an `expired` frame takes its place, in order, before what is still
+    // fresh; its body stays for history until retention passes, then the
+    // sweeper purges it (and the `expired` frame still stands for it);
+    // acking past the range ends it.
+    let server = TestServer::start_with(|config| {
+        config.delivery.offline_ttl_secs = 3600;
+        config.delivery.history_retention_secs = 5400;
+    })
+    .await;
     let alice_token = server.user("alice").await;
     let bob_token = server.user("bob").await;
     let mut alice = server.connect(&alice_token).await;
-    alice.send_text("bob", "m1", "will expire").await.unwrap();
+    let (_, conversation) = {
+        let sent = alice.send_text("bob", "m1", "will expire").await.unwrap();
+        let ServerFrame::Sent { message_id, conversation, .. } = sent else {
+            panic!("{sent:?}")
+        };
+        (message_id, conversation)
+    };
     server.clock.advance_ms(3_600_001);
     alice.send_text("bob", "m2", "fresh").await.unwrap();
     let swept = server.app.sweep_now().await.unwrap();
-    assert_eq!(swept.expired_entries, 1);
+    assert_eq!(swept.purged_bodies, 0, "retention has not passed");
+    let expected = |frames: &[ServerFrame]| {
+        assert!(
+            matches!(&frames[0], ServerFrame::Expired { conversation: c, from_seq: 1, to_seq: 1 }
+                if *c == conversation),
+            "{frames:?}"
+        );
+        assert_eq!(texts(frames), ["fresh"]);
+        assert_eq!(seqs(frames), [2]);
+    };
     let mut bob = server.connect(&bob_token).await;
-    assert_eq!(texts(&queued(&mut bob, 1).await), ["fresh"]);
+    expected(&queued(&mut bob, 2).await);
     assert_nothing_queued(&mut bob).await;
+    // Still in history: the TTL limits delivery, not retention.
+    let history = server.api.history(&alice_token, conversation, "").await.unwrap();
+    assert_eq!(history.messages.len(), 2);
+    bob.close().await;
+
+    // Past retention (m1 only; m2 is still within the TTL) the body goes;
+    // bob, who never acked, is told the same.
+    server.clock.advance_ms(1_800_000);
+    let swept = server.app.sweep_now().await.unwrap();
+    assert_eq!(swept.purged_bodies, 1);
+    let history = server.api.history(&alice_token, conversation, "").await.unwrap();
+    assert_eq!(texts_of(&history), ["fresh"]);
+    let mut bob = server.connect(&bob_token).await;
+    let frames = queued(&mut bob, 2).await;
+    expected(&frames);
+    assert_eq!(ack_points(&frames), [(conversation, 2)]);
+    ack_received(&mut bob, &frames).await;
+    bob.close().await;
+    let mut bob = server.connect(&bob_token).await;
+    assert_nothing_queued(&mut bob).await;
+}
+
+fn texts_of(history: &missive_proto::rest::History) -> Vec<&str> {
+    history.messages.iter().map(|m| m.text.as_str()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,4 +433,295 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     let mut bob = server.connect(&bob_token).await;
     let frames = queued(&mut bob, N_BIG).await;
     assert_eq!(seqs(&frames), (1..=N_BIG as i64).collect::<Vec<_>>());
+}
+
+/// The conversation of a `sent` reply.
+fn sent_conversation(frame: &ServerFrame) -> i64 {
+    match frame {
+        ServerFrame::Sent { conversation, .. } => *conversation,
+        other => panic!("expected sent, got {other:?}"),
+    }
+}
+
+/// Sends `frame` and returns its reply, which must be an `error` and come
+/// first: (code, correlation id).
+async fn refusal(
+    connection: &mut missive_client::Connection,
+    frame: &ClientFrame,
+) -> (String, Option<String>) {
+    connection.send_frame(frame).await.unwrap();
+    match connection.next_frame(PROMPTLY).await.unwrap() {
+        ServerFrame::Error { code, id, .. } => (code.as_str().to_owned(), id),
+        other => panic!("expected an error for {frame:?}, got {other:?}"),
+    }
+}
+
+/// The (conversation, seq) of each event, sorted: conversations interleave
+/// in no promised order, seqs within one are in order.
+fn points_sorted(frames: &[ServerFrame]) -> Vec<(i64, i64)> {
+    let mut points: Vec<_> = frames.iter().filter_map(ServerFrame::ack_point).collect();
+    points.sort();
+    points
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cumulative_ack_moves_one_conversation_of_one_device() {
+    // Goal: `ack {conversation, seq}` with an id is answered `acked` with
+    // the device's position there; it covers every event of that
+    // conversation up to seq, so a reconnect brings only what lies above
+    // it; the device's other conversations and the account's other device
+    // are untouched; an ack below the position leaves it where it is.
+    let server = TestServer::start().await;
+    let alice_token = server.user("alice").await;
+    let carol_token = server.user("carol").await;
+    let bob_token = server.user("bob").await;
+    let laptop_token = server.device("bob").await;
+    let mut alice = server.connect(&alice_token).await;
+    let mut carol = server.connect(&carol_token).await;
+    let mut with_alice = 0;
+    for i in 1..=5 {
+        let text = format!("a{i}");
+        with_alice = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
+    }
+    let mut with_carol = 0;
+    for i in 1..=3 {
+        let text = format!("c{i}");
+        with_carol = sent_conversation(&carol.send_text("bob", &text, &text).await.unwrap());
+    }
+    let mut bob = server.connect(&bob_token).await;
+    let frames = queued(&mut bob, 8).await;
+    assert_eq!(ack_points(&frames), [(with_alice, 5), (with_carol, 3)]);
+
+    let acked = bob
+        .call(|id| ClientFrame::Ack {
+            id,
+            conversation: with_alice,
+            seq: 3,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(&acked, ServerFrame::Acked { id: Some(_), conversation, seq: 3 } if *conversation == with_alice),
+        "{acked:?}"
+    );
+    // Below the position: harmless, positions never move back.
+    assert_eq!(bob.ack(with_alice, 1).await.unwrap(), 3);
+    bob.close().await;
+
+    let mut bob = server.connect(&bob_token).await;
+    let again = queued(&mut bob, 5).await;
+    assert_eq!(
+        points_sorted(&again),
+        [
+            (with_alice, 4),
+            (with_alice, 5),
+            (with_carol, 1),
+            (with_carol, 2),
+            (with_carol, 3)
+        ]
+    );
+    assert_nothing_queued(&mut bob).await;
+
+    // Positions are per device: the laptop still gets all eight.
+    let mut laptop = server.connect(&laptop_token).await;
+    let all = queued(&mut laptop, 8).await;
+    assert_eq!(
+        points_sorted(&all),
+        [1, 2, 3, 4, 5]
+            .map(|seq| (with_alice, seq))
+            .into_iter()
+            .chain([1, 2, 3].map(|seq| (with_carol, seq)))
+            .collect::<Vec<_>>()
+    );
+    assert_nothing_queued(&mut laptop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_without_an_id_is_applied_but_not_answered() {
+    // Goal: an ack without an id gets no reply: a ping sent right after it
+    // is answered with nothing before its pong. It still took effect: the
+    // author is told the delivered cursor, and a reconnect brings only
+    // what lies above it.
+    let server = TestServer::start().await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    let mut alice = server.connect(&alice_token).await;
+    let mut conversation = 0;
+    for i in 1..=3 {
+        let text = format!("m{i}");
+        conversation = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
+    }
+    let mut bob = server.connect(&bob_token).await;
+    assert_eq!(seqs(&queued(&mut bob, 3).await), [1, 2, 3]);
+    bob.ack_quietly(conversation, 2).await.unwrap();
+    let ping = ClientFrame::Ping {
+        id: Some("after".into()),
+    };
+    bob.send_frame(&ping).await.unwrap();
+    let next = bob.next_frame(PROMPTLY).await.unwrap();
+    assert!(
+        matches!(&next, ServerFrame::Pong { id } if id.as_deref() == Some("after")),
+        "the quiet ack was answered: {next:?}"
+    );
+    let receipt = queued(&mut alice, 1).await;
+    assert!(
+        matches!(&receipt[0], ServerFrame::Delivered { conversation: c, by, seq: 2, .. }
+            if *c == conversation && by == "bob"),
+        "{receipt:?}"
+    );
+    bob.close().await;
+    let mut bob = server.connect(&bob_token).await;
+    assert_eq!(seqs(&queued(&mut bob, 1).await), [3]);
+    assert_nothing_queued(&mut bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_acks_carry_their_id_and_change_nothing() {
+    // Goal: an ack above the conversation's last seq or negative is
+    // invalid_field, one for a conversation the device is not in is
+    // not_member, one for no conversation is unknown_conversation; each
+    // error carries the frame's id (an ack without id is refused too, with
+    // none); the connection survives, no receipt moves, and the device
+    // still gets every event it had not acked.
+    let server = TestServer::start().await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    let carol_token = server.user("carol").await;
+    server.user("dave").await;
+    let mut alice = server.connect(&alice_token).await;
+    let mut conversation = 0;
+    for i in 1..=3 {
+        let text = format!("m{i}");
+        conversation = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
+    }
+    let mut carol = server.connect(&carol_token).await;
+    let elsewhere = sent_conversation(&carol.send_text("dave", "c1", "private").await.unwrap());
+    let mut bob = server.connect(&bob_token).await;
+    assert_eq!(seqs(&queued(&mut bob, 3).await), [1, 2, 3]);
+
+    let ack = |id: Option<&str>, conversation: i64, seq: i64| ClientFrame::Ack {
+        id: id.map(str::to_owned),
+        conversation,
+        seq,
+    };
+    let cases = [
+        (ack(Some("above"), conversation, 4), "invalid_field"),
+        (ack(Some("far"), conversation, i64::MAX), "invalid_field"),
+        (ack(Some("negative"), conversation, -1), "invalid_field"),
+        (ack(Some("theirs"), elsewhere, 1), "not_member"),
+        (ack(Some("nowhere"), 999_999, 1), "unknown_conversation"),
+    ];
+    for (frame, code) in &cases {
+        let ClientFrame::Ack { id, .. } = frame else {
+            unreachable!()
+        };
+        assert_eq!(
+            refusal(&mut bob, frame).await,
+            (code.to_string(), id.clone()),
+            "{frame:?}"
+        );
+    }
+    assert_eq!(
+        refusal(&mut bob, &ack(None, conversation, 4)).await,
+        ("invalid_field".to_string(), None)
+    );
+
+    // No receipt moved: alice is told nothing, her list shows bob at 0.
+    assert_nothing_queued(&mut alice).await;
+    let list = server.api.conversations(&alice_token).await.unwrap();
+    let receipts: Vec<_> = list.conversations[0]
+        .receipts
+        .iter()
+        .map(|r| (r.user.as_str(), r.delivered_seq, r.read_seq))
+        .collect();
+    assert_eq!(receipts, [("bob", 0, 0)]);
+    // Bob's position did not move: all three come again.
+    bob.close().await;
+    let mut bob = server.connect(&bob_token).await;
+    assert_eq!(seqs(&queued(&mut bob, 3).await), [1, 2, 3]);
+    assert_nothing_queued(&mut bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_cursors_are_live_for_the_author_and_listed_for_one_who_was_away() {
+    // Goal: one ack for a burst moves bob's delivered cursor once: the
+    // connected author gets one `delivered` frame at the highest seq (not
+    // one per message), and a read gives one `read` frame. Receipts are
+    // never stored as frames: when alice was away while the cursors moved,
+    // she gets no frame on reconnect and finds them in GET
+    // /v1/conversations and in message info.
+    let server = TestServer::start().await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    let mut alice = server.connect(&alice_token).await;
+    let mut conversation = 0;
+    for i in 1..=3 {
+        let text = format!("m{i}");
+        conversation = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
+    }
+    let mut bob = server.connect(&bob_token).await;
+    let frames = queued(&mut bob, 3).await;
+    ack_received(&mut bob, &frames).await;
+    let receipt = queued(&mut alice, 1).await;
+    assert!(
+        matches!(&receipt[0], ServerFrame::Delivered { conversation: c, by, seq: 3, .. }
+            if *c == conversation && by == "bob"),
+        "{receipt:?}"
+    );
+    assert_nothing_queued(&mut alice).await;
+    let read = ClientFrame::Read {
+        id: Some("r".into()),
+        conversation,
+        seq: 2,
+    };
+    bob.request(&read, "r").await.unwrap();
+    let receipt = queued(&mut alice, 1).await;
+    assert!(
+        matches!(&receipt[0], ServerFrame::Read { conversation: c, by, seq: 2, .. }
+            if *c == conversation && by == "bob"),
+        "{receipt:?}"
+    );
+
+    // Alice sends two more and goes away; bob receives and reads them.
+    let mut last_id = String::new();
+    for i in 4..=5 {
+        let text = format!("m{i}");
+        last_id = sent_seq(&alice.send_text("bob", &text, &text).await.unwrap()).0;
+    }
+    alice.close().await;
+    let frames = queued(&mut bob, 2).await;
+    assert_eq!(seqs(&frames), [4, 5]);
+    ack_received(&mut bob, &frames).await;
+    let read = ClientFrame::Read {
+        id: Some("r2".into()),
+        conversation,
+        seq: 5,
+    };
+    bob.request(&read, "r2").await.unwrap();
+    // Bob is told nothing of his own receipts.
+    assert_nothing_queued(&mut bob).await;
+
+    let mut alice = server.connect(&alice_token).await;
+    assert_nothing_queued(&mut alice).await;
+    let list = server.api.conversations(&alice_token).await.unwrap();
+    let summary = &list.conversations[0];
+    assert_eq!(summary.conversation, conversation);
+    let receipts: Vec<_> = summary
+        .receipts
+        .iter()
+        .map(|r| (r.user.as_str(), r.delivered_seq, r.read_seq))
+        .collect();
+    assert_eq!(receipts, [("bob", 5, 5)]);
+    let info = server
+        .api
+        .receipts(&alice_token, conversation, &last_id)
+        .await
+        .unwrap();
+    let users = |entries: &[missive_proto::rest::ReceiptEntry]| -> Vec<String> {
+        entries.iter().map(|entry| entry.user.clone()).collect()
+    };
+    assert_eq!(
+        (users(&info.delivered), users(&info.read)),
+        (vec!["bob".to_string()], vec!["bob".to_string()])
+    );
 }

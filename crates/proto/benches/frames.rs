@@ -1,5 +1,5 @@
 //! Frame codec cost: decoding the commonest client frame (`send`) and
-//! encoding the commonest server frame (a queued `message`), the two JSON
+//! encoding the commonest server frame (a `message`), the two JSON
 //! steps every delivered message pays.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -7,7 +7,6 @@ use missive_proto::{MessageKind, ServerFrame, decode_client_frame};
 
 fn message(text_bytes: usize) -> ServerFrame {
     ServerFrame::Message {
-        pos: 123_456,
         message_id: "01a226e2-8d61-733f-837e-9a4a4f8d3829".into(),
         conversation: 42,
         seq: 9_001,

@@ -134,15 +134,16 @@ pub enum ClientFrame {
         id: Option<String>,
         conversation: i64,
     },
-    /// Remove queue entries: every entry at or below `up_to`, and/or the
-    /// listed positions.
+    /// Cumulative: this device has every event of `conversation` up to and
+    /// including `seq` that was meant for it. Its position there moves
+    /// forward (never back) and those events are not sent to it again.
+    /// Answered with `acked` only when the frame carries an `id`; refusals
+    /// always get an `error`.
     Ack {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        up_to: Option<i64>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        positions: Vec<i64>,
+        conversation: i64,
+        seq: i64,
     },
     /// Mark a conversation as read up to and including `seq`.
     Read {
@@ -179,10 +180,9 @@ pub enum ServerFrame {
         ts_ms: i64,
         duplicate: bool,
     },
-    /// A stored event of a conversation, from the device's queue at
-    /// position `pos`. `kind` says what it is; see docs/PROTOCOL.md.
+    /// A stored event of a conversation above this device's position
+    /// there. `kind` says what it is; see docs/PROTOCOL.md.
     Message {
-        pos: i64,
         message_id: String,
         conversation: i64,
         seq: i64,
@@ -210,28 +210,39 @@ pub enum ServerFrame {
         deleted: bool,
         ts_ms: i64,
     },
-    /// A device of `by` received the message (first time only).
+    /// A receipt cursor moved: some device of `by` has received every event
+    /// of `conversation` up to and including `seq`. Live only (a device
+    /// that was away reads the cursors with `GET /v1/conversations`).
     Delivered {
-        pos: i64,
         conversation: i64,
-        message_id: String,
-        seq: i64,
         by: String,
+        seq: i64,
         ts_ms: i64,
     },
-    /// `by` read the conversation up to and including `seq`.
+    /// A receipt cursor moved: `by` read `conversation` up to and including
+    /// `seq`. Live only, like `delivered`.
     Read {
-        pos: i64,
         conversation: i64,
-        seq: i64,
         by: String,
+        seq: i64,
         ts_ms: i64,
     },
-    /// Reply to `ack`: how many queue entries were removed.
+    /// Events `from_seq..=to_seq` of `conversation` will not be delivered to
+    /// this device: they passed the offline TTL (or the history retention)
+    /// before it received them. Sent in order, where those events would
+    /// have been; acking `to_seq` (or any later seq) moves past them.
+    Expired {
+        conversation: i64,
+        from_seq: i64,
+        to_seq: i64,
+    },
+    /// Reply to an `ack` that carried an `id`: the device's position in
+    /// the conversation after it.
     Acked {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        removed: u64,
+        conversation: i64,
+        seq: i64,
     },
     /// Reply to `read`.
     ReadOk {
@@ -292,12 +303,19 @@ impl ServerFrame {
         }
     }
 
-    /// Queue position of a queued frame; `None` for replies and errors.
-    pub fn queue_pos(&self) -> Option<i64> {
+    /// `(conversation, seq)` of a frame that stands for stored events (a
+    /// `message`, or the last seq of an `expired` range): what a client
+    /// acks. `None` for replies, receipts and ephemeral frames.
+    pub fn ack_point(&self) -> Option<(i64, i64)> {
         match self {
-            Self::Message { pos, .. } | Self::Delivered { pos, .. } | Self::Read { pos, .. } => {
-                Some(*pos)
-            }
+            Self::Message {
+                conversation, seq, ..
+            } => Some((*conversation, *seq)),
+            Self::Expired {
+                conversation,
+                to_seq,
+                ..
+            } => Some((*conversation, *to_seq)),
             _ => None,
         }
     }
@@ -475,8 +493,8 @@ mod tests {
             },
             ClientFrame::Ack {
                 id: None,
-                up_to: Some(9),
-                positions: vec![11, 12],
+                conversation: 3,
+                seq: 9,
             },
             ClientFrame::Read {
                 id: None,

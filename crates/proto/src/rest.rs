@@ -179,6 +179,18 @@ pub struct ConversationSummary {
     pub unread: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<HistoryMessage>,
+    /// The other members' receipt cursors: how far a device of each has
+    /// received, and how far each has read.
+    #[serde(default)]
+    pub receipts: Vec<MemberReceipts>,
+}
+
+/// One member's receipt cursors in a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberReceipts {
+    pub user: String,
+    pub delivered_seq: i64,
+    pub read_seq: i64,
 }
 
 /// `GET /v1/conversations`, most recent activity first.
@@ -199,7 +211,8 @@ pub struct ReceiptEntry {
 pub struct MessageInfo {
     pub message_id: String,
     pub seq: i64,
-    /// Members a device of whom acked the message, first ack time.
+    /// Members a device of whom has it: their delivered cursor covers it
+    /// (time: when that cursor last moved).
     pub delivered: Vec<ReceiptEntry>,
     /// Members whose read pointer covers the message, time it moved there.
     pub read: Vec<ReceiptEntry>,
@@ -226,29 +239,35 @@ pub struct Privacy {
     pub presence: PresenceVisibility,
 }
 
-/// `POST /v1/poll`: long-poll for queued frames.
+/// `(conversation, seq)`: "everything of this conversation up to `seq`",
+/// as acks and receipt cursors say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckPoint {
+    pub conversation: i64,
+    pub seq: i64,
+}
+
+/// `POST /v1/poll`: long-poll for the events above this device's positions.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollRequest {
-    /// Return queued frames with a position above this (0 at the start of
-    /// a session: everything not yet acked).
-    #[serde(default)]
-    pub cursor: i64,
-    /// Ack every queue entry at or below this before polling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ack_up_to: Option<i64>,
-    /// How long to wait when nothing is queued; at most 60,000.
+    /// Cumulative acks applied before polling, as the `ack` frame does
+    /// (typically the last seq of each conversation the previous poll
+    /// returned). At most 1,024.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acks: Vec<AckPoint>,
+    /// How long to wait when nothing is waiting; at most 60,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PollResponse {
-    /// Queued frames in position order, then any ephemeral frames.
+    /// Stored events above the device's positions (in seq order within
+    /// each conversation), then any live frames (receipts, typing,
+    /// presence). Unacked events come again in the next poll.
     pub frames: Vec<crate::ServerFrame>,
-    /// The cursor for the next poll: the last queued position returned, or
-    /// the request's cursor when none was.
-    pub cursor: i64,
     /// Set when this poll ended because the device was revoked or a newer
     /// connection of it (poll or WebSocket) took over.
     #[serde(default, skip_serializing_if = "Option::is_none")]

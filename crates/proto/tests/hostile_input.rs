@@ -144,16 +144,13 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         }),
         (opt_id(), any::<i64>())
             .prop_map(|(id, conversation)| ClientFrame::GroupLeave { id, conversation }),
-        (
-            opt_id(),
-            prop::option::of(any::<i64>()),
-            prop::collection::vec(any::<i64>(), 0..5),
-        )
-            .prop_map(|(id, up_to, positions)| ClientFrame::Ack {
+        (opt_id(), any::<i64>(), any::<i64>()).prop_map(|(id, conversation, seq)| {
+            ClientFrame::Ack {
                 id,
-                up_to,
-                positions,
-            }),
+                conversation,
+                seq,
+            }
+        }),
         (opt_id(), any::<i64>(), any::<i64>()).prop_map(|(id, conversation, seq)| {
             ClientFrame::Read {
                 id,
@@ -348,7 +345,7 @@ fn valid_body(n: usize) -> Map<String, Value> {
         4 => json!({"members": ["dave"]}),
         5 => json!({"username": "bob"}),
         6 => json!({"presence": "contacts"}),
-        _ => json!({"cursor": 41, "ack_up_to": 41, "timeout_ms": 25000}),
+        _ => json!({"acks": [{"conversation": 7, "seq": 41}], "timeout_ms": 25000}),
     };
     match value {
         Value::Object(map) => map,

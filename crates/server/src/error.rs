@@ -107,6 +107,10 @@ impl From<StoreError> for ApiError {
                 ErrorCode::UnknownMessage,
                 "no such message in this conversation",
             ),
+            StoreError::SeqOutOfRange => Self::new(
+                ErrorCode::InvalidField,
+                "seq is above the conversation's last seq",
+            ),
             StoreError::NotAuthor => Self::new(ErrorCode::NotAuthor, "only the author may do that"),
             StoreError::EditWindowClosed => Self::new(
                 ErrorCode::EditWindowClosed,

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod router;
 pub mod service;
 pub mod telemetry;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,6 +173,7 @@ impl App {
         let messaging = Messaging::new(
             store.clone(),
             bus.clone(),
+            router.clone(),
             clock.clone(),
             push.clone(),
             &config.delivery,
@@ -183,7 +185,6 @@ impl App {
             clock.clone(),
             push,
             caches.clone(),
-            &config.delivery,
             &config.limits,
         );
         let lease_clock = Arc::new(cluster::LeaseClock::default());
@@ -265,8 +266,8 @@ impl App {
     }
 
     /// Runs one sweep now (the background sweeper runs it periodically).
-    /// Also refreshes the `missive_queue_entries` gauge: counting every queue
-    /// is too costly to do per scrape.
+    /// Also refreshes the `missive_events_waiting` gauge: summing every
+    /// device's backlog is too costly to do per scrape.
     pub async fn sweep_now(&self) -> Result<SweepOutcome, ApiError> {
         let outcome = self.state.messaging.sweep().await?;
         let grace_ms = i64::try_from(
@@ -282,8 +283,8 @@ impl App {
         if collected > 0 {
             tracing::info!(collected, "unshared media collected");
         }
-        if let Ok(depth) = self.state.store.queue_depth_total().await {
-            metrics::gauge!("missive_queue_entries").set(depth as f64);
+        if let Ok(waiting) = self.state.store.waiting_total().await {
+            metrics::gauge!("missive_events_waiting").set(waiting as f64);
         }
         Ok(outcome)
     }

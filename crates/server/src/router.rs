@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use missive_bus::{BusSink, DeviceEvent, Invalidation};
-use missive_core::{AccountId, DeviceId};
+use missive_core::{AccountId, ConversationId, DeviceId, Seq};
 use missive_proto::CloseCode;
 
 use crate::cache::Caches;
@@ -21,6 +21,19 @@ use tokio::sync::{Notify, mpsc, watch};
 
 /// Ephemeral frames waiting for one connection; more are dropped.
 const EPHEMERAL_FRAMES_MAX: usize = 64;
+/// Committed events handed to one connection and not yet taken; beyond
+/// this the connection is woken to read them from the store instead.
+const LIVE_EVENTS_MAX: usize = 256;
+
+/// A committed event on its way to a live connection, already encoded:
+/// one encoding for every recipient. `(conversation, seq)` lets the
+/// connection place it: the next one it expects is written, one it had is
+/// dropped, and one beyond a gap sends it to the store.
+pub struct LiveEvent {
+    pub conversation: ConversationId,
+    pub seq: Seq,
+    pub frame: Arc<str>,
+}
 /// Cluster news waiting for the node's handler; more are dropped
 /// (presence is best effort).
 const NODE_EVENTS_MAX: usize = 4096;
@@ -38,6 +51,7 @@ struct Live {
     wake: Arc<Notify>,
     close: watch::Sender<Option<CloseCode>>,
     ephemeral: mpsc::Sender<Arc<str>>,
+    events: mpsc::Sender<Arc<LiveEvent>>,
 }
 
 #[derive(Default)]
@@ -78,6 +92,18 @@ pub struct Registration {
     pub close: watch::Receiver<Option<CloseCode>>,
     /// Ephemeral frames (typing, presence) for this connection.
     pub ephemeral: mpsc::Receiver<Arc<str>>,
+    /// Committed events for this connection, straight from the send path
+    /// (taken by the task that delivers them).
+    events: Option<mpsc::Receiver<Arc<LiveEvent>>>,
+}
+
+impl Registration {
+    /// The connection's live events, for the one task that delivers them.
+    pub fn take_events(&mut self) -> mpsc::Receiver<Arc<LiveEvent>> {
+        self.events
+            .take()
+            .expect("a session takes its live events once")
+    }
 }
 
 impl Router {
@@ -119,12 +145,14 @@ impl Router {
         let wake = Arc::new(Notify::new());
         let (close_tx, close_rx) = watch::channel(None);
         let (ephemeral_tx, ephemeral_rx) = mpsc::channel(EPHEMERAL_FRAMES_MAX);
+        let (events_tx, events_rx) = mpsc::channel(LIVE_EVENTS_MAX);
         let live = Live {
             connection_id,
             account,
             wake: Arc::clone(&wake),
             close: close_tx,
             ephemeral: ephemeral_tx,
+            events: events_tx,
         };
         let mut state = self.lock();
         if let Some(previous) = state.live.insert(device, live) {
@@ -141,7 +169,29 @@ impl Router {
             wake,
             close: close_rx,
             ephemeral: ephemeral_rx,
+            events: Some(events_rx),
         }
+    }
+
+    /// Hands a committed event to the connections of `devices` live on
+    /// this node, under one lock; returns the devices that are not (the
+    /// caller wakes them through the Bus). A connection whose buffer is
+    /// full is woken instead, to read the event from the store: the event
+    /// is committed, so nothing is lost, only taken the slow way.
+    pub fn offer(&self, devices: &[DeviceId], event: &Arc<LiveEvent>) -> Vec<DeviceId> {
+        let state = self.lock();
+        let mut elsewhere = Vec::new();
+        for device in devices {
+            match state.live.get(device) {
+                Some(conn) => {
+                    if conn.events.try_send(Arc::clone(event)).is_err() {
+                        conn.wake.notify_one();
+                    }
+                }
+                None => elsewhere.push(*device),
+            }
+        }
+        elsewhere
     }
 
     /// Leaves `device`'s directory entry for the heartbeat to settle.

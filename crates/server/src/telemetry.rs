@@ -62,12 +62,12 @@ fn describe() {
     );
     metrics::describe_counter!(
         "missive_deliveries_total",
-        "Queued frames written to a connection"
+        "Stored events written to a connection"
     );
-    metrics::describe_counter!("missive_acks_total", "Queue entries removed by acks");
+    metrics::describe_counter!("missive_acks_total", "Acks applied (one per conversation point)");
     metrics::describe_gauge!(
-        "missive_queue_depth_last",
-        "Queue depth of the last device that connected"
+        "missive_events_waiting",
+        "Events above every device's positions, summed at each sweep"
     );
     metrics::describe_histogram!("missive_store_batch_jobs", "Operations per store commit");
     metrics::describe_histogram!("missive_store_commit_seconds", "Store commit latency");

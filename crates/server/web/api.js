@@ -188,6 +188,7 @@ export class Api {
     return this.request('DELETE', `/v1/devices/${encodeURIComponent(deviceId)}`);
   }
 
+  /** Every conversation of ours, each with its unread count, last message and the others' receipt cursors. */
   conversations() {
     return this.request('GET', '/v1/conversations');
   }
@@ -196,10 +197,6 @@ export class Api {
     const query = new URLSearchParams({ limit: String(limit) });
     if (before !== null) query.set('before', String(before));
     return this.request('GET', `/v1/conversations/${conversation}/messages?${query}`);
-  }
-
-  receipts(conversation, messageId) {
-    return this.request('GET', `/v1/conversations/${conversation}/messages/${encodeURIComponent(messageId)}/receipts`);
   }
 
   createGroup(name, members) {

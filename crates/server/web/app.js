@@ -106,7 +106,6 @@ class Session {
     this.presenceKey = null;
     this.presenceTimer = null;
     this.presenceRefused = new Set(); // draft peers left out of the watch list after an unknown_user
-    this.receiptsChecked = new Set();
     this.onlineWaiters = [];
     this.ending = false;
   }
@@ -201,7 +200,8 @@ class Session {
       if (detail[flag] && detail.key === this.store.openKey) this.renderDetail[flag] = true;
     }
     if (this.store.needsListRefresh) this.refreshListSoon();
-    if (detail.key && detail.key === this.store.openKey && detail.message) this.markReadSoon();
+    // An expired range counts as seen once its note shows in the open chat, like a message.
+    if (detail.key && detail.key === this.store.openKey && (detail.message || detail.expired)) this.markReadSoon();
     if (!this.renderTimer) {
       // One render per burst: a reconnect can bring hundreds of frames in one go.
       this.renderTimer = setTimeout(() => this.render(), 0);
@@ -370,12 +370,12 @@ class Session {
     }
     this.listLoading = (async () => {
       try {
+        // Also the receipt cursors: `delivered` and `read` frames are live only, and this runs on every (re)connect.
         const { conversations } = await this.api.conversations();
         this.store.setConversations(conversations);
         const first = !this.listLoaded;
         this.listLoaded = true;
         if (first) this.route();
-        this.checkListReceipts();
       } catch {
         // Offline: the list is fetched again when the connection returns.
       }
@@ -390,25 +390,6 @@ class Session {
     this.markSyncing();
   }
 
-  /** Ticks for our own last messages in the list: receipts that arrived before this page existed were acked then. */
-  async checkListReceipts() {
-    for (const conv of this.store.sorted().slice(0, 15)) await this.checkReceipts(conv);
-  }
-
-  async checkReceipts(conv) {
-    if (!this.connection?.online || conv.id === null || this.receiptsChecked.has(conv.key)) return;
-    const last = this.store.timeline(conv).reverse()
-      .find((msg) => msg.from === this.me.username && msg.kind === 'text' && msg.seq !== null && !msg.deleted);
-    if (!last) return;
-    this.receiptsChecked.add(conv.key);
-    if (this.store.tickState(conv, last) === 'read') return;
-    try {
-      this.store.receiptsFor(conv, await this.api.receipts(conv.id, last.message_id));
-    } catch {
-      this.receiptsChecked.delete(conv.key);
-    }
-  }
-
   async loadHistory(conv) {
     if (!this.connection?.online) return; // `online` renders again, which asks again
     conv.history = 'loading';
@@ -417,8 +398,6 @@ class Session {
     try {
       const page = await this.api.history(conv.id, { limit: HISTORY_PAGE });
       this.store.historyPage(conv, page, knownLastSeq);
-      this.receiptsChecked.delete(conv.key);
-      await this.checkReceipts(conv);
     } catch {
       conv.history = 'error';
       this.changed({ key: conv.key });

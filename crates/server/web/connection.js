@@ -2,10 +2,12 @@
 // (/v1/poll to receive, /v1/frames to send) where WebSockets cannot connect.
 //
 // It owns reconnecting with backoff, switching transports, matching replies
-// to requests by correlation id and acking processed queue positions. What
-// the frames mean is the store's business: queued and ephemeral frames are
-// handed to `onFrame`, which must apply them synchronously so an ack never
-// runs ahead of the state it covers.
+// to requests by correlation id and acking what it received: acks are
+// cumulative per conversation ("I have every event of conversation 7 up to
+// seq 41"), one per conversation after a burst. What the frames mean is the
+// store's business: stored events and live frames are handed to `onFrame`,
+// which must apply them synchronously so an ack never runs ahead of the state
+// it covers.
 
 import { ApiError, isTransient, utf8Bytes, withTimeout } from './api.js';
 
@@ -26,8 +28,26 @@ const WS_FAILURES_BEFORE_POLL_AFTER_SUCCESS = 6;
 const PROBE_FIRST_MS = 5000;
 const PROBE_MAX_MS = 120000;
 
-// Replies to a client frame; everything else that arrives is queued or ephemeral.
+// One ack per conversation covers a burst: a backlog arrives as many frames, each a few milliseconds apart.
+const ACK_DELAY_MS = 30;
+// `POST /v1/poll` takes at most this many acks; the rest go with the next poll.
+const POLL_ACKS_MAX = 1024;
+// How the server refuses an ack for good (a conversation we are not in, a seq it does not have).
+const ACK_REFUSALS = new Set(['not_member', 'unknown_conversation', 'invalid_field']);
+
+// Replies to a client frame; everything else that arrives is a stored event or a live frame.
 const REPLY_TYPES = new Set(['sent', 'acked', 'read_ok', 'pong', 'group', 'ok', 'error']);
+
+/**
+ * The `[conversation, seq]` a frame is acked with: a stored event's seq, or the last seq of an `expired` range
+ * (acking it moves past events that will never come). Null for replies, receipts and ephemeral frames, which
+ * have nothing to ack.
+ */
+export function ackPoint(frame) {
+  const point = frame.type === 'message' ? [frame.conversation, frame.seq]
+    : frame.type === 'expired' ? [frame.conversation, frame.to_seq] : null;
+  return point && point.every(Number.isSafeInteger) ? point : null;
+}
 
 /** A refused or unanswered request. `transient` says whether retrying the same frame later may succeed. */
 export class RequestError extends Error {
@@ -72,7 +92,7 @@ export class Connection {
    * @param {object} options
    * @param {import('./api.js').Api} options.api
    * @param {'auto'|'ws'|'poll'} options.mode which transports may be used
-   * @param {(frame: object) => void} options.onFrame queued and ephemeral frames
+   * @param {(frame: object) => void} options.onFrame stored events and live frames
    * @param {(status: object) => void} options.onStatus
    * @param {(transport: string) => void} options.onOnline each time a transport is (re)established
    * @param {() => void} options.onRevoked the token no longer works
@@ -101,8 +121,10 @@ export class Connection {
     this.retryTimer = null;
     this.keepaliveTimer = null;
 
-    this.processedPos = 0; // highest queue position handed to onFrame
-    this.ackedPos = 0; // highest position the server confirmed or was told on this session
+    // Conversation -> highest seq handed to onFrame and not yet acked. It outlives a lost transport: the next
+    // one acks it, and if an ack went down with the old one, the server sends those events again (and they are
+    // acked again).
+    this.unacked = new Map();
     this.ackTimer = null;
 
     this.pollGeneration = 0;
@@ -158,15 +180,15 @@ export class Connection {
     return this.requestOverHttp(message);
   }
 
-  /** Record that the frame at `pos` was applied, so it gets acked. */
-  processed(pos) {
-    if (pos > this.processedPos) this.processedPos = pos;
-    if (this.transport === 'ws' && this.processedPos > this.ackedPos && !this.ackTimer) {
-      // A short delay lets one ack cover a burst (a backlog arrives as many frames).
+  /** Record that the events of `conversation` up to `seq` were applied, so they get acked. */
+  received(conversation, seq) {
+    if (seq > (this.unacked.get(conversation) ?? 0)) this.unacked.set(conversation, seq);
+    // Long-polling acks in the next poll's body instead.
+    if (this.transport === 'ws' && !this.ackTimer) {
       this.ackTimer = setTimeout(() => {
         this.ackTimer = null;
-        this.sendAck();
-      }, 30);
+        this.sendAcks();
+      }, ACK_DELAY_MS);
     }
   }
 
@@ -247,13 +269,13 @@ export class Connection {
   becomeOnline(transport) {
     this.transport = transport;
     this.failures = 0;
-    this.ackedPos = 0; // unacked positions are resent on every new session; ack them again
     this.setState('online');
     if (transport === 'ws') {
       this.wsFailures = 0;
       this.wsWorked = true;
       this.keepaliveTimer = setInterval(() => this.keepalive(), KEEPALIVE_MS);
-      if (this.processedPos > 0) this.sendAck();
+      // What the last transport received but had no time to ack.
+      this.sendAcks();
     }
     this.onOnline(transport);
   }
@@ -370,10 +392,24 @@ export class Connection {
     });
   }
 
-  sendAck() {
-    if (this.transport !== 'ws' || !this.ws || this.processedPos <= this.ackedPos) return;
-    this.ackedPos = this.processedPos;
-    this.ws.send(JSON.stringify({ type: 'ack', up_to: this.processedPos }));
+  /** One ack per conversation, without an id: the server answers only a refusal, which changes nothing. */
+  sendAcks() {
+    if (this.transport !== 'ws' || !this.ws) return;
+    for (const [conversation, seq] of this.unacked) {
+      try {
+        this.ws.send(JSON.stringify({ type: 'ack', conversation, seq }));
+      } catch {
+        return; // the socket is going; the next transport acks the rest
+      }
+      this.unacked.delete(conversation);
+    }
+  }
+
+  /** The server applied these acks; what arrived since (a higher seq) still waits for its own. */
+  forgetAcks(acks) {
+    for (const { conversation, seq } of acks) {
+      if ((this.unacked.get(conversation) ?? 0) <= seq) this.unacked.delete(conversation);
+    }
   }
 
   async keepalive() {
@@ -415,10 +451,11 @@ export class Connection {
   }
 
   async pollLoop(generation) {
-    let cursor = 0;
     while (generation === this.pollGeneration) {
-      const body = { cursor, timeout_ms: POLL_WAIT_MS };
-      if (this.processedPos > this.ackedPos) body.ack_up_to = this.processedPos;
+      // Each poll acks what the previous ones brought: the server sends again whatever is not acked.
+      const acks = [...this.unacked].slice(0, POLL_ACKS_MAX).map(([conversation, seq]) => ({ conversation, seq }));
+      const body = { timeout_ms: POLL_WAIT_MS };
+      if (acks.length > 0) body.acks = acks;
       const abort = new AbortController();
       this.pollAbort = abort;
       let response;
@@ -430,14 +467,15 @@ export class Connection {
         if (isAuthFailure(err)) {
           this.revoked();
         } else {
+          // A refused ack refuses the whole poll and would again on every retry: drop it, or nothing more arrives.
+          if (acks.length > 0 && ACK_REFUSALS.has(err.code)) this.forgetAcks(acks);
           this.lost();
         }
         return;
       }
       if (generation !== this.pollGeneration) return;
-      if (body.ack_up_to) this.ackedPos = Math.max(this.ackedPos, body.ack_up_to);
+      this.forgetAcks(acks);
       for (const frame of response.frames ?? []) this.dispatch(frame);
-      cursor = response.cursor ?? cursor;
       if (response.closed === 'replaced') {
         if (this.attempt) {
           // Our own WebSocket probe authenticated; it takes over once its `ready` arrives.
@@ -503,8 +541,10 @@ export class Connection {
       }
       return;
     }
-    if (REPLY_TYPES.has(frame.type)) return; // `acked` for an ack sent without id, `ok`s without id
+    if (REPLY_TYPES.has(frame.type)) return; // an ack's refusal (acks carry no id), `ok`s without id
     this.onFrame(frame);
-    if (typeof frame.pos === 'number') this.processed(frame.pos);
+    // Duplicates too: an event that came again came because its ack did not make it.
+    const point = ackPoint(frame);
+    if (point) this.received(...point);
   }
 }

@@ -1,7 +1,7 @@
-// What the client knows: conversations, their messages, receipts, typing
-// and presence. Frames and REST answers go in; views read it out and
-// listen for `change`. Everything that arrives more than once (a queue
-// entry resent after a reconnect, a history page overlapping live frames)
+// What the client knows: conversations, their messages, receipt cursors,
+// typing and presence. Frames and REST answers go in; views read it out and
+// listen for `change`. Everything that arrives more than once (an event sent
+// again because its ack was lost, a history page overlapping live frames)
 // is deduplicated here, by message id.
 
 const DISPLAYED_KINDS = new Set(['text', 'system']);
@@ -10,6 +10,11 @@ const DISPLAYED_KINDS = new Set(['text', 'system']);
 const TYPING_TTL_MS = 6000;
 // Reactions, edits and deletes whose target is not loaded yet, kept per conversation until history brings it.
 const DEFERRED_MAX = 500;
+
+/** Receipt cursors only move forward: a list fetched before a live frame must not take a tick back. */
+function moveCursor(cursors, user, seq) {
+  if (Number.isSafeInteger(seq) && seq > (cursors.get(user) ?? 0)) cursors.set(user, seq);
+}
 
 function reactionsMap(list) {
   return new Map((list ?? []).map((reaction) => [reaction.user, reaction.emoji]));
@@ -47,8 +52,10 @@ function newConversation(key, fields) {
     history: 'none', // 'none' | 'loading' | 'loaded'
     nextBefore: null,
     loadingOlder: false,
-    deliveredUpTo: new Map(), // user -> highest seq a device of theirs acked
-    readUpTo: new Map(), // user -> their read pointer
+    // Receipt cursors of the other members, from `delivered`/`read` frames and the conversation list.
+    deliveredUpTo: new Map(), // user -> a device of theirs has every event up to this seq
+    readUpTo: new Map(), // user -> they read up to this seq
+    expired: [], // {fromSeq, toSeq}: events that passed the offline TTL before they reached this device
     typing: new Map(), // user -> expiry (our clock)
     left: false,
     listMisses: 0, // conversation lists that did not have this one
@@ -150,6 +157,12 @@ export class Store extends EventTarget {
       // `unread` is last_seq - read_seq; ours may know a newer read pointer (a read still on its way).
       conv.unread = this.isOpenAndVisible(conv) ? 0 : Math.max(0, conv.lastSeq - conv.readSeq);
       conv.countedSeq = Math.max(conv.countedSeq, conv.lastSeq);
+      // The cursors as they are now: `delivered` and `read` frames are live only, so whatever moved while this
+      // page was closed or offline is known from here.
+      for (const receipt of summary.receipts ?? []) {
+        moveCursor(conv.deliveredUpTo, receipt.user, receipt.delivered_seq);
+        moveCursor(conv.readUpTo, receipt.user, receipt.read_seq);
+      }
       if (summary.last_message) {
         this.insertHistory(conv, [summary.last_message], summary.last_seq);
         conv.activityMs = Math.max(conv.activityMs, summary.last_message.ts_ms);
@@ -258,22 +271,25 @@ export class Store extends EventTarget {
     return true;
   }
 
-  /** Apply a queued frame or an ephemeral one. */
+  /** Apply a stored event or a live frame. */
   applyFrame(frame) {
     switch (frame.type) {
       case 'message':
         this.applyEvent(frame);
         break;
+      case 'expired':
+        this.applyExpired(frame);
+        break;
       case 'delivered': {
+        // A cursor: every event up to `seq` reached a device of `by`, so it covers each earlier message too.
         const conv = this.ensure(frame.conversation);
-        // A device receives its queue in order, so an ack of this seq covers the sender's earlier ones too.
-        conv.deliveredUpTo.set(frame.by, Math.max(conv.deliveredUpTo.get(frame.by) ?? 0, frame.seq));
+        moveCursor(conv.deliveredUpTo, frame.by, frame.seq);
         this.changed({ key: conv.key, receipts: true });
         break;
       }
       case 'read': {
         const conv = this.ensure(frame.conversation);
-        conv.readUpTo.set(frame.by, Math.max(conv.readUpTo.get(frame.by) ?? 0, frame.seq));
+        moveCursor(conv.readUpTo, frame.by, frame.seq);
         if (frame.by === this.me.username) {
           // Read on another device of ours.
           conv.readSeq = Math.max(conv.readSeq, frame.seq);
@@ -328,6 +344,36 @@ export class Store extends EventTarget {
     }
     conv.seenEvents.add(event.message_id);
     if (this.applyEventTo(target, event)) this.changed({ key: conv.key, message: target.key, list: true });
+  }
+
+  /**
+   * Events `from_seq..=to_seq` will never reach this device (they outlived the offline TTL, or were purged): the
+   * chat says so where they would have been, rather than leave a silent gap.
+   */
+  applyExpired(frame) {
+    const conv = this.ensure(frame.conversation);
+    const fromSeq = frame.from_seq;
+    const toSeq = frame.to_seq;
+    if (!(fromSeq <= toSeq)) return;
+    conv.lastSeq = Math.max(conv.lastSeq, toSeq);
+    conv.countedSeq = Math.max(conv.countedSeq, toSeq);
+    // Sent again if its ack was lost on the way.
+    if (conv.expired.some((range) => range.fromSeq <= fromSeq && toSeq <= range.toSeq)) return;
+    // A wider range sent again (more expired meanwhile) replaces the ones it covers.
+    conv.expired = conv.expired.filter((range) => !(fromSeq <= range.fromSeq && range.toSeq <= toSeq));
+    conv.expired.push({ fromSeq, toSeq });
+    conv.expired.sort((a, b) => a.fromSeq - b.fromSeq);
+    this.changed({ key: conv.key, expired: true, list: true });
+  }
+
+  /**
+   * The expired ranges to note in the chat. A range drops out once a history page shows a message of it: then
+   * the server still had them (history outlives the offline TTL when so configured), and they can be read.
+   */
+  expiredNotes(conv) {
+    if (conv.expired.length === 0) return [];
+    const shown = [...conv.messages.values()].map((msg) => msg.seq).filter((seq) => seq !== null);
+    return conv.expired.filter((range) => !shown.some((seq) => range.fromSeq <= seq && seq <= range.toSeq));
   }
 
   defer(conv, event) {
@@ -463,17 +509,6 @@ export class Store extends EventTarget {
     this.changed({ key: conv.key, list: true });
   }
 
-  /** What the receipts endpoint says about our newest message; it covers the older ones too. */
-  receiptsFor(conv, info) {
-    for (const entry of info.delivered) {
-      conv.deliveredUpTo.set(entry.user, Math.max(conv.deliveredUpTo.get(entry.user) ?? 0, info.seq));
-    }
-    for (const entry of info.read) {
-      conv.readUpTo.set(entry.user, Math.max(conv.readUpTo.get(entry.user) ?? 0, info.seq));
-    }
-    this.changed({ key: conv.key, receipts: true, list: true });
-  }
-
   // ---- our own messages ---------------------------------------------------------
 
   addPending(conv, { clientMsgId, text, target = null, media = [], createdMs = Date.now() }) {
@@ -578,7 +613,10 @@ export class Store extends EventTarget {
     this.changed({ key: conv.key, message: target.key, list: true });
   }
 
-  /** ✓ sent, ✓✓ delivered to every other member, highlighted ✓✓ read by all of them. */
+  /**
+   * ✓ sent, ✓✓ delivered to every other member, highlighted ✓✓ read by all of them: a message is covered once
+   * each one's cursor has reached its seq. Reading implies having, so a read cursor counts as delivered too.
+   */
   tickState(conv, msg) {
     if (msg.status === 'pending') return 'pending';
     if (msg.status === 'failed') return 'failed';

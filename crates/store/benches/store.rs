@@ -1,24 +1,31 @@
-//! The embedded store's write path:
+//! The embedded store's write and read paths:
 //! - `batch`: 256 concurrent 1:1 sends, with the writer committing at most
 //!   `batch_max` of them per transaction (fsync = always): what group
 //!   commit buys, as messages per second against messages per commit;
-//! - `fan_out`: one group send queued for M members' devices: the cost of
-//!   planning and writing the fan-out as M grows.
+//! - `fan_out`: one group send to M members' devices. A message is one
+//!   row whatever M is (nothing is written per recipient), so this should
+//!   stay flat as M grows; only the `recipients` list grows with it;
+//! - `catch_up`: a device reading 1,000 events waiting for it in one
+//!   conversation, in pages of 256, without acking (what a reconnecting
+//!   session does before its first ack).
 
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use missive_core::{
-    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, TokenHash, Username,
+    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq, TokenHash,
+    Username,
 };
 use missive_store::{
-    Body, Fsync, GroupName, NewAccount, NewDevice, NewGroup, NewMessage, SqliteConfig, SqliteStore,
-    Store,
+    Body, Fsync, GroupName, NewAccount, NewDevice, NewGroup, NewMessage, PendingRequest,
+    SqliteConfig, SqliteStore, Store,
 };
 use tokio::runtime::Runtime;
 
 const NOW: i64 = 1_700_000_000_000;
 const CONCURRENT_SENDS: usize = 256;
+const BACKLOG: usize = 1000;
+const PAGE: usize = 256;
 
 struct Opened {
     store: Arc<SqliteStore>,
@@ -72,7 +79,6 @@ fn text(conversation: ConversationId, from: (AccountId, DeviceId), n: u64) -> Ne
             media: Vec::new(),
         },
         now_ms: NOW,
-        queue_expires_ms: NOW + 86_400_000,
     }
 }
 
@@ -139,7 +145,6 @@ fn fan_out(c: &mut Criterion) {
                     members: others,
                     members_max: 1024,
                     now_ms: NOW,
-                    queue_expires_ms: NOW + 86_400_000,
                 })
                 .await
                 .expect("group");
@@ -150,9 +155,10 @@ fn fan_out(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(members), |b| {
             b.iter(|| {
                 n += 1;
-                runtime
+                let appended = runtime
                     .block_on(store.append_message(text(conversation, creator, n)))
-                    .expect("append")
+                    .expect("append");
+                assert_eq!(appended.recipients.len(), members - 1);
             })
         });
         runtime.block_on(store.shutdown());
@@ -160,5 +166,62 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, batch, fan_out);
+fn catch_up(c: &mut Criterion) {
+    let runtime = Runtime::new().expect("runtime");
+    let mut group = c.benchmark_group("catch_up");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BACKLOG as u64));
+    let opened = runtime.block_on(async { open(512) });
+    let store = opened.store.clone();
+    let reader = runtime.block_on(async {
+        let sender = user(&*store, "sender").await;
+        let reader = user(&*store, "reader").await;
+        let conversation = store
+            .direct_conversation(sender.0, reader.0, NOW)
+            .await
+            .expect("conversation");
+        let sends: Vec<_> = (0..BACKLOG as u64)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.append_message(text(conversation, sender, n)).await },
+                )
+            })
+            .collect();
+        for send in sends {
+            send.await.expect("task").expect("append");
+        }
+        reader
+    });
+    group.bench_function(BenchmarkId::from_parameter(PAGE), |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut after: Vec<(ConversationId, Seq)> = Vec::new();
+                let mut read = 0;
+                loop {
+                    let page = store
+                        .pending(PendingRequest {
+                            device: reader.1,
+                            account: reader.0,
+                            after: after.clone(),
+                            limit: PAGE,
+                            expired_before_ms: 0,
+                        })
+                        .await
+                        .expect("pending");
+                    read += page.items.len();
+                    after = page.scanned;
+                    if !page.more {
+                        break;
+                    }
+                }
+                assert_eq!(read, BACKLOG);
+            })
+        })
+    });
+    runtime.block_on(store.shutdown());
+    group.finish();
+}
+
+criterion_group!(benches, batch, fan_out, catch_up);
 criterion_main!(benches);

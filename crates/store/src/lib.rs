@@ -1,6 +1,15 @@
 //! The Store boundary: everything missive keeps durably (accounts, devices,
-//! conversations, messages, per-device queues, receipts) behind one async
-//! trait, and the embedded SQLite adapter.
+//! conversations, messages, per-device positions, receipt cursors) behind
+//! one async trait, and its two adapters.
+//!
+//! # The delivery model
+//! A message is stored once, as one row keyed by (conversation, seq). What
+//! waits for a device is every event of its conversations above its
+//! *position* there (the seq up to which it acked; a device created later
+//! starts at the conversation's last seq, a member added later at the seq
+//! it joined at). An ack moves a position forward, never back. Receipts are
+//! cursors too: per member, delivered-up-to (any of its devices acked) and
+//! read-up-to. Nothing is written per recipient.
 //!
 //! # Layout
 //! - [`model`]: the records that cross the boundary (no serde: not a wire or
@@ -8,20 +17,21 @@
 //! - [`Store`]: the trait; each method's doc states its contract.
 //! - [`sqlite`]: the embedded adapter (one writer thread with group commit,
 //!   a pool of readers).
-//! - [`postgres`]: the cluster adapter (many nodes on one database; row
-//!   locks keep seq and queue order equal to commit order).
+//! - [`postgres`]: the cluster adapter (many nodes on one database; a
+//!   conversation's row lock keeps its seq in commit order).
 //!
 //! **Architecture invariant:** callers never see SQL or engine types; a
 //! PostgreSQL adapter implements the same trait and passes the same
 //! conformance suite (`tests/conformance.rs`).
 
 pub mod model;
+pub(crate) mod rules;
 pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use missive_core::{
-    AccountId, ConversationId, DeviceId, MessageId, QueuePos, TokenHash, UnixMillis, Username,
+    AccountId, ConversationId, DeviceId, MessageId, TokenHash, UnixMillis, Username,
 };
 
 pub use model::*;
@@ -41,6 +51,8 @@ pub enum StoreError {
     UnknownConversation,
     #[error("not a member of the conversation")]
     NotMember,
+    #[error("seq is above the conversation's last seq")]
+    SeqOutOfRange,
     #[error("no such message in this conversation")]
     UnknownMessage,
     #[error("only the author may do that")]
@@ -98,7 +110,7 @@ pub trait Store: Send + Sync + 'static {
     /// The account's devices, oldest first.
     async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError>;
 
-    /// Deletes the device, its token and its queue. `false` if the account has
+    /// Deletes the device, its token and its positions. `false` if the account has
     /// no such device (nothing changes).
     async fn revoke_device(&self, account: AccountId, device: DeviceId)
     -> Result<bool, StoreError>;
@@ -118,52 +130,53 @@ pub trait Store: Send + Sync + 'static {
         now_ms: UnixMillis,
     ) -> Result<ConversationId, StoreError>;
 
-    /// Stores a message and enqueues it for every device of every member
-    /// except the sending device, atomically.
+    /// Stores an event (one row) and advances the conversation's last seq,
+    /// atomically, after checking it against the conversation (membership,
+    /// blocks, its target).
     ///
-    /// Ordering: seq is the conversation's previous seq + 1, with no gaps;
-    /// queue positions of one device increase in commit order.
+    /// Ordering: seq is the conversation's previous seq + 1, with no gaps,
+    /// and no reader sees seq N+1 before N.
     /// Idempotence: a second call with the same (sender device,
     /// client_msg_id) stores nothing and returns the first call's message id,
     /// seq and timestamp with `duplicate = true`.
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError>;
 
-    /// Up to `limit` live queue entries of the device with position greater
-    /// than `after`, in position order. Expired entries are never returned.
-    async fn pending(
-        &self,
-        device: DeviceId,
-        after: QueuePos,
-        limit: usize,
-        now_ms: UnixMillis,
-    ) -> Result<Vec<QueueItem>, StoreError>;
+    /// Up to `limit` items waiting for the device: for each conversation of
+    /// its account (and one it left, up to the event of its leaving), the
+    /// events above the higher of its stored position and `after`, in seq
+    /// order, the device's own events and events about messages its account
+    /// never saw skipped (but counted in `scanned`, which also names every
+    /// conversation read with nothing above it). Events stored before
+    /// `expired_before_ms`, or whose bodies are gone, come as one `Expired`
+    /// range in their place.
+    async fn pending(&self, request: PendingRequest) -> Result<Pending, StoreError>;
 
-    /// Deletes the acked entries of this device's queue. The first ack of a
-    /// message by any device of a recipient enqueues a `delivered` receipt
-    /// for the sender's devices, in queue-position order of the acked
-    /// entries. With `purge_acked_bodies`, a message body
-    /// that no queue still needs is deleted (store-and-forward).
+    /// Moves the device's positions forward (never back) and its account's
+    /// delivered cursors with them, atomically for all points; refused
+    /// whole for a conversation the account is not in (`NotMember`,
+    /// `UnknownConversation`) or a seq above its last (`SeqOutOfRange`).
+    /// With `purge_delivered_bodies`, bodies every member device has are
+    /// deleted (store-and-forward).
     async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError>;
 
     /// Moves the account's read pointer in the conversation forward to `seq`
-    /// (clamped to the last seq; never backwards) and enqueues a `read`
-    /// receipt for the other members' devices when it moved.
+    /// (clamped to the last seq; never backwards).
     async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError>;
 
-    /// Deletes expired queue entries, message bodies past retention that no
-    /// queue needs, and old dedup records; at most `limit` rows of each.
+    /// Deletes bodies past retention that no device waits for, and rows of
+    /// deleted bodies past the dedup window; at most `limit` of each.
     async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError>;
 
     /// Creates a group with the creator as its only admin and stores a
-    /// `created` system event (seq 1) queued for every member's devices but
-    /// the creator's creating device. `GroupFull` beyond `members_max`.
+    /// `created` system event (seq 1) for every member's devices but the
+    /// creator's creating device. `GroupFull` beyond `members_max`.
     async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError>;
 
     /// Applies a membership/name change and stores it as a system event in
-    /// the conversation, atomically. The event is queued for the members
-    /// after the change plus, for a removal or leave, the one who left (a
-    /// removed member receives nothing later). Added members see events from
-    /// this one on.
+    /// the conversation, atomically. The event is for the members after the
+    /// change plus, for a removal or leave, the one who left (whose devices
+    /// receive events up to that one and nothing later). Added members see
+    /// events from this one on.
     async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError>;
 
     /// A group's name and members, for members only.
@@ -322,11 +335,12 @@ pub trait Store: Send + Sync + 'static {
     /// The username owning the device, if it exists.
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError>;
 
-    /// Number of entries in the device's queue, expired or not.
-    async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError>;
+    /// How many events lie above the device's positions, its own and
+    /// expired ones included (an upper bound of what waits for it).
+    async fn waiting(&self, device: DeviceId) -> Result<u64, StoreError>;
 
-    /// Entries in all queues together, expired or not (for metrics).
-    async fn queue_depth_total(&self) -> Result<u64, StoreError>;
+    /// `waiting` summed over every device (for metrics).
+    async fn waiting_total(&self) -> Result<u64, StoreError>;
 
     /// Whether the store can serve reads and writes (for `/readyz`); waits
     /// behind queued writes, so callers should bound it with a timeout.

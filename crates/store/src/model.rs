@@ -1,7 +1,7 @@
 //! Records crossing the Store boundary.
 
 use missive_core::{
-    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, QueuePos, Seq,
+    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq,
     TokenHash, UnixMillis, Username,
 };
 
@@ -52,8 +52,6 @@ pub struct NewMessage {
     pub client_msg_id: ClientMsgId,
     pub body: Body,
     pub now_ms: UnixMillis,
-    /// When the queue entries made for this message stop being delivered.
-    pub queue_expires_ms: UnixMillis,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,77 +62,96 @@ pub struct Appended {
     pub ts_ms: UnixMillis,
     /// True when this was a retry and nothing was stored.
     pub duplicate: bool,
-    /// Devices whose queue grew (empty for a duplicate).
-    pub queued_for: Vec<DeviceId>,
+    /// The member devices the event is for (every device of every member
+    /// but the sending device; for an event about an earlier message, only
+    /// members who saw that message). Empty for a duplicate.
+    pub recipients: Vec<DeviceId>,
 }
 
-/// One entry of a device's queue, joined with what it refers to.
+/// What waits for a device: the stored events above its position in each
+/// of its conversations, in seq order per conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueueItem {
-    Message {
-        pos: QueuePos,
-        message_id: MessageId,
+pub enum PendingItem {
+    /// An event to deliver (`reactions` is empty: they travel as events).
+    Event(StoredEvent),
+    /// Events `from_seq..=to_seq` of the conversation will not be delivered:
+    /// they passed the offline TTL, or their bodies are gone.
+    Expired {
         conversation: ConversationId,
-        seq: Seq,
-        from: String,
-        from_device: DeviceId,
-        client_msg_id: String,
-        /// Text, emoji (empty = removed) or system event description.
-        text: String,
-        /// Media attached to a text.
-        media: Vec<MediaRef>,
-        kind: EventKind,
-        /// Replied-to or acted-on message.
-        target: Option<MessageId>,
-        edited_ms: Option<UnixMillis>,
-        deleted: bool,
-        ts_ms: UnixMillis,
-    },
-    Delivered {
-        pos: QueuePos,
-        conversation: ConversationId,
-        message_id: MessageId,
-        seq: Seq,
-        by: String,
-        ts_ms: UnixMillis,
-    },
-    Read {
-        pos: QueuePos,
-        conversation: ConversationId,
-        seq: Seq,
-        by: String,
-        ts_ms: UnixMillis,
+        from_seq: Seq,
+        to_seq: Seq,
     },
 }
 
-impl QueueItem {
-    pub fn pos(&self) -> QueuePos {
+impl PendingItem {
+    /// The conversation and the last seq the item stands for.
+    pub fn point(&self) -> (ConversationId, Seq) {
         match self {
-            Self::Message { pos, .. } | Self::Delivered { pos, .. } | Self::Read { pos, .. } => {
-                *pos
-            }
+            Self::Event(event) => (event.conversation, event.seq),
+            Self::Expired {
+                conversation,
+                to_seq,
+                ..
+            } => (*conversation, *to_seq),
         }
     }
+}
+
+/// A page of what waits for a device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub items: Vec<PendingItem>,
+    /// Per conversation of the account, the highest seq looked at
+    /// (skipped events included), or where the device stands when nothing
+    /// was above it: where the next page starts. May stop short of the
+    /// account's conversations when `more` is set.
+    pub scanned: Vec<(ConversationId, Seq)>,
+    /// The page stopped at `limit`; more may wait.
+    pub more: bool,
+}
+
+pub struct PendingRequest {
+    pub device: DeviceId,
+    pub account: AccountId,
+    /// Where this connection already is beyond the stored positions (what
+    /// it was sent but has not acked): reading resumes above the higher of
+    /// the two.
+    pub after: Vec<(ConversationId, Seq)>,
+    pub limit: usize,
+    /// Events stored before this are not delivered but reported expired.
+    pub expired_before_ms: UnixMillis,
 }
 
 pub struct AckRequest {
     pub device: DeviceId,
     pub account: AccountId,
-    /// Remove every entry with position ≤ this.
-    pub up_to: Option<QueuePos>,
-    /// Remove these entries too.
-    pub positions: Vec<QueuePos>,
-    pub purge_acked_bodies: bool,
+    /// Cumulative: the device has every event of the conversation up to
+    /// this seq. Refused whole (nothing changes) if any names a
+    /// conversation the account is not in or a seq beyond its last.
+    pub points: Vec<(ConversationId, Seq)>,
+    /// Store-and-forward (retention 0): delete bodies every member device
+    /// now has.
+    pub purge_delivered_bodies: bool,
     pub now_ms: UnixMillis,
-    /// Expiry for the receipts this ack may enqueue.
-    pub queue_expires_ms: UnixMillis,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AckOutcome {
-    pub removed: u64,
-    /// Devices that got a `delivered` receipt queued.
-    pub queued_for: Vec<DeviceId>,
+    /// The device's position in each acked conversation after the call.
+    pub positions: Vec<(ConversationId, Seq)>,
+    /// Delivered cursors of the account that moved.
+    pub receipts: Vec<ReceiptMoved>,
+}
+
+/// A member's receipt cursor moved; `notify` are the other members'
+/// devices, which are told live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptMoved {
+    pub conversation: ConversationId,
+    pub by: String,
+    pub seq: Seq,
+    pub ts_ms: UnixMillis,
+    pub notify: Vec<DeviceId>,
 }
 
 pub struct ReadRequest {
@@ -142,28 +159,31 @@ pub struct ReadRequest {
     pub conversation: ConversationId,
     pub seq: Seq,
     pub now_ms: UnixMillis,
-    pub queue_expires_ms: UnixMillis,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadOutcome {
     /// The read pointer after the call.
     pub seq: Seq,
-    pub queued_for: Vec<DeviceId>,
+    /// Set when the pointer moved (the other members are told live).
+    pub moved: Option<ReceiptMoved>,
 }
 
 pub struct SweepRequest {
     pub now_ms: UnixMillis,
-    /// Message bodies created before this are deleted unless still queued.
+    /// Bodies stored before this are deleted (history retention) once no
+    /// device still waits for them: every member device has them, or they
+    /// were stored before `undelivered_before_ms` (offline TTL).
     pub bodies_before_ms: UnixMillis,
-    /// Dedup records created before this are deleted.
+    pub undelivered_before_ms: UnixMillis,
+    /// Rows of deleted bodies stored before this go too (their
+    /// `client_msg_id` stops deduplicating retries).
     pub dedup_before_ms: UnixMillis,
     pub limit: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepOutcome {
-    pub expired_entries: u64,
     pub purged_bodies: u64,
     pub purged_dedup: u64,
 }
@@ -272,7 +292,6 @@ pub struct NewGroup {
     pub members: Vec<AccountId>,
     pub members_max: usize,
     pub now_ms: UnixMillis,
-    pub queue_expires_ms: UnixMillis,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,7 +314,6 @@ pub struct GroupChangeRequest {
     pub change: GroupChange,
     pub members_max: usize,
     pub now_ms: UnixMillis,
-    pub queue_expires_ms: UnixMillis,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -303,7 +321,9 @@ pub struct GroupChanged {
     pub conversation: ConversationId,
     /// Seq of the system event recording the change.
     pub seq: Seq,
-    pub queued_for: Vec<DeviceId>,
+    /// The devices the event is for: the members' after the change, plus
+    /// the devices of whoever left or was removed.
+    pub recipients: Vec<DeviceId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -342,13 +362,23 @@ pub struct ConversationRecord {
     pub last_seq: Seq,
     pub read_seq: Seq,
     pub last_event: Option<StoredEvent>,
+    /// The other members' receipt cursors, by username.
+    pub receipts: Vec<MemberReceipts>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberReceipts {
+    pub username: String,
+    pub delivered_seq: Seq,
+    pub read_seq: Seq,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiptsRecord {
     pub message_id: MessageId,
     pub seq: Seq,
-    /// (username, first ack time) of recipients.
+    /// (username, when its delivered cursor last moved) of recipients
+    /// whose cursor covers the message.
     pub delivered: Vec<(String, UnixMillis)>,
     /// (username, read pointer time) of recipients who read it.
     pub read: Vec<(String, UnixMillis)>,

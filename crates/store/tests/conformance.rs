@@ -9,12 +9,17 @@
 //! `#[tokio::test]` (and the model-based property test into one `proptest`)
 //! in the backend's module: `mod sqlite` and `mod postgres` at the bottom.
 //!
-//! Checks that need to look inside the engine (row counts in SQLite tables,
+//! Checks that need to look inside the engine (rows in SQLite tables,
 //! reopening the file, several PostgreSQL nodes on one database) live in
 //! the backend's module, clearly separated from the shared scenarios.
 //!
 //! Time never passes on its own here: every call takes an explicit `now_ms`
 //! derived from [`support::NOW`], so expiry is tested without sleeping.
+//!
+//! The delivery model under test: a message is one stored row; what waits
+//! for a device is every event of its conversations above its position
+//! (cumulative acks move it forward, never back); receipts are per-member
+//! cursors (delivered, read). See `crates/store/src/lib.rs`.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -32,24 +37,33 @@ pub struct Opened {
 /// requests, thin wrappers of store calls that must succeed, and projections
 /// of `pending` pages.
 mod support {
+    use std::collections::BTreeMap;
+
     use missive_core::{
-        AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, QueuePos, Seq,
-        TokenHash, UnixMillis, Username,
+        AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq, TokenHash,
+        UnixMillis, Username,
     };
     use missive_store::{
         AccountRecord, AckOutcome, AckRequest, Appended, Body, ConversationRecord, DeviceAuth,
         DeviceRecord, EventKind, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
-        GroupRecord, HistoryRequest, NewAccount, NewDevice, NewGroup, NewMessage, QueueItem,
-        ReadOutcome, ReadRequest, Role, Store, StoreError, StoredEvent,
+        GroupRecord, HistoryRequest, MemberReceipts, NewAccount, NewDevice, NewGroup, NewMessage,
+        Pending, PendingItem, PendingRequest, ReadOutcome, ReadRequest, ReceiptMoved, Role, Store,
+        StoreError, StoredEvent, SweepOutcome, SweepRequest,
     };
 
     /// The suite's "now"; everything else is an offset from it.
     pub const NOW: UnixMillis = 1_700_000_000_000;
     pub const DAY_MS: i64 = 86_400_000;
-    /// A `pending` limit larger than any queue in the suite.
+    /// A `pending` limit larger than anything waiting in the suite.
     pub const ALL: usize = 100_000;
     /// The `now_ms` of acks, distinct from `NOW` so receipt timestamps are checkable.
     pub const ACK_NOW: UnixMillis = NOW + 7;
+    /// An `expired_before_ms` that expires nothing the suite stores.
+    pub const NO_EXPIRY: UnixMillis = NOW - DAY_MS;
+    /// A sweep cutoff that nothing the suite stores is older than.
+    pub const LONG_AGO: UnixMillis = NOW - DAY_MS;
+    /// A conversation id no store hands out in the suite.
+    pub const NOWHERE: ConversationId = ConversationId(987_654_321);
 
     pub fn username(name: &str) -> Username {
         Username::parse(name).expect("valid username")
@@ -118,7 +132,8 @@ mod support {
 
     /// alice and bob, then one device per label in the given order (a label
     /// starting with 'a' is alice's, with 'b' bob's; its token hash is
-    /// `token(label)`), then their direct conversation at `NOW`.
+    /// `token(label)`), then their direct conversation at `NOW`. The devices
+    /// exist before the conversation, so they all start at its beginning.
     pub async fn cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> Cast<N> {
         let (alice, bob) = alice_and_bob(store).await;
         let devices = cast_devices(store, &[('a', alice), ('b', bob)], labels).await;
@@ -208,6 +223,19 @@ mod support {
             .expect("account_by_username")
     }
 
+    /// The account owning `device` (through `device_owner`).
+    pub async fn account_of(store: &dyn Store, device: DeviceId) -> AccountId {
+        let name = store
+            .device_owner(device)
+            .await
+            .expect("device_owner")
+            .unwrap_or_else(|| panic!("device {device} has no owner"));
+        account_named(store, &name)
+            .await
+            .unwrap_or_else(|| panic!("the owner {name:?} of device {device} is unknown"))
+            .id
+    }
+
     pub async fn devices_of(store: &dyn Store, account: AccountId) -> Vec<DeviceRecord> {
         store.list_devices(account).await.expect("list_devices")
     }
@@ -220,21 +248,22 @@ mod support {
             .expect("authenticate")
     }
 
-    pub async fn depth(store: &dyn Store, device: DeviceId) -> u64 {
-        store.queue_depth(device).await.expect("queue_depth")
+    /// How many events lie above the device's positions.
+    pub async fn waiting(store: &dyn Store, device: DeviceId) -> u64 {
+        store.waiting(device).await.expect("waiting")
     }
 
     pub fn text_of(cmid: &str) -> String {
         format!("text of {cmid}")
     }
 
+    /// A request to append the text `text_of(cmid)` at `now_ms`.
     pub fn new_message(
         conversation: ConversationId,
         account: AccountId,
         device: DeviceId,
         cmid: &str,
         now_ms: UnixMillis,
-        queue_expires_ms: UnixMillis,
     ) -> NewMessage {
         NewMessage {
             message_id: MessageId::generate(),
@@ -244,11 +273,10 @@ mod support {
             client_msg_id: ClientMsgId::parse(cmid).expect("valid client_msg_id"),
             body: plain(&text_of(cmid)),
             now_ms,
-            queue_expires_ms,
         }
     }
 
-    /// Appends at `NOW` with a one-day queue expiry; panics on refusal.
+    /// Appends at `NOW`; panics on refusal.
     pub async fn send(
         store: &dyn Store,
         conversation: ConversationId,
@@ -269,19 +297,12 @@ mod support {
         now_ms: UnixMillis,
     ) -> Appended {
         store
-            .append_message(new_message(
-                conversation,
-                account,
-                device,
-                cmid,
-                now_ms,
-                NOW + DAY_MS,
-            ))
+            .append_message(new_message(conversation, account, device, cmid, now_ms))
             .await
             .expect("append_message")
     }
 
-    /// A request to append `body` at `now_ms` (queue expiry a day after `NOW`).
+    /// A request to append `body` at `now_ms`.
     pub fn message_with(
         conversation: ConversationId,
         account: AccountId,
@@ -292,7 +313,7 @@ mod support {
     ) -> NewMessage {
         NewMessage {
             body,
-            ..new_message(conversation, account, device, cmid, now_ms, NOW + DAY_MS)
+            ..new_message(conversation, account, device, cmid, now_ms)
         }
     }
 
@@ -387,9 +408,31 @@ mod support {
             .collect()
     }
 
+    /// The other members' receipt cursors as `account` sees them in
+    /// `conversations()`.
+    pub async fn cursors(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Vec<MemberReceipts> {
+        conversation_of(store, account, conversation)
+            .await
+            .unwrap_or_else(|| panic!("{conversation} is not listed for {account}"))
+            .receipts
+    }
+
+    /// A member's cursors as `conversations()` reports them.
+    pub fn cursor(username: &str, delivered_seq: Seq, read_seq: Seq) -> MemberReceipts {
+        MemberReceipts {
+            username: username.to_owned(),
+            delivered_seq,
+            read_seq,
+        }
+    }
+
     /// Asserts that `message` is refused with `expected` and changed nothing:
-    /// not the conversation's last seq as its sender sees it, not the queues
-    /// of `watched`.
+    /// not the conversation's last seq as its sender sees it, not what waits
+    /// for `watched`.
     pub async fn assert_refused(
         store: &dyn Store,
         message: NewMessage,
@@ -400,9 +443,9 @@ mod support {
         let cmid = message.client_msg_id.as_str().to_owned();
         let last_seq = |record: Option<ConversationRecord>| record.map(|r| r.last_seq);
         let seq_before = last_seq(conversation_of(store, account, conversation).await);
-        let mut queues_before = Vec::new();
+        let mut pending_before = Vec::new();
         for device in watched {
-            queues_before.push(pending_all(store, *device).await);
+            pending_before.push(pending_all(store, *device).await);
         }
         assert_eq!(
             store.append_message(message).await,
@@ -414,216 +457,304 @@ mod support {
             seq_before,
             "a refused append ({expected:?}) consumed a seq"
         );
-        for (device, before) in watched.iter().zip(queues_before) {
+        for (device, before) in watched.iter().zip(pending_before) {
             assert_eq!(
                 pending_all(store, *device).await,
                 before,
-                "a refused append ({expected:?}) changed device {device}'s queue"
+                "a refused append ({expected:?}) changed what waits for device {device}"
             );
         }
     }
 
-    /// The device's whole live queue at `NOW`.
-    pub async fn pending_all(store: &dyn Store, device: DeviceId) -> Vec<QueueItem> {
-        store.pending(device, 0, ALL, NOW).await.expect("pending")
-    }
+    // ── Pending pages ──
 
-    /// (pos, message_id, seq) of the `Message` items, in page order.
-    pub fn messages(items: &[QueueItem]) -> Vec<(QueuePos, MessageId, Seq)> {
-        items
-            .iter()
-            .filter_map(|item| match item {
-                QueueItem::Message {
-                    pos,
-                    message_id,
-                    seq,
-                    ..
-                } => Some((*pos, message_id.clone(), *seq)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// message ids of the `Message` items, in page order.
-    pub fn message_ids(items: &[QueueItem]) -> Vec<MessageId> {
-        messages(items).into_iter().map(|(_, id, _)| id).collect()
-    }
-
-    /// message ids of the `Message` items of the device's whole live queue.
-    pub async fn pending_ids(store: &dyn Store, device: DeviceId) -> Vec<MessageId> {
-        message_ids(&pending_all(store, device).await)
-    }
-
-    /// (message_id, seq, by, ts_ms) of the `Delivered` items, in page order.
-    pub fn delivered(items: &[QueueItem]) -> Vec<(MessageId, Seq, String, UnixMillis)> {
-        items
-            .iter()
-            .filter_map(|item| match item {
-                QueueItem::Delivered {
-                    message_id,
-                    seq,
-                    by,
-                    ts_ms,
-                    ..
-                } => Some((message_id.clone(), *seq, by.clone(), *ts_ms)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// (conversation, seq, by, ts_ms) of the `Read` items, in page order.
-    pub fn reads(items: &[QueueItem]) -> Vec<(ConversationId, Seq, String, UnixMillis)> {
-        items
-            .iter()
-            .filter_map(|item| match item {
-                QueueItem::Read {
-                    conversation,
-                    seq,
-                    by,
-                    ts_ms,
-                    ..
-                } => Some((*conversation, *seq, by.clone(), *ts_ms)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The `Delivered` items of the device's whole live queue, as [`delivered`].
-    pub async fn pending_delivered(
+    /// One page of what waits for the device (its account looked up).
+    pub async fn pending_page(
         store: &dyn Store,
         device: DeviceId,
-    ) -> Vec<(MessageId, Seq, String, UnixMillis)> {
-        delivered(&pending_all(store, device).await)
+        after: &[(ConversationId, Seq)],
+        limit: usize,
+        expired_before_ms: UnixMillis,
+    ) -> Pending {
+        let account = account_of(store, device).await;
+        store
+            .pending(PendingRequest {
+                device,
+                account,
+                after: after.to_vec(),
+                limit,
+                expired_before_ms,
+            })
+            .await
+            .expect("pending")
     }
 
-    /// The `Read` items of the device's whole live queue, as [`reads`].
-    pub async fn pending_reads(
-        store: &dyn Store,
-        device: DeviceId,
-    ) -> Vec<(ConversationId, Seq, String, UnixMillis)> {
-        reads(&pending_all(store, device).await)
-    }
-
-    pub fn positions(items: &[QueueItem]) -> Vec<QueuePos> {
-        items.iter().map(QueueItem::pos).collect()
-    }
-
-    pub fn assert_strictly_increasing(positions: &[i64], what: &str) {
+    /// Everything waiting for the device, nothing expired by age.
+    pub async fn pending_all(store: &dyn Store, device: DeviceId) -> Vec<PendingItem> {
+        let page = pending_page(store, device, &[], ALL, NO_EXPIRY).await;
         assert!(
-            positions.windows(2).all(|w| w[0] < w[1]),
-            "{what} not strictly increasing: {positions:?}"
+            !page.more,
+            "device {device}: a page of {} items said more waits",
+            page.items.len()
         );
+        page.items
     }
 
-    /// `actual` is the concatenation of `batches`, each batch in any order.
-    pub fn assert_same_in_batches<T: Ord + Clone + std::fmt::Debug>(
-        actual: &[T],
-        batches: &[Vec<T>],
-        what: &str,
-    ) {
-        let expected_len: usize = batches.iter().map(Vec::len).sum();
-        assert_eq!(
-            actual.len(),
-            expected_len,
-            "{what}: {actual:?} vs {batches:?}"
-        );
-        let mut rest = actual;
-        for batch in batches {
-            let (head, tail) = rest.split_at(batch.len());
-            let mut head = head.to_vec();
-            let mut batch = batch.clone();
-            head.sort();
-            batch.sort();
-            assert_eq!(head, batch, "{what}: {actual:?} vs {batches:?}");
-            rest = tail;
+    /// The events of `items`, in page order; panics on an `Expired` item.
+    pub fn events(items: &[PendingItem]) -> Vec<StoredEvent> {
+        items
+            .iter()
+            .map(|item| match item {
+                PendingItem::Event(event) => event.clone(),
+                expired => panic!("unexpected {expired:?}"),
+            })
+            .collect()
+    }
+
+    /// message ids of the events of `items`; panics on an `Expired` item.
+    pub fn event_ids(items: &[PendingItem]) -> Vec<MessageId> {
+        events(items).into_iter().map(|e| e.message_id).collect()
+    }
+
+    /// message ids of everything waiting for the device.
+    pub async fn pending_ids(store: &dyn Store, device: DeviceId) -> Vec<MessageId> {
+        event_ids(&pending_all(store, device).await)
+    }
+
+    /// (conversation, seq) each item stands for, in page order.
+    pub fn points(items: &[PendingItem]) -> Vec<(ConversationId, Seq)> {
+        items.iter().map(PendingItem::point).collect()
+    }
+
+    /// The shape of a pending item: an event at (conversation, seq), or an
+    /// expired range (conversation, from_seq, to_seq).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Shape {
+        Ev(ConversationId, Seq),
+        Ex(ConversationId, Seq, Seq),
+    }
+
+    pub fn shapes(items: &[PendingItem]) -> Vec<Shape> {
+        items
+            .iter()
+            .map(|item| match item {
+                PendingItem::Event(event) => Shape::Ev(event.conversation, event.seq),
+                PendingItem::Expired {
+                    conversation,
+                    from_seq,
+                    to_seq,
+                } => Shape::Ex(*conversation, *from_seq, *to_seq),
+            })
+            .collect()
+    }
+
+    /// Per-conversation expectations joined in conversation id order (the
+    /// order `pending` reads conversations in).
+    pub fn in_conversation_order(mut blocks: Vec<(ConversationId, Vec<Shape>)>) -> Vec<Shape> {
+        blocks.sort_by_key(|(conversation, _)| *conversation);
+        blocks.into_iter().flat_map(|(_, shapes)| shapes).collect()
+    }
+
+    /// `items` with adjacent `Expired` ranges of one conversation joined
+    /// (a range split across two pages is still one range).
+    pub fn merge_expired(items: Vec<PendingItem>) -> Vec<PendingItem> {
+        let mut merged: Vec<PendingItem> = Vec::with_capacity(items.len());
+        for item in items {
+            if let PendingItem::Expired {
+                conversation,
+                from_seq,
+                to_seq,
+            } = &item
+            {
+                if let Some(PendingItem::Expired {
+                    conversation: last_conv,
+                    to_seq: last_to,
+                    ..
+                }) = merged.last_mut()
+                {
+                    if *last_conv == *conversation && *last_to + 1 == *from_seq {
+                        *last_to = *to_seq;
+                        continue;
+                    }
+                }
+            }
+            merged.push(item);
         }
+        merged
     }
 
-    pub fn sorted(mut devices: Vec<DeviceId>) -> Vec<DeviceId> {
-        devices.sort();
-        devices
+    /// Reads everything waiting for the device in pages of `limit` the way a
+    /// connection does (each call passes, per conversation, the highest
+    /// `scanned` so far as `after`), checking every page: at most `limit`
+    /// items, `more` whenever the page stopped short of the end, items
+    /// above the `after` they were asked with and covered by `scanned`,
+    /// `scanned` never moving back. Returns the pages' items joined (with
+    /// split expired ranges merged).
+    pub async fn walk(
+        store: &dyn Store,
+        device: DeviceId,
+        limit: usize,
+        expired_before_ms: UnixMillis,
+    ) -> Vec<PendingItem> {
+        let mut after: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+        let mut items = Vec::new();
+        for call in 0.. {
+            assert!(call < 10_000, "device {device}: pages never end");
+            let asked: Vec<(ConversationId, Seq)> = after.iter().map(|(c, s)| (*c, *s)).collect();
+            let page = pending_page(store, device, &asked, limit, expired_before_ms).await;
+            let what = format!("device {device}, limit {limit}, call {call} after {asked:?}");
+            assert!(page.items.len() <= limit, "{what}: {page:?}");
+            if page.items.len() < limit {
+                assert!(!page.more, "{what}: a short page said more waits: {page:?}");
+            }
+            for item in &page.items {
+                let (conversation, last) = item.point();
+                let first = match item {
+                    PendingItem::Event(event) => event.seq,
+                    PendingItem::Expired { from_seq, .. } => *from_seq,
+                };
+                let above = after.get(&conversation).copied().unwrap_or(0);
+                assert!(first > above, "{what}: {item:?} is not above {above}");
+                let scanned = page
+                    .scanned
+                    .iter()
+                    .find(|(c, _)| *c == conversation)
+                    .map(|(_, s)| *s);
+                assert!(
+                    scanned.is_some_and(|s| s >= last),
+                    "{what}: {item:?} lies beyond scanned {:?}",
+                    page.scanned
+                );
+            }
+            for (conversation, seq) in &page.scanned {
+                let before = after.insert(*conversation, *seq);
+                assert!(
+                    before.is_none_or(|b| b <= *seq),
+                    "{what}: scanned moved back in {conversation}: {before:?} -> {seq}"
+                );
+            }
+            items.extend(page.items);
+            if !page.more {
+                break;
+            }
+        }
+        merge_expired(items)
     }
+
+    /// The device's waiting event `message_id`.
+    pub async fn pending_event(
+        store: &dyn Store,
+        device: DeviceId,
+        message_id: &MessageId,
+    ) -> StoredEvent {
+        pending_all(store, device)
+            .await
+            .into_iter()
+            .find_map(|item| match item {
+                PendingItem::Event(event) if event.message_id == *message_id => Some(event),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{message_id} is not waiting for device {device}"))
+    }
+
+    pub fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+        items.sort();
+        items
+    }
+
+    // ── Acks and receipt cursors ──
 
     pub fn ack_request(
         device: DeviceId,
         account: AccountId,
-        up_to: Option<QueuePos>,
-        positions: Vec<QueuePos>,
-        purge_acked_bodies: bool,
+        points: Vec<(ConversationId, Seq)>,
+        purge_delivered_bodies: bool,
     ) -> AckRequest {
         AckRequest {
             device,
             account,
-            up_to,
-            positions,
-            purge_acked_bodies,
+            points,
+            purge_delivered_bodies,
             now_ms: ACK_NOW,
-            queue_expires_ms: NOW + DAY_MS,
         }
     }
 
+    /// Acks `points` at `ACK_NOW`; panics on refusal. The outcome comes
+    /// back normalised (see [`normalised`]).
     pub async fn ack(
         store: &dyn Store,
         device: DeviceId,
         account: AccountId,
-        up_to: Option<QueuePos>,
-        positions: Vec<QueuePos>,
+        points: Vec<(ConversationId, Seq)>,
         purge: bool,
     ) -> AckOutcome {
-        store
-            .ack(ack_request(device, account, up_to, positions, purge))
+        let outcome = store
+            .ack(ack_request(device, account, points, purge))
             .await
-            .expect("ack")
+            .expect("ack");
+        normalised(outcome)
     }
 
-    /// The queue position of `message_id` in the device's queue.
-    pub async fn pos_of(store: &dyn Store, device: DeviceId, message_id: &MessageId) -> QueuePos {
-        messages(&pending_all(store, device).await)
-            .into_iter()
-            .find(|(_, id, _)| id == message_id)
-            .unwrap_or_else(|| panic!("{message_id} is not queued for device {device}"))
-            .0
-    }
-
-    /// Acks exactly the entry of `message_id` in the device's queue.
-    pub async fn ack_message(
-        store: &dyn Store,
-        device: DeviceId,
-        account: AccountId,
-        message_id: &MessageId,
-        purge: bool,
-    ) -> AckOutcome {
-        let pos = pos_of(store, device, message_id).await;
-        ack(store, device, account, None, vec![pos], purge).await
-    }
-
-    /// Acks `positions` of the device's queue at `now_ms` (no purge).
+    /// Acks `points` at `now_ms` (no purge); normalised outcome.
     pub async fn ack_at(
         store: &dyn Store,
         device: DeviceId,
         account: AccountId,
-        positions: Vec<QueuePos>,
+        points: Vec<(ConversationId, Seq)>,
         now_ms: UnixMillis,
     ) -> AckOutcome {
         let request = AckRequest {
             now_ms,
-            ..ack_request(device, account, None, positions, false)
+            ..ack_request(device, account, points, false)
         };
-        store.ack(request).await.expect("ack")
+        normalised(store.ack(request).await.expect("ack"))
     }
 
-    /// Acks the device's whole live queue at `now_ms`.
-    pub async fn ack_all_at(
-        store: &dyn Store,
-        device: DeviceId,
-        account: AccountId,
-        now_ms: UnixMillis,
-    ) -> AckOutcome {
-        let all = positions(&pending_all(store, device).await);
-        ack_at(store, device, account, all, now_ms).await
+    /// An ack outcome with its positions sorted, its receipts sorted by
+    /// conversation and each receipt's `notify` sorted: the order of those
+    /// lists is not part of the contract.
+    pub fn normalised(mut outcome: AckOutcome) -> AckOutcome {
+        outcome.positions.sort();
+        outcome.receipts = outcome.receipts.into_iter().map(normal_receipt).collect();
+        outcome
+            .receipts
+            .sort_by(|a, b| (a.conversation, &a.by).cmp(&(b.conversation, &b.by)));
+        outcome
     }
 
-    /// Moves `account`'s read pointer in `conversation` at `now_ms`.
+    fn normal_receipt(mut moved: ReceiptMoved) -> ReceiptMoved {
+        moved.notify.sort();
+        moved
+    }
+
+    /// The outcome of an ack that moved positions to `positions` and
+    /// cursors by `receipts`.
+    pub fn acked(positions: Vec<(ConversationId, Seq)>, receipts: Vec<ReceiptMoved>) -> AckOutcome {
+        normalised(AckOutcome {
+            positions,
+            receipts,
+        })
+    }
+
+    /// A cursor move of `by` to `seq` at `ts_ms`, told to `notify`.
+    pub fn moved(
+        conversation: ConversationId,
+        by: &str,
+        seq: Seq,
+        ts_ms: UnixMillis,
+        notify: Vec<DeviceId>,
+    ) -> ReceiptMoved {
+        normal_receipt(ReceiptMoved {
+            conversation,
+            by: by.to_owned(),
+            seq,
+            ts_ms,
+            notify,
+        })
+    }
+
+    /// Moves `account`'s read pointer in `conversation` at `now_ms`; the
+    /// outcome's `notify` sorted.
     pub async fn read_up_to(
         store: &dyn Store,
         account: AccountId,
@@ -631,16 +762,45 @@ mod support {
         seq: Seq,
         now_ms: UnixMillis,
     ) -> ReadOutcome {
-        store
+        let mut outcome = store
             .mark_read(ReadRequest {
                 account,
                 conversation,
                 seq,
                 now_ms,
-                queue_expires_ms: NOW + DAY_MS,
             })
             .await
-            .expect("mark_read")
+            .expect("mark_read");
+        outcome.moved = outcome.moved.map(normal_receipt);
+        outcome
+    }
+
+    /// A sweep that must succeed.
+    pub async fn sweep(
+        store: &dyn Store,
+        now_ms: UnixMillis,
+        bodies_before_ms: UnixMillis,
+        undelivered_before_ms: UnixMillis,
+        dedup_before_ms: UnixMillis,
+        limit: usize,
+    ) -> SweepOutcome {
+        store
+            .sweep(SweepRequest {
+                now_ms,
+                bodies_before_ms,
+                undelivered_before_ms,
+                dedup_before_ms,
+                limit,
+            })
+            .await
+            .expect("sweep")
+    }
+
+    pub fn swept(purged_bodies: u64, purged_dedup: u64) -> SweepOutcome {
+        SweepOutcome {
+            purged_bodies,
+            purged_dedup,
+        }
     }
 
     /// The two account-to-account relations, which share a contract.
@@ -707,7 +867,6 @@ mod support {
             members: members.to_vec(),
             members_max: GROUP_MAX,
             now_ms,
-            queue_expires_ms: NOW + DAY_MS,
         }
     }
 
@@ -730,7 +889,6 @@ mod support {
             change,
             members_max: GROUP_MAX,
             now_ms,
-            queue_expires_ms: NOW + DAY_MS,
         }
     }
 
@@ -783,7 +941,7 @@ mod support {
         value
     }
 
-    // ── Stored events, in queues and in history ──
+    // ── Stored events, pending and in history ──
 
     /// (seq, kind, what) of a stored event, where `what` is the body
     /// (text, emoji, edited text; empty when removed or deleted) or, for a
@@ -811,31 +969,14 @@ mod support {
         (seq, EventKind::System, action.to_owned())
     }
 
-    /// Summaries of the `Message` items, in page order.
-    pub fn queue_summaries(items: &[QueueItem]) -> Vec<Summary> {
-        items
-            .iter()
-            .filter_map(|item| match item {
-                QueueItem::Message {
-                    seq, kind, text, ..
-                } => Some(summary(*seq, *kind, text)),
-                _ => None,
-            })
-            .collect()
+    /// Summaries of pending items; panics on an `Expired` item.
+    pub fn item_summaries(items: &[PendingItem]) -> Vec<Summary> {
+        summaries(&events(items))
     }
 
-    /// Summaries of the `Message` items of the device's whole live queue.
+    /// Summaries of everything waiting for the device.
     pub async fn pending_summaries(store: &dyn Store, device: DeviceId) -> Vec<Summary> {
-        queue_summaries(&pending_all(store, device).await)
-    }
-
-    /// The device's queued `Message` item of `message_id`.
-    pub async fn queued(store: &dyn Store, device: DeviceId, message_id: &MessageId) -> QueueItem {
-        pending_all(store, device)
-            .await
-            .into_iter()
-            .find(|item| matches!(item, QueueItem::Message { message_id: id, .. } if id == message_id))
-            .unwrap_or_else(|| panic!("{message_id} is not queued for device {device}"))
+        item_summaries(&pending_all(store, device).await)
     }
 
     pub fn summaries(events: &[StoredEvent]) -> Vec<Summary> {
@@ -878,6 +1019,15 @@ mod support {
         history_page(store, account, conversation, None, Some(0), ALL)
             .await
             .expect("history")
+    }
+
+    /// The seqs of everything the account may see of the conversation.
+    pub async fn history_seqs(
+        store: &dyn Store,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Vec<Seq> {
+        seqs(&history_all(store, account, conversation).await)
     }
 
     /// The newest event `account` may see in the conversation.
@@ -927,30 +1077,34 @@ mod support {
             .collect()
     }
 
-    /// `[(name, ts)]` as owned pairs (receipt lists).
+    /// `[(name, ts)]` as owned pairs, sorted (receipt lists, whose order
+    /// is not part of the contract).
     pub fn stamped<const N: usize>(pairs: [(&str, UnixMillis); N]) -> Vec<(String, UnixMillis)> {
-        pairs
-            .into_iter()
-            .map(|(name, ts)| (name.to_owned(), ts))
-            .collect()
+        sorted(
+            pairs
+                .into_iter()
+                .map(|(name, ts)| (name.to_owned(), ts))
+                .collect(),
+        )
     }
 }
 
 /// The backend-independent scenarios. Each takes a fresh, empty store.
 mod scenarios {
-    use std::collections::{BTreeSet, HashMap, HashSet};
+    use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
 
-    use missive_core::{AccountId, ConversationId, DeviceId, MessageId, QueuePos, Seq, UnixMillis};
+    use missive_core::{AccountId, ConversationId, DeviceId, MessageId, Seq, UnixMillis};
     use missive_store::{
         AccountRecord, AckOutcome, ConversationKind, DeviceAuth, DeviceRecord, EventKind,
-        GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, PresenceVisibility,
-        QueueItem, ReadOutcome, ReadRequest, Role, Store, StoreError, StoredEvent, SweepOutcome,
-        SweepRequest,
+        GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, PendingItem,
+        PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store, StoreError,
+        StoredEvent,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
 
+    use crate::support::Shape::{Ev, Ex};
     use crate::support::*;
 
     /// 1. Accounts.
@@ -1008,11 +1162,13 @@ mod scenarios {
     /// 2. Devices.
     pub async fn devices(store: Arc<dyn Store>) {
         // Goal: the device limit, token authentication, listing order, and
-        // revocation (own devices only, deleting token and queue) behave as
-        // documented.
+        // revocation (own devices only, deleting token and positions)
+        // behave as documented; a device created later starts at the
+        // conversation's last seq (it gets only what is sent after it).
         // Method: fill alice's two slots, overflow, authenticate, give the
-        // devices queue entries, revoke from the wrong account (no effect),
-        // then from the right one, and check each observable afterwards.
+        // devices something waiting, revoke from the wrong account (no
+        // effect), then from the right one, then fill the freed slot and
+        // check each observable afterwards.
         let store = &*store;
         let (alice, bob) = alice_and_bob(store).await;
         let device = |account, name: &str, now_ms: UnixMillis| NewDevice {
@@ -1092,11 +1248,13 @@ mod scenarios {
             vec![(a1, NOW), (a2, NOW + 50)]
         );
 
-        // Give alice's devices something queued.
+        // Give alice's devices something waiting.
         let conv = direct(store, alice, bob, NOW).await;
         let sent = send(store, conv, bob, b1, "hello").await;
-        assert_eq!(sorted(sent.queued_for), vec![a1, a2]);
-        assert_eq!(depth(store, a1).await, 1);
+        assert_eq!(sorted(sent.recipients), vec![a1, a2]);
+        assert_eq!(waiting(store, a1).await, 1);
+        assert_eq!(pending_ids(store, b1).await, vec![], "b1 got its own text");
+        assert_eq!(waiting(store, b1).await, 1, "waiting counts own events");
 
         // Wrong account: refused, nothing changes.
         assert!(!store.revoke_device(bob, a1).await.expect("revoke"));
@@ -1110,10 +1268,9 @@ mod scenarios {
         assert_eq!(auth(store, "a-phone").await, Some(alice_a1));
         assert!(auth(store, "b-phone").await.is_some());
         assert_eq!(devices_of(store, alice).await, listed);
-        assert_eq!(depth(store, a1).await, 1);
-        assert_eq!(depth(store, b1).await, 0);
+        assert_eq!(pending_ids(store, a1).await, vec![sent.message_id.clone()]);
 
-        // Right account: the device, its token and its queue go.
+        // Right account: the device and its token go; nothing waits for it.
         assert!(store.revoke_device(alice, a1).await.expect("revoke"));
         assert_eq!(auth(store, "a-phone").await, None);
         assert_eq!(auth(store, "a-laptop").await.map(|a| a.device), Some(a2));
@@ -1125,19 +1282,31 @@ mod scenarios {
                 .collect::<Vec<_>>(),
             vec![a2]
         );
-        assert_eq!(depth(store, a1).await, 0, "revoke left the queue");
-        assert_eq!(depth(store, a2).await, 1);
+        assert_eq!(
+            waiting(store, a1).await,
+            0,
+            "a revoked device has a backlog"
+        );
+        assert_eq!(store.device_owner(a1).await, Ok(None));
+        assert_eq!(waiting(store, a2).await, 1);
         assert!(!store.revoke_device(alice, a1).await.expect("revoke twice"));
 
-        // The freed slot can be used again, and fan-out forgets the revoked device.
+        // The freed slot can be used again; the new device starts now.
         let a3 = store
             .create_device(device(alice, "a-tablet", NOW + 60))
             .await
             .expect("a3");
         assert_eq!(devices_of(store, alice).await.len(), 2);
+        assert_eq!(waiting(store, a3).await, 0, "a new device got the past");
+        assert!(pending_all(store, a3).await.is_empty());
         let next = send(store, conv, bob, b1, "again").await;
-        assert_eq!(sorted(next.queued_for), sorted(vec![a2, a3]));
-        assert_eq!(depth(store, a1).await, 0);
+        assert_eq!(sorted(next.recipients), sorted(vec![a2, a3]));
+        assert_eq!(pending_ids(store, a3).await, vec![next.message_id.clone()]);
+        assert_eq!(
+            pending_ids(store, a2).await,
+            vec![sent.message_id, next.message_id]
+        );
+        assert_eq!(waiting(store, a1).await, 0);
     }
 
     /// 2b. Device identity after revocation.
@@ -1176,7 +1345,8 @@ mod scenarios {
         // nothing; refusals store nothing and burn no seq.
         // Method: N appends, a retry with a new message id / text / time, the
         // same client_msg_id from two other devices, two refused appends,
-        // then one more append; compare seqs and bob's queue at each step.
+        // then one more append; compare seqs and what waits for bob at each
+        // step.
         let store = &*store;
         let Cast(alice, bob, conv, [a1, a2, b1]) = cast(store, ["a1", "a2", "b1"]).await;
         let carol = new_account(store, "carol").await;
@@ -1191,7 +1361,7 @@ mod scenarios {
         const N: i64 = 5;
         let mut originals = Vec::new();
         for i in 1..=N {
-            let request = new_message(conv, alice, a1, &format!("m{i}"), NOW + i, NOW + DAY_MS);
+            let request = new_message(conv, alice, a1, &format!("m{i}"), NOW + i);
             let message_id = request.message_id.clone();
             let appended = store.append_message(request).await.expect("append");
             assert_eq!(appended.seq, i, "seq of the {i}th message");
@@ -1203,30 +1373,33 @@ mod scenarios {
         }
         let before = pending_all(store, b1).await;
         assert_eq!(
-            messages(&before).iter().map(|m| m.2).collect::<Vec<_>>(),
-            (1..=N).collect::<Vec<_>>()
+            points(&before),
+            (1..=N).map(|seq| (conv, seq)).collect::<Vec<_>>()
         );
 
         // A retry: new message id, new text, later time. Nothing is stored.
-        let mut retry = new_message(conv, alice, a1, "m3", NOW + 100, NOW + DAY_MS);
-        retry.body = missive_store::Body::Text {
-            text: missive_core::MessageText::parse("different text", 100).expect("text"),
-            reply_to: None,
-            media: Vec::new(),
-        };
+        let mut retry = new_message(conv, alice, a1, "m3", NOW + 100);
+        retry.body = plain("different text");
         let retried = store.append_message(retry).await.expect("retry");
         assert!(retried.duplicate);
         assert_eq!(retried.message_id, originals[2].message_id);
         assert_eq!(retried.seq, 3);
         assert_eq!(retried.ts_ms, NOW + 3);
         assert_eq!(retried.conversation, conv);
-        assert!(retried.queued_for.is_empty());
+        assert!(retried.recipients.is_empty());
         assert_eq!(
             pending_all(store, b1).await,
             before,
-            "a retry changed bob's queue"
+            "a retry changed what waits for bob"
         );
-        assert_eq!(depth(store, a2).await, N as u64);
+        assert_eq!(waiting(store, a2).await, N as u64);
+        assert_eq!(
+            stored(store, bob, conv, &originals[2].message_id)
+                .await
+                .body,
+            text_of("m3"),
+            "a retry overwrote the original"
+        );
 
         // The same client_msg_id from other devices is a new message each time.
         let from_a2 = send(store, conv, alice, a2, "m3").await;
@@ -1239,20 +1412,13 @@ mod scenarios {
         let snapshot_b1 = pending_all(store, b1).await;
         let snapshot_a1 = pending_all(store, a1).await;
 
-        // Refusals: nothing stored, nothing queued, no seq consumed.
+        // Refusals: nothing stored, no seq consumed.
         let outsider = store
-            .append_message(new_message(conv, carol, c1, "x1", NOW, NOW + DAY_MS))
+            .append_message(new_message(conv, carol, c1, "x1", NOW))
             .await;
         assert_eq!(outsider, Err(StoreError::NotMember));
         let nowhere = store
-            .append_message(new_message(
-                ConversationId(987_654_321),
-                carol,
-                c1,
-                "x2",
-                NOW,
-                NOW + DAY_MS,
-            ))
+            .append_message(new_message(NOWHERE, carol, c1, "x2", NOW))
             .await;
         assert_eq!(nowhere, Err(StoreError::UnknownConversation));
         assert_eq!(pending_all(store, b1).await, snapshot_b1);
@@ -1276,18 +1442,19 @@ mod scenarios {
 
     /// 4. Fan-out.
     pub async fn fan_out(store: Arc<dyn Store>) {
-        // Goal: an append is queued for every device of every member except
-        // the sending device (so the sender's other devices see it too), and
-        // for no one else.
+        // Goal: an append is for every device of every member except the
+        // sending device (so the sender's other devices see it too), and for
+        // no one else; what waits is the stored event with its fields.
         // Method: alice and bob with two devices each and an outsider; send
-        // from a1 and from b2, and inspect queued_for and every queue.
+        // from a1 and from b2, and inspect `recipients`, every device's
+        // pending events and `waiting` (which counts own events too).
         let store = &*store;
         let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let carol = new_account(store, "carol").await;
         let c1 = new_device(store, carol, "c1").await;
 
         let sent = send(store, conv, alice, a1, "hi").await;
-        assert_eq!(sorted(sent.queued_for.clone()), sorted(vec![a2, b1, b2]));
+        assert_eq!(sorted(sent.recipients.clone()), sorted(vec![a2, b1, b2]));
         assert!(
             pending_all(store, a1).await.is_empty(),
             "the sending device got its own message"
@@ -1295,50 +1462,58 @@ mod scenarios {
         assert!(pending_all(store, c1).await.is_empty());
         for device in [a2, b1, b2] {
             let items = pending_all(store, device).await;
-            assert_eq!(items.len(), 1, "device {device}");
             assert_eq!(
-                items[0],
-                QueueItem::Message {
-                    pos: items[0].pos(),
+                items,
+                vec![PendingItem::Event(StoredEvent {
                     message_id: sent.message_id.clone(),
                     conversation: conv,
                     seq: 1,
                     from: "alice".into(),
                     from_device: a1,
                     client_msg_id: "hi".into(),
-                    text: text_of("hi"),
+                    kind: EventKind::Text,
+                    body: text_of("hi"),
                     media: Vec::new(),
-                    kind: missive_store::EventKind::Text,
                     target: None,
                     edited_ms: None,
                     deleted: false,
                     ts_ms: NOW,
-                }
+                    reactions: vec![],
+                })],
+                "device {device}"
             );
-            assert_eq!(depth(store, device).await, 1);
         }
+        for device in [a1, a2, b1, b2] {
+            assert_eq!(waiting(store, device).await, 1, "device {device}");
+        }
+        assert_eq!(waiting(store, c1).await, 0);
 
         let reply = send(store, conv, bob, b2, "yo").await;
-        assert_eq!(sorted(reply.queued_for.clone()), sorted(vec![a1, a2, b1]));
+        assert_eq!(sorted(reply.recipients.clone()), sorted(vec![a1, a2, b1]));
         assert_eq!(pending_ids(store, b2).await, vec![sent.message_id.clone()]);
         for device in [a1, a2, b1] {
             let ids = pending_ids(store, device).await;
             assert_eq!(ids.last(), Some(&reply.message_id), "device {device}");
         }
         assert!(pending_all(store, c1).await.is_empty());
-        assert_eq!(depth(store, c1).await, 0);
+        assert_eq!(waiting(store, c1).await, 0);
+        assert_eq!(
+            store.waiting_total().await,
+            Ok(8),
+            "four devices, two events each"
+        );
     }
 
-    /// 5. Paging, acks and delivered receipts.
+    /// 5. Pages and acks.
     pub async fn pending_and_ack(store: Arc<dyn Store>) {
-        // Goal: pending pages in position order; acks by `up_to` and by
-        // position remove exactly those entries of that device (counted
-        // right, never returning); the recipient's first ack of a message
-        // queues one `Delivered` to every device of the sender.
-        // Method: a1 sends five messages to bob (b1, b2); page b1's queue,
-        // ack it in pieces, re-ack, ack another device's positions; then
-        // b2 acks everything (no second receipt) and a2 acks its copies
-        // (no receipt for one's own messages).
+        // Goal: pending pages in seq order, `limit` items at a time, with
+        // `more` and `scanned` telling where the next page starts; reading
+        // moves nothing; an ack moves the device's position (everything up
+        // to it stops waiting for that device only), never back; the
+        // account's first ack past a text moves its delivered cursor and
+        // tells the author's devices; `waiting` and `waiting_total` follow.
+        // Method: a1 sends five texts to bob (b1, b2); page b1's pending,
+        // ack it in steps, re-ack lower, then b2 and a2 ack everything.
         let store = &*store;
         let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let mut sent = Vec::new();
@@ -1349,136 +1524,331 @@ mod scenarios {
 
         // Paging.
         let all = pending_all(store, b1).await;
-        assert_eq!(message_ids(&all), ids);
-        let pos = positions(&all);
-        assert_strictly_increasing(&pos, "queue positions");
-        let page = |after: QueuePos, limit: usize| async move {
-            store.pending(b1, after, limit, NOW).await.expect("page")
+        assert_eq!(event_ids(&all), ids);
+        let page = |after: Vec<(ConversationId, Seq)>, limit: usize| async move {
+            pending_page(store, b1, &after, limit, NO_EXPIRY).await
         };
-        let page1 = page(0, 2).await;
-        let page2 = page(page1[1].pos(), 2).await;
-        let page3 = page(page2[1].pos(), 2).await;
-        let page4 = page(page3[0].pos(), 2).await;
-        assert_eq!(page1, all[0..2]);
-        assert_eq!(page2, all[2..4]);
-        assert_eq!(page3, all[4..5]);
-        assert!(page4.is_empty());
-        assert_eq!(page(pos[2] - 1, 1).await, all[2..3]);
-        assert!(page(0, 0).await.is_empty());
-
-        // ack up_to: removes exactly the entries at or below.
-        let outcome = ack(store, b1, bob, Some(pos[1]), vec![], false).await;
-        assert_eq!(outcome.removed, 2);
-        assert_eq!(outcome.queued_for, sorted(vec![a1, a2]));
-        assert_eq!(pending_ids(store, b1).await, ids[2..].to_vec());
-        assert_eq!(depth(store, b1).await, 3);
-
-        // ack by position: removes exactly the listed entry.
-        let outcome = ack(store, b1, bob, None, vec![pos[3]], false).await;
-        assert_eq!(outcome.removed, 1);
-        assert_eq!(outcome.queued_for, sorted(vec![a1, a2]));
+        let page1 = page(vec![], 2).await;
         assert_eq!(
-            pending_ids(store, b1).await,
-            vec![ids[2].clone(), ids[4].clone()]
+            (&page1.items[..], &page1.scanned[..], page1.more),
+            (&all[0..2], &[(conv, 2)][..], true)
         );
+        let page2 = page(page1.scanned.clone(), 2).await;
+        assert_eq!(
+            (&page2.items[..], &page2.scanned[..], page2.more),
+            (&all[2..4], &[(conv, 4)][..], true)
+        );
+        let page3 = page(page2.scanned.clone(), 2).await;
+        assert_eq!(
+            (&page3.items[..], &page3.scanned[..], page3.more),
+            (&all[4..5], &[(conv, 5)][..], false)
+        );
+        let page4 = page(page3.scanned.clone(), 2).await;
+        assert!(page4.items.is_empty() && !page4.more, "{page4:?}");
+        assert_eq!(page(vec![(conv, 2)], 1).await.items, all[2..3]);
+        assert_eq!(walk(store, b1, 3, NO_EXPIRY).await, all);
 
-        // Acking again removes nothing and queues nothing.
-        let outcome = ack(store, b1, bob, Some(pos[1]), vec![pos[0], pos[3]], false).await;
-        assert_eq!((outcome.removed, outcome.queued_for.len()), (0, 0));
+        // Reading moved nothing.
+        assert_eq!(pending_all(store, b1).await, all);
+        assert_eq!(waiting(store, b1).await, 5);
+        assert_eq!(store.waiting_total().await, Ok(20));
 
-        // Positions of another device's queue are not this device's to ack.
-        let b2_pos = positions(&pending_all(store, b2).await);
-        let outcome = ack(store, b1, bob, None, b2_pos.clone(), false).await;
-        assert_eq!(outcome.removed, 0);
-        assert_eq!(positions(&pending_all(store, b2).await), b2_pos);
-        let outcome = ack(store, a1, alice, Some(b2_pos[4]), vec![], false).await;
-        assert_eq!(outcome.removed, 0);
-        assert_eq!(positions(&pending_all(store, b2).await), b2_pos);
+        // An ack: everything up to it stops waiting for that device.
+        let outcome = ack(store, b1, bob, vec![(conv, 2)], false).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(conv, 2)],
+                vec![moved(conv, "bob", 2, ACK_NOW, vec![a1, a2])]
+            )
+        );
+        assert_eq!(pending_ids(store, b1).await, ids[2..].to_vec());
+        assert_eq!(waiting(store, b1).await, 3);
+        assert_eq!(pending_ids(store, b2).await, ids, "b1's ack moved b2");
+        assert_eq!(waiting(store, b2).await, 5);
+        assert_eq!(store.waiting_total().await, Ok(18));
 
-        // Mixed ack: up_to and positions together, overlaps counted once.
-        let outcome = ack(
-            store,
-            b1,
-            bob,
-            Some(pos[2]),
-            vec![pos[2], pos[4], pos[4]],
-            false,
-        )
-        .await;
-        assert_eq!(outcome.removed, 2);
+        // An `after` below the stored position: the position wins.
+        assert_eq!(page(vec![(conv, 1)], ALL).await.items, all[2..]);
+
+        // Acking at or below the position moves nothing and tells nobody.
+        for seq in [0, 1, 2] {
+            let outcome = ack(store, b1, bob, vec![(conv, seq)], false).await;
+            assert_eq!(outcome, acked(vec![(conv, 2)], vec![]), "ack of {seq}");
+        }
+        assert_eq!(pending_ids(store, b1).await, ids[2..].to_vec());
+
+        // Forward again, in two steps.
+        let outcome = ack(store, b1, bob, vec![(conv, 4)], false).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(conv, 4)],
+                vec![moved(conv, "bob", 4, ACK_NOW, vec![a1, a2])]
+            )
+        );
+        let outcome = ack(store, b1, bob, vec![(conv, 5)], false).await;
+        assert_eq!(outcome.positions, vec![(conv, 5)]);
         assert!(pending_all(store, b1).await.is_empty());
-        assert_eq!(depth(store, b1).await, 0);
+        assert_eq!(waiting(store, b1).await, 0);
 
-        // Every device of the sender got exactly one Delivered per message,
-        // in ack order (the order within one ack call is not specified).
-        let receipt = |i: usize| {
+        // bob's other device: its position moves, bob's cursor is there already.
+        let outcome = ack(store, b2, bob, vec![(conv, 5)], false).await;
+        assert_eq!(outcome, acked(vec![(conv, 5)], vec![]));
+        assert!(pending_all(store, b2).await.is_empty());
+
+        // alice's other device acks alice's own texts: her delivered cursor
+        // moves, but no text of bob's gets a tick, so nobody is told.
+        let outcome = ack(store, a2, alice, vec![(conv, 5)], false).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(conv, 5)],
+                vec![moved(conv, "alice", 5, ACK_NOW, vec![])]
+            )
+        );
+        assert_eq!(cursors(store, alice, conv).await, vec![cursor("bob", 5, 0)]);
+        assert_eq!(cursors(store, bob, conv).await, vec![cursor("alice", 5, 0)]);
+        assert_eq!(waiting(store, a1).await, 5, "a1 acked nothing");
+        assert_eq!(store.waiting_total().await, Ok(5));
+
+        // What was acked never comes back, also not after new traffic.
+        let later = send(store, conv, alice, a1, "m6").await;
+        for device in [a2, b1, b2] {
+            assert_eq!(
+                pending_ids(store, device).await,
+                vec![later.message_id.clone()],
+                "device {device}"
+            );
+        }
+    }
+
+    /// 5b. Acks are cumulative per device and conversation.
+    pub async fn ack_is_cumulative(store: Arc<dyn Store>) {
+        // Goal: an ack up to N removes everything up to N of that
+        // conversation for that device only: not for the account's other
+        // devices, not in other conversations; one call may move several
+        // conversations; a point below the position changes nothing there.
+        // Method: bob (b1, b2) in a 1:1 with alice (four texts) and one with
+        // carol (three texts); b1 acks in steps, single and multi-point.
+        let store = &*store;
+        let Cast(alice, bob, ab, [a1, b1, b2]) = cast(store, ["a1", "b1", "b2"]).await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let bc = direct(store, bob, carol, NOW).await;
+        for i in 1..=4 {
+            send(store, ab, alice, a1, &format!("a{i}")).await;
+        }
+        for i in 1..=3 {
+            send(store, bc, carol, c1, &format!("c{i}")).await;
+        }
+        let everything: Vec<(ConversationId, Seq)> = sorted(
+            [
+                (ab, 1),
+                (ab, 2),
+                (ab, 3),
+                (ab, 4),
+                (bc, 1),
+                (bc, 2),
+                (bc, 3),
+            ]
+            .to_vec(),
+        );
+        let b2_before = pending_all(store, b2).await;
+        assert_eq!(points(&b2_before), everything, "by conversation, then seq");
+        assert_eq!(points(&pending_all(store, b1).await), everything);
+
+        let outcome = ack(store, b1, bob, vec![(ab, 3)], false).await;
+        assert_eq!(outcome.positions, vec![(ab, 3)]);
+        assert_eq!(
+            points(&pending_all(store, b1).await),
+            sorted(vec![(ab, 4), (bc, 1), (bc, 2), (bc, 3)])
+        );
+        assert_eq!(pending_all(store, b2).await, b2_before);
+        assert_eq!((waiting(store, b1).await, waiting(store, b2).await), (4, 7));
+
+        // Two conversations in one call; the one below its position stays.
+        let outcome = ack(store, b1, bob, vec![(ab, 2), (bc, 2)], false).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(ab, 3), (bc, 2)],
+                vec![moved(bc, "bob", 2, ACK_NOW, vec![c1])]
+            )
+        );
+        assert_eq!(
+            points(&pending_all(store, b1).await),
+            sorted(vec![(ab, 4), (bc, 3)])
+        );
+        let outcome = ack(store, b1, bob, vec![(bc, 3), (ab, 4)], false).await;
+        assert_eq!(outcome.positions, sorted(vec![(ab, 4), (bc, 3)]));
+        assert!(pending_all(store, b1).await.is_empty());
+        assert_eq!(waiting(store, b1).await, 0);
+
+        // Nobody else moved.
+        assert_eq!(pending_all(store, b2).await, b2_before);
+        assert!(pending_all(store, a1).await.is_empty(), "a1 sent all of ab");
+        assert!(pending_all(store, c1).await.is_empty(), "c1 sent all of bc");
+        assert_eq!((waiting(store, a1).await, waiting(store, c1).await), (4, 3));
+
+        // b2 catches up on one conversation only.
+        ack(store, b2, bob, vec![(bc, 3)], false).await;
+        assert_eq!(
+            points(&pending_all(store, b2).await),
+            vec![(ab, 1), (ab, 2), (ab, 3), (ab, 4)]
+        );
+        assert_eq!(waiting(store, b2).await, 4);
+    }
+
+    /// 5c. A refused ack changes nothing.
+    pub async fn refused_acks_change_nothing(store: Arc<dyn Store>) {
+        // Goal: an ack naming a seq above the conversation's last seq is
+        // SeqOutOfRange, a conversation the account is not in NotMember, an
+        // unknown one UnknownConversation; an ack of several points with one
+        // bad point is refused whole: none of its points moves (no position,
+        // no cursor, no purge), whatever the bad point's place in the list.
+        // Method: bob (b1) in 1:1s with alice (three texts) and carol (one);
+        // b1 acks ab up to 1; then refused acks (all with purge), each
+        // followed by a check of b1's pending, waiting, bob's cursors as the
+        // others see them and the bodies in history; finally a good ack.
+        let store = &*store;
+        let Cast(alice, bob, ab, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let ac = direct(store, alice, carol, NOW).await;
+        let bc = direct(store, bob, carol, NOW).await;
+        for i in 1..=3 {
+            send(store, ab, alice, a1, &format!("m{i}")).await;
+        }
+        send(store, ac, alice, a1, "n1").await;
+        send(store, bc, carol, c1, "k1").await;
+        ack(store, b1, bob, vec![(ab, 1)], false).await;
+
+        let snapshot = || async {
             (
-                sent[i].message_id.clone(),
-                sent[i].seq,
-                "bob".to_owned(),
-                ACK_NOW,
+                pending_all(store, b1).await,
+                waiting(store, b1).await,
+                cursors(store, alice, ab).await,
+                cursors(store, carol, bc).await,
+                history_seqs(store, alice, ab).await,
+                history_seqs(store, carol, bc).await,
             )
         };
-        let expected_receipts = vec![
-            vec![receipt(0), receipt(1)],
-            vec![receipt(3)],
-            vec![receipt(2), receipt(4)],
+        let before = snapshot().await;
+        assert_eq!(before.1, 3);
+        assert_eq!(before.2, vec![cursor("bob", 1, 0)]);
+        let refusals = [
+            (vec![(ab, 4)], StoreError::SeqOutOfRange),
+            (vec![(ab, 3), (bc, 2)], StoreError::SeqOutOfRange),
+            (vec![(bc, 2), (ab, 3)], StoreError::SeqOutOfRange),
+            (vec![(ac, 1)], StoreError::NotMember),
+            (vec![(ab, 3), (ac, 1)], StoreError::NotMember),
+            (vec![(ac, 1), (bc, 1), (ab, 3)], StoreError::NotMember),
+            (vec![(NOWHERE, 1)], StoreError::UnknownConversation),
+            (vec![(ab, 3), (NOWHERE, 1)], StoreError::UnknownConversation),
+            (vec![(NOWHERE, 0), (bc, 1)], StoreError::UnknownConversation),
         ];
-        let assert_receipts = |device: DeviceId, what: &'static str| {
-            let expected = &expected_receipts;
-            async move {
-                assert_same_in_batches(&pending_delivered(store, device).await, expected, what);
-            }
-        };
-        assert_receipts(a1, "a1 receipts").await;
-        assert_receipts(a2, "a2 receipts").await;
-        for item in pending_all(store, a1).await {
-            if let QueueItem::Delivered { conversation, .. } = item {
-                assert_eq!(conversation, conv);
-            }
+        for (points, expected) in refusals {
+            let what = format!("ack {points:?}");
+            let refused = store.ack(ack_request(b1, bob, points, true)).await;
+            assert_eq!(refused, Err(expected), "{what}");
+            assert_eq!(snapshot().await, before, "{what} changed something");
         }
 
-        // bob's other device acking: removed 5, but bob already delivered.
-        let outcome = ack(store, b2, bob, Some(b2_pos[4]), vec![], false).await;
-        assert_eq!(outcome.removed, 5);
-        assert!(
-            outcome.queued_for.is_empty(),
-            "a second device's ack queued receipts again"
+        // The store still takes a good ack, up to the last seq exactly.
+        let outcome = ack(store, b1, bob, vec![(ab, 3), (bc, 1)], false).await;
+        assert_eq!(outcome.positions, sorted(vec![(ab, 3), (bc, 1)]));
+        assert!(pending_all(store, b1).await.is_empty());
+        assert_eq!(cursors(store, alice, ab).await, vec![cursor("bob", 3, 0)]);
+    }
+
+    /// 5d. The delivered cursor.
+    pub async fn delivered_cursor_moves_on_first_ack(store: Arc<dyn Store>) {
+        // Goal: the first ack past a seq by any device of a member moves
+        // that member's delivered cursor (delivered_seq, with the ack's
+        // time) and the ack's outcome says so, naming the devices to tell:
+        // those of the other current members who authored a text in the
+        // newly covered range (never the acking account's); another device
+        // of the same member acking lower, or as far, moves nothing.
+        // Method: the group cast alice (a1, a2), bob (b1, b2), carol (c1);
+        // alice sends two texts, bob's devices ack in turn, carol sends one,
+        // bob and alice ack past it.
+        let store = &*store;
+        let GroupCast([alice, bob, carol, _], group, [a1, a2, b1, b2, c1]) =
+            group_cast(store, ["a1", "a2", "b1", "b2", "c1"]).await;
+        let t2 = send_at(store, group, alice, a1, "t2", NOW + 2).await;
+        send_at(store, group, alice, a1, "t3", NOW + 3).await;
+
+        let outcome = ack_at(store, b1, bob, vec![(group, 3)], NOW + 10).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(group, 3)],
+                vec![moved(group, "bob", 3, NOW + 10, vec![a1, a2])]
+            ),
+            "alice's devices are told, bob's and carol's are not"
         );
-        assert_eq!(pending_delivered(store, a1).await.len(), 5);
+        assert_eq!(
+            cursors(store, alice, group).await,
+            vec![cursor("bob", 3, 0), cursor("carol", 0, 0)]
+        );
+        assert_eq!(
+            cursors(store, carol, group).await,
+            vec![cursor("alice", 0, 0), cursor("bob", 3, 0)]
+        );
 
-        // alice's other device acking alice's own messages: no receipts.
-        let a2_items = pending_all(store, a2).await;
-        assert_eq!(a2_items.len(), 10, "5 messages and 5 receipts");
-        let a2_message_pos: Vec<QueuePos> = messages(&a2_items).iter().map(|m| m.0).collect();
-        let outcome = ack(store, a2, alice, None, a2_message_pos, false).await;
-        assert_eq!(outcome.removed, 5);
-        assert!(outcome.queued_for.is_empty());
-        assert!(pending_delivered(store, b1).await.is_empty());
-        assert!(pending_all(store, b2).await.is_empty());
-        assert_receipts(a2, "a2 receipts").await;
+        // bob's second device, lower and then as far: nothing moves.
+        for (seq, now_ms) in [(2, NOW + 11), (3, NOW + 12)] {
+            let outcome = ack_at(store, b2, bob, vec![(group, seq)], now_ms).await;
+            assert_eq!(outcome, acked(vec![(group, seq)], vec![]), "b2 acks {seq}");
+        }
+        assert_eq!(cursors(store, alice, group).await[0], cursor("bob", 3, 0));
+        let record = store
+            .receipts(alice, group, &t2.message_id)
+            .await
+            .expect("receipts");
+        assert_eq!(
+            record.delivered,
+            stamped([("bob", NOW + 10)]),
+            "a lower ack moved the cursor's time"
+        );
 
-        // Acked entries never come back, also not after new traffic.
-        let later = send(store, conv, alice, a1, "m6").await;
-        assert_eq!(pending_ids(store, b1).await, vec![later.message_id.clone()]);
-        let later_pos = pending_all(store, b1).await[0].pos();
-        assert!(later_pos > pos[4], "a position was reused");
-        // Acking a receipt queues nothing.
-        let a1_all = pending_all(store, a1).await;
-        let outcome = ack(store, a1, alice, Some(a1_all[4].pos()), vec![], false).await;
-        assert_eq!(outcome.removed, 5);
-        assert!(outcome.queued_for.is_empty());
-        assert!(pending_delivered(store, b1).await.is_empty());
+        // carol's text: bob passing it tells carol only.
+        send_at(store, group, carol, c1, "t4", NOW + 4).await;
+        let outcome = ack_at(store, b2, bob, vec![(group, 4)], NOW + 13).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(group, 4)],
+                vec![moved(group, "bob", 4, NOW + 13, vec![c1])]
+            )
+        );
+        // alice's first ack covers only her own texts and carol's.
+        let outcome = ack_at(store, a2, alice, vec![(group, 4)], NOW + 14).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(group, 4)],
+                vec![moved(group, "alice", 4, NOW + 14, vec![c1])]
+            )
+        );
+        assert_eq!(
+            cursors(store, carol, group).await,
+            vec![cursor("alice", 4, 0), cursor("bob", 4, 0)]
+        );
+        assert_eq!(
+            cursors(store, bob, group).await,
+            vec![cursor("alice", 4, 0), cursor("carol", 0, 0)]
+        );
     }
 
     /// 6. Read pointer.
     pub async fn mark_read(store: Arc<dyn Store>) {
-        // Goal: the read pointer only moves forward, is clamped to the last
-        // seq, and each move queues one `Read` to the other member's devices
-        // only; outsiders are refused.
-        // Method: three messages a→b, then a series of mark_read calls by
-        // bob (forward, backward, repeat, beyond the end) and by alice,
-        // checking the outcome and both sides' queues each time.
+        // Goal: the read pointer only moves forward and is clamped to the
+        // last seq; each move is reported as `moved`, naming the devices of
+        // the other members who authored a text in the newly read range
+        // (never the reader's); no move reports nothing; the cursors show in
+        // `conversations()`; outsiders are refused.
+        // Method: three texts a→b, then a series of mark_read calls by bob
+        // (forward, backward, repeat, beyond the end) and by alice.
         let store = &*store;
         let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let carol = new_account(store, "carol").await;
@@ -1491,522 +1861,1028 @@ mod scenarios {
             conversation: conv,
             seq,
             now_ms,
-            queue_expires_ms: NOW + DAY_MS,
         };
-        // mark_read that must succeed.
-        let mark = move |account, seq: Seq, now_ms: UnixMillis| async move {
-            store
-                .mark_read(read(account, seq, now_ms))
-                .await
-                .expect("read")
+        let mark = move |account, seq: Seq, now_ms| async move {
+            read_up_to(store, account, conv, seq, now_ms).await
+        };
+        let moved_to = |by: &str, seq, ts, notify| ReadOutcome {
+            seq,
+            moved: Some(moved(conv, by, seq, ts, notify)),
         };
 
-        let moved = mark(bob, 2, NOW + 10).await;
-        assert_eq!(moved.seq, 2);
-        assert_eq!(sorted(moved.queued_for), sorted(vec![a1, a2]));
-        for device in [a1, a2] {
-            assert_eq!(
-                pending_reads(store, device).await,
-                vec![(conv, 2, "bob".to_owned(), NOW + 10)]
-            );
-        }
-        for device in [b1, b2] {
-            assert!(pending_reads(store, device).await.is_empty());
-        }
+        assert_eq!(
+            mark(bob, 2, NOW + 10).await,
+            moved_to("bob", 2, NOW + 10, vec![a1, a2])
+        );
 
-        // Backwards and repeated: no move, nothing queued.
+        // Backwards and repeated: no move, nothing to tell.
         for seq in [1, 2, 0, -5] {
             let outcome = mark(bob, seq, NOW + 11).await;
             assert_eq!(
                 outcome,
                 ReadOutcome {
                     seq: 2,
-                    queued_for: vec![]
+                    moved: None
                 },
                 "mark_read({seq})"
             );
         }
-        assert_eq!(pending_reads(store, a1).await.len(), 1);
 
         // Beyond the end: clamped to the last seq; then no further move.
-        let clamped = mark(bob, 100, NOW + 12).await;
-        assert_eq!(clamped.seq, 3);
-        assert_eq!(sorted(clamped.queued_for), sorted(vec![a1, a2]));
-        let again = mark(bob, 100, NOW + 13).await;
-        assert_eq!((again.seq, again.queued_for.len()), (3, 0));
         assert_eq!(
-            pending_reads(store, a2).await,
-            vec![
-                (conv, 2, "bob".to_owned(), NOW + 10),
-                (conv, 3, "bob".to_owned(), NOW + 12)
-            ]
+            mark(bob, 100, NOW + 12).await,
+            moved_to("bob", 3, NOW + 12, vec![a1, a2])
+        );
+        assert_eq!(
+            mark(bob, 100, NOW + 13).await,
+            ReadOutcome {
+                seq: 3,
+                moved: None
+            }
+        );
+        assert_eq!(cursors(store, alice, conv).await, vec![cursor("bob", 0, 3)]);
+
+        // Each member has their own pointer; alice read only her own text.
+        assert_eq!(
+            mark(alice, 1, NOW + 14).await,
+            moved_to("alice", 1, NOW + 14, vec![])
+        );
+        assert_eq!(cursors(store, bob, conv).await, vec![cursor("alice", 0, 1)]);
+
+        // A text of bob's: alice reading past it tells bob's devices; bob
+        // reading past it (his own) tells nobody.
+        send(store, conv, bob, b1, "m4").await;
+        assert_eq!(
+            mark(alice, 4, NOW + 15).await,
+            moved_to("alice", 4, NOW + 15, vec![b1, b2])
+        );
+        assert_eq!(
+            mark(bob, 100, NOW + 16).await,
+            moved_to("bob", 4, NOW + 16, vec![])
+        );
+        assert_eq!(cursors(store, alice, conv).await, vec![cursor("bob", 0, 4)]);
+        assert_eq!(cursors(store, bob, conv).await, vec![cursor("alice", 0, 4)]);
+        assert_eq!(
+            conversation_of(store, bob, conv).await.map(|r| r.read_seq),
+            Some(4)
         );
 
-        // Each member has their own pointer; alice's receipts go to bob only.
-        let alice_read = mark(alice, 1, NOW + 14).await;
-        assert_eq!(alice_read.seq, 1);
-        assert_eq!(sorted(alice_read.queued_for), sorted(vec![b1, b2]));
-        assert_eq!(
-            pending_reads(store, b1).await,
-            vec![(conv, 1, "alice".to_owned(), NOW + 14)]
-        );
-        assert_eq!(pending_reads(store, a1).await.len(), 2);
-
-        // A new message raises the clamp.
-        send(store, conv, alice, a1, "m4").await;
-        assert_eq!(mark(bob, 100, NOW + 15).await.seq, 4);
-
-        // Outsiders and unknown conversations are refused, nothing queued.
-        let depth_a1 = depth(store, a1).await;
+        // Outsiders and unknown conversations are refused.
         assert_eq!(
             store.mark_read(read(carol, 1, NOW)).await,
             Err(StoreError::NotMember)
         );
         let nowhere = ReadRequest {
-            conversation: ConversationId(987_654_321),
+            conversation: NOWHERE,
             ..read(bob, 1, NOW)
         };
         assert_eq!(
             store.mark_read(nowhere).await,
             Err(StoreError::UnknownConversation)
         );
-        assert_eq!(depth(store, a1).await, depth_a1);
+        assert_eq!(cursors(store, alice, conv).await, vec![cursor("bob", 0, 4)]);
     }
 
-    /// 7. Store-and-forward.
+    /// 7. Store-and-forward (retention 0).
     pub async fn store_and_forward(store: Arc<dyn Store>) {
-        // Goal: with purge_acked_bodies, a body lives exactly as long as some
-        // queue still holds its message; without it, the body stays (until
-        // retention).
-        // Method: M1 (acks purge) and M2 (acks do not purge) go from a1 to
-        // a2, b1, b2. Ack M1 device by device and check the remaining queues
-        // still deliver the full text. The only backend-neutral observable of
-        // the final purge is `sweep`: with a retention cutoff after both
-        // messages it must find exactly one unqueued body (M2), because M1's
-        // was already deleted by the last ack. (The SQLite section checks the
-        // row itself.)
+        // Goal: with purge_delivered_bodies, a body is deleted by the ack
+        // after which every device of every member has it (the sending
+        // device counts as having its own events), and not before; without
+        // the flag bodies stay; a purged body leaves history; its
+        // client_msg_id still deduplicates.
+        // Method: M1 and M2 go from a1 to a2, b1, b2. Devices ack M1 with
+        // purge one by one, checking history (which shows bodies only) and
+        // what still waits after each; M2 is acked by all without purge.
         let store = &*store;
         let Cast(alice, bob, conv, [a1, a2, b1, b2]) = cast(store, ["a1", "a2", "b1", "b2"]).await;
         let m1 = send(store, conv, alice, a1, "m1").await;
         let m2 = send(store, conv, alice, a1, "m2").await;
-        let has_body = |items: &[QueueItem], id: &MessageId, cmid: &str| {
-            items.iter().any(|item| {
-                matches!(item, QueueItem::Message { message_id, text, .. }
-                    if message_id == id && *text == text_of(cmid))
-            })
-        };
-
         let m1_id = &m1.message_id;
-        let m1_body_at = move |device: DeviceId| async move {
-            has_body(&pending_all(store, device).await, m1_id, "m1")
-        };
 
-        assert_eq!(ack_message(store, b1, bob, m1_id, true).await.removed, 1);
-        assert!(m1_body_at(b2).await);
-        assert!(m1_body_at(a2).await);
+        ack(store, b1, bob, vec![(conv, 1)], true).await;
+        assert_eq!(history_seqs(store, bob, conv).await, vec![1, 2]);
+        assert_eq!(pending_event(store, b2, m1_id).await.body, text_of("m1"));
+        assert_eq!(pending_event(store, a2, m1_id).await.body, text_of("m1"));
 
-        assert_eq!(ack_message(store, b2, bob, m1_id, true).await.removed, 1);
-        assert!(
-            m1_body_at(a2).await,
-            "the body was purged while the sender's other device still had it queued"
-        );
-
-        assert_eq!(ack_message(store, a2, alice, m1_id, true).await.removed, 1);
-        for device in [a1, a2, b1, b2] {
-            assert!(!pending_ids(store, device).await.contains(m1_id));
-        }
-
-        for (device, account) in [(b1, bob), (b2, bob), (a2, alice)] {
-            let removed = ack_message(store, device, account, &m2.message_id, false)
-                .await
-                .removed;
-            assert_eq!(removed, 1);
-        }
-
-        let swept = store
-            .sweep(SweepRequest {
-                now_ms: NOW,
-                bodies_before_ms: NOW + 1,
-                dedup_before_ms: NOW,
-                limit: 100,
-            })
-            .await
-            .expect("sweep");
+        ack(store, b2, bob, vec![(conv, 1)], true).await;
         assert_eq!(
-            swept,
-            SweepOutcome {
-                expired_entries: 0,
-                purged_bodies: 1,
-                purged_dedup: 0,
-            },
-            "expected only M2's body left for retention to purge"
+            history_seqs(store, alice, conv).await,
+            vec![1, 2],
+            "the body was purged while the sender's other device still waited for it"
         );
+        assert_eq!(pending_event(store, a2, m1_id).await.body, text_of("m1"));
+
+        // The last device: a1 sent M1 and never acks, yet it counts as having it.
+        ack(store, a2, alice, vec![(conv, 1)], true).await;
+        for account in [alice, bob] {
+            assert_eq!(
+                history_seqs(store, account, conv).await,
+                vec![2],
+                "M1 outlived the last ack"
+            );
+        }
+        assert_eq!(
+            conversation_of(store, bob, conv)
+                .await
+                .and_then(|r| r.last_event)
+                .map(|e| e.seq),
+            Some(2)
+        );
+
+        // Without the flag the body stays.
+        for (device, account) in [(b1, bob), (b2, bob), (a2, alice)] {
+            ack(store, device, account, vec![(conv, 2)], false).await;
+        }
+        assert_eq!(
+            stored(store, bob, conv, &m2.message_id).await.body,
+            text_of("m2")
+        );
+        // (a1 is left out: its own M1, purged, may come to it as expired.)
+        for device in [a2, b1, b2] {
+            assert!(
+                pending_all(store, device).await.is_empty(),
+                "device {device}"
+            );
+        }
 
         // Idempotence outlives the body.
         let retry = send(store, conv, alice, a1, "m1").await;
         assert!(retry.duplicate);
-        assert_eq!((retry.message_id, retry.seq), (m1.message_id.clone(), 1));
+        assert_eq!((&retry.message_id, retry.seq), (m1_id, 1));
         assert_eq!(send(store, conv, alice, a1, "m3").await.seq, 3);
+    }
+
+    /// 7b. Purging by ack waits for every member device, departed ones too.
+    pub async fn purge_waits_for_every_member_device(store: Arc<dyn Store>) {
+        // Goal: a purging ack deletes exactly the bodies of that
+        // conversation that every device of every member (and of one who
+        // left, up to its leaving) has, where an event's sending device
+        // counts as having it: a device behind holds a body for everyone,
+        // and bodies in other conversations are untouched.
+        // Method: the group cast alice (a1), bob (b1, b2), carol (c1); a
+        // text from b1 and one from a1; alice removes carol (seq 4); devices
+        // ack with purge in turn, carol's last; alice–bob's 1:1 holds a text
+        // every device has (acked without purge).
+        let store = &*store;
+        let GroupCast([alice, bob, carol, _], group, [a1, b1, b2, c1]) =
+            group_cast(store, ["a1", "b1", "b2", "c1"]).await;
+        let ab = direct(store, alice, bob, NOW).await;
+        send(store, ab, alice, a1, "elsewhere").await;
+        for device in [b1, b2] {
+            ack(store, device, bob, vec![(ab, 1)], false).await;
+        }
+        send_at(store, group, bob, b1, "t2", NOW + 2).await;
+        send_at(store, group, alice, a1, "t3", NOW + 3).await;
+        let removed = change(store, alice, a1, group, GroupChange::Remove(carol), NOW + 4)
+            .await
+            .expect("remove carol");
+        assert_eq!(removed.seq, 4);
+
+        // b1 and c1 have nothing yet: nothing goes.
+        ack(store, b2, bob, vec![(group, 4)], true).await;
+        ack(store, a1, alice, vec![(group, 4)], true).await;
+        assert_eq!(history_seqs(store, bob, group).await, vec![1, 2, 3, 4]);
+        // carol's device passes t2: t2 is everywhere (b1 sent it); the
+        // created event is not (b1 waits for it).
+        ack(store, c1, carol, vec![(group, 2)], true).await;
+        assert_eq!(history_seqs(store, bob, group).await, vec![1, 3, 4]);
+        // b1 catches up: only carol's departed device still waits for 3 and 4.
+        ack(store, b1, bob, vec![(group, 4)], true).await;
+        assert_eq!(
+            history_seqs(store, bob, group).await,
+            vec![3, 4],
+            "purged past the departed member's position"
+        );
+        ack(store, c1, carol, vec![(group, 4)], true).await;
+        assert!(history_seqs(store, bob, group).await.is_empty());
+        assert_eq!(
+            newest(store, bob, ab).await.body,
+            text_of("elsewhere"),
+            "a purge reached into another conversation"
+        );
     }
 
     /// 8. Expiry and sweep.
     pub async fn expiry_and_sweep(store: Arc<dyn Store>) {
-        // Goal: an entry whose expiry is ≤ now is invisible to pending(now)
-        // and deleted by sweep; sweep purges unqueued bodies older than the
-        // cutoff (never a queued one) and dedup records older than theirs,
-        // at most `limit` of each, reporting exact counts.
-        // Method: three messages with different creation/expiry times; read
-        // pending at boundary times; sweep step by step and check counts,
-        // depth and what is still delivered. Finally show the dedup window:
-        // inside it a retry is a duplicate, after the record is swept the
-        // same client_msg_id is a new message. That is intended: dedup
-        // protects retries within the window, not forever.
+        // Goal: sweep deletes the bodies stored before both its retention
+        // and its offline-TTL cutoff (a body past retention that a device
+        // still waits for stays while it is within the TTL), then, past the
+        // dedup window, the rows of deleted bodies (never a row with a
+        // body), at most `limit` of each per call, reporting exact counts;
+        // purged events leave history, the conversation's last event and
+        // come as expired to whoever still waits for them; a client_msg_id
+        // is a duplicate until its row is gone.
+        // Method: alice (a1) texts bob (b1) at NOW, +10, +20, +30; b1 never
+        // acks; sweep step by step with various cutoffs.
         let store = &*store;
-        let Cast(alice, _, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
-        let append = |cmid: &str, now: UnixMillis, expires: UnixMillis| {
-            store.append_message(new_message(conv, alice, a1, cmid, now, expires))
+        let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let append = |cmid: &str, now: UnixMillis| {
+            store.append_message(new_message(conv, alice, a1, cmid, now))
         };
-        let m1 = append("m1", NOW, NOW + 10).await.expect("m1");
-        let m2 = append("m2", NOW, NOW + DAY_MS).await.expect("m2");
-        let m3 = append("m3", NOW + 50, NOW + 60).await.expect("m3");
-        let ids_at = |now: UnixMillis| async move {
-            message_ids(&store.pending(b1, 0, ALL, now).await.expect("pending"))
-        };
-        let (id1, id2, id3) = (
-            m1.message_id.clone(),
-            m2.message_id.clone(),
-            m3.message_id.clone(),
-        );
+        let mut ids = Vec::new();
+        for (i, at) in [(1, NOW), (2, NOW + 10), (3, NOW + 20), (4, NOW + 30)] {
+            let appended = append(&format!("m{i}"), at).await.expect("append");
+            ids.push(appended.message_id);
+        }
 
+        // Retention and TTL both passed for m1 and m2 only.
         assert_eq!(
-            ids_at(NOW + 9).await,
-            vec![id1.clone(), id2.clone(), id3.clone()]
+            sweep(store, NOW + 40, NOW + 15, NOW + 15, LONG_AGO, 100).await,
+            swept(2, 0)
         );
-        assert_eq!(ids_at(NOW + 10).await, vec![id2.clone(), id3.clone()]);
-        assert_eq!(ids_at(NOW + 59).await, vec![id2.clone(), id3.clone()]);
-        assert_eq!(ids_at(NOW + 60).await, vec![id2.clone()]);
-        assert_eq!(depth(store, b1).await, 3, "depth counts expired entries");
-
-        // sweep that must succeed.
-        let sweep = |now_ms, bodies_before_ms, dedup_before_ms, limit| async move {
-            store
-                .sweep(SweepRequest {
-                    now_ms,
-                    bodies_before_ms,
-                    dedup_before_ms,
-                    limit,
-                })
-                .await
-                .expect("sweep")
-        };
-        let outcome = |expired_entries, purged_bodies, purged_dedup| SweepOutcome {
-            expired_entries,
-            purged_bodies,
-            purged_dedup,
-        };
-
-        // M1 expires and, now unqueued and old enough, loses its body; M2 is
-        // old enough but queued; M3 is too young.
-        assert_eq!(sweep(NOW + 10, NOW + 1, NOW, 100).await, outcome(1, 1, 0));
-        assert_eq!(depth(store, b1).await, 2);
-        assert_eq!(ids_at(NOW + 10).await, vec![id2.clone(), id3.clone()]);
-        // M3 expires; its body is still younger than the cutoff.
-        assert_eq!(sweep(NOW + 60, NOW + 1, NOW, 100).await, outcome(1, 0, 0));
-        assert_eq!(depth(store, b1).await, 1);
-        // A later cutoff takes M3's body; M2's stays because it is queued.
-        assert_eq!(sweep(NOW + 60, NOW + 51, NOW, 100).await, outcome(0, 1, 0));
+        assert_eq!(history_seqs(store, alice, conv).await, vec![3, 4]);
         assert_eq!(
-            sweep(NOW + 60, NOW + DAY_MS - 1, NOW, 100).await,
-            outcome(0, 0, 0)
+            shapes(&pending_all(store, b1).await),
+            vec![Ex(conv, 1, 2), Ev(conv, 3), Ev(conv, 4)]
         );
-        let still = store.pending(b1, 0, ALL, NOW + 60).await.expect("pending");
-        assert!(
-            matches!(&still[..], [QueueItem::Message { message_id, text, .. }]
-                if *message_id == id2 && *text == text_of("m2")),
-            "the queued M2 lost its body: {still:?}"
+        assert_eq!(waiting(store, b1).await, 4, "waiting counts expired events");
+        assert_eq!(
+            sweep(store, NOW + 40, NOW + 15, NOW + 15, LONG_AGO, 100).await,
+            swept(0, 0),
+            "a second sweep found the same bodies"
         );
+        // Past retention but within the TTL, and b1 waits for it: m3 stays.
+        assert_eq!(
+            sweep(store, NOW + 40, NOW + 25, NOW + 15, LONG_AGO, 100).await,
+            swept(0, 0)
+        );
+        // Past the TTL but within retention: m3 stays.
+        assert_eq!(
+            sweep(store, NOW + 40, NOW + 15, NOW + 25, LONG_AGO, 100).await,
+            swept(0, 0)
+        );
+        assert_eq!(pending_event(store, b1, &ids[2]).await.body, text_of("m3"));
 
-        // Dedup window: inside it retries are duplicates (even without a body).
-        let retry = append("m1", NOW + 70, NOW + DAY_MS).await.expect("retry");
+        // The dedup window: rows of purged bodies still deduplicate.
+        let retry = append("m1", NOW + 40).await.expect("retry");
         assert!(retry.duplicate);
-        assert_eq!((retry.message_id, retry.seq), (id1.clone(), 1));
-        // Records of M1 and M2 (created at NOW) are older than NOW + 1; M3's is not.
+        assert_eq!((&retry.message_id, retry.seq), (&ids[0], 1));
+        // Only m1's row is older than NOW + 5; m3's and m4's have bodies.
         assert_eq!(
-            sweep(NOW + 70, NOW - 1, NOW + 1, 100).await,
-            outcome(0, 0, 2)
+            sweep(store, NOW + 40, LONG_AGO, LONG_AGO, NOW + 5, 100).await,
+            swept(0, 1)
         );
         assert_eq!(
-            sweep(NOW + 70, NOW - 1, NOW + 1, 100).await,
-            outcome(0, 0, 0)
+            sweep(store, NOW + 40, LONG_AGO, LONG_AGO, NOW + 25, 100).await,
+            swept(0, 1),
+            "m2's row goes; m3 still has its body"
         );
-        let m3_retry = append("m3", NOW + 70, NOW + DAY_MS).await.expect("retry");
-        assert!(m3_retry.duplicate);
-        assert_eq!(m3_retry.seq, 3);
-        let reborn = append("m1", NOW + 70, NOW + DAY_MS)
-            .await
-            .expect("after window");
+        let reborn = append("m1", NOW + 40).await.expect("after the window");
         assert!(
             !reborn.duplicate,
             "a client_msg_id past the dedup window must be a new message"
         );
-        assert_eq!(reborn.seq, 4);
-        assert_ne!(reborn.message_id, id1);
+        assert_eq!(reborn.seq, 5);
+        assert_ne!(reborn.message_id, ids[0]);
+        let m3_retry = append("m3", NOW + 40).await.expect("retry");
+        assert!(
+            m3_retry.duplicate,
+            "a row with a body left the dedup window"
+        );
         assert_eq!(
-            ids_at(NOW + 70).await,
-            vec![id2.clone(), reborn.message_id.clone()]
+            shapes(&pending_all(store, b1).await),
+            vec![Ex(conv, 1, 2), Ev(conv, 3), Ev(conv, 4), Ev(conv, 5)],
+            "missing rows expire like purged bodies"
         );
 
         // `limit` bounds each kind of deletion per call.
-        for i in 5..=7 {
-            append(&format!("m{i}"), NOW + 70, NOW + 80)
+        for i in 6..=8 {
+            append(&format!("m{i}"), NOW + 40 + i)
                 .await
                 .expect("append");
         }
-        assert_eq!(depth(store, b1).await, 5);
-        // Only b1 has a queue in this scenario, so the total is its depth.
-        assert_eq!(store.queue_depth_total().await.expect("total"), 5);
-        assert_eq!(sweep(NOW + 80, NOW - 1, NOW - 1, 2).await, outcome(2, 0, 0));
-        assert_eq!(sweep(NOW + 80, NOW - 1, NOW - 1, 2).await, outcome(1, 0, 0));
-        // Bodies: M5-M7 are unqueued now (3); dedup: M3, M1 again, M5-M7 (5).
-        let drain = [
-            outcome(0, 2, 2),
-            outcome(0, 1, 2),
-            outcome(0, 0, 1),
-            outcome(0, 0, 0),
-        ];
-        for (call, expected) in drain.into_iter().enumerate() {
-            let swept = sweep(NOW + 80, NOW + 71, NOW + 71, 2).await;
-            assert_eq!(swept, expected, "sweep call {call} of the drain");
+        // Bodies of m3, m4, m1 again, m6, m7, m8: six.
+        for (call, expected) in [2, 2, 2, 0].into_iter().enumerate() {
+            let outcome = sweep(store, NOW + 60, NOW + 50, NOW + 50, LONG_AGO, 2).await;
+            assert_eq!(outcome, swept(expected, 0), "bodies, call {call}");
         }
-        assert_eq!(depth(store, b1).await, 2);
-        assert_eq!(ids_at(NOW + 80).await, vec![id2, reborn.message_id]);
-
-        // Everything expires eventually.
-        assert_eq!(
-            sweep(NOW + DAY_MS + 70, NOW - 1, NOW - 1, 100).await,
-            outcome(2, 0, 0)
-        );
-        assert_eq!(depth(store, b1).await, 0);
-        assert!(ids_at(NOW).await.is_empty(), "swept entries came back");
+        // Their rows: six, and no row with a body is left.
+        for (call, expected) in [4, 2, 0].into_iter().enumerate() {
+            let outcome = sweep(store, NOW + 60, LONG_AGO, LONG_AGO, NOW + 50, 4).await;
+            assert_eq!(outcome, swept(0, expected), "rows, call {call}");
+        }
+        assert!(history_all(store, bob, conv).await.is_empty());
+        let record = conversation_of(store, bob, conv).await.expect("listed");
+        assert_eq!((record.last_seq, record.last_event), (8, None));
+        assert_eq!(shapes(&pending_all(store, b1).await), vec![Ex(conv, 1, 8)]);
+        assert_eq!(waiting(store, b1).await, 8);
+        ack(store, b1, bob, vec![(conv, 8)], false).await;
+        assert!(pending_all(store, b1).await.is_empty());
+        assert_eq!(waiting(store, b1).await, 0);
+        assert_eq!(send(store, conv, alice, a1, "m9").await.seq, 9);
     }
 
-    /// One step of the model-based test.
+    /// 8b. Expired events come as one range in their place.
+    pub async fn expired_events_come_as_one_range(store: Arc<dyn Store>) {
+        // Goal: events stored before `expired_before_ms`, events whose body
+        // is gone and seqs whose row is gone come, per conversation, as one
+        // `Expired` range in their place (before the next delivered event,
+        // or at the end of the scan), followed by the later events in
+        // order; acking a range's `to_seq` moves past it; paging never
+        // splits, repeats or drops anything.
+        // Method: bob (b1) gets four texts from alice at NOW, +10, +20, +30
+        // and two from carol at NOW, +30; read with various
+        // `expired_before_ms`; then purge the oldest bodies and rows by
+        // sweep and read again.
+        let store = &*store;
+        let Cast(alice, bob, ab, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let bc = direct(store, bob, carol, NOW).await;
+        for (i, at) in [(1, NOW), (2, NOW + 10), (3, NOW + 20), (4, NOW + 30)] {
+            send_at(store, ab, alice, a1, &format!("m{i}"), at).await;
+        }
+        send_at(store, bc, carol, c1, "n1", NOW).await;
+        send_at(store, bc, carol, c1, "n2", NOW + 30).await;
+        let at = |expired_before_ms| async move {
+            let page = pending_page(store, b1, &[], ALL, expired_before_ms).await;
+            assert!(!page.more);
+            (shapes(&page.items), sorted(page.scanned))
+        };
+        let scanned_all = sorted(vec![(ab, 4), (bc, 2)]);
+        let cases = [
+            (
+                NO_EXPIRY,
+                vec![Ev(ab, 1), Ev(ab, 2), Ev(ab, 3), Ev(ab, 4)],
+                vec![Ev(bc, 1), Ev(bc, 2)],
+            ),
+            (
+                NOW,
+                vec![Ev(ab, 1), Ev(ab, 2), Ev(ab, 3), Ev(ab, 4)],
+                vec![Ev(bc, 1), Ev(bc, 2)],
+            ),
+            (
+                NOW + 1,
+                vec![Ex(ab, 1, 1), Ev(ab, 2), Ev(ab, 3), Ev(ab, 4)],
+                vec![Ex(bc, 1, 1), Ev(bc, 2)],
+            ),
+            (
+                NOW + 21,
+                vec![Ex(ab, 1, 3), Ev(ab, 4)],
+                vec![Ex(bc, 1, 1), Ev(bc, 2)],
+            ),
+            (NOW + 31, vec![Ex(ab, 1, 4)], vec![Ex(bc, 1, 2)]),
+        ];
+        for (expired_before_ms, in_ab, in_bc) in cases {
+            let expected = in_conversation_order(vec![(ab, in_ab), (bc, in_bc)]);
+            assert_eq!(
+                at(expired_before_ms).await,
+                (expected, scanned_all.clone()),
+                "expired before {expired_before_ms}"
+            );
+        }
+        // The event after a range is the whole event.
+        let page = pending_page(store, b1, &[], ALL, NOW + 21).await;
+        let after_range = page
+            .items
+            .iter()
+            .find_map(|item| match item {
+                PendingItem::Event(event) if event.conversation == ab => Some(event.clone()),
+                _ => None,
+            })
+            .expect("an event of ab");
+        assert_eq!((after_range.seq, after_range.body), (4, text_of("m4")));
+        for limit in 1..=4 {
+            assert_eq!(
+                walk(store, b1, limit, NOW + 21).await,
+                page.items,
+                "pages of {limit}"
+            );
+        }
+        assert_eq!(waiting(store, b1).await, 6);
+
+        // Bodies and rows gone: m1's row, m2's body, n1's row.
+        assert_eq!(
+            sweep(store, NOW + 40, NOW + 15, NOW + 15, LONG_AGO, 100).await,
+            swept(3, 0)
+        );
+        assert_eq!(
+            sweep(store, NOW + 40, LONG_AGO, LONG_AGO, NOW + 5, 100).await,
+            swept(0, 2)
+        );
+        assert_eq!(
+            at(NO_EXPIRY).await.0,
+            in_conversation_order(vec![
+                (ab, vec![Ex(ab, 1, 2), Ev(ab, 3), Ev(ab, 4)]),
+                (bc, vec![Ex(bc, 1, 1), Ev(bc, 2)]),
+            ]),
+            "a missing row and a purged body"
+        );
+        assert_eq!(
+            at(NOW + 21).await.0,
+            in_conversation_order(vec![
+                (ab, vec![Ex(ab, 1, 3), Ev(ab, 4)]),
+                (bc, vec![Ex(bc, 1, 1), Ev(bc, 2)]),
+            ]),
+            "a missing row, a purged body and an old event: one range"
+        );
+
+        // Acking a range's end moves past it.
+        ack(store, b1, bob, vec![(ab, 2), (bc, 1)], false).await;
+        assert_eq!(
+            at(NO_EXPIRY).await.0,
+            in_conversation_order(vec![
+                (ab, vec![Ev(ab, 3), Ev(ab, 4)]),
+                (bc, vec![Ev(bc, 2)]),
+            ])
+        );
+        assert_eq!(
+            at(NOW + 21).await.0,
+            in_conversation_order(vec![
+                (ab, vec![Ex(ab, 3, 3), Ev(ab, 4)]),
+                (bc, vec![Ev(bc, 2)]),
+            ]),
+            "a range starts above the position"
+        );
+    }
+
+    /// 8c. Own events are skipped but scanned.
+    pub async fn own_events_are_skipped_but_scanned(store: Arc<dyn Store>) {
+        // Goal: a device is never given its own events, yet they count in
+        // `scanned` (so the next page starts past them) and in `waiting`;
+        // a long run of own events (longer than any one read chunk) before
+        // another member's event does not hide that event; the sender's
+        // other devices get them all, page after page.
+        // Method: a1 sends 600 texts (from six tasks at once), bob one;
+        // read a1's, a2's and b1's pending in pages.
+        const OWN: i64 = 600;
+        let Cast(alice, bob, conv, [a1, a2, b1]) = cast(&*store, ["a1", "a2", "b1"]).await;
+        let tasks: Vec<_> = (0..6)
+            .map(|task| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for k in 0..OWN / 6 {
+                        send(&*store, conv, alice, a1, &format!("o{task}-{k}")).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("sender task");
+        }
+        let store = &*store;
+
+        let own_only = pending_page(store, a1, &[], 10, NO_EXPIRY).await;
+        assert!(own_only.items.is_empty() && !own_only.more, "{own_only:?}");
+        assert_eq!(own_only.scanned, vec![(conv, OWN)]);
+        assert_eq!(waiting(store, a1).await, OWN as u64);
+
+        let theirs = send(store, conv, bob, b1, "theirs").await;
+        assert_eq!(theirs.seq, OWN + 1);
+        let page = pending_page(store, a1, &[], 10, NO_EXPIRY).await;
+        assert_eq!(event_ids(&page.items), vec![theirs.message_id.clone()]);
+        assert_eq!(
+            (page.scanned.clone(), page.more),
+            (vec![(conv, OWN + 1)], false)
+        );
+        // Resuming past the own run, or from inside it, finds the same.
+        for after in [OWN, OWN / 2] {
+            let again = pending_page(store, a1, &[(conv, after)], 10, NO_EXPIRY).await;
+            assert_eq!(event_ids(&again.items), vec![theirs.message_id.clone()]);
+        }
+
+        // a2 gets all of alice's texts and bob's, in pages.
+        let walked = walk(store, a2, 256, NO_EXPIRY).await;
+        assert_eq!(
+            points(&walked),
+            (1..=OWN + 1).map(|seq| (conv, seq)).collect::<Vec<_>>()
+        );
+        // b1's own text closes its pages.
+        let tail = pending_page(store, b1, &[(conv, OWN)], 10, NO_EXPIRY).await;
+        assert!(tail.items.is_empty() && !tail.more);
+        assert_eq!(tail.scanned, vec![(conv, OWN + 1)]);
+        assert_eq!(
+            points(&walk(store, b1, 100, NO_EXPIRY).await).len(),
+            OWN as usize
+        );
+
+        // a1 acks what it scanned: nothing waits for it any more.
+        let outcome = ack(store, a1, alice, page.scanned, false).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(conv, OWN + 1)],
+                vec![moved(conv, "alice", OWN + 1, ACK_NOW, vec![b1])]
+            )
+        );
+        assert_eq!(waiting(store, a1).await, 0);
+        assert!(
+            pending_page(store, a1, &[], 10, NO_EXPIRY)
+                .await
+                .items
+                .is_empty()
+        );
+    }
+
+    /// 8d. Pages continue where `scanned` ends.
+    pub async fn pages_continue_where_scanned_ends(store: Arc<dyn Store>) {
+        // Goal: reading what waits in pages of any size, each page passing
+        // the `scanned` so far as `after`, yields exactly the one-page
+        // answer: no event twice, none missed, whatever mix of expired
+        // ranges, own events (skipped) and several conversations it
+        // crosses; and reading never moves the stored position.
+        // Method: bob (b1, b2) in a 1:1 with alice and a group with alice
+        // and carol; texts from everyone (b1's own among them), the first
+        // one expired; b1 reads with limits 1..=9.
+        let store = &*store;
+        let Cast(alice, bob, ab, [a1, b1, b2]) = cast(store, ["a1", "b1", "b2"]).await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        send_at(store, ab, alice, a1, "t1", NOW).await;
+        let group = create_group(store, new_group(alice, a1, "team", &[bob, carol], NOW + 5))
+            .await
+            .conversation;
+        let plan = [
+            (ab, bob, b1),
+            (group, carol, c1),
+            (ab, bob, b1),
+            (group, bob, b1),
+            (ab, alice, a1),
+            (group, carol, c1),
+            (ab, bob, b2),
+            (ab, bob, b1),
+            (group, bob, b1),
+            (ab, alice, a1),
+        ];
+        for (k, (conv, account, device)) in plan.into_iter().enumerate() {
+            send_at(store, conv, account, device, &format!("p{k}"), NOW + 5).await;
+        }
+        // ab: t1 (expired), b1, b1, a1 (4), b2 (5), b1, a1 (7).
+        // group: created, c1 (2), b1, c1 (4), b1.
+        let expected = in_conversation_order(vec![
+            (ab, vec![Ex(ab, 1, 1), Ev(ab, 4), Ev(ab, 5), Ev(ab, 7)]),
+            (group, vec![Ev(group, 1), Ev(group, 2), Ev(group, 4)]),
+        ]);
+        let whole = pending_page(store, b1, &[], ALL, NOW + 1).await;
+        assert_eq!(shapes(&whole.items), expected);
+        assert_eq!(
+            sorted(whole.scanned.clone()),
+            sorted(vec![(ab, 7), (group, 5)])
+        );
+        for limit in 1..=9 {
+            assert_eq!(
+                walk(store, b1, limit, NOW + 1).await,
+                whole.items,
+                "pages of {limit}"
+            );
+        }
+        assert_eq!(
+            pending_page(store, b1, &[], ALL, NOW + 1).await,
+            whole,
+            "reading moved the position"
+        );
+        assert_eq!(waiting(store, b1).await, 12);
+    }
+
+    /// 8e. New devices and members start now; departed ones stop.
+    pub async fn new_devices_and_members_start_now(store: Arc<dyn Store>) {
+        // Goal: a device created later starts at each conversation's last
+        // seq; a member added to a group gets events from its `added` on,
+        // and never an event about a message from before it joined
+        // (reactions, edits: skipped, but scanned); a removed member's
+        // devices get events up to its `removed` event and nothing later,
+        // may ack up to it and no further, and move no cursor; added again,
+        // it gets events from the new `added` on only.
+        // Method: the group cast alice (a1), bob (b1), carol (c1), dave
+        // (d1) and alice–bob's 1:1; texts; bob's second device; dave added;
+        // events about old and new texts; carol removed, then re-added.
+        let store = &*store;
+        let GroupCast([alice, bob, carol, dave], group, [a1, b1, c1, d1]) =
+            group_cast(store, ["a1", "b1", "c1", "d1"]).await;
+        let ab = direct(store, alice, bob, NOW).await;
+        let t2 = send_at(store, group, alice, a1, "t2", NOW + 2).await;
+        send_at(store, ab, alice, a1, "m1", NOW + 2).await;
+
+        // A new device starts at each conversation's last seq.
+        let b2 = new_device(store, bob, "b2").await;
+        assert!(pending_all(store, b2).await.is_empty());
+        assert_eq!(waiting(store, b2).await, 0);
+        let t3 = send_at(store, group, alice, a1, "t3", NOW + 3).await;
+        send_at(store, ab, alice, a1, "m2", NOW + 3).await;
+        assert_eq!(
+            points(&pending_all(store, b2).await),
+            sorted(vec![(group, 3), (ab, 2)])
+        );
+        assert_eq!(
+            points(&pending_all(store, b1).await),
+            sorted(vec![(group, 1), (group, 2), (group, 3), (ab, 1), (ab, 2)])
+        );
+
+        // dave is added at seq 4.
+        let added = change(
+            store,
+            alice,
+            a1,
+            group,
+            GroupChange::Add(vec![dave]),
+            NOW + 4,
+        )
+        .await
+        .expect("add dave");
+        assert_eq!(added.seq, 4);
+        assert_eq!(sorted(added.recipients), sorted(vec![b1, b2, c1, d1]));
+        let t5 = send_at(store, group, alice, a1, "t5", NOW + 5).await;
+        let about_old = [
+            message_with(
+                group,
+                bob,
+                b1,
+                "r6",
+                react(&t2.message_id, Some("👍")),
+                NOW + 6,
+            ),
+            message_with(
+                group,
+                alice,
+                a1,
+                "e7",
+                edit(&t3.message_id, "t3, edited"),
+                NOW + 7,
+            ),
+        ];
+        for message in about_old {
+            let appended = append_ok(store, message).await;
+            assert!(
+                !appended.recipients.contains(&d1),
+                "dave's device is a recipient of seq {}",
+                appended.seq
+            );
+        }
+        let r8 = append_ok(
+            store,
+            message_with(
+                group,
+                bob,
+                b1,
+                "r8",
+                react(&t5.message_id, Some("❤️")),
+                NOW + 8,
+            ),
+        )
+        .await;
+        assert_eq!(sorted(r8.recipients), sorted(vec![a1, b2, c1, d1]));
+        let page = pending_page(store, d1, &[], ALL, NO_EXPIRY).await;
+        assert_eq!(
+            item_summaries(&page.items),
+            vec![
+                sys(4, "added"),
+                txt(5, "t5"),
+                (8, EventKind::Reaction, "❤️".to_owned())
+            ]
+        );
+        assert_eq!(
+            page.scanned,
+            vec![(group, 8)],
+            "skipped events count in scanned"
+        );
+        assert_eq!(waiting(store, d1).await, 5);
+        let d2 = new_device(store, dave, "d2").await;
+        assert!(pending_all(store, d2).await.is_empty());
+
+        // carol is removed at seq 9: she gets that event and nothing later.
+        let removed = change(store, alice, a1, group, GroupChange::Remove(carol), NOW + 9)
+            .await
+            .expect("remove carol");
+        assert_eq!(removed.seq, 9);
+        assert_eq!(sorted(removed.recipients), sorted(vec![b1, b2, c1, d1, d2]));
+        let t10 = send_at(store, group, alice, a1, "t10", NOW + 10).await;
+        assert_eq!(sorted(t10.recipients), sorted(vec![b1, b2, d1, d2]));
+        let page = pending_page(store, c1, &[], ALL, NO_EXPIRY).await;
+        assert_eq!(
+            item_summaries(&page.items),
+            vec![
+                sys(1, "created"),
+                txt(2, "t2"),
+                (3, EventKind::Text, "t3, edited".to_owned()),
+                sys(4, "added"),
+                txt(5, "t5"),
+                (6, EventKind::Reaction, "👍".to_owned()),
+                (7, EventKind::Edit, "t3, edited".to_owned()),
+                (8, EventKind::Reaction, "❤️".to_owned()),
+                sys(9, "removed"),
+            ]
+        );
+        assert_eq!(page.scanned, vec![(group, 9)]);
+        assert_eq!(
+            store
+                .ack(ack_request(c1, carol, vec![(group, 10)], false))
+                .await,
+            Err(StoreError::SeqOutOfRange),
+            "a departed member acked past its removal"
+        );
+        let outcome = ack(store, c1, carol, vec![(group, 9)], false).await;
+        assert_eq!(
+            outcome,
+            acked(vec![(group, 9)], vec![]),
+            "a departed member has no cursor to move"
+        );
+        assert!(pending_all(store, c1).await.is_empty());
+        let listed: Vec<String> = cursors(store, alice, group)
+            .await
+            .into_iter()
+            .map(|c| c.username)
+            .collect();
+        assert_eq!(
+            listed,
+            ["bob", "dave"],
+            "a departed member's cursors are listed"
+        );
+
+        // Added again at seq 11: from there on only.
+        let readded = change(
+            store,
+            alice,
+            a1,
+            group,
+            GroupChange::Add(vec![carol]),
+            NOW + 11,
+        )
+        .await
+        .expect("add carol again");
+        assert_eq!(readded.seq, 11);
+        assert!(readded.recipients.contains(&c1));
+        assert_eq!(pending_summaries(store, c1).await, vec![sys(11, "added")]);
+        assert_eq!(history_seqs(store, carol, group).await, vec![11]);
+    }
+
+    /// 8f. A departure ends with the sweep.
+    pub async fn swept_departures_end_delivery(store: Arc<dyn Store>) {
+        // Goal: a removed member's devices get events up to its removal
+        // until the sweep's offline TTL passes the removal; then the
+        // conversation is not theirs at all (nothing waits, acks are
+        // NotMember).
+        // Method: the group cast alice (a1), bob (b1), carol (c1); alice
+        // removes bob at NOW + 3; sweeps with the TTL cutoff at and after it.
+        let store = &*store;
+        let GroupCast([alice, bob, _, _], group, [a1, b1, _c1]) =
+            group_cast(store, ["a1", "b1", "c1"]).await;
+        send_at(store, group, alice, a1, "t2", NOW + 2).await;
+        change(store, alice, a1, group, GroupChange::Remove(bob), NOW + 3)
+            .await
+            .expect("remove bob");
+        send_at(store, group, alice, a1, "t4", NOW + 4).await;
+        let departed = vec![sys(1, "created"), txt(2, "t2"), sys(3, "removed")];
+        assert_eq!(pending_summaries(store, b1).await, departed);
+
+        assert_eq!(
+            sweep(store, NOW + 10, LONG_AGO, NOW + 3, LONG_AGO, 100).await,
+            swept(0, 0)
+        );
+        assert_eq!(
+            pending_summaries(store, b1).await,
+            departed,
+            "the departure went before its TTL"
+        );
+        sweep(store, NOW + 10, LONG_AGO, NOW + 4, LONG_AGO, 100).await;
+        assert!(pending_all(store, b1).await.is_empty());
+        assert_eq!(
+            store
+                .ack(ack_request(b1, bob, vec![(group, 1)], false))
+                .await,
+            Err(StoreError::NotMember)
+        );
+    }
+
+    /// 8g. The dedup key outlives the body.
+    pub async fn dedup_survives_purged_body(store: Arc<dyn Store>) {
+        // Goal: a retry of a client_msg_id whose body was purged (by a
+        // purging ack) is still a duplicate with the original's id, seq and
+        // time, until a sweep's dedup window passes that row; rows that
+        // still have a body are never taken by the dedup sweep.
+        // Method: alice (a1) sends m1 and m2 to bob (b1); b1 acks m1 with
+        // purge; retries; a dedup sweep; retries again.
+        let store = &*store;
+        let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let m1 = send_at(store, conv, alice, a1, "m1", NOW).await;
+        let m2 = send_at(store, conv, alice, a1, "m2", NOW).await;
+        ack(store, b1, bob, vec![(conv, 1)], true).await;
+        assert_eq!(
+            history_seqs(store, alice, conv).await,
+            vec![2],
+            "m1 was not purged"
+        );
+
+        let retry = send_at(store, conv, alice, a1, "m1", NOW + 50).await;
+        assert!(retry.duplicate, "a purged body's retry was stored again");
+        assert_eq!(
+            (&retry.message_id, retry.seq, retry.ts_ms),
+            (&m1.message_id, 1, NOW)
+        );
+        assert!(retry.recipients.is_empty());
+        assert_eq!(history_seqs(store, alice, conv).await, vec![2]);
+
+        assert_eq!(
+            sweep(store, NOW + 60, LONG_AGO, LONG_AGO, NOW + 1, 100).await,
+            swept(0, 1),
+            "the dedup sweep takes exactly m1's row"
+        );
+        let m2_retry = send_at(store, conv, alice, a1, "m2", NOW + 60).await;
+        assert!(m2_retry.duplicate);
+        assert_eq!(m2_retry.message_id, m2.message_id);
+        let reborn = send_at(store, conv, alice, a1, "m1", NOW + 60).await;
+        assert_new(&reborn, 3);
+    }
+
+    /// One step of the model-based test. Devices: 0 = alice's a1, 1 and 2
+    /// = bob's b1 and b2.
     #[derive(Clone, Debug)]
     pub enum Op {
-        /// Append from alice's device (`bob == false`) or bob's.
-        Send { bob: bool, cmid: u8 },
-        /// bob's device acks up to one of the positions seen so far.
-        AckUpTo(Index),
-        /// bob's device acks some of the positions seen so far.
-        AckPositions(Vec<Index>),
+        /// A text from device `from`; `cmid` repeats make retries.
+        Send { from: usize, cmid: u8 },
+        /// `device` acks up to a seq picked among 0..=last + 1 (the last
+        /// one out of range).
+        Ack { device: usize, seq: Index },
+        /// alice or bob marks read up to a seq picked among 0..=last + 1.
+        Read { bob: bool, seq: Index },
     }
 
     pub fn ops() -> impl Strategy<Value = Vec<Op>> {
         let op = prop_oneof![
-            4 => (any::<bool>(), 0u8..6).prop_map(|(bob, cmid)| Op::Send { bob, cmid }),
-            1 => any::<Index>().prop_map(Op::AckUpTo),
-            1 => proptest::collection::vec(any::<Index>(), 0..4).prop_map(Op::AckPositions),
+            4 => (0usize..3, 0u8..6).prop_map(|(from, cmid)| Op::Send { from, cmid }),
+            2 => (0usize..3, any::<Index>()).prop_map(|(device, seq)| Op::Ack { device, seq }),
+            1 => (any::<bool>(), any::<Index>()).prop_map(|(bob, seq)| Op::Read { bob, seq }),
         ];
         proptest::collection::vec(op, 1..48)
     }
 
-    /// What the model expects in alice's queue.
-    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-    enum Expect {
-        Message(MessageId),
-        Delivered(MessageId),
-    }
-
-    /// Checks bob's ack against the model, in which it took `gone` out of
-    /// bob's queue: exactly those are removed, alice's device `a1` is woken
-    /// if and only if any were, and it gets their receipts as one batch.
-    fn check_ack(
-        outcome: &AckOutcome,
-        gone: Vec<(QueuePos, MessageId)>,
-        a1: DeviceId,
-        alice_queue: &mut Vec<Vec<Expect>>,
-        what: &str,
-    ) {
-        assert_eq!(outcome.removed, gone.len() as u64, "{what}");
-        let expected_wake = if gone.is_empty() { vec![] } else { vec![a1] };
-        assert_eq!(outcome.queued_for, expected_wake);
-        alice_queue.push(
-            gone.into_iter()
-                .map(|(_, id)| Expect::Delivered(id))
-                .collect(),
-        );
-    }
-
     /// 9. Model-based test.
     pub async fn model_based(store: Arc<dyn Store>, ops: Vec<Op>) {
-        // Goal: under any interleaving of appends (with retries), acks up to
-        // a position and acks of position lists, the store agrees with a
-        // trivial in-memory model.
-        // Method: alice (a1) and bob (b1), one device each. Apply `ops`; after
-        // every op compare seqs, duplicate answers, ack counts, and bob's and
-        // alice's whole queues with the model.
+        // Goal: under any interleaving of appends (with retries) from three
+        // devices of two accounts, cumulative acks (some out of range) and
+        // read marks, the store agrees with a trivial model: positions per
+        // device, delivered and read cursors per account, and who is told
+        // of a cursor move (the other account's devices, if it authored a
+        // text in the newly covered range).
+        // Method: alice (a1) and bob (b1, b2) in one conversation. Apply
+        // `ops`; after every op compare every answer, every device's
+        // pending events and `waiting`, and both accounts' cursors.
         let store = &*store;
-        let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let Cast(alice, bob, conv, [a1, b1, b2]) = cast(store, ["a1", "b1", "b2"]).await;
+        let devices = [a1, b1, b2];
+        let accounts = [alice, bob];
+        let names = ["alice", "bob"];
+        let owner = |device: usize| usize::from(device > 0);
+        let devices_of = |account: usize| -> Vec<DeviceId> {
+            if account == 0 { vec![a1] } else { vec![b1, b2] }
+        };
 
-        let mut n_stored: Seq = 0;
-        let mut originals: HashMap<(bool, u8), (MessageId, Seq, UnixMillis)> = HashMap::new();
-        let mut bob_queue: Vec<(QueuePos, MessageId)> = Vec::new();
-        // Batches in commit order; receipts made by one ack are one batch
-        // (their order within the batch is not specified).
-        let mut alice_queue: Vec<Vec<Expect>> = Vec::new();
-        let mut seen_positions: Vec<QueuePos> = Vec::new();
-        let mut last_pos: QueuePos = 0;
+        // texts[seq - 1] = (sending device, message id).
+        let mut texts: Vec<(usize, MessageId)> = Vec::new();
+        let mut originals: HashMap<(usize, u8), (MessageId, Seq, UnixMillis)> = HashMap::new();
+        let mut position: [Seq; 3] = [0; 3];
+        let mut delivered: [Seq; 2] = [0; 2];
+        let mut read: [Seq; 2] = [0; 2];
+        // Who is told when `account`'s cursor moves over (from, to].
+        let told = |texts: &[(usize, MessageId)], account: usize, from: Seq, to: Seq| {
+            let other = 1 - account;
+            let authored = texts[from as usize..to as usize]
+                .iter()
+                .any(|(device, _)| owner(*device) == other);
+            if authored { devices_of(other) } else { vec![] }
+        };
 
         for (step, op) in ops.into_iter().enumerate() {
             let now = NOW + step as i64;
+            let last = texts.len() as Seq;
             match op {
-                Op::Send {
-                    bob: from_bob,
-                    cmid,
-                } => {
-                    let (account, device) = if from_bob { (bob, b1) } else { (alice, a1) };
-                    let cmid_text = format!("c{cmid}");
-                    let appended = store
-                        .append_message(new_message(
-                            conv,
-                            account,
-                            device,
-                            &cmid_text,
-                            now,
-                            NOW + DAY_MS,
-                        ))
-                        .await
-                        .expect("append");
-                    if let Some((id, seq, ts)) = originals.get(&(from_bob, cmid)) {
+                Op::Send { from, cmid } => {
+                    let account = accounts[owner(from)];
+                    let message =
+                        new_message(conv, account, devices[from], &format!("c{cmid}"), now);
+                    let appended = append_ok(store, message).await;
+                    if let Some((id, seq, ts)) = originals.get(&(from, cmid)) {
                         assert!(appended.duplicate, "step {step}: retry not recognised");
                         assert_eq!(
                             (&appended.message_id, appended.seq, appended.ts_ms),
                             (id, *seq, *ts),
                             "step {step}: retry answered differently"
                         );
-                        assert!(appended.queued_for.is_empty());
+                        assert!(appended.recipients.is_empty());
                     } else {
                         assert!(
                             !appended.duplicate,
                             "step {step}: first send taken for a retry"
                         );
-                        n_stored += 1;
-                        assert_eq!(appended.seq, n_stored, "step {step}: seq gap or repeat");
+                        assert_eq!(appended.seq, last + 1, "step {step}: seq gap or repeat");
                         assert_eq!(appended.ts_ms, now);
+                        let others: Vec<DeviceId> =
+                            (0..3).filter(|d| *d != from).map(|d| devices[d]).collect();
+                        assert_eq!(sorted(appended.recipients.clone()), sorted(others));
                         originals.insert(
-                            (from_bob, cmid),
+                            (from, cmid),
                             (appended.message_id.clone(), appended.seq, now),
                         );
-                        if from_bob {
-                            assert_eq!(appended.queued_for, vec![a1]);
-                            alice_queue.push(vec![Expect::Message(appended.message_id.clone())]);
-                        } else {
-                            assert_eq!(appended.queued_for, vec![b1]);
-                            let fresh = store
-                                .pending(b1, last_pos, ALL, now)
-                                .await
-                                .expect("pending");
-                            assert_eq!(
-                                fresh.len(),
-                                1,
-                                "step {step}: expected exactly the new entry"
-                            );
-                            assert_eq!(message_ids(&fresh), vec![appended.message_id.clone()]);
-                            let pos = fresh[0].pos();
-                            assert!(pos > last_pos, "step {step}: position went backwards");
-                            last_pos = pos;
-                            seen_positions.push(pos);
-                            bob_queue.push((pos, appended.message_id.clone()));
-                        }
+                        texts.push((from, appended.message_id));
                     }
                 }
-                Op::AckUpTo(index) => {
-                    let up_to = if seen_positions.is_empty() {
-                        0
+                Op::Ack { device, seq } => {
+                    let seq = seq.index(last as usize + 2) as Seq;
+                    let account = owner(device);
+                    let answer =
+                        ack_at_checked(store, devices[device], accounts[account], conv, seq, now)
+                            .await;
+                    if seq > last {
+                        assert_eq!(answer, Err(StoreError::SeqOutOfRange), "step {step}");
                     } else {
-                        seen_positions[index.index(seen_positions.len())]
-                    };
-                    let (gone, kept): (Vec<_>, Vec<_>) =
-                        bob_queue.iter().cloned().partition(|(p, _)| *p <= up_to);
-                    bob_queue = kept;
-                    let outcome = ack(store, b1, bob, Some(up_to), vec![], false).await;
-                    let what = format!("step {step}: ack up_to {up_to}");
-                    check_ack(&outcome, gone, a1, &mut alice_queue, &what);
+                        position[device] = position[device].max(seq);
+                        let mut receipts = Vec::new();
+                        if seq > delivered[account] {
+                            let notify = told(&texts, account, delivered[account], seq);
+                            receipts.push(moved(conv, names[account], seq, now, notify));
+                            delivered[account] = seq;
+                        }
+                        assert_eq!(
+                            answer,
+                            Ok(acked(vec![(conv, position[device])], receipts)),
+                            "step {step}: device {device} acks {seq}"
+                        );
+                    }
                 }
-                Op::AckPositions(indices) => {
-                    let listed: Vec<QueuePos> = if seen_positions.is_empty() {
-                        vec![]
-                    } else {
-                        indices
-                            .iter()
-                            .map(|i| seen_positions[i.index(seen_positions.len())])
-                            .collect()
-                    };
-                    let listed_set: BTreeSet<QueuePos> = listed.iter().copied().collect();
-                    let (gone, kept): (Vec<_>, Vec<_>) = bob_queue
-                        .iter()
-                        .cloned()
-                        .partition(|(p, _)| listed_set.contains(p));
-                    bob_queue = kept;
-                    let outcome = ack(store, b1, bob, None, listed.clone(), false).await;
-                    let what = format!("step {step}: ack {listed:?}");
-                    check_ack(&outcome, gone, a1, &mut alice_queue, &what);
+                Op::Read { bob: by_bob, seq } => {
+                    let seq = seq.index(last as usize + 2) as Seq;
+                    let account = usize::from(by_bob);
+                    let outcome = read_up_to(store, accounts[account], conv, seq, now).await;
+                    let to = seq.min(last);
+                    let moved_now = (to > read[account]).then(|| {
+                        let notify = told(&texts, account, read[account], to);
+                        moved(conv, names[account], to, now, notify)
+                    });
+                    read[account] = read[account].max(to);
+                    assert_eq!(
+                        outcome,
+                        ReadOutcome {
+                            seq: read[account],
+                            moved: moved_now
+                        },
+                        "step {step}: {} reads {seq}",
+                        names[account]
+                    );
                 }
             }
 
             // Invariants after every step.
-            let bob_items = store.pending(b1, 0, ALL, now).await.expect("pending");
+            let last = texts.len() as Seq;
+            for (d, device) in devices.iter().enumerate() {
+                let expected: Vec<MessageId> = texts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (from, _))| *i as Seq + 1 > position[d] && *from != d)
+                    .map(|(_, (_, id))| id.clone())
+                    .collect();
+                assert_eq!(
+                    pending_ids(store, *device).await,
+                    expected,
+                    "step {step}: what waits for device {d}"
+                );
+                assert_eq!(
+                    waiting(store, *device).await,
+                    (last - position[d]) as u64,
+                    "step {step}: waiting of device {d}"
+                );
+            }
             assert_eq!(
-                bob_items.len(),
-                bob_queue.len(),
-                "step {step}: bob's queue has foreign items"
+                cursors(store, alice, conv).await,
+                vec![cursor("bob", delivered[1], read[1])],
+                "step {step}: bob's cursors"
             );
-            let actual: Vec<(QueuePos, MessageId)> = messages(&bob_items)
-                .into_iter()
-                .map(|(p, id, _)| (p, id))
-                .collect();
             assert_eq!(
-                actual, bob_queue,
-                "step {step}: bob's queue differs from the model"
+                cursors(store, bob, conv).await,
+                vec![cursor("alice", delivered[0], read[0])],
+                "step {step}: alice's cursors"
             );
-            assert_eq!(depth(store, b1).await, bob_queue.len() as u64);
-
-            let alice_items = store.pending(a1, 0, ALL, now).await.expect("pending");
-            let alice_actual: Vec<Expect> = alice_items
-                .iter()
-                .map(|item| match item {
-                    QueueItem::Message { message_id, .. } => Expect::Message(message_id.clone()),
-                    QueueItem::Delivered { message_id, .. } => {
-                        Expect::Delivered(message_id.clone())
-                    }
-                    other => panic!("step {step}: unexpected item in alice's queue: {other:?}"),
-                })
-                .collect();
-            assert_same_in_batches(
-                &alice_actual,
-                &alice_queue,
-                &format!("step {step}: alice's queue"),
-            );
-
             let mut seqs: Vec<Seq> = originals.values().map(|(_, seq, _)| *seq).collect();
             seqs.sort_unstable();
             assert_eq!(
                 seqs,
-                (1..=n_stored).collect::<Vec<_>>(),
+                (1..=last).collect::<Vec<_>>(),
                 "step {step}: seqs have gaps"
             );
         }
     }
 
+    /// One point acked at `now_ms`, the answer normalised.
+    async fn ack_at_checked(
+        store: &dyn Store,
+        device: DeviceId,
+        account: AccountId,
+        conv: ConversationId,
+        seq: Seq,
+        now_ms: UnixMillis,
+    ) -> Result<AckOutcome, StoreError> {
+        let request = missive_store::AckRequest {
+            now_ms,
+            ..ack_request(device, account, vec![(conv, seq)], false)
+        };
+        store.ack(request).await.map(normalised)
+    }
+
     /// 10. Concurrent appends.
     pub async fn concurrent_appends(store: Arc<dyn Store>) {
         // Goal: concurrent appends into one conversation still get gap-free,
-        // unique seqs, every queue is in seq order, and concurrent retries
-        // are all recognised.
+        // unique seqs, every device's pending is in seq order, and
+        // concurrent retries are all recognised.
         // Method: 8 tasks over 4 devices (2 per member) each append 50
         // distinct client_msg_ids at once; then check seqs 1..=400, the
-        // (device, client_msg_id) ↔ seq mapping seen in the queues, and
-        // queue order. Then 8 tasks retry a spread of those sends at once.
+        // (device, client_msg_id) ↔ seq mapping seen in pending, and its
+        // order. Then 8 tasks retry a spread of those sends at once.
         const TASKS: usize = 8;
         const PER_TASK: usize = 50;
         let total = (TASKS * PER_TASK) as i64;
@@ -2052,43 +2928,41 @@ mod scenarios {
             assert!(own.windows(2).all(|w| w[0] < w[1]), "task {task}: {own:?}");
         }
 
-        // What the queues say, per seq: (from_device, client_msg_id, message_id).
+        // What pending says, per seq: (from_device, client_msg_id, message_id).
         let by_seq: HashMap<Seq, (DeviceId, String, MessageId)> = sent
             .iter()
             .map(|(device, cmid, seq, id)| (*seq, (*device, cmid.clone(), id.clone())))
             .collect();
         let mut seen_pairs: HashSet<(DeviceId, String)> = HashSet::new();
         for (_, device) in senders {
-            let items = pending_all(&*store, device).await;
-            let mut queue_seqs = Vec::new();
-            for item in &items {
-                let QueueItem::Message {
-                    seq,
-                    from_device,
-                    client_msg_id,
-                    message_id,
-                    conversation,
-                    ..
-                } = item
-                else {
-                    panic!("unexpected item {item:?}");
-                };
-                assert_eq!(*conversation, conv);
-                assert_ne!(*from_device, device, "a device got its own message");
+            let mut pending_seqs = Vec::new();
+            for event in events(&pending_all(&*store, device).await) {
+                assert_eq!(event.conversation, conv);
+                assert_ne!(event.from_device, device, "a device got its own message");
                 assert_eq!(
-                    by_seq.get(seq),
-                    Some(&(*from_device, client_msg_id.clone(), message_id.clone())),
-                    "seq {seq} in device {device}'s queue"
+                    by_seq.get(&event.seq),
+                    Some(&(
+                        event.from_device,
+                        event.client_msg_id.clone(),
+                        event.message_id.clone()
+                    )),
+                    "seq {} waiting for device {device}",
+                    event.seq
                 );
-                seen_pairs.insert((*from_device, client_msg_id.clone()));
-                queue_seqs.push(*seq);
+                seen_pairs.insert((event.from_device, event.client_msg_id.clone()));
+                pending_seqs.push(event.seq);
             }
             let expected = sent.iter().filter(|s| s.0 != device).count();
-            assert_eq!(queue_seqs.len(), expected, "device {device}'s queue size");
+            assert_eq!(
+                pending_seqs.len(),
+                expected,
+                "device {device}: how many wait"
+            );
             assert!(
-                queue_seqs.windows(2).all(|w| w[0] < w[1]),
+                pending_seqs.windows(2).all(|w| w[0] < w[1]),
                 "device {device}: pending order differs from seq order"
             );
+            assert_eq!(waiting(&*store, device).await, total as u64);
         }
         assert_eq!(
             seen_pairs.len(),
@@ -2122,17 +2996,27 @@ mod scenarios {
     }
 
     /// Goal: a read whose caller gives up half-way (a session ending while
-    /// its queue is being read) never makes later reads fail. Method: 20
+    /// its backlog is being read) never makes later reads fail. Method: 20
     /// rounds of starting 32 reads and aborting them at once, each followed
     /// by 32 reads that must all succeed.
     pub async fn cancelled_reads_leave_the_store_usable(store: Arc<dyn Store>) {
-        let alice = new_account(&*store, "alice").await;
-        let a1 = new_device(&*store, alice, "a1").await;
+        let Cast(alice, bob, conv, [a1, b1]) = cast(&*store, ["a1", "b1"]).await;
+        let sent = send(&*store, conv, alice, a1, "m1").await;
         let spawn_reads = |n: usize| -> Vec<tokio::task::JoinHandle<_>> {
             (0..n)
                 .map(|_| {
                     let store = Arc::clone(&store);
-                    tokio::spawn(async move { store.pending(a1, 0, ALL, NOW).await })
+                    tokio::spawn(async move {
+                        store
+                            .pending(PendingRequest {
+                                device: b1,
+                                account: bob,
+                                after: vec![],
+                                limit: ALL,
+                                expired_before_ms: NO_EXPIRY,
+                            })
+                            .await
+                    })
                 })
                 .collect()
         };
@@ -2143,9 +3027,11 @@ mod scenarios {
                 read.abort();
             }
             for read in spawn_reads(32) {
-                read.await
+                let page = read
+                    .await
                     .expect("join")
                     .expect("a read after cancelled reads must succeed");
+                assert_eq!(event_ids(&page.items), vec![sent.message_id.clone()]);
             }
         }
     }
@@ -2174,15 +3060,15 @@ mod scenarios {
     /// 12. Group creation.
     pub async fn group_create(store: Arc<dyn Store>) {
         // Goal: a new group has the creator as its only admin and the others
-        // as members, and its `created` system event is seq 1, queued for
-        // every member device except the creating one; duplicates and the
+        // as members, and its `created` system event is seq 1, for every
+        // member device except the creating one; duplicates and the
         // creator in `members` are ignored; `members_max` counts the creator
         // and a creation beyond it stores nothing; group operations on a 1:1
         // conversation are NotAGroup; group_info is for members only.
         // Method: alice (a1, a2), bob (b1), carol (c1), dave (d1). Create one
         // over the limit, then one at the limit with repeated members;
-        // inspect the answer, group_info, every queue, the event's
-        // description and the conversation lists.
+        // inspect the answer, group_info, every device's pending, the
+        // event's description, the conversation lists and the cursors.
         let store = &*store;
         let Cast(alice, bob, direct_ab, [a1, a2, b1]) = cast(store, ["a1", "a2", "b1"]).await;
         let (carol, c1) = account_with_device(store, "carol", "c1").await;
@@ -2210,7 +3096,7 @@ mod scenarios {
         let group = created.conversation;
         assert_ne!(group, direct_ab);
         assert_eq!(created.seq, 1);
-        assert_eq!(sorted(created.queued_for), sorted(vec![a2, b1, c1]));
+        assert_eq!(sorted(created.recipients), sorted(vec![a2, b1, c1]));
 
         let info = group_info(store, bob, group).await;
         assert_eq!(
@@ -2232,25 +3118,20 @@ mod scenarios {
                 "device {device}"
             );
         }
-        let QueueItem::Message {
-            from,
-            from_device,
-            conversation,
-            text,
-            target,
-            ts_ms,
-            ..
-        } = &pending_all(store, b1).await[0]
-        else {
-            panic!("b1's first item is not the created event");
-        };
+        let event = events(&pending_all(store, b1).await).remove(0);
         assert_eq!(
-            (from.as_str(), *from_device, *conversation, target, *ts_ms),
+            (
+                event.from.as_str(),
+                event.from_device,
+                event.conversation,
+                &event.target,
+                event.ts_ms
+            ),
             ("alice", a1, group, &None, NOW + 1)
         );
-        let event = description(text);
-        assert_eq!(event["name"], "team");
-        assert_eq!(event["users"], serde_json::json!(["bob", "carol"]));
+        let description = description(&event.body);
+        assert_eq!(description["name"], "team");
+        assert_eq!(description["users"], serde_json::json!(["bob", "carol"]));
 
         // The group is in every member's list, not in dave's.
         for account in [alice, bob, carol] {
@@ -2261,6 +3142,10 @@ mod scenarios {
             assert_eq!(record.name.as_deref(), Some("team"));
             assert_eq!(record.members, ["alice", "bob", "carol"]);
         }
+        assert_eq!(
+            cursors(store, bob, group).await,
+            vec![cursor("alice", 0, 0), cursor("carol", 0, 0)]
+        );
         assert!(conversation_ids(store, dave).await.is_empty());
 
         // Group calls on a 1:1 conversation, and by outsiders.
@@ -2277,7 +3162,7 @@ mod scenarios {
             Err(StoreError::NotMember)
         );
         assert_eq!(
-            store.group_info(dave, ConversationId(987_654_321)).await,
+            store.group_info(dave, NOWHERE).await,
             Err(StoreError::UnknownConversation)
         );
         assert_eq!(group_info(store, alice, group).await.last_seq, 1);
@@ -2287,21 +3172,21 @@ mod scenarios {
     pub async fn group_add_and_remove(store: Arc<dyn Store>) {
         // Goal: only admins add and remove; adding an existing member, or
         // beyond `members_max`, is refused and stores nothing (no seq); an
-        // added member sees, in its queue and in history, only events from
-        // its `added` event on; a removed member's devices get the `removed`
-        // event and nothing after (no texts, no read receipts), and it is
-        // NotMember for appends, history, group_info and changes; seqs stay
-        // gap-free across system events and texts.
+        // added member sees, pending and in history, only events from its
+        // `added` event on; a removed member's devices get the `removed`
+        // event and nothing after, and it is NotMember for appends, history,
+        // group_info and changes; a read past texts tells their authors
+        // only; seqs stay gap-free across system events and texts.
         // Method: the group cast alice (a1), bob (b1), carol (c1), and dave
         // (d1) outside. A text, refused adds, dave added at the exact limit,
         // a text, a refused and an accepted removal of carol, a text, a read,
-        // a rename; then compare queues, histories and group_info.
+        // a rename; then compare pending, histories and group_info.
         let store = &*store;
         let GroupCast([alice, bob, carol, dave], group, [a1, b1, c1, d1]) =
             group_cast(store, ["a1", "b1", "c1", "d1"]).await;
         let t2 = send_at(store, group, bob, b1, "t2", NOW + 2).await;
         assert_eq!(t2.seq, 2);
-        assert_eq!(sorted(t2.queued_for), sorted(vec![a1, c1]));
+        assert_eq!(sorted(t2.recipients), sorted(vec![a1, c1]));
 
         let refused_adds = [
             (bob, b1, vec![dave], GROUP_MAX, StoreError::NotAdmin),
@@ -2332,6 +3217,7 @@ mod scenarios {
             Err(StoreError::NotMember),
             "a refused add let dave in"
         );
+        assert!(pending_all(store, d1).await.is_empty());
 
         // At the limit exactly (4 members), a repeated account counted once.
         let add_dave = GroupChangeRequest {
@@ -2346,10 +3232,10 @@ mod scenarios {
         };
         let added = store.change_group(add_dave).await.expect("add dave");
         assert_eq!(added.seq, 3);
-        assert_eq!(sorted(added.queued_for), sorted(vec![b1, c1, d1]));
+        assert_eq!(sorted(added.recipients), sorted(vec![b1, c1, d1]));
         let t4 = send_at(store, group, dave, d1, "t4", NOW + 4).await;
         assert_eq!(t4.seq, 4);
-        assert_eq!(sorted(t4.queued_for), sorted(vec![a1, b1, c1]));
+        assert_eq!(sorted(t4.recipients), sorted(vec![a1, b1, c1]));
 
         // dave sees from the `added` event on, however history is asked.
         assert_eq!(pending_summaries(store, d1).await, vec![sys(3, "added")]);
@@ -2370,20 +3256,27 @@ mod scenarios {
             .await
             .expect("remove carol");
         assert_eq!(removed.seq, 5);
-        assert_eq!(sorted(removed.queued_for), sorted(vec![b1, c1, d1]));
+        assert_eq!(sorted(removed.recipients), sorted(vec![b1, c1, d1]));
         let t6 = send_at(store, group, bob, b1, "t6", NOW + 6).await;
-        assert_eq!((t6.seq, sorted(t6.queued_for)), (6, sorted(vec![a1, d1])));
+        assert_eq!((t6.seq, sorted(t6.recipients)), (6, sorted(vec![a1, d1])));
+        // bob reads past t4 (dave's) and his own texts: only dave is told.
         let read = read_up_to(store, bob, group, 6, NOW + 6).await;
-        assert_eq!(sorted(read.queued_for), sorted(vec![a1, d1]));
+        assert_eq!(
+            read,
+            ReadOutcome {
+                seq: 6,
+                moved: Some(moved(group, "bob", 6, NOW + 6, vec![d1]))
+            }
+        );
         let renamed = change(store, alice, a1, group, rename("crew"), NOW + 7)
             .await
             .expect("rename");
         assert_eq!(
-            (renamed.seq, sorted(renamed.queued_for)),
+            (renamed.seq, sorted(renamed.recipients)),
             (7, sorted(vec![b1, d1]))
         );
 
-        // carol's queue ends with her removal; she is an outsider now.
+        // carol's pending ends with her removal; she is an outsider now.
         let carol_saw = vec![
             sys(1, "created"),
             txt(2, "t2"),
@@ -2392,8 +3285,7 @@ mod scenarios {
             sys(5, "removed"),
         ];
         assert_eq!(pending_summaries(store, c1).await, carol_saw);
-        assert!(pending_reads(store, c1).await.is_empty());
-        let late = new_message(group, carol, c1, "late", NOW + 8, NOW + DAY_MS);
+        let late = new_message(group, carol, c1, "late", NOW + 8);
         assert_eq!(store.append_message(late).await, Err(StoreError::NotMember));
         let history = history_page(store, carol, group, None, None, ALL).await;
         assert_eq!(history, Err(StoreError::NotMember));
@@ -2402,6 +3294,13 @@ mod scenarios {
             Err(StoreError::NotMember)
         );
         assert!(!conversation_ids(store, carol).await.contains(&group));
+        let read_late = ReadRequest {
+            account: carol,
+            conversation: group,
+            seq: 5,
+            now_ms: NOW + 8,
+        };
+        assert_eq!(store.mark_read(read_late).await, Err(StoreError::NotMember));
         for outsider_change in [
             change(store, alice, a1, group, GroupChange::Remove(carol), NOW + 8).await,
             change(store, carol, c1, group, GroupChange::Leave, NOW + 8).await,
@@ -2434,10 +3333,10 @@ mod scenarios {
         // earliest to join, not the lowest id or name) becomes admin and the
         // event names it in `promoted`.
         // Method: the group cast alice (a1, a2), bob (b1), carol (c1), dave
-        // (d1) outside; alice removes bob, adds dave, re-adds bob (so carol joined first, bob
-        // last though his id and name are lowest); promotions by the wrong
-        // people; alice promotes dave and leaves (no promotion), then dave
-        // leaves (carol promoted).
+        // (d1) outside; alice removes bob, adds dave, re-adds bob (so carol
+        // joined first, bob last though his id and name are lowest);
+        // promotions by the wrong people; alice promotes dave and leaves (no
+        // promotion), then dave leaves (carol promoted).
         let store = &*store;
         let GroupCast([alice, bob, carol, dave], group, [a1, a2, b1, c1, d1]) =
             group_cast(store, ["a1", "a2", "b1", "c1", "d1"]).await;
@@ -2475,7 +3374,7 @@ mod scenarios {
             .await
             .expect("alice leaves");
         assert_eq!(left.seq, 6);
-        assert_eq!(sorted(left.queued_for), sorted(vec![a2, b1, c1, d1]));
+        assert_eq!(sorted(left.recipients), sorted(vec![a2, b1, c1, d1]));
         let alice_left = newest(store, bob, group).await;
         assert_eq!(description(&alice_left.body)["action"], "left");
         assert_eq!(
@@ -2492,12 +3391,22 @@ mod scenarios {
             .await
             .expect("dave leaves");
         assert_eq!(left.seq, 7);
-        assert_eq!(sorted(left.queued_for), sorted(vec![b1, c1]));
+        assert_eq!(sorted(left.recipients), sorted(vec![b1, c1]));
         assert_roles(store, bob, group, &["carol"], &["bob"]).await;
         assert_eq!(
-            seqs(&history_all(store, bob, group).await),
+            history_seqs(store, bob, group).await,
             vec![4, 5, 6, 7],
             "bob, re-added at seq 4, sees from there on"
+        );
+        assert_eq!(
+            pending_summaries(store, b1).await,
+            vec![
+                sys(4, "added"),
+                sys(5, "promoted"),
+                sys(6, "left"),
+                sys(7, "left")
+            ],
+            "bob's device, re-added at seq 4, gets events from there on"
         );
         let dave_left = newest(store, bob, group).await;
         assert_eq!(description(&dave_left.body)["action"], "left");
@@ -2525,9 +3434,9 @@ mod scenarios {
     /// 15. Replies.
     pub async fn replies(store: Arc<dyn Store>) {
         // Goal: a reply names a text of the same conversation and carries it
-        // as its target (queue and history); naming an unknown message, a
+        // as its target (pending and history); naming an unknown message, a
         // text of another conversation or an event that is not a text is
-        // UnknownMessage and stores nothing: no seq, no queue entry, no
+        // UnknownMessage and stores nothing: no seq, nothing pending, no
         // idempotency record (the same client_msg_id then succeeds).
         // Method: alice (a1), bob (b1), carol (c1); a text in alice–bob, one
         // in alice–carol, a reaction in alice–bob; three refused replies
@@ -2567,11 +3476,11 @@ mod scenarios {
             (event.kind, event.body.as_str(), event.target),
             (EventKind::Text, "a reply", Some(m1.message_id.clone()))
         );
-        let QueueItem::Message { kind, target, .. } = queued(store, a1, &replied.message_id).await
-        else {
-            unreachable!()
-        };
-        assert_eq!((kind, target), (EventKind::Text, Some(m1.message_id)));
+        let waiting_reply = pending_event(store, a1, &replied.message_id).await;
+        assert_eq!(
+            (waiting_reply.kind, waiting_reply.target),
+            (EventKind::Text, Some(m1.message_id))
+        );
     }
 
     /// 16. Reactions.
@@ -2630,18 +3539,18 @@ mod scenarios {
             assert_eq!(event.target.as_ref(), Some(target));
             assert!(event.reactions.is_empty());
         }
-        let QueueItem::Message {
-            kind,
-            text,
-            target: queued_target,
-            ..
-        } = queued(store, b1, &history[3].message_id).await
-        else {
-            unreachable!()
-        };
+        let waiting_reaction = pending_event(store, b1, &history[3].message_id).await;
         assert_eq!(
-            (kind, text.as_str(), queued_target.as_ref()),
+            (
+                waiting_reaction.kind,
+                waiting_reaction.body.as_str(),
+                waiting_reaction.target.as_ref()
+            ),
             (EventKind::Reaction, "😂", Some(target))
+        );
+        assert!(
+            pending_event(store, b1, target).await.reactions.is_empty(),
+            "reactions travel as events, not on the pending text"
         );
 
         // Refusals.
@@ -2679,10 +3588,10 @@ mod scenarios {
         // Goal: only the author edits (from any of its devices), up to
         // `window_ms` after the original's time: exactly `window_ms` later is
         // allowed, one millisecond more is EditWindowClosed; an edit replaces
-        // the text's body and sets `edited_ms` (history and queued entries
-        // show the current state) and is stored as its own event (kind Edit,
-        // body the new text, target the text); only texts can be edited;
-        // refusals store nothing.
+        // the text's body and sets `edited_ms` (history and pending show the
+        // current state) and is stored as its own event (kind Edit, body the
+        // new text, target the text); only texts can be edited; refusals
+        // store nothing.
         // Method: alice (a1, a2) and bob (b1); a text at NOW; refused edits
         // (other author, window + 1, unknown, an edit event) with one
         // client_msg_id; edits at NOW + 10 and at NOW + window; that
@@ -2768,17 +3677,13 @@ mod scenarios {
             ),
             (EventKind::Edit, "v3", Some(target), a2)
         );
-        let QueueItem::Message {
-            text,
-            edited_ms,
-            kind,
-            ..
-        } = queued(store, b1, target).await
-        else {
-            unreachable!()
-        };
+        let waiting_text = pending_event(store, b1, target).await;
         assert_eq!(
-            (kind, text.as_str(), edited_ms),
+            (
+                waiting_text.kind,
+                waiting_text.body.as_str(),
+                waiting_text.edited_ms
+            ),
             (EventKind::Text, "v3", Some(NOW + WINDOW_MS))
         );
         assert_eq!(
@@ -2795,11 +3700,12 @@ mod scenarios {
     /// 18. Deletes.
     pub async fn deletes(store: Arc<dyn Store>) {
         // Goal: only the author deletes; a delete leaves a tombstone (deleted,
-        // empty body, no reactions) in history and in queued entries, empties
-        // the bodies of the text's edit events, and is stored as its own event
-        // (kind Delete, empty body, target the text); a deleted text cannot
-        // be deleted, edited or reacted to again (MessageDeleted); refusals
-        // store nothing.
+        // empty body, no reactions) in history and pending, empties the
+        // bodies of the text's edit events, and is stored as its own event
+        // (kind Delete, empty body, target the text); a tombstone is still
+        // an event, not an expired one; a deleted text cannot be deleted,
+        // edited or reacted to again (MessageDeleted); refusals store
+        // nothing.
         // Method: alice (a1) and bob (b1); a text, its edit, bob's reaction;
         // bob's delete refused, alice's accepted; then refused follow-ups
         // with one client_msg_id, which a final text reuses.
@@ -2834,26 +3740,25 @@ mod scenarios {
             ),
             (true, "", 0)
         );
-        let QueueItem::Message {
-            deleted: queued_deleted,
-            text,
-            ..
-        } = queued(store, b1, target).await
-        else {
-            unreachable!()
-        };
-        assert_eq!((queued_deleted, text.as_str()), (true, ""));
+        assert_eq!(
+            shapes(&pending_all(store, b1).await),
+            vec![Ev(conv, 1), Ev(conv, 2), Ev(conv, 4)],
+            "a tombstone is an event, not an expired one (bob's reaction is his own)"
+        );
+        let waiting_tombstone = pending_event(store, b1, target).await;
+        assert_eq!(
+            (waiting_tombstone.deleted, waiting_tombstone.body.as_str()),
+            (true, "")
+        );
         let edit_event = stored(store, bob, conv, &edited.message_id).await;
         assert_eq!(
             (edit_event.kind, edit_event.body.as_str()),
             (EventKind::Edit, "")
         );
-        let QueueItem::Message { text, .. } = queued(store, b1, &edited.message_id).await else {
-            unreachable!()
-        };
         assert_eq!(
-            text, "",
-            "the queued edit event still carries the deleted text"
+            pending_event(store, b1, &edited.message_id).await.body,
+            "",
+            "the waiting edit event still carries the deleted text"
         );
         let delete_event = stored(store, alice, conv, &deleted.message_id).await;
         assert_eq!(
@@ -2884,16 +3789,16 @@ mod scenarios {
 
     /// 19. Receipts.
     pub async fn receipts(store: Arc<dyn Store>) {
-        // Goal: acks produce delivered receipts for texts only (acking a
-        // system event or a reaction queues no `Delivered`), once per member
-        // whichever of its devices acks first; `receipts()` lists, for any
-        // member, the recipients that got the text (first ack time) and those
-        // whose read pointer covers it (pointer time), never the sender; it
-        // is UnknownMessage for anything but a text of this conversation and
-        // NotMember / UnknownConversation as usual.
+        // Goal: `receipts()` ("message info") lists, for any member, the
+        // other members whose delivered cursor covers the text (with the
+        // time that cursor last moved) and those whose read pointer covers
+        // it (pointer time), never the author; acking past only non-texts
+        // moves a cursor but tells nobody; it is UnknownMessage for anything
+        // but a text of this conversation and NotMember /
+        // UnknownConversation as usual.
         // Method: the group cast alice (a1), bob (b1, b2), carol (c1); dave
-        // outside. alice sends M, bob reacts; bob, then carol ack in steps at
-        // distinct times; reads move; check queues and receipts each time.
+        // outside. alice sends M, bob reacts; bob's devices and carol ack in
+        // steps at distinct times; reads move; check outcomes and receipts.
         let store = &*store;
         let GroupCast([alice, bob, carol, dave], group, [a1, b1, b2, c1]) =
             group_cast(store, ["a1", "b1", "b2", "c1"]).await;
@@ -2904,53 +3809,55 @@ mod scenarios {
             message_with(group, bob, b1, "r", react(id, Some("👍")), NOW + 3),
         )
         .await;
-        let receipts_of =
-            |account| async move { store.receipts(account, group, id).await.expect("receipts") };
-        let delivered_m = |by: &str, ts_ms| (id.clone(), m.seq, by.to_owned(), ts_ms);
+        let receipts_of = |account| async move {
+            let mut record = store.receipts(account, group, id).await.expect("receipts");
+            record.delivered.sort();
+            record.read.sort();
+            record
+        };
 
-        // bob's b1 acks its whole queue: the created event and M.
-        let outcome = ack_all_at(store, b1, bob, NOW + 10).await;
-        assert_eq!((outcome.removed, outcome.queued_for), (2, vec![a1]));
+        // b1 passes M: alice is told.
+        let outcome = ack_at(store, b1, bob, vec![(group, 2)], NOW + 10).await;
         assert_eq!(
-            pending_delivered(store, a1).await,
-            vec![delivered_m("bob", NOW + 10)]
+            outcome.receipts,
+            vec![moved(group, "bob", 2, NOW + 10, vec![a1])]
+        );
+        // carol passes only the created event: her cursor moves, nobody is told.
+        let outcome = ack_at(store, c1, carol, vec![(group, 1)], NOW + 11).await;
+        assert_eq!(
+            outcome.receipts,
+            vec![moved(group, "carol", 1, NOW + 11, vec![])]
+        );
+        assert_eq!(
+            receipts_of(alice).await.delivered,
+            stamped([("bob", NOW + 10)])
         );
 
-        // carol acks the created event and the reaction only: no receipts.
-        let c1_items = pending_all(store, c1).await;
-        let not_texts: Vec<QueuePos> = messages(&c1_items)
-            .into_iter()
-            .filter(|(_, message_id, _)| message_id != id)
-            .map(|(pos, _, _)| pos)
-            .collect();
-        let outcome = ack_at(store, c1, carol, not_texts, NOW + 11).await;
-        assert_eq!((outcome.removed, outcome.queued_for.len()), (2, 0));
-        assert!(
-            pending_delivered(store, b1).await.is_empty(),
-            "a reaction got a receipt"
-        );
-        assert!(pending_delivered(store, b2).await.is_empty());
-        assert_eq!(pending_delivered(store, a1).await.len(), 1);
-
-        // carol's ack of M is her first: a receipt; bob's second device: none.
-        let outcome = ack_all_at(store, c1, carol, NOW + 12).await;
-        assert_eq!((outcome.removed, outcome.queued_for), (1, vec![a1]));
-        let outcome = ack_all_at(store, b2, bob, NOW + 13).await;
-        assert_eq!((outcome.removed, outcome.queued_for.len()), (3, 0));
+        // carol passes M and bob's reaction: alice is told (not bob: a reaction is no text).
+        let outcome = ack_at(store, c1, carol, vec![(group, 3)], NOW + 12).await;
         assert_eq!(
-            pending_delivered(store, a1).await,
-            vec![delivered_m("bob", NOW + 10), delivered_m("carol", NOW + 12)]
+            outcome.receipts,
+            vec![moved(group, "carol", 3, NOW + 12, vec![a1])]
+        );
+        // b2 lower than bob's cursor: nothing; then past his own reaction: a move, nobody told.
+        let outcome = ack_at(store, b2, bob, vec![(group, 1)], NOW + 13).await;
+        assert!(outcome.receipts.is_empty());
+        let outcome = ack_at(store, b2, bob, vec![(group, 3)], NOW + 14).await;
+        assert_eq!(
+            outcome.receipts,
+            vec![moved(group, "bob", 3, NOW + 14, vec![])]
         );
 
         let record = receipts_of(alice).await;
         assert_eq!((&record.message_id, record.seq), (id, 2));
         assert_eq!(
             record.delivered,
-            stamped([("bob", NOW + 10), ("carol", NOW + 12)])
+            stamped([("bob", NOW + 14), ("carol", NOW + 12)]),
+            "delivered times are when each cursor last moved"
         );
         assert!(record.read.is_empty());
 
-        // Reads: pointers covering M, in pointer time order; the sender never.
+        // Reads: pointers covering M; the author never.
         read_up_to(store, bob, group, 2, NOW + 20).await;
         read_up_to(store, carol, group, 1, NOW + 21).await;
         read_up_to(store, alice, group, 3, NOW + 22).await;
@@ -2965,6 +3872,10 @@ mod scenarios {
             record,
             receipts_of(alice).await,
             "members see the same record"
+        );
+        assert_eq!(
+            cursors(store, alice, group).await,
+            vec![cursor("bob", 3, 2), cursor("carol", 3, 3)]
         );
 
         // Refusals.
@@ -2984,7 +3895,7 @@ mod scenarios {
             Err(StoreError::NotMember)
         );
         assert_eq!(
-            store.receipts(alice, ConversationId(987_654_321), id).await,
+            store.receipts(alice, NOWHERE, id).await,
             Err(StoreError::UnknownConversation)
         );
     }
@@ -3081,27 +3992,21 @@ mod scenarios {
         );
         let outsider = history_page(store, carol, conv, None, None, ALL).await;
         assert_eq!(outsider, Err(StoreError::NotMember));
-        let nowhere =
-            history_page(store, alice, ConversationId(987_654_321), None, None, ALL).await;
+        let nowhere = history_page(store, alice, NOWHERE, None, None, ALL).await;
         assert_eq!(nowhere, Err(StoreError::UnknownConversation));
 
-        // Retention: once unqueued and older than the cutoff, a body leaves history.
-        ack_all_at(store, b1, bob, NOW + 20).await;
-        let swept = store
-            .sweep(SweepRequest {
-                now_ms: NOW + 20,
-                bodies_before_ms: NOW + 4,
-                dedup_before_ms: NOW - 1,
-                limit: 100,
-            })
-            .await
-            .expect("sweep");
-        assert_eq!(swept.purged_bodies, 3);
+        // Retention: past both cutoffs, a body leaves history.
+        ack(store, b1, bob, vec![(conv, 10)], false).await;
         assert_eq!(
-            seqs(&history_all(store, bob, conv).await),
+            sweep(store, NOW + 20, NOW + 4, NOW + 4, LONG_AGO, 100).await,
+            swept(3, 0)
+        );
+        assert_eq!(
+            history_seqs(store, bob, conv).await,
             (4..=10).collect::<Vec<_>>()
         );
         assert_eq!(page(Some(6), None, 10).await, vec![5, 4]);
+        assert_eq!(page(None, Some(0), 2).await, vec![4, 5]);
     }
 
     /// 21. The conversation list.
@@ -3109,11 +4014,12 @@ mod scenarios {
         // Goal: conversations() lists exactly the account's conversations,
         // most recent activity first (its newest event, or its creation while
         // empty), each with kind, name, members (usernames, sorted), last
-        // seq, the account's own read pointer and the newest event.
+        // seq, the account's own read pointer, the newest event and the
+        // other members' receipt cursors (by username).
         // Method: alice and bob (a direct conversation with texts at
         // NOW + 1, + 2), alice and carol (empty, created at NOW + 3), a group
-        // of the three (NOW + 4); then bob writes at NOW + 5 and reads;
-        // check the lists of all three and of dave, who has none.
+        // of the three (NOW + 4); then bob writes at NOW + 5, reads and
+        // acks; check the lists of all three and of dave, who has none.
         let store = &*store;
         let Cast(alice, bob, ab, [a1, b1]) = cast(store, ["a1", "b1"]).await;
         let carol = new_account(store, "carol").await;
@@ -3132,6 +4038,7 @@ mod scenarios {
 
         let m3 = send_at(store, ab, bob, b1, "m3", NOW + 5).await;
         read_up_to(store, bob, ab, 2, NOW + 6).await;
+        ack(store, b1, bob, vec![(ab, 3)], false).await;
         assert_eq!(conversation_ids(store, alice).await, vec![ab, group, ac]);
 
         let record = conversation_of(store, alice, ab).await.expect("ab");
@@ -3146,13 +4053,15 @@ mod scenarios {
             (ConversationKind::Direct, None, 3, 0)
         );
         assert_eq!(record.members, ["alice", "bob"]);
+        assert_eq!(record.receipts, vec![cursor("bob", 3, 2)]);
         assert_eq!(
             (last.message_id, last.seq, last.from.as_str(), last.body),
             (m3.message_id, 3, "bob", text_of("m3"))
         );
+        let bobs = conversation_of(store, bob, ab).await.expect("ab");
         assert_eq!(
-            conversation_of(store, bob, ab).await.map(|r| r.read_seq),
-            Some(2)
+            (bobs.read_seq, bobs.receipts),
+            (2, vec![cursor("alice", 0, 0)])
         );
 
         let empty = conversation_of(store, carol, ac).await.expect("ac");
@@ -3161,6 +4070,7 @@ mod scenarios {
             (0, 0, None)
         );
         assert_eq!(empty.members, ["alice", "carol"]);
+        assert_eq!(empty.receipts, vec![cursor("alice", 0, 0)]);
         let team = conversation_of(store, bob, group).await.expect("group");
         assert_eq!(
             (team.kind, team.name.as_deref(), team.last_seq),
@@ -3168,8 +4078,11 @@ mod scenarios {
         );
         assert_eq!(team.members, ["alice", "bob", "carol"]);
         assert_eq!(team.last_event.map(|e| e.kind), Some(EventKind::System));
+        assert_eq!(
+            team.receipts,
+            vec![cursor("alice", 0, 0), cursor("carol", 0, 0)]
+        );
     }
-
     /// 22. Contacts and blocks.
     pub async fn contacts_and_blocks(store: Arc<dyn Store>) {
         // Goal: contacts and blocks share one contract: setting is
@@ -3251,7 +4164,7 @@ mod scenarios {
     pub async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
         // Goal: when either member of a 1:1 conversation blocked the other,
         // every append there (texts and other kinds, from either side) is
-        // Blocked and stores nothing (no seq, no queue entry, no idempotency
+        // Blocked and stores nothing (no seq, nothing pending, no idempotency
         // record); a block is between two accounts only, and group appends
         // are not affected; after unblocking, sending works and seqs continue
         // without a gap.
@@ -3281,11 +4194,11 @@ mod scenarios {
         // Unaffected: bob to carol, and bob in the group alice is in.
         let bc = direct(store, bob, carol, NOW).await;
         assert_eq!(
-            send_at(store, bc, bob, b1, "x", NOW + 2).await.queued_for,
+            send_at(store, bc, bob, b1, "x", NOW + 2).await.recipients,
             vec![c1]
         );
         let in_group = send_at(store, group, bob, b1, "g", NOW + 2).await;
-        assert_eq!(sorted(in_group.queued_for), sorted(vec![a1, c1]));
+        assert_eq!(sorted(in_group.recipients), sorted(vec![a1, c1]));
 
         assert!(
             store
@@ -3295,7 +4208,13 @@ mod scenarios {
         );
         let after = send_at(store, conv, alice, a1, "x", NOW + 4).await;
         assert_new(&after, 2);
-        assert_eq!(pending_ids(store, b1).await.last(), Some(&after.message_id));
+        let in_conv = |event: &StoredEvent| event.conversation == conv;
+        let last_in_conv = events(&pending_all(store, b1).await)
+            .into_iter()
+            .filter(in_conv)
+            .last()
+            .map(|event| event.message_id);
+        assert_eq!(last_in_conv, Some(after.message_id));
 
         // The other direction.
         assert!(
@@ -3304,7 +4223,7 @@ mod scenarios {
                 .await
                 .expect("block")
         );
-        let message = new_message(conv, alice, a1, "y", NOW + 6, NOW + DAY_MS);
+        let message = new_message(conv, alice, a1, "y", NOW + 6);
         assert_refused(store, message, StoreError::Blocked, &[b1]).await;
     }
 
@@ -3353,9 +4272,7 @@ mod scenarios {
             Err(StoreError::NotMember)
         );
         assert_eq!(
-            store
-                .relay_targets(alice, ConversationId(987_654_321))
-                .await,
+            store.relay_targets(alice, NOWHERE).await,
             Err(StoreError::UnknownConversation)
         );
     }
@@ -3531,12 +4448,12 @@ mod scenarios {
     /// 26. A removed member gets no receipts.
     pub async fn removed_member_gets_no_receipts(store: Arc<dyn Store>) {
         // Goal: a removed member receives the `removed` event and nothing
-        // after it, receipts included: a recipient acking a text the member
-        // sent before its removal queues no `Delivered` for the removed
-        // member's devices (the receipt is still recorded for receipts()).
+        // after it, receipts included: a recipient acking past a text the
+        // member sent before its removal tells none of the removed member's
+        // devices (the cursor still covers the text in receipts()).
         // Method: the group cast alice (a1), bob (b1), carol (c1); carol
-        // sends a text, alice removes carol, bob acks; carol's queue must end
-        // with the removal.
+        // sends a text, alice removes carol, bob acks past both; what waits
+        // for carol must still end with the removal.
         let store = &*store;
         let GroupCast([alice, bob, carol, _], group, [a1, b1, c1]) =
             group_cast(store, ["a1", "b1", "c1"]).await;
@@ -3545,30 +4462,40 @@ mod scenarios {
             .await
             .expect("remove carol");
         let before = pending_all(store, c1).await;
-        assert_eq!(queue_summaries(&before).last(), Some(&sys(3, "removed")));
+        assert_eq!(item_summaries(&before).last(), Some(&sys(3, "removed")));
 
-        let outcome = ack_message(store, b1, bob, &sent.message_id, false).await;
-        assert_eq!(outcome.removed, 1);
-        assert!(
-            !outcome.queued_for.contains(&c1),
-            "a Delivered was queued for the removed member"
+        let outcome = ack(store, b1, bob, vec![(group, 3)], false).await;
+        assert_eq!(
+            outcome,
+            acked(
+                vec![(group, 3)],
+                vec![moved(group, "bob", 3, ACK_NOW, vec![])]
+            ),
+            "the removed author's devices were told"
         );
         assert_eq!(pending_all(store, c1).await, before);
         let record = store.receipts(alice, group, &sent.message_id).await;
         assert_eq!(record.map(|r| r.delivered), Ok(stamped([("bob", ACK_NOW)])));
+        assert_eq!(
+            read_up_to(store, bob, group, 3, NOW + 9).await,
+            ReadOutcome {
+                seq: 3,
+                moved: Some(moved(group, "bob", 3, NOW + 9, vec![]))
+            }
+        );
     }
 
     /// 27. Read receipts name recipients only.
     pub async fn read_receipts_name_recipients_only(store: Arc<dyn Store>) {
-        // Goal: `receipts().read` lists recipients whose read pointer covers
-        // the text; a member added after the text was sent was never its
-        // recipient (it is neither queued to it nor in its history), so its
-        // read pointer moving past the text does not list it.
+        // Goal: `receipts()` lists members whose cursors cover the text; a
+        // member added after the text was sent was never its recipient (it
+        // is neither pending for it nor in its history), so its cursors
+        // moving past the text do not list it.
         // Method: the group cast alice (a1), bob (b1), carol (c1); alice
-        // sends M, then adds dave, who reads up to the newest seq; bob reads
-        // too. M's read list must name bob only.
+        // sends M, then adds dave, who acks and reads up to the newest seq;
+        // bob too. M's lists must name bob only.
         let store = &*store;
-        let GroupCast([alice, bob, _, dave], group, [a1, _b1, _c1, _d1]) =
+        let GroupCast([alice, bob, _, dave], group, [a1, b1, _c1, d1]) =
             group_cast(store, ["a1", "b1", "c1", "d1"]).await;
         let m = send_at(store, group, alice, a1, "m", NOW + 1).await;
         change(
@@ -3582,15 +4509,19 @@ mod scenarios {
         .await
         .expect("add dave");
         assert!(
-            !seqs(&history_all(store, dave, group).await).contains(&m.seq),
+            !history_seqs(store, dave, group).await.contains(&m.seq),
             "dave was never shown M"
         );
+        assert_eq!(pending_summaries(store, d1).await, vec![sys(3, "added")]);
+        ack_at(store, d1, dave, vec![(group, 3)], NOW + 3).await;
+        ack_at(store, b1, bob, vec![(group, 3)], NOW + 4).await;
         read_up_to(store, dave, group, 3, NOW + 3).await;
         read_up_to(store, bob, group, 3, NOW + 4).await;
         let record = store
             .receipts(alice, group, &m.message_id)
             .await
             .expect("receipts");
+        assert_eq!(record.delivered, stamped([("bob", NOW + 4)]));
         assert_eq!(record.read, stamped([("bob", NOW + 4)]));
     }
 }
@@ -3678,16 +4609,26 @@ mod sqlite {
         open;
         accounts,
         devices,
+        revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
         pending_and_ack,
+        ack_is_cumulative,
+        refused_acks_change_nothing,
+        delivered_cursor_moves_on_first_ack,
         mark_read,
         store_and_forward,
+        purge_waits_for_every_member_device,
         expiry_and_sweep,
+        expired_events_come_as_one_range,
+        own_events_are_skipped_but_scanned,
+        pages_continue_where_scanned_ends,
+        new_devices_and_members_start_now,
+        swept_departures_end_delivery,
+        dedup_survives_purged_body,
         concurrent_appends,
-        shutdown_refuses_further_calls,
-        revoked_device_identity_is_not_reused,
         cancelled_reads_leave_the_store_usable,
+        shutdown_refuses_further_calls,
         group_create,
         group_add_and_remove,
         group_leave_and_roles,
@@ -3722,11 +4663,13 @@ mod sqlite {
     }
 
     mod engine {
+        use std::collections::BTreeMap;
         use std::path::{Path, PathBuf};
         use std::sync::Arc;
 
-        use missive_store::{SqliteConfig, SqliteStore, Store, SweepRequest};
-        use rusqlite::{Connection, OpenFlags};
+        use missive_core::{AccountId, ConversationId, DeviceId, Seq};
+        use missive_store::{GroupChange, NewGroup, SqliteConfig, SqliteStore, Store};
+        use rusqlite::{Connection, OpenFlags, params};
 
         use super::open_at;
         use crate::Opened;
@@ -3738,10 +4681,6 @@ mod sqlite {
                 .expect("open read-only")
         }
 
-        fn count(conn: &Connection, sql: &str, arg: &str) -> i64 {
-            conn.query_row(sql, [arg], |row| row.get(0)).expect("count")
-        }
-
         fn rows(conn: &Connection, table: &str) -> i64 {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
                 row.get(0)
@@ -3749,17 +4688,116 @@ mod sqlite {
             .expect("count")
         }
 
-        fn message_rows(conn: &Connection, id: &str) -> i64 {
-            count(conn, "SELECT count(*) FROM messages WHERE id = ?1", id)
+        /// Whether the `messages` row of `id` exists, and if so whether it
+        /// still has its body.
+        fn message_row(conn: &Connection, id: &str) -> Option<bool> {
+            let mut stmt = conn
+                .prepare("SELECT body IS NOT NULL FROM messages WHERE id = ?1")
+                .expect("prepare");
+            let mut found = stmt
+                .query_map([id], |row| row.get::<_, bool>(0))
+                .expect("query")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("rows");
+            assert!(found.len() <= 1, "two rows for message {id}");
+            found.pop()
         }
 
-        /// Rows in (`queue`, `messages`, `dedup`).
-        fn queue_messages_dedup(conn: &Connection) -> (i64, i64, i64) {
-            (
-                rows(conn, "queue"),
-                rows(conn, "messages"),
-                rows(conn, "dedup"),
+        /// Rows of `messages` whose body was purged.
+        fn purged_rows(conn: &Connection) -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM messages WHERE body IS NULL",
+                [],
+                |row| row.get(0),
             )
+            .expect("count")
+        }
+
+        /// The device's `positions` rows: (conversation, seq).
+        fn positions_of(conn: &Connection, device: DeviceId) -> Vec<(i64, Seq)> {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT conversation_id, seq FROM positions WHERE device_id = ?1 \
+                     ORDER BY conversation_id",
+                )
+                .expect("prepare");
+            stmt.query_map([device.0], |row| Ok((row.get(0)?, row.get(1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        }
+
+        /// The member's delivered cursor: (delivered_seq, delivered_ms).
+        fn delivered_cursor(
+            conn: &Connection,
+            conversation: ConversationId,
+            account: AccountId,
+        ) -> (Seq, i64) {
+            conn.query_row(
+                "SELECT delivered_seq, delivered_ms FROM members \
+                 WHERE conversation_id = ?1 AND account_id = ?2",
+                params![conversation.0, account.0],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("member row")
+        }
+
+        /// Every `departures` row: (conversation, account, joined_seq,
+        /// left_seq, left_ms).
+        fn departures(conn: &Connection) -> Vec<(i64, i64, Seq, Seq, i64)> {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT conversation_id, account_id, joined_seq, left_seq, left_ms \
+                     FROM departures ORDER BY conversation_id, account_id",
+                )
+                .expect("prepare");
+            stmt.query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+        }
+
+        /// Every row of every table (values rendered), by table name.
+        fn everything(conn: &Connection) -> BTreeMap<String, Vec<Vec<String>>> {
+            let tables: Vec<String> = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .expect("prepare")
+                .query_map([], |row| row.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("tables");
+            tables
+                .into_iter()
+                .map(|table| {
+                    let mut stmt = conn
+                        .prepare(&format!("SELECT * FROM \"{table}\""))
+                        .expect("prepare");
+                    let columns: Vec<String> =
+                        stmt.column_names().into_iter().map(str::to_owned).collect();
+                    let mut rows: Vec<Vec<String>> = stmt
+                        .query_map([], |row| {
+                            (0..columns.len())
+                                .map(|i| {
+                                    row.get_ref(i)
+                                        .map(|value| format!("{}={value:?}", columns[i]))
+                                })
+                                .collect()
+                        })
+                        .expect("query")
+                        .collect::<Result<_, _>>()
+                        .expect("rows");
+                    rows.sort();
+                    (table, rows)
+                })
+                .collect()
         }
 
         /// A fresh store (see `open_at`) holding the cast alice (a1) and bob
@@ -3771,103 +4809,211 @@ mod sqlite {
         }
 
         #[tokio::test(flavor = "multi_thread")]
-        async fn ack_purge_deletes_the_message_row() {
-            // Goal: with purge_acked_bodies the `messages` row is deleted by
-            // the ack that empties the last queue holding it, not before;
-            // without the flag the row stays.
-            // Method: M1 and M2 to b1 and b2; ack device by device and count
-            // rows in `messages` through a separate read-only connection.
+        async fn a_group_send_writes_one_row() {
+            // Goal: nothing is written per recipient: a text to a group of
+            // 50 members (with 51 devices) adds exactly one `messages` row
+            // and changes nothing else anywhere but the conversation's
+            // last_seq.
+            // Method: compare every row of every table before and after
+            // the send, through a separate read-only connection.
+            let (opened, path) = open_at();
+            let store = &*opened.store;
+            let (creator, creator_device) = account_with_device(store, "member0", "d0").await;
+            new_device(store, creator, "d0-second").await;
+            let mut others = Vec::new();
+            for i in 1..50 {
+                others.push(
+                    account_with_device(store, &format!("member{i}"), &format!("d{i}"))
+                        .await
+                        .0,
+                );
+            }
+            let group = store
+                .create_group(NewGroup {
+                    members_max: 64,
+                    ..new_group(creator, creator_device, "crowd", &others, NOW)
+                })
+                .await
+                .expect("create the group")
+                .conversation;
+            let db = inspect(&path);
+            let before = everything(&db);
+
+            let sent = send(store, group, creator, creator_device, "hello").await;
+            assert_eq!(sent.seq, 2);
+            assert_eq!(
+                sent.recipients.len(),
+                50,
+                "49 members and the creator's other device"
+            );
+            let mut after = everything(&db);
+
+            assert_eq!(
+                after.keys().collect::<Vec<_>>(),
+                before.keys().collect::<Vec<_>>(),
+                "tables appeared or went"
+            );
+            let added: Vec<&Vec<String>> = after["messages"]
+                .iter()
+                .filter(|row| !before["messages"].contains(row))
+                .collect();
+            assert_eq!(added.len(), 1, "new messages rows: {added:?}");
+            assert_eq!(after["messages"].len(), before["messages"].len() + 1);
+            // The conversation row: only last_seq moved, from 1 to 2.
+            let conversations = after.get_mut("conversations").expect("conversations");
+            for row in conversations.iter_mut() {
+                for value in row.iter_mut() {
+                    if value == "last_seq=Integer(2)" {
+                        *value = "last_seq=Integer(1)".to_owned();
+                    }
+                }
+            }
+            assert_eq!(
+                after["conversations"], before["conversations"],
+                "conversations"
+            );
+            for (table, rows) in &before {
+                if table != "messages" && table != "conversations" {
+                    assert_eq!(&after[table], rows, "table {table} changed on a send");
+                }
+            }
+            opened.store.shutdown().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn ack_purge_empties_the_body_and_keeps_the_row() {
+            // Goal: with purge_delivered_bodies the body of a `messages`
+            // row becomes NULL with the ack after which every member
+            // device has it, not before, and the row stays (its dedup key
+            // with it); without the flag the body stays; acks write the
+            // device's `positions` row and the member's delivered cursor.
+            // Method: M1 and M2 from a1 to b1 and b2; ack device by device
+            // and read the rows through a separate read-only connection.
             let (opened, path, Cast(alice, bob, conv, [a1, b1, b2])) = open_with_cast().await;
             let store = &*opened.store;
             let m1 = send(store, conv, alice, a1, "m1").await;
             let m2 = send(store, conv, alice, a1, "m2").await;
+            let (m1_id, m2_id) = (m1.message_id.as_str(), m2.message_id.as_str());
             let db = inspect(&path);
-            assert_eq!(message_rows(&db, m1.message_id.as_str()), 1);
+            assert_eq!(message_row(&db, m1_id), Some(true));
 
-            ack_message(store, b1, bob, &m1.message_id, true).await;
+            ack(store, b1, bob, vec![(conv, 1)], true).await;
             assert_eq!(
-                message_rows(&db, m1.message_id.as_str()),
-                1,
-                "purged while b2 still queued it"
+                message_row(&db, m1_id),
+                Some(true),
+                "purged while b2 still waited for it"
             );
-            ack_message(store, b2, bob, &m1.message_id, true).await;
+            assert_eq!(positions_of(&db, b1), vec![(conv.0, 1)]);
+            assert_eq!(delivered_cursor(&db, conv, bob), (1, ACK_NOW));
+            ack(store, b2, bob, vec![(conv, 1)], true).await;
             assert_eq!(
-                message_rows(&db, m1.message_id.as_str()),
-                0,
-                "not purged after the last ack"
+                message_row(&db, m1_id),
+                Some(false),
+                "the body outlived the last ack, or the row went with it"
             );
 
             for device in [b1, b2] {
-                ack_message(store, device, bob, &m2.message_id, false).await;
+                ack(store, device, bob, vec![(conv, 2)], false).await;
             }
-            assert_eq!(message_rows(&db, m2.message_id.as_str()), 1);
-            assert_eq!(
-                rows(&db, "queue"),
-                2,
-                "only the two delivered receipts (to a1) remain"
-            );
-            assert_eq!(
-                count(
-                    &db,
-                    "SELECT count(*) FROM queue WHERE device_id = ?1",
-                    &a1.0.to_string()
-                ),
-                2
-            );
+            assert_eq!(message_row(&db, m2_id), Some(true));
+            assert_eq!((rows(&db, "messages"), purged_rows(&db)), (2, 1));
+            assert_eq!(positions_of(&db, b2), vec![(conv.0, 2)]);
+            assert_eq!(delivered_cursor(&db, conv, bob), (2, ACK_NOW));
+            assert_eq!(delivered_cursor(&db, conv, alice), (0, 0));
+            assert_eq!(positions_of(&db, a1), vec![], "a1 never acked");
             opened.store.shutdown().await;
         }
 
         #[tokio::test(flavor = "multi_thread")]
         async fn sweep_and_revoke_delete_rows() {
-            // Goal: the counts sweep reports are the rows actually deleted,
-            // and revoke removes the device's rows.
-            // Method: two messages, one expiring; count `queue`, `messages`,
-            // `dedup` and `devices` rows before and after sweep and revoke.
-            let (opened, path, Cast(alice, bob, conv, [a1, _b1, b2])) = open_with_cast().await;
+            // Goal: the counts sweep reports are the rows actually changed
+            // (bodies set NULL, rows deleted), and revoke deletes the
+            // device's `positions` rows.
+            // Method: m1 at NOW and m2 at NOW + 20; b1 and b2 ack; sweep
+            // bodies, then rows; revoke b2; count rows each time.
+            let (opened, path, Cast(alice, bob, conv, [a1, b1, b2])) = open_with_cast().await;
             let store = &*opened.store;
-            store
-                .append_message(new_message(conv, alice, a1, "m1", NOW, NOW + 10))
-                .await
-                .expect("m1");
-            send(store, conv, alice, a1, "m2").await;
+            send_at(store, conv, alice, a1, "m1", NOW).await;
+            send_at(store, conv, alice, a1, "m2", NOW + 20).await;
+            ack(store, b1, bob, vec![(conv, 1)], false).await;
+            ack(store, b2, bob, vec![(conv, 2)], false).await;
             let db = inspect(&path);
-            assert_eq!(queue_messages_dedup(&db), (4, 2, 2));
+            assert_eq!((rows(&db, "messages"), purged_rows(&db)), (2, 0));
+            assert_eq!(rows(&db, "positions"), 2);
 
-            let outcome = store
-                .sweep(SweepRequest {
-                    now_ms: NOW + 10,
-                    bodies_before_ms: NOW + 1,
-                    dedup_before_ms: NOW + 1,
-                    limit: 100,
-                })
-                .await
-                .expect("sweep");
-            assert_eq!(
-                (
-                    outcome.expired_entries,
-                    outcome.purged_bodies,
-                    outcome.purged_dedup
-                ),
-                (2, 1, 2)
-            );
-            assert_eq!(queue_messages_dedup(&db), (2, 1, 0));
+            let outcome = sweep(store, NOW + 30, NOW + 10, NOW + 10, LONG_AGO, 100).await;
+            assert_eq!(outcome, swept(1, 0));
+            assert_eq!((rows(&db, "messages"), purged_rows(&db)), (2, 1));
+            let outcome = sweep(store, NOW + 30, LONG_AGO, LONG_AGO, NOW + 10, 100).await;
+            assert_eq!(outcome, swept(0, 1));
+            assert_eq!((rows(&db, "messages"), purged_rows(&db)), (1, 0));
 
             assert!(store.revoke_device(bob, b2).await.expect("revoke"));
             assert_eq!(rows(&db, "devices"), 2);
-            assert_eq!(rows(&db, "queue"), 1);
+            assert_eq!(positions_of(&db, b2), vec![]);
+            assert_eq!(positions_of(&db, b1), vec![(conv.0, 1)]);
+            opened.store.shutdown().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn departures_and_new_devices_write_their_rows() {
+            // Goal: a removal writes a `departures` row (joined_seq, the
+            // removal's seq and time), an add deletes it, and the sweep
+            // deletes it once its TTL passed; a device created later gets a
+            // `positions` row at each of its account's conversations' last
+            // seq.
+            // Method: the group cast alice (a1), bob (b1), carol (c1);
+            // alice removes carol, adds her back, removes her again; sweeps;
+            // then a second device of bob's.
+            let (opened, path) = open_at();
+            let store = &*opened.store;
+            let GroupCast([alice, bob, carol, _], group, [a1, _b1, _c1]) =
+                group_cast(store, ["a1", "b1", "c1"]).await;
+            let db = inspect(&path);
+            let remove =
+                |now_ms| change(store, alice, a1, group, GroupChange::Remove(carol), now_ms);
+            remove(NOW + 2).await.expect("remove carol");
+            assert_eq!(departures(&db), vec![(group.0, carol.0, 0, 2, NOW + 2)]);
+            change(
+                store,
+                alice,
+                a1,
+                group,
+                GroupChange::Add(vec![carol]),
+                NOW + 3,
+            )
+            .await
+            .expect("add carol");
+            assert_eq!(departures(&db), vec![]);
+            remove(NOW + 4).await.expect("remove carol again");
+            assert_eq!(departures(&db), vec![(group.0, carol.0, 2, 4, NOW + 4)]);
+            sweep(store, NOW + 10, LONG_AGO, NOW + 4, LONG_AGO, 100).await;
+            assert_eq!(departures(&db).len(), 1, "swept within its TTL");
+            sweep(store, NOW + 10, LONG_AGO, NOW + 5, LONG_AGO, 100).await;
+            assert_eq!(departures(&db), vec![]);
+
+            let ab = direct(store, alice, bob, NOW).await;
+            send(store, ab, alice, a1, "m1").await;
+            let b2 = new_device(store, bob, "b2").await;
+            assert_eq!(positions_of(&db, b2), sorted(vec![(group.0, 4), (ab.0, 1)]));
             opened.store.shutdown().await;
         }
 
         #[tokio::test(flavor = "multi_thread")]
         async fn reopen_keeps_everything() {
             // Goal: what was acknowledged before shutdown survives a reopen
-            // of the same file: accounts, tokens, queues, seqs, dedup.
-            // Method: write, shut down, open the same path again, read back
-            // and continue the conversation.
+            // of the same file: accounts, tokens, positions, cursors, seqs,
+            // dedup.
+            // Method: write and ack, shut down, open the same path again,
+            // read back and continue the conversation.
             let (opened, path, Cast(alice, bob, conv, [a1, b1, _b2])) = open_with_cast().await;
             let store = &*opened.store;
             let m1 = send(store, conv, alice, a1, "m1").await;
+            let m2 = send(store, conv, alice, a1, "m2").await;
+            ack(store, b1, bob, vec![(conv, 1)], false).await;
+            read_up_to(store, bob, conv, 1, NOW + 1).await;
             let before = pending_all(store, b1).await;
+            assert_eq!(event_ids(&before), vec![m2.message_id.clone()]);
             opened.store.shutdown().await;
 
             let reopened: Arc<dyn Store> =
@@ -3875,10 +5021,11 @@ mod sqlite {
             let store = &*reopened;
             assert_eq!(auth(store, "b1").await.map(|a| a.device), Some(b1));
             assert_eq!(pending_all(store, b1).await, before);
+            assert_eq!(cursors(store, alice, conv).await, vec![cursor("bob", 1, 1)]);
             let retry = send(store, conv, alice, a1, "m1").await;
             assert!(retry.duplicate);
             assert_eq!(retry.message_id, m1.message_id);
-            assert_eq!(send(store, conv, alice, a1, "m2").await.seq, 2);
+            assert_eq!(send(store, conv, alice, a1, "m3").await.seq, 3);
             assert_eq!(direct(store, bob, alice, NOW).await, conv);
             reopened.shutdown().await;
             drop(opened);
@@ -4035,16 +5182,26 @@ mod postgres {
         open;
         accounts,
         devices,
+        revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
         pending_and_ack,
+        ack_is_cumulative,
+        refused_acks_change_nothing,
+        delivered_cursor_moves_on_first_ack,
         mark_read,
         store_and_forward,
+        purge_waits_for_every_member_device,
         expiry_and_sweep,
+        expired_events_come_as_one_range,
+        own_events_are_skipped_but_scanned,
+        pages_continue_where_scanned_ends,
+        new_devices_and_members_start_now,
+        swept_departures_end_delivery,
+        dedup_survives_purged_body,
         concurrent_appends,
-        shutdown_refuses_further_calls,
-        revoked_device_identity_is_not_reused,
         cancelled_reads_leave_the_store_usable,
+        shutdown_refuses_further_calls,
         group_create,
         group_add_and_remove,
         group_leave_and_roles,
@@ -4098,9 +5255,10 @@ mod postgres {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::time::{Duration, Instant};
 
-        use missive_core::{AccountId, ConversationId, DeviceId, MessageId, QueuePos, Seq};
+        use missive_core::{AccountId, ConversationId, DeviceId, MessageId, Seq};
         use missive_store::{
-            Appended, NewAccount, PostgresConfig, PostgresStore, QueueItem, Store, StoreError,
+            Appended, NewAccount, PendingItem, PendingRequest, PostgresConfig, PostgresStore,
+            Store, StoreError,
         };
         use tokio::net::{TcpListener, TcpStream};
         use tokio::sync::Barrier;
@@ -4112,19 +5270,21 @@ mod postgres {
         /// Messages each sending device sends.
         const PER_DEVICE: usize = 120;
 
-        /// Follows `device`'s queue on `follow` like a live session (page
-        /// after the cursor, move the cursor to the last position seen,
-        /// repeat), acking up to the cursor on `acker` when given, until a
-        /// page read after `done` was set is empty. Returns the seqs seen
-        /// per conversation, in arrival order.
-        async fn follow_queue(
+        /// Follows what waits for `device` on `follow` like a live session:
+        /// read a page above `after`, move `after` to the page's `scanned`,
+        /// repeat; acking up to `after` on `acker` when given; until a page
+        /// read after `done` was set is empty. Checks that every item lies
+        /// above `after` and that nothing expires. Returns the seqs seen per
+        /// conversation, in arrival order.
+        async fn follow(
             follow: Arc<dyn Store>,
-            acker: Option<(Arc<dyn Store>, AccountId)>,
+            acker: Option<Arc<dyn Store>>,
+            account: AccountId,
             device: DeviceId,
             done: Arc<AtomicBool>,
         ) -> HashMap<ConversationId, Vec<Seq>> {
             let deadline = Instant::now() + Duration::from_secs(120);
-            let mut cursor: QueuePos = 0;
+            let mut after: HashMap<ConversationId, Seq> = HashMap::new();
             let mut seen: HashMap<ConversationId, Vec<Seq>> = HashMap::new();
             loop {
                 assert!(
@@ -4133,28 +5293,43 @@ mod postgres {
                 );
                 let finished = done.load(Ordering::Acquire);
                 let page = follow
-                    .pending(device, cursor, 64, NOW)
+                    .pending(PendingRequest {
+                        device,
+                        account,
+                        after: after.iter().map(|(c, s)| (*c, *s)).collect(),
+                        limit: 64,
+                        expired_before_ms: NO_EXPIRY,
+                    })
                     .await
                     .expect("pending");
-                if page.is_empty() {
+                for item in &page.items {
+                    let PendingItem::Event(event) = item else {
+                        panic!("device {device}: nothing expires here: {item:?}");
+                    };
+                    let above = after.get(&event.conversation).copied().unwrap_or(0);
+                    assert!(
+                        event.seq > above,
+                        "device {device}: seq {} in {} came again (after {above})",
+                        event.seq,
+                        event.conversation
+                    );
+                    seen.entry(event.conversation).or_default().push(event.seq);
+                }
+                for (conversation, seq) in &page.scanned {
+                    let before = after.insert(*conversation, *seq).unwrap_or(0);
+                    assert!(before <= *seq, "scanned moved back in {conversation}");
+                }
+                if page.items.is_empty() {
                     if finished {
                         return seen;
                     }
+                    // Polling, as a live session waits for a wake-up.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
-                for item in &page {
-                    assert!(item.pos() > cursor, "positions went backwards: {item:?}");
-                    cursor = item.pos();
-                    if let QueueItem::Message {
-                        conversation, seq, ..
-                    } = item
-                    {
-                        seen.entry(*conversation).or_default().push(*seq);
-                    }
-                }
-                if let Some((acker, account)) = &acker {
-                    ack(&**acker, device, *account, Some(cursor), vec![], false).await;
+                if let Some(acker) = &acker {
+                    let points = after.iter().map(|(c, s)| (*c, *s)).collect();
+                    ack(&**acker, device, account, points, false).await;
                 }
             }
         }
@@ -4177,14 +5352,15 @@ mod postgres {
         async fn live_readers_never_skip_across_three_nodes() {
             // Goal: with three nodes (three pools on one database) sending at
             // once into three 1:1 conversations and one group, a device that
-            // follows its queue live (cursor = last position seen) sees every
-            // conversation's seqs exactly 1..=N in order: no position ever
-            // becomes visible behind the cursor, nothing twice.
+            // follows live by position (each page read above the `scanned`
+            // of the last) sees every conversation's seqs exactly 1..=N in
+            // order: no seq ever becomes visible after a higher one was read,
+            // nothing twice.
             // Method: alice, bob and dave each send from two devices, each
             // device a task on "their" node alternating between their 1:1
             // with carol and the group; carol's two devices follow on two
-            // nodes, one acking (which queues receipts to the senders'
-            // devices: more concurrent fan-out) through the third.
+            // nodes, one acking (which moves carol's delivered cursors: more
+            // concurrent writes) through the third.
             let Some(schema) = FreshSchema::create().await else {
                 return;
             };
@@ -4248,15 +5424,17 @@ mod postgres {
             }
             let done = Arc::new(AtomicBool::new(false));
             let readers = [
-                tokio::spawn(follow_queue(
+                tokio::spawn(follow(
                     Arc::clone(&nodes[0]),
-                    Some((Arc::clone(&nodes[2]), carol)),
+                    Some(Arc::clone(&nodes[2])),
+                    carol,
                     c1,
                     Arc::clone(&done),
                 )),
-                tokio::spawn(follow_queue(
+                tokio::spawn(follow(
                     Arc::clone(&nodes[1]),
                     None,
+                    carol,
                     c2,
                     Arc::clone(&done),
                 )),
@@ -4321,14 +5499,8 @@ mod postgres {
                     .map(|node| {
                         let (node, barrier) = (Arc::clone(node), Arc::clone(&barrier));
                         tokio::spawn(async move {
-                            let message = new_message(
-                                conv,
-                                alice,
-                                a1,
-                                &format!("race-{round}"),
-                                NOW,
-                                NOW + DAY_MS,
-                            );
+                            let message =
+                                new_message(conv, alice, a1, &format!("race-{round}"), NOW);
                             barrier.wait().await;
                             node.append_message(message).await.expect("append")
                         })
@@ -4355,7 +5527,7 @@ mod postgres {
                     original.seq, round,
                     "round {round}: a seq was lost or taken twice"
                 );
-                assert!(retry.queued_for.is_empty());
+                assert!(retry.recipients.is_empty());
             }
             assert_eq!(pending_ids(&*nodes[1], b1).await.len(), ROUNDS as usize);
             assert_eq!(
@@ -4377,7 +5549,7 @@ mod postgres {
             // (so the batch writers take many per transaction): texts,
             // texts from a non-member, reactions to an unknown message, and
             // pairs of identical retries; then every answer, the history
-            // and the recipient's queue are checked.
+            // and what waits for the recipient are checked.
             let Some(schema) = FreshSchema::create().await else {
                 return;
             };
@@ -4391,17 +5563,8 @@ mod postgres {
                 .map(|i| {
                     let (node, barrier) = (Arc::clone(&node), Arc::clone(&barrier));
                     let message = match i % 6 {
-                        0..=2 => {
-                            new_message(conv, alice, a1, &format!("ok-{i}"), NOW, NOW + DAY_MS)
-                        }
-                        3 => new_message(
-                            conv,
-                            carol,
-                            c1,
-                            &format!("outsider-{i}"),
-                            NOW,
-                            NOW + DAY_MS,
-                        ),
+                        0..=2 => new_message(conv, alice, a1, &format!("ok-{i}"), NOW),
+                        3 => new_message(conv, carol, c1, &format!("outsider-{i}"), NOW),
                         4 => message_with(
                             conv,
                             alice,
@@ -4411,9 +5574,7 @@ mod postgres {
                             NOW,
                         ),
                         // An original; its retry is task SENDS + i / 6.
-                        _ => {
-                            new_message(conv, bob, b1, &format!("dup-{}", i / 6), NOW, NOW + DAY_MS)
-                        }
+                        _ => new_message(conv, bob, b1, &format!("dup-{}", i / 6), NOW),
                     };
                     tokio::spawn(async move {
                         barrier.wait().await;
@@ -4422,8 +5583,7 @@ mod postgres {
                 })
                 .chain((0..RETRIES).map(|round| {
                     let (node, barrier) = (Arc::clone(&node), Arc::clone(&barrier));
-                    let message =
-                        new_message(conv, bob, b1, &format!("dup-{round}"), NOW, NOW + DAY_MS);
+                    let message = new_message(conv, bob, b1, &format!("dup-{round}"), NOW);
                     tokio::spawn(async move {
                         barrier.wait().await;
                         (SENDS + round, node.append_message(message).await)

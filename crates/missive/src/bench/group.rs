@@ -51,6 +51,8 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     let (mut connections, _) = connect_all(common, &people, 64).await?;
     let sender = connections.remove(0);
 
+    let cost = common.server_cost();
+    let cost_start = cost.sample().await?;
     let epoch = Instant::now();
     let deadline = epoch + Duration::from_secs(args.duration_secs);
     let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
@@ -108,12 +110,14 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
             *slowest = (*slowest).max(micros);
         }
     }
+    let cost_end = cost.sample().await?;
     let mut to_last = Latencies::default();
     for micros in last_member.values() {
         to_last.record(Duration::from_micros(*micros));
     }
 
     let mut report = Report::new("group");
+    cost.report(&mut report, &cost_start, &cost_end, Some(totals.delivered));
     report.param("members", args.members as u64);
     report.param("window", args.window as u64);
     report.param("duration_secs", args.duration_secs);

@@ -22,6 +22,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
 use super::Common;
+use super::server_cost::{TICKS_PER_SEC, cpu_ticks};
 use super::report::Report;
 use super::setup::{self, Member, PASSWORD, connect_all, members, run_prefix};
 
@@ -39,10 +40,6 @@ pub struct IdleArgs {
     /// allow it); fewer users means fewer registrations to wait for.
     #[arg(long, default_value_t = 5)]
     devices_per_user: usize,
-    /// A server process id, to read its memory and CPU from /proc; repeat
-    /// for the nodes of a cluster (the figures are then their sums).
-    #[arg(long = "server-pid")]
-    server_pids: Vec<u32>,
     /// How long to hold the connections idle while measuring CPU.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
@@ -72,7 +69,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     // idle threads exit after 10 s; wait that out so their stacks leaving
     // do not hide the connections' memory. Then connect in two halves and
     // count only the second: what one more connection costs.
-    let pids = &args.server_pids;
+    let pids = &args.common.server_pids;
     if !pids.is_empty() {
         tokio::time::sleep(BLOCKING_THREADS_RETIRE).await;
     }
@@ -100,7 +97,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     // Holding the connections idle is the scenario itself, not a wait.
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     if !pids.is_empty() {
-        let cpu = sum(pids, cpu_ticks)?.saturating_sub(cpu_before) as f64 / ticks_per_sec();
+        let cpu = sum(pids, cpu_ticks)?.saturating_sub(cpu_before) as f64 / TICKS_PER_SEC;
         report.figure(
             "server_rss_per_connection_bytes",
             rss_after_connect.saturating_sub(rss_before) as f64 / second_half.max(1) as f64,
@@ -396,28 +393,7 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// User + system CPU time of a process in clock ticks (/proc/<pid>/stat).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    parse_cpu_ticks(&stat).context("unexpected /proc stat format")
-}
 
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces; fields after its ')' are
-    // plain. utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Linux reports CPU times in USER_HZ, which is 100 on every mainstream
-/// architecture.
-fn ticks_per_sec() -> f64 {
-    100.0
-}
 
 #[cfg(test)]
 mod tests {
@@ -431,8 +407,8 @@ mod tests {
         assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         let stat = "4242 (my (odd) cmd) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 70 0 0 20 0 9 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(320));
-        assert_eq!(parse_cpu_ticks("garbage"), None);
+        assert_eq!(super::super::server_cost::parse_cpu_ticks(stat), Some(320));
+        assert_eq!(super::super::server_cost::parse_cpu_ticks("garbage"), None);
     }
 
     #[test]

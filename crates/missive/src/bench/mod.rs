@@ -20,6 +20,7 @@ mod idle;
 mod ledger;
 mod pairs;
 mod report;
+mod server_cost;
 mod setup;
 mod stats;
 
@@ -75,11 +76,22 @@ pub struct Common {
     /// Give up waiting for outstanding deliveries after this long.
     #[arg(long, default_value_t = 30)]
     settle_secs: u64,
+    /// A server process id on this machine, to read its CPU (and, for
+    /// `idle`, memory) from /proc; repeat for the nodes of a cluster (the
+    /// figures are then their sums). With it, `pairs`, `group` and `drain`
+    /// report `server_cpu_us_per_msg`: the servers' CPU time over the
+    /// messages they stored while measuring, setup left out.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
 }
 
 impl Common {
     fn settle(&self) -> Duration {
         Duration::from_secs(self.settle_secs)
+    }
+
+    fn server_cost(&self) -> server_cost::ServerCost {
+        server_cost::ServerCost::new(&self.server_pids, &self.servers)
     }
 }
 

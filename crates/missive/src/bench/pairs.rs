@@ -67,6 +67,8 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
         }
     }
 
+    let cost = common.server_cost();
+    let cost_start = cost.sample().await?;
     let epoch = Instant::now();
     let duration = Duration::from_secs(args.duration_secs);
     let deadline = epoch + duration;
@@ -130,8 +132,10 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
         totals.merge(&tally(&expected[i], &outcome.received));
         last_delivery = last_delivery.max(outcome.last_delivery);
     }
+    let cost_end = cost.sample().await?;
 
     let mut report = Report::new("pairs");
+    cost.report(&mut report, &cost_start, &cost_end, None);
     report.param("pairs", args.pairs as u64);
     report.param(
         "mode",
@@ -180,7 +184,6 @@ pub async fn send(
     let mut latencies = Latencies::default();
     let mut next: u64 = 0;
     let mut next_due = epoch;
-    let mut receipts_unacked = 0u64;
     loop {
         let now = Instant::now();
         // Sends that are due now (none once sending time is over).
@@ -247,15 +250,7 @@ pub async fn send(
             ServerFrame::Error { code, message, .. } => {
                 bail!("a send was refused: {} ({message})", code.as_str())
             }
-            // Delivered receipts for our texts: ack them now and then so
-            // the sender's queue does not grow.
-            ServerFrame::Delivered { pos, .. } => {
-                receipts_unacked += 1;
-                if receipts_unacked >= ACK_EVERY {
-                    receipts_unacked = 0;
-                    ack(&mut connection, pos).await?;
-                }
-            }
+            // Delivered receipts are live cursor moves: nothing to ack.
             _ => {}
         }
     }
@@ -288,8 +283,7 @@ pub async fn receive(
         last_delivery: Duration::ZERO,
     };
     let mut unique: HashSet<MessageKey> = HashSet::new();
-    let mut unacked: Option<i64> = None;
-    let mut unacked_count = 0u64;
+    let mut unacked = Unacked::default();
     let mut quiet_since = Instant::now();
     loop {
         let target = expect.borrow().as_ref().map(|counts| counts[index]);
@@ -302,28 +296,20 @@ pub async fn receive(
         let frame = match connection.next_frame(Duration::from_millis(100)).await {
             Ok(frame) => frame,
             Err(ClientError::Timeout) => {
-                if let Some(pos) = unacked.take() {
-                    unacked_count = 0;
-                    ack(&mut connection, pos).await?;
-                }
+                unacked.flush(&mut connection).await?;
                 continue;
             }
             Err(err) => return Err(err).context("receiving"),
         };
-        if let Some(pos) = note(&mut outcome, &mut unique, epoch, frame) {
+        if let Some(point) = note(&mut outcome, &mut unique, epoch, frame) {
             quiet_since = Instant::now();
-            unacked = Some(pos);
-            unacked_count += 1;
-            if unacked_count >= ACK_EVERY {
-                unacked_count = 0;
-                unacked = None;
-                ack(&mut connection, pos).await?;
+            unacked.note(point);
+            if unacked.count >= ACK_EVERY {
+                unacked.flush(&mut connection).await?;
             }
         }
     }
-    if let Some(pos) = unacked {
-        ack(&mut connection, pos).await?;
-    }
+    unacked.flush(&mut connection).await?;
     let ping = ClientFrame::Ping {
         id: Some("end".into()),
     };
@@ -343,15 +329,14 @@ pub async fn receive(
 }
 
 /// Notes a frame: a run's text is recorded (key, latency, arrival). Returns
-/// the position of a queued frame, for acking.
+/// the (conversation, seq) a stored event stands for, for acking.
 fn note(
     outcome: &mut ReceiverOutcome,
     unique: &mut HashSet<MessageKey>,
     epoch: Instant,
     frame: ServerFrame,
-) -> Option<i64> {
+) -> Option<(i64, i64)> {
     let ServerFrame::Message {
-        pos,
         message_id,
         conversation,
         seq,
@@ -360,7 +345,7 @@ fn note(
         ..
     } = frame
     else {
-        return frame.queue_pos();
+        return frame.ack_point();
     };
     // Only the run's texts count; other events (a group's creation) are
     // acked with them.
@@ -374,16 +359,36 @@ fn note(
         outcome.received.note(key, conversation, seq);
         unique.insert(key);
     }
-    Some(pos)
+    Some((conversation, seq))
 }
 
-/// Fire-and-forget cumulative ack (its `acked` reply is ignored).
-pub async fn ack(connection: &mut Connection, up_to: i64) -> Result<(), ClientError> {
-    connection
-        .send_frame(&ClientFrame::Ack {
-            id: None,
-            up_to: Some(up_to),
-            positions: Vec::new(),
-        })
-        .await
+/// The highest seq received per conversation since the last ack: acked
+/// once per burst, one frame per conversation, without an `id` (so the
+/// server answers nothing unless it refuses).
+#[derive(Default)]
+pub struct Unacked {
+    highest: HashMap<i64, i64>,
+    count: u64,
+}
+
+impl Unacked {
+    pub fn note(&mut self, (conversation, seq): (i64, i64)) {
+        let highest = self.highest.entry(conversation).or_insert(seq);
+        *highest = (*highest).max(seq);
+        self.count += 1;
+    }
+
+    pub async fn flush(&mut self, connection: &mut Connection) -> Result<(), ClientError> {
+        self.count = 0;
+        for (conversation, seq) in self.highest.drain() {
+            connection
+                .send_frame(&ClientFrame::Ack {
+                    id: None,
+                    conversation,
+                    seq,
+                })
+                .await?;
+        }
+        Ok(())
+    }
 }

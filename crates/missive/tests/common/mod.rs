@@ -104,16 +104,46 @@ impl TestServer {
     }
 }
 
-/// Reads frames until `n` queued frames (messages/receipts) arrived.
+/// Whether a frame is delivery traffic: a stored event (`message`,
+/// `expired`) or a receipt cursor (`delivered`, `read`); not replies,
+/// typing or presence.
+pub fn is_delivery(frame: &ServerFrame) -> bool {
+    frame.ack_point().is_some()
+        || matches!(
+            frame,
+            ServerFrame::Delivered { .. } | ServerFrame::Read { .. }
+        )
+}
+
+/// Reads frames until `n` delivery frames (events and receipts) arrived.
 pub async fn queued(connection: &mut Connection, n: usize) -> Vec<ServerFrame> {
     let mut frames = Vec::with_capacity(n);
     while frames.len() < n {
         let frame = connection.next_frame(PROMPTLY).await.expect("frame");
-        if frame.queue_pos().is_some() {
+        if is_delivery(&frame) {
             frames.push(frame);
         }
     }
     frames
+}
+
+/// The highest seq per conversation among the events in `frames` (their
+/// ack points), by conversation id: what a client acks after a burst.
+pub fn ack_points(frames: &[ServerFrame]) -> Vec<(i64, i64)> {
+    let mut highest = std::collections::BTreeMap::new();
+    for (conversation, seq) in frames.iter().filter_map(ServerFrame::ack_point) {
+        let entry = highest.entry(conversation).or_insert(seq);
+        *entry = (*entry).max(seq);
+    }
+    highest.into_iter().collect()
+}
+
+/// Acks every event in `frames`: one `ack` (with an id, so it waits for
+/// `acked`) per conversation at its highest seq.
+pub async fn ack_received(connection: &mut Connection, frames: &[ServerFrame]) {
+    for (conversation, seq) in ack_points(frames) {
+        connection.ack(conversation, seq).await.expect("ack");
+    }
 }
 
 /// Asserts that no queued frame arrives: a ping round-trip proves the
@@ -126,7 +156,7 @@ pub async fn assert_nothing_queued(connection: &mut Connection) {
     loop {
         match connection.next_frame(PROMPTLY).await.expect("frame") {
             ServerFrame::Pong { id } if id.as_deref() == Some("quiet") => return,
-            frame if frame.queue_pos().is_some() => panic!("unexpected queued frame {frame:?}"),
+            frame if is_delivery(&frame) => panic!("unexpected delivery frame {frame:?}"),
             _ => {}
         }
     }

@@ -4,7 +4,8 @@
 //! (and the client_msg_id `"<device>-<counter>"`), so a delivery names the
 //! attempt it came from. The workload records three kinds of event into a
 //! [`History`]: an attempt (with the devices that must receive it), a `sent`
-//! reply, and every `message` frame any device read, duplicates included.
+//! reply, and every `message` frame any device read, redeliveries included
+//! (and any `expired` frame, which no run of the suite should see).
 //! After the faults stop and every device has been drained, [`History::check`]
 //! classifies each message:
 //!
@@ -13,13 +14,18 @@
 //!   delivered; allowed, because the send may have committed;
 //! - **unexpected**: a delivery no attempt explains, or to a device that is
 //!   not a recipient;
-//! - **duplicated**: delivered twice to one device (allowed: at least once),
-//!   or stored twice, under two message ids (not allowed: idempotent send);
+//! - **duplicated**: stored twice, under two message ids (not allowed: a
+//!   send is idempotent by client_msg_id). The same message id read again
+//!   by one device is a *redelivery*, counted but allowed (at least once: a
+//!   device gets every event above its acked position again after a
+//!   reconnect, and the drain re-reads what was received but not acked);
 //! - **out of order**: on one device, after dropping repeats, a
 //!   conversation's seqs are not strictly increasing, or a sender's texts
 //!   arrive in another order than it sent them;
-//! - **gaps**: a seq of a conversation that no one ever saw, or a device
-//!   missing a seq of its conversation that it did not send itself.
+//! - **gaps**: a seq of a conversation that no one ever saw, a device
+//!   missing a seq of its conversation that it did not send itself, or a
+//!   device told that events `expired` (passed the offline TTL or were
+//!   purged before it got them: within a run, only by a defect).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -75,6 +81,8 @@ struct Events {
     /// which must name the same message).
     sent: BTreeMap<(String, u64), Vec<Sent>>,
     deliveries: Vec<Delivery>,
+    /// `expired` frames: (device, conversation, from_seq, to_seq).
+    expired: Vec<(String, i64, i64, i64)>,
     /// Device label → server device id, to tell a device's own sends.
     device_ids: HashMap<String, i64>,
     /// Connections that broke and were opened again.
@@ -189,8 +197,19 @@ impl History {
         }
     }
 
-    /// `device` read `frame`; anything but a `message` is ignored.
+    /// `device` read `frame`; anything but a `message` or `expired` is
+    /// ignored (receipts are live cursors, not deliveries).
     pub fn read(&self, device: &str, frame: &ServerFrame) {
+        if let ServerFrame::Expired {
+            conversation,
+            from_seq,
+            to_seq,
+        } = frame
+        {
+            self.lock()
+                .expired
+                .push((device.to_owned(), *conversation, *from_seq, *to_seq));
+        }
         if let ServerFrame::Message {
             message_id,
             conversation,
@@ -408,6 +427,11 @@ impl History {
                 }
             }
         }
+        for (device, conversation, from, to) in &events.expired {
+            report.gaps.push(format!(
+                "{device}: conversation {conversation} seqs {from}..={to} expired"
+            ));
+        }
         report
     }
 }
@@ -466,7 +490,6 @@ mod tests {
 
     fn message(device_id: i64, id: &str, seq: i64, text: &str) -> ServerFrame {
         ServerFrame::Message {
-            pos: seq,
             message_id: id.into(),
             conversation: 7,
             seq,
@@ -519,6 +542,30 @@ mod tests {
     }
 
     #[test]
+    fn a_redelivery_after_a_reconnect_is_neither_duplicated_nor_out_of_order() {
+        // b read both, acked neither, reconnected: everything above its
+        // position comes again, in order, under the same message ids.
+        let history = two_sent();
+        for _ in 0..2 {
+            history.read("b", &message(1, "m0", 1, "a#0"));
+            history.read("b", &message(1, "m1", 2, "a#1"));
+        }
+        // Receipt cursors are not deliveries.
+        history.read(
+            "b",
+            &ServerFrame::Delivered {
+                conversation: 7,
+                by: "a".into(),
+                seq: 2,
+                ts_ms: 0,
+            },
+        );
+        let report = history.check();
+        report.assert_clean();
+        assert_eq!((report.redelivered, report.deliveries), (2, 4));
+    }
+
+    #[test]
     fn each_violation_is_reported() {
         // Lost: m1 never read.
         let history = two_sent();
@@ -540,6 +587,25 @@ mod tests {
         history.read("b", &message(1, "m1bis", 3, "a#1"));
         let report = history.check();
         assert_eq!(report.duplicated.len(), 1, "{report:?}");
+
+        // Expired: b was told seq 2 will not come.
+        let history = two_sent();
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        history.read(
+            "b",
+            &ServerFrame::Expired {
+                conversation: 7,
+                from_seq: 2,
+                to_seq: 2,
+            },
+        );
+        let report = history.check();
+        assert_eq!(report.lost.len(), 1, "{report:?}");
+        assert_eq!(
+            report.gaps.len(),
+            2,
+            "lacks seq 2, told it expired: {report:?}"
+        );
 
         // Unexpected: never attempted, and to a non-recipient.
         let history = two_sent();

@@ -1,8 +1,10 @@
 //! The fault suite's clients: devices that send numbered texts and read
-//! (and ack) everything queued for them, over WebSocket or long-poll, and
+//! (and ack, cumulatively per conversation, once per burst) every event
+//! above their positions, over WebSocket or long-poll, and
 //! that reconnect — to another node when theirs is gone — until told to
 //! stop. Each records what it did into the [`History`] the checker reads.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -322,32 +324,41 @@ impl Client {
         self.history.connected();
         let mut pace = tokio::time::interval(self.pace);
         loop {
-            // Read what has arrived; a receiver waits for the first frame.
+            // Read what has arrived (a burst); a receiver waits for the
+            // first frame. Then one cumulative ack per conversation, with
+            // the highest seq the burst brought there, without an id: the
+            // server answers only a refusal, which a later burst reads.
             let mut wait = if self.device.sends.is_some() {
                 Duration::ZERO
             } else {
                 self.pace.max(Duration::from_millis(100))
             };
-            let mut up_to = None;
+            let mut acks = Acks::default();
             loop {
                 match tokio::select! {
                     frame = connection.next_frame(wait) => frame,
                     () = self.stop.cancelled() => return End::Stopped,
                 } {
+                    Ok(ServerFrame::Error {
+                        id: None,
+                        code,
+                        message,
+                        ..
+                    }) => self.ack_refused(code, &message),
                     Ok(frame) => {
                         wait = Duration::ZERO;
                         self.history.read(&self.device.label, &frame);
-                        if let Some(pos) = frame.queue_pos() {
-                            up_to = Some(pos);
-                        }
+                        acks.received(&frame);
                     }
                     Err(ClientError::Timeout) => break,
                     Err(_) => return End::Broken,
                 }
             }
-            if let Some(up_to) = up_to {
-                match tokio::time::timeout(CALL_TIMEOUT, connection.ack_up_to(up_to)).await {
-                    Ok(Ok(_)) => {}
+            for (conversation, seq) in acks.take() {
+                match tokio::time::timeout(CALL_TIMEOUT, connection.ack_quietly(conversation, seq))
+                    .await
+                {
+                    Ok(Ok(())) => {}
                     Ok(Err(err)) => return self.failed("ack", err),
                     Err(_) => return End::Broken,
                 }
@@ -372,16 +383,17 @@ impl Client {
 
     async fn long_poll(&mut self, url: &str) -> End {
         let api = Api::new(url);
-        let mut cursor = 0;
-        let mut ack = None;
+        // What the last poll brought, acked in the next poll's body.
+        let mut acks = Acks::default();
         let mut pace = tokio::time::interval(self.pace);
         let mut answered = false;
         loop {
             let wait_ms = if self.device.sends.is_some() { 0 } else { 200 };
+            let points = acks.points();
             let polled = tokio::select! {
                 polled = tokio::time::timeout(
                     CALL_TIMEOUT,
-                    api.poll(&self.device.token, cursor, ack, wait_ms),
+                    api.poll(&self.device.token, &points, wait_ms),
                 ) => polled,
                 () = self.stop.cancelled() => return End::Stopped,
             };
@@ -390,19 +402,19 @@ impl Client {
                 Ok(Err(err)) => return self.failed("poll", err),
                 Err(_) => return End::Broken,
             };
+            // The acks are applied (positions never move back): only what
+            // this poll brought needs acking next time.
+            acks = Acks::default();
             if !answered {
                 answered = true;
                 self.history.connected();
             }
             for frame in &response.frames {
                 self.history.read(&self.device.label, frame);
+                acks.received(frame);
             }
             if response.closed.is_some() {
                 return End::Broken;
-            }
-            cursor = response.cursor;
-            if cursor > 0 {
-                ack = Some(cursor);
             }
             if self.stop.is_cancelled() {
                 return End::Stopped;
@@ -427,24 +439,69 @@ impl Client {
             }
         }
     }
+
+    /// An `error` without an id: the answer to a quiet ack. A passing
+    /// refusal (the store unavailable) moved nothing, and the next burst's
+    /// cumulative ack covers the same events; anything else is a defect.
+    fn ack_refused(&self, code: ErrorCode, message: &str) {
+        match code {
+            ErrorCode::Unavailable | ErrorCode::ShuttingDown => self.history.refused(),
+            code => panic!(
+                "{}: ack refused: {} {message}",
+                self.device.label,
+                code.as_str()
+            ),
+        }
+    }
 }
 
-/// After the faults: long-polls each device's queue from its start, acking
-/// as it goes, until a full pass over every device reads nothing. A poll
-/// reads the store itself; a WebSocket ping round trip could not prove a
-/// queue empty, because the server pushes a reconnecting device's backlog
-/// from a task of its own, which a `pong` can overtake. (The devices used
-/// their own transports while the faults ran.) Acks queue `delivered`
-/// receipts for the senders, hence the repeated passes. Fails if one pass
-/// takes longer than `pass_within` (the drain stalled), or all of them
-/// longer than ten times that.
+/// The cumulative acks a burst of frames calls for: per conversation, the
+/// highest seq a stored event (`message`, or the end of an `expired` range)
+/// brought there. Receipts, typing and presence have nothing to ack.
+#[derive(Default)]
+struct Acks(BTreeMap<i64, i64>);
+
+impl Acks {
+    fn received(&mut self, frame: &ServerFrame) {
+        if let Some((conversation, seq)) = frame.ack_point() {
+            let highest = self.0.entry(conversation).or_insert(seq);
+            *highest = seq.max(*highest);
+        }
+    }
+
+    fn points(&self) -> Vec<(i64, i64)> {
+        self.0.iter().map(|(c, s)| (*c, *s)).collect()
+    }
+
+    fn take(&mut self) -> Vec<(i64, i64)> {
+        let points = self.points();
+        self.0.clear();
+        points
+    }
+}
+
+/// After the faults: long-polls each device until a poll returns no stored
+/// event, acking (cumulatively, in the next poll) what each poll brought,
+/// then passes over every device again until a full pass reads nothing. A
+/// poll returns every stored event above the device's acked positions, so
+/// its first poll re-reads whatever the device received but had not acked
+/// (redeliveries, which the checker allows) as well as anything it never
+/// received; a poll reads the store itself, where a WebSocket ping round
+/// trip could not prove that nothing waits, because the server pushes a
+/// reconnecting device's backlog from a task of its own, which a `pong` can
+/// overtake. (The devices used their own transports while the faults ran.)
+/// The pass that reads nothing proves the acks moved every position past
+/// everything meant for its device. Receipts are live only now, so acks no
+/// longer queue anything for the senders. Fails if one pass takes longer
+/// than `pass_within` (the drain stalled), or all of them longer than ten
+/// times that.
 pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, pass_within: Duration) {
     use futures_util::StreamExt;
     let deadline = Instant::now() + pass_within * 10;
     loop {
         assert!(
             Instant::now() < deadline,
-            "the queues did not empty within {:?}",
+            "the devices did not drain within {:?}",
             pass_within * 10
         );
         let pass = futures_util::stream::iter(devices)
@@ -465,31 +522,31 @@ pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, pass_wi
     }
 }
 
-/// Long-polls from the start of the queue until a poll returns nothing
-/// queued, acking as it goes; returns how many queued frames it read.
+/// Long-polls until a poll returns no stored event (`message`, `expired`),
+/// acking in each poll the highest seq per conversation the previous one
+/// brought; returns how many stored events it read.
 async fn drain_long_poll(device: &Device, url: &str, history: &History) -> usize {
     let api = Api::new(url);
     let mut read = 0;
-    let mut cursor = 0;
-    let mut ack = None;
+    let mut acks = Acks::default();
     loop {
         let response = api
-            .poll(&device.token, cursor, ack, 0)
+            .poll(&device.token, &acks.points(), 0)
             .await
             .expect("drain: poll");
-        let queued = response
-            .frames
-            .iter()
-            .filter(|frame| frame.queue_pos().is_some())
-            .count();
+        acks = Acks::default();
         for frame in &response.frames {
             history.read(&device.label, frame);
+            acks.received(frame);
         }
-        if queued == 0 {
+        let events = response
+            .frames
+            .iter()
+            .filter(|frame| frame.ack_point().is_some())
+            .count();
+        if events == 0 {
             return read;
         }
-        read += queued;
-        cursor = response.cursor;
-        ack = Some(cursor);
+        read += events;
     }
 }

@@ -9,10 +9,9 @@ use std::time::Duration;
 use missive_core::ConversationId;
 use missive_proto::rest::GroupInfo;
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
-use missive_store::{DeviceAuth, GroupChange, QueueItem};
+use missive_store::{DeviceAuth, GroupChange};
 use tokio::time::Instant;
 
-use super::social_http::{system_event, wire_kind, wire_media};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::service::{CheckedSend, Draft, Recipient};
@@ -263,12 +262,26 @@ impl Dispatcher {
             }
             ClientFrame::Ack {
                 id,
-                up_to,
-                positions,
-            } => match self.state.messaging.ack(&self.auth, up_to, positions).await {
-                Ok(removed) => ServerFrame::Acked { id, removed },
-                Err(err) => error_frame(id, err),
-            },
+                conversation,
+                seq,
+            } => {
+                let acked = self
+                    .state
+                    .messaging
+                    .ack(&self.auth, vec![(ConversationId(conversation), seq)])
+                    .await;
+                match (acked, id) {
+                    (Ok(positions), Some(id)) => ServerFrame::Acked {
+                        id: Some(id),
+                        conversation,
+                        seq: positions.first().map_or(seq, |(_, seq)| *seq),
+                    },
+                    // An ack without an id is answered only when refused:
+                    // clients ack once per burst and need no echo.
+                    (Ok(_), None) => return Vec::new(),
+                    (Err(err), id) => error_frame(id, err),
+                }
+            }
             ClientFrame::Read {
                 id,
                 conversation,
@@ -405,74 +418,5 @@ fn error_frame(id: Option<String>, err: ApiError) -> ServerFrame {
         retry_after_ms: err
             .retry_after
             .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
-    }
-}
-
-/// The wire frame of a queue entry.
-pub fn queue_frame(item: QueueItem) -> ServerFrame {
-    match item {
-        QueueItem::Message {
-            pos,
-            message_id,
-            conversation,
-            seq,
-            from,
-            from_device,
-            client_msg_id,
-            text,
-            media,
-            kind,
-            target,
-            edited_ms,
-            deleted,
-            ts_ms,
-        } => {
-            let event = system_event(kind, &text);
-            ServerFrame::Message {
-                pos,
-                message_id: message_id.to_string(),
-                conversation: conversation.0,
-                seq,
-                from,
-                from_device: from_device.0,
-                client_msg_id,
-                kind: wire_kind(kind),
-                text: if event.is_some() { String::new() } else { text },
-                media: media.into_iter().map(wire_media).collect(),
-                target: target.map(|target| target.to_string()),
-                event,
-                edited_ms,
-                deleted,
-                ts_ms,
-            }
-        }
-        QueueItem::Delivered {
-            pos,
-            conversation,
-            message_id,
-            seq,
-            by,
-            ts_ms,
-        } => ServerFrame::Delivered {
-            pos,
-            conversation: conversation.0,
-            message_id: message_id.to_string(),
-            seq,
-            by,
-            ts_ms,
-        },
-        QueueItem::Read {
-            pos,
-            conversation,
-            seq,
-            by,
-            ts_ms,
-        } => ServerFrame::Read {
-            pos,
-            conversation: conversation.0,
-            seq,
-            by,
-            ts_ms,
-        },
     }
 }

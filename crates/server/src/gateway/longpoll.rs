@@ -1,7 +1,8 @@
 //! HTTP long-polling: the same delivery as the WebSocket for networks that
-//! break WebSockets. `POST /v1/poll` waits for queued frames after a cursor
-//! (acking on the way in); `POST /v1/frames` takes any client frame and
-//! answers with the frames the WebSocket would have sent back.
+//! break WebSockets. `POST /v1/poll` acks (cumulatively, per conversation)
+//! on the way in, then waits for what lies above the device's positions;
+//! `POST /v1/frames` takes any client frame and answers with the frames
+//! the WebSocket would have sent back.
 //!
 //! A waiting poll registers the device with the router exactly like a
 //! WebSocket session, so one device has one live session: a poll replaces a
@@ -19,9 +20,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use missive_proto::rest::{FrameReplies, PollRequest, PollResponse};
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
+use missive_core::ConversationId;
 use tokio::time::Instant;
 
-use super::dispatch::{Dispatcher, queue_frame};
+use super::dispatch::Dispatcher;
+use crate::wire::pending_frame;
 use super::http::{Authenticated, json_body};
 use super::live::{self, Announce};
 use crate::AppState;
@@ -61,8 +64,13 @@ pub async fn poll(
         state.connection_limits.ip(ip)?,
         state.connection_limits.account(auth.account)?,
     ];
-    if let Some(up_to) = request.ack_up_to {
-        state.messaging.ack(&auth, Some(up_to), Vec::new()).await?;
+    if !request.acks.is_empty() {
+        let points = request
+            .acks
+            .iter()
+            .map(|point| (ConversationId(point.conversation), point.seq))
+            .collect();
+        state.messaging.ack(&auth, points).await?;
     }
     let wait_ms = request
         .timeout_ms
@@ -72,21 +80,21 @@ pub async fn poll(
     // Register before the first read: a send committed after the read wakes us.
     let mut live = live::open(&state, &auth, Announce::No, slots).await;
     let registration = live.registration();
-    let mut cursor = request.cursor;
+    // A poll answers with what the store holds; an event handed over live
+    // only tells it to look again.
+    let mut events = registration.take_events();
     let mut frames = Vec::new();
     let mut closed = None;
     loop {
-        let page = state.messaging.pending(auth.device, cursor).await?;
-        if !page.is_empty() {
-            for item in page {
-                cursor = item.pos();
-                frames.push(queue_frame(item));
-            }
+        let page = state.messaging.pending(&auth, Vec::new()).await?;
+        if !page.items.is_empty() {
+            frames.extend(page.items.into_iter().map(pending_frame));
             break;
         }
         let recheck = state.bus.recheck_interval();
         tokio::select! {
             _ = super::ws::wait_for_wake(&registration.wake, recheck) => continue,
+            Some(_) = events.recv() => continue,
             Some(ephemeral) = registration.ephemeral.recv() => {
                 if let Ok(frame) = serde_json::from_str::<ServerFrame>(&ephemeral) {
                     frames.push(frame);
@@ -115,14 +123,10 @@ pub async fn poll(
     metrics::counter!("missive_deliveries_total").increment(
         frames
             .iter()
-            .filter(|frame| frame.queue_pos().is_some())
+            .filter(|frame| matches!(frame, ServerFrame::Message { .. }))
             .count() as u64,
     );
-    Ok(Json(PollResponse {
-        frames,
-        cursor,
-        closed,
-    }))
+    Ok(Json(PollResponse { frames, closed }))
 }
 
 /// `POST /v1/frames`: one client frame (any but `auth`), its replies back.

@@ -10,14 +10,15 @@ use axum::http::StatusCode;
 use missive_core::ConversationId;
 use missive_proto::rest::{
     AddMembersRequest, ConversationKind as WireKind, ConversationList, ConversationSummary,
-    CreateGroupRequest, GroupInfo, History, HistoryMessage, MessageInfo, Privacy, ReactionInfo,
-    ReceiptEntry, RenameGroupRequest, UserList, UsernameBody,
+    CreateGroupRequest, GroupInfo, History, MemberReceipts, MessageInfo, Privacy, ReceiptEntry,
+    RenameGroupRequest, UserList, UsernameBody,
 };
-use missive_proto::{ErrorCode, MessageKind};
-use missive_store::{ConversationKind, EventKind, GroupChange, StoredEvent};
+use missive_proto::ErrorCode;
+use missive_store::{ConversationKind, GroupChange};
 use serde::Deserialize;
 
 use super::http::{Authenticated, json_body};
+use crate::wire::history_message;
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -30,64 +31,6 @@ fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
             "conversation id must be an integer",
         )
     })
-}
-
-/// The wire form of a stored event, shared with the `message` frame.
-pub fn wire_kind(kind: EventKind) -> MessageKind {
-    match kind {
-        EventKind::Text => MessageKind::Text,
-        EventKind::System => MessageKind::System,
-        EventKind::Reaction => MessageKind::Reaction,
-        EventKind::Edit => MessageKind::Edit,
-        EventKind::Delete => MessageKind::Delete,
-    }
-}
-
-/// The wire form of an attachment.
-pub fn wire_media(media: missive_store::MediaRef) -> missive_proto::rest::MediaRef {
-    missive_proto::rest::MediaRef {
-        media_id: media.id,
-        content_type: media.content_type,
-        size_bytes: media.size_bytes,
-        width: media.width,
-        height: media.height,
-        thumbnail: media.thumbnail,
-    }
-}
-
-/// A system event's stored description as JSON; other kinds have none.
-pub fn system_event(kind: EventKind, body: &str) -> Option<serde_json::Value> {
-    (kind == EventKind::System)
-        .then(|| serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
-}
-
-fn history_message(event: StoredEvent) -> HistoryMessage {
-    let system = system_event(event.kind, &event.body);
-    HistoryMessage {
-        message_id: event.message_id.to_string(),
-        conversation: event.conversation.0,
-        seq: event.seq,
-        from: event.from,
-        from_device: event.from_device.0,
-        client_msg_id: event.client_msg_id,
-        kind: wire_kind(event.kind),
-        text: if system.is_some() {
-            String::new()
-        } else {
-            event.body
-        },
-        media: event.media.into_iter().map(wire_media).collect(),
-        target: event.target.map(|target| target.to_string()),
-        event: system,
-        edited_ms: event.edited_ms,
-        deleted: event.deleted,
-        ts_ms: event.ts_ms,
-        reactions: event
-            .reactions
-            .into_iter()
-            .map(|(user, emoji)| ReactionInfo { user, emoji })
-            .collect(),
-    }
 }
 
 /// `POST /v1/groups`
@@ -229,6 +172,15 @@ pub async fn conversations(
                 read_seq: record.read_seq,
                 unread: (record.last_seq - record.read_seq).max(0),
                 last_message: record.last_event.map(history_message),
+                receipts: record
+                    .receipts
+                    .into_iter()
+                    .map(|member| MemberReceipts {
+                        user: member.username,
+                        delivered_seq: member.delivered_seq,
+                        read_seq: member.read_seq,
+                    })
+                    .collect(),
             })
             .collect(),
     }))

@@ -1,13 +1,15 @@
 //! One WebSocket session: authenticate with the first frame, then three
 //! cooperating parts owned by the session:
 //! - the reader (this task) decodes client frames and answers them;
-//! - the pump drains the device's queue from the Store in position order,
-//!   then waits for a wake-up and drains again, so queued and live delivery
-//!   are one path with no gap and no reorder;
+//! - the pump reads what waits above the device's positions from the Store
+//!   in seq order per conversation, then waits for a wake-up and reads
+//!   again, so catching up and live delivery are one path with no gap and
+//!   no reorder;
 //! - the writer owns the socket's sink, writes frames from a bounded channel
 //!   and pings on keepalive; a write stuck for `write_timeout_ms` closes the
-//!   connection as a slow consumer (its messages stay queued).
+//!   connection as a slow consumer (its messages wait for the next one).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use missive_core::DeviceId;
+use missive_core::{ConversationId, Seq};
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
 use missive_store::DeviceAuth;
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
@@ -27,11 +29,13 @@ use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::connections::Slot;
-use super::dispatch::{Dispatcher, queue_frame};
+use super::dispatch::Dispatcher;
 use super::live::{self, Announce};
 use super::web;
+use crate::wire::pending_frame;
 use crate::AppState;
 use crate::error::ApiError;
+use crate::router::LiveEvent;
 use crate::service::Messaging;
 
 /// Backoff bounds when the pump cannot read the queue.
@@ -173,10 +177,11 @@ async fn serve_device(
         Duration::from_secs(limits.keepalive_secs),
     ));
     let registration = live.registration();
-    let pump = tokio::spawn(pump_queue(
+    let pump = tokio::spawn(pump_pending(
         state.clone(),
-        auth.device,
+        auth.clone(),
         registration.wake.clone(),
+        registration.take_events(),
         outbound.clone(),
     ));
     let mut session = Session {
@@ -354,48 +359,71 @@ impl Session {
     }
 }
 
-/// Drains the device's queue page by page, then sleeps until woken. The
-/// cursor only moves forward, so each entry is written at most once per
-/// connection; unacked entries come again on the next connection.
-async fn pump_queue(
+/// Delivers to the connection: first what waits above the device's
+/// positions, read from the store page by page; then events as the send
+/// path hands them over (`events`), each written if it is the next one of
+/// its conversation. `after` is where this connection stands in each
+/// conversation, so nothing is written twice on one connection and nothing
+/// is skipped: an event beyond a gap (or in a conversation this connection
+/// has not placed yet), a wake-up from another node, or a full hand-over
+/// buffer sends it back to the store, which has everything. Unacked events
+/// come again on the next connection.
+async fn pump_pending(
     state: Arc<AppState>,
-    device: DeviceId,
+    auth: DeviceAuth,
     wake: Arc<Notify>,
+    mut events: mpsc::Receiver<Arc<LiveEvent>>,
     outbound: mpsc::Sender<Outbound>,
 ) {
     let messaging: &Messaging = &state.messaging;
-    let mut cursor = 0;
+    let mut after: HashMap<ConversationId, Seq> = HashMap::new();
     let mut retry_delay = READ_RETRY_DELAY_MIN;
+    let mut read_store = true;
     loop {
-        let page = match messaging.pending(device, cursor).await {
-            Ok(page) => page,
-            Err(err) => {
-                // Do not wait for a wake-up: a backlog may have no new
-                // traffic to cause one. Retry with a bounded backoff.
-                tracing::warn!(
-                    code = err.code.as_str(),
-                    "reading the queue failed; retrying"
-                );
-                tokio::time::sleep(retry_delay).await;
-                retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
-                continue;
+        while read_store {
+            let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
+            let page = match messaging.pending(&auth, positions).await {
+                Ok(page) => page,
+                Err(err) => {
+                    // Do not wait for a wake-up: a backlog may have no new
+                    // traffic to cause one. Retry with a bounded backoff.
+                    tracing::warn!(
+                        code = err.code.as_str(),
+                        "reading what waits failed; retrying"
+                    );
+                    tokio::time::sleep(retry_delay).await;
+                    retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
+                    continue;
+                }
+            };
+            retry_delay = READ_RETRY_DELAY_MIN;
+            after.extend(page.scanned);
+            for item in page.items {
+                let frame = Outbound::Frame(Box::new(pending_frame(item)));
+                if outbound.send(frame).await.is_err() {
+                    return;
+                }
+                metrics::counter!("missive_deliveries_total").increment(1);
             }
-        };
-        retry_delay = READ_RETRY_DELAY_MIN;
-        let page_was_full = page.len() >= messaging.page_size();
-        for item in page {
-            cursor = item.pos();
-            if outbound
-                .send(Outbound::Frame(Box::new(queue_frame(item))))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            metrics::counter!("missive_deliveries_total").increment(1);
+            read_store = page.more;
         }
-        if !page_was_full {
-            wait_for_wake(&wake, state.bus.recheck_interval()).await;
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                match after.get(&event.conversation) {
+                    Some(at) if event.seq <= *at => {}
+                    Some(at) if event.seq == at + 1 => {
+                        after.insert(event.conversation, event.seq);
+                        let frame = Outbound::Text(Arc::clone(&event.frame));
+                        if outbound.send(frame).await.is_err() {
+                            return;
+                        }
+                        metrics::counter!("missive_deliveries_total").increment(1);
+                    }
+                    _ => read_store = true,
+                }
+            }
+            () = wait_for_wake(&wake, state.bus.recheck_interval()) => read_store = true,
         }
     }
 }

@@ -14,7 +14,7 @@ use missive_store::{
 
 use super::push::Push;
 use crate::cache::Caches;
-use crate::config::{DeliveryConfig, LimitsConfig};
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 
 pub struct Groups {
@@ -24,7 +24,6 @@ pub struct Groups {
     push: Arc<Push>,
     caches: Arc<Caches>,
     members_max: usize,
-    offline_ttl_ms: i64,
 }
 
 impl Groups {
@@ -34,7 +33,6 @@ impl Groups {
         clock: Arc<dyn Clock>,
         push: Arc<Push>,
         caches: Arc<Caches>,
-        delivery: &DeliveryConfig,
         limits: &LimitsConfig,
     ) -> Self {
         Self {
@@ -44,8 +42,6 @@ impl Groups {
             push,
             caches,
             members_max: limits.group_members_max,
-            offline_ttl_ms: i64::try_from(delivery.offline_ttl_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
         }
     }
 
@@ -71,7 +67,6 @@ impl Groups {
                 members,
                 members_max: self.members_max,
                 now_ms,
-                queue_expires_ms: now_ms.saturating_add(self.offline_ttl_ms),
             })
             .await?;
         self.wake(&created).await;
@@ -95,7 +90,6 @@ impl Groups {
                 change,
                 members_max: self.members_max,
                 now_ms,
-                queue_expires_ms: now_ms.saturating_add(self.offline_ttl_ms),
             })
             .await?;
         // Relay targets of the conversation changed, on every node.
@@ -209,10 +203,10 @@ impl Groups {
     }
 
     async fn wake(&self, changed: &GroupChanged) {
-        for device in &changed.queued_for {
+        for device in &changed.recipients {
             self.bus.publish(*device, DeviceEvent::QueueChanged).await;
         }
-        self.push.queued(&changed.queued_for);
+        self.push.queued(&changed.recipients);
     }
 }
 

@@ -1,20 +1,22 @@
 //! Sending, acking and reading: the delivery model of DESIGN.md §2 on top of
-//! the Store, with Bus wake-ups for the devices whose queues grew.
+//! the Store, with Bus wake-ups for the devices an event is for and live
+//! receipt frames for those whose ticks a receipt cursor moved.
 
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
-use missive_core::{
-    ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, QueuePos, Seq, UnixMillis,
-};
-use missive_proto::ErrorCode;
+use missive_core::{ClientMsgId, Clock, ConversationId, MessageId, MessageText, Seq};
+use missive_proto::{ErrorCode, ServerFrame};
 use missive_store::{
-    AckRequest, Appended, Body, ConversationRecord, DeviceAuth, HistoryRequest, NewMessage,
-    QueueItem, ReadRequest, ReceiptsRecord, Store, StoreError, StoredEvent, SweepOutcome,
-    SweepRequest,
+    AckRequest, Appended, Body, ConversationRecord, DeviceAuth, EventKind, HistoryRequest,
+    NewMessage,
+    Pending, PendingRequest, ReadRequest, ReceiptMoved, ReceiptsRecord, Store, StoreError,
+    StoredEvent, SweepOutcome, SweepRequest,
 };
 
 use super::push::Push;
+use crate::router::{LiveEvent, Router};
+use crate::wire;
 use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
 
@@ -63,6 +65,67 @@ fn parse_emoji(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
+/// What a live frame needs of a body that the store does not add: its
+/// kind, text and target. `None` for a text with media (the frame names
+/// each attachment's type and size, which the store looks up), which then
+/// goes the slow way, through the store.
+struct LiveParts {
+    kind: EventKind,
+    body: String,
+    target: Option<MessageId>,
+}
+
+impl LiveParts {
+    fn of(body: &Body) -> Option<Self> {
+        let (kind, text, target) = match body {
+            Body::Text {
+                text,
+                reply_to,
+                media,
+            } => {
+                if !media.is_empty() {
+                    return None;
+                }
+                (EventKind::Text, text.as_str().to_owned(), reply_to.clone())
+            }
+            Body::Reaction { target, emoji } => (
+                EventKind::Reaction,
+                emoji.clone().unwrap_or_default(),
+                Some(target.clone()),
+            ),
+            Body::Edit { target, text, .. } => {
+                (EventKind::Edit, text.as_str().to_owned(), Some(target.clone()))
+            }
+            Body::Delete { target } => (EventKind::Delete, String::new(), Some(target.clone())),
+        };
+        Some(Self {
+            kind,
+            body: text,
+            target,
+        })
+    }
+
+    /// The event as the store will show it to a device reading it.
+    fn event(self, auth: &DeviceAuth, client_msg_id: String, appended: &Appended) -> StoredEvent {
+        StoredEvent {
+            message_id: appended.message_id.clone(),
+            conversation: appended.conversation,
+            seq: appended.seq,
+            from: auth.username.to_string(),
+            from_device: auth.device,
+            client_msg_id,
+            kind: self.kind,
+            body: self.body,
+            media: Vec::new(),
+            target: self.target,
+            edited_ms: None,
+            deleted: false,
+            ts_ms: appended.ts_ms,
+            reactions: Vec::new(),
+        }
+    }
+}
+
 /// A send that passed [`Messaging::check`].
 pub struct CheckedSend {
     client_msg_id: ClientMsgId,
@@ -79,6 +142,7 @@ pub enum Recipient {
 pub struct Messaging {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    router: Arc<Router>,
     clock: Arc<dyn Clock>,
     push: Arc<Push>,
     delivery: DeliveryConfig,
@@ -89,6 +153,7 @@ impl Messaging {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        router: Arc<Router>,
         clock: Arc<dyn Clock>,
         push: Arc<Push>,
         delivery: &DeliveryConfig,
@@ -97,15 +162,12 @@ impl Messaging {
         Self {
             store,
             bus,
+            router,
             clock,
             push,
             delivery: delivery.clone(),
             text_bytes_max: limits.text_bytes_max,
         }
-    }
-
-    fn queue_expires_ms(&self, now_ms: UnixMillis) -> UnixMillis {
-        now_ms.saturating_add(secs_to_ms(self.delivery.offline_ttl_secs))
     }
 
     /// The 1:1 conversation a send to `username` goes into, created by the
@@ -213,8 +275,10 @@ impl Messaging {
         })
     }
 
-    /// Stores an event durably (to the configured fsync level) and wakes the
-    /// devices it was queued for. Idempotent per (device, client_msg_id).
+    /// Stores an event durably (to the configured fsync level) and hands it
+    /// to its recipients: from memory to those live on this node, by a Bus
+    /// wake-up (they read it from the store) to the others. Idempotent per
+    /// (device, client_msg_id).
     pub async fn send(
         &self,
         auth: &DeviceAuth,
@@ -226,6 +290,8 @@ impl Messaging {
             body,
         } = checked;
         let now_ms = self.clock.now_ms();
+        let live = LiveParts::of(&body);
+        let client_msg_id_text = live.as_ref().map(|_| client_msg_id.as_str().to_owned());
         let appended = self
             .store
             .append_message(NewMessage {
@@ -236,46 +302,73 @@ impl Messaging {
                 client_msg_id,
                 body,
                 now_ms,
-                queue_expires_ms: self.queue_expires_ms(now_ms),
             })
             .await?;
-        if !appended.duplicate {
-            metrics::counter!("missive_sends_total").increment(1);
+        if appended.duplicate {
+            return Ok(appended);
         }
-        self.wake(&appended.queued_for).await;
+        metrics::counter!("missive_sends_total").increment(1);
+        let elsewhere = match (live, client_msg_id_text) {
+            (Some(live), Some(client_msg_id)) => {
+                let frame = wire::event_frame(live.event(auth, client_msg_id, &appended));
+                let event = Arc::new(LiveEvent {
+                    conversation: appended.conversation,
+                    seq: appended.seq,
+                    frame: frame.to_json().into(),
+                });
+                self.router.offer(&appended.recipients, &event)
+            }
+            _ => appended.recipients.clone(),
+        };
+        for device in &elsewhere {
+            self.bus.publish(*device, DeviceEvent::QueueChanged).await;
+        }
+        self.push.queued(&appended.recipients);
         Ok(appended)
     }
 
-    /// Removes acked entries from the caller's queue; returns how many.
+    /// Moves the device's positions forward (cumulative acks); returns its
+    /// position in each acked conversation. The members whose ticks the
+    /// account's delivered cursor moved are told live.
     pub async fn ack(
         &self,
         auth: &DeviceAuth,
-        up_to: Option<QueuePos>,
-        positions: Vec<QueuePos>,
-    ) -> Result<u64, ApiError> {
-        const POSITIONS_MAX: usize = 1024;
-        if positions.len() > POSITIONS_MAX {
+        points: Vec<(ConversationId, Seq)>,
+    ) -> Result<Vec<(ConversationId, Seq)>, ApiError> {
+        const POINTS_MAX: usize = 1024;
+        if points.len() > POINTS_MAX {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
-                "at most 1024 positions per ack",
+                "at most 1024 conversations per ack",
             ));
         }
-        let now_ms = self.clock.now_ms();
+        if points.iter().any(|(_, seq)| *seq < 0) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "seq must not be negative",
+            ));
+        }
         let outcome = self
             .store
             .ack(AckRequest {
                 device: auth.device,
                 account: auth.account,
-                up_to,
-                positions,
-                purge_acked_bodies: self.delivery.history_retention_secs == 0,
-                now_ms,
-                queue_expires_ms: self.queue_expires_ms(now_ms),
+                points,
+                purge_delivered_bodies: self.delivery.history_retention_secs == 0,
+                now_ms: self.clock.now_ms(),
             })
             .await?;
-        metrics::counter!("missive_acks_total").increment(outcome.removed);
-        self.wake(&outcome.queued_for).await;
-        Ok(outcome.removed)
+        metrics::counter!("missive_acks_total").increment(outcome.positions.len() as u64);
+        for moved in &outcome.receipts {
+            let frame = ServerFrame::Delivered {
+                conversation: moved.conversation.0,
+                by: moved.by.clone(),
+                seq: moved.seq,
+                ts_ms: moved.ts_ms,
+            };
+            self.tell(moved, &frame).await;
+        }
+        Ok(outcome.positions)
     }
 
     /// Marks the conversation read up to `seq`; returns the read pointer.
@@ -285,18 +378,24 @@ impl Messaging {
         conversation: ConversationId,
         seq: Seq,
     ) -> Result<Seq, ApiError> {
-        let now_ms = self.clock.now_ms();
         let outcome = self
             .store
             .mark_read(ReadRequest {
                 account: auth.account,
                 conversation,
                 seq,
-                now_ms,
-                queue_expires_ms: self.queue_expires_ms(now_ms),
+                now_ms: self.clock.now_ms(),
             })
             .await?;
-        self.wake(&outcome.queued_for).await;
+        if let Some(moved) = &outcome.moved {
+            let frame = ServerFrame::Read {
+                conversation: moved.conversation.0,
+                by: moved.by.clone(),
+                seq: moved.seq,
+                ts_ms: moved.ts_ms,
+            };
+            self.tell(moved, &frame).await;
+        }
         Ok(outcome.seq)
     }
 
@@ -346,15 +445,26 @@ impl Messaging {
             .await?)
     }
 
-    /// The next page of the device's queue after `after`.
+    /// The next page of what waits for the device, above its stored
+    /// positions and `after` (where this connection already is).
     pub async fn pending(
         &self,
-        device: DeviceId,
-        after: QueuePos,
-    ) -> Result<Vec<QueueItem>, ApiError> {
+        auth: &DeviceAuth,
+        after: Vec<(ConversationId, Seq)>,
+    ) -> Result<Pending, ApiError> {
+        let expired_before_ms = self
+            .clock
+            .now_ms()
+            .saturating_sub(secs_to_ms(self.delivery.offline_ttl_secs));
         Ok(self
             .store
-            .pending(device, after, self.delivery.page_size, self.clock.now_ms())
+            .pending(PendingRequest {
+                device: auth.device,
+                account: auth.account,
+                after,
+                limit: self.delivery.page_size,
+                expired_before_ms,
+            })
             .await?)
     }
 
@@ -362,13 +472,15 @@ impl Messaging {
         self.delivery.page_size
     }
 
-    /// One sweep: expired entries, bodies past retention, old dedup records.
-    /// Dedup records are kept as long as either window so a retry within the
-    /// offline TTL is always recognised.
+    /// One sweep: bodies past retention that no device waits for, and the
+    /// rows of purged bodies once their dedup window has passed. That window
+    /// is the longer of retention and the offline TTL, so a retry within
+    /// the TTL is always recognised.
     pub async fn sweep(&self) -> Result<SweepOutcome, ApiError> {
         let now_ms = self.clock.now_ms();
         let retention_ms = secs_to_ms(self.delivery.history_retention_secs);
-        let dedup_ms = retention_ms.max(secs_to_ms(self.delivery.offline_ttl_secs));
+        let ttl_ms = secs_to_ms(self.delivery.offline_ttl_secs);
+        let dedup_ms = retention_ms.max(ttl_ms);
         let mut total = SweepOutcome::default();
         loop {
             let outcome = self
@@ -376,28 +488,31 @@ impl Messaging {
                 .sweep(SweepRequest {
                     now_ms,
                     bodies_before_ms: now_ms.saturating_sub(retention_ms),
+                    undelivered_before_ms: now_ms.saturating_sub(ttl_ms),
                     dedup_before_ms: now_ms.saturating_sub(dedup_ms),
                     limit: SWEEP_ROWS_MAX,
                 })
                 .await?;
-            total.expired_entries += outcome.expired_entries;
             total.purged_bodies += outcome.purged_bodies;
             total.purged_dedup += outcome.purged_dedup;
             let limit = SWEEP_ROWS_MAX as u64;
-            if outcome.expired_entries < limit
-                && outcome.purged_bodies < limit
-                && outcome.purged_dedup < limit
-            {
+            if outcome.purged_bodies < limit && outcome.purged_dedup < limit {
                 return Ok(total);
             }
         }
     }
 
-    async fn wake(&self, devices: &[DeviceId]) {
-        for device in devices {
-            self.bus.publish(*device, DeviceEvent::QueueChanged).await;
+    /// A receipt frame for the devices whose ticks moved; live only.
+    async fn tell(&self, moved: &ReceiptMoved, frame: &ServerFrame) {
+        if moved.notify.is_empty() {
+            return;
         }
-        self.push.queued(devices);
+        let text: Arc<str> = frame.to_json().into();
+        for device in &moved.notify {
+            self.bus
+                .publish(*device, DeviceEvent::Ephemeral(Arc::clone(&text)))
+                .await;
+        }
     }
 }
 

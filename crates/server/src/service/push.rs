@@ -141,7 +141,7 @@ impl Worker {
     }
 
     async fn announce(&self, device: DeviceId) {
-        let waiting = match self.store.queue_depth(device).await {
+        let waiting = match self.store.waiting(device).await {
             Ok(0) | Err(_) => return,
             Ok(waiting) => waiting,
         };

@@ -17,6 +17,17 @@ const THUMB_EDGE_PX = 320;
 // The parts of a message bubble, in document order; each is present or absent, and updated in place.
 const PARTS = ['author', 'quote', 'media', 'text', 'meta', 'failed', 'reactions', 'menu'];
 
+/**
+ * The note for events that expired before they reached this device. It counts every event of the range as the
+ * server numbers them (a reaction or an edit is one too): what the user needs is that something is missing here.
+ */
+function expiredText({ fromSeq, toSeq }) {
+  const count = toSeq - fromSeq + 1;
+  return count === 1
+    ? 'A message expired before it reached this device'
+    : `${count} messages expired before they reached this device`;
+}
+
 /** Why a text cannot be sent, or null: the server refuses texts over limits.text_bytes_max. */
 function textTooLong(text) {
   const bytes = utf8Bytes(text);
@@ -244,7 +255,23 @@ export class ChatView {
     const entries = [];
     let lastDay = null;
     let previous = null;
+    // Expired ranges go where their events would have been: before the first message after them.
+    const notes = store.expiredNotes(conv);
+    let nextNote = 0;
+    const notesBefore = (seq) => {
+      for (; nextNote < notes.length && notes[nextNote].toSeq < seq; nextNote++) {
+        const text = expiredText(notes[nextNote]);
+        entries.push({
+          key: `expired:${notes[nextNote].fromSeq}-${notes[nextNote].toSeq}`,
+          signature: text,
+          build: () => h('li', { class: 'system expired', dataset: { testid: 'expired-note' } }, text),
+          update: setText(text),
+        });
+        previous = null;
+      }
+    };
     for (const msg of store.timeline(conv)) {
+      notesBefore(msg.seq ?? Infinity);
       const day = dayKey(msg.ts_ms);
       if (day !== lastDay) {
         const label = formatDay(msg.ts_ms);
@@ -279,6 +306,7 @@ export class ChatView {
       });
       previous = msg;
     }
+    notesBefore(Infinity);
     return entries;
   }
 

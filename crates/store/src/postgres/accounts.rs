@@ -86,6 +86,22 @@ pub(super) async fn create_device<C: GenericClient>(
         ],
     )
     .await?;
+    // A new device starts where its account's conversations are now: it
+    // gets what is sent from here on (history pages the past), and nothing
+    // of a group the account left. The conversation rows are read, not
+    // locked (that would stall on every send in flight): what commits
+    // meanwhile is delivered to it too, a few events more than "from now
+    // on", never fewer.
+    execute(
+        db,
+        "INSERT INTO positions (device_id, conversation_id, seq)
+         SELECT $1::bigint, m.conversation_id, c.last_seq FROM members m
+         JOIN conversations c ON c.id = m.conversation_id WHERE m.account_id = $2
+         UNION ALL
+         SELECT $1::bigint, conversation_id, left_seq FROM departures WHERE account_id = $2",
+        &[&id, &device.account.0],
+    )
+    .await?;
     Ok(DeviceId(id))
 }
 
@@ -149,12 +165,14 @@ pub(super) async fn revoke_device<C: GenericClient>(
     if deleted.is_empty() {
         return Ok(false);
     }
-    // Deleting the row waited for any fan-out holding its lock, so no entry
-    // for this device can commit after these deletes.
-    pipeline!(
-        execute(db, "DELETE FROM queue WHERE device_id = $1", &[&device.0]),
-        execute(db, "DELETE FROM dedup WHERE device_id = $1", &[&device.0]),
-    )?;
+    // Its messages stay (with their dedup keys: device ids are never
+    // reused, so they can match nothing new).
+    execute(
+        db,
+        "DELETE FROM positions WHERE device_id = $1",
+        &[&device.0],
+    )
+    .await?;
     Ok(true)
 }
 

@@ -1,18 +1,10 @@
-//! The numeric codes stored for enumerations (the same as SQLite's).
+//! The numeric codes stored for enumerations (the same as SQLite's; event
+//! kinds live in `crate::rules`, which both adapters use).
 
 use crate::model::{EventKind, PresenceVisibility, Role};
 
-/// `queue.kind`.
-pub(super) const QUEUE_MESSAGE: i16 = 0;
-pub(super) const QUEUE_DELIVERED: i16 = 1;
-pub(super) const QUEUE_READ: i16 = 2;
-
-/// `messages.kind`.
-pub(super) const EVENT_TEXT: i16 = 0;
-pub(super) const EVENT_SYSTEM: i16 = 1;
-pub(super) const EVENT_REACTION: i16 = 2;
-pub(super) const EVENT_EDIT: i16 = 3;
-pub(super) const EVENT_DELETE: i16 = 4;
+/// `messages.kind`: shared with SQLite in `crate::rules`.
+pub(super) use crate::rules::{EVENT_DELETE, EVENT_EDIT, EVENT_REACTION, EVENT_SYSTEM, EVENT_TEXT};
 
 /// `members.role`.
 pub(super) const ROLE_MEMBER: i16 = 0;
@@ -22,13 +14,7 @@ pub(super) const ROLE_ADMIN: i16 = 1;
 pub(super) const CONVERSATION_GROUP: i16 = 1;
 
 pub(super) fn event_kind(code: i16) -> EventKind {
-    match code {
-        EVENT_SYSTEM => EventKind::System,
-        EVENT_REACTION => EventKind::Reaction,
-        EVENT_EDIT => EventKind::Edit,
-        EVENT_DELETE => EventKind::Delete,
-        _ => EventKind::Text,
-    }
+    crate::rules::event_kind(i64::from(code))
 }
 
 pub(super) fn role(code: i16) -> Role {

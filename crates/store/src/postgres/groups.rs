@@ -1,20 +1,18 @@
 //! Group conversations: creation, membership changes recorded as system
 //! events, and group info. A change locks the conversation row before it
 //! reads anything, which serializes it with every send into the group: a
-//! send's fan-out sees the membership either before or after the change,
-//! never half of it.
+//! send's checks and recipients see the membership either before or after
+//! the change, never half of it. A removal or leave records a departure,
+//! so the one who left still gets events up to its own and nothing later.
 
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
 
-use super::codes::{
-    CONVERSATION_GROUP, EVENT_SYSTEM, QUEUE_MESSAGE, ROLE_ADMIN, ROLE_MEMBER, role,
-};
+use super::codes::{CONVERSATION_GROUP, EVENT_SYSTEM, ROLE_ADMIN, ROLE_MEMBER, role};
 use super::conversations::refusal;
 use super::fault::{Fault, Outcome};
-use super::queue::{Entry, enqueue};
 use super::sql::{column, execute, pipeline, row, rows, scalar};
 use crate::StoreError;
 use crate::model::*;
@@ -102,7 +100,9 @@ async fn username<C: GenericClient>(db: &C, account: AccountId) -> Outcome<Strin
     Ok(usernames(db, &[account]).await?.remove(0))
 }
 
-/// Adds members; `AlreadyMember` if any of them is one.
+/// Adds members; `AlreadyMember` if any of them is one. Someone added
+/// again is no longer a departure: what waits for its devices follows
+/// from the new membership alone.
 async fn add_members<C: GenericClient>(
     db: &C,
     conversation: ConversationId,
@@ -112,14 +112,20 @@ async fn add_members<C: GenericClient>(
     now_ms: UnixMillis,
 ) -> Outcome<()> {
     let ids: Vec<i64> = accounts.iter().map(|a| a.0).collect();
-    let added = execute(
-        db,
-        "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms, read_seq)
-         SELECT $1, account_id, $3, $4, $5, $4 FROM unnest($2::bigint[]) AS account_id
-         ON CONFLICT DO NOTHING",
-        &[&conversation.0, &ids, &role, &joined_seq, &now_ms],
-    )
-    .await?;
+    let (added, _) = pipeline!(
+        execute(
+            db,
+            "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms, read_seq, delivered_seq)
+             SELECT $1, account_id, $3, $4, $5, $4, $4 FROM unnest($2::bigint[]) AS account_id
+             ON CONFLICT DO NOTHING",
+            &[&conversation.0, &ids, &role, &joined_seq, &now_ms],
+        ),
+        execute(
+            db,
+            "DELETE FROM departures WHERE conversation_id = $1 AND account_id = ANY($2)",
+            &[&conversation.0, &ids],
+        ),
+    )?;
     if added as usize == ids.len() {
         Ok(())
     } else {
@@ -127,22 +133,18 @@ async fn add_members<C: GenericClient>(
     }
 }
 
-/// Stores a system event with the next seq and queues it for `recipients`.
-/// The caller holds the conversation row lock (or created the row).
-struct SystemEvent<'a> {
+/// A system event to store with the next seq (one row; its recipients read
+/// it above their positions). The caller holds the conversation row lock
+/// (or created the row).
+struct SystemEvent {
     conversation: ConversationId,
     actor: AccountId,
     actor_device: DeviceId,
     description: serde_json::Value,
-    recipients: &'a [DeviceId],
     now_ms: UnixMillis,
-    queue_expires_ms: UnixMillis,
 }
 
-async fn store_system_event<C: GenericClient>(
-    db: &C,
-    event: &SystemEvent<'_>,
-) -> Outcome<(i64, Vec<DeviceId>)> {
+async fn store_system_event<C: GenericClient>(db: &C, event: &SystemEvent) -> Outcome<i64> {
     let seq: i64 = scalar(
         db,
         "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
@@ -150,37 +152,50 @@ async fn store_system_event<C: GenericClient>(
     )
     .await?;
     let message_id = MessageId::generate();
-    let (_, queued_for) = pipeline!(
-        execute(
-            db,
-            "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind)
-             VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8)",
-            &[
-                &message_id.as_str(),
-                &event.conversation.0,
-                &seq,
-                &event.actor.0,
-                &event.actor_device.0,
-                &event.description.to_string(),
-                &event.now_ms,
-                &EVENT_SYSTEM,
-            ],
-        ),
-        enqueue(
-            db,
-            event.recipients,
-            &Entry {
-                kind: QUEUE_MESSAGE,
-                message_id: Some(message_id.as_str()),
-                conversation: event.conversation,
-                seq,
-                by_account: event.actor,
-                now_ms: event.now_ms,
-                expires_ms: event.queue_expires_ms,
-            },
-        ),
-    )?;
-    Ok((seq, queued_for))
+    execute(
+        db,
+        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind)
+         VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8)",
+        &[
+            &message_id.as_str(),
+            &event.conversation.0,
+            &seq,
+            &event.actor.0,
+            &event.actor_device.0,
+            &event.description.to_string(),
+            &event.now_ms,
+            &EVENT_SYSTEM,
+        ],
+    )
+    .await?;
+    Ok(seq)
+}
+
+/// Records that `leavers` (account, joined seq) left at `left_seq`.
+async fn record_departures<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    leavers: &[(AccountId, i64)],
+    left_seq: i64,
+    now_ms: UnixMillis,
+) -> Outcome<()> {
+    if leavers.is_empty() {
+        return Ok(());
+    }
+    let accounts: Vec<i64> = leavers.iter().map(|(account, _)| account.0).collect();
+    let joined: Vec<i64> = leavers.iter().map(|(_, joined)| *joined).collect();
+    execute(
+        db,
+        "INSERT INTO departures (conversation_id, account_id, joined_seq, left_seq, left_ms)
+         SELECT $1, account_id, joined_seq, $4, $5
+         FROM unnest($2::bigint[], $3::bigint[]) AS l(account_id, joined_seq)
+         ON CONFLICT (conversation_id, account_id) DO UPDATE
+         SET joined_seq = excluded.joined_seq, left_seq = excluded.left_seq,
+             left_ms = excluded.left_ms",
+        &[&conversation.0, &accounts, &joined, &left_seq, &now_ms],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Devices of the group's members and of `leavers`, ascending, but
@@ -247,23 +262,21 @@ pub(super) async fn create_group<C: GenericClient>(
         "name": group.name.as_str(),
         "users": names[1..],
     });
-    let (seq, queued_for) = store_system_event(
+    let seq = store_system_event(
         db,
         &SystemEvent {
             conversation,
             actor: group.creator,
             actor_device: group.creator_device,
             description,
-            recipients: &recipients,
             now_ms: group.now_ms,
-            queue_expires_ms: group.queue_expires_ms,
         },
     )
     .await?;
     Ok(GroupChanged {
         conversation,
         seq,
-        queued_for,
+        recipients,
     })
 }
 
@@ -273,8 +286,9 @@ pub(super) async fn change_group<C: GenericClient>(
 ) -> Outcome<GroupChanged> {
     let conversation = request.conversation;
     let actor = request.actor;
-    // Members who must hear of the change but are no longer members.
-    let mut leavers: Vec<AccountId> = Vec::new();
+    // Members who must hear of the change but are no longer members, with
+    // the seq they had joined at.
+    let mut leavers: Vec<(AccountId, i64)> = Vec::new();
     let description = match &request.change {
         GroupChange::Add(accounts) => {
             let standing = locked_admin(db, conversation, actor).await?;
@@ -307,16 +321,16 @@ pub(super) async fn change_group<C: GenericClient>(
         }
         GroupChange::Remove(target) => {
             locked_admin(db, conversation, actor).await?;
-            remove_member(db, conversation, *target).await?;
-            leavers.push(*target);
+            let joined = remove_member(db, conversation, *target).await?;
+            leavers.push((*target, joined));
             let promoted = promote_if_no_admin(db, conversation, None).await?;
             serde_json::json!({"v": 1, "action": "removed", "actor": username(db, actor).await?,
                 "users": [username(db, *target).await?], "promoted": promoted})
         }
         GroupChange::Leave => {
             standing(db, conversation, actor, true).await?;
-            remove_member(db, conversation, actor).await?;
-            leavers.push(actor);
+            let joined = remove_member(db, conversation, actor).await?;
+            leavers.push((actor, joined));
             let promoted = promote_if_no_admin(db, conversation, None).await?;
             serde_json::json!({"v": 1, "action": "left", "actor": username(db, actor).await?,
                 "promoted": promoted})
@@ -352,43 +366,44 @@ pub(super) async fn change_group<C: GenericClient>(
                 "name": name.as_str()})
         }
     };
-    let recipients = recipients(db, conversation, &leavers, request.actor_device).await?;
-    let (seq, queued_for) = store_system_event(
+    let leaving: Vec<AccountId> = leavers.iter().map(|(account, _)| *account).collect();
+    let recipients = recipients(db, conversation, &leaving, request.actor_device).await?;
+    let seq = store_system_event(
         db,
         &SystemEvent {
             conversation,
             actor,
             actor_device: request.actor_device,
             description,
-            recipients: &recipients,
             now_ms: request.now_ms,
-            queue_expires_ms: request.queue_expires_ms,
         },
     )
     .await?;
+    record_departures(db, conversation, &leavers, seq, request.now_ms).await?;
     Ok(GroupChanged {
         conversation,
         seq,
-        queued_for,
+        recipients,
     })
 }
 
+/// Deletes the membership and returns the seq it had joined at;
 /// `NotMember` if `account` is not one.
 async fn remove_member<C: GenericClient>(
     db: &C,
     conversation: ConversationId,
     account: AccountId,
-) -> Outcome<()> {
-    let removed = execute(
+) -> Outcome<i64> {
+    let removed = row(
         db,
-        "DELETE FROM members WHERE conversation_id = $1 AND account_id = $2",
+        "DELETE FROM members WHERE conversation_id = $1 AND account_id = $2 RETURNING joined_seq",
         &[&conversation.0, &account.0],
     )
     .await?;
-    if removed == 0 {
-        return Err(StoreError::NotMember.into());
+    match removed {
+        Some(removed) => Ok(removed.try_get(0)?),
+        None => Err(StoreError::NotMember.into()),
     }
-    Ok(())
 }
 
 /// A group with members but no admin promotes its longest-standing member

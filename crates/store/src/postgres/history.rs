@@ -1,7 +1,8 @@
-//! Reading conversations back: history pages, the conversation list and
-//! per-message receipts. Each is a fixed number of statements whatever the
-//! page or list size (reactions, media and last events are fetched for all
-//! rows at once).
+//! Reading conversations back: history pages, the conversation list (with
+//! the other members' receipt cursors) and per-message receipts. Each is a
+//! fixed number of statements whatever the page or list size (reactions,
+//! media and last events are fetched for all rows at once). Events whose
+//! bodies were purged are not shown: their rows only keep dedup keys.
 
 use std::collections::HashMap;
 
@@ -127,7 +128,7 @@ pub(super) async fn history<C: GenericClient>(
                     "SELECT ",
                     event_columns!(),
                     " FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = $1 AND m.seq > $2 AND ",
+                     WHERE m.conversation_id = $1 AND m.seq > $2 AND m.body IS NOT NULL AND ",
                     about_visible!("$4"),
                     " ORDER BY m.seq LIMIT $3"
                 ),
@@ -143,7 +144,8 @@ pub(super) async fn history<C: GenericClient>(
                     "SELECT ",
                     event_columns!(),
                     " FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3 AND ",
+                     WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3
+                       AND m.body IS NOT NULL AND ",
                     about_visible!("$2"),
                     " ORDER BY m.seq DESC LIMIT $4"
                 ),
@@ -164,7 +166,7 @@ pub(super) async fn conversations<C: GenericClient>(
     db: &C,
     account: AccountId,
 ) -> Outcome<Vec<ConversationRecord>> {
-    let (memberships, member_names, last_events) = pipeline!(
+    let (memberships, member_names, last_events, cursors) = pipeline!(
         rows(
             db,
             "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, c.created_ms
@@ -186,13 +188,34 @@ pub(super) async fn conversations<C: GenericClient>(
                 "SELECT ", event_columns!(),
                 " FROM members mb CROSS JOIN LATERAL (
                      SELECT * FROM messages m WHERE m.conversation_id = mb.conversation_id
-                     AND m.seq > mb.joined_seq ORDER BY m.seq DESC LIMIT 1) m
+                     AND m.seq > mb.joined_seq AND m.body IS NOT NULL
+                     ORDER BY m.seq DESC LIMIT 1) m
                  JOIN accounts a ON a.id = m.sender_account
                  WHERE mb.account_id = $1"
             ),
             &[&account.0],
         ),
+        rows(
+            db,
+            "SELECT m.conversation_id, a.username, m.delivered_seq, m.read_seq
+             FROM members m JOIN accounts a ON a.id = m.account_id
+             WHERE m.conversation_id IN (SELECT conversation_id FROM members WHERE account_id = $1)
+               AND m.account_id <> $1
+             ORDER BY m.conversation_id, a.username",
+            &[&account.0],
+        ),
     )?;
+    let mut receipts: HashMap<i64, Vec<MemberReceipts>> = HashMap::new();
+    for row in &cursors {
+        receipts
+            .entry(row.try_get(0)?)
+            .or_default()
+            .push(MemberReceipts {
+                username: row.try_get(1)?,
+                delivered_seq: row.try_get(2)?,
+                read_seq: row.try_get(3)?,
+            });
+    }
     let mut names: HashMap<i64, Vec<String>> = HashMap::new();
     for row in &member_names {
         names
@@ -223,6 +246,7 @@ pub(super) async fn conversations<C: GenericClient>(
             last_seq: row.try_get(3)?,
             read_seq: row.try_get(4)?,
             last_event,
+            receipts: receipts.remove(&id).unwrap_or_default(),
         };
         records.push((activity, record));
     }
@@ -247,7 +271,8 @@ pub(super) async fn receipts<C: GenericClient>(
         db,
         "SELECT m.seq, m.sender_account FROM messages m
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = $4
-         WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq",
+         WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq
+           AND m.body IS NOT NULL",
         &[
             &message_id.as_str(),
             &conversation.0,
@@ -261,9 +286,11 @@ pub(super) async fn receipts<C: GenericClient>(
     let (delivered, read) = pipeline!(
         rows(
             db,
-            "SELECT a.username, r.delivered_ms FROM receipts r JOIN accounts a ON a.id = r.account_id
-             WHERE r.message_id = $1 ORDER BY r.delivered_ms, a.username",
-            &[&message_id.as_str()],
+            "SELECT a.username, m.delivered_ms FROM members m JOIN accounts a ON a.id = m.account_id
+             WHERE m.conversation_id = $1 AND m.delivered_seq >= $2 AND m.account_id <> $3
+               AND m.joined_seq < $2
+             ORDER BY m.delivered_ms, a.username",
+            &[&conversation.0, &seq, &sender],
         ),
         rows(
             db,

@@ -3,39 +3,43 @@
 //! its own pool, share one database and keep the guarantees of the
 //! single-writer SQLite store. How:
 //!
-//! - **Gap-free seq in commit order.** A conversation's next seq is taken by
-//!   `UPDATE conversations SET last_seq = last_seq + 1 ... RETURNING` inside
-//!   the writing transaction. The row lock it takes is held to commit, so
-//!   events of one conversation commit one after another in seq order, and a
-//!   rollback gives the number back with nothing written. Every event of a
-//!   conversation (text, reaction, edit, delete, group change) takes this
-//!   lock before its checks, so membership and target checks see the latest
-//!   committed state.
-//! - **Queue positions increase in commit order per device.** A reader
-//!   follows `pending(device, after = cursor)`, so position N+1 must never
-//!   become visible before N. A position is drawn from one identity sequence
-//!   (unique across devices, like SQLite's AUTOINCREMENT), but only after the
-//!   transaction has locked the recipient's `devices` row (`FOR NO KEY
-//!   UPDATE`, held to commit): the next writer to that device gets the lock
-//!   only after this one committed, so it draws a larger number. (A bare
-//!   sequence without the lock is wrong: a smaller number drawn earlier can
-//!   commit after a reader already moved past a larger one.) One statement
-//!   locks all recipients' rows in ascending id order and inserts every
-//!   entry, so fan-out costs one round trip and concurrent fan-outs cannot
-//!   deadlock.
-//! - **Dedup first.** A send begins by inserting its (sender device,
-//!   client_msg_id) row with `ON CONFLICT DO NOTHING`. A concurrent retry on
-//!   another node blocks on that key until the first transaction ends, then
-//!   either finds the stored message and answers with it (`duplicate`) or,
-//!   if the first rolled back, proceeds. No seq is taken before the key is won.
-//! - **One lock order.** dedup key, conversation row, message rows, device
-//!   rows: transactions take locks in that order, each kind in ascending
-//!   key order. A deadlock or serialization failure the engine still reports
-//!   (other Postgres-wire engines report conflicts that way) reruns the
-//!   transaction a few times.
+//! - **One row per event, nothing per recipient.** A send stores its event
+//!   row (keyed by conversation and seq) and advances the conversation's
+//!   `last_seq`; what waits for a device is every event above its
+//!   *position* in each of its conversations (`delivery.rs`). The send path
+//!   writes no row per recipient and locks no device row; who an event is
+//!   for is read, for waking them, not stored.
+//! - **Gap-free seq in commit order.** A conversation's next seq is taken
+//!   while the writing transaction holds the conversation row (`FOR NO KEY
+//!   UPDATE`), to commit, and written back with the event in the same
+//!   transaction. So events of one conversation commit one after another in
+//!   seq order, no reader sees seq N+1 before N (a reader that sees a
+//!   `last_seq` sees every row up to it), and a rollback gives the number
+//!   back with nothing written. Every event of a conversation (text,
+//!   reaction, edit, delete, group change) takes this lock before its
+//!   checks, so membership and target checks see the latest committed state.
+//! - **Retries answered once.** The idempotency key is the unique index on
+//!   the event rows' (sender device, client_msg_id). A retry into the same
+//!   conversation waits on the conversation lock, then finds the first
+//!   send's row. One into another conversation, concurrently on another
+//!   node, waits on the key itself (`INSERT ... ON CONFLICT`) until the
+//!   first commits, finds it taken, and its transaction runs again, this
+//!   time answering with the first send's row. No seq is taken for it.
+//! - **One lock order.** Conversation rows, then message rows, each kind in
+//!   ascending key order. An ack takes the acking account's member rows
+//!   (ascending) and, in store-and-forward, a per-conversation advisory
+//!   lock before the message rows it purges; a group change takes its
+//!   conversation row, then member rows. A deadlock or serialization
+//!   failure the engine still reports (other Postgres-wire engines report
+//!   conflicts that way) reruns the transaction a few times.
 //! - **Many sends per commit.** Sends that arrive together share one
 //!   transaction (`sender.rs`, `send.rs`), which takes all its locks up
-//!   front in the order above; each send is still judged alone.
+//!   front in the order above; each send is still judged alone, and a
+//!   refused one takes no seq and writes nothing.
+//! - **Acks are cursors.** An ack moves the device's positions and its
+//!   account's delivered cursors forward in one transaction: one multi-row
+//!   upsert of positions, one multi-row update of member rows, whatever the
+//!   number of conversations or events it covers.
 //! - **Sweeps on every node at once.** The sweeper and media collection
 //!   delete bounded batches picked with `FOR UPDATE SKIP LOCKED`, so
 //!   concurrent sweepers take disjoint rows and never wait on each other or
@@ -49,11 +53,11 @@
 mod accounts;
 mod codes;
 mod conversations;
+mod delivery;
 mod fault;
 mod groups;
 mod history;
 mod media;
-mod queue;
 mod schema;
 mod send;
 mod sender;
@@ -61,6 +65,8 @@ mod sessions;
 mod social;
 mod sql;
 mod sweep;
+#[cfg(test)]
+mod testing;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -69,7 +75,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use missive_core::{
-    AccountId, ConversationId, DeviceId, MessageId, QueuePos, TokenHash, UnixMillis, Username,
+    AccountId, ConversationId, DeviceId, MessageId, TokenHash, UnixMillis, Username,
 };
 use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_postgres::{IsolationLevel, NoTls};
@@ -145,10 +151,11 @@ impl PostgresStore {
         }
         // Statements stay prepared per connection, and PostgreSQL would
         // soon switch them to a generic plan costed for 100-row `unnest`
-        // inputs and fresh, near-empty tables: hash joins that scan
-        // `messages` and `devices` whole on every ack (measured: one full
-        // scan of each per message at 1,000 pairs). Planning each execution
-        // with its real arrays keeps them on the indexes.
+        // inputs and fresh, near-empty tables: hash joins that scan whole
+        // tables on every call (measured with the per-device queues: one
+        // full scan of `messages` and `devices` per message acked at 1,000
+        // pairs; acks and sends still join `unnest` arrays). Planning each
+        // execution with its real arrays keeps them on the indexes.
         let custom_plans = "-c plan_cache_mode=force_custom_plan";
         let options = match pg.get_options() {
             Some(options) => format!("{options} {custom_plans}"),
@@ -333,22 +340,16 @@ impl Store for PostgresStore {
         self.inner.sender.send(message).await
     }
 
-    async fn pending(
-        &self,
-        device: DeviceId,
-        after: QueuePos,
-        limit: usize,
-        now_ms: UnixMillis,
-    ) -> Result<Vec<QueueItem>, StoreError> {
-        autocommit!(self, |db| queue::pending(db, device, after, limit, now_ms))
+    async fn pending(&self, request: PendingRequest) -> Result<Pending, StoreError> {
+        autocommit!(self, |db| delivery::pending(db, &request))
     }
 
     async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError> {
-        transaction!(self, |tx| queue::ack(tx, &ack))
+        transaction!(self, |tx| delivery::ack(tx, &ack))
     }
 
     async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError> {
-        transaction!(self, |tx| queue::mark_read(tx, &read))
+        transaction!(self, |tx| delivery::mark_read(tx, &read))
     }
 
     async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError> {
@@ -539,12 +540,12 @@ impl Store for PostgresStore {
         autocommit!(self, |db| accounts::device_owner(db, device))
     }
 
-    async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError> {
-        autocommit!(self, |db| queue::queue_depth(db, device))
+    async fn waiting(&self, device: DeviceId) -> Result<u64, StoreError> {
+        autocommit!(self, |db| delivery::waiting(db, device))
     }
 
-    async fn queue_depth_total(&self) -> Result<u64, StoreError> {
-        autocommit!(self, |db| queue::queue_depth_total(db))
+    async fn waiting_total(&self) -> Result<u64, StoreError> {
+        autocommit!(self, |db| delivery::waiting_total(db))
     }
 
     async fn is_ready(&self) -> bool {

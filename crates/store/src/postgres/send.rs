@@ -1,22 +1,31 @@
 //! Sends, many to a transaction (`sender.rs` gathers them): one commit and
 //! five round trips carry a whole batch, and each send still gets its own
 //! answer. A refused send writes nothing and takes no seq; the others of its
-//! batch commit.
+//! batch commit. A send writes its event row, its effect on a target, and
+//! the conversation's `last_seq`: nothing per recipient, and no lock on any
+//! device row.
 //!
 //! A batch runs in three pipelined rounds:
-//! 1. **Locks**, in the order every transaction takes them (module doc of
-//!    `postgres`): the dedup keys (inserted, ascending), the conversation
-//!    rows (ascending, reading `last_seq`), the message rows that edits and
-//!    deletes change (a delete also purges the target's edit events), then
-//!    the `devices` rows of every member of the conversations a sender
-//!    belongs to. All are held before any check, so two batches wait for
-//!    each other but cannot deadlock, whatever sends they mix.
-//! 2. **Checks** of each send against the locked state: membership, blocks,
-//!    the target, the media; for a retry, the first send's answer.
+//! 1. **Locks and retries**, in the order every transaction takes them
+//!    (module doc of `postgres`): the conversation rows (ascending, reading
+//!    `last_seq`), then the message rows that reactions, edits and deletes
+//!    change (a delete also purges the target's edit events). All are held
+//!    before any check, so two batches wait for each other but cannot
+//!    deadlock over them, whatever sends they mix. Then the earlier sends with the
+//!    batch's dedup keys: read after the conversation locks, so a retry
+//!    into the same conversation that committed while this batch waited is
+//!    seen.
+//! 2. **Checks** of each other send against the locked state: membership,
+//!    blocks, the target, the media.
 //! 3. **Writes**: the sends that passed are numbered from `last_seq` in
-//!    batch order; then each one's rows and fan-out, in that order (so
-//!    queue positions follow seq), the new `last_seq` of each conversation,
-//!    and the release of the refused sends' dedup keys.
+//!    batch order; then each one's row and effect, the new `last_seq` of
+//!    each conversation, and who each event is for (read, not written).
+//!
+//! A retry racing its original into *another* conversation is not
+//! serialized by a conversation lock: its insert waits on the dedup key
+//! (the unique index) until the original commits, then finds it taken, and
+//! the whole batch runs again (its numbering assumed that send stored); the
+//! second run answers it as a duplicate.
 //!
 //! Two sends that could see each other inside one transaction never share a
 //! batch (`sender.rs` keeps them apart): the same dedup key, or a reaction,
@@ -24,49 +33,41 @@
 //! send cannot refer to another of its batch otherwise: a message id
 //! reaches clients only after its commit.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::GenericClient;
-use missive_core::{ConversationId, DeviceId, MessageId, UnixMillis};
+use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use tokio_postgres::Row;
 
-use super::codes::{EVENT_DELETE, EVENT_EDIT, EVENT_REACTION, EVENT_TEXT, QUEUE_MESSAGE};
+use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
 use super::conversations::refusal;
 use super::fault::{Fault, Outcome};
 use super::media::{attach_media, check_own_media};
-use super::queue::{Audience, Entry, fan_out};
-use super::sql::{Step, execute, in_order, pipeline, row, rows};
+use super::sql::{Step, column, execute, in_order, pipeline, row, rows};
 use crate::StoreError;
 use crate::model::*;
 
 /// One send's answer.
 pub(super) type Answer = Result<Appended, StoreError>;
 
-const CLAIM_DEDUP: &str =
-    "INSERT INTO dedup (device_id, client_msg_id, message_id, conversation_id, seq, created_ms)
-     SELECT device_id, client_msg_id, message_id, conversation_id, 0, created_ms
-     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-          AS claim(device_id, client_msg_id, message_id, conversation_id, created_ms)
-     ON CONFLICT DO NOTHING RETURNING device_id, client_msg_id";
 const LOCK_CONVERSATIONS: &str =
     "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
-/// The rows edits and deletes change: each target (in the send's own
-/// conversation) and, for a delete, the edit events it purges.
+/// The rows reactions, edits and deletes change: each target (in the
+/// send's own conversation) and, for a delete, the edit events it purges.
+/// Holding them keeps a purge (ack or sweep) from emptying a target between
+/// its check and the send's commit.
 const LOCK_CHANGED_MESSAGES: &str = "SELECT 1 FROM (
          SELECT m.id FROM unnest($1::text[], $2::bigint[], $3::bool[]) AS t(target, conversation_id, purge)
          JOIN messages m ON m.conversation_id = t.conversation_id
           AND (m.id = t.target OR (t.purge AND m.kind = $4 AND m.target_id = t.target))
          ORDER BY m.id FOR UPDATE OF m
      ) locked";
-/// The devices of every member of the conversations a sender of the batch
-/// belongs to (a refused non-member's send locks none).
-const LOCK_RECIPIENTS: &str = "SELECT 1 FROM (
-         SELECT d.id FROM unnest($1::bigint[], $2::bigint[]) AS s(conversation_id, sender)
-         JOIN members sm ON sm.conversation_id = s.conversation_id AND sm.account_id = s.sender
-         JOIN members m ON m.conversation_id = s.conversation_id
-         JOIN devices d ON d.account_id = m.account_id
-         ORDER BY d.id FOR NO KEY UPDATE OF d
-     ) locked";
+/// The stored sends with the batch's dedup keys (system events have none).
+const EARLIER_SENDS: &str =
+    "SELECT m.sender_device, m.client_msg_id, m.id, m.conversation_id, m.seq, m.created_ms
+     FROM unnest($1::bigint[], $2::text[]) AS k(sender_device, client_msg_id)
+     JOIN messages m ON m.sender_device = k.sender_device AND m.client_msg_id = k.client_msg_id
+     WHERE m.client_msg_id <> ''";
 const IS_MEMBER: &str = "SELECT 1 FROM members WHERE conversation_id = $1 AND account_id = $2";
 const IS_BLOCKED: &str = "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
      JOIN blocks b ON (b.blocker_id = m.account_id AND b.blocked_id = $2)
@@ -74,14 +75,19 @@ const IS_BLOCKED: &str = "SELECT 1 FROM conversations c JOIN members m ON m.conv
      WHERE c.id = $1 AND c.kind = 0 AND m.account_id <> $2 LIMIT 1";
 const TEXT_TARGET: &str = "SELECT m.sender_account, m.created_ms, m.deleted, m.seq FROM messages m
      JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = $4
-     WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq";
-const EARLIER_SEND: &str = "SELECT message_id, conversation_id, seq, created_ms FROM dedup
-     WHERE device_id = $1 AND client_msg_id = $2";
-const RELEASE_DEDUP: &str = "DELETE FROM dedup WHERE device_id = $1 AND client_msg_id = $2";
+     WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq
+       AND m.body IS NOT NULL";
 const SET_LAST_SEQ: &str = "UPDATE conversations SET last_seq = $2 WHERE id = $1";
+/// Waits on the dedup key while another transaction holds it; stores
+/// nothing (and returns no row) if that one committed it.
 const INSERT_MESSAGE: &str = "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-const SET_DEDUP_SEQ: &str = "UPDATE dedup SET seq = $3 WHERE device_id = $1 AND client_msg_id = $2";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (sender_device, client_msg_id) WHERE client_msg_id <> '' DO NOTHING
+     RETURNING seq";
+/// The devices of the members who joined before `$2`: everyone for a new
+/// message, those who saw the target for an event about one.
+const RECIPIENTS: &str = "SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
+     WHERE m.conversation_id = $1 AND m.joined_seq < $2 ORDER BY d.id";
 const SET_REACTION: &str =
     "INSERT INTO reactions (message_id, account_id, emoji, updated_ms) VALUES ($1, $2, $3, $4)
      ON CONFLICT (message_id, account_id)
@@ -89,7 +95,10 @@ const SET_REACTION: &str =
 const CLEAR_REACTION: &str = "DELETE FROM reactions WHERE message_id = $1 AND account_id = $2";
 const EDIT_TEXT: &str = "UPDATE messages SET body = $2, edited_ms = $3 WHERE id = $1";
 const TOMBSTONE: &str = "UPDATE messages SET body = '', deleted = true WHERE id = $1";
-const PURGE_EDITS: &str = "UPDATE messages SET body = '' WHERE target_id = $1 AND kind = $2";
+/// A purged edit event stays purged (NULL): it is not brought back as an
+/// empty one.
+const PURGE_EDITS: &str =
+    "UPDATE messages SET body = '' WHERE target_id = $1 AND kind = $2 AND body IS NOT NULL";
 const PURGE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = $1";
 const PURGE_MEDIA_LINKS: &str = "DELETE FROM message_media WHERE message_id = $1";
 
@@ -99,18 +108,17 @@ pub(super) async fn append_batch<C: GenericClient>(
     db: &C,
     sends: &[&NewMessage],
 ) -> Outcome<Vec<Answer>> {
-    let claimed = lock_everything(db, sends).await?;
-    let checked = check_all(db, sends, &claimed.keys).await?;
+    let locked = lock_everything(db, sends).await?;
+    let checked = check_all(db, sends, &locked.earlier).await?;
 
     // Judge each send in batch order; number the ones that pass.
-    let mut last_seq = claimed.last_seq;
+    let mut last_seq = locked.last_seq;
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(sends.len());
     let mut accepted: Vec<(usize, i64, Plan)> = Vec::new();
-    let mut released: Vec<&NewMessage> = Vec::new();
     for (i, (message, found)) in sends.iter().zip(checked).enumerate() {
         let checks = match found {
             Found::Earlier(earlier) => {
-                answers.push(Some(Ok(earlier_send(earlier)?)));
+                answers.push(Some(Ok(earlier)));
                 continue;
             }
             Found::Checks(checks) => checks,
@@ -124,29 +132,24 @@ pub(super) async fn append_batch<C: GenericClient>(
             }
             // `judge` refuses a send to a conversation that does not exist.
             (Ok(_), None) => return Err(Fault::Raced),
-            (Err(refused), _) => {
-                released.push(message);
-                answers.push(Some(Err(refused)));
-            }
+            (Err(refused), _) => answers.push(Some(Err(refused))),
         }
     }
-
-    // Write: released keys, then the sends in seq order, then last_seq.
-    let mut steps: Vec<Step<'_, Vec<DeviceId>>> = Vec::new();
-    for message in &released {
-        steps.push(Box::pin(async move {
-            execute(
-                db,
-                RELEASE_DEDUP,
-                &[&message.sender_device.0, &message.client_msg_id.as_str()],
-            )
-            .await
-            .map(|_| Vec::new())
-        }));
+    if accepted.is_empty() {
+        return answers
+            .into_iter()
+            .map(|answer| answer.ok_or(Fault::Raced))
+            .collect();
     }
-    let writes_from = steps.len();
+
+    // Write: the sends in seq order, then last_seq, then who each is for.
+    let mut steps: Vec<Step<'_, Written>> = Vec::new();
     for (i, seq, plan) in &accepted {
-        steps.push(Box::pin(write_send(db, sends[*i], *seq, plan)));
+        steps.push(Box::pin(async move {
+            write_send(db, sends[*i], *seq, plan)
+                .await
+                .map(|()| Written::Nothing)
+        }));
     }
     let used: BTreeSet<i64> = accepted
         .iter()
@@ -157,19 +160,44 @@ pub(super) async fn append_batch<C: GenericClient>(
         steps.push(Box::pin(async move {
             execute(db, SET_LAST_SEQ, &[&conversation, &seq])
                 .await
-                .map(|_| Vec::new())
+                .map(|_| Written::Nothing)
         }));
     }
-    let mut written = in_order(steps).await?.into_iter().skip(writes_from);
-    for (i, seq, _) in accepted {
+    // One read per audience: sends into one conversation share it.
+    let audiences: BTreeSet<(i64, i64)> = accepted
+        .iter()
+        .map(|(i, _, plan)| audience(sends[*i], plan))
+        .collect();
+    for (conversation, joined_before) in audiences.iter().copied() {
+        steps.push(Box::pin(async move {
+            let devices: Vec<i64> =
+                column(db, RECIPIENTS, &[&conversation, &joined_before]).await?;
+            Ok(Written::Recipients(
+                (conversation, joined_before),
+                devices.into_iter().map(DeviceId).collect(),
+            ))
+        }));
+    }
+    let mut recipients: HashMap<(i64, i64), Vec<DeviceId>> = HashMap::new();
+    for written in in_order(steps).await? {
+        if let Written::Recipients(key, devices) = written {
+            recipients.insert(key, devices);
+        }
+    }
+    for (i, seq, plan) in accepted {
         let message = sends[i];
+        let mut devices = recipients
+            .get(&audience(message, &plan))
+            .cloned()
+            .unwrap_or_default();
+        devices.retain(|device| *device != message.sender_device);
         answers[i] = Some(Ok(Appended {
             message_id: message.message_id.clone(),
             conversation: message.conversation,
             seq,
             ts_ms: message.now_ms,
             duplicate: false,
-            queued_for: written.next().unwrap_or_default(),
+            recipients: devices,
         }));
     }
     answers
@@ -178,24 +206,26 @@ pub(super) async fn append_batch<C: GenericClient>(
         .collect()
 }
 
-/// What round 1 learned: the dedup keys this batch won, and the `last_seq`
-/// of each conversation that exists.
+/// What a step of round 3 returns.
+enum Written {
+    Nothing,
+    /// The devices of one audience (see [`audience`]), ascending.
+    Recipients((i64, i64), Vec<DeviceId>),
+}
+
+/// (conversation, joined before): whose devices an accepted send is for.
+fn audience(message: &NewMessage, plan: &Plan) -> (i64, i64) {
+    (message.conversation.0, plan.about_seq.unwrap_or(i64::MAX))
+}
+
+/// What round 1 learned: the `last_seq` of each conversation that exists,
+/// and the stored sends with the batch's dedup keys.
 struct Locked {
-    keys: HashSet<(i64, String)>,
     last_seq: HashMap<i64, i64>,
+    earlier: HashMap<(i64, String), Appended>,
 }
 
 async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Locked> {
-    let mut claims: Vec<&NewMessage> = sends.to_vec();
-    claims.sort_by(|a, b| {
-        (a.sender_device, a.client_msg_id.as_str())
-            .cmp(&(b.sender_device, b.client_msg_id.as_str()))
-    });
-    let devices: Vec<i64> = claims.iter().map(|m| m.sender_device.0).collect();
-    let client_ids: Vec<&str> = claims.iter().map(|m| m.client_msg_id.as_str()).collect();
-    let message_ids: Vec<&str> = claims.iter().map(|m| m.message_id.as_str()).collect();
-    let claim_conversations: Vec<i64> = claims.iter().map(|m| m.conversation.0).collect();
-    let created: Vec<UnixMillis> = claims.iter().map(|m| m.now_ms).collect();
     let conversations: Vec<i64> = sends
         .iter()
         .map(|m| m.conversation.0)
@@ -205,59 +235,43 @@ async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Out
     let mut changes: Vec<(&str, i64, bool)> = sends
         .iter()
         .filter_map(|m| match &m.body {
-            Body::Edit { target, .. } => Some((target.as_str(), m.conversation.0, false)),
+            Body::Text { .. } => None,
+            Body::Reaction { target, .. } | Body::Edit { target, .. } => {
+                Some((target.as_str(), m.conversation.0, false))
+            }
             Body::Delete { target } => Some((target.as_str(), m.conversation.0, true)),
-            _ => None,
         })
         .collect();
     changes.sort_unstable();
     let changed: Vec<&str> = changes.iter().map(|c| c.0).collect();
     let changed_in: Vec<i64> = changes.iter().map(|c| c.1).collect();
     let purged: Vec<bool> = changes.iter().map(|c| c.2).collect();
-    let senders: BTreeSet<(i64, i64)> = sends
-        .iter()
-        .map(|m| (m.conversation.0, m.sender_account.0))
-        .collect();
-    let (sender_conversations, sender_accounts): (Vec<i64>, Vec<i64>) = senders.into_iter().unzip();
-    let (won, locked, _, _) = pipeline!(
-        rows(
-            db,
-            CLAIM_DEDUP,
-            &[
-                &devices,
-                &client_ids,
-                &message_ids,
-                &claim_conversations,
-                &created
-            ],
-        ),
+    let devices: Vec<i64> = sends.iter().map(|m| m.sender_device.0).collect();
+    let client_ids: Vec<&str> = sends.iter().map(|m| m.client_msg_id.as_str()).collect();
+    let (locked, _, earlier) = pipeline!(
         rows(db, LOCK_CONVERSATIONS, &[&conversations]),
         execute(
             db,
             LOCK_CHANGED_MESSAGES,
             &[&changed, &changed_in, &purged, &EVENT_EDIT],
         ),
-        execute(
-            db,
-            LOCK_RECIPIENTS,
-            &[&sender_conversations, &sender_accounts],
-        ),
+        rows(db, EARLIER_SENDS, &[&devices, &client_ids]),
     )?;
-    let keys = won
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<Outcome<_>>()?;
     let last_seq = locked
         .iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Outcome<_>>()?;
-    Ok(Locked { keys, last_seq })
+    let earlier = earlier
+        .iter()
+        .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), earlier_send(row)?)))
+        .collect::<Outcome<_>>()?;
+    Ok(Locked { last_seq, earlier })
 }
 
 /// What round 2 found for one send.
 enum Found {
-    /// The key was another send's: its dedup row, if it still exists.
-    Earlier(Option<Row>),
+    /// A retry: the first send's answer.
+    Earlier(Appended),
     Checks(Checks),
 }
 
@@ -272,7 +286,7 @@ struct Checks {
 async fn check_all<C: GenericClient>(
     db: &C,
     sends: &[&NewMessage],
-    won: &HashSet<(i64, String)>,
+    earlier: &HashMap<(i64, String), Appended>,
 ) -> Outcome<Vec<Found>> {
     let steps: Vec<Step<'_, Found>> = sends
         .iter()
@@ -281,18 +295,12 @@ async fn check_all<C: GenericClient>(
                 message.sender_device.0,
                 message.client_msg_id.as_str().to_owned(),
             );
-            if won.contains(&key) {
-                Box::pin(async move { Ok(Found::Checks(check(db, message).await?)) })
-            } else {
-                Box::pin(async move {
-                    let earlier = row(
-                        db,
-                        EARLIER_SEND,
-                        &[&message.sender_device.0, &message.client_msg_id.as_str()],
-                    )
-                    .await?;
-                    Ok(Found::Earlier(earlier))
-                })
+            match earlier.get(&key) {
+                Some(earlier) => {
+                    let earlier = earlier.clone();
+                    Box::pin(async move { Ok(Found::Earlier(earlier)) })
+                }
+                None => Box::pin(async move { Ok(Found::Checks(check(db, message).await?)) }),
             }
         })
         .collect();
@@ -300,7 +308,7 @@ async fn check_all<C: GenericClient>(
 }
 
 async fn check<C: GenericClient>(db: &C, message: &NewMessage) -> Outcome<Checks> {
-    let target = body_target(&message.body);
+    let target = rules::target_of(&message.body);
     let media: &[String] = match &message.body {
         Body::Text { media, .. } => media,
         _ => &[],
@@ -346,15 +354,14 @@ fn judge(message: &NewMessage, exists: bool, checks: Checks) -> Outcome<Result<P
     if checks.blocked {
         return Ok(Err(StoreError::Blocked));
     }
-    let target = match (body_target(&message.body), checks.target) {
+    let target = match (rules::target_of(&message.body), checks.target) {
         (Some(_), None) => return Ok(Err(StoreError::UnknownMessage)),
-        (Some(_), Some(found)) => Some(Target::from_row(&found)?),
+        (Some(_), Some(found)) => Some(target_from_row(&found)?),
         (None, _) => None,
     };
-    let plan = match plan(message, target.as_ref()) {
+    let plan = match rules::plan(message, target.as_ref()) {
         Ok(plan) => plan,
-        Err(Fault::Refused(refused)) => return Ok(Err(refused)),
-        Err(fault) => return Err(fault),
+        Err(refused) => return Ok(Err(refused)),
     };
     match checks.own_media {
         Ok(()) => Ok(Ok(plan)),
@@ -363,21 +370,23 @@ fn judge(message: &NewMessage, exists: bool, checks: Checks) -> Outcome<Result<P
     }
 }
 
-/// Everything one accepted send writes; returns the devices whose queue grew.
+/// Everything one accepted send writes. A dedup key another transaction
+/// stored meanwhile (a retry into another conversation, on another node)
+/// is a lost race: this batch's numbering assumed the send is stored.
 async fn write_send<'a, C: GenericClient>(
     db: &'a C,
     message: &'a NewMessage,
     seq: i64,
     plan: &'a Plan,
-) -> Outcome<Vec<DeviceId>> {
+) -> Outcome<()> {
     let message_id = message.message_id.as_str();
     let media: &[String] = match &message.body {
         Body::Text { media, .. } => media,
         _ => &[],
     };
-    let ((), _, _, (), queued_for) = pipeline!(
+    let ((), inserted, ()) = pipeline!(
         apply_effect(db, message, plan),
-        execute(
+        row(
             db,
             INSERT_MESSAGE,
             &[
@@ -393,49 +402,24 @@ async fn write_send<'a, C: GenericClient>(
                 &plan.target,
             ],
         ),
-        execute(
-            db,
-            SET_DEDUP_SEQ,
-            &[
-                &message.sender_device.0,
-                &message.client_msg_id.as_str(),
-                &seq,
-            ],
-        ),
         attach_media(db, message_id, message.conversation, seq, media),
-        fan_out(
-            db,
-            &Audience {
-                joined_before: plan.about_seq.unwrap_or(i64::MAX),
-                except_account: None,
-                except_device: Some(message.sender_device),
-            },
-            &Entry {
-                kind: QUEUE_MESSAGE,
-                message_id: Some(message_id),
-                conversation: message.conversation,
-                seq,
-                by_account: message.sender_account,
-                now_ms: message.now_ms,
-                expires_ms: message.queue_expires_ms,
-            },
-        ),
     )?;
-    Ok(queued_for)
+    match inserted {
+        Some(_) => Ok(()),
+        None => Err(Fault::Raced),
+    }
 }
 
-/// The answer to a retry: the first send's id, seq and time. Its dedup row
-/// is committed (the insert that found it waited for that); missing, it
-/// was swept meanwhile, and the batch runs again to store the send anew.
-fn earlier_send(found: Option<Row>) -> Outcome<Appended> {
-    let found = found.ok_or(Fault::Raced)?;
+/// The answer to a retry: the first send's id, seq and time (its body may
+/// be purged since; the row stays for this).
+fn earlier_send(found: &Row) -> Outcome<Appended> {
     Ok(Appended {
-        message_id: MessageId::from_stored(found.try_get(0)?),
-        conversation: ConversationId(found.try_get(1)?),
-        seq: found.try_get(2)?,
-        ts_ms: found.try_get(3)?,
+        message_id: MessageId::from_stored(found.try_get(2)?),
+        conversation: ConversationId(found.try_get(3)?),
+        seq: found.try_get(4)?,
+        ts_ms: found.try_get(5)?,
         duplicate: true,
-        queued_for: Vec::new(),
+        recipients: Vec::new(),
     })
 }
 
@@ -450,33 +434,16 @@ pub(super) fn changed_target(body: &Body) -> Option<&MessageId> {
     }
 }
 
-fn body_target(body: &Body) -> Option<&MessageId> {
-    match body {
-        Body::Text { reply_to, .. } => reply_to.as_ref(),
-        Body::Reaction { target, .. } | Body::Edit { target, .. } | Body::Delete { target } => {
-            Some(target)
-        }
-    }
-}
 
 /// The text message an event refers to, as its sender may see it (sent
-/// after the sender joined).
-struct Target {
-    author: i64,
-    created_ms: UnixMillis,
-    deleted: bool,
-    seq: i64,
-}
-
-impl Target {
-    fn from_row(row: &Row) -> Outcome<Self> {
-        Ok(Self {
-            author: row.try_get(0)?,
-            created_ms: row.try_get(1)?,
-            deleted: row.try_get(2)?,
-            seq: row.try_get(3)?,
-        })
-    }
+/// after the sender joined), from a `TEXT_TARGET` row.
+fn target_from_row(row: &Row) -> Outcome<Target> {
+    Ok(Target {
+        author: AccountId(row.try_get(0)?),
+        created_ms: row.try_get(1)?,
+        deleted: row.try_get(2)?,
+        seq: row.try_get(3)?,
+    })
 }
 
 async fn text_target<C: GenericClient>(
@@ -495,75 +462,6 @@ async fn text_target<C: GenericClient>(
         ],
     )
     .await
-}
-
-/// What the event row stores, and for an event about an earlier message,
-/// that message's seq: members who joined after it must not learn of it.
-struct Plan {
-    kind: i16,
-    body: String,
-    target: Option<String>,
-    about_seq: Option<i64>,
-}
-
-/// Validates the body against its target (refusing before anything is
-/// written) and says what to store.
-fn plan(message: &NewMessage, target: Option<&Target>) -> Outcome<Plan> {
-    let sender = message.sender_account.0;
-    let about = |kind: i16, body: String, id: &MessageId, target: &Target| Plan {
-        kind,
-        body,
-        target: Some(id.to_string()),
-        about_seq: Some(target.seq),
-    };
-    match (&message.body, target) {
-        (Body::Text { text, reply_to, .. }, _) => Ok(Plan {
-            kind: EVENT_TEXT,
-            body: text.as_str().to_owned(),
-            target: reply_to.as_ref().map(|id| id.to_string()),
-            about_seq: None,
-        }),
-        (Body::Reaction { target: id, emoji }, Some(target)) => {
-            if target.deleted {
-                return Err(StoreError::MessageDeleted.into());
-            }
-            Ok(about(
-                EVENT_REACTION,
-                emoji.clone().unwrap_or_default(),
-                id,
-                target,
-            ))
-        }
-        (
-            Body::Edit {
-                target: id,
-                text,
-                window_ms,
-            },
-            Some(target),
-        ) => {
-            if target.author != sender {
-                return Err(StoreError::NotAuthor.into());
-            }
-            if target.deleted {
-                return Err(StoreError::MessageDeleted.into());
-            }
-            if message.now_ms.saturating_sub(target.created_ms) > *window_ms {
-                return Err(StoreError::EditWindowClosed.into());
-            }
-            Ok(about(EVENT_EDIT, text.as_str().to_owned(), id, target))
-        }
-        (Body::Delete { target: id }, Some(target)) => {
-            if target.author != sender {
-                return Err(StoreError::NotAuthor.into());
-            }
-            if target.deleted {
-                return Err(StoreError::MessageDeleted.into());
-            }
-            Ok(about(EVENT_DELETE, String::new(), id, target))
-        }
-        (_, None) => Err(StoreError::UnknownMessage.into()),
-    }
 }
 
 /// The event's effect on its target: the reaction row, the edited text, or
@@ -611,4 +509,137 @@ async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Pla
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use missive_core::{AccountId, ClientMsgId, MessageText, TokenHash, Username};
+    use tokio::sync::Barrier;
+
+    use super::*;
+    use crate::postgres::testing::FreshSchema;
+    use crate::{NewAccount, NewDevice, PostgresConfig, PostgresStore, Store};
+
+    async fn account(store: &PostgresStore, name: &str) -> (AccountId, DeviceId) {
+        let account = store
+            .create_account(NewAccount {
+                username: Username::parse(name).expect("username"),
+                password_hash: "h".into(),
+                phone: None,
+                now_ms: 1,
+            })
+            .await
+            .expect("account");
+        let device = store
+            .create_device(NewDevice {
+                account,
+                name: name.into(),
+                token_hash: TokenHash::of(name),
+                devices_max: 5,
+                now_ms: 1,
+            })
+            .await
+            .expect("device");
+        (account, device)
+    }
+
+    fn text(
+        conversation: ConversationId,
+        (account, device): (AccountId, DeviceId),
+        cmid: &str,
+    ) -> NewMessage {
+        NewMessage {
+            message_id: MessageId::generate(),
+            conversation,
+            sender_account: account,
+            sender_device: device,
+            client_msg_id: ClientMsgId::parse(cmid).expect("cmid"),
+            body: Body::Text {
+                text: MessageText::parse("hi", 100).expect("text"),
+                reply_to: None,
+                media: Vec::new(),
+            },
+            now_ms: 2,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_retry_into_another_conversation_on_another_node_is_stored_once() {
+        // Goal: one (device, client_msg_id) sent at the same moment on two
+        // nodes into two different conversations (no conversation lock
+        // orders them) is stored once; both calls answer with the stored
+        // one, exactly one as the original, and the other conversation
+        // loses no seq.
+        // Method: alice talks to bob and to carol; 20 rounds of the same
+        // client_msg_id into each, on two nodes released by a barrier; then
+        // one more text into each conversation.
+        let Some(schema) = FreshSchema::create("retry").await else {
+            return;
+        };
+        let config = PostgresConfig::new(schema.url.clone());
+        let nodes = [
+            Arc::new(PostgresStore::connect(&config).await.expect("node 0")),
+            Arc::new(PostgresStore::connect(&config).await.expect("node 1")),
+        ];
+        let alice = account(&nodes[0], "alice").await;
+        let (bob, _) = account(&nodes[0], "bob").await;
+        let (carol, _) = account(&nodes[0], "carol").await;
+        let with_bob = nodes[0]
+            .direct_conversation(alice.0, bob, 1)
+            .await
+            .expect("ab");
+        let with_carol = nodes[0]
+            .direct_conversation(alice.0, carol, 1)
+            .await
+            .expect("ac");
+        let mut stored = [0, 0];
+        for round in 0..20 {
+            let barrier = Arc::new(Barrier::new(2));
+            let attempts: Vec<_> = [with_bob, with_carol]
+                .into_iter()
+                .zip(&nodes)
+                .map(|(conversation, node)| {
+                    let (node, barrier) = (Arc::clone(node), Arc::clone(&barrier));
+                    let message = text(conversation, alice, &format!("race-{round}"));
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        node.append_message(message).await.expect("append")
+                    })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for attempt in attempts {
+                answers.push(attempt.await.expect("task"));
+            }
+            answers.sort_by_key(|answer| answer.duplicate);
+            let [original, retry] = &answers[..] else {
+                unreachable!("two attempts")
+            };
+            assert!(
+                !original.duplicate && retry.duplicate,
+                "round {round}: {answers:?}"
+            );
+            assert_eq!(
+                (&retry.message_id, retry.conversation, retry.seq),
+                (&original.message_id, original.conversation, original.seq),
+                "round {round}"
+            );
+            let idx = usize::from(original.conversation == with_carol);
+            stored[idx] += 1;
+            assert_eq!(original.seq, stored[idx], "round {round}: a seq was lost");
+        }
+        for (idx, conversation) in [with_bob, with_carol].into_iter().enumerate() {
+            let next = nodes[1]
+                .append_message(text(conversation, alice, &format!("after-{idx}")))
+                .await
+                .expect("append");
+            assert_eq!(next.seq, stored[idx] + 1, "conversation {conversation}");
+        }
+        for node in &nodes {
+            node.shutdown().await;
+        }
+        schema.drop().await;
+    }
 }

@@ -1,70 +1,58 @@
-//! The sweeper: expired queue entries, bodies past retention, orphans, old
-//! dedup records. Every node may run it at once: each batch is picked with
-//! `FOR UPDATE SKIP LOCKED`, so concurrent sweepers take disjoint rows and
-//! never wait on each other or on the transactions using those rows.
+//! The sweeper: bodies past retention and the offline TTL, rows of purged
+//! bodies past the dedup window, old departures. Every node may run it at
+//! once: each batch is picked with `FOR UPDATE SKIP LOCKED`, so concurrent
+//! sweepers take disjoint rows and never wait on each other or on the
+//! transactions using those rows.
 
 use deadpool_postgres::GenericClient;
 
 use super::fault::Outcome;
-use super::sql::{execute, limit, pipeline};
+use super::sql::{execute, limit, pipeline, scalar, unsigned};
 use crate::model::*;
+
+/// Purges the bodies of up to `$2` events stored before `$1`, with what
+/// hangs off them (reactions, media links: unlinked media are collected
+/// after their grace), and counts them. Walks `messages_by_age`, which
+/// holds bodies only. A send changing the message holds its row, so the
+/// sweep skips it rather than purge under it.
+const PURGE_OLD_BODIES: &str = "WITH purged AS (
+         UPDATE messages SET body = NULL WHERE (conversation_id, seq) IN (
+             SELECT conversation_id, seq FROM messages
+             WHERE created_ms < $1 AND body IS NOT NULL
+             LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id
+     ),
+     reactions_gone AS (DELETE FROM reactions WHERE message_id IN (SELECT id FROM purged)),
+     media_gone AS (DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged))
+     SELECT count(*) FROM purged";
+
+/// Deletes up to `$2` rows of bodies purged before `$1` (walking
+/// `messages_purged_by_age`): their client_msg_id stops deduplicating.
+const DROP_PURGED: &str = "DELETE FROM messages WHERE (conversation_id, seq) IN (
+         SELECT conversation_id, seq FROM messages
+         WHERE created_ms < $1 AND body IS NULL
+         LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// Departures older than the offline TTL: nothing of theirs is delivered
+/// any more.
+const DROP_DEPARTURES: &str = "DELETE FROM departures WHERE (conversation_id, account_id) IN (
+         SELECT conversation_id, account_id FROM departures WHERE left_ms < $1
+         LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 pub(super) async fn sweep<C: GenericClient>(db: &C, sweep: &SweepRequest) -> Outcome<SweepOutcome> {
     let n = limit(sweep.limit);
-    // In this order, pipelined: a body whose last entry expired in the
-    // first statement is purged by the second.
-    let (expired_entries, purged_bodies, _, _, _, purged_dedup) = pipeline!(
-        execute(
-            db,
-            "DELETE FROM queue WHERE pos IN (
-                 SELECT pos FROM queue WHERE expires_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            &[&sweep.now_ms, &n],
-        ),
-        execute(
-            db,
-            "DELETE FROM messages WHERE id IN (
-                 SELECT id FROM messages m WHERE m.created_ms < $1
-                 AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.kind = 0)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            &[&sweep.bodies_before_ms, &n],
-        ),
-        // Receipts, reactions and media links whose message body is gone
-        // go with it (unlinked media are then collected after their grace).
-        execute(
-            db,
-            "DELETE FROM message_media WHERE (message_id, media_id) IN (
-                 SELECT t.message_id, t.media_id FROM message_media t
-                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id)
-                 LIMIT $1 FOR UPDATE SKIP LOCKED)",
-            &[&n],
-        ),
-        execute(
-            db,
-            "DELETE FROM receipts WHERE (message_id, account_id) IN (
-                 SELECT t.message_id, t.account_id FROM receipts t
-                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id)
-                 LIMIT $1 FOR UPDATE SKIP LOCKED)",
-            &[&n],
-        ),
-        execute(
-            db,
-            "DELETE FROM reactions WHERE (message_id, account_id) IN (
-                 SELECT t.message_id, t.account_id FROM reactions t
-                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id)
-                 LIMIT $1 FOR UPDATE SKIP LOCKED)",
-            &[&n],
-        ),
-        execute(
-            db,
-            "DELETE FROM dedup WHERE (device_id, client_msg_id) IN (
-                 SELECT device_id, client_msg_id FROM dedup WHERE created_ms < $1
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            &[&sweep.dedup_before_ms, &n],
-        ),
+    // A body goes once it is past retention and past the offline TTL (no
+    // device may still be waiting for it then).
+    let purge_before = sweep.bodies_before_ms.min(sweep.undelivered_before_ms);
+    // In this order: a body purged by the first statement and already past
+    // the dedup window goes with the second.
+    let (purged_bodies, purged_dedup, _) = pipeline!(
+        scalar::<_, i64>(db, PURGE_OLD_BODIES, &[&purge_before, &n]),
+        execute(db, DROP_PURGED, &[&sweep.dedup_before_ms, &n]),
+        execute(db, DROP_DEPARTURES, &[&sweep.undelivered_before_ms, &n]),
     )?;
     Ok(SweepOutcome {
-        expired_entries,
-        purged_bodies,
+        purged_bodies: unsigned(purged_bodies, "purged body count")?,
         purged_dedup,
     })
 }

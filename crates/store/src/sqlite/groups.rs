@@ -4,39 +4,15 @@
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::ops::{KIND_MESSAGE, QueueEntry, check_member, enqueue, member_devices};
+use super::conversations::{account_devices, check_member, member_devices};
+use super::send::{EVENT_SYSTEM, next_seq};
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;
 
-pub(super) const EVENT_TEXT: i64 = 0;
-pub(super) const EVENT_SYSTEM: i64 = 1;
-pub(super) const EVENT_REACTION: i64 = 2;
-pub(super) const EVENT_EDIT: i64 = 3;
-pub(super) const EVENT_DELETE: i64 = 4;
-
 const ROLE_MEMBER: i64 = 0;
 const ROLE_ADMIN: i64 = 1;
 const KIND_GROUP: i64 = 1;
-
-pub(super) fn event_kind(code: i64) -> EventKind {
-    match code {
-        EVENT_SYSTEM => EventKind::System,
-        EVENT_REACTION => EventKind::Reaction,
-        EVENT_EDIT => EventKind::Edit,
-        EVENT_DELETE => EventKind::Delete,
-        _ => EventKind::Text,
-    }
-}
-
-/// Takes the conversation's next seq; atomic under the writer transaction.
-pub(super) fn next_seq(conn: &Connection, conversation: ConversationId) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-    )
-    .and_then(|mut stmt| stmt.query_row([conversation.0], |row| row.get(0)))
-    .map_err(backend)
-}
 
 fn username(conn: &Connection, account: AccountId) -> Result<String, StoreError> {
     conn.prepare_cached("SELECT username FROM accounts WHERE id = ?1")
@@ -51,18 +27,17 @@ fn usernames(conn: &Connection, accounts: &[AccountId]) -> Result<Vec<String>, S
         .collect()
 }
 
-/// Stores a system event and queues it for `recipients`.
-struct SystemEvent<'a> {
+/// A system event to store (one row; its recipients read it above their
+/// positions).
+struct SystemEvent {
     conversation: ConversationId,
     actor: AccountId,
     actor_device: DeviceId,
     description: serde_json::Value,
-    recipients: &'a [DeviceId],
     now_ms: UnixMillis,
-    queue_expires_ms: UnixMillis,
 }
 
-fn store_system_event(conn: &Connection, event: &SystemEvent<'_>) -> Result<i64, StoreError> {
+fn store_system_event(conn: &Connection, event: &SystemEvent) -> Result<i64, StoreError> {
     let seq = next_seq(conn, event.conversation)?;
     let message_id = MessageId::generate();
     conn.prepare_cached(
@@ -82,19 +57,6 @@ fn store_system_event(conn: &Connection, event: &SystemEvent<'_>) -> Result<i64,
         ])
     })
     .map_err(backend)?;
-    enqueue(
-        conn,
-        event.recipients,
-        &QueueEntry {
-            kind: KIND_MESSAGE,
-            message_id: Some(message_id.as_str()),
-            conversation: event.conversation,
-            seq,
-            by_account: event.actor,
-            now_ms: event.now_ms,
-            expires_ms: event.queue_expires_ms,
-        },
-    )?;
     Ok(seq)
 }
 
@@ -106,8 +68,14 @@ fn add_member(
     joined_seq: i64,
     now_ms: UnixMillis,
 ) -> Result<(), StoreError> {
+    // Back in the group: what waits for its devices is decided by the new
+    // membership alone.
+    conn.prepare_cached("DELETE FROM departures WHERE conversation_id = ?1 AND account_id = ?2")
+        .and_then(|mut stmt| stmt.execute(params![conversation.0, account.0]))
+        .map_err(backend)?;
     conn.prepare_cached(
-        "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms, read_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
+        "INSERT INTO members (conversation_id, account_id, role, joined_seq, joined_ms, read_seq, delivered_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?4)",
     )
     .and_then(|mut stmt| stmt.execute(params![conversation.0, account.0, role, joined_seq, now_ms]))
     .map_err(|err| match err {
@@ -225,15 +193,13 @@ pub(super) fn create_group(
             actor: group.creator,
             actor_device: group.creator_device,
             description,
-            recipients: &recipients,
             now_ms: group.now_ms,
-            queue_expires_ms: group.queue_expires_ms,
         },
     )?;
     Ok(GroupChanged {
         conversation,
         seq,
-        queued_for: recipients,
+        recipients,
     })
 }
 
@@ -244,8 +210,9 @@ pub(super) fn change_group(
     let conversation = request.conversation;
     let actor = request.actor;
     let actor_name = username(conn, actor)?;
-    // Devices that must hear about the change but are no longer members.
-    let mut leavers: Vec<AccountId> = Vec::new();
+    // Who must hear about the change but is no longer a member: (account,
+    // the seq it had joined at).
+    let mut leavers: Vec<(AccountId, i64)> = Vec::new();
     let description = match &request.change {
         GroupChange::Add(accounts) => {
             check_admin(conn, conversation, actor)?;
@@ -280,15 +247,13 @@ pub(super) fn change_group(
             if role_of(conn, conversation, *target)?.is_none() {
                 return Err(StoreError::NotMember);
             }
-            remove_member(conn, conversation, *target)?;
-            leavers.push(*target);
+            leavers.push((*target, remove_member(conn, conversation, *target)?));
             let promoted = promote_if_no_admin(conn, conversation, None)?;
             serde_json::json!({"v": 1, "action": "removed", "actor": actor_name, "users": [username(conn, *target)?], "promoted": promoted})
         }
         GroupChange::Leave => {
             check_group_member(conn, conversation, actor)?;
-            remove_member(conn, conversation, actor)?;
-            leavers.push(actor);
+            leavers.push((actor, remove_member(conn, conversation, actor)?));
             let promoted = promote_if_no_admin(conn, conversation, None)?;
             serde_json::json!({"v": 1, "action": "left", "actor": actor_name, "promoted": promoted})
         }
@@ -320,8 +285,8 @@ pub(super) fn change_group(
         }
     };
     let mut recipients = member_devices(conn, conversation, None)?;
-    for leaver in &leavers {
-        recipients.extend(super::ops::account_devices(conn, *leaver)?);
+    for (leaver, _) in &leavers {
+        recipients.extend(account_devices(conn, *leaver)?);
     }
     recipients.retain(|device| *device != request.actor_device);
     recipients.sort();
@@ -333,29 +298,39 @@ pub(super) fn change_group(
             actor,
             actor_device: request.actor_device,
             description,
-            recipients: &recipients,
             now_ms: request.now_ms,
-            queue_expires_ms: request.queue_expires_ms,
         },
     )?;
+    // The leaver's devices get events up to this one, and nothing later.
+    for (leaver, joined_seq) in leavers {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO departures (conversation_id, account_id, joined_seq, left_seq, left_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![conversation.0, leaver.0, joined_seq, seq, request.now_ms])
+        })
+        .map_err(backend)?;
+    }
     Ok(GroupChanged {
         conversation,
         seq,
-        queued_for: recipients,
+        recipients,
     })
 }
 
+/// Deletes the membership; returns the seq it had joined at.
 fn remove_member(
     conn: &Connection,
     conversation: ConversationId,
     account: AccountId,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "DELETE FROM members WHERE conversation_id = ?1 AND account_id = ?2",
+) -> Result<i64, StoreError> {
+    conn.query_row(
+        "DELETE FROM members WHERE conversation_id = ?1 AND account_id = ?2 RETURNING joined_seq",
         params![conversation.0, account.0],
+        |row| row.get(0),
     )
-    .map_err(backend)?;
-    Ok(())
+    .map_err(backend)
 }
 
 /// A group with members but no admin promotes its longest-standing member

@@ -4,8 +4,8 @@
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::groups::{EVENT_TEXT, event_kind};
-use super::ops::check_member;
+use super::send::{EVENT_TEXT, event_kind};
+use super::conversations::check_member;
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;
@@ -55,7 +55,7 @@ fn attach_reactions(conn: &Connection, events: &mut [StoredEvent]) -> Result<(),
         .iter_mut()
         .filter(|event| event.kind == EventKind::Text)
     {
-        event.media = super::ops::media_of(conn, event.message_id.as_str())?;
+        event.media = super::media::media_of(conn, event.message_id.as_str())?;
         event.reactions = stmt
             .query_map([event.message_id.as_str()], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -92,7 +92,8 @@ pub(super) fn history(
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND {} ORDER BY m.seq LIMIT ?3",
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.body IS NOT NULL AND {}
+                     ORDER BY m.seq LIMIT ?3",
                     about_visible("?4")
                 ))
                 .map_err(backend)?;
@@ -108,8 +109,8 @@ pub(super) fn history(
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3 AND {}
-                     ORDER BY m.seq DESC LIMIT ?4",
+                     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3 AND m.body IS NOT NULL
+                     AND {} ORDER BY m.seq DESC LIMIT ?4",
                     about_visible("?2")
                 ))
                 .map_err(backend)?;
@@ -158,24 +159,38 @@ pub(super) fn conversations(
         .map_err(backend)?;
     let mut members_stmt = conn
         .prepare_cached(
-            "SELECT a.username FROM members m JOIN accounts a ON a.id = m.account_id
+            "SELECT a.username, m.account_id, m.delivered_seq, m.read_seq FROM members m
+             JOIN accounts a ON a.id = m.account_id
              WHERE m.conversation_id = ?1 ORDER BY a.username",
         )
         .map_err(backend)?;
     let mut last_stmt = conn
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-             WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq DESC LIMIT 1"
+             WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.body IS NOT NULL
+             ORDER BY m.seq DESC LIMIT 1"
         ))
         .map_err(backend)?;
     let mut records = Vec::with_capacity(rows.len());
     let mut activity = Vec::with_capacity(rows.len());
     for (id, kind, name, last_seq, read_seq, joined, created_ms) in rows {
-        let members: Vec<String> = members_stmt
-            .query_map([id], |row| row.get(0))
+        let rows: Vec<(String, i64, i64, i64)> = members_stmt
+            .query_map([id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
             .map_err(backend)?
             .collect::<Result<_, _>>()
             .map_err(backend)?;
+        let receipts = rows
+            .iter()
+            .filter(|(_, member, _, _)| *member != account.0)
+            .map(|(username, _, delivered_seq, read_seq)| MemberReceipts {
+                username: username.clone(),
+                delivered_seq: *delivered_seq,
+                read_seq: *read_seq,
+            })
+            .collect();
+        let members = rows.into_iter().map(|(username, ..)| username).collect();
         let last_event = last_stmt
             .query_row(params![id, joined], event_from_row)
             .optional()
@@ -193,6 +208,7 @@ pub(super) fn conversations(
             last_seq,
             read_seq,
             last_event,
+            receipts,
         });
     }
     let mut order: Vec<usize> = (0..records.len()).collect();
@@ -220,7 +236,8 @@ pub(super) fn receipts(
         .query_row(
             "SELECT m.seq, m.sender_account FROM messages m
              JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = ?4
-             WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind = ?3 AND m.seq > mb.joined_seq",
+             WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind = ?3 AND m.seq > mb.joined_seq
+             AND m.body IS NOT NULL",
             params![message_id.as_str(), conversation.0, EVENT_TEXT, account.0],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
@@ -229,12 +246,16 @@ pub(super) fn receipts(
         .ok_or(StoreError::UnknownMessage)?;
     let mut delivered_stmt = conn
         .prepare_cached(
-            "SELECT a.username, r.delivered_ms FROM receipts r JOIN accounts a ON a.id = r.account_id
-             WHERE r.message_id = ?1 ORDER BY r.delivered_ms, a.username",
+            "SELECT a.username, m.delivered_ms FROM members m JOIN accounts a ON a.id = m.account_id
+             WHERE m.conversation_id = ?1 AND m.delivered_seq >= ?2 AND m.account_id != ?3
+               AND m.joined_seq < ?2
+             ORDER BY m.delivered_ms, a.username",
         )
         .map_err(backend)?;
     let delivered = delivered_stmt
-        .query_map([message_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_map(params![conversation.0, seq, sender], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .map_err(backend)?
         .collect::<Result<_, _>>()
         .map_err(backend)?;

@@ -2,13 +2,22 @@
 //!
 //! Writes go to one thread that commits waiting jobs together (group commit);
 //! reads go to a small pool of read-only connections. Because a single
-//! thread assigns every seq and queue position inside its transaction, the
-//! order readers see is the commit order.
+//! thread assigns every seq inside its transaction, the order readers see
+//! is the commit order.
+//!
+//! Modules by concern: `accounts` (accounts, devices), `conversations`
+//! (1:1 lookup, membership, member devices), `send` (an event's checks and
+//! its one row), `groups`, `delivery` (pending, acks, read pointers,
+//! sweep), `history`, `media`, `social`, `sessions`.
 
+mod accounts;
+mod conversations;
+mod delivery;
 mod groups;
 mod history;
-mod ops;
+mod media;
 mod readers;
+mod send;
 mod schema;
 mod sessions;
 mod social;
@@ -20,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use missive_core::{
-    AccountId, ConversationId, DeviceId, MessageId, QueuePos, TokenHash, UnixMillis, Username,
+    AccountId, ConversationId, DeviceId, MessageId, TokenHash, UnixMillis, Username,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -129,7 +138,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError> {
-        self.write(move |conn| ops::create_account(conn, &account))
+        self.write(move |conn| accounts::create_account(conn, &account))
             .await
     }
 
@@ -138,22 +147,22 @@ impl Store for SqliteStore {
         username: &Username,
     ) -> Result<Option<AccountRecord>, StoreError> {
         let username = username.clone();
-        self.read(move |conn| ops::account_by_username(conn, &username))
+        self.read(move |conn| accounts::account_by_username(conn, &username))
             .await
     }
 
     async fn create_device(&self, device: NewDevice) -> Result<DeviceId, StoreError> {
-        self.write(move |conn| ops::create_device(conn, &device))
+        self.write(move |conn| accounts::create_device(conn, &device))
             .await
     }
 
     async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {
         let token = token.clone();
-        self.read(move |conn| ops::authenticate(conn, &token)).await
+        self.read(move |conn| accounts::authenticate(conn, &token)).await
     }
 
     async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.read(move |conn| ops::list_devices(conn, account))
+        self.read(move |conn| accounts::list_devices(conn, account))
             .await
     }
 
@@ -162,7 +171,7 @@ impl Store for SqliteStore {
         account: AccountId,
         device: DeviceId,
     ) -> Result<bool, StoreError> {
-        self.write(move |conn| ops::revoke_device(conn, account, device))
+        self.write(move |conn| accounts::revoke_device(conn, account, device))
             .await
     }
 
@@ -171,7 +180,7 @@ impl Store for SqliteStore {
         a: AccountId,
         b: AccountId,
     ) -> Result<Option<ConversationId>, StoreError> {
-        self.read(move |conn| ops::find_direct_conversation(conn, a, b))
+        self.read(move |conn| conversations::find_direct_conversation(conn, a, b))
             .await
     }
 
@@ -184,43 +193,38 @@ impl Store for SqliteStore {
         // Nearly always it exists: answer from a reader and keep the single
         // writer for the first message between two accounts.
         let found = self
-            .read(move |conn| ops::find_direct_conversation(conn, a, b))
+            .read(move |conn| conversations::find_direct_conversation(conn, a, b))
             .await?;
         match found {
             Some(conversation) => Ok(conversation),
             None => {
-                self.write(move |conn| ops::direct_conversation(conn, a, b, now_ms))
+                self.write(move |conn| conversations::direct_conversation(conn, a, b, now_ms))
                     .await
             }
         }
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        self.write(move |conn| ops::append_message(conn, &message))
+        self.write(move |conn| send::append_message(conn, &message))
             .await
     }
 
-    async fn pending(
-        &self,
-        device: DeviceId,
-        after: QueuePos,
-        limit: usize,
-        now_ms: UnixMillis,
-    ) -> Result<Vec<QueueItem>, StoreError> {
-        self.read(move |conn| ops::pending(conn, device, after, limit, now_ms))
+    async fn pending(&self, request: PendingRequest) -> Result<Pending, StoreError> {
+        self.read(move |conn| delivery::pending(conn, &request))
             .await
     }
 
     async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError> {
-        self.write(move |conn| ops::ack(conn, &ack)).await
+        self.write(move |conn| delivery::ack(conn, &ack)).await
     }
 
     async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError> {
-        self.write(move |conn| ops::mark_read(conn, &read)).await
+        self.write(move |conn| delivery::mark_read(conn, &read))
+            .await
     }
 
     async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError> {
-        self.write(move |conn| ops::sweep(conn, &sweep)).await
+        self.write(move |conn| delivery::sweep(conn, &sweep)).await
     }
 
     async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
@@ -359,7 +363,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError> {
-        self.write(move |conn| ops::create_media(conn, &media))
+        self.write(move |conn| media::create_media(conn, &media))
             .await
     }
 
@@ -369,7 +373,7 @@ impl Store for SqliteStore {
         id: &str,
     ) -> Result<Option<MediaRecord>, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn| ops::media_for(conn, account, &id))
+        self.read(move |conn| media::media_for(conn, account, &id))
             .await
     }
 
@@ -378,7 +382,7 @@ impl Store for SqliteStore {
         before_ms: UnixMillis,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        self.write(move |conn| ops::take_unreferenced_media(conn, before_ms, limit))
+        self.write(move |conn| media::take_unreferenced_media(conn, before_ms, limit))
             .await
     }
 
@@ -421,15 +425,15 @@ impl Store for SqliteStore {
     }
 
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
-        self.read(move |conn| ops::device_owner(conn, device)).await
+        self.read(move |conn| accounts::device_owner(conn, device)).await
     }
 
-    async fn queue_depth(&self, device: DeviceId) -> Result<u64, StoreError> {
-        self.read(move |conn| ops::queue_depth(conn, device)).await
+    async fn waiting(&self, device: DeviceId) -> Result<u64, StoreError> {
+        self.read(move |conn| delivery::waiting(conn, device)).await
     }
 
-    async fn queue_depth_total(&self) -> Result<u64, StoreError> {
-        self.read(ops::queue_depth_total).await
+    async fn waiting_total(&self) -> Result<u64, StoreError> {
+        self.read(delivery::waiting_total).await
     }
 
     async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError> {

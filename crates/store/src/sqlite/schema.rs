@@ -163,6 +163,92 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_by_account ON sessions(account_id);
     CREATE INDEX sessions_by_node ON sessions(node_id);
     ",
+    // 5: positions instead of queues (issue 15). A message is one row keyed
+    // by (conversation, seq) that also carries its dedup key; what waits for
+    // a device is every event above its position; receipts are cursors on
+    // members. The queue, receipts and dedup tables go.
+    "
+    CREATE TABLE events (
+        conversation_id INTEGER NOT NULL,
+        seq             INTEGER NOT NULL,
+        id              TEXT NOT NULL,
+        sender_account  INTEGER NOT NULL,
+        sender_device   INTEGER NOT NULL,
+        client_msg_id   TEXT NOT NULL,
+        kind            INTEGER NOT NULL,
+        -- NULL once purged (retention, store-and-forward): the row stays
+        -- while its client_msg_id must still deduplicate retries.
+        body            TEXT,
+        target_id       TEXT,
+        edited_ms       INTEGER,
+        deleted         INTEGER NOT NULL DEFAULT 0,
+        created_ms      INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    ) WITHOUT ROWID;
+    -- Before this version one device could store a client_msg_id twice
+    -- once its dedup record had aged out; the first one is kept.
+    CREATE UNIQUE INDEX events_by_client_id ON events(sender_device, client_msg_id)
+        WHERE client_msg_id != '';
+    INSERT OR IGNORE INTO events (conversation_id, seq, id, sender_account, sender_device,
+                                  client_msg_id, kind, body, target_id, edited_ms, deleted, created_ms)
+        SELECT conversation_id, seq, id, sender_account, sender_device, client_msg_id,
+               kind, body, target_id, edited_ms, deleted, created_ms
+        FROM messages ORDER BY id;
+    DROP TABLE messages;
+    ALTER TABLE events RENAME TO messages;
+    DROP INDEX events_by_client_id;
+    CREATE UNIQUE INDEX messages_by_id ON messages(id);
+    -- System events carry no client_msg_id ('') and are never retried.
+    CREATE UNIQUE INDEX messages_by_client_id ON messages(sender_device, client_msg_id)
+        WHERE client_msg_id != '';
+    CREATE INDEX messages_by_target ON messages(target_id) WHERE target_id IS NOT NULL;
+
+    CREATE TABLE positions (
+        device_id       INTEGER NOT NULL,
+        conversation_id INTEGER NOT NULL,
+        seq             INTEGER NOT NULL,
+        PRIMARY KEY (device_id, conversation_id)
+    ) WITHOUT ROWID;
+    -- Where the old queues stood: below the first queued message, or at the
+    -- conversation's end when nothing was queued.
+    INSERT INTO positions (device_id, conversation_id, seq)
+        SELECT d.id, m.conversation_id,
+               COALESCE((SELECT MIN(q.seq) - 1 FROM queue q
+                         WHERE q.device_id = d.id AND q.conversation_id = m.conversation_id
+                         AND q.kind = 0), c.last_seq)
+        FROM devices d
+        JOIN members m ON m.account_id = d.account_id
+        JOIN conversations c ON c.id = m.conversation_id;
+
+    ALTER TABLE members ADD COLUMN delivered_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE members ADD COLUMN delivered_ms INTEGER NOT NULL DEFAULT 0;
+    UPDATE members SET (delivered_seq, delivered_ms) = (
+        SELECT COALESCE(MAX(g.seq), 0), COALESCE(MAX(r.delivered_ms), 0)
+        FROM receipts r JOIN messages g ON g.id = r.message_id
+        WHERE r.account_id = members.account_id AND g.conversation_id = members.conversation_id);
+
+    -- Who left or was removed: their devices still get events up to the
+    -- one recording it (left_seq), and nothing later.
+    CREATE TABLE departures (
+        conversation_id INTEGER NOT NULL,
+        account_id      INTEGER NOT NULL,
+        joined_seq      INTEGER NOT NULL,
+        left_seq        INTEGER NOT NULL,
+        left_ms         INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, account_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX departures_by_account ON departures(account_id);
+
+    -- The sweep walks each conversation from where it stopped instead of
+    -- keeping an age index: bodies up to purged_seq were considered (gone
+    -- when past retention), rows up to dropped_seq are deleted.
+    ALTER TABLE conversations ADD COLUMN purged_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN dropped_seq INTEGER NOT NULL DEFAULT 0;
+
+    DROP TABLE queue;
+    DROP TABLE receipts;
+    DROP TABLE dedup;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -3,7 +3,7 @@
 use missive_core::{AccountId, ConversationId, DeviceId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::ops::check_member;
+use super::conversations::check_member;
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;

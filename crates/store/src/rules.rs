@@ -1,0 +1,192 @@
+//! What both adapters decide the same way: the codes stored for an event's
+//! kind, and whether an event may be stored against its target (who may
+//! edit or delete, the edit window, nothing on a deleted message). Each
+//! adapter looks the target up and applies the effect in its own SQL; the
+//! judgement between the two lives here once.
+
+use missive_core::{AccountId, Seq, UnixMillis};
+
+use crate::StoreError;
+use crate::model::{Body, EventKind, NewMessage};
+
+/// `messages.kind` codes, the same on every backend.
+pub const EVENT_TEXT: i16 = 0;
+pub const EVENT_SYSTEM: i16 = 1;
+pub const EVENT_REACTION: i16 = 2;
+pub const EVENT_EDIT: i16 = 3;
+pub const EVENT_DELETE: i16 = 4;
+
+pub fn event_kind(code: i64) -> EventKind {
+    match i16::try_from(code).unwrap_or(EVENT_TEXT) {
+        EVENT_SYSTEM => EventKind::System,
+        EVENT_REACTION => EventKind::Reaction,
+        EVENT_EDIT => EventKind::Edit,
+        EVENT_DELETE => EventKind::Delete,
+        _ => EventKind::Text,
+    }
+}
+
+/// The text message an event is about (replied to, reacted to, edited,
+/// deleted), as the sender may see it.
+pub struct Target {
+    pub author: AccountId,
+    pub created_ms: UnixMillis,
+    pub deleted: bool,
+    pub seq: Seq,
+}
+
+/// What the event row stores, once the event is allowed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub kind: i16,
+    pub body: String,
+    /// The message replied to or acted on.
+    pub target: Option<String>,
+    /// For an event about an earlier message, that message's seq: members
+    /// who joined after it never hear of the event.
+    pub about_seq: Option<Seq>,
+}
+
+/// Judges `message` against its target (`None`: it has none, or the
+/// sender may not see it). A reply needs a visible target too, but is not
+/// "about" it: it reaches every member.
+pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, StoreError> {
+    let sender = message.sender_account;
+    let about = |kind: i16, body: String, target: &Target, id: String| Plan {
+        kind,
+        body,
+        target: Some(id),
+        about_seq: Some(target.seq),
+    };
+    match (&message.body, target) {
+        (Body::Text { reply_to: None, text, .. }, _) => Ok(Plan {
+            kind: EVENT_TEXT,
+            body: text.as_str().to_owned(),
+            target: None,
+            about_seq: None,
+        }),
+        (Body::Text { reply_to: Some(id), text, .. }, Some(_)) => Ok(Plan {
+            kind: EVENT_TEXT,
+            body: text.as_str().to_owned(),
+            target: Some(id.to_string()),
+            about_seq: None,
+        }),
+        (Body::Reaction { target: id, emoji }, Some(target)) => {
+            if target.deleted {
+                return Err(StoreError::MessageDeleted);
+            }
+            let emoji = emoji.clone().unwrap_or_default();
+            Ok(about(EVENT_REACTION, emoji, target, id.to_string()))
+        }
+        (
+            Body::Edit {
+                target: id,
+                text,
+                window_ms,
+            },
+            Some(target),
+        ) => {
+            if target.author != sender {
+                return Err(StoreError::NotAuthor);
+            }
+            if target.deleted {
+                return Err(StoreError::MessageDeleted);
+            }
+            if message.now_ms.saturating_sub(target.created_ms) > *window_ms {
+                return Err(StoreError::EditWindowClosed);
+            }
+            let text = text.as_str().to_owned();
+            Ok(about(EVENT_EDIT, text, target, id.to_string()))
+        }
+        (Body::Delete { target: id }, Some(target)) => {
+            if target.author != sender {
+                return Err(StoreError::NotAuthor);
+            }
+            if target.deleted {
+                return Err(StoreError::MessageDeleted);
+            }
+            Ok(about(EVENT_DELETE, String::new(), target, id.to_string()))
+        }
+        (_, None) => Err(StoreError::UnknownMessage),
+    }
+}
+
+/// The message id a body is about or replies to, if any.
+pub fn target_of(body: &Body) -> Option<&missive_core::MessageId> {
+    match body {
+        Body::Text { reply_to, .. } => reply_to.as_ref(),
+        Body::Reaction { target, .. } | Body::Edit { target, .. } | Body::Delete { target } => {
+            Some(target)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use missive_core::{ClientMsgId, ConversationId, DeviceId, MessageId, MessageText};
+
+    use super::*;
+
+    fn message(sender: i64, now_ms: UnixMillis, body: Body) -> NewMessage {
+        NewMessage {
+            message_id: MessageId::generate(),
+            conversation: ConversationId(1),
+            sender_account: AccountId(sender),
+            sender_device: DeviceId(1),
+            client_msg_id: ClientMsgId::parse("c-1").expect("valid"),
+            body,
+            now_ms,
+        }
+    }
+
+    fn target(author: i64, deleted: bool) -> Target {
+        Target {
+            author: AccountId(author),
+            created_ms: 1_000,
+            deleted,
+            seq: 7,
+        }
+    }
+
+    #[test]
+    fn the_author_edits_within_the_window_and_nobody_acts_on_a_deleted_message() {
+        // Goal: each refusal has its own error, and an allowed event names
+        // its target and the target's seq (who may hear of it).
+        let id = MessageId::generate();
+        let text = MessageText::parse("new", 100).expect("valid");
+        let edit = |window_ms| Body::Edit {
+            target: id.clone(),
+            text: text.clone(),
+            window_ms,
+        };
+        let allowed = plan(&message(1, 1_500, edit(1_000)), Some(&target(1, false)));
+        assert_eq!(
+            allowed,
+            Ok(Plan {
+                kind: EVENT_EDIT,
+                body: "new".into(),
+                target: Some(id.to_string()),
+                about_seq: Some(7),
+            })
+        );
+        let late = plan(&message(1, 2_500, edit(1_000)), Some(&target(1, false)));
+        assert_eq!(late, Err(StoreError::EditWindowClosed));
+        let other = plan(&message(2, 1_500, edit(1_000)), Some(&target(1, false)));
+        assert_eq!(other, Err(StoreError::NotAuthor));
+        let delete = Body::Delete { target: id.clone() };
+        let gone = plan(&message(1, 1_500, delete), Some(&target(1, true)));
+        assert_eq!(gone, Err(StoreError::MessageDeleted));
+        let react = Body::Reaction {
+            target: id.clone(),
+            emoji: Some("👍".into()),
+        };
+        assert_eq!(
+            plan(&message(2, 1_500, react.clone()), Some(&target(1, true))),
+            Err(StoreError::MessageDeleted)
+        );
+        assert_eq!(
+            plan(&message(2, 1_500, react), None),
+            Err(StoreError::UnknownMessage)
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Accounts and devices (logins).
+
+use missive_core::{AccountId, DeviceId, TokenHash, Username};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::writer::backend;
+use crate::StoreError;
+use crate::model::*;
+
+pub(super) fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+pub(super) fn create_account(
+    conn: &Connection,
+    account: &NewAccount,
+) -> Result<AccountId, StoreError> {
+    let inserted = conn.execute(
+        "INSERT INTO accounts (username, password_hash, phone, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            account.username.as_str(),
+            account.password_hash,
+            account.phone,
+            account.now_ms
+        ],
+    );
+    match inserted {
+        Ok(_) => Ok(AccountId(conn.last_insert_rowid())),
+        Err(err) if is_unique_violation(&err) => Err(StoreError::UsernameTaken),
+        Err(err) => Err(backend(err)),
+    }
+}
+
+pub(super) fn account_by_username(
+    conn: &Connection,
+    username: &Username,
+) -> Result<Option<AccountRecord>, StoreError> {
+    conn.prepare_cached("SELECT id, password_hash FROM accounts WHERE username = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([username.as_str()], |row| {
+                Ok(AccountRecord {
+                    id: AccountId(row.get(0)?),
+                    username: username.clone(),
+                    password_hash: row.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(backend)
+}
+
+pub(super) fn create_device(conn: &Connection, device: &NewDevice) -> Result<DeviceId, StoreError> {
+    let n_devices: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM devices WHERE account_id = ?1",
+            [device.account.0],
+            |row| row.get(0),
+        )
+        .map_err(backend)?;
+    if n_devices as usize >= device.devices_max {
+        return Err(StoreError::TooManyDevices);
+    }
+    conn.execute(
+        "INSERT INTO devices (account_id, name, token_hash, created_ms, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![
+            device.account.0,
+            device.name,
+            &device.token_hash.0[..],
+            device.now_ms
+        ],
+    )
+    .map_err(backend)?;
+    let id = conn.last_insert_rowid();
+    // A new device starts where its account's conversations are now: it
+    // gets what is sent from here on (history pages the past), and nothing
+    // of a group the account left.
+    conn.prepare_cached(
+        "INSERT INTO positions (device_id, conversation_id, seq)
+         SELECT ?1, m.conversation_id, c.last_seq FROM members m
+         JOIN conversations c ON c.id = m.conversation_id WHERE m.account_id = ?2
+         UNION ALL
+         SELECT ?1, conversation_id, left_seq FROM departures WHERE account_id = ?2",
+    )
+    .and_then(|mut stmt| stmt.execute(params![id, device.account.0]))
+    .map_err(backend)?;
+    Ok(DeviceId(id))
+}
+
+pub(super) fn authenticate(
+    conn: &Connection,
+    token: &TokenHash,
+) -> Result<Option<DeviceAuth>, StoreError> {
+    conn.prepare_cached(
+        "SELECT d.id, d.account_id, a.username FROM devices d
+         JOIN accounts a ON a.id = d.account_id WHERE d.token_hash = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([&token.0[..]], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .optional()
+    })
+    .map_err(backend)?
+    .map(|(device, account, username)| {
+        let username = Username::parse(&username)
+            .map_err(|_| StoreError::Backend(format!("stored username {username:?} is invalid")))?;
+        Ok(DeviceAuth {
+            account: AccountId(account),
+            username,
+            device: DeviceId(device),
+        })
+    })
+    .transpose()
+}
+
+pub(super) fn list_devices(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<DeviceRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, name, created_ms, last_seen_ms FROM devices WHERE account_id = ?1 ORDER BY id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([account.0], |row| {
+            Ok(DeviceRecord {
+                id: DeviceId(row.get(0)?),
+                name: row.get(1)?,
+                created_ms: row.get(2)?,
+                last_seen_ms: row.get(3)?,
+            })
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub(super) fn revoke_device(
+    conn: &Connection,
+    account: AccountId,
+    device: DeviceId,
+) -> Result<bool, StoreError> {
+    let deleted = conn
+        .execute(
+            "DELETE FROM devices WHERE id = ?1 AND account_id = ?2",
+            params![device.0, account.0],
+        )
+        .map_err(backend)?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    conn.execute("DELETE FROM positions WHERE device_id = ?1", [device.0])
+        .map_err(backend)?;
+    Ok(true)
+}
+
+pub(super) fn device_owner(
+    conn: &Connection,
+    device: DeviceId,
+) -> Result<Option<String>, StoreError> {
+    conn.query_row(
+        "SELECT a.username FROM devices d JOIN accounts a ON a.id = d.account_id WHERE d.id = ?1",
+        [device.0],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(backend)
+}

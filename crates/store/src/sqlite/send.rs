@@ -1,0 +1,259 @@
+//! Storing an event: the checks against its conversation and target, and
+//! the one row it becomes. Runs inside the writer's batch transaction.
+
+use missive_core::{AccountId, ConversationId, MessageId};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::conversations::{check_member, member_devices, members_devices_who_saw};
+use super::writer::backend;
+use crate::StoreError;
+use crate::model::*;
+use crate::rules::{self, Plan, Target};
+
+pub(super) use crate::rules::event_kind;
+
+pub(super) const EVENT_TEXT: i64 = rules::EVENT_TEXT as i64;
+pub(super) const EVENT_SYSTEM: i64 = rules::EVENT_SYSTEM as i64;
+pub(super) const EVENT_REACTION: i64 = rules::EVENT_REACTION as i64;
+pub(super) const EVENT_EDIT: i64 = rules::EVENT_EDIT as i64;
+pub(super) const EVENT_DELETE: i64 = rules::EVENT_DELETE as i64;
+
+/// Takes the conversation's next seq; atomic under the writer transaction.
+pub(super) fn next_seq(conn: &Connection, conversation: ConversationId) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+    )
+    .and_then(|mut stmt| stmt.query_row([conversation.0], |row| row.get(0)))
+    .map_err(backend)
+}
+
+pub(super) fn append_message(
+    conn: &Connection,
+    message: &NewMessage,
+) -> Result<Appended, StoreError> {
+    let earlier = conn
+        .prepare_cached(
+            "SELECT id, conversation_id, seq, created_ms FROM messages
+             WHERE sender_device = ?1 AND client_msg_id = ?2 AND client_msg_id != ''",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![message.sender_device.0, message.client_msg_id.as_str()],
+                |row| {
+                    Ok(Appended {
+                        message_id: MessageId::from_stored(row.get(0)?),
+                        conversation: ConversationId(row.get(1)?),
+                        seq: row.get(2)?,
+                        ts_ms: row.get(3)?,
+                        duplicate: true,
+                        recipients: Vec::new(),
+                    })
+                },
+            )
+            .optional()
+        })
+        .map_err(backend)?;
+    if let Some(earlier) = earlier {
+        return Ok(earlier);
+    }
+    check_member(conn, message.conversation, message.sender_account)?;
+    check_not_blocked(conn, message.conversation, message.sender_account)?;
+    let Plan {
+        kind,
+        body,
+        target,
+        about_seq,
+    } = apply_body(conn, message)?;
+    let seq = next_seq(conn, message.conversation)?;
+    let message_id = message.message_id.as_str();
+    if let Body::Text { media, .. } = &message.body {
+        attach_media(conn, message_id, message.conversation, seq, media)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            message_id,
+            message.conversation.0,
+            seq,
+            message.sender_account.0,
+            message.sender_device.0,
+            message.client_msg_id.as_str(),
+            body,
+            message.now_ms,
+            kind,
+            target
+        ])
+    })
+    .map_err(backend)?;
+    // Read, not written: who the event is for, so the caller can wake them.
+    let mut recipients = match about_seq {
+        Some(about_seq) => members_devices_who_saw(conn, message.conversation, about_seq)?,
+        None => member_devices(conn, message.conversation, None)?,
+    };
+    recipients.retain(|device| *device != message.sender_device);
+    Ok(Appended {
+        message_id: message.message_id.clone(),
+        conversation: message.conversation,
+        seq,
+        ts_ms: message.now_ms,
+        duplicate: false,
+        recipients,
+    })
+}
+
+/// In a 1:1 conversation, refuses when either member blocked the other.
+fn check_not_blocked(
+    conn: &Connection,
+    conversation: ConversationId,
+    sender: AccountId,
+) -> Result<(), StoreError> {
+    let blocked = conn
+        .prepare_cached(
+            "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
+             JOIN blocks b ON (b.blocker_id = m.account_id AND b.blocked_id = ?2)
+                           OR (b.blocker_id = ?2 AND b.blocked_id = m.account_id)
+             WHERE c.id = ?1 AND c.kind = 0 AND m.account_id != ?2",
+        )
+        .and_then(|mut stmt| stmt.exists(params![conversation.0, sender.0]))
+        .map_err(backend)?;
+    if blocked {
+        Err(StoreError::Blocked)
+    } else {
+        Ok(())
+    }
+}
+
+/// `UnknownMedia` unless `uploader` uploaded `media_id`.
+fn check_own_media(
+    conn: &Connection,
+    media_id: &str,
+    uploader: AccountId,
+) -> Result<(), StoreError> {
+    let owned = conn
+        .prepare_cached("SELECT 1 FROM media WHERE id = ?1 AND uploader_id = ?2")
+        .and_then(|mut stmt| stmt.exists(params![media_id, uploader.0]))
+        .map_err(backend)?;
+    if owned {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownMedia)
+    }
+}
+
+fn attach_media(
+    conn: &Connection,
+    message_id: &str,
+    conversation: ConversationId,
+    seq: i64,
+    media: &[String],
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO message_media (message_id, media_id, conversation_id, seq) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(backend)?;
+    for media_id in media {
+        insert
+            .execute(params![message_id, media_id, conversation.0, seq])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The text message `target` in `conversation` as `viewer` may see it (sent
+/// after the viewer joined, body not purged).
+fn text_target(
+    conn: &Connection,
+    conversation: ConversationId,
+    target: &MessageId,
+    viewer: AccountId,
+) -> Result<Option<Target>, StoreError> {
+    conn.prepare_cached(
+        "SELECT m.sender_account, m.created_ms, m.deleted, m.seq FROM messages m
+         JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = ?4
+         WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind = ?3 AND m.seq > mb.joined_seq
+         AND m.body IS NOT NULL",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            params![target.as_str(), conversation.0, EVENT_TEXT, viewer.0],
+            |row| {
+                Ok(Target {
+                    author: AccountId(row.get(0)?),
+                    created_ms: row.get(1)?,
+                    deleted: row.get::<_, i64>(2)? != 0,
+                    seq: row.get(3)?,
+                })
+            },
+        )
+        .optional()
+    })
+    .map_err(backend)
+}
+
+/// Judges the body against its target (`rules::plan`) and applies its
+/// effect on the target: the reaction row, the edited text, the tombstone.
+fn apply_body(conn: &Connection, message: &NewMessage) -> Result<Plan, StoreError> {
+    let sender = message.sender_account;
+    let target = match rules::target_of(&message.body) {
+        Some(id) => text_target(conn, message.conversation, id, sender)?,
+        None => None,
+    };
+    let plan = rules::plan(message, target.as_ref())?;
+    match &message.body {
+        Body::Text { media, .. } => {
+            for media_id in media {
+                check_own_media(conn, media_id, sender)?;
+            }
+        }
+        Body::Reaction { target, emoji } => match emoji {
+            Some(emoji) => conn.execute(
+                "INSERT INTO reactions (message_id, account_id, emoji, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (message_id, account_id) DO UPDATE SET emoji = excluded.emoji, updated_ms = excluded.updated_ms",
+                params![target.as_str(), sender.0, emoji, message.now_ms],
+            ),
+            None => conn.execute(
+                "DELETE FROM reactions WHERE message_id = ?1 AND account_id = ?2",
+                params![target.as_str(), sender.0],
+            ),
+        }
+        .map(drop)
+        .map_err(backend)?,
+        Body::Edit { target, text, .. } => {
+            conn.execute(
+                "UPDATE messages SET body = ?2, edited_ms = ?3 WHERE id = ?1",
+                params![target.as_str(), text.as_str(), message.now_ms],
+            )
+            .map_err(backend)?;
+        }
+        Body::Delete { target } => {
+            // Purge the text everywhere it is stored: the message and the
+            // edit events that carried later versions of it.
+            conn.execute(
+                "UPDATE messages SET body = '', deleted = 1 WHERE id = ?1",
+                [target.as_str()],
+            )
+            .map_err(backend)?;
+            conn.execute(
+                "UPDATE messages SET body = '' WHERE target_id = ?1 AND kind = ?2 AND body IS NOT NULL",
+                params![target.as_str(), EVENT_EDIT],
+            )
+            .map_err(backend)?;
+            conn.execute(
+                "DELETE FROM reactions WHERE message_id = ?1",
+                [target.as_str()],
+            )
+            .map_err(backend)?;
+            // Its media are no longer shared with the conversation.
+            conn.execute(
+                "DELETE FROM message_media WHERE message_id = ?1",
+                [target.as_str()],
+            )
+            .map_err(backend)?;
+        }
+    }
+    Ok(plan)
+}
