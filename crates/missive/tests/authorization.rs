@@ -159,6 +159,7 @@ fn conversation_frames(conversation: i64, target: &str, tag: &str) -> Vec<Value>
         json!({"type": "delete", "id": id("delete"), "conversation": c, "client_msg_id": id("delete"), "target": target}),
         json!({"type": "typing", "id": id("typing"), "conversation": c, "state": "start"}),
         json!({"type": "read", "id": id("read"), "conversation": c, "seq": 1_000}),
+        json!({"type": "ack", "id": id("ack"), "conversation": c, "seq": 1}),
         json!({"type": "group_info", "id": id("info"), "conversation": c}),
         json!({"type": "group_rename", "id": id("rename"), "conversation": c, "name": "pwned"}),
         json!({"type": "group_add", "id": id("add"), "conversation": c, "members": ["mallory"]}),
@@ -213,6 +214,11 @@ fn conversation_endpoints(
         ),
         (Method::DELETE, format!("/v1/groups/{c}/admins/alice"), None),
         (Method::POST, format!("/v1/groups/{c}/leave"), None),
+        (
+            Method::POST,
+            "/v1/poll".to_owned(),
+            Some(json!({"acks": [{"conversation": c, "seq": 1}], "timeout_ms": 0})),
+        ),
     ]
 }
 
@@ -236,7 +242,8 @@ async fn observed(server: &TestServer, token: &str, conversation: i64, message: 
 }
 
 /// Alice, bob and mallory, each connected; alice sent bob `secret` in
-/// their 1:1 and bob received, acked and read it (so there are receipts).
+/// their 1:1 and bob received, acked and read it (so there are receipt
+/// cursors).
 struct World {
     server: TestServer,
     alice: String,
@@ -273,10 +280,7 @@ impl World {
             other => panic!("expected sent, got {other:?}"),
         };
         let got = queued(&mut bob_ws, 1).await;
-        bob_ws
-            .ack_up_to(got[0].queue_pos().expect("pos"))
-            .await
-            .expect("ack");
+        ack_received(&mut bob_ws, &got).await;
         let read = ClientFrame::Read {
             id: Some("r".into()),
             conversation: direct,
@@ -284,12 +288,8 @@ impl World {
         };
         bob_ws.request(&read, "r").await.expect("read");
         let receipts = queued(&mut alice_ws, 2).await;
-        assert!(matches!(receipts[0], ServerFrame::Delivered { .. }));
-        assert!(matches!(receipts[1], ServerFrame::Read { .. }));
-        alice_ws
-            .ack_up_to(receipts[1].queue_pos().expect("pos"))
-            .await
-            .expect("ack");
+        assert!(matches!(receipts[0], ServerFrame::Delivered { seq: 1, .. }));
+        assert!(matches!(receipts[1], ServerFrame::Read { seq: 1, .. }));
         Self {
             server,
             alice,
@@ -467,17 +467,12 @@ async fn an_outsider_can_do_nothing_in_a_group() {
             .expect("send"),
     );
     let got = queued(&mut world.bob_ws, 2).await;
-    world
-        .bob_ws
-        .ack_up_to(got[1].queue_pos().expect("pos"))
-        .await
-        .expect("ack");
+    ack_received(&mut world.bob_ws, &got).await;
     let delivered = queued(&mut world.alice_ws, 1).await;
-    world
-        .alice_ws
-        .ack_up_to(delivered[0].queue_pos().expect("pos"))
-        .await
-        .expect("ack");
+    assert!(
+        matches!(&delivered[0], ServerFrame::Delivered { conversation, seq: 2, .. } if *conversation == group),
+        "{delivered:?}"
+    );
     let before = world.members_view(group, &message).await;
 
     for frame in conversation_frames(group, &message, "group") {
@@ -533,11 +528,7 @@ async fn a_message_of_another_conversation_cannot_be_named_from_ones_own() {
         .expect("group")
         .conversation;
     let created = queued(&mut world.bob_ws, 1).await;
-    world
-        .bob_ws
-        .ack_up_to(created[0].queue_pos().expect("pos"))
-        .await
-        .expect("ack");
+    ack_received(&mut world.bob_ws, &created).await;
     let before = world.members_view(direct, &message).await;
 
     let cross = |conversation: i64, tag: &str| {
@@ -777,14 +768,16 @@ async fn the_sender_is_always_the_authenticated_device() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_touch_only_the_callers_own_queue() {
-    // Goal: queue positions are per device: mallory acking bob's positions
-    // (by list, by `up_to`, over the socket, /v1/frames and /v1/poll)
-    // removes nothing of bob's, sends alice no `delivered` receipt, and bob
-    // gets the same entries again on his next connection.
+async fn acks_touch_only_the_callers_own_positions() {
+    // Goal: positions are per device and acks are checked against the
+    // caller's memberships: mallory acking bob and alice's conversation
+    // (over the socket, /v1/frames and /v1/poll, at its last seq or far
+    // beyond) is `not_member`, moves nothing of bob's, sends alice no
+    // `delivered` cursor, and bob gets the same events again on his next
+    // connection.
     // Method: alice sends two texts; bob receives them without acking;
     // mallory acks; bob reconnects and must be sent both again with the
-    // same positions and ids.
+    // same ids.
     let mut world = World::new().await;
     for (n, text) in ["one", "two"].into_iter().enumerate() {
         world
@@ -794,36 +787,37 @@ async fn acks_touch_only_the_callers_own_queue() {
             .expect("send");
     }
     let first = queued(&mut world.bob_ws, 2).await;
-    let positions: Vec<i64> = first.iter().filter_map(ServerFrame::queue_pos).collect();
+    assert_eq!(ack_points(&first), [(world.direct, 3)]);
+    let before = world.members_view(world.direct, &world.message).await;
 
-    let by_list = json!({"type": "ack", "id": "k1", "positions": positions});
-    let by_range = json!({"type": "ack", "id": "k2", "up_to": i64::MAX});
-    for frame in [&by_list, &by_range] {
-        let reply = over_ws(&mut world.mallory_ws, frame).await;
-        assert!(
-            matches!(reply, ServerFrame::Acked { removed: 0, .. }),
-            "{reply:?}"
-        );
-        let (status, replies) = over_http(&world.server, &world.mallory, frame).await;
-        assert_eq!(status, 200);
-        assert!(
-            matches!(replies[..], [ServerFrame::Acked { removed: 0, .. }]),
-            "{replies:?}"
-        );
+    let at_end = json!({"type": "ack", "id": "k1", "conversation": world.direct, "seq": 3});
+    let beyond = json!({"type": "ack", "id": "k2", "conversation": world.direct, "seq": i64::MAX});
+    for frame in [&at_end, &beyond] {
+        refused_both_ways(
+            &world.server,
+            &mut world.mallory_ws,
+            &world.mallory,
+            frame,
+            "not_member",
+        )
+        .await;
     }
     let polled = world
         .server
         .api
-        .poll(&world.mallory, 0, Some(i64::MAX), 0)
-        .await
-        .expect("poll");
-    assert!(polled.frames.is_empty(), "{:?}", polled.frames);
+        .poll(&world.mallory, &[(world.direct, 3)], 0)
+        .await;
+    assert_eq!(refused_code(polled), "not_member");
     assert_nothing_queued(&mut world.alice_ws).await;
+    assert_eq!(
+        world.members_view(world.direct, &world.message).await,
+        before
+    );
 
     let bob_ws = std::mem::replace(&mut world.bob_ws, world.server.connect(&world.bob).await);
     drop(bob_ws);
     let again = queued(&mut world.bob_ws, 2).await;
-    assert_eq!(again, first, "bob's entries are untouched");
+    assert_eq!(again, first, "bob's position is untouched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -930,7 +924,13 @@ async fn a_removed_member_loses_access_at_once() {
     );
     queued(&mut world.bob_ws, 1).await;
 
-    for frame in conversation_frames(group, &photo_message, "gone") {
+    // A removed member may still ack what she was sent (up to the event
+    // of her removal), so acks are checked apart below.
+    let not_an_ack = |frame: &Value| frame["type"] != "ack";
+    for frame in conversation_frames(group, &photo_message, "gone")
+        .into_iter()
+        .filter(not_an_ack)
+    {
         refused_both_ways(
             &world.server,
             &mut world.mallory_ws,
@@ -940,7 +940,10 @@ async fn a_removed_member_loses_access_at_once() {
         )
         .await;
     }
-    for frame in conversation_frames(group, &own, "gone-own") {
+    for frame in conversation_frames(group, &own, "gone-own")
+        .into_iter()
+        .filter(not_an_ack)
+    {
         refused_both_ways(
             &world.server,
             &mut world.mallory_ws,
@@ -950,7 +953,10 @@ async fn a_removed_member_loses_access_at_once() {
         )
         .await;
     }
-    for (method, path, body) in conversation_endpoints(group, &photo_message) {
+    for (method, path, body) in conversation_endpoints(group, &photo_message)
+        .into_iter()
+        .filter(|(_, path, _)| path != "/v1/poll")
+    {
         let answer = rest(&world.server, method, &path, Some(&world.mallory), body).await;
         assert_eq!(rest_code(&answer), "not_member", "{path}");
     }
@@ -984,17 +990,33 @@ async fn a_removed_member_loses_access_at_once() {
     let after = queued(&mut world.bob_ws, 1).await;
     // Bob receives, acks and reads mallory's earlier text: no receipt may
     // reach her now.
-    world
-        .bob_ws
-        .ack_up_to(after[0].queue_pos().expect("pos"))
-        .await
-        .expect("ack");
+    ack_received(&mut world.bob_ws, &after).await;
     let read = ClientFrame::Read {
         id: Some("rd".into()),
         conversation: group,
         seq: 100,
     };
     world.bob_ws.request(&read, "rd").await.expect("read");
+    // She may ack what she was sent, up to the event of her removal, and
+    // nothing beyond it.
+    let (_, removed_seq) = removed[0].ack_point().expect("an event");
+    let (_, after_seq) = after[0].ack_point().expect("an event");
+    assert!(after_seq > removed_seq);
+    assert_eq!(
+        world.mallory_ws.ack(group, removed_seq).await.expect("ack"),
+        removed_seq
+    );
+    let beyond = json!({"type": "ack", "id": "beyond", "conversation": group, "seq": after_seq});
+    refused_both_ways(
+        &world.server,
+        &mut world.mallory_ws,
+        &world.mallory,
+        &beyond,
+        "invalid_field",
+    )
+    .await;
+    let polled = api.poll(&world.mallory, &[(group, after_seq)], 0).await;
+    assert_eq!(refused_code(polled), "invalid_field");
     assert_nothing_queued(&mut world.mallory_ws).await;
     assert_no_ephemeral(&mut world.mallory_ws).await;
     let history = api.history(&world.alice, group, "").await.expect("history");
@@ -1172,14 +1194,16 @@ async fn a_blocked_user_is_fully_blocked() {
         .expect("group")
         .conversation;
     let got = queued(&mut world.alice_ws, 2).await;
-    world
-        .alice_ws
-        .ack_up_to(got[1].queue_pos().expect("pos"))
-        .await
-        .expect("ack");
+    ack_received(&mut world.alice_ws, &got).await;
     queued(&mut world.bob_ws, 1).await;
-    // mallory: alice's delivered receipt and bob's group.
-    queued(&mut world.mallory_ws, 2).await;
+    // mallory: alice's delivered cursor (over her text) and bob's group.
+    let mallory_got = queued(&mut world.mallory_ws, 2).await;
+    assert!(
+        mallory_got
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Delivered { by, conversation, .. } if by == "alice" && *conversation == chat)),
+        "{mallory_got:?}"
+    );
     // Typing in the shared group reaches both ways before the block (and
     // fills the relay caches the block must invalidate).
     world
@@ -1444,7 +1468,7 @@ async fn a_revoked_device_is_cut_off_at_once_everywhere() {
     let waiting = {
         let api = server.api.clone();
         let polling = polling.clone();
-        tokio::spawn(async move { api.poll(&polling, 0, None, 60_000).await })
+        tokio::spawn(async move { api.poll(&polling, &[], 60_000).await })
     };
     let snapshot = json!({"type": "subscribe_presence", "id": "p", "users": ["alice"]});
     let deadline = tokio::time::Instant::now() + PROMPTLY;
@@ -1470,7 +1494,7 @@ async fn a_revoked_device_is_cut_off_at_once_everywhere() {
     assert_cut_off(server, &polling).await;
     assert_eq!(device_ids(server, &manager).await, [manager_device]);
 
-    // Bob's message to alice is queued for her remaining device only.
+    // Bob's message to alice reaches her remaining device only.
     world
         .bob_ws
         .send_text("alice", "b-late", "are you there?")
@@ -1496,7 +1520,7 @@ async fn assert_cut_off(server: &TestServer, token: &str) {
     .await;
     assert_eq!(rest_code(&answer), "token_invalid");
     assert_eq!(
-        refused_code(server.api.poll(token, 0, None, 0).await),
+        refused_code(server.api.poll(token, &[], 0).await),
         "token_invalid"
     );
     let connected = missive_client::Connection::connect(&server.api.ws_url(), token).await;
@@ -1647,7 +1671,7 @@ fn authenticated_endpoints(
         (
             Method::POST,
             "/v1/poll".to_owned(),
-            Some(json!({"cursor": 0, "ack_up_to": 1_000_000, "timeout_ms": 0})),
+            Some(json!({"acks": [{"conversation": 1, "seq": 1}], "timeout_ms": 0})),
         ),
         (
             Method::POST,
@@ -1950,7 +1974,7 @@ async fn tokens_and_passwords_never_reach_the_server_log() {
         .await
         .expect("download");
     assert!(api.download_media(&forged, &media.media_id).await.is_err());
-    api.poll(&bob, 0, None, 0).await.expect("poll");
+    api.poll(&bob, &[], 0).await.expect("poll");
     let frame = ClientFrame::Send {
         id: Some("s".into()),
         to: Some("bob".into()),

@@ -88,7 +88,7 @@ async fn group_chat_walkthrough_through_the_cli() {
         let message_id = sent["message_id"].as_str().unwrap().to_owned();
         let m = message_id.as_str();
 
-        // Bob's queue: the system event, then the message; both acked.
+        // What waits for bob: the system event, then the message; both acked.
         let frames = json_lines(&ok("bob", &["listen", "--count", "2"]));
         assert_eq!(frames.len(), 2);
         assert_eq!(
@@ -280,7 +280,7 @@ async fn group_chat_walkthrough_through_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_ephemeral_prints_typing_and_presence() {
     // Goal: `listen --ephemeral --presence USER` prints `typing` and
-    // `presence` frames besides the queued ones. Bob's listen runs as a
+    // `presence` frames besides the stored events. Bob's listen runs as a
     // child process whose lines are read as they come; alice acts over a
     // direct WebSocket only after bob's subscription answered, so nothing
     // here waits on a timer.
@@ -292,7 +292,7 @@ async fn listen_ephemeral_prints_typing_and_presence() {
     api.register("bob", PASSWORD).await.unwrap();
     let alice_token = api.login("alice", PASSWORD, "a").await.unwrap().token;
     // Bob's device exists before the group, so the `created` event is
-    // queued for it.
+    // above its position (a device created later starts after it).
     let (code, _, stderr) = cli(
         config_dir.path(),
         &server.url,
@@ -323,7 +323,7 @@ async fn listen_ephemeral_prints_typing_and_presence() {
         json(&line)
     };
 
-    // The queued `created` event and the subscription's answer, in either
+    // The stored `created` event and the subscription's answer, in either
     // order: alice is offline.
     let mut first = [next_line().await, next_line().await];
     first.sort_by_key(|frame| frame["type"].to_string());

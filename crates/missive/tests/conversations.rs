@@ -62,7 +62,8 @@ async fn every_device_of_every_member_gets_every_group_message_once_in_order() {
     // Goal: in a group of 3 users × 2 devices, each device receives the
     // `created` event and every message except those it sent itself, exactly
     // once and in seq order. Method: each device sends two messages in turn;
-    // each device then drains its queue and compares with the expected list.
+    // each device then drains what waits for it and compares with the
+    // expected list.
     let server = TestServer::start().await;
     let mut tokens = Vec::new();
     for name in ["alice", "bob", "carol"] {
@@ -136,7 +137,7 @@ async fn drain_messages(connection: &mut Connection, n: usize) -> Vec<ServerFram
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_boundaries_hold_for_added_and_removed_members() {
-    // Goal: a new member receives nothing sent before joining (queue and
+    // Goal: a new member receives nothing sent before joining (delivery and
     // history); a removed member receives the removal and nothing after, and
     // can no longer send, read history or see the group.
     let server = TestServer::start().await;
@@ -783,7 +784,7 @@ async fn groups_can_be_managed_over_the_websocket_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_member_learns_nothing_about_messages_from_before_joining() {
     // Goal: edits, reactions and deletes of a message sent before someone
-    // joined never reach them (queue or history); they cannot act on it or
+    // joined never reach them (delivery or history); they cannot act on it or
     // ask for its receipts; their unread count starts at their joining.
     let server = TestServer::start().await;
     let alice = server.user("alice").await;

@@ -3,9 +3,10 @@
 //! frame kind, naming the victim's conversations, messages, media and
 //! seqs, her own, and made-up ones; oversized and malformed fields; raw
 //! garbage — over the WebSocket and over `/v1/frames`. After every sequence
-//! the victim's state is byte-for-byte what it was: conversation list,
-//! histories, receipts, group, devices, contacts, blocks, privacy, stored
-//! queue; nothing new reached the victim's live connection; and no reply to
+//! the victim's state is byte-for-byte what it was: conversation list
+//! (with its receipt cursors), histories, receipts, group, devices,
+//! contacts, blocks, privacy, what waits for a device of the victim;
+//! nothing new reached the victim's live connection; and no reply to
 //! mallory describes a conversation of the victim's.
 //!
 //! The cases run in order on one server (each starts from where the last
@@ -161,7 +162,7 @@ fn raw_text() -> impl Strategy<Value = String> {
         }),
         Just("[]".to_owned()),
         Just("null".to_owned()),
-        Just("{\"type\":\"ack\",\"up_to\":1e999}".to_owned()),
+        Just("{\"type\":\"ack\",\"conversation\":1,\"seq\":1e999}".to_owned()),
         Just("{\"type\":\"ping\",\"id\":\"\\ud800\"}".to_owned()),
         Just("[".repeat(10_000)),
     ]
@@ -281,16 +282,11 @@ fn build_frame(kind: u8, picks: &Picks, pools: &Pools) -> ClientFrame {
             username,
         },
         13 => ClientFrame::GroupLeave { id, conversation },
-        14 => {
-            let seq = Pools::pick(&pools.seqs, &picks.seq);
-            ClientFrame::Ack {
-                id,
-                up_to: picks.with_to.then_some(seq),
-                positions: (0..picks.many as i64)
-                    .map(|n| seq.wrapping_add(n))
-                    .collect(),
-            }
-        }
+        14 => ClientFrame::Ack {
+            id,
+            conversation,
+            seq: Pools::pick(&pools.seqs, &picks.seq),
+        },
         15 => ClientFrame::Read {
             id,
             conversation,
@@ -359,13 +355,10 @@ async fn victim_state(server: &TestServer, victim: &Victim) -> Vec<String> {
                 .expect("receipts"),
         ));
     }
-    // The stored queue, read by the victim's second device, which is live
-    // only for this poll: frames come back unacked and stay queued.
-    let queue = api
-        .poll(&victim.dormant_token, 0, None, 0)
-        .await
-        .expect("poll");
-    state.push(json(&queue.frames));
+    // What waits for the victim's second device, read by it, live only
+    // for this poll: it acks nothing, so its positions stay where they are.
+    let waiting = api.poll(&victim.dormant_token, &[], 0).await.expect("poll");
+    state.push(json(&waiting.frames));
     state
 }
 
@@ -651,8 +644,20 @@ fn a_hostile_client_never_changes_another_users_state() {
             .edit(group, "v-3", &second, "group hello!")
             .await
             .expect("edit");
-        let carol_frames = carol.ack_up_to(i64::MAX).await.expect("ack");
-        assert!(carol_frames > 0, "carol had the victim's messages queued");
+        // Carol acks both conversations to their end: the victim's
+        // delivered ticks move.
+        let carol_list = server
+            .api
+            .conversations(&carol_token)
+            .await
+            .expect("conversations");
+        for summary in &carol_list.conversations {
+            let position = carol
+                .ack(summary.conversation, summary.last_seq)
+                .await
+                .expect("ack");
+            assert_eq!(position, summary.last_seq);
+        }
         carol
             .call(|id| ClientFrame::Read {
                 id,
@@ -684,12 +689,14 @@ fn a_hostile_client_never_changes_another_users_state() {
         // nothing may arrive on it.
         let backlog = server
             .api
-            .poll(&victim_token, 0, None, 0)
+            .poll(&victim_token, &[], 0)
             .await
             .expect("poll")
             .frames
-            .len();
-        assert!(backlog > 0, "the victim has queued receipts and messages");
+            .iter()
+            .filter(|frame| is_delivery(frame))
+            .count();
+        assert!(backlog > 0, "carol's messages wait for the victim");
         let mut victim_live = server.connect(&victim_token).await;
         queued(&mut victim_live, backlog).await;
         assert_nothing_queued(&mut victim_live).await;
@@ -851,7 +858,7 @@ async fn a_refused_send_to_a_user_creates_no_conversation() {
         let reply = loop {
             match hostile.next_frame(PROMPTLY).await.expect("reply") {
                 ServerFrame::Error { id, code, .. } if id == Some(format!("r{bad}")) => break code,
-                frame if frame.queue_pos().is_some() => continue,
+                frame if is_delivery(&frame) => continue,
                 other => panic!("send {bad} was not refused: {other:?}"),
             }
         };

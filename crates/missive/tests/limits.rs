@@ -246,18 +246,22 @@ async fn refused_upgrade(server: &TestServer, forwarded_for: &str) -> (u16, Stri
     )
 }
 
-/// A long-poll (returning at once when nothing is queued), optionally as a
+/// A long-poll (returning at once when nothing waits), optionally as a
 /// proxy would pass on a client at `forwarded_for`: (status, body).
 async fn poll(
     server: &TestServer,
     token: &str,
-    ack_up_to: Option<i64>,
+    ack: Option<(i64, i64)>,
     forwarded_for: Option<&str>,
 ) -> (u16, serde_json::Value) {
+    let acks: Vec<_> = ack
+        .map(|(conversation, seq)| serde_json::json!({"conversation": conversation, "seq": seq}))
+        .into_iter()
+        .collect();
     let mut request = reqwest::Client::new()
         .post(format!("{}/v1/poll", server.url()))
         .bearer_auth(token)
-        .json(&serde_json::json!({"cursor": 0, "ack_up_to": ack_up_to, "timeout_ms": 0}));
+        .json(&serde_json::json!({"acks": acks, "timeout_ms": 0}));
     if let Some(address) = forwarded_for {
         request = request.header("x-forwarded-for", address);
     }
@@ -419,8 +423,8 @@ async fn an_accounts_websockets_are_limited_after_auth() {
 async fn polls_count_against_the_account_with_websockets() {
     // Goal: a long-poll is a connection of its account: beyond
     // limits.connections_per_account_max it is refused with 429
-    // rate_limited before it acks or registers (its queue keeps the entry
-    // it tried to ack; the device is not marked seen). A poll that ended
+    // rate_limited before it acks or registers (the event it tried to ack
+    // is still sent to it; the device is not marked seen). A poll that ended
     // has given its slot back.
     let server =
         TestServer::start_with(|config| config.limits.connections_per_account_max = 2).await;
@@ -434,11 +438,17 @@ async fn polls_count_against_the_account_with_websockets() {
     let phone_ws = server.connect(&phone).await;
     assert!(online(&next_ephemeral(&mut bob).await, "alice"));
     let laptop_ws = server.connect(&laptop).await;
-    bob.send_text("alice", "b1", "hello").await.unwrap();
+    let sent = bob.send_text("alice", "b1", "hello").await.unwrap();
+    let ServerFrame::Sent {
+        conversation, seq, ..
+    } = sent
+    else {
+        panic!("{sent:?}")
+    };
     server.clock.advance_ms(1_000);
     let seen_before = last_seen(&server, &phone).await;
 
-    let (status, body) = poll(&server, &tablet, Some(i64::MAX), None).await;
+    let (status, body) = poll(&server, &tablet, Some((conversation, seq)), None).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
     assert_eq!(last_seen(&server, &phone).await, seen_before);

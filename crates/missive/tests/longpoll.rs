@@ -437,7 +437,10 @@ async fn a_poll_with_a_refused_ack_changes_nothing() {
         (vec![(conversation, 2), (conversation, 4)], "invalid_field"),
         (vec![(conversation, 2), (conversation, -1)], "invalid_field"),
         (vec![(conversation, 2), (elsewhere, 1)], "not_member"),
-        (vec![(conversation, 2), (999_999, 1)], "unknown_conversation"),
+        (
+            vec![(conversation, 2), (999_999, 1)],
+            "unknown_conversation",
+        ),
     ];
     for (acks, code) in cases {
         assert_eq!(

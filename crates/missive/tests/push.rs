@@ -81,7 +81,7 @@ async fn server_with_hook(addr: SocketAddr) -> TestServer {
         config.push.coalesce_secs = 3600;
         config.push.retry_backoff_ms = 10;
         config.push.retries_max = 3;
-        // One call at a time, so call order follows queue order and an
+        // One call at a time, so call order follows send order and an
         // announcement for another device works as a barrier.
         config.push.calls_concurrent_max = 1;
     })
@@ -98,7 +98,7 @@ async fn next_call(received: &mut mpsc::UnboundedReceiver<Call>) -> Call {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_device_is_announced_once_signed_and_without_content() {
     // Goal: a message for an offline device triggers one signed call saying
-    // how many entries wait, with no message content; further messages
+    // how many events wait, with no message content; further messages
     // within the coalescing interval trigger none (checked with a barrier:
     // carol's later announcement arrives and bob has had no second call).
     let (addr, mut received) = start_receiver(0).await;

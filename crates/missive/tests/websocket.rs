@@ -224,7 +224,12 @@ async fn undelivered_messages_expire_after_the_ttl() {
     let mut alice = server.connect(&alice_token).await;
     let (_, conversation) = {
         let sent = alice.send_text("bob", "m1", "will expire").await.unwrap();
-        let ServerFrame::Sent { message_id, conversation, .. } = sent else {
+        let ServerFrame::Sent {
+            message_id,
+            conversation,
+            ..
+        } = sent
+        else {
             panic!("{sent:?}")
         };
         (message_id, conversation)
@@ -246,7 +251,11 @@ async fn undelivered_messages_expire_after_the_ttl() {
     expected(&queued(&mut bob, 2).await);
     assert_nothing_queued(&mut bob).await;
     // Still in history: the TTL limits delivery, not retention.
-    let history = server.api.history(&alice_token, conversation, "").await.unwrap();
+    let history = server
+        .api
+        .history(&alice_token, conversation, "")
+        .await
+        .unwrap();
     assert_eq!(history.messages.len(), 2);
     bob.close().await;
 
@@ -255,7 +264,11 @@ async fn undelivered_messages_expire_after_the_ttl() {
     server.clock.advance_ms(1_800_000);
     let swept = server.app.sweep_now().await.unwrap();
     assert_eq!(swept.purged_bodies, 1);
-    let history = server.api.history(&alice_token, conversation, "").await.unwrap();
+    let history = server
+        .api
+        .history(&alice_token, conversation, "")
+        .await
+        .unwrap();
     assert_eq!(texts_of(&history), ["fresh"]);
     let mut bob = server.connect(&bob_token).await;
     let frames = queued(&mut bob, 2).await;

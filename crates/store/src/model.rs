@@ -171,9 +171,10 @@ pub struct ReadOutcome {
 
 pub struct SweepRequest {
     pub now_ms: UnixMillis,
-    /// Bodies stored before this are deleted (history retention) once no
-    /// device still waits for them: every member device has them, or they
-    /// were stored before `undelivered_before_ms` (offline TTL).
+    /// Bodies stored before both this (history retention) and
+    /// `undelivered_before_ms` (offline TTL) are deleted: a device away for
+    /// less than the TTL still gets everything. (Store-and-forward deletes
+    /// sooner, in the ack that brings every member device past a body.)
     pub bodies_before_ms: UnixMillis,
     pub undelivered_before_ms: UnixMillis,
     /// Rows of deleted bodies stored before this go too (their

@@ -477,17 +477,23 @@ mod support {
         expired_before_ms: UnixMillis,
     ) -> Pending {
         let account = account_of(store, device).await;
-        store
-            .pending(PendingRequest {
-                device,
-                account,
-                after: after.to_vec(),
-                limit,
-                expired_before_ms,
-            })
+        let read = store.pending(PendingRequest {
+            device,
+            account,
+            after: after.to_vec(),
+            limit,
+            expired_before_ms,
+        });
+        // A scan that never ends (a cursor that stops moving) fails here
+        // instead of hanging the suite.
+        tokio::time::timeout(PENDING_TIMEOUT, read)
             .await
+            .unwrap_or_else(|_| panic!("pending for device {device} did not answer in time"))
             .expect("pending")
     }
+
+    /// How long one `pending` call may take before the suite gives up on it.
+    const PENDING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// Everything waiting for the device, nothing expired by age.
     pub async fn pending_all(store: &dyn Store, device: DeviceId) -> Vec<PendingItem> {
@@ -4208,11 +4214,9 @@ mod scenarios {
         );
         let after = send_at(store, conv, alice, a1, "x", NOW + 4).await;
         assert_new(&after, 2);
-        let in_conv = |event: &StoredEvent| event.conversation == conv;
         let last_in_conv = events(&pending_all(store, b1).await)
             .into_iter()
-            .filter(in_conv)
-            .last()
+            .rfind(|event| event.conversation == conv)
             .map(|event| event.message_id);
         assert_eq!(last_in_conv, Some(after.message_id));
 

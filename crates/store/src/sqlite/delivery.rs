@@ -233,7 +233,9 @@ fn ack_scope(
     account: AccountId,
     conversation: ConversationId,
 ) -> Result<(Seq, Seq, bool), StoreError> {
-    let row: Option<(Seq, Option<Seq>, Option<Seq>, Option<Seq>)> = conn
+    // (last seq, joined as a member, left seq and joined as a leaver)
+    type Scope = (Seq, Option<Seq>, Option<Seq>, Option<Seq>);
+    let row: Option<Scope> = conn
         .prepare_cached(
             "SELECT c.last_seq, m.joined_seq, d.left_seq, d.joined_seq FROM conversations c
              LEFT JOIN members m ON m.conversation_id = c.id AND m.account_id = ?2
