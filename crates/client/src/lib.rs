@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use missive_proto::rest::{
-    AckPoint,
-    ConversationList, CreateGroupRequest, DeviceList, ErrorBody, FrameReplies, GroupInfo, History,
-    LoginRequest, LoginResponse, MediaInfo, MessageInfo, PollRequest, PollResponse,
+    AckPoint, ConversationList, CreateGroupRequest, DeviceList, ErrorBody, FrameReplies, GroupInfo,
+    History, LoginRequest, LoginResponse, MediaInfo, MessageInfo, PollRequest, PollResponse,
     PresenceVisibility, Privacy, RegisterRequest, RegisterResponse, UserList,
 };
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};

@@ -505,6 +505,9 @@ async fn a_cumulative_ack_moves_one_conversation_of_one_device() {
     let frames = queued(&mut bob, 8).await;
     assert_eq!(ack_points(&frames), [(with_alice, 5), (with_carol, 3)]);
 
+    // A position in the other conversation first, so that there is one to
+    // leave alone.
+    assert_eq!(bob.ack(with_carol, 1).await.unwrap(), 1);
     let acked = bob
         .call(|id| ClientFrame::Ack {
             id,
@@ -522,13 +525,12 @@ async fn a_cumulative_ack_moves_one_conversation_of_one_device() {
     bob.close().await;
 
     let mut bob = server.connect(&bob_token).await;
-    let again = queued(&mut bob, 5).await;
+    let again = queued(&mut bob, 4).await;
     assert_eq!(
         points_sorted(&again),
         [
             (with_alice, 4),
             (with_alice, 5),
-            (with_carol, 1),
             (with_carol, 2),
             (with_carol, 3)
         ]
@@ -659,10 +661,11 @@ async fn refused_acks_carry_their_id_and_change_nothing() {
 async fn receipt_cursors_are_live_for_the_author_and_listed_for_one_who_was_away() {
     // Goal: one ack for a burst moves bob's delivered cursor once: the
     // connected author gets one `delivered` frame at the highest seq (not
-    // one per message), and a read gives one `read` frame. Receipts are
-    // never stored as frames: when alice was away while the cursors moved,
-    // she gets no frame on reconnect and finds them in GET
-    // /v1/conversations and in message info.
+    // one per message), and a read gives one `read` frame; the acking or
+    // reading account is never told of its own cursors, also where the
+    // range covers its own texts. Receipts are never stored as frames:
+    // when alice was away while the cursors moved, she gets no frame on
+    // reconnect and finds them in GET /v1/conversations and message info.
     let server = TestServer::start().await;
     let alice_token = server.user("alice").await;
     let bob_token = server.user("bob").await;
@@ -695,23 +698,35 @@ async fn receipt_cursors_are_live_for_the_author_and_listed_for_one_who_was_away
         "{receipt:?}"
     );
 
+    // Bob writes too (seq 4); alice's ack of it is told to him.
+    bob.send_to(conversation, "b4", "b4", None).await.unwrap();
+    let frames = queued(&mut alice, 1).await;
+    assert_eq!(texts(&frames), ["b4"]);
+    ack_received(&mut alice, &frames).await;
+    let receipt = queued(&mut bob, 1).await;
+    assert!(
+        matches!(&receipt[0], ServerFrame::Delivered { conversation: c, by, seq: 4, .. }
+            if *c == conversation && by == "alice"),
+        "{receipt:?}"
+    );
+
     // Alice sends two more and goes away; bob receives and reads them.
     let mut last_id = String::new();
-    for i in 4..=5 {
+    for i in 5..=6 {
         let text = format!("m{i}");
         last_id = sent_seq(&alice.send_text("bob", &text, &text).await.unwrap()).0;
     }
     alice.close().await;
     let frames = queued(&mut bob, 2).await;
-    assert_eq!(seqs(&frames), [4, 5]);
+    assert_eq!(seqs(&frames), [5, 6]);
     ack_received(&mut bob, &frames).await;
     let read = ClientFrame::Read {
         id: Some("r2".into()),
         conversation,
-        seq: 5,
+        seq: 6,
     };
     bob.request(&read, "r2").await.unwrap();
-    // Bob is told nothing of his own receipts.
+    // Bob is told nothing of his own cursors, though they passed his b4.
     assert_nothing_queued(&mut bob).await;
 
     let mut alice = server.connect(&alice_token).await;
@@ -724,7 +739,7 @@ async fn receipt_cursors_are_live_for_the_author_and_listed_for_one_who_was_away
         .iter()
         .map(|r| (r.user.as_str(), r.delivered_seq, r.read_seq))
         .collect();
-    assert_eq!(receipts, [("bob", 5, 5)]);
+    assert_eq!(receipts, [("bob", 6, 6)]);
     let info = server
         .api
         .receipts(&alice_token, conversation, &last_id)

@@ -64,7 +64,10 @@ fn describe() {
         "missive_deliveries_total",
         "Stored events written to a connection"
     );
-    metrics::describe_counter!("missive_acks_total", "Acks applied (one per conversation point)");
+    metrics::describe_counter!(
+        "missive_acks_total",
+        "Acks applied (one per conversation point)"
+    );
     metrics::describe_gauge!(
         "missive_events_waiting",
         "Events above every device's positions, summed at each sweep"

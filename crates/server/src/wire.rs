@@ -65,7 +65,6 @@ pub fn history_message(event: StoredEvent) -> HistoryMessage {
     }
 }
 
-
 /// The frame that stands for what waits for a device.
 pub fn pending_frame(item: PendingItem) -> ServerFrame {
     match item {

@@ -25,8 +25,8 @@
 //! conformance suite (`tests/conformance.rs`).
 
 pub mod model;
-pub(crate) mod rules;
 pub mod postgres;
+pub(crate) mod rules;
 pub mod sqlite;
 
 use async_trait::async_trait;

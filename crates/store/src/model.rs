@@ -1,8 +1,8 @@
 //! Records crossing the Store boundary.
 
 use missive_core::{
-    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq,
-    TokenHash, UnixMillis, Username,
+    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq, TokenHash,
+    UnixMillis, Username,
 };
 
 pub struct NewAccount {

@@ -59,13 +59,27 @@ pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, Store
         about_seq: Some(target.seq),
     };
     match (&message.body, target) {
-        (Body::Text { reply_to: None, text, .. }, _) => Ok(Plan {
+        (
+            Body::Text {
+                reply_to: None,
+                text,
+                ..
+            },
+            _,
+        ) => Ok(Plan {
             kind: EVENT_TEXT,
             body: text.as_str().to_owned(),
             target: None,
             about_seq: None,
         }),
-        (Body::Text { reply_to: Some(id), text, .. }, Some(_)) => Ok(Plan {
+        (
+            Body::Text {
+                reply_to: Some(id),
+                text,
+                ..
+            },
+            Some(_),
+        ) => Ok(Plan {
             kind: EVENT_TEXT,
             body: text.as_str().to_owned(),
             target: Some(id.to_string()),

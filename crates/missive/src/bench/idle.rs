@@ -22,8 +22,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
 use super::Common;
-use super::server_cost::{TICKS_PER_SEC, cpu_ticks};
 use super::report::Report;
+use super::server_cost::{TICKS_PER_SEC, cpu_ticks};
 use super::setup::{self, Member, PASSWORD, connect_all, members, run_prefix};
 
 /// Tokio's blocking pool retires a thread after 10 s without work.
@@ -392,8 +392,6 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
-
-
 
 #[cfg(test)]
 mod tests {

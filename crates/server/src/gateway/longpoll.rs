@@ -18,17 +18,17 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use missive_core::ConversationId;
 use missive_proto::rest::{FrameReplies, PollRequest, PollResponse};
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
-use missive_core::ConversationId;
 use tokio::time::Instant;
 
 use super::dispatch::Dispatcher;
-use crate::wire::pending_frame;
 use super::http::{Authenticated, json_body};
 use super::live::{self, Announce};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::wire::pending_frame;
 
 /// The longest a poll may wait, and the wait when the client names none.
 const POLL_TIMEOUT_MAX_MS: u64 = 60_000;

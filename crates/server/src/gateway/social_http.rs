@@ -8,19 +8,19 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use missive_core::ConversationId;
+use missive_proto::ErrorCode;
 use missive_proto::rest::{
     AddMembersRequest, ConversationKind as WireKind, ConversationList, ConversationSummary,
     CreateGroupRequest, GroupInfo, History, MemberReceipts, MessageInfo, Privacy, ReceiptEntry,
     RenameGroupRequest, UserList, UsernameBody,
 };
-use missive_proto::ErrorCode;
 use missive_store::{ConversationKind, GroupChange};
 use serde::Deserialize;
 
 use super::http::{Authenticated, json_body};
-use crate::wire::history_message;
 use crate::AppState;
 use crate::error::ApiError;
+use crate::wire::history_message;
 
 type Shared = State<Arc<AppState>>;
 

@@ -32,11 +32,11 @@ use super::connections::Slot;
 use super::dispatch::Dispatcher;
 use super::live::{self, Announce};
 use super::web;
-use crate::wire::pending_frame;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::router::LiveEvent;
 use crate::service::Messaging;
+use crate::wire::pending_frame;
 
 /// Backoff bounds when the pump cannot read the queue.
 const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);

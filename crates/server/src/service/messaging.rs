@@ -9,16 +9,15 @@ use missive_core::{ClientMsgId, Clock, ConversationId, MessageId, MessageText, S
 use missive_proto::{ErrorCode, ServerFrame};
 use missive_store::{
     AckRequest, Appended, Body, ConversationRecord, DeviceAuth, EventKind, HistoryRequest,
-    NewMessage,
-    Pending, PendingRequest, ReadRequest, ReceiptMoved, ReceiptsRecord, Store, StoreError,
-    StoredEvent, SweepOutcome, SweepRequest,
+    NewMessage, Pending, PendingRequest, ReadRequest, ReceiptMoved, ReceiptsRecord, Store,
+    StoreError, StoredEvent, SweepOutcome, SweepRequest,
 };
 
 use super::push::Push;
-use crate::router::{LiveEvent, Router};
-use crate::wire;
 use crate::config::{DeliveryConfig, LimitsConfig};
 use crate::error::ApiError;
+use crate::router::{LiveEvent, Router};
+use crate::wire;
 
 /// Media a single message may carry.
 const MEDIA_PER_MESSAGE_MAX: usize = 10;
@@ -93,9 +92,11 @@ impl LiveParts {
                 emoji.clone().unwrap_or_default(),
                 Some(target.clone()),
             ),
-            Body::Edit { target, text, .. } => {
-                (EventKind::Edit, text.as_str().to_owned(), Some(target.clone()))
-            }
+            Body::Edit { target, text, .. } => (
+                EventKind::Edit,
+                text.as_str().to_owned(),
+                Some(target.clone()),
+            ),
             Body::Delete { target } => (EventKind::Delete, String::new(), Some(target.clone())),
         };
         Some(Self {

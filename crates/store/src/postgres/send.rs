@@ -39,13 +39,13 @@ use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use tokio_postgres::Row;
 
-use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
 use super::conversations::refusal;
 use super::fault::{Fault, Outcome};
 use super::media::{attach_media, check_own_media};
 use super::sql::{Step, column, execute, in_order, pipeline, row, rows};
 use crate::StoreError;
 use crate::model::*;
+use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
 
 /// One send's answer.
 pub(super) type Answer = Result<Appended, StoreError>;
@@ -433,7 +433,6 @@ pub(super) fn changed_target(body: &Body) -> Option<&MessageId> {
         }
     }
 }
-
 
 /// The text message an event refers to, as its sender may see it (sent
 /// after the sender joined), from a `TEXT_TARGET` row.

@@ -450,7 +450,8 @@ pub(super) fn mark_read(conn: &Connection, read: &ReadRequest) -> Result<ReadOut
 }
 
 /// Events above the devices' positions, summed (own and expired included).
-const WAITING: &str = "SELECT COALESCE(SUM(MAX(0, c.last_seq - MAX(m.joined_seq, COALESCE(p.seq, 0)))), 0)
+const WAITING: &str =
+    "SELECT COALESCE(SUM(MAX(0, c.last_seq - MAX(m.joined_seq, COALESCE(p.seq, 0)))), 0)
      FROM devices d JOIN members m ON m.account_id = d.account_id
      JOIN conversations c ON c.id = m.conversation_id
      LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = m.conversation_id";

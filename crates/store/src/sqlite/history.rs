@@ -4,8 +4,8 @@
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::send::{EVENT_TEXT, event_kind};
 use super::conversations::check_member;
+use super::send::{EVENT_TEXT, event_kind};
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;

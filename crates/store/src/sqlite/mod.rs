@@ -17,8 +17,8 @@ mod groups;
 mod history;
 mod media;
 mod readers;
-mod send;
 mod schema;
+mod send;
 mod sessions;
 mod social;
 mod writer;
@@ -158,7 +158,8 @@ impl Store for SqliteStore {
 
     async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {
         let token = token.clone();
-        self.read(move |conn| accounts::authenticate(conn, &token)).await
+        self.read(move |conn| accounts::authenticate(conn, &token))
+            .await
     }
 
     async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
@@ -425,7 +426,8 @@ impl Store for SqliteStore {
     }
 
     async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
-        self.read(move |conn| accounts::device_owner(conn, device)).await
+        self.read(move |conn| accounts::device_owner(conn, device))
+            .await
     }
 
     async fn waiting(&self, device: DeviceId) -> Result<u64, StoreError> {
