@@ -387,6 +387,40 @@ mod tests {
         assert!(router.live_devices().is_empty());
     }
 
+    #[tokio::test]
+    async fn offered_events_reach_live_connections_and_a_full_buffer_wakes_instead() {
+        // Goal: devices not live here are handed back (for the Bus), a live
+        // one gets the frame, and one whose buffer is full is woken to read
+        // the store rather than losing the event.
+        let router = Arc::new(Router::new(Arc::from("node-a"), Arc::default()).0);
+        let mut live = router.register(DeviceId(1), AccountId(1));
+        let mut events = live.take_events();
+        let event = |seq| {
+            Arc::new(LiveEvent {
+                conversation: ConversationId(3),
+                seq,
+                frame: Arc::from("{}"),
+            })
+        };
+        let elsewhere = router.offer(&[DeviceId(1), DeviceId(2)], &event(1));
+        assert_eq!(elsewhere, vec![DeviceId(2)]);
+        assert_eq!(events.try_recv().map(|e| e.seq).ok(), Some(1));
+        for seq in 2..2 + LIVE_EVENTS_MAX as i64 {
+            assert!(router.offer(&[DeviceId(1)], &event(seq)).is_empty());
+        }
+        let woken = live.wake.notified();
+        assert!(router.offer(&[DeviceId(1)], &event(99)).is_empty());
+        tokio::time::timeout(std::time::Duration::from_secs(5), woken)
+            .await
+            .expect("a full buffer wakes the connection");
+        let mut handed = 0;
+        while let Ok(e) = events.try_recv() {
+            assert_ne!(e.seq, 99, "the overflowing event is not buffered");
+            handed += 1;
+        }
+        assert_eq!(handed, LIVE_EVENTS_MAX);
+    }
+
     #[test]
     fn watchers_follow_subscriptions_and_disconnects() {
         // Goal: watch replaces a device's subscription; a dropped connection

@@ -81,27 +81,24 @@ pub fn pending_frame(item: PendingItem) -> ServerFrame {
     }
 }
 
-/// The `message` frame of a stored event.
+/// The `message` frame of a stored event: the history form, moved into
+/// the frame, so the two describe an event the same way by construction.
 pub fn event_frame(event: StoredEvent) -> ServerFrame {
-    let system = system_event(event.kind, &event.body);
+    let shown = history_message(event);
     ServerFrame::Message {
-        message_id: event.message_id.to_string(),
-        conversation: event.conversation.0,
-        seq: event.seq,
-        from: event.from,
-        from_device: event.from_device.0,
-        client_msg_id: event.client_msg_id,
-        kind: wire_kind(event.kind),
-        text: if system.is_some() {
-            String::new()
-        } else {
-            event.body
-        },
-        media: event.media.into_iter().map(wire_media).collect(),
-        target: event.target.map(|target| target.to_string()),
-        event: system,
-        edited_ms: event.edited_ms,
-        deleted: event.deleted,
-        ts_ms: event.ts_ms,
+        message_id: shown.message_id,
+        conversation: shown.conversation,
+        seq: shown.seq,
+        from: shown.from,
+        from_device: shown.from_device,
+        client_msg_id: shown.client_msg_id,
+        kind: shown.kind,
+        text: shown.text,
+        media: shown.media,
+        target: shown.target,
+        event: shown.event,
+        edited_ms: shown.edited_ms,
+        deleted: shown.deleted,
+        ts_ms: shown.ts_ms,
     }
 }

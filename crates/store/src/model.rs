@@ -245,6 +245,28 @@ pub enum Body {
     Delete { target: MessageId },
 }
 
+impl Body {
+    /// What the event row says of this body, and what a device is shown:
+    /// its kind, its text (the emoji of a reaction, empty to remove one or
+    /// for a delete) and the message it replies to or acts on.
+    pub fn stored_form(&self) -> (EventKind, String, Option<&MessageId>) {
+        match self {
+            Self::Text { text, reply_to, .. } => {
+                (EventKind::Text, text.as_str().to_owned(), reply_to.as_ref())
+            }
+            Self::Reaction { target, emoji } => (
+                EventKind::Reaction,
+                emoji.clone().unwrap_or_default(),
+                Some(target),
+            ),
+            Self::Edit { target, text, .. } => {
+                (EventKind::Edit, text.as_str().to_owned(), Some(target))
+            }
+            Self::Delete { target } => (EventKind::Delete, String::new(), Some(target)),
+        }
+    }
+}
+
 /// One stored event of a conversation with its current state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {

@@ -47,60 +47,33 @@ pub struct Plan {
     pub about_seq: Option<Seq>,
 }
 
+pub fn kind_code(kind: EventKind) -> i16 {
+    match kind {
+        EventKind::Text => EVENT_TEXT,
+        EventKind::System => EVENT_SYSTEM,
+        EventKind::Reaction => EVENT_REACTION,
+        EventKind::Edit => EVENT_EDIT,
+        EventKind::Delete => EVENT_DELETE,
+    }
+}
+
 /// Judges `message` against its target (`None`: it has none, or the
 /// sender may not see it). A reply needs a visible target too, but is not
 /// "about" it: it reaches every member.
 pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, StoreError> {
-    let sender = message.sender_account;
-    let about = |kind: i16, body: String, target: &Target, id: String| Plan {
-        kind,
-        body,
-        target: Some(id),
-        about_seq: Some(target.seq),
-    };
-    match (&message.body, target) {
-        (
-            Body::Text {
-                reply_to: None,
-                text,
-                ..
-            },
-            _,
-        ) => Ok(Plan {
-            kind: EVENT_TEXT,
-            body: text.as_str().to_owned(),
-            target: None,
-            about_seq: None,
-        }),
-        (
-            Body::Text {
-                reply_to: Some(id),
-                text,
-                ..
-            },
-            Some(_),
-        ) => Ok(Plan {
-            kind: EVENT_TEXT,
-            body: text.as_str().to_owned(),
-            target: Some(id.to_string()),
-            about_seq: None,
-        }),
-        (Body::Reaction { target: id, emoji }, Some(target)) => {
+    let by_author = |target: &Target| target.author == message.sender_account;
+    let about_seq = match (&message.body, target) {
+        (Body::Text { reply_to: None, .. }, _) => None,
+        (_, None) => return Err(StoreError::UnknownMessage),
+        (Body::Text { .. }, Some(_)) => None,
+        (Body::Reaction { .. }, Some(target)) => {
             if target.deleted {
                 return Err(StoreError::MessageDeleted);
             }
-            let emoji = emoji.clone().unwrap_or_default();
-            Ok(about(EVENT_REACTION, emoji, target, id.to_string()))
+            Some(target.seq)
         }
-        (
-            Body::Edit {
-                target: id,
-                text,
-                window_ms,
-            },
-            Some(target),
-        ) => {
-            if target.author != sender {
+        (Body::Edit { window_ms, .. }, Some(target)) => {
+            if !by_author(target) {
                 return Err(StoreError::NotAuthor);
             }
             if target.deleted {
@@ -109,20 +82,25 @@ pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, Store
             if message.now_ms.saturating_sub(target.created_ms) > *window_ms {
                 return Err(StoreError::EditWindowClosed);
             }
-            let text = text.as_str().to_owned();
-            Ok(about(EVENT_EDIT, text, target, id.to_string()))
+            Some(target.seq)
         }
-        (Body::Delete { target: id }, Some(target)) => {
-            if target.author != sender {
+        (Body::Delete { .. }, Some(target)) => {
+            if !by_author(target) {
                 return Err(StoreError::NotAuthor);
             }
             if target.deleted {
                 return Err(StoreError::MessageDeleted);
             }
-            Ok(about(EVENT_DELETE, String::new(), target, id.to_string()))
+            Some(target.seq)
         }
-        (_, None) => Err(StoreError::UnknownMessage),
-    }
+    };
+    let (kind, body, target) = message.body.stored_form();
+    Ok(Plan {
+        kind: kind_code(kind),
+        body,
+        target: target.map(ToString::to_string),
+        about_seq,
+    })
 }
 
 /// The message id a body is about or replies to, if any.

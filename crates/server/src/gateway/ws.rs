@@ -410,21 +410,47 @@ async fn pump_pending(
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
-                match after.get(&event.conversation) {
-                    Some(at) if event.seq <= *at => {}
-                    Some(at) if event.seq == at + 1 => {
-                        after.insert(event.conversation, event.seq);
+                match place(&mut after, event.conversation, event.seq) {
+                    Placement::Had => {}
+                    Placement::Next => {
                         let frame = Outbound::Text(Arc::clone(&event.frame));
                         if outbound.send(frame).await.is_err() {
                             return;
                         }
                         metrics::counter!("missive_deliveries_total").increment(1);
                     }
-                    _ => read_store = true,
+                    Placement::Gap => read_store = true,
                 }
             }
             () = wait_for_wake(&wake, state.bus.recheck_interval()) => read_store = true,
         }
+    }
+}
+
+/// Where a handed-over event stands for a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Placement {
+    /// Already written on this connection: drop it.
+    Had,
+    /// The next seq of its conversation: write it (`after` moved on).
+    Next,
+    /// Beyond a gap, or in a conversation this connection has not placed:
+    /// read the store, which has it and what lies before it.
+    Gap,
+}
+
+fn place(
+    after: &mut HashMap<ConversationId, Seq>,
+    conversation: ConversationId,
+    seq: Seq,
+) -> Placement {
+    match after.get_mut(&conversation) {
+        Some(at) if seq <= *at => Placement::Had,
+        Some(at) if seq == *at + 1 => {
+            *at = seq;
+            Placement::Next
+        }
+        _ => Placement::Gap,
     }
 }
 
@@ -500,5 +526,27 @@ async fn write_frames(
             Ok(Err(_)) => return WriterEnd::SocketError,
             Err(_) => return WriterEnd::SlowConsumer,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handed_over_event_is_written_only_as_the_next_seq() {
+        // Goal: nothing written twice, nothing written past a gap, and an
+        // unplaced conversation goes to the store; only `Next` moves on.
+        let (seven, eight) = (ConversationId(7), ConversationId(8));
+        let mut after = HashMap::from([(seven, 4)]);
+        assert_eq!(place(&mut after, seven, 4), Placement::Had);
+        assert_eq!(place(&mut after, seven, 3), Placement::Had);
+        assert_eq!(place(&mut after, seven, 6), Placement::Gap);
+        assert_eq!(after[&seven], 4, "a gap moves nothing");
+        assert_eq!(place(&mut after, seven, 5), Placement::Next);
+        assert_eq!(after[&seven], 5);
+        assert_eq!(place(&mut after, seven, 5), Placement::Had);
+        assert_eq!(place(&mut after, eight, 1), Placement::Gap);
+        assert!(!after.contains_key(&eight));
     }
 }

@@ -76,33 +76,14 @@ struct LiveParts {
 
 impl LiveParts {
     fn of(body: &Body) -> Option<Self> {
-        let (kind, text, target) = match body {
-            Body::Text {
-                text,
-                reply_to,
-                media,
-            } => {
-                if !media.is_empty() {
-                    return None;
-                }
-                (EventKind::Text, text.as_str().to_owned(), reply_to.clone())
-            }
-            Body::Reaction { target, emoji } => (
-                EventKind::Reaction,
-                emoji.clone().unwrap_or_default(),
-                Some(target.clone()),
-            ),
-            Body::Edit { target, text, .. } => (
-                EventKind::Edit,
-                text.as_str().to_owned(),
-                Some(target.clone()),
-            ),
-            Body::Delete { target } => (EventKind::Delete, String::new(), Some(target.clone())),
-        };
+        if matches!(body, Body::Text { media, .. } if !media.is_empty()) {
+            return None;
+        }
+        let (kind, body, target) = body.stored_form();
         Some(Self {
             kind,
-            body: text,
-            target,
+            body,
+            target: target.cloned(),
         })
     }
 

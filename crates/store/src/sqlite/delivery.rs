@@ -490,7 +490,14 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
     for (conversation, purged_seq, dropped_seq) in candidates {
         let room = limit - outcome.purged_bodies as i64;
         if room > 0 {
-            let upto = oldest_run(conn, conversation, purged_seq, purge_before, room)?;
+            let upto = oldest_run(
+                conn,
+                conversation,
+                purged_seq,
+                purge_before,
+                room,
+                Walk::Events,
+            )?;
             if upto > purged_seq {
                 let ids: Vec<String> = conn
                     .prepare_cached(
@@ -514,7 +521,14 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
         }
         let room = limit - outcome.purged_dedup as i64;
         if room > 0 {
-            let upto = purged_run(conn, conversation, dropped_seq, sweep.dedup_before_ms, room)?;
+            let upto = oldest_run(
+                conn,
+                conversation,
+                dropped_seq,
+                sweep.dedup_before_ms,
+                room,
+                Walk::Purged,
+            )?;
             if upto > dropped_seq {
                 outcome.purged_dedup += conn
                     .execute(
@@ -542,16 +556,26 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
     Ok(outcome)
 }
 
-/// The last seq of the run of purged rows (body gone) above `after` stored
-/// before `before_ms`, at most `max` of them: rows the dedup window has
-/// passed. The run ends at the first row with a body or too young; a purged
-/// row behind one waits for a later sweep.
-fn purged_run(
+/// Which rows a sweep walk may take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Any event: bodies past retention.
+    Events,
+    /// Only rows whose body is gone: dedup keys past their window. A
+    /// purged row behind one with a body waits for a later sweep.
+    Purged,
+}
+
+/// The last seq of the run of rows above `after` stored before
+/// `before_ms` (and, for `Walk::Purged`, without a body), at most `max` of
+/// them; `after` when the first does not qualify.
+fn oldest_run(
     conn: &Connection,
     conversation: i64,
     after: Seq,
     before_ms: i64,
     max: i64,
+    walk: Walk,
 ) -> Result<Seq, StoreError> {
     let mut stmt = conn
         .prepare_cached(
@@ -566,36 +590,7 @@ fn purged_run(
     while let Some(row) = rows.next().map_err(backend)? {
         let created_ms: i64 = row.get(1).map_err(backend)?;
         let purged: bool = row.get(2).map_err(backend)?;
-        if created_ms >= before_ms || !purged {
-            break;
-        }
-        upto = row.get(0).map_err(backend)?;
-    }
-    Ok(upto)
-}
-
-/// The last seq of the run of events above `after` stored before
-/// `before_ms`, at most `max` of them (`after` when the first is too young).
-fn oldest_run(
-    conn: &Connection,
-    conversation: i64,
-    after: Seq,
-    before_ms: i64,
-    max: i64,
-) -> Result<Seq, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, created_ms FROM messages WHERE conversation_id = ?1 AND seq > ?2
-             ORDER BY seq LIMIT ?3",
-        )
-        .map_err(backend)?;
-    let mut rows = stmt
-        .query(params![conversation, after, max])
-        .map_err(backend)?;
-    let mut upto = after;
-    while let Some(row) = rows.next().map_err(backend)? {
-        let created_ms: i64 = row.get(1).map_err(backend)?;
-        if created_ms >= before_ms {
+        if created_ms >= before_ms || (walk == Walk::Purged && !purged) {
             break;
         }
         upto = row.get(0).map_err(backend)?;
