@@ -157,7 +157,7 @@ async fn fill(
                     id: Some(next.to_string()),
                     to: Some(to.clone()),
                     conversation: None,
-                    client_msg_id: format!("q{next}"),
+                    client_msg_id: super::client_msg_id('q', next as u64),
                     text: "0".into(),
                     reply_to: None,
                     media: Vec::new(),

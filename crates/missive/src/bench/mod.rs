@@ -26,7 +26,7 @@ mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 
@@ -145,4 +145,15 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         eprintln!("error: messages were lost, duplicated or reordered (see the counts above)");
         ExitCode::from(3)
     }
+}
+
+/// A `client_msg_id` that sorts by time across devices, as every missive
+/// client makes them: the embedded store's dedup index leads with it, so
+/// concurrent sends land on its last page instead of one page per device.
+fn client_msg_id(prefix: char, n: u64) -> String {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_micros())
+        .unwrap_or(0);
+    format!("{prefix}{micros:013x}-{n:x}")
 }

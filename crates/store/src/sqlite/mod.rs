@@ -11,6 +11,7 @@
 //! sweep), `history`, `media`, `social`, `sessions`.
 
 mod accounts;
+mod checkpointer;
 mod conversations;
 mod delivery;
 mod groups;
@@ -35,6 +36,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::model::*;
 use crate::{Store, StoreError};
+use checkpointer::Checkpointer;
 use readers::Readers;
 use writer::{Writer, backend};
 
@@ -78,6 +80,7 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: Writer,
+    checkpointer: Checkpointer,
     readers: Readers,
 }
 
@@ -101,6 +104,17 @@ impl SqliteStore {
     pub fn open(config: &SqliteConfig) -> Result<Self, StoreError> {
         let mut writer_conn = open(&config.path, OpenFlags::default(), config.fsync)?;
         schema::migrate(&mut writer_conn).map_err(StoreError::Backend)?;
+        writer_conn
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {};",
+                checkpointer::WRITER_BACKSTOP_PAGES,
+                checkpointer::WAL_KEPT_BYTES
+            ))
+            .map_err(backend)?;
+        let checkpoint_conn = open(&config.path, OpenFlags::default(), config.fsync)?;
+        checkpoint_conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(backend)?;
         let readers = (0..config.readers.max(1))
             .map(|_| {
                 open(
@@ -113,6 +127,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Writer::start(writer_conn, config.batch_max, config.queue_max)?,
+                checkpointer: Checkpointer::start(checkpoint_conn)?,
                 readers: Readers::new(readers),
             }),
         })
@@ -448,6 +463,7 @@ impl Store for SqliteStore {
     }
 
     async fn shutdown(&self) {
+        self.inner.checkpointer.shutdown().await;
         self.inner.writer.shutdown().await;
         self.inner.readers.close();
     }

@@ -249,6 +249,42 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE receipts;
     DROP TABLE dedup;
     ",
+    // 6: fewer pages written per send (issue 15). A commit writes every page
+    // it dirtied to the WAL, and a send to a conversation nobody else in the
+    // batch touched dirtied a page of its own in the table clustered by
+    // (conversation, seq) and another in the dedup index clustered by device.
+    // Rows now append in arrival order (rowid), with (conversation, seq) as a
+    // narrow index, and the dedup index leads with the client's id, which
+    // our clients make time-ordered, so concurrent sends share its last page.
+    "
+    CREATE TABLE events (
+        rid             INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL,
+        seq             INTEGER NOT NULL,
+        id              TEXT NOT NULL,
+        sender_account  INTEGER NOT NULL,
+        sender_device   INTEGER NOT NULL,
+        client_msg_id   TEXT NOT NULL,
+        kind            INTEGER NOT NULL,
+        body            TEXT,
+        target_id       TEXT,
+        edited_ms       INTEGER,
+        deleted         INTEGER NOT NULL DEFAULT 0,
+        created_ms      INTEGER NOT NULL
+    );
+    INSERT INTO events (conversation_id, seq, id, sender_account, sender_device,
+                        client_msg_id, kind, body, target_id, edited_ms, deleted, created_ms)
+        SELECT conversation_id, seq, id, sender_account, sender_device, client_msg_id,
+               kind, body, target_id, edited_ms, deleted, created_ms
+        FROM messages ORDER BY id;
+    DROP TABLE messages;
+    ALTER TABLE events RENAME TO messages;
+    CREATE UNIQUE INDEX messages_by_seq ON messages(conversation_id, seq);
+    CREATE UNIQUE INDEX messages_by_id ON messages(id);
+    CREATE UNIQUE INDEX messages_by_client_id ON messages(client_msg_id, sender_device)
+        WHERE client_msg_id != '';
+    CREATE INDEX messages_by_target ON messages(target_id) WHERE target_id IS NOT NULL;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -277,4 +313,69 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.commit().map_err(|err| err.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_version(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        conn
+    }
+
+    #[test]
+    fn version_6_keeps_every_event_and_its_dedup_key() {
+        let mut conn = at_version(5);
+        conn.execute_batch(
+            "INSERT INTO conversations (id, last_seq, created_ms) VALUES (7, 2, 0);
+             INSERT INTO messages (conversation_id, seq, id, sender_account, sender_device,
+                                   client_msg_id, kind, body, created_ms)
+             VALUES (7, 2, '0002', 1, 1, 'c-2', 0, 'second', 20),
+                    (7, 1, '0001', 1, 1, 'c-1', 0, NULL, 10);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, latest_version());
+        let rows: Vec<(i64, i64, String, Option<String>)> = conn
+            .prepare("SELECT rid, seq, id, body FROM messages ORDER BY rid")
+            .unwrap()
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // Arrival order follows the time-ordered id; a purged body stays purged.
+        assert_eq!(
+            rows,
+            vec![
+                (1, 1, "0001".to_string(), None),
+                (2, 2, "0002".to_string(), Some("second".to_string())),
+            ]
+        );
+        // The dedup key and the (conversation, seq) key still refuse a second copy.
+        let again = conn.execute(
+            "INSERT INTO messages (conversation_id, seq, id, sender_account, sender_device,
+                                   client_msg_id, kind, created_ms)
+             VALUES (7, 3, '0003', 1, 1, 'c-1', 0, 30)",
+            [],
+        );
+        assert!(again.is_err(), "a reused client_msg_id was stored twice");
+        let same_seq = conn.execute(
+            "INSERT INTO messages (conversation_id, seq, id, sender_account, sender_device,
+                                   client_msg_id, kind, created_ms)
+             VALUES (7, 2, '0004', 1, 1, 'c-4', 0, 40)",
+            [],
+        );
+        assert!(same_seq.is_err(), "two events took one seq");
+    }
 }
