@@ -753,3 +753,123 @@ async fn receipt_cursors_are_live_for_the_author_and_listed_for_one_who_was_away
         (vec!["bob".to_string()], vec!["bob".to_string()])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_in_flight_take_seqs_and_answers_in_frame_order() {
+    // Goal: a client that writes many frames without waiting (sends share
+    // commits) gets every answer in frame order, refusals and pongs
+    // included, its sends take consecutive seqs in the order written, and
+    // the recipient receives them in that order.
+    let server = TestServer::start().await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    let mut alice = server.connect(&alice_token).await;
+    // The first send creates the 1:1 conversation.
+    let conversation = match alice.send_text("bob", "c-0", "t0").await.unwrap() {
+        ServerFrame::Sent { conversation, .. } => conversation,
+        other => panic!("expected sent, got {other:?}"),
+    };
+    let send_as =
+        |n: usize, client_msg_id: String, to_conversation: i64, text: &str| ClientFrame::Send {
+            id: Some(format!("f{n}")),
+            to: None,
+            conversation: Some(to_conversation),
+            client_msg_id,
+            text: text.into(),
+            reply_to: None,
+            media: Vec::new(),
+        };
+    let send = |n: usize, to_conversation: i64, text: &str| {
+        send_as(n, format!("c-{n}"), to_conversation, text)
+    };
+    // 60 frames (more than a connection may have awaiting answers): texts,
+    // a refusal the dispatcher catches (empty text), one the store catches
+    // (a conversation alice is not in), a retry of an earlier frame, a ping.
+    let mut frames = Vec::new();
+    for n in 1..=60 {
+        let frame = match n {
+            10 => send(n, conversation, ""),
+            20 => send(n, 999_999, "nowhere"),
+            30 => send_as(n, "c-5".into(), conversation, "t5"),
+            40 => ClientFrame::Ping {
+                id: Some(format!("f{n}")),
+            },
+            _ => send(n, conversation, &format!("t{n}")),
+        };
+        frames.push(frame);
+    }
+    for frame in &frames {
+        alice.send_frame(frame).await.unwrap();
+    }
+    let mut answers = Vec::new();
+    while answers.len() < frames.len() {
+        let frame = alice.next_frame(PROMPTLY).await.expect("an answer");
+        match frame {
+            ServerFrame::Sent { .. } | ServerFrame::Error { .. } | ServerFrame::Pong { .. } => {
+                answers.push(frame)
+            }
+            _ => {}
+        }
+    }
+    let mut expected_seq = 2;
+    let mut stored_texts = vec!["t0".to_string()];
+    for (n, answer) in (1..=60).zip(&answers) {
+        let id = format!("f{n}");
+        match (n, answer) {
+            (10, ServerFrame::Error { id: got, code, .. }) => {
+                assert_eq!(
+                    (got.as_deref(), code.as_str()),
+                    (Some(id.as_str()), "empty_text")
+                )
+            }
+            (20, ServerFrame::Error { id: got, code, .. }) => {
+                assert_eq!(got.as_deref(), Some(id.as_str()));
+                assert!(
+                    ["unknown_conversation", "not_member"].contains(&code.as_str()),
+                    "{code:?}"
+                );
+            }
+            (
+                30,
+                ServerFrame::Sent {
+                    id: got,
+                    seq,
+                    duplicate,
+                    ..
+                },
+            ) => {
+                assert_eq!(got.as_deref(), Some(id.as_str()));
+                assert!(*duplicate, "the retry of c-5 must answer duplicate");
+                assert_eq!(*seq, 6, "the retry answers the first send's seq");
+            }
+            (40, ServerFrame::Pong { id: got }) => assert_eq!(got.as_deref(), Some(id.as_str())),
+            (
+                _,
+                ServerFrame::Sent {
+                    id: got,
+                    seq,
+                    duplicate,
+                    ..
+                },
+            ) => {
+                assert_eq!(
+                    got.as_deref(),
+                    Some(id.as_str()),
+                    "answers out of frame order"
+                );
+                assert!(!duplicate);
+                assert_eq!(*seq, expected_seq, "frame {n} took seq {seq}");
+                expected_seq += 1;
+                stored_texts.push(format!("t{n}"));
+            }
+            (_, other) => panic!("frame {n} answered {other:?}"),
+        }
+    }
+    let mut bob = server.connect(&bob_token).await;
+    let received = queued(&mut bob, stored_texts.len()).await;
+    assert_eq!(texts(&received), stored_texts);
+    assert_eq!(
+        seqs(&received),
+        (1..=stored_texts.len() as i64).collect::<Vec<_>>()
+    );
+}

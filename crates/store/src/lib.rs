@@ -29,6 +29,9 @@ pub mod postgres;
 pub(crate) mod rules;
 pub mod sqlite;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use missive_core::{
     AccountId, ConversationId, DeviceId, MessageId, TokenHash, UnixMillis, Username,
@@ -37,6 +40,10 @@ use missive_core::{
 pub use model::*;
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{Fsync, SqliteConfig, SqliteStore};
+
+/// A send the store has taken in order and will answer once it is stored
+/// (or refused); see [`Store::queue_message`].
+pub type QueuedAppend = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
 
 /// Why a store operation was refused or failed. The first group are
 /// deliberate refusals that leave the store unchanged; `Backend` is an engine
@@ -140,6 +147,19 @@ pub trait Store: Send + Sync + 'static {
     /// client_msg_id) stores nothing and returns the first call's message id,
     /// seq and timestamp with `duplicate = true`.
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError>;
+
+    /// [`append_message`](Store::append_message) in two steps, so one
+    /// connection can have many sends in flight: this resolves once the
+    /// message has its place in the write order (waiting while the store's
+    /// queue is full), the returned future once it is stored. Messages
+    /// queued one after the other are stored in that order, so the seqs of
+    /// one sender follow the order it sent in. An adapter that cannot
+    /// promise the order stores the message before it resolves (the
+    /// default).
+    async fn queue_message(&self, message: NewMessage) -> Result<QueuedAppend, StoreError> {
+        let stored = self.append_message(message).await;
+        Ok(Box::pin(std::future::ready(stored)))
+    }
 
     /// Up to `limit` items waiting for the device: for each conversation of
     /// its account (and one it left, up to the event of its leaving), the

@@ -3,18 +3,20 @@
 //! call [`Dispatcher::handle`], so the two transports cannot drift apart.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use missive_core::ConversationId;
 use missive_proto::rest::GroupInfo;
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
-use missive_store::{DeviceAuth, GroupChange};
+use missive_store::{Appended, DeviceAuth, GroupChange};
 use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::service::{CheckedSend, Draft, Recipient};
+use crate::service::{CheckedSend, Draft, QueuedSend, Recipient};
 
 /// Typing frames a client may send in a burst, and the refill pace.
 const TYPING_FRAMES_MAX: u32 = 10;
@@ -82,13 +84,19 @@ impl Dispatcher {
     /// (usually one; `subscribe_presence` answers `ok` then the presence of
     /// each user).
     pub async fn handle(&mut self, frame: ClientFrame) -> Vec<ServerFrame> {
-        let reply = match frame {
-            ClientFrame::Auth { id, .. } => ServerFrame::error(
-                id,
-                ErrorCode::AlreadyAuthenticated,
-                "this connection is already authenticated",
-            ),
-            ClientFrame::Ping { id } => ServerFrame::Pong { id },
+        match self.start(frame).await {
+            Replies::Now(replies) => replies,
+            Replies::Later(replies) => replies.await,
+        }
+    }
+
+    /// Starts handling one frame. A send (and a reaction, edit or delete)
+    /// answers `Later`: it has its place in the store's write order, and
+    /// the future resolves to its reply once it is stored, so the caller
+    /// may start the next frame meanwhile and one connection's sends share
+    /// commits. Everything else is handled to the end and answers `Now`.
+    pub async fn start(&mut self, frame: ClientFrame) -> Replies {
+        let (id, queued) = match frame {
             ClientFrame::Send {
                 id,
                 to,
@@ -103,10 +111,11 @@ impl Dispatcher {
                     reply_to,
                     media,
                 };
-                self.send(to, conversation, &client_msg_id, draft)
-                    .await
-                    .unwrap_or_else(|err| error_frame(id.clone(), err))
-                    .with_id(id)
+                (
+                    id,
+                    self.queue_send(to, conversation, &client_msg_id, draft)
+                        .await,
+                )
             }
             ClientFrame::React {
                 id,
@@ -116,10 +125,10 @@ impl Dispatcher {
                 emoji,
             } => {
                 let draft = Draft::Reaction { target, emoji };
-                self.send(None, Some(conversation), &client_msg_id, draft)
-                    .await
-                    .unwrap_or_else(|err| error_frame(id.clone(), err))
-                    .with_id(id)
+                let queued = self
+                    .queue_send(None, Some(conversation), &client_msg_id, draft)
+                    .await;
+                (id, queued)
             }
             ClientFrame::Edit {
                 id,
@@ -129,10 +138,10 @@ impl Dispatcher {
                 text,
             } => {
                 let draft = Draft::Edit { target, text };
-                self.send(None, Some(conversation), &client_msg_id, draft)
-                    .await
-                    .unwrap_or_else(|err| error_frame(id.clone(), err))
-                    .with_id(id)
+                let queued = self
+                    .queue_send(None, Some(conversation), &client_msg_id, draft)
+                    .await;
+                (id, queued)
             }
             ClientFrame::Delete {
                 id,
@@ -141,11 +150,45 @@ impl Dispatcher {
                 target,
             } => {
                 let draft = Draft::Delete { target };
-                self.send(None, Some(conversation), &client_msg_id, draft)
-                    .await
-                    .unwrap_or_else(|err| error_frame(id.clone(), err))
-                    .with_id(id)
+                let queued = self
+                    .queue_send(None, Some(conversation), &client_msg_id, draft)
+                    .await;
+                (id, queued)
             }
+            other => return Replies::Now(self.handle_now(other).await),
+        };
+        match queued {
+            Ok(queued) => {
+                let state = Arc::clone(&self.state);
+                Replies::Later(Box::pin(async move {
+                    let reply = match state.messaging.finish_send(queued).await {
+                        Ok(appended) => sent_frame(&appended),
+                        Err(err) => error_frame(id.clone(), err),
+                    };
+                    vec![reply.with_id(id)]
+                }))
+            }
+            Err(err) => Replies::Now(vec![error_frame(id, err)]),
+        }
+    }
+
+    async fn handle_now(&mut self, frame: ClientFrame) -> Vec<ServerFrame> {
+        let reply = match frame {
+            ClientFrame::Auth { id, .. } => ServerFrame::error(
+                id,
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is already authenticated",
+            ),
+            ClientFrame::Ping { id } => ServerFrame::Pong { id },
+            // `start` queues these; answering here keeps a mistake visible
+            // without a panic.
+            ClientFrame::Send { id, .. }
+            | ClientFrame::React { id, .. }
+            | ClientFrame::Edit { id, .. }
+            | ClientFrame::Delete { id, .. } => error_frame(
+                id,
+                ApiError::new(ErrorCode::Internal, "sends are queued by Dispatcher::start"),
+            ),
             ClientFrame::Typing {
                 id,
                 conversation,
@@ -321,13 +364,13 @@ impl Dispatcher {
         group_reply(id, result)
     }
 
-    async fn send(
+    async fn queue_send(
         &mut self,
         to: Option<String>,
         conversation: Option<i64>,
         client_msg_id: &str,
         draft: Draft,
-    ) -> Result<ServerFrame, ApiError> {
+    ) -> Result<QueuedSend, ApiError> {
         let recipient = match (to, conversation) {
             (Some(username), None) => Recipient::User(username),
             (None, Some(conversation)) => Recipient::Conversation(ConversationId(conversation)),
@@ -354,19 +397,10 @@ impl Dispatcher {
             Recipient::User(username) => self.conversation_with(username, &checked).await?,
             Recipient::Conversation(conversation) => conversation,
         };
-        let appended = self
-            .state
+        self.state
             .messaging
-            .send(&self.auth, conversation, checked)
-            .await?;
-        Ok(ServerFrame::Sent {
-            id: None,
-            message_id: appended.message_id.to_string(),
-            conversation: appended.conversation.0,
-            seq: appended.seq,
-            ts_ms: appended.ts_ms,
-            duplicate: appended.duplicate,
-        })
+            .queue_send(&self.auth, conversation, checked)
+            .await
     }
 
     async fn conversation_with(
@@ -387,6 +421,25 @@ impl Dispatcher {
         }
         self.recipients.insert(username, conversation);
         Ok(conversation)
+    }
+}
+
+/// What [`Dispatcher::start`] made of a frame.
+pub enum Replies {
+    /// Handled: the replies, in order.
+    Now(Vec<ServerFrame>),
+    /// Queued for the store: the replies once it is stored.
+    Later(Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>),
+}
+
+fn sent_frame(appended: &Appended) -> ServerFrame {
+    ServerFrame::Sent {
+        id: None,
+        message_id: appended.message_id.to_string(),
+        conversation: appended.conversation.0,
+        seq: appended.seq,
+        ts_ms: appended.ts_ms,
+        duplicate: appended.duplicate,
     }
 }
 

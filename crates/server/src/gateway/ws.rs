@@ -1,6 +1,9 @@
 //! One WebSocket session: authenticate with the first frame, then three
 //! cooperating parts owned by the session:
-//! - the reader (this task) decodes client frames and answers them;
+//! - the reader (this task) decodes client frames and answers them, in
+//!   frame order; sends are queued in the store's write order and answered
+//!   once stored, with up to `FRAMES_IN_FLIGHT_MAX` frames awaiting their
+//!   answers, so one connection's sends share commits;
 //! - the pump reads what waits above the device's positions from the Store
 //!   in seq order per conversation, then waits for a wake-up and reads
 //!   again, so catching up and live delivery are one path with no gap and
@@ -10,7 +13,9 @@
 //!   connection as a slow consumer (its messages wait for the next one).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +23,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use missive_core::{ConversationId, Seq};
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
@@ -29,7 +34,7 @@ use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::connections::Slot;
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, Replies};
 use super::live::{self, Announce};
 use super::web;
 use crate::AppState;
@@ -37,6 +42,10 @@ use crate::error::ApiError;
 use crate::router::LiveEvent;
 use crate::service::Messaging;
 use crate::wire::pending_frame;
+
+/// Client frames read but not yet answered, at most; the connection reads
+/// on once the oldest is answered (docs/PROTOCOL.md, "Sends in flight").
+const FRAMES_IN_FLIGHT_MAX: usize = 32;
 
 /// Backoff bounds when the pump cannot read the queue.
 const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
@@ -188,6 +197,7 @@ async fn serve_device(
         state: state.clone(),
         outbound,
         dispatcher: Dispatcher::new(state.clone(), auth),
+        in_flight: FuturesOrdered::new(),
     };
     let idle_max = Duration::from_secs(limits.keepalive_secs * 3);
     let mut idle_deadline = Instant::now() + idle_max;
@@ -205,7 +215,12 @@ async fn serve_device(
                 // Ephemeral frames are dropped rather than waited for.
                 let _ = session.outbound.try_send(Outbound::Text(frame));
             }
-            incoming = stream.next() => {
+            Some(replies) = session.in_flight.next(), if !session.in_flight.is_empty() => {
+                if !session.reply_all(replies).await {
+                    break Some(CloseCode::SlowConsumer);
+                }
+            }
+            incoming = stream.next(), if session.in_flight.len() < FRAMES_IN_FLIGHT_MAX => {
                 idle_deadline = Instant::now() + idle_max;
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
@@ -216,7 +231,7 @@ async fn serve_device(
                     }
                     Some(Ok(Message::Binary(_))) => {
                         let frame = ServerFrame::error(None, ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
-                        if !session.reply(frame).await {
+                        if !session.answer(Replies::Now(vec![frame])).await {
                             break Some(CloseCode::SlowConsumer);
                         }
                     }
@@ -243,6 +258,13 @@ async fn serve_device(
         }
     };
     pump.abort();
+    // Sends still in flight are stored whatever happens to this connection;
+    // finishing them hands them to their recipients (their `sent` is lost
+    // with the connection, and a retry answers `duplicate`).
+    let in_flight = std::mem::take(&mut session.in_flight);
+    if !in_flight.is_empty() {
+        tokio::spawn(in_flight.for_each(|_| async {}));
+    }
     if let Some(code) = close {
         tracing::debug!(reason = code.reason(), "closing session");
         // Best effort: a full channel means the writer is stuck anyway.
@@ -332,12 +354,14 @@ struct Session {
     state: Arc<AppState>,
     outbound: mpsc::Sender<Outbound>,
     dispatcher: Dispatcher,
+    /// Answers to frames already read, in frame order.
+    in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>>,
 }
 
 impl Session {
     /// Queues a reply for the writer; `false` if the client is too slow to
     /// take it within the write timeout (the session then closes).
-    async fn reply(&self, frame: ServerFrame) -> bool {
+    async fn reply(&mut self, frame: ServerFrame) -> bool {
         let wait = Duration::from_millis(self.state.config.limits.write_timeout_ms);
         matches!(
             timeout(wait, self.outbound.send(Outbound::Frame(Box::new(frame)))).await,
@@ -345,17 +369,37 @@ impl Session {
         )
     }
 
-    async fn handle_text(&mut self, text: &str) -> bool {
-        let replies = match decode_client_frame(text) {
-            Ok(frame) => self.dispatcher.handle(frame).await,
-            Err(err) => vec![ServerFrame::error(err.id, err.code, err.message)],
-        };
+    async fn reply_all(&mut self, replies: Vec<ServerFrame>) -> bool {
         for reply in replies {
             if !self.reply(reply).await {
                 return false;
             }
         }
         true
+    }
+
+    /// Answers now, or behind the frames still awaiting their answers.
+    async fn answer(&mut self, replies: Replies) -> bool {
+        match replies {
+            Replies::Now(replies) if self.in_flight.is_empty() => self.reply_all(replies).await,
+            Replies::Now(replies) => {
+                self.in_flight
+                    .push_back(Box::pin(std::future::ready(replies)));
+                true
+            }
+            Replies::Later(replies) => {
+                self.in_flight.push_back(replies);
+                true
+            }
+        }
+    }
+
+    async fn handle_text(&mut self, text: &str) -> bool {
+        let replies = match decode_client_frame(text) {
+            Ok(frame) => self.dispatcher.start(frame).await,
+            Err(err) => Replies::Now(vec![ServerFrame::error(err.id, err.code, err.message)]),
+        };
+        self.answer(replies).await
     }
 }
 

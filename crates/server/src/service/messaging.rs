@@ -9,8 +9,8 @@ use missive_core::{ClientMsgId, Clock, ConversationId, MessageId, MessageText, S
 use missive_proto::{ErrorCode, ServerFrame};
 use missive_store::{
     AckRequest, Appended, Body, ConversationRecord, DeviceAuth, EventKind, HistoryRequest,
-    NewMessage, Pending, PendingRequest, ReadRequest, ReceiptMoved, ReceiptsRecord, Store,
-    StoreError, StoredEvent, SweepOutcome, SweepRequest,
+    NewMessage, Pending, PendingRequest, QueuedAppend, ReadRequest, ReceiptMoved, ReceiptsRecord,
+    Store, StoreError, StoredEvent, SweepOutcome, SweepRequest,
 };
 
 use super::push::Push;
@@ -68,6 +68,14 @@ fn parse_emoji(raw: &str) -> Result<String, ApiError> {
 /// kind, text and target. `None` for a text with media (the frame names
 /// each attachment's type and size, which the store looks up), which then
 /// goes the slow way, through the store.
+/// A send that has its place in the store's write order; see
+/// [`Messaging::queue_send`].
+pub struct QueuedSend {
+    stored: QueuedAppend,
+    live: Option<(LiveParts, String)>,
+    auth: DeviceAuth,
+}
+
 struct LiveParts {
     kind: EventKind,
     body: String,
@@ -267,6 +275,21 @@ impl Messaging {
         conversation: ConversationId,
         checked: CheckedSend,
     ) -> Result<Appended, ApiError> {
+        let queued = self.queue_send(auth, conversation, checked).await?;
+        self.finish_send(queued).await
+    }
+
+    /// [`send`](Self::send) in two steps, for a connection with many sends
+    /// in flight: this resolves once the event has its place in the store's
+    /// write order (so one device's sends take seqs in the order it sent
+    /// them); [`finish_send`](Self::finish_send) waits for the commit and
+    /// hands the event to the recipients.
+    pub async fn queue_send(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        checked: CheckedSend,
+    ) -> Result<QueuedSend, ApiError> {
         let CheckedSend {
             client_msg_id,
             body,
@@ -274,9 +297,9 @@ impl Messaging {
         let now_ms = self.clock.now_ms();
         let live = LiveParts::of(&body);
         let client_msg_id_text = live.as_ref().map(|_| client_msg_id.as_str().to_owned());
-        let appended = self
+        let stored = self
             .store
-            .append_message(NewMessage {
+            .queue_message(NewMessage {
                 message_id: MessageId::generate(),
                 conversation,
                 sender_account: auth.account,
@@ -286,13 +309,25 @@ impl Messaging {
                 now_ms,
             })
             .await?;
+        Ok(QueuedSend {
+            stored,
+            live: live.zip(client_msg_id_text),
+            auth: auth.clone(),
+        })
+    }
+
+    /// Waits for a queued send to be stored, then hands it to its live
+    /// recipients on this node and wakes the others.
+    pub async fn finish_send(&self, queued: QueuedSend) -> Result<Appended, ApiError> {
+        let QueuedSend { stored, live, auth } = queued;
+        let appended = stored.await?;
         if appended.duplicate {
             return Ok(appended);
         }
         metrics::counter!("missive_sends_total").increment(1);
-        let elsewhere = match (live, client_msg_id_text) {
-            (Some(live), Some(client_msg_id)) => {
-                let frame = wire::event_frame(live.event(auth, client_msg_id, &appended));
+        let elsewhere = match live {
+            Some((live, client_msg_id)) => {
+                let frame = wire::event_frame(live.event(&auth, client_msg_id, &appended));
                 let event = Arc::new(LiveEvent {
                     conversation: appended.conversation,
                     seq: appended.seq,
@@ -300,7 +335,7 @@ impl Messaging {
                 });
                 self.router.offer(&appended.recipients, &event)
             }
-            _ => appended.recipients.clone(),
+            None => appended.recipients.clone(),
         };
         for device in &elsewhere {
             self.bus.publish(*device, DeviceEvent::QueueChanged).await;

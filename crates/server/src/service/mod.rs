@@ -15,7 +15,7 @@ pub mod social;
 pub use accounts::Accounts;
 pub use groups::Groups;
 pub use media::Media;
-pub use messaging::{CheckedSend, Draft, Messaging, Recipient};
+pub use messaging::{CheckedSend, Draft, Messaging, QueuedSend, Recipient};
 pub use push::Push;
 pub use social::Social;
 

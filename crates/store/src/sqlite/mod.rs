@@ -35,7 +35,7 @@ use missive_core::{
 use rusqlite::{Connection, OpenFlags};
 
 use crate::model::*;
-use crate::{Store, StoreError};
+use crate::{QueuedAppend, Store, StoreError};
 use checkpointer::Checkpointer;
 use readers::Readers;
 use writer::{Writer, backend};
@@ -223,6 +223,16 @@ impl Store for SqliteStore {
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
         self.write(move |conn| send::append_message(conn, &message))
             .await
+    }
+
+    async fn queue_message(&self, message: NewMessage) -> Result<QueuedAppend, StoreError> {
+        // The writer runs jobs in the order they were queued.
+        let stored = self
+            .inner
+            .writer
+            .queue(move |conn| send::append_message(conn, &message))
+            .await?;
+        Ok(Box::pin(stored))
     }
 
     async fn pending(&self, request: PendingRequest) -> Result<Pending, StoreError> {

@@ -3,6 +3,7 @@
 //! many concurrent sends share one fsync.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -53,6 +54,20 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.queue(op).await?.await
+    }
+
+    /// [`write`](Self::write) in two steps: resolves once `op` is queued
+    /// (jobs run in the order they were queued), the returned future once
+    /// its batch committed.
+    pub(crate) async fn queue<T, F>(
+        &self,
+        op: F,
+    ) -> Result<impl Future<Output = Result<T, StoreError>> + Send + 'static, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, op);
@@ -73,9 +88,11 @@ impl Writer {
             .map_err(|_| StoreError::Closed)?;
         // A dropped reply means the job was discarded unrun (the batch could
         // not begin): an engine fault, not a shutdown.
-        answer
-            .await
-            .map_err(|_| StoreError::Backend("the store writer discarded the operation".into()))?
+        Ok(async move {
+            answer.await.map_err(|_| {
+                StoreError::Backend("the store writer discarded the operation".into())
+            })?
+        })
     }
 
     /// Commits what is queued, checkpoints the WAL and stops the thread.
