@@ -84,9 +84,16 @@ struct Inner {
     readers: Readers,
 }
 
+/// Distinct cached statements kept per connection.
+const STATEMENT_CACHE_CAPACITY: usize = 256;
+
 fn open(path: &PathBuf, flags: OpenFlags, fsync: Fsync) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+    // Room for every statement the adapter caches (rusqlite keeps 16 by
+    // default, fewer than a send and an ack use between them, so they were
+    // parsed again and again).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     let synchronous = match fsync {
         Fsync::Always => "FULL",
         Fsync::Off => "OFF",

@@ -112,18 +112,27 @@ fn in_savepoint<T>(
     conn: &Connection,
     op: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job").map_err(backend)?;
+    run_cached(conn, "SAVEPOINT job")?;
     match op(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job").map_err(backend)?;
+            run_cached(conn, "RELEASE job")?;
             Ok(value)
         }
         Err(err) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
-                .map_err(backend)?;
+            run_cached(conn, "ROLLBACK TO job")?;
+            run_cached(conn, "RELEASE job")?;
             Err(err)
         }
     }
+}
+
+/// Runs a statement without parameters, parsed once per connection: every
+/// job runs these, and parsing them again was a measurable share of a send.
+fn run_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(drop)
+        .map_err(backend)
 }
 
 pub(crate) fn backend(err: rusqlite::Error) -> StoreError {
