@@ -327,6 +327,14 @@ impl App {
         let app = gateway::routes(state.clone());
         let stop = shutdown.clone();
         let session_stop = state.shutdown.clone();
+        // No Nagle: frames are small and written as they come, and a write
+        // held back for the ACK of the previous one waits out the peer's
+        // delayed ACK (40 ms on Linux) — that was the p99 of a delivery.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%err, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
