@@ -72,7 +72,8 @@ fn text(conversation: ConversationId, from: (AccountId, DeviceId), n: u64) -> Ne
         conversation,
         sender_account: from.0,
         sender_device: from.1,
-        client_msg_id: ClientMsgId::parse(&format!("b{n}")).expect("valid id"),
+        // Time-ordered, as every missive client makes them.
+        client_msg_id: ClientMsgId::parse(&format!("b{n:016x}")).expect("valid id"),
         body: Body::Text {
             text: MessageText::parse("hello", 1024).expect("valid text"),
             reply_to: None,
