@@ -210,7 +210,7 @@ pub async fn send(
                     id: Some(next.to_string()),
                     to,
                     conversation,
-                    client_msg_id: super::client_msg_id('p', next as u64),
+                    client_msg_id: super::client_msg_id('p', next),
                     text: stamp_at.duration_since(epoch).as_nanos().to_string(),
                     reply_to: None,
                     media: Vec::new(),
