@@ -8,23 +8,32 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Crates whose trace output carries WebSocket payloads — `auth` frames
-/// with their tokens, message texts — and so never log above debug,
+/// Crates whose debug and trace output dumps WebSocket frames — `auth`
+/// frames with their tokens, message texts — and so never log below info,
 /// whatever the configured filter says.
 const PAYLOAD_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
 
-/// Installs the global log subscriber. Later calls are no-ops, so tests may
-/// call it freely.
-pub fn init_logging(config: &LogConfig) {
-    let mut filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+/// `filter` with the payload-carrying crates capped at info.
+fn capped(mut filter: EnvFilter) -> EnvFilter {
     for target in PAYLOAD_TARGETS {
-        if let Ok(directive) = format!("{target}=debug").parse() {
+        if let Ok(directive) = format!("{target}=info").parse() {
             filter = filter.add_directive(directive);
         }
     }
+    filter
+}
+
+/// Installs the global log subscriber. Later calls are no-ops, so tests may
+/// call it freely. Colour only when stderr is a terminal: no escape codes
+/// in files, pipes or the journal.
+pub fn init_logging(config: &LogConfig) {
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        // `RUST_LOG` wins over `log.level`.
+        .with_env_filter(capped(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level)),
+        ))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match config.format {
         LogFormat::Json => builder.json().try_init(),
@@ -74,4 +83,54 @@ fn describe() {
     );
     metrics::describe_histogram!("missive_store_batch_jobs", "Operations per store commit");
     metrics::describe_histogram!("missive_store_commit_seconds", "Store commit latency");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn frame_dumps_stay_out_of_the_log_at_any_level() {
+        // Goal: the payload crates' debug lines (frame dumps with tokens)
+        // are dropped even when the configured level is debug, while the
+        // server's own debug lines pass at that level and not at info.
+        for (level, own_debug_kept) in [("info", false), ("debug", true)] {
+            let written = Arc::new(Mutex::new(Vec::<u8>::new()));
+            let sink = Arc::clone(&written);
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(capped(EnvFilter::new(level)))
+                .with_ansi(false)
+                .with_writer(move || Sink(Arc::clone(&sink)))
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::debug!(target: "tungstenite::protocol", "frame dump auth token");
+                tracing::debug!(target: "tokio_tungstenite", "frame dump text");
+                tracing::debug!(target: "missive_server::gateway", "own debug line");
+                tracing::info!(target: "tungstenite::protocol", "an info line");
+            });
+            let log = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+            assert!(!log.contains("frame dump"), "level {level}: {log}");
+            assert_eq!(
+                log.contains("own debug line"),
+                own_debug_kept,
+                "level {level}: {log}"
+            );
+            assert!(log.contains("an info line"), "level {level}: {log}");
+        }
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }
