@@ -23,8 +23,13 @@ use crate::profile::{self, Profile};
 
 #[derive(clap::Args)]
 pub struct ClientArgs {
-    /// Server base URL.
-    #[arg(long, env = "MISSIVE_SERVER", default_value = "http://127.0.0.1:8080")]
+    /// Server base URL (`host:port` means `http://host:port`).
+    #[arg(
+        long,
+        env = "MISSIVE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = server_url
+    )]
     server: String,
     /// Which saved login to use.
     #[arg(long, env = "MISSIVE_PROFILE", default_value = "default")]
@@ -32,6 +37,23 @@ pub struct ClientArgs {
     /// Password for register/login; read from stdin when absent.
     #[arg(long, env = "MISSIVE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+}
+
+/// A server base URL as the client library wants it: `http://` or
+/// `https://`, no trailing slash. A bare `host:port` gets `http://`; any
+/// other scheme is refused here, not later as an opaque "builder error".
+fn server_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("http", raw));
+    let rest = rest.trim_end_matches('/');
+    match scheme {
+        _ if raw.is_empty() => Err("the server URL is empty".into()),
+        "http" | "https" if rest.is_empty() => Err("the server URL has no host".into()),
+        "http" | "https" => Ok(format!("{scheme}://{rest}")),
+        other => Err(format!(
+            "the server URL must start with http:// or https://, not {other}://"
+        )),
+    }
 }
 
 const EXIT_FAILURE: u8 = 1;
@@ -749,4 +771,29 @@ pub async fn privacy(args: &ClientArgs, presence: Option<PresenceVisibility>) ->
         None => api.privacy(&token).await,
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_url;
+
+    #[test]
+    fn a_server_url_without_a_scheme_means_http_and_other_schemes_are_refused() {
+        assert_eq!(
+            server_url("chat.example:8080").unwrap(),
+            "http://chat.example:8080"
+        );
+        assert_eq!(
+            server_url("https://chat.example/").unwrap(),
+            "https://chat.example"
+        );
+        assert_eq!(
+            server_url("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        let refused = server_url("ws://chat.example").unwrap_err();
+        assert!(refused.contains("http:// or https://"), "{refused}");
+        assert!(server_url("https://").unwrap_err().contains("no host"));
+        assert!(server_url("  ").unwrap_err().contains("empty"));
+    }
 }

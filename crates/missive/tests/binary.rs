@@ -172,6 +172,13 @@ async fn cli_walkthrough_and_exit_codes() {
     let nowhere = tempfile::tempdir().unwrap();
     let (code, _, stderr) = cli(nowhere.path(), "http://127.0.0.1:9", &["register", "zed"]);
     assert_eq!(code, 4, "{stderr}");
+    // Without a scheme the address means http:// (so: unreachable, not a
+    // failure to build the request); another scheme is bad usage.
+    let (code, _, stderr) = cli(nowhere.path(), "127.0.0.1:9", &["register", "zed"]);
+    assert_eq!(code, 4, "{stderr}");
+    let (code, _, stderr) = cli(nowhere.path(), "ws://127.0.0.1:9", &["register", "zed"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("http:// or https://"), "{stderr}");
 }
 
 #[test]
