@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
-use missive_core::{ClientMsgId, Clock, ConversationId, MessageId, MessageText, Seq};
+use missive_core::{ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, Seq};
 use missive_proto::{ErrorCode, ServerFrame};
 use missive_store::{
     AckRequest, Appended, Body, ConversationRecord, DeviceAuth, EventKind, HistoryRequest,
@@ -64,31 +64,36 @@ fn parse_emoji(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
-/// What a live frame needs of a body that the store does not add: its
-/// kind, text and target. `None` for a text with media (the frame names
-/// each attachment's type and size, which the store looks up), which then
-/// goes the slow way, through the store.
 /// A send that has its place in the store's write order; see
 /// [`Messaging::queue_send`].
 pub struct QueuedSend {
     stored: QueuedAppend,
-    live: Option<(LiveParts, String)>,
-    auth: DeviceAuth,
+    live: Option<LiveParts>,
 }
 
+/// What a live frame needs that the store does not return: the sender, the
+/// client's id and the body's kind, text and target. `None` for a text with
+/// media (the frame names each attachment's type and size, which the store
+/// looks up), which then goes the slow way, through the store.
 struct LiveParts {
+    from: String,
+    from_device: DeviceId,
+    client_msg_id: String,
     kind: EventKind,
     body: String,
     target: Option<MessageId>,
 }
 
 impl LiveParts {
-    fn of(body: &Body) -> Option<Self> {
+    fn of(auth: &DeviceAuth, client_msg_id: &ClientMsgId, body: &Body) -> Option<Self> {
         if matches!(body, Body::Text { media, .. } if !media.is_empty()) {
             return None;
         }
         let (kind, body, target) = body.stored_form();
         Some(Self {
+            from: auth.username.to_string(),
+            from_device: auth.device,
+            client_msg_id: client_msg_id.as_str().to_owned(),
             kind,
             body,
             target: target.cloned(),
@@ -96,14 +101,14 @@ impl LiveParts {
     }
 
     /// The event as the store will show it to a device reading it.
-    fn event(self, auth: &DeviceAuth, client_msg_id: String, appended: &Appended) -> StoredEvent {
+    fn event(self, appended: &Appended) -> StoredEvent {
         StoredEvent {
             message_id: appended.message_id.clone(),
             conversation: appended.conversation,
             seq: appended.seq,
-            from: auth.username.to_string(),
-            from_device: auth.device,
-            client_msg_id,
+            from: self.from,
+            from_device: self.from_device,
+            client_msg_id: self.client_msg_id,
             kind: self.kind,
             body: self.body,
             media: Vec::new(),
@@ -295,8 +300,7 @@ impl Messaging {
             body,
         } = checked;
         let now_ms = self.clock.now_ms();
-        let live = LiveParts::of(&body);
-        let client_msg_id_text = live.as_ref().map(|_| client_msg_id.as_str().to_owned());
+        let live = LiveParts::of(auth, &client_msg_id, &body);
         let stored = self
             .store
             .queue_message(NewMessage {
@@ -309,25 +313,21 @@ impl Messaging {
                 now_ms,
             })
             .await?;
-        Ok(QueuedSend {
-            stored,
-            live: live.zip(client_msg_id_text),
-            auth: auth.clone(),
-        })
+        Ok(QueuedSend { stored, live })
     }
 
     /// Waits for a queued send to be stored, then hands it to its live
     /// recipients on this node and wakes the others.
     pub async fn finish_send(&self, queued: QueuedSend) -> Result<Appended, ApiError> {
-        let QueuedSend { stored, live, auth } = queued;
+        let QueuedSend { stored, live } = queued;
         let appended = stored.await?;
         if appended.duplicate {
             return Ok(appended);
         }
         metrics::counter!("missive_sends_total").increment(1);
         let elsewhere = match live {
-            Some((live, client_msg_id)) => {
-                let frame = wire::event_frame(live.event(&auth, client_msg_id, &appended));
+            Some(live) => {
+                let frame = wire::event_frame(live.event(&appended));
                 let event = Arc::new(LiveEvent {
                     conversation: appended.conversation,
                     seq: appended.seq,
