@@ -237,3 +237,47 @@ fn commit_some(conn: &Connection, jobs: &mut VecDeque<Job>) {
         complete(committed.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_is_queued_while_the_one_before_it_still_runs() {
+        // Goal: `queue` resolves once the job has its place, not once it
+        // committed (what lets one connection have many sends in flight),
+        // and jobs run in the order they were queued.
+        let writer = Writer::start(Connection::open_in_memory().unwrap(), 16, 16).unwrap();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first_ran = Arc::clone(&ran);
+        let first = writer
+            .queue(move |_| {
+                // Holds the writer thread until the second job is queued.
+                held.recv_timeout(Duration::from_secs(10)).ok();
+                first_ran.lock().unwrap().push(1);
+                Ok(1)
+            })
+            .await
+            .unwrap();
+        let second_ran = Arc::clone(&ran);
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            writer.queue(move |_| {
+                second_ran.lock().unwrap().push(2);
+                Ok(2)
+            }),
+        )
+        .await
+        .expect("the second job is queued while the first still runs")
+        .unwrap();
+        assert!(ran.lock().unwrap().is_empty(), "nothing committed yet");
+        release.send(()).unwrap();
+        assert_eq!((first.await.unwrap(), second.await.unwrap()), (1, 2));
+        assert_eq!(*ran.lock().unwrap(), [1, 2]);
+        writer.shutdown().await;
+    }
+}
