@@ -38,7 +38,7 @@ use crate::model::*;
 use crate::{QueuedAppend, Store, StoreError};
 use checkpointer::Checkpointer;
 use readers::Readers;
-use writer::{Writer, backend};
+use writer::{Undo, Writer, backend};
 
 /// How hard a commit is pushed to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.inner.writer.write(op).await
+        self.inner.writer.write(Undo::Savepoint, op).await
+    }
+
+    /// [`write`](Self::write) for an `op` that makes every check before its
+    /// first write (see [`Undo::Batch`]): sends and acks.
+    async fn write_checked_first<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.writer.write(Undo::Batch, op).await
     }
 
     async fn read<T, F>(&self, op: F) -> Result<T, StoreError>
@@ -228,7 +238,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        self.write(move |conn| send::append_message(conn, &message))
+        self.write_checked_first(move |conn| send::append_message(conn, &message))
             .await
     }
 
@@ -237,7 +247,9 @@ impl Store for SqliteStore {
         let stored = self
             .inner
             .writer
-            .queue(move |conn| send::append_message(conn, &message))
+            .queue(Undo::Batch, move |conn| {
+                send::append_message(conn, &message)
+            })
             .await?;
         Ok(Box::pin(stored))
     }
@@ -248,7 +260,8 @@ impl Store for SqliteStore {
     }
 
     async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError> {
-        self.write(move |conn| delivery::ack(conn, &ack)).await
+        self.write_checked_first(move |conn| delivery::ack(conn, &ack))
+            .await
     }
 
     async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError> {
