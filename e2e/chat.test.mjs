@@ -204,7 +204,7 @@ test('messages that expire before they reach a device leave a note in its chat, 
   // what comes next shows after the note.
   const env = {
     MISSIVE_DELIVERY__OFFLINE_TTL_SECS: '1',
-    MISSIVE_DELIVERY__HISTORY_RETENTION_SECS: '1',
+    MISSIVE_DELIVERY__HISTORY_RETENTION: '1s',
     MISSIVE_DELIVERY__SWEEP_INTERVAL_SECS: '1',
   };
   await withServer(async ({ server, open, pages }) => {

@@ -216,7 +216,7 @@ async fn undelivered_messages_expire_after_the_ttl() {
     // acking past the range ends it.
     let server = TestServer::start_with(|config| {
         config.delivery.offline_ttl_secs = 3600;
-        config.delivery.history_retention_secs = 5400;
+        config.delivery.history_retention = missive_server::config::Retention::Secs(5400);
     })
     .await;
     let alice_token = server.user("alice").await;
@@ -278,6 +278,35 @@ async fn undelivered_messages_expire_after_the_ttl() {
     bob.close().await;
     let mut bob = server.connect(&bob_token).await;
     assert_nothing_queued(&mut bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_kept_forever_by_default() {
+    // Goal: nobody has to choose to keep their chats: with the default
+    // retention a delivered, acked message is still in history after
+    // years of sweeps, while the offline TTL still ends its delivery.
+    let server = TestServer::start().await;
+    let alice_token = server.user("alice").await;
+    let bob_token = server.user("bob").await;
+    let mut alice = server.connect(&alice_token).await;
+    let sent = alice.send_text("bob", "m1", "keep me").await.unwrap();
+    let ServerFrame::Sent { conversation, .. } = sent else {
+        panic!("{sent:?}")
+    };
+    let mut bob = server.connect(&bob_token).await;
+    let frames = queued(&mut bob, 1).await;
+    assert_eq!(texts(&frames), ["keep me"]);
+    ack_received(&mut bob, &frames).await;
+    bob.close().await;
+    server.clock.advance_ms(3 * 365 * 24 * 3_600_000);
+    let swept = server.app.sweep_now().await.unwrap();
+    assert_eq!(swept.purged_bodies, 0);
+    let history = server
+        .api
+        .history(&alice_token, conversation, "")
+        .await
+        .unwrap();
+    assert_eq!(texts_of(&history), ["keep me"]);
 }
 
 fn texts_of(history: &missive_proto::rest::History) -> Vec<&str> {

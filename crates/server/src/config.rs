@@ -197,9 +197,10 @@ pub enum FsyncMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// How long message bodies are kept for history; 0 = store-and-forward
-    /// (a body is deleted once every device has acked it).
-    pub history_retention_secs: u64,
+    /// How long message bodies are kept for history: `forever` (the
+    /// default), a duration (`90d`, `12h`, or seconds), or `0` for
+    /// store-and-forward (a body is deleted once every device has acked it).
+    pub history_retention: Retention,
     /// How long an undelivered queue entry waits before it expires.
     pub offline_ttl_secs: u64,
     /// How often the sweeper deletes expired entries and old bodies.
@@ -211,6 +212,93 @@ pub struct DeliveryConfig {
     pub edit_window_secs: u64,
     /// Uploaded media no message references are deleted after this long.
     pub media_grace_secs: u64,
+}
+
+/// How long message bodies are kept for history. Written `forever`, `0`,
+/// a whole number of seconds, or a number with a unit: `s`, `m`, `h`, `d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Kept until their author deletes them.
+    Forever,
+    /// Store-and-forward: a body is deleted once every member device has it.
+    UntilDelivered,
+    /// Kept this many seconds, and at least as long as the offline TTL.
+    Secs(u64),
+}
+
+impl Retention {
+    /// Bodies older than this many milliseconds may go; `i64::MAX` for never.
+    pub fn keep_ms(self) -> i64 {
+        match self {
+            Retention::Forever => i64::MAX,
+            Retention::UntilDelivered => 0,
+            Retention::Secs(secs) => i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("forever") {
+            return Ok(Retention::Forever);
+        }
+        let (digits, unit_secs) = match text.char_indices().last() {
+            Some((at, 's')) => (&text[..at], 1),
+            Some((at, 'm')) => (&text[..at], 60),
+            Some((at, 'h')) => (&text[..at], 60 * 60),
+            Some((at, 'd')) => (&text[..at], DAY_SECS),
+            _ => (text, 1),
+        };
+        let n: u64 = digits.trim().parse().map_err(|_| {
+            format!("{text:?} is not a retention: use \"forever\", 0, or a duration such as \"90d\", \"12h\" or a number of seconds")
+        })?;
+        Ok(Retention::from_secs(n.saturating_mul(unit_secs)))
+    }
+
+    fn from_secs(secs: u64) -> Self {
+        if secs == 0 {
+            Retention::UntilDelivered
+        } else {
+            Retention::Secs(secs)
+        }
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retention::Forever => f.write_str("forever"),
+            Retention::UntilDelivered => f.write_str("until delivered"),
+            Retention::Secs(secs) if secs % DAY_SECS == 0 => write!(f, "{}d", secs / DAY_SECS),
+            Retention::Secs(secs) => write!(f, "{secs}s"),
+        }
+    }
+}
+
+impl Serialize for Retention {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Retention::Forever => serializer.serialize_str("forever"),
+            Retention::UntilDelivered => serializer.serialize_u64(0),
+            Retention::Secs(secs) => serializer.serialize_u64(*secs),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A number from TOML, or text (TOML strings and every environment
+        // variable figment did not read as a number).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Secs(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Secs(secs) => Ok(Retention::from_secs(secs)),
+            Written::Text(text) => Retention::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -316,7 +404,7 @@ const DAY_SECS: u64 = 24 * 60 * 60;
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            history_retention_secs: 30 * DAY_SECS,
+            history_retention: Retention::Forever,
             offline_ttl_secs: 30 * DAY_SECS,
             sweep_interval_secs: 60,
             page_size: 256,
@@ -559,6 +647,36 @@ mod tests {
         let figment =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(example));
         assert_eq!(Config::from_figment(&figment).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn retention_is_forever_unless_set_and_reads_as_written() {
+        // Goal: history is kept forever by default; an operator writes a
+        // duration with a unit, seconds, or 0, and a mistake is refused
+        // with the key named.
+        assert_eq!(
+            Config::default().delivery.history_retention,
+            Retention::Forever
+        );
+        let read = |value: &str| {
+            let figment = Figment::from(Serialized::defaults(Config::default())).merge(
+                Toml::string(&format!("[delivery]\nhistory_retention = {value}\n")),
+            );
+            Config::from_figment(&figment).map(|config| config.delivery.history_retention)
+        };
+        assert_eq!(read("\"forever\"").unwrap(), Retention::Forever);
+        assert_eq!(read("0").unwrap(), Retention::UntilDelivered);
+        assert_eq!(read("\"0\"").unwrap(), Retention::UntilDelivered);
+        assert_eq!(read("3600").unwrap(), Retention::Secs(3600));
+        assert_eq!(read("\"90d\"").unwrap(), Retention::Secs(90 * DAY_SECS));
+        assert_eq!(read("\"12h\"").unwrap(), Retention::Secs(12 * 3600));
+        assert_eq!(read("\"30m\"").unwrap(), Retention::Secs(1800));
+        for bad in ["\"soon\"", "\"-1d\"", "-5", "\"d\""] {
+            let err = read(bad).unwrap_err().to_string();
+            assert!(err.contains("history_retention"), "{bad}: {err}");
+        }
+        assert_eq!(Retention::Forever.keep_ms(), i64::MAX);
+        assert_eq!(Retention::Secs(2).keep_ms(), 2000);
     }
 
     #[test]

@@ -322,6 +322,7 @@ impl App {
             store = %self.describe_store(),
             bus = %state.bus.describe(),
             blobs = %state.media.describe_blobs(),
+            history_retention = %state.config.delivery.history_retention,
             "missive serving"
         );
         let app = gateway::routes(state.clone());

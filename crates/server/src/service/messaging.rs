@@ -14,7 +14,7 @@ use missive_store::{
 };
 
 use super::push::Push;
-use crate::config::{DeliveryConfig, LimitsConfig};
+use crate::config::{DeliveryConfig, LimitsConfig, Retention};
 use crate::error::ApiError;
 use crate::router::{LiveEvent, Router};
 use crate::wire;
@@ -371,7 +371,8 @@ impl Messaging {
                 device: auth.device,
                 account: auth.account,
                 points,
-                purge_delivered_bodies: self.delivery.history_retention_secs == 0,
+                purge_delivered_bodies: self.delivery.history_retention
+                    == Retention::UntilDelivered,
                 now_ms: self.clock.now_ms(),
             })
             .await?;
@@ -495,7 +496,7 @@ impl Messaging {
     /// the TTL is always recognised.
     pub async fn sweep(&self) -> Result<SweepOutcome, ApiError> {
         let now_ms = self.clock.now_ms();
-        let retention_ms = secs_to_ms(self.delivery.history_retention_secs);
+        let retention_ms = self.delivery.history_retention.keep_ms();
         let ttl_ms = secs_to_ms(self.delivery.offline_ttl_secs);
         let dedup_ms = retention_ms.max(ttl_ms);
         let mut total = SweepOutcome::default();
