@@ -173,6 +173,27 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     assert!(matches!(ok, ServerFrame::Sent { seq: 1, .. }), "{ok:?}");
     let ok = bob.send_text("carol", "b2", "still private").await.unwrap();
     assert!(matches!(ok, ServerFrame::Sent { seq: 2, .. }), "{ok:?}");
+
+    // A client_msg_id reused for another text is refused, not answered as a
+    // retry of the first (which would silently drop the second message); a
+    // true retry still is one.
+    let raw = r#"{"type":"send","id":"reuse","to":"bob","client_msg_id":"good","text":"another"}"#;
+    assert_eq!(
+        error_for(&mut alice, raw).await,
+        ("client_msg_id_reused".into(), Some("reuse".into()))
+    );
+    let retry = alice.send_text("bob", "good", "finally").await.unwrap();
+    assert!(
+        matches!(
+            retry,
+            ServerFrame::Sent {
+                seq: 1,
+                duplicate: true,
+                ..
+            }
+        ),
+        "{retry:?}"
+    );
     let frames = queued(&mut bob, 1).await;
     assert_eq!(texts(&frames), ["finally"]);
 }
@@ -258,6 +279,7 @@ async fn rest_refusals_have_codes_and_change_nothing() {
     // Goal: each REST refusal returns its status and code; state is unchanged.
     let server = TestServer::start_with(|config| {
         config.limits.devices_per_account_max = 2;
+        config.limits.login_replaces_least_recent_device = false;
         config.limits.login_failures_max = 3;
     })
     .await;

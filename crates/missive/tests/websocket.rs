@@ -314,6 +314,79 @@ fn texts_of(history: &missive_proto::rest::History) -> Vec<&str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_at_the_device_limit_replaces_the_device_used_longest_ago() {
+    // Goal: nobody is locked out by devices they can no longer reach: at
+    // the limit a password login revokes the device used longest ago that
+    // is not connected (its token dies, the response names it), and a
+    // connected device used even longer ago is kept.
+    let server = TestServer::start_with(|config| {
+        config.limits.devices_per_account_max = 3;
+    })
+    .await;
+    let phone = server.user("alice").await;
+    let mut phone_conn = server.connect(&phone).await;
+    server.clock.advance_ms(1_000);
+    let laptop = server.api.login("alice", PASSWORD, "laptop").await.unwrap();
+    server.clock.advance_ms(1_000);
+    let tablet = server.device("alice").await;
+    server.clock.advance_ms(1_000);
+    // The tablet is used after the laptop was last seen.
+    server.api.devices(&tablet).await.unwrap();
+    let (laptop_id, laptop) = (laptop.device_id, laptop.token);
+    let fresh = server.api.login("alice", PASSWORD, "new").await.unwrap();
+    assert_eq!(fresh.replaced_device_id, Some(laptop_id));
+    assert_eq!(
+        refused_code(server.api.devices(&laptop).await),
+        "token_invalid"
+    );
+    let left: Vec<i64> = server
+        .api
+        .devices(&fresh.token)
+        .await
+        .unwrap()
+        .devices
+        .iter()
+        .map(|device| device.device_id)
+        .collect();
+    assert_eq!(left.len(), 3);
+    assert!(!left.contains(&laptop_id), "{left:?}");
+    assert!(
+        left.contains(&phone_conn.device_id),
+        "the connected phone stays"
+    );
+    phone_conn
+        .send_text("alice", "m1", "still here")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_unused_past_the_expiry_are_revoked_and_used_ones_are_not() {
+    // Goal: a device nobody has used for `device_idle_expiry_secs` is
+    // revoked by the sweeper; use over HTTP or a live connection keeps a
+    // device, however long the connection has been open.
+    const DAY_MS: i64 = 24 * 3_600_000;
+    let server = TestServer::start_with(|config| {
+        config.limits.device_idle_expiry_secs = 30 * 24 * 3600;
+    })
+    .await;
+    let connected = server.user("alice").await;
+    let _connection = server.connect(&connected).await;
+    let used = server.device("alice").await;
+    let idle = server.device("alice").await;
+    server.clock.advance_ms(20 * DAY_MS);
+    server.api.devices(&used).await.unwrap();
+    server.clock.advance_ms(15 * DAY_MS);
+    server.app.sweep_now().await.unwrap();
+    assert_eq!(
+        refused_code(server.api.devices(&idle).await),
+        "token_invalid"
+    );
+    server.api.devices(&used).await.unwrap();
+    server.api.devices(&connected).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_device_closes_its_socket_and_kills_its_token() {
     // Goal: revoke closes the live connection at once with 4003 and the
     // token no longer authenticates (REST or WebSocket).

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     InvalidUsername,
     InvalidPassword,
     InvalidClientMsgId,
+    /// A `client_msg_id` this device already used for a different message.
+    ClientMsgIdReused,
     EmptyText,
     TextTooLong,
     // Domain.
@@ -69,6 +71,7 @@ impl ErrorCode {
             Self::InvalidUsername => "invalid_username",
             Self::InvalidPassword => "invalid_password",
             Self::InvalidClientMsgId => "invalid_client_msg_id",
+            Self::ClientMsgIdReused => "client_msg_id_reused",
             Self::EmptyText => "empty_text",
             Self::TextTooLong => "text_too_long",
             Self::UsernameTaken => "username_taken",
@@ -188,6 +191,7 @@ mod tests {
             ErrorCode::InvalidUsername,
             ErrorCode::InvalidPassword,
             ErrorCode::InvalidClientMsgId,
+            ErrorCode::ClientMsgIdReused,
             ErrorCode::EmptyText,
             ErrorCode::TextTooLong,
             ErrorCode::UsernameTaken,

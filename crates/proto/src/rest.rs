@@ -33,6 +33,10 @@ pub struct LoginResponse {
     pub device_id: i64,
     pub token: String,
     pub username: String,
+    /// The device revoked to make room for this one (the account was at
+    /// its device limit), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_device_id: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -305,6 +305,12 @@ impl<'de> Deserialize<'de> for Retention {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub devices_per_account_max: usize,
+    /// At `devices_per_account_max`, a password login revokes the device
+    /// used longest ago (one not connected, if any) instead of refusing.
+    pub login_replaces_least_recent_device: bool,
+    /// A device neither connected nor used for this long is revoked by
+    /// the sweeper; 0 keeps devices until revoked.
+    pub device_idle_expiry_secs: u64,
     pub group_members_max: usize,
     pub text_bytes_max: usize,
     /// Largest media upload.
@@ -418,6 +424,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             devices_per_account_max: 5,
+            login_replaces_least_recent_device: true,
+            device_idle_expiry_secs: 90 * DAY_SECS,
             group_members_max: 1024,
             text_bytes_max: 64 * 1024,
             media_bytes_max: 16 * 1024 * 1024,

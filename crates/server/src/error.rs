@@ -63,7 +63,7 @@ impl ApiError {
             ErrorCode::EditWindowClosed | ErrorCode::MessageDeleted | ErrorCode::GroupFull => {
                 StatusCode::CONFLICT
             }
-            ErrorCode::AlreadyMember => StatusCode::CONFLICT,
+            ErrorCode::AlreadyMember | ErrorCode::ClientMsgIdReused => StatusCode::CONFLICT,
             ErrorCode::NotAGroup => StatusCode::BAD_REQUEST,
             ErrorCode::UnknownMessage | ErrorCode::UnknownMedia => StatusCode::NOT_FOUND,
             ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,6 +92,10 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::UsernameTaken => Self::new(ErrorCode::UsernameTaken, "username is taken"),
+            StoreError::ClientMsgIdReused => Self::new(
+                ErrorCode::ClientMsgIdReused,
+                "this client_msg_id was already used for a different message; retries must repeat the same request",
+            ),
             StoreError::TooManyDevices => Self::new(
                 ErrorCode::TooManyDevices,
                 "this account has the maximum number of devices; revoke one first",

@@ -283,6 +283,10 @@ impl App {
         if collected > 0 {
             tracing::info!(collected, "unshared media collected");
         }
+        let expired = self.state.accounts.expire_idle_devices().await?;
+        if expired > 0 {
+            tracing::info!(expired, "idle devices expired");
+        }
         if let Ok(waiting) = self.state.store.waiting_total().await {
             metrics::gauge!("missive_events_waiting").set(waiting as f64);
         }

@@ -59,10 +59,12 @@ async fn user(store: &dyn Store, name: &str) -> (AccountId, DeviceId) {
             name: "bench".into(),
             token_hash: TokenHash::of(name),
             devices_max: 5,
+            replace_least_recent: false,
             now_ms: NOW,
         })
         .await
-        .expect("device");
+        .expect("device")
+        .id;
     (account, device)
 }
 

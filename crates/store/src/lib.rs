@@ -80,6 +80,10 @@ pub enum StoreError {
     AlreadyMember,
     #[error("no such media of yours")]
     UnknownMedia,
+    /// The sender device already sent a different message under this
+    /// `client_msg_id`; nothing is stored.
+    #[error("client_msg_id already used for a different message")]
+    ClientMsgIdReused,
     #[error("the store is shut down")]
     Closed,
     /// The backend cannot be reached now (connection lost, pool timed out);
@@ -107,9 +111,22 @@ pub trait Store: Send + Sync + 'static {
         username: &Username,
     ) -> Result<Option<AccountRecord>, StoreError>;
 
-    /// Adds a device (a login) to an account; `TooManyDevices` when the
-    /// account already has `devices_max`.
-    async fn create_device(&self, device: NewDevice) -> Result<DeviceId, StoreError>;
+    /// Adds a device (a login) to an account. When the account already has
+    /// `devices_max`: `TooManyDevices`, or, with `replace_least_recent`, the
+    /// device last seen longest ago (preferring one with no live session)
+    /// is revoked as by `revoke_device` in the same transaction.
+    async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError>;
+
+    /// Records that the device was used at `now_ms` (never moves back).
+    async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError>;
+
+    /// Revokes, as `revoke_device` does, up to `limit` devices last seen
+    /// before `idle_before_ms` that have no live session; returns them.
+    async fn expire_devices(
+        &self,
+        idle_before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<DeviceId>, StoreError>;
 
     /// The device holding this token, unless revoked.
     async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError>;

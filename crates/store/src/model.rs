@@ -24,7 +24,18 @@ pub struct NewDevice {
     pub name: String,
     pub token_hash: TokenHash,
     pub devices_max: usize,
+    /// At `devices_max`, revoke the account's least recently used device
+    /// (one with no live session first) instead of refusing.
+    pub replace_least_recent: bool,
     pub now_ms: UnixMillis,
+}
+
+/// A device added by a login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreatedDevice {
+    pub id: DeviceId,
+    /// The device revoked to make room for it, if any.
+    pub replaced: Option<DeviceId>,
 }
 
 /// Who a token belongs to.

@@ -103,6 +103,38 @@ pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, Store
     })
 }
 
+/// What a send asked for, in 64 bits: stored with the message, so that a
+/// later send under the same `(sender device, client_msg_id)` is told
+/// apart as a retry (same fingerprint) or a reuse of the key for another
+/// message (refused, `ClientMsgIdReused`), whatever edits or retention did
+/// to the stored body since. FNV-1a: stable across builds and releases
+/// (a retry may span an upgrade); the input is the sender's own request,
+/// so there is no one to collide against.
+pub fn fingerprint(message: &NewMessage) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let (kind, body, target) = message.body.stored_form();
+    let media: &[String] = match &message.body {
+        Body::Text { media, .. } => media,
+        _ => &[],
+    };
+    let mut hash = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        // Length first, so field boundaries cannot shift.
+        for byte in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(PRIME);
+        }
+    };
+    feed(&message.conversation.0.to_le_bytes());
+    feed(&kind_code(kind).to_le_bytes());
+    feed(body.as_bytes());
+    feed(target.map_or("", |target| target.as_str()).as_bytes());
+    for media_id in media {
+        feed(media_id.as_bytes());
+    }
+    hash as i64
+}
+
 /// The message id a body is about or replies to, if any.
 pub fn target_of(body: &Body) -> Option<&missive_core::MessageId> {
     match body {

@@ -93,10 +93,12 @@ mod support {
                 name: label.to_owned(),
                 token_hash: token(label),
                 devices_max: 4,
+                replace_least_recent: false,
                 now_ms: NOW,
             })
             .await
             .expect("create_device")
+            .id
     }
 
     /// The accounts "alice" and "bob", created in that order.
@@ -1182,16 +1184,19 @@ mod scenarios {
             name: name.to_owned(),
             token_hash: token(name),
             devices_max: 2,
+            replace_least_recent: false,
             now_ms,
         };
         let a1 = store
             .create_device(device(alice, "a-phone", NOW))
             .await
-            .expect("a1");
+            .expect("a1")
+            .id;
         let a2 = store
             .create_device(device(alice, "a-laptop", NOW + 1))
             .await
-            .expect("a2");
+            .expect("a2")
+            .id;
         assert_ne!(a1, a2);
         assert_eq!(
             store
@@ -1203,7 +1208,8 @@ mod scenarios {
         let b1 = store
             .create_device(device(bob, "b-phone", NOW + 3))
             .await
-            .expect("b1");
+            .expect("b1")
+            .id;
 
         assert_eq!(
             devices_of(store, alice).await,
@@ -1301,7 +1307,8 @@ mod scenarios {
         let a3 = store
             .create_device(device(alice, "a-tablet", NOW + 60))
             .await
-            .expect("a3");
+            .expect("a3")
+            .id;
         assert_eq!(devices_of(store, alice).await.len(), 2);
         assert_eq!(waiting(store, a3).await, 0, "a new device got the past");
         assert!(pending_all(store, a3).await.is_empty());
@@ -1313,6 +1320,74 @@ mod scenarios {
             vec![sent.message_id, next.message_id]
         );
         assert_eq!(waiting(store, a1).await, 0);
+    }
+
+    /// 2a. Replacing the least recently used device; idle devices expiring.
+    pub async fn devices_are_replaced_and_expire_least_recent_first(store: Arc<dyn Store>) {
+        // Goal: at the limit, a login that may replace revokes the device
+        // seen longest ago among those without a live session (as a revoke
+        // does: token and positions gone) and says which; without leave it
+        // is refused as before. Expiry revokes devices idle since before
+        // the cut-off that have no live session, and nothing else; a touch
+        // moves a device's last use forward, never back.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let login = |name: &str, now_ms: UnixMillis, replace| NewDevice {
+            account: alice,
+            name: name.to_owned(),
+            token_hash: token(name),
+            devices_max: 3,
+            replace_least_recent: replace,
+            now_ms,
+        };
+        let mut ids = Vec::new();
+        for (i, name) in ["old", "live", "newer"].into_iter().enumerate() {
+            let created = store
+                .create_device(login(name, NOW + i as i64, false))
+                .await
+                .expect(name);
+            assert_eq!(created.replaced, None);
+            ids.push(created.id);
+        }
+        let [old, live, newer] = ids[..] else {
+            unreachable!()
+        };
+        // "live" is the least recently seen but connected; "old" is not.
+        store.touch_device(old, NOW + 10).await.expect("touch");
+        store.touch_device(old, NOW + 5).await.expect("touch back");
+        store
+            .claim_session(live, alice, "node-a", NOW)
+            .await
+            .expect("claim");
+        assert_eq!(
+            store.create_device(login("refused", NOW + 20, false)).await,
+            Err(StoreError::TooManyDevices)
+        );
+        let room = store
+            .create_device(login("replacing", NOW + 20, true))
+            .await
+            .expect("replace");
+        assert_eq!(room.replaced, Some(newer), "seen at NOW+2, no session");
+        assert_eq!(auth(store, "newer").await, None);
+        assert_eq!(waiting(store, newer).await, 0);
+        let seen: Vec<(DeviceId, UnixMillis)> = devices_of(store, alice)
+            .await
+            .into_iter()
+            .map(|device| (device.id, device.last_seen_ms))
+            .collect();
+        assert!(seen.contains(&(old, NOW + 10)), "{seen:?}");
+        assert_eq!(seen.len(), 3);
+
+        let b1 = new_device(store, bob, "b1").await;
+        let expired = store.expire_devices(NOW + 15, 100).await.expect("expire");
+        assert_eq!(sorted(expired), sorted(vec![old, b1]), "not the live one");
+        assert_eq!(auth(store, "old").await, None);
+        assert!(auth(store, "live").await.is_some());
+        assert!(auth(store, "replacing").await.is_some());
+        assert_eq!(
+            store.expire_devices(NOW + 15, 100).await.expect("again"),
+            Vec::<DeviceId>::new()
+        );
     }
 
     /// 2b. Device identity after revocation.
@@ -1347,8 +1422,9 @@ mod scenarios {
     /// 3. Sequence numbers and idempotent append.
     pub async fn seq_and_dedup(store: Arc<dyn Store>) {
         // Goal: seqs are per conversation, 1..N without gaps; a retry with the
-        // same (device, client_msg_id) returns the original and stores
-        // nothing; refusals store nothing and burn no seq.
+        // same (device, client_msg_id) and the same request returns the
+        // original and stores nothing; the key reused for a different
+        // message is refused; refusals store nothing and burn no seq.
         // Method: N appends, a retry with a new message id / text / time, the
         // same client_msg_id from two other devices, two refused appends,
         // then one more append; compare seqs and what waits for bob at each
@@ -1383,9 +1459,9 @@ mod scenarios {
             (1..=N).map(|seq| (conv, seq)).collect::<Vec<_>>()
         );
 
-        // A retry: new message id, new text, later time. Nothing is stored.
-        let mut retry = new_message(conv, alice, a1, "m3", NOW + 100);
-        retry.body = plain("different text");
+        // A retry: the same request with a new message id, later. Nothing
+        // is stored.
+        let retry = new_message(conv, alice, a1, "m3", NOW + 100);
         let retried = store.append_message(retry).await.expect("retry");
         assert!(retried.duplicate);
         assert_eq!(retried.message_id, originals[2].message_id);
@@ -1406,6 +1482,25 @@ mod scenarios {
             text_of("m3"),
             "a retry overwrote the original"
         );
+        // The key reused for another text, or into another conversation:
+        // refused, nothing stored, and the original still answers retries.
+        let mut reused = new_message(conv, alice, a1, "m3", NOW + 101);
+        reused.body = plain("different text");
+        assert_eq!(
+            store.append_message(reused).await,
+            Err(StoreError::ClientMsgIdReused)
+        );
+        let elsewhere = new_message(conv_ac, alice, a1, "m3", NOW + 102);
+        assert_eq!(
+            store.append_message(elsewhere).await,
+            Err(StoreError::ClientMsgIdReused)
+        );
+        assert_eq!(pending_all(store, b1).await, before);
+        let again = store
+            .append_message(new_message(conv, alice, a1, "m3", NOW + 103))
+            .await
+            .expect("retry after a refusal");
+        assert_eq!((again.duplicate, again.seq), (true, 3));
 
         // The same client_msg_id from other devices is a new message each time.
         let from_a2 = send(store, conv, alice, a2, "m3").await;
@@ -4613,6 +4708,7 @@ mod sqlite {
         open;
         accounts,
         devices,
+        devices_are_replaced_and_expire_least_recent_first,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
@@ -5186,6 +5282,7 @@ mod postgres {
         open;
         accounts,
         devices,
+        devices_are_replaced_and_expire_least_recent_first,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,

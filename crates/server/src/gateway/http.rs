@@ -40,7 +40,9 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
                     "send Authorization: Bearer <token>",
                 )
             })?;
-        Ok(Self(state.accounts.authenticate(token.trim()).await?))
+        let auth = state.accounts.authenticate(token.trim()).await?;
+        state.accounts.note_use(&auth).await;
+        Ok(Self(auth))
     }
 }
 

@@ -24,6 +24,12 @@ const DEVICE_NAME_BYTES_MAX: usize = 64;
 const PHONE_BYTES_MAX: usize = 20;
 /// Requests allowed to wait for an Argon2 slot.
 const HASH_WAITERS_MAX: usize = 64;
+/// How often a device's use over plain HTTP is written down, at most (a
+/// connection records it when it opens). Far below any sensible expiry.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+const TOUCHED_MAX: u64 = 1_000_000;
+/// Devices revoked per expiry transaction.
+const EXPIRE_BATCH: usize = 1000;
 
 pub struct Accounts {
     store: Arc<dyn Store>,
@@ -36,6 +42,11 @@ pub struct Accounts {
     logins: AttemptLimiter,
     registrations: AttemptLimiter,
     devices_max: usize,
+    replace_least_recent: bool,
+    device_idle_expiry_ms: i64,
+    /// Devices whose use this node recorded within the last
+    /// `TOUCH_INTERVAL`: a device is written at most that often.
+    touched: moka::sync::Cache<DeviceId, ()>,
     /// Verified against when the username does not exist, so a failed login
     /// takes as long whether or not the account exists.
     dummy_hash: String,
@@ -68,6 +79,15 @@ impl Accounts {
                 Duration::from_secs(limits.registration_window_secs),
             ),
             devices_max: limits.devices_per_account_max,
+            replace_least_recent: limits.login_replaces_least_recent_device,
+            device_idle_expiry_ms: i64::try_from(
+                limits.device_idle_expiry_secs.saturating_mul(1000),
+            )
+            .unwrap_or(i64::MAX),
+            touched: moka::sync::Cache::builder()
+                .max_capacity(TOUCHED_MAX)
+                .time_to_live(TOUCH_INTERVAL)
+                .build(),
             dummy_hash,
             hasher,
         }
@@ -148,21 +168,27 @@ impl Accounts {
         self.logins.forget(&user_key);
         self.logins.refund(&ip_key);
         let token = DeviceToken::generate();
-        let device = self
+        let created = self
             .store
             .create_device(NewDevice {
                 account: account.id,
                 name: device_name,
                 token_hash: token.hash(),
                 devices_max: self.devices_max,
+                replace_least_recent: self.replace_least_recent,
                 now_ms: self.clock.now_ms(),
             })
             .await?;
-        tracing::info!(account = %account.id, device = %device, "device logged in");
+        if let Some(replaced) = created.replaced {
+            self.retire(replaced).await;
+            tracing::info!(account = %account.id, device = %replaced, "device replaced by a login at the device limit");
+        }
+        tracing::info!(account = %account.id, device = %created.id, "device logged in");
         Ok(LoginResponse {
-            device_id: device.0,
+            device_id: created.id.0,
             token: token.as_str().to_owned(),
             username: account.username.to_string(),
+            replaced_device_id: created.replaced.map(|device| device.0),
         })
     }
 
@@ -224,14 +250,60 @@ impl Accounts {
                 "you have no such device",
             ));
         }
-        // Caches first, on every node, then close live connections.
+        self.retire(device).await;
+        tracing::info!(account = %auth.account, device = %device, "device revoked");
+        Ok(())
+    }
+
+    /// Records that `auth`'s device is in use (a request over plain HTTP),
+    /// so it does not expire; written at most once per `TOUCH_INTERVAL`
+    /// per node. A failed write only delays that.
+    pub async fn note_use(&self, auth: &DeviceAuth) {
+        if self.device_idle_expiry_ms == 0 || self.touched.contains_key(&auth.device) {
+            return;
+        }
+        self.touched.insert(auth.device, ());
+        if let Err(err) = self
+            .store
+            .touch_device(auth.device, self.clock.now_ms())
+            .await
+        {
+            tracing::debug!(%err, device = %auth.device, "could not record a device's use");
+        }
+    }
+
+    /// Revokes the devices unused for `limits.device_idle_expiry_secs`
+    /// (none while connected); returns how many.
+    pub async fn expire_idle_devices(&self) -> Result<usize, ApiError> {
+        if self.device_idle_expiry_ms == 0 {
+            return Ok(0);
+        }
+        let before_ms = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.device_idle_expiry_ms);
+        let mut total = 0;
+        loop {
+            let expired = self.store.expire_devices(before_ms, EXPIRE_BATCH).await?;
+            for &device in &expired {
+                self.retire(device).await;
+                tracing::info!(device = %device, "idle device expired");
+            }
+            total += expired.len();
+            if expired.len() < EXPIRE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// After the store revoked `device`: drop its token from the caches,
+    /// on every node, then close its live connections (4003).
+    async fn retire(&self, device: DeviceId) {
         self.caches.invalidate(Invalidation::Device(device));
         self.bus
             .publish_invalidation(Invalidation::Device(device))
             .await;
         self.bus.publish(device, DeviceEvent::Revoked).await;
-        tracing::info!(account = %auth.account, device = %device, "device revoked");
-        Ok(())
     }
 
     /// A slot for one Argon2 computation; refused when too many requests

@@ -123,6 +123,7 @@ const ERROR_TEXT = {
   media_too_large: 'The file is too large (the limit is 16 MB).',
   media_type_not_allowed: 'This kind of file cannot be sent. Allowed: images, video, audio and PDF.',
   text_too_long: 'The message is too long.',
+  client_msg_id_reused: 'This message clashed with one sent earlier and was not sent. Send it again.',
   frame_too_large: 'too large',
   empty_text: 'The message is empty.',
   unavailable: 'The server is busy. Try again in a moment.',

@@ -56,7 +56,7 @@ pub(super) async fn account_by_username<C: GenericClient>(
 pub(super) async fn create_device<C: GenericClient>(
     db: &C,
     device: &NewDevice,
-) -> Outcome<DeviceId> {
+) -> Outcome<CreatedDevice> {
     // The account row lock makes count-then-insert atomic across nodes: two
     // logins racing for the last slot cannot both get it.
     let (_, n_devices) = pipeline!(
@@ -71,8 +71,22 @@ pub(super) async fn create_device<C: GenericClient>(
             &[&device.account.0]
         ),
     )?;
+    let mut replaced = None;
     if usize::try_from(n_devices).unwrap_or(usize::MAX) >= device.devices_max {
-        return Err(StoreError::TooManyDevices.into());
+        if !device.replace_least_recent {
+            return Err(StoreError::TooManyDevices.into());
+        }
+        let least_recent: i64 = scalar(
+            db,
+            "SELECT d.id FROM devices d WHERE d.account_id = $1
+             ORDER BY EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id),
+                      d.last_seen_ms, d.id
+             LIMIT 1",
+            &[&device.account.0],
+        )
+        .await?;
+        revoke_device(db, device.account, DeviceId(least_recent)).await?;
+        replaced = Some(DeviceId(least_recent));
     }
     let id: i64 = scalar(
         db,
@@ -102,7 +116,51 @@ pub(super) async fn create_device<C: GenericClient>(
         &[&id, &device.account.0],
     )
     .await?;
-    Ok(DeviceId(id))
+    Ok(CreatedDevice {
+        id: DeviceId(id),
+        replaced,
+    })
+}
+
+pub(super) async fn touch_device<C: GenericClient>(
+    db: &C,
+    device: DeviceId,
+    now_ms: i64,
+) -> Outcome<()> {
+    execute(
+        db,
+        "UPDATE devices SET last_seen_ms = $2 WHERE id = $1 AND last_seen_ms < $2",
+        &[&device.0, &now_ms],
+    )
+    .await
+    .map(drop)
+}
+
+pub(super) async fn expire_devices<C: GenericClient>(
+    db: &C,
+    idle_before_ms: i64,
+    limit: usize,
+) -> Outcome<Vec<DeviceId>> {
+    // SKIP LOCKED: another node's sweeper takes the rest; a device logging
+    // in or connecting meanwhile holds its row and is left alone.
+    let idle = rows(
+        db,
+        "SELECT d.account_id, d.id FROM devices d
+         WHERE d.last_seen_ms < $1
+           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id)
+         ORDER BY d.last_seen_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&idle_before_ms, &i64::try_from(limit).unwrap_or(i64::MAX)],
+    )
+    .await?;
+    let mut expired = Vec::with_capacity(idle.len());
+    for found in idle {
+        let account = AccountId(found.try_get(0)?);
+        let device = DeviceId(found.try_get(1)?);
+        if revoke_device(db, account, device).await? {
+            expired.push(device);
+        }
+    }
+    Ok(expired)
 }
 
 pub(super) async fn authenticate<C: GenericClient>(

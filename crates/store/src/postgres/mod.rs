@@ -293,8 +293,24 @@ impl Store for PostgresStore {
         autocommit!(self, |db| accounts::account_by_username(db, username))
     }
 
-    async fn create_device(&self, device: NewDevice) -> Result<DeviceId, StoreError> {
+    async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError> {
         transaction!(self, |tx| accounts::create_device(tx, &device))
+    }
+
+    async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError> {
+        autocommit!(self, |db| accounts::touch_device(db, device, now_ms))
+    }
+
+    async fn expire_devices(
+        &self,
+        idle_before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        transaction!(self, |tx| accounts::expire_devices(
+            tx,
+            idle_before_ms,
+            limit
+        ))
     }
 
     async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {

@@ -15,6 +15,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V3__positions",
         include_str!("migrations/V3__positions.sql"),
     ),
+    (
+        "V4__device_expiry",
+        include_str!("migrations/V4__device_expiry.sql"),
+    ),
+    (
+        "V5__send_fingerprint",
+        include_str!("migrations/V5__send_fingerprint.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

@@ -64,7 +64,8 @@ const LOCK_CHANGED_MESSAGES: &str = "SELECT 1 FROM (
      ) locked";
 /// The stored sends with the batch's dedup keys (system events have none).
 const EARLIER_SENDS: &str =
-    "SELECT m.sender_device, m.client_msg_id, m.id, m.conversation_id, m.seq, m.created_ms
+    "SELECT m.sender_device, m.client_msg_id, m.id, m.conversation_id, m.seq, m.created_ms,
+            m.fingerprint
      FROM unnest($1::bigint[], $2::text[]) AS k(sender_device, client_msg_id)
      JOIN messages m ON m.sender_device = k.sender_device AND m.client_msg_id = k.client_msg_id
      WHERE m.client_msg_id <> ''";
@@ -80,8 +81,8 @@ const TEXT_TARGET: &str = "SELECT m.sender_account, m.created_ms, m.deleted, m.s
 const SET_LAST_SEQ: &str = "UPDATE conversations SET last_seq = $2 WHERE id = $1";
 /// Waits on the dedup key while another transaction holds it; stores
 /// nothing (and returns no row) if that one committed it.
-const INSERT_MESSAGE: &str = "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+const INSERT_MESSAGE: &str = "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
      ON CONFLICT (sender_device, client_msg_id) WHERE client_msg_id <> '' DO NOTHING
      RETURNING seq";
 /// The devices of the members who joined before `$2`: everyone for a new
@@ -118,7 +119,7 @@ pub(super) async fn append_batch<C: GenericClient>(
     for (i, (message, found)) in sends.iter().zip(checked).enumerate() {
         let checks = match found {
             Found::Earlier(earlier) => {
-                answers.push(Some(Ok(earlier)));
+                answers.push(Some(earlier));
                 continue;
             }
             Found::Checks(checks) => checks,
@@ -222,7 +223,8 @@ fn audience(message: &NewMessage, plan: &Plan) -> (i64, i64) {
 /// and the stored sends with the batch's dedup keys.
 struct Locked {
     last_seq: HashMap<i64, i64>,
-    earlier: HashMap<(i64, String), Appended>,
+    /// With the fingerprint each was stored with (none before it existed).
+    earlier: HashMap<(i64, String), (Appended, Option<i64>)>,
 }
 
 async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Locked> {
@@ -263,15 +265,21 @@ async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Out
         .collect::<Outcome<_>>()?;
     let earlier = earlier
         .iter()
-        .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), earlier_send(row)?)))
+        .map(|row| {
+            Ok((
+                (row.try_get(0)?, row.try_get(1)?),
+                (earlier_send(row)?, row.try_get(6)?),
+            ))
+        })
         .collect::<Outcome<_>>()?;
     Ok(Locked { last_seq, earlier })
 }
 
 /// What round 2 found for one send.
 enum Found {
-    /// A retry: the first send's answer.
-    Earlier(Appended),
+    /// A retry: the first send's answer; or its key reused for another
+    /// message: refused.
+    Earlier(Answer),
     Checks(Checks),
 }
 
@@ -286,7 +294,7 @@ struct Checks {
 async fn check_all<C: GenericClient>(
     db: &C,
     sends: &[&NewMessage],
-    earlier: &HashMap<(i64, String), Appended>,
+    earlier: &HashMap<(i64, String), (Appended, Option<i64>)>,
 ) -> Outcome<Vec<Found>> {
     let steps: Vec<Step<'_, Found>> = sends
         .iter()
@@ -296,9 +304,14 @@ async fn check_all<C: GenericClient>(
                 message.client_msg_id.as_str().to_owned(),
             );
             match earlier.get(&key) {
-                Some(earlier) => {
-                    let earlier = earlier.clone();
-                    Box::pin(async move { Ok(Found::Earlier(earlier)) })
+                Some((earlier, stored)) => {
+                    let answer = match stored {
+                        Some(stored) if *stored != rules::fingerprint(message) => {
+                            Err(StoreError::ClientMsgIdReused)
+                        }
+                        _ => Ok(earlier.clone()),
+                    };
+                    Box::pin(async move { Ok(Found::Earlier(answer)) })
                 }
                 None => Box::pin(async move { Ok(Found::Checks(check(db, message).await?)) }),
             }
@@ -400,6 +413,7 @@ async fn write_send<'a, C: GenericClient>(
                 &message.now_ms,
                 &plan.kind,
                 &plan.target,
+                &rules::fingerprint(message),
             ],
         ),
         attach_media(db, message_id, message.conversation, seq, media),
@@ -537,10 +551,12 @@ mod tests {
                 name: name.into(),
                 token_hash: TokenHash::of(name),
                 devices_max: 5,
+                replace_least_recent: false,
                 now_ms: 1,
             })
             .await
-            .expect("device");
+            .expect("device")
+            .id;
         (account, device)
     }
 
@@ -565,12 +581,12 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_retry_into_another_conversation_on_another_node_is_stored_once() {
+    async fn a_key_reused_into_another_conversation_on_another_node_is_stored_once() {
         // Goal: one (device, client_msg_id) sent at the same moment on two
         // nodes into two different conversations (no conversation lock
-        // orders them) is stored once; both calls answer with the stored
-        // one, exactly one as the original, and the other conversation
-        // loses no seq.
+        // orders them) is stored once: one call is the original, the other
+        // is refused as a reuse of the key for another message, and the
+        // other conversation loses no seq.
         // Method: alice talks to bob and to carol; 20 rounds of the same
         // client_msg_id into each, on two nodes released by a barrier; then
         // one more text into each conversation.
@@ -604,7 +620,7 @@ mod tests {
                     let message = text(conversation, alice, &format!("race-{round}"));
                     tokio::spawn(async move {
                         barrier.wait().await;
-                        node.append_message(message).await.expect("append")
+                        node.append_message(message).await
                     })
                 })
                 .collect();
@@ -612,19 +628,11 @@ mod tests {
             for attempt in attempts {
                 answers.push(attempt.await.expect("task"));
             }
-            answers.sort_by_key(|answer| answer.duplicate);
-            let [original, retry] = &answers[..] else {
-                unreachable!("two attempts")
+            answers.sort_by_key(Result::is_err);
+            let [Ok(original), Err(StoreError::ClientMsgIdReused)] = &answers[..] else {
+                panic!("round {round}: {answers:?}")
             };
-            assert!(
-                !original.duplicate && retry.duplicate,
-                "round {round}: {answers:?}"
-            );
-            assert_eq!(
-                (&retry.message_id, retry.conversation, retry.seq),
-                (&original.message_id, original.conversation, original.seq),
-                "round {round}"
-            );
+            assert!(!original.duplicate, "round {round}");
             let idx = usize::from(original.conversation == with_carol);
             stored[idx] += 1;
             assert_eq!(original.seq, stored[idx], "round {round}: a seq was lost");

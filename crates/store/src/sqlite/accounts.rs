@@ -54,7 +54,10 @@ pub(super) fn account_by_username(
         .map_err(backend)
 }
 
-pub(super) fn create_device(conn: &Connection, device: &NewDevice) -> Result<DeviceId, StoreError> {
+pub(super) fn create_device(
+    conn: &Connection,
+    device: &NewDevice,
+) -> Result<CreatedDevice, StoreError> {
     let n_devices: i64 = conn
         .query_row(
             "SELECT count(*) FROM devices WHERE account_id = ?1",
@@ -62,8 +65,23 @@ pub(super) fn create_device(conn: &Connection, device: &NewDevice) -> Result<Dev
             |row| row.get(0),
         )
         .map_err(backend)?;
+    let mut replaced = None;
     if n_devices as usize >= device.devices_max {
-        return Err(StoreError::TooManyDevices);
+        if !device.replace_least_recent {
+            return Err(StoreError::TooManyDevices);
+        }
+        let least_recent: DeviceId = conn
+            .query_row(
+                "SELECT d.id FROM devices d WHERE d.account_id = ?1
+                 ORDER BY EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id),
+                          d.last_seen_ms, d.id
+                 LIMIT 1",
+                [device.account.0],
+                |row| Ok(DeviceId(row.get(0)?)),
+            )
+            .map_err(backend)?;
+        revoke_device(conn, device.account, least_recent)?;
+        replaced = Some(least_recent);
     }
     conn.execute(
         "INSERT INTO devices (account_id, name, token_hash, created_ms, last_seen_ms)
@@ -89,7 +107,51 @@ pub(super) fn create_device(conn: &Connection, device: &NewDevice) -> Result<Dev
     )
     .and_then(|mut stmt| stmt.execute(params![id, device.account.0]))
     .map_err(backend)?;
-    Ok(DeviceId(id))
+    Ok(CreatedDevice {
+        id: DeviceId(id),
+        replaced,
+    })
+}
+
+pub(super) fn touch_device(
+    conn: &Connection,
+    device: DeviceId,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1 AND last_seen_ms < ?2",
+        params![device.0, now_ms],
+    )
+    .map(drop)
+    .map_err(backend)
+}
+
+pub(super) fn expire_devices(
+    conn: &Connection,
+    idle_before_ms: i64,
+    limit: usize,
+) -> Result<Vec<DeviceId>, StoreError> {
+    let idle: Vec<(AccountId, DeviceId)> = {
+        let mut stmt = conn
+            .prepare(
+                "SELECT d.account_id, d.id FROM devices d
+                 WHERE d.last_seen_ms < ?1
+                   AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id)
+                 ORDER BY d.last_seen_ms LIMIT ?2",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(
+                params![idle_before_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |row| Ok((AccountId(row.get(0)?), DeviceId(row.get(1)?))),
+            )
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)?
+    };
+    for &(account, device) in &idle {
+        revoke_device(conn, account, device)?;
+    }
+    Ok(idle.into_iter().map(|(_, device)| device).collect())
 }
 
 pub(super) fn authenticate(

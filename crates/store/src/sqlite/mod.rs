@@ -183,8 +183,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_device(&self, device: NewDevice) -> Result<DeviceId, StoreError> {
+    async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError> {
         self.write(move |conn| accounts::create_device(conn, &device))
+            .await
+    }
+
+    async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError> {
+        self.write(move |conn| accounts::touch_device(conn, device, now_ms))
+            .await
+    }
+
+    async fn expire_devices(
+        &self,
+        idle_before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        self.write(move |conn| accounts::expire_devices(conn, idle_before_ms, limit))
             .await
     }
 

@@ -285,6 +285,17 @@ const MIGRATIONS: &[&str] = &[
         WHERE client_msg_id != '';
     CREATE INDEX messages_by_target ON messages(target_id) WHERE target_id IS NOT NULL;
     ",
+    // 7: devices unused for a while expire (issue 16): the sweeper finds
+    // them by when they were last seen.
+    "
+    CREATE INDEX devices_by_last_seen ON devices(last_seen_ms);
+    ",
+    // 8: a send remembers what it asked for (`rules::fingerprint`), so a
+    // client_msg_id reused for another message is refused rather than
+    // answered as a retry (issue 16). Earlier rows have none and match any.
+    "
+    ALTER TABLE messages ADD COLUMN fingerprint INTEGER;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -36,30 +36,35 @@ pub(super) fn append_message(
     conn: &Connection,
     message: &NewMessage,
 ) -> Result<Appended, StoreError> {
+    let fingerprint = rules::fingerprint(message);
     let earlier = conn
         .prepare_cached(
-            "SELECT id, conversation_id, seq, created_ms FROM messages
-             WHERE sender_device = ?1 AND client_msg_id = ?2 AND client_msg_id != ''",
+            "SELECT id, conversation_id, seq, created_ms, fingerprint FROM messages
+             WHERE client_msg_id = ?2 AND sender_device = ?1 AND client_msg_id != ''",
         )
         .and_then(|mut stmt| {
             stmt.query_row(
                 params![message.sender_device.0, message.client_msg_id.as_str()],
                 |row| {
-                    Ok(Appended {
+                    let earlier = Appended {
                         message_id: MessageId::from_stored(row.get(0)?),
                         conversation: ConversationId(row.get(1)?),
                         seq: row.get(2)?,
                         ts_ms: row.get(3)?,
                         duplicate: true,
                         recipients: Vec::new(),
-                    })
+                    };
+                    Ok((earlier, row.get::<_, Option<i64>>(4)?))
                 },
             )
             .optional()
         })
         .map_err(backend)?;
-    if let Some(earlier) = earlier {
-        return Ok(earlier);
+    if let Some((earlier, stored)) = earlier {
+        return match stored {
+            Some(stored) if stored != fingerprint => Err(StoreError::ClientMsgIdReused),
+            _ => Ok(earlier),
+        };
     }
     check_member(conn, message.conversation, message.sender_account)?;
     check_not_blocked(conn, message.conversation, message.sender_account)?;
@@ -75,8 +80,8 @@ pub(super) fn append_message(
         attach_media(conn, message_id, message.conversation, seq, media)?;
     }
     conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -89,7 +94,8 @@ pub(super) fn append_message(
             body,
             message.now_ms,
             kind,
-            target
+            target,
+            fingerprint
         ])
     })
     .map_err(backend)?;
