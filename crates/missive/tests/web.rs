@@ -21,7 +21,8 @@ async fn the_app_is_served_at_the_root_with_its_security_headers() {
     // Goal: `/` is the app's page, its script is served as JavaScript (a
     // module script is refused otherwise), both under a CSP with no inline
     // script; an unchanged file revalidates as 304; unknown paths and
-    // other methods are 404.
+    // other methods are 404 `unknown_route`, and an endpoint asked with the
+    // wrong method 405 `method_not_allowed`, each with a JSON error body.
     let server = TestServer::start().await;
     let http = reqwest::Client::new();
     let page = http.get(server.url()).send().await.unwrap();
@@ -56,6 +57,7 @@ async fn the_app_is_served_at_the_root_with_its_security_headers() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 
+    let code = |body: serde_json::Value| body["error"]["code"].as_str().map(str::to_owned);
     for missing in ["/nope.js", "/../Cargo.toml", "/v1/nothing"] {
         let response = http
             .get(format!("{}{missing}", server.url()))
@@ -63,9 +65,38 @@ async fn the_app_is_served_at_the_root_with_its_security_headers() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
+        let body = response.json().await.unwrap();
+        assert_eq!(code(body).as_deref(), Some("unknown_route"), "{missing}");
     }
     let post = http.post(server.url()).send().await.unwrap();
     assert_eq!(post.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        code(post.json().await.unwrap()).as_deref(),
+        Some("unknown_route")
+    );
+    // An endpoint asked with a method it does not take says so, typed.
+    for (method, path) in [
+        ("GET", "/v1/sessions"),
+        ("GET", "/v1/accounts"),
+        ("PUT", "/v1/devices"),
+    ] {
+        let response = http
+            .request(method.parse().unwrap(), format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let body = response.json().await.unwrap();
+        assert_eq!(
+            code(body).as_deref(),
+            Some("method_not_allowed"),
+            "{method} {path}"
+        );
+    }
 }
 
 /// A WebSocket upgrade request as a browser sends it, from `origin`.

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     // Framing.
     BadFrame,
+    /// No endpoint at this path (REST).
+    UnknownRoute,
+    /// The path exists but not with this HTTP method.
+    MethodNotAllowed,
     UnknownType,
     InvalidField,
     FrameTooLarge,
@@ -71,6 +75,8 @@ impl ErrorCode {
             Self::InvalidUsername => "invalid_username",
             Self::InvalidPassword => "invalid_password",
             Self::InvalidClientMsgId => "invalid_client_msg_id",
+            Self::UnknownRoute => "unknown_route",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::ClientMsgIdReused => "client_msg_id_reused",
             Self::EmptyText => "empty_text",
             Self::TextTooLong => "text_too_long",
@@ -182,6 +188,8 @@ mod tests {
         // Goal: the hand-written spelling can never drift from serde's.
         for code in [
             ErrorCode::BadFrame,
+            ErrorCode::UnknownRoute,
+            ErrorCode::MethodNotAllowed,
             ErrorCode::UnknownType,
             ErrorCode::InvalidField,
             ErrorCode::FrameTooLarge,

@@ -52,6 +52,8 @@ impl ApiError {
             | ErrorCode::EmptyText
             | ErrorCode::TextTooLong => StatusCode::BAD_REQUEST,
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnknownRoute => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::NotAuthenticated | ErrorCode::TokenInvalid | ErrorCode::WrongCredentials => {
                 StatusCode::UNAUTHORIZED
             }

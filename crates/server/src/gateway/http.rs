@@ -59,6 +59,14 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
     })
 }
 
+/// Any route asked with a method it does not take: 405 with a typed body.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not take that method; see docs/PROTOCOL.md",
+    )
+}
+
 /// `GET /healthz`: 200 while the process serves HTTP.
 pub async fn healthz() -> &'static str {
     "ok"

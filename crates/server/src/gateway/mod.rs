@@ -82,6 +82,8 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/poll", post(longpoll::poll))
         .route("/v1/frames", post(longpoll::frames))
         .route(missive_proto::WS_PATH, get(ws::upgrade))
+        // After every route: it is given to each route added before it.
+        .method_not_allowed_fallback(http::method_not_allowed)
         .fallback(web::asset)
         .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
         .with_state(state)

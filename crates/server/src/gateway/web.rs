@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::error::ApiError;
+use missive_proto::ErrorCode;
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
@@ -36,7 +38,7 @@ static EMBEDDED_ETAGS: LazyLock<HashMap<&'static str, String>> = LazyLock::new(|
 });
 
 /// The router's fallback: any GET that no API route took is a file of the
-/// app (`/` is `index.html`); anything else is 404.
+/// app (`/` is `index.html`); anything else is 404 `unknown_route`.
 pub async fn asset(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -44,7 +46,7 @@ pub async fn asset(
     headers: HeaderMap,
 ) -> Response {
     if method != Method::GET && method != Method::HEAD {
-        return StatusCode::NOT_FOUND.into_response();
+        return unknown_route();
     }
     let path = match uri.path().trim_start_matches('/') {
         "" => "index.html",
@@ -58,7 +60,7 @@ pub async fn asset(
             .map(|(name, bytes)| (Body::from(*bytes), EMBEDDED_ETAGS[name].clone())),
     };
     let Some((body, etag)) = found else {
-        return StatusCode::NOT_FOUND.into_response();
+        return unknown_route();
     };
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
@@ -82,6 +84,14 @@ pub async fn asset(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     security_headers(headers);
     response
+}
+
+fn unknown_route() -> Response {
+    ApiError::new(
+        ErrorCode::UnknownRoute,
+        "no such endpoint or file; see docs/PROTOCOL.md",
+    )
+    .into_response()
 }
 
 /// The headers every page of the app is served with.
