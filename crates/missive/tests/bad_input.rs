@@ -363,6 +363,27 @@ async fn rest_refusals_have_codes_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // A value of the wrong type is a field error here as everywhere, and
+    // the setting stays as it was.
+    let before = api.privacy(&first.token).await.unwrap();
+    for bad in [
+        r#"{"presence": null}"#,
+        r#"{"presence": 5}"#,
+        r#"{"presence": "x"}"#,
+    ] {
+        let response = http
+            .put(format!("{url}/v1/privacy"))
+            .bearer_auth(&first.token)
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_field", "{bad}");
+    }
+    assert_eq!(api.privacy(&first.token).await.unwrap(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

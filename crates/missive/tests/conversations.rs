@@ -584,6 +584,11 @@ async fn history_pages_both_ways_and_the_conversation_list_counts_unread() {
         refused_code(server.api.history(&bob, id, "limit=abc").await),
         "invalid_field"
     );
+    // A page of nothing is a mistake, not a request for one message.
+    assert_eq!(
+        refused_code(server.api.history(&bob, id, "limit=0").await),
+        "invalid_field"
+    );
     assert_eq!(
         refused_code(server.api.history(&bob, 999, "").await),
         "unknown_conversation"

@@ -228,12 +228,30 @@ pub struct UserList {
     pub users: Vec<String>,
 }
 
+/// Read through a string, so a value of the wrong type (`null`, `5`) is a
+/// field error like any other (`invalid_field`), not what serde_json
+/// reports for an enum given a non-string: a syntax error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum PresenceVisibility {
     Everyone,
     Contacts,
     Nobody,
+}
+
+impl TryFrom<String> for PresenceVisibility {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "everyone" => Ok(Self::Everyone),
+            "contacts" => Ok(Self::Contacts),
+            "nobody" => Ok(Self::Nobody),
+            other => Err(format!(
+                "unknown presence visibility {other:?}, expected one of everyone, contacts, nobody"
+            )),
+        }
+    }
 }
 
 /// `GET`/`PUT /v1/privacy`

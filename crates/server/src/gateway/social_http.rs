@@ -209,6 +209,12 @@ pub async fn history(
             "give at most one of before and after",
         ));
     }
+    if query.limit == Some(0) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "limit must be at least 1",
+        ));
+    }
     let events = state
         .messaging
         .history(
