@@ -307,15 +307,36 @@ pub struct GroupName(String);
 impl GroupName {
     pub const LEN_MAX: usize = 64;
 
+    /// `None` when too long, containing NUL, or blank: nothing but
+    /// whitespace and characters that draw nothing (zero-width spaces and
+    /// joiners, direction marks, the BOM, soft hyphens), which would make
+    /// a group no one can see the name of.
     pub fn parse(raw: &str) -> Option<Self> {
         let trimmed = raw.trim();
-        (!trimmed.is_empty() && raw.len() <= Self::LEN_MAX && !raw.contains('\0'))
+        let blank = trimmed
+            .chars()
+            .all(|c| c.is_whitespace() || draws_nothing(c));
+        (!blank && raw.len() <= Self::LEN_MAX && !raw.contains('\0'))
             .then(|| Self(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Format characters that occupy no space when drawn.
+fn draws_nothing(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 pub struct NewGroup {
@@ -454,4 +475,31 @@ pub struct MediaRef {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub thumbnail: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_name_must_show_something() {
+        // Goal: a name of whitespace or of invisible characters is blank
+        // (refused), while one with something visible in it is kept,
+        // trimmed.
+        for blank in [
+            "",
+            "   ",
+            "\u{200B}\u{200B}",
+            " \u{200D}\u{FEFF} ",
+            "\u{2060}\u{00AD}",
+        ] {
+            assert_eq!(GroupName::parse(blank), None, "{blank:?}");
+        }
+        assert_eq!(
+            GroupName::parse(" team\u{200D}a ").map(|name| name.as_str().to_owned()),
+            Some("team\u{200D}a".to_owned())
+        );
+        assert_eq!(GroupName::parse("a\0b"), None);
+        assert!(GroupName::parse(&"x".repeat(GroupName::LEN_MAX + 1)).is_none());
+    }
 }
