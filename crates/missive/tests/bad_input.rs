@@ -417,15 +417,38 @@ async fn operational_endpoints_answer() {
     // acked either, and the model counts her own event above her position
     // too (it is never sent to her): 2.
     assert!(metrics.contains("missive_events_waiting 2"), "{metrics}");
+    // Every metric is there from the start with its HELP line, including
+    // counters of things that have not happened (no slow consumer here).
     for name in [
         "missive_sends_total",
         "missive_frames_in_total",
+        "missive_frames_out_total",
+        "missive_deliveries_total",
+        "missive_acks_total",
         "missive_store_commit_seconds",
         "missive_store_batch_jobs",
         "missive_connections",
+        "missive_events_waiting",
+        "missive_slow_consumer_closes_total",
+        "missive_media_uploads_total",
+        "missive_push_sent_total",
+        "missive_push_failed_total",
+        "missive_push_dropped_total",
     ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line in /metrics:\n{metrics}"
+        );
     }
+    assert!(
+        metrics.contains("missive_slow_consumer_closes_total 0"),
+        "{metrics}"
+    );
+    // Operations per commit are counted in count buckets, not seconds.
+    assert!(
+        metrics.contains(r#"missive_store_batch_jobs_bucket{le="512"}"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

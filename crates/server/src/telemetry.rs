@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -53,6 +53,12 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                     0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ])
                 .ok()?
+                // A count, not a time: operations per commit.
+                .set_buckets_for_metric(
+                    Matcher::Full("missive_store_batch_jobs".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+                .ok()?
                 .install_recorder()
                 .ok()?;
             describe();
@@ -81,8 +87,41 @@ fn describe() {
         "missive_events_waiting",
         "Events above every device's positions, summed at each sweep"
     );
+    metrics::describe_counter!(
+        "missive_slow_consumer_closes_total",
+        "Connections closed because the client read too slowly (their events stay queued)"
+    );
+    metrics::describe_counter!("missive_media_uploads_total", "Media uploads stored");
+    metrics::describe_counter!("missive_push_sent_total", "Push webhook calls answered 2xx");
+    metrics::describe_counter!(
+        "missive_push_failed_total",
+        "Push webhook calls that failed after their retries"
+    );
+    metrics::describe_counter!(
+        "missive_push_dropped_total",
+        "Push notices dropped because the push queue was full"
+    );
     metrics::describe_histogram!("missive_store_batch_jobs", "Operations per store commit");
-    metrics::describe_histogram!("missive_store_commit_seconds", "Store commit latency");
+    metrics::describe_histogram!(
+        "missive_store_commit_seconds",
+        "Store commit latency, seconds"
+    );
+    // Counters exist from the start, so an alert on their rate has a
+    // series to read before the first event.
+    for counter in [
+        "missive_frames_in_total",
+        "missive_frames_out_total",
+        "missive_sends_total",
+        "missive_deliveries_total",
+        "missive_acks_total",
+        "missive_slow_consumer_closes_total",
+        "missive_media_uploads_total",
+        "missive_push_sent_total",
+        "missive_push_failed_total",
+        "missive_push_dropped_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
 }
 
 #[cfg(test)]
