@@ -275,6 +275,24 @@ async fn an_oversized_frame_closes_with_1009() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    // Goal: invalid UTF-8 in a text frame ends the connection with the
+    // standard close 1007 and a reason, not a dropped socket (1006).
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = TestServer::start().await;
+    let token = server.user("alice").await;
+    let mut socket = raw_socket(&server).await;
+    let auth = format!(r#"{{"type":"auth","token":"{token}"}}"#);
+    socket.send(Message::text(auth)).await.unwrap();
+    let ready = socket.next().await.unwrap().unwrap();
+    assert!(ready.to_text().unwrap().contains("\"ready\""));
+    let invalid = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    socket.send(Message::Frame(invalid)).await.unwrap();
+    assert_eq!(close_of(&mut socket).await, (1007, "invalid_utf8".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_refusals_have_codes_and_change_nothing() {
     // Goal: each REST refusal returns its status and code; state is unchanged.
     let server = TestServer::start_with(|config| {

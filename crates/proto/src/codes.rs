@@ -143,6 +143,8 @@ pub enum CloseCode {
     GoingAway,
     /// A frame exceeded the size limit (standard 1009).
     FrameTooLarge,
+    /// A text frame that is not valid UTF-8 (standard 1007).
+    InvalidUtf8,
     /// The account has too many connections open; sent after `auth`, with
     /// a `rate_limited` error frame (standard 1013, try again later).
     TooManyConnections,
@@ -159,6 +161,7 @@ impl CloseCode {
             Self::IdleTimeout => 4009,
             Self::GoingAway => 1001,
             Self::FrameTooLarge => 1009,
+            Self::InvalidUtf8 => 1007,
             Self::TooManyConnections => 1013,
         }
     }
@@ -174,6 +177,7 @@ impl CloseCode {
             Self::IdleTimeout => "idle_timeout",
             Self::GoingAway => "shutting_down",
             Self::FrameTooLarge => "frame_too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
             Self::TooManyConnections => "too_many_connections",
         }
     }

@@ -238,12 +238,8 @@ async fn serve_device(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(err)) => {
-                        let too_large = std::error::Error::source(&err)
-                            .map(|source| source.to_string().contains("too long"))
-                            .unwrap_or(false)
-                            || err.to_string().contains("too long");
                         tracing::debug!(%err, "websocket read failed");
-                        break too_large.then_some(CloseCode::FrameTooLarge);
+                        break read_failure_close(&err);
                     }
                 }
             }
@@ -341,6 +337,23 @@ async fn say_and_close(
         sink.send(close_message(close)).await
     })
     .await;
+}
+
+/// The close a failed read deserves, if the socket can still carry one:
+/// the WebSocket crate reports these only as text.
+fn read_failure_close(err: &axum::Error) -> Option<CloseCode> {
+    let says = |needle: &str| {
+        err.to_string().contains(needle)
+            || std::error::Error::source(err)
+                .is_some_and(|source| source.to_string().contains(needle))
+    };
+    if says("too long") {
+        Some(CloseCode::FrameTooLarge)
+    } else if says("UTF-8") {
+        Some(CloseCode::InvalidUtf8)
+    } else {
+        None
+    }
 }
 
 fn close_message(code: CloseCode) -> Message {
