@@ -154,8 +154,11 @@ export class Store extends EventTarget {
       conv.left = false;
       conv.lastSeq = Math.max(conv.lastSeq, summary.last_seq);
       conv.readSeq = Math.max(conv.readSeq, summary.read_seq);
-      // `unread` is last_seq - read_seq; ours may know a newer read pointer (a read still on its way).
-      conv.unread = this.isOpenAndVisible(conv) ? 0 : Math.max(0, conv.lastSeq - conv.readSeq);
+      // The server counts other members' texts above its read pointer; ours may be newer (a read still on its way),
+      // and nothing at or below ours is unread.
+      conv.unread = this.isOpenAndVisible(conv)
+        ? 0
+        : Math.min(summary.unread, Math.max(0, conv.lastSeq - conv.readSeq));
       conv.countedSeq = Math.max(conv.countedSeq, conv.lastSeq);
       // The cursors as they are now: `delivered` and `read` frames are live only, so whatever moved while this
       // page was closed or offline is known from here.

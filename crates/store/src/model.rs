@@ -416,10 +416,17 @@ pub struct ConversationRecord {
     pub members: Vec<String>,
     pub last_seq: Seq,
     pub read_seq: Seq,
+    /// Texts from other members above the account's read cursor (deleted
+    /// ones and system events not counted), at most `UNREAD_COUNTED_MAX`.
+    pub unread: i64,
     pub last_event: Option<StoredEvent>,
     /// The other members' receipt cursors, by username.
     pub receipts: Vec<MemberReceipts>,
 }
+
+/// Unread texts are counted up to this many per conversation, so listing
+/// conversations costs the same however far behind their reader is.
+pub const UNREAD_COUNTED_MAX: i64 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberReceipts {

@@ -1946,8 +1946,9 @@ mod scenarios {
         // Goal: the read pointer only moves forward and is clamped to the
         // last seq; each move is reported as `moved`, naming the devices of
         // the other members who authored a text in the newly read range
-        // (never the reader's); no move reports nothing; the cursors show in
-        // `conversations()`; outsiders are refused.
+        // (never the reader's); no move reports nothing; the cursors and the
+        // unread count (other members' texts only) show in `conversations()`;
+        // outsiders are refused.
         // Method: three texts a→b, then a series of mark_read calls by bob
         // (forward, backward, repeat, beyond the end) and by alice.
         let store = &*store;
@@ -2013,6 +2014,16 @@ mod scenarios {
         // A text of bob's: alice reading past it tells bob's devices; bob
         // reading past it (his own) tells nobody.
         send(store, conv, bob, b1, "m4").await;
+        // Unread counts other members' texts above the reader's pointer:
+        // alice's own m2, m3 are not unread for her, bob's m4 is; bob has
+        // nothing unread (m4 is his own).
+        let unread = |account| async move {
+            conversation_of(store, account, conv)
+                .await
+                .map(|record| record.unread)
+        };
+        assert_eq!(unread(alice).await, Some(1));
+        assert_eq!(unread(bob).await, Some(0));
         assert_eq!(
             mark(alice, 4, NOW + 15).await,
             moved_to("alice", 4, NOW + 15, vec![b1, b2])

@@ -170,7 +170,7 @@ pub async fn conversations(
                 members: record.members,
                 last_seq: record.last_seq,
                 read_seq: record.read_seq,
-                unread: (record.last_seq - record.read_seq).max(0),
+                unread: record.unread,
                 last_message: record.last_event.map(history_message),
                 receipts: record
                     .receipts

@@ -169,10 +169,14 @@ pub(super) async fn conversations<C: GenericClient>(
     let (memberships, member_names, last_events, cursors) = pipeline!(
         rows(
             db,
-            "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, c.created_ms
+            "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, c.created_ms,
+                    (SELECT count(*) FROM (SELECT 1 FROM messages x
+                      WHERE x.conversation_id = c.id AND x.seq > greatest(m.read_seq, m.joined_seq)
+                        AND x.kind = $2 AND NOT x.deleted AND x.sender_account <> $1
+                      LIMIT $3) u)
              FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.account_id = $1",
-            &[&account.0],
+            &[&account.0, &EVENT_TEXT, &UNREAD_COUNTED_MAX],
         ),
         rows(
             db,
@@ -245,6 +249,7 @@ pub(super) async fn conversations<C: GenericClient>(
             members: names.remove(&id).unwrap_or_default(),
             last_seq: row.try_get(3)?,
             read_seq: row.try_get(4)?,
+            unread: row.try_get(6)?,
             last_event,
             receipts: receipts.remove(&id).unwrap_or_default(),
         };

@@ -171,9 +171,28 @@ pub(super) fn conversations(
              ORDER BY m.seq DESC LIMIT 1"
         ))
         .map_err(backend)?;
+    let mut unread_stmt = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM messages
+             WHERE conversation_id = ?1 AND seq > ?2 AND kind = ?3 AND deleted = 0
+               AND sender_account != ?4 LIMIT ?5)",
+        )
+        .map_err(backend)?;
     let mut records = Vec::with_capacity(rows.len());
     let mut activity = Vec::with_capacity(rows.len());
     for (id, kind, name, last_seq, read_seq, joined, created_ms) in rows {
+        let unread: i64 = unread_stmt
+            .query_row(
+                params![
+                    id,
+                    read_seq.max(joined),
+                    EVENT_TEXT,
+                    account.0,
+                    UNREAD_COUNTED_MAX
+                ],
+                |row| row.get(0),
+            )
+            .map_err(backend)?;
         let rows: Vec<(String, i64, i64, i64)> = members_stmt
             .query_map([id], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
@@ -207,6 +226,7 @@ pub(super) fn conversations(
             members,
             last_seq,
             read_seq,
+            unread,
             last_event,
             receipts,
         });
