@@ -23,14 +23,10 @@ use crate::profile::{self, Profile};
 
 #[derive(clap::Args)]
 pub struct ClientArgs {
-    /// Server base URL (`host:port` means `http://host:port`).
-    #[arg(
-        long,
-        env = "MISSIVE_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        value_parser = server_url
-    )]
-    server: String,
+    /// Server base URL (`host:port` means `http://host:port`) [default:
+    /// the profile's server, else http://127.0.0.1:8080].
+    #[arg(long, env = "MISSIVE_SERVER", value_parser = server_url)]
+    server: Option<String>,
     /// Which saved login to use.
     #[arg(long, env = "MISSIVE_PROFILE", default_value = "default")]
     profile: String,
@@ -110,18 +106,34 @@ fn password(args: &ClientArgs) -> Result<String, ExitCode> {
     }
 }
 
+const SERVER_DEFAULT: &str = "http://127.0.0.1:8080";
+
+impl ClientArgs {
+    /// Where to register or log in: `--server` or `MISSIVE_SERVER`, else
+    /// the local default.
+    fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(SERVER_DEFAULT)
+    }
+}
+
+/// The saved login; `--server` or `MISSIVE_SERVER`, when given, wins over
+/// the server saved with it (the token must then be valid there too).
 fn load_profile(args: &ClientArgs) -> Result<Profile, ExitCode> {
     if !profile::valid_name(&args.profile) {
         eprintln!("error: invalid profile name {:?}", args.profile);
         return Err(ExitCode::from(EXIT_USAGE));
     }
-    profile::load(&args.profile).map_err(|_| {
+    let mut saved = profile::load(&args.profile).map_err(|_| {
         eprintln!(
             "error: not logged in under profile {:?}; run `missive login`",
             args.profile
         );
         ExitCode::from(EXIT_NOT_LOGGED_IN)
-    })
+    })?;
+    if let Some(server) = &args.server {
+        saved.server = server.clone();
+    }
+    Ok(saved)
 }
 
 pub async fn register(args: &ClientArgs, username: &str) -> ExitCode {
@@ -129,7 +141,7 @@ pub async fn register(args: &ClientArgs, username: &str) -> ExitCode {
         Ok(password) => password,
         Err(code) => return code,
     };
-    match Api::new(&args.server).register(username, &password).await {
+    match Api::new(args.server()).register(username, &password).await {
         Ok(created) => print_json(&created),
         Err(err) => fail(&err),
     }
@@ -144,7 +156,7 @@ pub async fn login(args: &ClientArgs, username: &str, device_name: &str) -> Exit
         Ok(password) => password,
         Err(code) => return code,
     };
-    let session = match Api::new(&args.server)
+    let session = match Api::new(args.server())
         .login(username, &password, device_name)
         .await
     {
@@ -152,7 +164,7 @@ pub async fn login(args: &ClientArgs, username: &str, device_name: &str) -> Exit
         Err(err) => return fail(&err),
     };
     let saved = Profile {
-        server: args.server.clone(),
+        server: args.server().to_owned(),
         username: session.username.clone(),
         device_id: session.device_id,
         token: session.token,
@@ -165,6 +177,7 @@ pub async fn login(args: &ClientArgs, username: &str, device_name: &str) -> Exit
         "username": saved.username,
         "device_id": saved.device_id,
         "profile": args.profile,
+        "server": saved.server,
     }))
 }
 

@@ -181,6 +181,45 @@ async fn cli_walkthrough_and_exit_codes() {
     assert!(stderr.contains("http:// or https://"), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_flag_and_env_win_over_the_profile() {
+    // Goal: a profile remembers its server (login prints it) and later
+    // commands use it, but `--server` or `MISSIVE_SERVER`, when given, is
+    // where the command goes.
+    let data_dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let url = server.url.clone();
+    let config = config_dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(cli(&config, &url, &["register", "alice"]).0, 0);
+        let (code, stdout, _) = cli(&config, &url, &["login", "alice"]);
+        assert_eq!(code, 0);
+        let login: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(login["server"].as_str(), Some(url.as_str()));
+        let without_env = |args: &[&str]| {
+            std::process::Command::new(BIN)
+                .args(args)
+                .env("MISSIVE_CONFIG_DIR", &config)
+                .env_remove("MISSIVE_SERVER")
+                .status()
+                .expect("run missive")
+                .code()
+        };
+        // The profile's server.
+        assert_eq!(without_env(&["devices"]), Some(0));
+        // The flag, then the environment, win: nothing listens there.
+        assert_eq!(
+            without_env(&["devices", "--server", "http://127.0.0.1:9"]),
+            Some(4)
+        );
+        assert_eq!(cli(&config, "http://127.0.0.1:9", &["devices"]).0, 4);
+    })
+    .await
+    .unwrap();
+    drop(server);
+}
+
 #[test]
 fn config_errors_name_the_key_and_exit_2() {
     // Goal: a bad config file stops `serve` with exit 2 naming the key.
