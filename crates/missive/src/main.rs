@@ -1,6 +1,7 @@
 //! The `missive` binary: the server (`serve`) and the scriptable client
 //! commands, in one executable. This file only parses flags and dispatches.
 
+mod admin;
 mod bench;
 mod cli;
 mod profile;
@@ -27,6 +28,9 @@ struct Args {
 enum Command {
     /// Run the server (embedded defaults: SQLite + media under --data-dir).
     Serve(serve::ServeArgs),
+    /// Operator commands against the server's store (running or not):
+    /// list users and devices, revoke devices, reset a password.
+    Admin(admin::AdminArgs),
     /// Load-generate against a running server and report throughput,
     /// latency, loss and duplicates (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
@@ -329,6 +333,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match args.command {
             Command::Serve(serve_args) => serve::run(serve_args).await,
+            Command::Admin(admin_args) => admin::run(admin_args).await,
             Command::Bench(bench_args) => bench::run(bench_args).await,
             Command::Register { username, client } => cli::register(&client, &username).await,
             Command::Login {

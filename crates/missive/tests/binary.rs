@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use missive_client::{Api, Connection};
@@ -217,6 +218,114 @@ async fn the_server_flag_and_env_win_over_the_profile() {
     })
     .await
     .unwrap();
+    drop(server);
+}
+
+/// Runs `missive admin` on the store in `data_dir`, with `password` in
+/// the environment; returns (exit status, stdout, stderr).
+fn admin(data_dir: &std::path::Path, args: &[&str], password: &str) -> (i32, String, String) {
+    let output = std::process::Command::new(BIN)
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("MISSIVE_PASSWORD", password)
+        .output()
+        .expect("run missive admin");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs() {
+    // Goal: `missive admin` works on the store of a running embedded
+    // server: it lists users and devices; a device it revokes is closed on
+    // the server (4003) and its token dies, though the server never heard
+    // from the admin process; a reset password works at once and, with
+    // --revoke-devices, ends every session; an unknown user is refused.
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let api = Api::new(&server.url);
+    api.register("alice", PASSWORD).await.unwrap();
+    let phone = api.login("alice", PASSWORD, "phone").await.unwrap();
+    let laptop = api.login("alice", PASSWORD, "laptop").await.unwrap();
+    let mut phone_ws = Connection::connect(&api.ws_url(), &phone.token)
+        .await
+        .unwrap();
+    let dir = data_dir.path().to_path_buf();
+    let run = move |args: Vec<String>, password: &'static str| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            admin(&dir, &args, password)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
+
+    let (code, stdout, stderr) = run(args(&["users"]), "").await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let users: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(users["users"][0]["username"], "alice", "{stdout}");
+    assert_eq!(users["users"][0]["devices"], 2, "{stdout}");
+    let (code, stdout, _) = run(args(&["devices", "alice"]), "").await.unwrap();
+    assert_eq!(code, 0);
+    assert!(stdout.contains("\"laptop\""), "{stdout}");
+
+    let phone_id = phone.device_id.to_string();
+    let (code, stdout, stderr) = run(args(&["revoke", "alice", &phone_id]), "")
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("[{phone_id}]")), "{stdout}");
+    let closed = loop {
+        match phone_ws.next_frame(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(
+            closed,
+            missive_client::ClientError::Closed { code: 4003, .. }
+        ),
+        "{closed:?}"
+    );
+    assert!(api.devices(&phone.token).await.is_err());
+    api.devices(&laptop.token).await.unwrap();
+
+    let mut laptop_ws = Connection::connect(&api.ws_url(), &laptop.token)
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = run(
+        args(&["reset-password", "alice", "--revoke-devices"]),
+        "a brand new password",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&laptop.device_id.to_string()), "{stdout}");
+    let closed = loop {
+        match laptop_ws.next_frame(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(closed, missive_client::ClientError::Closed { code: 4003, .. }),
+        "{closed:?}"
+    );
+    assert!(api.devices(&laptop.token).await.is_err());
+    assert!(api.login("alice", PASSWORD, "old").await.is_err());
+    api.login("alice", "a brand new password", "new")
+        .await
+        .unwrap();
+
+    let (code, _, stderr) = run(args(&["devices", "nobody"]), "").await.unwrap();
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("unknown_user"), "{stderr}");
     drop(server);
 }
 

@@ -117,6 +117,33 @@ pub trait Store: Send + Sync + 'static {
     /// is revoked as by `revoke_device` in the same transaction.
     async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError>;
 
+    /// Up to `limit` accounts with a username after `after`, in username
+    /// order.
+    async fn list_accounts(
+        &self,
+        after: Option<Username>,
+        limit: usize,
+    ) -> Result<Vec<AccountSummary>, StoreError>;
+
+    /// Replaces the account's password hash; `false` if there is no such
+    /// account.
+    async fn set_password_hash(&self, account: AccountId, hash: String)
+    -> Result<bool, StoreError>;
+
+    /// Every revocation (`revoke_device`, a replacement, an expiry) is
+    /// numbered in the store, so that every node, and a server that did
+    /// not make it (an operator's `missive admin`), hears of it: the
+    /// revoked devices numbered above `after`, oldest first, up to `limit`.
+    /// The last `REVOCATIONS_KEPT` are kept.
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, DeviceId)>, StoreError>;
+
+    /// The number of the latest revocation (0 if none).
+    async fn last_revocation(&self) -> Result<i64, StoreError>;
+
     /// Records that the device was used at `now_ms` (never moves back).
     async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError>;
 

@@ -19,6 +19,19 @@ pub struct AccountRecord {
     pub password_hash: String,
 }
 
+/// An account as an operator lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub id: AccountId,
+    pub username: String,
+    pub created_ms: UnixMillis,
+    pub devices: i64,
+}
+
+/// Revocations are remembered this many at a time: enough for every node,
+/// polling every second, to hear of each.
+pub const REVOCATIONS_KEPT: i64 = 10_000;
+
 pub struct NewDevice {
     pub account: AccountId,
     pub name: String,

@@ -1390,6 +1390,64 @@ mod scenarios {
         );
     }
 
+    /// 2a'. What an operator sees and changes; numbered revocations.
+    pub async fn accounts_listed_passwords_reset_and_revocations_numbered(store: Arc<dyn Store>) {
+        // Goal: accounts list in username order with their device counts,
+        // page by page; a password hash can be replaced (unknown account:
+        // false); every revocation, by revoke or by expiry, is numbered in
+        // order and readable from any number on.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let a1 = new_device(store, alice, "a1").await;
+        let a2 = new_device(store, alice, "a2").await;
+        let b1 = new_device(store, bob, "b1").await;
+        let listed = store.list_accounts(None, 10).await.expect("list");
+        let summary: Vec<(AccountId, &str, i64)> = listed
+            .iter()
+            .map(|account| (account.id, account.username.as_str(), account.devices))
+            .collect();
+        assert_eq!(summary, vec![(alice, "alice", 2), (bob, "bob", 1)]);
+        let page = store
+            .list_accounts(Some(missive_core::Username::parse("alice").unwrap()), 10)
+            .await
+            .expect("page");
+        assert_eq!(page.iter().map(|a| a.id).collect::<Vec<_>>(), vec![bob]);
+        assert_eq!(store.list_accounts(None, 1).await.expect("one").len(), 1);
+
+        assert_eq!(
+            store.set_password_hash(bob, "new-hash".into()).await,
+            Ok(true)
+        );
+        let found = store
+            .account_by_username(&missive_core::Username::parse("bob").unwrap())
+            .await
+            .expect("lookup")
+            .expect("bob");
+        assert_eq!(found.password_hash, "new-hash");
+        assert_eq!(
+            store
+                .set_password_hash(AccountId(999_999), "x".into())
+                .await,
+            Ok(false)
+        );
+
+        assert_eq!(store.last_revocation().await, Ok(0));
+        assert!(store.revoke_device(alice, a2).await.expect("revoke"));
+        assert!(!store.revoke_device(alice, a2).await.expect("again"));
+        let expired = store.expire_devices(NOW + 1, 10).await.expect("expire");
+        assert_eq!(sorted(expired), sorted(vec![a1, b1]));
+        let all = store.revocations_after(0, 10).await.expect("all");
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].1, a2, "the revoke came first");
+        assert!(all.windows(2).all(|pair| pair[0].0 < pair[1].0), "{all:?}");
+        assert_eq!(store.last_revocation().await, Ok(all[2].0));
+        assert_eq!(
+            store.revocations_after(all[0].0, 10).await.expect("after"),
+            all[1..].to_vec()
+        );
+        assert_eq!(store.revocations_after(all[2].0, 10).await, Ok(vec![]));
+    }
+
     /// 2b. Device identity after revocation.
     pub async fn revoked_device_identity_is_not_reused(store: Arc<dyn Store>) {
         // Goal: a device created after a revoke is a new sender: it does not
@@ -4720,6 +4778,7 @@ mod sqlite {
         accounts,
         devices,
         devices_are_replaced_and_expire_least_recent_first,
+        accounts_listed_passwords_reset_and_revocations_numbered,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
@@ -5294,6 +5353,7 @@ mod postgres {
         accounts,
         devices,
         devices_are_replaced_and_expire_least_recent_first,
+        accounts_listed_passwords_reset_and_revocations_numbered,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,

@@ -11,7 +11,9 @@ use missive_proto::ErrorCode;
 use missive_proto::rest::{
     DeviceInfo, DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
 };
-use missive_store::{DeviceAuth, NewAccount, NewDevice, Store};
+use missive_store::{
+    AccountRecord, AccountSummary, DeviceAuth, DeviceRecord, NewAccount, NewDevice, Store,
+};
 use tokio::sync::Semaphore;
 
 use super::login_limit::AttemptLimiter;
@@ -28,6 +30,8 @@ const HASH_WAITERS_MAX: usize = 64;
 /// connection records it when it opens). Far below any sensible expiry.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(60 * 60);
 const TOUCHED_MAX: u64 = 1_000_000;
+/// Accounts read per page when an operator lists them.
+const ADMIN_PAGE: usize = 1000;
 /// Devices revoked per expiry transaction.
 const EXPIRE_BATCH: usize = 1000;
 
@@ -255,6 +259,99 @@ impl Accounts {
         Ok(())
     }
 
+    /// Every account, for an operator (`missive admin users`).
+    pub async fn admin_users(&self) -> Result<Vec<AccountSummary>, ApiError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.list_accounts(after, ADMIN_PAGE).await?;
+            let full = page.len() == ADMIN_PAGE;
+            after = match page.last() {
+                Some(last) => Some(Username::parse(&last.username)?),
+                None => None,
+            };
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// An account's devices, for an operator.
+    pub async fn admin_devices(&self, username: &str) -> Result<Vec<DeviceRecord>, ApiError> {
+        let account = self.existing(username).await?;
+        Ok(self.store.list_devices(account.id).await?)
+    }
+
+    /// Sets a new password, as an operator does for a user locked out of
+    /// every device; with `revoke_devices`, their devices are revoked too.
+    /// Returns the revoked devices.
+    pub async fn admin_reset_password(
+        &self,
+        username: &str,
+        password: &str,
+        revoke_devices: bool,
+    ) -> Result<Vec<DeviceId>, ApiError> {
+        let account = self.existing(username).await?;
+        let password_hash = self.hash(Password::parse(password)?).await?;
+        if !self
+            .store
+            .set_password_hash(account.id, password_hash)
+            .await?
+        {
+            return Err(unknown_user());
+        }
+        tracing::info!(account = %account.id, %username, "password reset by an operator");
+        if revoke_devices {
+            self.admin_revoke(username, None).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Revokes one device of the account, or all of them (`None`), as an
+    /// operator; returns those revoked.
+    pub async fn admin_revoke(
+        &self,
+        username: &str,
+        device: Option<DeviceId>,
+    ) -> Result<Vec<DeviceId>, ApiError> {
+        let account = self.existing(username).await?;
+        let devices = match device {
+            Some(device) => vec![device],
+            None => self
+                .store
+                .list_devices(account.id)
+                .await?
+                .into_iter()
+                .map(|device| device.id)
+                .collect(),
+        };
+        let mut revoked = Vec::with_capacity(devices.len());
+        for device in devices {
+            if self.store.revoke_device(account.id, device).await? {
+                self.retire(device).await;
+                tracing::info!(account = %account.id, %device, "device revoked by an operator");
+                revoked.push(device);
+            }
+        }
+        if device.is_some() && revoked.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::UnknownDevice,
+                "the account has no such device",
+            ));
+        }
+        Ok(revoked)
+    }
+
+    async fn existing(&self, username: &str) -> Result<AccountRecord, ApiError> {
+        let username = Username::parse(username).map_err(|_| unknown_user())?;
+        self.store
+            .account_by_username(&username)
+            .await?
+            .ok_or_else(unknown_user)
+    }
+
     /// Records that `auth`'s device is in use (a request over plain HTTP),
     /// so it does not expire; written at most once per `TOUCH_INTERVAL`
     /// per node. A failed write only delays that.
@@ -359,6 +456,10 @@ fn parse_phone(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(raw.to_owned())
+}
+
+fn unknown_user() -> ApiError {
+    ApiError::new(ErrorCode::UnknownUser, "no such user")
 }
 
 fn token_invalid() -> ApiError {

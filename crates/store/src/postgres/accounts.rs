@@ -225,13 +225,92 @@ pub(super) async fn revoke_device<C: GenericClient>(
     }
     // Its messages stay (with their dedup keys: device ids are never
     // reused, so they can match nothing new).
+    pipeline!(
+        execute(
+            db,
+            "DELETE FROM positions WHERE device_id = $1",
+            &[&device.0],
+        ),
+        execute(
+            db,
+            "INSERT INTO revocations (device_id) VALUES ($1)",
+            &[&device.0],
+        ),
+    )?;
+    Ok(true)
+}
+
+pub(super) async fn list_accounts<C: GenericClient>(
+    db: &C,
+    after: Option<&str>,
+    limit: usize,
+) -> Outcome<Vec<AccountSummary>> {
+    rows(
+        db,
+        "SELECT a.id, a.username, a.created_ms,
+                (SELECT count(*) FROM devices d WHERE d.account_id = a.id)
+         FROM accounts a WHERE a.username > $1 ORDER BY a.username LIMIT $2",
+        &[
+            &after.unwrap_or(""),
+            &i64::try_from(limit).unwrap_or(i64::MAX),
+        ],
+    )
+    .await?
+    .iter()
+    .map(|found| {
+        Ok(AccountSummary {
+            id: AccountId(found.try_get(0)?),
+            username: found.try_get(1)?,
+            created_ms: found.try_get(2)?,
+            devices: found.try_get(3)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) async fn set_password_hash<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    hash: &str,
+) -> Outcome<bool> {
     execute(
         db,
-        "DELETE FROM positions WHERE device_id = $1",
-        &[&device.0],
+        "UPDATE accounts SET password_hash = $2 WHERE id = $1",
+        &[&account.0, &hash],
     )
-    .await?;
-    Ok(true)
+    .await
+    .map(|changed| changed > 0)
+}
+
+pub(super) async fn revocations_after<C: GenericClient>(
+    db: &C,
+    after: i64,
+    limit: usize,
+) -> Outcome<Vec<(i64, DeviceId)>> {
+    rows(
+        db,
+        "SELECT id, device_id FROM revocations WHERE id > $1 ORDER BY id LIMIT $2",
+        &[&after, &i64::try_from(limit).unwrap_or(i64::MAX)],
+    )
+    .await?
+    .iter()
+    .map(|found| Ok((found.try_get(0)?, DeviceId(found.try_get(1)?))))
+    .collect()
+}
+
+pub(super) async fn last_revocation<C: GenericClient>(db: &C) -> Outcome<i64> {
+    scalar(db, "SELECT coalesce(max(id), 0) FROM revocations", &[]).await
+}
+
+/// Keeps the last `REVOCATIONS_KEPT` revocations.
+pub(super) async fn prune_revocations<C: GenericClient>(db: &C) -> Outcome<()> {
+    execute(
+        db,
+        "DELETE FROM revocations WHERE id <= (SELECT max(id) FROM revocations) - $1",
+        &[&REVOCATIONS_KEPT],
+    )
+    .await
+    .map(drop)
 }
 
 pub(super) async fn device_owner<C: GenericClient>(

@@ -297,6 +297,38 @@ impl Store for PostgresStore {
         transaction!(self, |tx| accounts::create_device(tx, &device))
     }
 
+    async fn list_accounts(
+        &self,
+        after: Option<Username>,
+        limit: usize,
+    ) -> Result<Vec<AccountSummary>, StoreError> {
+        autocommit!(self, |db| accounts::list_accounts(
+            db,
+            after.as_ref().map(Username::as_str),
+            limit
+        ))
+    }
+
+    async fn set_password_hash(
+        &self,
+        account: AccountId,
+        hash: String,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| accounts::set_password_hash(db, account, &hash))
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, DeviceId)>, StoreError> {
+        autocommit!(self, |db| accounts::revocations_after(db, after, limit))
+    }
+
+    async fn last_revocation(&self) -> Result<i64, StoreError> {
+        autocommit!(self, |db| accounts::last_revocation(db))
+    }
+
     async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError> {
         autocommit!(self, |db| accounts::touch_device(db, device, now_ms))
     }
@@ -369,7 +401,10 @@ impl Store for PostgresStore {
     }
 
     async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError> {
-        transaction!(self, |tx| sweep::sweep(tx, &sweep))
+        transaction!(self, |tx| async {
+            accounts::prune_revocations(tx).await?;
+            sweep::sweep(tx, &sweep).await
+        })
     }
 
     async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {

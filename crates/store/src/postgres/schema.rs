@@ -23,6 +23,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V5__send_fingerprint",
         include_str!("migrations/V5__send_fingerprint.sql"),
     ),
+    (
+        "V6__revocations",
+        include_str!("migrations/V6__revocations.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

@@ -223,7 +223,90 @@ pub(super) fn revoke_device(
     }
     conn.execute("DELETE FROM positions WHERE device_id = ?1", [device.0])
         .map_err(backend)?;
+    conn.execute(
+        "INSERT INTO revocations (device_id) VALUES (?1)",
+        [device.0],
+    )
+    .map_err(backend)?;
     Ok(true)
+}
+
+pub(super) fn list_accounts(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<AccountSummary>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT a.id, a.username, a.created_ms,
+                    (SELECT count(*) FROM devices d WHERE d.account_id = a.id)
+             FROM accounts a WHERE a.username > ?1 ORDER BY a.username LIMIT ?2",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(
+            params![
+                after.unwrap_or(""),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                Ok(AccountSummary {
+                    id: AccountId(row.get(0)?),
+                    username: row.get(1)?,
+                    created_ms: row.get(2)?,
+                    devices: row.get(3)?,
+                })
+            },
+        )
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub(super) fn set_password_hash(
+    conn: &Connection,
+    account: AccountId,
+    hash: &str,
+) -> Result<bool, StoreError> {
+    conn.execute(
+        "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
+        params![account.0, hash],
+    )
+    .map(|changed| changed > 0)
+    .map_err(backend)
+}
+
+pub(super) fn revocations_after(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, DeviceId)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, device_id FROM revocations WHERE id > ?1 ORDER BY id LIMIT ?2")
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(
+            params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |row| Ok((row.get(0)?, DeviceId(row.get(1)?))),
+        )
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+pub(super) fn last_revocation(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM revocations", [], |row| {
+        row.get(0)
+    })
+    .map_err(backend)
+}
+
+/// Keeps the last `REVOCATIONS_KEPT` revocations.
+pub(super) fn prune_revocations(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM revocations WHERE id <= (SELECT max(id) FROM revocations) - ?1",
+        [REVOCATIONS_KEPT],
+    )
+    .map(drop)
+    .map_err(backend)
 }
 
 pub(super) fn device_owner(

@@ -188,6 +188,39 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_accounts(
+        &self,
+        after: Option<Username>,
+        limit: usize,
+    ) -> Result<Vec<AccountSummary>, StoreError> {
+        self.read(move |conn| {
+            accounts::list_accounts(conn, after.as_ref().map(Username::as_str), limit)
+        })
+        .await
+    }
+
+    async fn set_password_hash(
+        &self,
+        account: AccountId,
+        hash: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| accounts::set_password_hash(conn, account, &hash))
+            .await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, DeviceId)>, StoreError> {
+        self.read(move |conn| accounts::revocations_after(conn, after, limit))
+            .await
+    }
+
+    async fn last_revocation(&self) -> Result<i64, StoreError> {
+        self.read(accounts::last_revocation).await
+    }
+
     async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError> {
         self.write(move |conn| accounts::touch_device(conn, device, now_ms))
             .await
@@ -284,7 +317,11 @@ impl Store for SqliteStore {
     }
 
     async fn sweep(&self, sweep: SweepRequest) -> Result<SweepOutcome, StoreError> {
-        self.write(move |conn| delivery::sweep(conn, &sweep)).await
+        self.write(move |conn| {
+            accounts::prune_revocations(conn)?;
+            delivery::sweep(conn, &sweep)
+        })
+        .await
     }
 
     async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {

@@ -296,6 +296,14 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE messages ADD COLUMN fingerprint INTEGER;
     ",
+    // 9: revocations are numbered, so every node and the server an
+    // operator's `missive admin` did not talk to hear of them (issue 16).
+    "
+    CREATE TABLE revocations (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.

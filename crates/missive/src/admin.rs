@@ -1,0 +1,194 @@
+//! `missive admin`: an operator's commands, run against the configured
+//! store directly (the same configuration layers as `serve`), whether a
+//! server is running on it or not. Revocations reach running servers
+//! through the store's numbered revocations (each node reads them every
+//! second) and, in cluster mode, the bus at once.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use figment::providers::Serialized;
+use missive_core::{DeviceId, SystemClock};
+use missive_server::error::ApiError;
+use missive_server::{App, Config, telemetry};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(subcommand)]
+    action: Action,
+}
+
+/// Which store to work on; as `serve` takes them.
+#[derive(clap::Args, Serialize)]
+struct TargetArgs {
+    /// TOML configuration file (see missive.example.toml).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// The server's data directory (its SQLite database) [default:
+    /// ./missive-data].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "StoreUrl::is_empty")]
+    store: StoreUrl,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "BusUrl::is_empty")]
+    bus: BusUrl,
+}
+
+#[derive(clap::Args, Serialize)]
+struct StoreUrl {
+    /// PostgreSQL URL of a cluster's store [default: SQLite in the data dir].
+    #[arg(long = "store", global = true)]
+    #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
+    store_url: Option<String>,
+}
+
+impl StoreUrl {
+    fn is_empty(&self) -> bool {
+        self.store_url.is_none()
+    }
+}
+
+#[derive(clap::Args, Serialize)]
+struct BusUrl {
+    /// A cluster's NATS URL: running nodes then hear of revocations at
+    /// once rather than within a second.
+    #[arg(long = "bus", global = true)]
+    #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
+    bus_url: Option<String>,
+}
+
+impl BusUrl {
+    fn is_empty(&self) -> bool {
+        self.bus_url.is_none()
+    }
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// List every account with its number of devices.
+    Users,
+    /// List a user's devices.
+    Devices {
+        /// The account's username.
+        username: String,
+    },
+    /// Revoke a user's device, or all of them; their connections close
+    /// (4003) and their tokens stop working.
+    Revoke {
+        /// The account's username.
+        username: String,
+        /// The device to revoke (see `missive admin devices`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        device_id: Option<i64>,
+        /// Revoke every device of the account.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Set a user's password (read from MISSIVE_PASSWORD or the first line
+    /// of stdin), for someone locked out of every device.
+    ResetPassword {
+        /// The account's username.
+        username: String,
+        /// Revoke the account's devices as well.
+        #[arg(long)]
+        revoke_devices: bool,
+    },
+}
+
+pub async fn run(args: AdminArgs) -> ExitCode {
+    let figment =
+        Config::figment(args.target.config.as_deref()).merge(Serialized::defaults(&args.target));
+    let config = match Config::from_figment(&figment) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(&config.log);
+    let app = match App::build(config, Arc::new(SystemClock)).await {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(4);
+        }
+    };
+    let accounts = &app.state().accounts;
+    let done = match args.action {
+        Action::Users => accounts.admin_users().await.map(|users| {
+            serde_json::json!({"users": users.iter().map(|user| serde_json::json!({
+                "account_id": user.id.0,
+                "username": user.username,
+                "created_ms": user.created_ms,
+                "devices": user.devices,
+            })).collect::<Vec<_>>()})
+        }),
+        Action::Devices { username } => accounts.admin_devices(&username).await.map(|devices| {
+            serde_json::json!({"devices": devices.iter().map(|device| serde_json::json!({
+                "device_id": device.id.0,
+                "name": device.name,
+                "created_ms": device.created_ms,
+                "last_seen_ms": device.last_seen_ms,
+            })).collect::<Vec<_>>()})
+        }),
+        Action::Revoke {
+            username,
+            device_id,
+            all: _,
+        } => accounts
+            .admin_revoke(&username, device_id.map(DeviceId))
+            .await
+            .map(|revoked| revoked_json(&revoked)),
+        Action::ResetPassword {
+            username,
+            revoke_devices,
+        } => {
+            let Some(password) = password() else {
+                eprintln!("error: no password: set MISSIVE_PASSWORD or write it to stdin");
+                return ExitCode::from(2);
+            };
+            accounts
+                .admin_reset_password(&username, &password, revoke_devices)
+                .await
+                .map(|revoked| revoked_json(&revoked))
+        }
+    };
+    app.state().store.shutdown().await;
+    match done {
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => refused(&err),
+    }
+}
+
+fn revoked_json(revoked: &[DeviceId]) -> serde_json::Value {
+    serde_json::json!({"revoked": revoked.iter().map(|device| device.0).collect::<Vec<_>>()})
+}
+
+fn password() -> Option<String> {
+    if let Ok(password) = std::env::var("MISSIVE_PASSWORD") {
+        return Some(password);
+    }
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(n) if n > 0 => Some(line.trim_end_matches(['\r', '\n']).to_owned()),
+        _ => None,
+    }
+}
+
+/// Refusals exit 3 with the code, as the client commands do.
+fn refused(err: &ApiError) -> ExitCode {
+    eprintln!("error: {}: {}", err.code.as_str(), err.message);
+    ExitCode::from(3)
+}
