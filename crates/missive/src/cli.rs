@@ -30,7 +30,12 @@ pub struct ClientArgs {
     /// Which saved login to use.
     #[arg(long, env = "MISSIVE_PROFILE", default_value = "default")]
     profile: String,
-    /// Password for register/login; read from stdin when absent.
+}
+
+/// Only on the commands that send a password.
+#[derive(clap::Args)]
+pub struct PasswordArgs {
+    /// The password; read from stdin when absent.
     #[arg(long, env = "MISSIVE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
 }
@@ -90,7 +95,7 @@ fn print_json(value: &impl serde::Serialize) -> ExitCode {
     }
 }
 
-fn password(args: &ClientArgs) -> Result<String, ExitCode> {
+fn password(args: &PasswordArgs) -> Result<String, ExitCode> {
     if let Some(password) = &args.password {
         return Ok(password.clone());
     }
@@ -136,8 +141,8 @@ fn load_profile(args: &ClientArgs) -> Result<Profile, ExitCode> {
     Ok(saved)
 }
 
-pub async fn register(args: &ClientArgs, username: &str) -> ExitCode {
-    let password = match password(args) {
+pub async fn register(args: &ClientArgs, secret: &PasswordArgs, username: &str) -> ExitCode {
+    let password = match password(secret) {
         Ok(password) => password,
         Err(code) => return code,
     };
@@ -147,12 +152,17 @@ pub async fn register(args: &ClientArgs, username: &str) -> ExitCode {
     }
 }
 
-pub async fn login(args: &ClientArgs, username: &str, device_name: &str) -> ExitCode {
+pub async fn login(
+    args: &ClientArgs,
+    secret: &PasswordArgs,
+    username: &str,
+    device_name: &str,
+) -> ExitCode {
     if !profile::valid_name(&args.profile) {
         eprintln!("error: invalid profile name {:?}", args.profile);
         return ExitCode::from(EXIT_USAGE);
     }
-    let password = match password(args) {
+    let password = match password(secret) {
         Ok(password) => password,
         Err(code) => return code,
     };
@@ -187,6 +197,46 @@ fn generated_client_msg_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("cli-{nanos:x}-{:x}", std::process::id())
+}
+
+/// Marks `conversation` read up to `up_to` (default: its last seq, from
+/// the conversation list); prints the `read` cursor the server keeps.
+pub async fn read(args: &ClientArgs, conversation: i64, up_to: Option<i64>) -> ExitCode {
+    let seq = match up_to {
+        Some(seq) => seq,
+        None => {
+            let saved = match load_profile(args) {
+                Ok(saved) => saved,
+                Err(code) => return code,
+            };
+            let list = match Api::new(&saved.server).conversations(&saved.token).await {
+                Ok(list) => list,
+                Err(err) => return fail(&err),
+            };
+            match list
+                .conversations
+                .iter()
+                .find(|summary| summary.conversation == conversation)
+            {
+                Some(summary) => summary.last_seq,
+                None => {
+                    eprintln!(
+                        "error: unknown_conversation: you have no conversation {conversation}"
+                    );
+                    return ExitCode::from(EXIT_REFUSED);
+                }
+            }
+        }
+    };
+    let frame = ClientFrame::Read {
+        id: Some("read".into()),
+        conversation,
+        seq,
+    };
+    ws_request(args, async |connection| {
+        connection.request(&frame, "read").await
+    })
+    .await
 }
 
 /// Where a `send` goes: a user (1:1) or a conversation (group or 1:1).

@@ -36,16 +36,33 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Create an account.
     Register {
+        /// The new account's name: 3-32 of a-z, 0-9, "_" and ".".
         username: String,
+        #[command(flatten)]
+        password: cli::PasswordArgs,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// Log in as a new device and remember its token under --profile.
     Login {
+        /// The account to log in to.
         username: String,
         /// Name shown in `missive devices`.
         #[arg(long, default_value = "cli")]
         device_name: String,
+        #[command(flatten)]
+        password: cli::PasswordArgs,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Mark a conversation read, by default up to its newest message;
+    /// prints the read cursor.
+    Read {
+        /// The conversation's id (see `missive conversations`).
+        conversation: i64,
+        /// Read up to and including this seq [default: the newest].
+        #[arg(long, value_name = "SEQ")]
+        up_to: Option<i64>,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -60,6 +77,7 @@ enum Command {
             conflicts_with = "group"
         )]
         to: Option<String>,
+        /// The message; with --file, its caption (may be "").
         text: String,
         /// Send into this conversation (a group, or a 1:1 by its id).
         #[arg(long, visible_alias = "conversation", value_name = "GROUP_ID")]
@@ -79,6 +97,7 @@ enum Command {
     },
     /// Download a media object to a file; prints its type and size.
     Download {
+        /// The media id from the message's `media` list.
         media_id: String,
         /// Where to write it [default: the media id in the current directory].
         #[arg(long, short)]
@@ -116,8 +135,11 @@ enum Command {
     },
     /// Set your reaction to a message, or remove it with --remove.
     React {
+        /// The conversation's id.
         conversation: i64,
+        /// The message's id.
         message_id: String,
+        /// The reaction, e.g. 👍.
         #[arg(required_unless_present = "remove", conflicts_with = "remove")]
         emoji: Option<String>,
         /// Remove your reaction instead of setting one.
@@ -131,8 +153,11 @@ enum Command {
     },
     /// Replace the text of one of your messages.
     Edit {
+        /// The conversation's id.
         conversation: i64,
+        /// The message's id.
         message_id: String,
+        /// The new text.
         text: String,
         /// Idempotency key; a retry with the same key stores nothing twice.
         #[arg(long)]
@@ -142,7 +167,9 @@ enum Command {
     },
     /// Delete one of your messages for everyone.
     Delete {
+        /// The conversation's id.
         conversation: i64,
+        /// The message's id.
         message_id: String,
         /// Idempotency key; a retry with the same key stores nothing twice.
         #[arg(long)]
@@ -152,6 +179,7 @@ enum Command {
     },
     /// Print a page of a conversation's history (newest first unless --after).
     History {
+        /// The conversation's id (see `missive conversations`).
         conversation: i64,
         /// Only events with a seq below this.
         #[arg(long, value_name = "SEQ", conflicts_with = "after")]
@@ -172,15 +200,19 @@ enum Command {
     },
     /// Who received and read a message.
     Receipts {
+        /// The conversation's id.
         conversation: i64,
+        /// The message's id.
         message_id: String,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// List (default), add or remove contacts.
     Contacts {
+        /// What to do.
         #[arg(value_enum, default_value_t = ContactsAction::List)]
         action: ContactsAction,
+        /// The user to add or remove.
         #[arg(value_name = "USER", required_if_eq_any([("action", "add"), ("action", "remove")]))]
         user: Option<String>,
         #[command(flatten)]
@@ -188,12 +220,14 @@ enum Command {
     },
     /// Block a user: no 1:1 messages either way, and neither sees the other's presence.
     Block {
+        /// The user to block.
         user: String,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// Unblock a user.
     Unblock {
+        /// The user to unblock.
         user: String,
         #[command(flatten)]
         client: cli::ClientArgs,
@@ -205,6 +239,7 @@ enum Command {
     },
     /// Print these users' presence, one JSON line each, and exit.
     Presence {
+        /// Whose presence to print.
         #[arg(required = true, value_name = "USER")]
         users: Vec<String>,
         #[command(flatten)]
@@ -212,6 +247,7 @@ enum Command {
     },
     /// Print who may see your presence, or set it.
     Privacy {
+        /// Who may see your presence from now on.
         #[arg(value_enum)]
         presence: Option<Visibility>,
         #[command(flatten)]
@@ -224,6 +260,7 @@ enum Command {
     },
     /// Revoke a device; its connections close at once.
     Revoke {
+        /// The device's id (see `missive devices`).
         device_id: i64,
         #[command(flatten)]
         client: cli::ClientArgs,
@@ -239,6 +276,7 @@ enum Command {
 enum GroupCommand {
     /// Create a group with you as its admin.
     Create {
+        /// The group's name (1-64 bytes).
         name: String,
         /// Add this user too (repeatable).
         #[arg(long = "member", value_name = "USER")]
@@ -248,7 +286,9 @@ enum GroupCommand {
     },
     /// Add members (admins only).
     Add {
+        /// The group's conversation id.
         group: i64,
+        /// The users to add.
         #[arg(required = true, value_name = "USER")]
         users: Vec<String>,
         #[command(flatten)]
@@ -256,40 +296,50 @@ enum GroupCommand {
     },
     /// Remove a member (admins only).
     Remove {
+        /// The group's conversation id.
         group: i64,
+        /// The member's username.
         user: String,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// Leave the group; prints `{"left": GROUP_ID}`.
     Leave {
+        /// The group's conversation id.
         group: i64,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// Print the group's name and members.
     Info {
+        /// The group's conversation id.
         group: i64,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// Rename the group (admins only).
     Rename {
+        /// The group's conversation id.
         group: i64,
+        /// The new name (1-64 bytes).
         name: String,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// Make a member an admin (admins only).
     Promote {
+        /// The group's conversation id.
         group: i64,
+        /// The member's username.
         user: String,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
     /// Make an admin a plain member (admins only).
     Demote {
+        /// The group's conversation id.
         group: i64,
+        /// The member's username.
         user: String,
         #[command(flatten)]
         client: cli::ClientArgs,
@@ -335,12 +385,22 @@ fn main() -> ExitCode {
             Command::Serve(serve_args) => serve::run(serve_args).await,
             Command::Admin(admin_args) => admin::run(admin_args).await,
             Command::Bench(bench_args) => bench::run(bench_args).await,
-            Command::Register { username, client } => cli::register(&client, &username).await,
+            Command::Register {
+                username,
+                password,
+                client,
+            } => cli::register(&client, &password, &username).await,
             Command::Login {
                 username,
                 device_name,
+                password,
                 client,
-            } => cli::login(&client, &username, &device_name).await,
+            } => cli::login(&client, &password, &username, &device_name).await,
+            Command::Read {
+                conversation,
+                up_to,
+                client,
+            } => cli::read(&client, conversation, up_to).await,
             Command::Send {
                 to,
                 text,
@@ -509,4 +569,46 @@ fn config_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".config").join("missive")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Args;
+
+    /// Every command, as its path of names (`group add`).
+    fn commands(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in command.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name()).trim().to_owned();
+            out.push((path.clone(), sub.clone()));
+            commands(sub, path, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_is_explained_and_passwords_are_asked_only_where_used() {
+        // Goal: `--help` describes each positional argument (no bare
+        // <USERNAME>), and --password appears only on the commands that
+        // send one.
+        let mut all = Vec::new();
+        commands(&Args::command(), String::new(), &mut all);
+        for (path, command) in &all {
+            for arg in command.get_positionals() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "`missive {path}`: <{}> has no help text",
+                    arg.get_id()
+                );
+            }
+            let has_password = command
+                .get_arguments()
+                .any(|arg| arg.get_long() == Some("password"));
+            assert_eq!(
+                has_password,
+                matches!(path.as_str(), "register" | "login"),
+                "`missive {path}`"
+            );
+        }
+    }
 }

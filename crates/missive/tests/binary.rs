@@ -221,6 +221,53 @@ async fn the_server_flag_and_env_win_over_the_profile() {
     drop(server);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_marks_a_conversation_read_up_to_its_newest_or_a_given_seq() {
+    // Goal: `missive read CONV` moves the caller's read cursor to the
+    // conversation's newest message (`--up-to SEQ`: to that one), which the
+    // other member then sees in the conversation list.
+    let data_dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let url = server.url.clone();
+    let config = config_dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| cli(&config, &url, args);
+        for name in ["alice", "bob"] {
+            assert_eq!(run(&["register", name]).0, 0);
+            assert_eq!(run(&["login", name, "--profile", name]).0, 0);
+        }
+        let mut conversation = String::new();
+        for text in ["one", "two", "three"] {
+            let (code, stdout, _) = run(&["send", "bob", text, "--profile", "alice"]);
+            assert_eq!(code, 0);
+            let sent: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            conversation = sent["conversation"].to_string();
+        }
+        let read = |extra: &[&str]| {
+            let mut args = vec!["read", conversation.as_str(), "--profile", "bob"];
+            args.extend_from_slice(extra);
+            let (code, stdout, stderr) = run(&args);
+            assert_eq!(code, 0, "{stderr}");
+            let reply: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            reply["seq"].as_i64()
+        };
+        assert_eq!(read(&["--up-to", "2"]), Some(2));
+        assert_eq!(read(&[]), Some(3));
+        let (_, stdout, _) = run(&["conversations", "--profile", "alice"]);
+        let list: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(
+            list["conversations"][0]["receipts"][0]["read_seq"], 3,
+            "{stdout}"
+        );
+        let (code, _, stderr) = run(&["read", "999", "--profile", "bob"]);
+        assert_eq!(code, 3, "{stderr}");
+    })
+    .await
+    .unwrap();
+    drop(server);
+}
+
 /// Runs `missive admin` on the store in `data_dir`, with `password` in
 /// the environment; returns (exit status, stdout, stderr).
 fn admin(data_dir: &std::path::Path, args: &[&str], password: &str) -> (i32, String, String) {
@@ -314,7 +361,10 @@ async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs
         }
     };
     assert!(
-        matches!(closed, missive_client::ClientError::Closed { code: 4003, .. }),
+        matches!(
+            closed,
+            missive_client::ClientError::Closed { code: 4003, .. }
+        ),
         "{closed:?}"
     );
     assert!(api.devices(&laptop.token).await.is_err());
