@@ -199,35 +199,60 @@ fn generated_client_msg_id() -> String {
     format!("cli-{nanos:x}-{:x}", std::process::id())
 }
 
-/// Marks `conversation` read up to `up_to` (default: its last seq, from
-/// the conversation list); prints the `read` cursor the server keeps.
-pub async fn read(args: &ClientArgs, conversation: i64, up_to: Option<i64>) -> ExitCode {
-    let seq = match up_to {
-        Some(seq) => seq,
-        None => {
-            let saved = match load_profile(args) {
-                Ok(saved) => saved,
-                Err(code) => return code,
-            };
-            let list = match Api::new(&saved.server).conversations(&saved.token).await {
-                Ok(list) => list,
-                Err(err) => return fail(&err),
-            };
-            match list
-                .conversations
-                .iter()
-                .find(|summary| summary.conversation == conversation)
-            {
-                Some(summary) => summary.last_seq,
-                None => {
-                    eprintln!(
-                        "error: unknown_conversation: you have no conversation {conversation}"
-                    );
-                    return ExitCode::from(EXIT_REFUSED);
+/// A conversation as a person names it: its id, the other member's
+/// username (1:1), or a group's name; a name must pick exactly one.
+/// Returns the id and the conversation's last seq.
+async fn find_conversation(saved: &Profile, named: &str) -> Result<(i64, i64), ExitCode> {
+    let list = Api::new(&saved.server)
+        .conversations(&saved.token)
+        .await
+        .map_err(|err| fail(&err))?;
+    let by_id = named.parse::<i64>().ok();
+    let matches: Vec<_> = list
+        .conversations
+        .iter()
+        .filter(|summary| match by_id {
+            Some(id) => summary.conversation == id,
+            None => match summary.kind {
+                missive_proto::rest::ConversationKind::Group => {
+                    summary.name.as_deref() == Some(named)
                 }
-            }
+                missive_proto::rest::ConversationKind::Direct => {
+                    named != saved.username && summary.members.iter().any(|m| m == named)
+                }
+            },
+        })
+        .collect();
+    match matches[..] {
+        [summary] => Ok((summary.conversation, summary.last_seq)),
+        [] => {
+            eprintln!("error: unknown_conversation: you have no conversation {named:?}");
+            Err(ExitCode::from(EXIT_REFUSED))
         }
+        _ => {
+            let ids: Vec<String> = matches.iter().map(|s| s.conversation.to_string()).collect();
+            eprintln!(
+                "error: {named:?} names {} conversations ({}); give the id",
+                matches.len(),
+                ids.join(", ")
+            );
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+/// Marks the conversation read up to `up_to` (default: its last seq);
+/// prints the `read` cursor the server keeps.
+pub async fn read(args: &ClientArgs, named: &str, up_to: Option<i64>) -> ExitCode {
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
     };
+    let (conversation, last_seq) = match find_conversation(&saved, named).await {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let seq = up_to.unwrap_or(last_seq);
     let frame = ClientFrame::Read {
         id: Some("read".into()),
         conversation,
@@ -242,7 +267,8 @@ pub async fn read(args: &ClientArgs, conversation: i64, up_to: Option<i64>) -> E
 /// Where a `send` goes: a user (1:1) or a conversation (group or 1:1).
 pub enum Recipient {
     User(String),
-    Conversation(i64),
+    /// Its id or name, as `find_conversation` takes it.
+    Conversation(String),
 }
 
 async fn connect(saved: &Profile) -> Result<Connection, ExitCode> {
@@ -322,7 +348,19 @@ pub async fn send(
     }
     let (to, conversation) = match to {
         Recipient::User(username) => (Some(username), None),
-        Recipient::Conversation(conversation) => (None, Some(conversation)),
+        Recipient::Conversation(named) => match named.parse::<i64>() {
+            Ok(id) => (None, Some(id)),
+            Err(_) => {
+                let saved = match load_profile(args) {
+                    Ok(saved) => saved,
+                    Err(code) => return code,
+                };
+                match find_conversation(&saved, &named).await {
+                    Ok((id, _)) => (None, Some(id)),
+                    Err(code) => return code,
+                }
+            }
+        },
     };
     ws_request(args, async |connection| {
         connection
@@ -758,7 +796,20 @@ pub struct HistoryPage {
     pub limit: Option<u32>,
 }
 
-pub async fn history(args: &ClientArgs, conversation: i64, page: HistoryPage) -> ExitCode {
+pub async fn history(args: &ClientArgs, named: &str, page: HistoryPage) -> ExitCode {
+    let conversation = match named.parse::<i64>() {
+        Ok(id) => id,
+        Err(_) => {
+            let saved = match load_profile(args) {
+                Ok(saved) => saved,
+                Err(code) => return code,
+            };
+            match find_conversation(&saved, named).await {
+                Ok((id, _)) => id,
+                Err(code) => return code,
+            }
+        }
+    };
     let mut query = Vec::new();
     if let Some(before) = page.before {
         query.push(format!("before={before}"));

@@ -58,8 +58,9 @@ enum Command {
     /// Mark a conversation read, by default up to its newest message;
     /// prints the read cursor.
     Read {
-        /// The conversation's id (see `missive conversations`).
-        conversation: i64,
+        /// The conversation: its id, the other member's username (1:1) or
+        /// the group's name.
+        conversation: String,
         /// Read up to and including this seq [default: the newest].
         #[arg(long, value_name = "SEQ")]
         up_to: Option<i64>,
@@ -79,9 +80,10 @@ enum Command {
         to: Option<String>,
         /// The message; with --file, its caption (may be "").
         text: String,
-        /// Send into this conversation (a group, or a 1:1 by its id).
-        #[arg(long, visible_alias = "conversation", value_name = "GROUP_ID")]
-        group: Option<i64>,
+        /// Send into this conversation: a group by its id or name, or a 1:1
+        /// by its id.
+        #[arg(long, visible_alias = "conversation", value_name = "GROUP")]
+        group: Option<String>,
         /// Id of the message (same conversation) this text replies to.
         #[arg(long, value_name = "MESSAGE_ID")]
         reply_to: Option<String>,
@@ -179,8 +181,9 @@ enum Command {
     },
     /// Print a page of a conversation's history (newest first unless --after).
     History {
-        /// The conversation's id (see `missive conversations`).
-        conversation: i64,
+        /// The conversation: its id, the other member's username (1:1) or
+        /// the group's name.
+        conversation: String,
         /// Only events with a seq below this.
         #[arg(long, value_name = "SEQ", conflicts_with = "after")]
         before: Option<i64>,
@@ -400,7 +403,7 @@ fn main() -> ExitCode {
                 conversation,
                 up_to,
                 client,
-            } => cli::read(&client, conversation, up_to).await,
+            } => cli::read(&client, &conversation, up_to).await,
             Command::Send {
                 to,
                 text,
@@ -482,7 +485,7 @@ fn main() -> ExitCode {
                     after,
                     limit,
                 };
-                cli::history(&client, conversation, page).await
+                cli::history(&client, &conversation, page).await
             }
             Command::Conversations { client } => cli::conversations(&client).await,
             Command::Receipts {

@@ -222,10 +222,12 @@ async fn the_server_flag_and_env_win_over_the_profile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_marks_a_conversation_read_up_to_its_newest_or_a_given_seq() {
+async fn read_and_history_take_a_conversation_by_id_or_by_name() {
     // Goal: `missive read CONV` moves the caller's read cursor to the
     // conversation's newest message (`--up-to SEQ`: to that one), which the
-    // other member then sees in the conversation list.
+    // other member then sees in the conversation list; `read`, `history`
+    // and `send --group` take the other member's username or a group's
+    // name too.
     let data_dir = tempfile::tempdir().unwrap();
     let config_dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data_dir.path());
@@ -262,6 +264,45 @@ async fn read_marks_a_conversation_read_up_to_its_newest_or_a_given_seq() {
         );
         let (code, _, stderr) = run(&["read", "999", "--profile", "bob"]);
         assert_eq!(code, 3, "{stderr}");
+
+        // A person's name for a conversation: the other member, or a
+        // group's name; one that names two conversations asks for the id.
+        let (code, stdout, stderr) = run(&["history", "alice", "--profile", "bob"]);
+        assert_eq!(code, 0, "{stderr}");
+        let history: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(history["messages"][0]["text"], "three", "{stdout}");
+        for _ in 0..2 {
+            let (code, _, stderr) = run(&[
+                "group",
+                "create",
+                "team",
+                "--member",
+                "bob",
+                "--profile",
+                "alice",
+            ]);
+            assert_eq!(code, 0, "{stderr}");
+        }
+        let (code, _, stderr) = run(&["read", "team", "--profile", "bob"]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("give the id"), "{stderr}");
+        let (code, _, stderr) = run(&["history", "nobody", "--profile", "bob"]);
+        assert_eq!(code, 3, "{stderr}");
+        let (code, _, stderr) = run(&["read", "alice", "--profile", "bob"]);
+        assert_eq!(code, 0, "{stderr}");
+        let (code, _, stderr) = run(&[
+            "group",
+            "create",
+            "solo",
+            "--member",
+            "bob",
+            "--profile",
+            "alice",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let (code, stdout, stderr) = run(&["send", "--group", "solo", "hi", "--profile", "bob"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("\"sent\""), "{stdout}");
     })
     .await
     .unwrap();
