@@ -70,9 +70,10 @@ impl ApiError {
             ErrorCode::UnknownMessage | ErrorCode::UnknownMedia => StatusCode::NOT_FOUND,
             ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MediaTypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::UnknownUser | ErrorCode::UnknownDevice | ErrorCode::UnknownConversation => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorCode::UnknownUser
+            | ErrorCode::UnknownDevice
+            | ErrorCode::UnknownConversation
+            | ErrorCode::UnknownMember => StatusCode::NOT_FOUND,
             ErrorCode::UsernameTaken
             | ErrorCode::TooManyDevices
             | ErrorCode::LimitExceeded
@@ -137,6 +138,10 @@ impl From<StoreError> for ApiError {
                 Self::new(ErrorCode::NotAGroup, "this conversation is not a group")
             }
             StoreError::AlreadyMember => Self::new(ErrorCode::AlreadyMember, "already a member"),
+            StoreError::UnknownMember => Self::new(
+                ErrorCode::UnknownMember,
+                "that user is not a member of the group",
+            ),
             StoreError::UnknownMedia => Self::new(
                 ErrorCode::UnknownMedia,
                 "no such media of yours; upload it first",

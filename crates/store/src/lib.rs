@@ -78,6 +78,10 @@ pub enum StoreError {
     NotAGroup,
     #[error("already a member")]
     AlreadyMember,
+    /// The user a group change names (remove, promote, demote) is not a
+    /// member; the caller may well be one.
+    #[error("that user is not a member of the group")]
+    UnknownMember,
     #[error("no such media of yours")]
     UnknownMedia,
     /// The sender device already sent a different message under this

@@ -3526,8 +3526,25 @@ mod scenarios {
             (carol, c1, GroupChange::Promote(dave), StoreError::NotAdmin),
             (carol, c1, GroupChange::Demote(alice), StoreError::NotAdmin),
             (carol, c1, rename("mine"), StoreError::NotAdmin),
-            (alice, a1, GroupChange::Promote(erin), StoreError::NotMember),
-            (alice, a1, GroupChange::Demote(erin), StoreError::NotMember),
+            // The target is not a member (the admin is): said as such.
+            (
+                alice,
+                a1,
+                GroupChange::Promote(erin),
+                StoreError::UnknownMember,
+            ),
+            (
+                alice,
+                a1,
+                GroupChange::Demote(erin),
+                StoreError::UnknownMember,
+            ),
+            (
+                alice,
+                a1,
+                GroupChange::Remove(erin),
+                StoreError::UnknownMember,
+            ),
         ];
         for (actor, device, refused, expected) in refusals {
             assert_eq!(

@@ -115,6 +115,7 @@ const ERROR_TEXT = {
   not_member: 'You are not a member of this conversation.',
   not_admin: 'Only group admins can do that.',
   already_member: 'That user is already in the group.',
+  unknown_member: 'That user is not in the group.',
   group_full: 'The group is full.',
   not_author: 'You can only change your own messages.',
   edit_window_closed: 'Messages can only be edited for 15 minutes.',

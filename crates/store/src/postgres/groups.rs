@@ -321,7 +321,12 @@ pub(super) async fn change_group<C: GenericClient>(
         }
         GroupChange::Remove(target) => {
             locked_admin(db, conversation, actor).await?;
-            let joined = remove_member(db, conversation, *target).await?;
+            let joined = match remove_member(db, conversation, *target).await {
+                Err(Fault::Refused(StoreError::NotMember)) => {
+                    return Err(StoreError::UnknownMember.into());
+                }
+                joined => joined?,
+            };
             leavers.push((*target, joined));
             let promoted = promote_if_no_admin(db, conversation, None).await?;
             serde_json::json!({"v": 1, "action": "removed", "actor": username(db, actor).await?,
@@ -348,7 +353,7 @@ pub(super) async fn change_group<C: GenericClient>(
             )
             .await?;
             if changed == 0 {
-                return Err(StoreError::NotMember.into());
+                return Err(StoreError::UnknownMember.into());
             }
             let promoted = promote_if_no_admin(db, conversation, Some(*target)).await?;
             serde_json::json!({"v": 1, "action": action, "actor": username(db, actor).await?,

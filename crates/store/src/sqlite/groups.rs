@@ -245,7 +245,7 @@ pub(super) fn change_group(
         GroupChange::Remove(target) => {
             check_admin(conn, conversation, actor)?;
             if role_of(conn, conversation, *target)?.is_none() {
-                return Err(StoreError::NotMember);
+                return Err(StoreError::UnknownMember);
             }
             leavers.push((*target, remove_member(conn, conversation, *target)?));
             let promoted = promote_if_no_admin(conn, conversation, None)?;
@@ -260,7 +260,7 @@ pub(super) fn change_group(
         GroupChange::Promote(target) | GroupChange::Demote(target) => {
             check_admin(conn, conversation, actor)?;
             if role_of(conn, conversation, *target)?.is_none() {
-                return Err(StoreError::NotMember);
+                return Err(StoreError::UnknownMember);
             }
             let (role, action) = match request.change {
                 GroupChange::Promote(_) => (ROLE_ADMIN, "promoted"),
