@@ -451,7 +451,7 @@ test('after a server restart nothing is lost: messages written offline arrive ex
 test('a text over the limit is refused in the composer; a too-large queued frame fails alone; an unknown user is named', { timeout: TEST_TIMEOUT_MS }, async () => {
   // Goal: nothing the user writes can block the outbox. A text over 65,536 bytes never leaves the composer; a
   // frame over the server's 256 KiB (closed with 1009) fails for good while what waits behind it is delivered;
-  // and a chat with a name nobody has says so, without adding anyone as a contact.
+  // and a name nobody has is refused before any chat is opened, without adding anyone as a contact.
   await withServer(async ({ server, open, pages }) => {
     const alice = await open();
     const bob = await open();
@@ -491,13 +491,13 @@ test('a text over the limit is refused in the composer; a too-large queued frame
     await waitTicks(alice, 'behind the big one', 'read');
     assert.equal(await bob.getByTestId('message').count(), 2, 'only the two normal messages reached Bob');
 
-    // Nobody is called that: the first send says so in the chat, and the draft goes once we leave it.
-    await startChat(alice, 'nosuchuser');
-    await sendText(alice, 'anyone there?');
-    await alice.getByTestId('chat-note').filter({ hasText: 'No user named nosuchuser' }).waitFor();
-    await messages(alice, 'anyone there?').filter({ hasText: 'Not sent: No user named nosuchuser' }).waitFor();
-    await openChat(alice, bobName);
-    await conversation(alice, 'nosuchuser').waitFor({ state: 'detached' });
+    // Nobody is called that: said under the box before any chat is opened or listed, and the name stays to fix.
+    await alice.getByLabel('Start a chat with (username)').fill('nosuchuser');
+    await alice.getByRole('button', { name: 'Chat', exact: true }).click();
+    await alice.getByTestId('new-chat-error').filter({ hasText: 'There is no user with that name.' }).waitFor();
+    assert.equal(await conversation(alice, 'nosuchuser').count(), 0, 'no chat was added for nobody');
+    assert.equal(await alice.getByLabel('Start a chat with (username)').inputValue(), 'nosuchuser');
+    await alice.getByTestId('chat-title').filter({ hasText: bobName }).waitFor();
     const token = await alice.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
     assert.deepEqual((await server.rest('GET', '/v1/contacts', undefined, token)).users, [], 'starting chats added no contact');
     assertNoProblems(pages);

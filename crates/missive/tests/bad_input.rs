@@ -381,6 +381,41 @@ async fn rest_refusals_have_codes_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // Whether someone exists, asked before a chat is opened with them.
+    for (query, status, expected) in [
+        (
+            "username=alice",
+            200,
+            serde_json::json!({"users": [{"username": "alice"}]}),
+        ),
+        ("username=nosuchuser", 200, serde_json::json!({"users": []})),
+        (
+            "username=Not%20A%20Name",
+            400,
+            serde_json::json!("invalid_username"),
+        ),
+        ("", 400, serde_json::json!("invalid_field")),
+    ] {
+        let response = http
+            .get(format!("{url}/v1/users?{query}"))
+            .bearer_auth(&first.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{query}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        if status == 200 {
+            assert_eq!(body, expected, "{query}");
+        } else {
+            assert_eq!(body["error"]["code"], expected, "{query}");
+        }
+    }
+    let response = http
+        .get(format!("{url}/v1/users?username=alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "only for someone logged in");
     // A value of the wrong type is a field error here as everywhere, and
     // the setting stays as it was.
     let before = api.privacy(&first.token).await.unwrap();

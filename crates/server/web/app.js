@@ -452,10 +452,11 @@ class Session {
   }
 
   /**
-   * Open a chat with someone by name. Nothing is asked of the server (adding them as a contact would show them
-   * our presence under "contacts" privacy): the first message creates the chat, or says there is no such user.
+   * Open a chat with someone by name, once the server says they exist (`GET /v1/users?username=`, which adds
+   * no contact: that would show them our presence under "contacts" privacy). Nothing is added for a name
+   * nobody has; when the server cannot be asked, the chat opens and its first message will tell.
    */
-  startChat(input) {
+  async startChat(input) {
     const error = $('#new-chat-error');
     const username = input.trim().replace(/^@/, '').toLowerCase();
     error.textContent = '';
@@ -466,6 +467,19 @@ class Session {
     if (username === this.me.username) {
       error.textContent = 'That is you. Pick someone else.';
       return;
+    }
+    try {
+      const found = await this.api.request('GET', `/v1/users?username=${encodeURIComponent(username)}`,
+        undefined, { timeoutMs: 5000 });
+      if (found?.users?.length === 0) {
+        error.textContent = describeError({ code: 'unknown_user' });
+        return;
+      }
+    } catch (err) {
+      if (err?.code === 'invalid_username') {
+        error.textContent = describeError(err);
+        return;
+      }
     }
     $('#new-chat-username').value = '';
     this.presenceRefused.delete(username);

@@ -59,6 +59,30 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
     })
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersQuery {
+    username: String,
+}
+
+/// `GET /v1/users?username=NAME`: `{"users": [{"username"}]}`, empty when
+/// nobody has that name. A list, not a 404: "nobody" is an ordinary answer
+/// (a browser reports every 404 it fetches as a console error).
+pub async fn users(
+    State(state): State<Arc<AppState>>,
+    Authenticated(_): Authenticated,
+    query: Result<axum::extract::Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(query) =
+        query.map_err(|rejection| ApiError::new(ErrorCode::InvalidField, rejection.body_text()))?;
+    let users = match state.accounts.lookup(&query.username).await {
+        Ok(username) => vec![serde_json::json!({ "username": username })],
+        Err(err) if err.code == ErrorCode::UnknownUser => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    Ok(Json(serde_json::json!({ "users": users })))
+}
+
 /// Any route asked with a method it does not take: 405 with a typed body.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(

@@ -259,6 +259,18 @@ impl Accounts {
         Ok(())
     }
 
+    /// The account called `username`, as it is spelled, if there is one:
+    /// what a client checks before opening a chat with someone. Tells no
+    /// more than registering the name would (`username_taken`).
+    pub async fn lookup(&self, username: &str) -> Result<String, ApiError> {
+        let username = Username::parse(username)?;
+        self.store
+            .account_by_username(&username)
+            .await?
+            .map(|account| account.username.to_string())
+            .ok_or_else(unknown_user)
+    }
+
     /// Every account, for an operator (`missive admin users`).
     pub async fn admin_users(&self) -> Result<Vec<AccountSummary>, ApiError> {
         let mut all = Vec::new();
