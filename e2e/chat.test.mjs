@@ -471,6 +471,19 @@ test('a text over the limit is refused in the composer; a too-large queued frame
     await alice.getByTestId('composer-error').waitFor({ state: 'hidden' });
     await openChat(bob, aliceName);
     await messages(bob, 'a normal message').waitFor();
+
+    // Addresses in a text are links that open apart from the app; nothing but http(s) becomes one, and the
+    // sentence's punctuation stays out of the link.
+    await sendText(alice, 'see https://example.com/a_(b). or javascript:alert(1)');
+    const linked = messages(bob, 'see https://example.com/a_(b). or javascript:alert(1)');
+    await linked.waitFor();
+    const links = linked.getByTestId('message-link');
+    assert.equal(await links.count(), 1, 'only the https address is a link');
+    assert.equal(await links.getAttribute('href'), 'https://example.com/a_(b)');
+    assert.equal(await links.getAttribute('target'), '_blank');
+    assert.equal(await links.getAttribute('rel'), 'noopener noreferrer');
+    assert.equal(await linked.getByTestId('message-text').textContent(),
+      'see https://example.com/a_(b). or javascript:alert(1)', 'the text reads as it was written');
     await waitTicks(alice, 'a normal message', 'read');
 
     // An outbox from elsewhere (an older version, another tab) holding a 300 KB text, then a normal one.
@@ -489,7 +502,7 @@ test('a text over the limit is refused in the composer; a too-large queued frame
     await messages(bob, 'behind the big one').waitFor();
     await alice.locator('[data-testid="message"][data-status="failed"]').filter({ hasText: 'Not sent: too large' }).waitFor();
     await waitTicks(alice, 'behind the big one', 'read');
-    assert.equal(await bob.getByTestId('message').count(), 2, 'only the two normal messages reached Bob');
+    assert.equal(await bob.getByTestId('message').count(), 3, 'only the three normal messages reached Bob');
 
     // Nobody is called that: said under the box before any chat is opened or listed, and the name stays to fix.
     await alice.getByLabel('Start a chat with (username)').fill('nosuchuser');

@@ -370,8 +370,11 @@ export class ChatView {
       text = cache.deleted ??= h('p', { class: 'msg-text deleted', dataset: { testid: 'message-text' } },
         icon('banned', 'deleted-icon'), 'This message was deleted');
     } else if (msg.text) {
-      text = cache.text ??= h('p', { class: 'msg-text', dataset: { testid: 'message-text' } }, '');
-      setData(text.firstChild, msg.text);
+      text = cache.text ??= h('p', { class: 'msg-text', dataset: { testid: 'message-text' } });
+      if (cache.textShown !== msg.text) {
+        cache.textShown = msg.text;
+        text.replaceChildren(...linkified(msg.text));
+      }
     }
     place(item, 'text', text);
 
@@ -704,6 +707,35 @@ function place(item, name, nodes) {
 }
 
 /** Change a text node's text only if it differs (a text change, not an added node, for the live region). */
+const URL_IN_TEXT = /\bhttps?:\/\/[^\s<>"]+/gi;
+const TRAILING_PUNCTUATION = '.,;:!?\'"]}';
+
+/**
+ * The text as nodes, each http(s) address in it a link that opens apart from the app, with no access back to
+ * it (noopener) and no referrer. Only http and https become links: a `javascript:` or `data:` text stays text.
+ * Punctuation that ends a sentence, and a closing parenthesis the address did not open, stay outside the link.
+ */
+function linkified(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(URL_IN_TEXT)) {
+    let url = match[0];
+    for (;;) {
+      const last = url.at(-1);
+      const unbalanced = last === ')' && url.split('(').length < url.split(')').length;
+      if (!TRAILING_PUNCTUATION.includes(last) && !unbalanced) break;
+      url = url.slice(0, -1);
+    }
+    if (match.index > at) nodes.push(document.createTextNode(text.slice(at, match.index)));
+    nodes.push(h('a', {
+      href: url, target: '_blank', rel: 'noopener noreferrer', class: 'msg-link', dataset: { testid: 'message-link' },
+    }, url));
+    at = match.index + url.length;
+  }
+  if (at < text.length || nodes.length === 0) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
+}
+
 function setData(node, text) {
   if (node.data !== text) node.data = text;
 }
