@@ -4,16 +4,17 @@
 //! through the store's numbered revocations (each node reads them every
 //! second) and, in cluster mode, the bus at once.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use figment::providers::Serialized;
 use missive_core::{DeviceId, SystemClock};
+use missive_server::App;
 use missive_server::error::ApiError;
-use missive_server::{App, Config, telemetry};
 use serde::Serialize;
+
+use crate::cli::{self, PasswordArgs};
+use crate::serve::layered_config;
 
 #[derive(clap::Args)]
 pub struct AdminArgs {
@@ -93,28 +94,23 @@ enum Action {
         #[arg(long)]
         all: bool,
     },
-    /// Set a user's password (read from MISSIVE_PASSWORD or the first line
-    /// of stdin), for someone locked out of every device.
+    /// Set a user's password, for someone locked out of every device.
     ResetPassword {
         /// The account's username.
         username: String,
         /// Revoke the account's devices as well.
         #[arg(long)]
         revoke_devices: bool,
+        #[command(flatten)]
+        password: PasswordArgs,
     },
 }
 
 pub async fn run(args: AdminArgs) -> ExitCode {
-    let figment =
-        Config::figment(args.target.config.as_deref()).merge(Serialized::defaults(&args.target));
-    let config = match Config::from_figment(&figment) {
+    let config = match layered_config(args.target.config.as_deref(), &args.target) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    telemetry::init_logging(&config.log);
     let app = match App::build(config, Arc::new(SystemClock)).await {
         Ok(app) => app,
         Err(err) => {
@@ -151,10 +147,11 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         Action::ResetPassword {
             username,
             revoke_devices,
+            password,
         } => {
-            let Some(password) = password() else {
-                eprintln!("error: no password: set MISSIVE_PASSWORD or write it to stdin");
-                return ExitCode::from(2);
+            let password = match cli::password(&password) {
+                Ok(password) => password,
+                Err(code) => return code,
             };
             accounts
                 .admin_reset_password(&username, &password, revoke_devices)
@@ -174,17 +171,6 @@ pub async fn run(args: AdminArgs) -> ExitCode {
 
 fn revoked_json(revoked: &[DeviceId]) -> serde_json::Value {
     serde_json::json!({"revoked": revoked.iter().map(|device| device.0).collect::<Vec<_>>()})
-}
-
-fn password() -> Option<String> {
-    if let Ok(password) = std::env::var("MISSIVE_PASSWORD") {
-        return Some(password);
-    }
-    let mut line = String::new();
-    match std::io::stdin().lock().read_line(&mut line) {
-        Ok(n) if n > 0 => Some(line.trim_end_matches(['\r', '\n']).to_owned()),
-        _ => None,
-    }
 }
 
 /// Refusals exit 3 with the code, as the client commands do.

@@ -95,7 +95,7 @@ fn print_json(value: &impl serde::Serialize) -> ExitCode {
     }
 }
 
-fn password(args: &PasswordArgs) -> Result<String, ExitCode> {
+pub fn password(args: &PasswordArgs) -> Result<String, ExitCode> {
     if let Some(password) = &args.password {
         return Ok(password.clone());
     }
@@ -241,6 +241,16 @@ async fn find_conversation(saved: &Profile, named: &str) -> Result<(i64, i64), E
     }
 }
 
+/// The id of the conversation `named` (as `find_conversation` takes it),
+/// asking the server only when it is a name.
+async fn conversation_id(args: &ClientArgs, named: &str) -> Result<i64, ExitCode> {
+    if let Ok(id) = named.parse::<i64>() {
+        return Ok(id);
+    }
+    let saved = load_profile(args)?;
+    find_conversation(&saved, named).await.map(|(id, _)| id)
+}
+
 /// Marks the conversation read up to `up_to` (default: its last seq);
 /// prints the `read` cursor the server keeps.
 pub async fn read(args: &ClientArgs, named: &str, up_to: Option<i64>) -> ExitCode {
@@ -348,18 +358,9 @@ pub async fn send(
     }
     let (to, conversation) = match to {
         Recipient::User(username) => (Some(username), None),
-        Recipient::Conversation(named) => match named.parse::<i64>() {
+        Recipient::Conversation(named) => match conversation_id(args, &named).await {
             Ok(id) => (None, Some(id)),
-            Err(_) => {
-                let saved = match load_profile(args) {
-                    Ok(saved) => saved,
-                    Err(code) => return code,
-                };
-                match find_conversation(&saved, &named).await {
-                    Ok((id, _)) => (None, Some(id)),
-                    Err(code) => return code,
-                }
-            }
+            Err(code) => return code,
         },
     };
     ws_request(args, async |connection| {
@@ -797,18 +798,9 @@ pub struct HistoryPage {
 }
 
 pub async fn history(args: &ClientArgs, named: &str, page: HistoryPage) -> ExitCode {
-    let conversation = match named.parse::<i64>() {
+    let conversation = match conversation_id(args, named).await {
         Ok(id) => id,
-        Err(_) => {
-            let saved = match load_profile(args) {
-                Ok(saved) => saved,
-                Err(code) => return code,
-            };
-            match find_conversation(&saved, named).await {
-                Ok((id, _)) => id,
-                Err(code) => return code,
-            }
-        }
+        Err(code) => return code,
     };
     let mut query = Vec::new();
     if let Some(before) = page.before {

@@ -609,7 +609,7 @@ mod tests {
                 .any(|arg| arg.get_long() == Some("password"));
             assert_eq!(
                 has_password,
-                matches!(path.as_str(), "register" | "login"),
+                matches!(path.as_str(), "register" | "login" | "admin reset-password"),
                 "`missive {path}`"
             );
         }

@@ -124,16 +124,26 @@ const _: fn(FsyncArg) -> FsyncMode = |arg| match arg {
     FsyncArg::Off => FsyncMode::Off,
 };
 
-pub async fn run(args: ServeArgs) -> ExitCode {
-    let figment = Config::figment(args.config.as_deref()).merge(Serialized::defaults(&args));
-    let config = match Config::from_figment(&figment) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
-        }
-    };
+/// The configuration's layers with `flags` on top (those set), and logging
+/// set up as it says; a bad configuration is reported, exit status 2.
+pub fn layered_config(
+    file: Option<&std::path::Path>,
+    flags: &impl Serialize,
+) -> Result<Config, ExitCode> {
+    let figment = Config::figment(file).merge(Serialized::defaults(flags));
+    let config = Config::from_figment(&figment).map_err(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(2)
+    })?;
     telemetry::init_logging(&config.log);
+    Ok(config)
+}
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    let config = match layered_config(args.config.as_deref(), &args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let _ = telemetry::prometheus();
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod gateway;
+mod revocations;
 pub mod router;
 pub mod service;
 pub mod telemetry;
@@ -307,7 +308,7 @@ impl App {
         cluster::renew(&state).await;
         let mut background = vec![
             tokio::spawn(run_sweeper(self.clone())),
-            tokio::spawn(run_revocation_watch(state.clone())),
+            tokio::spawn(revocations::watch(state.clone())),
             tokio::spawn(cluster::run_heartbeat(state.clone())),
         ];
         let node_events = state
@@ -364,46 +365,6 @@ impl App {
         state.store.shutdown().await;
         tracing::info!("missive stopped");
         served
-    }
-}
-
-/// How often a node reads the store's numbered revocations.
-const REVOCATION_WATCH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Applies every revocation the store numbers, whoever made it: this node
-/// (already applied; again is harmless), another node, or an operator's
-/// `missive admin` that talked to no server. Drops the device's cached
-/// token and closes its connection here (4003); each node does its own.
-async fn run_revocation_watch(state: Arc<AppState>) {
-    let mut seen = loop {
-        match state.store.last_revocation().await {
-            Ok(last) => break last,
-            Err(err) => {
-                tracing::warn!(%err, "cannot read revocations yet");
-                tokio::time::sleep(REVOCATION_WATCH_INTERVAL).await;
-            }
-        }
-    };
-    let mut ticks = tokio::time::interval(REVOCATION_WATCH_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match state.store.revocations_after(seen, 1000).await {
-            Ok(revoked) => {
-                for (number, device) in revoked {
-                    state
-                        .caches
-                        .invalidate(missive_bus::Invalidation::Device(device));
-                    missive_bus::BusSink::deliver(
-                        &*state.router,
-                        device,
-                        missive_bus::DeviceEvent::Revoked,
-                    );
-                    seen = number;
-                }
-            }
-            Err(err) => tracing::debug!(%err, "cannot read revocations"),
-        }
     }
 }
 
