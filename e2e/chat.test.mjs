@@ -791,3 +791,35 @@ test('devices: list, revoke another browser, log out', { timeout: TEST_TIMEOUT_M
     assertNoProblems(pages);
   });
 });
+
+test('registration by invite: the page asks for a code, explains a missing or bad one, takes an operator\'s', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the sign-in page follows the server's registration mode: an invite field only when invites are
+  // required, a sentence (not a code) for each refusal, and an operator's code works once; a closed server
+  // offers no sign-up at all.
+  await withServer(async ({ server, open, pages }) => {
+    const page = await open();
+    const invite = page.getByLabel('Invite code');
+    await invite.waitFor();
+    const name = username('ivy');
+    await page.getByLabel('Username', { exact: true }).fill(name);
+    await page.getByLabel('Password', { exact: true }).fill('correct horse');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByTestId('auth-error').filter({ hasText: 'by invite only' }).waitFor();
+    await invite.fill('not-a-code');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByTestId('auth-error').filter({ hasText: 'unknown, already used or expired' }).waitFor();
+    const { invites } = await server.admin(['invite']);
+    assert.equal(invites.length, 1);
+    await invite.fill(invites[0]);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByTestId('me-name').filter({ hasText: name }).waitFor();
+    assertNoProblems(pages, { expected: [/status of 403/] });
+  }, { env: { MISSIVE_REGISTRATION__MODE: 'invite' } });
+
+  await withServer(async ({ open }) => {
+    const page = await open();
+    await page.getByText('Accounts on this server are created by its operator').waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Create account' }).isVisible(), false);
+    assert.equal(await page.getByLabel('Invite code').isVisible(), false);
+  }, { env: { MISSIVE_REGISTRATION__MODE: 'closed' } });
+});

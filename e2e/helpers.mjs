@@ -2,13 +2,16 @@
 // Debian's chromium driven by playwright-core, and page helpers that wait
 // on conditions, never on the clock.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
+
+const execFileAsync = promisify(execFile);
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
@@ -130,6 +133,12 @@ export class Server {
     const json = text ? JSON.parse(text) : null;
     if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
     return json;
+  }
+
+  /** `missive admin ARGS` on this server's store (an operator's command); its JSON output. */
+  async admin(args) {
+    const { stdout } = await execFileAsync(BINARY, ['admin', '--data-dir', this.dataDir, ...args], { env: serverEnv(this.env) });
+    return JSON.parse(stdout);
   }
 
   async registerAndLogin(username, password = 'correct horse') {
@@ -291,8 +300,9 @@ export function ackFrames(frames) {
   return acks;
 }
 
-export function assertNoProblems(pages) {
-  const problems = pages.flatMap((page) => page.problems);
+/** `expected`: patterns of problems the test itself caused (e.g. a refused request's console line). */
+export function assertNoProblems(pages, { expected = [] } = {}) {
+  const problems = pages.flatMap((page) => page.problems).filter((problem) => !expected.some((pattern) => pattern.test(problem)));
   if (problems.length > 0) throw new Error(`console errors or warnings:\n${problems.join('\n')}`);
 }
 

@@ -89,10 +89,21 @@ impl Api {
         username: &str,
         password: &str,
     ) -> Result<RegisterResponse, ClientError> {
+        self.register_with_invite(username, password, None).await
+    }
+
+    /// Registers with an operator's invite (registration mode `invite`).
+    pub async fn register_with_invite(
+        &self,
+        username: &str,
+        password: &str,
+        invite: Option<&str>,
+    ) -> Result<RegisterResponse, ClientError> {
         let body = RegisterRequest {
             username: username.into(),
             password: password.into(),
             phone: None,
+            invite: invite.map(str::to_owned),
         };
         decode(
             self.http

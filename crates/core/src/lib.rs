@@ -15,4 +15,4 @@ pub mod token;
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use ids::{AccountId, ConversationId, DeviceId, MessageId, QueuePos, Seq};
 pub use input::{ClientMsgId, InputError, MessageText, Password, Username};
-pub use token::{DeviceToken, TokenHash};
+pub use token::{DeviceToken, InviteCode, TokenHash};

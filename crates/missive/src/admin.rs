@@ -77,6 +77,35 @@ impl BusUrl {
 enum Action {
     /// List every account with its number of devices.
     Users,
+    /// Create an account, whatever the registration mode.
+    Create {
+        /// The new account's name: 3-32 of a-z, 0-9, "_" and ".".
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Suspend an account: its devices are revoked (their connections
+    /// close, 4003) and it cannot log in until resumed. Its conversations
+    /// and messages stay.
+    Suspend {
+        /// The account's username.
+        username: String,
+    },
+    /// Let a suspended account log in again.
+    Resume {
+        /// The account's username.
+        username: String,
+    },
+    /// Create single-use invite codes for registration mode `invite`; they
+    /// are shown only this once.
+    Invite {
+        /// How many codes.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        count: u16,
+        /// Days each code stays valid.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..=3650))]
+        valid_days: u16,
+    },
     /// List a user's devices.
     Devices {
         /// The account's username.
@@ -126,8 +155,33 @@ pub async fn run(args: AdminArgs) -> ExitCode {
                 "username": user.username,
                 "created_ms": user.created_ms,
                 "devices": user.devices,
+                "suspended": user.suspended,
             })).collect::<Vec<_>>()})
         }),
+        Action::Create { username, password } => {
+            let password = match cli::password(&password) {
+                Ok(password) => password,
+                Err(code) => return code,
+            };
+            accounts
+                .admin_create(&username, &password)
+                .await
+                .map(|account| serde_json::json!({"account_id": account.0, "username": username}))
+        }
+        Action::Suspend { username } => accounts
+            .admin_suspend(&username, true)
+            .await
+            .map(|revoked| revoked_json(&revoked)),
+        Action::Resume { username } => accounts
+            .admin_suspend(&username, false)
+            .await
+            .map(|_| serde_json::json!({"resumed": username})),
+        Action::Invite { count, valid_days } => accounts
+            .admin_invite(usize::from(count), u64::from(valid_days) * 24 * 60 * 60)
+            .await
+            .map(|(codes, expires_ms)| {
+                serde_json::json!({"invites": codes, "expires_ms": expires_ms})
+            }),
         Action::Devices { username } => accounts.admin_devices(&username).await.map(|devices| {
             serde_json::json!({"devices": devices.iter().map(|device| serde_json::json!({
                 "device_id": device.id.0,

@@ -141,12 +141,20 @@ fn load_profile(args: &ClientArgs) -> Result<Profile, ExitCode> {
     Ok(saved)
 }
 
-pub async fn register(args: &ClientArgs, secret: &PasswordArgs, username: &str) -> ExitCode {
+pub async fn register(
+    args: &ClientArgs,
+    secret: &PasswordArgs,
+    username: &str,
+    invite: Option<&str>,
+) -> ExitCode {
     let password = match password(secret) {
         Ok(password) => password,
         Err(code) => return code,
     };
-    match Api::new(args.server()).register(username, &password).await {
+    match Api::new(args.server())
+        .register_with_invite(username, &password, invite)
+        .await
+    {
         Ok(created) => print_json(&created),
         Err(err) => fail(&err),
     }

@@ -38,6 +38,10 @@ enum Command {
     Register {
         /// The new account's name: 3-32 of a-z, 0-9, "_" and ".".
         username: String,
+        /// An invite code from the server's operator (needed when the
+        /// server takes registrations by invite only).
+        #[arg(long, env = "MISSIVE_INVITE")]
+        invite: Option<String>,
         #[command(flatten)]
         password: cli::PasswordArgs,
         #[command(flatten)]
@@ -390,9 +394,10 @@ fn main() -> ExitCode {
             Command::Bench(bench_args) => bench::run(bench_args).await,
             Command::Register {
                 username,
+                invite,
                 password,
                 client,
-            } => cli::register(&client, &password, &username).await,
+            } => cli::register(&client, &password, &username, invite.as_deref()).await,
             Command::Login {
                 username,
                 device_name,

@@ -422,6 +422,137 @@ async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs
     drop(server);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_invites_creates_suspends_and_resumes_users() {
+    // Goal: with registration by invite, the server says so, refuses a
+    // registration without an invite (invite_required) or with a bad one
+    // (invite_invalid) and takes one `missive admin invite` code once;
+    // `admin create` makes an account whatever the mode; `admin suspend`
+    // closes the user's live connection (4003), kills its token and
+    // refuses logins (account_suspended, only once the password is right);
+    // `admin resume` lets them log in again; `admin users` shows it.
+    let data_dir = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with_env(data_dir.path(), &[("MISSIVE_REGISTRATION__MODE", "invite")]);
+    let api = Api::new(&server.url);
+    let mode: serde_json::Value = reqwest::get(format!("{}/v1/registration", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mode, serde_json::json!({"mode": "invite"}));
+    assert_eq!(
+        refused_code(api.register("alice", PASSWORD).await),
+        "invite_required"
+    );
+    assert_eq!(
+        refused_code(
+            api.register_with_invite("alice", PASSWORD, Some("0123"))
+                .await
+        ),
+        "invite_invalid"
+    );
+
+    let dir = data_dir.path().to_path_buf();
+    let run = move |args: Vec<String>, password: &'static str| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            admin(&dir, &args, password)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
+    let (code, stdout, stderr) = run(args(&["invite", "--count", "2"]), "").await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let invites: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let codes: Vec<String> = invites["invites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|code| code.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 2, "{stdout}");
+    api.register_with_invite("alice", PASSWORD, Some(&codes[0]))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused_code(
+            api.register_with_invite("carol", PASSWORD, Some(&codes[0]))
+                .await
+        ),
+        "invite_invalid",
+        "an invite is used once"
+    );
+    let (code, stdout, stderr) = run(args(&["create", "bob"]), PASSWORD).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"bob\""), "{stdout}");
+    api.login("bob", PASSWORD, "phone").await.unwrap();
+
+    let phone = api.login("alice", PASSWORD, "phone").await.unwrap();
+    let mut phone_ws = Connection::connect(&api.ws_url(), &phone.token)
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = run(args(&["suspend", "alice"]), "").await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let revoked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(revoked, serde_json::json!({"revoked": [phone.device_id]}));
+    assert_eq!(close_code(&mut phone_ws).await, 4003);
+    assert_eq!(
+        refused_code(api.devices(&phone.token).await),
+        "token_invalid"
+    );
+    assert_eq!(
+        refused_code(api.login("alice", PASSWORD, "again").await),
+        "account_suspended"
+    );
+    assert_eq!(
+        refused_code(api.login("alice", "not the password", "again").await),
+        "wrong_credentials",
+        "the suspension is told only to whoever knows the password"
+    );
+    let (code, stdout, _) = run(args(&["users"]), "").await.unwrap();
+    assert_eq!(code, 0);
+    let users: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(users["users"][0]["username"], "alice", "{stdout}");
+    assert_eq!(users["users"][0]["suspended"], true, "{stdout}");
+    assert_eq!(users["users"][1]["suspended"], false, "{stdout}");
+
+    let (code, _, stderr) = run(args(&["resume", "alice"]), "").await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    api.login("alice", PASSWORD, "again").await.unwrap();
+    let (code, _, stderr) = run(args(&["suspend", "nobody"]), "").await.unwrap();
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("unknown_user"), "{stderr}");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_server_takes_no_registrations() {
+    // Goal: registration mode `closed` refuses every registration with
+    // registration_closed (even with an invite) and says so.
+    let data_dir = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with_env(data_dir.path(), &[("MISSIVE_REGISTRATION__MODE", "closed")]);
+    let api = Api::new(&server.url);
+    let mode: serde_json::Value = reqwest::get(format!("{}/v1/registration", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mode, serde_json::json!({"mode": "closed"}));
+    assert_eq!(
+        refused_code(api.register("alice", PASSWORD).await),
+        "registration_closed"
+    );
+    assert_eq!(
+        refused_code(api.register_with_invite("alice", PASSWORD, Some("x")).await),
+        "registration_closed"
+    );
+    drop(server);
+}
+
 #[test]
 fn config_errors_name_the_key_and_exit_2() {
     // Goal: a bad config file stops `serve` with exit 2 naming the key.

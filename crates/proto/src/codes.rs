@@ -36,6 +36,15 @@ pub enum ErrorCode {
     NotMember,
     TooManyDevices,
     WrongCredentials,
+    /// An operator suspended the account: no login until it is resumed.
+    AccountSuspended,
+    /// Registration is closed on this server (`registration.mode`).
+    RegistrationClosed,
+    /// Registration needs an invite (`registration.mode = "invite"`) and
+    /// none was given.
+    InviteRequired,
+    /// The invite is unknown, already used, or expired.
+    InviteInvalid,
     UnknownMessage,
     NotAuthor,
     EditWindowClosed,
@@ -89,6 +98,10 @@ impl ErrorCode {
             Self::NotMember => "not_member",
             Self::TooManyDevices => "too_many_devices",
             Self::WrongCredentials => "wrong_credentials",
+            Self::AccountSuspended => "account_suspended",
+            Self::RegistrationClosed => "registration_closed",
+            Self::InviteRequired => "invite_required",
+            Self::InviteInvalid => "invite_invalid",
             Self::UnknownMessage => "unknown_message",
             Self::NotAuthor => "not_author",
             Self::EditWindowClosed => "edit_window_closed",
@@ -216,6 +229,10 @@ mod tests {
             ErrorCode::NotMember,
             ErrorCode::TooManyDevices,
             ErrorCode::WrongCredentials,
+            ErrorCode::AccountSuspended,
+            ErrorCode::RegistrationClosed,
+            ErrorCode::InviteRequired,
+            ErrorCode::InviteInvalid,
             ErrorCode::UnknownMessage,
             ErrorCode::NotAuthor,
             ErrorCode::EditWindowClosed,

@@ -11,6 +11,17 @@ pub struct RegisterRequest {
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// An operator's invite code; needed when the server's registration
+    /// mode is `invite`, ignored when it is `open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+}
+
+/// How this server takes registrations (`GET /v1/registration`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegistrationInfo {
+    /// `open`, `invite` or `closed`.
+    pub mode: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

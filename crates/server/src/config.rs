@@ -21,11 +21,42 @@ pub struct Config {
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
+    pub registration: RegistrationConfig,
     pub push: PushConfig,
     pub blobs: BlobsConfig,
     pub bus: BusConfig,
     pub cluster: ClusterConfig,
     pub web: WebConfig,
+}
+
+/// Who may create an account through the API. Operators create accounts
+/// with `missive admin create` whatever the mode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    pub mode: RegistrationMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone who reaches the port (within `limits.registrations_per_ip_max`).
+    #[default]
+    Open,
+    /// Only with a single-use invite code (`missive admin invite`).
+    Invite,
+    /// Nobody.
+    Closed,
+}
+
+impl RegistrationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Invite => "invite",
+            Self::Closed => "closed",
+        }
+    }
 }
 
 /// How nodes tell each other about live devices (see `missive-bus`).
@@ -375,6 +406,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             delivery: DeliveryConfig::default(),
             limits: LimitsConfig::default(),
+            registration: RegistrationConfig::default(),
             push: PushConfig::default(),
             blobs: BlobsConfig::default(),
             bus: BusConfig::default(),
@@ -463,6 +495,7 @@ const CLIENT_ENV_KEYS: &[&str] = &[
     "password",
     "server",
     "profile",
+    "invite",
     "config",
     "config_dir",
     "test_log",

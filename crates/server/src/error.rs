@@ -61,7 +61,11 @@ impl ApiError {
             | ErrorCode::NotAuthor
             | ErrorCode::NotAdmin
             | ErrorCode::Blocked
-            | ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            | ErrorCode::OriginNotAllowed
+            | ErrorCode::AccountSuspended
+            | ErrorCode::RegistrationClosed
+            | ErrorCode::InviteRequired
+            | ErrorCode::InviteInvalid => StatusCode::FORBIDDEN,
             ErrorCode::EditWindowClosed | ErrorCode::MessageDeleted | ErrorCode::GroupFull => {
                 StatusCode::CONFLICT
             }
@@ -98,6 +102,14 @@ impl From<StoreError> for ApiError {
             StoreError::ClientMsgIdReused => Self::new(
                 ErrorCode::ClientMsgIdReused,
                 "this client_msg_id was already used for a different message; retries must repeat the same request",
+            ),
+            StoreError::AccountSuspended => Self::new(
+                ErrorCode::AccountSuspended,
+                "this account is suspended; ask the server's operator",
+            ),
+            StoreError::InviteInvalid => Self::new(
+                ErrorCode::InviteInvalid,
+                "the invite is unknown, already used or expired",
             ),
             StoreError::TooManyDevices => Self::new(
                 ErrorCode::TooManyDevices,

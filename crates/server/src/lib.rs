@@ -164,6 +164,7 @@ impl App {
             clock.clone(),
             caches.clone(),
             &config.limits,
+            config.registration.mode,
         );
         let push = Arc::new(Push::start(
             &config.push,

@@ -168,8 +168,12 @@ export class Api {
     return text ? JSON.parse(text) : null;
   }
 
-  register(username, password) {
-    return this.request('POST', '/v1/accounts', { username, password });
+  register(username, password, invite) {
+    return this.request('POST', '/v1/accounts', invite ? { username, password, invite } : { username, password });
+  }
+
+  registration() {
+    return this.request('GET', '/v1/registration');
   }
 
   login(username, password) {

@@ -44,6 +44,24 @@ function showAuth() {
   sessionStorage.removeItem(FLASH_KEY);
   $('#auth-error').textContent = flash ?? '';
   $('#auth-username').focus();
+  showRegistrationMode();
+}
+
+/** Offers an invite field, or no sign-up at all, as the server takes registrations. */
+async function showRegistrationMode() {
+  let mode = 'open';
+  try {
+    mode = (await new Api().registration()).mode;
+  } catch {
+    // Unknown: offer sign-up; the server's answer to it will explain.
+  }
+  $('#auth-invite-field').hidden = mode !== 'invite';
+  $('#auth-register').hidden = mode === 'closed';
+  $('.auth-lead').textContent = mode === 'closed'
+    ? 'Log in. Accounts on this server are created by its operator.'
+    : mode === 'invite'
+      ? 'Log in, or create an account with an invite code.'
+      : 'Log in, or create an account to start chatting.';
 }
 
 function bindAuth() {
@@ -70,7 +88,7 @@ function bindAuth() {
     error.textContent = register ? 'Creating your account…' : 'Logging in…';
     try {
       const api = new Api();
-      if (register) await api.register(username, password);
+      if (register) await api.register(username, password, $('#auth-invite').value.trim());
       const login = await api.login(username, password);
       const saved = { token: login.token, username: login.username, deviceId: login.device_id };
       saveSession(saved);

@@ -50,6 +50,7 @@ async fn user(store: &dyn Store, name: &str) -> (AccountId, DeviceId) {
             password_hash: "x".into(),
             phone: None,
             now_ms: NOW,
+            invite: None,
         })
         .await
         .expect("account");

@@ -54,6 +54,12 @@ pub enum StoreError {
     UsernameTaken,
     #[error("the account already has the maximum number of devices")]
     TooManyDevices,
+    /// The account is suspended by an operator; nothing changed.
+    #[error("the account is suspended")]
+    AccountSuspended,
+    /// The invite does not exist, was used, or has expired; nothing changed.
+    #[error("the invite is unknown, used or expired")]
+    InviteInvalid,
     #[error("unknown conversation")]
     UnknownConversation,
     #[error("not a member of the conversation")]
@@ -106,7 +112,9 @@ pub enum StoreError {
 /// returns `Ok` is durable to the configured fsync level.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates an account; `UsernameTaken` if the name exists.
+    /// Creates an account; `UsernameTaken` if the name exists. With an
+    /// invite, the invite is consumed in the same transaction
+    /// (`InviteInvalid` if it is unknown, used or expired: nothing stored).
     async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError>;
 
     /// The account with this username, if any.
@@ -128,6 +136,20 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Username>,
         limit: usize,
     ) -> Result<Vec<AccountSummary>, StoreError>;
+
+    /// Suspends (or resumes) the account. Suspending revokes every device of
+    /// the account as `revoke_device` does, in the same transaction, and
+    /// `create_device` refuses a suspended account (`AccountSuspended`), so
+    /// no device of it survives. Returns the revoked devices; `None` if
+    /// there is no such account.
+    async fn set_suspended(
+        &self,
+        account: AccountId,
+        suspended: bool,
+    ) -> Result<Option<Vec<DeviceId>>, StoreError>;
+
+    /// Stores single-use registration invites.
+    async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError>;
 
     /// Replaces the account's password hash; `false` if there is no such
     /// account.

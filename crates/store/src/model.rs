@@ -10,6 +10,9 @@ pub struct NewAccount {
     pub password_hash: String,
     pub phone: Option<String>,
     pub now_ms: UnixMillis,
+    /// The invite the registration uses (registration mode `invite`): it is
+    /// consumed in the same transaction, or nothing is stored.
+    pub invite: Option<TokenHash>,
 }
 
 #[derive(Clone, Debug)]
@@ -17,6 +20,8 @@ pub struct AccountRecord {
     pub id: AccountId,
     pub username: Username,
     pub password_hash: String,
+    /// Suspended by an operator: no login until resumed.
+    pub suspended: bool,
 }
 
 /// An account as an operator lists it.
@@ -26,6 +31,15 @@ pub struct AccountSummary {
     pub username: String,
     pub created_ms: UnixMillis,
     pub devices: i64,
+    pub suspended: bool,
+}
+
+/// Single-use registration invites, as an operator creates them: only the
+/// SHA-256 of each code is stored, as for device tokens.
+pub struct NewInvites {
+    pub code_hashes: Vec<TokenHash>,
+    pub now_ms: UnixMillis,
+    pub expires_ms: UnixMillis,
 }
 
 /// Revocations are remembered this many at a time: enough for every node,

@@ -80,6 +80,7 @@ mod support {
                 password_hash: format!("hash-of-{name}"),
                 phone: None,
                 now_ms: NOW,
+                invite: None,
             })
             .await
             .expect("create_account")
@@ -1102,10 +1103,12 @@ mod scenarios {
     use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
 
-    use missive_core::{AccountId, ConversationId, DeviceId, MessageId, Seq, UnixMillis};
+    use missive_core::{
+        AccountId, ConversationId, DeviceId, MessageId, Seq, TokenHash, UnixMillis,
+    };
     use missive_store::{
         AccountRecord, AckOutcome, ConversationKind, DeviceAuth, DeviceRecord, EventKind,
-        GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, PendingItem,
+        GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, NewInvites, PendingItem,
         PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store, StoreError,
         StoredEvent,
     };
@@ -1128,6 +1131,7 @@ mod scenarios {
                 password_hash: "hash-a".into(),
                 phone: Some("+15550100".into()),
                 now_ms: NOW,
+                invite: None,
             })
             .await
             .expect("create alice");
@@ -1140,6 +1144,7 @@ mod scenarios {
                 password_hash: "hash-intruder".into(),
                 phone: None,
                 now_ms: NOW + 1,
+                invite: None,
             })
             .await;
         assert_eq!(again, Err(StoreError::UsernameTaken));
@@ -1446,6 +1451,118 @@ mod scenarios {
             all[1..].to_vec()
         );
         assert_eq!(store.revocations_after(all[2].0, 10).await, Ok(vec![]));
+    }
+
+    /// 2a''. Suspensions and invites.
+    pub async fn suspensions_revoke_devices_and_invites_are_single_use(store: Arc<dyn Store>) {
+        // Goal: suspending revokes every device of the account (numbered,
+        // as any revocation) and no login adds one until resumed; resuming
+        // revokes nothing; an unknown account is None. An invite is used
+        // once, before it expires; a refused one leaves no account.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let a1 = new_device(store, alice, "a1").await;
+        let a2 = new_device(store, alice, "a2").await;
+        let b1 = new_device(store, bob, "b1").await;
+        let before = store.last_revocation().await.expect("last");
+
+        let revoked = store.set_suspended(alice, true).await.expect("suspend");
+        assert_eq!(revoked, Some(vec![a1, a2]));
+        assert_eq!(auth(store, "a1").await, None);
+        assert_eq!(auth(store, "a2").await, None);
+        assert!(auth(store, "b1").await.is_some(), "bob untouched");
+        let numbered = store.revocations_after(before, 10).await.expect("numbered");
+        assert_eq!(
+            numbered
+                .iter()
+                .map(|(_, device)| *device)
+                .collect::<Vec<_>>(),
+            vec![a1, a2]
+        );
+        let alice_name = missive_core::Username::parse("alice").unwrap();
+        let found = store
+            .account_by_username(&alice_name)
+            .await
+            .expect("lookup");
+        assert!(found.expect("alice").suspended);
+        let listed = store.list_accounts(None, 10).await.expect("list");
+        let flags: Vec<(AccountId, bool, i64)> = listed
+            .iter()
+            .map(|account| (account.id, account.suspended, account.devices))
+            .collect();
+        assert_eq!(flags, vec![(alice, true, 0), (bob, false, 1)]);
+        let refused = store
+            .create_device(NewDevice {
+                account: alice,
+                name: "a3".into(),
+                token_hash: token("a3"),
+                devices_max: 4,
+                replace_least_recent: false,
+                now_ms: NOW,
+            })
+            .await;
+        assert_eq!(
+            refused.map(|created| created.id),
+            Err(StoreError::AccountSuspended)
+        );
+        assert_eq!(auth(store, "a3").await, None, "nothing added");
+
+        assert_eq!(store.set_suspended(alice, false).await, Ok(Some(vec![])));
+        let a3 = new_device(store, alice, "a3").await;
+        assert_eq!(auth(store, "a3").await.map(|found| found.device), Some(a3));
+        assert_eq!(
+            store.set_suspended(AccountId(999_999), true).await,
+            Ok(None)
+        );
+        let _ = b1;
+
+        let code = |label: &str| token(&format!("invite {label}"));
+        store
+            .create_invites(NewInvites {
+                code_hashes: vec![code("one"), code("two")],
+                now_ms: NOW,
+                expires_ms: NOW + 1_000,
+            })
+            .await
+            .expect("invites");
+        let register = |name: &'static str, invite: Option<TokenHash>, now_ms: UnixMillis| {
+            store.create_account(NewAccount {
+                username: missive_core::Username::parse(name).unwrap(),
+                password_hash: "hash".into(),
+                phone: None,
+                now_ms,
+                invite,
+            })
+        };
+        assert_eq!(
+            register("carol", Some(code("unknown")), NOW).await,
+            Err(StoreError::InviteInvalid)
+        );
+        let carol = missive_core::Username::parse("carol").unwrap();
+        assert!(
+            store
+                .account_by_username(&carol)
+                .await
+                .expect("lookup")
+                .is_none(),
+            "a refused invite leaves no account"
+        );
+        register("carol", Some(code("one")), NOW)
+            .await
+            .expect("carol");
+        assert_eq!(
+            register("dave", Some(code("one")), NOW).await,
+            Err(StoreError::InviteInvalid),
+            "used once"
+        );
+        assert_eq!(
+            register("dave", Some(code("two")), NOW + 1_000).await,
+            Err(StoreError::InviteInvalid),
+            "expired"
+        );
+        register("dave", Some(code("two")), NOW + 999)
+            .await
+            .expect("dave");
     }
 
     /// 2b. Device identity after revocation.
@@ -3221,6 +3338,7 @@ mod scenarios {
                 password_hash: "h".into(),
                 phone: None,
                 now_ms: NOW,
+                invite: None,
             })
             .await;
         assert_eq!(write, Err(StoreError::Closed));
@@ -4800,6 +4918,7 @@ mod sqlite {
         devices,
         devices_are_replaced_and_expire_least_recent_first,
         accounts_listed_passwords_reset_and_revocations_numbered,
+        suspensions_revoke_devices_and_invites_are_single_use,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
@@ -5375,6 +5494,7 @@ mod postgres {
         devices,
         devices_are_replaced_and_expire_least_recent_first,
         accounts_listed_passwords_reset_and_revocations_numbered,
+        suspensions_revoke_devices_and_invites_are_single_use,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
@@ -6040,6 +6160,7 @@ mod postgres {
                     password_hash: "h".into(),
                     phone: None,
                     now_ms: NOW,
+                    invite: None,
                 })
                 .await;
             assert_eq!(refused, Err(StoreError::Unavailable));

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use missive_core::DeviceId;
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
-    DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
+    DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RegistrationInfo,
 };
 use missive_store::DeviceAuth;
 
@@ -187,6 +187,14 @@ pub async fn register(
     let ip = client_ip(peer, &headers, &state.config.limits.trusted_proxies);
     let created = state.accounts.register(json_body(body)?, ip).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /v1/registration`: how this server takes registrations, so a client
+/// can offer an invite field or no sign-up at all.
+pub async fn registration(State(state): State<Arc<AppState>>) -> Json<RegistrationInfo> {
+    Json(RegistrationInfo {
+        mode: state.accounts.registration_mode().as_str().to_owned(),
+    })
 }
 
 /// `POST /v1/sessions`: log in, creating a device and its token.

@@ -29,6 +29,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/v1/accounts", post(http::register))
+        .route("/v1/registration", get(http::registration))
         .route("/v1/sessions", post(http::login))
         .route("/v1/sessions/current", delete(http::logout))
         .route("/v1/users", get(http::users))

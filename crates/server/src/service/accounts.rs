@@ -6,20 +6,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use missive_bus::{Bus, DeviceEvent, Invalidation};
-use missive_core::{Clock, DeviceId, DeviceToken, Password, TokenHash, Username};
+use missive_core::{
+    AccountId, Clock, DeviceId, DeviceToken, InviteCode, Password, TokenHash, Username,
+};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
     DeviceInfo, DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
 };
 use missive_store::{
-    AccountRecord, AccountSummary, DeviceAuth, DeviceRecord, NewAccount, NewDevice, Store,
+    AccountRecord, AccountSummary, DeviceAuth, DeviceRecord, NewAccount, NewDevice, NewInvites,
+    Store, StoreError,
 };
 use tokio::sync::Semaphore;
 
 use super::login_limit::AttemptLimiter;
 use super::password::PasswordHasher;
 use crate::cache::Caches;
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, RegistrationMode};
 use crate::error::ApiError;
 
 const DEVICE_NAME_BYTES_MAX: usize = 64;
@@ -45,6 +48,7 @@ pub struct Accounts {
     hashing_waiters: AtomicUsize,
     logins: AttemptLimiter,
     registrations: AttemptLimiter,
+    registration: RegistrationMode,
     devices_max: usize,
     replace_least_recent: bool,
     device_idle_expiry_ms: i64,
@@ -64,6 +68,7 @@ impl Accounts {
         clock: Arc<dyn Clock>,
         caches: Arc<Caches>,
         limits: &LimitsConfig,
+        registration: RegistrationMode,
     ) -> Self {
         let hasher = Arc::new(PasswordHasher::default());
         let dummy_hash = hasher.hash(b"missive-dummy-password").unwrap_or_default();
@@ -82,6 +87,7 @@ impl Accounts {
                 limits.registrations_per_ip_max,
                 Duration::from_secs(limits.registration_window_secs),
             ),
+            registration,
             devices_max: limits.devices_per_account_max,
             replace_least_recent: limits.login_replaces_least_recent_device,
             device_idle_expiry_ms: i64::try_from(
@@ -102,6 +108,24 @@ impl Accounts {
         request: RegisterRequest,
         ip: IpAddr,
     ) -> Result<RegisterResponse, ApiError> {
+        let invite = match self.registration {
+            RegistrationMode::Open => None,
+            RegistrationMode::Closed => {
+                return Err(ApiError::new(
+                    ErrorCode::RegistrationClosed,
+                    "this server does not take registrations; ask its operator for an account",
+                ));
+            }
+            RegistrationMode::Invite => match request.invite.as_deref().map(str::trim) {
+                Some(code) if !code.is_empty() => Some(TokenHash::of(code)),
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::InviteRequired,
+                        "this server takes registrations by invite only",
+                    ));
+                }
+            },
+        };
         let username = Username::parse(&request.username)?;
         let password = Password::parse(&request.password)?;
         let phone = request.phone.map(|phone| parse_phone(&phone)).transpose()?;
@@ -121,9 +145,10 @@ impl Accounts {
                 password_hash,
                 phone,
                 now_ms: self.clock.now_ms(),
+                invite,
             })
             .await?;
-        tracing::info!(account = %account, %username, "account registered");
+        tracing::info!(account = %account, %username, mode = self.registration.as_str(), "account registered");
         Ok(RegisterResponse {
             account_id: account.0,
             username: username.to_string(),
@@ -171,6 +196,11 @@ impl Accounts {
         };
         self.logins.forget(&user_key);
         self.logins.refund(&ip_key);
+        // Told only to whoever knows the password; the store checks again
+        // when it adds the device, against a suspension racing this login.
+        if account.suspended {
+            return Err(StoreError::AccountSuspended.into());
+        }
         let token = DeviceToken::generate();
         let created = self
             .store
@@ -287,6 +317,82 @@ impl Accounts {
                 return Ok(all);
             }
         }
+    }
+
+    /// How this server takes registrations.
+    pub fn registration_mode(&self) -> RegistrationMode {
+        self.registration
+    }
+
+    /// Creates an account as an operator, whatever the registration mode.
+    pub async fn admin_create(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<AccountId, ApiError> {
+        let username = Username::parse(username)?;
+        let password_hash = self.hash(Password::parse(password)?).await?;
+        let account = self
+            .store
+            .create_account(NewAccount {
+                username: username.clone(),
+                password_hash,
+                phone: None,
+                now_ms: self.clock.now_ms(),
+                invite: None,
+            })
+            .await?;
+        tracing::info!(account = %account, %username, "account created by an operator");
+        Ok(account)
+    }
+
+    /// Suspends an account (every device revoked, its connections closed,
+    /// logins refused) or resumes it; returns the revoked devices.
+    pub async fn admin_suspend(
+        &self,
+        username: &str,
+        suspended: bool,
+    ) -> Result<Vec<DeviceId>, ApiError> {
+        let account = self.existing(username).await?;
+        let revoked = self
+            .store
+            .set_suspended(account.id, suspended)
+            .await?
+            .ok_or_else(unknown_user)?;
+        for device in &revoked {
+            self.retire(*device).await;
+        }
+        if suspended {
+            tracing::info!(account = %account.id, %username, devices = revoked.len(), "account suspended by an operator");
+        } else {
+            tracing::info!(account = %account.id, %username, "account resumed by an operator");
+        }
+        Ok(revoked)
+    }
+
+    /// `count` single-use invites valid for `valid_secs`; returns the codes,
+    /// which are shown only here.
+    pub async fn admin_invite(
+        &self,
+        count: usize,
+        valid_secs: u64,
+    ) -> Result<(Vec<String>, i64), ApiError> {
+        let codes: Vec<InviteCode> = (0..count).map(|_| InviteCode::generate()).collect();
+        let now_ms = self.clock.now_ms();
+        let expires_ms = now_ms
+            .saturating_add(i64::try_from(valid_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+        self.store
+            .create_invites(NewInvites {
+                code_hashes: codes.iter().map(InviteCode::hash).collect(),
+                now_ms,
+                expires_ms,
+            })
+            .await?;
+        tracing::info!(count, expires_ms, "invites created by an operator");
+        Ok((
+            codes.iter().map(|code| code.as_str().to_owned()).collect(),
+            expires_ms,
+        ))
     }
 
     /// An account's devices, for an operator.

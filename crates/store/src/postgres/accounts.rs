@@ -29,8 +29,23 @@ pub(super) async fn create_account<C: GenericClient>(
     .await?
     .map(|row| row.try_get(0))
     .transpose()?;
-    id.map(AccountId)
-        .ok_or(Fault::Refused(StoreError::UsernameTaken))
+    let id = id
+        .map(AccountId)
+        .ok_or(Fault::Refused(StoreError::UsernameTaken))?;
+    // In the same transaction: a refused invite leaves no account.
+    if let Some(invite) = &account.invite {
+        let used = execute(
+            db,
+            "UPDATE invites SET used_by = $2
+             WHERE code_hash = $1 AND used_by IS NULL AND expires_ms > $3",
+            &[&&invite.0[..], &id.0, &account.now_ms],
+        )
+        .await?;
+        if used == 0 {
+            return Err(StoreError::InviteInvalid.into());
+        }
+    }
+    Ok(id)
 }
 
 pub(super) async fn account_by_username<C: GenericClient>(
@@ -39,7 +54,7 @@ pub(super) async fn account_by_username<C: GenericClient>(
 ) -> Outcome<Option<AccountRecord>> {
     let Some(found) = row(
         db,
-        "SELECT id, password_hash FROM accounts WHERE username = $1",
+        "SELECT id, password_hash, suspended FROM accounts WHERE username = $1",
         &[&username.as_str()],
     )
     .await?
@@ -50,6 +65,7 @@ pub(super) async fn account_by_username<C: GenericClient>(
         id: AccountId(found.try_get(0)?),
         username: username.clone(),
         password_hash: found.try_get(1)?,
+        suspended: found.try_get(2)?,
     }))
 }
 
@@ -58,11 +74,13 @@ pub(super) async fn create_device<C: GenericClient>(
     device: &NewDevice,
 ) -> Outcome<CreatedDevice> {
     // The account row lock makes count-then-insert atomic across nodes: two
-    // logins racing for the last slot cannot both get it.
-    let (_, n_devices) = pipeline!(
-        execute(
+    // logins racing for the last slot cannot both get it, and a suspension
+    // (an update of that row) either comes first and is seen here, or
+    // comes after and revokes this device too.
+    let (suspended, n_devices) = pipeline!(
+        scalar::<_, bool>(
             db,
-            "SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT suspended FROM accounts WHERE id = $1 FOR NO KEY UPDATE",
             &[&device.account.0]
         ),
         scalar::<_, i64>(
@@ -71,6 +89,9 @@ pub(super) async fn create_device<C: GenericClient>(
             &[&device.account.0]
         ),
     )?;
+    if suspended {
+        return Err(StoreError::AccountSuspended.into());
+    }
     let mut replaced = None;
     if usize::try_from(n_devices).unwrap_or(usize::MAX) >= device.devices_max {
         if !device.replace_least_recent {
@@ -240,6 +261,50 @@ pub(super) async fn revoke_device<C: GenericClient>(
     Ok(true)
 }
 
+pub(super) async fn set_suspended<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    suspended: bool,
+) -> Outcome<Option<Vec<DeviceId>>> {
+    let changed = execute(
+        db,
+        "UPDATE accounts SET suspended = $2 WHERE id = $1",
+        &[&account.0, &suspended],
+    )
+    .await?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    if !suspended {
+        return Ok(Some(Vec::new()));
+    }
+    let devices: Vec<i64> = column(
+        db,
+        "SELECT id FROM devices WHERE account_id = $1 ORDER BY id",
+        &[&account.0],
+    )
+    .await?;
+    let mut revoked = Vec::with_capacity(devices.len());
+    for device in devices {
+        if revoke_device(db, account, DeviceId(device)).await? {
+            revoked.push(DeviceId(device));
+        }
+    }
+    Ok(Some(revoked))
+}
+
+pub(super) async fn create_invites<C: GenericClient>(db: &C, invites: &NewInvites) -> Outcome<()> {
+    let hashes: Vec<&[u8]> = invites.code_hashes.iter().map(|hash| &hash.0[..]).collect();
+    execute(
+        db,
+        "INSERT INTO invites (code_hash, created_ms, expires_ms)
+         SELECT code_hash, $2, $3 FROM unnest($1::bytea[]) AS i(code_hash)",
+        &[&hashes, &invites.now_ms, &invites.expires_ms],
+    )
+    .await
+    .map(drop)
+}
+
 pub(super) async fn list_accounts<C: GenericClient>(
     db: &C,
     after: Option<&str>,
@@ -248,7 +313,7 @@ pub(super) async fn list_accounts<C: GenericClient>(
     rows(
         db,
         "SELECT a.id, a.username, a.created_ms,
-                (SELECT count(*) FROM devices d WHERE d.account_id = a.id)
+                (SELECT count(*) FROM devices d WHERE d.account_id = a.id), a.suspended
          FROM accounts a WHERE a.username > $1 ORDER BY a.username LIMIT $2",
         &[
             &after.unwrap_or(""),
@@ -263,6 +328,7 @@ pub(super) async fn list_accounts<C: GenericClient>(
             username: found.try_get(1)?,
             created_ms: found.try_get(2)?,
             devices: found.try_get(3)?,
+            suspended: found.try_get(4)?,
         })
     })
     .collect()

@@ -283,7 +283,7 @@ macro_rules! transaction {
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError> {
-        autocommit!(self, |db| accounts::create_account(db, &account))
+        transaction!(self, |tx| accounts::create_account(tx, &account))
     }
 
     async fn account_by_username(
@@ -307,6 +307,18 @@ impl Store for PostgresStore {
             after.as_ref().map(Username::as_str),
             limit
         ))
+    }
+
+    async fn set_suspended(
+        &self,
+        account: AccountId,
+        suspended: bool,
+    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+        transaction!(self, |tx| accounts::set_suspended(tx, account, suspended))
+    }
+
+    async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError> {
+        autocommit!(self, |db| accounts::create_invites(db, &invites))
     }
 
     async fn set_password_hash(

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V6__revocations",
         include_str!("migrations/V6__revocations.sql"),
     ),
+    (
+        "V7__suspensions_invites",
+        include_str!("migrations/V7__suspensions_invites.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

@@ -542,6 +542,7 @@ mod tests {
                 password_hash: "h".into(),
                 phone: None,
                 now_ms: 1,
+                invite: None,
             })
             .await
             .expect("account");

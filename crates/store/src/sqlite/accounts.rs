@@ -29,24 +29,39 @@ pub(super) fn create_account(
             account.now_ms
         ],
     );
-    match inserted {
-        Ok(_) => Ok(AccountId(conn.last_insert_rowid())),
-        Err(err) if is_unique_violation(&err) => Err(StoreError::UsernameTaken),
-        Err(err) => Err(backend(err)),
+    let id = match inserted {
+        Ok(_) => AccountId(conn.last_insert_rowid()),
+        Err(err) if is_unique_violation(&err) => return Err(StoreError::UsernameTaken),
+        Err(err) => return Err(backend(err)),
+    };
+    // The job's savepoint undoes the account if the invite is refused.
+    if let Some(invite) = &account.invite {
+        let used = conn
+            .execute(
+                "UPDATE invites SET used_by = ?2
+                 WHERE code_hash = ?1 AND used_by IS NULL AND expires_ms > ?3",
+                params![&invite.0[..], id.0, account.now_ms],
+            )
+            .map_err(backend)?;
+        if used == 0 {
+            return Err(StoreError::InviteInvalid);
+        }
     }
+    Ok(id)
 }
 
 pub(super) fn account_by_username(
     conn: &Connection,
     username: &Username,
 ) -> Result<Option<AccountRecord>, StoreError> {
-    conn.prepare_cached("SELECT id, password_hash FROM accounts WHERE username = ?1")
+    conn.prepare_cached("SELECT id, password_hash, suspended FROM accounts WHERE username = ?1")
         .and_then(|mut stmt| {
             stmt.query_row([username.as_str()], |row| {
                 Ok(AccountRecord {
                     id: AccountId(row.get(0)?),
                     username: username.clone(),
                     password_hash: row.get(1)?,
+                    suspended: row.get(2)?,
                 })
             })
             .optional()
@@ -58,13 +73,19 @@ pub(super) fn create_device(
     conn: &Connection,
     device: &NewDevice,
 ) -> Result<CreatedDevice, StoreError> {
-    let n_devices: i64 = conn
+    // Checked in the writer's transaction, so a suspension that committed
+    // first is seen, and one that commits after revokes this device too.
+    let (n_devices, suspended): (i64, bool) = conn
         .query_row(
-            "SELECT count(*) FROM devices WHERE account_id = ?1",
+            "SELECT (SELECT count(*) FROM devices WHERE account_id = ?1), suspended
+             FROM accounts WHERE id = ?1",
             [device.account.0],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .map_err(backend)?;
+    if suspended {
+        return Err(StoreError::AccountSuspended);
+    }
     let mut replaced = None;
     if n_devices as usize >= device.devices_max {
         if !device.replace_least_recent {
@@ -231,6 +252,47 @@ pub(super) fn revoke_device(
     Ok(true)
 }
 
+pub(super) fn set_suspended(
+    conn: &Connection,
+    account: AccountId,
+    suspended: bool,
+) -> Result<Option<Vec<DeviceId>>, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE accounts SET suspended = ?2 WHERE id = ?1",
+            params![account.0, suspended],
+        )
+        .map_err(backend)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    if !suspended {
+        return Ok(Some(Vec::new()));
+    }
+    let devices: Vec<DeviceId> = conn
+        .prepare("SELECT id FROM devices WHERE account_id = ?1 ORDER BY id")
+        .and_then(|mut stmt| {
+            stmt.query_map([account.0], |row| Ok(DeviceId(row.get(0)?)))?
+                .collect()
+        })
+        .map_err(backend)?;
+    for device in &devices {
+        revoke_device(conn, account, *device)?;
+    }
+    Ok(Some(devices))
+}
+
+pub(super) fn create_invites(conn: &Connection, invites: &NewInvites) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare("INSERT INTO invites (code_hash, created_ms, expires_ms) VALUES (?1, ?2, ?3)")
+        .map_err(backend)?;
+    for hash in &invites.code_hashes {
+        stmt.execute(params![&hash.0[..], invites.now_ms, invites.expires_ms])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
 pub(super) fn list_accounts(
     conn: &Connection,
     after: Option<&str>,
@@ -239,7 +301,7 @@ pub(super) fn list_accounts(
     let mut stmt = conn
         .prepare(
             "SELECT a.id, a.username, a.created_ms,
-                    (SELECT count(*) FROM devices d WHERE d.account_id = a.id)
+                    (SELECT count(*) FROM devices d WHERE d.account_id = a.id), a.suspended
              FROM accounts a WHERE a.username > ?1 ORDER BY a.username LIMIT ?2",
         )
         .map_err(backend)?;
@@ -255,6 +317,7 @@ pub(super) fn list_accounts(
                     username: row.get(1)?,
                     created_ms: row.get(2)?,
                     devices: row.get(3)?,
+                    suspended: row.get(4)?,
                 })
             },
         )

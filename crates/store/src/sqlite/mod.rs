@@ -199,6 +199,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_suspended(
+        &self,
+        account: AccountId,
+        suspended: bool,
+    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+        self.write(move |conn| accounts::set_suspended(conn, account, suspended))
+            .await
+    }
+
+    async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError> {
+        self.write(move |conn| accounts::create_invites(conn, &invites))
+            .await
+    }
+
     async fn set_password_hash(
         &self,
         account: AccountId,

@@ -304,6 +304,17 @@ const MIGRATIONS: &[&str] = &[
         device_id INTEGER NOT NULL
     );
     ",
+    // 10: operators suspend accounts and invite registrations (issue 16).
+    // An invite is kept once used, naming who used it.
+    "
+    ALTER TABLE accounts ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE invites (
+        code_hash  BLOB PRIMARY KEY,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        used_by    INTEGER REFERENCES accounts(id)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
