@@ -149,19 +149,13 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("missive");
         }
-        // Statements stay prepared per connection, and PostgreSQL would
-        // soon switch them to a generic plan costed for 100-row `unnest`
-        // inputs and fresh, near-empty tables: hash joins that scan whole
-        // tables on every call (measured with the per-device queues: one
-        // full scan of `messages` and `devices` per message acked at 1,000
-        // pairs; acks and sends still join `unnest` arrays). Planning each
-        // execution with its real arrays keeps them on the indexes.
-        let custom_plans = "-c plan_cache_mode=force_custom_plan";
-        let options = match pg.get_options() {
-            Some(options) => format!("{options} {custom_plans}"),
-            None => custom_plans.to_owned(),
-        };
-        pg.options(&options);
+        // Statements stay prepared per connection and PostgreSQL plans them
+        // its default way (`plan_cache_mode = auto`): custom plans for the
+        // first five executions, then a generic plan only where it costs no
+        // more. Forcing a custom plan on every execution (which an earlier
+        // schema, with per-device queues, needed) spent more of
+        // PostgreSQL's time planning than executing (BENCHMARKS.md, "Issue
+        // 15, fourth pass"). A URL's `options` may still set another mode.
         migrate(&pg, config.connect_timeout)
             .await
             .map_err(Fault::into_store)?;
