@@ -217,7 +217,8 @@ export async function waitOnline(page, transport = null, timeout = STEP_TIMEOUT_
   const selector = transport
     ? `[data-testid="connection-status"][data-state="online"][data-transport="${transport}"]`
     : '[data-testid="connection-status"][data-state="online"]';
-  await page.locator(selector).waitFor({ timeout });
+  // Attached, not visible: the bar hides itself while all is well.
+  await page.locator(selector).waitFor({ state: 'attached', timeout });
 }
 
 export function conversation(page, title) {

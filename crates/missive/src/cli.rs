@@ -358,7 +358,8 @@ pub async fn send(
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            match api.upload_media(&saved.token, bytes).await {
+            let filename = file.file_name().and_then(|name| name.to_str());
+            match api.upload_named_media(&saved.token, bytes, filename).await {
                 Ok(info) => media.push(info.media_id),
                 Err(err) => return fail(&err),
             }
@@ -397,22 +398,52 @@ pub async fn download(
         Ok(saved) => saved,
         Err(code) => return code,
     };
-    let (content_type, bytes) = match Api::new(&saved.server)
-        .download_media(&saved.token, media_id)
+    let download = match Api::new(&saved.server)
+        .download_named_media(&saved.token, media_id)
         .await
     {
         Ok(download) => download,
         Err(err) => return fail(&err),
     };
-    let path = output.unwrap_or_else(|| std::path::PathBuf::from(media_id));
-    if let Err(err) = std::fs::write(&path, &bytes) {
+    // Without --output: the name it was uploaded under, in the current
+    // directory (only its last component, whatever the server said), and
+    // never over an existing file.
+    let (path, create_new) = match output {
+        Some(path) => (path, false),
+        None => {
+            let named = download
+                .filename
+                .as_deref()
+                .and_then(|name| std::path::Path::new(name).file_name())
+                .filter(|name| !name.to_string_lossy().starts_with('.'))
+                .map(std::path::PathBuf::from);
+            (
+                named.unwrap_or_else(|| std::path::PathBuf::from(media_id)),
+                true,
+            )
+        }
+    };
+    let written = if create_new {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &download.bytes))
+    } else {
+        std::fs::write(&path, &download.bytes)
+    };
+    if let Err(err) = written {
         eprintln!("error: cannot write {}: {err}", path.display());
+        if err.kind() == std::io::ErrorKind::AlreadyExists {
+            eprintln!("hint: give --output PATH to choose where it goes");
+        }
         return ExitCode::from(EXIT_FAILURE);
     }
     print_json(&serde_json::json!({
         "media_id": media_id,
-        "content_type": content_type,
-        "size_bytes": bytes.len(),
+        "content_type": download.content_type,
+        "filename": download.filename,
+        "size_bytes": download.bytes.len(),
         "path": path.display().to_string(),
     }))
 }

@@ -105,7 +105,8 @@ enum Command {
     Download {
         /// The media id from the message's `media` list.
         media_id: String,
-        /// Where to write it [default: the media id in the current directory].
+        /// Where to write it [default: the name it was sent under (else its
+        /// id) in the current directory, never over an existing file].
         #[arg(long, short)]
         output: Option<PathBuf>,
         #[command(flatten)]

@@ -631,19 +631,38 @@ async fn listen_over_long_polling_prints_and_acks_like_the_websocket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_sends_a_file_and_the_recipient_downloads_it() {
-    // Goal: `send --file` uploads and attaches; the recipient's `listen`
-    // shows the media id and `download` writes the identical bytes.
+    // Goal: `send --file` uploads and attaches, keeping the file's name;
+    // the recipient's `listen` shows the media id and name, and `download`
+    // writes the identical bytes: to --output, or without it under the
+    // sent name in the current directory, never over an existing file.
     let data_dir = tempfile::tempdir().unwrap();
     let config_dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(data_dir.path());
     let url = server.url.clone();
+    let config = config_dir.path().to_path_buf();
     let run = move |args: &[&str]| cli(config_dir.path(), &url, args);
     let photo = files.path().join("ticket.pdf");
     let mut bytes = b"%PDF-1.7\n".to_vec();
     bytes.extend((0..5_000u32).map(|i| (i % 256) as u8));
     std::fs::write(&photo, &bytes).unwrap();
     let saved = files.path().join("saved.pdf");
+    let downloads = files.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    let download_here = move |media_id: &str| {
+        let output = std::process::Command::new(BIN)
+            .args(["download", media_id, "--profile", "bob"])
+            .current_dir(&downloads)
+            .env("MISSIVE_CONFIG_DIR", &config)
+            .output()
+            .expect("run missive download");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            downloads.join("ticket.pdf"),
+        )
+    };
     tokio::task::spawn_blocking(move || {
         for user in ["alice", "bob"] {
             assert_eq!(run(&["register", user]).0, 0);
@@ -656,6 +675,7 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
         assert_eq!(code, 0);
         let message: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         let media_id = message["media"][0]["media_id"].as_str().unwrap().to_owned();
+        assert_eq!(message["media"][0]["filename"], "ticket.pdf", "{stdout}");
         let saved_path = saved.to_str().unwrap();
         let (code, stdout, stderr) = run(&[
             "download",
@@ -668,6 +688,15 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("application/pdf"), "{stdout}");
         assert_eq!(std::fs::read(saved_path).unwrap(), bytes);
+        let (code, stdout, stderr, named) = download_here(&media_id);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("\"filename\":\"ticket.pdf\""), "{stdout}");
+        assert_eq!(std::fs::read(&named).unwrap(), bytes);
+        std::fs::write(&named, b"mine").unwrap();
+        let (code, _, stderr, named) = download_here(&media_id);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("--output"), "{stderr}");
+        assert_eq!(std::fs::read(&named).unwrap(), b"mine", "not overwritten");
         let (code, _, stderr) = run(&[
             "download",
             "0123456789abcdef0123456789abcdef",

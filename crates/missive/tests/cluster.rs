@@ -161,7 +161,7 @@ async fn three_nodes_serve_one_conversation_space() {
         let bytes = b"%PDF-1.7\ncluster media".to_vec();
         let info = cluster
             .api(0)
-            .upload_media(&alice_token, bytes.clone())
+            .upload_named_media(&alice_token, bytes.clone(), Some("cluster notes.pdf"))
             .await
             .unwrap();
         alice
@@ -177,12 +177,17 @@ async fn three_nodes_serve_one_conversation_space() {
             .await
             .unwrap();
         message_with_text(&mut bob, "a file").await;
-        let (_, downloaded) = cluster
+        let downloaded = cluster
             .api(1)
-            .download_media(&bob_token, &info.media_id)
+            .download_named_media(&bob_token, &info.media_id)
             .await
             .unwrap();
-        assert_eq!(downloaded, bytes);
+        assert_eq!(downloaded.bytes, bytes);
+        assert_eq!(
+            downloaded.filename.as_deref(),
+            Some("cluster notes.pdf"),
+            "the name is stored in PostgreSQL"
+        );
     }
 
     // Bob leaves node 1: alice on node 0 sees him offline.

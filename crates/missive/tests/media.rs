@@ -120,6 +120,80 @@ async fn an_upload_round_trips_with_its_hash_and_sniffed_type() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_keeps_its_file_name_for_downloads() {
+    // Goal: `?filename=` is kept (its last path component, trimmed), told
+    // back on upload and in the download's Content-Disposition (ASCII
+    // fallback and UTF-8); a name with a control character, or an unknown
+    // query parameter, is invalid_field and stores nothing.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let named = |query: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/media?{query}", server.url()))
+            .bearer_auth(&alice)
+            .body(pdf(100))
+            .send()
+    };
+    let response = named("filename=..%2Fdocs%2FQ3%20%C3%9Cberweisung.pdf")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let info: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(info["filename"], "Q3 Überweisung.pdf");
+    let id = info["media_id"].as_str().unwrap().to_owned();
+    let response = download(&server, &alice, &id).await;
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"Q3 _berweisung.pdf\"; filename*=UTF-8''Q3%20%C3%9Cberweisung.pdf"
+    );
+    let unnamed = upload(&server, &alice, "application/pdf", pdf(100)).await;
+    let info: serde_json::Value = unnamed.json().await.unwrap();
+    assert!(info.get("filename").is_none(), "{info}");
+    let response = download(&server, &alice, info["media_id"].as_str().unwrap()).await;
+    assert_eq!(response.headers()["content-disposition"], "attachment");
+
+    // Sent in a text, the name comes with it, also as the last message of
+    // the conversation list.
+    let bob = server.user("bob").await;
+    let mut alice_ws = server.connect(&alice).await;
+    let send = ClientFrame::Send {
+        id: Some("s".into()),
+        to: Some("bob".into()),
+        conversation: None,
+        client_msg_id: "named".into(),
+        text: String::new(),
+        reply_to: None,
+        media: vec![id.to_owned()],
+    };
+    alice_ws.request(&send, "s").await.unwrap();
+    for token in [&alice, &bob] {
+        let listed: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/v1/conversations", server.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let media = &listed["conversations"][0]["last_message"]["media"];
+        assert_eq!(media[0]["media_id"], id, "{listed}");
+        assert_eq!(media[0]["filename"], "Q3 Überweisung.pdf", "{listed}");
+    }
+
+    assert_eq!(stored_files(&server), 2);
+    for query in ["filename=a%0Ab.pdf", "filename=..", "name=x.pdf"] {
+        let refused = named(query).await.unwrap();
+        assert_eq!(
+            error_code(refused).await,
+            (400, "invalid_field".into()),
+            "{query}"
+        );
+    }
+    assert_eq!(stored_files(&server), 2, "a refused name stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_uploads_store_nothing() {
     // Goal: too big → 413 media_too_large; a disallowed or spoofed type →
     // 415 media_type_not_allowed; either way no blob is left behind.

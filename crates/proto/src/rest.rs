@@ -330,6 +330,9 @@ pub struct MediaInfo {
     /// Whether `GET /v1/media/{id}/thumbnail` has a JPEG preview.
     #[serde(default)]
     pub thumbnail: bool,
+    /// The file's name as uploaded (`?filename=`), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
 }
 
 /// An attachment as messages and history describe it.
@@ -344,4 +347,6 @@ pub struct MediaRef {
     pub height: Option<u32>,
     #[serde(default)]
     pub thumbnail: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
 }

@@ -27,6 +27,7 @@ fn wire_media(media: missive_store::MediaRef) -> missive_proto::rest::MediaRef {
         width: media.width,
         height: media.height,
         thumbnail: media.thumbnail,
+        filename: media.filename,
     }
 }
 

@@ -263,7 +263,7 @@ export class Api {
   upload(file, onProgress) {
     const xhr = new XMLHttpRequest();
     const promise = new Promise((resolve, reject) => {
-      xhr.open('POST', '/v1/media');
+      xhr.open('POST', file.name ? `/v1/media?filename=${encodeURIComponent(file.name)}` : '/v1/media');
       xhr.setRequestHeader('Authorization', `Bearer ${this.token}`);
       xhr.responseType = 'json';
       xhr.upload.addEventListener('progress', (event) => {

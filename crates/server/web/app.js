@@ -166,7 +166,11 @@ class Session {
       api: this.api,
       mode: TRANSPORT,
       onFrame: (frame) => this.store.applyFrame(frame),
-      onStatus: (status) => this.status.update(status, this.outbox.entries.length),
+      onStatus: (status) => {
+        this.status.update(status, this.outbox.entries.length);
+        // Cut off, we cannot know who is online: show nobody as online until the subscription answers again.
+        if (status.state !== 'online') this.store.forgetPresence();
+      },
       onOnline: (transport) => this.online(transport),
       onRevoked: () => this.revoked(),
       probeFirstMs: PROBE_FIRST_MS,

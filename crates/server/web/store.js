@@ -79,6 +79,14 @@ export class Store extends EventTarget {
     this.dispatchEvent(new CustomEvent('change', { detail }));
   }
 
+  /** Presence is unknown while disconnected: drop it (the next subscription brings it back). */
+  forgetPresence() {
+    if (this.presence.size === 0) return;
+    const users = [...this.presence.keys()];
+    this.presence.clear();
+    for (const user of users) this.changed({ presence: user });
+  }
+
   // ---- conversations --------------------------------------------------------
 
   get(key) {

@@ -498,6 +498,9 @@ pub struct MediaRecord {
     pub height: Option<u32>,
     /// Whether a JPEG thumbnail is stored beside the bytes.
     pub thumbnail: bool,
+    /// The name the uploader gave the file, if any (`media::clean_filename`
+    /// in the server decides what is acceptable).
+    pub filename: Option<String>,
 }
 
 /// What a message says about an attached media object.
@@ -509,6 +512,7 @@ pub struct MediaRef {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub thumbnail: bool,
+    pub filename: Option<String>,
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
@@ -14,17 +14,34 @@ use missive_proto::rest::MediaInfo;
 use super::http::Authenticated;
 use crate::AppState;
 use crate::error::ApiError;
+use crate::service::media::content_disposition;
 
-/// `POST /v1/media`: the raw bytes are the body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    filename: Option<String>,
+}
+
+/// `POST /v1/media[?filename=NAME]`: the raw bytes are the body.
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<MediaInfo>), ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            missive_proto::ErrorCode::InvalidField,
+            rejection.body_text(),
+        )
+    })?;
     state
         .upload_limit
         .check(&auth, "too many uploads; slow down")?;
-    let info = state.media.upload(&auth, body.into_data_stream()).await?;
+    let info = state
+        .media
+        .upload(&auth, query.filename.as_deref(), body.into_data_stream())
+        .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -41,7 +58,10 @@ pub async fn download(
             (header::CONTENT_TYPE, record.content_type),
             (header::CONTENT_LENGTH, record.size_bytes.to_string()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-            (header::CONTENT_DISPOSITION, "attachment".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                content_disposition(record.filename.as_deref()),
+            ),
         ],
         body,
     )

@@ -39,6 +39,55 @@ pub(crate) fn is_media_id(id: &str) -> bool {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
+/// Longest file name kept with an upload, in bytes.
+const FILENAME_BYTES_MAX: usize = 255;
+
+/// The name an upload keeps: the last component of what the client sent
+/// (browsers and tools may send a path), trimmed. Refused when it is then
+/// empty, `.` or `..`, longer than 255 bytes, or holds a control character.
+pub(crate) fn clean_filename(given: &str) -> Result<String, ApiError> {
+    let name = given.rsplit(['/', '\\']).next().unwrap_or(given).trim();
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > FILENAME_BYTES_MAX
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "filename must be 1-255 bytes, without control characters, and not . or ..",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// `Content-Disposition` for a download: `attachment`, with the file's name
+/// (RFC 6266) as an ASCII fallback and, percent-encoded, as UTF-8.
+pub(crate) fn content_disposition(filename: Option<&str>) -> String {
+    let Some(name) = filename else {
+        return "attachment".to_owned();
+    };
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
 fn blob_failure(err: BlobError) -> ApiError {
     tracing::error!(%err, "blob storage failure");
     ApiError::internal()
@@ -77,8 +126,10 @@ impl Media {
     pub async fn upload<E: std::fmt::Display>(
         &self,
         auth: &DeviceAuth,
+        filename: Option<&str>,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> Result<MediaInfo, ApiError> {
+        let filename = filename.map(clean_filename).transpose()?;
         let mut id_bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut id_bytes);
         let id = hex::encode(id_bytes);
@@ -155,6 +206,7 @@ impl Media {
             width: preview.map(|(width, _)| width),
             height: preview.map(|(_, height)| height),
             thumbnail: preview.is_some(),
+            filename,
         };
         if let Err(err) = self.store.create_media(record.clone()).await {
             let _ = self.blobs.delete(&blob_key(&id)).await;
@@ -170,6 +222,7 @@ impl Media {
             width: record.width,
             height: record.height,
             thumbnail: record.thumbnail,
+            filename: record.filename,
         })
     }
 
@@ -288,6 +341,43 @@ fn not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filenames_keep_their_last_component_and_refuse_the_unsafe() {
+        // Goal: a path keeps only its name; names that could not be saved
+        // as given (empty, dot names, control characters, over 255 bytes)
+        // are refused rather than changed.
+        assert_eq!(clean_filename("report.pdf").unwrap(), "report.pdf");
+        assert_eq!(
+            clean_filename("C:\\Users\\me\\cat photo.jpg").unwrap(),
+            "cat photo.jpg"
+        );
+        assert_eq!(clean_filename("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(
+            clean_filename(" Überweisung.pdf ").unwrap(),
+            "Überweisung.pdf"
+        );
+        for bad in ["", "  ", "dir/", ".", "..", "a\nb.txt", "nul\0.txt"] {
+            assert!(clean_filename(bad).is_err(), "{bad:?}");
+        }
+        assert!(clean_filename(&"x".repeat(256)).is_err());
+        assert!(clean_filename(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn downloads_name_the_file_in_ascii_and_utf8() {
+        // Goal: the header stays one valid token whatever the name holds,
+        // and a UTF-8 name survives in filename*.
+        assert_eq!(content_disposition(None), "attachment");
+        assert_eq!(
+            content_disposition(Some("a \"b\".pdf")),
+            "attachment; filename=\"a _b_.pdf\"; filename*=UTF-8''a%20%22b%22.pdf"
+        );
+        assert_eq!(
+            content_disposition(Some("é.txt")),
+            "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"
+        );
+    }
 
     #[test]
     fn media_ids_have_one_form() {

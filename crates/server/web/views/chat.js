@@ -755,8 +755,9 @@ const EXTENSIONS = {
   'video/webm': 'webm', 'audio/mpeg': 'mp3', 'audio/ogg': 'ogg', 'audio/wav': 'wav', 'application/pdf': 'pdf',
 };
 
-/** The protocol keeps no file names, so a download is named after its type and id. */
+/** The name the file was sent under; for media sent without one, a name made of its type and id. */
 export function mediaName(media) {
+  if (media.filename) return media.filename;
   const extension = EXTENSIONS[media.content_type] ?? media.content_type.split('/').pop()?.replace(/[^a-z0-9]/gi, '') ?? 'bin';
   return `missive-${media.media_id.slice(0, 8)}.${extension}`;
 }

@@ -27,7 +27,7 @@ export function previewText(store, conv, msg) {
   if (msg.deleted) return 'This message was deleted';
   const prefix = conv.kind === 'group' && msg.from !== store.me.username ? `${msg.from}: ` : '';
   if (msg.media.length > 0 && !msg.text) {
-    return prefix + (msg.media[0].content_type.startsWith('image/') ? '📷 Photo' : '📎 File');
+    return prefix + (msg.media[0].content_type.startsWith('image/') ? '📷 Photo' : `📎 ${msg.media[0].filename ?? 'File'}`);
   }
   return prefix + msg.text;
 }

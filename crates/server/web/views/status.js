@@ -1,5 +1,6 @@
-// The connection line at the top: always visible, so the user knows
-// whether what they send goes out now or waits.
+// The connection line at the top: shown whenever the page is not connected
+// (or still has something waiting to send), so the user knows whether what
+// they send goes out now or waits; hidden while all is well.
 
 import { $ } from './dom.js';
 
@@ -66,6 +67,7 @@ export class StatusView {
     }
     if (this.waiting > 0) text += ` · ${this.waiting} waiting to send`;
     this.element.dataset.state = state;
+    this.element.hidden = state === 'online' && this.waiting === 0;
     this.element.dataset.transport = transport ?? '';
     // Rewriting identical text would make screen readers repeat it every second.
     if (this.text.textContent !== text) this.text.textContent = text;

@@ -227,9 +227,26 @@ pub(super) async fn conversations<C: GenericClient>(
             .or_default()
             .push(row.try_get(1)?);
     }
+    let mut last_events = last_events
+        .iter()
+        .map(event_from_row)
+        .collect::<Outcome<Vec<StoredEvent>>>()?;
+    // A last text's attachments, so a list can say "Photo" for it.
+    let texts: Vec<&str> = last_events
+        .iter()
+        .filter(|event| event.kind == EventKind::Text)
+        .map(|event| event.message_id.as_str())
+        .collect();
+    let mut media = if texts.is_empty() {
+        HashMap::new()
+    } else {
+        media_of(db, &texts).await?
+    };
     let mut last: HashMap<ConversationId, StoredEvent> = HashMap::new();
-    for row in &last_events {
-        let event = event_from_row(row)?;
+    for mut event in last_events.drain(..) {
+        if let Some(attached) = media.remove(event.message_id.as_str()) {
+            event.media = attached;
+        }
         last.insert(event.conversation, event);
     }
     let mut records = Vec::with_capacity(memberships.len());

@@ -17,8 +17,8 @@ pub(super) async fn create_media<C: GenericClient>(db: &C, media: &MediaRecord) 
     let height = media.height.map(i64::from);
     execute(
         db,
-        "INSERT INTO media (id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO media (id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail, filename)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &media.id,
             &media.uploader.0,
@@ -29,6 +29,7 @@ pub(super) async fn create_media<C: GenericClient>(db: &C, media: &MediaRecord) 
             &width,
             &height,
             &media.thumbnail,
+            &media.filename,
         ],
     )
     .await?;
@@ -42,7 +43,8 @@ pub(super) async fn media_for<C: GenericClient>(
 ) -> Outcome<Option<MediaRecord>> {
     let found = row(
         db,
-        "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail
+        "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail,
+                filename
          FROM media
          WHERE id = $1 AND (uploader_id = $2 OR EXISTS (
              SELECT 1 FROM message_media mm
@@ -64,6 +66,7 @@ pub(super) async fn media_for<C: GenericClient>(
         width: pixels(found.try_get(6)?)?,
         height: pixels(found.try_get(7)?)?,
         thumbnail: found.try_get(8)?,
+        filename: found.try_get(9)?,
     }))
 }
 
@@ -139,7 +142,8 @@ pub(super) async fn media_of<C: GenericClient>(
 ) -> Outcome<HashMap<String, Vec<MediaRef>>> {
     let found = rows(
         db,
-        "SELECT mm.message_id, m.id, m.content_type, m.size_bytes, m.width, m.height, m.thumbnail
+        "SELECT mm.message_id, m.id, m.content_type, m.size_bytes, m.width, m.height, m.thumbnail,
+                m.filename
          FROM message_media mm JOIN media m ON m.id = mm.media_id
          WHERE mm.message_id = ANY($1) ORDER BY mm.message_id, m.id",
         &[&message_ids],
@@ -163,5 +167,6 @@ fn media_ref(row: &Row) -> Outcome<MediaRef> {
         width: pixels(row.try_get(4)?)?,
         height: pixels(row.try_get(5)?)?,
         thumbnail: row.try_get(6)?,
+        filename: row.try_get(7)?,
     })
 }

@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V7__suspensions_invites",
         include_str!("migrations/V7__suspensions_invites.sql"),
     ),
+    (
+        "V8__media_filenames",
+        include_str!("migrations/V8__media_filenames.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

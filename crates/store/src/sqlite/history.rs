@@ -210,10 +210,17 @@ pub(super) fn conversations(
             })
             .collect();
         let members = rows.into_iter().map(|(username, ..)| username).collect();
-        let last_event = last_stmt
+        let mut last_event = last_stmt
             .query_row(params![id, joined], event_from_row)
             .optional()
             .map_err(backend)?;
+        // A last text's attachments, so a list can say "Photo" for it.
+        if let Some(event) = last_event
+            .as_mut()
+            .filter(|event| event.kind == EventKind::Text)
+        {
+            event.media = super::media::media_of(conn, event.message_id.as_str())?;
+        }
         activity.push(last_event.as_ref().map_or(created_ms, |event| event.ts_ms));
         records.push(ConversationRecord {
             conversation: ConversationId(id),

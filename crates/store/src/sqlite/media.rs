@@ -11,7 +11,7 @@ use crate::model::*;
 pub(super) fn media_of(conn: &Connection, message_id: &str) -> Result<Vec<MediaRef>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT m.id, m.content_type, m.size_bytes, m.width, m.height, m.thumbnail
+            "SELECT m.id, m.content_type, m.size_bytes, m.width, m.height, m.thumbnail, m.filename
              FROM message_media mm JOIN media m ON m.id = mm.media_id
              WHERE mm.message_id = ?1 ORDER BY m.id",
         )
@@ -25,6 +25,7 @@ pub(super) fn media_of(conn: &Connection, message_id: &str) -> Result<Vec<MediaR
                 width: row.get(3)?,
                 height: row.get(4)?,
                 thumbnail: row.get(5)?,
+                filename: row.get(6)?,
             })
         })
         .map_err(backend)?;
@@ -33,8 +34,8 @@ pub(super) fn media_of(conn: &Connection, message_id: &str) -> Result<Vec<MediaR
 
 pub(super) fn create_media(conn: &Connection, media: &MediaRecord) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO media (id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO media (id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail, filename)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             media.id,
             media.uploader.0,
@@ -44,7 +45,8 @@ pub(super) fn create_media(conn: &Connection, media: &MediaRecord) -> Result<(),
             media.created_ms,
             media.width,
             media.height,
-            media.thumbnail
+            media.thumbnail,
+            media.filename
         ],
     )
     .map_err(backend)?;
@@ -57,7 +59,7 @@ pub(super) fn media_for(
     id: &str,
 ) -> Result<Option<MediaRecord>, StoreError> {
     conn.query_row(
-        "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail FROM media
+        "SELECT id, uploader_id, content_type, size_bytes, sha256, created_ms, width, height, thumbnail, filename FROM media
          WHERE id = ?1 AND (uploader_id = ?2 OR EXISTS (
              SELECT 1 FROM message_media mm
              JOIN members mb ON mb.conversation_id = mm.conversation_id AND mb.account_id = ?2
@@ -74,6 +76,7 @@ pub(super) fn media_for(
                 width: row.get(6)?,
                 height: row.get(7)?,
                 thumbnail: row.get(8)?,
+                filename: row.get(9)?,
             })
         },
     )

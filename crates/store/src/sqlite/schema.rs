@@ -315,6 +315,10 @@ const MIGRATIONS: &[&str] = &[
         used_by    INTEGER REFERENCES accounts(id)
     ) WITHOUT ROWID;
     ",
+    // 11: media keeps the name its uploader gave the file (issue 16).
+    "
+    ALTER TABLE media ADD COLUMN filename TEXT;
+    ",
 ];
 
 /// The schema version this build writes.

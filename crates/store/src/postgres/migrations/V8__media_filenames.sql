@@ -1,0 +1,2 @@
+-- Media keeps the name its uploader gave the file.
+ALTER TABLE media ADD COLUMN filename text;
