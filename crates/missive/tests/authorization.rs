@@ -383,9 +383,10 @@ async fn device_ids(server: &TestServer, token: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outsider_can_do_nothing_in_a_one_to_one() {
     // Goal: every frame and REST endpoint that names a conversation is
-    // refused with `not_member` when mallory aims it at alice and bob's
-    // 1:1 (and `unknown_conversation` for an id that does not exist), over
-    // both transports, and changes nothing alice or bob can observe.
+    // refused with `unknown_conversation` when mallory aims it at alice and
+    // bob's 1:1, exactly as for an id that does not exist (she cannot even
+    // learn that it exists), over both transports, and changes nothing
+    // alice or bob can observe.
     // Method: snapshot what alice and bob see (history with reactions and
     // edits, receipts, conversation lists), fire every frame and endpoint,
     // then compare and prove with ping round trips that no frame, receipt
@@ -400,7 +401,7 @@ async fn an_outsider_can_do_nothing_in_a_one_to_one() {
             &mut world.mallory_ws,
             &world.mallory,
             &frame,
-            "not_member",
+            "unknown_conversation",
         )
         .await;
     }
@@ -416,7 +417,7 @@ async fn an_outsider_can_do_nothing_in_a_one_to_one() {
     }
     for (method, path, body) in conversation_endpoints(direct, &message) {
         let answer = rest(&world.server, method, &path, Some(&world.mallory), body).await;
-        assert_eq!(rest_code(&answer), "not_member", "{path}");
+        assert_eq!(rest_code(&answer), "unknown_conversation", "{path}");
     }
     for (method, path, body) in conversation_endpoints(NO_SUCH_CONVERSATION, &message) {
         let answer = rest(&world.server, method, &path, Some(&world.mallory), body).await;
@@ -481,13 +482,13 @@ async fn an_outsider_can_do_nothing_in_a_group() {
             &mut world.mallory_ws,
             &world.mallory,
             &frame,
-            "not_member",
+            "unknown_conversation",
         )
         .await;
     }
     for (method, path, body) in conversation_endpoints(group, &message) {
         let answer = rest(&world.server, method, &path, Some(&world.mallory), body).await;
-        assert_eq!(rest_code(&answer), "not_member", "{path}");
+        assert_eq!(rest_code(&answer), "unknown_conversation", "{path}");
     }
 
     world.assert_members_undisturbed().await;
@@ -701,7 +702,7 @@ async fn the_sender_is_always_the_authenticated_device() {
     };
     assert_eq!(
         refused_code(world.mallory_ws.request(&reuse, "reuse").await),
-        "not_member"
+        "unknown_conversation"
     );
     world.assert_members_undisturbed().await;
     assert_eq!(
@@ -772,7 +773,7 @@ async fn acks_touch_only_the_callers_own_positions() {
     // Goal: positions are per device and acks are checked against the
     // caller's memberships: mallory acking bob and alice's conversation
     // (over the socket, /v1/frames and /v1/poll, at its last seq or far
-    // beyond) is `not_member`, moves nothing of bob's, sends alice no
+    // beyond) is `unknown_conversation`, moves nothing of bob's, sends alice no
     // `delivered` cursor, and bob gets the same events again on his next
     // connection.
     // Method: alice sends two texts; bob receives them without acking;
@@ -798,7 +799,7 @@ async fn acks_touch_only_the_callers_own_positions() {
             &mut world.mallory_ws,
             &world.mallory,
             frame,
-            "not_member",
+            "unknown_conversation",
         )
         .await;
     }
@@ -807,7 +808,7 @@ async fn acks_touch_only_the_callers_own_positions() {
         .api
         .poll(&world.mallory, &[(world.direct, 3)], 0)
         .await;
-    assert_eq!(refused_code(polled), "not_member");
+    assert_eq!(refused_code(polled), "unknown_conversation");
     assert_nothing_queued(&mut world.alice_ws).await;
     assert_eq!(
         world.members_view(world.direct, &world.message).await,

@@ -144,7 +144,8 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
         ("text_too_long".into(), Some("11".into()))
     );
 
-    // A conversation alice is not in: bob and carol's.
+    // A conversation alice is not in: bob and carol's. To her it is as
+    // unknown as an id that names nothing.
     let mut bob = server.connect(&bob_token).await;
     let sent = bob.send_text("carol", "b1", "private").await.unwrap();
     let ServerFrame::Sent {
@@ -158,13 +159,13 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     let raw = format!(
         r#"{{"type":"send","id":"n","conversation":{conversation},"client_msg_id":"a","text":"x"}}"#
     );
-    assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
+    assert_eq!(error_for(&mut alice, &raw).await.0, "unknown_conversation");
     let raw = format!(r#"{{"type":"read","id":"r","conversation":{conversation},"seq":1}}"#);
-    assert_eq!(error_for(&mut alice, &raw).await.0, "not_member");
+    assert_eq!(error_for(&mut alice, &raw).await.0, "unknown_conversation");
     let raw = format!(r#"{{"type":"ack","id":"a","conversation":{conversation},"seq":1}}"#);
     assert_eq!(
         error_for(&mut alice, &raw).await,
-        ("not_member".into(), Some("a".into()))
+        ("unknown_conversation".into(), Some("a".into()))
     );
 
     // Nothing was stored by any refused frame: the next message is seq 1 for

@@ -596,7 +596,7 @@ async fn history_pages_both_ways_and_the_conversation_list_counts_unread() {
     let carol = server.device("carol").await;
     assert_eq!(
         refused_code(server.api.history(&carol, id, "").await),
-        "not_member"
+        "unknown_conversation"
     );
 
     let group = server
@@ -640,8 +640,9 @@ async fn history_pages_both_ways_and_the_conversation_list_counts_unread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_member_can_do_nothing_to_a_group() {
-    // Goal: every group operation by an outsider is a typed error and
-    // changes nothing.
+    // Goal: every group operation by an outsider is refused as if the group
+    // did not exist (unknown_conversation: she cannot learn that it does)
+    // and changes nothing.
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     server.user("bob").await;
@@ -657,46 +658,52 @@ async fn a_non_member_can_do_nothing_to_a_group() {
     let mut eve_ws = server.connect(&eve).await;
     assert_eq!(
         refused_code(eve_ws.send_to(id, "x", "hi", None).await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(eve_ws.react(id, "x2", &message, Some("👍")).await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(eve_ws.edit(id, "x3", &message, "mine").await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(eve_ws.delete(id, "x4", &message).await),
-        "not_member"
+        "unknown_conversation"
     );
     let read = ClientFrame::Read {
         id: Some("r".into()),
         conversation: id,
         seq,
     };
-    assert_eq!(refused_code(eve_ws.request(&read, "r").await), "not_member");
-    assert_eq!(refused_code(server.api.group(&eve, id).await), "not_member");
+    assert_eq!(
+        refused_code(eve_ws.request(&read, "r").await),
+        "unknown_conversation"
+    );
+    assert_eq!(
+        refused_code(server.api.group(&eve, id).await),
+        "unknown_conversation"
+    );
     assert_eq!(
         refused_code(server.api.history(&eve, id, "").await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(server.api.receipts(&eve, id, &message).await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(server.api.add_members(&eve, id, &["eve"]).await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(server.api.leave_group(&eve, id).await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(server.api.rename_group(&eve, id, "mine").await),
-        "not_member"
+        "unknown_conversation"
     );
     // Nothing changed: the next message is seq 3 (created, secret, this).
     let (_, _, next) = sent(

@@ -416,7 +416,7 @@ async fn a_poll_returns_what_lies_above_its_acks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_with_a_refused_ack_changes_nothing() {
     // Goal: a poll's acks are checked as `ack` frames are (above the last
-    // seq or negative: invalid_field; not a member: not_member; no such
+    // seq or negative: invalid_field; never a member, or no such
     // conversation: unknown_conversation) and refused whole: the valid
     // ack beside a refused one is not applied either, so the next poll
     // returns every event again.
@@ -436,7 +436,10 @@ async fn a_poll_with_a_refused_ack_changes_nothing() {
     let cases = [
         (vec![(conversation, 2), (conversation, 4)], "invalid_field"),
         (vec![(conversation, 2), (conversation, -1)], "invalid_field"),
-        (vec![(conversation, 2), (elsewhere, 1)], "not_member"),
+        (
+            vec![(conversation, 2), (elsewhere, 1)],
+            "unknown_conversation",
+        ),
         (
             vec![(conversation, 2), (999_999, 1)],
             "unknown_conversation",

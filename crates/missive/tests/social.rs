@@ -247,7 +247,7 @@ async fn typing_reaches_live_members_only_and_is_never_stored() {
     let mut carol = server.connect(&carol_token).await;
     assert_eq!(
         refused_code(carol.typing(conversation, TypingState::Start).await),
-        "not_member"
+        "unknown_conversation"
     );
     assert_eq!(
         refused_code(carol.typing(999_999, TypingState::Start).await),

@@ -1692,7 +1692,7 @@ mod scenarios {
         let outsider = store
             .append_message(new_message(conv, carol, c1, "x1", NOW))
             .await;
-        assert_eq!(outsider, Err(StoreError::NotMember));
+        assert_eq!(outsider, Err(StoreError::UnknownConversation));
         let nowhere = store
             .append_message(new_message(NOWHERE, carol, c1, "x2", NOW))
             .await;
@@ -2015,9 +2015,12 @@ mod scenarios {
             (vec![(ab, 4)], StoreError::SeqOutOfRange),
             (vec![(ab, 3), (bc, 2)], StoreError::SeqOutOfRange),
             (vec![(bc, 2), (ab, 3)], StoreError::SeqOutOfRange),
-            (vec![(ac, 1)], StoreError::NotMember),
-            (vec![(ab, 3), (ac, 1)], StoreError::NotMember),
-            (vec![(ac, 1), (bc, 1), (ab, 3)], StoreError::NotMember),
+            (vec![(ac, 1)], StoreError::UnknownConversation),
+            (vec![(ab, 3), (ac, 1)], StoreError::UnknownConversation),
+            (
+                vec![(ac, 1), (bc, 1), (ab, 3)],
+                StoreError::UnknownConversation,
+            ),
             (vec![(NOWHERE, 1)], StoreError::UnknownConversation),
             (vec![(ab, 3), (NOWHERE, 1)], StoreError::UnknownConversation),
             (vec![(NOWHERE, 0), (bc, 1)], StoreError::UnknownConversation),
@@ -2217,7 +2220,7 @@ mod scenarios {
         // Outsiders and unknown conversations are refused.
         assert_eq!(
             store.mark_read(read(carol, 1, NOW)).await,
-            Err(StoreError::NotMember)
+            Err(StoreError::UnknownConversation)
         );
         let nowhere = ReadRequest {
             conversation: NOWHERE,
@@ -2924,7 +2927,7 @@ mod scenarios {
             store
                 .ack(ack_request(b1, bob, vec![(group, 1)], false))
                 .await,
-            Err(StoreError::NotMember)
+            Err(StoreError::UnknownConversation)
         );
     }
 
@@ -3447,7 +3450,7 @@ mod scenarios {
         }
         assert_eq!(
             store.group_info(dave, group).await,
-            Err(StoreError::NotMember)
+            Err(StoreError::UnknownConversation)
         );
         assert_eq!(
             store.group_info(dave, NOWHERE).await,
@@ -3502,7 +3505,7 @@ mod scenarios {
         );
         assert_eq!(
             store.group_info(dave, group).await,
-            Err(StoreError::NotMember),
+            Err(StoreError::UnknownConversation),
             "a refused add let dave in"
         );
         assert!(pending_all(store, d1).await.is_empty());
@@ -4201,7 +4204,7 @@ mod scenarios {
         );
         assert_eq!(
             store.receipts(dave, group, id).await,
-            Err(StoreError::NotMember)
+            Err(StoreError::UnknownConversation)
         );
         assert_eq!(
             store.receipts(alice, NOWHERE, id).await,
@@ -4300,7 +4303,7 @@ mod scenarios {
             history_all(store, bob, conv).await
         );
         let outsider = history_page(store, carol, conv, None, None, ALL).await;
-        assert_eq!(outsider, Err(StoreError::NotMember));
+        assert_eq!(outsider, Err(StoreError::UnknownConversation));
         let nowhere = history_page(store, alice, NOWHERE, None, None, ALL).await;
         assert_eq!(nowhere, Err(StoreError::UnknownConversation));
 
@@ -4576,7 +4579,7 @@ mod scenarios {
 
         assert_eq!(
             store.relay_targets(dave, group).await,
-            Err(StoreError::NotMember)
+            Err(StoreError::UnknownConversation)
         );
         assert_eq!(
             store.relay_targets(alice, NOWHERE).await,
@@ -5909,7 +5912,9 @@ mod postgres {
                 let (i, answer) = task.await.expect("append task");
                 match (i % 6, i < SENDS) {
                     (0..=2, true) => stored.push(answer.expect("a member's text").seq),
-                    (3, true) => assert_eq!(answer, Err(StoreError::NotMember), "send {i}"),
+                    (3, true) => {
+                        assert_eq!(answer, Err(StoreError::UnknownConversation), "send {i}")
+                    }
                     (4, true) => assert_eq!(answer, Err(StoreError::UnknownMessage), "send {i}"),
                     _ => {
                         let round = if i < SENDS { i / 6 } else { i - SENDS };

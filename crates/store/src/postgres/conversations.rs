@@ -68,23 +68,40 @@ pub(super) async fn check_member<C: GenericClient>(
     let found = row(
         db,
         "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND account_id = $2),
-                EXISTS (SELECT 1 FROM conversations WHERE id = $1)",
+                EXISTS (SELECT 1 FROM departures WHERE conversation_id = $1 AND account_id = $2)",
         &[&conversation.0, &account.0],
     )
     .await?;
-    let (member, exists): (bool, bool) = match found {
+    let (member, departed): (bool, bool) = match found {
         Some(row) => (row.try_get(0)?, row.try_get(1)?),
         None => (false, false),
     };
-    refusal(exists, member).map_or(Ok(()), |refused| Err(refused.into()))
+    refusal(departed, member).map_or(Ok(()), |refused| Err(refused.into()))
 }
 
-/// The refusal for a conversation that exists (or not) and of which the
-/// caller is a member (or not), if any.
-pub(super) fn refusal(exists: bool, member: bool) -> Option<StoreError> {
+/// Whether `account` left, or was removed from, the conversation.
+pub(super) async fn has_departed<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    account: AccountId,
+) -> Outcome<bool> {
+    Ok(row(
+        db,
+        "SELECT 1 FROM departures WHERE conversation_id = $1 AND account_id = $2",
+        &[&conversation.0, &account.0],
+    )
+    .await?
+    .is_some())
+}
+
+/// The refusal for a caller who is a member (none), who left or was
+/// removed (`NotMember`), or who never was one (`UnknownConversation`, as
+/// for an id that names nothing: only those who were members learn that a
+/// conversation exists).
+pub(super) fn refusal(departed: bool, member: bool) -> Option<StoreError> {
     if member {
         None
-    } else if exists {
+    } else if departed {
         Some(StoreError::NotMember)
     } else {
         Some(StoreError::UnknownConversation)

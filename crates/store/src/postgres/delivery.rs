@@ -467,7 +467,8 @@ fn scopes(ack: &AckRequest, found: &[Row]) -> Outcome<BTreeMap<i64, Scope>> {
         let (joined_seq, end, member) = match (member_joined, departed_joined, left_seq) {
             (Some(joined), _, _) => (joined, last_seq, true),
             (None, Some(joined), Some(left)) => (joined, left, false),
-            _ => return Err(StoreError::NotMember.into()),
+            // Never a member: as if it did not exist.
+            _ => return Err(StoreError::UnknownConversation.into()),
         };
         if *seq < 0 || *seq > end {
             return Err(StoreError::SeqOutOfRange.into());

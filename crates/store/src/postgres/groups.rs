@@ -11,7 +11,7 @@ use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
 
 use super::codes::{CONVERSATION_GROUP, EVENT_SYSTEM, ROLE_ADMIN, ROLE_MEMBER, role};
-use super::conversations::refusal;
+use super::conversations::{has_departed, refusal};
 use super::fault::{Fault, Outcome};
 use super::sql::{column, execute, pipeline, row, rows, scalar};
 use crate::StoreError;
@@ -46,7 +46,9 @@ async fn standing<C: GenericClient>(
         .map(|row| row.try_get(2))
         .transpose()?
         .flatten();
-    if let Some(refused) = refusal(found.is_some(), role.is_some()) {
+    let departed =
+        found.is_some() && role.is_none() && has_departed(db, conversation, account).await?;
+    if let Some(refused) = refusal(departed, role.is_some()) {
         return Err(refused.into());
     }
     let (Some(found), Some(role)) = (found, role) else {

@@ -39,7 +39,7 @@ use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use tokio_postgres::Row;
 
-use super::conversations::refusal;
+use super::conversations::{has_departed, refusal};
 use super::fault::{Fault, Outcome};
 use super::media::{attach_media, check_own_media};
 use super::sql::{Step, column, execute, in_order, pipeline, row, rows};
@@ -285,6 +285,8 @@ enum Found {
 
 struct Checks {
     member: bool,
+    /// Left or was removed (`NotMember` rather than `UnknownConversation`).
+    departed: bool,
     blocked: bool,
     target: Option<Row>,
     /// `Refused(UnknownMedia)` unless the sender uploaded every attachment.
@@ -350,8 +352,12 @@ async fn check<C: GenericClient>(db: &C, message: &NewMessage) -> Outcome<Checks
             }
         },
     )?;
+    // Only a refused send asks more: whether the sender was a member once.
+    let departed =
+        member.is_none() && has_departed(db, message.conversation, message.sender_account).await?;
     Ok(Checks {
         member: member.is_some(),
+        departed,
         blocked: blocked.is_some(),
         target,
         own_media,
@@ -361,7 +367,10 @@ async fn check<C: GenericClient>(db: &C, message: &NewMessage) -> Outcome<Checks
 /// The send's plan, or why it is refused (in the embedded store's order of
 /// refusals); an error is a fault of the whole batch.
 fn judge(message: &NewMessage, exists: bool, checks: Checks) -> Outcome<Result<Plan, StoreError>> {
-    if let Some(refused) = refusal(exists, checks.member) {
+    if !exists {
+        return Ok(Err(StoreError::UnknownConversation));
+    }
+    if let Some(refused) = refusal(checks.departed, checks.member) {
         return Ok(Err(refused));
     }
     if checks.blocked {

@@ -61,12 +61,14 @@ pub(super) fn is_member(
         .map_err(backend)
 }
 
-pub(super) fn conversation_exists(
+/// Whether `account` left, or was removed from, the conversation.
+pub(super) fn has_departed(
     conn: &Connection,
     conversation: ConversationId,
+    account: AccountId,
 ) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
-        .and_then(|mut stmt| stmt.exists([conversation.0]))
+    conn.prepare_cached("SELECT 1 FROM departures WHERE conversation_id = ?1 AND account_id = ?2")
+        .and_then(|mut stmt| stmt.exists(params![conversation.0, account.0]))
         .map_err(backend)
 }
 
@@ -75,9 +77,11 @@ pub(super) fn check_member(
     conversation: ConversationId,
     account: AccountId,
 ) -> Result<(), StoreError> {
+    // Only someone who was a member learns that the conversation exists:
+    // to anyone else it is unknown, like an id that names nothing.
     if is_member(conn, conversation, account)? {
         Ok(())
-    } else if conversation_exists(conn, conversation)? {
+    } else if has_departed(conn, conversation, account)? {
         Err(StoreError::NotMember)
     } else {
         Err(StoreError::UnknownConversation)

@@ -253,7 +253,8 @@ fn ack_scope(
         None => Err(StoreError::UnknownConversation),
         Some((last_seq, Some(joined), _, _)) => Ok((last_seq, joined, true)),
         Some((_, None, Some(left_seq), Some(joined))) => Ok((left_seq, joined, false)),
-        Some(_) => Err(StoreError::NotMember),
+        // Never a member: as if it did not exist.
+        Some(_) => Err(StoreError::UnknownConversation),
     }
 }
 
