@@ -91,6 +91,13 @@ enum Action {
         /// The account's username.
         username: String,
     },
+    /// Delete an account for good: it leaves every group, its devices are
+    /// revoked, its contacts and blocks dropped, and its name is freed (its
+    /// messages stay in others' chats, from "deleted.<id>").
+    Delete {
+        /// The account's username.
+        username: String,
+    },
     /// Let a suspended account log in again.
     Resume {
         /// The account's username.
@@ -172,6 +179,16 @@ pub async fn run(args: AdminArgs) -> ExitCode {
             .admin_suspend(&username, true)
             .await
             .map(|revoked| revoked_json(&revoked)),
+        Action::Delete { username } => accounts
+            .admin_delete(&username, &app.state().groups)
+            .await
+            .map(|(revoked, groups_left)| {
+                serde_json::json!({
+                    "deleted": username,
+                    "revoked": revoked.iter().map(|device| device.0).collect::<Vec<_>>(),
+                    "groups_left": groups_left,
+                })
+            }),
         Action::Resume { username } => accounts
             .admin_suspend(&username, false)
             .await

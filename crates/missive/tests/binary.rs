@@ -528,6 +528,79 @@ async fn an_operator_invites_creates_suspends_and_resumes_users() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_deletes_a_user_for_good() {
+    // Goal: `missive admin delete` on a running server's store closes the
+    // user's connection (4003), takes them out of their groups (the other
+    // members see a "left" event), keeps their messages under
+    // "deleted.<id>", refuses their login, and frees the name for a new
+    // account; names of that form cannot be registered.
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let api = Api::new(&server.url);
+    for user in ["alice", "bob"] {
+        api.register(user, PASSWORD).await.unwrap();
+    }
+    let alice = api.login("alice", PASSWORD, "phone").await.unwrap();
+    let bob = api.login("bob", PASSWORD, "phone").await.unwrap();
+    let group = api
+        .create_group(&bob.token, "trip", &["alice"])
+        .await
+        .unwrap()
+        .conversation;
+    let mut alice_ws = Connection::connect(&api.ws_url(), &alice.token)
+        .await
+        .unwrap();
+    alice_ws
+        .send_to(group, "a-1", "hello from alice", None)
+        .await
+        .unwrap();
+
+    let dir = data_dir.path().to_path_buf();
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || admin(&dir, &["delete", "alice"], ""))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let deleted: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        deleted,
+        serde_json::json!({"deleted": "alice", "revoked": [alice.device_id], "groups_left": 1})
+    );
+    assert_eq!(close_code(&mut alice_ws).await, 4003);
+    assert_eq!(
+        refused_code(api.login("alice", PASSWORD, "again").await),
+        "wrong_credentials"
+    );
+    let info = api.group(&bob.token, group).await.unwrap();
+    let members: Vec<&str> = info.members.iter().map(|m| m.username.as_str()).collect();
+    assert_eq!(members, ["bob"]);
+    let history = api.history(&bob.token, group, "").await.unwrap();
+    let tombstone = format!("deleted.{}", deleted_id(&history));
+    assert!(
+        history
+            .messages
+            .iter()
+            .any(|m| m.text == "hello from alice" && m.from == tombstone),
+        "{history:?}"
+    );
+    assert_eq!(
+        refused_code(api.register(&tombstone, PASSWORD).await),
+        "invalid_username"
+    );
+    api.register("alice", PASSWORD).await.unwrap();
+    drop(server);
+}
+
+/// The account id in the name the deleted sender's messages now carry.
+fn deleted_id(history: &missive_proto::rest::History) -> String {
+    history
+        .messages
+        .iter()
+        .find_map(|m| m.from.strip_prefix("deleted.").map(str::to_owned))
+        .expect("a message from the deleted account")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_server_takes_no_registrations() {
     // Goal: registration mode `closed` refuses every registration with
     // registration_closed (even with an invite) and says so.

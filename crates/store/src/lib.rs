@@ -148,6 +148,17 @@ pub trait Store: Send + Sync + 'static {
         suspended: bool,
     ) -> Result<Option<Vec<DeviceId>>, StoreError>;
 
+    /// Deletes an account as an operator does: in one transaction its
+    /// username becomes `DELETED_PREFIX` + its id (freeing the name; its
+    /// messages stay in others' histories under that name), its password
+    /// hash and phone are cleared, it is suspended (no login ever again),
+    /// every device is revoked as by `revoke_device`, and its contacts and
+    /// blocks, both ways, are dropped. Group memberships are left to the
+    /// caller (leaving is a group change with its own event). Returns the
+    /// revoked devices; `None` if there is no such account.
+    async fn delete_account(&self, account: AccountId)
+    -> Result<Option<Vec<DeviceId>>, StoreError>;
+
     /// Stores single-use registration invites.
     async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError>;
 

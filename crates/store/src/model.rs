@@ -34,6 +34,10 @@ pub struct AccountSummary {
     pub suspended: bool,
 }
 
+/// A deleted account's username is this followed by its id; registration
+/// refuses names with this prefix.
+pub const DELETED_PREFIX: &str = "deleted.";
+
 /// Single-use registration invites, as an operator creates them: only the
 /// SHA-256 of each code is stored, as for device tokens.
 pub struct NewInvites {

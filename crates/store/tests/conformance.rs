@@ -1107,10 +1107,10 @@ mod scenarios {
         AccountId, ConversationId, DeviceId, MessageId, Seq, TokenHash, UnixMillis,
     };
     use missive_store::{
-        AccountRecord, AckOutcome, ConversationKind, DeviceAuth, DeviceRecord, EventKind,
-        GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, NewInvites, PendingItem,
-        PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store, StoreError,
-        StoredEvent,
+        AccountRecord, AckOutcome, ConversationKind, DELETED_PREFIX, DeviceAuth, DeviceRecord,
+        EventKind, GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, NewInvites,
+        PendingItem, PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store,
+        StoreError, StoredEvent,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -1563,6 +1563,93 @@ mod scenarios {
         register("dave", Some(code("two")), NOW + 999)
             .await
             .expect("dave");
+    }
+
+    /// 2a, continued. Deleting an account.
+    pub async fn deleted_accounts_free_their_name_and_keep_their_messages(store: Arc<dyn Store>) {
+        // Goal: a deleted account loses its name (now `deleted.<id>`), its
+        // devices (numbered revocations), its contacts and blocks both ways,
+        // and any way to log in; what it sent stays, under the new name; the
+        // old name can be registered again; an unknown account is None.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let a1 = new_device(store, alice, "a1").await;
+        new_device(store, bob, "b1").await;
+        let conv = direct(store, alice, bob, NOW).await;
+        store
+            .append_message(new_message(conv, alice, a1, "m1", NOW))
+            .await
+            .expect("send");
+        assert!(
+            store
+                .set_contact(alice, bob, true, NOW)
+                .await
+                .expect("contact")
+        );
+        assert!(
+            store
+                .set_contact(bob, alice, true, NOW)
+                .await
+                .expect("contact")
+        );
+        assert!(store.set_block(bob, alice, true, NOW).await.expect("block"));
+        let before = store.last_revocation().await.expect("last");
+
+        assert_eq!(store.delete_account(alice).await, Ok(Some(vec![a1])));
+        assert_eq!(auth(store, "a1").await, None);
+        let numbered = store.revocations_after(before, 10).await.expect("numbered");
+        assert_eq!(
+            numbered.iter().map(|(_, d)| *d).collect::<Vec<_>>(),
+            vec![a1]
+        );
+        let old_name = missive_core::Username::parse("alice").unwrap();
+        assert!(
+            store
+                .account_by_username(&old_name)
+                .await
+                .expect("lookup")
+                .is_none()
+        );
+        let tombstone = format!("{DELETED_PREFIX}{}", alice.0);
+        let listed = store.list_accounts(None, 10).await.expect("list");
+        let found = listed.iter().find(|a| a.id == alice).expect("still listed");
+        assert_eq!(
+            (found.username.as_str(), found.suspended, found.devices),
+            (tombstone.as_str(), true, 0)
+        );
+        assert_eq!(
+            store.contacts(bob).await.expect("contacts"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.contacts(alice).await.expect("contacts"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.blocked(bob).await.expect("blocks"),
+            Vec::<String>::new()
+        );
+        let refused = store
+            .create_device(NewDevice {
+                account: alice,
+                name: "again".into(),
+                token_hash: token("again"),
+                devices_max: 4,
+                replace_least_recent: false,
+                now_ms: NOW,
+            })
+            .await;
+        assert_eq!(
+            refused.map(|created| created.id),
+            Err(StoreError::AccountSuspended)
+        );
+        let history = history_all(store, bob, conv).await;
+        assert_eq!(history.len(), 1, "what alice sent stays");
+        assert_eq!(history[0].from, tombstone);
+
+        let again = new_account(store, "alice").await;
+        assert_ne!(again, alice, "the name is free for a new account");
+        assert_eq!(store.delete_account(AccountId(999_999)).await, Ok(None));
     }
 
     /// 2b. Device identity after revocation.
@@ -4922,6 +5009,7 @@ mod sqlite {
         devices_are_replaced_and_expire_least_recent_first,
         accounts_listed_passwords_reset_and_revocations_numbered,
         suspensions_revoke_devices_and_invites_are_single_use,
+        deleted_accounts_free_their_name_and_keep_their_messages,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
@@ -5498,6 +5586,7 @@ mod postgres {
         devices_are_replaced_and_expire_least_recent_first,
         accounts_listed_passwords_reset_and_revocations_numbered,
         suspensions_revoke_devices_and_invites_are_single_use,
+        deleted_accounts_free_their_name_and_keep_their_messages,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,

@@ -14,8 +14,8 @@ use missive_proto::rest::{
     DeviceInfo, DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
 };
 use missive_store::{
-    AccountRecord, AccountSummary, DeviceAuth, DeviceRecord, NewAccount, NewDevice, NewInvites,
-    Store, StoreError,
+    AccountRecord, AccountSummary, DELETED_PREFIX, DeviceAuth, DeviceRecord, NewAccount, NewDevice,
+    NewInvites, Store, StoreError,
 };
 use tokio::sync::Semaphore;
 
@@ -126,7 +126,7 @@ impl Accounts {
                 }
             },
         };
-        let username = Username::parse(&request.username)?;
+        let username = new_username(&request.username)?;
         let password = Password::parse(&request.password)?;
         let phone = request.phone.map(|phone| parse_phone(&phone)).transpose()?;
         self.registrations
@@ -330,7 +330,7 @@ impl Accounts {
         username: &str,
         password: &str,
     ) -> Result<AccountId, ApiError> {
-        let username = Username::parse(username)?;
+        let username = new_username(username)?;
         let password_hash = self.hash(Password::parse(password)?).await?;
         let account = self
             .store
@@ -344,6 +344,30 @@ impl Accounts {
             .await?;
         tracing::info!(account = %account, %username, "account created by an operator");
         Ok(account)
+    }
+
+    /// Deletes an account for good: it leaves every group (each member
+    /// sees it leave), then loses its name (`deleted.<id>`, freeing the
+    /// name), its password, devices (connections closed), contacts and
+    /// blocks (`Store::delete_account`). Its messages stay in the others'
+    /// histories. Returns the revoked devices and how many groups it left.
+    pub async fn admin_delete(
+        &self,
+        username: &str,
+        groups: &super::groups::Groups,
+    ) -> Result<(Vec<DeviceId>, usize), ApiError> {
+        let account = self.existing(username).await?;
+        let left = groups.leave_all(account.id, &account.username).await?;
+        let revoked = self
+            .store
+            .delete_account(account.id)
+            .await?
+            .ok_or_else(unknown_user)?;
+        for device in &revoked {
+            self.retire(*device).await;
+        }
+        tracing::info!(account = %account.id, %username, devices = revoked.len(), groups_left = left, "account deleted by an operator");
+        Ok((revoked, left))
     }
 
     /// Suspends an account (every device revoked, its connections closed,
@@ -574,6 +598,19 @@ fn parse_phone(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(raw.to_owned())
+}
+
+/// A name for a new account: a valid username, not of the form deleted
+/// accounts are renamed to.
+fn new_username(name: &str) -> Result<Username, ApiError> {
+    let username = Username::parse(name)?;
+    if username.as_str().starts_with(DELETED_PREFIX) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidUsername,
+            format!("usernames starting with {DELETED_PREFIX:?} are reserved"),
+        ));
+    }
+    Ok(username)
 }
 
 fn unknown_user() -> ApiError {

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent, Invalidation};
-use missive_core::{AccountId, Clock, ConversationId};
+use missive_core::{AccountId, Clock, ConversationId, DeviceId, Username};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{GroupInfo, MemberInfo, MemberRole};
 use missive_store::{
-    DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName, NewGroup, Role, Store,
+    ConversationKind, DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
+    NewGroup, Role, Store,
 };
 
 use super::push::Push;
@@ -71,6 +72,37 @@ impl Groups {
             .await?;
         self.wake(&created).await;
         self.info(auth, created.conversation).await
+    }
+
+    /// Takes `account` out of every group it is in, as if it left each one
+    /// (an operator deleting it); returns how many it left. The leave
+    /// events carry no device of the account's (`DeviceId(0)` names none).
+    pub async fn leave_all(
+        &self,
+        account: AccountId,
+        username: &Username,
+    ) -> Result<usize, ApiError> {
+        let auth = DeviceAuth {
+            account,
+            username: username.clone(),
+            device: DeviceId(0),
+        };
+        let mut left = 0;
+        for record in self.store.conversations(account).await? {
+            if record.kind != ConversationKind::Group {
+                continue;
+            }
+            match self
+                .change(&auth, record.conversation, GroupChange::Leave)
+                .await
+            {
+                Ok(_) => left += 1,
+                // Left meanwhile: nothing to do.
+                Err(err) if err.code == ErrorCode::NotMember => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(left)
     }
 
     /// Applies `change` as `auth`; returns the seq of the system event.

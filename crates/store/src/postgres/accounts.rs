@@ -293,6 +293,37 @@ pub(super) async fn set_suspended<C: GenericClient>(
     Ok(Some(revoked))
 }
 
+pub(super) async fn delete_account<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+) -> Outcome<Option<Vec<DeviceId>>> {
+    let changed = execute(
+        db,
+        "UPDATE accounts SET username = $2::text || id::text, password_hash = '', phone = NULL,
+                             suspended = true
+         WHERE id = $1",
+        &[&account.0, &DELETED_PREFIX],
+    )
+    .await?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    pipeline!(
+        execute(
+            db,
+            "DELETE FROM contacts WHERE owner_id = $1 OR contact_id = $1",
+            &[&account.0],
+        ),
+        execute(
+            db,
+            "DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1",
+            &[&account.0],
+        ),
+    )?;
+    // Suspended above, so this revokes every device, as a suspension does.
+    set_suspended(db, account, true).await
+}
+
 pub(super) async fn create_invites<C: GenericClient>(db: &C, invites: &NewInvites) -> Outcome<()> {
     let hashes: Vec<&[u8]> = invites.code_hashes.iter().map(|hash| &hash.0[..]).collect();
     execute(

@@ -311,6 +311,13 @@ impl Store for PostgresStore {
         transaction!(self, |tx| accounts::set_suspended(tx, account, suspended))
     }
 
+    async fn delete_account(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+        transaction!(self, |tx| accounts::delete_account(tx, account))
+    }
+
     async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError> {
         autocommit!(self, |db| accounts::create_invites(db, &invites))
     }

@@ -282,6 +282,35 @@ pub(super) fn set_suspended(
     Ok(Some(devices))
 }
 
+pub(super) fn delete_account(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Option<Vec<DeviceId>>, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE accounts SET username = ?2 || id, password_hash = '', phone = NULL,
+                                 suspended = 1
+             WHERE id = ?1",
+            params![account.0, DELETED_PREFIX],
+        )
+        .map_err(backend)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    conn.execute(
+        "DELETE FROM contacts WHERE owner_id = ?1 OR contact_id = ?1",
+        [account.0],
+    )
+    .map_err(backend)?;
+    conn.execute(
+        "DELETE FROM blocks WHERE blocker_id = ?1 OR blocked_id = ?1",
+        [account.0],
+    )
+    .map_err(backend)?;
+    // Suspended above, so this revokes every device, as a suspension does.
+    set_suspended(conn, account, true)
+}
+
 pub(super) fn create_invites(conn: &Connection, invites: &NewInvites) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare("INSERT INTO invites (code_hash, created_ms, expires_ms) VALUES (?1, ?2, ?3)")

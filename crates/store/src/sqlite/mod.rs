@@ -208,6 +208,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn delete_account(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+        self.write(move |conn| accounts::delete_account(conn, account))
+            .await
+    }
+
     async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError> {
         self.write(move |conn| accounts::create_invites(conn, &invites))
             .await
