@@ -325,6 +325,7 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
     const png = await makePng(640, 480, { noise: true });
     assert.ok(png.length > 400 * 1024, `the PNG is ${png.length} bytes; it must take a while to upload`);
     await alice.getByTestId('file-input').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: png });
+    await alice.getByTestId('attach-preview').getByRole('button', { name: 'Send' }).click();
     await alice.getByTestId('upload-status').waitFor();
     await alice.waitForFunction(() => {
       const value = document.querySelector('[data-testid="upload-progress"]').value;
@@ -363,6 +364,7 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
     // Other media are download links, named as they were sent.
     const pdf = Buffer.from('%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n');
     await alice.getByTestId('file-input').setInputFiles({ name: 'Q3 notes.pdf', mimeType: 'application/pdf', buffer: pdf });
+    await alice.getByTestId('attach-preview').getByRole('button', { name: 'Send' }).click();
     const link = bob.getByTestId('file-link');
     await link.filter({ hasText: 'Q3 notes.pdf' }).waitFor();
     const [download] = await Promise.all([bob.waitForEvent('download'), link.click()]);
@@ -370,7 +372,7 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
     const { readFile } = await import('node:fs/promises');
     assert.deepEqual(await readFile(await download.path()), pdf);
 
-    // A type the server would refuse is refused at once.
+    // A type the server would refuse is refused at once, without a preview.
     await alice.getByTestId('file-input').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
     await alice.getByTestId('composer-error').filter({ hasText: /“notes\.txt” was not sent\. This kind of file cannot be sent/ }).waitFor();
 
@@ -831,4 +833,346 @@ test('registration by invite: the page asks for a code, explains a missing or ba
     assert.equal(await page.getByRole('button', { name: 'Create account' }).isVisible(), false);
     assert.equal(await page.getByLabel('Invite code').isVisible(), false);
   }, { env: { MISSIVE_REGISTRATION__MODE: 'closed' } });
+});
+
+/** True when two boxes ({x, y, width, height}) share no area. */
+function apart(a, b) {
+  return a.x + a.width <= b.x || b.x + b.width <= a.x || a.y + a.height <= b.y || b.y + b.height <= a.y;
+}
+
+/** Open a message's menu and check that it shows whole, inside the viewport, and leaves the message uncovered. */
+async function assertMenuBesideMessage(page, text) {
+  const menu = await messageMenu(page, text);
+  await menu.waitFor();
+  const menuBox = await menu.boundingBox();
+  const bubbleBox = await messages(page, text).boundingBox();
+  assert.ok(apart(menuBox, bubbleBox), `the menu ${JSON.stringify(menuBox)} covers “${text}” ${JSON.stringify(bubbleBox)}`);
+  const { width, height } = page.viewportSize();
+  assert.ok(menuBox.x >= 0 && menuBox.y >= 0 && menuBox.x + menuBox.width <= width && menuBox.y + menuBox.height <= height,
+    `the menu ${JSON.stringify(menuBox)} is outside the ${width}×${height} viewport`);
+  return menu;
+}
+
+test('the message menu opens beside its message, never over it, and copies the text', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the menu leaves the message it acts on in view, on a wide screen and on a phone, for our messages and
+  // others', and "Copy" puts the text on the clipboard.
+  await withServer(async ({ open, pages }) => {
+    const alice = await open();
+    const bob = await open({ viewport: { width: 390, height: 844 } });
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await alice.context().grantPermissions(['clipboard-read', 'clipboard-write']);
+
+    await startChat(alice, bobName);
+    await sendText(alice, 'Copy me, please');
+    // Long enough to fill a phone's bubble, so the menu cannot go beside it there.
+    const long = `A long line from Alice that takes the whole width of a phone ${'and then some more '.repeat(4)}end`;
+    await sendText(alice, long);
+    await conversation(bob, aliceName).click();
+    await messages(bob, long).waitFor();
+    await sendText(bob, 'A reply to copy');
+    await messages(alice, 'A reply to copy').waitFor();
+
+    for (const [page, text] of [[alice, 'Copy me, please'], [alice, 'A reply to copy'], [bob, long], [bob, 'A reply to copy']]) {
+      const menu = await assertMenuBesideMessage(page, text);
+      await page.keyboard.press('Escape');
+      await menu.waitFor({ state: 'hidden' });
+    }
+
+    const menu = await assertMenuBesideMessage(alice, 'A reply to copy');
+    await menu.getByRole('menuitem', { name: 'Copy' }).click();
+    await menu.waitFor({ state: 'hidden' });
+    await alice.getByTestId('toast').filter({ hasText: 'Message copied' }).waitFor();
+    assert.equal(await alice.evaluate(() => navigator.clipboard.readText()), 'A reply to copy');
+    assertNoProblems(pages);
+  });
+});
+
+test('the compose box keeps its height on a wide screen and a phone, also after an unknown user', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the message field stays one full line tall (it used to shrink to its padding, ~20 px, when the chat
+  // it belongs to was shown after being hidden: the first chat opened, or one opened after a refused name).
+  await withServer(async ({ open, pages }) => {
+    const bobName = username('bob');
+    const bob = await open();
+    await register(bob, bobName);
+    for (const viewport of [{ width: 1280, height: 800 }, { width: 390, height: 844 }]) {
+      const page = await open({ viewport });
+      await register(page, username('alice'));
+      const phone = viewport.width < 760;
+      const field = page.getByLabel('Message', { exact: true });
+      const assertTall = async (when) => {
+        await field.waitFor();
+        const { height } = await field.boundingBox();
+        assert.ok(height >= 40, `${viewport.width}px wide, ${when}: the compose box is ${height}px tall`);
+        const composer = await page.locator('#composer').boundingBox();
+        assert.ok(composer.height >= 40, `${viewport.width}px wide, ${when}: the composer is ${composer.height}px tall`);
+      };
+
+      await startChat(page, bobName);
+      await assertTall('in the first chat opened');
+      await sendText(page, 'hello');
+      await messages(page, 'hello').and(page.locator('[data-status="sent"]')).waitFor();
+      await assertTall('after sending');
+
+      // A name nobody has, refused under the box.
+      if (phone) await page.getByRole('button', { name: 'Back to chats' }).click();
+      await page.getByLabel('Start a chat with (username)').fill('nosuchuser');
+      await page.getByRole('button', { name: 'Chat', exact: true }).click();
+      await page.getByTestId('new-chat-error').filter({ hasText: 'There is no user with that name.' }).waitFor();
+      if (phone) await openChat(page, bobName);
+      await assertTall('after a refused name');
+
+      // A link to a chat with nobody: its first message finds no such user and the chat closes to writing.
+      await page.evaluate(() => { location.hash = '#/chat/u%3Anosuchuser'; });
+      await sendText(page, 'anyone there?');
+      await page.getByTestId('chat-note').filter({ hasText: 'No user named nosuchuser' }).waitFor();
+      await page.evaluate(() => { location.hash = '#/'; });
+      await openChat(page, bobName);
+      await assertTall('after a chat with an unknown user');
+      // Several lines grow the box, and it comes back to one line once they are sent.
+      await field.fill('one\ntwo\nthree');
+      assert.ok((await field.boundingBox()).height > 60, 'three lines make the box taller');
+      await field.press('Enter');
+      await assertTall('after sending three lines');
+    }
+    assertNoProblems(pages);
+  });
+});
+
+/** Hand the page `file` ({name, type, base64}) as the user's browser would: dropped onto `selector`, or pasted into it. */
+async function dropOrPaste(page, how, selector, file) {
+  await page.evaluate(({ how, selector, file }) => {
+    const bytes = Uint8Array.from(atob(file.base64), (char) => char.charCodeAt(0));
+    const data = new DataTransfer();
+    data.items.add(new File([bytes], file.name, { type: file.type }));
+    const target = document.querySelector(selector);
+    const init = { bubbles: true, cancelable: true };
+    if (how === 'paste') {
+      target.dispatchEvent(new ClipboardEvent('paste', { ...init, clipboardData: data }));
+      return;
+    }
+    for (const type of ['dragenter', 'dragover', 'drop']) target.dispatchEvent(new DragEvent(type, { ...init, dataTransfer: data }));
+  }, { how, selector, file });
+}
+
+test('a picked, dropped or pasted photo waits in a preview with a caption; only Send sends it', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: no file leaves before the user has seen what it is. The preview shows the picture, its name and size,
+  // and takes what the compose box held as the caption; Cancel sends nothing, Send sends the photo with the caption.
+  await withServer(async ({ open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    const uploads = [];
+    alice.on('request', (request) => {
+      if (request.method() === 'POST' && new URL(request.url()).pathname === '/v1/media') uploads.push(request.url());
+    });
+    await startChat(alice, bobName);
+    await sendText(alice, 'Photos follow');
+    await openChat(bob, aliceName);
+    await messages(bob, 'Photos follow').waitFor();
+
+    const png = await makePng(64, 48);
+    const preview = alice.getByTestId('attach-preview');
+    const input = alice.getByLabel('Message', { exact: true });
+    const assertPreview = async (name, caption) => {
+      await preview.getByTestId('attach-name').filter({ hasText: new RegExp(`^${name.replace('.', '\\.')}$`) }).waitFor();
+      assert.equal(await preview.getByTestId('attach-size').textContent(), `${(png.length / 1024).toFixed(1)} KB`);
+      await alice.waitForFunction(() => document.querySelector('[data-testid="attach-thumbnail"]').naturalWidth === 64);
+      assert.ok(await preview.getByTestId('attach-thumbnail').isVisible(), 'the picture shows');
+      assert.equal(await preview.getByLabel('Caption').inputValue(), caption);
+    };
+
+    // Picked, then cancelled: nothing is uploaded, and the compose box keeps its text.
+    await input.fill('The lake at dusk');
+    await alice.getByTestId('file-input').setInputFiles({ name: 'lake.png', mimeType: 'image/png', buffer: png });
+    await assertPreview('lake.png', 'The lake at dusk');
+    await preview.getByRole('button', { name: 'Cancel' }).click();
+    await preview.waitFor({ state: 'hidden' });
+    assert.equal(await input.inputValue(), 'The lake at dusk');
+    assert.deepEqual(uploads, [], 'nothing was uploaded');
+
+    // Picked again, the caption changed, sent: Bob gets the photo with the caption as its text.
+    await alice.getByTestId('file-input').setInputFiles({ name: 'lake.png', mimeType: 'image/png', buffer: png });
+    await assertPreview('lake.png', 'The lake at dusk');
+    await preview.getByLabel('Caption').fill('The lake at dusk, from the hill');
+    await preview.getByRole('button', { name: 'Send' }).click();
+    await preview.waitFor({ state: 'hidden' });
+    assert.equal(await input.inputValue(), '', 'the compose box is cleared: its text went as the caption');
+    const sent = messages(bob, 'The lake at dusk, from the hill');
+    await sent.getByTestId('thumbnail').waitFor();
+    await bob.waitForFunction(() => {
+      const img = document.querySelector('[data-testid="thumbnail"]');
+      return img?.complete && img.naturalWidth > 0;
+    });
+    assert.equal(uploads.length, 1);
+
+    // Dropped onto the chat: the same preview, and Escape sends nothing either.
+    const file = { name: 'dropped.png', type: 'image/png', base64: png.toString('base64') };
+    await dropOrPaste(alice, 'drop', '[data-testid="messages"]', file);
+    await assertPreview('dropped.png', '');
+    await alice.keyboard.press('Escape');
+    await preview.waitFor({ state: 'hidden' });
+
+    // Pasted into the compose box: previewed with what was typed, and sent on Enter in the caption.
+    await input.fill('Pasted one');
+    await dropOrPaste(alice, 'paste', '#message-input', { ...file, name: 'pasted.png' });
+    await assertPreview('pasted.png', 'Pasted one');
+    await preview.getByLabel('Caption').press('Enter');
+    await messages(bob, 'Pasted one').getByTestId('thumbnail').waitFor();
+    assert.equal(uploads.length, 2, 'the dropped photo was not uploaded');
+    assert.equal(await bob.getByTestId('thumbnail').count(), 2);
+
+    // A PDF goes through the same preview: its name and size, no picture.
+    const pdf = Buffer.from('%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n');
+    await alice.getByTestId('file-input').setInputFiles({ name: 'plan.pdf', mimeType: 'application/pdf', buffer: pdf });
+    await preview.getByTestId('attach-name').filter({ hasText: /^plan\.pdf$/ }).waitFor();
+    assert.equal(await preview.getByTestId('attach-size').textContent(), `${pdf.length} B`);
+    assert.equal(await preview.getByTestId('attach-thumbnail').isVisible(), false, 'no picture for a PDF');
+    await preview.getByRole('button', { name: 'Send' }).click();
+    await bob.getByTestId('file-link').filter({ hasText: 'plan.pdf' }).waitFor();
+    assertNoProblems(pages);
+  });
+});
+
+test('a thumbnail that failed while the server was down loads once the connection is back', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: a photo is not left broken for the page's life because its thumbnail was asked for just as the server
+  // died: the failure is not cached, and the picture is fetched again on reconnect.
+  await withServer(async ({ server, open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await startChat(alice, bobName);
+    await alice.getByLabel('Message', { exact: true }).fill('Held photo');
+    await alice.getByTestId('file-input').setInputFiles({ name: 'held.png', mimeType: 'image/png', buffer: await makePng(64, 48) });
+    await alice.getByTestId('attach-preview').getByRole('button', { name: 'Send' }).click();
+    await conversation(bob, aliceName).filter({ hasText: 'Held photo' }).waitFor();
+
+    // Bob's request for the thumbnail is held until the server is gone, then let through to meet the dead port.
+    let thumbnailRequested;
+    const held = new Promise((resolve) => { thumbnailRequested = resolve; });
+    const thumbnailRoute = /\/v1\/media\/[^/]+\/thumbnail$/;
+    await bob.route(thumbnailRoute, (route) => thumbnailRequested(route));
+    await openChat(bob, aliceName);
+    const route = await held;
+    for (const page of pages) await page.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
+    const releases = [await holdWebSockets(alice), await holdWebSockets(bob)];
+    await server.kill();
+    await bob.locator('[data-testid="connection-status"][data-state="offline"]').waitFor();
+    await route.continue();
+    await bob.unroute(thumbnailRoute);
+    const thumbnail = messages(bob, 'Held photo').getByTestId('thumbnail');
+    await thumbnail.and(bob.getByAltText('The photo could not be loaded')).waitFor();
+
+    await server.restart();
+    for (const release of releases) release();
+    await waitOnline(bob, null, 30000);
+    await thumbnail.and(bob.getByAltText(`Photo from ${aliceName}`)).waitFor();
+    await bob.waitForFunction(() => {
+      const img = document.querySelector('[data-testid="thumbnail"]');
+      return img?.complete && img.naturalWidth > 0;
+    });
+    assertNoProblems(pages, { expected: [/ERR_CONNECTION_REFUSED/] });
+  });
+});
+
+/**
+ * Installed before the page's scripts: a window.Notification that records what the page does with it (permission
+ * "default" until requestPermission grants it), and a document whose visibility the test sets with setHidden().
+ */
+function fakeNotificationsAndVisibility() {
+  window.notificationLog = { requests: 0, shown: [] };
+  window.Notification = class {
+    static permission = 'default';
+
+    static async requestPermission() {
+      window.notificationLog.requests += 1;
+      window.Notification.permission = 'granted';
+      return 'granted';
+    }
+
+    constructor(title, options = {}) {
+      this.title = title;
+      window.notificationLog.shown.push({ title, body: options.body, notification: this });
+    }
+
+    close() {}
+  };
+  let hidden = false;
+  Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (hidden ? 'hidden' : 'visible') });
+  Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+  window.setHidden = (value) => {
+    hidden = value;
+    document.dispatchEvent(new Event('visibilitychange'));
+  };
+}
+
+test('messages from others notify while the tab is hidden, once the user has enabled notifications', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: permission is asked for on the user's click only, never on load; a message from someone else that
+  // arrives while the page is hidden shows a notification with the sender and text (clicking it opens the chat);
+  // none while the page is visible, and none for our own messages.
+  await withServer(async ({ open, pages }) => {
+    const alice = await open();
+    const bob = await open();
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await register(alice, aliceName);
+    await register(bob, bobName);
+    await bob.context().grantPermissions(['notifications']);
+    await bob.addInitScript(fakeNotificationsAndVisibility);
+    await bob.reload();
+    await waitOnline(bob);
+    const shown = () => bob.evaluate(() => window.notificationLog.shown.map(({ title, body }) => ({ title, body })));
+
+    const enable = bob.getByRole('button', { name: 'Enable notifications' });
+    await enable.waitFor();
+    assert.equal(await bob.evaluate(() => window.notificationLog.requests), 0, 'not asked on load');
+    await enable.click();
+    await enable.waitFor({ state: 'hidden' });
+    assert.equal(await bob.evaluate(() => window.notificationLog.requests), 1, 'asked on the click');
+
+    // Visible: the message shows in the list, and no notification.
+    await startChat(alice, bobName);
+    await sendText(alice, 'While you look');
+    await conversation(bob, aliceName).filter({ hasText: 'While you look' }).waitFor();
+
+    // Hidden: a notification with the sender and the text (and only that one: frames arrive in order).
+    await bob.evaluate(() => window.setHidden(true));
+    await sendText(alice, 'While you are away');
+    await eventually(async () => (await shown()).length > 0, { what: 'a notification' });
+    assert.deepEqual(await shown(), [{ title: aliceName, body: 'While you are away' }]);
+
+    // Clicking it opens the chat.
+    await bob.evaluate(() => window.notificationLog.shown[0].notification.onclick());
+    await bob.getByTestId('chat-title').filter({ hasText: aliceName }).waitFor();
+    await messages(bob, 'While you are away').waitFor();
+
+    // Our own message, still hidden: none; Alice's answer after it: one more.
+    await sendText(bob, 'Writing back unseen');
+    await messages(alice, 'Writing back unseen').waitFor();
+    await messages(bob, 'Writing back unseen').and(bob.locator('[data-status="sent"]')).waitFor();
+    await sendText(alice, 'Got it');
+    await eventually(async () => (await shown()).length > 1, { what: 'a second notification' });
+    assert.deepEqual(await shown(), [
+      { title: aliceName, body: 'While you are away' },
+      { title: aliceName, body: 'Got it' },
+    ]);
+
+    // Visible again: nothing more.
+    await bob.evaluate(() => window.setHidden(false));
+    await sendText(alice, 'Seen as it comes');
+    await messages(bob, 'Seen as it comes').waitFor();
+    await bob.evaluate(() => window.setHidden(true));
+    await sendText(alice, 'Hidden once more');
+    await eventually(async () => (await shown()).length > 2, { what: 'a third notification' });
+    assert.deepEqual((await shown()).map(({ body }) => body), ['While you are away', 'Got it', 'Hidden once more']);
+    assertNoProblems(pages);
+  });
 });

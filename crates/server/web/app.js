@@ -8,9 +8,10 @@ import { Connection } from './connection.js';
 import { Outbox, newClientMsgId } from './outbox.js';
 import { Store } from './store.js';
 import { $, h, describeError, initial, hueClass } from './views/dom.js';
-import { ListView } from './views/list.js';
+import { ListView, previewText } from './views/list.js';
 import { ChatView, mediaName } from './views/chat.js';
 import { StatusView } from './views/status.js';
+import { Notifier } from './notifications.js';
 import { confirmDialog, DevicesDialog, NewGroupDialog, GroupInfoDialog, ImageDialog } from './views/dialogs.js';
 
 const params = new URLSearchParams(location.search);
@@ -156,6 +157,7 @@ class Session {
       },
     });
     this.imageDialog = new ImageDialog();
+    this.notifier = new Notifier($('#notify-button'), { onRefused: (message) => this.toast(message) });
     this.bind();
 
     this.store.addEventListener('change', (event) => this.changed(event.detail));
@@ -185,6 +187,8 @@ class Session {
     window.addEventListener('hashchange', () => this.route());
     document.addEventListener('visibilitychange', () => {
       this.store.visible = document.visibilityState === 'visible';
+      // The user may have allowed or blocked notifications in the browser's settings meanwhile.
+      this.notifier.update();
       this.markRead();
     });
     $('#new-chat-form').addEventListener('submit', (event) => {
@@ -203,9 +207,11 @@ class Session {
       edit: (conv, msg, text) => this.edit(conv, msg, text),
       remove: (conv, msg) => this.remove(conv, msg),
       react: (conv, msg, emoji) => this.react(conv, msg, emoji),
+      copy: (text) => this.copy(text),
       discard: (conv, msg) => this.store.discard(conv, msg),
       typing: (conv, state) => this.typing(conv, state),
       loadOlder: (conv) => this.loadOlder(conv),
+      fileProblem: (file) => this.fileProblem(file),
       upload: (file, onProgress) => this.upload(file, onProgress),
       thumbnailUrl: (mediaId) => this.thumbnailUrl(mediaId),
       openImage: (media, msg) => this.imageDialog.open(`Photo from ${msg.from}`, mediaName(media),
@@ -221,6 +227,7 @@ class Session {
     for (const flag of ['own', 'history']) {
       if (detail[flag] && detail.key === this.store.openKey) this.renderDetail[flag] = true;
     }
+    if (detail.incoming && detail.message) this.notifyMessage(detail.key, detail.message);
     if (this.store.needsListRefresh) this.refreshListSoon();
     // An expired range counts as seen once its note shows in the open chat, like a message.
     if (detail.key && detail.key === this.store.openKey && (detail.message || detail.expired)) this.markReadSoon();
@@ -242,6 +249,20 @@ class Session {
     this.subscribePresence();
     const conv = this.store.get(this.store.openKey);
     if (conv && conv.id !== null && conv.history === 'none') this.loadHistory(conv);
+  }
+
+  /** A message from someone else has come in live: a notification, if the page is hidden and they are allowed. */
+  notifyMessage(key, messageId) {
+    const conv = this.store.get(key);
+    const msg = conv?.messages.get(messageId);
+    // Not for group events, nor for what this account has already read on another device.
+    if (!msg || msg.kind !== 'text' || msg.seq <= conv.readSeq) return;
+    this.notifier.show({
+      title: conv.kind === 'group' ? `${msg.from} in ${this.store.title(conv)}` : msg.from,
+      body: previewText(this.store, { kind: 'direct' }, msg),
+      tag: `missive:${conv.key}`,
+      onClick: () => this.navigate(conv.key),
+    });
   }
 
   toast(message) {
@@ -305,6 +326,8 @@ class Session {
     }
     this.outbox.flush();
     this.refreshList();
+    // Failed ones were dropped from `thumbnails` (see thumbnailUrl), so these are fetched anew.
+    this.chatView.retryThumbnails();
     this.subscribePresence(true);
     this.markRead();
     this.render();
@@ -641,6 +664,16 @@ class Session {
     }
   }
 
+  async copy(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      this.toast('Message copied');
+    } catch {
+      // No clipboard access (refused, or not a secure context): say so rather than pretend.
+      this.toast('The message could not be copied.');
+    }
+  }
+
   typing(conv, state) {
     if (!this.connection.online || conv.id === null) return;
     this.connection.request({ type: 'typing', conversation: conv.id, state }).catch(() => {});
@@ -648,17 +681,18 @@ class Session {
 
   // ---- media ------------------------------------------------------------------------------
 
+  /** Why the server is sure to refuse `file` (an ApiError), or null: such a file is refused before any preview. */
+  fileProblem(file) {
+    if (file.size > MEDIA_BYTES_MAX) return new ApiError(413, 'media_too_large', 'too large');
+    // The server decides by the bytes; a type the browser already knows to be refused need not travel.
+    if (file.type && !ALLOWED_TYPES.has(file.type)) return new ApiError(415, 'media_type_not_allowed', 'type not allowed');
+    if (file.size === 0) return new ApiError(415, 'media_type_not_allowed', 'empty file');
+    return null;
+  }
+
   upload(file, onProgress) {
-    if (file.size > MEDIA_BYTES_MAX) {
-      return { promise: Promise.reject(new ApiError(413, 'media_too_large', 'too large')), abort: () => {} };
-    }
-    if (file.type && !ALLOWED_TYPES.has(file.type)) {
-      // The server decides by the bytes; a type the browser already knows to be refused need not travel.
-      return { promise: Promise.reject(new ApiError(415, 'media_type_not_allowed', 'type not allowed')), abort: () => {} };
-    }
-    if (file.size === 0) {
-      return { promise: Promise.reject(new ApiError(415, 'media_type_not_allowed', 'empty file')), abort: () => {} };
-    }
+    const problem = this.fileProblem(file);
+    if (problem) return { promise: Promise.reject(problem), abort: () => {} };
     return this.api.upload(file, onProgress);
   }
 

@@ -1,11 +1,12 @@
 // The open chat: header (title, presence, typing), the message log with
-// history paging, the per-message menu (reply, react, edit, delete) and the
+// history paging, the per-message menu (react, reply, copy, edit, delete) and the
 // composer with attachments.
 
 import { h, $, formatTime, formatDay, dayKey, formatLastSeen, formatBytes, initial, hueClass, describeError } from './dom.js';
 import { systemText, previewText, typingText } from './list.js';
 import { icon, tickElement, setTick } from './icons.js';
-import { TEXT_BYTES_MAX, utf8Bytes } from '../api.js';
+import { ApiError, TEXT_BYTES_MAX, utf8Bytes } from '../api.js';
+import { AttachDialog } from './dialogs.js';
 
 const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 const EDIT_WINDOW_MS = 15 * 60 * 1000; // delivery.edit_window_secs; the server has the last word
@@ -14,6 +15,9 @@ const TYPING_IDLE_MS = 4000;
 const NEAR_TOP_PX = 150;
 const NEAR_BOTTOM_PX = 80;
 const THUMB_EDGE_PX = 320;
+// The message menu keeps this far from the viewport's edges, and this far from its bubble.
+const MENU_MARGIN_PX = 8;
+const MENU_GAP_PX = 6;
 // The parts of a message bubble, in document order; each is present or absent, and updated in place.
 const PARTS = ['author', 'quote', 'media', 'text', 'meta', 'failed', 'reactions', 'menu'];
 
@@ -47,6 +51,7 @@ export class ChatView {
     this.typingIdleTimer = null;
     this.upload = null;
     this.menuFor = null;
+    this.failedThumbnails = new Map(); // <img> -> how to fetch its thumbnail again, for those the server was away for
 
     this.empty = $('#chat-empty');
     this.main = $('#chat-main');
@@ -68,6 +73,7 @@ export class ChatView {
     this.uploadLabel = $('#upload-label');
     this.leftNote = $('#left-note');
     this.menu = $('#message-menu');
+    this.attachDialog = new AttachDialog(textTooLong);
     this.busyFrame = 0;
 
     this.box.setAttribute('aria-relevant', 'additions');
@@ -102,8 +108,15 @@ export class ChatView {
     this.fileInput.addEventListener('change', () => {
       const file = this.fileInput.files?.[0];
       this.fileInput.value = '';
-      if (file) this.sendFile(file);
+      if (file) this.offerFile(file);
     });
+    this.input.addEventListener('paste', (event) => {
+      const file = event.clipboardData?.files?.[0];
+      if (!file) return; // text is pasted as usual
+      event.preventDefault();
+      this.offerFile(file);
+    });
+    this.bindDrop();
     $('#upload-cancel').addEventListener('click', () => this.upload?.abort());
     this.box.addEventListener('scroll', () => {
       // The menu is placed next to its message; once that moves away, the menu would point at nothing.
@@ -114,6 +127,34 @@ export class ChatView {
     document.addEventListener('pointerdown', (event) => {
       if (!this.menu.hidden && !this.menu.contains(event.target) && event.target !== this.menuFor?.button) this.closeMenu();
     });
+  }
+
+  /** Files dragged onto the open chat are offered like picked ones; dropped anywhere else, they are ignored. */
+  bindDrop() {
+    const carriesFiles = (event) => event.dataTransfer?.types.includes('Files');
+    const accepts = (event) => carriesFiles(event) && !this.main.hidden && !this.composer.hidden;
+    this.main.addEventListener('dragover', (event) => {
+      if (!accepts(event)) return;
+      event.preventDefault();
+      event.dataTransfer.dropEffect = 'copy';
+      this.main.classList.add('dropping');
+    });
+    this.main.addEventListener('dragleave', (event) => {
+      if (!this.main.contains(event.relatedTarget)) this.main.classList.remove('dropping');
+    });
+    this.main.addEventListener('drop', (event) => {
+      this.main.classList.remove('dropping');
+      if (!accepts(event)) return;
+      event.preventDefault();
+      const file = event.dataTransfer.files[0];
+      if (file) this.offerFile(file);
+    });
+    // Left to the browser, a file dropped beside the chat would replace the app with the file.
+    for (const type of ['dragover', 'drop']) {
+      document.addEventListener(type, (event) => {
+        if (carriesFiles(event)) event.preventDefault();
+      });
+    }
   }
 
   current() {
@@ -440,12 +481,8 @@ export class ChatView {
     const isImage = media.content_type.startsWith('image/');
     if (isImage && media.thumbnail) {
       const [width, height] = fit(media.width, media.height);
-      const img = h('img', { alt: `Photo from ${msg.from}`, width, height, dataset: { testid: 'thumbnail' } });
-      this.actions.thumbnailUrl(media.media_id).then((url) => {
-        img.src = url;
-      }, () => {
-        img.alt = 'The photo could not be loaded';
-      });
+      const img = h('img', { width, height, dataset: { testid: 'thumbnail' } });
+      this.loadThumbnail(img, media.media_id, `Photo from ${msg.from}`);
       return h('button', {
         type: 'button',
         class: 'thumb',
@@ -467,6 +504,27 @@ export class ChatView {
     h('span', {}, h('span', { class: 'file-name' }, name), ' ', h('span', { class: 'file-size' }, formatBytes(media.size_bytes))));
   }
 
+  /** Fetch a thumbnail into `img`; one the server could not be asked for is kept for `retryThumbnails`. */
+  loadThumbnail(img, mediaId, alt) {
+    img.alt = alt;
+    this.actions.thumbnailUrl(mediaId).then((url) => {
+      img.src = url;
+    }, (err) => {
+      img.alt = 'The photo could not be loaded';
+      // A refusal (gone, not allowed) would be refused again; a network failure may not be.
+      if (!(err instanceof ApiError) || err.transient) this.failedThumbnails.set(img, () => this.loadThumbnail(img, mediaId, alt));
+    });
+  }
+
+  /** The connection is back: thumbnails that failed while the server was away are fetched again, if still shown. */
+  retryThumbnails() {
+    const failed = [...this.failedThumbnails];
+    this.failedThumbnails.clear();
+    for (const [img, retry] of failed) {
+      if (img.isConnected) retry();
+    }
+  }
+
   // ---- history paging ------------------------------------------------------------
 
   maybeLoadOlder() {
@@ -478,8 +536,13 @@ export class ChatView {
 
   // ---- composing -----------------------------------------------------------------
 
+  /**
+   * Fit the box to its text, up to 140 px. An empty or hidden box (a chat being switched to, or one closed to
+   * writing) is left to the stylesheet: a hidden textarea's scrollHeight is 0, which would pin it at its padding.
+   */
   autoGrow() {
-    this.input.style.height = 'auto';
+    this.input.style.height = '';
+    if (!this.input.value || this.input.scrollHeight === 0) return;
     this.input.style.height = `${Math.min(this.input.scrollHeight, 140)}px`;
   }
 
@@ -562,7 +625,11 @@ export class ChatView {
     this.error.textContent = '';
   }
 
-  async sendFile(file) {
+  /**
+   * A file picked, pasted or dropped: nothing goes until the user has seen it and pressed Send in the preview,
+   * which takes over the compose box's text as the caption. A file the server is sure to refuse is refused here.
+   */
+  async offerFile(file) {
     const conv = this.current();
     if (!conv || conv.left || conv.missing) return;
     this.hideError();
@@ -570,9 +637,32 @@ export class ChatView {
       this.showError('Wait for the current upload to finish.');
       return;
     }
-    const tooLong = this.context?.mode === 'edit' ? null : textTooLong(this.input.value);
-    if (tooLong) {
-      this.showError(`“${file.name}” was not sent. The caption: ${tooLong}`);
+    const problem = this.actions.fileProblem(file);
+    if (problem) {
+      this.showError(`“${file.name}” was not sent. ${describeError(problem)}`);
+      return;
+    }
+    // While editing, the compose box holds the message being edited, which is no caption.
+    const editing = this.context?.mode === 'edit';
+    const caption = await this.attachDialog.open(file, editing ? '' : this.input.value);
+    if (caption === null) {
+      this.focusComposer();
+      return;
+    }
+    if (!editing) {
+      this.input.value = '';
+      this.autoGrow();
+      this.stopTyping();
+    }
+    const replyTo = this.context?.mode === 'reply' ? this.context.msg.message_id : null;
+    if (replyTo) this.clearContext();
+    this.focusComposer();
+    await this.sendFile(conv, file, caption, replyTo);
+  }
+
+  async sendFile(conv, file, caption, replyTo) {
+    if (this.upload) {
+      this.showError(`“${file.name}” was not sent. Wait for the current upload to finish.`);
       return;
     }
     this.uploadLabel.textContent = `Uploading ${file.name}…`;
@@ -583,16 +673,15 @@ export class ChatView {
         this.uploadProgress.value = fraction;
       });
       const media = await this.upload.promise;
-      const caption = this.context?.mode === 'edit' ? '' : this.input.value;
-      const replyTo = this.context?.mode === 'reply' ? this.context.msg.message_id : null;
-      if (caption.trim()) {
-        this.input.value = '';
-        this.autoGrow();
-      }
-      this.clearContext();
+      // The chat may have been given its server id meanwhile (a first message to someone).
       this.actions.send(this.store.get(conv.key) ?? conv, caption.trim() ? caption : '', { replyTo, media: [media] });
     } catch (err) {
       if (err.code !== 'aborted') this.showError(`“${file.name}” was not sent. ${describeError(err)}`);
+      // The caption is not lost with the file: back in the compose box, unless something else was written since.
+      if (caption.trim() && !this.input.value && this.current() === conv && !this.context) {
+        this.input.value = caption;
+        this.autoGrow();
+      }
     } finally {
       this.upload = null;
       this.uploadStatus.hidden = true;
@@ -629,6 +718,16 @@ export class ChatView {
         }, emoji))),
       h('button', { type: 'button', role: 'menuitem', class: 'menu-item', onclick: act(() => this.setContext('reply', msg)) }, 'Reply'),
     ];
+    if (msg.text) {
+      // Closed first, so the focus goes back to the options button; the click still counts as the user's gesture.
+      items.push(h('button', {
+        type: 'button', role: 'menuitem', class: 'menu-item',
+        onclick: () => {
+          this.closeMenu();
+          this.actions.copy(msg.text);
+        },
+      }, 'Copy'));
+    }
     if (own && msg.text && Date.now() - msg.ts_ms < EDIT_WINDOW_MS) {
       items.push(h('button', { type: 'button', role: 'menuitem', class: 'menu-item', onclick: act(() => this.setContext('edit', msg)) }, 'Edit'));
     }
@@ -642,15 +741,41 @@ export class ChatView {
     this.menu.hidden = false;
     this.menuFor = { button, msg, scrollTop: this.box.scrollTop };
     button.setAttribute('aria-expanded', 'true');
-    const anchor = button.getBoundingClientRect();
+    this.placeMenu(button.closest('.msg') ?? button);
+    this.menuItems()[0]?.focus();
+  }
+
+  /**
+   * Put the menu next to its bubble, never over it: the message is what the user is deciding about. Beside it on
+   * the side the bubble leaves free, else below or above it; always inside the viewport. A bubble too tall for any
+   * of these gets the spot that hides the least of it.
+   */
+  placeMenu(bubble) {
+    const box = bubble.getBoundingClientRect();
     const width = this.menu.offsetWidth;
     const height = this.menu.offsetHeight;
-    const left = Math.max(8, Math.min(anchor.right - width, window.innerWidth - width - 8));
-    const below = anchor.bottom + 4;
-    const top = below + height > window.innerHeight - 8 ? Math.max(8, anchor.top - height - 4) : below;
-    this.menu.style.left = `${left}px`;
-    this.menu.style.top = `${top}px`;
-    this.menuItems()[0]?.focus();
+    const maxLeft = window.innerWidth - width - MENU_MARGIN_PX;
+    const maxTop = window.innerHeight - height - MENU_MARGIN_PX;
+    const clamp = (value, max) => Math.max(MENU_MARGIN_PX, Math.min(value, max));
+    // Lined up with the bubble's own edge: the left one for a received message, the right one for ours.
+    const alignedLeft = clamp(bubble.classList.contains('out') ? box.right - width : box.left, maxLeft);
+    const spots = [
+      bubble.classList.contains('out')
+        ? { left: box.left - MENU_GAP_PX - width, top: clamp(box.top, maxTop) }
+        : { left: box.right + MENU_GAP_PX, top: clamp(box.top, maxTop) },
+      { left: alignedLeft, top: box.bottom + MENU_GAP_PX },
+      { left: alignedLeft, top: box.top - MENU_GAP_PX - height },
+    ];
+    const inside = (spot) => spot.left >= MENU_MARGIN_PX && spot.left <= maxLeft && spot.top >= MENU_MARGIN_PX && spot.top <= maxTop;
+    const covered = (spot) => Math.max(0, Math.min(spot.left + width, box.right) - Math.max(spot.left, box.left))
+      * Math.max(0, Math.min(spot.top + height, box.bottom) - Math.max(spot.top, box.top));
+    let spot = spots.find(inside);
+    if (!spot) {
+      const clamped = spots.slice(1).map((candidate) => ({ left: candidate.left, top: clamp(candidate.top, maxTop) }));
+      spot = clamped.reduce((best, candidate) => (covered(candidate) < covered(best) ? candidate : best));
+    }
+    this.menu.style.left = `${Math.round(spot.left)}px`;
+    this.menu.style.top = `${Math.round(spot.top)}px`;
   }
 
   menuItems() {

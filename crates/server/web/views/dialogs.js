@@ -1,7 +1,7 @@
-// Modal dialogs: devices, new group, group info, the full-size image and
-// confirmations. Native <dialog> gives focus trapping and Escape to close.
+// Modal dialogs: devices, new group, group info, the full-size image, a file
+// about to be sent and confirmations. Native <dialog> gives focus trapping and Escape to close.
 
-import { h, $, formatDateTime, describeError } from './dom.js';
+import { h, $, formatDateTime, formatBytes, describeError } from './dom.js';
 
 for (const dialog of document.querySelectorAll('dialog')) {
   for (const button of dialog.querySelectorAll('[data-close]')) {
@@ -265,5 +265,89 @@ export class ImageDialog {
     }, (err) => {
       if (this.urlPromise === urlPromise) this.image.alt = `The image could not be loaded: ${describeError(err)}`;
     });
+  }
+}
+
+/**
+ * A file about to be sent, shown before any byte is uploaded: a thumbnail for a photo, its name and size, and a
+ * caption to go with it. `open` resolves the caption on Send, or null on Cancel (or Escape).
+ */
+export class AttachDialog {
+  /** @param {(caption: string) => string|null} validate why a caption cannot be sent, or null */
+  constructor(validate) {
+    this.validate = validate;
+    this.dialog = $('#attach-dialog');
+    this.form = $('#attach-form');
+    this.title = $('#attach-title');
+    this.thumb = $('#attach-thumb');
+    this.icon = $('#attach-icon');
+    this.name = $('#attach-name');
+    this.size = $('#attach-size');
+    this.caption = $('#attach-caption');
+    this.error = $('#attach-error');
+    this.url = null;
+    this.resolve = null;
+    this.form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const problem = this.validate(this.caption.value);
+      if (problem) {
+        // Kept open with the caption, to shorten.
+        this.error.textContent = problem;
+        return;
+      }
+      this.finish(this.caption.value);
+    });
+    this.caption.addEventListener('keydown', (event) => {
+      // As in the compose box: Enter sends, Shift+Enter adds a line.
+      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.form.requestSubmit();
+      }
+    });
+    // A picture the browser cannot decode still goes as a file: show it as one.
+    this.thumb.addEventListener('error', () => this.showThumbnail(false));
+    // Cancel, Escape; after a Send this finds nothing left to settle. A dialog opened again meanwhile stays.
+    this.dialog.addEventListener('close', () => {
+      if (!this.dialog.open) this.finish(null);
+    });
+  }
+
+  open(file, caption) {
+    this.finish(null);
+    const image = file.type.startsWith('image/');
+    this.title.textContent = image ? 'Send a photo' : 'Send a file';
+    this.showThumbnail(image);
+    if (image) {
+      // The picture as the user picked it, from memory: revoked when the dialog closes.
+      this.url = URL.createObjectURL(file);
+      this.thumb.src = this.url;
+      this.thumb.alt = `Preview of ${file.name}`;
+    }
+    this.name.textContent = file.name || 'Unnamed file';
+    this.size.textContent = formatBytes(file.size);
+    this.caption.value = caption;
+    this.error.textContent = '';
+    this.dialog.showModal();
+    this.caption.focus();
+    return new Promise((resolve) => {
+      this.resolve = resolve;
+    });
+  }
+
+  showThumbnail(shown) {
+    this.thumb.hidden = !shown;
+    this.icon.hidden = shown;
+  }
+
+  finish(caption) {
+    const resolve = this.resolve;
+    this.resolve = null;
+    if (this.url) {
+      URL.revokeObjectURL(this.url);
+      this.url = null;
+      this.thumb.removeAttribute('src');
+    }
+    if (this.dialog.open) this.dialog.close();
+    resolve?.(caption);
   }
 }
