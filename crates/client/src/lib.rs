@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use missive_proto::rest::{
-    AckPoint, ConversationList, CreateGroupRequest, DeviceList, ErrorBody, FrameReplies, GroupInfo,
-    History, LoginRequest, LoginResponse, MediaInfo, MessageInfo, PollRequest, PollResponse,
-    PresenceVisibility, Privacy, RegisterRequest, RegisterResponse, UserList,
+    AckPoint, ConversationList, CreateGroupRequest, DeviceInfo, DeviceList, ErrorBody,
+    FrameReplies, GroupInfo, History, LoginRequest, LoginResponse, MediaInfo, MessageInfo,
+    PollRequest, PollResponse, PresenceVisibility, Privacy, RegisterRequest, RegisterResponse,
+    UserList,
 };
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 use serde::de::DeserializeOwned;
@@ -145,6 +146,40 @@ impl Api {
                 .await,
         )
         .await
+    }
+
+    /// Renames one of my devices; its new listing.
+    pub async fn rename_device(
+        &self,
+        token: &str,
+        device_id: i64,
+        name: &str,
+    ) -> Result<DeviceInfo, ClientError> {
+        decode(
+            self.http
+                .patch(format!("{}/v1/devices/{device_id}", self.base_url))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "name": name }))
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    /// The texts of a conversation containing `text`, newest first,
+    /// strictly below `before`.
+    pub async fn search(
+        &self,
+        token: &str,
+        conversation: i64,
+        text: &str,
+        before: Option<i64>,
+    ) -> Result<History, ClientError> {
+        let mut query = format!("q={}", percent_encoded(text));
+        if let Some(before) = before {
+            query.push_str(&format!("&before={before}"));
+        }
+        self.history(token, conversation, &query).await
     }
 
     pub async fn revoke(&self, token: &str, device_id: i64) -> Result<(), ClientError> {

@@ -855,3 +855,98 @@ async fn a_new_member_learns_nothing_about_messages_from_before_joining() {
     // alice's text counts.
     assert_eq!(list.conversations[0].unread, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_search_finds_texts_and_file_names_newest_first() {
+    // Goal: `?q=` returns the member's visible texts containing the words
+    // (any case, Unicode; or a file name they carry), newest first, with
+    // `next_before` to go on; deleted texts, reactions and events before
+    // the caller joined are not found; an empty q or one with `after` is
+    // invalid_field; an outsider gets unknown_conversation.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let eve = server.user("eve").await;
+    let id = server
+        .api
+        .create_group(&alice, "trip", &["bob"])
+        .await
+        .unwrap()
+        .conversation;
+    let mut alice_ws = server.connect(&alice).await;
+    let (early, _, _) = sent(
+        alice_ws
+            .send_to(id, "s0", "Zürich before carol", None)
+            .await
+            .unwrap(),
+    );
+    server
+        .api
+        .add_members(&alice, id, &["carol"])
+        .await
+        .unwrap();
+    let texts = [
+        "Meet in ZÜRICH at 9",
+        "no match here",
+        "zürich again",
+        "gone: zürich",
+    ];
+    let mut ids = Vec::new();
+    for (n, text) in texts.iter().enumerate() {
+        let (message, _, _) = sent(
+            alice_ws
+                .send_to(id, &format!("s{}", n + 1), text, None)
+                .await
+                .unwrap(),
+        );
+        ids.push(message);
+    }
+    sent(alice_ws.delete(id, "del", &ids[3]).await.unwrap());
+    sent(alice_ws.react(id, "re", &ids[0], Some("👍")).await.unwrap());
+
+    let found = server.api.search(&carol, id, "zürich", None).await.unwrap();
+    let found_texts: Vec<&str> = found.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(found_texts, ["zürich again", "Meet in ZÜRICH at 9"]);
+    assert_eq!(
+        found.next_before, None,
+        "the whole visible history was searched"
+    );
+    let bob_found = server.api.search(&bob, id, "ZÜRICH", None).await.unwrap();
+    assert_eq!(
+        bob_found.messages.len(),
+        3,
+        "bob was there for the first one"
+    );
+    assert_eq!(bob_found.messages[2].message_id, early);
+    let older = server
+        .api
+        .search(&bob, id, "zürich", Some(bob_found.messages[0].seq))
+        .await
+        .unwrap();
+    assert_eq!(older.messages.len(), 2, "strictly below before");
+
+    let one = server
+        .api
+        .history(&bob, id, "q=z%C3%BCrich&limit=1")
+        .await
+        .unwrap();
+    assert_eq!(one.messages.len(), 1);
+    assert_eq!(
+        one.next_before,
+        Some(one.messages[0].seq),
+        "go on from there"
+    );
+
+    for query in ["q=", "q=%20%20", "q=x&after=1"] {
+        assert_eq!(
+            refused_code(server.api.history(&bob, id, query).await),
+            "invalid_field",
+            "{query}"
+        );
+    }
+    assert_eq!(
+        refused_code(server.api.search(&eve, id, "zürich", None).await),
+        "unknown_conversation"
+    );
+}

@@ -972,3 +972,47 @@ async fn sends_in_flight_take_seqs_and_answers_in_frame_order() {
         (1..=stored_texts.len() as i64).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_can_be_renamed_by_its_owner_only() {
+    // Goal: PATCH /v1/devices/{id} renames one of my devices (the listing
+    // shows it), refuses a bad name (invalid_field) and someone else's
+    // device or an unknown one (unknown_device), changing nothing.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let laptop = server.device("alice").await;
+    let bob = server.user("bob").await;
+    let listed = server.api.devices(&alice).await.unwrap().devices;
+    let laptop_id = listed.iter().find(|d| !d.current).unwrap().device_id;
+    let renamed = server
+        .api
+        .rename_device(&alice, laptop_id, "Firefox on Windows (work)")
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Firefox on Windows (work)");
+    assert!(!renamed.current);
+    let seen_from_laptop = server.api.devices(&laptop).await.unwrap().devices;
+    let me = seen_from_laptop.iter().find(|d| d.current).unwrap();
+    assert_eq!(
+        (me.device_id, me.name.as_str()),
+        (laptop_id, "Firefox on Windows (work)")
+    );
+    for bad in ["", "nul\0here", &"x".repeat(65)] {
+        assert_eq!(
+            refused_code(server.api.rename_device(&alice, laptop_id, bad).await),
+            "invalid_field"
+        );
+    }
+    assert_eq!(
+        refused_code(server.api.rename_device(&bob, laptop_id, "mine now").await),
+        "unknown_device"
+    );
+    assert_eq!(
+        refused_code(server.api.rename_device(&alice, 999_999, "ghost").await),
+        "unknown_device"
+    );
+    let after = server.api.devices(&alice).await.unwrap().devices;
+    let names: Vec<&str> = after.iter().map(|d| d.name.as_str()).collect();
+    assert!(names.contains(&"Firefox on Windows (work)"), "{names:?}");
+    assert!(!names.contains(&"mine now"), "{names:?}");
+}

@@ -198,6 +198,15 @@ pub trait Store: Send + Sync + 'static {
     /// The account's devices, oldest first.
     async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError>;
 
+    /// Renames one of the account's devices; `false` if it has no such
+    /// device (nothing changes).
+    async fn rename_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        name: String,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes the device, its token and its positions. `false` if the account has
     /// no such device (nothing changes).
     async fn revoke_device(&self, account: AccountId, device: DeviceId)

@@ -1652,6 +1652,35 @@ mod scenarios {
         assert_eq!(store.delete_account(AccountId(999_999)).await, Ok(None));
     }
 
+    /// 2a, renames. A device's name changes only for its own account.
+    pub async fn devices_are_renamed_by_their_account_only(store: Arc<dyn Store>) {
+        // Goal: rename_device changes the listed name of the account's own
+        // device; another account's or an unknown device is false and
+        // changes nothing.
+        let store = &*store;
+        let (alice, bob) = alice_and_bob(store).await;
+        let a1 = new_device(store, alice, "a1").await;
+        assert_eq!(
+            store
+                .rename_device(alice, a1, "Firefox on Linux".into())
+                .await,
+            Ok(true)
+        );
+        assert_eq!(
+            store.rename_device(bob, a1, "stolen".into()).await,
+            Ok(false)
+        );
+        assert_eq!(
+            store
+                .rename_device(alice, DeviceId(999_999), "ghost".into())
+                .await,
+            Ok(false)
+        );
+        let listed = store.list_devices(alice).await.expect("list");
+        let names: Vec<(DeviceId, &str)> = listed.iter().map(|d| (d.id, d.name.as_str())).collect();
+        assert_eq!(names, vec![(a1, "Firefox on Linux")]);
+    }
+
     /// 2b. Device identity after revocation.
     pub async fn revoked_device_identity_is_not_reused(store: Arc<dyn Store>) {
         // Goal: a device created after a revoke is a new sender: it does not
@@ -5010,6 +5039,7 @@ mod sqlite {
         accounts_listed_passwords_reset_and_revocations_numbered,
         suspensions_revoke_devices_and_invites_are_single_use,
         deleted_accounts_free_their_name_and_keep_their_messages,
+        devices_are_renamed_by_their_account_only,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,
@@ -5587,6 +5617,7 @@ mod postgres {
         accounts_listed_passwords_reset_and_revocations_numbered,
         suspensions_revoke_devices_and_invites_are_single_use,
         deleted_accounts_free_their_name_and_keep_their_messages,
+        devices_are_renamed_by_their_account_only,
         revoked_device_identity_is_not_reused,
         seq_and_dedup,
         fan_out,

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use missive_core::DeviceId;
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
-    DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, RegistrationInfo,
+    DeviceInfo, DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
+    RegistrationInfo,
 };
 use missive_store::DeviceAuth;
 
@@ -227,6 +228,30 @@ pub async fn devices(
 }
 
 /// `DELETE /v1/devices/{device_id}`
+/// `PATCH /v1/devices/{device_id}` `{"name": "..."}`: rename a device of mine.
+pub async fn rename_device(
+    State(state): State<Arc<AppState>>,
+    Authenticated(auth): Authenticated,
+    Path(device_id): Path<String>,
+    body: Result<Json<RenameDevice>, JsonRejection>,
+) -> Result<Json<DeviceInfo>, ApiError> {
+    let device_id: i64 = device_id
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidField, "device id must be an integer"))?;
+    let body = json_body(body)?;
+    let renamed = state
+        .accounts
+        .rename_device(&auth, DeviceId(device_id), body.name)
+        .await?;
+    Ok(Json(renamed))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameDevice {
+    name: String,
+}
+
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,

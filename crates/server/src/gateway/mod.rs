@@ -34,7 +34,10 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/current", delete(http::logout))
         .route("/v1/users", get(http::users))
         .route("/v1/devices", get(http::devices))
-        .route("/v1/devices/{device_id}", delete(http::revoke))
+        .route(
+            "/v1/devices/{device_id}",
+            delete(http::revoke).patch(http::rename_device),
+        )
         .route("/v1/groups", post(social_http::create_group))
         .route(
             "/v1/groups/{id}",

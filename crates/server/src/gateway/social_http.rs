@@ -192,9 +192,11 @@ pub struct HistoryQuery {
     before: Option<i64>,
     after: Option<i64>,
     limit: Option<usize>,
+    /// Search: only texts containing this.
+    q: Option<String>,
 }
 
-/// `GET /v1/conversations/{id}/messages?before=&after=&limit=`
+/// `GET /v1/conversations/{id}/messages?before=&after=&limit=[&q=]`
 pub async fn history(
     State(state): Shared,
     Authenticated(auth): Authenticated,
@@ -214,6 +216,28 @@ pub async fn history(
             ErrorCode::InvalidField,
             "limit must be at least 1",
         ));
+    }
+    if let Some(text) = &query.q {
+        if query.after.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "a search goes back from before; after is not taken with q",
+            ));
+        }
+        let (found, next_before) = state
+            .messaging
+            .search(
+                &auth,
+                conversation_id(&id)?,
+                text,
+                query.before,
+                query.limit,
+            )
+            .await?;
+        return Ok(Json(History {
+            messages: found.into_iter().map(history_message).collect(),
+            next_before,
+        }));
     }
     let events = state
         .messaging

@@ -161,16 +161,7 @@ impl Accounts {
         ip: IpAddr,
     ) -> Result<LoginResponse, ApiError> {
         let wrong = || ApiError::new(ErrorCode::WrongCredentials, "wrong username or password");
-        let device_name = request.device_name.unwrap_or_else(|| "unnamed".into());
-        if device_name.is_empty()
-            || device_name.len() > DEVICE_NAME_BYTES_MAX
-            || device_name.contains('\0')
-        {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "device_name must be 1-64 bytes, without NUL",
-            ));
-        }
+        let device_name = device_name(request.device_name.unwrap_or_else(|| "unnamed".into()))?;
         // Invalid usernames share one key, so the key space stays bounded.
         let username = Username::parse(&request.username).ok();
         let user_key = username
@@ -273,6 +264,32 @@ impl Accounts {
                 })
                 .collect(),
         })
+    }
+
+    /// Renames one of the caller's devices (possibly itself).
+    pub async fn rename_device(
+        &self,
+        auth: &DeviceAuth,
+        device: DeviceId,
+        name: String,
+    ) -> Result<DeviceInfo, ApiError> {
+        let name = device_name(name)?;
+        if !self
+            .store
+            .rename_device(auth.account, device, name.clone())
+            .await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::UnknownDevice,
+                "you have no such device",
+            ));
+        }
+        self.devices(auth)
+            .await?
+            .devices
+            .into_iter()
+            .find(|listed| listed.device_id == device.0)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownDevice, "you have no such device"))
     }
 
     /// Revokes one of the caller's devices (possibly itself); its live
@@ -598,6 +615,17 @@ fn parse_phone(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(raw.to_owned())
+}
+
+/// A device's name as given at login or in a rename: 1-64 bytes, no NUL.
+fn device_name(name: String) -> Result<String, ApiError> {
+    if name.is_empty() || name.len() > DEVICE_NAME_BYTES_MAX || name.contains('\0') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "device_name must be 1-64 bytes, without NUL",
+        ));
+    }
+    Ok(name)
 }
 
 /// A name for a new account: a valid username, not of the form deleted

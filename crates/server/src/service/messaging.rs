@@ -23,6 +23,11 @@ use crate::wire;
 const MEDIA_PER_MESSAGE_MAX: usize = 10;
 
 /// History page size when the client does not ask for one.
+/// Events one search request looks through at most.
+pub const SEARCH_SCANNED_MAX: usize = 5_000;
+/// Longest search text, in bytes.
+const SEARCH_QUERY_BYTES_MAX: usize = 256;
+
 pub const HISTORY_PAGE_DEFAULT: usize = 50;
 
 /// Rows deleted per table per sweeper transaction, so a sweep never holds
@@ -440,6 +445,75 @@ impl Messaging {
                 limit,
             })
             .await?)
+    }
+
+    /// The texts of the conversation containing `query` (case-insensitive,
+    /// Unicode), newest first, strictly below `before`: at most `limit`,
+    /// found among at most `SEARCH_SCANNED_MAX` events so one request costs
+    /// a bounded amount whatever the conversation's size. Returns the
+    /// matches and where to go on (the lowest seq looked at), or `None`
+    /// when the start of the visible history was reached.
+    pub async fn search(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+        query: &str,
+        before: Option<Seq>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<StoredEvent>, Option<Seq>), ApiError> {
+        let needle = query.trim().to_lowercase();
+        if needle.is_empty() || needle.len() > SEARCH_QUERY_BYTES_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "q must be 1-256 bytes of text to look for",
+            ));
+        }
+        let limit = limit
+            .unwrap_or(HISTORY_PAGE_DEFAULT)
+            .clamp(1, self.delivery.page_size);
+        let page = self.delivery.page_size;
+        let mut found = Vec::new();
+        let mut before = before;
+        let mut scanned = 0;
+        loop {
+            let events = self
+                .store
+                .history(HistoryRequest {
+                    account: auth.account,
+                    conversation,
+                    before,
+                    after: None,
+                    limit: page,
+                })
+                .await?;
+            let full = events.len() >= page;
+            for event in events {
+                scanned += 1;
+                before = Some(event.seq);
+                // A text's words, or the name of a file it carries.
+                let matches = event.kind == EventKind::Text
+                    && !event.deleted
+                    && (event.body.to_lowercase().contains(&needle)
+                        || event.media.iter().any(|media| {
+                            media
+                                .filename
+                                .as_ref()
+                                .is_some_and(|name| name.to_lowercase().contains(&needle))
+                        }));
+                if matches {
+                    found.push(event);
+                    if found.len() == limit {
+                        return Ok((found, before));
+                    }
+                }
+            }
+            if !full {
+                return Ok((found, None));
+            }
+            if scanned >= SEARCH_SCANNED_MAX {
+                return Ok((found, before));
+            }
+        }
     }
 
     pub async fn conversations(

@@ -230,6 +230,21 @@ pub(super) async fn list_devices<C: GenericClient>(
     .collect()
 }
 
+pub(super) async fn rename_device<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+    device: DeviceId,
+    name: &str,
+) -> Outcome<bool> {
+    execute(
+        db,
+        "UPDATE devices SET name = $3 WHERE id = $1 AND account_id = $2",
+        &[&device.0, &account.0, &name],
+    )
+    .await
+    .map(|changed| changed > 0)
+}
+
 pub(super) async fn revoke_device<C: GenericClient>(
     db: &C,
     account: AccountId,

@@ -366,6 +366,17 @@ impl Store for PostgresStore {
         autocommit!(self, |db| accounts::list_devices(db, account))
     }
 
+    async fn rename_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        name: String,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| accounts::rename_device(
+            db, account, device, &name
+        ))
+    }
+
     async fn revoke_device(
         &self,
         account: AccountId,

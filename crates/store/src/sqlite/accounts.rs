@@ -228,6 +228,20 @@ pub(super) fn list_devices(
     rows.collect::<Result<_, _>>().map_err(backend)
 }
 
+pub(super) fn rename_device(
+    conn: &Connection,
+    account: AccountId,
+    device: DeviceId,
+    name: &str,
+) -> Result<bool, StoreError> {
+    conn.execute(
+        "UPDATE devices SET name = ?3 WHERE id = ?1 AND account_id = ?2",
+        params![device.0, account.0, name],
+    )
+    .map(|changed| changed > 0)
+    .map_err(backend)
+}
+
 pub(super) fn revoke_device(
     conn: &Connection,
     account: AccountId,

@@ -268,6 +268,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn rename_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        name: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| accounts::rename_device(conn, account, device, &name))
+            .await
+    }
+
     async fn revoke_device(
         &self,
         account: AccountId,
