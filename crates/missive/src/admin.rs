@@ -232,10 +232,7 @@ pub async fn run(args: AdminArgs) -> ExitCode {
     };
     app.state().store.shutdown().await;
     match done {
-        Ok(value) => {
-            println!("{value}");
-            ExitCode::SUCCESS
-        }
+        Ok(value) => cli::print_json(&value),
         Err(err) => refused(&err),
     }
 }

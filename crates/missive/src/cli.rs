@@ -20,6 +20,7 @@ use missive_proto::rest::PresenceVisibility;
 use missive_proto::{ClientFrame, ServerFrame};
 
 use crate::profile::{self, Profile};
+use crate::text_output::{self, Output};
 
 #[derive(clap::Args)]
 pub struct ClientArgs {
@@ -80,8 +81,21 @@ fn fail(err: &ClientError) -> ExitCode {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> ExitCode {
-    match serde_json::to_string(value) {
+static OUTPUT: std::sync::OnceLock<Output> = std::sync::OnceLock::new();
+
+/// How the commands print (`--output`); set once, at start.
+pub fn set_output(output: Output) {
+    let _ = OUTPUT.set(output);
+}
+
+/// Prints `value` as one JSON line, or with `--output text` as lines for
+/// people.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> ExitCode {
+    let printed = match OUTPUT.get().copied().unwrap_or_default() {
+        Output::Json => serde_json::to_string(value),
+        Output::Text => serde_json::to_value(value).map(|value| text_output::render(&value)),
+    };
+    match printed {
         Ok(text) => {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{text}");
@@ -435,7 +449,7 @@ pub async fn download(
     if let Err(err) = written {
         eprintln!("error: cannot write {}: {err}", path.display());
         if err.kind() == std::io::ErrorKind::AlreadyExists {
-            eprintln!("hint: give --output PATH to choose where it goes");
+            eprintln!("hint: give --to PATH to choose where it goes");
         }
         return ExitCode::from(EXIT_FAILURE);
     }

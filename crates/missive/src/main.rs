@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod profile;
 mod serve;
+mod text_output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,16 @@ use missive_proto::rest::PresenceVisibility;
     about = "A WhatsApp-style messaging server and its clients"
 )]
 struct Args {
+    /// How client and admin commands print: `json` (one JSON value per
+    /// line, for scripts) or `text` (for people).
+    #[arg(
+        long,
+        global = true,
+        env = "MISSIVE_OUTPUT",
+        value_enum,
+        default_value_t
+    )]
+    output: text_output::Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,8 +118,8 @@ enum Command {
         media_id: String,
         /// Where to write it [default: the name it was sent under (else its
         /// id) in the current directory, never over an existing file].
-        #[arg(long, short)]
-        output: Option<PathBuf>,
+        #[arg(long, short = 'o')]
+        to: Option<PathBuf>,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -388,6 +399,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    cli::set_output(args.output);
     runtime.block_on(async move {
         match args.command {
             Command::Serve(serve_args) => serve::run(serve_args).await,
@@ -429,9 +441,9 @@ fn main() -> ExitCode {
             }
             Command::Download {
                 media_id,
-                output,
+                to,
                 client,
-            } => cli::download(&client, &media_id, output).await,
+            } => cli::download(&client, &media_id, to).await,
             Command::Listen {
                 count,
                 idle_secs,
@@ -615,7 +627,10 @@ mod tests {
                 .any(|arg| arg.get_long() == Some("password"));
             assert_eq!(
                 has_password,
-                matches!(path.as_str(), "register" | "login" | "admin reset-password"),
+                matches!(
+                    path.as_str(),
+                    "register" | "login" | "admin reset-password" | "admin create"
+                ),
                 "`missive {path}`"
             );
         }

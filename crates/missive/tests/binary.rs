@@ -155,6 +155,20 @@ async fn cli_walkthrough_and_exit_codes() {
             "{stdout}"
         );
 
+        // For people: --output text (or MISSIVE_OUTPUT=text), before or
+        // after the command.
+        let (code, stdout, stderr) =
+            run(&["--output", "text", "history", "bob", "--profile", "alice"]);
+        assert_eq!(code, 0, "{stderr}");
+        let line = stdout.trim();
+        assert!(line.ends_with("] 1 alice: hello bob"), "{stdout}");
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_err());
+        let (code, stdout, _) = run(&["conversations", "--profile", "alice", "--output", "text"]);
+        assert_eq!(code, 0);
+        assert!(stdout.starts_with("#1  alice, bob  last: ["), "{stdout}");
+        let (code, _, stderr) = run(&["history", "bob", "--profile", "alice", "--output", "yaml"]);
+        assert_eq!(code, 2, "{stderr}");
+
         let (code, _, stderr) = run(&["send", "nobody", "hi", "--profile", "alice"]);
         assert_eq!(code, 3, "{stderr}");
         assert!(stderr.starts_with("error: unknown_user:"), "{stderr}");
@@ -753,7 +767,7 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
         let (code, stdout, stderr) = run(&[
             "download",
             &media_id,
-            "--output",
+            "--to",
             saved_path,
             "--profile",
             "bob",
@@ -768,7 +782,7 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
         std::fs::write(&named, b"mine").unwrap();
         let (code, _, stderr, named) = download_here(&media_id);
         assert_eq!(code, 1, "{stderr}");
-        assert!(stderr.contains("--output"), "{stderr}");
+        assert!(stderr.contains("--to"), "{stderr}");
         assert_eq!(std::fs::read(&named).unwrap(), b"mine", "not overwritten");
         let (code, _, stderr) = run(&[
             "download",

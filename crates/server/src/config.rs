@@ -496,6 +496,7 @@ const CLIENT_ENV_KEYS: &[&str] = &[
     "server",
     "profile",
     "invite",
+    "output",
     "config",
     "config_dir",
     "test_log",
