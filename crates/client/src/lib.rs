@@ -352,8 +352,38 @@ impl Api {
         .await
     }
 
+    /// Every conversation, most recent activity first (all pages).
     pub async fn conversations(&self, token: &str) -> Result<ConversationList, ClientError> {
-        self.get_json(token, "/v1/conversations").await
+        let mut all = self.conversations_page(token, None, None).await?;
+        while let Some(next) = all.next.take() {
+            let page = self.conversations_page(token, Some(&next), None).await?;
+            all.conversations.extend(page.conversations);
+            all.next = page.next;
+        }
+        Ok(all)
+    }
+
+    /// One page of conversations, after the cursor `before` (a previous
+    /// page's `next`).
+    pub async fn conversations_page(
+        &self,
+        token: &str,
+        before: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ConversationList, ClientError> {
+        let mut query = Vec::new();
+        if let Some(before) = before {
+            query.push(format!("before={}", percent_encoded(before)));
+        }
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        let path = if query.is_empty() {
+            "/v1/conversations".to_owned()
+        } else {
+            format!("/v1/conversations?{}", query.join("&"))
+        };
+        self.get_json(token, &path).await
     }
 
     /// `query` like `before=10&limit=5` (may be empty).

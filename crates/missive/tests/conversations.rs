@@ -950,3 +950,66 @@ async fn history_search_finds_texts_and_file_names_newest_first() {
         "unknown_conversation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conversation_list_comes_in_pages() {
+    // Goal: `limit` pages the list, most recent activity first, each
+    // conversation once across pages, with `next` until the last page; a
+    // bad cursor or limit 0 is invalid_field.
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let mut alice_ws = server.connect(&alice).await;
+    let mut expected = Vec::new();
+    for n in 0..5 {
+        let peer = format!("peer{n}");
+        server.user(&peer).await;
+        let (_, conversation, _) = sent(
+            alice_ws
+                .send_text(&peer, &format!("c{n}"), "hi")
+                .await
+                .unwrap(),
+        );
+        expected.push(conversation);
+    }
+    expected.reverse();
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = server
+            .api
+            .conversations_page(&alice, before.as_deref(), Some(2))
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.conversations.len() <= 2);
+        seen.extend(page.conversations.iter().map(|c| c.conversation));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, expected, "newest first, each once");
+    assert_eq!(
+        server
+            .api
+            .conversations(&alice)
+            .await
+            .unwrap()
+            .conversations
+            .len(),
+        5
+    );
+    for query in ["before=nonsense", "limit=0", "before=1.x"] {
+        let answer = reqwest::Client::new()
+            .get(format!("{}/v1/conversations?{query}", server.url()))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{query}");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_field", "{query}");
+    }
+}

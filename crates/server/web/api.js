@@ -192,9 +192,19 @@ export class Api {
     return this.request('DELETE', `/v1/devices/${encodeURIComponent(deviceId)}`);
   }
 
-  /** Every conversation of ours, each with its unread count, last message and the others' receipt cursors. */
-  conversations() {
-    return this.request('GET', '/v1/conversations');
+  /**
+   * Every conversation of ours, each with its unread count, last message and the others' receipt cursors, most
+   * recent activity first (the server sends the list in pages of up to 500).
+   */
+  async conversations() {
+    const all = [];
+    let before = null;
+    do {
+      const page = await this.request('GET', `/v1/conversations?limit=500${before ? `&before=${encodeURIComponent(before)}` : ''}`);
+      all.push(...page.conversations);
+      before = page.next ?? null;
+    } while (before);
+    return { conversations: all };
   }
 
   history(conversation, { before = null, limit = 40 } = {}) {

@@ -453,6 +453,9 @@ pub struct ConversationRecord {
     pub last_event: Option<StoredEvent>,
     /// The other members' receipt cursors, by username.
     pub receipts: Vec<MemberReceipts>,
+    /// When its last visible event happened (else when it was created):
+    /// what the list is ordered by, newest first.
+    pub activity_ms: UnixMillis,
 }
 
 /// Unread texts are counted up to this many per conversation, so listing

@@ -152,12 +152,33 @@ pub async fn leave(
 }
 
 /// `GET /v1/conversations`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationsQuery {
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/conversations[?before=CURSOR][&limit=N]`
 pub async fn conversations(
     State(state): Shared,
     Authenticated(auth): Authenticated,
+    query: Result<Query<ConversationsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ConversationList>, ApiError> {
-    let records = state.messaging.conversations(&auth).await?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::new(ErrorCode::InvalidField, rejection.body_text()))?;
+    if query.limit == Some(0) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "limit must be at least 1",
+        ));
+    }
+    let (records, next) = state
+        .messaging
+        .conversations(&auth, query.before.as_deref(), query.limit)
+        .await?;
     Ok(Json(ConversationList {
+        next,
         conversations: records
             .into_iter()
             .map(|record| ConversationSummary {

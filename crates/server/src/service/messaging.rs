@@ -23,6 +23,23 @@ use crate::wire;
 const MEDIA_PER_MESSAGE_MAX: usize = 10;
 
 /// History page size when the client does not ask for one.
+/// Conversations per page of `GET /v1/conversations`: by default, and at
+/// most.
+pub const CONVERSATIONS_PAGE_DEFAULT: usize = 100;
+pub const CONVERSATIONS_PAGE_MAX: usize = 500;
+
+/// A conversation list cursor, `ACTIVITY_MS.CONVERSATION`.
+fn conversation_cursor(text: &str) -> Result<(i64, i64), ApiError> {
+    text.split_once('.')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.parse().ok()?)))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidField,
+                "before must be the next cursor of a previous page",
+            )
+        })
+}
+
 /// Events one search request looks through at most.
 pub const SEARCH_SCANNED_MAX: usize = 5_000;
 /// Longest search text, in bytes.
@@ -516,11 +533,39 @@ impl Messaging {
         }
     }
 
+    /// A page of the caller's conversations, most recent activity first,
+    /// strictly after the `before` cursor, and the cursor of the next page
+    /// (none on the last). A cursor is `ACTIVITY_MS.CONVERSATION`: a
+    /// conversation whose activity moves it above the cursor meanwhile is
+    /// not repeated (its new events arrive live).
     pub async fn conversations(
         &self,
         auth: &DeviceAuth,
-    ) -> Result<Vec<ConversationRecord>, ApiError> {
-        Ok(self.store.conversations(auth.account).await?)
+        before: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<ConversationRecord>, Option<String>), ApiError> {
+        let limit = limit
+            .unwrap_or(CONVERSATIONS_PAGE_DEFAULT)
+            .clamp(1, CONVERSATIONS_PAGE_MAX);
+        let before = before.map(conversation_cursor).transpose()?;
+        let mut page: Vec<ConversationRecord> = self
+            .store
+            .conversations(auth.account)
+            .await?
+            .into_iter()
+            .filter(|record| {
+                before.is_none_or(|cursor| (record.activity_ms, record.conversation.0) < cursor)
+            })
+            .take(limit + 1)
+            .collect();
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last()
+                .map(|last| format!("{}.{}", last.activity_ms, last.conversation.0))
+        } else {
+            None
+        };
+        Ok((page, next))
     }
 
     pub async fn receipts(

@@ -256,6 +256,7 @@ pub(super) async fn conversations<C: GenericClient>(
         let last_event = last.remove(&ConversationId(id));
         let activity = last_event.as_ref().map_or(created_ms, |event| event.ts_ms);
         let record = ConversationRecord {
+            activity_ms: activity,
             conversation: ConversationId(id),
             kind: if row.try_get::<_, i16>(1)? == CONVERSATION_GROUP {
                 ConversationKind::Group

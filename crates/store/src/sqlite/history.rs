@@ -221,8 +221,10 @@ pub(super) fn conversations(
         {
             event.media = super::media::media_of(conn, event.message_id.as_str())?;
         }
-        activity.push(last_event.as_ref().map_or(created_ms, |event| event.ts_ms));
+        let activity_ms = last_event.as_ref().map_or(created_ms, |event| event.ts_ms);
+        activity.push(activity_ms);
         records.push(ConversationRecord {
+            activity_ms,
             conversation: ConversationId(id),
             kind: if kind == 1 {
                 ConversationKind::Group
