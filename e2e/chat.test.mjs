@@ -803,6 +803,227 @@ test('devices: list, revoke another browser, log out', { timeout: TEST_TIMEOUT_M
   });
 });
 
+const FIREFOX_ON_WINDOWS = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0';
+
+test('devices are named after their browser and system, and can be renamed', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: a person with several devices can tell them apart: each login names its browser and system, and a
+  // device can be given a name of one's own, which the server keeps.
+  await withServer(async ({ server, open, pages }) => {
+    const laptop = await open();
+    // Firefox has no navigator.userAgentData; without this, Chromium would keep telling its own under the override.
+    const firefox = await open({
+      userAgent: FIREFOX_ON_WINDOWS,
+      initScript: () => Object.defineProperty(Navigator.prototype, 'userAgentData', { get: () => undefined }),
+    });
+    const name = username('erin');
+    await register(laptop, name);
+    await login(firefox, name);
+
+    await laptop.getByRole('button', { name: 'Devices' }).click();
+    const dialog = laptop.getByRole('dialog', { name: 'Your devices' });
+    const list = laptop.getByTestId('device-list');
+    const other = list.locator('[data-current="false"]').getByTestId('device-name');
+    await other.waitFor();
+    assert.match(await list.locator('[data-current="true"]').getByTestId('device-name').textContent(), /^(Chromium|Chrome) on Linux$/);
+    assert.equal(await other.textContent(), 'Firefox on Windows');
+
+    // Other browsers and systems, as their user agents describe them.
+    const named = await laptop.evaluate(async (agents) => {
+      const { deviceName } = await import('/api.js');
+      return agents.map((agent) => deviceName(agent));
+    }, [
+      { userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1' },
+      { userAgent: 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15' },
+      { userAgent: 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36 Edg/126.0.0.0' },
+      { userAgent: 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36' },
+      { userAgent: 'Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36' },
+      { userAgent: 'Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36 OPR/112.0.0.0' },
+      { userAgent: '', userAgentData: { brands: [{ brand: 'Not/A)Brand' }, { brand: 'Microsoft Edge' }, { brand: 'Chromium' }], platform: 'macOS' } },
+      { userAgent: 'curl/8.5.0' },
+    ]);
+    assert.deepEqual(named, [
+      'Safari on iOS', 'Safari on macOS', 'Edge on Windows', 'Chrome on Android', 'Chrome on ChromeOS', 'Opera on Windows',
+      'Edge on macOS', 'Browser',
+    ]);
+
+    // Renamed in the dialog: the list shows the new name, also after reopening, and so does the device itself.
+    await list.getByRole('button', { name: 'Rename Firefox on Windows' }).click();
+    const field = list.getByRole('textbox', { name: 'New name for Firefox on Windows' });
+    assert.equal(await field.inputValue(), 'Firefox on Windows');
+    await field.fill('Work laptop');
+    await field.press('Enter');
+    await other.filter({ hasText: /^Work laptop$/ }).waitFor();
+    await screenshot(laptop, 'devices.png');
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await laptop.getByRole('button', { name: 'Devices' }).click();
+    await other.filter({ hasText: /^Work laptop$/ }).waitFor();
+    await firefox.getByRole('button', { name: 'Devices' }).click();
+    await firefox.getByTestId('device-list').locator('[data-current="true"]').getByTestId('device-name')
+      .filter({ hasText: /^Work laptop$/ }).waitFor();
+
+    // Escape leaves the renaming, not the dialog; an empty name is explained, not sent.
+    await list.getByRole('button', { name: 'Rename Work laptop' }).click();
+    await list.getByRole('textbox', { name: 'New name for Work laptop' }).press('Escape');
+    await list.getByRole('button', { name: 'Rename Work laptop' }).waitFor();
+    assert.equal(await dialog.isVisible(), true);
+    await list.getByRole('button', { name: 'Rename Work laptop' }).click();
+    await list.getByRole('textbox', { name: 'New name for Work laptop' }).fill('   ');
+    await list.getByRole('button', { name: 'Save' }).click();
+    await dialog.getByRole('alert').filter({ hasText: 'A device name is 1 to 64 characters' }).waitFor();
+
+    // Revoked elsewhere meanwhile: the refusal is a sentence, and the device leaves the list.
+    const deviceId = await firefox.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).deviceId);
+    await server.rest('DELETE', `/v1/devices/${deviceId}`, undefined, await tokenOf(laptop));
+    await list.getByRole('textbox', { name: 'New name for Work laptop' }).fill('Old laptop');
+    await list.getByRole('button', { name: 'Save' }).click();
+    await dialog.getByRole('alert').filter({ hasText: 'That device is no longer logged in.' }).waitFor();
+    await list.locator('[data-current="false"]').waitFor({ state: 'detached' });
+    assert.equal(await list.getByTestId('device').count(), 1);
+    assertNoProblems(pages, { expected: [/status of 404/] });
+  });
+});
+
+test('the search field filters the chat list by name and last message, and clearing it shows all again', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: with many chats, a person finds one by whom it is with, the group's name or what was said last.
+  await withServer(async ({ server, open, pages }) => {
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    const carolName = username('carol');
+    const alice = await server.registerAndLogin(aliceName);
+    const bob = await server.registerAndLogin(bobName);
+    const carol = await server.registerAndLogin(carolName);
+    let sent = 0;
+    const say = (session, target, text) => {
+      sent += 1;
+      return server.rest('POST', '/v1/frames', { type: 'send', id: `s${sent}`, client_msg_id: `c${sent}`, text, ...target }, session.token);
+    };
+    await say(bob, { to: aliceName }, 'See you at the Station');
+    await say(carol, { to: aliceName }, 'Lunch tomorrow?');
+    const group = await server.rest('POST', '/v1/groups', { name: 'Book club', members: [bobName, carolName] }, alice.token);
+    await say(carol, { conversation: group.conversation }, 'Chapter five by Thursday');
+
+    const page = await open();
+    await login(page, aliceName);
+    const titles = () => page.getByTestId('conversation').evaluateAll((items) => items.map((item) => item.dataset.title).sort());
+    const shows = async (expected) => {
+      await eventually(async () => JSON.stringify(await titles()) === JSON.stringify([...expected].sort()),
+        { what: `the list to show ${expected.join(', ') || 'nothing'}` });
+    };
+    await shows([bobName, carolName, 'Book club']);
+    const search = page.getByRole('searchbox', { name: 'Search chats' });
+    const noMatch = page.getByText('No chats match', { exact: true });
+
+    await search.fill(bobName.toUpperCase());
+    await shows([bobName]);
+    await search.fill('station');
+    await shows([bobName]);
+    await search.fill('LUNCH');
+    await shows([carolName]);
+    await search.fill('book');
+    await shows(['Book club']);
+    await search.fill('thursday');
+    await shows(['Book club']);
+    assert.equal(await noMatch.isVisible(), false);
+
+    await search.fill('no such chat');
+    await noMatch.waitFor();
+    await shows([]);
+    await search.fill('');
+    await shows([bobName, carolName, 'Book club']);
+    assert.equal(await noMatch.isVisible(), false);
+
+    // Escape clears it too, and a filtered item still opens its chat.
+    await search.fill('lunch');
+    await shows([carolName]);
+    await openChat(page, carolName);
+    await search.press('Escape');
+    await shows([bobName, carolName, 'Book club']);
+    assert.equal(await search.inputValue(), '');
+    assertNoProblems(pages);
+  });
+});
+
+test('searching a chat finds messages across its whole history, newest first, and shows a loaded one in the log', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the server searches history the page never loaded; results come a page at a time ("Search older"),
+  // with the match marked, and picking one that is loaded brings it into view.
+  await withServer(async ({ server, open, pages }) => {
+    const aliceName = username('alice');
+    const bobName = username('bob');
+    await server.registerAndLogin(aliceName);
+    const bob = await server.registerAndLogin(bobName);
+    // 60 messages, the even ones with the word (in capitals) and one with markup-like text: 30 to find.
+    const texts = Array.from({ length: 60 }, (_, i) => {
+      const n = i + 1;
+      if (n === 58) return '<b>needle</b> & <i>co</i>';
+      return n % 2 === 0 ? `Found the NEEDLE in hay ${n}` : `plain hay ${n}`;
+    });
+    for (const [i, text] of texts.entries()) {
+      await server.rest('POST', '/v1/frames', { type: 'send', id: `s${i}`, to: aliceName, client_msg_id: `seed-${i}`, text }, bob.token);
+    }
+    const found = texts.filter((text) => /needle/i.test(text)).reverse();
+
+    const page = await open();
+    await login(page, aliceName);
+    await openChat(page, bobName);
+    await messages(page, texts[59]).waitFor();
+    assert.equal(await messages(page, texts[1]).count(), 0, 'the oldest messages are not loaded');
+
+    await page.getByRole('button', { name: 'Search messages' }).click();
+    const box = page.getByRole('searchbox', { name: 'Search in this chat' });
+    await box.fill('needle');
+    await box.press('Enter');
+    const results = page.getByTestId('search-result');
+    const status = page.getByTestId('search-status');
+    await status.filter({ hasText: '20 messages found so far' }).waitFor();
+    assert.deepEqual(await page.getByTestId('search-result-text').allTextContents(), found.slice(0, 20), 'newest first');
+    // The sender and the match, marked in the text as it was written (no markup made of it).
+    assert.equal(await results.first().locator('mark').textContent(), 'NEEDLE');
+    const markup = results.filter({ hasText: '<b>needle</b> & <i>co</i>' });
+    assert.equal(await markup.locator('mark').textContent(), 'needle');
+    assert.equal(await markup.locator('b, i').count(), 0);
+    assert.match(await results.first().textContent(), new RegExp(`^${bobName}`));
+
+    await page.getByRole('button', { name: 'Search older' }).click();
+    await status.filter({ hasText: /^30 messages found$/ }).waitFor();
+    assert.deepEqual(await page.getByTestId('search-result-text').allTextContents(), found);
+    assert.equal(await page.getByRole('button', { name: 'Search older' }).isVisible(), false);
+    await screenshot(page, 'chat-search.png');
+
+    // One that is not loaded (the log has the newest 40) stays in the results, which say so.
+    await results.filter({ hasText: /NEEDLE in hay 2$/ }).click();
+    await status.filter({ hasText: 'further back than the chat has loaded' }).waitFor();
+    assert.equal(await messages(page, 'Found the NEEDLE in hay 2').count(), 0);
+
+    // A result that is loaded: the log scrolls to it and marks it for a moment.
+    const target = messages(page, 'Found the NEEDLE in hay 24');
+    const inView = () => page.evaluate((text) => {
+      const log = document.querySelector('[data-testid="messages"]').getBoundingClientRect();
+      const item = [...document.querySelectorAll('[data-testid="message"]')].find((node) => node.textContent.includes(text));
+      const rect = item.getBoundingClientRect();
+      return rect.top >= log.top && rect.bottom <= log.bottom;
+    }, 'Found the NEEDLE in hay 24');
+    assert.equal(await inView(), false, 'out of view before');
+    await results.filter({ hasText: 'Found the NEEDLE in hay 24' }).click();
+    await target.and(page.locator('[data-found]')).waitFor();
+    assert.equal(await inView(), true, 'scrolled into view');
+    await target.and(page.locator('[data-found]')).waitFor({ state: 'detached' });
+
+    // Nothing to find; Escape closes the bar, and the close button too.
+    await box.fill('zebra');
+    await box.press('Enter');
+    await status.filter({ hasText: /^No messages found$/ }).waitFor();
+    assert.equal(await results.count(), 0);
+    assert.equal(await page.getByRole('button', { name: 'Search older' }).isVisible(), false);
+    await box.press('Escape');
+    await page.getByTestId('chat-search').waitFor({ state: 'hidden' });
+    await page.getByRole('button', { name: 'Search messages' }).click();
+    assert.equal(await box.inputValue(), '', 'a closed search starts afresh');
+    await page.getByRole('button', { name: 'Close search' }).click();
+    await page.getByTestId('chat-search').waitFor({ state: 'hidden' });
+    assertNoProblems(pages);
+  });
+});
+
 test('registration by invite: the page asks for a code, explains a missing or bad one, takes an operator\'s', { timeout: TEST_TIMEOUT_MS }, async () => {
   // Goal: the sign-in page follows the server's registration mode: an invite field only when invites are
   // required, a sentence (not a code) for each refusal, and an operator's code works once; a closed server

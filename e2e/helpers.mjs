@@ -164,12 +164,16 @@ export function username(prefix) {
 
 /**
  * A browser page that records console errors and warnings and uncaught
- * exceptions; `problems` must be empty at the end of a test.
+ * exceptions; `problems` must be empty at the end of a test. `userAgent` makes it claim to be another browser;
+ * `initScript` runs in the page before any of its own scripts (to take away what that browser lacks).
  */
-export async function openPage(browser, server, { query = '', viewport = { width: 1280, height: 800 } } = {}) {
-  const context = await browser.newContext({ viewport });
+export async function openPage(browser, server, {
+  query = '', viewport = { width: 1280, height: 800 }, userAgent = undefined, initScript = undefined,
+} = {}) {
+  const context = await browser.newContext({ viewport, userAgent });
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   const page = await context.newPage();
+  if (initScript) await page.addInitScript(initScript);
   page.problems = [];
   page.on('console', (message) => {
     if (message.type() !== 'error' && message.type() !== 'warning') return;

@@ -107,19 +107,53 @@ export function withTimeout(signal, timeoutMs) {
   return signal ? AbortSignal.any([signal, timeout]) : timeout;
 }
 
-/** Describe a device for the device list: the browser and OS, as far as the user agent says. */
-export function deviceName() {
-  const agent = navigator.userAgent;
-  const browser = /Edg\//.test(agent) ? 'Edge'
-    : /Firefox\//.test(agent) ? 'Firefox'
-      : /Chrom(e|ium)\//.test(agent) ? 'Chrome'
-        : /Safari\//.test(agent) ? 'Safari' : 'Browser';
-  const system = /Android/.test(agent) ? 'Android'
-    : /iPhone|iPad/.test(agent) ? 'iOS'
-      : /Windows/.test(agent) ? 'Windows'
-        : /Mac OS X/.test(agent) ? 'macOS'
-          : /Linux/.test(agent) ? 'Linux' : 'web';
-  return `${browser} on ${system}`;
+// Brands a Chromium-based browser names in navigator.userAgentData, most specific first; the rest (GREASE
+// entries such as "Not:A-Brand") say nothing about the browser.
+const BRANDS = [
+  ['Microsoft Edge', 'Edge'], ['Opera', 'Opera'], ['Google Chrome', 'Chrome'], ['HeadlessChrome', 'HeadlessChrome'],
+  ['Chromium', 'Chromium'],
+];
+// userAgentData.platform values, as people call them.
+const PLATFORMS = {
+  Windows: 'Windows', macOS: 'macOS', Linux: 'Linux', Android: 'Android', iOS: 'iOS', 'Chrome OS': 'ChromeOS',
+  ChromeOS: 'ChromeOS', 'Chromium OS': 'ChromeOS',
+};
+
+/** The browser as the user agent string tells it; order matters, as Edge and Opera also say "Chrome" and "Safari". */
+function browserFromAgent(agent) {
+  if (/Edg(e|A|iOS)?\//.test(agent)) return 'Edge';
+  if (/OPR\/|Opera/.test(agent)) return 'Opera';
+  if (/Firefox\/|FxiOS\//.test(agent)) return 'Firefox';
+  if (/Chromium\//.test(agent)) return 'Chromium';
+  if (/Chrome\/|CriOS\//.test(agent)) return 'Chrome';
+  if (/Safari\//.test(agent)) return 'Safari';
+  return null;
+}
+
+/** The system as the user agent string tells it; iOS and Android before macOS and Linux, which they mention too. */
+function systemFromAgent(agent) {
+  if (/iPhone|iPad|iPod/.test(agent)) return 'iOS';
+  if (/Android/.test(agent)) return 'Android';
+  if (/CrOS/.test(agent)) return 'ChromeOS';
+  if (/Windows/.test(agent)) return 'Windows';
+  if (/Macintosh|Mac OS X/.test(agent)) return 'macOS';
+  if (/Linux/.test(agent)) return 'Linux';
+  return null;
+}
+
+/**
+ * Name this browser for the device list, "Firefox on Windows", so a person can tell their devices apart:
+ * navigator.userAgentData where the browser has it (Chromium-based ones, in secure contexts), else the user
+ * agent string; "Browser" when neither says.
+ */
+export function deviceName(nav = navigator) {
+  const data = nav.userAgentData;
+  const brands = new Set((data?.brands ?? []).map((entry) => entry.brand));
+  const agent = nav.userAgent ?? '';
+  const browser = BRANDS.find(([brand]) => brands.has(brand))?.[1] ?? browserFromAgent(agent);
+  const system = PLATFORMS[data?.platform] ?? systemFromAgent(agent);
+  if (!browser) return system ? `Browser on ${system}` : 'Browser';
+  return system ? `${browser} on ${system}` : browser;
 }
 
 export class Api {
@@ -188,6 +222,10 @@ export class Api {
     return this.request('GET', '/v1/devices');
   }
 
+  renameDevice(deviceId, name) {
+    return this.request('PATCH', `/v1/devices/${encodeURIComponent(deviceId)}`, { name });
+  }
+
   revokeDevice(deviceId) {
     return this.request('DELETE', `/v1/devices/${encodeURIComponent(deviceId)}`);
   }
@@ -211,6 +249,13 @@ export class Api {
     const query = new URLSearchParams({ limit: String(limit) });
     if (before !== null) query.set('before', String(before));
     return this.request('GET', `/v1/conversations/${conversation}/messages?${query}`);
+  }
+
+  /** Texts of the conversation containing `query` (any case), newest first, strictly below `before`. */
+  searchMessages(conversation, query, { before = null, limit = 20 } = {}) {
+    const params = new URLSearchParams({ q: query, limit: String(limit) });
+    if (before !== null) params.set('before', String(before));
+    return this.request('GET', `/v1/conversations/${conversation}/messages?${params}`);
   }
 
   createGroup(name, members) {

@@ -211,6 +211,7 @@ class Session {
       discard: (conv, msg) => this.store.discard(conv, msg),
       typing: (conv, state) => this.typing(conv, state),
       loadOlder: (conv) => this.loadOlder(conv),
+      search: (conv, query, before) => this.api.searchMessages(conv.id, query, { before }),
       fileProblem: (file) => this.fileProblem(file),
       upload: (file, onProgress) => this.upload(file, onProgress),
       thumbnailUrl: (mediaId) => this.thumbnailUrl(mediaId),

@@ -7,6 +7,7 @@ import { systemText, previewText, typingText } from './list.js';
 import { icon, tickElement, setTick } from './icons.js';
 import { ApiError, TEXT_BYTES_MAX, utf8Bytes } from '../api.js';
 import { AttachDialog } from './dialogs.js';
+import { SearchBar } from './search.js';
 
 const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 const EDIT_WINDOW_MS = 15 * 60 * 1000; // delivery.edit_window_secs; the server has the last word
@@ -15,6 +16,8 @@ const TYPING_IDLE_MS = 4000;
 const NEAR_TOP_PX = 150;
 const NEAR_BOTTOM_PX = 80;
 const THUMB_EDGE_PX = 320;
+// How long a message found through search stays highlighted.
+const FOUND_MS = 2000;
 // The message menu keeps this far from the viewport's edges, and this far from its bubble.
 const MENU_MARGIN_PX = 8;
 const MENU_GAP_PX = 6;
@@ -74,6 +77,10 @@ export class ChatView {
     this.leftNote = $('#left-note');
     this.menu = $('#message-menu');
     this.attachDialog = new AttachDialog(textTooLong);
+    this.search = new SearchBar(store, {
+      search: (conv, query, before) => this.actions.search(conv, query, before),
+      reveal: (messageId) => this.reveal(messageId),
+    });
     this.busyFrame = 0;
 
     this.box.setAttribute('aria-relevant', 'additions');
@@ -170,6 +177,7 @@ export class ChatView {
       this.empty.hidden = false;
       this.main.hidden = true;
       this.closeMenu();
+      this.search.close({ restoreFocus: false });
       return;
     }
     const switched = conv.key !== this.convKey;
@@ -211,6 +219,7 @@ export class ChatView {
     this.clearContext();
     this.hideError();
     this.closeMenu();
+    this.search.close({ restoreFocus: false });
     this.stopTyping();
     this.input.value = '';
     this.autoGrow();
@@ -239,6 +248,7 @@ export class ChatView {
     this.typing.parentElement.classList.toggle('blank', !typing && !status);
     this.presence.dataset.online = String(Boolean(conv.peer && store.presence.get(conv.peer)?.online));
     this.groupButton.hidden = conv.kind !== 'group' || conv.left;
+    this.search.showFor(conv);
   }
 
   renderMessages(conv, detail, switched) {
@@ -523,6 +533,20 @@ export class ChatView {
     for (const [img, retry] of failed) {
       if (img.isConnected) retry();
     }
+  }
+
+  /** Bring a loaded message into view and flash it, for a search result; false when it is not loaded here. */
+  reveal(messageId) {
+    const item = [...this.items.values()].find((node) => node.msg?.message_id === messageId);
+    if (!item) return false;
+    item.scrollIntoView({ block: 'center' });
+    clearTimeout(item.foundTimer);
+    // Off and on again, so a second click on the same result flashes it anew.
+    delete item.dataset.found;
+    void item.offsetWidth;
+    item.dataset.found = 'true';
+    item.foundTimer = setTimeout(() => delete item.dataset.found, FOUND_MS);
+    return true;
   }
 
   // ---- history paging ------------------------------------------------------------

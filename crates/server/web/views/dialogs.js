@@ -2,6 +2,10 @@
 // about to be sent and confirmations. Native <dialog> gives focus trapping and Escape to close.
 
 import { h, $, formatDateTime, formatBytes, describeError } from './dom.js';
+import { utf8Bytes } from '../api.js';
+
+// The server takes device names of 1-64 UTF-8 bytes.
+const DEVICE_NAME_BYTES_MAX = 64;
 
 for (const dialog of document.querySelectorAll('dialog')) {
   for (const button of dialog.querySelectorAll('[data-close]')) {
@@ -59,18 +63,81 @@ export class DevicesDialog {
   }
 
   item(device) {
+    const rename = h('button', {
+      type: 'button',
+      class: 'secondary small',
+      'aria-label': `Rename ${device.name}`,
+      onclick: () => this.startRename(item, device),
+    }, 'Rename');
     const revoke = h('button', {
       type: 'button',
       class: 'danger small',
       'aria-label': device.current ? 'Log out this device' : `Revoke ${device.name} (device ${device.device_id})`,
       onclick: () => this.revoke(device),
     }, device.current ? 'Log out' : 'Revoke');
-    return h('li', { class: 'device', dataset: { testid: 'device', deviceId: String(device.device_id), current: String(device.current) } },
+    const item = h('li', { class: 'device', dataset: { testid: 'device', deviceId: String(device.device_id), current: String(device.current) } },
       h('span', { class: 'device-text' },
-        h('span', { class: 'device-name' }, device.name, device.current ? h('span', { class: 'tag' }, 'This device') : null),
+        h('span', { class: 'device-name' },
+          h('span', { dataset: { testid: 'device-name' } }, device.name),
+          device.current ? h('span', { class: 'tag' }, 'This device') : null),
         h('span', { class: 'device-meta' },
           `Added ${formatDateTime(device.created_ms)} · last active ${formatDateTime(device.last_seen_ms)}`)),
-      revoke);
+      h('span', { class: 'device-actions' }, rename, revoke));
+    return item;
+  }
+
+  /** The device's row becomes a small form with its name ready to change; Escape or Cancel put the row back. */
+  startRename(item, device) {
+    this.error.textContent = '';
+    const input = h('input', {
+      value: device.name, maxlength: 64, autocomplete: 'off', spellcheck: 'false',
+      'aria-label': `New name for ${device.name}`,
+    });
+    const form = h('form', { class: 'device-rename inline-row' },
+      input,
+      h('button', { type: 'submit', class: 'primary small' }, 'Save'),
+      h('button', { type: 'button', class: 'secondary small', onclick: () => this.cancelRename(form, item) }, 'Cancel'));
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.rename(form, device, input.value);
+    });
+    input.addEventListener('keydown', (event) => {
+      // Escape leaves the renaming, not the whole dialog.
+      if (event.key !== 'Escape') return;
+      event.preventDefault();
+      event.stopPropagation();
+      this.cancelRename(form, item);
+    });
+    item.replaceWith(h('li', { class: 'device', dataset: { testid: 'device', deviceId: String(device.device_id) } }, form));
+    input.focus();
+    input.select();
+  }
+
+  cancelRename(form, item) {
+    form.closest('li').replaceWith(item);
+    item.querySelector('button')?.focus();
+  }
+
+  async rename(form, device, value) {
+    const name = value.trim();
+    if (!name || utf8Bytes(name) > DEVICE_NAME_BYTES_MAX || name.includes('\0')) {
+      this.error.textContent = 'A device name is 1 to 64 characters long (fewer with accents or emoji).';
+      return;
+    }
+    this.error.textContent = '';
+    const buttons = form.querySelectorAll('button');
+    buttons.forEach((button) => { button.disabled = true; });
+    try {
+      await this.api.renameDevice(device.device_id, name);
+    } catch (err) {
+      this.error.textContent = describeError(err);
+      buttons.forEach((button) => { button.disabled = false; });
+      // An unknown device has gone meanwhile (revoked elsewhere): the list shows what is left.
+      if (err?.code !== 'unknown_device') return;
+    }
+    await this.refresh();
+    // The list was built anew; the focus goes back where it was before renaming.
+    this.list.querySelector(`[data-device-id="${device.device_id}"] button`)?.focus();
   }
 
   async revoke(device) {

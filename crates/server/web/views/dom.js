@@ -125,6 +125,7 @@ const ERROR_TEXT = {
   edit_window_closed: 'Messages can only be edited for 15 minutes.',
   message_deleted: 'That message was deleted.',
   unknown_message: 'That message is no longer available.',
+  unknown_device: 'That device is no longer logged in.',
   media_too_large: 'The file is too large (the limit is 16 MB).',
   media_type_not_allowed: 'This kind of file cannot be sent. Allowed: images, video, audio and PDF.',
   text_too_long: 'The message is too long.',

@@ -45,13 +45,39 @@ export class ListView {
     this.onOpen = onOpen;
     this.list = $('#conversation-list');
     this.empty = $('#conversation-empty');
+    this.noMatch = $('#conversation-no-match');
+    this.search = $('#conversation-search');
     this.items = new Map(); // conversation key -> <li>
+    this.search.addEventListener('input', () => this.render());
+    this.search.addEventListener('keydown', (event) => {
+      if (event.key !== 'Escape' || !this.search.value) return;
+      event.preventDefault();
+      this.search.value = '';
+      this.render();
+    });
+  }
+
+  /** What is typed in the search field, in the case it is compared in; empty when not searching. */
+  query() {
+    return this.search.value.trim().toLocaleLowerCase();
+  }
+
+  /** Whether a chat's title or its last message's text (or file name) contains `query`. */
+  matches(conv, query) {
+    const last = this.store.lastShown(conv);
+    const texts = [this.store.title(conv)];
+    if (last?.kind === 'text' && !last.deleted) {
+      texts.push(last.text ?? '', ...last.media.map((media) => media.filename ?? ''));
+    }
+    return texts.some((text) => text.toLocaleLowerCase().includes(query));
   }
 
   render() {
     const store = this.store;
-    const convs = store.sorted()
+    const all = store.sorted()
       .filter((conv) => !conv.missing && (conv.id !== null || conv.messages.size > 0 || conv.key === store.openKey));
+    const query = this.query();
+    const convs = query ? all.filter((conv) => this.matches(conv, query)) : all;
     const keep = new Set(convs.map((conv) => conv.key));
     for (const [key, item] of this.items) {
       if (!keep.has(key)) {
@@ -71,7 +97,8 @@ export class ListView {
       // Move only what is out of place: moving a node would take the keyboard focus off it.
       if (this.list.children[index] !== item) this.list.insertBefore(item, this.list.children[index] ?? null);
     });
-    this.empty.hidden = convs.length > 0;
+    this.empty.hidden = all.length > 0 || Boolean(query);
+    this.noMatch.hidden = !query || convs.length > 0;
   }
 
   fill(button, conv) {
