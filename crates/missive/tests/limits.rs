@@ -6,6 +6,9 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
+
+use missive_client::{Api, Connection};
 use missive_proto::{ClientFrame, ServerFrame};
 
 fn send(id: &str, to: &str, text: &str) -> ClientFrame {
@@ -639,4 +642,87 @@ async fn uploads_and_group_creations_are_rate_limited_per_account() {
         .await
         .expect("conversations");
     assert_eq!(conversations.conversations.len(), 2, "{conversations:?}");
+}
+
+/// Opens a TCP connection to `server` from `source` (a loopback address).
+async fn socket_from(source: &str, server: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("source address"))?;
+    let address = server
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    socket.connect(address).await
+}
+
+/// Waits (at most `within`) for the server to close `stream`; true if it did.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_open_sockets_cannot_keep_a_real_user_out() {
+    // Goal: the denial of service of issue 17. With 400 open files, a
+    // client opening 600 sockets that send nothing, or half a request,
+    // cannot stop the server: the surplus is closed at once (no EMFILE),
+    // the rest by the request head deadline, /healthz answers and a real
+    // user from another address registers, connects, sends and receives
+    // meanwhile.
+    use tokio::io::AsyncWriteExt;
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_open_files(
+        data_dir.path(),
+        &[("MISSIVE_LIMITS__REQUEST_HEAD_TIMEOUT_MS", "1500")],
+        400,
+    );
+    let mut idle = Vec::new();
+    for n in 0..600 {
+        let mut stream = socket_from("127.0.0.2", &server.url)
+            .await
+            .expect("connect");
+        if n % 3 == 0 {
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("half a request");
+        }
+        idle.push(stream);
+    }
+
+    // A real user, from another address, while all of that is open.
+    let api = Api::new(&server.url);
+    let health = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    api.register("alice", PASSWORD).await.unwrap();
+    api.register("bob", PASSWORD).await.unwrap();
+    let alice = api.login("alice", PASSWORD, "a").await.unwrap().token;
+    let bob = api.login("bob", PASSWORD, "b").await.unwrap().token;
+    let mut alice_ws = Connection::connect(&api.ws_url(), &alice).await.unwrap();
+    let mut bob_ws = Connection::connect(&api.ws_url(), &bob).await.unwrap();
+    alice_ws.send_text("bob", "c1", "still here").await.unwrap();
+    let got = bob_ws.next_frame(Duration::from_secs(10)).await.unwrap();
+    assert!(
+        matches!(&got, ServerFrame::Message { text, .. } if text == "still here"),
+        "{got:?}"
+    );
+
+    // Every idle or half-open socket is closed by the server: the surplus
+    // at once, the others by the deadline.
+    for (n, stream) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(stream, Duration::from_secs(20)).await,
+            "socket {n} still open"
+        );
+    }
+    drop(server);
 }

@@ -354,6 +354,12 @@ pub struct LimitsConfig {
     pub write_timeout_ms: u64,
     /// A WebSocket must authenticate within this time.
     pub auth_timeout_ms: u64,
+    /// A connection whose request head has not fully arrived this long
+    /// after it opened (or after its previous answer) is closed.
+    pub request_head_timeout_ms: u64,
+    /// Connections one client address may hold before any request on them
+    /// authenticates (pages, sign-up, a WebSocket before `auth`).
+    pub unauthenticated_per_ip_max: usize,
     /// Server pings an idle connection this often; silence for three
     /// intervals closes it.
     pub keepalive_secs: u64,
@@ -465,6 +471,8 @@ impl Default for LimitsConfig {
             outbound_frames_max: 256,
             write_timeout_ms: 10_000,
             auth_timeout_ms: 5_000,
+            request_head_timeout_ms: 10_000,
+            unauthenticated_per_ip_max: 1_000,
             keepalive_secs: 30,
             connections_max: 100_000,
             connections_per_ip_max: 1_000,
@@ -554,6 +562,14 @@ impl Config {
                 self.limits.outbound_frames_max as u64,
             ),
             ("limits.keepalive_secs", self.limits.keepalive_secs),
+            (
+                "limits.request_head_timeout_ms",
+                self.limits.request_head_timeout_ms,
+            ),
+            (
+                "limits.unauthenticated_per_ip_max",
+                self.limits.unauthenticated_per_ip_max as u64,
+            ),
             ("limits.connections_max", self.limits.connections_max as u64),
             (
                 "limits.connections_per_ip_max",

@@ -11,6 +11,7 @@
 //! - [`error`]: the one client-facing error type.
 //! - [`telemetry`]: logs and Prometheus metrics.
 
+pub mod accept;
 pub mod cache;
 pub mod cluster;
 pub mod config;
@@ -22,7 +23,6 @@ pub mod service;
 pub mod telemetry;
 mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -333,25 +333,21 @@ impl App {
             "missive serving"
         );
         let app = gateway::routes(state.clone());
+        let admission = Arc::new(accept::Admission::new(
+            // WebSockets and polls are capped at connections_max; the
+            // rest are short requests, sign-ups and sockets on their way in.
+            state.config.limits.connections_max.saturating_mul(2),
+            state.config.limits.unauthenticated_per_ip_max,
+        ));
+        tracing::info!(connections_max = admission.open_max(), "taking connections");
+        let head_timeout = Duration::from_millis(state.config.limits.request_head_timeout_ms);
         let stop = shutdown.clone();
         let session_stop = state.shutdown.clone();
-        // No Nagle: frames are small and written as they come, and a write
-        // held back for the ACK of the previous one waits out the peer's
-        // delayed ACK (40 ms on Linux) — that was the p99 of a delivery.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(%err, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        tokio::spawn(async move {
             stop.cancelled().await;
             session_stop.cancel();
-        })
-        .await;
+        });
+        accept::serve(listener, app, admission, head_timeout, shutdown.clone()).await;
         state.shutdown.cancel();
         for task in background {
             task.abort();
@@ -365,7 +361,7 @@ impl App {
         }
         state.store.shutdown().await;
         tracing::info!("missive stopped");
-        served
+        Ok(())
     }
 }
 

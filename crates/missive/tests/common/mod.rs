@@ -318,15 +318,52 @@ impl ServerProcess {
         (server, log)
     }
 
+    /// Like `start_with_env`, the process limited to `open_files` open
+    /// files (`ulimit -n`).
+    pub fn start_with_open_files(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        open_files: u64,
+    ) -> Self {
+        Self::spawn_limited(data_dir, env, "info", None, Some(open_files)).0
+    }
+
     fn spawn(
         data_dir: &std::path::Path,
         env: &[(&str, &str)],
         rust_log: &str,
         keep: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     ) -> (Self, std::thread::JoinHandle<()>) {
+        Self::spawn_limited(data_dir, env, rust_log, keep, None)
+    }
+
+    fn spawn_limited(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        rust_log: &str,
+        keep: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+        open_files: Option<u64>,
+    ) -> (Self, std::thread::JoinHandle<()>) {
         use std::io::BufRead;
         use std::process::Stdio;
-        let mut child = server_command()
+        let mut command = match open_files {
+            None => server_command(),
+            Some(limit) => {
+                let mut shell = std::process::Command::new("sh");
+                for (key, _) in std::env::vars_os() {
+                    if key.to_string_lossy().starts_with("MISSIVE_") {
+                        shell.env_remove(key);
+                    }
+                }
+                shell.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    BIN,
+                ]);
+                shell
+            }
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--listen",

@@ -43,6 +43,11 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             })?;
         let auth = state.accounts.authenticate(token.trim()).await?;
         state.accounts.note_use(&auth).await;
+        // The connection no longer counts against its address's quota of
+        // unauthenticated ones.
+        if let Some(admitted) = parts.extensions.get::<Arc<crate::accept::Admitted>>() {
+            admitted.authenticated();
+        }
         Ok(Self(auth))
     }
 }

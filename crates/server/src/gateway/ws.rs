@@ -38,6 +38,7 @@ use super::dispatch::{Dispatcher, Replies};
 use super::live::{self, Announce};
 use super::web;
 use crate::AppState;
+use crate::accept::Admitted;
 use crate::error::ApiError;
 use crate::router::LiveEvent;
 use crate::service::Messaging;
@@ -58,6 +59,7 @@ const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    admitted: Option<axum::Extension<Arc<Admitted>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -88,7 +90,9 @@ pub async fn upgrade(
         .max_message_size(frame_bytes_max)
         .max_frame_size(frame_bytes_max)
         .on_upgrade(move |socket| async move {
-            run_session(socket, state, permit, ip_slot).await;
+            // The socket is the session's now: so is its admission.
+            let admitted = admitted.map(|axum::Extension(admitted)| admitted);
+            run_session(socket, state, permit, ip_slot, admitted).await;
             drop(session_guard);
         })
 }
@@ -114,11 +118,15 @@ async fn run_session(
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
     ip_slot: Slot,
+    admitted: Option<Arc<Admitted>>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let Some((auth, token, auth_id)) = authenticate(&mut sink, &mut stream, &state).await else {
         return;
     };
+    if let Some(admitted) = &admitted {
+        admitted.authenticated();
+    }
     let span = tracing::info_span!("session", account = %auth.account, device = %auth.device);
     serve_device(sink, stream, state, auth, token, auth_id, ip_slot)
         .instrument(span)
