@@ -84,7 +84,7 @@ pub async fn upgrade(
     };
     let frame_bytes_max = state.config.limits.frame_bytes_max;
     let session_guard = state.sessions.token();
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * frame_bytes_max)
         .max_message_size(frame_bytes_max)
@@ -533,6 +533,11 @@ pub(super) async fn wait_for_wake(wake: &Notify, recheck: Option<Duration>) {
 /// passes it is written at once. Small, because a connection keeps the
 /// buffer's capacity once it has grown.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// What a connection's read buffer starts with (tungstenite allocates it
+/// up front and keeps it): an idle connection holds it for nothing, and a
+/// frame larger than it grows it as needed (reading at most this much per
+/// call).
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Frames written to the socket together at most; the rest wait for the
 /// next write.
