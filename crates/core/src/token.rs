@@ -4,36 +4,19 @@
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-const TOKEN_BYTES: usize = 32;
+/// A secret of `BYTES` random bytes shown once, as hex; the store keeps
+/// only its SHA-256.
+pub struct Secret<const BYTES: usize>(String);
 
 /// The secret a device presents. Only ever held by the client and in transit.
-pub struct DeviceToken(String);
+pub type DeviceToken = Secret<32>;
 
-impl DeviceToken {
+/// A single-use registration invite an operator hands out.
+pub type InviteCode = Secret<16>;
+
+impl<const BYTES: usize> Secret<BYTES> {
     pub fn generate() -> Self {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(hex::encode(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn hash(&self) -> TokenHash {
-        TokenHash::of(&self.0)
-    }
-}
-
-/// A single-use registration invite an operator hands out: 16 random bytes
-/// as hex. Like a token, the store keeps only its SHA-256.
-pub struct InviteCode(String);
-
-impl InviteCode {
-    const BYTES: usize = 16;
-
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; Self::BYTES];
+        let mut bytes = [0u8; BYTES];
         rand::rng().fill_bytes(&mut bytes);
         Self(hex::encode(bytes))
     }

@@ -352,6 +352,23 @@ fn admin(data_dir: &std::path::Path, args: &[&str], password: &str) -> (i32, Str
     )
 }
 
+/// `admin` on a blocking thread, so the test's runtime keeps serving its
+/// connections meanwhile.
+async fn admin_off_thread(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    password: &'static str,
+) -> (i32, String, String) {
+    let data_dir = data_dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        admin(&data_dir, &args, password)
+    })
+    .await
+    .expect("admin thread")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs() {
     // Goal: `missive admin` works on the store of a running embedded
@@ -369,28 +386,18 @@ async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs
         .await
         .unwrap();
     let dir = data_dir.path().to_path_buf();
-    let run = move |args: Vec<String>, password: &'static str| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            admin(&dir, &args, password)
-        })
-    };
-    let args = |list: &[&str]| list.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
 
-    let (code, stdout, stderr) = run(args(&["users"]), "").await.unwrap();
+    let (code, stdout, stderr) = admin_off_thread(&dir, &["users"], "").await;
     assert_eq!(code, 0, "{stderr}");
     let users: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(users["users"][0]["username"], "alice", "{stdout}");
     assert_eq!(users["users"][0]["devices"], 2, "{stdout}");
-    let (code, stdout, _) = run(args(&["devices", "alice"]), "").await.unwrap();
+    let (code, stdout, _) = admin_off_thread(&dir, &["devices", "alice"], "").await;
     assert_eq!(code, 0);
     assert!(stdout.contains("\"laptop\""), "{stdout}");
 
     let phone_id = phone.device_id.to_string();
-    let (code, stdout, stderr) = run(args(&["revoke", "alice", &phone_id]), "")
-        .await
-        .unwrap();
+    let (code, stdout, stderr) = admin_off_thread(&dir, &["revoke", "alice", &phone_id], "").await;
     assert_eq!(code, 0, "{stderr}");
     let revoked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(revoked, serde_json::json!({"revoked": [phone.device_id]}));
@@ -404,12 +411,12 @@ async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs
     let mut laptop_ws = Connection::connect(&api.ws_url(), &laptop.token)
         .await
         .unwrap();
-    let (code, stdout, stderr) = run(
-        args(&["reset-password", "alice", "--revoke-devices"]),
+    let (code, stdout, stderr) = admin_off_thread(
+        &dir,
+        &["reset-password", "alice", "--revoke-devices"],
         "a brand new password",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(code, 0, "{stderr}");
     let revoked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(
@@ -430,7 +437,7 @@ async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs
         .await
         .unwrap();
 
-    let (code, _, stderr) = run(args(&["devices", "nobody"]), "").await.unwrap();
+    let (code, _, stderr) = admin_off_thread(&dir, &["devices", "nobody"], "").await;
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("unknown_user"), "{stderr}");
     drop(server);
@@ -469,15 +476,7 @@ async fn an_operator_invites_creates_suspends_and_resumes_users() {
     );
 
     let dir = data_dir.path().to_path_buf();
-    let run = move |args: Vec<String>, password: &'static str| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            admin(&dir, &args, password)
-        })
-    };
-    let args = |list: &[&str]| list.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
-    let (code, stdout, stderr) = run(args(&["invite", "--count", "2"]), "").await.unwrap();
+    let (code, stdout, stderr) = admin_off_thread(&dir, &["invite", "--count", "2"], "").await;
     assert_eq!(code, 0, "{stderr}");
     let invites: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let codes: Vec<String> = invites["invites"]
@@ -498,7 +497,7 @@ async fn an_operator_invites_creates_suspends_and_resumes_users() {
         "invite_invalid",
         "an invite is used once"
     );
-    let (code, stdout, stderr) = run(args(&["create", "bob"]), PASSWORD).await.unwrap();
+    let (code, stdout, stderr) = admin_off_thread(&dir, &["create", "bob"], PASSWORD).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"bob\""), "{stdout}");
     api.login("bob", PASSWORD, "phone").await.unwrap();
@@ -507,7 +506,7 @@ async fn an_operator_invites_creates_suspends_and_resumes_users() {
     let mut phone_ws = Connection::connect(&api.ws_url(), &phone.token)
         .await
         .unwrap();
-    let (code, stdout, stderr) = run(args(&["suspend", "alice"]), "").await.unwrap();
+    let (code, stdout, stderr) = admin_off_thread(&dir, &["suspend", "alice"], "").await;
     assert_eq!(code, 0, "{stderr}");
     let revoked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(revoked, serde_json::json!({"revoked": [phone.device_id]}));
@@ -525,17 +524,17 @@ async fn an_operator_invites_creates_suspends_and_resumes_users() {
         "wrong_credentials",
         "the suspension is told only to whoever knows the password"
     );
-    let (code, stdout, _) = run(args(&["users"]), "").await.unwrap();
+    let (code, stdout, _) = admin_off_thread(&dir, &["users"], "").await;
     assert_eq!(code, 0);
     let users: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(users["users"][0]["username"], "alice", "{stdout}");
     assert_eq!(users["users"][0]["suspended"], true, "{stdout}");
     assert_eq!(users["users"][1]["suspended"], false, "{stdout}");
 
-    let (code, _, stderr) = run(args(&["resume", "alice"]), "").await.unwrap();
+    let (code, _, stderr) = admin_off_thread(&dir, &["resume", "alice"], "").await;
     assert_eq!(code, 0, "{stderr}");
     api.login("alice", PASSWORD, "again").await.unwrap();
-    let (code, _, stderr) = run(args(&["suspend", "nobody"]), "").await.unwrap();
+    let (code, _, stderr) = admin_off_thread(&dir, &["suspend", "nobody"], "").await;
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("unknown_user"), "{stderr}");
     drop(server);
