@@ -5,7 +5,7 @@
 //! recipient: an ack writes one position row per conversation and one
 //! member row per moved cursor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId, Seq};
@@ -16,7 +16,6 @@ use super::conversations::check_member;
 use super::fault::{Fault, Outcome};
 use super::media::media_of;
 use super::sql::{Step, execute, in_order, limit, pipeline, row, rows, scalar, unsigned};
-use crate::StoreError;
 use crate::model::*;
 
 /// Events read per statement while scanning one conversation.
@@ -338,71 +337,6 @@ fn extend(range: &mut Option<(Seq, Seq)>, from: Seq, to: Seq) {
     });
 }
 
-/// Where the account stands in each conversation an ack names, and the
-/// device's stored position there. A missing `last_seq` is a conversation
-/// that does not exist.
-const ACK_SCOPES: &str = "SELECT k.conversation_id, c.last_seq, m.joined_seq,
-            x.joined_seq, x.left_seq, p.seq
-     FROM unnest($1::bigint[]) AS k(conversation_id)
-     LEFT JOIN conversations c ON c.id = k.conversation_id
-     LEFT JOIN members m ON m.conversation_id = k.conversation_id AND m.account_id = $2
-     LEFT JOIN departures x ON x.conversation_id = k.conversation_id AND x.account_id = $2
-     LEFT JOIN positions p ON p.device_id = $3 AND p.conversation_id = k.conversation_id";
-
-/// Moves the device's positions forward (never back), in ascending
-/// conversation order so two acks of one device cannot deadlock.
-const ADVANCE_POSITIONS: &str = "INSERT INTO positions (device_id, conversation_id, seq)
-     SELECT $1, conversation_id, seq FROM unnest($2::bigint[], $3::bigint[]) AS p(conversation_id, seq)
-     ORDER BY conversation_id
-     ON CONFLICT (device_id, conversation_id) DO UPDATE SET seq = GREATEST(positions.seq, excluded.seq)
-     RETURNING conversation_id, seq";
-
-/// Locks the account's member rows whose delivered cursor moves, so the
-/// two statements after it see the latest cursor (another device of the
-/// account may be acking on another node) and no other moves it between.
-const LOCK_CURSORS: &str = "SELECT 1 FROM (
-         SELECT mb.conversation_id FROM members mb
-         JOIN unnest($2::bigint[], $3::bigint[]) AS p(conversation_id, seq)
-           ON mb.conversation_id = p.conversation_id
-         WHERE mb.account_id = $1 AND mb.delivered_seq < p.seq
-         ORDER BY mb.conversation_id FOR NO KEY UPDATE OF mb
-     ) locked";
-
-/// For each cursor that moves: the devices of the other members who wrote
-/// a text in the range it newly covers (only their ticks change). One row
-/// per device; a conversation whose range holds no such text still has a
-/// row, with a NULL device.
-const CURSOR_NOTIFY: &str = "SELECT me.conversation_id, d.id
-     FROM unnest($2::bigint[], $3::bigint[]) AS p(conversation_id, seq)
-     JOIN members me ON me.conversation_id = p.conversation_id AND me.account_id = $1
-      AND me.delivered_seq < p.seq
-     LEFT JOIN LATERAL (
-         SELECT d.id FROM members mb JOIN devices d ON d.account_id = mb.account_id
-         WHERE mb.conversation_id = p.conversation_id AND mb.account_id <> $1
-           AND mb.account_id IN (
-               SELECT g.sender_account FROM messages g
-               WHERE g.conversation_id = p.conversation_id
-                 AND g.seq > me.delivered_seq AND g.seq <= p.seq AND g.kind = $4)
-     ) d ON true
-     ORDER BY 1, 2";
-
-const MOVE_CURSORS: &str = "UPDATE members m SET delivered_seq = p.seq, delivered_ms = $4
-     FROM unnest($2::bigint[], $3::bigint[]) AS p(conversation_id, seq)
-     WHERE m.conversation_id = p.conversation_id AND m.account_id = $1 AND m.delivered_seq < p.seq
-     RETURNING m.conversation_id";
-
-/// Store-and-forward: serializes the purge decisions of one conversation
-/// (ascending, so acks naming several cannot deadlock). Taken after this
-/// ack's positions are written: whoever comes next sees them committed,
-/// so two devices acking the last two copies at once on two nodes cannot
-/// both leave the bodies behind. Keyed by schema too, so databases shared
-/// by several schemas (tests) do not wait on each other.
-const LOCK_PURGES: &str = "SELECT count(pg_advisory_xact_lock(k)) FROM (
-         SELECT hashtextextended(
-                    'missive purge ' || coalesce(current_schema(), '') || ' ' || c, 0) AS k
-         FROM unnest($1::bigint[]) AS c ORDER BY c
-     ) keys";
-
 /// Store-and-forward: purges the bodies in `($2, $3]` of conversation `$1`
 /// that every device of every member (and of anyone who left, up to their
 /// leaving) has; a device counts as having its own events. Only this range
@@ -410,7 +344,7 @@ const LOCK_PURGES: &str = "SELECT count(pg_advisory_xact_lock(k)) FROM (
 /// to `$3`. With `lowest` the device furthest behind and `runner_up` the
 /// position of the next one, an event is everyone's when it is at or below
 /// `lowest`, or is that device's own and at or below `runner_up`.
-const PURGE_DELIVERED: &str = "WITH holders AS (
+pub(super) const PURGE_DELIVERED: &str = "WITH holders AS (
          SELECT d.id AS device, GREATEST(COALESCE(p.seq, 0), m.joined_seq) AS pos
          FROM members m JOIN devices d ON d.account_id = m.account_id
          LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = m.conversation_id
@@ -436,219 +370,6 @@ const PURGE_DELIVERED: &str = "WITH holders AS (
      ),
      reactions_gone AS (DELETE FROM reactions WHERE message_id IN (SELECT id FROM purged))
      DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged)";
-
-/// Where the account stands in one conversation an ack names.
-struct Scope {
-    joined_seq: Seq,
-    /// Still a member (a departure has no delivered cursor).
-    member: bool,
-    /// The device's effective position before the ack.
-    before: Seq,
-}
-
-/// The scope of each conversation, or the refusal of the whole ack, judged
-/// point by point in the order given.
-fn scopes(ack: &AckRequest, found: &[Row]) -> Outcome<BTreeMap<i64, Scope>> {
-    let mut by_id: HashMap<i64, &Row> = HashMap::new();
-    for row in found {
-        by_id.insert(row.try_get(0)?, row);
-    }
-    let mut scopes = BTreeMap::new();
-    for (conversation, seq) in &ack.points {
-        let found = by_id.get(&conversation.0).ok_or(Fault::Raced)?;
-        let last_seq: Option<Seq> = found.try_get(1)?;
-        let member_joined: Option<Seq> = found.try_get(2)?;
-        let departed_joined: Option<Seq> = found.try_get(3)?;
-        let left_seq: Option<Seq> = found.try_get(4)?;
-        let stored: Option<Seq> = found.try_get(5)?;
-        let Some(last_seq) = last_seq else {
-            return Err(StoreError::UnknownConversation.into());
-        };
-        let (joined_seq, end, member) = match (member_joined, departed_joined, left_seq) {
-            (Some(joined), _, _) => (joined, last_seq, true),
-            (None, Some(joined), Some(left)) => (joined, left, false),
-            // Never a member: as if it did not exist.
-            _ => return Err(StoreError::UnknownConversation.into()),
-        };
-        if *seq < 0 || *seq > end {
-            return Err(StoreError::SeqOutOfRange.into());
-        }
-        scopes.insert(
-            conversation.0,
-            Scope {
-                joined_seq,
-                member,
-                before: stored.unwrap_or(0).max(joined_seq),
-            },
-        );
-    }
-    Ok(scopes)
-}
-
-pub(super) async fn ack<C: GenericClient>(db: &C, ack: &AckRequest) -> Outcome<AckOutcome> {
-    if ack.points.is_empty() {
-        return Ok(AckOutcome::default());
-    }
-    // One target per conversation: the highest of its points.
-    let mut targets: BTreeMap<i64, Seq> = BTreeMap::new();
-    for (conversation, seq) in &ack.points {
-        let target = targets.entry(conversation.0).or_insert(*seq);
-        *target = (*target).max(*seq);
-    }
-    let ids: Vec<i64> = targets.keys().copied().collect();
-    let (found, by) = pipeline!(
-        rows(db, ACK_SCOPES, &[&ids, &ack.account.0, &ack.device.0]),
-        username(db, ack.account),
-    )?;
-    // Every point is judged before anything moves: a refused ack changes
-    // nothing.
-    let scopes = scopes(ack, &found)?;
-
-    // Positions move where the ack goes beyond the effective one; cursors
-    // of current memberships (the statements filter those already there).
-    let mut advance: Vec<(i64, Seq)> = Vec::new();
-    let mut cursor: Vec<(i64, Seq)> = Vec::new();
-    for (conversation, seq) in &targets {
-        let scope = scopes.get(conversation).ok_or(Fault::Raced)?;
-        if *seq > scope.before {
-            advance.push((*conversation, *seq));
-        }
-        if scope.member {
-            cursor.push((*conversation, *seq));
-        }
-    }
-    let (advance_ids, advance_seqs): (Vec<i64>, Vec<Seq>) = advance.iter().copied().unzip();
-    let (cursor_ids, cursor_seqs): (Vec<i64>, Vec<Seq>) = cursor.iter().copied().unzip();
-    let purge = ack.purge_delivered_bodies && !advance.is_empty();
-    let (advanced, _, notify, moved, _, ()) = pipeline!(
-        async {
-            if advance.is_empty() {
-                return Ok(Vec::new());
-            }
-            rows(
-                db,
-                ADVANCE_POSITIONS,
-                &[&ack.device.0, &advance_ids, &advance_seqs],
-            )
-            .await
-        },
-        async {
-            if cursor.is_empty() {
-                return Ok(0);
-            }
-            execute(
-                db,
-                LOCK_CURSORS,
-                &[&ack.account.0, &cursor_ids, &cursor_seqs],
-            )
-            .await
-        },
-        async {
-            if cursor.is_empty() {
-                return Ok(Vec::new());
-            }
-            rows(
-                db,
-                CURSOR_NOTIFY,
-                &[&ack.account.0, &cursor_ids, &cursor_seqs, &EVENT_TEXT],
-            )
-            .await
-        },
-        async {
-            if cursor.is_empty() {
-                return Ok(Vec::new());
-            }
-            rows(
-                db,
-                MOVE_CURSORS,
-                &[&ack.account.0, &cursor_ids, &cursor_seqs, &ack.now_ms],
-            )
-            .await
-        },
-        async {
-            if !purge {
-                return Ok(0);
-            }
-            execute(db, LOCK_PURGES, &[&advance_ids]).await
-        },
-        async {
-            if !purge {
-                return Ok(());
-            }
-            purge_delivered(db, &scopes, &advance).await
-        },
-    )?;
-
-    // The device's effective position per point, after the call.
-    let mut positions: HashMap<i64, Seq> = scopes
-        .iter()
-        .map(|(conversation, scope)| (*conversation, scope.before))
-        .collect();
-    for row in &advanced {
-        let conversation: i64 = row.try_get(0)?;
-        let stored: Seq = row.try_get(1)?;
-        let joined = scopes
-            .get(&conversation)
-            .map_or(0, |scope| scope.joined_seq);
-        positions.insert(conversation, stored.max(joined));
-    }
-    let mut devices: BTreeMap<i64, Vec<DeviceId>> = BTreeMap::new();
-    for row in &notify {
-        let conversation: i64 = row.try_get(0)?;
-        let device: Option<i64> = row.try_get(1)?;
-        let listed = devices.entry(conversation).or_default();
-        if let Some(device) = device {
-            listed.push(DeviceId(device));
-        }
-    }
-    let mut moved_ids: Vec<i64> = moved
-        .iter()
-        .map(|row| row.try_get(0).map_err(Fault::from))
-        .collect::<Outcome<_>>()?;
-    moved_ids.sort_unstable();
-    let mut receipts = Vec::with_capacity(moved_ids.len());
-    for conversation in moved_ids {
-        let seq = targets.get(&conversation).copied().ok_or(Fault::Raced)?;
-        let mut notify = devices.remove(&conversation).unwrap_or_default();
-        notify.dedup();
-        receipts.push(ReceiptMoved {
-            conversation: ConversationId(conversation),
-            by: reporter(&by, ack.account)?,
-            seq,
-            ts_ms: ack.now_ms,
-            notify,
-        });
-    }
-    Ok(AckOutcome {
-        positions: ack
-            .points
-            .iter()
-            .map(|(conversation, _)| {
-                let at = positions.get(&conversation.0).copied().unwrap_or(0);
-                (*conversation, at)
-            })
-            .collect(),
-        receipts,
-    })
-}
-
-/// Purges, per conversation whose position moved, what that move made
-/// everyone's (see [`PURGE_DELIVERED`]).
-async fn purge_delivered<C: GenericClient>(
-    db: &C,
-    scopes: &BTreeMap<i64, Scope>,
-    advance: &[(i64, Seq)],
-) -> Outcome<()> {
-    let mut steps: Vec<Step<'_, u64>> = Vec::with_capacity(advance.len());
-    for (conversation, to) in advance {
-        let from = scopes.get(conversation).ok_or(Fault::Raced)?.before;
-        steps.push(Box::pin(async move {
-            execute(db, PURGE_DELIVERED, &[conversation, &from, to]).await
-        }));
-    }
-    in_order(steps).await?;
-    Ok(())
-}
 
 /// The account's username; `None` for no such account (its acks and reads
 /// are refused for membership before this is needed).

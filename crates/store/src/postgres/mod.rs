@@ -33,13 +33,13 @@
 //!   failure the engine still reports (other Postgres-wire engines report
 //!   conflicts that way) reruns the transaction a few times.
 //! - **Many sends per commit.** Sends that arrive together share one
-//!   transaction (`sender.rs`, `send.rs`), which takes all its locks up
+//!   transaction (`batcher.rs`, `sender.rs`, `send.rs`), which takes all its locks up
 //!   front in the order above; each send is still judged alone, and a
 //!   refused one takes no seq and writes nothing.
-//! - **Acks are cursors.** An ack moves the device's positions and its
-//!   account's delivered cursors forward in one transaction: one multi-row
-//!   upsert of positions, one multi-row update of member rows, whatever the
-//!   number of conversations or events it covers.
+//! - **Acks are cursors, many per commit.** Acks that arrive together, from
+//!   any devices, share one transaction (`ack.rs`): one multi-row upsert of
+//!   positions, one multi-row update of member rows, whatever the number of
+//!   acks, conversations or events they cover.
 //! - **Sweeps on every node at once.** The sweeper and media collection
 //!   delete bounded batches picked with `FOR UPDATE SKIP LOCKED`, so
 //!   concurrent sweepers take disjoint rows and never wait on each other or
@@ -51,6 +51,8 @@
 //! results are pipelined (see `sql.rs`).
 
 mod accounts;
+mod ack;
+mod batcher;
 mod codes;
 mod conversations;
 mod delivery;
@@ -119,6 +121,12 @@ fn send_writers(pool_size: usize) -> usize {
     (pool_size / 4).clamp(2, 16)
 }
 
+/// How many ack batch writers: fewer than for sends, since a batch of acks
+/// takes no conversation lock and may be large.
+fn ack_writers(pool_size: usize) -> usize {
+    (pool_size / 8).clamp(1, 8)
+}
+
 /// Bound of the readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -129,8 +137,10 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
-    /// Where sends queue for the batch writers.
-    sender: sender::Sender,
+    /// Where sends queue for their batch writers.
+    sends: batcher::Batcher<sender::Sends>,
+    /// Where acks queue for theirs.
+    acks: batcher::Batcher<ack::Acks>,
     /// `true` while open. Every call holds a read guard for its whole run,
     /// so `shutdown` (the writer) waits for calls in flight, and calls that
     /// come after it see `false`.
@@ -176,11 +186,13 @@ impl PostgresStore {
             .map_err(|err| {
                 StoreError::Backend(format!("cannot build the connection pool: {err}"))
             })?;
-        let sender = sender::Sender::start(&pool, send_writers(config.pool_size));
+        let sends = batcher::Batcher::start(&pool, send_writers(config.pool_size));
+        let acks = batcher::Batcher::start(&pool, ack_writers(config.pool_size));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                sender,
+                sends,
+                acks,
                 open: RwLock::new(true),
             }),
         })
@@ -409,7 +421,7 @@ impl Store for PostgresStore {
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
         let _open = self.admit().await?;
-        self.inner.sender.send(message).await
+        self.inner.sends.call(message).await
     }
 
     async fn pending(&self, request: PendingRequest) -> Result<Pending, StoreError> {
@@ -417,7 +429,11 @@ impl Store for PostgresStore {
     }
 
     async fn ack(&self, ack: AckRequest) -> Result<AckOutcome, StoreError> {
-        transaction!(self, |tx| delivery::ack(tx, &ack))
+        if ack.points.is_empty() {
+            return Ok(AckOutcome::default());
+        }
+        let _open = self.admit().await?;
+        self.inner.acks.call(ack).await
     }
 
     async fn mark_read(&self, read: ReadRequest) -> Result<ReadOutcome, StoreError> {

@@ -1,4 +1,4 @@
-//! Sends, many to a transaction (`sender.rs` gathers them): one commit and
+//! Sends, many to a transaction (`sender.rs`, `batcher.rs` gather them): one commit and
 //! five round trips carry a whole batch, and each send still gets its own
 //! answer. A refused send writes nothing and takes no seq; the others of its
 //! batch commit. A send writes its event row, its effect on a target, and
@@ -549,58 +549,11 @@ async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Pla
 mod tests {
     use std::sync::Arc;
 
-    use missive_core::{AccountId, ClientMsgId, MessageText, TokenHash, Username};
     use tokio::sync::Barrier;
 
     use super::*;
-    use crate::postgres::testing::FreshSchema;
-    use crate::{NewAccount, NewDevice, PostgresConfig, PostgresStore, Store};
-
-    async fn account(store: &PostgresStore, name: &str) -> (AccountId, DeviceId) {
-        let account = store
-            .create_account(NewAccount {
-                username: Username::parse(name).expect("username"),
-                password_hash: "h".into(),
-                phone: None,
-                now_ms: 1,
-                invite: None,
-            })
-            .await
-            .expect("account");
-        let device = store
-            .create_device(NewDevice {
-                account,
-                name: name.into(),
-                token_hash: TokenHash::of(name),
-                devices_max: 5,
-                replace_least_recent: false,
-                now_ms: 1,
-            })
-            .await
-            .expect("device")
-            .id;
-        (account, device)
-    }
-
-    fn text(
-        conversation: ConversationId,
-        (account, device): (AccountId, DeviceId),
-        cmid: &str,
-    ) -> NewMessage {
-        NewMessage {
-            message_id: MessageId::generate(),
-            conversation,
-            sender_account: account,
-            sender_device: device,
-            client_msg_id: ClientMsgId::parse(cmid).expect("cmid"),
-            body: Body::Text {
-                text: MessageText::parse("hi", 100).expect("text"),
-                reply_to: None,
-                media: Vec::new(),
-            },
-            now_ms: 2,
-        }
-    }
+    use crate::postgres::testing::{FreshSchema, account, text};
+    use crate::{PostgresConfig, PostgresStore, Store};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_key_reused_into_another_conversation_on_another_node_is_stored_once() {

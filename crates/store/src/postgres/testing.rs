@@ -3,7 +3,13 @@
 
 use std::time::Duration;
 
+use missive_core::{
+    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, TokenHash, Username,
+};
 use tokio_postgres::{Client, NoTls};
+
+use crate::model::{Body, NewMessage};
+use crate::{NewAccount, NewDevice, PostgresStore, Store};
 
 fn base_url() -> String {
     std::env::var("MISSIVE_TEST_POSTGRES_URL")
@@ -63,5 +69,57 @@ impl FreshSchema {
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
             .await
             .expect("drop schema");
+    }
+}
+
+/// A new account `name` with one device (named and keyed after it).
+pub(super) async fn account(store: &PostgresStore, name: &str) -> (AccountId, DeviceId) {
+    let account = store
+        .create_account(NewAccount {
+            username: Username::parse(name).expect("username"),
+            password_hash: "h".into(),
+            phone: None,
+            now_ms: 1,
+            invite: None,
+        })
+        .await
+        .expect("account");
+    (account, device(store, account, name).await)
+}
+
+/// Another device of `account`, named and keyed `name`.
+pub(super) async fn device(store: &PostgresStore, account: AccountId, name: &str) -> DeviceId {
+    store
+        .create_device(NewDevice {
+            account,
+            name: name.into(),
+            token_hash: TokenHash::of(name),
+            devices_max: 5,
+            replace_least_recent: false,
+            now_ms: 1,
+        })
+        .await
+        .expect("device")
+        .id
+}
+
+/// A text "hi" from `sender` under the client id `cmid`.
+pub(super) fn text(
+    conversation: ConversationId,
+    (account, device): (AccountId, DeviceId),
+    cmid: &str,
+) -> NewMessage {
+    NewMessage {
+        message_id: MessageId::generate(),
+        conversation,
+        sender_account: account,
+        sender_device: device,
+        client_msg_id: ClientMsgId::parse(cmid).expect("cmid"),
+        body: Body::Text {
+            text: MessageText::parse("hi", 100).expect("text"),
+            reply_to: None,
+            media: Vec::new(),
+        },
+        now_ms: 2,
     }
 }

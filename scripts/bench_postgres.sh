@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# One node on PostgreSQL + NATS, `pairs` against a fresh database per run,
+# with the server's CPU per message (scripts/server_cost.py) and, when the
+# database has pg_stat_statements loaded, PostgreSQL's statements per
+# message and its busiest statements over the run.
+#
+#   scripts/bench_postgres.sh BIN [OUT_DIR] [pairs args...]
+#
+# Defaults: `pairs --pairs 1000 --window 4 --duration-secs 15`. Needs
+# PostgreSQL on 127.0.0.1:5432 (user postgres) and NATS on 127.0.0.1:4222.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=$1 OUT=${2:-bench-postgres}
+shift $(($# < 2 ? $# : 2))
+ARGS=("$@")
+[ ${#ARGS[@]} -gt 0 ] || ARGS=(--pairs 1000 --window 4 --duration-secs 15)
+mkdir -p "$OUT"
+LABEL=$(basename "$BIN")-$$
+
+export MISSIVE_LIMITS__REGISTRATIONS_PER_IP_MAX=10000000
+export MISSIVE_LIMITS__DEVICES_PER_ACCOUNT_MAX=1000
+export MISSIVE_LIMITS__CONNECTIONS_PER_ACCOUNT_MAX=1000
+export MISSIVE_LIMITS__CONNECTIONS_PER_IP_MAX=1000000
+export MISSIVE_LIMITS__SENDS_PER_SEC_PER_DEVICE=0
+export MISSIVE_LIMITS__SENDS_PER_SEC_PER_ACCOUNT=0
+ulimit -n "$(ulimit -Hn)"
+PORT=18191
+URL="http://127.0.0.1:$PORT"
+PSQL=(psql -h 127.0.0.1 -U postgres -qAt)
+DB=missive_bench
+
+"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+stats=$("${PSQL[@]}" -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" -d "$DB" 2>/dev/null || echo 0)
+if "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null; then
+    stats=1
+fi
+
+dir="$OUT/$LABEL.data"
+rm -rf "$dir"; mkdir -p "$dir"
+"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" \
+    --store "postgres://postgres@127.0.0.1:5432/$DB" --bus nats://127.0.0.1:4222 \
+    --log-format json >"$dir.log" 2>&1 &
+server=$!
+for _ in $(seq 1 100); do
+    curl -sf "$URL/readyz" >/dev/null && break
+    sleep 0.1
+done
+[ "$stats" = 1 ] && "${PSQL[@]}" -d "$DB" -c "SELECT pg_stat_statements_reset()" >/dev/null
+scripts/server_cost.py "$server" "$URL" "$OUT/$LABEL.cost.json" &
+sampler=$!
+"$BIN" bench pairs "${ARGS[@]}" --server "$URL" --out "$OUT/$LABEL.json" >"$OUT/$LABEL.txt" 2>&1 || true
+kill "$sampler"; wait "$sampler" || true
+sends=$(curl -s "$URL/metrics" | awk '/^missive_sends_total/ {s += $2} END {print s + 0}')
+kill "$server"; wait "$server" || true
+rm -rf "$dir"
+
+python3 - "$OUT/$LABEL.json" "$OUT/$LABEL.cost.json" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+cost = json.load(open(sys.argv[2]))
+figures, tally = report.get("figures", {}), report.get("tally", {})
+print(f"delivered/s {figures.get('delivered_per_sec', 0):,.0f}  lost {tally.get('lost')}  "
+      f"duplicated {tally.get('duplicated')}  server CPU/msg {cost.get('server_cpu_us_per_msg')} µs "
+      f"({cost.get('server_cpu_percent')} % of a core)")
+EOF
+if [ "$stats" = 1 ]; then
+    echo "PostgreSQL over the run ($sends sends):"
+    "${PSQL[@]}" -d "$DB" -F $'\t' -c "
+        SELECT round(sum(calls)::numeric / greatest($sends, 1), 2) AS statements_per_send,
+               round(sum(total_exec_time + total_plan_time)::numeric / 1000, 1) AS seconds
+        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$DB')"
+    "${PSQL[@]}" -d "$DB" -F $'\t' -c "
+        SELECT calls, round((total_exec_time + total_plan_time)::numeric / 1000, 2) AS s,
+               round(((total_exec_time + total_plan_time) / greatest(calls, 1))::numeric, 3) AS ms_per_call,
+               left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$DB')
+        ORDER BY total_exec_time + total_plan_time DESC LIMIT 25"
+fi
