@@ -1,25 +1,28 @@
-//! Sends, many to a transaction (`sender.rs`, `batcher.rs` gather them): one commit and
-//! five round trips carry a whole batch, and each send still gets its own
-//! answer. A refused send writes nothing and takes no seq; the others of its
-//! batch commit. A send writes its event row, its effect on a target, and
-//! the conversation's `last_seq`: nothing per recipient, and no lock on any
-//! device row.
+//! Sends, many to a transaction (`sender.rs`, `batcher.rs` gather them):
+//! one commit and two round trips carry a whole batch, in statements whose
+//! number does not grow with the batch (each takes arrays, one element per
+//! send); only reactions, edits, deletes, replies and media add statements
+//! of their own. Each send still gets its own answer: a refused send
+//! writes nothing and takes no seq; the others of its batch commit. A send
+//! writes its event row, its effect on a target, and the conversation's
+//! `last_seq`: nothing per recipient, and no lock on any device row.
 //!
-//! A batch runs in three pipelined rounds:
-//! 1. **Locks and retries**, in the order every transaction takes them
-//!    (module doc of `postgres`): the conversation rows (ascending, reading
-//!    `last_seq`), then the message rows that reactions, edits and deletes
-//!    change (a delete also purges the target's edit events). All are held
-//!    before any check, so two batches wait for each other but cannot
-//!    deadlock over them, whatever sends they mix. Then the earlier sends with the
-//!    batch's dedup keys: read after the conversation locks, so a retry
+//! A batch runs in two pipelined rounds:
+//! 1. **Locks, then what the checks need.** The locks, in the order every
+//!    transaction takes them (module doc of `postgres`): the conversation
+//!    rows (ascending, reading `last_seq`), then the message rows that
+//!    reactions, edits and deletes change (a delete also purges the
+//!    target's edit events). All are held before any check, so two batches
+//!    wait for each other but cannot deadlock over them, whatever sends
+//!    they mix. Then, each statement seeing what committed before it
+//!    started: the earlier sends with the batch's dedup keys (so a retry
 //!    into the same conversation that committed while this batch waited is
-//!    seen.
-//! 2. **Checks** of each other send against the locked state: membership,
-//!    blocks, the target, the media.
-//! 3. **Writes**: the sends that passed are numbered from `last_seq` in
-//!    batch order; then each one's row and effect, the new `last_seq` of
-//!    each conversation, and who each event is for (read, not written).
+//!    seen), where each sender stands (member, departed, blocked), the
+//!    targets and the media. The sends that pass are numbered from
+//!    `last_seq` in batch order.
+//! 2. **Writes**: the effects on targets, the event rows in seq order, the
+//!    media links, the new `last_seq` of each conversation, and who each
+//!    event is for (read, not written).
 //!
 //! A retry racing its original into *another* conversation is not
 //! serialized by a conversation lock: its insert waits on the dedup key
@@ -38,11 +41,12 @@ use std::collections::{BTreeSet, HashMap};
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
-use super::conversations::{has_departed, refusal};
+use super::conversations::refusal;
 use super::fault::{Fault, Outcome};
 use super::media::{attach_media, check_own_media};
-use super::sql::{Step, column, execute, in_order, pipeline, row, rows};
+use super::sql::{Step, execute, in_order, pipeline, row, rows};
 use crate::StoreError;
 use crate::model::*;
 use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
@@ -75,32 +79,48 @@ const EARLIER_SENDS: &str =
          WHERE m.sender_device = k.sender_device AND m.client_msg_id = k.client_msg_id
            AND m.client_msg_id <> ''
          OFFSET 0) m";
-const IS_MEMBER: &str = "SELECT 1 FROM members WHERE conversation_id = $1 AND account_id = $2";
-const IS_BLOCKED: &str = "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
-     JOIN blocks b ON (b.blocker_id = m.account_id AND b.blocked_id = $2)
-                   OR (b.blocker_id = $2 AND b.blocked_id = m.account_id)
-     WHERE c.id = $1 AND c.kind = 0 AND m.account_id <> $2 LIMIT 1";
+/// Per (conversation, account) a send comes from: a member, one who left
+/// or was removed, and, in a 1:1, a block either way between the two.
+const CHECKS: &str = "SELECT k.conversation_id, k.account_id,
+            EXISTS (SELECT 1 FROM members m
+                    WHERE m.conversation_id = k.conversation_id AND m.account_id = k.account_id),
+            EXISTS (SELECT 1 FROM departures x
+                    WHERE x.conversation_id = k.conversation_id AND x.account_id = k.account_id),
+            EXISTS (SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
+                    JOIN blocks b ON (b.blocker_id = m.account_id AND b.blocked_id = k.account_id)
+                                  OR (b.blocker_id = k.account_id AND b.blocked_id = m.account_id)
+                    WHERE c.id = k.conversation_id AND c.kind = 0 AND m.account_id <> k.account_id)
+     FROM unnest($1::bigint[], $2::bigint[]) AS k(conversation_id, account_id)";
 const TEXT_TARGET: &str = "SELECT m.sender_account, m.created_ms, m.deleted, m.seq FROM messages m
      JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = $4
      WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq
        AND m.body IS NOT NULL";
-const SET_LAST_SEQ: &str = "UPDATE conversations SET last_seq = $2 WHERE id = $1";
-/// Waits on the dedup key while another transaction holds it; stores
-/// nothing (and returns no row) if that one committed it.
-const INSERT_MESSAGE: &str = "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+const SET_LAST_SEQS: &str = "UPDATE conversations c SET last_seq = u.last_seq
+     FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq) WHERE c.id = u.id";
+/// The batch's event rows, in seq order. Waits on a dedup key while
+/// another transaction holds it; stores nothing for it (and returns no row)
+/// if that one committed it.
+const INSERT_MESSAGES: &str = "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint)
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                          $6::text[], $7::text[], $8::bigint[], $9::smallint[], $10::text[],
+                          $11::bigint[])
      ON CONFLICT (sender_device, client_msg_id) WHERE client_msg_id <> '' DO NOTHING
      RETURNING seq";
-/// The devices of the members who joined before `$2`: everyone for a new
-/// message, those who saw the target for an event about one.
+/// Per audience (conversation, joined before): the devices of the members
+/// who joined before it: everyone for a new message, those who saw the
+/// target for an event about one.
 ///
-/// Each member's devices by their index (`OFFSET 0` keeps the lookup a
-/// nested loop): planned on a young, unanalyzed `devices` table, the join
-/// became a scan of every device per send, 0.25 ms against 0.016 ms
-/// (BENCHMARKS.md "Issue 15, fourth pass").
-const RECIPIENTS: &str = "SELECT d.id FROM members m
+/// Each lookup by its index (`OFFSET 0` keeps it a nested loop): planned
+/// on a young, unanalyzed `devices` table, a join became a scan of every
+/// device per send, 0.25 ms against 0.016 ms (BENCHMARKS.md "Issue 15,
+/// fourth pass").
+const RECIPIENTS: &str = "SELECT a.conversation_id, a.joined_before, d.id
+     FROM unnest($1::bigint[], $2::bigint[]) AS a(conversation_id, joined_before)
+     CROSS JOIN LATERAL (SELECT account_id FROM members
+                         WHERE conversation_id = a.conversation_id
+                           AND joined_seq < a.joined_before OFFSET 0) m
      CROSS JOIN LATERAL (SELECT id FROM devices WHERE account_id = m.account_id OFFSET 0) d
-     WHERE m.conversation_id = $1 AND m.joined_seq < $2 ORDER BY d.id";
+     ORDER BY 1, 2, 3";
 const SET_REACTION: &str =
     "INSERT INTO reactions (message_id, account_id, emoji, updated_ms) VALUES ($1, $2, $3, $4)
      ON CONFLICT (message_id, account_id)
@@ -121,20 +141,35 @@ pub(super) async fn append_batch<C: GenericClient>(
     db: &C,
     sends: &[&NewMessage],
 ) -> Outcome<Vec<Answer>> {
-    let locked = lock_everything(db, sends).await?;
-    let checked = check_all(db, sends, &locked.earlier).await?;
+    let found = find(db, sends).await?;
 
     // Judge each send in batch order; number the ones that pass.
-    let mut last_seq = locked.last_seq;
+    let mut last_seq = found.last_seq;
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(sends.len());
     let mut accepted: Vec<(usize, i64, Plan)> = Vec::new();
-    for (i, (message, found)) in sends.iter().zip(checked).enumerate() {
-        let checks = match found {
-            Found::Earlier(earlier) => {
-                answers.push(Some(earlier));
-                continue;
-            }
-            Found::Checks(checks) => checks,
+    for (i, (message, target)) in sends.iter().zip(found.targets).enumerate() {
+        let key = (
+            message.sender_device.0,
+            message.client_msg_id.as_str().to_owned(),
+        );
+        if let Some((earlier, stored)) = found.earlier.get(&key) {
+            answers.push(Some(match stored {
+                Some(stored) if *stored != rules::fingerprint(message) => {
+                    Err(StoreError::ClientMsgIdReused)
+                }
+                _ => Ok(earlier.clone()),
+            }));
+            continue;
+        }
+        let standing = found
+            .standing
+            .get(&(message.conversation.0, message.sender_account.0))
+            .copied()
+            .ok_or(Fault::Raced)?;
+        let checks = Checks {
+            standing,
+            target,
+            own_media: found.media_refused[i].clone(),
         };
         let next_seq = last_seq.get_mut(&message.conversation.0);
         match (judge(message, next_seq.is_some(), checks)?, next_seq) {
@@ -155,48 +190,7 @@ pub(super) async fn append_batch<C: GenericClient>(
             .collect();
     }
 
-    // Write: the sends in seq order, then last_seq, then who each is for.
-    let mut steps: Vec<Step<'_, Written>> = Vec::new();
-    for (i, seq, plan) in &accepted {
-        steps.push(Box::pin(async move {
-            write_send(db, sends[*i], *seq, plan)
-                .await
-                .map(|()| Written::Nothing)
-        }));
-    }
-    let used: BTreeSet<i64> = accepted
-        .iter()
-        .map(|(i, _, _)| sends[*i].conversation.0)
-        .collect();
-    for conversation in used {
-        let seq = last_seq.get(&conversation).copied().ok_or(Fault::Raced)?;
-        steps.push(Box::pin(async move {
-            execute(db, SET_LAST_SEQ, &[&conversation, &seq])
-                .await
-                .map(|_| Written::Nothing)
-        }));
-    }
-    // One read per audience: sends into one conversation share it.
-    let audiences: BTreeSet<(i64, i64)> = accepted
-        .iter()
-        .map(|(i, _, plan)| audience(sends[*i], plan))
-        .collect();
-    for (conversation, joined_before) in audiences.iter().copied() {
-        steps.push(Box::pin(async move {
-            let devices: Vec<i64> =
-                column(db, RECIPIENTS, &[&conversation, &joined_before]).await?;
-            Ok(Written::Recipients(
-                (conversation, joined_before),
-                devices.into_iter().map(DeviceId).collect(),
-            ))
-        }));
-    }
-    let mut recipients: HashMap<(i64, i64), Vec<DeviceId>> = HashMap::new();
-    for written in in_order(steps).await? {
-        if let Written::Recipients(key, devices) = written {
-            recipients.insert(key, devices);
-        }
-    }
+    let recipients = write(db, sends, &accepted, &last_seq).await?;
     for (i, seq, plan) in accepted {
         let message = sends[i];
         let mut devices = recipients
@@ -219,27 +213,41 @@ pub(super) async fn append_batch<C: GenericClient>(
         .collect()
 }
 
-/// What a step of round 3 returns.
-enum Written {
-    Nothing,
-    /// The devices of one audience (see [`audience`]), ascending.
-    Recipients((i64, i64), Vec<DeviceId>),
-}
-
 /// (conversation, joined before): whose devices an accepted send is for.
 fn audience(message: &NewMessage, plan: &Plan) -> (i64, i64) {
     (message.conversation.0, plan.about_seq.unwrap_or(i64::MAX))
 }
 
-/// What round 1 learned: the `last_seq` of each conversation that exists,
-/// and the stored sends with the batch's dedup keys.
-struct Locked {
-    last_seq: HashMap<i64, i64>,
-    /// With the fingerprint each was stored with (none before it existed).
-    earlier: HashMap<(i64, String), (Appended, Option<i64>)>,
+/// Where a sender stands in a conversation.
+#[derive(Clone, Copy)]
+struct Standing {
+    member: bool,
+    /// Left or was removed (`NotMember` rather than `UnknownConversation`).
+    departed: bool,
+    blocked: bool,
 }
 
-async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Locked> {
+/// What round 1 found.
+struct Found {
+    /// The `last_seq` of each conversation that exists.
+    last_seq: HashMap<i64, i64>,
+    /// The stored sends with the batch's dedup keys, with the fingerprint
+    /// each was stored with (none before it existed).
+    earlier: HashMap<(i64, String), (Appended, Option<i64>)>,
+    /// By (conversation, sender account).
+    standing: HashMap<(i64, i64), Standing>,
+    /// Per send: the text it refers to, as its sender may see it.
+    targets: Vec<Option<Row>>,
+    /// Per send: `Refused(UnknownMedia)` unless the sender uploaded every
+    /// attachment.
+    media_refused: Vec<Result<(), StoreError>>,
+}
+
+/// Round 1: the locks, in the order every transaction takes them, then
+/// what the checks need, read after the locks are held (READ COMMITTED: a
+/// statement sees what committed before it started, so a statement that
+/// waited for a lock is followed by ones that see the winner's writes).
+async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found> {
     let conversations: Vec<i64> = sends
         .iter()
         .map(|m| m.conversation.0)
@@ -262,14 +270,55 @@ async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Out
     let purged: Vec<bool> = changes.iter().map(|c| c.2).collect();
     let devices: Vec<i64> = sends.iter().map(|m| m.sender_device.0).collect();
     let client_ids: Vec<&str> = sends.iter().map(|m| m.client_msg_id.as_str()).collect();
-    let (locked, _, earlier) = pipeline!(
+    let senders: BTreeSet<(i64, i64)> = sends
+        .iter()
+        .map(|m| (m.conversation.0, m.sender_account.0))
+        .collect();
+    let sender_conversations: Vec<i64> = senders.iter().map(|k| k.0).collect();
+    let sender_accounts: Vec<i64> = senders.iter().map(|k| k.1).collect();
+    let targets: Vec<Step<'_, Option<Row>>> = sends
+        .iter()
+        .map(|message| -> Step<'_, Option<Row>> {
+            Box::pin(async move {
+                match rules::target_of(&message.body) {
+                    Some(target) => text_target(db, message, target).await,
+                    None => Ok(None),
+                }
+            })
+        })
+        .collect();
+    let media: Vec<Step<'_, Result<(), StoreError>>> = sends
+        .iter()
+        .map(|message| -> Step<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                let media: &[String] = match &message.body {
+                    Body::Text { media, .. } => media,
+                    _ => &[],
+                };
+                match check_own_media(db, media, message.sender_account).await {
+                    Err(Fault::Refused(refused)) => Ok(Err(refused)),
+                    other => other.map(Ok),
+                }
+            })
+        })
+        .collect();
+    let (locked, _, earlier, standing, targets, media_refused) = pipeline!(
         rows(db, LOCK_CONVERSATIONS, &[&conversations]),
-        execute(
-            db,
-            LOCK_CHANGED_MESSAGES,
-            &[&changed, &changed_in, &purged, &EVENT_EDIT],
-        ),
+        async {
+            if changes.is_empty() {
+                return Ok(0);
+            }
+            execute(
+                db,
+                LOCK_CHANGED_MESSAGES,
+                &[&changed, &changed_in, &purged, &EVENT_EDIT],
+            )
+            .await
+        },
         rows(db, EARLIER_SENDS, &[&devices, &client_ids]),
+        rows(db, CHECKS, &[&sender_conversations, &sender_accounts]),
+        in_order(targets),
+        in_order(media),
     )?;
     let last_seq = locked
         .iter()
@@ -284,96 +333,32 @@ async fn lock_everything<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Out
             ))
         })
         .collect::<Outcome<_>>()?;
-    Ok(Locked { last_seq, earlier })
-}
-
-/// What round 2 found for one send.
-enum Found {
-    /// A retry: the first send's answer; or its key reused for another
-    /// message: refused.
-    Earlier(Answer),
-    Checks(Checks),
+    let standing = standing
+        .iter()
+        .map(|row| {
+            Ok((
+                (row.try_get(0)?, row.try_get(1)?),
+                Standing {
+                    member: row.try_get(2)?,
+                    departed: row.try_get(3)?,
+                    blocked: row.try_get(4)?,
+                },
+            ))
+        })
+        .collect::<Outcome<_>>()?;
+    Ok(Found {
+        last_seq,
+        earlier,
+        standing,
+        targets,
+        media_refused,
+    })
 }
 
 struct Checks {
-    member: bool,
-    /// Left or was removed (`NotMember` rather than `UnknownConversation`).
-    departed: bool,
-    blocked: bool,
+    standing: Standing,
     target: Option<Row>,
-    /// `Refused(UnknownMedia)` unless the sender uploaded every attachment.
-    own_media: Outcome<()>,
-}
-
-async fn check_all<C: GenericClient>(
-    db: &C,
-    sends: &[&NewMessage],
-    earlier: &HashMap<(i64, String), (Appended, Option<i64>)>,
-) -> Outcome<Vec<Found>> {
-    let steps: Vec<Step<'_, Found>> = sends
-        .iter()
-        .map(|message| -> Step<'_, Found> {
-            let key = (
-                message.sender_device.0,
-                message.client_msg_id.as_str().to_owned(),
-            );
-            match earlier.get(&key) {
-                Some((earlier, stored)) => {
-                    let answer = match stored {
-                        Some(stored) if *stored != rules::fingerprint(message) => {
-                            Err(StoreError::ClientMsgIdReused)
-                        }
-                        _ => Ok(earlier.clone()),
-                    };
-                    Box::pin(async move { Ok(Found::Earlier(answer)) })
-                }
-                None => Box::pin(async move { Ok(Found::Checks(check(db, message).await?)) }),
-            }
-        })
-        .collect();
-    in_order(steps).await
-}
-
-async fn check<C: GenericClient>(db: &C, message: &NewMessage) -> Outcome<Checks> {
-    let target = rules::target_of(&message.body);
-    let media: &[String] = match &message.body {
-        Body::Text { media, .. } => media,
-        _ => &[],
-    };
-    let (member, blocked, target, own_media) = pipeline!(
-        row(
-            db,
-            IS_MEMBER,
-            &[&message.conversation.0, &message.sender_account.0],
-        ),
-        row(
-            db,
-            IS_BLOCKED,
-            &[&message.conversation.0, &message.sender_account.0],
-        ),
-        async {
-            match target {
-                Some(target) => text_target(db, message, target).await,
-                None => Ok(None),
-            }
-        },
-        async {
-            match check_own_media(db, media, message.sender_account).await {
-                Err(Fault::Refused(refused)) => Ok(Err(Fault::Refused(refused))),
-                other => other.map(Ok),
-            }
-        },
-    )?;
-    // Only a refused send asks more: whether the sender was a member once.
-    let departed =
-        member.is_none() && has_departed(db, message.conversation, message.sender_account).await?;
-    Ok(Checks {
-        member: member.is_some(),
-        departed,
-        blocked: blocked.is_some(),
-        target,
-        own_media,
-    })
+    own_media: Result<(), StoreError>,
 }
 
 /// The send's plan, or why it is refused (in the embedded store's order of
@@ -382,10 +367,10 @@ fn judge(message: &NewMessage, exists: bool, checks: Checks) -> Outcome<Result<P
     if !exists {
         return Ok(Err(StoreError::UnknownConversation));
     }
-    if let Some(refused) = refusal(checks.departed, checks.member) {
+    if let Some(refused) = refusal(checks.standing.departed, checks.standing.member) {
         return Ok(Err(refused));
     }
-    if checks.blocked {
+    if checks.standing.blocked {
         return Ok(Err(StoreError::Blocked));
     }
     let target = match (rules::target_of(&message.body), checks.target) {
@@ -399,49 +384,128 @@ fn judge(message: &NewMessage, exists: bool, checks: Checks) -> Outcome<Result<P
     };
     match checks.own_media {
         Ok(()) => Ok(Ok(plan)),
-        Err(Fault::Refused(refused)) => Ok(Err(refused)),
-        Err(fault) => Err(fault),
+        Err(refused) => Ok(Err(refused)),
     }
 }
 
-/// Everything one accepted send writes. A dedup key another transaction
-/// stored meanwhile (a retry into another conversation, on another node)
-/// is a lost race: this batch's numbering assumed the send is stored.
-async fn write_send<'a, C: GenericClient>(
-    db: &'a C,
-    message: &'a NewMessage,
-    seq: i64,
-    plan: &'a Plan,
-) -> Outcome<()> {
-    let message_id = message.message_id.as_str();
-    let media: &[String] = match &message.body {
-        Body::Text { media, .. } => media,
-        _ => &[],
-    };
-    let ((), inserted, ()) = pipeline!(
-        apply_effect(db, message, plan),
-        row(
-            db,
-            INSERT_MESSAGE,
-            &[
-                &message_id,
-                &message.conversation.0,
-                &seq,
-                &message.sender_account.0,
-                &message.sender_device.0,
-                &message.client_msg_id.as_str(),
-                &plan.body,
-                &message.now_ms,
-                &plan.kind,
-                &plan.target,
-                &rules::fingerprint(message),
-            ],
-        ),
-        attach_media(db, message_id, message.conversation, seq, media),
+/// Round 2, everything the accepted sends write: the effects on their
+/// targets, their rows (in seq order), their media links, each
+/// conversation's new `last_seq`; and who each event is for (read, not
+/// written), by audience.
+async fn write<C: GenericClient>(
+    db: &C,
+    sends: &[&NewMessage],
+    accepted: &[(usize, i64, Plan)],
+    last_seq: &HashMap<i64, i64>,
+) -> Outcome<HashMap<(i64, i64), Vec<DeviceId>>> {
+    let mut rows_of = InsertColumns::default();
+    for (i, seq, plan) in accepted {
+        rows_of.push(sends[*i], *seq, plan);
+    }
+    let used: BTreeSet<i64> = accepted
+        .iter()
+        .map(|(i, _, _)| sends[*i].conversation.0)
+        .collect();
+    let used_last: Vec<i64> = used
+        .iter()
+        .map(|conversation| last_seq.get(conversation).copied().ok_or(Fault::Raced))
+        .collect::<Outcome<_>>()?;
+    let used: Vec<i64> = used.into_iter().collect();
+    let audiences: BTreeSet<(i64, i64)> = accepted
+        .iter()
+        .map(|(i, _, plan)| audience(sends[*i], plan))
+        .collect();
+    let audience_conversations: Vec<i64> = audiences.iter().map(|a| a.0).collect();
+    let audience_joined: Vec<i64> = audiences.iter().map(|a| a.1).collect();
+    let effects: Vec<Step<'_, ()>> = accepted
+        .iter()
+        .map(|(i, _, plan)| -> Step<'_, ()> { Box::pin(apply_effect(db, sends[*i], plan)) })
+        .collect();
+    let attachments: Vec<Step<'_, ()>> = accepted
+        .iter()
+        .map(|(i, seq, _)| -> Step<'_, ()> {
+            let message = sends[*i];
+            let media: &[String] = match &message.body {
+                Body::Text { media, .. } => media,
+                _ => &[],
+            };
+            Box::pin(attach_media(
+                db,
+                message.message_id.as_str(),
+                message.conversation,
+                *seq,
+                media,
+            ))
+        })
+        .collect();
+    let (_, inserted, _, _, found) = pipeline!(
+        in_order(effects),
+        rows(db, INSERT_MESSAGES, &rows_of.params()),
+        in_order(attachments),
+        execute(db, SET_LAST_SEQS, &[&used, &used_last]),
+        rows(db, RECIPIENTS, &[&audience_conversations, &audience_joined]),
     )?;
-    match inserted {
-        Some(_) => Ok(()),
-        None => Err(Fault::Raced),
+    // A dedup key another transaction stored meanwhile (a retry into
+    // another conversation, on another node) is a lost race: the batch's
+    // numbering assumed the send is stored.
+    if inserted.len() != accepted.len() {
+        return Err(Fault::Raced);
+    }
+    let mut recipients: HashMap<(i64, i64), Vec<DeviceId>> = HashMap::new();
+    for row in &found {
+        recipients
+            .entry((row.try_get(0)?, row.try_get(1)?))
+            .or_default()
+            .push(DeviceId(row.try_get(2)?));
+    }
+    Ok(recipients)
+}
+
+/// The columns of `INSERT_MESSAGES`, one entry per accepted send.
+#[derive(Default)]
+struct InsertColumns<'a> {
+    ids: Vec<&'a str>,
+    conversations: Vec<i64>,
+    seqs: Vec<i64>,
+    accounts: Vec<i64>,
+    devices: Vec<i64>,
+    client_ids: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    created: Vec<i64>,
+    kinds: Vec<i16>,
+    targets: Vec<Option<&'a str>>,
+    fingerprints: Vec<i64>,
+}
+
+impl<'a> InsertColumns<'a> {
+    fn push(&mut self, message: &'a NewMessage, seq: i64, plan: &'a Plan) {
+        self.ids.push(message.message_id.as_str());
+        self.conversations.push(message.conversation.0);
+        self.seqs.push(seq);
+        self.accounts.push(message.sender_account.0);
+        self.devices.push(message.sender_device.0);
+        self.client_ids.push(message.client_msg_id.as_str());
+        self.bodies.push(&plan.body);
+        self.created.push(message.now_ms);
+        self.kinds.push(plan.kind);
+        self.targets.push(plan.target.as_deref());
+        self.fingerprints.push(rules::fingerprint(message));
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.ids,
+            &self.conversations,
+            &self.seqs,
+            &self.accounts,
+            &self.devices,
+            &self.client_ids,
+            &self.bodies,
+            &self.created,
+            &self.kinds,
+            &self.targets,
+            &self.fingerprints,
+        ]
     }
 }
 
@@ -554,6 +618,78 @@ mod tests {
     use super::*;
     use crate::postgres::testing::{FreshSchema, account, text};
     use crate::{PostgresConfig, PostgresStore, Store};
+
+    #[tokio::test]
+    async fn sends_of_one_batch_are_judged_alone_and_numbered_without_gaps() {
+        // Goal: one batch's statements take every send at once, yet each
+        // send is answered as if alone: a retry of a stored send gets the
+        // first answer, an outsider is refused without taking a seq, and
+        // the others are numbered in batch order per conversation, each
+        // with its own recipients.
+        // Method: alice's first text to bob is stored; then one batch holds
+        // its retry, a second text from alice, carol writing into alice and
+        // bob's chat, bob's answer, and alice's first text to carol.
+        let Some(schema) = FreshSchema::create("sends").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&PostgresConfig::new(schema.url.clone()))
+            .await
+            .expect("store");
+        let alice = account(&store, "alice").await;
+        let bob = account(&store, "bob").await;
+        let carol = account(&store, "carol").await;
+        let with_bob = store
+            .direct_conversation(alice.0, bob.0, 1)
+            .await
+            .expect("ab");
+        let with_carol = store
+            .direct_conversation(alice.0, carol.0, 1)
+            .await
+            .expect("ac");
+        let first = store
+            .append_message(text(with_bob, alice, "a0"))
+            .await
+            .expect("first");
+        let batch = [
+            text(with_bob, alice, "a0"),
+            text(with_bob, alice, "a1"),
+            text(with_bob, carol, "c0"),
+            text(with_bob, bob, "b0"),
+            text(with_carol, alice, "a2"),
+        ];
+        let sends: Vec<&NewMessage> = batch.iter().collect();
+        let mut client = store.inner.pool.get().await.expect("connection");
+        let tx = client.transaction().await.expect("transaction");
+        let answers = crate::postgres::sql::ordered(append_batch(&tx, &sends))
+            .await
+            .map_err(Fault::into_store)
+            .expect("batch");
+        tx.commit().await.expect("commit");
+
+        let [retry, second, outsider, answer, to_carol] = &answers[..] else {
+            panic!("{answers:?}")
+        };
+        let retry = retry.as_ref().expect("retry");
+        assert!(retry.duplicate);
+        assert_eq!((&retry.message_id, retry.seq), (&first.message_id, 1));
+        assert_eq!(outsider, &Err(StoreError::UnknownConversation));
+        let numbered = |answer: &Answer| {
+            let answer = answer.as_ref().expect("stored");
+            assert!(!answer.duplicate);
+            (answer.conversation, answer.seq, answer.recipients.clone())
+        };
+        assert_eq!(numbered(second), (with_bob, 2, vec![bob.1]));
+        assert_eq!(numbered(answer), (with_bob, 3, vec![alice.1]));
+        assert_eq!(numbered(to_carol), (with_carol, 1, vec![carol.1]));
+        // The next send finds every seq taken, none skipped.
+        let next = store
+            .append_message(text(with_bob, bob, "b1"))
+            .await
+            .expect("next");
+        assert_eq!(next.seq, 4);
+        store.shutdown().await;
+        schema.drop().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_key_reused_into_another_conversation_on_another_node_is_stored_once() {

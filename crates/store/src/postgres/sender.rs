@@ -25,11 +25,14 @@ impl Batch for Sends {
     type Item = NewMessage;
     type Answer = crate::model::Appended;
     type Seen = Claimed;
-    /// A batch holds the locks of all its conversations until it commits,
-    /// so batches from several nodes that touch the same conversations wait
-    /// for each other; 16 did as well as 64 on one node and better on three
-    /// (BENCHMARKS.md).
-    const MAX: usize = 16;
+    /// A batch's statements do not grow in number with it, so a larger
+    /// batch costs little more than a small one: on one node (`pairs`
+    /// 1,000 x 4) 16 gave ~6,700 sends/s, 64 ~14,600, 256 ~15,800
+    /// (BENCHMARKS.md, "Issue 15, fifth pass"). A batch holds the locks of
+    /// all its conversations until it commits, so batches that touch the
+    /// same conversations (from several writers or nodes) wait for each
+    /// other; 64 keeps most of the gain with a quarter of the locks.
+    const MAX: usize = 64;
     const NAME: &'static str = "sends";
 
     /// Keeps apart the sends that must not share a transaction with an
