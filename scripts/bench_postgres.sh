@@ -6,7 +6,10 @@
 #
 #   scripts/bench_postgres.sh BIN [OUT_DIR] [pairs args...]
 #
-# Defaults: `pairs --pairs 1000 --window 4 --duration-secs 15`. Needs
+# Defaults: `pairs --pairs 1000 --window 4 --duration-secs 15`. NODES=N
+# (default 1) runs N nodes on one database and NATS; the bench spreads its
+# users over them (each pair across two nodes) and the CPU per message is
+# then summed over the nodes (the bench's own `--server-pid`). Needs
 # PostgreSQL on 127.0.0.1:5432 (user postgres) and NATS on 127.0.0.1:4222.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,24 +39,43 @@ if "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 
     stats=1
 fi
 
-dir="$OUT/$LABEL.data"
-rm -rf "$dir"; mkdir -p "$dir"
-"$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" \
-    --store "postgres://postgres@127.0.0.1:5432/$DB" --bus nats://127.0.0.1:4222 \
-    --log-format json >"$dir.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do
-    curl -sf "$URL/readyz" >/dev/null && break
-    sleep 0.1
+NODES=${NODES:-1}
+servers=() pids=() urls=()
+for node in $(seq 1 "$NODES"); do
+    port=$((PORT + node - 1))
+    dir="$OUT/$LABEL-$node.data"
+    rm -rf "$dir"; mkdir -p "$dir"
+    "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir" --node-id "node$node" \
+        --store "postgres://postgres@127.0.0.1:5432/$DB" --bus nats://127.0.0.1:4222 \
+        --log-format json >"$dir.log" 2>&1 &
+    pids+=($!)
+    urls+=("http://127.0.0.1:$port")
+    servers+=(--server "http://127.0.0.1:$port" --server-pid "$!")
+done
+for url in "${urls[@]}"; do
+    for _ in $(seq 1 100); do
+        curl -sf "$url/readyz" >/dev/null && break
+        sleep 0.1
+    done
 done
 [ "$stats" = 1 ] && "${PSQL[@]}" -d "$DB" -c "SELECT pg_stat_statements_reset()" >/dev/null
-scripts/server_cost.py "$server" "$URL" "$OUT/$LABEL.cost.json" &
-sampler=$!
-"$BIN" bench pairs "${ARGS[@]}" --server "$URL" --out "$OUT/$LABEL.json" >"$OUT/$LABEL.txt" 2>&1 || true
-kill "$sampler"; wait "$sampler" || true
-sends=$(curl -s "$URL/metrics" | awk '/^missive_sends_total/ {s += $2} END {print s + 0}')
-kill "$server"; wait "$server" || true
-rm -rf "$dir"
+if [ "$NODES" = 1 ]; then
+    scripts/server_cost.py "${pids[0]}" "$URL" "$OUT/$LABEL.cost.json" &
+    sampler=$!
+fi
+"$BIN" bench pairs "${ARGS[@]}" "${servers[@]}" --out "$OUT/$LABEL.json" >"$OUT/$LABEL.txt" 2>&1 || true
+if [ "$NODES" = 1 ]; then
+    kill "$sampler"; wait "$sampler" || true
+else
+    echo '{}' >"$OUT/$LABEL.cost.json"
+fi
+sends=0
+for url in "${urls[@]}"; do
+    n=$(curl -s "$url/metrics" | awk '/^missive_sends_total/ {s += $2} END {print s + 0}')
+    sends=$((sends + n))
+done
+for pid in "${pids[@]}"; do kill "$pid"; wait "$pid" || true; done
+rm -rf "$OUT/$LABEL"-*.data
 
 python3 - "$OUT/$LABEL.json" "$OUT/$LABEL.cost.json" <<'EOF'
 import json, sys
@@ -61,8 +83,9 @@ report = json.load(open(sys.argv[1]))
 cost = json.load(open(sys.argv[2]))
 figures, tally = report.get("figures", {}), report.get("tally", {})
 print(f"delivered/s {figures.get('delivered_per_sec', 0):,.0f}  lost {tally.get('lost')}  "
-      f"duplicated {tally.get('duplicated')}  server CPU/msg {cost.get('server_cpu_us_per_msg')} µs "
-      f"({cost.get('server_cpu_percent')} % of a core)")
+      f"duplicated {tally.get('duplicated')}  server CPU/msg "
+      f"{cost.get('server_cpu_us_per_msg', figures.get('server_cpu_us_per_msg'))} µs "
+      f"({cost.get('server_cpu_percent', 'n/a')} % of a core)")
 EOF
 if [ "$stats" = 1 ]; then
     echo "PostgreSQL over the run ($sends sends):"

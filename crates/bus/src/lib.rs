@@ -22,6 +22,16 @@ pub use nats::{NatsBus, NatsConfig, NatsError};
 pub enum DeviceEvent {
     /// The device's queue grew: re-read it from the Store.
     QueueChanged,
+    /// An event committed for the device, already encoded as the frame
+    /// its connections write: the node that holds it writes the frame if it
+    /// is the next one of its conversation there, and otherwise reads the
+    /// Store (which has it), as for a wake-up. So a live device on another
+    /// node costs no Store read per message.
+    Committed {
+        conversation: ConversationId,
+        seq: i64,
+        frame: Arc<str>,
+    },
     /// The device was revoked: close its live connections at once.
     Revoked,
     /// An ephemeral frame (typing, presence), already encoded; delivered only

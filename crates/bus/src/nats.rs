@@ -438,6 +438,19 @@ async fn forward_invalidations(mut subscriber: Subscriber, sink: SinkSlot) {
 fn encode_event(event: &DeviceEvent) -> Vec<u8> {
     let (tag, data): (u8, &str) = match event {
         DeviceEvent::QueueChanged => (b'q', ""),
+        DeviceEvent::Committed {
+            conversation,
+            seq,
+            frame,
+        } => {
+            // The place first (16 bytes, big-endian), then the frame.
+            let mut payload = Vec::with_capacity(17 + frame.len());
+            payload.push(b'm');
+            payload.extend_from_slice(&conversation.0.to_be_bytes());
+            payload.extend_from_slice(&seq.to_be_bytes());
+            payload.extend_from_slice(frame.as_bytes());
+            return payload;
+        }
         DeviceEvent::Revoked => (b'r', ""),
         DeviceEvent::Ephemeral(frame) => (b'e', frame),
         DeviceEvent::TakenOver { node } => (b't', node),
@@ -453,6 +466,15 @@ fn decode_event(payload: &[u8]) -> Option<DeviceEvent> {
     let text = || std::str::from_utf8(data).ok().map(Arc::<str>::from);
     Some(match tag {
         b'q' => DeviceEvent::QueueChanged,
+        b'm' => {
+            let (conversation, rest) = data.split_first_chunk::<8>()?;
+            let (seq, frame) = rest.split_first_chunk::<8>()?;
+            DeviceEvent::Committed {
+                conversation: ConversationId(i64::from_be_bytes(*conversation)),
+                seq: i64::from_be_bytes(*seq),
+                frame: Arc::from(std::str::from_utf8(frame).ok()?),
+            }
+        }
         b'r' => DeviceEvent::Revoked,
         b'e' => DeviceEvent::Ephemeral(text()?),
         b't' => DeviceEvent::TakenOver { node: text()? },
@@ -494,6 +516,11 @@ mod tests {
         // Goal: every variant decodes to itself; garbage decodes to nothing.
         for event in [
             DeviceEvent::QueueChanged,
+            DeviceEvent::Committed {
+                conversation: ConversationId(7),
+                seq: 1 << 40,
+                frame: Arc::from("{\"type\":\"message\"}"),
+            },
             DeviceEvent::Revoked,
             DeviceEvent::Ephemeral(Arc::from("{\"type\":\"typing\"}")),
             DeviceEvent::TakenOver {
@@ -516,6 +543,7 @@ mod tests {
         assert_eq!(decode_event(b""), None);
         assert_eq!(decode_event(b"x"), None);
         assert_eq!(decode_event(b"e\xff"), None);
+        assert_eq!(decode_event(b"m\x00\x01"), None, "a place cut short");
         assert_eq!(decode_invalidation(b"d"), None);
         assert_eq!(decode_invalidation(b"dx1"), None);
         assert_eq!(decode_invalidation(b"q1"), None);

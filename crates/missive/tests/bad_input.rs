@@ -479,6 +479,7 @@ async fn operational_endpoints_answer() {
         "missive_frames_out_total",
         "missive_deliveries_total",
         "missive_acks_total",
+        "missive_catch_up_reads_total",
         "missive_store_commit_seconds",
         "missive_store_batch_jobs",
         "missive_connections",

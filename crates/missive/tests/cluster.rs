@@ -695,3 +695,56 @@ async fn one_client_msg_id_sent_to_two_nodes_at_once_is_stored_once() {
     drop(cluster);
     db.drop_now().await;
 }
+
+/// `name`'s value in a node's `/metrics`.
+async fn counter(url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
+    // Goal: a committed message crosses the bus encoded, so the node that
+    // holds the recipient writes it from memory instead of reading it back
+    // from the store, as a node does for its own recipients.
+    // Method: alice on node 0, bob on node 1; once bob's connection has
+    // placed the conversation (the first message may need a read), 20 more
+    // texts one after another; node 1's catch-up reads barely move (a
+    // periodic re-check may add one), where a wake-up per message would add
+    // 20.
+    if !services_available().await {
+        return;
+    }
+    let db = Database::create().await;
+    let cluster = Cluster::start(2, &db.url(), NATS, &[]);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(1, "bob").await;
+    let mut alice = cluster.connect(0, &alice_token).await;
+    let mut bob = cluster.connect(1, &bob_token).await;
+    alice.send_text("bob", "first", "first").await.unwrap();
+    message_with_text(&mut bob, "first").await;
+
+    let reads_before = counter(&cluster.urls[1], "missive_catch_up_reads_total").await;
+    for i in 0..20 {
+        let text = format!("live {i}");
+        alice
+            .send_text("bob", &format!("m{i}"), &text)
+            .await
+            .unwrap();
+        let ServerFrame::Message { seq, .. } = message_with_text(&mut bob, &text).await else {
+            unreachable!()
+        };
+        assert_eq!(seq, i + 2, "in order, nothing skipped");
+    }
+    let reads = counter(&cluster.urls[1], "missive_catch_up_reads_total").await - reads_before;
+    assert!(reads <= 3.0, "{reads} store reads for 20 live messages");
+    drop(cluster);
+    db.drop_now().await;
+}

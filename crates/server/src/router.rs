@@ -298,6 +298,20 @@ impl BusSink for Router {
         };
         match event {
             DeviceEvent::QueueChanged => conn.wake.notify_one(),
+            DeviceEvent::Committed {
+                conversation,
+                seq,
+                frame,
+            } => {
+                let event = Arc::new(LiveEvent {
+                    conversation,
+                    seq,
+                    frame,
+                });
+                if conn.events.try_send(event).is_err() {
+                    conn.wake.notify_one();
+                }
+            }
             DeviceEvent::Revoked => {
                 let _ = conn.close.send(Some(CloseCode::Revoked));
             }

@@ -83,6 +83,10 @@ fn describe() {
         "missive_acks_total",
         "Acks applied (one per conversation point)"
     );
+    metrics::describe_counter!(
+        "missive_catch_up_reads_total",
+        "Reads of what waits for a live connection from the store (on connect, after a gap or a wake-up); events handed over live need none"
+    );
     metrics::describe_gauge!(
         "missive_events_waiting",
         "Events above every device's positions, summed at each sweep"
@@ -114,6 +118,7 @@ fn describe() {
         "missive_sends_total",
         "missive_deliveries_total",
         "missive_acks_total",
+        "missive_catch_up_reads_total",
         "missive_slow_consumer_closes_total",
         "missive_media_uploads_total",
         "missive_push_sent_total",

@@ -447,6 +447,7 @@ async fn pump_pending(
     loop {
         while read_store {
             let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
+            metrics::counter!("missive_catch_up_reads_total").increment(1);
             let page = match messaging.pending(&auth, positions).await {
                 Ok(page) => page,
                 Err(err) => {

@@ -293,8 +293,9 @@ impl Messaging {
     }
 
     /// Stores an event durably (to the configured fsync level) and hands it
-    /// to its recipients: from memory to those live on this node, by a Bus
-    /// wake-up (they read it from the store) to the others. Idempotent per
+    /// to its recipients: from memory to those live on this node, through
+    /// the Bus, encoded, to the others (a node that cannot place it reads
+    /// the store). Idempotent per
     /// (device, client_msg_id).
     pub async fn send(
         &self,
@@ -347,7 +348,7 @@ impl Messaging {
             return Ok(appended);
         }
         metrics::counter!("missive_sends_total").increment(1);
-        let elsewhere = match live {
+        match live {
             Some(live) => {
                 let frame = wire::event_frame(live.event(&appended));
                 let event = Arc::new(LiveEvent {
@@ -355,12 +356,22 @@ impl Messaging {
                     seq: appended.seq,
                     frame: frame.to_json().into(),
                 });
-                self.router.offer(&appended.recipients, &event)
+                // The others may be live on other nodes: the event goes
+                // there encoded, so they need not read it back.
+                for device in self.router.offer(&appended.recipients, &event) {
+                    let committed = DeviceEvent::Committed {
+                        conversation: event.conversation,
+                        seq: event.seq,
+                        frame: Arc::clone(&event.frame),
+                    };
+                    self.bus.publish(device, committed).await;
+                }
             }
-            None => appended.recipients.clone(),
-        };
-        for device in &elsewhere {
-            self.bus.publish(*device, DeviceEvent::QueueChanged).await;
+            None => {
+                for device in &appended.recipients {
+                    self.bus.publish(*device, DeviceEvent::QueueChanged).await;
+                }
+            }
         }
         self.push.queued(&appended.recipients);
         Ok(appended)
