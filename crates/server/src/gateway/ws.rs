@@ -24,7 +24,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_core::{ConversationId, Seq};
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
 use missive_store::DeviceAuth;
@@ -89,11 +89,14 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * frame_bytes_max)
         .max_message_size(frame_bytes_max)
         .max_frame_size(frame_bytes_max)
-        .on_upgrade(move |socket| async move {
+        .on_upgrade(move |socket| {
             // The socket is the session's now: so is its admission.
             let admitted = admitted.map(|axum::Extension(admitted)| admitted);
-            run_session(socket, state, permit, ip_slot, admitted).await;
-            drop(session_guard);
+            // A combinator, not an async block: a block would keep room for
+            // the socket and the rest (moved into the session) for the
+            // session's whole life, and awaiting a future moved into it
+            // keeps room for two.
+            run_session(socket, state, permit, ip_slot, admitted).map(move |()| drop(session_guard))
         })
 }
 
@@ -106,6 +109,15 @@ enum Outbound {
     Close(CloseCode),
 }
 
+/// What [`Session::queue`] did with the replies.
+enum Queued {
+    All,
+    /// The writer is gone.
+    Closed,
+    /// The writer had no room for this one (the rest wait behind it).
+    Full(Outbound),
+}
+
 #[derive(Debug)]
 enum WriterEnd {
     Closed,
@@ -113,15 +125,31 @@ enum WriterEnd {
     SocketError,
 }
 
-async fn run_session(
+/// Splits the socket before the session's future exists: an async fn keeps
+/// room for its arguments for its whole life, and the socket is large.
+fn run_session(
     socket: WebSocket,
+    state: Arc<AppState>,
+    permit: OwnedSemaphorePermit,
+    ip_slot: Slot,
+    admitted: Option<Arc<Admitted>>,
+) -> impl Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    authenticate_and_serve(sink, stream, state, permit, ip_slot, admitted)
+}
+
+async fn authenticate_and_serve(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
     ip_slot: Slot,
     admitted: Option<Arc<Admitted>>,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    let Some((auth, token, auth_id)) = authenticate(&mut sink, &mut stream, &state).await else {
+    // Boxed, as every one-off step of a session: a future's size is that of
+    // its largest state, and the session's is held for the connection's life.
+    let Some((auth, token, auth_id)) = Box::pin(authenticate(&mut sink, &mut stream, &state)).await
+    else {
         return;
     };
     if let Some(admitted) = &admitted {
@@ -148,15 +176,26 @@ async fn serve_device(
         Ok(slot) => slot,
         Err(err) => {
             let error = ServerFrame::error(auth_id, err.code, err.message);
-            say_and_close(&mut sink, error, CloseCode::TooManyConnections).await;
+            Box::pin(say_and_close(
+                &mut sink,
+                error,
+                CloseCode::TooManyConnections,
+            ))
+            .await;
             return;
         }
     };
     // Register first, then check the token again: a revoke that landed
     // between the first check and the registration found no live
     // connection to close, and would otherwise be missed.
-    let mut live = live::open(&state, &auth, Announce::Yes, vec![ip_slot, account_slot]).await;
-    if let Err(err) = state.accounts.authenticate_fresh(&token).await {
+    let mut live = Box::pin(live::open(
+        &state,
+        &auth,
+        Announce::Yes,
+        vec![ip_slot, account_slot],
+    ))
+    .await;
+    if let Err(err) = Box::pin(state.accounts.authenticate_fresh(&token)).await {
         // Only a refused token means revoked; a store that cannot answer
         // now is a reason to come back later.
         let close = match err.code {
@@ -164,24 +203,21 @@ async fn serve_device(
             _ => CloseCode::GoingAway,
         };
         let error = ServerFrame::error(auth_id, err.code, err.message);
-        say_and_close(&mut sink, error, close).await;
-        live.end().await;
+        Box::pin(say_and_close(&mut sink, error, close)).await;
+        Box::pin(live.end()).await;
         return;
     }
     // Announce before `ready`, so a client that has seen `ready` knows its
     // presence went out (and a later subscriber gets no stale duplicate).
-    state.social.device_connected(auth.account).await;
+    Box::pin(state.social.device_connected(auth.account)).await;
     let ready = ServerFrame::Ready {
         id: auth_id,
         username: auth.username.to_string(),
         device_id: auth.device.0,
-    };
-    if sink
-        .send(Message::Text(ready.to_json().into()))
-        .await
-        .is_err()
-    {
-        live.end().await;
+    }
+    .to_json();
+    if sink.send(Message::Text(ready.into())).await.is_err() {
+        Box::pin(live.end()).await;
         return;
     }
     let limits = &state.config.limits;
@@ -277,7 +313,7 @@ async fn serve_device(
     drop(session);
     // Let the writer flush the close frame, bounded.
     let _ = timeout(Duration::from_secs(2), tasks.join_next()).await;
-    live.end().await;
+    Box::pin(live.end()).await;
 }
 
 /// Reads the first frame, which must be a valid `auth`, within the deadline.
@@ -380,23 +416,40 @@ struct Session {
 }
 
 impl Session {
-    /// Queues a reply for the writer; `false` if the client is too slow to
-    /// take it within the write timeout (the session then closes).
-    async fn reply(&mut self, frame: ServerFrame) -> bool {
-        let wait = Duration::from_millis(self.state.config.limits.write_timeout_ms);
-        matches!(
-            timeout(wait, self.outbound.send(Outbound::Frame(Box::new(frame)))).await,
-            Ok(Ok(()))
-        )
-    }
-
+    /// Queues replies for the writer; `false` if the client is too slow to
+    /// take one within the write timeout (the session then closes).
+    ///
+    /// Waiting is boxed: the session's future is held for the connection's
+    /// whole life and is as large as its largest state, and a timed send
+    /// (a timer and a semaphore wait) would be inlined into every frame
+    /// the session handles, although a reply almost always finds room.
     async fn reply_all(&mut self, replies: Vec<ServerFrame>) -> bool {
-        for reply in replies {
-            if !self.reply(reply).await {
+        let mut replies = replies.into_iter();
+        loop {
+            let waiting = match self.queue(&mut replies) {
+                Queued::All => return true,
+                Queued::Closed => return false,
+                Queued::Full(waiting) => waiting,
+            };
+            let wait = Duration::from_millis(self.state.config.limits.write_timeout_ms);
+            let sent = Box::pin(timeout(wait, self.outbound.send(waiting))).await;
+            if !matches!(sent, Ok(Ok(()))) {
                 return false;
             }
         }
-        true
+    }
+
+    /// Queues what the writer has room for, without waiting (and without
+    /// a frame held across an await, which would grow the session's state).
+    fn queue(&self, replies: &mut std::vec::IntoIter<ServerFrame>) -> Queued {
+        for reply in replies {
+            match self.outbound.try_send(Outbound::Frame(Box::new(reply))) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Queued::Closed,
+                Err(mpsc::error::TrySendError::Full(waiting)) => return Queued::Full(waiting),
+            }
+        }
+        Queued::All
     }
 
     /// Answers now, or behind the frames still awaiting their answers.
@@ -417,7 +470,7 @@ impl Session {
 
     async fn handle_text(&mut self, text: &str) -> bool {
         let replies = match decode_client_frame(text) {
-            Ok(frame) => self.dispatcher.start(frame).await,
+            Ok(frame) => Box::pin(self.dispatcher.start(frame)).await,
             Err(err) => Replies::Now(vec![ServerFrame::error(err.id, err.code, err.message)]),
         };
         self.answer(replies).await
