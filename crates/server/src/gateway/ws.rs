@@ -493,56 +493,85 @@ async fn pump_pending(
     mut events: mpsc::Receiver<Arc<LiveEvent>>,
     outbound: mpsc::Sender<Outbound>,
 ) {
-    let messaging: &Messaging = &state.messaging;
     let mut after: HashMap<ConversationId, Seq> = HashMap::new();
-    let mut retry_delay = READ_RETRY_DELAY_MIN;
     let mut read_store = true;
     loop {
-        while read_store {
-            let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
-            metrics::counter!("missive_catch_up_reads_total").increment(1);
-            let page = match messaging.pending(&auth, positions).await {
-                Ok(page) => page,
-                Err(err) => {
-                    // Do not wait for a wake-up: a backlog may have no new
-                    // traffic to cause one. Retry with a bounded backoff.
-                    tracing::warn!(
-                        code = err.code.as_str(),
-                        "reading what waits failed; retrying"
-                    );
-                    tokio::time::sleep(retry_delay).await;
-                    retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
-                    continue;
-                }
-            };
-            retry_delay = READ_RETRY_DELAY_MIN;
-            after.extend(page.scanned);
-            for item in page.items {
-                let frame = Outbound::Frame(Box::new(pending_frame(item)));
-                if outbound.send(frame).await.is_err() {
-                    return;
-                }
-                metrics::counter!("missive_deliveries_total").increment(1);
+        if read_store {
+            // Boxed, so the pump's future (held for the connection's life)
+            // is only as large as its waiting.
+            if !Box::pin(catch_up(&state.messaging, &auth, &mut after, &outbound)).await {
+                return;
             }
-            read_store = page.more;
         }
-        tokio::select! {
+        read_store = tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
                 match place(&mut after, event.conversation, event.seq) {
-                    Placement::Had => {}
+                    Placement::Had => false,
                     Placement::Next => {
                         let frame = Outbound::Text(Arc::clone(&event.frame));
-                        if outbound.send(frame).await.is_err() {
+                        if !to_writer(&outbound, frame).await {
                             return;
                         }
                         metrics::counter!("missive_deliveries_total").increment(1);
+                        false
                     }
-                    Placement::Gap => read_store = true,
+                    Placement::Gap => true,
                 }
             }
-            () = wait_for_wake(&wake, state.bus.recheck_interval()) => read_store = true,
+            () = wait_for_wake(&wake, state.bus.recheck_interval()) => true,
+        };
+    }
+}
+
+/// Writes what waits above `after` in the store, page by page, moving
+/// `after` on; `false` once the writer is gone. A failed read is retried
+/// with a bounded backoff rather than left for a wake-up: a backlog may
+/// have no new traffic to cause one.
+async fn catch_up(
+    messaging: &Messaging,
+    auth: &DeviceAuth,
+    after: &mut HashMap<ConversationId, Seq>,
+    outbound: &mpsc::Sender<Outbound>,
+) -> bool {
+    let mut retry_delay = READ_RETRY_DELAY_MIN;
+    loop {
+        let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
+        metrics::counter!("missive_catch_up_reads_total").increment(1);
+        let page = match messaging.pending(auth, positions).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(
+                    code = err.code.as_str(),
+                    "reading what waits failed; retrying"
+                );
+                tokio::time::sleep(retry_delay).await;
+                retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
+                continue;
+            }
+        };
+        retry_delay = READ_RETRY_DELAY_MIN;
+        after.extend(page.scanned);
+        for item in page.items {
+            let frame = Outbound::Frame(Box::new(pending_frame(item)));
+            if outbound.send(frame).await.is_err() {
+                return false;
+            }
+            metrics::counter!("missive_deliveries_total").increment(1);
         }
+        if !page.more {
+            return true;
+        }
+    }
+}
+
+/// Hands a frame to the writer, waiting (boxed: rare, and large) only when
+/// it has no room; `false` once it is gone.
+async fn to_writer(outbound: &mpsc::Sender<Outbound>, frame: Outbound) -> bool {
+    match outbound.try_send(frame) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Full(frame)) => Box::pin(outbound.send(frame)).await.is_ok(),
     }
 }
 
