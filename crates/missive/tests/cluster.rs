@@ -718,7 +718,7 @@ async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
     // placed the conversation (the first message may need a read), 20 more
     // texts one after another; node 1's catch-up reads barely move (a
     // periodic re-check may add one), where a wake-up per message would add
-    // 20.
+    // 20. Then a text too large to cross whole, which must still arrive.
     if !services_available().await {
         return;
     }
@@ -745,6 +745,19 @@ async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
     }
     let reads = counter(&cluster.urls[1], "missive_catch_up_reads_total").await - reads_before;
     assert!(reads <= 3.0, "{reads} store reads for 20 live messages");
+
+    // A large text crosses as a wake-up, and is read from the store.
+    let large = "x".repeat(3000);
+    alice.send_text("bob", "large", &large).await.unwrap();
+    let ServerFrame::Message { seq, .. } = message_with_text(&mut bob, &large).await else {
+        unreachable!()
+    };
+    assert_eq!(seq, 22);
+    let reads_large = counter(&cluster.urls[1], "missive_catch_up_reads_total").await;
+    assert!(
+        reads_large > reads_before + reads,
+        "a large text was not read from the store"
+    );
     drop(cluster);
     db.drop_now().await;
 }

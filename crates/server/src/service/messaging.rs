@@ -156,6 +156,12 @@ pub enum Recipient {
     Conversation(ConversationId),
 }
 
+/// Largest encoded event sent whole over the Bus to each recipient on
+/// another node; a larger one is a wake-up, and its recipients read it from
+/// the store. Most texts fit: what the bus carries per recipient stays
+/// bounded whatever the message.
+const BUS_FRAME_BYTES_MAX: usize = 2048;
+
 pub struct Messaging {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
@@ -357,14 +363,19 @@ impl Messaging {
                     frame: frame.to_json().into(),
                 });
                 // The others may be live on other nodes: the event goes
-                // there encoded, so they need not read it back.
+                // there encoded, so they need not read it back; a large one
+                // goes as a wake-up, so bus traffic per recipient stays small.
                 for device in self.router.offer(&appended.recipients, &event) {
-                    let committed = DeviceEvent::Committed {
-                        conversation: event.conversation,
-                        seq: event.seq,
-                        frame: Arc::clone(&event.frame),
+                    let notice = if event.frame.len() <= BUS_FRAME_BYTES_MAX {
+                        DeviceEvent::Committed {
+                            conversation: event.conversation,
+                            seq: event.seq,
+                            frame: Arc::clone(&event.frame),
+                        }
+                    } else {
+                        DeviceEvent::QueueChanged
                     };
-                    self.bus.publish(device, committed).await;
+                    self.bus.publish(device, notice).await;
                 }
             }
             None => {

@@ -1,6 +1,7 @@
 //! Cumulative acks, many devices' to a transaction (`batcher.rs` gathers
 //! them): a batch costs the same few statements whatever the number of
-//! acks, devices or conversations in it. Each ack is still judged alone
+//! acks, devices or conversations in it (in store-and-forward, plus one
+//! purge per position that moved). Each ack is still judged alone
 //! (a refused one changes nothing, the others of its batch commit) and
 //! answered with the device's positions after the batch.
 //!
