@@ -323,6 +323,7 @@ pub(super) async fn change_group<C: GenericClient>(
         }
         GroupChange::Remove(target) => {
             locked_admin(db, conversation, actor).await?;
+            lock_members(db, conversation).await?;
             let joined = match remove_member(db, conversation, *target).await {
                 Err(Fault::Refused(StoreError::NotMember)) => {
                     return Err(StoreError::UnknownMember.into());
@@ -336,6 +337,7 @@ pub(super) async fn change_group<C: GenericClient>(
         }
         GroupChange::Leave => {
             standing(db, conversation, actor, true).await?;
+            lock_members(db, conversation).await?;
             let joined = remove_member(db, conversation, actor).await?;
             leavers.push((actor, joined));
             let promoted = promote_if_no_admin(db, conversation, None).await?;
@@ -344,6 +346,7 @@ pub(super) async fn change_group<C: GenericClient>(
         }
         GroupChange::Promote(target) | GroupChange::Demote(target) => {
             locked_admin(db, conversation, actor).await?;
+            lock_members(db, conversation).await?;
             let (role, action) = match request.change {
                 GroupChange::Promote(_) => (ROLE_ADMIN, "promoted"),
                 _ => (ROLE_MEMBER, "demoted"),
@@ -396,6 +399,20 @@ pub(super) async fn change_group<C: GenericClient>(
 
 /// Deletes the membership and returns the seq it had joined at;
 /// `NotMember` if `account` is not one.
+/// Locks the group's member rows, ascending by account, before a change
+/// that writes more than one of them (a removal or role change, then the
+/// promotion of a new admin): the order a batch of acks locks them in
+/// (`ack.rs`), so the two wait for each other instead of deadlocking.
+async fn lock_members<C: GenericClient>(db: &C, conversation: ConversationId) -> Outcome<()> {
+    execute(
+        db,
+        "SELECT 1 FROM members WHERE conversation_id = $1 ORDER BY account_id FOR UPDATE",
+        &[&conversation.0],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn remove_member<C: GenericClient>(
     db: &C,
     conversation: ConversationId,

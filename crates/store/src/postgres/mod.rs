@@ -26,10 +26,12 @@
 //!   first commits, finds it taken, and its transaction runs again, this
 //!   time answering with the first send's row. No seq is taken for it.
 //! - **One lock order.** Conversation rows, then message rows, each kind in
-//!   ascending key order. An ack takes the acking account's member rows
-//!   (ascending) and, in store-and-forward, a per-conversation advisory
-//!   lock before the message rows it purges; a group change takes its
-//!   conversation row, then member rows. A deadlock or serialization
+//!   ascending key order. A batch of acks takes the member rows whose
+//!   cursors move (ascending by conversation, then account) and, in
+//!   store-and-forward, a per-conversation advisory lock before the message
+//!   rows it purges; a group change takes its conversation row, then member
+//!   rows (all of them, ascending by account, when it writes more than one,
+//!   the order a batch of acks takes them in). A deadlock or serialization
 //!   failure the engine still reports (other Postgres-wire engines report
 //!   conflicts that way) reruns the transaction a few times.
 //! - **Many sends per commit.** Sends that arrive together share one
