@@ -7,23 +7,36 @@
 //! - `<prefix>.presence`: "this account's presence may have changed"; every
 //!   node listens and tells its own watchers.
 //! - `<prefix>.invalidate`: cache invalidations; every node listens.
+//! - `<prefix>.resync`: "events I published may have been lost": every node
+//!   re-reads its live queues.
 //!
 //! The connection uses `no_echo`, so a node never hears its own publishes:
 //! device events are also handed to this node's sink directly (it ignores
 //! devices it does not hold), and presence/invalidations were already
-//! applied locally by the caller. Core NATS is at-most-once, so:
-//! - live sessions re-read their queues every `recheck` anyway, and after a
-//!   reconnect the sink is told to resync (re-read every live queue, drop
-//!   caches, close devices that no longer exist);
+//! applied locally by the caller. Core NATS is at-most-once, so every way
+//! an event can be lost that a node can see leads to a resync (re-read
+//! every live queue, drop caches, close devices that no longer exist):
+//! - a node that reconnects resyncs itself (it may have missed events), and
+//!   tells every node on `<prefix>.resync` (events it published just before
+//!   may have died in its client's buffer);
+//! - a node that could not publish a device event (not connected, or the
+//!   publish failed) tells every node the same, once it can;
+//! - a node whose client dropped incoming messages (slow consumer) resyncs;
+//! - a device subscribed late (its first subscribe failed) re-reads its
+//!   queue once subscribed;
+//! - and live sessions still re-read their queues every `recheck`, a slow
+//!   safety net for a loss no node sees (between the servers of a NATS
+//!   cluster, for instance);
 //! - events that must not be lost (revocations, takeovers, invalidations,
 //!   presence changes) published while NATS is away wait in a bounded
 //!   outbox and go out on reconnect;
 //! - a device whose subscribe failed stays followed and is subscribed again
-//!   by a repair task every `recheck`.
+//!   by a repair task every second.
 //!
 //! No lock is held across a call into the NATS client.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -54,6 +67,9 @@ const BUS_CALL_MAX: Duration = Duration::from_secs(1);
 /// Events that must not be lost (revocations, takeovers, invalidations,
 /// presence) wait here while NATS is away; beyond this many the oldest go.
 const OUTBOX_MAX: usize = 65_536;
+/// How often the repair task retries failed subscribes, flushes the outbox
+/// and owns up to lost publishes.
+const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct NatsBus {
     shared: Arc<Shared>,
@@ -70,6 +86,11 @@ struct Shared {
     /// subscribe succeeds; the repair task retries).
     follows: Mutex<HashMap<DeviceId, Follow>>,
     outbox: Mutex<VecDeque<(String, Bytes)>>,
+    /// A device event this node published may have been lost: tell every
+    /// node once connected.
+    lost: AtomicBool,
+    /// Connected once already: the next `Connected` is a reconnect.
+    connected_before: AtomicBool,
     prefix: String,
 }
 
@@ -94,6 +115,8 @@ impl NatsBus {
             sink: SinkSlot::default(),
             follows: Mutex::default(),
             outbox: Mutex::default(),
+            lost: AtomicBool::new(false),
+            connected_before: AtomicBool::new(false),
             prefix: config.subject_prefix.clone(),
         });
         let on_event = Arc::clone(&shared);
@@ -110,7 +133,13 @@ impl NatsBus {
                         Event::Connected => {
                             tracing::info!("bus connected");
                             tokio::spawn(async move {
+                                // Publishes still in the client's buffer
+                                // when the connection died are lost.
+                                if shared.connected_before.swap(true, Ordering::SeqCst) {
+                                    shared.lost.store(true, Ordering::SeqCst);
+                                }
                                 shared.flush_outbox().await;
+                                shared.own_up().await;
                                 if let Some(sink) = current(&shared.sink) {
                                     sink.resync();
                                 }
@@ -148,13 +177,18 @@ impl NatsBus {
             .subscribe(format!("{}.invalidate", config.subject_prefix))
             .await
             .map_err(error)?;
+        let resyncs = client
+            .subscribe(format!("{}.resync", config.subject_prefix))
+            .await
+            .map_err(error)?;
         let background = vec![
             tokio::spawn(forward_presence(presence, Arc::clone(&shared.sink))),
             tokio::spawn(forward_invalidations(
                 invalidations,
                 Arc::clone(&shared.sink),
             )),
-            tokio::spawn(repair(Arc::clone(&shared), config.recheck)),
+            tokio::spawn(forward_resyncs(resyncs, Arc::clone(&shared.sink))),
+            tokio::spawn(repair(Arc::clone(&shared))),
         ];
         Ok(Self {
             shared,
@@ -197,6 +231,9 @@ impl Shared {
             ),
             _ => false,
         };
+        if !sent && !critical {
+            self.lost.store(true, Ordering::SeqCst);
+        }
         if !sent && critical {
             let mut outbox = lock(&self.outbox);
             if outbox.len() >= OUTBOX_MAX {
@@ -225,6 +262,18 @@ impl Shared {
         }
     }
 
+    /// Tells every node to re-read its live queues if an event this node
+    /// published may have been lost (kept for the reconnect if it cannot).
+    async fn own_up(&self) {
+        if self.lost.swap(false, Ordering::SeqCst) {
+            tracing::info!(
+                "bus events may have been lost; asking every node to re-read its queues"
+            );
+            self.send(format!("{}.resync", self.prefix), Bytes::new(), true)
+                .await;
+        }
+    }
+
     /// Publishes what waited for a connection, in order.
     async fn flush_outbox(&self) {
         let waiting: Vec<_> = lock(&self.outbox).drain(..).collect();
@@ -237,18 +286,25 @@ impl Shared {
     }
 
     /// Subscribes to a followed device's subject, unless it was unfollowed
-    /// meanwhile or already has a forwarder.
-    async fn subscribe_device(&self, device: DeviceId) {
+    /// meanwhile or already has a forwarder; `true` if this call started its
+    /// forwarder.
+    async fn subscribe_device(&self, device: DeviceId) -> bool {
         let Some(client) = self.client() else {
-            return;
+            return false;
         };
         let subscribed =
             tokio::time::timeout(BUS_CALL_MAX, client.subscribe(self.device_subject(device))).await;
         let subscriber = match subscribed {
             Ok(Ok(subscriber)) => subscriber,
-            // Retried by the repair task; the session re-checks meanwhile.
-            Ok(Err(err)) => return tracing::warn!(%err, %device, "bus subscribe failed"),
-            Err(_) => return tracing::warn!(%device, "bus subscribe timed out"),
+            // Retried by the repair task, which then wakes the device.
+            Ok(Err(err)) => {
+                tracing::warn!(%err, %device, "bus subscribe failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(%device, "bus subscribe timed out");
+                return false;
+            }
         };
         let mut follows = lock(&self.follows);
         if let Some(follow) = follows.get_mut(&device) {
@@ -258,16 +314,20 @@ impl Shared {
                     subscriber,
                     Arc::clone(&self.sink),
                 )));
+                return true;
             }
         }
         // Otherwise the subscriber drops here, which unsubscribes.
+        false
     }
 }
 
-/// Every `period`: subscribe followed devices whose subscribe failed, and
-/// publish what waits in the outbox.
-async fn repair(shared: Arc<Shared>, period: Duration) {
-    let mut ticks = tokio::time::interval(period);
+/// Every [`REPAIR_INTERVAL`]: publish what waits in the outbox, tell every
+/// node if a device event may have been lost, and subscribe followed
+/// devices whose subscribe failed (each then re-reads its queue: its events
+/// went nowhere meanwhile).
+async fn repair(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(REPAIR_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -275,13 +335,18 @@ async fn repair(shared: Arc<Shared>, period: Duration) {
             continue;
         }
         shared.flush_outbox().await;
+        shared.own_up().await;
         let missing: Vec<DeviceId> = lock(&shared.follows)
             .iter()
             .filter(|(_, follow)| follow.forwarder.is_none())
             .map(|(device, _)| *device)
             .collect();
         for device in missing {
-            shared.subscribe_device(device).await;
+            if shared.subscribe_device(device).await {
+                if let Some(sink) = current(&shared.sink) {
+                    sink.deliver(device, DeviceEvent::QueueChanged);
+                }
+            }
         }
     }
 }
@@ -418,6 +483,16 @@ async fn forward_presence(mut subscriber: Subscriber, sink: SinkSlot) {
             (Some(account), Some(sink)) => sink.presence_changed(AccountId(account)),
             (None, _) => tracing::debug!("undecodable presence event"),
             _ => {}
+        }
+    }
+}
+
+/// Another node may have lost events it published: re-read every live
+/// queue here.
+async fn forward_resyncs(mut subscriber: Subscriber, sink: SinkSlot) {
+    while subscriber.next().await.is_some() {
+        if let Some(sink) = current(&sink) {
+            sink.resync();
         }
     }
 }

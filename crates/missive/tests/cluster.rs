@@ -761,3 +761,69 @@ async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
     drop(cluster);
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_publishes_has_every_node_resync_when_it_is_back() {
+    // Goal: a message whose bus event could not be published (its node was
+    // cut off from NATS) reaches a recipient live on another node as soon
+    // as the publisher is back, not after the periodic re-check: the node
+    // asks every node to re-read its live queues.
+    // Method: the periodic re-check is set to 10 minutes; bob on node 0,
+    // alice on node 1, which reaches NATS through a proxy; the proxy cuts,
+    // alice sends (stored; its wake-up goes nowhere), the proxy is
+    // restored, and bob must get the message within 20 s.
+    if !services_available().await {
+        return;
+    }
+    let proxy = CuttableProxy::start(NATS.trim_start_matches("nats://")).await;
+    let db = Database::create().await;
+    let mut cluster = Cluster::start(1, &db.url(), NATS, &[("MISSIVE_BUS__RECHECK_MS", "600000")]);
+    let proxied = format!("nats://{}", proxy.address);
+    for (key, value) in &mut cluster.env {
+        if key == "MISSIVE_BUS__URL" {
+            *value = proxied.clone();
+        }
+    }
+    cluster.add_node();
+    let bob_token = cluster.user(0, "bob").await;
+    let alice_token = cluster.user(1, "alice").await;
+    let mut bob = cluster.connect(0, &bob_token).await;
+    let mut alice = cluster.connect(1, &alice_token).await;
+    alice.send_text("bob", "before", "before").await.unwrap();
+    message_with_text(&mut bob, "before").await;
+
+    proxy.cut();
+    // Until node 1 sees its connection gone, a publish may still look sent;
+    // wait for it to say so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", cluster.urls[1]))
+            .await
+            .unwrap();
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 never noticed the cut");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    alice.send_text("bob", "during", "during").await.unwrap();
+    proxy.restore();
+    let arrived = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let frame = bob
+                .next_frame(Duration::from_secs(20))
+                .await
+                .expect("frame");
+            if matches!(&frame, ServerFrame::Message { text, .. } if text == "during") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        arrived.is_ok(),
+        "the message waited for the periodic re-check"
+    );
+    drop(cluster);
+    db.drop_now().await;
+}

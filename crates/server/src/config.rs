@@ -68,8 +68,10 @@ pub struct BusConfig {
     /// NATS subjects start with this, so clusters can share a server.
     pub subject_prefix: String,
     /// With NATS, live sessions re-read their queues this often even
-    /// without a wake-up: the bound on how long a lost bus message can
-    /// delay a delivery.
+    /// without a wake-up: a safety net for a lost bus message no node sees
+    /// (every loss a node sees, it answers with a resync at once), and so
+    /// the bound on how long such a loss can delay a delivery. Each re-read
+    /// costs a store query per live connection.
     pub recheck_ms: u64,
 }
 
@@ -78,7 +80,7 @@ impl Default for BusConfig {
         Self {
             url: String::new(),
             subject_prefix: "missive".into(),
-            recheck_ms: 5_000,
+            recheck_ms: 60_000,
         }
     }
 }
