@@ -67,6 +67,19 @@ const BUS_CALL_MAX: Duration = Duration::from_secs(1);
 /// Events that must not be lost (revocations, takeovers, invalidations,
 /// presence) wait here while NATS is away; beyond this many the oldest go.
 const OUTBOX_MAX: usize = 65_536;
+/// What becomes of an event that could not be published.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unsent {
+    /// Must not be lost (a revocation, a takeover, an invalidation, a
+    /// presence change): kept in the outbox for the reconnect.
+    Keep,
+    /// A delivery may wait on it: every node re-reads its live queues once
+    /// this one can tell them.
+    Resync,
+    /// Harmless to lose (typing).
+    Drop,
+}
+
 /// How often the repair task retries failed subscribes, flushes the outbox
 /// and owns up to lost publishes.
 const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
@@ -216,8 +229,8 @@ impl Shared {
     /// Best effort by contract (the Store holds the truth), and never
     /// allowed to stall the caller: while NATS is away the client's
     /// outgoing buffer fills, so publish only when connected, bound each
-    /// call, and keep `critical` events for the reconnect.
-    async fn send(&self, subject: String, payload: impl Into<Bytes>, critical: bool) {
+    /// call; what becomes of an event that could not go out is `unsent`'s.
+    async fn send(&self, subject: String, payload: impl Into<Bytes>, unsent: Unsent) {
         // Shared, not copied, between the publish and the outbox.
         let payload: Bytes = payload.into();
         let sent = match self.client() {
@@ -231,10 +244,10 @@ impl Shared {
             ),
             _ => false,
         };
-        if !sent && !critical {
+        if !sent && unsent == Unsent::Resync {
             self.lost.store(true, Ordering::SeqCst);
         }
-        if !sent && critical {
+        if !sent && unsent == Unsent::Keep {
             let mut outbox = lock(&self.outbox);
             if outbox.len() >= OUTBOX_MAX {
                 outbox.pop_front();
@@ -269,8 +282,12 @@ impl Shared {
             tracing::info!(
                 "bus events may have been lost; asking every node to re-read its queues"
             );
-            self.send(format!("{}.resync", self.prefix), Bytes::new(), true)
-                .await;
+            self.send(
+                format!("{}.resync", self.prefix),
+                Bytes::new(),
+                Unsent::Keep,
+            )
+            .await;
         }
     }
 
@@ -281,7 +298,7 @@ impl Shared {
             tracing::info!(events = waiting.len(), "bus outbox flushed");
         }
         for (subject, payload) in waiting {
-            self.send(subject, payload, true).await;
+            self.send(subject, payload, Unsent::Keep).await;
         }
     }
 
@@ -381,14 +398,18 @@ impl Bus for NatsBus {
                 sink.deliver(device, event.clone());
             }
         }
-        // A lost wake-up or typing indication is covered (re-checks) or
-        // harmless; a lost revocation or takeover is not.
-        let critical = matches!(event, DeviceEvent::Revoked | DeviceEvent::TakenOver { .. });
+        // A lost wake-up or event is covered (a resync), a lost typing
+        // indication harmless; a lost revocation or takeover is neither.
+        let unsent = match event {
+            DeviceEvent::Revoked | DeviceEvent::TakenOver { .. } => Unsent::Keep,
+            DeviceEvent::QueueChanged | DeviceEvent::Committed { .. } => Unsent::Resync,
+            DeviceEvent::Ephemeral(_) => Unsent::Drop,
+        };
         self.shared
             .send(
                 self.shared.device_subject(device),
                 encode_event(&event),
-                critical,
+                unsent,
             )
             .await;
     }
@@ -396,14 +417,18 @@ impl Bus for NatsBus {
     async fn publish_presence(&self, account: AccountId) {
         let subject = format!("{}.presence", self.config.subject_prefix);
         self.shared
-            .send(subject, account.0.to_string().into_bytes(), true)
+            .send(subject, account.0.to_string().into_bytes(), Unsent::Keep)
             .await;
     }
 
     async fn publish_invalidation(&self, what: Invalidation) {
         let subject = format!("{}.invalidate", self.config.subject_prefix);
         self.shared
-            .send(subject, encode_invalidation(what).into_bytes(), true)
+            .send(
+                subject,
+                encode_invalidation(what).into_bytes(),
+                Unsent::Keep,
+            )
             .await;
     }
 
