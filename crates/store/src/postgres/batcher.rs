@@ -85,24 +85,32 @@ async fn writer<B: Batch>(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<Job<B>>>
     let mut held_back: Vec<Job<B>> = Vec::new();
     loop {
         let mut jobs = std::mem::take(&mut held_back);
-        {
+        if jobs.is_empty() {
             let mut waiting = waiting.lock().await;
-            if jobs.is_empty() {
-                match waiting.recv().await {
-                    Some(job) => jobs.push(job),
-                    None => return,
-                }
+            match waiting.recv().await {
+                Some(job) => jobs.push(job),
+                None => return,
             }
-            while jobs.len() < B::MAX {
-                match waiting.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+            top_up::<B>(&mut waiting, &mut jobs);
+        } else if let Ok(mut waiting) = waiting.try_lock() {
+            // Never wait for the lock with calls in hand: another writer may
+            // hold it while it waits for a new call, which may never come
+            // (the held-back retry's caller waits for this very answer).
+            top_up::<B>(&mut waiting, &mut jobs);
         }
         let (batch, later) = apart::<B>(jobs);
         held_back = later;
         run::<B>(&pool, batch).await;
+    }
+}
+
+/// Adds what waits, up to the kind's most, without waiting.
+fn top_up<B: Batch>(waiting: &mut mpsc::Receiver<Job<B>>, jobs: &mut Vec<Job<B>>) {
+    while jobs.len() < B::MAX {
+        match waiting.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
     }
 }
 

@@ -620,6 +620,45 @@ mod tests {
     use crate::{PostgresConfig, PostgresStore, Store};
 
     #[tokio::test]
+    async fn a_retry_held_back_from_its_originals_batch_is_answered_while_nothing_else_comes() {
+        // Goal: a send kept out of a batch (its original is in it) is stored
+        // by the next batch even when no other send ever arrives: the
+        // writer holding it must not wait for the queue's lock, which
+        // another writer holds while it waits for a new send.
+        // Method: a send and its retry queued together (two writers, so one
+        // takes both and holds the retry back, the other waits for work);
+        // both must be answered, the retry as a duplicate, within 10 s.
+        let Some(schema) = FreshSchema::create("held").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&PostgresConfig::new(schema.url.clone()))
+            .await
+            .expect("store");
+        let alice = account(&store, "alice").await;
+        let bob = account(&store, "bob").await;
+        let with_bob = store
+            .direct_conversation(alice.0, bob.0, 1)
+            .await
+            .expect("ab");
+        for round in 0..20 {
+            let cmid = format!("twice-{round}");
+            let both = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                tokio::join!(
+                    store.append_message(text(with_bob, alice, &cmid)),
+                    store.append_message(text(with_bob, alice, &cmid)),
+                )
+            })
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: a held-back retry was never stored"));
+            let (first, second) = (both.0.expect("first"), both.1.expect("second"));
+            assert_eq!(first.seq, second.seq, "round {round}: stored once");
+            assert!(first.duplicate != second.duplicate, "round {round}");
+        }
+        store.shutdown().await;
+        schema.drop().await;
+    }
+
+    #[tokio::test]
     async fn sends_of_one_batch_are_judged_alone_and_numbered_without_gaps() {
         // Goal: one batch's statements take every send at once, yet each
         // send is answered as if alone: a retry of a stored send gets the
