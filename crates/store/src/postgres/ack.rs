@@ -33,7 +33,7 @@ use super::batcher::Batch;
 use super::codes::EVENT_TEXT;
 use super::delivery::PURGE_DELIVERED;
 use super::fault::{Fault, Outcome};
-use super::sql::{Step, execute, in_order, pipeline, rows};
+use super::sql::{Step, execute, in_order, only_if, pipeline, rows};
 use crate::StoreError;
 use crate::model::{AckOutcome, AckRequest, ReceiptMoved};
 
@@ -382,32 +382,24 @@ async fn write<C: GenericClient>(db: &C, moves: &Moves) -> Outcome<Written> {
         .collect();
     let cursors = !moves.cursors.is_empty();
     let (advanced, _, notify, moved, _, ()) = pipeline!(
-        async {
-            if moves.positions.is_empty() {
-                return Ok(Vec::new());
-            }
+        only_if(
+            !moves.positions.is_empty(),
             rows(
                 db,
                 ADVANCE_POSITIONS,
                 &[&position_devices, &position_conversations, &position_seqs],
-            )
-            .await
-        },
-        async {
-            if !cursors {
-                return Ok(0);
-            }
+            ),
+        ),
+        only_if(
+            cursors,
             execute(
                 db,
                 LOCK_CURSORS,
                 &[&cursor_accounts, &cursor_conversations, &cursor_seqs],
-            )
-            .await
-        },
-        async {
-            if !cursors {
-                return Ok(Vec::new());
-            }
+            ),
+        ),
+        only_if(
+            cursors,
             rows(
                 db,
                 CURSOR_NOTIFY,
@@ -417,13 +409,10 @@ async fn write<C: GenericClient>(db: &C, moves: &Moves) -> Outcome<Written> {
                     &cursor_seqs,
                     &EVENT_TEXT,
                 ],
-            )
-            .await
-        },
-        async {
-            if !cursors {
-                return Ok(Vec::new());
-            }
+            ),
+        ),
+        only_if(
+            cursors,
             rows(
                 db,
                 MOVE_CURSORS,
@@ -433,15 +422,12 @@ async fn write<C: GenericClient>(db: &C, moves: &Moves) -> Outcome<Written> {
                     &cursor_seqs,
                     &cursor_times,
                 ],
-            )
-            .await
-        },
-        async {
-            if purged.is_empty() {
-                return Ok(0);
-            }
-            execute(db, LOCK_PURGES, &[&purged_conversations]).await
-        },
+            ),
+        ),
+        only_if(
+            !purged.is_empty(),
+            execute(db, LOCK_PURGES, &[&purged_conversations]),
+        ),
         purge_delivered(db, &purged),
     )?;
     let mut positions = HashMap::with_capacity(advanced.len());

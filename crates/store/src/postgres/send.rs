@@ -46,7 +46,7 @@ use tokio_postgres::types::ToSql;
 use super::conversations::refusal;
 use super::fault::{Fault, Outcome};
 use super::media::{attach_media, check_own_media};
-use super::sql::{Step, execute, in_order, pipeline, row, rows};
+use super::sql::{Step, execute, in_order, only_if, pipeline, row, rows};
 use crate::StoreError;
 use crate::model::*;
 use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
@@ -304,17 +304,14 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
         .collect();
     let (locked, _, earlier, standing, targets, media_refused) = pipeline!(
         rows(db, LOCK_CONVERSATIONS, &[&conversations]),
-        async {
-            if changes.is_empty() {
-                return Ok(0);
-            }
+        only_if(
+            !changes.is_empty(),
             execute(
                 db,
                 LOCK_CHANGED_MESSAGES,
                 &[&changed, &changed_in, &purged, &EVENT_EDIT],
-            )
-            .await
-        },
+            ),
+        ),
         rows(db, EARLIER_SENDS, &[&devices, &client_ids]),
         rows(db, CHECKS, &[&sender_conversations, &sender_accounts]),
         in_order(targets),

@@ -72,6 +72,19 @@ pub(super) async fn in_order<T>(steps: Vec<Step<'_, T>>) -> Outcome<Vec<T>> {
 
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// Runs `statement` only `when` there is work for it, else gives its empty
+/// result; nothing is sent (a future does nothing until polled).
+pub(super) async fn only_if<T: Default>(
+    when: bool,
+    statement: impl Future<Output = Outcome<T>>,
+) -> Outcome<T> {
+    if when {
+        statement.await
+    } else {
+        Ok(T::default())
+    }
+}
+
 tokio::task_local! {
     /// Whether a statement of this task is being prepared, so later ones
     /// must wait to be sent.
