@@ -486,7 +486,7 @@ mod tests {
     use missive_core::AccountId;
 
     use super::*;
-    use crate::postgres::testing::{FreshSchema, account, device, text};
+    use crate::postgres::testing::{FreshSchema, account, device, store_batch, text};
     use crate::{PostgresConfig, PostgresStore, Store};
 
     fn ack(
@@ -545,13 +545,7 @@ mod tests {
             ack(carol, &[(with_carol, 2)]),
         ];
         let items: Vec<&AckRequest> = batch.iter().collect();
-        let mut client = store.inner.pool.get().await.expect("connection");
-        let tx = client.transaction().await.expect("transaction");
-        let answers = crate::postgres::sql::ordered(ack_batch(&tx, &items))
-            .await
-            .map_err(Fault::into_store)
-            .expect("batch");
-        tx.commit().await.expect("commit");
+        let answers = store_batch::<Acks>(&store, &items).await;
 
         let [phone, outsider, laptop, carols] = &answers[..] else {
             panic!("{answers:?}")

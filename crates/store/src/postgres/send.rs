@@ -613,7 +613,7 @@ mod tests {
     use tokio::sync::Barrier;
 
     use super::*;
-    use crate::postgres::testing::{FreshSchema, account, text};
+    use crate::postgres::testing::{FreshSchema, account, store_batch, text};
     use crate::{PostgresConfig, PostgresStore, Store};
 
     #[tokio::test]
@@ -694,13 +694,7 @@ mod tests {
             text(with_carol, alice, "a2"),
         ];
         let sends: Vec<&NewMessage> = batch.iter().collect();
-        let mut client = store.inner.pool.get().await.expect("connection");
-        let tx = client.transaction().await.expect("transaction");
-        let answers = crate::postgres::sql::ordered(append_batch(&tx, &sends))
-            .await
-            .map_err(Fault::into_store)
-            .expect("batch");
-        tx.commit().await.expect("commit");
+        let answers = store_batch::<crate::postgres::sender::Sends>(&store, &sends).await;
 
         let [retry, second, outsider, answer, to_carol] = &answers[..] else {
             panic!("{answers:?}")

@@ -8,6 +8,7 @@ use missive_core::{
 };
 use tokio_postgres::{Client, NoTls};
 
+use super::batcher::Batch;
 use crate::model::{Body, NewMessage};
 use crate::{NewAccount, NewDevice, PostgresStore, Store};
 
@@ -122,4 +123,20 @@ pub(super) fn text(
         },
         now_ms: 2,
     }
+}
+
+/// Stores `items` as one batch of kind `B` in a transaction of its own,
+/// committed, so a test knows they shared it.
+pub(super) async fn store_batch<B: Batch>(
+    store: &PostgresStore,
+    items: &[&B::Item],
+) -> Vec<Result<B::Answer, crate::StoreError>> {
+    let mut client = store.inner.pool.get().await.expect("connection");
+    let tx = client.transaction().await.expect("transaction");
+    let answers = super::sql::ordered(B::store(&tx, items))
+        .await
+        .map_err(super::fault::Fault::into_store)
+        .expect("batch");
+    tx.commit().await.expect("commit");
+    answers
 }
