@@ -471,29 +471,24 @@ async fn operational_endpoints_answer() {
     // acked either, and the model counts her own event above her position
     // too (it is never sent to her): 2.
     assert!(metrics.contains("missive_events_waiting 2"), "{metrics}");
-    // Every metric is there from the start with its HELP line, including
-    // counters of things that have not happened (no slow consumer here).
-    for name in [
-        "missive_sends_total",
-        "missive_frames_in_total",
-        "missive_frames_out_total",
-        "missive_deliveries_total",
-        "missive_acks_total",
-        "missive_catch_up_reads_total",
-        "missive_store_commit_seconds",
-        "missive_store_batch_jobs",
-        "missive_connections",
-        "missive_events_waiting",
-        "missive_slow_consumer_closes_total",
-        "missive_media_uploads_total",
-        "missive_push_sent_total",
-        "missive_push_failed_total",
-        "missive_push_dropped_total",
-    ] {
+    // Every metric the code records is there from the start with its HELP
+    // line, counters at 0 before anything happened (no slow consumer here).
+    // The names are read from the sources, so a new metric is checked too.
+    let recorded = recorded_metrics();
+    assert!(recorded.len() >= 15, "{recorded:?}");
+    for (kind, name) in &recorded {
         assert!(
             metrics.contains(&format!("# HELP {name} ")),
             "{name} has no HELP line in /metrics:\n{metrics}"
         );
+        if kind == "counter" {
+            assert!(
+                metrics
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{name} "))),
+                "{name} is not there before it first counts:\n{metrics}"
+            );
+        }
     }
     assert!(
         metrics.contains("missive_slow_consumer_closes_total 0"),
@@ -553,4 +548,35 @@ async fn registrations_per_address_are_limited() {
         refused_code(server.api.login("user_u4", PASSWORD, "x").await),
         "wrong_credentials"
     );
+}
+
+/// `(kind, name)` of every `counter!`, `gauge!` and `histogram!` call
+/// naming a `missive_` metric in the workspace's sources.
+fn recorded_metrics() -> std::collections::BTreeSet<(String, String)> {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = std::collections::BTreeSet::new();
+    let mut dirs = vec![crates];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("tests") && !path.ends_with("target") {
+                    dirs.push(path);
+                }
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let source = std::fs::read_to_string(&path).unwrap();
+                for kind in ["counter", "gauge", "histogram"] {
+                    let call = format!("metrics::{kind}!(\"");
+                    for (at, _) in source.match_indices(&call) {
+                        let rest = &source[at + call.len()..];
+                        let name = &rest[..rest.find('"').unwrap()];
+                        if name.starts_with("missive_") {
+                            found.insert((kind.to_string(), name.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
 }

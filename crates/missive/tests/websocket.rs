@@ -467,8 +467,10 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     // Goal: a client that stops reading is closed once a write stalls past
     // the write timeout; a fast client meanwhile gets all its messages; the
     // slow client's messages all stay queued and arrive on reconnect.
-    // Method: bob authenticates on a raw socket and never reads while alice
-    // sends him ~20 MB, far beyond the loopback socket buffers.
+    // Method: bob authenticates on a raw socket and does not read while
+    // alice sends him ~20 MB, far beyond the loopback socket buffers; he
+    // reads again once the server counted him as a slow consumer, and
+    // finds the close frame (4008) after what was already in flight.
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
@@ -517,8 +519,46 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     let carols = queued(&mut carol, N_BIG / 10).await;
     assert_eq!(seqs(&carols), (1..=(N_BIG / 10) as i64).collect::<Vec<_>>());
 
-    // Wait for the server to drop bob, observed as a client would: carol
-    // watches bob's presence and is told when his last connection goes.
+    // The server gives up on bob's stuck socket and counts it; reading
+    // from then on, bob gets what was in flight and then the close frame
+    // saying why, not a dropped connection.
+    let http = reqwest::Client::new();
+    loop {
+        let metrics = http
+            .get(format!("{}/metrics", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if !metrics.contains("missive_slow_consumer_closes_total 0") {
+            assert!(
+                metrics.contains("missive_slow_consumer_closes_total 1"),
+                "{metrics}"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut n_seen = 0;
+    let mut close = None;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(PROMPTLY, slow.next()).await {
+        match message {
+            Message::Text(_) => n_seen += 1,
+            Message::Close(frame) => close = frame,
+            _ => {}
+        }
+    }
+    assert!(
+        n_seen < N_BIG,
+        "bob should have been cut off, yet read {n_seen}"
+    );
+    let close = close.expect("the stream ends with a close frame");
+    assert_eq!(u16::from(close.code), 4008, "{close:?}");
+    assert_eq!(close.reason.as_str(), "slow_consumer");
+
+    // Carol is told bob went offline.
     let is_bob_offline = |frame: &ServerFrame| matches!(frame, ServerFrame::Presence { user, online: false, .. } if user == "bob");
     let now = carol.subscribe_presence(&["bob"]).await.unwrap();
     if !is_bob_offline(&now[0]) {
@@ -526,23 +566,12 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
             let frame = carol
                 .next_frame(PROMPTLY)
                 .await
-                .expect("slow reader was never disconnected");
+                .expect("bob's presence never went offline");
             if is_bob_offline(&frame) {
                 break;
             }
         }
     }
-    // Reading now, bob finds the stream ends before all messages arrived.
-    let mut n_seen = 0;
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(PROMPTLY, slow.next()).await {
-        if message.is_text() {
-            n_seen += 1;
-        }
-    }
-    assert!(
-        n_seen < N_BIG,
-        "bob should have been cut off, yet read {n_seen}"
-    );
 
     // Nothing was lost: all N_BIG wait for bob's next connection, in order.
     let mut bob = server.connect(&bob_token).await;

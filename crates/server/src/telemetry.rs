@@ -95,6 +95,10 @@ fn describe() {
         "missive_slow_consumer_closes_total",
         "Connections closed because the client read too slowly (their events stay queued)"
     );
+    metrics::describe_counter!(
+        "missive_connections_refused_total",
+        "Connections closed at accept: the server had its most open connections, or the address its most not yet authenticated"
+    );
     metrics::describe_counter!("missive_media_uploads_total", "Media uploads stored");
     metrics::describe_counter!("missive_push_sent_total", "Push webhook calls answered 2xx");
     metrics::describe_counter!(
@@ -120,6 +124,7 @@ fn describe() {
         "missive_acks_total",
         "missive_catch_up_reads_total",
         "missive_slow_consumer_closes_total",
+        "missive_connections_refused_total",
         "missive_media_uploads_total",
         "missive_push_sent_total",
         "missive_push_failed_total",

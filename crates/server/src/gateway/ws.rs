@@ -118,13 +118,6 @@ enum Queued {
     Full(Outbound),
 }
 
-#[derive(Debug)]
-enum WriterEnd {
-    Closed,
-    SlowConsumer,
-    SocketError,
-}
-
 /// Splits the socket before the session's future exists: an async fn keeps
 /// room for its arguments for its whole life, and the socket is large.
 fn run_session(
@@ -222,7 +215,7 @@ async fn serve_device(
     }
     let limits = &state.config.limits;
     let (outbound, outbound_rx) = mpsc::channel(limits.outbound_frames_max);
-    let mut tasks: JoinSet<WriterEnd> = JoinSet::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
     tasks.spawn(write_frames(
         sink,
         outbound_rx,
@@ -288,13 +281,9 @@ async fn serve_device(
                 }
             }
             _ = tokio::time::sleep_until(idle_deadline) => break Some(CloseCode::IdleTimeout),
-            ended = tasks.join_next() => {
-                if let Some(Ok(WriterEnd::SlowConsumer)) = ended {
-                    metrics::counter!("missive_slow_consumer_closes_total").increment(1);
-                    tracing::info!("closed a slow consumer; its queue is kept");
-                }
-                break None;
-            }
+            // The writer ended: it closed the socket itself (a slow
+            // consumer) or the socket failed.
+            _ = tasks.join_next() => break None,
         }
     };
     pump.abort();
@@ -305,14 +294,20 @@ async fn serve_device(
     if !in_flight.is_empty() {
         tokio::spawn(in_flight.for_each(|_| async {}));
     }
-    if let Some(code) = close {
-        tracing::debug!(reason = code.reason(), "closing session");
-        // Best effort: a full channel means the writer is stuck anyway.
-        let _ = session.outbound.try_send(Outbound::Close(code));
-    }
-    drop(session);
-    // Let the writer flush the close frame, bounded.
-    let _ = timeout(Duration::from_secs(2), tasks.join_next()).await;
+    // The close frame goes after the frames already queued, and the writer
+    // writes them all within one bound: waiting for room here only waits
+    // for a writer that is moving (a stuck one ends as a slow consumer and
+    // sends its own close frame).
+    let close_bound = 2 * Duration::from_millis(state.config.limits.write_timeout_ms);
+    let closing = async {
+        if let Some(code) = close {
+            tracing::debug!(reason = code.reason(), "closing session");
+            let _ = session.outbound.send(Outbound::Close(code)).await;
+        }
+        drop(session);
+        tasks.join_next().await
+    };
+    let _ = timeout(close_bound, closing).await;
     Box::pin(live.end()).await;
 }
 
@@ -634,13 +629,13 @@ async fn write_frames(
     mut frames: mpsc::Receiver<Outbound>,
     write_timeout: Duration,
     keepalive: Duration,
-) -> WriterEnd {
+) {
     let mut pings = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     loop {
         let first = tokio::select! {
             next = frames.recv() => match next {
                 Some(outbound) => outbound,
-                None => return WriterEnd::Closed,
+                None => return,
             },
             _ = pings.tick() => Outbound::Ping,
         };
@@ -675,9 +670,20 @@ async fn write_frames(
         };
         match timeout(write_timeout, written_all).await {
             Ok(Ok(false)) => {}
-            Ok(Ok(true)) => return WriterEnd::Closed,
-            Ok(Err(_)) => return WriterEnd::SocketError,
-            Err(_) => return WriterEnd::SlowConsumer,
+            Ok(Ok(true)) | Ok(Err(_)) => return,
+            Err(_) => {
+                metrics::counter!("missive_slow_consumer_closes_total").increment(1);
+                tracing::info!("closing a slow consumer; its queue is kept");
+                // What was being written stays in the sink's buffer and the
+                // close frame goes after it: the client learns why if it
+                // reads again within one more write timeout.
+                let _ = timeout(
+                    write_timeout,
+                    sink.send(close_message(CloseCode::SlowConsumer)),
+                )
+                .await;
+                return;
+            }
         }
     }
 }
