@@ -40,7 +40,8 @@ enum Command {
     /// Run the server (embedded defaults: SQLite + media under --data-dir).
     Serve(serve::ServeArgs),
     /// Operator commands against the server's store (running or not):
-    /// list users and devices, revoke devices, reset a password.
+    /// list, create, suspend, resume and delete users, reset a password,
+    /// list and revoke devices, make invite codes.
     Admin(admin::AdminArgs),
     /// Load-generate against a running server and report throughput,
     /// latency, loss and duplicates (see BENCHMARKS.md).
@@ -609,19 +610,22 @@ mod tests {
 
     #[test]
     fn every_argument_is_explained_and_passwords_are_asked_only_where_used() {
-        // Goal: `--help` describes each positional argument (no bare
-        // <USERNAME>), and --password appears only on the commands that
-        // send one.
+        // Goal: `--help` describes each argument, positional or option
+        // (no bare <USERNAME>), and --password appears only on the
+        // commands that send one.
         let mut all = Vec::new();
         commands(&Args::command(), String::new(), &mut all);
+        let unexplained: Vec<String> = all
+            .iter()
+            .flat_map(|(path, command)| {
+                command
+                    .get_arguments()
+                    .filter(|arg| arg.get_help().is_none() && !arg.is_hide_set())
+                    .map(move |arg| format!("`missive {path}` {}", arg.get_id()))
+            })
+            .collect();
+        assert!(unexplained.is_empty(), "no help text: {unexplained:#?}");
         for (path, command) in &all {
-            for arg in command.get_positionals() {
-                assert!(
-                    arg.get_help().is_some(),
-                    "`missive {path}`: <{}> has no help text",
-                    arg.get_id()
-                );
-            }
             let has_password = command
                 .get_arguments()
                 .any(|arg| arg.get_long() == Some("password"));

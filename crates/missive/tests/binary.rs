@@ -444,6 +444,84 @@ async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_works_on_the_store_of_a_stopped_server_and_every_action_is_logged() {
+    // Goal: `missive admin` needs no running server: with it stopped, it
+    // creates a user, revokes all of another's devices (`--all`) and makes
+    // invites, each action logged on stderr; `--output text` lists users
+    // for people; the server started again honours all of it (the revoked
+    // tokens are dead, the new user logs in, an invite registers).
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server =
+        ServerProcess::start_with_env(data_dir.path(), &[("MISSIVE_REGISTRATION__MODE", "invite")]);
+    let api = Api::new(&server.url);
+    let (code, stdout, stderr) = admin_off_thread(data_dir.path(), &["invite"], "").await;
+    assert_eq!(code, 0, "{stderr}");
+    let invite: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let invite = invite["invites"][0].as_str().unwrap().to_string();
+    api.register_with_invite("alice", PASSWORD, Some(&invite))
+        .await
+        .unwrap();
+    let phone = api.login("alice", PASSWORD, "phone").await.unwrap();
+    let laptop = api.login("alice", PASSWORD, "laptop").await.unwrap();
+    server.kill_9();
+    let dir = data_dir.path().to_path_buf();
+
+    let (code, stdout, stderr) = admin(&dir, &["create", "carol"], "carol's password");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"carol\""), "{stdout}");
+    assert!(
+        stderr.contains("account created by an operator"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = admin(&dir, &["revoke", "alice", "--all"], "");
+    assert_eq!(code, 0, "{stderr}");
+    let revoked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mut revoked: Vec<i64> = serde_json::from_value(revoked["revoked"].clone()).unwrap();
+    revoked.sort_unstable();
+    assert_eq!(revoked, [phone.device_id, laptop.device_id]);
+    assert_eq!(
+        stderr.matches("device revoked by an operator").count(),
+        2,
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = admin(&dir, &["invite", "--count", "2"], "");
+    assert_eq!(code, 0, "{stderr}");
+    let invites: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(invites["invites"].as_array().unwrap().len(), 2, "{stdout}");
+    assert!(
+        stderr.contains("invites created by an operator"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = admin(&dir, &["--output", "text", "users"], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(stdout.trim()).is_err(),
+        "text, not JSON: {stdout}"
+    );
+    for name in ["alice", "carol"] {
+        assert!(
+            stdout.lines().any(|line| line.contains(name)),
+            "{name} missing from {stdout}"
+        );
+    }
+
+    let server =
+        ServerProcess::start_with_env(data_dir.path(), &[("MISSIVE_REGISTRATION__MODE", "invite")]);
+    let api = Api::new(&server.url);
+    for token in [&phone.token, &laptop.token] {
+        assert_eq!(refused_code(api.devices(token).await), "token_invalid");
+    }
+    api.login("carol", "carol's password", "phone")
+        .await
+        .unwrap();
+    let second = invites["invites"][1].as_str().unwrap();
+    api.register_with_invite("dave", PASSWORD, Some(second))
+        .await
+        .unwrap();
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_invites_creates_suspends_and_resumes_users() {
     // Goal: with registration by invite, the server says so, refuses a
     // registration without an invite (invite_required) or with a bad one
@@ -794,4 +872,88 @@ async fn cli_sends_a_file_and_the_recipient_downloads_it() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_log_is_plain_text_with_no_line_per_message_or_frame() {
+    // Goal: at the default level and format, a server whose stderr is a
+    // pipe writes no colour codes, no frame dumps, and at most one line per
+    // connection: here five connections each send and receive messages,
+    // and apart from start, stop, accounts and logins the log says nothing.
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = server_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn missive serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        assert!(!line.contains('\x1b'), "colour codes in a pipe: {line}");
+        log.push(line.clone());
+        if let Some(at) = line.find("local_addr=") {
+            let rest = &line[at + "local_addr=".len()..];
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let api = Api::new(&format!("http://{addr}"));
+    api.register("alice", PASSWORD).await.unwrap();
+    api.register("bob", PASSWORD).await.unwrap();
+    let bob = api.login("bob", PASSWORD, "bob").await.unwrap();
+    let mut bob = Connection::connect(&api.ws_url(), &bob.token)
+        .await
+        .unwrap();
+    let alice = api.login("alice", PASSWORD, "alice").await.unwrap();
+    for i in 0..4 {
+        let mut alice = Connection::connect(&api.ws_url(), &alice.token)
+            .await
+            .unwrap();
+        alice
+            .send_text("bob", &format!("m{i}"), "a secret text")
+            .await
+            .unwrap();
+        alice.close().await;
+    }
+    let mut received = 0;
+    while received < 4 {
+        if let ServerFrame::Message { .. } = bob.next_frame(PROMPTLY).await.unwrap() {
+            received += 1;
+        }
+    }
+    bob.close().await;
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    log.extend(lines.map(Result::unwrap));
+    child.wait().unwrap();
+
+    let all = log.join("\n");
+    assert!(!all.contains('\x1b'), "colour codes in a pipe:\n{all}");
+    assert!(!all.contains("a secret text"), "{all}");
+    assert!(!all.contains("tungstenite"), "{all}");
+    let expected = [
+        "missive serving",
+        "taking connections",
+        "account registered",
+        "device logged in",
+        "shutdown signal received",
+        "missive stopped",
+    ];
+    let others: Vec<&String> = log
+        .iter()
+        .filter(|line| !expected.iter().any(|known| line.contains(known)))
+        .collect();
+    assert!(
+        others.len() <= 5,
+        "more than a line per connection: {others:#?}"
+    );
+    assert!(all.contains("missive stopped"), "{all}");
 }

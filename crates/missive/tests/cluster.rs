@@ -827,3 +827,80 @@ async fn a_node_that_lost_publishes_has_every_node_resync_when_it_is_back() {
     drop(cluster);
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_on_postgresql_suspends_and_resumes_a_user_on_every_node() {
+    // Goal: `missive admin` given the cluster's store works on PostgreSQL
+    // as on SQLite: `suspend` closes the user's connection on a node the
+    // admin process never talked to (4003) and every node refuses the
+    // user's login (account_suspended); `resume` lets them in again; each
+    // action is logged.
+    if !services_available().await {
+        return;
+    }
+    let db = Database::create().await;
+    let cluster = Cluster::start(2, &db.url(), NATS, &[]);
+    let alice_token = cluster.user(0, "alice").await;
+    let mut alice = cluster.connect(1, &alice_token).await;
+    let admin = |args: &[&str]| {
+        let mut command = server_command();
+        command.arg("admin").args(args);
+        for (key, value) in &cluster.env {
+            command.env(key, value);
+        }
+        let output = command.output().expect("run missive admin");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = admin(&["suspend", "alice"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("account suspended by an operator"),
+        "{stderr}"
+    );
+    let revoked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        revoked["revoked"].as_array().map(Vec::len),
+        Some(1),
+        "{stdout}"
+    );
+    let close = loop {
+        match alice.next_frame(PROMPTLY).await {
+            Ok(_) => continue,
+            Err(ClientError::Closed { code, .. }) => break code,
+            Err(other) => panic!("expected a close, got {other}"),
+        }
+    };
+    assert_eq!(close, 4003);
+    for node in 0..2 {
+        assert_eq!(
+            refused_code(cluster.api(node).login("alice", PASSWORD, "again").await),
+            "account_suspended",
+            "node {node}"
+        );
+    }
+    let (code, stdout, stderr) = admin(&["users"]);
+    assert_eq!(code, 0, "{stderr}");
+    let users: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(users["users"][0]["suspended"], true, "{stdout}");
+
+    let (code, _, stderr) = admin(&["resume", "alice"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("account resumed by an operator"),
+        "{stderr}"
+    );
+    for node in 0..2 {
+        cluster
+            .api(node)
+            .login("alice", PASSWORD, "back")
+            .await
+            .unwrap();
+    }
+    drop(cluster);
+    db.drop_now().await;
+}

@@ -30,6 +30,7 @@ pub struct GroupArgs {
     /// Messages in flight from the sender.
     #[arg(long, default_value_t = 8)]
     window: usize,
+    /// How long the sender sends.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
 }
