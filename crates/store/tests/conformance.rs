@@ -4589,6 +4589,40 @@ mod scenarios {
     }
 
     /// 23. Blocks and sending.
+    pub async fn sends_are_judged_on_the_conversation_as_it_is_now(store: Arc<dyn Store>) {
+        // Goal: whatever a store remembers between sends, each send sees the
+        // conversation as it is when it is stored: a device added since the
+        // last send is a recipient, a revoked one is not, and a member
+        // removed since can no longer send.
+        // Method: bob sends in a group of alice, bob and carol before and
+        // after each change.
+        let store = &*store;
+        let (alice, a1) = account_with_device(store, "alice", "a1").await;
+        let (bob, b1) = account_with_device(store, "bob", "b1").await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let group = create_group(store, new_group(alice, a1, "team", &[bob, carol], NOW))
+            .await
+            .conversation;
+        let first = send_at(store, group, bob, b1, "g1", NOW + 1).await;
+        assert_eq!(sorted(first.recipients), sorted(vec![a1, c1]));
+
+        let c2 = new_device(store, carol, "c2").await;
+        let second = send_at(store, group, bob, b1, "g2", NOW + 2).await;
+        assert_eq!(sorted(second.recipients), sorted(vec![a1, c1, c2]));
+
+        assert!(store.revoke_device(carol, c2).await.expect("revoke"));
+        let third = send_at(store, group, bob, b1, "g3", NOW + 3).await;
+        assert_eq!(sorted(third.recipients), sorted(vec![a1, c1]));
+
+        change(store, alice, a1, group, GroupChange::Remove(bob), NOW + 4)
+            .await
+            .expect("remove bob");
+        let message = new_message(group, bob, b1, "g4", NOW + 5);
+        assert_refused(store, message, StoreError::NotMember, &[a1, c1]).await;
+        let after = send_at(store, group, carol, c1, "g5", NOW + 6).await;
+        assert_eq!(after.recipients, vec![a1], "bob's device is no recipient");
+    }
+
     pub async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
         // Goal: when either member of a 1:1 conversation blocked the other,
         // every append there (texts and other kinds, from either side) is
@@ -5073,6 +5107,7 @@ mod sqlite {
         conversation_list_order,
         contacts_and_blocks,
         blocks_refuse_direct_sends,
+        sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,
         presence_profile,
         session_directory,
@@ -5091,6 +5126,47 @@ mod sqlite {
             return;
         };
         assert_eq!(opened.store.clock_ms().await, Ok(None));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn changes_made_by_another_process_are_seen_by_the_next_send() {
+        // Goal: what the writer remembers about a conversation between
+        // sends is forgotten when another connection (an operator's
+        // `missive admin` process) changed the database: a member removed
+        // there can no longer send here, and a device revoked there is no
+        // recipient here.
+        // Method: a second store on the same file, as another process has.
+        use crate::support::*;
+        use missive_store::GroupChange;
+        let (opened, path) = open_at();
+        let store = &*opened.store;
+        let (alice, a1) = account_with_device(store, "alice", "a1").await;
+        let (bob, b1) = account_with_device(store, "bob", "b1").await;
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let c2 = new_device(store, carol, "c2").await;
+        let group = create_group(store, new_group(alice, a1, "team", &[bob, carol], NOW))
+            .await
+            .conversation;
+        let first = send_at(store, group, bob, b1, "g1", NOW + 1).await;
+        assert_eq!(sorted(first.recipients), sorted(vec![a1, c1, c2]));
+
+        let other = SqliteStore::open(&SqliteConfig::new(&path)).expect("second store");
+        assert!(other.revoke_device(carol, c2).await.expect("revoke"));
+        other.shutdown().await;
+        let second = send_at(store, group, bob, b1, "g2", NOW + 2).await;
+        assert_eq!(sorted(second.recipients), sorted(vec![a1, c1]));
+
+        let other = SqliteStore::open(&SqliteConfig::new(&path)).expect("second store");
+        change(&other, alice, a1, group, GroupChange::Remove(bob), NOW + 3)
+            .await
+            .expect("remove bob");
+        other.shutdown().await;
+        let message = new_message(group, bob, b1, "g3", NOW + 4);
+        assert_eq!(
+            store.append_message(message).await,
+            Err(missive_store::StoreError::NotMember)
+        );
+        opened.store.shutdown().await;
     }
 
     mod engine {
@@ -5651,6 +5727,7 @@ mod postgres {
         conversation_list_order,
         contacts_and_blocks,
         blocks_refuse_direct_sends,
+        sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,
         presence_profile,
         session_directory,

@@ -14,6 +14,7 @@ mod accounts;
 mod checkpointer;
 mod conversations;
 mod delivery;
+mod facts;
 mod groups;
 mod history;
 mod media;
@@ -111,6 +112,7 @@ impl SqliteStore {
     pub fn open(config: &SqliteConfig) -> Result<Self, StoreError> {
         let mut writer_conn = open(&config.path, OpenFlags::default(), config.fsync)?;
         schema::migrate(&mut writer_conn).map_err(StoreError::Backend)?;
+        facts::install(&writer_conn)?;
         writer_conn
             .execute_batch(&format!(
                 "PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {};",

@@ -5,6 +5,7 @@ use missive_core::{AccountId, ConversationId, MessageId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::conversations::{check_member, member_devices, members_devices_who_saw};
+use super::facts;
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;
@@ -66,8 +67,16 @@ pub(super) fn append_message(
             _ => Ok(earlier),
         };
     }
-    check_member(conn, message.conversation, message.sender_account)?;
-    check_not_blocked(conn, message.conversation, message.sender_account)?;
+    let facts = facts::conversation(conn, message.conversation)?;
+    match &facts {
+        Some(facts) if facts.has_member(message.sender_account) => {
+            if facts.blocked {
+                return Err(StoreError::Blocked);
+            }
+        }
+        // Says why: unknown, or left.
+        _ => check_member(conn, message.conversation, message.sender_account)?,
+    }
     let Plan {
         kind,
         body,
@@ -100,9 +109,10 @@ pub(super) fn append_message(
     })
     .map_err(backend)?;
     // Read, not written: who the event is for, so the caller can wake them.
-    let mut recipients = match about_seq {
-        Some(about_seq) => members_devices_who_saw(conn, message.conversation, about_seq)?,
-        None => member_devices(conn, message.conversation, None)?,
+    let mut recipients = match (about_seq, &facts) {
+        (Some(about_seq), _) => members_devices_who_saw(conn, message.conversation, about_seq)?,
+        (None, Some(facts)) => facts.devices.clone(),
+        (None, None) => member_devices(conn, message.conversation, None)?,
     };
     recipients.retain(|device| *device != message.sender_device);
     Ok(Appended {
@@ -113,28 +123,6 @@ pub(super) fn append_message(
         duplicate: false,
         recipients,
     })
-}
-
-/// In a 1:1 conversation, refuses when either member blocked the other.
-fn check_not_blocked(
-    conn: &Connection,
-    conversation: ConversationId,
-    sender: AccountId,
-) -> Result<(), StoreError> {
-    let blocked = conn
-        .prepare_cached(
-            "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
-             JOIN blocks b ON (b.blocker_id = m.account_id AND b.blocked_id = ?2)
-                           OR (b.blocker_id = ?2 AND b.blocked_id = m.account_id)
-             WHERE c.id = ?1 AND c.kind = 0 AND m.account_id != ?2",
-        )
-        .and_then(|mut stmt| stmt.exists(params![conversation.0, sender.0]))
-        .map_err(backend)?;
-    if blocked {
-        Err(StoreError::Blocked)
-    } else {
-        Ok(())
-    }
 }
 
 /// `UnknownMedia` unless `uploader` uploaded `media_id`.

@@ -161,6 +161,8 @@ fn in_savepoint<T>(
             Ok(value)
         }
         Err(err) => {
+            // The job may have read rows into the facts it rolls back.
+            super::facts::forget_all();
             run_cached(conn, "ROLLBACK TO job")?;
             run_cached(conn, "RELEASE job")?;
             Err(err)
@@ -249,6 +251,10 @@ fn commit_some(conn: &Connection, jobs: &mut VecDeque<Job>) {
         jobs.clear();
         return;
     }
+    if let Err(err) = super::facts::batch_begins(conn) {
+        tracing::error!(%err, "could not read the database's data version");
+        super::facts::forget_all();
+    }
     let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
     let mut aborted = false;
     let mut spoiled = false;
@@ -265,6 +271,7 @@ fn commit_some(conn: &Connection, jobs: &mut VecDeque<Job>) {
         }
     }
     let committed = if aborted || spoiled {
+        super::facts::forget_all();
         tracing::error!(
             n_jobs = completions.len(),
             "a store transaction failed part-way and is rolled back"
@@ -278,6 +285,7 @@ fn commit_some(conn: &Connection, jobs: &mut VecDeque<Job>) {
     } else {
         let committed = conn.execute_batch("COMMIT").map_err(backend);
         if let Err(err) = &committed {
+            super::facts::forget_all();
             tracing::error!(%err, n_jobs = completions.len(), "store commit failed; the batch is rolled back");
             let _ = conn.execute_batch("ROLLBACK");
         }
