@@ -25,19 +25,9 @@ else
     CLUSTER_IDLE=3000
 fi
 
-# Limits a load generator needs: its own registrations, many devices per
-# user, no send rate limit, and more open files than the default.
-export MISSIVE_LIMITS__REGISTRATIONS_PER_IP_MAX=10000000
-export MISSIVE_LIMITS__DEVICES_PER_ACCOUNT_MAX=1000
-# All the load comes from a few 127.0.0.x addresses and `idle` connects
-# many devices per user.
-export MISSIVE_LIMITS__CONNECTIONS_PER_ACCOUNT_MAX=1000
-export MISSIVE_LIMITS__CONNECTIONS_PER_IP_MAX=1000000
+source scripts/bench_limits.sh
+# Registrations hash passwords: two at a time leaves the cores to the load.
 export MISSIVE_LIMITS__PASSWORD_HASHES_CONCURRENT_MAX=2
-# The load is the point: no send rate limits.
-export MISSIVE_LIMITS__SENDS_PER_SEC_PER_DEVICE=0
-export MISSIVE_LIMITS__SENDS_PER_SEC_PER_ACCOUNT=0
-ulimit -n "$(ulimit -Hn)"
 
 PIDS=()
 start_node() { # port data_dir [extra serve flags...]

@@ -18,6 +18,20 @@ use crate::model::*;
 /// Events read per statement while scanning one conversation.
 const SCAN_CHUNK: i64 = 256;
 
+/// One chunk of a conversation's events. The LIMIT is `SCAN_CHUNK` written
+/// into the statement, not bound: SQLite plans with a bound LIMIT's value,
+/// so it prepared the statement again on every run (a quarter of a
+/// catch-up read's CPU).
+const SCAN_SQL: &str =
+    "SELECT m.id, m.seq, a.username, m.sender_device, m.client_msg_id, m.kind, m.body,
+        m.target_id, m.edited_ms, m.deleted, m.created_ms,
+        CASE WHEN m.kind IN (?4, ?5, ?6)
+             THEN (SELECT t.seq FROM messages t WHERE t.id = m.target_id) END,
+        m.kind = ?7 AND EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = m.id)
+     FROM messages m JOIN accounts a ON a.id = m.sender_account
+     WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq <= ?3
+     ORDER BY m.seq LIMIT 256";
+
 /// A conversation with something above the device's position: (id,
 /// joined_seq, end, stored position). `end` is the last seq, or for a
 /// conversation the account left, the seq of its leaving.
@@ -62,18 +76,7 @@ fn scan_chunk(
     after: i64,
     end: i64,
 ) -> Result<Vec<Scanned>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT m.id, m.seq, a.username, m.sender_device, m.client_msg_id, m.kind, m.body,
-                    m.target_id, m.edited_ms, m.deleted, m.created_ms,
-                    CASE WHEN m.kind IN (?4, ?5, ?6)
-                         THEN (SELECT t.seq FROM messages t WHERE t.id = m.target_id) END,
-                    m.kind = ?7 AND EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = m.id)
-             FROM messages m JOIN accounts a ON a.id = m.sender_account
-             WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq <= ?3
-             ORDER BY m.seq LIMIT ?8",
-        )
-        .map_err(backend)?;
+    let mut stmt = conn.prepare_cached(SCAN_SQL).map_err(backend)?;
     let rows = stmt
         .query_map(
             params![
@@ -84,7 +87,6 @@ fn scan_chunk(
                 EVENT_EDIT,
                 EVENT_DELETE,
                 EVENT_TEXT,
-                SCAN_CHUNK
             ],
             |row| {
                 let kind: i64 = row.get(5)?;
@@ -597,4 +599,26 @@ fn oldest_run(
         upto = row.get(0).map_err(backend)?;
     }
     Ok(upto)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    #[test]
+    fn a_catch_up_scan_is_prepared_once() {
+        // Goal: scanning chunks with new bounds runs the cached statement
+        // as prepared; a LIMIT bound as a parameter made SQLite prepare it
+        // again on every run.
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        for (conversation, after) in [(1, 0), (2, 5), (3, 9)] {
+            scan_chunk(&conn, conversation, after, after + 100).unwrap();
+        }
+        let stmt = conn.prepare_cached(SCAN_SQL).unwrap();
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+        assert!(SCAN_SQL.ends_with(&format!("LIMIT {SCAN_CHUNK}")));
+    }
 }
