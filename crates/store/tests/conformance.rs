@@ -4946,6 +4946,93 @@ mod scenarios {
     }
 
     /// 27. Read receipts name recipients only.
+    pub async fn receipt_moves_tell_the_authors_of_texts_in_the_range(store: Arc<dyn Store>) {
+        // Goal: a delivered cursor moving over a range tells the devices of
+        // exactly the other members who wrote a text in that range (every
+        // device of theirs, none of the reader's or of silent members), in
+        // a small group and in a large one alike.
+        // Method: groups of 4 and of 12; the creator and the second member
+        // write texts (the second from both of its devices), the third
+        // member writes only before the range; the last member acks.
+        let store = &*store;
+        for (size, tag) in [(4usize, "s"), (12, "l")] {
+            let mut members = Vec::new();
+            for i in 0..size {
+                members.push(
+                    account_with_device(store, &format!("{tag}m{i}"), &format!("{tag}d{i}")).await,
+                );
+            }
+            let second_phone = new_device(store, members[1].0, &format!("{tag}d1b")).await;
+            let others: Vec<AccountId> = members[1..].iter().map(|(account, _)| *account).collect();
+            let (creator, creator_device) = members[0];
+            let group = NewGroup {
+                members_max: 16,
+                ..new_group(creator, creator_device, "team", &others, NOW)
+            };
+            let group = create_group(store, group).await.conversation;
+            let (third, third_device) = members[2];
+            let before = send_at(
+                store,
+                group,
+                third,
+                third_device,
+                &format!("{tag}b"),
+                NOW + 1,
+            )
+            .await;
+            send_at(
+                store,
+                group,
+                creator,
+                creator_device,
+                &format!("{tag}x"),
+                NOW + 2,
+            )
+            .await;
+            send_at(
+                store,
+                group,
+                members[1].0,
+                second_phone,
+                &format!("{tag}y"),
+                NOW + 3,
+            )
+            .await;
+            let last = send_at(
+                store,
+                group,
+                members[1].0,
+                members[1].1,
+                &format!("{tag}z"),
+                NOW + 4,
+            )
+            .await;
+            let (reader, reader_device) = members[size - 1];
+            ack_at(
+                store,
+                reader_device,
+                reader,
+                vec![(group, before.seq)],
+                NOW + 5,
+            )
+            .await;
+            let outcome = ack_at(
+                store,
+                reader_device,
+                reader,
+                vec![(group, last.seq)],
+                NOW + 6,
+            )
+            .await;
+            assert_eq!(outcome.receipts.len(), 1, "group of {size}");
+            assert_eq!(
+                outcome.receipts[0].notify,
+                sorted(vec![creator_device, members[1].1, second_phone]),
+                "group of {size}"
+            );
+        }
+    }
+
     pub async fn read_receipts_name_recipients_only(store: Arc<dyn Store>) {
         // Goal: `receipts()` lists members whose cursors cover the text; a
         // member added after the text was sent was never its recipient (it
@@ -5114,6 +5201,7 @@ mod sqlite {
         find_direct,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
+        receipt_moves_tell_the_authors_of_texts_in_the_range,
     );
 
     // ── SQLite-only checks: they look inside the database file. ──
@@ -5734,6 +5822,7 @@ mod postgres {
         find_direct,
         removed_member_gets_no_receipts,
         read_receipts_name_recipients_only,
+        receipt_moves_tell_the_authors_of_texts_in_the_range,
     );
 
     // ── PostgreSQL-only checks: several nodes on one database, outages. ──

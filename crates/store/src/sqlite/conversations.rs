@@ -4,6 +4,7 @@
 use missive_core::{AccountId, ConversationId, DeviceId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::facts;
 use super::writer::backend;
 use crate::StoreError;
 
@@ -114,6 +115,11 @@ pub(super) fn member_devices(
     )
 }
 
+/// In a conversation of at most this many members, each other member is
+/// asked whether they wrote a text in an acked range, which stops at their
+/// first; a larger one reads the author of every event in the range once.
+const AUTHORS_ONE_BY_ONE_MAX: usize = 8;
+
 /// Devices of the members other than `reader` who wrote a text in
 /// `(after, upto]`: those whose ticks change when `reader`'s receipt cursor
 /// moves over that range.
@@ -124,6 +130,28 @@ pub(super) fn text_authors_devices(
     after: i64,
     upto: i64,
 ) -> Result<Vec<DeviceId>, StoreError> {
+    if let Some(facts) = facts::conversation(conn, conversation)?
+        && facts.members().len() <= AUTHORS_ONE_BY_ONE_MAX
+    {
+        let mut wrote = conn
+            .prepare_cached(
+                "SELECT 1 FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3
+                 AND kind = 0 AND sender_account = ?4",
+            )
+            .map_err(backend)?;
+        let mut devices = Vec::new();
+        for &member in facts.members() {
+            if member != reader
+                && wrote
+                    .exists(params![conversation.0, after, upto, member.0])
+                    .map_err(backend)?
+            {
+                devices.extend(facts.devices_of(member));
+            }
+        }
+        devices.sort_unstable();
+        return Ok(devices);
+    }
     device_ids(
         conn,
         "SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id

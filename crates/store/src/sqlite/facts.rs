@@ -1,7 +1,8 @@
 //! What a send needs to know about its conversation (who its members are,
 //! their devices, whether a 1:1 is blocked), kept by the writer thread
 //! between sends, so a send to a conversation it has seen before reads none
-//! of it from SQLite: three of a send's seven statements.
+//! of it from SQLite: three of a send's seven statements. Acks and read
+//! pointers use it too, to find whose ticks they move.
 //!
 //! The cache is only an answer the tables would give, so it is forgotten
 //! whenever those tables may have changed:
@@ -16,7 +17,7 @@
 //! It lives in a thread-local of the writer thread, the only thread that
 //! runs sends, so it needs no lock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -24,7 +25,6 @@ use missive_core::{AccountId, ConversationId, DeviceId};
 use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
 
-use super::conversations::member_devices;
 use super::writer::backend;
 use crate::StoreError;
 
@@ -38,13 +38,30 @@ pub(super) struct Conversation {
     members: Vec<AccountId>,
     /// A 1:1 in which either member blocked the other.
     pub(super) blocked: bool,
-    /// Every device of every member, sorted.
-    pub(super) devices: Vec<DeviceId>,
+    /// Every device of every member with its account, sorted by device.
+    devices: Vec<(DeviceId, AccountId)>,
 }
 
 impl Conversation {
+    pub(super) fn members(&self) -> &[AccountId] {
+        &self.members
+    }
+
     pub(super) fn has_member(&self, account: AccountId) -> bool {
         self.members.binary_search(&account).is_ok()
+    }
+
+    /// Every device of every member, sorted.
+    pub(super) fn devices(&self) -> impl Iterator<Item = DeviceId> + '_ {
+        self.devices.iter().map(|(device, _)| *device)
+    }
+
+    /// The member's devices, sorted.
+    pub(super) fn devices_of(&self, account: AccountId) -> impl Iterator<Item = DeviceId> + '_ {
+        self.devices
+            .iter()
+            .filter(move |(_, owner)| *owner == account)
+            .map(|(device, _)| *device)
     }
 }
 
@@ -56,6 +73,14 @@ struct Known {
 
 thread_local! {
     static KNOWN: RefCell<Known> = RefCell::new(Known::default());
+    /// Only the writer thread's connection has the triggers, so only its
+    /// cache is kept true; any other thread reads afresh.
+    static ON_WRITER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as the writer's: the one whose cache is kept.
+pub(super) fn keep_on_this_thread() {
+    ON_WRITER.set(true);
 }
 
 /// The function the triggers call.
@@ -116,6 +141,9 @@ pub(super) fn conversation(
     conn: &Connection,
     id: ConversationId,
 ) -> Result<Option<Rc<Conversation>>, StoreError> {
+    if !ON_WRITER.get() {
+        return Ok(read(conn, id)?.map(Rc::new));
+    }
     if let Some(known) = KNOWN.with_borrow(|known| known.conversations.get(&id).cloned()) {
         return Ok(Some(known));
     }
@@ -161,7 +189,20 @@ fn read(conn: &Connection, id: ConversationId) -> Result<Option<Conversation>, S
         .and_then(|mut stmt| stmt.exists([a, b]))
         .map_err(backend)?
     };
-    let devices = member_devices(conn, id, None)?;
+    let devices = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.id, d.account_id FROM members m JOIN devices d ON d.account_id = m.account_id
+                 WHERE m.conversation_id = ?1 ORDER BY d.id",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([id.0], |row| {
+                Ok((DeviceId(row.get(0)?), AccountId(row.get(1)?)))
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(backend)?
+    };
     Ok(Some(Conversation {
         members,
         blocked,

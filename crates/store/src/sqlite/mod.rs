@@ -85,6 +85,11 @@ struct Inner {
     readers: Readers,
 }
 
+/// How much of the database file a reader maps instead of copying pages
+/// in with a read call each: catch-up reads touch pages of every
+/// conversation a reconnecting device is in.
+const READER_MMAP_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Distinct cached statements kept per connection.
 const STATEMENT_CACHE_CAPACITY: usize = 256;
 
@@ -126,11 +131,14 @@ impl SqliteStore {
             .map_err(backend)?;
         let readers = (0..config.readers.max(1))
             .map(|_| {
-                open(
+                let conn = open(
                     &config.path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     config.fsync,
-                )
+                )?;
+                conn.execute_batch(&format!("PRAGMA mmap_size = {READER_MMAP_BYTES};"))
+                    .map_err(backend)?;
+                Ok(conn)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {

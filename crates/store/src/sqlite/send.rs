@@ -111,7 +111,7 @@ pub(super) fn append_message(
     // Read, not written: who the event is for, so the caller can wake them.
     let mut recipients = match (about_seq, &facts) {
         (Some(about_seq), _) => members_devices_who_saw(conn, message.conversation, about_seq)?,
-        (None, Some(facts)) => facts.devices.clone(),
+        (None, Some(facts)) => facts.devices().collect(),
         (None, None) => member_devices(conn, message.conversation, None)?,
     };
     recipients.retain(|device| *device != message.sender_device);

@@ -188,6 +188,7 @@ pub(crate) fn backend(err: rusqlite::Error) -> StoreError {
 }
 
 fn run(conn: Connection, mut receiver: mpsc::Receiver<Command>, batch_max: usize) {
+    super::facts::keep_on_this_thread();
     let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     while shutdown.is_none() {
