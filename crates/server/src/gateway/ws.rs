@@ -617,6 +617,10 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// call).
 const READ_BUFFER_BYTES: usize = 1024;
 
+/// How long a slow consumer's socket is kept for its close frame once its
+/// write timed out (at most the write timeout itself).
+const SLOW_CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Frames written to the socket together at most; the rest wait for the
 /// next write.
 const FRAMES_PER_WRITE_MAX: usize = 64;
@@ -676,9 +680,10 @@ async fn write_frames(
                 tracing::info!("closing a slow consumer; its queue is kept");
                 // What was being written stays in the sink's buffer and the
                 // close frame goes after it: the client learns why if it
-                // reads again within one more write timeout.
+                // reads again within the grace (its socket is held no longer
+                // than that).
                 let _ = timeout(
-                    write_timeout,
+                    write_timeout.min(SLOW_CONSUMER_CLOSE_GRACE),
                     sink.send(close_message(CloseCode::SlowConsumer)),
                 )
                 .await;
