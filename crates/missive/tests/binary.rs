@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::*;
 use missive_client::{Api, Connection};
@@ -321,17 +320,6 @@ async fn read_and_history_take_a_conversation_by_id_or_by_name() {
     .await
     .unwrap();
     drop(server);
-}
-
-/// Reads until the connection closes; its close code.
-async fn close_code(connection: &mut Connection) -> u16 {
-    loop {
-        match connection.next_frame(Duration::from_secs(10)).await {
-            Ok(_) => continue,
-            Err(missive_client::ClientError::Closed { code, .. }) => return code,
-            Err(other) => panic!("expected a close, got {other}"),
-        }
-    }
 }
 
 /// Runs `missive admin` on the store in `data_dir`, with `password` in

@@ -697,18 +697,6 @@ async fn one_client_msg_id_sent_to_two_nodes_at_once_is_stored_once() {
 }
 
 /// `name`'s value in a node's `/metrics`.
-async fn counter(url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
     // Goal: a committed message crosses the bus encoded, so the node that
@@ -731,7 +719,7 @@ async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
     alice.send_text("bob", "first", "first").await.unwrap();
     message_with_text(&mut bob, "first").await;
 
-    let reads_before = counter(&cluster.urls[1], "missive_catch_up_reads_total").await;
+    let reads_before = metric(&cluster.urls[1], "missive_catch_up_reads_total").await;
     for i in 0..20 {
         let text = format!("live {i}");
         alice
@@ -743,7 +731,7 @@ async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
         };
         assert_eq!(seq, i + 2, "in order, nothing skipped");
     }
-    let reads = counter(&cluster.urls[1], "missive_catch_up_reads_total").await - reads_before;
+    let reads = metric(&cluster.urls[1], "missive_catch_up_reads_total").await - reads_before;
     assert!(reads <= 3.0, "{reads} store reads for 20 live messages");
 
     // A large text crosses as a wake-up, and is read from the store.
@@ -753,7 +741,7 @@ async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
         unreachable!()
     };
     assert_eq!(seq, 22);
-    let reads_large = counter(&cluster.urls[1], "missive_catch_up_reads_total").await;
+    let reads_large = metric(&cluster.urls[1], "missive_catch_up_reads_total").await;
     assert!(
         reads_large > reads_before + reads,
         "a large text was not read from the store"
@@ -868,14 +856,7 @@ async fn an_operator_on_postgresql_suspends_and_resumes_a_user_on_every_node() {
         Some(1),
         "{stdout}"
     );
-    let close = loop {
-        match alice.next_frame(PROMPTLY).await {
-            Ok(_) => continue,
-            Err(ClientError::Closed { code, .. }) => break code,
-            Err(other) => panic!("expected a close, got {other}"),
-        }
-    };
-    assert_eq!(close, 4003);
+    assert_eq!(close_code(&mut alice).await, 4003);
     for node in 0..2 {
         assert_eq!(
             refused_code(cluster.api(node).login("alice", PASSWORD, "again").await),

@@ -455,3 +455,28 @@ pub fn cli(config_dir: &std::path::Path, server: &str, args: &[&str]) -> (i32, S
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A metric's value on the server at `url` (`/metrics`); every missive
+/// counter is there from the start, so a missing one is a failure.
+pub async fn metric(url: &str, name: &str) -> f64 {
+    let page = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{page}"))
+}
+
+/// Reads until the connection closes; its close code.
+pub async fn close_code(connection: &mut Connection) -> u16 {
+    loop {
+        match connection.next_frame(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(ClientError::Closed { code, .. }) => return code,
+            Err(other) => panic!("expected a close, got {other}"),
+        }
+    }
+}

@@ -732,19 +732,6 @@ fn peak_rss(pid: u32) -> u64 {
         * 1024
 }
 
-/// A counter's value on the server's `/metrics` page (0 when absent).
-async fn metric(url: &str, name: &str) -> f64 {
-    let page = reqwest::get(format!("{url}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_loses_nothing() {
     // Goal: DESIGN.md's backpressure rule: a client that stops reading is

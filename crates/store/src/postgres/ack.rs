@@ -486,8 +486,8 @@ mod tests {
     use missive_core::AccountId;
 
     use super::*;
+    use crate::Store;
     use crate::postgres::testing::{FreshSchema, account, device, store_batch, text};
-    use crate::{PostgresConfig, PostgresStore, Store};
 
     fn ack(
         (account, device): (AccountId, DeviceId),
@@ -511,12 +511,9 @@ mod tests {
         // Method: alice sends 3 texts to bob and 2 to carol; one batch holds
         // bob's phone acking 2, bob's laptop acking 3, carol acking 2, and
         // carol acking bob's conversation (never a member).
-        let Some(schema) = FreshSchema::create("acks").await else {
+        let Some((schema, store)) = FreshSchema::store("acks").await else {
             return;
         };
-        let store = PostgresStore::connect(&PostgresConfig::new(schema.url.clone()))
-            .await
-            .expect("store");
         let alice = account(&store, "alice").await;
         let bob = account(&store, "bob").await;
         let bob_laptop = (bob.0, device(&store, bob.0, "bob-laptop").await);

@@ -625,12 +625,9 @@ mod tests {
         // Method: a send and its retry queued together (two writers, so one
         // takes both and holds the retry back, the other waits for work);
         // both must be answered, the retry as a duplicate, within 10 s.
-        let Some(schema) = FreshSchema::create("held").await else {
+        let Some((schema, store)) = FreshSchema::store("held").await else {
             return;
         };
-        let store = PostgresStore::connect(&PostgresConfig::new(schema.url.clone()))
-            .await
-            .expect("store");
         let alice = account(&store, "alice").await;
         let bob = account(&store, "bob").await;
         let with_bob = store
@@ -665,12 +662,9 @@ mod tests {
         // Method: alice's first text to bob is stored; then one batch holds
         // its retry, a second text from alice, carol writing into alice and
         // bob's chat, bob's answer, and alice's first text to carol.
-        let Some(schema) = FreshSchema::create("sends").await else {
+        let Some((schema, store)) = FreshSchema::store("sends").await else {
             return;
         };
-        let store = PostgresStore::connect(&PostgresConfig::new(schema.url.clone()))
-            .await
-            .expect("store");
         let alice = account(&store, "alice").await;
         let bob = account(&store, "bob").await;
         let carol = account(&store, "carol").await;

@@ -10,7 +10,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::batcher::Batch;
 use crate::model::{Body, NewMessage};
-use crate::{NewAccount, NewDevice, PostgresStore, Store};
+use crate::{NewAccount, NewDevice, PostgresConfig, PostgresStore, Store};
 
 fn base_url() -> String {
     std::env::var("MISSIVE_TEST_POSTGRES_URL")
@@ -63,6 +63,16 @@ impl FreshSchema {
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options=-csearch_path%3D{name}");
         Some(Self { admin, name, url })
+    }
+
+    /// A store on a fresh schema; `None` when PostgreSQL does not answer
+    /// (outside CI the test then passes without running).
+    pub(super) async fn store(label: &str) -> Option<(Self, PostgresStore)> {
+        let schema = Self::create(label).await?;
+        let store = PostgresStore::connect(&PostgresConfig::new(schema.url.clone()))
+            .await
+            .expect("store");
+        Some((schema, store))
     }
 
     pub(super) async fn drop(self) {
