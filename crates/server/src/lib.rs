@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod mailbox;
 mod revocations;
 pub mod router;
 pub mod service;

@@ -1,7 +1,7 @@
 //! The live-connection registry of this node: device → its one live
 //! connection, and who watches whose presence. It receives Bus events and
-//! turns them into wake-ups, ephemeral frames or close orders for the
-//! connection task; cluster-wide news (presence changes, cache
+//! turns them into wake-ups, ephemeral frames or close orders in the
+//! connection's [`Mailbox`]; cluster-wide news (presence changes, cache
 //! invalidations) goes on to the node's [`NodeEvent`] channel.
 //!
 //! **Invariant:** a device has at most one live connection per node; a new
@@ -17,17 +17,8 @@ use missive_core::{AccountId, ConversationId, DeviceId, Seq};
 use missive_proto::CloseCode;
 
 use crate::cache::Caches;
-use tokio::sync::{Notify, mpsc, watch};
-
-/// Ephemeral frames waiting for one connection; more are dropped.
-const EPHEMERAL_FRAMES_MAX: usize = 64;
-/// Committed events handed to one connection and not yet taken; beyond
-/// this the connection is woken to read them from the store instead. Small:
-/// a connection that stopped reading holds this many frames on top of its
-/// outbound buffer (256 measured +29 MiB of peak RSS under the
-/// slow-consumer flood against +15 MiB at 32), and overflowing costs only
-/// a store read.
-const LIVE_EVENTS_MAX: usize = 32;
+use crate::mailbox::Mailbox;
+use tokio::sync::{Notify, mpsc};
 
 /// A committed event on its way to a live connection, already encoded:
 /// one encoding for every recipient. `(conversation, seq)` lets the
@@ -52,10 +43,7 @@ pub enum NodeEvent {
 struct Live {
     connection_id: u64,
     account: AccountId,
-    wake: Arc<Notify>,
-    close: watch::Sender<Option<CloseCode>>,
-    ephemeral: mpsc::Sender<Arc<str>>,
-    events: mpsc::Sender<Arc<LiveEvent>>,
+    mailbox: Arc<Mailbox>,
 }
 
 #[derive(Default)]
@@ -90,24 +78,9 @@ pub struct Registration {
     router: Arc<Router>,
     device: DeviceId,
     connection_id: u64,
-    /// Notified whenever the device's queue may have grown.
-    pub wake: Arc<Notify>,
-    /// Becomes `Some` when the connection must close.
-    pub close: watch::Receiver<Option<CloseCode>>,
-    /// Ephemeral frames (typing, presence) for this connection.
-    pub ephemeral: mpsc::Receiver<Arc<str>>,
-    /// Committed events for this connection, straight from the send path
-    /// (taken by the task that delivers them).
-    events: Option<mpsc::Receiver<Arc<LiveEvent>>>,
-}
-
-impl Registration {
-    /// The connection's live events, for the one task that delivers them.
-    pub fn take_events(&mut self) -> mpsc::Receiver<Arc<LiveEvent>> {
-        self.events
-            .take()
-            .expect("a session takes its live events once")
-    }
+    /// Committed events straight from the send path, wake-ups, ephemeral
+    /// frames (typing, presence) and the order to close.
+    pub mailbox: Arc<Mailbox>,
 }
 
 impl Router {
@@ -146,21 +119,15 @@ impl Router {
 
     pub fn register(self: &Arc<Self>, device: DeviceId, account: AccountId) -> Registration {
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        let wake = Arc::new(Notify::new());
-        let (close_tx, close_rx) = watch::channel(None);
-        let (ephemeral_tx, ephemeral_rx) = mpsc::channel(EPHEMERAL_FRAMES_MAX);
-        let (events_tx, events_rx) = mpsc::channel(LIVE_EVENTS_MAX);
+        let mailbox = Mailbox::new();
         let live = Live {
             connection_id,
             account,
-            wake: Arc::clone(&wake),
-            close: close_tx,
-            ephemeral: ephemeral_tx,
-            events: events_tx,
+            mailbox: Arc::clone(&mailbox),
         };
         let mut state = self.lock();
         if let Some(previous) = state.live.insert(device, live) {
-            let _ = previous.close.send(Some(CloseCode::Replaced));
+            previous.mailbox.order_close(CloseCode::Replaced);
             // Subscriptions belong to a connection, not to the device.
             unwatch(&mut state, device);
         }
@@ -170,28 +137,21 @@ impl Router {
             router: Arc::clone(self),
             device,
             connection_id,
-            wake,
-            close: close_rx,
-            ephemeral: ephemeral_rx,
-            events: Some(events_rx),
+            mailbox,
         }
     }
 
     /// Hands a committed event to the connections of `devices` live on
     /// this node, under one lock; returns the devices that are not (the
-    /// caller wakes them through the Bus). A connection whose buffer is
-    /// full is woken instead, to read the event from the store: the event
-    /// is committed, so nothing is lost, only taken the slow way.
+    /// caller wakes them through the Bus). A connection whose inbox is
+    /// full is told to read the store instead: the event is committed, so
+    /// nothing is lost, only taken the slow way.
     pub fn offer(&self, devices: &[DeviceId], event: &Arc<LiveEvent>) -> Vec<DeviceId> {
         let state = self.lock();
         let mut elsewhere = Vec::new();
         for device in devices {
             match state.live.get(device) {
-                Some(conn) => {
-                    if conn.events.try_send(Arc::clone(event)).is_err() {
-                        conn.wake.notify_one();
-                    }
-                }
+                Some(conn) => conn.mailbox.offer_event(Arc::clone(event)),
                 None => elsewhere.push(*device),
             }
         }
@@ -297,7 +257,7 @@ impl BusSink for Router {
             return;
         };
         match event {
-            DeviceEvent::QueueChanged => conn.wake.notify_one(),
+            DeviceEvent::QueueChanged => conn.mailbox.wake(),
             DeviceEvent::Committed {
                 conversation,
                 seq,
@@ -308,20 +268,18 @@ impl BusSink for Router {
                     seq,
                     frame,
                 });
-                if conn.events.try_send(event).is_err() {
-                    conn.wake.notify_one();
-                }
+                conn.mailbox.offer_event(event);
             }
             DeviceEvent::Revoked => {
-                let _ = conn.close.send(Some(CloseCode::Revoked));
+                conn.mailbox.order_close(CloseCode::Revoked);
             }
             DeviceEvent::Ephemeral(frame) => {
                 // Ephemeral frames may be lost; a full buffer drops them.
-                let _ = conn.ephemeral.try_send(frame);
+                conn.mailbox.offer_ephemeral(frame);
             }
             DeviceEvent::TakenOver { node } => {
                 if node != self.node {
-                    let _ = conn.close.send(Some(CloseCode::Replaced));
+                    conn.mailbox.order_close(CloseCode::Replaced);
                 }
             }
         }
@@ -342,7 +300,7 @@ impl BusSink for Router {
         self.caches.invalidate(Invalidation::Everything);
         // Wake-ups may have been lost while the bus was away.
         for live in self.lock().live.values() {
-            live.wake.notify_one();
+            live.mailbox.wake();
         }
         self.resync_needed.notify_one();
     }
@@ -363,6 +321,7 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::LIVE_EVENTS_MAX;
 
     #[test]
     fn a_second_connection_replaces_the_first() {
@@ -373,8 +332,8 @@ mod tests {
         let account = AccountId(1);
         let first = router.register(DeviceId(7), account);
         let second = router.register(DeviceId(7), account);
-        assert_eq!(*first.close.borrow(), Some(CloseCode::Replaced));
-        assert_eq!(*second.close.borrow(), None);
+        assert_eq!(first.mailbox.close_ordered(), Some(CloseCode::Replaced));
+        assert_eq!(second.mailbox.close_ordered(), None);
         drop(first);
         assert!(router.is_live(DeviceId(7)));
         assert_eq!(router.live_devices(), vec![(DeviceId(7), account)]);
@@ -384,9 +343,9 @@ mod tests {
                 node: Arc::from("node-a"),
             },
         );
-        assert_eq!(*second.close.borrow(), None, "our own takeover");
+        assert_eq!(second.mailbox.close_ordered(), None, "our own takeover");
         router.deliver(DeviceId(7), DeviceEvent::Revoked);
-        assert_eq!(*second.close.borrow(), Some(CloseCode::Revoked));
+        assert_eq!(second.mailbox.close_ordered(), Some(CloseCode::Revoked));
         let third = router.register(DeviceId(8), account);
         router.deliver(
             DeviceId(8),
@@ -394,7 +353,7 @@ mod tests {
                 node: Arc::from("node-b"),
             },
         );
-        assert_eq!(*third.close.borrow(), Some(CloseCode::Replaced));
+        assert_eq!(third.mailbox.close_ordered(), Some(CloseCode::Replaced));
         drop(third);
         drop(second);
         assert!(!router.is_live(DeviceId(7)));
@@ -402,13 +361,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn offered_events_reach_live_connections_and_a_full_buffer_wakes_instead() {
+    async fn offered_events_reach_live_connections_and_a_full_inbox_asks_for_the_store() {
         // Goal: devices not live here are handed back (for the Bus), a live
-        // one gets the frame, and one whose buffer is full is woken to read
+        // one gets the frame, and one whose inbox is full is told to read
         // the store rather than losing the event.
         let router = Arc::new(Router::new(Arc::from("node-a"), Arc::default()).0);
-        let mut live = router.register(DeviceId(1), AccountId(1));
-        let mut events = live.take_events();
+        let live = router.register(DeviceId(1), AccountId(1));
         let event = |seq| {
             Arc::new(LiveEvent {
                 conversation: ConversationId(3),
@@ -418,21 +376,29 @@ mod tests {
         };
         let elsewhere = router.offer(&[DeviceId(1), DeviceId(2)], &event(1));
         assert_eq!(elsewhere, vec![DeviceId(2)]);
-        assert_eq!(events.try_recv().map(|e| e.seq).ok(), Some(1));
+        let first = live.mailbox.take_deliveries();
+        assert_eq!(
+            first.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert!(!first.read_store);
         for seq in 2..2 + LIVE_EVENTS_MAX as i64 {
             assert!(router.offer(&[DeviceId(1)], &event(seq)).is_empty());
         }
-        let woken = live.wake.notified();
         assert!(router.offer(&[DeviceId(1)], &event(99)).is_empty());
-        tokio::time::timeout(std::time::Duration::from_secs(5), woken)
-            .await
-            .expect("a full buffer wakes the connection");
-        let mut handed = 0;
-        while let Ok(e) = events.try_recv() {
-            assert_ne!(e.seq, 99, "the overflowing event is not buffered");
-            handed += 1;
-        }
-        assert_eq!(handed, LIVE_EVENTS_MAX);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            live.mailbox.deliveries_waiting(),
+        )
+        .await
+        .expect("the offers woke the connection");
+        let taken = live.mailbox.take_deliveries();
+        assert!(
+            taken.events.iter().all(|e| e.seq != 99),
+            "the overflowing event is not buffered"
+        );
+        assert_eq!(taken.events.len(), LIVE_EVENTS_MAX);
+        assert!(taken.read_store, "a full inbox asks for a store read");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use super::http::{Authenticated, json_body};
 use super::live::{self, Announce};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::mailbox::Mailbox;
 use crate::wire::pending_frame;
 
 /// The longest a poll may wait, and the wait when the client names none.
@@ -79,10 +80,7 @@ pub async fn poll(
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     // Register before the first read: a send committed after the read wakes us.
     let mut live = live::open(&state, &auth, Announce::No, slots).await;
-    let registration = live.registration();
-    // A poll answers with what the store holds; an event handed over live
-    // only tells it to look again.
-    let mut events = registration.take_events();
+    let mailbox = Arc::clone(&live.registration().mailbox);
     let mut frames = Vec::new();
     let mut closed = None;
     loop {
@@ -93,17 +91,20 @@ pub async fn poll(
         }
         let recheck = state.bus.recheck_interval();
         tokio::select! {
-            _ = super::ws::wait_for_wake(&registration.wake, recheck) => continue,
-            Some(_) = events.recv() => continue,
-            Some(ephemeral) = registration.ephemeral.recv() => {
-                if let Ok(frame) = serde_json::from_str::<ServerFrame>(&ephemeral) {
-                    frames.push(frame);
-                }
-                break;
+            // A poll answers with what the store holds; an event handed
+            // over live only tells it to look again.
+            _ = super::ws::wait_for_deliveries(&mailbox, recheck) => {
+                mailbox.take_deliveries();
+                continue;
             }
-            _ = registration.close.changed() => {
-                closed = registration.close.borrow().map(|code| code.reason().to_owned());
-                break;
+            () = mailbox.session_news() => {
+                if let Some(code) = mailbox.close_ordered() {
+                    closed = Some(code.reason().to_owned());
+                    break;
+                }
+                if ephemeral_frames(&mailbox, &mut frames) {
+                    break;
+                }
             }
             _ = tokio::time::sleep_until(deadline) => break,
             _ = state.shutdown.cancelled() => {
@@ -113,11 +114,7 @@ pub async fn poll(
         }
     }
     // Ephemeral frames that arrived meanwhile ride along.
-    while let Ok(ephemeral) = registration.ephemeral.try_recv() {
-        if let Ok(frame) = serde_json::from_str::<ServerFrame>(&ephemeral) {
-            frames.push(frame);
-        }
-    }
+    ephemeral_frames(&mailbox, &mut frames);
     // A polling device is online while a poll waits; record when it last was.
     live.end().await;
     metrics::counter!("missive_deliveries_total").increment(
@@ -127,6 +124,18 @@ pub async fn poll(
             .count() as u64,
     );
     Ok(Json(PollResponse { frames, closed }))
+}
+
+/// Moves the ephemeral frames waiting into `frames`; whether there were any.
+fn ephemeral_frames(mailbox: &Mailbox, frames: &mut Vec<ServerFrame>) -> bool {
+    let ephemeral = mailbox.take_ephemeral();
+    let any = !ephemeral.is_empty();
+    frames.extend(
+        ephemeral
+            .iter()
+            .filter_map(|frame| serde_json::from_str::<ServerFrame>(frame).ok()),
+    );
+    any
 }
 
 /// `POST /v1/frames`: one client frame (any but `auth`), its replies back.

@@ -28,7 +28,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_core::{ConversationId, Seq};
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
 use missive_store::DeviceAuth;
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
@@ -40,7 +40,7 @@ use super::web;
 use crate::AppState;
 use crate::accept::Admitted;
 use crate::error::ApiError;
-use crate::router::LiveEvent;
+use crate::mailbox::Mailbox;
 use crate::service::Messaging;
 use crate::wire::pending_frame;
 
@@ -222,12 +222,11 @@ async fn serve_device(
         Duration::from_millis(limits.write_timeout_ms),
         Duration::from_secs(limits.keepalive_secs),
     ));
-    let registration = live.registration();
+    let mailbox = Arc::clone(&live.registration().mailbox);
     let pump = tokio::spawn(pump_pending(
         state.clone(),
         auth.clone(),
-        registration.wake.clone(),
-        registration.take_events(),
+        Arc::clone(&mailbox),
         outbound.clone(),
     ));
     let mut session = Session {
@@ -246,12 +245,16 @@ async fn serve_device(
             // frame read after it, so a ping's pong proves nothing ephemeral
             // was pending.
             biased;
-            _ = registration.close.changed() => break *registration.close.borrow(),
-            _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
-            Some(frame) = registration.ephemeral.recv() => {
+            () = mailbox.session_news() => {
+                if let Some(code) = mailbox.close_ordered() {
+                    break Some(code);
+                }
                 // Ephemeral frames are dropped rather than waited for.
-                let _ = session.outbound.try_send(Outbound::Text(frame));
+                for frame in mailbox.take_ephemeral() {
+                    let _ = session.outbound.try_send(Outbound::Text(frame));
+                }
             }
+            _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
             Some(replies) = session.in_flight.next(), if !session.in_flight.is_empty() => {
                 if !session.reply_all(replies).await {
                     break Some(CloseCode::SlowConsumer);
@@ -474,8 +477,8 @@ impl Session {
 
 /// Delivers to the connection: first what waits above the device's
 /// positions, read from the store page by page; then events as the send
-/// path hands them over (`events`), each written if it is the next one of
-/// its conversation. `after` is where this connection stands in each
+/// path hands them over (in the `mailbox`), each written if it is the next
+/// one of its conversation. `after` is where this connection stands in each
 /// conversation, so nothing is written twice on one connection and nothing
 /// is skipped: an event beyond a gap (or in a conversation this connection
 /// has not placed yet), a wake-up from another node, or a full hand-over
@@ -484,8 +487,7 @@ impl Session {
 async fn pump_pending(
     state: Arc<AppState>,
     auth: DeviceAuth,
-    wake: Arc<Notify>,
-    mut events: mpsc::Receiver<Arc<LiveEvent>>,
+    mailbox: Arc<Mailbox>,
     outbound: mpsc::Sender<Outbound>,
 ) {
     let mut after: HashMap<ConversationId, Seq> = HashMap::new();
@@ -498,24 +500,28 @@ async fn pump_pending(
                 return;
             }
         }
-        read_store = tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                match place(&mut after, event.conversation, event.seq) {
-                    Placement::Had => false,
-                    Placement::Next => {
-                        let frame = Outbound::Text(Arc::clone(&event.frame));
-                        if !to_writer(&outbound, frame).await {
-                            return;
-                        }
-                        metrics::counter!("missive_deliveries_total").increment(1);
-                        false
+        let deliveries = mailbox.take_deliveries();
+        if deliveries.is_empty() {
+            read_store = wait_for_deliveries(&mailbox, state.bus.recheck_interval()).await;
+            continue;
+        }
+        read_store = deliveries.read_store;
+        let mut written = 0;
+        for event in deliveries.events {
+            match place(&mut after, event.conversation, event.seq) {
+                Placement::Had => {}
+                Placement::Next => {
+                    let frame = Outbound::Text(Arc::clone(&event.frame));
+                    if !to_writer(&outbound, frame).await {
+                        return;
                     }
-                    Placement::Gap => true,
+                    written += 1;
                 }
+                // The rest of its conversation comes from the store.
+                Placement::Gap => read_store = true,
             }
-            () = wait_for_wake(&wake, state.bus.recheck_interval()) => true,
-        };
+        }
+        metrics::counter!("missive_deliveries_total").increment(written);
     }
 }
 
@@ -597,13 +603,18 @@ fn place(
     }
 }
 
-/// Waits for a wake-up, or at most `recheck` when the bus may lose them.
-pub(super) async fn wait_for_wake(wake: &Notify, recheck: Option<Duration>) {
+/// Waits until deliveries may be waiting, or at most `recheck` when the
+/// bus may lose wake-ups; `true` when the wait ran out (the store is then
+/// read anyway).
+pub(super) async fn wait_for_deliveries(mailbox: &Mailbox, recheck: Option<Duration>) -> bool {
     match recheck {
-        Some(recheck) => {
-            let _ = timeout(recheck, wake.notified()).await;
+        Some(recheck) => timeout(recheck, mailbox.deliveries_waiting())
+            .await
+            .is_err(),
+        None => {
+            mailbox.deliveries_waiting().await;
+            false
         }
-        None => wake.notified().await,
     }
 }
 
