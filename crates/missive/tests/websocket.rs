@@ -469,8 +469,10 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     // slow client's messages all stay queued and arrive on reconnect.
     // Method: bob authenticates on a raw socket and does not read while
     // alice sends him ~20 MB, far beyond the loopback socket buffers; he
-    // reads again once the server counted him as a slow consumer, and
-    // finds the close frame (4008) after what was already in flight.
+    // reads again as soon as the server counted him as a slow consumer
+    // (watched from the start: on a loaded machine that can come before
+    // alice is done), and finds the close frame (4008) after what was
+    // already in flight.
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
@@ -501,6 +503,32 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     let mut carol = server.connect(&carol_token).await;
     let mut alice = server.connect(&alice_token).await;
 
+    // The server gives up on bob's stuck socket and counts it; reading
+    // from then on (within the server's grace for the close frame), bob
+    // gets what was in flight and then the close frame saying why, not a
+    // dropped connection.
+    let url = server.url();
+    let bob_reads_once_counted = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while metric(&url, "missive_slow_consumer_closes_total").await < 1.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "bob was never counted as a slow consumer"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut n_seen = 0;
+        let mut close = None;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(PROMPTLY, slow.next()).await {
+            match message {
+                Message::Text(_) => n_seen += 1,
+                Message::Close(frame) => close = frame,
+                _ => {}
+            }
+        }
+        (n_seen, close)
+    });
+
     let big = "x".repeat(100 * 1024);
     const N_BIG: usize = 200;
     for i in 0..N_BIG {
@@ -519,26 +547,7 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
     let carols = queued(&mut carol, N_BIG / 10).await;
     assert_eq!(seqs(&carols), (1..=(N_BIG / 10) as i64).collect::<Vec<_>>());
 
-    // The server gives up on bob's stuck socket and counts it; reading
-    // from then on, bob gets what was in flight and then the close frame
-    // saying why, not a dropped connection.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while metric(&server.url(), "missive_slow_consumer_closes_total").await < 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bob was never counted as a slow consumer"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let mut n_seen = 0;
-    let mut close = None;
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(PROMPTLY, slow.next()).await {
-        match message {
-            Message::Text(_) => n_seen += 1,
-            Message::Close(frame) => close = frame,
-            _ => {}
-        }
-    }
+    let (n_seen, close) = bob_reads_once_counted.await.unwrap();
     assert!(
         n_seen < N_BIG,
         "bob should have been cut off, yet read {n_seen}"
