@@ -350,8 +350,9 @@ pub struct LimitsConfig {
     pub media_bytes_max: u64,
     /// Largest WebSocket message accepted; larger closes with 1009.
     pub frame_bytes_max: usize,
-    /// Frames waiting to be written to one connection; a client that lets
-    /// this fill (and stalls the socket for `write_timeout_ms`) is closed.
+    /// Replies waiting to be written to one connection (stored events wait
+    /// in the store, not here); a client that lets this fill and stays
+    /// full for `write_timeout_ms` is closed.
     pub outbound_frames_max: usize,
     pub write_timeout_ms: u64,
     /// A WebSocket must authenticate within this time.

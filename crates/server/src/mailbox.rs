@@ -1,7 +1,8 @@
-//! What the node has for one live connection, in one small shared struct:
+//! What waits for one live connection, in one small shared struct:
 //! committed events handed over by the send path, ephemeral frames, the
-//! order to close, and whether the store may hold more than was handed
-//! over. The router fills it; the connection's session and delivery take
+//! session's replies, the order to close, and whether the store may hold
+//! more than was handed over. The router and the session fill it; the
+//! connection's delivery (the one part that writes to the socket) takes
 //! from it.
 //!
 //! It replaces a channel per kind: a bounded channel allocates its first
@@ -13,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use missive_proto::CloseCode;
+use missive_proto::{CloseCode, ServerFrame};
 use tokio::sync::Notify;
 
 use crate::router::LiveEvent;
@@ -31,9 +32,10 @@ pub const LIVE_EVENTS_MAX: usize = 32;
 #[derive(Default)]
 pub struct Mailbox {
     inbox: Mutex<Inbox>,
-    /// The delivering side waits here: events, or a reason to read the store.
+    /// The delivering side waits here: anything to write, or a reason to
+    /// read the store.
     deliveries: Notify,
-    /// The session waits here: ephemeral frames, or an order to close.
+    /// The session waits here: an order to close, or room for its replies.
     session: Notify,
 }
 
@@ -46,6 +48,34 @@ struct Inbox {
     read_store: bool,
     /// The first order to close wins.
     close: Option<CloseCode>,
+    /// The session's replies, in order (bounded by the session).
+    replies: VecDeque<Box<ServerFrame>>,
+    /// The session found no room for a reply and waits for some.
+    session_waits: bool,
+    /// The session is over: write what it queued, then this close frame
+    /// (if any), and stop.
+    finished: Option<Option<CloseCode>>,
+    /// The delivering side stopped (the socket failed, or a slow consumer).
+    delivery_ended: bool,
+}
+
+/// Everything waiting for a WebSocket connection's delivery, taken at once.
+pub struct News {
+    pub ephemeral: VecDeque<Arc<str>>,
+    pub replies: VecDeque<Box<ServerFrame>>,
+    pub events: VecDeque<Arc<LiveEvent>>,
+    pub read_store: bool,
+    pub finished: Option<Option<CloseCode>>,
+}
+
+impl News {
+    pub fn is_empty(&self) -> bool {
+        self.ephemeral.is_empty()
+            && self.replies.is_empty()
+            && self.events.is_empty()
+            && !self.read_store
+            && self.finished.is_none()
+    }
 }
 
 /// Committed events taken at once, and whether the store must be read too.
@@ -94,8 +124,76 @@ impl Mailbox {
             inbox.ephemeral.push_back(frame);
         }
         drop(inbox);
-        self.session.notify_one();
+        self.deliveries.notify_one();
         kept
+    }
+
+    /// Queues the session's replies while fewer than `max` wait; the first
+    /// that finds no room comes back (wait for [`Self::session_news`] and
+    /// offer it again).
+    pub fn push_replies(
+        &self,
+        replies: impl Iterator<Item = Box<ServerFrame>>,
+        max: usize,
+    ) -> Result<(), Box<ServerFrame>> {
+        let mut inbox = self.lock();
+        let mut outcome = Ok(());
+        for reply in replies {
+            if inbox.replies.len() >= max {
+                inbox.session_waits = true;
+                outcome = Err(reply);
+                break;
+            }
+            inbox.replies.push_back(reply);
+        }
+        let any = !inbox.replies.is_empty();
+        drop(inbox);
+        if any {
+            self.deliveries.notify_one();
+        }
+        outcome
+    }
+
+    /// The session is over: the delivery writes what was queued, then the
+    /// close frame (if any), and stops.
+    pub fn finish(&self, close: Option<CloseCode>) {
+        self.lock().finished.get_or_insert(close);
+        self.deliveries.notify_one();
+    }
+
+    /// Called by the delivery as it stops; wakes a session waiting for room.
+    pub fn delivery_ended(&self) {
+        self.lock().delivery_ended = true;
+        self.session.notify_one();
+    }
+
+    pub fn has_delivery_ended(&self) -> bool {
+        self.lock().delivery_ended
+    }
+
+    /// Wakes the session again (a wake-up it took while waiting for room
+    /// may have carried an order to close, which its main loop must see).
+    pub fn renotify_session(&self) {
+        self.session.notify_one();
+    }
+
+    /// Takes everything waiting for a WebSocket connection's delivery, and
+    /// tells a session waiting for room that there is some.
+    pub fn take_news(&self) -> News {
+        let mut inbox = self.lock();
+        let news = News {
+            ephemeral: std::mem::take(&mut inbox.ephemeral),
+            replies: std::mem::take(&mut inbox.replies),
+            events: std::mem::take(&mut inbox.events),
+            read_store: std::mem::take(&mut inbox.read_store),
+            finished: inbox.finished,
+        };
+        let room = !news.replies.is_empty() && std::mem::take(&mut inbox.session_waits);
+        drop(inbox);
+        if room {
+            self.session.notify_one();
+        }
+        news
     }
 
     /// Orders the connection closed with `code`, unless it already was.
@@ -121,14 +219,15 @@ impl Mailbox {
         std::mem::take(&mut self.lock().ephemeral)
     }
 
-    /// Resolves once deliveries may be waiting (check with
-    /// [`Self::take_deliveries`]; a wake-up sent while nobody waited is
-    /// kept for the next wait).
+    /// Resolves once something may be waiting for the delivery (check with
+    /// [`Self::take_news`] or [`Self::take_deliveries`]; a wake-up sent
+    /// while nobody waited is kept for the next wait).
     pub async fn deliveries_waiting(&self) {
         self.deliveries.notified().await;
     }
 
-    /// Resolves once an ephemeral frame or an order to close may be waiting.
+    /// Resolves once an order to close, room for replies, or the end of
+    /// the delivery may be waiting.
     pub async fn session_news(&self) {
         self.session.notified().await;
     }
@@ -195,5 +294,33 @@ mod tests {
         mailbox.order_close(CloseCode::Replaced);
         mailbox.order_close(CloseCode::Revoked);
         assert_eq!(mailbox.close_ordered(), Some(CloseCode::Replaced));
+    }
+
+    #[tokio::test]
+    async fn replies_are_bounded_and_taking_them_makes_room_for_a_waiting_session() {
+        // Goal: the session's backpressure: past the bound a reply comes
+        // back, and the delivery taking the queue wakes the session.
+        let mailbox = Mailbox::new();
+        let pong = |n: usize| {
+            Box::new(ServerFrame::Pong {
+                id: Some(n.to_string()),
+            })
+        };
+        let refused = mailbox.push_replies((0..3).map(pong), 2);
+        let Err(refused) = refused else {
+            panic!("the third reply finds no room")
+        };
+        assert!(matches!(*refused, ServerFrame::Pong { id: Some(ref id) } if id == "2"));
+        let news = mailbox.take_news();
+        assert_eq!(news.replies.len(), 2);
+        assert!(news.finished.is_none());
+        tokio::time::timeout(std::time::Duration::from_secs(5), mailbox.session_news())
+            .await
+            .expect("taking the replies wakes the waiting session");
+        assert!(mailbox.push_replies(std::iter::once(pong(2)), 2).is_ok());
+        mailbox.finish(Some(CloseCode::GoingAway));
+        let news = mailbox.take_news();
+        assert_eq!(news.replies.len(), 1);
+        assert_eq!(news.finished, Some(Some(CloseCode::GoingAway)));
     }
 }

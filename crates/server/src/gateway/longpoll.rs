@@ -95,14 +95,13 @@ pub async fn poll(
             // over live only tells it to look again.
             _ = super::ws::wait_for_deliveries(&mailbox, recheck) => {
                 mailbox.take_deliveries();
-                continue;
+                if ephemeral_frames(&mailbox, &mut frames) {
+                    break;
+                }
             }
             () = mailbox.session_news() => {
                 if let Some(code) = mailbox.close_ordered() {
                     closed = Some(code.reason().to_owned());
-                    break;
-                }
-                if ephemeral_frames(&mailbox, &mut frames) {
                     break;
                 }
             }

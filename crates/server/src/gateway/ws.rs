@@ -1,16 +1,17 @@
-//! One WebSocket session: authenticate with the first frame, then three
-//! cooperating parts owned by the session:
-//! - the reader (this task) decodes client frames and answers them, in
-//!   frame order; sends are queued in the store's write order and answered
-//!   once stored, with up to `FRAMES_IN_FLIGHT_MAX` frames awaiting their
-//!   answers, so one connection's sends share commits;
-//! - the pump reads what waits above the device's positions from the Store
-//!   in seq order per conversation, then waits for a wake-up and reads
-//!   again, so catching up and live delivery are one path with no gap and
-//!   no reorder;
-//! - the writer owns the socket's sink, writes frames from a bounded channel
-//!   and pings on keepalive; a write stuck for `write_timeout_ms` closes the
-//!   connection as a slow consumer (its messages wait for the next one).
+//! One WebSocket session: authenticate with the first frame, then two
+//! tasks, meeting in the connection's [`Mailbox`]:
+//! - the session (this task) reads and decodes client frames and answers
+//!   them, in frame order, into the mailbox; sends are queued in the
+//!   store's write order and answered once stored, with up to
+//!   `FRAMES_IN_FLIGHT_MAX` frames awaiting their answers, so one
+//!   connection's sends share commits;
+//! - the delivery owns the socket's sink: it writes what the mailbox
+//!   holds (ephemeral frames, replies, then the events handed over), reads
+//!   what waits above the device's positions from the Store in seq order
+//!   per conversation when it must, and pings on keepalive, so catching up
+//!   and live delivery are one path with no gap and no reorder. A write
+//!   stuck for `write_timeout_ms` closes the connection as a slow consumer
+//!   (its messages wait for the next one).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,7 +29,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_core::{ConversationId, Seq};
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
 use missive_store::DeviceAuth;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
@@ -40,7 +41,7 @@ use super::web;
 use crate::AppState;
 use crate::accept::Admitted;
 use crate::error::ApiError;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, News};
 use crate::service::Messaging;
 use crate::wire::pending_frame;
 
@@ -48,7 +49,7 @@ use crate::wire::pending_frame;
 /// on once the oldest is answered (docs/PROTOCOL.md, "Sends in flight").
 const FRAMES_IN_FLIGHT_MAX: usize = 32;
 
-/// Backoff bounds when the pump cannot read the queue.
+/// Backoff bounds when the delivery cannot read what waits.
 const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 
@@ -98,24 +99,6 @@ pub async fn upgrade(
             // keeps room for two.
             run_session(socket, state, permit, ip_slot, admitted).map(move |()| drop(session_guard))
         })
-}
-
-enum Outbound {
-    Frame(Box<ServerFrame>),
-    /// An already-encoded ephemeral frame.
-    Text(Arc<str>),
-    /// A keepalive ping (the writer's own).
-    Ping,
-    Close(CloseCode),
-}
-
-/// What [`Session::queue`] did with the replies.
-enum Queued {
-    All,
-    /// The writer is gone.
-    Closed,
-    /// The writer had no room for this one (the rest wait behind it).
-    Full(Outbound),
 }
 
 /// Splits the socket before the session's future exists: an async fn keeps
@@ -214,24 +197,19 @@ async fn serve_device(
         return;
     }
     let limits = &state.config.limits;
-    let (outbound, outbound_rx) = mpsc::channel(limits.outbound_frames_max);
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    tasks.spawn(write_frames(
-        sink,
-        outbound_rx,
-        Duration::from_millis(limits.write_timeout_ms),
-        Duration::from_secs(limits.keepalive_secs),
-    ));
     let mailbox = Arc::clone(&live.registration().mailbox);
-    let pump = tokio::spawn(pump_pending(
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    tasks.spawn(deliver(
         state.clone(),
         auth.clone(),
         Arc::clone(&mailbox),
-        outbound.clone(),
+        sink,
+        Duration::from_millis(limits.write_timeout_ms),
+        Duration::from_secs(limits.keepalive_secs),
     ));
     let mut session = Session {
         state: state.clone(),
-        outbound,
+        mailbox: Arc::clone(&mailbox),
         dispatcher: Dispatcher::new(state.clone(), auth),
         in_flight: FuturesOrdered::new(),
     };
@@ -240,18 +218,11 @@ async fn serve_device(
     let close = loop {
         tokio::select! {
             // Biased: an order to close wins over everything (a flood of
-            // typing frames must not delay a revocation), and an ephemeral
-            // frame already waiting goes out before the reply to any client
-            // frame read after it, so a ping's pong proves nothing ephemeral
-            // was pending.
+            // client frames must not delay a revocation).
             biased;
             () = mailbox.session_news() => {
                 if let Some(code) = mailbox.close_ordered() {
                     break Some(code);
-                }
-                // Ephemeral frames are dropped rather than waited for.
-                for frame in mailbox.take_ephemeral() {
-                    let _ = session.outbound.try_send(Outbound::Text(frame));
                 }
             }
             _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
@@ -289,7 +260,6 @@ async fn serve_device(
             _ = tasks.join_next() => break None,
         }
     };
-    pump.abort();
     // Sends still in flight are stored whatever happens to this connection;
     // finishing them hands them to their recipients (their `sent` is lost
     // with the connection, and a retry answers `duplicate`).
@@ -297,20 +267,16 @@ async fn serve_device(
     if !in_flight.is_empty() {
         tokio::spawn(in_flight.for_each(|_| async {}));
     }
-    // The close frame goes after the frames already queued, and the writer
-    // writes them all within one bound: waiting for room here only waits
-    // for a writer that is moving (a stuck one ends as a slow consumer and
-    // sends its own close frame).
+    // The close frame goes after the replies already queued; the delivery
+    // writes them within one bound (a stuck write ends it as a slow
+    // consumer, with its own close frame).
+    if let Some(code) = close {
+        tracing::debug!(reason = code.reason(), "closing session");
+    }
+    mailbox.finish(close);
+    drop(session);
     let close_bound = 2 * Duration::from_millis(state.config.limits.write_timeout_ms);
-    let closing = async {
-        if let Some(code) = close {
-            tracing::debug!(reason = code.reason(), "closing session");
-            let _ = session.outbound.send(Outbound::Close(code)).await;
-        }
-        drop(session);
-        tasks.join_next().await
-    };
-    let _ = timeout(close_bound, closing).await;
+    let _ = timeout(close_bound, tasks.join_next()).await;
     Box::pin(live.end()).await;
 }
 
@@ -407,47 +373,50 @@ fn close_message(code: CloseCode) -> Message {
 
 struct Session {
     state: Arc<AppState>,
-    outbound: mpsc::Sender<Outbound>,
+    mailbox: Arc<Mailbox>,
     dispatcher: Dispatcher,
     /// Answers to frames already read, in frame order.
     in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>>,
 }
 
 impl Session {
-    /// Queues replies for the writer; `false` if the client is too slow to
-    /// take one within the write timeout (the session then closes).
+    /// Queues replies for the delivery; `false` if the client is too slow
+    /// to take them (no room within the write timeout) or the delivery is
+    /// gone: the session then closes.
     ///
     /// Waiting is boxed: the session's future is held for the connection's
-    /// whole life and is as large as its largest state, and a timed send
-    /// (a timer and a semaphore wait) would be inlined into every frame
-    /// the session handles, although a reply almost always finds room.
+    /// whole life and is as large as its largest state, and a timed wait
+    /// would be inlined into every frame the session handles, although a
+    /// reply almost always finds room.
     async fn reply_all(&mut self, replies: Vec<ServerFrame>) -> bool {
-        let mut replies = replies.into_iter();
+        let limits = &self.state.config.limits;
+        let (max, wait) = (
+            limits.outbound_frames_max,
+            Duration::from_millis(limits.write_timeout_ms),
+        );
+        let mut replies = replies.into_iter().map(Box::new);
+        let mut refused = None;
         loop {
-            let waiting = match self.queue(&mut replies) {
-                Queued::All => return true,
-                Queued::Closed => return false,
-                Queued::Full(waiting) => waiting,
-            };
-            let wait = Duration::from_millis(self.state.config.limits.write_timeout_ms);
-            let sent = Box::pin(timeout(wait, self.outbound.send(waiting))).await;
-            if !matches!(sent, Ok(Ok(()))) {
+            let offered = refused.take().into_iter().chain(&mut replies);
+            match self.mailbox.push_replies(offered, max) {
+                Ok(()) => return true,
+                Err(reply) => refused = Some(reply),
+            }
+            if self.mailbox.has_delivery_ended() {
                 return false;
             }
-        }
-    }
-
-    /// Queues what the writer has room for, without waiting (and without
-    /// a frame held across an await, which would grow the session's state).
-    fn queue(&self, replies: &mut std::vec::IntoIter<ServerFrame>) -> Queued {
-        for reply in replies {
-            match self.outbound.try_send(Outbound::Frame(Box::new(reply))) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return Queued::Closed,
-                Err(mpsc::error::TrySendError::Full(waiting)) => return Queued::Full(waiting),
+            if Box::pin(timeout(wait, self.mailbox.session_news()))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            if self.mailbox.close_ordered().is_some() {
+                // The main loop closes with the code it was ordered.
+                self.mailbox.renotify_session();
+                return true;
             }
         }
-        Queued::All
     }
 
     /// Answers now, or behind the frames still awaiting their answers.
@@ -472,107 +441,6 @@ impl Session {
             Err(err) => Replies::Now(vec![ServerFrame::error(err.id, err.code, err.message)]),
         };
         self.answer(replies).await
-    }
-}
-
-/// Delivers to the connection: first what waits above the device's
-/// positions, read from the store page by page; then events as the send
-/// path hands them over (in the `mailbox`), each written if it is the next
-/// one of its conversation. `after` is where this connection stands in each
-/// conversation, so nothing is written twice on one connection and nothing
-/// is skipped: an event beyond a gap (or in a conversation this connection
-/// has not placed yet), a wake-up from another node, or a full hand-over
-/// buffer sends it back to the store, which has everything. Unacked events
-/// come again on the next connection.
-async fn pump_pending(
-    state: Arc<AppState>,
-    auth: DeviceAuth,
-    mailbox: Arc<Mailbox>,
-    outbound: mpsc::Sender<Outbound>,
-) {
-    let mut after: HashMap<ConversationId, Seq> = HashMap::new();
-    let mut read_store = true;
-    loop {
-        if read_store {
-            // Boxed, so the pump's future (held for the connection's life)
-            // is only as large as its waiting.
-            if !Box::pin(catch_up(&state.messaging, &auth, &mut after, &outbound)).await {
-                return;
-            }
-        }
-        let deliveries = mailbox.take_deliveries();
-        if deliveries.is_empty() {
-            read_store = wait_for_deliveries(&mailbox, state.bus.recheck_interval()).await;
-            continue;
-        }
-        read_store = deliveries.read_store;
-        let mut written = 0;
-        for event in deliveries.events {
-            match place(&mut after, event.conversation, event.seq) {
-                Placement::Had => {}
-                Placement::Next => {
-                    let frame = Outbound::Text(Arc::clone(&event.frame));
-                    if !to_writer(&outbound, frame).await {
-                        return;
-                    }
-                    written += 1;
-                }
-                // The rest of its conversation comes from the store.
-                Placement::Gap => read_store = true,
-            }
-        }
-        metrics::counter!("missive_deliveries_total").increment(written);
-    }
-}
-
-/// Writes what waits above `after` in the store, page by page, moving
-/// `after` on; `false` once the writer is gone. A failed read is retried
-/// with a bounded backoff rather than left for a wake-up: a backlog may
-/// have no new traffic to cause one.
-async fn catch_up(
-    messaging: &Messaging,
-    auth: &DeviceAuth,
-    after: &mut HashMap<ConversationId, Seq>,
-    outbound: &mpsc::Sender<Outbound>,
-) -> bool {
-    let mut retry_delay = READ_RETRY_DELAY_MIN;
-    loop {
-        let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
-        metrics::counter!("missive_catch_up_reads_total").increment(1);
-        let page = match messaging.pending(auth, positions).await {
-            Ok(page) => page,
-            Err(err) => {
-                tracing::warn!(
-                    code = err.code.as_str(),
-                    "reading what waits failed; retrying"
-                );
-                tokio::time::sleep(retry_delay).await;
-                retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
-                continue;
-            }
-        };
-        retry_delay = READ_RETRY_DELAY_MIN;
-        after.extend(page.scanned);
-        for item in page.items {
-            let frame = Outbound::Frame(Box::new(pending_frame(item)));
-            if outbound.send(frame).await.is_err() {
-                return false;
-            }
-            metrics::counter!("missive_deliveries_total").increment(1);
-        }
-        if !page.more {
-            return true;
-        }
-    }
-}
-
-/// Hands a frame to the writer, waiting (boxed: rare, and large) only when
-/// it has no room; `false` once it is gone.
-async fn to_writer(outbound: &mpsc::Sender<Outbound>, frame: Outbound) -> bool {
-    match outbound.try_send(frame) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(frame)) => Box::pin(outbound.send(frame)).await.is_ok(),
     }
 }
 
@@ -632,76 +500,243 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// write timed out (at most the write timeout itself).
 const SLOW_CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Frames written to the socket together at most; the rest wait for the
-/// next write.
+/// Frames gathered in the socket's buffer at most before it is flushed.
 const FRAMES_PER_WRITE_MAX: usize = 64;
 
-/// Owns the sink: writes frames in order and pings on keepalive. Frames
-/// that are already waiting go out together, one socket write for all of
-/// them (the socket buffer is `WRITE_BUFFER_BYTES`).
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut frames: mpsc::Receiver<Outbound>,
+/// The connection's only writer. It writes what the mailbox holds, in this
+/// order: ephemeral frames (so one already waiting goes out before the
+/// reply to any client frame read after it, and a ping's pong proves
+/// nothing ephemeral was pending), the session's replies, then the events
+/// the send path handed over, each written if it is the next seq of its
+/// conversation. Before any of them it reads what waits above the
+/// device's positions from the store, a page at a time (looking at the
+/// mailbox between pages); it reads again for an event beyond a gap (or
+/// in a conversation this connection has not placed yet), a wake-up from
+/// another node, a full mailbox, or the bus's re-check. `after` is where
+/// this connection stands in each conversation, so nothing is written
+/// twice on one connection and nothing is skipped. Unacked events come
+/// again on the next connection.
+async fn deliver(
+    state: Arc<AppState>,
+    auth: DeviceAuth,
+    mailbox: Arc<Mailbox>,
+    sink: SplitSink<WebSocket, Message>,
     write_timeout: Duration,
     keepalive: Duration,
 ) {
-    let mut pings = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
-    loop {
-        let first = tokio::select! {
-            next = frames.recv() => match next {
-                Some(outbound) => outbound,
-                None => return,
-            },
-            _ = pings.tick() => Outbound::Ping,
-        };
-        let mut next = Some(first);
-        let mut written = 0;
-        let written_all = async {
-            while let Some(outbound) = next.take() {
-                let message = match outbound {
-                    Outbound::Frame(frame) => {
-                        metrics::counter!("missive_frames_out_total").increment(1);
-                        Message::Text(frame.to_json().into())
-                    }
-                    Outbound::Text(text) => {
-                        metrics::counter!("missive_frames_out_total").increment(1);
-                        Message::Text(text.as_ref().into())
-                    }
-                    Outbound::Ping => Message::Ping(Default::default()),
-                    Outbound::Close(code) => {
-                        sink.feed(close_message(code)).await?;
-                        sink.flush().await?;
-                        return Ok(true);
-                    }
-                };
-                sink.feed(message).await?;
-                written += 1;
-                if written < FRAMES_PER_WRITE_MAX {
-                    next = frames.try_recv().ok();
-                }
+    let mut writer = Writer {
+        sink,
+        write_timeout,
+        gathered: 0,
+    };
+    let mut after: HashMap<ConversationId, Seq> = HashMap::new();
+    let mut read_store = true;
+    let mut retry_delay = READ_RETRY_DELAY_MIN;
+    // Pings go out every keepalive, busy or not: a client that only
+    // receives answers them with the pongs that keep its session alive.
+    let mut next_ping = Instant::now() + keepalive;
+    let ended = loop {
+        if Instant::now() >= next_ping {
+            next_ping = Instant::now() + keepalive;
+            if let Err(end) = writer.write(Message::Ping(Default::default())).await {
+                break end;
             }
-            sink.flush().await?;
-            Ok::<_, axum::Error>(false)
-        };
-        match timeout(write_timeout, written_all).await {
-            Ok(Ok(false)) => {}
-            Ok(Ok(true)) | Ok(Err(_)) => return,
-            Err(_) => {
-                metrics::counter!("missive_slow_consumer_closes_total").increment(1);
-                tracing::info!("closing a slow consumer; its queue is kept");
-                // What was being written stays in the sink's buffer and the
-                // close frame goes after it: the client learns why if it
-                // reads again within the grace (its socket is held no longer
-                // than that).
-                let _ = timeout(
-                    write_timeout.min(SLOW_CONSUMER_CLOSE_GRACE),
-                    sink.send(close_message(CloseCode::SlowConsumer)),
-                )
-                .await;
-                return;
+            if let Err(end) = writer.flush().await {
+                break end;
             }
         }
+        let news = mailbox.take_news();
+        if news.is_empty() && !read_store {
+            tokio::select! {
+                timed_out = wait_for_deliveries(&mailbox, state.bus.recheck_interval()) => {
+                    read_store = timed_out;
+                }
+                () = tokio::time::sleep_until(next_ping) => {}
+            }
+            continue;
+        }
+        if let Err(end) = Box::pin(writer.write_news(&news, &mut after, &mut read_store)).await {
+            break end;
+        }
+        if let Some(close) = news.finished {
+            if let Some(code) = close {
+                let _ = writer.write(close_message(code)).await;
+            }
+            let _ = writer.flush().await;
+            break WriteEnd::Done;
+        }
+        if read_store {
+            // Boxed, as the rest of a catch-up: the task's future is held
+            // for the connection's life and is only as large as its waiting.
+            match Box::pin(catch_up_page(
+                &state.messaging,
+                &auth,
+                &mut after,
+                &mut writer,
+            ))
+            .await
+            {
+                Ok(more) => {
+                    read_store = more;
+                    retry_delay = READ_RETRY_DELAY_MIN;
+                }
+                Err(CatchUpError::Write(end)) => break end,
+                Err(CatchUpError::Read) => {
+                    // Retried with a bounded backoff rather than left for a
+                    // wake-up: a backlog may have no new traffic to cause one.
+                    tokio::time::sleep(retry_delay).await;
+                    retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
+                }
+            }
+        }
+        if let Err(end) = writer.flush().await {
+            break end;
+        }
+    };
+    if ended == WriteEnd::SlowConsumer {
+        writer.close_slow_consumer().await;
     }
+    mailbox.delivery_ended();
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum WriteEnd {
+    /// The session finished and its close frame is written.
+    Done,
+    /// The socket failed.
+    Failed,
+    /// A write took longer than the write timeout.
+    SlowConsumer,
+}
+
+enum CatchUpError {
+    Read,
+    Write(WriteEnd),
+}
+
+/// The socket's sink with its write timeout. Frames are fed into the
+/// socket's write buffer and flushed together; a write that passes the
+/// buffer (`WRITE_BUFFER_BYTES`) goes out at once.
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
+    write_timeout: Duration,
+    /// Frames fed since the last flush.
+    gathered: usize,
+}
+
+impl Writer {
+    async fn write(&mut self, message: Message) -> Result<(), WriteEnd> {
+        match timeout(self.write_timeout, self.sink.feed(message)).await {
+            Ok(Ok(())) => {
+                self.gathered += 1;
+                Ok(())
+            }
+            Ok(Err(_)) => Err(WriteEnd::Failed),
+            Err(_) => Err(WriteEnd::SlowConsumer),
+        }
+    }
+
+    async fn write_text(&mut self, text: Utf8Bytes) -> Result<(), WriteEnd> {
+        self.write(Message::Text(text)).await?;
+        if self.gathered >= FRAMES_PER_WRITE_MAX {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), WriteEnd> {
+        if self.gathered == 0 {
+            return Ok(());
+        }
+        metrics::counter!("missive_frames_out_total").increment(self.gathered as u64);
+        self.gathered = 0;
+        match timeout(self.write_timeout, self.sink.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteEnd::Failed),
+            Err(_) => Err(WriteEnd::SlowConsumer),
+        }
+    }
+
+    /// Writes the ephemeral frames, the replies, and the handed-over events
+    /// that are next in their conversations; one beyond a gap asks for a
+    /// store read instead.
+    async fn write_news(
+        &mut self,
+        news: &News,
+        after: &mut HashMap<ConversationId, Seq>,
+        read_store: &mut bool,
+    ) -> Result<(), WriteEnd> {
+        *read_store |= news.read_store;
+        for frame in &news.ephemeral {
+            self.write_text(frame.as_ref().into()).await?;
+        }
+        for reply in &news.replies {
+            self.write_text(reply.to_json().into()).await?;
+        }
+        if news.finished.is_some() {
+            // The session is over: nothing more is delivered on it.
+            return Ok(());
+        }
+        let mut delivered = 0;
+        for event in &news.events {
+            match place(after, event.conversation, event.seq) {
+                Placement::Had => {}
+                Placement::Next => {
+                    self.write_text(event.frame.as_ref().into()).await?;
+                    delivered += 1;
+                }
+                // The rest of its conversation comes from the store.
+                Placement::Gap => *read_store = true,
+            }
+        }
+        metrics::counter!("missive_deliveries_total").increment(delivered);
+        Ok(())
+    }
+
+    /// What was being written stays in the sink's buffer and the close
+    /// frame goes after it: the client learns why if it reads again within
+    /// the grace (its socket is held no longer than that).
+    async fn close_slow_consumer(mut self) {
+        metrics::counter!("missive_slow_consumer_closes_total").increment(1);
+        tracing::info!("closing a slow consumer; its queue is kept");
+        let _ = timeout(
+            self.write_timeout.min(SLOW_CONSUMER_CLOSE_GRACE),
+            self.sink.send(close_message(CloseCode::SlowConsumer)),
+        )
+        .await;
+    }
+}
+
+/// Writes one page of what waits above `after` in the store, moving
+/// `after` on; `Ok(true)` when more waits.
+async fn catch_up_page(
+    messaging: &Messaging,
+    auth: &DeviceAuth,
+    after: &mut HashMap<ConversationId, Seq>,
+    writer: &mut Writer,
+) -> Result<bool, CatchUpError> {
+    let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
+    metrics::counter!("missive_catch_up_reads_total").increment(1);
+    let page = match messaging.pending(auth, positions).await {
+        Ok(page) => page,
+        Err(err) => {
+            tracing::warn!(
+                code = err.code.as_str(),
+                "reading what waits failed; retrying"
+            );
+            return Err(CatchUpError::Read);
+        }
+    };
+    after.extend(page.scanned);
+    let delivered = page.items.len() as u64;
+    for item in page.items {
+        writer
+            .write_text(pending_frame(item).to_json().into())
+            .await
+            .map_err(CatchUpError::Write)?;
+    }
+    metrics::counter!("missive_deliveries_total").increment(delivered);
+    Ok(page.more)
 }
 
 #[cfg(test)]
