@@ -531,6 +531,9 @@ async fn deliver(
     };
     let mut after: HashMap<ConversationId, Seq> = HashMap::new();
     let mut read_store = true;
+    // After a failed store read: not again before this, and the wait
+    // before the next one. Replies and live events go on meanwhile.
+    let mut retry_at: Option<Instant> = None;
     let mut retry_delay = READ_RETRY_DELAY_MIN;
     // Pings go out every keepalive, busy or not: a client that only
     // receives answers them with the pongs that keep its session alive.
@@ -545,13 +548,18 @@ async fn deliver(
                 break end;
             }
         }
+        let read_due = read_store && retry_at.is_none_or(|at| Instant::now() >= at);
         let news = mailbox.take_news();
-        if news.is_empty() && !read_store {
+        if news.is_empty() && !read_due {
+            let until = match retry_at.filter(|_| read_store) {
+                Some(at) => at.min(next_ping),
+                None => next_ping,
+            };
             tokio::select! {
                 timed_out = wait_for_deliveries(&mailbox, state.bus.recheck_interval()) => {
-                    read_store = timed_out;
+                    read_store |= timed_out;
                 }
-                () = tokio::time::sleep_until(next_ping) => {}
+                () = tokio::time::sleep_until(until) => {}
             }
             continue;
         }
@@ -565,7 +573,7 @@ async fn deliver(
             let _ = writer.flush().await;
             break WriteEnd::Done;
         }
-        if read_store {
+        if read_due {
             // Boxed, as the rest of a catch-up: the task's future is held
             // for the connection's life and is only as large as its waiting.
             match Box::pin(catch_up_page(
@@ -578,13 +586,14 @@ async fn deliver(
             {
                 Ok(more) => {
                     read_store = more;
+                    retry_at = None;
                     retry_delay = READ_RETRY_DELAY_MIN;
                 }
                 Err(CatchUpError::Write(end)) => break end,
                 Err(CatchUpError::Read) => {
                     // Retried with a bounded backoff rather than left for a
                     // wake-up: a backlog may have no new traffic to cause one.
-                    tokio::time::sleep(retry_delay).await;
+                    retry_at = Some(Instant::now() + retry_delay);
                     retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
                 }
             }
