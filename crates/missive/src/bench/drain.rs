@@ -1,7 +1,9 @@
 //! `drain`: D devices are offline while Q messages queue up for each; then
 //! they reconnect at a set rate and each drains its queue, acking as it
 //! goes. Figures: drain messages per second, time until the last device is
-//! empty, per-device drain time; loss and duplicates are counted per device.
+//! empty, per-device drain time, time from reconnecting to the first
+//! message, and with `--server-pid` the server's CPU per drained message;
+//! loss and duplicates are counted per device.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -80,6 +82,8 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
     let (_expect_tx, expect_rx) = watch::channel(Some(Arc::new(
         expected.iter().map(HashSet::len).collect::<Vec<_>>(),
     )));
+    let cost = common.server_cost();
+    let cost_start = cost.sample().await?;
     let epoch = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / args.reconnect_rate as f64);
     let bar = setup::progress(args.devices as u64, "draining");
@@ -91,12 +95,16 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
             // Pacing, not synchronisation: device i reconnects at i / rate.
             tokio::time::sleep_until((epoch + interval * i as u32).into()).await;
             let connected = Instant::now();
+            let connecting_at = epoch.elapsed();
             let connection = Connection::connect_from(&url, &token, source)
                 .await
                 .with_context(|| format!("reconnecting to {url}"))?;
             let outcome = receive(connection, i, epoch, expect, settle).await?;
             bar.inc(1);
-            Ok::<_, anyhow::Error>((i, outcome, connected.elapsed()))
+            let first_message = outcome
+                .first_delivery
+                .map(|first| first.saturating_sub(connecting_at));
+            Ok::<_, anyhow::Error>((i, outcome, connected.elapsed(), first_message))
         }
     });
     // Every device at once: the pacing above spreads them out.
@@ -105,13 +113,18 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
         .try_collect()
         .await?;
     bar.finish_and_clear();
+    let cost_end = cost.sample().await?;
 
     let mut totals = Tally::default();
     let mut per_device = Latencies::default();
+    let mut first_message = Latencies::default();
     let mut last = Duration::ZERO;
-    for (i, outcome, took) in &outcomes {
+    for (i, outcome, took, first) in &outcomes {
         totals.merge(&tally(&expected[*i], &outcome.received));
         per_device.record(*took);
+        if let Some(first) = first {
+            first_message.record(*first);
+        }
         last = last.max(outcome.last_delivery);
     }
     let mut report = Report::new("drain");
@@ -130,6 +143,12 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
     );
     report.figure("time_to_empty_ms", last.as_secs_f64() * 1000.0);
     report.latency("device_drain", &per_device.percentiles());
+    // From starting to reconnect to the first queued message: what a user
+    // opening the app after a while waits for, under a reconnect storm.
+    report.latency("first_message", &first_message.percentiles());
+    // The reconnects, the catch-up reads, the frames and the acks: all of
+    // the server's work from the first reconnect to the last delivery.
+    cost.report(&mut report, &cost_start, &cost_end, Some(totals.delivered));
     report.tally = totals;
     Ok(report)
 }

@@ -2,7 +2,8 @@
 //! keepalive pings. Figures: connect rate, and — with `--server-pid` of a
 //! server on this machine — the server's resident memory per connection
 //! (from /proc: the growth while the second half of the connections
-//! opens, divided by their number) and its CPU use while idle.
+//! opens, divided by their number), its CPU per connect and its CPU use
+//! while idle.
 //!
 //! One process holds at most ~20,000 open files here. `--workers K` spreads
 //! the connections over K bench processes (this binary again, with the
@@ -73,6 +74,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     if !pids.is_empty() {
         tokio::time::sleep(BLOCKING_THREADS_RETIRE).await;
     }
+    let connect_cpu_before = sum(pids, cpu_ticks)?;
     let started = Instant::now();
     let first_half = holders.connect(&args, 0).await?;
     let first_secs = started.elapsed().as_secs_f64();
@@ -81,6 +83,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     let second_half = holders.connect(&args, 1).await?;
     let second_secs = started.elapsed().as_secs_f64();
     let rss_after_connect = sum(pids, rss_bytes)?;
+    let connect_cpu = sum(pids, cpu_ticks)?.saturating_sub(connect_cpu_before);
 
     let mut report = Report::new("idle");
     report.param("connections", args.connections as u64);
@@ -98,6 +101,12 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     if !pids.is_empty() {
         let cpu = sum(pids, cpu_ticks)?.saturating_sub(cpu_before) as f64 / TICKS_PER_SEC;
+        // Upgrade, authentication, registration: what one connect costs
+        // the server (the RSS readings in between cost it nothing).
+        report.figure(
+            "server_cpu_us_per_connect",
+            connect_cpu as f64 / TICKS_PER_SEC * 1e6 / (first_half + second_half).max(1) as f64,
+        );
         report.figure(
             "server_rss_per_connection_bytes",
             rss_after_connect.saturating_sub(rss_before) as f64 / second_half.max(1) as f64,

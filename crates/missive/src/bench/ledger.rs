@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 pub type MessageKey = u128;
 
 pub fn message_key(message_id: &str) -> Option<MessageKey> {
-    let hex: String = message_id.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
-        return None;
+    // Once per received frame: no allocation.
+    let mut key: MessageKey = 0;
+    let mut digits = 0;
+    for byte in message_id.bytes().filter(|b| *b != b'-') {
+        key = (key << 4) | MessageKey::from(char::from(byte).to_digit(16)?);
+        digits += 1;
     }
-    u128::from_str_radix(&hex, 16).ok()
+    (digits == 32).then_some(key)
 }
 
 /// One receiving device's view of what arrived, in arrival order.

@@ -261,6 +261,8 @@ pub struct ReceiverOutcome {
     pub latencies: Latencies,
     /// (message, send→delivered µs) per text, for per-message figures.
     pub arrivals: Vec<(MessageKey, u64)>,
+    /// Since the epoch: when the first and the last text arrived.
+    pub first_delivery: Option<Duration>,
     pub last_delivery: Duration,
 }
 
@@ -280,6 +282,7 @@ pub async fn receive(
         received: Received::default(),
         latencies: Latencies::default(),
         arrivals: Vec::new(),
+        first_delivery: None,
         last_delivery: Duration::ZERO,
     };
     let mut unique: HashSet<MessageKey> = HashSet::new();
@@ -351,6 +354,7 @@ fn note(
     // acked with them.
     if let Some(key) = message_key(&message_id).filter(|_| kind == MessageKind::Text) {
         outcome.last_delivery = epoch.elapsed();
+        outcome.first_delivery.get_or_insert(outcome.last_delivery);
         if let Some(latency) = setup::elapsed_since_stamp(epoch, &text) {
             outcome.latencies.record(latency);
             let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
