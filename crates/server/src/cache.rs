@@ -55,7 +55,7 @@ impl Default for Caches {
 }
 
 /// Where a read for the cache began; see [`Caches::fill_token`].
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Generation(u64);
 
 impl Caches {

@@ -40,6 +40,7 @@ use super::live::{self, Announce};
 use super::web;
 use crate::AppState;
 use crate::accept::Admitted;
+use crate::cache::Generation;
 use crate::error::ApiError;
 use crate::mailbox::{Mailbox, News};
 use crate::service::Messaging;
@@ -124,15 +125,18 @@ async fn authenticate_and_serve(
 ) {
     // Boxed, as every one-off step of a session: a future's size is that of
     // its largest state, and the session's is held for the connection's life.
-    let Some((auth, token, auth_id)) = Box::pin(authenticate(&mut sink, &mut stream, &state)).await
-    else {
+    let Some(checked) = Box::pin(authenticate(&mut sink, &mut stream, &state)).await else {
         return;
     };
     if let Some(admitted) = &admitted {
         admitted.authenticated();
     }
-    let span = tracing::info_span!("session", account = %auth.account, device = %auth.device);
-    serve_device(sink, stream, state, auth, token, auth_id, ip_slot)
+    let span = tracing::info_span!(
+        "session",
+        account = %checked.auth.account,
+        device = %checked.auth.device
+    );
+    serve_device(sink, stream, state, checked, ip_slot)
         .instrument(span)
         .await;
 }
@@ -141,11 +145,15 @@ async fn serve_device(
     mut sink: SplitSink<WebSocket, Message>,
     mut stream: SplitStream<WebSocket>,
     state: Arc<AppState>,
-    auth: DeviceAuth,
-    token: String,
-    auth_id: Option<String>,
+    checked: Checked,
     ip_slot: Slot,
 ) {
+    let Checked {
+        auth,
+        token,
+        id: auth_id,
+        since,
+    } = checked;
     // Counted before the session registers anywhere: a refusal replaces no
     // connection of the device and announces nothing.
     let account_slot = match state.connection_limits.account(auth.account) {
@@ -161,9 +169,9 @@ async fn serve_device(
             return;
         }
     };
-    // Register first, then check the token again: a revoke that landed
-    // between the first check and the registration found no live
-    // connection to close, and would otherwise be missed.
+    // Register first, then confirm the token: a revoke that landed between
+    // the check and the registration found no live connection to close,
+    // and would otherwise be missed. Without one, no store read.
     let mut live = Box::pin(live::open(
         &state,
         &auth,
@@ -171,7 +179,9 @@ async fn serve_device(
         vec![ip_slot, account_slot],
     ))
     .await;
-    if let Err(err) = Box::pin(state.accounts.authenticate_fresh(&token)).await {
+    let confirmed = Box::pin(state.accounts.confirm(&token, since)).await;
+    drop(token);
+    if let Err(err) = confirmed {
         // Only a refused token means revoked; a store that cannot answer
         // now is a reason to come back later.
         let close = match err.code {
@@ -280,12 +290,22 @@ async fn serve_device(
     Box::pin(live.end()).await;
 }
 
+/// A connection's `auth` frame, checked.
+struct Checked {
+    auth: DeviceAuth,
+    token: String,
+    /// The frame's correlation id, for the `ready` reply.
+    id: Option<String>,
+    /// Where the caches stood before the check (see `Accounts::confirm`).
+    since: Generation,
+}
+
 /// Reads the first frame, which must be a valid `auth`, within the deadline.
 async fn authenticate(
     sink: &mut SplitSink<WebSocket, Message>,
     stream: &mut SplitStream<WebSocket>,
     state: &AppState,
-) -> Option<(DeviceAuth, String, Option<String>)> {
+) -> Option<Checked> {
     let deadline = Instant::now() + Duration::from_millis(state.config.limits.auth_timeout_ms);
     let refuse = |id: Option<String>, code: ErrorCode, message: &str, close: CloseCode| {
         (ServerFrame::error(id, code, message), close)
@@ -301,8 +321,16 @@ async fn authenticate(
         match next {
             Some(Ok(Message::Text(text))) => match decode_client_frame(&text) {
                 Ok(ClientFrame::Auth { id, token }) => {
+                    let since = state.accounts.checkpoint();
                     match state.accounts.authenticate(&token).await {
-                        Ok(auth) => return Some((auth, token, id)),
+                        Ok(auth) => {
+                            return Some(Checked {
+                                auth,
+                                token,
+                                id,
+                                since,
+                            });
+                        }
                         Err(err) => {
                             break refuse(id, err.code, &err.message, CloseCode::AuthFailed);
                         }

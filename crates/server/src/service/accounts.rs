@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::login_limit::AttemptLimiter;
 use super::password::PasswordHasher;
-use crate::cache::Caches;
+use crate::cache::{Caches, Generation};
 use crate::config::{LimitsConfig, RegistrationMode};
 use crate::error::ApiError;
 
@@ -241,12 +241,28 @@ impl Accounts {
         Ok(auth)
     }
 
-    /// The device holding this token, asking the store (for checks that
-    /// close a race with a revocation).
-    pub async fn authenticate_fresh(&self, presented: &str) -> Result<DeviceAuth, ApiError> {
+    /// Where this node's caches stand. Taken before a token check, it lets
+    /// [`Self::confirm`] tell whether a revocation was applied since.
+    pub fn checkpoint(&self) -> Generation {
+        self.caches.generation()
+    }
+
+    /// Confirms, for a connection that registered after its token was
+    /// checked at `since`, that no revocation slipped in between (applied
+    /// before the registration, it found no connection to close). Every
+    /// node applies every revocation (`revocations.rs`; this node's own at
+    /// once), and applying one moves the caches' generation before it
+    /// looks for connections to close: if the generation has not moved,
+    /// any revocation still to come finds this connection. Otherwise, or
+    /// while the bus is away, the store is asked.
+    pub async fn confirm(&self, presented: &str, since: Generation) -> Result<(), ApiError> {
+        if self.bus.is_connected() && self.caches.generation() == since {
+            return Ok(());
+        }
         self.store
             .authenticate(&TokenHash::of(presented))
             .await?
+            .map(|_| ())
             .ok_or_else(token_invalid)
     }
 
@@ -647,4 +663,81 @@ fn unknown_user() -> ApiError {
 
 fn token_invalid() -> ApiError {
     ApiError::new(ErrorCode::TokenInvalid, "token is invalid or revoked")
+}
+
+#[cfg(test)]
+mod tests {
+    use missive_bus::InProcessBus;
+    use missive_core::{SystemClock, Username};
+    use missive_store::{NewAccount, NewDevice, SqliteConfig, SqliteStore};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_revocation_applied_between_the_check_and_the_registration_is_caught() {
+        // Goal: `confirm` refuses a token whose revocation was applied on
+        // this node after the token was checked (the connection was not
+        // registered yet, so the revocation closed nothing), and asks the
+        // store nothing when no revocation was applied since the check: a
+        // revocation still to come finds the registered connection.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteConfig::new(dir.path().join("db.sqlite"))).expect("store"),
+        );
+        let caches = Arc::new(Caches::default());
+        let accounts = Accounts::new(
+            store.clone(),
+            Arc::new(InProcessBus::new()),
+            Arc::new(SystemClock),
+            caches.clone(),
+            &LimitsConfig::default(),
+            RegistrationMode::Open,
+        );
+        let account = store
+            .create_account(NewAccount {
+                username: Username::parse("alice").expect("name"),
+                password_hash: "x".into(),
+                phone: None,
+                now_ms: 0,
+                invite: None,
+            })
+            .await
+            .expect("account");
+        let device = store
+            .create_device(NewDevice {
+                account,
+                name: "phone".into(),
+                token_hash: TokenHash::of("alice-token"),
+                devices_max: 5,
+                replace_least_recent: false,
+                now_ms: 0,
+            })
+            .await
+            .expect("device")
+            .id;
+
+        let since = accounts.checkpoint();
+        accounts.authenticate("alice-token").await.expect("valid");
+        accounts
+            .confirm("alice-token", since)
+            .await
+            .expect("nothing applied since the check");
+
+        // Revoked in the store, not yet applied here: left to its
+        // application (no store read).
+        let since = accounts.checkpoint();
+        assert!(store.revoke_device(account, device).await.expect("revoke"));
+        accounts
+            .confirm("alice-token", since)
+            .await
+            .expect("no revocation applied here since the check");
+
+        // Applied here after the check: the store is asked, and refuses.
+        caches.invalidate(Invalidation::Device(device));
+        let refused = accounts
+            .confirm("alice-token", since)
+            .await
+            .expect_err("revoked between the check and the registration");
+        assert_eq!(refused.code, ErrorCode::TokenInvalid);
+    }
 }

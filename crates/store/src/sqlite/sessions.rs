@@ -35,26 +35,21 @@ pub(super) fn claim_session(
     node: &str,
     now_ms: UnixMillis,
 ) -> Result<Option<String>, StoreError> {
+    // Every connect claims: statements parsed once per connection.
     let previous: Option<String> = conn
-        .query_row(
-            "SELECT node_id FROM sessions WHERE device_id = ?1",
-            [device.0],
-            |row| row.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT node_id FROM sessions WHERE device_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([device.0], |row| row.get(0)).optional())
         .map_err(backend)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO sessions (device_id, account_id, node_id, since_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (device_id) DO UPDATE SET node_id = excluded.node_id,
              account_id = excluded.account_id, since_ms = excluded.since_ms",
-        params![device.0, account.0, node, now_ms],
     )
+    .and_then(|mut stmt| stmt.execute(params![device.0, account.0, node, now_ms]))
     .map_err(backend)?;
-    conn.execute(
-        "UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1",
-        params![device.0, now_ms],
-    )
-    .map_err(backend)?;
+    conn.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![device.0, now_ms]))
+        .map_err(backend)?;
     Ok(previous.filter(|previous| previous != node))
 }
 
@@ -63,11 +58,9 @@ pub(super) fn release_session(
     device: DeviceId,
     node: &str,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        "DELETE FROM sessions WHERE device_id = ?1 AND node_id = ?2",
-        params![device.0, node],
-    )
-    .map_err(backend)?;
+    conn.prepare_cached("DELETE FROM sessions WHERE device_id = ?1 AND node_id = ?2")
+        .and_then(|mut stmt| stmt.execute(params![device.0, node]))
+        .map_err(backend)?;
     Ok(())
 }
 
@@ -76,12 +69,11 @@ pub(super) fn account_online(
     account: AccountId,
     now_ms: UnixMillis,
 ) -> Result<bool, StoreError> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM sessions s JOIN nodes n ON n.id = s.node_id
                         WHERE s.account_id = ?1 AND n.lease_until_ms > ?2)",
-        params![account.0, now_ms],
-        |row| row.get(0),
     )
+    .and_then(|mut stmt| stmt.query_row(params![account.0, now_ms], |row| row.get(0)))
     .map_err(backend)
 }
 
