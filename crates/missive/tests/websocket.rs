@@ -95,23 +95,25 @@ async fn two_users_chat_with_delivered_and_read_receipts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_recipient_gets_everything_in_order_then_live() {
     // Goal: messages sent while bob is offline arrive on connect in seq order,
-    // followed by live ones with no gap.
+    // followed by live ones with no gap. 40 of them: more than a
+    // connection's first store read takes (32), so the catch-up crosses
+    // from the short first page to the next one.
     let server = TestServer::start().await;
     let alice_token = server.user("alice").await;
     let bob_token = server.user("bob").await;
     let mut alice = server.connect(&alice_token).await;
-    for i in 1..=30 {
+    for i in 1..=40 {
         alice
             .send_text("bob", &format!("m{i}"), &format!("text {i}"))
             .await
             .unwrap();
     }
     let mut bob = server.connect(&bob_token).await;
-    let drained = queued(&mut bob, 30).await;
-    assert_eq!(seqs(&drained), (1..=30).collect::<Vec<_>>());
-    alice.send_text("bob", "m31", "live").await.unwrap();
+    let drained = queued(&mut bob, 40).await;
+    assert_eq!(seqs(&drained), (1..=40).collect::<Vec<_>>());
+    alice.send_text("bob", "m41", "live").await.unwrap();
     let live = queued(&mut bob, 1).await;
-    assert_eq!(seqs(&live), [31]);
+    assert_eq!(seqs(&live), [41]);
     assert_eq!(texts(&live), ["live"]);
 }
 

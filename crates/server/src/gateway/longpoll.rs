@@ -84,7 +84,10 @@ pub async fn poll(
     let mut frames = Vec::new();
     let mut closed = None;
     loop {
-        let page = state.messaging.pending(&auth, Vec::new()).await?;
+        let page = state
+            .messaging
+            .pending(&auth, Vec::new(), usize::MAX)
+            .await?;
         if !page.items.is_empty() {
             frames.extend(page.items.into_iter().map(pending_frame));
             break;

@@ -528,6 +528,13 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// write timed out (at most the write timeout itself).
 const SLOW_CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Events in a connection's first store read (later reads take a whole
+/// page). After a restart every device reconnects at once and the reads
+/// queue for the same few reader connections, in order: a short first
+/// read lets each device see its first messages before any device reads
+/// its second page.
+const FIRST_PAGE_EVENTS: usize = 32;
+
 /// Frames gathered in the socket's buffer at most before it is flushed.
 const FRAMES_PER_WRITE_MAX: usize = 64;
 
@@ -563,6 +570,7 @@ async fn deliver(
     // before the next one. Replies and live events go on meanwhile.
     let mut retry_at: Option<Instant> = None;
     let mut retry_delay = READ_RETRY_DELAY_MIN;
+    let mut page_limit = FIRST_PAGE_EVENTS;
     // Pings go out every keepalive, busy or not: a client that only
     // receives answers them with the pongs that keep its session alive.
     let mut next_ping = Instant::now() + keepalive;
@@ -608,12 +616,14 @@ async fn deliver(
                 &state.messaging,
                 &auth,
                 &mut after,
+                page_limit,
                 &mut writer,
             ))
             .await
             {
                 Ok(more) => {
                     read_store = more;
+                    page_limit = usize::MAX;
                     retry_at = None;
                     retry_delay = READ_RETRY_DELAY_MIN;
                 }
@@ -750,11 +760,12 @@ async fn catch_up_page(
     messaging: &Messaging,
     auth: &DeviceAuth,
     after: &mut HashMap<ConversationId, Seq>,
+    limit: usize,
     writer: &mut Writer,
 ) -> Result<bool, CatchUpError> {
     let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
     metrics::counter!("missive_catch_up_reads_total").increment(1);
-    let page = match messaging.pending(auth, positions).await {
+    let page = match messaging.pending(auth, positions, limit).await {
         Ok(page) => page,
         Err(err) => {
             tracing::warn!(

@@ -605,11 +605,13 @@ impl Messaging {
     }
 
     /// The next page of what waits for the device, above its stored
-    /// positions and `after` (where this connection already is).
+    /// positions and `after` (where this connection already is): at most
+    /// `limit` items, and never more than the configured page size.
     pub async fn pending(
         &self,
         auth: &DeviceAuth,
         after: Vec<(ConversationId, Seq)>,
+        limit: usize,
     ) -> Result<Pending, ApiError> {
         let expired_before_ms = self
             .clock
@@ -621,7 +623,7 @@ impl Messaging {
                 device: auth.device,
                 account: auth.account,
                 after,
-                limit: self.delivery.page_size,
+                limit: limit.clamp(1, self.delivery.page_size),
                 expired_before_ms,
             })
             .await?)
