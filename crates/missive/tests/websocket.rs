@@ -108,9 +108,16 @@ async fn offline_recipient_gets_everything_in_order_then_live() {
             .await
             .unwrap();
     }
+    let reads_before = metric(&server.url(), "missive_catch_up_reads_total").await;
     let mut bob = server.connect(&bob_token).await;
     let drained = queued(&mut bob, 40).await;
     assert_eq!(seqs(&drained), (1..=40).collect::<Vec<_>>());
+    // One whole page would hold all 40: the short first read makes two.
+    let reads = metric(&server.url(), "missive_catch_up_reads_total").await - reads_before;
+    assert!(
+        reads >= 2.0,
+        "40 waiting were read in {reads} store read(s)"
+    );
     alice.send_text("bob", "m41", "live").await.unwrap();
     let live = queued(&mut bob, 1).await;
     assert_eq!(seqs(&live), [41]);
