@@ -487,7 +487,6 @@ async fn a_slow_reader_is_disconnected_while_a_fast_one_keeps_going() {
 
     let server = TestServer::start_with(|config| {
         config.limits.write_timeout_ms = 1_500;
-        config.limits.outbound_frames_max = 8;
         config.limits.text_bytes_max = 200 * 1024;
         // A flood from one device is the point here, not its rate limit.
         config.limits.sends_per_sec_per_device = 0;

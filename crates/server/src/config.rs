@@ -350,10 +350,9 @@ pub struct LimitsConfig {
     pub media_bytes_max: u64,
     /// Largest WebSocket message accepted; larger closes with 1009.
     pub frame_bytes_max: usize,
-    /// Replies waiting to be written to one connection (stored events wait
-    /// in the store, not here); a client that lets this fill and stays
-    /// full for `write_timeout_ms` is closed.
-    pub outbound_frames_max: usize,
+    /// A write to a connection that cannot go on for this long (the
+    /// client stopped reading and the socket's buffer is full) closes it as
+    /// a slow consumer.
     pub write_timeout_ms: u64,
     /// A WebSocket must authenticate within this time.
     pub auth_timeout_ms: u64,
@@ -471,7 +470,6 @@ impl Default for LimitsConfig {
             text_bytes_max: 64 * 1024,
             media_bytes_max: 16 * 1024 * 1024,
             frame_bytes_max: 256 * 1024,
-            outbound_frames_max: 256,
             write_timeout_ms: 10_000,
             auth_timeout_ms: 5_000,
             request_head_timeout_ms: 10_000,
@@ -559,10 +557,6 @@ impl Config {
             (
                 "push.calls_concurrent_max",
                 self.push.calls_concurrent_max as u64,
-            ),
-            (
-                "limits.outbound_frames_max",
-                self.limits.outbound_frames_max as u64,
             ),
             ("limits.keepalive_secs", self.limits.keepalive_secs),
             (

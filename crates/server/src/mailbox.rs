@@ -1,20 +1,21 @@
 //! What waits for one live connection, in one small shared struct:
 //! committed events handed over by the send path, ephemeral frames, the
-//! session's replies, the order to close, and whether the store may hold
-//! more than was handed over. The router and the session fill it; the
-//! connection's delivery (the one part that writes to the socket) takes
-//! from it.
+//! order to close, and whether the store may hold more than was handed
+//! over. The router fills it; the connection (the one task that writes to
+//! its socket) takes from it.
 //!
 //! It replaces a channel per kind: a bounded channel allocates its first
 //! block of slots when it is made and keeps it for the connection's life,
 //! and almost every connection is idle almost all the time. Here the
 //! queues start empty and unallocated, and whoever takes from them takes
 //! their buffers too (`std::mem::take`), so an idle connection holds none.
+//! One wake-up covers everything: the connection looks at all of it each
+//! time it wakes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use missive_proto::{CloseCode, ServerFrame};
+use missive_proto::CloseCode;
 use tokio::sync::Notify;
 
 use crate::router::LiveEvent;
@@ -32,11 +33,9 @@ pub const LIVE_EVENTS_MAX: usize = 32;
 #[derive(Default)]
 pub struct Mailbox {
     inbox: Mutex<Inbox>,
-    /// The delivering side waits here: anything to write, or a reason to
-    /// read the store.
-    deliveries: Notify,
-    /// The session waits here: an order to close, or room for its replies.
-    session: Notify,
+    /// The connection waits here: anything to write, a reason to read the
+    /// store, or an order to close.
+    news: Notify,
 }
 
 #[derive(Default)]
@@ -48,34 +47,6 @@ struct Inbox {
     read_store: bool,
     /// The first order to close wins.
     close: Option<CloseCode>,
-    /// The session's replies, in order (bounded by the session).
-    replies: VecDeque<Box<ServerFrame>>,
-    /// The session found no room for a reply and waits for some.
-    session_waits: bool,
-    /// The session is over: write what it queued, then this close frame
-    /// (if any), and stop.
-    finished: Option<Option<CloseCode>>,
-    /// The delivering side stopped (the socket failed, or a slow consumer).
-    delivery_ended: bool,
-}
-
-/// Everything waiting for a WebSocket connection's delivery, taken at once.
-pub struct News {
-    pub ephemeral: VecDeque<Arc<str>>,
-    pub replies: VecDeque<Box<ServerFrame>>,
-    pub events: VecDeque<Arc<LiveEvent>>,
-    pub read_store: bool,
-    pub finished: Option<Option<CloseCode>>,
-}
-
-impl News {
-    pub fn is_empty(&self) -> bool {
-        self.ephemeral.is_empty()
-            && self.replies.is_empty()
-            && self.events.is_empty()
-            && !self.read_store
-            && self.finished.is_none()
-    }
 }
 
 /// Committed events taken at once, and whether the store must be read too.
@@ -106,13 +77,13 @@ impl Mailbox {
             inbox.read_store = true;
         }
         drop(inbox);
-        self.deliveries.notify_one();
+        self.news.notify_one();
     }
 
     /// The store may hold more for this connection than was handed over.
     pub fn wake(&self) {
         self.lock().read_store = true;
-        self.deliveries.notify_one();
+        self.news.notify_one();
     }
 
     /// Queues an ephemeral frame; a full inbox drops it (ephemeral frames
@@ -124,82 +95,14 @@ impl Mailbox {
             inbox.ephemeral.push_back(frame);
         }
         drop(inbox);
-        self.deliveries.notify_one();
+        self.news.notify_one();
         kept
-    }
-
-    /// Queues the session's replies while fewer than `max` wait; the first
-    /// that finds no room comes back (wait for [`Self::session_news`] and
-    /// offer it again).
-    pub fn push_replies(
-        &self,
-        replies: impl Iterator<Item = Box<ServerFrame>>,
-        max: usize,
-    ) -> Result<(), Box<ServerFrame>> {
-        let mut inbox = self.lock();
-        let mut outcome = Ok(());
-        for reply in replies {
-            if inbox.replies.len() >= max {
-                inbox.session_waits = true;
-                outcome = Err(reply);
-                break;
-            }
-            inbox.replies.push_back(reply);
-        }
-        let any = !inbox.replies.is_empty();
-        drop(inbox);
-        if any {
-            self.deliveries.notify_one();
-        }
-        outcome
-    }
-
-    /// The session is over: the delivery writes what was queued, then the
-    /// close frame (if any), and stops.
-    pub fn finish(&self, close: Option<CloseCode>) {
-        self.lock().finished.get_or_insert(close);
-        self.deliveries.notify_one();
-    }
-
-    /// Called by the delivery as it stops; wakes a session waiting for room.
-    pub fn delivery_ended(&self) {
-        self.lock().delivery_ended = true;
-        self.session.notify_one();
-    }
-
-    pub fn has_delivery_ended(&self) -> bool {
-        self.lock().delivery_ended
-    }
-
-    /// Wakes the session again (a wake-up it took while waiting for room
-    /// may have carried an order to close, which its main loop must see).
-    pub fn renotify_session(&self) {
-        self.session.notify_one();
-    }
-
-    /// Takes everything waiting for a WebSocket connection's delivery, and
-    /// tells a session waiting for room that there is some.
-    pub fn take_news(&self) -> News {
-        let mut inbox = self.lock();
-        let news = News {
-            ephemeral: std::mem::take(&mut inbox.ephemeral),
-            replies: std::mem::take(&mut inbox.replies),
-            events: std::mem::take(&mut inbox.events),
-            read_store: std::mem::take(&mut inbox.read_store),
-            finished: inbox.finished,
-        };
-        let room = !news.replies.is_empty() && std::mem::take(&mut inbox.session_waits);
-        drop(inbox);
-        if room {
-            self.session.notify_one();
-        }
-        news
     }
 
     /// Orders the connection closed with `code`, unless it already was.
     pub fn order_close(&self, code: CloseCode) {
         self.lock().close.get_or_insert(code);
-        self.session.notify_one();
+        self.news.notify_one();
     }
 
     pub fn close_ordered(&self) -> Option<CloseCode> {
@@ -219,17 +122,26 @@ impl Mailbox {
         std::mem::take(&mut self.lock().ephemeral)
     }
 
-    /// Resolves once something may be waiting for the delivery (check with
-    /// [`Self::take_news`] or [`Self::take_deliveries`]; a wake-up sent
-    /// while nobody waited is kept for the next wait).
-    pub async fn deliveries_waiting(&self) {
-        self.deliveries.notified().await;
+    /// Takes the ephemeral frames and, if `deliveries`, the events and the
+    /// request to read the store too, under one lock.
+    pub fn take(&self, deliveries: bool) -> (VecDeque<Arc<str>>, Deliveries) {
+        let mut inbox = self.lock();
+        let ephemeral = std::mem::take(&mut inbox.ephemeral);
+        if !deliveries {
+            return (ephemeral, Deliveries::default());
+        }
+        let taken = Deliveries {
+            events: std::mem::take(&mut inbox.events),
+            read_store: std::mem::take(&mut inbox.read_store),
+        };
+        (ephemeral, taken)
     }
 
-    /// Resolves once an order to close, room for replies, or the end of
-    /// the delivery may be waiting.
-    pub async fn session_news(&self) {
-        self.session.notified().await;
+    /// Resolves once something may be waiting (look with the methods
+    /// above; a wake-up sent while nobody waited is kept for the next
+    /// wait).
+    pub async fn news(&self) {
+        self.news.notified().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inbox> {
@@ -263,12 +175,9 @@ mod tests {
         for seq in 1..=LIVE_EVENTS_MAX as i64 + 1 {
             mailbox.offer_event(event(seq));
         }
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            mailbox.deliveries_waiting(),
-        )
-        .await
-        .expect("the wake-up sent before waiting is kept");
+        tokio::time::timeout(std::time::Duration::from_secs(5), mailbox.news())
+            .await
+            .expect("the wake-up sent before waiting is kept");
         let taken = mailbox.take_deliveries();
         assert_eq!(taken.events.len(), LIVE_EVENTS_MAX);
         assert_eq!(
@@ -294,33 +203,5 @@ mod tests {
         mailbox.order_close(CloseCode::Replaced);
         mailbox.order_close(CloseCode::Revoked);
         assert_eq!(mailbox.close_ordered(), Some(CloseCode::Replaced));
-    }
-
-    #[tokio::test]
-    async fn replies_are_bounded_and_taking_them_makes_room_for_a_waiting_session() {
-        // Goal: the session's backpressure: past the bound a reply comes
-        // back, and the delivery taking the queue wakes the session.
-        let mailbox = Mailbox::new();
-        let pong = |n: usize| {
-            Box::new(ServerFrame::Pong {
-                id: Some(n.to_string()),
-            })
-        };
-        let refused = mailbox.push_replies((0..3).map(pong), 2);
-        let Err(refused) = refused else {
-            panic!("the third reply finds no room")
-        };
-        assert!(matches!(*refused, ServerFrame::Pong { id: Some(ref id) } if id == "2"));
-        let news = mailbox.take_news();
-        assert_eq!(news.replies.len(), 2);
-        assert!(news.finished.is_none());
-        tokio::time::timeout(std::time::Duration::from_secs(5), mailbox.session_news())
-            .await
-            .expect("taking the replies wakes the waiting session");
-        assert!(mailbox.push_replies(std::iter::once(pong(2)), 2).is_ok());
-        mailbox.finish(Some(CloseCode::GoingAway));
-        let news = mailbox.take_news();
-        assert_eq!(news.replies.len(), 1);
-        assert_eq!(news.finished, Some(Some(CloseCode::GoingAway)));
     }
 }

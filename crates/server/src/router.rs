@@ -386,12 +386,9 @@ mod tests {
             assert!(router.offer(&[DeviceId(1)], &event(seq)).is_empty());
         }
         assert!(router.offer(&[DeviceId(1)], &event(99)).is_empty());
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            live.mailbox.deliveries_waiting(),
-        )
-        .await
-        .expect("the offers woke the connection");
+        tokio::time::timeout(std::time::Duration::from_secs(5), live.mailbox.news())
+            .await
+            .expect("the offers woke the connection");
         let taken = live.mailbox.take_deliveries();
         assert!(
             taken.events.iter().all(|e| e.seq != 99),

@@ -741,19 +741,15 @@ async fn a_slow_consumer_is_cut_off_with_memory_bounded_and_loses_nothing() {
     // and never reads, while two others flood the group with 1,000 texts
     // of 60 KB (60 MB for the silent reader, far beyond loopback socket
     // buffers) and a fourth reads normally, half of the devices over
-    // long-poll. Outbound buffers hold 32 frames; a stuck write is cut
-    // only after 20 s, so the silent reader stays connected through the
-    // whole flood. The server's peak RSS may grow by at most 48 MiB over
+    // long-poll. A stuck write is cut only after 20 s, so the silent
+    // reader stays connected through the whole flood. The server's peak RSS may grow by at most 48 MiB over
     // its level before the flood (with unbounded outbound buffers it grew
     // by 50 MiB, and this test failed); the slow-consumer counter must
     // rise; then the silent member is drained and checked with everyone.
     let _serial = ONE_AT_A_TIME.lock().await;
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut env = WORKLOAD_ENV.to_vec();
-    env.extend([
-        ("MISSIVE_LIMITS__OUTBOUND_FRAMES_MAX", "32"),
-        ("MISSIVE_LIMITS__WRITE_TIMEOUT_MS", "20000"),
-    ]);
+    env.extend([("MISSIVE_LIMITS__WRITE_TIMEOUT_MS", "20000")]);
     let server = ServerProcess::start_with_env(data_dir.path(), &env);
     let api = Api::new(&server.url);
     // Every second device on long-poll; the fourth is the silent reader,

@@ -86,7 +86,7 @@ pub async fn poll(
     loop {
         let page = state
             .messaging
-            .pending(&auth, Vec::new(), usize::MAX)
+            .pending(auth.account, auth.device, Vec::new(), usize::MAX)
             .await?;
         if !page.items.is_empty() {
             frames.extend(page.items.into_iter().map(pending_frame));
@@ -96,15 +96,13 @@ pub async fn poll(
         tokio::select! {
             // A poll answers with what the store holds; an event handed
             // over live only tells it to look again.
-            _ = super::ws::wait_for_deliveries(&mailbox, recheck) => {
-                mailbox.take_deliveries();
-                if ephemeral_frames(&mailbox, &mut frames) {
-                    break;
-                }
-            }
-            () = mailbox.session_news() => {
+            _ = wait_for_news(&mailbox, recheck) => {
                 if let Some(code) = mailbox.close_ordered() {
                     closed = Some(code.reason().to_owned());
+                    break;
+                }
+                mailbox.take_deliveries();
+                if ephemeral_frames(&mailbox, &mut frames) {
                     break;
                 }
             }
@@ -126,6 +124,17 @@ pub async fn poll(
             .count() as u64,
     );
     Ok(Json(PollResponse { frames, closed }))
+}
+
+/// Waits until something may be waiting, or at most `recheck` when the
+/// bus may lose wake-ups (the store is read again either way).
+async fn wait_for_news(mailbox: &Mailbox, recheck: Option<Duration>) {
+    match recheck {
+        Some(recheck) => {
+            let _ = tokio::time::timeout(recheck, mailbox.news()).await;
+        }
+        None => mailbox.news().await,
+    }
 }
 
 /// Moves the ephemeral frames waiting into `frames`; whether there were any.

@@ -1,20 +1,26 @@
-//! One WebSocket session: authenticate with the first frame, then two
-//! tasks, meeting in the connection's [`Mailbox`]:
-//! - the session (this task) reads and decodes client frames and answers
-//!   them, in frame order, into the mailbox; sends are queued in the
-//!   store's write order and answered once stored, with up to
-//!   `FRAMES_IN_FLIGHT_MAX` frames awaiting their answers, so one
-//!   connection's sends share commits;
-//! - the delivery owns the socket's sink: it writes what the mailbox
-//!   holds (ephemeral frames, replies, then the events handed over), reads
-//!   what waits above the device's positions from the Store in seq order
-//!   per conversation when it must, and pings on keepalive, so catching up
-//!   and live delivery are one path with no gap and no reorder. A write
-//!   stuck for `write_timeout_ms` closes the connection as a slow consumer
-//!   (its messages wait for the next one).
+//! One WebSocket connection, one task: authenticate with the first frame,
+//! then one loop that
+//! - reads and decodes client frames and answers them in frame order;
+//!   sends are queued in the store's write order and answered once stored,
+//!   with up to `FRAMES_IN_FLIGHT_MAX` frames awaiting their answers, so
+//!   one connection's sends share commits;
+//! - writes what the connection's [`Mailbox`] holds: ephemeral frames, and
+//!   the committed events the send path handed over, each if it is the
+//!   next seq of its conversation;
+//! - reads what waits above the device's positions from the Store, a page
+//!   at a time, in seq order per conversation, when it must (on connect,
+//!   beyond a gap, on a wake-up from another node or the bus's re-check),
+//!   so catching up and live delivery are one path with no gap and no
+//!   reorder;
+//! - pings on keepalive and closes a connection silent for three of them.
+//!
+//! A write stuck for `write_timeout_ms` closes the connection as a slow
+//! consumer (its messages wait for the next one). An idle connection is
+//! this task's future parked on its socket, its mailbox and one timer:
+//! there is no task per direction.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,35 +30,57 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_core::{ConversationId, Seq};
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
-use missive_store::DeviceAuth;
+use missive_store::{DeviceAuth, Pending};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::connections::Slot;
 use super::dispatch::{Dispatcher, Replies};
-use super::live::{self, Announce};
+use super::live::{self, Announce, Live};
 use super::web;
 use crate::AppState;
 use crate::accept::Admitted;
 use crate::cache::Generation;
 use crate::error::ApiError;
-use crate::mailbox::{Mailbox, News};
-use crate::service::Messaging;
+use crate::mailbox::Mailbox;
 use crate::wire::pending_frame;
 
 /// Client frames read but not yet answered, at most; the connection reads
 /// on once the oldest is answered (docs/PROTOCOL.md, "Sends in flight").
 const FRAMES_IN_FLIGHT_MAX: usize = 32;
 
-/// Backoff bounds when the delivery cannot read what waits.
+/// Backoff bounds when the connection cannot read what waits.
 const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// Bytes of frames the socket writer gathers before writing; a frame that
+/// passes it is written at once. Small, because a connection keeps the
+/// buffer's capacity once it has grown.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// What a connection's read buffer starts with (tungstenite allocates it
+/// up front and keeps it): an idle connection holds it for nothing, and a
+/// frame larger than it grows it as needed (reading at most this much per
+/// call).
+const READ_BUFFER_BYTES: usize = 1024;
+
+/// How long a slow consumer's socket is kept for its close frame once its
+/// write timed out (at most the write timeout itself).
+const SLOW_CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Events in a connection's first store read (later reads take a whole
+/// page). After a restart every device reconnects at once and the reads
+/// queue for the same few reader connections, in order: a short first
+/// read lets each device see its first messages before any device reads
+/// its second page.
+const FIRST_PAGE_EVENTS: usize = 32;
+
+/// Frames gathered in the socket's buffer at most before it is flushed.
+const FRAMES_PER_WRITE_MAX: usize = 64;
 
 /// `GET /v1/ws`: upgrade with bounded buffers (DESIGN.md §4). Refused
 /// before the upgrade when the node or the client's address has its
@@ -91,63 +119,60 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * frame_bytes_max)
         .max_message_size(frame_bytes_max)
         .max_frame_size(frame_bytes_max)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |mut socket| {
             // The socket is the session's now: so is its admission.
             let admitted = admitted.map(|axum::Extension(admitted)| admitted);
-            // A combinator, not an async block: a block would keep room for
-            // the socket and the rest (moved into the session) for the
-            // session's whole life, and awaiting a future moved into it
-            // keeps room for two.
-            run_session(socket, state, permit, ip_slot, admitted).map(move |()| drop(session_guard))
+            // The socket stays here, and the session borrows it: an async
+            // fn keeps room for its arguments for its whole life, and a
+            // socket moved into one would be held twice.
+            async move {
+                serve(&mut socket, state, permit, ip_slot, admitted).await;
+                drop(session_guard);
+            }
         })
 }
 
-/// Splits the socket before the session's future exists: an async fn keeps
-/// room for its arguments for its whole life, and the socket is large.
-fn run_session(
-    socket: WebSocket,
-    state: Arc<AppState>,
-    permit: OwnedSemaphorePermit,
-    ip_slot: Slot,
-    admitted: Option<Arc<Admitted>>,
-) -> impl Future<Output = ()> + Send {
-    let (sink, stream) = socket.split();
-    authenticate_and_serve(sink, stream, state, permit, ip_slot, admitted)
-}
-
-async fn authenticate_and_serve(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut stream: SplitStream<WebSocket>,
+/// The connection's life. Every one-off step is boxed and every local it
+/// needs only for a while lives in a block: a future is as large as its
+/// largest state, and this one is held as long as the connection.
+async fn serve(
+    socket: &mut WebSocket,
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
     ip_slot: Slot,
     admitted: Option<Arc<Admitted>>,
 ) {
-    // Boxed, as every one-off step of a session: a future's size is that of
-    // its largest state, and the session's is held for the connection's life.
-    let Some(checked) = Box::pin(authenticate(&mut sink, &mut stream, &state)).await else {
+    let Some(checked) = Box::pin(authenticate(socket, &state)).await else {
         return;
     };
     if let Some(admitted) = &admitted {
         admitted.authenticated();
     }
-    let span = tracing::info_span!(
-        "session",
-        account = %checked.auth.account,
-        device = %checked.auth.device
-    );
-    serve_device(sink, stream, state, checked, ip_slot)
-        .instrument(span)
-        .await;
+    let (account, device) = (checked.auth.account, checked.auth.device);
+    let span = tracing::info_span!("session", account = %account, device = %device);
+    let Some((mut live, auth)) = Box::pin(open(socket, &state, checked, ip_slot))
+        .instrument(span.clone())
+        .await
+    else {
+        return;
+    };
+    // From `ready` to the end: the loop, the close, leaving the router.
+    let mailbox = Arc::clone(&live.registration().mailbox);
+    let mut connection = Connection::new(socket, state, auth, mailbox);
+    let end = connection.run().instrument(span).await;
+    Box::pin(connection.finish(end)).await;
+    drop(connection);
+    Box::pin(live.end()).await;
 }
 
-async fn serve_device(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut stream: SplitStream<WebSocket>,
-    state: Arc<AppState>,
+/// Counts the connection for its account, registers it, confirms its
+/// token and says `ready`; `None` when it was refused (and told why).
+async fn open(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
     checked: Checked,
     ip_slot: Slot,
-) {
+) -> Option<(Live, DeviceAuth)> {
     let Checked {
         auth,
         token,
@@ -160,28 +185,15 @@ async fn serve_device(
         Ok(slot) => slot,
         Err(err) => {
             let error = ServerFrame::error(auth_id, err.code, err.message);
-            Box::pin(say_and_close(
-                &mut sink,
-                error,
-                CloseCode::TooManyConnections,
-            ))
-            .await;
-            return;
+            say_and_close(socket, error, CloseCode::TooManyConnections).await;
+            return None;
         }
     };
     // Register first, then confirm the token: a revoke that landed between
     // the check and the registration found no live connection to close,
     // and would otherwise be missed. Without one, no store read.
-    let mut live = Box::pin(live::open(
-        &state,
-        &auth,
-        Announce::Yes,
-        vec![ip_slot, account_slot],
-    ))
-    .await;
-    let confirmed = Box::pin(state.accounts.confirm(&token, since)).await;
-    drop(token);
-    if let Err(err) = confirmed {
+    let live = live::open(state, &auth, Announce::Yes, vec![ip_slot, account_slot]).await;
+    if let Err(err) = state.accounts.confirm(&token, since).await {
         // Only a refused token means revoked; a store that cannot answer
         // now is a reason to come back later.
         let close = match err.code {
@@ -189,105 +201,24 @@ async fn serve_device(
             _ => CloseCode::GoingAway,
         };
         let error = ServerFrame::error(auth_id, err.code, err.message);
-        Box::pin(say_and_close(&mut sink, error, close)).await;
-        Box::pin(live.end()).await;
-        return;
+        say_and_close(socket, error, close).await;
+        live.end().await;
+        return None;
     }
     // Announce before `ready`, so a client that has seen `ready` knows its
     // presence went out (and a later subscriber gets no stale duplicate).
-    Box::pin(state.social.device_connected(auth.account)).await;
+    state.social.device_connected(auth.account).await;
     let ready = ServerFrame::Ready {
         id: auth_id,
         username: auth.username.to_string(),
         device_id: auth.device.0,
     }
     .to_json();
-    if sink.send(Message::Text(ready.into())).await.is_err() {
-        Box::pin(live.end()).await;
-        return;
+    if socket.send(Message::Text(ready.into())).await.is_err() {
+        live.end().await;
+        return None;
     }
-    let limits = &state.config.limits;
-    let mailbox = Arc::clone(&live.registration().mailbox);
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    tasks.spawn(deliver(
-        state.clone(),
-        auth.clone(),
-        Arc::clone(&mailbox),
-        sink,
-        Duration::from_millis(limits.write_timeout_ms),
-        Duration::from_secs(limits.keepalive_secs),
-    ));
-    let mut session = Session {
-        state: state.clone(),
-        mailbox: Arc::clone(&mailbox),
-        dispatcher: Dispatcher::new(state.clone(), auth),
-        in_flight: FuturesOrdered::new(),
-    };
-    let idle_max = Duration::from_secs(limits.keepalive_secs * 3);
-    let mut idle_deadline = Instant::now() + idle_max;
-    let close = loop {
-        tokio::select! {
-            // Biased: an order to close wins over everything (a flood of
-            // client frames must not delay a revocation).
-            biased;
-            () = mailbox.session_news() => {
-                if let Some(code) = mailbox.close_ordered() {
-                    break Some(code);
-                }
-            }
-            _ = state.shutdown.cancelled() => break Some(CloseCode::GoingAway),
-            Some(replies) = session.in_flight.next(), if !session.in_flight.is_empty() => {
-                if !session.reply_all(replies).await {
-                    break Some(CloseCode::SlowConsumer);
-                }
-            }
-            incoming = stream.next(), if session.in_flight.len() < FRAMES_IN_FLIGHT_MAX => {
-                idle_deadline = Instant::now() + idle_max;
-                match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        metrics::counter!("missive_frames_in_total").increment(1);
-                        if !session.handle_text(&text).await {
-                            break Some(CloseCode::SlowConsumer);
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        let frame = ServerFrame::error(None, ErrorCode::BadFrame, "binary frames are not supported; send JSON text");
-                        if !session.answer(Replies::Now(vec![frame])).await {
-                            break Some(CloseCode::SlowConsumer);
-                        }
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(err)) => {
-                        tracing::debug!(%err, "websocket read failed");
-                        break read_failure_close(&err);
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(idle_deadline) => break Some(CloseCode::IdleTimeout),
-            // The writer ended: it closed the socket itself (a slow
-            // consumer) or the socket failed.
-            _ = tasks.join_next() => break None,
-        }
-    };
-    // Sends still in flight are stored whatever happens to this connection;
-    // finishing them hands them to their recipients (their `sent` is lost
-    // with the connection, and a retry answers `duplicate`).
-    let in_flight = std::mem::take(&mut session.in_flight);
-    if !in_flight.is_empty() {
-        tokio::spawn(in_flight.for_each(|_| async {}));
-    }
-    // The close frame goes after the replies already queued; the delivery
-    // writes them within one bound (a stuck write ends it as a slow
-    // consumer, with its own close frame).
-    if let Some(code) = close {
-        tracing::debug!(reason = code.reason(), "closing session");
-    }
-    mailbox.finish(close);
-    drop(session);
-    let close_bound = 2 * Duration::from_millis(state.config.limits.write_timeout_ms);
-    let _ = timeout(close_bound, tasks.join_next()).await;
-    Box::pin(live.end()).await;
+    Some((live, auth))
 }
 
 /// A connection's `auth` frame, checked.
@@ -301,18 +232,14 @@ struct Checked {
 }
 
 /// Reads the first frame, which must be a valid `auth`, within the deadline.
-async fn authenticate(
-    sink: &mut SplitSink<WebSocket, Message>,
-    stream: &mut SplitStream<WebSocket>,
-    state: &AppState,
-) -> Option<Checked> {
+async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checked> {
     let deadline = Instant::now() + Duration::from_millis(state.config.limits.auth_timeout_ms);
     let refuse = |id: Option<String>, code: ErrorCode, message: &str, close: CloseCode| {
         (ServerFrame::error(id, code, message), close)
     };
     let (error, close) = loop {
         let next = tokio::select! {
-            next = stream.next() => next,
+            next = socket.next() => next,
             _ = tokio::time::sleep_until(deadline) => {
                 break refuse(None, ErrorCode::NotAuthenticated, "no auth frame within the deadline", CloseCode::AuthTimeout);
             }
@@ -358,19 +285,15 @@ async fn authenticate(
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
         }
     };
-    say_and_close(sink, error, close).await;
+    say_and_close(socket, error, close).await;
     None
 }
 
 /// Best effort, bounded: tells the client why, then closes.
-async fn say_and_close(
-    sink: &mut SplitSink<WebSocket, Message>,
-    error: ServerFrame,
-    close: CloseCode,
-) {
+async fn say_and_close(socket: &mut WebSocket, error: ServerFrame, close: CloseCode) {
     let _ = timeout(Duration::from_secs(1), async {
-        sink.send(Message::Text(error.to_json().into())).await?;
-        sink.send(close_message(close)).await
+        socket.send(Message::Text(error.to_json().into())).await?;
+        socket.send(close_message(close)).await
     })
     .await;
 }
@@ -399,76 +322,431 @@ fn close_message(code: CloseCode) -> Message {
     }))
 }
 
-struct Session {
+/// Answers to frames already read, in frame order.
+type Answer = Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>;
+/// A store read of what waits, in progress.
+type PageRead = Pin<Box<dyn Future<Output = Result<Pending, ApiError>> + Send>>;
+
+/// How a connection ends.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Write what is gathered, then this close frame (if any).
+    Close(Option<CloseCode>),
+    /// The socket failed.
+    Failed,
+    /// A write took longer than the write timeout.
+    SlowConsumer,
+}
+
+/// What woke the connection.
+enum Step {
+    News,
+    Close(CloseCode),
+    Answered(Vec<ServerFrame>),
+    Page(Result<Pending, ApiError>),
+    Incoming(Option<Result<Message, axum::Error>>),
+    Timer,
+}
+
+/// An authenticated connection: its socket, its mailbox, and where it
+/// stands.
+struct Connection<'a> {
+    socket: &'a mut WebSocket,
     state: Arc<AppState>,
     mailbox: Arc<Mailbox>,
     dispatcher: Dispatcher,
-    /// Answers to frames already read, in frame order.
-    in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>>,
+    in_flight: FuturesOrdered<Answer>,
+    /// Where this connection stands in each conversation: nothing is
+    /// written twice on one connection and nothing is skipped. Unacked
+    /// events come again on the next connection.
+    after: HashMap<ConversationId, Seq>,
+    /// The store may hold more than this connection has written.
+    read_store: bool,
+    /// While a read is in progress, handed-over events stay in the mailbox
+    /// (they are placed once the page has moved `after` on).
+    reading: Option<PageRead>,
+    /// After a failed store read: not again before this, and the wait
+    /// before the next one. Replies and live events go on meanwhile.
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    page_limit: usize,
+    /// Frames fed into the socket since the last flush.
+    gathered: usize,
+    /// Pings go out every keepalive, busy or not: a client that only
+    /// receives answers them with the pongs that keep its session alive.
+    next_ping: Instant,
+    /// A client silent for three keepalives is gone.
+    idle_deadline: Instant,
+    /// When the bus may lose wake-ups: read the store anyway at this time.
+    recheck_at: Option<Instant>,
 }
 
-impl Session {
-    /// Queues replies for the delivery; `false` if the client is too slow
-    /// to take them (no room within the write timeout) or the delivery is
-    /// gone: the session then closes.
-    ///
-    /// Waiting is boxed: the session's future is held for the connection's
-    /// whole life and is as large as its largest state, and a timed wait
-    /// would be inlined into every frame the session handles, although a
-    /// reply almost always finds room.
-    async fn reply_all(&mut self, replies: Vec<ServerFrame>) -> bool {
-        let limits = &self.state.config.limits;
-        let (max, wait) = (
-            limits.outbound_frames_max,
-            Duration::from_millis(limits.write_timeout_ms),
-        );
-        let mut replies = replies.into_iter().map(Box::new);
-        let mut refused = None;
+impl<'a> Connection<'a> {
+    fn new(
+        socket: &'a mut WebSocket,
+        state: Arc<AppState>,
+        auth: DeviceAuth,
+        mailbox: Arc<Mailbox>,
+    ) -> Self {
+        let now = Instant::now();
+        let keepalive = Duration::from_secs(state.config.limits.keepalive_secs);
+        Self {
+            socket,
+            dispatcher: Dispatcher::new(Arc::clone(&state), auth),
+            state,
+            mailbox,
+            in_flight: FuturesOrdered::new(),
+            after: HashMap::new(),
+            read_store: true,
+            reading: None,
+            retry_at: None,
+            retry_delay: READ_RETRY_DELAY_MIN,
+            page_limit: FIRST_PAGE_EVENTS,
+            gathered: 0,
+            next_ping: now + keepalive,
+            idle_deadline: now + keepalive * 3,
+            recheck_at: None,
+        }
+    }
+
+    fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.state.config.limits.keepalive_secs)
+    }
+
+    fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.state.config.limits.write_timeout_ms)
+    }
+
+    /// Until the connection ends: wait for whatever comes first, handle it,
+    /// write what it produced.
+    async fn run(&mut self) -> End {
         loop {
-            let offered = refused.take().into_iter().chain(&mut replies);
-            match self.mailbox.push_replies(offered, max) {
-                Ok(()) => return true,
-                Err(reply) => refused = Some(reply),
+            // Checked on every turn: a flood of client frames must not
+            // delay a revocation.
+            if let Some(code) = self.mailbox.close_ordered() {
+                return End::Close(Some(code));
             }
-            if self.mailbox.has_delivery_ended() {
-                return false;
+            let now = Instant::now();
+            if now >= self.idle_deadline {
+                return End::Close(Some(CloseCode::IdleTimeout));
             }
-            if Box::pin(timeout(wait, self.mailbox.session_news()))
-                .await
-                .is_err()
+            if now >= self.next_ping {
+                self.next_ping = now + self.keepalive();
+                if let Err(end) = self.write(Message::Ping(Default::default())).await {
+                    return end;
+                }
+            }
+            if self.recheck_at.is_some_and(|at| now >= at) {
+                self.recheck_at = None;
+                self.read_store = true;
+            }
+            if self.read_store && self.reading.is_none() && self.retry_at.is_none_or(|at| now >= at)
             {
-                return false;
+                self.start_read();
             }
-            if self.mailbox.close_ordered().is_some() {
-                // The main loop closes with the code it was ordered.
-                self.mailbox.renotify_session();
-                return true;
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let wake_at = self.wake_at();
+            let step = tokio::select! {
+                () = self.mailbox.news() => Step::News,
+                _ = self.state.shutdown.cancelled() => Step::Close(CloseCode::GoingAway),
+                Some(replies) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    Step::Answered(replies)
+                }
+                page = read(&mut self.reading), if self.reading.is_some() => Step::Page(page),
+                incoming = self.socket.next(), if self.in_flight.len() < FRAMES_IN_FLIGHT_MAX => {
+                    Step::Incoming(incoming)
+                }
+                () = tokio::time::sleep_until(wake_at) => Step::Timer,
+            };
+            let handled = match step {
+                Step::News => self.write_mailbox(Vec::new()).await,
+                Step::Close(code) => Err(End::Close(Some(code))),
+                Step::Answered(replies) => self.write_answers(replies).await,
+                Step::Page(page) => Box::pin(self.write_page(page)).await,
+                Step::Incoming(incoming) => self.handle_incoming(incoming).await,
+                Step::Timer => Ok(()),
+            };
+            if let Err(end) = handled {
+                return end;
             }
         }
+    }
+
+    /// The earliest of the next ping, the idle deadline, a read's retry
+    /// and the bus's re-check.
+    fn wake_at(&self) -> Instant {
+        let mut at = self.next_ping.min(self.idle_deadline);
+        if self.read_store && self.reading.is_none() {
+            at = self.retry_at.map_or(at, |retry| at.min(retry));
+        }
+        self.recheck_at.map_or(at, |recheck| at.min(recheck))
+    }
+
+    async fn handle_incoming(
+        &mut self,
+        incoming: Option<Result<Message, axum::Error>>,
+    ) -> Result<(), End> {
+        self.idle_deadline = Instant::now() + self.keepalive() * 3;
+        let replies = match incoming {
+            Some(Ok(Message::Text(text))) => {
+                metrics::counter!("missive_frames_in_total").increment(1);
+                match decode_client_frame(&text) {
+                    Ok(frame) => Box::pin(self.dispatcher.start(frame)).await,
+                    Err(err) => {
+                        Replies::Now(vec![ServerFrame::error(err.id, err.code, err.message)])
+                    }
+                }
+            }
+            Some(Ok(Message::Binary(_))) => Replies::Now(vec![ServerFrame::error(
+                None,
+                ErrorCode::BadFrame,
+                "binary frames are not supported; send JSON text",
+            )]),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(()),
+            Some(Ok(Message::Close(_))) | None => return Err(End::Close(None)),
+            Some(Err(err)) => {
+                tracing::debug!(%err, "websocket read failed");
+                return Err(End::Close(read_failure_close(&err)));
+            }
+        };
+        self.answer(replies).await
     }
 
     /// Answers now, or behind the frames still awaiting their answers.
-    async fn answer(&mut self, replies: Replies) -> bool {
+    async fn answer(&mut self, replies: Replies) -> Result<(), End> {
         match replies {
-            Replies::Now(replies) if self.in_flight.is_empty() => self.reply_all(replies).await,
+            Replies::Now(replies) if self.in_flight.is_empty() => self.write_mailbox(replies).await,
             Replies::Now(replies) => {
                 self.in_flight
                     .push_back(Box::pin(std::future::ready(replies)));
-                true
+                Ok(())
             }
             Replies::Later(replies) => {
                 self.in_flight.push_back(replies);
-                true
+                Ok(())
             }
         }
     }
 
-    async fn handle_text(&mut self, text: &str) -> bool {
-        let replies = match decode_client_frame(text) {
-            Ok(frame) => Box::pin(self.dispatcher.start(frame)).await,
-            Err(err) => Replies::Now(vec![ServerFrame::error(err.id, err.code, err.message)]),
-        };
-        self.answer(replies).await
+    /// Writes these answers and any others already there, in frame order.
+    async fn write_answers(&mut self, mut replies: Vec<ServerFrame>) -> Result<(), End> {
+        while let Some(Some(more)) = self.in_flight.next().now_or_never() {
+            replies.extend(more);
+        }
+        self.write_mailbox(replies).await
+    }
+
+    /// Writes, in this order: the ephemeral frames waiting (so one already
+    /// waiting goes out before the reply to any client frame read after
+    /// it, and a ping's pong proves nothing ephemeral was pending),
+    /// `replies`, then the handed-over events that are next in their
+    /// conversations; one beyond a gap asks for a store read instead.
+    /// While a read is in progress the events wait in the mailbox.
+    async fn write_mailbox(&mut self, replies: Vec<ServerFrame>) -> Result<(), End> {
+        let (ephemeral, deliveries) = self.mailbox.take(self.reading.is_none());
+        for frame in &ephemeral {
+            self.write(Message::Text(frame.as_ref().into())).await?;
+        }
+        // Encoded as they go: a frame held across the write would be held
+        // in the connection's future for its whole life.
+        for text in replies.into_iter().map(|reply| reply.to_json()) {
+            self.write(Message::Text(text.into())).await?;
+        }
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        self.recheck_at = self.recheck_from(Instant::now());
+        self.read_store |= deliveries.read_store;
+        let mut delivered = 0;
+        for event in &deliveries.events {
+            match place(&mut self.after, event.conversation, event.seq) {
+                Placement::Had => {}
+                Placement::Next => {
+                    self.write(Message::Text(event.frame.as_ref().into()))
+                        .await?;
+                    delivered += 1;
+                }
+                // The rest of its conversation comes from the store.
+                Placement::Gap => self.read_store = true,
+            }
+        }
+        metrics::counter!("missive_deliveries_total").increment(delivered);
+        Ok(())
+    }
+
+    fn recheck_from(&self, now: Instant) -> Option<Instant> {
+        self.state.bus.recheck_interval().map(|every| now + every)
+    }
+
+    /// Starts reading one page of what waits above `after`.
+    fn start_read(&mut self) {
+        let state = Arc::clone(&self.state);
+        let (account, device) = (self.dispatcher.auth.account, self.dispatcher.auth.device);
+        let positions = self.after.iter().map(|(c, s)| (*c, *s)).collect();
+        let limit = self.page_limit;
+        metrics::counter!("missive_catch_up_reads_total").increment(1);
+        self.reading = Some(Box::pin(async move {
+            state
+                .messaging
+                .pending(account, device, positions, limit)
+                .await
+        }));
+    }
+
+    /// Writes a page read from the store, moving `after` on, then what
+    /// the mailbox kept meanwhile. A failed read is retried with a bounded
+    /// backoff rather than left for a wake-up: a backlog may have no new
+    /// traffic to cause one.
+    async fn write_page(&mut self, page: Result<Pending, ApiError>) -> Result<(), End> {
+        self.reading = None;
+        let now = Instant::now();
+        match page {
+            Ok(page) => {
+                self.after.extend(page.scanned);
+                self.read_store = page.more;
+                self.page_limit = usize::MAX;
+                self.retry_at = None;
+                self.retry_delay = READ_RETRY_DELAY_MIN;
+                self.recheck_at = self.recheck_from(now);
+                let delivered = page.items.len() as u64;
+                for item in page.items {
+                    self.write(Message::Text(pending_frame(item).to_json().into()))
+                        .await?;
+                }
+                metrics::counter!("missive_deliveries_total").increment(delivered);
+            }
+            Err(err) => {
+                tracing::warn!(
+                    code = err.code.as_str(),
+                    "reading what waits failed; retrying"
+                );
+                self.retry_at = Some(now + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(READ_RETRY_DELAY_MAX);
+            }
+        }
+        self.write_mailbox(Vec::new()).await
+    }
+
+    /// Feeds one frame into the socket's buffer; a full buffer is flushed.
+    /// The socket almost always has room: only waiting for it is boxed (a
+    /// timed wait inlined here would be inlined into every caller, and the
+    /// connection's future is as large as its largest state).
+    async fn write(&mut self, message: Message) -> Result<(), End> {
+        if let Some(message) = self.try_write(message)? {
+            Box::pin(self.write_when_ready(message)).await?;
+        }
+        if self.gathered >= FRAMES_PER_WRITE_MAX {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Feeds the frame if the socket has room now; if not, gives it back.
+    fn try_write(&mut self, message: Message) -> Result<Option<Message>, End> {
+        match poll_fn(|cx| self.socket.poll_ready_unpin(cx)).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Err(End::Failed),
+            None => return Ok(Some(message)),
+        }
+        self.socket
+            .start_send_unpin(message)
+            .map_err(|_| End::Failed)?;
+        self.gathered += 1;
+        Ok(None)
+    }
+
+    async fn write_when_ready(&mut self, message: Message) -> Result<(), End> {
+        self.wait_until_ready().await?;
+        self.socket
+            .start_send_unpin(message)
+            .map_err(|_| End::Failed)?;
+        self.gathered += 1;
+        Ok(())
+    }
+
+    async fn wait_until_ready(&mut self) -> Result<(), End> {
+        let write_timeout = self.write_timeout();
+        let ready = poll_fn(|cx| self.socket.poll_ready_unpin(cx));
+        match timeout(write_timeout, ready).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Failed),
+            Err(_) => Err(End::SlowConsumer),
+        }
+    }
+
+    /// Writes what is gathered; as with `write`, only waiting is boxed.
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.gathered == 0 {
+            return Ok(());
+        }
+        metrics::counter!("missive_frames_out_total").increment(self.gathered as u64);
+        self.gathered = 0;
+        let flushed = poll_fn(|cx| self.socket.poll_flush_unpin(cx)).now_or_never();
+        match flushed {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(End::Failed),
+            None => Box::pin(self.wait_until_flushed()).await,
+        }
+    }
+
+    async fn wait_until_flushed(&mut self) -> Result<(), End> {
+        let write_timeout = self.write_timeout();
+        let flushed = poll_fn(|cx| self.socket.poll_flush_unpin(cx));
+        match timeout(write_timeout, flushed).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Failed),
+            Err(_) => Err(End::SlowConsumer),
+        }
+    }
+
+    /// Sends still in flight are stored whatever happens to this
+    /// connection: they finish on a task of their own, which hands them to
+    /// their recipients (their `sent` is lost with the connection, and a
+    /// retry answers `duplicate`). Then the close frame, after what is
+    /// already gathered, within one bound; a slow consumer's socket is
+    /// held only for the grace.
+    async fn finish(&mut self, end: End) {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        if !in_flight.is_empty() {
+            tokio::spawn(in_flight.for_each(|_| async {}));
+        }
+        match end {
+            End::Close(close) => {
+                if let Some(code) = close {
+                    tracing::debug!(reason = code.reason(), "closing session");
+                }
+                let bound = 2 * self.write_timeout();
+                let _ = timeout(bound, async {
+                    if let Some(code) = close {
+                        self.write(close_message(code)).await?;
+                    }
+                    self.flush().await
+                })
+                .await;
+            }
+            End::Failed => {}
+            End::SlowConsumer => {
+                metrics::counter!("missive_slow_consumer_closes_total").increment(1);
+                tracing::info!("closing a slow consumer; its queue is kept");
+                let grace = self.write_timeout().min(SLOW_CONSUMER_CLOSE_GRACE);
+                let _ = timeout(
+                    grace,
+                    self.socket.send(close_message(CloseCode::SlowConsumer)),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// The read in progress, if any (the branch that polls it is enabled only
+/// then).
+async fn read(reading: &mut Option<PageRead>) -> Result<Pending, ApiError> {
+    match reading {
+        Some(read) => read.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -497,294 +775,6 @@ fn place(
         }
         _ => Placement::Gap,
     }
-}
-
-/// Waits until deliveries may be waiting, or at most `recheck` when the
-/// bus may lose wake-ups; `true` when the wait ran out (the store is then
-/// read anyway).
-pub(super) async fn wait_for_deliveries(mailbox: &Mailbox, recheck: Option<Duration>) -> bool {
-    match recheck {
-        Some(recheck) => timeout(recheck, mailbox.deliveries_waiting())
-            .await
-            .is_err(),
-        None => {
-            mailbox.deliveries_waiting().await;
-            false
-        }
-    }
-}
-
-/// Bytes of frames the socket writer gathers before writing; a frame that
-/// passes it is written at once. Small, because a connection keeps the
-/// buffer's capacity once it has grown.
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
-/// What a connection's read buffer starts with (tungstenite allocates it
-/// up front and keeps it): an idle connection holds it for nothing, and a
-/// frame larger than it grows it as needed (reading at most this much per
-/// call).
-const READ_BUFFER_BYTES: usize = 1024;
-
-/// How long a slow consumer's socket is kept for its close frame once its
-/// write timed out (at most the write timeout itself).
-const SLOW_CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Events in a connection's first store read (later reads take a whole
-/// page). After a restart every device reconnects at once and the reads
-/// queue for the same few reader connections, in order: a short first
-/// read lets each device see its first messages before any device reads
-/// its second page.
-const FIRST_PAGE_EVENTS: usize = 32;
-
-/// Frames gathered in the socket's buffer at most before it is flushed.
-const FRAMES_PER_WRITE_MAX: usize = 64;
-
-/// The connection's only writer. It writes what the mailbox holds, in this
-/// order: ephemeral frames (so one already waiting goes out before the
-/// reply to any client frame read after it, and a ping's pong proves
-/// nothing ephemeral was pending), the session's replies, then the events
-/// the send path handed over, each written if it is the next seq of its
-/// conversation. Before any of them it reads what waits above the
-/// device's positions from the store, a page at a time (looking at the
-/// mailbox between pages); it reads again for an event beyond a gap (or
-/// in a conversation this connection has not placed yet), a wake-up from
-/// another node, a full mailbox, or the bus's re-check. `after` is where
-/// this connection stands in each conversation, so nothing is written
-/// twice on one connection and nothing is skipped. Unacked events come
-/// again on the next connection.
-async fn deliver(
-    state: Arc<AppState>,
-    auth: DeviceAuth,
-    mailbox: Arc<Mailbox>,
-    sink: SplitSink<WebSocket, Message>,
-    write_timeout: Duration,
-    keepalive: Duration,
-) {
-    let mut writer = Writer {
-        sink,
-        write_timeout,
-        gathered: 0,
-    };
-    let mut after: HashMap<ConversationId, Seq> = HashMap::new();
-    let mut read_store = true;
-    // After a failed store read: not again before this, and the wait
-    // before the next one. Replies and live events go on meanwhile.
-    let mut retry_at: Option<Instant> = None;
-    let mut retry_delay = READ_RETRY_DELAY_MIN;
-    let mut page_limit = FIRST_PAGE_EVENTS;
-    // Pings go out every keepalive, busy or not: a client that only
-    // receives answers them with the pongs that keep its session alive.
-    let mut next_ping = Instant::now() + keepalive;
-    let ended = loop {
-        if Instant::now() >= next_ping {
-            next_ping = Instant::now() + keepalive;
-            if let Err(end) = writer.write(Message::Ping(Default::default())).await {
-                break end;
-            }
-            if let Err(end) = writer.flush().await {
-                break end;
-            }
-        }
-        let read_due = read_store && retry_at.is_none_or(|at| Instant::now() >= at);
-        let news = mailbox.take_news();
-        if news.is_empty() && !read_due {
-            let until = match retry_at.filter(|_| read_store) {
-                Some(at) => at.min(next_ping),
-                None => next_ping,
-            };
-            tokio::select! {
-                timed_out = wait_for_deliveries(&mailbox, state.bus.recheck_interval()) => {
-                    read_store |= timed_out;
-                }
-                () = tokio::time::sleep_until(until) => {}
-            }
-            continue;
-        }
-        if let Err(end) = Box::pin(writer.write_news(&news, &mut after, &mut read_store)).await {
-            break end;
-        }
-        if let Some(close) = news.finished {
-            if let Some(code) = close {
-                let _ = writer.write(close_message(code)).await;
-            }
-            let _ = writer.flush().await;
-            break WriteEnd::Done;
-        }
-        if read_due {
-            // Boxed, as the rest of a catch-up: the task's future is held
-            // for the connection's life and is only as large as its waiting.
-            match Box::pin(catch_up_page(
-                &state.messaging,
-                &auth,
-                &mut after,
-                page_limit,
-                &mut writer,
-            ))
-            .await
-            {
-                Ok(more) => {
-                    read_store = more;
-                    page_limit = usize::MAX;
-                    retry_at = None;
-                    retry_delay = READ_RETRY_DELAY_MIN;
-                }
-                Err(CatchUpError::Write(end)) => break end,
-                Err(CatchUpError::Read) => {
-                    // Retried with a bounded backoff rather than left for a
-                    // wake-up: a backlog may have no new traffic to cause one.
-                    retry_at = Some(Instant::now() + retry_delay);
-                    retry_delay = (retry_delay * 2).min(READ_RETRY_DELAY_MAX);
-                }
-            }
-        }
-        if let Err(end) = writer.flush().await {
-            break end;
-        }
-    };
-    if ended == WriteEnd::SlowConsumer {
-        writer.close_slow_consumer().await;
-    }
-    mailbox.delivery_ended();
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum WriteEnd {
-    /// The session finished and its close frame is written.
-    Done,
-    /// The socket failed.
-    Failed,
-    /// A write took longer than the write timeout.
-    SlowConsumer,
-}
-
-enum CatchUpError {
-    Read,
-    Write(WriteEnd),
-}
-
-/// The socket's sink with its write timeout. Frames are fed into the
-/// socket's write buffer and flushed together; a write that passes the
-/// buffer (`WRITE_BUFFER_BYTES`) goes out at once.
-struct Writer {
-    sink: SplitSink<WebSocket, Message>,
-    write_timeout: Duration,
-    /// Frames fed since the last flush.
-    gathered: usize,
-}
-
-impl Writer {
-    async fn write(&mut self, message: Message) -> Result<(), WriteEnd> {
-        match timeout(self.write_timeout, self.sink.feed(message)).await {
-            Ok(Ok(())) => {
-                self.gathered += 1;
-                Ok(())
-            }
-            Ok(Err(_)) => Err(WriteEnd::Failed),
-            Err(_) => Err(WriteEnd::SlowConsumer),
-        }
-    }
-
-    async fn write_text(&mut self, text: Utf8Bytes) -> Result<(), WriteEnd> {
-        self.write(Message::Text(text)).await?;
-        if self.gathered >= FRAMES_PER_WRITE_MAX {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<(), WriteEnd> {
-        if self.gathered == 0 {
-            return Ok(());
-        }
-        metrics::counter!("missive_frames_out_total").increment(self.gathered as u64);
-        self.gathered = 0;
-        match timeout(self.write_timeout, self.sink.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(WriteEnd::Failed),
-            Err(_) => Err(WriteEnd::SlowConsumer),
-        }
-    }
-
-    /// Writes the ephemeral frames, the replies, and the handed-over events
-    /// that are next in their conversations; one beyond a gap asks for a
-    /// store read instead.
-    async fn write_news(
-        &mut self,
-        news: &News,
-        after: &mut HashMap<ConversationId, Seq>,
-        read_store: &mut bool,
-    ) -> Result<(), WriteEnd> {
-        *read_store |= news.read_store;
-        for frame in &news.ephemeral {
-            self.write_text(frame.as_ref().into()).await?;
-        }
-        for reply in &news.replies {
-            self.write_text(reply.to_json().into()).await?;
-        }
-        if news.finished.is_some() {
-            // The session is over: nothing more is delivered on it.
-            return Ok(());
-        }
-        let mut delivered = 0;
-        for event in &news.events {
-            match place(after, event.conversation, event.seq) {
-                Placement::Had => {}
-                Placement::Next => {
-                    self.write_text(event.frame.as_ref().into()).await?;
-                    delivered += 1;
-                }
-                // The rest of its conversation comes from the store.
-                Placement::Gap => *read_store = true,
-            }
-        }
-        metrics::counter!("missive_deliveries_total").increment(delivered);
-        Ok(())
-    }
-
-    /// What was being written stays in the sink's buffer and the close
-    /// frame goes after it: the client learns why if it reads again within
-    /// the grace (its socket is held no longer than that).
-    async fn close_slow_consumer(mut self) {
-        metrics::counter!("missive_slow_consumer_closes_total").increment(1);
-        tracing::info!("closing a slow consumer; its queue is kept");
-        let _ = timeout(
-            self.write_timeout.min(SLOW_CONSUMER_CLOSE_GRACE),
-            self.sink.send(close_message(CloseCode::SlowConsumer)),
-        )
-        .await;
-    }
-}
-
-/// Writes one page of what waits above `after` in the store, moving
-/// `after` on; `Ok(true)` when more waits.
-async fn catch_up_page(
-    messaging: &Messaging,
-    auth: &DeviceAuth,
-    after: &mut HashMap<ConversationId, Seq>,
-    limit: usize,
-    writer: &mut Writer,
-) -> Result<bool, CatchUpError> {
-    let positions = after.iter().map(|(c, s)| (*c, *s)).collect();
-    metrics::counter!("missive_catch_up_reads_total").increment(1);
-    let page = match messaging.pending(auth, positions, limit).await {
-        Ok(page) => page,
-        Err(err) => {
-            tracing::warn!(
-                code = err.code.as_str(),
-                "reading what waits failed; retrying"
-            );
-            return Err(CatchUpError::Read);
-        }
-    };
-    after.extend(page.scanned);
-    let delivered = page.items.len() as u64;
-    for item in page.items {
-        writer
-            .write_text(pending_frame(item).to_json().into())
-            .await
-            .map_err(CatchUpError::Write)?;
-    }
-    metrics::counter!("missive_deliveries_total").increment(delivered);
-    Ok(page.more)
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
-use missive_core::{ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, Seq};
+use missive_core::{
+    AccountId, ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, Seq,
+};
 use missive_proto::{ErrorCode, ServerFrame};
 use missive_store::{
     AckRequest, Appended, Body, ConversationRecord, DeviceAuth, EventKind, HistoryRequest,
@@ -609,7 +611,8 @@ impl Messaging {
     /// `limit` items, and never more than the configured page size.
     pub async fn pending(
         &self,
-        auth: &DeviceAuth,
+        account: AccountId,
+        device: DeviceId,
         after: Vec<(ConversationId, Seq)>,
         limit: usize,
     ) -> Result<Pending, ApiError> {
@@ -620,8 +623,8 @@ impl Messaging {
         Ok(self
             .store
             .pending(PendingRequest {
-                device: auth.device,
-                account: auth.account,
+                device,
+                account,
                 after,
                 limit: limit.clamp(1, self.delivery.page_size),
                 expired_before_ms,
