@@ -355,7 +355,10 @@ struct Connection<'a> {
     state: Arc<AppState>,
     mailbox: Arc<Mailbox>,
     dispatcher: Dispatcher,
-    in_flight: FuturesOrdered<Answer>,
+    /// Answers awaited, in frame order; made when a frame needs one and
+    /// dropped once all are written (it allocates when made, and almost
+    /// every connection is idle almost all the time).
+    in_flight: Option<FuturesOrdered<Answer>>,
     /// Where this connection stands in each conversation: nothing is
     /// written twice on one connection and nothing is skipped. Unacked
     /// events come again on the next connection.
@@ -395,7 +398,7 @@ impl<'a> Connection<'a> {
             dispatcher: Dispatcher::new(Arc::clone(&state), auth),
             state,
             mailbox,
-            in_flight: FuturesOrdered::new(),
+            in_flight: None,
             after: HashMap::new(),
             read_store: true,
             reading: None,
@@ -451,11 +454,11 @@ impl<'a> Connection<'a> {
             let step = tokio::select! {
                 () = self.mailbox.news() => Step::News,
                 _ = self.state.shutdown.cancelled() => Step::Close(CloseCode::GoingAway),
-                Some(replies) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                Some(replies) = next_answer(&mut self.in_flight), if self.in_flight.is_some() => {
                     Step::Answered(replies)
                 }
                 page = read(&mut self.reading), if self.reading.is_some() => Step::Page(page),
-                incoming = self.socket.next(), if self.in_flight.len() < FRAMES_IN_FLIGHT_MAX => {
+                incoming = self.socket.next(), if self.answers_awaited() < FRAMES_IN_FLIGHT_MAX => {
                     Step::Incoming(incoming)
                 }
                 () = tokio::time::sleep_until(wake_at) => Step::Timer,
@@ -517,23 +520,37 @@ impl<'a> Connection<'a> {
     /// Answers now, or behind the frames still awaiting their answers.
     async fn answer(&mut self, replies: Replies) -> Result<(), End> {
         match replies {
-            Replies::Now(replies) if self.in_flight.is_empty() => self.write_mailbox(replies).await,
+            Replies::Now(replies) if self.in_flight.is_none() => self.write_mailbox(replies).await,
             Replies::Now(replies) => {
-                self.in_flight
-                    .push_back(Box::pin(std::future::ready(replies)));
+                self.await_answer(Box::pin(std::future::ready(replies)));
                 Ok(())
             }
             Replies::Later(replies) => {
-                self.in_flight.push_back(replies);
+                self.await_answer(replies);
                 Ok(())
             }
         }
     }
 
+    fn answers_awaited(&self) -> usize {
+        self.in_flight.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn await_answer(&mut self, answer: Answer) {
+        self.in_flight
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(answer);
+    }
+
     /// Writes these answers and any others already there, in frame order.
     async fn write_answers(&mut self, mut replies: Vec<ServerFrame>) -> Result<(), End> {
-        while let Some(Some(more)) = self.in_flight.next().now_or_never() {
-            replies.extend(more);
+        if let Some(in_flight) = &mut self.in_flight {
+            while let Some(Some(more)) = in_flight.next().now_or_never() {
+                replies.extend(more);
+            }
+            if in_flight.is_empty() {
+                self.in_flight = None;
+            }
         }
         self.write_mailbox(replies).await
     }
@@ -708,8 +725,7 @@ impl<'a> Connection<'a> {
     /// already gathered, within one bound; a slow consumer's socket is
     /// held only for the grace.
     async fn finish(&mut self, end: End) {
-        let in_flight = std::mem::take(&mut self.in_flight);
-        if !in_flight.is_empty() {
+        if let Some(in_flight) = self.in_flight.take() {
             tokio::spawn(in_flight.for_each(|_| async {}));
         }
         match end {
@@ -738,6 +754,15 @@ impl<'a> Connection<'a> {
                 .await;
             }
         }
+    }
+}
+
+/// The next answer awaited, if any (the branch that polls it is enabled
+/// only then).
+async fn next_answer(in_flight: &mut Option<FuturesOrdered<Answer>>) -> Option<Vec<ServerFrame>> {
+    match in_flight {
+        Some(in_flight) => in_flight.next().await,
+        None => std::future::pending().await,
     }
 }
 
