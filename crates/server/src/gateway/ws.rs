@@ -24,6 +24,7 @@ use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -324,6 +325,8 @@ fn close_message(code: CloseCode) -> Message {
 
 /// Answers to frames already read, in frame order.
 type Answer = Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>;
+/// One step of writing to the socket: `poll_ready` or `poll_flush`.
+type SocketStep = fn(&mut WebSocket, &mut Context<'_>) -> Poll<Result<(), axum::Error>>;
 /// A store read of what waits, in progress.
 type PageRead = Pin<Box<dyn Future<Output = Result<Pending, ApiError>> + Send>>;
 
@@ -647,75 +650,47 @@ impl<'a> Connection<'a> {
     }
 
     /// Feeds one frame into the socket's buffer; a full buffer is flushed.
-    /// The socket almost always has room: only waiting for it is boxed (a
-    /// timed wait inlined here would be inlined into every caller, and the
-    /// connection's future is as large as its largest state).
     async fn write(&mut self, message: Message) -> Result<(), End> {
-        if let Some(message) = self.try_write(message)? {
-            Box::pin(self.write_when_ready(message)).await?;
-        }
+        self.socket_step(|socket, cx| socket.poll_ready_unpin(cx))
+            .await?;
+        self.socket
+            .start_send_unpin(message)
+            .map_err(|_| End::Failed)?;
+        self.gathered += 1;
         if self.gathered >= FRAMES_PER_WRITE_MAX {
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// Feeds the frame if the socket has room now; if not, gives it back.
-    fn try_write(&mut self, message: Message) -> Result<Option<Message>, End> {
-        match poll_fn(|cx| self.socket.poll_ready_unpin(cx)).now_or_never() {
-            Some(Ok(())) => {}
-            Some(Err(_)) => return Err(End::Failed),
-            None => return Ok(Some(message)),
-        }
-        self.socket
-            .start_send_unpin(message)
-            .map_err(|_| End::Failed)?;
-        self.gathered += 1;
-        Ok(None)
-    }
-
-    async fn write_when_ready(&mut self, message: Message) -> Result<(), End> {
-        self.wait_until_ready().await?;
-        self.socket
-            .start_send_unpin(message)
-            .map_err(|_| End::Failed)?;
-        self.gathered += 1;
-        Ok(())
-    }
-
-    async fn wait_until_ready(&mut self) -> Result<(), End> {
-        let write_timeout = self.write_timeout();
-        let ready = poll_fn(|cx| self.socket.poll_ready_unpin(cx));
-        match timeout(write_timeout, ready).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Failed),
-            Err(_) => Err(End::SlowConsumer),
-        }
-    }
-
-    /// Writes what is gathered; as with `write`, only waiting is boxed.
+    /// Writes what is gathered.
     async fn flush(&mut self) -> Result<(), End> {
         if self.gathered == 0 {
             return Ok(());
         }
         metrics::counter!("missive_frames_out_total").increment(self.gathered as u64);
         self.gathered = 0;
-        let flushed = poll_fn(|cx| self.socket.poll_flush_unpin(cx)).now_or_never();
-        match flushed {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(End::Failed),
-            None => Box::pin(self.wait_until_flushed()).await,
-        }
+        self.socket_step(|socket, cx| socket.poll_flush_unpin(cx))
+            .await
     }
 
-    async fn wait_until_flushed(&mut self) -> Result<(), End> {
-        let write_timeout = self.write_timeout();
-        let flushed = poll_fn(|cx| self.socket.poll_flush_unpin(cx));
-        match timeout(write_timeout, flushed).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Failed),
-            Err(_) => Err(End::SlowConsumer),
-        }
+    /// Room for a frame, or a flush, within the write timeout. The socket
+    /// almost always can go on at once: only waiting is boxed (a timed wait
+    /// inlined here would be inlined into every caller, and the
+    /// connection's future is as large as its largest state).
+    async fn socket_step(&mut self, step: SocketStep) -> Result<(), End> {
+        let done = match poll_fn(|cx| step(self.socket, cx)).now_or_never() {
+            Some(done) => done,
+            None => {
+                let write_timeout = self.write_timeout();
+                let waited = poll_fn(|cx| step(self.socket, cx));
+                match Box::pin(timeout(write_timeout, waited)).await {
+                    Ok(done) => done,
+                    Err(_) => return Err(End::SlowConsumer),
+                }
+            }
+        };
+        done.map_err(|_| End::Failed)
     }
 
     /// Sends still in flight are stored whatever happens to this
