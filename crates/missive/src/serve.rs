@@ -145,7 +145,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     let _ = telemetry::prometheus();
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match missive_server::accept::listen(config.listen) {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!("error: cannot listen on {}: {err}", config.listen);

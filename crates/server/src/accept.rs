@@ -9,7 +9,7 @@
 //! closed, and a failing `accept` backs off instead of spinning.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -34,6 +34,28 @@ const FILES_RESERVED: u64 = 256;
 /// Longest pause after a failing `accept`, and how often it is logged.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Connections the kernel completes before the server accepts them. A
+/// reconnect storm arrives faster than one accept loop takes connections
+/// in, and a full queue drops the client's SYN, which it sends again only
+/// after a second (then three, then seven): at the old default of 128,
+/// 256 devices connecting at once lost 5 % of their SYNs and the connect
+/// rate fell to a fifth. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with room for a reconnect storm in its queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restarted server binds at once, with its old connections still in
+    // TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Who is connected, by address, until they authenticate.
 pub struct Admission {
@@ -267,6 +289,31 @@ fn is_connection_error(err: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_listener_queues_a_storm_it_has_not_accepted_yet() {
+        // Goal: a burst of connects larger than the old default backlog
+        // (128) all complete while the server accepts none of them; with
+        // a short queue the surplus SYNs would be dropped and their
+        // connects would hang in retries, never completing.
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        // The kernel caps the queue at somaxconn; stay below both.
+        let burst = 300.min(somaxconn.saturating_sub(1));
+        let connects = (0..burst).map(|_| tokio::net::TcpStream::connect(addr));
+        let connected = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(connects),
+        )
+        .await
+        .expect("every connect completes without being accepted");
+        assert_eq!(connected.iter().filter(|c| c.is_ok()).count(), burst);
+        drop(listener);
+    }
 
     #[test]
     fn the_open_file_limit_is_read_from_proc() {
