@@ -244,6 +244,29 @@ async fn the_first_frame_must_authenticate_in_time() {
 
     let bad = missive_client::Connection::connect(&server.api.ws_url(), "0000").await;
     assert_eq!(refused_code(bad.map(|_| ())), "token_invalid");
+
+    // Pinging as fast as it can, never authenticating, does not keep a
+    // connection past the deadline (the server reads frames before it
+    // looks at the deadline).
+    let (mut pings, mut replies) = raw_socket(&server).await.split();
+    let pinger =
+        tokio::spawn(
+            async move { while pings.send(Message::Ping(Vec::new().into())).await.is_ok() {} },
+        );
+    let closed = loop {
+        match tokio::time::timeout(PROMPTLY, replies.next())
+            .await
+            .expect("closed promptly")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed, (4001, "auth_timeout".into()));
+    pinger.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

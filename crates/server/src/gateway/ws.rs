@@ -240,6 +240,9 @@ async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checke
     };
     let (error, close) = loop {
         let next = tokio::select! {
+            // A frame that has arrived is taken even when the task is
+            // polled only after the deadline too has passed (a busy node).
+            biased;
             next = socket.next() => next,
             _ = tokio::time::sleep_until(deadline) => {
                 break refuse(None, ErrorCode::NotAuthenticated, "no auth frame within the deadline", CloseCode::AuthTimeout);
@@ -274,7 +277,17 @@ async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checke
                 }
                 Err(err) => break refuse(err.id, err.code, &err.message, CloseCode::AuthFailed),
             },
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            // With the socket polled first, a client that keeps pinging
+            // must still meet the deadline.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) if Instant::now() < deadline => continue,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                break refuse(
+                    None,
+                    ErrorCode::NotAuthenticated,
+                    "no auth frame within the deadline",
+                    CloseCode::AuthTimeout,
+                );
+            }
             Some(Ok(Message::Binary(_))) => {
                 break refuse(
                     None,
