@@ -238,15 +238,21 @@ async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checke
     let refuse = |id: Option<String>, code: ErrorCode, message: &str, close: CloseCode| {
         (ServerFrame::error(id, code, message), close)
     };
+    let timed_out = || {
+        refuse(
+            None,
+            ErrorCode::NotAuthenticated,
+            "no auth frame within the deadline",
+            CloseCode::AuthTimeout,
+        )
+    };
     let (error, close) = loop {
         let next = tokio::select! {
             // A frame that has arrived is taken even when the task is
             // polled only after the deadline too has passed (a busy node).
             biased;
             next = socket.next() => next,
-            _ = tokio::time::sleep_until(deadline) => {
-                break refuse(None, ErrorCode::NotAuthenticated, "no auth frame within the deadline", CloseCode::AuthTimeout);
-            }
+            _ = tokio::time::sleep_until(deadline) => break timed_out(),
             _ = state.shutdown.cancelled() => return None,
         };
         match next {
@@ -280,14 +286,7 @@ async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checke
             // With the socket polled first, a client that keeps pinging
             // must still meet the deadline.
             Some(Ok(Message::Ping(_) | Message::Pong(_))) if Instant::now() < deadline => continue,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                break refuse(
-                    None,
-                    ErrorCode::NotAuthenticated,
-                    "no auth frame within the deadline",
-                    CloseCode::AuthTimeout,
-                );
-            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => break timed_out(),
             Some(Ok(Message::Binary(_))) => {
                 break refuse(
                     None,
