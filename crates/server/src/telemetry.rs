@@ -109,6 +109,10 @@ fn describe() {
         "missive_push_dropped_total",
         "Push notices dropped because the push queue was full"
     );
+    metrics::describe_histogram!(
+        "missive_connect_seconds",
+        "WebSocket connect steps, seconds from the upgrade: auth_frame (the client's auth frame read), authenticated (its token checked), ready (ready written); registered: the session's registration alone"
+    );
     metrics::describe_histogram!("missive_store_batch_jobs", "Operations per store commit");
     metrics::describe_histogram!(
         "missive_store_commit_seconds",

@@ -1,8 +1,8 @@
 //! `drain`: D devices are offline while Q messages queue up for each; then
 //! they reconnect at a set rate and each drains its queue, acking as it
 //! goes. Figures: drain messages per second, time until the last device is
-//! empty, per-device drain time, time from reconnecting to the first
-//! message, and with `--server-pid` the server's CPU per drained message;
+//! empty, per-device drain time, time from reconnecting to `ready` and to
+//! the first message, and with `--server-pid` the server's CPU per drained message;
 //! loss and duplicates are counted per device.
 
 use std::collections::HashSet;
@@ -99,12 +99,13 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
             let connection = Connection::connect_from(&url, &token, source)
                 .await
                 .with_context(|| format!("reconnecting to {url}"))?;
+            let ready = connected.elapsed();
             let outcome = receive(connection, i, epoch, expect, settle).await?;
             bar.inc(1);
             let first_message = outcome
                 .first_delivery
                 .map(|first| first.saturating_sub(connecting_at));
-            Ok::<_, anyhow::Error>((i, outcome, connected.elapsed(), first_message))
+            Ok::<_, anyhow::Error>((i, outcome, connected.elapsed(), ready, first_message))
         }
     });
     // Every device at once: the pacing above spreads them out.
@@ -118,10 +119,12 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
     let mut totals = Tally::default();
     let mut per_device = Latencies::default();
     let mut first_message = Latencies::default();
+    let mut ready = Latencies::default();
     let mut last = Duration::ZERO;
-    for (i, outcome, took, first) in &outcomes {
+    for (i, outcome, took, connect, first) in &outcomes {
         totals.merge(&tally(&expected[*i], &outcome.received));
         per_device.record(*took);
+        ready.record(*connect);
         if let Some(first) = first {
             first_message.record(*first);
         }
@@ -146,6 +149,9 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
     // From starting to reconnect to the first queued message: what a user
     // opening the app after a while waits for, under a reconnect storm.
     report.latency("first_message", &first_message.percentiles());
+    // The part of it spent connecting: from starting to reconnect to
+    // `ready` (the TCP connect, the upgrade, `auth`).
+    report.latency("ready", &ready.percentiles());
     // The reconnects, the catch-up reads, the frames and the acks: all of
     // the server's work from the first reconnect to the last delivery.
     cost.report(&mut report, &cost_start, &cost_end, Some(totals.delivered));

@@ -143,9 +143,11 @@ async fn serve(
     ip_slot: Slot,
     admitted: Option<Arc<Admitted>>,
 ) {
+    let upgraded = Instant::now();
     let Some(checked) = Box::pin(authenticate(socket, &state)).await else {
         return;
     };
+    connect_step("authenticated", upgraded);
     if let Some(admitted) = &admitted {
         admitted.authenticated();
     }
@@ -157,6 +159,7 @@ async fn serve(
     else {
         return;
     };
+    connect_step("ready", upgraded);
     // From `ready` to the end: the loop, the close, leaving the router.
     let mailbox = Arc::clone(&live.registration().mailbox);
     let mut connection = Connection::new(socket, state, auth, mailbox);
@@ -193,7 +196,9 @@ async fn open(
     // Register first, then confirm the token: a revoke that landed between
     // the check and the registration found no live connection to close,
     // and would otherwise be missed. Without one, no store read.
+    let opening = Instant::now();
     let live = live::open(state, &auth, Announce::Yes, vec![ip_slot, account_slot]).await;
+    connect_step("registered", opening);
     if let Err(err) = state.accounts.confirm(&token, since).await {
         // Only a refused token means revoked; a store that cannot answer
         // now is a reason to come back later.
@@ -222,6 +227,13 @@ async fn open(
     Some((live, auth))
 }
 
+/// Records how long a step of connecting took (`missive_connect_seconds`):
+/// where a slow connect waits, told apart on a live server.
+fn connect_step(step: &'static str, since: Instant) {
+    metrics::histogram!("missive_connect_seconds", "step" => step)
+        .record(since.elapsed().as_secs_f64());
+}
+
 /// A connection's `auth` frame, checked.
 struct Checked {
     auth: DeviceAuth,
@@ -234,7 +246,8 @@ struct Checked {
 
 /// Reads the first frame, which must be a valid `auth`, within the deadline.
 async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checked> {
-    let deadline = Instant::now() + Duration::from_millis(state.config.limits.auth_timeout_ms);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(state.config.limits.auth_timeout_ms);
     let refuse = |id: Option<String>, code: ErrorCode, message: &str, close: CloseCode| {
         (ServerFrame::error(id, code, message), close)
     };
@@ -258,6 +271,7 @@ async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checke
         match next {
             Some(Ok(Message::Text(text))) => match decode_client_frame(&text) {
                 Ok(ClientFrame::Auth { id, token }) => {
+                    connect_step("auth_frame", started);
                     let since = state.accounts.checkpoint();
                     match state.accounts.authenticate(&token).await {
                         Ok(auth) => {
