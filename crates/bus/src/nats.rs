@@ -51,8 +51,13 @@ use crate::{Bus, BusSink, DeviceEvent, Invalidation};
 
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
-    /// e.g. `nats://127.0.0.1:4222`.
+    /// e.g. `nats://127.0.0.1:4222`, or several servers of one NATS
+    /// cluster separated by commas: the node connects to the first it
+    /// reaches, in the order given, and moves down the list (then to the
+    /// servers the cluster announces) when it loses one.
     pub url: String,
+    /// How this node shows in the NATS server's monitoring (`/connz`).
+    pub client_name: String,
     /// Subjects start with this, so clusters can share a NATS server.
     pub subject_prefix: String,
     /// How often live sessions re-read their queues regardless of events.
@@ -119,6 +124,14 @@ pub struct NatsError {
     detail: String,
 }
 
+/// The servers a `url` names: one, or several separated by commas.
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .collect()
+}
+
 impl NatsBus {
     /// Connects (failing if NATS is unreachable now) and subscribes to the
     /// cluster-wide subjects. Reconnects on its own afterwards.
@@ -135,7 +148,8 @@ impl NatsBus {
         let on_event = Arc::clone(&shared);
         let client = ConnectOptions::new()
             .no_echo()
-            .name("missive")
+            .name(&config.client_name)
+            .retain_servers_order()
             .connection_timeout(Duration::from_secs(3))
             .event_callback(move |event| {
                 let shared = Arc::clone(&on_event);
@@ -171,7 +185,7 @@ impl NatsBus {
                     }
                 }
             })
-            .connect(config.url.as_str())
+            .connect(servers(&config.url).as_slice())
             .await
             .map_err(|err| NatsError {
                 url: config.url.clone(),
@@ -610,6 +624,17 @@ fn decode_invalidation(payload: &[u8]) -> Option<Invalidation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_names_one_server_or_several() {
+        // Goal: `bus.url` lists a NATS cluster's servers in the order given.
+        assert_eq!(servers("nats://a:4222"), ["nats://a:4222"]);
+        assert_eq!(
+            servers("nats://a:4222, nats://b:4222,,nats://c:4222 "),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        assert!(servers(" , ").is_empty());
+    }
 
     #[test]
     fn events_and_invalidations_round_trip() {

@@ -52,6 +52,7 @@ async fn node(
 ) -> Option<(NatsBus, mpsc::UnboundedReceiver<Heard>)> {
     let config = NatsConfig {
         url: nats_url(),
+        client_name: format!("missive test {prefix}"),
         subject_prefix: prefix.to_owned(),
         recheck: Duration::from_secs(5),
     };

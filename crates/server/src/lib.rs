@@ -129,6 +129,10 @@ impl App {
             Arc::new(
                 NatsBus::connect(NatsConfig {
                     url: config.bus.url.clone(),
+                    client_name: match config.cluster.node_id.as_str() {
+                        "" => "missive".into(),
+                        node => format!("missive {node}"),
+                    },
                     subject_prefix: config.bus.subject_prefix.clone(),
                     recheck: Duration::from_millis(config.bus.recheck_ms),
                 })

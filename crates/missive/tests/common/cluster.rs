@@ -105,6 +105,8 @@ pub struct Cluster {
     pub urls: Vec<String>,
     pub env: Vec<(String, String)>,
     pub dirs: Vec<tempfile::TempDir>,
+    /// Node i's `bus.url`, where it differs from the one in `env`.
+    pub bus_urls: Vec<String>,
 }
 
 impl Cluster {
@@ -123,6 +125,7 @@ impl Cluster {
             urls: Vec::new(),
             env,
             dirs: Vec::new(),
+            bus_urls: Vec::new(),
         };
         for _ in 0..n {
             cluster.add_node();
@@ -130,11 +133,31 @@ impl Cluster {
         cluster
     }
 
+    /// One node per entry of `bus_urls`, node i on `bus_urls[i]`.
+    pub fn start_on_buses(store_url: &str, bus_urls: &[String], extra: &[(&str, &str)]) -> Self {
+        let mut cluster = Self::start(0, store_url, NATS, extra);
+        cluster.bus_urls = bus_urls.to_vec();
+        for _ in bus_urls {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    /// Node `index`'s environment: the cluster's, its node id, its bus.
+    fn node_env(&self, index: usize) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        if let Some(bus_url) = self.bus_urls.get(index) {
+            env.retain(|(key, _)| key != "MISSIVE_BUS__URL");
+            env.push(("MISSIVE_BUS__URL".into(), bus_url.clone()));
+        }
+        env.push(("MISSIVE_CLUSTER__NODE_ID".into(), format!("node-{index}")));
+        env
+    }
+
     pub fn add_node(&mut self) -> usize {
         let dir = tempfile::tempdir().expect("tempdir");
         let index = self.nodes.len();
-        let mut env = self.env.clone();
-        env.push(("MISSIVE_CLUSTER__NODE_ID".into(), format!("node-{index}")));
+        let env = self.node_env(index);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let node = ServerProcess::start_with_env(dir.path(), &env);
         self.urls.push(node.url.clone());
@@ -171,8 +194,7 @@ impl Cluster {
     /// Starts a stopped node again (a new process, so a new node id
     /// suffix and a new port); returns its URL.
     pub fn restart(&mut self, node: usize) -> String {
-        let mut env = self.env.clone();
-        env.push(("MISSIVE_CLUSTER__NODE_ID".into(), format!("node-{node}")));
+        let env = self.node_env(node);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let process = ServerProcess::start_with_env(self.dirs[node].path(), &env);
         self.urls[node] = process.url.clone();
@@ -288,18 +310,61 @@ impl Drop for PrivatePostgres {
 /// A private nats-server on a fixed free port, restartable.
 pub struct PrivateNats {
     pub port: u16,
+    /// Joined to other servers as one NATS cluster: its route port, its
+    /// monitoring port, the others' route URLs.
+    cluster: Option<Routes>,
     child: Option<std::process::Child>,
+}
+
+struct Routes {
+    port: u16,
+    monitor: u16,
+    peers: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl PrivateNats {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut nats = Self { port, child: None };
+        let mut nats = Self {
+            port: free_port(),
+            cluster: None,
+            child: None,
+        };
         nats.restart();
         nats
+    }
+
+    /// `n` servers joined by routes into one NATS cluster, each knowing
+    /// all the others; returns once every server has a route to each.
+    pub fn cluster(n: usize) -> Vec<Self> {
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers: Vec<Self> = (0..n)
+            .map(|i| Self {
+                port: free_port(),
+                cluster: Some(Routes {
+                    port: route_ports[i],
+                    monitor: free_port(),
+                    peers: (0..n)
+                        .filter(|&j| j != i)
+                        .map(|j| format!("nats://127.0.0.1:{}", route_ports[j]))
+                        .collect(),
+                }),
+                child: None,
+            })
+            .collect();
+        for server in &mut servers {
+            server.restart();
+        }
+        for server in &servers {
+            server.wait_for_routes(n - 1);
+        }
+        servers
     }
 
     pub fn url(&self) -> String {
@@ -307,8 +372,22 @@ impl PrivateNats {
     }
 
     pub fn restart(&mut self) {
+        let mut args = vec!["-a".to_string(), "127.0.0.1".into(), "-p".into()];
+        args.push(self.port.to_string());
+        if let Some(routes) = &self.cluster {
+            args.extend([
+                "--cluster_name".into(),
+                "missive-test".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", routes.port),
+                "--routes".into(),
+                routes.peers.join(","),
+                "-m".into(),
+                routes.monitor.to_string(),
+            ]);
+        }
         let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -322,12 +401,76 @@ impl PrivateNats {
         }
     }
 
+    /// Waits until the server's monitoring endpoint lists `routes` routes.
+    pub fn wait_for_routes(&self, routes: usize) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let wanted = format!("\"num_routes\": {routes}");
+        let deadline = Instant::now() + PROMPTLY;
+        loop {
+            if let Some(body) = http_get(cluster.monitor, "/routez") {
+                if body.contains(&wanted) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server on {} did not join its {routes} peers",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20)); // polling a peer process
+        }
+    }
+
+    /// Waits until a client called `name` is connected to this server.
+    pub fn wait_for_client(&self, name: &str) {
+        wait_for_client_on(std::slice::from_ref(self), &[0], name);
+    }
+
+    /// Whether the server's monitoring endpoint lists a client `name`.
+    fn has_client(&self, name: &str) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        http_get(cluster.monitor, "/connz")
+            .is_some_and(|body| body.contains(&format!("\"name\": \"{name}\"")))
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// Waits until a client called `name` is connected to one of
+/// `servers[i]` for the indexes `which`.
+pub fn wait_for_client_on(servers: &[PrivateNats], which: &[usize], name: &str) {
+    let deadline = Instant::now() + PROMPTLY;
+    while !which.iter().any(|&i| servers[i].has_client(name)) {
+        assert!(
+            Instant::now() < deadline,
+            "no client {name:?} on nats-servers {which:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20)); // polling a peer process
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body, or `None` if it failed.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
 }
 
 impl Drop for PrivateNats {
