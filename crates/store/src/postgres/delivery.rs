@@ -45,12 +45,16 @@ const STREAMS: &str = "SELECT s.conversation_id, s.joined_seq, s.end_seq,
 /// Events `($2, $3]` of conversation `$1`, at most `$4`, with what decides
 /// their fate: for an event about an earlier message ($5-$7: reaction,
 /// edit, delete), that message's seq (NULL if its row is gone); for a text
-/// ($8), whether it carries media.
+/// ($8), whether it carries media. Both look in the event's own
+/// conversation (its distribution key, docs/CLUSTER.md).
 const SCAN: &str = "SELECT m.id, m.seq, a.username, m.sender_device, m.client_msg_id, m.kind,
             m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms,
             CASE WHEN m.kind IN ($5, $6, $7)
-                 THEN (SELECT t.seq FROM messages t WHERE t.id = m.target_id) END,
-            m.kind = $8 AND EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = m.id)
+                 THEN (SELECT t.seq FROM messages t
+                       WHERE t.id = m.target_id AND t.conversation_id = m.conversation_id) END,
+            m.kind = $8 AND EXISTS (SELECT 1 FROM message_media mm
+                                    WHERE mm.message_id = m.id
+                                      AND mm.conversation_id = m.conversation_id)
      FROM messages m JOIN accounts a ON a.id = m.sender_account
      WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq <= $3
      ORDER BY m.seq LIMIT $4";
@@ -369,7 +373,8 @@ pub(super) const PURGE_DELIVERED: &str = "WITH holders AS (
          RETURNING m.id
      ),
      reactions_gone AS (DELETE FROM reactions WHERE message_id IN (SELECT id FROM purged))
-     DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged)";
+     DELETE FROM message_media
+     WHERE conversation_id = $1 AND message_id IN (SELECT id FROM purged)";
 
 /// The account's username; `None` for no such account (its acks and reads
 /// are refused for membership before this is needed).

@@ -126,14 +126,20 @@ const SET_REACTION: &str =
      ON CONFLICT (message_id, account_id)
      DO UPDATE SET emoji = excluded.emoji, updated_ms = excluded.updated_ms";
 const CLEAR_REACTION: &str = "DELETE FROM reactions WHERE message_id = $1 AND account_id = $2";
-const EDIT_TEXT: &str = "UPDATE messages SET body = $2, edited_ms = $3 WHERE id = $1";
-const TOMBSTONE: &str = "UPDATE messages SET body = '', deleted = true WHERE id = $1";
+// The statements on a target name its conversation (the send's: `plan`
+// refused a target elsewhere) as well as its id, so that with `messages`
+// sharded by conversation each goes to one shard (docs/CLUSTER.md).
+const EDIT_TEXT: &str =
+    "UPDATE messages SET body = $2, edited_ms = $3 WHERE id = $1 AND conversation_id = $4";
+const TOMBSTONE: &str =
+    "UPDATE messages SET body = '', deleted = true WHERE id = $1 AND conversation_id = $2";
 /// A purged edit event stays purged (NULL): it is not brought back as an
 /// empty one.
-const PURGE_EDITS: &str =
-    "UPDATE messages SET body = '' WHERE target_id = $1 AND kind = $2 AND body IS NOT NULL";
+const PURGE_EDITS: &str = "UPDATE messages SET body = ''
+     WHERE target_id = $1 AND conversation_id = $3 AND kind = $2 AND body IS NOT NULL";
 const PURGE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = $1";
-const PURGE_MEDIA_LINKS: &str = "DELETE FROM message_media WHERE message_id = $1";
+const PURGE_MEDIA_LINKS: &str =
+    "DELETE FROM message_media WHERE message_id = $1 AND conversation_id = $2";
 
 /// Stores `sends` in the transaction `db`, answering each in order. An
 /// error concerns the whole batch (the transaction is then rolled back).
@@ -586,7 +592,12 @@ async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Pla
             execute(
                 db,
                 EDIT_TEXT,
-                &[&target.as_str(), &plan.body, &message.now_ms],
+                &[
+                    &target.as_str(),
+                    &plan.body,
+                    &message.now_ms,
+                    &message.conversation.0,
+                ],
             )
             .await?;
         }
@@ -594,12 +605,12 @@ async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Pla
             // Purge the text everywhere it is stored: the message, the edit
             // events that carried later versions of it, its reactions, and
             // its media's link to the conversation.
-            let target = target.as_str();
+            let (target, conversation) = (target.as_str(), message.conversation.0);
             pipeline!(
-                execute(db, TOMBSTONE, &[&target]),
-                execute(db, PURGE_EDITS, &[&target, &EVENT_EDIT],),
+                execute(db, TOMBSTONE, &[&target, &conversation]),
+                execute(db, PURGE_EDITS, &[&target, &EVENT_EDIT, &conversation],),
                 execute(db, PURGE_REACTIONS, &[&target]),
-                execute(db, PURGE_MEDIA_LINKS, &[&target]),
+                execute(db, PURGE_MEDIA_LINKS, &[&target, &conversation]),
             )?;
         }
     }
