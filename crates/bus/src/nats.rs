@@ -145,6 +145,13 @@ impl NatsBus {
             connected_before: AtomicBool::new(false),
             prefix: config.subject_prefix.clone(),
         });
+        let servers = servers(&config.url);
+        if servers.is_empty() {
+            return Err(NatsError {
+                url: config.url.clone(),
+                detail: "no server named (bus.url lists servers separated by commas)".into(),
+            });
+        }
         let on_event = Arc::clone(&shared);
         let client = ConnectOptions::new()
             .no_echo()
@@ -185,7 +192,7 @@ impl NatsBus {
                     }
                 }
             })
-            .connect(servers(&config.url).as_slice())
+            .connect(servers.as_slice())
             .await
             .map_err(|err| NatsError {
                 url: config.url.clone(),

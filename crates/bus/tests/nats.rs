@@ -183,3 +183,20 @@ async fn events_reach_the_node_following_the_device() {
     assert!(dropped, "unfollowing twice ends the subscription");
     assert!(a.is_connected() && b.is_connected());
 }
+
+#[tokio::test]
+async fn a_bus_url_naming_no_server_is_refused_with_a_reason() {
+    // Goal: `bus.url = " , "` (a list with nothing in it) stops the node
+    // with a clear error instead of a client that never connects.
+    let config = NatsConfig {
+        url: " , ".into(),
+        client_name: "missive test".into(),
+        subject_prefix: "missive-empty".into(),
+        recheck: Duration::from_secs(5),
+    };
+    let err = match NatsBus::connect(config).await {
+        Ok(_) => panic!("a bus with no server connected"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("no server named"), "{err}");
+}
