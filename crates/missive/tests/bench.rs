@@ -120,6 +120,13 @@ fn every_scenario_runs_without_loss_or_duplicates() {
     );
     assert_clean(&drain);
     assert_eq!(drain["tally"]["expected"], 20);
+    // A device is ready before its first message comes, and both are timed.
+    let figure = |name: &str| drain["figures"][name].as_f64().unwrap_or(0.0);
+    assert!(figure("ready_p50_us") > 0.0, "{drain}");
+    assert!(
+        figure("ready_p50_us") <= figure("first_message_p50_us"),
+        "{drain}"
+    );
 
     let pid = server.child.id().to_string();
     let idle = bench(

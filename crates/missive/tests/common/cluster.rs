@@ -407,20 +407,10 @@ impl PrivateNats {
             return;
         };
         let wanted = format!("\"num_routes\": {routes}");
-        let deadline = Instant::now() + PROMPTLY;
-        loop {
-            if let Some(body) = http_get(cluster.monitor, "/routez") {
-                if body.contains(&wanted) {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on {} did not join its {routes} peers",
-                self.port
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20)); // polling a peer process
-        }
+        poll_until(
+            &format!("nats-server on {} joined its {routes} peers", self.port),
+            || http_get(cluster.monitor, "/routez").is_some_and(|body| body.contains(&wanted)),
+        );
     }
 
     /// Waits until a client called `name` is connected to this server.
@@ -448,13 +438,20 @@ impl PrivateNats {
 /// Waits until a client called `name` is connected to one of
 /// `servers[i]` for the indexes `which`.
 pub fn wait_for_client_on(servers: &[PrivateNats], which: &[usize], name: &str) {
+    poll_until(
+        &format!("client {name:?} on nats-servers {which:?}"),
+        || which.iter().any(|&i| servers[i].has_client(name)),
+    );
+}
+
+/// Asks a peer process (a nats-server's monitoring endpoint) until
+/// `done` holds, at most [`PROMPTLY`]. It has no way to tell us; the
+/// pause between asks only spares it a busy loop.
+fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + PROMPTLY;
-    while !which.iter().any(|&i| servers[i].has_client(name)) {
-        assert!(
-            Instant::now() < deadline,
-            "no client {name:?} on nats-servers {which:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20)); // polling a peer process
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
