@@ -1,6 +1,7 @@
 //! The Bus boundary: tells the node that holds a device's live connection
 //! that something happened for that device, and carries the cluster's
-//! ephemeral chatter (presence changes, cache invalidations). The Store stays
+//! ephemeral chatter (presence changes, cache invalidations, what each node
+//! spent of the cluster-wide limits). The Store stays
 //! the truth, so a lost bus event only delays a delivery until the device's
 //! next re-check; it never loses one.
 //!
@@ -55,6 +56,16 @@ pub enum Invalidation {
     Everything,
 }
 
+/// Units of a cluster-wide limit that a node spent since it last said:
+/// which limit (`send`, `login`, ...), whose budget in it (`a:<account>`,
+/// `ip:<address>`, ...), and how many. Names and keys hold no whitespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spent {
+    pub limit: String,
+    pub key: String,
+    pub units: u32,
+}
+
 /// Receives what the bus carries; the node's router implements it.
 pub trait BusSink: Send + Sync + 'static {
     fn deliver(&self, device: DeviceId, event: DeviceEvent);
@@ -69,6 +80,9 @@ pub trait BusSink: Send + Sync + 'static {
     /// device's queue, drop every cache, and close live devices that were
     /// revoked meanwhile.
     fn resync(&self);
+
+    /// Another node spent these units of the cluster-wide limits.
+    fn spent_elsewhere(&self, _spent: Vec<Spent>) {}
 }
 
 #[async_trait]
@@ -81,6 +95,15 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Tells the other nodes to drop cached state.
     async fn publish_invalidation(&self, what: Invalidation);
+
+    /// Tells the other nodes what this node spent of the cluster-wide
+    /// limits; best effort (a lost report only loosens a limit for a
+    /// moment).
+    async fn publish_spent(&self, spent: Vec<Spent>);
+
+    /// Whether other nodes may be listening: when not, there is nothing to
+    /// tell them and the limits need not count for them.
+    fn has_peers(&self) -> bool;
 
     /// This node holds a live connection of `device`: route the device's
     /// events here. Once it returns, events published anywhere reach this
@@ -130,6 +153,12 @@ impl Bus for InProcessBus {
     async fn publish_presence(&self, _account: AccountId) {}
 
     async fn publish_invalidation(&self, _what: Invalidation) {}
+
+    async fn publish_spent(&self, _spent: Vec<Spent>) {}
+
+    fn has_peers(&self) -> bool {
+        false
+    }
 
     async fn follow(&self, _device: DeviceId) {}
 

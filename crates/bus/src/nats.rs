@@ -9,6 +9,8 @@
 //! - `<prefix>.invalidate`: cache invalidations; every node listens.
 //! - `<prefix>.resync`: "events I published may have been lost": every node
 //!   re-reads its live queues.
+//! - `<prefix>.spent`: what a node spent of the cluster-wide limits since
+//!   its last report; every node listens and debits the same budgets.
 //!
 //! The connection uses `no_echo`, so a node never hears its own publishes:
 //! device events are also handed to this node's sink directly (it ignores
@@ -47,7 +49,7 @@ use futures_util::StreamExt;
 use missive_core::{AccountId, ConversationId, DeviceId};
 use tokio::task::JoinHandle;
 
-use crate::{Bus, BusSink, DeviceEvent, Invalidation};
+use crate::{Bus, BusSink, DeviceEvent, Invalidation, Spent};
 
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
@@ -215,6 +217,10 @@ impl NatsBus {
             .subscribe(format!("{}.resync", config.subject_prefix))
             .await
             .map_err(error)?;
+        let spent = client
+            .subscribe(format!("{}.spent", config.subject_prefix))
+            .await
+            .map_err(error)?;
         let background = vec![
             tokio::spawn(forward_presence(presence, Arc::clone(&shared.sink))),
             tokio::spawn(forward_invalidations(
@@ -222,6 +228,7 @@ impl NatsBus {
                 Arc::clone(&shared.sink),
             )),
             tokio::spawn(forward_resyncs(resyncs, Arc::clone(&shared.sink))),
+            tokio::spawn(forward_spent(spent, Arc::clone(&shared.sink))),
             tokio::spawn(repair(Arc::clone(&shared))),
         ];
         Ok(Self {
@@ -453,6 +460,17 @@ impl Bus for NatsBus {
             .await;
     }
 
+    async fn publish_spent(&self, spent: Vec<Spent>) {
+        let subject = format!("{}.spent", self.config.subject_prefix);
+        self.shared
+            .send(subject, encode_spent(&spent).into_bytes(), Unsent::Drop)
+            .await;
+    }
+
+    fn has_peers(&self) -> bool {
+        true
+    }
+
     async fn follow(&self, device: DeviceId) {
         let first = {
             let mut follows = lock(&self.shared.follows);
@@ -543,6 +561,16 @@ async fn forward_resyncs(mut subscriber: Subscriber, sink: SinkSlot) {
     }
 }
 
+async fn forward_spent(mut subscriber: Subscriber, sink: SinkSlot) {
+    while let Some(message) = subscriber.next().await {
+        match (decode_spent(&message.payload), current(&sink)) {
+            (Some(spent), Some(sink)) => sink.spent_elsewhere(spent),
+            (None, _) => tracing::debug!("undecodable spending report"),
+            _ => {}
+        }
+    }
+}
+
 async fn forward_invalidations(mut subscriber: Subscriber, sink: SinkSlot) {
     while let Some(message) = subscriber.next().await {
         match (decode_invalidation(&message.payload), current(&sink)) {
@@ -628,9 +656,86 @@ fn decode_invalidation(payload: &[u8]) -> Option<Invalidation> {
     }
 }
 
+/// One line per entry: `<limit> <key> <units>`. An entry whose name or key
+/// would break the format is left out (none does: both are built by the
+/// server from ids, addresses and validated usernames).
+fn encode_spent(spent: &[Spent]) -> String {
+    let fits = |text: &str| !text.is_empty() && !text.contains(char::is_whitespace);
+    let mut payload = String::new();
+    for entry in spent {
+        if fits(&entry.limit) && fits(&entry.key) {
+            payload.push_str(&format!("{} {} {}\n", entry.limit, entry.key, entry.units));
+        }
+    }
+    payload
+}
+
+/// The entries of a report; `None` if any line is malformed.
+fn decode_spent(payload: &[u8]) -> Option<Vec<Spent>> {
+    std::str::from_utf8(payload)
+        .ok()?
+        .lines()
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let (limit, key, units) = (fields.next()?, fields.next()?, fields.next()?);
+            if fields.next().is_some() || limit.is_empty() || key.is_empty() {
+                return None;
+            }
+            Some(Spent {
+                limit: limit.to_owned(),
+                key: key.to_owned(),
+                units: units.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spending_reports_round_trip() {
+        // Goal: a report decodes to itself; a malformed line spoils it.
+        let spent = vec![
+            Spent {
+                limit: "send".into(),
+                key: "a:7".into(),
+                units: 3,
+            },
+            Spent {
+                limit: "registration".into(),
+                key: "ip:2001:db8::1".into(),
+                units: 1,
+            },
+        ];
+        assert_eq!(decode_spent(encode_spent(&spent).as_bytes()), Some(spent));
+        assert_eq!(decode_spent(b""), Some(Vec::new()));
+        for bad in [
+            &b"send a:7"[..],
+            b"send a:7 x",
+            b"send a:7 1 2",
+            b" a:7 1",
+            b"\xff",
+        ] {
+            assert_eq!(
+                decode_spent(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let spaced = Spent {
+            limit: "send".into(),
+            key: "a 7".into(),
+            units: 1,
+        };
+        assert_eq!(
+            encode_spent(&[spaced]),
+            "",
+            "a key with a space is left out"
+        );
+    }
 
     #[test]
     fn a_url_names_one_server_or_several() {

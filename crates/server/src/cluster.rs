@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use missive_bus::{BusSink, DeviceEvent};
+use missive_bus::{BusSink, DeviceEvent, Spent};
 use missive_core::{AccountId, Clock, DeviceId, SystemClock, UnixMillis};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -32,9 +32,12 @@ pub struct LeaseClock {
 
 impl LeaseClock {
     pub fn now_ms(&self) -> UnixMillis {
-        SystemClock
-            .now_ms()
-            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
+        SystemClock.now_ms().saturating_add(self.offset_ms())
+    }
+
+    /// The store's clock minus this process's, as last measured.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
     }
 
     /// Measures the offset from the store's clock, halfway through the
@@ -60,6 +63,38 @@ impl LeaseClock {
                 offset_ms = offset,
                 "this node's clock is off the store's; leases use the store's, but check NTP"
             );
+        }
+    }
+}
+
+/// How far this node's clock may be off the store's before the services
+/// stamp the store's time instead (a clock kept by NTP is milliseconds off).
+pub const TRUSTED_SKEW_MS: i64 = 1_000;
+
+/// The services' clock (message times, the edit window, expiry): the
+/// injected clock, moved by this node's measured offset from the store's
+/// clock when that is past [`TRUSTED_SKEW_MS`], so a node whose clock is
+/// minutes off still stamps about the time its peers do. The store keeps
+/// each conversation's times from going backwards whatever is stamped.
+pub struct StoreTime {
+    local: Arc<dyn Clock>,
+    lease: Arc<LeaseClock>,
+}
+
+impl StoreTime {
+    pub fn new(local: Arc<dyn Clock>, lease: Arc<LeaseClock>) -> Self {
+        Self { local, lease }
+    }
+}
+
+impl Clock for StoreTime {
+    fn now_ms(&self) -> UnixMillis {
+        let offset = self.lease.offset_ms();
+        let local = self.local.now_ms();
+        if offset.abs() > TRUSTED_SKEW_MS {
+            local.saturating_add(offset)
+        } else {
+            local
         }
     }
 }
@@ -214,9 +249,48 @@ pub async fn run_node_events(state: Arc<AppState>, mut events: mpsc::Receiver<No
                 Some(NodeEvent::PresenceChanged(account)) => {
                     state.social.announce_here(account).await;
                 }
+                Some(NodeEvent::Spent(spent)) => debit(&state, &spent),
                 None => return,
             },
             () = state.router.resync_needed() => close_revoked(&state).await,
+        }
+    }
+}
+
+/// How often a node tells the others what it spent of the cluster-wide
+/// limits: the lag, and so the slack, of a budget shared across nodes.
+pub const SPENT_REPORT_PERIOD: Duration = Duration::from_millis(100);
+
+/// Every [`SPENT_REPORT_PERIOD`], tells the other nodes what this node
+/// spent of the limits they share; nothing when nothing was spent, so an
+/// idle cluster sends nothing.
+pub async fn run_spending_reports(state: Arc<AppState>) {
+    let mut ticks = tokio::time::interval(SPENT_REPORT_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let mut report = Vec::new();
+        for (limit, shared) in state.shared_limits() {
+            report.extend(shared.take_spent().into_iter().map(|(key, units)| Spent {
+                limit: limit.to_owned(),
+                key,
+                units,
+            }));
+        }
+        if !report.is_empty() {
+            state.bus.publish_spent(report).await;
+        }
+    }
+}
+
+/// Takes what another node reported spending from the same budgets here.
+fn debit(state: &AppState, spent: &[Spent]) {
+    let limits = state.shared_limits();
+    for entry in spent {
+        if let Some((limit, shared)) = limits.iter().find(|(limit, _)| *limit == entry.limit) {
+            shared.spent_elsewhere(&entry.key, entry.units);
+            metrics::counter!("missive_limit_spent_elsewhere_total", "limit" => *limit)
+                .increment(u64::from(entry.units));
         }
     }
 }

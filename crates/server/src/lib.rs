@@ -44,7 +44,7 @@ pub use config::Config;
 use crate::cache::Caches;
 use crate::error::ApiError;
 use crate::router::{NodeEvent, Router};
-use crate::service::send_limit::{Rate, SendLimiter};
+use crate::service::send_limit::{Rate, SendLimiter, SharedLimit};
 use crate::service::{Accounts, Groups, Media, Messaging, Push, Social};
 
 /// Everything a request handler or session needs; shared by `Arc`.
@@ -75,6 +75,21 @@ pub struct AppState {
     pub group_create_limit: SendLimiter,
     /// News from other nodes; taken by `run`.
     node_events: std::sync::Mutex<Option<mpsc::Receiver<NodeEvent>>>,
+}
+
+impl AppState {
+    /// The limits every node spends from together, by the name their
+    /// spending reports use.
+    pub fn shared_limits(&self) -> [(&'static str, &dyn SharedLimit); 5] {
+        let [logins, registrations] = self.accounts.attempt_limits();
+        [
+            ("send", &self.send_limit),
+            ("upload", &self.upload_limit),
+            ("group_create", &self.group_create_limit),
+            ("login", logins),
+            ("registration", registrations),
+        ]
+    }
 }
 
 /// A built server, not yet serving. Cloning shares the same state.
@@ -159,6 +174,8 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let caches = Arc::new(Caches::default());
+        let lease_clock = Arc::new(cluster::LeaseClock::default());
+        let clock: Arc<dyn Clock> = Arc::new(cluster::StoreTime::new(clock, lease_clock.clone()));
         let (router, node_events) =
             Router::new(cluster::node_id(&config.cluster.node_id), caches.clone());
         let router = Arc::new(router);
@@ -194,7 +211,6 @@ impl App {
             caches.clone(),
             &config.limits,
         );
-        let lease_clock = Arc::new(cluster::LeaseClock::default());
         let social = Social::new(
             store.clone(),
             bus.clone(),
@@ -215,6 +231,7 @@ impl App {
             config.limits.connections_per_ip_max,
             config.limits.connections_per_account_max,
         );
+        let shared = bus.has_peers();
         let send_limit = SendLimiter::new(
             Rate {
                 per_sec: config.limits.sends_per_sec_per_device,
@@ -224,7 +241,8 @@ impl App {
                 per_sec: config.limits.sends_per_sec_per_account,
                 burst: config.limits.send_burst_per_account,
             },
-        );
+        )
+        .shared(shared);
         let config_limits = config.limits.clone();
         Self {
             state: Arc::new(AppState {
@@ -248,11 +266,13 @@ impl App {
                 upload_limit: SendLimiter::per_account(
                     config_limits.uploads_per_sec_per_account,
                     config_limits.upload_burst_per_account,
-                ),
+                )
+                .shared(shared),
                 group_create_limit: SendLimiter::per_account(
                     config_limits.group_creates_per_sec_per_account,
                     config_limits.group_create_burst_per_account,
-                ),
+                )
+                .shared(shared),
                 node_events: std::sync::Mutex::new(Some(node_events)),
             }),
         }
@@ -317,6 +337,9 @@ impl App {
             tokio::spawn(revocations::watch(state.clone())),
             tokio::spawn(cluster::run_heartbeat(state.clone())),
         ];
+        if state.bus.has_peers() {
+            background.push(tokio::spawn(cluster::run_spending_reports(state.clone())));
+        }
         let node_events = state
             .node_events
             .lock()

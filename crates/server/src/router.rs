@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use missive_bus::{BusSink, DeviceEvent, Invalidation};
+use missive_bus::{BusSink, DeviceEvent, Invalidation, Spent};
 use missive_core::{AccountId, ConversationId, DeviceId, Seq};
 use missive_proto::CloseCode;
 
@@ -38,6 +38,8 @@ const NODE_EVENTS_MAX: usize = 4096;
 pub enum NodeEvent {
     /// Tell local watchers of the account its presence now.
     PresenceChanged(AccountId),
+    /// Another node spent from the cluster-wide limits.
+    Spent(Vec<Spent>),
 }
 
 struct Live {
@@ -289,6 +291,11 @@ impl BusSink for Router {
         let _ = self
             .node_events
             .try_send(NodeEvent::PresenceChanged(account));
+    }
+
+    fn spent_elsewhere(&self, spent: Vec<Spent>) {
+        // A full channel drops the report: the limit is looser for a moment.
+        let _ = self.node_events.try_send(NodeEvent::Spent(spent));
     }
 
     fn invalidate(&self, what: Invalidation) {

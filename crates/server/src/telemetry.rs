@@ -113,6 +113,10 @@ fn describe() {
         "missive_connect_seconds",
         "WebSocket connect steps, seconds from the upgrade: auth_frame (the client's auth frame read), authenticated (its token checked), ready (ready written); registered: the session's registration alone"
     );
+    metrics::describe_counter!(
+        "missive_limit_spent_elsewhere_total",
+        "Units of a cluster-wide limit (label limit: send, upload, group_create, login, registration) that other nodes reported spending and this node debited"
+    );
     metrics::describe_histogram!("missive_store_batch_jobs", "Operations per store commit");
     metrics::describe_histogram!(
         "missive_store_commit_seconds",

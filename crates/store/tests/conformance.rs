@@ -3736,6 +3736,56 @@ mod scenarios {
     }
 
     /// 14. Leaving, roles, and the promotion when no admin is left.
+    pub async fn event_times_never_go_backwards(store: Arc<dyn Store>) {
+        // Goal: no event is stamped earlier than the event before it in its
+        // conversation, whatever clock the sender's node reads (node clocks
+        // differ); a later clock stamps its own time again; a retry answers
+        // the time first stored; each conversation keeps its own clock.
+        // Method: in alice and bob's conversation, texts at NOW+60s, then
+        // NOW (a node behind), then NOW+90s, and a retry of the second at
+        // NOW-1; then a group created at NOW+120s, a text and a rename in
+        // it at earlier times; read both histories.
+        let store = &*store;
+        let Cast(alice, bob, direct, [a1, b1]) = cast(store, ["a1", "b1"]).await;
+        let ahead = send_at(store, direct, alice, a1, "m1", NOW + 60_000).await;
+        let behind = send_at(store, direct, bob, b1, "m2", NOW).await;
+        let later = send_at(store, direct, alice, a1, "m3", NOW + 90_000).await;
+        assert_eq!(
+            (ahead.ts_ms, behind.ts_ms, later.ts_ms),
+            (NOW + 60_000, NOW + 60_000, NOW + 90_000)
+        );
+        let retry = send_at(store, direct, bob, b1, "m2", NOW - 1).await;
+        assert_eq!((retry.duplicate, retry.ts_ms), (true, NOW + 60_000));
+
+        let group = create_group(store, new_group(alice, a1, "clocks", &[bob], NOW + 120_000))
+            .await
+            .conversation;
+        let text = send_at(store, group, bob, b1, "g1", NOW).await;
+        assert_eq!(text.ts_ms, NOW + 120_000);
+        let renamed = change(store, alice, a1, group, rename("later"), NOW + 5)
+            .await
+            .expect("rename");
+
+        let times = |events: Vec<StoredEvent>| -> Vec<(Seq, UnixMillis)> {
+            events
+                .iter()
+                .map(|event| (event.seq, event.ts_ms))
+                .collect()
+        };
+        assert_eq!(
+            times(history_all(store, bob, direct).await),
+            vec![(1, NOW + 60_000), (2, NOW + 60_000), (3, NOW + 90_000)]
+        );
+        assert_eq!(
+            times(history_all(store, bob, group).await),
+            vec![
+                (1, NOW + 120_000),
+                (text.seq, NOW + 120_000),
+                (renamed.seq, NOW + 120_000)
+            ]
+        );
+    }
+
     pub async fn group_leave_and_roles(store: Arc<dyn Store>) {
         // Goal: promote, demote and rename are for admins, on members only;
         // any member may leave, the leaver's devices get the `left` event
@@ -5184,6 +5234,7 @@ mod sqlite {
         group_create,
         group_add_and_remove,
         group_leave_and_roles,
+        event_times_never_go_backwards,
         replies,
         reactions,
         edits,
@@ -5805,6 +5856,7 @@ mod postgres {
         group_create,
         group_add_and_remove,
         group_leave_and_roles,
+        event_times_never_go_backwards,
         replies,
         reactions,
         edits,

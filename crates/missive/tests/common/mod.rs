@@ -459,15 +459,40 @@ pub fn cli(config_dir: &std::path::Path, server: &str, args: &[&str]) -> (i32, S
 /// A metric's value on the server at `url` (`/metrics`); every missive
 /// counter is there from the start, so a missing one is a failure.
 pub async fn metric(url: &str, name: &str) -> f64 {
-    let page = reqwest::get(format!("{url}/metrics"))
+    let page = metrics_page(url).await;
+    metric_in(&page, name).unwrap_or_else(|| panic!("{name} not in /metrics:\n{page}"))
+}
+
+/// Asks a node's `/metrics` until `name` (0 while absent: a counter appears
+/// when first counted) reaches `at_least`, at most [`PROMPTLY`]. The node
+/// has no way to tell us; the pause between asks spares it a busy loop.
+pub async fn wait_for_metric(url: &str, name: &str, at_least: f64) {
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    loop {
+        let value = metric_in(&metrics_page(url).await, name).unwrap_or(0.0);
+        if value >= at_least {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {value} on {url}, below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metrics_page(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
         .await
         .expect("GET /metrics")
         .text()
         .await
-        .expect("metrics body");
+        .expect("metrics body")
+}
+
+fn metric_in(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{page}"))
 }
 
 /// Reads until the connection closes; its close code.

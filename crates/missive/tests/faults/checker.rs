@@ -21,7 +21,9 @@
 //!   reconnect, and the drain re-reads what was received but not acked);
 //! - **out of order**: on one device, after dropping repeats, a
 //!   conversation's seqs are not strictly increasing, or a sender's texts
-//!   arrive in another order than it sent them;
+//!   arrive in another order than it sent them; or, over every device, a
+//!   conversation's event times (`ts_ms`) fall as its seqs rise, or one
+//!   event is seen with two times;
 //! - **gaps**: a seq of a conversation that no one ever saw, a device
 //!   missing a seq of its conversation that it did not send itself, or a
 //!   device told that events `expired` (passed the offline TTL or were
@@ -60,6 +62,7 @@ struct Delivery {
     from_device: i64,
     kind: MessageKind,
     text: String,
+    ts_ms: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +75,7 @@ struct Sent {
     message_id: String,
     conversation: i64,
     seq: i64,
+    ts_ms: i64,
 }
 
 #[derive(Default)]
@@ -135,6 +139,8 @@ pub struct Report {
     pub duplicated: Vec<String>,
     pub out_of_order: Vec<String>,
     pub gaps: Vec<String>,
+    /// The earliest and latest event time (`ts_ms`) seen, if any.
+    pub stamped: Option<(i64, i64)>,
 }
 
 impl History {
@@ -176,6 +182,7 @@ impl History {
             conversation,
             seq,
             duplicate,
+            ts_ms,
             ..
         } = frame
         {
@@ -190,6 +197,7 @@ impl History {
                         message_id: message_id.clone(),
                         conversation: *conversation,
                         seq: *seq,
+                        ts_ms: *ts_ms,
                     });
                 events.sent.len()
             };
@@ -217,6 +225,7 @@ impl History {
             from_device,
             kind,
             text,
+            ts_ms,
             ..
         } = frame
         {
@@ -228,6 +237,7 @@ impl History {
                 from_device: *from_device,
                 kind: *kind,
                 text: text.clone(),
+                ts_ms: *ts_ms,
             });
         }
     }
@@ -381,6 +391,48 @@ impl History {
             }
         }
 
+        // Times: one per event, never falling as a conversation's seqs rise
+        // (whichever node, with whatever clock, stored each).
+        let mut times: BTreeMap<(i64, i64), BTreeSet<i64>> = BTreeMap::new();
+        let stamps = events
+            .deliveries
+            .iter()
+            .map(|d| (d.conversation, d.seq, d.ts_ms))
+            .chain(
+                events
+                    .sent
+                    .values()
+                    .flatten()
+                    .map(|s| (s.conversation, s.seq, s.ts_ms)),
+            );
+        for (conversation, seq, ts_ms) in stamps {
+            times.entry((conversation, seq)).or_default().insert(ts_ms);
+        }
+        let mut before: Option<((i64, i64), i64)> = None;
+        for (&(conversation, seq), stamped) in &times {
+            if stamped.len() > 1 {
+                report.out_of_order.push(format!(
+                    "conversation {conversation} seq {seq} seen stamped {stamped:?}"
+                ));
+            }
+            let (Some(&first), Some(&last)) = (stamped.first(), stamped.last()) else {
+                continue;
+            };
+            report.stamped = Some(match report.stamped {
+                Some((low, high)) => (low.min(first), high.max(last)),
+                None => (first, last),
+            });
+            if let Some(((earlier_conversation, earlier_seq), earlier_ts)) = before {
+                if earlier_conversation == conversation && earlier_ts > first {
+                    report.out_of_order.push(format!(
+                        "conversation {conversation} seq {seq} stamped {first}, \
+                         before seq {earlier_seq} at {earlier_ts}"
+                    ));
+                }
+            }
+            before = Some(((conversation, seq), last));
+        }
+
         // Gaps: every seq of a conversation was seen by someone, and every
         // device that read a conversation read all of it but its own sends.
         let mut seqs: BTreeMap<i64, BTreeMap<i64, i64>> = BTreeMap::new();
@@ -489,6 +541,10 @@ mod tests {
     use super::*;
 
     fn message(device_id: i64, id: &str, seq: i64, text: &str) -> ServerFrame {
+        message_at(device_id, id, seq, text, 0)
+    }
+
+    fn message_at(device_id: i64, id: &str, seq: i64, text: &str, ts_ms: i64) -> ServerFrame {
         ServerFrame::Message {
             message_id: id.into(),
             conversation: 7,
@@ -503,7 +559,7 @@ mod tests {
             event: None,
             edited_ms: None,
             deleted: false,
-            ts_ms: 0,
+            ts_ms,
         }
     }
 
@@ -624,5 +680,20 @@ mod tests {
         let report = history.check();
         report.assert_clean();
         assert_eq!(report.recovered, 1);
+
+        // Times: seq 2 read again stamped -5: one event with two times, and
+        // one earlier than seq 1's.
+        let history = two_sent();
+        history.read("b", &message(1, "m0", 1, "a#0"));
+        history.read("b", &message(1, "m1", 2, "a#1"));
+        assert_eq!(history.check().stamped, Some((0, 0)));
+        history.read("b", &message_at(1, "m1", 2, "a#1", -5));
+        let report = history.check();
+        assert_eq!(report.stamped, Some((-5, 0)));
+        assert_eq!(
+            report.out_of_order.len(),
+            2,
+            "seq 2 at -5 after seq 1 at 0, and seq 2 seen at two times: {report:?}"
+        );
     }
 }

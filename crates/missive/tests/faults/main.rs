@@ -685,8 +685,9 @@ async fn nodes_whose_clocks_are_minutes_off_reap_no_one_and_lose_nothing() {
     // Goal: order comes from seq alone, and leases from the store's clock:
     // a node five minutes ahead must not take its peers for dead (it would
     // reap their sessions and announce their users offline), nor must one
-    // five minutes behind be taken for dead by them; and traffic through
-    // all of them checks out.
+    // five minutes behind be taken for dead by them; traffic through all of
+    // them checks out; and message times never fall within a conversation
+    // and stay near the true time (each node stamps the store's time).
     // Method: three nodes, node 1 under libfaketime five minutes behind,
     // node 2 five minutes ahead (wall clock only; timers keep real time).
     // A watcher on node 0 follows the presence of every workload user,
@@ -722,6 +723,7 @@ async fn nodes_whose_clocks_are_minutes_off_reap_no_one_and_lose_nothing() {
         .expect("login")
         .token;
     let nodes = Nodes::new(cluster.urls.clone());
+    let began_ms = missive_core::Clock::now_ms(&missive_core::SystemClock);
     let workload = Workload::start(&devices, &nodes, PACE);
     workload.progress(30, STALL).await;
 
@@ -773,7 +775,16 @@ async fn nodes_whose_clocks_are_minutes_off_reap_no_one_and_lose_nothing() {
             "leases did not advance: {first:?} → {now:?}"
         );
     }
-    check("clock skew ±5 min", workload, &devices, &nodes).await;
+    // The checker saw no event stamped before the one ahead of it; and
+    // every node stamped about the true time (its offset from the store's
+    // clock applied), not minutes off it.
+    let report = check("clock skew ±5 min", workload, &devices, &nodes).await;
+    let ended_ms = missive_core::Clock::now_ms(&missive_core::SystemClock);
+    let (earliest, latest) = report.stamped.expect("events were stamped");
+    assert!(
+        earliest >= began_ms - 2_000 && latest <= ended_ms + 2_000,
+        "stamped {earliest}..={latest}, the run took {began_ms}..={ended_ms}"
+    );
     drop(cluster);
     db.drop_now().await;
 }

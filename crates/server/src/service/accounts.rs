@@ -72,6 +72,7 @@ impl Accounts {
     ) -> Self {
         let hasher = Arc::new(PasswordHasher::default());
         let dummy_hash = hasher.hash(b"missive-dummy-password").unwrap_or_default();
+        let shared = bus.has_peers();
         Self {
             store,
             bus,
@@ -82,11 +83,13 @@ impl Accounts {
             logins: AttemptLimiter::new(
                 limits.login_failures_max,
                 Duration::from_secs(limits.login_failure_window_secs),
-            ),
+            )
+            .shared(shared),
             registrations: AttemptLimiter::new(
                 limits.registrations_per_ip_max,
                 Duration::from_secs(limits.registration_window_secs),
-            ),
+            )
+            .shared(shared),
             registration,
             devices_max: limits.devices_per_account_max,
             replace_least_recent: limits.login_replaces_least_recent_device,
@@ -101,6 +104,12 @@ impl Accounts {
             dummy_hash,
             hasher,
         }
+    }
+
+    /// The login and registration attempt limits, which other nodes
+    /// count too.
+    pub fn attempt_limits(&self) -> [&AttemptLimiter; 2] {
+        [&self.logins, &self.registrations]
     }
 
     pub async fn register(

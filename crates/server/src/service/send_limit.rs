@@ -1,10 +1,15 @@
 //! Rate limits as token buckets: for sends (text, reaction, edit or
 //! delete), one per device and one per account, both of which a send must
 //! pass; the same type, with the device rate off, limits media uploads and
-//! group creations per account. Kept per node: a device has one live
-//! session, so its bucket lives where it talks; an account's devices spread
-//! over N nodes get up to N times the account rate (docs/PROTOCOL.md says
-//! so).
+//! group creations per account.
+//!
+//! In a cluster each node keeps its own buckets and tells the others what
+//! it took ([`SharedLimit`], reported every `cluster::SPENT_REPORT_PERIOD`
+//! over the bus); each debits what the others took from the same buckets.
+//! So a budget holds across nodes at its rate, with no store round trip and
+//! no bus message per send; the slack is what nodes take before they hear
+//! of each other: a burst spent at once on several nodes, and a report
+//! period's worth of the rate.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,14 +36,53 @@ struct Bucket {
     updated: Instant,
 }
 
+impl Key {
+    /// As named in spending reports.
+    fn name(self) -> String {
+        match self {
+            Key::Device(device) => format!("d:{}", device.0),
+            Key::Account(account) => format!("a:{}", account.0),
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        let (tag, id) = name.split_once(':')?;
+        let id: i64 = id.parse().ok()?;
+        match tag {
+            "d" => Some(Key::Device(DeviceId(id))),
+            "a" => Some(Key::Account(AccountId(id))),
+            _ => None,
+        }
+    }
+}
+
 /// Buckets beyond this many make the next insert drop the full ones (a full
 /// bucket is the same as no bucket).
 const BUCKETS_BEFORE_PRUNE: usize = 65_536;
 
+/// A budget that other nodes spend too: what this node took since it last
+/// reported, and what another node reported it took.
+pub trait SharedLimit: Send + Sync {
+    /// What this node took since the last call, by key; empties the tally.
+    fn take_spent(&self) -> Vec<(String, u32)>;
+
+    /// Another node took `units` from `key`'s budget.
+    fn spent_elsewhere(&self, key: &str, units: u32);
+}
+
+#[derive(Default)]
+struct Buckets {
+    buckets: HashMap<Key, Bucket>,
+    /// What this node took since its last report (kept only in a cluster).
+    spent: HashMap<Key, u32>,
+}
+
 pub struct SendLimiter {
     device: Rate,
     account: Rate,
-    buckets: Mutex<HashMap<Key, Bucket>>,
+    /// Whether to tally what is taken for other nodes.
+    shared: bool,
+    buckets: Mutex<Buckets>,
 }
 
 impl SendLimiter {
@@ -46,7 +90,21 @@ impl SendLimiter {
         Self {
             device,
             account,
-            buckets: Mutex::new(HashMap::new()),
+            shared: false,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Tallies what this node takes, for [`SharedLimit::take_spent`].
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    fn rate(&self, key: Key) -> Rate {
+        match key {
+            Key::Device(_) => self.device,
+            Key::Account(_) => self.account,
         }
     }
 
@@ -75,14 +133,11 @@ impl SendLimiter {
     /// Takes one send from both buckets, or neither: `Err(wait)` says how
     /// long until both would have a token again.
     pub fn take(&self, device: DeviceId, account: AccountId, now: Instant) -> Result<(), Duration> {
-        let mut buckets = crate::lock(&self.buckets);
+        let mut state = crate::lock(&self.buckets);
+        let Buckets { buckets, spent } = &mut *state;
         if buckets.len() >= BUCKETS_BEFORE_PRUNE {
-            let (device_rate, account_rate) = (self.device, self.account);
             buckets.retain(|key, bucket| {
-                let rate = match key {
-                    Key::Device(_) => device_rate,
-                    Key::Account(_) => account_rate,
-                };
+                let rate = self.rate(*key);
                 refilled(*bucket, rate, now) < f64::from(rate.burst)
             });
         }
@@ -117,8 +172,50 @@ impl SendLimiter {
                     updated: now,
                 },
             );
+            if self.shared {
+                *spent.entry(key).or_insert(0) += 1;
+            }
         }
         Ok(())
+    }
+
+    /// [`SharedLimit::spent_elsewhere`] at `now`: the bucket may go below
+    /// zero (the tokens were taken), down to minus the burst, so a budget
+    /// overdrawn on several nodes at once is paid back before the next take.
+    fn debit(&self, key: Key, units: u32, now: Instant) {
+        let rate = self.rate(key);
+        if rate.per_sec == 0 {
+            return;
+        }
+        let mut state = crate::lock(&self.buckets);
+        let tokens = state
+            .buckets
+            .get(&key)
+            .map_or(f64::from(rate.burst), |bucket| refilled(*bucket, rate, now));
+        state.buckets.insert(
+            key,
+            Bucket {
+                tokens: (tokens - f64::from(units)).max(-f64::from(rate.burst)),
+                updated: now,
+            },
+        );
+    }
+}
+
+impl SharedLimit for SendLimiter {
+    fn take_spent(&self) -> Vec<(String, u32)> {
+        let mut state = crate::lock(&self.buckets);
+        state
+            .spent
+            .drain()
+            .map(|(key, units)| (key.name(), units))
+            .collect()
+    }
+
+    fn spent_elsewhere(&self, key: &str, units: u32) {
+        if let Some(key) = Key::parse(key) {
+            self.debit(key, units, Instant::now());
+        }
     }
 }
 
@@ -194,6 +291,50 @@ mod tests {
         let later = now + Duration::from_secs(1);
         assert!(limiter.take(DEVICE, ACCOUNT, later).is_ok());
         assert!(limiter.take(DEVICE, ACCOUNT, later).is_err());
+    }
+
+    #[test]
+    fn nodes_spend_one_budget_by_telling_each_other() {
+        // Goal: in a cluster, what one node takes from an account's budget
+        // the others debit too; the debit may overdraw, down to minus the
+        // burst; a limit that is off tallies nothing; keys round-trip.
+        let account = Rate {
+            per_sec: 10,
+            burst: 5,
+        };
+        let off = Rate {
+            per_sec: 0,
+            burst: 0,
+        };
+        let here = SendLimiter::new(off, account).shared(true);
+        let there = SendLimiter::new(off, account).shared(true);
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert!(here.take(DEVICE, ACCOUNT, now).is_ok());
+        }
+        let spent = here.take_spent();
+        assert_eq!(spent, vec![("a:7".to_owned(), 5)]);
+        assert!(here.take_spent().is_empty(), "a report empties the tally");
+        for (key, units) in &spent {
+            there.spent_elsewhere(key, *units);
+        }
+        assert!(there.take(OTHER_DEVICE, ACCOUNT, Instant::now()).is_err());
+        // Overdrawn by far more than the burst: paid back from minus the
+        // burst, i.e. one token is (5 + 1) / 10 s away.
+        there.spent_elsewhere("a:7", 1_000);
+        let wait = there
+            .take(OTHER_DEVICE, ACCOUNT, Instant::now())
+            .unwrap_err();
+        assert!(wait > Duration::from_millis(500), "{wait:?}");
+        assert!(wait <= Duration::from_millis(600), "{wait:?}");
+        // Unknown keys and limits that are off change nothing.
+        there.spent_elsewhere("x:1", 1);
+        there.spent_elsewhere("d:1", 1);
+        assert!(there.take_spent().is_empty());
+        // Not shared: nothing is tallied.
+        let alone = SendLimiter::new(off, account);
+        assert!(alone.take(DEVICE, ACCOUNT, now).is_ok());
+        assert!(alone.take_spent().is_empty());
     }
 
     #[test]

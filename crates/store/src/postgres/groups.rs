@@ -147,12 +147,17 @@ struct SystemEvent {
 }
 
 async fn store_system_event<C: GenericClient>(db: &C, event: &SystemEvent) -> Outcome<i64> {
-    let seq: i64 = scalar(
+    // Never stamped earlier than the conversation's event before it.
+    let taken = row(
         db,
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
-        &[&event.conversation.0],
+        "UPDATE conversations SET last_seq = last_seq + 1, last_ts_ms = greatest(last_ts_ms, $2)
+         WHERE id = $1 RETURNING last_seq, last_ts_ms",
+        &[&event.conversation.0, &event.now_ms],
     )
-    .await?;
+    .await?
+    .ok_or(Fault::Raced)?;
+    let seq: i64 = taken.try_get(0)?;
+    let ts_ms: i64 = taken.try_get(1)?;
     let message_id = MessageId::generate();
     execute(
         db,
@@ -165,7 +170,7 @@ async fn store_system_event<C: GenericClient>(db: &C, event: &SystemEvent) -> Ou
             &event.actor.0,
             &event.actor_device.0,
             &event.description.to_string(),
-            &event.now_ms,
+            &ts_ms,
             &EVENT_SYSTEM,
         ],
     )

@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V8__media_filenames",
         include_str!("migrations/V8__media_filenames.sql"),
     ),
+    (
+        "V9__conversation_clock",
+        include_str!("migrations/V9__conversation_clock.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

@@ -54,8 +54,8 @@ use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
 /// One send's answer.
 pub(super) type Answer = Result<Appended, StoreError>;
 
-const LOCK_CONVERSATIONS: &str =
-    "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+const LOCK_CONVERSATIONS: &str = "SELECT id, last_seq, last_ts_ms FROM conversations
+     WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 /// The rows reactions, edits and deletes change: each target (in the
 /// send's own conversation) and, for a delete, the edit events it purges.
 /// Holding them keeps a purge (ack or sweep) from emptying a target between
@@ -95,8 +95,10 @@ const TEXT_TARGET: &str = "SELECT m.sender_account, m.created_ms, m.deleted, m.s
      JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = $4
      WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq
        AND m.body IS NOT NULL";
-const SET_LAST_SEQS: &str = "UPDATE conversations c SET last_seq = u.last_seq
-     FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq) WHERE c.id = u.id";
+const SET_LAST_SEQS: &str =
+    "UPDATE conversations c SET last_seq = u.last_seq, last_ts_ms = u.last_ts
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, last_seq, last_ts)
+     WHERE c.id = u.id";
 /// The batch's event rows, in seq order. Waits on a dedup key while
 /// another transaction holds it; stores nothing for it (and returns no row)
 /// if that one committed it.
@@ -152,7 +154,7 @@ pub(super) async fn append_batch<C: GenericClient>(
     // Judge each send in batch order; number the ones that pass.
     let mut last_seq = found.last_seq;
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(sends.len());
-    let mut accepted: Vec<(usize, i64, Plan)> = Vec::new();
+    let mut accepted: Vec<Accepted> = Vec::new();
     for (i, (message, target)) in sends.iter().zip(found.targets).enumerate() {
         let key = (
             message.sender_device.0,
@@ -177,11 +179,19 @@ pub(super) async fn append_batch<C: GenericClient>(
             target,
             own_media: found.media_refused[i].clone(),
         };
-        let next_seq = last_seq.get_mut(&message.conversation.0);
-        match (judge(message, next_seq.is_some(), checks)?, next_seq) {
-            (Ok(plan), Some(seq)) => {
-                *seq += 1;
-                accepted.push((i, *seq, plan));
+        let last = last_seq.get_mut(&message.conversation.0);
+        match (judge(message, last.is_some(), checks)?, last) {
+            (Ok(plan), Some(last)) => {
+                // Never earlier than the conversation's event before it.
+                *last = Last {
+                    seq: last.seq + 1,
+                    ts_ms: message.now_ms.max(last.ts_ms),
+                };
+                accepted.push(Accepted {
+                    send: i,
+                    last: *last,
+                    plan,
+                });
                 answers.push(None);
             }
             // `judge` refuses a send to a conversation that does not exist.
@@ -197,18 +207,18 @@ pub(super) async fn append_batch<C: GenericClient>(
     }
 
     let recipients = write(db, sends, &accepted, &last_seq).await?;
-    for (i, seq, plan) in accepted {
-        let message = sends[i];
+    for Accepted { send, last, plan } in accepted {
+        let message = sends[send];
         let mut devices = recipients
             .get(&audience(message, &plan))
             .cloned()
             .unwrap_or_default();
         devices.retain(|device| *device != message.sender_device);
-        answers[i] = Some(Ok(Appended {
+        answers[send] = Some(Ok(Appended {
             message_id: message.message_id.clone(),
             conversation: message.conversation,
-            seq,
-            ts_ms: message.now_ms,
+            seq: last.seq,
+            ts_ms: last.ts_ms,
             duplicate: false,
             recipients: devices,
         }));
@@ -233,10 +243,25 @@ struct Standing {
     blocked: bool,
 }
 
+/// A conversation's last event: its seq and time.
+#[derive(Clone, Copy)]
+struct Last {
+    seq: i64,
+    ts_ms: i64,
+}
+
+/// A send that passed its checks: its index in the batch, its event's seq
+/// and time, and what it writes.
+struct Accepted {
+    send: usize,
+    last: Last,
+    plan: Plan,
+}
+
 /// What round 1 found.
 struct Found {
-    /// The `last_seq` of each conversation that exists.
-    last_seq: HashMap<i64, i64>,
+    /// The last event of each conversation that exists.
+    last_seq: HashMap<i64, Last>,
     /// The stored sends with the batch's dedup keys, with the fingerprint
     /// each was stored with (none before it existed).
     earlier: HashMap<(i64, String), (Appended, Option<i64>)>,
@@ -325,7 +350,15 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
     )?;
     let last_seq = locked
         .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map(|row| {
+            Ok((
+                row.try_get(0)?,
+                Last {
+                    seq: row.try_get(1)?,
+                    ts_ms: row.try_get(2)?,
+                },
+            ))
+        })
         .collect::<Outcome<_>>()?;
     let earlier = earlier
         .iter()
@@ -398,36 +431,40 @@ fn judge(message: &NewMessage, exists: bool, checks: Checks) -> Outcome<Result<P
 async fn write<C: GenericClient>(
     db: &C,
     sends: &[&NewMessage],
-    accepted: &[(usize, i64, Plan)],
-    last_seq: &HashMap<i64, i64>,
+    accepted: &[Accepted],
+    last_seq: &HashMap<i64, Last>,
 ) -> Outcome<HashMap<(i64, i64), Vec<DeviceId>>> {
     let mut rows_of = InsertColumns::default();
-    for (i, seq, plan) in accepted {
-        rows_of.push(sends[*i], *seq, plan);
+    for accepted in accepted {
+        rows_of.push(sends[accepted.send], accepted.last, &accepted.plan);
     }
     let used: BTreeSet<i64> = accepted
         .iter()
-        .map(|(i, _, _)| sends[*i].conversation.0)
+        .map(|accepted| sends[accepted.send].conversation.0)
         .collect();
-    let used_last: Vec<i64> = used
+    let used_last: Vec<Last> = used
         .iter()
         .map(|conversation| last_seq.get(conversation).copied().ok_or(Fault::Raced))
         .collect::<Outcome<_>>()?;
+    let used_seqs: Vec<i64> = used_last.iter().map(|last| last.seq).collect();
+    let used_ts: Vec<i64> = used_last.iter().map(|last| last.ts_ms).collect();
     let used: Vec<i64> = used.into_iter().collect();
     let audiences: BTreeSet<(i64, i64)> = accepted
         .iter()
-        .map(|(i, _, plan)| audience(sends[*i], plan))
+        .map(|accepted| audience(sends[accepted.send], &accepted.plan))
         .collect();
     let audience_conversations: Vec<i64> = audiences.iter().map(|a| a.0).collect();
     let audience_joined: Vec<i64> = audiences.iter().map(|a| a.1).collect();
     let effects: Vec<Step<'_, ()>> = accepted
         .iter()
-        .map(|(i, _, plan)| -> Step<'_, ()> { Box::pin(apply_effect(db, sends[*i], plan)) })
+        .map(|accepted| -> Step<'_, ()> {
+            Box::pin(apply_effect(db, sends[accepted.send], &accepted.plan))
+        })
         .collect();
     let attachments: Vec<Step<'_, ()>> = accepted
         .iter()
-        .map(|(i, seq, _)| -> Step<'_, ()> {
-            let message = sends[*i];
+        .map(|accepted| -> Step<'_, ()> {
+            let message = sends[accepted.send];
             let media: &[String] = match &message.body {
                 Body::Text { media, .. } => media,
                 _ => &[],
@@ -436,7 +473,7 @@ async fn write<C: GenericClient>(
                 db,
                 message.message_id.as_str(),
                 message.conversation,
-                *seq,
+                accepted.last.seq,
                 media,
             ))
         })
@@ -445,7 +482,7 @@ async fn write<C: GenericClient>(
         in_order(effects),
         rows(db, INSERT_MESSAGES, &rows_of.params()),
         in_order(attachments),
-        execute(db, SET_LAST_SEQS, &[&used, &used_last]),
+        execute(db, SET_LAST_SEQS, &[&used, &used_seqs, &used_ts]),
         rows(db, RECIPIENTS, &[&audience_conversations, &audience_joined]),
     )?;
     // A dedup key another transaction stored meanwhile (a retry into
@@ -481,15 +518,15 @@ struct InsertColumns<'a> {
 }
 
 impl<'a> InsertColumns<'a> {
-    fn push(&mut self, message: &'a NewMessage, seq: i64, plan: &'a Plan) {
+    fn push(&mut self, message: &'a NewMessage, last: Last, plan: &'a Plan) {
         self.ids.push(message.message_id.as_str());
         self.conversations.push(message.conversation.0);
-        self.seqs.push(seq);
+        self.seqs.push(last.seq);
         self.accounts.push(message.sender_account.0);
         self.devices.push(message.sender_device.0);
         self.client_ids.push(message.client_msg_id.as_str());
         self.bodies.push(&plan.body);
-        self.created.push(message.now_ms);
+        self.created.push(last.ts_ms);
         self.kinds.push(plan.kind);
         self.targets.push(plan.target.as_deref());
         self.fingerprints.push(rules::fingerprint(message));

@@ -38,7 +38,7 @@ struct SystemEvent {
 }
 
 fn store_system_event(conn: &Connection, event: &SystemEvent) -> Result<i64, StoreError> {
-    let seq = next_seq(conn, event.conversation)?;
+    let (seq, ts_ms) = next_seq(conn, event.conversation, event.now_ms)?;
     let message_id = MessageId::generate();
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind)
@@ -52,7 +52,7 @@ fn store_system_event(conn: &Connection, event: &SystemEvent) -> Result<i64, Sto
             event.actor.0,
             event.actor_device.0,
             event.description.to_string(),
-            event.now_ms,
+            ts_ms,
             EVENT_SYSTEM
         ])
     })

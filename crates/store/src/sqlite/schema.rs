@@ -319,6 +319,14 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE media ADD COLUMN filename TEXT;
     ",
+    // 12: a conversation remembers its last event's time, so no event is
+    // stamped earlier than the one before it when node clocks differ
+    // (issue 18). Each conversation starts from its latest stored time.
+    "
+    ALTER TABLE conversations ADD COLUMN last_ts_ms INTEGER NOT NULL DEFAULT 0;
+    UPDATE conversations SET last_ts_ms = coalesce(
+        (SELECT max(created_ms) FROM messages WHERE conversation_id = conversations.id), 0);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -411,5 +419,29 @@ mod tests {
             [],
         );
         assert!(same_seq.is_err(), "two events took one seq");
+    }
+
+    #[test]
+    fn version_12_starts_each_conversation_clock_at_its_latest_event() {
+        let mut conn = at_version(11);
+        conn.execute_batch(
+            "INSERT INTO conversations (id, last_seq, created_ms) VALUES (7, 2, 0), (8, 0, 5);
+             INSERT INTO messages (conversation_id, seq, id, sender_account, sender_device,
+                                   client_msg_id, kind, body, created_ms)
+             VALUES (7, 1, '0001', 1, 1, 'c-1', 0, 'first', 90),
+                    (7, 2, '0002', 1, 1, 'c-2', 0, 'second', 60);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let clocks: Vec<(i64, i64)> = conn
+            .prepare("SELECT id, last_ts_ms FROM conversations ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // The latest time, not the last seq's (an earlier build could stamp
+        // a later seq earlier); a conversation without events starts at 0.
+        assert_eq!(clocks, vec![(7, 90), (8, 0)]);
     }
 }

@@ -1,7 +1,7 @@
 //! Storing an event: the checks against its conversation and target, and
 //! the one row it becomes. Runs inside the writer's batch transaction.
 
-use missive_core::{AccountId, ConversationId, MessageId};
+use missive_core::{AccountId, ConversationId, MessageId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::conversations::{check_member, member_devices, members_devices_who_saw};
@@ -19,18 +19,26 @@ pub(super) const EVENT_REACTION: i64 = rules::EVENT_REACTION as i64;
 pub(super) const EVENT_EDIT: i64 = rules::EVENT_EDIT as i64;
 pub(super) const EVENT_DELETE: i64 = rules::EVENT_DELETE as i64;
 
-/// Takes the conversation's next seq; atomic under the writer transaction.
-/// A read and a plain update: `UPDATE … RETURNING` materialises its result
-/// in a temporary table and cost twice as much, on every send.
-pub(super) fn next_seq(conn: &Connection, conversation: ConversationId) -> Result<i64, StoreError> {
-    let last: i64 = conn
-        .prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row([conversation.0], |row| row.get(0)))
+/// Takes the conversation's next seq and the event's time: `now_ms`, or
+/// the conversation's last event time when that is later (an event is
+/// never stamped earlier than the one before it, whichever node's clock
+/// stamped that). Atomic under the writer transaction. A read and a plain
+/// update: `UPDATE … RETURNING` materialises its result in a temporary
+/// table and cost twice as much, on every send.
+pub(super) fn next_seq(
+    conn: &Connection,
+    conversation: ConversationId,
+    now_ms: UnixMillis,
+) -> Result<(i64, UnixMillis), StoreError> {
+    let (last, last_ts): (i64, UnixMillis) = conn
+        .prepare_cached("SELECT last_seq, last_ts_ms FROM conversations WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([conversation.0], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(backend)?;
-    conn.prepare_cached("UPDATE conversations SET last_seq = ?2 WHERE id = ?1")
-        .and_then(|mut stmt| stmt.execute(params![conversation.0, last + 1]))
+    let ts = now_ms.max(last_ts);
+    conn.prepare_cached("UPDATE conversations SET last_seq = ?2, last_ts_ms = ?3 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![conversation.0, last + 1, ts]))
         .map_err(backend)?;
-    Ok(last + 1)
+    Ok((last + 1, ts))
 }
 
 pub(super) fn append_message(
@@ -83,7 +91,7 @@ pub(super) fn append_message(
         target,
         about_seq,
     } = apply_body(conn, message)?;
-    let seq = next_seq(conn, message.conversation)?;
+    let (seq, ts_ms) = next_seq(conn, message.conversation, message.now_ms)?;
     let message_id = message.message_id.as_str();
     if let Body::Text { media, .. } = &message.body {
         attach_media(conn, message_id, message.conversation, seq, media)?;
@@ -101,7 +109,7 @@ pub(super) fn append_message(
             message.sender_device.0,
             message.client_msg_id.as_str(),
             body,
-            message.now_ms,
+            ts_ms,
             kind,
             target,
             fingerprint
@@ -119,7 +127,7 @@ pub(super) fn append_message(
         message_id: message.message_id.clone(),
         conversation: message.conversation,
         seq,
-        ts_ms: message.now_ms,
+        ts_ms,
         duplicate: false,
         recipients,
     })
