@@ -58,12 +58,14 @@ pub enum Invalidation {
 
 /// Units of a cluster-wide limit that a node spent since it last said:
 /// which limit (`send`, `login`, ...), whose budget in it (`a:<account>`,
-/// `ip:<address>`, ...), and how many. Names and keys hold no whitespace.
+/// `ip:<address>`, ...), and how many; negative when it gave back more
+/// than it took (refunded login attempts). Names and keys hold no
+/// whitespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spent {
     pub limit: String,
     pub key: String,
-    pub units: u32,
+    pub units: i64,
 }
 
 /// Receives what the bus carries; the node's router implements it.

@@ -708,6 +708,11 @@ mod tests {
                 key: "ip:2001:db8::1".into(),
                 units: 1,
             },
+            Spent {
+                limit: "login".into(),
+                key: "u:alice".into(),
+                units: -2,
+            },
         ];
         assert_eq!(decode_spent(encode_spent(&spent).as_bytes()), Some(spent));
         assert_eq!(decode_spent(b""), Some(Vec::new()));

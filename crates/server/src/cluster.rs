@@ -257,6 +257,50 @@ pub async fn run_node_events(state: Arc<AppState>, mut events: mpsc::Receiver<No
     }
 }
 
+/// Live devices asked about in one statement by [`run_recheck`].
+const RECHECK_CHUNK: usize = 1_000;
+
+/// The safety net for wake-ups the bus lost where no node could see it
+/// (between the servers of a NATS cluster, say): every `recheck` (the bus's
+/// `recheck_interval`), asks the store which of this node's live devices
+/// have something from another device waiting (one statement per thousand
+/// devices) and wakes those, which then read the store as after any
+/// wake-up. A device whose session already has what waits (delivered, not
+/// yet acked) reads nothing new. Per idle node this is a few index lookups
+/// per live device each period, and no read at all.
+pub async fn run_recheck(state: Arc<AppState>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: nothing is live yet.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let live: Vec<DeviceId> = state
+            .router
+            .live_devices()
+            .into_iter()
+            .map(|(device, _)| device)
+            .collect();
+        let mut woken = 0u64;
+        for chunk in live.chunks(RECHECK_CHUNK) {
+            match state.store.behind(chunk.to_vec()).await {
+                Ok(behind) => {
+                    woken += behind.len() as u64;
+                    for device in behind {
+                        state.router.deliver(device, DeviceEvent::QueueChanged);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "could not re-check live devices; trying next period");
+                    break;
+                }
+            }
+        }
+        metrics::counter!("missive_rechecks_total").increment(1);
+        metrics::counter!("missive_recheck_wakes_total").increment(woken);
+    }
+}
+
 /// How often a node tells the others what it spent of the cluster-wide
 /// limits: the lag, and so the slack, of a budget shared across nodes.
 pub const SPENT_REPORT_PERIOD: Duration = Duration::from_millis(100);
@@ -290,7 +334,7 @@ fn debit(state: &AppState, spent: &[Spent]) {
         if let Some((limit, shared)) = limits.iter().find(|(limit, _)| *limit == entry.limit) {
             shared.spent_elsewhere(&entry.key, entry.units);
             metrics::counter!("missive_limit_spent_elsewhere_total", "limit" => *limit)
-                .increment(u64::from(entry.units));
+                .increment(u64::try_from(entry.units).unwrap_or(0));
         }
     }
 }

@@ -67,11 +67,11 @@ pub struct BusConfig {
     pub url: String,
     /// NATS subjects start with this, so clusters can share a server.
     pub subject_prefix: String,
-    /// With NATS, live sessions re-read their queues this often even
-    /// without a wake-up: a safety net for a lost bus message no node sees
-    /// (every loss a node sees, it answers with a resync at once), and so
-    /// the bound on how long such a loss can delay a delivery. Each re-read
-    /// costs a store query per live connection.
+    /// With NATS, each node asks the store this often which of its live
+    /// devices have something waiting, and wakes those: a safety net for a
+    /// lost bus message no node sees (every loss a node sees, it answers
+    /// with a resync at once), and so the bound on how long such a loss can
+    /// delay a delivery. One statement per thousand live devices.
     pub recheck_ms: u64,
 }
 

@@ -64,6 +64,9 @@ pub struct AppState {
     pub media: Media,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
+    /// When this server was built: the origin of the connections' shared
+    /// keepalive beat.
+    pub started: tokio::time::Instant,
     /// Every WebSocket session, so shutdown can wait for them.
     pub sessions: TaskTracker,
     pub connection_permits: Arc<Semaphore>,
@@ -259,6 +262,7 @@ impl App {
                 social,
                 media,
                 shutdown: CancellationToken::new(),
+                started: tokio::time::Instant::now(),
                 sessions: TaskTracker::new(),
                 connection_permits,
                 connection_limits,
@@ -339,6 +343,9 @@ impl App {
         ];
         if state.bus.has_peers() {
             background.push(tokio::spawn(cluster::run_spending_reports(state.clone())));
+        }
+        if let Some(every) = state.bus.recheck_interval() {
+            background.push(tokio::spawn(cluster::run_recheck(state.clone(), every)));
         }
         let node_events = state
             .node_events

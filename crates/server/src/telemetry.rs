@@ -114,6 +114,14 @@ fn describe() {
         "WebSocket connect steps, seconds from the upgrade: auth_frame (the client's auth frame read), authenticated (its token checked), ready (ready written); registered: the session's registration alone"
     );
     metrics::describe_counter!(
+        "missive_rechecks_total",
+        "With NATS: re-checks of this node's live devices (the safety net for lost wake-ups)"
+    );
+    metrics::describe_counter!(
+        "missive_recheck_wakes_total",
+        "Live devices a re-check found with something waiting, and woke"
+    );
+    metrics::describe_counter!(
         "missive_limit_spent_elsewhere_total",
         "Units of a cluster-wide limit (label limit: send, upload, group_create, login, registration) that other nodes reported spending and this node debited"
     );
@@ -131,6 +139,8 @@ fn describe() {
         "missive_deliveries_total",
         "missive_acks_total",
         "missive_catch_up_reads_total",
+        "missive_rechecks_total",
+        "missive_recheck_wakes_total",
         "missive_slow_consumer_closes_total",
         "missive_connections_refused_total",
         "missive_media_uploads_total",

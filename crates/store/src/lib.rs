@@ -452,6 +452,13 @@ pub trait Store: Send + Sync + 'static {
     /// `waiting` summed over every device (for metrics).
     async fn waiting_total(&self) -> Result<u64, StoreError>;
 
+    /// Of `devices`, those for which something waits: an event above the
+    /// device's position in a conversation of its account that another
+    /// device sent (its own events never wait for it). One statement for
+    /// all of them on PostgreSQL: a node asks this of its live devices as
+    /// the safety net for wake-ups the bus lost.
+    async fn behind(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>, StoreError>;
+
     /// Whether the store can serve reads and writes (for `/readyz`); waits
     /// behind queued writes, so callers should bound it with a timeout.
     async fn is_ready(&self) -> bool;

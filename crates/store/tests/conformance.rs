@@ -2016,6 +2016,54 @@ mod scenarios {
     }
 
     /// 5b. Acks are cumulative per device and conversation.
+    pub async fn behind_names_devices_with_something_from_others(store: Arc<dyn Store>) {
+        // Goal: `behind` (a cluster's safety net for lost wake-ups) names
+        // exactly the devices with an event waiting that another device
+        // sent: the sender's own device is not behind on its own text, its
+        // other device is; an ack clears a device; a group member added
+        // later is not behind on what came before it joined; unknown ids
+        // are left out.
+        // Method: alice (a1, a2) and bob (b1) in their conversation; a1
+        // sends; acks one by one; then a group created by bob with a text,
+        // carol (c1) added after it.
+        let store = &*store;
+        let Cast(alice, bob, direct, [a1, a2, b1]) = cast(store, ["a1", "a2", "b1"]).await;
+        let behind = |devices: Vec<DeviceId>| async move {
+            let mut found = store.behind(devices).await.expect("behind");
+            found.sort();
+            found
+        };
+        assert_eq!(behind(vec![a1, a2, b1]).await, Vec::<DeviceId>::new());
+        let m1 = send(store, direct, alice, a1, "m1").await;
+        assert_eq!(behind(vec![a1, a2, b1, DeviceId(999)]).await, vec![a2, b1]);
+        assert_eq!(
+            behind(vec![b1]).await,
+            vec![b1],
+            "only the devices asked of"
+        );
+        ack(store, b1, bob, vec![(direct, m1.seq)], false).await;
+        assert_eq!(behind(vec![a1, a2, b1]).await, vec![a2]);
+        ack(store, a2, alice, vec![(direct, m1.seq)], false).await;
+        assert_eq!(behind(vec![a1, a2, b1]).await, Vec::<DeviceId>::new());
+
+        let group = create_group(store, new_group(bob, b1, "later", &[alice], NOW))
+            .await
+            .conversation;
+        let text = send(store, group, bob, b1, "g1").await;
+        let carol = new_account(store, "carol").await;
+        let c1 = new_device(store, carol, "c1").await;
+        change(store, bob, b1, group, GroupChange::Add(vec![carol]), NOW)
+            .await
+            .expect("add carol");
+        // Everyone but bob's device waits for the added event; carol's
+        // device not for the text before it.
+        for device in [a1, a2, c1] {
+            assert_eq!(behind(vec![device]).await, vec![device]);
+        }
+        ack(store, c1, carol, vec![(group, text.seq + 1)], false).await;
+        assert_eq!(behind(vec![b1, c1]).await, Vec::<DeviceId>::new());
+    }
+
     pub async fn ack_is_cumulative(store: Arc<dyn Store>) {
         // Goal: an ack up to N removes everything up to N of that
         // conversation for that device only: not for the account's other
@@ -5216,6 +5264,7 @@ mod sqlite {
         fan_out,
         pending_and_ack,
         ack_is_cumulative,
+        behind_names_devices_with_something_from_others,
         refused_acks_change_nothing,
         delivered_cursor_moves_on_first_ack,
         mark_read,
@@ -5838,6 +5887,7 @@ mod postgres {
         fan_out,
         pending_and_ack,
         ack_is_cumulative,
+        behind_names_devices_with_something_from_others,
         refused_acks_change_nothing,
         delivered_cursor_moves_on_first_ack,
         mark_read,

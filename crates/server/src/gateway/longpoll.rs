@@ -92,11 +92,11 @@ pub async fn poll(
             frames.extend(page.items.into_iter().map(pending_frame));
             break;
         }
-        let recheck = state.bus.recheck_interval();
         tokio::select! {
             // A poll answers with what the store holds; an event handed
-            // over live only tells it to look again.
-            _ = wait_for_news(&mailbox, recheck) => {
+            // over live only tells it to look again (as does the node's
+            // re-check, when the bus may have lost one).
+            () = mailbox.news() => {
                 if let Some(code) = mailbox.close_ordered() {
                     closed = Some(code.reason().to_owned());
                     break;
@@ -124,17 +124,6 @@ pub async fn poll(
             .count() as u64,
     );
     Ok(Json(PollResponse { frames, closed }))
-}
-
-/// Waits until something may be waiting, or at most `recheck` when the
-/// bus may lose wake-ups (the store is read again either way).
-async fn wait_for_news(mailbox: &Mailbox, recheck: Option<Duration>) {
-    match recheck {
-        Some(recheck) => {
-            let _ = tokio::time::timeout(recheck, mailbox.news()).await;
-        }
-        None => mailbox.news().await,
-    }
 }
 
 /// Moves the ephemeral frames waiting into `frames`; whether there were any.

@@ -55,6 +55,22 @@ use crate::wire::pending_frame;
 /// on once the oldest is answered (docs/PROTOCOL.md, "Sends in flight").
 const FRAMES_IN_FLIGHT_MAX: usize = 32;
 
+/// The longest a ping waits for the shared beat.
+const BEAT_MAX: Duration = Duration::from_secs(1);
+
+/// `at` moved to the next beat: a whole number of beats (a quarter
+/// keepalive, at most [`BEAT_MAX`]) since the server started. Pings then
+/// fall due together, so one wake of a runtime thread writes every ping of
+/// a beat and the pongs come back together, where a deadline of its own per
+/// connection woke a thread for each ping and again for each pong (most of
+/// an idle server's CPU: the kernel's scheduling of those wakes).
+fn on_beat(started: Instant, keepalive: Duration, at: Instant) -> Instant {
+    let beat = (keepalive / 4).clamp(Duration::from_millis(1), BEAT_MAX);
+    let since = at.saturating_duration_since(started);
+    let beats = since.as_nanos().div_ceil(beat.as_nanos());
+    started + beat.saturating_mul(u32::try_from(beats).unwrap_or(u32::MAX))
+}
+
 /// Backoff bounds when the connection cannot read what waits.
 const READ_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
 const READ_RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
@@ -409,8 +425,6 @@ struct Connection<'a> {
     next_ping: Instant,
     /// A client silent for three keepalives is gone.
     idle_deadline: Instant,
-    /// When the bus may lose wake-ups: read the store anyway at this time.
-    recheck_at: Option<Instant>,
 }
 
 impl<'a> Connection<'a> {
@@ -422,6 +436,7 @@ impl<'a> Connection<'a> {
     ) -> Self {
         let now = Instant::now();
         let keepalive = Duration::from_secs(state.config.limits.keepalive_secs);
+        let next_ping = on_beat(state.started, keepalive, now + keepalive);
         Self {
             socket,
             dispatcher: Dispatcher::new(Arc::clone(&state), auth),
@@ -435,9 +450,8 @@ impl<'a> Connection<'a> {
             retry_delay: READ_RETRY_DELAY_MIN,
             page_limit: FIRST_PAGE_EVENTS,
             gathered: 0,
-            next_ping: now + keepalive,
+            next_ping,
             idle_deadline: now + keepalive * 3,
-            recheck_at: None,
         }
     }
 
@@ -463,14 +477,11 @@ impl<'a> Connection<'a> {
                 return End::Close(Some(CloseCode::IdleTimeout));
             }
             if now >= self.next_ping {
-                self.next_ping = now + self.keepalive();
+                self.next_ping =
+                    on_beat(self.state.started, self.keepalive(), now + self.keepalive());
                 if let Err(end) = self.write(Message::Ping(Default::default())).await {
                     return end;
                 }
-            }
-            if self.recheck_at.is_some_and(|at| now >= at) {
-                self.recheck_at = None;
-                self.read_store = true;
             }
             if self.read_store && self.reading.is_none() && self.retry_at.is_none_or(|at| now >= at)
             {
@@ -506,14 +517,13 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// The earliest of the next ping, the idle deadline, a read's retry
-    /// and the bus's re-check.
+    /// The earliest of the next ping, the idle deadline and a read's retry.
     fn wake_at(&self) -> Instant {
-        let mut at = self.next_ping.min(self.idle_deadline);
+        let at = self.next_ping.min(self.idle_deadline);
         if self.read_store && self.reading.is_none() {
-            at = self.retry_at.map_or(at, |retry| at.min(retry));
+            return self.retry_at.map_or(at, |retry| at.min(retry));
         }
-        self.recheck_at.map_or(at, |recheck| at.min(recheck))
+        at
     }
 
     async fn handle_incoming(
@@ -603,7 +613,6 @@ impl<'a> Connection<'a> {
         if deliveries.is_empty() {
             return Ok(());
         }
-        self.recheck_at = self.recheck_from(Instant::now());
         self.read_store |= deliveries.read_store;
         let mut delivered = 0;
         for event in &deliveries.events {
@@ -620,10 +629,6 @@ impl<'a> Connection<'a> {
         }
         metrics::counter!("missive_deliveries_total").increment(delivered);
         Ok(())
-    }
-
-    fn recheck_from(&self, now: Instant) -> Option<Instant> {
-        self.state.bus.recheck_interval().map(|every| now + every)
     }
 
     /// Starts reading one page of what waits above `after`.
@@ -655,7 +660,6 @@ impl<'a> Connection<'a> {
                 self.page_limit = usize::MAX;
                 self.retry_at = None;
                 self.retry_delay = READ_RETRY_DELAY_MIN;
-                self.recheck_at = self.recheck_from(now);
                 let delivered = page.items.len() as u64;
                 for item in page.items {
                     self.write(Message::Text(pending_frame(item).to_json().into()))
@@ -822,5 +826,20 @@ mod tests {
         assert_eq!(place(&mut after, seven, 5), Placement::Had);
         assert_eq!(place(&mut after, eight, 1), Placement::Gap);
         assert!(!after.contains_key(&eight));
+    }
+
+    #[test]
+    fn pings_fall_due_on_a_shared_beat() {
+        // Goal: a ping deadline moves to the next beat (a quarter keepalive,
+        // at most a second), never earlier, so deadlines of connections
+        // opened at different moments coincide.
+        let started = Instant::now();
+        let keepalive = Duration::from_secs(30);
+        let at = |ms: u64| started + Duration::from_millis(ms);
+        assert_eq!(on_beat(started, keepalive, at(30_000)), at(30_000));
+        assert_eq!(on_beat(started, keepalive, at(30_001)), at(31_000));
+        assert_eq!(on_beat(started, keepalive, at(30_999)), at(31_000));
+        let short = Duration::from_secs(1);
+        assert_eq!(on_beat(started, short, at(1_010)), at(1_250));
     }
 }

@@ -8,9 +8,11 @@
 //! window ends.
 //!
 //! In a cluster each node tells the others how many attempts it counted
-//! per key ([`SharedLimit`]), and counts theirs too, so the limit holds
-//! across nodes (attempts on several nodes inside one report period may
-//! pass it by their number). Refunds and forgetting stay local.
+//! per key, net of refunds ([`SharedLimit`]), and counts theirs too, so
+//! the limit holds across nodes (attempts on several nodes inside one
+//! report period may pass it by their number). Forgetting a key gives back
+//! everything this node counted for it, others' reports included, so a
+//! login that succeeds on one node clears its username on all.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,9 +30,9 @@ pub struct AttemptLimiter {
     attempts_max: u32,
     window: Duration,
     attempts: Mutex<HashMap<String, (u32, Instant)>>,
-    /// Attempts counted here since the last report, net of refunds; `None`
-    /// when there is no other node to tell.
-    spent: Option<Mutex<HashMap<String, u32>>>,
+    /// Attempts counted here since the last report, net of refunds (so
+    /// possibly negative); `None` when there is no other node to tell.
+    spent: Option<Mutex<HashMap<String, i64>>>,
 }
 
 impl AttemptLimiter {
@@ -92,39 +94,44 @@ impl AttemptLimiter {
             Self::count(&mut attempts, key, 1, now, window);
         }
         drop(attempts);
-        if let Some(spent) = &self.spent {
-            let mut spent = crate::lock(spent);
-            for key in keys {
-                *spent.entry(key.clone()).or_insert(0) += 1;
-            }
+        for key in keys {
+            self.tally(key, 1);
         }
         Ok(())
+    }
+
+    /// Adds `units` to what the next report says of `key`.
+    fn tally(&self, key: &str, units: i64) {
+        if let Some(spent) = &self.spent {
+            let mut spent = crate::lock(spent);
+            let net = spent.entry(key.to_owned()).or_insert(0);
+            *net += units;
+            if *net == 0 {
+                spent.remove(key);
+            }
+        }
     }
 
     /// Takes back one counted attempt of `key` (a successful login).
     pub fn refund(&self, key: &str) {
         let mut attempts = self.lock();
-        if let Some(entry) = attempts.get_mut(key) {
-            entry.0 = entry.0.saturating_sub(1);
-            if entry.0 == 0 {
-                attempts.remove(key);
-            }
+        let Some(entry) = attempts.get_mut(key) else {
+            return;
+        };
+        entry.0 = entry.0.saturating_sub(1);
+        if entry.0 == 0 {
+            attempts.remove(key);
         }
         drop(attempts);
-        if let Some(spent) = &self.spent {
-            let mut spent = crate::lock(spent);
-            if let Some(units) = spent.get_mut(key) {
-                *units = units.saturating_sub(1);
-                if *units == 0 {
-                    spent.remove(key);
-                }
-            }
-        }
+        self.tally(key, -1);
     }
 
     /// Forgets every attempt of `key` (a username that just logged in).
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
+        let forgotten = self.lock().remove(key).map_or(0, |(count, _)| count);
+        if forgotten > 0 {
+            self.tally(key, -i64::from(forgotten));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
@@ -133,21 +140,32 @@ impl AttemptLimiter {
 }
 
 impl SharedLimit for AttemptLimiter {
-    fn take_spent(&self) -> Vec<(String, u32)> {
+    fn take_spent(&self) -> Vec<(String, i64)> {
         match &self.spent {
             Some(spent) => crate::lock(spent).drain().collect(),
             None => Vec::new(),
         }
     }
 
-    fn spent_elsewhere(&self, key: &str, units: u32) {
+    fn spent_elsewhere(&self, key: &str, units: i64) {
         let now = Instant::now();
         let mut attempts = self.lock();
+        if units < 0 {
+            let given_back = u32::try_from(units.unsigned_abs()).unwrap_or(u32::MAX);
+            if let Some(entry) = attempts.get_mut(key) {
+                entry.0 = entry.0.saturating_sub(given_back);
+                if entry.0 == 0 {
+                    attempts.remove(key);
+                }
+            }
+            return;
+        }
         // Full of live keys: as `begin`, fail closed by not forgetting any;
         // this node's own attempts of the key are still counted here.
         if attempts.len() >= KEYS_MAX && !attempts.contains_key(key) {
             return;
         }
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
         Self::count(&mut attempts, key, units, now, self.window);
     }
 }
@@ -200,6 +218,31 @@ mod tests {
         }
         assert!(there.begin(&ip).is_ok(), "two of three counted");
         assert!(there.begin(&ip).is_err());
+
+        // A refund after its attempt was reported is reported too (a
+        // successful login elsewhere must not count against the address).
+        let both = vec!["ip:1.2.3.4".to_string(), "u:alice".to_string()];
+        let third = AttemptLimiter::new(3, Duration::from_secs(60)).shared(true);
+        assert!(third.begin(&both).is_ok());
+        let mut reported = third.take_spent();
+        third.refund("ip:1.2.3.4");
+        third.forget("u:alice");
+        reported.extend(third.take_spent());
+        reported.sort();
+        assert_eq!(
+            reported,
+            vec![
+                ("ip:1.2.3.4".to_owned(), -1),
+                ("ip:1.2.3.4".to_owned(), 1),
+                ("u:alice".to_owned(), -1),
+                ("u:alice".to_owned(), 1),
+            ]
+        );
+        for (key, units) in reported.iter().filter(|(_, units)| *units < 0) {
+            there.spent_elsewhere(key, *units);
+        }
+        assert!(there.begin(&ip).is_ok(), "one given back");
+        there.spent_elsewhere("u:alice", -5);
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(there.begin(&ip).is_ok(), "the window ended");
 

@@ -63,11 +63,13 @@ const BUCKETS_BEFORE_PRUNE: usize = 65_536;
 /// A budget that other nodes spend too: what this node took since it last
 /// reported, and what another node reported it took.
 pub trait SharedLimit: Send + Sync {
-    /// What this node took since the last call, by key; empties the tally.
-    fn take_spent(&self) -> Vec<(String, u32)>;
+    /// What this node took since the last call, by key, net of what it
+    /// gave back (never zero); empties the tally.
+    fn take_spent(&self) -> Vec<(String, i64)>;
 
-    /// Another node took `units` from `key`'s budget.
-    fn spent_elsewhere(&self, key: &str, units: u32);
+    /// Another node took `units` from `key`'s budget (gave back, if
+    /// negative).
+    fn spent_elsewhere(&self, key: &str, units: i64);
 }
 
 #[derive(Default)]
@@ -203,17 +205,18 @@ impl SendLimiter {
 }
 
 impl SharedLimit for SendLimiter {
-    fn take_spent(&self) -> Vec<(String, u32)> {
+    fn take_spent(&self) -> Vec<(String, i64)> {
         let mut state = crate::lock(&self.buckets);
         state
             .spent
             .drain()
-            .map(|(key, units)| (key.name(), units))
+            .map(|(key, units)| (key.name(), i64::from(units)))
             .collect()
     }
 
-    fn spent_elsewhere(&self, key: &str, units: u32) {
-        if let Some(key) = Key::parse(key) {
+    fn spent_elsewhere(&self, key: &str, units: i64) {
+        // A send is never given back.
+        if let (Some(key), Ok(units)) = (Key::parse(key), u32::try_from(units)) {
             self.debit(key, units, Instant::now());
         }
     }
@@ -330,6 +333,11 @@ mod tests {
         // Unknown keys and limits that are off change nothing.
         there.spent_elsewhere("x:1", 1);
         there.spent_elsewhere("d:1", 1);
+        there.spent_elsewhere("a:7", -1_000);
+        assert!(
+            there.take(OTHER_DEVICE, ACCOUNT, Instant::now()).is_err(),
+            "a send is never given back"
+        );
         assert!(there.take_spent().is_empty());
         // Not shared: nothing is tallied.
         let alone = SendLimiter::new(off, account);

@@ -15,7 +15,7 @@ use super::codes::{EVENT_DELETE, EVENT_EDIT, EVENT_REACTION, EVENT_TEXT, event_k
 use super::conversations::check_member;
 use super::fault::{Fault, Outcome};
 use super::media::media_of;
-use super::sql::{Step, execute, in_order, limit, pipeline, row, rows, scalar, unsigned};
+use super::sql::{Step, column, execute, in_order, limit, pipeline, row, rows, scalar, unsigned};
 use crate::model::*;
 
 /// Events read per statement while scanning one conversation.
@@ -479,6 +479,29 @@ const WAITING: &str = "SELECT COALESCE(sum(GREATEST(0,
 pub(super) async fn waiting<C: GenericClient>(db: &C, device: DeviceId) -> Outcome<u64> {
     let n: i64 = scalar(db, &format!("{WAITING} WHERE d.id = $1"), &[&device.0]).await?;
     unsigned(n, "waiting count")
+}
+
+/// The devices of `$1` for which another device's event waits above a
+/// position (see `Store::behind`): index lookups per membership, and for
+/// the few memberships behind, a range of `messages` up to the first event
+/// not the device's own.
+const BEHIND: &str = "SELECT DISTINCT d.id FROM devices d
+     JOIN members m ON m.account_id = d.account_id
+     JOIN conversations c ON c.id = m.conversation_id
+     LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = m.conversation_id
+     WHERE d.id = ANY($1) AND c.last_seq > GREATEST(m.joined_seq, COALESCE(p.seq, 0))
+       AND EXISTS (SELECT 1 FROM messages e
+                   WHERE e.conversation_id = m.conversation_id
+                     AND e.seq > GREATEST(m.joined_seq, COALESCE(p.seq, 0))
+                     AND e.sender_device <> d.id)";
+
+pub(super) async fn behind<C: GenericClient>(
+    db: &C,
+    devices: &[DeviceId],
+) -> Outcome<Vec<DeviceId>> {
+    let ids: Vec<i64> = devices.iter().map(|device| device.0).collect();
+    let found: Vec<i64> = column(db, BEHIND, &[&ids]).await?;
+    Ok(found.into_iter().map(DeviceId).collect())
 }
 
 pub(super) async fn waiting_total<C: GenericClient>(db: &C) -> Outcome<u64> {

@@ -641,6 +641,10 @@ impl Store for PostgresStore {
         autocommit!(self, |db| delivery::waiting_total(db))
     }
 
+    async fn behind(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>, StoreError> {
+        autocommit!(self, |db| delivery::behind(db, &devices))
+    }
+
     async fn is_ready(&self) -> bool {
         let probe = async {
             let _open = self.admit().await?;

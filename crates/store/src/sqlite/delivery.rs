@@ -466,6 +466,34 @@ pub(super) fn waiting(conn: &Connection, device: DeviceId) -> Result<u64, StoreE
         .map_err(backend)
 }
 
+/// Whether something another device sent waits above the device's
+/// positions (see `Store::behind`).
+const BEHIND: &str = "SELECT EXISTS (
+     SELECT 1 FROM devices d JOIN members m ON m.account_id = d.account_id
+     JOIN conversations c ON c.id = m.conversation_id
+     LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = m.conversation_id
+     WHERE d.id = ?1 AND c.last_seq > MAX(m.joined_seq, COALESCE(p.seq, 0))
+       AND EXISTS (SELECT 1 FROM messages e
+                   WHERE e.conversation_id = m.conversation_id
+                     AND e.seq > MAX(m.joined_seq, COALESCE(p.seq, 0))
+                     AND e.sender_device != d.id))";
+
+/// One lookup per device: the embedded store is local, and only a cluster
+/// asks this at all.
+pub(super) fn behind(conn: &Connection, devices: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError> {
+    let mut stmt = conn.prepare_cached(BEHIND).map_err(backend)?;
+    let mut found = Vec::new();
+    for device in devices {
+        if stmt
+            .query_row([device.0], |row| row.get::<_, bool>(0))
+            .map_err(backend)?
+        {
+            found.push(*device);
+        }
+    }
+    Ok(found)
+}
+
 pub(super) fn waiting_total(conn: &Connection) -> Result<u64, StoreError> {
     conn.query_row(WAITING, [], |row| row.get::<_, i64>(0))
         .map(|n| n.max(0) as u64)

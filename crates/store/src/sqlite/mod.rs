@@ -576,6 +576,11 @@ impl Store for SqliteStore {
         self.read(delivery::waiting_total).await
     }
 
+    async fn behind(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>, StoreError> {
+        self.read(move |conn| delivery::behind(conn, &devices))
+            .await
+    }
+
     async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError> {
         Ok(None)
     }
