@@ -522,10 +522,12 @@ async fn operational_endpoints_answer() {
             "{name} has no HELP line in /metrics:\n{metrics}"
         );
         if kind == "counter" {
+            // Labelled counters too, with every label value they take.
             assert!(
                 metrics
                     .lines()
-                    .any(|line| line.starts_with(&format!("{name} "))),
+                    .any(|line| line.starts_with(&format!("{name} "))
+                        || line.starts_with(&format!("{name}{{"))),
                 "{name} is not there before it first counts:\n{metrics}"
             );
         }

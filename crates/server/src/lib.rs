@@ -80,17 +80,22 @@ pub struct AppState {
     node_events: std::sync::Mutex<Option<mpsc::Receiver<NodeEvent>>>,
 }
 
+/// The names of the limits every node spends from together, as spending
+/// reports and `missive_limit_spent_elsewhere_total` call them.
+pub const SHARED_LIMITS: [&str; 5] = ["send", "upload", "group_create", "login", "registration"];
+
 impl AppState {
-    /// The limits every node spends from together, by the name their
-    /// spending reports use.
+    /// The limits every node spends from together, named as in
+    /// [`SHARED_LIMITS`].
     pub fn shared_limits(&self) -> [(&'static str, &dyn SharedLimit); 5] {
         let [logins, registrations] = self.accounts.attempt_limits();
+        let [send, upload, group_create, login, registration] = SHARED_LIMITS;
         [
-            ("send", &self.send_limit),
-            ("upload", &self.upload_limit),
-            ("group_create", &self.group_create_limit),
-            ("login", logins),
-            ("registration", registrations),
+            (send, &self.send_limit),
+            (upload, &self.upload_limit),
+            (group_create, &self.group_create_limit),
+            (login, logins),
+            (registration, registrations),
         ]
     }
 }

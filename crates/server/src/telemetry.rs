@@ -150,6 +150,9 @@ fn describe() {
     ] {
         metrics::counter!(counter).increment(0);
     }
+    for limit in crate::SHARED_LIMITS {
+        metrics::counter!("missive_limit_spent_elsewhere_total", "limit" => limit).increment(0);
+    }
 }
 
 #[cfg(test)]
