@@ -372,7 +372,8 @@ pub(super) const PURGE_DELIVERED: &str = "WITH holders AS (
            AND (m.seq <= l.pos OR (m.sender_device = l.device AND m.seq <= r.pos))
          RETURNING m.id
      ),
-     reactions_gone AS (DELETE FROM reactions WHERE message_id IN (SELECT id FROM purged))
+     reactions_gone AS (DELETE FROM reactions
+                        WHERE conversation_id = $1 AND message_id IN (SELECT id FROM purged))
      DELETE FROM message_media
      WHERE conversation_id = $1 AND message_id IN (SELECT id FROM purged)";
 

@@ -62,7 +62,11 @@ fn event_from_row(row: &Row) -> Outcome<StoredEvent> {
 }
 
 /// Fills in the media and reactions of the texts among `events`.
-async fn attach_reactions<C: GenericClient>(db: &C, events: &mut [StoredEvent]) -> Outcome<()> {
+async fn attach_reactions<C: GenericClient>(
+    db: &C,
+    conversation: ConversationId,
+    events: &mut [StoredEvent],
+) -> Outcome<()> {
     let ids: Vec<&str> = events
         .iter()
         .filter(|event| event.kind == EventKind::Text)
@@ -77,8 +81,9 @@ async fn attach_reactions<C: GenericClient>(db: &C, events: &mut [StoredEvent]) 
             db,
             "SELECT r.message_id, a.username, r.emoji FROM reactions r
              JOIN accounts a ON a.id = r.account_id
-             WHERE r.message_id = ANY($1) ORDER BY r.message_id, a.username",
-            &[&ids],
+             WHERE r.conversation_id = $2 AND r.message_id = ANY($1)
+             ORDER BY r.message_id, a.username",
+            &[&ids, &conversation.0],
         ),
     )?;
     let mut reactions: HashMap<String, Vec<(String, String)>> = HashMap::new();
@@ -158,7 +163,7 @@ pub(super) async fn history<C: GenericClient>(
         .iter()
         .map(event_from_row)
         .collect::<Outcome<Vec<_>>>()?;
-    attach_reactions(db, &mut events).await?;
+    attach_reactions(db, request.conversation, &mut events).await?;
     Ok(events)
 }
 

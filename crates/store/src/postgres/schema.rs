@@ -39,6 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V9__conversation_clock",
         include_str!("migrations/V9__conversation_clock.sql"),
     ),
+    (
+        "V10__reaction_conversation",
+        include_str!("migrations/V10__reaction_conversation.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would
@@ -214,8 +218,13 @@ mod tests {
             ["1:1=2@222", "1:2=3@333", "2:1=0@0", "2:2=0@0"]
         );
         assert_eq!(
-            column_of(&db, "SELECT message_id FROM reactions").await,
-            ["m1"]
+            column_of(
+                &db,
+                "SELECT conversation_id || ':' || message_id FROM reactions"
+            )
+            .await,
+            ["1:m1"],
+            "a reaction names its message's conversation (V10)"
         );
         assert_eq!(
             column_of(&db, "SELECT message_id FROM message_media").await,

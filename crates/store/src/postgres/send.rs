@@ -124,10 +124,12 @@ const RECIPIENTS: &str = "SELECT a.conversation_id, a.joined_before, d.id
      CROSS JOIN LATERAL (SELECT id FROM devices WHERE account_id = m.account_id OFFSET 0) d
      ORDER BY 1, 2, 3";
 const SET_REACTION: &str =
-    "INSERT INTO reactions (message_id, account_id, emoji, updated_ms) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (message_id, account_id)
+    "INSERT INTO reactions (message_id, account_id, emoji, updated_ms, conversation_id)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (conversation_id, message_id, account_id)
      DO UPDATE SET emoji = excluded.emoji, updated_ms = excluded.updated_ms";
-const CLEAR_REACTION: &str = "DELETE FROM reactions WHERE message_id = $1 AND account_id = $2";
+const CLEAR_REACTION: &str =
+    "DELETE FROM reactions WHERE message_id = $1 AND account_id = $2 AND conversation_id = $3";
 // The statements on a target name its conversation (the send's: `plan`
 // refused a target elsewhere) as well as its id, so that with `messages`
 // sharded by conversation each goes to one shard (docs/CLUSTER.md).
@@ -139,7 +141,8 @@ const TOMBSTONE: &str =
 /// empty one.
 const PURGE_EDITS: &str = "UPDATE messages SET body = ''
      WHERE target_id = $1 AND conversation_id = $3 AND kind = $2 AND body IS NOT NULL";
-const PURGE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = $1";
+const PURGE_REACTIONS: &str =
+    "DELETE FROM reactions WHERE message_id = $1 AND conversation_id = $2";
 const PURGE_MEDIA_LINKS: &str =
     "DELETE FROM message_media WHERE message_id = $1 AND conversation_id = $2";
 
@@ -615,7 +618,13 @@ async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Pla
             execute(
                 db,
                 SET_REACTION,
-                &[&target.as_str(), &sender, emoji, &message.now_ms],
+                &[
+                    &target.as_str(),
+                    &sender,
+                    emoji,
+                    &message.now_ms,
+                    &message.conversation.0,
+                ],
             )
             .await?;
         }
@@ -623,7 +632,12 @@ async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Pla
             target,
             emoji: None,
         } => {
-            execute(db, CLEAR_REACTION, &[&target.as_str(), &sender]).await?;
+            execute(
+                db,
+                CLEAR_REACTION,
+                &[&target.as_str(), &sender, &message.conversation.0],
+            )
+            .await?;
         }
         Body::Edit { target, .. } => {
             execute(
@@ -646,7 +660,7 @@ async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Pla
             pipeline!(
                 execute(db, TOMBSTONE, &[&target, &conversation]),
                 execute(db, PURGE_EDITS, &[&target, &EVENT_EDIT, &conversation],),
-                execute(db, PURGE_REACTIONS, &[&target]),
+                execute(db, PURGE_REACTIONS, &[&target, &conversation]),
                 execute(db, PURGE_MEDIA_LINKS, &[&target, &conversation]),
             )?;
         }

@@ -20,9 +20,10 @@ const PURGE_OLD_BODIES: &str = "WITH purged AS (
              SELECT conversation_id, seq FROM messages
              WHERE created_ms < $1 AND body IS NOT NULL
              LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING id
+         RETURNING id, conversation_id
      ),
-     reactions_gone AS (DELETE FROM reactions WHERE message_id IN (SELECT id FROM purged)),
+     reactions_gone AS (DELETE FROM reactions WHERE (conversation_id, message_id) IN
+                        (SELECT conversation_id, id FROM purged)),
      media_gone AS (DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged))
      SELECT count(*) FROM purged";
 
