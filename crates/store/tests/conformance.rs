@@ -2021,11 +2021,11 @@ mod scenarios {
         // exactly the devices with an event waiting that another device
         // sent: the sender's own device is not behind on its own text, its
         // other device is; an ack clears a device; a group member added
-        // later is not behind on what came before it joined; unknown ids
-        // are left out.
+        // later is not behind on what came before it joined, and one
+        // removed is behind on its removal only; unknown ids are left out.
         // Method: alice (a1, a2) and bob (b1) in their conversation; a1
         // sends; acks one by one; then a group created by bob with a text,
-        // carol (c1) added after it.
+        // carol (c1) added after it, then removed before another text.
         let store = &*store;
         let Cast(alice, bob, direct, [a1, a2, b1]) = cast(store, ["a1", "a2", "b1"]).await;
         let behind = |devices: Vec<DeviceId>| async move {
@@ -2062,6 +2062,15 @@ mod scenarios {
         }
         ack(store, c1, carol, vec![(group, text.seq + 1)], false).await;
         assert_eq!(behind(vec![b1, c1]).await, Vec::<DeviceId>::new());
+        // Removed, carol's device waits for the event that removed her, and
+        // for nothing after it.
+        let removed = change(store, bob, b1, group, GroupChange::Remove(carol), NOW)
+            .await
+            .expect("remove carol");
+        send(store, group, bob, b1, "g2").await;
+        assert_eq!(behind(vec![c1]).await, vec![c1]);
+        ack(store, c1, carol, vec![(group, removed.seq)], false).await;
+        assert_eq!(behind(vec![c1]).await, Vec::<DeviceId>::new());
     }
 
     pub async fn ack_is_cumulative(store: Arc<dyn Store>) {

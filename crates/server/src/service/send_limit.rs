@@ -4,8 +4,10 @@
 //! group creations per account.
 //!
 //! In a cluster each node keeps its own buckets and tells the others what
-//! it took ([`SharedLimit`], reported every `cluster::SPENT_REPORT_PERIOD`
-//! over the bus); each debits what the others took from the same buckets.
+//! it took from account budgets ([`SharedLimit`], reported every
+//! `cluster::SPENT_REPORT_PERIOD` over the bus); each debits what the
+//! others took from the same buckets. Device budgets stay with the node a
+//! device talks to (it has one live session).
 //! So a budget holds across nodes at its rate, with no store round trip and
 //! no bus message per send; the slack is what nodes take before they hear
 //! of each other: a burst spent at once on several nodes, and a report
@@ -57,7 +59,8 @@ impl Key {
 }
 
 /// Buckets beyond this many make the next insert drop the full ones (a full
-/// bucket is the same as no bucket).
+/// bucket is the same as no bucket); after a prune the bound doubles past
+/// what is left, so a map of many live buckets is not scanned on every send.
 const BUCKETS_BEFORE_PRUNE: usize = 65_536;
 
 /// A budget that other nodes spend too: what this node took since it last
@@ -72,11 +75,40 @@ pub trait SharedLimit: Send + Sync {
     fn spent_elsewhere(&self, key: &str, units: i64);
 }
 
-#[derive(Default)]
 struct Buckets {
     buckets: HashMap<Key, Bucket>,
-    /// What this node took since its last report (kept only in a cluster).
+    /// The size at which the next insert prunes full buckets.
+    prune_at: usize,
+    /// What this node took from account budgets since its last report (kept
+    /// only in a cluster). Device budgets are not shared: a device has one
+    /// live session, so its sends nearly all pass one node, and sharing them
+    /// would put a bucket for every active device of the cluster on every
+    /// node.
     spent: HashMap<Key, u32>,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self {
+            buckets: HashMap::new(),
+            prune_at: BUCKETS_BEFORE_PRUNE,
+            spent: HashMap::new(),
+        }
+    }
+}
+
+impl Buckets {
+    /// Drops the full buckets once the map reaches its bound.
+    fn prune(&mut self, now: Instant, rate_of: impl Fn(Key) -> Rate) {
+        if self.buckets.len() < self.prune_at {
+            return;
+        }
+        self.buckets.retain(|key, bucket| {
+            let rate = rate_of(*key);
+            refilled(*bucket, rate, now) < f64::from(rate.burst)
+        });
+        self.prune_at = BUCKETS_BEFORE_PRUNE.max(2 * self.buckets.len());
+    }
 }
 
 pub struct SendLimiter {
@@ -136,13 +168,8 @@ impl SendLimiter {
     /// long until both would have a token again.
     pub fn take(&self, device: DeviceId, account: AccountId, now: Instant) -> Result<(), Duration> {
         let mut state = crate::lock(&self.buckets);
-        let Buckets { buckets, spent } = &mut *state;
-        if buckets.len() >= BUCKETS_BEFORE_PRUNE {
-            buckets.retain(|key, bucket| {
-                let rate = self.rate(*key);
-                refilled(*bucket, rate, now) < f64::from(rate.burst)
-            });
-        }
+        state.prune(now, |key| self.rate(key));
+        let Buckets { buckets, spent, .. } = &mut *state;
         let limited = [
             (Key::Device(device), self.device),
             (Key::Account(account), self.account),
@@ -174,7 +201,7 @@ impl SendLimiter {
                     updated: now,
                 },
             );
-            if self.shared {
+            if self.shared && matches!(key, Key::Account(_)) {
                 *spent.entry(key).or_insert(0) += 1;
             }
         }
@@ -186,10 +213,11 @@ impl SendLimiter {
     /// overdrawn on several nodes at once is paid back before the next take.
     fn debit(&self, key: Key, units: u32, now: Instant) {
         let rate = self.rate(key);
-        if rate.per_sec == 0 {
+        if rate.per_sec == 0 || !matches!(key, Key::Account(_)) {
             return;
         }
         let mut state = crate::lock(&self.buckets);
+        state.prune(now, |key| self.rate(key));
         let tokens = state
             .buckets
             .get(&key)
@@ -339,6 +367,10 @@ mod tests {
             "a send is never given back"
         );
         assert!(there.take_spent().is_empty());
+        // Device budgets are not shared.
+        let both = SendLimiter::new(account, account).shared(true);
+        assert!(both.take(DEVICE, ACCOUNT, now).is_ok());
+        assert_eq!(both.take_spent(), vec![("a:7".to_owned(), 1)]);
         // Not shared: nothing is tallied.
         let alone = SendLimiter::new(off, account);
         assert!(alone.take(DEVICE, ACCOUNT, now).is_ok());

@@ -483,17 +483,22 @@ pub(super) async fn waiting<C: GenericClient>(db: &C, device: DeviceId) -> Outco
 }
 
 /// The devices of `$1` for which another device's event waits above a
-/// position (see `Store::behind`): index lookups per membership, and for
-/// the few memberships behind, a range of `messages` up to the first event
-/// not the device's own.
+/// position (see `Store::behind`), in their memberships and, up to the seq
+/// of their leaving, their departures (as `STREAMS` reads them): index
+/// lookups per membership, and for the few behind, a range of `messages`
+/// up to the first event not the device's own.
 const BEHIND: &str = "SELECT DISTINCT d.id FROM devices d
-     JOIN members m ON m.account_id = d.account_id
-     JOIN conversations c ON c.id = m.conversation_id
-     LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = m.conversation_id
-     WHERE d.id = ANY($1) AND c.last_seq > GREATEST(m.joined_seq, COALESCE(p.seq, 0))
+     JOIN (SELECT m.account_id, m.conversation_id, m.joined_seq, c.last_seq AS end_seq
+           FROM members m JOIN conversations c ON c.id = m.conversation_id
+           UNION ALL
+           SELECT account_id, conversation_id, joined_seq, left_seq FROM departures) s
+       ON s.account_id = d.account_id
+     LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = s.conversation_id
+     WHERE d.id = ANY($1) AND s.end_seq > GREATEST(s.joined_seq, COALESCE(p.seq, 0))
        AND EXISTS (SELECT 1 FROM messages e
-                   WHERE e.conversation_id = m.conversation_id
-                     AND e.seq > GREATEST(m.joined_seq, COALESCE(p.seq, 0))
+                   WHERE e.conversation_id = s.conversation_id
+                     AND e.seq > GREATEST(s.joined_seq, COALESCE(p.seq, 0))
+                     AND e.seq <= s.end_seq
                      AND e.sender_device <> d.id)";
 
 pub(super) async fn behind<C: GenericClient>(

@@ -467,15 +467,21 @@ pub(super) fn waiting(conn: &Connection, device: DeviceId) -> Result<u64, StoreE
 }
 
 /// Whether something another device sent waits above the device's
-/// positions (see `Store::behind`).
+/// positions, in its memberships and, up to its leaving, its departures
+/// (see `Store::behind`).
 const BEHIND: &str = "SELECT EXISTS (
-     SELECT 1 FROM devices d JOIN members m ON m.account_id = d.account_id
-     JOIN conversations c ON c.id = m.conversation_id
-     LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = m.conversation_id
-     WHERE d.id = ?1 AND c.last_seq > MAX(m.joined_seq, COALESCE(p.seq, 0))
+     SELECT 1 FROM devices d
+     JOIN (SELECT m.account_id, m.conversation_id, m.joined_seq, c.last_seq AS end_seq
+           FROM members m JOIN conversations c ON c.id = m.conversation_id
+           UNION ALL
+           SELECT account_id, conversation_id, joined_seq, left_seq FROM departures) s
+       ON s.account_id = d.account_id
+     LEFT JOIN positions p ON p.device_id = d.id AND p.conversation_id = s.conversation_id
+     WHERE d.id = ?1 AND s.end_seq > MAX(s.joined_seq, COALESCE(p.seq, 0))
        AND EXISTS (SELECT 1 FROM messages e
-                   WHERE e.conversation_id = m.conversation_id
-                     AND e.seq > MAX(m.joined_seq, COALESCE(p.seq, 0))
+                   WHERE e.conversation_id = s.conversation_id
+                     AND e.seq > MAX(s.joined_seq, COALESCE(p.seq, 0))
+                     AND e.seq <= s.end_seq
                      AND e.sender_device != d.id))";
 
 /// One lookup per device: the embedded store is local, and only a cluster
