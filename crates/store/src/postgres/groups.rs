@@ -147,12 +147,19 @@ struct SystemEvent {
 }
 
 async fn store_system_event<C: GenericClient>(db: &C, event: &SystemEvent) -> Outcome<i64> {
-    // Never stamped earlier than the conversation's event before it.
+    // Never stamped earlier than the conversation's event before it, nor
+    // far ahead of the database's clock (`send::AHEAD_MAX_MS`).
     let taken = row(
         db,
-        "UPDATE conversations SET last_seq = last_seq + 1, last_ts_ms = greatest(last_ts_ms, $2)
+        "UPDATE conversations SET last_seq = last_seq + 1,
+             last_ts_ms = greatest(last_ts_ms, least($2,
+                 (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3))
          WHERE id = $1 RETURNING last_seq, last_ts_ms",
-        &[&event.conversation.0, &event.now_ms],
+        &[
+            &event.conversation.0,
+            &event.now_ms,
+            &super::send::AHEAD_MAX_MS,
+        ],
     )
     .await?
     .ok_or(Fault::Raced)?;

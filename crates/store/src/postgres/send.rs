@@ -54,8 +54,16 @@ use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
 /// One send's answer.
 pub(super) type Answer = Result<Appended, StoreError>;
 
-const LOCK_CONVERSATIONS: &str = "SELECT id, last_seq, last_ts_ms FROM conversations
-     WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+const LOCK_CONVERSATIONS: &str = "SELECT id, last_seq, last_ts_ms,
+            (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+     FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// How far ahead of the database's clock a node may stamp an event. An
+/// event's time also floors every later one in its conversation, so a node
+/// whose clock jumped ahead (between two measurements of its offset) must
+/// not pin a conversation's times in the future: past this, the database's
+/// clock (plus this) is stamped instead.
+pub(super) const AHEAD_MAX_MS: i64 = 1_000;
 /// The rows reactions, edits and deletes change: each target (in the
 /// send's own conversation) and, for a delete, the edit events it purges.
 /// Holding them keeps a purge (ack or sweep) from emptying a target between
@@ -185,10 +193,14 @@ pub(super) async fn append_batch<C: GenericClient>(
         let last = last_seq.get_mut(&message.conversation.0);
         match (judge(message, last.is_some(), checks)?, last) {
             (Ok(plan), Some(last)) => {
-                // Never earlier than the conversation's event before it.
+                // Never earlier than the conversation's event before it,
+                // nor far ahead of the database's clock.
+                let now_ms = message
+                    .now_ms
+                    .min(found.clock_ms.saturating_add(AHEAD_MAX_MS));
                 *last = Last {
                     seq: last.seq + 1,
-                    ts_ms: message.now_ms.max(last.ts_ms),
+                    ts_ms: now_ms.max(last.ts_ms),
                 };
                 accepted.push(Accepted {
                     send: i,
@@ -265,6 +277,9 @@ struct Accepted {
 struct Found {
     /// The last event of each conversation that exists.
     last_seq: HashMap<i64, Last>,
+    /// The database's clock when the conversations were locked (0 when
+    /// none exists: then nothing is stamped).
+    clock_ms: i64,
     /// The stored sends with the batch's dedup keys, with the fingerprint
     /// each was stored with (none before it existed).
     earlier: HashMap<(i64, String), (Appended, Option<i64>)>,
@@ -351,6 +366,10 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
         in_order(targets),
         in_order(media),
     )?;
+    let clock_ms = match locked.first() {
+        Some(row) => row.try_get(3)?,
+        None => 0,
+    };
     let last_seq = locked
         .iter()
         .map(|row| {
@@ -387,6 +406,7 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
         .collect::<Outcome<_>>()?;
     Ok(Found {
         last_seq,
+        clock_ms,
         earlier,
         standing,
         targets,
@@ -710,6 +730,55 @@ mod tests {
             assert_eq!(first.seq, second.seq, "round {round}: stored once");
             assert!(first.duplicate != second.duplicate, "round {round}");
         }
+        store.shutdown().await;
+        schema.drop().await;
+    }
+
+    #[tokio::test]
+    async fn a_clock_far_ahead_does_not_pin_a_conversations_times() {
+        // Goal: an event's time floors every later one in its conversation,
+        // so a node whose clock jumped an hour ahead must not stamp an
+        // hour ahead: it gets the database's time (plus at most
+        // AHEAD_MAX_MS), and the next event, stamped by a correct clock,
+        // carries about the true time.
+        let Some((schema, store)) = FreshSchema::store("ahead").await else {
+            return;
+        };
+        let alice = account(&store, "alice").await;
+        let bob = account(&store, "bob").await;
+        let with_bob = store
+            .direct_conversation(alice.0, bob.0, 1)
+            .await
+            .expect("ab");
+        let true_now = || {
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after the epoch");
+            i64::try_from(since.as_millis()).expect("millis")
+        };
+        let hour = 3_600_000;
+        let ahead = store
+            .append_message(NewMessage {
+                now_ms: true_now() + hour,
+                ..text(with_bob, alice, "ahead")
+            })
+            .await
+            .expect("ahead");
+        let after = true_now();
+        assert!(
+            ahead.ts_ms <= after + AHEAD_MAX_MS,
+            "stamped {} ms ahead",
+            ahead.ts_ms - after
+        );
+        let next = store
+            .append_message(NewMessage {
+                now_ms: true_now(),
+                ..text(with_bob, bob, "next")
+            })
+            .await
+            .expect("next");
+        assert!(next.ts_ms >= ahead.ts_ms, "times never fall");
+        assert!(next.ts_ms <= true_now() + AHEAD_MAX_MS);
         store.shutdown().await;
         schema.drop().await;
     }
