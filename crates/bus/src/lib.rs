@@ -122,8 +122,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the bus can carry events now (for `/readyz`).
     fn is_connected(&self) -> bool;
 
-    /// How often a live device must re-read its queue even without a
-    /// wake-up, because this bus may lose events; `None` when it cannot.
+    /// How often a node must ask the store which of its live devices have
+    /// something waiting, even without a wake-up, because this bus may lose
+    /// events; `None` when it cannot.
     fn recheck_interval(&self) -> Option<Duration>;
 
     /// A one-line description for the startup log.

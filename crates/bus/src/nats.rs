@@ -26,9 +26,10 @@
 //! - a node whose client dropped incoming messages (slow consumer) resyncs;
 //! - a device subscribed late (its first subscribe failed) re-reads its
 //!   queue once subscribed;
-//! - and live sessions still re-read their queues every `recheck`, a slow
-//!   safety net for a loss no node sees (between the servers of a NATS
-//!   cluster, for instance);
+//! - and every `recheck` each node still asks the store which of its live
+//!   devices have something waiting and wakes those, a slow safety net for
+//!   a loss no node sees (between the servers of a NATS cluster, for
+//!   instance);
 //! - events that must not be lost (revocations, takeovers, invalidations,
 //!   presence changes) published while NATS is away wait in a bounded
 //!   outbox and go out on reconnect;
@@ -62,7 +63,7 @@ pub struct NatsConfig {
     pub client_name: String,
     /// Subjects start with this, so clusters can share a NATS server.
     pub subject_prefix: String,
-    /// How often live sessions re-read their queues regardless of events.
+    /// How often the node re-checks its live devices regardless of events.
     pub recheck: Duration,
 }
 
@@ -222,13 +223,28 @@ impl NatsBus {
             .await
             .map_err(error)?;
         let background = vec![
-            tokio::spawn(forward_presence(presence, Arc::clone(&shared.sink))),
-            tokio::spawn(forward_invalidations(
+            tokio::spawn(forward(
+                presence,
+                Arc::clone(&shared.sink),
+                "presence",
+                decode_presence,
+                |sink, account| sink.presence_changed(account),
+            )),
+            tokio::spawn(forward(
                 invalidations,
                 Arc::clone(&shared.sink),
+                "invalidate",
+                decode_invalidation,
+                |sink, what| sink.invalidate(what),
             )),
             tokio::spawn(forward_resyncs(resyncs, Arc::clone(&shared.sink))),
-            tokio::spawn(forward_spent(spent, Arc::clone(&shared.sink))),
+            tokio::spawn(forward(
+                spent,
+                Arc::clone(&shared.sink),
+                "spent",
+                decode_spent,
+                |sink, spent| sink.spent_elsewhere(spent),
+            )),
             tokio::spawn(repair(Arc::clone(&shared))),
         ];
         Ok(Self {
@@ -538,19 +554,6 @@ async fn forward_device(device: DeviceId, mut subscriber: Subscriber, sink: Sink
     }
 }
 
-async fn forward_presence(mut subscriber: Subscriber, sink: SinkSlot) {
-    while let Some(message) = subscriber.next().await {
-        let account = std::str::from_utf8(&message.payload)
-            .ok()
-            .and_then(|text| text.parse().ok());
-        match (account, current(&sink)) {
-            (Some(account), Some(sink)) => sink.presence_changed(AccountId(account)),
-            (None, _) => tracing::debug!("undecodable presence event"),
-            _ => {}
-        }
-    }
-}
-
 /// Another node may have lost events it published: re-read every live
 /// queue here.
 async fn forward_resyncs(mut subscriber: Subscriber, sink: SinkSlot) {
@@ -561,24 +564,30 @@ async fn forward_resyncs(mut subscriber: Subscriber, sink: SinkSlot) {
     }
 }
 
-async fn forward_spent(mut subscriber: Subscriber, sink: SinkSlot) {
+/// Hands each decodable payload of a broadcast subject to the sink (`what`
+/// names the subject in the log line of one that is not).
+async fn forward<T>(
+    mut subscriber: Subscriber,
+    sink: SinkSlot,
+    what: &'static str,
+    decode: fn(&[u8]) -> Option<T>,
+    apply: fn(&dyn BusSink, T),
+) {
     while let Some(message) = subscriber.next().await {
-        match (decode_spent(&message.payload), current(&sink)) {
-            (Some(spent), Some(sink)) => sink.spent_elsewhere(spent),
-            (None, _) => tracing::debug!("undecodable spending report"),
+        match (decode(&message.payload), current(&sink)) {
+            (Some(news), Some(sink)) => apply(sink.as_ref(), news),
+            (None, _) => tracing::debug!(what, "undecodable bus payload"),
             _ => {}
         }
     }
 }
 
-async fn forward_invalidations(mut subscriber: Subscriber, sink: SinkSlot) {
-    while let Some(message) = subscriber.next().await {
-        match (decode_invalidation(&message.payload), current(&sink)) {
-            (Some(what), Some(sink)) => sink.invalidate(what),
-            (None, _) => tracing::debug!("undecodable invalidation"),
-            _ => {}
-        }
-    }
+fn decode_presence(payload: &[u8]) -> Option<AccountId> {
+    std::str::from_utf8(payload)
+        .ok()?
+        .parse()
+        .ok()
+        .map(AccountId)
 }
 
 // Wire format of bus payloads: one tag byte, then the tag's data. Only
@@ -789,5 +798,7 @@ mod tests {
         assert_eq!(decode_invalidation(b"d"), None);
         assert_eq!(decode_invalidation(b"dx1"), None);
         assert_eq!(decode_invalidation(b"q1"), None);
+        assert_eq!(decode_presence(b"42"), Some(AccountId(42)));
+        assert_eq!(decode_presence(b"x42"), None);
     }
 }

@@ -487,7 +487,7 @@ mod tests {
 
     use super::*;
     use crate::Store;
-    use crate::postgres::testing::{FreshSchema, account, device, store_batch, text};
+    use crate::postgres::testing::{FreshSchema, account, chat, device, store_batch, text};
 
     fn ack(
         (account, device): (AccountId, DeviceId),
@@ -518,14 +518,8 @@ mod tests {
         let bob = account(&store, "bob").await;
         let bob_laptop = (bob.0, device(&store, bob.0, "bob-laptop").await);
         let carol = account(&store, "carol").await;
-        let with_bob = store
-            .direct_conversation(alice.0, bob.0, 1)
-            .await
-            .expect("ab");
-        let with_carol = store
-            .direct_conversation(alice.0, carol.0, 1)
-            .await
-            .expect("ac");
+        let with_bob = chat(&store, alice, bob).await;
+        let with_carol = chat(&store, alice, carol).await;
         for (i, conversation) in [with_bob, with_bob, with_bob, with_carol, with_carol]
             .into_iter()
             .enumerate()

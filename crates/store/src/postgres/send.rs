@@ -695,7 +695,9 @@ mod tests {
     use tokio::sync::Barrier;
 
     use super::*;
-    use crate::postgres::testing::{FreshSchema, account, store_batch, text};
+    use missive_core::{Clock, SystemClock};
+
+    use crate::postgres::testing::{FreshSchema, account, chat, store_batch, text};
     use crate::{PostgresConfig, PostgresStore, Store};
 
     #[tokio::test]
@@ -712,10 +714,7 @@ mod tests {
         };
         let alice = account(&store, "alice").await;
         let bob = account(&store, "bob").await;
-        let with_bob = store
-            .direct_conversation(alice.0, bob.0, 1)
-            .await
-            .expect("ab");
+        let with_bob = chat(&store, alice, bob).await;
         for round in 0..20 {
             let cmid = format!("twice-{round}");
             let both = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -746,16 +745,8 @@ mod tests {
         };
         let alice = account(&store, "alice").await;
         let bob = account(&store, "bob").await;
-        let with_bob = store
-            .direct_conversation(alice.0, bob.0, 1)
-            .await
-            .expect("ab");
-        let true_now = || {
-            let since = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after the epoch");
-            i64::try_from(since.as_millis()).expect("millis")
-        };
+        let with_bob = chat(&store, alice, bob).await;
+        let true_now = || SystemClock.now_ms();
         let hour = 3_600_000;
         let ahead = store
             .append_message(NewMessage {
@@ -799,14 +790,8 @@ mod tests {
         let alice = account(&store, "alice").await;
         let bob = account(&store, "bob").await;
         let carol = account(&store, "carol").await;
-        let with_bob = store
-            .direct_conversation(alice.0, bob.0, 1)
-            .await
-            .expect("ab");
-        let with_carol = store
-            .direct_conversation(alice.0, carol.0, 1)
-            .await
-            .expect("ac");
+        let with_bob = chat(&store, alice, bob).await;
+        let with_carol = chat(&store, alice, carol).await;
         let first = store
             .append_message(text(with_bob, alice, "a0"))
             .await

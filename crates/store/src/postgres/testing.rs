@@ -98,6 +98,18 @@ pub(super) async fn account(store: &PostgresStore, name: &str) -> (AccountId, De
     (account, device(store, account, name).await)
 }
 
+/// The 1:1 conversation of `a` and `b` (created at time 1).
+pub(super) async fn chat(
+    store: &PostgresStore,
+    a: (AccountId, DeviceId),
+    b: (AccountId, DeviceId),
+) -> ConversationId {
+    store
+        .direct_conversation(a.0, b.0, 1)
+        .await
+        .expect("direct conversation")
+}
+
 /// Another device of `account`, named and keyed `name`.
 pub(super) async fn device(store: &PostgresStore, account: AccountId, name: &str) -> DeviceId {
     store
