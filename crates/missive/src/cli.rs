@@ -155,6 +155,21 @@ fn load_profile(args: &ClientArgs) -> Result<Profile, ExitCode> {
     Ok(saved)
 }
 
+/// Runs `missive chat` as the saved login.
+pub async fn chat(args: &ClientArgs) -> ExitCode {
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
+    };
+    match crate::chat::run(saved).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: the terminal failed: {err}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 pub async fn register(
     args: &ClientArgs,
     secret: &PasswordArgs,
@@ -424,18 +439,10 @@ pub async fn download(
     // never over an existing file.
     let (path, create_new) = match output {
         Some(path) => (path, false),
-        None => {
-            let named = download
-                .filename
-                .as_deref()
-                .and_then(|name| std::path::Path::new(name).file_name())
-                .filter(|name| !name.to_string_lossy().starts_with('.'))
-                .map(std::path::PathBuf::from);
-            (
-                named.unwrap_or_else(|| std::path::PathBuf::from(media_id)),
-                true,
-            )
-        }
+        None => (
+            std::path::PathBuf::from(safe_file_name(download.filename.as_deref(), media_id)),
+            true,
+        ),
     };
     let written = if create_new {
         std::fs::OpenOptions::new()
@@ -460,6 +467,17 @@ pub async fn download(
         "size_bytes": download.bytes.len(),
         "path": path.display().to_string(),
     }))
+}
+
+/// The name to save a download under in the current directory: the last
+/// component of the name it was uploaded under (whatever the server said;
+/// never a hidden file), else its id.
+pub(crate) fn safe_file_name(uploaded: Option<&str>, media_id: &str) -> String {
+    uploaded
+        .and_then(|name| std::path::Path::new(name).file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .unwrap_or_else(|| media_id.to_owned())
 }
 
 /// Sets `emoji` as this user's reaction, or removes it when `None`.

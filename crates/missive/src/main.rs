@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod chat;
 mod cli;
 mod profile;
 mod serve;
@@ -68,6 +69,12 @@ enum Command {
         device_name: String,
         #[command(flatten)]
         password: cli::PasswordArgs,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Open the full-screen terminal chat app as the profile's device (`?`
+    /// in the app lists its keys).
+    Chat {
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -406,6 +413,7 @@ fn main() -> ExitCode {
             Command::Serve(serve_args) => serve::run(serve_args).await,
             Command::Admin(admin_args) => admin::run(admin_args).await,
             Command::Bench(bench_args) => bench::run(bench_args).await,
+            Command::Chat { client } => cli::chat(&client).await,
             Command::Register {
                 username,
                 invite,

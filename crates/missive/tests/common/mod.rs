@@ -297,6 +297,11 @@ impl ServerProcess {
         Self::start_with_env(data_dir, &[])
     }
 
+    /// Like `start`, on a given `host:port` (to restart on the same one).
+    pub fn start_listening(data_dir: &std::path::Path, listen: &str) -> Self {
+        Self::spawn_limited(data_dir, &[], "info", None, None, listen).0
+    }
+
     /// Like `start`, with extra environment variables for the server.
     pub fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         Self::spawn(data_dir, env, "info", None).0
@@ -325,7 +330,7 @@ impl ServerProcess {
         env: &[(&str, &str)],
         open_files: u64,
     ) -> Self {
-        Self::spawn_limited(data_dir, env, "info", None, Some(open_files)).0
+        Self::spawn_limited(data_dir, env, "info", None, Some(open_files), "127.0.0.1:0").0
     }
 
     fn spawn(
@@ -334,7 +339,7 @@ impl ServerProcess {
         rust_log: &str,
         keep: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     ) -> (Self, std::thread::JoinHandle<()>) {
-        Self::spawn_limited(data_dir, env, rust_log, keep, None)
+        Self::spawn_limited(data_dir, env, rust_log, keep, None, "127.0.0.1:0")
     }
 
     fn spawn_limited(
@@ -343,6 +348,7 @@ impl ServerProcess {
         rust_log: &str,
         keep: Option<Arc<std::sync::Mutex<Vec<String>>>>,
         open_files: Option<u64>,
+        listen: &str,
     ) -> (Self, std::thread::JoinHandle<()>) {
         use std::io::BufRead;
         use std::process::Stdio;
@@ -367,7 +373,7 @@ impl ServerProcess {
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--log-format",
                 "json",
                 "--data-dir",

@@ -1,0 +1,498 @@
+//! `missive chat`, the terminal app, driven as a person would: the real
+//! binary in a tmux pane (keys sent with `send-keys`, the screen read with
+//! `capture-pane`) against a real server, the other users acting through
+//! the CLI. Assertions are on the screen's text.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A private tmux server (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+static NEXT_SOCKET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Tmux {
+    /// `None` (with the reason printed) when tmux is missing outside CI;
+    /// under CI a missing tmux fails the test.
+    fn new() -> Option<Self> {
+        let present = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !present {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is not installed (.ci/run installs it)"
+            );
+            eprintln!("skipped: tmux is not installed");
+            return None;
+        }
+        let n = NEXT_SOCKET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Self {
+            socket: format!("missive-test-{}-{n}", std::process::id()),
+        })
+    }
+
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        let output = Command::new("tmux")
+            .args(["-u", "-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .env("LANG", "C.UTF-8")
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .expect("run tmux");
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Opens `missive chat --profile <profile>` in a new session named
+    /// after the profile, `width` × `height`, working in `config` (where
+    /// downloads land).
+    fn chat(&self, config: &Path, profile: &str, width: u16, height: u16) {
+        let command = format!(
+            "env LANG=C.UTF-8 LC_ALL=C.UTF-8 MISSIVE_CONFIG_DIR='{}' '{BIN}' chat --profile {profile}",
+            config.display()
+        );
+        self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            profile,
+            "-c",
+            &config.display().to_string(),
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            &command,
+        ]);
+    }
+
+    /// Types `text` literally (no key names).
+    fn type_text(&self, session: &str, text: &str) {
+        self.tmux(&["send-keys", "-t", session, "-l", text]);
+    }
+
+    /// Presses named keys (`Enter`, `Tab`, `Up`, `q`…).
+    fn keys(&self, session: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", session];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    fn screen(&self, session: &str) -> String {
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", session]).stdout)
+            .into_owned()
+    }
+
+    /// Reads the screen until `ready` holds for it, at most [`PROMPTLY`];
+    /// returns that screen. The app has no other way to tell us it has
+    /// drawn; the pause between reads spares the machine a busy loop.
+    fn wait_for(&self, session: &str, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PROMPTLY;
+        loop {
+            let screen = self.screen(session);
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{session}'s screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for_text(&self, session: &str, text: &str) -> String {
+        self.wait_for(session, &format!("{text:?}"), |screen| {
+            screen.contains(text)
+        })
+    }
+
+    /// Waits until the conversation's line showing `text` ends with `mark`
+    /// (so `✓` is not `✓✓`).
+    fn wait_for_mark(&self, session: &str, text: &str, mark: &str) -> String {
+        self.wait_for(session, &format!("{text:?} marked {mark}"), |screen| {
+            conversation_lines(screen)
+                .iter()
+                .find(|line| line.contains(text))
+                .is_some_and(|line| {
+                    let line = line.trim_end_matches(['│', ' ']);
+                    line.ends_with(&format!(" {mark}"))
+                })
+        })
+    }
+
+    fn session_exists(&self, session: &str) -> bool {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "has-session", "-t", session])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The right-hand pane's part of each line (the list is 28 columns wide
+/// on a terminal of 84 columns or more).
+fn conversation_lines(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .map(|line| line.chars().skip(28).collect())
+        .collect()
+}
+
+fn line_with<'a>(screen: &'a str, text: &str) -> Option<&'a str> {
+    screen.lines().find(|line| line.contains(text))
+}
+
+/// Registers and logs in each user under a profile of its name.
+fn accounts(config: &Path, server: &str, users: &[&str]) {
+    for user in users {
+        for args in [
+            vec!["register", user],
+            vec!["login", user, "--profile", user],
+        ] {
+            let (code, _, stderr) = cli(config, server, &args);
+            assert_eq!(code, 0, "{args:?}: {stderr}");
+        }
+    }
+}
+
+/// Runs a CLI command as `profile`; asserts success and returns its JSON.
+fn as_user(config: &Path, server: &str, profile: &str, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["--profile", profile]);
+    let (code, stdout, stderr) = cli(config, server, &args);
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+/// The texts of a conversation's history, oldest first.
+fn history_texts(config: &Path, server: &str, profile: &str, conversation: &str) -> Vec<String> {
+    let page = as_user(config, server, profile, &["history", conversation]);
+    let mut texts: Vec<String> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["kind"] == "text")
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    texts.reverse();
+    texts
+}
+
+#[test]
+fn two_users_chat_both_ways_and_see_their_ticks_change() {
+    // Goal: a 1:1 chat started by username works both ways, and the
+    // sender's ticks go sent → delivered (the other device connected) →
+    // read (the other user opened the chat); typing shows on the other
+    // side; the help screen lists the keys; q quits.
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    accounts(config.path(), &server.url, &["alice", "bob"]);
+
+    tmux.chat(config.path(), "alice", 100, 30);
+    tmux.wait_for_text("alice", "online as alice");
+    tmux.keys("alice", &["n"]);
+    tmux.type_text("alice", "bob");
+    tmux.keys("alice", &["Enter"]);
+    tmux.type_text("alice", "hello bob");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_mark("alice", "hello bob", "✓");
+
+    tmux.chat(config.path(), "bob", 100, 30);
+    tmux.wait_for_text("bob", "(1)");
+    tmux.wait_for("bob", "alice online in the list", |screen| {
+        line_with(screen, "alice").is_some_and(|entry| entry.starts_with("│● alice"))
+    });
+    tmux.wait_for_mark("alice", "hello bob", "✓✓");
+
+    tmux.keys("bob", &["Enter"]);
+    tmux.wait_for_text("bob", "hello bob");
+    tmux.wait_for_mark("alice", "hello bob", "✔✔");
+
+    tmux.type_text("bob", "hi");
+    tmux.wait_for_text("alice", "bob is typing…");
+    tmux.type_text("bob", " alice");
+    tmux.keys("bob", &["Enter"]);
+    let screen = tmux.wait_for_text("alice", "hi alice");
+    assert!(
+        !screen.contains("typing…"),
+        "typing ends with the send:\n{screen}"
+    );
+    tmux.wait_for_mark("bob", "hi alice", "✔✔");
+
+    tmux.keys("alice", &["Tab", "?"]);
+    tmux.wait_for("alice", "the help screen", |s| {
+        s.contains("Keys") && s.contains("reply, edit, delete")
+    });
+    tmux.keys("alice", &["Escape"]);
+    tmux.wait_for("alice", "the help screen closed", |s| !s.contains(" Keys "));
+    tmux.keys("alice", &["q"]);
+    let deadline = Instant::now() + PROMPTLY;
+    while tmux.session_exists("alice") {
+        assert!(Instant::now() < deadline, "q did not quit the app");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        history_texts(config.path(), &server.url, "bob", "alice"),
+        vec!["hello bob", "hi alice"]
+    );
+}
+
+#[test]
+fn a_group_of_three_with_replies_reactions_edits_and_deletes() {
+    // Goal: a group made in the app reaches its members; their texts show
+    // under their names; a reply quotes, a reaction, an edit and a delete
+    // made on a selected message reach the server as such.
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    let url = server.url.as_str();
+    accounts(config.path(), url, &["alice", "bob", "carol"]);
+
+    tmux.chat(config.path(), "alice", 100, 30);
+    tmux.wait_for_text("alice", "online as alice");
+    tmux.keys("alice", &["g"]);
+    tmux.type_text("alice", "trip");
+    tmux.keys("alice", &["Enter"]);
+    tmux.type_text("alice", "bob, carol");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_text("alice", "alice created the group trip");
+    tmux.wait_for_text("alice", "trip · 3 members");
+    tmux.type_text("alice", "hello all");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_mark("alice", "hello all", "✓");
+
+    // Both members' devices receive it (the group's creation, then the
+    // text): only then is it delivered.
+    for member in ["bob", "carol"] {
+        as_user(config.path(), url, member, &["listen", "--count", "2"]);
+    }
+    tmux.wait_for_mark("alice", "hello all", "✓✓");
+    let pdf = config.path().join("upload").join("notes.pdf");
+    std::fs::create_dir(pdf.parent().unwrap()).unwrap();
+    let bytes = b"%PDF-1.7\n1 0 obj << >> endobj\ntrailer\n%%EOF\n";
+    std::fs::write(&pdf, bytes).unwrap();
+    let pdf = pdf.display().to_string();
+    as_user(
+        config.path(),
+        url,
+        "carol",
+        &["send", "--group", "trip", "the plan", "--file", &pdf],
+    );
+    tmux.wait_for_text(
+        "alice",
+        &format!("📎 notes.pdf (application/pdf, {} B)", bytes.len()),
+    );
+    tmux.keys("alice", &["Up", "d"]);
+    tmux.wait_for_text("alice", &format!("Saved notes.pdf ({} B)", bytes.len()));
+    assert_eq!(
+        std::fs::read(config.path().join("notes.pdf")).unwrap(),
+        bytes
+    );
+    tmux.keys("alice", &["Escape"]);
+    as_user(
+        config.path(),
+        url,
+        "carol",
+        &["send", "--group", "trip", "hi from carol"],
+    );
+    let screen = tmux.wait_for_text("alice", "hi from carol");
+    let lines = conversation_lines(&screen);
+    let at = lines.iter().position(|l| l.contains("the plan")).unwrap();
+    assert_eq!(
+        lines[at - 1].trim_matches(['│', ' ']),
+        "carol",
+        "sender named above:\n{screen}"
+    );
+
+    // Reply to carol's text (the newest), then react to it.
+    tmux.keys("alice", &["Up", "r"]);
+    tmux.wait_for_text("alice", "Reply to carol: hi from carol");
+    tmux.type_text("alice", "great");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_text("alice", "┃ carol: hi from carol");
+    tmux.wait_for_mark("alice", "great", "✓");
+    tmux.keys("alice", &["Up", "Up", "+"]);
+    tmux.wait_for_text("alice", "React (1 👍");
+    tmux.keys("alice", &["1", "Enter"]);
+    tmux.wait_for_text("alice", "👍 alice");
+
+    // Edit "great", then delete "hello all" (above the plan and carol's).
+    tmux.keys("alice", &["Up", "e"]);
+    tmux.wait_for_text("alice", "Edit message");
+    tmux.type_text("alice", "!");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_text("alice", "great!");
+    tmux.keys("alice", &["Up", "Up", "Up", "Up", "x"]);
+    tmux.wait_for_text("alice", "Delete this message for everyone?");
+    tmux.keys("alice", &["y"]);
+    tmux.wait_for_text("alice", "(message deleted)");
+
+    let page = as_user(config.path(), url, "bob", &["history", "trip"]);
+    let texts: Vec<&Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "text")
+        .collect();
+    let by_text = |text: &str| {
+        texts
+            .iter()
+            .find(|m| m["text"] == text)
+            .unwrap_or_else(|| panic!("{text:?} not in {page}"))
+    };
+    let carols = by_text("hi from carol");
+    assert_eq!(carols["reactions"][0]["emoji"], "👍", "{page}");
+    assert_eq!(carols["reactions"][0]["user"], "alice");
+    let reply = by_text("great!");
+    assert_eq!(reply["target"], carols["message_id"]);
+    assert!(reply["edited_ms"].is_i64(), "{reply}");
+    assert!(
+        texts
+            .iter()
+            .any(|m| m["deleted"] == true && m["from"] == "alice"),
+        "hello all deleted: {page}"
+    );
+}
+
+/// A port nothing listens on now, so a server can be restarted on it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn texts_typed_offline_go_out_once_and_a_restart_shows_what_waited() {
+    // Goal: with the server down the app says it is offline and keeps what
+    // is typed in its outbox (marked waiting); when the server is back it
+    // sends each once (the history holds one copy). Messages sent while
+    // the app was closed are there, counted unread, when it starts again.
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = ServerProcess::start_listening(data.path(), &listen);
+    let url = server.url.clone();
+    accounts(config.path(), &url, &["alice", "bob"]);
+    as_user(config.path(), &url, "bob", &["send", "alice", "first"]);
+
+    tmux.chat(config.path(), "alice", 100, 30);
+    tmux.wait_for_text("alice", "online as alice");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_text("alice", "first");
+
+    server.kill_9();
+    tmux.wait_for_text("alice", "offline");
+    tmux.type_text("alice", "sent while away");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_mark("alice", "sent while away", "◷");
+    tmux.wait_for_text("alice", "1 waiting to send");
+
+    let server = ServerProcess::start_listening(data.path(), &listen);
+    tmux.wait_for_mark("alice", "sent while away", "✓");
+    tmux.wait_for_text("alice", "online as alice");
+    assert_eq!(
+        history_texts(config.path(), &url, "bob", "alice"),
+        vec!["first", "sent while away"]
+    );
+
+    tmux.keys("alice", &["Tab", "q"]);
+    let deadline = Instant::now() + PROMPTLY;
+    while tmux.session_exists("alice") {
+        assert!(Instant::now() < deadline, "q did not quit the app");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for text in ["while you were out", "and another"] {
+        as_user(config.path(), &url, "bob", &["send", "alice", text]);
+    }
+    tmux.chat(config.path(), "alice", 100, 30);
+    let screen = tmux.wait_for_text("alice", "(2)");
+    assert!(screen.contains("and another"), "{screen}");
+    tmux.keys("alice", &["Enter"]);
+    let all = [
+        "first",
+        "sent while away",
+        "while you were out",
+        "and another",
+    ];
+    let screen = tmux.wait_for("alice", "the whole chat", |screen| {
+        all.iter().all(|text| screen.contains(text))
+    });
+    let lines = conversation_lines(&screen);
+    let order: Vec<usize> = all
+        .iter()
+        .map(|text| lines.iter().position(|l| l.contains(text)).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "in seq order:\n{screen}");
+    drop(server);
+}
+
+#[test]
+fn the_screen_follows_a_resize_and_a_refusal_shows_in_the_status_line() {
+    // Goal: a text to someone who blocked us is marked not sent with the
+    // reason in words on the status line (no crash, no JSON); the app
+    // redraws to a smaller terminal (80 × 24) with nothing cut off.
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    let url = server.url.as_str();
+    accounts(config.path(), url, &["alice", "bob"]);
+    as_user(
+        config.path(),
+        url,
+        "alice",
+        &["send", "bob", "before the block"],
+    );
+    as_user(config.path(), url, "bob", &["block", "alice"]);
+
+    tmux.chat(config.path(), "alice", 120, 40);
+    tmux.wait_for_text("alice", "online as alice");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_text("alice", "before the block");
+    tmux.type_text("alice", "are you there");
+    tmux.keys("alice", &["Enter"]);
+    let screen = tmux.wait_for_text("alice", "Not sent: you cannot message this user");
+    assert!(!screen.contains('{'), "no JSON on screen:\n{screen}");
+    tmux.wait_for_mark("alice", "are you there", "✗ not sent");
+
+    tmux.tmux(&["resize-window", "-t", "alice", "-x", "80", "-y", "24"]);
+    let screen = tmux.wait_for("alice", "an 80 × 24 screen", |screen| {
+        let lines: Vec<&str> = screen.lines().collect();
+        lines.len() == 24 && lines[0].chars().count() == 80 && lines[0].ends_with('┐')
+    });
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(
+        lines[22].starts_with('└'),
+        "the frame closes above the status line:\n{screen}"
+    );
+    assert!(lines[23].contains("online as alice"), "{screen}");
+    assert!(screen.contains("before the block"), "{screen}");
+}
