@@ -235,13 +235,21 @@ fn two_users_chat_both_ways_and_see_their_ticks_change() {
     tmux.type_text("bob", "hi");
     tmux.wait_for_text("alice", "bob is typing…");
     tmux.type_text("bob", " alice");
+    tmux.keys("bob", &["M-Enter"]);
+    tmux.type_text("bob", "second line");
     tmux.keys("bob", &["Enter"]);
-    let screen = tmux.wait_for_text("alice", "hi alice");
+    let screen = tmux.wait_for_text("alice", "second line");
     assert!(
         !screen.contains("typing…"),
         "typing ends with the send:\n{screen}"
     );
-    tmux.wait_for_mark("bob", "hi alice", "✔✔");
+    let lines = conversation_lines(&screen);
+    let at = lines.iter().position(|l| l.contains("hi alice")).unwrap();
+    assert!(
+        lines[at + 1].contains("second line"),
+        "one text, two lines:\n{screen}"
+    );
+    tmux.wait_for_mark("bob", "second line", "✔✔");
 
     tmux.keys("alice", &["Tab", "?"]);
     tmux.wait_for("alice", "the help screen", |s| {
@@ -249,15 +257,15 @@ fn two_users_chat_both_ways_and_see_their_ticks_change() {
     });
     tmux.keys("alice", &["Escape"]);
     tmux.wait_for("alice", "the help screen closed", |s| !s.contains(" Keys "));
-    tmux.keys("alice", &["q"]);
+    tmux.keys("alice", &["C-c"]);
     let deadline = Instant::now() + PROMPTLY;
     while tmux.session_exists("alice") {
-        assert!(Instant::now() < deadline, "q did not quit the app");
+        assert!(Instant::now() < deadline, "Ctrl-C did not quit the app");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
         history_texts(config.path(), &server.url, "bob", "alice"),
-        vec!["hello bob", "hi alice"]
+        vec!["hello bob", "hi alice\nsecond line"]
     );
 }
 
@@ -278,18 +286,25 @@ fn a_group_of_three_with_replies_reactions_edits_and_deletes() {
     tmux.keys("alice", &["g"]);
     tmux.type_text("alice", "trip");
     tmux.keys("alice", &["Enter"]);
-    tmux.type_text("alice", "bob, carol");
+    tmux.type_text("alice", "bob");
     tmux.keys("alice", &["Enter"]);
     tmux.wait_for_text("alice", "alice created the group trip");
+    tmux.wait_for_text("alice", "trip · 2 members");
+    tmux.keys("alice", &["Tab", "a"]);
+    tmux.type_text("alice", "carol");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for_text("alice", "alice added carol");
     tmux.wait_for_text("alice", "trip · 3 members");
+    tmux.keys("alice", &["Tab"]);
     tmux.type_text("alice", "hello all");
     tmux.keys("alice", &["Enter"]);
     tmux.wait_for_mark("alice", "hello all", "✓");
 
-    // Both members' devices receive it (the group's creation, then the
-    // text): only then is it delivered.
-    for member in ["bob", "carol"] {
-        as_user(config.path(), url, member, &["listen", "--count", "2"]);
+    // Both members' devices receive it (bob: the creation, carol's
+    // addition and the text; carol: her addition and the text): only then
+    // is it delivered.
+    for (member, events) in [("bob", "3"), ("carol", "2")] {
+        as_user(config.path(), url, member, &["listen", "--count", events]);
     }
     tmux.wait_for_mark("alice", "hello all", "✓✓");
     let pdf = config.path().join("upload").join("notes.pdf");
