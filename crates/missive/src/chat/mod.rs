@@ -1,9 +1,11 @@
 //! `missive chat`: the full-screen terminal client. [`state`] holds what
-//! the app knows and turns keys and frames into effects, [`net`] keeps the
+//! the app knows ([`model`]: its records) and turns keys and frames into
+//! effects, [`net`] keeps the
 //! WebSocket connection (reconnecting, acking), [`view`] draws, and this
 //! file runs the loop that joins them and carries out the effects (frames
 //! to the connection, REST reads and downloads on tasks of their own).
 
+mod model;
 mod net;
 mod state;
 mod text;
@@ -51,6 +53,14 @@ pub async fn run(profile: Profile) -> std::io::Result<()> {
             Some(event) = input.recv() => app.on_input(event),
             Some(event) = incoming.recv() => app.on_event(event),
             _ = tick.tick() => app.on_tick(),
+        }
+        // Whatever else is already here joins this draw (a burst of queued
+        // messages is one redraw and one `read`, not one per frame).
+        while let Ok(event) = incoming.try_recv() {
+            app.on_event(event);
+        }
+        while let Ok(event) = input.try_recv() {
+            app.on_input(event);
         }
         for effect in app.take_effects() {
             carry_out(effect, &api, &profile.token, &commands, &events);
@@ -121,7 +131,7 @@ async fn download(
     let download = api
         .download_named_media(token, &media.media_id)
         .await
-        .map_err(|err| format!("Download failed: {}", state::describe(&err)))?;
+        .map_err(|err| format!("Download failed: {}", model::describe(&err)))?;
     let name = crate::cli::safe_file_name(download.filename.as_deref(), &media.media_id);
     let path = free_path(PathBuf::from(&name));
     let written = std::fs::OpenOptions::new()

@@ -3,7 +3,10 @@
 //! event it hands to the app; when the connection drops it tries again with
 //! a growing pause, until told to stop or the device is revoked.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use missive_client::{Api, ClientError, Connection};
 use missive_proto::{ClientFrame, ErrorCode};
@@ -131,11 +134,24 @@ async fn session(
             // whole or still in the socket.
             frame = connection.next_frame(Duration::from_secs(3600)) => match frame {
                 Ok(frame) => {
-                    let ack = frame.ack_point();
-                    if events.send(AppEvent::Frame(frame)).is_err() {
-                        return (Ended::Quit, true);
+                    // Hand over every frame already here, then ack each
+                    // conversation once, up to the last of them.
+                    let mut acks = BTreeMap::new();
+                    let mut next = Some(Ok(frame));
+                    while let Some(result) = next {
+                        let frame = match result {
+                            Ok(frame) => frame,
+                            Err(err) => return (ended_by(err), true),
+                        };
+                        if let Some((conversation, seq)) = frame.ack_point() {
+                            acks.insert(conversation, seq);
+                        }
+                        if events.send(AppEvent::Frame(frame)).is_err() {
+                            return (Ended::Quit, true);
+                        }
+                        next = connection.next_frame(Duration::ZERO).now_or_never();
                     }
-                    if let Some((conversation, seq)) = ack {
+                    for (conversation, seq) in acks {
                         if let Err(err) = connection.ack_quietly(conversation, seq).await {
                             return (ended_by(err), true);
                         }

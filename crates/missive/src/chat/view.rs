@@ -11,9 +11,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
-use super::state::{
-    App, ComposeMode, ConnectionState, Conversation, Focus, HistoryState, Msg, Tick, media_name,
-};
+use super::model::{ConnectionState, Conversation, HistoryState, Msg, Tick, media_name};
+use super::state::{App, ComposeMode, Focus};
 use super::text::{truncate, width, wrap};
 
 /// Keys, as the help screen lists them.
