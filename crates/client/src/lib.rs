@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_proto::rest::{
     AckPoint, ConversationList, CreateGroupRequest, DeviceInfo, DeviceList, ErrorBody,
     FrameReplies, GroupInfo, History, LoginRequest, LoginResponse, MediaInfo, MessageInfo,
@@ -18,6 +18,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A text frame as it arrived, undecoded (shares the read buffer's bytes).
+pub use tokio_tungstenite::tungstenite::Utf8Bytes as FrameText;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -931,17 +934,31 @@ impl Connection {
             .map_err(|_| ClientError::Timeout)?
     }
 
-    async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+    /// The next frame as its JSON text, undecoded, waiting at most `wait`:
+    /// for a reader that decodes only the fields it needs (the load
+    /// generator). A frame already waiting is returned without arming a
+    /// timer.
+    pub async fn next_text(&mut self, wait: Duration) -> Result<FrameText, ClientError> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Ok(FrameText::from(frame.to_json()));
+        }
+        if let Some(ready) = self.read_text().now_or_never() {
+            return ready;
+        }
+        tokio::time::timeout(wait, self.read_text())
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    /// Cancel-safe: a frame is either returned whole or left in the socket.
+    async fn read_text(&mut self) -> Result<FrameText, ClientError> {
         loop {
             let message = self.socket.next().await.ok_or(ClientError::Closed {
                 code: 1006,
                 reason: String::new(),
             })?;
             match message.map_err(transport)? {
-                Message::Text(text) => {
-                    return serde_json::from_str(&text)
-                        .map_err(|err| ClientError::Protocol(format!("{err} in {text}")));
-                }
+                Message::Text(text) => return Ok(text),
                 Message::Close(frame) => {
                     let (code, reason) = frame
                         .map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()))
@@ -951,6 +968,11 @@ impl Connection {
                 _ => continue,
             }
         }
+    }
+
+    async fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        let text = self.read_text().await?;
+        serde_json::from_str(&text).map_err(|err| ClientError::Protocol(format!("{err} in {text}")))
     }
 
     pub async fn close(mut self) {

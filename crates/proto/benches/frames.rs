@@ -1,9 +1,10 @@
 //! Frame codec cost: decoding the commonest client frame (`send`) and
 //! encoding the commonest server frame (a `message`), the two JSON
-//! steps every delivered message pays.
+//! steps every delivered message pays on the server; and a client's
+//! decoding of that `message`, whole or as a [`FrameView`].
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use missive_proto::{MessageKind, ServerFrame, decode_client_frame};
+use missive_proto::{FrameView, MessageKind, ServerFrame, decode_client_frame};
 
 fn message(text_bytes: usize) -> ServerFrame {
     ServerFrame::Message {
@@ -38,6 +39,17 @@ fn codec(c: &mut Criterion) {
         let frame = message(text_bytes);
         group.bench_function(format!("encode_message_{text_bytes}b"), |b| {
             b.iter(|| std::hint::black_box(&frame).to_json())
+        });
+        // What a receiving client pays per delivery: the whole frame, or
+        // only what it routes and acks by.
+        let json = frame.to_json();
+        group.bench_function(format!("decode_message_{text_bytes}b"), |b| {
+            b.iter(|| {
+                serde_json::from_str::<ServerFrame>(std::hint::black_box(&json)).expect("valid")
+            })
+        });
+        group.bench_function(format!("view_message_{text_bytes}b"), |b| {
+            b.iter(|| FrameView::parse(std::hint::black_box(&json)).expect("valid"))
         });
     }
     group.finish();

@@ -6,11 +6,13 @@
 pub mod codes;
 pub mod frames;
 pub mod rest;
+pub mod view;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::{
     ClientFrame, DecodeError, MessageKind, ServerFrame, TypingState, decode_client_frame,
 };
+pub use view::FrameView;
 
 /// Path of the WebSocket endpoint; the version is part of the path.
 pub const WS_PATH: &str = "/v1/ws";

@@ -183,7 +183,10 @@ async fn fill(
                     to: Some(to.clone()),
                     conversation: None,
                     client_msg_id: super::client_msg_id('q', next as u64),
-                    text: "0".into(),
+                    // Not a send-time stamp (`setup::elapsed_since_stamp`):
+                    // what waited is timed from the reconnect, so receivers
+                    // keep no latency histogram (~200 KB each) per device.
+                    text: "queued".into(),
                     reply_to: None,
                     media: Vec::new(),
                 })

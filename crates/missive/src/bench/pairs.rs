@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use missive_client::{ClientError, Connection};
-use missive_proto::{ClientFrame, MessageKind, ServerFrame};
+use missive_proto::{ClientFrame, FrameView, ServerFrame};
 use tokio::sync::watch;
 
 use super::Common;
@@ -296,15 +296,15 @@ pub async fn receive(
             }
         }
         // A short wait, so the end of sending is noticed promptly.
-        let frame = match connection.next_frame(Duration::from_millis(100)).await {
-            Ok(frame) => frame,
+        let text = match connection.next_text(Duration::from_millis(100)).await {
+            Ok(text) => text,
             Err(ClientError::Timeout) => {
                 unacked.flush(&mut connection).await?;
                 continue;
             }
             Err(err) => return Err(err).context("receiving"),
         };
-        if let Some(point) = note(&mut outcome, &mut unique, epoch, frame) {
+        if let Some(point) = note(&mut outcome, &mut unique, epoch, &text) {
             quiet_since = Instant::now();
             unacked.note(point);
             if unacked.count >= ACK_EVERY {
@@ -318,16 +318,16 @@ pub async fn receive(
     };
     connection.send_frame(&ping).await.context("final ping")?;
     loop {
-        match connection
-            .next_frame(settle.max(Duration::from_secs(5)))
+        let text = connection
+            .next_text(settle.max(Duration::from_secs(5)))
             .await
-        {
-            Ok(ServerFrame::Pong { id }) if id.as_deref() == Some("end") => return Ok(outcome),
-            Ok(frame) => {
-                note(&mut outcome, &mut unique, epoch, frame);
-            }
-            Err(err) => return Err(err).context("waiting for the final pong"),
+            .context("waiting for the final pong")?;
+        let end = FrameView::parse(&text)
+            .is_some_and(|view| view.frame_type == "pong" && view.id.as_deref() == Some("end"));
+        if end {
+            return Ok(outcome);
         }
+        note(&mut outcome, &mut unique, epoch, &text);
     }
 }
 
@@ -337,25 +337,22 @@ fn note(
     outcome: &mut ReceiverOutcome,
     unique: &mut HashSet<MessageKey>,
     epoch: Instant,
-    frame: ServerFrame,
+    text: &str,
 ) -> Option<(i64, i64)> {
-    let ServerFrame::Message {
-        message_id,
-        conversation,
-        seq,
-        text,
-        kind,
-        ..
-    } = frame
-    else {
-        return frame.ack_point();
-    };
+    let view = FrameView::parse(text)?;
+    let (conversation, seq) = view.ack_point()?;
     // Only the run's texts count; other events (a group's creation) are
     // acked with them.
-    if let Some(key) = message_key(&message_id).filter(|_| kind == MessageKind::Text) {
+    let key = view
+        .message_id
+        .as_deref()
+        .and_then(message_key)
+        .filter(|_| view.is_text());
+    if let Some(key) = key {
         outcome.last_delivery = epoch.elapsed();
         outcome.first_delivery.get_or_insert(outcome.last_delivery);
-        if let Some(latency) = setup::elapsed_since_stamp(epoch, &text) {
+        let stamp = view.text.as_deref().unwrap_or_default();
+        if let Some(latency) = setup::elapsed_since_stamp(epoch, stamp) {
             outcome.latencies.record(latency);
             let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             outcome.arrivals.push((key, micros));

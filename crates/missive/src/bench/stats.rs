@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 /// counted), so one stuck message cannot break a run.
 const LATENCY_MAX_US: u64 = 60_000_000;
 
-#[derive(Clone)]
+/// Made on the first record: a histogram of this precision is ~100 KiB,
+/// and `drain` keeps a recorder per device, most of which never record.
+#[derive(Clone, Default)]
 pub struct Latencies {
-    histogram: Histogram<u64>,
+    histogram: Option<Histogram<u64>>,
 }
 
 /// The figures a report quotes for one latency, in microseconds.
@@ -26,44 +28,42 @@ pub struct Percentiles {
     pub max_us: u64,
 }
 
-impl Default for Latencies {
-    fn default() -> Self {
-        Self {
-            // Three significant digits: 0.1% resolution at every magnitude.
-            histogram: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
-                .expect("static histogram bounds are valid"),
-        }
-    }
+fn histogram() -> Histogram<u64> {
+    // Three significant digits: 0.1% resolution at every magnitude.
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("static histogram bounds are valid")
 }
 
 impl Latencies {
     pub fn record(&mut self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.histogram
+            .get_or_insert_with(histogram)
             .saturating_record(micros.clamp(1, LATENCY_MAX_US));
     }
 
     pub fn count(&self) -> u64 {
-        self.histogram.len()
+        self.histogram.as_ref().map_or(0, Histogram::len)
     }
 
     pub fn merge(&mut self, other: &Latencies) {
-        // Same bounds on both sides, so adding cannot fail.
-        let _ = self.histogram.add(&other.histogram);
+        if let Some(theirs) = &other.histogram {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = self.histogram.get_or_insert_with(histogram).add(theirs);
+        }
     }
 
     pub fn percentiles(&self) -> Percentiles {
-        if self.histogram.is_empty() {
+        let Some(histogram) = self.histogram.as_ref().filter(|h| !h.is_empty()) else {
             return Percentiles::default();
-        }
-        let at = |q: f64| self.histogram.value_at_quantile(q);
+        };
+        let at = |q: f64| histogram.value_at_quantile(q);
         Percentiles {
-            count: self.histogram.len(),
+            count: histogram.len(),
             p50_us: at(0.50),
             p90_us: at(0.90),
             p99_us: at(0.99),
             p999_us: at(0.999),
-            max_us: self.histogram.max(),
+            max_us: histogram.max(),
         }
     }
 }
@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(huge.count(), 2);
         assert_eq!(
             huge.percentiles().max_us,
-            huge.histogram.highest_equivalent(LATENCY_MAX_US)
+            histogram().highest_equivalent(LATENCY_MAX_US)
         );
     }
 }
