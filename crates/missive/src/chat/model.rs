@@ -76,12 +76,17 @@ pub struct Conversation {
 }
 
 impl Conversation {
-    pub(super) fn draft(peer: &str, me: &str) -> Self {
+    fn new(
+        key: ConvKey,
+        kind: ConversationKind,
+        members: Vec<String>,
+        history: HistoryState,
+    ) -> Self {
         Self {
-            key: ConvKey::Draft(peer.to_owned()),
-            kind: ConversationKind::Direct,
+            key,
+            kind,
             name: None,
-            members: vec![me.to_owned(), peer.to_owned()],
+            members,
             last_seq: 0,
             read_seq: 0,
             read_asked: 0,
@@ -89,27 +94,29 @@ impl Conversation {
             last: None,
             receipts: BTreeMap::new(),
             messages: BTreeMap::new(),
-            history: HistoryState::Loaded { older: None },
+            history,
             typing: BTreeMap::new(),
         }
     }
 
+    /// A 1:1 chat with `peer` before its first message: nothing to load.
+    pub(super) fn draft(peer: &str, me: &str) -> Self {
+        Self::new(
+            ConvKey::Draft(peer.to_owned()),
+            ConversationKind::Direct,
+            vec![me.to_owned(), peer.to_owned()],
+            HistoryState::Loaded { older: None },
+        )
+    }
+
+    /// A conversation known only by an event of it, until the list is read.
     pub(super) fn placeholder(id: i64) -> Self {
-        Self {
-            key: ConvKey::Id(id),
-            kind: ConversationKind::Group,
-            name: None,
-            members: Vec::new(),
-            last_seq: 0,
-            read_seq: 0,
-            read_asked: 0,
-            unread: 0,
-            last: None,
-            receipts: BTreeMap::new(),
-            messages: BTreeMap::new(),
-            history: HistoryState::NotLoaded,
-            typing: BTreeMap::new(),
-        }
+        Self::new(
+            ConvKey::Id(id),
+            ConversationKind::Group,
+            Vec::new(),
+            HistoryState::NotLoaded,
+        )
     }
 
     pub fn id(&self) -> Option<i64> {

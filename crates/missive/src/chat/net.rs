@@ -149,7 +149,10 @@ async fn session(
                         if events.send(AppEvent::Frame(frame)).is_err() {
                             return (Ended::Quit, true);
                         }
-                        next = connection.next_frame(Duration::ZERO).now_or_never();
+                        // Polled once: a frame already read, or none (the
+                        // long timeout never fires, so `None` is "nothing
+                        // waiting", not a timeout).
+                        next = connection.next_frame(Duration::from_secs(3600)).now_or_never();
                     }
                     for (conversation, seq) in acks {
                         if let Err(err) = connection.ack_quietly(conversation, seq).await {

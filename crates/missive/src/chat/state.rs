@@ -315,6 +315,11 @@ impl App {
         &mut self.conversations[last]
     }
 
+    fn open_conversation_mut(&mut self) -> Option<&mut Conversation> {
+        let key = self.open.clone()?;
+        self.conversation_mut(&key)
+    }
+
     pub fn open_conversation(&self) -> Option<&Conversation> {
         self.open.as_ref().and_then(|key| self.conversation(key))
     }
@@ -886,11 +891,7 @@ impl App {
         if !self.online() {
             return;
         }
-        let Some(c) = self
-            .open
-            .clone()
-            .and_then(|key| self.conversation_mut(&key))
-        else {
+        let Some(c) = self.open_conversation_mut() else {
             return;
         };
         let Some(id) = c.id() else { return };

@@ -310,11 +310,7 @@ impl App {
 
     /// Asks for the page before the oldest loaded message, if there is one.
     fn load_older(&mut self) {
-        let Some(c) = self
-            .open
-            .clone()
-            .and_then(|key| self.conversation_mut(&key))
-        else {
+        let Some(c) = self.open_conversation_mut() else {
             return;
         };
         let (
