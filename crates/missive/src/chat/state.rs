@@ -1233,6 +1233,60 @@ mod tests {
     }
 
     #[test]
+    fn the_list_puts_new_chats_first_then_the_latest_activity() {
+        // Goal: a chat being started sits on top; the others follow by
+        // their newest event, and a live message moves its conversation up.
+        let mut app = App::new("alice", "http://x");
+        let mut older = summary(1, &["alice", "bob"], 1, 0);
+        let mut newer = summary(2, &["alice", "carol"], 1, 0);
+        for (summary, ts_ms) in [(&mut older, 1_000), (&mut newer, 2_000)] {
+            summary.last_message = Some(HistoryMessage {
+                message_id: format!("m{ts_ms}"),
+                conversation: summary.conversation,
+                seq: 1,
+                from: "alice".into(),
+                from_device: 1,
+                client_msg_id: format!("c{ts_ms}"),
+                kind: MessageKind::Text,
+                text: "hi".into(),
+                media: Vec::new(),
+                target: None,
+                event: None,
+                edited_ms: None,
+                deleted: false,
+                ts_ms,
+                reactions: Vec::new(),
+            });
+        }
+        online(&mut app, vec![older, newer]);
+        let titles =
+            |app: &App| -> Vec<String> { app.visible().iter().map(|c| c.title("alice")).collect() };
+        assert_eq!(titles(&app), vec!["carol", "bob"]);
+        app.on_event(AppEvent::Frame(ServerFrame::Message {
+            message_id: "m3".into(),
+            conversation: 1,
+            seq: 2,
+            from: "bob".into(),
+            from_device: 2,
+            client_msg_id: "c3".into(),
+            kind: MessageKind::Text,
+            text: "news".into(),
+            media: Vec::new(),
+            target: None,
+            event: None,
+            edited_ms: None,
+            deleted: false,
+            ts_ms: 3_000,
+        }));
+        assert_eq!(titles(&app), vec!["bob", "carol"]);
+        assert_eq!(app.conversation(&ConvKey::Id(1)).unwrap().unread, 1);
+        app.on_input(key(KeyCode::Char('n')));
+        typed(&mut app, "dave");
+        app.on_input(key(KeyCode::Enter));
+        assert_eq!(titles(&app), vec!["dave", "bob", "carol"]);
+    }
+
+    #[test]
     fn a_refused_send_says_why_and_a_rate_limited_one_waits() {
         // Goal: a permanent refusal marks the text failed with a readable
         // reason; `rate_limited` keeps it for a later try.
