@@ -135,11 +135,18 @@ impl Tmux {
         })
     }
 
-    fn session_exists(&self, session: &str) -> bool {
-        Command::new("tmux")
+    /// Waits, at most [`PROMPTLY`], for the app in `session` to exit (its
+    /// session ends with it), polled like [`Tmux::wait_for`].
+    fn wait_for_exit(&self, session: &str, after: &str) {
+        let deadline = Instant::now() + PROMPTLY;
+        while Command::new("tmux")
             .args(["-L", &self.socket, "has-session", "-t", session])
             .output()
             .is_ok_and(|out| out.status.success())
+        {
+            assert!(Instant::now() < deadline, "{after} did not quit the app");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -262,11 +269,7 @@ fn two_users_chat_both_ways_and_see_their_ticks_change() {
     tmux.keys("alice", &["Escape"]);
     tmux.wait_for("alice", "the help screen closed", |s| !s.contains(" Keys "));
     tmux.keys("alice", &["C-c"]);
-    let deadline = Instant::now() + PROMPTLY;
-    while tmux.session_exists("alice") {
-        assert!(Instant::now() < deadline, "Ctrl-C did not quit the app");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_for_exit("alice", "Ctrl-C");
     assert_eq!(
         history_texts(config.path(), &server.url, "bob", "alice"),
         vec!["hello bob", "hi alice\nsecond line"]
@@ -443,11 +446,7 @@ fn texts_typed_offline_go_out_once_and_a_restart_shows_what_waited() {
     );
 
     tmux.keys("alice", &["Tab", "q"]);
-    let deadline = Instant::now() + PROMPTLY;
-    while tmux.session_exists("alice") {
-        assert!(Instant::now() < deadline, "q did not quit the app");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_for_exit("alice", "q");
     for text in ["while you were out", "and another"] {
         as_user(config.path(), &url, "bob", &["send", "alice", text]);
     }
