@@ -216,7 +216,8 @@ pub struct StoreConfig {
     pub fsync: FsyncMode,
     /// Most operations committed in one transaction.
     pub batch_max: usize,
-    /// Read-only connections for queries.
+    /// Read-only connections for queries, each with a thread of its own
+    /// (embedded store).
     pub readers: usize,
 }
 

@@ -145,7 +145,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 writer: Writer::start(writer_conn, config.batch_max, config.queue_max)?,
                 checkpointer: Checkpointer::start(checkpoint_conn)?,
-                readers: Readers::new(readers),
+                readers: Readers::start(readers)?,
             }),
         })
     }
