@@ -190,7 +190,12 @@ mod tests {
             panicked.is_err(),
             "the caller of a panicking read gets an error"
         );
-        assert_eq!(readers.read(count).await.expect("the next read"), 0);
+        // Bounded: a reader thread lost to the panic would leave this read
+        // waiting forever rather than failing.
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), readers.read(count))
+            .await
+            .expect("the reader thread survived the panic");
+        assert_eq!(next.expect("the next read"), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
