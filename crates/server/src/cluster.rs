@@ -281,15 +281,10 @@ pub async fn run_recheck(state: Arc<AppState>, every: Duration) {
             .into_iter()
             .map(|(device, _)| device)
             .collect();
-        let mut woken = 0u64;
+        let mut behind = Vec::new();
         for chunk in live.chunks(RECHECK_CHUNK) {
             match state.store.behind(chunk.to_vec()).await {
-                Ok(behind) => {
-                    woken += behind.len() as u64;
-                    for device in behind {
-                        state.router.deliver(device, DeviceEvent::QueueChanged);
-                    }
-                }
+                Ok(found) => behind.extend(found),
                 Err(err) => {
                     tracing::warn!(%err, "could not re-check live devices; trying next period");
                     break;
@@ -297,8 +292,35 @@ pub async fn run_recheck(state: Arc<AppState>, every: Duration) {
             }
         }
         metrics::counter!("missive_rechecks_total").increment(1);
-        metrics::counter!("missive_recheck_wakes_total").increment(woken);
+        metrics::counter!("missive_recheck_wakes_total").increment(behind.len() as u64);
+        let gap = wake_gap(every, behind.len());
+        for (i, group) in behind.chunks(RECHECK_WAKE_GROUP).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            for device in group {
+                state.router.deliver(*device, DeviceEvent::QueueChanged);
+            }
+        }
     }
+}
+
+/// Devices the re-check wakes at once. Under traffic nearly every live
+/// device is behind (what it was sent is not acked yet), and each one
+/// woken reads the store: all at once, thousands of reads would queue for
+/// the store's connections together.
+const RECHECK_WAKE_GROUP: usize = 64;
+/// The most the re-check waits between two groups.
+const RECHECK_WAKE_GAP_MAX: Duration = Duration::from_millis(20);
+
+/// The wait between groups when `behind` devices are woken: the most
+/// [`RECHECK_WAKE_GAP_MAX`], less when that would stretch the wake-ups
+/// past half the period (which would add to the bound on a lost
+/// wake-up's delay more than half).
+fn wake_gap(every: Duration, behind: usize) -> Duration {
+    let groups = behind.div_ceil(RECHECK_WAKE_GROUP).max(1);
+    let spread = every / 2;
+    RECHECK_WAKE_GAP_MAX.min(spread / u32::try_from(groups).unwrap_or(u32::MAX))
 }
 
 /// How often a node tells the others what it spent of the cluster-wide
@@ -353,6 +375,27 @@ async fn close_revoked(state: &AppState) {
                 tracing::warn!(%err, "could not re-check live devices");
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recheck_spreads_its_wake_ups_within_half_a_period() {
+        // Goal: groups of woken devices are at most RECHECK_WAKE_GAP_MAX
+        // apart, and however many are behind, the last group is woken
+        // within half the period.
+        let minute = Duration::from_secs(60);
+        assert_eq!(wake_gap(minute, 10), RECHECK_WAKE_GAP_MAX);
+        assert_eq!(wake_gap(minute, 0), RECHECK_WAKE_GAP_MAX);
+        for (every, behind) in [(minute, 100_000), (Duration::from_secs(1), 6_400)] {
+            let gap = wake_gap(every, behind);
+            let groups = behind.div_ceil(RECHECK_WAKE_GROUP) as u32;
+            assert!(gap < RECHECK_WAKE_GAP_MAX, "{behind} behind: {gap:?}");
+            assert!(gap * (groups - 1) <= every / 2, "{behind} behind: {gap:?}");
         }
     }
 }

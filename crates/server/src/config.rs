@@ -209,7 +209,9 @@ pub struct StoreConfig {
     /// Empty: the embedded SQLite file in `data_dir`.
     /// `postgres://user@host:port/db`: PostgreSQL (cluster mode).
     pub url: String,
-    /// PostgreSQL connections per node.
+    /// PostgreSQL connections per node. The batch writers of sends (a
+    /// quarter) and acks (an eighth) have their own, so reads, however
+    /// many, never hold a send back; the rest serve reads and other writes.
     pub pool_size: usize,
     /// `always`: `sent` only after the batch is fsynced. `off`: no fsync
     /// (benchmarks only; a power cut can lose acknowledged messages).

@@ -129,6 +129,37 @@ fn ack_writers(pool_size: usize) -> usize {
     (pool_size / 8).clamp(1, 8)
 }
 
+/// How `pool_size` connections are shared: (for reads and the rest, for
+/// the batch writers). One each for the `writers` batch writers, as far as
+/// the size allows while leaving at least one for the rest; writers beyond
+/// their pool's size take turns.
+fn split_pool(pool_size: usize, writers: usize) -> (usize, usize) {
+    let writes = writers.min(pool_size.saturating_sub(1)).max(1);
+    (pool_size.saturating_sub(writes).max(1), writes)
+}
+
+fn build_pool(
+    pg: &tokio_postgres::Config,
+    config: &PostgresConfig,
+    size: usize,
+) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        pg.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.wait_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(config.connect_timeout))
+        .build()
+        .map_err(|err| StoreError::Backend(format!("cannot build the connection pool: {err}")))
+}
+
 /// Bound of the readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -138,7 +169,12 @@ pub struct PostgresStore {
 }
 
 struct Inner {
+    /// Reads, sessions and every write that is not batched.
     pool: Pool,
+    /// The batch writers' own: a flood of reads (a reconnect storm, the
+    /// re-check waking every device behind at once) queues for `pool` and
+    /// never keeps a send or an ack waiting for a connection.
+    writes: Pool,
     /// Where sends queue for their batch writers.
     sends: batcher::Batcher<sender::Sends>,
     /// Where acks queue for theirs.
@@ -171,28 +207,19 @@ impl PostgresStore {
         migrate(&pg, config.connect_timeout)
             .await
             .map_err(Fault::into_store)?;
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
+        let (send_writers, ack_writers) = (
+            send_writers(config.pool_size),
+            ack_writers(config.pool_size),
         );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.wait_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.connect_timeout))
-            .build()
-            .map_err(|err| {
-                StoreError::Backend(format!("cannot build the connection pool: {err}"))
-            })?;
-        let sends = batcher::Batcher::start(&pool, send_writers(config.pool_size));
-        let acks = batcher::Batcher::start(&pool, ack_writers(config.pool_size));
+        let (reads, writes) = split_pool(config.pool_size, send_writers + ack_writers);
+        let pool = build_pool(&pg, config, reads)?;
+        let writes = build_pool(&pg, config, writes)?;
+        let sends = batcher::Batcher::start(&writes, send_writers);
+        let acks = batcher::Batcher::start(&writes, ack_writers);
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                writes,
                 sends,
                 acks,
                 open: RwLock::new(true),
@@ -663,5 +690,66 @@ impl Store for PostgresStore {
         let mut open = self.inner.open.write().await;
         *open = false;
         self.inner.pool.close();
+        self.inner.writes.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::testing::{FreshSchema, account, chat, text};
+    use super::*;
+
+    #[test]
+    fn the_batch_writers_keep_their_share_of_the_pool() {
+        // Goal: one connection per batch writer while at least one is left
+        // for the rest, and never a pool of none.
+        assert_eq!(split_pool(16, 6), (10, 6));
+        assert_eq!(split_pool(4, 3), (1, 3));
+        assert_eq!(split_pool(2, 3), (1, 1));
+        assert_eq!(split_pool(1, 3), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn sends_and_acks_commit_while_reads_hold_every_other_connection() {
+        // Goal: reads queued for the pool (a reconnect storm, the
+        // re-check's wake-ups) never hold a send or an ack back: the batch
+        // writers have connections of their own.
+        let Some((schema, store)) = FreshSchema::store("writers").await else {
+            return;
+        };
+        let alice = account(&store, "alice").await;
+        let bob = account(&store, "bob").await;
+        let conversation = chat(&store, alice, bob).await;
+        let mut held = Vec::new();
+        for _ in 0..store.inner.pool.status().max_size {
+            held.push(store.inner.pool.get().await.expect("connection"));
+        }
+        // Well under the pool's wait timeout (5 s), after which a send
+        // waiting for a read connection would fail.
+        let within = Duration::from_secs(3);
+        let appended = tokio::time::timeout(
+            within,
+            store.append_message(text(conversation, alice, "c1")),
+        )
+        .await
+        .expect("the send waited for a connection")
+        .expect("stored");
+        let acked = tokio::time::timeout(
+            within,
+            store.ack(AckRequest {
+                device: bob.1,
+                account: bob.0,
+                points: vec![(conversation, appended.seq)],
+                purge_delivered_bodies: false,
+                now_ms: 3,
+            }),
+        )
+        .await
+        .expect("the ack waited for a connection");
+        assert!(acked.is_ok(), "{acked:?}");
+        drop(held);
+        schema.drop().await;
     }
 }
