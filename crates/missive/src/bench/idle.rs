@@ -3,7 +3,8 @@
 //! server on this machine — the server's resident memory per connection
 //! (from /proc: the growth while the second half of the connections
 //! opens, divided by their number), its CPU per connect and its CPU use
-//! while idle.
+//! while idle. With one bench process, its own CPU per connect too
+//! (`bench_cpu_us_per_connect`): on one machine the two share the cores.
 //!
 //! One process holds at most ~20,000 open files here. `--workers K` spreads
 //! the connections over K bench processes (this binary again, with the
@@ -75,6 +76,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(BLOCKING_THREADS_RETIRE).await;
     }
     let connect_cpu_before = sum(pids, cpu_ticks)?;
+    let own_cpu_before = cpu_ticks(std::process::id())?;
     let started = Instant::now();
     let first_half = holders.connect(&args, 0).await?;
     let first_secs = started.elapsed().as_secs_f64();
@@ -84,6 +86,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     let second_secs = started.elapsed().as_secs_f64();
     let rss_after_connect = sum(pids, rss_bytes)?;
     let connect_cpu = sum(pids, cpu_ticks)?.saturating_sub(connect_cpu_before);
+    let own_connect_cpu = cpu_ticks(std::process::id())?.saturating_sub(own_cpu_before);
 
     let mut report = Report::new("idle");
     report.param("connections", args.connections as u64);
@@ -95,6 +98,15 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
         "connect_per_sec",
         args.connections as f64 / (first_secs + second_secs).max(1e-9),
     );
+    if args.workers == 1 {
+        // The load generator's own share, next to the server's: on one
+        // machine the two split the cores, and the connect rate is bounded
+        // by their sum.
+        report.figure(
+            "bench_cpu_us_per_connect",
+            own_connect_cpu as f64 / TICKS_PER_SEC * 1e6 / (first_half + second_half).max(1) as f64,
+        );
+    }
     let cpu_before = sum(pids, cpu_ticks)?;
     let started = Instant::now();
     // Holding the connections idle is the scenario itself, not a wait.
