@@ -483,24 +483,9 @@ fn columns3(rows: impl Iterator<Item = (i64, i64, i64)>) -> (Vec<i64>, Vec<i64>,
 
 #[cfg(test)]
 mod tests {
-    use missive_core::AccountId;
-
     use super::*;
     use crate::Store;
-    use crate::postgres::testing::{FreshSchema, account, chat, device, store_batch, text};
-
-    fn ack(
-        (account, device): (AccountId, DeviceId),
-        points: &[(ConversationId, Seq)],
-    ) -> AckRequest {
-        AckRequest {
-            device,
-            account,
-            points: points.to_vec(),
-            purge_delivered_bodies: false,
-            now_ms: 5,
-        }
-    }
+    use crate::postgres::testing::{FreshSchema, account, ack, chat, device, store_batch, text};
 
     #[tokio::test]
     async fn acks_of_many_devices_in_one_batch_are_judged_alone_and_merged() {

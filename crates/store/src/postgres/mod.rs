@@ -698,7 +698,7 @@ impl Store for PostgresStore {
 mod tests {
     use std::time::Duration;
 
-    use super::testing::{FreshSchema, account, chat, text};
+    use super::testing::{FreshSchema, account, ack, chat, text};
     use super::*;
 
     #[test]
@@ -736,18 +736,10 @@ mod tests {
         .await
         .expect("the send waited for a connection")
         .expect("stored");
-        let acked = tokio::time::timeout(
-            within,
-            store.ack(AckRequest {
-                device: bob.1,
-                account: bob.0,
-                points: vec![(conversation, appended.seq)],
-                purge_delivered_bodies: false,
-                now_ms: 3,
-            }),
-        )
-        .await
-        .expect("the ack waited for a connection");
+        let acked =
+            tokio::time::timeout(within, store.ack(ack(bob, &[(conversation, appended.seq)])))
+                .await
+                .expect("the ack waited for a connection");
         assert!(acked.is_ok(), "{acked:?}");
         drop(held);
         schema.drop().await;

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use missive_core::{
-    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, TokenHash, Username,
+    AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq, TokenHash,
+    Username,
 };
 use tokio_postgres::{Client, NoTls};
 
 use super::batcher::Batch;
-use crate::model::{Body, NewMessage};
+use crate::model::{AckRequest, Body, NewMessage};
 use crate::{NewAccount, NewDevice, PostgresConfig, PostgresStore, Store};
 
 fn base_url() -> String {
@@ -124,6 +125,20 @@ pub(super) async fn device(store: &PostgresStore, account: AccountId, name: &str
         .await
         .expect("device")
         .id
+}
+
+/// `device` (of `account`) acks up to each of `points`.
+pub(super) fn ack(
+    (account, device): (AccountId, DeviceId),
+    points: &[(ConversationId, Seq)],
+) -> AckRequest {
+    AckRequest {
+        device,
+        account,
+        points: points.to_vec(),
+        purge_delivered_bodies: false,
+        now_ms: 5,
+    }
 }
 
 /// A text "hi" from `sender` under the client id `cmid`.
