@@ -184,8 +184,8 @@ async fn fill(
                     conversation: None,
                     client_msg_id: super::client_msg_id('q', next as u64),
                     // Not a send-time stamp (`setup::elapsed_since_stamp`):
-                    // what waited is timed from the reconnect, so receivers
-                    // keep no latency histogram (~200 KB each) per device.
+                    // what waited is timed from the reconnect, not from
+                    // its send.
                     text: "queued".into(),
                     reply_to: None,
                     media: Vec::new(),
