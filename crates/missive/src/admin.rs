@@ -13,6 +13,7 @@ use missive_server::App;
 use missive_server::error::ApiError;
 use serde::Serialize;
 
+use crate::backup;
 use crate::cli::{self, PasswordArgs};
 use crate::serve::layered_config;
 
@@ -130,6 +131,18 @@ enum Action {
         #[arg(long)]
         all: bool,
     },
+    /// Copy the embedded store (a consistent snapshot, taken while a
+    /// server runs on it) and its local media into a new directory.
+    Backup {
+        /// Where the backup goes: a new or empty directory.
+        dir: PathBuf,
+    },
+    /// Put a backup into the data directory, which must hold no database
+    /// and no media yet (no server running on it).
+    Restore {
+        /// A directory `missive admin backup` wrote.
+        dir: PathBuf,
+    },
     /// Set a user's password, for someone locked out of every device.
     ResetPassword {
         /// The account's username.
@@ -147,6 +160,22 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // Files, not the store's API: a backup reads the database beside the
+    // server that writes it, and a restore runs before any server does.
+    let copied = match &args.action {
+        Action::Backup { dir } => Some(backup::backup(&config, dir)),
+        Action::Restore { dir } => Some(backup::restore(&config, dir)),
+        _ => None,
+    };
+    if let Some(copied) = copied {
+        return match copied {
+            Ok(summary) => cli::print_json(&summary),
+            Err(err) => {
+                eprintln!("error: {}: {}", err.code, err.message);
+                ExitCode::from(3)
+            }
+        };
+    }
     let app = match App::build(config, Arc::new(SystemClock)).await {
         Ok(app) => app,
         Err(err) => {
@@ -229,6 +258,8 @@ pub async fn run(args: AdminArgs) -> ExitCode {
                 .await
                 .map(|revoked| revoked_json(&revoked))
         }
+        // Answered above, before the store was opened.
+        Action::Backup { .. } | Action::Restore { .. } => return ExitCode::from(1),
     };
     app.state().store.shutdown().await;
     match done {

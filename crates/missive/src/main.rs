@@ -2,6 +2,7 @@
 //! commands, in one executable. This file only parses flags and dispatches.
 
 mod admin;
+mod backup;
 mod bench;
 mod chat;
 mod cli;

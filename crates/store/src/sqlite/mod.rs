@@ -11,6 +11,7 @@
 //! sweep), `history`, `media`, `social`, `sessions`.
 
 mod accounts;
+pub mod backup;
 mod checkpointer;
 mod conversations;
 mod delivery;
