@@ -131,14 +131,17 @@ enum Action {
         #[arg(long)]
         all: bool,
     },
-    /// Copy the embedded store (a consistent snapshot, taken while a
-    /// server runs on it) and its local media into a new directory.
+    /// Copy the store (a consistent snapshot, taken while servers run on
+    /// it; PostgreSQL through pg_dump) and the local media into a new
+    /// directory.
     Backup {
         /// Where the backup goes: a new or empty directory.
         dir: PathBuf,
     },
-    /// Put a backup into the data directory, which must hold no database
-    /// and no media yet (no server running on it).
+    /// Put a backup into the configured store, which must be empty (no
+    /// database in the data directory, or no tables in the PostgreSQL
+    /// database; no server running on it), and its media into the data
+    /// directory.
     Restore {
         /// A directory `missive admin backup` wrote.
         dir: PathBuf,
@@ -163,8 +166,8 @@ pub async fn run(args: AdminArgs) -> ExitCode {
     // Files, not the store's API: a backup reads the database beside the
     // server that writes it, and a restore runs before any server does.
     let copied = match &args.action {
-        Action::Backup { dir } => Some(backup::backup(&config, dir)),
-        Action::Restore { dir } => Some(backup::restore(&config, dir)),
+        Action::Backup { dir } => Some(backup::backup(&config, dir).await),
+        Action::Restore { dir } => Some(backup::restore(&config, dir).await),
         _ => None,
     };
     if let Some(copied) = copied {

@@ -1,27 +1,34 @@
-//! `missive admin backup` and `missive admin restore`: an embedded
-//! server's data (its database and its local media) copied while it
-//! serves, and put back into an empty data directory.
+//! `missive admin backup` and `missive admin restore`: a server's data
+//! (its store and its local media) copied while it serves, and put back
+//! into an empty data directory or database.
 //!
-//! A backup directory holds `missive.sqlite` (a snapshot: see
-//! `missive_store::sqlite::backup`), `media/` (the media files, copied
-//! after the snapshot, so every file the snapshot names is there; files
-//! uploaded meanwhile come along unnamed and are collected as unshared
-//! media later) and `backup.json`, written last: a directory without it is
-//! not a complete backup.
+//! A backup directory holds the store's copy, `media/` (the media files,
+//! copied after the store's snapshot, so every file the snapshot names is
+//! there; files uploaded meanwhile come along unnamed and are collected as
+//! unshared media later) and `backup.json`, written last: a directory
+//! without it is not a complete backup. The store's copy is
+//! `missive.sqlite` for the embedded store (a snapshot: see
+//! `missive_store::sqlite::backup`) and `missive.pgdump` for PostgreSQL
+//! (`pg_dump`'s custom format, taken in a snapshot held open while the
+//! rows are counted: `missive_store::postgres::backup`).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use missive_server::Config;
 use missive_server::config::BlobsBackend;
+use missive_store::postgres::backup as pg;
 use missive_store::sqlite::backup::{TableCounts, check, snapshot};
 use serde::{Deserialize, Serialize};
 
 const MANIFEST: &str = "backup.json";
 const DATABASE: &str = "missive.sqlite";
+const DUMP: &str = "missive.pgdump";
 const MEDIA: &str = "media";
 /// The layout above; a restore refuses any other.
 const FORMAT: u32 = 1;
+const SQLITE: &str = "sqlite";
+const POSTGRES: &str = "postgres";
 
 /// Why a backup or a restore did nothing (or stopped), with the stable
 /// code the CLI prints.
@@ -30,8 +37,8 @@ pub struct BackupError {
     /// `target_not_empty`: the backup directory has files in it, or the
     /// data directory to restore into already holds a database or media.
     /// `not_a_backup`: no complete backup this version can read.
-    /// `unsupported_store`: a cluster's PostgreSQL store is backed up with
-    /// PostgreSQL's own tools. `backup_failed`: an I/O or database error.
+    /// `backup_failed`: an I/O or database error, or `pg_dump` /
+    /// `pg_restore` failed (their message follows).
     pub code: &'static str,
     pub message: String,
 }
@@ -48,6 +55,8 @@ impl BackupError {
 #[derive(Serialize, Deserialize)]
 struct Manifest {
     format: u32,
+    /// `sqlite` or `postgres`: a backup restores into the same kind.
+    store: String,
     created_ms: u64,
     tables: TableCounts,
     /// `None` when media live in S3 (not copied).
@@ -64,10 +73,9 @@ pub struct Summary {
     pub media_bytes: Option<u64>,
 }
 
-/// Copies the configured embedded store and its local media into `dir`
-/// (created if missing; it must be empty).
-pub fn backup(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
-    embedded_only(config)?;
+/// Copies the configured store and its local media into `dir` (created
+/// if missing; it must be empty).
+pub async fn backup(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
     if dir.exists() && !is_empty_dir(dir)? {
         return Err(BackupError::new(
             "target_not_empty",
@@ -77,22 +85,29 @@ pub fn backup(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
             ),
         ));
     }
-    let database = config.database_path();
-    if !database.is_file() {
-        return Err(BackupError::new(
-            "backup_failed",
-            format!("no database at {}", database.display()),
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(|err| failed("creating", dir, err))?;
-    let tables = snapshot(&database, &dir.join(DATABASE))
-        .map_err(|err| BackupError::new("backup_failed", err.to_string()))?;
+    let (store, tables) = if config.store.url.is_empty() {
+        let database = config.database_path();
+        if !database.is_file() {
+            return Err(BackupError::new(
+                "backup_failed",
+                format!("no database at {}", database.display()),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|err| failed("creating", dir, err))?;
+        let tables = snapshot(&database, &dir.join(DATABASE))
+            .map_err(|err| BackupError::new("backup_failed", err.to_string()))?;
+        (SQLITE, tables)
+    } else {
+        std::fs::create_dir_all(dir).map_err(|err| failed("creating", dir, err))?;
+        (POSTGRES, dump(&config.store.url, &dir.join(DUMP)).await?)
+    };
     let media = match config.blobs.backend {
         BlobsBackend::Local => Some(copy_tree(&config.media_dir(), &dir.join(MEDIA))?),
         BlobsBackend::S3 => None,
     };
     let manifest = Manifest {
         format: FORMAT,
+        store: store.into(),
         created_ms: now_ms(),
         tables,
         media_files: media.map(|(files, _)| files),
@@ -110,11 +125,70 @@ pub fn backup(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
     })
 }
 
-/// Puts the backup in `dir` into the configured data directory, which
-/// must hold no database and no media yet (a server must not be running
-/// on it).
-pub fn restore(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
-    embedded_only(config)?;
+/// `pg_dump` of the database at `url` into `file`, inside a snapshot held
+/// open meanwhile; returns the row counts of that snapshot.
+async fn dump(url: &str, file: &Path) -> Result<TableCounts, BackupError> {
+    let held = pg::hold_snapshot(url).await.map_err(store_failed)?;
+    let file_arg = file.as_os_str().to_owned();
+    let snapshot_id = held.id.clone();
+    let url_arg = url.to_owned();
+    let dumped = run_tool("pg_dump", move |command| {
+        command
+            .arg("--format=custom")
+            .arg("--snapshot")
+            .arg(snapshot_id)
+            .arg("--file")
+            .arg(file_arg)
+            .arg("--dbname")
+            .arg(url_arg);
+    })
+    .await;
+    let counts = held.counts.clone();
+    held.release().await.map_err(store_failed)?;
+    dumped.map(|()| counts)
+}
+
+/// Runs a PostgreSQL client tool off the runtime's threads; its stderr
+/// becomes the error when it fails.
+async fn run_tool(
+    tool: &'static str,
+    args: impl FnOnce(&mut std::process::Command) + Send + 'static,
+) -> Result<(), BackupError> {
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(tool);
+        args(&mut command);
+        command.output()
+    })
+    .await
+    .map_err(|err| BackupError::new("backup_failed", err.to_string()))?
+    .map_err(|err| {
+        BackupError::new(
+            "backup_failed",
+            format!("cannot run {tool} (PostgreSQL's client tools): {err}"),
+        )
+    })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(BackupError::new(
+            "backup_failed",
+            format!(
+                "{tool} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ))
+    }
+}
+
+fn store_failed(err: missive_store::StoreError) -> BackupError {
+    BackupError::new("backup_failed", err.to_string())
+}
+
+/// Puts the backup in `dir` into the configured store, which must be
+/// empty (no database in the data directory, or no tables in the
+/// PostgreSQL database; no server running on it), and its media into the
+/// data directory's media folder, which must be empty too.
+pub async fn restore(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
     let manifest_path = dir.join(MANIFEST);
     let manifest: Manifest = std::fs::read(&manifest_path)
         .ok()
@@ -138,26 +212,68 @@ pub fn restore(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
             ),
         ));
     }
-    let database = config.database_path();
-    let media_dir = config.media_dir();
-    if database.exists() || (media_dir.exists() && !is_empty_dir(&media_dir)?) {
-        return Err(BackupError::new(
-            "target_not_empty",
-            format!(
-                "{} already holds a database or media: restore into an empty data directory",
-                config.data_dir.display()
-            ),
-        ));
-    }
-    let tables = check(&dir.join(DATABASE))
-        .map_err(|err| BackupError::new("not_a_backup", err.to_string()))?;
-    if tables != manifest.tables {
+    let configured = if config.store.url.is_empty() {
+        SQLITE
+    } else {
+        POSTGRES
+    };
+    if manifest.store != configured {
         return Err(BackupError::new(
             "not_a_backup",
             format!(
-                "{} does not hold the rows {MANIFEST} lists",
-                dir.join(DATABASE).display()
+                "{} is a backup of a {} store and the configured store is {configured}",
+                dir.display(),
+                manifest.store
             ),
+        ));
+    }
+    let media_dir = config.media_dir();
+    if media_dir.exists() && !is_empty_dir(&media_dir)? {
+        return Err(not_empty(format!("{} holds files", media_dir.display())));
+    }
+    let tables = if configured == SQLITE {
+        restore_database(config, dir, &manifest)?
+    } else {
+        restore_dump(&config.store.url, &dir.join(DUMP), &manifest).await?
+    };
+    let media = match (config.blobs.backend, manifest.media_files) {
+        (BlobsBackend::Local, Some(_)) => Some(copy_tree(&dir.join(MEDIA), &media_dir)?),
+        _ => None,
+    };
+    Ok(Summary {
+        directory: dir.to_path_buf(),
+        tables,
+        media_files: media.map(|(files, _)| files),
+        media_bytes: media.map(|(_, bytes)| bytes),
+    })
+}
+
+fn not_empty(what: String) -> BackupError {
+    BackupError::new(
+        "target_not_empty",
+        format!("{what}: a backup restores only into an empty store"),
+    )
+}
+
+/// The embedded store: the copy, checked, renamed into the data directory.
+fn restore_database(
+    config: &Config,
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<TableCounts, BackupError> {
+    let database = config.database_path();
+    if database.exists() {
+        return Err(not_empty(format!(
+            "{} holds a database",
+            config.data_dir.display()
+        )));
+    }
+    let copy = dir.join(DATABASE);
+    let tables = check(&copy).map_err(|err| BackupError::new("not_a_backup", err.to_string()))?;
+    if tables != manifest.tables {
+        return Err(BackupError::new(
+            "not_a_backup",
+            format!("{} does not hold the rows {MANIFEST} lists", copy.display()),
         ));
     }
     std::fs::create_dir_all(&config.data_dir)
@@ -165,30 +281,51 @@ pub fn restore(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
     // Copied under another name and renamed: a restore cut short leaves no
     // half database where the server would open it.
     let partial = config.data_dir.join(format!("{DATABASE}.restoring"));
-    std::fs::copy(dir.join(DATABASE), &partial).map_err(|err| failed("copying", &partial, err))?;
-    let media = match (config.blobs.backend, manifest.media_files) {
-        (BlobsBackend::Local, Some(_)) => Some(copy_tree(&dir.join(MEDIA), &media_dir)?),
-        _ => None,
-    };
+    std::fs::copy(&copy, &partial).map_err(|err| failed("copying", &partial, err))?;
     std::fs::rename(&partial, &database).map_err(|err| failed("renaming", &partial, err))?;
-    Ok(Summary {
-        directory: config.data_dir.clone(),
-        tables,
-        media_files: media.map(|(files, _)| files),
-        media_bytes: media.map(|(_, bytes)| bytes),
-    })
+    Ok(tables)
 }
 
-fn embedded_only(config: &Config) -> Result<(), BackupError> {
-    if config.store.url.is_empty() {
-        Ok(())
-    } else {
-        Err(BackupError::new(
-            "unsupported_store",
-            "the store is PostgreSQL: back it up with pg_dump and restore it with pg_restore \
-             (docs/CLUSTER.md, \"Backups\")",
-        ))
+/// PostgreSQL: `pg_restore` in one transaction (all or nothing), then the
+/// rows counted against the manifest.
+async fn restore_dump(
+    url: &str,
+    dump: &Path,
+    manifest: &Manifest,
+) -> Result<TableCounts, BackupError> {
+    if pg::counts(url).await.map_err(store_failed)?.is_some() {
+        return Err(not_empty("the PostgreSQL database has tables".into()));
     }
+    if !dump.is_file() {
+        return Err(BackupError::new(
+            "not_a_backup",
+            format!("{} is missing", dump.display()),
+        ));
+    }
+    let dump_arg = dump.as_os_str().to_owned();
+    let url_arg = url.to_owned();
+    run_tool("pg_restore", move |command| {
+        command
+            .arg("--single-transaction")
+            .arg("--exit-on-error")
+            .arg("--no-owner")
+            .arg("--no-privileges")
+            .arg("--dbname")
+            .arg(url_arg)
+            .arg(dump_arg);
+    })
+    .await?;
+    let tables = pg::counts(url)
+        .await
+        .map_err(store_failed)?
+        .unwrap_or_default();
+    if tables != manifest.tables {
+        return Err(BackupError::new(
+            "backup_failed",
+            "the restored database does not hold the rows the backup lists",
+        ));
+    }
+    Ok(tables)
 }
 
 /// Copies every file under `from` to the same place under `to`; returns

@@ -54,6 +54,7 @@
 
 mod accounts;
 mod ack;
+pub mod backup;
 mod batcher;
 mod codes;
 mod conversations;
