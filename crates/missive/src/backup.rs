@@ -116,7 +116,11 @@ pub async fn backup(config: &Config, dir: &Path) -> Result<Summary, BackupError>
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|err| BackupError::new("backup_failed", err.to_string()))?;
     let manifest_path = dir.join(MANIFEST);
+    // Last, and only once everything it describes is on disk: its
+    // presence is what says the backup is complete.
     std::fs::write(&manifest_path, text).map_err(|err| failed("writing", &manifest_path, err))?;
+    synced(&manifest_path)?;
+    synced(dir)?;
     Ok(Summary {
         directory: dir.to_path_buf(),
         tables: manifest.tables,
@@ -145,7 +149,9 @@ async fn dump(url: &str, file: &Path) -> Result<TableCounts, BackupError> {
     .await;
     let counts = held.counts.clone();
     held.release().await.map_err(store_failed)?;
-    dumped.map(|()| counts)
+    dumped?;
+    synced(file)?;
+    Ok(counts)
 }
 
 /// Runs a PostgreSQL client tool off the runtime's threads; its stderr
@@ -282,7 +288,9 @@ fn restore_database(
     // half database where the server would open it.
     let partial = config.data_dir.join(format!("{DATABASE}.restoring"));
     std::fs::copy(&copy, &partial).map_err(|err| failed("copying", &partial, err))?;
+    synced(&partial)?;
     std::fs::rename(&partial, &database).map_err(|err| failed("renaming", &partial, err))?;
+    synced(&config.data_dir)?;
     Ok(tables)
 }
 
@@ -350,10 +358,19 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(u64, u64), BackupError> {
         } else if kind.is_file() {
             let bytes =
                 std::fs::copy(&source, &target).map_err(|err| failed("copying", &source, err))?;
+            synced(&target)?;
             totals = (totals.0 + 1, totals.1 + bytes);
         }
     }
+    synced(to)?;
     Ok(totals)
+}
+
+/// Flushes a file, or a directory's entries, to disk.
+fn synced(path: &Path) -> Result<(), BackupError> {
+    std::fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(|err| failed("syncing", path, err))
 }
 
 fn is_empty_dir(dir: &Path) -> Result<bool, BackupError> {

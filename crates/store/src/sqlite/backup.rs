@@ -19,7 +19,8 @@ use crate::StoreError;
 pub type TableCounts = BTreeMap<String, u64>;
 
 /// Writes a snapshot of the database at `database` to `into`, which must
-/// not exist yet; returns the copy's row count per table.
+/// not exist yet, and syncs it to disk; returns the copy's row count per
+/// table.
 pub fn snapshot(database: &Path, into: &Path) -> Result<TableCounts, StoreError> {
     if !database.is_file() {
         return Err(StoreError::Backend(format!(
@@ -47,6 +48,10 @@ pub fn snapshot(database: &Path, into: &Path) -> Result<TableCounts, StoreError>
         .execute("VACUUM INTO ?1", [target])
         .map_err(backend)?;
     drop(source);
+    // VACUUM INTO does not sync what it wrote.
+    std::fs::File::open(into)
+        .and_then(|copy| copy.sync_all())
+        .map_err(|err| StoreError::Backend(format!("syncing {}: {err}", into.display())))?;
     check(into)
 }
 
