@@ -237,14 +237,17 @@ pub async fn restore(config: &Config, dir: &Path) -> Result<Summary, BackupError
     if media_dir.exists() && !is_empty_dir(&media_dir)? {
         return Err(not_empty(format!("{} holds files", media_dir.display())));
     }
-    let tables = if configured == SQLITE {
-        restore_database(config, dir, &manifest)?
-    } else {
-        restore_dump(&config.store.url, &dir.join(DUMP), &manifest).await?
+    // Between the store's checks and putting the store in place: a restore
+    // cut short leaves media but no store, and a server started there
+    // would not mistake it for a whole one.
+    let copy_media = || match (config.blobs.backend, manifest.media_files) {
+        (BlobsBackend::Local, Some(_)) => copy_tree(&dir.join(MEDIA), &media_dir).map(Some),
+        _ => Ok(None),
     };
-    let media = match (config.blobs.backend, manifest.media_files) {
-        (BlobsBackend::Local, Some(_)) => Some(copy_tree(&dir.join(MEDIA), &media_dir)?),
-        _ => None,
+    let (tables, media) = if configured == SQLITE {
+        restore_database(config, dir, &manifest, copy_media)?
+    } else {
+        restore_dump(&config.store.url, &dir.join(DUMP), &manifest, copy_media).await?
     };
     Ok(Summary {
         directory: dir.to_path_buf(),
@@ -266,7 +269,8 @@ fn restore_database(
     config: &Config,
     dir: &Path,
     manifest: &Manifest,
-) -> Result<TableCounts, BackupError> {
+    copy_media: impl FnOnce() -> Result<Option<(u64, u64)>, BackupError>,
+) -> Result<(TableCounts, Option<(u64, u64)>), BackupError> {
     let database = config.database_path();
     if database.exists() {
         return Err(not_empty(format!(
@@ -284,6 +288,7 @@ fn restore_database(
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|err| failed("creating", &config.data_dir, err))?;
+    let media = copy_media()?;
     // Copied under another name and renamed: a restore cut short leaves no
     // half database where the server would open it.
     let partial = config.data_dir.join(format!("{DATABASE}.restoring"));
@@ -291,7 +296,7 @@ fn restore_database(
     synced(&partial)?;
     std::fs::rename(&partial, &database).map_err(|err| failed("renaming", &partial, err))?;
     synced(&config.data_dir)?;
-    Ok(tables)
+    Ok((tables, media))
 }
 
 /// PostgreSQL: `pg_restore` in one transaction (all or nothing), then the
@@ -300,7 +305,8 @@ async fn restore_dump(
     url: &str,
     dump: &Path,
     manifest: &Manifest,
-) -> Result<TableCounts, BackupError> {
+    copy_media: impl FnOnce() -> Result<Option<(u64, u64)>, BackupError>,
+) -> Result<(TableCounts, Option<(u64, u64)>), BackupError> {
     if pg::counts(url).await.map_err(store_failed)?.is_some() {
         return Err(not_empty("the PostgreSQL database has tables".into()));
     }
@@ -310,6 +316,7 @@ async fn restore_dump(
             format!("{} is missing", dump.display()),
         ));
     }
+    let media = copy_media()?;
     let dump_arg = dump.as_os_str().to_owned();
     let url_arg = url.to_owned();
     run_tool("pg_restore", move |command| {
@@ -333,7 +340,7 @@ async fn restore_dump(
             "the restored database does not hold the rows the backup lists",
         ));
     }
-    Ok(tables)
+    Ok((tables, media))
 }
 
 /// Copies every file under `from` to the same place under `to`; returns
