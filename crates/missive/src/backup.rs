@@ -17,8 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use missive_server::Config;
 use missive_server::config::BlobsBackend;
+use missive_store::TableCounts;
 use missive_store::postgres::backup as pg;
-use missive_store::sqlite::backup::{TableCounts, check, snapshot};
+use missive_store::sqlite::backup::{check, snapshot};
 use serde::{Deserialize, Serialize};
 
 const MANIFEST: &str = "backup.json";

@@ -43,6 +43,10 @@ pub use sqlite::{Fsync, SqliteConfig, SqliteStore};
 
 /// A send the store has taken in order and will answer once it is stored
 /// (or refused); see [`Store::queue_message`].
+/// Rows per table, by table name: what a backup holds and a restore
+/// checks (`sqlite::backup`, `postgres::backup`).
+pub type TableCounts = std::collections::BTreeMap<String, u64>;
+
 pub type QueuedAppend = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
 
 /// Why a store operation was refused or failed. The first group are

@@ -3,14 +3,9 @@
 //! exactly the rows counted in it, and the same counts read after a
 //! restore to compare.
 
-use std::collections::BTreeMap;
-
 use tokio_postgres::{Client, NoTls};
 
-use crate::StoreError;
-
-/// Rows per table, by table name.
-pub type TableCounts = BTreeMap<String, u64>;
+use crate::{StoreError, TableCounts};
 
 /// A repeatable-read transaction whose snapshot is exported: while it is
 /// held, `pg_dump --snapshot <id>` sees the database as [`counts`] did.

@@ -6,17 +6,13 @@
 //! the snapshot until the copy is done). The copy is a compact database of
 //! its own, with no WAL beside it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::writer::backend;
-use crate::StoreError;
-
-/// Rows per table, by table name.
-pub type TableCounts = BTreeMap<String, u64>;
+use crate::{StoreError, TableCounts};
 
 /// Writes a snapshot of the database at `database` to `into`, which must
 /// not exist yet, and syncs it to disk; returns the copy's row count per
