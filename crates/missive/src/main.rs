@@ -6,6 +6,7 @@ mod backup;
 mod bench;
 mod chat;
 mod cli;
+mod migrate;
 mod profile;
 mod serve;
 mod text_output;
@@ -45,6 +46,10 @@ enum Command {
     /// list, create, suspend, resume and delete users, reset a password,
     /// list and revoke devices, make invite codes.
     Admin(admin::AdminArgs),
+    /// Move a stopped embedded server's data (accounts, devices, messages,
+    /// cursors, media…) into a PostgreSQL database for a cluster; resumes
+    /// where an interrupted run stopped.
+    Migrate(migrate::MigrateArgs),
     /// Load-generate against a running server and report throughput,
     /// latency, loss and duplicates (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
@@ -413,6 +418,7 @@ fn main() -> ExitCode {
         match args.command {
             Command::Serve(serve_args) => serve::run(serve_args).await,
             Command::Admin(admin_args) => admin::run(admin_args).await,
+            Command::Migrate(migrate_args) => migrate::run(migrate_args).await,
             Command::Bench(bench_args) => bench::run(bench_args).await,
             Command::Chat { client } => cli::chat(&client).await,
             Command::Register {

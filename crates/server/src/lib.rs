@@ -121,6 +121,19 @@ pub enum StartError {
     Bus(#[from] missive_bus::NatsError),
 }
 
+/// The blob store `config` names: the data directory's media folder, or
+/// an S3 bucket.
+pub fn configured_blobs(config: &Config) -> Result<Blobs, missive_blobs::BlobError> {
+    match config.blobs.backend {
+        config::BlobsBackend::Local => Blobs::local(&config.media_dir()),
+        config::BlobsBackend::S3 => Blobs::s3(&missive_blobs::S3Settings {
+            bucket: config.blobs.s3_bucket.clone(),
+            region: config.blobs.s3_region.clone(),
+            endpoint: config.blobs.s3_endpoint.clone(),
+        }),
+    }
+}
+
 impl App {
     /// Opens the configured backends (the embedded SQLite file under
     /// `config.data_dir`, or PostgreSQL; the in-process bus or NATS; local
@@ -162,14 +175,7 @@ impl App {
                 .await?,
             )
         };
-        let blobs = match config.blobs.backend {
-            config::BlobsBackend::Local => Blobs::local(&config.media_dir())?,
-            config::BlobsBackend::S3 => Blobs::s3(&missive_blobs::S3Settings {
-                bucket: config.blobs.s3_bucket.clone(),
-                region: config.blobs.s3_region.clone(),
-                endpoint: config.blobs.s3_endpoint.clone(),
-            })?,
-        };
+        let blobs = configured_blobs(&config)?;
         Ok(Self::with_boundaries(config, store, bus, blobs, clock))
     }
 

@@ -28,6 +28,7 @@ pub mod model;
 pub mod postgres;
 pub(crate) mod rules;
 pub mod sqlite;
+pub mod transfer;
 
 use std::future::Future;
 use std::pin::Pin;

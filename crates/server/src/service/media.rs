@@ -19,11 +19,13 @@ use missive_media::{SNIFF_BYTES, make_thumbnail, sniff};
 
 use crate::error::ApiError;
 
-fn blob_key(id: &str) -> String {
+/// Where an upload's bytes are kept in Blobs.
+pub fn blob_key(id: &str) -> String {
     format!("media/{id}")
 }
 
-fn thumbnail_key(id: &str) -> String {
+/// Where an image's thumbnail is kept in Blobs.
+pub fn thumbnail_key(id: &str) -> String {
     format!("media/{id}.thumb")
 }
 

@@ -62,6 +62,7 @@ mod delivery;
 mod fault;
 mod groups;
 mod history;
+pub mod import;
 mod media;
 mod schema;
 mod send;

@@ -15,6 +15,7 @@ pub mod backup;
 mod checkpointer;
 mod conversations;
 mod delivery;
+pub mod export;
 mod facts;
 mod groups;
 mod history;
@@ -118,6 +119,7 @@ impl SqliteStore {
     pub fn open(config: &SqliteConfig) -> Result<Self, StoreError> {
         let mut writer_conn = open(&config.path, OpenFlags::default(), config.fsync)?;
         schema::migrate(&mut writer_conn).map_err(StoreError::Backend)?;
+        export::refuse_if_sealed(&writer_conn)?;
         facts::install(&writer_conn)?;
         writer_conn
             .execute_batch(&format!(

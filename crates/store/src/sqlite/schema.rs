@@ -327,6 +327,20 @@ const MIGRATIONS: &[&str] = &[
     UPDATE conversations SET last_ts_ms = coalesce(
         (SELECT max(created_ms) FROM messages WHERE conversation_id = conversations.id), 0);
     ",
+    // 13: `missive migrate` seals a store it moves to PostgreSQL (issue 21):
+    // a server refuses to open it, so nothing is written where the cluster
+    // will never read it, and an interrupted migration resumes from a
+    // source that has not changed. One row at most.
+    "
+    CREATE TABLE relocation (
+        only_row     INTEGER PRIMARY KEY CHECK (only_row = 1),
+        migration_id TEXT NOT NULL,
+        -- The PostgreSQL URL without its password.
+        target       TEXT NOT NULL,
+        started_ms   INTEGER NOT NULL,
+        finished_ms  INTEGER
+    );
+    ",
 ];
 
 /// The schema version this build writes.

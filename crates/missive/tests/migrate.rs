@@ -1,0 +1,463 @@
+//! `missive migrate` against the built binary: a populated embedded server
+//! moved to PostgreSQL (media to S3), a cluster node started on the result,
+//! and everything its users could see before the move is what they see
+//! after it. The fault suite (faults/main.rs) moves a server in the middle
+//! of a workload, interrupting the migration once, and checks delivery.
+
+mod common;
+
+use common::cluster::{Database, NATS, services_available};
+use common::*;
+use missive_client::{Api, Connection};
+use missive_proto::rest::PresenceVisibility;
+use missive_proto::{ClientFrame, ServerFrame};
+
+fn s3_endpoint() -> String {
+    std::env::var("S3_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
+/// Runs `missive migrate ARGS` (with `env`) on a blocking thread; returns
+/// (exit status, stdout, stderr).
+async fn migrate(args: Vec<String>, env: Vec<(String, String)>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = server_command()
+            .arg("migrate")
+            .args(&args)
+            .envs(env)
+            .output()
+            .expect("run missive migrate");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("migrate thread")
+}
+
+/// What one device can read over REST and what waits for it: the
+/// conversation list (cursors, receipts, last messages), every
+/// conversation's history (reactions, edits, deletions, media), each
+/// message's receipts, contacts, blocks, privacy, and the stored events
+/// above its positions (a poll that acks nothing).
+async fn everything_seen_by(api: &Api, token: &str) -> serde_json::Value {
+    let conversations = api.conversations(token).await.expect("conversations");
+    let mut histories = Vec::new();
+    for summary in &conversations.conversations {
+        let history = api
+            .history(token, summary.conversation, "limit=100")
+            .await
+            .expect("history");
+        let mut receipts = Vec::new();
+        for message in &history.messages {
+            receipts.push(
+                api.receipts(token, summary.conversation, &message.message_id)
+                    .await
+                    .map(|info| serde_json::to_value(info).expect("json"))
+                    .unwrap_or_else(|err| serde_json::json!(refused_code(Err::<(), _>(err)))),
+            );
+        }
+        histories.push(serde_json::json!({"history": history, "receipts": receipts}));
+    }
+    let waiting: Vec<ServerFrame> = api
+        .poll(token, &[], 0)
+        .await
+        .expect("poll")
+        .frames
+        .into_iter()
+        .filter(|frame| frame.ack_point().is_some())
+        .collect();
+    serde_json::json!({
+        "conversations": conversations,
+        "histories": histories,
+        "contacts": api.contacts(token).await.expect("contacts"),
+        "blocks": api.blocks(token).await.expect("blocks"),
+        "privacy": api.privacy(token).await.expect("privacy"),
+        "waiting": waiting,
+    })
+}
+
+/// A PNG of `edge` × `edge` pixels (it gets a thumbnail).
+fn png(edge: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(edge, edge, |x, y| {
+        image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
+    });
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("encode png");
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
+    // Goal (issue 21): after `missive migrate`, a cluster node on the
+    // PostgreSQL database (media in S3) shows every user exactly what the
+    // embedded server showed: conversations with their read and delivered
+    // cursors, histories with reactions, edits, deletions and media,
+    // receipts, contacts, blocks, privacy, and per device the same events
+    // still waiting (a device that never connected, one that acked part).
+    // Old tokens work, a revoked one does not, media and thumbnails come
+    // back byte for byte, and new accounts, conversations and seqs carry
+    // on after the old ones. The sealed source refuses to serve, a second
+    // migration is refused, and so is a migration into a database with
+    // data in it.
+    if !services_available().await {
+        return;
+    }
+    let endpoint = s3_endpoint();
+    let address = endpoint.trim_start_matches("http://").to_owned();
+    if !service_available("the S3 test server (moto_server)", &address).await {
+        return;
+    }
+    let bucket = format!("missive-migrate-{}", std::process::id());
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(
+        created.status().is_success(),
+        "bucket: {}",
+        created.status()
+    );
+    let s3_env: Vec<(String, String)> = [
+        ("MISSIVE_BLOBS__BACKEND", "s3"),
+        ("MISSIVE_BLOBS__S3_BUCKET", bucket.as_str()),
+        ("MISSIVE_BLOBS__S3_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ]
+    .iter()
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect();
+
+    // ── the embedded server and what its users did ──────────────────────
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(data_dir.path());
+    let api = Api::new(&server.url);
+    let mut tokens = std::collections::BTreeMap::new();
+    for (user, devices) in [("alice", 3), ("bob", 1), ("carol", 1), ("dave", 1)] {
+        api.register(user, PASSWORD).await.unwrap();
+        for device in 0..devices {
+            let login = api
+                .login(user, PASSWORD, &format!("{user}{device}"))
+                .await
+                .unwrap();
+            tokens.insert(format!("{user}{device}"), (login.token, login.device_id));
+        }
+    }
+    let token = |name: &str| tokens[name].0.clone();
+    let photo = png(300);
+    let photo_info = api
+        .upload_media(&token("alice0"), photo.clone())
+        .await
+        .unwrap();
+    let mut document = b"%PDF-1.7\n".to_vec();
+    document.extend((0..30_000u32).map(|i| (i % 241) as u8));
+    let document_info = api
+        .upload_named_media(&token("alice0"), document.clone(), Some("plan.pdf"))
+        .await
+        .unwrap();
+
+    let mut alice = Connection::connect(&api.ws_url(), &token("alice0"))
+        .await
+        .unwrap();
+    let mut first = None;
+    for n in 1..=6 {
+        let sent = alice
+            .send_text("bob", &format!("a-{n}"), &format!("hello {n}"))
+            .await
+            .unwrap();
+        first.get_or_insert(sent);
+    }
+    let Some(ServerFrame::Sent {
+        conversation: direct,
+        message_id: first_id,
+        ..
+    }) = first
+    else {
+        panic!("no sent");
+    };
+    alice
+        .call(|id| ClientFrame::Send {
+            id,
+            to: None,
+            conversation: Some(direct),
+            client_msg_id: "a-media".into(),
+            text: "the photo and the plan".into(),
+            reply_to: Some(first_id.clone()),
+            media: vec![photo_info.media_id.clone(), document_info.media_id.clone()],
+        })
+        .await
+        .unwrap();
+    alice
+        .edit(direct, "a-edit", &first_id, "hello again")
+        .await
+        .unwrap();
+    let ServerFrame::Sent {
+        message_id: second_id,
+        ..
+    } = alice
+        .send_to(direct, "a-7", "to be deleted", None)
+        .await
+        .unwrap()
+    else {
+        panic!("no sent");
+    };
+    alice.delete(direct, "a-del", &second_id).await.unwrap();
+
+    let group = api
+        .create_group(&token("alice0"), "team", &["bob", "carol", "dave"])
+        .await
+        .unwrap()
+        .conversation;
+    alice.send_to(group, "g-1", "welcome", None).await.unwrap();
+    let mut carol = Connection::connect(&api.ws_url(), &token("carol0"))
+        .await
+        .unwrap();
+    carol.send_to(group, "c-1", "hi all", None).await.unwrap();
+    api.leave_group(&token("dave0"), group).await.unwrap();
+    carol
+        .send_to(group, "c-2", "dave left", None)
+        .await
+        .unwrap();
+
+    // Bob reads part of the 1:1 and reacts; his device acks part of what
+    // came. alice1 never connects: everything waits for it.
+    let mut bob = Connection::connect(&api.ws_url(), &token("bob0"))
+        .await
+        .unwrap();
+    bob.react(direct, "b-r", &first_id, Some("👍"))
+        .await
+        .unwrap();
+    bob.call(|id| ClientFrame::Read {
+        id,
+        conversation: direct,
+        seq: 3,
+    })
+    .await
+    .unwrap();
+    bob.ack(direct, 5).await.unwrap();
+    bob.ack(group, 1).await.unwrap();
+    api.add_contact(&token("alice0"), "bob").await.unwrap();
+    api.block(&token("carol0"), "dave").await.unwrap();
+    api.set_privacy(&token("bob0"), PresenceVisibility::Contacts)
+        .await
+        .unwrap();
+    let (revoked_token, revoked_device) = tokens["alice2"].clone();
+    api.revoke(&token("alice0"), revoked_device).await.unwrap();
+    for connection in [alice, bob, carol] {
+        connection.close().await;
+    }
+    let readers = ["alice0", "alice1", "bob0", "carol0", "dave0"];
+    let mut before = Vec::new();
+    for reader in readers {
+        before.push(everything_seen_by(&api, &token(reader)).await);
+    }
+    // What must survive is there to survive: alice1 waits for everything
+    // (two conversations), bob for the 1:1 above his ack and the group's
+    // rest, and bob's read cursor stands at 3.
+    let waiting = |reader: usize| before[reader]["waiting"].as_array().unwrap().len();
+    assert!(waiting(1) >= 12, "alice1 waits for {}", waiting(1));
+    assert!(waiting(2) >= 4, "bob0 waits for {}", waiting(2));
+    assert!(
+        before[2]["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|event| event["conversation"] != direct || event["seq"].as_i64() > Some(5)),
+        "bob acked the 1:1 up to 5"
+    );
+    let bobs_direct = &before[2]["conversations"]["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|summary| summary["conversation"] == direct)
+        .unwrap()
+        .clone();
+    assert_eq!(bobs_direct["read_seq"], 3);
+    let thumbnail_before = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/media/{}/thumbnail",
+            server.url, photo_info.media_id
+        ))
+        .bearer_auth(token("bob0"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!thumbnail_before.is_empty());
+    // A crash, not a clean stop: the migration reads what the WAL holds.
+    server.kill_9();
+
+    // ── the move ────────────────────────────────────────────────────────
+    let db = Database::create().await;
+    let from = data_dir.path().to_str().unwrap().to_owned();
+    let args = vec![
+        "--from".to_owned(),
+        from.clone(),
+        "--to".to_owned(),
+        db.url(),
+        "--batch-rows".to_owned(),
+        "4".to_owned(),
+    ];
+    let (status, stdout, stderr) = migrate(args.clone(), s3_env.clone()).await;
+    assert_eq!(status, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("summary");
+    for (table, counts) in summary["tables"].as_object().unwrap() {
+        assert_eq!(counts["source"], counts["target"], "{table}");
+    }
+    assert_eq!(summary["tables"]["accounts"]["target"], 4);
+    assert_eq!(summary["tables"]["media"]["target"], 2);
+    assert_eq!(summary["resumed"], false);
+    // Two uploads and the photo's thumbnail.
+    assert_eq!(summary["media"]["files"], 3, "{summary}");
+    assert_eq!(summary["media"]["missing"], 0);
+
+    let refused = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &from])
+        .output()
+        .expect("serve the sealed source");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("missive migrate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let (status, _, stderr) = migrate(args.clone(), s3_env.clone()).await;
+    assert_eq!(status, 3);
+    assert!(stderr.contains("already_migrated"), "{stderr}");
+
+    // ── the cluster node on the result ──────────────────────────────────
+    let mut env: Vec<(&str, &str)> = s3_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let url = db.url();
+    env.push(("MISSIVE_BUS__URL", NATS));
+    env.push(("MISSIVE_STORE__URL", &url));
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = ServerProcess::start_with_env(node_dir.path(), &env);
+    let api = Api::new(&node.url);
+    for (reader, seen) in readers.iter().zip(&before) {
+        let after = everything_seen_by(&api, &token(reader)).await;
+        assert_eq!(&after, seen, "{reader} sees something else after the move");
+    }
+    assert_eq!(
+        api.download_media(&token("bob0"), &photo_info.media_id)
+            .await
+            .unwrap()
+            .1,
+        photo
+    );
+    let download = api
+        .download_named_media(&token("bob0"), &document_info.media_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (download.bytes, download.filename.as_deref()),
+        (document, Some("plan.pdf"))
+    );
+    let thumbnail_after = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/media/{}/thumbnail",
+            node.url, photo_info.media_id
+        ))
+        .bearer_auth(token("bob0"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail_after, thumbnail_before);
+    assert_eq!(
+        refused_code(api.conversations(&revoked_token).await),
+        "token_invalid"
+    );
+
+    // New ids come after every old one; the 1:1 goes on at the next seq.
+    api.register("erin", PASSWORD).await.unwrap();
+    let erin = api.login("erin", PASSWORD, "e").await.unwrap();
+    assert!(erin.device_id > revoked_device, "a device id was reused");
+    let last_seq = before[0]["conversations"]["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|summary| summary["conversation"] == direct)
+        .unwrap()["last_seq"]
+        .as_i64()
+        .unwrap();
+    let mut alice = Connection::connect(&api.ws_url(), &token("alice0"))
+        .await
+        .unwrap();
+    let ServerFrame::Sent { seq, .. } = alice.send_text("bob", "a-after", "after").await.unwrap()
+    else {
+        panic!("no sent");
+    };
+    assert_eq!(seq, last_seq + 1);
+    let ServerFrame::Sent { conversation, .. } =
+        alice.send_text("erin", "a-erin", "hi erin").await.unwrap()
+    else {
+        panic!("no sent");
+    };
+    assert!(conversation > group, "a conversation id was reused");
+    alice.close().await;
+
+    // With a node running on it, the database is in use; a database with
+    // data in it is refused unless the operator says to replace it.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = ServerProcess::start(other_dir.path());
+    Api::new(&other.url)
+        .register("zed", PASSWORD)
+        .await
+        .unwrap();
+    other.kill_9();
+    let other_from = other_dir.path().to_str().unwrap().to_owned();
+    let to = |url: String| {
+        vec![
+            "--from".to_owned(),
+            other_from.clone(),
+            "--to".to_owned(),
+            url,
+        ]
+    };
+    let (status, _, stderr) = migrate(to(db.url()), s3_env.clone()).await;
+    assert_eq!(status, 3);
+    assert!(stderr.contains("target_in_use"), "{stderr}");
+    let second = Database::create().await;
+    let (status, _, stderr) = migrate(to(second.url()), s3_env.clone()).await;
+    assert_eq!(status, 0, "{stderr}");
+    let reopen = vec![
+        "--from".to_owned(),
+        other_from.clone(),
+        "--reopen".to_owned(),
+    ];
+    let (status, stdout, stderr) = migrate(reopen, Vec::new()).await;
+    assert_eq!(
+        (status, stdout.contains("\"reopened\":true")),
+        (0, true),
+        "{stderr}"
+    );
+    let (status, _, stderr) = migrate(to(second.url()), s3_env.clone()).await;
+    assert_eq!(status, 3);
+    assert!(stderr.contains("target_not_empty"), "{stderr}");
+    let mut replace = to(second.url());
+    replace.push("--replace-target".into());
+    let (status, stdout, stderr) = migrate(replace, s3_env.clone()).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.contains("\"accounts\":{\"source\":1,\"target\":1}"),
+        "{stdout}"
+    );
+    drop(node);
+    db.drop_now().await;
+    second.drop_now().await;
+}
