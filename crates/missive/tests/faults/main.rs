@@ -548,6 +548,110 @@ async fn a_full_disk_refuses_sends_and_loses_nothing() {
     assert_eq!(undelivered(&data_dir), 0, "every device drained");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_server_moved_to_a_cluster_mid_workload_loses_nothing() {
+    // Goal (issue 21): the step from one binary to a cluster, in the
+    // middle of traffic: every text that got `sent` from the embedded
+    // server is delivered exactly once (redeliveries of what was not
+    // acked aside) by the cluster node that takes over, in order, with no
+    // seq skipped, and what the devices send afterwards too; a migration
+    // killed halfway resumes from where it stopped.
+    // Method: the workload runs on an embedded server, which is killed
+    // (-9); `missive migrate` copies one row per transaction and is killed
+    // once some of the messages have committed; a second run finishes;
+    // a cluster node (PostgreSQL + NATS) starts on the result and the
+    // devices reconnect to it; the workload goes on, then the checker.
+    let _serial = ONE_AT_A_TIME.lock().await;
+    if !cluster::services_available().await {
+        return;
+    }
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start_with_env(data_dir.path(), WORKLOAD_ENV);
+    let devices = population(&Api::new(&server.url), 5, 1).await;
+    let nodes = Nodes::new(vec![server.url.clone()]);
+    let workload = Workload::start(&devices, &nodes, PACE);
+    workload.progress(300, STALL).await;
+    nodes.set(0, None);
+    server.kill_9();
+
+    let db = cluster::Database::create().await;
+    let (from, to) = (data_dir.path().to_owned(), db.url());
+    let migrate = move |extra: &[&str]| {
+        let mut command = server_command();
+        command
+            .arg("migrate")
+            .arg("--from")
+            .arg(&from)
+            .arg("--to")
+            .arg(&to)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let mut first = migrate(&["--batch-rows", "1"])
+        .spawn()
+        .expect("spawn missive migrate");
+    let deadline = std::time::Instant::now() + STALL;
+    loop {
+        if messages_migrated(&db.url()).await > 50 {
+            break;
+        }
+        assert!(
+            first.try_wait().expect("migrate status").is_none(),
+            "the first run ended before it could be interrupted"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill().expect("kill migrate");
+    first.wait().expect("reap migrate");
+    let second = tokio::task::spawn_blocking(move || migrate(&[]).output())
+        .await
+        .expect("migrate thread")
+        .expect("run missive migrate");
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&second.stdout).expect("migrate summary");
+    println!("moved to a cluster: {summary}");
+    assert_eq!(summary["resumed"], true);
+    for (table, counts) in summary["tables"].as_object().expect("tables") {
+        assert_eq!(counts["source"], counts["target"], "{table}");
+    }
+
+    let cluster = cluster::Cluster::start(1, &db.url(), cluster::NATS, WORKLOAD_ENV);
+    nodes.set(0, Some(cluster.urls[0].clone()));
+    workload.progress(200, STALL).await;
+    check("moved to a cluster", workload, &devices, &nodes).await;
+    every_device_drained(cluster, db).await;
+}
+
+/// Messages a migration into `url` has committed so far (0 before its
+/// progress table exists).
+async fn messages_migrated(url: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    let driver = tokio::spawn(connection);
+    let copied = client
+        .query_one(
+            "SELECT copied FROM missive_migration WHERE step = 'messages'",
+            &[],
+        )
+        .await
+        .map_or(0, |row| row.get(0));
+    drop(client);
+    let _ = driver.await;
+    copied
+}
+
 /// How many members the big group has: 500 in CI, more by hand
 /// (`FAULT_GROUP_MEMBERS`); every member device is online.
 fn group_members() -> usize {
