@@ -31,9 +31,10 @@ pub struct MigrateArgs {
     /// stopped.
     #[arg(long, value_name = "DATA_DIR")]
     from: String,
-    /// The PostgreSQL URL the cluster will use. Its database must be empty
-    /// (or hold this migration, interrupted).
-    #[arg(long, value_name = "URL", required_unless_present = "reopen")]
+    /// The PostgreSQL URL the cluster will use [default: `store.url` of
+    /// the configuration, which keeps a password off the command line].
+    /// Its database must be empty (or hold this migration, interrupted).
+    #[arg(long, value_name = "URL")]
     to: Option<String>,
     /// The cluster's configuration file: where media go (`[blobs]`; the
     /// `MISSIVE_BLOBS__*` variables work too) [default: the media folder
@@ -63,8 +64,8 @@ pub struct MigrateArgs {
 /// Why a migration did nothing, or stopped; the code is stable.
 struct MigrateError {
     /// `source_missing`, `source_in_use`, `already_migrated`,
-    /// `target_not_empty`, `target_in_use`, `other_migration`,
-    /// `migration_failed`.
+    /// `target_missing`, `target_not_empty`, `target_in_use`,
+    /// `other_migration`, `migration_failed`.
     code: &'static str,
     message: String,
 }
@@ -171,13 +172,22 @@ fn reopen(database: &Path) -> Result<bool, MigrateError> {
 
 async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, MigrateError> {
     let started = Instant::now();
-    let url = args.to.clone().unwrap_or_default();
-    let mut overrides = serde_json::json!({"store": {"url": url}});
+    let mut overrides = serde_json::json!({});
+    if let Some(url) = &args.to {
+        overrides["store"] = serde_json::json!({"url": url});
+    }
     if let Some(data_dir) = &args.data_dir {
         overrides["data_dir"] = serde_json::json!(data_dir);
     }
     let config = layered_config(args.config.as_deref(), &overrides)
         .map_err(|_| MigrateError::new("migration_failed", "the configuration is invalid"))?;
+    let url = config.store.url.clone();
+    if url.is_empty() {
+        return Err(MigrateError::new(
+            "target_missing",
+            "no PostgreSQL database to move to: give --to, or store.url in the configuration",
+        ));
+    }
     let source = open_source(database)?;
     let mut target = Target::connect(&url).await?;
     let live = target.live_nodes(now_ms()).await?;
@@ -250,6 +260,12 @@ async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, Migrate
             copy_table(&source, &mut target, table, step, args.batch_rows as usize).await?;
         }
     }
+    let started_indexes = Instant::now();
+    target.build_deferred().await?;
+    eprintln!(
+        "indexes and foreign keys: built in {:.1} s",
+        started_indexes.elapsed().as_secs_f64()
+    );
     let media = if args.skip_media {
         MediaMoved {
             skipped: Some("--skip-media"),
@@ -301,6 +317,10 @@ async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, Migrate
     })
 }
 
+/// Copies what is left of `table` (after `step`), a batch per
+/// transaction. (Reading the next batch on another thread while the
+/// target writes was measured: no faster, PostgreSQL is the bottleneck;
+/// BENCHMARKS.md, issue 21.)
 async fn copy_table(
     source: &Source,
     target: &mut Target,
@@ -324,7 +344,7 @@ async fn copy_table(
         after = batch.last_key;
     }
     bar.finish_and_clear();
-    if !bar.is_hidden() || total > 0 {
+    if total > 0 {
         eprintln!(
             "{}: {total} rows in {:.1} s",
             table.name,

@@ -457,6 +457,9 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         stdout.contains("\"accounts\":{\"source\":1,\"target\":1}"),
         "{stdout}"
     );
+    let (status, _, stderr) = migrate(vec!["--from".into(), other_from.clone()], Vec::new()).await;
+    assert_eq!(status, 3);
+    assert!(stderr.contains("target_missing"), "{stderr}");
     drop(node);
     db.drop_now().await;
     second.drop_now().await;

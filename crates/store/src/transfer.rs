@@ -299,6 +299,7 @@ pub const NOT_COPIED: &[&str] = &[
     "sqlite_sequence",
     "refinery_schema_history",
     "missive_migration",
+    "missive_migration_deferred",
 ];
 
 /// One batch read from the source: its rows (in `Table::columns` order)

@@ -609,6 +609,18 @@ async fn an_embedded_server_moved_to_a_cluster_mid_workload_loses_nothing() {
     }
     first.kill().expect("kill migrate");
     first.wait().expect("reap migrate");
+    // A node does not serve the half-filled database.
+    let node_dir = tempfile::tempdir().expect("tempdir");
+    let early = server_command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(node_dir.path())
+        .env("MISSIVE_STORE__URL", db.url())
+        .env("MISSIVE_BUS__URL", cluster::NATS)
+        .output()
+        .expect("run missive serve");
+    assert!(!early.status.success());
+    let refusal = String::from_utf8_lossy(&early.stderr);
+    assert!(refusal.contains("has not finished"), "{refusal}");
     let second = tokio::task::spawn_blocking(move || migrate(&[]).output())
         .await
         .expect("migrate thread")

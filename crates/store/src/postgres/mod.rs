@@ -266,7 +266,10 @@ async fn migrate(pg: &tokio_postgres::Config, connect_timeout: Duration) -> Outc
             tracing::warn!(%err, "migration connection ended with an error");
         }
     });
-    let migrated = schema::migrate(&mut client).await;
+    let migrated = match schema::migrate(&mut client).await {
+        Ok(()) => import::refuse_if_importing(&client).await,
+        failed => failed,
+    };
     drop(client);
     let _ = driver.await;
     migrated
