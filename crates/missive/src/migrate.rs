@@ -254,10 +254,11 @@ async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, Migrate
     let resumed = steps.is_some();
     let steps = steps.unwrap_or_default();
     tracing::info!(%migration_id, resumed, "migrating");
+    let mut source = source;
     for table in TABLES {
         let step = steps.get(table.name).cloned().unwrap_or_default();
         if !step.done {
-            copy_table(&source, &mut target, table, step, args.batch_rows as usize).await?;
+            source = copy_table(source, &mut target, table, step, args.batch_rows as usize).await?;
         }
     }
     let started_indexes = Instant::now();
@@ -318,31 +319,44 @@ async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, Migrate
 }
 
 /// Copies what is left of `table` (after `step`), a batch per
-/// transaction. (Reading the next batch on another thread while the
-/// target writes was measured: no faster, PostgreSQL is the bottleneck;
-/// BENCHMARKS.md, issue 21.)
+/// transaction. The source reads the next batch on a thread of its own
+/// while the target writes the one before.
 async fn copy_table(
-    source: &Source,
+    source: Source,
     target: &mut Target,
-    table: &Table,
+    table: &'static Table,
     step: Step,
     batch_rows: usize,
-) -> Result<(), MigrateError> {
+) -> Result<Source, MigrateError> {
     let total = source.count(table)?;
     let bar = progress(total, table.name);
     bar.set_position(step.copied);
     let started = Instant::now();
-    let mut after = step.after;
-    loop {
-        let batch: Batch = source.read(table, after.as_deref(), batch_rows)?;
+    let (batches, mut arriving) = tokio::sync::mpsc::channel::<Result<Batch, StoreError>>(1);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut after = step.after;
+        loop {
+            let batch = source.read(table, after.as_deref(), batch_rows);
+            let next = match &batch {
+                Ok(batch) if !batch.rows.is_empty() => batch.last_key.clone(),
+                _ => None,
+            };
+            if batches.blocking_send(batch).is_err() || next.is_none() {
+                break;
+            }
+            after = next;
+        }
+        source
+    });
+    while let Some(batch) = arriving.recv().await {
+        let batch = batch?;
         // An empty batch commits the step as done.
         target.copy(table, &batch).await?;
-        if batch.rows.is_empty() {
-            break;
-        }
         bar.inc(batch.rows.len() as u64);
-        after = batch.last_key;
     }
+    let source = reader
+        .await
+        .map_err(|err| MigrateError::new("migration_failed", err.to_string()))?;
     bar.finish_and_clear();
     if total > 0 {
         eprintln!(
@@ -351,7 +365,7 @@ async fn copy_table(
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(())
+    Ok(source)
 }
 
 /// Copies the bytes of every media record (and its thumbnail) from the
