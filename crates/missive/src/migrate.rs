@@ -348,11 +348,13 @@ async fn copy_table(
         }
         source
     });
+    let mut copied = 0;
     while let Some(batch) = arriving.recv().await {
         let batch = batch?;
         // An empty batch commits the step as done.
         target.copy(table, &batch).await?;
         bar.inc(batch.rows.len() as u64);
+        copied += batch.rows.len();
     }
     let source = reader
         .await
@@ -360,7 +362,7 @@ async fn copy_table(
     bar.finish_and_clear();
     if total > 0 {
         eprintln!(
-            "{}: {total} rows in {:.1} s",
+            "{}: {copied} of {total} rows copied in {:.1} s",
             table.name,
             started.elapsed().as_secs_f64()
         );
