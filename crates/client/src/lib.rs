@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_proto::rest::{
     AckPoint, ConversationList, CreateGroupRequest, DeviceInfo, DeviceList, ErrorBody,
-    FrameReplies, GroupInfo, History, LoginRequest, LoginResponse, MediaInfo, MessageInfo,
-    PollRequest, PollResponse, PresenceVisibility, Privacy, RegisterRequest, RegisterResponse,
-    UserList,
+    FrameReplies, GroupInfo, History, KeyClaim, KeyClaimRequest, KeyCount, KeyUploadRequest,
+    LoginRequest, LoginResponse, MediaInfo, MessageInfo, PollRequest, PollResponse,
+    PresenceVisibility, Privacy, RegisterRequest, RegisterResponse, UserKeys, UserList,
 };
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 use serde::de::DeserializeOwned;
@@ -468,6 +468,37 @@ impl Api {
             &Privacy { presence },
         )
         .await
+    }
+
+    /// `PUT /v1/keys`: this device's identity keys (first time) and more
+    /// one-time keys; how many one-time keys it now holds.
+    pub async fn upload_keys(
+        &self,
+        token: &str,
+        upload: &KeyUploadRequest,
+    ) -> Result<KeyCount, ClientError> {
+        self.send_json(reqwest::Method::PUT, token, "/v1/keys", upload)
+            .await
+    }
+
+    /// `GET /v1/keys`: how many one-time keys this device holds.
+    pub async fn key_count(&self, token: &str) -> Result<KeyCount, ClientError> {
+        self.get_json(token, "/v1/keys").await
+    }
+
+    /// `GET /v1/users/{username}/keys`: the identity keys of a user's devices.
+    pub async fn user_keys(&self, token: &str, username: &str) -> Result<UserKeys, ClientError> {
+        self.get_json(token, &format!("/v1/users/{username}/keys"))
+            .await
+    }
+
+    /// `POST /v1/keys/claim`: one one-time key of each of a user's devices.
+    pub async fn claim_keys(&self, token: &str, username: &str) -> Result<KeyClaim, ClientError> {
+        let body = KeyClaimRequest {
+            user: username.to_owned(),
+        };
+        self.send_json(reqwest::Method::POST, token, "/v1/keys/claim", &body)
+            .await
     }
 
     /// `GET /v1/privacy`: this account's current presence visibility.

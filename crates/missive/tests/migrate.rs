@@ -74,6 +74,8 @@ async fn everything_seen_by(api: &Api, token: &str) -> serde_json::Value {
         "contacts": api.contacts(token).await.expect("contacts"),
         "blocks": api.blocks(token).await.expect("blocks"),
         "privacy": api.privacy(token).await.expect("privacy"),
+        "alice's keys": api.user_keys(token, "alice").await.expect("keys"),
+        "one-time keys held": api.key_count(token).await.expect("key count"),
         "waiting": waiting,
     })
 }
@@ -99,8 +101,9 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     // PostgreSQL database (media in S3) shows every user exactly what the
     // embedded server showed: conversations with their read and delivered
     // cursors, histories with reactions, edits, deletions and media,
-    // receipts, contacts, blocks, privacy, and per device the same events
-    // still waiting (a device that never connected, one that acked part).
+    // receipts, contacts, blocks, privacy, published end-to-end keys (one
+    // of them claimed), and per device the same events still waiting (a
+    // device that never connected, one that acked part).
     // Old tokens work, a revoked one does not, media and thumbnails come
     // back byte for byte, and new accounts, conversations and seqs carry
     // on after the old ones. The sealed source refuses to serve, a second
@@ -164,6 +167,22 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         .await
         .unwrap();
 
+    // alice0 publishes end-to-end keys; bob claims one of them.
+    let keys = missive_proto::rest::KeyUploadRequest {
+        identity: Some(missive_proto::rest::IdentityKeysBody {
+            curve25519: format!("{:A<43}", "c"),
+            ed25519: format!("{:A<43}", "e"),
+        }),
+        one_time_keys: (0..3)
+            .map(|i| missive_proto::rest::OneTimeKeyBody {
+                key_id: format!("k{i}"),
+                key: format!("{i:A<43}"),
+                signature: format!("{i:B<86}"),
+            })
+            .collect(),
+    };
+    api.upload_keys(&token("alice0"), &keys).await.unwrap();
+    api.claim_keys(&token("bob0"), "alice").await.unwrap();
     let mut alice = Connection::connect(&api.ws_url(), &token("alice0"))
         .await
         .unwrap();
@@ -281,6 +300,13 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         .unwrap()
         .clone();
     assert_eq!(bobs_direct["read_seq"], 3);
+    assert_eq!(before[0]["one-time keys held"]["one_time_keys"], 2);
+    assert_eq!(
+        before[2]["alice's keys"]["devices"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     let thumbnail_before = reqwest::Client::new()
         .get(format!(
             "{}/v1/media/{}/thumbnail",

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     InvalidClientMsgId,
     /// A `client_msg_id` this device already used for a different message.
     ClientMsgIdReused,
+    /// A key upload whose identity keys differ from the ones the device
+    /// uploaded before (a new identity is a new device).
+    IdentityKeyMismatch,
     EmptyText,
     TextTooLong,
     // Domain.
@@ -89,6 +92,7 @@ impl ErrorCode {
             Self::UnknownRoute => "unknown_route",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::ClientMsgIdReused => "client_msg_id_reused",
+            Self::IdentityKeyMismatch => "identity_key_mismatch",
             Self::EmptyText => "empty_text",
             Self::TextTooLong => "text_too_long",
             Self::UsernameTaken => "username_taken",
@@ -227,6 +231,7 @@ mod tests {
             ErrorCode::UnknownDevice,
             ErrorCode::UnknownConversation,
             ErrorCode::NotMember,
+            ErrorCode::IdentityKeyMismatch,
             ErrorCode::TooManyDevices,
             ErrorCode::WrongCredentials,
             ErrorCode::AccountSuspended,

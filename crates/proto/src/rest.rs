@@ -353,3 +353,81 @@ pub struct MediaRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
 }
+
+/// A device's identity keys for end-to-end encryption: unpadded base64 of
+/// the Curve25519 and Ed25519 public keys (32 bytes each).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityKeysBody {
+    pub curve25519: String,
+    pub ed25519: String,
+}
+
+/// A one-time Curve25519 public key, signed with the device's Ed25519
+/// key (unpadded base64; the signature is 64 bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneTimeKeyBody {
+    pub key_id: String,
+    pub key: String,
+    pub signature: String,
+}
+
+/// `PUT /v1/keys`: the calling device's keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUploadRequest {
+    /// Required on the first upload; afterwards, if given, the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityKeysBody>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_time_keys: Vec<OneTimeKeyBody>,
+}
+
+/// `PUT /v1/keys` and `GET /v1/keys`: how many one-time keys the calling
+/// device holds unclaimed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCount {
+    pub one_time_keys: u64,
+}
+
+/// One device's identity keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKeysBody {
+    pub device_id: i64,
+    pub curve25519: String,
+    pub ed25519: String,
+}
+
+/// `GET /v1/keys/{username}`: the user's devices that uploaded keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserKeys {
+    pub user: String,
+    pub devices: Vec<DeviceKeysBody>,
+}
+
+/// `POST /v1/keys/claim`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyClaimRequest {
+    pub user: String,
+}
+
+/// One device's keys as a claim hands them out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedDeviceKey {
+    pub device_id: i64,
+    pub curve25519: String,
+    pub ed25519: String,
+    /// Absent when the device has none left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time_key: Option<OneTimeKeyBody>,
+}
+
+/// `POST /v1/keys/claim`: a one-time key of each of the user's devices,
+/// each handed out once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyClaim {
+    pub user: String,
+    pub devices: Vec<ClaimedDeviceKey>,
+}

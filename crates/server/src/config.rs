@@ -403,6 +403,12 @@ pub struct LimitsConfig {
     /// of `group_create_burst_per_account`; 0: no limit.
     pub group_creates_per_sec_per_account: u32,
     pub group_create_burst_per_account: u32,
+    /// Key claims (`POST /v1/keys/claim`) one account may make per second
+    /// (across the cluster), beyond a burst of
+    /// `key_claim_burst_per_account`: each takes a one-time key of every
+    /// device of the user claimed from; 0: no limit.
+    pub key_claims_per_sec_per_account: u32,
+    pub key_claim_burst_per_account: u32,
     /// Peers whose `X-Forwarded-For` names the client (a load balancer);
     /// per-address limits use that client address instead of theirs.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -496,6 +502,8 @@ impl Default for LimitsConfig {
             upload_burst_per_account: 60,
             group_creates_per_sec_per_account: 1,
             group_create_burst_per_account: 20,
+            key_claims_per_sec_per_account: 5,
+            key_claim_burst_per_account: 50,
             trusted_proxies: Vec::new(),
         }
     }
@@ -645,6 +653,11 @@ impl Config {
                 self.limits.group_creates_per_sec_per_account,
                 self.limits.group_create_burst_per_account,
                 "limits.group_create_burst_per_account",
+            ),
+            (
+                self.limits.key_claims_per_sec_per_account,
+                self.limits.key_claim_burst_per_account,
+                "limits.key_claim_burst_per_account",
             ),
         ] {
             if rate > 0 && burst == 0 {

@@ -69,7 +69,9 @@ impl ApiError {
             ErrorCode::EditWindowClosed | ErrorCode::MessageDeleted | ErrorCode::GroupFull => {
                 StatusCode::CONFLICT
             }
-            ErrorCode::AlreadyMember | ErrorCode::ClientMsgIdReused => StatusCode::CONFLICT,
+            ErrorCode::AlreadyMember
+            | ErrorCode::ClientMsgIdReused
+            | ErrorCode::IdentityKeyMismatch => StatusCode::CONFLICT,
             ErrorCode::NotAGroup => StatusCode::BAD_REQUEST,
             ErrorCode::UnknownMessage | ErrorCode::UnknownMedia => StatusCode::NOT_FOUND,
             ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -157,6 +159,18 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownMedia => Self::new(
                 ErrorCode::UnknownMedia,
                 "no such media of yours; upload it first",
+            ),
+            StoreError::IdentityKeyMismatch => Self::new(
+                ErrorCode::IdentityKeyMismatch,
+                "this device uploaded other identity keys; a new identity needs a new device (log in again)",
+            ),
+            StoreError::IdentityKeyMissing => Self::new(
+                ErrorCode::InvalidField,
+                "identity: this device has no identity keys yet; upload them with its first keys",
+            ),
+            StoreError::TooManyKeys => Self::new(
+                ErrorCode::LimitExceeded,
+                "one_time_keys: the device would hold more unclaimed one-time keys than allowed",
             ),
             StoreError::Closed => Self::new(ErrorCode::ShuttingDown, "the server is shutting down"),
             StoreError::Unavailable => Self::new(

@@ -45,7 +45,7 @@ use crate::cache::Caches;
 use crate::error::ApiError;
 use crate::router::{NodeEvent, Router};
 use crate::service::send_limit::{Rate, SendLimiter, SharedLimit};
-use crate::service::{Accounts, Groups, Media, Messaging, Push, Social};
+use crate::service::{Accounts, Groups, Keys, Media, Messaging, Push, Social};
 
 /// Everything a request handler or session needs; shared by `Arc`.
 pub struct AppState {
@@ -62,6 +62,7 @@ pub struct AppState {
     pub groups: Groups,
     pub social: Social,
     pub media: Media,
+    pub keys: Keys,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// When this server was built: the origin of the connections' shared
@@ -76,6 +77,8 @@ pub struct AppState {
     /// Media uploads and group creations per account.
     pub upload_limit: SendLimiter,
     pub group_create_limit: SendLimiter,
+    /// End-to-end key claims per account.
+    pub key_claim_limit: SendLimiter,
     /// News from other nodes; taken by `run`.
     node_events: std::sync::Mutex<Option<mpsc::Receiver<NodeEvent>>>,
 }
@@ -240,6 +243,7 @@ impl App {
             clock.clone(),
             config.limits.media_bytes_max,
         );
+        let keys = Keys::new(store.clone(), clock.clone());
         let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
         let connection_limits = gateway::connections::ConnectionLimits::new(
             config.limits.connections_per_ip_max,
@@ -272,6 +276,7 @@ impl App {
                 groups,
                 social,
                 media,
+                keys,
                 shutdown: CancellationToken::new(),
                 started: tokio::time::Instant::now(),
                 sessions: TaskTracker::new(),
@@ -286,6 +291,11 @@ impl App {
                 group_create_limit: SendLimiter::per_account(
                     config_limits.group_creates_per_sec_per_account,
                     config_limits.group_create_burst_per_account,
+                )
+                .shared(shared),
+                key_claim_limit: SendLimiter::per_account(
+                    config_limits.key_claims_per_sec_per_account,
+                    config_limits.key_claim_burst_per_account,
                 )
                 .shared(shared),
                 node_events: std::sync::Mutex::new(Some(node_events)),

@@ -99,6 +99,18 @@ pub enum StoreError {
     /// `client_msg_id`; nothing is stored.
     #[error("client_msg_id already used for a different message")]
     ClientMsgIdReused,
+    /// A key upload names identity keys other than the ones the device
+    /// uploaded before; nothing changed.
+    #[error("the device's identity keys differ from the ones it uploaded")]
+    IdentityKeyMismatch,
+    /// One-time keys uploaded by a device that has no identity keys yet;
+    /// nothing changed.
+    #[error("the device has no identity keys")]
+    IdentityKeyMissing,
+    /// The upload would leave the device more one-time keys than allowed;
+    /// nothing changed.
+    #[error("too many one-time keys")]
+    TooManyKeys,
     #[error("the store is shut down")]
     Closed,
     /// The backend cannot be reached now (connection lost, pool timed out);
@@ -380,6 +392,23 @@ pub trait Store: Send + Sync + 'static {
         account: AccountId,
         conversation: ConversationId,
     ) -> Result<Vec<(AccountId, DeviceId)>, StoreError>;
+
+    /// Stores a device's keys (see [`KeyUpload`]); a one-time key id the
+    /// device already holds is kept as it was (an upload may be retried).
+    /// Returns how many one-time keys the device now holds.
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<u64, StoreError>;
+
+    /// The identity keys of `account`'s devices that uploaded some, by
+    /// device id. A revoked device's keys are gone with it.
+    async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError>;
+
+    /// One one-time key of each of `account`'s devices with identity keys,
+    /// each removed as it is handed out: no key is ever handed out twice,
+    /// concurrent claims included.
+    async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError>;
+
+    /// How many one-time keys `device` holds unclaimed.
+    async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError>;
 
     /// Records an uploaded media object (after its bytes are stored).
     async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError>;

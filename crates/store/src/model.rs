@@ -489,6 +489,54 @@ pub struct PresenceProfile {
     pub last_seen_ms: UnixMillis,
 }
 
+/// A device's long-term public keys for end-to-end encryption (Olm):
+/// unpadded base64, checked for form by the server, opaque to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityKeys {
+    pub curve25519: String,
+    pub ed25519: String,
+}
+
+/// A signed one-time public key; another device claims it once to start
+/// an Olm session with its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OneTimeKey {
+    pub key_id: String,
+    pub key: String,
+    pub signature: String,
+}
+
+/// A device's upload of its keys: the identity keys (required the first
+/// time, and never different afterwards) and more one-time keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyUpload {
+    pub device: DeviceId,
+    pub account: AccountId,
+    pub identity: Option<IdentityKeys>,
+    pub one_time_keys: Vec<OneTimeKey>,
+    /// One-time keys a device may hold unclaimed; an upload that would go
+    /// past it stores nothing (`TooManyKeys`).
+    pub one_time_keys_max: u64,
+    pub now_ms: UnixMillis,
+}
+
+/// A device of an account with its identity keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceKeys {
+    pub device: DeviceId,
+    pub identity: IdentityKeys,
+}
+
+/// What a claim hands out for one device: its identity keys and one of its
+/// one-time keys, removed from the store in the same step (`None` when it
+/// has none left).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedKey {
+    pub device: DeviceId,
+    pub identity: IdentityKeys,
+    pub one_time_key: Option<OneTimeKey>,
+}
+
 /// A stored media object's record; the bytes live in Blobs under `id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaRecord {

@@ -287,6 +287,31 @@ pub const TABLES: &[Table] = &[
         ],
         identity: None,
     },
+    Table {
+        name: "device_keys",
+        from: "device_keys",
+        key: &["device_id"],
+        columns: &[
+            same("device_id", BigInt),
+            same("account_id", BigInt),
+            same("curve25519", Text),
+            same("ed25519", Text),
+            same("created_ms", BigInt),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "one_time_keys",
+        from: "one_time_keys",
+        key: &["device_id", "key_id"],
+        columns: &[
+            same("device_id", BigInt),
+            same("key_id", Text),
+            same("key", Text),
+            same("signature", Text),
+        ],
+        identity: None,
+    },
 ];
 
 /// Tables that do not move: which node holds which live connection (a

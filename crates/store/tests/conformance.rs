@@ -1107,10 +1107,11 @@ mod scenarios {
         AccountId, ConversationId, DeviceId, MessageId, Seq, TokenHash, UnixMillis,
     };
     use missive_store::{
-        AccountRecord, AckOutcome, ConversationKind, DELETED_PREFIX, DeviceAuth, DeviceRecord,
-        EventKind, GroupChange, GroupChangeRequest, NewAccount, NewDevice, NewGroup, NewInvites,
-        PendingItem, PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store,
-        StoreError, StoredEvent,
+        AccountRecord, AckOutcome, ClaimedKey, ConversationKind, DELETED_PREFIX, DeviceAuth,
+        DeviceKeys, DeviceRecord, EventKind, GroupChange, GroupChangeRequest, IdentityKeys,
+        KeyUpload, NewAccount, NewDevice, NewGroup, NewInvites, OneTimeKey, PendingItem,
+        PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store, StoreError,
+        StoredEvent,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -4618,6 +4619,145 @@ mod scenarios {
             vec![cursor("alice", 0, 0), cursor("carol", 0, 0)]
         );
     }
+    /// End-to-end encryption keys: identity keys set once, one-time keys
+    /// claimed once each (concurrent claims included), gone with a revoked
+    /// device.
+    pub async fn device_keys_are_claimed_once_and_go_with_their_device(store: Arc<dyn Store>) {
+        // Goal: an upload needs identity keys the first time and refuses
+        // other ones later (changing nothing); retried key ids are kept as
+        // they were; the held count is capped; a claim hands out one key
+        // per device, each key once even when claims race; a revoked
+        // device's keys are neither listed nor claimed.
+        // Method: bob's two devices upload; 12 claims run at once against
+        // 10 keys of b1 and 2 of b2; then b2 is revoked.
+        let (alice, bob) = alice_and_bob(&*store).await;
+        let b1 = new_device(&*store, bob, "b1").await;
+        let b2 = new_device(&*store, bob, "b2").await;
+        let identity = |name: &str| IdentityKeys {
+            curve25519: format!("curve-{name}"),
+            ed25519: format!("ed-{name}"),
+        };
+        let key = |n: u32| OneTimeKey {
+            key_id: format!("k{n:03}"),
+            key: format!("key-{n}"),
+            signature: format!("sig-{n}"),
+        };
+        let upload =
+            |device, identity: Option<IdentityKeys>, keys: Vec<OneTimeKey>, max| KeyUpload {
+                device,
+                account: bob,
+                identity,
+                one_time_keys: keys,
+                one_time_keys_max: max,
+                now_ms: NOW,
+            };
+        assert_eq!(
+            store
+                .put_device_keys(upload(b1, None, vec![key(1)], 50))
+                .await,
+            Err(StoreError::IdentityKeyMissing)
+        );
+        let keys: Vec<OneTimeKey> = (1..=10).map(key).collect();
+        assert_eq!(
+            store
+                .put_device_keys(upload(b1, Some(identity("b1")), keys.clone(), 50))
+                .await,
+            Ok(10)
+        );
+        // A retry (same ids, whatever they carry) adds nothing.
+        let mut retried = keys[..3].to_vec();
+        retried[0].key = "changed".into();
+        assert_eq!(
+            store.put_device_keys(upload(b1, None, retried, 50)).await,
+            Ok(10)
+        );
+        assert_eq!(
+            store
+                .put_device_keys(upload(b1, Some(identity("other")), vec![key(11)], 50))
+                .await,
+            Err(StoreError::IdentityKeyMismatch)
+        );
+        assert_eq!(
+            store
+                .put_device_keys(upload(b1, None, (11..=12).map(key).collect(), 11))
+                .await,
+            Err(StoreError::TooManyKeys)
+        );
+        assert_eq!(
+            store.one_time_key_count(b1).await,
+            Ok(10),
+            "refusals changed nothing"
+        );
+        assert_eq!(
+            store
+                .put_device_keys(upload(
+                    b2,
+                    Some(identity("b2")),
+                    (20..=21).map(key).collect(),
+                    50
+                ))
+                .await,
+            Ok(2)
+        );
+        assert_eq!(
+            store.device_keys(bob).await.expect("device_keys"),
+            vec![
+                DeviceKeys {
+                    device: b1,
+                    identity: identity("b1")
+                },
+                DeviceKeys {
+                    device: b2,
+                    identity: identity("b2")
+                },
+            ]
+        );
+        assert_eq!(store.device_keys(alice).await, Ok(Vec::new()));
+
+        let claims = (0..12).map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.claim_one_time_keys(bob).await })
+        });
+        let mut handed_out = Vec::new();
+        for claim in claims {
+            let claimed = claim.await.expect("claim task").expect("claim");
+            assert_eq!(claimed.len(), 2, "one entry per device with keys");
+            for entry in claimed {
+                assert_eq!(
+                    entry.identity,
+                    identity(if entry.device == b1 { "b1" } else { "b2" })
+                );
+                if let Some(one) = entry.one_time_key {
+                    handed_out.push((entry.device, one.key_id));
+                }
+            }
+        }
+        handed_out.sort();
+        let unique = handed_out.len();
+        handed_out.dedup();
+        assert_eq!(handed_out.len(), unique, "a key was handed out twice");
+        assert_eq!(unique, 12, "every key handed out, once");
+        assert_eq!(store.one_time_key_count(b1).await, Ok(0));
+
+        assert_eq!(store.revoke_device(bob, b2).await, Ok(true));
+        assert_eq!(
+            store.device_keys(bob).await.expect("device_keys"),
+            vec![DeviceKeys {
+                device: b1,
+                identity: identity("b1")
+            }]
+        );
+        let claimed = store.claim_one_time_keys(bob).await.expect("claim");
+        assert_eq!(
+            claimed,
+            vec![ClaimedKey {
+                device: b1,
+                identity: identity("b1"),
+                one_time_key: None
+            }]
+        );
+    }
+
     /// 22. Contacts and blocks.
     pub async fn contacts_and_blocks(store: Arc<dyn Store>) {
         // Goal: contacts and blocks share one contract: setting is
@@ -5302,6 +5442,7 @@ mod sqlite {
         history_after_shows_events_about_earlier_messages,
         conversation_list_order,
         contacts_and_blocks,
+        device_keys_are_claimed_once_and_go_with_their_device,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,
@@ -5925,6 +6066,7 @@ mod postgres {
         history_after_shows_events_about_earlier_messages,
         conversation_list_order,
         contacts_and_blocks,
+        device_keys_are_claimed_once_and_go_with_their_device,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,

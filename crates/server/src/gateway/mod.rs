@@ -5,6 +5,7 @@
 pub mod connections;
 mod dispatch;
 mod http;
+mod keys_http;
 mod live;
 mod longpoll;
 mod media_http;
@@ -84,6 +85,9 @@ pub fn routes(state: Arc<AppState>) -> Router {
         )
         .route("/v1/media/{id}", get(media_http::download))
         .route("/v1/media/{id}/thumbnail", get(media_http::thumbnail))
+        .route("/v1/keys", get(keys_http::count).put(keys_http::upload))
+        .route("/v1/keys/claim", post(keys_http::claim))
+        .route("/v1/users/{username}/keys", get(keys_http::of_user))
         .route("/v1/poll", post(longpoll::poll))
         .route("/v1/frames", post(longpoll::frames))
         .route(missive_proto::WS_PATH, get(ws::upgrade))

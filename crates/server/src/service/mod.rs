@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod groups;
+pub mod keys;
 pub mod login_limit;
 pub mod media;
 pub mod messaging;
@@ -14,6 +15,7 @@ pub mod social;
 
 pub use accounts::Accounts;
 pub use groups::Groups;
+pub use keys::Keys;
 pub use media::Media;
 pub use messaging::{CheckedSend, Draft, Messaging, QueuedSend, Recipient};
 pub use push::Push;

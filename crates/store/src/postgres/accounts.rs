@@ -272,6 +272,7 @@ pub(super) async fn revoke_device<C: GenericClient>(
             "INSERT INTO revocations (device_id) VALUES ($1)",
             &[&device.0],
         ),
+        super::keys::forget_device(db, device),
     )?;
     Ok(true)
 }

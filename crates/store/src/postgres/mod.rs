@@ -63,6 +63,7 @@ mod fault;
 mod groups;
 mod history;
 pub mod import;
+mod keys;
 mod media;
 mod schema;
 mod send;
@@ -520,6 +521,22 @@ impl Store for PostgresStore {
             conversation,
             message_id
         ))
+    }
+
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<u64, StoreError> {
+        transaction!(self, |tx| keys::put(tx, &upload))
+    }
+
+    async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError> {
+        autocommit!(self, |db| keys::of_account(db, account))
+    }
+
+    async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError> {
+        transaction!(self, |tx| keys::claim(tx, account))
+    }
+
+    async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError> {
+        autocommit!(self, |db| keys::count(db, device))
     }
 
     async fn set_contact(

@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V10__reaction_conversation",
         include_str!("migrations/V10__reaction_conversation.sql"),
     ),
+    (
+        "V11__device_keys",
+        include_str!("migrations/V11__device_keys.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

@@ -19,6 +19,7 @@ pub mod export;
 mod facts;
 mod groups;
 mod history;
+mod keys;
 mod media;
 mod readers;
 mod schema;
@@ -410,6 +411,22 @@ impl Store for SqliteStore {
         let message_id = message_id.clone();
         self.read(move |conn| history::receipts(conn, account, conversation, &message_id))
             .await
+    }
+
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<u64, StoreError> {
+        self.write(move |conn| keys::put(conn, &upload)).await
+    }
+
+    async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError> {
+        self.read(move |conn| keys::of_account(conn, account)).await
+    }
+
+    async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError> {
+        self.write(move |conn| keys::claim(conn, account)).await
+    }
+
+    async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError> {
+        self.read(move |conn| keys::count(conn, device)).await
     }
 
     async fn set_contact(

@@ -341,6 +341,25 @@ const MIGRATIONS: &[&str] = &[
         finished_ms  INTEGER
     );
     ",
+    // 14: end-to-end encryption keys (issue 22): each device's identity
+    // keys, and the one-time keys others claim, each once.
+    "
+    CREATE TABLE device_keys (
+        device_id  INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        curve25519 TEXT NOT NULL,
+        ed25519    TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX device_keys_by_account ON device_keys(account_id);
+    CREATE TABLE one_time_keys (
+        device_id INTEGER NOT NULL,
+        key_id    TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (device_id, key_id)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,182 @@
+//! End-to-end encryption keys (issue 22, the key directory): each device
+//! publishes its identity keys and signed one-time keys; another device
+//! claims one one-time key per device of a user to start an Olm session
+//! with each. The server checks the keys' form only: it never holds a
+//! private key and cannot verify who owns a public one (that is what key
+//! verification between users is for, on the clients).
+
+use std::sync::Arc;
+
+use missive_core::Clock;
+use missive_proto::ErrorCode;
+use missive_proto::rest::{
+    ClaimedDeviceKey, DeviceKeysBody, IdentityKeysBody, KeyClaim, KeyCount, KeyUploadRequest,
+    OneTimeKeyBody, UserKeys,
+};
+use missive_store::{DeviceAuth, IdentityKeys, KeyUpload, OneTimeKey, Store};
+
+use super::account_named;
+use crate::error::ApiError;
+
+/// One-time keys in one upload.
+pub const ONE_TIME_KEYS_PER_UPLOAD_MAX: usize = 100;
+/// One-time keys a device may hold unclaimed.
+pub const ONE_TIME_KEYS_HELD_MAX: u64 = 200;
+
+/// Unpadded base64 of a 32-byte public key.
+const KEY_CHARS: usize = 43;
+/// Unpadded base64 of a 64-byte Ed25519 signature.
+const SIGNATURE_CHARS: usize = 86;
+const KEY_ID_CHARS_MAX: usize = 64;
+
+fn is_base64(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+fn check(field: &str, text: &str, chars: usize) -> Result<(), ApiError> {
+    if text.len() == chars && is_base64(text) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("{field}: expected {chars} characters of unpadded base64"),
+        ))
+    }
+}
+
+fn identity(body: &IdentityKeysBody) -> Result<IdentityKeys, ApiError> {
+    check("identity.curve25519", &body.curve25519, KEY_CHARS)?;
+    check("identity.ed25519", &body.ed25519, KEY_CHARS)?;
+    Ok(IdentityKeys {
+        curve25519: body.curve25519.clone(),
+        ed25519: body.ed25519.clone(),
+    })
+}
+
+fn one_time_key(body: &OneTimeKeyBody) -> Result<OneTimeKey, ApiError> {
+    let id_ok = !body.key_id.is_empty()
+        && body.key_id.len() <= KEY_ID_CHARS_MAX
+        && body
+            .key_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/_-".contains(&b));
+    if !id_ok {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("one_time_keys.key_id: 1-{KEY_ID_CHARS_MAX} characters of base64"),
+        ));
+    }
+    check("one_time_keys.key", &body.key, KEY_CHARS)?;
+    check("one_time_keys.signature", &body.signature, SIGNATURE_CHARS)?;
+    Ok(OneTimeKey {
+        key_id: body.key_id.clone(),
+        key: body.key.clone(),
+        signature: body.signature.clone(),
+    })
+}
+
+fn one_time_key_body(key: OneTimeKey) -> OneTimeKeyBody {
+    OneTimeKeyBody {
+        key_id: key.key_id,
+        key: key.key,
+        signature: key.signature,
+    }
+}
+
+pub struct Keys {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Keys {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// Stores the calling device's identity keys (the first time) and more
+    /// one-time keys; how many it now holds.
+    pub async fn upload(
+        &self,
+        auth: &DeviceAuth,
+        request: &KeyUploadRequest,
+    ) -> Result<KeyCount, ApiError> {
+        if request.one_time_keys.len() > ONE_TIME_KEYS_PER_UPLOAD_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("one_time_keys: at most {ONE_TIME_KEYS_PER_UPLOAD_MAX} in one upload"),
+            ));
+        }
+        let identity = request.identity.as_ref().map(identity).transpose()?;
+        let one_time_keys = request
+            .one_time_keys
+            .iter()
+            .map(one_time_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        let held = self
+            .store
+            .put_device_keys(KeyUpload {
+                device: auth.device,
+                account: auth.account,
+                identity,
+                one_time_keys,
+                one_time_keys_max: ONE_TIME_KEYS_HELD_MAX,
+                now_ms: self.clock.now_ms(),
+            })
+            .await?;
+        Ok(KeyCount {
+            one_time_keys: held,
+        })
+    }
+
+    /// How many one-time keys the calling device holds.
+    pub async fn count(&self, auth: &DeviceAuth) -> Result<KeyCount, ApiError> {
+        Ok(KeyCount {
+            one_time_keys: self.store.one_time_key_count(auth.device).await?,
+        })
+    }
+
+    /// The identity keys of `username`'s devices. Public keys: any
+    /// authenticated user may read them.
+    pub async fn of_user(&self, username: &str) -> Result<UserKeys, ApiError> {
+        let account = account_named(&*self.store, username).await?;
+        let devices = self.store.device_keys(account).await?;
+        Ok(UserKeys {
+            user: username.to_owned(),
+            devices: devices
+                .into_iter()
+                .map(|keys| DeviceKeysBody {
+                    device_id: keys.device.0,
+                    curve25519: keys.identity.curve25519,
+                    ed25519: keys.identity.ed25519,
+                })
+                .collect(),
+        })
+    }
+
+    /// A one-time key of each of `username`'s devices, each handed out
+    /// once. Refused between users where either blocked the other: a claim
+    /// uses up the other side's keys.
+    pub async fn claim(&self, auth: &DeviceAuth, username: &str) -> Result<KeyClaim, ApiError> {
+        let account = account_named(&*self.store, username).await?;
+        if account != auth.account && self.store.blocked_either_way(auth.account, account).await? {
+            return Err(ApiError::new(
+                ErrorCode::Blocked,
+                "one of you has blocked the other",
+            ));
+        }
+        let claimed = self.store.claim_one_time_keys(account).await?;
+        Ok(KeyClaim {
+            user: username.to_owned(),
+            devices: claimed
+                .into_iter()
+                .map(|key| ClaimedDeviceKey {
+                    device_id: key.device.0,
+                    curve25519: key.identity.curve25519,
+                    ed25519: key.identity.ed25519,
+                    one_time_key: key.one_time_key.map(one_time_key_body),
+                })
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! End-to-end encryption keys: each device's identity keys and the
+//! one-time keys others claim. A claim deletes the key it hands out,
+//! skipping keys another claim holds locked (`SKIP LOCKED`), so concurrent
+//! claims on any nodes get different keys and none waits for another.
+
+use deadpool_postgres::GenericClient;
+use missive_core::{AccountId, DeviceId};
+use tokio_postgres::Row;
+
+use super::fault::Outcome;
+use super::sql::{column, execute, row, rows, scalar, unsigned};
+use crate::StoreError;
+use crate::model::*;
+
+fn identity(row: &Row, from: usize) -> Outcome<IdentityKeys> {
+    Ok(IdentityKeys {
+        curve25519: row.try_get(from)?,
+        ed25519: row.try_get(from + 1)?,
+    })
+}
+
+pub(super) async fn count<C: GenericClient>(db: &C, device: DeviceId) -> Outcome<u64> {
+    let count: i64 = scalar(
+        db,
+        "SELECT count(*) FROM one_time_keys WHERE device_id = $1",
+        &[&device.0],
+    )
+    .await?;
+    unsigned(count, "key count")
+}
+
+/// In a transaction. The device's row is locked first, so one device's
+/// uploads (and its revocation) take turns; every check comes before the
+/// first write.
+pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome<u64> {
+    let device = upload.device.0;
+    let live: Vec<i64> = column(
+        db,
+        "SELECT id FROM devices WHERE id = $1 FOR UPDATE",
+        &[&device],
+    )
+    .await?;
+    if live.is_empty() {
+        // Revoked meanwhile: its keys are not kept.
+        return Ok(0);
+    }
+    let stored = match row(
+        db,
+        "SELECT curve25519, ed25519 FROM device_keys WHERE device_id = $1",
+        &[&device],
+    )
+    .await?
+    {
+        Some(row) => Some(identity(&row, 0)?),
+        None => None,
+    };
+    match (&stored, &upload.identity) {
+        (Some(stored), Some(given)) if stored != given => {
+            return Err(StoreError::IdentityKeyMismatch.into());
+        }
+        (None, None) => return Err(StoreError::IdentityKeyMissing.into()),
+        _ => {}
+    }
+    let held = count(db, upload.device).await?;
+    let ids: Vec<&str> = upload
+        .one_time_keys
+        .iter()
+        .map(|key| key.key_id.as_str())
+        .collect();
+    let present: i64 = scalar(
+        db,
+        "SELECT count(*) FROM one_time_keys WHERE device_id = $1 AND key_id = ANY($2)",
+        &[&device, &ids],
+    )
+    .await?;
+    let mut distinct = ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let new = (distinct.len() as u64).saturating_sub(unsigned(present, "key count")?);
+    if held + new > upload.one_time_keys_max {
+        return Err(StoreError::TooManyKeys.into());
+    }
+    if let (None, Some(identity)) = (&stored, &upload.identity) {
+        execute(
+            db,
+            "INSERT INTO device_keys (device_id, account_id, curve25519, ed25519, created_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &device,
+                &upload.account.0,
+                &identity.curve25519,
+                &identity.ed25519,
+                &upload.now_ms,
+            ],
+        )
+        .await?;
+    }
+    let keys: Vec<&str> = upload
+        .one_time_keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .collect();
+    let signatures: Vec<&str> = upload
+        .one_time_keys
+        .iter()
+        .map(|k| k.signature.as_str())
+        .collect();
+    execute(
+        db,
+        "INSERT INTO one_time_keys (device_id, key_id, key, signature)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])
+         ON CONFLICT DO NOTHING",
+        &[&device, &ids, &keys, &signatures],
+    )
+    .await?;
+    Ok(held + new)
+}
+
+pub(super) async fn of_account<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+) -> Outcome<Vec<DeviceKeys>> {
+    rows(
+        db,
+        "SELECT device_id, curve25519, ed25519 FROM device_keys
+         WHERE account_id = $1 ORDER BY device_id",
+        &[&account.0],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(DeviceKeys {
+            device: DeviceId(row.try_get(0)?),
+            identity: identity(row, 1)?,
+        })
+    })
+    .collect()
+}
+
+/// In a transaction: one key per device, deleted as it is read.
+pub(super) async fn claim<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+) -> Outcome<Vec<ClaimedKey>> {
+    let devices = of_account(db, account).await?;
+    let mut claimed = Vec::with_capacity(devices.len());
+    for keys in devices {
+        let taken = row(
+            db,
+            "DELETE FROM one_time_keys
+             WHERE (device_id, key_id) = (
+                 SELECT device_id, key_id FROM one_time_keys WHERE device_id = $1
+                 ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING key_id, key, signature",
+            &[&keys.device.0],
+        )
+        .await?;
+        let one_time_key = match taken {
+            Some(row) => Some(OneTimeKey {
+                key_id: row.try_get(0)?,
+                key: row.try_get(1)?,
+                signature: row.try_get(2)?,
+            }),
+            None => None,
+        };
+        claimed.push(ClaimedKey {
+            device: keys.device,
+            identity: keys.identity,
+            one_time_key,
+        });
+    }
+    Ok(claimed)
+}
+
+/// A device's keys go with it.
+pub(super) async fn forget_device<C: GenericClient>(db: &C, device: DeviceId) -> Outcome<()> {
+    execute(
+        db,
+        "DELETE FROM device_keys WHERE device_id = $1",
+        &[&device.0],
+    )
+    .await?;
+    execute(
+        db,
+        "DELETE FROM one_time_keys WHERE device_id = $1",
+        &[&device.0],
+    )
+    .await?;
+    Ok(())
+}
