@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use missive_proto::ServerFrame;
 use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest, OneTimeKeyBody};
 
 /// A well-formed public key: 43 characters of unpadded base64.
@@ -43,7 +44,8 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
     // the same device, malformed keys and oversized uploads are refused
     // with their codes and store nothing; a block stops claims both ways;
     // a revoked device's keys are gone; claims past the budget are
-    // rate-limited.
+    // rate-limited; a connected device is told when claims leave it few
+    // keys.
     let server = TestServer::start_with(|config| {
         config.limits.key_claims_per_sec_per_account = 1;
         config.limits.key_claim_burst_per_account = 14;
@@ -151,6 +153,9 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
         one_time_keys: one_time_keys("c", 5),
     };
     api.upload_keys(&carol, &carol_keys).await.unwrap();
+    // Carol's device is connected: each claim that leaves her fewer than
+    // 20 keys tells it how many are left.
+    let mut carol_live = server.connect(&carol).await;
     let claims = (0..10).map(|_| {
         let api = api.clone();
         let bob = bob.clone();
@@ -171,6 +176,17 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
         "each key once, all of them"
     );
     assert_eq!(api.key_count(&carol).await.unwrap().one_time_keys, 0);
+    let mut told = Vec::new();
+    while told.len() < 5 {
+        if let ServerFrame::KeysLow { one_time_keys } =
+            carol_live.next_frame(PROMPTLY).await.expect("frame")
+        {
+            told.push(one_time_keys);
+        }
+    }
+    told.sort_unstable();
+    assert_eq!(told, [0, 1, 2, 3, 4]);
+    assert_no_ephemeral(&mut carol_live).await;
 
     // Blocked either way: no claim.
     api.block(&carol, "bob").await.unwrap();

@@ -282,6 +282,10 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_seen_ms: Option<i64>,
     },
+    /// A claim left this device fewer one-time keys than the server keeps
+    /// asking for (`PUT /v1/keys` to add more): ephemeral, sent to the
+    /// device while it is connected.
+    KeysLow { one_time_keys: u64 },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,

@@ -243,7 +243,7 @@ impl App {
             clock.clone(),
             config.limits.media_bytes_max,
         );
-        let keys = Keys::new(store.clone(), clock.clone());
+        let keys = Keys::new(store.clone(), bus.clone(), clock.clone());
         let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
         let connection_limits = gateway::connections::ConnectionLimits::new(
             config.limits.connections_per_ip_max,

@@ -535,6 +535,8 @@ pub struct ClaimedKey {
     pub device: DeviceId,
     pub identity: IdentityKeys,
     pub one_time_key: Option<OneTimeKey>,
+    /// One-time keys the device holds after this claim.
+    pub remaining: u64,
 }
 
 /// A stored media object's record; the bytes live in Blobs under `id`.

@@ -4719,10 +4719,14 @@ mod scenarios {
             tokio::spawn(async move { store.claim_one_time_keys(bob).await })
         });
         let mut handed_out = Vec::new();
+        let mut remaining_b1 = Vec::new();
         for claim in claims {
             let claimed = claim.await.expect("claim task").expect("claim");
             assert_eq!(claimed.len(), 2, "one entry per device with keys");
             for entry in claimed {
+                if entry.device == b1 {
+                    remaining_b1.push(entry.remaining);
+                }
                 assert_eq!(
                     entry.identity,
                     identity(if entry.device == b1 { "b1" } else { "b2" })
@@ -4737,6 +4741,10 @@ mod scenarios {
         handed_out.dedup();
         assert_eq!(handed_out.len(), unique, "a key was handed out twice");
         assert_eq!(unique, 12, "every key handed out, once");
+        // Each claim saw what it left: b1's ten keys counted down, and the
+        // two claims that found none left saw zero.
+        remaining_b1.sort_unstable();
+        assert_eq!(remaining_b1, [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(store.one_time_key_count(b1).await, Ok(0));
 
         assert_eq!(store.revoke_device(bob, b2).await, Ok(true));
@@ -4753,7 +4761,8 @@ mod scenarios {
             vec![ClaimedKey {
                 device: b1,
                 identity: identity("b1"),
-                one_time_key: None
+                one_time_key: None,
+                remaining: 0
             }]
         );
     }

@@ -649,6 +649,9 @@ impl App {
             } => {
                 self.presence.insert(user, (online, last_seen_ms));
             }
+            // Only for devices that publish end-to-end keys, which this app
+            // does not yet (issue 22's clients).
+            ServerFrame::KeysLow { .. } => {}
             ServerFrame::Error {
                 id,
                 code,

@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 
+use missive_bus::{Bus, DeviceEvent};
 use missive_core::Clock;
-use missive_proto::ErrorCode;
 use missive_proto::rest::{
     ClaimedDeviceKey, DeviceKeysBody, IdentityKeysBody, KeyClaim, KeyCount, KeyUploadRequest,
     OneTimeKeyBody, UserKeys,
 };
+use missive_proto::{ErrorCode, ServerFrame};
 use missive_store::{DeviceAuth, IdentityKeys, KeyUpload, OneTimeKey, Store};
 
 use super::account_named;
@@ -22,6 +23,9 @@ use crate::error::ApiError;
 pub const ONE_TIME_KEYS_PER_UPLOAD_MAX: usize = 100;
 /// One-time keys a device may hold unclaimed.
 pub const ONE_TIME_KEYS_HELD_MAX: u64 = 200;
+/// A claim that leaves a device fewer one-time keys than this tells it
+/// (`keys_low`), so it uploads more before they run out.
+pub const ONE_TIME_KEYS_LOW: u64 = 20;
 
 /// Unpadded base64 of a 32-byte public key.
 const KEY_CHARS: usize = 43;
@@ -86,12 +90,13 @@ fn one_time_key_body(key: OneTimeKey) -> OneTimeKeyBody {
 
 pub struct Keys {
     store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
 }
 
 impl Keys {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, bus, clock }
     }
 
     /// Stores the calling device's identity keys (the first time) and more
@@ -166,6 +171,18 @@ impl Keys {
             ));
         }
         let claimed = self.store.claim_one_time_keys(account).await?;
+        for key in &claimed {
+            if key.one_time_key.is_some() && key.remaining < ONE_TIME_KEYS_LOW {
+                let frame = ServerFrame::KeysLow {
+                    one_time_keys: key.remaining,
+                };
+                // The bus reaches the device only while it is live; a
+                // device checks `GET /v1/keys` when it connects.
+                self.bus
+                    .publish(key.device, DeviceEvent::Ephemeral(frame.to_json().into()))
+                    .await;
+            }
+        }
         Ok(KeyClaim {
             user: username.to_owned(),
             devices: claimed

@@ -167,6 +167,7 @@ pub(super) async fn claim<C: GenericClient>(
             device: keys.device,
             identity: keys.identity,
             one_time_key,
+            remaining: count(db, keys.device).await?,
         });
     }
     Ok(claimed)

@@ -141,6 +141,7 @@ pub(super) fn claim(conn: &Connection, account: AccountId) -> Result<Vec<Claimed
             device: keys.device,
             identity: keys.identity,
             one_time_key,
+            remaining: count(conn, keys.device)?,
         });
     }
     Ok(claimed)
