@@ -515,7 +515,21 @@ impl Api {
         acks: &[(i64, i64)],
         timeout_ms: u64,
     ) -> Result<PollResponse, ClientError> {
+        self.poll_acking_to_device(token, acks, None, timeout_ms)
+            .await
+    }
+
+    /// [`Api::poll`] that also acks this device's to-device messages up to
+    /// `to_device_ack`.
+    pub async fn poll_acking_to_device(
+        &self,
+        token: &str,
+        acks: &[(i64, i64)],
+        to_device_ack: Option<i64>,
+        timeout_ms: u64,
+    ) -> Result<PollResponse, ClientError> {
         let body = PollRequest {
+            to_device_ack,
             acks: acks
                 .iter()
                 .map(|&(conversation, seq)| AckPoint { conversation, seq })

@@ -1057,3 +1057,100 @@ async fn the_recheck_reads_nothing_for_idle_devices_and_finds_one_behind() {
     drop(cluster);
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_keys_and_to_device_messages_cross_nodes() {
+    // Goal: the key directory and to-device messages work across nodes: a
+    // key published through one node is claimed through another (once),
+    // which tells the publishing device, connected to a third, that its
+    // stock is low; a to-device message sent through one node reaches the
+    // device live on another at once.
+    // Method: bob publishes two keys through node 1 and stays connected
+    // there; alice claims through node 0 twice, then sends bob's device a
+    // to-device message through node 0.
+    if !services_available().await {
+        return;
+    }
+    let db = Database::create().await;
+    let cluster = Cluster::start(2, &db.url(), NATS, &[]);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(1, "bob").await;
+    let bob_device = cluster.api(1).devices(&bob_token).await.unwrap().devices[0].device_id;
+    let upload = missive_proto::rest::KeyUploadRequest {
+        identity: Some(missive_proto::rest::IdentityKeysBody {
+            curve25519: format!("{:A<43}", "c"),
+            ed25519: format!("{:A<43}", "e"),
+        }),
+        one_time_keys: (0..2)
+            .map(|i| missive_proto::rest::OneTimeKeyBody {
+                key_id: format!("k{i}"),
+                key: format!("{i:A<43}"),
+                signature: format!("{i:B<86}"),
+            })
+            .collect(),
+    };
+    cluster
+        .api(1)
+        .upload_keys(&bob_token, &upload)
+        .await
+        .unwrap();
+    let mut bob = cluster.connect(1, &bob_token).await;
+    let claims = [
+        cluster
+            .api(0)
+            .claim_keys(&alice_token, "bob")
+            .await
+            .unwrap(),
+        cluster
+            .api(0)
+            .claim_keys(&alice_token, "bob")
+            .await
+            .unwrap(),
+        cluster
+            .api(0)
+            .claim_keys(&alice_token, "bob")
+            .await
+            .unwrap(),
+    ];
+    let ids: Vec<Option<String>> = claims
+        .iter()
+        .map(|claim| {
+            claim.devices[0]
+                .one_time_key
+                .as_ref()
+                .map(|key| key.key_id.clone())
+        })
+        .collect();
+    assert_eq!(ids, [Some("k0".into()), Some("k1".into()), None]);
+    let mut told = Vec::new();
+    while told.len() < 2 {
+        if let ServerFrame::KeysLow { one_time_keys } = bob.next_frame(PROMPTLY).await.unwrap() {
+            told.push(one_time_keys);
+        }
+    }
+    assert_eq!(told, [1, 0]);
+
+    let mut alice = cluster.connect(0, &alice_token).await;
+    alice
+        .request(
+            &ClientFrame::ToDevice {
+                id: Some("td".into()),
+                messages: vec![missive_proto::ToDeviceOut {
+                    user: "bob".into(),
+                    device_id: bob_device,
+                    body: "room key".into(),
+                }],
+            },
+            "td",
+        )
+        .await
+        .unwrap();
+    loop {
+        if let ServerFrame::ToDevice { from, body, .. } = bob.next_frame(PROMPTLY).await.unwrap() {
+            assert_eq!((from.as_str(), body.as_str()), ("alice", "room key"));
+            break;
+        }
+    }
+    drop(cluster);
+    db.drop_now().await;
+}

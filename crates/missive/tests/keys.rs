@@ -1,4 +1,5 @@
-//! End-to-end encryption keys over REST (issue 22, the key directory):
+//! End-to-end encryption keys over REST (issue 22, the key directory) and
+//! to-device messages over WebSocket and long-poll:
 //! uploads checked for form, identity keys fixed per device, one-time keys
 //! claimed once each under concurrent claims, blocks and revocations
 //! respected, claims rate-limited; every refusal typed and changing
@@ -7,8 +8,9 @@
 mod common;
 
 use common::*;
-use missive_proto::ServerFrame;
+use missive_client::Connection;
 use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest, OneTimeKeyBody};
+use missive_proto::{ClientFrame, ServerFrame, ToDeviceOut};
 
 /// A well-formed public key: 43 characters of unpadded base64.
 fn public_key(seed: &str) -> String {
@@ -231,4 +233,184 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
         }
     }
     assert!(limited, "claims past the budget are refused");
+}
+
+/// The `to_device` frames among `frames`, as (seq, from, body).
+fn to_device_of(frames: &[ServerFrame]) -> Vec<(i64, String, String)> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::ToDevice {
+                seq, from, body, ..
+            } => Some((*seq, from.clone(), body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads frames until `n` to-device messages came.
+async fn to_device_frames(connection: &mut Connection, n: usize) -> Vec<(i64, String, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = connection.next_frame(PROMPTLY).await.expect("frame");
+        got.extend(to_device_of(std::slice::from_ref(&frame)));
+    }
+    got
+}
+
+/// Asserts that no to-device message arrives: everything before the
+/// `pong` has been written, so this is no sleep.
+async fn assert_no_to_device(connection: &mut Connection) {
+    connection
+        .send_frame(&ClientFrame::Ping {
+            id: Some("quiet".into()),
+        })
+        .await
+        .expect("ping");
+    loop {
+        match connection.next_frame(PROMPTLY).await.expect("frame") {
+            ServerFrame::Pong { id } if id.as_deref() == Some("quiet") => return,
+            frame @ ServerFrame::ToDevice { .. } => panic!("unexpected {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+fn share(user: &str, device_id: i64, body: &str) -> ToDeviceOut {
+    ToDeviceOut {
+        user: user.to_owned(),
+        device_id,
+        body: body.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_device_messages_reach_their_device_until_it_acks_them() {
+    // Goal: a `to_device` frame stores one message per named device (all
+    // or none) and answers `ok`; a connected device gets its messages at
+    // once, in order; unacked ones come again on its next connection, and
+    // in every poll until acked (frame or poll field); a refused frame
+    // (unknown device, another user's device, a blocked user, an empty or
+    // oversized body) stores nothing; a revoked device's messages go.
+    let server = TestServer::start().await;
+    let api = &server.api;
+    let alice = server.user("alice").await;
+    let bob_ws = server.user("bob").await;
+    let bob_poll = server.device("bob").await;
+    let carol = server.user("carol").await;
+    let devices = api.devices(&bob_ws).await.unwrap().devices;
+    let (bob_ws_id, bob_poll_id) = (devices[0].device_id, devices[1].device_id);
+    let carol_id = api.devices(&carol).await.unwrap().devices[0].device_id;
+
+    let mut bob_live = server.connect(&bob_ws).await;
+    let mut sender = server.connect(&alice).await;
+    let send = |messages: Vec<ToDeviceOut>| ClientFrame::ToDevice {
+        id: Some("td".into()),
+        messages,
+    };
+    let reply = sender
+        .request(
+            &send(vec![
+                share("bob", bob_ws_id, "room key 1"),
+                share("bob", bob_poll_id, "room key 2"),
+                share("bob", bob_ws_id, "room key 3"),
+            ]),
+            "td",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    let live = to_device_frames(&mut bob_live, 2).await;
+    assert_eq!(
+        live.iter()
+            .map(|(_, from, body)| (from.as_str(), body.as_str()))
+            .collect::<Vec<_>>(),
+        [("alice", "room key 1"), ("alice", "room key 3")]
+    );
+    assert!(live[0].0 < live[1].0);
+
+    // Refusals store nothing.
+    let oversized = "x".repeat(65_537);
+    for (messages, code) in [
+        (
+            vec![share("bob", bob_ws_id, "x"), share("bob", 987_654, "y")],
+            "unknown_device",
+        ),
+        (vec![share("bob", carol_id, "x")], "unknown_device"),
+        (vec![share("nobody", bob_ws_id, "x")], "unknown_user"),
+        (vec![share("bob", bob_ws_id, "")], "invalid_field"),
+        (vec![share("bob", bob_ws_id, &oversized)], "invalid_field"),
+        (Vec::new(), "invalid_field"),
+    ] {
+        assert_eq!(
+            refused_code(sender.request(&send(messages), "td").await),
+            code
+        );
+    }
+    api.block(&carol, "alice").await.unwrap();
+    assert_eq!(
+        refused_code(
+            sender
+                .request(&send(vec![share("carol", carol_id, "x")]), "td")
+                .await
+        ),
+        "blocked"
+    );
+    assert_no_to_device(&mut bob_live).await;
+
+    // Not acked: again on the next connection; acked: never again.
+    bob_live.close().await;
+    let mut bob_live = server.connect(&bob_ws).await;
+    let again = to_device_frames(&mut bob_live, 2).await;
+    assert_eq!(again, live);
+    let acked = bob_live
+        .request(
+            &ClientFrame::ToDeviceAck {
+                id: Some("ack".into()),
+                up_to: live[1].0,
+            },
+            "ack",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(acked, ServerFrame::Ok { .. }), "{acked:?}");
+    bob_live.close().await;
+    let mut bob_live = server.connect(&bob_ws).await;
+    assert_no_to_device(&mut bob_live).await;
+
+    // The polling device: in every poll until acked through the poll.
+    let polled = to_device_of(&api.poll(&bob_poll, &[], 0).await.unwrap().frames);
+    assert_eq!(
+        polled
+            .iter()
+            .map(|(_, _, body)| body.as_str())
+            .collect::<Vec<_>>(),
+        ["room key 2"]
+    );
+    assert_eq!(
+        to_device_of(&api.poll(&bob_poll, &[], 0).await.unwrap().frames),
+        polled
+    );
+    let after_ack = api
+        .poll_acking_to_device(&bob_poll, &[], Some(polled[0].0), 0)
+        .await
+        .unwrap();
+    assert!(to_device_of(&after_ack.frames).is_empty());
+
+    // A revoked device's messages go with it.
+    sender
+        .request(&send(vec![share("bob", bob_poll_id, "room key 4")]), "td")
+        .await
+        .unwrap();
+    api.revoke(&bob_ws, bob_poll_id).await.unwrap();
+    assert_eq!(
+        refused_code(
+            sender
+                .request(&send(vec![share("bob", bob_poll_id, "x")]), "td")
+                .await
+        ),
+        "unknown_device"
+    );
+    bob_live.close().await;
+    sender.close().await;
 }

@@ -60,14 +60,16 @@ async fn everything_seen_by(api: &Api, token: &str) -> serde_json::Value {
         }
         histories.push(serde_json::json!({"history": history, "receipts": receipts}));
     }
-    let waiting: Vec<ServerFrame> = api
+    let (waiting, to_device): (Vec<ServerFrame>, Vec<ServerFrame>) = api
         .poll(token, &[], 0)
         .await
         .expect("poll")
         .frames
         .into_iter()
-        .filter(|frame| frame.ack_point().is_some())
-        .collect();
+        .filter(|frame| {
+            frame.ack_point().is_some() || matches!(frame, ServerFrame::ToDevice { .. })
+        })
+        .partition(|frame| frame.ack_point().is_some());
     serde_json::json!({
         "conversations": conversations,
         "histories": histories,
@@ -77,6 +79,7 @@ async fn everything_seen_by(api: &Api, token: &str) -> serde_json::Value {
         "alice's keys": api.user_keys(token, "alice").await.expect("keys"),
         "one-time keys held": api.key_count(token).await.expect("key count"),
         "waiting": waiting,
+        "to-device waiting": to_device,
     })
 }
 
@@ -102,8 +105,9 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     // embedded server showed: conversations with their read and delivered
     // cursors, histories with reactions, edits, deletions and media,
     // receipts, contacts, blocks, privacy, published end-to-end keys (one
-    // of them claimed), and per device the same events still waiting (a
-    // device that never connected, one that acked part).
+    // of them claimed), and per device the same events and to-device
+    // messages still waiting (a device that never connected, one that
+    // acked part).
     // Old tokens work, a revoked one does not, media and thumbnails come
     // back byte for byte, and new accounts, conversations and seqs carry
     // on after the old ones. The sealed source refuses to serve, a second
@@ -184,6 +188,20 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     api.upload_keys(&token("alice0"), &keys).await.unwrap();
     api.claim_keys(&token("bob0"), "alice").await.unwrap();
     let mut alice = Connection::connect(&api.ws_url(), &token("alice0"))
+        .await
+        .unwrap();
+    alice
+        .request(
+            &ClientFrame::ToDevice {
+                id: Some("td".into()),
+                messages: vec![missive_proto::ToDeviceOut {
+                    user: "bob".into(),
+                    device_id: tokens["bob0"].1,
+                    body: "a room key".into(),
+                }],
+            },
+            "td",
+        )
         .await
         .unwrap();
     let mut first = None;
@@ -301,6 +319,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         .clone();
     assert_eq!(bobs_direct["read_seq"], 3);
     assert_eq!(before[0]["one-time keys held"]["one_time_keys"], 2);
+    assert_eq!(before[2]["to-device waiting"][0]["body"], "a room key");
     assert_eq!(
         before[2]["alice's keys"]["devices"]
             .as_array()

@@ -156,6 +156,29 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
+    /// Opaque messages for single devices (Olm-encrypted key shares), each
+    /// stored for its device until that device acks it; answered with `ok`.
+    ToDevice {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        messages: Vec<ToDeviceOut>,
+    },
+    /// Removes this device's to-device messages up to and including seq
+    /// `up_to` (cumulative); answered with `ok`.
+    ToDeviceAck {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        up_to: i64,
+    },
+}
+
+/// One message of a `to_device` frame: for device `device_id` of `user`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToDeviceOut {
+    pub user: String,
+    pub device_id: i64,
+    pub body: String,
 }
 
 /// Frames the server sends.
@@ -286,6 +309,16 @@ pub enum ServerFrame {
     /// asking for (`PUT /v1/keys` to add more): ephemeral, sent to the
     /// device while it is connected.
     KeysLow { one_time_keys: u64 },
+    /// A to-device message waiting for this device: delivered again on
+    /// every new connection (and in every poll) until acked with
+    /// `to_device_ack`; `seq` increases in the order they were sent.
+    ToDevice {
+        seq: i64,
+        from: String,
+        from_device: i64,
+        body: String,
+        ts_ms: i64,
+    },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
@@ -380,6 +413,8 @@ const CLIENT_TYPES: &[&str] = &[
     "ack",
     "read",
     "ping",
+    "to_device",
+    "to_device_ack",
 ];
 
 /// Decodes one text frame, classifying failures as `bad_frame` (not a JSON

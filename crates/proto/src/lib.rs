@@ -10,7 +10,8 @@ pub mod view;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::{
-    ClientFrame, DecodeError, MessageKind, ServerFrame, TypingState, decode_client_frame,
+    ClientFrame, DecodeError, MessageKind, ServerFrame, ToDeviceOut, TypingState,
+    decode_client_frame,
 };
 pub use view::FrameView;
 

@@ -288,6 +288,10 @@ pub struct AckPoint {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollRequest {
+    /// Removes this device's to-device messages up to this seq before
+    /// polling, as the `to_device_ack` frame does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_device_ack: Option<i64>,
     /// Cumulative acks applied before polling, as the `ack` frame does
     /// (typically the last seq of each conversation the previous poll
     /// returned). At most 1,024.

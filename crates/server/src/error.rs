@@ -172,6 +172,14 @@ impl From<StoreError> for ApiError {
                 ErrorCode::LimitExceeded,
                 "one_time_keys: the device would hold more unclaimed one-time keys than allowed",
             ),
+            StoreError::UnknownDevice => Self::new(
+                ErrorCode::UnknownDevice,
+                "no such device of that user (it may have been revoked)",
+            ),
+            StoreError::InboxFull => Self::new(
+                ErrorCode::LimitExceeded,
+                "a recipient device has as many to-device messages waiting as it may",
+            ),
             StoreError::Closed => Self::new(ErrorCode::ShuttingDown, "the server is shutting down"),
             StoreError::Unavailable => Self::new(
                 ErrorCode::Unavailable,

@@ -111,6 +111,14 @@ pub enum StoreError {
     /// nothing changed.
     #[error("too many one-time keys")]
     TooManyKeys,
+    /// A to-device message names a device that is not one of the named
+    /// account's (or no longer exists); nothing was stored.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// A recipient device has as many to-device messages waiting as it may;
+    /// nothing was stored.
+    #[error("the device's to-device inbox is full")]
+    InboxFull,
     #[error("the store is shut down")]
     Closed,
     /// The backend cannot be reached now (connection lost, pool timed out);
@@ -409,6 +417,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many one-time keys `device` holds unclaimed.
     async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError>;
+
+    /// Stores every message of the batch for its device, or none (see
+    /// [`ToDeviceBatch`]). Each device's messages get increasing seqs in
+    /// commit order, so a reader that has seen seq N never later finds one
+    /// below it.
+    async fn send_to_devices(&self, batch: ToDeviceBatch) -> Result<(), StoreError>;
+
+    /// Up to `limit` of `device`'s waiting to-device messages above seq
+    /// `after`, oldest first.
+    async fn to_device_waiting(
+        &self,
+        device: DeviceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>, StoreError>;
+
+    /// Removes `device`'s to-device messages up to and including seq
+    /// `up_to` (cumulative, idempotent); how many went.
+    async fn ack_to_device(&self, device: DeviceId, up_to: i64) -> Result<u64, StoreError>;
 
     /// Records an uploaded media object (after its bytes are stored).
     async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError>;

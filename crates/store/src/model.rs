@@ -539,6 +539,40 @@ pub struct ClaimedKey {
     pub remaining: u64,
 }
 
+/// One to-device message to send: an opaque body (an Olm-encrypted key
+/// share) for one device of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToDevice {
+    pub recipient_account: AccountId,
+    pub recipient: DeviceId,
+    pub body: String,
+}
+
+/// To-device messages from one device, stored together or not at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToDeviceBatch {
+    pub sender_account: AccountId,
+    pub sender_device: DeviceId,
+    pub messages: Vec<NewToDevice>,
+    /// Unacked messages a device may have waiting; a batch that would go
+    /// past it for any recipient stores nothing (`InboxFull`).
+    pub waiting_max: u64,
+    pub now_ms: UnixMillis,
+}
+
+/// A to-device message waiting for its device. `seq` increases in the
+/// order the device's messages were stored; acking a seq removes it and
+/// every one before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToDeviceMessage {
+    pub seq: i64,
+    /// The sender's username.
+    pub from: String,
+    pub from_device: DeviceId,
+    pub body: String,
+    pub created_ms: UnixMillis,
+}
+
 /// A stored media object's record; the bytes live in Blobs under `id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaRecord {

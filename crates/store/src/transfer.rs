@@ -312,6 +312,20 @@ pub const TABLES: &[Table] = &[
         ],
         identity: None,
     },
+    Table {
+        name: "to_device",
+        from: "to_device",
+        key: &["seq"],
+        columns: &[
+            same("seq", BigInt),
+            same("device_id", BigInt),
+            same("sender_account", BigInt),
+            same("sender_device", BigInt),
+            same("body", Text),
+            same("created_ms", BigInt),
+        ],
+        identity: Some("seq"),
+    },
 ];
 
 /// Tables that do not move: which node holds which live connection (a

@@ -1109,9 +1109,9 @@ mod scenarios {
     use missive_store::{
         AccountRecord, AckOutcome, ClaimedKey, ConversationKind, DELETED_PREFIX, DeviceAuth,
         DeviceKeys, DeviceRecord, EventKind, GroupChange, GroupChangeRequest, IdentityKeys,
-        KeyUpload, NewAccount, NewDevice, NewGroup, NewInvites, OneTimeKey, PendingItem,
-        PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store, StoreError,
-        StoredEvent,
+        KeyUpload, NewAccount, NewDevice, NewGroup, NewInvites, NewToDevice, OneTimeKey,
+        PendingItem, PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store,
+        StoreError, StoredEvent, ToDeviceBatch, ToDeviceMessage,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -4767,6 +4767,167 @@ mod scenarios {
         );
     }
 
+    /// To-device messages: stored per device all or none, read in seq
+    /// order above a cursor, acked cumulatively, gone with their device.
+    pub async fn to_device_messages_wait_for_their_device_until_acked(store: Arc<dyn Store>) {
+        // Goal: a batch stores every message or none (an unknown device,
+        // a device of another account, a full inbox refuse it whole);
+        // each device reads its own messages in the order sent, above any
+        // cursor, with the sender's name; an ack removes up to its seq and
+        // is idempotent; seqs keep rising after acks; concurrent batches
+        // leave each device's seqs in one order; revoking a device drops
+        // its messages.
+        // Method: alice's a1 sends to bob's b1 and b2 and to her own a2.
+        let (alice, bob) = alice_and_bob(&*store).await;
+        let a1 = new_device(&*store, alice, "a1").await;
+        let a2 = new_device(&*store, alice, "a2").await;
+        let b1 = new_device(&*store, bob, "b1").await;
+        let b2 = new_device(&*store, bob, "b2").await;
+        let to = |account, device, body: &str| NewToDevice {
+            recipient_account: account,
+            recipient: device,
+            body: body.to_owned(),
+        };
+        let batch = |messages: Vec<NewToDevice>, max| ToDeviceBatch {
+            sender_account: alice,
+            sender_device: a1,
+            messages,
+            waiting_max: max,
+            now_ms: NOW,
+        };
+        let bodies = |messages: Vec<ToDeviceMessage>| -> Vec<String> {
+            messages.into_iter().map(|m| m.body).collect()
+        };
+        store
+            .send_to_devices(batch(
+                vec![
+                    to(bob, b1, "k1"),
+                    to(bob, b2, "k2"),
+                    to(alice, a2, "k3"),
+                    to(bob, b1, "k4"),
+                ],
+                10,
+            ))
+            .await
+            .expect("send");
+        let waiting = store.to_device_waiting(b1, 0, 10).await.expect("waiting");
+        assert_eq!(waiting.len(), 2);
+        assert!(waiting[0].seq < waiting[1].seq);
+        assert_eq!(
+            (
+                waiting[0].from.as_str(),
+                waiting[0].from_device,
+                waiting[0].created_ms
+            ),
+            ("alice", a1, NOW)
+        );
+        assert_eq!(bodies(waiting.clone()), ["k1", "k4"]);
+        assert_eq!(
+            bodies(
+                store
+                    .to_device_waiting(b1, waiting[0].seq, 10)
+                    .await
+                    .expect("above")
+            ),
+            ["k4"]
+        );
+        assert_eq!(
+            bodies(store.to_device_waiting(a2, 0, 10).await.expect("a2")),
+            ["k3"]
+        );
+
+        // Refused batches store nothing, even their valid messages.
+        for (refused, error) in [
+            (
+                vec![to(bob, b1, "x"), to(bob, DeviceId(987_654), "y")],
+                StoreError::UnknownDevice,
+            ),
+            (
+                vec![to(bob, b1, "x"), to(alice, b2, "y")],
+                StoreError::UnknownDevice,
+            ),
+            (
+                vec![to(bob, b2, "x"), to(bob, b1, "y"), to(bob, b1, "z")],
+                StoreError::InboxFull,
+            ),
+        ] {
+            assert_eq!(store.send_to_devices(batch(refused, 3)).await, Err(error));
+        }
+        assert_eq!(
+            bodies(store.to_device_waiting(b1, 0, 10).await.expect("b1")),
+            ["k1", "k4"]
+        );
+        assert_eq!(
+            bodies(store.to_device_waiting(b2, 0, 10).await.expect("b2")),
+            ["k2"]
+        );
+
+        // Acks are cumulative and idempotent; later seqs are higher still.
+        assert_eq!(store.ack_to_device(b1, waiting[0].seq).await, Ok(1));
+        assert_eq!(store.ack_to_device(b1, waiting[0].seq).await, Ok(0));
+        store
+            .send_to_devices(batch(vec![to(bob, b1, "k5")], 10))
+            .await
+            .expect("send again");
+        let later = store.to_device_waiting(b1, 0, 10).await.expect("later");
+        assert_eq!(bodies(later.clone()), ["k4", "k5"]);
+        assert!(later[1].seq > waiting[1].seq);
+        assert_eq!(store.ack_to_device(b1, later[1].seq).await, Ok(2));
+        assert!(
+            store
+                .to_device_waiting(b1, 0, 10)
+                .await
+                .expect("empty")
+                .is_empty()
+        );
+
+        // Racing batches to one device: one order, each message once.
+        let sends = (0..8).map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .send_to_devices(ToDeviceBatch {
+                        sender_account: alice,
+                        sender_device: a1,
+                        messages: vec![NewToDevice {
+                            recipient_account: bob,
+                            recipient: b1,
+                            body: format!("r{n}"),
+                        }],
+                        waiting_max: 100,
+                        now_ms: NOW,
+                    })
+                    .await
+            })
+        });
+        for send in sends {
+            send.await.expect("send task").expect("send");
+        }
+        let raced = store.to_device_waiting(b1, 0, 100).await.expect("raced");
+        let mut seen = bodies(raced.clone());
+        seen.sort();
+        assert_eq!(seen, (0..8).map(|n| format!("r{n}")).collect::<Vec<_>>());
+        assert!(raced.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+        assert_eq!(
+            bodies(
+                store
+                    .to_device_waiting(b1, raced[3].seq, 100)
+                    .await
+                    .expect("page")
+            ),
+            bodies(raced[4..].to_vec())
+        );
+
+        assert_eq!(store.revoke_device(bob, b2).await, Ok(true));
+        assert!(
+            store
+                .to_device_waiting(b2, 0, 10)
+                .await
+                .expect("revoked")
+                .is_empty()
+        );
+    }
+
     /// 22. Contacts and blocks.
     pub async fn contacts_and_blocks(store: Arc<dyn Store>) {
         // Goal: contacts and blocks share one contract: setting is
@@ -5452,6 +5613,7 @@ mod sqlite {
         conversation_list_order,
         contacts_and_blocks,
         device_keys_are_claimed_once_and_go_with_their_device,
+        to_device_messages_wait_for_their_device_until_acked,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,
@@ -6076,6 +6238,7 @@ mod postgres {
         conversation_list_order,
         contacts_and_blocks,
         device_keys_are_claimed_once_and_go_with_their_device,
+        to_device_messages_wait_for_their_device_until_acked,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,

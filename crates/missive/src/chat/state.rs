@@ -651,7 +651,7 @@ impl App {
             }
             // Only for devices that publish end-to-end keys, which this app
             // does not yet (issue 22's clients).
-            ServerFrame::KeysLow { .. } => {}
+            ServerFrame::KeysLow { .. } | ServerFrame::ToDevice { .. } => {}
             ServerFrame::Error {
                 id,
                 code,

@@ -189,6 +189,30 @@ impl Dispatcher {
                 id,
                 ApiError::new(ErrorCode::Internal, "sends are queued by Dispatcher::start"),
             ),
+            ClientFrame::ToDevice { id, messages } => {
+                let now = std::time::Instant::now();
+                if let Err(wait) =
+                    self.state
+                        .send_limit
+                        .take(self.auth.device, self.auth.account, now)
+                {
+                    error_frame(
+                        id,
+                        ApiError::rate_limited(wait, "too many sends; slow down"),
+                    )
+                } else {
+                    match self.state.keys.send_to_devices(&self.auth, messages).await {
+                        Ok(()) => ServerFrame::Ok { id },
+                        Err(err) => error_frame(id, err),
+                    }
+                }
+            }
+            ClientFrame::ToDeviceAck { id, up_to } => {
+                match self.state.keys.ack_to_device(&self.auth, up_to).await {
+                    Ok(()) => ServerFrame::Ok { id },
+                    Err(err) => error_frame(id, err),
+                }
+            }
             ClientFrame::Typing {
                 id,
                 conversation,

@@ -29,6 +29,7 @@ use super::live::{self, Announce};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::mailbox::Mailbox;
+use crate::service::keys::{TO_DEVICE_PAGE, to_device_frame};
 use crate::wire::pending_frame;
 
 /// The longest a poll may wait, and the wait when the client names none.
@@ -65,6 +66,9 @@ pub async fn poll(
         state.connection_limits.ip(ip)?,
         state.connection_limits.account(auth.account)?,
     ];
+    if let Some(up_to) = request.to_device_ack {
+        state.keys.ack_to_device(&auth, up_to).await?;
+    }
     if !request.acks.is_empty() {
         let points = request
             .acks
@@ -84,12 +88,16 @@ pub async fn poll(
     let mut frames = Vec::new();
     let mut closed = None;
     loop {
-        let page = state
-            .messaging
-            .pending(auth.account, auth.device, Vec::new(), usize::MAX)
-            .await?;
-        if !page.items.is_empty() {
+        let (page, to_device) = tokio::join!(
+            state
+                .messaging
+                .pending(auth.account, auth.device, Vec::new(), usize::MAX),
+            state.keys.to_device_waiting(auth.device, 0, TO_DEVICE_PAGE)
+        );
+        let (page, to_device) = (page?, to_device?);
+        if !page.items.is_empty() || !to_device.is_empty() {
             frames.extend(page.items.into_iter().map(pending_frame));
+            frames.extend(to_device.into_iter().map(to_device_frame));
             break;
         }
         tokio::select! {

@@ -35,7 +35,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_core::{ConversationId, Seq};
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
-use missive_store::{DeviceAuth, Pending};
+use missive_store::{DeviceAuth, Pending, ToDeviceMessage};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
@@ -49,6 +49,7 @@ use crate::accept::Admitted;
 use crate::cache::Generation;
 use crate::error::ApiError;
 use crate::mailbox::Mailbox;
+use crate::service::keys::{TO_DEVICE_PAGE, to_device_frame};
 use crate::wire::pending_frame;
 
 /// Client frames read but not yet answered, at most; the connection reads
@@ -370,7 +371,14 @@ type Answer = Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>;
 /// One step of writing to the socket: `poll_ready` or `poll_flush`.
 type SocketStep = fn(&mut WebSocket, &mut Context<'_>) -> Poll<Result<(), axum::Error>>;
 /// A store read of what waits, in progress.
-type PageRead = Pin<Box<dyn Future<Output = Result<Pending, ApiError>> + Send>>;
+type PageRead = Pin<Box<dyn Future<Output = Result<Page, ApiError>> + Send>>;
+
+/// What one store read found: events above the connection's places, and
+/// to-device messages above the last one it wrote.
+struct Page {
+    pending: Pending,
+    to_device: Vec<ToDeviceMessage>,
+}
 
 /// How a connection ends.
 #[derive(Debug, PartialEq, Eq)]
@@ -388,7 +396,7 @@ enum Step {
     News,
     Close(CloseCode),
     Answered(Vec<ServerFrame>),
-    Page(Result<Pending, ApiError>),
+    Page(Result<Page, ApiError>),
     Incoming(Option<Result<Message, axum::Error>>),
     Timer,
 }
@@ -408,6 +416,9 @@ struct Connection<'a> {
     /// written twice on one connection and nothing is skipped. Unacked
     /// events come again on the next connection.
     after: HashMap<ConversationId, Seq>,
+    /// The last to-device message written on this connection; unacked
+    /// ones come again on the next connection.
+    to_device_after: i64,
     /// The store may hold more than this connection has written.
     read_store: bool,
     /// While a read is in progress, handed-over events stay in the mailbox
@@ -444,6 +455,7 @@ impl<'a> Connection<'a> {
             mailbox,
             in_flight: None,
             after: HashMap::new(),
+            to_device_after: 0,
             read_store: true,
             reading: None,
             retry_at: None,
@@ -637,12 +649,19 @@ impl<'a> Connection<'a> {
         let (account, device) = (self.dispatcher.auth.account, self.dispatcher.auth.device);
         let positions = self.after.iter().map(|(c, s)| (*c, *s)).collect();
         let limit = self.page_limit;
+        let to_device_after = self.to_device_after;
         metrics::counter!("missive_catch_up_reads_total").increment(1);
         self.reading = Some(Box::pin(async move {
-            state
-                .messaging
-                .pending(account, device, positions, limit)
-                .await
+            let (pending, to_device) = tokio::join!(
+                state.messaging.pending(account, device, positions, limit),
+                state
+                    .keys
+                    .to_device_waiting(device, to_device_after, TO_DEVICE_PAGE)
+            );
+            Ok(Page {
+                pending: pending?,
+                to_device: to_device?,
+            })
         }));
     }
 
@@ -650,13 +669,23 @@ impl<'a> Connection<'a> {
     /// the mailbox kept meanwhile. A failed read is retried with a bounded
     /// backoff rather than left for a wake-up: a backlog may have no new
     /// traffic to cause one.
-    async fn write_page(&mut self, page: Result<Pending, ApiError>) -> Result<(), End> {
+    async fn write_page(&mut self, page: Result<Page, ApiError>) -> Result<(), End> {
         self.reading = None;
         let now = Instant::now();
         match page {
-            Ok(page) => {
+            Ok(Page {
+                pending: page,
+                to_device,
+            }) => {
                 self.after.extend(page.scanned);
-                self.read_store = page.more;
+                self.read_store = page.more || to_device.len() >= TO_DEVICE_PAGE;
+                if let Some(last) = to_device.last() {
+                    self.to_device_after = last.seq;
+                }
+                for message in to_device {
+                    self.write(Message::Text(to_device_frame(message).to_json().into()))
+                        .await?;
+                }
                 self.page_limit = usize::MAX;
                 self.retry_at = None;
                 self.retry_delay = READ_RETRY_DELAY_MIN;
@@ -773,7 +802,7 @@ async fn next_answer(in_flight: &mut Option<FuturesOrdered<Answer>>) -> Option<V
 
 /// The read in progress, if any (the branch that polls it is enabled only
 /// then).
-async fn read(reading: &mut Option<PageRead>) -> Result<Pending, ApiError> {
+async fn read(reading: &mut Option<PageRead>) -> Result<Page, ApiError> {
     match reading {
         Some(read) => read.await,
         None => std::future::pending().await,

@@ -1,7 +1,8 @@
-//! End-to-end encryption keys (issue 22, the key directory): each device
-//! publishes its identity keys and signed one-time keys; another device
-//! claims one one-time key per device of a user to start an Olm session
-//! with each. The server checks the keys' form only: it never holds a
+//! End-to-end encryption keys (issue 22): the key directory, where each
+//! device publishes its identity keys and signed one-time keys and another
+//! device claims one one-time key per device of a user to start an Olm
+//! session with each; and to-device messages, which carry what those
+//! sessions encrypt (room keys) to one device each, stored until it acks. The server checks the keys' form only: it never holds a
 //! private key and cannot verify who owns a public one (that is what key
 //! verification between users is for, on the clients).
 
@@ -9,12 +10,17 @@ use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
 use missive_core::Clock;
+use missive_core::{AccountId, DeviceId};
+use missive_proto::ToDeviceOut;
 use missive_proto::rest::{
     ClaimedDeviceKey, DeviceKeysBody, IdentityKeysBody, KeyClaim, KeyCount, KeyUploadRequest,
     OneTimeKeyBody, UserKeys,
 };
 use missive_proto::{ErrorCode, ServerFrame};
-use missive_store::{DeviceAuth, IdentityKeys, KeyUpload, OneTimeKey, Store};
+use missive_store::{
+    DeviceAuth, IdentityKeys, KeyUpload, NewToDevice, OneTimeKey, Store, ToDeviceBatch,
+    ToDeviceMessage,
+};
 
 use super::account_named;
 use crate::error::ApiError;
@@ -26,6 +32,15 @@ pub const ONE_TIME_KEYS_HELD_MAX: u64 = 200;
 /// A claim that leaves a device fewer one-time keys than this tells it
 /// (`keys_low`), so it uploads more before they run out.
 pub const ONE_TIME_KEYS_LOW: u64 = 20;
+
+/// Messages in one `to_device` frame.
+pub const TO_DEVICE_PER_FRAME_MAX: usize = 256;
+/// Bytes of one to-device body.
+pub const TO_DEVICE_BODY_BYTES_MAX: usize = 65_536;
+/// To-device messages one device may have waiting, unacked.
+pub const TO_DEVICE_WAITING_MAX: u64 = 1_000;
+/// To-device messages read for a connection at a time.
+pub const TO_DEVICE_PAGE: usize = 100;
 
 /// Unpadded base64 of a 32-byte public key.
 const KEY_CHARS: usize = 43;
@@ -195,5 +210,102 @@ impl Keys {
                 })
                 .collect(),
         })
+    }
+
+    /// Stores each message for its device, all or none, and wakes the
+    /// devices. Refused (nothing stored) for a malformed frame, an unknown
+    /// user or device, a recipient who blocked the sender or was blocked,
+    /// and a recipient with too many messages waiting.
+    pub async fn send_to_devices(
+        &self,
+        auth: &DeviceAuth,
+        messages: Vec<ToDeviceOut>,
+    ) -> Result<(), ApiError> {
+        if messages.is_empty() || messages.len() > TO_DEVICE_PER_FRAME_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("messages: 1 to {TO_DEVICE_PER_FRAME_MAX}"),
+            ));
+        }
+        if let Some(bad) = messages
+            .iter()
+            .find(|m| m.body.is_empty() || m.body.len() > TO_DEVICE_BODY_BYTES_MAX)
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "messages.body: 1 to {TO_DEVICE_BODY_BYTES_MAX} bytes (device {} of {})",
+                    bad.device_id, bad.user
+                ),
+            ));
+        }
+        let mut accounts: std::collections::BTreeMap<String, AccountId> = Default::default();
+        for message in &messages {
+            if accounts.contains_key(&message.user) {
+                continue;
+            }
+            let account = account_named(&*self.store, &message.user).await?;
+            if account != auth.account
+                && self.store.blocked_either_way(auth.account, account).await?
+            {
+                return Err(ApiError::new(
+                    ErrorCode::Blocked,
+                    format!("{}: one of you has blocked the other", message.user),
+                ));
+            }
+            accounts.insert(message.user.clone(), account);
+        }
+        let mut woken: Vec<DeviceId> = messages.iter().map(|m| DeviceId(m.device_id)).collect();
+        let batch = ToDeviceBatch {
+            sender_account: auth.account,
+            sender_device: auth.device,
+            messages: messages
+                .into_iter()
+                .map(|message| NewToDevice {
+                    recipient_account: accounts[&message.user],
+                    recipient: DeviceId(message.device_id),
+                    body: message.body,
+                })
+                .collect(),
+            waiting_max: TO_DEVICE_WAITING_MAX,
+            now_ms: self.clock.now_ms(),
+        };
+        self.store.send_to_devices(batch).await?;
+        woken.sort_unstable();
+        woken.dedup();
+        for device in woken {
+            self.bus.publish(device, DeviceEvent::QueueChanged).await;
+        }
+        Ok(())
+    }
+
+    /// The calling device's to-device messages above seq `after`.
+    pub async fn to_device_waiting(
+        &self,
+        device: DeviceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>, ApiError> {
+        Ok(self.store.to_device_waiting(device, after, limit).await?)
+    }
+
+    /// Removes the calling device's to-device messages up to `up_to`.
+    pub async fn ack_to_device(&self, auth: &DeviceAuth, up_to: i64) -> Result<(), ApiError> {
+        if up_to < 0 {
+            return Err(ApiError::new(ErrorCode::InvalidField, "up_to: 0 or more"));
+        }
+        self.store.ack_to_device(auth.device, up_to).await?;
+        Ok(())
+    }
+}
+
+/// The frame a waiting to-device message is delivered as.
+pub fn to_device_frame(message: ToDeviceMessage) -> ServerFrame {
+    ServerFrame::ToDevice {
+        seq: message.seq,
+        from: message.from,
+        from_device: message.from_device.0,
+        body: message.body,
+        ts_ms: message.created_ms,
     }
 }

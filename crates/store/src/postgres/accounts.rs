@@ -273,6 +273,7 @@ pub(super) async fn revoke_device<C: GenericClient>(
             &[&device.0],
         ),
         super::keys::forget_device(db, device),
+        super::to_device::forget_device(db, device),
     )?;
     Ok(true)
 }

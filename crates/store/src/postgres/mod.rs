@@ -74,6 +74,7 @@ mod sql;
 mod sweep;
 #[cfg(test)]
 mod testing;
+mod to_device;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -537,6 +538,23 @@ impl Store for PostgresStore {
 
     async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError> {
         autocommit!(self, |db| keys::count(db, device))
+    }
+
+    async fn send_to_devices(&self, batch: ToDeviceBatch) -> Result<(), StoreError> {
+        transaction!(self, |tx| to_device::send(tx, &batch))
+    }
+
+    async fn to_device_waiting(
+        &self,
+        device: DeviceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>, StoreError> {
+        autocommit!(self, |db| to_device::waiting(db, device, after, limit))
+    }
+
+    async fn ack_to_device(&self, device: DeviceId, up_to: i64) -> Result<u64, StoreError> {
+        autocommit!(self, |db| to_device::ack(db, device, up_to))
     }
 
     async fn set_contact(

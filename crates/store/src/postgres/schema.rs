@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V11__device_keys",
         include_str!("migrations/V11__device_keys.sql"),
     ),
+    (
+        "V12__to_device",
+        include_str!("migrations/V12__to_device.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

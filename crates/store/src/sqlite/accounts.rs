@@ -259,6 +259,7 @@ pub(super) fn revoke_device(
     conn.execute("DELETE FROM positions WHERE device_id = ?1", [device.0])
         .map_err(backend)?;
     super::keys::forget_device(conn, device)?;
+    super::to_device::forget_device(conn, device)?;
     conn.execute(
         "INSERT INTO revocations (device_id) VALUES (?1)",
         [device.0],

@@ -26,6 +26,7 @@ mod schema;
 mod send;
 mod sessions;
 mod social;
+mod to_device;
 mod writer;
 
 use std::path::PathBuf;
@@ -427,6 +428,25 @@ impl Store for SqliteStore {
 
     async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError> {
         self.read(move |conn| keys::count(conn, device)).await
+    }
+
+    async fn send_to_devices(&self, batch: ToDeviceBatch) -> Result<(), StoreError> {
+        self.write(move |conn| to_device::send(conn, &batch)).await
+    }
+
+    async fn to_device_waiting(
+        &self,
+        device: DeviceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>, StoreError> {
+        self.read(move |conn| to_device::waiting(conn, device, after, limit))
+            .await
+    }
+
+    async fn ack_to_device(&self, device: DeviceId, up_to: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| to_device::ack(conn, device, up_to))
+            .await
     }
 
     async fn set_contact(

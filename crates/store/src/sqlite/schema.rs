@@ -360,6 +360,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (device_id, key_id)
     ) WITHOUT ROWID;
     ",
+    // 15: to-device messages (issue 22): Olm-encrypted key shares for one
+    // device each, waiting until it acks them. The one place a row per
+    // recipient device is right: each is encrypted for its device alone.
+    // AUTOINCREMENT: a seq is never reused, so a device's cursor only
+    // moves forward.
+    "
+    CREATE TABLE to_device (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id      INTEGER NOT NULL,
+        sender_account INTEGER NOT NULL,
+        sender_device  INTEGER NOT NULL,
+        body           TEXT NOT NULL,
+        created_ms     INTEGER NOT NULL
+    );
+    CREATE INDEX to_device_by_device ON to_device(device_id, seq);
+    ",
 ];
 
 /// The schema version this build writes.
