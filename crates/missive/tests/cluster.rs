@@ -1076,19 +1076,7 @@ async fn end_to_end_keys_and_to_device_messages_cross_nodes() {
     let alice_token = cluster.user(0, "alice").await;
     let bob_token = cluster.user(1, "bob").await;
     let bob_device = cluster.api(1).devices(&bob_token).await.unwrap().devices[0].device_id;
-    let upload = missive_proto::rest::KeyUploadRequest {
-        identity: Some(missive_proto::rest::IdentityKeysBody {
-            curve25519: format!("{:A<43}", "c"),
-            ed25519: format!("{:A<43}", "e"),
-        }),
-        one_time_keys: (0..2)
-            .map(|i| missive_proto::rest::OneTimeKeyBody {
-                key_id: format!("k{i}"),
-                key: format!("{i:A<43}"),
-                signature: format!("{i:B<86}"),
-            })
-            .collect(),
-    };
+    let upload = key_upload("b", 2);
     cluster
         .api(1)
         .upload_keys(&bob_token, &upload)
@@ -1121,7 +1109,7 @@ async fn end_to_end_keys_and_to_device_messages_cross_nodes() {
                 .map(|key| key.key_id.clone())
         })
         .collect();
-    assert_eq!(ids, [Some("k0".into()), Some("k1".into()), None]);
+    assert_eq!(ids, [Some("b0000".into()), Some("b0001".into()), None]);
     let mut told = Vec::new();
     while told.len() < 2 {
         if let ServerFrame::KeysLow { one_time_keys } = bob.next_frame(PROMPTLY).await.unwrap() {

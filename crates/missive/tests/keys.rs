@@ -9,34 +9,8 @@ mod common;
 
 use common::*;
 use missive_client::Connection;
-use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest, OneTimeKeyBody};
+use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest};
 use missive_proto::{ClientFrame, ServerFrame, ToDeviceOut};
-
-/// A well-formed public key: 43 characters of unpadded base64.
-fn public_key(seed: &str) -> String {
-    format!("{seed:A<43}")
-}
-
-fn signature(seed: &str) -> String {
-    format!("{seed:B<86}")
-}
-
-fn identity(seed: &str) -> IdentityKeysBody {
-    IdentityKeysBody {
-        curve25519: public_key(&format!("c{seed}")),
-        ed25519: public_key(&format!("e{seed}")),
-    }
-}
-
-fn one_time_keys(prefix: &str, n: usize) -> Vec<OneTimeKeyBody> {
-    (0..n)
-        .map(|i| OneTimeKeyBody {
-            key_id: format!("{prefix}{i:04}"),
-            key: public_key(&format!("{prefix}{i}")),
-            signature: signature(&format!("{prefix}{i}")),
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_published_claimed_once_and_gone_with_their_device() {

@@ -83,6 +83,20 @@ async fn everything_seen_by(api: &Api, token: &str) -> serde_json::Value {
     })
 }
 
+/// `GET /v1/media/{id}/thumbnail` on the server at `url`.
+async fn thumbnail(url: &str, media_id: &str, token: &str) -> Vec<u8> {
+    reqwest::Client::new()
+        .get(format!("{url}/v1/media/{media_id}/thumbnail"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("thumbnail")
+        .bytes()
+        .await
+        .expect("thumbnail bytes")
+        .to_vec()
+}
+
 /// A PNG of `edge` × `edge` pixels (it gets a thumbnail).
 fn png(edge: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(edge, edge, |x, y| {
@@ -172,19 +186,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         .unwrap();
 
     // alice0 publishes end-to-end keys; bob claims one of them.
-    let keys = missive_proto::rest::KeyUploadRequest {
-        identity: Some(missive_proto::rest::IdentityKeysBody {
-            curve25519: format!("{:A<43}", "c"),
-            ed25519: format!("{:A<43}", "e"),
-        }),
-        one_time_keys: (0..3)
-            .map(|i| missive_proto::rest::OneTimeKeyBody {
-                key_id: format!("k{i}"),
-                key: format!("{i:A<43}"),
-                signature: format!("{i:B<86}"),
-            })
-            .collect(),
-    };
+    let keys = key_upload("a", 3);
     api.upload_keys(&token("alice0"), &keys).await.unwrap();
     api.claim_keys(&token("bob0"), "alice").await.unwrap();
     let mut alice = Connection::connect(&api.ws_url(), &token("alice0"))
@@ -326,18 +328,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
             .map(Vec::len),
         Some(1)
     );
-    let thumbnail_before = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/media/{}/thumbnail",
-            server.url, photo_info.media_id
-        ))
-        .bearer_auth(token("bob0"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let thumbnail_before = thumbnail(&server.url, &photo_info.media_id, &token("bob0")).await;
     assert!(!thumbnail_before.is_empty());
     // A crash, not a clean stop: the migration reads what the WAL holds.
     server.kill_9();
@@ -410,18 +401,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         (download.bytes, download.filename.as_deref()),
         (document, Some("plan.pdf"))
     );
-    let thumbnail_after = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/media/{}/thumbnail",
-            node.url, photo_info.media_id
-        ))
-        .bearer_auth(token("bob0"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let thumbnail_after = thumbnail(&node.url, &photo_info.media_id, &token("bob0")).await;
     assert_eq!(thumbnail_after, thumbnail_before);
     assert_eq!(
         refused_code(api.conversations(&revoked_token).await),

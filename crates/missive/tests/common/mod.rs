@@ -265,6 +265,43 @@ pub async fn service_available(name: &str, address: &str) -> bool {
     reachable
 }
 
+// ── end-to-end keys ─────────────────────────────────────────────────────
+
+/// A well-formed public key: 43 characters of unpadded base64.
+pub fn public_key(seed: &str) -> String {
+    format!("{seed:A<43}")
+}
+
+pub fn signature(seed: &str) -> String {
+    format!("{seed:B<86}")
+}
+
+pub fn identity(seed: &str) -> missive_proto::rest::IdentityKeysBody {
+    missive_proto::rest::IdentityKeysBody {
+        curve25519: public_key(&format!("c{seed}")),
+        ed25519: public_key(&format!("e{seed}")),
+    }
+}
+
+pub fn one_time_keys(prefix: &str, n: usize) -> Vec<missive_proto::rest::OneTimeKeyBody> {
+    (0..n)
+        .map(|i| missive_proto::rest::OneTimeKeyBody {
+            key_id: format!("{prefix}{i:04}"),
+            key: public_key(&format!("{prefix}{i}")),
+            signature: signature(&format!("{prefix}{i}")),
+        })
+        .collect()
+}
+
+/// A device's first upload: identity keys from `seed` and `n` one-time
+/// keys named `{seed}0000`, `{seed}0001`, …
+pub fn key_upload(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {
+    missive_proto::rest::KeyUploadRequest {
+        identity: Some(identity(seed)),
+        one_time_keys: one_time_keys(seed, n),
+    }
+}
+
 // Spawning the built binary: `missive serve` on a random port, and the CLI
 // against it. Shared by binary.rs and cli_groups.rs. Paths are spelled out so
 // this block needs no imports of its own.

@@ -149,6 +149,20 @@ impl Keys {
         })
     }
 
+    /// The account named `username`, unless it and the caller's blocked
+    /// each other: claims and to-device messages use up or fill the other
+    /// side's resources.
+    async fn reachable(&self, auth: &DeviceAuth, username: &str) -> Result<AccountId, ApiError> {
+        let account = account_named(&*self.store, username).await?;
+        if account != auth.account && self.store.blocked_either_way(auth.account, account).await? {
+            return Err(ApiError::new(
+                ErrorCode::Blocked,
+                format!("{username}: one of you has blocked the other"),
+            ));
+        }
+        Ok(account)
+    }
+
     /// How many one-time keys the calling device holds.
     pub async fn count(&self, auth: &DeviceAuth) -> Result<KeyCount, ApiError> {
         Ok(KeyCount {
@@ -178,13 +192,7 @@ impl Keys {
     /// once. Refused between users where either blocked the other: a claim
     /// uses up the other side's keys.
     pub async fn claim(&self, auth: &DeviceAuth, username: &str) -> Result<KeyClaim, ApiError> {
-        let account = account_named(&*self.store, username).await?;
-        if account != auth.account && self.store.blocked_either_way(auth.account, account).await? {
-            return Err(ApiError::new(
-                ErrorCode::Blocked,
-                "one of you has blocked the other",
-            ));
-        }
+        let account = self.reachable(auth, username).await?;
         let claimed = self.store.claim_one_time_keys(account).await?;
         for key in &claimed {
             if key.one_time_key.is_some() && key.remaining < ONE_TIME_KEYS_LOW {
@@ -244,15 +252,7 @@ impl Keys {
             if accounts.contains_key(&message.user) {
                 continue;
             }
-            let account = account_named(&*self.store, &message.user).await?;
-            if account != auth.account
-                && self.store.blocked_either_way(auth.account, account).await?
-            {
-                return Err(ApiError::new(
-                    ErrorCode::Blocked,
-                    format!("{}: one of you has blocked the other", message.user),
-                ));
-            }
+            let account = self.reachable(auth, &message.user).await?;
             accounts.insert(message.user.clone(), account);
         }
         let mut woken: Vec<DeviceId> = messages.iter().map(|m| DeviceId(m.device_id)).collect();

@@ -486,7 +486,7 @@ fn failed(err: tokio_postgres::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::testing::{FreshSchema, client};
+    use crate::postgres::testing::{FreshSchema, client, column_of};
 
     #[tokio::test]
     async fn the_column_lists_match_the_postgres_schema_and_a_batch_commits_with_its_key() {
@@ -524,25 +524,14 @@ mod tests {
                            SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
                            WHERE connamespace = current_schema()::regnamespace AND contype = 'f'
                            ORDER BY 1";
-        let before: Vec<String> = db
-            .query(definitions, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let before = column_of(&db, definitions).await;
         target.begin("m-1").await.unwrap();
-        let messages_indexes: Vec<String> = db
-            .query(
-                "SELECT indexname::text FROM pg_indexes
-                 WHERE schemaname = current_schema() AND tablename = 'messages'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let messages_indexes = column_of(
+            &db,
+            "SELECT indexname::text FROM pg_indexes
+             WHERE schemaname = current_schema() AND tablename = 'messages'",
+        )
+        .await;
         assert_eq!(messages_indexes, ["messages_pkey"], "built after the rows");
         let accounts = &TABLES[0];
         let row = |id: i64, name: &str| {
@@ -600,13 +589,7 @@ mod tests {
 
         target.copy(accounts, &Batch::default()).await.unwrap();
         target.build_deferred().await.unwrap();
-        let after: Vec<String> = db
-            .query(definitions, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let after = column_of(&db, definitions).await;
         assert_eq!(after, before, "every index and foreign key made again");
         target.continue_ids(accounts, 12).await.unwrap();
         let next: i64 = db

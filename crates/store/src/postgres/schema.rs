@@ -93,7 +93,7 @@ mod tests {
 
     use super::*;
     use crate::model::{Body, NewMessage};
-    use crate::postgres::testing::{FreshSchema, client};
+    use crate::postgres::testing::{FreshSchema, client, column_of};
     use crate::{PostgresConfig, PostgresStore, Store};
 
     /// What a version-2 database held: queues, receipts, dedup records,
@@ -136,15 +136,6 @@ mod tests {
         INSERT INTO message_media (message_id, media_id, conversation_id, seq)
         VALUES ('m1', 'p1', 1, 1), ('m3', 'p3', 1, 3);
     ";
-
-    async fn column_of(db: &Client, sql: &str) -> Vec<String> {
-        db.query(sql, &[])
-            .await
-            .expect(sql)
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    }
 
     #[tokio::test]
     async fn version_3_moves_queues_to_positions() {

@@ -37,6 +37,16 @@ pub(super) async fn client(url: &str) -> Option<Client> {
     }
 }
 
+/// The first column of every row `sql` returns, as text.
+pub(super) async fn column_of(db: &Client, sql: &str) -> Vec<String> {
+    db.query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// An empty schema; `url` puts it first on the search path. The test
 /// drops it with [`FreshSchema::drop`] at its end (a failed test leaves it
 /// behind, to look at).
