@@ -557,6 +557,9 @@ pub struct ToDeviceBatch {
     /// Unacked messages a device may have waiting; a batch that would go
     /// past it for any recipient stores nothing (`InboxFull`).
     pub waiting_max: u64,
+    /// Of those, how many may come from this sender's account, so that no
+    /// single account can fill a device's inbox (`InboxFull` too).
+    pub waiting_per_sender_max: u64,
     pub now_ms: UnixMillis,
 }
 

@@ -4775,8 +4775,8 @@ mod scenarios {
         // each device reads its own messages in the order sent, above any
         // cursor, with the sender's name; an ack removes up to its seq and
         // is idempotent; seqs keep rising after acks; concurrent batches
-        // leave each device's seqs in one order; revoking a device drops
-        // its messages.
+        // leave each device's seqs in one order; one sender account cannot
+        // fill a device's inbox; revoking a device drops its messages.
         // Method: alice's a1 sends to bob's b1 and b2 and to her own a2.
         let (alice, bob) = alice_and_bob(&*store).await;
         let a1 = new_device(&*store, alice, "a1").await;
@@ -4793,6 +4793,7 @@ mod scenarios {
             sender_device: a1,
             messages,
             waiting_max: max,
+            waiting_per_sender_max: max,
             now_ms: NOW,
         };
         let bodies = |messages: Vec<ToDeviceMessage>| -> Vec<String> {
@@ -4895,6 +4896,7 @@ mod scenarios {
                             body: format!("r{n}"),
                         }],
                         waiting_max: 100,
+                        waiting_per_sender_max: 100,
                         now_ms: NOW,
                     })
                     .await
@@ -4916,6 +4918,33 @@ mod scenarios {
                     .expect("page")
             ),
             bodies(raced[4..].to_vec())
+        );
+
+        // No one account fills a device's inbox: alice has one message
+        // waiting for b2, so with one allowed per sender her next is
+        // refused, while bob's own b1 still reaches b2.
+        let capped = ToDeviceBatch {
+            waiting_per_sender_max: 1,
+            ..batch(vec![to(bob, b2, "one too many")], 10)
+        };
+        assert_eq!(
+            store.send_to_devices(capped).await,
+            Err(StoreError::InboxFull)
+        );
+        store
+            .send_to_devices(ToDeviceBatch {
+                sender_account: bob,
+                sender_device: b1,
+                messages: vec![to(bob, b2, "from b1")],
+                waiting_max: 10,
+                waiting_per_sender_max: 1,
+                now_ms: NOW,
+            })
+            .await
+            .expect("another sender");
+        assert_eq!(
+            bodies(store.to_device_waiting(b2, 0, 10).await.expect("b2")),
+            ["k2", "from b1"]
         );
 
         assert_eq!(store.revoke_device(bob, b2).await, Ok(true));

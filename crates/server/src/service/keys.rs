@@ -39,6 +39,9 @@ pub const TO_DEVICE_PER_FRAME_MAX: usize = 256;
 pub const TO_DEVICE_BODY_BYTES_MAX: usize = 65_536;
 /// To-device messages one device may have waiting, unacked.
 pub const TO_DEVICE_WAITING_MAX: u64 = 1_000;
+/// Of those, from any one sending account: no one account can fill a
+/// device's inbox and shut the others out.
+pub const TO_DEVICE_WAITING_PER_SENDER_MAX: u64 = 100;
 /// To-device messages read for a connection at a time.
 pub const TO_DEVICE_PAGE: usize = 100;
 
@@ -268,6 +271,7 @@ impl Keys {
                 })
                 .collect(),
             waiting_max: TO_DEVICE_WAITING_MAX,
+            waiting_per_sender_max: TO_DEVICE_WAITING_PER_SENDER_MAX,
             now_ms: self.clock.now_ms(),
         };
         self.store.send_to_devices(batch).await?;

@@ -38,17 +38,20 @@ pub(super) async fn send<C: GenericClient>(db: &C, batch: &ToDeviceBatch) -> Out
     }
     let held = rows(
         db,
-        "SELECT device_id, count(*) FROM to_device WHERE device_id = ANY($1) GROUP BY device_id",
-        &[&devices],
+        "SELECT device_id, count(*), count(*) FILTER (WHERE sender_account = $2)
+         FROM to_device WHERE device_id = ANY($1) GROUP BY device_id",
+        &[&devices, &batch.sender_account.0],
     )
     .await?;
-    let held: BTreeMap<i64, i64> = held
+    let held: BTreeMap<i64, (i64, i64)> = held
         .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
         .collect::<Outcome<_>>()?;
     for ((device, _), new) in &adding {
-        let waiting = unsigned(held.get(device).copied().unwrap_or(0), "to-device count")?;
-        if waiting + new > batch.waiting_max {
+        let (all, from_sender) = held.get(device).copied().unwrap_or((0, 0));
+        let all = unsigned(all, "to-device count")? + new;
+        let from_sender = unsigned(from_sender, "to-device count")? + new;
+        if all > batch.waiting_max || from_sender > batch.waiting_per_sender_max {
             return Err(StoreError::InboxFull.into());
         }
     }

@@ -27,13 +27,19 @@ pub(super) fn send(conn: &Connection, batch: &ToDeviceBatch) -> Result<(), Store
         *adding.entry(message.recipient.0).or_default() += 1;
     }
     let mut waiting = conn
-        .prepare_cached("SELECT count(*) FROM to_device WHERE device_id = ?1")
+        .prepare_cached(
+            "SELECT count(*), count(*) FILTER (WHERE sender_account = ?2)
+             FROM to_device WHERE device_id = ?1",
+        )
         .map_err(backend)?;
     for (device, new) in &adding {
-        let held: i64 = waiting
-            .query_row([device], |row| row.get(0))
+        let (held, from_sender): (i64, i64) = waiting
+            .query_row(params![device, batch.sender_account.0], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .map_err(backend)?;
-        if u64::try_from(held).unwrap_or(0) + new > batch.waiting_max {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0) + new;
+        if count(held) > batch.waiting_max || count(from_sender) > batch.waiting_per_sender_max {
             return Err(StoreError::InboxFull);
         }
     }
