@@ -1120,17 +1120,7 @@ async fn end_to_end_keys_and_to_device_messages_cross_nodes() {
 
     let mut alice = cluster.connect(0, &alice_token).await;
     alice
-        .request(
-            &ClientFrame::ToDevice {
-                id: Some("td".into()),
-                messages: vec![missive_proto::ToDeviceOut {
-                    user: "bob".into(),
-                    device_id: bob_device,
-                    body: "room key".into(),
-                }],
-            },
-            "td",
-        )
+        .request(&to_device(vec![share("bob", bob_device, "room key")]), "td")
         .await
         .unwrap();
     loop {

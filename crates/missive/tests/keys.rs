@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use missive_client::Connection;
 use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest};
-use missive_proto::{ClientFrame, ServerFrame, ToDeviceOut};
+use missive_proto::{ClientFrame, ServerFrame};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_published_claimed_once_and_gone_with_their_device() {
@@ -59,6 +59,10 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
         KeyUploadRequest {
             identity: Some(identity("a")),
             one_time_keys: one_time_keys("a", 101),
+        },
+        KeyUploadRequest {
+            identity: Some(identity("a")),
+            one_time_keys: [one_time_keys("a", 1), one_time_keys("a", 1)].concat(),
         },
     ];
     for upload in &malformed {
@@ -250,14 +254,6 @@ async fn assert_no_to_device(connection: &mut Connection) {
     }
 }
 
-fn share(user: &str, device_id: i64, body: &str) -> ToDeviceOut {
-    ToDeviceOut {
-        user: user.to_owned(),
-        device_id,
-        body: body.to_owned(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_device_messages_reach_their_device_until_it_acks_them() {
     // Goal: a `to_device` frame stores one message per named device (all
@@ -278,10 +274,7 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
 
     let mut bob_live = server.connect(&bob_ws).await;
     let mut sender = server.connect(&alice).await;
-    let send = |messages: Vec<ToDeviceOut>| ClientFrame::ToDevice {
-        id: Some("td".into()),
-        messages,
-    };
+    let send = to_device;
     let reply = sender
         .request(
             &send(vec![

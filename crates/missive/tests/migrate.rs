@@ -194,14 +194,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         .unwrap();
     alice
         .request(
-            &ClientFrame::ToDevice {
-                id: Some("td".into()),
-                messages: vec![missive_proto::ToDeviceOut {
-                    user: "bob".into(),
-                    device_id: tokens["bob0"].1,
-                    body: "a room key".into(),
-                }],
-            },
+            &to_device(vec![share("bob", tokens["bob0"].1, "a room key")]),
             "td",
         )
         .await

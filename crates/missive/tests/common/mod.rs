@@ -293,6 +293,23 @@ pub fn one_time_keys(prefix: &str, n: usize) -> Vec<missive_proto::rest::OneTime
         .collect()
 }
 
+/// One to-device message for device `device_id` of `user`.
+pub fn share(user: &str, device_id: i64, body: &str) -> missive_proto::ToDeviceOut {
+    missive_proto::ToDeviceOut {
+        user: user.to_owned(),
+        device_id,
+        body: body.to_owned(),
+    }
+}
+
+/// A `to_device` frame with the id "td".
+pub fn to_device(messages: Vec<missive_proto::ToDeviceOut>) -> missive_proto::ClientFrame {
+    missive_proto::ClientFrame::ToDevice {
+        id: Some("td".into()),
+        messages,
+    }
+}
+
 /// A device's first upload: identity keys from `seed` and `n` one-time
 /// keys named `{seed}0000`, `{seed}0001`, …
 pub fn key_upload(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {

@@ -136,6 +136,15 @@ impl Keys {
             .iter()
             .map(one_time_key)
             .collect::<Result<Vec<_>, _>>()?;
+        // One id twice in one upload would make its count ambiguous.
+        let mut ids: Vec<&str> = one_time_keys.iter().map(|k| k.key_id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "one_time_keys.key_id: each id at most once in an upload",
+            ));
+        }
         let held = self
             .store
             .put_device_keys(KeyUpload {
@@ -250,26 +259,29 @@ impl Keys {
                 ),
             ));
         }
+        // Each user resolved (and checked for a block) once per frame.
         let mut accounts: std::collections::BTreeMap<String, AccountId> = Default::default();
-        for message in &messages {
-            if accounts.contains_key(&message.user) {
-                continue;
-            }
-            let account = self.reachable(auth, &message.user).await?;
-            accounts.insert(message.user.clone(), account);
+        let mut stored = Vec::with_capacity(messages.len());
+        for message in messages {
+            let recipient_account = match accounts.get(&message.user) {
+                Some(account) => *account,
+                None => {
+                    let account = self.reachable(auth, &message.user).await?;
+                    accounts.insert(message.user, account);
+                    account
+                }
+            };
+            stored.push(NewToDevice {
+                recipient_account,
+                recipient: DeviceId(message.device_id),
+                body: message.body,
+            });
         }
-        let mut woken: Vec<DeviceId> = messages.iter().map(|m| DeviceId(m.device_id)).collect();
+        let mut woken: Vec<DeviceId> = stored.iter().map(|m| m.recipient).collect();
         let batch = ToDeviceBatch {
             sender_account: auth.account,
             sender_device: auth.device,
-            messages: messages
-                .into_iter()
-                .map(|message| NewToDevice {
-                    recipient_account: accounts[&message.user],
-                    recipient: DeviceId(message.device_id),
-                    body: message.body,
-                })
-                .collect(),
+            messages: stored,
             waiting_max: TO_DEVICE_WAITING_MAX,
             waiting_per_sender_max: TO_DEVICE_WAITING_PER_SENDER_MAX,
             now_ms: self.clock.now_ms(),

@@ -73,10 +73,8 @@ pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome
         &[&device, &ids],
     )
     .await?;
-    let mut distinct = ids.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let new = (distinct.len() as u64).saturating_sub(unsigned(present, "key count")?);
+    // The service refuses an upload naming one id twice.
+    let new = (ids.len() as u64).saturating_sub(unsigned(present, "key count")?);
     if held + new > upload.one_time_keys_max {
         return Err(StoreError::TooManyKeys.into());
     }
