@@ -268,9 +268,34 @@ impl Api {
         let body = CreateGroupRequest {
             name: name.into(),
             members: members.iter().map(|m| m.to_string()).collect(),
+            encrypted: None,
         };
-        self.send_json(reqwest::Method::POST, token, "/v1/groups", &body)
+        self.create_group_as(token, &body).await
+    }
+
+    /// Creates a group as `request` says (encrypted or not).
+    pub async fn create_group_as(
+        &self,
+        token: &str,
+        request: &CreateGroupRequest,
+    ) -> Result<GroupInfo, ClientError> {
+        self.send_json(reqwest::Method::POST, token, "/v1/groups", request)
             .await
+    }
+
+    /// Turns end-to-end encryption on in a conversation, for good.
+    pub async fn encrypt_conversation(
+        &self,
+        token: &str,
+        conversation: i64,
+    ) -> Result<(), ClientError> {
+        self.send_empty(
+            reqwest::Method::POST,
+            token,
+            &format!("/v1/conversations/{conversation}/encrypt"),
+            None,
+        )
+        .await
     }
 
     pub async fn group(&self, token: &str, group: i64) -> Result<GroupInfo, ClientError> {
@@ -577,6 +602,19 @@ impl Api {
         self.upload_named_media(token, bytes, None).await
     }
 
+    /// Uploads bytes encrypted for an encrypted conversation: stored as
+    /// `application/octet-stream`, unsniffed, with no thumbnail.
+    pub async fn upload_encrypted_media(
+        &self,
+        token: &str,
+        bytes: Vec<u8>,
+    ) -> Result<MediaInfo, ClientError> {
+        let request = self
+            .http
+            .post(format!("{}/v1/media?encrypted=true", self.base_url));
+        decode(request.bearer_auth(token).body(bytes).send().await).await
+    }
+
     /// Uploads media that keeps `filename` (what a download is then saved as).
     pub async fn upload_named_media(
         &self,
@@ -698,6 +736,13 @@ async fn expect_empty(response: reqwest::Result<reqwest::Response>) -> Result<()
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where a send goes: a user's 1:1, or a conversation by id.
+#[derive(Clone, Copy, Debug)]
+pub enum Recipient<'a> {
+    User(&'a str),
+    Conversation(i64),
+}
 
 /// An authenticated WebSocket connection.
 pub struct Connection {
@@ -834,6 +879,7 @@ impl Connection {
             text: text.into(),
             reply_to: None,
             media: Vec::new(),
+            encrypted: false,
         };
         self.request(&frame, &id).await
     }
@@ -847,6 +893,32 @@ impl Connection {
         let id = self.fresh_id();
         let frame = build(Some(id.clone()));
         self.request(&frame, &id).await
+    }
+
+    /// Sends ciphertext to a conversation or, with `to`, to a user's 1:1
+    /// (created encrypted when there is none yet).
+    pub async fn send_encrypted(
+        &mut self,
+        to: Recipient<'_>,
+        client_msg_id: &str,
+        ciphertext: &str,
+        media: Vec<String>,
+    ) -> Result<ServerFrame, ClientError> {
+        let (to, conversation) = match to {
+            Recipient::User(user) => (Some(user.to_owned()), None),
+            Recipient::Conversation(conversation) => (None, Some(conversation)),
+        };
+        self.call(|id| ClientFrame::Send {
+            id,
+            to,
+            conversation,
+            client_msg_id: client_msg_id.into(),
+            text: ciphertext.into(),
+            reply_to: None,
+            media,
+            encrypted: true,
+        })
+        .await
     }
 
     /// Sends a text into a conversation, optionally as a reply.
@@ -865,6 +937,7 @@ impl Connection {
             text: text.into(),
             reply_to: reply_to.map(str::to_owned),
             media: Vec::new(),
+            encrypted: false,
         })
         .await
     }

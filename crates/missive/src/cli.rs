@@ -411,6 +411,7 @@ pub async fn send(
                 text: text.into(),
                 reply_to,
                 media,
+                encrypted: false,
             })
             .await
     })

@@ -18,18 +18,6 @@ use serde_json::{Value, json};
 /// A conversation id nobody has.
 const NO_SUCH_CONVERSATION: i64 = 999_999;
 
-/// A real PNG of `width` × `height` pixels (images get a thumbnail).
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x * 7 % 256) as u8, (y * 13 % 256) as u8, 90])
-    });
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, image::ImageFormat::Png)
-        .expect("encode png");
-    bytes.into_inner()
-}
-
 /// HTTP status of each error code this sweep expects (docs/PROTOCOL.md).
 fn status_of(code: &str) -> u16 {
     match code {
@@ -699,6 +687,7 @@ async fn the_sender_is_always_the_authenticated_device() {
         text: "dup?".into(),
         reply_to: None,
         media: Vec::new(),
+        encrypted: false,
     };
     assert_eq!(
         refused_code(world.mallory_ws.request(&reuse, "reuse").await),
@@ -853,6 +842,7 @@ async fn a_removed_member_loses_access_at_once() {
         text: "look".into(),
         reply_to: None,
         media: vec![upload.media_id.clone()],
+        encrypted: false,
     };
     let (photo_message, _, _) =
         sent_message(world.alice_ws.request(&photo, "photo").await.expect("send"));
@@ -1556,6 +1546,7 @@ async fn media_not_shared_with_you_is_404() {
         text: String::new(),
         reply_to: None,
         media: vec![sent.media_id.clone()],
+        encrypted: false,
     };
     world.alice_ws.request(&send, "photo").await.expect("send");
     queued(&mut world.bob_ws, 1).await;
@@ -1984,6 +1975,7 @@ async fn tokens_and_passwords_never_reach_the_server_log() {
         text: "over http".into(),
         reply_to: None,
         media: vec![media.media_id.clone()],
+        encrypted: false,
     };
     api.frame(&alice, &frame).await.expect("frame");
     let auth_in_body = ClientFrame::Auth {

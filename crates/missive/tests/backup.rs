@@ -129,6 +129,7 @@ async fn through_a_backup(source: Place, target: Place) {
             text: "a document".into(),
             reply_to: None,
             media: vec![media.media_id.clone()],
+            encrypted: false,
         })
         .await
         .unwrap();

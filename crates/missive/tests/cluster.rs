@@ -173,6 +173,7 @@ async fn three_nodes_serve_one_conversation_space() {
                 text: "a file".into(),
                 reply_to: None,
                 media: vec![info.media_id.clone()],
+                encrypted: false,
             })
             .await
             .unwrap();
@@ -289,6 +290,7 @@ async fn a_killed_node_loses_nothing_and_its_users_go_offline() {
             text: format!("dave {i}"),
             reply_to: None,
             media: Vec::new(),
+            encrypted: false,
         })
         .await
         .unwrap();
@@ -667,6 +669,7 @@ async fn one_client_msg_id_sent_to_two_nodes_at_once_is_stored_once() {
             text: format!("round {round}"),
             reply_to: None,
             media: Vec::new(),
+            encrypted: false,
         };
         let (first, second) = tokio::join!(
             api0.frame(&alice_token, &frame),
@@ -902,6 +905,7 @@ async fn send_until_limited(api: &missive_client::Api, token: &str, label: &str)
             text: format!("{label} {n}"),
             reply_to: None,
             media: Vec::new(),
+            encrypted: false,
         };
         match api.frame(token, &frame).await {
             Ok(_) => {}

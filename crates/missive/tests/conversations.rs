@@ -740,6 +740,7 @@ async fn groups_can_be_managed_over_the_websocket_too() {
             id,
             name: "ws group".into(),
             members: vec!["bob".into()],
+            encrypted: None,
         })
         .await
         .unwrap();

@@ -216,6 +216,7 @@ fn build_frame(kind: u8, picks: &Picks, pools: &Pools) -> ClientFrame {
                 .iter()
                 .map(|at| Pools::pick(&pools.media_ids, at))
                 .collect(),
+            encrypted: false,
         },
         1 => ClientFrame::React {
             id,
@@ -254,6 +255,7 @@ fn build_frame(kind: u8, picks: &Picks, pools: &Pools) -> ClientFrame {
             id,
             name: text,
             members: recipients,
+            encrypted: None,
         },
         7 => ClientFrame::GroupInfo { id, conversation },
         8 => ClientFrame::GroupRename {
@@ -326,6 +328,7 @@ fn refused_send_to_victim(id: Option<String>, bad: usize) -> ClientFrame {
         text,
         reply_to,
         media,
+        encrypted: false,
     }
 }
 
@@ -468,6 +471,7 @@ async fn run_case(
                 text: "hello carol".into(),
                 reply_to: None,
                 media: Vec::new(),
+                encrypted: false,
             })
             .expect("encode"),
         };
@@ -552,16 +556,6 @@ async fn run_case(
     Ok(())
 }
 
-/// A tiny PNG for the victim's media.
-fn png() -> Vec<u8> {
-    let image = image::RgbImage::from_fn(4, 4, |x, y| image::Rgb([x as u8 * 60, y as u8 * 60, 9]));
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, image::ImageFormat::Png)
-        .expect("png");
-    bytes.into_inner()
-}
-
 fn sent(frame: ServerFrame) -> (i64, String) {
     match frame {
         ServerFrame::Sent {
@@ -601,7 +595,7 @@ fn a_hostile_client_never_changes_another_users_state() {
         // carol; replies, a reaction, an edit, receipts.
         let media = server
             .api
-            .upload_media(&victim_token, png())
+            .upload_media(&victim_token, png(4, 4))
             .await
             .expect("upload");
         let (direct, first) = sent(
@@ -614,6 +608,7 @@ fn a_hostile_client_never_changes_another_users_state() {
                     text: "hi carol".into(),
                     reply_to: None,
                     media: vec![media.media_id.clone()],
+                    encrypted: false,
                 })
                 .await
                 .expect("send"),
@@ -908,6 +903,7 @@ async fn a_refused_send_to_a_user_creates_no_conversation() {
                 text: "hello".into(),
                 reply_to,
                 media,
+                encrypted: false,
             })
             .await;
         assert_eq!(refused_code(refused), code);

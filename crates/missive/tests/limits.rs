@@ -20,6 +20,7 @@ fn send(id: &str, to: &str, text: &str) -> ClientFrame {
         text: text.into(),
         reply_to: None,
         media: Vec::new(),
+        encrypted: false,
     }
 }
 
@@ -631,6 +632,7 @@ async fn uploads_and_group_creations_are_rate_limited_per_account() {
             id,
             name: "three".into(),
             members: vec!["bob".into()],
+            encrypted: None,
         })
         .await;
     assert_eq!(refused_code(refused), "rate_limited");

@@ -102,6 +102,7 @@ impl Link {
                     text: text.into(),
                     reply_to: None,
                     media: Vec::new(),
+                    encrypted: false,
                 };
                 let mut replies = poller.api.frame(&poller.token, &frame).await.unwrap();
                 assert_eq!(replies.len(), 1);

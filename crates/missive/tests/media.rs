@@ -7,20 +7,6 @@ use common::*;
 use missive_proto::{ClientFrame, ServerFrame};
 use sha2::{Digest, Sha256};
 
-/// A real PNG of `width` × `height` noisy pixels.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([
-            (x * 7 % 256) as u8,
-            (y * 13 % 256) as u8,
-            ((x ^ y) % 256) as u8,
-        ])
-    });
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
-    bytes.into_inner()
-}
-
 /// A PDF of exactly `size` bytes (PDFs are stored without decoding).
 fn pdf(size: usize) -> Vec<u8> {
     let mut bytes = b"%PDF-1.7\n".to_vec();
@@ -164,6 +150,7 @@ async fn an_upload_keeps_its_file_name_for_downloads() {
         text: String::new(),
         reply_to: None,
         media: vec![id.to_owned()],
+        encrypted: false,
     };
     alice_ws.request(&send, "s").await.unwrap();
     for token in [&alice, &bob] {
@@ -302,6 +289,7 @@ async fn media_sent_in_a_conversation_is_readable_by_its_members_only() {
         text: String::new(),
         reply_to: None,
         media: vec![media.clone()],
+        encrypted: false,
     };
     assert_eq!(
         refused_code(bob_ws.request(&stolen, "x").await),
@@ -317,6 +305,7 @@ async fn media_sent_in_a_conversation_is_readable_by_its_members_only() {
         text: String::new(),
         reply_to: None,
         media: vec![media.clone()],
+        encrypted: false,
     };
     let sent = alice_ws.request(&send, "s").await.unwrap();
     let ServerFrame::Sent { message_id, .. } = sent else {
@@ -377,6 +366,7 @@ async fn unshared_media_is_collected_after_the_grace_period() {
         text: "look".into(),
         reply_to: None,
         media: vec![shared.clone()],
+        encrypted: false,
     };
     alice_ws.request(&send, "s").await.unwrap();
     server.app.sweep_now().await.unwrap();

@@ -97,21 +97,6 @@ async fn thumbnail(url: &str, media_id: &str, token: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// A PNG of `edge` × `edge` pixels (it gets a thumbnail).
-fn png(edge: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(edge, edge, |x, y| {
-        image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
-    });
-    let mut bytes = Vec::new();
-    image
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .expect("encode png");
-    bytes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     // Goal (issue 21): after `missive migrate`, a cluster node on the
@@ -173,7 +158,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         }
     }
     let token = |name: &str| tokens[name].0.clone();
-    let photo = png(300);
+    let photo = png(300, 300);
     let photo_info = api
         .upload_media(&token("alice0"), photo.clone())
         .await
@@ -224,6 +209,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
             text: "the photo and the plan".into(),
             reply_to: Some(first_id.clone()),
             media: vec![photo_info.media_id.clone(), document_info.media_id.clone()],
+            encrypted: false,
         })
         .await
         .unwrap();

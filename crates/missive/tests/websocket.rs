@@ -86,6 +86,7 @@ async fn two_users_chat_with_delivered_and_read_receipts() {
         text: "hi alice".into(),
         reply_to: None,
         media: Vec::new(),
+        encrypted: false,
     };
     let sent = bob.request(&reply, "s").await.unwrap();
     assert_eq!(sent_seq(&sent).1, 2);
@@ -915,6 +916,7 @@ async fn sends_in_flight_take_seqs_and_answers_in_frame_order() {
             text: text.into(),
             reply_to: None,
             media: Vec::new(),
+            encrypted: false,
         };
     let send = |n: usize, to_conversation: i64, text: &str| {
         send_as(n, format!("c-{n}"), to_conversation, text)

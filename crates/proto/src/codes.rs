@@ -60,6 +60,15 @@ pub enum ErrorCode {
     /// The user a group change names is not a member of the group.
     UnknownMember,
     UnknownMedia,
+    /// A plain message, reply, edit or reaction sent into an end-to-end
+    /// encrypted conversation (send ciphertext).
+    ConversationEncrypted,
+    /// Ciphertext sent into a conversation that is not encrypted.
+    ConversationNotEncrypted,
+    /// The server's policy (`e2ee = "required"`) refuses plaintext.
+    EncryptionRequired,
+    /// The server's policy (`e2ee = "off"`) refuses encrypted conversations.
+    EncryptionDisabled,
     MediaTooLarge,
     MediaTypeNotAllowed,
     RateLimited,
@@ -117,6 +126,10 @@ impl ErrorCode {
             Self::AlreadyMember => "already_member",
             Self::UnknownMember => "unknown_member",
             Self::UnknownMedia => "unknown_media",
+            Self::ConversationEncrypted => "conversation_encrypted",
+            Self::ConversationNotEncrypted => "conversation_not_encrypted",
+            Self::EncryptionRequired => "encryption_required",
+            Self::EncryptionDisabled => "encryption_disabled",
             Self::MediaTooLarge => "media_too_large",
             Self::MediaTypeNotAllowed => "media_type_not_allowed",
             Self::RateLimited => "rate_limited",
@@ -249,6 +262,10 @@ mod tests {
             ErrorCode::AlreadyMember,
             ErrorCode::UnknownMember,
             ErrorCode::UnknownMedia,
+            ErrorCode::ConversationEncrypted,
+            ErrorCode::ConversationNotEncrypted,
+            ErrorCode::EncryptionRequired,
+            ErrorCode::EncryptionDisabled,
             ErrorCode::MediaTooLarge,
             ErrorCode::MediaTypeNotAllowed,
             ErrorCode::RateLimited,

@@ -34,6 +34,18 @@ pub enum ClientFrame {
         /// conversation; with media, `text` may be empty (no caption).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         media: Vec<String>,
+        /// `text` is ciphertext, for an end-to-end encrypted conversation
+        /// (sent `to` a user with no conversation yet, it creates an
+        /// encrypted one).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        encrypted: bool,
+    },
+    /// Turns end-to-end encryption on in a conversation, for good (any
+    /// member of a 1:1; an admin of a group). Answered `ok`.
+    Encrypt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
     },
     /// Set (or, with no `emoji`, remove) your reaction to a message.
     React {
@@ -86,6 +98,10 @@ pub enum ClientFrame {
         name: String,
         #[serde(default)]
         members: Vec<String>,
+        /// End-to-end encrypted from the start (the default under the
+        /// server's `e2ee = "required"`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encrypted: Option<bool>,
     },
     /// A group's name and members (members only).
     GroupInfo {
@@ -376,6 +392,9 @@ pub enum MessageKind {
     Reaction,
     Edit,
     Delete,
+    /// A message of an end-to-end encrypted conversation: `text` is the
+    /// sender's ciphertext, which only members' devices can decrypt.
+    Encrypted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,6 +421,7 @@ const CLIENT_TYPES: &[&str] = &[
     "delete",
     "typing",
     "subscribe_presence",
+    "encrypt",
     "group_create",
     "group_info",
     "group_rename",
@@ -512,6 +532,7 @@ mod tests {
                 text: "hi".into(),
                 reply_to: None,
                 media: vec!["m1".into()],
+                encrypted: false,
             },
             ClientFrame::React {
                 id: None,

@@ -85,6 +85,10 @@ pub struct CreateGroupRequest {
     /// Usernames besides the creator.
     #[serde(default)]
     pub members: Vec<String>,
+    /// End-to-end encrypted from the start (default: only under the
+    /// server's `e2ee = "required"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
 }
 
 /// `PATCH /v1/groups/{id}`
@@ -126,6 +130,9 @@ pub struct MemberInfo {
 pub struct GroupInfo {
     pub conversation: i64,
     pub name: String,
+    /// End-to-end encrypted: its messages are ciphertext.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     pub members: Vec<MemberInfo>,
     /// The seq of the group's latest event.
     pub last_seq: i64,
@@ -187,6 +194,9 @@ pub struct ConversationSummary {
     /// Group name; absent for 1:1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// End-to-end encrypted: its messages are ciphertext.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     pub members: Vec<String>,
     pub last_seq: i64,
     pub read_seq: i64,

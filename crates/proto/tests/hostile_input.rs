@@ -49,9 +49,10 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             text,
             prop::option::of(text),
             prop::collection::vec(text, 0..3),
+            any::<bool>(),
         )
             .prop_map(
-                |(id, to, conversation, client_msg_id, text, reply_to, media)| {
+                |(id, to, conversation, client_msg_id, text, reply_to, media, encrypted)| {
                     ClientFrame::Send {
                         id,
                         to,
@@ -60,6 +61,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                         text,
                         reply_to,
                         media,
+                        encrypted,
                     }
                 }
             ),
@@ -102,11 +104,16 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         }),
         (opt_id(), names.clone())
             .prop_map(|(id, users)| ClientFrame::SubscribePresence { id, users }),
-        (opt_id(), text, names.clone()).prop_map(|(id, name, members)| ClientFrame::GroupCreate {
-            id,
-            name,
-            members
-        }),
+        (opt_id(), text, names.clone(), any::<Option<bool>>()).prop_map(
+            |(id, name, members, encrypted)| ClientFrame::GroupCreate {
+                id,
+                name,
+                members,
+                encrypted,
+            }
+        ),
+        (opt_id(), any::<i64>())
+            .prop_map(|(id, conversation)| ClientFrame::Encrypt { id, conversation }),
         (opt_id(), any::<i64>())
             .prop_map(|(id, conversation)| ClientFrame::GroupInfo { id, conversation }),
         (opt_id(), any::<i64>(), text).prop_map(|(id, conversation, name)| {

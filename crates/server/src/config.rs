@@ -27,6 +27,24 @@ pub struct Config {
     pub bus: BusConfig,
     pub cluster: ClusterConfig,
     pub web: WebConfig,
+    /// End-to-end encrypted conversations: `off`, `optional` (the
+    /// default: each conversation chooses) or `required` (no plaintext).
+    pub e2ee: E2eePolicy,
+}
+
+/// The operator's end-to-end encryption policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum E2eePolicy {
+    /// No encrypted conversations: ciphertext and turning encryption on
+    /// are refused (`encryption_disabled`).
+    Off,
+    /// A conversation is encrypted when created so or switched on.
+    #[default]
+    Optional,
+    /// Every message is ciphertext: plaintext is refused
+    /// (`encryption_required`) and new conversations are encrypted.
+    Required,
 }
 
 /// Who may create an account through the API. Operators create accounts
@@ -429,6 +447,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             cluster: ClusterConfig::default(),
             web: WebConfig::default(),
+            e2ee: E2eePolicy::default(),
         }
     }
 }

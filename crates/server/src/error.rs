@@ -65,7 +65,12 @@ impl ApiError {
             | ErrorCode::AccountSuspended
             | ErrorCode::RegistrationClosed
             | ErrorCode::InviteRequired
-            | ErrorCode::InviteInvalid => StatusCode::FORBIDDEN,
+            | ErrorCode::InviteInvalid
+            | ErrorCode::EncryptionRequired
+            | ErrorCode::EncryptionDisabled => StatusCode::FORBIDDEN,
+            ErrorCode::ConversationEncrypted | ErrorCode::ConversationNotEncrypted => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::EditWindowClosed | ErrorCode::MessageDeleted | ErrorCode::GroupFull => {
                 StatusCode::CONFLICT
             }
@@ -104,6 +109,14 @@ impl From<StoreError> for ApiError {
             StoreError::ClientMsgIdReused => Self::new(
                 ErrorCode::ClientMsgIdReused,
                 "this client_msg_id was already used for a different message; retries must repeat the same request",
+            ),
+            StoreError::ConversationEncrypted => Self::new(
+                ErrorCode::ConversationEncrypted,
+                "this conversation is end-to-end encrypted: send ciphertext (\"encrypted\": true); replies, edits and reactions go inside it",
+            ),
+            StoreError::ConversationNotEncrypted => Self::new(
+                ErrorCode::ConversationNotEncrypted,
+                "this conversation is not end-to-end encrypted; turn encryption on first",
             ),
             StoreError::AccountSuspended => Self::new(
                 ErrorCode::AccountSuspended,

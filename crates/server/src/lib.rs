@@ -217,8 +217,7 @@ impl App {
             router.clone(),
             clock.clone(),
             push.clone(),
-            &config.delivery,
-            &config.limits,
+            &config,
         );
         let groups = Groups::new(
             store.clone(),
@@ -227,6 +226,7 @@ impl App {
             push,
             caches.clone(),
             &config.limits,
+            config.e2ee,
         );
         let social = Social::new(
             store.clone(),

@@ -11,6 +11,7 @@ use missive_store::{EventKind, PendingItem, StoredEvent};
 fn wire_kind(kind: EventKind) -> MessageKind {
     match kind {
         EventKind::Text => MessageKind::Text,
+        EventKind::Encrypted => MessageKind::Encrypted,
         EventKind::System => MessageKind::System,
         EventKind::Reaction => MessageKind::Reaction,
         EventKind::Edit => MessageKind::Edit,

@@ -5,6 +5,9 @@
 // is deduplicated here, by message id.
 
 const DISPLAYED_KINDS = new Set(['text', 'system']);
+// Shown for a message of an end-to-end encrypted conversation, never its
+// ciphertext: this app holds no keys yet.
+export const UNREADABLE = '🔒 encrypted message: this browser cannot decrypt it';
 // A typing indication lapses at expires_ms; this is the fallback when the
 // server's clock and ours disagree too much to use it.
 const TYPING_TTL_MS = 6000;
@@ -26,6 +29,11 @@ function timelineOrder(a, b) {
 }
 
 /** What an event changes on its target: the text (edits, deletes) or one user's reaction. */
+// An encrypted message takes a text's place on screen.
+function shownKind(kind) {
+  return kind === 'encrypted' ? 'text' : kind ?? 'text';
+}
+
 function fieldOf(kind, from) {
   return kind === 'reaction' ? `r:${from}` : 'text';
 }
@@ -247,8 +255,9 @@ export class Store extends EventTarget {
       from: event.from,
       from_device: event.from_device,
       seq: event.seq,
-      kind: event.kind ?? 'text',
-      text: event.text ?? '',
+      kind: shownKind(event.kind),
+      text: event.kind === 'encrypted' ? UNREADABLE : event.text ?? '',
+      sealed: event.kind === 'encrypted',
       media: event.media ?? [],
       target: event.target ?? null,
       event: event.event ?? null,
@@ -325,7 +334,7 @@ export class Store extends EventTarget {
   applyEvent(event) {
     const conv = this.ensure(event.conversation);
     conv.lastSeq = Math.max(conv.lastSeq, event.seq);
-    const kind = event.kind ?? 'text';
+    const kind = shownKind(event.kind);
     if (DISPLAYED_KINDS.has(kind)) {
       const msg = this.makeMessage(event);
       if (!this.insertShown(conv, msg)) return;
@@ -461,7 +470,7 @@ export class Store extends EventTarget {
     const floor = Math.max(knownLastSeq, ...messages.map((message) => message.seq));
     for (const message of messages) {
       conv.lastSeq = Math.max(conv.lastSeq, message.seq);
-      if (!DISPLAYED_KINDS.has(message.kind)) {
+      if (!DISPLAYED_KINDS.has(shownKind(message.kind))) {
         conv.seenEvents.add(message.message_id);
         continue;
       }
@@ -477,7 +486,7 @@ export class Store extends EventTarget {
 
   /** Show a page's state of a message we have, keeping what live events newer than the page set. */
   takeState(msg, message, floor) {
-    let text = message.text ?? '';
+    let text = message.kind === 'encrypted' ? UNREADABLE : message.text ?? '';
     let editedMs = message.edited_ms ?? null;
     let deleted = Boolean(message.deleted);
     const reactions = reactionsMap(message.reactions);

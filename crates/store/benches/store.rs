@@ -100,7 +100,7 @@ fn batch(c: &mut Criterion) {
                 let sender = user(&*store, &format!("snd{i}")).await;
                 let receiver = user(&*store, &format!("rcv{i}")).await;
                 let conversation = store
-                    .direct_conversation(sender.0, receiver.0, NOW)
+                    .direct_conversation(sender.0, receiver.0, NOW, false)
                     .await
                     .expect("conversation");
                 pairs.push((conversation, sender));
@@ -145,6 +145,7 @@ fn fan_out(c: &mut Criterion) {
                 .create_group(NewGroup {
                     creator: creator.0,
                     creator_device: creator.1,
+                    encrypted: false,
                     name: GroupName::parse("bench").expect("valid name"),
                     members: others,
                     members_max: 1024,
@@ -181,7 +182,7 @@ fn catch_up(c: &mut Criterion) {
         let sender = user(&*store, "sender").await;
         let reader = user(&*store, "reader").await;
         let conversation = store
-            .direct_conversation(sender.0, reader.0, NOW)
+            .direct_conversation(sender.0, reader.0, NOW, false)
             .await
             .expect("conversation");
         let sends: Vec<_> = (0..BACKLOG as u64)

@@ -40,6 +40,7 @@ use missive_core::{
 
 pub use model::*;
 pub use postgres::{PostgresConfig, PostgresStore};
+pub use rules::ENCRYPTED_MEDIA_TYPE;
 pub use sqlite::{Fsync, SqliteConfig, SqliteStore};
 
 /// A send the store has taken in order and will answer once it is stored
@@ -99,6 +100,14 @@ pub enum StoreError {
     /// `client_msg_id`; nothing is stored.
     #[error("client_msg_id already used for a different message")]
     ClientMsgIdReused,
+    /// A plain message (or a plain reply, edit or reaction) sent into an
+    /// end-to-end encrypted conversation; nothing is stored.
+    #[error("the conversation is end-to-end encrypted: send ciphertext")]
+    ConversationEncrypted,
+    /// Ciphertext sent into a conversation that is not encrypted (turn
+    /// encryption on first); nothing is stored.
+    #[error("the conversation is not end-to-end encrypted")]
+    ConversationNotEncrypted,
     /// A key upload names identity keys other than the ones the device
     /// uploaded before; nothing changed.
     #[error("the device's identity keys differ from the ones it uploaded")]
@@ -244,12 +253,15 @@ pub trait Store: Send + Sync + 'static {
         b: AccountId,
     ) -> Result<Option<ConversationId>, StoreError>;
 
-    /// The 1:1 conversation of two accounts, created on first use.
+    /// The 1:1 conversation of two accounts, created on first use
+    /// (end-to-end encrypted if `encrypted`; an existing one is returned
+    /// as it is).
     async fn direct_conversation(
         &self,
         a: AccountId,
         b: AccountId,
         now_ms: UnixMillis,
+        encrypted: bool,
     ) -> Result<ConversationId, StoreError>;
 
     /// Stores an event (one row) and advances the conversation's last seq,
@@ -313,6 +325,15 @@ pub trait Store: Send + Sync + 'static {
     /// receive events up to that one and nothing later). Added members see
     /// events from this one on.
     async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError>;
+
+    /// Turns end-to-end encryption on in a conversation, for good, and
+    /// records it as a system event (`"action": "encrypted"`) for every
+    /// member's devices. Already on: `Ok` with no new event (`seq` is the
+    /// conversation's last).
+    async fn encrypt_conversation(
+        &self,
+        request: EncryptRequest,
+    ) -> Result<GroupChanged, StoreError>;
 
     /// A group's name and members, for members only.
     async fn group_info(

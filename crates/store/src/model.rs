@@ -261,6 +261,18 @@ pub enum EventKind {
     Reaction,
     Edit,
     Delete,
+    /// A message of an end-to-end encrypted conversation: the body is the
+    /// client's ciphertext, opaque to the server (replies, edits and
+    /// reactions travel inside it).
+    Encrypted,
+}
+
+impl EventKind {
+    /// A message members write (plain or encrypted), as opposed to a system
+    /// event or an event about another message.
+    pub fn is_message(self) -> bool {
+        matches!(self, Self::Text | Self::Encrypted)
+    }
 }
 
 /// What a send stores, validated against its target inside the transaction.
@@ -285,6 +297,14 @@ pub enum Body {
     },
     /// Allowed for the author; purges the body and leaves a tombstone.
     Delete { target: MessageId },
+    /// Only in an encrypted conversation, where it is the only kind of
+    /// message (a delete excepted): the client's ciphertext, stored as is.
+    Encrypted {
+        ciphertext: String,
+        /// Media ids the sender uploaded encrypted, shared with the
+        /// conversation.
+        media: Vec<String>,
+    },
 }
 
 impl Body {
@@ -305,6 +325,15 @@ impl Body {
                 (EventKind::Edit, text.as_str().to_owned(), Some(target))
             }
             Self::Delete { target } => (EventKind::Delete, String::new(), Some(target)),
+            Self::Encrypted { ciphertext, .. } => (EventKind::Encrypted, ciphertext.clone(), None),
+        }
+    }
+
+    /// The media a message shares with the conversation.
+    pub fn media(&self) -> &[String] {
+        match self {
+            Self::Text { media, .. } | Self::Encrypted { media, .. } => media,
+            _ => &[],
         }
     }
 }
@@ -373,6 +402,8 @@ fn draws_nothing(c: char) -> bool {
 pub struct NewGroup {
     pub creator: AccountId,
     pub creator_device: DeviceId,
+    /// End-to-end encrypted from its first message on.
+    pub encrypted: bool,
     pub name: GroupName,
     /// Besides the creator; duplicates are ignored.
     pub members: Vec<AccountId>,
@@ -391,6 +422,15 @@ pub enum GroupChange {
     Promote(AccountId),
     Demote(AccountId),
     Rename(GroupName),
+}
+
+/// Turning end-to-end encryption on in a conversation (for good): any
+/// member of a 1:1, an admin of a group.
+pub struct EncryptRequest {
+    pub actor: AccountId,
+    pub actor_device: DeviceId,
+    pub conversation: ConversationId,
+    pub now_ms: UnixMillis,
 }
 
 pub struct GroupChangeRequest {
@@ -424,6 +464,7 @@ pub struct MemberRecord {
 pub struct GroupRecord {
     pub conversation: ConversationId,
     pub name: String,
+    pub encrypted: bool,
     pub members: Vec<MemberRecord>,
     pub last_seq: Seq,
 }
@@ -444,6 +485,8 @@ pub struct ConversationRecord {
     pub conversation: ConversationId,
     pub kind: ConversationKind,
     pub name: Option<String>,
+    /// End-to-end encrypted: its messages are ciphertext.
+    pub encrypted: bool,
     pub members: Vec<String>,
     pub last_seq: Seq,
     pub read_seq: Seq,

@@ -15,6 +15,9 @@ pub const EVENT_SYSTEM: i16 = 1;
 pub const EVENT_REACTION: i16 = 2;
 pub const EVENT_EDIT: i16 = 3;
 pub const EVENT_DELETE: i16 = 4;
+/// Written as the literal `5` beside `EVENT_TEXT` in the SQL that counts
+/// messages (unread counts, receipts, media, delete targets).
+pub const EVENT_ENCRYPTED: i16 = 5;
 
 pub fn event_kind(code: i64) -> EventKind {
     match i16::try_from(code).unwrap_or(EVENT_TEXT) {
@@ -22,6 +25,7 @@ pub fn event_kind(code: i64) -> EventKind {
         EVENT_REACTION => EventKind::Reaction,
         EVENT_EDIT => EventKind::Edit,
         EVENT_DELETE => EventKind::Delete,
+        EVENT_ENCRYPTED => EventKind::Encrypted,
         _ => EventKind::Text,
     }
 }
@@ -54,6 +58,26 @@ pub fn kind_code(kind: EventKind) -> i16 {
         EventKind::Reaction => EVENT_REACTION,
         EventKind::Edit => EVENT_EDIT,
         EventKind::Delete => EVENT_DELETE,
+        EventKind::Encrypted => EVENT_ENCRYPTED,
+    }
+}
+
+/// The content type of media a client uploaded encrypted (`POST
+/// /v1/media?encrypted=true`): the only media an encrypted message may
+/// carry.
+pub const ENCRYPTED_MEDIA_TYPE: &str = "application/octet-stream";
+
+/// Whether `body` may go into a conversation that is (or is not)
+/// end-to-end encrypted: there, every message is ciphertext, and replies,
+/// edits and reactions travel inside it; only a delete (which makes the
+/// server purge a ciphertext) is plain. Elsewhere, no ciphertext.
+pub fn check_encryption(encrypted: bool, body: &Body) -> Result<(), StoreError> {
+    match (encrypted, body) {
+        (_, Body::Delete { .. }) => Ok(()),
+        (true, Body::Encrypted { .. })
+        | (false, Body::Text { .. } | Body::Reaction { .. } | Body::Edit { .. }) => Ok(()),
+        (true, _) => Err(StoreError::ConversationEncrypted),
+        (false, Body::Encrypted { .. }) => Err(StoreError::ConversationNotEncrypted),
     }
 }
 
@@ -63,7 +87,7 @@ pub fn kind_code(kind: EventKind) -> i16 {
 pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, StoreError> {
     let by_author = |target: &Target| target.author == message.sender_account;
     let about_seq = match (&message.body, target) {
-        (Body::Text { reply_to: None, .. }, _) => None,
+        (Body::Text { reply_to: None, .. } | Body::Encrypted { .. }, _) => None,
         (_, None) => return Err(StoreError::UnknownMessage),
         (Body::Text { .. }, Some(_)) => None,
         (Body::Reaction { .. }, Some(target)) => {
@@ -114,10 +138,7 @@ pub fn fingerprint(message: &NewMessage) -> i64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let (kind, body, target) = message.body.stored_form();
-    let media: &[String] = match &message.body {
-        Body::Text { media, .. } => media,
-        _ => &[],
-    };
+    let media = message.body.media();
     let mut hash = OFFSET;
     let mut feed = |bytes: &[u8]| {
         // Length first, so field boundaries cannot shift.
@@ -142,6 +163,7 @@ pub fn target_of(body: &Body) -> Option<&missive_core::MessageId> {
         Body::Reaction { target, .. } | Body::Edit { target, .. } | Body::Delete { target } => {
             Some(target)
         }
+        Body::Encrypted { .. } => None,
     }
 }
 

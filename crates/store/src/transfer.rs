@@ -134,6 +134,7 @@ pub const TABLES: &[Table] = &[
             same("last_seq", BigInt),
             same("created_ms", BigInt),
             same("last_ts_ms", BigInt),
+            same("encrypted", Bool),
         ],
         identity: Some("id"),
     },

@@ -117,7 +117,7 @@ mod support {
         now_ms: UnixMillis,
     ) -> ConversationId {
         store
-            .direct_conversation(a, b, now_ms)
+            .direct_conversation(a, b, now_ms, false)
             .await
             .expect("direct_conversation")
     }
@@ -872,6 +872,7 @@ mod support {
         NewGroup {
             creator,
             creator_device,
+            encrypted: false,
             name: group_name(name),
             members: members.to_vec(),
             members_max: GROUP_MAX,
@@ -1107,11 +1108,12 @@ mod scenarios {
         AccountId, ConversationId, DeviceId, MessageId, Seq, TokenHash, UnixMillis,
     };
     use missive_store::{
-        AccountRecord, AckOutcome, ClaimedKey, ConversationKind, DELETED_PREFIX, DeviceAuth,
-        DeviceKeys, DeviceRecord, EventKind, GroupChange, GroupChangeRequest, IdentityKeys,
-        KeyUpload, NewAccount, NewDevice, NewGroup, NewInvites, NewToDevice, OneTimeKey,
-        PendingItem, PendingRequest, PresenceVisibility, ReadOutcome, ReadRequest, Role, Store,
-        StoreError, StoredEvent, ToDeviceBatch, ToDeviceMessage,
+        AccountRecord, AckOutcome, Body, ClaimedKey, ConversationKind, DELETED_PREFIX, DeviceAuth,
+        DeviceKeys, DeviceRecord, ENCRYPTED_MEDIA_TYPE, EncryptRequest, EventKind, GroupChange,
+        GroupChangeRequest, IdentityKeys, KeyUpload, MediaRecord, NewAccount, NewDevice, NewGroup,
+        NewInvites, NewToDevice, OneTimeKey, PendingItem, PendingRequest, PresenceVisibility,
+        ReadOutcome, ReadRequest, Role, Store, StoreError, StoredEvent, ToDeviceBatch,
+        ToDeviceMessage,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -4767,6 +4769,251 @@ mod scenarios {
         );
     }
 
+    /// Ciphertext for an encrypted conversation.
+    pub fn sealed(ciphertext: &str, media: &[&str]) -> Body {
+        Body::Encrypted {
+            ciphertext: ciphertext.to_owned(),
+            media: media.iter().map(|id| id.to_string()).collect(),
+        }
+    }
+
+    /// A media record `id` uploaded by `uploader` with `content_type`.
+    pub fn uploaded(id: &str, uploader: AccountId, content_type: &str) -> MediaRecord {
+        MediaRecord {
+            id: id.to_owned(),
+            uploader,
+            content_type: content_type.to_owned(),
+            size_bytes: 3,
+            sha256: "00".repeat(32),
+            created_ms: NOW,
+            width: None,
+            height: None,
+            thumbnail: false,
+            filename: None,
+        }
+    }
+
+    /// End-to-end encrypted conversations: once on, only ciphertext (and
+    /// deletes) go in; it is stored and delivered as it came.
+    pub async fn encrypted_conversations_take_only_ciphertext(store: Arc<dyn Store>) {
+        // Goal: ciphertext into a plain conversation is refused
+        // (ConversationNotEncrypted); any member of a 1:1 turns encryption
+        // on, once, recorded as a system event for the others (again: no
+        // new event); then a plain text, reply, edit or reaction is refused
+        // (ConversationEncrypted) and changes nothing; ciphertext is stored
+        // and delivered byte for byte as kind Encrypted, counts as unread,
+        // may be deleted by its author, and carries only media uploaded
+        // encrypted; a group created encrypted says so in its info, its
+        // list entry and its created event; only an admin turns a group's
+        // encryption on.
+        // Method: alice (a1) and bob (b1) in a 1:1 with alice's text m1;
+        // then a group of alice, bob and carol.
+        let store = &*store;
+        let (Cast(alice, bob, conv, [a1, b1]), m1) = cast_with_text(store, ["a1", "b1"]).await;
+        let early = message_with(conv, alice, a1, "x0", sealed("AAAA", &[]), NOW);
+        assert_refused(store, early, StoreError::ConversationNotEncrypted, &[b1]).await;
+        assert!(
+            !conversation_of(store, alice, conv)
+                .await
+                .expect("listed")
+                .encrypted
+        );
+
+        let request = |actor, actor_device, conversation| EncryptRequest {
+            actor,
+            actor_device,
+            conversation,
+            now_ms: NOW + 1,
+        };
+        let on = store
+            .encrypt_conversation(request(bob, b1, conv))
+            .await
+            .expect("encrypt");
+        assert_eq!((on.seq, on.recipients.clone()), (2, vec![a1]));
+        let event = pending_all(store, a1)
+            .await
+            .into_iter()
+            .find_map(|item| match item {
+                PendingItem::Event(event) if event.seq == 2 => Some(event),
+                _ => None,
+            })
+            .expect("the system event waits for a1");
+        let description: serde_json::Value =
+            serde_json::from_str(&event.body).expect("a JSON description");
+        assert_eq!(
+            (event.kind, &description["action"], &description["actor"]),
+            (
+                EventKind::System,
+                &serde_json::json!("encrypted"),
+                &serde_json::json!("bob")
+            )
+        );
+        let again = store
+            .encrypt_conversation(request(alice, a1, conv))
+            .await
+            .expect("encrypt again");
+        assert_eq!(
+            (again.seq, again.recipients.len()),
+            (2, 0),
+            "no second event"
+        );
+        assert!(
+            conversation_of(store, bob, conv)
+                .await
+                .expect("listed")
+                .encrypted
+        );
+
+        for (cmid, body) in [
+            ("p1", plain("hello")),
+            ("p2", reply("re", &m1)),
+            ("p3", edit(&m1, "v2")),
+            ("p4", react(&m1, Some("👍"))),
+        ] {
+            let refused = message_with(conv, alice, a1, cmid, body, NOW + 2);
+            assert_refused(store, refused, StoreError::ConversationEncrypted, &[b1]).await;
+        }
+
+        let ciphertext = "AwgAEhAx+/=={\"session_id\":\"x\"}";
+        let sent = append_ok(
+            store,
+            message_with(conv, alice, a1, "s1", sealed(ciphertext, &[]), NOW + 3),
+        )
+        .await;
+        assert_new(&sent, 3);
+        let waiting = pending_event(store, b1, &sent.message_id).await;
+        assert_eq!(
+            (waiting.kind, waiting.body.as_str(), waiting.target),
+            (EventKind::Encrypted, ciphertext, None)
+        );
+        let bobs = conversation_of(store, bob, conv).await.expect("listed");
+        assert_eq!(bobs.unread, 2, "m1 and the ciphertext");
+        assert_eq!(
+            bobs.last_event.map(|event| event.kind),
+            Some(EventKind::Encrypted)
+        );
+
+        store
+            .create_media(uploaded(&"a".repeat(32), alice, "image/png"))
+            .await
+            .expect("plain upload");
+        store
+            .create_media(uploaded(&"b".repeat(32), alice, ENCRYPTED_MEDIA_TYPE))
+            .await
+            .expect("encrypted upload");
+        let with_plain_media = message_with(
+            conv,
+            alice,
+            a1,
+            "s2",
+            sealed("BBBB", &[&"a".repeat(32)]),
+            NOW + 4,
+        );
+        assert_refused(store, with_plain_media, StoreError::UnknownMedia, &[b1]).await;
+        let with_media = append_ok(
+            store,
+            message_with(
+                conv,
+                alice,
+                a1,
+                "s3",
+                sealed("CCCC", &[&"b".repeat(32)]),
+                NOW + 4,
+            ),
+        )
+        .await;
+        let carried = stored(store, bob, conv, &with_media.message_id).await;
+        assert_eq!(
+            carried
+                .media
+                .iter()
+                .map(|m| m.id.clone())
+                .collect::<Vec<_>>(),
+            vec!["b".repeat(32)]
+        );
+
+        let by_bob = message_with(conv, bob, b1, "d0", delete(&sent.message_id), NOW + 5);
+        assert_refused(store, by_bob, StoreError::NotAuthor, &[a1]).await;
+        append_ok(
+            store,
+            message_with(conv, alice, a1, "d1", delete(&sent.message_id), NOW + 5),
+        )
+        .await;
+        let tombstone = stored(store, bob, conv, &sent.message_id).await;
+        assert_eq!((tombstone.deleted, tombstone.body.as_str()), (true, ""));
+
+        let (carol, c1) = account_with_device(store, "carol", "c1").await;
+        let group = create_group(
+            store,
+            NewGroup {
+                encrypted: true,
+                ..new_group(alice, a1, "sealed", &[bob, carol], NOW + 6)
+            },
+        )
+        .await;
+        let info = store
+            .group_info(carol, group.conversation)
+            .await
+            .expect("group_info");
+        assert!(info.encrypted);
+        assert!(
+            conversation_of(store, carol, group.conversation)
+                .await
+                .expect("listed")
+                .encrypted
+        );
+        let created = pending_all(store, c1)
+            .await
+            .into_iter()
+            .find_map(|item| match item {
+                PendingItem::Event(event) if event.conversation == group.conversation => {
+                    Some(event)
+                }
+                _ => None,
+            })
+            .expect("the created event");
+        let description: serde_json::Value =
+            serde_json::from_str(&created.body).expect("a JSON description");
+        assert_eq!(description["encrypted"], serde_json::json!(true));
+        let plain_in_group =
+            message_with(group.conversation, carol, c1, "g1", plain("hi"), NOW + 7);
+        assert_refused(
+            store,
+            plain_in_group,
+            StoreError::ConversationEncrypted,
+            &[a1],
+        )
+        .await;
+
+        let open = create_group(store, new_group(alice, a1, "open", &[bob], NOW + 8)).await;
+        assert!(
+            !store
+                .group_info(bob, open.conversation)
+                .await
+                .expect("info")
+                .encrypted
+        );
+        assert_eq!(
+            store
+                .encrypt_conversation(request(bob, b1, open.conversation))
+                .await
+                .map(|changed| changed.seq),
+            Err(StoreError::NotAdmin)
+        );
+        assert_eq!(
+            store
+                .encrypt_conversation(request(carol, c1, open.conversation))
+                .await
+                .map(|changed| changed.seq),
+            Err(StoreError::UnknownConversation)
+        );
+        let turned = store
+            .encrypt_conversation(request(alice, a1, open.conversation))
+            .await
+            .expect("the admin turns it on");
+        assert_eq!(sorted(turned.recipients), vec![b1]);
+    }
+
     /// To-device messages: stored per device all or none, read in seq
     /// order above a cursor, acked cumulatively, gone with their device.
     pub async fn to_device_messages_wait_for_their_device_until_acked(store: Arc<dyn Store>) {
@@ -5194,7 +5441,7 @@ mod scenarios {
             assert_eq!(store.find_direct_conversation(bob, alice).await, Ok(None));
         }
         let made = store
-            .direct_conversation(alice, bob, NOW)
+            .direct_conversation(alice, bob, NOW, false)
             .await
             .expect("create");
         assert_eq!(
@@ -5643,6 +5890,7 @@ mod sqlite {
         contacts_and_blocks,
         device_keys_are_claimed_once_and_go_with_their_device,
         to_device_messages_wait_for_their_device_until_acked,
+        encrypted_conversations_take_only_ciphertext,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,
@@ -6268,6 +6516,7 @@ mod postgres {
         contacts_and_blocks,
         device_keys_are_claimed_once_and_go_with_their_device,
         to_device_messages_wait_for_their_device_until_acked,
+        encrypted_conversations_take_only_ciphertext,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,

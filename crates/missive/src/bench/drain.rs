@@ -189,6 +189,7 @@ async fn fill(
                     text: "queued".into(),
                     reply_to: None,
                     media: Vec::new(),
+                    encrypted: false,
                 })
                 .await?;
             in_flight.insert(next, *device);

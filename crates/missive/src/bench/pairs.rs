@@ -192,6 +192,7 @@ async fn warm_up(
         text: "warm-up".into(),
         reply_to: None,
         media: Vec::new(),
+        encrypted: false,
     };
     sender.send_frame(&frame).await?;
     loop {
@@ -298,6 +299,7 @@ pub async fn send(
                     text: stamp_at.duration_since(epoch).as_nanos().to_string(),
                     reply_to: None,
                     media: Vec::new(),
+                    encrypted: false,
                 };
                 connection.send_frame(&frame).await?;
                 in_flight.insert(next, stamp_at);

@@ -30,6 +30,8 @@ const TYPING_REPEAT: Duration = Duration::from_secs(3);
 /// How long a notice stays on the status line.
 const NOTICE_FOR: Duration = Duration::from_secs(10);
 pub const HISTORY_PAGE: u32 = 50;
+/// What an encrypted message this device cannot decrypt shows instead.
+pub const UNREADABLE: &str = "🔒 encrypted message: this device cannot decrypt it";
 
 /// What happened outside the app: the connection, a frame, an answer.
 pub enum AppEvent {
@@ -684,8 +686,12 @@ impl App {
     }
 
     /// A stored event of ours or another's, from a frame or our own `sent`.
-    fn on_event_stored(&mut self, conversation: i64, msg: Msg) {
+    fn on_event_stored(&mut self, conversation: i64, mut msg: Msg) {
         let me = self.me.clone();
+        if msg.kind == MessageKind::Encrypted {
+            // Never the ciphertext itself: this app holds no keys yet.
+            msg.text = UNREADABLE.to_owned();
+        }
         let c = self.by_id(conversation);
         let new = msg.seq > c.last_seq;
         c.last_seq = c.last_seq.max(msg.seq);
@@ -695,8 +701,8 @@ impl App {
             .as_ref()
             .and_then(|id| c.messages.values_mut().find(|m| &m.message_id == id));
         match msg.kind {
-            MessageKind::Text | MessageKind::System => {
-                if new && msg.kind == MessageKind::Text && msg.from != me && !msg.deleted {
+            MessageKind::Text | MessageKind::System | MessageKind::Encrypted => {
+                if new && msg.kind != MessageKind::System && msg.from != me && !msg.deleted {
                     c.unread += 1;
                 }
                 if new || c.last.is_none() {
@@ -954,6 +960,7 @@ fn send_frame(item: &Outgoing) -> (String, ClientFrame) {
             text: item.text.clone(),
             reply_to: item.reply_to.clone(),
             media: Vec::new(),
+            encrypted: false,
         },
     )
 }
@@ -1000,6 +1007,7 @@ mod tests {
             conversation: id,
             kind: ConversationKind::Direct,
             name: None,
+            encrypted: false,
             members: members.iter().map(|m| m.to_string()).collect(),
             last_seq,
             read_seq: last_seq - unread,

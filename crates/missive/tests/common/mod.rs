@@ -268,6 +268,22 @@ pub async fn service_available(name: &str, address: &str) -> bool {
 // ── end-to-end keys ─────────────────────────────────────────────────────
 
 /// A well-formed public key: 43 characters of unpadded base64.
+/// A real PNG of `width` × `height` noisy pixels (images get a thumbnail).
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 13 % 256) as u8,
+            ((x ^ y) % 256) as u8,
+        ])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .expect("encode png");
+    bytes.into_inner()
+}
+
 pub fn public_key(seed: &str) -> String {
     format!("{seed:A<43}")
 }

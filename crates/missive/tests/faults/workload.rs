@@ -260,6 +260,7 @@ impl Client {
                 text: padded(payload(&self.device.label, self.counter), self.pad),
                 reply_to: None,
                 media: Vec::new(),
+                encrypted: false,
             },
         ))
     }

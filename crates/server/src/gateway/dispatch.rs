@@ -105,11 +105,20 @@ impl Dispatcher {
                 text,
                 reply_to,
                 media,
+                encrypted,
             } => {
-                let draft = Draft::Text {
-                    text,
-                    reply_to,
-                    media,
+                let draft = if encrypted {
+                    Draft::Encrypted {
+                        ciphertext: text,
+                        reply_to,
+                        media,
+                    }
+                } else {
+                    Draft::Text {
+                        text,
+                        reply_to,
+                        media,
+                    }
                 };
                 (
                     id,
@@ -246,16 +255,37 @@ impl Dispatcher {
                     Err(err) => error_frame(id, err),
                 }
             }
-            ClientFrame::GroupCreate { id, name, members } => {
+            ClientFrame::GroupCreate {
+                id,
+                name,
+                members,
+                encrypted,
+            } => {
                 let result = match self
                     .state
                     .group_create_limit
                     .check(&self.auth, "too many groups created; slow down")
                 {
-                    Ok(()) => self.state.groups.create(&self.auth, &name, &members).await,
+                    Ok(()) => {
+                        self.state
+                            .groups
+                            .create(&self.auth, &name, &members, encrypted)
+                            .await
+                    }
                     Err(refused) => Err(refused),
                 };
                 group_reply(id, result)
+            }
+            ClientFrame::Encrypt { id, conversation } => {
+                match self
+                    .state
+                    .groups
+                    .encrypt(&self.auth, ConversationId(conversation))
+                    .await
+                {
+                    Ok(()) => ServerFrame::Ok { id },
+                    Err(err) => error_frame(id, err),
+                }
             }
             ClientFrame::GroupInfo { id, conversation } => {
                 let result = self

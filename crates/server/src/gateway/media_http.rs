@@ -20,9 +20,15 @@ use crate::service::media::content_disposition;
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     filename: Option<String>,
+    /// The bytes are the client's ciphertext, for an encrypted
+    /// conversation: stored as `application/octet-stream`, unsniffed, with
+    /// no thumbnail.
+    #[serde(default)]
+    encrypted: bool,
 }
 
-/// `POST /v1/media[?filename=NAME]`: the raw bytes are the body.
+/// `POST /v1/media[?filename=NAME][?encrypted=true]`: the raw bytes are the
+/// body.
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
@@ -40,7 +46,12 @@ pub async fn upload(
         .check(&auth, "too many uploads; slow down")?;
     let info = state
         .media
-        .upload(&auth, query.filename.as_deref(), body.into_data_stream())
+        .upload(
+            &auth,
+            query.filename.as_deref(),
+            query.encrypted,
+            body.into_data_stream(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }

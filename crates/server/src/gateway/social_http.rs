@@ -45,7 +45,7 @@ pub async fn create_group(
         .check(&auth, "too many groups created; slow down")?;
     let info = state
         .groups
-        .create(&auth, &request.name, &request.members)
+        .create(&auth, &request.name, &request.members, request.encrypted)
         .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -151,6 +151,17 @@ pub async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/conversations/{id}/encrypt`: end-to-end encryption on, for
+/// good (any member of a 1:1, an admin of a group).
+pub async fn encrypt(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.groups.encrypt(&auth, conversation_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `GET /v1/conversations`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +199,7 @@ pub async fn conversations(
                     ConversationKind::Group => WireKind::Group,
                 },
                 name: record.name,
+                encrypted: record.encrypted,
                 members: record.members,
                 last_seq: record.last_seq,
                 read_seq: record.read_seq,

@@ -1,5 +1,5 @@
 //! Group management: create, rename, add/remove, promote/demote, leave,
-//! info. Every change is one Store transaction that also stores the system
+//! info; and turning end-to-end encryption on (in a 1:1 too). Every change is one Store transaction that also stores the system
 //! event; the devices it was queued for are woken.
 
 use std::sync::Arc;
@@ -9,13 +9,13 @@ use missive_core::{AccountId, Clock, ConversationId, DeviceId, Username};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{GroupInfo, MemberInfo, MemberRole};
 use missive_store::{
-    ConversationKind, DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
-    NewGroup, Role, Store,
+    ConversationKind, DeviceAuth, EncryptRequest, GroupChange, GroupChangeRequest, GroupChanged,
+    GroupName, NewGroup, Role, Store,
 };
 
 use super::push::Push;
 use crate::cache::Caches;
-use crate::config::LimitsConfig;
+use crate::config::{E2eePolicy, LimitsConfig};
 use crate::error::ApiError;
 
 pub struct Groups {
@@ -25,6 +25,7 @@ pub struct Groups {
     push: Arc<Push>,
     caches: Arc<Caches>,
     members_max: usize,
+    e2ee: E2eePolicy,
 }
 
 impl Groups {
@@ -35,6 +36,7 @@ impl Groups {
         push: Arc<Push>,
         caches: Arc<Caches>,
         limits: &LimitsConfig,
+        e2ee: E2eePolicy,
     ) -> Self {
         Self {
             store,
@@ -43,15 +45,21 @@ impl Groups {
             push,
             caches,
             members_max: limits.group_members_max,
+            e2ee,
         }
     }
 
+    /// Creates a group; `encrypted: None` takes the server's default (on
+    /// only under `e2ee = "required"`).
     pub async fn create(
         &self,
         auth: &DeviceAuth,
         name: &str,
         usernames: &[String],
+        encrypted: Option<bool>,
     ) -> Result<GroupInfo, ApiError> {
+        let encrypted = encrypted.unwrap_or(self.e2ee == E2eePolicy::Required);
+        super::check_e2ee(self.e2ee, encrypted)?;
         let name = parse_name(name)?;
         if usernames.len() > self.members_max {
             return Err(ApiError::new(ErrorCode::GroupFull, "too many members"));
@@ -64,6 +72,7 @@ impl Groups {
             .create_group(NewGroup {
                 creator: auth.account,
                 creator_device: auth.device,
+                encrypted,
                 name,
                 members,
                 members_max: self.members_max,
@@ -72,6 +81,27 @@ impl Groups {
             .await?;
         self.wake(&created).await;
         self.info(auth, created.conversation).await
+    }
+
+    /// Turns end-to-end encryption on in a 1:1 (any member) or a group (an
+    /// admin), for good; the members' devices get the system event.
+    pub async fn encrypt(
+        &self,
+        auth: &DeviceAuth,
+        conversation: ConversationId,
+    ) -> Result<(), ApiError> {
+        super::check_e2ee(self.e2ee, true)?;
+        let changed = self
+            .store
+            .encrypt_conversation(EncryptRequest {
+                actor: auth.account,
+                actor_device: auth.device,
+                conversation,
+                now_ms: self.clock.now_ms(),
+            })
+            .await?;
+        self.wake(&changed).await;
+        Ok(())
     }
 
     /// Takes `account` out of every group it is in, as if it left each one
@@ -186,6 +216,7 @@ impl Groups {
         Ok(GroupInfo {
             conversation: group.conversation.0,
             name: group.name,
+            encrypted: group.encrypted,
             last_seq: group.last_seq,
             members: group
                 .members

@@ -11,7 +11,7 @@ use missive_blobs::{BlobError, Blobs};
 use missive_core::Clock;
 use missive_proto::ErrorCode;
 use missive_proto::rest::MediaInfo;
-use missive_store::{DeviceAuth, MediaRecord, Store};
+use missive_store::{DeviceAuth, ENCRYPTED_MEDIA_TYPE, MediaRecord, Store};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -129,8 +129,15 @@ impl Media {
         &self,
         auth: &DeviceAuth,
         filename: Option<&str>,
+        encrypted: bool,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
     ) -> Result<MediaInfo, ApiError> {
+        if encrypted && filename.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "an encrypted upload's filename travels inside the encrypted message, not beside it",
+            ));
+        }
         let filename = filename.map(clean_filename).transpose()?;
         let mut id_bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut id_bytes);
@@ -162,7 +169,7 @@ impl Media {
                     format!("media is limited to {} bytes", self.size_max),
                 ));
             }
-            if head.len() < SNIFF_BYTES {
+            if !encrypted && head.len() < SNIFF_BYTES {
                 let take = (SNIFF_BYTES - head.len()).min(chunk.len());
                 head.extend_from_slice(&chunk[..take]);
                 if head.len() == SNIFF_BYTES {
@@ -177,7 +184,13 @@ impl Media {
                 break Some(blob_failure(err));
             }
         };
-        let content_type = match (refusal, content_type.or_else(|| sniff(&head))) {
+        // Encrypted bytes are opaque: no type to sniff, no thumbnail.
+        let content_type = if encrypted {
+            Some(ENCRYPTED_MEDIA_TYPE)
+        } else {
+            content_type.or_else(|| sniff(&head))
+        };
+        let content_type = match (refusal, content_type) {
             (None, Some(content_type)) => content_type,
             (refusal, _) => {
                 if let Err(err) = upload.abort().await {

@@ -10,13 +10,13 @@ use missive_core::{
 };
 use missive_proto::{ErrorCode, ServerFrame};
 use missive_store::{
-    AckRequest, Appended, Body, ConversationRecord, DeviceAuth, EventKind, HistoryRequest,
-    NewMessage, Pending, PendingRequest, QueuedAppend, ReadRequest, ReceiptMoved, ReceiptsRecord,
-    Store, StoreError, StoredEvent, SweepOutcome, SweepRequest,
+    AckRequest, Appended, Body, ConversationRecord, DeviceAuth, ENCRYPTED_MEDIA_TYPE, EventKind,
+    HistoryRequest, NewMessage, Pending, PendingRequest, QueuedAppend, ReadRequest, ReceiptMoved,
+    ReceiptsRecord, Store, StoreError, StoredEvent, SweepOutcome, SweepRequest,
 };
 
 use super::push::Push;
-use crate::config::{DeliveryConfig, LimitsConfig, Retention};
+use crate::config::{Config, DeliveryConfig, E2eePolicy, Retention};
 use crate::error::ApiError;
 use crate::router::{LiveEvent, Router};
 use crate::wire;
@@ -71,6 +71,39 @@ pub enum Draft {
     Delete {
         target: String,
     },
+    /// Ciphertext for an end-to-end encrypted conversation. `reply_to` is
+    /// refused: a reply names its target inside the ciphertext.
+    Encrypted {
+        ciphertext: String,
+        reply_to: Option<String>,
+        media: Vec<String>,
+    },
+}
+
+/// Ciphertext: printable ASCII (what base64 and JSON envelopes are made
+/// of), at most this many times the plaintext limit, plus room for the
+/// envelope.
+const CIPHERTEXT_PER_TEXT_BYTE: usize = 2;
+const CIPHERTEXT_ENVELOPE_BYTES: usize = 1024;
+
+fn parse_ciphertext(raw: String, text_bytes_max: usize) -> Result<String, ApiError> {
+    let max = text_bytes_max * CIPHERTEXT_PER_TEXT_BYTE + CIPHERTEXT_ENVELOPE_BYTES;
+    if raw.is_empty() {
+        return Err(ApiError::new(ErrorCode::EmptyText, "ciphertext is empty"));
+    }
+    if raw.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::TextTooLong,
+            format!("ciphertext is limited to {max} bytes"),
+        ));
+    }
+    if !raw.bytes().all(|byte| (0x20..0x7f).contains(&byte)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "ciphertext must be printable ASCII (base64 or a JSON envelope of it)",
+        ));
+    }
+    Ok(raw)
 }
 
 /// A reaction: 1-16 bytes, no whitespace or control characters.
@@ -110,7 +143,7 @@ struct LiveParts {
 
 impl LiveParts {
     fn of(auth: &DeviceAuth, client_msg_id: &ClientMsgId, body: &Body) -> Option<Self> {
-        if matches!(body, Body::Text { media, .. } if !media.is_empty()) {
+        if !body.media().is_empty() {
             return None;
         }
         let (kind, body, target) = body.stored_form();
@@ -172,6 +205,7 @@ pub struct Messaging {
     push: Arc<Push>,
     delivery: DeliveryConfig,
     text_bytes_max: usize,
+    e2ee: E2eePolicy,
 }
 
 impl Messaging {
@@ -181,8 +215,7 @@ impl Messaging {
         router: Arc<Router>,
         clock: Arc<dyn Clock>,
         push: Arc<Push>,
-        delivery: &DeliveryConfig,
-        limits: &LimitsConfig,
+        config: &Config,
     ) -> Self {
         Self {
             store,
@@ -190,13 +223,15 @@ impl Messaging {
             router,
             clock,
             push,
-            delivery: delivery.clone(),
-            text_bytes_max: limits.text_bytes_max,
+            delivery: config.delivery.clone(),
+            text_bytes_max: config.limits.text_bytes_max,
+            e2ee: config.e2ee,
         }
     }
 
     /// The 1:1 conversation a send to `username` goes into, created by the
-    /// first message between the two. A send the store would refuse must
+    /// first message between the two (end-to-end encrypted if that message
+    /// is ciphertext). A send the store would refuse must
     /// not leave an empty conversation behind (a refused request changes
     /// nothing), so before creating it this checks what the store would
     /// check against it: no block either way, no `reply_to` (nothing in a
@@ -219,55 +254,69 @@ impl Messaging {
             return Ok(conversation);
         }
         if let Body::Text {
-            reply_to, media, ..
+            reply_to: Some(_), ..
         } = &send.body
         {
-            if reply_to.is_some() {
-                return Err(StoreError::UnknownMessage.into());
-            }
-            for id in media {
-                let own = self
-                    .store
-                    .media_for(auth.account, id)
-                    .await?
-                    .is_some_and(|record| record.uploader == auth.account);
-                if !own {
-                    return Err(StoreError::UnknownMedia.into());
-                }
+            return Err(StoreError::UnknownMessage.into());
+        }
+        let encrypted = matches!(send.body, Body::Encrypted { .. });
+        for id in send.body.media() {
+            let own = self
+                .store
+                .media_for(auth.account, id)
+                .await?
+                .is_some_and(|record| {
+                    record.uploader == auth.account
+                        && (!encrypted || record.content_type == ENCRYPTED_MEDIA_TYPE)
+                });
+            if !own {
+                return Err(StoreError::UnknownMedia.into());
             }
         }
         Ok(self
             .store
-            .direct_conversation(auth.account, account, self.clock.now_ms())
+            .direct_conversation(auth.account, account, self.clock.now_ms(), encrypted)
             .await?)
     }
 
-    /// What a client asked to send, checked and turned into a stored body.
+    /// What a client asked to send, checked (against the server's
+    /// encryption policy too) and turned into a stored body.
     pub fn body(&self, draft: Draft) -> Result<Body, ApiError> {
         let message_id = |raw: String| {
             MessageId::parse(&raw)
                 .ok_or_else(|| ApiError::new(ErrorCode::UnknownMessage, "no such message"))
         };
+        let check_media = |media: &[String]| {
+            if media.len() > MEDIA_PER_MESSAGE_MAX {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    "at most 10 media per message",
+                ));
+            }
+            if !media.iter().all(|id| super::media::is_media_id(id)) {
+                return Err(ApiError::new(ErrorCode::UnknownMedia, "no such media"));
+            }
+            Ok(())
+        };
+        match &draft {
+            Draft::Delete { .. } => {}
+            Draft::Encrypted { .. } => super::check_e2ee(self.e2ee, true)?,
+            Draft::Text { .. } | Draft::Reaction { .. } | Draft::Edit { .. } => {
+                super::check_e2ee(self.e2ee, false)?;
+            }
+        }
         Ok(match draft {
             Draft::Text {
                 text,
                 reply_to,
                 media,
             } => {
-                if media.len() > MEDIA_PER_MESSAGE_MAX {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidField,
-                        "at most 10 media per message",
-                    ));
-                }
+                check_media(&media)?;
                 let text = if media.is_empty() || !text.is_empty() {
                     MessageText::parse(&text, self.text_bytes_max)?
                 } else {
                     MessageText::empty_caption()
                 };
-                if !media.iter().all(|id| super::media::is_media_id(id)) {
-                    return Err(ApiError::new(ErrorCode::UnknownMedia, "no such media"));
-                }
                 Body::Text {
                     text,
                     reply_to: reply_to.map(message_id).transpose()?,
@@ -286,6 +335,23 @@ impl Messaging {
             Draft::Delete { target } => Body::Delete {
                 target: message_id(target)?,
             },
+            Draft::Encrypted {
+                ciphertext,
+                reply_to,
+                media,
+            } => {
+                if reply_to.is_some() {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidField,
+                        "an encrypted message names what it replies to inside its ciphertext",
+                    ));
+                }
+                check_media(&media)?;
+                Body::Encrypted {
+                    ciphertext: parse_ciphertext(ciphertext, self.text_bytes_max)?,
+                    media,
+                }
+            }
         })
     }
 

@@ -25,7 +25,24 @@ use missive_core::{AccountId, Username};
 use missive_proto::ErrorCode;
 use missive_store::Store;
 
+use crate::config::E2eePolicy;
 use crate::error::ApiError;
+
+/// Refuses what the operator's policy forbids: ciphertext (or turning
+/// encryption on) under `off`, plaintext under `required`.
+pub fn check_e2ee(policy: E2eePolicy, encrypted: bool) -> Result<(), ApiError> {
+    match (policy, encrypted) {
+        (E2eePolicy::Off, true) => Err(ApiError::new(
+            ErrorCode::EncryptionDisabled,
+            "end-to-end encrypted conversations are turned off on this server",
+        )),
+        (E2eePolicy::Required, false) => Err(ApiError::new(
+            ErrorCode::EncryptionRequired,
+            "this server accepts only end-to-end encrypted messages",
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// The account named `username`; `unknown_user` when there is none (or the
 /// name is not even valid, which the client need not distinguish).

@@ -17,6 +17,7 @@ export function systemText(store, msg) {
     case 'promoted': return `${actor} made ${users} admin`;
     case 'demoted': return `${actor} dismissed ${users} as admin`;
     case 'renamed': return `${actor} renamed the group to “${event.name ?? ''}”`;
+    case 'encrypted': return `🔒 ${actor} turned on end-to-end encryption`;
     default: return 'The group changed';
   }
 }

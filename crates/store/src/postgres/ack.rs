@@ -110,7 +110,7 @@ const CURSOR_NOTIFY: &str = "SELECT p.account_id, p.conversation_id, d.id
            AND mb.account_id IN (
                SELECT g.sender_account FROM messages g
                WHERE g.conversation_id = p.conversation_id
-                 AND g.seq > me.delivered_seq AND g.seq <= p.seq AND g.kind = $4)
+                 AND g.seq > me.delivered_seq AND g.seq <= p.seq AND g.kind IN ($4::smallint, 5))
      ) d ON true
      ORDER BY 1, 2, 3";
 

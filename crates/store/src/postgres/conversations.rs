@@ -36,13 +36,14 @@ pub(super) async fn create_direct<C: GenericClient>(
     a: AccountId,
     b: AccountId,
     now_ms: UnixMillis,
+    encrypted: bool,
 ) -> Outcome<ConversationId> {
     let (low, high, key) = direct_key(a, b);
     let created = row(
         db,
-        "INSERT INTO conversations (direct_key, created_ms) VALUES ($1, $2)
+        "INSERT INTO conversations (direct_key, created_ms, encrypted) VALUES ($1, $2, $3)
          ON CONFLICT (direct_key) DO NOTHING RETURNING id",
-        &[&key, &now_ms],
+        &[&key, &now_ms, &encrypted],
     )
     .await?;
     let Some(created) = created else {

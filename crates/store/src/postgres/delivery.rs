@@ -52,7 +52,7 @@ const SCAN: &str = "SELECT m.id, m.seq, a.username, m.sender_device, m.client_ms
             CASE WHEN m.kind IN ($5, $6, $7)
                  THEN (SELECT t.seq FROM messages t
                        WHERE t.id = m.target_id AND t.conversation_id = m.conversation_id) END,
-            m.kind = $8 AND EXISTS (SELECT 1 FROM message_media mm
+            m.kind IN ($8::smallint, 5) AND EXISTS (SELECT 1 FROM message_media mm
                                     WHERE mm.message_id = m.id
                                       AND mm.conversation_id = m.conversation_id)
      FROM messages m JOIN accounts a ON a.id = m.sender_account
@@ -404,7 +404,7 @@ const READ_NOTIFY: &str =
     "SELECT d.id FROM members mb JOIN devices d ON d.account_id = mb.account_id
      WHERE mb.conversation_id = $1 AND mb.account_id <> $2 AND mb.account_id IN (
          SELECT g.sender_account FROM messages g
-         WHERE g.conversation_id = $1 AND g.seq > $3 AND g.seq <= $4 AND g.kind = $5)
+         WHERE g.conversation_id = $1 AND g.seq > $3 AND g.seq <= $4 AND g.kind IN ($5::smallint, 5))
      ORDER BY d.id";
 
 pub(super) async fn mark_read<C: GenericClient>(

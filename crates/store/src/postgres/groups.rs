@@ -251,8 +251,14 @@ pub(super) async fn create_group<C: GenericClient>(
     }
     let id: i64 = scalar(
         db,
-        "INSERT INTO conversations (kind, name, created_ms) VALUES ($1, $2, $3) RETURNING id",
-        &[&CONVERSATION_GROUP, &group.name.as_str(), &group.now_ms],
+        "INSERT INTO conversations (kind, name, created_ms, encrypted) VALUES ($1, $2, $3, $4)
+         RETURNING id",
+        &[
+            &CONVERSATION_GROUP,
+            &group.name.as_str(),
+            &group.now_ms,
+            &group.encrypted,
+        ],
     )
     .await?;
     let conversation = ConversationId(id);
@@ -275,6 +281,7 @@ pub(super) async fn create_group<C: GenericClient>(
         "actor": names[0],
         "name": group.name.as_str(),
         "users": names[1..],
+        "encrypted": group.encrypted,
     });
     let seq = store_system_event(
         db,
@@ -476,10 +483,10 @@ pub(super) async fn group_info<C: GenericClient>(
     conversation: ConversationId,
 ) -> Outcome<GroupRecord> {
     let standing = standing(db, conversation, account, false).await?;
-    let (name, members) = pipeline!(
-        scalar::<_, Option<String>>(
+    let (found, members) = pipeline!(
+        row(
             db,
-            "SELECT name FROM conversations WHERE id = $1",
+            "SELECT name, encrypted FROM conversations WHERE id = $1",
             &[&conversation.0],
         ),
         rows(
@@ -501,10 +508,80 @@ pub(super) async fn group_info<C: GenericClient>(
             })
         })
         .collect::<Outcome<_>>()?;
+    let found = found.ok_or(Fault::Raced)?;
+    let name: Option<String> = found.try_get(0)?;
     Ok(GroupRecord {
         conversation,
         name: name.unwrap_or_default(),
+        encrypted: found.try_get(1)?,
         members,
         last_seq: standing.last_seq,
+    })
+}
+
+/// Turns encryption on; the conversation row stays locked to commit, so
+/// every send into it is judged either before (plain) or after
+/// (ciphertext only).
+pub(super) async fn encrypt_conversation<C: GenericClient>(
+    db: &C,
+    request: &EncryptRequest,
+) -> Outcome<GroupChanged> {
+    let conversation = request.conversation;
+    let found = row(
+        db,
+        "SELECT c.kind, c.encrypted, c.last_seq, m.role FROM conversations c
+         LEFT JOIN members m ON m.conversation_id = c.id AND m.account_id = $2
+         WHERE c.id = $1 FOR NO KEY UPDATE OF c",
+        &[&conversation.0, &request.actor.0],
+    )
+    .await?;
+    let role: Option<i16> = found
+        .as_ref()
+        .map(|row| row.try_get(3))
+        .transpose()?
+        .flatten();
+    let departed =
+        found.is_some() && role.is_none() && has_departed(db, conversation, request.actor).await?;
+    if let Some(refused) = refusal(departed, role.is_some()) {
+        return Err(refused.into());
+    }
+    let (Some(found), Some(role)) = (found, role) else {
+        return Err(Fault::Raced);
+    };
+    if found.try_get::<_, i16>(0)? == CONVERSATION_GROUP && role != ROLE_ADMIN {
+        return Err(StoreError::NotAdmin.into());
+    }
+    if found.try_get::<_, bool>(1)? {
+        return Ok(GroupChanged {
+            conversation,
+            seq: found.try_get(2)?,
+            recipients: Vec::new(),
+        });
+    }
+    let (_, actor) = pipeline!(
+        execute(
+            db,
+            "UPDATE conversations SET encrypted = true WHERE id = $1",
+            &[&conversation.0],
+        ),
+        username(db, request.actor),
+    )?;
+    let description = serde_json::json!({"v": 1, "action": "encrypted", "actor": actor});
+    let seq = store_system_event(
+        db,
+        &SystemEvent {
+            conversation,
+            actor: request.actor,
+            actor_device: request.actor_device,
+            description,
+            now_ms: request.now_ms,
+        },
+    )
+    .await?;
+    let recipients = recipients(db, conversation, &[], request.actor_device).await?;
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        recipients,
     })
 }

@@ -69,7 +69,7 @@ async fn attach_reactions<C: GenericClient>(
 ) -> Outcome<()> {
     let ids: Vec<&str> = events
         .iter()
-        .filter(|event| event.kind == EventKind::Text)
+        .filter(|event| event.kind.is_message())
         .map(|event| event.message_id.as_str())
         .collect();
     if ids.is_empty() {
@@ -93,10 +93,7 @@ async fn attach_reactions<C: GenericClient>(
             .or_default()
             .push((row.try_get(1)?, row.try_get(2)?));
     }
-    for event in events
-        .iter_mut()
-        .filter(|event| event.kind == EventKind::Text)
-    {
+    for event in events.iter_mut().filter(|event| event.kind.is_message()) {
         event.media = media.remove(event.message_id.as_str()).unwrap_or_default();
         event.reactions = reactions
             .remove(event.message_id.as_str())
@@ -177,8 +174,9 @@ pub(super) async fn conversations<C: GenericClient>(
             "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, c.created_ms,
                     (SELECT count(*) FROM (SELECT 1 FROM messages x
                       WHERE x.conversation_id = c.id AND x.seq > greatest(m.read_seq, m.joined_seq)
-                        AND x.kind = $2 AND NOT x.deleted AND x.sender_account <> $1
-                      LIMIT $3) u)
+                        AND x.kind IN ($2::smallint, 5) AND NOT x.deleted AND x.sender_account <> $1
+                      LIMIT $3) u),
+                    c.encrypted
              FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.account_id = $1",
             &[&account.0, &EVENT_TEXT, &UNREAD_COUNTED_MAX],
@@ -239,7 +237,7 @@ pub(super) async fn conversations<C: GenericClient>(
     // A last text's attachments, so a list can say "Photo" for it.
     let texts: Vec<&str> = last_events
         .iter()
-        .filter(|event| event.kind == EventKind::Text)
+        .filter(|event| event.kind.is_message())
         .map(|event| event.message_id.as_str())
         .collect();
     let mut media = if texts.is_empty() {
@@ -269,6 +267,7 @@ pub(super) async fn conversations<C: GenericClient>(
                 ConversationKind::Direct
             },
             name: row.try_get(2)?,
+            encrypted: row.try_get(7)?,
             members: names.remove(&id).unwrap_or_default(),
             last_seq: row.try_get(3)?,
             read_seq: row.try_get(4)?,
@@ -299,7 +298,7 @@ pub(super) async fn receipts<C: GenericClient>(
         db,
         "SELECT m.seq, m.sender_account FROM messages m
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = $4
-         WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq
+         WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind IN ($3::smallint, 5) AND m.seq > mb.joined_seq
            AND m.body IS NOT NULL",
         &[
             &message_id.as_str(),

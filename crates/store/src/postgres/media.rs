@@ -10,6 +10,7 @@ use super::fault::Outcome;
 use super::sql::{column, execute, limit, pixels, row, rows, unsigned};
 use crate::StoreError;
 use crate::model::*;
+use crate::rules::ENCRYPTED_MEDIA_TYPE;
 
 pub(super) async fn create_media<C: GenericClient>(db: &C, media: &MediaRecord) -> Outcome<()> {
     let size = i64::try_from(media.size_bytes).unwrap_or(i64::MAX);
@@ -89,24 +90,32 @@ pub(super) async fn take_unreferenced_media<C: GenericClient>(
 }
 
 /// The statements of [`check_own_media`] and [`attach_media`].
-const OWN_MEDIA: &str =
-    "SELECT id FROM media WHERE id = ANY($1) AND uploader_id = $2 ORDER BY id FOR KEY SHARE";
+const OWN_MEDIA: &str = "SELECT id FROM media WHERE id = ANY($1) AND uploader_id = $2
+       AND (NOT $3 OR content_type = $4)
+     ORDER BY id FOR KEY SHARE";
 const ATTACH_MEDIA: &str = "INSERT INTO message_media (message_id, media_id, conversation_id, seq)
          SELECT $1, media_id, $3, $4 FROM unnest($2::text[]) AS media_id
          ON CONFLICT DO NOTHING";
 
-/// `UnknownMedia` unless `uploader` uploaded every one of `ids`. The rows
-/// stay share-locked to commit, so media collection (which skips locked
-/// rows) cannot delete a record a send is about to attach.
+/// `UnknownMedia` unless `uploader` uploaded every one of `ids` (for an
+/// encrypted message, uploaded encrypted). The rows stay share-locked to
+/// commit, so media collection (which skips locked rows) cannot delete a
+/// record a send is about to attach.
 pub(super) async fn check_own_media<C: GenericClient>(
     db: &C,
     ids: &[String],
     uploader: AccountId,
+    encrypted: bool,
 ) -> Outcome<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let owned: Vec<String> = column(db, OWN_MEDIA, &[&ids, &uploader.0]).await?;
+    let owned: Vec<String> = column(
+        db,
+        OWN_MEDIA,
+        &[&ids, &uploader.0, &encrypted, &ENCRYPTED_MEDIA_TYPE],
+    )
+    .await?;
     if ids.iter().all(|id| owned.contains(id)) {
         Ok(())
     } else {

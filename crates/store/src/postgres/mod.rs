@@ -446,12 +446,15 @@ impl Store for PostgresStore {
         a: AccountId,
         b: AccountId,
         now_ms: UnixMillis,
+        encrypted: bool,
     ) -> Result<ConversationId, StoreError> {
         // Nearly always it exists: one read, no transaction.
         let found = autocommit!(self, |db| conversations::find_direct(db, a, b))?;
         match found {
             Some(conversation) => Ok(conversation),
-            None => transaction!(self, |tx| conversations::create_direct(tx, a, b, now_ms)),
+            None => transaction!(self, |tx| conversations::create_direct(
+                tx, a, b, now_ms, encrypted
+            )),
         }
     }
 
@@ -485,6 +488,13 @@ impl Store for PostgresStore {
 
     async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
         transaction!(self, |tx| groups::create_group(tx, &group))
+    }
+
+    async fn encrypt_conversation(
+        &self,
+        request: EncryptRequest,
+    ) -> Result<GroupChanged, StoreError> {
+        transaction!(self, |tx| groups::encrypt_conversation(tx, &request))
     }
 
     async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError> {

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V12__to_device",
         include_str!("migrations/V12__to_device.sql"),
     ),
+    (
+        "V13__encrypted_conversations",
+        include_str!("migrations/V13__encrypted_conversations.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

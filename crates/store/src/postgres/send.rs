@@ -55,7 +55,7 @@ use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
 pub(super) type Answer = Result<Appended, StoreError>;
 
 const LOCK_CONVERSATIONS: &str = "SELECT id, last_seq, last_ts_ms,
-            (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+            (extract(epoch FROM clock_timestamp()) * 1000)::bigint, encrypted
      FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// How far ahead of the database's clock a node may stamp an event. An
@@ -101,7 +101,7 @@ const CHECKS: &str = "SELECT k.conversation_id, k.account_id,
      FROM unnest($1::bigint[], $2::bigint[]) AS k(conversation_id, account_id)";
 const TEXT_TARGET: &str = "SELECT m.sender_account, m.created_ms, m.deleted, m.seq FROM messages m
      JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = $4
-     WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind = $3 AND m.seq > mb.joined_seq
+     WHERE m.id = $1 AND m.conversation_id = $2 AND m.kind IN ($3::smallint, 5) AND m.seq > mb.joined_seq
        AND m.body IS NOT NULL";
 const SET_LAST_SEQS: &str =
     "UPDATE conversations c SET last_seq = u.last_seq, last_ts_ms = u.last_ts
@@ -191,7 +191,8 @@ pub(super) async fn append_batch<C: GenericClient>(
             own_media: found.media_refused[i].clone(),
         };
         let last = last_seq.get_mut(&message.conversation.0);
-        match (judge(message, last.is_some(), checks)?, last) {
+        let encrypted = last.as_ref().map(|last| last.encrypted);
+        match (judge(message, encrypted, checks)?, last) {
             (Ok(plan), Some(last)) => {
                 // Never earlier than the conversation's event before it,
                 // nor far ahead of the database's clock.
@@ -201,6 +202,7 @@ pub(super) async fn append_batch<C: GenericClient>(
                 *last = Last {
                     seq: last.seq + 1,
                     ts_ms: now_ms.max(last.ts_ms),
+                    encrypted: last.encrypted,
                 };
                 accepted.push(Accepted {
                     send: i,
@@ -258,11 +260,13 @@ struct Standing {
     blocked: bool,
 }
 
-/// A conversation's last event: its seq and time.
+/// A conversation's last event: its seq and time; and whether its
+/// messages must be ciphertext.
 #[derive(Clone, Copy)]
 struct Last {
     seq: i64,
     ts_ms: i64,
+    encrypted: bool,
 }
 
 /// A send that passed its checks: its index in the batch, its event's seq
@@ -306,7 +310,7 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
     let mut changes: Vec<(&str, i64, bool)> = sends
         .iter()
         .filter_map(|m| match &m.body {
-            Body::Text { .. } => None,
+            Body::Text { .. } | Body::Encrypted { .. } => None,
             Body::Reaction { target, .. } | Body::Edit { target, .. } => {
                 Some((target.as_str(), m.conversation.0, false))
             }
@@ -340,11 +344,9 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
         .iter()
         .map(|message| -> Step<'_, Result<(), StoreError>> {
             Box::pin(async move {
-                let media: &[String] = match &message.body {
-                    Body::Text { media, .. } => media,
-                    _ => &[],
-                };
-                match check_own_media(db, media, message.sender_account).await {
+                let encrypted = matches!(message.body, Body::Encrypted { .. });
+                let media = message.body.media();
+                match check_own_media(db, media, message.sender_account, encrypted).await {
                     Err(Fault::Refused(refused)) => Ok(Err(refused)),
                     other => other.map(Ok),
                 }
@@ -378,6 +380,7 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
                 Last {
                     seq: row.try_get(1)?,
                     ts_ms: row.try_get(2)?,
+                    encrypted: row.try_get(4)?,
                 },
             ))
         })
@@ -421,16 +424,24 @@ struct Checks {
 }
 
 /// The send's plan, or why it is refused (in the embedded store's order of
-/// refusals); an error is a fault of the whole batch.
-fn judge(message: &NewMessage, exists: bool, checks: Checks) -> Outcome<Result<Plan, StoreError>> {
-    if !exists {
+/// refusals); an error is a fault of the whole batch. `encrypted` is the
+/// conversation's mode, `None` when it does not exist.
+fn judge(
+    message: &NewMessage,
+    encrypted: Option<bool>,
+    checks: Checks,
+) -> Outcome<Result<Plan, StoreError>> {
+    let Some(encrypted) = encrypted else {
         return Ok(Err(StoreError::UnknownConversation));
-    }
+    };
     if let Some(refused) = refusal(checks.standing.departed, checks.standing.member) {
         return Ok(Err(refused));
     }
     if checks.standing.blocked {
         return Ok(Err(StoreError::Blocked));
+    }
+    if let Err(refused) = rules::check_encryption(encrypted, &message.body) {
+        return Ok(Err(refused));
     }
     let target = match (rules::target_of(&message.body), checks.target) {
         (Some(_), None) => return Ok(Err(StoreError::UnknownMessage)),
@@ -488,16 +499,12 @@ async fn write<C: GenericClient>(
         .iter()
         .map(|accepted| -> Step<'_, ()> {
             let message = sends[accepted.send];
-            let media: &[String] = match &message.body {
-                Body::Text { media, .. } => media,
-                _ => &[],
-            };
             Box::pin(attach_media(
                 db,
                 message.message_id.as_str(),
                 message.conversation,
                 accepted.last.seq,
-                media,
+                message.body.media(),
             ))
         })
         .collect();
@@ -589,7 +596,7 @@ fn earlier_send(found: &Row) -> Outcome<Appended> {
 /// delete); two such events about one message must not share a batch.
 pub(super) fn changed_target(body: &Body) -> Option<&MessageId> {
     match body {
-        Body::Text { .. } => None,
+        Body::Text { .. } | Body::Encrypted { .. } => None,
         Body::Reaction { target, .. } | Body::Edit { target, .. } | Body::Delete { target } => {
             Some(target)
         }
@@ -630,7 +637,7 @@ async fn text_target<C: GenericClient>(
 async fn apply_effect<C: GenericClient>(db: &C, message: &NewMessage, plan: &Plan) -> Outcome<()> {
     let sender = message.sender_account.0;
     match &message.body {
-        Body::Text { .. } => {}
+        Body::Text { .. } | Body::Encrypted { .. } => {}
         Body::Reaction {
             target,
             emoji: Some(emoji),
@@ -853,11 +860,11 @@ mod tests {
         let (bob, _) = account(&nodes[0], "bob").await;
         let (carol, _) = account(&nodes[0], "carol").await;
         let with_bob = nodes[0]
-            .direct_conversation(alice.0, bob, 1)
+            .direct_conversation(alice.0, bob, 1, false)
             .await
             .expect("ab");
         let with_carol = nodes[0]
-            .direct_conversation(alice.0, carol, 1)
+            .direct_conversation(alice.0, carol, 1, false)
             .await
             .expect("ac");
         let mut stored = [0, 0];

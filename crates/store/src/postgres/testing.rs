@@ -116,7 +116,7 @@ pub(super) async fn chat(
     b: (AccountId, DeviceId),
 ) -> ConversationId {
     store
-        .direct_conversation(a.0, b.0, 1)
+        .direct_conversation(a.0, b.0, 1, false)
         .await
         .expect("direct conversation")
 }

@@ -31,14 +31,15 @@ pub(super) fn direct_conversation(
     a: AccountId,
     b: AccountId,
     now_ms: UnixMillis,
+    encrypted: bool,
 ) -> Result<ConversationId, StoreError> {
     if let Some(id) = find_direct_conversation(conn, a, b)? {
         return Ok(id);
     }
     let (low, high, key) = direct_key(a, b);
     conn.execute(
-        "INSERT INTO conversations (direct_key, created_ms) VALUES (?1, ?2)",
-        params![key, now_ms],
+        "INSERT INTO conversations (direct_key, created_ms, encrypted) VALUES (?1, ?2, ?3)",
+        params![key, now_ms, encrypted],
     )
     .map_err(backend)?;
     let id = conn.last_insert_rowid();
@@ -136,7 +137,7 @@ pub(super) fn text_authors_devices(
         let mut wrote = conn
             .prepare_cached(
                 "SELECT 1 FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3
-                 AND kind = 0 AND sender_account = ?4",
+                 AND kind IN (0, 5) AND sender_account = ?4",
             )
             .map_err(backend)?;
         let mut devices = Vec::new();
@@ -157,7 +158,7 @@ pub(super) fn text_authors_devices(
         "SELECT d.id FROM members m JOIN devices d ON d.account_id = m.account_id
          WHERE m.conversation_id = ?1 AND m.account_id != ?2 AND m.account_id IN (
              SELECT DISTINCT sender_account FROM messages
-             WHERE conversation_id = ?1 AND seq > ?3 AND seq <= ?4 AND kind = 0)
+             WHERE conversation_id = ?1 AND seq > ?3 AND seq <= ?4 AND kind IN (0, 5))
          ORDER BY d.id",
         params![conversation.0, reader.0, after, upto],
     )

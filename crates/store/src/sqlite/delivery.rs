@@ -27,7 +27,7 @@ const SCAN_SQL: &str =
         m.target_id, m.edited_ms, m.deleted, m.created_ms,
         CASE WHEN m.kind IN (?4, ?5, ?6)
              THEN (SELECT t.seq FROM messages t WHERE t.id = m.target_id) END,
-        m.kind = ?7 AND EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = m.id)
+        m.kind IN (?7, 5) AND EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = m.id)
      FROM messages m JOIN accounts a ON a.id = m.sender_account
      WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq <= ?3
      ORDER BY m.seq LIMIT 256";

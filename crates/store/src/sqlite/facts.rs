@@ -1,14 +1,15 @@
 //! What a send needs to know about its conversation (who its members are,
-//! their devices, whether a 1:1 is blocked), kept by the writer thread
-//! between sends, so a send to a conversation it has seen before reads none
-//! of it from SQLite: three of a send's seven statements. Acks and read
+//! their devices, whether a 1:1 is blocked, whether it is encrypted), kept
+//! by the writer thread between sends, so a send to a conversation it has
+//! seen before reads none of it from SQLite: three of a send's seven statements. Acks and read
 //! pointers use it too, to find whose ticks they move.
 //!
 //! The cache is only an answer the tables would give, so it is forgotten
 //! whenever those tables may have changed:
 //! - triggers on the writer's connection (temporary: this connection's
-//!   only) call back on every change to `members`, `devices` or `blocks`
-//!   made through it, whichever code made it;
+//!   only) call back on every change to `members`, `devices`, `blocks`
+//!   or a conversation's `encrypted` made through it, whichever code made
+//!   it;
 //! - `PRAGMA data_version`, read as each batch begins, moves when another
 //!   connection committed (an operator's `missive admin` process);
 //! - a batch or a job rolled back may have filled it from rows that are
@@ -38,6 +39,8 @@ pub(super) struct Conversation {
     members: Vec<AccountId>,
     /// A 1:1 in which either member blocked the other.
     pub(super) blocked: bool,
+    /// End-to-end encrypted: its messages must be ciphertext.
+    pub(super) encrypted: bool,
     /// Every device of every member with its account, sorted by device.
     devices: Vec<(DeviceId, AccountId)>,
 }
@@ -96,6 +99,7 @@ pub(super) fn install(conn: &Connection) -> Result<(), StoreError> {
     .map_err(backend)?;
     let mut sql = String::new();
     for (table, columns) in [
+        ("conversations", "encrypted"),
         ("members", "conversation_id, account_id"),
         ("devices", "id, account_id"),
         ("blocks", "blocker_id, blocked_id"),
@@ -162,11 +166,12 @@ pub(super) fn conversation(
 
 fn read(conn: &Connection, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
     let mut direct = false;
+    let mut encrypted = false;
     let mut members = Vec::new();
     {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT c.kind, m.account_id FROM conversations c
+                "SELECT c.kind, m.account_id, c.encrypted FROM conversations c
                  JOIN members m ON m.conversation_id = c.id WHERE c.id = ?1",
             )
             .map_err(backend)?;
@@ -174,6 +179,7 @@ fn read(conn: &Connection, id: ConversationId) -> Result<Option<Conversation>, S
         while let Some(row) = rows.next().map_err(backend)? {
             direct = row.get::<_, i64>(0).map_err(backend)? == 0;
             members.push(AccountId(row.get(1).map_err(backend)?));
+            encrypted = row.get::<_, i64>(2).map_err(backend)? != 0;
         }
     }
     if members.is_empty() {
@@ -206,6 +212,7 @@ fn read(conn: &Connection, id: ConversationId) -> Result<Option<Conversation>, S
     Ok(Some(Conversation {
         members,
         blocked,
+        encrypted,
         devices,
     }))
 }

@@ -161,8 +161,13 @@ pub(super) fn create_group(
         return Err(StoreError::GroupFull);
     }
     conn.execute(
-        "INSERT INTO conversations (kind, name, created_ms) VALUES (?1, ?2, ?3)",
-        params![KIND_GROUP, group.name.as_str(), group.now_ms],
+        "INSERT INTO conversations (kind, name, created_ms, encrypted) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            KIND_GROUP,
+            group.name.as_str(),
+            group.now_ms,
+            group.encrypted
+        ],
     )
     .map_err(backend)?;
     let conversation = ConversationId(conn.last_insert_rowid());
@@ -185,6 +190,7 @@ pub(super) fn create_group(
         "actor": username(conn, group.creator)?,
         "name": group.name.as_str(),
         "users": usernames(conn, &members)?,
+        "encrypted": group.encrypted,
     });
     let seq = store_system_event(
         conn,
@@ -374,11 +380,11 @@ pub(super) fn group_info(
     conversation: ConversationId,
 ) -> Result<GroupRecord, StoreError> {
     check_group_member(conn, conversation, account)?;
-    let (name, last_seq): (Option<String>, i64) = conn
+    let (name, last_seq, encrypted): (Option<String>, i64, bool) = conn
         .query_row(
-            "SELECT name, last_seq FROM conversations WHERE id = ?1",
+            "SELECT name, last_seq, encrypted FROM conversations WHERE id = ?1",
             [conversation.0],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .map_err(backend)?;
     let mut stmt = conn
@@ -407,7 +413,60 @@ pub(super) fn group_info(
     Ok(GroupRecord {
         conversation,
         name: name.unwrap_or_default(),
+        encrypted,
         members,
         last_seq,
+    })
+}
+
+pub(super) fn encrypt_conversation(
+    conn: &Connection,
+    request: &EncryptRequest,
+) -> Result<GroupChanged, StoreError> {
+    let conversation = request.conversation;
+    check_member(conn, conversation, request.actor)?;
+    let (kind, encrypted, last_seq): (i64, bool, i64) = conn
+        .query_row(
+            "SELECT kind, encrypted, last_seq FROM conversations WHERE id = ?1",
+            [conversation.0],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .map_err(backend)?;
+    if kind == KIND_GROUP {
+        check_admin(conn, conversation, request.actor)?;
+    }
+    if encrypted {
+        return Ok(GroupChanged {
+            conversation,
+            seq: last_seq,
+            recipients: Vec::new(),
+        });
+    }
+    conn.execute(
+        "UPDATE conversations SET encrypted = 1 WHERE id = ?1",
+        [conversation.0],
+    )
+    .map_err(backend)?;
+    let description = serde_json::json!({
+        "v": 1,
+        "action": "encrypted",
+        "actor": username(conn, request.actor)?,
+    });
+    let seq = store_system_event(
+        conn,
+        &SystemEvent {
+            conversation,
+            actor: request.actor,
+            actor_device: request.actor_device,
+            description,
+            now_ms: request.now_ms,
+        },
+    )?;
+    let mut recipients = member_devices(conn, conversation, None)?;
+    recipients.retain(|device| *device != request.actor_device);
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        recipients,
     })
 }

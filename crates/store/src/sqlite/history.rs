@@ -51,10 +51,7 @@ fn attach_reactions(conn: &Connection, events: &mut [StoredEvent]) -> Result<(),
              WHERE r.message_id = ?1 ORDER BY a.username",
         )
         .map_err(backend)?;
-    for event in events
-        .iter_mut()
-        .filter(|event| event.kind == EventKind::Text)
-    {
+    for event in events.iter_mut().filter(|event| event.kind.is_message()) {
         event.media = super::media::media_of(conn, event.message_id.as_str())?;
         event.reactions = stmt
             .query_map([event.message_id.as_str()], |row| {
@@ -128,8 +125,9 @@ pub(super) fn history(
     Ok(events)
 }
 
-/// (conversation, kind, name, last_seq, read_seq, joined_seq, created_ms)
-type MembershipRow = (i64, i64, Option<String>, i64, i64, i64, i64);
+/// (conversation, kind, name, last_seq, read_seq, joined_seq, created_ms,
+/// encrypted)
+type MembershipRow = (i64, i64, Option<String>, i64, i64, i64, i64, bool);
 
 pub(super) fn conversations(
     conn: &Connection,
@@ -137,7 +135,8 @@ pub(super) fn conversations(
 ) -> Result<Vec<ConversationRecord>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, m.joined_seq, c.created_ms
+            "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, m.joined_seq, c.created_ms,
+                    c.encrypted
              FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.account_id = ?1",
         )
@@ -152,6 +151,7 @@ pub(super) fn conversations(
                 row.get(4)?,
                 row.get(5)?,
                 row.get(6)?,
+                row.get(7)?,
             ))
         })
         .map_err(backend)?
@@ -174,13 +174,13 @@ pub(super) fn conversations(
     let mut unread_stmt = conn
         .prepare_cached(
             "SELECT count(*) FROM (SELECT 1 FROM messages
-             WHERE conversation_id = ?1 AND seq > ?2 AND kind = ?3 AND deleted = 0
+             WHERE conversation_id = ?1 AND seq > ?2 AND kind IN (?3, 5) AND deleted = 0
                AND sender_account != ?4 LIMIT ?5)",
         )
         .map_err(backend)?;
     let mut records = Vec::with_capacity(rows.len());
     let mut activity = Vec::with_capacity(rows.len());
-    for (id, kind, name, last_seq, read_seq, joined, created_ms) in rows {
+    for (id, kind, name, last_seq, read_seq, joined, created_ms, encrypted) in rows {
         let unread: i64 = unread_stmt
             .query_row(
                 params![
@@ -215,10 +215,7 @@ pub(super) fn conversations(
             .optional()
             .map_err(backend)?;
         // A last text's attachments, so a list can say "Photo" for it.
-        if let Some(event) = last_event
-            .as_mut()
-            .filter(|event| event.kind == EventKind::Text)
-        {
+        if let Some(event) = last_event.as_mut().filter(|event| event.kind.is_message()) {
             event.media = super::media::media_of(conn, event.message_id.as_str())?;
         }
         let activity_ms = last_event.as_ref().map_or(created_ms, |event| event.ts_ms);
@@ -232,6 +229,7 @@ pub(super) fn conversations(
                 ConversationKind::Direct
             },
             name,
+            encrypted,
             members,
             last_seq,
             read_seq,
@@ -265,7 +263,7 @@ pub(super) fn receipts(
         .query_row(
             "SELECT m.seq, m.sender_account FROM messages m
              JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = ?4
-             WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind = ?3 AND m.seq > mb.joined_seq
+             WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind IN (?3, 5) AND m.seq > mb.joined_seq
              AND m.body IS NOT NULL",
             params![message_id.as_str(), conversation.0, EVENT_TEXT, account.0],
             |row| Ok((row.get(0)?, row.get(1)?)),

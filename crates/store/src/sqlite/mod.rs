@@ -316,6 +316,7 @@ impl Store for SqliteStore {
         a: AccountId,
         b: AccountId,
         now_ms: UnixMillis,
+        encrypted: bool,
     ) -> Result<ConversationId, StoreError> {
         // Nearly always it exists: answer from a reader and keep the single
         // writer for the first message between two accounts.
@@ -325,8 +326,10 @@ impl Store for SqliteStore {
         match found {
             Some(conversation) => Ok(conversation),
             None => {
-                self.write(move |conn| conversations::direct_conversation(conn, a, b, now_ms))
-                    .await
+                self.write(move |conn| {
+                    conversations::direct_conversation(conn, a, b, now_ms, encrypted)
+                })
+                .await
             }
         }
     }
@@ -373,6 +376,14 @@ impl Store for SqliteStore {
 
     async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
         self.write(move |conn| groups::create_group(conn, &group))
+            .await
+    }
+
+    async fn encrypt_conversation(
+        &self,
+        request: EncryptRequest,
+    ) -> Result<GroupChanged, StoreError> {
+        self.write(move |conn| groups::encrypt_conversation(conn, &request))
             .await
     }
 

@@ -376,6 +376,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX to_device_by_device ON to_device(device_id, seq);
     ",
+    // 16: end-to-end encrypted conversations (issue 22): once on, every
+    // message of the conversation is ciphertext (kind 5).
+    "
+    ALTER TABLE conversations ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this build writes.

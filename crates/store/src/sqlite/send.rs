@@ -9,7 +9,7 @@ use super::facts;
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;
-use crate::rules::{self, Plan, Target};
+use crate::rules::{self, ENCRYPTED_MEDIA_TYPE, Plan, Target};
 
 pub(super) use crate::rules::event_kind;
 
@@ -81,6 +81,7 @@ pub(super) fn append_message(
             if facts.blocked {
                 return Err(StoreError::Blocked);
             }
+            rules::check_encryption(facts.encrypted, &message.body)?;
         }
         // Says why: unknown, or left.
         _ => check_member(conn, message.conversation, message.sender_account)?,
@@ -93,9 +94,13 @@ pub(super) fn append_message(
     } = apply_body(conn, message)?;
     let (seq, ts_ms) = next_seq(conn, message.conversation, message.now_ms)?;
     let message_id = message.message_id.as_str();
-    if let Body::Text { media, .. } = &message.body {
-        attach_media(conn, message_id, message.conversation, seq, media)?;
-    }
+    attach_media(
+        conn,
+        message_id,
+        message.conversation,
+        seq,
+        message.body.media(),
+    )?;
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -133,15 +138,28 @@ pub(super) fn append_message(
     })
 }
 
-/// `UnknownMedia` unless `uploader` uploaded `media_id`.
+/// `UnknownMedia` unless `uploader` uploaded `media_id` (for an encrypted
+/// message, uploaded encrypted: a plain upload would show the server what
+/// the conversation hides).
 fn check_own_media(
     conn: &Connection,
     media_id: &str,
     uploader: AccountId,
+    encrypted: bool,
 ) -> Result<(), StoreError> {
     let owned = conn
-        .prepare_cached("SELECT 1 FROM media WHERE id = ?1 AND uploader_id = ?2")
-        .and_then(|mut stmt| stmt.exists(params![media_id, uploader.0]))
+        .prepare_cached(
+            "SELECT 1 FROM media WHERE id = ?1 AND uploader_id = ?2
+             AND (?3 = 0 OR content_type = ?4)",
+        )
+        .and_then(|mut stmt| {
+            stmt.exists(params![
+                media_id,
+                uploader.0,
+                encrypted,
+                ENCRYPTED_MEDIA_TYPE
+            ])
+        })
         .map_err(backend)?;
     if owned {
         Ok(())
@@ -181,7 +199,7 @@ fn text_target(
     conn.prepare_cached(
         "SELECT m.sender_account, m.created_ms, m.deleted, m.seq FROM messages m
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.account_id = ?4
-         WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind = ?3 AND m.seq > mb.joined_seq
+         WHERE m.id = ?1 AND m.conversation_id = ?2 AND m.kind IN (?3, 5) AND m.seq > mb.joined_seq
          AND m.body IS NOT NULL",
     )
     .and_then(|mut stmt| {
@@ -213,7 +231,12 @@ fn apply_body(conn: &Connection, message: &NewMessage) -> Result<Plan, StoreErro
     match &message.body {
         Body::Text { media, .. } => {
             for media_id in media {
-                check_own_media(conn, media_id, sender)?;
+                check_own_media(conn, media_id, sender, false)?;
+            }
+        }
+        Body::Encrypted { media, .. } => {
+            for media_id in media {
+                check_own_media(conn, media_id, sender, true)?;
             }
         }
         Body::Reaction { target, emoji } => match emoji {

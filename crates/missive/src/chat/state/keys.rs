@@ -543,6 +543,7 @@ impl App {
                         id: Some(request),
                         name,
                         members,
+                        encrypted: None,
                     },
                 );
             }
