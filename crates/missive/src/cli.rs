@@ -19,6 +19,7 @@ use missive_client::{Api, ClientError, Connection};
 use missive_proto::rest::PresenceVisibility;
 use missive_proto::{ClientFrame, ServerFrame};
 
+use crate::encryption;
 use crate::profile::{self, Profile};
 use crate::text_output::{self, Output};
 
@@ -220,6 +221,16 @@ pub async fn login(
         eprintln!("error: cannot save the profile: {err}");
         return ExitCode::from(EXIT_FAILURE);
     }
+    // A new device: new keys, published so others can encrypt for it.
+    let mut vault = missive_e2ee::Vault::new(&saved.username, saved.device_id);
+    let api = Api::new(&saved.server);
+    if let Err(err) = encryption::publish(&api, &saved.token, &mut vault).await {
+        return fail(&err);
+    }
+    if let Err(err) = encryption::save(&args.profile, &vault) {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
     print_json(&serde_json::json!({
         "username": saved.username,
         "device_id": saved.device_id,
@@ -363,14 +374,50 @@ async fn rest<T: serde::Serialize>(
     }
 }
 
-pub async fn send(
-    args: &ClientArgs,
-    to: Recipient,
-    text: &str,
-    reply_to: Option<String>,
-    files: Vec<std::path::PathBuf>,
-    client_msg_id: Option<String>,
-) -> ExitCode {
+/// What `send` was asked to send.
+pub struct Outgoing {
+    pub text: String,
+    pub reply_to: Option<String>,
+    pub files: Vec<std::path::PathBuf>,
+    pub client_msg_id: Option<String>,
+    /// Encrypt even if the conversation is not (yet) known to be: a first
+    /// message to a user then creates an encrypted 1:1.
+    pub encrypted: bool,
+}
+
+/// Sends a text, end-to-end encrypted when the conversation is (or when
+/// asked to).
+pub async fn send(args: &ClientArgs, to: Recipient, outgoing: Outgoing) -> ExitCode {
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
+    };
+    let list = match Api::new(&saved.server).conversations(&saved.token).await {
+        Ok(list) => list,
+        Err(err) => return fail(&err),
+    };
+    let known = list.conversations.into_iter().find(|summary| match &to {
+        Recipient::User(user) => {
+            summary.kind == missive_proto::rest::ConversationKind::Direct
+                && summary.members.iter().any(|member| member == user)
+                && user != &saved.username
+        }
+        Recipient::Conversation(named) => match named.parse::<i64>() {
+            Ok(id) => summary.conversation == id,
+            Err(_) => summary.name.as_deref() == Some(named.as_str()),
+        },
+    });
+    if outgoing.encrypted || known.as_ref().is_some_and(|summary| summary.encrypted) {
+        return send_encrypted(args, &saved, to, known, outgoing).await;
+    }
+    let Outgoing {
+        text,
+        reply_to,
+        files,
+        client_msg_id,
+        ..
+    } = outgoing;
+    let text = text.as_str();
     let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
     let mut media = Vec::with_capacity(files.len());
     if !files.is_empty() {
@@ -416,6 +463,101 @@ pub async fn send(
             .await
     })
     .await
+}
+
+/// Conversation key of a message to a user who has no conversation with
+/// us yet: the outbound session moves under the real id once `sent` names
+/// it.
+const NOT_YET_CREATED: i64 = -1;
+
+/// `send` into an end-to-end encrypted conversation (or creating one):
+/// sessions with every member device, the room key to those lacking it,
+/// then the ciphertext. The keys are saved before anything is sent, so a
+/// crash never makes a ratchet step be used twice.
+async fn send_encrypted(
+    args: &ClientArgs,
+    saved: &Profile,
+    to: Recipient,
+    known: Option<missive_proto::rest::ConversationSummary>,
+    outgoing: Outgoing,
+) -> ExitCode {
+    if !outgoing.files.is_empty() {
+        eprintln!("error: this client cannot attach files to encrypted messages yet");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let api = Api::new(&saved.server);
+    let mut vault = match encryption::load(&args.profile, saved) {
+        Ok(vault) => vault,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let (members, conversation) = match (&to, &known) {
+        (_, Some(summary)) => (summary.members.clone(), Some(summary.conversation)),
+        (Recipient::User(user), None) => (vec![saved.username.clone(), user.clone()], None),
+        (Recipient::Conversation(named), None) => {
+            eprintln!("error: unknown_conversation: you have no conversation {named:?}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let mut devices = match encryption::member_devices(&api, saved, &members).await {
+        Ok(devices) => devices,
+        Err(err) => return fail(&err),
+    };
+    if let Err(err) = encryption::open_sessions(&api, saved, &mut vault, &mut devices).await {
+        return fail(&err);
+    }
+    let mut content = serde_json::json!({ "text": outgoing.text });
+    if let Some(reply_to) = &outgoing.reply_to {
+        content["reply_to"] = reply_to.as_str().into();
+    }
+    let key = conversation.unwrap_or(NOT_YET_CREATED);
+    let sealed = match vault.encrypt(key, &devices, &content.to_string()) {
+        Ok(sealed) => sealed,
+        Err(err) => {
+            eprintln!("error: cannot encrypt: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Err(err) = encryption::save(&args.profile, &vault) {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let mut connection = match connect(saved).await {
+        Ok(connection) => connection,
+        Err(code) => return code,
+    };
+    let client_msg_id = outgoing
+        .client_msg_id
+        .unwrap_or_else(generated_client_msg_id);
+    let result = async {
+        encryption::send_shares(&mut connection, sealed.shares).await?;
+        let recipient = match conversation {
+            Some(id) => missive_client::Recipient::Conversation(id),
+            None => match &to {
+                Recipient::User(user) => missive_client::Recipient::User(user),
+                Recipient::Conversation(_) => missive_client::Recipient::Conversation(key),
+            },
+        };
+        connection
+            .send_encrypted(recipient, &client_msg_id, &sealed.ciphertext, Vec::new())
+            .await
+    }
+    .await;
+    connection.close().await;
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(err) => return fail(&err),
+    };
+    if let (None, ServerFrame::Sent { conversation, .. }) = (conversation, &reply) {
+        vault.rename_conversation(NOT_YET_CREATED, *conversation);
+        if let Err(err) = encryption::save(&args.profile, &vault) {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    print_json(&reply)
 }
 
 /// Downloads a media object into `output` (default: a file named by its id).
@@ -571,12 +713,43 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
     let wait = idle_secs.map_or(Duration::from_secs(u64::MAX / 4), Duration::from_secs);
     let mut printed = 0u64;
     let mut acked_any = false;
-    while count.is_none_or(|count| printed < count) {
+    // Encrypted messages are printed decrypted; one whose room key has not
+    // come yet waits (with what follows it in its conversation) for it.
+    let mut keys = encryption::Reader::open(&args.profile, &saved);
+    let mut ready: std::collections::VecDeque<(ServerFrame, serde_json::Value)> =
+        std::collections::VecDeque::new();
+    'listening: while count.is_none_or(|count| printed < count) {
+        if let Some((frame, shown)) = ready.pop_front() {
+            if let Err(code) = print_and_ack(&mut connection, &frame, &shown, ack).await {
+                return code;
+            }
+            printed += 1;
+            acked_any |= ack;
+            continue;
+        }
         let frame = match connection.next_frame(wait).await {
             Ok(frame) => frame,
-            Err(ClientError::Timeout) => break,
+            Err(ClientError::Timeout) => break 'listening,
             Err(err) => return fail(&err),
         };
+        if let ServerFrame::ToDevice {
+            seq,
+            from,
+            from_device,
+            body,
+            ..
+        } = &frame
+        {
+            ready.extend(keys.take_share(from, *from_device, body));
+            let done = ClientFrame::ToDeviceAck {
+                id: None,
+                up_to: *seq,
+            };
+            if let Err(err) = connection.send_frame(&done).await {
+                return fail(&err);
+            }
+            continue;
+        }
         match &frame {
             ServerFrame::Error {
                 id, code, message, ..
@@ -602,23 +775,23 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
             }
             _ => {}
         }
-        let Some((conversation, seq)) = frame.ack_point() else {
+        if frame.ack_point().is_none() {
             continue;
-        };
-        print_json(&frame);
-        printed += 1;
-        if ack {
-            let frame = ClientFrame::Ack {
-                id: None,
-                conversation,
-                seq,
-            };
-            if let Err(err) = connection.send_frame(&frame).await {
-                return fail(&err);
-            }
-            acked_any = true;
         }
+        ready.extend(keys.offer(frame));
     }
+    // What still waits for a key is printed as undecryptable, in order.
+    for (frame, shown) in ready.into_iter().chain(keys.give_up()) {
+        if count.is_some_and(|count| printed >= count) {
+            break;
+        }
+        if let Err(code) = print_and_ack(&mut connection, &frame, &shown, ack).await {
+            return code;
+        }
+        printed += 1;
+        acked_any |= ack;
+    }
+    keys.save();
     // Make sure the last ack arrived before leaving.
     if acked_any {
         let ping = ClientFrame::Ping {
@@ -630,6 +803,28 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
     }
     connection.close().await;
     ExitCode::SUCCESS
+}
+
+/// Prints a stored event as `listen` shows it and acks it.
+async fn print_and_ack(
+    connection: &mut Connection,
+    frame: &ServerFrame,
+    shown: &serde_json::Value,
+    ack: bool,
+) -> Result<(), ExitCode> {
+    print_json(shown);
+    if let (true, Some((conversation, seq))) = (ack, frame.ack_point()) {
+        let frame = ClientFrame::Ack {
+            id: None,
+            conversation,
+            seq,
+        };
+        connection
+            .send_frame(&frame)
+            .await
+            .map_err(|err| fail(&err))?;
+    }
+    Ok(())
 }
 
 /// `listen --poll`: the same output and acking as `listen`, over HTTP
@@ -806,10 +1001,35 @@ pub async fn logout(args: &ClientArgs) -> ExitCode {
     print_json(&serde_json::json!({ "logged_out": saved.device_id }))
 }
 
-pub async fn group_create(args: &ClientArgs, name: &str, members: &[String]) -> ExitCode {
-    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+/// Creates a group; `encrypted: None` takes the server's default.
+pub async fn group_create(
+    args: &ClientArgs,
+    name: &str,
+    members: &[String],
+    encrypted: Option<bool>,
+) -> ExitCode {
+    let request = missive_proto::rest::CreateGroupRequest {
+        name: name.to_owned(),
+        members: members.to_vec(),
+        encrypted,
+    };
     rest(args, async |api, token| {
-        api.create_group(&token, name, &members).await
+        api.create_group_as(&token, &request).await
+    })
+    .await
+}
+
+/// Turns end-to-end encryption on in a conversation, for good; prints
+/// `{"encrypted": ID}`.
+pub async fn encrypt(args: &ClientArgs, named: &str) -> ExitCode {
+    let conversation = match conversation_id(args, named).await {
+        Ok(id) => id,
+        Err(code) => return code,
+    };
+    rest(args, async |api, token| {
+        api.encrypt_conversation(&token, conversation)
+            .await
+            .map(|()| serde_json::json!({ "encrypted": conversation }))
     })
     .await
 }

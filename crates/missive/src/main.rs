@@ -6,6 +6,7 @@ mod backup;
 mod bench;
 mod chat;
 mod cli;
+mod encryption;
 mod migrate;
 mod profile;
 mod serve;
@@ -123,6 +124,20 @@ enum Command {
         /// Idempotency key; a retry with the same key stores nothing twice.
         #[arg(long)]
         client_msg_id: Option<String>,
+        /// End-to-end encrypt it (done anyway in an encrypted
+        /// conversation); a first message to a user then creates an
+        /// encrypted 1:1.
+        #[arg(long)]
+        encrypted: bool,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Turn end-to-end encryption on in a conversation, for good (any
+    /// member of a 1:1, an admin of a group); prints `{"encrypted": ID}`.
+    Encrypt {
+        /// The conversation: its id, the other member's username (1:1), or
+        /// a group's name.
+        conversation: String,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -314,6 +329,9 @@ enum GroupCommand {
         /// Add this user too (repeatable).
         #[arg(long = "member", value_name = "USER")]
         members: Vec<String>,
+        /// End-to-end encrypted from the start.
+        #[arg(long)]
+        encrypted: bool,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -445,6 +463,7 @@ fn main() -> ExitCode {
                 reply_to,
                 files,
                 client_msg_id,
+                encrypted,
                 client,
             } => {
                 let to = match (group, to) {
@@ -453,8 +472,19 @@ fn main() -> ExitCode {
                     // clap requires USER unless --group is given.
                     (None, None) => unreachable!("clap enforces USER or --group"),
                 };
-                cli::send(&client, to, &text, reply_to, files, client_msg_id).await
+                let outgoing = cli::Outgoing {
+                    text,
+                    reply_to,
+                    files,
+                    client_msg_id,
+                    encrypted,
+                };
+                cli::send(&client, to, outgoing).await
             }
+            Command::Encrypt {
+                conversation,
+                client,
+            } => cli::encrypt(&client, &conversation).await,
             Command::Download {
                 media_id,
                 to,
@@ -561,8 +591,9 @@ async fn group(command: GroupCommand) -> ExitCode {
         GroupCommand::Create {
             name,
             members,
+            encrypted,
             client,
-        } => cli::group_create(&client, &name, &members).await,
+        } => cli::group_create(&client, &name, &members, encrypted.then_some(true)).await,
         GroupCommand::Add {
             group,
             users,

@@ -1,5 +1,6 @@
 //! Saved logins (`--profile`): one JSON file per profile holding the server
-//! URL and the device token, readable only by the user.
+//! URL and the device token, and beside it the device's end-to-end
+//! encryption keys (`<name>.keys.json`), both readable only by the user.
 
 use std::path::PathBuf;
 
@@ -35,10 +36,40 @@ pub fn load(name: &str) -> std::io::Result<Profile> {
 
 pub fn save(name: &str, profile: &Profile) -> std::io::Result<PathBuf> {
     let path = path(name);
+    let text = serde_json::to_string_pretty(profile).map_err(std::io::Error::other)?;
+    write_private(&path, &text)?;
+    Ok(path)
+}
+
+fn keys_path(name: &str) -> PathBuf {
+    crate::config_dir()
+        .join("profiles")
+        .join(format!("{name}.keys.json"))
+}
+
+/// The device's saved encryption keys, if it has any.
+pub fn load_keys(name: &str) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(keys_path(name)) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Saves the keys whole or not at all (a new file renamed over the old):
+/// a crash mid-write must not lose the sessions.
+pub fn save_keys(name: &str, text: &str) -> std::io::Result<()> {
+    let path = keys_path(name);
+    let fresh = path.with_extension("json.new");
+    write_private(&fresh, text)?;
+    std::fs::rename(&fresh, &path)
+}
+
+/// Writes `text` to a file only the user may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let text = serde_json::to_string_pretty(profile).map_err(std::io::Error::other)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -47,10 +78,17 @@ pub fn save(name: &str, profile: &Profile) -> std::io::Result<PathBuf> {
         options.mode(0o600);
     }
     use std::io::Write;
-    options.open(&path)?.write_all(text.as_bytes())?;
-    Ok(path)
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
+/// Forgets the login and its keys (a revoked device's keys are no use).
 pub fn remove(name: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(keys_path(name)) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
     std::fs::remove_file(path(name))
 }

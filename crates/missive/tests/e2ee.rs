@@ -301,3 +301,221 @@ async fn the_operator_policy_requires_or_forbids_encryption() {
         .await;
     assert_eq!(refused_code(sealed_group), "encryption_disabled");
 }
+
+/// Runs the CLI as `profile` and returns its stdout; panics unless it
+/// exits 0.
+fn cli_ok(config_dir: &std::path::Path, url: &str, profile: &str, args: &[&str]) -> String {
+    let mut args = args.to_vec();
+    args.extend(["--profile", profile]);
+    let (code, stdout, stderr) = cli(config_dir, url, &args);
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+    stdout
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect()
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|window| window == needle))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_encrypts_end_to_end_and_the_store_holds_no_plaintext() {
+    // Goal: through the real binary, a device's keys are made and
+    // published at login; a message into an encrypted group (and a first
+    // encrypted message to a user) reaches the other members' devices
+    // decrypted, while no file of the server's data directory (SQLite,
+    // its WAL, media) holds the plaintext; after a member is removed the
+    // next message is under a new key that the removed member's own saved
+    // keys cannot open; a tampered ciphertext is shown as rejected, not as
+    // text.
+    let data_dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let url = server.url.clone();
+    let dir = config_dir.path().to_owned();
+    let (group, alice_token) = {
+        let (dir, url) = (dir.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            let ok = |profile: &str, args: &[&str]| cli_ok(&dir, &url, profile, args);
+            for user in ["alice", "bob", "carol"] {
+                ok(user, &["register", user]);
+                ok(user, &["login", user]);
+            }
+            let keys: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("profiles/alice.keys.json")).expect("keys"),
+            )
+            .expect("json");
+            assert_eq!(
+                keys["user"], "alice",
+                "the device's keys are saved at login"
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(dir.join("profiles/alice.keys.json"))
+                    .expect("metadata")
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            let created: serde_json::Value = serde_json::from_str(&ok(
+                "alice",
+                &[
+                    "group",
+                    "create",
+                    "sealed",
+                    "--member",
+                    "bob",
+                    "--member",
+                    "carol",
+                    "--encrypted",
+                ],
+            ))
+            .expect("group json");
+            assert_eq!(created["encrypted"], true);
+            let group = created["conversation"].as_i64().expect("id");
+            ok(
+                "alice",
+                &[
+                    "send",
+                    "--group",
+                    &group.to_string(),
+                    "MARKER-7f3a group secret",
+                ],
+            );
+            for reader in ["bob", "carol"] {
+                let got = json_lines(&ok(reader, &["listen", "--count", "2", "--idle-secs", "5"]));
+                let message = got
+                    .iter()
+                    .find(|frame| frame["kind"] == "encrypted")
+                    .unwrap_or_else(|| panic!("{reader} got {got:?}"));
+                assert_eq!(message["text"], "MARKER-7f3a group secret", "{reader}");
+                assert_eq!(message["decrypted"], true);
+            }
+            ok(
+                "alice",
+                &["send", "bob", "MARKER-1c9e direct secret", "--encrypted"],
+            );
+            // The control: a plain message is found where the others are not.
+            ok("alice", &["send", "carol", "PLAIN-MARKER-55 in the clear"]);
+            let got = json_lines(&ok("bob", &["listen", "--count", "1", "--idle-secs", "5"]));
+            assert_eq!(got[0]["text"], "MARKER-1c9e direct secret");
+            assert_eq!(got[0]["decrypted"], true);
+            let profile: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("profiles/alice.json")).expect("profile"),
+            )
+            .expect("json");
+            (group, profile["token"].as_str().expect("token").to_owned())
+        })
+        .await
+        .expect("cli steps")
+    };
+    assert!(
+        !files_containing(data_dir.path(), b"PLAIN-MARKER-55").is_empty(),
+        "the search finds a plain text in the server's files"
+    );
+    for marker in [&b"MARKER-7f3a"[..], b"MARKER-1c9e"] {
+        assert_eq!(
+            files_containing(data_dir.path(), marker),
+            Vec::<std::path::PathBuf>::new(),
+            "plaintext in the server's files"
+        );
+    }
+
+    // Carol is removed: the next message uses a key she never gets.
+    let api = missive_client::Api::new(&url);
+    let bob_view = {
+        let (dir, url) = (dir.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            let ok = |profile: &str, args: &[&str]| cli_ok(&dir, &url, profile, args);
+            ok("alice", &["group", "remove", &group.to_string(), "carol"]);
+            ok(
+                "alice",
+                &["send", "--group", &group.to_string(), "after carol left"],
+            );
+            json_lines(&ok("bob", &["listen", "--count", "2", "--idle-secs", "5"]))
+        })
+        .await
+        .expect("cli steps")
+    };
+    let after = bob_view
+        .iter()
+        .find(|frame| frame["kind"] == "encrypted")
+        .expect("bob got the message");
+    assert_eq!(after["text"], "after carol left");
+    let history = api
+        .history(&alice_token, group, "limit=50")
+        .await
+        .expect("history");
+    let sealed = history
+        .messages
+        .iter()
+        .find(|message| message.seq == after["seq"].as_i64().expect("seq"))
+        .expect("in history");
+    let mut carol_keys = missive_e2ee::Vault::from_json(
+        &std::fs::read_to_string(dir.join("profiles/carol.keys.json")).expect("carol's keys"),
+    )
+    .expect("carol's vault");
+    assert_eq!(
+        carol_keys.decrypt(group, "alice", sealed.from_device, &sealed.text),
+        Err(missive_e2ee::DecryptError::NoKey),
+        "the removed member's keys open the new message"
+    );
+
+    // A tampered copy of a real ciphertext is rejected, visibly.
+    let mut envelope: serde_json::Value = serde_json::from_str(&sealed.text).expect("envelope");
+    let mut body = envelope["ciphertext"]
+        .as_str()
+        .expect("ciphertext")
+        .to_owned();
+    let flipped = if body.as_bytes()[30] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    body.replace_range(30..31, flipped);
+    envelope["ciphertext"] = body.into();
+    let mut alice = missive_client::Connection::connect(&api.ws_url(), &alice_token)
+        .await
+        .expect("connect");
+    alice
+        .send_encrypted(
+            Recipient::Conversation(group),
+            "forged-1",
+            &envelope.to_string(),
+            Vec::new(),
+        )
+        .await
+        .expect("the server stores what it cannot read");
+    let got = tokio::task::spawn_blocking(move || {
+        json_lines(&cli_ok(
+            &dir,
+            &url,
+            "bob",
+            &["listen", "--count", "1", "--idle-secs", "5"],
+        ))
+    })
+    .await
+    .expect("listen");
+    assert_eq!(
+        (got[0]["text"].as_str(), got[0]["decrypt_error"].as_str()),
+        (Some(""), Some("tampered"))
+    );
+}
