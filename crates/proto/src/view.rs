@@ -48,9 +48,14 @@ impl<'a> FrameView<'a> {
         }
     }
 
-    /// A text message (not a group's system event, a reaction, …).
+    /// A message members write, plain or encrypted (not a group's system
+    /// event, a reaction, …).
     pub fn is_text(&self) -> bool {
-        self.frame_type == "message" && self.kind.as_deref().is_none_or(|kind| kind == "text")
+        self.frame_type == "message"
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|kind| kind == "text" || kind == "encrypted")
     }
 }
 
@@ -83,6 +88,7 @@ mod tests {
         let created = serde_json::json!({"v": 1, "action": "created"});
         let frames = [
             message(MessageKind::Text, None),
+            message(MessageKind::Encrypted, None),
             message(MessageKind::System, Some(created)),
             ServerFrame::Expired {
                 conversation: 7,
@@ -110,7 +116,11 @@ mod tests {
                 ..
             } = &frame
             {
-                assert_eq!(view.is_text(), *kind == MessageKind::Text, "{json}");
+                assert_eq!(
+                    view.is_text(),
+                    matches!(kind, MessageKind::Text | MessageKind::Encrypted),
+                    "{json}"
+                );
                 assert_eq!(view.text.as_deref(), Some(text.as_str()));
                 assert_eq!(view.message_id.as_deref(), Some(message_id.as_str()));
             } else {

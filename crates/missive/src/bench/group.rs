@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::Common;
 use super::ledger::{MessageKey, Tally, tally};
-use super::pairs::{Target, receive, send};
+use super::pairs::{Payload, Target, receive, send};
 use super::report::Report;
 use super::setup::{self, connect_all, members, run_prefix};
 use super::stats::Latencies;
@@ -84,6 +84,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     let (keys, sent_latency) = send(
         sender,
         Target::Conversation(group),
+        Payload::default(),
         epoch,
         deadline,
         args.window,

@@ -38,6 +38,35 @@ pub struct PairsArgs {
     /// How long senders send.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Send into end-to-end encrypted 1:1s: each text is sent as ciphertext
+    /// (`"encrypted": true`), padded to --payload-bytes, so the server's
+    /// cost can be set beside plain texts of the same size.
+    #[arg(long)]
+    encrypted: bool,
+    /// Pad each text to this many bytes (the timestamp it carries, then
+    /// base64-like filler); 0 sends the timestamp alone.
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+}
+
+/// What each message carries: its timestamp, padded, plain or as
+/// ciphertext. What the server does with ciphertext is only what it does
+/// with any text (it cannot look inside), so the filler stands for it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Payload {
+    pub encrypted: bool,
+    pub bytes: usize,
+}
+
+impl Payload {
+    fn text(self, stamp_nanos: u128) -> String {
+        let mut text = stamp_nanos.to_string();
+        if text.len() < self.bytes {
+            text.push('.');
+            text.extend(std::iter::repeat_n('A', self.bytes - text.len()));
+        }
+        text
+    }
 }
 
 /// Open-loop senders stop scheduling beyond this many unanswered sends.
@@ -65,7 +94,13 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
             bail!("fewer connections than pairs");
         };
         let to = people[2 * i + 1].username.clone();
-        warming.push(tokio::spawn(warm_up(sender, receiver, to, common.settle())));
+        warming.push(tokio::spawn(warm_up(
+            sender,
+            receiver,
+            to,
+            args.encrypted,
+            common.settle(),
+        )));
     }
     let mut senders = Vec::with_capacity(args.pairs);
     let mut receivers = Vec::with_capacity(args.pairs);
@@ -105,6 +140,10 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
         sending.push(tokio::spawn(send(
             connection,
             Target::User(receiver),
+            Payload {
+                encrypted: args.encrypted,
+                bytes: args.payload_bytes,
+            },
             epoch,
             deadline,
             args.window,
@@ -182,8 +221,10 @@ async fn warm_up(
     mut sender: Connection,
     mut receiver: Connection,
     to: String,
+    encrypted: bool,
     settle: Duration,
 ) -> anyhow::Result<(Connection, Connection)> {
+    // Encrypted, it creates the pair's 1:1 encrypted.
     let frame = ClientFrame::Send {
         id: Some("warm-up".into()),
         to: Some(to),
@@ -192,7 +233,7 @@ async fn warm_up(
         text: "warm-up".into(),
         reply_to: None,
         media: Vec::new(),
-        encrypted: false,
+        encrypted,
     };
     sender.send_frame(&frame).await?;
     loop {
@@ -254,9 +295,11 @@ fn stagger(interval: Duration, index: usize, senders: usize) -> Duration {
 /// One sender: keeps `window` sends in flight (or follows its schedule)
 /// until `deadline`, then waits for the last replies. Returns the ids the
 /// server confirmed and the send→sent latencies.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     mut connection: Connection,
     target: Target,
+    payload: Payload,
     epoch: Instant,
     deadline: Instant,
     window: usize,
@@ -296,10 +339,10 @@ pub async fn send(
                     to,
                     conversation,
                     client_msg_id: super::client_msg_id('p', next),
-                    text: stamp_at.duration_since(epoch).as_nanos().to_string(),
+                    text: payload.text(stamp_at.duration_since(epoch).as_nanos()),
                     reply_to: None,
                     media: Vec::new(),
-                    encrypted: false,
+                    encrypted: payload.encrypted,
                 };
                 connection.send_frame(&frame).await?;
                 in_flight.insert(next, stamp_at);

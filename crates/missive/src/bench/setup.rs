@@ -147,6 +147,7 @@ pub async fn connect_all(
 /// was sent, or scheduled), so a receiver in the same process times it
 /// without asking the sender.
 pub fn elapsed_since_stamp(epoch: Instant, text: &str) -> Option<std::time::Duration> {
-    let sent = std::time::Duration::from_nanos(text.parse().ok()?);
+    let stamp = text.split_once('.').map_or(text, |(stamp, _)| stamp);
+    let sent = std::time::Duration::from_nanos(stamp.parse().ok()?);
     epoch.elapsed().checked_sub(sent)
 }
