@@ -283,6 +283,23 @@ impl Api {
             .await
     }
 
+    /// Sets the disappearing timer of messages sent from now on (0: off).
+    pub async fn set_timer(
+        &self,
+        token: &str,
+        conversation: i64,
+        secs: u32,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "secs": secs });
+        self.send_empty(
+            reqwest::Method::PUT,
+            token,
+            &format!("/v1/conversations/{conversation}/timer"),
+            Some(&body),
+        )
+        .await
+    }
+
     /// Turns end-to-end encryption on in a conversation, for good.
     pub async fn encrypt_conversation(
         &self,

@@ -1019,6 +1019,21 @@ pub async fn group_create(
     .await
 }
 
+/// Sets a conversation's disappearing timer; prints `{"conversation": ID,
+/// "disappear_secs": SECS}`.
+pub async fn set_timer(args: &ClientArgs, named: &str, secs: u32) -> ExitCode {
+    let conversation = match conversation_id(args, named).await {
+        Ok(id) => id,
+        Err(code) => return code,
+    };
+    rest(args, async |api, token| {
+        api.set_timer(&token, conversation, secs)
+            .await
+            .map(|()| serde_json::json!({ "conversation": conversation, "disappear_secs": secs }))
+    })
+    .await
+}
+
 /// Turns end-to-end encryption on in a conversation, for good; prints
 /// `{"encrypted": ID}`.
 pub async fn encrypt(args: &ClientArgs, named: &str) -> ExitCode {

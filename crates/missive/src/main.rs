@@ -141,6 +141,17 @@ enum Command {
         #[command(flatten)]
         client: cli::ClientArgs,
     },
+    /// Make messages sent from now on disappear after SECS (3600, 86400,
+    /// 604800 or 7776000; 0 turns it off). Any member of a 1:1, an admin
+    /// of a group.
+    Timer {
+        /// The conversation: its id, the other member's username (1:1), or
+        /// a group's name.
+        conversation: String,
+        secs: u32,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
     /// Download a media object to a file; prints its type and size.
     Download {
         /// The media id from the message's `media` list.
@@ -485,6 +496,11 @@ fn main() -> ExitCode {
                 conversation,
                 client,
             } => cli::encrypt(&client, &conversation).await,
+            Command::Timer {
+                conversation,
+                secs,
+                client,
+            } => cli::set_timer(&client, &conversation, secs).await,
             Command::Download {
                 media_id,
                 to,

@@ -519,3 +519,122 @@ async fn the_cli_encrypts_end_to_end_and_the_store_holds_no_plaintext() {
         (Some(""), Some("tampered"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disappearing_messages_are_purged_at_their_expiry() {
+    // Goal: a member sets a conversation's timer (a frame or REST; only
+    // the offered values; a system event tells the others, the list shows
+    // it); a message sent under it carries `expires_ms`; at that time the
+    // sweeper purges it whatever the cursors: history no longer has it,
+    // its media is no longer shared (and its bytes go once unshared for
+    // the grace period); a message sent before the timer stays.
+    let server = TestServer::start_with(|config| config.delivery.media_grace_secs = 60).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let mut a = server.connect(&alice).await;
+    let first = a
+        .send_text("bob", "p0", "before the timer")
+        .await
+        .expect("sent");
+    let ServerFrame::Sent { conversation, .. } = first else {
+        panic!("expected sent, got {first:?}");
+    };
+    let mut b = server.connect(&bob).await;
+    queued(&mut b, 1).await;
+    let odd = b
+        .call(|id| ClientFrame::SetTimer {
+            id,
+            conversation,
+            secs: 1_234,
+        })
+        .await;
+    assert_eq!(refused_code(odd), "invalid_field");
+    b.call(|id| ClientFrame::SetTimer {
+        id,
+        conversation,
+        secs: 3_600,
+    })
+    .await
+    .expect("bob sets an hour");
+    let told = queued(&mut a, 1).await;
+    assert!(
+        matches!(&told[..], [ServerFrame::Message { kind: MessageKind::System, event: Some(event), .. }]
+            if event["action"] == "timer" && event["secs"] == 3_600),
+        "{told:?}"
+    );
+    let listed = server.api.conversations(&alice).await.expect("list");
+    assert_eq!(listed.conversations[0].disappear_secs, 3_600);
+
+    let photo = server
+        .api
+        .upload_media(&alice, png(8, 8))
+        .await
+        .expect("upload");
+    assert_eq!(files_under(&server.data_dir.path().join("media")), 2);
+    a.call(|id| ClientFrame::Send {
+        id,
+        to: None,
+        conversation: Some(conversation),
+        client_msg_id: "p1".into(),
+        text: "gone in an hour".into(),
+        reply_to: None,
+        media: vec![photo.media_id.clone()],
+        encrypted: false,
+    })
+    .await
+    .expect("sent under the timer");
+    let got = queued(&mut b, 1).await;
+    let [
+        ServerFrame::Message {
+            ts_ms, expires_ms, ..
+        },
+    ] = &got[..]
+    else {
+        panic!("expected the message, got {got:?}");
+    };
+    assert_eq!(*expires_ms, Some(ts_ms + 3_600_000));
+    assert!(
+        server
+            .api
+            .download_media(&bob, &photo.media_id)
+            .await
+            .is_ok()
+    );
+
+    server.clock.advance_ms(3_600_000 - 1_000);
+    server.app.sweep_now().await.expect("sweep");
+    assert_eq!(
+        server
+            .api
+            .history(&bob, conversation, "limit=50")
+            .await
+            .expect("history")
+            .messages
+            .len(),
+        3,
+        "nothing goes before its time"
+    );
+    server.clock.advance_ms(2_000);
+    server.app.sweep_now().await.expect("sweep");
+    let texts: Vec<String> = server
+        .api
+        .history(&bob, conversation, "limit=50")
+        .await
+        .expect("history")
+        .messages
+        .into_iter()
+        .map(|message| message.text)
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["".to_owned(), "before the timer".to_owned()],
+        "the timer's event and p0"
+    );
+    assert_eq!(
+        refused_code(server.api.download_media(&bob, &photo.media_id).await),
+        "unknown_media"
+    );
+    // Uploaded more than the grace ago and no longer shared: the bytes
+    // (the photo and its thumbnail) went with the same sweep.
+    assert_eq!(files_under(&server.data_dir.path().join("media")), 0);
+}

@@ -22,6 +22,7 @@ fn message(text_bytes: usize) -> ServerFrame {
         edited_ms: None,
         deleted: false,
         ts_ms: 1_795_948_711_265,
+        expires_ms: None,
     }
 }
 

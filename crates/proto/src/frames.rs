@@ -47,6 +47,15 @@ pub enum ClientFrame {
         id: Option<String>,
         conversation: i64,
     },
+    /// Sets the conversation's disappearing timer: messages sent from now
+    /// on disappear `secs` after they were sent (0: off). Who may: as for
+    /// `encrypt`. Answered `ok`.
+    SetTimer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        conversation: i64,
+        secs: u32,
+    },
     /// Set (or, with no `emoji`, remove) your reaction to a message.
     React {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +227,9 @@ pub enum ServerFrame {
         seq: i64,
         ts_ms: i64,
         duplicate: bool,
+        /// When it disappears: its conversation has a timer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_ms: Option<i64>,
     },
     /// A stored event of a conversation above this device's position
     /// there. `kind` says what it is; see docs/PROTOCOL.md.
@@ -248,6 +260,10 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         deleted: bool,
         ts_ms: i64,
+        /// When it disappears: its conversation had a timer when it was
+        /// sent. Clients remove it then; the server purges it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_ms: Option<i64>,
     },
     /// A receipt cursor moved: some device of `by` has received every event
     /// of `conversation` up to and including `seq`. Live only (a device
@@ -422,6 +438,7 @@ const CLIENT_TYPES: &[&str] = &[
     "typing",
     "subscribe_presence",
     "encrypt",
+    "set_timer",
     "group_create",
     "group_info",
     "group_rename",
@@ -579,6 +596,7 @@ mod tests {
             seq: 3,
             ts_ms: 4,
             duplicate: false,
+            expires_ms: None,
         };
         assert_eq!(
             frame.to_json(),

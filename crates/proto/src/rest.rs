@@ -77,6 +77,14 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// `PUT /v1/conversations/{id}/timer`: messages sent from now on
+/// disappear `secs` after they were sent (0: off).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimerRequest {
+    pub secs: u32,
+}
+
 /// `POST /v1/groups`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +134,10 @@ pub struct MemberInfo {
     pub joined_ms: i64,
 }
 
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupInfo {
     pub conversation: i64,
@@ -133,6 +145,9 @@ pub struct GroupInfo {
     /// End-to-end encrypted: its messages are ciphertext.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// Messages disappear this long after they were sent (absent: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disappear_secs: u32,
     pub members: Vec<MemberInfo>,
     /// The seq of the group's latest event.
     pub last_seq: i64,
@@ -167,6 +182,9 @@ pub struct HistoryMessage {
     #[serde(default)]
     pub deleted: bool,
     pub ts_ms: i64,
+    /// When it disappears (its conversation had a timer when it was sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<ReactionInfo>,
 }
@@ -197,6 +215,9 @@ pub struct ConversationSummary {
     /// End-to-end encrypted: its messages are ciphertext.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// Messages disappear this long after they were sent (absent: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disappear_secs: u32,
     pub members: Vec<String>,
     pub last_seq: i64,
     pub read_seq: i64,

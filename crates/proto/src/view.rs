@@ -84,6 +84,7 @@ mod tests {
             edited_ms: None,
             deleted: false,
             ts_ms: 5,
+            expires_ms: None,
         };
         let created = serde_json::json!({"v": 1, "action": "created"});
         let frames = [

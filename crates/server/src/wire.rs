@@ -59,6 +59,7 @@ pub fn history_message(event: StoredEvent) -> HistoryMessage {
         edited_ms: event.edited_ms,
         deleted: event.deleted,
         ts_ms: event.ts_ms,
+        expires_ms: event.expires_ms,
         reactions: event
             .reactions
             .into_iter()
@@ -102,5 +103,6 @@ pub fn event_frame(event: StoredEvent) -> ServerFrame {
         edited_ms: shown.edited_ms,
         deleted: shown.deleted,
         ts_ms: shown.ts_ms,
+        expires_ms: shown.expires_ms,
     }
 }

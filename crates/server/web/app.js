@@ -25,6 +25,8 @@ const USERNAME_PATTERN = /^[a-z0-9_.]{3,32}$/;
 const HISTORY_PAGE = 40;
 const PRESENCE_POLL_MS = 30000;
 const TOAST_MS = 6000;
+// How often disappearing messages past their time are taken off screen.
+const EXPIRY_CHECK_MS = 10000;
 // Thumbnails kept as blob: URLs; the least recently used beyond this are revoked (fetched again if shown again).
 const THUMBNAILS_KEPT = 150;
 // A download link's blob: URL outlives the click by this much, for the browser to start reading it.
@@ -138,6 +140,9 @@ class Session {
     avatar.textContent = initial(this.me.username);
 
     this.status = new StatusView({ onRetry: () => this.connection.retryNow() });
+    setInterval(() => {
+      if (this.store.dropExpired()) this.render();
+    }, EXPIRY_CHECK_MS);
     this.listView = new ListView(this.store, { onOpen: (key) => this.navigate(key) });
     this.chatView = new ChatView(this.store, this.chatActions());
     this.devicesDialog = new DevicesDialog(this.api, { onRevokedSelf: () => this.logout({ ask: false }) });

@@ -29,6 +29,11 @@ function timelineOrder(a, b) {
 }
 
 /** What an event changes on its target: the text (edits, deletes) or one user's reaction. */
+// A disappearing message past its time is gone, here as on the server.
+function shown(msg) {
+  return DISPLAYED_KINDS.has(msg.kind) && !(msg.expires_ms && msg.expires_ms <= Date.now());
+}
+
 // An encrypted message takes a text's place on screen.
 function shownKind(kind) {
   return kind === 'encrypted' ? 'text' : kind ?? 'text';
@@ -235,13 +240,13 @@ export class Store extends EventTarget {
 
   /** Messages to show, oldest first; unsent ones last, in the order they were written. */
   timeline(conv) {
-    return [...conv.messages.values()].filter((msg) => DISPLAYED_KINDS.has(msg.kind)).sort(timelineOrder);
+    return [...conv.messages.values()].filter((msg) => shown(msg)).sort(timelineOrder);
   }
 
   lastShown(conv) {
     let last = null;
     for (const msg of conv.messages.values()) {
-      if (DISPLAYED_KINDS.has(msg.kind) && (!last || timelineOrder(msg, last) > 0)) last = msg;
+      if (shown(msg) && (!last || timelineOrder(msg, last) > 0)) last = msg;
     }
     return last;
   }
@@ -264,6 +269,7 @@ export class Store extends EventTarget {
       edited_ms: event.edited_ms ?? null,
       deleted: Boolean(event.deleted),
       ts_ms: event.ts_ms,
+      expires_ms: event.expires_ms ?? null,
       reactions: reactionsMap(event.reactions),
       stateSeq: event.seq, // the state shown is complete up to this seq
       fieldSeqs: new Map(), // field (see fieldOf) -> seq of the event that last set it, when above stateSeq
@@ -460,6 +466,20 @@ export class Store extends EventTarget {
     if (detail.action === 'renamed' && detail.name) conv.name = detail.name;
     // Member lists and roles come from the server rather than being replayed here.
     this.needsListRefresh = true;
+  }
+
+  /** Forgets the disappearing messages whose time has come; true if any went. */
+  dropExpired(now = Date.now()) {
+    let dropped = false;
+    for (const conv of this.conversations.values()) {
+      for (const [key, msg] of conv.messages) {
+        if (msg.expires_ms && msg.expires_ms <= now) {
+          conv.messages.delete(key);
+          dropped = true;
+        }
+      }
+    }
+    return dropped;
   }
 
   /**

@@ -326,14 +326,11 @@ pub trait Store: Send + Sync + 'static {
     /// events from this one on.
     async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError>;
 
-    /// Turns end-to-end encryption on in a conversation, for good, and
-    /// records it as a system event (`"action": "encrypted"`) for every
-    /// member's devices. Already on: `Ok` with no new event (`seq` is the
-    /// conversation's last).
-    async fn encrypt_conversation(
-        &self,
-        request: EncryptRequest,
-    ) -> Result<GroupChanged, StoreError>;
+    /// Changes a conversation setting (encryption on, the disappearing
+    /// timer) and records it as a system event for every member's devices.
+    /// Already so: `Ok` with no new event (`seq` is the conversation's
+    /// last).
+    async fn change_setting(&self, request: SettingRequest) -> Result<GroupChanged, StoreError>;
 
     /// A group's name and members, for members only.
     async fn group_info(

@@ -102,6 +102,8 @@ pub struct Appended {
     pub conversation: ConversationId,
     pub seq: Seq,
     pub ts_ms: UnixMillis,
+    /// When it disappears, if its conversation has a timer.
+    pub expires_ms: Option<UnixMillis>,
     /// True when this was a retry and nothing was stored.
     pub duplicate: bool,
     /// The member devices the event is for (every device of every member
@@ -112,6 +114,9 @@ pub struct Appended {
 
 /// What waits for a device: the stored events above its position in each
 /// of its conversations, in seq order per conversation.
+// Nearly every item is an event: boxing it would cost an allocation per
+// delivered event to save memory on the rare expired range.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PendingItem {
     /// An event to deliver (`reactions` is empty: they travel as events).
@@ -356,6 +361,8 @@ pub struct StoredEvent {
     pub edited_ms: Option<UnixMillis>,
     pub deleted: bool,
     pub ts_ms: UnixMillis,
+    /// When it disappears (its conversation had a timer when it was sent).
+    pub expires_ms: Option<UnixMillis>,
     /// (username, emoji) for text messages, by username.
     pub reactions: Vec<(String, String)>,
 }
@@ -424,12 +431,22 @@ pub enum GroupChange {
     Rename(GroupName),
 }
 
-/// Turning end-to-end encryption on in a conversation (for good): any
-/// member of a 1:1, an admin of a group.
-pub struct EncryptRequest {
+/// A conversation setting, changed by any member of a 1:1 or an admin of
+/// a group and recorded as a system event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// End-to-end encryption on, for good (`"action": "encrypted"`).
+    Encrypt,
+    /// Messages sent from now on disappear this many seconds after they
+    /// were sent; 0 turns it off (`"action": "timer"`, `"secs"`).
+    DisappearAfter(u32),
+}
+
+pub struct SettingRequest {
     pub actor: AccountId,
     pub actor_device: DeviceId,
     pub conversation: ConversationId,
+    pub setting: Setting,
     pub now_ms: UnixMillis,
 }
 
@@ -465,6 +482,8 @@ pub struct GroupRecord {
     pub conversation: ConversationId,
     pub name: String,
     pub encrypted: bool,
+    /// Messages disappear this long after they were sent (0: never).
+    pub disappear_secs: u32,
     pub members: Vec<MemberRecord>,
     pub last_seq: Seq,
 }
@@ -487,6 +506,8 @@ pub struct ConversationRecord {
     pub name: Option<String>,
     /// End-to-end encrypted: its messages are ciphertext.
     pub encrypted: bool,
+    /// Messages disappear this long after they were sent (0: never).
+    pub disappear_secs: u32,
     pub members: Vec<String>,
     pub last_seq: Seq,
     pub read_seq: Seq,

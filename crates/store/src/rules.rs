@@ -7,7 +7,7 @@
 use missive_core::{AccountId, Seq, UnixMillis};
 
 use crate::StoreError;
-use crate::model::{Body, EventKind, NewMessage};
+use crate::model::{Body, EventKind, NewMessage, Setting};
 
 /// `messages.kind` codes, the same on every backend.
 pub const EVENT_TEXT: i16 = 0;
@@ -59,6 +59,22 @@ pub fn kind_code(kind: EventKind) -> i16 {
         EventKind::Edit => EVENT_EDIT,
         EventKind::Delete => EVENT_DELETE,
         EventKind::Encrypted => EVENT_ENCRYPTED,
+    }
+}
+
+/// When an event stored at `ts_ms` in a conversation whose timer is
+/// `disappear_secs` disappears (`None`: no timer).
+pub fn expiry(ts_ms: UnixMillis, disappear_secs: i64) -> Option<UnixMillis> {
+    (disappear_secs > 0).then(|| ts_ms.saturating_add(disappear_secs.saturating_mul(1000)))
+}
+
+/// The system event recording a setting's change by `actor`.
+pub fn setting_event(setting: Setting, actor: &str) -> serde_json::Value {
+    match setting {
+        Setting::Encrypt => serde_json::json!({"v": 1, "action": "encrypted", "actor": actor}),
+        Setting::DisappearAfter(secs) => {
+            serde_json::json!({"v": 1, "action": "timer", "actor": actor, "secs": secs})
+        }
     }
 }
 

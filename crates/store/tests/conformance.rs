@@ -1109,10 +1109,10 @@ mod scenarios {
     };
     use missive_store::{
         AccountRecord, AckOutcome, Body, ClaimedKey, ConversationKind, DELETED_PREFIX, DeviceAuth,
-        DeviceKeys, DeviceRecord, ENCRYPTED_MEDIA_TYPE, EncryptRequest, EventKind, GroupChange,
-        GroupChangeRequest, IdentityKeys, KeyUpload, MediaRecord, NewAccount, NewDevice, NewGroup,
-        NewInvites, NewToDevice, OneTimeKey, PendingItem, PendingRequest, PresenceVisibility,
-        ReadOutcome, ReadRequest, Role, Store, StoreError, StoredEvent, ToDeviceBatch,
+        DeviceKeys, DeviceRecord, ENCRYPTED_MEDIA_TYPE, EventKind, GroupChange, GroupChangeRequest,
+        IdentityKeys, KeyUpload, MediaRecord, NewAccount, NewDevice, NewGroup, NewInvites,
+        NewToDevice, OneTimeKey, PendingItem, PendingRequest, PresenceVisibility, ReadOutcome,
+        ReadRequest, Role, Setting, SettingRequest, Store, StoreError, StoredEvent, ToDeviceBatch,
         ToDeviceMessage,
     };
     use proptest::prelude::*;
@@ -1873,6 +1873,7 @@ mod scenarios {
                     edited_ms: None,
                     deleted: false,
                     ts_ms: NOW,
+                    expires_ms: None,
                     reactions: vec![],
                 })],
                 "device {device}"
@@ -4521,6 +4522,7 @@ mod scenarios {
                 edited_ms: None,
                 deleted: false,
                 ts_ms: NOW + 5,
+                expires_ms: None,
                 reactions: vec![],
             }
         );
@@ -4819,14 +4821,15 @@ mod scenarios {
                 .encrypted
         );
 
-        let request = |actor, actor_device, conversation| EncryptRequest {
+        let request = |actor, actor_device, conversation| SettingRequest {
             actor,
             actor_device,
             conversation,
+            setting: Setting::Encrypt,
             now_ms: NOW + 1,
         };
         let on = store
-            .encrypt_conversation(request(bob, b1, conv))
+            .change_setting(request(bob, b1, conv))
             .await
             .expect("encrypt");
         assert_eq!((on.seq, on.recipients.clone()), (2, vec![a1]));
@@ -4849,7 +4852,7 @@ mod scenarios {
             )
         );
         let again = store
-            .encrypt_conversation(request(alice, a1, conv))
+            .change_setting(request(alice, a1, conv))
             .await
             .expect("encrypt again");
         assert_eq!(
@@ -4995,23 +4998,168 @@ mod scenarios {
         );
         assert_eq!(
             store
-                .encrypt_conversation(request(bob, b1, open.conversation))
+                .change_setting(request(bob, b1, open.conversation))
                 .await
                 .map(|changed| changed.seq),
             Err(StoreError::NotAdmin)
         );
         assert_eq!(
             store
-                .encrypt_conversation(request(carol, c1, open.conversation))
+                .change_setting(request(carol, c1, open.conversation))
                 .await
                 .map(|changed| changed.seq),
             Err(StoreError::UnknownConversation)
         );
         let turned = store
-            .encrypt_conversation(request(alice, a1, open.conversation))
+            .change_setting(request(alice, a1, open.conversation))
             .await
             .expect("the admin turns it on");
         assert_eq!(sorted(turned.recipients), vec![b1]);
+    }
+
+    /// Disappearing messages: a timer set in a conversation stamps each
+    /// event sent after it with its expiry; the sweep purges them then.
+    pub async fn disappearing_messages_go_at_their_expiry(store: Arc<dyn Store>) {
+        // Goal: any member of a 1:1 sets the timer, recorded as a system
+        // event (setting it again records nothing); events sent under it
+        // carry `expires_ms` (send time + timer) in the answer, in what
+        // waits and in history, events sent before do not; at expiry the
+        // sweep purges bodies, reactions and media links whatever the
+        // cursors (a device that never acked gets an expired range, history
+        // no longer shows them), and nothing else; turning the timer off
+        // stops stamping.
+        // Method: alice (a1), bob (b1); m1 before the timer, then a text,
+        // bob's reaction to it and a text with media under a one-hour timer.
+        let store = &*store;
+        let (Cast(alice, bob, conv, [a1, b1]), m1) = cast_with_text(store, ["a1", "b1"]).await;
+        const HOUR_MS: i64 = 3_600_000;
+        let timer = |secs, now_ms| SettingRequest {
+            actor: bob,
+            actor_device: b1,
+            conversation: conv,
+            setting: Setting::DisappearAfter(secs),
+            now_ms,
+        };
+        let set = store
+            .change_setting(timer(3_600, NOW + 1))
+            .await
+            .expect("timer");
+        assert_eq!((set.seq, set.recipients.clone()), (2, vec![a1]));
+        let again = store
+            .change_setting(timer(3_600, NOW + 2))
+            .await
+            .expect("again");
+        assert_eq!((again.seq, again.recipients.len()), (2, 0));
+        let event = pending_event(
+            store,
+            a1,
+            &history_all(store, alice, conv).await[1].message_id,
+        )
+        .await;
+        let description: serde_json::Value = serde_json::from_str(&event.body).expect("json");
+        assert_eq!(
+            (
+                &description["action"],
+                &description["secs"],
+                event.expires_ms
+            ),
+            (&serde_json::json!("timer"), &serde_json::json!(3_600), None)
+        );
+        assert_eq!(
+            conversation_of(store, alice, conv)
+                .await
+                .expect("listed")
+                .disappear_secs,
+            3_600
+        );
+
+        let m2 = append_ok(
+            store,
+            message_with(conv, alice, a1, "m2", plain("gone soon"), NOW + 10),
+        )
+        .await;
+        assert_eq!(m2.expires_ms, Some(NOW + 10 + HOUR_MS));
+        append_ok(
+            store,
+            message_with(
+                conv,
+                bob,
+                b1,
+                "r2",
+                react(&m2.message_id, Some("👍")),
+                NOW + 11,
+            ),
+        )
+        .await;
+        let media_id = "c".repeat(32);
+        store
+            .create_media(uploaded(&media_id, alice, "image/png"))
+            .await
+            .expect("upload");
+        let m3 = append_ok(
+            store,
+            message_with(
+                conv,
+                alice,
+                a1,
+                "m3",
+                Body::Text {
+                    text: text("photo"),
+                    reply_to: None,
+                    media: vec![media_id.clone()],
+                },
+                NOW + 20,
+            ),
+        )
+        .await;
+        assert_eq!(
+            pending_event(store, b1, &m2.message_id).await.expires_ms,
+            Some(NOW + 10 + HOUR_MS)
+        );
+        assert_eq!(stored(store, bob, conv, &m1).await.expires_ms, None);
+        assert_eq!(
+            stored(store, bob, conv, &m3.message_id).await.expires_ms,
+            Some(NOW + 20 + HOUR_MS)
+        );
+        assert!(
+            store
+                .media_for(bob, &media_id)
+                .await
+                .expect("media")
+                .is_some()
+        );
+
+        // One millisecond early: nothing goes.
+        let early = sweep(store, NOW + 10 + HOUR_MS - 1, 0, 0, 0, 100).await;
+        assert_eq!(early.purged_bodies, 0);
+        let swept = sweep(store, NOW + 20 + HOUR_MS, 0, 0, 0, 100).await;
+        assert_eq!(swept.purged_bodies, 3, "m2, bob's reaction and m3");
+        assert_eq!(
+            history_seqs(store, bob, conv).await,
+            vec![1, 2],
+            "history keeps m1 and the timer's event"
+        );
+        assert!(
+            store
+                .media_for(bob, &media_id)
+                .await
+                .expect("media")
+                .is_none()
+        );
+        assert_eq!(
+            shapes(&pending_all(store, b1).await),
+            vec![Ev(conv, 1), Ex(conv, 3, 5)],
+            "what bob's device never received is an expired range (the timer's event is its own)"
+        );
+
+        let off = store.change_setting(timer(0, NOW + 30)).await.expect("off");
+        assert_eq!(off.seq, 6);
+        let m4 = append_ok(
+            store,
+            message_with(conv, alice, a1, "m4", plain("stays"), NOW + 31),
+        )
+        .await;
+        assert_eq!(m4.expires_ms, None);
     }
 
     /// To-device messages: stored per device all or none, read in seq
@@ -5891,6 +6039,7 @@ mod sqlite {
         device_keys_are_claimed_once_and_go_with_their_device,
         to_device_messages_wait_for_their_device_until_acked,
         encrypted_conversations_take_only_ciphertext,
+        disappearing_messages_go_at_their_expiry,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,
@@ -6517,6 +6666,7 @@ mod postgres {
         device_keys_are_claimed_once_and_go_with_their_device,
         to_device_messages_wait_for_their_device_until_acked,
         encrypted_conversations_take_only_ciphertext,
+        disappearing_messages_go_at_their_expiry,
         blocks_refuse_direct_sends,
         sends_are_judged_on_the_conversation_as_it_is_now,
         relay_targets,

@@ -48,6 +48,8 @@ pub struct Msg {
     pub edited: bool,
     pub deleted: bool,
     pub ts_ms: i64,
+    /// A disappearing message's time: it leaves the screen then.
+    pub expires_ms: Option<i64>,
     /// user → emoji
     pub reactions: BTreeMap<String, String>,
 }
@@ -231,7 +233,10 @@ pub struct Outgoing {
 }
 
 pub(super) fn msg_from_history(message: HistoryMessage) -> Option<Msg> {
-    if !matches!(message.kind, MessageKind::Text | MessageKind::System) {
+    if !matches!(
+        message.kind,
+        MessageKind::Text | MessageKind::System | MessageKind::Encrypted
+    ) {
         // Reactions, edits and deletes are already folded into the texts
         // they act on.
         return None;
@@ -240,6 +245,7 @@ pub(super) fn msg_from_history(message: HistoryMessage) -> Option<Msg> {
         seq: message.seq,
         text: match (message.kind, &message.event) {
             (MessageKind::System, Some(event)) => system_text(event),
+            (MessageKind::Encrypted, _) => super::state::UNREADABLE.to_owned(),
             _ => message.text,
         },
         message_id: message.message_id,
@@ -250,6 +256,7 @@ pub(super) fn msg_from_history(message: HistoryMessage) -> Option<Msg> {
         edited: message.edited_ms.is_some(),
         deleted: message.deleted,
         ts_ms: message.ts_ms,
+        expires_ms: message.expires_ms,
         reactions: message
             .reactions
             .into_iter()
@@ -280,6 +287,20 @@ pub fn system_text(event: &serde_json::Value) -> String {
         "promoted" => format!("{actor} made {users} admin"),
         "demoted" => format!("{actor} made {users} a member"),
         "renamed" => format!("{actor} renamed the group to {name}"),
+        "encrypted" => format!("{actor} turned on end-to-end encryption"),
+        "timer" => match event["secs"].as_u64().unwrap_or(0) {
+            0 => format!("{actor} turned off disappearing messages"),
+            secs => format!(
+                "{actor} set messages to disappear after {}",
+                match secs {
+                    3_600 => "1 hour".to_owned(),
+                    86_400 => "1 day".to_owned(),
+                    604_800 => "7 days".to_owned(),
+                    7_776_000 => "90 days".to_owned(),
+                    other => format!("{other} s"),
+                }
+            ),
+        },
         other => format!("{actor}: {other}"),
     };
     if let Some(promoted) = event["promoted"].as_str() {

@@ -540,6 +540,7 @@ impl App {
                 edited_ms,
                 deleted,
                 ts_ms,
+                expires_ms,
                 ..
             } => {
                 let msg = Msg {
@@ -556,6 +557,7 @@ impl App {
                     edited: edited_ms.is_some(),
                     deleted,
                     ts_ms,
+                    expires_ms,
                     reactions: BTreeMap::new(),
                 };
                 if kind == MessageKind::System {
@@ -615,10 +617,11 @@ impl App {
                 conversation,
                 seq,
                 ts_ms,
+                expires_ms,
                 ..
             } => {
                 let request = id.and_then(|id| self.requests.remove(&id));
-                self.on_sent(request, message_id, conversation, seq, ts_ms);
+                self.on_sent(request, message_id, conversation, (seq, ts_ms, expires_ms));
             }
             ServerFrame::Group { id, group } => {
                 let request = id.and_then(|id| self.requests.remove(&id));
@@ -758,8 +761,7 @@ impl App {
         request: Option<Request>,
         message_id: String,
         conversation: i64,
-        seq: i64,
-        ts_ms: i64,
+        (seq, ts_ms, expires_ms): (i64, i64, Option<i64>),
     ) {
         let me = self.me.clone();
         // The sending device gets no `message` frame for its own events:
@@ -805,6 +807,7 @@ impl App {
             edited: false,
             deleted: false,
             ts_ms,
+            expires_ms,
             reactions: BTreeMap::new(),
         };
         self.on_event_stored(conversation, msg);
@@ -920,8 +923,13 @@ impl App {
 
     pub fn on_tick(&mut self) {
         let now = Instant::now();
+        let now_ms = now_ms();
         for conversation in &mut self.conversations {
             conversation.typing.retain(|_, until| *until > now);
+            // Disappearing messages leave the screen at their time.
+            conversation
+                .messages
+                .retain(|_, msg| msg.expires_ms.is_none_or(|at| at > now_ms));
         }
         if self
             .notice
@@ -1008,6 +1016,7 @@ mod tests {
             kind: ConversationKind::Direct,
             name: None,
             encrypted: false,
+            disappear_secs: 0,
             members: members.iter().map(|m| m.to_string()).collect(),
             last_seq,
             read_seq: last_seq - unread,
@@ -1079,6 +1088,7 @@ mod tests {
             seq: 4,
             ts_ms: now_ms(),
             duplicate: false,
+            expires_ms: None,
         }));
         assert!(app.outbox.is_empty());
         let c = app.conversation(&ConvKey::Id(7)).unwrap();
@@ -1112,6 +1122,7 @@ mod tests {
                 edited_ms: None,
                 deleted: false,
                 ts_ms: now_ms(),
+                expires_ms: None,
             })
         };
         app.on_event(message(1, "alice"));
@@ -1206,6 +1217,7 @@ mod tests {
                     edited_ms: None,
                     deleted: false,
                     ts_ms: seq,
+                    expires_ms: None,
                     reactions: Vec::new(),
                 })
                 .collect(),
@@ -1266,6 +1278,7 @@ mod tests {
                 edited_ms: None,
                 deleted: false,
                 ts_ms,
+                expires_ms: None,
                 reactions: Vec::new(),
             });
         }
@@ -1288,6 +1301,7 @@ mod tests {
             edited_ms: None,
             deleted: false,
             ts_ms: 3_000,
+            expires_ms: None,
         }));
         assert_eq!(titles(&app), vec!["bob", "carol"]);
         assert_eq!(app.conversation(&ConvKey::Id(1)).unwrap().unread, 1);

@@ -560,6 +560,7 @@ mod tests {
             edited_ms: None,
             deleted: false,
             ts_ms,
+            expires_ms: None,
         }
     }
 
@@ -571,6 +572,7 @@ mod tests {
             seq,
             ts_ms: 0,
             duplicate: false,
+            expires_ms: None,
         }
     }
 

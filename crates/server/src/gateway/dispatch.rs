@@ -11,7 +11,7 @@ use std::time::Duration;
 use missive_core::ConversationId;
 use missive_proto::rest::GroupInfo;
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
-use missive_store::{Appended, DeviceAuth, GroupChange};
+use missive_store::{Appended, DeviceAuth, GroupChange, Setting};
 use tokio::time::Instant;
 
 use crate::AppState;
@@ -280,7 +280,23 @@ impl Dispatcher {
                 match self
                     .state
                     .groups
-                    .encrypt(&self.auth, ConversationId(conversation))
+                    .set(&self.auth, ConversationId(conversation), Setting::Encrypt)
+                    .await
+                {
+                    Ok(()) => ServerFrame::Ok { id },
+                    Err(err) => error_frame(id, err),
+                }
+            }
+            ClientFrame::SetTimer {
+                id,
+                conversation,
+                secs,
+            } => {
+                let setting = Setting::DisappearAfter(secs);
+                match self
+                    .state
+                    .groups
+                    .set(&self.auth, ConversationId(conversation), setting)
                     .await
                 {
                     Ok(()) => ServerFrame::Ok { id },
@@ -494,6 +510,7 @@ fn sent_frame(appended: &Appended) -> ServerFrame {
         seq: appended.seq,
         ts_ms: appended.ts_ms,
         duplicate: appended.duplicate,
+        expires_ms: appended.expires_ms,
     }
 }
 

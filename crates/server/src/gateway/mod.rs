@@ -16,7 +16,7 @@ mod ws;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::AppState;
 
@@ -57,6 +57,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{id}/leave", post(social_http::leave))
         .route("/v1/conversations", get(social_http::conversations))
         .route("/v1/conversations/{id}/encrypt", post(social_http::encrypt))
+        .route("/v1/conversations/{id}/timer", put(social_http::set_timer))
         .route("/v1/conversations/{id}/messages", get(social_http::history))
         .route(
             "/v1/conversations/{id}/messages/{message_id}/receipts",

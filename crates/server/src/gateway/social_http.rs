@@ -12,9 +12,9 @@ use missive_proto::ErrorCode;
 use missive_proto::rest::{
     AddMembersRequest, ConversationKind as WireKind, ConversationList, ConversationSummary,
     CreateGroupRequest, GroupInfo, History, MemberReceipts, MessageInfo, Privacy, ReceiptEntry,
-    RenameGroupRequest, UserList, UsernameBody,
+    RenameGroupRequest, TimerRequest, UserList, UsernameBody,
 };
-use missive_store::{ConversationKind, GroupChange};
+use missive_store::{ConversationKind, GroupChange, Setting};
 use serde::Deserialize;
 
 use super::http::{Authenticated, json_body};
@@ -158,7 +158,30 @@ pub async fn encrypt(
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.groups.encrypt(&auth, conversation_id(&id)?).await?;
+    state
+        .groups
+        .set(&auth, conversation_id(&id)?, Setting::Encrypt)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/conversations/{id}/timer` `{"secs": 86400}`: the disappearing
+/// timer for messages sent from now on (0: off).
+pub async fn set_timer(
+    State(state): Shared,
+    Authenticated(auth): Authenticated,
+    Path(id): Path<String>,
+    body: Result<Json<TimerRequest>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let request = json_body(body)?;
+    state
+        .groups
+        .set(
+            &auth,
+            conversation_id(&id)?,
+            Setting::DisappearAfter(request.secs),
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -200,6 +223,7 @@ pub async fn conversations(
                 },
                 name: record.name,
                 encrypted: record.encrypted,
+                disappear_secs: record.disappear_secs,
                 members: record.members,
                 last_seq: record.last_seq,
                 read_seq: record.read_seq,

@@ -9,14 +9,18 @@ use missive_core::{AccountId, Clock, ConversationId, DeviceId, Username};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{GroupInfo, MemberInfo, MemberRole};
 use missive_store::{
-    ConversationKind, DeviceAuth, EncryptRequest, GroupChange, GroupChangeRequest, GroupChanged,
-    GroupName, NewGroup, Role, Store,
+    ConversationKind, DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
+    NewGroup, Role, Setting, SettingRequest, Store,
 };
 
 use super::push::Push;
 use crate::cache::Caches;
 use crate::config::{E2eePolicy, LimitsConfig};
 use crate::error::ApiError;
+
+/// The disappearing timers a conversation may have: off, an hour, a day,
+/// a week, 90 days.
+pub const DISAPPEAR_SECS: [u32; 5] = [0, 3_600, 86_400, 604_800, 7_776_000];
 
 pub struct Groups {
     store: Arc<dyn Store>,
@@ -83,20 +87,34 @@ impl Groups {
         self.info(auth, created.conversation).await
     }
 
-    /// Turns end-to-end encryption on in a 1:1 (any member) or a group (an
-    /// admin), for good; the members' devices get the system event.
-    pub async fn encrypt(
+    /// Changes a conversation setting in a 1:1 (any member) or a group (an
+    /// admin): end-to-end encryption on (for good, under the `e2ee`
+    /// policy), or the disappearing timer (one of [`DISAPPEAR_SECS`]); the
+    /// members' devices get the system event.
+    pub async fn set(
         &self,
         auth: &DeviceAuth,
         conversation: ConversationId,
+        setting: Setting,
     ) -> Result<(), ApiError> {
-        super::check_e2ee(self.e2ee, true)?;
+        match setting {
+            Setting::Encrypt => super::check_e2ee(self.e2ee, true)?,
+            Setting::DisappearAfter(secs) => {
+                if !DISAPPEAR_SECS.contains(&secs) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidField,
+                        "secs must be 0 (off), 3600, 86400, 604800 or 7776000",
+                    ));
+                }
+            }
+        }
         let changed = self
             .store
-            .encrypt_conversation(EncryptRequest {
+            .change_setting(SettingRequest {
                 actor: auth.account,
                 actor_device: auth.device,
                 conversation,
+                setting,
                 now_ms: self.clock.now_ms(),
             })
             .await?;
@@ -217,6 +235,7 @@ impl Groups {
             conversation: group.conversation.0,
             name: group.name,
             encrypted: group.encrypted,
+            disappear_secs: group.disappear_secs,
             last_seq: group.last_seq,
             members: group
                 .members

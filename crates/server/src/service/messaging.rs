@@ -173,6 +173,7 @@ impl LiveParts {
             edited_ms: None,
             deleted: false,
             ts_ms: appended.ts_ms,
+            expires_ms: appended.expires_ms,
             reactions: Vec::new(),
         }
     }

@@ -4,6 +4,8 @@
 import { h, $, formatListTime, initial, hueClass } from './dom.js';
 import { tickElement } from './icons.js';
 
+const TIMER_NAMES = { 3600: '1 hour', 86400: '1 day', 604800: '7 days', 7776000: '90 days' };
+
 export function systemText(store, msg) {
   const event = msg.event ?? {};
   const who = (user) => (user === store.me.username ? 'you' : user);
@@ -18,6 +20,9 @@ export function systemText(store, msg) {
     case 'demoted': return `${actor} dismissed ${users} as admin`;
     case 'renamed': return `${actor} renamed the group to “${event.name ?? ''}”`;
     case 'encrypted': return `🔒 ${actor} turned on end-to-end encryption`;
+    case 'timer': return event.secs
+      ? `⏱ ${actor} set messages to disappear after ${TIMER_NAMES[event.secs] ?? `${event.secs} s`}`
+      : `⏱ ${actor} turned off disappearing messages`;
     default: return 'The group changed';
   }
 }

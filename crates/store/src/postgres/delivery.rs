@@ -54,7 +54,8 @@ const SCAN: &str = "SELECT m.id, m.seq, a.username, m.sender_device, m.client_ms
                        WHERE t.id = m.target_id AND t.conversation_id = m.conversation_id) END,
             m.kind IN ($8::smallint, 5) AND EXISTS (SELECT 1 FROM message_media mm
                                     WHERE mm.message_id = m.id
-                                      AND mm.conversation_id = m.conversation_id)
+                                      AND mm.conversation_id = m.conversation_id),
+            m.expires_ms
      FROM messages m JOIN accounts a ON a.id = m.sender_account
      WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq <= $3
      ORDER BY m.seq LIMIT $4";
@@ -190,6 +191,7 @@ fn scanned(row: &Row, conversation: ConversationId) -> Outcome<Scanned> {
             edited_ms: row.try_get(8)?,
             deleted: row.try_get(9)?,
             ts_ms: row.try_get(10)?,
+            expires_ms: row.try_get(13)?,
             reactions: Vec::new(),
         },
     })

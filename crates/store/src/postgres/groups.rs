@@ -16,6 +16,7 @@ use super::fault::{Fault, Outcome};
 use super::sql::{column, execute, pipeline, row, rows, scalar};
 use crate::StoreError;
 use crate::model::*;
+use crate::rules;
 
 /// What a member check learns about the group and the caller.
 struct Standing {
@@ -486,7 +487,7 @@ pub(super) async fn group_info<C: GenericClient>(
     let (found, members) = pipeline!(
         row(
             db,
-            "SELECT name, encrypted FROM conversations WHERE id = $1",
+            "SELECT name, encrypted, disappear_secs FROM conversations WHERE id = $1",
             &[&conversation.0],
         ),
         rows(
@@ -514,22 +515,23 @@ pub(super) async fn group_info<C: GenericClient>(
         conversation,
         name: name.unwrap_or_default(),
         encrypted: found.try_get(1)?,
+        disappear_secs: u32::try_from(found.try_get::<_, i64>(2)?).unwrap_or(0),
         members,
         last_seq: standing.last_seq,
     })
 }
 
-/// Turns encryption on; the conversation row stays locked to commit, so
-/// every send into it is judged either before (plain) or after
-/// (ciphertext only).
-pub(super) async fn encrypt_conversation<C: GenericClient>(
+/// Changes a setting; the conversation row stays locked to commit, so
+/// every send into it is judged (and stamped with its expiry) either
+/// before or after.
+pub(super) async fn change_setting<C: GenericClient>(
     db: &C,
-    request: &EncryptRequest,
+    request: &SettingRequest,
 ) -> Outcome<GroupChanged> {
     let conversation = request.conversation;
     let found = row(
         db,
-        "SELECT c.kind, c.encrypted, c.last_seq, m.role FROM conversations c
+        "SELECT c.kind, c.encrypted, c.last_seq, m.role, c.disappear_secs FROM conversations c
          LEFT JOIN members m ON m.conversation_id = c.id AND m.account_id = $2
          WHERE c.id = $1 FOR NO KEY UPDATE OF c",
         &[&conversation.0, &request.actor.0],
@@ -551,22 +553,38 @@ pub(super) async fn encrypt_conversation<C: GenericClient>(
     if found.try_get::<_, i16>(0)? == CONVERSATION_GROUP && role != ROLE_ADMIN {
         return Err(StoreError::NotAdmin.into());
     }
-    if found.try_get::<_, bool>(1)? {
+    let unchanged = match request.setting {
+        Setting::Encrypt => found.try_get::<_, bool>(1)?,
+        Setting::DisappearAfter(secs) => found.try_get::<_, i64>(4)? == i64::from(secs),
+    };
+    if unchanged {
         return Ok(GroupChanged {
             conversation,
             seq: found.try_get(2)?,
             recipients: Vec::new(),
         });
     }
-    let (_, actor) = pipeline!(
-        execute(
-            db,
-            "UPDATE conversations SET encrypted = true WHERE id = $1",
-            &[&conversation.0],
-        ),
-        username(db, request.actor),
-    )?;
-    let description = serde_json::json!({"v": 1, "action": "encrypted", "actor": actor});
+    let update = match request.setting {
+        Setting::Encrypt => {
+            execute(
+                db,
+                "UPDATE conversations SET encrypted = true WHERE id = $1",
+                &[&conversation.0],
+            )
+            .await
+        }
+        Setting::DisappearAfter(secs) => {
+            execute(
+                db,
+                "UPDATE conversations SET disappear_secs = $2 WHERE id = $1",
+                &[&conversation.0, &i64::from(secs)],
+            )
+            .await
+        }
+    };
+    update?;
+    let actor = username(db, request.actor).await?;
+    let description = rules::setting_event(request.setting, &actor);
     let seq = store_system_event(
         db,
         &SystemEvent {

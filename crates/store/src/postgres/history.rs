@@ -22,7 +22,7 @@ use crate::model::*;
 macro_rules! event_columns {
     () => {
         "m.id, m.conversation_id, m.seq, a.username, m.sender_device, m.client_msg_id,
-         m.kind, m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms"
+         m.kind, m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms, m.expires_ms"
     };
 }
 
@@ -57,6 +57,7 @@ fn event_from_row(row: &Row) -> Outcome<StoredEvent> {
         edited_ms: row.try_get(9)?,
         deleted: row.try_get(10)?,
         ts_ms: row.try_get(11)?,
+        expires_ms: row.try_get(12)?,
         reactions: Vec::new(),
     })
 }
@@ -176,7 +177,7 @@ pub(super) async fn conversations<C: GenericClient>(
                       WHERE x.conversation_id = c.id AND x.seq > greatest(m.read_seq, m.joined_seq)
                         AND x.kind IN ($2::smallint, 5) AND NOT x.deleted AND x.sender_account <> $1
                       LIMIT $3) u),
-                    c.encrypted
+                    c.encrypted, c.disappear_secs
              FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.account_id = $1",
             &[&account.0, &EVENT_TEXT, &UNREAD_COUNTED_MAX],
@@ -268,6 +269,7 @@ pub(super) async fn conversations<C: GenericClient>(
             },
             name: row.try_get(2)?,
             encrypted: row.try_get(7)?,
+            disappear_secs: u32::try_from(row.try_get::<_, i64>(8)?).unwrap_or(0),
             members: names.remove(&id).unwrap_or_default(),
             last_seq: row.try_get(3)?,
             read_seq: row.try_get(4)?,

@@ -490,11 +490,8 @@ impl Store for PostgresStore {
         transaction!(self, |tx| groups::create_group(tx, &group))
     }
 
-    async fn encrypt_conversation(
-        &self,
-        request: EncryptRequest,
-    ) -> Result<GroupChanged, StoreError> {
-        transaction!(self, |tx| groups::encrypt_conversation(tx, &request))
+    async fn change_setting(&self, request: SettingRequest) -> Result<GroupChanged, StoreError> {
+        transaction!(self, |tx| groups::change_setting(tx, &request))
     }
 
     async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError> {

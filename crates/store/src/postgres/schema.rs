@@ -55,6 +55,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V13__encrypted_conversations",
         include_str!("migrations/V13__encrypted_conversations.sql"),
     ),
+    (
+        "V14__disappearing_messages",
+        include_str!("migrations/V14__disappearing_messages.sql"),
+    ),
 ];
 
 /// Brings the schema to the latest version. Nodes starting together would

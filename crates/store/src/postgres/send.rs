@@ -55,7 +55,7 @@ use crate::rules::{self, EVENT_EDIT, EVENT_TEXT, Plan, Target};
 pub(super) type Answer = Result<Appended, StoreError>;
 
 const LOCK_CONVERSATIONS: &str = "SELECT id, last_seq, last_ts_ms,
-            (extract(epoch FROM clock_timestamp()) * 1000)::bigint, encrypted
+            (extract(epoch FROM clock_timestamp()) * 1000)::bigint, encrypted, disappear_secs
      FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// How far ahead of the database's clock a node may stamp an event. An
@@ -80,7 +80,7 @@ const LOCK_CHANGED_MESSAGES: &str = "SELECT 1 FROM (
 /// made on a young, unanalyzed table runs as a scan of every message.
 const EARLIER_SENDS: &str =
     "SELECT m.sender_device, m.client_msg_id, m.id, m.conversation_id, m.seq, m.created_ms,
-            m.fingerprint
+            m.fingerprint, m.expires_ms
      FROM unnest($1::bigint[], $2::text[]) AS k(sender_device, client_msg_id)
      CROSS JOIN LATERAL (
          SELECT * FROM messages m
@@ -110,10 +110,10 @@ const SET_LAST_SEQS: &str =
 /// The batch's event rows, in seq order. Waits on a dedup key while
 /// another transaction holds it; stores nothing for it (and returns no row)
 /// if that one committed it.
-const INSERT_MESSAGES: &str = "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint)
+const INSERT_MESSAGES: &str = "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint, expires_ms)
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                           $6::text[], $7::text[], $8::bigint[], $9::smallint[], $10::text[],
-                          $11::bigint[])
+                          $11::bigint[], $12::bigint[])
      ON CONFLICT (sender_device, client_msg_id) WHERE client_msg_id <> '' DO NOTHING
      RETURNING seq";
 /// Per audience (conversation, joined before): the devices of the members
@@ -203,6 +203,7 @@ pub(super) async fn append_batch<C: GenericClient>(
                     seq: last.seq + 1,
                     ts_ms: now_ms.max(last.ts_ms),
                     encrypted: last.encrypted,
+                    disappear_secs: last.disappear_secs,
                 };
                 accepted.push(Accepted {
                     send: i,
@@ -236,6 +237,7 @@ pub(super) async fn append_batch<C: GenericClient>(
             conversation: message.conversation,
             seq: last.seq,
             ts_ms: last.ts_ms,
+            expires_ms: rules::expiry(last.ts_ms, last.disappear_secs),
             duplicate: false,
             recipients: devices,
         }));
@@ -260,13 +262,14 @@ struct Standing {
     blocked: bool,
 }
 
-/// A conversation's last event: its seq and time; and whether its
-/// messages must be ciphertext.
+/// A conversation's last event: its seq and time; whether its messages
+/// must be ciphertext, and its disappearing timer.
 #[derive(Clone, Copy)]
 struct Last {
     seq: i64,
     ts_ms: i64,
     encrypted: bool,
+    disappear_secs: i64,
 }
 
 /// A send that passed its checks: its index in the batch, its event's seq
@@ -381,6 +384,7 @@ async fn find<C: GenericClient>(db: &C, sends: &[&NewMessage]) -> Outcome<Found>
                     seq: row.try_get(1)?,
                     ts_ms: row.try_get(2)?,
                     encrypted: row.try_get(4)?,
+                    disappear_secs: row.try_get(5)?,
                 },
             ))
         })
@@ -545,6 +549,7 @@ struct InsertColumns<'a> {
     kinds: Vec<i16>,
     targets: Vec<Option<&'a str>>,
     fingerprints: Vec<i64>,
+    expiries: Vec<Option<i64>>,
 }
 
 impl<'a> InsertColumns<'a> {
@@ -560,9 +565,11 @@ impl<'a> InsertColumns<'a> {
         self.kinds.push(plan.kind);
         self.targets.push(plan.target.as_deref());
         self.fingerprints.push(rules::fingerprint(message));
+        self.expiries
+            .push(rules::expiry(last.ts_ms, last.disappear_secs));
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
         [
             &self.ids,
             &self.conversations,
@@ -575,6 +582,7 @@ impl<'a> InsertColumns<'a> {
             &self.kinds,
             &self.targets,
             &self.fingerprints,
+            &self.expiries,
         ]
     }
 }
@@ -587,6 +595,7 @@ fn earlier_send(found: &Row) -> Outcome<Appended> {
         conversation: ConversationId(found.try_get(3)?),
         seq: found.try_get(4)?,
         ts_ms: found.try_get(5)?,
+        expires_ms: found.try_get(7)?,
         duplicate: true,
         recipients: Vec::new(),
     })

@@ -1,4 +1,5 @@
-//! The sweeper: bodies past retention and the offline TTL, rows of purged
+//! The sweeper: disappearing messages at their expiry, bodies past
+//! retention and the offline TTL, rows of purged
 //! bodies past the dedup window, old departures. Every node may run it at
 //! once: each batch is picked with `FOR UPDATE SKIP LOCKED`, so concurrent
 //! sweepers take disjoint rows and never wait on each other or on the
@@ -27,6 +28,21 @@ const PURGE_OLD_BODIES: &str = "WITH purged AS (
      media_gone AS (DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged))
      SELECT count(*) FROM purged";
 
+/// Purges, at their expiry, the bodies of up to `$2` events of
+/// conversations with a disappearing timer, whatever the cursors (walking
+/// `messages_by_expiry`), with what hangs off them.
+const PURGE_EXPIRED: &str = "WITH purged AS (
+         UPDATE messages SET body = NULL WHERE (conversation_id, seq) IN (
+             SELECT conversation_id, seq FROM messages
+             WHERE expires_ms <= $1 AND body IS NOT NULL
+             LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id, conversation_id
+     ),
+     reactions_gone AS (DELETE FROM reactions WHERE (conversation_id, message_id) IN
+                        (SELECT conversation_id, id FROM purged)),
+     media_gone AS (DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged))
+     SELECT count(*) FROM purged";
+
 /// Deletes up to `$2` rows of bodies purged before `$1` (walking
 /// `messages_purged_by_age`): their client_msg_id stops deduplicating.
 const DROP_PURGED: &str = "DELETE FROM messages WHERE (conversation_id, seq) IN (
@@ -47,13 +63,15 @@ pub(super) async fn sweep<C: GenericClient>(db: &C, sweep: &SweepRequest) -> Out
     let purge_before = sweep.bodies_before_ms.min(sweep.undelivered_before_ms);
     // In this order: a body purged by the first statement and already past
     // the dedup window goes with the second.
-    let (purged_bodies, purged_dedup, _) = pipeline!(
+    let (expired, purged_bodies, purged_dedup, _) = pipeline!(
+        scalar::<_, i64>(db, PURGE_EXPIRED, &[&sweep.now_ms, &n]),
         scalar::<_, i64>(db, PURGE_OLD_BODIES, &[&purge_before, &n]),
         execute(db, DROP_PURGED, &[&sweep.dedup_before_ms, &n]),
         execute(db, DROP_DEPARTURES, &[&sweep.undelivered_before_ms, &n]),
     )?;
     Ok(SweepOutcome {
-        purged_bodies: unsigned(purged_bodies, "purged body count")?,
+        purged_bodies: unsigned(purged_bodies, "purged body count")?
+            + unsigned(expired, "expired body count")?,
         purged_dedup,
     })
 }

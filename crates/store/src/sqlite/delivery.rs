@@ -27,7 +27,8 @@ const SCAN_SQL: &str =
         m.target_id, m.edited_ms, m.deleted, m.created_ms,
         CASE WHEN m.kind IN (?4, ?5, ?6)
              THEN (SELECT t.seq FROM messages t WHERE t.id = m.target_id) END,
-        m.kind IN (?7, 5) AND EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = m.id)
+        m.kind IN (?7, 5) AND EXISTS (SELECT 1 FROM message_media mm WHERE mm.message_id = m.id),
+        m.expires_ms
      FROM messages m JOIN accounts a ON a.id = m.sender_account
      WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq <= ?3
      ORDER BY m.seq LIMIT 256";
@@ -110,6 +111,7 @@ fn scan_chunk(
                         edited_ms: row.get(8)?,
                         deleted: row.get::<_, i64>(9)? != 0,
                         ts_ms: row.get(10)?,
+                        expires_ms: row.get(13)?,
                         reactions: Vec::new(),
                     },
                 })
@@ -584,6 +586,21 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
             break;
         }
     }
+    // Disappearing messages go at their expiry, whatever the cursors:
+    // found by their own index, not by the walk above.
+    let expired: Vec<String> = conn
+        .prepare_cached(
+            "UPDATE messages SET body = NULL WHERE rid IN (
+                 SELECT rid FROM messages WHERE expires_ms <= ?1 AND body IS NOT NULL LIMIT ?2)
+             RETURNING id",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![sweep.now_ms, limit], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(backend)?;
+    forget_bodies(conn, &expired)?;
+    outcome.purged_bodies += expired.len() as u64;
     conn.execute(
         "DELETE FROM departures WHERE (conversation_id, account_id) IN (
             SELECT conversation_id, account_id FROM departures WHERE left_ms < ?1 LIMIT ?2)",

@@ -1,5 +1,5 @@
 //! What a send needs to know about its conversation (who its members are,
-//! their devices, whether a 1:1 is blocked, whether it is encrypted), kept
+//! their devices, whether a 1:1 is blocked, its settings), kept
 //! by the writer thread between sends, so a send to a conversation it has
 //! seen before reads none of it from SQLite: three of a send's seven statements. Acks and read
 //! pointers use it too, to find whose ticks they move.
@@ -8,7 +8,7 @@
 //! whenever those tables may have changed:
 //! - triggers on the writer's connection (temporary: this connection's
 //!   only) call back on every change to `members`, `devices`, `blocks`
-//!   or a conversation's `encrypted` made through it, whichever code made
+//!   or a conversation's settings made through it, whichever code made
 //!   it;
 //! - `PRAGMA data_version`, read as each batch begins, moves when another
 //!   connection committed (an operator's `missive admin` process);
@@ -41,6 +41,8 @@ pub(super) struct Conversation {
     pub(super) blocked: bool,
     /// End-to-end encrypted: its messages must be ciphertext.
     pub(super) encrypted: bool,
+    /// Events sent now disappear this long after (0: never).
+    pub(super) disappear_secs: i64,
     /// Every device of every member with its account, sorted by device.
     devices: Vec<(DeviceId, AccountId)>,
 }
@@ -99,7 +101,7 @@ pub(super) fn install(conn: &Connection) -> Result<(), StoreError> {
     .map_err(backend)?;
     let mut sql = String::new();
     for (table, columns) in [
-        ("conversations", "encrypted"),
+        ("conversations", "encrypted, disappear_secs"),
         ("members", "conversation_id, account_id"),
         ("devices", "id, account_id"),
         ("blocks", "blocker_id, blocked_id"),
@@ -167,11 +169,12 @@ pub(super) fn conversation(
 fn read(conn: &Connection, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
     let mut direct = false;
     let mut encrypted = false;
+    let mut disappear_secs = 0;
     let mut members = Vec::new();
     {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT c.kind, m.account_id, c.encrypted FROM conversations c
+                "SELECT c.kind, m.account_id, c.encrypted, c.disappear_secs FROM conversations c
                  JOIN members m ON m.conversation_id = c.id WHERE c.id = ?1",
             )
             .map_err(backend)?;
@@ -180,6 +183,7 @@ fn read(conn: &Connection, id: ConversationId) -> Result<Option<Conversation>, S
             direct = row.get::<_, i64>(0).map_err(backend)? == 0;
             members.push(AccountId(row.get(1).map_err(backend)?));
             encrypted = row.get::<_, i64>(2).map_err(backend)? != 0;
+            disappear_secs = row.get(3).map_err(backend)?;
         }
     }
     if members.is_empty() {
@@ -213,6 +217,7 @@ fn read(conn: &Connection, id: ConversationId) -> Result<Option<Conversation>, S
         members,
         blocked,
         encrypted,
+        disappear_secs,
         devices,
     }))
 }

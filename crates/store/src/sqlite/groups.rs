@@ -9,6 +9,7 @@ use super::send::{EVENT_SYSTEM, next_seq};
 use super::writer::backend;
 use crate::StoreError;
 use crate::model::*;
+use crate::rules;
 
 const ROLE_MEMBER: i64 = 0;
 const ROLE_ADMIN: i64 = 1;
@@ -380,11 +381,11 @@ pub(super) fn group_info(
     conversation: ConversationId,
 ) -> Result<GroupRecord, StoreError> {
     check_group_member(conn, conversation, account)?;
-    let (name, last_seq, encrypted): (Option<String>, i64, bool) = conn
+    let (name, last_seq, encrypted, disappear_secs): (Option<String>, i64, bool, u32) = conn
         .query_row(
-            "SELECT name, last_seq, encrypted FROM conversations WHERE id = ?1",
+            "SELECT name, last_seq, encrypted, disappear_secs FROM conversations WHERE id = ?1",
             [conversation.0],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )
         .map_err(backend)?;
     let mut stmt = conn
@@ -414,44 +415,49 @@ pub(super) fn group_info(
         conversation,
         name: name.unwrap_or_default(),
         encrypted,
+        disappear_secs,
         members,
         last_seq,
     })
 }
 
-pub(super) fn encrypt_conversation(
+pub(super) fn change_setting(
     conn: &Connection,
-    request: &EncryptRequest,
+    request: &SettingRequest,
 ) -> Result<GroupChanged, StoreError> {
     let conversation = request.conversation;
     check_member(conn, conversation, request.actor)?;
-    let (kind, encrypted, last_seq): (i64, bool, i64) = conn
+    let (kind, encrypted, disappear_secs, last_seq): (i64, bool, u32, i64) = conn
         .query_row(
-            "SELECT kind, encrypted, last_seq FROM conversations WHERE id = ?1",
+            "SELECT kind, encrypted, disappear_secs, last_seq FROM conversations WHERE id = ?1",
             [conversation.0],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )
         .map_err(backend)?;
     if kind == KIND_GROUP {
         check_admin(conn, conversation, request.actor)?;
     }
-    if encrypted {
+    let unchanged = match request.setting {
+        Setting::Encrypt => encrypted,
+        Setting::DisappearAfter(secs) => secs == disappear_secs,
+    };
+    if unchanged {
         return Ok(GroupChanged {
             conversation,
             seq: last_seq,
             recipients: Vec::new(),
         });
     }
-    conn.execute(
-        "UPDATE conversations SET encrypted = 1 WHERE id = ?1",
-        [conversation.0],
-    )
-    .map_err(backend)?;
-    let description = serde_json::json!({
-        "v": 1,
-        "action": "encrypted",
-        "actor": username(conn, request.actor)?,
-    });
+    let (sql, value) = match request.setting {
+        Setting::Encrypt => ("UPDATE conversations SET encrypted = ?2 WHERE id = ?1", 1),
+        Setting::DisappearAfter(secs) => (
+            "UPDATE conversations SET disappear_secs = ?2 WHERE id = ?1",
+            i64::from(secs),
+        ),
+    };
+    conn.execute(sql, params![conversation.0, value])
+        .map_err(backend)?;
+    let description = rules::setting_event(request.setting, &username(conn, request.actor)?);
     let seq = store_system_event(
         conn,
         &SystemEvent {

@@ -13,7 +13,7 @@ use crate::model::*;
 /// Columns every event query selects, in `event_from_row` order.
 const EVENT_COLUMNS: &str =
     "m.id, m.conversation_id, m.seq, a.username, m.sender_device, m.client_msg_id,
-     m.kind, m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms";
+     m.kind, m.body, m.target_id, m.edited_ms, m.deleted, m.created_ms, m.expires_ms";
 
 /// An event about an earlier message (reaction, edit, delete) is visible
 /// only to members who saw that message: `joined` names the parameter
@@ -40,6 +40,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         edited_ms: row.get(9)?,
         deleted: row.get::<_, i64>(10)? != 0,
         ts_ms: row.get(11)?,
+        expires_ms: row.get(12)?,
         reactions: Vec::new(),
     })
 }
@@ -126,8 +127,8 @@ pub(super) fn history(
 }
 
 /// (conversation, kind, name, last_seq, read_seq, joined_seq, created_ms,
-/// encrypted)
-type MembershipRow = (i64, i64, Option<String>, i64, i64, i64, i64, bool);
+/// encrypted, disappear_secs)
+type MembershipRow = (i64, i64, Option<String>, i64, i64, i64, i64, bool, u32);
 
 pub(super) fn conversations(
     conn: &Connection,
@@ -136,7 +137,7 @@ pub(super) fn conversations(
     let mut stmt = conn
         .prepare_cached(
             "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, m.joined_seq, c.created_ms,
-                    c.encrypted
+                    c.encrypted, c.disappear_secs
              FROM members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.account_id = ?1",
         )
@@ -152,6 +153,7 @@ pub(super) fn conversations(
                 row.get(5)?,
                 row.get(6)?,
                 row.get(7)?,
+                row.get(8)?,
             ))
         })
         .map_err(backend)?
@@ -180,7 +182,8 @@ pub(super) fn conversations(
         .map_err(backend)?;
     let mut records = Vec::with_capacity(rows.len());
     let mut activity = Vec::with_capacity(rows.len());
-    for (id, kind, name, last_seq, read_seq, joined, created_ms, encrypted) in rows {
+    for (id, kind, name, last_seq, read_seq, joined, created_ms, encrypted, disappear_secs) in rows
+    {
         let unread: i64 = unread_stmt
             .query_row(
                 params![
@@ -230,6 +233,7 @@ pub(super) fn conversations(
             },
             name,
             encrypted,
+            disappear_secs,
             members,
             last_seq,
             read_seq,

@@ -379,11 +379,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn encrypt_conversation(
-        &self,
-        request: EncryptRequest,
-    ) -> Result<GroupChanged, StoreError> {
-        self.write(move |conn| groups::encrypt_conversation(conn, &request))
+    async fn change_setting(&self, request: SettingRequest) -> Result<GroupChanged, StoreError> {
+        self.write(move |conn| groups::change_setting(conn, &request))
             .await
     }
 

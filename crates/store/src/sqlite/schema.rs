@@ -381,6 +381,14 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE conversations ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
     ",
+    // 17: disappearing messages (issue 22): a conversation's timer, and
+    // each event's expiry as it was sent; the sweep finds expired bodies
+    // by the partial index, which holds only events with an expiry.
+    "
+    ALTER TABLE conversations ADD COLUMN disappear_secs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN expires_ms INTEGER;
+    CREATE INDEX messages_by_expiry ON messages(expires_ms) WHERE expires_ms IS NOT NULL;
+    ",
 ];
 
 /// The schema version this build writes.

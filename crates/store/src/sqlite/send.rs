@@ -48,7 +48,7 @@ pub(super) fn append_message(
     let fingerprint = rules::fingerprint(message);
     let earlier = conn
         .prepare_cached(
-            "SELECT id, conversation_id, seq, created_ms, fingerprint FROM messages
+            "SELECT id, conversation_id, seq, created_ms, fingerprint, expires_ms FROM messages
              WHERE client_msg_id = ?2 AND sender_device = ?1 AND client_msg_id != ''",
         )
         .and_then(|mut stmt| {
@@ -60,6 +60,7 @@ pub(super) fn append_message(
                         conversation: ConversationId(row.get(1)?),
                         seq: row.get(2)?,
                         ts_ms: row.get(3)?,
+                        expires_ms: row.get(5)?,
                         duplicate: true,
                         recipients: Vec::new(),
                     };
@@ -76,16 +77,20 @@ pub(super) fn append_message(
         };
     }
     let facts = facts::conversation(conn, message.conversation)?;
-    match &facts {
+    let disappear_secs = match &facts {
         Some(facts) if facts.has_member(message.sender_account) => {
             if facts.blocked {
                 return Err(StoreError::Blocked);
             }
             rules::check_encryption(facts.encrypted, &message.body)?;
+            facts.disappear_secs
         }
-        // Says why: unknown, or left.
-        _ => check_member(conn, message.conversation, message.sender_account)?,
-    }
+        _ => {
+            // Says why: unknown, or left.
+            check_member(conn, message.conversation, message.sender_account)?;
+            return Err(StoreError::NotMember);
+        }
+    };
     let Plan {
         kind,
         body,
@@ -93,6 +98,7 @@ pub(super) fn append_message(
         about_seq,
     } = apply_body(conn, message)?;
     let (seq, ts_ms) = next_seq(conn, message.conversation, message.now_ms)?;
+    let expires_ms = rules::expiry(ts_ms, disappear_secs);
     let message_id = message.message_id.as_str();
     attach_media(
         conn,
@@ -102,8 +108,8 @@ pub(super) fn append_message(
         message.body.media(),
     )?;
     conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO messages (id, conversation_id, seq, sender_account, sender_device, client_msg_id, body, created_ms, kind, target_id, fingerprint, expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -117,7 +123,8 @@ pub(super) fn append_message(
             ts_ms,
             kind,
             target,
-            fingerprint
+            fingerprint,
+            expires_ms
         ])
     })
     .map_err(backend)?;
@@ -133,6 +140,7 @@ pub(super) fn append_message(
         conversation: message.conversation,
         seq,
         ts_ms,
+        expires_ms,
         duplicate: false,
         recipients,
     })
