@@ -148,6 +148,7 @@ enum Command {
         /// The conversation: its id, the other member's username (1:1), or
         /// a group's name.
         conversation: String,
+        /// Seconds: 0 (off), 3600, 86400, 604800 or 7776000.
         secs: u32,
         #[command(flatten)]
         client: cli::ClientArgs,

@@ -638,3 +638,122 @@ async fn disappearing_messages_are_purged_at_their_expiry() {
     // (the photo and its thumbnail) went with the same sweep.
     assert_eq!(files_under(&server.data_dir.path().join("media")), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_database_holds_no_plaintext_of_an_encrypted_conversation() {
+    // Goal: on PostgreSQL too, a message sent through the CLI into an
+    // encrypted group is nowhere in a dump of the database, while a plain
+    // control message is; a device whose account revoked it gets no key
+    // for what is sent after: its own saved keys cannot open it.
+    use common::cluster::{Cluster, Database, NATS, services_available};
+    if !services_available().await {
+        return;
+    }
+    let database = Database::create().await;
+    let cluster = Cluster::start(1, &database.url(), NATS, &[]);
+    let url = cluster.urls[0].clone();
+    let config_dir = tempfile::tempdir().unwrap();
+    let dir = config_dir.path().to_owned();
+    let (group, second_device, alice_token) = {
+        let (dir, url) = (dir.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            let ok = |profile: &str, args: &[&str]| cli_ok(&dir, &url, profile, args);
+            for user in ["alice", "bob"] {
+                ok(user, &["register", user]);
+                ok(user, &["login", user]);
+            }
+            let second: serde_json::Value =
+                serde_json::from_str(&ok("bob2", &["login", "bob"])).expect("json");
+            let created: serde_json::Value = serde_json::from_str(&ok(
+                "alice",
+                &["group", "create", "vault", "--member", "bob", "--encrypted"],
+            ))
+            .expect("json");
+            let group = created["conversation"].as_i64().expect("id");
+            ok(
+                "alice",
+                &["send", "--group", &group.to_string(), "MARKER-pg41 secret"],
+            );
+            ok("alice", &["send", "bob", "PLAIN-MARKER-pg77 in the clear"]);
+            for device in ["bob", "bob2"] {
+                let got = json_lines(&ok(device, &["listen", "--count", "3", "--idle-secs", "5"]));
+                assert!(
+                    got.iter()
+                        .any(|frame| frame["text"] == "MARKER-pg41 secret"
+                            && frame["decrypted"] == true),
+                    "{device}: {got:?}"
+                );
+            }
+            let profile: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("profiles/alice.json")).expect("profile"),
+            )
+            .expect("json");
+            (
+                group,
+                second["device_id"].as_i64().expect("device id"),
+                profile["token"].as_str().expect("token").to_owned(),
+            )
+        })
+        .await
+        .expect("cli steps")
+    };
+    let dump = std::process::Command::new("pg_dump")
+        .arg(database.url())
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("PLAIN-MARKER-pg77"),
+        "the dump shows plain texts"
+    );
+    assert!(!dump.contains("MARKER-pg41"), "plaintext in the database");
+
+    // bob revokes his second device; alice's next message is under a key
+    // that device never gets.
+    let after = {
+        let (dir, url) = (dir.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            let ok = |profile: &str, args: &[&str]| cli_ok(&dir, &url, profile, args);
+            ok("bob", &["revoke", &second_device.to_string()]);
+            ok(
+                "alice",
+                &[
+                    "send",
+                    "--group",
+                    &group.to_string(),
+                    "after the revocation",
+                ],
+            );
+            json_lines(&ok("bob", &["listen", "--count", "1", "--idle-secs", "5"]))
+        })
+        .await
+        .expect("cli steps")
+    };
+    assert_eq!(after[0]["text"], "after the revocation");
+    let history = cluster
+        .api(0)
+        .history(&alice_token, group, "limit=50")
+        .await
+        .expect("history");
+    let sealed = history
+        .messages
+        .iter()
+        .find(|message| Some(message.seq) == after[0]["seq"].as_i64())
+        .expect("in history");
+    let mut revoked = missive_e2ee::Vault::from_json(
+        &std::fs::read_to_string(dir.join("profiles/bob2.keys.json")).expect("bob2's keys"),
+    )
+    .expect("vault");
+    assert_eq!(
+        revoked.decrypt(group, "alice", sealed.from_device, &sealed.text),
+        Err(missive_e2ee::DecryptError::NoKey),
+        "the revoked device's keys open the new message"
+    );
+    drop(cluster);
+    database.drop_now().await;
+}
