@@ -842,6 +842,12 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
         .map_or(POLL_WAIT_MS, |secs| secs.saturating_mul(1000).min(60_000));
     // The highest seq printed per conversation, acked by the next poll.
     let mut unacked: BTreeMap<i64, i64> = BTreeMap::new();
+    // As `listen`: encrypted messages printed decrypted, held back until
+    // their room key comes; the room keys taken are acked by the next poll.
+    let mut keys = encryption::Reader::open(&args.profile, &saved);
+    let mut ready: std::collections::VecDeque<(ServerFrame, serde_json::Value)> =
+        std::collections::VecDeque::new();
+    let mut to_device_done: Option<i64> = None;
     let mut printed = 0u64;
     'polling: while options.count.is_none_or(|count| printed < count) {
         let acks: Vec<(i64, i64)> = if options.ack {
@@ -849,7 +855,10 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
         } else {
             Vec::new()
         };
-        let response = match api.poll(&saved.token, &acks, wait_ms).await {
+        let response = match api
+            .poll_acking_to_device(&saved.token, &acks, to_device_done.take(), wait_ms)
+            .await
+        {
             Ok(response) => response,
             Err(err) => return fail(&err),
         };
@@ -860,17 +869,38 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
         if response.frames.is_empty() && options.idle_secs.is_some() {
             break;
         }
-        for frame in &response.frames {
+        for frame in response.frames {
             if options.count.is_some_and(|count| printed >= count) {
                 break 'polling;
             }
-            match frame.ack_point() {
-                Some((conversation, seq)) => {
-                    print_json(frame);
-                    printed += 1;
+            if let ServerFrame::ToDevice {
+                seq,
+                from,
+                from_device,
+                body,
+                ..
+            } = &frame
+            {
+                ready.extend(keys.take_share(from, *from_device, body));
+                to_device_done = Some(*seq);
+            } else if frame.ack_point().is_some() {
+                ready.extend(keys.offer(frame.clone()));
+            }
+            while let Some((event, shown)) = ready.pop_front() {
+                if options.count.is_some_and(|count| printed >= count) {
+                    break 'polling;
+                }
+                print_json(&shown);
+                printed += 1;
+                if let Some((conversation, seq)) = event.ack_point() {
                     let highest = unacked.entry(conversation).or_insert(seq);
                     *highest = (*highest).max(seq);
                 }
+            }
+            let frame = &frame;
+            match frame.ack_point() {
+                // Printed above, when its key (if it needs one) was there.
+                Some(_) => {}
                 None if matches!(
                     frame,
                     ServerFrame::Delivered { .. } | ServerFrame::Read { .. }
@@ -885,6 +915,28 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
                 }
                 None => {}
             }
+        }
+    }
+    // What still waits for a key is printed as undecryptable, in order.
+    for (event, shown) in keys.give_up() {
+        if options.count.is_some_and(|count| printed >= count) {
+            break;
+        }
+        print_json(&shown);
+        printed += 1;
+        if let Some((conversation, seq)) = event.ack_point() {
+            let highest = unacked.entry(conversation).or_insert(seq);
+            *highest = (*highest).max(seq);
+        }
+    }
+    keys.save();
+    if let Some(up_to) = to_device_done {
+        let done = ClientFrame::ToDeviceAck {
+            id: Some("final-keys".into()),
+            up_to,
+        };
+        if let Err(err) = api.frame(&saved.token, &done).await {
+            return fail(&err);
         }
     }
     for (conversation, seq) in unacked.into_iter().filter(|_| options.ack) {

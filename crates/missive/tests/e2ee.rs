@@ -400,8 +400,11 @@ async fn the_cli_encrypts_end_to_end_and_the_store_holds_no_plaintext() {
                     "MARKER-7f3a group secret",
                 ],
             );
-            for reader in ["bob", "carol"] {
-                let got = json_lines(&ok(reader, &["listen", "--count", "2", "--idle-secs", "5"]));
+            // bob over a WebSocket, carol by long-polling.
+            for (reader, transport) in [("bob", None), ("carol", Some("--poll"))] {
+                let mut args = vec!["listen", "--count", "2", "--idle-secs", "5"];
+                args.extend(transport);
+                let got = json_lines(&ok(reader, &args));
                 let message = got
                     .iter()
                     .find(|frame| frame["kind"] == "encrypted")
