@@ -506,7 +506,7 @@ impl Vault {
 
     /// The state to save (contains private keys: keep it from everyone
     /// but the user).
-    pub fn to_json(&self) -> String {
+    pub fn to_json(&self) -> Result<String, E2eeError> {
         let saved = Saved {
             user: self.user.clone(),
             device_id: self.device_id,
@@ -548,7 +548,8 @@ impl Vault {
                 })
                 .collect(),
         };
-        serde_json::to_string(&saved).unwrap_or_default()
+        // Never an empty file in place of the keys: a failure is told.
+        serde_json::to_string(&saved).map_err(|err| E2eeError::Corrupt(err.to_string()))
     }
 
     pub fn from_json(text: &str) -> Result<Self, E2eeError> {
@@ -647,7 +648,7 @@ mod tests {
             bob.decrypt(7, "alice", 1, &first.ciphertext).as_deref(),
             Ok("hello both")
         );
-        let mut carol = Vault::from_json(&carol.to_json()).expect("reload");
+        let mut carol = Vault::from_json(&carol.to_json().expect("save")).expect("reload");
         assert_eq!(
             carol.decrypt(7, "alice", 1, &first.ciphertext).as_deref(),
             Ok("hello both")

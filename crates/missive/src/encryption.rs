@@ -28,7 +28,10 @@ pub fn load(profile_name: &str, saved: &Profile) -> Result<Vault, String> {
 }
 
 pub fn save(profile_name: &str, vault: &Vault) -> Result<(), String> {
-    profile::save_keys(profile_name, &vault.to_json())
+    let text = vault
+        .to_json()
+        .map_err(|err| format!("cannot save the device's keys: {err}"))?;
+    profile::save_keys(profile_name, &text)
         .map_err(|err| format!("cannot save the device's keys: {err}"))
 }
 
