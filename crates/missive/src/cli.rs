@@ -392,77 +392,69 @@ pub async fn send(args: &ClientArgs, to: Recipient, outgoing: Outgoing) -> ExitC
         Ok(saved) => saved,
         Err(code) => return code,
     };
-    let list = match Api::new(&saved.server).conversations(&saved.token).await {
-        Ok(list) => list,
-        Err(err) => return fail(&err),
-    };
-    let known = list.conversations.into_iter().find(|summary| match &to {
-        Recipient::User(user) => {
-            summary.kind == missive_proto::rest::ConversationKind::Direct
-                && summary.members.iter().any(|member| member == user)
-                && user != &saved.username
-        }
-        Recipient::Conversation(named) => match named.parse::<i64>() {
-            Ok(id) => summary.conversation == id,
-            Err(_) => summary.name.as_deref() == Some(named.as_str()),
-        },
-    });
-    if outgoing.encrypted || known.as_ref().is_some_and(|summary| summary.encrypted) {
-        return send_encrypted(args, &saved, to, known, outgoing).await;
+    if outgoing.encrypted {
+        return send_encrypted(args, &saved, to, outgoing).await;
     }
-    let Outgoing {
-        text,
-        reply_to,
-        files,
-        client_msg_id,
-        ..
-    } = outgoing;
-    let text = text.as_str();
-    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
-    let mut media = Vec::with_capacity(files.len());
-    if !files.is_empty() {
-        let saved = match load_profile(args) {
-            Ok(saved) => saved,
-            Err(code) => return code,
-        };
-        let api = Api::new(&saved.server);
-        for file in &files {
-            let bytes = match std::fs::read(file) {
-                Ok(bytes) => bytes,
-                Err(err) => {
-                    eprintln!("error: cannot read {}: {err}", file.display());
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let filename = file.file_name().and_then(|name| name.to_str());
-            match api.upload_named_media(&saved.token, bytes, filename).await {
-                Ok(info) => media.push(info.media_id),
-                Err(err) => return fail(&err),
+    // Plain first: the server says when the conversation is encrypted
+    // (refusing, storing nothing), so a plain send costs no lookup.
+    let mut media = Vec::with_capacity(outgoing.files.len());
+    let api = Api::new(&saved.server);
+    for file in &outgoing.files {
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                eprintln!("error: cannot read {}: {err}", file.display());
+                return ExitCode::from(EXIT_USAGE);
             }
+        };
+        let filename = file.file_name().and_then(|name| name.to_str());
+        match api.upload_named_media(&saved.token, bytes, filename).await {
+            Ok(info) => media.push(info.media_id),
+            Err(err) => return fail(&err),
         }
     }
-    let (to, conversation) = match to {
-        Recipient::User(username) => (Some(username), None),
-        Recipient::Conversation(named) => match conversation_id(args, &named).await {
+    let (user, conversation) = match &to {
+        Recipient::User(username) => (Some(username.clone()), None),
+        Recipient::Conversation(named) => match conversation_id(args, named).await {
             Ok(id) => (None, Some(id)),
             Err(code) => return code,
         },
     };
-    ws_request(args, async |connection| {
-        connection
-            .call(|id| ClientFrame::Send {
-                id,
-                to,
-                conversation,
-                client_msg_id,
-                text: text.into(),
-                reply_to,
-                media,
-                encrypted: false,
-            })
-            .await
-    })
-    .await
+    let mut connection = match connect(&saved).await {
+        Ok(connection) => connection,
+        Err(code) => return code,
+    };
+    let client_msg_id = outgoing
+        .client_msg_id
+        .clone()
+        .unwrap_or_else(generated_client_msg_id);
+    let result = connection
+        .call(|id| ClientFrame::Send {
+            id,
+            to: user,
+            conversation,
+            client_msg_id: client_msg_id.clone(),
+            text: outgoing.text.clone(),
+            reply_to: outgoing.reply_to.clone(),
+            media,
+            encrypted: false,
+        })
+        .await;
+    connection.close().await;
+    match result {
+        Ok(reply) => print_json(&reply),
+        Err(ClientError::Refused {
+            code: missive_proto::ErrorCode::ConversationEncrypted,
+            ..
+        }) => {
+            let outgoing = Outgoing {
+                client_msg_id: Some(client_msg_id),
+                ..outgoing
+            };
+            send_encrypted(args, &saved, to, outgoing).await
+        }
+        Err(err) => fail(&err),
+    }
 }
 
 /// Conversation key of a message to a user who has no conversation with
@@ -478,7 +470,6 @@ async fn send_encrypted(
     args: &ClientArgs,
     saved: &Profile,
     to: Recipient,
-    known: Option<missive_proto::rest::ConversationSummary>,
     outgoing: Outgoing,
 ) -> ExitCode {
     if !outgoing.files.is_empty() {
@@ -486,6 +477,21 @@ async fn send_encrypted(
         return ExitCode::from(EXIT_USAGE);
     }
     let api = Api::new(&saved.server);
+    let list = match api.conversations(&saved.token).await {
+        Ok(list) => list,
+        Err(err) => return fail(&err),
+    };
+    let known = list.conversations.into_iter().find(|summary| match &to {
+        Recipient::User(user) => {
+            summary.kind == missive_proto::rest::ConversationKind::Direct
+                && summary.members.iter().any(|member| member == user)
+                && user != &saved.username
+        }
+        Recipient::Conversation(named) => match named.parse::<i64>() {
+            Ok(id) => summary.conversation == id,
+            Err(_) => summary.name.as_deref() == Some(named.as_str()),
+        },
+    });
     let mut vault = match encryption::load(&args.profile, saved) {
         Ok(vault) => vault,
         Err(err) => {
@@ -827,6 +833,28 @@ async fn print_and_ack(
     Ok(())
 }
 
+/// Prints the events ready to print, noting each one's ack point for the
+/// next poll; false once `count` events are printed.
+fn print_polled(
+    ready: &mut std::collections::VecDeque<(ServerFrame, serde_json::Value)>,
+    printed: &mut u64,
+    unacked: &mut BTreeMap<i64, i64>,
+    count: Option<u64>,
+) -> bool {
+    while let Some((event, shown)) = ready.pop_front() {
+        if count.is_some_and(|count| *printed >= count) {
+            return false;
+        }
+        print_json(&shown);
+        *printed += 1;
+        if let Some((conversation, seq)) = event.ack_point() {
+            let highest = unacked.entry(conversation).or_insert(seq);
+            *highest = (*highest).max(seq);
+        }
+    }
+    true
+}
+
 /// `listen --poll`: the same output and acking as `listen`, over HTTP
 /// long-polling. Acks ride on the next poll; the last one is sent as an
 /// `ack` frame before exiting.
@@ -873,62 +901,37 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
             if options.count.is_some_and(|count| printed >= count) {
                 break 'polling;
             }
-            if let ServerFrame::ToDevice {
-                seq,
-                from,
-                from_device,
-                body,
-                ..
-            } = &frame
-            {
-                ready.extend(keys.take_share(from, *from_device, body));
-                to_device_done = Some(*seq);
-            } else if frame.ack_point().is_some() {
-                ready.extend(keys.offer(frame.clone()));
-            }
-            while let Some((event, shown)) = ready.pop_front() {
-                if options.count.is_some_and(|count| printed >= count) {
-                    break 'polling;
+            match &frame {
+                ServerFrame::ToDevice {
+                    seq,
+                    from,
+                    from_device,
+                    body,
+                    ..
+                } => {
+                    ready.extend(keys.take_share(from, *from_device, body));
+                    to_device_done = Some(*seq);
                 }
-                print_json(&shown);
-                printed += 1;
-                if let Some((conversation, seq)) = event.ack_point() {
-                    let highest = unacked.entry(conversation).or_insert(seq);
-                    *highest = (*highest).max(seq);
-                }
-            }
-            let frame = &frame;
-            match frame.ack_point() {
-                // Printed above, when its key (if it needs one) was there.
-                Some(_) => {}
-                None if matches!(
-                    frame,
-                    ServerFrame::Delivered { .. } | ServerFrame::Read { .. }
-                ) =>
-                {
-                    print_json(frame);
+                // Printed below once its key (if it needs one) is there.
+                _ if frame.ack_point().is_some() => ready.extend(keys.offer(frame)),
+                ServerFrame::Delivered { .. } | ServerFrame::Read { .. } => {
+                    print_json(&frame);
                     printed += 1;
                 }
-                None if options.ephemeral => {
-                    print_json(frame);
+                _ if options.ephemeral => {
+                    print_json(&frame);
                     printed += 1;
                 }
-                None => {}
+                _ => {}
+            }
+            if !print_polled(&mut ready, &mut printed, &mut unacked, options.count) {
+                break 'polling;
             }
         }
     }
     // What still waits for a key is printed as undecryptable, in order.
-    for (event, shown) in keys.give_up() {
-        if options.count.is_some_and(|count| printed >= count) {
-            break;
-        }
-        print_json(&shown);
-        printed += 1;
-        if let Some((conversation, seq)) = event.ack_point() {
-            let highest = unacked.entry(conversation).or_insert(seq);
-            *highest = (*highest).max(seq);
-        }
-    }
+    ready.extend(keys.give_up());
+    print_polled(&mut ready, &mut printed, &mut unacked, options.count);
     keys.save();
     if let Some(up_to) = to_device_done {
         let done = ClientFrame::ToDeviceAck {

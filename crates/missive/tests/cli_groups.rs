@@ -12,16 +12,6 @@ use missive_proto::{ClientFrame, ServerFrame, TypingState};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Parses one JSON document (a command's whole stdout).
-fn json(stdout: &str) -> Value {
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout:?}"))
-}
-
-/// Parses stdout as JSON lines.
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout.lines().map(json).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_chat_walkthrough_through_the_cli() {
     // Goal: the README's group-chat walkthrough works through the real

@@ -312,11 +312,43 @@ fn cli_ok(config_dir: &std::path::Path, url: &str, profile: &str, args: &[&str])
     stdout
 }
 
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
-        .collect()
+/// The device token the CLI saved for `profile`.
+fn saved_token(config_dir: &std::path::Path, profile: &str) -> String {
+    let path = config_dir.join(format!("profiles/{profile}.json"));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("profile")).expect("json");
+    saved["token"].as_str().expect("token").to_owned()
+}
+
+/// Reads the message at `seq` of `group` from history (as `token`) and
+/// asserts that the keys the CLI saved for `profile` cannot open it;
+/// returns it.
+async fn assert_unreadable_with_keys_of(
+    api: &missive_client::Api,
+    token: &str,
+    (group, seq): (i64, i64),
+    config_dir: &std::path::Path,
+    profile: &str,
+) -> missive_proto::rest::HistoryMessage {
+    let history = api
+        .history(token, group, "limit=50")
+        .await
+        .expect("history");
+    let sealed = history
+        .messages
+        .into_iter()
+        .find(|message| message.seq == seq)
+        .expect("in history");
+    let keys = config_dir.join(format!("profiles/{profile}.keys.json"));
+    let mut vault =
+        missive_e2ee::Vault::from_json(&std::fs::read_to_string(keys).expect("saved keys"))
+            .expect("vault");
+    assert_eq!(
+        vault.decrypt(group, "alice", sealed.from_device, &sealed.text),
+        Err(missive_e2ee::DecryptError::NoKey),
+        "{profile}'s own keys open the message"
+    );
+    sealed
 }
 
 /// Every file under `dir` that contains `needle`.
@@ -421,11 +453,7 @@ async fn the_cli_encrypts_end_to_end_and_the_store_holds_no_plaintext() {
             let got = json_lines(&ok("bob", &["listen", "--count", "1", "--idle-secs", "5"]));
             assert_eq!(got[0]["text"], "MARKER-1c9e direct secret");
             assert_eq!(got[0]["decrypted"], true);
-            let profile: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.join("profiles/alice.json")).expect("profile"),
-            )
-            .expect("json");
-            (group, profile["token"].as_str().expect("token").to_owned())
+            (group, saved_token(&dir, "alice"))
         })
         .await
         .expect("cli steps")
@@ -463,24 +491,9 @@ async fn the_cli_encrypts_end_to_end_and_the_store_holds_no_plaintext() {
         .find(|frame| frame["kind"] == "encrypted")
         .expect("bob got the message");
     assert_eq!(after["text"], "after carol left");
-    let history = api
-        .history(&alice_token, group, "limit=50")
-        .await
-        .expect("history");
-    let sealed = history
-        .messages
-        .iter()
-        .find(|message| message.seq == after["seq"].as_i64().expect("seq"))
-        .expect("in history");
-    let mut carol_keys = missive_e2ee::Vault::from_json(
-        &std::fs::read_to_string(dir.join("profiles/carol.keys.json")).expect("carol's keys"),
-    )
-    .expect("carol's vault");
-    assert_eq!(
-        carol_keys.decrypt(group, "alice", sealed.from_device, &sealed.text),
-        Err(missive_e2ee::DecryptError::NoKey),
-        "the removed member's keys open the new message"
-    );
+    let seq = after["seq"].as_i64().expect("seq");
+    let sealed =
+        assert_unreadable_with_keys_of(&api, &alice_token, (group, seq), &dir, "carol").await;
 
     // A tampered copy of a real ciphertext is rejected, visibly.
     let mut envelope: serde_json::Value = serde_json::from_str(&sealed.text).expect("envelope");
@@ -687,14 +700,10 @@ async fn a_cluster_database_holds_no_plaintext_of_an_encrypted_conversation() {
                     "{device}: {got:?}"
                 );
             }
-            let profile: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.join("profiles/alice.json")).expect("profile"),
-            )
-            .expect("json");
             (
                 group,
                 second["device_id"].as_i64().expect("device id"),
-                profile["token"].as_str().expect("token").to_owned(),
+                saved_token(&dir, "alice"),
             )
         })
         .await
@@ -738,25 +747,8 @@ async fn a_cluster_database_holds_no_plaintext_of_an_encrypted_conversation() {
         .expect("cli steps")
     };
     assert_eq!(after[0]["text"], "after the revocation");
-    let history = cluster
-        .api(0)
-        .history(&alice_token, group, "limit=50")
-        .await
-        .expect("history");
-    let sealed = history
-        .messages
-        .iter()
-        .find(|message| Some(message.seq) == after[0]["seq"].as_i64())
-        .expect("in history");
-    let mut revoked = missive_e2ee::Vault::from_json(
-        &std::fs::read_to_string(dir.join("profiles/bob2.keys.json")).expect("bob2's keys"),
-    )
-    .expect("vault");
-    assert_eq!(
-        revoked.decrypt(group, "alice", sealed.from_device, &sealed.text),
-        Err(missive_e2ee::DecryptError::NoKey),
-        "the revoked device's keys open the new message"
-    );
+    let seq = after[0]["seq"].as_i64().expect("seq");
+    assert_unreadable_with_keys_of(&cluster.api(0), &alice_token, (group, seq), &dir, "bob2").await;
     drop(cluster);
     database.drop_now().await;
 }

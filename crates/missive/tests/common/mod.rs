@@ -532,6 +532,16 @@ pub fn cli(config_dir: &std::path::Path, server: &str, args: &[&str]) -> (i32, S
     )
 }
 
+/// Parses one JSON document (a command's whole stdout).
+pub fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout:?}"))
+}
+
+/// Parses a command's stdout as JSON lines.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(json).collect()
+}
+
 /// A metric's value on the server at `url` (`/metrics`); every missive
 /// counter is there from the start, so a missing one is a failure.
 pub async fn metric(url: &str, name: &str) -> f64 {

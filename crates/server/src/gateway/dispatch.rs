@@ -277,31 +277,15 @@ impl Dispatcher {
                 group_reply(id, result)
             }
             ClientFrame::Encrypt { id, conversation } => {
-                match self
-                    .state
-                    .groups
-                    .set(&self.auth, ConversationId(conversation), Setting::Encrypt)
-                    .await
-                {
-                    Ok(()) => ServerFrame::Ok { id },
-                    Err(err) => error_frame(id, err),
-                }
+                self.set(id, conversation, Setting::Encrypt).await
             }
             ClientFrame::SetTimer {
                 id,
                 conversation,
                 secs,
             } => {
-                let setting = Setting::DisappearAfter(secs);
-                match self
-                    .state
-                    .groups
-                    .set(&self.auth, ConversationId(conversation), setting)
+                self.set(id, conversation, Setting::DisappearAfter(secs))
                     .await
-                {
-                    Ok(()) => ServerFrame::Ok { id },
-                    Err(err) => error_frame(id, err),
-                }
             }
             ClientFrame::GroupInfo { id, conversation } => {
                 let result = self
@@ -432,6 +416,20 @@ impl Dispatcher {
             .change_member(&self.auth, conversation, username, change)
             .await;
         group_reply(id, result)
+    }
+
+    /// A conversation setting changed, answered `ok`.
+    async fn set(&self, id: Option<String>, conversation: i64, setting: Setting) -> ServerFrame {
+        let conversation = ConversationId(conversation);
+        match self
+            .state
+            .groups
+            .set(&self.auth, conversation, setting)
+            .await
+        {
+            Ok(()) => ServerFrame::Ok { id },
+            Err(err) => error_frame(id, err),
+        }
     }
 
     async fn queue_send(

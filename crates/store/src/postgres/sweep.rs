@@ -11,37 +11,36 @@ use super::fault::Outcome;
 use super::sql::{execute, limit, pipeline, scalar, unsigned};
 use crate::model::*;
 
-/// Purges the bodies of up to `$2` events stored before `$1`, with what
-/// hangs off them (reactions, media links: unlinked media are collected
-/// after their grace), and counts them. Walks `messages_by_age`, which
-/// holds bodies only. A send changing the message holds its row, so the
-/// sweep skips it rather than purge under it.
-const PURGE_OLD_BODIES: &str = "WITH purged AS (
-         UPDATE messages SET body = NULL WHERE (conversation_id, seq) IN (
-             SELECT conversation_id, seq FROM messages
-             WHERE created_ms < $1 AND body IS NOT NULL
-             LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING id, conversation_id
-     ),
-     reactions_gone AS (DELETE FROM reactions WHERE (conversation_id, message_id) IN
-                        (SELECT conversation_id, id FROM purged)),
-     media_gone AS (DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged))
-     SELECT count(*) FROM purged";
+/// Purges the bodies of up to `$2` events matching `$condition` (on `$1`),
+/// with what hangs off them (reactions, media links: unlinked media are
+/// collected after their grace), and counts them. A send changing the
+/// message holds its row, so the sweep skips it rather than purge under it.
+macro_rules! purge_bodies_where {
+    ($condition:literal) => {
+        concat!(
+            "WITH purged AS (
+                 UPDATE messages SET body = NULL WHERE (conversation_id, seq) IN (
+                     SELECT conversation_id, seq FROM messages
+                     WHERE ",
+            $condition,
+            " AND body IS NOT NULL
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, conversation_id
+             ),
+             reactions_gone AS (DELETE FROM reactions WHERE (conversation_id, message_id) IN
+                                (SELECT conversation_id, id FROM purged)),
+             media_gone AS (DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged))
+             SELECT count(*) FROM purged"
+        )
+    };
+}
 
-/// Purges, at their expiry, the bodies of up to `$2` events of
-/// conversations with a disappearing timer, whatever the cursors (walking
-/// `messages_by_expiry`), with what hangs off them.
-const PURGE_EXPIRED: &str = "WITH purged AS (
-         UPDATE messages SET body = NULL WHERE (conversation_id, seq) IN (
-             SELECT conversation_id, seq FROM messages
-             WHERE expires_ms <= $1 AND body IS NOT NULL
-             LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING id, conversation_id
-     ),
-     reactions_gone AS (DELETE FROM reactions WHERE (conversation_id, message_id) IN
-                        (SELECT conversation_id, id FROM purged)),
-     media_gone AS (DELETE FROM message_media WHERE message_id IN (SELECT id FROM purged))
-     SELECT count(*) FROM purged";
+/// Bodies stored before `$1`, walking `messages_by_age` (bodies only).
+const PURGE_OLD_BODIES: &str = purge_bodies_where!("created_ms < $1");
+
+/// Disappearing messages at their expiry (`$1` is now), whatever the
+/// cursors, walking `messages_by_expiry`.
+const PURGE_EXPIRED: &str = purge_bodies_where!("expires_ms <= $1");
 
 /// Deletes up to `$2` rows of bodies purged before `$1` (walking
 /// `messages_purged_by_age`): their client_msg_id stops deduplicating.
