@@ -15,10 +15,10 @@
 //! operation runs there) a statement being prepared holds back every later
 //! statement of the same task until it has been sent itself.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{FromSql, ToSql};
@@ -85,16 +85,22 @@ pub(super) async fn only_if<T: Default>(
     }
 }
 
+/// Whether a statement of this task is being prepared, so later ones must
+/// wait to be sent; and the wakers of those waiting.
+#[derive(Default)]
+struct Hold {
+    active: bool,
+    waiting: Vec<Waker>,
+}
+
 tokio::task_local! {
-    /// Whether a statement of this task is being prepared, so later ones
-    /// must wait to be sent.
-    static PREPARING: Cell<bool>;
+    static PREPARING: RefCell<Hold>;
 }
 
 /// Runs `op`, an operation's statements, keeping their send order (see the
 /// module doc).
 pub(super) async fn ordered<F: Future>(op: F) -> F::Output {
-    PREPARING.scope(Cell::new(false), op).await
+    PREPARING.scope(RefCell::new(Hold::default()), op).await
 }
 
 /// Marks this task's statements as held back while it lives.
@@ -102,14 +108,25 @@ struct Preparing;
 
 impl Preparing {
     fn start() -> Self {
-        let _ = PREPARING.try_with(|preparing| preparing.set(true));
+        let _ = PREPARING.try_with(|hold| hold.borrow_mut().active = true);
         Self
     }
 }
 
 impl Drop for Preparing {
     fn drop(&mut self) {
-        let _ = PREPARING.try_with(|preparing| preparing.set(false));
+        // Wakes the statements held back: nothing else may, if the one
+        // that held them was the task's last in flight.
+        let waiting = PREPARING
+            .try_with(|hold| {
+                let mut hold = hold.borrow_mut();
+                hold.active = false;
+                std::mem::take(&mut hold.waiting)
+            })
+            .unwrap_or_default();
+        for waker in waiting {
+            waker.wake();
+        }
     }
 }
 
@@ -117,14 +134,23 @@ impl Drop for Preparing {
 /// prepared. When this one has to be prepared, it returns the hold that
 /// [`send`] releases once the statement is out.
 async fn prepare<C: GenericClient>(db: &C, sql: &str) -> Outcome<(Statement, Option<Preparing>)> {
-    // No waker is needed: the statement being prepared belongs to this
-    // task, which its answer wakes; the join then polls it first.
-    std::future::poll_fn(|_| {
-        if PREPARING.try_with(Cell::get).unwrap_or(false) {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
+    // Waits, registered to be woken when the hold is released, rather than
+    // counting on the held statement's answer to poll this one again: a
+    // waiter whose wake-up depends on another future's is one lost wake
+    // away from hanging (two conformance runs under load hung with their
+    // transaction idle after a pipeline's last statement; this is the
+    // suspect, not a proven cause).
+    std::future::poll_fn(|cx| {
+        let held = PREPARING
+            .try_with(|hold| {
+                let mut hold = hold.borrow_mut();
+                if hold.active {
+                    hold.waiting.push(cx.waker().clone());
+                }
+                hold.active
+            })
+            .unwrap_or(false);
+        if held { Poll::Pending } else { Poll::Ready(()) }
     })
     .await;
     let mut cached = pin!(db.prepare_cached(sql));
