@@ -162,7 +162,7 @@ pub async fn chat(args: &ClientArgs) -> ExitCode {
         Ok(saved) => saved,
         Err(code) => return code,
     };
-    match crate::chat::run(saved).await {
+    match crate::chat::run(&args.profile, saved).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: the terminal failed: {err}");
@@ -457,6 +457,11 @@ pub async fn send(args: &ClientArgs, to: Recipient, outgoing: Outgoing) -> ExitC
     }
 }
 
+/// A warning about keys, on standard error.
+fn warn(text: String) {
+    eprintln!("warning: {text}");
+}
+
 /// Conversation key of a message to a user who has no conversation with
 /// us yet: the outbound session moves under the real id once `sent` names
 /// it.
@@ -511,7 +516,8 @@ async fn send_encrypted(
         Ok(devices) => devices,
         Err(err) => return fail(&err),
     };
-    if let Err(err) = encryption::open_sessions(&api, saved, &mut vault, &mut devices).await {
+    if let Err(err) = encryption::open_sessions(&api, saved, &mut vault, &mut devices, &warn).await
+    {
         return fail(&err);
     }
     let mut content = serde_json::json!({ "text": outgoing.text });
@@ -721,8 +727,8 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
     let mut acked_any = false;
     // Encrypted messages are printed decrypted; one whose room key has not
     // come yet waits (with what follows it in its conversation) for it.
-    let mut keys = encryption::Reader::open(&args.profile, &saved);
-    let mut ready: std::collections::VecDeque<(ServerFrame, serde_json::Value)> =
+    let mut keys = encryption::DeviceKeys::open(&args.profile, &saved, Box::new(warn));
+    let mut ready: std::collections::VecDeque<(ServerFrame, encryption::Opened)> =
         std::collections::VecDeque::new();
     'listening: while count.is_none_or(|count| printed < count) {
         if let Some((frame, shown)) = ready.pop_front() {
@@ -815,10 +821,10 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
 async fn print_and_ack(
     connection: &mut Connection,
     frame: &ServerFrame,
-    shown: &serde_json::Value,
+    opened: &encryption::Opened,
     ack: bool,
 ) -> Result<(), ExitCode> {
-    print_json(shown);
+    print_json(&encryption::printable(frame, opened));
     if let (true, Some((conversation, seq))) = (ack, frame.ack_point()) {
         let frame = ClientFrame::Ack {
             id: None,
@@ -836,16 +842,16 @@ async fn print_and_ack(
 /// Prints the events ready to print, noting each one's ack point for the
 /// next poll; false once `count` events are printed.
 fn print_polled(
-    ready: &mut std::collections::VecDeque<(ServerFrame, serde_json::Value)>,
+    ready: &mut std::collections::VecDeque<(ServerFrame, encryption::Opened)>,
     printed: &mut u64,
     unacked: &mut BTreeMap<i64, i64>,
     count: Option<u64>,
 ) -> bool {
-    while let Some((event, shown)) = ready.pop_front() {
+    while let Some((event, opened)) = ready.pop_front() {
         if count.is_some_and(|count| *printed >= count) {
             return false;
         }
-        print_json(&shown);
+        print_json(&encryption::printable(&event, &opened));
         *printed += 1;
         if let Some((conversation, seq)) = event.ack_point() {
             let highest = unacked.entry(conversation).or_insert(seq);
@@ -872,8 +878,8 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
     let mut unacked: BTreeMap<i64, i64> = BTreeMap::new();
     // As `listen`: encrypted messages printed decrypted, held back until
     // their room key comes; the room keys taken are acked by the next poll.
-    let mut keys = encryption::Reader::open(&args.profile, &saved);
-    let mut ready: std::collections::VecDeque<(ServerFrame, serde_json::Value)> =
+    let mut keys = encryption::DeviceKeys::open(&args.profile, &saved, Box::new(warn));
+    let mut ready: std::collections::VecDeque<(ServerFrame, encryption::Opened)> =
         std::collections::VecDeque::new();
     let mut to_device_done: Option<i64> = None;
     let mut printed = 0u64;

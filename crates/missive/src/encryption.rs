@@ -46,19 +46,52 @@ pub async fn publish(api: &Api, token: &str, vault: &mut Vault) -> Result<(), Cl
             curve25519,
             ed25519,
         }),
-        one_time_keys: vault
-            .new_one_time_keys(ONE_TIME_KEYS_AT_LOGIN)
-            .into_iter()
-            .map(|key| OneTimeKeyBody {
-                key_id: key.key_id,
-                key: key.key,
-                signature: key.signature,
-            })
-            .collect(),
+        one_time_keys: one_time_key_bodies(vault),
     };
     api.upload_keys(token, &request).await?;
     vault.mark_published();
     Ok(())
+}
+
+/// Publishes more one-time keys, when the server said few are left.
+pub async fn top_up(api: &Api, token: &str, vault: &mut Vault) -> Result<(), ClientError> {
+    let request = KeyUploadRequest {
+        identity: None,
+        one_time_keys: one_time_key_bodies(vault),
+    };
+    api.upload_keys(token, &request).await?;
+    vault.mark_published();
+    Ok(())
+}
+
+fn one_time_key_bodies(vault: &mut Vault) -> Vec<OneTimeKeyBody> {
+    vault
+        .new_one_time_keys(ONE_TIME_KEYS_AT_LOGIN)
+        .into_iter()
+        .map(|key| OneTimeKeyBody {
+            key_id: key.key_id,
+            key: key.key,
+            signature: key.signature,
+        })
+        .collect()
+}
+
+/// The profile's keys; a device that has none (logged in before it had
+/// any) makes them, publishes them and saves them.
+pub async fn load_or_publish(
+    api: &Api,
+    profile_name: &str,
+    saved: &Profile,
+) -> Result<Vault, String> {
+    if profile::load_keys(profile_name).is_ok_and(|keys| keys.is_some()) {
+        return load(profile_name, saved);
+    }
+    let mut vault = Vault::new(&saved.username, saved.device_id);
+    publish(api, &saved.token, &mut vault)
+        .await
+        .map_err(|err| format!("cannot publish the device's keys: {err}"))?;
+    save(profile_name, &vault)?;
+    Ok(vault)
 }
 
 /// Every device of `members` that published keys, but this one.
@@ -99,6 +132,7 @@ pub async fn open_sessions(
     saved: &Profile,
     vault: &mut Vault,
     devices: &mut Vec<Device>,
+    warn: &(dyn Fn(String) + Sync),
 ) -> Result<(), ClientError> {
     let missing = vault.without_session(devices);
     let mut users: Vec<&String> = missing.iter().map(|(user, _)| user).collect();
@@ -123,15 +157,15 @@ pub async fn open_sessions(
                 signature: key.signature,
             };
             if let Err(err) = vault.start_session(&identity, &key) {
-                eprintln!("warning: {user}'s device {}: {err}", claimed.device_id);
+                warn(format!("{user}'s device {}: {err}", claimed.device_id));
             }
         }
     }
     let still = vault.without_session(devices);
     for (user, device) in &still {
-        eprintln!(
-            "warning: {user}'s device {device} has no keys left; it will not read this message"
-        );
+        warn(format!(
+            "{user}'s device {device} has no keys left; it will not read this message"
+        ));
     }
     devices.retain(|device| !still.contains(&(device.user.clone(), device.device_id)));
     Ok(())
@@ -159,77 +193,151 @@ pub async fn send_shares(
         .map(drop)
 }
 
-/// A `message` frame as `listen` prints it: an encrypted one with its
-/// decrypted text and `"decrypted": true`, or with empty text and
-/// `"decrypt_error"` (`no_key`, `tampered`, `wrong_sender`), never the
-/// ciphertext. `None` while the key may still come.
-pub fn readable(
-    vault: &mut Vault,
-    frame: &ServerFrame,
-    final_try: bool,
-) -> Option<serde_json::Value> {
-    let mut value = serde_json::to_value(frame).ok()?;
-    let ServerFrame::Message {
-        kind: missive_proto::MessageKind::Encrypted,
-        conversation,
-        from,
-        from_device,
-        text,
-        deleted: false,
-        ..
-    } = frame
-    else {
-        return Some(value);
-    };
-    match vault.decrypt(*conversation, from, *from_device, text) {
-        Ok(plaintext) => {
-            let parsed: serde_json::Value = serde_json::from_str(&plaintext).unwrap_or_default();
-            value["text"] = parsed["text"].as_str().unwrap_or_default().into();
-            value["decrypted"] = true.into();
-        }
-        Err(DecryptError::NoKey) if !final_try => return None,
-        Err(err) => {
-            value["text"] = "".into();
-            value["decrypt_error"] = match err {
-                DecryptError::NoKey => "no_key",
-                DecryptError::Tampered => "tampered",
-                DecryptError::WrongSender => "wrong_sender",
-            }
-            .into();
-        }
-    }
-    Some(value)
+/// What a stored event reads as on this device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Opened {
+    /// Not an encrypted message (or a deleted one): as it came.
+    Plain,
+    /// Decrypted: the sender's content.
+    Decrypted {
+        text: String,
+        reply_to: Option<String>,
+    },
+    /// Undecryptable, for good: shown as such, never as ciphertext.
+    Failed(DecryptError),
 }
 
-/// `listen`'s side of decryption: the device's keys (if it has any), and
-/// the stored events held back until a room key they need arrives, in
-/// order per conversation.
-pub struct Reader {
+/// The stable name of a decrypt failure, as `listen` prints it.
+pub fn error_code(err: &DecryptError) -> &'static str {
+    match err {
+        DecryptError::NoKey => "no_key",
+        DecryptError::Tampered => "tampered",
+        DecryptError::WrongSender => "wrong_sender",
+    }
+}
+
+/// Opens an encrypted message's `ciphertext` sent by `from`'s device
+/// `from_device` into `conversation`. `None` while its key may still come
+/// (`final_try` false and no key yet).
+pub fn open_text(
+    vault: Option<&mut Vault>,
+    conversation: i64,
+    from: &str,
+    from_device: i64,
+    ciphertext: &str,
+    final_try: bool,
+) -> Option<Opened> {
+    let Some(vault) = vault else {
+        return Some(Opened::Failed(DecryptError::NoKey));
+    };
+    match vault.decrypt(conversation, from, from_device, ciphertext) {
+        Ok(plaintext) => {
+            let content: serde_json::Value = serde_json::from_str(&plaintext).unwrap_or_default();
+            Some(Opened::Decrypted {
+                text: content["text"].as_str().unwrap_or_default().to_owned(),
+                reply_to: content["reply_to"].as_str().map(str::to_owned),
+            })
+        }
+        Err(DecryptError::NoKey) if !final_try => None,
+        Err(err) => Some(Opened::Failed(err)),
+    }
+}
+
+/// A stored event as this device reads it (see [`open_text`]).
+pub fn open(vault: Option<&mut Vault>, frame: &ServerFrame, final_try: bool) -> Option<Opened> {
+    match frame {
+        ServerFrame::Message {
+            kind: missive_proto::MessageKind::Encrypted,
+            conversation,
+            from,
+            from_device,
+            text,
+            deleted: false,
+            ..
+        } => open_text(vault, *conversation, from, *from_device, text, final_try),
+        _ => Some(Opened::Plain),
+    }
+}
+
+/// A stored event as `listen` prints it: an encrypted one with its
+/// decrypted text and `"decrypted": true`, or with empty text and
+/// `"decrypt_error"` (`no_key`, `tampered`, `wrong_sender`), never the
+/// ciphertext.
+pub fn printable(frame: &ServerFrame, opened: &Opened) -> serde_json::Value {
+    let mut value = serde_json::to_value(frame).unwrap_or_default();
+    match opened {
+        Opened::Plain => {}
+        Opened::Decrypted { text, .. } => {
+            value["text"] = text.as_str().into();
+            value["decrypted"] = true.into();
+        }
+        Opened::Failed(err) => {
+            value["text"] = "".into();
+            value["decrypt_error"] = error_code(err).into();
+        }
+    }
+    value
+}
+
+/// Where warnings about keys go: standard error for the CLI, the status
+/// line for the terminal app.
+pub type Warn = Box<dyn Fn(String) + Send + Sync>;
+
+/// A device's keys as a reader of stored events uses them, and the events
+/// held back until a room key they need arrives, in order per
+/// conversation.
+pub struct DeviceKeys {
     profile: String,
     vault: Option<Vault>,
     waiting: Vec<ServerFrame>,
     changed: bool,
+    warn: Warn,
 }
 
-impl Reader {
-    pub fn open(profile_name: &str, saved: &Profile) -> Self {
+impl DeviceKeys {
+    /// The profile's saved keys; none (every encrypted message then reads
+    /// as `no_key`) when it has none or they cannot be read.
+    pub fn open(profile_name: &str, saved: &Profile, warn: Warn) -> Self {
         let vault = match profile::load_keys(profile_name) {
             Ok(Some(_)) => load(profile_name, saved)
-                .map_err(|err| eprintln!("warning: {err}; encrypted messages stay unread"))
+                .map_err(|err| warn(format!("{err}; encrypted messages stay unread")))
                 .ok(),
             _ => None,
         };
+        Self::with(profile_name, vault, warn)
+    }
+
+    pub fn with(profile_name: &str, vault: Option<Vault>, warn: Warn) -> Self {
         Self {
             profile: profile_name.to_owned(),
             vault,
             waiting: Vec::new(),
             changed: false,
+            warn,
         }
     }
 
-    /// A stored event to print: it and any held-back events it no longer
+    pub fn vault_mut(&mut self) -> Option<&mut Vault> {
+        self.vault.as_mut()
+    }
+
+    /// The profile whose keys these are.
+    pub fn profile(&self) -> &str {
+        &self.profile
+    }
+
+    pub fn warn(&self, text: String) {
+        (self.warn)(text);
+    }
+
+    /// Whether events wait for a room key.
+    pub fn holding(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// A stored event to show: it and any held-back events it no longer
     /// waits behind, ready in order (nothing while it waits for a key).
-    pub fn offer(&mut self, frame: ServerFrame) -> Vec<(ServerFrame, serde_json::Value)> {
+    pub fn offer(&mut self, frame: ServerFrame) -> Vec<(ServerFrame, Opened)> {
         self.waiting.push(frame);
         self.release(false)
     }
@@ -240,28 +348,48 @@ impl Reader {
         from: &str,
         from_device: i64,
         body: &str,
-    ) -> Vec<(ServerFrame, serde_json::Value)> {
+    ) -> Vec<(ServerFrame, Opened)> {
         let Some(vault) = self.vault.as_mut() else {
-            eprintln!(
-                "warning: a room key from {from}'s device {from_device}, but this device has no keys"
-            );
+            (self.warn)(format!(
+                "a room key from {from}'s device {from_device}, but this device has no keys"
+            ));
             return Vec::new();
         };
         match vault.receive_share(from, from_device, body) {
             Ok(()) => self.changed = true,
-            Err(err) => {
-                eprintln!("warning: a to-device message from {from}'s device {from_device}: {err}")
-            }
+            Err(err) => (self.warn)(format!(
+                "a to-device message from {from}'s device {from_device}: {err}"
+            )),
         }
         self.release(false)
     }
 
     /// Everything still held, as undecryptable.
-    pub fn give_up(&mut self) -> Vec<(ServerFrame, serde_json::Value)> {
+    pub fn give_up(&mut self) -> Vec<(ServerFrame, Opened)> {
         self.release(true)
     }
 
-    fn release(&mut self, final_try: bool) -> Vec<(ServerFrame, serde_json::Value)> {
+    /// Opens one event of history (never held: history is read whole).
+    pub fn open_text(
+        &mut self,
+        conversation: i64,
+        from: &str,
+        from_device: i64,
+        ciphertext: &str,
+    ) -> Opened {
+        self.changed = true;
+        open_text(
+            self.vault.as_mut(),
+            conversation,
+            from,
+            from_device,
+            ciphertext,
+            true,
+        )
+        .unwrap_or(Opened::Failed(DecryptError::NoKey))
+    }
+
+    fn release(&mut self, final_try: bool) -> Vec<(ServerFrame, Opened)> {
         let mut ready = Vec::new();
         let mut blocked: Vec<i64> = Vec::new();
         let mut kept = Vec::new();
@@ -271,14 +399,10 @@ impl Reader {
                 kept.push(frame);
                 continue;
             }
-            let shown = match self.vault.as_mut() {
-                Some(vault) => readable(vault, &frame, final_try),
-                None => readable_without_keys(&frame),
-            };
-            match shown {
-                Some(shown) => {
-                    self.changed = true;
-                    ready.push((frame, shown));
+            match open(self.vault.as_mut(), &frame, final_try) {
+                Some(opened) => {
+                    self.changed |= opened != Opened::Plain;
+                    ready.push((frame, opened));
                 }
                 None => {
                     blocked.extend(conversation);
@@ -295,24 +419,8 @@ impl Reader {
         if let (true, Some(vault)) = (self.changed, &self.vault)
             && let Err(err) = save(&self.profile, vault)
         {
-            eprintln!("warning: {err}");
+            (self.warn)(err);
         }
         self.changed = false;
     }
-}
-
-/// A frame as a device with no keys shows it: an encrypted message with
-/// empty text and `"decrypt_error": "no_key"`.
-fn readable_without_keys(frame: &ServerFrame) -> Option<serde_json::Value> {
-    let mut value = serde_json::to_value(frame).ok()?;
-    if let ServerFrame::Message {
-        kind: missive_proto::MessageKind::Encrypted,
-        deleted: false,
-        ..
-    } = frame
-    {
-        value["text"] = "".into();
-        value["decrypt_error"] = "no_key".into();
-    }
-    Some(value)
 }

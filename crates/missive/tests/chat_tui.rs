@@ -515,3 +515,131 @@ fn the_screen_follows_a_resize_and_a_refusal_shows_in_the_status_line() {
     });
     assert!(screen.contains("before the block"), "{screen}");
 }
+
+#[test]
+fn an_encrypted_group_is_plain_text_only_on_the_screens() {
+    // Goal: the terminal app holds its device's keys: in an encrypted
+    // group it shows a CLI user's message decrypted (live and from
+    // history), seals what is typed so the CLI reads it decrypted, keeps
+    // neither text in the server's files, and shows a tampered ciphertext
+    // as rejected, never as its bytes.
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    accounts(config.path(), &server.url, &["alice", "bob", "carol"]);
+    let (dir, url) = (config.path(), server.url.as_str());
+    let created = as_user(
+        dir,
+        url,
+        "alice",
+        &[
+            "group",
+            "create",
+            "sealed",
+            "--member",
+            "bob",
+            "--member",
+            "carol",
+            "--encrypted",
+        ],
+    );
+    let group = created["conversation"].as_i64().expect("group id");
+    as_user(
+        dir,
+        url,
+        "alice",
+        &[
+            "send",
+            "--group",
+            &group.to_string(),
+            "MARKER-tui1 from the cli",
+        ],
+    );
+
+    tmux.chat(dir, "bob", 100, 30);
+    tmux.wait_for_text("bob", "(1)");
+    tmux.keys("bob", &["Enter"]);
+    let screen = tmux.wait_for_text("bob", "MARKER-tui1 from the cli");
+    assert!(
+        screen.contains("🔒 sealed"),
+        "the header says so:\n{screen}"
+    );
+    tmux.type_text("bob", "MARKER-tui2 from the terminal");
+    tmux.keys("bob", &["Enter"]);
+    tmux.wait_for_mark("bob", "MARKER-tui2 from the terminal", "✓");
+
+    let (code, stdout, stderr) = cli(
+        dir,
+        url,
+        &[
+            "listen",
+            "--count",
+            "3",
+            "--idle-secs",
+            "5",
+            "--profile",
+            "carol",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let got: Vec<Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|frame: &Value| frame["kind"] == "encrypted")
+        .collect();
+    let texts: Vec<_> = got
+        .iter()
+        .map(|m| (m["text"].as_str(), m["decrypted"].as_bool()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (Some("MARKER-tui1 from the cli"), Some(true)),
+            (Some("MARKER-tui2 from the terminal"), Some(true)),
+        ],
+        "carol's CLI reads both"
+    );
+    for marker in [&b"MARKER-tui1"[..], b"MARKER-tui2"] {
+        assert_eq!(
+            files_containing(data.path(), marker),
+            Vec::<std::path::PathBuf>::new(),
+            "plaintext in the server's files"
+        );
+    }
+
+    // A ciphertext that does not open: rejected on screen.
+    let token = saved_token(dir, "alice");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let api = missive_client::Api::new(url);
+        let mut alice = missive_client::Connection::connect(&api.ws_url(), &token)
+            .await
+            .expect("connect");
+        let forged = r#"{"v":1,"session_id":"forged","ciphertext":"AAAA"}"#;
+        alice
+            .send_encrypted(
+                missive_client::Recipient::Conversation(group),
+                "forged-1",
+                forged,
+                Vec::new(),
+            )
+            .await
+            .expect("the server stores what it cannot read");
+    });
+    let screen = tmux.wait_for_text("bob", "encrypted message rejected: it was tampered with");
+    assert!(
+        !screen.contains("AAAA") && !screen.contains("session_id"),
+        "{screen}"
+    );
+
+    // A restart reads the group's history through the same keys.
+    tmux.keys("bob", &["C-c"]);
+    tmux.wait_for_exit("bob", "Ctrl-C");
+    tmux.chat(dir, "bob", 100, 30);
+    tmux.wait_for_text("bob", "online as bob");
+    tmux.keys("bob", &["Enter"]);
+    tmux.wait_for("bob", "both texts from history", |screen| {
+        screen.contains("MARKER-tui1 from the cli")
+            && screen.contains("MARKER-tui2 from the terminal")
+    });
+}

@@ -312,14 +312,6 @@ fn cli_ok(config_dir: &std::path::Path, url: &str, profile: &str, args: &[&str])
     stdout
 }
 
-/// The device token the CLI saved for `profile`.
-fn saved_token(config_dir: &std::path::Path, profile: &str) -> String {
-    let path = config_dir.join(format!("profiles/{profile}.json"));
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("profile")).expect("json");
-    saved["token"].as_str().expect("token").to_owned()
-}
-
 /// Reads the message at `seq` of `group` from history (as `token`) and
 /// asserts that the keys the CLI saved for `profile` cannot open it;
 /// returns it.
@@ -349,22 +341,6 @@ async fn assert_unreadable_with_keys_of(
         "{profile}'s own keys open the message"
     );
     sealed
-}
-
-/// Every file under `dir` that contains `needle`.
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path)
-            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|window| window == needle))
-        {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

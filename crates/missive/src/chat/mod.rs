@@ -1,10 +1,12 @@
 //! `missive chat`: the full-screen terminal client. [`state`] holds what
 //! the app knows ([`model`]: its records) and turns keys and frames into
 //! effects, [`net`] keeps the
-//! WebSocket connection (reconnecting, acking), [`view`] draws, and this
+//! WebSocket connection (reconnecting, acking), [`crypto`] opens and seals
+//! end-to-end encrypted messages between the two, [`view`] draws, and this
 //! file runs the loop that joins them and carries out the effects (frames
 //! to the connection, REST reads and downloads on tasks of their own).
 
+mod crypto;
 mod model;
 mod net;
 mod state;
@@ -20,6 +22,7 @@ use ratatui::crossterm::execute;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::profile::Profile;
+use crypto::Crypto;
 use state::{App, AppEvent, Effect};
 
 /// How often the screen is redrawn without input (typing indicators and
@@ -28,10 +31,16 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Runs the app until the user quits; the terminal is restored on every
 /// way out, a panic included (ratatui's `init` installs that hook).
-pub async fn run(profile: Profile) -> std::io::Result<()> {
+pub async fn run(profile_name: &str, profile: Profile) -> std::io::Result<()> {
     let api = Api::new(&profile.server);
     let (events, mut incoming) = tokio::sync::mpsc::unbounded_channel();
-    let commands = net::spawn(api.clone(), profile.token.clone(), events.clone());
+    let crypto = Crypto::start(&api, profile_name, &profile, &events).await;
+    let commands = net::spawn(
+        api.clone(),
+        profile.token.clone(),
+        crypto.clone(),
+        events.clone(),
+    );
     let (keys, mut input) = tokio::sync::mpsc::unbounded_channel();
     // crossterm's reads block: one thread waits for the terminal.
     std::thread::spawn(move || {
@@ -63,7 +72,7 @@ pub async fn run(profile: Profile) -> std::io::Result<()> {
             app.on_input(event);
         }
         for effect in app.take_effects() {
-            carry_out(effect, &api, &profile.token, &commands, &events);
+            carry_out(effect, &api, &profile.token, &crypto, &commands, &events);
         }
         if app.quit {
             break Ok(());
@@ -78,10 +87,12 @@ fn carry_out(
     effect: Effect,
     api: &Api,
     token: &str,
+    crypto: &Crypto,
     commands: &UnboundedSender<net::Command>,
     events: &UnboundedSender<AppEvent>,
 ) {
     let (api, token, events) = (api.clone(), token.to_owned(), events.clone());
+    let crypto = crypto.clone();
     match effect {
         Effect::Frame(frame) => {
             let _ = commands.send(net::Command::Frame(frame));
@@ -104,7 +115,10 @@ fn carry_out(
                     Some(before) => format!("before={before}&limit={}", state::HISTORY_PAGE),
                     None => format!("limit={}", state::HISTORY_PAGE),
                 };
-                let result = api.history(&token, conversation, &query).await;
+                let mut result = api.history(&token, conversation, &query).await;
+                if let Ok(history) = &mut result {
+                    crypto.open_history(history).await;
+                }
                 let _ = events.send(AppEvent::History {
                     conversation,
                     older: before.is_some(),

@@ -60,6 +60,8 @@ pub struct Conversation {
     pub kind: ConversationKind,
     pub name: Option<String>,
     pub members: Vec<String>,
+    /// End-to-end encrypted: texts typed here go out sealed.
+    pub encrypted: bool,
     pub last_seq: i64,
     /// Our read cursor as the server confirmed it.
     pub read_seq: i64,
@@ -89,6 +91,7 @@ impl Conversation {
             kind,
             name: None,
             members,
+            encrypted: false,
             last_seq: 0,
             read_seq: 0,
             read_asked: 0,
@@ -188,6 +191,7 @@ impl Conversation {
         self.kind = summary.kind;
         self.name = summary.name;
         self.members = summary.members;
+        self.encrypted = summary.encrypted;
         self.read_seq = self.read_seq.max(summary.read_seq);
         let current = summary.last_seq >= self.last_seq;
         if current {
@@ -224,6 +228,8 @@ pub struct Outgoing {
     pub target: ConvKey,
     pub text: String,
     pub reply_to: Option<String>,
+    /// Goes out sealed: its conversation is end-to-end encrypted.
+    pub encrypted: bool,
     /// The connection it was last written to (0: none yet).
     pub(super) epoch: u64,
     /// After `rate_limited`: not before then.
@@ -245,7 +251,6 @@ pub(super) fn msg_from_history(message: HistoryMessage) -> Option<Msg> {
         seq: message.seq,
         text: match (message.kind, &message.event) {
             (MessageKind::System, Some(event)) => system_text(event),
-            (MessageKind::Encrypted, _) => super::state::UNREADABLE.to_owned(),
             _ => message.text,
         },
         message_id: message.message_id,

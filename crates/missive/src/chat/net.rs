@@ -3,15 +3,16 @@
 //! event it hands to the app; when the connection drops it tries again with
 //! a growing pause, until told to stop or the device is revoked.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
 use missive_client::{Api, ClientError, Connection};
-use missive_proto::{ClientFrame, ErrorCode};
+use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use super::crypto::{Crypto, SealError};
 use super::state::AppEvent;
 
 pub enum Command {
@@ -20,6 +21,9 @@ pub enum Command {
     Reconnect,
 }
 
+/// How long an encrypted message waits for its room key (sent just before
+/// it, on another queue) before it is shown as unreadable.
+const HOLD_FOR_KEY: Duration = Duration::from_secs(5);
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
 const LONGEST_PAUSE: Duration = Duration::from_secs(8);
 /// Close codes after which reconnecting would not help (docs/PROTOCOL.md).
@@ -39,16 +43,18 @@ enum Ended {
 pub fn spawn(
     api: Api,
     token: String,
+    crypto: Crypto,
     events: UnboundedSender<AppEvent>,
 ) -> UnboundedSender<Command> {
     let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(run(api, token, events, receiver));
+    tokio::spawn(run(api, token, crypto, events, receiver));
     commands
 }
 
 async fn run(
     api: Api,
     token: String,
+    crypto: Crypto,
     events: UnboundedSender<AppEvent>,
     mut commands: UnboundedReceiver<Command>,
 ) {
@@ -57,7 +63,7 @@ async fn run(
         if events.send(AppEvent::Connecting).is_err() {
             return;
         }
-        let (ended, was_online) = session(&api, &token, &events, &mut commands).await;
+        let (ended, was_online) = session(&api, &token, &crypto, &events, &mut commands).await;
         if was_online {
             pause = FIRST_PAUSE;
         }
@@ -102,6 +108,7 @@ async fn run(
 async fn session(
     api: &Api,
     token: &str,
+    crypto: &Crypto,
     events: &UnboundedSender<AppEvent>,
     commands: &mut UnboundedReceiver<Command>,
 ) -> (Ended, bool) {
@@ -116,7 +123,16 @@ async fn session(
     if events.send(AppEvent::Online { conversations }).is_err() {
         return (Ended::Quit, true);
     }
+    // Encrypted first messages to users: their `sent` names the new
+    // conversation the outbound session moves to.
+    let mut first_to_users = HashSet::new();
+    let mut held_since: Option<Instant> = None;
     loop {
+        held_since = match (crypto.holding().await, held_since) {
+            (false, _) => None,
+            (true, since) => Some(since.unwrap_or_else(Instant::now)),
+        };
+        let give_up_at = held_since.map(|since| since + HOLD_FOR_KEY);
         tokio::select! {
             command = commands.recv() => match command {
                 None => {
@@ -125,9 +141,31 @@ async fn session(
                 }
                 Some(Command::Reconnect) => {}
                 Some(Command::Frame(frame)) => {
+                    let frame = match crypto.seal(&mut connection, frame).await {
+                        Ok(frame) => frame,
+                        Err(SealError::Lost(err)) => return (ended_by(err), true),
+                        Err(SealError::Refused(refusal)) => {
+                            if events.send(AppEvent::Frame(*refusal)).is_err() {
+                                return (Ended::Quit, true);
+                            }
+                            continue;
+                        }
+                    };
+                    if let ClientFrame::Send { id: Some(id), to: Some(_), encrypted: true, .. } = &frame {
+                        first_to_users.insert(id.clone());
+                    }
                     if let Err(err) = connection.send_frame(&frame).await {
                         return (ended_by(err), true);
                     }
+                }
+            },
+            () = wait_until(give_up_at) => {
+                let mut acks = BTreeMap::new();
+                if !hand_over(crypto.give_up().await, events, &mut acks) {
+                    return (Ended::Quit, true);
+                }
+                if let Err(err) = ack_all(&mut connection, acks, None).await {
+                    return (ended_by(err), true);
                 }
             },
             // Reading a frame is cancel-safe: a frame is either returned
@@ -137,16 +175,21 @@ async fn session(
                     // Hand over every frame already here, then ack each
                     // conversation once, up to the last of them.
                     let mut acks = BTreeMap::new();
+                    let mut to_device_done = None;
                     let mut next = Some(Ok(frame));
                     while let Some(result) = next {
                         let frame = match result {
                             Ok(frame) => frame,
                             Err(err) => return (ended_by(err), true),
                         };
-                        if let Some((conversation, seq)) = frame.ack_point() {
-                            acks.insert(conversation, seq);
+                        if let ServerFrame::Sent { id: Some(id), conversation, .. } = &frame
+                            && first_to_users.remove(id)
+                        {
+                            crypto.created(*conversation).await;
                         }
-                        if events.send(AppEvent::Frame(frame)).is_err() {
+                        let incoming = crypto.incoming(frame).await;
+                        to_device_done = incoming.to_device_done.or(to_device_done);
+                        if !hand_over(incoming.show, events, &mut acks) {
                             return (Ended::Quit, true);
                         }
                         // Polled once: a frame already read, or none (the
@@ -154,16 +197,56 @@ async fn session(
                         // waiting", not a timeout).
                         next = connection.next_frame(Duration::from_secs(3600)).now_or_never();
                     }
-                    for (conversation, seq) in acks {
-                        if let Err(err) = connection.ack_quietly(conversation, seq).await {
-                            return (ended_by(err), true);
-                        }
+                    if let Err(err) = ack_all(&mut connection, acks, to_device_done).await {
+                        return (ended_by(err), true);
                     }
                 }
                 Err(ClientError::Timeout) => {}
                 Err(err) => return (ended_by(err), true),
             },
         }
+    }
+}
+
+/// Gives frames to the app, noting each conversation's highest stored
+/// event to ack; false once the app is gone.
+fn hand_over(
+    frames: Vec<ServerFrame>,
+    events: &UnboundedSender<AppEvent>,
+    acks: &mut BTreeMap<i64, i64>,
+) -> bool {
+    for frame in frames {
+        if let Some((conversation, seq)) = frame.ack_point() {
+            acks.insert(conversation, seq);
+        }
+        if events.send(AppEvent::Frame(frame)).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Acks what the app was given: stored events per conversation, and the
+/// to-device messages taken.
+async fn ack_all(
+    connection: &mut Connection,
+    acks: BTreeMap<i64, i64>,
+    to_device_done: Option<i64>,
+) -> Result<(), ClientError> {
+    for (conversation, seq) in acks {
+        connection.ack_quietly(conversation, seq).await?;
+    }
+    if let Some(up_to) = to_device_done {
+        let done = ClientFrame::ToDeviceAck { id: None, up_to };
+        connection.send_frame(&done).await?;
+    }
+    Ok(())
+}
+
+async fn wait_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

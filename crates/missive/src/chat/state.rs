@@ -59,6 +59,9 @@ pub enum AppEvent {
     },
     /// A download finished: what to say on the status line.
     Downloaded(Result<String, String>),
+    /// A warning from the keys (a room key that did not open, keys that
+    /// could not be saved).
+    Notice(String),
 }
 
 /// What the app asks the event loop to do.
@@ -404,6 +407,7 @@ impl App {
                 result,
             } => self.on_history(conversation, older, result),
             AppEvent::Downloaded(Ok(text)) => self.notify(text),
+            AppEvent::Notice(text) => self.warn(text),
             AppEvent::Downloaded(Err(text)) => self.warn(text),
         }
     }
@@ -689,12 +693,8 @@ impl App {
     }
 
     /// A stored event of ours or another's, from a frame or our own `sent`.
-    fn on_event_stored(&mut self, conversation: i64, mut msg: Msg) {
+    fn on_event_stored(&mut self, conversation: i64, msg: Msg) {
         let me = self.me.clone();
-        if msg.kind == MessageKind::Encrypted {
-            // Never the ciphertext itself: this app holds no keys yet.
-            msg.text = UNREADABLE.to_owned();
-        }
         let c = self.by_id(conversation);
         let new = msg.seq > c.last_seq;
         c.last_seq = c.last_seq.max(msg.seq);
@@ -745,6 +745,9 @@ impl App {
     fn on_system(&mut self, conversation: i64, event: Option<&serde_json::Value>) {
         let Some(event) = event else { return };
         let action = event["action"].as_str().unwrap_or_default();
+        if action == "encrypted" {
+            self.by_id(conversation).encrypted = true;
+        }
         if action == "renamed" {
             if let Some(name) = event["name"].as_str() {
                 self.by_id(conversation).name = Some(name.to_owned());
@@ -780,7 +783,12 @@ impl App {
                     self.adopt_draft(peer, conversation);
                     self.effects.push(Effect::LoadConversations);
                 }
-                (MessageKind::Text, item.text, item.reply_to, Vec::new())
+                let kind = if item.encrypted {
+                    MessageKind::Encrypted
+                } else {
+                    MessageKind::Text
+                };
+                (kind, item.text, item.reply_to, Vec::new())
             }
             Some(Request::React { target, emoji }) => (
                 MessageKind::Reaction,
@@ -851,7 +859,21 @@ impl App {
                 else {
                     return;
                 };
-                if code == ErrorCode::RateLimited {
+                let must_seal = matches!(
+                    code,
+                    ErrorCode::ConversationEncrypted | ErrorCode::EncryptionRequired
+                );
+                if must_seal && !item.encrypted {
+                    // Encryption went on after the list was read (or the
+                    // server requires it): the same text again, sealed.
+                    item.encrypted = true;
+                    item.epoch = 0;
+                    let target = item.target.clone();
+                    if let Some(c) = self.conversation_mut(&target) {
+                        c.encrypted = true;
+                    }
+                    self.flush_outbox();
+                } else if code == ErrorCode::RateLimited {
                     let wait = Duration::from_millis(retry_after_ms.unwrap_or(1_000));
                     item.retry_at = Some(Instant::now() + wait);
                     item.epoch = 0;
@@ -968,7 +990,8 @@ fn send_frame(item: &Outgoing) -> (String, ClientFrame) {
             text: item.text.clone(),
             reply_to: item.reply_to.clone(),
             media: Vec::new(),
-            encrypted: false,
+            // Sealed by the connection task (`crypto`) before it goes.
+            encrypted: item.encrypted,
         },
     )
 }
@@ -1051,6 +1074,75 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn texts_go_sealed_in_encrypted_conversations_and_again_sealed_when_refused_plain() {
+        // Goal: a text typed in a conversation listed as encrypted asks to
+        // be sealed; one refused plain because encryption went on since the
+        // list was read is sent again, sealed, under the same client id,
+        // and shows as the sender's own encrypted message once `sent`.
+        let mut app = App::new("alice", "http://x");
+        let mut sealed = summary(8, &["alice", "carol"], 1, 0);
+        sealed.encrypted = true;
+        online(&mut app, vec![summary(7, &["alice", "bob"], 3, 0), sealed]);
+        app.take_effects();
+        app.open_key(ConvKey::Id(8));
+        typed(&mut app, "secret");
+        app.on_input(key(KeyCode::Enter));
+        let effects = app.take_effects();
+        let &ClientFrame::Send { encrypted, .. } = sent_frames(&effects)[0] else {
+            unreachable!()
+        };
+        assert!(encrypted, "a text in an encrypted conversation is sealed");
+
+        app.open_key(ConvKey::Id(7));
+        typed(&mut app, "hello");
+        app.on_input(key(KeyCode::Enter));
+        let effects = app.take_effects();
+        let ClientFrame::Send {
+            id,
+            client_msg_id,
+            encrypted: false,
+            ..
+        } = sent_frames(&effects)[0].clone()
+        else {
+            panic!("a text in a plain conversation goes plain")
+        };
+        app.on_event(AppEvent::Frame(ServerFrame::Error {
+            id: id.clone(),
+            code: ErrorCode::ConversationEncrypted,
+            message: "encrypted".into(),
+            retry_after_ms: None,
+        }));
+        let effects = app.take_effects();
+        let ClientFrame::Send {
+            client_msg_id: again,
+            encrypted: true,
+            ..
+        } = sent_frames(&effects)[0].clone()
+        else {
+            panic!("the refused text goes again, sealed")
+        };
+        assert_eq!(again, client_msg_id);
+        assert!(
+            app.conversation(&ConvKey::Id(7))
+                .is_some_and(|c| c.encrypted)
+        );
+        app.on_event(AppEvent::Frame(ServerFrame::Sent {
+            id,
+            message_id: "m4".into(),
+            conversation: 7,
+            seq: 4,
+            ts_ms: now_ms(),
+            duplicate: false,
+            expires_ms: None,
+        }));
+        let c = app.conversation(&ConvKey::Id(7)).expect("conversation");
+        assert_eq!(
+            c.messages.get(&4).map(|m| (m.kind, m.text.as_str())),
+            Some((MessageKind::Encrypted, "hello"))
+        );
     }
 
     #[test]

@@ -187,7 +187,11 @@ fn draw_chat(frame: &mut Frame, app: &App, area: Rect) {
         .borders(Borders::ALL)
         .title(Line::from(vec![
             Span::styled(
-                format!(" {} ", conversation.title(&app.me)),
+                format!(
+                    " {}{} ",
+                    if conversation.encrypted { "🔒 " } else { "" },
+                    conversation.title(&app.me)
+                ),
                 Style::default().add_modifier(Modifier::BOLD),
             ),
             Span::styled(

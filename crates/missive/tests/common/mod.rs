@@ -591,3 +591,27 @@ pub async fn close_code(connection: &mut Connection) -> u16 {
         }
     }
 }
+
+/// The device token the CLI saved for `profile`.
+pub fn saved_token(config_dir: &std::path::Path, profile: &str) -> String {
+    let path = config_dir.join(format!("profiles/{profile}.json"));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("profile")).expect("json");
+    saved["token"].as_str().expect("token").to_owned()
+}
+
+/// Every file under `dir` that contains `needle`.
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|window| window == needle))
+        {
+            found.push(path);
+        }
+    }
+    found
+}

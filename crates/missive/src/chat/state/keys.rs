@@ -258,6 +258,7 @@ impl App {
             self.stop_typing(conversation);
         }
         self.next_id += 1;
+        let encrypted = self.conversation(&key).is_some_and(|c| c.encrypted);
         self.outbox.push(Outgoing {
             client_msg_id: client_msg_id(self.next_id),
             target: key,
@@ -266,6 +267,7 @@ impl App {
                 ComposeMode::Reply(target) => Some(target),
                 _ => None,
             },
+            encrypted,
             epoch: 0,
             retry_at: None,
             failed: None,

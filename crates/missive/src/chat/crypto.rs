@@ -1,0 +1,318 @@
+//! The terminal app's end-to-end encryption, on the CLI's
+//! [`crate::encryption`]: one set of device keys shared by the connection
+//! task, which opens stored events before the app sees them and seals
+//! texts for encrypted conversations, and the history reads, which open
+//! each page. The app never sees a ciphertext: an encrypted message
+//! reaches it with its plaintext, or with a line saying why this device
+//! cannot read it.
+
+use std::sync::Arc;
+
+use missive_client::{Api, ClientError, Connection};
+use missive_e2ee::DecryptError;
+use missive_proto::rest::History;
+use missive_proto::{ClientFrame, ErrorCode, MessageKind, ServerFrame};
+use tokio::sync::Mutex;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::state::{AppEvent, UNREADABLE};
+use crate::encryption::{self, DeviceKeys, Opened};
+use crate::profile::Profile;
+
+/// What a message whose ciphertext was altered shows instead.
+pub const TAMPERED: &str = "⚠ encrypted message rejected: it was tampered with";
+/// What a message whose key belongs to another sender shows instead.
+pub const WRONG_SENDER: &str =
+    "⚠ encrypted message rejected: its key belongs to another sender or conversation";
+
+/// Conversation key of a first message to a user (no conversation yet):
+/// its outbound session moves under the real id once `sent` names it.
+const NOT_YET_CREATED: i64 = -1;
+
+#[derive(Clone)]
+pub struct Crypto {
+    keys: Arc<Mutex<DeviceKeys>>,
+    api: Api,
+    saved: Arc<Profile>,
+}
+
+/// What one incoming frame gives the connection task to do.
+#[derive(Default)]
+pub struct Incoming {
+    /// Frames for the app, in order (an encrypted message opened).
+    pub show: Vec<ServerFrame>,
+    /// A to-device message taken: ack up to this seq.
+    pub to_device_done: Option<i64>,
+}
+
+/// Why a text could not be sealed.
+pub enum SealError {
+    /// The connection or a REST read failed: try again on the next
+    /// connection.
+    Lost(ClientError),
+    /// Refused for good: tell the app as the send's error (boxed: a frame
+    /// is large and this is the rare way out).
+    Refused(Box<ServerFrame>),
+}
+
+impl Crypto {
+    /// The profile's keys, made and published when it has none; without
+    /// them (the server unreachable, an unreadable keys file) the app runs
+    /// and shows encrypted messages as unreadable.
+    pub async fn start(
+        api: &Api,
+        profile_name: &str,
+        saved: &Profile,
+        events: &UnboundedSender<AppEvent>,
+    ) -> Self {
+        let notices = events.clone();
+        let warn: encryption::Warn = Box::new(move |text| {
+            let _ = notices.send(AppEvent::Notice(text));
+        });
+        let vault = match encryption::load_or_publish(api, profile_name, saved).await {
+            Ok(vault) => Some(vault),
+            Err(err) => {
+                warn(format!("{err}; encrypted messages stay unread"));
+                None
+            }
+        };
+        Self {
+            keys: Arc::new(Mutex::new(DeviceKeys::with(profile_name, vault, warn))),
+            api: api.clone(),
+            saved: Arc::new(saved.clone()),
+        }
+    }
+
+    /// A frame from the server, opened: a stored event (held back while
+    /// its room key has not come), a room key, or anything else as it is.
+    pub async fn incoming(&self, frame: ServerFrame) -> Incoming {
+        match frame {
+            ServerFrame::ToDevice {
+                seq,
+                from,
+                from_device,
+                body,
+                ..
+            } => {
+                let mut keys = self.keys.lock().await;
+                let opened = keys.take_share(&from, from_device, &body);
+                keys.save();
+                Incoming {
+                    show: opened.into_iter().map(shown).collect(),
+                    to_device_done: Some(seq),
+                }
+            }
+            ServerFrame::KeysLow { .. } => {
+                let crypto = self.clone();
+                tokio::spawn(async move { crypto.top_up().await });
+                Incoming::default()
+            }
+            frame if frame.ack_point().is_some() => {
+                let mut keys = self.keys.lock().await;
+                let opened = keys.offer(frame);
+                keys.save();
+                Incoming {
+                    show: opened.into_iter().map(shown).collect(),
+                    to_device_done: None,
+                }
+            }
+            frame => Incoming {
+                show: vec![frame],
+                to_device_done: None,
+            },
+        }
+    }
+
+    /// Whether stored events wait for a room key.
+    pub async fn holding(&self) -> bool {
+        self.keys.lock().await.holding()
+    }
+
+    /// The events still waiting for a key, as unreadable.
+    pub async fn give_up(&self) -> Vec<ServerFrame> {
+        let mut keys = self.keys.lock().await;
+        keys.give_up().into_iter().map(shown).collect()
+    }
+
+    /// A `sent` for a first encrypted message to a user names its new
+    /// conversation: the session made for it moves there.
+    pub async fn created(&self, conversation: i64) {
+        let mut keys = self.keys.lock().await;
+        let profile = keys.profile().to_owned();
+        let Some(vault) = keys.vault_mut() else {
+            return;
+        };
+        vault.rename_conversation(NOT_YET_CREATED, conversation);
+        if let Err(err) = encryption::save(&profile, vault) {
+            keys.warn(err);
+        }
+    }
+
+    async fn top_up(&self) {
+        let mut keys = self.keys.lock().await;
+        let profile = keys.profile().to_owned();
+        let Some(vault) = keys.vault_mut() else {
+            return;
+        };
+        let result = match encryption::top_up(&self.api, &self.saved.token, vault).await {
+            Ok(()) => encryption::save(&profile, vault),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = result {
+            keys.warn(format!("cannot publish more one-time keys: {err}"));
+        }
+    }
+
+    /// Opens every encrypted message of a history page in place.
+    pub async fn open_history(&self, history: &mut History) {
+        let mut keys = self.keys.lock().await;
+        for message in &mut history.messages {
+            if message.kind != MessageKind::Encrypted || message.deleted {
+                continue;
+            }
+            let opened = keys.open_text(
+                message.conversation,
+                &message.from,
+                message.from_device,
+                &message.text,
+            );
+            let text = std::mem::take(&mut message.text);
+            (message.text, message.target) = readable(opened, text, message.target.take());
+        }
+        keys.save();
+    }
+
+    /// Seals a `send` the app marked `encrypted` (its text still plain):
+    /// sessions with every member device, the room key to those lacking it
+    /// (sent here, first), and the frame to send with the ciphertext. The
+    /// keys are saved before the frame goes, so a ratchet step is never
+    /// used twice.
+    pub async fn seal(
+        &self,
+        connection: &mut Connection,
+        frame: ClientFrame,
+    ) -> Result<ClientFrame, SealError> {
+        let ClientFrame::Send {
+            id,
+            to,
+            conversation,
+            client_msg_id,
+            text,
+            reply_to,
+            media,
+            encrypted: true,
+        } = frame
+        else {
+            return Ok(frame);
+        };
+        let refuse = |code: ErrorCode, message: String| {
+            SealError::Refused(Box::new(ServerFrame::Error {
+                id: id.clone(),
+                code,
+                message,
+                retry_after_ms: None,
+            }))
+        };
+        let lost_or_refused = |err: ClientError| match err {
+            ClientError::Refused { code, message } => refuse(code, message),
+            other => SealError::Lost(other),
+        };
+        let (members, key) = match (conversation, &to) {
+            (Some(conversation), _) => {
+                let list = self
+                    .api
+                    .conversations(&self.saved.token)
+                    .await
+                    .map_err(lost_or_refused)?;
+                let Some(summary) = list
+                    .conversations
+                    .into_iter()
+                    .find(|summary| summary.conversation == conversation)
+                else {
+                    return Err(refuse(
+                        ErrorCode::NotMember,
+                        "you are not a member of this conversation".into(),
+                    ));
+                };
+                (summary.members, conversation)
+            }
+            (None, Some(user)) => (
+                vec![self.saved.username.clone(), user.clone()],
+                NOT_YET_CREATED,
+            ),
+            (None, None) => return Err(refuse(ErrorCode::BadFrame, "no recipient".into())),
+        };
+        let mut devices = encryption::member_devices(&self.api, &self.saved, &members)
+            .await
+            .map_err(lost_or_refused)?;
+        let mut keys = self.keys.lock().await;
+        let profile = keys.profile().to_owned();
+        let Some(vault) = keys.vault_mut() else {
+            return Err(refuse(
+                ErrorCode::Internal,
+                "this device has no keys to encrypt with; log in again".into(),
+            ));
+        };
+        let warnings = std::sync::Mutex::new(Vec::new());
+        encryption::open_sessions(&self.api, &self.saved, vault, &mut devices, &|warning| {
+            warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(warning)
+        })
+        .await
+        .map_err(lost_or_refused)?;
+        let mut content = serde_json::json!({ "text": text });
+        if let Some(reply_to) = &reply_to {
+            content["reply_to"] = reply_to.as_str().into();
+        }
+        let sealed = vault
+            .encrypt(key, &devices, &content.to_string())
+            .map_err(|err| refuse(ErrorCode::Internal, format!("cannot encrypt: {err}")))?;
+        let saved = encryption::save(&profile, vault);
+        for warning in warnings.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            keys.warn(warning);
+        }
+        saved.map_err(|err| refuse(ErrorCode::Internal, err))?;
+        drop(keys);
+        encryption::send_shares(connection, sealed.shares)
+            .await
+            .map_err(lost_or_refused)?;
+        Ok(ClientFrame::Send {
+            id,
+            to,
+            conversation,
+            client_msg_id,
+            text: sealed.ciphertext,
+            reply_to: None,
+            media,
+            encrypted: true,
+        })
+    }
+}
+
+/// A stored event as the app gets it: an encrypted message's text (and
+/// reply) replaced by what it says, or by why it cannot be read.
+fn shown((mut frame, opened): (ServerFrame, Opened)) -> ServerFrame {
+    if let ServerFrame::Message { text, target, .. } = &mut frame {
+        (*text, *target) = readable(opened, std::mem::take(text), target.take());
+    }
+    frame
+}
+
+/// A message's text and reply as shown, given how it opened.
+fn readable(opened: Opened, text: String, target: Option<String>) -> (String, Option<String>) {
+    match opened {
+        Opened::Plain => (text, target),
+        Opened::Decrypted { text, reply_to } => (text, reply_to.or(target)),
+        Opened::Failed(err) => (
+            match err {
+                DecryptError::NoKey => UNREADABLE,
+                DecryptError::Tampered => TAMPERED,
+                DecryptError::WrongSender => WRONG_SENDER,
+            }
+            .to_owned(),
+            target,
+        ),
+    }
+}
