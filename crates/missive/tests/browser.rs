@@ -2,9 +2,11 @@
 //! (Debian's Chromium, headless) against this build's binary. They start
 //! their own `missive serve` on random ports; see e2e/chat.test.mjs.
 //!
-//! Needs `/usr/bin/chromium`, Node.js and `npm ci` in `e2e/` (`.ci/run`
-//! installs all three). Without them the test is skipped with the reason,
-//! except under CI, where a skipped browser suite would hide a broken app.
+//! Needs `/usr/bin/chromium`, Node.js, `npm ci` in `e2e/` and the browser's
+//! encryption module built into the binary (`scripts/build_web_e2ee.sh`
+//! before `cargo build`; `.ci/run` does all four). Without them the test is
+//! skipped with the reason, except under CI, where a skipped browser suite
+//! would hide a broken app.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +25,8 @@ fn the_browser_app_passes_its_chromium_suite() {
         Some("node is not installed".to_owned())
     } else if !e2e.join("node_modules/playwright-core").exists() {
         Some("e2e/node_modules is missing (npm ci --prefix e2e)".to_owned())
+    } else if !e2e.join("../crates/server/web/e2ee/e2ee_bg.wasm").exists() {
+        Some("the encryption module is not built (scripts/build_web_e2ee.sh)".to_owned())
     } else {
         None
     };

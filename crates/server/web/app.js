@@ -6,6 +6,7 @@
 import { Api, ApiError, MEDIA_BYTES_MAX, loadSession, saveSession, clearSession } from './api.js';
 import { Connection } from './connection.js';
 import { Outbox, newClientMsgId } from './outbox.js';
+import { Crypto } from './crypto.js';
 import { Store } from './store.js';
 import { $, h, describeError, initial, hueClass } from './views/dom.js';
 import { ListView, previewText } from './views/list.js';
@@ -25,6 +26,8 @@ const USERNAME_PATTERN = /^[a-z0-9_.]{3,32}$/;
 const HISTORY_PAGE = 40;
 const PRESENCE_POLL_MS = 30000;
 const TOAST_MS = 6000;
+// Logging out waits this long at most for the device's keys to be deleted from IndexedDB.
+const FORGET_KEYS_MS = 2000;
 // How often disappearing messages past their time are taken off screen.
 const EXPIRY_CHECK_MS = 10000;
 // Thumbnails kept as blob: URLs; the least recently used beyond this are revoked (fetched again if shown again).
@@ -117,7 +120,10 @@ class Session {
       onSent: (entry, reply) => this.sent(entry, reply),
       onFailed: (entry, err) => this.refused(entry, err),
       onSynced: (changes) => this.outboxSynced(changes),
+      prepare: (entry) => (entry.frame.encrypted ? this.crypto.seal(entry.frame) : entry.frame),
+      reconsider: (entry, err) => this.sealInstead(entry, err),
     });
+    this.crypto = null;
     this.thumbnails = new Map(); // media id -> Promise<blob: URL>, least recently used first
     this.renderTimer = null;
     this.renderDetail = {};
@@ -131,7 +137,7 @@ class Session {
     this.ending = false;
   }
 
-  start() {
+  async start() {
     $('#auth-view').hidden = true;
     $('#app-view').hidden = false;
     $('#me-name').textContent = this.me.username;
@@ -169,10 +175,17 @@ class Session {
     this.store.visible = document.visibilityState === 'visible';
     this.restoreOutbox();
 
+    // Keys before the first frame: an encrypted message taken without them would be shown (and acked) unread.
+    this.crypto = await Crypto.open(this.api, this.me, {
+      apply: (frame) => this.store.applyFrame(frame),
+      request: (frame) => this.connection.request(frame),
+      warn: (message) => this.toast(message),
+    });
+    $('#app-view').dataset.encryption = this.crypto.available ? 'ready' : 'unavailable';
     this.connection = new Connection({
       api: this.api,
       mode: TRANSPORT,
-      onFrame: (frame) => this.store.applyFrame(frame),
+      onFrame: (frame) => this.crypto.incoming(frame),
       onStatus: (status) => {
         this.status.update(status, this.outbox.entries.length);
         // Cut off, we cannot know who is online: show nobody as online until the subscription answers again.
@@ -330,6 +343,7 @@ class Session {
     for (const conv of this.store.conversations.values()) {
       if (conv.history === 'error') conv.history = 'none';
     }
+    this.crypto.publish();
     this.outbox.flush();
     this.refreshList();
     // Failed ones were dropped from `thumbnails` (see thumbnailUrl), so these are fetched anew.
@@ -389,8 +403,10 @@ class Session {
     this.outbox.clear();
     clearSession();
     for (const url of this.thumbnails.values()) url.then((value) => URL.revokeObjectURL(value), () => {});
-    // A fresh page: nothing of this account stays in memory.
-    location.replace(location.pathname + location.search);
+    // The device is gone, and its keys with it; a fresh page then, so nothing of this account stays in memory.
+    const forgotten = this.crypto?.forget() ?? Promise.resolve();
+    const reload = () => location.replace(location.pathname + location.search);
+    Promise.race([forgotten, new Promise((resolve) => setTimeout(resolve, FORGET_KEYS_MS))]).then(reload, reload);
   }
 
   // ---- conversations ---------------------------------------------------------------------
@@ -423,6 +439,9 @@ class Session {
       try {
         // Also the receipt cursors: `delivered` and `read` frames are live only, and this runs on every (re)connect.
         const { conversations } = await this.api.conversations();
+        for (const summary of conversations) {
+          if (summary.last_message) summary.last_message = this.crypto.opened(summary.last_message, true);
+        }
         this.store.setConversations(conversations);
         const first = !this.listLoaded;
         this.listLoaded = true;
@@ -447,7 +466,7 @@ class Session {
     // Taken before asking: the page reflects every event up to here, not necessarily those arriving meanwhile.
     const knownLastSeq = conv.lastSeq;
     try {
-      const page = await this.api.history(conv.id, { limit: HISTORY_PAGE });
+      const page = this.crypto.openPage(await this.api.history(conv.id, { limit: HISTORY_PAGE }));
       this.store.historyPage(conv, page, knownLastSeq);
     } catch {
       conv.history = 'error';
@@ -461,7 +480,7 @@ class Session {
     this.changed({ key: conv.key });
     const knownLastSeq = conv.lastSeq;
     try {
-      const page = await this.api.history(conv.id, { before: conv.nextBefore, limit: HISTORY_PAGE });
+      const page = this.crypto.openPage(await this.api.history(conv.id, { before: conv.nextBefore, limit: HISTORY_PAGE }));
       conv.loadingOlder = false;
       this.store.historyPage(conv, page, knownLastSeq);
     } catch {
@@ -590,6 +609,13 @@ class Session {
       thumbnail: Boolean(item.thumbnail),
     }));
     if (refs.length) frame.media = refs.map((ref) => ref.media_id);
+    if (conv.encrypted) {
+      if (refs.length) {
+        this.toast('Attachments cannot be sent in encrypted chats from this browser yet.');
+        return;
+      }
+      frame.encrypted = true;
+    }
     const createdMs = Date.now();
     this.store.addPending(conv, { clientMsgId, text, target: replyTo, media: refs, createdMs });
     this.enqueue(conv, frame, { media: refs, createdMs });
@@ -616,6 +642,7 @@ class Session {
 
   sent(entry, reply) {
     const draftKey = entry.convKey;
+    if (entry.frame.encrypted && entry.frame.to) this.crypto.created(reply.conversation);
     const conv = this.store.confirmed(entry, reply);
     if (entry.frame.to) {
       this.outbox.retarget(entry.frame.to, reply.conversation);
@@ -625,6 +652,20 @@ class Session {
     }
     if (conv.key === this.store.openKey) this.markRead();
     this.status.setWaiting(this.outbox.entries.length);
+  }
+
+  /**
+   * A text refused plain because its conversation is end-to-end encrypted (switched on since the list was read, or
+   * the server requires it): it goes again, sealed, under the same client id. True when it will.
+   */
+  sealInstead(entry, err) {
+    const frame = entry.frame;
+    if (frame.type !== 'send' || frame.encrypted || frame.media?.length || !this.crypto?.available) return false;
+    if (err.code !== 'conversation_encrypted' && err.code !== 'encryption_required') return false;
+    frame.encrypted = true;
+    const conv = this.store.get(entry.convKey);
+    if (conv) conv.encrypted = true;
+    return true;
   }
 
   refused(entry, err) {
@@ -662,7 +703,7 @@ class Session {
   async reloadNewest(conv, { reset = true } = {}) {
     const knownLastSeq = conv.lastSeq;
     try {
-      const page = await this.api.history(conv.id, { limit: HISTORY_PAGE });
+      const page = this.crypto.openPage(await this.api.history(conv.id, { limit: HISTORY_PAGE }));
       if (reset) this.store.resetToPage(conv, page, knownLastSeq);
       else this.store.historyPage(conv, { ...page, next_before: conv.nextBefore }, knownLastSeq);
     } catch {

@@ -29,13 +29,21 @@ export class Outbox {
    * @param {(entry: object, error: Error) => void} hooks.onFailed the server refused it for good
    * @param {(changes: {added: object[], gone: object[]}) => void} hooks.onSynced another tab added
    *   entries, or got the answer for entries this tab holds
+   * @param {(entry: object) => Promise<object>|object} hooks.prepare the frame to write for an entry (a send to an
+   *   encrypted conversation is sealed here, just before it goes)
+   * @param {(entry: object, error: Error) => boolean} hooks.reconsider a refusal the entry can answer by changing
+   *   itself (it did, and goes again) rather than failing
    */
-  constructor(storageKey, { onSent, onFailed, onSynced = () => {} }) {
+  constructor(storageKey, {
+    onSent, onFailed, onSynced = () => {}, prepare = (entry) => entry.frame, reconsider = () => false,
+  }) {
     this.storageKey = storageKey;
     this.answeredKey = storageKey.replace(/^missive\.outbox\./, 'missive.outbox-answered.');
     this.onSent = onSent;
     this.onFailed = onFailed;
     this.onSynced = onSynced;
+    this.prepare = prepare;
+    this.reconsider = reconsider;
     this.connection = null;
     this.flushing = false;
     this.flushAgain = false;
@@ -187,7 +195,7 @@ export class Outbox {
         const entry = this.entries[0];
         let reply;
         try {
-          reply = await this.connection.request(entry.frame);
+          reply = await this.connection.request(await this.prepare(entry));
         } catch (err) {
           if (err.transient) {
             // The connection's own reconnect calls flush again; a busy store answers in a moment.
@@ -195,6 +203,10 @@ export class Outbox {
             if (err.retryAfterMs) this.notBefore = Date.now() + delay;
             if (this.connection.online) this.retryTimer = setTimeout(() => this.flush(), delay);
             break;
+          }
+          if (this.reconsider(entry, err)) {
+            this.save();
+            continue;
           }
           this.remove(idOf(entry));
           this.onFailed(entry, err);

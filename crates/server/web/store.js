@@ -4,9 +4,11 @@
 // again because its ack was lost, a history page overlapping live frames)
 // is deduplicated here, by message id.
 
+import { REJECTED } from './crypto.js';
+
 const DISPLAYED_KINDS = new Set(['text', 'system']);
-// Shown for a message of an end-to-end encrypted conversation, never its
-// ciphertext: this app holds no keys yet.
+// Shown for a message of an end-to-end encrypted conversation this browser
+// cannot decrypt (its key never came, or no keys here), never its ciphertext.
 export const UNREADABLE = '🔒 encrypted message: this browser cannot decrypt it';
 // A typing indication lapses at expires_ms; this is the fallback when the
 // server's clock and ours disagree too much to use it.
@@ -34,6 +36,12 @@ function shown(msg) {
   return DISPLAYED_KINDS.has(msg.kind) && !(msg.expires_ms && msg.expires_ms <= Date.now());
 }
 
+/** What a stored text shows: an encrypted one its plaintext (opened by crypto.js) or why it cannot be read. */
+function displayedText(event) {
+  if (event.kind !== 'encrypted' || event.decrypted) return event.text ?? '';
+  return REJECTED[event.decrypt_error] ?? UNREADABLE;
+}
+
 // An encrypted message takes a text's place on screen.
 function shownKind(kind) {
   return kind === 'encrypted' ? 'text' : kind ?? 'text';
@@ -53,6 +61,7 @@ function newConversation(key, fields) {
     name: '',
     peer: null,
     members: [],
+    encrypted: false, // end-to-end: texts typed here go out sealed
     lastSeq: 0,
     readSeq: 0,
     unread: 0,
@@ -172,6 +181,7 @@ export class Store extends EventTarget {
       conv.name = summary.name ?? '';
       conv.peer = peer;
       conv.members = summary.members;
+      conv.encrypted = Boolean(summary.encrypted);
       conv.left = false;
       conv.lastSeq = Math.max(conv.lastSeq, summary.last_seq);
       conv.readSeq = Math.max(conv.readSeq, summary.read_seq);
@@ -261,8 +271,10 @@ export class Store extends EventTarget {
       from_device: event.from_device,
       seq: event.seq,
       kind: shownKind(event.kind),
-      text: event.kind === 'encrypted' ? UNREADABLE : event.text ?? '',
+      text: displayedText(event),
       sealed: event.kind === 'encrypted',
+      // Encrypted and not (yet) readable here: a copy that is readable (its key came since) takes its place.
+      unopened: event.kind === 'encrypted' && !event.decrypted && !event.deleted,
       media: event.media ?? [],
       target: event.target ?? null,
       event: event.event ?? null,
@@ -294,6 +306,15 @@ export class Store extends EventTarget {
     }
     conv.messages.set(msg.message_id, msg);
     conv.activityMs = Math.max(conv.activityMs, msg.ts_ms);
+    return true;
+  }
+
+  /** A readable copy of an encrypted message shown as unreadable (history read before its key came): true if taken. */
+  opened(conv, msg) {
+    const shown = conv.messages.get(msg.message_id);
+    if (!shown?.unopened || msg.unopened || shown.deleted) return false;
+    Object.assign(shown, { text: msg.text, target: msg.target, unopened: false });
+    shown.version++;
     return true;
   }
 
@@ -343,7 +364,10 @@ export class Store extends EventTarget {
     const kind = shownKind(event.kind);
     if (DISPLAYED_KINDS.has(kind)) {
       const msg = this.makeMessage(event);
-      if (!this.insertShown(conv, msg)) return;
+      if (!this.insertShown(conv, msg)) {
+        if (this.opened(conv, msg)) this.changed({ key: conv.key, message: msg.key, list: true });
+        return;
+      }
       if (event.from !== this.me.username) {
         conv.typing.delete(event.from);
         // Not if the conversation list already counted it, or we read it on another device.
@@ -464,6 +488,7 @@ export class Store extends EventTarget {
       conv.left = true;
     }
     if (detail.action === 'renamed' && detail.name) conv.name = detail.name;
+    if (detail.action === 'encrypted') conv.encrypted = true;
     // Member lists and roles come from the server rather than being replayed here.
     this.needsListRefresh = true;
   }
@@ -506,7 +531,7 @@ export class Store extends EventTarget {
 
   /** Show a page's state of a message we have, keeping what live events newer than the page set. */
   takeState(msg, message, floor) {
-    let text = message.kind === 'encrypted' ? UNREADABLE : message.text ?? '';
+    let text = displayedText(message);
     let editedMs = message.edited_ms ?? null;
     let deleted = Boolean(message.deleted);
     const reactions = reactionsMap(message.reactions);

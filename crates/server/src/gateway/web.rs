@@ -20,11 +20,13 @@ use missive_proto::ErrorCode;
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
 /// Scripts and styles only from files of this origin (no inline code, no
-/// eval); images also from `blob:` because media is fetched with the
+/// eval; `wasm-unsafe-eval` lets a script of this origin compile the
+/// encryption module, `e2ee/e2ee_bg.wasm`, and nothing else); images also
+/// from `blob:` because media is fetched with the
 /// device's token and shown through object URLs. `connect-src 'self'`
 /// covers this origin's ws:/wss: too, and nothing else: an injected
 /// script could not send the token elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
     style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; \
     connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
     form-action 'self'; object-src 'none'";
@@ -170,6 +172,8 @@ fn content_type(path: &str) -> &'static str {
         "png" => "image/png",
         "ico" => "image/x-icon",
         "json" => "application/json",
+        // Compiled while it streams in only when served as such.
+        "wasm" => "application/wasm",
         "webmanifest" => "application/manifest+json",
         "txt" => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
@@ -185,6 +189,7 @@ mod tests {
         // Goal: scripts are served as JavaScript (module scripts are refused
         // otherwise under nosniff) and unknown files are not guessed.
         assert_eq!(content_type("app.js"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("e2ee/e2ee_bg.wasm"), "application/wasm");
         assert_eq!(
             content_type("views/list.mjs"),
             "text/javascript; charset=utf-8"

@@ -62,6 +62,7 @@ export class ChatView {
     this.avatar = $('#chat-avatar');
     this.typing = $('#chat-typing');
     this.presence = $('#chat-presence');
+    this.encrypted = $('#chat-encrypted');
     this.groupButton = $('#group-info-button');
     this.box = $('#messages');
     this.list = $('#message-list');
@@ -229,6 +230,7 @@ export class ChatView {
     const store = this.store;
     const title = store.title(conv);
     this.title.textContent = title;
+    this.encrypted.hidden = !conv.encrypted;
     this.avatar.className = `avatar ${hueClass(title)}${conv.kind === 'group' ? ' group' : ''}`;
     this.avatar.textContent = initial(title);
     const typing = typingText(store, conv);

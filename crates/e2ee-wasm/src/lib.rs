@@ -1,0 +1,209 @@
+//! The browser app's end-to-end encryption: [`missive_e2ee::Vault`]
+//! compiled to WebAssembly and exported through wasm-bindgen as the class
+//! `Vault` (`web/crypto.js` uses it; `scripts/build_web_e2ee.sh` builds
+//! it into `crates/server/web/e2ee/`). Structured values cross as JSON
+//! text, so the JavaScript side needs no generated types; device ids and
+//! conversation ids cross as numbers (they stay far below 2^53).
+
+use missive_e2ee::{DecryptError, Device, Identity, OneTimeKey};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+/// A member device to encrypt for, as `GET /v1/keys/{user}` lists it plus
+/// its user.
+#[derive(Deserialize)]
+struct DeviceJson {
+    user: String,
+    device_id: i64,
+    curve25519: String,
+    ed25519: String,
+}
+
+#[derive(Serialize)]
+struct ShareJson {
+    user: String,
+    device_id: i64,
+    body: String,
+}
+
+#[derive(Serialize)]
+struct SealedJson {
+    ciphertext: String,
+    shares: Vec<ShareJson>,
+}
+
+/// What `decrypt` answers: the sender's content, or why not.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum OpenedJson {
+    Plaintext(String),
+    Error(&'static str),
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, JsError> {
+    serde_json::to_string(value).map_err(|err| JsError::new(&err.to_string()))
+}
+
+fn from_json<'a, T: Deserialize<'a>>(text: &'a str, what: &str) -> Result<T, JsError> {
+    serde_json::from_str(text).map_err(|err| JsError::new(&format!("bad {what}: {err}")))
+}
+
+/// Ids cross as JavaScript numbers; anything else is refused.
+fn id(value: f64) -> Result<i64, JsError> {
+    if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+        Ok(value as i64)
+    } else {
+        Err(JsError::new("an id must be a whole number"))
+    }
+}
+
+/// One device's keys and sessions (see `missive_e2ee::Vault`).
+#[wasm_bindgen]
+pub struct Vault(missive_e2ee::Vault);
+
+#[wasm_bindgen]
+impl Vault {
+    /// New keys for device `device_id` of `user`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(user: &str, device_id: f64) -> Result<Vault, JsError> {
+        Ok(Self(missive_e2ee::Vault::new(user, id(device_id)?)))
+    }
+
+    /// Keys saved by [`Vault::to_json`].
+    #[wasm_bindgen(js_name = fromJson)]
+    pub fn from_json(text: &str) -> Result<Vault, JsError> {
+        missive_e2ee::Vault::from_json(text)
+            .map(Self)
+            .map_err(|err| JsError::new(&err.to_string()))
+    }
+
+    /// Everything to save (private keys: for this browser's storage only).
+    #[wasm_bindgen(js_name = toJson)]
+    pub fn to_json(&self) -> Result<String, JsError> {
+        self.0
+            .to_json()
+            .map_err(|err| JsError::new(&err.to_string()))
+    }
+
+    /// `{"curve25519","ed25519"}`: the public identity keys to publish.
+    pub fn identity(&self) -> Result<String, JsError> {
+        to_json(&self.0.identity())
+    }
+
+    /// `[{"key_id","key","signature"}…]`: new signed one-time keys to
+    /// publish, then [`Vault::mark_published`].
+    #[wasm_bindgen(js_name = newOneTimeKeys)]
+    pub fn new_one_time_keys(&mut self, count: usize) -> Result<String, JsError> {
+        to_json(&self.0.new_one_time_keys(count))
+    }
+
+    #[wasm_bindgen(js_name = markPublished)]
+    pub fn mark_published(&mut self) {
+        self.0.mark_published();
+    }
+
+    /// `[[user, device_id]…]`: which of `devices` (JSON
+    /// `[{"user","device_id","curve25519","ed25519"}…]`) need a claimed
+    /// one-time key first.
+    #[wasm_bindgen(js_name = withoutSession)]
+    pub fn without_session(&self, devices: &str) -> Result<String, JsError> {
+        to_json(&self.0.without_session(&devices_from(devices)?))
+    }
+
+    /// Opens an Olm session from a claimed key (JSON identity
+    /// `{"curve25519","ed25519"}` and key `{"key_id","key","signature"}`);
+    /// throws when the key's signature does not hold.
+    #[wasm_bindgen(js_name = startSession)]
+    pub fn start_session(&mut self, identity: &str, one_time_key: &str) -> Result<(), JsError> {
+        let identity: Identity = from_json(identity, "identity")?;
+        let key: OneTimeKey = from_json(one_time_key, "one-time key")?;
+        self.0
+            .start_session(&identity, &key)
+            .map_err(|err| JsError::new(&err.to_string()))
+    }
+
+    /// Seals `plaintext` for `recipients` (JSON as for `withoutSession`):
+    /// `{"ciphertext", "shares": [{"user","device_id","body"}…]}`; send the
+    /// shares (`to_device`) before the ciphertext, and save first.
+    pub fn encrypt(
+        &mut self,
+        conversation: f64,
+        recipients: &str,
+        plaintext: &str,
+    ) -> Result<String, JsError> {
+        let sealed = self
+            .0
+            .encrypt(id(conversation)?, &devices_from(recipients)?, plaintext)
+            .map_err(|err| JsError::new(&err.to_string()))?;
+        to_json(&SealedJson {
+            ciphertext: sealed.ciphertext,
+            shares: sealed
+                .shares
+                .into_iter()
+                .map(|share| ShareJson {
+                    user: share.user,
+                    device_id: share.device_id,
+                    body: share.body,
+                })
+                .collect(),
+        })
+    }
+
+    /// Takes a to-device message (a room key); throws when it is not one
+    /// for this device from its sender.
+    #[wasm_bindgen(js_name = receiveShare)]
+    pub fn receive_share(
+        &mut self,
+        from: &str,
+        from_device: f64,
+        body: &str,
+    ) -> Result<(), JsError> {
+        self.0
+            .receive_share(from, id(from_device)?, body)
+            .map_err(|err| JsError::new(&err.to_string()))
+    }
+
+    /// `{"plaintext": "…"}`, or `{"error": "no_key" | "tampered" |
+    /// "wrong_sender"}`.
+    pub fn decrypt(
+        &mut self,
+        conversation: f64,
+        from: &str,
+        from_device: f64,
+        ciphertext: &str,
+    ) -> Result<String, JsError> {
+        let opened = match self
+            .0
+            .decrypt(id(conversation)?, from, id(from_device)?, ciphertext)
+        {
+            Ok(plaintext) => OpenedJson::Plaintext(plaintext),
+            Err(DecryptError::NoKey) => OpenedJson::Error("no_key"),
+            Err(DecryptError::Tampered) => OpenedJson::Error("tampered"),
+            Err(DecryptError::WrongSender) => OpenedJson::Error("wrong_sender"),
+        };
+        to_json(&opened)
+    }
+
+    /// Moves the session of a first message to a user (sent under
+    /// conversation `from`, e.g. -1) to the id the server gave it.
+    #[wasm_bindgen(js_name = renameConversation)]
+    pub fn rename_conversation(&mut self, from: f64, to: f64) -> Result<(), JsError> {
+        self.0.rename_conversation(id(from)?, id(to)?);
+        Ok(())
+    }
+}
+
+fn devices_from(text: &str) -> Result<Vec<Device>, JsError> {
+    let listed: Vec<DeviceJson> = from_json(text, "devices")?;
+    Ok(listed
+        .into_iter()
+        .map(|device| Device {
+            user: device.user,
+            device_id: device.device_id,
+            identity: Identity {
+                curve25519: device.curve25519,
+                ed25519: device.ed25519,
+            },
+        })
+        .collect())
+}

@@ -1,0 +1,181 @@
+// End-to-end encryption across the three clients: the CLI, this browser app and the terminal app (`missive
+// chat`, driven in tmux) in one encrypted group on a real server. Each reads what the others wrote, and no file of
+// the server's data directory holds a plaintext.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import {
+  Server, launchBrowser, openPage, register, openChat, sendText, messages, eventually, assertNoProblems,
+  username, waitTicks, REPO_ROOT,
+} from './helpers.mjs';
+
+const execFileAsync = promisify(execFile);
+const TEST_TIMEOUT_MS = 120000;
+const BINARY = path.resolve(REPO_ROOT, process.env.MISSIVE_BIN ?? 'target/debug/missive');
+const PASSWORD = 'correct horse';
+let browser;
+
+before(async () => {
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** The CLI as `profile` (its own config directory); its stdout, or it throws with its stderr. */
+async function cli(config, server, profile, args) {
+  const { stdout } = await execFileAsync(BINARY, [...args, '--profile', profile], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, MISSIVE_CONFIG_DIR: config, MISSIVE_SERVER: server.url, MISSIVE_PASSWORD: PASSWORD },
+  });
+  return stdout;
+}
+
+/** A private tmux server running the terminal app; its screen read as text. */
+class Terminal {
+  constructor(config, server, profile) {
+    this.socket = `missive-e2e-${process.pid}-${profile}`;
+    const command = `env LANG=C.UTF-8 LC_ALL=C.UTF-8 MISSIVE_CONFIG_DIR='${config}' MISSIVE_SERVER='${server.url}' '${BINARY}' chat --profile ${profile}`;
+    this.tmux(['new-session', '-d', '-s', 'chat', '-x', '110', '-y', '30', command]);
+  }
+
+  tmux(args) {
+    return execFileSync('tmux', ['-u', '-L', this.socket, '-f', '/dev/null', ...args], {
+      env: { ...process.env, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' },
+    }).toString();
+  }
+
+  screen() {
+    return this.tmux(['capture-pane', '-p', '-t', 'chat']);
+  }
+
+  async waitFor(text) {
+    await eventually(() => this.screen().includes(text), { what: `the terminal shows ${JSON.stringify(text)}` });
+  }
+
+  keys(...keys) {
+    this.tmux(['send-keys', '-t', 'chat', ...keys]);
+  }
+
+  type(text) {
+    this.tmux(['send-keys', '-t', 'chat', '-l', text]);
+  }
+
+  close() {
+    try {
+      this.tmux(['kill-server']);
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** Every file under `dir` whose bytes contain `needle`. */
+async function filesContaining(dir, needle) {
+  const found = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...await filesContaining(file, needle));
+    else if ((await readFile(file)).includes(needle)) found.push(file);
+  }
+  return found;
+}
+
+test('the CLI, the browser and the terminal app read each other in one encrypted group', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: interoperability of the three clients' encryption, with the no-plaintext check on the server's files, a
+  // tampered ciphertext shown as rejected in the browser, and the browser's keys forgotten at logout.
+  const server = await Server.start();
+  const config = await mkdtemp(path.join(tmpdir(), 'missive-e2e-cli-'));
+  let terminal = null;
+  const page = await openPage(browser, server);
+  try {
+    const [alice, bob, carol] = [username('alice'), username('bob'), username('carol')];
+    for (const user of [alice, carol]) {
+      await cli(config, server, user, ['register', user]);
+      await cli(config, server, user, ['login', user]);
+    }
+    const token = JSON.parse(await readFile(path.join(config, 'profiles', `${alice}.json`), 'utf8')).token;
+    const asAlice = (route, init = {}) => fetch(`${server.url}${route}`, {
+      ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    });
+    await register(page, bob);
+    await page.locator('#app-view[data-encryption="ready"]').waitFor({ state: 'attached' });
+    // The browser publishes its keys when it first comes online.
+    await eventually(async () => {
+      const listed = await (await asAlice(`/v1/users/${bob}/keys`)).json();
+      return listed.devices?.length === 1;
+    }, { what: "the browser's keys in the directory" });
+
+    const group = JSON.parse(await cli(config, server, alice, [
+      'group', 'create', 'vault', '--member', bob, '--member', carol, '--encrypted',
+    ])).conversation;
+    await cli(config, server, alice, ['send', '--group', String(group), 'MARKER-e1 from the cli']);
+
+    await openChat(page, 'vault');
+    await messages(page, 'MARKER-e1 from the cli').waitFor();
+    await page.getByTestId('chat-encrypted').waitFor();
+    await sendText(page, 'MARKER-e2 from the browser');
+    await waitTicks(page, 'MARKER-e2 from the browser', 'sent');
+
+    terminal = new Terminal(config, server, carol);
+    await terminal.waitFor(`online as ${carol}`);
+    terminal.keys('Enter');
+    await terminal.waitFor('MARKER-e1 from the cli');
+    await terminal.waitFor('MARKER-e2 from the browser');
+    terminal.type('MARKER-e3 from the terminal');
+    terminal.keys('Enter');
+    await messages(page, 'MARKER-e3 from the terminal').waitFor();
+
+    const heard = (await cli(config, server, alice, ['listen', '--count', '2', '--idle-secs', '5']))
+      .trim().split('\n').map((line) => JSON.parse(line))
+      .filter((frame) => frame.kind === 'encrypted')
+      .map((frame) => [frame.text, frame.decrypted]);
+    assert.deepEqual(heard, [['MARKER-e2 from the browser', true], ['MARKER-e3 from the terminal', true]]);
+
+    for (const marker of ['MARKER-e1', 'MARKER-e2', 'MARKER-e3']) {
+      assert.deepEqual(await filesContaining(server.dataDir, marker), [], `${marker} in the server's files`);
+    }
+
+    // A ciphertext that does not open is shown as rejected, never as its bytes.
+    const forged = await asAlice('/v1/frames', {
+      method: 'POST',
+      body: JSON.stringify({
+        type: 'send', conversation: group, client_msg_id: 'forged-1', encrypted: true,
+        text: JSON.stringify({ v: 1, session_id: 'forged', ciphertext: 'AAAA' }),
+      }),
+    });
+    assert.equal(forged.status, 200, await forged.text());
+    await messages(page, '⚠ encrypted message rejected: it was tampered with').waitFor();
+    assert.equal(await page.getByText('session_id').count(), 0);
+
+    // Logging out takes the device's keys out of this browser.
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Log out' }).click();
+    await page.getByLabel('Username', { exact: true }).waitFor();
+    const left = await page.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open('missive-keys', 1);
+      open.onsuccess = () => {
+        const all = open.result.transaction('devices').objectStore('devices').getAllKeys();
+        all.onsuccess = () => resolve(all.result);
+        all.onerror = () => reject(all.error);
+      };
+      open.onerror = () => reject(open.error);
+    }));
+    assert.deepEqual(left, [], 'no keys left in IndexedDB');
+    assertNoProblems([page]);
+  } catch (err) {
+    err.message += `\n--- last server log lines ---\n${server.log.slice(-15).join('\n')}`;
+    if (terminal) err.message += `\n--- terminal ---\n${terminal.screen()}`;
+    throw err;
+  } finally {
+    terminal?.close();
+    await page.context().close().catch(() => {});
+    await server.stop();
+    await rm(config, { recursive: true, force: true });
+  }
+});
