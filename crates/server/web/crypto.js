@@ -113,6 +113,7 @@ export class Crypto {
       crypto.vault = null;
     }
     if (crypto.vault && !crypto.published) crypto.publish();
+    crypto.followOtherTabs(module);
     return crypto;
   }
 
@@ -128,8 +129,31 @@ export class Crypto {
     this.waiting = []; // frames held back for a room key, in arrival order
     this.holdTimer = null;
     this.saving = Promise.resolve();
+    this.channel = null;
     this.saveTimer = null;
     this.publishing = null;
+  }
+
+  /**
+   * Tabs of this browser are one device and share its keys, but only the connected tab uses them: when another
+   * tab saved (it was connected and took room keys, opened sessions), this one reads them again, so that it has
+   * them when it takes the connection over.
+   */
+  followOtherTabs(module) {
+    if (typeof BroadcastChannel === 'undefined') return;
+    this.channel = new BroadcastChannel(`${DB_NAME}/${this.recordId}`);
+    this.channel.onmessage = async () => {
+      try {
+        const saved = await readRecord(this.recordId);
+        if (!saved?.vault || !this.vault) return;
+        const previous = this.vault;
+        this.vault = module.Vault.fromJson(saved.vault);
+        this.published = Boolean(saved.published);
+        previous.free();
+      } catch {
+        // Kept as it was: this tab's keys are older, not wrong.
+      }
+    };
   }
 
   get available() {
@@ -138,10 +162,11 @@ export class Crypto {
 
   /** Saves the keys; saves run one after another, each writing the state as it is then. */
   save() {
-    this.saving = this.saving.then(() => writeRecord(this.recordId, {
-      vault: this.vault.toJson(),
-      published: this.published,
-    })).catch((err) => this.warn(`The encryption keys could not be saved: ${err?.message ?? err}`));
+    this.saving = this.saving.then(async () => {
+      if (!this.vault) return; // forgotten meanwhile (logout)
+      await writeRecord(this.recordId, { vault: this.vault.toJson(), published: this.published });
+      this.channel?.postMessage('saved');
+    }).catch((err) => this.warn(`The encryption keys could not be saved: ${err?.message ?? err}`));
     return this.saving;
   }
 
@@ -190,6 +215,7 @@ export class Crypto {
   /** Forgets this device's keys (logout, revocation). */
   async forget() {
     this.vault = null;
+    this.channel?.close();
     clearTimeout(this.saveTimer);
     await this.saving;
     await deleteRecord(this.recordId).catch(() => {});
