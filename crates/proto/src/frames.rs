@@ -341,6 +341,13 @@ pub enum ServerFrame {
     /// asking for (`PUT /v1/keys` to add more): ephemeral, sent to the
     /// device while it is connected.
     KeysLow { one_time_keys: u64 },
+    /// `user`'s list of devices with published keys changed: one of their
+    /// devices published identity keys for the first time, or one that had
+    /// was revoked. A client reads `GET /v1/users/{user}/keys` again before
+    /// it next encrypts to them. Ephemeral: sent to the connected devices
+    /// of everyone sharing a conversation with `user`, and to `user`'s
+    /// other devices.
+    DevicesChanged { user: String, ts_ms: i64 },
     /// A to-device message waiting for this device: delivered again on
     /// every new connection (and in every poll) until acked with
     /// `to_device_ack`; `seq` increases in the order they were sent.
@@ -602,5 +609,16 @@ mod tests {
             frame.to_json(),
             r#"{"type":"sent","id":"1","message_id":"m","conversation":2,"seq":3,"ts_ms":4,"duplicate":false}"#
         );
+        // And of `devices_changed`, which clients decode by this name.
+        let frame = ServerFrame::DevicesChanged {
+            user: "alice".into(),
+            ts_ms: 5,
+        };
+        let text = frame.to_json();
+        assert_eq!(
+            text,
+            r#"{"type":"devices_changed","user":"alice","ts_ms":5}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerFrame>(&text).unwrap(), frame);
     }
 }

@@ -160,7 +160,8 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a device (a login) to an account. When the account already has
     /// `devices_max`: `TooManyDevices`, or, with `replace_least_recent`, the
     /// device last seen longest ago (preferring one with no live session)
-    /// is revoked as by `revoke_device` in the same transaction.
+    /// is revoked as by `revoke_device` in the same transaction, and
+    /// returned as `replaced`.
     async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError>;
 
     /// Up to `limit` accounts with a username after `after`, in username
@@ -180,7 +181,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         account: AccountId,
         suspended: bool,
-    ) -> Result<Option<Vec<DeviceId>>, StoreError>;
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError>;
 
     /// Deletes an account as an operator does: in one transaction its
     /// username becomes `DELETED_PREFIX` + its id (freeing the name; its
@@ -190,8 +191,10 @@ pub trait Store: Send + Sync + 'static {
     /// blocks, both ways, are dropped. Group memberships are left to the
     /// caller (leaving is a group change with its own event). Returns the
     /// revoked devices; `None` if there is no such account.
-    async fn delete_account(&self, account: AccountId)
-    -> Result<Option<Vec<DeviceId>>, StoreError>;
+    async fn delete_account(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError>;
 
     /// Stores single-use registration invites.
     async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError>;
@@ -224,7 +227,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         idle_before_ms: UnixMillis,
         limit: usize,
-    ) -> Result<Vec<DeviceId>, StoreError>;
+    ) -> Result<Vec<RevokedDevice>, StoreError>;
 
     /// The device holding this token, unless revoked.
     async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError>;
@@ -241,10 +244,14 @@ pub trait Store: Send + Sync + 'static {
         name: String,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes the device, its token and its positions. `false` if the account has
-    /// no such device (nothing changes).
-    async fn revoke_device(&self, account: AccountId, device: DeviceId)
-    -> Result<bool, StoreError>;
+    /// Deletes the device, its token, its positions, its keys and its
+    /// waiting to-device messages, and numbers the revocation. `None` if
+    /// the account has no such device (nothing changes).
+    async fn revoke_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+    ) -> Result<Option<RevokedDevice>, StoreError>;
 
     /// The 1:1 conversation of two accounts, if it exists (never creates).
     async fn find_direct_conversation(
@@ -421,12 +428,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a device's keys (see [`KeyUpload`]); a one-time key id the
     /// device already holds is kept as it was (an upload may be retried).
-    /// Returns how many one-time keys the device now holds.
-    async fn put_device_keys(&self, upload: KeyUpload) -> Result<u64, StoreError>;
+    /// Returns how many one-time keys the device now holds and whether this
+    /// upload stored its identity keys.
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<KeysStored, StoreError>;
 
     /// The identity keys of `account`'s devices that uploaded some, by
     /// device id. A revoked device's keys are gone with it.
     async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError>;
+
+    /// The devices in the session directory (live on some node, or on one
+    /// whose lapsed lease is not reaped yet) of `account` and of every
+    /// account that is a member of a conversation `account` is a member
+    /// of, by id: who is told, live, that `account`'s key listing changed.
+    /// Members who left are not included; blocks do not matter (the
+    /// listing is public).
+    async fn online_devices_sharing_with(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<DeviceId>, StoreError>;
 
     /// One one-time key of each of `account`'s devices with identity keys,
     /// each removed as it is handed out: no key is ever handed out twice,

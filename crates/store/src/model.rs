@@ -66,7 +66,18 @@ pub struct NewDevice {
 pub struct CreatedDevice {
     pub id: DeviceId,
     /// The device revoked to make room for it, if any.
-    pub replaced: Option<DeviceId>,
+    pub replaced: Option<RevokedDevice>,
+}
+
+/// A device a revocation removed, as the revoking transaction saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevokedDevice {
+    pub device: DeviceId,
+    pub account: AccountId,
+    /// It had published identity keys, deleted with it: the account's key
+    /// listing changed (its contacts must be told; a keyless device's
+    /// going changes nothing they can see).
+    pub had_keys: bool,
 }
 
 /// Who a token belongs to.
@@ -582,6 +593,17 @@ pub struct KeyUpload {
     /// past it stores nothing (`TooManyKeys`).
     pub one_time_keys_max: u64,
     pub now_ms: UnixMillis,
+}
+
+/// What a [`KeyUpload`] left stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeysStored {
+    /// One-time keys the device now holds unclaimed.
+    pub one_time_keys: u64,
+    /// This upload stored the device's identity keys (its first with
+    /// them): the account's key listing gained a device. A retried first
+    /// upload finds them stored and is `false`.
+    pub identity_added: bool,
 }
 
 /// A device of an account with its identity keys.

@@ -47,8 +47,8 @@ mod support {
         AccountRecord, AckOutcome, AckRequest, Appended, Body, ConversationRecord, DeviceAuth,
         DeviceRecord, EventKind, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
         GroupRecord, HistoryRequest, MemberReceipts, NewAccount, NewDevice, NewGroup, NewMessage,
-        Pending, PendingItem, PendingRequest, ReadOutcome, ReadRequest, ReceiptMoved, Role, Store,
-        StoreError, StoredEvent, SweepOutcome, SweepRequest,
+        Pending, PendingItem, PendingRequest, ReadOutcome, ReadRequest, ReceiptMoved,
+        RevokedDevice, Role, Store, StoreError, StoredEvent, SweepOutcome, SweepRequest,
     };
 
     /// The suite's "now"; everything else is an offset from it.
@@ -671,6 +671,11 @@ mod support {
         items
     }
 
+    /// The devices a revocation removed, without what it said of each.
+    pub fn device_ids(revoked: Vec<RevokedDevice>) -> Vec<DeviceId> {
+        revoked.into_iter().map(|r| r.device).collect()
+    }
+
     // ── Acks and receipt cursors ──
 
     pub fn ack_request(
@@ -1110,10 +1115,10 @@ mod scenarios {
     use missive_store::{
         AccountRecord, AckOutcome, Body, ClaimedKey, ConversationKind, DELETED_PREFIX, DeviceAuth,
         DeviceKeys, DeviceRecord, ENCRYPTED_MEDIA_TYPE, EventKind, GroupChange, GroupChangeRequest,
-        IdentityKeys, KeyUpload, MediaRecord, NewAccount, NewDevice, NewGroup, NewInvites,
-        NewToDevice, OneTimeKey, PendingItem, PendingRequest, PresenceVisibility, ReadOutcome,
-        ReadRequest, Role, Setting, SettingRequest, Store, StoreError, StoredEvent, ToDeviceBatch,
-        ToDeviceMessage,
+        IdentityKeys, KeyUpload, KeysStored, MediaRecord, NewAccount, NewDevice, NewGroup,
+        NewInvites, NewToDevice, OneTimeKey, PendingItem, PendingRequest, PresenceVisibility,
+        ReadOutcome, ReadRequest, RevokedDevice, Role, Setting, SettingRequest, Store, StoreError,
+        StoredEvent, ToDeviceBatch, ToDeviceMessage,
     };
     use proptest::prelude::*;
     use proptest::sample::Index;
@@ -1277,13 +1282,11 @@ mod scenarios {
         assert_eq!(waiting(store, b1).await, 1, "waiting counts own events");
 
         // Wrong account: refused, nothing changes.
-        assert!(!store.revoke_device(bob, a1).await.expect("revoke"));
-        assert!(!store.revoke_device(alice, b1).await.expect("revoke"));
-        assert!(
-            !store
-                .revoke_device(alice, DeviceId(987_654_321))
-                .await
-                .expect("revoke")
+        assert_eq!(store.revoke_device(bob, a1).await, Ok(None));
+        assert_eq!(store.revoke_device(alice, b1).await, Ok(None));
+        assert_eq!(
+            store.revoke_device(alice, DeviceId(987_654_321)).await,
+            Ok(None)
         );
         assert_eq!(auth(store, "a-phone").await, Some(alice_a1));
         assert!(auth(store, "b-phone").await.is_some());
@@ -1291,7 +1294,14 @@ mod scenarios {
         assert_eq!(pending_ids(store, a1).await, vec![sent.message_id.clone()]);
 
         // Right account: the device and its token go; nothing waits for it.
-        assert!(store.revoke_device(alice, a1).await.expect("revoke"));
+        assert_eq!(
+            store.revoke_device(alice, a1).await,
+            Ok(Some(RevokedDevice {
+                device: a1,
+                account: alice,
+                had_keys: false
+            }))
+        );
         assert_eq!(auth(store, "a-phone").await, None);
         assert_eq!(auth(store, "a-laptop").await.map(|a| a.device), Some(a2));
         assert_eq!(
@@ -1309,7 +1319,11 @@ mod scenarios {
         );
         assert_eq!(store.device_owner(a1).await, Ok(None));
         assert_eq!(waiting(store, a2).await, 1);
-        assert!(!store.revoke_device(alice, a1).await.expect("revoke twice"));
+        assert_eq!(
+            store.revoke_device(alice, a1).await,
+            Ok(None),
+            "revoked twice"
+        );
 
         // The freed slot can be used again; the new device starts now.
         let a3 = store
@@ -1375,7 +1389,15 @@ mod scenarios {
             .create_device(login("replacing", NOW + 20, true))
             .await
             .expect("replace");
-        assert_eq!(room.replaced, Some(newer), "seen at NOW+2, no session");
+        assert_eq!(
+            room.replaced,
+            Some(RevokedDevice {
+                device: newer,
+                account: alice,
+                had_keys: false
+            }),
+            "seen at NOW+2, no session"
+        );
         assert_eq!(auth(store, "newer").await, None);
         assert_eq!(waiting(store, newer).await, 0);
         let seen: Vec<(DeviceId, UnixMillis)> = devices_of(store, alice)
@@ -1388,13 +1410,17 @@ mod scenarios {
 
         let b1 = new_device(store, bob, "b1").await;
         let expired = store.expire_devices(NOW + 15, 100).await.expect("expire");
-        assert_eq!(sorted(expired), sorted(vec![old, b1]), "not the live one");
+        assert_eq!(
+            sorted(device_ids(expired)),
+            sorted(vec![old, b1]),
+            "not the live one"
+        );
         assert_eq!(auth(store, "old").await, None);
         assert!(auth(store, "live").await.is_some());
         assert!(auth(store, "replacing").await.is_some());
         assert_eq!(
             store.expire_devices(NOW + 15, 100).await.expect("again"),
-            Vec::<DeviceId>::new()
+            Vec::<RevokedDevice>::new()
         );
     }
 
@@ -1440,10 +1466,16 @@ mod scenarios {
         );
 
         assert_eq!(store.last_revocation().await, Ok(0));
-        assert!(store.revoke_device(alice, a2).await.expect("revoke"));
-        assert!(!store.revoke_device(alice, a2).await.expect("again"));
+        assert!(
+            store
+                .revoke_device(alice, a2)
+                .await
+                .expect("revoke")
+                .is_some()
+        );
+        assert_eq!(store.revoke_device(alice, a2).await, Ok(None), "again");
         let expired = store.expire_devices(NOW + 1, 10).await.expect("expire");
-        assert_eq!(sorted(expired), sorted(vec![a1, b1]));
+        assert_eq!(sorted(device_ids(expired)), sorted(vec![a1, b1]));
         let all = store.revocations_after(0, 10).await.expect("all");
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].1, a2, "the revoke came first");
@@ -1470,7 +1502,7 @@ mod scenarios {
         let before = store.last_revocation().await.expect("last");
 
         let revoked = store.set_suspended(alice, true).await.expect("suspend");
-        assert_eq!(revoked, Some(vec![a1, a2]));
+        assert_eq!(revoked.map(device_ids), Some(vec![a1, a2]));
         assert_eq!(auth(store, "a1").await, None);
         assert_eq!(auth(store, "a2").await, None);
         assert!(auth(store, "b1").await.is_some(), "bob untouched");
@@ -1598,7 +1630,10 @@ mod scenarios {
         assert!(store.set_block(bob, alice, true, NOW).await.expect("block"));
         let before = store.last_revocation().await.expect("last");
 
-        assert_eq!(store.delete_account(alice).await, Ok(Some(vec![a1])));
+        assert_eq!(
+            store.delete_account(alice).await.map(|r| r.map(device_ids)),
+            Ok(Some(vec![a1]))
+        );
         assert_eq!(auth(store, "a1").await, None);
         let numbered = store.revocations_after(before, 10).await.expect("numbered");
         assert_eq!(
@@ -1697,7 +1732,13 @@ mod scenarios {
         let a2 = new_device(store, alice, "a2").await;
         let first = send(store, conv, alice, a2, "c-1").await;
         assert_eq!(first.seq, 1);
-        assert!(store.revoke_device(alice, a2).await.expect("revoke"));
+        assert!(
+            store
+                .revoke_device(alice, a2)
+                .await
+                .expect("revoke")
+                .is_some()
+        );
 
         let a3 = new_device(store, alice, "a3").await;
         assert_ne!(a3, a2, "the revoked device's id was handed to a new device");
@@ -4631,9 +4672,12 @@ mod scenarios {
         // other ones later (changing nothing); retried key ids are kept as
         // they were; the held count is capped; a claim hands out one key
         // per device, each key once even when claims race; a revoked
-        // device's keys are neither listed nor claimed.
+        // device's keys are neither listed nor claimed. Only the upload
+        // that stores a device's identity keys says so, and a revocation
+        // says whether the device had any (what `devices_changed` needs).
         // Method: bob's two devices upload; 12 claims run at once against
-        // 10 keys of b1 and 2 of b2; then b2 is revoked.
+        // 10 keys of b1 and 2 of b2; then b2 is revoked, and b3, which
+        // never uploaded.
         let (alice, bob) = alice_and_bob(&*store).await;
         let b1 = new_device(&*store, bob, "b1").await;
         let b2 = new_device(&*store, bob, "b2").await;
@@ -4655,6 +4699,10 @@ mod scenarios {
                 one_time_keys_max: max,
                 now_ms: NOW,
             };
+        let stored = |one_time_keys, identity_added| KeysStored {
+            one_time_keys,
+            identity_added,
+        };
         assert_eq!(
             store
                 .put_device_keys(upload(b1, None, vec![key(1)], 50))
@@ -4666,14 +4714,21 @@ mod scenarios {
             store
                 .put_device_keys(upload(b1, Some(identity("b1")), keys.clone(), 50))
                 .await,
-            Ok(10)
+            Ok(stored(10, true))
         );
-        // A retry (same ids, whatever they carry) adds nothing.
+        // A retry (same ids, whatever they carry) adds nothing, identity
+        // keys included.
         let mut retried = keys[..3].to_vec();
         retried[0].key = "changed".into();
         assert_eq!(
             store.put_device_keys(upload(b1, None, retried, 50)).await,
-            Ok(10)
+            Ok(stored(10, false))
+        );
+        assert_eq!(
+            store
+                .put_device_keys(upload(b1, Some(identity("b1")), keys[..1].to_vec(), 50))
+                .await,
+            Ok(stored(10, false))
         );
         assert_eq!(
             store
@@ -4701,7 +4756,7 @@ mod scenarios {
                     50
                 ))
                 .await,
-            Ok(2)
+            Ok(stored(2, true))
         );
         assert_eq!(
             store.device_keys(bob).await.expect("device_keys"),
@@ -4751,7 +4806,23 @@ mod scenarios {
         assert_eq!(remaining_b1, [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(store.one_time_key_count(b1).await, Ok(0));
 
-        assert_eq!(store.revoke_device(bob, b2).await, Ok(true));
+        assert_eq!(
+            store.revoke_device(bob, b2).await,
+            Ok(Some(RevokedDevice {
+                device: b2,
+                account: bob,
+                had_keys: true
+            }))
+        );
+        let b3 = new_device(&*store, bob, "b3").await;
+        assert_eq!(
+            store
+                .revoke_device(bob, b3)
+                .await
+                .map(|r| r.map(|r| r.had_keys)),
+            Ok(Some(false)),
+            "b3 never uploaded"
+        );
         assert_eq!(
             store.device_keys(bob).await.expect("device_keys"),
             vec![DeviceKeys {
@@ -4769,6 +4840,60 @@ mod scenarios {
                 remaining: 0
             }]
         );
+    }
+
+    /// Who is told, live, that an account's key listing changed.
+    pub async fn online_devices_sharing_a_conversation(store: Arc<dyn Store>) {
+        // Goal: the devices in the session directory (on any node) of the
+        // account and of every current member of a conversation it is in,
+        // each once, by id; not a device without a session, not an
+        // outsider, not a member who left, not a member of a conversation
+        // the account is not in.
+        // Method: alice, bob and carol share a group, dave only a 1:1 with
+        // alice later; b2 never connects; sessions on two nodes.
+        let store = &*store;
+        let GroupCast([alice, bob, carol, dave], group, [a1, a2, b1, _b2, c1, d1]) =
+            group_cast(store, ["a1", "a2", "b1", "b2", "c1", "d1"]).await;
+        for (device, account, node) in [
+            (a1, alice, "node-a"),
+            (a2, alice, "node-b"),
+            (b1, bob, "node-a"),
+            (c1, carol, "node-b"),
+            (d1, dave, "node-a"),
+        ] {
+            store
+                .claim_session(device, account, node, NOW)
+                .await
+                .expect("claim_session");
+        }
+        let told = |account| async move {
+            store
+                .online_devices_sharing_with(account)
+                .await
+                .expect("online_devices_sharing_with")
+        };
+        assert_eq!(told(alice).await, vec![a1, a2, b1, c1]);
+        assert_eq!(told(dave).await, vec![d1], "only its own");
+
+        change(store, carol, c1, group, GroupChange::Leave, NOW + 1)
+            .await
+            .expect("carol leaves");
+        assert_eq!(told(alice).await, vec![a1, a2, b1], "carol left");
+        assert_eq!(told(carol).await, vec![c1]);
+
+        direct(store, alice, dave, NOW + 2).await;
+        assert_eq!(told(alice).await, vec![a1, a2, b1, d1]);
+        assert_eq!(
+            told(dave).await,
+            vec![a1, a2, d1],
+            "not bob: dave shares nothing with him"
+        );
+
+        store
+            .release_session(a2, "node-b")
+            .await
+            .expect("release_session");
+        assert_eq!(told(bob).await, vec![a1, b1]);
     }
 
     /// Ciphertext for an encrypted conversation.
@@ -5342,7 +5467,13 @@ mod scenarios {
             ["k2", "from b1"]
         );
 
-        assert_eq!(store.revoke_device(bob, b2).await, Ok(true));
+        assert!(
+            store
+                .revoke_device(bob, b2)
+                .await
+                .expect("revoke")
+                .is_some()
+        );
         assert!(
             store
                 .to_device_waiting(b2, 0, 10)
@@ -5451,7 +5582,13 @@ mod scenarios {
         let second = send_at(store, group, bob, b1, "g2", NOW + 2).await;
         assert_eq!(sorted(second.recipients), sorted(vec![a1, c1, c2]));
 
-        assert!(store.revoke_device(carol, c2).await.expect("revoke"));
+        assert!(
+            store
+                .revoke_device(carol, c2)
+                .await
+                .expect("revoke")
+                .is_some()
+        );
         let third = send_at(store, group, bob, b1, "g3", NOW + 3).await;
         assert_eq!(sorted(third.recipients), sorted(vec![a1, c1]));
 
@@ -6037,6 +6174,7 @@ mod sqlite {
         conversation_list_order,
         contacts_and_blocks,
         device_keys_are_claimed_once_and_go_with_their_device,
+        online_devices_sharing_a_conversation,
         to_device_messages_wait_for_their_device_until_acked,
         encrypted_conversations_take_only_ciphertext,
         disappearing_messages_go_at_their_expiry,
@@ -6086,7 +6224,13 @@ mod sqlite {
         assert_eq!(sorted(first.recipients), sorted(vec![a1, c1, c2]));
 
         let other = SqliteStore::open(&SqliteConfig::new(&path)).expect("second store");
-        assert!(other.revoke_device(carol, c2).await.expect("revoke"));
+        assert!(
+            other
+                .revoke_device(carol, c2)
+                .await
+                .expect("revoke")
+                .is_some()
+        );
         other.shutdown().await;
         let second = send_at(store, group, bob, b1, "g2", NOW + 2).await;
         assert_eq!(sorted(second.recipients), sorted(vec![a1, c1]));
@@ -6390,7 +6534,13 @@ mod sqlite {
             assert_eq!(outcome, swept(0, 1));
             assert_eq!((rows(&db, "messages"), purged_rows(&db)), (1, 0));
 
-            assert!(store.revoke_device(bob, b2).await.expect("revoke"));
+            assert!(
+                store
+                    .revoke_device(bob, b2)
+                    .await
+                    .expect("revoke")
+                    .is_some()
+            );
             assert_eq!(rows(&db, "devices"), 2);
             assert_eq!(positions_of(&db, b2), vec![]);
             assert_eq!(positions_of(&db, b1), vec![(conv.0, 1)]);
@@ -6664,6 +6814,7 @@ mod postgres {
         conversation_list_order,
         contacts_and_blocks,
         device_keys_are_claimed_once_and_go_with_their_device,
+        online_devices_sharing_a_conversation,
         to_device_messages_wait_for_their_device_until_acked,
         encrypted_conversations_take_only_ciphertext,
         disappearing_messages_go_at_their_expiry,

@@ -658,9 +658,12 @@ impl App {
             } => {
                 self.presence.insert(user, (online, last_seen_ms));
             }
-            // Only for devices that publish end-to-end keys, which this app
-            // does not yet (issue 22's clients).
-            ServerFrame::KeysLow { .. } | ServerFrame::ToDevice { .. } => {}
+            // Taken by the connection task's keys (`crypto.rs`); a device
+            // list change needs nothing here, since each sealed send reads
+            // the members' keys afresh.
+            ServerFrame::KeysLow { .. }
+            | ServerFrame::ToDevice { .. }
+            | ServerFrame::DevicesChanged { .. } => {}
             ServerFrame::Error {
                 id,
                 code,

@@ -15,10 +15,11 @@ use missive_proto::rest::{
 };
 use missive_store::{
     AccountRecord, AccountSummary, DELETED_PREFIX, DeviceAuth, DeviceRecord, NewAccount, NewDevice,
-    NewInvites, Store, StoreError,
+    NewInvites, RevokedDevice, Store, StoreError,
 };
 use tokio::sync::Semaphore;
 
+use super::device_list::DeviceListNotices;
 use super::login_limit::AttemptLimiter;
 use super::password::PasswordHasher;
 use crate::cache::{Caches, Generation};
@@ -59,6 +60,9 @@ pub struct Accounts {
     /// takes as long whether or not the account exists.
     dummy_hash: String,
     hasher: Arc<PasswordHasher>,
+    /// Revoking a device that had published keys changes its account's key
+    /// listing, which those who encrypt to it are told.
+    device_list: DeviceListNotices,
 }
 
 impl Accounts {
@@ -73,6 +77,7 @@ impl Accounts {
         let hasher = Arc::new(PasswordHasher::default());
         let dummy_hash = hasher.hash(b"missive-dummy-password").unwrap_or_default();
         let shared = bus.has_peers();
+        let device_list = DeviceListNotices::new(store.clone(), bus.clone(), clock.clone());
         Self {
             store,
             bus,
@@ -103,6 +108,7 @@ impl Accounts {
                 .build(),
             dummy_hash,
             hasher,
+            device_list,
         }
     }
 
@@ -214,15 +220,16 @@ impl Accounts {
             })
             .await?;
         if let Some(replaced) = created.replaced {
-            self.retire(replaced).await;
-            tracing::info!(account = %account.id, device = %replaced, "device replaced by a login at the device limit");
+            self.retire_all(account.username.as_str(), &[replaced])
+                .await;
+            tracing::info!(account = %account.id, device = %replaced.device, "device replaced by a login at the device limit");
         }
         tracing::info!(account = %account.id, device = %created.id, "device logged in");
         Ok(LoginResponse {
             device_id: created.id.0,
             token: token.as_str().to_owned(),
             username: account.username.to_string(),
-            replaced_device_id: created.replaced.map(|device| device.0),
+            replaced_device_id: created.replaced.map(|replaced| replaced.device.0),
         })
     }
 
@@ -320,13 +327,13 @@ impl Accounts {
     /// Revokes one of the caller's devices (possibly itself); its live
     /// connections close at once.
     pub async fn revoke(&self, auth: &DeviceAuth, device: DeviceId) -> Result<(), ApiError> {
-        if !self.store.revoke_device(auth.account, device).await? {
+        let Some(revoked) = self.store.revoke_device(auth.account, device).await? else {
             return Err(ApiError::new(
                 ErrorCode::UnknownDevice,
                 "you have no such device",
             ));
-        }
-        self.retire(device).await;
+        };
+        self.retire_all(auth.username.as_str(), &[revoked]).await;
         tracing::info!(account = %auth.account, device = %device, "device revoked");
         Ok(())
     }
@@ -405,9 +412,9 @@ impl Accounts {
             .delete_account(account.id)
             .await?
             .ok_or_else(unknown_user)?;
-        for device in &revoked {
-            self.retire(*device).await;
-        }
+        // Told under the name its contacts knew, not the `deleted.<id>` it
+        // now has.
+        let revoked = self.retire_all(account.username.as_str(), &revoked).await;
         tracing::info!(account = %account.id, %username, devices = revoked.len(), groups_left = left, "account deleted by an operator");
         Ok((revoked, left))
     }
@@ -425,9 +432,7 @@ impl Accounts {
             .set_suspended(account.id, suspended)
             .await?
             .ok_or_else(unknown_user)?;
-        for device in &revoked {
-            self.retire(*device).await;
-        }
+        let revoked = self.retire_all(account.username.as_str(), &revoked).await;
         if suspended {
             tracing::info!(account = %account.id, %username, devices = revoked.len(), "account suspended by an operator");
         } else {
@@ -512,12 +517,28 @@ impl Accounts {
                 .collect(),
         };
         let mut revoked = Vec::with_capacity(devices.len());
+        let mut failed = None;
         for device in devices {
-            if self.store.revoke_device(account.id, device).await? {
-                self.retire(device).await;
-                tracing::info!(account = %account.id, %device, "device revoked by an operator");
-                revoked.push(device);
+            match self.store.revoke_device(account.id, device).await {
+                Ok(Some(gone)) => {
+                    // Retired at once: a later failure must not leave it
+                    // connected.
+                    self.retire(gone.device).await;
+                    tracing::info!(account = %account.id, %device, "device revoked by an operator");
+                    revoked.push(gone);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
             }
+        }
+        self.device_list
+            .revoked(account.username.as_str(), &revoked)
+            .await;
+        if let Some(err) = failed {
+            return Err(err.into());
         }
         if device.is_some() && revoked.is_empty() {
             return Err(ApiError::new(
@@ -525,7 +546,7 @@ impl Accounts {
                 "the account has no such device",
             ));
         }
-        Ok(revoked)
+        Ok(revoked.iter().map(|gone| gone.device).collect())
     }
 
     async fn existing(&self, username: &str) -> Result<AccountRecord, ApiError> {
@@ -566,15 +587,27 @@ impl Accounts {
         let mut total = 0;
         loop {
             let expired = self.store.expire_devices(before_ms, EXPIRE_BATCH).await?;
-            for &device in &expired {
-                self.retire(device).await;
-                tracing::info!(device = %device, "idle device expired");
+            for revoked in &expired {
+                self.retire(revoked.device).await;
+                tracing::info!(device = %revoked.device, "idle device expired");
             }
+            self.device_list.expired(&expired).await;
             total += expired.len();
             if expired.len() < EXPIRE_BATCH {
                 return Ok(total);
             }
         }
+    }
+
+    /// After the store revoked `revoked`, devices of the account named
+    /// `user`: retires each, then tells those who encrypt to the account if
+    /// its key listing changed. Returns the devices.
+    async fn retire_all(&self, user: &str, revoked: &[RevokedDevice]) -> Vec<DeviceId> {
+        for gone in revoked {
+            self.retire(gone.device).await;
+        }
+        self.device_list.revoked(user, revoked).await;
+        revoked.iter().map(|gone| gone.device).collect()
     }
 
     /// After the store revoked `device`: drop its token from the caches,
@@ -735,7 +768,13 @@ mod tests {
         // Revoked in the store, not yet applied here: left to its
         // application (no store read).
         let since = accounts.checkpoint();
-        assert!(store.revoke_device(account, device).await.expect("revoke"));
+        assert!(
+            store
+                .revoke_device(account, device)
+                .await
+                .expect("revoke")
+                .is_some()
+        );
         accounts
             .confirm("alice-token", since)
             .await

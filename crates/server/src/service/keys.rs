@@ -23,6 +23,7 @@ use missive_store::{
 };
 
 use super::account_named;
+use super::device_list::DeviceListNotices;
 use crate::error::ApiError;
 
 /// One-time keys in one upload.
@@ -110,15 +111,24 @@ pub struct Keys {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     clock: Arc<dyn Clock>,
+    device_list: DeviceListNotices,
 }
 
 impl Keys {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, bus, clock }
+        let device_list = DeviceListNotices::new(store.clone(), bus.clone(), clock.clone());
+        Self {
+            store,
+            bus,
+            clock,
+            device_list,
+        }
     }
 
     /// Stores the calling device's identity keys (the first time) and more
-    /// one-time keys; how many it now holds.
+    /// one-time keys; how many it now holds. The first time, the devices
+    /// that may encrypt to the account are told (`devices_changed`); a
+    /// top-up of one-time keys changes nothing they list.
     pub async fn upload(
         &self,
         auth: &DeviceAuth,
@@ -145,7 +155,7 @@ impl Keys {
                 "one_time_keys.key_id: each id at most once in an upload",
             ));
         }
-        let held = self
+        let stored = self
             .store
             .put_device_keys(KeyUpload {
                 device: auth.device,
@@ -156,8 +166,13 @@ impl Keys {
                 now_ms: self.clock.now_ms(),
             })
             .await?;
+        if stored.identity_added {
+            self.device_list
+                .changed(auth.account, auth.username.as_str(), &[auth.device])
+                .await;
+        }
         Ok(KeyCount {
-            one_time_keys: held,
+            one_time_keys: stored.one_time_keys,
         })
     }
 

@@ -3,6 +3,7 @@
 //! the Store boundary and other nodes only through the Bus.
 
 pub mod accounts;
+pub mod device_list;
 pub mod groups;
 pub mod keys;
 pub mod login_limit;

@@ -106,8 +106,7 @@ pub(super) async fn create_device<C: GenericClient>(
             &[&device.account.0],
         )
         .await?;
-        revoke_device(db, device.account, DeviceId(least_recent)).await?;
-        replaced = Some(DeviceId(least_recent));
+        replaced = revoke_device(db, device.account, DeviceId(least_recent)).await?;
     }
     let id: i64 = scalar(
         db,
@@ -161,7 +160,7 @@ pub(super) async fn expire_devices<C: GenericClient>(
     db: &C,
     idle_before_ms: i64,
     limit: usize,
-) -> Outcome<Vec<DeviceId>> {
+) -> Outcome<Vec<RevokedDevice>> {
     // SKIP LOCKED: another node's sweeper takes the rest; a device logging
     // in or connecting meanwhile holds its row and is left alone.
     let idle = rows(
@@ -177,9 +176,7 @@ pub(super) async fn expire_devices<C: GenericClient>(
     for found in idle {
         let account = AccountId(found.try_get(0)?);
         let device = DeviceId(found.try_get(1)?);
-        if revoke_device(db, account, device).await? {
-            expired.push(device);
-        }
+        expired.extend(revoke_device(db, account, device).await?);
     }
     Ok(expired)
 }
@@ -249,7 +246,7 @@ pub(super) async fn revoke_device<C: GenericClient>(
     db: &C,
     account: AccountId,
     device: DeviceId,
-) -> Outcome<bool> {
+) -> Outcome<Option<RevokedDevice>> {
     let deleted: Vec<i64> = column(
         db,
         "DELETE FROM devices WHERE id = $1 AND account_id = $2 RETURNING id",
@@ -257,11 +254,11 @@ pub(super) async fn revoke_device<C: GenericClient>(
     )
     .await?;
     if deleted.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     // Its messages stay (with their dedup keys: device ids are never
     // reused, so they can match nothing new).
-    pipeline!(
+    let (_, _, had_keys, _) = pipeline!(
         execute(
             db,
             "DELETE FROM positions WHERE device_id = $1",
@@ -275,14 +272,18 @@ pub(super) async fn revoke_device<C: GenericClient>(
         super::keys::forget_device(db, device),
         super::to_device::forget_device(db, device),
     )?;
-    Ok(true)
+    Ok(Some(RevokedDevice {
+        device,
+        account,
+        had_keys,
+    }))
 }
 
 pub(super) async fn set_suspended<C: GenericClient>(
     db: &C,
     account: AccountId,
     suspended: bool,
-) -> Outcome<Option<Vec<DeviceId>>> {
+) -> Outcome<Option<Vec<RevokedDevice>>> {
     let changed = execute(
         db,
         "UPDATE accounts SET suspended = $2 WHERE id = $1",
@@ -303,9 +304,7 @@ pub(super) async fn set_suspended<C: GenericClient>(
     .await?;
     let mut revoked = Vec::with_capacity(devices.len());
     for device in devices {
-        if revoke_device(db, account, DeviceId(device)).await? {
-            revoked.push(DeviceId(device));
-        }
+        revoked.extend(revoke_device(db, account, DeviceId(device)).await?);
     }
     Ok(Some(revoked))
 }
@@ -313,7 +312,7 @@ pub(super) async fn set_suspended<C: GenericClient>(
 pub(super) async fn delete_account<C: GenericClient>(
     db: &C,
     account: AccountId,
-) -> Outcome<Option<Vec<DeviceId>>> {
+) -> Outcome<Option<Vec<RevokedDevice>>> {
     let changed = execute(
         db,
         "UPDATE accounts SET username = $2::text || id::text, password_hash = '', phone = NULL,

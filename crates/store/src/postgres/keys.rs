@@ -32,7 +32,7 @@ pub(super) async fn count<C: GenericClient>(db: &C, device: DeviceId) -> Outcome
 /// In a transaction. The device's row is locked first, so one device's
 /// uploads (and its revocation) take turns; every check comes before the
 /// first write.
-pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome<u64> {
+pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome<KeysStored> {
     let device = upload.device.0;
     let live: Vec<i64> = column(
         db,
@@ -42,7 +42,10 @@ pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome
     .await?;
     if live.is_empty() {
         // Revoked meanwhile: its keys are not kept.
-        return Ok(0);
+        return Ok(KeysStored {
+            one_time_keys: 0,
+            identity_added: false,
+        });
     }
     let stored = match row(
         db,
@@ -78,7 +81,11 @@ pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome
     if held + new > upload.one_time_keys_max {
         return Err(StoreError::TooManyKeys.into());
     }
-    if let (None, Some(identity)) = (&stored, &upload.identity) {
+    let new_identity = match (&stored, &upload.identity) {
+        (None, Some(identity)) => Some(identity),
+        _ => None,
+    };
+    if let Some(identity) = new_identity {
         execute(
             db,
             "INSERT INTO device_keys (device_id, account_id, curve25519, ed25519, created_ms)
@@ -111,7 +118,10 @@ pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome
         &[&device, &ids, &keys, &signatures],
     )
     .await?;
-    Ok(held + new)
+    Ok(KeysStored {
+        one_time_keys: held + new,
+        identity_added: new_identity.is_some(),
+    })
 }
 
 pub(super) async fn of_account<C: GenericClient>(
@@ -171,9 +181,9 @@ pub(super) async fn claim<C: GenericClient>(
     Ok(claimed)
 }
 
-/// A device's keys go with it.
-pub(super) async fn forget_device<C: GenericClient>(db: &C, device: DeviceId) -> Outcome<()> {
-    execute(
+/// A device's keys go with it. Whether it had published identity keys.
+pub(super) async fn forget_device<C: GenericClient>(db: &C, device: DeviceId) -> Outcome<bool> {
+    let identities = execute(
         db,
         "DELETE FROM device_keys WHERE device_id = $1",
         &[&device.0],
@@ -185,5 +195,28 @@ pub(super) async fn forget_device<C: GenericClient>(db: &C, device: DeviceId) ->
         &[&device.0],
     )
     .await?;
-    Ok(())
+    Ok(identities > 0)
+}
+
+/// See `Store::online_devices_sharing_with`.
+pub(super) async fn online_devices_sharing_with<C: GenericClient>(
+    db: &C,
+    account: AccountId,
+) -> Outcome<Vec<DeviceId>> {
+    // The accounts first (members_by_account, then each conversation's
+    // members by primary key), then their sessions by sessions_by_account.
+    let devices: Vec<i64> = column(
+        db,
+        "SELECT s.device_id FROM sessions s
+         WHERE s.account_id IN (
+             SELECT $1::bigint
+             UNION
+             SELECT theirs.account_id FROM members mine
+             JOIN members theirs ON theirs.conversation_id = mine.conversation_id
+             WHERE mine.account_id = $1)
+         ORDER BY s.device_id",
+        &[&account.0],
+    )
+    .await?;
+    Ok(devices.into_iter().map(DeviceId).collect())
 }

@@ -355,14 +355,14 @@ impl Store for PostgresStore {
         &self,
         account: AccountId,
         suspended: bool,
-    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
         transaction!(self, |tx| accounts::set_suspended(tx, account, suspended))
     }
 
     async fn delete_account(
         &self,
         account: AccountId,
-    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
         transaction!(self, |tx| accounts::delete_account(tx, account))
     }
 
@@ -398,7 +398,7 @@ impl Store for PostgresStore {
         &self,
         idle_before_ms: UnixMillis,
         limit: usize,
-    ) -> Result<Vec<DeviceId>, StoreError> {
+    ) -> Result<Vec<RevokedDevice>, StoreError> {
         transaction!(self, |tx| accounts::expire_devices(
             tx,
             idle_before_ms,
@@ -429,7 +429,7 @@ impl Store for PostgresStore {
         &self,
         account: AccountId,
         device: DeviceId,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<RevokedDevice>, StoreError> {
         transaction!(self, |tx| accounts::revoke_device(tx, account, device))
     }
 
@@ -531,12 +531,19 @@ impl Store for PostgresStore {
         ))
     }
 
-    async fn put_device_keys(&self, upload: KeyUpload) -> Result<u64, StoreError> {
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<KeysStored, StoreError> {
         transaction!(self, |tx| keys::put(tx, &upload))
     }
 
     async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError> {
         autocommit!(self, |db| keys::of_account(db, account))
+    }
+
+    async fn online_devices_sharing_with(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        autocommit!(self, |db| keys::online_devices_sharing_with(db, account))
     }
 
     async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError> {

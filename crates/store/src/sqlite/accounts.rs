@@ -101,8 +101,7 @@ pub(super) fn create_device(
                 |row| Ok(DeviceId(row.get(0)?)),
             )
             .map_err(backend)?;
-        revoke_device(conn, device.account, least_recent)?;
-        replaced = Some(least_recent);
+        replaced = revoke_device(conn, device.account, least_recent)?;
     }
     conn.execute(
         "INSERT INTO devices (account_id, name, token_hash, created_ms, last_seen_ms)
@@ -151,7 +150,7 @@ pub(super) fn expire_devices(
     conn: &Connection,
     idle_before_ms: i64,
     limit: usize,
-) -> Result<Vec<DeviceId>, StoreError> {
+) -> Result<Vec<RevokedDevice>, StoreError> {
     let idle: Vec<(AccountId, DeviceId)> = {
         let mut stmt = conn
             .prepare(
@@ -169,10 +168,11 @@ pub(super) fn expire_devices(
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)?
     };
-    for &(account, device) in &idle {
-        revoke_device(conn, account, device)?;
+    let mut expired = Vec::with_capacity(idle.len());
+    for (account, device) in idle {
+        expired.extend(revoke_device(conn, account, device)?);
     }
-    Ok(idle.into_iter().map(|(_, device)| device).collect())
+    Ok(expired)
 }
 
 pub(super) fn authenticate(
@@ -246,7 +246,7 @@ pub(super) fn revoke_device(
     conn: &Connection,
     account: AccountId,
     device: DeviceId,
-) -> Result<bool, StoreError> {
+) -> Result<Option<RevokedDevice>, StoreError> {
     let deleted = conn
         .execute(
             "DELETE FROM devices WHERE id = ?1 AND account_id = ?2",
@@ -254,25 +254,29 @@ pub(super) fn revoke_device(
         )
         .map_err(backend)?;
     if deleted == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     conn.execute("DELETE FROM positions WHERE device_id = ?1", [device.0])
         .map_err(backend)?;
-    super::keys::forget_device(conn, device)?;
+    let had_keys = super::keys::forget_device(conn, device)?;
     super::to_device::forget_device(conn, device)?;
     conn.execute(
         "INSERT INTO revocations (device_id) VALUES (?1)",
         [device.0],
     )
     .map_err(backend)?;
-    Ok(true)
+    Ok(Some(RevokedDevice {
+        device,
+        account,
+        had_keys,
+    }))
 }
 
 pub(super) fn set_suspended(
     conn: &Connection,
     account: AccountId,
     suspended: bool,
-) -> Result<Option<Vec<DeviceId>>, StoreError> {
+) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
     let changed = conn
         .execute(
             "UPDATE accounts SET suspended = ?2 WHERE id = ?1",
@@ -292,16 +296,17 @@ pub(super) fn set_suspended(
                 .collect()
         })
         .map_err(backend)?;
-    for device in &devices {
-        revoke_device(conn, account, *device)?;
+    let mut revoked = Vec::with_capacity(devices.len());
+    for device in devices {
+        revoked.extend(revoke_device(conn, account, device)?);
     }
-    Ok(Some(devices))
+    Ok(Some(revoked))
 }
 
 pub(super) fn delete_account(
     conn: &Connection,
     account: AccountId,
-) -> Result<Option<Vec<DeviceId>>, StoreError> {
+) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
     let changed = conn
         .execute(
             "UPDATE accounts SET username = ?2 || id, password_hash = '', phone = NULL,

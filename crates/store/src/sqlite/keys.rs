@@ -32,7 +32,7 @@ pub(super) fn count(conn: &Connection, device: DeviceId) -> Result<u64, StoreErr
 }
 
 /// Every check before the first write, so a refusal changes nothing.
-pub(super) fn put(conn: &Connection, upload: &KeyUpload) -> Result<u64, StoreError> {
+pub(super) fn put(conn: &Connection, upload: &KeyUpload) -> Result<KeysStored, StoreError> {
     let stored = identity_of(conn, upload.device)?;
     match (&stored, &upload.identity) {
         (Some(stored), Some(given)) if stored != given => {
@@ -57,7 +57,11 @@ pub(super) fn put(conn: &Connection, upload: &KeyUpload) -> Result<u64, StoreErr
     if held + new > upload.one_time_keys_max {
         return Err(StoreError::TooManyKeys);
     }
-    if let (None, Some(identity)) = (&stored, &upload.identity) {
+    let new_identity = match (&stored, &upload.identity) {
+        (None, Some(identity)) => Some(identity),
+        _ => None,
+    };
+    if let Some(identity) = new_identity {
         conn.execute(
             "INSERT INTO device_keys (device_id, account_id, curve25519, ed25519, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -82,7 +86,10 @@ pub(super) fn put(conn: &Connection, upload: &KeyUpload) -> Result<u64, StoreErr
             .execute(params![upload.device.0, key.key_id, key.key, key.signature])
             .map_err(backend)?;
     }
-    Ok(held + new)
+    Ok(KeysStored {
+        one_time_keys: held + new,
+        identity_added: new_identity.is_some(),
+    })
 }
 
 pub(super) fn of_account(
@@ -147,11 +154,38 @@ pub(super) fn claim(conn: &Connection, account: AccountId) -> Result<Vec<Claimed
     Ok(claimed)
 }
 
-/// A device's keys go with it.
-pub(super) fn forget_device(conn: &Connection, device: DeviceId) -> Result<(), StoreError> {
-    conn.execute("DELETE FROM device_keys WHERE device_id = ?1", [device.0])
+/// A device's keys go with it. Whether it had published identity keys.
+pub(super) fn forget_device(conn: &Connection, device: DeviceId) -> Result<bool, StoreError> {
+    let identities = conn
+        .execute("DELETE FROM device_keys WHERE device_id = ?1", [device.0])
         .map_err(backend)?;
     conn.execute("DELETE FROM one_time_keys WHERE device_id = ?1", [device.0])
         .map_err(backend)?;
-    Ok(())
+    Ok(identities > 0)
+}
+
+/// See `Store::online_devices_sharing_with`.
+pub(super) fn online_devices_sharing_with(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<DeviceId>, StoreError> {
+    // The accounts first (members_by_account, then each conversation's
+    // members by primary key), then their sessions by sessions_by_account:
+    // no scan of the session directory.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT s.device_id FROM sessions s
+             WHERE s.account_id IN (
+                 SELECT ?1
+                 UNION
+                 SELECT theirs.account_id FROM members mine
+                 JOIN members theirs ON theirs.conversation_id = mine.conversation_id
+                 WHERE mine.account_id = ?1)
+             ORDER BY s.device_id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([account.0], |row| Ok(DeviceId(row.get(0)?)))
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
 }

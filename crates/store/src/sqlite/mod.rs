@@ -218,7 +218,7 @@ impl Store for SqliteStore {
         &self,
         account: AccountId,
         suspended: bool,
-    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
         self.write(move |conn| accounts::set_suspended(conn, account, suspended))
             .await
     }
@@ -226,7 +226,7 @@ impl Store for SqliteStore {
     async fn delete_account(
         &self,
         account: AccountId,
-    ) -> Result<Option<Vec<DeviceId>>, StoreError> {
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
         self.write(move |conn| accounts::delete_account(conn, account))
             .await
     }
@@ -267,7 +267,7 @@ impl Store for SqliteStore {
         &self,
         idle_before_ms: UnixMillis,
         limit: usize,
-    ) -> Result<Vec<DeviceId>, StoreError> {
+    ) -> Result<Vec<RevokedDevice>, StoreError> {
         self.write(move |conn| accounts::expire_devices(conn, idle_before_ms, limit))
             .await
     }
@@ -297,7 +297,7 @@ impl Store for SqliteStore {
         &self,
         account: AccountId,
         device: DeviceId,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<RevokedDevice>, StoreError> {
         self.write(move |conn| accounts::revoke_device(conn, account, device))
             .await
     }
@@ -422,12 +422,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn put_device_keys(&self, upload: KeyUpload) -> Result<u64, StoreError> {
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<KeysStored, StoreError> {
         self.write(move |conn| keys::put(conn, &upload)).await
     }
 
     async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError> {
         self.read(move |conn| keys::of_account(conn, account)).await
+    }
+
+    async fn online_devices_sharing_with(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        self.read(move |conn| keys::online_devices_sharing_with(conn, account))
+            .await
     }
 
     async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError> {
