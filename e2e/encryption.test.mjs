@@ -4,7 +4,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import readline from 'node:readline';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -174,6 +175,107 @@ test('the CLI, the browser and the terminal app read each other in one encrypted
     throw err;
   } finally {
     terminal?.close();
+    await page.context().close().catch(() => {});
+    await server.stop();
+    await rm(config, { recursive: true, force: true });
+  }
+});
+
+/** `missive verify …` as `profile`, its stdin open: its JSON lines as they come, and a way to answer it. */
+function verifyProcess(config, server, profile, args) {
+  const child = spawn(BINARY, ['verify', ...args, '--timeout-secs', '60', '--profile', profile], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, MISSIVE_CONFIG_DIR: config, MISSIVE_SERVER: server.url },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const lines = [];
+  const waiters = [];
+  let stderr = '';
+  child.stderr.on('data', (chunk) => { stderr += chunk; });
+  readline.createInterface({ input: child.stdout }).on('line', (line) => {
+    lines.push(JSON.parse(line));
+    for (const waiter of waiters.splice(0)) waiter();
+  });
+  const exited = new Promise((resolve) => child.once('close', (code) => resolve(code)));
+  return {
+    async line(step) {
+      await eventually(() => lines.some((line) => line.verify === step), { what: `missive verify printing ${step}: ${stderr}` });
+      return lines.find((line) => line.verify === step);
+    },
+    answer(text) {
+      child.stdin.write(`${text}\n`);
+    },
+    async exit() {
+      const code = await exited;
+      return { code, stderr };
+    },
+    kill() {
+      child.kill();
+    },
+  };
+}
+
+test('a CLI user and a browser user verify each other by comparing emoji, and a mismatch verifies nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: the short-code verification works across clients in both directions: the same seven emoji on both
+  // sides, "verified" shown in the browser's header and listed by the CLI once both confirm; a "no" on one side
+  // cancels the other and records nothing.
+  const server = await Server.start();
+  const config = await mkdtemp(path.join(tmpdir(), 'missive-e2e-cli-'));
+  const page = await openPage(browser, server);
+  const running = [];
+  try {
+    const [alice, bob] = [username('alice'), username('bob')];
+    await cli(config, server, alice, ['register', alice]);
+    await cli(config, server, alice, ['login', alice]);
+    await register(page, bob);
+    await page.locator('#app-view[data-encryption="ready"]').waitFor({ state: 'attached' });
+    const bobDevice = await page.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).deviceId);
+    await eventually(async () => {
+      const status = JSON.parse(await cli(config, server, alice, ['verify', bob, '--status']));
+      return status.devices.length === 1;
+    }, { what: "the browser's keys in the directory" });
+    await cli(config, server, alice, ['send', bob, 'hello, encrypted', '--encrypted']);
+    await openChat(page, alice);
+    await messages(page, 'hello, encrypted').waitFor();
+    await page.locator('[data-testid="verify-state"][data-state="unverified"]').waitFor({ state: 'attached' });
+
+    // The browser starts; the CLI answers "no": nothing is verified on either side.
+    const declining = verifyProcess(config, server, alice, ['--accept']);
+    running.push(declining);
+    await page.getByTestId('verify-button').click();
+    const shown = await declining.line('compare');
+    const emoji = page.getByTestId('verify-emoji');
+    await emoji.waitFor();
+    assert.equal(await emoji.getAttribute('data-emoji'), shown.emoji.join(' '));
+    declining.answer('n');
+    assert.equal((await declining.exit()).code, 1);
+    await page.getByTestId('verify-error').filter({ hasText: 'cancelled: mismatch' }).waitFor();
+    await page.getByTestId('verify-dialog').getByRole('button', { name: 'Close' }).click();
+
+    // The CLI starts; both say yes.
+    const verifying = verifyProcess(config, server, alice, [bob]);
+    running.push(verifying);
+    await page.getByTestId('verify-dialog').getByRole('button', { name: 'Accept' }).click();
+    const code = await verifying.line('compare');
+    assert.equal(code.device_id, bobDevice);
+    await page.getByTestId('verify-emoji').filter({ visible: true }).waitFor();
+    assert.equal(await page.getByTestId('verify-emoji').getAttribute('data-emoji'), code.emoji.join(' '));
+    assert.equal(await page.getByTestId('verify-emoji').getAttribute('data-decimals'), code.decimals.join(' '));
+    await page.getByRole('button', { name: 'They match' }).click();
+    verifying.answer('y');
+    const done = await verifying.line('done');
+    assert.deepEqual([done.user, done.device_id], [bob, bobDevice]);
+    assert.equal((await verifying.exit()).code, 0);
+    await page.getByTestId('verify-status').filter({ hasText: 'is verified' }).waitFor();
+    await page.getByTestId('verify-dialog').getByRole('button', { name: 'Done' }).click();
+    await page.locator('[data-testid="verify-state"][data-state="verified"]').waitFor({ state: 'attached' });
+    const status = JSON.parse(await cli(config, server, alice, ['verify', bob, '--status']));
+    assert.deepEqual(status.devices.map((device) => device.verified), [true]);
+    assertNoProblems([page]);
+  } catch (err) {
+    err.message += `\n--- last server log lines ---\n${server.log.slice(-15).join('\n')}`;
+    throw err;
+  } finally {
+    for (const process of running) process.kill();
     await page.context().close().catch(() => {});
     await server.stop();
     await rm(config, { recursive: true, force: true });

@@ -5,7 +5,7 @@
 //! text, so the JavaScript side needs no generated types; device ids and
 //! conversation ids cross as numbers (they stay far below 2^53).
 
-use missive_e2ee::{DecryptError, Device, Identity, OneTimeKey};
+use missive_e2ee::{DecryptError, Device, Identity, OneTimeKey, VerifyMessage};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
@@ -184,6 +184,13 @@ impl Vault {
         to_json(&opened)
     }
 
+    /// Whether `user`'s device `device_id` was verified with this Ed25519
+    /// key (by comparing short codes).
+    #[wasm_bindgen(js_name = isVerified)]
+    pub fn is_verified(&self, user: &str, device_id: f64, ed25519: &str) -> Result<bool, JsError> {
+        Ok(self.0.is_verified(user, id(device_id)?, ed25519))
+    }
+
     /// Moves the session of a first message to a user (sent under
     /// conversation `from`, e.g. -1) to the id the server gave it.
     #[wasm_bindgen(js_name = renameConversation)]
@@ -206,4 +213,117 @@ fn devices_from(text: &str) -> Result<Vec<Device>, JsError> {
             },
         })
         .collect())
+}
+
+/// One side of a key verification by short codes (see
+/// `missive_e2ee::Verification`). Messages to send pile up in an outbox the
+/// page empties with [`Verification::take_outgoing`] after each step.
+#[wasm_bindgen]
+pub struct Verification {
+    inner: missive_e2ee::Verification,
+    outgoing: Vec<String>,
+}
+
+fn verify_error(err: missive_e2ee::VerifyError) -> JsError {
+    JsError::new(&err.to_string())
+}
+
+#[wasm_bindgen]
+impl Verification {
+    /// Starts verifying `them_user`'s device `them_device`.
+    pub fn start(
+        me_user: &str,
+        me_device: f64,
+        them_user: &str,
+        them_device: f64,
+        txn: &str,
+    ) -> Result<Verification, JsError> {
+        let (inner, start) = missive_e2ee::Verification::start(
+            (me_user, id(me_device)?),
+            (them_user, id(them_device)?),
+            txn,
+        );
+        Ok(Self {
+            inner,
+            outgoing: vec![start.to_json()],
+        })
+    }
+
+    /// Answers a `start` (the to-device body) from `them_user`'s device.
+    pub fn accept(
+        me_user: &str,
+        me_device: f64,
+        them_user: &str,
+        them_device: f64,
+        start: &str,
+    ) -> Result<Verification, JsError> {
+        let start = VerifyMessage::parse(start)
+            .ok_or_else(|| JsError::new("not a verification message"))?;
+        let (inner, accept) = missive_e2ee::Verification::accept(
+            (me_user, id(me_device)?),
+            (them_user, id(them_device)?),
+            &start,
+        );
+        Ok(Self {
+            inner,
+            outgoing: vec![accept.to_json()],
+        })
+    }
+
+    pub fn txn(&self) -> String {
+        self.inner.txn().to_owned()
+    }
+
+    /// Takes the other device's next message (a to-device body); throws
+    /// on a cancel, a broken commitment or a message out of turn.
+    pub fn receive(&mut self, body: &str) -> Result<(), JsError> {
+        let message =
+            VerifyMessage::parse(body).ok_or_else(|| JsError::new("not a verification message"))?;
+        let replies = self.inner.receive(&message).map_err(verify_error)?;
+        self.outgoing
+            .extend(replies.iter().map(VerifyMessage::to_json));
+        Ok(())
+    }
+
+    /// `{"emoji": [[symbol, name]…7], "decimals": [a, b, c]}` once the
+    /// keys are exchanged, else undefined.
+    #[wasm_bindgen(js_name = shortCode)]
+    pub fn short_code(&self) -> Result<Option<String>, JsError> {
+        self.inner
+            .short_code()
+            .map(|code| to_json(&code))
+            .transpose()
+    }
+
+    /// The user said the codes match: queues this device's MAC.
+    pub fn confirm(&mut self, vault: &Vault) -> Result<(), JsError> {
+        let mac = self.inner.confirm(&vault.0).map_err(verify_error)?;
+        self.outgoing.push(mac.to_json());
+        Ok(())
+    }
+
+    /// Queues a cancel (the codes differ, or the user declined).
+    pub fn cancel(&mut self, reason: &str) {
+        self.outgoing
+            .push(VerifyMessage::cancel(self.inner.txn(), reason).to_json());
+    }
+
+    #[wasm_bindgen(js_name = readyToFinish)]
+    pub fn ready_to_finish(&self) -> bool {
+        self.inner.ready_to_finish()
+    }
+
+    /// Checks the other device's MAC against its listed Ed25519 key and
+    /// records it verified in `vault`; throws when it does not hold.
+    pub fn finish(&self, vault: &mut Vault, their_ed25519: &str) -> Result<(), JsError> {
+        self.inner
+            .finish(&mut vault.0, their_ed25519)
+            .map_err(verify_error)
+    }
+
+    /// `["body"…]`: the to-device bodies to send now, in order.
+    #[wasm_bindgen(js_name = takeOutgoing)]
+    pub fn take_outgoing(&mut self) -> Result<String, JsError> {
+        to_json(&std::mem::take(&mut self.outgoing))
+    }
 }

@@ -16,6 +16,8 @@
 //! the key's base64 text; a session is opened only with a key whose
 //! signature holds.
 
+mod verify;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,8 @@ use vodozemac::olm::{
     Account, AccountPickle, OlmMessage, Session, SessionConfig as OlmConfig, SessionPickle,
 };
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
+
+pub use verify::{EMOJI, ShortCode, Step, Verification, VerifyError, VerifyMessage};
 
 /// A Megolm session is replaced after this many messages, as Matrix does,
 /// so one leaked session key opens a bounded stretch of a conversation.
@@ -160,6 +164,9 @@ struct Saved {
     olm: BTreeMap<String, Vec<SessionPickle>>,
     outbound: BTreeMap<i64, Outbound>,
     inbound: BTreeMap<String, Inbound>,
+    /// Devices whose Ed25519 key the user verified: user → device → key.
+    #[serde(default)]
+    verified: BTreeMap<String, BTreeMap<i64, String>>,
 }
 
 /// One device's keys and sessions.
@@ -170,6 +177,7 @@ pub struct Vault {
     olm: HashMap<String, Vec<Session>>,
     outbound: HashMap<i64, OutboundSession>,
     inbound: HashMap<String, InboundSession>,
+    verified: BTreeMap<String, BTreeMap<i64, String>>,
 }
 
 /// This device's Megolm session in one conversation.
@@ -203,6 +211,7 @@ impl Vault {
             olm: HashMap::new(),
             outbound: HashMap::new(),
             inbound: HashMap::new(),
+            verified: BTreeMap::new(),
         }
     }
 
@@ -547,6 +556,7 @@ impl Vault {
                     )
                 })
                 .collect(),
+            verified: self.verified.clone(),
         };
         // Never an empty file in place of the keys: a failure is told.
         serde_json::to_string(&saved).map_err(|err| E2eeError::Corrupt(err.to_string()))
@@ -598,6 +608,7 @@ impl Vault {
                     )
                 })
                 .collect(),
+            verified: saved.verified,
         })
     }
 }

@@ -31,7 +31,7 @@ pub struct ClientArgs {
     server: Option<String>,
     /// Which saved login to use.
     #[arg(long, env = "MISSIVE_PROFILE", default_value = "default")]
-    profile: String,
+    pub(crate) profile: String,
 }
 
 /// Only on the commands that send a password.
@@ -65,7 +65,19 @@ const EXIT_REFUSED: u8 = 3;
 const EXIT_UNREACHABLE: u8 = 4;
 const EXIT_NOT_LOGGED_IN: u8 = 5;
 
-fn fail(err: &ClientError) -> ExitCode {
+/// Says what failed (not a refusal by the server) and exits 1.
+pub(crate) fn failure(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// A command line that cannot work: exits 2.
+pub(crate) fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+pub(crate) fn fail(err: &ClientError) -> ExitCode {
     match err {
         ClientError::Refused { code, message } => {
             eprintln!("error: {}: {message}", code.as_str());
@@ -138,7 +150,7 @@ impl ClientArgs {
 
 /// The saved login; `--server` or `MISSIVE_SERVER`, when given, wins over
 /// the server saved with it (the token must then be valid there too).
-fn load_profile(args: &ClientArgs) -> Result<Profile, ExitCode> {
+pub(crate) fn load_profile(args: &ClientArgs) -> Result<Profile, ExitCode> {
     if !profile::valid_name(&args.profile) {
         eprintln!("error: invalid profile name {:?}", args.profile);
         return Err(ExitCode::from(EXIT_USAGE));
@@ -329,7 +341,7 @@ pub enum Recipient {
     Conversation(String),
 }
 
-async fn connect(saved: &Profile) -> Result<Connection, ExitCode> {
+pub(crate) async fn connect(saved: &Profile) -> Result<Connection, ExitCode> {
     let api = Api::new(&saved.server);
     Connection::connect(&api.ws_url(), &saved.token)
         .await

@@ -11,6 +11,7 @@ mod migrate;
 mod profile;
 mod serve;
 mod text_output;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,6 +139,28 @@ enum Command {
         /// The conversation: its id, the other member's username (1:1), or
         /// a group's name.
         conversation: String,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Verify another device's keys by comparing short codes (emoji) with
+    /// its user: `verify USER` starts, `verify --accept` answers; both
+    /// print the codes and ask whether they match. `--status` lists USER's
+    /// devices and which this device verified.
+    Verify {
+        /// The user whose device to verify (with --accept: only from them).
+        user: Option<String>,
+        /// Which of their devices, when they have several.
+        #[arg(long)]
+        device: Option<i64>,
+        /// Wait for another device to start, and answer it.
+        #[arg(long)]
+        accept: bool,
+        /// List USER's devices and whether each is verified.
+        #[arg(long)]
+        status: bool,
+        /// Give up when the other device has not answered by then.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
         #[command(flatten)]
         client: cli::ClientArgs,
     },
@@ -497,6 +520,23 @@ fn main() -> ExitCode {
                 conversation,
                 client,
             } => cli::encrypt(&client, &conversation).await,
+            Command::Verify {
+                user,
+                device,
+                accept,
+                status,
+                timeout_secs,
+                client,
+            } => {
+                let options = verify::VerifyOptions {
+                    user,
+                    device,
+                    accept,
+                    status,
+                    timeout: std::time::Duration::from_secs(timeout_secs),
+                };
+                verify::verify(&client, options).await
+            }
             Command::Timer {
                 conversation,
                 secs,

@@ -7,6 +7,7 @@ import { Api, ApiError, MEDIA_BYTES_MAX, loadSession, saveSession, clearSession 
 import { Connection } from './connection.js';
 import { Outbox, newClientMsgId } from './outbox.js';
 import { Crypto } from './crypto.js';
+import { VerifyDialog } from './views/verify.js';
 import { Store } from './store.js';
 import { $, h, describeError, initial, hueClass } from './views/dom.js';
 import { ListView, previewText } from './views/list.js';
@@ -177,10 +178,24 @@ class Session {
 
     // Keys before the first frame: an encrypted message taken without them would be shown (and acked) unread.
     this.crypto = await Crypto.open(this.api, this.me, {
-      apply: (frame) => this.store.applyFrame(frame),
+      apply: (frame) => {
+        if (frame.type === 'devices_changed') this.devicesChanged(frame.user);
+        this.store.applyFrame(frame);
+      },
       request: (frame) => this.connection.request(frame),
       warn: (message) => this.toast(message),
+      onVerify: (from, fromDevice, body, message) => this.verifyDialog?.incoming(from, fromDevice, body, message),
     });
+    if (this.crypto.available) {
+      this.verifyDialog = new VerifyDialog(this.crypto, {
+        onVerified: (user) => {
+          for (const conv of this.store.conversations.values()) {
+            if (conv.peer === user) conv.verification = null;
+          }
+          this.render();
+        },
+      });
+    }
     $('#app-view').dataset.encryption = this.crypto.available ? 'ready' : 'unavailable';
     this.connection = new Connection({
       api: this.api,
@@ -237,6 +252,7 @@ class Session {
         this.whenOnline().then(() => this.mediaBlobUrl(media.media_id))),
       download: (media, name) => this.download(media, name),
       groupInfo: (conv) => conv?.id && this.groupInfoDialog.open(conv.id),
+      verify: (conv) => conv?.peer && this.verifyDialog?.start(conv.peer),
     };
   }
 
@@ -268,6 +284,32 @@ class Session {
     this.subscribePresence();
     const conv = this.store.get(this.store.openKey);
     if (conv && conv.id !== null && conv.history === 'none') this.loadHistory(conv);
+    if (conv?.encrypted && conv.kind === 'direct' && conv.peer && !conv.verification && this.connection?.online) {
+      this.checkVerification(conv);
+    }
+  }
+
+  /** A user's devices with keys changed: a 1:1 with them is checked again (a new device is not verified). */
+  devicesChanged(user) {
+    for (const conv of this.store.conversations.values()) {
+      if (conv.peer === user) conv.verification = null;
+    }
+    this.render();
+  }
+
+  /** Whether every device of a 1:1's other user is verified here: `conv.verification`, shown in the header. */
+  async checkVerification(conv) {
+    if (!this.crypto.available || conv.verificationChecking) return;
+    conv.verificationChecking = true;
+    try {
+      const devices = await this.crypto.devicesOf(conv.peer);
+      conv.verification = devices.length > 0 && devices.every((device) => device.verified) ? 'verified' : 'unverified';
+      this.changed({ key: conv.key });
+    } catch {
+      // Offline: asked again at the next render.
+    } finally {
+      conv.verificationChecking = false;
+    }
   }
 
   /** A message from someone else has come in live: a notification, if the page is hidden and they are allowed. */

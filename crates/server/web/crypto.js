@@ -31,6 +31,16 @@ export class SealError extends Error {
   }
 }
 
+/** The key verification message in a to-device body, or null (a room key). */
+function verificationMessage(body) {
+  try {
+    const message = JSON.parse(body);
+    return message?.v === 1 && typeof message.verify === 'string' ? message : null;
+  } catch {
+    return null;
+  }
+}
+
 // ---- IndexedDB: one record per device, {vault, published} ------------------------------------------
 
 function request(req) {
@@ -89,6 +99,8 @@ export class Crypto {
    * @param {(frame: object) => void} hooks.apply hands an opened frame to the store
    * @param {(frame: object) => Promise<object>} hooks.request sends a frame and waits for its answer
    * @param {(message: string) => void} hooks.warn
+   * @param {(from: string, fromDevice: number, body: string, message: object) => void} hooks.onVerify a key
+   *   verification message from another device
    */
   static async open(api, me, hooks) {
     const crypto = new Crypto(api, me, hooks);
@@ -112,17 +124,20 @@ export class Crypto {
       hooks.warn(`This browser cannot keep encryption keys (${err?.message ?? err}); encrypted messages stay unread.`);
       crypto.vault = null;
     }
+    crypto.module = module;
     if (crypto.vault && !crypto.published) crypto.publish();
     crypto.followOtherTabs(module);
     return crypto;
   }
 
-  constructor(api, me, { apply, request: send, warn }) {
+  constructor(api, me, { apply, request: send, warn, onVerify = () => {} }) {
     this.api = api;
     this.me = me;
     this.apply = apply;
     this.send = send;
     this.warn = warn;
+    this.onVerify = onVerify;
+    this.module = null;
     this.vault = null;
     this.published = false;
     this.recordId = `${me.username}/${me.deviceId}`;
@@ -226,7 +241,9 @@ export class Crypto {
   /** A frame from the connection, before the store: see the file's comment. */
   incoming(frame) {
     if (frame.type === 'to_device') {
-      this.takeShare(frame);
+      const verify = verificationMessage(frame.body);
+      if (verify) this.onVerify(frame.from, frame.from_device, frame.body, verify);
+      else this.takeShare(frame);
       this.send({ type: 'to_device_ack', up_to: frame.seq }).catch(() => {
         // Not acked: it comes again on the next connection, and a room key taken twice is harmless.
       });
@@ -400,5 +417,54 @@ export class Crypto {
   /** A REST call; its ApiError tells the outbox whether to try again (`transient`). */
   call(method, path, body) {
     return this.api.request(method, path, body);
+  }
+
+  // ---- key verification (short codes) --------------------------------------------------------------
+
+  /** `user`'s devices with keys, each with whether this device verified its current key. */
+  async devicesOf(user) {
+    const listed = await this.call('GET', `/v1/users/${encodeURIComponent(user)}/keys`);
+    return listed.devices
+      .filter((device) => !(user === this.me.username && device.device_id === this.me.deviceId))
+      .map((device) => ({
+        ...device,
+        verified: Boolean(this.vault?.isVerified(user, device.device_id, device.ed25519)),
+      }));
+  }
+
+  /** Starts verifying `user`'s device `deviceId`; returns the exchange (a wasm Verification). */
+  async startVerification(user, deviceId) {
+    const txn = `web-${Date.now().toString(36)}-${globalThis.crypto.randomUUID()}`;
+    const verification = this.module.Verification.start(this.me.username, this.me.deviceId, user, deviceId, txn);
+    await this.flushVerification(verification, user, deviceId);
+    return verification;
+  }
+
+  /** Answers another device's `start`. */
+  async acceptVerification(user, deviceId, body) {
+    const verification = this.module.Verification.accept(this.me.username, this.me.deviceId, user, deviceId, body);
+    await this.flushVerification(verification, user, deviceId);
+    return verification;
+  }
+
+  /** Sends what the exchange queued, as one to_device frame. */
+  async flushVerification(verification, user, deviceId) {
+    const bodies = JSON.parse(verification.takeOutgoing());
+    if (bodies.length === 0) return;
+    await this.send({ type: 'to_device', messages: bodies.map((body) => ({ user, device_id: deviceId, body })) });
+  }
+
+  /** The user said the codes match: this device's MAC goes out. */
+  async confirmVerification(verification, user, deviceId) {
+    verification.confirm(this.vault);
+    await this.flushVerification(verification, user, deviceId);
+  }
+
+  /** Checks the other device's MAC against its listed key and records it verified; throws if it does not hold. */
+  async finishVerification(verification, user, deviceId) {
+    const device = (await this.devicesOf(user)).find((listed) => listed.device_id === deviceId);
+    if (!device) throw new Error(`${user}'s device has no keys any more`);
+    verification.finish(this.vault, device.ed25519);
+    await this.save();
   }
 }

@@ -63,6 +63,8 @@ export class ChatView {
     this.typing = $('#chat-typing');
     this.presence = $('#chat-presence');
     this.encrypted = $('#chat-encrypted');
+    this.verifyState = $('#chat-verify-state');
+    this.verifyButton = $('#verify-button');
     this.groupButton = $('#group-info-button');
     this.box = $('#messages');
     this.list = $('#message-list');
@@ -90,6 +92,7 @@ export class ChatView {
 
   bind() {
     $('#back-button').addEventListener('click', () => this.actions.back());
+    this.verifyButton.addEventListener('click', () => this.actions.verify(this.current()));
     this.groupButton.addEventListener('click', () => this.actions.groupInfo(this.current()));
     this.composer.addEventListener('submit', (event) => {
       event.preventDefault();
@@ -231,6 +234,11 @@ export class ChatView {
     const title = store.title(conv);
     this.title.textContent = title;
     this.encrypted.hidden = !conv.encrypted;
+    // A 1:1's keys can be compared with the other user (a group's would be one comparison per member).
+    const checkable = conv.encrypted && conv.kind === 'direct' && conv.verification;
+    this.verifyState.textContent = checkable ? ` · ${conv.verification === 'verified' ? 'verified' : 'not verified'}` : '';
+    this.verifyState.dataset.state = checkable ? conv.verification : '';
+    this.verifyButton.hidden = !checkable || conv.verification === 'verified';
     this.avatar.className = `avatar ${hueClass(title)}${conv.kind === 'group' ? ' group' : ''}`;
     this.avatar.textContent = initial(title);
     const typing = typingText(store, conv);
