@@ -643,3 +643,68 @@ fn an_encrypted_group_is_plain_text_only_on_the_screens() {
             && screen.contains("MARKER-tui2 from the terminal")
     });
 }
+
+#[test]
+fn the_terminal_app_verifies_keys_with_a_cli_user_by_comparing_emoji() {
+    // Goal: another device's verification request shows as a prompt; once
+    // accepted, the terminal app shows the same codes as the CLI, and when
+    // both users say they match each records the other as verified (the
+    // header of their encrypted 1:1 says "verified", the CLI lists it).
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    accounts(config.path(), &server.url, &["alice", "bob"]);
+    let (dir, url) = (config.path(), server.url.as_str());
+    as_user(dir, url, "alice", &["send", "bob", "hello", "--encrypted"]);
+
+    tmux.chat(dir, "bob", 200, 30);
+    tmux.wait_for_text("bob", "(1)");
+    tmux.keys("bob", &["Enter"]);
+    tmux.wait_for_text("bob", "not verified");
+
+    let mut verifying = Command::new(BIN)
+        .args([
+            "verify",
+            "bob",
+            "--timeout-secs",
+            "30",
+            "--profile",
+            "alice",
+        ])
+        .env("MISSIVE_CONFIG_DIR", dir)
+        .env("MISSIVE_SERVER", url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start missive verify");
+    tmux.wait_for_text("bob", "asks to verify keys with you");
+    tmux.keys("bob", &["y"]);
+    let mut stdout = std::io::BufReader::new(verifying.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("the compare line");
+    let compare: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(compare["verify"], "compare", "{line}");
+    let code = compare["text"].as_str().expect("text").to_owned();
+    tmux.wait_for_text("bob", &format!("Does alice see {code}?"));
+    tmux.keys("bob", &["y"]);
+    std::io::Write::write_all(&mut verifying.stdin.take().expect("stdin"), b"y\n").expect("answer");
+    let output = verifying.wait_with_output().expect("verify ends");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("the rest");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let done: Value = serde_json::from_str(rest.trim()).expect("done line");
+    assert_eq!(done["verify"], "done");
+    assert_eq!(done["user"], "bob");
+    tmux.wait_for_text("bob", "alice's device");
+    tmux.wait_for("bob", "the header saying verified", |screen| {
+        screen.contains("· verified") && !screen.contains("not verified")
+    });
+    let status = as_user(dir, url, "alice", &["verify", "bob", "--status"]);
+    assert_eq!(status["devices"][0]["verified"], true, "{status}");
+}

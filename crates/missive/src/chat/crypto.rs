@@ -9,13 +9,14 @@
 use std::sync::Arc;
 
 use missive_client::{Api, ClientError, Connection};
-use missive_e2ee::DecryptError;
+use missive_e2ee::{DecryptError, VerifyMessage};
 use missive_proto::rest::History;
-use missive_proto::{ClientFrame, ErrorCode, MessageKind, ServerFrame};
+use missive_proto::{ClientFrame, ErrorCode, MessageKind, ServerFrame, ToDeviceOut};
 use tokio::sync::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::state::{AppEvent, UNREADABLE};
+use super::verify::{Outcome, Verifier, VerifyAction, VerifyUpdate};
 use crate::encryption::{self, DeviceKeys, Opened};
 use crate::profile::Profile;
 
@@ -32,6 +33,7 @@ const NOT_YET_CREATED: i64 = -1;
 #[derive(Clone)]
 pub struct Crypto {
     keys: Arc<Mutex<DeviceKeys>>,
+    verifier: Arc<Mutex<Verifier>>,
     api: Api,
     saved: Arc<Profile>,
 }
@@ -43,6 +45,9 @@ pub struct Incoming {
     pub show: Vec<ServerFrame>,
     /// A to-device message taken: ack up to this seq.
     pub to_device_done: Option<i64>,
+    /// A key verification's replies to send, and what to show of it.
+    pub verify_send: Vec<ToDeviceOut>,
+    pub verify_update: Option<VerifyUpdate>,
 }
 
 /// Why a text could not be sealed.
@@ -78,6 +83,7 @@ impl Crypto {
         };
         Self {
             keys: Arc::new(Mutex::new(DeviceKeys::with(profile_name, vault, warn))),
+            verifier: Arc::new(Mutex::new(Verifier::default())),
             api: api.clone(),
             saved: Arc::new(saved.clone()),
         }
@@ -95,11 +101,30 @@ impl Crypto {
                 ..
             } => {
                 let mut keys = self.keys.lock().await;
+                if let Some(message) = VerifyMessage::parse(&body) {
+                    let mut verifier = self.verifier.lock().await;
+                    let outcome = verifier
+                        .receive(
+                            &mut keys,
+                            &self.api,
+                            &self.saved,
+                            (&from, from_device),
+                            message,
+                        )
+                        .await;
+                    return Incoming {
+                        to_device_done: Some(seq),
+                        verify_send: outcome.send,
+                        verify_update: outcome.update,
+                        ..Incoming::default()
+                    };
+                }
                 let opened = keys.take_share(&from, from_device, &body);
                 keys.save();
                 Incoming {
                     show: opened.into_iter().map(shown).collect(),
                     to_device_done: Some(seq),
+                    ..Incoming::default()
                 }
             }
             ServerFrame::KeysLow { .. } => {
@@ -113,14 +138,30 @@ impl Crypto {
                 keys.save();
                 Incoming {
                     show: opened.into_iter().map(shown).collect(),
-                    to_device_done: None,
+                    ..Incoming::default()
                 }
             }
             frame => Incoming {
                 show: vec![frame],
-                to_device_done: None,
+                ..Incoming::default()
             },
         }
+    }
+
+    /// The user's decision in a key verification: what to send, and show.
+    pub async fn verify(&self, action: VerifyAction) -> Outcome {
+        let mut keys = self.keys.lock().await;
+        let mut verifier = self.verifier.lock().await;
+        verifier
+            .act(&mut keys, &self.api, &self.saved, action)
+            .await
+    }
+
+    /// Whether every device of `user` is verified here (None: unknown, the
+    /// server could not be asked).
+    pub async fn peer_verified(&self, user: &str) -> Option<bool> {
+        let mut keys = self.keys.lock().await;
+        super::verify::all_verified(&mut keys, &self.api, &self.saved, user).await
     }
 
     /// Whether stored events wait for a room key.

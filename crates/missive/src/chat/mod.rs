@@ -11,6 +11,7 @@ mod model;
 mod net;
 mod state;
 mod text;
+mod verify;
 mod view;
 
 use std::path::PathBuf;
@@ -99,6 +100,16 @@ fn carry_out(
         }
         Effect::Reconnect => {
             let _ = commands.send(net::Command::Reconnect);
+        }
+        Effect::Verify(action) => {
+            let _ = commands.send(net::Command::Verify(action));
+        }
+        Effect::CheckVerified { user } => {
+            tokio::spawn(async move {
+                if let Some(verified) = crypto.peer_verified(&user).await {
+                    let _ = events.send(AppEvent::PeerVerified { user, verified });
+                }
+            });
         }
         Effect::LoadConversations => {
             tokio::spawn(async move {

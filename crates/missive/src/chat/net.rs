@@ -14,9 +14,12 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::crypto::{Crypto, SealError};
 use super::state::AppEvent;
+use super::verify::{Outcome, VerifyAction};
 
 pub enum Command {
     Frame(ClientFrame),
+    /// The user's decision in a key verification.
+    Verify(VerifyAction),
     /// Try now instead of after the pause (or after a stop).
     Reconnect,
 }
@@ -96,7 +99,7 @@ async fn run(
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Reconnect) => break,
-                    Some(Command::Frame(_)) => {}
+                    Some(Command::Frame(_) | Command::Verify(_)) => {}
                 },
             }
         }
@@ -140,6 +143,12 @@ async fn session(
                     return (Ended::Quit, true);
                 }
                 Some(Command::Reconnect) => {}
+                Some(Command::Verify(action)) => {
+                    let outcome = crypto.verify(action).await;
+                    if let Err(err) = carry_verification(&mut connection, events, outcome).await {
+                        return (ended_by(err), true);
+                    }
+                }
                 Some(Command::Frame(frame)) => {
                     let frame = match crypto.seal(&mut connection, frame).await {
                         Ok(frame) => frame,
@@ -192,6 +201,13 @@ async fn session(
                         if !hand_over(incoming.show, events, &mut acks) {
                             return (Ended::Quit, true);
                         }
+                        let verifying = Outcome {
+                            send: incoming.verify_send,
+                            update: incoming.verify_update,
+                        };
+                        if let Err(err) = carry_verification(&mut connection, events, verifying).await {
+                            return (ended_by(err), true);
+                        }
                         // Polled once: a frame already read, or none (the
                         // long timeout never fires, so `None` is "nothing
                         // waiting", not a timeout).
@@ -239,6 +255,25 @@ async fn ack_all(
     if let Some(up_to) = to_device_done {
         let done = ClientFrame::ToDeviceAck { id: None, up_to };
         connection.send_frame(&done).await?;
+    }
+    Ok(())
+}
+
+/// Sends a verification step's messages and shows its state.
+async fn carry_verification(
+    connection: &mut Connection,
+    events: &UnboundedSender<AppEvent>,
+    outcome: Outcome,
+) -> Result<(), ClientError> {
+    if !outcome.send.is_empty() {
+        let frame = ClientFrame::ToDevice {
+            id: None,
+            messages: outcome.send,
+        };
+        connection.send_frame(&frame).await?;
+    }
+    if let Some(update) = outcome.update {
+        let _ = events.send(AppEvent::Verify(update));
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use super::model::{
     msg_from_history, msg_preview, refresh_preview, system_text,
 };
 use super::text::Editor;
+use super::verify::{VerifyAction, VerifyUpdate};
 
 /// Quick reactions: the digit keys of the reaction prompt.
 pub const QUICK_REACTIONS: [&str; 6] = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
@@ -62,6 +63,13 @@ pub enum AppEvent {
     /// A warning from the keys (a room key that did not open, keys that
     /// could not be saved).
     Notice(String),
+    /// A key verification moved on.
+    Verify(VerifyUpdate),
+    /// Whether every device of `user` is verified here.
+    PeerVerified {
+        user: String,
+        verified: bool,
+    },
 }
 
 /// What the app asks the event loop to do.
@@ -75,6 +83,12 @@ pub enum Effect {
         before: Option<i64>,
     },
     Download(MediaRef),
+    /// The user's decision in a key verification.
+    Verify(VerifyAction),
+    /// Find out whether `user`'s devices are all verified here.
+    CheckVerified {
+        user: String,
+    },
 }
 
 /// What a frame we sent with a correlation id was for.
@@ -135,6 +149,16 @@ pub enum Prompt {
         target: String,
     },
     ConfirmQuit,
+    /// Another device asks to verify keys.
+    VerifyOffer {
+        from: String,
+        device: i64,
+    },
+    /// The codes to compare with the other user.
+    VerifyCompare {
+        user: String,
+        code: String,
+    },
 }
 
 impl Prompt {
@@ -157,6 +181,12 @@ impl Prompt {
             Self::ConfirmQuit => {
                 "Messages are still waiting to be sent; quit anyway? (y/n) ".into()
             }
+            Self::VerifyOffer { from, device } => {
+                format!("{from} (device {device}) asks to verify keys with you; accept? (y/n) ")
+            }
+            Self::VerifyCompare { user, code } => {
+                format!("Does {user} see {code}? (y/n) ")
+            }
         }
     }
 
@@ -168,7 +198,10 @@ impl Prompt {
             | Self::GroupMembers { editor, .. }
             | Self::AddMembers { editor, .. }
             | Self::React { editor, .. } => Some(editor),
-            Self::ConfirmDelete { .. } | Self::ConfirmQuit => None,
+            Self::ConfirmDelete { .. }
+            | Self::ConfirmQuit
+            | Self::VerifyOffer { .. }
+            | Self::VerifyCompare { .. } => None,
         }
     }
 
@@ -180,7 +213,10 @@ impl Prompt {
             | Self::GroupMembers { editor, .. }
             | Self::AddMembers { editor, .. }
             | Self::React { editor, .. } => Some(editor),
-            Self::ConfirmDelete { .. } | Self::ConfirmQuit => None,
+            Self::ConfirmDelete { .. }
+            | Self::ConfirmQuit
+            | Self::VerifyOffer { .. }
+            | Self::VerifyCompare { .. } => None,
         }
     }
 }
@@ -210,6 +246,9 @@ pub struct App {
     pub filter: String,
     pub help: bool,
     pub notice: Option<Notice>,
+    /// Users whose every device with keys this device verified (true) or
+    /// not (false); absent: not asked yet.
+    pub peer_verified: BTreeMap<String, bool>,
     pub outbox: Vec<Outgoing>,
     requests: HashMap<String, Request>,
     next_id: u64,
@@ -243,6 +282,7 @@ impl App {
             filter: String::new(),
             help: false,
             notice: None,
+            peer_verified: BTreeMap::new(),
             outbox: Vec::new(),
             requests: HashMap::new(),
             next_id: 0,
@@ -408,6 +448,10 @@ impl App {
             } => self.on_history(conversation, older, result),
             AppEvent::Downloaded(Ok(text)) => self.notify(text),
             AppEvent::Notice(text) => self.warn(text),
+            AppEvent::Verify(update) => self.on_verify(update),
+            AppEvent::PeerVerified { user, verified } => {
+                self.peer_verified.insert(user, verified);
+            }
             AppEvent::Downloaded(Err(text)) => self.warn(text),
         }
     }
@@ -661,9 +705,13 @@ impl App {
             // Taken by the connection task's keys (`crypto.rs`); a device
             // list change needs nothing here, since each sealed send reads
             // the members' keys afresh.
-            ServerFrame::KeysLow { .. }
-            | ServerFrame::ToDevice { .. }
-            | ServerFrame::DevicesChanged { .. } => {}
+            ServerFrame::KeysLow { .. } | ServerFrame::ToDevice { .. } => {}
+            // A new device of theirs is not verified: asked again.
+            ServerFrame::DevicesChanged { user, .. } => {
+                if self.peer_verified.remove(&user).is_some() {
+                    self.effects.push(Effect::CheckVerified { user });
+                }
+            }
             ServerFrame::Error {
                 id,
                 code,
@@ -742,6 +790,45 @@ impl App {
                 }
                 refresh_preview(c, &me);
             }
+        }
+    }
+
+    fn on_verify(&mut self, update: VerifyUpdate) {
+        match update {
+            VerifyUpdate::Offered { from, device } => {
+                self.prompt = Some(Prompt::VerifyOffer { from, device });
+            }
+            VerifyUpdate::Waiting { user } => self.notify(format!("Verifying keys with {user}…")),
+            VerifyUpdate::Compare { user, code } => {
+                self.prompt = Some(Prompt::VerifyCompare { user, code });
+            }
+            VerifyUpdate::Verified { user, device } => {
+                self.notify(format!("✓ {user}'s device {device} is verified"));
+                self.peer_verified.remove(&user);
+                self.effects.push(Effect::CheckVerified { user });
+            }
+            VerifyUpdate::Failed(why) => {
+                if matches!(
+                    self.prompt,
+                    Some(Prompt::VerifyOffer { .. } | Prompt::VerifyCompare { .. })
+                ) {
+                    self.prompt = None;
+                }
+                self.warn(why);
+            }
+        }
+    }
+
+    /// An encrypted 1:1 just opened: whether its other user is verified
+    /// here, if not known yet.
+    fn check_verified(&mut self, key: &ConvKey) {
+        let me = self.me.clone();
+        let peer = self
+            .conversation(key)
+            .filter(|c| c.encrypted && c.kind == ConversationKind::Direct)
+            .and_then(|c| c.peer(&me).map(str::to_owned));
+        if let Some(user) = peer.filter(|user| !self.peer_verified.contains_key(user)) {
+            self.effects.push(Effect::CheckVerified { user });
         }
     }
 
@@ -1077,6 +1164,67 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn verification_starts_with_v_and_prompts_for_each_decision() {
+        // Goal: `v` on an encrypted 1:1 asks to verify its other user; a
+        // request from another device and the codes to compare each show
+        // as a y/n prompt whose answer becomes the matching action; a
+        // plain chat cannot be verified from here.
+        let verify_effects = |effects: Vec<Effect>| -> Vec<VerifyAction> {
+            effects
+                .into_iter()
+                .filter_map(|effect| match effect {
+                    Effect::Verify(action) => Some(action),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut app = App::new("alice", "http://x");
+        let mut sealed = summary(8, &["alice", "carol"], 1, 0);
+        sealed.encrypted = true;
+        online(&mut app, vec![summary(7, &["alice", "bob"], 3, 0), sealed]);
+        app.take_effects();
+        app.selected = Some(ConvKey::Id(7));
+        app.focus = Focus::List;
+        app.on_input(key(KeyCode::Char('v')));
+        assert!(
+            verify_effects(app.take_effects()).is_empty(),
+            "not encrypted"
+        );
+        app.selected = Some(ConvKey::Id(8));
+        app.on_input(key(KeyCode::Char('v')));
+        assert_eq!(
+            verify_effects(app.take_effects()),
+            vec![VerifyAction::Start {
+                user: "carol".into()
+            }]
+        );
+        app.on_event(AppEvent::Verify(VerifyUpdate::Offered {
+            from: "dave".into(),
+            device: 4,
+        }));
+        assert!(
+            app.prompt
+                .as_ref()
+                .is_some_and(|p| p.label().contains("dave (device 4)"))
+        );
+        app.on_input(key(KeyCode::Char('y')));
+        assert_eq!(
+            verify_effects(app.take_effects()),
+            vec![VerifyAction::Accept]
+        );
+        app.on_event(AppEvent::Verify(VerifyUpdate::Compare {
+            user: "dave".into(),
+            code: "🐶 Dog".into(),
+        }));
+        app.on_input(key(KeyCode::Char('n')));
+        assert_eq!(
+            verify_effects(app.take_effects()),
+            vec![VerifyAction::Mismatch]
+        );
+        assert!(app.prompt.is_none());
     }
 
     #[test]

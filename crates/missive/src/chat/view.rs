@@ -23,6 +23,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("n", "list: new 1:1 chat by username"),
     ("g", "list: new group (name, then members)"),
     ("a", "list: add members to the selected group"),
+    (
+        "v",
+        "list: verify the selected encrypted 1:1's keys (compare emoji)",
+    ),
     ("Enter", "compose: send"),
     (
         "Alt+Enter",
@@ -214,11 +218,17 @@ fn subtitle(app: &App, conversation: &Conversation) -> String {
         ConversationKind::Group => format!("· {} members", conversation.members.len()),
         ConversationKind::Direct => {
             let peer = conversation.peer(&app.me).unwrap_or_default();
-            match app.presence.get(peer) {
+            let mut line = match app.presence.get(peer) {
                 Some((true, _)) => String::from("· online"),
                 Some((false, Some(seen))) => format!("· last seen {}", short_time(*seen)),
                 _ => String::new(),
+            };
+            match app.peer_verified.get(peer) {
+                Some(true) if conversation.encrypted => line.push_str(" · verified"),
+                Some(false) if conversation.encrypted => line.push_str(" · not verified (v)"),
+                _ => {}
             }
+            line.trim_start().to_owned()
         }
     }
 }

@@ -9,6 +9,7 @@ use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModif
 
 use super::super::model::{ConnectionState, ConvKey, Conversation, HistoryState, Msg, Outgoing};
 use super::super::text::Editor;
+use super::super::verify::VerifyAction;
 use super::{
     App, ComposeMode, Effect, Focus, Prompt, QUICK_REACTIONS, Request, TYPING_REPEAT,
     client_msg_id, usernames,
@@ -74,6 +75,7 @@ impl App {
             KeyCode::Char('n') => self.prompt = Some(Prompt::NewChat(Editor::default())),
             KeyCode::Char('g') => self.prompt = Some(Prompt::GroupName(Editor::default())),
             KeyCode::Char('a') => self.ask_add_members(),
+            KeyCode::Char('v') => self.start_verification(),
             KeyCode::Char('r') => self.reconnect(),
             KeyCode::Char('?') => self.help = true,
             KeyCode::Char('q') => self.request_quit(),
@@ -86,6 +88,23 @@ impl App {
         if !self.online() {
             self.effects.push(Effect::Reconnect);
             self.connection = ConnectionState::Connecting;
+        }
+    }
+
+    /// `v` on an encrypted 1:1: compare short codes with its other user.
+    fn start_verification(&mut self) {
+        let me = self.me.clone();
+        let peer = self
+            .selected
+            .as_ref()
+            .and_then(|key| self.conversation(key))
+            .filter(|c| c.encrypted && c.kind == ConversationKind::Direct)
+            .and_then(|c| c.peer(&me).map(str::to_owned));
+        match peer {
+            Some(user) => self
+                .effects
+                .push(Effect::Verify(VerifyAction::Start { user })),
+            None => self.warn("Select an encrypted 1:1 chat to verify its keys"),
         }
     }
 
@@ -132,6 +151,7 @@ impl App {
         self.selected = Some(key.clone());
         self.open = Some(key.clone());
         self.focus = Focus::Compose;
+        self.check_verified(&key);
         let load = self.conversation_mut(&key).and_then(|c| {
             if c.history != HistoryState::NotLoaded {
                 return None;
@@ -511,6 +531,22 @@ impl App {
                 self.back_to_composer();
             }
             Prompt::ConfirmQuit if yes => self.quit = true,
+            Prompt::VerifyOffer { .. } => {
+                let action = if yes {
+                    VerifyAction::Accept
+                } else {
+                    VerifyAction::Decline
+                };
+                self.effects.push(Effect::Verify(action));
+            }
+            Prompt::VerifyCompare { .. } => {
+                let action = if yes {
+                    VerifyAction::Match
+                } else {
+                    VerifyAction::Mismatch
+                };
+                self.effects.push(Effect::Verify(action));
+            }
             _ => {}
         }
     }
@@ -584,7 +620,10 @@ impl App {
                     self.back_to_composer();
                 }
             }
-            Prompt::ConfirmDelete { .. } | Prompt::ConfirmQuit => {}
+            Prompt::ConfirmDelete { .. }
+            | Prompt::ConfirmQuit
+            | Prompt::VerifyOffer { .. }
+            | Prompt::VerifyCompare { .. } => {}
         }
     }
 

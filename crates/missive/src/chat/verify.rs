@@ -1,0 +1,379 @@
+//! The terminal app's side of key verification by short codes
+//! (missive-e2ee's SAS, docs/SECURITY.md "Verification"): another device's
+//! request shows as a prompt (accept?), the emoji to compare as another
+//! (do they match?), and `v` on a 1:1 in the list starts one. The exchange
+//! itself runs here, in the connection task, beside the device's keys.
+
+use missive_client::Api;
+use missive_e2ee::{Step, Verification, VerifyError, VerifyMessage};
+use missive_proto::ToDeviceOut;
+
+use crate::encryption::{self, DeviceKeys};
+use crate::profile::Profile;
+
+/// What the user decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyAction {
+    /// Verify this user's (first unverified) device.
+    Start {
+        user: String,
+    },
+    Accept,
+    Decline,
+    Match,
+    Mismatch,
+}
+
+/// What the app shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyUpdate {
+    Offered { from: String, device: i64 },
+    Waiting { user: String },
+    Compare { user: String, code: String },
+    Verified { user: String, device: i64 },
+    Failed(String),
+}
+
+enum Stage {
+    Idle,
+    Offered {
+        from: String,
+        device: i64,
+        start: VerifyMessage,
+    },
+    Running {
+        verification: Box<Verification>,
+        user: String,
+        device: i64,
+        confirmed: bool,
+    },
+}
+
+/// Messages to send and what to show, after one step.
+#[derive(Default)]
+pub struct Outcome {
+    pub send: Vec<ToDeviceOut>,
+    pub update: Option<VerifyUpdate>,
+}
+
+pub struct Verifier {
+    stage: Stage,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self { stage: Stage::Idle }
+    }
+}
+
+fn to(user: &str, device: i64, message: &VerifyMessage) -> ToDeviceOut {
+    ToDeviceOut {
+        user: user.to_owned(),
+        device_id: device,
+        body: message.to_json(),
+    }
+}
+
+fn failed(err: impl std::fmt::Display) -> Outcome {
+    Outcome {
+        send: Vec::new(),
+        update: Some(VerifyUpdate::Failed(format!("Not verified: {err}"))),
+    }
+}
+
+impl Verifier {
+    /// A verification message from another device.
+    pub async fn receive(
+        &mut self,
+        keys: &mut DeviceKeys,
+        api: &Api,
+        saved: &Profile,
+        (from, device): (&str, i64),
+        message: VerifyMessage,
+    ) -> Outcome {
+        if message.verify == Step::Start {
+            if !matches!(self.stage, Stage::Idle) {
+                let busy = VerifyMessage::cancel(&message.txn, "busy");
+                return Outcome {
+                    send: vec![to(from, device, &busy)],
+                    update: None,
+                };
+            }
+            self.stage = Stage::Offered {
+                from: from.to_owned(),
+                device,
+                start: message,
+            };
+            return Outcome {
+                send: Vec::new(),
+                update: Some(VerifyUpdate::Offered {
+                    from: from.to_owned(),
+                    device,
+                }),
+            };
+        }
+        let Stage::Running {
+            verification,
+            user,
+            device: their_device,
+            confirmed,
+        } = &mut self.stage
+        else {
+            return Outcome::default();
+        };
+        if user != from || *their_device != device || verification.txn() != message.txn {
+            return Outcome::default();
+        }
+        let confirmed = *confirmed;
+        let replies = match verification.receive(&message) {
+            Ok(replies) => replies,
+            Err(err) => {
+                self.stage = Stage::Idle;
+                return failed(err);
+            }
+        };
+        let send = replies
+            .iter()
+            .map(|reply| to(from, device, reply))
+            .collect();
+        let mut outcome = self.progress(keys, api, saved, confirmed).await;
+        outcome.send = send;
+        outcome
+    }
+
+    /// What the user decided.
+    pub async fn act(
+        &mut self,
+        keys: &mut DeviceKeys,
+        api: &Api,
+        saved: &Profile,
+        action: VerifyAction,
+    ) -> Outcome {
+        let me = (saved.username.as_str(), saved.device_id);
+        match (action, std::mem::replace(&mut self.stage, Stage::Idle)) {
+            (VerifyAction::Start { user }, Stage::Idle) => {
+                let device = match first_unverified(keys, api, saved, &user).await {
+                    Ok(device) => device,
+                    Err(err) => return failed(err),
+                };
+                let txn = format!("tui-{}-{}", super::state::now_ms(), saved.device_id);
+                let (verification, start) = Verification::start(me, (&user, device), &txn);
+                let send = vec![to(&user, device, &start)];
+                self.stage = Stage::Running {
+                    verification: Box::new(verification),
+                    user: user.clone(),
+                    device,
+                    confirmed: false,
+                };
+                Outcome {
+                    send,
+                    update: Some(VerifyUpdate::Waiting { user }),
+                }
+            }
+            (
+                VerifyAction::Accept,
+                Stage::Offered {
+                    from,
+                    device,
+                    start,
+                },
+            ) => {
+                let (verification, accept) = Verification::accept(me, (&from, device), &start);
+                self.stage = Stage::Running {
+                    verification: Box::new(verification),
+                    user: from.clone(),
+                    device,
+                    confirmed: false,
+                };
+                Outcome {
+                    send: vec![to(&from, device, &accept)],
+                    update: Some(VerifyUpdate::Waiting { user: from }),
+                }
+            }
+            (
+                VerifyAction::Decline,
+                Stage::Offered {
+                    from,
+                    device,
+                    start,
+                },
+            ) => Outcome {
+                send: vec![to(
+                    &from,
+                    device,
+                    &VerifyMessage::cancel(&start.txn, "declined"),
+                )],
+                update: None,
+            },
+            (
+                VerifyAction::Match,
+                Stage::Running {
+                    mut verification,
+                    user,
+                    device,
+                    ..
+                },
+            ) => {
+                let Some(vault) = keys.vault_mut() else {
+                    return failed("this device has no keys");
+                };
+                let mac = match verification.confirm(vault) {
+                    Ok(mac) => mac,
+                    Err(err) => return failed(err),
+                };
+                let send = vec![to(&user, device, &mac)];
+                self.stage = Stage::Running {
+                    verification,
+                    user: user.clone(),
+                    device,
+                    confirmed: true,
+                };
+                let mut outcome = self.progress(keys, api, saved, true).await;
+                if outcome.update.is_none() {
+                    outcome.update = Some(VerifyUpdate::Waiting { user });
+                }
+                outcome.send = send;
+                outcome
+            }
+            (
+                VerifyAction::Mismatch,
+                Stage::Running {
+                    verification,
+                    user,
+                    device,
+                    ..
+                },
+            ) => {
+                let cancel = VerifyMessage::cancel(verification.txn(), "mismatch");
+                Outcome {
+                    send: vec![to(&user, device, &cancel)],
+                    update: Some(VerifyUpdate::Failed(
+                        "Not verified: the codes differ. Do not trust that device.".into(),
+                    )),
+                }
+            }
+            (_, stage) => {
+                // Not for this stage (a key pressed twice): nothing changes.
+                self.stage = stage;
+                Outcome::default()
+            }
+        }
+    }
+
+    /// After a step of a running exchange: the codes once there are some,
+    /// the end once both sides confirmed.
+    async fn progress(
+        &mut self,
+        keys: &mut DeviceKeys,
+        api: &Api,
+        saved: &Profile,
+        confirmed: bool,
+    ) -> Outcome {
+        let Stage::Running {
+            verification,
+            user,
+            device,
+            ..
+        } = &self.stage
+        else {
+            return Outcome::default();
+        };
+        let (user, device) = (user.clone(), *device);
+        if verification.ready_to_finish() {
+            let result = finish(keys, api, saved, verification, (&user, device)).await;
+            self.stage = Stage::Idle;
+            return match result {
+                Ok(()) => Outcome {
+                    send: Vec::new(),
+                    update: Some(VerifyUpdate::Verified { user, device }),
+                },
+                Err(err) => failed(err),
+            };
+        }
+        match verification.short_code() {
+            Some(code) if !confirmed => Outcome {
+                send: Vec::new(),
+                update: Some(VerifyUpdate::Compare {
+                    user,
+                    code: code.describe(),
+                }),
+            },
+            _ => Outcome::default(),
+        }
+    }
+}
+
+/// Checks the MAC against the key the directory lists and saves the
+/// verified key.
+async fn finish(
+    keys: &mut DeviceKeys,
+    api: &Api,
+    saved: &Profile,
+    verification: &Verification,
+    (user, device): (&str, i64),
+) -> Result<(), String> {
+    let listed = api
+        .user_keys(&saved.token, user)
+        .await
+        .map_err(|err| err.to_string())?;
+    let key = listed
+        .devices
+        .into_iter()
+        .find(|listed| listed.device_id == device)
+        .map(|listed| listed.ed25519)
+        .ok_or_else(|| format!("{user}'s device {device} has no keys any more"))?;
+    let profile = keys.profile().to_owned();
+    let vault = keys.vault_mut().ok_or("this device has no keys")?;
+    verification
+        .finish(vault, &key)
+        .map_err(|err: VerifyError| err.to_string())?;
+    encryption::save(&profile, vault)
+}
+
+/// The first of `user`'s devices (not this one) not verified yet, else
+/// their first.
+async fn first_unverified(
+    keys: &mut DeviceKeys,
+    api: &Api,
+    saved: &Profile,
+    user: &str,
+) -> Result<i64, String> {
+    let listed = api
+        .user_keys(&saved.token, user)
+        .await
+        .map_err(|err| err.to_string())?;
+    let devices: Vec<_> = listed
+        .devices
+        .into_iter()
+        .filter(|device| !(user == saved.username && device.device_id == saved.device_id))
+        .collect();
+    let vault = keys.vault_mut().ok_or("this device has no keys")?;
+    devices
+        .iter()
+        .find(|device| !vault.is_verified(user, device.device_id, &device.ed25519))
+        .or(devices.first())
+        .map(|device| device.device_id)
+        .ok_or_else(|| format!("{user} has no device with encryption keys"))
+}
+
+/// Whether every device of `user` (with keys, not this one) is verified.
+pub async fn all_verified(
+    keys: &mut DeviceKeys,
+    api: &Api,
+    saved: &Profile,
+    user: &str,
+) -> Option<bool> {
+    let listed = api.user_keys(&saved.token, user).await.ok()?;
+    let vault = keys.vault_mut()?;
+    let devices: Vec<_> = listed
+        .devices
+        .iter()
+        .filter(|device| !(user == saved.username && device.device_id == saved.device_id))
+        .collect();
+    Some(
+        !devices.is_empty()
+            && devices
+                .iter()
+                .all(|device| vault.is_verified(user, device.device_id, &device.ed25519)),
+    )
+}
