@@ -582,6 +582,9 @@ fn a_hostile_client_never_changes_another_users_state() {
         // the checks this test is about.
         config.limits.sends_per_sec_per_device = 0;
         config.limits.sends_per_sec_per_account = 0;
+        // Its random group frames must reach the authorization checks,
+        // not stop at the settings-change limit.
+        config.limits.settings_changes_per_sec_per_account = 0;
     }));
     let (world, victim_live) = runtime.block_on(async {
         let victim_token = server.user("victim").await;

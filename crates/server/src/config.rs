@@ -410,17 +410,26 @@ pub struct LimitsConfig {
     /// second, beyond a burst of `send_burst_per_device`; 0: no limit.
     pub sends_per_sec_per_device: u32,
     pub send_burst_per_device: u32,
-    /// The same for all devices of one account together (per node).
+    /// The same for all devices of one account together (across the
+    /// cluster).
     pub sends_per_sec_per_account: u32,
     pub send_burst_per_account: u32,
-    /// Media uploads one account may start per second (per node), beyond a
-    /// burst of `upload_burst_per_account`; 0: no limit.
+    /// Media uploads one account may start per second (across the
+    /// cluster), beyond a burst of `upload_burst_per_account`; 0: no limit.
     pub uploads_per_sec_per_account: u32,
     pub upload_burst_per_account: u32,
-    /// Groups one account may create per second (per node), beyond a burst
-    /// of `group_create_burst_per_account`; 0: no limit.
+    /// Groups one account may create per second (across the cluster),
+    /// beyond a burst of `group_create_burst_per_account`; 0: no limit.
     pub group_creates_per_sec_per_account: u32,
     pub group_create_burst_per_account: u32,
+    /// Conversation settings changes one account may make per second
+    /// (across the cluster), beyond a burst of
+    /// `settings_change_burst_per_account`: group renames, adds, removals,
+    /// promotions and demotions, the disappearing timer, turning
+    /// encryption on. Each stores a system event for every member; leaving
+    /// a group is never limited. 0: no limit.
+    pub settings_changes_per_sec_per_account: u32,
+    pub settings_change_burst_per_account: u32,
     /// Key claims (`POST /v1/keys/claim`) one account may make per second
     /// (across the cluster), beyond a burst of
     /// `key_claim_burst_per_account`: each takes a one-time key of every
@@ -521,6 +530,14 @@ impl Default for LimitsConfig {
             upload_burst_per_account: 60,
             group_creates_per_sec_per_account: 1,
             group_create_burst_per_account: 20,
+            // The slowest rate the per-second keys express: a burst of 30
+            // covers setting a group up by hand (adding people one at a
+            // time, promoting, naming, a timer), and one a second after it
+            // is beyond anyone's pace of changing settings, while bounding
+            // what one account makes every member receive to an hour's
+            // 3,600 system events, against the 50 a second of sends.
+            settings_changes_per_sec_per_account: 1,
+            settings_change_burst_per_account: 30,
             key_claims_per_sec_per_account: 5,
             key_claim_burst_per_account: 50,
             trusted_proxies: Vec::new(),
@@ -674,6 +691,11 @@ impl Config {
                 "limits.group_create_burst_per_account",
             ),
             (
+                self.limits.settings_changes_per_sec_per_account,
+                self.limits.settings_change_burst_per_account,
+                "limits.settings_change_burst_per_account",
+            ),
+            (
                 self.limits.key_claims_per_sec_per_account,
                 self.limits.key_claim_burst_per_account,
                 "limits.key_claim_burst_per_account",
@@ -793,6 +815,14 @@ mod tests {
             .merge(Toml::string("[limits]\ncontacts_per_account_max = 0\n"));
         let err = Config::from_figment(&figment).unwrap_err().to_string();
         assert!(err.contains("limits.contacts_per_account_max"), "{err}");
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(
+            "[limits]\nsettings_changes_per_sec_per_account = 1\nsettings_change_burst_per_account = 0\n",
+        ));
+        let err = Config::from_figment(&figment).unwrap_err().to_string();
+        assert!(
+            err.contains("limits.settings_change_burst_per_account"),
+            "{err}"
+        );
         let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string("[push]\nwebhook_url = \"http://x/\"\n"));
         let err = Config::from_figment(&figment).unwrap_err().to_string();

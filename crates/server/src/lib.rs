@@ -85,18 +85,36 @@ pub struct AppState {
 
 /// The names of the limits every node spends from together, as spending
 /// reports and `missive_limit_spent_elsewhere_total` call them.
-pub const SHARED_LIMITS: [&str; 5] = ["send", "upload", "group_create", "login", "registration"];
+pub const SHARED_LIMITS: [&str; 7] = [
+    "send",
+    "upload",
+    "group_create",
+    "settings",
+    "key_claim",
+    "login",
+    "registration",
+];
 
 impl AppState {
     /// The limits every node spends from together, named as in
     /// [`SHARED_LIMITS`].
-    pub fn shared_limits(&self) -> [(&'static str, &dyn SharedLimit); 5] {
+    pub fn shared_limits(&self) -> [(&'static str, &dyn SharedLimit); 7] {
         let [logins, registrations] = self.accounts.attempt_limits();
-        let [send, upload, group_create, login, registration] = SHARED_LIMITS;
+        let [
+            send,
+            upload,
+            group_create,
+            settings,
+            key_claim,
+            login,
+            registration,
+        ] = SHARED_LIMITS;
         [
             (send, &self.send_limit),
             (upload, &self.upload_limit),
             (group_create, &self.group_create_limit),
+            (settings, self.groups.settings_limit()),
+            (key_claim, &self.key_claim_limit),
             (login, logins),
             (registration, registrations),
         ]

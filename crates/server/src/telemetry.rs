@@ -123,7 +123,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "missive_limit_spent_elsewhere_total",
-        "Units of a cluster-wide limit (label limit: send, upload, group_create, login, registration) that other nodes reported spending and this node debited"
+        "Units of a cluster-wide limit (label limit: send, upload, group_create, settings, key_claim, login, registration) that other nodes reported spending and this node debited"
     );
     metrics::describe_histogram!("missive_store_batch_jobs", "Operations per store commit");
     metrics::describe_histogram!(

@@ -1,6 +1,12 @@
 //! Group management: create, rename, add/remove, promote/demote, leave,
 //! info; and turning end-to-end encryption on (in a 1:1 too). Every change is one Store transaction that also stores the system
 //! event; the devices it was queued for are woken.
+//!
+//! Every change but a leave spends from the actor's account budget of
+//! settings changes ([`Groups::settings_limit`]), here rather than in the
+//! gateway so that the REST endpoints, the frames on the WebSocket and on
+//! `/v1/frames` all spend from the one budget. Creating a group has its own
+//! budget (`AppState::group_create_limit`).
 
 use std::sync::Arc;
 
@@ -14,6 +20,7 @@ use missive_store::{
 };
 
 use super::push::Push;
+use super::send_limit::{SendLimiter, SharedLimit};
 use crate::cache::Caches;
 use crate::config::{E2eePolicy, LimitsConfig};
 use crate::error::ApiError;
@@ -30,6 +37,10 @@ pub struct Groups {
     caches: Arc<Caches>,
     members_max: usize,
     e2ee: E2eePolicy,
+    /// Settings changes per account: each stores a system event that every
+    /// member's devices receive, so without it one member could flood a
+    /// conversation by toggling a setting.
+    settings_changes: SendLimiter,
 }
 
 impl Groups {
@@ -42,6 +53,11 @@ impl Groups {
         limits: &LimitsConfig,
         e2ee: E2eePolicy,
     ) -> Self {
+        let settings_changes = SendLimiter::per_account(
+            limits.settings_changes_per_sec_per_account,
+            limits.settings_change_burst_per_account,
+        )
+        .shared(bus.has_peers());
         Self {
             store,
             bus,
@@ -50,7 +66,22 @@ impl Groups {
             caches,
             members_max: limits.group_members_max,
             e2ee,
+            settings_changes,
         }
+    }
+
+    /// The settings-change budget, which other nodes spend from too.
+    pub fn settings_limit(&self) -> &dyn SharedLimit {
+        &self.settings_changes
+    }
+
+    /// Takes one settings change from `auth`'s account budget, or refuses
+    /// with `rate_limited` and the wait. Called after every check that
+    /// needs no write, so a request refused for its content costs nothing,
+    /// and before the write, so a refused change stores nothing.
+    fn spend_settings_change(&self, auth: &DeviceAuth) -> Result<(), ApiError> {
+        self.settings_changes
+            .check(auth, "too many conversation settings changes; slow down")
     }
 
     /// Creates a group; `encrypted: None` takes the server's default (on
@@ -108,6 +139,7 @@ impl Groups {
                 }
             }
         }
+        self.spend_settings_change(auth)?;
         let changed = self
             .store
             .change_setting(SettingRequest {
@@ -154,12 +186,19 @@ impl Groups {
     }
 
     /// Applies `change` as `auth`; returns the seq of the system event.
+    /// Every change but a leave spends from the settings-change budget: a
+    /// member must always be able to get out of a conversation (one being
+    /// flooded above all), and leaves cannot flood one, as each needs an
+    /// admin's add, which spends, before the next.
     pub async fn change(
         &self,
         auth: &DeviceAuth,
         conversation: ConversationId,
         change: GroupChange,
     ) -> Result<i64, ApiError> {
+        if !matches!(change, GroupChange::Leave) {
+            self.spend_settings_change(auth)?;
+        }
         let now_ms = self.clock.now_ms();
         let changed = self
             .store

@@ -1,7 +1,8 @@
 //! Rate limits as token buckets: for sends (text, reaction, edit or
 //! delete), one per device and one per account, both of which a send must
-//! pass; the same type, with the device rate off, limits media uploads and
-//! group creations per account.
+//! pass; the same type, with the device rate off, limits media uploads,
+//! group creations, conversation settings changes and key claims per
+//! account.
 //!
 //! In a cluster each node keeps its own buckets and tells the others what
 //! it took from account budgets ([`SharedLimit`], reported every
