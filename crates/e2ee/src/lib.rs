@@ -8,8 +8,9 @@
 //! What travels, all printable ASCII (the server checks no more):
 //! - a conversation message: `{"v":1,"session_id":"…","ciphertext":"…"}`,
 //!   the Megolm ciphertext of the client's own JSON content;
-//! - a to-device room key: `{"v":1,"sender_key":"…","type":0|1,"body":"…"}`,
-//!   the Olm ciphertext of `{"type":"room_key","session_id","session_key",
+//! - a to-device room key: `{"v":1,"sender_key":"…","sender_ed25519":"…",
+//!   "sender_signature":"…","type":0|1,"body":"…"}` (the signature is the
+//!   sending device's Ed25519 key over `sender_key`), the Olm ciphertext of `{"type":"room_key","session_id","session_key",
 //!   "sender","sender_device","recipient","recipient_device"}`.
 //!
 //! A one-time key's `signature` is its device's Ed25519 signature over
@@ -120,6 +121,10 @@ struct Envelope {
 struct ShareEnvelope {
     v: u8,
     sender_key: String,
+    /// The sending device's Ed25519 key, and its signature over
+    /// `sender_key`: binds the Olm session to the key users verify.
+    sender_ed25519: String,
+    sender_signature: String,
     #[serde(rename = "type")]
     kind: usize,
     body: String,
@@ -150,6 +155,8 @@ struct Inbound {
     session: InboundGroupSessionPickle,
     sender: String,
     sender_device: i64,
+    #[serde(default)]
+    sender_ed25519: String,
     /// Pinned on first use: the conversation the session's messages are in.
     conversation: Option<i64>,
 }
@@ -193,6 +200,8 @@ struct InboundSession {
     session: InboundGroupSession,
     sender: String,
     sender_device: i64,
+    /// The Ed25519 key that signed the Olm session its key came through.
+    sender_ed25519: String,
     /// Pinned on first use: the conversation its messages are in.
     conversation: Option<i64>,
 }
@@ -323,6 +332,7 @@ impl Vault {
                     session: own,
                     sender: self.user.clone(),
                     sender_device: self.device_id,
+                    sender_ed25519: self.identity().ed25519,
                     conversation: Some(conversation),
                 },
             );
@@ -335,7 +345,11 @@ impl Vault {
                 },
             );
         }
-        let sender_key = self.identity().curve25519;
+        let Identity {
+            curve25519: sender_key,
+            ed25519: sender_ed25519,
+        } = self.identity();
+        let sender_signature = self.account.sign(sender_key.as_bytes()).to_base64();
         let Some(OutboundSession {
             session,
             shared_with: shared,
@@ -373,6 +387,8 @@ impl Vault {
             let body = ShareEnvelope {
                 v: 1,
                 sender_key: sender_key.clone(),
+                sender_ed25519: sender_ed25519.clone(),
+                sender_signature: sender_signature.clone(),
                 kind,
                 body: vodozemac::base64_encode(bytes),
             };
@@ -408,6 +424,13 @@ impl Vault {
         let bad = |why: &str| E2eeError::BadShare(why.to_owned());
         let envelope: ShareEnvelope =
             serde_json::from_str(body).map_err(|_| bad("not a share envelope"))?;
+        let signed_by = Ed25519PublicKey::from_base64(&envelope.sender_ed25519)
+            .map_err(|_| bad("not an Ed25519 key"))?;
+        let signature = Ed25519Signature::from_base64(&envelope.sender_signature)
+            .map_err(|_| bad("not a signature"))?;
+        signed_by
+            .verify(envelope.sender_key.as_bytes(), &signature)
+            .map_err(|_| bad("its session key is not signed by its device's key"))?;
         let bytes = vodozemac::base64_decode(&envelope.body).map_err(|_| bad("not base64"))?;
         let message =
             OlmMessage::from_parts(envelope.kind, &bytes).map_err(|_| bad("not an Olm message"))?;
@@ -436,6 +459,7 @@ impl Vault {
                 session,
                 sender: from.to_owned(),
                 sender_device: from_device,
+                sender_ed25519: envelope.sender_ed25519,
                 conversation: None,
             });
         Ok(())
@@ -485,6 +509,15 @@ impl Vault {
             return Err(DecryptError::NoKey);
         };
         if inbound.sender != from || inbound.sender_device != from_device {
+            return Err(DecryptError::WrongSender);
+        }
+        // A device the user verified speaks only through its verified key:
+        // a key shared through anyone else's session is not its.
+        let verified = self
+            .verified
+            .get(from)
+            .and_then(|devices| devices.get(&from_device));
+        if verified.is_some_and(|key| *key != inbound.sender_ed25519) {
             return Err(DecryptError::WrongSender);
         }
         if inbound
@@ -551,6 +584,7 @@ impl Vault {
                             session: inbound.session.pickle(),
                             sender: inbound.sender.clone(),
                             sender_device: inbound.sender_device,
+                            sender_ed25519: inbound.sender_ed25519.clone(),
                             conversation: inbound.conversation,
                         },
                     )
@@ -603,6 +637,7 @@ impl Vault {
                             session: InboundGroupSession::from_pickle(inbound.session),
                             sender: inbound.sender,
                             sender_device: inbound.sender_device,
+                            sender_ed25519: inbound.sender_ed25519,
                             conversation: inbound.conversation,
                         },
                     )
@@ -614,138 +649,4 @@ impl Vault {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn device(vault: &Vault, user: &str, device_id: i64) -> Device {
-        Device {
-            user: user.into(),
-            device_id,
-            identity: vault.identity(),
-        }
-    }
-
-    /// Opens `from`'s session with `to` from one of `to`'s published keys.
-    fn connect(from: &mut Vault, to: &mut Vault) {
-        let key = to.new_one_time_keys(1).remove(0);
-        to.mark_published();
-        from.start_session(&to.identity(), &key).expect("session");
-    }
-
-    #[test]
-    fn members_read_each_message_and_a_removed_member_cannot_read_the_next() {
-        // Goal: a room key reaches each member device over Olm and opens
-        // the Megolm messages; removing a member makes the next message
-        // use a new session whose key the removed member never gets, so
-        // its own keys cannot open it; everything survives a save/load.
-        let mut alice = Vault::new("alice", 1);
-        let mut bob = Vault::new("bob", 2);
-        let mut carol = Vault::new("carol", 3);
-        connect(&mut alice, &mut bob);
-        connect(&mut alice, &mut carol);
-        let both = [device(&bob, "bob", 2), device(&carol, "carol", 3)];
-        let first = alice.encrypt(7, &both, "hello both").expect("encrypt");
-        assert_eq!(first.shares.len(), 2);
-        for share in &first.shares {
-            let vault = if share.user == "bob" {
-                &mut bob
-            } else {
-                &mut carol
-            };
-            vault.receive_share("alice", 1, &share.body).expect("share");
-        }
-        assert!(!first.ciphertext.contains("hello"));
-        assert_eq!(
-            bob.decrypt(7, "alice", 1, &first.ciphertext).as_deref(),
-            Ok("hello both")
-        );
-        let mut carol = Vault::from_json(&carol.to_json().expect("save")).expect("reload");
-        assert_eq!(
-            carol.decrypt(7, "alice", 1, &first.ciphertext).as_deref(),
-            Ok("hello both")
-        );
-        assert_eq!(
-            alice.decrypt(7, "alice", 1, &first.ciphertext).as_deref(),
-            Ok("hello both")
-        );
-
-        let second = alice.encrypt(7, &both, "again").expect("encrypt");
-        assert!(second.shares.is_empty(), "the key was shared already");
-
-        let only_bob = [device(&bob, "bob", 2)];
-        let third = alice
-            .encrypt(7, &only_bob, "carol is gone")
-            .expect("encrypt");
-        assert_eq!(third.shares.len(), 1, "a new session for bob");
-        bob.receive_share("alice", 1, &third.shares[0].body)
-            .expect("share");
-        assert_eq!(
-            bob.decrypt(7, "alice", 1, &third.ciphertext).as_deref(),
-            Ok("carol is gone")
-        );
-        assert_eq!(
-            carol.decrypt(7, "alice", 1, &third.ciphertext),
-            Err(DecryptError::NoKey)
-        );
-    }
-
-    #[test]
-    fn tampering_forgery_and_misuse_are_rejected() {
-        // Goal: an altered ciphertext is `Tampered`; a session used by
-        // another sender or in another conversation is `WrongSender`; a
-        // share for another device, or a key with a forged signature, is
-        // refused.
-        let mut alice = Vault::new("alice", 1);
-        let mut bob = Vault::new("bob", 2);
-        connect(&mut alice, &mut bob);
-        let sealed = alice
-            .encrypt(7, &[device(&bob, "bob", 2)], "secret")
-            .expect("encrypt");
-        bob.receive_share("alice", 1, &sealed.shares[0].body)
-            .expect("share");
-
-        let mut envelope: serde_json::Value = serde_json::from_str(&sealed.ciphertext).unwrap();
-        let mut ciphertext = envelope["ciphertext"].as_str().unwrap().to_owned();
-        let flipped = if ciphertext.as_bytes()[20] == b'A' {
-            "B"
-        } else {
-            "A"
-        };
-        ciphertext.replace_range(20..21, flipped);
-        envelope["ciphertext"] = ciphertext.into();
-        assert_eq!(
-            bob.decrypt(7, "alice", 1, &envelope.to_string()),
-            Err(DecryptError::Tampered)
-        );
-        assert_eq!(
-            bob.decrypt(7, "mallory", 9, &sealed.ciphertext),
-            Err(DecryptError::WrongSender)
-        );
-        assert_eq!(
-            bob.decrypt(7, "alice", 1, &sealed.ciphertext).as_deref(),
-            Ok("secret")
-        );
-        assert_eq!(
-            bob.decrypt(8, "alice", 1, &sealed.ciphertext),
-            Err(DecryptError::WrongSender),
-            "pinned to its conversation"
-        );
-
-        let mut carol = Vault::new("carol", 3);
-        connect(&mut alice, &mut carol);
-        let for_carol = alice
-            .encrypt(9, &[device(&carol, "carol", 3)], "x")
-            .expect("encrypt");
-        assert!(matches!(
-            bob.receive_share("alice", 1, &for_carol.shares[0].body),
-            Err(E2eeError::BadShare(_))
-        ));
-
-        let mut forged = carol.new_one_time_keys(1).remove(0);
-        forged.signature = bob.account.sign(forged.key.as_bytes()).to_base64();
-        assert!(matches!(
-            alice.start_session(&carol.identity(), &forged),
-            Err(E2eeError::BadKey(_))
-        ));
-    }
-}
+mod tests;
