@@ -785,7 +785,13 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
                 connection.close().await;
                 return fail(&err);
             }
-            ServerFrame::Typing { .. } | ServerFrame::Presence { .. } if ephemeral => {
+            // The same live frames `--poll --ephemeral` prints.
+            ServerFrame::Typing { .. }
+            | ServerFrame::Presence { .. }
+            | ServerFrame::KeysLow { .. }
+            | ServerFrame::DevicesChanged { .. }
+                if ephemeral =>
+            {
                 print_json(&frame);
                 printed += 1;
                 continue;

@@ -198,7 +198,8 @@ enum Command {
         /// Do not ack: frames will be delivered again next time.
         #[arg(long)]
         no_ack: bool,
-        /// Also print `typing` and `presence` frames (never acked; they count for --count).
+        /// Also print live frames: `typing`, `presence`, `keys_low`,
+        /// `devices_changed` (never acked; they count for --count).
         #[arg(long)]
         ephemeral: bool,
         /// Subscribe to this user's presence (repeatable); needs --ephemeral.

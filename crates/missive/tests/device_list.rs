@@ -306,3 +306,60 @@ async fn devices_changed_crosses_nodes() {
     drop(cluster);
     db.drop_now().await;
 }
+
+#[test]
+fn cli_listen_prints_devices_changed_with_ephemeral() {
+    // Goal: `missive listen --ephemeral` over a WebSocket prints the live
+    // `devices_changed` frame (as `--poll --ephemeral` prints every live
+    // frame): a user running the CLI learns that a contact's devices
+    // changed.
+    use std::io::BufRead;
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    let (dir, url) = (config.path(), server.url.as_str());
+    let ok = |args: &[&str]| {
+        let (code, stdout, stderr) = cli(dir, url, args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        stdout
+    };
+    for user in ["alice", "bob"] {
+        ok(&["register", user]);
+        ok(&["login", user, "--profile", user]);
+    }
+    ok(&[
+        "send",
+        "bob",
+        "a stored message first",
+        "--profile",
+        "alice",
+    ]);
+    let mut listen = std::process::Command::new(BIN)
+        .args([
+            "listen",
+            "--ephemeral",
+            "--count",
+            "2",
+            "--idle-secs",
+            "10",
+            "--profile",
+            "bob",
+        ])
+        .env("MISSIVE_CONFIG_DIR", dir)
+        .env("MISSIVE_SERVER", url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start listen");
+    let mut lines = std::io::BufReader::new(listen.stdout.take().expect("stdout")).lines();
+    // The stored message says the listener is connected.
+    let first = json(&lines.next().expect("a line").expect("read"));
+    assert_eq!(first["text"], "a stored message first");
+    // Alice logs in on a second device: its keys are published.
+    ok(&["login", "alice", "--profile", "alice-laptop"]);
+    let second = json(&lines.next().expect("a second line").expect("read"));
+    assert_eq!(
+        (second["type"].as_str(), second["user"].as_str()),
+        (Some("devices_changed"), Some("alice"))
+    );
+    assert!(listen.wait().expect("listen ends").success());
+}
