@@ -17,6 +17,7 @@
 //! the key's base64 text; a session is opened only with a key whose
 //! signature holds.
 
+mod forward;
 mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -345,71 +346,88 @@ impl Vault {
                 },
             );
         }
-        let Identity {
-            curve25519: sender_key,
-            ed25519: sender_ed25519,
-        } = self.identity();
-        let sender_signature = self.account.sign(sender_key.as_bytes()).to_base64();
-        let Some(OutboundSession {
-            session,
-            shared_with: shared,
-            sent,
-        }) = self.outbound.get_mut(&conversation)
-        else {
+        let Some(outbound) = self.outbound.get(&conversation) else {
             return Err(E2eeError::Corrupt("no outbound session".into()));
         };
+        let (session_id, session_key) = (
+            outbound.session.session_id(),
+            outbound.session.session_key().to_base64(),
+        );
+        let lacking: Vec<&Device> = recipients
+            .iter()
+            .filter(|device| {
+                !outbound
+                    .shared_with
+                    .contains(&(device.user.clone(), device.device_id))
+            })
+            .collect();
         let mut shares = Vec::new();
-        for device in recipients {
-            let key = (device.user.clone(), device.device_id);
-            if shared.contains(&key) {
-                continue;
-            }
+        for device in &lacking {
             let room_key = RoomKey {
                 kind: "room_key".into(),
-                session_id: session.session_id(),
-                session_key: session.session_key().to_base64(),
+                session_id: session_id.clone(),
+                session_key: session_key.clone(),
                 sender: self.user.clone(),
                 sender_device: self.device_id,
                 recipient: device.user.clone(),
                 recipient_device: device.device_id,
             };
-            let olm = self
-                .olm
-                .get_mut(&device.identity.curve25519)
-                .and_then(|sessions| sessions.first_mut())
-                .ok_or_else(|| E2eeError::NoSession(vec![key.clone()]))?;
             let text = serde_json::to_string(&room_key)
                 .map_err(|err| E2eeError::Corrupt(err.to_string()))?;
-            let message = olm
-                .encrypt(text)
-                .map_err(|err| E2eeError::BadShare(err.to_string()))?;
-            let (kind, bytes) = message.to_parts();
-            let body = ShareEnvelope {
-                v: 1,
-                sender_key: sender_key.clone(),
-                sender_ed25519: sender_ed25519.clone(),
-                sender_signature: sender_signature.clone(),
-                kind,
-                body: vodozemac::base64_encode(bytes),
-            };
-            shares.push(Share {
-                user: device.user.clone(),
-                device_id: device.device_id,
-                body: serde_json::to_string(&body)
-                    .map_err(|err| E2eeError::Corrupt(err.to_string()))?,
-            });
-            shared.insert(key);
+            shares.push(self.seal_share(device, &text)?);
         }
+        let Some(outbound) = self.outbound.get_mut(&conversation) else {
+            return Err(E2eeError::Corrupt("no outbound session".into()));
+        };
+        outbound.shared_with.extend(
+            lacking
+                .iter()
+                .map(|device| (device.user.clone(), device.device_id)),
+        );
         let envelope = Envelope {
             v: 1,
-            session_id: session.session_id(),
-            ciphertext: session.encrypt(plaintext).to_base64(),
+            session_id,
+            ciphertext: outbound.session.encrypt(plaintext).to_base64(),
         };
-        *sent += 1;
+        outbound.sent += 1;
         Ok(Sealed {
             ciphertext: serde_json::to_string(&envelope)
                 .map_err(|err| E2eeError::Corrupt(err.to_string()))?,
             shares,
+        })
+    }
+
+    /// A to-device message carrying `plaintext` to `device` over its Olm
+    /// session, with this device's Ed25519 signature over the session's
+    /// key.
+    fn seal_share(&mut self, device: &Device, plaintext: &str) -> Result<Share, E2eeError> {
+        let Identity {
+            curve25519: sender_key,
+            ed25519: sender_ed25519,
+        } = self.identity();
+        let sender_signature = self.account.sign(sender_key.as_bytes()).to_base64();
+        let olm = self
+            .olm
+            .get_mut(&device.identity.curve25519)
+            .and_then(|sessions| sessions.first_mut())
+            .ok_or_else(|| E2eeError::NoSession(vec![(device.user.clone(), device.device_id)]))?;
+        let message = olm
+            .encrypt(plaintext)
+            .map_err(|err| E2eeError::BadShare(err.to_string()))?;
+        let (kind, bytes) = message.to_parts();
+        let body = ShareEnvelope {
+            v: 1,
+            sender_key,
+            sender_ed25519,
+            sender_signature,
+            kind,
+            body: vodozemac::base64_encode(bytes),
+        };
+        Ok(Share {
+            user: device.user.clone(),
+            device_id: device.device_id,
+            body: serde_json::to_string(&body)
+                .map_err(|err| E2eeError::Corrupt(err.to_string()))?,
         })
     }
 
@@ -435,6 +453,11 @@ impl Vault {
         let message =
             OlmMessage::from_parts(envelope.kind, &bytes).map_err(|_| bad("not an Olm message"))?;
         let plaintext = self.olm_decrypt(&envelope.sender_key, &message)?;
+        if let Ok(forwarded) = serde_json::from_slice::<forward::ForwardedKeys>(&plaintext)
+            && forwarded.kind == forward::FORWARDED
+        {
+            return self.take_forwarded((from, from_device, &envelope.sender_ed25519), forwarded);
+        }
         let room_key: RoomKey =
             serde_json::from_slice(&plaintext).map_err(|_| bad("not a room key"))?;
         if room_key.kind != "room_key"

@@ -176,3 +176,51 @@ fn a_verified_device_is_not_impersonated_by_another_session() {
         Ok("really alice")
     );
 }
+
+#[test]
+fn a_verified_new_device_of_the_same_user_gets_the_old_keys_and_no_one_else_does() {
+    // Goal: forwarded keys let a new device read what its account could
+    // read before it existed; they go only to a verified device of the
+    // same user and are taken only from one.
+    let mut old = Vault::new("alice", 1);
+    let mut new = Vault::new("alice", 2);
+    let mut bob = Vault::new("bob", 3);
+    connect(&mut bob, &mut old);
+    let sealed = bob
+        .encrypt(7, &[device(&old, "alice", 1)], "before the new device")
+        .expect("encrypt");
+    old.receive_share("bob", 3, &sealed.shares[0].body)
+        .expect("share");
+    assert_eq!(
+        new.decrypt(7, "bob", 3, &sealed.ciphertext),
+        Err(DecryptError::NoKey)
+    );
+
+    connect(&mut old, &mut new);
+    let to_new = device(&new, "alice", 2);
+    assert!(
+        old.forward_keys(&to_new).is_err(),
+        "not to a device the user has not verified"
+    );
+    old.mark_verified("alice", 2, &new.identity().ed25519);
+    let shares = old.forward_keys(&to_new).expect("forward");
+    assert!(
+        matches!(
+            new.receive_share("alice", 1, &shares[0].body),
+            Err(E2eeError::BadShare(_))
+        ),
+        "not from a device this one has not verified"
+    );
+    new.mark_verified("alice", 1, &old.identity().ed25519);
+    let shares = old.forward_keys(&to_new).expect("forward");
+    new.receive_share("alice", 1, &shares[0].body)
+        .expect("forwarded keys");
+    assert_eq!(
+        new.decrypt(7, "bob", 3, &sealed.ciphertext).as_deref(),
+        Ok("before the new device")
+    );
+    assert!(
+        bob.forward_keys(&device(&new, "alice", 2)).is_err(),
+        "never to another user's device"
+    );
+}

@@ -9,7 +9,10 @@
 //! Output, one JSON line per step: `{"verify":"compare","emoji":[…],
 //! "decimals":[…],"text":"…"}` when the codes are ready (the question goes
 //! to standard error and the answer, `y` or `n`, is read from standard
-//! input), then `{"verify":"done","user":…,"device_id":…}`.
+//! input), then `{"verify":"done","user":…,"device_id":…,"forwarded":N}`.
+//! Verifying a new device of your own account forwards it the room keys
+//! this device holds (`forwarded`: how many), so it can read the history
+//! it could not.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -70,9 +73,12 @@ pub async fn verify(args: &ClientArgs, options: VerifyOptions) -> ExitCode {
     };
     connection.close().await;
     match result {
-        Ok((user, device_id)) => cli::print_json(
-            &serde_json::json!({ "verify": "done", "user": user, "device_id": device_id }),
-        ),
+        Ok(done) => cli::print_json(&serde_json::json!({
+            "verify": "done",
+            "user": done.user,
+            "device_id": done.device_id,
+            "forwarded": done.forwarded,
+        })),
         Err(Failed::Client(err)) => cli::fail(&err),
         Err(Failed::Said(message)) => cli::failure(&message),
     }
@@ -97,6 +103,13 @@ async fn status(api: &Api, saved: &Profile, vault: &Vault, user: &str) -> ExitCo
         }
         Err(err) => cli::fail(&err),
     }
+}
+
+struct Done {
+    user: String,
+    device_id: i64,
+    /// Room keys forwarded to it (a device of this account), else 0.
+    forwarded: usize,
 }
 
 enum Failed {
@@ -131,7 +144,7 @@ impl Exchange<'_> {
     }
 
     /// Verifies `user`'s device `device` (or their only device).
-    async fn initiate(&mut self, user: &str, device: Option<i64>) -> Result<(String, i64), Failed> {
+    async fn initiate(&mut self, user: &str, device: Option<i64>) -> Result<Done, Failed> {
         let listed = self.api.user_keys(&self.saved.token, user).await?;
         let candidates: Vec<i64> = listed
             .devices
@@ -160,7 +173,7 @@ impl Exchange<'_> {
 
     /// Waits for another device's `start` (from `from`, if given) and
     /// answers it.
-    async fn respond(&mut self, from: Option<&str>) -> Result<(String, i64), Failed> {
+    async fn respond(&mut self, from: Option<&str>) -> Result<Done, Failed> {
         loop {
             let (sender, sender_device, message) = self.next_message().await?;
             if message.verify != missive_e2ee::Step::Start
@@ -176,7 +189,7 @@ impl Exchange<'_> {
     }
 
     /// The exchange after the first message, to its end.
-    async fn run(&mut self, mut verification: Verification) -> Result<(String, i64), Failed> {
+    async fn run(&mut self, mut verification: Verification) -> Result<Done, Failed> {
         let (user, device_id) = (verification.them().0.to_owned(), verification.them().1);
         let their_key = self
             .api
@@ -210,7 +223,16 @@ impl Exchange<'_> {
             if verification.ready_to_finish() {
                 verification.finish(self.vault, &their_key)?;
                 encryption::save(self.profile, self.vault).map_err(Failed::Said)?;
-                return Ok((user, device_id));
+                let forwarded = if user == self.saved.username {
+                    self.forward_keys(device_id).await?
+                } else {
+                    0
+                };
+                return Ok(Done {
+                    user,
+                    device_id,
+                    forwarded,
+                });
             }
             let (sender, sender_device, message) = self.next_message().await?;
             if sender != user || sender_device != device_id || message.txn != verification.txn() {
@@ -220,6 +242,31 @@ impl Exchange<'_> {
                 self.send(&user, device_id, &reply).await?;
             }
         }
+    }
+
+    /// Hands this device's room keys to `device_id`, the account's device
+    /// just verified; how many.
+    async fn forward_keys(&mut self, device_id: i64) -> Result<usize, Failed> {
+        let me = [self.saved.username.clone()];
+        let mut devices = encryption::member_devices(self.api, self.saved, &me).await?;
+        devices.retain(|device| device.device_id == device_id);
+        encryption::open_sessions(self.api, self.saved, self.vault, &mut devices, &|warning| {
+            eprintln!("warning: {warning}")
+        })
+        .await?;
+        let Some(device) = devices.first() else {
+            return Err(Failed::Said(format!(
+                "verified, but no session with device {device_id} to hand it the room keys"
+            )));
+        };
+        let forwarded = self.vault.room_key_count();
+        let shares = self
+            .vault
+            .forward_keys(device)
+            .map_err(|err| Failed::Said(err.to_string()))?;
+        encryption::save(self.profile, self.vault).map_err(Failed::Said)?;
+        encryption::send_shares(self.connection, shares).await?;
+        Ok(forwarded)
     }
 
     async fn send(

@@ -728,3 +728,136 @@ async fn a_cluster_database_holds_no_plaintext_of_an_encrypted_conversation() {
     drop(cluster);
     database.drop_now().await;
 }
+
+/// `missive verify …` as `profile`, answering `y` to its question.
+fn verify_saying_yes(
+    config_dir: &std::path::Path,
+    url: &str,
+    profile: &str,
+    args: &[&str],
+) -> std::process::Child {
+    let mut child = std::process::Command::new(BIN)
+        .arg("verify")
+        .args(args)
+        .args(["--timeout-secs", "30", "--profile", profile])
+        .env("MISSIVE_CONFIG_DIR", config_dir)
+        .env("MISSIVE_SERVER", url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start missive verify");
+    // Read once the codes are shown; written now, it waits in the pipe.
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"y\n").expect("answer");
+    child
+}
+
+/// The first encrypted message `profile` can list, and whether the keys it
+/// saved open it (its plaintext, or why not).
+async fn open_with_saved_keys(
+    url: &str,
+    config_dir: &std::path::Path,
+    profile: &str,
+) -> Result<String, missive_e2ee::DecryptError> {
+    let api = missive_client::Api::new(url);
+    let token = saved_token(config_dir, profile);
+    let list = api.conversations(&token).await.expect("conversations");
+    let conversation = list.conversations[0].conversation;
+    let history = api
+        .history(&token, conversation, "limit=10")
+        .await
+        .expect("history");
+    let sealed = history
+        .messages
+        .iter()
+        .find(|message| message.kind == missive_proto::MessageKind::Encrypted)
+        .expect("an encrypted message");
+    let keys = config_dir.join(format!("profiles/{profile}.keys.json"));
+    let mut vault =
+        missive_e2ee::Vault::from_json(&std::fs::read_to_string(keys).expect("saved keys"))
+            .expect("vault");
+    vault.decrypt(conversation, &sealed.from, sealed.from_device, &sealed.text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_device_verified_by_an_old_one_reads_what_came_before_it() {
+    // Goal: a second device of an account cannot read an encrypted message
+    // sent before it existed until the user verifies it from the first
+    // device (both compare the same codes); the first then forwards its
+    // room keys, and the new device's own saved keys open the message.
+    let data_dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let (dir, url) = (config_dir.path().to_owned(), server.url.clone());
+    let laptop_device = tokio::task::spawn_blocking(move || {
+        let ok = |profile: &str, args: &[&str]| cli_ok(&dir, &url, profile, args);
+        ok("phone", &["register", "alice"]);
+        ok("phone", &["login", "alice"]);
+        ok("bob", &["register", "bob"]);
+        ok("bob", &["login", "bob"]);
+        ok(
+            "bob",
+            &[
+                "send",
+                "alice",
+                "MARKER-fw1 before the laptop",
+                "--encrypted",
+            ],
+        );
+        let got = json_lines(&ok(
+            "phone",
+            &["listen", "--count", "1", "--idle-secs", "5"],
+        ));
+        assert_eq!(got[0]["text"], "MARKER-fw1 before the laptop");
+        json(&ok("laptop", &["login", "alice"]))["device_id"]
+            .as_i64()
+            .expect("device id")
+    })
+    .await
+    .expect("cli steps");
+    assert_eq!(
+        open_with_saved_keys(&server.url, config_dir.path(), "laptop").await,
+        Err(missive_e2ee::DecryptError::NoKey),
+        "the new device cannot read it yet"
+    );
+
+    let (dir, url) = (config_dir.path().to_owned(), server.url.clone());
+    let [phone, laptop] = tokio::task::spawn_blocking(move || {
+        let accepting = verify_saying_yes(&dir, &url, "laptop", &["--accept"]);
+        let starting = verify_saying_yes(
+            &dir,
+            &url,
+            "phone",
+            &["alice", "--device", &laptop_device.to_string()],
+        );
+        let outputs = [starting, accepting].map(|child| child.wait_with_output().expect("ends"));
+        for output in &outputs {
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        // The laptop takes the forwarded keys as it listens.
+        cli_ok(&dir, &url, "laptop", &["listen", "--idle-secs", "2"]);
+        outputs.map(|output| json_lines(&String::from_utf8_lossy(&output.stdout)))
+    })
+    .await
+    .expect("cli steps");
+    assert_eq!(
+        phone[0]["text"], laptop[0]["text"],
+        "the same codes on both"
+    );
+    assert_eq!(phone[1]["verify"], "done");
+    assert_eq!(phone[1]["device_id"], laptop_device);
+    assert!(
+        phone[1]["forwarded"].as_u64().is_some_and(|n| n >= 1),
+        "{phone:?}"
+    );
+    assert_eq!(
+        open_with_saved_keys(&server.url, config_dir.path(), "laptop")
+            .await
+            .as_deref(),
+        Ok("{\"text\":\"MARKER-fw1 before the laptop\"}")
+    );
+}
