@@ -149,6 +149,28 @@ impl Vault {
         })
     }
 
+    /// The shares `encrypt` returned (its JSON `shares`) were delivered:
+    /// later encrypts need not share the key with those devices again.
+    #[wasm_bindgen(js_name = markShared)]
+    pub fn mark_shared(&mut self, conversation: f64, shares: &str) -> Result<(), JsError> {
+        #[derive(Deserialize)]
+        struct Delivered {
+            user: String,
+            device_id: i64,
+        }
+        let delivered: Vec<Delivered> = from_json(shares, "shares")?;
+        let shares: Vec<missive_e2ee::Share> = delivered
+            .into_iter()
+            .map(|share| missive_e2ee::Share {
+                user: share.user,
+                device_id: share.device_id,
+                body: String::new(),
+            })
+            .collect();
+        self.0.mark_shared(id(conversation)?, &shares);
+        Ok(())
+    }
+
     /// Takes a to-device message (a room key); throws when it is not one
     /// for this device from its sender.
     #[wasm_bindgen(js_name = receiveShare)]

@@ -379,11 +379,6 @@ impl Vault {
         let Some(outbound) = self.outbound.get_mut(&conversation) else {
             return Err(E2eeError::Corrupt("no outbound session".into()));
         };
-        outbound.shared_with.extend(
-            lacking
-                .iter()
-                .map(|device| (device.user.clone(), device.device_id)),
-        );
         let envelope = Envelope {
             v: 1,
             session_id,
@@ -395,6 +390,20 @@ impl Vault {
                 .map_err(|err| E2eeError::Corrupt(err.to_string()))?,
             shares,
         })
+    }
+
+    /// The shares `encrypt` returned for `conversation` were delivered (the
+    /// server answered `ok` to their `to_device`): those devices hold the
+    /// key. Until then every `encrypt` shares it again, so a share lost
+    /// with its connection is sent again with the next try.
+    pub fn mark_shared(&mut self, conversation: i64, shares: &[Share]) {
+        if let Some(outbound) = self.outbound.get_mut(&conversation) {
+            outbound.shared_with.extend(
+                shares
+                    .iter()
+                    .map(|share| (share.user.clone(), share.device_id)),
+            );
+        }
     }
 
     /// A to-device message carrying `plaintext` to `device` over its Olm

@@ -30,6 +30,11 @@ fn members_read_each_message_and_a_removed_member_cannot_read_the_next() {
     let both = [device(&bob, "bob", 2), device(&carol, "carol", 3)];
     let first = alice.encrypt(7, &both, "hello both").expect("encrypt");
     assert_eq!(first.shares.len(), 2);
+    let again = alice
+        .encrypt(7, &both, "before the shares went")
+        .expect("encrypt");
+    assert_eq!(again.shares.len(), 2, "shared again until delivered");
+    alice.mark_shared(7, &first.shares);
     for share in &first.shares {
         let vault = if share.user == "bob" {
             &mut bob
@@ -61,6 +66,7 @@ fn members_read_each_message_and_a_removed_member_cannot_read_the_next() {
         .encrypt(7, &only_bob, "carol is gone")
         .expect("encrypt");
     assert_eq!(third.shares.len(), 1, "a new session for bob");
+    alice.mark_shared(7, &third.shares);
     bob.receive_share("alice", 1, &third.shares[0].body)
         .expect("share");
     assert_eq!(

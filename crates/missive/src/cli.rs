@@ -555,8 +555,15 @@ async fn send_encrypted(
     let client_msg_id = outgoing
         .client_msg_id
         .unwrap_or_else(generated_client_msg_id);
+    let shares = sealed.shares.clone();
     let result = async {
         encryption::send_shares(&mut connection, sealed.shares).await?;
+        // Delivered: later sends need not share the key again (until they
+        // are, every encrypt shares it, so a lost share is sent again).
+        vault.mark_shared(key, &shares);
+        if let Err(err) = encryption::save(&args.profile, &vault) {
+            eprintln!("warning: {err}");
+        }
         let recipient = match conversation {
             Some(id) => missive_client::Recipient::Conversation(id),
             None => match &to {
@@ -765,6 +772,8 @@ pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
         } = &frame
         {
             ready.extend(keys.take_share(from, *from_device, body));
+            // Kept before acked: the server deletes what is acked.
+            keys.save();
             let done = ClientFrame::ToDeviceAck {
                 id: None,
                 up_to: *seq,
@@ -934,6 +943,8 @@ pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode 
                     ..
                 } => {
                     ready.extend(keys.take_share(from, *from_device, body));
+                    // Kept before the next poll acks it.
+                    keys.save();
                     to_device_done = Some(*seq);
                 }
                 // Printed below once its key (if it needs one) is there.

@@ -700,7 +700,12 @@ fn the_terminal_app_verifies_keys_with_a_cli_user_by_comparing_emoji() {
         .next()
         .unwrap_or_default()
         .split(", ")
-        .map(|emoji| emoji.split_once(' ').map_or("", |(_, name)| name).to_owned())
+        .map(|emoji| {
+            emoji
+                .split_once(' ')
+                .map_or("", |(_, name)| name)
+                .to_owned()
+        })
         .collect();
     assert_eq!(names.len(), 7, "{text}");
     tmux.wait_for("bob", "the same codes", |screen| {

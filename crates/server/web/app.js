@@ -146,7 +146,7 @@ class Session {
     avatar.className = `avatar ${hueClass(this.me.username)}`;
     avatar.textContent = initial(this.me.username);
 
-    this.status = new StatusView({ onRetry: () => this.connection.retryNow() });
+    this.status = new StatusView({ onRetry: () => this.connection?.retryNow() });
     setInterval(() => {
       if (this.store.dropExpired()) this.render();
     }, EXPIRY_CHECK_MS);
@@ -427,7 +427,7 @@ class Session {
       if (!(await confirmDialog(question, 'Log out'))) return;
     }
     // Stop first: the server closes our socket as revoked, which must not read as "revoked elsewhere".
-    this.connection.stop();
+    this.connection?.stop();
     try {
       await this.api.logout();
     } catch (err) {

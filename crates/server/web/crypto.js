@@ -176,13 +176,19 @@ export class Crypto {
   }
 
   /** Saves the keys; saves run one after another, each writing the state as it is then. */
+  /** Saves the keys; resolves to whether they were written (saves run one after another). */
   save() {
-    this.saving = this.saving.then(async () => {
-      if (!this.vault) return; // forgotten meanwhile (logout)
+    const saved = this.saving.then(async () => {
+      if (!this.vault) return false; // forgotten meanwhile (logout)
       await writeRecord(this.recordId, { vault: this.vault.toJson(), published: this.published });
       this.channel?.postMessage('saved');
-    }).catch((err) => this.warn(`The encryption keys could not be saved: ${err?.message ?? err}`));
-    return this.saving;
+      return true;
+    }).catch((err) => {
+      this.warn(`The encryption keys could not be saved: ${err?.message ?? err}`);
+      return false;
+    });
+    this.saving = saved;
+    return saved;
   }
 
   /** Saves shortly: one write for a burst of decrypted messages. */
@@ -242,9 +248,10 @@ export class Crypto {
   incoming(frame) {
     if (frame.type === 'to_device') {
       const verify = verificationMessage(frame.body);
+      // A room key is acked only once it is saved: the server deletes what is acked.
+      const kept = verify ? Promise.resolve(true) : this.takeShare(frame);
       if (verify) this.onVerify(frame.from, frame.from_device, frame.body, verify);
-      else this.takeShare(frame);
-      this.send({ type: 'to_device_ack', up_to: frame.seq }).catch(() => {
+      kept.then((saved) => saved && this.send({ type: 'to_device_ack', up_to: frame.seq })).catch(() => {
         // Not acked: it comes again on the next connection, and a room key taken twice is harmless.
       });
       return;
@@ -272,15 +279,19 @@ export class Crypto {
     this.apply(opened);
   }
 
+  /** Takes a room key; resolves to whether it may be acked (kept, or of no use to keep). */
   takeShare(frame) {
-    if (!this.vault) return;
+    if (!this.vault) return Promise.resolve(false);
+    let kept;
     try {
       this.vault.receiveShare(frame.from, frame.from_device, frame.body);
-      this.saveSoon();
+      kept = this.save();
     } catch (err) {
       this.warn(`A room key from ${frame.from} could not be used: ${err?.message ?? err}`);
+      kept = Promise.resolve(true); // unusable: keeping it waiting would not help
     }
     this.release(false);
+    return kept;
   }
 
   /** Hands over what no longer waits, in order per conversation; with `finalTry`, everything. */
@@ -301,8 +312,16 @@ export class Crypto {
       }
     }
     this.waiting = kept;
-    clearTimeout(this.holdTimer);
-    this.holdTimer = kept.length > 0 ? setTimeout(() => this.release(true), HOLD_FOR_KEY_MS) : null;
+    if (kept.length === 0) {
+      clearTimeout(this.holdTimer);
+      this.holdTimer = null;
+    } else if (!this.holdTimer) {
+      // Not pushed back by later frames: what waits is shown (unreadable) by then at the latest.
+      this.holdTimer = setTimeout(() => {
+        this.holdTimer = null;
+        this.release(true);
+      }, HOLD_FOR_KEY_MS);
+    }
   }
 
   /**
@@ -372,7 +391,12 @@ export class Crypto {
     const key = frame.conversation ?? NOT_YET_CREATED;
     const sealed = JSON.parse(this.vault.encrypt(key, JSON.stringify(recipients), JSON.stringify(content)));
     await this.save();
-    if (sealed.shares.length > 0) await this.send({ type: 'to_device', messages: sealed.shares });
+    if (sealed.shares.length > 0) {
+      await this.send({ type: 'to_device', messages: sealed.shares });
+      // Delivered: until now every seal shared the key again, so a share lost with its connection goes next time.
+      this.vault.markShared(key, JSON.stringify(sealed.shares));
+      await this.save();
+    }
     const out = { type: 'send', client_msg_id: frame.client_msg_id, text: sealed.ciphertext, encrypted: true };
     if (frame.conversation) out.conversation = frame.conversation;
     else out.to = frame.to;
@@ -389,7 +413,7 @@ export class Crypto {
   async members(frame) {
     if (!frame.conversation) return [this.me.username, frame.to];
     // Read fresh each time: a member removed a moment ago must not get the key.
-    const { conversations } = await this.call('GET', '/v1/conversations');
+    const { conversations } = await this.api.conversations(); // every page
     const conv = conversations.find((summary) => summary.conversation === frame.conversation);
     if (!conv) throw new SealError('not_member', 'you are not a member of this conversation');
     return conv.members;
@@ -432,19 +456,18 @@ export class Crypto {
       }));
   }
 
-  /** Starts verifying `user`'s device `deviceId`; returns the exchange (a wasm Verification). */
-  async startVerification(user, deviceId) {
+  /**
+   * Starts verifying `user`'s device `deviceId`: the exchange (a wasm Verification), its `start` queued. The caller
+   * keeps it before sending (`flushVerification`), so the answer cannot come before it is known.
+   */
+  startVerification(user, deviceId) {
     const txn = `web-${Date.now().toString(36)}-${globalThis.crypto.randomUUID()}`;
-    const verification = this.module.Verification.start(this.me.username, this.me.deviceId, user, deviceId, txn);
-    await this.flushVerification(verification, user, deviceId);
-    return verification;
+    return this.module.Verification.start(this.me.username, this.me.deviceId, user, deviceId, txn);
   }
 
-  /** Answers another device's `start`. */
-  async acceptVerification(user, deviceId, body) {
-    const verification = this.module.Verification.accept(this.me.username, this.me.deviceId, user, deviceId, body);
-    await this.flushVerification(verification, user, deviceId);
-    return verification;
+  /** Answers another device's `start`: the exchange, its `accept` queued (send it with `flushVerification`). */
+  acceptVerification(user, deviceId, body) {
+    return this.module.Verification.accept(this.me.username, this.me.deviceId, user, deviceId, body);
   }
 
   /** Sends what the exchange queued, as one to_device frame. */

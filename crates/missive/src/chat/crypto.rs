@@ -316,9 +316,19 @@ impl Crypto {
         }
         saved.map_err(|err| refuse(ErrorCode::Internal, err))?;
         drop(keys);
+        let shares = sealed.shares.clone();
         encryption::send_shares(connection, sealed.shares)
             .await
             .map_err(lost_or_refused)?;
+        // Delivered: until now every seal shared the key again, so a share
+        // lost with its connection goes with the next try.
+        let mut keys = self.keys.lock().await;
+        if let Some(vault) = keys.vault_mut() {
+            vault.mark_shared(key, &shares);
+            if let Err(err) = encryption::save(&profile, vault) {
+                keys.warn(err);
+            }
+        }
         Ok(ClientFrame::Send {
             id,
             to,

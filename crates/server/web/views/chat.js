@@ -741,8 +741,10 @@ export class ChatView {
       this.closeMenu({ restoreFocus: false });
       fn();
     };
+    // Reactions and edits would travel in the clear, which an encrypted chat refuses: not offered there (yet).
+    const sealed = Boolean(conv.encrypted);
     const items = [
-      h('div', { class: 'menu-reactions', role: 'group', 'aria-label': 'React' },
+      !sealed && h('div', { class: 'menu-reactions', role: 'group', 'aria-label': 'React' },
         REACTIONS.map((emoji) => h('button', {
           type: 'button',
           role: 'menuitemcheckbox',
@@ -751,7 +753,7 @@ export class ChatView {
           onclick: act(() => this.actions.react(conv, msg, mine === emoji ? null : emoji)),
         }, emoji))),
       h('button', { type: 'button', role: 'menuitem', class: 'menu-item', onclick: act(() => this.setContext('reply', msg)) }, 'Reply'),
-    ];
+    ].filter(Boolean);
     if (msg.text) {
       // Closed first, so the focus goes back to the options button; the click still counts as the user's gesture.
       items.push(h('button', {
@@ -762,7 +764,7 @@ export class ChatView {
         },
       }, 'Copy'));
     }
-    if (own && msg.text && Date.now() - msg.ts_ms < EDIT_WINDOW_MS) {
+    if (own && !sealed && msg.text && Date.now() - msg.ts_ms < EDIT_WINDOW_MS) {
       items.push(h('button', { type: 'button', role: 'menuitem', class: 'menu-item', onclick: act(() => this.setContext('edit', msg)) }, 'Edit'));
     }
     if (own) {

@@ -32,9 +32,10 @@ export class VerifyDialog {
         this.fail(`${user} has no device with encryption keys.`);
         return;
       }
-      const verification = await this.crypto.startVerification(user, device.device_id);
+      const verification = this.crypto.startVerification(user, device.device_id);
       this.current = { verification, user, deviceId: device.device_id, confirmed: false };
       this.show(`Waiting for ${user} to accept on their device (${device.device_id})…`);
+      await this.crypto.flushVerification(verification, user, device.device_id);
     } catch (err) {
       this.fail(`Could not start: ${err?.message ?? err}`);
     }
@@ -62,16 +63,27 @@ export class VerifyDialog {
       await this.crypto.flushVerification(current.verification, from, fromDevice);
       await this.update();
     } catch (err) {
-      this.current = null;
+      this.drop(current);
       this.fail(`Not verified: ${err?.message ?? err}`);
+    }
+  }
+
+  /** The exchange is over: forgotten, and its wasm memory freed. */
+  drop(current) {
+    if (this.current === current) this.current = null;
+    try {
+      current.verification.free();
+    } catch {
+      // Freed already.
     }
   }
 
   async accept(user, deviceId, body) {
     try {
-      const verification = await this.crypto.acceptVerification(user, deviceId, body);
+      const verification = this.crypto.acceptVerification(user, deviceId, body);
       this.current = { verification, user, deviceId, confirmed: false };
       this.show(`Waiting for ${user}'s device…`);
+      await this.crypto.flushVerification(verification, user, deviceId);
     } catch (err) {
       this.fail(`Could not accept: ${err?.message ?? err}`);
     }
@@ -82,8 +94,9 @@ export class VerifyDialog {
     const current = this.current;
     if (!current) return;
     if (current.verification.readyToFinish()) {
+      this.current = null; // finished once, whatever else arrives
       await this.crypto.finishVerification(current.verification, current.user, current.deviceId);
-      this.current = null;
+      current.verification.free();
       this.show(`✓ ${current.user}'s device is verified.`, [this.button('Done', 'primary', () => this.dialog.close())]);
       this.onVerified(current.user);
       return;
@@ -113,7 +126,7 @@ export class VerifyDialog {
       this.show(`Waiting for ${current.user} to confirm…`, [], { keepCodes: true });
       await this.update();
     } catch (err) {
-      this.current = null;
+      this.drop(current);
       this.fail(`Not verified: ${err?.message ?? err}`);
     }
   }
@@ -124,6 +137,7 @@ export class VerifyDialog {
     if (current) {
       current.verification.cancel('mismatch');
       await this.crypto.flushVerification(current.verification, current.user, current.deviceId).catch(() => {});
+      this.drop(current);
     }
     this.fail('Not verified: the codes differ. Someone may be intercepting your messages; do not trust this device.');
   }
@@ -134,7 +148,9 @@ export class VerifyDialog {
     this.current = null;
     if (!current) return;
     current.verification.cancel('user_cancelled');
-    this.crypto.flushVerification(current.verification, current.user, current.deviceId).catch(() => {});
+    this.crypto.flushVerification(current.verification, current.user, current.deviceId)
+      .catch(() => {})
+      .finally(() => this.drop(current));
   }
 
   show(text, buttons = [this.button('Cancel', 'secondary', () => this.dialog.close())], { keepCodes = false } = {}) {

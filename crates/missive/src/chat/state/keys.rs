@@ -402,7 +402,24 @@ impl App {
         }
     }
 
+    /// Edits and reactions would travel in the clear, which an encrypted
+    /// conversation refuses (after the server saw them): not offered there.
+    fn in_encrypted_conversation(&mut self, what: &str) -> bool {
+        let encrypted = self
+            .open
+            .as_ref()
+            .and_then(|key| self.conversation(key))
+            .is_some_and(|c| c.encrypted);
+        if encrypted {
+            self.warn(format!("{what} are not available in encrypted chats yet"));
+        }
+        encrypted
+    }
+
     fn edit_selected(&mut self) {
+        if self.in_encrypted_conversation("Edits") {
+            return;
+        }
         let Some((_, msg)) = self.selected_text() else {
             return;
         };
@@ -431,6 +448,9 @@ impl App {
     }
 
     fn ask_react(&mut self) {
+        if self.in_encrypted_conversation("Reactions") {
+            return;
+        }
         if let Some((conversation, msg)) = self.selected_text() {
             self.prompt = Some(Prompt::React {
                 conversation,
@@ -441,6 +461,9 @@ impl App {
     }
 
     fn react_selected(&mut self, emoji: Option<String>) {
+        if self.in_encrypted_conversation("Reactions") {
+            return;
+        }
         if let Some((conversation, msg)) = self.selected_text() {
             self.react(conversation, msg.message_id, emoji);
         }
