@@ -281,3 +281,29 @@ test('a CLI user and a browser user verify each other by comparing emoji, and a 
     await rm(config, { recursive: true, force: true });
   }
 });
+
+test('a browser whose one-time keys were used up while it was away publishes more when it comes back', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: `keys_low` reaches only a connected device, so the browser tops its one-time keys up on connecting.
+  const server = await Server.start();
+  const page = await openPage(browser, server);
+  try {
+    const bob = username('bob');
+    await register(page, bob);
+    await page.locator('#app-view[data-encryption="ready"]').waitFor({ state: 'attached' });
+    const token = await page.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+    const keysLeft = async () => (await server.rest('GET', '/v1/keys', undefined, token)).one_time_keys;
+    await eventually(async () => (await keysLeft()) === 50, { what: 'the first 50 keys published' });
+    await page.goto('about:blank');
+    const alice = username('alice');
+    await server.rest('POST', '/v1/accounts', { username: alice, password: PASSWORD });
+    const { token: aliceToken } = await server.rest('POST', '/v1/sessions', { username: alice, password: PASSWORD });
+    for (let i = 0; i < 35; i++) await server.rest('POST', '/v1/keys/claim', { user: bob }, aliceToken);
+    assert.equal(await keysLeft(), 15);
+    await page.goto(server.url);
+    await eventually(async () => (await keysLeft()) === 65, { what: 'the browser publishing 50 more' });
+    assertNoProblems([page]);
+  } finally {
+    await page.context().close().catch(() => {});
+    await server.stop();
+  }
+});

@@ -733,3 +733,43 @@ fn the_terminal_app_verifies_keys_with_a_cli_user_by_comparing_emoji() {
     let status = as_user(dir, url, "alice", &["verify", "bob", "--status"]);
     assert_eq!(status["devices"][0]["verified"], true, "{status}");
 }
+
+#[test]
+fn the_terminal_app_publishes_more_one_time_keys_when_others_used_them_up_while_it_was_away() {
+    // Goal: `keys_low` reaches only a connected device, so a device whose
+    // one-time keys were claimed while it was away tops them up when it
+    // connects; otherwise senders would leave it out of new room keys.
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    accounts(config.path(), &server.url, &["alice", "bob"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = missive_client::Api::new(&server.url);
+    let (alice, bob) = (
+        saved_token(config.path(), "alice"),
+        saved_token(config.path(), "bob"),
+    );
+    let left = runtime.block_on(async {
+        for _ in 0..35 {
+            api.claim_keys(&bob, "alice").await.expect("claim");
+        }
+        api.key_count(&alice).await.expect("count").one_time_keys
+    });
+    assert_eq!(left, 15, "login published 50");
+    tmux.chat(config.path(), "alice", 100, 30);
+    tmux.wait_for_text("alice", "online as alice");
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let count = runtime
+            .block_on(api.key_count(&alice))
+            .expect("count")
+            .one_time_keys;
+        if count >= 20 {
+            assert_eq!(count, 65, "50 more");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {count} one-time keys");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -385,7 +385,7 @@ class Session {
     for (const conv of this.store.conversations.values()) {
       if (conv.history === 'error') conv.history = 'none';
     }
-    this.crypto.publish();
+    this.crypto.publish().then(() => this.crypto.topUpIfLow());
     this.outbox.flush();
     this.refreshList();
     // Failed ones were dropped from `thumbnails` (see thumbnailUrl), so these are fetched anew.

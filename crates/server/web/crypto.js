@@ -10,6 +10,8 @@ const DB_NAME = 'missive-keys';
 const DB_STORE = 'devices';
 // One-time keys published at first start and at each `keys_low`.
 const ONE_TIME_KEYS = 50;
+// Below this many unclaimed one-time keys, a connecting device publishes more (the server's `keys_low` threshold).
+const KEYS_LOW = 20;
 // How long an encrypted message waits for its room key (sent just before it, on another queue).
 const HOLD_FOR_KEY_MS = 5000;
 // Conversation key of a first encrypted message to a user: its session moves to the real id once `sent` names it.
@@ -147,6 +149,7 @@ export class Crypto {
     this.channel = null;
     this.saveTimer = null;
     this.publishing = null;
+    this.toppingUp = false;
   }
 
   /**
@@ -222,8 +225,31 @@ export class Crypto {
     return this.publishing;
   }
 
-  async topUp() {
+  /**
+   * On each connection: more one-time keys if others claimed them while this browser was away (`keys_low` reaches
+   * only a connected device); a device with none left gets no room keys.
+   */
+  async topUpIfLow() {
     if (!this.vault || !this.published) return;
+    try {
+      const { one_time_keys: left } = await this.api.request('GET', '/v1/keys');
+      if (left < KEYS_LOW) await this.topUp();
+    } catch {
+      // Asked again on the next connection.
+    }
+  }
+
+  async topUp() {
+    if (!this.vault || !this.published || this.toppingUp) return;
+    this.toppingUp = true;
+    try {
+      await this.uploadMoreKeys();
+    } finally {
+      this.toppingUp = false;
+    }
+  }
+
+  async uploadMoreKeys() {
     try {
       await this.api.request('PUT', '/v1/keys', { one_time_keys: JSON.parse(this.vault.newOneTimeKeys(ONE_TIME_KEYS)) });
       this.vault.markPublished();

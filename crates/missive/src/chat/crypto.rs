@@ -189,6 +189,16 @@ impl Crypto {
         }
     }
 
+    /// On each connection: more one-time keys if others claimed them while
+    /// this device was away (`keys_low` reaches only a connected device).
+    pub async fn top_up_if_low(&self) {
+        const KEYS_LOW: u64 = 20;
+        match self.api.key_count(&self.saved.token).await {
+            Ok(count) if count.one_time_keys < KEYS_LOW => self.top_up().await,
+            _ => {}
+        }
+    }
+
     async fn top_up(&self) {
         let mut keys = self.keys.lock().await;
         let profile = keys.profile().to_owned();

@@ -126,6 +126,8 @@ async fn session(
     if events.send(AppEvent::Online { conversations }).is_err() {
         return (Ended::Quit, true);
     }
+    let topping_up = crypto.clone();
+    tokio::spawn(async move { topping_up.top_up_if_low().await });
     // Encrypted first messages to users: their `sent` names the new
     // conversation the outbound session moves to.
     let mut first_to_users = HashSet::new();
