@@ -270,6 +270,15 @@ test('a CLI user and a browser user verify each other by comparing emoji, and a 
     await page.locator('[data-testid="verify-state"][data-state="verified"]').waitFor({ state: 'attached' });
     const status = JSON.parse(await cli(config, server, alice, ['verify', bob, '--status']));
     assert.deepEqual(status.devices.map((device) => device.verified), [true]);
+
+    // A text typed into the encrypted 1:1 is sealed for its two members.
+    await sendText(page, 'MARKER-b1 in the 1:1');
+    await waitTicks(page, 'MARKER-b1 in the 1:1', 'sent');
+    const heard = (await cli(config, server, alice, ['listen', '--idle-secs', '2']))
+      .trim().split('\n').map((line) => JSON.parse(line))
+      .filter((frame) => frame.kind === 'encrypted')
+      .map((frame) => [frame.text, frame.decrypted]);
+    assert.deepEqual(heard, [['MARKER-b1 in the 1:1', true]]);
     assertNoProblems([page]);
   } catch (err) {
     err.message += `\n--- last server log lines ---\n${server.log.slice(-15).join('\n')}`;

@@ -185,6 +185,7 @@ class Session {
       request: (frame) => this.connection.request(frame),
       warn: (message) => this.toast(message),
       onVerify: (from, fromDevice, body, message) => this.verifyDialog?.incoming(from, fromDevice, body, message),
+      kindOf: (conversation) => this.store.get(String(conversation))?.kind ?? null,
     });
     if (this.crypto.available) {
       this.verifyDialog = new VerifyDialog(this.crypto, {

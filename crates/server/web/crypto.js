@@ -103,6 +103,7 @@ export class Crypto {
    * @param {(message: string) => void} hooks.warn
    * @param {(from: string, fromDevice: number, body: string, message: object) => void} hooks.onVerify a key
    *   verification message from another device
+   * @param {(conversation: number) => string|null} hooks.kindOf 'group' or 'direct', as far as the app knows
    */
   static async open(api, me, hooks) {
     const crypto = new Crypto(api, me, hooks);
@@ -132,13 +133,14 @@ export class Crypto {
     return crypto;
   }
 
-  constructor(api, me, { apply, request: send, warn, onVerify = () => {} }) {
+  constructor(api, me, { apply, request: send, warn, onVerify = () => {}, kindOf = () => null }) {
     this.api = api;
     this.me = me;
     this.apply = apply;
     this.send = send;
     this.warn = warn;
     this.onVerify = onVerify;
+    this.kindOf = kindOf;
     this.module = null;
     this.vault = null;
     this.published = false;
@@ -150,6 +152,7 @@ export class Crypto {
     this.saveTimer = null;
     this.publishing = null;
     this.toppingUp = false;
+    this.directMembers = new Map(); // 1:1 conversation -> its two members
   }
 
   /**
@@ -436,12 +439,22 @@ export class Crypto {
     this.save();
   }
 
+  /**
+   * Who a sealed text is for: a group's members read afresh (one removed a moment ago must not get the key), a 1:1's
+   * from the conversation list once (they never change).
+   */
   async members(frame) {
     if (!frame.conversation) return [this.me.username, frame.to];
-    // Read fresh each time: a member removed a moment ago must not get the key.
+    const known = this.directMembers.get(frame.conversation);
+    if (known) return known;
+    if (this.kindOf(frame.conversation) === 'group') {
+      const group = await this.api.group(frame.conversation);
+      return group.members.map((member) => member.username);
+    }
     const { conversations } = await this.api.conversations(); // every page
     const conv = conversations.find((summary) => summary.conversation === frame.conversation);
     if (!conv) throw new SealError('not_member', 'you are not a member of this conversation');
+    if (conv.kind === 'direct') this.directMembers.set(frame.conversation, conv.members);
     return conv.members;
   }
 

@@ -6,6 +6,7 @@
 //! reaches it with its plaintext, or with a line saying why this device
 //! cannot read it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use missive_client::{Api, ClientError, Connection};
@@ -34,6 +35,8 @@ const NOT_YET_CREATED: i64 = -1;
 pub struct Crypto {
     keys: Arc<Mutex<DeviceKeys>>,
     verifier: Arc<Mutex<Verifier>>,
+    /// 1:1 members by conversation: they never change, so read once.
+    direct_members: Arc<Mutex<HashMap<i64, Vec<String>>>>,
     api: Api,
     saved: Arc<Profile>,
 }
@@ -84,6 +87,7 @@ impl Crypto {
         Self {
             keys: Arc::new(Mutex::new(DeviceKeys::with(profile_name, vault, warn))),
             verifier: Arc::new(Mutex::new(Verifier::default())),
+            direct_members: Arc::default(),
             api: api.clone(),
             saved: Arc::new(saved.clone()),
         }
@@ -233,6 +237,37 @@ impl Crypto {
         keys.save();
     }
 
+    /// Who a sealed text in `conversation` is for: a group's members read
+    /// afresh (one removed a moment ago must not get the key), a 1:1's from
+    /// the conversation list once.
+    async fn members_of(&self, conversation: i64) -> Result<Vec<String>, ClientError> {
+        if let Some(members) = self.direct_members.lock().await.get(&conversation) {
+            return Ok(members.clone());
+        }
+        match self.api.group(&self.saved.token, conversation).await {
+            Ok(group) => return Ok(group.members.into_iter().map(|m| m.username).collect()),
+            Err(ClientError::Refused {
+                code: ErrorCode::NotAGroup,
+                ..
+            }) => {}
+            Err(err) => return Err(err),
+        }
+        let list = self.api.conversations(&self.saved.token).await?;
+        let summary = list
+            .conversations
+            .into_iter()
+            .find(|summary| summary.conversation == conversation)
+            .ok_or_else(|| ClientError::Refused {
+                code: ErrorCode::NotMember,
+                message: "you are not a member of this conversation".into(),
+            })?;
+        self.direct_members
+            .lock()
+            .await
+            .insert(conversation, summary.members.clone());
+        Ok(summary.members)
+    }
+
     /// Seals a `send` the app marked `encrypted` (its text still plain):
     /// sessions with every member device, the room key to those lacking it
     /// (sent here, first), and the frame to send with the ciphertext. The
@@ -269,24 +304,12 @@ impl Crypto {
             other => SealError::Lost(other),
         };
         let (members, key) = match (conversation, &to) {
-            (Some(conversation), _) => {
-                let list = self
-                    .api
-                    .conversations(&self.saved.token)
+            (Some(conversation), _) => (
+                self.members_of(conversation)
                     .await
-                    .map_err(lost_or_refused)?;
-                let Some(summary) = list
-                    .conversations
-                    .into_iter()
-                    .find(|summary| summary.conversation == conversation)
-                else {
-                    return Err(refuse(
-                        ErrorCode::NotMember,
-                        "you are not a member of this conversation".into(),
-                    ));
-                };
-                (summary.members, conversation)
-            }
+                    .map_err(lost_or_refused)?,
+                conversation,
+            ),
             (None, Some(user)) => (
                 vec![self.saved.username.clone(), user.clone()],
                 NOT_YET_CREATED,

@@ -123,11 +123,12 @@ async fn session(
         Ok(list) => list,
         Err(err) => return (ended_by(err), false),
     };
+    // Before anything is read: a device that others drained while it was
+    // away has keys to be claimed again by the time it is online.
+    crypto.top_up_if_low().await;
     if events.send(AppEvent::Online { conversations }).is_err() {
         return (Ended::Quit, true);
     }
-    let topping_up = crypto.clone();
-    tokio::spawn(async move { topping_up.top_up_if_low().await });
     // Encrypted first messages to users: their `sent` names the new
     // conversation the outbound session moves to.
     let mut first_to_users = HashSet::new();
