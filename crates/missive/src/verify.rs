@@ -145,13 +145,11 @@ impl Exchange<'_> {
 
     /// Verifies `user`'s device `device` (or their only device).
     async fn initiate(&mut self, user: &str, device: Option<i64>) -> Result<Done, Failed> {
-        let listed = self.api.user_keys(&self.saved.token, user).await?;
+        let listed = encryption::member_devices(self.api, self.saved, &[user.to_owned()]).await?;
         let candidates: Vec<i64> = listed
-            .devices
             .iter()
             .map(|listed| listed.device_id)
             .filter(|id| device.is_none_or(|wanted| wanted == *id))
-            .filter(|id| !(user == self.saved.username && *id == self.saved.device_id))
             .collect();
         let device_id = match candidates.as_slice() {
             [one] => *one,

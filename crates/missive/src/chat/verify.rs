@@ -338,19 +338,13 @@ async fn first_unverified(
     saved: &Profile,
     user: &str,
 ) -> Result<i64, String> {
-    let listed = api
-        .user_keys(&saved.token, user)
+    let devices = encryption::member_devices(api, saved, &[user.to_owned()])
         .await
         .map_err(|err| err.to_string())?;
-    let devices: Vec<_> = listed
-        .devices
-        .into_iter()
-        .filter(|device| !(user == saved.username && device.device_id == saved.device_id))
-        .collect();
     let vault = keys.vault_mut().ok_or("this device has no keys")?;
     devices
         .iter()
-        .find(|device| !vault.is_verified(user, device.device_id, &device.ed25519))
+        .find(|device| !vault.is_verified(user, device.device_id, &device.identity.ed25519))
         .or(devices.first())
         .map(|device| device.device_id)
         .ok_or_else(|| format!("{user} has no device with encryption keys"))
@@ -363,17 +357,14 @@ pub async fn all_verified(
     saved: &Profile,
     user: &str,
 ) -> Option<bool> {
-    let listed = api.user_keys(&saved.token, user).await.ok()?;
+    let devices = encryption::member_devices(api, saved, &[user.to_owned()])
+        .await
+        .ok()?;
     let vault = keys.vault_mut()?;
-    let devices: Vec<_> = listed
-        .devices
-        .iter()
-        .filter(|device| !(user == saved.username && device.device_id == saved.device_id))
-        .collect();
     Some(
         !devices.is_empty()
             && devices
                 .iter()
-                .all(|device| vault.is_verified(user, device.device_id, &device.ed25519)),
+                .all(|device| vault.is_verified(user, device.device_id, &device.identity.ed25519)),
     )
 }
