@@ -17,6 +17,7 @@
 //! the key's base64 text; a session is opened only with a key whose
 //! signature holds.
 
+mod attachment;
 mod forward;
 mod verify;
 
@@ -32,6 +33,7 @@ use vodozemac::olm::{
 };
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 
+pub use attachment::{FileError, FileKey, SealedFile, SharedFile, open_file, seal_file};
 pub use verify::{EMOJI, ShortCode, Step, Verification, VerifyError, VerifyMessage};
 
 /// A Megolm session is replaced after this many messages, as Matrix does,

@@ -20,6 +20,7 @@ use missive_proto::rest::PresenceVisibility;
 use missive_proto::{ClientFrame, ServerFrame};
 
 use crate::encryption;
+use crate::file_keys::FileKeys;
 use crate::profile::{self, Profile};
 use crate::text_output::{self, Output};
 
@@ -408,9 +409,19 @@ pub async fn send(args: &ClientArgs, to: Recipient, outgoing: Outgoing) -> ExitC
         return send_encrypted(args, &saved, to, outgoing).await;
     }
     // Plain first: the server says when the conversation is encrypted
-    // (refusing, storing nothing), so a plain send costs no lookup.
-    let mut media = Vec::with_capacity(outgoing.files.len());
+    // (refusing, storing nothing), so a plain send costs no lookup. Not so
+    // with files: they would be uploaded in the clear before the refusal.
     let api = Api::new(&saved.server);
+    if !outgoing.files.is_empty() {
+        let list = match api.conversations(&saved.token).await {
+            Ok(list) => list,
+            Err(err) => return fail(&err),
+        };
+        if find_summary(list, &to, &saved.username).is_some_and(|summary| summary.encrypted) {
+            return send_encrypted(args, &saved, to, outgoing).await;
+        }
+    }
+    let mut media = Vec::with_capacity(outgoing.files.len());
     for file in &outgoing.files {
         let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
@@ -489,26 +500,12 @@ async fn send_encrypted(
     to: Recipient,
     outgoing: Outgoing,
 ) -> ExitCode {
-    if !outgoing.files.is_empty() {
-        eprintln!("error: this client cannot attach files to encrypted messages yet");
-        return ExitCode::from(EXIT_USAGE);
-    }
     let api = Api::new(&saved.server);
     let list = match api.conversations(&saved.token).await {
         Ok(list) => list,
         Err(err) => return fail(&err),
     };
-    let known = list.conversations.into_iter().find(|summary| match &to {
-        Recipient::User(user) => {
-            summary.kind == missive_proto::rest::ConversationKind::Direct
-                && summary.members.iter().any(|member| member == user)
-                && user != &saved.username
-        }
-        Recipient::Conversation(named) => match named.parse::<i64>() {
-            Ok(id) => summary.conversation == id,
-            Err(_) => summary.name.as_deref() == Some(named.as_str()),
-        },
-    });
+    let known = find_summary(list, &to, &saved.username);
     let mut vault = match encryption::load(&args.profile, saved) {
         Ok(vault) => vault,
         Err(err) => {
@@ -532,10 +529,26 @@ async fn send_encrypted(
     {
         return fail(&err);
     }
+    // Uploaded before the text is sealed: a failed upload uses no ratchet
+    // step.
+    let files = match upload_sealed(&api, saved, &outgoing.files).await {
+        Ok(files) => files,
+        Err(code) => return code,
+    };
     let mut content = serde_json::json!({ "text": outgoing.text });
     if let Some(reply_to) = &outgoing.reply_to {
         content["reply_to"] = reply_to.as_str().into();
     }
+    if !files.is_empty() {
+        content["files"] = serde_json::to_value(&files).unwrap_or_default();
+        // The sender's own downloads open too.
+        let mut file_keys = FileKeys::load(&args.profile);
+        file_keys.remember(&files);
+        if let Err(err) = file_keys.save() {
+            eprintln!("warning: {err}");
+        }
+    }
+    let media: Vec<String> = files.iter().map(|file| file.media_id.clone()).collect();
     let key = conversation.unwrap_or(NOT_YET_CREATED);
     let sealed = match vault.encrypt(key, &devices, &content.to_string()) {
         Ok(sealed) => sealed,
@@ -572,7 +585,7 @@ async fn send_encrypted(
             },
         };
         connection
-            .send_encrypted(recipient, &client_msg_id, &sealed.ciphertext, Vec::new())
+            .send_encrypted(recipient, &client_msg_id, &sealed.ciphertext, media)
             .await
     }
     .await;
@@ -591,6 +604,64 @@ async fn send_encrypted(
     print_json(&reply)
 }
 
+/// The conversation `to` names in the list (a 1:1 with a user, or a
+/// conversation by id or group name).
+fn find_summary(
+    list: missive_proto::rest::ConversationList,
+    to: &Recipient,
+    me: &str,
+) -> Option<missive_proto::rest::ConversationSummary> {
+    list.conversations.into_iter().find(|summary| match to {
+        Recipient::User(user) => {
+            summary.kind == missive_proto::rest::ConversationKind::Direct
+                && summary.members.iter().any(|member| member == user)
+                && user != me
+        }
+        Recipient::Conversation(named) => match named.parse::<i64>() {
+            Ok(id) => summary.conversation == id,
+            Err(_) => summary.name.as_deref() == Some(named.as_str()),
+        },
+    })
+}
+
+/// Seals each file under a key of its own and uploads the ciphertext
+/// (`?encrypted=true`): what the encrypted message then lists.
+async fn upload_sealed(
+    api: &Api,
+    saved: &Profile,
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<missive_e2ee::SharedFile>, ExitCode> {
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|err| {
+            eprintln!("error: cannot read {}: {err}", path.display());
+            ExitCode::from(EXIT_USAGE)
+        })?;
+        // The server cannot see the bytes: the type is the sender's to say.
+        let head = &bytes[..bytes.len().min(missive_media::SNIFF_BYTES)];
+        let content_type = missive_media::sniff(head).unwrap_or("application/octet-stream");
+        let sealed = missive_e2ee::seal_file(&bytes).map_err(|err| {
+            eprintln!("error: cannot encrypt {}: {err}", path.display());
+            ExitCode::from(EXIT_FAILURE)
+        })?;
+        let info = api
+            .upload_encrypted_media(&saved.token, sealed.ciphertext)
+            .await
+            .map_err(|err| fail(&err))?;
+        files.push(missive_e2ee::SharedFile {
+            media_id: info.media_id,
+            name: path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .map(str::to_owned),
+            content_type: content_type.to_owned(),
+            size_bytes: bytes.len() as u64,
+            key: sealed.key,
+        });
+    }
+    Ok(files)
+}
+
 /// Downloads a media object into `output` (default: a file named by its id).
 pub async fn download(
     args: &ClientArgs,
@@ -601,13 +672,29 @@ pub async fn download(
         Ok(saved) => saved,
         Err(code) => return code,
     };
-    let download = match Api::new(&saved.server)
+    let mut download = match Api::new(&saved.server)
         .download_named_media(&saved.token, media_id)
         .await
     {
         Ok(download) => download,
         Err(err) => return fail(&err),
     };
+    // An attachment of an encrypted message this device read: opened, and
+    // only if these are the bytes the message names.
+    let shared = FileKeys::load(&args.profile).get(media_id).cloned();
+    if let Some(file) = &shared {
+        match missive_e2ee::open_file(&download.bytes, &file.key) {
+            Ok(bytes) => {
+                download.bytes = bytes;
+                download.filename = file.name.clone();
+                download.content_type = file.content_type.clone();
+            }
+            Err(err) => {
+                eprintln!("error: {media_id}: {err}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
     // Without --output: the name it was uploaded under, in the current
     // directory (only its last component, whatever the server said), and
     // never over an existing file.
@@ -634,13 +721,17 @@ pub async fn download(
         }
         return ExitCode::from(EXIT_FAILURE);
     }
-    print_json(&serde_json::json!({
+    let mut printed = serde_json::json!({
         "media_id": media_id,
         "content_type": download.content_type,
         "filename": download.filename,
         "size_bytes": download.bytes.len(),
         "path": path.display().to_string(),
-    }))
+    });
+    if shared.is_some() {
+        printed["decrypted"] = true.into();
+    }
+    print_json(&printed)
 }
 
 /// The name to save a download under in the current directory: the last
@@ -1210,10 +1301,41 @@ pub async fn history(args: &ClientArgs, named: &str, page: HistoryPage) -> ExitC
         query.push(format!("limit={limit}"));
     }
     let query = query.join("&");
-    rest(args, async |api, token| {
-        api.history(&token, conversation, &query).await
-    })
-    .await
+    let saved = match load_profile(args) {
+        Ok(saved) => saved,
+        Err(code) => return code,
+    };
+    let history = match Api::new(&saved.server)
+        .history(&saved.token, conversation, &query)
+        .await
+    {
+        Ok(history) => history,
+        Err(err) => return fail(&err),
+    };
+    // Encrypted messages printed as `listen` prints them: decrypted, or
+    // with why they cannot be, never as ciphertext.
+    let mut printed = serde_json::to_value(&history).unwrap_or_default();
+    if history
+        .messages
+        .iter()
+        .any(|message| message.kind == missive_proto::MessageKind::Encrypted)
+    {
+        let mut keys = encryption::DeviceKeys::open(&args.profile, &saved, Box::new(warn));
+        let messages = printed["messages"].as_array_mut().into_iter().flatten();
+        for (message, printed) in history.messages.iter().zip(messages) {
+            if message.kind == missive_proto::MessageKind::Encrypted && !message.deleted {
+                let opened = keys.open_text(
+                    conversation,
+                    &message.from,
+                    message.from_device,
+                    &message.text,
+                );
+                encryption::mark_opened(printed, &opened);
+            }
+        }
+        keys.save();
+    }
+    print_json(&printed)
 }
 
 pub async fn conversations(args: &ClientArgs) -> ExitCode {

@@ -5,13 +5,16 @@
 //! device that lacks it (`to_device`), then sends the ciphertext; `listen`
 //! takes room keys and prints messages decrypted.
 //!
-//! A message's plaintext is the JSON `{"text": "…"}`.
+//! A message's plaintext is the JSON `{"text": "…"}`, with `"reply_to"`
+//! and `"files"` (each attachment's id, name, type, size and key:
+//! [`SharedFile`]) when it has them.
 
 use missive_client::{Api, ClientError, Connection};
-use missive_e2ee::{DecryptError, Device, Identity, OneTimeKey, Vault};
-use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest, OneTimeKeyBody};
+use missive_e2ee::{DecryptError, Device, Identity, OneTimeKey, SharedFile, Vault};
+use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest, MediaRef, OneTimeKeyBody};
 use missive_proto::{ClientFrame, ServerFrame, ToDeviceOut};
 
+use crate::file_keys::FileKeys;
 use crate::profile::{self, Profile};
 
 /// One-time keys a device publishes at login (the server keeps at most
@@ -202,6 +205,7 @@ pub enum Opened {
     Decrypted {
         text: String,
         reply_to: Option<String>,
+        files: Vec<SharedFile>,
     },
     /// Undecryptable, for good: shown as such, never as ciphertext.
     Failed(DecryptError),
@@ -236,11 +240,44 @@ pub fn open_text(
             Some(Opened::Decrypted {
                 text: content["text"].as_str().unwrap_or_default().to_owned(),
                 reply_to: content["reply_to"].as_str().map(str::to_owned),
+                files: shared_files(&content["files"]),
             })
         }
         Err(DecryptError::NoKey) if !final_try => None,
         Err(err) => Some(Opened::Failed(err)),
     }
+}
+
+/// The attachments a decrypted content lists; an entry that is not one is
+/// left out (the sender's bug, or a forgery: its file would not open).
+fn shared_files(files: &serde_json::Value) -> Vec<SharedFile> {
+    files
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|file| serde_json::from_value(file.clone()).ok())
+        .take(MAX_FILES)
+        .collect()
+}
+
+/// As many as a plain message carries (the server checks the upload ids).
+const MAX_FILES: usize = 10;
+
+/// Attachments as a plain message describes them, for display: the
+/// sender's name, type and size, which the server cannot know.
+pub fn media_refs(files: &[SharedFile]) -> Vec<MediaRef> {
+    files
+        .iter()
+        .map(|file| MediaRef {
+            media_id: file.media_id.clone(),
+            content_type: file.content_type.clone(),
+            size_bytes: file.size_bytes,
+            width: None,
+            height: None,
+            thumbnail: false,
+            filename: file.name.clone(),
+        })
+        .collect()
 }
 
 /// A stored event as this device reads it (see [`open_text`]).
@@ -262,21 +299,33 @@ pub fn open(vault: Option<&mut Vault>, frame: &ServerFrame, final_try: bool) -> 
 /// A stored event as `listen` prints it: an encrypted one with its
 /// decrypted text and `"decrypted": true`, or with empty text and
 /// `"decrypt_error"` (`no_key`, `tampered`, `wrong_sender`), never the
-/// ciphertext.
+/// ciphertext. Its `media` are the attachments as the sender described
+/// them (name, type, size; `missive download` opens them).
 pub fn printable(frame: &ServerFrame, opened: &Opened) -> serde_json::Value {
     let mut value = serde_json::to_value(frame).unwrap_or_default();
+    mark_opened(&mut value, opened);
+    value
+}
+
+/// A printed event (a frame or a history entry) rewritten as it opened.
+pub fn mark_opened(value: &mut serde_json::Value, opened: &Opened) {
     match opened {
         Opened::Plain => {}
-        Opened::Decrypted { text, .. } => {
+        Opened::Decrypted { text, files, .. } => {
             value["text"] = text.as_str().into();
             value["decrypted"] = true.into();
+            if !files.is_empty() || value.get("media").is_some() {
+                value["media"] = serde_json::to_value(media_refs(files)).unwrap_or_default();
+            }
         }
         Opened::Failed(err) => {
             value["text"] = "".into();
             value["decrypt_error"] = error_code(err).into();
+            if let Some(media) = value.get_mut("media") {
+                *media = serde_json::Value::Array(Vec::new());
+            }
         }
     }
-    value
 }
 
 /// Where warnings about keys go: standard error for the CLI, the status
@@ -291,6 +340,7 @@ pub struct DeviceKeys {
     vault: Option<Vault>,
     waiting: Vec<ServerFrame>,
     changed: bool,
+    files: FileKeys,
     warn: Warn,
 }
 
@@ -313,6 +363,7 @@ impl DeviceKeys {
             vault,
             waiting: Vec::new(),
             changed: false,
+            files: FileKeys::load(profile_name),
             warn,
         }
     }
@@ -328,6 +379,11 @@ impl DeviceKeys {
 
     pub fn warn(&self, text: String) {
         (self.warn)(text);
+    }
+
+    /// The key of an attachment this device has read.
+    pub fn file(&self, media_id: &str) -> Option<SharedFile> {
+        self.files.get(media_id).cloned()
     }
 
     /// Whether events wait for a room key.
@@ -378,7 +434,7 @@ impl DeviceKeys {
         ciphertext: &str,
     ) -> Opened {
         self.changed = true;
-        open_text(
+        let opened = open_text(
             self.vault.as_mut(),
             conversation,
             from,
@@ -386,7 +442,15 @@ impl DeviceKeys {
             ciphertext,
             true,
         )
-        .unwrap_or(Opened::Failed(DecryptError::NoKey))
+        .unwrap_or(Opened::Failed(DecryptError::NoKey));
+        self.remember_files(&opened);
+        opened
+    }
+
+    fn remember_files(&mut self, opened: &Opened) {
+        if let Opened::Decrypted { files, .. } = opened {
+            self.files.remember(files);
+        }
     }
 
     fn release(&mut self, final_try: bool) -> Vec<(ServerFrame, Opened)> {
@@ -402,6 +466,7 @@ impl DeviceKeys {
             match open(self.vault.as_mut(), &frame, final_try) {
                 Some(opened) => {
                     self.changed |= opened != Opened::Plain;
+                    self.remember_files(&opened);
                     ready.push((frame, opened));
                 }
                 None => {
@@ -414,7 +479,8 @@ impl DeviceKeys {
         ready
     }
 
-    /// Saves the keys if a room key or a first use changed them.
+    /// Saves the keys if a room key or a first use changed them, and the
+    /// keys of attachments read since the last save.
     pub fn save(&mut self) {
         if let (true, Some(vault)) = (self.changed, &self.vault)
             && let Err(err) = save(&self.profile, vault)
@@ -422,5 +488,8 @@ impl DeviceKeys {
             (self.warn)(err);
         }
         self.changed = false;
+        if let Err(err) = self.files.save() {
+            (self.warn)(err);
+        }
     }
 }

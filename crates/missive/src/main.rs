@@ -7,6 +7,7 @@ mod bench;
 mod chat;
 mod cli;
 mod encryption;
+mod file_keys;
 mod migrate;
 mod profile;
 mod serve;

@@ -41,25 +41,44 @@ pub fn save(name: &str, profile: &Profile) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-fn keys_path(name: &str) -> PathBuf {
+/// A private file beside the profile: `<name>.<kind>.json`.
+fn private_path(name: &str, kind: &str) -> PathBuf {
     crate::config_dir()
         .join("profiles")
-        .join(format!("{name}.keys.json"))
+        .join(format!("{name}.{kind}.json"))
 }
 
 /// The device's saved encryption keys, if it has any.
 pub fn load_keys(name: &str) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(keys_path(name)) {
+    load_private(name, "keys")
+}
+
+/// Saves the keys whole or not at all: a crash mid-write must not lose the
+/// sessions.
+pub fn save_keys(name: &str, text: &str) -> std::io::Result<()> {
+    save_private(name, "keys", text)
+}
+
+/// The keys of attachments this device has read (`file_keys.rs`).
+pub fn load_file_keys(name: &str) -> std::io::Result<Option<String>> {
+    load_private(name, "files")
+}
+
+pub fn save_file_keys(name: &str, text: &str) -> std::io::Result<()> {
+    save_private(name, "files", text)
+}
+
+fn load_private(name: &str, kind: &str) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(private_path(name, kind)) {
         Ok(text) => Ok(Some(text)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
     }
 }
 
-/// Saves the keys whole or not at all (a new file renamed over the old):
-/// a crash mid-write must not lose the sessions.
-pub fn save_keys(name: &str, text: &str) -> std::io::Result<()> {
-    let path = keys_path(name);
+/// Whole or not at all: a new file renamed over the old.
+fn save_private(name: &str, kind: &str, text: &str) -> std::io::Result<()> {
+    let path = private_path(name, kind);
     let fresh = path.with_extension("json.new");
     write_private(&fresh, text)?;
     std::fs::rename(&fresh, &path)
@@ -85,10 +104,12 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// Forgets the login and its keys (a revoked device's keys are no use).
 pub fn remove(name: &str) -> std::io::Result<()> {
-    match std::fs::remove_file(keys_path(name)) {
-        Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err),
+    for kind in ["keys", "files"] {
+        match std::fs::remove_file(private_path(name, kind)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
     }
     std::fs::remove_file(path(name))
 }

@@ -861,3 +861,158 @@ async fn a_new_device_verified_by_an_old_one_reads_what_came_before_it() {
         Ok("{\"text\":\"MARKER-fw1 before the laptop\"}")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_attachment_reaches_the_server_as_ciphertext_and_opens_only_as_sent() {
+    // Goal: `send --file` into an encrypted group seals the file under a
+    // key of its own (without being asked: the group is known encrypted,
+    // so nothing is uploaded in the clear first); the server's files hold
+    // neither its bytes nor its name; members read it live and again from
+    // history, each time with the sender's name, type and size, and
+    // `download` opens it by its id alone; a stored copy changed on the
+    // server is refused, never written out.
+    let data_dir = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data_dir.path());
+    let (url, dir, work) = (
+        server.url.clone(),
+        config_dir.path().to_owned(),
+        work.path().to_owned(),
+    );
+    let contents = b"MARKER-FILE-9d2b quarterly numbers\n".repeat(500);
+    let sent = work.join("MARKERNAME-4e1a.txt");
+    std::fs::write(&sent, &contents).unwrap();
+    let (media_id, size) = tokio::task::spawn_blocking({
+        let (dir, url, work, contents) = (dir.clone(), url.clone(), work.clone(), contents.clone());
+        move || {
+            let ok = |profile: &str, args: &[&str]| cli_ok(&dir, &url, profile, args);
+            for user in ["alice", "bob", "carol"] {
+                ok(user, &["register", user]);
+                ok(user, &["login", user]);
+            }
+            let created: serde_json::Value = serde_json::from_str(&ok(
+                "alice",
+                &[
+                    "group",
+                    "create",
+                    "vault",
+                    "--member",
+                    "bob",
+                    "--member",
+                    "carol",
+                    "--encrypted",
+                ],
+            ))
+            .expect("group json");
+            let group = created["conversation"].as_i64().expect("id").to_string();
+            ok(
+                "alice",
+                &[
+                    "send",
+                    "--group",
+                    &group,
+                    "--file",
+                    sent.to_str().unwrap(),
+                    "the numbers",
+                ],
+            );
+            let got = json_lines(&ok("bob", &["listen", "--count", "2", "--idle-secs", "5"]));
+            let message = got
+                .iter()
+                .find(|frame| frame["kind"] == "encrypted")
+                .unwrap_or_else(|| panic!("bob got {got:?}"));
+            assert_eq!(message["text"], "the numbers");
+            assert_eq!(message["decrypted"], true);
+            let media = &message["media"][0];
+            assert_eq!(media["filename"], "MARKERNAME-4e1a.txt");
+            assert_eq!(media["content_type"], "application/octet-stream");
+            assert_eq!(media["size_bytes"], contents.len());
+            let media_id = media["media_id"].as_str().expect("id").to_owned();
+
+            let saved = work.join("bob-copy");
+            let downloaded: serde_json::Value = serde_json::from_str(&ok(
+                "bob",
+                &["download", &media_id, "--to", saved.to_str().unwrap()],
+            ))
+            .expect("download json");
+            assert_eq!(downloaded["decrypted"], true);
+            assert_eq!(downloaded["filename"], "MARKERNAME-4e1a.txt");
+            assert_eq!(std::fs::read(&saved).unwrap(), contents);
+
+            // Carol reads it again from history (with the room key her
+            // listen took): opened there too, and her download with it.
+            ok("carol", &["listen", "--count", "2", "--idle-secs", "5"]);
+            let history: serde_json::Value =
+                serde_json::from_str(&ok("carol", &["history", &group])).expect("history json");
+            let entry = history["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .find(|message| message["kind"] == "encrypted")
+                .expect("in history")
+                .clone();
+            assert_eq!(entry["text"], "the numbers");
+            assert_eq!(entry["media"][0]["filename"], "MARKERNAME-4e1a.txt");
+            let carol_copy = work.join("carol-copy");
+            ok(
+                "carol",
+                &["download", &media_id, "--to", carol_copy.to_str().unwrap()],
+            );
+            assert_eq!(std::fs::read(&carol_copy).unwrap(), contents);
+            (media_id, contents.len() as u64 + 16)
+        }
+    })
+    .await
+    .expect("cli steps");
+    for marker in [&b"MARKER-FILE-9d2b"[..], b"MARKERNAME-4e1a"] {
+        assert_eq!(
+            files_containing(data_dir.path(), marker),
+            Vec::<std::path::PathBuf>::new(),
+            "plaintext in the server's files"
+        );
+    }
+
+    // The stored ciphertext changed behind the server's back: refused.
+    let stored = file_named(data_dir.path(), &media_id)
+        .unwrap_or_else(|| panic!("no stored blob named {media_id}"));
+    let mut bytes = std::fs::read(&stored).unwrap();
+    assert_eq!(bytes.len() as u64, size, "the server holds the sealed size");
+    bytes[100] ^= 1;
+    std::fs::write(&stored, bytes).unwrap();
+    let refused = work.join("refused-copy");
+    let (code, _, stderr) = tokio::task::spawn_blocking({
+        let refused = refused.clone();
+        move || {
+            cli(
+                &dir,
+                &url,
+                &[
+                    "download",
+                    &media_id,
+                    "--to",
+                    refused.to_str().unwrap(),
+                    "--profile",
+                    "bob",
+                ],
+            )
+        }
+    })
+    .await
+    .expect("download");
+    assert_ne!(code, 0, "a changed file downloads");
+    assert!(stderr.contains("not the one the message names"), "{stderr}");
+    assert!(!refused.exists(), "a file that did not open was written");
+}
+
+/// The file called `name` under `dir`, at any depth.
+fn file_named(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            file_named(&path, name)
+        } else {
+            (entry.file_name() == name).then_some(path)
+        }
+    })
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use missive_client::{Api, ClientError, Connection};
 use missive_e2ee::{DecryptError, VerifyMessage};
-use missive_proto::rest::History;
+use missive_proto::rest::{History, MediaRef};
 use missive_proto::{ClientFrame, ErrorCode, MessageKind, ServerFrame, ToDeviceOut};
 use tokio::sync::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
@@ -219,6 +219,11 @@ impl Crypto {
     }
 
     /// Opens every encrypted message of a history page in place.
+    /// The key of an attachment of an encrypted message this device read.
+    pub async fn file(&self, media_id: &str) -> Option<missive_e2ee::SharedFile> {
+        self.keys.lock().await.file(media_id)
+    }
+
     pub async fn open_history(&self, history: &mut History) {
         let mut keys = self.keys.lock().await;
         for message in &mut history.messages {
@@ -231,8 +236,12 @@ impl Crypto {
                 message.from_device,
                 &message.text,
             );
-            let text = std::mem::take(&mut message.text);
-            (message.text, message.target) = readable(opened, text, message.target.take());
+            show(
+                opened,
+                &mut message.text,
+                &mut message.target,
+                &mut message.media,
+            );
         }
         keys.save();
     }
@@ -378,25 +387,43 @@ impl Crypto {
 /// A stored event as the app gets it: an encrypted message's text (and
 /// reply) replaced by what it says, or by why it cannot be read.
 fn shown((mut frame, opened): (ServerFrame, Opened)) -> ServerFrame {
-    if let ServerFrame::Message { text, target, .. } = &mut frame {
-        (*text, *target) = readable(opened, std::mem::take(text), target.take());
+    if let ServerFrame::Message {
+        text,
+        target,
+        media,
+        ..
+    } = &mut frame
+    {
+        show(opened, text, target, media);
     }
     frame
 }
 
-/// A message's text and reply as shown, given how it opened.
-fn readable(opened: Opened, text: String, target: Option<String>) -> (String, Option<String>) {
+/// A message's text, reply and attachments as shown, given how it opened:
+/// an encrypted one's attachments as its sender described them (the
+/// server knows them only as opaque bytes).
+fn show(opened: Opened, text: &mut String, target: &mut Option<String>, media: &mut Vec<MediaRef>) {
     match opened {
-        Opened::Plain => (text, target),
-        Opened::Decrypted { text, reply_to } => (text, reply_to.or(target)),
-        Opened::Failed(err) => (
-            match err {
+        Opened::Plain => {}
+        Opened::Decrypted {
+            text: plaintext,
+            reply_to,
+            files,
+        } => {
+            *text = plaintext;
+            if reply_to.is_some() {
+                *target = reply_to;
+            }
+            *media = encryption::media_refs(&files);
+        }
+        Opened::Failed(err) => {
+            *text = match err {
                 DecryptError::NoKey => UNREADABLE,
                 DecryptError::Tampered => TAMPERED,
                 DecryptError::WrongSender => WRONG_SENDER,
             }
-            .to_owned(),
-            target,
-        ),
+            .to_owned();
+            media.clear();
+        }
     }
 }

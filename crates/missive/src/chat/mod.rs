@@ -139,7 +139,8 @@ fn carry_out(
         }
         Effect::Download(media) => {
             tokio::spawn(async move {
-                let outcome = download(&api, &token, &media).await;
+                let key = crypto.file(&media.media_id).await;
+                let outcome = download(&api, &token, &media, key).await;
                 let _ = events.send(AppEvent::Downloaded(outcome));
             });
         }
@@ -147,28 +148,38 @@ fn carry_out(
 }
 
 /// Saves an attachment in the current directory under the name it was
-/// sent with, never over an existing file.
+/// sent with, never over an existing file; one of an encrypted message
+/// (`key`) decrypted, and only if it is the file the message names.
 async fn download(
     api: &Api,
     token: &str,
     media: &missive_proto::rest::MediaRef,
+    key: Option<missive_e2ee::SharedFile>,
 ) -> Result<String, String> {
     let download = api
         .download_named_media(token, &media.media_id)
         .await
         .map_err(|err| format!("Download failed: {}", model::describe(&err)))?;
-    let name = crate::cli::safe_file_name(download.filename.as_deref(), &media.media_id);
+    let (name, bytes) = match key {
+        Some(file) => (
+            file.name.clone(),
+            missive_e2ee::open_file(&download.bytes, &file.key)
+                .map_err(|err| format!("Download failed: {err}"))?,
+        ),
+        None => (download.filename, download.bytes),
+    };
+    let name = crate::cli::safe_file_name(name.as_deref(), &media.media_id);
     let path = free_path(PathBuf::from(&name));
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
-        .and_then(|mut file| std::io::Write::write_all(&mut file, &download.bytes));
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &bytes));
     match written {
         Ok(()) => Ok(format!(
             "Saved {} ({})",
             path.display(),
-            view::size(download.bytes.len() as u64)
+            view::size(bytes.len() as u64)
         )),
         Err(err) => Err(format!("Cannot write {}: {err}", path.display())),
     }
