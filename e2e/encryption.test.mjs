@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import readline from 'node:readline';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -85,6 +85,20 @@ async function filesContaining(dir, needle) {
     else if ((await readFile(file)).includes(needle)) found.push(file);
   }
   return found;
+}
+
+/** The file called `name` under `dir`, at any depth. */
+async function fileNamed(dir, name) {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      const found = await fileNamed(file, name);
+      if (found) return found;
+    } else if (entry.name === name) {
+      return file;
+    }
+  }
+  return null;
 }
 
 test('the CLI, the browser and the terminal app read each other in one encrypted group', { timeout: TEST_TIMEOUT_MS }, async () => {
@@ -178,6 +192,89 @@ test('the CLI, the browser and the terminal app read each other in one encrypted
     await page.context().close().catch(() => {});
     await server.stop();
     await rm(config, { recursive: true, force: true });
+  }
+});
+
+test('an attachment in an encrypted chat is sealed in the browser and opened by the CLI, and the other way', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: WebCrypto in the browser and missive-e2ee in the CLI seal and open the same files: the upload is
+  // ciphertext with no name, the server's files hold neither bytes nor names, the receiver gets the sender's name and
+  // the exact bytes, any file type goes (the server never sniffs ciphertext), and a stored copy changed on the
+  // server is refused with a message instead of being saved.
+  const server = await Server.start();
+  const config = await mkdtemp(path.join(tmpdir(), 'missive-e2e-cli-'));
+  const work = await mkdtemp(path.join(tmpdir(), 'missive-e2e-files-'));
+  const page = await openPage(browser, server);
+  try {
+    const [alice, bob] = [username('alice'), username('bob')];
+    await cli(config, server, alice, ['register', alice]);
+    await cli(config, server, alice, ['login', alice]);
+    await register(page, bob);
+    await page.locator('#app-view[data-encryption="ready"]').waitFor({ state: 'attached' });
+    const token = JSON.parse(await readFile(path.join(config, 'profiles', `${alice}.json`), 'utf8')).token;
+    await eventually(async () => {
+      const listed = await (await fetch(`${server.url}/v1/users/${bob}/keys`, { headers: { authorization: `Bearer ${token}` } })).json();
+      return listed.devices?.length === 1;
+    }, { what: "the browser's keys in the directory" });
+    const group = JSON.parse(await cli(config, server, alice, ['group', 'create', 'vault', '--member', bob, '--encrypted'])).conversation;
+    await openChat(page, 'vault');
+    await page.getByTestId('chat-encrypted').waitFor();
+
+    const uploads = [];
+    page.on('request', (request) => {
+      if (request.method() === 'POST' && new URL(request.url()).pathname === '/v1/media') uploads.push(request.url());
+    });
+    const notes = Buffer.from('MARKER-f1 the plain notes\n'.repeat(300));
+    await page.getByTestId('file-input').setInputFiles({ name: 'MARKERNAME-b1.txt', mimeType: 'text/plain', buffer: notes });
+    await page.getByLabel('Caption').fill('the notes');
+    await page.getByTestId('attach-preview').getByRole('button', { name: 'Send' }).click();
+    await waitTicks(page, 'the notes', 'sent');
+    assert.deepEqual(uploads.map((url) => new URL(url).search), ['?encrypted=true']);
+
+    const heard = (await cli(config, server, alice, ['listen', '--count', '1', '--idle-secs', '5']))
+      .trim().split('\n').map((line) => JSON.parse(line)).find((frame) => frame.kind === 'encrypted');
+    assert.equal(heard.text, 'the notes');
+    assert.deepEqual([heard.media[0].filename, heard.media[0].content_type, heard.media[0].size_bytes],
+      ['MARKERNAME-b1.txt', 'text/plain', notes.length]);
+    const copy = path.join(work, 'copy.txt');
+    const fetched = JSON.parse(await cli(config, server, alice, ['download', heard.media[0].media_id, '--to', copy]));
+    assert.equal(fetched.decrypted, true);
+    assert.deepEqual(await readFile(copy), notes);
+
+    // From the CLI to the browser: the link is named as sent, and the download is the plaintext.
+    const report = Buffer.concat([Buffer.from('MARKER-f2 '), Buffer.from(Array.from({ length: 4000 }, (_, i) => (i * 7) % 256))]);
+    const reportPath = path.join(work, 'MARKERNAME-b2.bin');
+    await writeFile(reportPath, report);
+    await cli(config, server, alice, ['send', '--group', String(group), '--file', reportPath, 'the report']);
+    const link = page.getByTestId('file-link').filter({ hasText: 'MARKERNAME-b2.bin' });
+    await link.waitFor();
+    const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+    assert.equal(download.suggestedFilename(), 'MARKERNAME-b2.bin');
+    assert.deepEqual(await readFile(await download.path()), report);
+
+    for (const marker of ['MARKER-f1', 'MARKER-f2', 'MARKERNAME-b1', 'MARKERNAME-b2']) {
+      assert.deepEqual(await filesContaining(server.dataDir, marker), [], `${marker} in the server's files`);
+    }
+
+    // The stored ciphertext changed behind the server's back: refused, with a message.
+    const mediaId = (await page.getByTestId('file-link').filter({ hasText: 'MARKERNAME-b2.bin' }).getAttribute('href')).split('/').pop();
+    const stored = await fileNamed(server.dataDir, mediaId);
+    const bytes = await readFile(stored);
+    bytes[50] ^= 1;
+    await writeFile(stored, bytes);
+    let downloads = 0;
+    page.on('download', () => { downloads += 1; });
+    await link.click();
+    await page.getByTestId('toast').filter({ hasText: 'The file on the server is not the one that was sent.' }).waitFor();
+    assert.equal(downloads, 0, 'a file that did not open was saved');
+    assertNoProblems([page]);
+  } catch (err) {
+    err.message += `\n--- last server log lines ---\n${server.log.slice(-15).join('\n')}`;
+    throw err;
+  } finally {
+    await page.context().close().catch(() => {});
+    await server.stop();
+    await rm(config, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
   }
 });
 

@@ -521,8 +521,8 @@ fn an_encrypted_group_is_plain_text_only_on_the_screens() {
     // Goal: the terminal app holds its device's keys: in an encrypted
     // group it shows a CLI user's message decrypted (live and from
     // history), seals what is typed so the CLI reads it decrypted, keeps
-    // neither text in the server's files, and shows a tampered ciphertext
-    // as rejected, never as its bytes.
+    // neither text in the server's files, shows a tampered ciphertext
+    // as rejected, never as its bytes, and opens a sealed file.
     let Some(tmux) = Tmux::new() else { return };
     let data = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
@@ -642,6 +642,43 @@ fn an_encrypted_group_is_plain_text_only_on_the_screens() {
         screen.contains("MARKER-tui1 from the cli")
             && screen.contains("MARKER-tui2 from the terminal")
     });
+
+    // A file sealed by the CLI: listed under the sender's name and type,
+    // and `d` saves the plaintext.
+    let upload = tempfile::tempdir().unwrap();
+    let file = upload.path().join("MKN-t1.txt");
+    let bytes = b"MARKER-tui3 the plan\n".repeat(40);
+    std::fs::write(&file, &bytes).unwrap();
+    as_user(
+        dir,
+        url,
+        "alice",
+        &[
+            "send",
+            "--group",
+            &group.to_string(),
+            "a file",
+            "--file",
+            &file.display().to_string(),
+        ],
+    );
+    tmux.wait_for_text(
+        "bob",
+        &format!(
+            "📎 MKN-t1.txt (application/octet-stream, {} B)",
+            bytes.len()
+        ),
+    );
+    tmux.keys("bob", &["Up", "d"]);
+    tmux.wait_for_text("bob", &format!("Saved MKN-t1.txt ({} B)", bytes.len()));
+    assert_eq!(std::fs::read(dir.join("MKN-t1.txt")).unwrap(), bytes);
+    for marker in [&b"MARKER-tui3"[..], b"MKN-t1"] {
+        assert_eq!(
+            files_containing(data.path(), marker),
+            Vec::<std::path::PathBuf>::new(),
+            "the file's bytes or name in the server's files"
+        );
+    }
 }
 
 #[test]

@@ -315,10 +315,13 @@ export class Api {
    * only it reports upload progress.
    * @returns {{promise: Promise<object>, abort: () => void}}
    */
-  upload(file, onProgress) {
+  upload(file, onProgress, { encrypted = false } = {}) {
     const xhr = new XMLHttpRequest();
     const promise = new Promise((resolve, reject) => {
-      xhr.open('POST', file.name ? `/v1/media?filename=${encodeURIComponent(file.name)}` : '/v1/media');
+      // An encrypted chat's file is ciphertext, and its name travels inside the encrypted message.
+      const url = encrypted ? '/v1/media?encrypted=true'
+        : file.name ? `/v1/media?filename=${encodeURIComponent(file.name)}` : '/v1/media';
+      xhr.open('POST', url);
       xhr.setRequestHeader('Authorization', `Bearer ${this.token}`);
       xhr.responseType = 'json';
       xhr.upload.addEventListener('progress', (event) => {

@@ -7,6 +7,7 @@ import { Api, ApiError, MEDIA_BYTES_MAX, loadSession, saveSession, clearSession 
 import { Connection } from './connection.js';
 import { Outbox, newClientMsgId } from './outbox.js';
 import { Crypto } from './crypto.js';
+import { sealFile, openFile, sharedFile } from './filecrypt.js';
 import { VerifyDialog } from './views/verify.js';
 import { Store } from './store.js';
 import { $, h, describeError, initial, hueClass } from './views/dom.js';
@@ -246,8 +247,8 @@ class Session {
       typing: (conv, state) => this.typing(conv, state),
       loadOlder: (conv) => this.loadOlder(conv),
       search: (conv, query, before) => this.api.searchMessages(conv.id, query, { before }),
-      fileProblem: (file) => this.fileProblem(file),
-      upload: (file, onProgress) => this.upload(file, onProgress),
+      fileProblem: (file, conv) => this.fileProblem(file, conv),
+      upload: (file, onProgress, conv) => this.upload(file, onProgress, conv),
       thumbnailUrl: (mediaId) => this.thumbnailUrl(mediaId),
       openImage: (media, msg) => this.imageDialog.open(`Photo from ${msg.from}`, mediaName(media),
         this.whenOnline().then(() => this.mediaBlobUrl(media.media_id))),
@@ -650,14 +651,18 @@ class Session {
       width: item.width,
       height: item.height,
       thumbnail: Boolean(item.thumbnail),
+      ...(item.filename ? { filename: item.filename } : {}),
+      ...(item.file ? { file: item.file } : {}),
     }));
     if (refs.length) frame.media = refs.map((ref) => ref.media_id);
     if (conv.encrypted) {
-      if (refs.length) {
-        this.toast('Attachments cannot be sent in encrypted chats from this browser yet.');
+      if (refs.some((ref) => !ref.file)) {
+        this.toast('This file was uploaded unencrypted, so it is not sent into an encrypted chat.');
         return;
       }
       frame.encrypted = true;
+      // Sealed into the ciphertext by crypto.seal, never sent as they are.
+      if (refs.length) frame.files = refs.map(sharedFile);
     }
     const createdMs = Date.now();
     this.store.addPending(conv, { clientMsgId, text, target: replyTo, media: refs, createdMs });
@@ -772,7 +777,14 @@ class Session {
   // ---- media ------------------------------------------------------------------------------
 
   /** Why the server is sure to refuse `file` (an ApiError), or null: such a file is refused before any preview. */
-  fileProblem(file) {
+  fileProblem(file, conv) {
+    if (conv?.encrypted) {
+      // The server stores ciphertext unread, whatever the type; the tag adds 16 bytes.
+      if (!this.crypto?.available) return new ApiError(0, 'encryption_unavailable', 'this browser cannot encrypt');
+      if (file.size + 16 > MEDIA_BYTES_MAX) return new ApiError(413, 'media_too_large', 'too large');
+      if (file.size === 0) return new ApiError(415, 'empty_file', 'empty file');
+      return null;
+    }
     if (file.size > MEDIA_BYTES_MAX) return new ApiError(413, 'media_too_large', 'too large');
     // The server decides by the bytes; a type the browser already knows to be refused need not travel.
     if (file.type && !ALLOWED_TYPES.has(file.type)) return new ApiError(415, 'media_type_not_allowed', 'type not allowed');
@@ -780,10 +792,45 @@ class Session {
     return null;
   }
 
-  upload(file, onProgress) {
-    const problem = this.fileProblem(file);
+  upload(file, onProgress, conv) {
+    const problem = this.fileProblem(file, conv);
     if (problem) return { promise: Promise.reject(problem), abort: () => {} };
+    if (conv?.encrypted) return this.uploadSealed(file, onProgress);
     return this.api.upload(file, onProgress);
+  }
+
+  /** A file for an encrypted chat: sealed here (filecrypt.js), the ciphertext uploaded, the key kept for the message. */
+  uploadSealed(file, onProgress) {
+    let upload = null;
+    let aborted = false;
+    const promise = (async () => {
+      const sealed = await sealFile(new Uint8Array(await file.arrayBuffer()));
+      if (aborted) throw new ApiError(0, 'aborted', 'the upload was cancelled');
+      upload = this.api.upload(new Blob([sealed.ciphertext]), onProgress, { encrypted: true });
+      const info = await upload.promise;
+      return {
+        media_id: info.media_id,
+        content_type: file.type || 'application/octet-stream',
+        size_bytes: file.size,
+        thumbnail: false,
+        ...(file.name ? { filename: file.name } : {}),
+        file: sealed.key,
+      };
+    })();
+    return {
+      promise,
+      abort: () => {
+        aborted = true;
+        upload?.abort();
+      },
+    };
+  }
+
+  /** An encrypted message's attachment, opened, as a new blob: URL; a file that does not open is an error. */
+  async openedBlobUrl(media) {
+    const ciphertext = new Uint8Array(await (await this.api.media(media.media_id)).arrayBuffer());
+    const plaintext = await openFile(ciphertext, media.file);
+    return URL.createObjectURL(new Blob([plaintext], { type: media.content_type }));
   }
 
   /** A media object as a new blob: URL, which the caller revokes (the endpoints need the bearer token). */
@@ -821,7 +868,7 @@ class Session {
   async download(media, name) {
     try {
       await this.whenOnline();
-      const url = await this.mediaBlobUrl(media.media_id);
+      const url = media.file ? await this.openedBlobUrl(media) : await this.mediaBlobUrl(media.media_id);
       const link = h('a', { href: url, download: name, hidden: true });
       document.body.append(link);
       link.click();

@@ -5,6 +5,8 @@
 // waits (with what follows it in its conversation) up to HOLD_FOR_KEY_MS. `seal` turns a send the app marked
 // `encrypted` into ciphertext, sharing the room key first. The store never holds a ciphertext.
 
+import { sharedMedia } from './filecrypt.js';
+
 const MODULE_URL = './e2ee/e2ee.js';
 const DB_NAME = 'missive-keys';
 const DB_STORE = 'devices';
@@ -359,7 +361,7 @@ export class Crypto {
    */
   opened(frame, finalTry) {
     if (frame.kind !== 'encrypted' || frame.deleted) return frame;
-    if (!this.vault) return { ...frame, text: '', decrypt_error: 'no_key' };
+    if (!this.vault) return { ...frame, text: '', media: [], decrypt_error: 'no_key' };
     let result;
     try {
       result = JSON.parse(this.vault.decrypt(frame.conversation, frame.from, frame.from_device, frame.text));
@@ -379,11 +381,13 @@ export class Crypto {
         ...frame,
         text: typeof content.text === 'string' ? content.text : '',
         target: typeof content.reply_to === 'string' ? content.reply_to : frame.target ?? null,
+        // The server knows them only as opaque bytes: name, type, size and key are the sender's.
+        media: sharedMedia(content.files),
         decrypted: true,
       };
     }
     if (result.error === 'no_key' && !finalTry) return null;
-    return { ...frame, text: '', decrypt_error: result.error };
+    return { ...frame, text: '', media: [], decrypt_error: result.error };
   }
 
   /** Opens every encrypted message of a history page in place (never held: a page is read whole). */
@@ -417,6 +421,8 @@ export class Crypto {
     const recipients = devices.filter((device) => !stillMissing.has(`${device.user}/${device.device_id}`));
     const content = { text: frame.text };
     if (frame.reply_to) content.reply_to = frame.reply_to;
+    // Each attachment's key (sealed by the upload: filecrypt.js) goes inside the ciphertext, its id beside it.
+    if (frame.files?.length) content.files = frame.files;
     const key = frame.conversation ?? NOT_YET_CREATED;
     const sealed = JSON.parse(this.vault.encrypt(key, JSON.stringify(recipients), JSON.stringify(content)));
     await this.save();
@@ -427,6 +433,7 @@ export class Crypto {
       await this.save();
     }
     const out = { type: 'send', client_msg_id: frame.client_msg_id, text: sealed.ciphertext, encrypted: true };
+    if (frame.files?.length) out.media = frame.files.map((file) => file.media_id);
     if (frame.conversation) out.conversation = frame.conversation;
     else out.to = frame.to;
     return out;

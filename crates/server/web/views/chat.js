@@ -671,7 +671,7 @@ export class ChatView {
       this.showError('Wait for the current upload to finish.');
       return;
     }
-    const problem = this.actions.fileProblem(file);
+    const problem = this.actions.fileProblem(file, conv);
     if (problem) {
       this.showError(`“${file.name}” was not sent. ${describeError(problem)}`);
       return;
@@ -705,7 +705,7 @@ export class ChatView {
     try {
       this.upload = this.actions.upload(file, (fraction) => {
         this.uploadProgress.value = fraction;
-      });
+      }, conv);
       const media = await this.upload.promise;
       // The chat may have been given its server id meanwhile (a first message to someone).
       this.actions.send(this.store.get(conv.key) ?? conv, caption.trim() ? caption : '', { replyTo, media: [media] });

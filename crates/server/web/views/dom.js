@@ -132,6 +132,12 @@ const ERROR_TEXT = {
   client_msg_id_reused: 'This message clashed with one sent earlier and was not sent. Send it again.',
   frame_too_large: 'too large',
   empty_text: 'The message is empty.',
+  empty_file: 'The file is empty.',
+  encryption_unavailable: 'This browser cannot encrypt, so nothing can be sent into an encrypted chat from it.',
+  // An encrypted message's attachment that does not open (filecrypt.js).
+  wrong_file: 'The file on the server is not the one that was sent.',
+  tampered: 'The file was tampered with.',
+  bad_key: 'The message carries no usable key for this file.',
   unavailable: 'The server is busy. Try again in a moment.',
   shutting_down: 'The server is restarting. Try again in a moment.',
 };
