@@ -218,6 +218,7 @@ test('an attachment in an encrypted chat is sealed in the browser and opened by 
     const group = JSON.parse(await cli(config, server, alice, ['group', 'create', 'vault', '--member', bob, '--encrypted'])).conversation;
     await openChat(page, 'vault');
     await page.getByTestId('chat-encrypted').waitFor();
+    assert.equal(await page.getByTestId('file-input').getAttribute('accept'), null, 'the picker offers every type');
 
     const uploads = [];
     page.on('request', (request) => {

@@ -22,6 +22,8 @@ const FOUND_MS = 2000;
 const MENU_MARGIN_PX = 8;
 const MENU_GAP_PX = 6;
 // The parts of a message bubble, in document order; each is present or absent, and updated in place.
+// What the server takes as plain media (it checks the bytes again); the file picker offers these.
+const PLAIN_FILE_TYPES = 'image/*,video/*,audio/*,application/pdf';
 const PARTS = ['author', 'quote', 'media', 'text', 'meta', 'failed', 'reactions', 'menu'];
 
 /**
@@ -234,6 +236,9 @@ export class ChatView {
     const title = store.title(conv);
     this.title.textContent = title;
     this.encrypted.hidden = !conv.encrypted;
+    // The server never reads an encrypted chat's files, so any type may go there.
+    if (conv.encrypted) this.fileInput.removeAttribute('accept');
+    else this.fileInput.accept = PLAIN_FILE_TYPES;
     // A 1:1's keys can be compared with the other user (a group's would be one comparison per member).
     const checkable = conv.encrypted && conv.kind === 'direct' && conv.verification;
     this.verifyState.textContent = checkable ? ` · ${conv.verification === 'verified' ? 'verified' : 'not verified'}` : '';
