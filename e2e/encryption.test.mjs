@@ -389,6 +389,60 @@ test('a CLI user and a browser user verify each other by comparing emoji, and a 
   }
 });
 
+test('a browser verifies a new CLI device of its own account and hands it the keys to read what came before', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Goal: key forwarding from the browser: a device added to an account cannot read an earlier encrypted message until
+  // the user verifies it from the browser (the Devices dialog), which then sends it every room key it holds.
+  const server = await Server.start();
+  const config = await mkdtemp(path.join(tmpdir(), 'missive-e2e-cli-'));
+  const page = await openPage(browser, server);
+  const running = [];
+  try {
+    const [alice, bob] = [username('alice'), username('bob')];
+    await cli(config, server, alice, ['register', alice]);
+    await cli(config, server, alice, ['login', alice]);
+    await register(page, bob);
+    await page.locator('#app-view[data-encryption="ready"]').waitFor({ state: 'attached' });
+    await eventually(async () => JSON.parse(await cli(config, server, alice, ['verify', bob, '--status'])).devices.length === 1,
+      { what: "the browser's keys in the directory" });
+    const group = JSON.parse(await cli(config, server, alice, ['group', 'create', 'vault', '--member', bob, '--encrypted'])).conversation;
+    await cli(config, server, alice, ['send', '--group', String(group), 'MARKER-k1 before the laptop']);
+    await openChat(page, 'vault');
+    await messages(page, 'MARKER-k1 before the laptop').waitFor();
+
+    const laptop = JSON.parse(await cli(config, server, 'laptop', ['login', bob])).device_id;
+    const unread = JSON.parse(await cli(config, server, 'laptop', ['history', String(group)])).messages
+      .find((message) => message.kind === 'encrypted');
+    assert.equal(unread.decrypt_error, 'no_key', 'the new device cannot read it yet');
+
+    const accepting = verifyProcess(config, server, 'laptop', ['--accept']);
+    running.push(accepting);
+    await page.getByRole('button', { name: 'Devices' }).click();
+    await page.getByRole('button', { name: new RegExp(`^Verify .* \\(device ${laptop}\\)$`) }).click();
+    const code = await accepting.line('compare');
+    await page.getByTestId('verify-emoji').filter({ visible: true }).waitFor();
+    assert.equal(await page.getByTestId('verify-emoji').getAttribute('data-emoji'), code.emoji.join(' '));
+    await page.getByRole('button', { name: 'They match' }).click();
+    accepting.answer('y');
+    assert.equal((await accepting.exit()).code, 0);
+    await page.getByTestId('verify-status').filter({ hasText: 'Your device is verified. It was handed one room key' }).waitFor();
+
+    // The laptop takes the forwarded key as it listens; its own saved keys then open the earlier message.
+    await cli(config, server, 'laptop', ['listen', '--idle-secs', '2']);
+    const read = JSON.parse(await cli(config, server, 'laptop', ['history', String(group)])).messages
+      .find((message) => message.kind === 'encrypted');
+    assert.deepEqual([read.text, read.decrypted], ['MARKER-k1 before the laptop', true]);
+    assertNoProblems([page]);
+  } catch (err) {
+    err.message += `\n--- last server log lines ---\n${server.log.slice(-15).join('\n')}`;
+    throw err;
+  } finally {
+    for (const process of running) process.kill();
+    await page.context().close().catch(() => {});
+    await server.stop();
+    await rm(config, { recursive: true, force: true });
+  }
+});
+
 test('a browser whose one-time keys were used up while it was away publishes more when it comes back', { timeout: TEST_TIMEOUT_MS }, async () => {
   // Goal: `keys_low` reaches only a connected device, so the browser tops its one-time keys up on connecting.
   const server = await Server.start();

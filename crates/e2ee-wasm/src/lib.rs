@@ -213,6 +213,39 @@ impl Vault {
         Ok(self.0.is_verified(user, id(device_id)?, ed25519))
     }
 
+    /// Every room key this device holds, sealed for `device` (JSON as one
+    /// entry of `withoutSession`'s list), another device of this user that
+    /// the user verified and that this device has a session with:
+    /// `[{"user","device_id","body"}…]` to send as `to_device` (throws for
+    /// any other device). A new device reads the history this way.
+    #[wasm_bindgen(js_name = forwardKeys)]
+    pub fn forward_keys(&mut self, device: &str) -> Result<String, JsError> {
+        let listed = devices_from(&format!("[{device}]"))?;
+        let [device] = listed.as_slice() else {
+            return Err(JsError::new("forwardKeys takes one device"));
+        };
+        let shares = self
+            .0
+            .forward_keys(device)
+            .map_err(|err| JsError::new(&err.to_string()))?;
+        to_json(
+            &shares
+                .into_iter()
+                .map(|share| ShareJson {
+                    user: share.user,
+                    device_id: share.device_id,
+                    body: share.body,
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// How many room keys (Megolm sessions) this device holds.
+    #[wasm_bindgen(js_name = roomKeyCount)]
+    pub fn room_key_count(&self) -> usize {
+        self.0.room_key_count()
+    }
+
     /// Moves the session of a first message to a user (sent under
     /// conversation `from`, e.g. -1) to the id the server gave it.
     #[wasm_bindgen(js_name = renameConversation)]

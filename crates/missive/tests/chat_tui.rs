@@ -791,6 +791,99 @@ fn the_terminal_app_verifies_keys_with_a_cli_user_by_comparing_emoji() {
 }
 
 #[test]
+fn the_terminal_app_hands_a_new_device_of_its_account_the_room_keys_once_verified() {
+    // Goal: key forwarding from the terminal app: a device added to the
+    // account cannot read an earlier encrypted message until the user
+    // verifies it with the terminal app, which then sends it every room
+    // key it holds.
+    let Some(tmux) = Tmux::new() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path());
+    accounts(config.path(), &server.url, &["alice", "bob"]);
+    let (dir, url) = (config.path(), server.url.as_str());
+    let sent = as_user(
+        dir,
+        url,
+        "alice",
+        &["send", "bob", "MARKER-fw2 before the laptop", "--encrypted"],
+    );
+    let conversation = sent["conversation"]
+        .as_i64()
+        .expect("conversation")
+        .to_string();
+    tmux.chat(dir, "bob", 200, 30);
+    tmux.wait_for_text("bob", "(1)");
+    tmux.keys("bob", &["Enter"]);
+    tmux.wait_for_text("bob", "MARKER-fw2 before the laptop");
+
+    as_user(dir, url, "laptop", &["login", "bob"]);
+    let earlier = |profile: &str| -> Value {
+        let history = as_user(dir, url, profile, &["history", &conversation]);
+        history["messages"]
+            .as_array()
+            .and_then(|messages| messages.iter().find(|m| m["kind"] == "encrypted"))
+            .cloned()
+            .expect("the message in history")
+    };
+    assert_eq!(earlier("laptop")["decrypt_error"], "no_key");
+
+    let tui_device = profile_device(dir, "bob").to_string();
+    let mut verifying = Command::new(BIN)
+        .args([
+            "verify",
+            "bob",
+            "--device",
+            &tui_device,
+            "--timeout-secs",
+            "30",
+        ])
+        .args(["--profile", "laptop"])
+        .env("MISSIVE_CONFIG_DIR", dir)
+        .env("MISSIVE_SERVER", url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start missive verify");
+    tmux.wait_for_text("bob", "asks to verify keys with you");
+    tmux.keys("bob", &["y"]);
+    tmux.wait_for_text("bob", "Does bob see");
+    tmux.keys("bob", &["y"]);
+    std::io::Write::write_all(&mut verifying.stdin.take().expect("stdin"), b"y\n").expect("answer");
+    let output = verifying.wait_with_output().expect("verify ends");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    tmux.wait_for_text("bob", "is verified and has");
+
+    // The laptop takes the forwarded keys as it listens; its own saved
+    // keys then open the earlier message.
+    let (code, _, stderr) = cli(
+        dir,
+        url,
+        &["listen", "--idle-secs", "2", "--profile", "laptop"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let read = earlier("laptop");
+    assert_eq!(
+        (read["text"].as_str(), read["decrypted"].as_bool()),
+        (Some("MARKER-fw2 before the laptop"), Some(true))
+    );
+}
+
+/// The device id a profile logged in as.
+fn profile_device(config: &Path, profile: &str) -> i64 {
+    let saved =
+        std::fs::read_to_string(config.join(format!("profiles/{profile}.json"))).expect("profile");
+    serde_json::from_str::<Value>(&saved).expect("json")["device_id"]
+        .as_i64()
+        .expect("device id")
+}
+
+#[test]
 fn the_terminal_app_publishes_more_one_time_keys_when_others_used_them_up_while_it_was_away() {
     // Goal: `keys_low` reaches only a connected device, so a device whose
     // one-time keys were claimed while it was away tops them up when it

@@ -153,7 +153,12 @@ class Session {
     }, EXPIRY_CHECK_MS);
     this.listView = new ListView(this.store, { onOpen: (key) => this.navigate(key) });
     this.chatView = new ChatView(this.store, this.chatActions());
-    this.devicesDialog = new DevicesDialog(this.api, { onRevokedSelf: () => this.logout({ ask: false }) });
+    this.devicesDialog = new DevicesDialog(this.api, {
+      onRevokedSelf: () => this.logout({ ask: false }),
+      verifier: () => (this.crypto?.available && this.verifyDialog
+        ? (deviceId) => this.verifyDialog.start(this.me.username, deviceId)
+        : null),
+    });
     this.groupDialog = new NewGroupDialog(this.api, {
       onCreated: async (group) => {
         await this.refreshList();

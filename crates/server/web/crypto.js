@@ -529,11 +529,26 @@ export class Crypto {
     await this.flushVerification(verification, user, deviceId);
   }
 
-  /** Checks the other device's MAC against its listed key and records it verified; throws if it does not hold. */
+  /**
+   * Checks the other device's MAC against its listed key and records it verified; throws if it does not hold. A
+   * device of this account gets every room key this one holds: how many (else 0).
+   */
   async finishVerification(verification, user, deviceId) {
     const device = (await this.devicesOf(user)).find((listed) => listed.device_id === deviceId);
     if (!device) throw new Error(`${user}'s device has no keys any more`);
     verification.finish(this.vault, device.ed25519);
     await this.save();
+    return user === this.me.username ? this.forwardKeys(device) : 0;
+  }
+
+  /** Hands `device` (of this account, just verified) the room keys this one holds, so it reads the history. */
+  async forwardKeys(device) {
+    const target = { user: this.me.username, device_id: device.device_id, curve25519: device.curve25519, ed25519: device.ed25519 };
+    await this.openSessions([target]);
+    const count = this.vault.roomKeyCount();
+    const shares = JSON.parse(this.vault.forwardKeys(JSON.stringify(target)));
+    await this.save();
+    if (shares.length > 0) await this.send({ type: 'to_device', messages: shares });
+    return count;
   }
 }

@@ -802,8 +802,18 @@ impl App {
             VerifyUpdate::Compare { user, code } => {
                 self.prompt = Some(Prompt::VerifyCompare { user, code });
             }
-            VerifyUpdate::Verified { user, device } => {
-                self.notify(format!("✓ {user}'s device {device} is verified"));
+            VerifyUpdate::Verified {
+                user,
+                device,
+                forwarded,
+            } => {
+                self.notify(match forwarded {
+                    0 => format!("✓ {user}'s device {device} is verified"),
+                    n => format!(
+                        "✓ your device {device} is verified and has {n} room key{} from this one",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                });
                 self.peer_verified.remove(&user);
                 self.effects.push(Effect::CheckVerified { user });
             }

@@ -27,10 +27,23 @@ pub enum VerifyAction {
 /// What the app shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VerifyUpdate {
-    Offered { from: String, device: i64 },
-    Waiting { user: String },
-    Compare { user: String, code: String },
-    Verified { user: String, device: i64 },
+    Offered {
+        from: String,
+        device: i64,
+    },
+    Waiting {
+        user: String,
+    },
+    Compare {
+        user: String,
+        code: String,
+    },
+    /// `forwarded`: room keys handed to it (a device of this account).
+    Verified {
+        user: String,
+        device: i64,
+        forwarded: usize,
+    },
     Failed(String),
 }
 
@@ -132,11 +145,14 @@ impl Verifier {
                 return failed(err);
             }
         };
-        let send = replies
+        let mut send: Vec<ToDeviceOut> = replies
             .iter()
             .map(|reply| to(from, device, reply))
             .collect();
         let mut outcome = self.progress(keys, api, saved, confirmed).await;
+        // The replies first, then whatever finishing sends (room keys
+        // forwarded to a device of this account).
+        send.append(&mut outcome.send);
         outcome.send = send;
         outcome
     }
@@ -283,9 +299,13 @@ impl Verifier {
             let result = finish(keys, api, saved, verification, (&user, device)).await;
             self.stage = Stage::Idle;
             return match result {
-                Ok(()) => Outcome {
-                    send: Vec::new(),
-                    update: Some(VerifyUpdate::Verified { user, device }),
+                Ok(forward) => Outcome {
+                    update: Some(VerifyUpdate::Verified {
+                        user,
+                        device,
+                        forwarded: forward.count,
+                    }),
+                    send: forward.shares,
                 },
                 Err(err) => failed(err),
             };
@@ -303,15 +323,23 @@ impl Verifier {
     }
 }
 
+/// Room keys handed to a device of this account once it is verified.
+#[derive(Default)]
+struct Forward {
+    count: usize,
+    shares: Vec<ToDeviceOut>,
+}
+
 /// Checks the MAC against the key the directory lists and saves the
-/// verified key.
+/// verified key; a device of this account is then handed every room key
+/// this one holds, so it reads what came before it.
 async fn finish(
     keys: &mut DeviceKeys,
     api: &Api,
     saved: &Profile,
     verification: &Verification,
     (user, device): (&str, i64),
-) -> Result<(), String> {
+) -> Result<Forward, String> {
     let listed = api
         .user_keys(&saved.token, user)
         .await
@@ -327,7 +355,34 @@ async fn finish(
     verification
         .finish(vault, &key)
         .map_err(|err: VerifyError| err.to_string())?;
-    encryption::save(&profile, vault)
+    encryption::save(&profile, vault)?;
+    if user != saved.username {
+        return Ok(Forward::default());
+    }
+    let mut devices = encryption::member_devices(api, saved, &[saved.username.clone()])
+        .await
+        .map_err(|err| err.to_string())?;
+    devices.retain(|listed| listed.device_id == device);
+    encryption::open_sessions(api, saved, vault, &mut devices, &|_| {})
+        .await
+        .map_err(|err| err.to_string())?;
+    let target = devices.first().ok_or_else(|| {
+        format!("verified, but no session with device {device} to hand it the room keys")
+    })?;
+    let count = vault.room_key_count();
+    let shares = vault.forward_keys(target).map_err(|err| err.to_string())?;
+    encryption::save(&profile, vault)?;
+    Ok(Forward {
+        count,
+        shares: shares
+            .into_iter()
+            .map(|share| ToDeviceOut {
+                user: share.user,
+                device_id: share.device_id,
+                body: share.body,
+            })
+            .collect(),
+    })
 }
 
 /// The first of `user`'s devices (not this one) not verified yet, else

@@ -37,9 +37,16 @@ export function confirmDialog(text, okLabel = 'OK') {
 }
 
 export class DevicesDialog {
-  constructor(api, { onRevokedSelf }) {
+  /**
+   * @param {object} hooks
+   * @param {() => void} hooks.onRevokedSelf
+   * @param {() => ((deviceId: number) => void) | null} hooks.verifier how to verify another device of this account
+   *   (which then gets the room keys), or null when this browser has no encryption
+   */
+  constructor(api, { onRevokedSelf, verifier = () => null }) {
     this.api = api;
     this.onRevokedSelf = onRevokedSelf;
+    this.verifier = verifier;
     this.dialog = $('#devices-dialog');
     this.list = $('#device-list');
     this.error = $('#devices-error');
@@ -75,6 +82,16 @@ export class DevicesDialog {
       'aria-label': device.current ? 'Log out this device' : `Revoke ${device.name} (device ${device.device_id})`,
       onclick: () => this.revoke(device),
     }, device.current ? 'Log out' : 'Revoke');
+    const verify = this.verifier();
+    const verifyButton = device.current || !verify ? null : h('button', {
+      type: 'button',
+      class: 'secondary small',
+      'aria-label': `Verify ${device.name} (device ${device.device_id})`,
+      onclick: () => {
+        this.dialog.close();
+        verify(device.device_id);
+      },
+    }, 'Verify');
     const item = h('li', { class: 'device', dataset: { testid: 'device', deviceId: String(device.device_id), current: String(device.current) } },
       h('span', { class: 'device-text' },
         h('span', { class: 'device-name' },
@@ -82,7 +99,7 @@ export class DevicesDialog {
           device.current ? h('span', { class: 'tag' }, 'This device') : null),
         h('span', { class: 'device-meta' },
           `Added ${formatDateTime(device.created_ms)} · last active ${formatDateTime(device.last_seen_ms)}`)),
-      h('span', { class: 'device-actions' }, rename, revoke));
+      h('span', { class: 'device-actions' }, verifyButton, rename, revoke));
     return item;
   }
 

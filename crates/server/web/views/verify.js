@@ -22,12 +22,14 @@ export class VerifyDialog {
     this.dialog.addEventListener('close', () => this.abandon());
   }
 
-  /** Starts verifying `user` (their first device not yet verified). */
-  async start(user) {
+  /** Starts verifying `user`'s device `deviceId` (by default their first device not yet verified). */
+  async start(user, deviceId = null) {
     this.show(`Asking ${user}'s device…`);
     try {
       const devices = await this.crypto.devicesOf(user);
-      const device = devices.find((listed) => !listed.verified) ?? devices[0];
+      const device = deviceId === null
+        ? devices.find((listed) => !listed.verified) ?? devices[0]
+        : devices.find((listed) => listed.device_id === deviceId);
       if (!device) {
         this.fail(`${user} has no device with encryption keys.`);
         return;
@@ -95,9 +97,13 @@ export class VerifyDialog {
     if (!current) return;
     if (current.verification.readyToFinish()) {
       this.current = null; // finished once, whatever else arrives
-      await this.crypto.finishVerification(current.verification, current.user, current.deviceId);
+      const forwarded = await this.crypto.finishVerification(current.verification, current.user, current.deviceId);
       current.verification.free();
-      this.show(`✓ ${current.user}'s device is verified.`, [this.button('Done', 'primary', () => this.dialog.close())]);
+      const whose = current.user === this.crypto.me.username ? 'Your' : `${current.user}'s`;
+      const handed = forwarded > 0
+        ? ` It was handed ${forwarded === 1 ? 'one room key' : `${forwarded} room keys`}, so it can read earlier messages.`
+        : '';
+      this.show(`✓ ${whose} device is verified.${handed}`, [this.button('Done', 'primary', () => this.dialog.close())]);
       this.onVerified(current.user);
       return;
     }
