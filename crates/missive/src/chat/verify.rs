@@ -359,7 +359,7 @@ async fn finish(
     if user != saved.username {
         return Ok(Forward::default());
     }
-    let mut devices = encryption::member_devices(api, saved, &[saved.username.clone()])
+    let mut devices = encryption::member_devices(api, saved, std::slice::from_ref(&saved.username))
         .await
         .map_err(|err| err.to_string())?;
     devices.retain(|listed| listed.device_id == device);
