@@ -300,68 +300,35 @@ impl Crypto {
         else {
             return Ok(frame);
         };
-        let refuse = |code: ErrorCode, message: String| {
-            SealError::Refused(Box::new(ServerFrame::Error {
-                id: id.clone(),
-                code,
-                message,
-                retry_after_ms: None,
-            }))
-        };
-        let lost_or_refused = |err: ClientError| match err {
-            ClientError::Refused { code, message } => refuse(code, message),
-            other => SealError::Lost(other),
-        };
         let (members, key) = match (conversation, &to) {
             (Some(conversation), _) => (
                 self.members_of(conversation)
                     .await
-                    .map_err(lost_or_refused)?,
+                    .map_err(|err| lost_or_refused(&id, err))?,
                 conversation,
             ),
             (None, Some(user)) => (
                 vec![self.saved.username.clone(), user.clone()],
                 NOT_YET_CREATED,
             ),
-            (None, None) => return Err(refuse(ErrorCode::BadFrame, "no recipient".into())),
+            (None, None) => {
+                return Err(refusal(&id, ErrorCode::BadFrame, "no recipient".into()));
+            }
         };
         let mut devices = encryption::member_devices(&self.api, &self.saved, &members)
             .await
-            .map_err(lost_or_refused)?;
-        let mut keys = self.keys.lock().await;
-        let profile = keys.profile().to_owned();
-        let Some(vault) = keys.vault_mut() else {
-            return Err(refuse(
-                ErrorCode::Internal,
-                "this device has no keys to encrypt with; log in again".into(),
-            ));
-        };
-        let warnings = std::sync::Mutex::new(Vec::new());
-        encryption::open_sessions(&self.api, &self.saved, vault, &mut devices, &|warning| {
-            warnings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(warning)
-        })
-        .await
-        .map_err(lost_or_refused)?;
+            .map_err(|err| lost_or_refused(&id, err))?;
         let mut content = serde_json::json!({ "text": text });
         if let Some(reply_to) = &reply_to {
             content["reply_to"] = reply_to.as_str().into();
         }
-        let sealed = vault
-            .encrypt(key, &devices, &content.to_string())
-            .map_err(|err| refuse(ErrorCode::Internal, format!("cannot encrypt: {err}")))?;
-        let saved = encryption::save(&profile, vault);
-        for warning in warnings.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            keys.warn(warning);
-        }
-        saved.map_err(|err| refuse(ErrorCode::Internal, err))?;
-        drop(keys);
+        let (sealed, profile) = self
+            .encrypt_for(&id, key, &mut devices, &content.to_string())
+            .await?;
         let shares = sealed.shares.clone();
         encryption::send_shares(connection, sealed.shares)
             .await
-            .map_err(lost_or_refused)?;
+            .map_err(|err| lost_or_refused(&id, err))?;
         // Delivered: until now every seal shared the key again, so a share
         // lost with its connection goes with the next try.
         let mut keys = self.keys.lock().await;
@@ -381,6 +348,66 @@ impl Crypto {
             media,
             encrypted: true,
         })
+    }
+
+    /// Opens sessions with `devices` and seals `plaintext` for them under
+    /// the room key of conversation `key`, the keys saved before it
+    /// returns; also the profile they are saved under. Refusals answer the
+    /// frame `id`.
+    async fn encrypt_for(
+        &self,
+        id: &Option<String>,
+        key: i64,
+        devices: &mut Vec<missive_e2ee::Device>,
+        plaintext: &str,
+    ) -> Result<(missive_e2ee::Sealed, String), SealError> {
+        let mut keys = self.keys.lock().await;
+        let profile = keys.profile().to_owned();
+        let Some(vault) = keys.vault_mut() else {
+            return Err(refusal(
+                id,
+                ErrorCode::Internal,
+                "this device has no keys to encrypt with; log in again".into(),
+            ));
+        };
+        let warnings = std::sync::Mutex::new(Vec::new());
+        encryption::open_sessions(&self.api, &self.saved, vault, devices, &|warning| {
+            warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(warning)
+        })
+        .await
+        .map_err(|err| lost_or_refused(id, err))?;
+        let sealed = vault
+            .encrypt(key, devices, plaintext)
+            .map_err(|err| refusal(id, ErrorCode::Internal, format!("cannot encrypt: {err}")))?;
+        let saved = encryption::save(&profile, vault);
+        for warning in warnings.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            keys.warn(warning);
+        }
+        saved.map_err(|err| refusal(id, ErrorCode::Internal, err))?;
+        Ok((sealed, profile))
+    }
+}
+
+/// A send the app asked for, refused here as the server would refuse it
+/// (an `error` answering frame `id`).
+fn refusal(id: &Option<String>, code: ErrorCode, message: String) -> SealError {
+    SealError::Refused(Box::new(ServerFrame::Error {
+        id: id.clone(),
+        code,
+        message,
+        retry_after_ms: None,
+    }))
+}
+
+/// A failed call while sealing: the server's refusal passed on to the app
+/// as the answer to frame `id`, anything else the connection lost.
+fn lost_or_refused(id: &Option<String>, err: ClientError) -> SealError {
+    match err {
+        ClientError::Refused { code, message } => refusal(id, code, message),
+        other => SealError::Lost(other),
     }
 }
 

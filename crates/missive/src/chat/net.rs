@@ -115,7 +115,7 @@ async fn session(
     events: &UnboundedSender<AppEvent>,
     commands: &mut UnboundedReceiver<Command>,
 ) -> (Ended, bool) {
-    let mut connection = match Connection::connect(&api.ws_url(), token).await {
+    let connection = match Connection::connect(&api.ws_url(), token).await {
         Ok(connection) => connection,
         Err(err) => return (ended_by(err), false),
     };
@@ -129,9 +129,12 @@ async fn session(
     if events.send(AppEvent::Online { conversations }).is_err() {
         return (Ended::Quit, true);
     }
-    // Encrypted first messages to users: their `sent` names the new
-    // conversation the outbound session moves to.
-    let mut first_to_users = HashSet::new();
+    let mut online = Online {
+        connection,
+        crypto,
+        events,
+        first_to_users: HashSet::new(),
+    };
     let mut held_since: Option<Instant> = None;
     loop {
         held_since = match (crypto.holding().await, held_since) {
@@ -139,91 +142,129 @@ async fn session(
             (true, since) => Some(since.unwrap_or_else(Instant::now)),
         };
         let give_up_at = held_since.map(|since| since + HOLD_FOR_KEY);
-        tokio::select! {
+        let step = tokio::select! {
             command = commands.recv() => match command {
                 None => {
-                    connection.close().await;
+                    online.connection.close().await;
                     return (Ended::Quit, true);
                 }
-                Some(Command::Reconnect) => {}
-                Some(Command::Verify(action)) => {
-                    let outcome = crypto.verify(action).await;
-                    if let Err(err) = carry_verification(&mut connection, events, outcome).await {
-                        return (ended_by(err), true);
-                    }
-                }
-                Some(Command::Frame(frame)) => {
-                    let frame = match crypto.seal(&mut connection, frame).await {
-                        Ok(frame) => frame,
-                        Err(SealError::Lost(err)) => return (ended_by(err), true),
-                        Err(SealError::Refused(refusal)) => {
-                            if events.send(AppEvent::Frame(*refusal)).is_err() {
-                                return (Ended::Quit, true);
-                            }
-                            continue;
-                        }
-                    };
-                    if let ClientFrame::Send { id: Some(id), to: Some(_), encrypted: true, .. } = &frame {
-                        first_to_users.insert(id.clone());
-                    }
-                    if let Err(err) = connection.send_frame(&frame).await {
-                        return (ended_by(err), true);
-                    }
-                }
+                Some(command) => online.on_command(command).await,
             },
-            () = wait_until(give_up_at) => {
-                let mut acks = BTreeMap::new();
-                if !hand_over(crypto.give_up().await, events, &mut acks) {
-                    return (Ended::Quit, true);
-                }
-                if let Err(err) = ack_all(&mut connection, acks, None).await {
-                    return (ended_by(err), true);
-                }
-            },
+            () = wait_until(give_up_at) => online.give_up_holding().await,
             // Reading a frame is cancel-safe: a frame is either returned
             // whole or still in the socket.
-            frame = connection.next_frame(Duration::from_secs(3600)) => match frame {
-                Ok(frame) => {
-                    // Hand over every frame already here, then ack each
-                    // conversation once, up to the last of them.
-                    let mut acks = BTreeMap::new();
-                    let mut to_device_done = None;
-                    let mut next = Some(Ok(frame));
-                    while let Some(result) = next {
-                        let frame = match result {
-                            Ok(frame) => frame,
-                            Err(err) => return (ended_by(err), true),
-                        };
-                        if let ServerFrame::Sent { id: Some(id), conversation, .. } = &frame
-                            && first_to_users.remove(id)
-                        {
-                            crypto.created(*conversation).await;
-                        }
-                        let incoming = crypto.incoming(frame).await;
-                        to_device_done = incoming.to_device_done.or(to_device_done);
-                        if !hand_over(incoming.show, events, &mut acks) {
-                            return (Ended::Quit, true);
-                        }
-                        let verifying = Outcome {
-                            send: incoming.verify_send,
-                            update: incoming.verify_update,
-                        };
-                        if let Err(err) = carry_verification(&mut connection, events, verifying).await {
-                            return (ended_by(err), true);
-                        }
-                        // Polled once: a frame already read, or none (the
-                        // long timeout never fires, so `None` is "nothing
-                        // waiting", not a timeout).
-                        next = connection.next_frame(Duration::from_secs(3600)).now_or_never();
-                    }
-                    if let Err(err) = ack_all(&mut connection, acks, to_device_done).await {
-                        return (ended_by(err), true);
-                    }
-                }
-                Err(ClientError::Timeout) => {}
-                Err(err) => return (ended_by(err), true),
+            frame = online.connection.next_frame(Duration::from_secs(3600)) => match frame {
+                Ok(frame) => online.on_burst(frame).await,
+                Err(ClientError::Timeout) => Ok(()),
+                Err(err) => Err(ended_by(err)),
             },
+        };
+        if let Err(ended) = step {
+            return (ended, true);
         }
+    }
+}
+
+/// A connection that got online, and what its loop keeps between frames.
+struct Online<'a> {
+    connection: Connection,
+    crypto: &'a Crypto,
+    events: &'a UnboundedSender<AppEvent>,
+    /// Encrypted first messages to users: their `sent` names the new
+    /// conversation the outbound session moves to.
+    first_to_users: HashSet<String>,
+}
+
+impl Online<'_> {
+    /// Carries out what the app asked.
+    async fn on_command(&mut self, command: Command) -> Result<(), Ended> {
+        match command {
+            Command::Reconnect => Ok(()),
+            Command::Verify(action) => {
+                let outcome = self.crypto.verify(action).await;
+                carry_verification(&mut self.connection, self.events, outcome)
+                    .await
+                    .map_err(ended_by)
+            }
+            Command::Frame(frame) => self.send(frame).await,
+        }
+    }
+
+    /// Sends a frame from the app, sealed first when it is to be encrypted;
+    /// a refusal to seal goes back to the app as the server's would.
+    async fn send(&mut self, frame: ClientFrame) -> Result<(), Ended> {
+        let frame = match self.crypto.seal(&mut self.connection, frame).await {
+            Ok(frame) => frame,
+            Err(SealError::Lost(err)) => return Err(ended_by(err)),
+            Err(SealError::Refused(refusal)) => {
+                return self
+                    .events
+                    .send(AppEvent::Frame(*refusal))
+                    .map_err(|_| Ended::Quit);
+            }
+        };
+        if let ClientFrame::Send {
+            id: Some(id),
+            to: Some(_),
+            encrypted: true,
+            ..
+        } = &frame
+        {
+            self.first_to_users.insert(id.clone());
+        }
+        self.connection.send_frame(&frame).await.map_err(ended_by)
+    }
+
+    /// What waited too long for its room key: shown as unreadable, acked.
+    async fn give_up_holding(&mut self) -> Result<(), Ended> {
+        let mut acks = BTreeMap::new();
+        if !hand_over(self.crypto.give_up().await, self.events, &mut acks) {
+            return Err(Ended::Quit);
+        }
+        ack_all(&mut self.connection, acks, None)
+            .await
+            .map_err(ended_by)
+    }
+
+    /// Hands over every frame already here, then acks each conversation
+    /// once, up to the last of them.
+    async fn on_burst(&mut self, first: ServerFrame) -> Result<(), Ended> {
+        let mut acks = BTreeMap::new();
+        let mut to_device_done = None;
+        let mut next = Some(Ok(first));
+        while let Some(result) = next {
+            let frame = result.map_err(ended_by)?;
+            if let ServerFrame::Sent {
+                id: Some(id),
+                conversation,
+                ..
+            } = &frame
+                && self.first_to_users.remove(id)
+            {
+                self.crypto.created(*conversation).await;
+            }
+            let incoming = self.crypto.incoming(frame).await;
+            to_device_done = incoming.to_device_done.or(to_device_done);
+            if !hand_over(incoming.show, self.events, &mut acks) {
+                return Err(Ended::Quit);
+            }
+            let verifying = Outcome {
+                send: incoming.verify_send,
+                update: incoming.verify_update,
+            };
+            carry_verification(&mut self.connection, self.events, verifying)
+                .await
+                .map_err(ended_by)?;
+            // Polled once: a frame already read, or none (the long timeout
+            // never fires, so `None` is "nothing waiting", not a timeout).
+            next = self
+                .connection
+                .next_frame(Duration::from_secs(3600))
+                .now_or_never();
+        }
+        ack_all(&mut self.connection, acks, to_device_done)
+            .await
+            .map_err(ended_by)
     }
 }
 

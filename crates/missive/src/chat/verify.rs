@@ -165,27 +165,8 @@ impl Verifier {
         saved: &Profile,
         action: VerifyAction,
     ) -> Outcome {
-        let me = (saved.username.as_str(), saved.device_id);
         match (action, std::mem::replace(&mut self.stage, Stage::Idle)) {
-            (VerifyAction::Start { user }, Stage::Idle) => {
-                let device = match first_unverified(keys, api, saved, &user).await {
-                    Ok(device) => device,
-                    Err(err) => return failed(err),
-                };
-                let txn = format!("tui-{}-{}", super::state::now_ms(), saved.device_id);
-                let (verification, start) = Verification::start(me, (&user, device), &txn);
-                let send = vec![to(&user, device, &start)];
-                self.stage = Stage::Running {
-                    verification: Box::new(verification),
-                    user: user.clone(),
-                    device,
-                    confirmed: false,
-                };
-                Outcome {
-                    send,
-                    update: Some(VerifyUpdate::Waiting { user }),
-                }
-            }
+            (VerifyAction::Start { user }, Stage::Idle) => self.start(keys, api, saved, user).await,
             (
                 VerifyAction::Accept,
                 Stage::Offered {
@@ -193,19 +174,7 @@ impl Verifier {
                     device,
                     start,
                 },
-            ) => {
-                let (verification, accept) = Verification::accept(me, (&from, device), &start);
-                self.stage = Stage::Running {
-                    verification: Box::new(verification),
-                    user: from.clone(),
-                    device,
-                    confirmed: false,
-                };
-                Outcome {
-                    send: vec![to(&from, device, &accept)],
-                    update: Some(VerifyUpdate::Waiting { user: from }),
-                }
-            }
+            ) => self.accept(saved, from, device, &start),
             (
                 VerifyAction::Decline,
                 Stage::Offered {
@@ -224,32 +193,14 @@ impl Verifier {
             (
                 VerifyAction::Match,
                 Stage::Running {
-                    mut verification,
+                    verification,
                     user,
                     device,
                     ..
                 },
             ) => {
-                let Some(vault) = keys.vault_mut() else {
-                    return failed("this device has no keys");
-                };
-                let mac = match verification.confirm(vault) {
-                    Ok(mac) => mac,
-                    Err(err) => return failed(err),
-                };
-                let send = vec![to(&user, device, &mac)];
-                self.stage = Stage::Running {
-                    verification,
-                    user: user.clone(),
-                    device,
-                    confirmed: true,
-                };
-                let mut outcome = self.progress(keys, api, saved, true).await;
-                if outcome.update.is_none() {
-                    outcome.update = Some(VerifyUpdate::Waiting { user });
-                }
-                outcome.send = send;
-                outcome
+                let running = (verification, user, device);
+                self.confirm_match(keys, api, saved, running).await
             }
             (
                 VerifyAction::Mismatch,
@@ -274,6 +225,87 @@ impl Verifier {
                 Outcome::default()
             }
         }
+    }
+
+    /// `v` on a 1:1: starts verifying the user's first unverified device.
+    async fn start(
+        &mut self,
+        keys: &mut DeviceKeys,
+        api: &Api,
+        saved: &Profile,
+        user: String,
+    ) -> Outcome {
+        let me = (saved.username.as_str(), saved.device_id);
+        let device = match first_unverified(keys, api, saved, &user).await {
+            Ok(device) => device,
+            Err(err) => return failed(err),
+        };
+        let txn = format!("tui-{}-{}", super::state::now_ms(), saved.device_id);
+        let (verification, start) = Verification::start(me, (&user, device), &txn);
+        let send = vec![to(&user, device, &start)];
+        self.stage = Stage::Running {
+            verification: Box::new(verification),
+            user: user.clone(),
+            device,
+            confirmed: false,
+        };
+        Outcome {
+            send,
+            update: Some(VerifyUpdate::Waiting { user }),
+        }
+    }
+
+    /// The user accepts another device's request: the exchange runs.
+    fn accept(
+        &mut self,
+        saved: &Profile,
+        from: String,
+        device: i64,
+        start: &VerifyMessage,
+    ) -> Outcome {
+        let me = (saved.username.as_str(), saved.device_id);
+        let (verification, accept) = Verification::accept(me, (&from, device), start);
+        self.stage = Stage::Running {
+            verification: Box::new(verification),
+            user: from.clone(),
+            device,
+            confirmed: false,
+        };
+        Outcome {
+            send: vec![to(&from, device, &accept)],
+            update: Some(VerifyUpdate::Waiting { user: from }),
+        }
+    }
+
+    /// The user says the codes match: our MAC goes to the other device, and
+    /// the exchange ends if theirs is already here.
+    async fn confirm_match(
+        &mut self,
+        keys: &mut DeviceKeys,
+        api: &Api,
+        saved: &Profile,
+        (mut verification, user, device): (Box<Verification>, String, i64),
+    ) -> Outcome {
+        let Some(vault) = keys.vault_mut() else {
+            return failed("this device has no keys");
+        };
+        let mac = match verification.confirm(vault) {
+            Ok(mac) => mac,
+            Err(err) => return failed(err),
+        };
+        let send = vec![to(&user, device, &mac)];
+        self.stage = Stage::Running {
+            verification,
+            user: user.clone(),
+            device,
+            confirmed: true,
+        };
+        let mut outcome = self.progress(keys, api, saved, true).await;
+        if outcome.update.is_none() {
+            outcome.update = Some(VerifyUpdate::Waiting { user });
+        }
+        outcome.send = send;
+        outcome
     }
 
     /// After a step of a running exchange: the codes once there are some,

@@ -1,0 +1,120 @@
+//! Contacts, blocks, the presence privacy setting and a one-shot look at
+//! other users' presence.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use missive_client::ClientError;
+use missive_proto::rest::PresenceVisibility;
+use missive_proto::{ClientFrame, ServerFrame};
+
+use super::{ClientArgs, connect_as, fail, print_json, rest};
+
+/// How long `presence` waits for the server's answers.
+const PRESENCE_WAIT: Duration = Duration::from_secs(30);
+
+/// Subscribes to `users`' presence, prints one `presence` frame per user
+/// (the latest state seen before the server answered a following ping) and
+/// exits.
+pub async fn presence(args: &ClientArgs, users: &[String]) -> ExitCode {
+    let (_, mut connection) = match connect_as(args).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
+    };
+    // The server answers frames in order: everything the subscription
+    // produces arrives before the pong.
+    let frames = [
+        ClientFrame::SubscribePresence {
+            id: Some("subscribe".into()),
+            users: users.to_vec(),
+        },
+        ClientFrame::Ping {
+            id: Some("done".into()),
+        },
+    ];
+    for frame in &frames {
+        if let Err(err) = connection.send_frame(frame).await {
+            return fail(&err);
+        }
+    }
+    let mut seen: Vec<(String, ServerFrame)> = Vec::new();
+    let mut refused = None;
+    loop {
+        let frame = match connection.next_frame(PRESENCE_WAIT).await {
+            Ok(frame) => frame,
+            Err(err) => return fail(&err),
+        };
+        match frame {
+            ServerFrame::Presence { ref user, .. } => {
+                match seen.iter_mut().find(|(seen_user, _)| seen_user == user) {
+                    Some(entry) => entry.1 = frame,
+                    None => seen.push((user.clone(), frame)),
+                }
+            }
+            ServerFrame::Error {
+                id, code, message, ..
+            } if id.as_deref() == Some("subscribe") => {
+                refused = Some(ClientError::Refused { code, message });
+            }
+            ServerFrame::Pong { id } if id.as_deref() == Some("done") => break,
+            _ => {}
+        }
+    }
+    connection.close().await;
+    if let Some(err) = refused {
+        return fail(&err);
+    }
+    for (_, frame) in &seen {
+        print_json(frame);
+    }
+    ExitCode::SUCCESS
+}
+
+pub async fn contacts(args: &ClientArgs) -> ExitCode {
+    rest(args, async |api, token| api.contacts(&token).await).await
+}
+
+pub async fn add_contact(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.add_contact(&token, username).await?;
+        Ok(serde_json::json!({ "contact_added": username }))
+    })
+    .await
+}
+
+pub async fn remove_contact(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.remove_contact(&token, username).await?;
+        Ok(serde_json::json!({ "contact_removed": username }))
+    })
+    .await
+}
+
+pub async fn blocks(args: &ClientArgs) -> ExitCode {
+    rest(args, async |api, token| api.blocks(&token).await).await
+}
+
+pub async fn block(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.block(&token, username).await?;
+        Ok(serde_json::json!({ "blocked": username }))
+    })
+    .await
+}
+
+pub async fn unblock(args: &ClientArgs, username: &str) -> ExitCode {
+    rest(args, async |api, token| {
+        api.unblock(&token, username).await?;
+        Ok(serde_json::json!({ "unblocked": username }))
+    })
+    .await
+}
+
+/// `privacy` with no argument prints the current setting; with one, sets it.
+pub async fn privacy(args: &ClientArgs, presence: Option<PresenceVisibility>) -> ExitCode {
+    rest(args, async |api, token| match presence {
+        Some(presence) => api.set_privacy(&token, presence).await,
+        None => api.privacy(&token).await,
+    })
+    .await
+}
