@@ -47,9 +47,15 @@ use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use missive_core::{AccountId, ConversationId, DeviceId};
+use missive_core::{AccountId, DeviceId};
 use tokio::task::JoinHandle;
 
+mod codec;
+
+use self::codec::{
+    decode_event, decode_invalidation, decode_presence, decode_spent, encode_event,
+    encode_invalidation, encode_spent,
+};
 use crate::{Bus, BusSink, DeviceEvent, Invalidation, Spent};
 
 #[derive(Clone, Debug)]
@@ -161,40 +167,7 @@ impl NatsBus {
             .name(&config.client_name)
             .retain_servers_order()
             .connection_timeout(Duration::from_secs(3))
-            .event_callback(move |event| {
-                let shared = Arc::clone(&on_event);
-                async move {
-                    match event {
-                        // On a task: async-nats drops events that arrive
-                        // while this callback is busy.
-                        Event::Connected => {
-                            tracing::info!("bus connected");
-                            tokio::spawn(async move {
-                                // Publishes still in the client's buffer
-                                // when the connection died are lost.
-                                if shared.connected_before.swap(true, Ordering::SeqCst) {
-                                    shared.lost.store(true, Ordering::SeqCst);
-                                }
-                                shared.flush_outbox().await;
-                                shared.own_up().await;
-                                if let Some(sink) = current(&shared.sink) {
-                                    sink.resync();
-                                }
-                            });
-                        }
-                        // The client dropped messages for us: some wake-up
-                        // or revocation may be among them.
-                        Event::SlowConsumer(_) => {
-                            tracing::warn!("bus messages dropped (slow consumer); resyncing");
-                            if let Some(sink) = current(&shared.sink) {
-                                sink.resync();
-                            }
-                        }
-                        Event::Disconnected => tracing::warn!("bus disconnected; reconnecting"),
-                        other => tracing::debug!(event = %other, "bus event"),
-                    }
-                }
-            })
+            .event_callback(move |event| on_client_event(Arc::clone(&on_event), event))
             .connect(servers.as_slice())
             .await
             .map_err(|err| NatsError {
@@ -202,57 +175,100 @@ impl NatsBus {
                 detail: err.to_string(),
             })?;
         let _ = shared.client.set(client.clone());
-        let error = |err: async_nats::SubscribeError| NatsError {
-            url: config.url.clone(),
-            detail: err.to_string(),
-        };
-        let presence = client
-            .subscribe(format!("{}.presence", config.subject_prefix))
-            .await
-            .map_err(error)?;
-        let invalidations = client
-            .subscribe(format!("{}.invalidate", config.subject_prefix))
-            .await
-            .map_err(error)?;
-        let resyncs = client
-            .subscribe(format!("{}.resync", config.subject_prefix))
-            .await
-            .map_err(error)?;
-        let spent = client
-            .subscribe(format!("{}.spent", config.subject_prefix))
-            .await
-            .map_err(error)?;
-        let background = vec![
-            tokio::spawn(forward(
-                presence,
-                Arc::clone(&shared.sink),
-                "presence",
-                decode_presence,
-                |sink, account| sink.presence_changed(account),
-            )),
-            tokio::spawn(forward(
-                invalidations,
-                Arc::clone(&shared.sink),
-                "invalidate",
-                decode_invalidation,
-                |sink, what| sink.invalidate(what),
-            )),
-            tokio::spawn(forward_resyncs(resyncs, Arc::clone(&shared.sink))),
-            tokio::spawn(forward(
-                spent,
-                Arc::clone(&shared.sink),
-                "spent",
-                decode_spent,
-                |sink, spent| sink.spent_elsewhere(spent),
-            )),
-            tokio::spawn(repair(Arc::clone(&shared))),
-        ];
+        let background = listen(&client, &shared, &config).await?;
         Ok(Self {
             shared,
             config,
             background,
         })
     }
+}
+
+/// What the NATS client reports about its connection.
+async fn on_client_event(shared: Arc<Shared>, event: Event) {
+    match event {
+        // On a task: async-nats drops events that arrive
+        // while this callback is busy.
+        Event::Connected => {
+            tracing::info!("bus connected");
+            tokio::spawn(async move {
+                // Publishes still in the client's buffer
+                // when the connection died are lost.
+                if shared.connected_before.swap(true, Ordering::SeqCst) {
+                    shared.lost.store(true, Ordering::SeqCst);
+                }
+                shared.flush_outbox().await;
+                shared.own_up().await;
+                if let Some(sink) = current(&shared.sink) {
+                    sink.resync();
+                }
+            });
+        }
+        // The client dropped messages for us: some wake-up
+        // or revocation may be among them.
+        Event::SlowConsumer(_) => {
+            tracing::warn!("bus messages dropped (slow consumer); resyncing");
+            if let Some(sink) = current(&shared.sink) {
+                sink.resync();
+            }
+        }
+        Event::Disconnected => tracing::warn!("bus disconnected; reconnecting"),
+        other => tracing::debug!(event = %other, "bus event"),
+    }
+}
+
+/// Subscribes to the cluster-wide subjects and starts the tasks that hand
+/// what arrives to the sink, and the repair task.
+async fn listen(
+    client: &Client,
+    shared: &Arc<Shared>,
+    config: &NatsConfig,
+) -> Result<Vec<JoinHandle<()>>, NatsError> {
+    let error = |err: async_nats::SubscribeError| NatsError {
+        url: config.url.clone(),
+        detail: err.to_string(),
+    };
+    let presence = client
+        .subscribe(format!("{}.presence", config.subject_prefix))
+        .await
+        .map_err(error)?;
+    let invalidations = client
+        .subscribe(format!("{}.invalidate", config.subject_prefix))
+        .await
+        .map_err(error)?;
+    let resyncs = client
+        .subscribe(format!("{}.resync", config.subject_prefix))
+        .await
+        .map_err(error)?;
+    let spent = client
+        .subscribe(format!("{}.spent", config.subject_prefix))
+        .await
+        .map_err(error)?;
+    Ok(vec![
+        tokio::spawn(forward(
+            presence,
+            Arc::clone(&shared.sink),
+            "presence",
+            decode_presence,
+            |sink, account| sink.presence_changed(account),
+        )),
+        tokio::spawn(forward(
+            invalidations,
+            Arc::clone(&shared.sink),
+            "invalidate",
+            decode_invalidation,
+            |sink, what| sink.invalidate(what),
+        )),
+        tokio::spawn(forward_resyncs(resyncs, Arc::clone(&shared.sink))),
+        tokio::spawn(forward(
+            spent,
+            Arc::clone(&shared.sink),
+            "spent",
+            decode_spent,
+            |sink, spent| sink.spent_elsewhere(spent),
+        )),
+        tokio::spawn(repair(Arc::clone(shared))),
+    ])
 }
 
 impl Shared {
@@ -582,174 +598,9 @@ async fn forward<T>(
     }
 }
 
-fn decode_presence(payload: &[u8]) -> Option<AccountId> {
-    std::str::from_utf8(payload)
-        .ok()?
-        .parse()
-        .ok()
-        .map(AccountId)
-}
-
-// Wire format of bus payloads: one tag byte, then the tag's data. Only
-// missive nodes of the same build read them.
-
-fn encode_event(event: &DeviceEvent) -> Vec<u8> {
-    let (tag, data): (u8, &str) = match event {
-        DeviceEvent::QueueChanged => (b'q', ""),
-        DeviceEvent::Committed {
-            conversation,
-            seq,
-            frame,
-        } => {
-            // The place first (16 bytes, big-endian), then the frame.
-            let mut payload = Vec::with_capacity(17 + frame.len());
-            payload.push(b'm');
-            payload.extend_from_slice(&conversation.0.to_be_bytes());
-            payload.extend_from_slice(&seq.to_be_bytes());
-            payload.extend_from_slice(frame.as_bytes());
-            return payload;
-        }
-        DeviceEvent::Revoked => (b'r', ""),
-        DeviceEvent::Ephemeral(frame) => (b'e', frame),
-        DeviceEvent::TakenOver { node } => (b't', node),
-    };
-    let mut payload = Vec::with_capacity(1 + data.len());
-    payload.push(tag);
-    payload.extend_from_slice(data.as_bytes());
-    payload
-}
-
-fn decode_event(payload: &[u8]) -> Option<DeviceEvent> {
-    let (&tag, data) = payload.split_first()?;
-    let text = || std::str::from_utf8(data).ok().map(Arc::<str>::from);
-    Some(match tag {
-        b'q' => DeviceEvent::QueueChanged,
-        b'm' => {
-            let (conversation, rest) = data.split_first_chunk::<8>()?;
-            let (seq, frame) = rest.split_first_chunk::<8>()?;
-            DeviceEvent::Committed {
-                conversation: ConversationId(i64::from_be_bytes(*conversation)),
-                seq: i64::from_be_bytes(*seq),
-                frame: Arc::from(std::str::from_utf8(frame).ok()?),
-            }
-        }
-        b'r' => DeviceEvent::Revoked,
-        b'e' => DeviceEvent::Ephemeral(text()?),
-        b't' => DeviceEvent::TakenOver { node: text()? },
-        _ => return None,
-    })
-}
-
-fn encode_invalidation(what: Invalidation) -> String {
-    match what {
-        Invalidation::Device(device) => format!("d{}", device.0),
-        Invalidation::Conversation(conversation) => format!("c{}", conversation.0),
-        Invalidation::Relays => "r".to_owned(),
-        Invalidation::Everything => "*".to_owned(),
-    }
-}
-
-fn decode_invalidation(payload: &[u8]) -> Option<Invalidation> {
-    let text = std::str::from_utf8(payload).ok()?;
-    match text {
-        "*" => return Some(Invalidation::Everything),
-        "r" => return Some(Invalidation::Relays),
-        _ => {}
-    }
-    let (tag, id) = text.split_at_checked(1)?;
-    let id: i64 = id.parse().ok()?;
-    match tag {
-        "d" => Some(Invalidation::Device(DeviceId(id))),
-        "c" => Some(Invalidation::Conversation(ConversationId(id))),
-        _ => None,
-    }
-}
-
-/// One line per entry: `<limit> <key> <units>`. An entry whose name or key
-/// would break the format is left out (none does: both are built by the
-/// server from ids, addresses and validated usernames).
-fn encode_spent(spent: &[Spent]) -> String {
-    let fits = |text: &str| !text.is_empty() && !text.contains(char::is_whitespace);
-    let mut payload = String::new();
-    for entry in spent {
-        if fits(&entry.limit) && fits(&entry.key) {
-            payload.push_str(&format!("{} {} {}\n", entry.limit, entry.key, entry.units));
-        }
-    }
-    payload
-}
-
-/// The entries of a report; `None` if any line is malformed.
-fn decode_spent(payload: &[u8]) -> Option<Vec<Spent>> {
-    std::str::from_utf8(payload)
-        .ok()?
-        .lines()
-        .map(|line| {
-            let mut fields = line.split(' ');
-            let (limit, key, units) = (fields.next()?, fields.next()?, fields.next()?);
-            if fields.next().is_some() || limit.is_empty() || key.is_empty() {
-                return None;
-            }
-            Some(Spent {
-                limit: limit.to_owned(),
-                key: key.to_owned(),
-                units: units.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spending_reports_round_trip() {
-        // Goal: a report decodes to itself; a malformed line spoils it.
-        let spent = vec![
-            Spent {
-                limit: "send".into(),
-                key: "a:7".into(),
-                units: 3,
-            },
-            Spent {
-                limit: "registration".into(),
-                key: "ip:2001:db8::1".into(),
-                units: 1,
-            },
-            Spent {
-                limit: "login".into(),
-                key: "u:alice".into(),
-                units: -2,
-            },
-        ];
-        assert_eq!(decode_spent(encode_spent(&spent).as_bytes()), Some(spent));
-        assert_eq!(decode_spent(b""), Some(Vec::new()));
-        for bad in [
-            &b"send a:7"[..],
-            b"send a:7 x",
-            b"send a:7 1 2",
-            b" a:7 1",
-            b"\xff",
-        ] {
-            assert_eq!(
-                decode_spent(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let spaced = Spent {
-            limit: "send".into(),
-            key: "a 7".into(),
-            units: 1,
-        };
-        assert_eq!(
-            encode_spent(&[spaced]),
-            "",
-            "a key with a space is left out"
-        );
-    }
 
     #[test]
     fn a_url_names_one_server_or_several() {
@@ -760,45 +611,5 @@ mod tests {
             ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
         );
         assert!(servers(" , ").is_empty());
-    }
-
-    #[test]
-    fn events_and_invalidations_round_trip() {
-        // Goal: every variant decodes to itself; garbage decodes to nothing.
-        for event in [
-            DeviceEvent::QueueChanged,
-            DeviceEvent::Committed {
-                conversation: ConversationId(7),
-                seq: 1 << 40,
-                frame: Arc::from("{\"type\":\"message\"}"),
-            },
-            DeviceEvent::Revoked,
-            DeviceEvent::Ephemeral(Arc::from("{\"type\":\"typing\"}")),
-            DeviceEvent::TakenOver {
-                node: Arc::from("node-b"),
-            },
-        ] {
-            assert_eq!(decode_event(&encode_event(&event)), Some(event));
-        }
-        for what in [
-            Invalidation::Device(DeviceId(42)),
-            Invalidation::Conversation(ConversationId(7)),
-            Invalidation::Relays,
-            Invalidation::Everything,
-        ] {
-            assert_eq!(
-                decode_invalidation(encode_invalidation(what).as_bytes()),
-                Some(what)
-            );
-        }
-        assert_eq!(decode_event(b""), None);
-        assert_eq!(decode_event(b"x"), None);
-        assert_eq!(decode_event(b"e\xff"), None);
-        assert_eq!(decode_event(b"m\x00\x01"), None, "a place cut short");
-        assert_eq!(decode_invalidation(b"d"), None);
-        assert_eq!(decode_invalidation(b"dx1"), None);
-        assert_eq!(decode_invalidation(b"q1"), None);
-        assert_eq!(decode_presence(b"42"), Some(AccountId(42)));
-        assert_eq!(decode_presence(b"x42"), None);
     }
 }

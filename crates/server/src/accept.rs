@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -226,50 +226,73 @@ pub async fn serve(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY on a connection");
         }
-        let for_requests = Arc::clone(&ticket);
-        let service = app.clone().map_request(move |request: Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request.extensions_mut().insert(Arc::clone(&for_requests));
-            request
-        });
-        let service = TowerToHyperService::new(service);
-        let mut closing = closing.subscribe();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(head_timeout);
-            let mut connection = pin!(
-                builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-            );
-            let mut asked = false;
-            loop {
-                tokio::select! {
-                    served = connection.as_mut() => {
-                        if let Err(err) = served {
-                            tracing::trace!(%err, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    changed = closing.changed(), if !asked => {
-                        let _ = changed;
-                        asked = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
-            }
-            drop(ticket);
-            drop(done);
-        });
+        let closing = closing.subscribe();
+        spawn_connection(
+            stream,
+            peer,
+            &app,
+            ticket,
+            head_timeout,
+            closing,
+            done.clone(),
+        );
     }
     drop(listener);
     let _ = closing.send(());
     drop(done);
     wait_all_closed(all_closed).await;
+}
+
+/// Serves one accepted connection on a task of its own: HTTP/1 with a
+/// deadline for each request head, upgrades allowed, and a graceful
+/// shutdown once `closing` changes. The task holds `ticket` and `done`
+/// until the connection ends.
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: &Router,
+    ticket: Arc<Admitted>,
+    head_timeout: Duration,
+    mut closing: watch::Receiver<()>,
+    done: watch::Sender<()>,
+) {
+    let for_requests = Arc::clone(&ticket);
+    let service = app.clone().map_request(move |request: Request<Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(Arc::clone(&for_requests));
+        request
+    });
+    let service = TowerToHyperService::new(service);
+    tokio::spawn(async move {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(head_timeout);
+        let mut connection = pin!(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+        );
+        let mut asked = false;
+        loop {
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(err) = served {
+                        tracing::trace!(%err, "connection ended with an error");
+                    }
+                    break;
+                }
+                changed = closing.changed(), if !asked => {
+                    let _ = changed;
+                    asked = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+        drop(ticket);
+        drop(done);
+    });
 }
 
 /// Resolves once every connection task has dropped its sender.

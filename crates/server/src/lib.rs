@@ -42,6 +42,7 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 
 use crate::cache::Caches;
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::router::{NodeEvent, Router};
 use crate::service::send_limit::{Rate, SendLimiter, SharedLimit};
@@ -155,6 +156,118 @@ pub fn configured_blobs(config: &Config) -> Result<Blobs, missive_blobs::BlobErr
     }
 }
 
+/// The services over the node's boundaries, router and caches (the media
+/// service, which alone uses the blobs, is made beside them).
+struct Services {
+    accounts: Accounts,
+    messaging: Messaging,
+    groups: Groups,
+    social: Social,
+    keys: Keys,
+}
+
+impl Services {
+    fn new(
+        config: &Config,
+        store: &Arc<dyn Store>,
+        bus: &Arc<dyn Bus>,
+        router: &Arc<Router>,
+        clock: &Arc<dyn Clock>,
+        lease_clock: &Arc<cluster::LeaseClock>,
+        caches: &Arc<Caches>,
+    ) -> Self {
+        let accounts = Accounts::new(
+            store.clone(),
+            bus.clone(),
+            clock.clone(),
+            caches.clone(),
+            &config.limits,
+            config.registration.mode,
+        );
+        let push = Arc::new(Push::start(
+            &config.push,
+            store.clone(),
+            router.clone(),
+            clock.clone(),
+        ));
+        let messaging = Messaging::new(
+            store.clone(),
+            bus.clone(),
+            router.clone(),
+            clock.clone(),
+            push.clone(),
+            config,
+        );
+        let groups = Groups::new(
+            store.clone(),
+            bus.clone(),
+            clock.clone(),
+            push,
+            caches.clone(),
+            &config.limits,
+            config.e2ee,
+        );
+        let social = Social::new(
+            store.clone(),
+            bus.clone(),
+            router.clone(),
+            clock.clone(),
+            lease_clock.clone(),
+            caches.clone(),
+            &config.limits,
+        );
+        let keys = Keys::new(store.clone(), bus.clone(), clock.clone());
+        Self {
+            accounts,
+            messaging,
+            groups,
+            social,
+            keys,
+        }
+    }
+}
+
+/// The node's rate limits, shared with the other nodes when there are any.
+struct RateLimits {
+    send_limit: SendLimiter,
+    upload_limit: SendLimiter,
+    group_create_limit: SendLimiter,
+    key_claim_limit: SendLimiter,
+}
+
+impl RateLimits {
+    fn new(limits: &LimitsConfig, shared: bool) -> Self {
+        let send_limit = SendLimiter::new(
+            Rate {
+                per_sec: limits.sends_per_sec_per_device,
+                burst: limits.send_burst_per_device,
+            },
+            Rate {
+                per_sec: limits.sends_per_sec_per_account,
+                burst: limits.send_burst_per_account,
+            },
+        )
+        .shared(shared);
+        let per_account =
+            |per_sec: u32, burst: u32| SendLimiter::per_account(per_sec, burst).shared(shared);
+        Self {
+            send_limit,
+            upload_limit: per_account(
+                limits.uploads_per_sec_per_account,
+                limits.upload_burst_per_account,
+            ),
+            group_create_limit: per_account(
+                limits.group_creates_per_sec_per_account,
+                limits.group_create_burst_per_account,
+            ),
+            key_claim_limit: per_account(
+                limits.key_claims_per_sec_per_account,
+                limits.key_claim_burst_per_account,
+            ),
+        }
+    }
+}
+
 impl App {
     /// Opens the configured backends (the embedded SQLite file under
     /// `config.data_dir`, or PostgreSQL; the in-process bus or NATS; local
@@ -215,45 +328,20 @@ impl App {
             Router::new(cluster::node_id(&config.cluster.node_id), caches.clone());
         let router = Arc::new(router);
         bus.attach(router.clone());
-        let accounts = Accounts::new(
-            store.clone(),
-            bus.clone(),
-            clock.clone(),
-            caches.clone(),
-            &config.limits,
-            config.registration.mode,
-        );
-        let push = Arc::new(Push::start(
-            &config.push,
-            store.clone(),
-            router.clone(),
-            clock.clone(),
-        ));
-        let messaging = Messaging::new(
-            store.clone(),
-            bus.clone(),
-            router.clone(),
-            clock.clone(),
-            push.clone(),
+        let Services {
+            accounts,
+            messaging,
+            groups,
+            social,
+            keys,
+        } = Services::new(
             &config,
-        );
-        let groups = Groups::new(
-            store.clone(),
-            bus.clone(),
-            clock.clone(),
-            push,
-            caches.clone(),
-            &config.limits,
-            config.e2ee,
-        );
-        let social = Social::new(
-            store.clone(),
-            bus.clone(),
-            router.clone(),
-            clock.clone(),
-            lease_clock.clone(),
-            caches.clone(),
-            &config.limits,
+            &store,
+            &bus,
+            &router,
+            &clock,
+            &lease_clock,
+            &caches,
         );
         let media = Media::new(
             store.clone(),
@@ -261,25 +349,17 @@ impl App {
             clock.clone(),
             config.limits.media_bytes_max,
         );
-        let keys = Keys::new(store.clone(), bus.clone(), clock.clone());
         let connection_permits = Arc::new(Semaphore::new(config.limits.connections_max));
         let connection_limits = gateway::connections::ConnectionLimits::new(
             config.limits.connections_per_ip_max,
             config.limits.connections_per_account_max,
         );
-        let shared = bus.has_peers();
-        let send_limit = SendLimiter::new(
-            Rate {
-                per_sec: config.limits.sends_per_sec_per_device,
-                burst: config.limits.send_burst_per_device,
-            },
-            Rate {
-                per_sec: config.limits.sends_per_sec_per_account,
-                burst: config.limits.send_burst_per_account,
-            },
-        )
-        .shared(shared);
-        let config_limits = config.limits.clone();
+        let RateLimits {
+            send_limit,
+            upload_limit,
+            group_create_limit,
+            key_claim_limit,
+        } = RateLimits::new(&config.limits, bus.has_peers());
         Self {
             state: Arc::new(AppState {
                 config,
@@ -301,21 +381,9 @@ impl App {
                 connection_permits,
                 connection_limits,
                 send_limit,
-                upload_limit: SendLimiter::per_account(
-                    config_limits.uploads_per_sec_per_account,
-                    config_limits.upload_burst_per_account,
-                )
-                .shared(shared),
-                group_create_limit: SendLimiter::per_account(
-                    config_limits.group_creates_per_sec_per_account,
-                    config_limits.group_create_burst_per_account,
-                )
-                .shared(shared),
-                key_claim_limit: SendLimiter::per_account(
-                    config_limits.key_claims_per_sec_per_account,
-                    config_limits.key_claim_burst_per_account,
-                )
-                .shared(shared),
+                upload_limit,
+                group_create_limit,
+                key_claim_limit,
                 node_events: std::sync::Mutex::new(Some(node_events)),
             }),
         }

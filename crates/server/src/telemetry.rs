@@ -67,6 +67,8 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Connections, frames and delivery here; the rest in the `describe_*`
+/// below. Then every counter at 0.
 fn describe() {
     metrics::describe_gauge!("missive_connections", "Authenticated WebSocket connections");
     metrics::describe_counter!("missive_frames_in_total", "Frames received from clients");
@@ -99,6 +101,34 @@ fn describe() {
         "missive_connections_refused_total",
         "Connections closed at accept: the server had its most open connections, or the address its most not yet authenticated"
     );
+    describe_media_push_and_cluster();
+    describe_store();
+    // Counters exist from the start, so an alert on their rate has a
+    // series to read before the first event.
+    for counter in [
+        "missive_frames_in_total",
+        "missive_frames_out_total",
+        "missive_sends_total",
+        "missive_deliveries_total",
+        "missive_acks_total",
+        "missive_catch_up_reads_total",
+        "missive_rechecks_total",
+        "missive_recheck_wakes_total",
+        "missive_slow_consumer_closes_total",
+        "missive_connections_refused_total",
+        "missive_media_uploads_total",
+        "missive_push_sent_total",
+        "missive_push_failed_total",
+        "missive_push_dropped_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    for limit in crate::SHARED_LIMITS {
+        metrics::counter!("missive_limit_spent_elsewhere_total", "limit" => limit).increment(0);
+    }
+}
+
+fn describe_media_push_and_cluster() {
     metrics::describe_counter!("missive_media_uploads_total", "Media uploads stored");
     metrics::describe_counter!("missive_push_sent_total", "Push webhook calls answered 2xx");
     metrics::describe_counter!(
@@ -125,34 +155,14 @@ fn describe() {
         "missive_limit_spent_elsewhere_total",
         "Units of a cluster-wide limit (label limit: send, upload, group_create, settings, key_claim, login, registration) that other nodes reported spending and this node debited"
     );
+}
+
+fn describe_store() {
     metrics::describe_histogram!("missive_store_batch_jobs", "Operations per store commit");
     metrics::describe_histogram!(
         "missive_store_commit_seconds",
         "Store commit latency, seconds"
     );
-    // Counters exist from the start, so an alert on their rate has a
-    // series to read before the first event.
-    for counter in [
-        "missive_frames_in_total",
-        "missive_frames_out_total",
-        "missive_sends_total",
-        "missive_deliveries_total",
-        "missive_acks_total",
-        "missive_catch_up_reads_total",
-        "missive_rechecks_total",
-        "missive_recheck_wakes_total",
-        "missive_slow_consumer_closes_total",
-        "missive_connections_refused_total",
-        "missive_media_uploads_total",
-        "missive_push_sent_total",
-        "missive_push_failed_total",
-        "missive_push_dropped_total",
-    ] {
-        metrics::counter!(counter).increment(0);
-    }
-    for limit in crate::SHARED_LIMITS {
-        metrics::counter!("missive_limit_spent_elsewhere_total", "limit" => limit).increment(0);
-    }
 }
 
 #[cfg(test)]

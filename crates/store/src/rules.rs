@@ -7,7 +7,7 @@
 use missive_core::{AccountId, Seq, UnixMillis};
 
 use crate::StoreError;
-use crate::model::{Body, EventKind, NewMessage, Setting};
+use crate::model::{Body, ConversationRecord, EventKind, NewMessage, Setting};
 
 /// `messages.kind` codes, the same on every backend.
 pub const EVENT_TEXT: i16 = 0;
@@ -181,6 +181,17 @@ pub fn target_of(body: &Body) -> Option<&missive_core::MessageId> {
         }
         Body::Encrypted { .. } => None,
     }
+}
+
+/// A conversation list's order: most recent activity first; ties: newest
+/// conversation first.
+pub fn sort_by_activity(records: &mut [ConversationRecord]) {
+    records.sort_by_key(|record| {
+        (
+            std::cmp::Reverse(record.activity_ms),
+            std::cmp::Reverse(record.conversation),
+        )
+    });
 }
 
 #[cfg(test)]

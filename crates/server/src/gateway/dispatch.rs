@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use missive_core::ConversationId;
 use missive_proto::rest::GroupInfo;
-use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
+use missive_proto::{ClientFrame, ErrorCode, ServerFrame, ToDeviceOut, TypingState};
 use missive_store::{Appended, DeviceAuth, GroupChange, Setting};
 use tokio::time::Instant;
 
@@ -96,76 +96,14 @@ impl Dispatcher {
     /// may start the next frame meanwhile and one connection's sends share
     /// commits. Everything else is handled to the end and answers `Now`.
     pub async fn start(&mut self, frame: ClientFrame) -> Replies {
-        let (id, queued) = match frame {
-            ClientFrame::Send {
-                id,
-                to,
-                conversation,
-                client_msg_id,
-                text,
-                reply_to,
-                media,
-                encrypted,
-            } => {
-                let draft = if encrypted {
-                    Draft::Encrypted {
-                        ciphertext: text,
-                        reply_to,
-                        media,
-                    }
-                } else {
-                    Draft::Text {
-                        text,
-                        reply_to,
-                        media,
-                    }
-                };
-                (
-                    id,
-                    self.queue_send(to, conversation, &client_msg_id, draft)
-                        .await,
-                )
-            }
-            ClientFrame::React {
-                id,
-                conversation,
-                client_msg_id,
-                target,
-                emoji,
-            } => {
-                let draft = Draft::Reaction { target, emoji };
-                let queued = self
-                    .queue_send(None, Some(conversation), &client_msg_id, draft)
-                    .await;
-                (id, queued)
-            }
-            ClientFrame::Edit {
-                id,
-                conversation,
-                client_msg_id,
-                target,
-                text,
-            } => {
-                let draft = Draft::Edit { target, text };
-                let queued = self
-                    .queue_send(None, Some(conversation), &client_msg_id, draft)
-                    .await;
-                (id, queued)
-            }
-            ClientFrame::Delete {
-                id,
-                conversation,
-                client_msg_id,
-                target,
-            } => {
-                let draft = Draft::Delete { target };
-                let queued = self
-                    .queue_send(None, Some(conversation), &client_msg_id, draft)
-                    .await;
-                (id, queued)
-            }
-            other => return Replies::Now(self.handle_now(other).await),
+        let send = match Route::of(frame) {
+            Route::Queue(send) => send,
+            Route::Handle(other) => return Replies::Now(self.handle_now(other).await),
         };
+        let id = send.id;
+        let queued = self
+            .queue_send(send.to, send.conversation, &send.client_msg_id, send.draft)
+            .await;
         match queued {
             Ok(queued) => {
                 let state = Arc::clone(&self.state);
@@ -181,6 +119,8 @@ impl Dispatcher {
         }
     }
 
+    /// Handles a frame that is not a send to the end: one named handler
+    /// per frame kind.
     async fn handle_now(&mut self, frame: ClientFrame) -> Vec<ServerFrame> {
         let reply = match frame {
             ClientFrame::Auth { id, .. } => ServerFrame::error(
@@ -198,84 +138,54 @@ impl Dispatcher {
                 id,
                 ApiError::new(ErrorCode::Internal, "sends are queued by Dispatcher::start"),
             ),
-            ClientFrame::ToDevice { id, messages } => {
-                let now = std::time::Instant::now();
-                if let Err(wait) =
-                    self.state
-                        .send_limit
-                        .take(self.auth.device, self.auth.account, now)
-                {
-                    error_frame(
-                        id,
-                        ApiError::rate_limited(wait, "too many sends; slow down"),
-                    )
-                } else {
-                    match self.state.keys.send_to_devices(&self.auth, messages).await {
-                        Ok(()) => ServerFrame::Ok { id },
-                        Err(err) => error_frame(id, err),
-                    }
-                }
-            }
-            ClientFrame::ToDeviceAck { id, up_to } => {
-                match self.state.keys.ack_to_device(&self.auth, up_to).await {
-                    Ok(()) => ServerFrame::Ok { id },
-                    Err(err) => error_frame(id, err),
-                }
-            }
+            ClientFrame::ToDevice { id, messages } => self.to_device(id, messages).await,
+            ClientFrame::ToDeviceAck { id, up_to } => self.to_device_ack(id, up_to).await,
             ClientFrame::Typing {
                 id,
                 conversation,
                 state,
-            } => {
-                if !self.typing_budget.take(Instant::now()) {
-                    error_frame(
-                        id,
-                        ApiError::new(ErrorCode::RateLimited, "too many typing frames; slow down"),
-                    )
-                } else {
-                    match self
-                        .state
-                        .social
-                        .typing(&self.auth, ConversationId(conversation), state)
-                        .await
-                    {
-                        Ok(()) => ServerFrame::Ok { id },
-                        Err(err) => error_frame(id, err),
-                    }
-                }
-            }
+            } => self.typing(id, conversation, state).await,
             ClientFrame::SubscribePresence { id, users } => {
-                match self.state.social.subscribe(&self.auth, &users).await {
-                    Ok(frames) => {
-                        // `ok` first, then the current presence of each user.
-                        return std::iter::once(ServerFrame::Ok { id })
-                            .chain(frames)
-                            .collect();
-                    }
-                    Err(err) => error_frame(id, err),
-                }
+                return self.subscribe_presence(id, &users).await;
             }
+            frame @ (ClientFrame::GroupCreate { .. }
+            | ClientFrame::Encrypt { .. }
+            | ClientFrame::SetTimer { .. }
+            | ClientFrame::GroupInfo { .. }
+            | ClientFrame::GroupRename { .. }
+            | ClientFrame::GroupAdd { .. }
+            | ClientFrame::GroupRemove { .. }
+            | ClientFrame::GroupPromote { .. }
+            | ClientFrame::GroupDemote { .. }
+            | ClientFrame::GroupLeave { .. }) => self.handle_group(frame).await,
+            ClientFrame::Ack {
+                id,
+                conversation,
+                seq,
+            } => match self.ack(id, conversation, seq).await {
+                Some(reply) => reply,
+                // An ack without an id is answered only when refused:
+                // clients ack once per burst and need no echo.
+                None => return Vec::new(),
+            },
+            ClientFrame::Read {
+                id,
+                conversation,
+                seq,
+            } => self.read(id, conversation, seq).await,
+        };
+        vec![reply]
+    }
+
+    /// Group management and conversation settings.
+    async fn handle_group(&self, frame: ClientFrame) -> ServerFrame {
+        match frame {
             ClientFrame::GroupCreate {
                 id,
                 name,
                 members,
                 encrypted,
-            } => {
-                let result = match self
-                    .state
-                    .group_create_limit
-                    .check(&self.auth, "too many groups created; slow down")
-                {
-                    Ok(()) => {
-                        self.state
-                            .groups
-                            .create(&self.auth, &name, &members, encrypted)
-                            .await
-                    }
-                    Err(refused) => Err(refused),
-                };
-                group_reply(id, result)
-            }
+            } => self.group_create(id, &name, &members, encrypted).await,
             ClientFrame::Encrypt { id, conversation } => {
                 self.set(id, conversation, Setting::Encrypt).await
             }
@@ -287,40 +197,17 @@ impl Dispatcher {
                 self.set(id, conversation, Setting::DisappearAfter(secs))
                     .await
             }
-            ClientFrame::GroupInfo { id, conversation } => {
-                let result = self
-                    .state
-                    .groups
-                    .info(&self.auth, ConversationId(conversation))
-                    .await;
-                group_reply(id, result)
-            }
+            ClientFrame::GroupInfo { id, conversation } => self.group_info(id, conversation).await,
             ClientFrame::GroupRename {
                 id,
                 conversation,
                 name,
-            } => {
-                let conversation = ConversationId(conversation);
-                let result = self
-                    .state
-                    .groups
-                    .rename(&self.auth, conversation, &name)
-                    .await;
-                group_reply(id, result)
-            }
+            } => self.group_rename(id, conversation, &name).await,
             ClientFrame::GroupAdd {
                 id,
                 conversation,
                 members,
-            } => {
-                let conversation = ConversationId(conversation);
-                let result = self
-                    .state
-                    .groups
-                    .add(&self.auth, conversation, &members)
-                    .await;
-                group_reply(id, result)
-            }
+            } => self.group_add(id, conversation, &members).await,
             ClientFrame::GroupRemove {
                 id,
                 conversation,
@@ -346,60 +233,176 @@ impl Dispatcher {
                     .await
             }
             ClientFrame::GroupLeave { id, conversation } => {
-                let conversation = ConversationId(conversation);
-                match self
-                    .state
+                self.group_leave(id, conversation).await
+            }
+            // `handle_now` passes only the frames above.
+            _ => error_frame(
+                None,
+                ApiError::new(ErrorCode::Internal, "not a group frame"),
+            ),
+        }
+    }
+
+    async fn to_device(&self, id: Option<String>, messages: Vec<ToDeviceOut>) -> ServerFrame {
+        let now = std::time::Instant::now();
+        if let Err(wait) = self
+            .state
+            .send_limit
+            .take(self.auth.device, self.auth.account, now)
+        {
+            return error_frame(
+                id,
+                ApiError::rate_limited(wait, "too many sends; slow down"),
+            );
+        }
+        match self.state.keys.send_to_devices(&self.auth, messages).await {
+            Ok(()) => ServerFrame::Ok { id },
+            Err(err) => error_frame(id, err),
+        }
+    }
+
+    async fn to_device_ack(&self, id: Option<String>, up_to: i64) -> ServerFrame {
+        match self.state.keys.ack_to_device(&self.auth, up_to).await {
+            Ok(()) => ServerFrame::Ok { id },
+            Err(err) => error_frame(id, err),
+        }
+    }
+
+    async fn typing(
+        &mut self,
+        id: Option<String>,
+        conversation: i64,
+        state: TypingState,
+    ) -> ServerFrame {
+        if !self.typing_budget.take(Instant::now()) {
+            return error_frame(
+                id,
+                ApiError::new(ErrorCode::RateLimited, "too many typing frames; slow down"),
+            );
+        }
+        match self
+            .state
+            .social
+            .typing(&self.auth, ConversationId(conversation), state)
+            .await
+        {
+            Ok(()) => ServerFrame::Ok { id },
+            Err(err) => error_frame(id, err),
+        }
+    }
+
+    /// `ok` first, then the current presence of each user.
+    async fn subscribe_presence(&self, id: Option<String>, users: &[String]) -> Vec<ServerFrame> {
+        match self.state.social.subscribe(&self.auth, users).await {
+            Ok(frames) => std::iter::once(ServerFrame::Ok { id })
+                .chain(frames)
+                .collect(),
+            Err(err) => vec![error_frame(id, err)],
+        }
+    }
+
+    async fn group_create(
+        &self,
+        id: Option<String>,
+        name: &str,
+        members: &[String],
+        encrypted: Option<bool>,
+    ) -> ServerFrame {
+        let result = match self
+            .state
+            .group_create_limit
+            .check(&self.auth, "too many groups created; slow down")
+        {
+            Ok(()) => {
+                self.state
                     .groups
-                    .change(&self.auth, conversation, GroupChange::Leave)
+                    .create(&self.auth, name, members, encrypted)
                     .await
-                {
-                    Ok(_) => ServerFrame::Ok { id },
-                    Err(err) => error_frame(id, err),
-                }
             }
-            ClientFrame::Ack {
-                id,
-                conversation,
-                seq,
-            } => {
-                let acked = self
-                    .state
-                    .messaging
-                    .ack(&self.auth, vec![(ConversationId(conversation), seq)])
-                    .await;
-                match (acked, id) {
-                    (Ok(positions), Some(id)) => ServerFrame::Acked {
-                        id: Some(id),
-                        conversation,
-                        seq: positions.first().map_or(seq, |(_, seq)| *seq),
-                    },
-                    // An ack without an id is answered only when refused:
-                    // clients ack once per burst and need no echo.
-                    (Ok(_), None) => return Vec::new(),
-                    (Err(err), id) => error_frame(id, err),
-                }
-            }
-            ClientFrame::Read {
-                id,
-                conversation,
-                seq,
-            } => {
-                match self
-                    .state
-                    .messaging
-                    .read(&self.auth, ConversationId(conversation), seq)
-                    .await
-                {
-                    Ok(seq) => ServerFrame::ReadOk {
-                        id,
-                        conversation,
-                        seq,
-                    },
-                    Err(err) => error_frame(id, err),
-                }
-            }
+            Err(refused) => Err(refused),
         };
-        vec![reply]
+        group_reply(id, result)
+    }
+
+    async fn group_info(&self, id: Option<String>, conversation: i64) -> ServerFrame {
+        let result = self
+            .state
+            .groups
+            .info(&self.auth, ConversationId(conversation))
+            .await;
+        group_reply(id, result)
+    }
+
+    async fn group_rename(&self, id: Option<String>, conversation: i64, name: &str) -> ServerFrame {
+        let conversation = ConversationId(conversation);
+        let result = self
+            .state
+            .groups
+            .rename(&self.auth, conversation, name)
+            .await;
+        group_reply(id, result)
+    }
+
+    async fn group_add(
+        &self,
+        id: Option<String>,
+        conversation: i64,
+        members: &[String],
+    ) -> ServerFrame {
+        let conversation = ConversationId(conversation);
+        let result = self
+            .state
+            .groups
+            .add(&self.auth, conversation, members)
+            .await;
+        group_reply(id, result)
+    }
+
+    async fn group_leave(&self, id: Option<String>, conversation: i64) -> ServerFrame {
+        let conversation = ConversationId(conversation);
+        match self
+            .state
+            .groups
+            .change(&self.auth, conversation, GroupChange::Leave)
+            .await
+        {
+            Ok(_) => ServerFrame::Ok { id },
+            Err(err) => error_frame(id, err),
+        }
+    }
+
+    /// `None`: acked, and the ack carried no id to answer.
+    async fn ack(&self, id: Option<String>, conversation: i64, seq: i64) -> Option<ServerFrame> {
+        let acked = self
+            .state
+            .messaging
+            .ack(&self.auth, vec![(ConversationId(conversation), seq)])
+            .await;
+        match (acked, id) {
+            (Ok(positions), Some(id)) => Some(ServerFrame::Acked {
+                id: Some(id),
+                conversation,
+                seq: positions.first().map_or(seq, |(_, seq)| *seq),
+            }),
+            (Ok(_), None) => None,
+            (Err(err), id) => Some(error_frame(id, err)),
+        }
+    }
+
+    async fn read(&self, id: Option<String>, conversation: i64, seq: i64) -> ServerFrame {
+        match self
+            .state
+            .messaging
+            .read(&self.auth, ConversationId(conversation), seq)
+            .await
+        {
+            Ok(seq) => ServerFrame::ReadOk {
+                id,
+                conversation,
+                seq,
+            },
+            Err(err) => error_frame(id, err),
+        }
     }
 
     async fn group_member(
@@ -498,6 +501,92 @@ pub enum Replies {
     Now(Vec<ServerFrame>),
     /// Queued for the store: the replies once it is stored.
     Later(Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>),
+}
+
+/// A send, reaction, edit or delete frame, taken apart for `queue_send`.
+struct SendFrame {
+    id: Option<String>,
+    to: Option<String>,
+    conversation: Option<i64>,
+    client_msg_id: String,
+    draft: Draft,
+}
+
+/// What [`Dispatcher::start`] does with a frame: queue it (a send, taken
+/// apart) or handle it to the end.
+enum Route {
+    Queue(SendFrame),
+    Handle(ClientFrame),
+}
+
+impl Route {
+    #[inline]
+    fn of(frame: ClientFrame) -> Self {
+        let (id, to, conversation, client_msg_id, draft) = match frame {
+            ClientFrame::Send {
+                id,
+                to,
+                conversation,
+                client_msg_id,
+                text,
+                reply_to,
+                media,
+                encrypted,
+            } => {
+                let draft = if encrypted {
+                    Draft::Encrypted {
+                        ciphertext: text,
+                        reply_to,
+                        media,
+                    }
+                } else {
+                    Draft::Text {
+                        text,
+                        reply_to,
+                        media,
+                    }
+                };
+                (id, to, conversation, client_msg_id, draft)
+            }
+            ClientFrame::React {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+                emoji,
+            } => {
+                let draft = Draft::Reaction { target, emoji };
+                (id, None, Some(conversation), client_msg_id, draft)
+            }
+            ClientFrame::Edit {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+                text,
+            } => {
+                let draft = Draft::Edit { target, text };
+                (id, None, Some(conversation), client_msg_id, draft)
+            }
+            ClientFrame::Delete {
+                id,
+                conversation,
+                client_msg_id,
+                target,
+            } => {
+                let draft = Draft::Delete { target };
+                (id, None, Some(conversation), client_msg_id, draft)
+            }
+            other => return Self::Handle(other),
+        };
+        Self::Queue(SendFrame {
+            id,
+            to,
+            conversation,
+            client_msg_id,
+            draft,
+        })
+    }
 }
 
 fn sent_frame(appended: &Appended) -> ServerFrame {

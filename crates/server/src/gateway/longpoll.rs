@@ -21,8 +21,11 @@ use axum::response::{IntoResponse, Response};
 use missive_core::ConversationId;
 use missive_proto::rest::{FrameReplies, PollRequest, PollResponse};
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
+use missive_store::DeviceAuth;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::connections::Slot;
 use super::dispatch::Dispatcher;
 use super::http::{Authenticated, json_body};
 use super::live::{self, Announce};
@@ -45,38 +48,8 @@ pub async fn poll(
     body: Result<Json<PollRequest>, JsonRejection>,
 ) -> Result<Json<PollResponse>, ApiError> {
     let request = json_body(body)?;
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            ErrorCode::ShuttingDown,
-            "the server is shutting down",
-        ));
-    }
-    let Ok(_permit) = state.connection_permits.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "too many connections",
-        ));
-    };
-    // A waiting poll is a connection like a WebSocket: counted against the
-    // client's address and the account before it acks or registers, so a
-    // refusal changes nothing. The slots go back when the poll ends, also
-    // when its client goes away and the handler is dropped.
-    let ip = super::http::client_ip(peer, &headers, &state.config.limits.trusted_proxies);
-    let slots = vec![
-        state.connection_limits.ip(ip)?,
-        state.connection_limits.account(auth.account)?,
-    ];
-    if let Some(up_to) = request.to_device_ack {
-        state.keys.ack_to_device(&auth, up_to).await?;
-    }
-    if !request.acks.is_empty() {
-        let points = request
-            .acks
-            .iter()
-            .map(|point| (ConversationId(point.conversation), point.seq))
-            .collect();
-        state.messaging.ack(&auth, points).await?;
-    }
+    let (_permit, slots) = admit(&state, peer, &headers, &auth)?;
+    apply_acks(&state, &auth, &request).await?;
     let wait_ms = request
         .timeout_ms
         .unwrap_or(POLL_TIMEOUT_DEFAULT_MS)
@@ -132,6 +105,58 @@ pub async fn poll(
             .count() as u64,
     );
     Ok(Json(PollResponse { frames, closed }))
+}
+
+/// Counts the poll as a connection of the node, the client's address and
+/// the account (released when the poll ends).
+fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    auth: &DeviceAuth,
+) -> Result<(OwnedSemaphorePermit, Vec<Slot>), ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down",
+        ));
+    }
+    let Ok(permit) = state.connection_permits.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many connections",
+        ));
+    };
+    // A waiting poll is a connection like a WebSocket: counted against the
+    // client's address and the account before it acks or registers, so a
+    // refusal changes nothing. The slots go back when the poll ends, also
+    // when its client goes away and the handler is dropped.
+    let ip = super::http::client_ip(peer, headers, &state.config.limits.trusted_proxies);
+    let slots = vec![
+        state.connection_limits.ip(ip)?,
+        state.connection_limits.account(auth.account)?,
+    ];
+    Ok((permit, slots))
+}
+
+/// The acks a poll carries, applied before it waits.
+async fn apply_acks(
+    state: &AppState,
+    auth: &DeviceAuth,
+    request: &PollRequest,
+) -> Result<(), ApiError> {
+    if let Some(up_to) = request.to_device_ack {
+        state.keys.ack_to_device(auth, up_to).await?;
+    }
+    if !request.acks.is_empty() {
+        let points = request
+            .acks
+            .iter()
+            .map(|point| (ConversationId(point.conversation), point.seq))
+            .collect();
+        state.messaging.ack(auth, points).await?;
+    }
+    Ok(())
 }
 
 /// Moves the ephemeral frames waiting into `frames`; whether there were any.

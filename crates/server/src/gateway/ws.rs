@@ -34,19 +34,20 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use missive_core::{ConversationId, Seq};
-use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
+use missive_proto::{CloseCode, ErrorCode, ServerFrame, decode_client_frame};
 use missive_store::{DeviceAuth, Pending, ToDeviceMessage};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
+mod handshake;
+
+use self::handshake::{authenticate, connect_step, open};
 use super::connections::Slot;
 use super::dispatch::{Dispatcher, Replies};
-use super::live::{self, Announce, Live};
 use super::web;
 use crate::AppState;
 use crate::accept::Admitted;
-use crate::cache::Generation;
 use crate::error::ApiError;
 use crate::mailbox::Mailbox;
 use crate::service::keys::{TO_DEVICE_PAGE, to_device_frame};
@@ -103,7 +104,7 @@ const FRAMES_PER_WRITE_MAX: usize = 64;
 /// `GET /v1/ws`: upgrade with bounded buffers (DESIGN.md §4). Refused
 /// before the upgrade when the node or the client's address has its
 /// maximum of connections; the account's maximum can only be checked once
-/// `auth` names it (see `serve_device`).
+/// `auth` names it (see `handshake::open`).
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -184,162 +185,6 @@ async fn serve(
     Box::pin(connection.finish(end)).await;
     drop(connection);
     Box::pin(live.end()).await;
-}
-
-/// Counts the connection for its account, registers it, confirms its
-/// token and says `ready`; `None` when it was refused (and told why).
-async fn open(
-    socket: &mut WebSocket,
-    state: &Arc<AppState>,
-    checked: Checked,
-    ip_slot: Slot,
-) -> Option<(Live, DeviceAuth)> {
-    let Checked {
-        auth,
-        token,
-        id: auth_id,
-        since,
-    } = checked;
-    // Counted before the session registers anywhere: a refusal replaces no
-    // connection of the device and announces nothing.
-    let account_slot = match state.connection_limits.account(auth.account) {
-        Ok(slot) => slot,
-        Err(err) => {
-            let error = ServerFrame::error(auth_id, err.code, err.message);
-            say_and_close(socket, error, CloseCode::TooManyConnections).await;
-            return None;
-        }
-    };
-    // Register first, then confirm the token: a revoke that landed between
-    // the check and the registration found no live connection to close,
-    // and would otherwise be missed. Without one, no store read.
-    let opening = Instant::now();
-    let live = live::open(state, &auth, Announce::Yes, vec![ip_slot, account_slot]).await;
-    connect_step("registered", opening);
-    if let Err(err) = state.accounts.confirm(&token, since).await {
-        // Only a refused token means revoked; a store that cannot answer
-        // now is a reason to come back later.
-        let close = match err.code {
-            ErrorCode::TokenInvalid => CloseCode::Revoked,
-            _ => CloseCode::GoingAway,
-        };
-        let error = ServerFrame::error(auth_id, err.code, err.message);
-        say_and_close(socket, error, close).await;
-        live.end().await;
-        return None;
-    }
-    // Announce before `ready`, so a client that has seen `ready` knows its
-    // presence went out (and a later subscriber gets no stale duplicate).
-    state.social.device_connected(auth.account).await;
-    let ready = ServerFrame::Ready {
-        id: auth_id,
-        username: auth.username.to_string(),
-        device_id: auth.device.0,
-    }
-    .to_json();
-    if socket.send(Message::Text(ready.into())).await.is_err() {
-        live.end().await;
-        return None;
-    }
-    Some((live, auth))
-}
-
-/// Records how long a step of connecting took (`missive_connect_seconds`):
-/// where a slow connect waits, told apart on a live server.
-fn connect_step(step: &'static str, since: Instant) {
-    metrics::histogram!("missive_connect_seconds", "step" => step)
-        .record(since.elapsed().as_secs_f64());
-}
-
-/// A connection's `auth` frame, checked.
-struct Checked {
-    auth: DeviceAuth,
-    token: String,
-    /// The frame's correlation id, for the `ready` reply.
-    id: Option<String>,
-    /// Where the caches stood before the check (see `Accounts::confirm`).
-    since: Generation,
-}
-
-/// Reads the first frame, which must be a valid `auth`, within the deadline.
-async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Option<Checked> {
-    let started = Instant::now();
-    let deadline = started + Duration::from_millis(state.config.limits.auth_timeout_ms);
-    let refuse = |id: Option<String>, code: ErrorCode, message: &str, close: CloseCode| {
-        (ServerFrame::error(id, code, message), close)
-    };
-    let timed_out = || {
-        refuse(
-            None,
-            ErrorCode::NotAuthenticated,
-            "no auth frame within the deadline",
-            CloseCode::AuthTimeout,
-        )
-    };
-    let (error, close) = loop {
-        let next = tokio::select! {
-            // A frame that has arrived is taken even when the task is
-            // polled only after the deadline too has passed (a busy node).
-            biased;
-            next = socket.next() => next,
-            _ = tokio::time::sleep_until(deadline) => break timed_out(),
-            _ = state.shutdown.cancelled() => return None,
-        };
-        match next {
-            Some(Ok(Message::Text(text))) => match decode_client_frame(&text) {
-                Ok(ClientFrame::Auth { id, token }) => {
-                    connect_step("auth_frame", started);
-                    let since = state.accounts.checkpoint();
-                    match state.accounts.authenticate(&token).await {
-                        Ok(auth) => {
-                            return Some(Checked {
-                                auth,
-                                token,
-                                id,
-                                since,
-                            });
-                        }
-                        Err(err) => {
-                            break refuse(id, err.code, &err.message, CloseCode::AuthFailed);
-                        }
-                    }
-                }
-                Ok(_) => {
-                    break refuse(
-                        None,
-                        ErrorCode::NotAuthenticated,
-                        "the first frame must be auth",
-                        CloseCode::AuthFailed,
-                    );
-                }
-                Err(err) => break refuse(err.id, err.code, &err.message, CloseCode::AuthFailed),
-            },
-            // With the socket polled first, a client that keeps pinging
-            // must still meet the deadline.
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) if Instant::now() < deadline => continue,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => break timed_out(),
-            Some(Ok(Message::Binary(_))) => {
-                break refuse(
-                    None,
-                    ErrorCode::BadFrame,
-                    "binary frames are not supported",
-                    CloseCode::AuthFailed,
-                );
-            }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-        }
-    };
-    say_and_close(socket, error, close).await;
-    None
-}
-
-/// Best effort, bounded: tells the client why, then closes.
-async fn say_and_close(socket: &mut WebSocket, error: ServerFrame, close: CloseCode) {
-    let _ = timeout(Duration::from_secs(1), async {
-        socket.send(Message::Text(error.to_json().into())).await?;
-        socket.send(close_message(close)).await
-    })
-    .await;
 }
 
 /// The close a failed read deserves, if the socket can still carry one:

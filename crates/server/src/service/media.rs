@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
-use missive_blobs::{BlobError, Blobs};
+use missive_blobs::{BlobError, Blobs, Upload};
 use missive_core::Clock;
 use missive_proto::ErrorCode;
 use missive_proto::rest::MediaInfo;
@@ -147,6 +147,62 @@ impl Media {
             .upload(&blob_key(&id))
             .await
             .map_err(blob_failure)?;
+        let Received {
+            refusal,
+            content_type,
+            size_bytes,
+            hasher,
+        } = self.receive(&mut upload, &mut body, encrypted).await;
+        let content_type = match (refusal, content_type) {
+            (None, Some(content_type)) => content_type,
+            (refusal, _) => {
+                if let Err(err) = upload.abort().await {
+                    tracing::warn!(%err, "aborting a refused upload failed");
+                }
+                return Err(refusal.unwrap_or_else(not_allowed));
+            }
+        };
+        upload.finish().await.map_err(blob_failure)?;
+        let preview = if content_type.starts_with("image/") {
+            match self.store_thumbnail(&id).await {
+                Ok(preview) => Some(preview),
+                Err(refusal) => {
+                    let _ = self.blobs.delete(&blob_key(&id)).await;
+                    return Err(refusal);
+                }
+            }
+        } else {
+            None
+        };
+        let record = MediaRecord {
+            id: id.clone(),
+            uploader: auth.account,
+            content_type: content_type.to_owned(),
+            size_bytes,
+            sha256: hex::encode(hasher.finalize()),
+            created_ms: self.clock.now_ms(),
+            width: preview.map(|(width, _)| width),
+            height: preview.map(|(_, height)| height),
+            thumbnail: preview.is_some(),
+            filename,
+        };
+        if let Err(err) = self.store.create_media(record.clone()).await {
+            let _ = self.blobs.delete(&blob_key(&id)).await;
+            let _ = self.blobs.delete(&thumbnail_key(&id)).await;
+            return Err(err.into());
+        }
+        metrics::counter!("missive_media_uploads_total").increment(1);
+        Ok(media_info(record))
+    }
+
+    /// Streams `body` into `upload`, hashing it and sniffing its type (unless
+    /// encrypted), until it ends or is refused.
+    async fn receive<E: std::fmt::Display>(
+        &self,
+        upload: &mut Upload,
+        body: &mut (impl Stream<Item = Result<Bytes, E>> + Unpin),
+        encrypted: bool,
+    ) -> Received {
         let mut hasher = Sha256::new();
         let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
         let mut content_type = None;
@@ -190,55 +246,12 @@ impl Media {
         } else {
             content_type.or_else(|| sniff(&head))
         };
-        let content_type = match (refusal, content_type) {
-            (None, Some(content_type)) => content_type,
-            (refusal, _) => {
-                if let Err(err) = upload.abort().await {
-                    tracing::warn!(%err, "aborting a refused upload failed");
-                }
-                return Err(refusal.unwrap_or_else(not_allowed));
-            }
-        };
-        upload.finish().await.map_err(blob_failure)?;
-        let preview = if content_type.starts_with("image/") {
-            match self.store_thumbnail(&id).await {
-                Ok(preview) => Some(preview),
-                Err(refusal) => {
-                    let _ = self.blobs.delete(&blob_key(&id)).await;
-                    return Err(refusal);
-                }
-            }
-        } else {
-            None
-        };
-        let record = MediaRecord {
-            id: id.clone(),
-            uploader: auth.account,
-            content_type: content_type.to_owned(),
+        Received {
+            refusal,
+            content_type,
             size_bytes,
-            sha256: hex::encode(hasher.finalize()),
-            created_ms: self.clock.now_ms(),
-            width: preview.map(|(width, _)| width),
-            height: preview.map(|(_, height)| height),
-            thumbnail: preview.is_some(),
-            filename,
-        };
-        if let Err(err) = self.store.create_media(record.clone()).await {
-            let _ = self.blobs.delete(&blob_key(&id)).await;
-            let _ = self.blobs.delete(&thumbnail_key(&id)).await;
-            return Err(err.into());
+            hasher,
         }
-        metrics::counter!("missive_media_uploads_total").increment(1);
-        Ok(MediaInfo {
-            media_id: record.id,
-            content_type: record.content_type,
-            size_bytes: record.size_bytes,
-            sha256: record.sha256,
-            width: record.width,
-            height: record.height,
-            thumbnail: record.thumbnail,
-            filename: record.filename,
-        })
     }
 
     /// Decodes the stored image (bounded in size and allocation), stores a
@@ -351,6 +364,28 @@ fn not_allowed() -> ApiError {
         ErrorCode::MediaTypeNotAllowed,
         "only images (JPEG, PNG, GIF, WebP), video (MP4, WebM), audio (MP3, Ogg, WAV) and PDF are allowed",
     )
+}
+
+/// What streaming an upload's body found: why it is refused, if it is; its
+/// type; its size and hash so far.
+struct Received {
+    refusal: Option<ApiError>,
+    content_type: Option<&'static str>,
+    size_bytes: u64,
+    hasher: Sha256,
+}
+
+fn media_info(record: MediaRecord) -> MediaInfo {
+    MediaInfo {
+        media_id: record.id,
+        content_type: record.content_type,
+        size_bytes: record.size_bytes,
+        sha256: record.sha256,
+        width: record.width,
+        height: record.height,
+        thumbnail: record.thumbnail,
+        filename: record.filename,
+    }
 }
 
 #[cfg(test)]

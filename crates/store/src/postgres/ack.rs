@@ -298,43 +298,86 @@ pub(super) async fn ack_batch(
     }
     let written = write(tx, &moves).await?;
 
-    // Each moved cursor is reported once, by the first ack that moved it.
-    let mut reported: BTreeSet<(i64, i64)> = BTreeSet::new();
-    let mut answers = Vec::with_capacity(acks.len());
-    for ((ack, targets), scopes) in acks.iter().zip(&targets).zip(judged) {
-        let scopes = match scopes {
-            Ok(scopes) => scopes,
-            Err(refused) => {
-                answers.push(Err(refused));
-                continue;
-            }
-        };
-        let positions = ack
-            .points
-            .iter()
-            .map(|(conversation, _)| {
-                let scope = scopes.get(&conversation.0);
-                let before = scope.map_or(0, |scope| scope.before);
-                let joined = scope.map_or(0, |scope| scope.joined_seq);
-                let at = written
-                    .positions
-                    .get(&(ack.device.0, conversation.0))
-                    .map_or(before, |stored| (*stored).max(joined));
-                (*conversation, at)
-            })
-            .collect();
+    let answered = Answered {
+        written: &written,
+        moves: &moves,
+        usernames: &usernames,
+    };
+    answered.answers(acks, &targets, judged)
+}
+
+/// What answering a batch's acks reads: round 2's results, the moves, and
+/// the acking accounts' usernames.
+struct Answered<'a> {
+    written: &'a Written,
+    moves: &'a Moves,
+    usernames: &'a HashMap<i64, String>,
+}
+
+impl Answered<'_> {
+    /// Each ack's answer, in batch order.
+    fn answers(
+        &self,
+        acks: &[&AckRequest],
+        targets: &[BTreeMap<i64, Seq>],
+        judged: Vec<Result<BTreeMap<i64, Scope>, StoreError>>,
+    ) -> Outcome<Vec<Result<AckOutcome, StoreError>>> {
+        // Each moved cursor is reported once, by the first ack that moved it.
+        let mut reported: BTreeSet<(i64, i64)> = BTreeSet::new();
+        let mut answers = Vec::with_capacity(acks.len());
+        for ((ack, targets), scopes) in acks.iter().zip(targets).zip(judged) {
+            let scopes = match scopes {
+                Ok(scopes) => scopes,
+                Err(refused) => {
+                    answers.push(Err(refused));
+                    continue;
+                }
+            };
+            let positions = ack
+                .points
+                .iter()
+                .map(|(conversation, _)| {
+                    let scope = scopes.get(&conversation.0);
+                    let before = scope.map_or(0, |scope| scope.before);
+                    let joined = scope.map_or(0, |scope| scope.joined_seq);
+                    let at = self
+                        .written
+                        .positions
+                        .get(&(ack.device.0, conversation.0))
+                        .map_or(before, |stored| (*stored).max(joined));
+                    (*conversation, at)
+                })
+                .collect();
+            let receipts = self.receipts(ack, targets, &mut reported)?;
+            answers.push(Ok(AckOutcome {
+                positions,
+                receipts,
+            }));
+        }
+        Ok(answers)
+    }
+
+    /// The receipt cursors `ack` moved that no earlier ack of the batch
+    /// reported.
+    fn receipts(
+        &self,
+        ack: &AckRequest,
+        targets: &BTreeMap<i64, Seq>,
+        reported: &mut BTreeSet<(i64, i64)>,
+    ) -> Outcome<Vec<ReceiptMoved>> {
         let mut receipts = Vec::new();
         for conversation in targets.keys() {
             let key = (ack.account.0, *conversation);
-            if !written.moved.contains(&key) || !reported.insert(key) {
+            if !self.written.moved.contains(&key) || !reported.insert(key) {
                 continue;
             }
-            let (seq, ts_ms) = moves
+            let (seq, ts_ms) = self
+                .moves
                 .cursors
                 .get(&(*conversation, ack.account.0))
                 .copied()
                 .ok_or(Fault::Raced)?;
-            let by = usernames.get(&ack.account.0).cloned().ok_or_else(|| {
+            let by = self.usernames.get(&ack.account.0).cloned().ok_or_else(|| {
                 Fault::Corrupt(format!("member account {} has no username", ack.account.0))
             })?;
             receipts.push(ReceiptMoved {
@@ -342,15 +385,11 @@ pub(super) async fn ack_batch(
                 by,
                 seq,
                 ts_ms,
-                notify: written.notify.get(&key).cloned().unwrap_or_default(),
+                notify: self.written.notify.get(&key).cloned().unwrap_or_default(),
             });
         }
-        answers.push(Ok(AckOutcome {
-            positions,
-            receipts,
-        }));
+        Ok(receipts)
     }
-    Ok(answers)
 }
 
 /// The writes of round 2 (see the module doc).
@@ -430,31 +469,39 @@ async fn write<C: GenericClient>(db: &C, moves: &Moves) -> Outcome<Written> {
         ),
         purge_delivered(db, &purged),
     )?;
-    let mut positions = HashMap::with_capacity(advanced.len());
-    for row in &advanced {
-        positions.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
-    }
-    let mut devices: HashMap<(i64, i64), Vec<DeviceId>> = HashMap::new();
-    for row in &notify {
-        let listed = devices
-            .entry((row.try_get(0)?, row.try_get(1)?))
-            .or_default();
-        if let Some(device) = row.try_get::<_, Option<i64>>(2)? {
-            listed.push(DeviceId(device));
+    Written::from_rows(&advanced, &notify, &moved)
+}
+
+impl Written {
+    /// Round 2's answers: the positions stored, the devices to tell, the
+    /// cursors that moved.
+    fn from_rows(advanced: &[Row], notify: &[Row], moved: &[Row]) -> Outcome<Self> {
+        let mut positions = HashMap::with_capacity(advanced.len());
+        for row in advanced {
+            positions.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
         }
+        let mut devices: HashMap<(i64, i64), Vec<DeviceId>> = HashMap::new();
+        for row in notify {
+            let listed = devices
+                .entry((row.try_get(0)?, row.try_get(1)?))
+                .or_default();
+            if let Some(device) = row.try_get::<_, Option<i64>>(2)? {
+                listed.push(DeviceId(device));
+            }
+        }
+        for listed in devices.values_mut() {
+            listed.dedup();
+        }
+        let mut moved_keys = BTreeSet::new();
+        for row in moved {
+            moved_keys.insert((row.try_get(0)?, row.try_get(1)?));
+        }
+        Ok(Self {
+            positions,
+            notify: devices,
+            moved: moved_keys,
+        })
     }
-    for listed in devices.values_mut() {
-        listed.dedup();
-    }
-    let mut moved_keys = BTreeSet::new();
-    for row in &moved {
-        moved_keys.insert((row.try_get(0)?, row.try_get(1)?));
-    }
-    Ok(Written {
-        positions,
-        notify: devices,
-        moved: moved_keys,
-    })
 }
 
 /// Purges, per position that moved, what that move made everyone's (see

@@ -311,36 +311,40 @@ pub(super) async fn change_group<C: GenericClient>(
     // Members who must hear of the change but are no longer members, with
     // the seq they had joined at.
     let mut leavers: Vec<(AccountId, i64)> = Vec::new();
-    let description = match &request.change {
-        GroupChange::Add(accounts) => {
-            let standing = locked_admin(db, conversation, actor).await?;
-            let mut accounts = accounts.clone();
-            accounts.sort();
-            accounts.dedup();
-            let n_members: i64 = scalar(
-                db,
-                "SELECT count(*) FROM members WHERE conversation_id = $1",
-                &[&conversation.0],
-            )
-            .await?;
-            if usize::try_from(n_members).unwrap_or(usize::MAX) + accounts.len()
-                > request.members_max
-            {
-                return Err(StoreError::GroupFull.into());
-            }
-            // Added members see this event and what follows.
-            add_members(
-                db,
-                conversation,
-                &accounts,
-                ROLE_MEMBER,
-                standing.last_seq,
-                request.now_ms,
-            )
-            .await?;
-            serde_json::json!({"v": 1, "action": "added", "actor": username(db, actor).await?,
-                "users": usernames(db, &accounts).await?})
-        }
+    let description = apply_change(db, request, &mut leavers).await?;
+    let leaving: Vec<AccountId> = leavers.iter().map(|(account, _)| *account).collect();
+    let recipients = recipients(db, conversation, &leaving, request.actor_device).await?;
+    let seq = store_system_event(
+        db,
+        &SystemEvent {
+            conversation,
+            actor,
+            actor_device: request.actor_device,
+            description,
+            now_ms: request.now_ms,
+        },
+    )
+    .await?;
+    record_departures(db, conversation, &leavers, seq, request.now_ms).await?;
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        recipients,
+    })
+}
+
+/// Checks and applies the change itself, under the locks it needs;
+/// returns its system event's description. A member removed or leaving
+/// goes into `leavers`.
+async fn apply_change<C: GenericClient>(
+    db: &C,
+    request: &GroupChangeRequest,
+    leavers: &mut Vec<(AccountId, i64)>,
+) -> Outcome<serde_json::Value> {
+    let conversation = request.conversation;
+    let actor = request.actor;
+    Ok(match &request.change {
+        GroupChange::Add(accounts) => add_to_group(db, request, accounts).await?,
         GroupChange::Remove(target) => {
             locked_admin(db, conversation, actor).await?;
             lock_members(db, conversation).await?;
@@ -395,26 +399,45 @@ pub(super) async fn change_group<C: GenericClient>(
             serde_json::json!({"v": 1, "action": "renamed", "actor": username(db, actor).await?,
                 "name": name.as_str()})
         }
-    };
-    let leaving: Vec<AccountId> = leavers.iter().map(|(account, _)| *account).collect();
-    let recipients = recipients(db, conversation, &leaving, request.actor_device).await?;
-    let seq = store_system_event(
+    })
+}
+
+/// Adds `accounts` (an admin's change) as members who see this event and
+/// what follows.
+async fn add_to_group<C: GenericClient>(
+    db: &C,
+    request: &GroupChangeRequest,
+    accounts: &[AccountId],
+) -> Outcome<serde_json::Value> {
+    let conversation = request.conversation;
+    let actor = request.actor;
+    let standing = locked_admin(db, conversation, actor).await?;
+    let mut accounts = accounts.to_vec();
+    accounts.sort();
+    accounts.dedup();
+    let n_members: i64 = scalar(
         db,
-        &SystemEvent {
-            conversation,
-            actor,
-            actor_device: request.actor_device,
-            description,
-            now_ms: request.now_ms,
-        },
+        "SELECT count(*) FROM members WHERE conversation_id = $1",
+        &[&conversation.0],
     )
     .await?;
-    record_departures(db, conversation, &leavers, seq, request.now_ms).await?;
-    Ok(GroupChanged {
+    if usize::try_from(n_members).unwrap_or(usize::MAX) + accounts.len() > request.members_max {
+        return Err(StoreError::GroupFull.into());
+    }
+    // Added members see this event and what follows.
+    add_members(
+        db,
         conversation,
-        seq,
-        recipients,
-    })
+        &accounts,
+        ROLE_MEMBER,
+        standing.last_seq,
+        request.now_ms,
+    )
+    .await?;
+    Ok(
+        serde_json::json!({"v": 1, "action": "added", "actor": username(db, actor).await?,
+        "users": usernames(db, &accounts).await?}),
+    )
 }
 
 /// Deletes the membership and returns the seq it had joined at;

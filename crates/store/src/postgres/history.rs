@@ -15,8 +15,8 @@ use super::conversations::check_member;
 use super::fault::{Fault, Outcome};
 use super::media::media_of;
 use super::sql::{limit, pipeline, row, rows, scalar};
-use crate::StoreError;
 use crate::model::*;
+use crate::{StoreError, rules};
 
 /// Columns every event query selects, in `event_from_row` order.
 macro_rules! event_columns {
@@ -213,8 +213,42 @@ pub(super) async fn conversations<C: GenericClient>(
             &[&account.0],
         ),
     )?;
+    let mut receipts = receipts_by_conversation(&cursors)?;
+    let mut names = names_by_conversation(&member_names)?;
+    let mut last = last_events_with_media(db, &last_events).await?;
+    let mut records = Vec::with_capacity(memberships.len());
+    for row in &memberships {
+        let id: i64 = row.try_get(0)?;
+        let created_ms: i64 = row.try_get(5)?;
+        let last_event = last.remove(&ConversationId(id));
+        let activity_ms = last_event.as_ref().map_or(created_ms, |event| event.ts_ms);
+        records.push(ConversationRecord {
+            activity_ms,
+            conversation: ConversationId(id),
+            kind: if row.try_get::<_, i16>(1)? == CONVERSATION_GROUP {
+                ConversationKind::Group
+            } else {
+                ConversationKind::Direct
+            },
+            name: row.try_get(2)?,
+            encrypted: row.try_get(7)?,
+            disappear_secs: u32::try_from(row.try_get::<_, i64>(8)?).unwrap_or(0),
+            members: names.remove(&id).unwrap_or_default(),
+            last_seq: row.try_get(3)?,
+            read_seq: row.try_get(4)?,
+            unread: row.try_get(6)?,
+            last_event,
+            receipts: receipts.remove(&id).unwrap_or_default(),
+        });
+    }
+    rules::sort_by_activity(&mut records);
+    Ok(records)
+}
+
+/// The other members' receipt cursors, by conversation.
+fn receipts_by_conversation(cursors: &[Row]) -> Outcome<HashMap<i64, Vec<MemberReceipts>>> {
     let mut receipts: HashMap<i64, Vec<MemberReceipts>> = HashMap::new();
-    for row in &cursors {
+    for row in cursors {
         receipts
             .entry(row.try_get(0)?)
             .or_default()
@@ -224,18 +258,31 @@ pub(super) async fn conversations<C: GenericClient>(
                 read_seq: row.try_get(3)?,
             });
     }
+    Ok(receipts)
+}
+
+/// The members' usernames, by conversation.
+fn names_by_conversation(member_names: &[Row]) -> Outcome<HashMap<i64, Vec<String>>> {
     let mut names: HashMap<i64, Vec<String>> = HashMap::new();
-    for row in &member_names {
+    for row in member_names {
         names
             .entry(row.try_get(0)?)
             .or_default()
             .push(row.try_get(1)?);
     }
+    Ok(names)
+}
+
+/// The newest event of each conversation, a text with its attachments (so
+/// a list can say "Photo" for it).
+async fn last_events_with_media<C: GenericClient>(
+    db: &C,
+    last_events: &[Row],
+) -> Outcome<HashMap<ConversationId, StoredEvent>> {
     let mut last_events = last_events
         .iter()
         .map(event_from_row)
         .collect::<Outcome<Vec<StoredEvent>>>()?;
-    // A last text's attachments, so a list can say "Photo" for it.
     let texts: Vec<&str> = last_events
         .iter()
         .filter(|event| event.kind.is_message())
@@ -253,40 +300,7 @@ pub(super) async fn conversations<C: GenericClient>(
         }
         last.insert(event.conversation, event);
     }
-    let mut records = Vec::with_capacity(memberships.len());
-    for row in &memberships {
-        let id: i64 = row.try_get(0)?;
-        let created_ms: i64 = row.try_get(5)?;
-        let last_event = last.remove(&ConversationId(id));
-        let activity = last_event.as_ref().map_or(created_ms, |event| event.ts_ms);
-        let record = ConversationRecord {
-            activity_ms: activity,
-            conversation: ConversationId(id),
-            kind: if row.try_get::<_, i16>(1)? == CONVERSATION_GROUP {
-                ConversationKind::Group
-            } else {
-                ConversationKind::Direct
-            },
-            name: row.try_get(2)?,
-            encrypted: row.try_get(7)?,
-            disappear_secs: u32::try_from(row.try_get::<_, i64>(8)?).unwrap_or(0),
-            members: names.remove(&id).unwrap_or_default(),
-            last_seq: row.try_get(3)?,
-            read_seq: row.try_get(4)?,
-            unread: row.try_get(6)?,
-            last_event,
-            receipts: receipts.remove(&id).unwrap_or_default(),
-        };
-        records.push((activity, record));
-    }
-    // Most recent activity first; ties: newest conversation first.
-    records.sort_by_key(|(activity, record)| {
-        (
-            std::cmp::Reverse(*activity),
-            std::cmp::Reverse(record.conversation),
-        )
-    });
-    Ok(records.into_iter().map(|(_, record)| record).collect())
+    Ok(last)
 }
 
 pub(super) async fn receipts<C: GenericClient>(

@@ -47,23 +47,7 @@ pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome
             identity_added: false,
         });
     }
-    let stored = match row(
-        db,
-        "SELECT curve25519, ed25519 FROM device_keys WHERE device_id = $1",
-        &[&device],
-    )
-    .await?
-    {
-        Some(row) => Some(identity(&row, 0)?),
-        None => None,
-    };
-    match (&stored, &upload.identity) {
-        (Some(stored), Some(given)) if stored != given => {
-            return Err(StoreError::IdentityKeyMismatch.into());
-        }
-        (None, None) => return Err(StoreError::IdentityKeyMissing.into()),
-        _ => {}
-    }
+    let stored = checked_identity(db, upload).await?;
     let held = count(db, upload.device).await?;
     let ids: Vec<&str> = upload
         .one_time_keys
@@ -100,6 +84,47 @@ pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome
         )
         .await?;
     }
+    insert_one_time_keys(db, upload, &ids).await?;
+    Ok(KeysStored {
+        one_time_keys: held + new,
+        identity_added: new_identity.is_some(),
+    })
+}
+
+/// The device's stored identity keys, if any, once the upload agrees with
+/// them: it may not change them, and must bring them the first time.
+async fn checked_identity<C: GenericClient>(
+    db: &C,
+    upload: &KeyUpload,
+) -> Outcome<Option<IdentityKeys>> {
+    let device = upload.device.0;
+    let stored = match row(
+        db,
+        "SELECT curve25519, ed25519 FROM device_keys WHERE device_id = $1",
+        &[&device],
+    )
+    .await?
+    {
+        Some(row) => Some(identity(&row, 0)?),
+        None => None,
+    };
+    match (&stored, &upload.identity) {
+        (Some(stored), Some(given)) if stored != given => {
+            return Err(StoreError::IdentityKeyMismatch.into());
+        }
+        (None, None) => return Err(StoreError::IdentityKeyMissing.into()),
+        _ => {}
+    }
+    Ok(stored)
+}
+
+/// Stores the upload's one-time keys; those already held stay as they are.
+async fn insert_one_time_keys<C: GenericClient>(
+    db: &C,
+    upload: &KeyUpload,
+    ids: &[&str],
+) -> Outcome<()> {
+    let device = upload.device.0;
     let keys: Vec<&str> = upload
         .one_time_keys
         .iter()
@@ -118,10 +143,7 @@ pub(super) async fn put<C: GenericClient>(db: &C, upload: &KeyUpload) -> Outcome
         &[&device, &ids, &keys, &signatures],
     )
     .await?;
-    Ok(KeysStored {
-        one_time_keys: held + new,
-        identity_added: new_identity.is_some(),
-    })
+    Ok(())
 }
 
 pub(super) async fn of_account<C: GenericClient>(

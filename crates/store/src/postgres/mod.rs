@@ -65,6 +65,7 @@ mod history;
 pub mod import;
 mod keys;
 mod media;
+mod pools;
 mod schema;
 mod send;
 mod sender;
@@ -81,16 +82,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use missive_core::{
     AccountId, ConversationId, DeviceId, MessageId, TokenHash, UnixMillis, Username,
 };
 use tokio::sync::{RwLock, RwLockReadGuard};
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::IsolationLevel;
 
 use crate::model::*;
 use crate::{Store, StoreError};
 use fault::{Fault, Outcome};
+use pools::{ack_writers, build_pool, migrate, send_writers, split_pool};
 
 /// Where the database is and how long to wait for it.
 #[derive(Clone, Debug)]
@@ -120,50 +122,6 @@ impl PostgresConfig {
 /// How often a transaction that lost a deadlock or serialization race is
 /// tried in all.
 const TX_ATTEMPTS: u32 = 5;
-/// How many batch writers (each holding at most one connection) a pool of
-/// `pool_size` gets: a quarter, so reads, acks and sessions keep the rest.
-/// More than one, so a batch fills while another commits.
-fn send_writers(pool_size: usize) -> usize {
-    (pool_size / 4).clamp(2, 16)
-}
-
-/// How many ack batch writers: fewer than for sends, since a batch of acks
-/// takes no conversation lock and may be large.
-fn ack_writers(pool_size: usize) -> usize {
-    (pool_size / 8).clamp(1, 8)
-}
-
-/// How `pool_size` connections are shared: (for reads and the rest, for
-/// the batch writers). One each for the `writers` batch writers, as far as
-/// the size allows while leaving at least one for the rest; writers beyond
-/// their pool's size take turns.
-fn split_pool(pool_size: usize, writers: usize) -> (usize, usize) {
-    let writes = writers.min(pool_size.saturating_sub(1)).max(1);
-    (pool_size.saturating_sub(writes).max(1), writes)
-}
-
-fn build_pool(
-    pg: &tokio_postgres::Config,
-    config: &PostgresConfig,
-    size: usize,
-) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(
-        pg.clone(),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(config.wait_timeout))
-        .create_timeout(Some(config.connect_timeout))
-        .recycle_timeout(Some(config.connect_timeout))
-        .build()
-        .map_err(|err| StoreError::Backend(format!("cannot build the connection pool: {err}")))
-}
-
 /// Bound of the readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -249,32 +207,6 @@ impl PostgresStore {
             .await
             .map_err(|err| Fault::from(err).into_store())
     }
-}
-
-/// Migrates on a connection of its own: the advisory lock that serializes
-/// concurrent starts is held by this session, and dies with it.
-async fn migrate(pg: &tokio_postgres::Config, connect_timeout: Duration) -> Outcome<()> {
-    // tokio-postgres's own timeout covers the TCP connect only: a server
-    // (or proxy) that accepts and then says nothing would hang the start.
-    let connected = tokio::time::timeout(connect_timeout, pg.connect(NoTls))
-        .await
-        .map_err(|_| {
-            tracing::warn!("PostgreSQL accepted the connection but did not answer");
-            Fault::Refused(StoreError::Unavailable)
-        })?;
-    let (mut client, connection) = connected?;
-    let driver = tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::warn!(%err, "migration connection ended with an error");
-        }
-    });
-    let migrated = match schema::migrate(&mut client).await {
-        Ok(()) => import::refuse_if_importing(&client).await,
-        failed => failed,
-    };
-    drop(client);
-    let _ = driver.await;
-    migrated
 }
 
 /// Runs `$op`, an expression over `$db`, a pooled connection in autocommit:
@@ -754,16 +686,6 @@ mod tests {
 
     use super::testing::{FreshSchema, account, ack, chat, text};
     use super::*;
-
-    #[test]
-    fn the_batch_writers_keep_their_share_of_the_pool() {
-        // Goal: one connection per batch writer while at least one is left
-        // for the rest, and never a pool of none.
-        assert_eq!(split_pool(16, 6), (10, 6));
-        assert_eq!(split_pool(4, 3), (1, 3));
-        assert_eq!(split_pool(2, 3), (1, 1));
-        assert_eq!(split_pool(1, 3), (1, 1));
-    }
 
     #[tokio::test]
     async fn sends_and_acks_commit_while_reads_hold_every_other_connection() {

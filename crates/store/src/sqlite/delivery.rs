@@ -529,58 +529,13 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
     for (conversation, purged_seq, dropped_seq) in candidates {
         let room = limit - outcome.purged_bodies as i64;
         if room > 0 {
-            let upto = oldest_run(
-                conn,
-                conversation,
-                purged_seq,
-                purge_before,
-                room,
-                Walk::Events,
-            )?;
-            if upto > purged_seq {
-                let ids: Vec<String> = conn
-                    .prepare_cached(
-                        "UPDATE messages SET body = NULL
-                         WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND body IS NOT NULL
-                         RETURNING id",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_map(params![conversation, purged_seq, upto], |row| row.get(0))?
-                            .collect()
-                    })
-                    .map_err(backend)?;
-                forget_bodies(conn, &ids)?;
-                outcome.purged_bodies += ids.len() as u64;
-                conn.execute(
-                    "UPDATE conversations SET purged_seq = ?2 WHERE id = ?1",
-                    params![conversation, upto],
-                )
-                .map_err(backend)?;
-            }
+            outcome.purged_bodies +=
+                purge_bodies(conn, conversation, purged_seq, purge_before, room)?;
         }
         let room = limit - outcome.purged_dedup as i64;
         if room > 0 {
-            let upto = oldest_run(
-                conn,
-                conversation,
-                dropped_seq,
-                sweep.dedup_before_ms,
-                room,
-                Walk::Purged,
-            )?;
-            if upto > dropped_seq {
-                outcome.purged_dedup += conn
-                    .execute(
-                        "DELETE FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3",
-                        params![conversation, dropped_seq, upto],
-                    )
-                    .map_err(backend)? as u64;
-                conn.execute(
-                    "UPDATE conversations SET dropped_seq = ?2 WHERE id = ?1",
-                    params![conversation, upto],
-                )
-                .map_err(backend)?;
-            }
+            outcome.purged_dedup +=
+                drop_purged(conn, conversation, dropped_seq, sweep.dedup_before_ms, room)?;
         }
         if outcome.purged_bodies as i64 >= limit && outcome.purged_dedup as i64 >= limit {
             break;
@@ -608,6 +563,81 @@ pub(super) fn sweep(conn: &Connection, sweep: &SweepRequest) -> Result<SweepOutc
     )
     .map_err(backend)?;
     Ok(outcome)
+}
+
+/// Purges the bodies of `conversation`'s events older than `before_ms`,
+/// at most `room`, from `purged_seq` on; how many.
+fn purge_bodies(
+    conn: &Connection,
+    conversation: i64,
+    purged_seq: Seq,
+    before_ms: i64,
+    room: i64,
+) -> Result<u64, StoreError> {
+    let upto = oldest_run(
+        conn,
+        conversation,
+        purged_seq,
+        before_ms,
+        room,
+        Walk::Events,
+    )?;
+    if upto <= purged_seq {
+        return Ok(0);
+    }
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "UPDATE messages SET body = NULL
+             WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3 AND body IS NOT NULL
+             RETURNING id",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![conversation, purged_seq, upto], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(backend)?;
+    forget_bodies(conn, &ids)?;
+    conn.execute(
+        "UPDATE conversations SET purged_seq = ?2 WHERE id = ?1",
+        params![conversation, upto],
+    )
+    .map_err(backend)?;
+    Ok(ids.len() as u64)
+}
+
+/// Deletes `conversation`'s purged events older than `before_ms` (their
+/// dedup keys go with them), at most `room`, from `dropped_seq` on; how
+/// many.
+fn drop_purged(
+    conn: &Connection,
+    conversation: i64,
+    dropped_seq: Seq,
+    before_ms: i64,
+    room: i64,
+) -> Result<u64, StoreError> {
+    let upto = oldest_run(
+        conn,
+        conversation,
+        dropped_seq,
+        before_ms,
+        room,
+        Walk::Purged,
+    )?;
+    if upto <= dropped_seq {
+        return Ok(0);
+    }
+    let dropped = conn
+        .execute(
+            "DELETE FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq <= ?3",
+            params![conversation, dropped_seq, upto],
+        )
+        .map_err(backend)? as u64;
+    conn.execute(
+        "UPDATE conversations SET dropped_seq = ?2 WHERE id = ?1",
+        params![conversation, upto],
+    )
+    .map_err(backend)?;
+    Ok(dropped)
 }
 
 /// Which rows a sweep walk may take.

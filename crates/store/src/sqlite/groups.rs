@@ -220,35 +220,54 @@ pub(super) fn change_group(
     // Who must hear about the change but is no longer a member: (account,
     // the seq it had joined at).
     let mut leavers: Vec<(AccountId, i64)> = Vec::new();
-    let description = match &request.change {
-        GroupChange::Add(accounts) => {
-            check_admin(conn, conversation, actor)?;
-            let mut accounts = accounts.clone();
-            accounts.sort();
-            accounts.dedup();
-            if member_count(conn, conversation)? + accounts.len() > request.members_max {
-                return Err(StoreError::GroupFull);
-            }
-            // Added members see this event and what follows.
-            let last_seq: i64 = conn
-                .query_row(
-                    "SELECT last_seq FROM conversations WHERE id = ?1",
-                    [conversation.0],
-                    |row| row.get(0),
-                )
-                .map_err(backend)?;
-            for account in &accounts {
-                add_member(
-                    conn,
-                    conversation,
-                    *account,
-                    ROLE_MEMBER,
-                    last_seq,
-                    request.now_ms,
-                )?;
-            }
-            serde_json::json!({"v": 1, "action": "added", "actor": actor_name, "users": usernames(conn, &accounts)?})
-        }
+    let description = apply_change(conn, request, &actor_name, &mut leavers)?;
+    let mut recipients = member_devices(conn, conversation, None)?;
+    for (leaver, _) in &leavers {
+        recipients.extend(account_devices(conn, *leaver)?);
+    }
+    recipients.retain(|device| *device != request.actor_device);
+    recipients.sort();
+    recipients.dedup();
+    let seq = store_system_event(
+        conn,
+        &SystemEvent {
+            conversation,
+            actor,
+            actor_device: request.actor_device,
+            description,
+            now_ms: request.now_ms,
+        },
+    )?;
+    // The leaver's devices get events up to this one, and nothing later.
+    for (leaver, joined_seq) in leavers {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO departures (conversation_id, account_id, joined_seq, left_seq, left_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![conversation.0, leaver.0, joined_seq, seq, request.now_ms])
+        })
+        .map_err(backend)?;
+    }
+    Ok(GroupChanged {
+        conversation,
+        seq,
+        recipients,
+    })
+}
+
+/// Checks and applies the change itself; returns its system event's
+/// description. A member removed or leaving goes into `leavers`.
+fn apply_change(
+    conn: &Connection,
+    request: &GroupChangeRequest,
+    actor_name: &str,
+    leavers: &mut Vec<(AccountId, i64)>,
+) -> Result<serde_json::Value, StoreError> {
+    let conversation = request.conversation;
+    let actor = request.actor;
+    Ok(match &request.change {
+        GroupChange::Add(accounts) => add_members(conn, request, accounts, actor_name)?,
         GroupChange::Remove(target) => {
             check_admin(conn, conversation, actor)?;
             if role_of(conn, conversation, *target)?.is_none() {
@@ -290,40 +309,47 @@ pub(super) fn change_group(
             .map_err(backend)?;
             serde_json::json!({"v": 1, "action": "renamed", "actor": actor_name, "name": name.as_str()})
         }
-    };
-    let mut recipients = member_devices(conn, conversation, None)?;
-    for (leaver, _) in &leavers {
-        recipients.extend(account_devices(conn, *leaver)?);
-    }
-    recipients.retain(|device| *device != request.actor_device);
-    recipients.sort();
-    recipients.dedup();
-    let seq = store_system_event(
-        conn,
-        &SystemEvent {
-            conversation,
-            actor,
-            actor_device: request.actor_device,
-            description,
-            now_ms: request.now_ms,
-        },
-    )?;
-    // The leaver's devices get events up to this one, and nothing later.
-    for (leaver, joined_seq) in leavers {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO departures (conversation_id, account_id, joined_seq, left_seq, left_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![conversation.0, leaver.0, joined_seq, seq, request.now_ms])
-        })
-        .map_err(backend)?;
-    }
-    Ok(GroupChanged {
-        conversation,
-        seq,
-        recipients,
     })
+}
+
+/// Adds `accounts` (an admin's change) as members who see this event and
+/// what follows.
+fn add_members(
+    conn: &Connection,
+    request: &GroupChangeRequest,
+    accounts: &[AccountId],
+    actor_name: &str,
+) -> Result<serde_json::Value, StoreError> {
+    let conversation = request.conversation;
+    let actor = request.actor;
+    check_admin(conn, conversation, actor)?;
+    let mut accounts = accounts.to_vec();
+    accounts.sort();
+    accounts.dedup();
+    if member_count(conn, conversation)? + accounts.len() > request.members_max {
+        return Err(StoreError::GroupFull);
+    }
+    // Added members see this event and what follows.
+    let last_seq: i64 = conn
+        .query_row(
+            "SELECT last_seq FROM conversations WHERE id = ?1",
+            [conversation.0],
+            |row| row.get(0),
+        )
+        .map_err(backend)?;
+    for account in &accounts {
+        add_member(
+            conn,
+            conversation,
+            *account,
+            ROLE_MEMBER,
+            last_seq,
+            request.now_ms,
+        )?;
+    }
+    Ok(
+        serde_json::json!({"v": 1, "action": "added", "actor": actor_name, "users": usernames(conn, &accounts)?}),
+    )
 }
 
 /// Deletes the membership; returns the seq it had joined at.

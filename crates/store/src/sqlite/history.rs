@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::conversations::check_member;
 use super::send::{EVENT_TEXT, event_kind};
 use super::writer::backend;
-use crate::StoreError;
 use crate::model::*;
+use crate::{StoreError, rules};
 
 /// Columns every event query selects, in `event_from_row` order.
 const EVENT_COLUMNS: &str =
@@ -134,6 +134,18 @@ pub(super) fn conversations(
     conn: &Connection,
     account: AccountId,
 ) -> Result<Vec<ConversationRecord>, StoreError> {
+    let rows = memberships(conn, account)?;
+    let mut statements = ListStatements::prepare(conn)?;
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        records.push(statements.record(conn, account, row)?);
+    }
+    rules::sort_by_activity(&mut records);
+    Ok(records)
+}
+
+/// The account's conversations, one row each.
+fn memberships(conn: &Connection, account: AccountId) -> Result<Vec<MembershipRow>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT c.id, c.kind, c.name, c.last_seq, m.read_seq, m.joined_seq, c.created_ms,
@@ -142,49 +154,70 @@ pub(super) fn conversations(
              WHERE m.account_id = ?1",
         )
         .map_err(backend)?;
-    let rows: Vec<MembershipRow> = stmt
-        .query_map([account.0], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(7)?,
-                row.get(8)?,
-            ))
-        })
-        .map_err(backend)?
-        .collect::<Result<_, _>>()
-        .map_err(backend)?;
-    let mut members_stmt = conn
-        .prepare_cached(
-            "SELECT a.username, m.account_id, m.delivered_seq, m.read_seq FROM members m
-             JOIN accounts a ON a.id = m.account_id
-             WHERE m.conversation_id = ?1 ORDER BY a.username",
-        )
-        .map_err(backend)?;
-    let mut last_stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
-             WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.body IS NOT NULL
-             ORDER BY m.seq DESC LIMIT 1"
+    stmt.query_map([account.0], |row| {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+            row.get(7)?,
+            row.get(8)?,
         ))
-        .map_err(backend)?;
-    let mut unread_stmt = conn
-        .prepare_cached(
-            "SELECT count(*) FROM (SELECT 1 FROM messages
-             WHERE conversation_id = ?1 AND seq > ?2 AND kind IN (?3, 5) AND deleted = 0
-               AND sender_account != ?4 LIMIT ?5)",
-        )
-        .map_err(backend)?;
-    let mut records = Vec::with_capacity(rows.len());
-    let mut activity = Vec::with_capacity(rows.len());
-    for (id, kind, name, last_seq, read_seq, joined, created_ms, encrypted, disappear_secs) in rows
-    {
-        let unread: i64 = unread_stmt
+    })
+    .map_err(backend)?
+    .collect::<Result<_, _>>()
+    .map_err(backend)
+}
+
+/// What a conversation list reads per conversation.
+struct ListStatements<'c> {
+    members: rusqlite::CachedStatement<'c>,
+    last: rusqlite::CachedStatement<'c>,
+    unread: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> ListStatements<'c> {
+    fn prepare(conn: &'c Connection) -> Result<Self, StoreError> {
+        let members = conn
+            .prepare_cached(
+                "SELECT a.username, m.account_id, m.delivered_seq, m.read_seq FROM members m
+                 JOIN accounts a ON a.id = m.account_id
+                 WHERE m.conversation_id = ?1 ORDER BY a.username",
+            )
+            .map_err(backend)?;
+        let last = conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM messages m JOIN accounts a ON a.id = m.sender_account
+                 WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.body IS NOT NULL
+                 ORDER BY m.seq DESC LIMIT 1"
+            ))
+            .map_err(backend)?;
+        let unread = conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM messages
+                 WHERE conversation_id = ?1 AND seq > ?2 AND kind IN (?3, 5) AND deleted = 0
+                   AND sender_account != ?4 LIMIT ?5)",
+            )
+            .map_err(backend)?;
+        Ok(Self {
+            members,
+            last,
+            unread,
+        })
+    }
+
+    /// One conversation of the list, as `account` sees it.
+    fn record(
+        &mut self,
+        conn: &Connection,
+        account: AccountId,
+        (id, kind, name, last_seq, read_seq, joined, created_ms, encrypted, disappear_secs): MembershipRow,
+    ) -> Result<ConversationRecord, StoreError> {
+        let unread: i64 = self
+            .unread
             .query_row(
                 params![
                     id,
@@ -196,7 +229,8 @@ pub(super) fn conversations(
                 |row| row.get(0),
             )
             .map_err(backend)?;
-        let rows: Vec<(String, i64, i64, i64)> = members_stmt
+        let rows: Vec<(String, i64, i64, i64)> = self
+            .members
             .query_map([id], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })
@@ -213,7 +247,8 @@ pub(super) fn conversations(
             })
             .collect();
         let members = rows.into_iter().map(|(username, ..)| username).collect();
-        let mut last_event = last_stmt
+        let mut last_event = self
+            .last
             .query_row(params![id, joined], event_from_row)
             .optional()
             .map_err(backend)?;
@@ -222,8 +257,7 @@ pub(super) fn conversations(
             event.media = super::media::media_of(conn, event.message_id.as_str())?;
         }
         let activity_ms = last_event.as_ref().map_or(created_ms, |event| event.ts_ms);
-        activity.push(activity_ms);
-        records.push(ConversationRecord {
+        Ok(ConversationRecord {
             activity_ms,
             conversation: ConversationId(id),
             kind: if kind == 1 {
@@ -240,20 +274,8 @@ pub(super) fn conversations(
             unread,
             last_event,
             receipts,
-        });
+        })
     }
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by_key(|idx| {
-        (
-            std::cmp::Reverse(activity[*idx]),
-            std::cmp::Reverse(records[*idx].conversation),
-        )
-    });
-    let mut slots: Vec<Option<ConversationRecord>> = records.into_iter().map(Some).collect();
-    Ok(order
-        .into_iter()
-        .filter_map(|idx| slots[idx].take())
-        .collect())
 }
 
 pub(super) fn receipts(

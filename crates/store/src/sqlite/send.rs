@@ -1,7 +1,7 @@
 //! Storing an event: the checks against its conversation and target, and
 //! the one row it becomes. Runs inside the writer's batch transaction.
 
-use missive_core::{AccountId, ConversationId, MessageId, UnixMillis};
+use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::conversations::{check_member, member_devices, members_devices_who_saw};
@@ -46,30 +46,7 @@ pub(super) fn append_message(
     message: &NewMessage,
 ) -> Result<Appended, StoreError> {
     let fingerprint = rules::fingerprint(message);
-    let earlier = conn
-        .prepare_cached(
-            "SELECT id, conversation_id, seq, created_ms, fingerprint, expires_ms FROM messages
-             WHERE client_msg_id = ?2 AND sender_device = ?1 AND client_msg_id != ''",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                params![message.sender_device.0, message.client_msg_id.as_str()],
-                |row| {
-                    let earlier = Appended {
-                        message_id: MessageId::from_stored(row.get(0)?),
-                        conversation: ConversationId(row.get(1)?),
-                        seq: row.get(2)?,
-                        ts_ms: row.get(3)?,
-                        expires_ms: row.get(5)?,
-                        duplicate: true,
-                        recipients: Vec::new(),
-                    };
-                    Ok((earlier, row.get::<_, Option<i64>>(4)?))
-                },
-            )
-            .optional()
-        })
-        .map_err(backend)?;
+    let earlier = earlier_send(conn, message)?;
     if let Some((earlier, stored)) = earlier {
         return match stored {
             Some(stored) if stored != fingerprint => Err(StoreError::ClientMsgIdReused),
@@ -77,20 +54,7 @@ pub(super) fn append_message(
         };
     }
     let facts = facts::conversation(conn, message.conversation)?;
-    let disappear_secs = match &facts {
-        Some(facts) if facts.has_member(message.sender_account) => {
-            if facts.blocked {
-                return Err(StoreError::Blocked);
-            }
-            rules::check_encryption(facts.encrypted, &message.body)?;
-            facts.disappear_secs
-        }
-        _ => {
-            // Says why: unknown, or left.
-            check_member(conn, message.conversation, message.sender_account)?;
-            return Err(StoreError::NotMember);
-        }
-    };
+    let disappear_secs = sender_may_send(conn, message, facts.as_deref())?;
     let Plan {
         kind,
         body,
@@ -128,12 +92,7 @@ pub(super) fn append_message(
         ])
     })
     .map_err(backend)?;
-    // Read, not written: who the event is for, so the caller can wake them.
-    let mut recipients = match (about_seq, &facts) {
-        (Some(about_seq), _) => members_devices_who_saw(conn, message.conversation, about_seq)?,
-        (None, Some(facts)) => facts.devices().collect(),
-        (None, None) => member_devices(conn, message.conversation, None)?,
-    };
+    let mut recipients = recipients(conn, message, about_seq, facts.as_deref())?;
     recipients.retain(|device| *device != message.sender_device);
     Ok(Appended {
         message_id: message.message_id.clone(),
@@ -143,6 +102,77 @@ pub(super) fn append_message(
         expires_ms,
         duplicate: false,
         recipients,
+    })
+}
+
+/// The send stored earlier with `message`'s dedup key, if any, with the
+/// fingerprint it was stored with (none before fingerprints existed).
+#[inline]
+fn earlier_send(
+    conn: &Connection,
+    message: &NewMessage,
+) -> Result<Option<(Appended, Option<i64>)>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, conversation_id, seq, created_ms, fingerprint, expires_ms FROM messages
+             WHERE client_msg_id = ?2 AND sender_device = ?1 AND client_msg_id != ''",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            params![message.sender_device.0, message.client_msg_id.as_str()],
+            |row| {
+                let earlier = Appended {
+                    message_id: MessageId::from_stored(row.get(0)?),
+                    conversation: ConversationId(row.get(1)?),
+                    seq: row.get(2)?,
+                    ts_ms: row.get(3)?,
+                    expires_ms: row.get(5)?,
+                    duplicate: true,
+                    recipients: Vec::new(),
+                };
+                Ok((earlier, row.get::<_, Option<i64>>(4)?))
+            },
+        )
+        .optional()
+    })
+    .map_err(backend)
+}
+
+/// The conversation's disappearing timer once the sender may send there:
+/// a member, not blocked, and the body encrypted as the conversation is.
+#[inline]
+fn sender_may_send(
+    conn: &Connection,
+    message: &NewMessage,
+    facts: Option<&facts::Conversation>,
+) -> Result<i64, StoreError> {
+    match facts {
+        Some(facts) if facts.has_member(message.sender_account) => {
+            if facts.blocked {
+                return Err(StoreError::Blocked);
+            }
+            rules::check_encryption(facts.encrypted, &message.body)?;
+            Ok(facts.disappear_secs)
+        }
+        _ => {
+            // Says why: unknown, or left.
+            check_member(conn, message.conversation, message.sender_account)?;
+            Err(StoreError::NotMember)
+        }
+    }
+}
+
+/// Who the event is for (read, not written), so the caller can wake them.
+#[inline]
+fn recipients(
+    conn: &Connection,
+    message: &NewMessage,
+    about_seq: Option<i64>,
+    facts: Option<&facts::Conversation>,
+) -> Result<Vec<DeviceId>, StoreError> {
+    Ok(match (about_seq, facts) {
+        (Some(about_seq), _) => members_devices_who_saw(conn, message.conversation, about_seq)?,
+        (None, Some(facts)) => facts.devices().collect(),
+        (None, None) => member_devices(conn, message.conversation, None)?,
     })
 }
 
