@@ -22,7 +22,7 @@
 //!
 //! **Architecture invariant:** callers never see SQL or engine types; a
 //! PostgreSQL adapter implements the same trait and passes the same
-//! conformance suite (`tests/conformance.rs`).
+//! conformance suite (`tests/conformance/`).
 
 pub mod model;
 pub mod postgres;
