@@ -13,7 +13,7 @@ fn main() {
     let mut files = Vec::new();
     collect(&root, &mut files);
     files.sort();
-    let mut out = String::from("pub static WEB_ASSETS: &[(&str, &[u8])] = &[\n");
+    let mut out = String::from("pub(crate) static WEB_ASSETS: &[(&str, &[u8])] = &[\n");
     for file in &files {
         let relative = file
             .strip_prefix(&root)

@@ -18,7 +18,7 @@ use crate::cli::{self, PasswordArgs};
 use crate::serve::layered_config;
 
 #[derive(clap::Args)]
-pub struct AdminArgs {
+pub(crate) struct AdminArgs {
     #[command(flatten)]
     target: TargetArgs,
     #[command(subcommand)]
@@ -158,7 +158,7 @@ enum Action {
     },
 }
 
-pub async fn run(args: AdminArgs) -> ExitCode {
+pub(crate) async fn run(args: AdminArgs) -> ExitCode {
     let config = match layered_config(args.target.config.as_deref(), &args.target) {
         Ok(config) => config,
         Err(code) => return code,

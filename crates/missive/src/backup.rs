@@ -34,7 +34,7 @@ const POSTGRES: &str = "postgres";
 /// Why a backup or a restore did nothing (or stopped), with the stable
 /// code the CLI prints.
 #[derive(Debug)]
-pub struct BackupError {
+pub(crate) struct BackupError {
     /// `target_not_empty`: the backup directory has files in it, or the
     /// data directory to restore into already holds a database or media.
     /// `not_a_backup`: no complete backup this version can read.
@@ -67,7 +67,7 @@ struct Manifest {
 
 /// What a backup or a restore reports.
 #[derive(Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub directory: PathBuf,
     pub tables: TableCounts,
     pub media_files: Option<u64>,
@@ -76,7 +76,7 @@ pub struct Summary {
 
 /// Copies the configured store and its local media into `dir` (created
 /// if missing; it must be empty).
-pub async fn backup(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
+pub(crate) async fn backup(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
     if dir.exists() && !is_empty_dir(dir)? {
         return Err(BackupError::new(
             "target_not_empty",
@@ -195,7 +195,7 @@ fn store_failed(err: missive_store::StoreError) -> BackupError {
 /// empty (no database in the data directory, or no tables in the
 /// PostgreSQL database; no server running on it), and its media into the
 /// data directory's media folder, which must be empty too.
-pub async fn restore(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
+pub(crate) async fn restore(config: &Config, dir: &Path) -> Result<Summary, BackupError> {
     let manifest_path = dir.join(MANIFEST);
     let manifest: Manifest = std::fs::read(&manifest_path)
         .ok()

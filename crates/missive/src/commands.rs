@@ -11,7 +11,7 @@ use missive_proto::rest::PresenceVisibility;
 use crate::{admin, bench, cli, migrate, serve, verify};
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the server (embedded defaults: SQLite + media under --data-dir).
     Serve(serve::ServeArgs),
     /// Operator commands against the server's store (running or not):
@@ -217,7 +217,7 @@ pub enum Command {
 }
 
 #[derive(Subcommand)]
-pub enum GroupCommand {
+pub(crate) enum GroupCommand {
     /// Create a group with you as its admin.
     Create {
         /// The group's name (1-64 bytes).
@@ -294,7 +294,7 @@ pub enum GroupCommand {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ContactsAction {
+pub(crate) enum ContactsAction {
     List,
     Add,
     Remove,
@@ -320,7 +320,7 @@ impl From<Visibility> for PresenceVisibility {
 
 /// `missive send`: a text, with its files, to a user or into a conversation.
 #[derive(Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// Recipient username; leave out with --group.
     #[arg(
         value_name = "USER",
@@ -355,7 +355,7 @@ pub struct SendArgs {
 
 /// `missive verify`: start, answer or list short-code verifications.
 #[derive(Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The user whose device to verify (with --accept: only from them).
     user: Option<String>,
     /// Which of their devices, when they have several.
@@ -376,7 +376,7 @@ pub struct VerifyArgs {
 
 /// `missive listen`: what to print and when to stop, over which transport.
 #[derive(Args)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     /// Exit after printing this many frames.
     #[arg(long)]
     count: Option<u64>,
@@ -402,7 +402,7 @@ pub struct ListenArgs {
 
 /// `missive react`: set or remove a reaction.
 #[derive(Args)]
-pub struct ReactArgs {
+pub(crate) struct ReactArgs {
     /// The conversation's id.
     conversation: i64,
     /// The message's id.
@@ -422,7 +422,7 @@ pub struct ReactArgs {
 
 /// `missive history`: which conversation and which page.
 #[derive(Args)]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// The conversation: its id, the other member's username (1:1) or
     /// the group's name.
     conversation: String,
@@ -441,7 +441,7 @@ pub struct HistoryArgs {
 
 /// `missive contacts`: list, add or remove.
 #[derive(Args)]
-pub struct ContactsArgs {
+pub(crate) struct ContactsArgs {
     /// What to do.
     #[arg(value_enum, default_value_t = ContactsAction::List)]
     action: ContactsAction,
@@ -453,7 +453,7 @@ pub struct ContactsArgs {
 }
 
 /// Runs a parsed command; its exit status is the process's.
-pub async fn run(command: Command) -> ExitCode {
+pub(crate) async fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve(serve_args) => serve::run(serve_args).await,
         Command::Admin(admin_args) => admin::run(admin_args).await,

@@ -22,7 +22,7 @@ use crate::profile::{self, Profile};
 const ONE_TIME_KEYS_AT_LOGIN: usize = 50;
 
 /// The device's keys; new ones (not yet published) when it has none.
-pub fn load(profile_name: &str, saved: &Profile) -> Result<Vault, String> {
+pub(crate) fn load(profile_name: &str, saved: &Profile) -> Result<Vault, String> {
     match profile::load_keys(profile_name) {
         Ok(Some(text)) => Vault::from_json(&text).map_err(|err| err.to_string()),
         Ok(None) => Ok(Vault::new(&saved.username, saved.device_id)),
@@ -30,7 +30,7 @@ pub fn load(profile_name: &str, saved: &Profile) -> Result<Vault, String> {
     }
 }
 
-pub fn save(profile_name: &str, vault: &Vault) -> Result<(), String> {
+pub(crate) fn save(profile_name: &str, vault: &Vault) -> Result<(), String> {
     let text = vault
         .to_json()
         .map_err(|err| format!("cannot save the device's keys: {err}"))?;
@@ -39,7 +39,7 @@ pub fn save(profile_name: &str, vault: &Vault) -> Result<(), String> {
 }
 
 /// Publishes the device's identity and a stock of one-time keys.
-pub async fn publish(api: &Api, token: &str, vault: &mut Vault) -> Result<(), ClientError> {
+pub(crate) async fn publish(api: &Api, token: &str, vault: &mut Vault) -> Result<(), ClientError> {
     let Identity {
         curve25519,
         ed25519,
@@ -57,7 +57,7 @@ pub async fn publish(api: &Api, token: &str, vault: &mut Vault) -> Result<(), Cl
 }
 
 /// Publishes more one-time keys, when the server said few are left.
-pub async fn top_up(api: &Api, token: &str, vault: &mut Vault) -> Result<(), ClientError> {
+pub(crate) async fn top_up(api: &Api, token: &str, vault: &mut Vault) -> Result<(), ClientError> {
     let request = KeyUploadRequest {
         identity: None,
         one_time_keys: one_time_key_bodies(vault),
@@ -81,7 +81,7 @@ fn one_time_key_bodies(vault: &mut Vault) -> Vec<OneTimeKeyBody> {
 
 /// The profile's keys; a device that has none (logged in before it had
 /// any) makes them, publishes them and saves them.
-pub async fn load_or_publish(
+pub(crate) async fn load_or_publish(
     api: &Api,
     profile_name: &str,
     saved: &Profile,
@@ -98,7 +98,7 @@ pub async fn load_or_publish(
 }
 
 /// Every device of `members` that published keys, but this one.
-pub async fn member_devices(
+pub(crate) async fn member_devices(
     api: &Api,
     saved: &Profile,
     members: &[String],
@@ -130,7 +130,7 @@ pub async fn member_devices(
 /// claiming one-time keys per user. A device with no key left, or whose
 /// key does not verify, is left out of `devices` (it cannot read what is
 /// sent now), with a warning.
-pub async fn open_sessions(
+pub(crate) async fn open_sessions(
     api: &Api,
     saved: &Profile,
     vault: &mut Vault,
@@ -175,7 +175,7 @@ pub async fn open_sessions(
 }
 
 /// Sends the room-key shares, if any, as one `to_device` frame.
-pub async fn send_shares(
+pub(crate) async fn send_shares(
     connection: &mut Connection,
     shares: Vec<missive_e2ee::Share>,
 ) -> Result<(), ClientError> {
@@ -198,7 +198,7 @@ pub async fn send_shares(
 
 /// What a stored event reads as on this device.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Opened {
+pub(crate) enum Opened {
     /// Not an encrypted message (or a deleted one): as it came.
     Plain,
     /// Decrypted: the sender's content.
@@ -212,7 +212,7 @@ pub enum Opened {
 }
 
 /// The stable name of a decrypt failure, as `listen` prints it.
-pub fn error_code(err: &DecryptError) -> &'static str {
+pub(crate) fn error_code(err: &DecryptError) -> &'static str {
     match err {
         DecryptError::NoKey => "no_key",
         DecryptError::Tampered => "tampered",
@@ -223,7 +223,7 @@ pub fn error_code(err: &DecryptError) -> &'static str {
 /// Opens an encrypted message's `ciphertext` sent by `from`'s device
 /// `from_device` into `conversation`. `None` while its key may still come
 /// (`final_try` false and no key yet).
-pub fn open_text(
+pub(crate) fn open_text(
     vault: Option<&mut Vault>,
     conversation: i64,
     from: &str,
@@ -265,7 +265,7 @@ const MAX_FILES: usize = 10;
 
 /// Attachments as a plain message describes them, for display: the
 /// sender's name, type and size, which the server cannot know.
-pub fn media_refs(files: &[SharedFile]) -> Vec<MediaRef> {
+pub(crate) fn media_refs(files: &[SharedFile]) -> Vec<MediaRef> {
     files
         .iter()
         .map(|file| MediaRef {
@@ -281,7 +281,7 @@ pub fn media_refs(files: &[SharedFile]) -> Vec<MediaRef> {
 }
 
 /// A stored event as this device reads it (see [`open_text`]).
-pub fn open(vault: Option<&mut Vault>, frame: &ServerFrame, final_try: bool) -> Option<Opened> {
+pub(crate) fn open(vault: Option<&mut Vault>, frame: &ServerFrame, final_try: bool) -> Option<Opened> {
     match frame {
         ServerFrame::Message {
             kind: missive_proto::MessageKind::Encrypted,
@@ -301,14 +301,14 @@ pub fn open(vault: Option<&mut Vault>, frame: &ServerFrame, final_try: bool) -> 
 /// `"decrypt_error"` (`no_key`, `tampered`, `wrong_sender`), never the
 /// ciphertext. Its `media` are the attachments as the sender described
 /// them (name, type, size; `missive download` opens them).
-pub fn printable(frame: &ServerFrame, opened: &Opened) -> serde_json::Value {
+pub(crate) fn printable(frame: &ServerFrame, opened: &Opened) -> serde_json::Value {
     let mut value = serde_json::to_value(frame).unwrap_or_default();
     mark_opened(&mut value, opened);
     value
 }
 
 /// A printed event (a frame or a history entry) rewritten as it opened.
-pub fn mark_opened(value: &mut serde_json::Value, opened: &Opened) {
+pub(crate) fn mark_opened(value: &mut serde_json::Value, opened: &Opened) {
     match opened {
         Opened::Plain => {}
         Opened::Decrypted { text, files, .. } => {
@@ -330,12 +330,12 @@ pub fn mark_opened(value: &mut serde_json::Value, opened: &Opened) {
 
 /// Where warnings about keys go: standard error for the CLI, the status
 /// line for the terminal app.
-pub type Warn = Box<dyn Fn(String) + Send + Sync>;
+pub(crate) type Warn = Box<dyn Fn(String) + Send + Sync>;
 
 /// A device's keys as a reader of stored events uses them, and the events
 /// held back until a room key they need arrives, in order per
 /// conversation.
-pub struct DeviceKeys {
+pub(crate) struct DeviceKeys {
     profile: String,
     vault: Option<Vault>,
     waiting: Vec<ServerFrame>,
@@ -347,7 +347,7 @@ pub struct DeviceKeys {
 impl DeviceKeys {
     /// The profile's saved keys; none (every encrypted message then reads
     /// as `no_key`) when it has none or they cannot be read.
-    pub fn open(profile_name: &str, saved: &Profile, warn: Warn) -> Self {
+    pub(crate) fn open(profile_name: &str, saved: &Profile, warn: Warn) -> Self {
         let vault = match profile::load_keys(profile_name) {
             Ok(Some(_)) => load(profile_name, saved)
                 .map_err(|err| warn(format!("{err}; encrypted messages stay unread")))
@@ -357,7 +357,7 @@ impl DeviceKeys {
         Self::with(profile_name, vault, warn)
     }
 
-    pub fn with(profile_name: &str, vault: Option<Vault>, warn: Warn) -> Self {
+    pub(crate) fn with(profile_name: &str, vault: Option<Vault>, warn: Warn) -> Self {
         Self {
             profile: profile_name.to_owned(),
             vault,
@@ -368,38 +368,38 @@ impl DeviceKeys {
         }
     }
 
-    pub fn vault_mut(&mut self) -> Option<&mut Vault> {
+    pub(crate) fn vault_mut(&mut self) -> Option<&mut Vault> {
         self.vault.as_mut()
     }
 
     /// The profile whose keys these are.
-    pub fn profile(&self) -> &str {
+    pub(crate) fn profile(&self) -> &str {
         &self.profile
     }
 
-    pub fn warn(&self, text: String) {
+    pub(crate) fn warn(&self, text: String) {
         (self.warn)(text);
     }
 
     /// The key of an attachment this device has read.
-    pub fn file(&self, media_id: &str) -> Option<SharedFile> {
+    pub(crate) fn file(&self, media_id: &str) -> Option<SharedFile> {
         self.files.get(media_id).cloned()
     }
 
     /// Whether events wait for a room key.
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         !self.waiting.is_empty()
     }
 
     /// A stored event to show: it and any held-back events it no longer
     /// waits behind, ready in order (nothing while it waits for a key).
-    pub fn offer(&mut self, frame: ServerFrame) -> Vec<(ServerFrame, Opened)> {
+    pub(crate) fn offer(&mut self, frame: ServerFrame) -> Vec<(ServerFrame, Opened)> {
         self.waiting.push(frame);
         self.release(false)
     }
 
     /// Takes a to-device room key; returns the events it made readable.
-    pub fn take_share(
+    pub(crate) fn take_share(
         &mut self,
         from: &str,
         from_device: i64,
@@ -421,12 +421,12 @@ impl DeviceKeys {
     }
 
     /// Everything still held, as undecryptable.
-    pub fn give_up(&mut self) -> Vec<(ServerFrame, Opened)> {
+    pub(crate) fn give_up(&mut self) -> Vec<(ServerFrame, Opened)> {
         self.release(true)
     }
 
     /// Opens one event of history (never held: history is read whole).
-    pub fn open_text(
+    pub(crate) fn open_text(
         &mut self,
         conversation: i64,
         from: &str,
@@ -481,7 +481,7 @@ impl DeviceKeys {
 
     /// Saves the keys if a room key or a first use changed them, and the
     /// keys of attachments read since the last save.
-    pub fn save(&mut self) {
+    pub(crate) fn save(&mut self) {
         if let (true, Some(vault)) = (self.changed, &self.vault)
             && let Err(err) = save(&self.profile, vault)
         {

@@ -10,7 +10,7 @@ use crate::profile;
 /// How many files' keys a profile keeps (about 250 bytes each).
 const KEPT: usize = 5_000;
 
-pub struct FileKeys {
+pub(crate) struct FileKeys {
     profile: String,
     /// Oldest first.
     files: Vec<SharedFile>,
@@ -20,7 +20,7 @@ pub struct FileKeys {
 impl FileKeys {
     /// The profile's saved keys; none when it has none or they cannot be
     /// read (a download then says the file's key is unknown).
-    pub fn load(profile_name: &str) -> Self {
+    pub(crate) fn load(profile_name: &str) -> Self {
         let files = profile::load_file_keys(profile_name)
             .ok()
             .flatten()
@@ -34,7 +34,7 @@ impl FileKeys {
     }
 
     /// Keeps the keys of `files` (a later copy of one id wins).
-    pub fn remember(&mut self, files: &[SharedFile]) {
+    pub(crate) fn remember(&mut self, files: &[SharedFile]) {
         for file in files {
             if self.get(&file.media_id) == Some(file) {
                 continue;
@@ -47,7 +47,7 @@ impl FileKeys {
         self.files.drain(..over);
     }
 
-    pub fn get(&self, media_id: &str) -> Option<&SharedFile> {
+    pub(crate) fn get(&self, media_id: &str) -> Option<&SharedFile> {
         self.files
             .iter()
             .rev()
@@ -55,7 +55,7 @@ impl FileKeys {
     }
 
     /// Writes them if anything was remembered since the last save.
-    pub fn save(&mut self) -> Result<(), String> {
+    pub(crate) fn save(&mut self) -> Result<(), String> {
         if !self.changed {
             return Ok(());
         }

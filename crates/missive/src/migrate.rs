@@ -25,7 +25,7 @@ use crate::cli;
 use crate::serve::layered_config;
 
 #[derive(clap::Args)]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     /// The embedded server's data directory (or its database file,
     /// `missive.sqlite`, also as `sqlite://PATH`). Its server must be
     /// stopped.
@@ -121,7 +121,7 @@ struct Summary {
     seconds: f64,
 }
 
-pub async fn run(args: MigrateArgs) -> ExitCode {
+pub(crate) async fn run(args: MigrateArgs) -> ExitCode {
     let database = database_path(&args.from);
     let done = if args.reopen {
         reopen(&database).map(|reopened| {

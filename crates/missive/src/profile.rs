@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize)]
-pub struct Profile {
+pub(crate) struct Profile {
     pub server: String,
     pub username: String,
     pub device_id: i64,
@@ -20,7 +20,7 @@ fn path(name: &str) -> PathBuf {
         .join(format!("{name}.json"))
 }
 
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -29,12 +29,12 @@ pub fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
-pub fn load(name: &str) -> std::io::Result<Profile> {
+pub(crate) fn load(name: &str) -> std::io::Result<Profile> {
     let text = std::fs::read_to_string(path(name))?;
     serde_json::from_str(&text).map_err(std::io::Error::other)
 }
 
-pub fn save(name: &str, profile: &Profile) -> std::io::Result<PathBuf> {
+pub(crate) fn save(name: &str, profile: &Profile) -> std::io::Result<PathBuf> {
     let path = path(name);
     let text = serde_json::to_string_pretty(profile).map_err(std::io::Error::other)?;
     write_private(&path, &text)?;
@@ -49,22 +49,22 @@ fn private_path(name: &str, kind: &str) -> PathBuf {
 }
 
 /// The device's saved encryption keys, if it has any.
-pub fn load_keys(name: &str) -> std::io::Result<Option<String>> {
+pub(crate) fn load_keys(name: &str) -> std::io::Result<Option<String>> {
     load_private(name, "keys")
 }
 
 /// Saves the keys whole or not at all: a crash mid-write must not lose the
 /// sessions.
-pub fn save_keys(name: &str, text: &str) -> std::io::Result<()> {
+pub(crate) fn save_keys(name: &str, text: &str) -> std::io::Result<()> {
     save_private(name, "keys", text)
 }
 
 /// The keys of attachments this device has read (`file_keys.rs`).
-pub fn load_file_keys(name: &str) -> std::io::Result<Option<String>> {
+pub(crate) fn load_file_keys(name: &str) -> std::io::Result<Option<String>> {
     load_private(name, "files")
 }
 
-pub fn save_file_keys(name: &str, text: &str) -> std::io::Result<()> {
+pub(crate) fn save_file_keys(name: &str, text: &str) -> std::io::Result<()> {
     save_private(name, "files", text)
 }
 
@@ -103,7 +103,7 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Forgets the login and its keys (a revoked device's keys are no use).
-pub fn remove(name: &str) -> std::io::Result<()> {
+pub(crate) fn remove(name: &str) -> std::io::Result<()> {
     for kind in ["keys", "files"] {
         match std::fs::remove_file(private_path(name, kind)) {
             Ok(()) => {}

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Serialize)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// TOML configuration file (see missive.example.toml).
     #[arg(long)]
     #[serde(skip)]
@@ -126,7 +126,7 @@ const _: fn(FsyncArg) -> FsyncMode = |arg| match arg {
 
 /// The configuration's layers with `flags` on top (those set), and logging
 /// set up as it says; a bad configuration is reported, exit status 2.
-pub fn layered_config(
+pub(crate) fn layered_config(
     file: Option<&std::path::Path>,
     flags: &impl Serialize,
 ) -> Result<Config, ExitCode> {
@@ -139,7 +139,7 @@ pub fn layered_config(
     Ok(config)
 }
 
-pub async fn run(args: ServeArgs) -> ExitCode {
+pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     let config = match layered_config(args.config.as_deref(), &args) {
         Ok(config) => config,
         Err(code) => return code,

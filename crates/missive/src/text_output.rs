@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// Which form the client commands print in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     /// One JSON value per line (the default; for scripts).
     #[default]
     Json,
@@ -18,7 +18,7 @@ pub enum Output {
 }
 
 /// `value` as lines for a person.
-pub fn render(value: &Value) -> String {
+pub(crate) fn render(value: &Value) -> String {
     if let Some(kind) = value.get("type").and_then(Value::as_str) {
         if let Some(line) = frame(kind, value) {
             return line;

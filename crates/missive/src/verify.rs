@@ -27,7 +27,7 @@ use crate::encryption;
 use crate::profile::Profile;
 
 /// What `verify` was asked.
-pub struct VerifyOptions {
+pub(crate) struct VerifyOptions {
     pub user: Option<String>,
     pub device: Option<i64>,
     pub accept: bool,
@@ -35,7 +35,7 @@ pub struct VerifyOptions {
     pub timeout: Duration,
 }
 
-pub async fn verify(args: &ClientArgs, options: VerifyOptions) -> ExitCode {
+pub(crate) async fn verify(args: &ClientArgs, options: VerifyOptions) -> ExitCode {
     let saved = match cli::load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,

@@ -38,7 +38,7 @@ fn system_event(kind: EventKind, body: &str) -> Option<serde_json::Value> {
         .then(|| serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
 
-pub fn history_message(event: StoredEvent) -> HistoryMessage {
+pub(crate) fn history_message(event: StoredEvent) -> HistoryMessage {
     let system = system_event(event.kind, &event.body);
     HistoryMessage {
         message_id: event.message_id.to_string(),
@@ -69,7 +69,7 @@ pub fn history_message(event: StoredEvent) -> HistoryMessage {
 }
 
 /// The frame that stands for what waits for a device.
-pub fn pending_frame(item: PendingItem) -> ServerFrame {
+pub(crate) fn pending_frame(item: PendingItem) -> ServerFrame {
     match item {
         PendingItem::Event(event) => event_frame(event),
         PendingItem::Expired {
@@ -86,7 +86,7 @@ pub fn pending_frame(item: PendingItem) -> ServerFrame {
 
 /// The `message` frame of a stored event: the history form, moved into
 /// the frame, so the two describe an event the same way by construction.
-pub fn event_frame(event: StoredEvent) -> ServerFrame {
+pub(crate) fn event_frame(event: StoredEvent) -> ServerFrame {
     let shown = history_message(event);
     ServerFrame::Message {
         message_id: shown.message_id,

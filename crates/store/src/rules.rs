@@ -10,16 +10,16 @@ use crate::StoreError;
 use crate::model::{Body, ConversationRecord, EventKind, NewMessage, Setting};
 
 /// `messages.kind` codes, the same on every backend.
-pub const EVENT_TEXT: i16 = 0;
-pub const EVENT_SYSTEM: i16 = 1;
-pub const EVENT_REACTION: i16 = 2;
-pub const EVENT_EDIT: i16 = 3;
-pub const EVENT_DELETE: i16 = 4;
+pub(crate) const EVENT_TEXT: i16 = 0;
+pub(crate) const EVENT_SYSTEM: i16 = 1;
+pub(crate) const EVENT_REACTION: i16 = 2;
+pub(crate) const EVENT_EDIT: i16 = 3;
+pub(crate) const EVENT_DELETE: i16 = 4;
 /// Written as the literal `5` beside `EVENT_TEXT` in the SQL that counts
 /// messages (unread counts, receipts, media, delete targets).
-pub const EVENT_ENCRYPTED: i16 = 5;
+pub(crate) const EVENT_ENCRYPTED: i16 = 5;
 
-pub fn event_kind(code: i64) -> EventKind {
+pub(crate) fn event_kind(code: i64) -> EventKind {
     match i16::try_from(code).unwrap_or(EVENT_TEXT) {
         EVENT_SYSTEM => EventKind::System,
         EVENT_REACTION => EventKind::Reaction,
@@ -32,7 +32,7 @@ pub fn event_kind(code: i64) -> EventKind {
 
 /// The text message an event is about (replied to, reacted to, edited,
 /// deleted), as the sender may see it.
-pub struct Target {
+pub(crate) struct Target {
     pub author: AccountId,
     pub created_ms: UnixMillis,
     pub deleted: bool,
@@ -41,7 +41,7 @@ pub struct Target {
 
 /// What the event row stores, once the event is allowed.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub kind: i16,
     pub body: String,
     /// The message replied to or acted on.
@@ -51,7 +51,7 @@ pub struct Plan {
     pub about_seq: Option<Seq>,
 }
 
-pub fn kind_code(kind: EventKind) -> i16 {
+pub(crate) fn kind_code(kind: EventKind) -> i16 {
     match kind {
         EventKind::Text => EVENT_TEXT,
         EventKind::System => EVENT_SYSTEM,
@@ -64,12 +64,12 @@ pub fn kind_code(kind: EventKind) -> i16 {
 
 /// When an event stored at `ts_ms` in a conversation whose timer is
 /// `disappear_secs` disappears (`None`: no timer).
-pub fn expiry(ts_ms: UnixMillis, disappear_secs: i64) -> Option<UnixMillis> {
+pub(crate) fn expiry(ts_ms: UnixMillis, disappear_secs: i64) -> Option<UnixMillis> {
     (disappear_secs > 0).then(|| ts_ms.saturating_add(disappear_secs.saturating_mul(1000)))
 }
 
 /// The system event recording a setting's change by `actor`.
-pub fn setting_event(setting: Setting, actor: &str) -> serde_json::Value {
+pub(crate) fn setting_event(setting: Setting, actor: &str) -> serde_json::Value {
     match setting {
         Setting::Encrypt => serde_json::json!({"v": 1, "action": "encrypted", "actor": actor}),
         Setting::DisappearAfter(secs) => {
@@ -87,7 +87,7 @@ pub const ENCRYPTED_MEDIA_TYPE: &str = "application/octet-stream";
 /// end-to-end encrypted: there, every message is ciphertext, and replies,
 /// edits and reactions travel inside it; only a delete (which makes the
 /// server purge a ciphertext) is plain. Elsewhere, no ciphertext.
-pub fn check_encryption(encrypted: bool, body: &Body) -> Result<(), StoreError> {
+pub(crate) fn check_encryption(encrypted: bool, body: &Body) -> Result<(), StoreError> {
     match (encrypted, body) {
         (_, Body::Delete { .. }) => Ok(()),
         (true, Body::Encrypted { .. })
@@ -100,7 +100,7 @@ pub fn check_encryption(encrypted: bool, body: &Body) -> Result<(), StoreError> 
 /// Judges `message` against its target (`None`: it has none, or the
 /// sender may not see it). A reply needs a visible target too, but is not
 /// "about" it: it reaches every member.
-pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, StoreError> {
+pub(crate) fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, StoreError> {
     let by_author = |target: &Target| target.author == message.sender_account;
     let about_seq = match (&message.body, target) {
         (Body::Text { reply_to: None, .. } | Body::Encrypted { .. }, _) => None,
@@ -150,7 +150,7 @@ pub fn plan(message: &NewMessage, target: Option<&Target>) -> Result<Plan, Store
 /// to the stored body since. FNV-1a: stable across builds and releases
 /// (a retry may span an upgrade); the input is the sender's own request,
 /// so there is no one to collide against.
-pub fn fingerprint(message: &NewMessage) -> i64 {
+pub(crate) fn fingerprint(message: &NewMessage) -> i64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let (kind, body, target) = message.body.stored_form();
@@ -173,7 +173,7 @@ pub fn fingerprint(message: &NewMessage) -> i64 {
 }
 
 /// The message id a body is about or replies to, if any.
-pub fn target_of(body: &Body) -> Option<&missive_core::MessageId> {
+pub(crate) fn target_of(body: &Body) -> Option<&missive_core::MessageId> {
     match body {
         Body::Text { reply_to, .. } => reply_to.as_ref(),
         Body::Reaction { target, .. } | Body::Edit { target, .. } | Body::Delete { target } => {
@@ -185,7 +185,7 @@ pub fn target_of(body: &Body) -> Option<&missive_core::MessageId> {
 
 /// A conversation list's order: most recent activity first; ties: newest
 /// conversation first.
-pub fn sort_by_activity(records: &mut [ConversationRecord]) {
+pub(crate) fn sort_by_activity(records: &mut [ConversationRecord]) {
     records.sort_by_key(|record| {
         (
             std::cmp::Reverse(record.activity_ms),

@@ -24,7 +24,7 @@ use super::setup::{self, connect_all, members, run_prefix, source};
 use super::stats::Latencies;
 
 #[derive(Args)]
-pub struct DrainArgs {
+pub(super) struct DrainArgs {
     #[command(flatten)]
     pub common: Common,
     /// Offline devices that queue messages.
@@ -43,7 +43,7 @@ pub struct DrainArgs {
 
 const FILL_WINDOW: usize = 16;
 
-pub async fn run(args: DrainArgs) -> anyhow::Result<Report> {
+pub(super) async fn run(args: DrainArgs) -> anyhow::Result<Report> {
     let common = &args.common;
     if args.devices == 0 || args.queued == 0 || args.fillers == 0 || args.reconnect_rate == 0 {
         bail!("--devices, --queued, --fillers and --reconnect-rate must be at least 1");

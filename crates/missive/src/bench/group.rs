@@ -20,7 +20,7 @@ use super::setup::{self, connect_all, members, run_prefix};
 use super::stats::Latencies;
 
 #[derive(Args)]
-pub struct GroupArgs {
+pub(super) struct GroupArgs {
     #[command(flatten)]
     pub common: Common,
     /// Members, the sender included (at most the server's
@@ -35,7 +35,7 @@ pub struct GroupArgs {
     duration_secs: u64,
 }
 
-pub async fn run(args: GroupArgs) -> anyhow::Result<Report> {
+pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     let common = &args.common;
     if args.members < 2 || args.window == 0 {
         bail!("--members must be at least 2 and --window at least 1");

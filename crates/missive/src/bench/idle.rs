@@ -32,7 +32,7 @@ use super::setup::{self, Member, PASSWORD, connect_all, members, run_prefix};
 const BLOCKING_THREADS_RETIRE: Duration = Duration::from_secs(11);
 
 #[derive(Args)]
-pub struct IdleArgs {
+pub(super) struct IdleArgs {
     #[command(flatten)]
     pub common: Common,
     /// Connections to open and hold.
@@ -58,7 +58,7 @@ pub struct IdleArgs {
     pub worker: bool,
 }
 
-pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
+pub(super) async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     if args.connections == 0 || args.devices_per_user == 0 || args.workers == 0 {
         bail!("--connections, --devices-per-user and --workers must be at least 1");
     }
@@ -136,7 +136,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
 /// `--worker`: prepare this process's share, then obey the parent's lines
 /// (`connect 0`, `connect 1`, `stop`), answering each (`ready`,
 /// `connected <n>`, `lost <n>`) on stdout.
-pub async fn work(args: IdleArgs) -> ExitCode {
+pub(super) async fn work(args: IdleArgs) -> ExitCode {
     match serve_parent(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 /// A message id as a number (the UUID's 128 bits): compact for millions.
-pub type MessageKey = u128;
+pub(super) type MessageKey = u128;
 
-pub fn message_key(message_id: &str) -> Option<MessageKey> {
+pub(super) fn message_key(message_id: &str) -> Option<MessageKey> {
     // Once per received frame: no allocation.
     let mut key: MessageKey = 0;
     let mut digits = 0;
@@ -25,19 +25,19 @@ pub fn message_key(message_id: &str) -> Option<MessageKey> {
 
 /// One receiving device's view of what arrived, in arrival order.
 #[derive(Default)]
-pub struct Received {
+pub(super) struct Received {
     /// (message, conversation, seq)
     pub frames: Vec<(MessageKey, i64, i64)>,
 }
 
 impl Received {
-    pub fn note(&mut self, message: MessageKey, conversation: i64, seq: i64) {
+    pub(super) fn note(&mut self, message: MessageKey, conversation: i64, seq: i64) {
         self.frames.push((message, conversation, seq));
     }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// (device, message) pairs that should have arrived.
     pub expected: u64,
     /// Distinct expected pairs that arrived.
@@ -53,7 +53,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn merge(&mut self, other: &Tally) {
+    pub(crate) fn merge(&mut self, other: &Tally) {
         self.expected += other.expected;
         self.delivered += other.delivered;
         self.lost += other.lost;
@@ -62,13 +62,13 @@ impl Tally {
         self.out_of_order += other.out_of_order;
     }
 
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.unexpected == 0 && self.out_of_order == 0
     }
 }
 
 /// Compares what one device should have got with what it got.
-pub fn tally(expected: &HashSet<MessageKey>, received: &Received) -> Tally {
+pub(super) fn tally(expected: &HashSet<MessageKey>, received: &Received) -> Tally {
     let mut seen: HashSet<MessageKey> = HashSet::with_capacity(received.frames.len());
     let mut last_seq: HashMap<i64, i64> = HashMap::new();
     let mut tally = Tally {

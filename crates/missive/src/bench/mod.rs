@@ -30,10 +30,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 
-pub use report::Report;
+pub(crate) use report::Report;
 
 #[derive(Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -52,7 +52,7 @@ enum Scenario {
 
 /// What every scenario takes.
 #[derive(Args, Clone)]
-pub struct Common {
+pub(crate) struct Common {
     /// Server base URL; repeat for the nodes of a cluster (users are
     /// spread over them, and each pair talks across two nodes).
     #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
@@ -95,7 +95,7 @@ impl Common {
     }
 }
 
-pub async fn run(args: BenchArgs) -> ExitCode {
+pub(crate) async fn run(args: BenchArgs) -> ExitCode {
     let scenario = match args.scenario {
         Scenario::Idle(a) if a.worker => return idle::work(a).await,
         scenario => scenario,

@@ -23,7 +23,7 @@ use super::setup::{self, connect_all, members, run_prefix};
 use super::stats::Latencies;
 
 #[derive(Args)]
-pub struct PairsArgs {
+pub(super) struct PairsArgs {
     #[command(flatten)]
     pub common: Common,
     /// Online sender/receiver pairs.
@@ -53,7 +53,7 @@ pub struct PairsArgs {
 /// ciphertext. What the server does with ciphertext is only what it does
 /// with any text (it cannot look inside), so the filler stands for it.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Payload {
+pub(super) struct Payload {
     pub encrypted: bool,
     pub bytes: usize,
 }
@@ -74,7 +74,7 @@ const IN_FLIGHT_MAX: usize = 4096;
 /// Receivers ack after this many messages (and when traffic pauses).
 const ACK_EVERY: u64 = 32;
 
-pub async fn run(args: PairsArgs) -> anyhow::Result<Report> {
+pub(super) async fn run(args: PairsArgs) -> anyhow::Result<Report> {
     let common = &args.common;
     if args.pairs == 0 || args.window == 0 {
         bail!("--pairs and --window must be at least 1");
@@ -270,7 +270,7 @@ async fn warm_up(
 
 /// Where a sender sends.
 #[derive(Clone)]
-pub enum Target {
+pub(super) enum Target {
     User(String),
     Conversation(i64),
 }
@@ -278,7 +278,7 @@ pub enum Target {
 /// An open-loop sender's timetable: a send every `interval`, the first at
 /// `phase` after the epoch.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Schedule {
+pub(super) struct Schedule {
     pub interval: Duration,
     pub phase: Duration,
 }
@@ -296,7 +296,7 @@ fn stagger(interval: Duration, index: usize, senders: usize) -> Duration {
 /// until `deadline`, then waits for the last replies. Returns the ids the
 /// server confirmed and the send→sent latencies.
 #[allow(clippy::too_many_arguments)]
-pub async fn send(
+pub(super) async fn send(
     mut connection: Connection,
     target: Target,
     payload: Payload,
@@ -385,7 +385,7 @@ pub async fn send(
     }
 }
 
-pub struct ReceiverOutcome {
+pub(super) struct ReceiverOutcome {
     pub received: Received,
     pub latencies: Latencies,
     /// (message, send→delivered µs) per text, for per-message figures.
@@ -400,7 +400,7 @@ pub struct ReceiverOutcome {
 /// for `settle` after sending ended). Before it ends, a ping round trip
 /// collects what was still on its way, so a duplicate arriving after the
 /// last new message is counted too.
-pub async fn receive(
+pub(super) async fn receive(
     mut connection: Connection,
     index: usize,
     epoch: Instant,
@@ -496,19 +496,19 @@ fn note(
 /// once per burst, one frame per conversation, without an `id` (so the
 /// server answers nothing unless it refuses).
 #[derive(Default)]
-pub struct Unacked {
+pub(super) struct Unacked {
     highest: HashMap<i64, i64>,
     count: u64,
 }
 
 impl Unacked {
-    pub fn note(&mut self, (conversation, seq): (i64, i64)) {
+    pub(super) fn note(&mut self, (conversation, seq): (i64, i64)) {
         let highest = self.highest.entry(conversation).or_insert(seq);
         *highest = (*highest).max(seq);
         self.count += 1;
     }
 
-    pub async fn flush(&mut self, connection: &mut Connection) -> Result<(), ClientError> {
+    pub(super) async fn flush(&mut self, connection: &mut Connection) -> Result<(), ClientError> {
         self.count = 0;
         for (conversation, seq) in self.highest.drain() {
             connection

@@ -13,7 +13,7 @@ use super::ledger::Tally;
 use super::stats::Percentiles;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub scenario: String,
     /// Everything that shaped the run (counts, rates, servers, tags).
     pub params: BTreeMap<String, serde_json::Value>,
@@ -23,23 +23,23 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(scenario: &str) -> Self {
+    pub(crate) fn new(scenario: &str) -> Self {
         Self {
             scenario: scenario.to_owned(),
             ..Self::default()
         }
     }
 
-    pub fn param(&mut self, name: &str, value: impl Into<serde_json::Value>) {
+    pub(crate) fn param(&mut self, name: &str, value: impl Into<serde_json::Value>) {
         self.params.insert(name.to_owned(), value.into());
     }
 
-    pub fn figure(&mut self, name: &str, value: f64) {
+    pub(crate) fn figure(&mut self, name: &str, value: f64) {
         self.figures.insert(name.to_owned(), value);
     }
 
     /// `<name>_p50_us` … `<name>_max_us`.
-    pub fn latency(&mut self, name: &str, p: &Percentiles) {
+    pub(crate) fn latency(&mut self, name: &str, p: &Percentiles) {
         for (suffix, value) in [
             ("p50", p.p50_us),
             ("p90", p.p90_us),
@@ -53,7 +53,7 @@ impl Report {
 
     /// The table printed at the end of a run; with a baseline, a ratio
     /// column (this run / baseline).
-    pub fn table(&self, baseline: Option<&Report>) -> String {
+    pub(crate) fn table(&self, baseline: Option<&Report>) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "scenario: {}", self.scenario);
         for (name, value) in &self.params {
@@ -78,12 +78,12 @@ impl Report {
         out
     }
 
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(path, json + "\n")
     }
 
-    pub fn read(path: &Path) -> Result<Self, String> {
+    pub(crate) fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
         serde_json::from_str(&text)
@@ -93,7 +93,7 @@ impl Report {
 
 /// Each figure present in both runs: this / baseline. A zero baseline has
 /// no ratio.
-pub fn ratios(run: &Report, baseline: &Report) -> BTreeMap<String, f64> {
+pub(super) fn ratios(run: &Report, baseline: &Report) -> BTreeMap<String, f64> {
     run.figures
         .iter()
         .filter_map(|(name, value)| {

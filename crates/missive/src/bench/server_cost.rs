@@ -12,16 +12,16 @@ use super::Report;
 
 /// Linux reports CPU times in USER_HZ, which is 100 on every mainstream
 /// architecture.
-pub const TICKS_PER_SEC: f64 = 100.0;
+pub(super) const TICKS_PER_SEC: f64 = 100.0;
 
 /// User + system CPU time of a process in clock ticks (/proc/<pid>/stat).
-pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     parse_cpu_ticks(&stat).context("unexpected /proc stat format")
 }
 
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+pub(super) fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) may hold spaces; fields after its ')' are
     // plain. utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -32,26 +32,26 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// One sample of the servers' CPU and stored messages.
-pub struct Sample {
+pub(super) struct Sample {
     ticks: u64,
     sends: f64,
     at: std::time::Instant,
 }
 
-pub struct ServerCost {
+pub(super) struct ServerCost {
     pids: Vec<u32>,
     servers: Vec<Api>,
 }
 
 impl ServerCost {
-    pub fn new(pids: &[u32], servers: &[String]) -> Self {
+    pub(super) fn new(pids: &[u32], servers: &[String]) -> Self {
         Self {
             pids: pids.to_vec(),
             servers: servers.iter().map(|url| Api::new(url)).collect(),
         }
     }
 
-    pub async fn sample(&self) -> anyhow::Result<Sample> {
+    pub(super) async fn sample(&self) -> anyhow::Result<Sample> {
         let mut ticks = 0;
         for pid in &self.pids {
             ticks += cpu_ticks(*pid)?;
@@ -74,7 +74,7 @@ impl ServerCost {
     /// Adds `server_cpu_us_per_msg` and `server_cpu_percent` (of one core)
     /// between two samples, and with `deliveries`, `server_cpu_us_per_delivery`;
     /// nothing without `--server-pid`.
-    pub fn report(
+    pub(super) fn report(
         &self,
         report: &mut Report,
         start: &Sample,

@@ -13,10 +13,10 @@ use missive_client::{Api, Connection};
 
 use super::Common;
 
-pub const PASSWORD: &str = "bench password";
+pub(super) const PASSWORD: &str = "bench password";
 
 /// A short prefix unique to this run: usernames are `<prefix><role><n>`.
-pub fn run_prefix() -> String {
+pub(super) fn run_prefix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos())
@@ -30,11 +30,11 @@ pub fn run_prefix() -> String {
 /// Set in worker processes: their parent shows the progress.
 static PROGRESS_HIDDEN: AtomicBool = AtomicBool::new(false);
 
-pub fn hide_progress() {
+pub(super) fn hide_progress() {
     PROGRESS_HIDDEN.store(true, Ordering::Relaxed);
 }
 
-pub fn progress(len: u64, label: &str) -> ProgressBar {
+pub(super) fn progress(len: u64, label: &str) -> ProgressBar {
     if PROGRESS_HIDDEN.load(Ordering::Relaxed) {
         return ProgressBar::hidden();
     }
@@ -50,14 +50,14 @@ pub fn progress(len: u64, label: &str) -> ProgressBar {
 
 /// A user of the run: where it talks and its device's token.
 #[derive(Clone)]
-pub struct Member {
+pub(super) struct Member {
     pub username: String,
     pub server: String,
     pub token: String,
 }
 
 impl Member {
-    pub fn ws_url(&self) -> String {
+    pub(super) fn ws_url(&self) -> String {
         missive_client::ws_url(&self.server)
     }
 }
@@ -65,7 +65,7 @@ impl Member {
 /// Registers `names` and logs each in once, user `i` on server
 /// `server_of(i)`, a few at a time (the server hashes passwords slowly on
 /// purpose).
-pub async fn members(
+pub(super) async fn members(
     common: &Common,
     names: Vec<String>,
     server_of: impl Fn(usize) -> usize,
@@ -102,7 +102,7 @@ pub async fn members(
 }
 
 /// The source address of connection `i`: 127.0.0.1 … 127.0.0.<sources>.
-pub fn source(common: &Common, i: usize) -> Option<IpAddr> {
+pub(super) fn source(common: &Common, i: usize) -> Option<IpAddr> {
     (common.sources > 1).then(|| {
         let last = 1 + (i % usize::from(common.sources)) as u8;
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
@@ -111,7 +111,7 @@ pub fn source(common: &Common, i: usize) -> Option<IpAddr> {
 
 /// Connects every member (in order), a few at a time; returns the
 /// connections and the connect rate (connections per second).
-pub async fn connect_all(
+pub(super) async fn connect_all(
     common: &Common,
     members: &[Member],
     concurrency: usize,
@@ -146,7 +146,7 @@ pub async fn connect_all(
 /// Message texts carry nanoseconds since the run's epoch (when the message
 /// was sent, or scheduled), so a receiver in the same process times it
 /// without asking the sender.
-pub fn elapsed_since_stamp(epoch: Instant, text: &str) -> Option<std::time::Duration> {
+pub(super) fn elapsed_since_stamp(epoch: Instant, text: &str) -> Option<std::time::Duration> {
     let stamp = text.split_once('.').map_or(text, |(stamp, _)| stamp);
     let sent = std::time::Duration::from_nanos(stamp.parse().ok()?);
     epoch.elapsed().checked_sub(sent)

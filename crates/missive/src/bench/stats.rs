@@ -16,13 +16,13 @@ const LATENCY_MAX_US: u64 = 60_000_000;
 /// the start of `pairs` 1,000) stalled the load generator on page faults
 /// for a few hundred milliseconds, inside the measured phase.
 #[derive(Clone, Default)]
-pub struct Latencies {
+pub(super) struct Latencies {
     micros: Vec<u32>,
 }
 
 /// The figures a report quotes for one latency, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub count: u64,
     pub p50_us: u64,
     pub p90_us: u64,
@@ -37,7 +37,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Latencies {
-    pub fn record(&mut self, latency: Duration) {
+    pub(super) fn record(&mut self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         // LATENCY_MAX_US fits in a u32.
         self.micros.push(
@@ -48,15 +48,15 @@ impl Latencies {
         );
     }
 
-    pub fn count(&self) -> u64 {
+    pub(super) fn count(&self) -> u64 {
         self.micros.len() as u64
     }
 
-    pub fn merge(&mut self, other: &Latencies) {
+    pub(super) fn merge(&mut self, other: &Latencies) {
         self.micros.extend_from_slice(&other.micros);
     }
 
-    pub fn percentiles(&self) -> Percentiles {
+    pub(super) fn percentiles(&self) -> Percentiles {
         if self.micros.is_empty() {
             return Percentiles::default();
         }

@@ -22,9 +22,9 @@ use crate::encryption::{self, DeviceKeys, Opened};
 use crate::profile::Profile;
 
 /// What a message whose ciphertext was altered shows instead.
-pub const TAMPERED: &str = "⚠ encrypted message rejected: it was tampered with";
+pub(super) const TAMPERED: &str = "⚠ encrypted message rejected: it was tampered with";
 /// What a message whose key belongs to another sender shows instead.
-pub const WRONG_SENDER: &str =
+pub(super) const WRONG_SENDER: &str =
     "⚠ encrypted message rejected: its key belongs to another sender or conversation";
 
 /// Conversation key of a first message to a user (no conversation yet):
@@ -32,7 +32,7 @@ pub const WRONG_SENDER: &str =
 const NOT_YET_CREATED: i64 = -1;
 
 #[derive(Clone)]
-pub struct Crypto {
+pub(super) struct Crypto {
     keys: Arc<Mutex<DeviceKeys>>,
     verifier: Arc<Mutex<Verifier>>,
     /// 1:1 members by conversation: they never change, so read once.
@@ -43,7 +43,7 @@ pub struct Crypto {
 
 /// What one incoming frame gives the connection task to do.
 #[derive(Default)]
-pub struct Incoming {
+pub(super) struct Incoming {
     /// Frames for the app, in order (an encrypted message opened).
     pub show: Vec<ServerFrame>,
     /// A to-device message taken: ack up to this seq.
@@ -54,7 +54,7 @@ pub struct Incoming {
 }
 
 /// Why a text could not be sealed.
-pub enum SealError {
+pub(super) enum SealError {
     /// The connection or a REST read failed: try again on the next
     /// connection.
     Lost(ClientError),
@@ -67,7 +67,7 @@ impl Crypto {
     /// The profile's keys, made and published when it has none; without
     /// them (the server unreachable, an unreadable keys file) the app runs
     /// and shows encrypted messages as unreadable.
-    pub async fn start(
+    pub(super) async fn start(
         api: &Api,
         profile_name: &str,
         saved: &Profile,
@@ -95,7 +95,7 @@ impl Crypto {
 
     /// A frame from the server, opened: a stored event (held back while
     /// its room key has not come), a room key, or anything else as it is.
-    pub async fn incoming(&self, frame: ServerFrame) -> Incoming {
+    pub(super) async fn incoming(&self, frame: ServerFrame) -> Incoming {
         match frame {
             ServerFrame::ToDevice {
                 seq,
@@ -153,7 +153,7 @@ impl Crypto {
     }
 
     /// The user's decision in a key verification: what to send, and show.
-    pub async fn verify(&self, action: VerifyAction) -> Outcome {
+    pub(super) async fn verify(&self, action: VerifyAction) -> Outcome {
         let mut keys = self.keys.lock().await;
         let mut verifier = self.verifier.lock().await;
         verifier
@@ -163,25 +163,25 @@ impl Crypto {
 
     /// Whether every device of `user` is verified here (None: unknown, the
     /// server could not be asked).
-    pub async fn peer_verified(&self, user: &str) -> Option<bool> {
+    pub(super) async fn peer_verified(&self, user: &str) -> Option<bool> {
         let mut keys = self.keys.lock().await;
         super::verify::all_verified(&mut keys, &self.api, &self.saved, user).await
     }
 
     /// Whether stored events wait for a room key.
-    pub async fn holding(&self) -> bool {
+    pub(super) async fn holding(&self) -> bool {
         self.keys.lock().await.holding()
     }
 
     /// The events still waiting for a key, as unreadable.
-    pub async fn give_up(&self) -> Vec<ServerFrame> {
+    pub(super) async fn give_up(&self) -> Vec<ServerFrame> {
         let mut keys = self.keys.lock().await;
         keys.give_up().into_iter().map(shown).collect()
     }
 
     /// A `sent` for a first encrypted message to a user names its new
     /// conversation: the session made for it moves there.
-    pub async fn created(&self, conversation: i64) {
+    pub(super) async fn created(&self, conversation: i64) {
         let mut keys = self.keys.lock().await;
         let profile = keys.profile().to_owned();
         let Some(vault) = keys.vault_mut() else {
@@ -195,7 +195,7 @@ impl Crypto {
 
     /// On each connection: more one-time keys if others claimed them while
     /// this device was away (`keys_low` reaches only a connected device).
-    pub async fn top_up_if_low(&self) {
+    pub(super) async fn top_up_if_low(&self) {
         const KEYS_LOW: u64 = 20;
         match self.api.key_count(&self.saved.token).await {
             Ok(count) if count.one_time_keys < KEYS_LOW => self.top_up().await,
@@ -220,11 +220,11 @@ impl Crypto {
 
     /// Opens every encrypted message of a history page in place.
     /// The key of an attachment of an encrypted message this device read.
-    pub async fn file(&self, media_id: &str) -> Option<missive_e2ee::SharedFile> {
+    pub(super) async fn file(&self, media_id: &str) -> Option<missive_e2ee::SharedFile> {
         self.keys.lock().await.file(media_id)
     }
 
-    pub async fn open_history(&self, history: &mut History) {
+    pub(super) async fn open_history(&self, history: &mut History) {
         let mut keys = self.keys.lock().await;
         for message in &mut history.messages {
             if message.kind != MessageKind::Encrypted || message.deleted {
@@ -282,7 +282,7 @@ impl Crypto {
     /// (sent here, first), and the frame to send with the ciphertext. The
     /// keys are saved before the frame goes, so a ratchet step is never
     /// used twice.
-    pub async fn seal(
+    pub(super) async fn seal(
         &self,
         connection: &mut Connection,
         frame: ClientFrame,

@@ -32,7 +32,7 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Runs the app until the user quits; the terminal is restored on every
 /// way out, a panic included (ratatui's `init` installs that hook).
-pub async fn run(profile_name: &str, profile: Profile) -> std::io::Result<()> {
+pub(crate) async fn run(profile_name: &str, profile: Profile) -> std::io::Result<()> {
     let api = Api::new(&profile.server);
     let (events, mut incoming) = tokio::sync::mpsc::unbounded_channel();
     let crypto = Crypto::start(&api, profile_name, &profile, &events).await;

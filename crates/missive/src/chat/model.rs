@@ -10,7 +10,7 @@ use missive_proto::rest::{ConversationKind, ConversationSummary, HistoryMessage,
 use missive_proto::{ErrorCode, MessageKind};
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum ConnectionState {
+pub(super) enum ConnectionState {
     Connecting,
     Online,
     Offline { reason: String, retry_at: Instant },
@@ -20,13 +20,13 @@ pub enum ConnectionState {
 /// A conversation as the app names it: by id, or (before its first
 /// message) by the user a new 1:1 chat is with.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ConvKey {
+pub(super) enum ConvKey {
     Id(i64),
     Draft(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HistoryState {
+pub(super) enum HistoryState {
     NotLoaded,
     Loading,
     /// Loaded down from the newest; `older` is where the next older page
@@ -37,7 +37,7 @@ pub enum HistoryState {
 }
 
 #[derive(Clone, Debug)]
-pub struct Msg {
+pub(super) struct Msg {
     pub seq: i64,
     pub message_id: String,
     pub from: String,
@@ -55,7 +55,7 @@ pub struct Msg {
 }
 
 #[derive(Clone, Debug)]
-pub struct Conversation {
+pub(super) struct Conversation {
     pub key: ConvKey,
     pub kind: ConversationKind,
     pub name: Option<String>,
@@ -124,7 +124,7 @@ impl Conversation {
         )
     }
 
-    pub fn id(&self) -> Option<i64> {
+    pub(super) fn id(&self) -> Option<i64> {
         match self.key {
             ConvKey::Id(id) => Some(id),
             ConvKey::Draft(_) => None,
@@ -132,7 +132,7 @@ impl Conversation {
     }
 
     /// For a 1:1: the other member.
-    pub fn peer<'a>(&'a self, me: &'a str) -> Option<&'a str> {
+    pub(super) fn peer<'a>(&'a self, me: &'a str) -> Option<&'a str> {
         if self.kind != ConversationKind::Direct {
             return None;
         }
@@ -148,7 +148,7 @@ impl Conversation {
         }
     }
 
-    pub fn title(&self, me: &str) -> String {
+    pub(super) fn title(&self, me: &str) -> String {
         match (&self.name, self.peer(me)) {
             (Some(name), _) => name.clone(),
             (None, Some(peer)) => peer.to_owned(),
@@ -164,7 +164,7 @@ impl Conversation {
     }
 
     /// Ticks for a message of ours at `seq`.
-    pub fn tick(&self, seq: i64, me: &str) -> Tick {
+    pub(super) fn tick(&self, seq: i64, me: &str) -> Tick {
         let others: Vec<&(i64, i64)> = self
             .members
             .iter()
@@ -213,7 +213,7 @@ impl Conversation {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tick {
+pub(super) enum Tick {
     Pending,
     Sent,
     Delivered,
@@ -223,7 +223,7 @@ pub enum Tick {
 
 /// A text typed here that the server has not confirmed yet.
 #[derive(Clone, Debug)]
-pub struct Outgoing {
+pub(super) struct Outgoing {
     pub client_msg_id: String,
     pub target: ConvKey,
     pub text: String,
@@ -271,7 +271,7 @@ pub(super) fn msg_from_history(message: HistoryMessage) -> Option<Msg> {
 }
 
 /// A group change in words: "alice added bob, carol".
-pub fn system_text(event: &serde_json::Value) -> String {
+pub(super) fn system_text(event: &serde_json::Value) -> String {
     let actor = event["actor"].as_str().unwrap_or("someone");
     let users = event["users"]
         .as_array()
@@ -321,7 +321,7 @@ fn preview(message: &HistoryMessage, me: &str, group: bool) -> String {
 }
 
 /// One line for the conversation list: "you: …", in a group "bob: …".
-pub fn msg_preview(msg: &Msg, me: &str, group: bool) -> String {
+pub(super) fn msg_preview(msg: &Msg, me: &str, group: bool) -> String {
     let body = if msg.deleted {
         String::from("(deleted)")
     } else if msg.text.is_empty() && !msg.media.is_empty() {
@@ -340,7 +340,7 @@ pub fn msg_preview(msg: &Msg, me: &str, group: bool) -> String {
     }
 }
 
-pub fn media_name(media: &MediaRef) -> String {
+pub(super) fn media_name(media: &MediaRef) -> String {
     media
         .filename
         .clone()
@@ -356,7 +356,7 @@ pub(super) fn refresh_preview(c: &mut Conversation, me: &str) {
 }
 
 /// A refusal in words for the status line.
-pub fn explain(code: ErrorCode, message: &str) -> String {
+pub(super) fn explain(code: ErrorCode, message: &str) -> String {
     let plain = match code {
         ErrorCode::Blocked => "you cannot message this user",
         ErrorCode::UnknownUser => "there is no such user",
@@ -376,7 +376,7 @@ pub fn explain(code: ErrorCode, message: &str) -> String {
     }
 }
 
-pub fn describe(err: &ClientError) -> String {
+pub(super) fn describe(err: &ClientError) -> String {
     match err {
         ClientError::Refused { code, message } => explain(*code, message),
         other => other.to_string(),

@@ -16,7 +16,7 @@ use super::crypto::{Crypto, SealError};
 use super::state::AppEvent;
 use super::verify::{Outcome, VerifyAction};
 
-pub enum Command {
+pub(super) enum Command {
     Frame(ClientFrame),
     /// The user's decision in a key verification.
     Verify(VerifyAction),
@@ -43,7 +43,7 @@ enum Ended {
     Quit,
 }
 
-pub fn spawn(
+pub(super) fn spawn(
     api: Api,
     token: String,
     crypto: Crypto,

@@ -20,7 +20,7 @@ mod prompt;
 mod testing;
 mod verification;
 
-pub use prompt::Prompt;
+pub(super) use prompt::Prompt;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,19 +34,19 @@ use super::text::Editor;
 use super::verify::{VerifyAction, VerifyUpdate};
 
 /// Quick reactions: the digit keys of the reaction prompt.
-pub const QUICK_REACTIONS: [&str; 6] = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+pub(super) const QUICK_REACTIONS: [&str; 6] = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
 /// How long a typing indicator we send lasts without another key.
 const TYPING_IDLE: Duration = Duration::from_secs(5);
 /// How often a `typing start` is repeated while keys keep coming.
 const TYPING_REPEAT: Duration = Duration::from_secs(3);
 /// How long a notice stays on the status line.
 const NOTICE_FOR: Duration = Duration::from_secs(10);
-pub const HISTORY_PAGE: u32 = 50;
+pub(super) const HISTORY_PAGE: u32 = 50;
 /// What an encrypted message this device cannot decrypt shows instead.
-pub const UNREADABLE: &str = "🔒 encrypted message: this device cannot decrypt it";
+pub(super) const UNREADABLE: &str = "🔒 encrypted message: this device cannot decrypt it";
 
 /// What happened outside the app: the connection, a frame, an answer.
-pub enum AppEvent {
+pub(super) enum AppEvent {
     Connecting,
     /// Connected and authenticated; `conversations` read after connecting.
     Online {
@@ -85,7 +85,7 @@ pub enum AppEvent {
 
 /// What the app asks the event loop to do.
 #[derive(Debug, PartialEq)]
-pub enum Effect {
+pub(super) enum Effect {
     Frame(ClientFrame),
     Reconnect,
     LoadConversations,
@@ -123,26 +123,26 @@ enum Request {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Focus {
+pub(super) enum Focus {
     List,
     Compose,
     Messages,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ComposeMode {
+pub(super) enum ComposeMode {
     New,
     Reply(String),
     Edit(String),
 }
 
-pub struct Notice {
+pub(super) struct Notice {
     pub text: String,
     pub error: bool,
     shown: Instant,
 }
 
-pub struct App {
+pub(super) struct App {
     pub me: String,
     pub server: String,
     pub connection: ConnectionState,
@@ -180,7 +180,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(me: &str, server: &str) -> Self {
+    pub(super) fn new(me: &str, server: &str) -> Self {
         Self {
             me: me.to_owned(),
             server: server.to_owned(),
@@ -210,14 +210,14 @@ impl App {
         }
     }
 
-    pub fn take_effects(&mut self) -> Vec<Effect> {
+    pub(super) fn take_effects(&mut self) -> Vec<Effect> {
         if std::mem::take(&mut self.read_due) {
             self.mark_read();
         }
         std::mem::take(&mut self.effects)
     }
 
-    pub fn online(&self) -> bool {
+    pub(super) fn online(&self) -> bool {
         self.connection == ConnectionState::Online
     }
 
@@ -254,7 +254,7 @@ impl App {
         true
     }
 
-    pub fn conversation(&self, key: &ConvKey) -> Option<&Conversation> {
+    pub(super) fn conversation(&self, key: &ConvKey) -> Option<&Conversation> {
         self.conversations.iter().find(|c| &c.key == key)
     }
 
@@ -280,13 +280,13 @@ impl App {
         self.conversation_mut(&key)
     }
 
-    pub fn open_conversation(&self) -> Option<&Conversation> {
+    pub(super) fn open_conversation(&self) -> Option<&Conversation> {
         self.open.as_ref().and_then(|key| self.conversation(key))
     }
 
     /// The list as shown: most recent activity first, new chats on top,
     /// filtered by the search.
-    pub fn visible(&self) -> Vec<&Conversation> {
+    pub(super) fn visible(&self) -> Vec<&Conversation> {
         let filter = self.filter.to_lowercase();
         let mut shown: Vec<&Conversation> = self
             .conversations
@@ -303,13 +303,13 @@ impl App {
         shown
     }
 
-    pub fn outbox_of(&self, key: &ConvKey) -> impl Iterator<Item = &Outgoing> {
+    pub(super) fn outbox_of(&self, key: &ConvKey) -> impl Iterator<Item = &Outgoing> {
         self.outbox.iter().filter(move |item| &item.target == key)
     }
 
     // ----- events from outside -----
 
-    pub fn on_event(&mut self, event: AppEvent) {
+    pub(super) fn on_event(&mut self, event: AppEvent) {
         match event {
             AppEvent::Connecting => {
                 if !matches!(self.connection, ConnectionState::Stopped(_)) {
@@ -371,7 +371,7 @@ impl App {
         }
     }
 
-    pub fn on_tick(&mut self) {
+    pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
         let now_ms = now_ms();
         for conversation in &mut self.conversations {
@@ -415,7 +415,7 @@ fn usernames(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

@@ -7,73 +7,73 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 /// What the user is typing: the text and a cursor (a byte offset on a
 /// character boundary).
 #[derive(Clone, Debug, Default)]
-pub struct Editor {
+pub(super) struct Editor {
     text: String,
     cursor: usize,
 }
 
 impl Editor {
-    pub fn with_text(text: &str) -> Self {
+    pub(super) fn with_text(text: &str) -> Self {
         Self {
             text: text.to_owned(),
             cursor: text.len(),
         }
     }
 
-    pub fn text(&self) -> &str {
+    pub(super) fn text(&self) -> &str {
         &self.text
     }
 
     /// Empties the editor and returns what it held.
-    pub fn take(&mut self) -> String {
+    pub(super) fn take(&mut self) -> String {
         self.cursor = 0;
         std::mem::take(&mut self.text)
     }
 
-    pub fn insert(&mut self, c: char) {
+    pub(super) fn insert(&mut self, c: char) {
         self.text.insert(self.cursor, c);
         self.cursor += c.len_utf8();
     }
 
     /// Pasted text, with `\r\n` and `\r` read as line breaks.
-    pub fn insert_str(&mut self, text: &str) {
+    pub(super) fn insert_str(&mut self, text: &str) {
         let text = text.replace("\r\n", "\n").replace('\r', "\n");
         self.text.insert_str(self.cursor, &text);
         self.cursor += text.len();
     }
 
-    pub fn backspace(&mut self) {
+    pub(super) fn backspace(&mut self) {
         if let Some(c) = self.text[..self.cursor].chars().next_back() {
             self.cursor -= c.len_utf8();
             self.text.remove(self.cursor);
         }
     }
 
-    pub fn delete(&mut self) {
+    pub(super) fn delete(&mut self) {
         if self.cursor < self.text.len() {
             self.text.remove(self.cursor);
         }
     }
 
-    pub fn left(&mut self) {
+    pub(super) fn left(&mut self) {
         if let Some(c) = self.text[..self.cursor].chars().next_back() {
             self.cursor -= c.len_utf8();
         }
     }
 
-    pub fn right(&mut self) {
+    pub(super) fn right(&mut self) {
         if let Some(c) = self.text[self.cursor..].chars().next() {
             self.cursor += c.len_utf8();
         }
     }
 
     /// To the start of the cursor's line.
-    pub fn home(&mut self) {
+    pub(super) fn home(&mut self) {
         self.cursor = self.text[..self.cursor].rfind('\n').map_or(0, |at| at + 1);
     }
 
     /// To the end of the cursor's line.
-    pub fn end(&mut self) {
+    pub(super) fn end(&mut self) {
         self.cursor += self.text[self.cursor..]
             .find('\n')
             .unwrap_or(self.text.len() - self.cursor);
@@ -81,7 +81,7 @@ impl Editor {
 
     /// One line up, keeping the column where it can; false on the first
     /// line.
-    pub fn up(&mut self) -> bool {
+    pub(super) fn up(&mut self) -> bool {
         let line_start = self.text[..self.cursor].rfind('\n').map_or(0, |at| at + 1);
         if line_start == 0 {
             return false;
@@ -95,7 +95,7 @@ impl Editor {
     }
 
     /// One line down; false on the last line.
-    pub fn down(&mut self) -> bool {
+    pub(super) fn down(&mut self) -> bool {
         let Some(line_end) = self.text[self.cursor..]
             .find('\n')
             .map(|at| self.cursor + at)
@@ -115,7 +115,7 @@ impl Editor {
     /// The text wrapped to `width` columns, character by character (what
     /// is being typed is not word-wrapped, so the cursor never jumps), and
     /// the cursor's (row, column) in it.
-    pub fn layout(&self, width: u16) -> (Vec<String>, (u16, u16)) {
+    pub(super) fn layout(&self, width: u16) -> (Vec<String>, (u16, u16)) {
         let width = usize::from(width.max(2));
         let mut rows = vec![String::new()];
         let mut column = 0;
@@ -162,7 +162,7 @@ fn advance(text: &str, start: usize, end: usize, column: usize) -> usize {
 
 /// `text` word-wrapped to `width` columns: line breaks kept, words longer
 /// than a line cut.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
+pub(super) fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let mut lines = Vec::new();
     for paragraph in text.split('\n') {
@@ -200,7 +200,7 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 
 /// `text` cut to `width` columns, ending in `…` when cut; line breaks
 /// become spaces.
-pub fn truncate(text: &str, width: usize) -> String {
+pub(super) fn truncate(text: &str, width: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c == '\n' { ' ' } else { c })
@@ -222,7 +222,7 @@ pub fn truncate(text: &str, width: usize) -> String {
     out
 }
 
-pub fn width(text: &str) -> usize {
+pub(super) fn width(text: &str) -> usize {
     text.width()
 }
 

@@ -13,7 +13,7 @@ use crate::profile::Profile;
 
 /// What the user decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VerifyAction {
+pub(super) enum VerifyAction {
     /// Verify this user's (first unverified) device.
     Start {
         user: String,
@@ -26,7 +26,7 @@ pub enum VerifyAction {
 
 /// What the app shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VerifyUpdate {
+pub(super) enum VerifyUpdate {
     Offered {
         from: String,
         device: i64,
@@ -64,12 +64,12 @@ enum Stage {
 
 /// Messages to send and what to show, after one step.
 #[derive(Default)]
-pub struct Outcome {
+pub(super) struct Outcome {
     pub send: Vec<ToDeviceOut>,
     pub update: Option<VerifyUpdate>,
 }
 
-pub struct Verifier {
+pub(super) struct Verifier {
     stage: Stage,
 }
 
@@ -96,7 +96,7 @@ fn failed(err: impl std::fmt::Display) -> Outcome {
 
 impl Verifier {
     /// A verification message from another device.
-    pub async fn receive(
+    pub(super) async fn receive(
         &mut self,
         keys: &mut DeviceKeys,
         api: &Api,
@@ -158,7 +158,7 @@ impl Verifier {
     }
 
     /// What the user decided.
-    pub async fn act(
+    pub(super) async fn act(
         &mut self,
         keys: &mut DeviceKeys,
         api: &Api,
@@ -438,7 +438,7 @@ async fn first_unverified(
 }
 
 /// Whether every device of `user` (with keys, not this one) is verified.
-pub async fn all_verified(
+pub(super) async fn all_verified(
     keys: &mut DeviceKeys,
     api: &Api,
     saved: &Profile,

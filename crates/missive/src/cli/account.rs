@@ -12,7 +12,7 @@ use crate::encryption;
 use crate::profile::{self, Profile};
 
 /// Runs `missive chat` as the saved login.
-pub async fn chat(args: &ClientArgs) -> ExitCode {
+pub(crate) async fn chat(args: &ClientArgs) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,
@@ -26,7 +26,7 @@ pub async fn chat(args: &ClientArgs) -> ExitCode {
     }
 }
 
-pub async fn register(
+pub(crate) async fn register(
     args: &ClientArgs,
     secret: &PasswordArgs,
     username: &str,
@@ -45,7 +45,7 @@ pub async fn register(
     }
 }
 
-pub async fn login(
+pub(crate) async fn login(
     args: &ClientArgs,
     secret: &PasswordArgs,
     username: &str,
@@ -94,7 +94,7 @@ pub async fn login(
     }))
 }
 
-pub async fn devices(args: &ClientArgs) -> ExitCode {
+pub(crate) async fn devices(args: &ClientArgs) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,
@@ -105,7 +105,7 @@ pub async fn devices(args: &ClientArgs) -> ExitCode {
     }
 }
 
-pub async fn revoke(args: &ClientArgs, device_id: i64) -> ExitCode {
+pub(crate) async fn revoke(args: &ClientArgs, device_id: i64) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,
@@ -119,7 +119,7 @@ pub async fn revoke(args: &ClientArgs, device_id: i64) -> ExitCode {
     }
 }
 
-pub async fn logout(args: &ClientArgs) -> ExitCode {
+pub(crate) async fn logout(args: &ClientArgs) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,

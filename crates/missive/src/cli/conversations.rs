@@ -14,7 +14,7 @@ use crate::encryption;
 
 /// Marks the conversation read up to `up_to` (default: its last seq);
 /// prints the `read` cursor the server keeps.
-pub async fn read(args: &ClientArgs, named: &str, up_to: Option<i64>) -> ExitCode {
+pub(crate) async fn read(args: &ClientArgs, named: &str, up_to: Option<i64>) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,
@@ -36,7 +36,7 @@ pub async fn read(args: &ClientArgs, named: &str, up_to: Option<i64>) -> ExitCod
 }
 
 /// Creates a group; `encrypted: None` takes the server's default.
-pub async fn group_create(
+pub(crate) async fn group_create(
     args: &ClientArgs,
     name: &str,
     members: &[String],
@@ -55,7 +55,7 @@ pub async fn group_create(
 
 /// Sets a conversation's disappearing timer; prints `{"conversation": ID,
 /// "disappear_secs": SECS}`.
-pub async fn set_timer(args: &ClientArgs, named: &str, secs: u32) -> ExitCode {
+pub(crate) async fn set_timer(args: &ClientArgs, named: &str, secs: u32) -> ExitCode {
     let conversation = match conversation_id(args, named).await {
         Ok(id) => id,
         Err(code) => return code,
@@ -70,7 +70,7 @@ pub async fn set_timer(args: &ClientArgs, named: &str, secs: u32) -> ExitCode {
 
 /// Turns end-to-end encryption on in a conversation, for good; prints
 /// `{"encrypted": ID}`.
-pub async fn encrypt(args: &ClientArgs, named: &str) -> ExitCode {
+pub(crate) async fn encrypt(args: &ClientArgs, named: &str) -> ExitCode {
     let conversation = match conversation_id(args, named).await {
         Ok(id) => id,
         Err(code) => return code,
@@ -83,7 +83,7 @@ pub async fn encrypt(args: &ClientArgs, named: &str) -> ExitCode {
     .await
 }
 
-pub async fn group_add(args: &ClientArgs, group: i64, members: &[String]) -> ExitCode {
+pub(crate) async fn group_add(args: &ClientArgs, group: i64, members: &[String]) -> ExitCode {
     let members: Vec<&str> = members.iter().map(String::as_str).collect();
     rest(args, async |api, token| {
         api.add_members(&token, group, &members).await
@@ -91,14 +91,14 @@ pub async fn group_add(args: &ClientArgs, group: i64, members: &[String]) -> Exi
     .await
 }
 
-pub async fn group_remove(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
+pub(crate) async fn group_remove(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.remove_member(&token, group, username).await
     })
     .await
 }
 
-pub async fn group_leave(args: &ClientArgs, group: i64) -> ExitCode {
+pub(crate) async fn group_leave(args: &ClientArgs, group: i64) -> ExitCode {
     rest(args, async |api, token| {
         api.leave_group(&token, group).await?;
         Ok(serde_json::json!({ "left": group }))
@@ -106,25 +106,25 @@ pub async fn group_leave(args: &ClientArgs, group: i64) -> ExitCode {
     .await
 }
 
-pub async fn group_info(args: &ClientArgs, group: i64) -> ExitCode {
+pub(crate) async fn group_info(args: &ClientArgs, group: i64) -> ExitCode {
     rest(args, async |api, token| api.group(&token, group).await).await
 }
 
-pub async fn group_rename(args: &ClientArgs, group: i64, name: &str) -> ExitCode {
+pub(crate) async fn group_rename(args: &ClientArgs, group: i64, name: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.rename_group(&token, group, name).await
     })
     .await
 }
 
-pub async fn group_promote(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
+pub(crate) async fn group_promote(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.promote(&token, group, username).await
     })
     .await
 }
 
-pub async fn group_demote(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
+pub(crate) async fn group_demote(args: &ClientArgs, group: i64, username: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.demote(&token, group, username).await
     })
@@ -132,13 +132,13 @@ pub async fn group_demote(args: &ClientArgs, group: i64, username: &str) -> Exit
 }
 
 /// Which page of a conversation's history to fetch.
-pub struct HistoryPage {
+pub(crate) struct HistoryPage {
     pub before: Option<i64>,
     pub after: Option<i64>,
     pub limit: Option<u32>,
 }
 
-pub async fn history(args: &ClientArgs, named: &str, page: HistoryPage) -> ExitCode {
+pub(crate) async fn history(args: &ClientArgs, named: &str, page: HistoryPage) -> ExitCode {
     let conversation = match conversation_id(args, named).await {
         Ok(id) => id,
         Err(code) => return code,
@@ -191,11 +191,11 @@ pub async fn history(args: &ClientArgs, named: &str, page: HistoryPage) -> ExitC
     print_json(&printed)
 }
 
-pub async fn conversations(args: &ClientArgs) -> ExitCode {
+pub(crate) async fn conversations(args: &ClientArgs) -> ExitCode {
     rest(args, async |api, token| api.conversations(&token).await).await
 }
 
-pub async fn receipts(args: &ClientArgs, conversation: i64, message_id: &str) -> ExitCode {
+pub(crate) async fn receipts(args: &ClientArgs, conversation: i64, message_id: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.receipts(&token, conversation, message_id).await
     })

@@ -15,7 +15,7 @@ use crate::encryption;
 const LISTEN_SUBSCRIBE_ID: &str = "listen-presence";
 
 /// What `listen` prints besides queued frames, and when it stops.
-pub struct ListenOptions {
+pub(crate) struct ListenOptions {
     pub count: Option<u64>,
     pub idle_secs: Option<u64>,
     pub ack: bool,
@@ -43,7 +43,7 @@ impl Tally {
     }
 }
 
-pub async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
+pub(crate) async fn listen(args: &ClientArgs, options: ListenOptions) -> ExitCode {
     let (saved, mut connection) = match connect_as(args).await {
         Ok(connected) => connected,
         Err(code) => return code,
@@ -280,7 +280,7 @@ impl Polling {
 /// `listen --poll`: the same output and acking as `listen`, over HTTP
 /// long-polling. Acks ride on the next poll; the last one is sent as an
 /// `ack` frame before exiting.
-pub async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode {
+pub(crate) async fn listen_poll(args: &ClientArgs, options: ListenOptions) -> ExitCode {
     const POLL_WAIT_MS: u64 = 25_000;
     let saved = match load_profile(args) {
         Ok(saved) => saved,

@@ -53,7 +53,7 @@ pub(super) async fn upload_sealed(
 }
 
 /// Downloads a media object into `output` (default: a file named by its id).
-pub async fn download(
+pub(crate) async fn download(
     args: &ClientArgs,
     media_id: &str,
     output: Option<std::path::PathBuf>,

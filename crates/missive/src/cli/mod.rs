@@ -33,21 +33,21 @@ mod media;
 mod send;
 mod social;
 
-pub use account::{chat, devices, login, logout, register, revoke};
-pub use conversations::{
+pub(crate) use account::{chat, devices, login, logout, register, revoke};
+pub(crate) use conversations::{
     HistoryPage, conversations, encrypt, group_add, group_create, group_demote, group_info,
     group_leave, group_promote, group_remove, group_rename, history, read, receipts, set_timer,
 };
-pub use listen::{ListenOptions, listen, listen_poll};
-pub use media::download;
+pub(crate) use listen::{ListenOptions, listen, listen_poll};
+pub(crate) use media::download;
 pub(crate) use media::safe_file_name;
-pub use send::{Outgoing, Recipient, delete, edit, react, send};
-pub use social::{
+pub(crate) use send::{Outgoing, Recipient, delete, edit, react, send};
+pub(crate) use social::{
     add_contact, block, blocks, contacts, presence, privacy, remove_contact, unblock,
 };
 
 #[derive(clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// Server base URL (`host:port` means `http://host:port`) [default:
     /// the profile's server, else http://127.0.0.1:8080].
     #[arg(long, env = "MISSIVE_SERVER", value_parser = server_url)]
@@ -59,7 +59,7 @@ pub struct ClientArgs {
 
 /// Only on the commands that send a password.
 #[derive(clap::Args)]
-pub struct PasswordArgs {
+pub(crate) struct PasswordArgs {
     /// The password; read from stdin when absent.
     #[arg(long, env = "MISSIVE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
@@ -120,7 +120,7 @@ pub(crate) fn fail(err: &ClientError) -> ExitCode {
 static OUTPUT: std::sync::OnceLock<Output> = std::sync::OnceLock::new();
 
 /// How the commands print (`--output`); set once, at start.
-pub fn set_output(output: Output) {
+pub(crate) fn set_output(output: Output) {
     let _ = OUTPUT.set(output);
 }
 
@@ -145,7 +145,7 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> ExitCode {
     }
 }
 
-pub fn password(args: &PasswordArgs) -> Result<String, ExitCode> {
+pub(crate) fn password(args: &PasswordArgs) -> Result<String, ExitCode> {
     if let Some(password) = &args.password {
         return Ok(password.clone());
     }

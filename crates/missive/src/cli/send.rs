@@ -16,14 +16,14 @@ use crate::file_keys::FileKeys;
 use crate::profile::Profile;
 
 /// Where a `send` goes: a user (1:1) or a conversation (group or 1:1).
-pub enum Recipient {
+pub(crate) enum Recipient {
     User(String),
     /// Its id or name, as `find_conversation` takes it.
     Conversation(String),
 }
 
 /// What `send` was asked to send.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub text: String,
     pub reply_to: Option<String>,
     pub files: Vec<std::path::PathBuf>,
@@ -35,7 +35,7 @@ pub struct Outgoing {
 
 /// Sends a text, end-to-end encrypted when the conversation is (or when
 /// asked to).
-pub async fn send(args: &ClientArgs, to: Recipient, outgoing: Outgoing) -> ExitCode {
+pub(crate) async fn send(args: &ClientArgs, to: Recipient, outgoing: Outgoing) -> ExitCode {
     let saved = match load_profile(args) {
         Ok(saved) => saved,
         Err(code) => return code,
@@ -318,7 +318,7 @@ fn find_summary(
 }
 
 /// Sets `emoji` as this user's reaction, or removes it when `None`.
-pub async fn react(
+pub(crate) async fn react(
     args: &ClientArgs,
     conversation: i64,
     target: &str,
@@ -334,7 +334,7 @@ pub async fn react(
     .await
 }
 
-pub async fn edit(
+pub(crate) async fn edit(
     args: &ClientArgs,
     conversation: i64,
     target: &str,
@@ -350,7 +350,7 @@ pub async fn edit(
     .await
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     args: &ClientArgs,
     conversation: i64,
     target: &str,

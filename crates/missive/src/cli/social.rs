@@ -16,7 +16,7 @@ const PRESENCE_WAIT: Duration = Duration::from_secs(30);
 /// Subscribes to `users`' presence, prints one `presence` frame per user
 /// (the latest state seen before the server answered a following ping) and
 /// exits.
-pub async fn presence(args: &ClientArgs, users: &[String]) -> ExitCode {
+pub(crate) async fn presence(args: &ClientArgs, users: &[String]) -> ExitCode {
     let (_, mut connection) = match connect_as(args).await {
         Ok(connected) => connected,
         Err(code) => return code,
@@ -70,11 +70,11 @@ pub async fn presence(args: &ClientArgs, users: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub async fn contacts(args: &ClientArgs) -> ExitCode {
+pub(crate) async fn contacts(args: &ClientArgs) -> ExitCode {
     rest(args, async |api, token| api.contacts(&token).await).await
 }
 
-pub async fn add_contact(args: &ClientArgs, username: &str) -> ExitCode {
+pub(crate) async fn add_contact(args: &ClientArgs, username: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.add_contact(&token, username).await?;
         Ok(serde_json::json!({ "contact_added": username }))
@@ -82,7 +82,7 @@ pub async fn add_contact(args: &ClientArgs, username: &str) -> ExitCode {
     .await
 }
 
-pub async fn remove_contact(args: &ClientArgs, username: &str) -> ExitCode {
+pub(crate) async fn remove_contact(args: &ClientArgs, username: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.remove_contact(&token, username).await?;
         Ok(serde_json::json!({ "contact_removed": username }))
@@ -90,11 +90,11 @@ pub async fn remove_contact(args: &ClientArgs, username: &str) -> ExitCode {
     .await
 }
 
-pub async fn blocks(args: &ClientArgs) -> ExitCode {
+pub(crate) async fn blocks(args: &ClientArgs) -> ExitCode {
     rest(args, async |api, token| api.blocks(&token).await).await
 }
 
-pub async fn block(args: &ClientArgs, username: &str) -> ExitCode {
+pub(crate) async fn block(args: &ClientArgs, username: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.block(&token, username).await?;
         Ok(serde_json::json!({ "blocked": username }))
@@ -102,7 +102,7 @@ pub async fn block(args: &ClientArgs, username: &str) -> ExitCode {
     .await
 }
 
-pub async fn unblock(args: &ClientArgs, username: &str) -> ExitCode {
+pub(crate) async fn unblock(args: &ClientArgs, username: &str) -> ExitCode {
     rest(args, async |api, token| {
         api.unblock(&token, username).await?;
         Ok(serde_json::json!({ "unblocked": username }))
@@ -111,7 +111,7 @@ pub async fn unblock(args: &ClientArgs, username: &str) -> ExitCode {
 }
 
 /// `privacy` with no argument prints the current setting; with one, sets it.
-pub async fn privacy(args: &ClientArgs, presence: Option<PresenceVisibility>) -> ExitCode {
+pub(crate) async fn privacy(args: &ClientArgs, presence: Option<PresenceVisibility>) -> ExitCode {
     rest(args, async |api, token| match presence {
         Some(presence) => api.set_privacy(&token, presence).await,
         None => api.privacy(&token).await,

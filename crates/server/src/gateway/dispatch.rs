@@ -27,7 +27,7 @@ const RECIPIENT_CACHE_MAX: usize = 1024;
 
 /// The per-client state frame handling needs: who is speaking, a cache of
 /// 1:1 conversations by username, and the typing budget.
-pub struct Dispatcher {
+pub(super) struct Dispatcher {
     state: Arc<AppState>,
     pub auth: DeviceAuth,
     recipients: HashMap<String, ConversationId>,
@@ -35,7 +35,7 @@ pub struct Dispatcher {
 }
 
 /// A token bucket: `max` actions, one more every `refill`.
-pub struct Budget {
+pub(super) struct Budget {
     tokens: u32,
     max: u32,
     refill: Duration,
@@ -43,7 +43,7 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn new(max: u32, refill: Duration) -> Self {
+    pub(super) fn new(max: u32, refill: Duration) -> Self {
         Self {
             tokens: max,
             max,
@@ -52,7 +52,7 @@ impl Budget {
         }
     }
 
-    pub fn take(&mut self, now: Instant) -> bool {
+    pub(super) fn take(&mut self, now: Instant) -> bool {
         let earned =
             now.duration_since(self.refilled_at).as_millis() / self.refill.as_millis().max(1);
         if earned > 0 {
@@ -71,7 +71,7 @@ impl Budget {
 }
 
 impl Dispatcher {
-    pub fn new(state: Arc<AppState>, auth: DeviceAuth) -> Self {
+    pub(super) fn new(state: Arc<AppState>, auth: DeviceAuth) -> Self {
         Self {
             state,
             auth,
@@ -83,7 +83,7 @@ impl Dispatcher {
     /// Handles one decoded client frame and returns its replies in order
     /// (usually one; `subscribe_presence` answers `ok` then the presence of
     /// each user).
-    pub async fn handle(&mut self, frame: ClientFrame) -> Vec<ServerFrame> {
+    pub(super) async fn handle(&mut self, frame: ClientFrame) -> Vec<ServerFrame> {
         match self.start(frame).await {
             Replies::Now(replies) => replies,
             Replies::Later(replies) => replies.await,
@@ -95,7 +95,7 @@ impl Dispatcher {
     /// the future resolves to its reply once it is stored, so the caller
     /// may start the next frame meanwhile and one connection's sends share
     /// commits. Everything else is handled to the end and answers `Now`.
-    pub async fn start(&mut self, frame: ClientFrame) -> Replies {
+    pub(super) async fn start(&mut self, frame: ClientFrame) -> Replies {
         let send = match Route::of(frame) {
             Route::Queue(send) => send,
             Route::Handle(other) => return Replies::Now(self.handle_now(other).await),
@@ -496,7 +496,7 @@ impl Dispatcher {
 }
 
 /// What [`Dispatcher::start`] made of a frame.
-pub enum Replies {
+pub(super) enum Replies {
     /// Handled: the replies, in order.
     Now(Vec<ServerFrame>),
     /// Queued for the store: the replies once it is stored.

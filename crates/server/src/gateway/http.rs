@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// The device behind `Authorization: Bearer <token>`.
-pub struct Authenticated(pub DeviceAuth);
+pub(super) struct Authenticated(pub DeviceAuth);
 
 impl FromRequestParts<Arc<AppState>> for Authenticated {
     type Rejection = ApiError;
@@ -67,14 +67,14 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UsersQuery {
+pub(super) struct UsersQuery {
     username: String,
 }
 
 /// `GET /v1/users?username=NAME`: `{"users": [{"username"}]}`, empty when
 /// nobody has that name. A list, not a 404: "nobody" is an ordinary answer
 /// (a browser reports every 404 it fetches as a console error).
-pub async fn users(
+pub(super) async fn users(
     State(state): State<Arc<AppState>>,
     Authenticated(_): Authenticated,
     query: Result<axum::extract::Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
@@ -90,7 +90,7 @@ pub async fn users(
 }
 
 /// Any route asked with a method it does not take: 405 with a typed body.
-pub async fn method_not_allowed() -> ApiError {
+pub(super) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         "this endpoint does not take that method; see docs/PROTOCOL.md",
@@ -98,14 +98,14 @@ pub async fn method_not_allowed() -> ApiError {
 }
 
 /// `GET /healthz`: 200 while the process serves HTTP.
-pub async fn healthz() -> &'static str {
+pub(super) async fn healthz() -> &'static str {
     "ok"
 }
 
 const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `GET /readyz`: 200 when the store answers, 503 otherwise or when stopping.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let (store, blobs) = tokio::join!(
         tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.is_ready()),
         tokio::time::timeout(READY_PROBE_TIMEOUT, state.media.blobs_reachable())
@@ -129,7 +129,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics() -> Response {
+pub(super) async fn metrics() -> Response {
     let body = crate::telemetry::prometheus()
         .map(|handle| handle.render())
         .unwrap_or_default();
@@ -184,7 +184,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 }
 
 /// `POST /v1/accounts`
-pub async fn register(
+pub(super) async fn register(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -197,14 +197,14 @@ pub async fn register(
 
 /// `GET /v1/registration`: how this server takes registrations, so a client
 /// can offer an invite field or no sign-up at all.
-pub async fn registration(State(state): State<Arc<AppState>>) -> Json<RegistrationInfo> {
+pub(super) async fn registration(State(state): State<Arc<AppState>>) -> Json<RegistrationInfo> {
     Json(RegistrationInfo {
         mode: state.accounts.registration_mode().as_str().to_owned(),
     })
 }
 
 /// `POST /v1/sessions`: log in, creating a device and its token.
-pub async fn login(
+pub(super) async fn login(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -216,7 +216,7 @@ pub async fn login(
 }
 
 /// `DELETE /v1/sessions/current`: log out (revoke the calling device).
-pub async fn logout(
+pub(super) async fn logout(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
 ) -> Result<StatusCode, ApiError> {
@@ -225,7 +225,7 @@ pub async fn logout(
 }
 
 /// `GET /v1/devices`
-pub async fn devices(
+pub(super) async fn devices(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
 ) -> Result<Json<DeviceList>, ApiError> {
@@ -234,7 +234,7 @@ pub async fn devices(
 
 /// `DELETE /v1/devices/{device_id}`
 /// `PATCH /v1/devices/{device_id}` `{"name": "..."}`: rename a device of mine.
-pub async fn rename_device(
+pub(super) async fn rename_device(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     Path(device_id): Path<String>,
@@ -253,11 +253,11 @@ pub async fn rename_device(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RenameDevice {
+pub(super) struct RenameDevice {
     name: String,
 }
 
-pub async fn revoke(
+pub(super) async fn revoke(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     Path(device_id): Path<String>,

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 type Shared = State<Arc<AppState>>;
 
 /// `PUT /v1/keys`
-pub async fn upload(
+pub(super) async fn upload(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<KeyUploadRequest>, JsonRejection>,
@@ -25,7 +25,7 @@ pub async fn upload(
 }
 
 /// `GET /v1/keys`
-pub async fn count(
+pub(super) async fn count(
     State(state): Shared,
     Authenticated(auth): Authenticated,
 ) -> Result<Json<KeyCount>, ApiError> {
@@ -33,7 +33,7 @@ pub async fn count(
 }
 
 /// `GET /v1/users/{username}/keys`
-pub async fn of_user(
+pub(super) async fn of_user(
     State(state): Shared,
     Authenticated(_auth): Authenticated,
     Path(username): Path<String>,
@@ -42,7 +42,7 @@ pub async fn of_user(
 }
 
 /// `POST /v1/keys/claim`
-pub async fn claim(
+pub(super) async fn claim(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<KeyClaimRequest>, JsonRejection>,

@@ -19,7 +19,7 @@ use crate::router::Registration;
 
 /// How the session shows in presence.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Announce {
+pub(super) enum Announce {
     /// Watchers are told when it starts and ends (WebSocket).
     Yes,
     /// Only last seen is recorded (long-poll: one poll after another
@@ -27,7 +27,7 @@ pub enum Announce {
     No,
 }
 
-pub struct Live {
+pub(super) struct Live {
     /// `None` only while dropping.
     registration: Option<Registration>,
     state: Arc<AppState>,
@@ -44,7 +44,7 @@ pub struct Live {
 /// away cancels its handler, and half an `open` (followed but not yet
 /// guarded) would leak; the task finishes, and a `Live` nobody takes is
 /// dropped, which undoes it all. `slots` are held until the session ends.
-pub async fn open(
+pub(super) async fn open(
     state: &Arc<AppState>,
     auth: &DeviceAuth,
     announce: Announce,
@@ -80,7 +80,7 @@ async fn open_here(
 }
 
 impl Live {
-    pub fn registration(&mut self) -> &mut Registration {
+    pub(super) fn registration(&mut self) -> &mut Registration {
         self.registration
             .as_mut()
             .expect("present until the session is dropped")
@@ -89,7 +89,7 @@ impl Live {
     /// Ends the session: leaves the router and the Bus, releases the
     /// directory entry unless a newer connection of the device on this
     /// node holds it, and records presence.
-    pub async fn end(mut self) {
+    pub(super) async fn end(mut self) {
         self.ended = true;
         let (state, device, account, announce) = (
             Arc::clone(&self.state),

@@ -40,7 +40,7 @@ const POLL_TIMEOUT_MAX_MS: u64 = 60_000;
 const POLL_TIMEOUT_DEFAULT_MS: u64 = 25_000;
 
 /// `POST /v1/poll`
-pub async fn poll(
+pub(super) async fn poll(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -173,7 +173,7 @@ fn ephemeral_frames(mailbox: &Mailbox, frames: &mut Vec<ServerFrame>) -> bool {
 
 /// `POST /v1/frames`: one client frame (any but `auth`), its replies back.
 /// A single `error` reply also sets the HTTP status of its code.
-pub async fn frames(
+pub(super) async fn frames(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,

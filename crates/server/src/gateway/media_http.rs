@@ -18,7 +18,7 @@ use crate::service::media::content_disposition;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UploadQuery {
+pub(super) struct UploadQuery {
     filename: Option<String>,
     /// The bytes are the client's ciphertext, for an encrypted
     /// conversation: stored as `application/octet-stream`, unsniffed, with
@@ -29,7 +29,7 @@ pub struct UploadQuery {
 
 /// `POST /v1/media[?filename=NAME][?encrypted=true]`: the raw bytes are the
 /// body.
-pub async fn upload(
+pub(super) async fn upload(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
@@ -57,7 +57,7 @@ pub async fn upload(
 }
 
 /// `GET /v1/media/{id}`
-pub async fn download(
+pub(super) async fn download(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -80,7 +80,7 @@ pub async fn download(
 }
 
 /// `GET /v1/media/{id}/thumbnail`: a small JPEG of an image.
-pub async fn thumbnail(
+pub(super) async fn thumbnail(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,

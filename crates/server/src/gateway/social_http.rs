@@ -34,7 +34,7 @@ fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
 }
 
 /// `POST /v1/groups`
-pub async fn create_group(
+pub(super) async fn create_group(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<CreateGroupRequest>, JsonRejection>,
@@ -51,7 +51,7 @@ pub async fn create_group(
 }
 
 /// `GET /v1/groups/{id}`
-pub async fn group_info(
+pub(super) async fn group_info(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -60,7 +60,7 @@ pub async fn group_info(
 }
 
 /// `PATCH /v1/groups/{id}`: rename (admins).
-pub async fn rename_group(
+pub(super) async fn rename_group(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -76,7 +76,7 @@ pub async fn rename_group(
 }
 
 /// `POST /v1/groups/{id}/members` (admins).
-pub async fn add_members(
+pub(super) async fn add_members(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -92,7 +92,7 @@ pub async fn add_members(
 }
 
 /// `DELETE /v1/groups/{id}/members/{username}` (admins).
-pub async fn remove_member(
+pub(super) async fn remove_member(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path((id, username)): Path<(String, String)>,
@@ -107,7 +107,7 @@ pub async fn remove_member(
 }
 
 /// `POST /v1/groups/{id}/admins` (admins).
-pub async fn promote(
+pub(super) async fn promote(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -124,7 +124,7 @@ pub async fn promote(
 }
 
 /// `DELETE /v1/groups/{id}/admins/{username}` (admins).
-pub async fn demote(
+pub(super) async fn demote(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path((id, username)): Path<(String, String)>,
@@ -139,7 +139,7 @@ pub async fn demote(
 }
 
 /// `POST /v1/groups/{id}/leave`
-pub async fn leave(
+pub(super) async fn leave(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -153,7 +153,7 @@ pub async fn leave(
 
 /// `POST /v1/conversations/{id}/encrypt`: end-to-end encryption on, for
 /// good (any member of a 1:1, an admin of a group).
-pub async fn encrypt(
+pub(super) async fn encrypt(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -167,7 +167,7 @@ pub async fn encrypt(
 
 /// `PUT /v1/conversations/{id}/timer` `{"secs": 86400}`: the disappearing
 /// timer for messages sent from now on (0: off).
-pub async fn set_timer(
+pub(super) async fn set_timer(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -188,13 +188,13 @@ pub async fn set_timer(
 /// `GET /v1/conversations`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConversationsQuery {
+pub(super) struct ConversationsQuery {
     before: Option<String>,
     limit: Option<usize>,
 }
 
 /// `GET /v1/conversations[?before=CURSOR][&limit=N]`
-pub async fn conversations(
+pub(super) async fn conversations(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     query: Result<Query<ConversationsQuery>, axum::extract::rejection::QueryRejection>,
@@ -245,7 +245,7 @@ pub async fn conversations(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
+pub(super) struct HistoryQuery {
     before: Option<i64>,
     after: Option<i64>,
     limit: Option<usize>,
@@ -254,7 +254,7 @@ pub struct HistoryQuery {
 }
 
 /// `GET /v1/conversations/{id}/messages?before=&after=&limit=[&q=]`
-pub async fn history(
+pub(super) async fn history(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
@@ -324,7 +324,7 @@ pub async fn history(
 }
 
 /// `GET /v1/conversations/{id}/messages/{message_id}/receipts`
-pub async fn receipts(
+pub(super) async fn receipts(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path((id, message_id)): Path<(String, String)>,
@@ -347,7 +347,7 @@ pub async fn receipts(
 }
 
 /// `GET /v1/contacts`
-pub async fn contacts(
+pub(super) async fn contacts(
     State(state): Shared,
     Authenticated(auth): Authenticated,
 ) -> Result<Json<UserList>, ApiError> {
@@ -355,7 +355,7 @@ pub async fn contacts(
 }
 
 /// `POST /v1/contacts`
-pub async fn add_contact(
+pub(super) async fn add_contact(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<UsernameBody>, JsonRejection>,
@@ -368,7 +368,7 @@ pub async fn add_contact(
 }
 
 /// `DELETE /v1/contacts/{username}`
-pub async fn remove_contact(
+pub(super) async fn remove_contact(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(username): Path<String>,
@@ -378,7 +378,7 @@ pub async fn remove_contact(
 }
 
 /// `GET /v1/blocks`
-pub async fn blocks(
+pub(super) async fn blocks(
     State(state): Shared,
     Authenticated(auth): Authenticated,
 ) -> Result<Json<UserList>, ApiError> {
@@ -386,7 +386,7 @@ pub async fn blocks(
 }
 
 /// `POST /v1/blocks`
-pub async fn block(
+pub(super) async fn block(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<UsernameBody>, JsonRejection>,
@@ -399,7 +399,7 @@ pub async fn block(
 }
 
 /// `DELETE /v1/blocks/{username}`
-pub async fn unblock(
+pub(super) async fn unblock(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(username): Path<String>,
@@ -409,7 +409,7 @@ pub async fn unblock(
 }
 
 /// `GET /v1/privacy`
-pub async fn privacy(
+pub(super) async fn privacy(
     State(state): Shared,
     Authenticated(auth): Authenticated,
 ) -> Result<Json<Privacy>, ApiError> {
@@ -417,7 +417,7 @@ pub async fn privacy(
 }
 
 /// `PUT /v1/privacy`
-pub async fn set_privacy(
+pub(super) async fn set_privacy(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<Privacy>, JsonRejection>,

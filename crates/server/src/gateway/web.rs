@@ -26,7 +26,7 @@ include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 /// device's token and shown through object URLs. `connect-src 'self'`
 /// covers this origin's ws:/wss: too, and nothing else: an injected
 /// script could not send the token elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
     style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; \
     connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
     form-action 'self'; object-src 'none'";
@@ -41,7 +41,7 @@ static EMBEDDED_ETAGS: LazyLock<HashMap<&'static str, String>> = LazyLock::new(|
 
 /// The router's fallback: any GET that no API route took is a file of the
 /// app (`/` is `index.html`); anything else is 404 `unknown_route`.
-pub async fn asset(
+pub(super) async fn asset(
     State(state): State<Arc<AppState>>,
     method: Method,
     uri: Uri,
@@ -97,7 +97,7 @@ fn unknown_route() -> Response {
 }
 
 /// The headers every page of the app is served with.
-pub fn security_headers(headers: &mut HeaderMap) {
+pub(super) fn security_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -123,7 +123,7 @@ pub fn security_headers(headers: &mut HeaderMap) {
 /// hijacking). Allowed: no `Origin` (not a browser page), the server's own
 /// origin (the `Host` the browser addressed), or an exact entry of
 /// `web.allowed_origins`.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+pub(super) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };

@@ -105,7 +105,7 @@ const FRAMES_PER_WRITE_MAX: usize = 64;
 /// before the upgrade when the node or the client's address has its
 /// maximum of connections; the account's maximum can only be checked once
 /// `auth` names it (see `handshake::open`).
-pub async fn upgrade(
+pub(super) async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     admitted: Option<axum::Extension<Arc<Admitted>>>,

@@ -16,7 +16,7 @@ use super::{
 };
 
 impl App {
-    pub fn on_input(&mut self, event: Event) {
+    pub(crate) fn on_input(&mut self, event: Event) {
         match event {
             Event::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
             Event::Paste(text) => {
@@ -140,7 +140,7 @@ impl App {
         self.selected = Some(keys[next].clone());
     }
 
-    pub fn open_key(&mut self, key: ConvKey) {
+    pub(crate) fn open_key(&mut self, key: ConvKey) {
         if self.open.as_ref() != Some(&key) {
             if let Some((conversation, _)) = self.typing_sent {
                 self.stop_typing(conversation);
@@ -351,7 +351,7 @@ impl App {
         });
     }
 
-    pub fn selected_msg(&self) -> Option<&Msg> {
+    pub(crate) fn selected_msg(&self) -> Option<&Msg> {
         let seq = self.selected_message?;
         self.open_conversation()?.messages.get(&seq)
     }

@@ -6,7 +6,7 @@ use super::QUICK_REACTIONS;
 
 /// A one-line question at the bottom of the screen.
 #[derive(Clone, Debug)]
-pub enum Prompt {
+pub(crate) enum Prompt {
     Search(Editor),
     NewChat(Editor),
     GroupName(Editor),
@@ -41,7 +41,7 @@ pub enum Prompt {
 }
 
 impl Prompt {
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Self::Search(_) => "Search: ".into(),
             Self::NewChat(_) => "Chat with (username): ".into(),
@@ -69,7 +69,7 @@ impl Prompt {
         }
     }
 
-    pub fn editor(&self) -> Option<&Editor> {
+    pub(crate) fn editor(&self) -> Option<&Editor> {
         match self {
             Self::Search(editor)
             | Self::NewChat(editor)

@@ -313,7 +313,7 @@ fn centered(text: &str, pane: usize, style: Style, seq: Option<i64>) -> Row {
     }
 }
 
-pub fn tick_mark(tick: Tick) -> &'static str {
+pub(super) fn tick_mark(tick: Tick) -> &'static str {
     match tick {
         Tick::Pending => "◷",
         Tick::Sent => "✓",
@@ -332,7 +332,7 @@ fn media_line(media: &MediaRef) -> String {
     )
 }
 
-pub fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const KIB: f64 = 1024.0;
     let bytes_f = bytes as f64;
     if bytes_f < KIB {

@@ -19,10 +19,10 @@ mod messages;
 
 use list::{draw_list, typing_line};
 use messages::draw_messages;
-pub use messages::size;
+pub(super) use messages::size;
 
 /// Keys, as the help screen lists them.
-pub const HELP: &[(&str, &str)] = &[
+pub(super) const HELP: &[(&str, &str)] = &[
     ("Tab", "switch between the list and the conversation"),
     ("↑ ↓  Enter", "list: choose and open a conversation"),
     ("/", "list: search conversations by name"),
@@ -53,7 +53,7 @@ pub const HELP: &[(&str, &str)] = &[
 const LIST_WIDTH: u16 = 28;
 const ACCENT: Color = Color::Cyan;
 
-pub fn draw(frame: &mut Frame, app: &App) {
+pub(super) fn draw(frame: &mut Frame, app: &App) {
     let [main, status] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     let list_width = LIST_WIDTH.min(main.width / 3).max(12);
