@@ -281,7 +281,11 @@ pub(crate) fn media_refs(files: &[SharedFile]) -> Vec<MediaRef> {
 }
 
 /// A stored event as this device reads it (see [`open_text`]).
-pub(crate) fn open(vault: Option<&mut Vault>, frame: &ServerFrame, final_try: bool) -> Option<Opened> {
+pub(crate) fn open(
+    vault: Option<&mut Vault>,
+    frame: &ServerFrame,
+    final_try: bool,
+) -> Option<Opened> {
     match frame {
         ServerFrame::Message {
             kind: missive_proto::MessageKind::Encrypted,
