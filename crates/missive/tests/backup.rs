@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::cluster::{Database, services_available};
 use common::*;
 use missive_client::{Api, Connection};
+use missive_proto::rest::MediaInfo;
 use missive_proto::{ClientFrame, ServerFrame};
 
 /// Where a server keeps its data: a data directory (its media, and the
@@ -108,17 +109,36 @@ async fn through_a_backup(source: Place, target: Place) {
     api.register("bob", PASSWORD).await.unwrap();
     let alice_token = api.login("alice", PASSWORD, "a").await.unwrap().token;
     let bob_token = api.login("bob", PASSWORD, "b").await.unwrap().token;
-    // A PDF: stored as sent, not decoded.
-    let mut document = b"%PDF-1.7\n".to_vec();
-    document.extend((0..50_000u32).map(|i| (i % 251) as u8));
-    let media = api
-        .upload_media(&alice_token, document.clone())
-        .await
-        .unwrap();
-
+    let (document, media) = upload_a_document(&api, &alice_token).await;
     let mut alice = Connection::connect(&api.ws_url(), &alice_token)
         .await
         .unwrap();
+    let before = sends_before_the_backup(&mut alice, &media.media_id).await;
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup = backup_dir.path().join("nightly");
+    let backup_arg = backup.to_str().unwrap();
+    let summary = back_up_while_alice_sends(&source, alice, backup_arg, document.len()).await;
+    drop(server);
+    restore_and_its_refusals(&target, backup_arg, &summary).await;
+    let server = target.serve();
+    bob_gets_everything_sent_before(&server.url, &bob_token, &before, &media.media_id, &document)
+        .await;
+}
+
+/// A PDF: stored as sent, not decoded. Returns its bytes and what the
+/// upload answered.
+async fn upload_a_document(api: &Api, alice_token: &str) -> (Vec<u8>, MediaInfo) {
+    let mut document = b"%PDF-1.7\n".to_vec();
+    document.extend((0..50_000u32).map(|i| (i % 251) as u8));
+    let media = api
+        .upload_media(alice_token, document.clone())
+        .await
+        .unwrap();
+    (document, media)
+}
+
+/// alice sends the document and 19 texts to bob; returns their ids.
+async fn sends_before_the_backup(alice: &mut Connection, media_id: &str) -> Vec<String> {
     let mut before = Vec::new();
     let with_media = alice
         .call(|id| ClientFrame::Send {
@@ -128,7 +148,7 @@ async fn through_a_backup(source: Place, target: Place) {
             client_msg_id: "m0".into(),
             text: "a document".into(),
             reply_to: None,
-            media: vec![media.media_id.clone()],
+            media: vec![media_id.to_owned()],
             encrypted: false,
         })
         .await
@@ -146,7 +166,18 @@ async fn through_a_backup(source: Place, target: Place) {
             other => panic!("unexpected reply {other:?}"),
         }
     }
+    before
+}
 
+/// Takes the backup at `source` while alice goes on sending; checks its
+/// summary and that a second backup into the same directory is refused.
+/// Returns the summary.
+async fn back_up_while_alice_sends(
+    source: &Place,
+    mut alice: Connection,
+    backup_arg: &str,
+    document_len: usize,
+) -> serde_json::Value {
     // Alice goes on sending through the backup, and has sent at least
     // once before it starts.
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,9 +201,6 @@ async fn through_a_backup(source: Place, target: Place) {
         }
     });
     started_rx.await.unwrap();
-    let backup_dir = tempfile::tempdir().unwrap();
-    let backup = backup_dir.path().join("nightly");
-    let backup_arg = backup.to_str().unwrap();
     let (code, stdout, stderr) = source.admin(&["backup", backup_arg]).await;
     assert_eq!(code, 0, "{stderr}");
     stop.store(true, Ordering::Relaxed);
@@ -185,13 +213,17 @@ async fn through_a_backup(source: Place, target: Place) {
         "{stdout}"
     );
     assert_eq!(summary["media_files"], 1, "{stdout}");
-    assert_eq!(summary["media_bytes"], document.len(), "{stdout}");
+    assert_eq!(summary["media_bytes"], document_len, "{stdout}");
 
     let (code, _, stderr) = source.admin(&["backup", backup_arg]).await;
     assert_eq!(code, 3, "a backup into a non-empty directory: {stderr}");
     assert!(stderr.contains("target_not_empty"), "{stderr}");
-    drop(server);
+    summary
+}
 
+/// Restores the backup at `target`; a second restore there, and one from a
+/// directory that holds no backup, are refused.
+async fn restore_and_its_refusals(target: &Place, backup_arg: &str, summary: &serde_json::Value) {
     let (code, stdout, stderr) = target.admin(&["restore", backup_arg]).await;
     assert_eq!(code, 0, "{stderr}");
     let restored: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -204,12 +236,19 @@ async fn through_a_backup(source: Place, target: Place) {
     let (code, _, stderr) = elsewhere.admin(&["restore", not_a_backup]).await;
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("not_a_backup"), "{stderr}");
+}
 
-    let server = target.serve();
-    let api = Api::new(&server.url);
-    let mut bob = Connection::connect(&api.ws_url(), &bob_token)
-        .await
-        .unwrap();
+/// A server on the restored store gives bob, with his old token, every
+/// message sent before the backup, in order and gap-free, and the media.
+async fn bob_gets_everything_sent_before(
+    url: &str,
+    bob_token: &str,
+    before: &[String],
+    media_id: &str,
+    document: &[u8],
+) {
+    let api = Api::new(url);
+    let mut bob = Connection::connect(&api.ws_url(), bob_token).await.unwrap();
     let mut received: Vec<(String, i64)> = Vec::new();
     while !before
         .iter()
@@ -238,9 +277,6 @@ async fn through_a_backup(source: Place, target: Place) {
         before.iter().collect::<Vec<_>>(),
         "the sends before, first"
     );
-    let (_, bytes) = api
-        .download_media(&bob_token, &media.media_id)
-        .await
-        .unwrap();
+    let (_, bytes) = api.download_media(bob_token, media_id).await.unwrap();
     assert_eq!(bytes, document, "the media, byte for byte");
 }

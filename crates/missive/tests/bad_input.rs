@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use missive_client::{Api, Connection};
 use missive_proto::ServerFrame;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -24,6 +25,106 @@ async fn error_for(
     }
 }
 
+/// Raw frames with the code and correlation id each is refused with.
+const BAD_FRAMES: &[(&str, &str, Option<&str>)] = &[
+    ("{not json", "bad_frame", None),
+    ("[1]", "bad_frame", None),
+    (r#"{"id":"1"}"#, "bad_frame", Some("1")),
+    (r#"{"type":"teleport","id":"2"}"#, "unknown_type", Some("2")),
+    (
+        r#"{"type":"send","id":"3","to":"bob","text":"x"}"#,
+        "invalid_field",
+        Some("3"),
+    ),
+    (
+        r#"{"type":"send","id":"4","to":"bob","client_msg_id":5,"text":"x"}"#,
+        "invalid_field",
+        Some("4"),
+    ),
+    (
+        r#"{"type":"send","id":"5","client_msg_id":"a","text":"x"}"#,
+        "invalid_field",
+        Some("5"),
+    ),
+    (
+        r#"{"type":"send","id":"6","to":"bob","conversation":1,"client_msg_id":"a","text":"x"}"#,
+        "invalid_field",
+        Some("6"),
+    ),
+    (
+        r#"{"type":"send","id":"7","to":"nobody","client_msg_id":"a","text":"x"}"#,
+        "unknown_user",
+        Some("7"),
+    ),
+    (
+        r#"{"type":"send","id":"8","to":"NOT VALID","client_msg_id":"a","text":"x"}"#,
+        "unknown_user",
+        Some("8"),
+    ),
+    (
+        r#"{"type":"send","id":"9","to":"bob","client_msg_id":"a","text":"   "}"#,
+        "empty_text",
+        Some("9"),
+    ),
+    (
+        r#"{"type":"send","id":"10","to":"bob","client_msg_id":"a b","text":"x"}"#,
+        "invalid_client_msg_id",
+        Some("10"),
+    ),
+    (
+        r#"{"type":"send","id":"12","conversation":999,"client_msg_id":"a","text":"x"}"#,
+        "unknown_conversation",
+        Some("12"),
+    ),
+    (
+        r#"{"type":"read","id":"13","conversation":999,"seq":1}"#,
+        "unknown_conversation",
+        Some("13"),
+    ),
+    (
+        r#"{"type":"auth","id":"14","token":"x"}"#,
+        "already_authenticated",
+        Some("14"),
+    ),
+    (
+        r#"{"type":"ack","id":"15","conversation":1,"seq":"all"}"#,
+        "invalid_field",
+        Some("15"),
+    ),
+    (
+        r#"{"type":"ack","id":"15b","seq":1}"#,
+        "invalid_field",
+        Some("15b"),
+    ),
+    (
+        r#"{"type":"ack","id":"15c","conversation":999,"seq":1}"#,
+        "unknown_conversation",
+        Some("15c"),
+    ),
+    (
+        r#"{"type":"ping","id":"16","extra":true}"#,
+        "invalid_field",
+        Some("16"),
+    ),
+    // NUL cannot be stored by PostgreSQL: refused alike by both stores.
+    (
+        r#"{"type":"send","id":"17","to":"bob","client_msg_id":"a","text":"a\u0000b"}"#,
+        "invalid_field",
+        Some("17"),
+    ),
+    // A target or reply that is not a message id names no message.
+    (
+        r#"{"type":"send","id":"18","to":"bob","client_msg_id":"a","text":"x","reply_to":"x\u0000"}"#,
+        "unknown_message",
+        Some("18"),
+    ),
+    (
+        r#"{"type":"send","id":"19","to":"bob","client_msg_id":"a","text":"x","media":["../etc"]}"#,
+        "unknown_media",
+        Some("19"),
+    ),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     // Goal: each malformed or refused frame maps to its documented code with
@@ -33,105 +134,7 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     let bob_token = server.user("bob").await;
     server.user("carol").await;
     let mut alice = server.connect(&alice_token).await;
-    let cases: &[(&str, &str, Option<&str>)] = &[
-        ("{not json", "bad_frame", None),
-        ("[1]", "bad_frame", None),
-        (r#"{"id":"1"}"#, "bad_frame", Some("1")),
-        (r#"{"type":"teleport","id":"2"}"#, "unknown_type", Some("2")),
-        (
-            r#"{"type":"send","id":"3","to":"bob","text":"x"}"#,
-            "invalid_field",
-            Some("3"),
-        ),
-        (
-            r#"{"type":"send","id":"4","to":"bob","client_msg_id":5,"text":"x"}"#,
-            "invalid_field",
-            Some("4"),
-        ),
-        (
-            r#"{"type":"send","id":"5","client_msg_id":"a","text":"x"}"#,
-            "invalid_field",
-            Some("5"),
-        ),
-        (
-            r#"{"type":"send","id":"6","to":"bob","conversation":1,"client_msg_id":"a","text":"x"}"#,
-            "invalid_field",
-            Some("6"),
-        ),
-        (
-            r#"{"type":"send","id":"7","to":"nobody","client_msg_id":"a","text":"x"}"#,
-            "unknown_user",
-            Some("7"),
-        ),
-        (
-            r#"{"type":"send","id":"8","to":"NOT VALID","client_msg_id":"a","text":"x"}"#,
-            "unknown_user",
-            Some("8"),
-        ),
-        (
-            r#"{"type":"send","id":"9","to":"bob","client_msg_id":"a","text":"   "}"#,
-            "empty_text",
-            Some("9"),
-        ),
-        (
-            r#"{"type":"send","id":"10","to":"bob","client_msg_id":"a b","text":"x"}"#,
-            "invalid_client_msg_id",
-            Some("10"),
-        ),
-        (
-            r#"{"type":"send","id":"12","conversation":999,"client_msg_id":"a","text":"x"}"#,
-            "unknown_conversation",
-            Some("12"),
-        ),
-        (
-            r#"{"type":"read","id":"13","conversation":999,"seq":1}"#,
-            "unknown_conversation",
-            Some("13"),
-        ),
-        (
-            r#"{"type":"auth","id":"14","token":"x"}"#,
-            "already_authenticated",
-            Some("14"),
-        ),
-        (
-            r#"{"type":"ack","id":"15","conversation":1,"seq":"all"}"#,
-            "invalid_field",
-            Some("15"),
-        ),
-        (
-            r#"{"type":"ack","id":"15b","seq":1}"#,
-            "invalid_field",
-            Some("15b"),
-        ),
-        (
-            r#"{"type":"ack","id":"15c","conversation":999,"seq":1}"#,
-            "unknown_conversation",
-            Some("15c"),
-        ),
-        (
-            r#"{"type":"ping","id":"16","extra":true}"#,
-            "invalid_field",
-            Some("16"),
-        ),
-        // NUL cannot be stored by PostgreSQL: refused alike by both stores.
-        (
-            r#"{"type":"send","id":"17","to":"bob","client_msg_id":"a","text":"a\u0000b"}"#,
-            "invalid_field",
-            Some("17"),
-        ),
-        // A target or reply that is not a message id names no message.
-        (
-            r#"{"type":"send","id":"18","to":"bob","client_msg_id":"a","text":"x","reply_to":"x\u0000"}"#,
-            "unknown_message",
-            Some("18"),
-        ),
-        (
-            r#"{"type":"send","id":"19","to":"bob","client_msg_id":"a","text":"x","media":["../etc"]}"#,
-            "unknown_media",
-            Some("19"),
-        ),
-    ];
-    for (raw, code, id) in cases {
+    for (raw, code, id) in BAD_FRAMES {
         let got = error_for(&mut alice, raw).await;
         assert_eq!((got.0.as_str(), got.1.as_deref()), (*code, *id), "{raw}");
     }
@@ -144,9 +147,17 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
         ("text_too_long".into(), Some("11".into()))
     );
 
+    let mut bob = server.connect(&bob_token).await;
+    a_conversation_of_others_is_unknown(&mut alice, &mut bob).await;
+    a_reused_client_msg_id_is_refused_and_a_retry_is_one(&mut alice, &mut bob).await;
+}
+
+/// A conversation alice is not in: bob and carol's. To her it is as
+/// unknown as an id that names nothing. Then nothing was stored by any
+/// refused frame.
+async fn a_conversation_of_others_is_unknown(alice: &mut Connection, bob: &mut Connection) {
     // A conversation alice is not in: bob and carol's. To her it is as
     // unknown as an id that names nothing.
-    let mut bob = server.connect(&bob_token).await;
     let sent = bob.send_text("carol", "b1", "private").await.unwrap();
     let ServerFrame::Sent {
         conversation,
@@ -159,12 +170,12 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     let raw = format!(
         r#"{{"type":"send","id":"n","conversation":{conversation},"client_msg_id":"a","text":"x"}}"#
     );
-    assert_eq!(error_for(&mut alice, &raw).await.0, "unknown_conversation");
+    assert_eq!(error_for(alice, &raw).await.0, "unknown_conversation");
     let raw = format!(r#"{{"type":"read","id":"r","conversation":{conversation},"seq":1}}"#);
-    assert_eq!(error_for(&mut alice, &raw).await.0, "unknown_conversation");
+    assert_eq!(error_for(alice, &raw).await.0, "unknown_conversation");
     let raw = format!(r#"{{"type":"ack","id":"a","conversation":{conversation},"seq":1}}"#);
     assert_eq!(
-        error_for(&mut alice, &raw).await,
+        error_for(alice, &raw).await,
         ("unknown_conversation".into(), Some("a".into()))
     );
 
@@ -174,13 +185,18 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
     assert!(matches!(ok, ServerFrame::Sent { seq: 1, .. }), "{ok:?}");
     let ok = bob.send_text("carol", "b2", "still private").await.unwrap();
     assert!(matches!(ok, ServerFrame::Sent { seq: 2, .. }), "{ok:?}");
+}
 
+async fn a_reused_client_msg_id_is_refused_and_a_retry_is_one(
+    alice: &mut Connection,
+    bob: &mut Connection,
+) {
     // A client_msg_id reused for another text is refused, not answered as a
     // retry of the first (which would silently drop the second message); a
     // true retry still is one.
     let raw = r#"{"type":"send","id":"reuse","to":"bob","client_msg_id":"good","text":"another"}"#;
     assert_eq!(
-        error_for(&mut alice, raw).await,
+        error_for(alice, raw).await,
         ("client_msg_id_reused".into(), Some("reuse".into()))
     );
     let retry = alice.send_text("bob", "good", "finally").await.unwrap();
@@ -195,7 +211,7 @@ async fn every_bad_frame_gets_its_code_and_the_connection_survives() {
         ),
         "{retry:?}"
     );
-    let frames = queued(&mut bob, 1).await;
+    let frames = queued(bob, 1).await;
     assert_eq!(texts(&frames), ["finally"]);
 }
 
@@ -342,7 +358,15 @@ async fn rest_refusals_have_codes_and_change_nothing() {
         config.limits.login_failures_max = 3;
     })
     .await;
-    let api = &server.api;
+    let token = registration_and_login_refusals(&server.api).await;
+    malformed_requests_are_refused(&server.url(), &token).await;
+    users_are_looked_up_only_by_someone_logged_in(&server.url(), &token).await;
+    a_bad_privacy_value_changes_nothing(&server, &token).await;
+}
+
+/// Refused registrations and logins change nothing; returns the token of
+/// alice's first device.
+async fn registration_and_login_refusals(api: &Api) -> String {
     assert_eq!(
         refused_code(api.register("ab", PASSWORD).await),
         "invalid_username"
@@ -383,9 +407,13 @@ async fn rest_refusals_have_codes_and_change_nothing() {
         refused_code(api.login("alice", PASSWORD, "x").await),
         "rate_limited"
     );
+    first.token
+}
 
+/// Missing or bad tokens, bodies that are not the request, and a device id
+/// that is not one.
+async fn malformed_requests_are_refused(url: &str, token: &str) {
     let http = reqwest::Client::new();
-    let url = server.url();
     let response = http.get(format!("{url}/v1/devices")).send().await.unwrap();
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
@@ -417,11 +445,15 @@ async fn rest_refusals_have_codes_and_change_nothing() {
     assert_eq!(response.status(), 400);
     let response = http
         .delete(format!("{url}/v1/devices/abc"))
-        .bearer_auth(&first.token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+}
+
+async fn users_are_looked_up_only_by_someone_logged_in(url: &str, token: &str) {
+    let http = reqwest::Client::new();
     // Whether someone exists, asked before a chat is opened with them.
     for (query, status, expected) in [
         (
@@ -439,7 +471,7 @@ async fn rest_refusals_have_codes_and_change_nothing() {
     ] {
         let response = http
             .get(format!("{url}/v1/users?{query}"))
-            .bearer_auth(&first.token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap();
@@ -457,9 +489,15 @@ async fn rest_refusals_have_codes_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401, "only for someone logged in");
+}
+
+async fn a_bad_privacy_value_changes_nothing(server: &TestServer, token: &str) {
+    let api = &server.api;
+    let http = reqwest::Client::new();
+    let url = server.url();
     // A value of the wrong type is a field error here as everywhere, and
     // the setting stays as it was.
-    let before = api.privacy(&first.token).await.unwrap();
+    let before = api.privacy(token).await.unwrap();
     for bad in [
         r#"{"presence": null}"#,
         r#"{"presence": 5}"#,
@@ -467,7 +505,7 @@ async fn rest_refusals_have_codes_and_change_nothing() {
     ] {
         let response = http
             .put(format!("{url}/v1/privacy"))
-            .bearer_auth(&first.token)
+            .bearer_auth(token)
             .header("content-type", "application/json")
             .body(bad)
             .send()
@@ -477,7 +515,7 @@ async fn rest_refusals_have_codes_and_change_nothing() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_field", "{bad}");
     }
-    assert_eq!(api.privacy(&first.token).await.unwrap(), before);
+    assert_eq!(api.privacy(token).await.unwrap(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

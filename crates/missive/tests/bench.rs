@@ -61,10 +61,17 @@ fn every_scenario_runs_without_loss_or_duplicates() {
     let data_dir = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let server = bench_server(data_dir.path());
+    pairs_closed_and_open_loop(&server, out_dir.path());
+    group_and_drain(&server, out_dir.path());
+    idle_in_one_process_and_in_two(&server, out_dir.path());
+}
 
+/// Pairs in a closed loop, then in an open loop with the first run as its
+/// baseline.
+fn pairs_closed_and_open_loop(server: &ServerProcess, out_dir: &std::path::Path) {
     let pairs = bench(
-        &server,
-        out_dir.path(),
+        server,
+        out_dir,
         &[
             "pairs",
             "--pairs",
@@ -80,8 +87,8 @@ fn every_scenario_runs_without_loss_or_duplicates() {
     assert!(pairs["figures"]["delivered_per_sec"].as_f64().unwrap() > 0.0);
 
     let open_loop = bench(
-        &server,
-        out_dir.path(),
+        server,
+        out_dir,
         &[
             "pairs",
             "--pairs",
@@ -95,16 +102,18 @@ fn every_scenario_runs_without_loss_or_duplicates() {
             "--baseline",
         ]
         .into_iter()
-        .chain([out_dir.path().join("pairs.json").to_str().unwrap()])
+        .chain([out_dir.join("pairs.json").to_str().unwrap()])
         .collect::<Vec<_>>(),
     );
     assert_clean(&open_loop);
     assert_eq!(open_loop["params"]["mode"], "open loop");
     assert_eq!(open_loop["params"]["tag.fsync"], "always");
+}
 
+fn group_and_drain(server: &ServerProcess, out_dir: &std::path::Path) {
     let group = bench(
-        &server,
-        out_dir.path(),
+        server,
+        out_dir,
         &["group", "--members", "4", "--duration-secs", "1"],
     );
     assert_clean(&group);
@@ -114,8 +123,8 @@ fn every_scenario_runs_without_loss_or_duplicates() {
     assert_eq!(group["tally"]["expected"].as_u64().unwrap(), 3 * sends);
 
     let drain = bench(
-        &server,
-        out_dir.path(),
+        server,
+        out_dir,
         &["drain", "--devices", "4", "--queued", "5", "--fillers", "2"],
     );
     assert_clean(&drain);
@@ -127,11 +136,15 @@ fn every_scenario_runs_without_loss_or_duplicates() {
         figure("ready_p50_us") <= figure("first_message_p50_us"),
         "{drain}"
     );
+}
 
+/// Idle connections, the server's resources read from its /proc; then the
+/// same held by two worker processes.
+fn idle_in_one_process_and_in_two(server: &ServerProcess, out_dir: &std::path::Path) {
     let pid = server.child.id().to_string();
     let idle = bench(
-        &server,
-        out_dir.path(),
+        server,
+        out_dir,
         &[
             "idle",
             "--connections",
@@ -153,8 +166,8 @@ fn every_scenario_runs_without_loss_or_duplicates() {
     // The same connections held by two worker processes: each opens and
     // holds its share, and their counts come back to the parent.
     let spread = bench(
-        &server,
-        out_dir.path(),
+        server,
+        out_dir,
         &[
             "idle",
             "--connections",

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use missive_client::Connection;
+use missive_client::{Api, Connection};
 use missive_proto::rest::{IdentityKeysBody, KeyUploadRequest};
 use missive_proto::{ClientFrame, ServerFrame};
 
@@ -33,13 +33,23 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
 
-    // Refusals first: nothing is stored by any of them.
+    malformed_uploads_store_nothing(api, &alice, &bob).await;
+    uploads_are_retried_checked_and_bounded(api, &alice).await;
+    let published = only_the_publishing_device_is_listed(api, &bob).await;
+    ten_claims_race_for_five_keys(&server, &bob, &carol).await;
+    blocks_stop_claims_both_ways(api, &bob, &carol).await;
+    a_revoked_devices_keys_go_with_it(api, &alice_other, &bob, published).await;
+    claims_past_the_budget_are_refused(api, &bob).await;
+}
+
+/// Refusals first: nothing is stored by any of them.
+async fn malformed_uploads_store_nothing(api: &Api, alice: &str, bob: &str) {
     let no_identity = KeyUploadRequest {
         identity: None,
         one_time_keys: one_time_keys("a", 1),
     };
     assert_eq!(
-        refused_code(api.upload_keys(&alice, &no_identity).await),
+        refused_code(api.upload_keys(alice, &no_identity).await),
         "invalid_field"
     );
     let mut short = one_time_keys("a", 1);
@@ -67,30 +77,34 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
     ];
     for upload in &malformed {
         assert_eq!(
-            refused_code(api.upload_keys(&alice, upload).await),
+            refused_code(api.upload_keys(alice, upload).await),
             "invalid_field"
         );
     }
-    assert_eq!(api.key_count(&alice).await.unwrap().one_time_keys, 0);
+    assert_eq!(api.key_count(alice).await.unwrap().one_time_keys, 0);
     assert!(
-        api.user_keys(&bob, "alice")
+        api.user_keys(bob, "alice")
             .await
             .unwrap()
             .devices
             .is_empty()
     );
+}
 
+/// alice's device publishes keys: a retried upload adds nothing, other
+/// identity keys are refused, and a device holds at most 200 one-time keys.
+async fn uploads_are_retried_checked_and_bounded(api: &Api, alice: &str) {
     let first = KeyUploadRequest {
         identity: Some(identity("a")),
         one_time_keys: one_time_keys("a", 5),
     };
     assert_eq!(
-        api.upload_keys(&alice, &first).await.unwrap().one_time_keys,
+        api.upload_keys(alice, &first).await.unwrap().one_time_keys,
         5
     );
     // A retried upload adds nothing; other identity keys are refused.
     assert_eq!(
-        api.upload_keys(&alice, &first).await.unwrap().one_time_keys,
+        api.upload_keys(alice, &first).await.unwrap().one_time_keys,
         5
     );
     let other_identity = KeyUploadRequest {
@@ -98,17 +112,17 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
         one_time_keys: one_time_keys("b", 1),
     };
     assert_eq!(
-        refused_code(api.upload_keys(&alice, &other_identity).await),
+        refused_code(api.upload_keys(alice, &other_identity).await),
         "identity_key_mismatch"
     );
-    assert_eq!(api.key_count(&alice).await.unwrap().one_time_keys, 5);
+    assert_eq!(api.key_count(alice).await.unwrap().one_time_keys, 5);
     // Past the 200 a device may hold: limit_exceeded, nothing added.
     let more = KeyUploadRequest {
         identity: None,
         one_time_keys: one_time_keys("m", 100),
     };
     assert_eq!(
-        api.upload_keys(&alice, &more).await.unwrap().one_time_keys,
+        api.upload_keys(alice, &more).await.unwrap().one_time_keys,
         105
     );
     let too_many = KeyUploadRequest {
@@ -116,29 +130,35 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
         one_time_keys: one_time_keys("z", 96),
     };
     assert_eq!(
-        refused_code(api.upload_keys(&alice, &too_many).await),
+        refused_code(api.upload_keys(alice, &too_many).await),
         "limit_exceeded"
     );
-    assert_eq!(api.key_count(&alice).await.unwrap().one_time_keys, 105);
+    assert_eq!(api.key_count(alice).await.unwrap().one_time_keys, 105);
+}
 
-    // Only the device that published keys is listed.
-    let listed = api.user_keys(&bob, "alice").await.unwrap();
+/// Only the device that published keys is listed; returns its id.
+async fn only_the_publishing_device_is_listed(api: &Api, bob: &str) -> i64 {
+    let listed = api.user_keys(bob, "alice").await.unwrap();
     assert_eq!(listed.devices.len(), 1);
     assert_eq!(listed.devices[0].curve25519, identity("a").curve25519);
     assert_eq!(listed.devices[0].ed25519, identity("a").ed25519);
+    listed.devices[0].device_id
+}
 
-    // Carol's device publishes five keys; ten claims race for them.
+/// Carol's device publishes five keys; ten claims race for them.
+async fn ten_claims_race_for_five_keys(server: &TestServer, bob: &str, carol: &str) {
+    let api = &server.api;
     let carol_keys = KeyUploadRequest {
         identity: Some(identity("c")),
         one_time_keys: one_time_keys("c", 5),
     };
-    api.upload_keys(&carol, &carol_keys).await.unwrap();
+    api.upload_keys(carol, &carol_keys).await.unwrap();
     // Carol's device is connected: each claim that leaves her fewer than
     // 20 keys tells it how many are left.
-    let mut carol_live = server.connect(&carol).await;
+    let mut carol_live = server.connect(carol).await;
     let claims = (0..10).map(|_| {
         let api = api.clone();
-        let bob = bob.clone();
+        let bob = bob.to_owned();
         tokio::spawn(async move { api.claim_keys(&bob, "carol").await })
     });
     let mut handed_out = Vec::new();
@@ -155,7 +175,7 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
         (5, 5),
         "each key once, all of them"
     );
-    assert_eq!(api.key_count(&carol).await.unwrap().one_time_keys, 0);
+    assert_eq!(api.key_count(carol).await.unwrap().one_time_keys, 0);
     let mut told = Vec::new();
     while told.len() < 5 {
         if let ServerFrame::KeysLow { one_time_keys } =
@@ -167,41 +187,51 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
     told.sort_unstable();
     assert_eq!(told, [0, 1, 2, 3, 4]);
     assert_no_ephemeral(&mut carol_live).await;
+}
 
-    // Blocked either way: no claim.
-    api.block(&carol, "bob").await.unwrap();
-    assert_eq!(refused_code(api.claim_keys(&bob, "carol").await), "blocked");
-    assert_eq!(refused_code(api.claim_keys(&carol, "bob").await), "blocked");
+/// Blocked either way: no claim.
+async fn blocks_stop_claims_both_ways(api: &Api, bob: &str, carol: &str) {
+    api.block(carol, "bob").await.unwrap();
+    assert_eq!(refused_code(api.claim_keys(bob, "carol").await), "blocked");
+    assert_eq!(refused_code(api.claim_keys(carol, "bob").await), "blocked");
     assert_eq!(
-        refused_code(api.claim_keys(&bob, "nobody").await),
+        refused_code(api.claim_keys(bob, "nobody").await),
         "unknown_user"
     );
+}
 
-    // A revoked device's keys go with it.
-    let devices = api.devices(&alice_other).await.unwrap();
-    let published = listed.devices[0].device_id;
+/// A revoked device's keys go with it.
+async fn a_revoked_devices_keys_go_with_it(
+    api: &Api,
+    alice_other: &str,
+    bob: &str,
+    published: i64,
+) {
+    let devices = api.devices(alice_other).await.unwrap();
     assert!(
         devices
             .devices
             .iter()
             .any(|device| device.device_id == published)
     );
-    api.revoke(&alice_other, published).await.unwrap();
+    api.revoke(alice_other, published).await.unwrap();
     assert!(
-        api.user_keys(&bob, "alice")
+        api.user_keys(bob, "alice")
             .await
             .unwrap()
             .devices
             .is_empty()
     );
-    let claim = api.claim_keys(&bob, "alice").await.unwrap();
+    let claim = api.claim_keys(bob, "alice").await.unwrap();
     assert!(claim.devices.is_empty());
+}
 
+async fn claims_past_the_budget_are_refused(api: &Api, bob: &str) {
     // Bob has made 13 claims (refused ones count too: the budget is
     // checked first); a budget of 14 at 1/s runs out within a few more.
     let mut limited = false;
     for _ in 0..5 {
-        match api.claim_keys(&bob, "alice").await {
+        match api.claim_keys(bob, "alice").await {
             Ok(_) => continue,
             Err(err) => {
                 assert_eq!(refused_code(Err::<(), _>(err)), "rate_limited");
@@ -274,6 +304,24 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
 
     let mut bob_live = server.connect(&bob_ws).await;
     let mut sender = server.connect(&alice).await;
+    let bob_ids = [bob_ws_id, bob_poll_id];
+    let live =
+        a_connected_device_gets_its_messages_at_once(&mut sender, &mut bob_live, bob_ids).await;
+    refusals_store_nothing(api, &carol, &mut sender, &mut bob_live, bob_ws_id, carol_id).await;
+    let bob_live = unacked_messages_come_again_until_acked(&server, &bob_ws, bob_live, &live).await;
+    the_polling_device_gets_them_until_acked(api, &bob_poll).await;
+    a_revoked_devices_messages_go(api, &mut sender, &bob_ws, bob_poll_id).await;
+    bob_live.close().await;
+    sender.close().await;
+}
+
+/// alice sends three messages, two for bob's live device: it gets them at
+/// once, in order. Returns them.
+async fn a_connected_device_gets_its_messages_at_once(
+    sender: &mut Connection,
+    bob_live: &mut Connection,
+    [bob_ws_id, bob_poll_id]: [i64; 2],
+) -> Vec<(i64, String, String)> {
     let send = to_device;
     let reply = sender
         .request(
@@ -287,7 +335,7 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
         .await
         .unwrap();
     assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
-    let live = to_device_frames(&mut bob_live, 2).await;
+    let live = to_device_frames(bob_live, 2).await;
     assert_eq!(
         live.iter()
             .map(|(_, from, body)| (from.as_str(), body.as_str()))
@@ -295,8 +343,19 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
         [("alice", "room key 1"), ("alice", "room key 3")]
     );
     assert!(live[0].0 < live[1].0);
+    live
+}
 
-    // Refusals store nothing.
+/// Refusals store nothing.
+async fn refusals_store_nothing(
+    api: &Api,
+    carol: &str,
+    sender: &mut Connection,
+    bob_live: &mut Connection,
+    bob_ws_id: i64,
+    carol_id: i64,
+) {
+    let send = to_device;
     let oversized = "x".repeat(65_537);
     for (messages, code) in [
         (
@@ -314,7 +373,7 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
             code
         );
     }
-    api.block(&carol, "alice").await.unwrap();
+    api.block(carol, "alice").await.unwrap();
     assert_eq!(
         refused_code(
             sender
@@ -323,11 +382,19 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
         ),
         "blocked"
     );
-    assert_no_to_device(&mut bob_live).await;
+    assert_no_to_device(bob_live).await;
+}
 
-    // Not acked: again on the next connection; acked: never again.
+/// Not acked: again on the next connection; acked: never again. Returns
+/// the live device's last connection.
+async fn unacked_messages_come_again_until_acked(
+    server: &TestServer,
+    bob_ws: &str,
+    bob_live: Connection,
+    live: &[(i64, String, String)],
+) -> Connection {
     bob_live.close().await;
-    let mut bob_live = server.connect(&bob_ws).await;
+    let mut bob_live = server.connect(bob_ws).await;
     let again = to_device_frames(&mut bob_live, 2).await;
     assert_eq!(again, live);
     let acked = bob_live
@@ -342,11 +409,14 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
         .unwrap();
     assert!(matches!(acked, ServerFrame::Ok { .. }), "{acked:?}");
     bob_live.close().await;
-    let mut bob_live = server.connect(&bob_ws).await;
+    let mut bob_live = server.connect(bob_ws).await;
     assert_no_to_device(&mut bob_live).await;
+    bob_live
+}
 
-    // The polling device: in every poll until acked through the poll.
-    let polled = to_device_of(&api.poll(&bob_poll, &[], 0).await.unwrap().frames);
+/// The polling device: in every poll until acked through the poll.
+async fn the_polling_device_gets_them_until_acked(api: &Api, bob_poll: &str) {
+    let polled = to_device_of(&api.poll(bob_poll, &[], 0).await.unwrap().frames);
     assert_eq!(
         polled
             .iter()
@@ -355,21 +425,29 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
         ["room key 2"]
     );
     assert_eq!(
-        to_device_of(&api.poll(&bob_poll, &[], 0).await.unwrap().frames),
+        to_device_of(&api.poll(bob_poll, &[], 0).await.unwrap().frames),
         polled
     );
     let after_ack = api
-        .poll_acking_to_device(&bob_poll, &[], Some(polled[0].0), 0)
+        .poll_acking_to_device(bob_poll, &[], Some(polled[0].0), 0)
         .await
         .unwrap();
     assert!(to_device_of(&after_ack.frames).is_empty());
+}
 
-    // A revoked device's messages go with it.
+/// A revoked device's messages go with it.
+async fn a_revoked_devices_messages_go(
+    api: &Api,
+    sender: &mut Connection,
+    bob_ws: &str,
+    bob_poll_id: i64,
+) {
+    let send = to_device;
     sender
         .request(&send(vec![share("bob", bob_poll_id, "room key 4")]), "td")
         .await
         .unwrap();
-    api.revoke(&bob_ws, bob_poll_id).await.unwrap();
+    api.revoke(bob_ws, bob_poll_id).await.unwrap();
     assert_eq!(
         refused_code(
             sender
@@ -378,6 +456,4 @@ async fn to_device_messages_reach_their_device_until_it_acks_them() {
         ),
         "unknown_device"
     );
-    bob_live.close().await;
-    sender.close().await;
 }

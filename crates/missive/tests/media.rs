@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use missive_client::Connection;
 use missive_proto::{ClientFrame, ServerFrame};
 use sha2::{Digest, Sha256};
 
@@ -281,20 +282,7 @@ async fn media_sent_in_a_conversation_is_readable_by_its_members_only() {
         .conversation;
     let media = uploaded(&server, &alice).await;
     let mut bob_ws = server.connect(&bob).await;
-    let stolen = ClientFrame::Send {
-        id: Some("x".into()),
-        to: None,
-        conversation: Some(id),
-        client_msg_id: "x".into(),
-        text: String::new(),
-        reply_to: None,
-        media: vec![media.clone()],
-        encrypted: false,
-    };
-    assert_eq!(
-        refused_code(bob_ws.request(&stolen, "x").await),
-        "unknown_media"
-    );
+    only_the_uploader_attaches_it(&mut bob_ws, id, &media).await;
 
     let mut alice_ws = server.connect(&alice).await;
     let send = ClientFrame::Send {
@@ -345,6 +333,24 @@ async fn media_sent_in_a_conversation_is_readable_by_its_members_only() {
         download(&server, &alice, &media).await.status(),
         200,
         "the uploader keeps access"
+    );
+}
+
+/// bob may not attach alice's upload.
+async fn only_the_uploader_attaches_it(bob_ws: &mut Connection, id: i64, media: &str) {
+    let stolen = ClientFrame::Send {
+        id: Some("x".into()),
+        to: None,
+        conversation: Some(id),
+        client_msg_id: "x".into(),
+        text: String::new(),
+        reply_to: None,
+        media: vec![media.to_owned()],
+        encrypted: false,
+    };
+    assert_eq!(
+        refused_code(bob_ws.request(&stolen, "x").await),
+        "unknown_media"
     );
 }
 

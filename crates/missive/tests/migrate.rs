@@ -9,7 +9,7 @@ mod common;
 use common::cluster::{Database, NATS, services_available};
 use common::*;
 use missive_client::{Api, Connection};
-use missive_proto::rest::PresenceVisibility;
+use missive_proto::rest::{MediaInfo, PresenceVisibility};
 use missive_proto::{ClientFrame, ServerFrame};
 
 fn s3_endpoint() -> String {
@@ -115,10 +115,49 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     if !services_available().await {
         return;
     }
+    let Some(s3_env) = s3_bucket_env().await else {
+        return;
+    };
+
+    // ── the embedded server and what its users did ──────────────────────
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(data_dir.path());
+    let api = Api::new(&server.url);
+    let world = populate(&api).await;
+    let before = seen_before(&api, &world).await;
+    let thumbnail_before = thumbnail(
+        &server.url,
+        &world.photo_info.media_id,
+        &world.token("bob0"),
+    )
+    .await;
+    assert!(!thumbnail_before.is_empty());
+    // A crash, not a clean stop: the migration reads what the WAL holds.
+    server.kill_9();
+
+    // ── the move ────────────────────────────────────────────────────────
+    let db = Database::create().await;
+    let from = data_dir.path().to_str().unwrap().to_owned();
+    move_and_check_the_seal(&from, &db, &s3_env).await;
+
+    // ── the cluster node on the result ──────────────────────────────────
+    let node = start_node(&db, &s3_env);
+    let api = Api::new(&node.url);
+    node_shows_what_was_seen(&api, &node.url, &world, &before, &thumbnail_before).await;
+    new_ids_come_after_the_old(&api, &world, &before).await;
+    used_targets_are_refused(&db, &s3_env).await;
+    drop(node);
+    db.drop_now().await;
+}
+
+/// Creates a bucket on the S3 test server and returns the environment
+/// that points a process at it; `None` (with the reason printed) when the
+/// S3 test server is not there.
+async fn s3_bucket_env() -> Option<Vec<(String, String)>> {
     let endpoint = s3_endpoint();
     let address = endpoint.trim_start_matches("http://").to_owned();
     if !service_available("the S3 test server (moto_server)", &address).await {
-        return;
+        return None;
     }
     let bucket = format!("missive-migrate-{}", std::process::id());
     let created = reqwest::Client::new()
@@ -131,7 +170,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         "bucket: {}",
         created.status()
     );
-    let s3_env: Vec<(String, String)> = [
+    let s3_env = [
         ("MISSIVE_BLOBS__BACKEND", "s3"),
         ("MISSIVE_BLOBS__S3_BUCKET", bucket.as_str()),
         ("MISSIVE_BLOBS__S3_ENDPOINT", endpoint.as_str()),
@@ -141,11 +180,36 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     .iter()
     .map(|(key, value)| (key.to_string(), value.to_string()))
     .collect();
+    Some(s3_env)
+}
 
-    // ── the embedded server and what its users did ──────────────────────
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(data_dir.path());
-    let api = Api::new(&server.url);
+/// What the users of the embedded server did, as far as the checks after
+/// the move need it.
+struct World {
+    /// Token and device id per device name (`alice0`, `bob0`, …).
+    tokens: std::collections::BTreeMap<String, (String, i64)>,
+    photo: Vec<u8>,
+    photo_info: MediaInfo,
+    document: Vec<u8>,
+    document_info: MediaInfo,
+    direct: i64,
+    group: i64,
+    revoked_token: String,
+    revoked_device: i64,
+}
+
+impl World {
+    fn token(&self, name: &str) -> String {
+        self.tokens[name].0.clone()
+    }
+}
+
+/// The devices whose view is compared before and after the move.
+const READERS: [&str; 5] = ["alice0", "alice1", "bob0", "carol0", "dave0"];
+
+/// Registers the users, logs their devices in and has them do everything
+/// that must survive the move.
+async fn populate(api: &Api) -> World {
     let mut tokens = std::collections::BTreeMap::new();
     for (user, devices) in [("alice", 3), ("bob", 1), ("carol", 1), ("dave", 1)] {
         api.register(user, PASSWORD).await.unwrap();
@@ -184,6 +248,32 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         )
         .await
         .unwrap();
+    let media = vec![photo_info.media_id.clone(), document_info.media_id.clone()];
+    let (direct, first_id) = direct_conversation(&mut alice, media).await;
+    let (group, carol) = group_conversation(api, &tokens, &mut alice).await;
+    let bob = readings_and_settings(api, &tokens, direct, group, &first_id).await;
+    let (revoked_token, revoked_device) = tokens["alice2"].clone();
+    api.revoke(&token("alice0"), revoked_device).await.unwrap();
+    for connection in [alice, bob, carol] {
+        connection.close().await;
+    }
+    World {
+        tokens,
+        photo,
+        photo_info,
+        document,
+        document_info,
+        direct,
+        group,
+        revoked_token,
+        revoked_device,
+    }
+}
+
+/// alice writes to bob: six texts, one with the media replying to the
+/// first, an edit of the first and a deleted one. Returns the
+/// conversation and the first message's id.
+async fn direct_conversation(alice: &mut Connection, media: Vec<String>) -> (i64, String) {
     let mut first = None;
     for n in 1..=6 {
         let sent = alice
@@ -208,7 +298,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
             client_msg_id: "a-media".into(),
             text: "the photo and the plan".into(),
             reply_to: Some(first_id.clone()),
-            media: vec![photo_info.media_id.clone(), document_info.media_id.clone()],
+            media,
             encrypted: false,
         })
         .await
@@ -228,29 +318,49 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         panic!("no sent");
     };
     alice.delete(direct, "a-del", &second_id).await.unwrap();
+    (direct, first_id)
+}
 
+/// alice's group with bob, carol and dave; dave leaves it. Returns the
+/// conversation and carol's connection.
+async fn group_conversation(
+    api: &Api,
+    tokens: &std::collections::BTreeMap<String, (String, i64)>,
+    alice: &mut Connection,
+) -> (i64, Connection) {
     let group = api
-        .create_group(&token("alice0"), "team", &["bob", "carol", "dave"])
+        .create_group(&tokens["alice0"].0, "team", &["bob", "carol", "dave"])
         .await
         .unwrap()
         .conversation;
     alice.send_to(group, "g-1", "welcome", None).await.unwrap();
-    let mut carol = Connection::connect(&api.ws_url(), &token("carol0"))
+    let mut carol = Connection::connect(&api.ws_url(), &tokens["carol0"].0)
         .await
         .unwrap();
     carol.send_to(group, "c-1", "hi all", None).await.unwrap();
-    api.leave_group(&token("dave0"), group).await.unwrap();
+    api.leave_group(&tokens["dave0"].0, group).await.unwrap();
     carol
         .send_to(group, "c-2", "dave left", None)
         .await
         .unwrap();
+    (group, carol)
+}
 
-    // Bob reads part of the 1:1 and reacts; his device acks part of what
-    // came. alice1 never connects: everything waits for it.
+/// Bob reads part of the 1:1 and reacts; his device acks part of what
+/// came. alice1 never connects: everything waits for it. Contacts, a block
+/// and a privacy setting. Returns bob's connection.
+async fn readings_and_settings(
+    api: &Api,
+    tokens: &std::collections::BTreeMap<String, (String, i64)>,
+    direct: i64,
+    group: i64,
+    first_id: &str,
+) -> Connection {
+    let token = |name: &str| tokens[name].0.clone();
     let mut bob = Connection::connect(&api.ws_url(), &token("bob0"))
         .await
         .unwrap();
-    bob.react(direct, "b-r", &first_id, Some("👍"))
+    bob.react(direct, "b-r", first_id, Some("👍"))
         .await
         .unwrap();
     bob.call(|id| ClientFrame::Read {
@@ -267,19 +377,19 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     api.set_privacy(&token("bob0"), PresenceVisibility::Contacts)
         .await
         .unwrap();
-    let (revoked_token, revoked_device) = tokens["alice2"].clone();
-    api.revoke(&token("alice0"), revoked_device).await.unwrap();
-    for connection in [alice, bob, carol] {
-        connection.close().await;
-    }
-    let readers = ["alice0", "alice1", "bob0", "carol0", "dave0"];
+    bob
+}
+
+/// Everything each of `READERS` sees, checked to hold what must survive.
+async fn seen_before(api: &Api, world: &World) -> Vec<serde_json::Value> {
     let mut before = Vec::new();
-    for reader in readers {
-        before.push(everything_seen_by(&api, &token(reader)).await);
+    for reader in READERS {
+        before.push(everything_seen_by(api, &world.token(reader)).await);
     }
     // What must survive is there to survive: alice1 waits for everything
     // (two conversations), bob for the 1:1 above his ack and the group's
     // rest, and bob's read cursor stands at 3.
+    let direct = world.direct;
     let waiting = |reader: usize| before[reader]["waiting"].as_array().unwrap().len();
     assert!(waiting(1) >= 12, "alice1 waits for {}", waiting(1));
     assert!(waiting(2) >= 4, "bob0 waits for {}", waiting(2));
@@ -307,23 +417,21 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
             .map(Vec::len),
         Some(1)
     );
-    let thumbnail_before = thumbnail(&server.url, &photo_info.media_id, &token("bob0")).await;
-    assert!(!thumbnail_before.is_empty());
-    // A crash, not a clean stop: the migration reads what the WAL holds.
-    server.kill_9();
+    before
+}
 
-    // ── the move ────────────────────────────────────────────────────────
-    let db = Database::create().await;
-    let from = data_dir.path().to_str().unwrap().to_owned();
+/// Migrates the data dir `from` into `db`, checks the summary, and that
+/// the sealed source neither serves nor migrates again.
+async fn move_and_check_the_seal(from: &str, db: &Database, s3_env: &[(String, String)]) {
     let args = vec![
         "--from".to_owned(),
-        from.clone(),
+        from.to_owned(),
         "--to".to_owned(),
         db.url(),
         "--batch-rows".to_owned(),
         "4".to_owned(),
     ];
-    let (status, stdout, stderr) = migrate(args.clone(), s3_env.clone()).await;
+    let (status, stdout, stderr) = migrate(args.clone(), s3_env.to_vec()).await;
     assert_eq!(status, 0, "{stderr}");
     let summary: serde_json::Value = serde_json::from_str(&stdout).expect("summary");
     for (table, counts) in summary["tables"].as_object().unwrap() {
@@ -337,7 +445,7 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     assert_eq!(summary["media"]["missing"], 0);
 
     let refused = std::process::Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &from])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", from])
         .output()
         .expect("serve the sealed source");
     assert!(!refused.status.success());
@@ -346,11 +454,13 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    let (status, _, stderr) = migrate(args.clone(), s3_env.clone()).await;
+    let (status, _, stderr) = migrate(args, s3_env.to_vec()).await;
     assert_eq!(status, 3);
     assert!(stderr.contains("already_migrated"), "{stderr}");
+}
 
-    // ── the cluster node on the result ──────────────────────────────────
+/// A cluster node on `db`, its media in the S3 bucket.
+fn start_node(db: &Database, s3_env: &[(String, String)]) -> ServerProcess {
     let mut env: Vec<(&str, &str)> = s3_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -359,47 +469,63 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     env.push(("MISSIVE_BUS__URL", NATS));
     env.push(("MISSIVE_STORE__URL", &url));
     let node_dir = tempfile::tempdir().unwrap();
-    let node = ServerProcess::start_with_env(node_dir.path(), &env);
-    let api = Api::new(&node.url);
-    for (reader, seen) in readers.iter().zip(&before) {
-        let after = everything_seen_by(&api, &token(reader)).await;
+    ServerProcess::start_with_env(node_dir.path(), &env)
+}
+
+/// Every reader sees on the node what it saw before; media and the
+/// thumbnail come back byte for byte; the revoked token stays revoked.
+async fn node_shows_what_was_seen(
+    api: &Api,
+    node_url: &str,
+    world: &World,
+    before: &[serde_json::Value],
+    thumbnail_before: &[u8],
+) {
+    for (reader, seen) in READERS.iter().zip(before) {
+        let after = everything_seen_by(api, &world.token(reader)).await;
         assert_eq!(&after, seen, "{reader} sees something else after the move");
     }
     assert_eq!(
-        api.download_media(&token("bob0"), &photo_info.media_id)
+        api.download_media(&world.token("bob0"), &world.photo_info.media_id)
             .await
             .unwrap()
             .1,
-        photo
+        world.photo
     );
     let download = api
-        .download_named_media(&token("bob0"), &document_info.media_id)
+        .download_named_media(&world.token("bob0"), &world.document_info.media_id)
         .await
         .unwrap();
     assert_eq!(
         (download.bytes, download.filename.as_deref()),
-        (document, Some("plan.pdf"))
+        (world.document.clone(), Some("plan.pdf"))
     );
-    let thumbnail_after = thumbnail(&node.url, &photo_info.media_id, &token("bob0")).await;
+    let thumbnail_after =
+        thumbnail(node_url, &world.photo_info.media_id, &world.token("bob0")).await;
     assert_eq!(thumbnail_after, thumbnail_before);
     assert_eq!(
-        refused_code(api.conversations(&revoked_token).await),
+        refused_code(api.conversations(&world.revoked_token).await),
         "token_invalid"
     );
+}
 
-    // New ids come after every old one; the 1:1 goes on at the next seq.
+/// New ids come after every old one; the 1:1 goes on at the next seq.
+async fn new_ids_come_after_the_old(api: &Api, world: &World, before: &[serde_json::Value]) {
     api.register("erin", PASSWORD).await.unwrap();
     let erin = api.login("erin", PASSWORD, "e").await.unwrap();
-    assert!(erin.device_id > revoked_device, "a device id was reused");
+    assert!(
+        erin.device_id > world.revoked_device,
+        "a device id was reused"
+    );
     let last_seq = before[0]["conversations"]["conversations"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|summary| summary["conversation"] == direct)
+        .find(|summary| summary["conversation"] == world.direct)
         .unwrap()["last_seq"]
         .as_i64()
         .unwrap();
-    let mut alice = Connection::connect(&api.ws_url(), &token("alice0"))
+    let mut alice = Connection::connect(&api.ws_url(), &world.token("alice0"))
         .await
         .unwrap();
     let ServerFrame::Sent { seq, .. } = alice.send_text("bob", "a-after", "after").await.unwrap()
@@ -412,11 +538,13 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     else {
         panic!("no sent");
     };
-    assert!(conversation > group, "a conversation id was reused");
+    assert!(conversation > world.group, "a conversation id was reused");
     alice.close().await;
+}
 
-    // With a node running on it, the database is in use; a database with
-    // data in it is refused unless the operator says to replace it.
+/// With a node running on it, the database is in use; a database with
+/// data in it is refused unless the operator says to replace it.
+async fn used_targets_are_refused(db: &Database, s3_env: &[(String, String)]) {
     let other_dir = tempfile::tempdir().unwrap();
     let mut other = ServerProcess::start(other_dir.path());
     Api::new(&other.url)
@@ -433,11 +561,11 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
             url,
         ]
     };
-    let (status, _, stderr) = migrate(to(db.url()), s3_env.clone()).await;
+    let (status, _, stderr) = migrate(to(db.url()), s3_env.to_vec()).await;
     assert_eq!(status, 3);
     assert!(stderr.contains("target_in_use"), "{stderr}");
     let second = Database::create().await;
-    let (status, _, stderr) = migrate(to(second.url()), s3_env.clone()).await;
+    let (status, _, stderr) = migrate(to(second.url()), s3_env.to_vec()).await;
     assert_eq!(status, 0, "{stderr}");
     let reopen = vec![
         "--from".to_owned(),
@@ -450,12 +578,12 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
         (0, true),
         "{stderr}"
     );
-    let (status, _, stderr) = migrate(to(second.url()), s3_env.clone()).await;
+    let (status, _, stderr) = migrate(to(second.url()), s3_env.to_vec()).await;
     assert_eq!(status, 3);
     assert!(stderr.contains("target_not_empty"), "{stderr}");
     let mut replace = to(second.url());
     replace.push("--replace-target".into());
-    let (status, stdout, stderr) = migrate(replace, s3_env.clone()).await;
+    let (status, stdout, stderr) = migrate(replace, s3_env.to_vec()).await;
     assert_eq!(status, 0, "{stderr}");
     assert!(
         stdout.contains("\"accounts\":{\"source\":1,\"target\":1}"),
@@ -464,7 +592,5 @@ async fn a_populated_embedded_server_moves_to_postgres_and_s3_as_it_was() {
     let (status, _, stderr) = migrate(vec!["--from".into(), other_from.clone()], Vec::new()).await;
     assert_eq!(status, 3);
     assert!(stderr.contains("target_missing"), "{stderr}");
-    drop(node);
-    db.drop_now().await;
     second.drop_now().await;
 }

@@ -9,6 +9,8 @@ mod common;
 
 use common::*;
 
+use missive_client::Connection;
+use missive_proto::rest::GroupInfo;
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
 
 /// Settings changes in a burst; the rate is one a second, so a refusal
@@ -88,15 +90,29 @@ async fn settings_changes_share_one_budget_per_account() {
         .expect("create")
         .conversation;
 
+    let (mut socket, before) = the_burst(&server, [&alice, &alice_laptop, &carol], group).await;
+    past_it_on_every_transport(&server, &mut socket, [&alice, &alice_laptop], group).await;
+    let after = nothing_of_it_stored(&server, &carol, group, &before).await;
+    others_change_and_anyone_leaves(&server, &mut socket, [&bob, &carol], group, &after).await;
+}
+
+/// The burst: one change per transport, from two of alice's devices.
+/// Returns alice's socket and the group as carol saw it before the
+/// burst's last change.
+async fn the_burst(
+    server: &TestServer,
+    [alice, alice_laptop, carol]: [&str; 3],
+    group: i64,
+) -> (Connection, GroupInfo) {
     // The burst: one change per transport, from two of alice's devices;
     // the last one just before the refusals, which must come within the
     // second its token takes to return.
     server
         .api
-        .promote(&alice, group, "bob")
+        .promote(alice, group, "bob")
         .await
         .expect("promote over REST");
-    let mut socket = server.connect(&alice).await;
+    let mut socket = server.connect(alice).await;
     socket
         .call(|id| ClientFrame::SetTimer {
             id,
@@ -105,7 +121,7 @@ async fn settings_changes_share_one_budget_per_account() {
         })
         .await
         .expect("timer on the socket");
-    let before = server.api.group(&carol, group).await.expect("group");
+    let before = server.api.group(carol, group).await.expect("group");
     let timer_frame = ClientFrame::SetTimer {
         id: Some("t2".into()),
         conversation: group,
@@ -113,13 +129,21 @@ async fn settings_changes_share_one_budget_per_account() {
     };
     server
         .api
-        .frame(&alice_laptop, &timer_frame)
+        .frame(alice_laptop, &timer_frame)
         .await
         .expect("timer over /v1/frames");
+    (socket, before)
+}
 
-    // Past it, on every transport.
+/// Past it, on every transport.
+async fn past_it_on_every_transport(
+    server: &TestServer,
+    socket: &mut Connection,
+    [alice, alice_laptop]: [&str; 2],
+    group: i64,
+) {
     let wait = refused_with_wait(
-        &mut socket,
+        socket,
         ClientFrame::SetTimer {
             id: Some("t3".into()),
             conversation: group,
@@ -131,7 +155,7 @@ async fn settings_changes_share_one_budget_per_account() {
     assert!((1..=1_000).contains(&wait), "{wait} ms for a token at 1/s");
     let refused = reqwest::Client::new()
         .patch(format!("{}/v1/groups/{group}", server.url()))
-        .bearer_auth(&alice_laptop)
+        .bearer_auth(alice_laptop)
         .json(&serde_json::json!({ "name": "flood" }))
         .send()
         .await
@@ -146,36 +170,55 @@ async fn settings_changes_share_one_budget_per_account() {
         name: "flood".into(),
     };
     assert_eq!(
-        refused_code(server.api.frame(&alice, &rename_frame).await),
+        refused_code(server.api.frame(alice, &rename_frame).await),
         "rate_limited"
     );
     assert_eq!(
-        refused_code(server.api.encrypt_conversation(&alice, group).await),
+        refused_code(server.api.encrypt_conversation(alice, group).await),
         "rate_limited"
     );
     assert_eq!(
-        refused_code(server.api.add_members(&alice, group, &["bob"]).await),
+        refused_code(server.api.add_members(alice, group, &["bob"]).await),
         "rate_limited",
         "the limit comes before the store's own refusals"
     );
+}
 
+/// Nothing of it stored: only the burst's last event, the same name, no
+/// encryption, the burst's timer. Returns the group as it is.
+async fn nothing_of_it_stored(
+    server: &TestServer,
+    carol: &str,
+    group: i64,
+    before: &GroupInfo,
+) -> GroupInfo {
     // Nothing of it stored: only the burst's last event, the same name,
     // no encryption, the burst's timer.
-    let after = server.api.group(&carol, group).await.expect("group");
+    let after = server.api.group(carol, group).await.expect("group");
     assert_eq!(after.last_seq, before.last_seq + 1);
     assert_eq!(after.members, before.members);
     assert_eq!(after.name, "trip");
     assert!(!after.encrypted);
     assert_eq!(after.disappear_secs, 86_400);
     assert_eq!(
-        system_actions(&server, &carol, group).await,
+        system_actions(server, carol, group).await,
         ["created", "promoted", "timer", "timer"]
     );
+    after
+}
 
+/// bob's budget is his own; carol and alice (her budget spent) leave.
+async fn others_change_and_anyone_leaves(
+    server: &TestServer,
+    socket: &mut Connection,
+    [bob, carol]: [&str; 2],
+    group: i64,
+    after: &GroupInfo,
+) {
     // Another account's budget is its own, in the same group.
     let renamed = server
         .api
-        .rename_group(&bob, group, "trip 2027")
+        .rename_group(bob, group, "trip 2027")
         .await
         .expect("bob renames");
     assert_eq!(renamed.name, "trip 2027");
@@ -184,7 +227,7 @@ async fn settings_changes_share_one_budget_per_account() {
     // Leaving is never limited: carol, then alice with her budget spent.
     server
         .api
-        .leave_group(&carol, group)
+        .leave_group(carol, group)
         .await
         .expect("carol leaves");
     socket
@@ -195,7 +238,7 @@ async fn settings_changes_share_one_budget_per_account() {
         .await
         .expect("alice leaves with her budget spent");
     assert_eq!(
-        system_actions(&server, &bob, group).await,
+        system_actions(server, bob, group).await,
         [
             "created", "promoted", "timer", "timer", "renamed", "left", "left"
         ]

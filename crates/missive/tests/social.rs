@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
+use missive_client::{Api, Connection};
 use missive_core::{Clock, DeviceId};
 use missive_proto::rest::PresenceVisibility;
 use missive_proto::{ClientFrame, ServerFrame, TypingState};
@@ -205,12 +206,29 @@ async fn typing_reaches_live_members_only_and_is_never_stored() {
     let bob_tablet_token = server.device("bob").await;
     let mut alice_laptop = server.connect(&alice_laptop_token).await;
 
+    typing_reaches_the_other_member_only(
+        &server,
+        [&mut alice, &mut alice_laptop, &mut bob],
+        conversation,
+    )
+    .await;
+    let _bob_tablet = a_device_offline_meanwhile_gets_nothing(&server, &bob_tablet_token).await;
+    let _carol = non_members_are_refused(&server, &carol_token, &mut bob, conversation).await;
+    a_burst_runs_into_the_limit(&server, &alice_laptop_token, &mut bob, conversation).await;
+}
+
+/// alice types: bob is told start and stop; alice's own devices are not.
+async fn typing_reaches_the_other_member_only(
+    server: &TestServer,
+    [alice, alice_laptop, bob]: [&mut Connection; 3],
+    conversation: i64,
+) {
     alice
         .typing(conversation, TypingState::Start)
         .await
         .unwrap();
     let now = server.clock.now_ms();
-    match next_ephemeral(&mut bob).await {
+    match next_ephemeral(bob).await {
         ServerFrame::Typing {
             conversation: got,
             from,
@@ -228,23 +246,38 @@ async fn typing_reaches_live_members_only_and_is_never_stored() {
     alice.typing(conversation, TypingState::Stop).await.unwrap();
     assert!(
         matches!(
-            next_ephemeral(&mut bob).await,
+            next_ephemeral(bob).await,
             ServerFrame::Typing { state: TypingState::Stop, ref from, .. } if from == "alice"
         ),
         "expected typing stop"
     );
-    assert_no_ephemeral(&mut bob).await;
+    assert_no_ephemeral(bob).await;
     // The typist's own devices are not told.
-    assert_no_ephemeral(&mut alice).await;
-    assert_no_ephemeral(&mut alice_laptop).await;
+    assert_no_ephemeral(alice).await;
+    assert_no_ephemeral(alice_laptop).await;
+}
 
-    // Bob's tablet existed but was offline: it gets neither a typing frame
-    // nor the message sent before it existed.
-    let mut bob_tablet = server.connect(&bob_tablet_token).await;
+/// Bob's tablet existed but was offline: it gets neither a typing frame
+/// nor the message sent before it existed. Returns its connection.
+async fn a_device_offline_meanwhile_gets_nothing(
+    server: &TestServer,
+    bob_tablet_token: &str,
+) -> Connection {
+    let mut bob_tablet = server.connect(bob_tablet_token).await;
     assert_no_ephemeral(&mut bob_tablet).await;
     assert_nothing_queued(&mut bob_tablet).await;
+    bob_tablet
+}
 
-    let mut carol = server.connect(&carol_token).await;
+/// carol is in no such conversation; bob is told nothing. Returns her
+/// connection.
+async fn non_members_are_refused(
+    server: &TestServer,
+    carol_token: &str,
+    bob: &mut Connection,
+    conversation: i64,
+) -> Connection {
+    let mut carol = server.connect(carol_token).await;
     assert_eq!(
         refused_code(carol.typing(conversation, TypingState::Start).await),
         "unknown_conversation"
@@ -253,11 +286,19 @@ async fn typing_reaches_live_members_only_and_is_never_stored() {
         refused_code(carol.typing(999_999, TypingState::Start).await),
         "unknown_conversation"
     );
-    assert_no_ephemeral(&mut bob).await;
+    assert_no_ephemeral(bob).await;
+    carol
+}
 
+async fn a_burst_runs_into_the_limit(
+    server: &TestServer,
+    alice_laptop_token: &str,
+    bob: &mut Connection,
+    conversation: i64,
+) {
     // A burst: the budget is 10 frames (refilled one per 500 ms), so 20
     // pipelined frames from a fresh connection must run into the limit.
-    let mut burst = server.connect(&alice_laptop_token).await;
+    let mut burst = server.connect(alice_laptop_token).await;
     const BURST: usize = 20;
     for i in 0..BURST {
         burst
@@ -307,11 +348,11 @@ async fn typing_reaches_live_members_only_and_is_never_stored() {
     // Refused frames are not relayed: bob sees exactly the accepted ones.
     for _ in 0..accepted {
         assert!(matches!(
-            next_ephemeral(&mut bob).await,
+            next_ephemeral(bob).await,
             ServerFrame::Typing { .. }
         ));
     }
-    assert_no_ephemeral(&mut bob).await;
+    assert_no_ephemeral(bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,15 +428,37 @@ async fn presence_privacy_matrix() {
     // while the targets are offline (last_seen visible or not) and again
     // after they connect (online visible or not).
     let server = TestServer::start().await;
-    let api = &server.api;
-    const TARGETS: [&str; 7] = [
-        "t_all", "t_cont", "t_cont_x", "t_none", "t_pal", "t_blk", "t_blk2",
-    ];
     let mut tokens = BTreeMap::new();
     for name in ["viewer", "shy", "picky", "obs"].iter().chain(&TARGETS) {
         tokens.insert(*name, server.user(name).await);
     }
+    let left_at = the_targets_leave_once(&server, &tokens).await;
+    privacy_contacts_and_blocks(&server.api, &tokens).await;
+    let mut viewers = viewers_see_last_seen_as_allowed(&server, &tokens, left_at).await;
+    let _online_targets = viewers_see_online_as_allowed(&server, &tokens, &mut viewers).await;
+}
 
+/// The targets of the presence matrix.
+const TARGETS: [&str; 7] = [
+    "t_all", "t_cont", "t_cont_x", "t_none", "t_pal", "t_blk", "t_blk2",
+];
+
+/// Per viewer, the targets it is shown.
+const VISIBLE: [(&str, &[&str]); 3] = [
+    // everyone→everyone; contacts with viewer as contact; t_pal is
+    // everyone. Hidden: t_cont_x (viewer not its contact), t_none
+    // (nobody), t_blk (blocked the viewer), t_blk2 (blocked by the viewer).
+    ("viewer", &["t_all", "t_cont", "t_pal"]),
+    // Reciprocal: a viewer on `nobody` sees no one.
+    ("shy", &[]),
+    // Reciprocal: a viewer on `contacts` sees only its contacts (who
+    // admit it).
+    ("picky", &["t_pal"]),
+];
+
+/// Each target connects and leaves once, watched by an observer that
+/// waits for every offline announcement; returns when they left.
+async fn the_targets_leave_once(server: &TestServer, tokens: &BTreeMap<&str, String>) -> i64 {
     let mut obs = server.connect(&tokens["obs"]).await;
     for frame in obs.subscribe_presence(&TARGETS).await.unwrap() {
         let (user, online, last_seen) = presence(&frame);
@@ -414,7 +477,10 @@ async fn presence_privacy_matrix() {
         }
     }
     obs.close().await;
+    left_at
+}
 
+async fn privacy_contacts_and_blocks(api: &Api, tokens: &BTreeMap<&str, String>) {
     let set = |name: &'static str, presence: PresenceVisibility| {
         let token = tokens[name].clone();
         async move {
@@ -436,21 +502,20 @@ async fn presence_privacy_matrix() {
     api.add_contact(&tokens["picky"], "t_pal").await.unwrap();
     api.block(&tokens["t_blk"], "viewer").await.unwrap();
     api.block(&tokens["viewer"], "t_blk2").await.unwrap();
+}
 
-    let visible: [(&str, &[&str]); 3] = [
-        // everyone→everyone; contacts with viewer as contact; t_pal is
-        // everyone. Hidden: t_cont_x (viewer not its contact), t_none
-        // (nobody), t_blk (blocked the viewer), t_blk2 (blocked by the viewer).
-        ("viewer", &["t_all", "t_cont", "t_pal"]),
-        // Reciprocal: a viewer on `nobody` sees no one.
-        ("shy", &[]),
-        // Reciprocal: a viewer on `contacts` sees only its contacts (who
-        // admit it).
-        ("picky", &["t_pal"]),
-    ];
+/// A viewer with the targets it is shown and its connection.
+type Viewer = (&'static str, &'static [&'static str], Connection);
 
+/// The viewers subscribe while the targets are offline: last seen shown
+/// or not. Returns them, connected.
+async fn viewers_see_last_seen_as_allowed(
+    server: &TestServer,
+    tokens: &BTreeMap<&str, String>,
+    left_at: i64,
+) -> Vec<Viewer> {
     let mut viewers = Vec::new();
-    for (viewer, shown) in visible {
+    for (viewer, shown) in VISIBLE {
         let mut connection = server.connect(&tokens[viewer]).await;
         let frames = connection.subscribe_presence(&TARGETS).await.unwrap();
         assert_eq!(frames.len(), TARGETS.len());
@@ -469,12 +534,21 @@ async fn presence_privacy_matrix() {
         }
         viewers.push((viewer, shown, connection));
     }
+    viewers
+}
 
+/// The targets connect and the viewers subscribe again: online shown or
+/// not. Returns the targets' connections.
+async fn viewers_see_online_as_allowed(
+    server: &TestServer,
+    tokens: &BTreeMap<&str, String>,
+    viewers: &mut [Viewer],
+) -> Vec<Connection> {
     let mut online_targets = Vec::new();
     for target in TARGETS {
         online_targets.push(server.connect(&tokens[target]).await);
     }
-    for (viewer, shown, connection) in &mut viewers {
+    for (viewer, shown, connection) in viewers {
         let frames = connection.subscribe_presence(&TARGETS).await.unwrap();
         assert_eq!(frames.len(), TARGETS.len());
         for frame in frames {
@@ -487,6 +561,7 @@ async fn presence_privacy_matrix() {
             );
         }
     }
+    online_targets
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,12 @@ async fn the_app_is_served_at_the_root_with_its_security_headers() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    unknown_routes_and_wrong_methods_are_typed(&server, &http).await;
+}
 
+/// Unknown paths and other methods on `/` are 404 `unknown_route`; an
+/// endpoint asked with the wrong method 405 `method_not_allowed`.
+async fn unknown_routes_and_wrong_methods_are_typed(server: &TestServer, http: &reqwest::Client) {
     let code = |body: serde_json::Value| body["error"]["code"].as_str().map(str::to_owned);
     for missing in ["/nope.js", "/../Cargo.toml", "/v1/nothing"] {
         let response = http
