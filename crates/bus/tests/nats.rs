@@ -110,29 +110,48 @@ async fn events_reach_the_node_following_the_device() {
     let Some((b, mut heard_b)) = node(&prefix, Some(&[])).await else {
         return;
     };
+    followed_events_and_broadcasts_arrive(&a, &b, &mut heard_a).await;
+    own_events_and_broadcasts_go_where_they_should(&a, &mut heard_a, &mut heard_b).await;
+    follows_are_counted_until_the_last_unfollow(&a, &b, &mut heard_a).await;
+    assert!(a.is_connected() && b.is_connected());
+}
+
+type HeardRx = mpsc::UnboundedReceiver<Heard>;
+
+/// B's events for the device A follows reach A in order, the one for a
+/// device A does not follow does not; B's broadcasts reach A.
+async fn followed_events_and_broadcasts_arrive(a: &NatsBus, b: &NatsBus, heard_a: &mut HeardRx) {
     a.follow(DeviceId(1)).await;
     b.publish(DeviceId(1), DeviceEvent::QueueChanged).await;
     b.publish(DeviceId(2), DeviceEvent::QueueChanged).await;
     b.publish(DeviceId(1), DeviceEvent::Ephemeral(Arc::from("{}")))
         .await;
     assert_eq!(
-        next(&mut heard_a).await,
+        next(heard_a).await,
         Heard::Event(DeviceId(1), DeviceEvent::QueueChanged)
     );
     assert_eq!(
-        next(&mut heard_a).await,
+        next(heard_a).await,
         Heard::Event(DeviceId(1), DeviceEvent::Ephemeral(Arc::from("{}")))
     );
 
     b.publish_presence(AccountId(9)).await;
     b.publish_invalidation(Invalidation::Conversation(ConversationId(3)))
         .await;
-    assert_eq!(next(&mut heard_a).await, Heard::Presence(AccountId(9)));
+    assert_eq!(next(heard_a).await, Heard::Presence(AccountId(9)));
     assert_eq!(
-        next(&mut heard_a).await,
+        next(heard_a).await,
         Heard::Invalidate(Invalidation::Conversation(ConversationId(3)))
     );
+}
 
+/// A node's own device events reach its own sink; its broadcasts reach only
+/// the others.
+async fn own_events_and_broadcasts_go_where_they_should(
+    a: &NatsBus,
+    heard_a: &mut HeardRx,
+    heard_b: &mut HeardRx,
+) {
     // A node's own device events reach its own sink directly (except a
     // takeover, which is news for the others only); its broadcasts reach
     // only the others.
@@ -146,22 +165,30 @@ async fn events_reach_the_node_following_the_device() {
     a.publish(DeviceId(1), DeviceEvent::Revoked).await;
     a.publish_presence(AccountId(5)).await;
     assert_eq!(
-        next(&mut heard_a).await,
+        next(heard_a).await,
         Heard::Event(DeviceId(1), DeviceEvent::Revoked)
     );
-    assert_eq!(next(&mut heard_b).await, Heard::Presence(AccountId(5)));
+    assert_eq!(next(heard_b).await, Heard::Presence(AccountId(5)));
+}
 
+/// Counted follows: one unfollow of two keeps the subscription, the second
+/// ends it.
+async fn follows_are_counted_until_the_last_unfollow(
+    a: &NatsBus,
+    b: &NatsBus,
+    heard_a: &mut HeardRx,
+) {
     // Counted follows: one unfollow of two keeps the subscription.
     a.follow(DeviceId(1)).await;
     a.unfollow(DeviceId(1));
     b.publish(DeviceId(1), DeviceEvent::QueueChanged).await;
     b.publish_presence(AccountId(76)).await;
     assert_eq!(
-        next(&mut heard_a).await,
+        next(heard_a).await,
         Heard::Event(DeviceId(1), DeviceEvent::QueueChanged),
         "still followed once"
     );
-    assert_eq!(next(&mut heard_a).await, Heard::Presence(AccountId(76)));
+    assert_eq!(next(heard_a).await, Heard::Presence(AccountId(76)));
     a.unfollow(DeviceId(1));
     // The unfollow runs on a task; wait until the subscription is gone by
     // flushing through an event B publishes and A must still hear.
@@ -169,19 +196,18 @@ async fn events_reach_the_node_following_the_device() {
     for _ in 0..50 {
         b.publish(DeviceId(1), DeviceEvent::QueueChanged).await;
         b.publish_presence(AccountId(77)).await;
-        match next(&mut heard_a).await {
+        match next(heard_a).await {
             Heard::Presence(AccountId(77)) => {
                 dropped = true;
                 break;
             }
             Heard::Event(DeviceId(1), DeviceEvent::QueueChanged) => {
-                assert_eq!(next(&mut heard_a).await, Heard::Presence(AccountId(77)));
+                assert_eq!(next(heard_a).await, Heard::Presence(AccountId(77)));
             }
             other => panic!("unexpected {other:?}"),
         }
     }
     assert!(dropped, "unfollowing twice ends the subscription");
-    assert!(a.is_connected() && b.is_connected());
 }
 
 #[tokio::test]

@@ -317,6 +317,28 @@ impl Vault {
         if !missing.is_empty() {
             return Err(E2eeError::NoSession(missing));
         }
+        self.rotate_if_stale(conversation, recipients);
+        let (session_id, shares) = self.share_key(conversation, recipients)?;
+        let Some(outbound) = self.outbound.get_mut(&conversation) else {
+            return Err(E2eeError::Corrupt("no outbound session".into()));
+        };
+        let envelope = Envelope {
+            v: 1,
+            session_id,
+            ciphertext: outbound.session.encrypt(plaintext).to_base64(),
+        };
+        outbound.sent += 1;
+        Ok(Sealed {
+            ciphertext: serde_json::to_string(&envelope)
+                .map_err(|err| E2eeError::Corrupt(err.to_string()))?,
+            shares,
+        })
+    }
+
+    /// Starts a new Megolm session for `conversation` when there is none,
+    /// it has sent its 100 messages, or a device it was shared with is no
+    /// longer among `recipients` (who must not read what follows).
+    fn rotate_if_stale(&mut self, conversation: i64, recipients: &[Device]) {
         let current: BTreeSet<(String, i64)> = recipients
             .iter()
             .map(|device| (device.user.clone(), device.device_id))
@@ -348,6 +370,15 @@ impl Vault {
                 },
             );
         }
+    }
+
+    /// Seals the current session's key for every recipient that does not
+    /// hold it yet; returns the session's id and those shares.
+    fn share_key(
+        &mut self,
+        conversation: i64,
+        recipients: &[Device],
+    ) -> Result<(String, Vec<Share>), E2eeError> {
         let Some(outbound) = self.outbound.get(&conversation) else {
             return Err(E2eeError::Corrupt("no outbound session".into()));
         };
@@ -378,20 +409,7 @@ impl Vault {
                 .map_err(|err| E2eeError::Corrupt(err.to_string()))?;
             shares.push(self.seal_share(device, &text)?);
         }
-        let Some(outbound) = self.outbound.get_mut(&conversation) else {
-            return Err(E2eeError::Corrupt("no outbound session".into()));
-        };
-        let envelope = Envelope {
-            v: 1,
-            session_id,
-            ciphertext: outbound.session.encrypt(plaintext).to_base64(),
-        };
-        outbound.sent += 1;
-        Ok(Sealed {
-            ciphertext: serde_json::to_string(&envelope)
-                .map_err(|err| E2eeError::Corrupt(err.to_string()))?,
-            shares,
-        })
+        Ok((session_id, shares))
     }
 
     /// The shares `encrypt` returned for `conversation` were delivered (the

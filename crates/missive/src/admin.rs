@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use missive_core::{DeviceId, SystemClock};
-use missive_server::App;
 use missive_server::error::ApiError;
+use missive_server::{App, Config};
+use missive_store::model::{AccountSummary, DeviceRecord};
 use serde::Serialize;
 
 use crate::backup;
@@ -165,19 +166,8 @@ pub(crate) async fn run(args: AdminArgs) -> ExitCode {
     };
     // Files, not the store's API: a backup reads the database beside the
     // server that writes it, and a restore runs before any server does.
-    let copied = match &args.action {
-        Action::Backup { dir } => Some(backup::backup(&config, dir).await),
-        Action::Restore { dir } => Some(backup::restore(&config, dir).await),
-        _ => None,
-    };
-    if let Some(copied) = copied {
-        return match copied {
-            Ok(summary) => cli::print_json(&summary),
-            Err(err) => {
-                eprintln!("error: {}: {}", err.code, err.message);
-                ExitCode::from(3)
-            }
-        };
+    if let Some(code) = copy_files(&config, &args.action).await {
+        return code;
     }
     let app = match App::build(config, Arc::new(SystemClock)).await {
         Ok(app) => app,
@@ -186,21 +176,45 @@ pub(crate) async fn run(args: AdminArgs) -> ExitCode {
             return ExitCode::from(4);
         }
     };
+    let done = match act(&app, args.action).await {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
+    app.state().store.shutdown().await;
+    match done {
+        Ok(value) => cli::print_json(&value),
+        Err(err) => refused(&err),
+    }
+}
+
+/// Carries out a backup or a restore (a copy of the files); the exit code
+/// if `action` was one of them.
+async fn copy_files(config: &Config, action: &Action) -> Option<ExitCode> {
+    let copied = match action {
+        Action::Backup { dir } => backup::backup(config, dir).await,
+        Action::Restore { dir } => backup::restore(config, dir).await,
+        _ => return None,
+    };
+    Some(match copied {
+        Ok(summary) => cli::print_json(&summary),
+        Err(err) => {
+            eprintln!("error: {}: {}", err.code, err.message);
+            ExitCode::from(3)
+        }
+    })
+}
+
+/// Carries out an account action on the opened store: what to print, or
+/// the store's refusal; `Err` is an exit before the store was touched (an
+/// unreadable password).
+async fn act(app: &App, action: Action) -> Result<Result<serde_json::Value, ApiError>, ExitCode> {
     let accounts = &app.state().accounts;
-    let done = match args.action {
-        Action::Users => accounts.admin_users().await.map(|users| {
-            serde_json::json!({"users": users.iter().map(|user| serde_json::json!({
-                "account_id": user.id.0,
-                "username": user.username,
-                "created_ms": user.created_ms,
-                "devices": user.devices,
-                "suspended": user.suspended,
-            })).collect::<Vec<_>>()})
-        }),
+    let done = match action {
+        Action::Users => accounts.admin_users().await.map(|users| users_json(&users)),
         Action::Create { username, password } => {
             let password = match cli::password(&password) {
                 Ok(password) => password,
-                Err(code) => return code,
+                Err(code) => return Err(code),
             };
             accounts
                 .admin_create(&username, &password)
@@ -231,14 +245,10 @@ pub(crate) async fn run(args: AdminArgs) -> ExitCode {
             .map(|(codes, expires_ms)| {
                 serde_json::json!({"invites": codes, "expires_ms": expires_ms})
             }),
-        Action::Devices { username } => accounts.admin_devices(&username).await.map(|devices| {
-            serde_json::json!({"devices": devices.iter().map(|device| serde_json::json!({
-                "device_id": device.id.0,
-                "name": device.name,
-                "created_ms": device.created_ms,
-                "last_seen_ms": device.last_seen_ms,
-            })).collect::<Vec<_>>()})
-        }),
+        Action::Devices { username } => accounts
+            .admin_devices(&username)
+            .await
+            .map(|devices| devices_json(&devices)),
         Action::Revoke {
             username,
             device_id,
@@ -254,7 +264,7 @@ pub(crate) async fn run(args: AdminArgs) -> ExitCode {
         } => {
             let password = match cli::password(&password) {
                 Ok(password) => password,
-                Err(code) => return code,
+                Err(code) => return Err(code),
             };
             accounts
                 .admin_reset_password(&username, &password, revoke_devices)
@@ -262,13 +272,28 @@ pub(crate) async fn run(args: AdminArgs) -> ExitCode {
                 .map(|revoked| revoked_json(&revoked))
         }
         // Answered above, before the store was opened.
-        Action::Backup { .. } | Action::Restore { .. } => return ExitCode::from(1),
+        Action::Backup { .. } | Action::Restore { .. } => return Err(ExitCode::from(1)),
     };
-    app.state().store.shutdown().await;
-    match done {
-        Ok(value) => cli::print_json(&value),
-        Err(err) => refused(&err),
-    }
+    Ok(done)
+}
+
+fn users_json(users: &[AccountSummary]) -> serde_json::Value {
+    serde_json::json!({"users": users.iter().map(|user| serde_json::json!({
+        "account_id": user.id.0,
+        "username": user.username,
+        "created_ms": user.created_ms,
+        "devices": user.devices,
+        "suspended": user.suspended,
+    })).collect::<Vec<_>>()})
+}
+
+fn devices_json(devices: &[DeviceRecord]) -> serde_json::Value {
+    serde_json::json!({"devices": devices.iter().map(|device| serde_json::json!({
+        "device_id": device.id.0,
+        "name": device.name,
+        "created_ms": device.created_ms,
+        "last_seen_ms": device.last_seen_ms,
+    })).collect::<Vec<_>>()})
 }
 
 fn revoked_json(revoked: &[DeviceId]) -> serde_json::Value {

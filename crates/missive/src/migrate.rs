@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use missive_blobs::{BlobError, Blobs};
+use missive_server::Config;
 use missive_server::config::BlobsBackend;
 use missive_server::service::media::{blob_key, thumbnail_key};
 use missive_store::StoreError;
@@ -172,22 +173,8 @@ fn reopen(database: &Path) -> Result<bool, MigrateError> {
 
 async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, MigrateError> {
     let started = Instant::now();
-    let mut overrides = serde_json::json!({});
-    if let Some(url) = &args.to {
-        overrides["store"] = serde_json::json!({"url": url});
-    }
-    if let Some(data_dir) = &args.data_dir {
-        overrides["data_dir"] = serde_json::json!(data_dir);
-    }
-    let config = layered_config(args.config.as_deref(), &overrides)
-        .map_err(|_| MigrateError::new("migration_failed", "the configuration is invalid"))?;
+    let config = target_config(args)?;
     let url = config.store.url.clone();
-    if url.is_empty() {
-        return Err(MigrateError::new(
-            "target_missing",
-            "no PostgreSQL database to move to: give --to, or store.url in the configuration",
-        ));
-    }
     let source = open_source(database)?;
     let mut target = Target::connect(&url).await?;
     let live = target.live_nodes(now_ms()).await?;
@@ -197,9 +184,81 @@ async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, Migrate
             format!("{live} missive node(s) run on the target database: stop them first"),
         ));
     }
+    let (migration_id, steps) = begin_or_resume(args, &source, &mut target, &url).await?;
+    let resumed = steps.is_some();
+    let steps = steps.unwrap_or_default();
+    tracing::info!(%migration_id, resumed, "migrating");
+    let mut source = source;
+    for table in TABLES {
+        let step = steps.get(table.name).cloned().unwrap_or_default();
+        if !step.done {
+            source = copy_table(source, &mut target, table, step, args.batch_rows as usize).await?;
+        }
+    }
+    let started_indexes = Instant::now();
+    target.build_deferred().await?;
+    eprintln!(
+        "indexes and foreign keys: built in {:.1} s",
+        started_indexes.elapsed().as_secs_f64()
+    );
+    let media = if args.skip_media {
+        MediaMoved {
+            skipped: Some("--skip-media"),
+            ..MediaMoved::default()
+        }
+    } else {
+        let step = steps.get(MEDIA_STEP).cloned().unwrap_or_default();
+        copy_media(&source, &target, &config, database, step).await?
+    };
+    let tables = compare_counts(&source, &mut target).await?;
+    // The source says "moved" before the target forgets the migration: a
+    // run cut short between the two finds both and completes it.
+    source.mark_moved(now_ms())?;
+    target.finish().await?;
+    Ok(Summary {
+        from: database.display().to_string(),
+        to: without_password(&url),
+        resumed,
+        tables,
+        media,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The configuration layers with `--to` and `--data-dir` on top; refused
+/// without a PostgreSQL database to move to.
+fn target_config(args: &MigrateArgs) -> Result<Config, MigrateError> {
+    let mut overrides = serde_json::json!({});
+    if let Some(url) = &args.to {
+        overrides["store"] = serde_json::json!({"url": url});
+    }
+    if let Some(data_dir) = &args.data_dir {
+        overrides["data_dir"] = serde_json::json!(data_dir);
+    }
+    let config = layered_config(args.config.as_deref(), &overrides)
+        .map_err(|_| MigrateError::new("migration_failed", "the configuration is invalid"))?;
+    if config.store.url.is_empty() {
+        return Err(MigrateError::new(
+            "target_missing",
+            "no PostgreSQL database to move to: give --to, or store.url in the configuration",
+        ));
+    }
+    Ok(config)
+}
+
+/// Resumes the migration source and target both remember (with the steps
+/// done), or seals the source and begins a new one on an empty (or, with
+/// --replace-target, emptied) target. Refuses a moved source and a target
+/// holding anything else.
+async fn begin_or_resume(
+    args: &MigrateArgs,
+    source: &Source,
+    target: &mut Target,
+    url: &str,
+) -> Result<(String, Option<BTreeMap<String, Step>>), MigrateError> {
     let seal = source.seal()?;
     let state = target.state().await?;
-    let (migration_id, steps) = match (&seal, state) {
+    Ok(match (&seal, state) {
         (
             Seal::Moving { migration_id, .. } | Seal::Moved { migration_id, .. },
             TargetState::Migrating {
@@ -243,39 +302,23 @@ async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, Migrate
                 Seal::Moving { migration_id, .. } => migration_id.clone(),
                 _ => {
                     let id = format!("{:x}-{:x}", now_ms(), std::process::id());
-                    source.seal_for(&id, &without_password(&url), now_ms())?;
+                    source.seal_for(&id, &without_password(url), now_ms())?;
                     id
                 }
             };
             target.begin(&migration_id).await?;
             (migration_id, None)
         }
-    };
-    let resumed = steps.is_some();
-    let steps = steps.unwrap_or_default();
-    tracing::info!(%migration_id, resumed, "migrating");
-    let mut source = source;
-    for table in TABLES {
-        let step = steps.get(table.name).cloned().unwrap_or_default();
-        if !step.done {
-            source = copy_table(source, &mut target, table, step, args.batch_rows as usize).await?;
-        }
-    }
-    let started_indexes = Instant::now();
-    target.build_deferred().await?;
-    eprintln!(
-        "indexes and foreign keys: built in {:.1} s",
-        started_indexes.elapsed().as_secs_f64()
-    );
-    let media = if args.skip_media {
-        MediaMoved {
-            skipped: Some("--skip-media"),
-            ..MediaMoved::default()
-        }
-    } else {
-        let step = steps.get(MEDIA_STEP).cloned().unwrap_or_default();
-        copy_media(&source, &target, &config, database, step).await?
-    };
+    })
+}
+
+/// Counts each table's rows on both sides (and sets the target's id
+/// sequences past the source's highest ids); the counts, or a refusal if
+/// any differ, which leaves the source sealed to try again.
+async fn compare_counts(
+    source: &Source,
+    target: &mut Target,
+) -> Result<BTreeMap<&'static str, Counted>, MigrateError> {
     let mut tables = BTreeMap::new();
     let mut differ = Vec::new();
     for table in TABLES {
@@ -304,18 +347,7 @@ async fn migrate(args: &MigrateArgs, database: &Path) -> Result<Summary, Migrate
             ),
         ));
     }
-    // The source says "moved" before the target forgets the migration: a
-    // run cut short between the two finds both and completes it.
-    source.mark_moved(now_ms())?;
-    target.finish().await?;
-    Ok(Summary {
-        from: database.display().to_string(),
-        to: without_password(&url),
-        resumed,
-        tables,
-        media,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(tables)
 }
 
 /// Copies what is left of `table` (after `step`), a batch per

@@ -35,12 +35,53 @@ fn opt_id() -> impl Strategy<Value = Option<String>> {
     prop::option::of(".{0,8}")
 }
 
-/// Valid client frames of every kind, with arbitrary field values.
+/// Valid client frames of every kind, with arbitrary field values. The
+/// weights are the kinds each sub-strategy picks from, so every kind stays
+/// as likely as the others.
 fn client_frame() -> impl Strategy<Value = ClientFrame> {
     let text = ".{0,24}";
     let names = prop::collection::vec("[a-z0-9_.]{0,12}", 0..4);
     prop_oneof![
-        (opt_id(), text).prop_map(|(id, token)| ClientFrame::Auth { id, token }),
+        1 => (opt_id(), text).prop_map(|(id, token)| ClientFrame::Auth { id, token }),
+        4 => message_frame(),
+        1 => (opt_id(), any::<i64>(), any::<bool>()).prop_map(|(id, conversation, start)| {
+            ClientFrame::Typing {
+                id,
+                conversation,
+                state: if start {
+                    TypingState::Start
+                } else {
+                    TypingState::Stop
+                },
+            }
+        }),
+        1 => (opt_id(), names)
+            .prop_map(|(id, users)| ClientFrame::SubscribePresence { id, users }),
+        6 => group_frame(),
+        1 => (opt_id(), any::<i64>())
+            .prop_map(|(id, conversation)| ClientFrame::Encrypt { id, conversation }),
+        1 => (opt_id(), any::<i64>(), any::<i64>()).prop_map(|(id, conversation, seq)| {
+            ClientFrame::Ack {
+                id,
+                conversation,
+                seq,
+            }
+        }),
+        1 => (opt_id(), any::<i64>(), any::<i64>()).prop_map(|(id, conversation, seq)| {
+            ClientFrame::Read {
+                id,
+                conversation,
+                seq,
+            }
+        }),
+        1 => opt_id().prop_map(|id| ClientFrame::Ping { id }),
+    ]
+}
+
+/// Frames that write to a conversation: send, react, edit, delete.
+fn message_frame() -> impl Strategy<Value = ClientFrame> {
+    let text = ".{0,24}";
+    prop_oneof![
         (
             opt_id(),
             prop::option::of(text),
@@ -91,19 +132,15 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 target,
             }
         ),
-        (opt_id(), any::<i64>(), any::<bool>()).prop_map(|(id, conversation, start)| {
-            ClientFrame::Typing {
-                id,
-                conversation,
-                state: if start {
-                    TypingState::Start
-                } else {
-                    TypingState::Stop
-                },
-            }
-        }),
-        (opt_id(), names.clone())
-            .prop_map(|(id, users)| ClientFrame::SubscribePresence { id, users }),
+    ]
+}
+
+/// Frames that manage a group: create, info, rename, add, remove/promote/
+/// demote, leave.
+fn group_frame() -> impl Strategy<Value = ClientFrame> {
+    let text = ".{0,24}";
+    let names = prop::collection::vec("[a-z0-9_.]{0,12}", 0..4);
+    prop_oneof![
         (opt_id(), text, names.clone(), any::<Option<bool>>()).prop_map(
             |(id, name, members, encrypted)| ClientFrame::GroupCreate {
                 id,
@@ -112,8 +149,6 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 encrypted,
             }
         ),
-        (opt_id(), any::<i64>())
-            .prop_map(|(id, conversation)| ClientFrame::Encrypt { id, conversation }),
         (opt_id(), any::<i64>())
             .prop_map(|(id, conversation)| ClientFrame::GroupInfo { id, conversation }),
         (opt_id(), any::<i64>(), text).prop_map(|(id, conversation, name)| {
@@ -151,21 +186,6 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         }),
         (opt_id(), any::<i64>())
             .prop_map(|(id, conversation)| ClientFrame::GroupLeave { id, conversation }),
-        (opt_id(), any::<i64>(), any::<i64>()).prop_map(|(id, conversation, seq)| {
-            ClientFrame::Ack {
-                id,
-                conversation,
-                seq,
-            }
-        }),
-        (opt_id(), any::<i64>(), any::<i64>()).prop_map(|(id, conversation, seq)| {
-            ClientFrame::Read {
-                id,
-                conversation,
-                seq,
-            }
-        }),
-        opt_id().prop_map(|id| ClientFrame::Ping { id }),
     ]
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::Common;
 use super::ledger::{MessageKey, Tally, message_key, tally};
-use super::pairs::receive;
+use super::pairs::{ReceiverOutcome, receive};
 use super::report::Report;
 use super::setup::{self, connect_all, members, run_prefix, source};
 use super::stats::Latencies;
@@ -55,9 +55,30 @@ pub(super) async fn run(args: DrainArgs) -> anyhow::Result<Report> {
         .collect();
     let people = members(common, names, |i| i).await?;
     let (fillers, drainers) = people.split_at(args.fillers);
-    let (filler_connections, _) = connect_all(common, fillers, 64).await?;
+    let expected = fill_queues(&args, fillers, drainers).await?;
 
-    // Fill: filler i sends to devices i, i + fillers, ...
+    let cost = common.server_cost();
+    let cost_start = cost.sample().await?;
+    let outcomes = drain_all(&args, drainers, &expected).await?;
+    let cost_end = cost.sample().await?;
+
+    let mut report = Report::new("drain");
+    let totals = report_drain(&mut report, &args, &expected, &outcomes);
+    // The reconnects, the catch-up reads, the frames and the acks: all of
+    // the server's work from the first reconnect to the last delivery.
+    cost.report(&mut report, &cost_start, &cost_end, Some(totals.delivered));
+    report.tally = totals;
+    Ok(report)
+}
+
+/// Fills the offline devices' queues: filler i sends to devices i,
+/// i + fillers, ... Returns, per device, the messages the server confirmed.
+async fn fill_queues(
+    args: &DrainArgs,
+    fillers: &[setup::Member],
+    drainers: &[setup::Member],
+) -> anyhow::Result<Vec<HashSet<MessageKey>>> {
+    let (filler_connections, _) = connect_all(&args.common, fillers, 64).await?;
     let bar = setup::progress((args.devices * args.queued) as u64, "queueing");
     let jobs = filler_connections
         .into_iter()
@@ -77,13 +98,24 @@ pub(super) async fn run(args: DrainArgs) -> anyhow::Result<Report> {
         }
     }
     bar.finish_and_clear();
+    Ok(expected)
+}
 
-    // Drain: reconnect at the set rate; each device reads until empty.
+/// One device's drain: which device, what it received, how long it took,
+/// how long until `ready`, and until its first message.
+type DeviceDrain = (usize, ReceiverOutcome, Duration, Duration, Option<Duration>);
+
+/// Reconnects the devices at the set rate; each reads until its queue is
+/// empty.
+async fn drain_all(
+    args: &DrainArgs,
+    drainers: &[setup::Member],
+    expected: &[HashSet<MessageKey>],
+) -> anyhow::Result<Vec<DeviceDrain>> {
+    let common = &args.common;
     let (_expect_tx, expect_rx) = watch::channel(Some(Arc::new(
         expected.iter().map(HashSet::len).collect::<Vec<_>>(),
     )));
-    let cost = common.server_cost();
-    let cost_start = cost.sample().await?;
     let epoch = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / args.reconnect_rate as f64);
     let bar = setup::progress(args.devices as u64, "draining");
@@ -114,14 +146,22 @@ pub(super) async fn run(args: DrainArgs) -> anyhow::Result<Report> {
         .try_collect()
         .await?;
     bar.finish_and_clear();
-    let cost_end = cost.sample().await?;
+    Ok(outcomes)
+}
 
+/// The run's parameters, rate and latencies; returns the devices' tally.
+fn report_drain(
+    report: &mut Report,
+    args: &DrainArgs,
+    expected: &[HashSet<MessageKey>],
+    outcomes: &[DeviceDrain],
+) -> Tally {
     let mut totals = Tally::default();
     let mut per_device = Latencies::default();
     let mut first_message = Latencies::default();
     let mut ready = Latencies::default();
     let mut last = Duration::ZERO;
-    for (i, outcome, took, connect, first) in &outcomes {
+    for (i, outcome, took, connect, first) in outcomes {
         totals.merge(&tally(&expected[*i], &outcome.received));
         per_device.record(*took);
         ready.record(*connect);
@@ -130,7 +170,6 @@ pub(super) async fn run(args: DrainArgs) -> anyhow::Result<Report> {
         }
         last = last.max(outcome.last_delivery);
     }
-    let mut report = Report::new("drain");
     report.param("devices", args.devices as u64);
     report.param("queued_per_device", args.queued as u64);
     report.param("reconnect_rate", args.reconnect_rate);
@@ -152,11 +191,7 @@ pub(super) async fn run(args: DrainArgs) -> anyhow::Result<Report> {
     // The part of it spent connecting: from starting to reconnect to
     // `ready` (the TCP connect, the upgrade, `auth`).
     report.latency("ready", &ready.percentiles());
-    // The reconnects, the catch-up reads, the frames and the acks: all of
-    // the server's work from the first reconnect to the last delivery.
-    cost.report(&mut report, &cost_start, &cost_end, Some(totals.delivered));
-    report.tally = totals;
-    Ok(report)
+    totals
 }
 
 /// Sends `queued` texts to each target, `FILL_WINDOW` in flight; returns

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use missive_client::Api;
+use missive_client::{Api, Connection};
 use tokio::sync::watch;
 
 use super::Common;
 use super::ledger::{MessageKey, Tally, tally};
-use super::pairs::{Payload, Target, receive, send};
+use super::pairs::{Payload, ReceiverOutcome, Target, receive, send, spawn_ticker};
 use super::report::Report;
 use super::setup::{self, connect_all, members, run_prefix};
 use super::stats::Latencies;
@@ -40,17 +40,7 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     if args.members < 2 || args.window == 0 {
         bail!("--members must be at least 2 and --window at least 1");
     }
-    let prefix = run_prefix();
-    let names = (0..args.members).map(|i| format!("{prefix}m{i}")).collect();
-    let people = members(common, names, |i| i).await?;
-    let others: Vec<&str> = people[1..].iter().map(|m| m.username.as_str()).collect();
-    let group = Api::new(&people[0].server)
-        .create_group(&people[0].token, "bench", &others)
-        .await
-        .context("creating the group")?
-        .conversation;
-    let (mut connections, _) = connect_all(common, &people, 64).await?;
-    let sender = connections.remove(0);
+    let (group, sender, connections) = group_online(&args).await?;
 
     let cost = common.server_cost();
     let cost_start = cost.sample().await?;
@@ -71,16 +61,7 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
         })
         .collect();
     let bar = setup::progress(args.duration_secs, "sending");
-    let ticker = tokio::spawn({
-        let bar = bar.clone();
-        async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                ticks.tick().await;
-                bar.set_position(epoch.elapsed().as_secs().min(bar.length().unwrap_or(0)));
-            }
-        }
-    });
+    let ticker = spawn_ticker(bar.clone(), epoch);
     let (keys, sent_latency) = send(
         sender,
         Target::Conversation(group),
@@ -98,6 +79,74 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     let expected: HashSet<MessageKey> = keys.into_iter().collect();
     let _ = expect_tx.send(Some(Arc::new(vec![expected.len(); args.members - 1])));
 
+    let delivered = collect_deliveries(receiving, &expected).await?;
+    let cost_end = cost.sample().await?;
+
+    let mut report = Report::new("group");
+    cost.report(
+        &mut report,
+        &cost_start,
+        &cost_end,
+        Some(delivered.totals.delivered),
+    );
+    report.param("members", args.members as u64);
+    report.param("window", args.window as u64);
+    report.param("duration_secs", args.duration_secs);
+    report.param("confirmed_sends", expected.len() as u64);
+    let span = delivered
+        .last_delivery
+        .max(sending_ended)
+        .as_secs_f64()
+        .max(1e-9);
+    report.figure(
+        "sent_per_sec",
+        sent_latency.count() as f64 / sending_ended.as_secs_f64(),
+    );
+    report.figure(
+        "deliveries_per_sec",
+        delivered.totals.delivered as f64 / span,
+    );
+    report.latency("send_to_sent", &sent_latency.percentiles());
+    report.latency("send_to_delivered", &delivered.per_delivery.percentiles());
+    report.latency("send_to_last_member", &delivered.to_last.percentiles());
+    report.tally = delivered.totals;
+    Ok(report)
+}
+
+/// Signs the members up, creates their group (the first member creates
+/// it) and connects everyone; returns the group, the first member's
+/// connection (the sender) and the others'.
+async fn group_online(args: &GroupArgs) -> anyhow::Result<(i64, Connection, Vec<Connection>)> {
+    let common = &args.common;
+    let prefix = run_prefix();
+    let names = (0..args.members).map(|i| format!("{prefix}m{i}")).collect();
+    let people = members(common, names, |i| i).await?;
+    let others: Vec<&str> = people[1..].iter().map(|m| m.username.as_str()).collect();
+    let group = Api::new(&people[0].server)
+        .create_group(&people[0].token, "bench", &others)
+        .await
+        .context("creating the group")?
+        .conversation;
+    let (mut connections, _) = connect_all(common, &people, 64).await?;
+    let sender = connections.remove(0);
+    Ok((group, sender, connections))
+}
+
+/// What the members received, together.
+struct Delivered {
+    per_delivery: Latencies,
+    /// Per message, the latency until the slowest member had it.
+    to_last: Latencies,
+    totals: Tally,
+    last_delivery: Duration,
+}
+
+/// Waits for every receiving member and sets what each got against what
+/// the sender had confirmed.
+async fn collect_deliveries(
+    receiving: Vec<tokio::task::JoinHandle<anyhow::Result<ReceiverOutcome>>>,
+    expected: &HashSet<MessageKey>,
+) -> anyhow::Result<Delivered> {
     let mut per_delivery = Latencies::default();
     let mut last_member: HashMap<MessageKey, u64> = HashMap::new();
     let mut totals = Tally::default();
@@ -105,34 +154,21 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     for task in receiving {
         let outcome = task.await.context("receiver task")??;
         per_delivery.merge(&outcome.latencies);
-        totals.merge(&tally(&expected, &outcome.received));
+        totals.merge(&tally(expected, &outcome.received));
         last_delivery = last_delivery.max(outcome.last_delivery);
         for (key, micros) in outcome.arrivals {
             let slowest = last_member.entry(key).or_insert(0);
             *slowest = (*slowest).max(micros);
         }
     }
-    let cost_end = cost.sample().await?;
     let mut to_last = Latencies::default();
     for micros in last_member.values() {
         to_last.record(Duration::from_micros(*micros));
     }
-
-    let mut report = Report::new("group");
-    cost.report(&mut report, &cost_start, &cost_end, Some(totals.delivered));
-    report.param("members", args.members as u64);
-    report.param("window", args.window as u64);
-    report.param("duration_secs", args.duration_secs);
-    report.param("confirmed_sends", expected.len() as u64);
-    let span = last_delivery.max(sending_ended).as_secs_f64().max(1e-9);
-    report.figure(
-        "sent_per_sec",
-        sent_latency.count() as f64 / sending_ended.as_secs_f64(),
-    );
-    report.figure("deliveries_per_sec", totals.delivered as f64 / span);
-    report.latency("send_to_sent", &sent_latency.percentiles());
-    report.latency("send_to_delivered", &per_delivery.percentiles());
-    report.latency("send_to_last_member", &to_last.percentiles());
-    report.tally = totals;
-    Ok(report)
+    Ok(Delivered {
+        per_delivery,
+        to_last,
+        totals,
+        last_delivery,
+    })
 }

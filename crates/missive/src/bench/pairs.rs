@@ -79,6 +79,53 @@ pub(super) async fn run(args: PairsArgs) -> anyhow::Result<Report> {
     if args.pairs == 0 || args.window == 0 {
         bail!("--pairs and --window must be at least 1");
     }
+    let (people, senders, receivers) = connect_pairs(&args).await?;
+
+    let cost = common.server_cost();
+    let cost_start = cost.sample().await?;
+    let epoch = Instant::now();
+    let deadline = epoch + Duration::from_secs(args.duration_secs);
+    let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
+    let bar = setup::progress(args.duration_secs, "sending");
+
+    let receiving: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(i, connection)| {
+            tokio::spawn(receive(
+                connection,
+                i,
+                epoch,
+                expect_rx.clone(),
+                common.settle(),
+            ))
+        })
+        .collect();
+    let sending = spawn_senders(&args, &people, senders, epoch, deadline);
+    let ticker = spawn_ticker(bar.clone(), epoch);
+
+    let (sent_latency, expected) = collect_senders(sending).await?;
+    let sending_ended = epoch.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    let _ = expect_tx.send(Some(Arc::new(expected.iter().map(HashSet::len).collect())));
+
+    let delivered = collect_receivers(receiving, &expected).await?;
+    let cost_end = cost.sample().await?;
+
+    let mut report = Report::new("pairs");
+    cost.report(&mut report, &cost_start, &cost_end, None);
+    report_pairs(&mut report, &args, &sent_latency, sending_ended, delivered);
+    Ok(report)
+}
+
+/// Signs up the pairs, connects them and warms each pair's conversation
+/// up; returns the people and the (sender, receiver) connections in pair
+/// order.
+async fn connect_pairs(
+    args: &PairsArgs,
+) -> anyhow::Result<(Vec<setup::Member>, Vec<Connection>, Vec<Connection>)> {
+    let common = &args.common;
     let prefix = run_prefix();
     // Users 2i (sender i) and 2i+1 (receiver i) sit on neighbouring
     // servers, so with several nodes every message crosses nodes.
@@ -109,25 +156,20 @@ pub(super) async fn run(args: PairsArgs) -> anyhow::Result<Report> {
         senders.push(sender);
         receivers.push(receiver);
     }
+    Ok((people, senders, receivers))
+}
 
-    let cost = common.server_cost();
-    let cost_start = cost.sample().await?;
-    let epoch = Instant::now();
-    let duration = Duration::from_secs(args.duration_secs);
-    let deadline = epoch + duration;
-    let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
-    let bar = setup::progress(args.duration_secs, "sending");
+type SenderTask = tokio::task::JoinHandle<anyhow::Result<(Vec<MessageKey>, Latencies)>>;
 
-    let mut receiving = Vec::with_capacity(args.pairs);
-    for (i, connection) in receivers.into_iter().enumerate() {
-        receiving.push(tokio::spawn(receive(
-            connection,
-            i,
-            epoch,
-            expect_rx.clone(),
-            common.settle(),
-        )));
-    }
+/// Starts one sender per pair, each to its receiver; open loop, each on
+/// its own staggered schedule.
+fn spawn_senders(
+    args: &PairsArgs,
+    people: &[setup::Member],
+    senders: Vec<Connection>,
+    epoch: Instant,
+    deadline: Instant,
+) -> Vec<SenderTask> {
     let per_sender_interval =
         (args.rate > 0).then(|| Duration::from_secs_f64(args.pairs as f64 / args.rate as f64));
     let mut sending = Vec::with_capacity(args.pairs);
@@ -148,45 +190,79 @@ pub(super) async fn run(args: PairsArgs) -> anyhow::Result<Report> {
             deadline,
             args.window,
             schedule,
-            common.settle(),
+            args.common.settle(),
         )));
     }
-    let ticker = tokio::spawn({
-        let bar = bar.clone();
-        async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                ticks.tick().await;
-                bar.set_position(epoch.elapsed().as_secs().min(bar.length().unwrap_or(0)));
-            }
-        }
-    });
+    sending
+}
 
+/// Moves the progress bar once a second to the seconds since `epoch`;
+/// abort it when sending ends.
+pub(super) fn spawn_ticker(
+    bar: indicatif::ProgressBar,
+    epoch: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            bar.set_position(epoch.elapsed().as_secs().min(bar.length().unwrap_or(0)));
+        }
+    })
+}
+
+/// Waits for every sender: the merged send→sent latencies and, per pair,
+/// the messages the server confirmed.
+async fn collect_senders(
+    sending: Vec<SenderTask>,
+) -> anyhow::Result<(Latencies, Vec<HashSet<MessageKey>>)> {
     let mut sent_latency = Latencies::default();
-    let mut expected: Vec<HashSet<MessageKey>> = Vec::with_capacity(args.pairs);
+    let mut expected: Vec<HashSet<MessageKey>> = Vec::with_capacity(sending.len());
     for task in sending {
         let (keys, latencies) = task.await.context("sender task")??;
         sent_latency.merge(&latencies);
         expected.push(keys.into_iter().collect());
     }
-    let sending_ended = epoch.elapsed();
-    ticker.abort();
-    bar.finish_and_clear();
-    let _ = expect_tx.send(Some(Arc::new(expected.iter().map(HashSet::len).collect())));
+    Ok((sent_latency, expected))
+}
 
-    let mut delivered_latency = Latencies::default();
-    let mut totals = Tally::default();
-    let mut last_delivery = Duration::ZERO;
+/// What the receivers saw, together.
+struct Delivered {
+    latency: Latencies,
+    totals: Tally,
+    last_delivery: Duration,
+}
+
+/// Waits for every receiver and sets what each got against what its
+/// sender had confirmed.
+async fn collect_receivers(
+    receiving: Vec<tokio::task::JoinHandle<anyhow::Result<ReceiverOutcome>>>,
+    expected: &[HashSet<MessageKey>],
+) -> anyhow::Result<Delivered> {
+    let mut delivered = Delivered {
+        latency: Latencies::default(),
+        totals: Tally::default(),
+        last_delivery: Duration::ZERO,
+    };
     for (i, task) in receiving.into_iter().enumerate() {
         let outcome = task.await.context("receiver task")??;
-        delivered_latency.merge(&outcome.latencies);
-        totals.merge(&tally(&expected[i], &outcome.received));
-        last_delivery = last_delivery.max(outcome.last_delivery);
+        delivered.latency.merge(&outcome.latencies);
+        delivered
+            .totals
+            .merge(&tally(&expected[i], &outcome.received));
+        delivered.last_delivery = delivered.last_delivery.max(outcome.last_delivery);
     }
-    let cost_end = cost.sample().await?;
+    Ok(delivered)
+}
 
-    let mut report = Report::new("pairs");
-    cost.report(&mut report, &cost_start, &cost_end, None);
+/// The run's parameters, rates and latencies, after the server's cost.
+fn report_pairs(
+    report: &mut Report,
+    args: &PairsArgs,
+    sent_latency: &Latencies,
+    sending_ended: Duration,
+    delivered: Delivered,
+) {
     report.param("pairs", args.pairs as u64);
     report.param(
         "mode",
@@ -199,16 +275,22 @@ pub(super) async fn run(args: PairsArgs) -> anyhow::Result<Report> {
     report.param("window", args.window as u64);
     report.param("rate", args.rate);
     report.param("duration_secs", args.duration_secs);
-    let span = last_delivery.max(sending_ended).as_secs_f64().max(1e-9);
+    let span = delivered
+        .last_delivery
+        .max(sending_ended)
+        .as_secs_f64()
+        .max(1e-9);
     report.figure(
         "sent_per_sec",
         sent_latency.count() as f64 / sending_ended.as_secs_f64(),
     );
-    report.figure("delivered_per_sec", totals.delivered as f64 / span);
+    report.figure(
+        "delivered_per_sec",
+        delivered.totals.delivered as f64 / span,
+    );
     report.latency("send_to_sent", &sent_latency.percentiles());
-    report.latency("send_to_delivered", &delivered_latency.percentiles());
-    report.tally = totals;
-    Ok(report)
+    report.latency("send_to_delivered", &delivered.latency.percentiles());
+    report.tally = delivered.totals;
 }
 
 /// One message from the sender to its receiver, delivered and acked
@@ -316,34 +398,10 @@ pub(super) async fn send(
         let now = Instant::now();
         // Sends that are due now (none once sending time is over).
         if now < deadline {
-            loop {
-                let (due, stamp_at) = match interval {
-                    None if in_flight.len() < window => (true, now),
-                    None => (false, now),
-                    Some(interval) if next_due <= now && in_flight.len() < IN_FLIGHT_MAX => {
-                        let at = next_due;
-                        next_due += interval;
-                        (true, at)
-                    }
-                    Some(_) => (false, now),
-                };
-                if !due {
-                    break;
-                }
-                let (to, conversation) = match &target {
-                    Target::User(user) => (Some(user.clone()), None),
-                    Target::Conversation(id) => (None, Some(*id)),
-                };
-                let frame = ClientFrame::Send {
-                    id: Some(next.to_string()),
-                    to,
-                    conversation,
-                    client_msg_id: super::client_msg_id('p', next),
-                    text: payload.text(stamp_at.duration_since(epoch).as_nanos()),
-                    reply_to: None,
-                    media: Vec::new(),
-                    encrypted: payload.encrypted,
-                };
+            while let Some(stamp_at) =
+                next_send_at(interval, &mut next_due, now, in_flight.len(), window)
+            {
+                let frame = send_frame(&target, payload, next, stamp_at.duration_since(epoch));
                 connection.send_frame(&frame).await?;
                 in_flight.insert(next, stamp_at);
                 next += 1;
@@ -366,23 +424,76 @@ pub(super) async fn send(
             Err(ClientError::Timeout) if interval.is_some() && now < deadline => continue,
             Err(err) => return Err(err).context("waiting for sent replies"),
         };
-        match frame {
-            ServerFrame::Sent { id, message_id, .. } => {
-                let started = id
-                    .and_then(|id| id.parse::<u64>().ok())
-                    .and_then(|id| in_flight.remove(&id));
-                if let (Some(started), Some(key)) = (started, message_key(&message_id)) {
-                    latencies.record(started.elapsed());
-                    confirmed.push(key);
-                }
-            }
-            ServerFrame::Error { code, message, .. } => {
-                bail!("a send was refused: {} ({message})", code.as_str())
-            }
-            // Delivered receipts are live cursor moves: nothing to ack.
-            _ => {}
-        }
+        note_reply(frame, &mut in_flight, &mut latencies, &mut confirmed)?;
     }
+}
+
+/// When the next send is due, if one is due now: closed loop, whenever the
+/// window has room (stamped now); open loop, each scheduled time that has
+/// passed (stamped with that time, advancing the schedule) while under the
+/// in-flight cap.
+fn next_send_at(
+    interval: Option<Duration>,
+    next_due: &mut Instant,
+    now: Instant,
+    in_flight: usize,
+    window: usize,
+) -> Option<Instant> {
+    match interval {
+        None if in_flight < window => Some(now),
+        None => None,
+        Some(interval) if *next_due <= now && in_flight < IN_FLIGHT_MAX => {
+            let at = *next_due;
+            *next_due += interval;
+            Some(at)
+        }
+        Some(_) => None,
+    }
+}
+
+/// Send number `next` to the target, carrying its (scheduled) stamp.
+fn send_frame(target: &Target, payload: Payload, next: u64, stamp: Duration) -> ClientFrame {
+    let (to, conversation) = match target {
+        Target::User(user) => (Some(user.clone()), None),
+        Target::Conversation(id) => (None, Some(*id)),
+    };
+    ClientFrame::Send {
+        id: Some(next.to_string()),
+        to,
+        conversation,
+        client_msg_id: super::client_msg_id('p', next),
+        text: payload.text(stamp.as_nanos()),
+        reply_to: None,
+        media: Vec::new(),
+        encrypted: payload.encrypted,
+    }
+}
+
+/// A reply to a sender: `sent` times and confirms its send; a refusal
+/// ends the run.
+fn note_reply(
+    frame: ServerFrame,
+    in_flight: &mut HashMap<u64, Instant>,
+    latencies: &mut Latencies,
+    confirmed: &mut Vec<MessageKey>,
+) -> anyhow::Result<()> {
+    match frame {
+        ServerFrame::Sent { id, message_id, .. } => {
+            let started = id
+                .and_then(|id| id.parse::<u64>().ok())
+                .and_then(|id| in_flight.remove(&id));
+            if let (Some(started), Some(key)) = (started, message_key(&message_id)) {
+                latencies.record(started.elapsed());
+                confirmed.push(key);
+            }
+        }
+        ServerFrame::Error { code, message, .. } => {
+            bail!("a send was refused: {} ({message})", code.as_str())
+        }
+        // Delivered receipts are live cursor moves: nothing to ack.
+        _ => {}
+    }
+    Ok(())
 }
 
 pub(super) struct ReceiverOutcome {

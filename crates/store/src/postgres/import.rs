@@ -499,23 +499,7 @@ mod tests {
         let mut target = Target::connect(&schema.url).await.expect("connect");
         assert_eq!(target.unknown_tables().await.unwrap(), Vec::<String>::new());
         let db = client(&schema.url).await.expect("inspect");
-        for table in TABLES {
-            let mut columns: Vec<String> = db
-                .query(
-                    "SELECT column_name::text FROM information_schema.columns
-                     WHERE table_schema = current_schema() AND table_name = $1",
-                    &[&table.name],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            columns.sort();
-            let mut written: Vec<&str> = table.columns.iter().map(|c| c.target).collect();
-            written.sort_unstable();
-            assert_eq!(columns, written, "{}", table.name);
-        }
+        assert_columns_match(&db).await;
 
         assert!(matches!(target.state().await.unwrap(), TargetState::Empty));
         let definitions = "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()
@@ -534,23 +518,79 @@ mod tests {
         .await;
         assert_eq!(messages_indexes, ["messages_pkey"], "built after the rows");
         let accounts = &TABLES[0];
-        let row = |id: i64, name: &str| {
-            vec![
-                Cell::Int(id),
-                Cell::Text(name.into()),
-                Cell::Text("hash".into()),
-                Cell::Null,
-                Cell::Int(1),
-                Cell::Int(2),
-                Cell::Int(3),
-                Cell::Int(1),
-            ]
+        first_batch_commits_with_its_key(&mut target, &db).await;
+
+        // A batch that fails (a primary key, kept while copying) writes
+        // neither rows nor progress.
+        let clash = Batch {
+            rows: vec![account_row(10, "cy"), account_row(9, "dee")],
+            last_key: Some(vec![Cell::Int(11)]),
         };
+        assert!(target.copy(accounts, &clash).await.is_err());
+        assert_eq!(target.count("accounts").await.unwrap(), 2);
+
+        target.copy(accounts, &Batch::default()).await.unwrap();
+        target.build_deferred().await.unwrap();
+        let after = column_of(&db, definitions).await;
+        assert_eq!(after, before, "every index and foreign key made again");
+        target.continue_ids(accounts, 12).await.unwrap();
+        assert_eq!(
+            next_account_id(&db).await,
+            13,
+            "ids continue past the source's highest"
+        );
+        target.finish().await.unwrap();
+        assert!(matches!(
+            target.state().await.unwrap(),
+            TargetState::Holds(_)
+        ));
+        target.empty_out().await.unwrap();
+        assert!(matches!(target.state().await.unwrap(), TargetState::Empty));
+        schema.drop().await;
+    }
+
+    /// Every migrated table's columns are exactly the ones written.
+    async fn assert_columns_match(db: &tokio_postgres::Client) {
+        for table in TABLES {
+            let mut columns: Vec<String> = db
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name = $1",
+                    &[&table.name],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            columns.sort();
+            let mut written: Vec<&str> = table.columns.iter().map(|c| c.target).collect();
+            written.sort_unstable();
+            assert_eq!(columns, written, "{}", table.name);
+        }
+    }
+
+    /// A row of `accounts` as the source reads it (suspended).
+    fn account_row(id: i64, name: &str) -> Vec<Cell> {
+        vec![
+            Cell::Int(id),
+            Cell::Text(name.into()),
+            Cell::Text("hash".into()),
+            Cell::Null,
+            Cell::Int(1),
+            Cell::Int(2),
+            Cell::Int(3),
+            Cell::Int(1),
+        ]
+    }
+
+    /// A batch of two accounts: its rows and its step's key commit together.
+    async fn first_batch_commits_with_its_key(target: &mut Target, db: &tokio_postgres::Client) {
         let batch = Batch {
-            rows: vec![row(4, "ann"), row(9, "bo")],
+            rows: vec![account_row(4, "ann"), account_row(9, "bo")],
             last_key: Some(vec![Cell::Int(9)]),
         };
-        target.copy(accounts, &batch).await.unwrap();
+        target.copy(&TABLES[0], &batch).await.unwrap();
         let TargetState::Migrating {
             migration_id,
             steps,
@@ -577,38 +617,17 @@ mod tests {
             .map(|r| r.get(0))
             .collect();
         assert_eq!(suspended, [true, true]);
+    }
 
-        // A batch that fails (a primary key, kept while copying) writes
-        // neither rows nor progress.
-        let clash = Batch {
-            rows: vec![row(10, "cy"), row(9, "dee")],
-            last_key: Some(vec![Cell::Int(11)]),
-        };
-        assert!(target.copy(accounts, &clash).await.is_err());
-        assert_eq!(target.count("accounts").await.unwrap(), 2);
-
-        target.copy(accounts, &Batch::default()).await.unwrap();
-        target.build_deferred().await.unwrap();
-        let after = column_of(&db, definitions).await;
-        assert_eq!(after, before, "every index and foreign key made again");
-        target.continue_ids(accounts, 12).await.unwrap();
-        let next: i64 = db
-            .query_one(
-                "INSERT INTO accounts (username, password_hash, created_ms)
+    /// The id a new account gets.
+    async fn next_account_id(db: &tokio_postgres::Client) -> i64 {
+        db.query_one(
+            "INSERT INTO accounts (username, password_hash, created_ms)
                  VALUES ('new', 'h', 0) RETURNING id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(next, 13, "ids continue past the source's highest");
-        target.finish().await.unwrap();
-        assert!(matches!(
-            target.state().await.unwrap(),
-            TargetState::Holds(_)
-        ));
-        target.empty_out().await.unwrap();
-        assert!(matches!(target.state().await.unwrap(), TargetState::Empty));
-        schema.drop().await;
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
     }
 }

@@ -158,7 +158,22 @@ mod tests {
             return;
         };
         let url = schema.url.clone();
-        let mut old = client(&url).await.expect("connect to the schema");
+        let old = version_2_database(&url).await;
+        let store = PostgresStore::connect(&PostgresConfig::new(url.clone()))
+            .await
+            .expect("connect and migrate");
+        let db = client(&url).await.expect("inspect");
+        assert_tables_migrated(&db).await;
+        assert_store_works_on_the_result(&store).await;
+        store.shutdown().await;
+        drop(old);
+        schema.drop().await;
+    }
+
+    /// Versions 1-2 of the schema and their data; the client stays open
+    /// for the test's length.
+    async fn version_2_database(url: &str) -> tokio_postgres::Client {
+        let mut old = client(url).await.expect("connect to the schema");
         let migrations = MIGRATIONS[..2]
             .iter()
             .map(|(name, sql)| Migration::unapplied(name, sql).expect("migration"))
@@ -170,14 +185,15 @@ mod tests {
         old.batch_execute(VERSION_2_DATA)
             .await
             .expect("version 2 data");
+        old
+    }
 
-        let store = PostgresStore::connect(&PostgresConfig::new(url.clone()))
-            .await
-            .expect("connect and migrate");
-        let db = client(&url).await.expect("inspect");
+    /// The migrated tables: messages, positions, departures and delivered
+    /// cursors as version 3 derives them, and the old tables gone.
+    async fn assert_tables_migrated(db: &tokio_postgres::Client) {
         assert_eq!(
             column_of(
-                &db,
+                db,
                 "SELECT id || ':' || conversation_id || '/' || seq || ':' || client_msg_id || ':'
                         || coalesce(body, '-') FROM messages ORDER BY conversation_id, seq"
             )
@@ -195,7 +211,7 @@ mod tests {
         );
         assert_eq!(
             column_of(
-                &db,
+                db,
                 "SELECT device_id || ':' || conversation_id || '=' || seq FROM positions
                  ORDER BY device_id, conversation_id"
             )
@@ -207,7 +223,7 @@ mod tests {
         );
         assert_eq!(
             column_of(
-                &db,
+                db,
                 "SELECT conversation_id || ':' || account_id || ':' || joined_seq || ':'
                         || left_seq || ':' || left_ms FROM departures"
             )
@@ -217,7 +233,7 @@ mod tests {
         );
         assert_eq!(
             column_of(
-                &db,
+                db,
                 "SELECT conversation_id || ':' || account_id || '=' || delivered_seq || '@'
                         || delivered_ms FROM members ORDER BY conversation_id, account_id"
             )
@@ -226,7 +242,7 @@ mod tests {
         );
         assert_eq!(
             column_of(
-                &db,
+                db,
                 "SELECT conversation_id || ':' || message_id FROM reactions"
             )
             .await,
@@ -234,12 +250,12 @@ mod tests {
             "a reaction names its message's conversation (V10)"
         );
         assert_eq!(
-            column_of(&db, "SELECT message_id FROM message_media").await,
+            column_of(db, "SELECT message_id FROM message_media").await,
             ["m1"]
         );
         assert_eq!(
             column_of(
-                &db,
+                db,
                 "SELECT table_name::text FROM information_schema.tables
                  WHERE table_schema = current_schema()
                    AND table_name IN ('queue', 'receipts', 'dedup')"
@@ -247,9 +263,11 @@ mod tests {
             .await,
             Vec::<String>::new()
         );
+    }
 
-        // The store on the result: retries of kept keys are duplicates, and
-        // what waits for carol's device ends at her removal.
+    /// The store on the result: retries of kept keys are duplicates, and
+    /// what waits for carol's device ends at her removal.
+    async fn assert_store_works_on_the_result(store: &PostgresStore) {
         let retry = |cmid: &str| NewMessage {
             message_id: MessageId::generate(),
             conversation: ConversationId(1),
@@ -281,8 +299,5 @@ mod tests {
             .expect("pending");
         let seqs: Vec<_> = page.items.iter().map(|item| item.point()).collect();
         assert_eq!(seqs, [(ConversationId(2), 2), (ConversationId(2), 3)]);
-        store.shutdown().await;
-        drop(old);
-        schema.drop().await;
     }
 }
