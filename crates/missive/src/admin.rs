@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use missive_core::model::{AccountSummary, DeviceRecord};
 use missive_core::{DeviceId, SystemClock};
 use missive_server::error::ApiError;
 use missive_server::{App, Config};
-use missive_store::model::{AccountSummary, DeviceRecord};
 use serde::Serialize;
 
 use crate::backup;

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use missive_bus::Invalidation;
+use missive_core::model::DeviceAuth;
 use missive_core::{AccountId, ConversationId, DeviceId, TokenHash};
-use missive_store::DeviceAuth;
 use moka::sync::Cache;
 
 /// Backstops for anything an invalidation missed.

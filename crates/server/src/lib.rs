@@ -30,9 +30,9 @@ use std::time::Duration;
 use missive_blobs::Blobs;
 use missive_bus::{Bus, InProcessBus, NatsBus, NatsConfig};
 use missive_core::Clock;
+use missive_core::model::SweepOutcome;
 use missive_store::{
     Fsync, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store, StoreError,
-    SweepOutcome,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};

@@ -3,9 +3,9 @@
 //! the live frames the send path hands over all describe an event the same
 //! way.
 
+use missive_core::model::{EventKind, PendingItem, StoredEvent};
 use missive_proto::rest::{HistoryMessage, ReactionInfo};
 use missive_proto::{MessageKind, ServerFrame};
-use missive_store::{EventKind, PendingItem, StoredEvent};
 
 /// The wire form of a stored event, shared with the `message` frame.
 fn wire_kind(kind: EventKind) -> MessageKind {
@@ -20,7 +20,7 @@ fn wire_kind(kind: EventKind) -> MessageKind {
 }
 
 /// The wire form of an attachment.
-fn wire_media(media: missive_store::MediaRef) -> missive_proto::rest::MediaRef {
+fn wire_media(media: missive_core::model::MediaRef) -> missive_proto::rest::MediaRef {
     missive_proto::rest::MediaRef {
         media_id: media.id,
         content_type: media.content_type,

@@ -9,6 +9,8 @@
 //!   conversation, in pages of 256, without acking (what a reconnecting
 //!   session does before its first ack).
 
+use missive_store::{GroupStore, MessageStore};
+
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use missive_core::ConversationId;
+use missive_core::model::{Appended, DeviceAuth, GroupChange, Setting};
 use missive_proto::rest::GroupInfo;
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame, ToDeviceOut, TypingState};
-use missive_store::{Appended, DeviceAuth, GroupChange, Setting};
 use tokio::time::Instant;
 
 use crate::AppState;

@@ -10,12 +10,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use missive_core::DeviceId;
+use missive_core::model::DeviceAuth;
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
     DeviceInfo, DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
     RegistrationInfo,
 };
-use missive_store::DeviceAuth;
 
 use crate::AppState;
 use crate::error::ApiError;

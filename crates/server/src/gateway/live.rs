@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
+use missive_core::model::DeviceAuth;
 use missive_core::{AccountId, DeviceId};
-use missive_store::DeviceAuth;
 
 use super::connections::Slot;
 use crate::AppState;

@@ -19,9 +19,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use missive_core::ConversationId;
+use missive_core::model::DeviceAuth;
 use missive_proto::rest::{FrameReplies, PollRequest, PollResponse};
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame};
-use missive_store::DeviceAuth;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 

@@ -8,13 +8,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use missive_core::ConversationId;
+use missive_core::model::{ConversationKind, GroupChange, Setting};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
     AddMembersRequest, ConversationKind as WireKind, ConversationList, ConversationSummary,
     CreateGroupRequest, GroupInfo, History, MemberReceipts, MessageInfo, Privacy, ReceiptEntry,
     RenameGroupRequest, TimerRequest, UserList, UsernameBody,
 };
-use missive_store::{ConversationKind, GroupChange, Setting};
 use serde::Deserialize;
 
 use super::http::{Authenticated, json_body};

@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use missive_bus::{Bus, DeviceEvent, Invalidation};
+use missive_core::model::{
+    AccountRecord, AccountSummary, DELETED_PREFIX, DeviceAuth, DeviceRecord, NewAccount, NewDevice,
+    NewInvites, RevokedDevice,
+};
 use missive_core::{
     AccountId, Clock, DeviceId, DeviceToken, InviteCode, Password, TokenHash, Username,
 };
@@ -13,10 +17,7 @@ use missive_proto::ErrorCode;
 use missive_proto::rest::{
     DeviceInfo, DeviceList, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
 };
-use missive_store::{
-    AccountRecord, AccountSummary, DELETED_PREFIX, DeviceAuth, DeviceRecord, NewAccount, NewDevice,
-    NewInvites, RevokedDevice, Store, StoreError,
-};
+use missive_store::{Store, StoreError};
 use tokio::sync::Semaphore;
 
 use super::device_list::DeviceListNotices;
@@ -398,7 +399,7 @@ impl Accounts {
     /// Deletes an account for good: it leaves every group (each member
     /// sees it leave), then loses its name (`deleted.<id>`, freeing the
     /// name), its password, devices (connections closed), contacts and
-    /// blocks (`Store::delete_account`). Its messages stay in the others'
+    /// blocks (`AccountStore::delete_account`). Its messages stay in the others'
     /// histories. Returns the revoked devices and how many groups it left.
     pub async fn admin_delete(
         &self,
@@ -710,8 +711,9 @@ fn token_invalid() -> ApiError {
 #[cfg(test)]
 mod tests {
     use missive_bus::InProcessBus;
+    use missive_core::model::{NewAccount, NewDevice};
     use missive_core::{SystemClock, Username};
-    use missive_store::{NewAccount, NewDevice, SqliteConfig, SqliteStore};
+    use missive_store::{SqliteConfig, SqliteStore};
 
     use super::*;
 

@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
+use missive_core::model::RevokedDevice;
 use missive_core::{AccountId, Clock, DeviceId};
 use missive_proto::ServerFrame;
-use missive_store::{RevokedDevice, Store};
+use missive_store::Store;
 
 pub struct DeviceListNotices {
     store: Arc<dyn Store>,

@@ -11,13 +11,14 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent, Invalidation};
+use missive_core::model::{
+    ConversationKind, DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
+    NewGroup, Role, Setting, SettingRequest,
+};
 use missive_core::{AccountId, Clock, ConversationId, DeviceId, Username};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{GroupInfo, MemberInfo, MemberRole};
-use missive_store::{
-    ConversationKind, DeviceAuth, GroupChange, GroupChangeRequest, GroupChanged, GroupName,
-    NewGroup, Role, Setting, SettingRequest, Store,
-};
+use missive_store::Store;
 
 use super::push::Push;
 use super::send_limit::{SendLimiter, SharedLimit};

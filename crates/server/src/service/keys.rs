@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
 use missive_core::Clock;
+use missive_core::model::{
+    DeviceAuth, IdentityKeys, KeyUpload, NewToDevice, OneTimeKey, ToDeviceBatch, ToDeviceMessage,
+};
 use missive_core::{AccountId, DeviceId};
 use missive_proto::ToDeviceOut;
 use missive_proto::rest::{
@@ -17,10 +20,7 @@ use missive_proto::rest::{
     OneTimeKeyBody, UserKeys,
 };
 use missive_proto::{ErrorCode, ServerFrame};
-use missive_store::{
-    DeviceAuth, IdentityKeys, KeyUpload, NewToDevice, OneTimeKey, Store, ToDeviceBatch,
-    ToDeviceMessage,
-};
+use missive_store::Store;
 
 use super::account_named;
 use super::device_list::DeviceListNotices;

@@ -9,9 +9,10 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use missive_blobs::{BlobError, Blobs, Upload};
 use missive_core::Clock;
+use missive_core::model::{DeviceAuth, MediaRecord};
 use missive_proto::ErrorCode;
 use missive_proto::rest::MediaInfo;
-use missive_store::{DeviceAuth, ENCRYPTED_MEDIA_TYPE, MediaRecord, Store};
+use missive_store::{ENCRYPTED_MEDIA_TYPE, MediaStore};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -96,7 +97,7 @@ fn blob_failure(err: BlobError) -> ApiError {
 }
 
 pub struct Media {
-    store: Arc<dyn Store>,
+    store: Arc<dyn MediaStore>,
     blobs: Blobs,
     clock: Arc<dyn Clock>,
     size_max: u64,
@@ -112,7 +113,12 @@ impl Media {
         self.blobs.is_reachable().await
     }
 
-    pub fn new(store: Arc<dyn Store>, blobs: Blobs, clock: Arc<dyn Clock>, size_max: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn MediaStore>,
+        blobs: Blobs,
+        clock: Arc<dyn Clock>,
+        size_max: u64,
+    ) -> Self {
         Self {
             store,
             blobs,

@@ -5,15 +5,16 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent};
+use missive_core::model::{
+    AckRequest, Appended, Body, ConversationRecord, DeviceAuth, EventKind, HistoryRequest,
+    NewMessage, Pending, PendingRequest, ReadRequest, ReceiptMoved, ReceiptsRecord, StoredEvent,
+    SweepOutcome, SweepRequest,
+};
 use missive_core::{
     AccountId, ClientMsgId, Clock, ConversationId, DeviceId, MessageId, MessageText, Seq,
 };
 use missive_proto::{ErrorCode, ServerFrame};
-use missive_store::{
-    AckRequest, Appended, Body, ConversationRecord, DeviceAuth, ENCRYPTED_MEDIA_TYPE, EventKind,
-    HistoryRequest, NewMessage, Pending, PendingRequest, QueuedAppend, ReadRequest, ReceiptMoved,
-    ReceiptsRecord, Store, StoreError, StoredEvent, SweepOutcome, SweepRequest,
-};
+use missive_store::{ENCRYPTED_MEDIA_TYPE, QueuedAppend, Store, StoreError};
 
 use super::push::Push;
 use crate::config::{Config, DeliveryConfig, E2eePolicy, Retention};

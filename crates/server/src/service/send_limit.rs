@@ -158,7 +158,7 @@ impl SendLimiter {
     /// client gets: `rate_limited` with `what` and the wait.
     pub fn check(
         &self,
-        auth: &missive_store::DeviceAuth,
+        auth: &missive_core::model::DeviceAuth,
         what: &'static str,
     ) -> Result<(), crate::error::ApiError> {
         self.take(auth.device, auth.account, Instant::now())

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent, Invalidation};
+use missive_core::model::{DeviceAuth, PresenceVisibility};
 use missive_core::{AccountId, Clock, ConversationId};
 use missive_proto::rest::{PresenceVisibility as WireVisibility, Privacy, UserList};
 use missive_proto::{ErrorCode, ServerFrame, TypingState};
-use missive_store::{DeviceAuth, PresenceVisibility, Store};
+use missive_store::Store;
 
 use crate::cache::Caches;
 use crate::config::LimitsConfig;

@@ -1,12 +1,16 @@
 //! Accounts and devices.
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
+use missive_core::UnixMillis;
 use missive_core::{AccountId, DeviceId, TokenHash, Username};
 
+use super::PostgresStore;
 use super::fault::{Fault, Outcome};
 use super::sql::{column, execute, pipeline, row, rows, scalar};
-use crate::StoreError;
+use super::{autocommit, transaction};
 use crate::model::*;
+use crate::{AccountStore, StoreError};
 
 pub(super) async fn create_account<C: GenericClient>(
     db: &C,
@@ -438,4 +442,114 @@ pub(super) async fn device_owner<C: GenericClient>(
     .await?
     .map(|row| row.try_get(0).map_err(Fault::from))
     .transpose()
+}
+
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError> {
+        transaction!(self, |tx| create_account(tx, &account))
+    }
+
+    async fn account_by_username(
+        &self,
+        username: &Username,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        autocommit!(self, |db| account_by_username(db, username))
+    }
+
+    async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError> {
+        transaction!(self, |tx| create_device(tx, &device))
+    }
+
+    async fn list_accounts(
+        &self,
+        after: Option<Username>,
+        limit: usize,
+    ) -> Result<Vec<AccountSummary>, StoreError> {
+        autocommit!(self, |db| list_accounts(
+            db,
+            after.as_ref().map(Username::as_str),
+            limit
+        ))
+    }
+
+    async fn set_suspended(
+        &self,
+        account: AccountId,
+        suspended: bool,
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
+        transaction!(self, |tx| set_suspended(tx, account, suspended))
+    }
+
+    async fn delete_account(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
+        transaction!(self, |tx| delete_account(tx, account))
+    }
+
+    async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError> {
+        autocommit!(self, |db| create_invites(db, &invites))
+    }
+
+    async fn set_password_hash(
+        &self,
+        account: AccountId,
+        hash: String,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| set_password_hash(db, account, &hash))
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, DeviceId)>, StoreError> {
+        autocommit!(self, |db| revocations_after(db, after, limit))
+    }
+
+    async fn last_revocation(&self) -> Result<i64, StoreError> {
+        autocommit!(self, |db| last_revocation(db))
+    }
+
+    async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError> {
+        autocommit!(self, |db| touch_device(db, device, now_ms))
+    }
+
+    async fn expire_devices(
+        &self,
+        idle_before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<RevokedDevice>, StoreError> {
+        transaction!(self, |tx| expire_devices(tx, idle_before_ms, limit))
+    }
+
+    async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {
+        autocommit!(self, |db| authenticate(db, token))
+    }
+
+    async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
+        autocommit!(self, |db| list_devices(db, account))
+    }
+
+    async fn rename_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        name: String,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| rename_device(db, account, device, &name))
+    }
+
+    async fn revoke_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+    ) -> Result<Option<RevokedDevice>, StoreError> {
+        transaction!(self, |tx| revoke_device(tx, account, device))
+    }
+
+    async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
+        autocommit!(self, |db| device_owner(db, device))
+    }
 }

@@ -531,6 +531,7 @@ fn columns3(rows: impl Iterator<Item = (i64, i64, i64)>) -> (Vec<i64>, Vec<i64>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MessageStore;
     use crate::Store;
     use crate::postgres::testing::{FreshSchema, account, ack, chat, device, store_batch, text};
 

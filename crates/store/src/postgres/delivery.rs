@@ -485,7 +485,7 @@ pub(super) async fn waiting<C: GenericClient>(db: &C, device: DeviceId) -> Outco
 }
 
 /// The devices of `$1` for which another device's event waits above a
-/// position (see `Store::behind`), in their memberships and, up to the seq
+/// position (see `MessageStore::behind`), in their memberships and, up to the seq
 /// of their leaving, their departures (as `STREAMS` reads them): index
 /// lookups per membership, and for the few behind, a range of `messages`
 /// up to the first event not the device's own.

@@ -7,16 +7,19 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
 
+use super::PostgresStore;
 use super::codes::{CONVERSATION_GROUP, EVENT_SYSTEM, ROLE_ADMIN, ROLE_MEMBER, role};
 use super::conversations::{has_departed, refusal};
 use super::fault::{Fault, Outcome};
 use super::sql::{column, execute, pipeline, row, rows, scalar};
-use crate::StoreError;
+use super::{autocommit, transaction};
 use crate::model::*;
 use crate::rules;
+use crate::{GroupStore, StoreError};
 
 /// What a member check learns about the group and the caller.
 struct Standing {
@@ -625,4 +628,27 @@ pub(super) async fn change_setting<C: GenericClient>(
         seq,
         recipients,
     })
+}
+
+#[async_trait]
+impl GroupStore for PostgresStore {
+    async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
+        transaction!(self, |tx| create_group(tx, &group))
+    }
+
+    async fn change_setting(&self, request: SettingRequest) -> Result<GroupChanged, StoreError> {
+        transaction!(self, |tx| change_setting(tx, &request))
+    }
+
+    async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError> {
+        transaction!(self, |tx| change_group(tx, &change))
+    }
+
+    async fn group_info(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<GroupRecord, StoreError> {
+        autocommit!(self, |db| group_info(db, account, conversation))
+    }
 }

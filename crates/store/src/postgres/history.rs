@@ -6,15 +6,19 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use tokio_postgres::Row;
 
+use super::PostgresStore;
+use super::autocommit;
 use super::codes::{CONVERSATION_GROUP, EVENT_TEXT, event_kind};
 use super::conversations::check_member;
 use super::fault::{Fault, Outcome};
 use super::media::media_of;
 use super::sql::{limit, pipeline, row, rows, scalar};
+use crate::HistoryStore;
 use crate::model::*;
 use crate::{StoreError, rules};
 
@@ -356,4 +360,27 @@ pub(super) async fn receipts<C: GenericClient>(
         delivered: pairs(&delivered)?,
         read: pairs(&read)?,
     })
+}
+
+#[async_trait]
+impl HistoryStore for PostgresStore {
+    async fn history(&self, request: HistoryRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        autocommit!(self, |db| history(db, &request))
+    }
+
+    async fn conversations(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        autocommit!(self, |db| conversations(db, account))
+    }
+
+    async fn receipts(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+        message_id: &MessageId,
+    ) -> Result<ReceiptsRecord, StoreError> {
+        autocommit!(self, |db| receipts(db, account, conversation, message_id))
+    }
 }

@@ -3,14 +3,17 @@
 //! skipping keys another claim holds locked (`SKIP LOCKED`), so concurrent
 //! claims on any nodes get different keys and none waits for another.
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, DeviceId};
 use tokio_postgres::Row;
 
+use super::PostgresStore;
 use super::fault::Outcome;
 use super::sql::{column, execute, row, rows, scalar, unsigned};
-use crate::StoreError;
+use super::{autocommit, transaction};
 use crate::model::*;
+use crate::{KeyStore, StoreError};
 
 fn identity(row: &Row, from: usize) -> Outcome<IdentityKeys> {
     Ok(IdentityKeys {
@@ -220,7 +223,7 @@ pub(super) async fn forget_device<C: GenericClient>(db: &C, device: DeviceId) ->
     Ok(identities > 0)
 }
 
-/// See `Store::online_devices_sharing_with`.
+/// See `KeyStore::online_devices_sharing_with`.
 pub(super) async fn online_devices_sharing_with<C: GenericClient>(
     db: &C,
     account: AccountId,
@@ -241,4 +244,49 @@ pub(super) async fn online_devices_sharing_with<C: GenericClient>(
     )
     .await?;
     Ok(devices.into_iter().map(DeviceId).collect())
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<KeysStored, StoreError> {
+        transaction!(self, |tx| put(tx, &upload))
+    }
+
+    async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError> {
+        autocommit!(self, |db| of_account(db, account))
+    }
+
+    async fn online_devices_sharing_with(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        autocommit!(self, |db| online_devices_sharing_with(db, account))
+    }
+
+    async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError> {
+        transaction!(self, |tx| claim(tx, account))
+    }
+
+    async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError> {
+        autocommit!(self, |db| count(db, device))
+    }
+
+    async fn send_to_devices(&self, batch: ToDeviceBatch) -> Result<(), StoreError> {
+        transaction!(self, |tx| super::to_device::send(tx, &batch))
+    }
+
+    async fn to_device_waiting(
+        &self,
+        device: DeviceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>, StoreError> {
+        autocommit!(self, |db| super::to_device::waiting(
+            db, device, after, limit
+        ))
+    }
+
+    async fn ack_to_device(&self, device: DeviceId, up_to: i64) -> Result<u64, StoreError> {
+        autocommit!(self, |db| super::to_device::ack(db, device, up_to))
+    }
 }

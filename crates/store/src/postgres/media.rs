@@ -2,15 +2,18 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, UnixMillis};
 use tokio_postgres::Row;
 
+use super::PostgresStore;
+use super::autocommit;
 use super::fault::Outcome;
 use super::sql::{column, execute, limit, pixels, row, rows, unsigned};
-use crate::StoreError;
 use crate::model::*;
 use crate::rules::ENCRYPTED_MEDIA_TYPE;
+use crate::{MediaStore, StoreError};
 
 pub(super) async fn create_media<C: GenericClient>(db: &C, media: &MediaRecord) -> Outcome<()> {
     let size = i64::try_from(media.size_bytes).unwrap_or(i64::MAX);
@@ -178,4 +181,27 @@ fn media_ref(row: &Row) -> Outcome<MediaRef> {
         thumbnail: row.try_get(6)?,
         filename: row.try_get(7)?,
     })
+}
+
+#[async_trait]
+impl MediaStore for PostgresStore {
+    async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError> {
+        autocommit!(self, |db| create_media(db, &media))
+    }
+
+    async fn media_for(
+        &self,
+        account: AccountId,
+        id: &str,
+    ) -> Result<Option<MediaRecord>, StoreError> {
+        autocommit!(self, |db| media_for(db, account, id))
+    }
+
+    async fn take_unreferenced_media(
+        &self,
+        before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        autocommit!(self, |db| take_unreferenced_media(db, before_ms, limit))
+    }
 }

@@ -83,15 +83,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use missive_core::{
-    AccountId, ConversationId, DeviceId, MessageId, TokenHash, UnixMillis, Username,
-};
+use missive_core::{AccountId, ConversationId, DeviceId, UnixMillis};
 use tokio::sync::{RwLock, RwLockReadGuard};
-use tokio_postgres::IsolationLevel;
 
 use crate::model::*;
-use crate::{Store, StoreError};
-use fault::{Fault, Outcome};
+use crate::{MessageStore, Store, StoreError};
+use fault::Fault;
 use pools::{ack_writers, build_pool, migrate, send_writers, split_pool};
 
 /// Where the database is and how long to wait for it.
@@ -216,7 +213,9 @@ macro_rules! autocommit {
         let _open = $store.admit().await?;
         let $db = $store.connection().await?;
         let $db = &$db;
-        sql::ordered($op).await.map_err(Fault::into_store)
+        $crate::postgres::sql::ordered($op)
+            .await
+            .map_err($crate::postgres::fault::Fault::into_store)
     }};
 }
 
@@ -229,142 +228,35 @@ macro_rules! transaction {
         let mut client = $store.connection().await?;
         let mut attempt = 1;
         loop {
-            let outcome: Outcome<_> = sql::ordered(async {
-                let $tx = client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::ReadCommitted)
-                    .start()
-                    .await?;
-                let value = {
-                    let $tx = &$tx;
-                    $op.await?
-                };
-                $tx.commit().await?;
-                Ok(value)
-            })
-            .await;
+            let outcome: $crate::postgres::fault::Outcome<_> =
+                $crate::postgres::sql::ordered(async {
+                    let $tx = client
+                        .build_transaction()
+                        .isolation_level(::tokio_postgres::IsolationLevel::ReadCommitted)
+                        .start()
+                        .await?;
+                    let value = {
+                        let $tx = &$tx;
+                        $op.await?
+                    };
+                    $tx.commit().await?;
+                    Ok(value)
+                })
+                .await;
             match outcome {
-                Err(fault) if fault.is_transient() && attempt < TX_ATTEMPTS => {
+                Err(fault) if fault.is_transient() && attempt < $crate::postgres::TX_ATTEMPTS => {
                     tracing::debug!(?fault, attempt, "transaction lost a race; running it again");
                     attempt += 1;
                 }
-                other => break other.map_err(Fault::into_store),
+                other => break other.map_err($crate::postgres::fault::Fault::into_store),
             }
         }
     }};
 }
+use {autocommit, transaction};
 
 #[async_trait]
-impl Store for PostgresStore {
-    async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError> {
-        transaction!(self, |tx| accounts::create_account(tx, &account))
-    }
-
-    async fn account_by_username(
-        &self,
-        username: &Username,
-    ) -> Result<Option<AccountRecord>, StoreError> {
-        autocommit!(self, |db| accounts::account_by_username(db, username))
-    }
-
-    async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError> {
-        transaction!(self, |tx| accounts::create_device(tx, &device))
-    }
-
-    async fn list_accounts(
-        &self,
-        after: Option<Username>,
-        limit: usize,
-    ) -> Result<Vec<AccountSummary>, StoreError> {
-        autocommit!(self, |db| accounts::list_accounts(
-            db,
-            after.as_ref().map(Username::as_str),
-            limit
-        ))
-    }
-
-    async fn set_suspended(
-        &self,
-        account: AccountId,
-        suspended: bool,
-    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
-        transaction!(self, |tx| accounts::set_suspended(tx, account, suspended))
-    }
-
-    async fn delete_account(
-        &self,
-        account: AccountId,
-    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
-        transaction!(self, |tx| accounts::delete_account(tx, account))
-    }
-
-    async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError> {
-        autocommit!(self, |db| accounts::create_invites(db, &invites))
-    }
-
-    async fn set_password_hash(
-        &self,
-        account: AccountId,
-        hash: String,
-    ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| accounts::set_password_hash(db, account, &hash))
-    }
-
-    async fn revocations_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, DeviceId)>, StoreError> {
-        autocommit!(self, |db| accounts::revocations_after(db, after, limit))
-    }
-
-    async fn last_revocation(&self) -> Result<i64, StoreError> {
-        autocommit!(self, |db| accounts::last_revocation(db))
-    }
-
-    async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError> {
-        autocommit!(self, |db| accounts::touch_device(db, device, now_ms))
-    }
-
-    async fn expire_devices(
-        &self,
-        idle_before_ms: UnixMillis,
-        limit: usize,
-    ) -> Result<Vec<RevokedDevice>, StoreError> {
-        transaction!(self, |tx| accounts::expire_devices(
-            tx,
-            idle_before_ms,
-            limit
-        ))
-    }
-
-    async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {
-        autocommit!(self, |db| accounts::authenticate(db, token))
-    }
-
-    async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
-        autocommit!(self, |db| accounts::list_devices(db, account))
-    }
-
-    async fn rename_device(
-        &self,
-        account: AccountId,
-        device: DeviceId,
-        name: String,
-    ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| accounts::rename_device(
-            db, account, device, &name
-        ))
-    }
-
-    async fn revoke_device(
-        &self,
-        account: AccountId,
-        device: DeviceId,
-    ) -> Result<Option<RevokedDevice>, StoreError> {
-        transaction!(self, |tx| accounts::revoke_device(tx, account, device))
-    }
-
+impl MessageStore for PostgresStore {
     async fn find_direct_conversation(
         &self,
         a: AccountId,
@@ -418,234 +310,6 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
-        transaction!(self, |tx| groups::create_group(tx, &group))
-    }
-
-    async fn change_setting(&self, request: SettingRequest) -> Result<GroupChanged, StoreError> {
-        transaction!(self, |tx| groups::change_setting(tx, &request))
-    }
-
-    async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError> {
-        transaction!(self, |tx| groups::change_group(tx, &change))
-    }
-
-    async fn group_info(
-        &self,
-        account: AccountId,
-        conversation: ConversationId,
-    ) -> Result<GroupRecord, StoreError> {
-        autocommit!(self, |db| groups::group_info(db, account, conversation))
-    }
-
-    async fn history(&self, request: HistoryRequest) -> Result<Vec<StoredEvent>, StoreError> {
-        autocommit!(self, |db| history::history(db, &request))
-    }
-
-    async fn conversations(
-        &self,
-        account: AccountId,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
-        autocommit!(self, |db| history::conversations(db, account))
-    }
-
-    async fn receipts(
-        &self,
-        account: AccountId,
-        conversation: ConversationId,
-        message_id: &MessageId,
-    ) -> Result<ReceiptsRecord, StoreError> {
-        autocommit!(self, |db| history::receipts(
-            db,
-            account,
-            conversation,
-            message_id
-        ))
-    }
-
-    async fn put_device_keys(&self, upload: KeyUpload) -> Result<KeysStored, StoreError> {
-        transaction!(self, |tx| keys::put(tx, &upload))
-    }
-
-    async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError> {
-        autocommit!(self, |db| keys::of_account(db, account))
-    }
-
-    async fn online_devices_sharing_with(
-        &self,
-        account: AccountId,
-    ) -> Result<Vec<DeviceId>, StoreError> {
-        autocommit!(self, |db| keys::online_devices_sharing_with(db, account))
-    }
-
-    async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError> {
-        transaction!(self, |tx| keys::claim(tx, account))
-    }
-
-    async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError> {
-        autocommit!(self, |db| keys::count(db, device))
-    }
-
-    async fn send_to_devices(&self, batch: ToDeviceBatch) -> Result<(), StoreError> {
-        transaction!(self, |tx| to_device::send(tx, &batch))
-    }
-
-    async fn to_device_waiting(
-        &self,
-        device: DeviceId,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<ToDeviceMessage>, StoreError> {
-        autocommit!(self, |db| to_device::waiting(db, device, after, limit))
-    }
-
-    async fn ack_to_device(&self, device: DeviceId, up_to: i64) -> Result<u64, StoreError> {
-        autocommit!(self, |db| to_device::ack(db, device, up_to))
-    }
-
-    async fn set_contact(
-        &self,
-        owner: AccountId,
-        contact: AccountId,
-        present: bool,
-        now_ms: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| social::set_contact(
-            db, owner, contact, present, now_ms
-        ))
-    }
-
-    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError> {
-        autocommit!(self, |db| social::contacts(db, owner))
-    }
-
-    async fn set_block(
-        &self,
-        blocker: AccountId,
-        blocked: AccountId,
-        present: bool,
-        now_ms: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| social::set_block(
-            db, blocker, blocked, present, now_ms
-        ))
-    }
-
-    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError> {
-        autocommit!(self, |db| social::blocked(db, blocker))
-    }
-
-    async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError> {
-        autocommit!(self, |db| social::blocked_either_way(db, a, b))
-    }
-
-    async fn blocked_with_any(
-        &self,
-        a: AccountId,
-        others: Vec<AccountId>,
-    ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| social::blocked_with_any(db, a, &others))
-    }
-
-    async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError> {
-        autocommit!(self, |db| social::is_contact(db, owner, contact))
-    }
-
-    async fn set_presence_visibility(
-        &self,
-        account: AccountId,
-        visibility: PresenceVisibility,
-    ) -> Result<(), StoreError> {
-        autocommit!(self, |db| social::set_presence_visibility(
-            db, account, visibility
-        ))
-    }
-
-    async fn presence_profile(
-        &self,
-        account: AccountId,
-    ) -> Result<Option<PresenceProfile>, StoreError> {
-        autocommit!(self, |db| social::presence_profile(db, account))
-    }
-
-    async fn set_last_seen(
-        &self,
-        account: AccountId,
-        now_ms: UnixMillis,
-    ) -> Result<(), StoreError> {
-        autocommit!(self, |db| social::set_last_seen(db, account, now_ms))
-    }
-
-    async fn relay_targets(
-        &self,
-        account: AccountId,
-        conversation: ConversationId,
-    ) -> Result<Vec<(AccountId, DeviceId)>, StoreError> {
-        autocommit!(self, |db| social::relay_targets(db, account, conversation))
-    }
-
-    async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError> {
-        autocommit!(self, |db| media::create_media(db, &media))
-    }
-
-    async fn media_for(
-        &self,
-        account: AccountId,
-        id: &str,
-    ) -> Result<Option<MediaRecord>, StoreError> {
-        autocommit!(self, |db| media::media_for(db, account, id))
-    }
-
-    async fn take_unreferenced_media(
-        &self,
-        before_ms: UnixMillis,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        autocommit!(self, |db| media::take_unreferenced_media(
-            db, before_ms, limit
-        ))
-    }
-
-    async fn renew_node(&self, node: &str, lease_until_ms: UnixMillis) -> Result<bool, StoreError> {
-        transaction!(self, |tx| sessions::renew_node(tx, node, lease_until_ms))
-    }
-
-    async fn claim_session(
-        &self,
-        device: DeviceId,
-        account: AccountId,
-        node: &str,
-        now_ms: UnixMillis,
-    ) -> Result<Option<String>, StoreError> {
-        transaction!(self, |tx| sessions::claim_session(
-            tx, device, account, node, now_ms
-        ))
-    }
-
-    async fn release_session(&self, device: DeviceId, node: &str) -> Result<(), StoreError> {
-        autocommit!(self, |db| sessions::release_session(db, device, node))
-    }
-
-    async fn account_online(
-        &self,
-        account: AccountId,
-        now_ms: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| sessions::account_online(db, account, now_ms))
-    }
-
-    async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError> {
-        autocommit!(self, |db| sessions::clock_ms(db)).map(Some)
-    }
-
-    async fn reap_nodes(&self, now_ms: UnixMillis) -> Result<Vec<AccountId>, StoreError> {
-        transaction!(self, |tx| sessions::reap_nodes(tx, now_ms))
-    }
-
-    async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
-        autocommit!(self, |db| accounts::device_owner(db, device))
-    }
-
     async fn waiting(&self, device: DeviceId) -> Result<u64, StoreError> {
         autocommit!(self, |db| delivery::waiting(db, device))
     }
@@ -657,7 +321,10 @@ impl Store for PostgresStore {
     async fn behind(&self, devices: Vec<DeviceId>) -> Result<Vec<DeviceId>, StoreError> {
         autocommit!(self, |db| delivery::behind(db, &devices))
     }
+}
 
+#[async_trait]
+impl Store for PostgresStore {
     async fn is_ready(&self) -> bool {
         let probe = async {
             let _open = self.admit().await?;

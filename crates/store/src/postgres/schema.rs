@@ -97,6 +97,7 @@ async fn run(client: &mut Client) -> Outcome<()> {
 
 #[cfg(test)]
 mod tests {
+    use crate::MessageStore;
     use missive_core::{AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText};
 
     use super::*;

@@ -1,10 +1,14 @@
 //! The session directory: node leases and which node holds each live device.
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, DeviceId, UnixMillis};
 
+use super::PostgresStore;
 use super::fault::{Fault, Outcome};
 use super::sql::{column, execute, pipeline, row, scalar};
+use super::{autocommit, transaction};
+use crate::{SessionStore, StoreError};
 
 pub(super) async fn renew_node<C: GenericClient>(
     db: &C,
@@ -159,4 +163,41 @@ pub(super) async fn reap_nodes<C: GenericClient>(
     )?;
     offline.sort_unstable();
     Ok(offline.into_iter().map(AccountId).collect())
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn renew_node(&self, node: &str, lease_until_ms: UnixMillis) -> Result<bool, StoreError> {
+        transaction!(self, |tx| renew_node(tx, node, lease_until_ms))
+    }
+
+    async fn claim_session(
+        &self,
+        device: DeviceId,
+        account: AccountId,
+        node: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        transaction!(self, |tx| claim_session(tx, device, account, node, now_ms))
+    }
+
+    async fn release_session(&self, device: DeviceId, node: &str) -> Result<(), StoreError> {
+        autocommit!(self, |db| release_session(db, device, node))
+    }
+
+    async fn account_online(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| account_online(db, account, now_ms))
+    }
+
+    async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError> {
+        autocommit!(self, |db| clock_ms(db)).map(Some)
+    }
+
+    async fn reap_nodes(&self, now_ms: UnixMillis) -> Result<Vec<AccountId>, StoreError> {
+        transaction!(self, |tx| reap_nodes(tx, now_ms))
+    }
 }

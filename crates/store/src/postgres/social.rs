@@ -1,13 +1,17 @@
 //! Contacts, blocks, presence settings and ephemeral relay targets.
 
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use missive_core::{AccountId, ConversationId, DeviceId, UnixMillis};
 
+use super::PostgresStore;
+use super::autocommit;
 use super::codes::{visibility, visibility_code};
 use super::conversations::check_member;
 use super::fault::Outcome;
 use super::sql::{column, execute, row, rows, scalar};
 use crate::model::*;
+use crate::{SocialStore, StoreError};
 
 /// The two owner → other relations, stored alike.
 enum Relation {
@@ -202,4 +206,82 @@ pub(super) async fn relay_targets<C: GenericClient>(
     .iter()
     .map(|row| Ok((AccountId(row.try_get(0)?), DeviceId(row.try_get(1)?))))
     .collect()
+}
+
+#[async_trait]
+impl SocialStore for PostgresStore {
+    async fn set_contact(
+        &self,
+        owner: AccountId,
+        contact: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| set_contact(db, owner, contact, present, now_ms))
+    }
+
+    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError> {
+        autocommit!(self, |db| contacts(db, owner))
+    }
+
+    async fn set_block(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| set_block(db, blocker, blocked, present, now_ms))
+    }
+
+    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError> {
+        autocommit!(self, |db| blocked(db, blocker))
+    }
+
+    async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError> {
+        autocommit!(self, |db| blocked_either_way(db, a, b))
+    }
+
+    async fn blocked_with_any(
+        &self,
+        a: AccountId,
+        others: Vec<AccountId>,
+    ) -> Result<bool, StoreError> {
+        autocommit!(self, |db| blocked_with_any(db, a, &others))
+    }
+
+    async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError> {
+        autocommit!(self, |db| is_contact(db, owner, contact))
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        account: AccountId,
+        visibility: PresenceVisibility,
+    ) -> Result<(), StoreError> {
+        autocommit!(self, |db| set_presence_visibility(db, account, visibility))
+    }
+
+    async fn presence_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<PresenceProfile>, StoreError> {
+        autocommit!(self, |db| presence_profile(db, account))
+    }
+
+    async fn set_last_seen(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<(), StoreError> {
+        autocommit!(self, |db| set_last_seen(db, account, now_ms))
+    }
+
+    async fn relay_targets(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<Vec<(AccountId, DeviceId)>, StoreError> {
+        autocommit!(self, |db| relay_targets(db, account, conversation))
+    }
 }

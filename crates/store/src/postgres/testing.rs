@@ -1,6 +1,8 @@
 //! What the adapter's own tests share: a schema of their own on the test
 //! server (`MISSIVE_TEST_POSTGRES_URL`, default the local one).
 
+use crate::{AccountStore, MessageStore};
+
 use std::time::Duration;
 
 use missive_core::{
@@ -11,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::batcher::Batch;
 use crate::model::{AckRequest, Body, NewMessage};
-use crate::{NewAccount, NewDevice, PostgresConfig, PostgresStore, Store};
+use crate::{NewAccount, NewDevice, PostgresConfig, PostgresStore};
 
 fn base_url() -> String {
     std::env::var("MISSIVE_TEST_POSTGRES_URL")

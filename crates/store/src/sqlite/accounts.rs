@@ -1,11 +1,14 @@
 //! Accounts and devices (logins).
 
+use async_trait::async_trait;
+use missive_core::UnixMillis;
 use missive_core::{AccountId, DeviceId, TokenHash, Username};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use super::writer::backend;
-use crate::StoreError;
 use crate::model::*;
+use crate::{AccountStore, StoreError};
 
 pub(super) fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(
@@ -433,4 +436,121 @@ pub(super) fn device_owner(
     )
     .optional()
     .map_err(backend)
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(&self, account: NewAccount) -> Result<AccountId, StoreError> {
+        self.write(move |conn| create_account(conn, &account)).await
+    }
+
+    async fn account_by_username(
+        &self,
+        username: &Username,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        let username = username.clone();
+        self.read(move |conn| account_by_username(conn, &username))
+            .await
+    }
+
+    async fn create_device(&self, device: NewDevice) -> Result<CreatedDevice, StoreError> {
+        self.write(move |conn| create_device(conn, &device)).await
+    }
+
+    async fn list_accounts(
+        &self,
+        after: Option<Username>,
+        limit: usize,
+    ) -> Result<Vec<AccountSummary>, StoreError> {
+        self.read(move |conn| list_accounts(conn, after.as_ref().map(Username::as_str), limit))
+            .await
+    }
+
+    async fn set_suspended(
+        &self,
+        account: AccountId,
+        suspended: bool,
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
+        self.write(move |conn| set_suspended(conn, account, suspended))
+            .await
+    }
+
+    async fn delete_account(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<Vec<RevokedDevice>>, StoreError> {
+        self.write(move |conn| delete_account(conn, account)).await
+    }
+
+    async fn create_invites(&self, invites: NewInvites) -> Result<(), StoreError> {
+        self.write(move |conn| create_invites(conn, &invites)).await
+    }
+
+    async fn set_password_hash(
+        &self,
+        account: AccountId,
+        hash: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| set_password_hash(conn, account, &hash))
+            .await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, DeviceId)>, StoreError> {
+        self.read(move |conn| revocations_after(conn, after, limit))
+            .await
+    }
+
+    async fn last_revocation(&self) -> Result<i64, StoreError> {
+        self.read(last_revocation).await
+    }
+
+    async fn touch_device(&self, device: DeviceId, now_ms: UnixMillis) -> Result<(), StoreError> {
+        self.write(move |conn| touch_device(conn, device, now_ms))
+            .await
+    }
+
+    async fn expire_devices(
+        &self,
+        idle_before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<RevokedDevice>, StoreError> {
+        self.write(move |conn| expire_devices(conn, idle_before_ms, limit))
+            .await
+    }
+
+    async fn authenticate(&self, token: &TokenHash) -> Result<Option<DeviceAuth>, StoreError> {
+        let token = token.clone();
+        self.read(move |conn| authenticate(conn, &token)).await
+    }
+
+    async fn list_devices(&self, account: AccountId) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.read(move |conn| list_devices(conn, account)).await
+    }
+
+    async fn rename_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+        name: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| rename_device(conn, account, device, &name))
+            .await
+    }
+
+    async fn revoke_device(
+        &self,
+        account: AccountId,
+        device: DeviceId,
+    ) -> Result<Option<RevokedDevice>, StoreError> {
+        self.write(move |conn| revoke_device(conn, account, device))
+            .await
+    }
+
+    async fn device_owner(&self, device: DeviceId) -> Result<Option<String>, StoreError> {
+        self.read(move |conn| device_owner(conn, device)).await
+    }
 }

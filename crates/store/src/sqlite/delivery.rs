@@ -470,7 +470,7 @@ pub(super) fn waiting(conn: &Connection, device: DeviceId) -> Result<u64, StoreE
 
 /// Whether something another device sent waits above the device's
 /// positions, in its memberships and, up to its leaving, its departures
-/// (see `Store::behind`).
+/// (see `MessageStore::behind`).
 const BEHIND: &str = "SELECT EXISTS (
      SELECT 1 FROM devices d
      JOIN (SELECT m.account_id, m.conversation_id, m.joined_seq, c.last_seq AS end_seq

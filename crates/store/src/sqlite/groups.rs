@@ -1,15 +1,17 @@
 //! Group conversations: creation, membership changes recorded as system
 //! events, and group info. Runs inside the writer's batch transaction.
 
+use async_trait::async_trait;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use super::conversations::{account_devices, check_member, member_devices};
 use super::send::{EVENT_SYSTEM, next_seq};
 use super::writer::backend;
-use crate::StoreError;
 use crate::model::*;
 use crate::rules;
+use crate::{GroupStore, StoreError};
 
 const ROLE_MEMBER: i64 = 0;
 const ROLE_ADMIN: i64 = 1;
@@ -501,4 +503,28 @@ pub(super) fn change_setting(
         seq,
         recipients,
     })
+}
+
+#[async_trait]
+impl GroupStore for SqliteStore {
+    async fn create_group(&self, group: NewGroup) -> Result<GroupChanged, StoreError> {
+        self.write(move |conn| create_group(conn, &group)).await
+    }
+
+    async fn change_setting(&self, request: SettingRequest) -> Result<GroupChanged, StoreError> {
+        self.write(move |conn| change_setting(conn, &request)).await
+    }
+
+    async fn change_group(&self, change: GroupChangeRequest) -> Result<GroupChanged, StoreError> {
+        self.write(move |conn| change_group(conn, &change)).await
+    }
+
+    async fn group_info(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<GroupRecord, StoreError> {
+        self.read(move |conn| group_info(conn, account, conversation))
+            .await
+    }
 }

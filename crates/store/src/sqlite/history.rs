@@ -1,12 +1,15 @@
 //! Reading conversations back: history pages, the conversation list and
 //! per-message receipts.
 
+use async_trait::async_trait;
 use missive_core::{AccountId, ConversationId, DeviceId, MessageId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::SqliteStore;
 use super::conversations::check_member;
 use super::send::{EVENT_TEXT, event_kind};
 use super::writer::backend;
+use crate::HistoryStore;
 use crate::model::*;
 use crate::{StoreError, rules};
 
@@ -333,4 +336,29 @@ pub(super) fn receipts(
         delivered,
         read,
     })
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn history(&self, request: HistoryRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| history(conn, &request)).await
+    }
+
+    async fn conversations(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.read(move |conn| conversations(conn, account)).await
+    }
+
+    async fn receipts(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+        message_id: &MessageId,
+    ) -> Result<ReceiptsRecord, StoreError> {
+        let message_id = message_id.clone();
+        self.read(move |conn| receipts(conn, account, conversation, &message_id))
+            .await
+    }
 }

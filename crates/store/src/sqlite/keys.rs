@@ -2,12 +2,14 @@
 //! one-time keys others claim. The writer thread runs every claim, so a
 //! key read and deleted in one job is never handed out twice.
 
+use async_trait::async_trait;
 use missive_core::{AccountId, DeviceId};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use super::writer::backend;
-use crate::StoreError;
 use crate::model::*;
+use crate::{KeyStore, StoreError};
 
 fn identity_of(conn: &Connection, device: DeviceId) -> Result<Option<IdentityKeys>, StoreError> {
     conn.prepare_cached("SELECT curve25519, ed25519 FROM device_keys WHERE device_id = ?1")
@@ -164,7 +166,7 @@ pub(super) fn forget_device(conn: &Connection, device: DeviceId) -> Result<bool,
     Ok(identities > 0)
 }
 
-/// See `Store::online_devices_sharing_with`.
+/// See `KeyStore::online_devices_sharing_with`.
 pub(super) fn online_devices_sharing_with(
     conn: &Connection,
     account: AccountId,
@@ -188,4 +190,51 @@ pub(super) fn online_devices_sharing_with(
         .query_map([account.0], |row| Ok(DeviceId(row.get(0)?)))
         .map_err(backend)?;
     rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn put_device_keys(&self, upload: KeyUpload) -> Result<KeysStored, StoreError> {
+        self.write(move |conn| put(conn, &upload)).await
+    }
+
+    async fn device_keys(&self, account: AccountId) -> Result<Vec<DeviceKeys>, StoreError> {
+        self.read(move |conn| of_account(conn, account)).await
+    }
+
+    async fn online_devices_sharing_with(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        self.read(move |conn| online_devices_sharing_with(conn, account))
+            .await
+    }
+
+    async fn claim_one_time_keys(&self, account: AccountId) -> Result<Vec<ClaimedKey>, StoreError> {
+        self.write(move |conn| claim(conn, account)).await
+    }
+
+    async fn one_time_key_count(&self, device: DeviceId) -> Result<u64, StoreError> {
+        self.read(move |conn| count(conn, device)).await
+    }
+
+    async fn send_to_devices(&self, batch: ToDeviceBatch) -> Result<(), StoreError> {
+        self.write(move |conn| super::to_device::send(conn, &batch))
+            .await
+    }
+
+    async fn to_device_waiting(
+        &self,
+        device: DeviceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ToDeviceMessage>, StoreError> {
+        self.read(move |conn| super::to_device::waiting(conn, device, after, limit))
+            .await
+    }
+
+    async fn ack_to_device(&self, device: DeviceId, up_to: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| super::to_device::ack(conn, device, up_to))
+            .await
+    }
 }

@@ -1,11 +1,13 @@
 //! Media records and which messages carry them.
 
+use async_trait::async_trait;
 use missive_core::{AccountId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use super::writer::backend;
-use crate::StoreError;
 use crate::model::*;
+use crate::{MediaStore, StoreError};
 
 /// Media ids attached to a message.
 pub(super) fn media_of(conn: &Connection, message_id: &str) -> Result<Vec<MediaRef>, StoreError> {
@@ -102,4 +104,29 @@ pub(super) fn take_unreferenced_media(
         .query_map(params![before_ms, limit as i64], |row| row.get(0))
         .map_err(backend)?;
     rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+#[async_trait]
+impl MediaStore for SqliteStore {
+    async fn create_media(&self, media: MediaRecord) -> Result<(), StoreError> {
+        self.write(move |conn| create_media(conn, &media)).await
+    }
+
+    async fn media_for(
+        &self,
+        account: AccountId,
+        id: &str,
+    ) -> Result<Option<MediaRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| media_for(conn, account, &id)).await
+    }
+
+    async fn take_unreferenced_media(
+        &self,
+        before_ms: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |conn| take_unreferenced_media(conn, before_ms, limit))
+            .await
+    }
 }

@@ -1,10 +1,12 @@
 //! The session directory: node leases and which node holds each live device.
 
+use async_trait::async_trait;
 use missive_core::{AccountId, DeviceId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use super::writer::backend;
-use crate::StoreError;
+use crate::{SessionStore, StoreError};
 
 pub(super) fn renew_node(
     conn: &Connection,
@@ -112,4 +114,48 @@ pub(super) fn reap_nodes(
         }
     }
     Ok(offline)
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn renew_node(&self, node: &str, lease_until_ms: UnixMillis) -> Result<bool, StoreError> {
+        let node = node.to_owned();
+        self.write(move |conn| renew_node(conn, &node, lease_until_ms))
+            .await
+    }
+
+    async fn claim_session(
+        &self,
+        device: DeviceId,
+        account: AccountId,
+        node: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        let node = node.to_owned();
+        self.write(move |conn| claim_session(conn, device, account, &node, now_ms))
+            .await
+    }
+
+    async fn release_session(&self, device: DeviceId, node: &str) -> Result<(), StoreError> {
+        let node = node.to_owned();
+        self.write(move |conn| release_session(conn, device, &node))
+            .await
+    }
+
+    async fn account_online(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.read(move |conn| account_online(conn, account, now_ms))
+            .await
+    }
+
+    async fn reap_nodes(&self, now_ms: UnixMillis) -> Result<Vec<AccountId>, StoreError> {
+        self.write(move |conn| reap_nodes(conn, now_ms)).await
+    }
+
+    async fn clock_ms(&self) -> Result<Option<UnixMillis>, StoreError> {
+        Ok(None)
+    }
 }

@@ -1,12 +1,14 @@
 //! Contacts, blocks, presence settings and ephemeral relay targets.
 
+use async_trait::async_trait;
 use missive_core::{AccountId, ConversationId, DeviceId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::SqliteStore;
 use super::conversations::check_member;
 use super::writer::backend;
-use crate::StoreError;
 use crate::model::*;
+use crate::{SocialStore, StoreError};
 
 fn names(conn: &Connection, sql: &str, account: AccountId) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
@@ -179,4 +181,97 @@ pub(super) fn relay_targets(
         })
         .map_err(backend)?;
     rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+#[async_trait]
+impl SocialStore for SqliteStore {
+    async fn set_contact(
+        &self,
+        owner: AccountId,
+        contact: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| set_contact(conn, owner, contact, present, now_ms))
+            .await
+    }
+
+    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| contacts(conn, owner)).await
+    }
+
+    async fn set_block(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+        present: bool,
+        now_ms: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| set_block(conn, blocker, blocked, present, now_ms))
+            .await
+    }
+
+    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| blocked(conn, blocker)).await
+    }
+
+    async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError> {
+        self.read(move |conn| blocked_either_way(conn, a, b)).await
+    }
+
+    async fn blocked_with_any(
+        &self,
+        a: AccountId,
+        others: Vec<AccountId>,
+    ) -> Result<bool, StoreError> {
+        // One reader task; each lookup is an index probe in process.
+        self.read(move |conn| {
+            for b in others {
+                if blocked_either_way(conn, a, b)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+    }
+
+    async fn is_contact(&self, owner: AccountId, contact: AccountId) -> Result<bool, StoreError> {
+        self.read(move |conn| is_contact(conn, owner, contact))
+            .await
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        account: AccountId,
+        visibility: PresenceVisibility,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| set_presence_visibility(conn, account, visibility))
+            .await
+    }
+
+    async fn presence_profile(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<PresenceProfile>, StoreError> {
+        self.read(move |conn| presence_profile(conn, account)).await
+    }
+
+    async fn set_last_seen(
+        &self,
+        account: AccountId,
+        now_ms: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| set_last_seen(conn, account, now_ms))
+            .await
+    }
+
+    async fn relay_targets(
+        &self,
+        account: AccountId,
+        conversation: ConversationId,
+    ) -> Result<Vec<(AccountId, DeviceId)>, StoreError> {
+        self.read(move |conn| relay_targets(conn, account, conversation))
+            .await
+    }
 }

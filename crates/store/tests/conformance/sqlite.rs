@@ -3,6 +3,8 @@
 //! second process on the same file); those that look inside the database
 //! file are in [`engine`].
 
+use missive_store::AccountStore;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

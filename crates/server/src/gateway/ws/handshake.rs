@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
+use missive_core::model::DeviceAuth;
 use missive_proto::{ClientFrame, CloseCode, ErrorCode, ServerFrame, decode_client_frame};
-use missive_store::DeviceAuth;
 use tokio::time::{Instant, timeout};
 
 use super::close_message;

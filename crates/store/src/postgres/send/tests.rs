@@ -1,6 +1,8 @@
 //! Batches against a real PostgreSQL: retries, clocks, judging and
 //! numbering, and a dedup key reused across nodes.
 
+use crate::MessageStore;
+
 use std::sync::Arc;
 
 use tokio::sync::Barrier;

@@ -1,6 +1,8 @@
 //! PostgreSQL-only checks: several nodes (pools) on one database racing
 //! each other, and a server that is unreachable, silent or cut mid-run.
 
+use missive_store::AccountStore;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

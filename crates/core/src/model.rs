@@ -1,6 +1,9 @@
-//! Records crossing the Store boundary.
+//! The domain records missive stores and moves: accounts, devices,
+//! messages and their events, groups, receipts, keys, media. They cross the
+//! Store boundary (as its arguments and answers) and are what services and
+//! the gateway work with, so they live here rather than in the store crate.
 
-use missive_core::{
+use crate::{
     AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq, TokenHash,
     UnixMillis, Username,
 };
