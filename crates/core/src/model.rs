@@ -263,6 +263,14 @@ pub enum Role {
     Member,
 }
 
+/// The two lists an account keeps of others: its contacts (who see its
+/// presence under "contacts only") and the accounts it blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relation {
+    Contact,
+    Block,
+}
+
 /// Who may see an account's presence and last-seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresenceVisibility {

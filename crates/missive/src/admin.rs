@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use missive_core::model::{AccountSummary, DeviceRecord};
 use missive_core::{DeviceId, SystemClock};
-use missive_server::error::ApiError;
+use missive_server::service::ServiceError;
 use missive_server::{App, Config};
 use serde::Serialize;
 
@@ -207,7 +207,10 @@ async fn copy_files(config: &Config, action: &Action) -> Option<ExitCode> {
 /// Carries out an account action on the opened store: what to print, or
 /// the store's refusal; `Err` is an exit before the store was touched (an
 /// unreadable password).
-async fn act(app: &App, action: Action) -> Result<Result<serde_json::Value, ApiError>, ExitCode> {
+async fn act(
+    app: &App,
+    action: Action,
+) -> Result<Result<serde_json::Value, ServiceError>, ExitCode> {
     let accounts = &app.state().accounts;
     let done = match action {
         Action::Users => accounts.admin_users().await.map(|users| users_json(&users)),
@@ -301,7 +304,7 @@ fn revoked_json(revoked: &[DeviceId]) -> serde_json::Value {
 }
 
 /// Refusals exit 3 with the code, as the client commands do.
-fn refused(err: &ApiError) -> ExitCode {
+fn refused(err: &ServiceError) -> ExitCode {
     eprintln!("error: {}: {}", err.code.as_str(), err.message);
     ExitCode::from(3)
 }

@@ -15,13 +15,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use missive_bus::{BusSink, DeviceEvent, Spent};
+use missive_bus::{BusSink, DeviceEvent};
 use missive_core::{AccountId, Clock, DeviceId, SystemClock, UnixMillis};
 use rand::Rng;
-use tokio::sync::mpsc;
 
-use crate::AppState;
-use crate::router::NodeEvent;
+use missive_bus::Bus;
+use missive_store::Store;
+
+use crate::router::Router;
+use crate::service::Social;
 
 /// Wall-clock time in the store's time base, for leases: this process's
 /// clock plus its last measured offset from the store's clock.
@@ -114,196 +116,228 @@ pub fn node_id(configured: &str) -> Arc<str> {
     Arc::from(format!("{name}-{}", hex::encode(bytes)).as_str())
 }
 
-/// Claims `device` (of `account`) for this node in the session directory
-/// and tells the node that held it, if another, to let go: the claim that
-/// commits last wins. A store failure leaves the entry for the heartbeat.
-pub async fn claim(state: &AppState, device: DeviceId, account: AccountId) {
-    let node = state.router.node();
-    match state
-        .store
-        .claim_session(device, account, node, state.clock.now_ms())
-        .await
-    {
-        Ok(Some(previous)) => {
-            tracing::debug!(%previous, %device, "device taken over from another node");
-            let node = Arc::clone(node);
-            state
-                .bus
-                .publish(device, DeviceEvent::TakenOver { node })
-                .await;
-        }
-        Ok(None) => {}
-        Err(err) => {
-            tracing::warn!(%err, %device, "could not claim the session; retrying at the next beat");
-            state.router.settle_later(device, account);
-        }
-    }
+/// This node's part in the session directory and its lease: what the
+/// gateway calls when a device comes and goes, and the beats the app runs.
+/// It holds only what that needs, passed down when the app is built.
+pub struct ClusterNode {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    router: Arc<Router>,
+    clock: Arc<dyn Clock>,
+    lease_clock: Arc<LeaseClock>,
+    social: Arc<Social>,
+    lease_ms: u64,
 }
 
-/// Makes `device`'s directory entry match this node: claimed while it is
-/// live here, released otherwise (unless another node holds it).
-pub async fn settle(state: &AppState, device: DeviceId, account: AccountId) {
-    if state.router.is_live(device) {
-        return claim(state, device, account).await;
+impl ClusterNode {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        router: Arc<Router>,
+        clocks: (Arc<dyn Clock>, Arc<LeaseClock>),
+        social: Arc<Social>,
+        lease_ms: u64,
+    ) -> Self {
+        let (clock, lease_clock) = clocks;
+        Self {
+            store,
+            bus,
+            router,
+            clock,
+            lease_clock,
+            social,
+            lease_ms,
+        }
     }
-    if let Err(err) = state
-        .store
-        .release_session(device, state.router.node())
-        .await
-    {
-        tracing::warn!(%err, %device, "could not release the session; retrying at the next beat");
-        state.router.settle_later(device, account);
-        return;
-    }
-    // A newer connection of the device here may have claimed just before
-    // the release removed the row: claim again for it.
-    if state.router.is_live(device) {
-        claim(state, device, account).await;
-    }
-}
 
-/// Measures the clock offset from the store, then renews this node's lease
-/// (in the store's time base); when it had lapsed (the store was away longer
-/// than the lease and another node reaped us), claims every live device
-/// again. Then settles the entries earlier claims or releases failed to
-/// write. Errors are logged: the next beat retries.
-pub async fn renew(state: &Arc<AppState>) {
-    state
-        .lease_clock
-        .sync(state.store.as_ref(), state.config.cluster.lease_ms)
-        .await;
-    let lease_ms = i64::try_from(state.config.cluster.lease_ms).unwrap_or(i64::MAX);
-    let node = state.router.node();
-    let until = state.lease_clock.now_ms().saturating_add(lease_ms);
-    match state.store.renew_node(node, until).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let live = state.router.live_devices();
-            for (device, account) in &live {
-                claim(state, *device, *account).await;
+    /// Claims `device` (of `account`) for this node in the session directory
+    /// and tells the node that held it, if another, to let go: the claim that
+    /// commits last wins. A store failure leaves the entry for the heartbeat.
+    pub async fn claim(&self, device: DeviceId, account: AccountId) {
+        let node = self.router.node();
+        match self
+            .store
+            .claim_session(device, account, node, self.clock.now_ms())
+            .await
+        {
+            Ok(Some(previous)) => {
+                tracing::debug!(%previous, %device, "device taken over from another node");
+                let node = Arc::clone(node);
+                self.bus
+                    .publish(device, DeviceEvent::TakenOver { node })
+                    .await;
             }
-            // Others may have announced them offline when they reaped us.
-            let mut accounts: Vec<AccountId> = live.into_iter().map(|(_, a)| a).collect();
-            accounts.sort();
-            accounts.dedup();
-            announce_later(state, accounts);
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(%err, %device, "could not claim the session; retrying at the next beat");
+                self.router.settle_later(device, account);
+            }
         }
-        Err(err) => {
-            tracing::warn!(%err, "could not renew this node's lease");
+    }
+
+    /// Makes `device`'s directory entry match this node: claimed while it is
+    /// live here, released otherwise (unless another node holds it).
+    pub async fn settle(&self, device: DeviceId, account: AccountId) {
+        if self.router.is_live(device) {
+            return self.claim(device, account).await;
+        }
+        if let Err(err) = self.store.release_session(device, self.router.node()).await {
+            tracing::warn!(%err, %device, "could not release the session; retrying at the next beat");
+            self.router.settle_later(device, account);
             return;
         }
-    }
-    let unsettled = state.router.take_unsettled();
-    if !unsettled.is_empty() {
-        let mut accounts = Vec::new();
-        for (device, account) in unsettled {
-            settle(state, device, account).await;
-            accounts.push(account);
+        // A newer connection of the device here may have claimed just before
+        // the release removed the row: claim again for it.
+        if self.router.is_live(device) {
+            self.claim(device, account).await;
         }
-        accounts.sort();
-        accounts.dedup();
-        announce_later(state, accounts);
     }
-}
 
-/// Every quarter lease: renew ours, reap lapsed nodes and announce their
-/// users offline (each reaped account is reported to one node only).
-pub async fn run_heartbeat(state: Arc<AppState>) {
-    let period = Duration::from_millis((state.config.cluster.lease_ms / 4).max(1));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        renew(&state).await;
-        match state.store.reap_nodes(state.lease_clock.now_ms()).await {
-            Ok(offline) => {
-                if !offline.is_empty() {
-                    tracing::info!(accounts = offline.len(), "reaped lapsed nodes");
+    /// Measures the clock offset from the store, then renews this node's lease
+    /// (in the store's time base); when it had lapsed (the store was away longer
+    /// than the lease and another node reaped us), claims every live device
+    /// again. Then settles the entries earlier claims or releases failed to
+    /// write. Errors are logged: the next beat retries.
+    pub async fn renew(self: &Arc<Self>) {
+        self.lease_clock
+            .sync(self.store.as_ref(), self.lease_ms)
+            .await;
+        let lease_ms = i64::try_from(self.lease_ms).unwrap_or(i64::MAX);
+        let node = self.router.node();
+        let until = self.lease_clock.now_ms().saturating_add(lease_ms);
+        match self.store.renew_node(node, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let live = self.router.live_devices();
+                for (device, account) in &live {
+                    self.claim(*device, *account).await;
                 }
-                announce_later(&state, offline);
+                // Others may have announced them offline when they reaped us.
+                let mut accounts: Vec<AccountId> = live.into_iter().map(|(_, a)| a).collect();
+                accounts.sort();
+                accounts.dedup();
+                self.announce_later(accounts);
             }
-            Err(err) => tracing::warn!(%err, "could not reap lapsed nodes"),
+            Err(err) => {
+                tracing::warn!(%err, "could not renew this node's lease");
+                return;
+            }
+        }
+        let unsettled = self.router.take_unsettled();
+        if !unsettled.is_empty() {
+            let mut accounts = Vec::new();
+            for (device, account) in unsettled {
+                self.settle(device, account).await;
+                accounts.push(account);
+            }
+            accounts.sort();
+            accounts.dedup();
+            self.announce_later(accounts);
         }
     }
-}
 
-/// Announces on a task of its own, so many announcements never delay the
-/// next lease renewal.
-fn announce_later(state: &Arc<AppState>, accounts: Vec<AccountId>) {
-    if accounts.is_empty() {
-        return;
-    }
-    let state = Arc::clone(state);
-    tokio::spawn(async move {
-        for account in accounts {
-            state.social.announce(account).await;
-        }
-    });
-}
-
-/// Acts on news from other nodes, in order.
-pub async fn run_node_events(state: Arc<AppState>, mut events: mpsc::Receiver<NodeEvent>) {
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(NodeEvent::PresenceChanged(account)) => {
-                    state.social.announce_here(account).await;
+    /// Every quarter lease: renew ours, reap lapsed nodes and announce their
+    /// users offline (each reaped account is reported to one node only).
+    pub async fn run_heartbeat(self: Arc<Self>) {
+        let period = Duration::from_millis((self.lease_ms / 4).max(1));
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.renew().await;
+            match self.store.reap_nodes(self.lease_clock.now_ms()).await {
+                Ok(offline) => {
+                    if !offline.is_empty() {
+                        tracing::info!(accounts = offline.len(), "reaped lapsed nodes");
+                    }
+                    self.announce_later(offline);
                 }
-                Some(NodeEvent::Spent(spent)) => debit(&state, &spent),
-                None => return,
-            },
-            () = state.router.resync_needed() => close_revoked(&state).await,
+                Err(err) => tracing::warn!(%err, "could not reap lapsed nodes"),
+            }
         }
     }
-}
 
-/// Live devices asked about in one statement by [`run_recheck`].
-const RECHECK_CHUNK: usize = 1_000;
+    /// Announces on a task of its own, so many announcements never delay the
+    /// next lease renewal.
+    fn announce_later(self: &Arc<Self>, accounts: Vec<AccountId>) {
+        if accounts.is_empty() {
+            return;
+        }
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            for account in accounts {
+                node.social.announce(account).await;
+            }
+        });
+    }
 
-/// The safety net for wake-ups the bus lost where no node could see it
-/// (between the servers of a NATS cluster, say): every `recheck` (the bus's
-/// `recheck_interval`), asks the store which of this node's live devices
-/// have something from another device waiting (one statement per thousand
-/// devices) and wakes those, which then read the store as after any
-/// wake-up. A device whose session already has what waits (delivered, not
-/// yet acked) reads nothing new. Per idle node this is a few index lookups
-/// per live device each period, and no read at all.
-pub async fn run_recheck(state: Arc<AppState>, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate: nothing is live yet.
-    ticks.tick().await;
-    loop {
+    /// The safety net for wake-ups the bus lost where no node could see it
+    /// (between the servers of a NATS cluster, say): every `recheck` (the bus's
+    /// `recheck_interval`), asks the store which of this node's live devices
+    /// have something from another device waiting (one statement per thousand
+    /// devices) and wakes those, which then read the store as after any
+    /// wake-up. A device whose session already has what waits (delivered, not
+    /// yet acked) reads nothing new. Per idle node this is a few index lookups
+    /// per live device each period, and no read at all.
+    pub async fn run_recheck(self: Arc<Self>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: nothing is live yet.
         ticks.tick().await;
-        let live: Vec<DeviceId> = state
-            .router
-            .live_devices()
-            .into_iter()
-            .map(|(device, _)| device)
-            .collect();
-        let mut behind = Vec::new();
-        for chunk in live.chunks(RECHECK_CHUNK) {
-            match state.store.behind(chunk.to_vec()).await {
-                Ok(found) => behind.extend(found),
+        loop {
+            ticks.tick().await;
+            let live: Vec<DeviceId> = self
+                .router
+                .live_devices()
+                .into_iter()
+                .map(|(device, _)| device)
+                .collect();
+            let mut behind = Vec::new();
+            for chunk in live.chunks(RECHECK_CHUNK) {
+                match self.store.behind(chunk.to_vec()).await {
+                    Ok(found) => behind.extend(found),
+                    Err(err) => {
+                        tracing::warn!(%err, "could not re-check live devices; trying next period");
+                        break;
+                    }
+                }
+            }
+            metrics::counter!("missive_rechecks_total").increment(1);
+            metrics::counter!("missive_recheck_wakes_total").increment(behind.len() as u64);
+            let gap = wake_gap(every, behind.len());
+            for (i, group) in behind.chunks(RECHECK_WAKE_GROUP).enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                for device in group {
+                    self.router.deliver(*device, DeviceEvent::QueueChanged);
+                }
+            }
+        }
+    }
+
+    /// Closes live devices that no longer exist: their revocation may have
+    /// been published while this node could not hear it.
+    pub async fn close_revoked(&self) {
+        for (device, _) in self.router.live_devices() {
+            match self.store.device_owner(device).await {
+                Ok(None) => {
+                    tracing::info!(%device, "closing a device revoked while the bus was away");
+                    self.router.deliver(device, DeviceEvent::Revoked);
+                }
+                Ok(Some(_)) => {}
                 Err(err) => {
-                    tracing::warn!(%err, "could not re-check live devices; trying next period");
-                    break;
+                    tracing::warn!(%err, "could not re-check live devices");
+                    return;
                 }
-            }
-        }
-        metrics::counter!("missive_rechecks_total").increment(1);
-        metrics::counter!("missive_recheck_wakes_total").increment(behind.len() as u64);
-        let gap = wake_gap(every, behind.len());
-        for (i, group) in behind.chunks(RECHECK_WAKE_GROUP).enumerate() {
-            if i > 0 {
-                tokio::time::sleep(gap).await;
-            }
-            for device in group {
-                state.router.deliver(*device, DeviceEvent::QueueChanged);
             }
         }
     }
 }
+
+/// Live devices asked about in one statement by
+/// [`ClusterNode::run_recheck`].
+const RECHECK_CHUNK: usize = 1_000;
 
 /// Devices the re-check wakes at once. Under traffic nearly every live
 /// device is behind (what it was sent is not acked yet), and each one
@@ -326,58 +360,6 @@ fn wake_gap(every: Duration, behind: usize) -> Duration {
 /// How often a node tells the others what it spent of the cluster-wide
 /// limits: the lag, and so the slack, of a budget shared across nodes.
 pub const SPENT_REPORT_PERIOD: Duration = Duration::from_millis(100);
-
-/// Every [`SPENT_REPORT_PERIOD`], tells the other nodes what this node
-/// spent of the limits they share; nothing when nothing was spent, so an
-/// idle cluster sends nothing.
-pub async fn run_spending_reports(state: Arc<AppState>) {
-    let mut ticks = tokio::time::interval(SPENT_REPORT_PERIOD);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let mut report = Vec::new();
-        for (limit, shared) in state.shared_limits() {
-            report.extend(shared.take_spent().into_iter().map(|(key, units)| Spent {
-                limit: limit.to_owned(),
-                key,
-                units,
-            }));
-        }
-        if !report.is_empty() {
-            state.bus.publish_spent(report).await;
-        }
-    }
-}
-
-/// Takes what another node reported spending from the same budgets here.
-fn debit(state: &AppState, spent: &[Spent]) {
-    let limits = state.shared_limits();
-    for entry in spent {
-        if let Some((limit, shared)) = limits.iter().find(|(limit, _)| *limit == entry.limit) {
-            shared.spent_elsewhere(&entry.key, entry.units);
-            metrics::counter!("missive_limit_spent_elsewhere_total", "limit" => *limit)
-                .increment(u64::try_from(entry.units).unwrap_or(0));
-        }
-    }
-}
-
-/// Closes live devices that no longer exist: their revocation may have
-/// been published while this node could not hear it.
-async fn close_revoked(state: &AppState) {
-    for (device, _) in state.router.live_devices() {
-        match state.store.device_owner(device).await {
-            Ok(None) => {
-                tracing::info!(%device, "closing a device revoked while the bus was away");
-                state.router.deliver(device, DeviceEvent::Revoked);
-            }
-            Ok(Some(_)) => {}
-            Err(err) => {
-                tracing::warn!(%err, "could not re-check live devices");
-                return;
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

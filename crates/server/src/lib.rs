@@ -15,9 +15,9 @@ pub mod accept;
 pub mod cache;
 pub mod cluster;
 pub mod config;
-pub mod error;
 pub mod gateway;
 pub mod mailbox;
+mod poison;
 mod revocations;
 pub mod router;
 pub mod service;
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use missive_blobs::Blobs;
-use missive_bus::{Bus, InProcessBus, NatsBus, NatsConfig};
+use missive_bus::{Bus, InProcessBus, NatsBus, NatsConfig, Spent};
 use missive_core::Clock;
 use missive_core::model::SweepOutcome;
 use missive_store::{
@@ -43,8 +43,8 @@ pub use config::Config;
 
 use crate::cache::Caches;
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
 use crate::router::{NodeEvent, Router};
+use crate::service::ServiceError;
 use crate::service::send_limit::{Rate, SendLimiter, SharedLimit};
 use crate::service::{Accounts, Groups, Keys, Media, Messaging, Push, Social};
 
@@ -56,12 +56,12 @@ pub struct AppState {
     pub router: Arc<Router>,
     pub caches: Arc<Caches>,
     pub clock: Arc<dyn Clock>,
-    /// Wall-clock time in the store's time base, for leases.
-    pub lease_clock: Arc<cluster::LeaseClock>,
+    /// This node's session directory entries and lease.
+    pub cluster: Arc<cluster::ClusterNode>,
     pub accounts: Accounts,
     pub messaging: Messaging,
     pub groups: Groups,
-    pub social: Social,
+    pub social: Arc<Social>,
     pub media: Media,
     pub keys: Keys,
     /// Cancelled when the server begins to shut down.
@@ -360,6 +360,15 @@ impl App {
             group_create_limit,
             key_claim_limit,
         } = RateLimits::new(&config.limits, bus.has_peers());
+        let social = Arc::new(social);
+        let cluster = Arc::new(cluster::ClusterNode::new(
+            store.clone(),
+            bus.clone(),
+            router.clone(),
+            (clock.clone(), lease_clock),
+            social.clone(),
+            config.cluster.lease_ms,
+        ));
         Self {
             state: Arc::new(AppState {
                 config,
@@ -368,7 +377,7 @@ impl App {
                 router,
                 caches,
                 clock,
-                lease_clock,
+                cluster,
                 accounts,
                 messaging,
                 groups,
@@ -406,7 +415,7 @@ impl App {
     /// Runs one sweep now (the background sweeper runs it periodically).
     /// Also refreshes the `missive_events_waiting` gauge: summing every
     /// device's backlog is too costly to do per scrape.
-    pub async fn sweep_now(&self) -> Result<SweepOutcome, ApiError> {
+    pub async fn sweep_now(&self) -> Result<SweepOutcome, ServiceError> {
         let outcome = self.state.messaging.sweep().await?;
         let grace_ms = i64::try_from(
             self.state
@@ -442,17 +451,21 @@ impl App {
         let state = self.state.clone();
         let local_addr = listener.local_addr()?;
         // Hold a lease before any session claims a device under it.
-        cluster::renew(&state).await;
+        state.cluster.renew().await;
         let mut background = vec![
             tokio::spawn(run_sweeper(self.clone())),
-            tokio::spawn(revocations::watch(state.clone())),
-            tokio::spawn(cluster::run_heartbeat(state.clone())),
+            tokio::spawn(revocations::watch(
+                state.store.clone(),
+                state.caches.clone(),
+                state.router.clone(),
+            )),
+            tokio::spawn(state.cluster.clone().run_heartbeat()),
         ];
         if state.bus.has_peers() {
-            background.push(tokio::spawn(cluster::run_spending_reports(state.clone())));
+            background.push(tokio::spawn(run_spending_reports(state.clone())));
         }
         if let Some(every) = state.bus.recheck_interval() {
-            background.push(tokio::spawn(cluster::run_recheck(state.clone(), every)));
+            background.push(tokio::spawn(state.cluster.clone().run_recheck(every)));
         }
         let node_events = state
             .node_events
@@ -460,10 +473,7 @@ impl App {
             .ok()
             .and_then(|mut slot| slot.take());
         if let Some(events) = node_events {
-            background.push(tokio::spawn(cluster::run_node_events(
-                state.clone(),
-                events,
-            )));
+            background.push(tokio::spawn(run_node_events(state.clone(), events)));
         }
         tracing::info!(
             %local_addr,
@@ -537,13 +547,54 @@ fn redact_password(url: &str) -> String {
     }
 }
 
-/// Locks `mutex` even if a panicking thread poisoned it: every critical
-/// section in this crate leaves its value consistent, so the value is
-/// still safe to use, and one panic must not take the node down.
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Acts on news from other nodes, in order.
+async fn run_node_events(state: Arc<AppState>, mut events: mpsc::Receiver<NodeEvent>) {
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(NodeEvent::PresenceChanged(account)) => {
+                    state.social.announce_here(account).await;
+                }
+                Some(NodeEvent::Spent(spent)) => debit(&state, &spent),
+                None => return,
+            },
+            () = state.router.resync_needed() => state.cluster.close_revoked().await,
+        }
+    }
+}
+
+/// Every [`cluster::SPENT_REPORT_PERIOD`], tells the other nodes what this node
+/// spent of the limits they share; nothing when nothing was spent, so an
+/// idle cluster sends nothing.
+async fn run_spending_reports(state: Arc<AppState>) {
+    let mut ticks = tokio::time::interval(cluster::SPENT_REPORT_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let mut report = Vec::new();
+        for (limit, shared) in state.shared_limits() {
+            report.extend(shared.take_spent().into_iter().map(|(key, units)| Spent {
+                limit: limit.to_owned(),
+                key,
+                units,
+            }));
+        }
+        if !report.is_empty() {
+            state.bus.publish_spent(report).await;
+        }
+    }
+}
+
+/// Takes what another node reported spending from the same budgets here.
+fn debit(state: &AppState, spent: &[Spent]) {
+    let limits = state.shared_limits();
+    for entry in spent {
+        if let Some((limit, shared)) = limits.iter().find(|(limit, _)| *limit == entry.limit) {
+            shared.spent_elsewhere(&entry.key, entry.units);
+            metrics::counter!("missive_limit_spent_elsewhere_total", "limit" => *limit)
+                .increment(u64::try_from(entry.units).unwrap_or(0));
+        }
+    }
 }
 
 #[cfg(test)]

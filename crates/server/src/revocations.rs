@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use missive_bus::{BusSink, DeviceEvent, Invalidation};
 use missive_core::DeviceId;
+use missive_store::AccountStore;
 
-use crate::AppState;
+use crate::cache::Caches;
+use crate::router::Router;
 
 /// How often a node reads the store's numbered revocations.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -58,28 +60,26 @@ impl Window {
     }
 }
 
-pub(crate) async fn watch(state: Arc<AppState>) {
+/// Polls the store's revocations every [`INTERVAL`] and applies each new
+/// one here: its cached token is dropped and its live connection closed.
+pub(crate) async fn watch(store: Arc<dyn AccountStore>, caches: Arc<Caches>, router: Arc<Router>) {
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut window = None;
     loop {
         ticks.tick().await;
         let Some(window) = &mut window else {
-            match state.store.last_revocation().await {
+            match store.last_revocation().await {
                 Ok(last) => window = Some(Window::starting_after(last)),
                 Err(err) => tracing::warn!(%err, "cannot read revocations yet"),
             }
             continue;
         };
-        match state
-            .store
-            .revocations_after(window.read_after(), BATCH)
-            .await
-        {
+        match store.revocations_after(window.read_after(), BATCH).await {
             Ok(batch) => {
                 for device in window.take(batch) {
-                    state.caches.invalidate(Invalidation::Device(device));
-                    state.router.deliver(device, DeviceEvent::Revoked);
+                    caches.invalidate(Invalidation::Device(device));
+                    router.deliver(device, DeviceEvent::Revoked);
                 }
             }
             Err(err) => tracing::debug!(%err, "cannot read revocations"),

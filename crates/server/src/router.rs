@@ -236,7 +236,7 @@ impl Router {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        crate::lock(&self.state)
+        crate::poison::lock(&self.state)
     }
 }
 

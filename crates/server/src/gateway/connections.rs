@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use missive_core::AccountId;
 
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
@@ -57,9 +57,9 @@ impl ConnectionLimits {
     }
 
     /// A slot for one more connection from `ip`, or `rate_limited`.
-    pub fn ip(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, ApiError> {
+    pub fn ip(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, ServiceError> {
         self.acquire(Key::Ip(ip), self.per_ip_max).ok_or_else(|| {
-            ApiError::new(
+            ServiceError::new(
                 missive_proto::ErrorCode::RateLimited,
                 "too many connections from this address",
             )
@@ -67,10 +67,10 @@ impl ConnectionLimits {
     }
 
     /// A slot for one more connection of `account`, or `rate_limited`.
-    pub fn account(self: &Arc<Self>, account: AccountId) -> Result<Slot, ApiError> {
+    pub fn account(self: &Arc<Self>, account: AccountId) -> Result<Slot, ServiceError> {
         self.acquire(Key::Account(account), self.per_account_max)
             .ok_or_else(|| {
-                ApiError::new(
+                ServiceError::new(
                     missive_proto::ErrorCode::RateLimited,
                     "too many connections for this account",
                 )
@@ -78,7 +78,7 @@ impl ConnectionLimits {
     }
 
     fn acquire(self: &Arc<Self>, key: Key, max: usize) -> Option<Slot> {
-        let mut counts = crate::lock(&self.counts);
+        let mut counts = crate::poison::lock(&self.counts);
         let count = counts.entry(key).or_insert(0);
         if *count >= max {
             if *count == 0 {
@@ -104,13 +104,16 @@ impl ConnectionLimits {
     }
 
     fn count(&self, key: Key) -> usize {
-        crate::lock(&self.counts).get(&key).copied().unwrap_or(0)
+        crate::poison::lock(&self.counts)
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = crate::lock(&self.limits.counts);
+        let mut counts = crate::poison::lock(&self.limits.counts);
         if let Some(count) = counts.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -147,6 +150,6 @@ mod tests {
         assert_eq!(limits.from_ip(a), 1);
         let again = limits.ip(a).unwrap();
         drop((second, again, other, alice, bob));
-        assert!(crate::lock(&limits.counts).is_empty());
+        assert!(crate::poison::lock(&limits.counts).is_empty());
     }
 }

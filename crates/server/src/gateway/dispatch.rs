@@ -15,7 +15,7 @@ use missive_proto::{ClientFrame, ErrorCode, ServerFrame, ToDeviceOut, TypingStat
 use tokio::time::Instant;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::service::ServiceError;
 use crate::service::{CheckedSend, Draft, QueuedSend, Recipient};
 
 /// Typing frames a client may send in a burst, and the refill pace.
@@ -136,7 +136,7 @@ impl Dispatcher {
             | ClientFrame::Edit { id, .. }
             | ClientFrame::Delete { id, .. } => error_frame(
                 id,
-                ApiError::new(ErrorCode::Internal, "sends are queued by Dispatcher::start"),
+                ServiceError::new(ErrorCode::Internal, "sends are queued by Dispatcher::start"),
             ),
             ClientFrame::ToDevice { id, messages } => self.to_device(id, messages).await,
             ClientFrame::ToDeviceAck { id, up_to } => self.to_device_ack(id, up_to).await,
@@ -238,7 +238,7 @@ impl Dispatcher {
             // `handle_now` passes only the frames above.
             _ => error_frame(
                 None,
-                ApiError::new(ErrorCode::Internal, "not a group frame"),
+                ServiceError::new(ErrorCode::Internal, "not a group frame"),
             ),
         }
     }
@@ -252,7 +252,7 @@ impl Dispatcher {
         {
             return error_frame(
                 id,
-                ApiError::rate_limited(wait, "too many sends; slow down"),
+                ServiceError::rate_limited(wait, "too many sends; slow down"),
             );
         }
         match self.state.keys.send_to_devices(&self.auth, messages).await {
@@ -277,7 +277,7 @@ impl Dispatcher {
         if !self.typing_budget.take(Instant::now()) {
             return error_frame(
                 id,
-                ApiError::new(ErrorCode::RateLimited, "too many typing frames; slow down"),
+                ServiceError::new(ErrorCode::RateLimited, "too many typing frames; slow down"),
             );
         }
         match self
@@ -441,12 +441,12 @@ impl Dispatcher {
         conversation: Option<i64>,
         client_msg_id: &str,
         draft: Draft,
-    ) -> Result<QueuedSend, ApiError> {
+    ) -> Result<QueuedSend, ServiceError> {
         let recipient = match (to, conversation) {
             (Some(username), None) => Recipient::User(username),
             (None, Some(conversation)) => Recipient::Conversation(ConversationId(conversation)),
             _ => {
-                return Err(ApiError::new(
+                return Err(ServiceError::new(
                     ErrorCode::InvalidField,
                     "give exactly one of \"to\" or \"conversation\"",
                 ));
@@ -462,7 +462,10 @@ impl Dispatcher {
             .send_limit
             .take(self.auth.device, self.auth.account, now)
         {
-            return Err(ApiError::rate_limited(wait, "too many sends; slow down"));
+            return Err(ServiceError::rate_limited(
+                wait,
+                "too many sends; slow down",
+            ));
         }
         let conversation = match recipient {
             Recipient::User(username) => self.conversation_with(username, &checked).await?,
@@ -478,7 +481,7 @@ impl Dispatcher {
         &mut self,
         username: String,
         send: &CheckedSend,
-    ) -> Result<ConversationId, ApiError> {
+    ) -> Result<ConversationId, ServiceError> {
         if let Some(conversation) = self.recipients.get(&username) {
             return Ok(*conversation);
         }
@@ -614,14 +617,14 @@ impl WithId for ServerFrame {
     }
 }
 
-fn group_reply(id: Option<String>, result: Result<GroupInfo, ApiError>) -> ServerFrame {
+fn group_reply(id: Option<String>, result: Result<GroupInfo, ServiceError>) -> ServerFrame {
     match result {
         Ok(group) => ServerFrame::Group { id, group },
         Err(err) => error_frame(id, err),
     }
 }
 
-fn error_frame(id: Option<String>, err: ApiError) -> ServerFrame {
+fn error_frame(id: Option<String>, err: ServiceError) -> ServerFrame {
     ServerFrame::Error {
         id,
         code: err.code,

@@ -18,25 +18,25 @@ use missive_proto::rest::{
 };
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 /// The device behind `Authorization: Bearer <token>`.
 pub(super) struct Authenticated(pub DeviceAuth);
 
 impl FromRequestParts<Arc<AppState>> for Authenticated {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, ServiceError> {
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                ApiError::new(
+                ServiceError::new(
                     ErrorCode::NotAuthenticated,
                     "send Authorization: Bearer <token>",
                 )
@@ -53,7 +53,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
 }
 
 /// Turns axum's JSON rejections into our typed errors.
-pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ServiceError> {
     body.map(|Json(value)| value).map_err(|rejection| {
         let code = match rejection {
             JsonRejection::JsonDataError(_) => ErrorCode::InvalidField,
@@ -61,7 +61,7 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
             _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::FrameTooLarge,
             _ => ErrorCode::BadFrame,
         };
-        ApiError::new(code, rejection.body_text())
+        ServiceError::new(code, rejection.body_text())
     })
 }
 
@@ -78,9 +78,9 @@ pub(super) async fn users(
     State(state): State<Arc<AppState>>,
     Authenticated(_): Authenticated,
     query: Result<axum::extract::Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let axum::extract::Query(query) =
-        query.map_err(|rejection| ApiError::new(ErrorCode::InvalidField, rejection.body_text()))?;
+) -> Result<Json<serde_json::Value>, ServiceError> {
+    let axum::extract::Query(query) = query
+        .map_err(|rejection| ServiceError::new(ErrorCode::InvalidField, rejection.body_text()))?;
     let users = match state.accounts.lookup(&query.username).await {
         Ok(username) => vec![serde_json::json!({ "username": username })],
         Err(err) if err.code == ErrorCode::UnknownUser => Vec::new(),
@@ -90,8 +90,8 @@ pub(super) async fn users(
 }
 
 /// Any route asked with a method it does not take: 405 with a typed body.
-pub(super) async fn method_not_allowed() -> ApiError {
-    ApiError::new(
+pub(super) async fn method_not_allowed() -> ServiceError {
+    ServiceError::new(
         ErrorCode::MethodNotAllowed,
         "this endpoint does not take that method; see docs/PROTOCOL.md",
     )
@@ -189,7 +189,7 @@ pub(super) async fn register(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Json<RegisterRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+) -> Result<(StatusCode, Json<RegisterResponse>), ServiceError> {
     let ip = client_ip(peer, &headers, &state.config.limits.trusted_proxies);
     let created = state.accounts.register(json_body(body)?, ip).await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -209,7 +209,7 @@ pub(super) async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
+) -> Result<(StatusCode, Json<LoginResponse>), ServiceError> {
     let ip = client_ip(peer, &headers, &state.config.limits.trusted_proxies);
     let session = state.accounts.login(json_body(body)?, ip).await?;
     Ok((StatusCode::CREATED, Json(session)))
@@ -219,7 +219,7 @@ pub(super) async fn login(
 pub(super) async fn logout(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, ServiceError> {
     state.accounts.revoke(&auth, auth.device).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -228,7 +228,7 @@ pub(super) async fn logout(
 pub(super) async fn devices(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
-) -> Result<Json<DeviceList>, ApiError> {
+) -> Result<Json<DeviceList>, ServiceError> {
     Ok(Json(state.accounts.devices(&auth).await?))
 }
 
@@ -239,10 +239,10 @@ pub(super) async fn rename_device(
     Authenticated(auth): Authenticated,
     Path(device_id): Path<String>,
     body: Result<Json<RenameDevice>, JsonRejection>,
-) -> Result<Json<DeviceInfo>, ApiError> {
+) -> Result<Json<DeviceInfo>, ServiceError> {
     let device_id: i64 = device_id
         .parse()
-        .map_err(|_| ApiError::new(ErrorCode::InvalidField, "device id must be an integer"))?;
+        .map_err(|_| ServiceError::new(ErrorCode::InvalidField, "device id must be an integer"))?;
     let body = json_body(body)?;
     let renamed = state
         .accounts
@@ -261,10 +261,10 @@ pub(super) async fn revoke(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     Path(device_id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, ServiceError> {
     let device_id: i64 = device_id
         .parse()
-        .map_err(|_| ApiError::new(ErrorCode::InvalidField, "device id must be an integer"))?;
+        .map_err(|_| ServiceError::new(ErrorCode::InvalidField, "device id must be an integer"))?;
     state.accounts.revoke(&auth, DeviceId(device_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

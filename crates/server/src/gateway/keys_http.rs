@@ -10,7 +10,7 @@ use missive_proto::rest::{KeyClaim, KeyClaimRequest, KeyCount, KeyUploadRequest,
 
 use super::http::{Authenticated, json_body};
 use crate::AppState;
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 type Shared = State<Arc<AppState>>;
 
@@ -19,7 +19,7 @@ pub(super) async fn upload(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<KeyUploadRequest>, JsonRejection>,
-) -> Result<Json<KeyCount>, ApiError> {
+) -> Result<Json<KeyCount>, ServiceError> {
     let request = json_body(body)?;
     Ok(Json(state.keys.upload(&auth, &request).await?))
 }
@@ -28,7 +28,7 @@ pub(super) async fn upload(
 pub(super) async fn count(
     State(state): Shared,
     Authenticated(auth): Authenticated,
-) -> Result<Json<KeyCount>, ApiError> {
+) -> Result<Json<KeyCount>, ServiceError> {
     Ok(Json(state.keys.count(&auth).await?))
 }
 
@@ -37,7 +37,7 @@ pub(super) async fn of_user(
     State(state): Shared,
     Authenticated(_auth): Authenticated,
     Path(username): Path<String>,
-) -> Result<Json<UserKeys>, ApiError> {
+) -> Result<Json<UserKeys>, ServiceError> {
     Ok(Json(state.keys.of_user(&username).await?))
 }
 
@@ -46,7 +46,7 @@ pub(super) async fn claim(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<KeyClaimRequest>, JsonRejection>,
-) -> Result<Json<KeyClaim>, ApiError> {
+) -> Result<Json<KeyClaim>, ServiceError> {
     let request = json_body(body)?;
     state
         .key_claim_limit

@@ -67,7 +67,7 @@ async fn open_here(
 ) -> Live {
     let registration = state.router.register(auth.device, auth.account);
     state.bus.follow(auth.device).await;
-    crate::cluster::claim(state, auth.device, auth.account).await;
+    state.cluster.claim(auth.device, auth.account).await;
     Live {
         registration: Some(registration),
         state: Arc::clone(state),
@@ -104,7 +104,7 @@ impl Live {
 
 async fn release(state: Arc<AppState>, device: DeviceId, account: AccountId, announce: Announce) {
     if !state.router.is_live(device) {
-        crate::cluster::settle(&state, device, account).await;
+        state.cluster.settle(device, account).await;
     }
     match announce {
         Announce::Yes => state.social.device_disconnected(account).await,

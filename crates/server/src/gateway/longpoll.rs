@@ -30,8 +30,8 @@ use super::dispatch::Dispatcher;
 use super::http::{Authenticated, json_body};
 use super::live::{self, Announce};
 use crate::AppState;
-use crate::error::ApiError;
 use crate::mailbox::Mailbox;
+use crate::service::ServiceError;
 use crate::service::keys::{TO_DEVICE_PAGE, to_device_frame};
 use crate::wire::pending_frame;
 
@@ -46,7 +46,7 @@ pub(super) async fn poll(
     headers: HeaderMap,
     Authenticated(auth): Authenticated,
     body: Result<Json<PollRequest>, JsonRejection>,
-) -> Result<Json<PollResponse>, ApiError> {
+) -> Result<Json<PollResponse>, ServiceError> {
     let request = json_body(body)?;
     let (_permit, slots) = admit(&state, peer, &headers, &auth)?;
     apply_acks(&state, &auth, &request).await?;
@@ -114,15 +114,15 @@ fn admit(
     peer: SocketAddr,
     headers: &HeaderMap,
     auth: &DeviceAuth,
-) -> Result<(OwnedSemaphorePermit, Vec<Slot>), ApiError> {
+) -> Result<(OwnedSemaphorePermit, Vec<Slot>), ServiceError> {
     if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::ShuttingDown,
             "the server is shutting down",
         ));
     }
     let Ok(permit) = state.connection_permits.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::RateLimited,
             "too many connections",
         ));
@@ -144,7 +144,7 @@ async fn apply_acks(
     state: &AppState,
     auth: &DeviceAuth,
     request: &PollRequest,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     if let Some(up_to) = request.to_device_ack {
         state.keys.ack_to_device(auth, up_to).await?;
     }
@@ -182,14 +182,14 @@ pub(super) async fn frames(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let too_large = ApiError::new(
+            let too_large = ServiceError::new(
                 ErrorCode::FrameTooLarge,
                 "frame exceeds limits.frame_bytes_max",
             );
             return too_large.into_response();
         }
         Err(rejection) => {
-            return ApiError::new(ErrorCode::BadFrame, rejection.body_text()).into_response();
+            return ServiceError::new(ErrorCode::BadFrame, rejection.body_text()).into_response();
         }
     };
     // Decoded once, by the same function as WebSocket frames.
@@ -219,12 +219,12 @@ pub(super) async fn frames(
                 retry_after_ms,
                 ..
             },
-        ] => (ApiError::new(*code, "").status(), *retry_after_ms),
+        ] => (ServiceError::new(*code, "").status(), *retry_after_ms),
         _ => (StatusCode::OK, None),
     };
     let mut response = (status, Json(FrameReplies { frames: replies })).into_response();
     if let Some(ms) = retry_after_ms {
-        let secs = crate::error::retry_after_secs(Duration::from_millis(ms));
+        let secs = crate::gateway::refusal::retry_after_secs(Duration::from_millis(ms));
         if let Ok(value) = secs.to_string().parse() {
             response.headers_mut().insert("retry-after", value);
         }

@@ -13,7 +13,7 @@ use missive_proto::rest::MediaInfo;
 
 use super::http::Authenticated;
 use crate::AppState;
-use crate::error::ApiError;
+use crate::service::ServiceError;
 use crate::service::media::content_disposition;
 
 #[derive(serde::Deserialize)]
@@ -34,9 +34,9 @@ pub(super) async fn upload(
     Authenticated(auth): Authenticated,
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
-) -> Result<(StatusCode, Json<MediaInfo>), ApiError> {
+) -> Result<(StatusCode, Json<MediaInfo>), ServiceError> {
     let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
+        ServiceError::new(
             missive_proto::ErrorCode::InvalidField,
             rejection.body_text(),
         )
@@ -61,7 +61,7 @@ pub(super) async fn download(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let (record, bytes) = state.media.download(&auth, &id).await?;
     let body = Body::from_stream(bytes.map_err(std::io::Error::other));
     Ok((
@@ -84,7 +84,7 @@ pub(super) async fn thumbnail(
     State(state): State<Arc<AppState>>,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let bytes = state.media.thumbnail(&auth, &id).await?;
     let body = Body::from_stream(bytes.map_err(std::io::Error::other));
     Ok((

@@ -9,14 +9,16 @@ mod keys_http;
 mod live;
 mod longpoll;
 mod media_http;
+pub(crate) mod refusal;
 mod social_http;
 mod web;
 mod ws;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::{Extension, Router};
+use missive_core::model::Relation;
 
 use crate::AppState;
 
@@ -63,19 +65,11 @@ pub fn routes(state: Arc<AppState>) -> Router {
             "/v1/conversations/{id}/messages/{message_id}/receipts",
             get(social_http::receipts),
         )
-        .route(
-            "/v1/contacts",
-            get(social_http::contacts).post(social_http::add_contact),
-        )
-        .route(
-            "/v1/contacts/{username}",
-            delete(social_http::remove_contact),
-        )
-        .route(
-            "/v1/blocks",
-            get(social_http::blocks).post(social_http::block),
-        )
-        .route("/v1/blocks/{username}", delete(social_http::unblock))
+        // Contacts and blocks are one list API over two relations.
+        .route("/v1/contacts", relation_list(Relation::Contact))
+        .route("/v1/contacts/{username}", relation_entry(Relation::Contact))
+        .route("/v1/blocks", relation_list(Relation::Block))
+        .route("/v1/blocks/{username}", relation_entry(Relation::Block))
         .route(
             "/v1/privacy",
             get(social_http::privacy).put(social_http::set_privacy),
@@ -98,4 +92,16 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .fallback(web::asset)
         .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
         .with_state(state)
+}
+
+/// `GET` (the list) and `POST` (add a user) of one relation's list.
+fn relation_list(relation: Relation) -> MethodRouter<Arc<AppState>> {
+    get(social_http::related)
+        .post(social_http::relate)
+        .layer(Extension(relation))
+}
+
+/// `DELETE` of one user from one relation's list.
+fn relation_entry(relation: Relation) -> MethodRouter<Arc<AppState>> {
+    delete(social_http::unrelate).layer(Extension(relation))
 }

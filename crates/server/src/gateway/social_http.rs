@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use missive_core::ConversationId;
-use missive_core::model::{ConversationKind, GroupChange, Setting};
+use missive_core::model::{ConversationKind, GroupChange, Relation, Setting};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
     AddMembersRequest, ConversationKind as WireKind, ConversationList, ConversationSummary,
@@ -19,14 +19,14 @@ use serde::Deserialize;
 
 use super::http::{Authenticated, json_body};
 use crate::AppState;
-use crate::error::ApiError;
+use crate::service::ServiceError;
 use crate::wire::history_message;
 
 type Shared = State<Arc<AppState>>;
 
-fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
+fn conversation_id(raw: &str) -> Result<ConversationId, ServiceError> {
     raw.parse().map(ConversationId).map_err(|_| {
-        ApiError::new(
+        ServiceError::new(
             ErrorCode::InvalidField,
             "conversation id must be an integer",
         )
@@ -38,7 +38,7 @@ pub(super) async fn create_group(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<CreateGroupRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<GroupInfo>), ApiError> {
+) -> Result<(StatusCode, Json<GroupInfo>), ServiceError> {
     let request = json_body(body)?;
     state
         .group_create_limit
@@ -55,7 +55,7 @@ pub(super) async fn group_info(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<GroupInfo>, ApiError> {
+) -> Result<Json<GroupInfo>, ServiceError> {
     Ok(Json(state.groups.info(&auth, conversation_id(&id)?).await?))
 }
 
@@ -65,7 +65,7 @@ pub(super) async fn rename_group(
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
     body: Result<Json<RenameGroupRequest>, JsonRejection>,
-) -> Result<Json<GroupInfo>, ApiError> {
+) -> Result<Json<GroupInfo>, ServiceError> {
     let request = json_body(body)?;
     Ok(Json(
         state
@@ -81,7 +81,7 @@ pub(super) async fn add_members(
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
     body: Result<Json<AddMembersRequest>, JsonRejection>,
-) -> Result<Json<GroupInfo>, ApiError> {
+) -> Result<Json<GroupInfo>, ServiceError> {
     let request = json_body(body)?;
     Ok(Json(
         state
@@ -96,7 +96,7 @@ pub(super) async fn remove_member(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path((id, username)): Path<(String, String)>,
-) -> Result<Json<GroupInfo>, ApiError> {
+) -> Result<Json<GroupInfo>, ServiceError> {
     let conversation = conversation_id(&id)?;
     Ok(Json(
         state
@@ -112,7 +112,7 @@ pub(super) async fn promote(
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
     body: Result<Json<UsernameBody>, JsonRejection>,
-) -> Result<Json<GroupInfo>, ApiError> {
+) -> Result<Json<GroupInfo>, ServiceError> {
     let request = json_body(body)?;
     let conversation = conversation_id(&id)?;
     Ok(Json(
@@ -128,7 +128,7 @@ pub(super) async fn demote(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path((id, username)): Path<(String, String)>,
-) -> Result<Json<GroupInfo>, ApiError> {
+) -> Result<Json<GroupInfo>, ServiceError> {
     let conversation = conversation_id(&id)?;
     Ok(Json(
         state
@@ -143,7 +143,7 @@ pub(super) async fn leave(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, ServiceError> {
     state
         .groups
         .change(&auth, conversation_id(&id)?, GroupChange::Leave)
@@ -157,7 +157,7 @@ pub(super) async fn encrypt(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, ServiceError> {
     state
         .groups
         .set(&auth, conversation_id(&id)?, Setting::Encrypt)
@@ -172,7 +172,7 @@ pub(super) async fn set_timer(
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
     body: Result<Json<TimerRequest>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, ServiceError> {
     let request = json_body(body)?;
     state
         .groups
@@ -198,11 +198,11 @@ pub(super) async fn conversations(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     query: Result<Query<ConversationsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ConversationList>, ApiError> {
-    let Query(query) =
-        query.map_err(|rejection| ApiError::new(ErrorCode::InvalidField, rejection.body_text()))?;
+) -> Result<Json<ConversationList>, ServiceError> {
+    let Query(query) = query
+        .map_err(|rejection| ServiceError::new(ErrorCode::InvalidField, rejection.body_text()))?;
     if query.limit == Some(0) {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "limit must be at least 1",
         ));
@@ -259,24 +259,24 @@ pub(super) async fn history(
     Authenticated(auth): Authenticated,
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<History>, ApiError> {
-    let Query(query) =
-        query.map_err(|rejection| ApiError::new(ErrorCode::InvalidField, rejection.body_text()))?;
+) -> Result<Json<History>, ServiceError> {
+    let Query(query) = query
+        .map_err(|rejection| ServiceError::new(ErrorCode::InvalidField, rejection.body_text()))?;
     if query.before.is_some() && query.after.is_some() {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "give at most one of before and after",
         ));
     }
     if query.limit == Some(0) {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "limit must be at least 1",
         ));
     }
     if let Some(text) = &query.q {
         if query.after.is_some() {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "a search goes back from before; after is not taken with q",
             ));
@@ -328,7 +328,7 @@ pub(super) async fn receipts(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     Path((id, message_id)): Path<(String, String)>,
-) -> Result<Json<MessageInfo>, ApiError> {
+) -> Result<Json<MessageInfo>, ServiceError> {
     let record = state
         .messaging
         .receipts(&auth, conversation_id(&id)?, &message_id)
@@ -346,65 +346,42 @@ pub(super) async fn receipts(
     }))
 }
 
-/// `GET /v1/contacts`
-pub(super) async fn contacts(
+/// `GET /v1/contacts`, `GET /v1/blocks`: the caller's list of the route's
+/// relation.
+pub(super) async fn related(
     State(state): Shared,
+    Extension(relation): Extension<Relation>,
     Authenticated(auth): Authenticated,
-) -> Result<Json<UserList>, ApiError> {
-    Ok(Json(state.social.contacts(&auth).await?))
+) -> Result<Json<UserList>, ServiceError> {
+    Ok(Json(state.social.related(&auth, relation).await?))
 }
 
-/// `POST /v1/contacts`
-pub(super) async fn add_contact(
+/// `POST /v1/contacts`, `POST /v1/blocks`: adds the named user.
+pub(super) async fn relate(
     State(state): Shared,
+    Extension(relation): Extension<Relation>,
     Authenticated(auth): Authenticated,
     body: Result<Json<UsernameBody>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, ServiceError> {
+    let username = json_body(body)?.username;
     state
         .social
-        .set_contact(&auth, &json_body(body)?.username, true)
+        .set_relation(&auth, relation, &username, true)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /v1/contacts/{username}`
-pub(super) async fn remove_contact(
+/// `DELETE /v1/contacts/{username}`, `DELETE /v1/blocks/{username}`.
+pub(super) async fn unrelate(
     State(state): Shared,
+    Extension(relation): Extension<Relation>,
     Authenticated(auth): Authenticated,
     Path(username): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state.social.set_contact(&auth, &username, false).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `GET /v1/blocks`
-pub(super) async fn blocks(
-    State(state): Shared,
-    Authenticated(auth): Authenticated,
-) -> Result<Json<UserList>, ApiError> {
-    Ok(Json(state.social.blocked(&auth).await?))
-}
-
-/// `POST /v1/blocks`
-pub(super) async fn block(
-    State(state): Shared,
-    Authenticated(auth): Authenticated,
-    body: Result<Json<UsernameBody>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, ServiceError> {
     state
         .social
-        .set_block(&auth, &json_body(body)?.username, true)
+        .set_relation(&auth, relation, &username, false)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `DELETE /v1/blocks/{username}`
-pub(super) async fn unblock(
-    State(state): Shared,
-    Authenticated(auth): Authenticated,
-    Path(username): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state.social.set_block(&auth, &username, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -412,7 +389,7 @@ pub(super) async fn unblock(
 pub(super) async fn privacy(
     State(state): Shared,
     Authenticated(auth): Authenticated,
-) -> Result<Json<Privacy>, ApiError> {
+) -> Result<Json<Privacy>, ServiceError> {
     Ok(Json(state.social.privacy(&auth).await?))
 }
 
@@ -421,7 +398,7 @@ pub(super) async fn set_privacy(
     State(state): Shared,
     Authenticated(auth): Authenticated,
     body: Result<Json<Privacy>, JsonRejection>,
-) -> Result<Json<Privacy>, ApiError> {
+) -> Result<Json<Privacy>, ServiceError> {
     let privacy = json_body(body)?;
     state.social.set_privacy(&auth, privacy.clone()).await?;
     Ok(Json(privacy))

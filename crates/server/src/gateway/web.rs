@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::service::ServiceError;
 use missive_proto::ErrorCode;
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
@@ -89,7 +89,7 @@ pub(super) async fn asset(
 }
 
 fn unknown_route() -> Response {
-    ApiError::new(
+    ServiceError::new(
         ErrorCode::UnknownRoute,
         "no such endpoint or file; see docs/PROTOCOL.md",
     )

@@ -48,8 +48,8 @@ use super::dispatch::{Dispatcher, Replies};
 use super::web;
 use crate::AppState;
 use crate::accept::Admitted;
-use crate::error::ApiError;
 use crate::mailbox::Mailbox;
+use crate::service::ServiceError;
 use crate::service::keys::{TO_DEVICE_PAGE, to_device_frame};
 use crate::wire::pending_frame;
 
@@ -113,18 +113,18 @@ pub(super) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     if !web::origin_allowed(&headers, &state.config.web.allowed_origins) {
-        return ApiError::new(
+        return ServiceError::new(
             ErrorCode::OriginNotAllowed,
             "pages from this origin may not open a WebSocket here (see web.allowed_origins)",
         )
         .into_response();
     }
     if state.shutdown.is_cancelled() {
-        return ApiError::new(ErrorCode::ShuttingDown, "the server is shutting down")
+        return ServiceError::new(ErrorCode::ShuttingDown, "the server is shutting down")
             .into_response();
     }
     let Ok(permit) = state.connection_permits.clone().try_acquire_owned() else {
-        return ApiError::new(ErrorCode::RateLimited, "too many connections").into_response();
+        return ServiceError::new(ErrorCode::RateLimited, "too many connections").into_response();
     };
     let ip = super::http::client_ip(peer, &headers, &state.config.limits.trusted_proxies);
     let ip_slot = match state.connection_limits.ip(ip) {
@@ -216,7 +216,7 @@ type Answer = Pin<Box<dyn Future<Output = Vec<ServerFrame>> + Send>>;
 /// One step of writing to the socket: `poll_ready` or `poll_flush`.
 type SocketStep = fn(&mut WebSocket, &mut Context<'_>) -> Poll<Result<(), axum::Error>>;
 /// A store read of what waits, in progress.
-type PageRead = Pin<Box<dyn Future<Output = Result<Page, ApiError>> + Send>>;
+type PageRead = Pin<Box<dyn Future<Output = Result<Page, ServiceError>> + Send>>;
 
 /// What one store read found: events above the connection's places, and
 /// to-device messages above the last one it wrote.
@@ -241,7 +241,7 @@ enum Step {
     News,
     Close(CloseCode),
     Answered(Vec<ServerFrame>),
-    Page(Result<Page, ApiError>),
+    Page(Result<Page, ServiceError>),
     Incoming(Option<Result<Message, axum::Error>>),
     Timer,
 }
@@ -514,7 +514,7 @@ impl<'a> Connection<'a> {
     /// the mailbox kept meanwhile. A failed read is retried with a bounded
     /// backoff rather than left for a wake-up: a backlog may have no new
     /// traffic to cause one.
-    async fn write_page(&mut self, page: Result<Page, ApiError>) -> Result<(), End> {
+    async fn write_page(&mut self, page: Result<Page, ServiceError>) -> Result<(), End> {
         self.reading = None;
         let now = Instant::now();
         match page {
@@ -647,7 +647,7 @@ async fn next_answer(in_flight: &mut Option<FuturesOrdered<Answer>>) -> Option<V
 
 /// The read in progress, if any (the branch that polls it is enabled only
 /// then).
-async fn read(reading: &mut Option<PageRead>) -> Result<Page, ApiError> {
+async fn read(reading: &mut Option<PageRead>) -> Result<Page, ServiceError> {
     match reading {
         Some(read) => read.await,
         None => std::future::pending().await,

@@ -25,7 +25,7 @@ use super::login_limit::AttemptLimiter;
 use super::password::PasswordHasher;
 use crate::cache::{Caches, Generation};
 use crate::config::{LimitsConfig, RegistrationMode};
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 const DEVICE_NAME_BYTES_MAX: usize = 64;
 const PHONE_BYTES_MAX: usize = 20;
@@ -123,11 +123,11 @@ impl Accounts {
         &self,
         request: RegisterRequest,
         ip: IpAddr,
-    ) -> Result<RegisterResponse, ApiError> {
+    ) -> Result<RegisterResponse, ServiceError> {
         let invite = match self.registration {
             RegistrationMode::Open => None,
             RegistrationMode::Closed => {
-                return Err(ApiError::new(
+                return Err(ServiceError::new(
                     ErrorCode::RegistrationClosed,
                     "this server does not take registrations; ask its operator for an account",
                 ));
@@ -135,7 +135,7 @@ impl Accounts {
             RegistrationMode::Invite => match request.invite.as_deref().map(str::trim) {
                 Some(code) if !code.is_empty() => Some(TokenHash::of(code)),
                 _ => {
-                    return Err(ApiError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::InviteRequired,
                         "this server takes registrations by invite only",
                     ));
@@ -151,7 +151,10 @@ impl Accounts {
                 rate_limited(retry_after_secs, "too many registrations from this address")
             })?;
         if self.store.account_by_username(&username).await?.is_some() {
-            return Err(ApiError::new(ErrorCode::UsernameTaken, "username is taken"));
+            return Err(ServiceError::new(
+                ErrorCode::UsernameTaken,
+                "username is taken",
+            ));
         }
         let password_hash = self.hash(password).await?;
         let account = self
@@ -175,8 +178,8 @@ impl Accounts {
         &self,
         request: LoginRequest,
         ip: IpAddr,
-    ) -> Result<LoginResponse, ApiError> {
-        let wrong = || ApiError::new(ErrorCode::WrongCredentials, "wrong username or password");
+    ) -> Result<LoginResponse, ServiceError> {
+        let wrong = || ServiceError::new(ErrorCode::WrongCredentials, "wrong username or password");
         let device_name = device_name(request.device_name.unwrap_or_else(|| "unnamed".into()))?;
         // Invalid usernames share one key, so the key space stays bounded.
         let username = Username::parse(&request.username).ok();
@@ -238,7 +241,7 @@ impl Accounts {
     /// The device holding this token, from the cache when it can be
     /// trusted: while the Bus is disconnected another node's revocation
     /// could go unheard, so the store is asked every time.
-    pub async fn authenticate(&self, presented: &str) -> Result<DeviceAuth, ApiError> {
+    pub async fn authenticate(&self, presented: &str) -> Result<DeviceAuth, ServiceError> {
         let hash = TokenHash::of(presented);
         let trusted = self.bus.is_connected();
         if trusted {
@@ -272,7 +275,7 @@ impl Accounts {
     /// looks for connections to close: if the generation has not moved,
     /// any revocation still to come finds this connection. Otherwise, or
     /// while the bus is away, the store is asked.
-    pub async fn confirm(&self, presented: &str, since: Generation) -> Result<(), ApiError> {
+    pub async fn confirm(&self, presented: &str, since: Generation) -> Result<(), ServiceError> {
         if self.bus.is_connected() && self.caches.generation() == since {
             return Ok(());
         }
@@ -283,7 +286,7 @@ impl Accounts {
             .ok_or_else(token_invalid)
     }
 
-    pub async fn devices(&self, auth: &DeviceAuth) -> Result<DeviceList, ApiError> {
+    pub async fn devices(&self, auth: &DeviceAuth) -> Result<DeviceList, ServiceError> {
         let devices = self.store.list_devices(auth.account).await?;
         Ok(DeviceList {
             devices: devices
@@ -305,14 +308,14 @@ impl Accounts {
         auth: &DeviceAuth,
         device: DeviceId,
         name: String,
-    ) -> Result<DeviceInfo, ApiError> {
+    ) -> Result<DeviceInfo, ServiceError> {
         let name = device_name(name)?;
         if !self
             .store
             .rename_device(auth.account, device, name.clone())
             .await?
         {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::UnknownDevice,
                 "you have no such device",
             ));
@@ -322,14 +325,14 @@ impl Accounts {
             .devices
             .into_iter()
             .find(|listed| listed.device_id == device.0)
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownDevice, "you have no such device"))
+            .ok_or_else(|| ServiceError::new(ErrorCode::UnknownDevice, "you have no such device"))
     }
 
     /// Revokes one of the caller's devices (possibly itself); its live
     /// connections close at once.
-    pub async fn revoke(&self, auth: &DeviceAuth, device: DeviceId) -> Result<(), ApiError> {
+    pub async fn revoke(&self, auth: &DeviceAuth, device: DeviceId) -> Result<(), ServiceError> {
         let Some(revoked) = self.store.revoke_device(auth.account, device).await? else {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::UnknownDevice,
                 "you have no such device",
             ));
@@ -342,7 +345,7 @@ impl Accounts {
     /// The account called `username`, as it is spelled, if there is one:
     /// what a client checks before opening a chat with someone. Tells no
     /// more than registering the name would (`username_taken`).
-    pub async fn lookup(&self, username: &str) -> Result<String, ApiError> {
+    pub async fn lookup(&self, username: &str) -> Result<String, ServiceError> {
         let username = Username::parse(username)?;
         self.store
             .account_by_username(&username)
@@ -352,7 +355,7 @@ impl Accounts {
     }
 
     /// Every account, for an operator (`missive admin users`).
-    pub async fn admin_users(&self) -> Result<Vec<AccountSummary>, ApiError> {
+    pub async fn admin_users(&self) -> Result<Vec<AccountSummary>, ServiceError> {
         let mut all = Vec::new();
         let mut after = None;
         loop {
@@ -379,7 +382,7 @@ impl Accounts {
         &self,
         username: &str,
         password: &str,
-    ) -> Result<AccountId, ApiError> {
+    ) -> Result<AccountId, ServiceError> {
         let username = new_username(username)?;
         let password_hash = self.hash(Password::parse(password)?).await?;
         let account = self
@@ -405,7 +408,7 @@ impl Accounts {
         &self,
         username: &str,
         groups: &super::groups::Groups,
-    ) -> Result<(Vec<DeviceId>, usize), ApiError> {
+    ) -> Result<(Vec<DeviceId>, usize), ServiceError> {
         let account = self.existing(username).await?;
         let left = groups.leave_all(account.id, &account.username).await?;
         let revoked = self
@@ -426,7 +429,7 @@ impl Accounts {
         &self,
         username: &str,
         suspended: bool,
-    ) -> Result<Vec<DeviceId>, ApiError> {
+    ) -> Result<Vec<DeviceId>, ServiceError> {
         let account = self.existing(username).await?;
         let revoked = self
             .store
@@ -448,7 +451,7 @@ impl Accounts {
         &self,
         count: usize,
         valid_secs: u64,
-    ) -> Result<(Vec<String>, i64), ApiError> {
+    ) -> Result<(Vec<String>, i64), ServiceError> {
         let codes: Vec<InviteCode> = (0..count).map(|_| InviteCode::generate()).collect();
         let now_ms = self.clock.now_ms();
         let expires_ms = now_ms
@@ -468,7 +471,7 @@ impl Accounts {
     }
 
     /// An account's devices, for an operator.
-    pub async fn admin_devices(&self, username: &str) -> Result<Vec<DeviceRecord>, ApiError> {
+    pub async fn admin_devices(&self, username: &str) -> Result<Vec<DeviceRecord>, ServiceError> {
         let account = self.existing(username).await?;
         Ok(self.store.list_devices(account.id).await?)
     }
@@ -481,7 +484,7 @@ impl Accounts {
         username: &str,
         password: &str,
         revoke_devices: bool,
-    ) -> Result<Vec<DeviceId>, ApiError> {
+    ) -> Result<Vec<DeviceId>, ServiceError> {
         let account = self.existing(username).await?;
         let password_hash = self.hash(Password::parse(password)?).await?;
         if !self
@@ -505,7 +508,7 @@ impl Accounts {
         &self,
         username: &str,
         device: Option<DeviceId>,
-    ) -> Result<Vec<DeviceId>, ApiError> {
+    ) -> Result<Vec<DeviceId>, ServiceError> {
         let account = self.existing(username).await?;
         let devices = match device {
             Some(device) => vec![device],
@@ -542,7 +545,7 @@ impl Accounts {
             return Err(err.into());
         }
         if device.is_some() && revoked.is_empty() {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::UnknownDevice,
                 "the account has no such device",
             ));
@@ -550,7 +553,7 @@ impl Accounts {
         Ok(revoked.iter().map(|gone| gone.device).collect())
     }
 
-    async fn existing(&self, username: &str) -> Result<AccountRecord, ApiError> {
+    async fn existing(&self, username: &str) -> Result<AccountRecord, ServiceError> {
         let username = Username::parse(username).map_err(|_| unknown_user())?;
         self.store
             .account_by_username(&username)
@@ -577,7 +580,7 @@ impl Accounts {
 
     /// Revokes the devices unused for `limits.device_idle_expiry_secs`
     /// (none while connected); returns how many.
-    pub async fn expire_idle_devices(&self) -> Result<usize, ApiError> {
+    pub async fn expire_idle_devices(&self) -> Result<usize, ServiceError> {
         if self.device_idle_expiry_ms == 0 {
             return Ok(0);
         }
@@ -623,7 +626,7 @@ impl Accounts {
 
     /// A slot for one Argon2 computation; refused when too many requests
     /// already wait, so a flood cannot queue without bound.
-    async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServiceError> {
         let waiting = self.hashing_waiters.fetch_add(1, Ordering::SeqCst);
         let slot = if waiting >= HASH_WAITERS_MAX {
             Err(rate_limited(1, "the server is busy; try again"))
@@ -631,44 +634,44 @@ impl Accounts {
             self.hashing
                 .acquire()
                 .await
-                .map_err(|_| ApiError::internal())
+                .map_err(|_| ServiceError::internal())
         };
         self.hashing_waiters.fetch_sub(1, Ordering::SeqCst);
         slot
     }
 
-    async fn hash(&self, password: Password) -> Result<String, ApiError> {
+    async fn hash(&self, password: Password) -> Result<String, ServiceError> {
         let _permit = self.hashing_slot().await?;
         let hasher = Arc::clone(&self.hasher);
         tokio::task::spawn_blocking(move || hasher.hash(password.as_str().as_bytes()))
             .await
-            .map_err(|_| ApiError::internal())?
+            .map_err(|_| ServiceError::internal())?
             .map_err(|err| {
                 tracing::error!(%err, "password hashing failed");
-                ApiError::internal()
+                ServiceError::internal()
             })
     }
 
-    async fn verify(&self, password: String, stored_hash: String) -> Result<bool, ApiError> {
+    async fn verify(&self, password: String, stored_hash: String) -> Result<bool, ServiceError> {
         let _permit = self.hashing_slot().await?;
         let hasher = Arc::clone(&self.hasher);
         tokio::task::spawn_blocking(move || hasher.verify(password.as_bytes(), &stored_hash))
             .await
-            .map_err(|_| ApiError::internal())
+            .map_err(|_| ServiceError::internal())
     }
 }
 
-fn rate_limited(retry_after_secs: u64, message: &str) -> ApiError {
-    ApiError::rate_limited(Duration::from_secs(retry_after_secs), message)
+fn rate_limited(retry_after_secs: u64, message: &str) -> ServiceError {
+    ServiceError::rate_limited(Duration::from_secs(retry_after_secs), message)
 }
 
-fn parse_phone(raw: &str) -> Result<String, ApiError> {
+fn parse_phone(raw: &str) -> Result<String, ServiceError> {
     let digits = raw.strip_prefix('+').unwrap_or(raw);
     if raw.len() > PHONE_BYTES_MAX
         || digits.len() < 4
         || !digits.chars().all(|c| c.is_ascii_digit())
     {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "phone must be + and 4-19 digits",
         ));
@@ -677,9 +680,9 @@ fn parse_phone(raw: &str) -> Result<String, ApiError> {
 }
 
 /// A device's name as given at login or in a rename: 1-64 bytes, no NUL.
-fn device_name(name: String) -> Result<String, ApiError> {
+fn device_name(name: String) -> Result<String, ServiceError> {
     if name.is_empty() || name.len() > DEVICE_NAME_BYTES_MAX || name.contains('\0') {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "device_name must be 1-64 bytes, without NUL",
         ));
@@ -689,10 +692,10 @@ fn device_name(name: String) -> Result<String, ApiError> {
 
 /// A name for a new account: a valid username, not of the form deleted
 /// accounts are renamed to.
-fn new_username(name: &str) -> Result<Username, ApiError> {
+fn new_username(name: &str) -> Result<Username, ServiceError> {
     let username = Username::parse(name)?;
     if username.as_str().starts_with(DELETED_PREFIX) {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidUsername,
             format!("usernames starting with {DELETED_PREFIX:?} are reserved"),
         ));
@@ -700,12 +703,12 @@ fn new_username(name: &str) -> Result<Username, ApiError> {
     Ok(username)
 }
 
-fn unknown_user() -> ApiError {
-    ApiError::new(ErrorCode::UnknownUser, "no such user")
+fn unknown_user() -> ServiceError {
+    ServiceError::new(ErrorCode::UnknownUser, "no such user")
 }
 
-fn token_invalid() -> ApiError {
-    ApiError::new(ErrorCode::TokenInvalid, "token is invalid or revoked")
+fn token_invalid() -> ServiceError {
+    ServiceError::new(ErrorCode::TokenInvalid, "token is invalid or revoked")
 }
 
 #[cfg(test)]

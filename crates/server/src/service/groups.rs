@@ -6,7 +6,7 @@
 //! settings changes ([`Groups::settings_limit`]), here rather than in the
 //! gateway so that the REST endpoints, the frames on the WebSocket and on
 //! `/v1/frames` all spend from the one budget. Creating a group has its own
-//! budget (`AppState::group_create_limit`).
+//! budget (the app's `group_create_limit`).
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use super::push::Push;
 use super::send_limit::{SendLimiter, SharedLimit};
 use crate::cache::Caches;
 use crate::config::{E2eePolicy, LimitsConfig};
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 /// The disappearing timers a conversation may have: off, an hour, a day,
 /// a week, 90 days.
@@ -80,7 +80,7 @@ impl Groups {
     /// with `rate_limited` and the wait. Called after every check that
     /// needs no write, so a request refused for its content costs nothing,
     /// and before the write, so a refused change stores nothing.
-    fn spend_settings_change(&self, auth: &DeviceAuth) -> Result<(), ApiError> {
+    fn spend_settings_change(&self, auth: &DeviceAuth) -> Result<(), ServiceError> {
         self.settings_changes
             .check(auth, "too many conversation settings changes; slow down")
     }
@@ -93,12 +93,12 @@ impl Groups {
         name: &str,
         usernames: &[String],
         encrypted: Option<bool>,
-    ) -> Result<GroupInfo, ApiError> {
+    ) -> Result<GroupInfo, ServiceError> {
         let encrypted = encrypted.unwrap_or(self.e2ee == E2eePolicy::Required);
         super::check_e2ee(self.e2ee, encrypted)?;
         let name = parse_name(name)?;
         if usernames.len() > self.members_max {
-            return Err(ApiError::new(ErrorCode::GroupFull, "too many members"));
+            return Err(ServiceError::new(ErrorCode::GroupFull, "too many members"));
         }
         let members = self.accounts(usernames).await?;
         self.check_not_blocked(auth.account, &members).await?;
@@ -128,12 +128,12 @@ impl Groups {
         auth: &DeviceAuth,
         conversation: ConversationId,
         setting: Setting,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         match setting {
             Setting::Encrypt => super::check_e2ee(self.e2ee, true)?,
             Setting::DisappearAfter(secs) => {
                 if !DISAPPEAR_SECS.contains(&secs) {
-                    return Err(ApiError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::InvalidField,
                         "secs must be 0 (off), 3600, 86400, 604800 or 7776000",
                     ));
@@ -162,7 +162,7 @@ impl Groups {
         &self,
         account: AccountId,
         username: &Username,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<usize, ServiceError> {
         let auth = DeviceAuth {
             account,
             username: username.clone(),
@@ -196,7 +196,7 @@ impl Groups {
         auth: &DeviceAuth,
         conversation: ConversationId,
         change: GroupChange,
-    ) -> Result<i64, ApiError> {
+    ) -> Result<i64, ServiceError> {
         if !matches!(change, GroupChange::Leave) {
             self.spend_settings_change(auth)?;
         }
@@ -227,9 +227,9 @@ impl Groups {
         auth: &DeviceAuth,
         conversation: ConversationId,
         usernames: &[String],
-    ) -> Result<GroupInfo, ApiError> {
+    ) -> Result<GroupInfo, ServiceError> {
         if usernames.is_empty() || usernames.len() > self.members_max {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "members must list 1 to group_members_max usernames",
             ));
@@ -247,7 +247,7 @@ impl Groups {
         conversation: ConversationId,
         username: &str,
         change: fn(AccountId) -> GroupChange,
-    ) -> Result<GroupInfo, ApiError> {
+    ) -> Result<GroupInfo, ServiceError> {
         let account = self.account(username).await?;
         self.change(auth, conversation, change(account)).await?;
         self.info(auth, conversation).await
@@ -258,7 +258,7 @@ impl Groups {
         auth: &DeviceAuth,
         conversation: ConversationId,
         name: &str,
-    ) -> Result<GroupInfo, ApiError> {
+    ) -> Result<GroupInfo, ServiceError> {
         let name = parse_name(name)?;
         self.change(auth, conversation, GroupChange::Rename(name))
             .await?;
@@ -269,7 +269,7 @@ impl Groups {
         &self,
         auth: &DeviceAuth,
         conversation: ConversationId,
-    ) -> Result<GroupInfo, ApiError> {
+    ) -> Result<GroupInfo, ServiceError> {
         let group = self.store.group_info(auth.account, conversation).await?;
         Ok(GroupInfo {
             conversation: group.conversation.0,
@@ -292,11 +292,11 @@ impl Groups {
         })
     }
 
-    async fn account(&self, username: &str) -> Result<AccountId, ApiError> {
+    async fn account(&self, username: &str) -> Result<AccountId, ServiceError> {
         super::account_named(&*self.store, username).await
     }
 
-    async fn accounts(&self, usernames: &[String]) -> Result<Vec<AccountId>, ApiError> {
+    async fn accounts(&self, usernames: &[String]) -> Result<Vec<AccountId>, ServiceError> {
         let mut accounts = Vec::with_capacity(usernames.len());
         for username in usernames {
             accounts.push(self.account(username).await?);
@@ -310,13 +310,13 @@ impl Groups {
         &self,
         actor: AccountId,
         accounts: &[AccountId],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         if self
             .store
             .blocked_with_any(actor, accounts.to_vec())
             .await?
         {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::Blocked,
                 "you cannot add a user who blocked you or whom you blocked",
             ));
@@ -332,9 +332,9 @@ impl Groups {
     }
 }
 
-fn parse_name(raw: &str) -> Result<GroupName, ApiError> {
+fn parse_name(raw: &str) -> Result<GroupName, ServiceError> {
     GroupName::parse(raw).ok_or_else(|| {
-        ApiError::new(
+        ServiceError::new(
             ErrorCode::InvalidField,
             "group name must be 1-64 bytes, not blank",
         )

@@ -24,7 +24,7 @@ use missive_store::Store;
 
 use super::account_named;
 use super::device_list::DeviceListNotices;
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 /// One-time keys in one upload.
 pub const ONE_TIME_KEYS_PER_UPLOAD_MAX: usize = 100;
@@ -57,18 +57,18 @@ fn is_base64(text: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-fn check(field: &str, text: &str, chars: usize) -> Result<(), ApiError> {
+fn check(field: &str, text: &str, chars: usize) -> Result<(), ServiceError> {
     if text.len() == chars && is_base64(text) {
         Ok(())
     } else {
-        Err(ApiError::new(
+        Err(ServiceError::new(
             ErrorCode::InvalidField,
             format!("{field}: expected {chars} characters of unpadded base64"),
         ))
     }
 }
 
-fn identity(body: &IdentityKeysBody) -> Result<IdentityKeys, ApiError> {
+fn identity(body: &IdentityKeysBody) -> Result<IdentityKeys, ServiceError> {
     check("identity.curve25519", &body.curve25519, KEY_CHARS)?;
     check("identity.ed25519", &body.ed25519, KEY_CHARS)?;
     Ok(IdentityKeys {
@@ -77,7 +77,7 @@ fn identity(body: &IdentityKeysBody) -> Result<IdentityKeys, ApiError> {
     })
 }
 
-fn one_time_key(body: &OneTimeKeyBody) -> Result<OneTimeKey, ApiError> {
+fn one_time_key(body: &OneTimeKeyBody) -> Result<OneTimeKey, ServiceError> {
     let id_ok = !body.key_id.is_empty()
         && body.key_id.len() <= KEY_ID_CHARS_MAX
         && body
@@ -85,7 +85,7 @@ fn one_time_key(body: &OneTimeKeyBody) -> Result<OneTimeKey, ApiError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+/_-".contains(&b));
     if !id_ok {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             format!("one_time_keys.key_id: 1-{KEY_ID_CHARS_MAX} characters of base64"),
         ));
@@ -133,9 +133,9 @@ impl Keys {
         &self,
         auth: &DeviceAuth,
         request: &KeyUploadRequest,
-    ) -> Result<KeyCount, ApiError> {
+    ) -> Result<KeyCount, ServiceError> {
         if request.one_time_keys.len() > ONE_TIME_KEYS_PER_UPLOAD_MAX {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 format!("one_time_keys: at most {ONE_TIME_KEYS_PER_UPLOAD_MAX} in one upload"),
             ));
@@ -150,7 +150,7 @@ impl Keys {
         let mut ids: Vec<&str> = one_time_keys.iter().map(|k| k.key_id.as_str()).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|pair| pair[0] == pair[1]) {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "one_time_keys.key_id: each id at most once in an upload",
             ));
@@ -179,10 +179,14 @@ impl Keys {
     /// The account named `username`, unless it and the caller's blocked
     /// each other: claims and to-device messages use up or fill the other
     /// side's resources.
-    async fn reachable(&self, auth: &DeviceAuth, username: &str) -> Result<AccountId, ApiError> {
+    async fn reachable(
+        &self,
+        auth: &DeviceAuth,
+        username: &str,
+    ) -> Result<AccountId, ServiceError> {
         let account = account_named(&*self.store, username).await?;
         if account != auth.account && self.store.blocked_either_way(auth.account, account).await? {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::Blocked,
                 format!("{username}: one of you has blocked the other"),
             ));
@@ -191,7 +195,7 @@ impl Keys {
     }
 
     /// How many one-time keys the calling device holds.
-    pub async fn count(&self, auth: &DeviceAuth) -> Result<KeyCount, ApiError> {
+    pub async fn count(&self, auth: &DeviceAuth) -> Result<KeyCount, ServiceError> {
         Ok(KeyCount {
             one_time_keys: self.store.one_time_key_count(auth.device).await?,
         })
@@ -199,7 +203,7 @@ impl Keys {
 
     /// The identity keys of `username`'s devices. Public keys: any
     /// authenticated user may read them.
-    pub async fn of_user(&self, username: &str) -> Result<UserKeys, ApiError> {
+    pub async fn of_user(&self, username: &str) -> Result<UserKeys, ServiceError> {
         let account = account_named(&*self.store, username).await?;
         let devices = self.store.device_keys(account).await?;
         Ok(UserKeys {
@@ -218,7 +222,7 @@ impl Keys {
     /// A one-time key of each of `username`'s devices, each handed out
     /// once. Refused between users where either blocked the other: a claim
     /// uses up the other side's keys.
-    pub async fn claim(&self, auth: &DeviceAuth, username: &str) -> Result<KeyClaim, ApiError> {
+    pub async fn claim(&self, auth: &DeviceAuth, username: &str) -> Result<KeyClaim, ServiceError> {
         let account = self.reachable(auth, username).await?;
         let claimed = self.store.claim_one_time_keys(account).await?;
         for key in &claimed {
@@ -255,9 +259,9 @@ impl Keys {
         &self,
         auth: &DeviceAuth,
         messages: Vec<ToDeviceOut>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         if messages.is_empty() || messages.len() > TO_DEVICE_PER_FRAME_MAX {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 format!("messages: 1 to {TO_DEVICE_PER_FRAME_MAX}"),
             ));
@@ -266,7 +270,7 @@ impl Keys {
             .iter()
             .find(|m| m.body.is_empty() || m.body.len() > TO_DEVICE_BODY_BYTES_MAX)
         {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 format!(
                     "messages.body: 1 to {TO_DEVICE_BODY_BYTES_MAX} bytes (device {} of {})",
@@ -316,14 +320,17 @@ impl Keys {
         device: DeviceId,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<ToDeviceMessage>, ApiError> {
+    ) -> Result<Vec<ToDeviceMessage>, ServiceError> {
         Ok(self.store.to_device_waiting(device, after, limit).await?)
     }
 
     /// Removes the calling device's to-device messages up to `up_to`.
-    pub async fn ack_to_device(&self, auth: &DeviceAuth, up_to: i64) -> Result<(), ApiError> {
+    pub async fn ack_to_device(&self, auth: &DeviceAuth, up_to: i64) -> Result<(), ServiceError> {
         if up_to < 0 {
-            return Err(ApiError::new(ErrorCode::InvalidField, "up_to: 0 or more"));
+            return Err(ServiceError::new(
+                ErrorCode::InvalidField,
+                "up_to: 0 or more",
+            ));
         }
         self.store.ack_to_device(auth.device, up_to).await?;
         Ok(())

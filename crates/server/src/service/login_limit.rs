@@ -103,7 +103,7 @@ impl AttemptLimiter {
     /// Adds `units` to what the next report says of `key`.
     fn tally(&self, key: &str, units: i64) {
         if let Some(spent) = &self.spent {
-            let mut spent = crate::lock(spent);
+            let mut spent = crate::poison::lock(spent);
             let net = spent.entry(key.to_owned()).or_insert(0);
             *net += units;
             if *net == 0 {
@@ -135,14 +135,14 @@ impl AttemptLimiter {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
-        crate::lock(&self.attempts)
+        crate::poison::lock(&self.attempts)
     }
 }
 
 impl SharedLimit for AttemptLimiter {
     fn take_spent(&self) -> Vec<(String, i64)> {
         match &self.spent {
-            Some(spent) => crate::lock(spent).drain().collect(),
+            Some(spent) => crate::poison::lock(spent).drain().collect(),
             None => Vec::new(),
         }
     }

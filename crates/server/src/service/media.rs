@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use missive_media::{SNIFF_BYTES, make_thumbnail, sniff};
 
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 /// Where an upload's bytes are kept in Blobs.
 pub fn blob_key(id: &str) -> String {
@@ -48,7 +48,7 @@ const FILENAME_BYTES_MAX: usize = 255;
 /// The name an upload keeps: the last component of what the client sent
 /// (browsers and tools may send a path), trimmed. Refused when it is then
 /// empty, `.` or `..`, longer than 255 bytes, or holds a control character.
-pub(crate) fn clean_filename(given: &str) -> Result<String, ApiError> {
+pub(crate) fn clean_filename(given: &str) -> Result<String, ServiceError> {
     let name = given.rsplit(['/', '\\']).next().unwrap_or(given).trim();
     if name.is_empty()
         || name == "."
@@ -56,7 +56,7 @@ pub(crate) fn clean_filename(given: &str) -> Result<String, ApiError> {
         || name.len() > FILENAME_BYTES_MAX
         || name.chars().any(char::is_control)
     {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "filename must be 1-255 bytes, without control characters, and not . or ..",
         ));
@@ -91,9 +91,9 @@ pub(crate) fn content_disposition(filename: Option<&str>) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
-fn blob_failure(err: BlobError) -> ApiError {
+fn blob_failure(err: BlobError) -> ServiceError {
     tracing::error!(%err, "blob storage failure");
-    ApiError::internal()
+    ServiceError::internal()
 }
 
 pub struct Media {
@@ -137,9 +137,9 @@ impl Media {
         filename: Option<&str>,
         encrypted: bool,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
-    ) -> Result<MediaInfo, ApiError> {
+    ) -> Result<MediaInfo, ServiceError> {
         if encrypted && filename.is_some() {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "an encrypted upload's filename travels inside the encrypted message, not beside it",
             ));
@@ -218,7 +218,7 @@ impl Media {
                 None => break None,
                 Some(Ok(chunk)) => chunk,
                 Some(Err(err)) => {
-                    break Some(ApiError::new(
+                    break Some(ServiceError::new(
                         ErrorCode::BadFrame,
                         format!("upload interrupted: {err}"),
                     ));
@@ -226,7 +226,7 @@ impl Media {
             };
             size_bytes += chunk.len() as u64;
             if size_bytes > self.size_max {
-                break Some(ApiError::new(
+                break Some(ServiceError::new(
                     ErrorCode::MediaTooLarge,
                     format!("media is limited to {} bytes", self.size_max),
                 ));
@@ -263,7 +263,7 @@ impl Media {
     /// Decodes the stored image (bounded in size and allocation), stores a
     /// JPEG thumbnail beside it and returns the image's pixel size. An image
     /// that does not decode is refused: the sniffed type is not trusted alone.
-    async fn store_thumbnail(&self, id: &str) -> Result<(u32, u32), ApiError> {
+    async fn store_thumbnail(&self, id: &str) -> Result<(u32, u32), ServiceError> {
         let mut stream = self.blobs.open(&blob_key(id)).await.map_err(blob_failure)?;
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -273,12 +273,12 @@ impl Media {
             .decodes
             .acquire()
             .await
-            .map_err(|_| ApiError::internal())?;
+            .map_err(|_| ServiceError::internal())?;
         let made = tokio::task::spawn_blocking(move || make_thumbnail(&bytes))
             .await
-            .map_err(|_| ApiError::internal())?;
+            .map_err(|_| ServiceError::internal())?;
         let thumbnail = made.map_err(|reason| {
-            ApiError::new(
+            ServiceError::new(
                 ErrorCode::MediaTypeNotAllowed,
                 format!("not a decodable image: {reason}"),
             )
@@ -298,7 +298,7 @@ impl Media {
         &self,
         auth: &DeviceAuth,
         id: &str,
-    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, ApiError> {
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, ServiceError> {
         let record = self.readable(auth, id).await?;
         if !record.thumbnail {
             return Err(unknown_media());
@@ -308,7 +308,7 @@ impl Media {
 
     /// Deletes media no message references that are older than
     /// `before_ms`: records first, then bytes. Returns how many.
-    pub async fn collect_garbage(&self, before_ms: i64) -> Result<u64, ApiError> {
+    pub async fn collect_garbage(&self, before_ms: i64) -> Result<u64, ServiceError> {
         const BATCH: usize = 1_000;
         let mut collected = 0;
         loop {
@@ -331,7 +331,7 @@ impl Media {
         &self,
         auth: &DeviceAuth,
         id: &str,
-    ) -> Result<(MediaRecord, BoxStream<'static, Result<Bytes, BlobError>>), ApiError> {
+    ) -> Result<(MediaRecord, BoxStream<'static, Result<Bytes, BlobError>>), ServiceError> {
         let record = self.readable(auth, id).await?;
         Ok((record, self.open(&blob_key(id)).await?))
     }
@@ -339,7 +339,7 @@ impl Media {
     /// The record of a media object the caller may read. Every other case —
     /// malformed id, missing, someone else's — is the same `unknown_media`,
     /// so ids cannot be probed.
-    async fn readable(&self, auth: &DeviceAuth, id: &str) -> Result<MediaRecord, ApiError> {
+    async fn readable(&self, auth: &DeviceAuth, id: &str) -> Result<MediaRecord, ServiceError> {
         if !is_media_id(id) {
             return Err(unknown_media());
         }
@@ -352,7 +352,7 @@ impl Media {
     async fn open(
         &self,
         key: &str,
-    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, ApiError> {
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, ServiceError> {
         match self.blobs.open(key).await {
             Ok(bytes) => Ok(bytes),
             Err(BlobError::NotFound) => Err(unknown_media()),
@@ -361,12 +361,12 @@ impl Media {
     }
 }
 
-fn unknown_media() -> ApiError {
-    ApiError::new(ErrorCode::UnknownMedia, "no such media")
+fn unknown_media() -> ServiceError {
+    ServiceError::new(ErrorCode::UnknownMedia, "no such media")
 }
 
-fn not_allowed() -> ApiError {
-    ApiError::new(
+fn not_allowed() -> ServiceError {
+    ServiceError::new(
         ErrorCode::MediaTypeNotAllowed,
         "only images (JPEG, PNG, GIF, WebP), video (MP4, WebM), audio (MP3, Ogg, WAV) and PDF are allowed",
     )
@@ -375,7 +375,7 @@ fn not_allowed() -> ApiError {
 /// What streaming an upload's body found: why it is refused, if it is; its
 /// type; its size and hash so far.
 struct Received {
-    refusal: Option<ApiError>,
+    refusal: Option<ServiceError>,
     content_type: Option<&'static str>,
     size_bytes: u64,
     hasher: Sha256,

@@ -18,8 +18,8 @@ use missive_store::{ENCRYPTED_MEDIA_TYPE, QueuedAppend, Store, StoreError};
 
 use super::push::Push;
 use crate::config::{Config, DeliveryConfig, E2eePolicy, Retention};
-use crate::error::ApiError;
 use crate::router::{LiveEvent, Router};
+use crate::service::ServiceError;
 use crate::wire;
 
 /// Media a single message may carry.
@@ -32,11 +32,11 @@ pub const CONVERSATIONS_PAGE_DEFAULT: usize = 100;
 pub const CONVERSATIONS_PAGE_MAX: usize = 500;
 
 /// A conversation list cursor, `ACTIVITY_MS.CONVERSATION`.
-fn conversation_cursor(text: &str) -> Result<(i64, i64), ApiError> {
+fn conversation_cursor(text: &str) -> Result<(i64, i64), ServiceError> {
     text.split_once('.')
         .and_then(|(at, id)| Some((at.parse().ok()?, id.parse().ok()?)))
         .ok_or_else(|| {
-            ApiError::new(
+            ServiceError::new(
                 ErrorCode::InvalidField,
                 "before must be the next cursor of a previous page",
             )
@@ -87,19 +87,22 @@ pub enum Draft {
 const CIPHERTEXT_PER_TEXT_BYTE: usize = 2;
 const CIPHERTEXT_ENVELOPE_BYTES: usize = 1024;
 
-fn parse_ciphertext(raw: String, text_bytes_max: usize) -> Result<String, ApiError> {
+fn parse_ciphertext(raw: String, text_bytes_max: usize) -> Result<String, ServiceError> {
     let max = text_bytes_max * CIPHERTEXT_PER_TEXT_BYTE + CIPHERTEXT_ENVELOPE_BYTES;
     if raw.is_empty() {
-        return Err(ApiError::new(ErrorCode::EmptyText, "ciphertext is empty"));
+        return Err(ServiceError::new(
+            ErrorCode::EmptyText,
+            "ciphertext is empty",
+        ));
     }
     if raw.len() > max {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::TextTooLong,
             format!("ciphertext is limited to {max} bytes"),
         ));
     }
     if !raw.bytes().all(|byte| (0x20..0x7f).contains(&byte)) {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "ciphertext must be printable ASCII (base64 or a JSON envelope of it)",
         ));
@@ -108,13 +111,13 @@ fn parse_ciphertext(raw: String, text_bytes_max: usize) -> Result<String, ApiErr
 }
 
 /// A reaction: 1-16 bytes, no whitespace or control characters.
-fn parse_emoji(raw: &str) -> Result<String, ApiError> {
+fn parse_emoji(raw: &str) -> Result<String, ServiceError> {
     const EMOJI_BYTES_MAX: usize = 16;
     if raw.is_empty()
         || raw.len() > EMOJI_BYTES_MAX
         || raw.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::InvalidField,
             "emoji must be 1-16 bytes with no spaces",
         ));
@@ -243,7 +246,7 @@ impl Messaging {
         auth: &DeviceAuth,
         username: &str,
         send: &CheckedSend,
-    ) -> Result<ConversationId, ApiError> {
+    ) -> Result<ConversationId, ServiceError> {
         let account = super::account_named(&*self.store, username).await?;
         if self.store.blocked_either_way(auth.account, account).await? {
             return Err(StoreError::Blocked.into());
@@ -283,20 +286,20 @@ impl Messaging {
 
     /// What a client asked to send, checked (against the server's
     /// encryption policy too) and turned into a stored body.
-    pub fn body(&self, draft: Draft) -> Result<Body, ApiError> {
+    pub fn body(&self, draft: Draft) -> Result<Body, ServiceError> {
         let message_id = |raw: String| {
             MessageId::parse(&raw)
-                .ok_or_else(|| ApiError::new(ErrorCode::UnknownMessage, "no such message"))
+                .ok_or_else(|| ServiceError::new(ErrorCode::UnknownMessage, "no such message"))
         };
         let check_media = |media: &[String]| {
             if media.len() > MEDIA_PER_MESSAGE_MAX {
-                return Err(ApiError::new(
+                return Err(ServiceError::new(
                     ErrorCode::InvalidField,
                     "at most 10 media per message",
                 ));
             }
             if !media.iter().all(|id| super::media::is_media_id(id)) {
-                return Err(ApiError::new(ErrorCode::UnknownMedia, "no such media"));
+                return Err(ServiceError::new(ErrorCode::UnknownMedia, "no such media"));
             }
             Ok(())
         };
@@ -343,7 +346,7 @@ impl Messaging {
                 media,
             } => {
                 if reply_to.is_some() {
-                    return Err(ApiError::new(
+                    return Err(ServiceError::new(
                         ErrorCode::InvalidField,
                         "an encrypted message names what it replies to inside its ciphertext",
                     ));
@@ -361,7 +364,7 @@ impl Messaging {
     /// `client_msg_id` and its body. Callers check before resolving a
     /// username into its 1:1 conversation, so that a refused send does not
     /// create one.
-    pub fn check(&self, client_msg_id: &str, draft: Draft) -> Result<CheckedSend, ApiError> {
+    pub fn check(&self, client_msg_id: &str, draft: Draft) -> Result<CheckedSend, ServiceError> {
         Ok(CheckedSend {
             client_msg_id: ClientMsgId::parse(client_msg_id)?,
             body: self.body(draft)?,
@@ -378,7 +381,7 @@ impl Messaging {
         auth: &DeviceAuth,
         conversation: ConversationId,
         checked: CheckedSend,
-    ) -> Result<Appended, ApiError> {
+    ) -> Result<Appended, ServiceError> {
         let queued = self.queue_send(auth, conversation, checked).await?;
         self.finish_send(queued).await
     }
@@ -393,7 +396,7 @@ impl Messaging {
         auth: &DeviceAuth,
         conversation: ConversationId,
         checked: CheckedSend,
-    ) -> Result<QueuedSend, ApiError> {
+    ) -> Result<QueuedSend, ServiceError> {
         let CheckedSend {
             client_msg_id,
             body,
@@ -417,7 +420,7 @@ impl Messaging {
 
     /// Waits for a queued send to be stored, then hands it to its live
     /// recipients on this node and wakes the others.
-    pub async fn finish_send(&self, queued: QueuedSend) -> Result<Appended, ApiError> {
+    pub async fn finish_send(&self, queued: QueuedSend) -> Result<Appended, ServiceError> {
         let QueuedSend { stored, live } = queued;
         let appended = stored.await?;
         if appended.duplicate {
@@ -465,16 +468,16 @@ impl Messaging {
         &self,
         auth: &DeviceAuth,
         points: Vec<(ConversationId, Seq)>,
-    ) -> Result<Vec<(ConversationId, Seq)>, ApiError> {
+    ) -> Result<Vec<(ConversationId, Seq)>, ServiceError> {
         const POINTS_MAX: usize = 1024;
         if points.len() > POINTS_MAX {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "at most 1024 conversations per ack",
             ));
         }
         if points.iter().any(|(_, seq)| *seq < 0) {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "seq must not be negative",
             ));
@@ -509,7 +512,7 @@ impl Messaging {
         auth: &DeviceAuth,
         conversation: ConversationId,
         seq: Seq,
-    ) -> Result<Seq, ApiError> {
+    ) -> Result<Seq, ServiceError> {
         let outcome = self
             .store
             .mark_read(ReadRequest {
@@ -540,7 +543,7 @@ impl Messaging {
         before: Option<Seq>,
         after: Option<Seq>,
         limit: Option<usize>,
-    ) -> Result<Vec<StoredEvent>, ApiError> {
+    ) -> Result<Vec<StoredEvent>, ServiceError> {
         let limit = limit
             .unwrap_or(HISTORY_PAGE_DEFAULT)
             .clamp(1, self.delivery.page_size);
@@ -569,10 +572,10 @@ impl Messaging {
         query: &str,
         before: Option<Seq>,
         limit: Option<usize>,
-    ) -> Result<(Vec<StoredEvent>, Option<Seq>), ApiError> {
+    ) -> Result<(Vec<StoredEvent>, Option<Seq>), ServiceError> {
         let needle = query.trim().to_lowercase();
         if needle.is_empty() || needle.len() > SEARCH_QUERY_BYTES_MAX {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "q must be 1-256 bytes of text to look for",
             ));
@@ -635,7 +638,7 @@ impl Messaging {
         auth: &DeviceAuth,
         before: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<(Vec<ConversationRecord>, Option<String>), ApiError> {
+    ) -> Result<(Vec<ConversationRecord>, Option<String>), ServiceError> {
         let limit = limit
             .unwrap_or(CONVERSATIONS_PAGE_DEFAULT)
             .clamp(1, CONVERSATIONS_PAGE_MAX);
@@ -665,9 +668,9 @@ impl Messaging {
         auth: &DeviceAuth,
         conversation: ConversationId,
         message_id: &str,
-    ) -> Result<ReceiptsRecord, ApiError> {
+    ) -> Result<ReceiptsRecord, ServiceError> {
         let message_id = MessageId::parse(message_id)
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownMessage, "no such message"))?;
+            .ok_or_else(|| ServiceError::new(ErrorCode::UnknownMessage, "no such message"))?;
         Ok(self
             .store
             .receipts(auth.account, conversation, &message_id)
@@ -683,7 +686,7 @@ impl Messaging {
         device: DeviceId,
         after: Vec<(ConversationId, Seq)>,
         limit: usize,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, ServiceError> {
         let expired_before_ms = self
             .clock
             .now_ms()
@@ -708,7 +711,7 @@ impl Messaging {
     /// rows of purged bodies once their dedup window has passed. That window
     /// is the longer of retention and the offline TTL, so a retry within
     /// the TTL is always recognised.
-    pub async fn sweep(&self) -> Result<SweepOutcome, ApiError> {
+    pub async fn sweep(&self) -> Result<SweepOutcome, ServiceError> {
         let now_ms = self.clock.now_ms();
         let retention_ms = self.delivery.history_retention.keep_ms();
         let ttl_ms = secs_to_ms(self.delivery.offline_ttl_secs);

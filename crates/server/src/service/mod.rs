@@ -1,9 +1,10 @@
 //! Domain services: what the gateway calls. They speak domain types and
-//! `ApiError`, never HTTP or WebSocket types, and reach storage only through
+//! `ServiceError`, never HTTP or WebSocket types, and reach storage only through
 //! the Store boundary and other nodes only through the Bus.
 
 pub mod accounts;
 pub mod device_list;
+pub mod error;
 pub mod groups;
 pub mod keys;
 pub mod login_limit;
@@ -15,6 +16,7 @@ pub mod send_limit;
 pub mod social;
 
 pub use accounts::Accounts;
+pub use error::ServiceError;
 pub use groups::Groups;
 pub use keys::Keys;
 pub use media::Media;
@@ -27,17 +29,16 @@ use missive_proto::ErrorCode;
 use missive_store::Store;
 
 use crate::config::E2eePolicy;
-use crate::error::ApiError;
 
 /// Refuses what the operator's policy forbids: ciphertext (or turning
 /// encryption on) under `off`, plaintext under `required`.
-pub fn check_e2ee(policy: E2eePolicy, encrypted: bool) -> Result<(), ApiError> {
+pub fn check_e2ee(policy: E2eePolicy, encrypted: bool) -> Result<(), ServiceError> {
     match (policy, encrypted) {
-        (E2eePolicy::Off, true) => Err(ApiError::new(
+        (E2eePolicy::Off, true) => Err(ServiceError::new(
             ErrorCode::EncryptionDisabled,
             "end-to-end encrypted conversations are turned off on this server",
         )),
-        (E2eePolicy::Required, false) => Err(ApiError::new(
+        (E2eePolicy::Required, false) => Err(ServiceError::new(
             ErrorCode::EncryptionRequired,
             "this server accepts only end-to-end encrypted messages",
         )),
@@ -47,8 +48,8 @@ pub fn check_e2ee(policy: E2eePolicy, encrypted: bool) -> Result<(), ApiError> {
 
 /// The account named `username`; `unknown_user` when there is none (or the
 /// name is not even valid, which the client need not distinguish).
-pub async fn account_named(store: &dyn Store, username: &str) -> Result<AccountId, ApiError> {
-    let unknown = || ApiError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
+pub async fn account_named(store: &dyn Store, username: &str) -> Result<AccountId, ServiceError> {
+    let unknown = || ServiceError::new(ErrorCode::UnknownUser, format!("no user {username:?}"));
     let parsed = Username::parse(username).map_err(|_| unknown())?;
     Ok(store
         .account_by_username(&parsed)

@@ -69,12 +69,12 @@ impl PasswordHasher {
 
     fn with_memory<T>(&self, params: &Params, hash: impl FnOnce(&mut [Block]) -> T) -> T {
         let blocks = params.block_count();
-        let reused = crate::lock(&self.spare)
+        let reused = crate::poison::lock(&self.spare)
             .pop()
             .filter(|memory| memory.len() == blocks);
         let mut memory = reused.unwrap_or_else(|| vec![Block::default(); blocks]);
         let result = hash(&mut memory);
-        crate::lock(&self.spare).push(memory);
+        crate::poison::lock(&self.spare).push(memory);
         result
     }
 }
@@ -111,7 +111,7 @@ mod tests {
         assert!(!hasher.verify(b"correct horse", "not a hash"));
         assert_ne!(ours, hasher.hash(b"correct horse").expect("hash"), "salted");
         assert_eq!(
-            crate::lock(&hasher.spare).len(),
+            crate::poison::lock(&hasher.spare).len(),
             1,
             "one buffer reused throughout"
         );

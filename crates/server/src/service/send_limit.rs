@@ -160,15 +160,15 @@ impl SendLimiter {
         &self,
         auth: &missive_core::model::DeviceAuth,
         what: &'static str,
-    ) -> Result<(), crate::error::ApiError> {
+    ) -> Result<(), crate::service::ServiceError> {
         self.take(auth.device, auth.account, Instant::now())
-            .map_err(|wait| crate::error::ApiError::rate_limited(wait, what))
+            .map_err(|wait| crate::service::ServiceError::rate_limited(wait, what))
     }
 
     /// Takes one send from both buckets, or neither: `Err(wait)` says how
     /// long until both would have a token again.
     pub fn take(&self, device: DeviceId, account: AccountId, now: Instant) -> Result<(), Duration> {
-        let mut state = crate::lock(&self.buckets);
+        let mut state = crate::poison::lock(&self.buckets);
         state.prune(now, |key| self.rate(key));
         let Buckets { buckets, spent, .. } = &mut *state;
         let limited = [
@@ -217,7 +217,7 @@ impl SendLimiter {
         if rate.per_sec == 0 || !matches!(key, Key::Account(_)) {
             return;
         }
-        let mut state = crate::lock(&self.buckets);
+        let mut state = crate::poison::lock(&self.buckets);
         state.prune(now, |key| self.rate(key));
         let tokens = state
             .buckets
@@ -235,7 +235,7 @@ impl SendLimiter {
 
 impl SharedLimit for SendLimiter {
     fn take_spent(&self) -> Vec<(String, i64)> {
-        let mut state = crate::lock(&self.buckets);
+        let mut state = crate::poison::lock(&self.buckets);
         state
             .spent
             .drain()

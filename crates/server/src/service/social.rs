@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use missive_bus::{Bus, DeviceEvent, Invalidation};
-use missive_core::model::{DeviceAuth, PresenceVisibility};
+use missive_core::model::{DeviceAuth, PresenceVisibility, Relation};
 use missive_core::{AccountId, Clock, ConversationId};
 use missive_proto::rest::{PresenceVisibility as WireVisibility, Privacy, UserList};
 use missive_proto::{ErrorCode, ServerFrame, TypingState};
@@ -13,8 +13,8 @@ use missive_store::Store;
 
 use crate::cache::Caches;
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
 use crate::router::Router;
+use crate::service::ServiceError;
 
 /// How long a `typing` indication lasts without a refresh.
 pub const TYPING_TTL_MS: i64 = 6_000;
@@ -27,11 +27,11 @@ const LIST_LOCKS: usize = 64;
 
 /// `limit_exceeded` unless `username` may be added to a list that already
 /// holds `listed`: there is room, or it is listed already (a no-op).
-fn room_for(listed: &[String], username: &str, max: usize, list: &str) -> Result<(), ApiError> {
+fn room_for(listed: &[String], username: &str, max: usize, list: &str) -> Result<(), ServiceError> {
     if listed.len() < max || listed.iter().any(|name| name == username) {
         return Ok(());
     }
-    Err(ApiError::new(
+    Err(ServiceError::new(
         ErrorCode::LimitExceeded,
         format!("at most {max} {list} (limits.{list}_per_account_max); remove one first"),
     ))
@@ -81,55 +81,25 @@ impl Social {
         self.list_locks[index].lock().await
     }
 
-    pub async fn account(&self, username: &str) -> Result<AccountId, ApiError> {
+    pub async fn account(&self, username: &str) -> Result<AccountId, ServiceError> {
         super::account_named(&*self.store, username).await
     }
 
-    pub async fn set_contact(
+    /// Adds (`present`) or removes `username` in the caller's list of this
+    /// relation, within the list's size limit. Either list decides who sees
+    /// whose presence, so both accounts are announced again when it
+    /// changed; a block also changes who gets ephemeral relays, on every
+    /// node.
+    pub async fn set_relation(
         &self,
         auth: &DeviceAuth,
+        relation: Relation,
         username: &str,
         present: bool,
-    ) -> Result<(), ApiError> {
-        let contact = self.account(username).await?;
-        let changed = {
-            // Counting and adding are one step for this account.
-            let _counting = if present {
-                Some(self.lock_lists(auth.account).await)
-            } else {
-                None
-            };
-            if present {
-                let listed = self.store.contacts(auth.account).await?;
-                room_for(&listed, username, self.contacts_max, "contacts")?;
-            }
-            self.store
-                .set_contact(auth.account, contact, present, self.clock.now_ms())
-                .await?
-        };
-        if changed {
-            // Contact lists decide "contacts only" visibility both ways.
-            self.announce(auth.account).await;
-            self.announce(contact).await;
-        }
-        Ok(())
-    }
-
-    pub async fn contacts(&self, auth: &DeviceAuth) -> Result<UserList, ApiError> {
-        Ok(UserList {
-            users: self.store.contacts(auth.account).await?,
-        })
-    }
-
-    pub async fn set_block(
-        &self,
-        auth: &DeviceAuth,
-        username: &str,
-        present: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let other = self.account(username).await?;
-        if other == auth.account {
-            return Err(ApiError::new(
+        if relation == Relation::Block && other == auth.account {
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "you cannot block yourself",
             ));
@@ -142,35 +112,45 @@ impl Social {
                 None
             };
             if present {
-                let listed = self.store.blocked(auth.account).await?;
-                room_for(&listed, username, self.blocks_max, "blocks")?;
+                let listed = self.store.related(relation, auth.account).await?;
+                let (max, list) = match relation {
+                    Relation::Contact => (self.contacts_max, "contacts"),
+                    Relation::Block => (self.blocks_max, "blocks"),
+                };
+                room_for(&listed, username, max, list)?;
             }
             self.store
-                .set_block(auth.account, other, present, self.clock.now_ms())
+                .set_relation(relation, auth.account, other, present, self.clock.now_ms())
                 .await?
         };
         if changed {
-            // Relay targets skip blocked members, on every node.
-            self.caches.invalidate(Invalidation::Relays);
-            self.bus.publish_invalidation(Invalidation::Relays).await;
+            if relation == Relation::Block {
+                self.caches.invalidate(Invalidation::Relays);
+                self.bus.publish_invalidation(Invalidation::Relays).await;
+            }
             self.announce(auth.account).await;
             self.announce(other).await;
         }
         Ok(())
     }
 
-    pub async fn blocked(&self, auth: &DeviceAuth) -> Result<UserList, ApiError> {
+    /// The caller's list of this relation: its contacts, or whom it blocks.
+    pub async fn related(
+        &self,
+        auth: &DeviceAuth,
+        relation: Relation,
+    ) -> Result<UserList, ServiceError> {
         Ok(UserList {
-            users: self.store.blocked(auth.account).await?,
+            users: self.store.related(relation, auth.account).await?,
         })
     }
 
-    pub async fn privacy(&self, auth: &DeviceAuth) -> Result<Privacy, ApiError> {
+    pub async fn privacy(&self, auth: &DeviceAuth) -> Result<Privacy, ServiceError> {
         let profile = self
             .store
             .presence_profile(auth.account)
             .await?
-            .ok_or_else(ApiError::internal)?;
+            .ok_or_else(ServiceError::internal)?;
         Ok(Privacy {
             presence: match profile.visibility {
                 PresenceVisibility::Everyone => WireVisibility::Everyone,
@@ -180,7 +160,11 @@ impl Social {
         })
     }
 
-    pub async fn set_privacy(&self, auth: &DeviceAuth, privacy: Privacy) -> Result<(), ApiError> {
+    pub async fn set_privacy(
+        &self,
+        auth: &DeviceAuth,
+        privacy: Privacy,
+    ) -> Result<(), ServiceError> {
         let visibility = match privacy.presence {
             WireVisibility::Everyone => PresenceVisibility::Everyone,
             WireVisibility::Contacts => PresenceVisibility::Contacts,
@@ -199,7 +183,7 @@ impl Social {
     /// Whether `viewer` may see `target`'s presence: neither blocked the
     /// other, the target's setting admits the viewer, and — reciprocally —
     /// the viewer's setting admits the target.
-    async fn visible(&self, viewer: AccountId, target: AccountId) -> Result<bool, ApiError> {
+    async fn visible(&self, viewer: AccountId, target: AccountId) -> Result<bool, ServiceError> {
         if viewer == target {
             return Ok(true);
         }
@@ -210,7 +194,7 @@ impl Social {
     }
 
     /// Whether `owner`'s setting lets `other` see them.
-    async fn admits(&self, owner: AccountId, other: AccountId) -> Result<bool, ApiError> {
+    async fn admits(&self, owner: AccountId, other: AccountId) -> Result<bool, ServiceError> {
         let Some(profile) = self.store.presence_profile(owner).await? else {
             return Ok(false);
         };
@@ -222,12 +206,16 @@ impl Social {
     }
 
     /// `target`'s presence as `viewer` may see it.
-    async fn view(&self, viewer: AccountId, target: AccountId) -> Result<ServerFrame, ApiError> {
+    async fn view(
+        &self,
+        viewer: AccountId,
+        target: AccountId,
+    ) -> Result<ServerFrame, ServiceError> {
         let profile = self
             .store
             .presence_profile(target)
             .await?
-            .ok_or_else(ApiError::internal)?;
+            .ok_or_else(ServiceError::internal)?;
         let visible = self.visible(viewer, target).await?;
         let online = visible
             && self
@@ -248,7 +236,7 @@ impl Social {
         &self,
         auth: &DeviceAuth,
         usernames: &[String],
-    ) -> Result<Vec<ServerFrame>, ApiError> {
+    ) -> Result<Vec<ServerFrame>, ServiceError> {
         let targets = self.targets(usernames).await?;
         self.router
             .watch(auth.device, auth.account, targets.clone());
@@ -267,14 +255,14 @@ impl Social {
         &self,
         auth: &DeviceAuth,
         usernames: &[String],
-    ) -> Result<Vec<ServerFrame>, ApiError> {
+    ) -> Result<Vec<ServerFrame>, ServiceError> {
         let targets = self.targets(usernames).await?;
         self.views(auth, targets).await
     }
 
-    async fn targets(&self, usernames: &[String]) -> Result<Vec<AccountId>, ApiError> {
+    async fn targets(&self, usernames: &[String]) -> Result<Vec<AccountId>, ServiceError> {
         if usernames.len() > PRESENCE_WATCH_MAX {
-            return Err(ApiError::new(
+            return Err(ServiceError::new(
                 ErrorCode::InvalidField,
                 "at most 256 users per subscription",
             ));
@@ -292,7 +280,7 @@ impl Social {
         &self,
         auth: &DeviceAuth,
         targets: Vec<AccountId>,
-    ) -> Result<Vec<ServerFrame>, ApiError> {
+    ) -> Result<Vec<ServerFrame>, ServiceError> {
         let mut frames = Vec::with_capacity(targets.len());
         for target in targets {
             frames.push(self.view(auth.account, target).await?);
@@ -387,7 +375,7 @@ impl Social {
         auth: &DeviceAuth,
         conversation: ConversationId,
         state: TypingState,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let key = (auth.account, conversation);
         let targets = match self.caches.relay_targets(key) {
             Some(targets) => targets,

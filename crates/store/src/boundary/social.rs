@@ -9,29 +9,24 @@ use crate::StoreError;
 /// Contacts, blocks and presence.
 #[async_trait]
 pub trait SocialStore: Send + Sync + 'static {
-    /// Adds (`present`) or removes a contact; returns whether anything changed.
-    async fn set_contact(
+    /// Adds (`present`) or removes `other` in `owner`'s list of this
+    /// relation (its contacts, or the accounts it blocks); returns whether
+    /// anything changed.
+    async fn set_relation(
         &self,
+        relation: Relation,
         owner: AccountId,
-        contact: AccountId,
+        other: AccountId,
         present: bool,
         now_ms: UnixMillis,
     ) -> Result<bool, StoreError>;
 
-    /// The owner's contacts' usernames, sorted.
-    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError>;
-
-    /// Blocks (`present`) or unblocks; returns whether anything changed.
-    async fn set_block(
+    /// The usernames in `owner`'s list of this relation, sorted.
+    async fn related(
         &self,
-        blocker: AccountId,
-        blocked: AccountId,
-        present: bool,
-        now_ms: UnixMillis,
-    ) -> Result<bool, StoreError>;
-
-    /// Usernames the account has blocked, sorted.
-    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError>;
+        relation: Relation,
+        owner: AccountId,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Whether either account has blocked the other.
     async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError>;

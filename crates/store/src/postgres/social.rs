@@ -13,31 +13,29 @@ use super::sql::{column, execute, row, rows, scalar};
 use crate::model::*;
 use crate::{SocialStore, StoreError};
 
-/// The two owner → other relations, stored alike.
-enum Relation {
-    Contact,
-    Block,
-}
-
-impl Relation {
-    fn statements(&self) -> (&'static str, &'static str) {
-        match self {
-            Self::Contact => (
-                "INSERT INTO contacts (owner_id, contact_id, created_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                "DELETE FROM contacts WHERE owner_id = $1 AND contact_id = $2",
-            ),
-            Self::Block => (
-                "INSERT INTO blocks (blocker_id, blocked_id, created_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
-            ),
-        }
+/// A relation's statements: insert `($1 → $2)` at `$3`, delete it, and
+/// list `$1`'s others by username.
+fn statements(relation: Relation) -> [&'static str; 3] {
+    match relation {
+        Relation::Contact => [
+            "INSERT INTO contacts (owner_id, contact_id, created_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            "DELETE FROM contacts WHERE owner_id = $1 AND contact_id = $2",
+            "SELECT a.username FROM contacts c JOIN accounts a ON a.id = c.contact_id
+             WHERE c.owner_id = $1 ORDER BY a.username",
+        ],
+        Relation::Block => [
+            "INSERT INTO blocks (blocker_id, blocked_id, created_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
+            "SELECT a.username FROM blocks b JOIN accounts a ON a.id = b.blocked_id
+             WHERE b.blocker_id = $1 ORDER BY a.username",
+        ],
     }
 }
 
 /// Adds (`present`) or removes `owner → other`; whether anything changed.
-async fn set_relation<C: GenericClient>(
+pub(super) async fn set_relation<C: GenericClient>(
     db: &C,
     relation: Relation,
     owner: AccountId,
@@ -45,7 +43,7 @@ async fn set_relation<C: GenericClient>(
     present: bool,
     now_ms: UnixMillis,
 ) -> Outcome<bool> {
-    let (insert, delete) = relation.statements();
+    let [insert, delete, _] = statements(relation);
     let changed = if present {
         execute(db, insert, &[&owner.0, &other.0, &now_ms]).await?
     } else {
@@ -54,44 +52,13 @@ async fn set_relation<C: GenericClient>(
     Ok(changed > 0)
 }
 
-pub(super) async fn set_contact<C: GenericClient>(
+pub(super) async fn related<C: GenericClient>(
     db: &C,
+    relation: Relation,
     owner: AccountId,
-    contact: AccountId,
-    present: bool,
-    now_ms: UnixMillis,
-) -> Outcome<bool> {
-    set_relation(db, Relation::Contact, owner, contact, present, now_ms).await
-}
-
-pub(super) async fn contacts<C: GenericClient>(db: &C, owner: AccountId) -> Outcome<Vec<String>> {
-    column(
-        db,
-        "SELECT a.username FROM contacts c JOIN accounts a ON a.id = c.contact_id
-         WHERE c.owner_id = $1 ORDER BY a.username",
-        &[&owner.0],
-    )
-    .await
-}
-
-pub(super) async fn set_block<C: GenericClient>(
-    db: &C,
-    blocker: AccountId,
-    blocked: AccountId,
-    present: bool,
-    now_ms: UnixMillis,
-) -> Outcome<bool> {
-    set_relation(db, Relation::Block, blocker, blocked, present, now_ms).await
-}
-
-pub(super) async fn blocked<C: GenericClient>(db: &C, blocker: AccountId) -> Outcome<Vec<String>> {
-    column(
-        db,
-        "SELECT a.username FROM blocks b JOIN accounts a ON a.id = b.blocked_id
-         WHERE b.blocker_id = $1 ORDER BY a.username",
-        &[&blocker.0],
-    )
-    .await
+) -> Outcome<Vec<String>> {
+    let [_, _, list] = statements(relation);
+    column(db, list, &[&owner.0]).await
 }
 
 pub(super) async fn blocked_with_any<C: GenericClient>(
@@ -210,32 +177,25 @@ pub(super) async fn relay_targets<C: GenericClient>(
 
 #[async_trait]
 impl SocialStore for PostgresStore {
-    async fn set_contact(
+    async fn set_relation(
         &self,
+        relation: Relation,
         owner: AccountId,
-        contact: AccountId,
+        other: AccountId,
         present: bool,
         now_ms: UnixMillis,
     ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| set_contact(db, owner, contact, present, now_ms))
+        autocommit!(self, |db| set_relation(
+            db, relation, owner, other, present, now_ms
+        ))
     }
 
-    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError> {
-        autocommit!(self, |db| contacts(db, owner))
-    }
-
-    async fn set_block(
+    async fn related(
         &self,
-        blocker: AccountId,
-        blocked: AccountId,
-        present: bool,
-        now_ms: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        autocommit!(self, |db| set_block(db, blocker, blocked, present, now_ms))
-    }
-
-    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError> {
-        autocommit!(self, |db| blocked(db, blocker))
+        relation: Relation,
+        owner: AccountId,
+    ) -> Result<Vec<String>, StoreError> {
+        autocommit!(self, |db| related(db, relation, owner))
     }
 
     async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError> {

@@ -18,64 +18,49 @@ fn names(conn: &Connection, sql: &str, account: AccountId) -> Result<Vec<String>
     rows.collect::<Result<_, _>>().map_err(backend)
 }
 
-pub(super) fn set_contact(
-    conn: &Connection,
-    owner: AccountId,
-    contact: AccountId,
-    present: bool,
-    now_ms: UnixMillis,
-) -> Result<bool, StoreError> {
-    let changed = if present {
-        conn.execute(
+/// A relation's statements: insert `(?1 → ?2)` at `?3`, delete it, and
+/// list `?1`'s others by username.
+fn statements(relation: Relation) -> [&'static str; 3] {
+    match relation {
+        Relation::Contact => [
             "INSERT OR IGNORE INTO contacts (owner_id, contact_id, created_ms) VALUES (?1, ?2, ?3)",
-            params![owner.0, contact.0, now_ms],
-        )
-    } else {
-        conn.execute(
             "DELETE FROM contacts WHERE owner_id = ?1 AND contact_id = ?2",
-            params![owner.0, contact.0],
-        )
-    };
-    changed.map(|n| n > 0).map_err(backend)
+            "SELECT a.username FROM contacts c JOIN accounts a ON a.id = c.contact_id
+             WHERE c.owner_id = ?1 ORDER BY a.username",
+        ],
+        Relation::Block => [
+            "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, created_ms) VALUES (?1, ?2, ?3)",
+            "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2",
+            "SELECT a.username FROM blocks b JOIN accounts a ON a.id = b.blocked_id
+             WHERE b.blocker_id = ?1 ORDER BY a.username",
+        ],
+    }
 }
 
-pub(super) fn contacts(conn: &Connection, owner: AccountId) -> Result<Vec<String>, StoreError> {
-    names(
-        conn,
-        "SELECT a.username FROM contacts c JOIN accounts a ON a.id = c.contact_id
-         WHERE c.owner_id = ?1 ORDER BY a.username",
-        owner,
-    )
-}
-
-pub(super) fn set_block(
+pub(super) fn set_relation(
     conn: &Connection,
-    blocker: AccountId,
-    blocked: AccountId,
+    relation: Relation,
+    owner: AccountId,
+    other: AccountId,
     present: bool,
     now_ms: UnixMillis,
 ) -> Result<bool, StoreError> {
+    let [insert, delete, _] = statements(relation);
     let changed = if present {
-        conn.execute(
-            "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, created_ms) VALUES (?1, ?2, ?3)",
-            params![blocker.0, blocked.0, now_ms],
-        )
+        conn.execute(insert, params![owner.0, other.0, now_ms])
     } else {
-        conn.execute(
-            "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2",
-            params![blocker.0, blocked.0],
-        )
+        conn.execute(delete, params![owner.0, other.0])
     };
     changed.map(|n| n > 0).map_err(backend)
 }
 
-pub(super) fn blocked(conn: &Connection, blocker: AccountId) -> Result<Vec<String>, StoreError> {
-    names(
-        conn,
-        "SELECT a.username FROM blocks b JOIN accounts a ON a.id = b.blocked_id
-         WHERE b.blocker_id = ?1 ORDER BY a.username",
-        blocker,
-    )
+pub(super) fn related(
+    conn: &Connection,
+    relation: Relation,
+    owner: AccountId,
+) -> Result<Vec<String>, StoreError> {
+    let [_, _, list] = statements(relation);
+    names(conn, list, owner)
 }
 
 pub(super) fn blocked_either_way(
@@ -185,34 +170,24 @@ pub(super) fn relay_targets(
 
 #[async_trait]
 impl SocialStore for SqliteStore {
-    async fn set_contact(
+    async fn set_relation(
         &self,
+        relation: Relation,
         owner: AccountId,
-        contact: AccountId,
+        other: AccountId,
         present: bool,
         now_ms: UnixMillis,
     ) -> Result<bool, StoreError> {
-        self.write(move |conn| set_contact(conn, owner, contact, present, now_ms))
+        self.write(move |conn| set_relation(conn, relation, owner, other, present, now_ms))
             .await
     }
 
-    async fn contacts(&self, owner: AccountId) -> Result<Vec<String>, StoreError> {
-        self.read(move |conn| contacts(conn, owner)).await
-    }
-
-    async fn set_block(
+    async fn related(
         &self,
-        blocker: AccountId,
-        blocked: AccountId,
-        present: bool,
-        now_ms: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        self.write(move |conn| set_block(conn, blocker, blocked, present, now_ms))
-            .await
-    }
-
-    async fn blocked(&self, blocker: AccountId) -> Result<Vec<String>, StoreError> {
-        self.read(move |conn| blocked(conn, blocker)).await
+        relation: Relation,
+        owner: AccountId,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| related(conn, relation, owner)).await
     }
 
     async fn blocked_either_way(&self, a: AccountId, b: AccountId) -> Result<bool, StoreError> {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use missive_core::{AccountId, ConversationId, DeviceId, TokenHash, UnixMillis};
-use missive_store::{AccountRecord, DELETED_PREFIX, NewAccount, NewInvites, Store, StoreError};
+use missive_store::{
+    AccountRecord, DELETED_PREFIX, NewAccount, NewInvites, Relation, Store, StoreError,
+};
 
 use crate::support::*;
 
@@ -271,15 +273,21 @@ pub async fn deleted_accounts_free_their_name_and_keep_their_messages(store: Arc
         (tombstone.as_str(), true, 0)
     );
     assert_eq!(
-        store.contacts(bob).await.expect("contacts"),
+        store
+            .related(Relation::Contact, bob)
+            .await
+            .expect("contacts"),
         Vec::<String>::new()
     );
     assert_eq!(
-        store.contacts(alice).await.expect("contacts"),
+        store
+            .related(Relation::Contact, alice)
+            .await
+            .expect("contacts"),
         Vec::<String>::new()
     );
     assert_eq!(
-        store.blocked(bob).await.expect("blocks"),
+        store.related(Relation::Block, bob).await.expect("blocks"),
         Vec::<String>::new()
     );
     let refused = store
@@ -313,16 +321,21 @@ async fn related_with_a_text(
         .expect("send");
     assert!(
         store
-            .set_contact(alice, bob, true, NOW)
+            .set_relation(Relation::Contact, alice, bob, true, NOW)
             .await
             .expect("contact")
     );
     assert!(
         store
-            .set_contact(bob, alice, true, NOW)
+            .set_relation(Relation::Contact, bob, alice, true, NOW)
             .await
             .expect("contact")
     );
-    assert!(store.set_block(bob, alice, true, NOW).await.expect("block"));
+    assert!(
+        store
+            .set_relation(Relation::Block, bob, alice, true, NOW)
+            .await
+            .expect("block")
+    );
     (alice, bob, a1, conv)
 }

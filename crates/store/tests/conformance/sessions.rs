@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use missive_core::{AccountId, DeviceId};
-use missive_store::{GroupChange, PresenceVisibility, Store, StoreError};
+use missive_store::{GroupChange, PresenceVisibility, Relation, Store, StoreError};
 
 use crate::support::*;
 
@@ -191,7 +191,12 @@ pub async fn relay_targets(store: Arc<dyn Store>) {
     assert_eq!(targets(alice, group).await, everyone_but_alice);
     assert_eq!(targets(bob, ab).await, of_alice);
 
-    assert!(store.set_block(bob, carol, true, NOW).await.expect("block"));
+    assert!(
+        store
+            .set_relation(Relation::Block, bob, carol, true, NOW)
+            .await
+            .expect("block")
+    );
     assert_eq!(targets(bob, group).await, of_alice, "bob blocked carol");
     assert_eq!(
         targets(carol, group).await,
@@ -200,7 +205,12 @@ pub async fn relay_targets(store: Arc<dyn Store>) {
     );
     assert_eq!(targets(alice, group).await, everyone_but_alice);
 
-    assert!(store.set_block(alice, bob, true, NOW).await.expect("block"));
+    assert!(
+        store
+            .set_relation(Relation::Block, alice, bob, true, NOW)
+            .await
+            .expect("block")
+    );
     assert!(targets(bob, ab).await.is_empty());
     assert!(targets(alice, ab).await.is_empty());
     assert_eq!(targets(alice, group).await, of_carol);

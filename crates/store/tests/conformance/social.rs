@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use missive_store::{Store, StoreError};
+use missive_store::{Relation, Store, StoreError};
 
 use crate::support::*;
 
@@ -100,7 +100,12 @@ pub async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
     let group = create_group(store, new_group(alice, a1, "team", &[bob, carol], NOW))
         .await
         .conversation;
-    assert!(store.set_block(alice, bob, true, NOW).await.expect("block"));
+    assert!(
+        store
+            .set_relation(Relation::Block, alice, bob, true, NOW)
+            .await
+            .expect("block")
+    );
 
     let refused_sends = [
         (alice, a1, plain("hi")),
@@ -124,7 +129,7 @@ pub async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
 
     assert!(
         store
-            .set_block(alice, bob, false, NOW + 3)
+            .set_relation(Relation::Block, alice, bob, false, NOW + 3)
             .await
             .expect("unblock")
     );
@@ -139,7 +144,7 @@ pub async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
     // The other direction.
     assert!(
         store
-            .set_block(bob, alice, true, NOW + 5)
+            .set_relation(Relation::Block, bob, alice, true, NOW + 5)
             .await
             .expect("block")
     );

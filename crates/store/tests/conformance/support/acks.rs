@@ -3,7 +3,7 @@
 
 use missive_core::{AccountId, ConversationId, DeviceId, Seq, UnixMillis};
 use missive_store::{
-    AckOutcome, AckRequest, ReadOutcome, ReadRequest, ReceiptMoved, Store, SweepOutcome,
+    AckOutcome, AckRequest, ReadOutcome, ReadRequest, ReceiptMoved, Relation, Store, SweepOutcome,
     SweepRequest,
 };
 
@@ -148,14 +148,6 @@ pub fn swept(purged_bodies: u64, purged_dedup: u64) -> SweepOutcome {
     }
 }
 
-/// The two account-to-account relations, which share a contract.
-#[derive(Clone, Copy, Debug)]
-pub enum Relation {
-    Contact,
-    Block,
-}
-
-/// `set_contact` or `set_block` at `NOW`: whether anything changed.
 pub async fn set_relation(
     store: &dyn Store,
     relation: Relation,
@@ -163,18 +155,13 @@ pub async fn set_relation(
     to: AccountId,
     present: bool,
 ) -> bool {
-    match relation {
-        Relation::Contact => store.set_contact(from, to, present, NOW).await,
-        Relation::Block => store.set_block(from, to, present, NOW).await,
-    }
-    .expect("set relation")
+    store
+        .set_relation(relation, from, to, present, NOW)
+        .await
+        .expect("set relation")
 }
 
-/// `contacts` or `blocked` of `owner`.
+/// `owner`'s list of `relation`.
 pub async fn relation_list(store: &dyn Store, relation: Relation, owner: AccountId) -> Vec<String> {
-    match relation {
-        Relation::Contact => store.contacts(owner).await,
-        Relation::Block => store.blocked(owner).await,
-    }
-    .expect("relation list")
+    store.related(relation, owner).await.expect("relation list")
 }

@@ -1,26 +1,25 @@
-//! The one error type the gateway shows clients, and its mapping to HTTP
-//! statuses and wire codes. Internal failures are logged here and reach the
-//! client only as `internal`.
+//! The typed refusal every service returns: a stable wire code, a message
+//! for people and, for rate limits, when to retry. Nothing here knows HTTP
+//! or frames: the gateway alone maps it to a status (`gateway::refusal`) or
+//! an `error` frame. A store failure is logged here and becomes `internal`,
+//! so its text never reaches a client.
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use missive_core::InputError;
 use missive_proto::ErrorCode;
-use missive_proto::rest::{ErrorBody, ErrorDetail};
+
 use missive_store::StoreError;
 
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ServiceError {
     pub code: ErrorCode,
     pub message: String,
     /// How long a client should wait before retrying (rate limits).
     pub retry_after: Option<Duration>,
 }
 
-impl ApiError {
+impl ServiceError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -40,69 +39,15 @@ impl ApiError {
     pub fn internal() -> Self {
         Self::new(ErrorCode::Internal, "internal error; see the server log")
     }
-
-    pub fn status(&self) -> StatusCode {
-        match self.code {
-            ErrorCode::BadFrame
-            | ErrorCode::UnknownType
-            | ErrorCode::InvalidField
-            | ErrorCode::InvalidUsername
-            | ErrorCode::InvalidPassword
-            | ErrorCode::InvalidClientMsgId
-            | ErrorCode::EmptyText
-            | ErrorCode::TextTooLong => StatusCode::BAD_REQUEST,
-            ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::UnknownRoute => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::NotAuthenticated | ErrorCode::TokenInvalid | ErrorCode::WrongCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
-            ErrorCode::NotMember
-            | ErrorCode::NotAuthor
-            | ErrorCode::NotAdmin
-            | ErrorCode::Blocked
-            | ErrorCode::OriginNotAllowed
-            | ErrorCode::AccountSuspended
-            | ErrorCode::RegistrationClosed
-            | ErrorCode::InviteRequired
-            | ErrorCode::InviteInvalid
-            | ErrorCode::EncryptionRequired
-            | ErrorCode::EncryptionDisabled => StatusCode::FORBIDDEN,
-            ErrorCode::ConversationEncrypted | ErrorCode::ConversationNotEncrypted => {
-                StatusCode::CONFLICT
-            }
-            ErrorCode::EditWindowClosed | ErrorCode::MessageDeleted | ErrorCode::GroupFull => {
-                StatusCode::CONFLICT
-            }
-            ErrorCode::AlreadyMember
-            | ErrorCode::ClientMsgIdReused
-            | ErrorCode::IdentityKeyMismatch => StatusCode::CONFLICT,
-            ErrorCode::NotAGroup => StatusCode::BAD_REQUEST,
-            ErrorCode::UnknownMessage | ErrorCode::UnknownMedia => StatusCode::NOT_FOUND,
-            ErrorCode::MediaTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::MediaTypeNotAllowed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::UnknownUser
-            | ErrorCode::UnknownDevice
-            | ErrorCode::UnknownConversation
-            | ErrorCode::UnknownMember => StatusCode::NOT_FOUND,
-            ErrorCode::UsernameTaken
-            | ErrorCode::TooManyDevices
-            | ErrorCode::LimitExceeded
-            | ErrorCode::AlreadyAuthenticated => StatusCode::CONFLICT,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::ShuttingDown | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
 }
 
-impl From<InputError> for ApiError {
+impl From<InputError> for ServiceError {
     fn from(err: InputError) -> Self {
         Self::new(ErrorCode::from_input_code(err.code), err.message)
     }
 }
 
-impl From<StoreError> for ApiError {
+impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::UsernameTaken => Self::new(ErrorCode::UsernameTaken, "username is taken"),
@@ -208,30 +153,4 @@ impl From<StoreError> for ApiError {
             }
         }
     }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let retry_after = self.retry_after.map(retry_after_secs);
-        let body = Json(ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-            },
-        });
-        let mut response = (status, body).into_response();
-        if let Some(secs) = retry_after {
-            if let Ok(value) = secs.to_string().parse() {
-                response.headers_mut().insert("retry-after", value);
-            }
-        }
-        response
-    }
-}
-
-/// A `Retry-After` header's whole seconds: rounded up, so a client that
-/// obeys it is not refused again.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
