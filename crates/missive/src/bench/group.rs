@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use super::Common;
 use super::ledger::{MessageKey, Tally, tally};
-use super::pairs::{Payload, ReceiverOutcome, Target, receive, send, spawn_ticker};
+use super::pairs::{Payload, ReceiverTask, SendingProgress, Target, send, spawn_receivers};
 use super::report::Report;
-use super::setup::{self, connect_all, members, run_prefix};
+use super::setup::{connect_all, members, run_prefix};
 use super::stats::Latencies;
 
 #[derive(Args)]
@@ -46,22 +46,9 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     let cost_start = cost.sample().await?;
     let epoch = Instant::now();
     let deadline = epoch + Duration::from_secs(args.duration_secs);
-    let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
-    let receiving: Vec<_> = connections
-        .into_iter()
-        .enumerate()
-        .map(|(i, connection)| {
-            tokio::spawn(receive(
-                connection,
-                i,
-                epoch,
-                expect_rx.clone(),
-                common.settle(),
-            ))
-        })
-        .collect();
-    let bar = setup::progress(args.duration_secs, "sending");
-    let ticker = spawn_ticker(bar.clone(), epoch);
+    let (expect_tx, expect_rx) = watch::channel(None);
+    let receiving = spawn_receivers(connections, epoch, &expect_rx, common.settle());
+    let progress = SendingProgress::start(args.duration_secs, epoch);
     let (keys, sent_latency) = send(
         sender,
         Target::Conversation(group),
@@ -73,9 +60,7 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
         common.settle(),
     )
     .await?;
-    let sending_ended = epoch.elapsed();
-    ticker.abort();
-    bar.finish_and_clear();
+    let sending_ended = progress.finish(epoch);
     let expected: HashSet<MessageKey> = keys.into_iter().collect();
     let _ = expect_tx.send(Some(Arc::new(vec![expected.len(); args.members - 1])));
 
@@ -93,23 +78,14 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
     report.param("window", args.window as u64);
     report.param("duration_secs", args.duration_secs);
     report.param("confirmed_sends", expected.len() as u64);
-    let span = delivered
-        .last_delivery
-        .max(sending_ended)
-        .as_secs_f64()
-        .max(1e-9);
-    report.figure(
-        "sent_per_sec",
-        sent_latency.count() as f64 / sending_ended.as_secs_f64(),
+    report.sending_and_delivery(
+        &sent_latency,
+        sending_ended,
+        ("deliveries_per_sec", &delivered.per_delivery),
+        delivered.totals,
+        delivered.last_delivery,
     );
-    report.figure(
-        "deliveries_per_sec",
-        delivered.totals.delivered as f64 / span,
-    );
-    report.latency("send_to_sent", &sent_latency.percentiles());
-    report.latency("send_to_delivered", &delivered.per_delivery.percentiles());
     report.latency("send_to_last_member", &delivered.to_last.percentiles());
-    report.tally = delivered.totals;
     Ok(report)
 }
 
@@ -144,7 +120,7 @@ struct Delivered {
 /// Waits for every receiving member and sets what each got against what
 /// the sender had confirmed.
 async fn collect_deliveries(
-    receiving: Vec<tokio::task::JoinHandle<anyhow::Result<ReceiverOutcome>>>,
+    receiving: Vec<ReceiverTask>,
     expected: &HashSet<MessageKey>,
 ) -> anyhow::Result<Delivered> {
     let mut per_delivery = Latencies::default();

@@ -85,29 +85,13 @@ pub(super) async fn run(args: PairsArgs) -> anyhow::Result<Report> {
     let cost_start = cost.sample().await?;
     let epoch = Instant::now();
     let deadline = epoch + Duration::from_secs(args.duration_secs);
-    let (expect_tx, expect_rx) = watch::channel::<Option<Arc<Vec<usize>>>>(None);
-    let bar = setup::progress(args.duration_secs, "sending");
-
-    let receiving: Vec<_> = receivers
-        .into_iter()
-        .enumerate()
-        .map(|(i, connection)| {
-            tokio::spawn(receive(
-                connection,
-                i,
-                epoch,
-                expect_rx.clone(),
-                common.settle(),
-            ))
-        })
-        .collect();
+    let (expect_tx, expect_rx) = watch::channel(None);
+    let progress = SendingProgress::start(args.duration_secs, epoch);
+    let receiving = spawn_receivers(receivers, epoch, &expect_rx, common.settle());
     let sending = spawn_senders(&args, &people, senders, epoch, deadline);
-    let ticker = spawn_ticker(bar.clone(), epoch);
 
     let (sent_latency, expected) = collect_senders(sending).await?;
-    let sending_ended = epoch.elapsed();
-    ticker.abort();
-    bar.finish_and_clear();
+    let sending_ended = progress.finish(epoch);
     let _ = expect_tx.send(Some(Arc::new(expected.iter().map(HashSet::len).collect())));
 
     let delivered = collect_receivers(receiving, &expected).await?;
@@ -196,19 +180,55 @@ fn spawn_senders(
     sending
 }
 
-/// Moves the progress bar once a second to the seconds since `epoch`;
-/// abort it when sending ends.
-pub(super) fn spawn_ticker(
+/// The progress bar of the sending phase, moved once a second to the
+/// seconds since the epoch.
+pub(super) struct SendingProgress {
     bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl SendingProgress {
+    pub(super) fn start(duration_secs: u64, epoch: Instant) -> Self {
+        let bar = setup::progress(duration_secs, "sending");
+        let ticking = bar.clone();
+        let ticker = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                ticking.set_position(epoch.elapsed().as_secs().min(ticking.length().unwrap_or(0)));
+            }
+        });
+        Self { bar, ticker }
+    }
+
+    /// Sending ended: clears the bar; how long since the epoch it took.
+    pub(super) fn finish(self, epoch: Instant) -> Duration {
+        let sending_ended = epoch.elapsed();
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+        sending_ended
+    }
+}
+
+/// What each receiver is told once sending ends: per receiver (by index),
+/// how many messages its sender had confirmed.
+pub(super) type Expected = watch::Receiver<Option<Arc<Vec<usize>>>>;
+
+pub(super) type ReceiverTask = tokio::task::JoinHandle<anyhow::Result<ReceiverOutcome>>;
+
+/// Starts a [`receive`] on each connection, receiver `i` on the `i`-th
+/// connection.
+pub(super) fn spawn_receivers(
+    connections: Vec<Connection>,
     epoch: Instant,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            ticks.tick().await;
-            bar.set_position(epoch.elapsed().as_secs().min(bar.length().unwrap_or(0)));
-        }
-    })
+    expect: &Expected,
+    settle: Duration,
+) -> Vec<ReceiverTask> {
+    connections
+        .into_iter()
+        .enumerate()
+        .map(|(i, connection)| tokio::spawn(receive(connection, i, epoch, expect.clone(), settle)))
+        .collect()
 }
 
 /// Waits for every sender: the merged send→sent latencies and, per pair,
@@ -236,7 +256,7 @@ struct Delivered {
 /// Waits for every receiver and sets what each got against what its
 /// sender had confirmed.
 async fn collect_receivers(
-    receiving: Vec<tokio::task::JoinHandle<anyhow::Result<ReceiverOutcome>>>,
+    receiving: Vec<ReceiverTask>,
     expected: &[HashSet<MessageKey>],
 ) -> anyhow::Result<Delivered> {
     let mut delivered = Delivered {
@@ -275,22 +295,13 @@ fn report_pairs(
     report.param("window", args.window as u64);
     report.param("rate", args.rate);
     report.param("duration_secs", args.duration_secs);
-    let span = delivered
-        .last_delivery
-        .max(sending_ended)
-        .as_secs_f64()
-        .max(1e-9);
-    report.figure(
-        "sent_per_sec",
-        sent_latency.count() as f64 / sending_ended.as_secs_f64(),
+    report.sending_and_delivery(
+        sent_latency,
+        sending_ended,
+        ("delivered_per_sec", &delivered.latency),
+        delivered.totals,
+        delivered.last_delivery,
     );
-    report.figure(
-        "delivered_per_sec",
-        delivered.totals.delivered as f64 / span,
-    );
-    report.latency("send_to_sent", &sent_latency.percentiles());
-    report.latency("send_to_delivered", &delivered.latency.percentiles());
-    report.tally = delivered.totals;
 }
 
 /// One message from the sender to its receiver, delivered and acked
@@ -515,7 +526,7 @@ pub(super) async fn receive(
     mut connection: Connection,
     index: usize,
     epoch: Instant,
-    expect: watch::Receiver<Option<Arc<Vec<usize>>>>,
+    expect: Expected,
     settle: Duration,
 ) -> anyhow::Result<ReceiverOutcome> {
     let mut outcome = ReceiverOutcome {

@@ -9,8 +9,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
 use super::ledger::Tally;
-use super::stats::Percentiles;
+use super::stats::{Latencies, Percentiles};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Report {
@@ -49,6 +51,29 @@ impl Report {
         ] {
             self.figure(&format!("{name}_{suffix}_us"), value as f64);
         }
+    }
+
+    /// The figures of a scenario that sends for a while and counts what
+    /// arrived: `sent_per_sec` over the sending time, `delivered_figure`
+    /// over the time until the later of the last delivery and the end of
+    /// sending, the send→sent and send→delivered latencies, and the tally.
+    pub(super) fn sending_and_delivery(
+        &mut self,
+        sent: &Latencies,
+        sending_ended: Duration,
+        (delivered_figure, delivered): (&str, &Latencies),
+        totals: Tally,
+        last_delivery: Duration,
+    ) {
+        let span = last_delivery.max(sending_ended).as_secs_f64().max(1e-9);
+        self.figure(
+            "sent_per_sec",
+            sent.count() as f64 / sending_ended.as_secs_f64(),
+        );
+        self.figure(delivered_figure, totals.delivered as f64 / span);
+        self.latency("send_to_sent", &sent.percentiles());
+        self.latency("send_to_delivered", &delivered.percentiles());
+        self.tally = totals;
     }
 
     /// The table printed at the end of a run; with a baseline, a ratio
