@@ -285,26 +285,25 @@ impl Crypto {
     pub(super) async fn seal(
         &self,
         connection: &mut Connection,
-        frame: ClientFrame,
+        mut frame: ClientFrame,
     ) -> Result<ClientFrame, SealError> {
         let ClientFrame::Send {
             id,
             to,
             conversation,
-            client_msg_id,
             text,
             reply_to,
-            media,
             encrypted: true,
-        } = frame
+            ..
+        } = &mut frame
         else {
             return Ok(frame);
         };
-        let (members, key) = match (conversation, &to) {
+        let (members, key) = match (*conversation, &*to) {
             (Some(conversation), _) => (
                 self.members_of(conversation)
                     .await
-                    .map_err(|err| lost_or_refused(&id, err))?,
+                    .map_err(|err| lost_or_refused(id, err))?,
                 conversation,
             ),
             (None, Some(user)) => (
@@ -312,23 +311,23 @@ impl Crypto {
                 NOT_YET_CREATED,
             ),
             (None, None) => {
-                return Err(refusal(&id, ErrorCode::BadFrame, "no recipient".into()));
+                return Err(refusal(id, ErrorCode::BadFrame, "no recipient".into()));
             }
         };
         let mut devices = encryption::member_devices(&self.api, &self.saved, &members)
             .await
-            .map_err(|err| lost_or_refused(&id, err))?;
+            .map_err(|err| lost_or_refused(id, err))?;
         let mut content = serde_json::json!({ "text": text });
-        if let Some(reply_to) = &reply_to {
+        if let Some(reply_to) = reply_to {
             content["reply_to"] = reply_to.as_str().into();
         }
         let (sealed, profile) = self
-            .encrypt_for(&id, key, &mut devices, &content.to_string())
+            .encrypt_for(id, key, &mut devices, &content.to_string())
             .await?;
         let shares = sealed.shares.clone();
         encryption::send_shares(connection, sealed.shares)
             .await
-            .map_err(|err| lost_or_refused(&id, err))?;
+            .map_err(|err| lost_or_refused(id, err))?;
         // Delivered: until now every seal shared the key again, so a share
         // lost with its connection goes with the next try.
         let mut keys = self.keys.lock().await;
@@ -338,16 +337,11 @@ impl Crypto {
                 keys.warn(err);
             }
         }
-        Ok(ClientFrame::Send {
-            id,
-            to,
-            conversation,
-            client_msg_id,
-            text: sealed.ciphertext,
-            reply_to: None,
-            media,
-            encrypted: true,
-        })
+        // The same frame, its text now the ciphertext (the reply travels
+        // inside it).
+        *text = sealed.ciphertext;
+        *reply_to = None;
+        Ok(frame)
     }
 
     /// Opens sessions with `devices` and seals `plaintext` for them under

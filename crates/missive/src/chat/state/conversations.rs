@@ -138,7 +138,6 @@ mod tests {
     use super::super::testing::*;
     use super::super::*;
     use crate::chat::model::HistoryState;
-    use missive_proto::MessageKind;
     use missive_proto::rest::HistoryMessage;
     use ratatui::crossterm::event::KeyCode;
 
@@ -170,24 +169,7 @@ mod tests {
         let page = |seqs: std::ops::RangeInclusive<i64>, next_before: Option<i64>| History {
             messages: seqs
                 .rev()
-                .map(|seq| HistoryMessage {
-                    message_id: format!("m{seq}"),
-                    conversation: 1,
-                    seq,
-                    from: "bob".into(),
-                    from_device: 2,
-                    client_msg_id: format!("c{seq}"),
-                    kind: MessageKind::Text,
-                    text: format!("text {seq}"),
-                    media: Vec::new(),
-                    target: None,
-                    event: None,
-                    edited_ms: None,
-                    deleted: false,
-                    ts_ms: seq,
-                    expires_ms: None,
-                    reactions: Vec::new(),
-                })
+                .map(|seq| history_text(1, seq, "bob", &format!("text {seq}"), seq))
                 .collect(),
             next_before,
         };
@@ -233,44 +215,15 @@ mod tests {
         for (summary, ts_ms) in [(&mut older, 1_000), (&mut newer, 2_000)] {
             summary.last_message = Some(HistoryMessage {
                 message_id: format!("m{ts_ms}"),
-                conversation: summary.conversation,
-                seq: 1,
-                from: "alice".into(),
-                from_device: 1,
                 client_msg_id: format!("c{ts_ms}"),
-                kind: MessageKind::Text,
-                text: "hi".into(),
-                media: Vec::new(),
-                target: None,
-                event: None,
-                edited_ms: None,
-                deleted: false,
-                ts_ms,
-                expires_ms: None,
-                reactions: Vec::new(),
+                ..history_text(summary.conversation, 1, "alice", "hi", ts_ms)
             });
         }
         online(&mut app, vec![older, newer]);
         let titles =
             |app: &App| -> Vec<String> { app.visible().iter().map(|c| c.title("alice")).collect() };
         assert_eq!(titles(&app), vec!["carol", "bob"]);
-        app.on_event(AppEvent::Frame(ServerFrame::Message {
-            message_id: "m3".into(),
-            conversation: 1,
-            seq: 2,
-            from: "bob".into(),
-            from_device: 2,
-            client_msg_id: "c3".into(),
-            kind: MessageKind::Text,
-            text: "news".into(),
-            media: Vec::new(),
-            target: None,
-            event: None,
-            edited_ms: None,
-            deleted: false,
-            ts_ms: 3_000,
-            expires_ms: None,
-        }));
+        app.on_event(text_arrives(1, 2, "bob", "news", 3_000));
         assert_eq!(titles(&app), vec!["bob", "carol"]);
         assert_eq!(app.conversation(&ConvKey::Id(1)).unwrap().unread, 1);
         app.on_input(key(KeyCode::Char('n')));

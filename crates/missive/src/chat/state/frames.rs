@@ -281,6 +281,13 @@ impl App {
         }
     }
 
+    /// Where the outbox holds the text sent under `client_msg_id`.
+    fn outbox_at(&self, client_msg_id: &str) -> Option<usize> {
+        self.outbox
+            .iter()
+            .position(|item| item.client_msg_id == client_msg_id)
+    }
+
     pub(super) fn on_sent(
         &mut self,
         request: Option<Request>,
@@ -293,11 +300,7 @@ impl App {
         // what it did is applied here from the request.
         let (kind, text, reply_to, media) = match request {
             Some(Request::Send(client_msg_id)) => {
-                let Some(at) = self
-                    .outbox
-                    .iter()
-                    .position(|item| item.client_msg_id == client_msg_id)
-                else {
+                let Some(at) = self.outbox_at(&client_msg_id) else {
                     return;
                 };
                 let item = self.outbox.remove(at);
@@ -374,13 +377,10 @@ impl App {
         let why = explain(code, message);
         match request {
             Some(Request::Send(client_msg_id)) => {
-                let Some(item) = self
-                    .outbox
-                    .iter_mut()
-                    .find(|item| item.client_msg_id == client_msg_id)
-                else {
+                let Some(at) = self.outbox_at(&client_msg_id) else {
                     return;
                 };
+                let item = &mut self.outbox[at];
                 let must_seal = matches!(
                     code,
                     ErrorCode::ConversationEncrypted | ErrorCode::EncryptionRequired
@@ -424,7 +424,6 @@ mod tests {
     use super::super::testing::*;
     use super::super::*;
     use crate::chat::model::Tick;
-    use missive_proto::MessageKind;
     use missive_proto::rest::ConversationKind;
 
     #[test]
@@ -437,25 +436,8 @@ mod tests {
         group.kind = ConversationKind::Group;
         group.name = Some("trip".into());
         online(&mut app, vec![group]);
-        let message = |seq: i64, from: &str| {
-            AppEvent::Frame(ServerFrame::Message {
-                message_id: format!("m{seq}"),
-                conversation: 9,
-                seq,
-                from: from.into(),
-                from_device: 1,
-                client_msg_id: format!("c{seq}"),
-                kind: MessageKind::Text,
-                text: format!("text {seq}"),
-                media: Vec::new(),
-                target: None,
-                event: None,
-                edited_ms: None,
-                deleted: false,
-                ts_ms: now_ms(),
-                expires_ms: None,
-            })
-        };
+        let message =
+            |seq: i64, from: &str| text_arrives(9, seq, from, &format!("text {seq}"), now_ms());
         app.on_event(message(1, "alice"));
         app.on_event(message(2, "bob"));
         app.on_event(message(3, "carol"));

@@ -140,15 +140,7 @@ mod tests {
             app.conversation(&ConvKey::Id(7))
                 .is_some_and(|c| c.encrypted)
         );
-        app.on_event(AppEvent::Frame(ServerFrame::Sent {
-            id,
-            message_id: "m4".into(),
-            conversation: 7,
-            seq: 4,
-            ts_ms: now_ms(),
-            duplicate: false,
-            expires_ms: None,
-        }));
+        app.on_event(sent(id, 7, 4));
         let c = app.conversation(&ConvKey::Id(7)).expect("conversation");
         assert_eq!(
             c.messages.get(&4).map(|m| (m.kind, m.text.as_str())),
@@ -184,15 +176,7 @@ mod tests {
         let ClientFrame::Send { id, .. } = again[0] else {
             unreachable!()
         };
-        app.on_event(AppEvent::Frame(ServerFrame::Sent {
-            id: id.clone(),
-            message_id: "m4".into(),
-            conversation: 7,
-            seq: 4,
-            ts_ms: now_ms(),
-            duplicate: false,
-            expires_ms: None,
-        }));
+        app.on_event(sent(id.clone(), 7, 4));
         assert!(app.outbox.is_empty());
         let c = app.conversation(&ConvKey::Id(7)).unwrap();
         assert_eq!(c.messages[&4].text, "hello");

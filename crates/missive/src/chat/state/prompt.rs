@@ -4,6 +4,25 @@
 use super::super::text::Editor;
 use super::QUICK_REACTIONS;
 
+/// The editor of a prompt that takes typed text, borrowed as `prompt` is
+/// (shared or mutable); `None` for a yes/no question.
+macro_rules! typed_text {
+    ($prompt:expr) => {
+        match $prompt {
+            Self::Search(editor)
+            | Self::NewChat(editor)
+            | Self::GroupName(editor)
+            | Self::GroupMembers { editor, .. }
+            | Self::AddMembers { editor, .. }
+            | Self::React { editor, .. } => Some(editor),
+            Self::ConfirmDelete { .. }
+            | Self::ConfirmQuit
+            | Self::VerifyOffer { .. }
+            | Self::VerifyCompare { .. } => None,
+        }
+    };
+}
+
 /// A one-line question at the bottom of the screen.
 #[derive(Clone, Debug)]
 pub(crate) enum Prompt {
@@ -70,32 +89,10 @@ impl Prompt {
     }
 
     pub(crate) fn editor(&self) -> Option<&Editor> {
-        match self {
-            Self::Search(editor)
-            | Self::NewChat(editor)
-            | Self::GroupName(editor)
-            | Self::GroupMembers { editor, .. }
-            | Self::AddMembers { editor, .. }
-            | Self::React { editor, .. } => Some(editor),
-            Self::ConfirmDelete { .. }
-            | Self::ConfirmQuit
-            | Self::VerifyOffer { .. }
-            | Self::VerifyCompare { .. } => None,
-        }
+        typed_text!(self)
     }
 
     pub(super) fn editor_mut(&mut self) -> Option<&mut Editor> {
-        match self {
-            Self::Search(editor)
-            | Self::NewChat(editor)
-            | Self::GroupName(editor)
-            | Self::GroupMembers { editor, .. }
-            | Self::AddMembers { editor, .. }
-            | Self::React { editor, .. } => Some(editor),
-            Self::ConfirmDelete { .. }
-            | Self::ConfirmQuit
-            | Self::VerifyOffer { .. }
-            | Self::VerifyCompare { .. } => None,
-        }
+        typed_text!(self)
     }
 }

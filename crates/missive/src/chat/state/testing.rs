@@ -1,10 +1,11 @@
 //! Helpers shared by the state's unit tests: keys typed, conversation
-//! summaries, going online, the sends among the effects.
+//! summaries, texts and their `sent` replies, going online, the sends
+//! among the effects.
 
-use missive_proto::ClientFrame;
 use missive_proto::rest::{
-    ConversationKind, ConversationList, ConversationSummary, MemberReceipts,
+    ConversationKind, ConversationList, ConversationSummary, HistoryMessage, MemberReceipts,
 };
+use missive_proto::{ClientFrame, MessageKind, ServerFrame};
 use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 
 use super::{App, AppEvent, Effect};
@@ -65,4 +66,75 @@ pub(super) fn sent_frames(effects: &[Effect]) -> Vec<&ClientFrame> {
             _ => None,
         })
         .collect()
+}
+
+/// A text `from` wrote, stored as `seq` of `conversation` (message id
+/// `m<seq>`, client id `c<seq>`), as history lists it.
+pub(super) fn history_text(
+    conversation: i64,
+    seq: i64,
+    from: &str,
+    text: &str,
+    ts_ms: i64,
+) -> HistoryMessage {
+    HistoryMessage {
+        message_id: format!("m{seq}"),
+        conversation,
+        seq,
+        from: from.into(),
+        from_device: 1,
+        client_msg_id: format!("c{seq}"),
+        kind: MessageKind::Text,
+        text: text.into(),
+        media: Vec::new(),
+        target: None,
+        event: None,
+        edited_ms: None,
+        deleted: false,
+        ts_ms,
+        expires_ms: None,
+        reactions: Vec::new(),
+    }
+}
+
+/// The same text as it arrives live: a `message` frame.
+pub(super) fn text_arrives(
+    conversation: i64,
+    seq: i64,
+    from: &str,
+    text: &str,
+    ts_ms: i64,
+) -> AppEvent {
+    let m = history_text(conversation, seq, from, text, ts_ms);
+    AppEvent::Frame(ServerFrame::Message {
+        message_id: m.message_id,
+        conversation,
+        seq,
+        from: m.from,
+        from_device: m.from_device,
+        client_msg_id: m.client_msg_id,
+        kind: m.kind,
+        text: m.text,
+        media: m.media,
+        target: m.target,
+        event: m.event,
+        edited_ms: m.edited_ms,
+        deleted: m.deleted,
+        ts_ms,
+        expires_ms: m.expires_ms,
+    })
+}
+
+/// The server's `sent` for our frame `id`: stored as `seq` of
+/// `conversation`, now.
+pub(super) fn sent(id: Option<String>, conversation: i64, seq: i64) -> AppEvent {
+    AppEvent::Frame(ServerFrame::Sent {
+        id,
+        message_id: format!("m{seq}"),
+        conversation,
+        seq,
+        ts_ms: super::now_ms(),
+        duplicate: false,
+        expires_ms: None,
+    })
 }
