@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 use missive_proto::rest::PresenceVisibility;
 
+use crate::cli::UserListChange;
 use crate::{admin, bench, cli, migrate, serve, verify};
 
 #[derive(Subcommand)]
@@ -517,8 +518,12 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             client,
         } => cli::receipts(&client, conversation, &message_id).await,
         Command::Contacts(contacts) => contacts.run().await,
-        Command::Block { user, client } => cli::block(&client, &user).await,
-        Command::Unblock { user, client } => cli::unblock(&client, &user).await,
+        Command::Block { user, client } => {
+            cli::change_user_list(&client, UserListChange::Block, &user).await
+        }
+        Command::Unblock { user, client } => {
+            cli::change_user_list(&client, UserListChange::Unblock, &user).await
+        }
         Command::Blocks { client } => cli::blocks(&client).await,
         Command::Presence { users, client } => cli::presence(&client, &users).await,
         Command::Privacy { presence, client } => {
@@ -614,8 +619,12 @@ impl ContactsArgs {
         let client = &self.client;
         match (self.action, self.user) {
             (ContactsAction::List, None) => cli::contacts(client).await,
-            (ContactsAction::Add, Some(user)) => cli::add_contact(client, &user).await,
-            (ContactsAction::Remove, Some(user)) => cli::remove_contact(client, &user).await,
+            (ContactsAction::Add, Some(user)) => {
+                cli::change_user_list(client, UserListChange::AddContact, &user).await
+            }
+            (ContactsAction::Remove, Some(user)) => {
+                cli::change_user_list(client, UserListChange::RemoveContact, &user).await
+            }
             (ContactsAction::List, Some(_)) => {
                 eprintln!("error: `contacts list` takes no USER");
                 ExitCode::from(2)

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use missive_client::{Api, ClientError};
+use missive_client::{Api, ClientError, Connection};
 use missive_proto::{ClientFrame, ServerFrame};
 
 use super::media::{read_attachment, upload_sealed};
@@ -325,10 +325,9 @@ pub(crate) async fn react(
     emoji: Option<&str>,
     client_msg_id: Option<String>,
 ) -> ExitCode {
-    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
-    ws_request(args, async |connection| {
+    change_message(args, client_msg_id, async |connection, client_msg_id| {
         connection
-            .react(conversation, &client_msg_id, target, emoji)
+            .react(conversation, client_msg_id, target, emoji)
             .await
     })
     .await
@@ -341,10 +340,9 @@ pub(crate) async fn edit(
     text: &str,
     client_msg_id: Option<String>,
 ) -> ExitCode {
-    let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
-    ws_request(args, async |connection| {
+    change_message(args, client_msg_id, async |connection, client_msg_id| {
         connection
-            .edit(conversation, &client_msg_id, target, text)
+            .edit(conversation, client_msg_id, target, text)
             .await
     })
     .await
@@ -356,11 +354,22 @@ pub(crate) async fn delete(
     target: &str,
     client_msg_id: Option<String>,
 ) -> ExitCode {
+    change_message(args, client_msg_id, async |connection, client_msg_id| {
+        connection.delete(conversation, client_msg_id, target).await
+    })
+    .await
+}
+
+/// Sends one change to a message under `client_msg_id` (a fresh one when
+/// not given) and prints the reply.
+async fn change_message(
+    args: &ClientArgs,
+    client_msg_id: Option<String>,
+    change: impl AsyncFnOnce(&mut Connection, &str) -> Result<ServerFrame, ClientError>,
+) -> ExitCode {
     let client_msg_id = client_msg_id.unwrap_or_else(generated_client_msg_id);
     ws_request(args, async |connection| {
-        connection
-            .delete(conversation, &client_msg_id, target)
-            .await
+        change(connection, &client_msg_id).await
     })
     .await
 }

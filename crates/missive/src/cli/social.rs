@@ -74,38 +74,45 @@ pub(crate) async fn contacts(args: &ClientArgs) -> ExitCode {
     rest(args, async |api, token| api.contacts(&token).await).await
 }
 
-pub(crate) async fn add_contact(args: &ClientArgs, username: &str) -> ExitCode {
-    rest(args, async |api, token| {
-        api.add_contact(&token, username).await?;
-        Ok(serde_json::json!({ "contact_added": username }))
-    })
-    .await
-}
-
-pub(crate) async fn remove_contact(args: &ClientArgs, username: &str) -> ExitCode {
-    rest(args, async |api, token| {
-        api.remove_contact(&token, username).await?;
-        Ok(serde_json::json!({ "contact_removed": username }))
-    })
-    .await
-}
-
 pub(crate) async fn blocks(args: &ClientArgs) -> ExitCode {
     rest(args, async |api, token| api.blocks(&token).await).await
 }
 
-pub(crate) async fn block(args: &ClientArgs, username: &str) -> ExitCode {
-    rest(args, async |api, token| {
-        api.block(&token, username).await?;
-        Ok(serde_json::json!({ "blocked": username }))
-    })
-    .await
+/// A change to one of this account's user lists.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum UserListChange {
+    AddContact,
+    RemoveContact,
+    Block,
+    Unblock,
 }
 
-pub(crate) async fn unblock(args: &ClientArgs, username: &str) -> ExitCode {
+impl UserListChange {
+    /// The key of what is printed once it is done.
+    fn done(self) -> &'static str {
+        match self {
+            Self::AddContact => "contact_added",
+            Self::RemoveContact => "contact_removed",
+            Self::Block => "blocked",
+            Self::Unblock => "unblocked",
+        }
+    }
+}
+
+/// Makes `change` for `username` and prints `{"<what was done>": username}`.
+pub(crate) async fn change_user_list(
+    args: &ClientArgs,
+    change: UserListChange,
+    username: &str,
+) -> ExitCode {
     rest(args, async |api, token| {
-        api.unblock(&token, username).await?;
-        Ok(serde_json::json!({ "unblocked": username }))
+        match change {
+            UserListChange::AddContact => api.add_contact(&token, username).await,
+            UserListChange::RemoveContact => api.remove_contact(&token, username).await,
+            UserListChange::Block => api.block(&token, username).await,
+            UserListChange::Unblock => api.unblock(&token, username).await,
+        }?;
+        Ok(serde_json::json!({ change.done(): username }))
     })
     .await
 }
