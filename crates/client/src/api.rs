@@ -71,14 +71,7 @@ impl Api {
             phone: None,
             invite: invite.map(str::to_owned),
         };
-        decode(
-            self.http
-                .post(format!("{}/v1/accounts", self.base_url))
-                .json(&body)
-                .send()
-                .await,
-        )
-        .await
+        self.post_json("/v1/accounts", &body).await
     }
 
     pub async fn login(
@@ -92,25 +85,11 @@ impl Api {
             password: password.into(),
             device_name: Some(device_name.into()),
         };
-        decode(
-            self.http
-                .post(format!("{}/v1/sessions", self.base_url))
-                .json(&body)
-                .send()
-                .await,
-        )
-        .await
+        self.post_json("/v1/sessions", &body).await
     }
 
     pub async fn devices(&self, token: &str) -> Result<DeviceList, ClientError> {
-        decode(
-            self.http
-                .get(format!("{}/v1/devices", self.base_url))
-                .bearer_auth(token)
-                .send()
-                .await,
-        )
-        .await
+        self.get_json(token, "/v1/devices").await
     }
 
     /// Renames one of my devices; its new listing.
@@ -120,13 +99,12 @@ impl Api {
         device_id: i64,
         name: &str,
     ) -> Result<DeviceInfo, ClientError> {
-        decode(
-            self.http
-                .patch(format!("{}/v1/devices/{device_id}", self.base_url))
-                .bearer_auth(token)
-                .json(&serde_json::json!({ "name": name }))
-                .send()
-                .await,
+        let body = serde_json::json!({ "name": name });
+        self.send_json(
+            reqwest::Method::PATCH,
+            token,
+            &format!("/v1/devices/{device_id}"),
+            &body,
         )
         .await
     }
@@ -148,23 +126,22 @@ impl Api {
     }
 
     pub async fn revoke(&self, token: &str, device_id: i64) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .delete(format!("{}/v1/devices/{device_id}", self.base_url))
-            .bearer_auth(token)
-            .send()
-            .await;
-        expect_empty(response).await
+        self.delete(token, &format!("/v1/devices/{device_id}"))
+            .await
     }
 
     pub async fn logout(&self, token: &str) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .delete(format!("{}/v1/sessions/current", self.base_url))
-            .bearer_auth(token)
-            .send()
-            .await;
-        expect_empty(response).await
+        self.delete(token, "/v1/sessions/current").await
+    }
+
+    /// `POST` without a token (signing up, logging in).
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let request = self.http.post(format!("{}{path}", self.base_url));
+        decode(request.json(body).send().await).await
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -221,6 +198,18 @@ impl Api {
         expect_empty(request.send().await).await
     }
 
+    /// `POST` with no body, answered with no body.
+    async fn post(&self, token: &str, path: &str) -> Result<(), ClientError> {
+        self.send_empty(reqwest::Method::POST, token, path, None)
+            .await
+    }
+
+    /// `DELETE`, answered with no body.
+    async fn delete(&self, token: &str, path: &str) -> Result<(), ClientError> {
+        self.send_empty(reqwest::Method::DELETE, token, path, None)
+            .await
+    }
+
     pub async fn create_group(
         &self,
         token: &str,
@@ -268,13 +257,8 @@ impl Api {
         token: &str,
         conversation: i64,
     ) -> Result<(), ClientError> {
-        self.send_empty(
-            reqwest::Method::POST,
-            token,
-            &format!("/v1/conversations/{conversation}/encrypt"),
-            None,
-        )
-        .await
+        self.post(token, &format!("/v1/conversations/{conversation}/encrypt"))
+            .await
     }
 
     pub async fn group(&self, token: &str, group: i64) -> Result<GroupInfo, ClientError> {
@@ -350,13 +334,7 @@ impl Api {
     }
 
     pub async fn leave_group(&self, token: &str, group: i64) -> Result<(), ClientError> {
-        self.send_empty(
-            reqwest::Method::POST,
-            token,
-            &format!("/v1/groups/{group}/leave"),
-            None,
-        )
-        .await
+        self.post(token, &format!("/v1/groups/{group}/leave")).await
     }
 
     /// Every conversation, most recent activity first (all pages).
@@ -425,19 +403,12 @@ impl Api {
     }
 
     pub async fn add_contact(&self, token: &str, username: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "username": username });
-        self.send_empty(reqwest::Method::POST, token, "/v1/contacts", Some(&body))
-            .await
+        self.add_user(token, "/v1/contacts", username).await
     }
 
     pub async fn remove_contact(&self, token: &str, username: &str) -> Result<(), ClientError> {
-        self.send_empty(
-            reqwest::Method::DELETE,
-            token,
-            &format!("/v1/contacts/{username}"),
-            None,
-        )
-        .await
+        self.delete(token, &format!("/v1/contacts/{username}"))
+            .await
     }
 
     pub async fn blocks(&self, token: &str) -> Result<UserList, ClientError> {
@@ -445,19 +416,19 @@ impl Api {
     }
 
     pub async fn block(&self, token: &str, username: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "username": username });
-        self.send_empty(reqwest::Method::POST, token, "/v1/blocks", Some(&body))
-            .await
+        self.add_user(token, "/v1/blocks", username).await
     }
 
     pub async fn unblock(&self, token: &str, username: &str) -> Result<(), ClientError> {
-        self.send_empty(
-            reqwest::Method::DELETE,
-            token,
-            &format!("/v1/blocks/{username}"),
-            None,
-        )
-        .await
+        self.delete(token, &format!("/v1/blocks/{username}")).await
+    }
+
+    /// Adds `username` to one of this account's user lists (`list`:
+    /// contacts or blocks).
+    async fn add_user(&self, token: &str, list: &str, username: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "username": username });
+        self.send_empty(reqwest::Method::POST, token, list, Some(&body))
+            .await
     }
 
     pub async fn set_privacy(
@@ -606,25 +577,30 @@ async fn refused(response: reqwest::Response) -> ClientError {
     }
 }
 
-async fn decode<T: DeserializeOwned>(
+/// The response when the request went through and succeeded; the
+/// server's refusal, or the transport error, otherwise.
+async fn successful(
     response: reqwest::Result<reqwest::Response>,
-) -> Result<T, ClientError> {
+) -> Result<reqwest::Response, ClientError> {
     let response = response.map_err(transport)?;
     if !response.status().is_success() {
         return Err(refused(response).await);
     }
-    response
+    Ok(response)
+}
+
+async fn decode<T: DeserializeOwned>(
+    response: reqwest::Result<reqwest::Response>,
+) -> Result<T, ClientError> {
+    successful(response)
+        .await?
         .json()
         .await
         .map_err(|err| ClientError::Protocol(err.to_string()))
 }
 
 async fn expect_empty(response: reqwest::Result<reqwest::Response>) -> Result<(), ClientError> {
-    let response = response.map_err(transport)?;
-    if !response.status().is_success() {
-        return Err(refused(response).await);
-    }
-    Ok(())
+    successful(response).await.map(drop)
 }
 
 /// `text` as a URL query value: every byte but the unreserved ones

@@ -149,18 +149,9 @@ impl Connection {
         client_msg_id: &str,
         text: &str,
     ) -> Result<ServerFrame, ClientError> {
-        let id = self.fresh_id();
-        let frame = ClientFrame::Send {
-            id: Some(id.clone()),
-            to: Some(to.into()),
-            conversation: None,
-            client_msg_id: client_msg_id.into(),
-            text: text.into(),
-            reply_to: None,
-            media: Vec::new(),
-            encrypted: false,
-        };
-        self.request(&frame, &id).await
+        let to = Recipient::User(to);
+        self.send_message(to, client_msg_id, text, None, Vec::new(), false)
+            .await
     }
 
     /// Builds a frame around a fresh correlation id, sends it and waits for
@@ -183,21 +174,8 @@ impl Connection {
         ciphertext: &str,
         media: Vec<String>,
     ) -> Result<ServerFrame, ClientError> {
-        let (to, conversation) = match to {
-            Recipient::User(user) => (Some(user.to_owned()), None),
-            Recipient::Conversation(conversation) => (None, Some(conversation)),
-        };
-        self.call(|id| ClientFrame::Send {
-            id,
-            to,
-            conversation,
-            client_msg_id: client_msg_id.into(),
-            text: ciphertext.into(),
-            reply_to: None,
-            media,
-            encrypted: true,
-        })
-        .await
+        self.send_message(to, client_msg_id, ciphertext, None, media, true)
+            .await
     }
 
     /// Sends a text into a conversation, optionally as a reply.
@@ -208,15 +186,34 @@ impl Connection {
         text: &str,
         reply_to: Option<&str>,
     ) -> Result<ServerFrame, ClientError> {
+        let to = Recipient::Conversation(conversation);
+        self.send_message(to, client_msg_id, text, reply_to, Vec::new(), false)
+            .await
+    }
+
+    /// Sends a `send` frame and waits for its reply.
+    async fn send_message(
+        &mut self,
+        to: Recipient<'_>,
+        client_msg_id: &str,
+        text: &str,
+        reply_to: Option<&str>,
+        media: Vec<String>,
+        encrypted: bool,
+    ) -> Result<ServerFrame, ClientError> {
+        let (to, conversation) = match to {
+            Recipient::User(user) => (Some(user.to_owned()), None),
+            Recipient::Conversation(conversation) => (None, Some(conversation)),
+        };
         self.call(|id| ClientFrame::Send {
             id,
-            to: None,
-            conversation: Some(conversation),
+            to,
+            conversation,
             client_msg_id: client_msg_id.into(),
             text: text.into(),
             reply_to: reply_to.map(str::to_owned),
-            media: Vec::new(),
-            encrypted: false,
+            media,
+            encrypted,
         })
         .await
     }
@@ -296,13 +293,14 @@ impl Connection {
     /// Acks every event of `conversation` up to and including `seq` and
     /// waits for the answer; returns the device's position there after it.
     pub async fn ack(&mut self, conversation: i64, seq: i64) -> Result<i64, ClientError> {
-        let id = self.fresh_id();
-        let frame = ClientFrame::Ack {
-            id: Some(id.clone()),
-            conversation,
-            seq,
-        };
-        match self.request(&frame, &id).await? {
+        match self
+            .call(|id| ClientFrame::Ack {
+                id,
+                conversation,
+                seq,
+            })
+            .await?
+        {
             ServerFrame::Acked { seq, .. } => Ok(seq),
             other => Err(ClientError::Protocol(format!(
                 "expected acked, got {other:?}"
@@ -376,10 +374,12 @@ impl Connection {
         let _ = self.socket.close(None).await;
     }
 
-    /// Sends `frame` (whose correlation id is `id`) and waits for its `ok`
-    /// reply; an error reply becomes `ClientError::Refused`.
-    async fn request_ok(&mut self, frame: &ClientFrame, id: &str) -> Result<(), ClientError> {
-        match self.request(frame, id).await? {
+    /// [`Connection::call`] for a frame answered with `ok`.
+    async fn call_ok(
+        &mut self,
+        build: impl FnOnce(Option<String>) -> ClientFrame,
+    ) -> Result<(), ClientError> {
+        match self.call(build).await? {
             ServerFrame::Ok { .. } => Ok(()),
             other => Err(ClientError::Protocol(format!("expected ok, got {other:?}"))),
         }
@@ -392,13 +392,12 @@ impl Connection {
         conversation: i64,
         state: missive_proto::TypingState,
     ) -> Result<(), ClientError> {
-        let id = self.fresh_id();
-        let frame = ClientFrame::Typing {
-            id: Some(id.clone()),
+        self.call_ok(|id| ClientFrame::Typing {
+            id,
             conversation,
             state,
-        };
-        self.request_ok(&frame, &id).await
+        })
+        .await
     }
 
     /// Replaces this connection's presence subscription with `users` and
@@ -408,12 +407,11 @@ impl Connection {
         &mut self,
         users: &[&str],
     ) -> Result<Vec<ServerFrame>, ClientError> {
-        let id = self.fresh_id();
-        let frame = ClientFrame::SubscribePresence {
-            id: Some(id.clone()),
+        self.call_ok(|id| ClientFrame::SubscribePresence {
+            id,
             users: users.iter().map(|user| user.to_string()).collect(),
-        };
-        self.request_ok(&frame, &id).await?;
+        })
+        .await?;
         let distinct = users
             .iter()
             .collect::<std::collections::BTreeSet<_>>()

@@ -2,7 +2,7 @@
 
 use missive_proto::rest::MediaInfo;
 
-use super::{Api, decode, percent_encoded, refused};
+use super::{Api, decode, percent_encoded, successful};
 use crate::errors::{ClientError, transport};
 
 impl Api {
@@ -22,10 +22,7 @@ impl Api {
         token: &str,
         bytes: Vec<u8>,
     ) -> Result<MediaInfo, ClientError> {
-        let request = self
-            .http
-            .post(format!("{}/v1/media?encrypted=true", self.base_url));
-        decode(request.bearer_auth(token).body(bytes).send().await).await
+        self.upload(token, "?encrypted=true", bytes).await
     }
 
     /// Uploads media that keeps `filename` (what a download is then saved as).
@@ -35,15 +32,21 @@ impl Api {
         bytes: Vec<u8>,
         filename: Option<&str>,
     ) -> Result<MediaInfo, ClientError> {
-        let url = match filename {
-            Some(filename) => format!(
-                "{}/v1/media?filename={}",
-                self.base_url,
-                percent_encoded(filename)
-            ),
-            None => format!("{}/v1/media", self.base_url),
+        let query = match filename {
+            Some(filename) => format!("?filename={}", percent_encoded(filename)),
+            None => String::new(),
         };
-        let request = self.http.post(url);
+        self.upload(token, &query, bytes).await
+    }
+
+    /// `POST /v1/media` with `query` (empty, or from `?` on).
+    async fn upload(
+        &self,
+        token: &str,
+        query: &str,
+        bytes: Vec<u8>,
+    ) -> Result<MediaInfo, ClientError> {
+        let request = self.http.post(format!("{}/v1/media{query}", self.base_url));
         decode(request.bearer_auth(token).body(bytes).send().await).await
     }
 
@@ -64,16 +67,10 @@ impl Api {
         token: &str,
         media_id: &str,
     ) -> Result<Download, ClientError> {
-        let response = self
+        let request = self
             .http
-            .get(format!("{}/v1/media/{media_id}", self.base_url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(transport)?;
-        if !response.status().is_success() {
-            return Err(refused(response).await);
-        }
+            .get(format!("{}/v1/media/{media_id}", self.base_url));
+        let response = successful(request.bearer_auth(token).send().await).await?;
         let content_type = response
             .headers()
             .get("content-type")
