@@ -224,48 +224,40 @@ async fn listen(
     shared: &Arc<Shared>,
     config: &NatsConfig,
 ) -> Result<Vec<JoinHandle<()>>, NatsError> {
-    let error = |err: async_nats::SubscribeError| NatsError {
-        url: config.url.clone(),
-        detail: err.to_string(),
+    let subscribe = async |topic: &'static str| {
+        let subscriber = client
+            .subscribe(format!("{}.{topic}", config.subject_prefix))
+            .await
+            .map_err(|err| NatsError {
+                url: config.url.clone(),
+                detail: err.to_string(),
+            })?;
+        Ok::<_, NatsError>((subscriber, topic))
     };
-    let presence = client
-        .subscribe(format!("{}.presence", config.subject_prefix))
-        .await
-        .map_err(error)?;
-    let invalidations = client
-        .subscribe(format!("{}.invalidate", config.subject_prefix))
-        .await
-        .map_err(error)?;
-    let resyncs = client
-        .subscribe(format!("{}.resync", config.subject_prefix))
-        .await
-        .map_err(error)?;
-    let spent = client
-        .subscribe(format!("{}.spent", config.subject_prefix))
-        .await
-        .map_err(error)?;
+    let presence = subscribe("presence").await?;
+    let invalidations = subscribe("invalidate").await?;
+    let (resyncs, _) = subscribe("resync").await?;
+    let spent = subscribe("spent").await?;
+    let sink = || Arc::clone(&shared.sink);
     Ok(vec![
         tokio::spawn(forward(
             presence,
-            Arc::clone(&shared.sink),
-            "presence",
+            sink(),
             decode_presence,
-            |sink, account| sink.presence_changed(account),
+            <dyn BusSink>::presence_changed,
         )),
         tokio::spawn(forward(
             invalidations,
-            Arc::clone(&shared.sink),
-            "invalidate",
+            sink(),
             decode_invalidation,
-            |sink, what| sink.invalidate(what),
+            <dyn BusSink>::invalidate,
         )),
-        tokio::spawn(forward_resyncs(resyncs, Arc::clone(&shared.sink))),
+        tokio::spawn(forward_resyncs(resyncs, sink())),
         tokio::spawn(forward(
             spent,
-            Arc::clone(&shared.sink),
-            "spent",
+            sink(),
             decode_spent,
-            |sink, spent| sink.spent_elsewhere(spent),
+            <dyn BusSink>::spent_elsewhere,
         )),
         tokio::spawn(repair(Arc::clone(shared))),
     ])
@@ -580,12 +572,12 @@ async fn forward_resyncs(mut subscriber: Subscriber, sink: SinkSlot) {
     }
 }
 
-/// Hands each decodable payload of a broadcast subject to the sink (`what`
-/// names the subject in the log line of one that is not).
+/// Hands each decodable payload of a broadcast subject to the sink; the
+/// subscription comes with the subject's name (`what`), for the log line
+/// of a payload that does not decode.
 async fn forward<T>(
-    mut subscriber: Subscriber,
+    (mut subscriber, what): (Subscriber, &'static str),
     sink: SinkSlot,
-    what: &'static str,
     decode: fn(&[u8]) -> Option<T>,
     apply: fn(&dyn BusSink, T),
 ) {
