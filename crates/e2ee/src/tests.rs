@@ -1,12 +1,24 @@
 //! The vault's own tests: sharing, rotation, tampering and impersonation.
 use super::*;
 
-fn device(vault: &Vault, user: &str, device_id: i64) -> Device {
+/// `vault`'s device as others address it.
+fn device(vault: &Vault) -> Device {
     Device {
-        user: user.into(),
-        device_id,
+        user: vault.user.clone(),
+        device_id: vault.device_id,
         identity: vault.identity(),
     }
+}
+
+/// `from` seals `text` in `conversation` for `to`'s device alone, and
+/// `to` takes the room key's share (a session already open).
+fn sealed_for(from: &mut Vault, to: &mut Vault, conversation: i64, text: &str) -> Sealed {
+    let sealed = from
+        .encrypt(conversation, &[device(to)], text)
+        .expect("encrypt");
+    to.receive_share(&from.user, from.device_id, &sealed.shares[0].body)
+        .expect("share");
+    sealed
 }
 
 /// Opens `from`'s session with `to` from one of `to`'s published keys.
@@ -27,7 +39,7 @@ fn members_read_each_message_and_a_removed_member_cannot_read_the_next() {
     let mut carol = Vault::new("carol", 3);
     connect(&mut alice, &mut bob);
     connect(&mut alice, &mut carol);
-    let both = [device(&bob, "bob", 2), device(&carol, "carol", 3)];
+    let both = [device(&bob), device(&carol)];
     let first = alice.encrypt(7, &both, "hello both").expect("encrypt");
     assert_eq!(first.shares.len(), 2);
     let again = alice
@@ -61,7 +73,7 @@ fn members_read_each_message_and_a_removed_member_cannot_read_the_next() {
     let second = alice.encrypt(7, &both, "again").expect("encrypt");
     assert!(second.shares.is_empty(), "the key was shared already");
 
-    let only_bob = [device(&bob, "bob", 2)];
+    let only_bob = [device(&bob)];
     let third = alice
         .encrypt(7, &only_bob, "carol is gone")
         .expect("encrypt");
@@ -88,11 +100,7 @@ fn tampering_forgery_and_misuse_are_rejected() {
     let mut alice = Vault::new("alice", 1);
     let mut bob = Vault::new("bob", 2);
     connect(&mut alice, &mut bob);
-    let sealed = alice
-        .encrypt(7, &[device(&bob, "bob", 2)], "secret")
-        .expect("encrypt");
-    bob.receive_share("alice", 1, &sealed.shares[0].body)
-        .expect("share");
+    let sealed = sealed_for(&mut alice, &mut bob, 7, "secret");
 
     let mut envelope: serde_json::Value = serde_json::from_str(&sealed.ciphertext).unwrap();
     let mut ciphertext = envelope["ciphertext"].as_str().unwrap().to_owned();
@@ -123,9 +131,7 @@ fn tampering_forgery_and_misuse_are_rejected() {
 
     let mut carol = Vault::new("carol", 3);
     connect(&mut alice, &mut carol);
-    let for_carol = alice
-        .encrypt(9, &[device(&carol, "carol", 3)], "x")
-        .expect("encrypt");
+    let for_carol = alice.encrypt(9, &[device(&carol)], "x").expect("encrypt");
     assert!(matches!(
         bob.receive_share("alice", 1, &for_carol.shares[0].body),
         Err(E2eeError::BadShare(_))
@@ -157,11 +163,8 @@ fn a_verified_device_is_not_impersonated_by_another_session() {
     let mut bob = Vault::new("bob", 2);
     let mut impostor = Vault::new("alice", 1);
     connect(&mut impostor, &mut bob);
-    let forged = impostor
-        .encrypt(7, &[device(&bob, "bob", 2)], "words alice never said")
-        .expect("encrypt");
-    bob.receive_share("alice", 1, &forged.shares[0].body)
-        .expect("an unverified sender is taken on first use");
+    // An unverified sender is taken on first use.
+    let forged = sealed_for(&mut impostor, &mut bob, 7, "words alice never said");
     assert_eq!(
         bob.decrypt(7, "alice", 1, &forged.ciphertext).as_deref(),
         Ok("words alice never said")
@@ -172,11 +175,7 @@ fn a_verified_device_is_not_impersonated_by_another_session() {
         Err(DecryptError::WrongSender)
     );
     connect(&mut alice, &mut bob);
-    let real = alice
-        .encrypt(7, &[device(&bob, "bob", 2)], "really alice")
-        .expect("encrypt");
-    bob.receive_share("alice", 1, &real.shares[0].body)
-        .expect("share");
+    let real = sealed_for(&mut alice, &mut bob, 7, "really alice");
     assert_eq!(
         bob.decrypt(7, "alice", 1, &real.ciphertext).as_deref(),
         Ok("really alice")
@@ -192,18 +191,14 @@ fn a_verified_new_device_of_the_same_user_gets_the_old_keys_and_no_one_else_does
     let mut new = Vault::new("alice", 2);
     let mut bob = Vault::new("bob", 3);
     connect(&mut bob, &mut old);
-    let sealed = bob
-        .encrypt(7, &[device(&old, "alice", 1)], "before the new device")
-        .expect("encrypt");
-    old.receive_share("bob", 3, &sealed.shares[0].body)
-        .expect("share");
+    let sealed = sealed_for(&mut bob, &mut old, 7, "before the new device");
     assert_eq!(
         new.decrypt(7, "bob", 3, &sealed.ciphertext),
         Err(DecryptError::NoKey)
     );
 
     connect(&mut old, &mut new);
-    let to_new = device(&new, "alice", 2);
+    let to_new = device(&new);
     assert!(
         old.forward_keys(&to_new).is_err(),
         "not to a device the user has not verified"
@@ -226,7 +221,7 @@ fn a_verified_new_device_of_the_same_user_gets_the_old_keys_and_no_one_else_does
         Ok("before the new device")
     );
     assert!(
-        bob.forward_keys(&device(&new, "alice", 2)).is_err(),
+        bob.forward_keys(&device(&new)).is_err(),
         "never to another user's device"
     );
 }
