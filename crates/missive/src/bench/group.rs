@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::Common;
 use super::ledger::{MessageKey, Tally, tally};
-use super::pairs::{Payload, ReceiverTask, SendingProgress, Target, send, spawn_receivers};
+use super::pairs::{Payload, ReceiverTask, SendingWindow, Target, send, spawn_receivers};
 use super::report::Report;
 use super::setup::{connect_all, members, run_prefix};
 use super::stats::Latencies;
@@ -44,11 +44,10 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
 
     let cost = common.server_cost();
     let cost_start = cost.sample().await?;
-    let epoch = Instant::now();
-    let deadline = epoch + Duration::from_secs(args.duration_secs);
+    let window = SendingWindow::open(args.duration_secs);
+    let (epoch, deadline) = (window.epoch, window.deadline);
     let (expect_tx, expect_rx) = watch::channel(None);
     let receiving = spawn_receivers(connections, epoch, &expect_rx, common.settle());
-    let progress = SendingProgress::start(args.duration_secs, epoch);
     let (keys, sent_latency) = send(
         sender,
         Target::Conversation(group),
@@ -60,7 +59,7 @@ pub(super) async fn run(args: GroupArgs) -> anyhow::Result<Report> {
         common.settle(),
     )
     .await?;
-    let sending_ended = progress.finish(epoch);
+    let sending_ended = window.close();
     let expected: HashSet<MessageKey> = keys.into_iter().collect();
     let _ = expect_tx.send(Some(Arc::new(vec![expected.len(); args.members - 1])));
 

@@ -83,15 +83,14 @@ pub(super) async fn run(args: PairsArgs) -> anyhow::Result<Report> {
 
     let cost = common.server_cost();
     let cost_start = cost.sample().await?;
-    let epoch = Instant::now();
-    let deadline = epoch + Duration::from_secs(args.duration_secs);
+    let window = SendingWindow::open(args.duration_secs);
+    let (epoch, deadline) = (window.epoch, window.deadline);
     let (expect_tx, expect_rx) = watch::channel(None);
-    let progress = SendingProgress::start(args.duration_secs, epoch);
     let receiving = spawn_receivers(receivers, epoch, &expect_rx, common.settle());
     let sending = spawn_senders(&args, &people, senders, epoch, deadline);
 
     let (sent_latency, expected) = collect_senders(sending).await?;
-    let sending_ended = progress.finish(epoch);
+    let sending_ended = window.close();
     let _ = expect_tx.send(Some(Arc::new(expected.iter().map(HashSet::len).collect())));
 
     let delivered = collect_receivers(receiving, &expected).await?;
@@ -180,15 +179,18 @@ fn spawn_senders(
     sending
 }
 
-/// The progress bar of the sending phase, moved once a second to the
-/// seconds since the epoch.
-pub(super) struct SendingProgress {
+/// The time senders send: from `epoch` (when it opens) to `deadline`,
+/// shown by a progress bar that moves once a second.
+pub(super) struct SendingWindow {
+    pub epoch: Instant,
+    pub deadline: Instant,
     bar: indicatif::ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
 }
 
-impl SendingProgress {
-    pub(super) fn start(duration_secs: u64, epoch: Instant) -> Self {
+impl SendingWindow {
+    pub(super) fn open(duration_secs: u64) -> Self {
+        let epoch = Instant::now();
         let bar = setup::progress(duration_secs, "sending");
         let ticking = bar.clone();
         let ticker = tokio::spawn(async move {
@@ -198,12 +200,17 @@ impl SendingProgress {
                 ticking.set_position(epoch.elapsed().as_secs().min(ticking.length().unwrap_or(0)));
             }
         });
-        Self { bar, ticker }
+        Self {
+            epoch,
+            deadline: epoch + Duration::from_secs(duration_secs),
+            bar,
+            ticker,
+        }
     }
 
     /// Sending ended: clears the bar; how long since the epoch it took.
-    pub(super) fn finish(self, epoch: Instant) -> Duration {
-        let sending_ended = epoch.elapsed();
+    pub(super) fn close(self) -> Duration {
+        let sending_ended = self.epoch.elapsed();
         self.ticker.abort();
         self.bar.finish_and_clear();
         sending_ended
