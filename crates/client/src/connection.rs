@@ -293,14 +293,14 @@ impl Connection {
     /// Acks every event of `conversation` up to and including `seq` and
     /// waits for the answer; returns the device's position there after it.
     pub async fn ack(&mut self, conversation: i64, seq: i64) -> Result<i64, ClientError> {
-        match self
+        let reply = self
             .call(|id| ClientFrame::Ack {
                 id,
                 conversation,
                 seq,
             })
-            .await?
-        {
+            .await?;
+        match reply {
             ServerFrame::Acked { seq, .. } => Ok(seq),
             other => Err(ClientError::Protocol(format!(
                 "expected acked, got {other:?}"

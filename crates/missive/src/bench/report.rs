@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use std::time::Duration;
 
 use super::ledger::Tally;
 use super::stats::{Latencies, Percentiles};
