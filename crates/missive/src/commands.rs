@@ -518,12 +518,8 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             client,
         } => cli::receipts(&client, conversation, &message_id).await,
         Command::Contacts(contacts) => contacts.run().await,
-        Command::Block { user, client } => {
-            cli::change_user_list(&client, UserListChange::Block, &user).await
-        }
-        Command::Unblock { user, client } => {
-            cli::change_user_list(&client, UserListChange::Unblock, &user).await
-        }
+        Command::Block { user, client } => UserListChange::Block.run(&client, &user).await,
+        Command::Unblock { user, client } => UserListChange::Unblock.run(&client, &user).await,
         Command::Blocks { client } => cli::blocks(&client).await,
         Command::Presence { users, client } => cli::presence(&client, &users).await,
         Command::Privacy { presence, client } => {
@@ -620,10 +616,10 @@ impl ContactsArgs {
         match (self.action, self.user) {
             (ContactsAction::List, None) => cli::contacts(client).await,
             (ContactsAction::Add, Some(user)) => {
-                cli::change_user_list(client, UserListChange::AddContact, &user).await
+                UserListChange::AddContact.run(client, &user).await
             }
             (ContactsAction::Remove, Some(user)) => {
-                cli::change_user_list(client, UserListChange::RemoveContact, &user).await
+                UserListChange::RemoveContact.run(client, &user).await
             }
             (ContactsAction::List, Some(_)) => {
                 eprintln!("error: `contacts list` takes no USER");

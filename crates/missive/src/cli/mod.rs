@@ -42,7 +42,7 @@ pub(crate) use listen::{ListenOptions, listen, listen_poll};
 pub(crate) use media::download;
 pub(crate) use media::safe_file_name;
 pub(crate) use send::{Outgoing, Recipient, delete, edit, react, send};
-pub(crate) use social::{UserListChange, blocks, change_user_list, contacts, presence, privacy};
+pub(crate) use social::{UserListChange, blocks, contacts, presence, privacy};
 
 #[derive(clap::Args)]
 pub(crate) struct ClientArgs {

@@ -88,6 +88,21 @@ pub(crate) enum UserListChange {
 }
 
 impl UserListChange {
+    /// Makes this change for `username` and prints
+    /// `{"<what was done>": username}`.
+    pub(crate) async fn run(self, args: &ClientArgs, username: &str) -> ExitCode {
+        rest(args, async |api, token| {
+            match self {
+                Self::AddContact => api.add_contact(&token, username).await,
+                Self::RemoveContact => api.remove_contact(&token, username).await,
+                Self::Block => api.block(&token, username).await,
+                Self::Unblock => api.unblock(&token, username).await,
+            }?;
+            Ok(serde_json::json!({ self.done(): username }))
+        })
+        .await
+    }
+
     /// The key of what is printed once it is done.
     fn done(self) -> &'static str {
         match self {
@@ -97,24 +112,6 @@ impl UserListChange {
             Self::Unblock => "unblocked",
         }
     }
-}
-
-/// Makes `change` for `username` and prints `{"<what was done>": username}`.
-pub(crate) async fn change_user_list(
-    args: &ClientArgs,
-    change: UserListChange,
-    username: &str,
-) -> ExitCode {
-    rest(args, async |api, token| {
-        match change {
-            UserListChange::AddContact => api.add_contact(&token, username).await,
-            UserListChange::RemoveContact => api.remove_contact(&token, username).await,
-            UserListChange::Block => api.block(&token, username).await,
-            UserListChange::Unblock => api.unblock(&token, username).await,
-        }?;
-        Ok(serde_json::json!({ change.done(): username }))
-    })
-    .await
 }
 
 /// `privacy` with no argument prints the current setting; with one, sets it.
