@@ -440,6 +440,22 @@ pub struct NewGroup {
     pub now_ms: UnixMillis,
 }
 
+impl NewGroup {
+    /// The members besides the creator, sorted, each once; `None` when they
+    /// and the creator would be more than `members_max` (the group is full).
+    pub fn others(&self) -> Option<Vec<AccountId>> {
+        let mut members: Vec<AccountId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|member| *member != self.creator)
+            .collect();
+        members.sort();
+        members.dedup();
+        (members.len() < self.members_max).then_some(members)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupChange {
     /// Admins only; existing members are an error.

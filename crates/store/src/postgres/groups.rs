@@ -242,17 +242,9 @@ pub(super) async fn create_group<C: GenericClient>(
     db: &C,
     group: &NewGroup,
 ) -> Outcome<GroupChanged> {
-    let mut members: Vec<AccountId> = group
-        .members
-        .iter()
-        .copied()
-        .filter(|m| *m != group.creator)
-        .collect();
-    members.sort();
-    members.dedup();
-    if members.len() + 1 > group.members_max {
+    let Some(members) = group.others() else {
         return Err(StoreError::GroupFull.into());
-    }
+    };
     let id: i64 = scalar(
         db,
         "INSERT INTO conversations (kind, name, created_ms, encrypted) VALUES ($1, $2, $3, $4)

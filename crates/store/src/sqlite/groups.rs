@@ -152,17 +152,9 @@ pub(super) fn create_group(
     conn: &Connection,
     group: &NewGroup,
 ) -> Result<GroupChanged, StoreError> {
-    let mut members: Vec<AccountId> = group
-        .members
-        .iter()
-        .copied()
-        .filter(|m| *m != group.creator)
-        .collect();
-    members.sort();
-    members.dedup();
-    if members.len() + 1 > group.members_max {
+    let Some(members) = group.others() else {
         return Err(StoreError::GroupFull);
-    }
+    };
     conn.execute(
         "INSERT INTO conversations (kind, name, created_ms, encrypted) VALUES (?1, ?2, ?3, ?4)",
         params![
