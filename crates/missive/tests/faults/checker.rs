@@ -264,7 +264,8 @@ impl History {
     }
 
     pub fn check(&self) -> Report {
-        let events = self.lock();
+        let guard = self.lock();
+        let events = &*guard;
         let mut report = Report {
             attempted: events.attempts.len(),
             acknowledged: events.sent.len(),
@@ -274,10 +275,28 @@ impl History {
             duplicate_replies: events.duplicate_replies,
             ..Report::default()
         };
+        let mut stored_as = events.stored_as_replied();
+        let firsts = events.first_reads(&mut stored_as, &mut report);
+        check_duplicated(&stored_as, &mut report);
+        events.check_lost(&stored_as, &mut report);
+        check_order(&firsts, &mut report);
+        events.check_times(&mut report);
+        events.check_gaps(&firsts, &mut report);
+        report
+    }
+}
 
-        // Message ids per attempt, from `sent` replies and deliveries.
-        let mut stored_as: BTreeMap<(String, u64), BTreeSet<String>> = BTreeMap::new();
-        for (attempt, replies) in &events.sent {
+/// Message ids per attempt.
+type StoredAs = BTreeMap<(String, u64), BTreeSet<String>>;
+
+/// What each device read, first reads only, in arrival order.
+type FirstReads<'a> = BTreeMap<&'a str, Vec<&'a Delivery>>;
+
+impl Events {
+    /// Message ids per attempt, from `sent` replies.
+    fn stored_as_replied(&self) -> StoredAs {
+        let mut stored_as = StoredAs::new();
+        for (attempt, replies) in &self.sent {
             for sent in replies {
                 stored_as
                     .entry(attempt.clone())
@@ -285,10 +304,16 @@ impl History {
                     .insert(sent.message_id.clone());
             }
         }
-        // What each device read, first reads only, in arrival order.
-        let mut firsts: BTreeMap<&str, Vec<&Delivery>> = BTreeMap::new();
+        stored_as
+    }
+
+    /// What each device read, first reads only, in arrival order; counts
+    /// redeliveries, reports texts no attempt explains, and adds the
+    /// message ids deliveries name to `stored_as`.
+    fn first_reads(&self, stored_as: &mut StoredAs, report: &mut Report) -> FirstReads<'_> {
+        let mut firsts = FirstReads::new();
         let mut read_by: HashSet<(&str, &str)> = HashSet::new();
-        for delivery in &events.deliveries {
+        for delivery in &self.deliveries {
             if !read_by.insert((delivery.device.as_str(), delivery.message_id.as_str())) {
                 report.redelivered += 1;
                 continue;
@@ -308,7 +333,7 @@ impl History {
                 continue;
             };
             let key = (sender.to_owned(), counter);
-            match events.attempts.get(&key) {
+            match self.attempts.get(&key) {
                 None => report.unexpected.push(format!(
                     "{} read {:?}, never attempted",
                     delivery.device, delivery.text
@@ -326,20 +351,16 @@ impl History {
                 .or_default()
                 .insert(delivery.message_id.clone());
         }
-        for ((sender, counter), ids) in &stored_as {
-            if ids.len() > 1 {
-                report
-                    .duplicated
-                    .push(format!("{} stored as {ids:?}", payload(sender, *counter)));
-            }
-        }
+        firsts
+    }
 
-        // Lost and recovered.
-        for (key, attempt) in &events.attempts {
-            let acknowledged = events.sent.contains_key(key);
+    /// Lost and recovered.
+    fn check_lost(&self, stored_as: &StoredAs, report: &mut Report) {
+        for (key, attempt) in &self.attempts {
+            let acknowledged = self.sent.contains_key(key);
             let ids = stored_as.get(key);
             let delivered_to: BTreeSet<&str> = match ids {
-                Some(ids) => events
+                Some(ids) => self
                     .deliveries
                     .iter()
                     .filter(|d| ids.contains(&d.message_id))
@@ -360,47 +381,18 @@ impl History {
                 report.recovered += 1;
             }
         }
+    }
 
-        // Order per device: a conversation's seqs rise, and each sender's
-        // counters rise with them.
-        for (device, reads) in &firsts {
-            let mut last_seq: HashMap<i64, i64> = HashMap::new();
-            let mut last_counter: HashMap<&str, u64> = HashMap::new();
-            for delivery in reads {
-                let last = last_seq.entry(delivery.conversation).or_insert(0);
-                if delivery.seq <= *last {
-                    report.out_of_order.push(format!(
-                        "{device}: conversation {} seq {} after {}",
-                        delivery.conversation, delivery.seq, last
-                    ));
-                }
-                *last = delivery.seq.max(*last);
-                if delivery.kind == MessageKind::Text {
-                    if let Some((sender, counter)) = parse_payload(&delivery.text) {
-                        if let Some(previous) = last_counter.insert(sender, counter) {
-                            if counter <= previous {
-                                report.out_of_order.push(format!(
-                                    "{device}: {} after {}",
-                                    payload(sender, counter),
-                                    payload(sender, previous)
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-
-        // Times: one per event, never falling as a conversation's seqs rise
-        // (whichever node, with whatever clock, stored each).
+    /// Times: one per event, never falling as a conversation's seqs rise
+    /// (whichever node, with whatever clock, stored each).
+    fn check_times(&self, report: &mut Report) {
         let mut times: BTreeMap<(i64, i64), BTreeSet<i64>> = BTreeMap::new();
-        let stamps = events
+        let stamps = self
             .deliveries
             .iter()
             .map(|d| (d.conversation, d.seq, d.ts_ms))
             .chain(
-                events
-                    .sent
+                self.sent
                     .values()
                     .flatten()
                     .map(|s| (s.conversation, s.seq, s.ts_ms)),
@@ -432,24 +424,32 @@ impl History {
             }
             before = Some(((conversation, seq), last));
         }
+    }
 
-        // Gaps: every seq of a conversation was seen by someone, and every
-        // device that read a conversation read all of it but its own sends.
+    /// Every seq of each conversation, with the device that sent it, from
+    /// deliveries and `sent` replies.
+    fn seqs_seen(&self) -> BTreeMap<i64, BTreeMap<i64, i64>> {
         let mut seqs: BTreeMap<i64, BTreeMap<i64, i64>> = BTreeMap::new();
-        for delivery in &events.deliveries {
+        for delivery in &self.deliveries {
             seqs.entry(delivery.conversation)
                 .or_default()
                 .insert(delivery.seq, delivery.from_device);
         }
-        for (key, replies) in &events.sent {
-            let own = events.device_ids.get(&key.0).copied().unwrap_or(-1);
+        for (key, replies) in &self.sent {
+            let own = self.device_ids.get(&key.0).copied().unwrap_or(-1);
             for sent in replies {
                 seqs.entry(sent.conversation)
                     .or_default()
                     .insert(sent.seq, own);
             }
         }
-        for (conversation, by_seq) in &seqs {
+        seqs
+    }
+
+    /// Gaps: every seq of a conversation was seen by someone, and every
+    /// device that read a conversation read all of it but its own sends.
+    fn check_gaps(&self, firsts: &FirstReads<'_>, report: &mut Report) {
+        for (conversation, by_seq) in &self.seqs_seen() {
             let max = by_seq.keys().next_back().copied().unwrap_or(0);
             let missing: Vec<i64> = (1..=max).filter(|s| !by_seq.contains_key(s)).collect();
             if !missing.is_empty() {
@@ -457,7 +457,7 @@ impl History {
                     "conversation {conversation}: no one saw seqs {missing:?}"
                 ));
             }
-            for (device, reads) in &firsts {
+            for (device, reads) in firsts {
                 let got: BTreeSet<i64> = reads
                     .iter()
                     .filter(|d| d.conversation == *conversation)
@@ -466,7 +466,7 @@ impl History {
                 if got.is_empty() {
                     continue;
                 }
-                let own = events.device_ids.get(*device).copied().unwrap_or(-1);
+                let own = self.device_ids.get(*device).copied().unwrap_or(-1);
                 let lacking: Vec<i64> = by_seq
                     .iter()
                     .filter(|(seq, from)| **from != own && !got.contains(seq))
@@ -479,12 +479,54 @@ impl History {
                 }
             }
         }
-        for (device, conversation, from, to) in &events.expired {
+        for (device, conversation, from, to) in &self.expired {
             report.gaps.push(format!(
                 "{device}: conversation {conversation} seqs {from}..={to} expired"
             ));
         }
-        report
+    }
+}
+
+/// Attempts stored under more than one message id.
+fn check_duplicated(stored_as: &StoredAs, report: &mut Report) {
+    for ((sender, counter), ids) in stored_as {
+        if ids.len() > 1 {
+            report
+                .duplicated
+                .push(format!("{} stored as {ids:?}", payload(sender, *counter)));
+        }
+    }
+}
+
+/// Order per device: a conversation's seqs rise, and each sender's
+/// counters rise with them.
+fn check_order(firsts: &FirstReads<'_>, report: &mut Report) {
+    for (device, reads) in firsts {
+        let mut last_seq: HashMap<i64, i64> = HashMap::new();
+        let mut last_counter: HashMap<&str, u64> = HashMap::new();
+        for delivery in reads {
+            let last = last_seq.entry(delivery.conversation).or_insert(0);
+            if delivery.seq <= *last {
+                report.out_of_order.push(format!(
+                    "{device}: conversation {} seq {} after {}",
+                    delivery.conversation, delivery.seq, last
+                ));
+            }
+            *last = delivery.seq.max(*last);
+            if delivery.kind == MessageKind::Text {
+                if let Some((sender, counter)) = parse_payload(&delivery.text) {
+                    if let Some(previous) = last_counter.insert(sender, counter) {
+                        if counter <= previous {
+                            report.out_of_order.push(format!(
+                                "{device}: {} after {}",
+                                payload(sender, counter),
+                                payload(sender, previous)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
