@@ -224,6 +224,22 @@ async fn raw_socket(
         .0
 }
 
+/// A raw WebSocket that has sent `auth` with `token`, and the first frame
+/// the server answered.
+async fn raw_authenticated(
+    server: &TestServer,
+    token: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+) {
+    let mut socket = raw_socket(server).await;
+    let auth = format!(r#"{{"type":"auth","token":"{token}"}}"#);
+    socket.send(Message::text(auth)).await.unwrap();
+    let ready = socket.next().await.unwrap().unwrap();
+    (socket, ready)
+}
+
 /// Reads until the close frame and returns its code and reason.
 async fn close_of(
     socket: &mut tokio_tungstenite::WebSocketStream<
@@ -308,10 +324,7 @@ async fn an_oversized_frame_closes_with_1009() {
     // beyond limits.frame_bytes_max closes the socket with 1009.
     let server = TestServer::start_with(|config| config.limits.frame_bytes_max = 4096).await;
     let token = server.user("alice").await;
-    let mut socket = raw_socket(&server).await;
-    let auth = format!(r#"{{"type":"auth","token":"{token}"}}"#);
-    socket.send(Message::text(auth)).await.unwrap();
-    let ready = socket.next().await.unwrap().unwrap();
+    let (mut socket, ready) = raw_authenticated(&server, &token).await;
     assert!(ready.to_text().unwrap().contains("\"ready\""));
     // A binary frame is refused but the connection stays usable.
     socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
@@ -339,10 +352,7 @@ async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     let server = TestServer::start().await;
     let token = server.user("alice").await;
-    let mut socket = raw_socket(&server).await;
-    let auth = format!(r#"{{"type":"auth","token":"{token}"}}"#);
-    socket.send(Message::text(auth)).await.unwrap();
-    let ready = socket.next().await.unwrap().unwrap();
+    let (mut socket, ready) = raw_authenticated(&server, &token).await;
     assert!(ready.to_text().unwrap().contains("\"ready\""));
     let invalid = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
     socket.send(Message::Frame(invalid)).await.unwrap();
@@ -425,23 +435,11 @@ async fn malformed_requests_are_refused(url: &str, token: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    let response = http
-        .post(format!("{url}/v1/accounts"))
-        .header("content-type", "application/json")
-        .body("{\"username\": 5}")
-        .send()
-        .await
-        .unwrap();
+    let response = post_accounts(&http, url, "{\"username\": 5}").await;
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_field");
-    let response = http
-        .post(format!("{url}/v1/accounts"))
-        .header("content-type", "application/json")
-        .body("{oops")
-        .send()
-        .await
-        .unwrap();
+    let response = post_accounts(&http, url, "{oops").await;
     assert_eq!(response.status(), 400);
     let response = http
         .delete(format!("{url}/v1/devices/abc"))
@@ -450,6 +448,16 @@ async fn malformed_requests_are_refused(url: &str, token: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+}
+
+/// A POST of `body`, raw JSON, to /v1/accounts.
+async fn post_accounts(http: &reqwest::Client, url: &str, body: &'static str) -> reqwest::Response {
+    http.post(format!("{url}/v1/accounts"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn users_are_looked_up_only_by_someone_logged_in(url: &str, token: &str) {
@@ -536,14 +544,7 @@ async fn operational_endpoints_answer() {
         assert_eq!(response.status(), 200, "{path}");
     }
     server.app.sweep_now().await.unwrap();
-    let metrics = http
-        .get(format!("{}/metrics", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, format!("{}/metrics", server.url())).await;
     // Counted by the sweep: the seqs above each device's position. Bob is
     // offline with one event above his; alice's sending device has not
     // acked either, and the model counts her own event above her position

@@ -19,9 +19,7 @@ async fn group_chat_walkthrough_through_the_cli() {
     // `created` event, reactions and edits show in history, membership and
     // social commands print their JSON, and refusals exit 3 with the
     // server's error code.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (_data_dir, config_dir, server) = server_and_config_dir();
     let cli = Cli {
         config_dir,
         url: server.url.clone(),
@@ -322,9 +320,7 @@ async fn listen_ephemeral_prints_typing_and_presence() {
     // child process whose lines are read as they come; alice acts over a
     // direct WebSocket only after bob's subscription answered, so nothing
     // here waits on a timer.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (_data_dir, config_dir, server) = server_and_config_dir();
     let api = Api::new(&server.url);
     let (alice_token, conversation) =
         a_group_of_alice_and_bob(&api, config_dir.path(), &server.url).await;

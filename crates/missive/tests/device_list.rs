@@ -13,7 +13,6 @@ use common::cluster::*;
 use common::*;
 use missive_client::{Api, Connection};
 use missive_core::{DeviceId, Username};
-use missive_proto::rest::KeyUploadRequest;
 use missive_proto::{ClientFrame, ServerFrame};
 
 /// The user named by the next `devices_changed` frame, skipping every
@@ -63,14 +62,6 @@ async fn device_of(api: &Api, token: &str) -> i64 {
         .find(|device| device.current)
         .expect("the calling device is listed")
         .device_id
-}
-
-/// More one-time keys, no identity keys: a top-up.
-fn top_up(seed: &str, n: usize) -> KeyUploadRequest {
-    KeyUploadRequest {
-        identity: None,
-        one_time_keys: one_time_keys(seed, n),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

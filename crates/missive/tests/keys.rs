@@ -44,10 +44,7 @@ async fn keys_are_published_claimed_once_and_gone_with_their_device() {
 
 /// Refusals first: nothing is stored by any of them.
 async fn malformed_uploads_store_nothing(api: &Api, alice: &str, bob: &str) {
-    let no_identity = KeyUploadRequest {
-        identity: None,
-        one_time_keys: one_time_keys("a", 1),
-    };
+    let no_identity = top_up("a", 1);
     assert_eq!(
         refused_code(api.upload_keys(alice, &no_identity).await),
         "invalid_field"
@@ -117,18 +114,12 @@ async fn uploads_are_retried_checked_and_bounded(api: &Api, alice: &str) {
     );
     assert_eq!(api.key_count(alice).await.unwrap().one_time_keys, 5);
     // Past the 200 a device may hold: limit_exceeded, nothing added.
-    let more = KeyUploadRequest {
-        identity: None,
-        one_time_keys: one_time_keys("m", 100),
-    };
+    let more = top_up("m", 100);
     assert_eq!(
         api.upload_keys(alice, &more).await.unwrap().one_time_keys,
         105
     );
-    let too_many = KeyUploadRequest {
-        identity: None,
-        one_time_keys: one_time_keys("z", 96),
-    };
+    let too_many = top_up("z", 96);
     assert_eq!(
         refused_code(api.upload_keys(alice, &too_many).await),
         "limit_exceeded"

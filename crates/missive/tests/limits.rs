@@ -145,11 +145,8 @@ async fn until_offline(watcher: &mut missive_client::Connection, user: &str) {
 /// `last_seen_ms` of each of the account's devices, by device id.
 async fn last_seen(server: &TestServer, token: &str) -> Vec<(i64, i64)> {
     let mut devices: Vec<(i64, i64)> = server
-        .api
         .devices(token)
         .await
-        .unwrap()
-        .devices
         .iter()
         .map(|device| (device.device_id, device.last_seen_ms))
         .collect();
@@ -373,14 +370,10 @@ async fn blocks_stop_at_the_limit() {
     assert_eq!(refused_code(refused), "blocked");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_accounts_websockets_are_limited_after_auth() {
-    // Goal: past limits.connections_per_account_max a WebSocket of the
-    // account is refused right after `auth` (the account is only known
-    // then): a rate_limited error frame with the auth id, then close 1013.
-    // The refusal changes nothing: the device is not marked seen, the
-    // account's other connections keep working, no presence flaps. Once
-    // connections close, their slots are free again.
+/// A server allowing two connections per account; the tokens of alice's
+/// phone, laptop and tablet; bob connected and watching alice's presence,
+/// with the presence frames his subscription answered.
+async fn two_slots_three_devices() -> (TestServer, [String; 3], Connection, Vec<ServerFrame>) {
     let server =
         TestServer::start_with(|config| config.limits.connections_per_account_max = 2).await;
     let phone = server.user("alice").await;
@@ -389,6 +382,18 @@ async fn an_accounts_websockets_are_limited_after_auth() {
     let bob_token = server.user("bob").await;
     let mut bob = server.connect(&bob_token).await;
     let initial = bob.subscribe_presence(&["alice"]).await.unwrap();
+    (server, [phone, laptop, tablet], bob, initial)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_websockets_are_limited_after_auth() {
+    // Goal: past limits.connections_per_account_max a WebSocket of the
+    // account is refused right after `auth` (the account is only known
+    // then): a rate_limited error frame with the auth id, then close 1013.
+    // The refusal changes nothing: the device is not marked seen, the
+    // account's other connections keep working, no presence flaps. Once
+    // connections close, their slots are free again.
+    let (server, [phone, laptop, tablet], mut bob, initial) = two_slots_three_devices().await;
     assert!(!online(&initial[0], "alice"));
 
     let phone_ws = server.connect(&phone).await;
@@ -430,14 +435,7 @@ async fn polls_count_against_the_account_with_websockets() {
     // rate_limited before it acks or registers (the event it tried to ack
     // is still sent to it; the device is not marked seen). A poll that ended
     // has given its slot back.
-    let server =
-        TestServer::start_with(|config| config.limits.connections_per_account_max = 2).await;
-    let phone = server.user("alice").await;
-    let laptop = server.device("alice").await;
-    let tablet = server.device("alice").await;
-    let bob_token = server.user("bob").await;
-    let mut bob = server.connect(&bob_token).await;
-    bob.subscribe_presence(&["alice"]).await.unwrap();
+    let (server, [phone, laptop, tablet], mut bob, _) = two_slots_three_devices().await;
 
     let phone_ws = server.connect(&phone).await;
     assert!(online(&next_ephemeral(&mut bob).await, "alice"));

@@ -71,7 +71,7 @@ impl Link {
         match transport {
             Transport::WebSocket => Link::Ws(Box::new(server.connect(token).await)),
             Transport::LongPoll => {
-                let devices = server.api.devices(token).await.unwrap().devices;
+                let devices = server.devices(token).await;
                 let device = devices
                     .iter()
                     .find(|device| device.current)
@@ -355,16 +355,8 @@ async fn a_poll_returns_what_lies_above_its_acks() {
     let bob_token = server.user("bob").await;
     let mut alice = server.connect(&alice_token).await;
     let mut carol = server.connect(&carol_token).await;
-    let mut with_alice = 0;
-    for i in 1..=4 {
-        let text = format!("a{i}");
-        with_alice = conversation_of(&alice.send_text("bob", &text, &text).await.unwrap());
-    }
-    let mut with_carol = 0;
-    for i in 1..=2 {
-        let text = format!("c{i}");
-        with_carol = conversation_of(&carol.send_text("bob", &text, &text).await.unwrap());
-    }
+    let with_alice = send_numbered(&mut alice, "bob", "a", 4).await;
+    let with_carol = send_numbered(&mut carol, "bob", "c", 2).await;
     let points = |response: &PollResponse| -> Vec<(i64, i64)> {
         let mut points: Vec<_> = response
             .frames
@@ -427,11 +419,7 @@ async fn a_poll_with_a_refused_ack_changes_nothing() {
     let carol_token = server.user("carol").await;
     server.user("dave").await;
     let mut alice = server.connect(&alice_token).await;
-    let mut conversation = 0;
-    for i in 1..=3 {
-        let text = format!("m{i}");
-        conversation = conversation_of(&alice.send_text("bob", &text, &text).await.unwrap());
-    }
+    let conversation = send_numbered(&mut alice, "bob", "m", 3).await;
     let mut carol = server.connect(&carol_token).await;
     let elsewhere = conversation_of(&carol.send_text("dave", "c1", "private").await.unwrap());
     let cases = [
@@ -476,7 +464,7 @@ async fn a_poll_times_out_empty_and_a_waiting_poll_wakes_on_send() {
     let waiting = tokio::spawn(async move { api.poll(&token, &[], 30_000).await });
     // Make sure the poll is parked before sending: wait until bob is live.
     let router = server.app.state().router.clone();
-    let bob = server.api.devices(&bob_token).await.unwrap().devices[0].device_id;
+    let bob = server.devices(&bob_token).await[0].device_id;
     let deadline = tokio::time::Instant::now() + PROMPTLY;
     while !router.is_live(missive_core::DeviceId(bob)) {
         assert!(tokio::time::Instant::now() < deadline, "poll never parked");
@@ -501,7 +489,7 @@ async fn a_newer_poll_ends_the_older_one() {
     let bob_token = server.user("bob").await;
     let other_token = server.device("bob").await;
     let router = server.app.state().router.clone();
-    let bob = server.api.devices(&bob_token).await.unwrap().devices[0].device_id;
+    let bob = server.devices(&bob_token).await[0].device_id;
     let wait_live = || async {
         let deadline = tokio::time::Instant::now() + PROMPTLY;
         while !router.is_live(missive_core::DeviceId(bob)) {

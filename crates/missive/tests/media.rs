@@ -274,12 +274,7 @@ async fn media_sent_in_a_conversation_is_readable_by_its_members_only() {
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
     let dave = server.user("dave").await;
-    let id = server
-        .api
-        .create_group(&alice, "g", &["bob"])
-        .await
-        .unwrap()
-        .conversation;
+    let id = server.group(&alice, "g", &["bob"]).await;
     let media = uploaded(&server, &alice).await;
     let mut bob_ws = server.connect(&bob).await;
     only_the_uploader_attaches_it(&mut bob_ws, id, &media).await;

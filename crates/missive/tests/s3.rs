@@ -70,14 +70,7 @@ async fn media_round_trips_through_s3() {
     too_big.resize(70_000, b' ');
     let too_big = api.upload_media(&token, too_big).await;
     assert_eq!(refused_code(too_big), "media_too_large");
-    let listing = http
-        .get(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listing = get_text(&http, format!("{endpoint}/{bucket}")).await;
     assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
     assert!(listing.contains(&info.media_id), "{listing}");
 }

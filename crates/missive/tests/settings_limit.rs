@@ -62,6 +62,17 @@ async fn refused_with_wait(
     }
 }
 
+/// A server whose settings budget per account is a burst of BURST, refilled
+/// at one a second.
+async fn budgeted_server() -> TestServer {
+    TestServer::start_with(|config| {
+        config.limits.settings_changes_per_sec_per_account = 1;
+        config.limits.settings_change_burst_per_account = BURST;
+        config.store.fsync = missive_server::config::FsyncMode::Off;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_changes_share_one_budget_per_account() {
     // Goal: alice's settings changes over the WebSocket, /v1/frames and
@@ -73,22 +84,12 @@ async fn settings_changes_share_one_budget_per_account() {
     // changes its settings; carol and alice still leave it.
     // Method: bursts of 3 at one a second; what members see is read from
     // history, whose system events are every change that was stored.
-    let server = TestServer::start_with(|config| {
-        config.limits.settings_changes_per_sec_per_account = 1;
-        config.limits.settings_change_burst_per_account = BURST;
-        config.store.fsync = missive_server::config::FsyncMode::Off;
-    })
-    .await;
+    let server = budgeted_server().await;
     let alice = server.user("alice").await;
     let alice_laptop = server.device("alice").await;
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
-    let group = server
-        .api
-        .create_group(&alice, "trip", &["bob", "carol"])
-        .await
-        .expect("create")
-        .conversation;
+    let group = server.group(&alice, "trip", &["bob", "carol"]).await;
 
     let (mut socket, before) = the_burst(&server, [&alice, &alice_laptop, &carol], group).await;
     past_it_on_every_transport(&server, &mut socket, [&alice, &alice_laptop], group).await;
@@ -252,12 +253,7 @@ async fn members_see_no_event_of_a_refused_change() {
     // events and nothing more, and a 1:1 counts against the same budget
     // as a group. A rate of 0 would turn the limit off; the default
     // (30 in a burst) is not what this test checks.
-    let server = TestServer::start_with(|config| {
-        config.limits.settings_changes_per_sec_per_account = 1;
-        config.limits.settings_change_burst_per_account = BURST;
-        config.store.fsync = missive_server::config::FsyncMode::Off;
-    })
-    .await;
+    let server = budgeted_server().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let mut alice_socket = server.connect(&alice).await;

@@ -18,26 +18,11 @@ fn conversation_of(frame: &ServerFrame) -> i64 {
     }
 }
 
-/// (user, online, last_seen_ms) of a `presence` frame.
-fn presence(frame: &ServerFrame) -> (String, bool, Option<i64>) {
-    match frame {
-        ServerFrame::Presence {
-            user,
-            online,
-            last_seen_ms,
-        } => (user.clone(), *online, *last_seen_ms),
-        other => panic!("expected presence, got {other:?}"),
-    }
-}
-
 /// The device id of the device whose token this is.
 async fn device_id(server: &TestServer, token: &str) -> i64 {
     server
-        .api
         .devices(token)
         .await
-        .unwrap()
-        .devices
         .iter()
         .find(|device| device.current)
         .expect("the current device")
@@ -370,19 +355,19 @@ async fn blocking_hides_typing_and_presence_both_ways() {
     let conversation = conversation_of(&alice.send_text("bob", "m1", "hi").await.unwrap());
 
     let now = bob.subscribe_presence(&["alice"]).await.unwrap();
-    assert_eq!(presence(&now[0]), ("alice".into(), true, None));
+    assert_eq!(presence_of(&now[0]), ("alice".into(), true, None));
 
     server.api.block(&bob_token, "alice").await.unwrap();
     assert_eq!(
-        presence(&next_ephemeral(&mut bob).await),
+        presence_of(&next_ephemeral(&mut bob).await),
         ("alice".into(), false, None),
         "the block hides alice at once"
     );
     let now = bob.subscribe_presence(&["alice"]).await.unwrap();
-    assert_eq!(presence(&now[0]), ("alice".into(), false, None));
+    assert_eq!(presence_of(&now[0]), ("alice".into(), false, None));
     let now = alice.subscribe_presence(&["bob"]).await.unwrap();
     assert_eq!(
-        presence(&now[0]),
+        presence_of(&now[0]),
         ("bob".into(), false, None),
         "the blocker is hidden from the blocked user too"
     );
@@ -398,11 +383,11 @@ async fn blocking_hides_typing_and_presence_both_ways() {
 
     server.api.unblock(&bob_token, "alice").await.unwrap();
     assert_eq!(
-        presence(&next_ephemeral(&mut bob).await),
+        presence_of(&next_ephemeral(&mut bob).await),
         ("alice".into(), true, None)
     );
     assert_eq!(
-        presence(&next_ephemeral(&mut alice).await),
+        presence_of(&next_ephemeral(&mut alice).await),
         ("bob".into(), true, None)
     );
     alice
@@ -461,7 +446,7 @@ const VISIBLE: [(&str, &[&str]); 3] = [
 async fn the_targets_leave_once(server: &TestServer, tokens: &BTreeMap<&str, String>) -> i64 {
     let mut obs = server.connect(&tokens["obs"]).await;
     for frame in obs.subscribe_presence(&TARGETS).await.unwrap() {
-        let (user, online, last_seen) = presence(&frame);
+        let (user, online, last_seen) = presence_of(&frame);
         assert_eq!((online, last_seen), (false, None), "{user} never connected");
     }
     server.clock.advance_ms(60_000);
@@ -471,7 +456,7 @@ async fn the_targets_leave_once(server: &TestServer, tokens: &BTreeMap<&str, Str
     }
     let mut pending: BTreeSet<&str> = TARGETS.into_iter().collect();
     while !pending.is_empty() {
-        if let (user, false, Some(last_seen)) = presence(&next_ephemeral(&mut obs).await) {
+        if let (user, false, Some(last_seen)) = presence_of(&next_ephemeral(&mut obs).await) {
             assert_eq!(last_seen, left_at, "{user}");
             pending.remove(user.as_str());
         }
@@ -520,7 +505,7 @@ async fn viewers_see_last_seen_as_allowed(
         let frames = connection.subscribe_presence(&TARGETS).await.unwrap();
         assert_eq!(frames.len(), TARGETS.len());
         for frame in frames {
-            let (user, online, last_seen) = presence(&frame);
+            let (user, online, last_seen) = presence_of(&frame);
             let expected = if shown.contains(&user.as_str()) {
                 (false, Some(left_at))
             } else {
@@ -552,7 +537,7 @@ async fn viewers_see_online_as_allowed(
         let frames = connection.subscribe_presence(&TARGETS).await.unwrap();
         assert_eq!(frames.len(), TARGETS.len());
         for frame in frames {
-            let (user, online, last_seen) = presence(&frame);
+            let (user, online, last_seen) = presence_of(&frame);
             let expected = (shown.contains(&user.as_str()), None);
             assert_eq!(
                 (online, last_seen),
@@ -580,7 +565,7 @@ async fn presence_updates_are_pushed_to_subscribers() {
 
     let now = vic.subscribe_presence(&["tom"]).await.unwrap();
     assert_eq!(now.len(), 1);
-    assert_eq!(presence(&now[0]), ("tom".into(), false, None));
+    assert_eq!(presence_of(&now[0]), ("tom".into(), false, None));
 
     // Refused subscriptions change nothing.
     assert_eq!(
@@ -596,7 +581,7 @@ async fn presence_updates_are_pushed_to_subscribers() {
 
     let tom = server.connect(&tom_token).await;
     assert_eq!(
-        presence(&next_ephemeral(&mut vic).await),
+        presence_of(&next_ephemeral(&mut vic).await),
         ("tom".into(), true, None)
     );
 
@@ -604,7 +589,7 @@ async fn presence_updates_are_pushed_to_subscribers() {
         .await
         .unwrap();
     assert_eq!(
-        presence(&next_ephemeral(&mut vic).await),
+        presence_of(&next_ephemeral(&mut vic).await),
         ("tom".into(), false, None)
     );
     // Still hidden from vic: nothing he may see changed, so no frame.
@@ -614,7 +599,7 @@ async fn presence_updates_are_pushed_to_subscribers() {
     assert_no_ephemeral(&mut vic).await;
     api.add_contact(&tom_token, "vic").await.unwrap();
     assert_eq!(
-        presence(&next_ephemeral(&mut vic).await),
+        presence_of(&next_ephemeral(&mut vic).await),
         ("tom".into(), true, None)
     );
 
@@ -622,7 +607,7 @@ async fn presence_updates_are_pushed_to_subscribers() {
     let left_at = server.clock.now_ms();
     tom.close().await;
     assert_eq!(
-        presence(&next_ephemeral(&mut vic).await),
+        presence_of(&next_ephemeral(&mut vic).await),
         ("tom".into(), false, Some(left_at))
     );
     assert_no_ephemeral(&mut vic).await;
@@ -642,7 +627,7 @@ async fn changing_ones_own_privacy_updates_what_one_sees() {
     let _tom = server.connect(&tom_token).await;
     let mut vic = server.connect(&vic_token).await;
     let now = vic.subscribe_presence(&["tom"]).await.unwrap();
-    assert_eq!(presence(&now[0]), ("tom".into(), true, None));
+    assert_eq!(presence_of(&now[0]), ("tom".into(), true, None));
 
     server
         .api
@@ -650,7 +635,7 @@ async fn changing_ones_own_privacy_updates_what_one_sees() {
         .await
         .unwrap();
     assert_eq!(
-        presence(&next_ephemeral(&mut vic).await),
+        presence_of(&next_ephemeral(&mut vic).await),
         ("tom".into(), false, None),
         "vic hid himself, so tom must be hidden from vic"
     );
@@ -660,7 +645,7 @@ async fn changing_ones_own_privacy_updates_what_one_sees() {
         .await
         .unwrap();
     assert_eq!(
-        presence(&next_ephemeral(&mut vic).await),
+        presence_of(&next_ephemeral(&mut vic).await),
         ("tom".into(), true, None)
     );
 }
@@ -682,7 +667,7 @@ async fn a_presence_subscription_belongs_to_its_connection() {
     let _tom = server.connect(&tom_token).await;
     let mut first = server.connect(&vic_token).await;
     let now = first.subscribe_presence(&["tom"]).await.unwrap();
-    assert_eq!(presence(&now[0]), ("tom".into(), true, None));
+    assert_eq!(presence_of(&now[0]), ("tom".into(), true, None));
 
     let mut second = server.connect(&vic_token).await;
     let closed = loop {
@@ -706,14 +691,14 @@ async fn a_presence_subscription_belongs_to_its_connection() {
     assert_no_ephemeral(&mut second).await;
 
     let now = second.subscribe_presence(&["tom"]).await.unwrap();
-    assert_eq!(presence(&now[0]), ("tom".into(), false, None));
+    assert_eq!(presence_of(&now[0]), ("tom".into(), false, None));
     server
         .api
         .set_privacy(&tom_token, PresenceVisibility::Everyone)
         .await
         .unwrap();
     assert_eq!(
-        presence(&next_ephemeral(&mut second).await),
+        presence_of(&next_ephemeral(&mut second).await),
         ("tom".into(), true, None)
     );
 }

@@ -9,7 +9,7 @@ use crate::table::*;
 
 /// The ids of the devices of `token`'s account, and which is `token`'s.
 async fn devices_of(server: &TestServer, token: &str) -> (Vec<i64>, i64) {
-    let devices = server.api.devices(token).await.expect("devices").devices;
+    let devices = server.devices(token).await;
     let current = devices.iter().find(|device| device.current);
     let current = current.expect("the current device").device_id;
     let ids = devices.iter().map(|device| device.device_id).collect();

@@ -242,12 +242,7 @@ impl World {
 
     /// Creates a group of `creator` (a token) with `members`; its id.
     pub async fn group(&self, creator: &str, name: &str, members: &[&str]) -> i64 {
-        self.server
-            .api
-            .create_group(creator, name, members)
-            .await
-            .expect("group")
-            .conversation
+        self.server.group(creator, name, members).await
     }
 
     /// Alice leaves and comes back (a bystander, zed, holds her place
@@ -271,29 +266,6 @@ impl World {
         assert_eq!((online.0.as_str(), online.1), ("alice", true));
         assert_no_ephemeral(&mut self.mallory_ws).await;
         [offline, online]
-    }
-}
-
-pub fn sent_message(frame: ServerFrame) -> (String, i64, i64) {
-    match frame {
-        ServerFrame::Sent {
-            message_id,
-            conversation,
-            seq,
-            ..
-        } => (message_id, conversation, seq),
-        other => panic!("expected sent, got {other:?}"),
-    }
-}
-
-pub fn presence_of(frame: &ServerFrame) -> (String, bool, Option<i64>) {
-    match frame {
-        ServerFrame::Presence {
-            user,
-            online,
-            last_seen_ms,
-        } => (user.clone(), *online, *last_seen_ms),
-        other => panic!("expected presence, got {other:?}"),
     }
 }
 

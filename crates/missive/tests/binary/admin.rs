@@ -38,6 +38,21 @@ async fn admin_off_thread(
     .expect("admin thread")
 }
 
+/// The binary, with registration in `mode`.
+fn start_in_mode(data_dir: &std::path::Path, mode: &str) -> ServerProcess {
+    ServerProcess::start_with_env(data_dir, &[("MISSIVE_REGISTRATION__MODE", mode)])
+}
+
+/// What `GET /v1/registration` says of the mode.
+async fn registration_mode(url: &str) -> serde_json::Value {
+    reqwest::get(format!("{url}/v1/registration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_revokes_devices_and_resets_a_password_while_the_server_runs() {
     // Goal: `missive admin` works on the store of a running embedded
@@ -200,16 +215,12 @@ async fn an_operator_invites_creates_suspends_and_resumes_users() {
     // refuses logins (account_suspended, only once the password is right);
     // `admin resume` lets them log in again; `admin users` shows it.
     let data_dir = tempfile::tempdir().unwrap();
-    let server =
-        ServerProcess::start_with_env(data_dir.path(), &[("MISSIVE_REGISTRATION__MODE", "invite")]);
+    let server = start_in_mode(data_dir.path(), "invite");
     let api = Api::new(&server.url);
-    let mode: serde_json::Value = reqwest::get(format!("{}/v1/registration", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(mode, serde_json::json!({"mode": "invite"}));
+    assert_eq!(
+        registration_mode(&server.url).await,
+        serde_json::json!({"mode": "invite"})
+    );
     assert_eq!(
         refused_code(api.register("alice", PASSWORD).await),
         "invite_required"
@@ -376,16 +387,12 @@ async fn a_closed_server_takes_no_registrations() {
     // Goal: registration mode `closed` refuses every registration with
     // registration_closed (even with an invite) and says so.
     let data_dir = tempfile::tempdir().unwrap();
-    let server =
-        ServerProcess::start_with_env(data_dir.path(), &[("MISSIVE_REGISTRATION__MODE", "closed")]);
+    let server = start_in_mode(data_dir.path(), "closed");
     let api = Api::new(&server.url);
-    let mode: serde_json::Value = reqwest::get(format!("{}/v1/registration", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(mode, serde_json::json!({"mode": "closed"}));
+    assert_eq!(
+        registration_mode(&server.url).await,
+        serde_json::json!({"mode": "closed"})
+    );
     assert_eq!(
         refused_code(api.register("alice", PASSWORD).await),
         "registration_closed"

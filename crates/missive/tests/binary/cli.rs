@@ -7,9 +7,7 @@ use super::*;
 async fn cli_walkthrough_and_exit_codes() {
     // Goal: the README walkthrough works through the real binary, and the
     // documented exit codes hold for refusals, missing logins and no server.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (_data_dir, config_dir, server) = server_and_config_dir();
     let url = server.url.clone();
     let run = move |args: &[&str]| cli(config_dir.path(), &url, args);
     tokio::task::spawn_blocking(move || {
@@ -113,9 +111,7 @@ async fn the_server_flag_and_env_win_over_the_profile() {
     // Goal: a profile remembers its server (login prints it) and later
     // commands use it, but `--server` or `MISSIVE_SERVER`, when given, is
     // where the command goes.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (_data_dir, config_dir, server) = server_and_config_dir();
     let url = server.url.clone();
     let config = config_dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -154,9 +150,7 @@ async fn read_and_history_take_a_conversation_by_id_or_by_name() {
     // other member then sees in the conversation list; `read`, `history`
     // and `send --group` take the other member's username or a group's
     // name too.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (_data_dir, config_dir, server) = server_and_config_dir();
     let url = server.url.clone();
     let config = config_dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -245,9 +239,7 @@ fn a_name_for_a_conversation(run: &impl Fn(&[&str]) -> (i32, String, String)) {
 async fn listen_over_long_polling_prints_and_acks_like_the_websocket() {
     // Goal: `listen --poll` prints stored events as JSON lines and acks
     // them, so a second listen (over either transport) finds nothing.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (_data_dir, config_dir, server) = server_and_config_dir();
     let url = server.url.clone();
     let run = move |args: &[&str]| cli(config_dir.path(), &url, args);
     tokio::task::spawn_blocking(move || {

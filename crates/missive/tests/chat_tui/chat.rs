@@ -10,10 +10,7 @@ fn two_users_chat_both_ways_and_see_their_ticks_change() {
     // read (the other user opened the chat); typing shows on the other
     // side; the help screen lists the keys; q quits.
     let Some(tmux) = Tmux::new() else { return };
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path());
-    accounts(config.path(), &server.url, &["alice", "bob"]);
+    let (_data, config, server) = server_with_accounts(&["alice", "bob"]);
 
     tmux.chat(config.path(), "alice", 100, 30);
     tmux.wait_for_text("alice", "online as alice");
@@ -78,11 +75,8 @@ fn a_group_of_three_with_replies_reactions_edits_and_deletes() {
     // under their names; a reply quotes, a reaction, an edit and a delete
     // made on a selected message reach the server as such.
     let Some(tmux) = Tmux::new() else { return };
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path());
+    let (_data, config, server) = server_with_accounts(&["alice", "bob", "carol"]);
     let url = server.url.as_str();
-    accounts(config.path(), url, &["alice", "bob", "carol"]);
 
     alice_makes_the_group_and_says_hello(&tmux, config.path(), url);
     carols_file_and_text_show_under_her_name(&tmux, config.path(), url);
@@ -289,11 +283,8 @@ fn the_screen_follows_a_resize_and_a_refusal_shows_in_the_status_line() {
     // reason in words on the status line (no crash, no JSON); the app
     // redraws to a smaller terminal (80 × 24) with nothing cut off.
     let Some(tmux) = Tmux::new() else { return };
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path());
+    let (_data, config, server) = server_with_accounts(&["alice", "bob"]);
     let url = server.url.as_str();
-    accounts(config.path(), url, &["alice", "bob"]);
     as_user(
         config.path(),
         url,

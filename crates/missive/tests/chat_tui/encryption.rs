@@ -11,10 +11,7 @@ fn an_encrypted_group_is_plain_text_only_on_the_screens() {
     // neither text in the server's files, shows a tampered ciphertext
     // as rejected, never as its bytes, and opens a sealed file.
     let Some(tmux) = Tmux::new() else { return };
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path());
-    accounts(config.path(), &server.url, &["alice", "bob", "carol"]);
+    let (data, config, server) = server_with_accounts(&["alice", "bob", "carol"]);
     let (dir, url) = (config.path(), server.url.as_str());
     let group = alice_creates_the_group_and_sends(dir, url);
     bob_reads_and_types_in_the_terminal(&tmux, dir);
@@ -31,16 +28,7 @@ fn alice_creates_the_group_and_sends(dir: &Path, url: &str) -> i64 {
         dir,
         url,
         "alice",
-        &[
-            "group",
-            "create",
-            "sealed",
-            "--member",
-            "bob",
-            "--member",
-            "carol",
-            "--encrypted",
-        ],
+        &encrypted_group_of_bob_and_carol("sealed"),
     );
     let group = created["conversation"].as_i64().expect("group id");
     as_user(
@@ -201,10 +189,7 @@ fn the_terminal_app_verifies_keys_with_a_cli_user_by_comparing_emoji() {
     // both users say they match each records the other as verified (the
     // header of their encrypted 1:1 says "verified", the CLI lists it).
     let Some(tmux) = Tmux::new() else { return };
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path());
-    accounts(config.path(), &server.url, &["alice", "bob"]);
+    let (_data, config, server) = server_with_accounts(&["alice", "bob"]);
     let (dir, url) = (config.path(), server.url.as_str());
     as_user(dir, url, "alice", &["send", "bob", "hello", "--encrypted"]);
 
@@ -235,15 +220,16 @@ fn the_terminal_app_verifies_keys_with_a_cli_user_by_comparing_emoji() {
 
 /// alice's `missive verify bob`, its stdin and stdout piped.
 fn alices_verify(dir: &Path, url: &str) -> std::process::Child {
+    piped_verify(dir, url, "alice", &["bob"])
+}
+
+/// `missive verify ARGS --timeout-secs 30` as `profile`, its stdin and
+/// stdout piped.
+fn piped_verify(dir: &Path, url: &str, profile: &str, args: &[&str]) -> std::process::Child {
     Command::new(BIN)
-        .args([
-            "verify",
-            "bob",
-            "--timeout-secs",
-            "30",
-            "--profile",
-            "alice",
-        ])
+        .arg("verify")
+        .args(args)
+        .args(["--timeout-secs", "30", "--profile", profile])
         .env("MISSIVE_CONFIG_DIR", dir)
         .env("MISSIVE_SERVER", url)
         .stdin(std::process::Stdio::piped())
@@ -334,10 +320,7 @@ fn the_terminal_app_hands_a_new_device_of_its_account_the_room_keys_once_verifie
     // verifies it with the terminal app, which then sends it every room
     // key it holds.
     let Some(tmux) = Tmux::new() else { return };
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path());
-    accounts(config.path(), &server.url, &["alice", "bob"]);
+    let (_data, config, server) = server_with_accounts(&["alice", "bob"]);
     let (dir, url) = (config.path(), server.url.as_str());
     let sent = as_user(
         dir,
@@ -397,23 +380,7 @@ fn the_terminal_app_hands_a_new_device_of_its_account_the_room_keys_once_verifie
 
 /// The laptop's `missive verify bob --device TUI_DEVICE`, piped.
 fn the_laptops_verify(dir: &Path, url: &str, tui_device: &str) -> std::process::Child {
-    Command::new(BIN)
-        .args([
-            "verify",
-            "bob",
-            "--device",
-            tui_device,
-            "--timeout-secs",
-            "30",
-        ])
-        .args(["--profile", "laptop"])
-        .env("MISSIVE_CONFIG_DIR", dir)
-        .env("MISSIVE_SERVER", url)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start missive verify")
+    piped_verify(dir, url, "laptop", &["bob", "--device", tui_device])
 }
 
 /// The device id a profile logged in as.
@@ -431,10 +398,7 @@ fn the_terminal_app_publishes_more_one_time_keys_when_others_used_them_up_while_
     // one-time keys were claimed while it was away tops them up when it
     // connects; otherwise senders would leave it out of new room keys.
     let Some(tmux) = Tmux::new() else { return };
-    let data = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path());
-    accounts(config.path(), &server.url, &["alice", "bob"]);
+    let (_data, config, server) = server_with_accounts(&["alice", "bob"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let api = missive_client::Api::new(&server.url);
     let (alice, bob) = (

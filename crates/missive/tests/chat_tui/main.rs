@@ -175,6 +175,15 @@ fn line_with<'a>(screen: &'a str, text: &str) -> Option<&'a str> {
     screen.lines().find(|line| line.contains(text))
 }
 
+/// A server on a fresh data directory, and a fresh CLI config directory
+/// in which each of `users` is registered and logged in as a profile of
+/// that name: (data directory, config directory, server).
+fn server_with_accounts(users: &[&str]) -> (tempfile::TempDir, tempfile::TempDir, ServerProcess) {
+    let (data, config, server) = server_and_config_dir();
+    accounts(config.path(), &server.url, users);
+    (data, config, server)
+}
+
 /// Registers and logs in each user under a profile of its name.
 fn accounts(config: &Path, server: &str, users: &[&str]) {
     for user in users {

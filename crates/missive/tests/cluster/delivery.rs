@@ -91,7 +91,7 @@ async fn presence_and_a_one_to_one_cross_nodes(alice: &mut Connection, bob: &mut
     // on node 1 moves his cursor past alice's text, and alice, its author,
     // is told on node 0.
     let sent = alice.send_text("bob", "a1", "hi bob").await.unwrap();
-    let (_, seq, _) = sent_of(&sent);
+    let (_, seq, _) = sent_seq(&sent);
     let ServerFrame::Message {
         conversation: direct,
         seq: got,
@@ -284,7 +284,7 @@ async fn concurrent_group_sends_from_three_nodes_share_one_order() {
                     .send_to(group, &format!("{name}{i}"), &format!("{name} {i}"), None)
                     .await
                     .unwrap();
-                let (id, seq, _) = sent_of(&sent);
+                let (id, seq, _) = sent_seq(&sent);
                 assert!(view.insert(seq, id).is_none(), "a seq given twice");
             }
             // Everything the others sent. The creation event (seq 1) goes
@@ -327,10 +327,7 @@ async fn one_client_msg_id_sent_to_two_nodes_at_once_is_stored_once() {
     if !services_available().await {
         return;
     }
-    let db = Database::create().await;
-    let cluster = Cluster::start(2, &db.url(), NATS, &[]);
-    let alice_token = cluster.user(0, "alice").await;
-    let bob_token = cluster.user(1, "bob").await;
+    let (db, cluster, alice_token, bob_token) = alice_and_bob_on_two_nodes(&[]).await;
     let (api0, api1) = (cluster.api(0), cluster.api(1));
     let mut stored = Vec::new();
     for round in 0..20 {
@@ -348,8 +345,8 @@ async fn one_client_msg_id_sent_to_two_nodes_at_once_is_stored_once() {
             api0.frame(&alice_token, &frame),
             api1.frame(&alice_token, &frame)
         );
-        let first = sent_of(&first.unwrap()[0]);
-        let second = sent_of(&second.unwrap()[0]);
+        let first = sent_seq(&first.unwrap()[0]);
+        let second = sent_seq(&second.unwrap()[0]);
         assert_eq!((&first.0, first.1), (&second.0, second.1), "round {round}");
         assert!(
             first.2 != second.2,
@@ -385,10 +382,7 @@ async fn a_message_reaches_a_device_on_another_node_without_a_store_read() {
     if !services_available().await {
         return;
     }
-    let db = Database::create().await;
-    let cluster = Cluster::start(2, &db.url(), NATS, &[]);
-    let alice_token = cluster.user(0, "alice").await;
-    let bob_token = cluster.user(1, "bob").await;
+    let (db, cluster, alice_token, bob_token) = alice_and_bob_on_two_nodes(&[]).await;
     let mut alice = cluster.connect(0, &alice_token).await;
     let mut bob = cluster.connect(1, &bob_token).await;
     alice.send_text("bob", "first", "first").await.unwrap();
@@ -438,10 +432,7 @@ async fn end_to_end_keys_and_to_device_messages_cross_nodes() {
     if !services_available().await {
         return;
     }
-    let db = Database::create().await;
-    let cluster = Cluster::start(2, &db.url(), NATS, &[]);
-    let alice_token = cluster.user(0, "alice").await;
-    let bob_token = cluster.user(1, "bob").await;
+    let (db, cluster, alice_token, bob_token) = alice_and_bob_on_two_nodes(&[]).await;
     let bob_device = cluster.api(1).devices(&bob_token).await.unwrap().devices[0].device_id;
     let upload = key_upload("b", 2);
     cluster

@@ -69,7 +69,7 @@ fn bob_sends_n_through_node_1(
                 .send_text("alice", &format!("b{i}"), &format!("bob {i}"))
                 .await
                 .unwrap();
-            confirmed.push(sent_of(&sent).0);
+            confirmed.push(sent_seq(&sent).0);
         }
         confirmed
     })
@@ -130,7 +130,7 @@ async fn dave_carries_on_through_node_2(
             .send_text("alice", &cmid, &format!("dave {i}"))
             .await
             .unwrap();
-        let (message_id, _, duplicate) = sent_of(&sent);
+        let (message_id, _, duplicate) = sent_seq(&sent);
         if let Some(earlier) = dave_confirmed.get(&cmid) {
             assert!(
                 duplicate && *earlier == message_id,
@@ -226,7 +226,7 @@ async fn deliveries_resume_after_nats_restarts() {
                 .send_text("alice", &format!("m{i}"), &format!("text {i}"))
                 .await
                 .expect("sends are stored while the bus is down");
-            ids.push(sent_of(&sent).0);
+            ids.push(sent_seq(&sent).0);
         }
         ids
     };
@@ -324,7 +324,7 @@ async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
             .send_text("alice", &format!("m{i}"), "before")
             .await
             .unwrap();
-        confirmed.push(sent_of(&sent).0);
+        confirmed.push(sent_seq(&sent).0);
     }
 
     proxy.cut();
@@ -359,14 +359,14 @@ async fn a_store_outage_refuses_sends_as_unavailable_and_loses_nothing() {
             Err(err) => panic!("service did not resume: {err:?}"),
         }
     };
-    assert!(!sent_of(&sent).2, "`unavailable` stored nothing");
-    confirmed.push(sent_of(&sent).0);
+    assert!(!sent_seq(&sent).2, "`unavailable` stored nothing");
+    confirmed.push(sent_seq(&sent).0);
     for i in 10..20 {
         let sent = bob
             .send_text("alice", &format!("m{i}"), "after")
             .await
             .unwrap();
-        confirmed.push(sent_of(&sent).0);
+        confirmed.push(sent_seq(&sent).0);
     }
 
     let _alice = alice_gets_every_confirmed_message(&cluster, &alice_token, &confirmed).await;
@@ -488,10 +488,8 @@ async fn the_recheck_reads_nothing_for_idle_devices_and_finds_one_behind() {
     if !services_available().await {
         return;
     }
-    let db = Database::create().await;
-    let cluster = Cluster::start(2, &db.url(), NATS, &[("MISSIVE_BUS__RECHECK_MS", "1000")]);
-    let alice_token = cluster.user(0, "alice").await;
-    let bob_token = cluster.user(1, "bob").await;
+    let (db, cluster, alice_token, bob_token) =
+        alice_and_bob_on_two_nodes(&[("MISSIVE_BUS__RECHECK_MS", "1000")]).await;
     let mut alice = cluster.connect(0, &alice_token).await;
     let mut bob = cluster.connect(1, &bob_token).await;
     let node1 = &cluster.urls[1];

@@ -24,6 +24,17 @@ use common::*;
 use missive_client::{ClientError, Connection};
 use missive_proto::{ClientFrame, ErrorCode, ServerFrame, TypingState};
 
+/// Two nodes (with `env`) on a fresh database; alice registered through
+/// node 0 and bob through node 1: (database, cluster, alice's token, bob's
+/// token).
+async fn alice_and_bob_on_two_nodes(env: &[(&str, &str)]) -> (Database, Cluster, String, String) {
+    let db = Database::create().await;
+    let cluster = Cluster::start(2, &db.url(), NATS, env);
+    let alice_token = cluster.user(0, "alice").await;
+    let bob_token = cluster.user(1, "bob").await;
+    (db, cluster, alice_token, bob_token)
+}
+
 /// Reads until a message with this text arrives; returns it.
 async fn message_with_text(connection: &mut Connection, text: &str) -> ServerFrame {
     loop {
@@ -45,17 +56,5 @@ async fn presence_of(connection: &mut Connection, user: &str, wait: Duration) ->
             } if u == user => return online,
             _ => {}
         }
-    }
-}
-
-fn sent_of(frame: &ServerFrame) -> (String, i64, bool) {
-    match frame {
-        ServerFrame::Sent {
-            message_id,
-            seq,
-            duplicate,
-            ..
-        } => (message_id.clone(), *seq, *duplicate),
-        other => panic!("expected sent, got {other:?}"),
     }
 }

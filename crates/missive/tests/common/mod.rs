@@ -89,6 +89,21 @@ impl TestServer {
             .token
     }
 
+    /// Creates a group, owned by the user of `token`, with `members`;
+    /// returns its id.
+    pub async fn group(&self, token: &str, name: &str, members: &[&str]) -> i64 {
+        self.api
+            .create_group(token, name, members)
+            .await
+            .expect("create group")
+            .conversation
+    }
+
+    /// The devices of the account whose token this is.
+    pub async fn devices(&self, token: &str) -> Vec<missive_proto::rest::DeviceInfo> {
+        self.api.devices(token).await.expect("devices").devices
+    }
+
     pub async fn connect(&self, token: &str) -> Connection {
         Connection::connect(&self.api.ws_url(), token)
             .await
@@ -107,6 +122,55 @@ impl TestServer {
 /// Whether a frame is delivery traffic: a stored event (`message`,
 /// `expired`) or a receipt cursor (`delivered`, `read`); not replies,
 /// typing or presence.
+/// (message_id, conversation, seq) of a `sent` reply.
+pub fn sent_message(frame: ServerFrame) -> (String, i64, i64) {
+    match frame {
+        ServerFrame::Sent {
+            message_id,
+            conversation,
+            seq,
+            ..
+        } => (message_id, conversation, seq),
+        other => panic!("expected sent, got {other:?}"),
+    }
+}
+
+/// Sends texts `{prefix}1` to `{prefix}{n}` (each also its client_msg_id)
+/// to `to`, one after another; returns their conversation.
+pub async fn send_numbered(connection: &mut Connection, to: &str, prefix: &str, n: usize) -> i64 {
+    let mut conversation = 0;
+    for i in 1..=n {
+        let text = format!("{prefix}{i}");
+        conversation = sent_message(connection.send_text(to, &text, &text).await.unwrap()).1;
+    }
+    conversation
+}
+
+/// (message_id, seq, duplicate) of a `sent` reply.
+pub fn sent_seq(frame: &ServerFrame) -> (String, i64, bool) {
+    match frame {
+        ServerFrame::Sent {
+            message_id,
+            seq,
+            duplicate,
+            ..
+        } => (message_id.clone(), *seq, *duplicate),
+        other => panic!("expected sent, got {other:?}"),
+    }
+}
+
+/// (user, online, last_seen_ms) of a `presence` frame.
+pub fn presence_of(frame: &ServerFrame) -> (String, bool, Option<i64>) {
+    match frame {
+        ServerFrame::Presence {
+            user,
+            online,
+            last_seen_ms,
+        } => (user.clone(), *online, *last_seen_ms),
+        other => panic!("expected presence, got {other:?}"),
+    }
+}
+
 pub fn is_delivery(frame: &ServerFrame) -> bool {
     frame.ack_point().is_some()
         || matches!(
@@ -328,6 +392,14 @@ pub fn to_device(messages: Vec<missive_proto::ToDeviceOut>) -> missive_proto::Cl
 
 /// A device's first upload: identity keys from `seed` and `n` one-time
 /// keys named `{seed}0000`, `{seed}0001`, …
+/// More one-time keys, no identity keys: a top-up.
+pub fn top_up(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {
+    missive_proto::rest::KeyUploadRequest {
+        identity: None,
+        one_time_keys: one_time_keys(seed, n),
+    }
+}
+
 pub fn key_upload(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {
     missive_proto::rest::KeyUploadRequest {
         identity: Some(identity(seed)),
@@ -515,6 +587,30 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The CLI arguments that create the encrypted group `name` with bob and
+/// carol as members.
+pub fn encrypted_group_of_bob_and_carol(name: &str) -> [&str; 8] {
+    [
+        "group",
+        "create",
+        name,
+        "--member",
+        "bob",
+        "--member",
+        "carol",
+        "--encrypted",
+    ]
+}
+
+/// The binary serving a fresh data directory, and a fresh CLI config
+/// directory: (data directory, config directory, server).
+pub fn server_and_config_dir() -> (TempDir, TempDir, ServerProcess) {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(data_dir.path());
+    (data_dir, config_dir, server)
+}
+
 /// Runs the binary as a client with its own config dir and server, the
 /// password in the environment; returns (exit status, stdout, stderr).
 pub fn cli(config_dir: &std::path::Path, server: &str, args: &[&str]) -> (i32, String, String) {
@@ -540,6 +636,11 @@ pub fn json(stdout: &str) -> serde_json::Value {
 /// Parses a command's stdout as JSON lines.
 pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout.lines().map(json).collect()
+}
+
+/// The body of a GET of `url`, which must answer.
+pub async fn get_text(http: &reqwest::Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// A metric's value on the server at `url` (`/metrics`); every missive

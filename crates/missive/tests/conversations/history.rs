@@ -14,7 +14,7 @@ async fn history_pages_both_ways_and_the_conversation_list_counts_unread() {
     let mut alice_ws = server.connect(&alice).await;
     let mut id = 0;
     for i in 1..=25 {
-        id = sent(
+        id = sent_message(
             alice_ws
                 .send_text("bob", &format!("m{i}"), &format!("text {i}"))
                 .await
@@ -132,14 +132,9 @@ async fn history_search_finds_texts_and_file_names_newest_first() {
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
     let eve = server.user("eve").await;
-    let id = server
-        .api
-        .create_group(&alice, "trip", &["bob"])
-        .await
-        .unwrap()
-        .conversation;
+    let id = server.group(&alice, "trip", &["bob"]).await;
     let mut alice_ws = server.connect(&alice).await;
-    let (early, _, _) = sent(
+    let (early, _, _) = sent_message(
         alice_ws
             .send_to(id, "s0", "Zürich before carol", None)
             .await
@@ -158,7 +153,7 @@ async fn history_search_finds_texts_and_file_names_newest_first() {
     ];
     let mut ids = Vec::new();
     for (n, text) in texts.iter().enumerate() {
-        let (message, _, _) = sent(
+        let (message, _, _) = sent_message(
             alice_ws
                 .send_to(id, &format!("s{}", n + 1), text, None)
                 .await
@@ -166,8 +161,8 @@ async fn history_search_finds_texts_and_file_names_newest_first() {
         );
         ids.push(message);
     }
-    sent(alice_ws.delete(id, "del", &ids[3]).await.unwrap());
-    sent(alice_ws.react(id, "re", &ids[0], Some("👍")).await.unwrap());
+    sent_message(alice_ws.delete(id, "del", &ids[3]).await.unwrap());
+    sent_message(alice_ws.react(id, "re", &ids[0], Some("👍")).await.unwrap());
     search_finds_what_each_member_may_see(&server, [&bob, &carol], id, &early).await;
     searches_page_and_bad_ones_are_refused(&server, [&bob, &eve], id).await;
 }
@@ -244,7 +239,7 @@ async fn the_conversation_list_comes_in_pages() {
     for n in 0..5 {
         let peer = format!("peer{n}");
         server.user(&peer).await;
-        let (_, conversation, _) = sent(
+        let (_, conversation, _) = sent_message(
             alice_ws
                 .send_text(&peer, &format!("c{n}"), "hi")
                 .await

@@ -13,19 +13,6 @@ use missive_client::Connection;
 use missive_proto::rest::MemberRole;
 use missive_proto::{ClientFrame, MessageKind, ServerFrame};
 
-/// (message_id, conversation, seq) of a `sent` reply.
-fn sent(frame: ServerFrame) -> (String, i64, i64) {
-    match frame {
-        ServerFrame::Sent {
-            message_id,
-            conversation,
-            seq,
-            ..
-        } => (message_id, conversation, seq),
-        other => panic!("expected sent, got {other:?}"),
-    }
-}
-
 /// (seq, kind, from, text) of each `message` frame.
 fn events(frames: &[ServerFrame]) -> Vec<(i64, MessageKind, String, String)> {
     frames

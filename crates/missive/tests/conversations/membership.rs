@@ -30,7 +30,7 @@ async fn every_device_of_every_member_gets_every_group_message_once_in_order() {
     for round in 0..2 {
         for (idx, device) in devices.iter_mut().enumerate() {
             let text = format!("r{round}-d{idx}");
-            let (_, _, seq) = sent(
+            let (_, _, seq) = sent_message(
                 device
                     .send_to(group.conversation, &text, &text, None)
                     .await
@@ -98,7 +98,7 @@ async fn membership_boundaries_hold_for_added_and_removed_members() {
         .unwrap();
     let id = group.conversation;
     let mut alice_ws = server.connect(&alice).await;
-    sent(
+    sent_message(
         alice_ws
             .send_to(id, "before", "before dave", None)
             .await
@@ -106,7 +106,7 @@ async fn membership_boundaries_hold_for_added_and_removed_members() {
     );
     let info = server.api.add_members(&alice, id, &["dave"]).await.unwrap();
     assert_eq!(info.members.len(), 3);
-    sent(
+    sent_message(
         alice_ws
             .send_to(id, "after", "after dave", None)
             .await
@@ -127,7 +127,7 @@ async fn membership_boundaries_hold_for_added_and_removed_members() {
     );
 
     server.api.remove_member(&alice, id, "bob").await.unwrap();
-    sent(
+    sent_message(
         alice_ws
             .send_to(id, "gone", "bob is gone", None)
             .await
@@ -157,12 +157,7 @@ async fn admin_rules_and_the_last_admin_leaving() {
     let bob = server.user("bob").await;
     server.user("carol").await;
     server.user("dave").await;
-    let id = server
-        .api
-        .create_group(&alice, "g", &["bob"])
-        .await
-        .unwrap()
-        .conversation;
+    let id = server.group(&alice, "g", &["bob"]).await;
     only_admins_change_the_group(&server, &alice, &bob, id).await;
     the_last_admin_leaving_promotes_the_longest_standing(&server, &alice, &bob, id).await;
 }
@@ -250,18 +245,13 @@ async fn a_non_member_can_do_nothing_to_a_group() {
     let alice = server.user("alice").await;
     server.user("bob").await;
     let eve = server.user("eve").await;
-    let id = server
-        .api
-        .create_group(&alice, "private", &["bob"])
-        .await
-        .unwrap()
-        .conversation;
+    let id = server.group(&alice, "private", &["bob"]).await;
     let mut alice_ws = server.connect(&alice).await;
-    let (message, _, seq) = sent(alice_ws.send_to(id, "m", "secret", None).await.unwrap());
+    let (message, _, seq) = sent_message(alice_ws.send_to(id, "m", "secret", None).await.unwrap());
     let _eve_ws = every_frame_of_an_outsider_is_refused(&server, &eve, id, &message, seq).await;
     every_request_of_an_outsider_is_refused(&server, &eve, id, &message).await;
     // Nothing changed: the next message is seq 3 (created, secret, this).
-    let (_, _, next) = sent(
+    let (_, _, next) = sent_message(
         alice_ws
             .send_to(id, "m2", "still private", None)
             .await
@@ -431,22 +421,17 @@ async fn a_new_member_learns_nothing_about_messages_from_before_joining() {
     let alice = server.user("alice").await;
     server.user("bob").await;
     let dave = server.user("dave").await;
-    let id = server
-        .api
-        .create_group(&alice, "g", &["bob"])
-        .await
-        .unwrap()
-        .conversation;
+    let id = server.group(&alice, "g", &["bob"]).await;
     let mut alice_ws = server.connect(&alice).await;
-    let (old, _, _) = sent(alice_ws.send_to(id, "m1", "plan v1", None).await.unwrap());
+    let (old, _, _) = sent_message(alice_ws.send_to(id, "m1", "plan v1", None).await.unwrap());
     server.api.add_members(&alice, id, &["dave"]).await.unwrap();
-    sent(
+    sent_message(
         alice_ws
             .edit(id, "e1", &old, "secret plan v2")
             .await
             .unwrap(),
     );
-    let (fresh, _, _) = sent(
+    let (fresh, _, _) = sent_message(
         alice_ws
             .send_to(id, "m2", "welcome dave", None)
             .await
@@ -476,7 +461,7 @@ async fn a_new_member_learns_nothing_about_messages_from_before_joining() {
         refused_code(server.api.receipts(&dave, id, &old).await),
         "unknown_message"
     );
-    sent(dave_ws.react(id, "r3", &fresh, Some("👋")).await.unwrap());
+    sent_message(dave_ws.react(id, "r3", &fresh, Some("👋")).await.unwrap());
     let list = server.api.conversations(&dave).await.unwrap();
     // Of added, the hidden edit, welcome and the own reaction, only
     // alice's text counts.

@@ -14,14 +14,10 @@ async fn receipts_are_kept_per_member() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
-    let id = server
-        .api
-        .create_group(&alice, "g", &["bob", "carol"])
-        .await
-        .unwrap()
-        .conversation;
+    let id = server.group(&alice, "g", &["bob", "carol"]).await;
     let mut alice_ws = server.connect(&alice).await;
-    let (message_id, _, seq) = sent(alice_ws.send_to(id, "m", "hello all", None).await.unwrap());
+    let (message_id, _, seq) =
+        sent_message(alice_ws.send_to(id, "m", "hello all", None).await.unwrap());
     let mut bob_ws = server.connect(&bob).await;
     drain(&mut bob_ws, 2).await;
     let receipt = queued(&mut alice_ws, 1).await;
@@ -111,8 +107,8 @@ async fn edits_and_deletes_are_for_the_author_within_the_window() {
     let bob = server.user("bob").await;
     let mut alice_ws = server.connect(&alice).await;
     let mut bob_ws = server.connect(&bob).await;
-    let (first, id, _) = sent(alice_ws.send_text("bob", "m1", "helo").await.unwrap());
-    let (second, _, _) = sent(alice_ws.send_text("bob", "m2", "second").await.unwrap());
+    let (first, id, _) = sent_message(alice_ws.send_text("bob", "m1", "helo").await.unwrap());
+    let (second, _, _) = sent_message(alice_ws.send_text("bob", "m2", "second").await.unwrap());
     assert_eq!(
         refused_code(bob_ws.edit(id, "e0", &first, "mine now").await),
         "not_author"
@@ -125,7 +121,7 @@ async fn edits_and_deletes_are_for_the_author_within_the_window() {
         refused_code(alice_ws.edit(id, "e1", "no-such-id", "x").await),
         "unknown_message"
     );
-    sent(alice_ws.edit(id, "e2", &first, "hello").await.unwrap());
+    sent_message(alice_ws.edit(id, "e2", &first, "hello").await.unwrap());
     let frames = drain(&mut bob_ws, 3).await;
     assert!(
         matches!(&frames[2], ServerFrame::Message { kind: MessageKind::Edit, target: Some(t), text, .. } if *t == first && text == "hello"),
@@ -146,7 +142,7 @@ async fn edits_and_deletes_are_for_the_author_within_the_window() {
         "edit_window_closed"
     );
 
-    sent(alice_ws.delete(id, "d1", &first).await.unwrap());
+    sent_message(alice_ws.delete(id, "d1", &first).await.unwrap());
     let history = server.api.history(&bob, id, "").await.unwrap();
     let tombstone = history
         .messages
@@ -188,13 +184,13 @@ async fn reactions_replace_and_remove_and_replies_point_at_their_target() {
     server.user("carol").await;
     let mut alice_ws = server.connect(&alice).await;
     let mut bob_ws = server.connect(&bob).await;
-    let (message, id, _) = sent(
+    let (message, id, _) = sent_message(
         alice_ws
             .send_text("bob", "m1", "react to me")
             .await
             .unwrap(),
     );
-    let (elsewhere, _, _) = sent(
+    let (elsewhere, _, _) = sent_message(
         alice_ws
             .send_text("carol", "m2", "other chat")
             .await
@@ -211,9 +207,9 @@ async fn reactions_replace_and_remove_and_replies_point_at_their_target() {
             .map(|r| (r.user.clone(), r.emoji.clone()))
             .collect()
     };
-    sent(bob_ws.react(id, "r1", &message, Some("👍")).await.unwrap());
-    sent(bob_ws.react(id, "r2", &message, Some("❤️")).await.unwrap());
-    sent(
+    sent_message(bob_ws.react(id, "r1", &message, Some("👍")).await.unwrap());
+    sent_message(bob_ws.react(id, "r2", &message, Some("❤️")).await.unwrap());
+    sent_message(
         alice_ws
             .react(id, "r3", &message, Some("😂"))
             .await
@@ -227,7 +223,7 @@ async fn reactions_replace_and_remove_and_replies_point_at_their_target() {
             ("bob".to_string(), "❤️".to_string())
         ]
     );
-    sent(bob_ws.react(id, "r4", &message, None).await.unwrap());
+    sent_message(bob_ws.react(id, "r4", &message, None).await.unwrap());
     let history = server.api.history(&alice, id, "").await.unwrap();
     assert_eq!(
         reactions(&history),
@@ -261,7 +257,7 @@ async fn a_reply_points_at_its_target(
         .send_to(id, "re1", "replying", Some(message))
         .await
         .unwrap();
-    let (reply_id, _, _) = sent(reply);
+    let (reply_id, _, _) = sent_message(reply);
     assert_eq!(
         refused_code(bob_ws.send_to(id, "re2", "bad", Some(elsewhere)).await),
         "unknown_message"

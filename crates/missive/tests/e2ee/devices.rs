@@ -58,9 +58,7 @@ async fn a_new_device_verified_by_an_old_one_reads_what_came_before_it() {
     // sent before it existed until the user verifies it from the first
     // device (both compare the same codes); the first then forwards its
     // room keys, and the new device's own saved keys open the message.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (_data_dir, config_dir, server) = server_and_config_dir();
     let (dir, url) = (config_dir.path().to_owned(), server.url.clone());
     let laptop_device =
         tokio::task::spawn_blocking(move || the_laptop_logs_in_after_bobs_message(&dir, &url))
@@ -213,20 +211,9 @@ fn alice_sends_a_file_into_an_encrypted_group(
         ok(user, &["register", user]);
         ok(user, &["login", user]);
     }
-    let created: serde_json::Value = serde_json::from_str(&ok(
-        "alice",
-        &[
-            "group",
-            "create",
-            "vault",
-            "--member",
-            "bob",
-            "--member",
-            "carol",
-            "--encrypted",
-        ],
-    ))
-    .expect("group json");
+    let created: serde_json::Value =
+        serde_json::from_str(&ok("alice", &encrypted_group_of_bob_and_carol("vault")))
+            .expect("group json");
     let group = created["conversation"].as_i64().expect("id").to_string();
     ok(
         "alice",

@@ -44,9 +44,7 @@ async fn the_cli_encrypts_end_to_end_and_the_store_holds_no_plaintext() {
     // next message is under a new key that the removed member's own saved
     // keys cannot open; a tampered ciphertext is shown as rejected, not as
     // text.
-    let data_dir = tempfile::tempdir().unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data_dir.path());
+    let (data_dir, config_dir, server) = server_and_config_dir();
     let url = server.url.clone();
     let dir = config_dir.path().to_owned();
     let (group, alice_token) = {
@@ -116,20 +114,9 @@ fn an_encrypted_group_and_a_direct_message_reach_their_readers(
     url: &str,
 ) -> i64 {
     let ok = |profile: &str, args: &[&str]| cli_ok(dir, url, profile, args);
-    let created: serde_json::Value = serde_json::from_str(&ok(
-        "alice",
-        &[
-            "group",
-            "create",
-            "sealed",
-            "--member",
-            "bob",
-            "--member",
-            "carol",
-            "--encrypted",
-        ],
-    ))
-    .expect("group json");
+    let created: serde_json::Value =
+        serde_json::from_str(&ok("alice", &encrypted_group_of_bob_and_carol("sealed")))
+            .expect("group json");
     assert_eq!(created["encrypted"], true);
     let group = created["conversation"].as_i64().expect("id");
     ok(

@@ -233,12 +233,7 @@ async fn nodes_whose_clocks_are_minutes_off_reap_no_one_and_lose_nothing() {
     let cluster = skewed_cluster(&db, faketime);
     let api = cluster.api(0);
     let devices = population(&api, 5, 3).await;
-    api.register("watcher", PASSWORD).await.expect("register");
-    let watcher_token = api
-        .login("watcher", PASSWORD, "w")
-        .await
-        .expect("login")
-        .token;
+    let watcher_token = watcher_token(&api).await;
     let nodes = Nodes::new(cluster.urls.clone());
     let began_ms = missive_core::Clock::now_ms(&missive_core::SystemClock);
     let workload = Workload::start(&devices, &nodes, PACE);

@@ -208,12 +208,7 @@ async fn a_watcher_sees_member3_online(api: &Api) -> Connection {
     // member (who has no other connection) go offline. The server counts
     // the slow consumer before it announces that. The watcher is in no
     // conversation, so the flood does not reach it.
-    api.register("watcher", PASSWORD).await.expect("register");
-    let watcher_token = api
-        .login("watcher", PASSWORD, "w")
-        .await
-        .expect("login")
-        .token;
+    let watcher_token = watcher_token(api).await;
     let mut watcher = Connection::connect(&api.ws_url(), &watcher_token)
         .await
         .expect("connect");

@@ -194,7 +194,6 @@ impl Dice {
     }
 }
 
-/// [`UNDELIVERED`] in a PostgreSQL store.
 /// The end of a cluster scenario: nothing waits for any device; the
 /// nodes stop and their database is dropped.
 async fn every_device_drained(cluster: cluster::Cluster, db: cluster::Database) {
@@ -207,8 +206,19 @@ async fn every_device_drained(cluster: cluster::Cluster, db: cluster::Database) 
     db.drop_now().await;
 }
 
+/// [`UNDELIVERED`] in a PostgreSQL store.
 async fn postgres_undelivered(url: &str) -> i64 {
     cluster::query(url, UNDELIVERED, &[]).await[0].get(0)
+}
+
+/// Registers `watcher`, an account in no conversation, and logs in its
+/// one device; returns its token.
+async fn watcher_token(api: &Api) -> String {
+    api.register("watcher", PASSWORD).await.expect("register");
+    api.login("watcher", PASSWORD, "w")
+        .await
+        .expect("login")
+        .token
 }
 
 /// Three nodes on `store_url` and `bus_url` with the workload's settings,

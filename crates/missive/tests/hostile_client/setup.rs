@@ -105,12 +105,7 @@ async fn victims_chats(server: &TestServer, victim_token: &str, carol_token: &st
             .await
             .expect("send"),
     );
-    let group = server
-        .api
-        .create_group(victim_token, "private", &["carol"])
-        .await
-        .expect("group")
-        .conversation;
+    let group = server.group(victim_token, "private", &["carol"]).await;
     let sent_second = victim.send_to(group, "v-2", "group hello", None).await;
     let (_, second) = sent(sent_second.expect("send"));
     let sent_reply = carol
@@ -170,12 +165,7 @@ async fn carol_acks_and_reads(
 
 /// Mallory's own world: a group with carol and a 1:1 with her.
 async fn mallorys_chats(server: &TestServer, mallory_token: &str) -> Mallorys {
-    let group = server
-        .api
-        .create_group(mallory_token, "mine", &["carol"])
-        .await
-        .expect("group")
-        .conversation;
+    let group = server.group(mallory_token, "mine", &["carol"]).await;
     let mut hostile = server.connect(mallory_token).await;
     let (direct, message) = sent(
         hostile

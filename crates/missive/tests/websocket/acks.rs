@@ -46,16 +46,8 @@ async fn a_cumulative_ack_moves_one_conversation_of_one_device() {
     let laptop_token = server.device("bob").await;
     let mut alice = server.connect(&alice_token).await;
     let mut carol = server.connect(&carol_token).await;
-    let mut with_alice = 0;
-    for i in 1..=5 {
-        let text = format!("a{i}");
-        with_alice = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
-    }
-    let mut with_carol = 0;
-    for i in 1..=3 {
-        let text = format!("c{i}");
-        with_carol = sent_conversation(&carol.send_text("bob", &text, &text).await.unwrap());
-    }
+    let with_alice = send_numbered(&mut alice, "bob", "a", 5).await;
+    let with_carol = send_numbered(&mut carol, "bob", "c", 3).await;
     let mut bob = server.connect(&bob_token).await;
     let frames = queued(&mut bob, 8).await;
     assert_eq!(ack_points(&frames), [(with_alice, 5), (with_carol, 3)]);
@@ -116,11 +108,7 @@ async fn an_ack_without_an_id_is_applied_but_not_answered() {
     let alice_token = server.user("alice").await;
     let bob_token = server.user("bob").await;
     let mut alice = server.connect(&alice_token).await;
-    let mut conversation = 0;
-    for i in 1..=3 {
-        let text = format!("m{i}");
-        conversation = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
-    }
+    let conversation = send_numbered(&mut alice, "bob", "m", 3).await;
     let mut bob = server.connect(&bob_token).await;
     assert_eq!(seqs(&queued(&mut bob, 3).await), [1, 2, 3]);
     bob.ack_quietly(conversation, 2).await.unwrap();
@@ -159,11 +147,7 @@ async fn refused_acks_carry_their_id_and_change_nothing() {
     let carol_token = server.user("carol").await;
     server.user("dave").await;
     let mut alice = server.connect(&alice_token).await;
-    let mut conversation = 0;
-    for i in 1..=3 {
-        let text = format!("m{i}");
-        conversation = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
-    }
+    let conversation = send_numbered(&mut alice, "bob", "m", 3).await;
     let mut carol = server.connect(&carol_token).await;
     let elsewhere = sent_conversation(&carol.send_text("dave", "c1", "private").await.unwrap());
     let mut bob = server.connect(&bob_token).await;
@@ -225,11 +209,7 @@ async fn receipt_cursors_are_live_for_the_author_and_listed_for_one_who_was_away
     let alice_token = server.user("alice").await;
     let bob_token = server.user("bob").await;
     let mut alice = server.connect(&alice_token).await;
-    let mut conversation = 0;
-    for i in 1..=3 {
-        let text = format!("m{i}");
-        conversation = sent_conversation(&alice.send_text("bob", &text, &text).await.unwrap());
-    }
+    let conversation = send_numbered(&mut alice, "bob", "m", 3).await;
     let mut bob = server.connect(&bob_token).await;
     let frames = queued(&mut bob, 3).await;
     ack_received(&mut bob, &frames).await;

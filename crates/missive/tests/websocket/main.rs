@@ -9,15 +9,3 @@ mod delivery;
 
 use common::*;
 use missive_proto::{ClientFrame, ServerFrame};
-
-fn sent_seq(frame: &ServerFrame) -> (String, i64, bool) {
-    match frame {
-        ServerFrame::Sent {
-            message_id,
-            seq,
-            duplicate,
-            ..
-        } => (message_id.clone(), *seq, *duplicate),
-        other => panic!("expected sent, got {other:?}"),
-    }
-}
