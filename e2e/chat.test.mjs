@@ -44,6 +44,53 @@ async function withServer(body, { env = {} } = {}) {
   }
 }
 
+/** Two users on pages of their own, each registered: alice and bob, and their (fresh) names. */
+async function aliceAndBob(open) {
+  const alice = await open();
+  const bob = await open();
+  const aliceName = username('alice');
+  const bobName = username('bob');
+  await register(alice, aliceName);
+  await register(bob, bobName);
+  return { alice, bob, aliceName, bobName };
+}
+
+/**
+ * alice writes `text` to bob, who reads it; once every page's chat list has settled, the server is killed, both
+ * pages' new WebSocket attempts held (see holdWebSockets): the functions that release them.
+ */
+async function readThenServerDown({ server, pages, alice, bob, aliceName, bobName }, text) {
+  await startChat(alice, bobName);
+  await sendText(alice, text);
+  await openChat(bob, aliceName);
+  await waitTicks(alice, text, 'read');
+  // Settle first: a list refresh already due would otherwise meet the dead server and log a failed request.
+  for (const page of pages) await page.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
+
+  const releases = [await holdWebSockets(alice), await holdWebSockets(bob)];
+  await server.kill();
+  return releases;
+}
+
+/** Through `cdp` (a page's CDP session), add `latency` ms to requests and cap uploads at `bytesPerSecond` (-1: no cap). */
+function limitUploads(cdp, latency, bytesPerSecond) {
+  return cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency, downloadThroughput: -1, uploadThroughput: bytesPerSecond,
+  });
+}
+
+/** From now on the page keeps in `window.revokedUrls` every URL it revokes. */
+function recordRevokedUrls(page) {
+  return page.evaluate(() => {
+    window.revokedUrls = [];
+    const revoke = URL.revokeObjectURL.bind(URL);
+    URL.revokeObjectURL = (url) => {
+      window.revokedUrls.push(url);
+      revoke(url);
+    };
+  });
+}
+
 /** The page's session token, for REST calls as that user. */
 function tokenOf(page) {
   return page.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
@@ -63,12 +110,7 @@ async function messageMenu(page, text) {
 test('two users chat both ways: ticks, typing, presence, reply, react, edit, delete', { timeout: TEST_TIMEOUT_MS }, async () => {
   // Goal: the everyday 1:1 flow end to end, with each live update observed in the other browser.
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
 
     // Bob closes the app, so Alice's first message can only be stored: one tick.
     await bob.goto('about:blank');
@@ -147,12 +189,7 @@ test('ticks follow the receipt cursors: delivered once the other page opens, rea
   // Alice's ticks move with the `delivered` and `read` cursor frames; and since those are live only, a reload
   // shows the same ticks from GET /v1/conversations alone, message by message.
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
     await bob.goto('about:blank');
 
     const texts = ['cursor one', 'cursor two', 'cursor three'];
@@ -208,12 +245,7 @@ test('messages that expire before they reach a device leave a note in its chat, 
     MISSIVE_DELIVERY__SWEEP_INTERVAL_SECS: '1',
   };
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
     await bob.goto('about:blank');
 
     await startChat(alice, bobName);
@@ -306,12 +338,7 @@ test('a group of three: create, chat, read ticks, remove a member, leave', { tim
 test('an uploaded image shows as a thumbnail on the other side, with the full image on click', { timeout: TEST_TIMEOUT_MS }, async () => {
   // Goal: media upload with progress, display through authenticated fetches, and a clear refusal of a too-large file.
   await withServer(async ({ open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
     await startChat(alice, bobName);
     await sendText(alice, 'A picture follows');
     await openChat(bob, aliceName);
@@ -319,9 +346,7 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
     // Slow uploads down so the progress bar is observable.
     const cdp = await alice.context().newCDPSession(alice);
     await cdp.send('Network.enable');
-    await cdp.send('Network.emulateNetworkConditions', {
-      offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: 256 * 1024,
-    });
+    await limitUploads(cdp, 20, 256 * 1024);
     const png = await makePng(640, 480, { noise: true });
     assert.ok(png.length > 400 * 1024, `the PNG is ${png.length} bytes; it must take a while to upload`);
     await alice.getByTestId('file-input').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: png });
@@ -332,7 +357,7 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
       return value > 0 && value < 1;
     });
     await alice.getByTestId('upload-status').waitFor({ state: 'hidden', timeout: 30000 });
-    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await limitUploads(cdp, 0, -1);
 
     const thumbnail = bob.getByTestId('thumbnail').last();
     await thumbnail.waitFor();
@@ -346,14 +371,7 @@ test('an uploaded image shows as a thumbnail on the other side, with the full im
     await bob.waitForFunction(() => document.querySelector('[data-testid="image-full"]').naturalWidth === 640);
     const fullSrc = await bob.getByTestId('image-full').getAttribute('src');
     // Record what the page revokes, to see the dialog let its blob: URL go.
-    await bob.evaluate(() => {
-      window.revokedUrls = [];
-      const revoke = URL.revokeObjectURL.bind(URL);
-      URL.revokeObjectURL = (url) => {
-        window.revokedUrls.push(url);
-        revoke(url);
-      };
-    });
+    await recordRevokedUrls(bob);
     await bob.getByRole('dialog', { name: 'Image' }).getByRole('button', { name: 'Close' }).click();
     // The full-size image (up to 16 MiB) is let go with the dialog.
     await bob.waitForFunction(() => !document.querySelector('[data-testid="image-full"]').hasAttribute('src'));
@@ -395,21 +413,8 @@ test('after a server restart nothing is lost: messages written offline arrive ex
   // Goal: reconnect with backoff and the persistent outbox. The server is killed, both users write while it is
   // down, and after it returns on the same port every message arrives once, in both directions.
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
-    await startChat(alice, bobName);
-    await sendText(alice, 'before the restart');
-    await openChat(bob, aliceName);
-    await waitTicks(alice, 'before the restart', 'read');
-    // Settle first: a list refresh already due would otherwise meet the dead server and log a failed request.
-    for (const page of pages) await page.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
-
-    const releases = [await holdWebSockets(alice), await holdWebSockets(bob)];
-    await server.kill();
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
+    const releases = await readThenServerDown({ server, pages, alice, bob, aliceName, bobName }, 'before the restart');
     for (const page of [alice, bob]) {
       await page.locator('[data-testid="connection-status"][data-state="offline"]').waitFor();
     }
@@ -442,7 +447,7 @@ test('after a server restart nothing is lost: messages written offline arrive ex
     assert.equal(await alice.evaluate(() => Object.keys(localStorage).filter((key) => key.startsWith('missive.outbox.')).length), 0);
 
     // The server agrees: one stored copy of each, in the order written.
-    const token = await bob.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+    const token = await tokenOf(bob);
     const { conversations } = await server.rest('GET', '/v1/conversations', undefined, token);
     const history = await server.rest('GET', `/v1/conversations/${conversations[0].conversation}/messages?limit=50`, undefined, token);
     const texts = history.messages.map((message) => message.text).reverse();
@@ -464,12 +469,7 @@ test('a text over the limit is refused in the composer; a too-large queued frame
   // frame over the server's 256 KiB (closed with 1009) fails for good while what waits behind it is delivered;
   // and a name nobody has is refused before any chat is opened, without adding anyone as a contact.
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
     await startChat(alice, bobName);
 
     const input = alice.getByLabel('Message', { exact: true });
@@ -522,7 +522,7 @@ test('a text over the limit is refused in the composer; a too-large queued frame
     assert.equal(await conversation(alice, 'nosuchuser').count(), 0, 'no chat was added for nobody');
     assert.equal(await alice.getByLabel('Start a chat with (username)').inputValue(), 'nosuchuser');
     await alice.getByTestId('chat-title').filter({ hasText: bobName }).waitFor();
-    const token = await alice.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+    const token = await tokenOf(alice);
     assert.deepEqual((await server.rest('GET', '/v1/contacts', undefined, token)).users, [], 'starting chats added no contact');
     assertNoProblems(pages);
   });
@@ -532,20 +532,8 @@ test('messages waiting in the outbox survive a reload while the server is down, 
   // Goal: the outbox lives in localStorage, not in the page. Two messages are written while the server is down,
   // the page is reloaded (which cannot even load the app then), and after the restart both arrive exactly once.
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
-    await startChat(alice, bobName);
-    await sendText(alice, 'before the outage');
-    await openChat(bob, aliceName);
-    await waitTicks(alice, 'before the outage', 'read');
-    for (const page of pages) await page.locator('[data-testid="conversation-list"][data-syncing="false"]').waitFor();
-
-    const releases = [await holdWebSockets(alice), await holdWebSockets(bob)];
-    await server.kill();
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
+    const releases = await readThenServerDown({ server, pages, alice, bob, aliceName, bobName }, 'before the outage');
     await alice.locator('[data-testid="connection-status"][data-state="offline"]').waitFor();
     await sendText(alice, 'queued 1');
     await sendText(alice, 'queued 2');
@@ -568,7 +556,7 @@ test('messages waiting in the outbox survive a reload while the server is down, 
     }
     assert.equal(await alice.evaluate(() => Object.keys(localStorage).filter((key) => key.startsWith('missive.outbox.')).length), 0);
 
-    const token = await bob.evaluate(() => JSON.parse(localStorage.getItem('missive.session')).token);
+    const token = await tokenOf(bob);
     const { conversations } = await server.rest('GET', '/v1/conversations', undefined, token);
     const history = await server.rest('GET', `/v1/conversations/${conversations[0].conversation}/messages?limit=50`, undefined, token);
     assert.deepEqual(history.messages.map((message) => message.text).reverse(), ['before the outage', 'queued 1', 'queued 2']);
@@ -579,12 +567,7 @@ test('messages waiting in the outbox survive a reload while the server is down, 
 test('three messages waiting for a closed app show as 3 unread, also after a reload', { timeout: TEST_TIMEOUT_MS }, async () => {
   // Goal: the conversation list and the queued messages that follow it are not counted twice.
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
 
     await bob.goto('about:blank');
     await startChat(alice, bobName);
@@ -1182,12 +1165,7 @@ test('a picked, dropped or pasted photo waits in a preview with a caption; only 
   // Goal: no file leaves before the user has seen what it is. The preview shows the picture, its name and size,
   // and takes what the compose box held as the caption; Cancel sends nothing, Send sends the photo with the caption.
   await withServer(async ({ open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
     const uploads = [];
     alice.on('request', (request) => {
       if (request.method() === 'POST' && new URL(request.url()).pathname === '/v1/media') uploads.push(request.url());
@@ -1264,12 +1242,7 @@ test('a thumbnail that failed while the server was down loads once the connectio
   // Goal: a photo is not left broken for the page's life because its thumbnail was asked for just as the server
   // died: the failure is not cached, and the picture is fetched again on reconnect.
   await withServer(async ({ server, open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
     await startChat(alice, bobName);
     await alice.getByLabel('Message', { exact: true }).fill('Held photo');
     await alice.getByTestId('file-input').setInputFiles({ name: 'held.png', mimeType: 'image/png', buffer: await makePng(64, 48) });
@@ -1340,12 +1313,7 @@ test('messages from others notify while the tab is hidden, once the user has ena
   // arrives while the page is hidden shows a notification with the sender and text (clicking it opens the chat);
   // none while the page is visible, and none for our own messages.
   await withServer(async ({ open, pages }) => {
-    const alice = await open();
-    const bob = await open();
-    const aliceName = username('alice');
-    const bobName = username('bob');
-    await register(alice, aliceName);
-    await register(bob, bobName);
+    const { alice, bob, aliceName, bobName } = await aliceAndBob(open);
     await bob.context().grantPermissions(['notifications']);
     await bob.addInitScript(fakeNotificationsAndVisibility);
     await bob.reload();

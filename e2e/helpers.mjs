@@ -202,17 +202,18 @@ export async function holdWebSockets(page) {
 }
 
 export async function register(page, name, password = 'correct horse') {
-  await page.getByLabel('Username', { exact: true }).fill(name);
-  await page.getByLabel('Password', { exact: true }).fill(password);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.getByTestId('me-name').filter({ hasText: name }).waitFor();
-  await waitOnline(page);
+  await submitCredentials(page, name, password, 'Create account');
 }
 
 export async function login(page, name, password = 'correct horse') {
+  await submitCredentials(page, name, password, 'Log in');
+}
+
+/** Fill in the start page's form, press `button`, and wait until the page is online as `name`. */
+async function submitCredentials(page, name, password, button) {
   await page.getByLabel('Username', { exact: true }).fill(name);
   await page.getByLabel('Password', { exact: true }).fill(password);
-  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: button }).click();
   await page.getByTestId('me-name').filter({ hasText: name }).waitFor();
   await waitOnline(page);
 }
