@@ -108,7 +108,9 @@ async fn release(state: Arc<AppState>, device: DeviceId, account: AccountId, ann
     }
     match announce {
         Announce::Yes => state.social.device_disconnected(account).await,
-        Announce::No => state.social.record_last_seen(account).await,
+        Announce::No => {
+            state.social.record_last_seen(account).await;
+        }
     }
 }
 

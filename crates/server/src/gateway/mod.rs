@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Router};
-use missive_core::model::Relation;
+use missive_core::model::{GroupChange, Relation};
 
 use crate::AppState;
 
@@ -49,12 +49,12 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{id}/members", post(social_http::add_members))
         .route(
             "/v1/groups/{id}/members/{username}",
-            delete(social_http::remove_member),
+            member_change(GroupChange::Remove),
         )
         .route("/v1/groups/{id}/admins", post(social_http::promote))
         .route(
             "/v1/groups/{id}/admins/{username}",
-            delete(social_http::demote),
+            member_change(GroupChange::Demote),
         )
         .route("/v1/groups/{id}/leave", post(social_http::leave))
         .route("/v1/conversations", get(social_http::conversations))
@@ -104,4 +104,9 @@ fn relation_list(relation: Relation) -> MethodRouter<Arc<AppState>> {
 /// `DELETE` of one user from one relation's list.
 fn relation_entry(relation: Relation) -> MethodRouter<Arc<AppState>> {
     delete(social_http::unrelate).layer(Extension(relation))
+}
+
+/// `DELETE` of a named member, making `change` to them.
+fn member_change(change: social_http::MemberChange) -> MethodRouter<Arc<AppState>> {
+    delete(social_http::change_named_member).layer(Extension(change))
 }

@@ -91,6 +91,6 @@ impl IntoResponse for ServiceError {
 
 /// A `Retry-After` header's whole seconds: rounded up, so a client that
 /// obeys it is not refused again.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

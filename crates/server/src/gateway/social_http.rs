@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use missive_core::ConversationId;
 use missive_core::model::{ConversationKind, GroupChange, Relation, Setting};
+use missive_core::{AccountId, ConversationId};
 use missive_proto::ErrorCode;
 use missive_proto::rest::{
     AddMembersRequest, ConversationKind as WireKind, ConversationList, ConversationSummary,
@@ -91,9 +91,16 @@ pub(super) async fn add_members(
     ))
 }
 
-/// `DELETE /v1/groups/{id}/members/{username}` (admins).
-pub(super) async fn remove_member(
+/// The change a member route makes to the named member (`Remove` or
+/// `Demote`), given to [`change_named_member`] by its route.
+pub(super) type MemberChange = fn(AccountId) -> GroupChange;
+
+/// `DELETE /v1/groups/{id}/members/{username}` and
+/// `DELETE /v1/groups/{id}/admins/{username}` (admins): removes or demotes
+/// the member the path names.
+pub(super) async fn change_named_member(
     State(state): Shared,
+    Extension(change): Extension<MemberChange>,
     Authenticated(auth): Authenticated,
     Path((id, username)): Path<(String, String)>,
 ) -> Result<Json<GroupInfo>, ServiceError> {
@@ -101,7 +108,7 @@ pub(super) async fn remove_member(
     Ok(Json(
         state
             .groups
-            .change_member(&auth, conversation, &username, GroupChange::Remove)
+            .change_member(&auth, conversation, &username, change)
             .await?,
     ))
 }
@@ -119,21 +126,6 @@ pub(super) async fn promote(
         state
             .groups
             .change_member(&auth, conversation, &request.username, GroupChange::Promote)
-            .await?,
-    ))
-}
-
-/// `DELETE /v1/groups/{id}/admins/{username}` (admins).
-pub(super) async fn demote(
-    State(state): Shared,
-    Authenticated(auth): Authenticated,
-    Path((id, username)): Path<(String, String)>,
-) -> Result<Json<GroupInfo>, ServiceError> {
-    let conversation = conversation_id(&id)?;
-    Ok(Json(
-        state
-            .groups
-            .change_member(&auth, conversation, &username, GroupChange::Demote)
             .await?,
     ))
 }

@@ -338,25 +338,23 @@ impl Social {
     /// A device of `account` disconnected; if none is left on any node,
     /// record last seen and announce.
     pub async fn device_disconnected(&self, account: AccountId) {
-        if self.online_anywhere(account).await {
-            return;
+        if self.record_last_seen(account).await {
+            self.announce(account).await;
         }
-        if let Err(err) = self.store.set_last_seen(account, self.clock.now_ms()).await {
-            tracing::debug!(%err, "could not record last seen");
-        }
-        self.announce(account).await;
     }
 
     /// Records that the account was online until now, unless a device of it
-    /// still is (used when a long-poll ends; no announcement, so polling
-    /// clients do not make their presence flap).
-    pub async fn record_last_seen(&self, account: AccountId) {
+    /// still is; whether it recorded (the account is offline). Alone, as a
+    /// long-poll ends, it announces nothing, so polling clients do not make
+    /// their presence flap.
+    pub async fn record_last_seen(&self, account: AccountId) -> bool {
         if self.online_anywhere(account).await {
-            return;
+            return false;
         }
         if let Err(err) = self.store.set_last_seen(account, self.clock.now_ms()).await {
             tracing::debug!(%err, "could not record last seen");
         }
+        true
     }
 
     /// Whether a device of the account is live on any node; when the store
