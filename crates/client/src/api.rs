@@ -218,7 +218,7 @@ impl Api {
     ) -> Result<GroupInfo, ClientError> {
         let body = CreateGroupRequest {
             name: name.into(),
-            members: members.iter().map(|m| m.to_string()).collect(),
+            members: members.iter().map(ToString::to_string).collect(),
             encrypted: None,
         };
         self.create_group_as(token, &body).await

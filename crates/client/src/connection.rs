@@ -409,7 +409,7 @@ impl Connection {
     ) -> Result<Vec<ServerFrame>, ClientError> {
         self.call_ok(|id| ClientFrame::SubscribePresence {
             id,
-            users: users.iter().map(|user| user.to_string()).collect(),
+            users: users.iter().map(ToString::to_string).collect(),
         })
         .await?;
         let distinct = users

@@ -407,7 +407,7 @@ async fn copy_table(
 async fn copy_media(
     source: &Source,
     target: &Target,
-    config: &missive_server::Config,
+    config: &Config,
     database: &Path,
     step: Step,
 ) -> Result<MediaMoved, MigrateError> {

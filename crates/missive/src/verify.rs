@@ -249,7 +249,7 @@ impl Exchange<'_> {
         let mut devices = encryption::member_devices(self.api, self.saved, &me).await?;
         devices.retain(|device| device.device_id == device_id);
         encryption::open_sessions(self.api, self.saved, self.vault, &mut devices, &|warning| {
-            eprintln!("warning: {warning}")
+            eprintln!("warning: {warning}");
         })
         .await?;
         let Some(device) = devices.first() else {

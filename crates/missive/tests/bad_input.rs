@@ -11,10 +11,7 @@ use missive_proto::ServerFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Sends a raw frame and returns the error reply's (code, id).
-async fn error_for(
-    connection: &mut missive_client::Connection,
-    raw: &str,
-) -> (String, Option<String>) {
+async fn error_for(connection: &mut Connection, raw: &str) -> (String, Option<String>) {
     connection.send_raw(raw).await.unwrap();
     loop {
         match connection.next_frame(PROMPTLY).await.unwrap() {
@@ -274,7 +271,7 @@ async fn the_first_frame_must_authenticate_in_time() {
         .unwrap();
     assert_eq!(close_of(&mut eager).await, (4002, "auth_failed".into()));
 
-    let bad = missive_client::Connection::connect(&server.api.ws_url(), "0000").await;
+    let bad = Connection::connect(&server.api.ws_url(), "0000").await;
     assert_eq!(refused_code(bad.map(|_| ())), "token_invalid");
 
     // Pinging as fast as it can, never authenticating, does not keep a

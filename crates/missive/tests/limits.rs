@@ -138,7 +138,7 @@ fn online(frame: &ServerFrame, user: &str) -> bool {
 /// Waits until `watcher` is told that `user` is offline: every connection
 /// of theirs has ended, and (the session gives its slots back before
 /// presence is recorded) every connection slot of theirs is free.
-async fn until_offline(watcher: &mut missive_client::Connection, user: &str) {
+async fn until_offline(watcher: &mut Connection, user: &str) {
     while online(&next_ephemeral(watcher).await, user) {}
 }
 
@@ -424,7 +424,7 @@ async fn an_accounts_websockets_are_limited_after_auth() {
     until_offline(&mut bob, "alice").await;
     let _tablet_ws = server.connect(&tablet).await;
     let _phone_ws = server.connect(&phone).await;
-    let refused = missive_client::Connection::connect(&server.api.ws_url(), &laptop).await;
+    let refused = Connection::connect(&server.api.ws_url(), &laptop).await;
     assert_eq!(refused_code(refused.map(|_| ())), "rate_limited");
 }
 
@@ -661,7 +661,7 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) 
     let mut buf = [0u8; 512];
     loop {
         match tokio::time::timeout(within, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(0) | Err(_)) => return true,
             Ok(Ok(_)) => continue,
             Err(_) => return false,
         }

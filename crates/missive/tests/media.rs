@@ -150,7 +150,7 @@ async fn an_upload_keeps_its_file_name_for_downloads() {
         client_msg_id: "named".into(),
         text: String::new(),
         reply_to: None,
-        media: vec![id.to_owned()],
+        media: vec![id.clone()],
         encrypted: false,
     };
     alice_ws.request(&send, "s").await.unwrap();

@@ -37,11 +37,7 @@ async fn system_actions(server: &TestServer, token: &str, conversation: i64) -> 
 
 /// Sends `frame` (whose correlation id is `id`) on `socket` and returns
 /// the `retry_after_ms` of the `rate_limited` error answering it.
-async fn refused_with_wait(
-    socket: &mut missive_client::Connection,
-    frame: ClientFrame,
-    id: &str,
-) -> u64 {
+async fn refused_with_wait(socket: &mut Connection, frame: ClientFrame, id: &str) -> u64 {
     socket.send_frame(&frame).await.expect("send");
     loop {
         match socket.next_frame(PROMPTLY).await.expect("frame") {

@@ -35,11 +35,11 @@ fn codec(c: &mut Criterion) {
         );
         group.throughput(Throughput::Elements(1));
         group.bench_function(format!("decode_send_{text_bytes}b"), |b| {
-            b.iter(|| decode_client_frame(std::hint::black_box(&send)).expect("valid frame"))
+            b.iter(|| decode_client_frame(std::hint::black_box(&send)).expect("valid frame"));
         });
         let frame = message(text_bytes);
         group.bench_function(format!("encode_message_{text_bytes}b"), |b| {
-            b.iter(|| std::hint::black_box(&frame).to_json())
+            b.iter(|| std::hint::black_box(&frame).to_json());
         });
         // What a receiving client pays per delivery: the whole frame, or
         // only what it routes and acks by.
@@ -47,10 +47,10 @@ fn codec(c: &mut Criterion) {
         group.bench_function(format!("decode_message_{text_bytes}b"), |b| {
             b.iter(|| {
                 serde_json::from_str::<ServerFrame>(std::hint::black_box(&json)).expect("valid")
-            })
+            });
         });
         group.bench_function(format!("view_message_{text_bytes}b"), |b| {
-            b.iter(|| FrameView::parse(std::hint::black_box(&json)).expect("valid"))
+            b.iter(|| FrameView::parse(std::hint::black_box(&json)).expect("valid"));
         });
     }
     group.finish();

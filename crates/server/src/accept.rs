@@ -103,7 +103,7 @@ impl Admission {
         let mut unauthenticated = self
             .unauthenticated
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = unauthenticated.entry(ip).or_insert(0);
         if *count >= self.unauthenticated_per_ip_max {
             drop(unauthenticated);
@@ -122,7 +122,7 @@ impl Admission {
         let mut unauthenticated = self
             .unauthenticated
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(count) = unauthenticated.get_mut(&ip) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -327,7 +327,7 @@ mod tests {
             .unwrap_or(4096);
         // The kernel caps the queue at somaxconn; stay below both.
         let burst = 300.min(somaxconn.saturating_sub(1));
-        let connects = (0..burst).map(|_| tokio::net::TcpStream::connect(addr));
+        let connects = (0..burst).map(|_| TcpStream::connect(addr));
         let connected = tokio::time::timeout(
             Duration::from_secs(30),
             futures_util::future::join_all(connects),

@@ -45,7 +45,7 @@ impl LeaseClock {
     /// Measures the offset from the store's clock, halfway through the
     /// round trip; an embedded store's clock is ours (offset 0). A failure
     /// keeps the last offset: clocks drift slowly.
-    pub async fn sync(&self, store: &dyn missive_store::Store, lease_ms: u64) {
+    pub async fn sync(&self, store: &dyn Store, lease_ms: u64) {
         let before = SystemClock.now_ms();
         let store_now = match store.clock_ms().await {
             Ok(Some(store_now)) => store_now,

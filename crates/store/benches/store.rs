@@ -122,8 +122,8 @@ fn batch(c: &mut Criterion) {
                     for send in sends.collect::<Vec<_>>() {
                         send.await.expect("task").expect("append");
                     }
-                })
-            })
+                });
+            });
         });
         runtime.block_on(store.shutdown());
     }
@@ -166,7 +166,7 @@ fn fan_out(c: &mut Criterion) {
                     .block_on(store.append_message(text(conversation, creator, n)))
                     .expect("append");
                 assert_eq!(appended.recipients.len(), members - 1);
-            })
+            });
         });
         runtime.block_on(store.shutdown());
     }
@@ -223,8 +223,8 @@ fn catch_up(c: &mut Criterion) {
                     }
                 }
                 assert_eq!(read, BACKLOG);
-            })
-        })
+            });
+        });
     });
     runtime.block_on(store.shutdown());
     group.finish();

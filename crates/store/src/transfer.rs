@@ -402,11 +402,11 @@ impl ToSql for Typed<'_> {
     ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match (self.0, self.1) {
             (Cell::Null, _) => Ok(IsNull::Yes),
-            (Cell::Int(value), Kind::BigInt) => value.to_sql(ty, out),
-            (Cell::Int(value), Kind::SmallInt) => i16::try_from(*value)?.to_sql(ty, out),
-            (Cell::Int(value), Kind::Bool) => (*value != 0).to_sql(ty, out),
-            (Cell::Text(text), Kind::Text) => text.as_str().to_sql(ty, out),
-            (Cell::Bytes(bytes), Kind::Bytea) => bytes.as_slice().to_sql(ty, out),
+            (Cell::Int(value), BigInt) => value.to_sql(ty, out),
+            (Cell::Int(value), SmallInt) => i16::try_from(*value)?.to_sql(ty, out),
+            (Cell::Int(value), Bool) => (*value != 0).to_sql(ty, out),
+            (Cell::Text(text), Text) => text.as_str().to_sql(ty, out),
+            (Cell::Bytes(bytes), Bytea) => bytes.as_slice().to_sql(ty, out),
             (cell, kind) => Err(format!("a {cell:?} cannot be written as {kind:?}").into()),
         }
     }

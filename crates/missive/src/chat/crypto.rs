@@ -368,8 +368,8 @@ impl Crypto {
         encryption::open_sessions(&self.api, &self.saved, vault, devices, &|warning| {
             warnings
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(warning)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(warning);
         })
         .await
         .map_err(|err| lost_or_refused(id, err))?;
@@ -377,7 +377,10 @@ impl Crypto {
             .encrypt(key, devices, plaintext)
             .map_err(|err| refusal(id, ErrorCode::Internal, format!("cannot encrypt: {err}")))?;
         let saved = encryption::save(&profile, vault);
-        for warning in warnings.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        for warning in warnings
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             keys.warn(warning);
         }
         saved.map_err(|err| refusal(id, ErrorCode::Internal, err))?;

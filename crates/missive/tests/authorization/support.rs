@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 /// A conversation id nobody has.
-pub const NO_SUCH_CONVERSATION: i64 = 999_999;
+pub(crate) const NO_SUCH_CONVERSATION: i64 = 999_999;
 
 /// HTTP status of each error code this sweep expects (docs/PROTOCOL.md).
-pub fn status_of(code: &str) -> u16 {
+pub(crate) fn status_of(code: &str) -> u16 {
     match code {
         "not_member" | "not_admin" | "blocked" | "not_author" => 403,
         "unknown_conversation"
@@ -27,7 +27,7 @@ pub fn status_of(code: &str) -> u16 {
 }
 
 /// A raw REST request: (status, JSON body or `null`).
-pub async fn rest(
+pub(crate) async fn rest(
     server: &TestServer,
     method: reqwest::Method,
     path: &str,
@@ -51,12 +51,12 @@ pub async fn rest(
 }
 
 /// A raw `GET` as `token`.
-pub async fn get(server: &TestServer, token: &str, path: &str) -> (u16, Value) {
+pub(crate) async fn get(server: &TestServer, token: &str, path: &str) -> (u16, Value) {
     rest(server, reqwest::Method::GET, path, Some(token), None).await
 }
 
 /// The error code of a refused REST answer, checking its status.
-pub fn rest_code((status, body): &(u16, Value)) -> String {
+pub(crate) fn rest_code((status, body): &(u16, Value)) -> String {
     let code = body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("expected an error body, got {status} {body}"))
@@ -66,7 +66,11 @@ pub fn rest_code((status, body): &(u16, Value)) -> String {
 }
 
 /// One frame over `POST /v1/frames`: (status, reply frames).
-pub async fn over_http(server: &TestServer, token: &str, frame: &Value) -> (u16, Vec<ServerFrame>) {
+pub(crate) async fn over_http(
+    server: &TestServer,
+    token: &str,
+    frame: &Value,
+) -> (u16, Vec<ServerFrame>) {
     let (status, body) = rest(
         server,
         reqwest::Method::POST,
@@ -82,7 +86,7 @@ pub async fn over_http(server: &TestServer, token: &str, frame: &Value) -> (u16,
 
 /// Sends a raw JSON frame (with a string `id`) on the socket and returns
 /// the reply carrying that id; other frames are passed over.
-pub async fn over_ws(connection: &mut Connection, frame: &Value) -> ServerFrame {
+pub(crate) async fn over_ws(connection: &mut Connection, frame: &Value) -> ServerFrame {
     let id = frame["id"].as_str().expect("frame id").to_owned();
     connection
         .send_raw(&frame.to_string())
@@ -106,7 +110,7 @@ pub async fn over_ws(connection: &mut Connection, frame: &Value) -> ServerFrame 
     }
 }
 
-pub fn error_code(frame: &ServerFrame) -> String {
+pub(crate) fn error_code(frame: &ServerFrame) -> String {
     match frame {
         ServerFrame::Error { code, .. } => code.as_str().to_owned(),
         other => panic!("expected an error, got {other:?}"),
@@ -115,7 +119,12 @@ pub fn error_code(frame: &ServerFrame) -> String {
 
 /// What a member can observe of a conversation: its history, the receipts
 /// of `message`, the member's conversation list and (for groups) the group.
-pub async fn observed(server: &TestServer, token: &str, conversation: i64, message: &str) -> Value {
+pub(crate) async fn observed(
+    server: &TestServer,
+    token: &str,
+    conversation: i64,
+    message: &str,
+) -> Value {
     let api = &server.api;
     let history = api.history(token, conversation, "").await.expect("history");
     let receipts = api
@@ -135,7 +144,7 @@ pub async fn observed(server: &TestServer, token: &str, conversation: i64, messa
 /// Alice, bob and mallory, each connected; alice sent bob `secret` in
 /// their 1:1 and bob received, acked and read it (so there are receipt
 /// cursors).
-pub struct World {
+pub(crate) struct World {
     pub server: TestServer,
     pub alice: String,
     pub bob: String,
@@ -150,7 +159,7 @@ pub struct World {
 }
 
 impl World {
-    pub async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let server = TestServer::start().await;
         let alice = server.user("alice").await;
         let bob = server.user("bob").await;
@@ -185,7 +194,7 @@ impl World {
     }
 
     /// What alice and bob observe of `conversation` (about `message`).
-    pub async fn members_view(&self, conversation: i64, message: &str) -> Value {
+    pub(crate) async fn members_view(&self, conversation: i64, message: &str) -> Value {
         json!({
             "alice": observed(&self.server, &self.alice, conversation, message).await,
             "bob": observed(&self.server, &self.bob, conversation, message).await,
@@ -194,7 +203,7 @@ impl World {
 
     /// Nothing reached alice's or bob's live devices: no queued frame, no
     /// typing or presence (ping round trips, no sleep).
-    pub async fn assert_members_undisturbed(&mut self) {
+    pub(crate) async fn assert_members_undisturbed(&mut self) {
         assert_nothing_queued(&mut self.alice_ws).await;
         assert_nothing_queued(&mut self.bob_ws).await;
         assert_no_ephemeral(&mut self.alice_ws).await;
@@ -213,7 +222,7 @@ impl World {
 
     /// `typist` types (`state`) in `conversation`; each of `watchers` is
     /// told.
-    pub async fn types(
+    pub(crate) async fn types(
         &mut self,
         typist: &str,
         conversation: i64,
@@ -231,7 +240,7 @@ impl World {
     }
 
     /// Mallory, subscribing to alice's presence, is told she is offline.
-    pub async fn assert_alice_hidden_from_mallory(&mut self) {
+    pub(crate) async fn assert_alice_hidden_from_mallory(&mut self) {
         let now = self
             .mallory_ws
             .subscribe_presence(&["alice"])
@@ -241,14 +250,14 @@ impl World {
     }
 
     /// Creates a group of `creator` (a token) with `members`; its id.
-    pub async fn group(&self, creator: &str, name: &str, members: &[&str]) -> i64 {
+    pub(crate) async fn group(&self, creator: &str, name: &str, members: &[&str]) -> i64 {
         self.server.group(creator, name, members).await
     }
 
     /// Alice leaves and comes back (a bystander, zed, holds her place
     /// meanwhile); bob, subscribed to her, sees both, and mallory nothing.
     /// Returns bob's "offline" and "online" frames.
-    pub async fn alice_goes_and_comes_back(&mut self) -> [(String, bool, Option<i64>); 2] {
+    pub(crate) async fn alice_goes_and_comes_back(&mut self) -> [(String, bool, Option<i64>); 2] {
         let bob_sees = self
             .bob_ws
             .subscribe_presence(&["alice"])
@@ -270,7 +279,7 @@ impl World {
 }
 
 /// The close code the server ends `connection` with, reading until then.
-pub async fn closed_with(connection: &mut Connection) -> u16 {
+pub(crate) async fn closed_with(connection: &mut Connection) -> u16 {
     loop {
         match connection.next_frame(PROMPTLY).await {
             Ok(_) => continue,

@@ -11,7 +11,7 @@ use crate::support::{World, error_code, over_http, over_ws, rest, rest_code, sta
 /// Who tries the action: a user of the [`World`], with her token and her
 /// live WebSocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Who {
+pub(crate) enum Who {
     Bob,
     Mallory,
 }
@@ -19,7 +19,7 @@ pub enum Who {
 /// One action, in each form it has on the wire (the target is named
 /// inside: a conversation, a message, a media object, a user).
 #[derive(Clone, Debug)]
-pub struct Action {
+pub(crate) struct Action {
     /// A client frame with a string `id`: WebSocket and `/v1/frames`.
     pub frame: Option<Value>,
     /// The same action as a REST call: (method, path, JSON body).
@@ -28,7 +28,7 @@ pub struct Action {
 
 impl Action {
     /// An action that exists as a frame only.
-    pub fn frame(frame: Value) -> Self {
+    pub(crate) fn frame(frame: Value) -> Self {
         Self {
             frame: Some(frame),
             rest: None,
@@ -36,7 +36,7 @@ impl Action {
     }
 
     /// An action that exists as a REST call only.
-    pub fn rest(method: Method, path: impl Into<String>, body: Option<Value>) -> Self {
+    pub(crate) fn rest(method: Method, path: impl Into<String>, body: Option<Value>) -> Self {
         Self {
             frame: None,
             rest: Some((method, path.into(), body)),
@@ -44,18 +44,23 @@ impl Action {
     }
 
     /// The same action is also this REST call.
-    pub fn or_rest(mut self, method: Method, path: impl Into<String>, body: Option<Value>) -> Self {
+    pub(crate) fn or_rest(
+        mut self,
+        method: Method,
+        path: impl Into<String>,
+        body: Option<Value>,
+    ) -> Self {
         self.rest = Some((method, path.into(), body));
         self
     }
 
     /// The frame form alone (WebSocket and `/v1/frames`), without REST.
-    pub fn frame_only(self) -> Self {
+    pub(crate) fn frame_only(self) -> Self {
         Self { rest: None, ..self }
     }
 
     /// Whether it is an ack (frame `ack`, or acks posted with a poll).
-    pub fn is_ack(&self) -> bool {
+    pub(crate) fn is_ack(&self) -> bool {
         self.frame
             .as_ref()
             .is_some_and(|frame| frame["type"] == "ack")
@@ -64,14 +69,18 @@ impl Action {
 
 /// One expected refusal: `who` tries `action` and gets `code`.
 #[derive(Clone, Debug)]
-pub struct Row {
+pub(crate) struct Row {
     pub who: Who,
     pub action: Action,
     pub code: &'static str,
 }
 
 /// One row per action, all by `who` and all refused with `code`.
-pub fn rows(who: Who, actions: impl IntoIterator<Item = Action>, code: &'static str) -> Vec<Row> {
+pub(crate) fn rows(
+    who: Who,
+    actions: impl IntoIterator<Item = Action>,
+    code: &'static str,
+) -> Vec<Row> {
     actions
         .into_iter()
         .map(|action| Row { who, action, code })
@@ -81,7 +90,7 @@ pub fn rows(who: Who, actions: impl IntoIterator<Item = Action>, code: &'static 
 impl World {
     /// Runs every row over each transport its action exists on; each must
     /// be refused with the row's code (and its HTTP status).
-    pub async fn refuse(&mut self, rows: impl IntoIterator<Item = Row>) {
+    pub(crate) async fn refuse(&mut self, rows: impl IntoIterator<Item = Row>) {
         for row in rows {
             self.refuse_one(&row).await;
         }
@@ -130,7 +139,7 @@ fn id(tag: &str, name: &str) -> String {
 
 /// A frame of `kind` with id and client_msg_id `{tag}-{name}`, plus
 /// `fields`.
-pub fn frame(kind: &str, tag: &str, name: &str, fields: Value) -> Value {
+pub(crate) fn frame(kind: &str, tag: &str, name: &str, fields: Value) -> Value {
     let mut frame = json!({"type": kind, "id": id(tag, name), "client_msg_id": id(tag, name)});
     for (key, value) in fields.as_object().expect("fields") {
         frame[key] = value.clone();
@@ -150,7 +159,7 @@ fn plain(kind: &str, tag: &str, name: &str, fields: Value) -> Value {
 
 /// An ack at `seq`: the `ack` frame, and the same position posted with a
 /// `/v1/poll`.
-pub fn ack(conversation: i64, seq: i64, tag: &str) -> Action {
+pub(crate) fn ack(conversation: i64, seq: i64, tag: &str) -> Action {
     let c = conversation;
     Action::frame(plain(
         "ack",
@@ -168,7 +177,12 @@ pub fn ack(conversation: i64, seq: i64, tag: &str) -> Action {
 /// Every action that names message `target` as seen from `conversation`:
 /// a reply, react (with `emoji`), unreact, edit, delete (frames) and its
 /// receipts (REST).
-pub fn message_actions(conversation: i64, target: &str, emoji: &str, tag: &str) -> Vec<Action> {
+pub(crate) fn message_actions(
+    conversation: i64,
+    target: &str,
+    emoji: &str,
+    tag: &str,
+) -> Vec<Action> {
     let (c, t) = (conversation, target);
     vec![
         Action::frame(frame(
@@ -211,7 +225,7 @@ pub fn message_actions(conversation: i64, target: &str, emoji: &str, tag: &str) 
 
 /// What a group management sweep tries: rename to `name`, add `add`,
 /// remove `remove`, promote `promote`, demote `demote`.
-pub struct GroupChange<'a> {
+pub(crate) struct GroupChange<'a> {
     pub name: &'a str,
     pub add: &'a str,
     pub remove: &'a str,
@@ -221,7 +235,7 @@ pub struct GroupChange<'a> {
 
 /// What an outsider tries on a group: rename it, add herself, remove bob,
 /// promote herself, demote alice.
-pub const OUTSIDER_CHANGE: GroupChange<'static> = GroupChange {
+pub(crate) const OUTSIDER_CHANGE: GroupChange<'static> = GroupChange {
     name: "pwned",
     add: "mallory",
     remove: "bob",
@@ -230,7 +244,7 @@ pub const OUTSIDER_CHANGE: GroupChange<'static> = GroupChange {
 };
 
 /// The five admin actions on `conversation`, each as a frame and as REST.
-pub fn group_actions(conversation: i64, tag: &str, change: &GroupChange<'_>) -> Vec<Action> {
+pub(crate) fn group_actions(conversation: i64, tag: &str, change: &GroupChange<'_>) -> Vec<Action> {
     let c = conversation;
     let GroupChange {
         name,
@@ -300,7 +314,7 @@ pub fn group_actions(conversation: i64, tag: &str, change: &GroupChange<'_>) -> 
 
 /// Every action that names a conversation, aimed at `conversation` and
 /// its message `target`; `tag` keeps ids and client_msg_ids unique.
-pub fn conversation_actions(conversation: i64, target: &str, tag: &str) -> Vec<Action> {
+pub(crate) fn conversation_actions(conversation: i64, target: &str, tag: &str) -> Vec<Action> {
     let c = conversation;
     let history = |query: &str| {
         Action::rest(

@@ -29,7 +29,7 @@ async fn admin_off_thread(
     password: &'static str,
 ) -> (i32, String, String) {
     let data_dir = data_dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         admin(&data_dir, &args, password)

@@ -247,7 +247,7 @@ fn codes_of(compare: &Value) -> (Vec<String>, Vec<String>) {
         .as_array()
         .expect("decimals")
         .iter()
-        .map(|n| n.to_string())
+        .map(ToString::to_string)
         .collect();
     let text = compare["text"].as_str().expect("text").to_owned();
     let names: Vec<String> = text

@@ -12,12 +12,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{PASSWORD, PROMPTLY, ServerProcess, service_available};
 
-pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
-pub const NATS: &str = "nats://127.0.0.1:4222";
+pub(crate) const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+pub(crate) const NATS: &str = "nats://127.0.0.1:4222";
 /// Short leases so a dead node is noticed quickly.
-pub const LEASE_MS: u64 = 3_000;
+pub(crate) const LEASE_MS: u64 = 3_000;
 
-pub fn unique(label: &str) -> String {
+pub(crate) fn unique(label: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -26,33 +26,33 @@ pub fn unique(label: &str) -> String {
 }
 
 /// Whether PostgreSQL and NATS answer; in CI their absence fails.
-pub async fn services_available() -> bool {
+pub(crate) async fn services_available() -> bool {
     service_available("PostgreSQL", "127.0.0.1:5432").await
         && service_available("NATS", "127.0.0.1:4222").await
 }
 
 /// A database of its own, dropped at the end of the test.
-pub struct Database {
+pub(crate) struct Database {
     pub name: String,
 }
 
 impl Database {
-    pub async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let name = unique("missive_cluster");
         admin(&format!("CREATE DATABASE {name}")).await;
         Self { name }
     }
 
-    pub fn url_via(&self, host_port: &str) -> String {
+    pub(crate) fn url_via(&self, host_port: &str) -> String {
         format!("postgres://postgres@{host_port}/{}", self.name)
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{POSTGRES}/{}", self.name)
     }
 
     /// How many live sessions the directory lists for `username`.
-    pub async fn sessions_of(&self, username: &str) -> i64 {
+    pub(crate) async fn sessions_of(&self, username: &str) -> i64 {
         query(
             &self.url(),
             "SELECT count(*) FROM sessions s JOIN accounts a ON a.id = s.account_id
@@ -63,7 +63,7 @@ impl Database {
             .get(0)
     }
 
-    pub async fn drop_now(self) {
+    pub(crate) async fn drop_now(self) {
         admin(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
@@ -73,7 +73,7 @@ impl Database {
 }
 
 /// Runs one query on its own connection to the database at `url`.
-pub async fn query(
+pub(crate) async fn query(
     url: &str,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
@@ -88,7 +88,7 @@ pub async fn query(
     rows
 }
 
-pub async fn admin(sql: &str) {
+pub(crate) async fn admin(sql: &str) {
     let (client, connection) =
         tokio_postgres::connect(&format!("{POSTGRES}/postgres"), tokio_postgres::NoTls)
             .await
@@ -100,7 +100,7 @@ pub async fn admin(sql: &str) {
 }
 
 /// Several nodes on one database and one NATS prefix.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub nodes: Vec<Option<ServerProcess>>,
     pub urls: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -110,7 +110,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(n: usize, store_url: &str, bus_url: &str, extra: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(n: usize, store_url: &str, bus_url: &str, extra: &[(&str, &str)]) -> Self {
         let mut env: Vec<(String, String)> = vec![
             ("MISSIVE_STORE__URL".into(), store_url.into()),
             ("MISSIVE_STORE__POOL_SIZE".into(), "6".into()),
@@ -134,7 +134,11 @@ impl Cluster {
     }
 
     /// One node per entry of `bus_urls`, node i on `bus_urls[i]`.
-    pub fn start_on_buses(store_url: &str, bus_urls: &[String], extra: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_on_buses(
+        store_url: &str,
+        bus_urls: &[String],
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut cluster = Self::start(0, store_url, NATS, extra);
         cluster.bus_urls = bus_urls.to_vec();
         for _ in bus_urls {
@@ -154,7 +158,7 @@ impl Cluster {
         env
     }
 
-    pub fn add_node(&mut self) -> usize {
+    pub(crate) fn add_node(&mut self) -> usize {
         let dir = tempfile::tempdir().expect("tempdir");
         let index = self.nodes.len();
         let env = self.node_env(index);
@@ -166,11 +170,11 @@ impl Cluster {
         index
     }
 
-    pub fn api(&self, node: usize) -> Api {
+    pub(crate) fn api(&self, node: usize) -> Api {
         Api::new(&self.urls[node])
     }
 
-    pub async fn user(&self, node: usize, username: &str) -> String {
+    pub(crate) async fn user(&self, node: usize, username: &str) -> String {
         let api = self.api(node);
         api.register(username, PASSWORD).await.expect("register");
         api.login(username, PASSWORD, "test")
@@ -179,13 +183,13 @@ impl Cluster {
             .token
     }
 
-    pub async fn connect(&self, node: usize, token: &str) -> Connection {
+    pub(crate) async fn connect(&self, node: usize, token: &str) -> Connection {
         Connection::connect(&self.api(node).ws_url(), token)
             .await
             .expect("connect")
     }
 
-    pub fn kill_9(&mut self, node: usize) {
+    pub(crate) fn kill_9(&mut self, node: usize) {
         if let Some(mut process) = self.nodes[node].take() {
             process.kill_9();
         }
@@ -193,7 +197,7 @@ impl Cluster {
 
     /// Starts a stopped node again (a new process, so a new node id
     /// suffix and a new port); returns its URL.
-    pub fn restart(&mut self, node: usize) -> String {
+    pub(crate) fn restart(&mut self, node: usize) -> String {
         let env = self.node_env(node);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let process = ServerProcess::start_with_env(self.dirs[node].path(), &env);
@@ -207,7 +211,7 @@ impl Cluster {
 /// directory, run as the `postgres` user), which the test can crash and
 /// start again: `pg_ctl stop -m immediate` is a crash, and the restart runs
 /// WAL recovery.
-pub struct PrivatePostgres {
+pub(crate) struct PrivatePostgres {
     pub port: u16,
     bin: std::path::PathBuf,
     dir: tempfile::TempDir,
@@ -217,7 +221,7 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// `None` (with the reason printed) where this machine cannot run one:
     /// no PostgreSQL binaries or no `postgres` user. Under CI that fails.
-    pub fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|versions| versions.flatten().map(|v| v.path().join("bin")).max())
@@ -276,12 +280,12 @@ impl PrivatePostgres {
         assert!(status.success(), "{tool} {args:?} failed");
     }
 
-    pub fn url(&self, database: &str) -> String {
+    pub(crate) fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
     /// Starts the server and waits until it accepts connections.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
@@ -293,7 +297,7 @@ impl PrivatePostgres {
     }
 
     /// Stops it the way a crash would: no checkpoint, no goodbye.
-    pub fn crash(&mut self) {
+    pub(crate) fn crash(&mut self) {
         self.as_postgres("pg_ctl", &["-m", "immediate", "stop", "-D"]);
         self.running = false;
     }
@@ -308,7 +312,7 @@ impl Drop for PrivatePostgres {
 }
 
 /// A private nats-server on a fixed free port, restartable.
-pub struct PrivateNats {
+pub(crate) struct PrivateNats {
     pub port: u16,
     /// Joined to other servers as one NATS cluster: its route port, its
     /// monitoring port, the others' route URLs.
@@ -330,7 +334,7 @@ fn free_port() -> u16 {
 }
 
 impl PrivateNats {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut nats = Self {
             port: free_port(),
             cluster: None,
@@ -342,7 +346,7 @@ impl PrivateNats {
 
     /// `n` servers joined by routes into one NATS cluster, each knowing
     /// all the others; returns once every server has a route to each.
-    pub fn cluster(n: usize) -> Vec<Self> {
+    pub(crate) fn cluster(n: usize) -> Vec<Self> {
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut servers: Vec<Self> = (0..n)
             .map(|i| Self {
@@ -367,11 +371,11 @@ impl PrivateNats {
         servers
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let mut args = vec!["-a".to_string(), "127.0.0.1".into(), "-p".into()];
         args.push(self.port.to_string());
         if let Some(routes) = &self.cluster {
@@ -402,7 +406,7 @@ impl PrivateNats {
     }
 
     /// Waits until the server's monitoring endpoint lists `routes` routes.
-    pub fn wait_for_routes(&self, routes: usize) {
+    pub(crate) fn wait_for_routes(&self, routes: usize) {
         let Some(cluster) = &self.cluster else {
             return;
         };
@@ -414,7 +418,7 @@ impl PrivateNats {
     }
 
     /// Waits until a client called `name` is connected to this server.
-    pub fn wait_for_client(&self, name: &str) {
+    pub(crate) fn wait_for_client(&self, name: &str) {
         wait_for_client_on(std::slice::from_ref(self), &[0], name);
     }
 
@@ -427,7 +431,7 @@ impl PrivateNats {
             .is_some_and(|body| body.contains(&format!("\"name\": \"{name}\"")))
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -437,7 +441,7 @@ impl PrivateNats {
 
 /// Waits until a client called `name` is connected to one of
 /// `servers[i]` for the indexes `which`.
-pub fn wait_for_client_on(servers: &[PrivateNats], which: &[usize], name: &str) {
+pub(crate) fn wait_for_client_on(servers: &[PrivateNats], which: &[usize], name: &str) {
     poll_until(
         &format!("client {name:?} on nats-servers {which:?}"),
         || which.iter().any(|&i| servers[i].has_client(name)),
@@ -478,14 +482,14 @@ impl Drop for PrivateNats {
 
 /// A TCP proxy (to PostgreSQL or NATS) that can cut every connection and
 /// refuse new ones until restored.
-pub struct CuttableProxy {
+pub(crate) struct CuttableProxy {
     pub address: String,
     open: Arc<AtomicBool>,
     cuts: tokio::sync::watch::Sender<u64>,
 }
 
 impl CuttableProxy {
-    pub async fn start(upstream: &str) -> Self {
+    pub(crate) async fn start(upstream: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let address = listener.local_addr().unwrap().to_string();
         let open = Arc::new(AtomicBool::new(true));
@@ -522,12 +526,12 @@ impl CuttableProxy {
         }
     }
 
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
         self.cuts.send_modify(|cuts| *cuts += 1);
     }
 
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
     }
 }

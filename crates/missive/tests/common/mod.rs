@@ -2,7 +2,7 @@
 //! binary) and typed helpers to drive it over real sockets.
 #![allow(dead_code)]
 
-pub mod cluster;
+pub(crate) mod cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +16,12 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const PASSWORD: &str = "correct horse";
+pub(crate) const PASSWORD: &str = "correct horse";
 /// Upper bound for anything the server should do promptly; generous so a
 /// loaded CI machine does not flake, never used as synchronisation.
-pub const PROMPTLY: Duration = Duration::from_secs(10);
+pub(crate) const PROMPTLY: Duration = Duration::from_secs(10);
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub api: Api,
     pub app: App,
@@ -32,11 +32,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             missive_server::telemetry::init_logging(&Default::default());
         }
@@ -67,12 +67,12 @@ impl TestServer {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Registers `username` and logs in one device; returns its token.
-    pub async fn user(&self, username: &str) -> String {
+    pub(crate) async fn user(&self, username: &str) -> String {
         self.api
             .register(username, PASSWORD)
             .await
@@ -81,7 +81,7 @@ impl TestServer {
     }
 
     /// Logs in another device of an existing user; returns its token.
-    pub async fn device(&self, username: &str) -> String {
+    pub(crate) async fn device(&self, username: &str) -> String {
         self.api
             .login(username, PASSWORD, "test")
             .await
@@ -91,7 +91,7 @@ impl TestServer {
 
     /// Creates a group, owned by the user of `token`, with `members`;
     /// returns its id.
-    pub async fn group(&self, token: &str, name: &str, members: &[&str]) -> i64 {
+    pub(crate) async fn group(&self, token: &str, name: &str, members: &[&str]) -> i64 {
         self.api
             .create_group(token, name, members)
             .await
@@ -100,18 +100,18 @@ impl TestServer {
     }
 
     /// The devices of the account whose token this is.
-    pub async fn devices(&self, token: &str) -> Vec<missive_proto::rest::DeviceInfo> {
+    pub(crate) async fn devices(&self, token: &str) -> Vec<missive_proto::rest::DeviceInfo> {
         self.api.devices(token).await.expect("devices").devices
     }
 
-    pub async fn connect(&self, token: &str) -> Connection {
+    pub(crate) async fn connect(&self, token: &str) -> Connection {
         Connection::connect(&self.api.ws_url(), token)
             .await
             .expect("connect")
     }
 
     /// Stops the server and waits until it has fully stopped.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(served) = self.served.take() {
             served.await.expect("server task").expect("server result");
@@ -119,11 +119,8 @@ impl TestServer {
     }
 }
 
-/// Whether a frame is delivery traffic: a stored event (`message`,
-/// `expired`) or a receipt cursor (`delivered`, `read`); not replies,
-/// typing or presence.
 /// (message_id, conversation, seq) of a `sent` reply.
-pub fn sent_message(frame: ServerFrame) -> (String, i64, i64) {
+pub(crate) fn sent_message(frame: ServerFrame) -> (String, i64, i64) {
     match frame {
         ServerFrame::Sent {
             message_id,
@@ -137,7 +134,12 @@ pub fn sent_message(frame: ServerFrame) -> (String, i64, i64) {
 
 /// Sends texts `{prefix}1` to `{prefix}{n}` (each also its client_msg_id)
 /// to `to`, one after another; returns their conversation.
-pub async fn send_numbered(connection: &mut Connection, to: &str, prefix: &str, n: usize) -> i64 {
+pub(crate) async fn send_numbered(
+    connection: &mut Connection,
+    to: &str,
+    prefix: &str,
+    n: usize,
+) -> i64 {
     let mut conversation = 0;
     for i in 1..=n {
         let text = format!("{prefix}{i}");
@@ -147,7 +149,7 @@ pub async fn send_numbered(connection: &mut Connection, to: &str, prefix: &str, 
 }
 
 /// (message_id, seq, duplicate) of a `sent` reply.
-pub fn sent_seq(frame: &ServerFrame) -> (String, i64, bool) {
+pub(crate) fn sent_seq(frame: &ServerFrame) -> (String, i64, bool) {
     match frame {
         ServerFrame::Sent {
             message_id,
@@ -160,7 +162,7 @@ pub fn sent_seq(frame: &ServerFrame) -> (String, i64, bool) {
 }
 
 /// (user, online, last_seen_ms) of a `presence` frame.
-pub fn presence_of(frame: &ServerFrame) -> (String, bool, Option<i64>) {
+pub(crate) fn presence_of(frame: &ServerFrame) -> (String, bool, Option<i64>) {
     match frame {
         ServerFrame::Presence {
             user,
@@ -171,7 +173,10 @@ pub fn presence_of(frame: &ServerFrame) -> (String, bool, Option<i64>) {
     }
 }
 
-pub fn is_delivery(frame: &ServerFrame) -> bool {
+/// Whether a frame is delivery traffic: a stored event (`message`,
+/// `expired`) or a receipt cursor (`delivered`, `read`); not replies,
+/// typing or presence.
+pub(crate) fn is_delivery(frame: &ServerFrame) -> bool {
     frame.ack_point().is_some()
         || matches!(
             frame,
@@ -180,7 +185,7 @@ pub fn is_delivery(frame: &ServerFrame) -> bool {
 }
 
 /// Reads frames until `n` delivery frames (events and receipts) arrived.
-pub async fn queued(connection: &mut Connection, n: usize) -> Vec<ServerFrame> {
+pub(crate) async fn queued(connection: &mut Connection, n: usize) -> Vec<ServerFrame> {
     let mut frames = Vec::with_capacity(n);
     while frames.len() < n {
         let frame = connection.next_frame(PROMPTLY).await.expect("frame");
@@ -193,7 +198,7 @@ pub async fn queued(connection: &mut Connection, n: usize) -> Vec<ServerFrame> {
 
 /// The highest seq per conversation among the events in `frames` (their
 /// ack points), by conversation id: what a client acks after a burst.
-pub fn ack_points(frames: &[ServerFrame]) -> Vec<(i64, i64)> {
+pub(crate) fn ack_points(frames: &[ServerFrame]) -> Vec<(i64, i64)> {
     let mut highest = std::collections::BTreeMap::new();
     for (conversation, seq) in frames.iter().filter_map(ServerFrame::ack_point) {
         let entry = highest.entry(conversation).or_insert(seq);
@@ -204,7 +209,7 @@ pub fn ack_points(frames: &[ServerFrame]) -> Vec<(i64, i64)> {
 
 /// Acks every event in `frames`: one `ack` (with an id, so it waits for
 /// `acked`) per conversation at its highest seq.
-pub async fn ack_received(connection: &mut Connection, frames: &[ServerFrame]) {
+pub(crate) async fn ack_received(connection: &mut Connection, frames: &[ServerFrame]) {
     for (conversation, seq) in ack_points(frames) {
         connection.ack(conversation, seq).await.expect("ack");
     }
@@ -212,7 +217,7 @@ pub async fn ack_received(connection: &mut Connection, frames: &[ServerFrame]) {
 
 /// Asserts that no queued frame arrives: a ping round-trip proves the
 /// server has processed everything before it, so this is no sleep.
-pub async fn assert_nothing_queued(connection: &mut Connection) {
+pub(crate) async fn assert_nothing_queued(connection: &mut Connection) {
     let ping = missive_proto::ClientFrame::Ping {
         id: Some("quiet".into()),
     };
@@ -226,7 +231,7 @@ pub async fn assert_nothing_queued(connection: &mut Connection) {
     }
 }
 
-pub fn texts(frames: &[ServerFrame]) -> Vec<String> {
+pub(crate) fn texts(frames: &[ServerFrame]) -> Vec<String> {
     frames
         .iter()
         .filter_map(|frame| match frame {
@@ -236,7 +241,7 @@ pub fn texts(frames: &[ServerFrame]) -> Vec<String> {
         .collect()
 }
 
-pub fn seqs(frames: &[ServerFrame]) -> Vec<i64> {
+pub(crate) fn seqs(frames: &[ServerFrame]) -> Vec<i64> {
     frames
         .iter()
         .filter_map(|frame| match frame {
@@ -246,7 +251,7 @@ pub fn seqs(frames: &[ServerFrame]) -> Vec<i64> {
         .collect()
 }
 
-pub fn refused_code(result: Result<impl std::fmt::Debug, ClientError>) -> String {
+pub(crate) fn refused_code(result: Result<impl std::fmt::Debug, ClientError>) -> String {
     match result {
         Err(ClientError::Refused { code, .. }) => code.as_str().to_owned(),
         other => panic!("expected a refusal, got {other:?}"),
@@ -260,7 +265,7 @@ pub fn refused_code(result: Result<impl std::fmt::Debug, ClientError>) -> String
 /// the first `pong` it has had a full network round trip to forward any
 /// ephemeral frame that was already waiting. No sleep. Frames already held
 /// in the connection's backlog are checked too.
-pub async fn assert_no_ephemeral(connection: &mut Connection) {
+pub(crate) async fn assert_no_ephemeral(connection: &mut Connection) {
     for round in ["quiet-e1", "quiet-e2"] {
         let ping = missive_proto::ClientFrame::Ping {
             id: Some(round.into()),
@@ -280,7 +285,7 @@ pub async fn assert_no_ephemeral(connection: &mut Connection) {
 
 /// The next `typing` or `presence` frame, skipping queued frames and
 /// replies; waits at most [`PROMPTLY`] (an event bound, not a sleep).
-pub async fn next_ephemeral(connection: &mut Connection) -> ServerFrame {
+pub(crate) async fn next_ephemeral(connection: &mut Connection) -> ServerFrame {
     loop {
         let frame = connection
             .next_frame(PROMPTLY)
@@ -297,7 +302,7 @@ pub async fn next_ephemeral(connection: &mut Connection) -> ServerFrame {
 
 /// Files under `dir`, recursively (none if it does not exist): uploads are
 /// stored in nested folders under the media directory.
-pub fn files_under(dir: &std::path::Path) -> usize {
+pub(crate) fn files_under(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |entries| {
         entries
             .flatten()
@@ -312,7 +317,7 @@ pub fn files_under(dir: &std::path::Path) -> usize {
 /// Whether a TCP service answers at `address` (host:port) within 2 s.
 /// Under CI its absence fails the test; elsewhere the test should skip,
 /// and this prints why.
-pub async fn service_available(name: &str, address: &str) -> bool {
+pub(crate) async fn service_available(name: &str, address: &str) -> bool {
     let reachable = tokio::time::timeout(
         Duration::from_secs(2),
         tokio::net::TcpStream::connect(address),
@@ -333,7 +338,7 @@ pub async fn service_available(name: &str, address: &str) -> bool {
 
 /// A well-formed public key: 43 characters of unpadded base64.
 /// A real PNG of `width` × `height` noisy pixels (images get a thumbnail).
-pub fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([
             (x * 7 % 256) as u8,
@@ -348,22 +353,22 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
     bytes.into_inner()
 }
 
-pub fn public_key(seed: &str) -> String {
+pub(crate) fn public_key(seed: &str) -> String {
     format!("{seed:A<43}")
 }
 
-pub fn signature(seed: &str) -> String {
+pub(crate) fn signature(seed: &str) -> String {
     format!("{seed:B<86}")
 }
 
-pub fn identity(seed: &str) -> missive_proto::rest::IdentityKeysBody {
+pub(crate) fn identity(seed: &str) -> missive_proto::rest::IdentityKeysBody {
     missive_proto::rest::IdentityKeysBody {
         curve25519: public_key(&format!("c{seed}")),
         ed25519: public_key(&format!("e{seed}")),
     }
 }
 
-pub fn one_time_keys(prefix: &str, n: usize) -> Vec<missive_proto::rest::OneTimeKeyBody> {
+pub(crate) fn one_time_keys(prefix: &str, n: usize) -> Vec<missive_proto::rest::OneTimeKeyBody> {
     (0..n)
         .map(|i| missive_proto::rest::OneTimeKeyBody {
             key_id: format!("{prefix}{i:04}"),
@@ -374,7 +379,7 @@ pub fn one_time_keys(prefix: &str, n: usize) -> Vec<missive_proto::rest::OneTime
 }
 
 /// One to-device message for device `device_id` of `user`.
-pub fn share(user: &str, device_id: i64, body: &str) -> missive_proto::ToDeviceOut {
+pub(crate) fn share(user: &str, device_id: i64, body: &str) -> missive_proto::ToDeviceOut {
     missive_proto::ToDeviceOut {
         user: user.to_owned(),
         device_id,
@@ -383,24 +388,24 @@ pub fn share(user: &str, device_id: i64, body: &str) -> missive_proto::ToDeviceO
 }
 
 /// A `to_device` frame with the id "td".
-pub fn to_device(messages: Vec<missive_proto::ToDeviceOut>) -> missive_proto::ClientFrame {
+pub(crate) fn to_device(messages: Vec<missive_proto::ToDeviceOut>) -> missive_proto::ClientFrame {
     missive_proto::ClientFrame::ToDevice {
         id: Some("td".into()),
         messages,
     }
 }
 
-/// A device's first upload: identity keys from `seed` and `n` one-time
-/// keys named `{seed}0000`, `{seed}0001`, …
 /// More one-time keys, no identity keys: a top-up.
-pub fn top_up(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {
+pub(crate) fn top_up(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {
     missive_proto::rest::KeyUploadRequest {
         identity: None,
         one_time_keys: one_time_keys(seed, n),
     }
 }
 
-pub fn key_upload(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {
+/// A device's first upload: identity keys from `seed` and `n` one-time
+/// keys named `{seed}0000`, `{seed}0001`, …
+pub(crate) fn key_upload(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest {
     missive_proto::rest::KeyUploadRequest {
         identity: Some(identity(seed)),
         one_time_keys: one_time_keys(seed, n),
@@ -412,11 +417,11 @@ pub fn key_upload(seed: &str, n: usize) -> missive_proto::rest::KeyUploadRequest
 // this block needs no imports of its own.
 
 /// The built `missive` binary.
-pub const BIN: &str = env!("CARGO_BIN_EXE_missive");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_missive");
 
 /// The binary with no inherited `MISSIVE_*` variables: the environment of
 /// the test run (CI's, a developer's) must not become server configuration.
-pub fn server_command() -> std::process::Command {
+pub(crate) fn server_command() -> std::process::Command {
     let mut command = std::process::Command::new(BIN);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("MISSIVE_") {
@@ -427,7 +432,7 @@ pub fn server_command() -> std::process::Command {
 }
 
 /// A `missive serve` child process on a random port.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     pub child: std::process::Child,
     pub url: String,
 }
@@ -435,23 +440,23 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on port 0 and reads the bound address from its
     /// JSON log line.
-    pub fn start(data_dir: &std::path::Path) -> Self {
+    pub(crate) fn start(data_dir: &std::path::Path) -> Self {
         Self::start_with_env(data_dir, &[])
     }
 
     /// Like `start`, on a given `host:port` (to restart on the same one).
-    pub fn start_listening(data_dir: &std::path::Path, listen: &str) -> Self {
+    pub(crate) fn start_listening(data_dir: &std::path::Path, listen: &str) -> Self {
         Self::spawn_limited(data_dir, &[], "info", None, None, listen).0
     }
 
     /// Like `start`, with extra environment variables for the server.
-    pub fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         Self::spawn(data_dir, env, "info", None).0
     }
 
     /// Like `start_with_env` at log level `rust_log` (a `RUST_LOG` value),
     /// keeping every line the server logs, from its first.
-    pub fn start_logged(
+    pub(crate) fn start_logged(
         data_dir: &std::path::Path,
         env: &[(&str, &str)],
         rust_log: &str,
@@ -467,7 +472,7 @@ impl ServerProcess {
 
     /// Like `start_with_env`, the process limited to `open_files` open
     /// files (`ulimit -n`).
-    pub fn start_with_open_files(
+    pub(crate) fn start_with_open_files(
         data_dir: &std::path::Path,
         env: &[(&str, &str)],
         open_files: u64,
@@ -557,14 +562,14 @@ impl ServerProcess {
         (Self { child, url }, reader)
     }
 
-    pub fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
     }
 }
 
 /// The log lines of a [`ServerProcess::start_logged`] server.
-pub struct ServerLog {
+pub(crate) struct ServerLog {
     lines: Arc<std::sync::Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -572,7 +577,7 @@ pub struct ServerLog {
 impl ServerLog {
     /// Every line the server logged; call after the process ended (its
     /// stderr then closes, so this waits for the last line, not for time).
-    pub fn finish(mut self) -> Vec<String> {
+    pub(crate) fn finish(mut self) -> Vec<String> {
         if let Some(reader) = self.reader.take() {
             reader.join().expect("log reader");
         }
@@ -589,7 +594,7 @@ impl Drop for ServerProcess {
 
 /// The CLI arguments that create the encrypted group `name` with bob and
 /// carol as members.
-pub fn encrypted_group_of_bob_and_carol(name: &str) -> [&str; 8] {
+pub(crate) fn encrypted_group_of_bob_and_carol(name: &str) -> [&str; 8] {
     [
         "group",
         "create",
@@ -604,7 +609,7 @@ pub fn encrypted_group_of_bob_and_carol(name: &str) -> [&str; 8] {
 
 /// The binary serving a fresh data directory, and a fresh CLI config
 /// directory: (data directory, config directory, server).
-pub fn server_and_config_dir() -> (TempDir, TempDir, ServerProcess) {
+pub(crate) fn server_and_config_dir() -> (TempDir, TempDir, ServerProcess) {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let config_dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(data_dir.path());
@@ -613,7 +618,11 @@ pub fn server_and_config_dir() -> (TempDir, TempDir, ServerProcess) {
 
 /// Runs the binary as a client with its own config dir and server, the
 /// password in the environment; returns (exit status, stdout, stderr).
-pub fn cli(config_dir: &std::path::Path, server: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(
+    config_dir: &std::path::Path,
+    server: &str,
+    args: &[&str],
+) -> (i32, String, String) {
     let output = std::process::Command::new(BIN)
         .args(args)
         .env("MISSIVE_CONFIG_DIR", config_dir)
@@ -629,23 +638,23 @@ pub fn cli(config_dir: &std::path::Path, server: &str, args: &[&str]) -> (i32, S
 }
 
 /// Parses one JSON document (a command's whole stdout).
-pub fn json(stdout: &str) -> serde_json::Value {
+pub(crate) fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout:?}"))
 }
 
 /// Parses a command's stdout as JSON lines.
-pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout.lines().map(json).collect()
 }
 
 /// The body of a GET of `url`, which must answer.
-pub async fn get_text(http: &reqwest::Client, url: String) -> String {
+pub(crate) async fn get_text(http: &reqwest::Client, url: String) -> String {
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// A metric's value on the server at `url` (`/metrics`); every missive
 /// counter is there from the start, so a missing one is a failure.
-pub async fn metric(url: &str, name: &str) -> f64 {
+pub(crate) async fn metric(url: &str, name: &str) -> f64 {
     let page = metrics_page(url).await;
     metric_in(&page, name).unwrap_or_else(|| panic!("{name} not in /metrics:\n{page}"))
 }
@@ -653,7 +662,7 @@ pub async fn metric(url: &str, name: &str) -> f64 {
 /// Asks a node's `/metrics` until `name` (0 while absent: a counter appears
 /// when first counted) reaches `at_least`, at most [`PROMPTLY`]. The node
 /// has no way to tell us; the pause between asks spares it a busy loop.
-pub async fn wait_for_metric(url: &str, name: &str, at_least: f64) {
+pub(crate) async fn wait_for_metric(url: &str, name: &str, at_least: f64) {
     let deadline = std::time::Instant::now() + PROMPTLY;
     loop {
         let value = metric_in(&metrics_page(url).await, name).unwrap_or(0.0);
@@ -683,7 +692,7 @@ fn metric_in(page: &str, name: &str) -> Option<f64> {
 }
 
 /// Reads until the connection closes; its close code.
-pub async fn close_code(connection: &mut Connection) -> u16 {
+pub(crate) async fn close_code(connection: &mut Connection) -> u16 {
     loop {
         match connection.next_frame(Duration::from_secs(10)).await {
             Ok(_) => continue,
@@ -694,7 +703,7 @@ pub async fn close_code(connection: &mut Connection) -> u16 {
 }
 
 /// The device token the CLI saved for `profile`.
-pub fn saved_token(config_dir: &std::path::Path, profile: &str) -> String {
+pub(crate) fn saved_token(config_dir: &std::path::Path, profile: &str) -> String {
     let path = config_dir.join(format!("profiles/{profile}.json"));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("profile")).expect("json");
@@ -702,7 +711,7 @@ pub fn saved_token(config_dir: &std::path::Path, profile: &str) -> String {
 }
 
 /// Every file under `dir` that contains `needle`.
-pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
         let path = entry.path();

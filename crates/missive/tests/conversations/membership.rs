@@ -52,7 +52,7 @@ async fn every_device_of_every_member_gets_every_group_message_once_in_order() {
         assert_eq!(seqs(&frames), expected, "device {idx}");
     }
     // Receipts caused by the drains arrive now; no further message may.
-    for device in devices.iter_mut() {
+    for device in &mut devices {
         let ping = ClientFrame::Ping {
             id: Some("end".into()),
         };

@@ -43,7 +43,7 @@ async fn open_with_saved_keys(
     let sealed = history
         .messages
         .iter()
-        .find(|message| message.kind == missive_proto::MessageKind::Encrypted)
+        .find(|message| message.kind == MessageKind::Encrypted)
         .expect("an encrypted message");
     let keys = config_dir.join(format!("profiles/{profile}.keys.json"));
     let mut vault =

@@ -481,7 +481,7 @@ fn an_encrypted_group_read_by_both_of_bobs_devices(
 }
 
 /// A dump of the database shows the plain text, not the encrypted one.
-fn the_dump_holds_no_plaintext(database: &common::cluster::Database) {
+fn the_dump_holds_no_plaintext(database: &cluster::Database) {
     let dump = std::process::Command::new("pg_dump")
         .arg(database.url())
         .output()

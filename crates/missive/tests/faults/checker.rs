@@ -37,11 +37,11 @@ use missive_proto::{MessageKind, ServerFrame};
 use tokio::sync::watch;
 
 /// The payload of a workload text: who sent it, and its counter.
-pub fn payload(device: &str, counter: u64) -> String {
+pub(crate) fn payload(device: &str, counter: u64) -> String {
     format!("{device}#{counter}")
 }
 
-pub fn client_msg_id(device: &str, counter: u64) -> String {
+pub(crate) fn client_msg_id(device: &str, counter: u64) -> String {
     format!("{device}-{counter}")
 }
 
@@ -98,7 +98,7 @@ struct Events {
 }
 
 /// Everything the workload saw, shared by its tasks.
-pub struct History {
+pub(crate) struct History {
     events: Mutex<Events>,
     /// How many attempts have been acknowledged, and how many calls were
     /// refused as unavailable, for waiting on progress.
@@ -123,7 +123,7 @@ impl Default for History {
 /// The classification of one run; [`Report::assert_clean`] fails the test
 /// on anything the delivery model forbids.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub attempted: usize,
     pub acknowledged: usize,
     pub deliveries: usize,
@@ -148,11 +148,11 @@ impl History {
         self.events.lock().expect("history lock")
     }
 
-    pub fn reconnected(&self) {
+    pub(crate) fn reconnected(&self) {
         self.lock().reconnects += 1;
     }
 
-    pub fn refused(&self) {
+    pub(crate) fn refused(&self) {
         let refused = {
             let mut events = self.lock();
             events.refused += 1;
@@ -161,12 +161,12 @@ impl History {
         self.refusals.send_replace(refused);
     }
 
-    pub fn device(&self, label: &str, device_id: i64) {
+    pub(crate) fn device(&self, label: &str, device_id: i64) {
         self.lock().device_ids.insert(label.to_owned(), device_id);
     }
 
     /// `device` is about to send `counter`; `recipients` must receive it.
-    pub fn attempt(&self, device: &str, counter: u64, recipients: &[String]) {
+    pub(crate) fn attempt(&self, device: &str, counter: u64, recipients: &[String]) {
         self.lock().attempts.insert(
             (device.to_owned(), counter),
             Attempt {
@@ -176,7 +176,7 @@ impl History {
     }
 
     /// The server answered `sent` for the attempt.
-    pub fn sent(&self, device: &str, counter: u64, frame: &ServerFrame) {
+    pub(crate) fn sent(&self, device: &str, counter: u64, frame: &ServerFrame) {
         if let ServerFrame::Sent {
             message_id,
             conversation,
@@ -207,7 +207,7 @@ impl History {
 
     /// `device` read `frame`; anything but a `message` or `expired` is
     /// ignored (receipts are live cursors, not deliveries).
-    pub fn read(&self, device: &str, frame: &ServerFrame) {
+    pub(crate) fn read(&self, device: &str, frame: &ServerFrame) {
         if let ServerFrame::Expired {
             conversation,
             from_seq,
@@ -243,27 +243,27 @@ impl History {
     }
 
     /// How many attempts have been acknowledged so far.
-    pub fn acknowledged(&self) -> usize {
+    pub(crate) fn acknowledged(&self) -> usize {
         self.lock().sent.len()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<usize> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<usize> {
         self.acknowledged.subscribe()
     }
 
-    pub fn subscribe_refusals(&self) -> watch::Receiver<usize> {
+    pub(crate) fn subscribe_refusals(&self) -> watch::Receiver<usize> {
         self.refusals.subscribe()
     }
 
-    pub fn connected(&self) {
+    pub(crate) fn connected(&self) {
         self.connects.send_modify(|connects| *connects += 1);
     }
 
-    pub fn subscribe_connects(&self) -> watch::Receiver<usize> {
+    pub(crate) fn subscribe_connects(&self) -> watch::Receiver<usize> {
         self.connects.subscribe()
     }
 
-    pub fn check(&self) -> Report {
+    pub(crate) fn check(&self) -> Report {
         let guard = self.lock();
         let events = &*guard;
         let mut report = Report {
@@ -342,7 +342,7 @@ impl Events {
                     report.unexpected.push(format!(
                         "{} read {:?}, not a recipient",
                         delivery.device, delivery.text
-                    ))
+                    ));
                 }
                 Some(_) => {}
             }
@@ -532,7 +532,7 @@ fn check_order(firsts: &FirstReads<'_>, report: &mut Report) {
 
 impl Report {
     /// One line for the test log (and docs/RELIABILITY.md's figures).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut line = String::new();
         let _ = write!(
             line,
@@ -556,7 +556,7 @@ impl Report {
         line
     }
 
-    pub fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         let first = |items: &[String]| items.iter().take(5).cloned().collect::<Vec<_>>();
         assert!(
             self.lost.is_empty()

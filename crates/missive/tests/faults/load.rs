@@ -193,8 +193,7 @@ async fn the_silent_reader(
         use futures_util::SinkExt;
         silent
             .send(tokio_tungstenite::tungstenite::Message::text(format!(
-                r#"{{"type":"auth","token":"{}"}}"#,
-                token
+                r#"{{"type":"auth","token":"{token}"}}"#
             )))
             .await
             .expect("auth");

@@ -26,18 +26,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// A client prefers its home node and moves to the next live one when its
 /// home is gone, as behind a load balancer.
 #[derive(Clone)]
-pub struct Nodes {
+pub(crate) struct Nodes {
     urls: Arc<watch::Sender<Vec<Option<String>>>>,
 }
 
 impl Nodes {
-    pub fn new(urls: Vec<String>) -> Self {
+    pub(crate) fn new(urls: Vec<String>) -> Self {
         Self {
             urls: Arc::new(watch::Sender::new(urls.into_iter().map(Some).collect())),
         }
     }
 
-    pub fn set(&self, node: usize, url: Option<String>) {
+    pub(crate) fn set(&self, node: usize, url: Option<String>) {
         self.urls.send_modify(|urls| urls[node] = url);
     }
 
@@ -61,20 +61,20 @@ impl Nodes {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Transport {
+pub(crate) enum Transport {
     WebSocket,
     LongPoll,
 }
 
 #[derive(Clone, Debug)]
-pub enum Target {
+pub(crate) enum Target {
     User(String),
     Conversation(i64),
 }
 
 /// One logged-in device of the workload.
 #[derive(Clone, Debug)]
-pub struct Device {
+pub(crate) struct Device {
     pub label: String,
     pub username: String,
     pub token: String,
@@ -99,7 +99,7 @@ fn padded(mut payload: String, pad: usize) -> String {
 }
 
 /// Running device tasks.
-pub struct Workload {
+pub(crate) struct Workload {
     pub history: Arc<History>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -107,14 +107,19 @@ pub struct Workload {
 
 impl Workload {
     /// Starts every device; senders send one text per `pace`.
-    pub fn start(devices: &[Device], nodes: &Nodes, pace: Duration) -> Self {
+    pub(crate) fn start(devices: &[Device], nodes: &Nodes, pace: Duration) -> Self {
         Self::start_padded(devices, nodes, pace, 0)
     }
 
     /// Like [`Workload::start`], each text padded to at least `pad` bytes.
     /// Devices listed with `offline` are known to the checker (they must
     /// receive, and are drained at the end) but are not run.
-    pub fn start_padded(devices: &[Device], nodes: &Nodes, pace: Duration, pad: usize) -> Self {
+    pub(crate) fn start_padded(
+        devices: &[Device],
+        nodes: &Nodes,
+        pace: Duration,
+        pad: usize,
+    ) -> Self {
         let history = Arc::new(History::default());
         for device in devices {
             history.device(&device.label, device.device_id);
@@ -146,7 +151,7 @@ impl Workload {
 
     /// Waits until `more` further texts have been acknowledged; fails after
     /// `within` (the workload stalled).
-    pub async fn progress(&self, more: usize, within: Duration) {
+    pub(crate) async fn progress(&self, more: usize, within: Duration) {
         let target = self.history.acknowledged() + more;
         wait_for(
             self.history.subscribe(),
@@ -159,7 +164,7 @@ impl Workload {
 
     /// Waits until `more` further connections have been opened; returns how
     /// long that took.
-    pub async fn connects(&self, more: usize, within: Duration) -> Duration {
+    pub(crate) async fn connects(&self, more: usize, within: Duration) -> Duration {
         let started = Instant::now();
         let mut connects = self.history.subscribe_connects();
         let target = *connects.borrow_and_update() + more;
@@ -168,14 +173,14 @@ impl Workload {
     }
 
     /// Waits until `more` further calls have been refused as unavailable.
-    pub async fn refusals(&self, more: usize, within: Duration) {
+    pub(crate) async fn refusals(&self, more: usize, within: Duration) {
         let mut refusals = self.history.subscribe_refusals();
         let target = *refusals.borrow_and_update() + more;
         wait_for(refusals, target, within, "refusals").await;
     }
 
     /// Stops every device and waits for them.
-    pub async fn stop(self) -> Arc<History> {
+    pub(crate) async fn stop(self) -> Arc<History> {
         self.stop.cancel();
         for task in self.tasks {
             task.await.expect("a workload device failed");
@@ -496,7 +501,12 @@ impl Acks {
 /// longer queue anything for the senders. Fails if one pass takes longer
 /// than `pass_within` (the drain stalled), or all of them longer than ten
 /// times that.
-pub async fn drain(devices: &[Device], nodes: &Nodes, history: &History, pass_within: Duration) {
+pub(crate) async fn drain(
+    devices: &[Device],
+    nodes: &Nodes,
+    history: &History,
+    pass_within: Duration,
+) {
     use futures_util::StreamExt;
     let deadline = Instant::now() + pass_within * 10;
     loop {

@@ -13,7 +13,7 @@ use crate::common::*;
 use crate::strategy::*;
 
 /// Everything of the victim's that the server shows, as JSON text.
-pub async fn victim_state(server: &TestServer, victim: &Victim) -> Vec<String> {
+pub(crate) async fn victim_state(server: &TestServer, victim: &Victim) -> Vec<String> {
     let api = &server.api;
     let token = &victim.token;
     let mut state = vec![
@@ -50,7 +50,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// What every case starts from.
-pub struct World {
+pub(crate) struct World {
     pub victim: Victim,
     /// Mallory's token.
     pub mallory: String,
@@ -59,7 +59,7 @@ pub struct World {
     pub before: Vec<String>,
 }
 
-pub struct Victim {
+pub(crate) struct Victim {
     pub token: String,
     pub dormant_token: String,
     pub group: i64,
@@ -116,7 +116,7 @@ async fn post_frames(server: &TestServer, token: &str, body: Vec<u8>) -> (u16, V
 }
 
 /// Runs one hostile sequence and checks the victim is untouched.
-pub async fn run_case(
+pub(crate) async fn run_case(
     server: &TestServer,
     world: &World,
     victim_live: &mut Connection,

@@ -42,7 +42,7 @@ struct Mallorys {
 
 /// The users, the victim's and mallory's conversations, the victim's live
 /// device with its backlog read, and her state as it must stay.
-pub async fn world(server: &TestServer) -> (World, Connection) {
+pub(crate) async fn world(server: &TestServer) -> (World, Connection) {
     let victim_token = server.user("victim").await;
     let dormant_token = server.device("victim").await;
     let carol_token = server.user("carol").await;

@@ -6,14 +6,14 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 /// A text over `limits.text_bytes_max` (64 KiB) inside one frame (256 KiB).
-pub const OVERSIZED_TEXT: usize = 100_000;
+pub(crate) const OVERSIZED_TEXT: usize = 100_000;
 /// Over `limits.frame_bytes_max`.
-pub const OVERSIZED_FRAME: usize = 300 * 1024;
+pub(crate) const OVERSIZED_FRAME: usize = 300 * 1024;
 
 /// What mallory may name: the victim's things, her own, and made-up ones.
 /// Choices are indices into these, so a seed replays the same choices.
 #[derive(Clone, Debug)]
-pub struct Pools {
+pub(crate) struct Pools {
     pub conversations: Vec<i64>,
     /// The victim's conversations (mallory is in none of them).
     pub victim_conversations: Vec<i64>,
@@ -31,14 +31,14 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn pick<T: Clone>(pool: &[T], at: &Index) -> T {
+    pub(crate) fn pick<T: Clone>(pool: &[T], at: &Index) -> T {
         pool[at.index(pool.len())].clone()
     }
 }
 
 /// One frame field choice, resolved against [`Pools`] when the case runs.
 #[derive(Clone, Debug)]
-pub struct Picks {
+pub(crate) struct Picks {
     conversation: Index,
     message: Index,
     media: Vec<Index>,
@@ -56,7 +56,7 @@ pub struct Picks {
 }
 
 #[derive(Clone, Debug)]
-pub enum Action {
+pub(crate) enum Action {
     /// A frame of the given kind (0..19) built from picks.
     Frame { kind: u8, picks: Box<Picks> },
     /// Raw text: arbitrary, or a valid frame bent out of shape.
@@ -68,7 +68,7 @@ pub enum Action {
 }
 
 #[derive(Clone, Debug)]
-pub struct Sequence {
+pub(crate) struct Sequence {
     pub actions: Vec<(Action, bool)>,
     /// End by sending a frame over `frame_bytes_max` (the socket closes).
     pub end_oversized: bool,
@@ -144,7 +144,7 @@ fn raw_text() -> impl Strategy<Value = String> {
     ]
 }
 
-pub fn sequence() -> impl Strategy<Value = Sequence> {
+pub(crate) fn sequence() -> impl Strategy<Value = Sequence> {
     let action = prop_oneof![
         // Sends, reactions, edits and deletes (kinds 0-3) more often: they
         // write to the store.
@@ -165,7 +165,7 @@ pub fn sequence() -> impl Strategy<Value = Sequence> {
         })
 }
 
-pub fn build_frame(kind: u8, picks: &Picks, pools: &Pools) -> ClientFrame {
+pub(crate) fn build_frame(kind: u8, picks: &Picks, pools: &Pools) -> ClientFrame {
     match kind {
         0..=3 => message_frame(kind, picks, pools),
         6..=13 => group_frame(kind, picks, pools),
@@ -314,7 +314,7 @@ fn session_frame(kind: u8, picks: &Picks, pools: &Pools) -> ClientFrame {
 /// A send to the victim that must be refused before anything is stored:
 /// exactly one field is bad. A refused request changes nothing, so not
 /// even the 1:1 conversation may appear in the victim's list.
-pub fn refused_send_to_victim(id: Option<String>, bad: usize) -> ClientFrame {
+pub(crate) fn refused_send_to_victim(id: Option<String>, bad: usize) -> ClientFrame {
     let mut client_msg_id = "m-v".to_owned();
     let mut text = "hi".to_owned();
     let mut reply_to = None;

@@ -13,10 +13,7 @@ fn sent_conversation(frame: &ServerFrame) -> i64 {
 
 /// Sends `frame` and returns its reply, which must be an `error` and come
 /// first: (code, correlation id).
-async fn refusal(
-    connection: &mut missive_client::Connection,
-    frame: &ClientFrame,
-) -> (String, Option<String>) {
+async fn refusal(connection: &mut Connection, frame: &ClientFrame) -> (String, Option<String>) {
     connection.send_frame(frame).await.unwrap();
     match connection.next_frame(PROMPTLY).await.unwrap() {
         ServerFrame::Error { code, id, .. } => (code.as_str().to_owned(), id),
@@ -376,7 +373,7 @@ async fn write_all_then_read_the_answers(
         let frame = alice.next_frame(PROMPTLY).await.expect("an answer");
         match frame {
             ServerFrame::Sent { .. } | ServerFrame::Error { .. } | ServerFrame::Pong { .. } => {
-                answers.push(frame)
+                answers.push(frame);
             }
             _ => {}
         }
@@ -397,7 +394,7 @@ fn answers_in_frame_order(answers: &[ServerFrame]) -> Vec<String> {
                 assert_eq!(
                     (got.as_deref(), code.as_str()),
                     (Some(id.as_str()), "empty_text")
-                )
+                );
             }
             (20, ServerFrame::Error { id: got, code, .. }) => {
                 assert_eq!(got.as_deref(), Some(id.as_str()));

@@ -98,7 +98,7 @@ async fn revoking_a_device_closes_its_socket_and_kills_its_token() {
         refused_code(server.api.devices(&laptop).await),
         "token_invalid"
     );
-    let again = missive_client::Connection::connect(&server.api.ws_url(), &laptop).await;
+    let again = Connection::connect(&server.api.ws_url(), &laptop).await;
     assert_eq!(refused_code(again.map(|_| ())), "token_invalid");
     // Revoking it twice, or someone else's device, is unknown_device.
     assert_eq!(

@@ -131,7 +131,7 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub(super) async fn metrics() -> Response {
     let body = crate::telemetry::prometheus()
-        .map(|handle| handle.render())
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
         .unwrap_or_default();
     ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }

@@ -555,8 +555,7 @@ impl<'a> Connection<'a> {
 
     /// Feeds one frame into the socket's buffer; a full buffer is flushed.
     async fn write(&mut self, message: Message) -> Result<(), End> {
-        self.socket_step(|socket, cx| socket.poll_ready_unpin(cx))
-            .await?;
+        self.socket_step(SinkExt::poll_ready_unpin).await?;
         self.socket
             .start_send_unpin(message)
             .map_err(|_| End::Failed)?;
@@ -574,8 +573,7 @@ impl<'a> Connection<'a> {
         }
         metrics::counter!("missive_frames_out_total").increment(self.gathered as u64);
         self.gathered = 0;
-        self.socket_step(|socket, cx| socket.poll_flush_unpin(cx))
-            .await
+        self.socket_step(SinkExt::poll_flush_unpin).await
     }
 
     /// Room for a frame, or a flush, within the write timeout. The socket

@@ -125,7 +125,10 @@ impl Worker {
     /// At most one call per device per coalescing interval.
     fn claim(&self, device: DeviceId) -> bool {
         let now = Instant::now();
-        let mut last_sent = self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_sent = self
+            .last_sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if last_sent
             .get(&device)
             .is_some_and(|at| now.duration_since(*at) < self.coalesce)
@@ -175,7 +178,7 @@ impl Worker {
                     return;
                 }
                 Ok(response) => {
-                    tracing::debug!(status = %response.status(), attempt, "push webhook refused")
+                    tracing::debug!(status = %response.status(), attempt, "push webhook refused");
                 }
                 Err(err) => tracing::debug!(%err, attempt, "push webhook unreachable"),
             }

@@ -51,7 +51,7 @@ impl Fault {
             Self::Raced => true,
             Self::Db(err) => matches!(
                 err.code(),
-                Some(&SqlState::T_R_SERIALIZATION_FAILURE) | Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                Some(&SqlState::T_R_SERIALIZATION_FAILURE | &SqlState::T_R_DEADLOCK_DETECTED)
             ),
             _ => false,
         }

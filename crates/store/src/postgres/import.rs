@@ -74,7 +74,7 @@ impl Target {
         });
         schema::migrate(&mut client)
             .await
-            .map_err(super::fault::Fault::into_store)?;
+            .map_err(Fault::into_store)?;
         Ok(Self { client })
     }
 
@@ -550,7 +550,7 @@ mod tests {
     }
 
     /// Every migrated table's columns are exactly the ones written.
-    async fn assert_columns_match(db: &tokio_postgres::Client) {
+    async fn assert_columns_match(db: &Client) {
         for table in TABLES {
             let mut columns: Vec<String> = db
                 .query(
@@ -585,7 +585,7 @@ mod tests {
     }
 
     /// A batch of two accounts: its rows and its step's key commit together.
-    async fn first_batch_commits_with_its_key(target: &mut Target, db: &tokio_postgres::Client) {
+    async fn first_batch_commits_with_its_key(target: &mut Target, db: &Client) {
         let batch = Batch {
             rows: vec![account_row(4, "ann"), account_row(9, "bo")],
             last_key: Some(vec![Cell::Int(9)]),
@@ -620,7 +620,7 @@ mod tests {
     }
 
     /// The id a new account gets.
-    async fn next_account_id(db: &tokio_postgres::Client) -> i64 {
+    async fn next_account_id(db: &Client) -> i64 {
         db.query_one(
             "INSERT INTO accounts (username, password_hash, created_ms)
                  VALUES ('new', 'h', 0) RETURNING id",

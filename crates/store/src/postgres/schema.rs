@@ -173,7 +173,7 @@ mod tests {
 
     /// Versions 1-2 of the schema and their data; the client stays open
     /// for the test's length.
-    async fn version_2_database(url: &str) -> tokio_postgres::Client {
+    async fn version_2_database(url: &str) -> Client {
         let mut old = client(url).await.expect("connect to the schema");
         let migrations = MIGRATIONS[..2]
             .iter()
@@ -191,7 +191,7 @@ mod tests {
 
     /// The migrated tables: messages, positions, departures and delivered
     /// cursors as version 3 derives them, and the old tables gone.
-    async fn assert_tables_migrated(db: &tokio_postgres::Client) {
+    async fn assert_tables_migrated(db: &Client) {
         assert_eq!(
             column_of(
                 db,
@@ -298,7 +298,11 @@ mod tests {
             })
             .await
             .expect("pending");
-        let seqs: Vec<_> = page.items.iter().map(|item| item.point()).collect();
+        let seqs: Vec<_> = page
+            .items
+            .iter()
+            .map(missive_core::model::PendingItem::point)
+            .collect();
         assert_eq!(seqs, [(ConversationId(2), 2), (ConversationId(2), 3)]);
     }
 }

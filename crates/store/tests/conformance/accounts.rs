@@ -11,7 +11,7 @@ use missive_store::{
 use crate::support::*;
 
 /// 1. Accounts.
-pub async fn accounts(store: Arc<dyn Store>) {
+pub(crate) async fn accounts(store: Arc<dyn Store>) {
     // Goal: usernames are unique and lookups find exactly what was stored.
     // Method: create two accounts, try to take a name again (must be
     // refused without overwriting anything), then look up known and
@@ -65,7 +65,9 @@ pub async fn accounts(store: Arc<dyn Store>) {
 }
 
 /// 2a'. What an operator sees and changes; numbered revocations.
-pub async fn accounts_listed_passwords_reset_and_revocations_numbered(store: Arc<dyn Store>) {
+pub(crate) async fn accounts_listed_passwords_reset_and_revocations_numbered(
+    store: Arc<dyn Store>,
+) {
     // Goal: accounts list in username order with their device counts,
     // page by page; a password hash can be replaced (unknown account:
     // false); every revocation, by revoke or by expiry, is numbered in
@@ -129,7 +131,7 @@ pub async fn accounts_listed_passwords_reset_and_revocations_numbered(store: Arc
 }
 
 /// 2a''. Suspensions and invites.
-pub async fn suspensions_revoke_devices_and_invites_are_single_use(store: Arc<dyn Store>) {
+pub(crate) async fn suspensions_revoke_devices_and_invites_are_single_use(store: Arc<dyn Store>) {
     // Goal: suspending revokes every device of the account (numbered,
     // as any revocation) and no login adds one until resumed; resuming
     // revokes nothing; an unknown account is None. An invite is used
@@ -238,7 +240,9 @@ async fn invites_are_single_use(store: &dyn Store) {
 }
 
 /// 2a, continued. Deleting an account.
-pub async fn deleted_accounts_free_their_name_and_keep_their_messages(store: Arc<dyn Store>) {
+pub(crate) async fn deleted_accounts_free_their_name_and_keep_their_messages(
+    store: Arc<dyn Store>,
+) {
     // Goal: a deleted account loses its name (now `deleted.<id>`), its
     // devices (numbered revocations), its contacts and blocks both ways,
     // and any way to log in; what it sent stays, under the new name; the

@@ -10,7 +10,7 @@ use missive_store::{NewAccount, PendingRequest, Store, StoreError};
 use crate::support::*;
 
 /// 10. Concurrent appends.
-pub async fn concurrent_appends(store: Arc<dyn Store>) {
+pub(crate) async fn concurrent_appends(store: Arc<dyn Store>) {
     // Goal: concurrent appends into one conversation still get gap-free,
     // unique seqs, every device's pending is in seq order, and
     // concurrent retries are all recognised.
@@ -161,7 +161,7 @@ async fn retried_at_once(
 /// its backlog is being read) never makes later reads fail. Method: 20
 /// rounds of starting 32 reads and aborting them at once, each followed
 /// by 32 reads that must all succeed.
-pub async fn cancelled_reads_leave_the_store_usable(store: Arc<dyn Store>) {
+pub(crate) async fn cancelled_reads_leave_the_store_usable(store: Arc<dyn Store>) {
     let Cast(alice, bob, conv, [a1, b1]) = cast(&*store, ["a1", "b1"]).await;
     let sent = send(&*store, conv, alice, a1, "m1").await;
     let spawn_reads = |n: usize| -> Vec<tokio::task::JoinHandle<_>> {
@@ -199,7 +199,7 @@ pub async fn cancelled_reads_leave_the_store_usable(store: Arc<dyn Store>) {
 }
 
 /// 11. Lifecycle (extra).
-pub async fn shutdown_refuses_further_calls(store: Arc<dyn Store>) {
+pub(crate) async fn shutdown_refuses_further_calls(store: Arc<dyn Store>) {
     // Goal: a store is ready while open; after shutdown every call is
     // refused with `Closed` (never silently dropped) and is_ready is false.
     // Method: write, shut down, then try a write and a read.

@@ -9,7 +9,7 @@ use missive_store::{ConversationKind, EventKind, Store, StoreError, StoredEvent}
 use crate::support::*;
 
 /// 20. History paging.
-pub async fn history_after_shows_events_about_earlier_messages(store: Arc<dyn Store>) {
+pub(crate) async fn history_after_shows_events_about_earlier_messages(store: Arc<dyn Store>) {
     // Goal: a forward page (`after`) includes a reaction, edit or delete
     // whose target lies before the page, when the reader saw that
     // target (it was sent after they joined).
@@ -31,7 +31,7 @@ pub async fn history_after_shows_events_about_earlier_messages(store: Arc<dyn St
     assert_eq!(seqs(&page), vec![4, 5]);
 }
 
-pub async fn history_paging(store: Arc<dyn Store>) {
+pub(crate) async fn history_paging(store: Arc<dyn Store>) {
     // Goal: without `after`, history pages newest first strictly below
     // `before` (from the newest when absent); with `after`, oldest first
     // strictly above it; at most `limit` events; every member sees the
@@ -131,7 +131,7 @@ async fn stored_alike_for_members_only(
 }
 
 /// 21. The conversation list.
-pub async fn conversation_list_order(store: Arc<dyn Store>) {
+pub(crate) async fn conversation_list_order(store: Arc<dyn Store>) {
     // Goal: conversations() lists exactly the account's conversations,
     // most recent activity first (its newest event, or its creation while
     // empty), each with kind, name, members (usernames, sorted), last
@@ -206,7 +206,7 @@ pub async fn conversation_list_order(store: Arc<dyn Store>) {
 }
 
 /// Looking up a 1:1 conversation never creates it.
-pub async fn find_direct(store: Arc<dyn Store>) {
+pub(crate) async fn find_direct(store: Arc<dyn Store>) {
     // Goal: `find_direct_conversation` answers None before the first
     // message between two accounts, in either order, and leaves it so;
     // once `direct_conversation` made it, both orders find that one.

@@ -11,7 +11,7 @@ use missive_store::{
 use crate::support::*;
 
 /// 3. Sequence numbers and idempotent append.
-pub async fn seq_and_dedup(store: Arc<dyn Store>) {
+pub(crate) async fn seq_and_dedup(store: Arc<dyn Store>) {
     // Goal: seqs are per conversation, 1..N without gaps; a retry with the
     // same (device, client_msg_id) and the same request returns the
     // original and stores nothing; the key reused for a different
@@ -157,7 +157,7 @@ async fn other_senders_and_refusals(
 }
 
 /// 4. Fan-out.
-pub async fn fan_out(store: Arc<dyn Store>) {
+pub(crate) async fn fan_out(store: Arc<dyn Store>) {
     // Goal: an append is for every device of every member except the
     // sending device (so the sender's other devices see it too), and for
     // no one else; what waits is the stored event with its fields.
@@ -222,7 +222,7 @@ pub async fn fan_out(store: Arc<dyn Store>) {
 }
 
 /// 5. Pages and acks.
-pub async fn pending_and_ack(store: Arc<dyn Store>) {
+pub(crate) async fn pending_and_ack(store: Arc<dyn Store>) {
     // Goal: pending pages in seq order, `limit` items at a time, with
     // `more` and `scanned` telling where the next page starts; reading
     // moves nothing; an ack moves the device's position (everything up
@@ -358,7 +358,7 @@ async fn acked_to_the_end(store: &dyn Store, &Cast(alice, bob, conv, [a1, a2, b1
 }
 
 /// 5b. Acks are cumulative per device and conversation.
-pub async fn behind_names_devices_with_something_from_others(store: Arc<dyn Store>) {
+pub(crate) async fn behind_names_devices_with_something_from_others(store: Arc<dyn Store>) {
     // Goal: `behind` (a cluster's safety net for lost wake-ups) names
     // exactly the devices with an event waiting that another device
     // sent: the sender's own device is not behind on its own text, its
@@ -415,7 +415,7 @@ pub async fn behind_names_devices_with_something_from_others(store: Arc<dyn Stor
     assert_eq!(behind(vec![c1]).await, Vec::<DeviceId>::new());
 }
 
-pub async fn ack_is_cumulative(store: Arc<dyn Store>) {
+pub(crate) async fn ack_is_cumulative(store: Arc<dyn Store>) {
     // Goal: an ack up to N removes everything up to N of that
     // conversation for that device only: not for the account's other
     // devices, not in other conversations; one call may move several
@@ -491,7 +491,7 @@ pub async fn ack_is_cumulative(store: Arc<dyn Store>) {
 }
 
 /// 5c. A refused ack changes nothing.
-pub async fn refused_acks_change_nothing(store: Arc<dyn Store>) {
+pub(crate) async fn refused_acks_change_nothing(store: Arc<dyn Store>) {
     // Goal: an ack naming a seq above the conversation's last seq is
     // SeqOutOfRange, a conversation the account is not in NotMember, an
     // unknown one UnknownConversation; an ack of several points with one

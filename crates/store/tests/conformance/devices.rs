@@ -9,7 +9,7 @@ use missive_store::{DeviceAuth, DeviceRecord, NewDevice, RevokedDevice, Store, S
 use crate::support::*;
 
 /// 2. Devices.
-pub async fn devices(store: Arc<dyn Store>) {
+pub(crate) async fn devices(store: Arc<dyn Store>) {
     // Goal: the device limit, token authentication, listing order, and
     // revocation (own devices only, deleting token and positions)
     // behave as documented; a device created later starts at the
@@ -198,7 +198,7 @@ async fn revoked_by_its_account(store: &dyn Store, alice: AccountId, [a1, a2]: [
 }
 
 /// 2a. Replacing the least recently used device; idle devices expiring.
-pub async fn devices_are_replaced_and_expire_least_recent_first(store: Arc<dyn Store>) {
+pub(crate) async fn devices_are_replaced_and_expire_least_recent_first(store: Arc<dyn Store>) {
     // Goal: at the limit, a login that may replace revokes the device
     // seen longest ago among those without a live session (as a revoke
     // does: token and positions gone) and says which; without leave it
@@ -275,7 +275,7 @@ pub async fn devices_are_replaced_and_expire_least_recent_first(store: Arc<dyn S
 }
 
 /// 2a, renames. A device's name changes only for its own account.
-pub async fn devices_are_renamed_by_their_account_only(store: Arc<dyn Store>) {
+pub(crate) async fn devices_are_renamed_by_their_account_only(store: Arc<dyn Store>) {
     // Goal: rename_device changes the listed name of the account's own
     // device; another account's or an unknown device is false and
     // changes nothing.
@@ -304,7 +304,7 @@ pub async fn devices_are_renamed_by_their_account_only(store: Arc<dyn Store>) {
 }
 
 /// 2b. Device identity after revocation.
-pub async fn revoked_device_identity_is_not_reused(store: Arc<dyn Store>) {
+pub(crate) async fn revoked_device_identity_is_not_reused(store: Arc<dyn Store>) {
     // Goal: a device created after a revoke is a new sender: it does not
     // inherit the revoked device's id, and so not its idempotency records
     // (a fresh login's first client_msg_id must not be swallowed as a

@@ -12,7 +12,7 @@ use missive_store::{
 use crate::support::*;
 
 /// 12. Group creation.
-pub async fn group_create(store: Arc<dyn Store>) {
+pub(crate) async fn group_create(store: Arc<dyn Store>) {
     // Goal: a new group has the creator as its only admin and the others
     // as members, and its `created` system event is seq 1, for every
     // member device except the creating one; duplicates and the
@@ -143,7 +143,7 @@ async fn listed_for_members_only(
 }
 
 /// 13. Adding and removing group members.
-pub async fn group_add_and_remove(store: Arc<dyn Store>) {
+pub(crate) async fn group_add_and_remove(store: Arc<dyn Store>) {
     // Goal: only admins add and remove; adding an existing member, or
     // beyond `members_max`, is refused and stores nothing (no seq); an
     // added member sees, pending and in history, only events from its
@@ -328,7 +328,7 @@ async fn carol_is_an_outsider(
 }
 
 /// 14. Leaving, roles, and the promotion when no admin is left.
-pub async fn event_times_never_go_backwards(store: Arc<dyn Store>) {
+pub(crate) async fn event_times_never_go_backwards(store: Arc<dyn Store>) {
     // Goal: no event is stamped earlier than the event before it in its
     // conversation, whatever clock the sender's node reads (node clocks
     // differ); a later clock stamps its own time again; a retry answers
@@ -378,7 +378,7 @@ pub async fn event_times_never_go_backwards(store: Arc<dyn Store>) {
     );
 }
 
-pub async fn group_leave_and_roles(store: Arc<dyn Store>) {
+pub(crate) async fn group_leave_and_roles(store: Arc<dyn Store>) {
     // Goal: promote, demote and rename are for admins, on members only;
     // any member may leave, the leaver's devices get the `left` event
     // and nothing after; while an admin remains nobody is promoted; when
@@ -521,7 +521,7 @@ async fn the_last_admin_leaves(
 }
 
 /// 23. Blocks and sending.
-pub async fn sends_are_judged_on_the_conversation_as_it_is_now(store: Arc<dyn Store>) {
+pub(crate) async fn sends_are_judged_on_the_conversation_as_it_is_now(store: Arc<dyn Store>) {
     // Goal: whatever a store remembers between sends, each send sees the
     // conversation as it is when it is stored: a device added since the
     // last send is a recipient, a revoked one is not, and a member

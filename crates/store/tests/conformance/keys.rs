@@ -13,7 +13,7 @@ use crate::support::*;
 /// End-to-end encryption keys: identity keys set once, one-time keys
 /// claimed once each (concurrent claims included), gone with a revoked
 /// device.
-pub async fn device_keys_are_claimed_once_and_go_with_their_device(store: Arc<dyn Store>) {
+pub(crate) async fn device_keys_are_claimed_once_and_go_with_their_device(store: Arc<dyn Store>) {
     // Goal: an upload needs identity keys the first time and refuses
     // other ones later (changing nothing); retried key ids are kept as
     // they were; the held count is capped; a claim hands out one key
@@ -228,7 +228,7 @@ async fn gone_with_their_device(store: &dyn Store, bob: AccountId, [b1, b2]: [De
 
 /// To-device messages: stored per device all or none, read in seq
 /// order above a cursor, acked cumulatively, gone with their device.
-pub async fn to_device_messages_wait_for_their_device_until_acked(store: Arc<dyn Store>) {
+pub(crate) async fn to_device_messages_wait_for_their_device_until_acked(store: Arc<dyn Store>) {
     // Goal: a batch stores every message or none (an unknown device,
     // a device of another account, a full inbox refuse it whole);
     // each device reads its own messages in the order sent, above any

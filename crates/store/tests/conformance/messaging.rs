@@ -9,7 +9,7 @@ use crate::support::Shape::Ev;
 use crate::support::*;
 
 /// 15. Replies.
-pub async fn replies(store: Arc<dyn Store>) {
+pub(crate) async fn replies(store: Arc<dyn Store>) {
     // Goal: a reply names a text of the same conversation and carries it
     // as its target (pending and history); naming an unknown message, a
     // text of another conversation or an event that is not a text is
@@ -61,7 +61,7 @@ pub async fn replies(store: Arc<dyn Store>) {
 }
 
 /// 16. Reactions.
-pub async fn reactions(store: Arc<dyn Store>) {
+pub(crate) async fn reactions(store: Arc<dyn Store>) {
     // Goal: one reaction per member per text, replaced by a new emoji and
     // removed by `None`, shown in the text's `reactions` sorted by
     // username; every reaction is its own event (kind Reaction, body the
@@ -173,7 +173,7 @@ async fn refused_reactions(
 }
 
 /// 17. Edits.
-pub async fn edits(store: Arc<dyn Store>) {
+pub(crate) async fn edits(store: Arc<dyn Store>) {
     // Goal: only the author edits (from any of its devices), up to
     // `window_ms` after the original's time: exactly `window_ms` later is
     // allowed, one millisecond more is EditWindowClosed; an edit replaces
@@ -298,7 +298,7 @@ async fn edited_at_the_window_edge(
 }
 
 /// 18. Deletes.
-pub async fn deletes(store: Arc<dyn Store>) {
+pub(crate) async fn deletes(store: Arc<dyn Store>) {
     // Goal: only the author deletes; a delete leaves a tombstone (deleted,
     // empty body, no reactions) in history and pending, empties the
     // bodies of the text's edit events, and is stored as its own event

@@ -17,7 +17,7 @@ use crate::support::*;
 /// One step of the model-based test. Devices: 0 = alice's a1, 1 and 2
 /// = bob's b1 and b2.
 #[derive(Clone, Debug)]
-pub enum Op {
+pub(crate) enum Op {
     /// A text from device `from`; `cmid` repeats make retries.
     Send { from: usize, cmid: u8 },
     /// `device` acks up to a seq picked among 0..=last + 1 (the last
@@ -27,7 +27,7 @@ pub enum Op {
     Read { bob: bool, seq: Index },
 }
 
-pub fn ops() -> impl Strategy<Value = Vec<Op>> {
+pub(crate) fn ops() -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
         4 => (0usize..3, 0u8..6).prop_map(|(from, cmid)| Op::Send { from, cmid }),
         2 => (0usize..3, any::<Index>()).prop_map(|(device, seq)| Op::Ack { device, seq }),
@@ -40,7 +40,7 @@ pub fn ops() -> impl Strategy<Value = Vec<Op>> {
 /// fresh store from `open` (a case whose `open` gives `None` passes without
 /// running: the backend skipped it). Failing cases are remembered in
 /// `model.proptest-regressions` beside this file, for every backend.
-pub fn check<F, Fut>(open: F)
+pub(crate) fn check<F, Fut>(open: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Option<Opened>>,
@@ -68,7 +68,7 @@ where
 }
 
 /// 9. Model-based test.
-pub async fn model_based(store: Arc<dyn Store>, ops: Vec<Op>) {
+pub(crate) async fn model_based(store: Arc<dyn Store>, ops: Vec<Op>) {
     // Goal: under any interleaving of appends (with retries) from three
     // devices of two accounts, cumulative acks (some out of range) and
     // read marks, the store agrees with a trivial model: positions per

@@ -10,7 +10,7 @@ use crate::support::Shape::{Ev, Ex};
 use crate::support::*;
 
 /// 8c. Own events are skipped but scanned.
-pub async fn own_events_are_skipped_but_scanned(store: Arc<dyn Store>) {
+pub(crate) async fn own_events_are_skipped_but_scanned(store: Arc<dyn Store>) {
     // Goal: a device is never given its own events, yet they count in
     // `scanned` (so the next page starts past them) and in `waiting`;
     // a long run of own events (longer than any one read chunk) before
@@ -88,7 +88,7 @@ pub async fn own_events_are_skipped_but_scanned(store: Arc<dyn Store>) {
 }
 
 /// 8d. Pages continue where `scanned` ends.
-pub async fn pages_continue_where_scanned_ends(store: Arc<dyn Store>) {
+pub(crate) async fn pages_continue_where_scanned_ends(store: Arc<dyn Store>) {
     // Goal: reading what waits in pages of any size, each page passing
     // the `scanned` so far as `after`, yields exactly the one-page
     // answer: no event twice, none missed, whatever mix of expired
@@ -147,7 +147,7 @@ pub async fn pages_continue_where_scanned_ends(store: Arc<dyn Store>) {
 }
 
 /// 8e. New devices and members start now; departed ones stop.
-pub async fn new_devices_and_members_start_now(store: Arc<dyn Store>) {
+pub(crate) async fn new_devices_and_members_start_now(store: Arc<dyn Store>) {
     // Goal: a device created later starts at each conversation's last
     // seq; a member added to a group gets events from its `added` on,
     // and never an event about a message from before it joined

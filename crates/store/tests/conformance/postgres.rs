@@ -30,7 +30,7 @@ fn in_ci() -> bool {
 
 /// A schema of its own on the test server, dropped with this value, so
 /// every test starts from an empty database and leaves nothing behind.
-pub struct FreshSchema {
+pub(crate) struct FreshSchema {
     pub name: String,
     pub base_url: String,
 }
@@ -38,7 +38,7 @@ pub struct FreshSchema {
 impl FreshSchema {
     /// `None` (after saying why on stderr) when the server cannot be
     /// reached outside CI; a panic in CI.
-    pub async fn create() -> Option<Self> {
+    pub(crate) async fn create() -> Option<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let base_url = base_url();
         let name = format!(
@@ -69,7 +69,7 @@ impl FreshSchema {
     }
 
     /// A node's configuration: this schema first on its search path.
-    pub fn config(&self) -> PostgresConfig {
+    pub(crate) fn config(&self) -> PostgresConfig {
         let separator = if self.base_url.contains('?') {
             '&'
         } else {
@@ -86,7 +86,7 @@ impl FreshSchema {
     }
 
     /// A node on this schema.
-    pub async fn node(&self) -> PostgresStore {
+    pub(crate) async fn node(&self) -> PostgresStore {
         PostgresStore::connect(&self.config())
             .await
             .expect("connect to PostgreSQL")

@@ -9,7 +9,7 @@ use missive_store::{GroupChange, NewGroup, ReadOutcome, ReadRequest, Store, Stor
 use crate::support::*;
 
 /// 5d. The delivered cursor.
-pub async fn delivered_cursor_moves_on_first_ack(store: Arc<dyn Store>) {
+pub(crate) async fn delivered_cursor_moves_on_first_ack(store: Arc<dyn Store>) {
     // Goal: the first ack past a seq by any device of a member moves
     // that member's delivered cursor (delivered_seq, with the ack's
     // time) and the ack's outcome says so, naming the devices to tell:
@@ -89,7 +89,7 @@ pub async fn delivered_cursor_moves_on_first_ack(store: Arc<dyn Store>) {
 }
 
 /// 6. Read pointer.
-pub async fn mark_read(store: Arc<dyn Store>) {
+pub(crate) async fn mark_read(store: Arc<dyn Store>) {
     // Goal: the read pointer only moves forward and is clamped to the
     // last seq; each move is reported as `moved`, naming the devices of
     // the other members who authored a text in the newly read range
@@ -222,7 +222,7 @@ async fn bob_writes_and_outsiders_are_refused(
 }
 
 /// 19. Receipts.
-pub async fn receipts(store: Arc<dyn Store>) {
+pub(crate) async fn receipts(store: Arc<dyn Store>) {
     // Goal: `receipts()` ("message info") lists, for any member, the
     // other members whose delivered cursor covers the text (with the
     // time that cursor last moved) and those whose read pointer covers
@@ -361,7 +361,7 @@ async fn receipts_refused(
 }
 
 /// 26. A removed member gets no receipts.
-pub async fn removed_member_gets_no_receipts(store: Arc<dyn Store>) {
+pub(crate) async fn removed_member_gets_no_receipts(store: Arc<dyn Store>) {
     // Goal: a removed member receives the `removed` event and nothing
     // after it, receipts included: a recipient acking past a text the
     // member sent before its removal tells none of the removed member's
@@ -401,7 +401,7 @@ pub async fn removed_member_gets_no_receipts(store: Arc<dyn Store>) {
 }
 
 /// 27. Read receipts name recipients only.
-pub async fn receipt_moves_tell_the_authors_of_texts_in_the_range(store: Arc<dyn Store>) {
+pub(crate) async fn receipt_moves_tell_the_authors_of_texts_in_the_range(store: Arc<dyn Store>) {
     // Goal: a delivered cursor moving over a range tells the devices of
     // exactly the other members who wrote a text in that range (every
     // device of theirs, none of the reader's or of silent members), in
@@ -493,7 +493,7 @@ async fn authors_told_in_a_group_of(store: &dyn Store, size: usize, tag: &str) {
     );
 }
 
-pub async fn read_receipts_name_recipients_only(store: Arc<dyn Store>) {
+pub(crate) async fn read_receipts_name_recipients_only(store: Arc<dyn Store>) {
     // Goal: `receipts()` lists members whose cursors cover the text; a
     // member added after the text was sent was never its recipient (it
     // is neither pending for it nor in its history), so its cursors

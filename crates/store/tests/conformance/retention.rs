@@ -10,7 +10,7 @@ use crate::support::Shape::{Ev, Ex};
 use crate::support::*;
 
 /// 7. Store-and-forward (retention 0).
-pub async fn store_and_forward(store: Arc<dyn Store>) {
+pub(crate) async fn store_and_forward(store: Arc<dyn Store>) {
     // Goal: with purge_delivered_bodies, a body is deleted by the ack
     // after which every device of every member has it (the sending
     // device counts as having its own events), and not before; without
@@ -79,7 +79,7 @@ pub async fn store_and_forward(store: Arc<dyn Store>) {
 }
 
 /// 7b. Purging by ack waits for every member device, departed ones too.
-pub async fn purge_waits_for_every_member_device(store: Arc<dyn Store>) {
+pub(crate) async fn purge_waits_for_every_member_device(store: Arc<dyn Store>) {
     // Goal: a purging ack deletes exactly the bodies of that
     // conversation that every device of every member (and of one who
     // left, up to its leaving) has, where an event's sending device
@@ -129,7 +129,7 @@ pub async fn purge_waits_for_every_member_device(store: Arc<dyn Store>) {
 }
 
 /// 8. Expiry and sweep.
-pub async fn expiry_and_sweep(store: Arc<dyn Store>) {
+pub(crate) async fn expiry_and_sweep(store: Arc<dyn Store>) {
     // Goal: sweep deletes the bodies stored before both its retention
     // and its offline-TTL cutoff (a body past retention that a device
     // still waits for stays while it is within the TTL), then, past the
@@ -258,7 +258,7 @@ async fn limits_per_call(store: &dyn Store, &Cast(alice, bob, conv, [a1, b1]): &
 }
 
 /// 8b. Expired events come as one range in their place.
-pub async fn expired_events_come_as_one_range(store: Arc<dyn Store>) {
+pub(crate) async fn expired_events_come_as_one_range(store: Arc<dyn Store>) {
     // Goal: events stored before `expired_before_ms`, events whose body
     // is gone and seqs whose row is gone come, per conversation, as one
     // `Expired` range in their place (before the next delivered event,
@@ -402,7 +402,7 @@ async fn gone_and_acked(
 }
 
 /// 8f. A departure ends with the sweep.
-pub async fn swept_departures_end_delivery(store: Arc<dyn Store>) {
+pub(crate) async fn swept_departures_end_delivery(store: Arc<dyn Store>) {
     // Goal: a removed member's devices get events up to its removal
     // until the sweep's offline TTL passes the removal; then the
     // conversation is not theirs at all (nothing waits, acks are
@@ -440,7 +440,7 @@ pub async fn swept_departures_end_delivery(store: Arc<dyn Store>) {
 }
 
 /// 8g. The dedup key outlives the body.
-pub async fn dedup_survives_purged_body(store: Arc<dyn Store>) {
+pub(crate) async fn dedup_survives_purged_body(store: Arc<dyn Store>) {
     // Goal: a retry of a client_msg_id whose body was purged (by a
     // purging ack) is still a duplicate with the original's id, seq and
     // time, until a sweep's dedup window passes that row; rows that

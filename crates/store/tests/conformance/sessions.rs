@@ -9,7 +9,7 @@ use missive_store::{GroupChange, PresenceVisibility, Relation, Store, StoreError
 use crate::support::*;
 
 /// Session directory: node leases and live sessions across nodes.
-pub async fn session_directory(store: Arc<dyn Store>) {
+pub(crate) async fn session_directory(store: Arc<dyn Store>) {
     // Goal: an account is online exactly while one of its devices has a
     // session on a node whose lease holds; a claim on another node names
     // the node it replaces; a stale release does not end a newer claim;
@@ -112,7 +112,7 @@ async fn a_lapses_and_is_reaped(
 }
 
 /// Who is told, live, that an account's key listing changed.
-pub async fn online_devices_sharing_a_conversation(store: Arc<dyn Store>) {
+pub(crate) async fn online_devices_sharing_a_conversation(store: Arc<dyn Store>) {
     // Goal: the devices in the session directory (on any node) of the
     // account and of every current member of a conversation it is in,
     // each once, by id; not a device without a session, not an
@@ -166,7 +166,7 @@ pub async fn online_devices_sharing_a_conversation(store: Arc<dyn Store>) {
 }
 
 /// 24. Relay targets.
-pub async fn relay_targets(store: Arc<dyn Store>) {
+pub(crate) async fn relay_targets(store: Arc<dyn Store>) {
     // Goal: relay targets are every device of every other member, minus
     // the members who blocked the caller or whom it blocked; outsiders
     // are NotMember, unknown conversations UnknownConversation.
@@ -226,7 +226,7 @@ pub async fn relay_targets(store: Arc<dyn Store>) {
 }
 
 /// 25. Presence profile.
-pub async fn presence_profile(store: Arc<dyn Store>) {
+pub(crate) async fn presence_profile(store: Arc<dyn Store>) {
     // Goal: a new account's presence is visible to everyone; visibility
     // changes affect that account only; the last-seen time only moves
     // forward; an unknown account has no profile.

@@ -13,15 +13,15 @@ use crate::support::Shape::{Ev, Ex};
 use crate::support::*;
 
 /// Ciphertext for an encrypted conversation.
-pub fn sealed(ciphertext: &str, media: &[&str]) -> Body {
+pub(crate) fn sealed(ciphertext: &str, media: &[&str]) -> Body {
     Body::Encrypted {
         ciphertext: ciphertext.to_owned(),
-        media: media.iter().map(|id| id.to_string()).collect(),
+        media: media.iter().map(ToString::to_string).collect(),
     }
 }
 
 /// A media record `id` uploaded by `uploader` with `content_type`.
-pub fn uploaded(id: &str, uploader: AccountId, content_type: &str) -> MediaRecord {
+pub(crate) fn uploaded(id: &str, uploader: AccountId, content_type: &str) -> MediaRecord {
     MediaRecord {
         id: id.to_owned(),
         uploader,
@@ -38,7 +38,7 @@ pub fn uploaded(id: &str, uploader: AccountId, content_type: &str) -> MediaRecor
 
 /// End-to-end encrypted conversations: once on, only ciphertext (and
 /// deletes) go in; it is stored and delivered as it came.
-pub async fn encrypted_conversations_take_only_ciphertext(store: Arc<dyn Store>) {
+pub(crate) async fn encrypted_conversations_take_only_ciphertext(store: Arc<dyn Store>) {
     // Goal: ciphertext into a plain conversation is refused
     // (ConversationNotEncrypted); any member of a 1:1 turns encryption
     // on, once, recorded as a system event for the others (again: no
@@ -309,7 +309,7 @@ async fn only_admins_encrypt_a_group(
 
 /// Disappearing messages: a timer set in a conversation stamps each
 /// event sent after it with its expiry; the sweep purges them then.
-pub async fn disappearing_messages_go_at_their_expiry(store: Arc<dyn Store>) {
+pub(crate) async fn disappearing_messages_go_at_their_expiry(store: Arc<dyn Store>) {
     // Goal: any member of a 1:1 sets the timer, recorded as a system
     // event (setting it again records nothing); events sent under it
     // carry `expires_ms` (send time + timer) in the answer, in what

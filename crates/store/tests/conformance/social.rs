@@ -7,7 +7,7 @@ use missive_store::{Relation, Store, StoreError};
 use crate::support::*;
 
 /// 22. Contacts and blocks.
-pub async fn contacts_and_blocks(store: Arc<dyn Store>) {
+pub(crate) async fn contacts_and_blocks(store: Arc<dyn Store>) {
     // Goal: contacts and blocks share one contract: setting is
     // idempotent and says whether anything changed, and the list holds
     // usernames sorted (not in insertion order). Beyond that, is_contact
@@ -83,7 +83,7 @@ pub async fn contacts_and_blocks(store: Arc<dyn Store>) {
     assert_eq!(store.blocked_either_way(bob, alice).await, Ok(true));
 }
 
-pub async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
+pub(crate) async fn blocks_refuse_direct_sends(store: Arc<dyn Store>) {
     // Goal: when either member of a 1:1 conversation blocked the other,
     // every append there (texts and other kinds, from either side) is
     // Blocked and stores nothing (no seq, nothing pending, no idempotency

@@ -7,9 +7,9 @@ mod acks;
 mod history;
 mod pages;
 
-pub use acks::*;
-pub use history::*;
-pub use pages::*;
+pub(crate) use acks::*;
+pub(crate) use history::*;
+pub(crate) use pages::*;
 
 use missive_core::{
     AccountId, ClientMsgId, ConversationId, DeviceId, MessageId, MessageText, Seq, TokenHash,
@@ -21,28 +21,28 @@ use missive_store::{
 };
 
 /// The suite's "now"; everything else is an offset from it.
-pub const NOW: UnixMillis = 1_700_000_000_000;
-pub const DAY_MS: i64 = 86_400_000;
+pub(crate) const NOW: UnixMillis = 1_700_000_000_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 /// A `pending` limit larger than anything waiting in the suite.
-pub const ALL: usize = 100_000;
+pub(crate) const ALL: usize = 100_000;
 /// The `now_ms` of acks, distinct from `NOW` so receipt timestamps are checkable.
-pub const ACK_NOW: UnixMillis = NOW + 7;
+pub(crate) const ACK_NOW: UnixMillis = NOW + 7;
 /// An `expired_before_ms` that expires nothing the suite stores.
-pub const NO_EXPIRY: UnixMillis = NOW - DAY_MS;
+pub(crate) const NO_EXPIRY: UnixMillis = NOW - DAY_MS;
 /// A sweep cutoff that nothing the suite stores is older than.
-pub const LONG_AGO: UnixMillis = NOW - DAY_MS;
+pub(crate) const LONG_AGO: UnixMillis = NOW - DAY_MS;
 /// A conversation id no store hands out in the suite.
-pub const NOWHERE: ConversationId = ConversationId(987_654_321);
+pub(crate) const NOWHERE: ConversationId = ConversationId(987_654_321);
 
-pub fn username(name: &str) -> Username {
+pub(crate) fn username(name: &str) -> Username {
     Username::parse(name).expect("valid username")
 }
 
-pub fn token(label: &str) -> TokenHash {
+pub(crate) fn token(label: &str) -> TokenHash {
     TokenHash::of(&format!("token-of-{label}"))
 }
 
-pub async fn new_account(store: &dyn Store, name: &str) -> AccountId {
+pub(crate) async fn new_account(store: &dyn Store, name: &str) -> AccountId {
     store
         .create_account(NewAccount {
             username: username(name),
@@ -56,7 +56,7 @@ pub async fn new_account(store: &dyn Store, name: &str) -> AccountId {
 }
 
 /// A device named `label` whose token hash is `token(label)`.
-pub async fn new_device(store: &dyn Store, account: AccountId, label: &str) -> DeviceId {
+pub(crate) async fn new_device(store: &dyn Store, account: AccountId, label: &str) -> DeviceId {
     store
         .create_device(device_request(account, label, NOW))
         .await
@@ -66,7 +66,7 @@ pub async fn new_device(store: &dyn Store, account: AccountId, label: &str) -> D
 
 /// The login [`new_device`] makes, at `now_ms`: the device `label` (token
 /// hash `token(label)`), room for four devices, no replacing.
-pub fn device_request(account: AccountId, label: &str, now_ms: UnixMillis) -> NewDevice {
+pub(crate) fn device_request(account: AccountId, label: &str, now_ms: UnixMillis) -> NewDevice {
     NewDevice {
         account,
         name: label.to_owned(),
@@ -78,14 +78,14 @@ pub fn device_request(account: AccountId, label: &str, now_ms: UnixMillis) -> Ne
 }
 
 /// The accounts "alice" and "bob", created in that order.
-pub async fn alice_and_bob(store: &dyn Store) -> (AccountId, AccountId) {
+pub(crate) async fn alice_and_bob(store: &dyn Store) -> (AccountId, AccountId) {
     let alice = new_account(store, "alice").await;
     let bob = new_account(store, "bob").await;
     (alice, bob)
 }
 
 /// The direct conversation of `a` and `b` (created on first use).
-pub async fn direct(
+pub(crate) async fn direct(
     store: &dyn Store,
     a: AccountId,
     b: AccountId,
@@ -101,7 +101,7 @@ pub async fn direct(
 /// `Cast(alice, bob, conv, devices)`, with one device per label given to
 /// [`cast`], in the same order. Meant to be destructured on the spot:
 /// `let Cast(alice, bob, conv, [a1, b1]) = cast(store, ["a1", "b1"]).await;`
-pub struct Cast<const N: usize>(
+pub(crate) struct Cast<const N: usize>(
     pub AccountId,
     pub AccountId,
     pub ConversationId,
@@ -112,7 +112,7 @@ pub struct Cast<const N: usize>(
 /// starting with 'a' is alice's, with 'b' bob's; its token hash is
 /// `token(label)`), then their direct conversation at `NOW`. The devices
 /// exist before the conversation, so they all start at its beginning.
-pub async fn cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> Cast<N> {
+pub(crate) async fn cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> Cast<N> {
     let (alice, bob) = alice_and_bob(store).await;
     let devices = cast_devices(store, &[('a', alice), ('b', bob)], labels).await;
     let conv = direct(store, alice, bob, NOW).await;
@@ -121,7 +121,7 @@ pub async fn cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> Cast<
 
 /// [`cast`], then alice's text "m1" (`text_of("m1")`, seq 1) at `NOW`
 /// from her first device; returns the cast and that text's id.
-pub async fn cast_with_text<const N: usize>(
+pub(crate) async fn cast_with_text<const N: usize>(
     store: &dyn Store,
     labels: [&str; N],
 ) -> (Cast<N>, MessageId) {
@@ -162,13 +162,20 @@ async fn cast_devices<const N: usize>(
 
 /// The group cast, built by [`group_cast`]:
 /// `GroupCast([alice, bob, carol, dave], group, devices)`.
-pub struct GroupCast<const N: usize>(pub [AccountId; 4], pub ConversationId, pub [DeviceId; N]);
+pub(crate) struct GroupCast<const N: usize>(
+    pub [AccountId; 4],
+    pub ConversationId,
+    pub [DeviceId; N],
+);
 
 /// alice, bob, carol and dave, one device per label (its first letter
 /// 'a', 'b', 'c' or 'd' names the owner), then the group "team" that
 /// alice creates at `NOW` from her first device with bob and carol in
 /// it (seq 1). dave is the outsider.
-pub async fn group_cast<const N: usize>(store: &dyn Store, labels: [&str; N]) -> GroupCast<N> {
+pub(crate) async fn group_cast<const N: usize>(
+    store: &dyn Store,
+    labels: [&str; N],
+) -> GroupCast<N> {
     let (alice, bob) = alice_and_bob(store).await;
     let carol = new_account(store, "carol").await;
     let dave = new_account(store, "dave").await;
@@ -185,7 +192,7 @@ pub async fn group_cast<const N: usize>(store: &dyn Store, labels: [&str; N]) ->
 }
 
 /// A new account `name` with one device `label`.
-pub async fn account_with_device(
+pub(crate) async fn account_with_device(
     store: &dyn Store,
     name: &str,
     label: &str,
@@ -194,7 +201,7 @@ pub async fn account_with_device(
     (account, new_device(store, account, label).await)
 }
 
-pub async fn account_named(store: &dyn Store, name: &str) -> Option<AccountRecord> {
+pub(crate) async fn account_named(store: &dyn Store, name: &str) -> Option<AccountRecord> {
     store
         .account_by_username(&username(name))
         .await
@@ -202,7 +209,7 @@ pub async fn account_named(store: &dyn Store, name: &str) -> Option<AccountRecor
 }
 
 /// The account owning `device` (through `device_owner`).
-pub async fn account_of(store: &dyn Store, device: DeviceId) -> AccountId {
+pub(crate) async fn account_of(store: &dyn Store, device: DeviceId) -> AccountId {
     let name = store
         .device_owner(device)
         .await
@@ -214,12 +221,12 @@ pub async fn account_of(store: &dyn Store, device: DeviceId) -> AccountId {
         .id
 }
 
-pub async fn devices_of(store: &dyn Store, account: AccountId) -> Vec<DeviceRecord> {
+pub(crate) async fn devices_of(store: &dyn Store, account: AccountId) -> Vec<DeviceRecord> {
     store.list_devices(account).await.expect("list_devices")
 }
 
 /// Who the token of device `label` authenticates as.
-pub async fn auth(store: &dyn Store, label: &str) -> Option<DeviceAuth> {
+pub(crate) async fn auth(store: &dyn Store, label: &str) -> Option<DeviceAuth> {
     store
         .authenticate(&token(label))
         .await
@@ -227,16 +234,16 @@ pub async fn auth(store: &dyn Store, label: &str) -> Option<DeviceAuth> {
 }
 
 /// How many events lie above the device's positions.
-pub async fn waiting(store: &dyn Store, device: DeviceId) -> u64 {
+pub(crate) async fn waiting(store: &dyn Store, device: DeviceId) -> u64 {
     store.waiting(device).await.expect("waiting")
 }
 
-pub fn text_of(cmid: &str) -> String {
+pub(crate) fn text_of(cmid: &str) -> String {
     format!("text of {cmid}")
 }
 
 /// A request to append the text `text_of(cmid)` at `now_ms`.
-pub fn new_message(
+pub(crate) fn new_message(
     conversation: ConversationId,
     account: AccountId,
     device: DeviceId,
@@ -255,7 +262,7 @@ pub fn new_message(
 }
 
 /// Appends at `NOW`; panics on refusal.
-pub async fn send(
+pub(crate) async fn send(
     store: &dyn Store,
     conversation: ConversationId,
     account: AccountId,
@@ -266,7 +273,7 @@ pub async fn send(
 }
 
 /// Appends the text `text_of(cmid)` at `now_ms`; panics on refusal.
-pub async fn send_at(
+pub(crate) async fn send_at(
     store: &dyn Store,
     conversation: ConversationId,
     account: AccountId,
@@ -281,7 +288,7 @@ pub async fn send_at(
 }
 
 /// A request to append `body` at `now_ms`.
-pub fn message_with(
+pub(crate) fn message_with(
     conversation: ConversationId,
     account: AccountId,
     device: DeviceId,
@@ -296,13 +303,13 @@ pub fn message_with(
 }
 
 /// Appends `message`; panics on refusal.
-pub async fn append_ok(store: &dyn Store, message: NewMessage) -> Appended {
+pub(crate) async fn append_ok(store: &dyn Store, message: NewMessage) -> Appended {
     store.append_message(message).await.expect("append_message")
 }
 
 /// Asserts that `appended` is a new message (not a duplicate) at `seq`:
 /// after refusals, that they left neither a seq nor an idempotency record.
-pub fn assert_new(appended: &Appended, seq: Seq) {
+pub(crate) fn assert_new(appended: &Appended, seq: Seq) {
     assert_eq!(
         (appended.seq, appended.duplicate),
         (seq, false),
@@ -311,14 +318,14 @@ pub fn assert_new(appended: &Appended, seq: Seq) {
 }
 
 /// The edit window the scenarios pass in `Body::Edit`.
-pub const WINDOW_MS: i64 = 900_000;
+pub(crate) const WINDOW_MS: i64 = 900_000;
 
-pub fn text(text: &str) -> MessageText {
+pub(crate) fn text(text: &str) -> MessageText {
     MessageText::parse(text, 4096).expect("valid text")
 }
 
 /// A text that replies to nothing.
-pub fn plain(body: &str) -> Body {
+pub(crate) fn plain(body: &str) -> Body {
     Body::Text {
         text: text(body),
         reply_to: None,
@@ -327,7 +334,7 @@ pub fn plain(body: &str) -> Body {
 }
 
 /// A text replying to `to`.
-pub fn reply(body: &str, to: &MessageId) -> Body {
+pub(crate) fn reply(body: &str, to: &MessageId) -> Body {
     Body::Text {
         text: text(body),
         reply_to: Some(to.clone()),
@@ -336,7 +343,7 @@ pub fn reply(body: &str, to: &MessageId) -> Body {
 }
 
 /// A reaction to `target`; `None` removes the sender's reaction.
-pub fn react(target: &MessageId, emoji: Option<&str>) -> Body {
+pub(crate) fn react(target: &MessageId, emoji: Option<&str>) -> Body {
     Body::Reaction {
         target: target.clone(),
         emoji: emoji.map(str::to_owned),
@@ -344,7 +351,7 @@ pub fn react(target: &MessageId, emoji: Option<&str>) -> Body {
 }
 
 /// An edit of `target` with the window [`WINDOW_MS`].
-pub fn edit(target: &MessageId, body: &str) -> Body {
+pub(crate) fn edit(target: &MessageId, body: &str) -> Body {
     Body::Edit {
         target: target.clone(),
         text: text(body),
@@ -352,14 +359,14 @@ pub fn edit(target: &MessageId, body: &str) -> Body {
     }
 }
 
-pub fn delete(target: &MessageId) -> Body {
+pub(crate) fn delete(target: &MessageId) -> Body {
     Body::Delete {
         target: target.clone(),
     }
 }
 
 /// The account's view of one conversation in `conversations()`.
-pub async fn conversation_of(
+pub(crate) async fn conversation_of(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -370,12 +377,15 @@ pub async fn conversation_of(
         .find(|record| record.conversation == conversation)
 }
 
-pub async fn conversation_list(store: &dyn Store, account: AccountId) -> Vec<ConversationRecord> {
+pub(crate) async fn conversation_list(
+    store: &dyn Store,
+    account: AccountId,
+) -> Vec<ConversationRecord> {
     store.conversations(account).await.expect("conversations")
 }
 
 /// The conversations of `account`, in the order `conversations()` lists them.
-pub async fn conversation_ids(store: &dyn Store, account: AccountId) -> Vec<ConversationId> {
+pub(crate) async fn conversation_ids(store: &dyn Store, account: AccountId) -> Vec<ConversationId> {
     conversation_list(store, account)
         .await
         .iter()
@@ -385,7 +395,7 @@ pub async fn conversation_ids(store: &dyn Store, account: AccountId) -> Vec<Conv
 
 /// The other members' receipt cursors as `account` sees them in
 /// `conversations()`.
-pub async fn cursors(
+pub(crate) async fn cursors(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -397,7 +407,7 @@ pub async fn cursors(
 }
 
 /// A member's cursors as `conversations()` reports them.
-pub fn cursor(username: &str, delivered_seq: Seq, read_seq: Seq) -> MemberReceipts {
+pub(crate) fn cursor(username: &str, delivered_seq: Seq, read_seq: Seq) -> MemberReceipts {
     MemberReceipts {
         username: username.to_owned(),
         delivered_seq,
@@ -408,7 +418,7 @@ pub fn cursor(username: &str, delivered_seq: Seq, read_seq: Seq) -> MemberReceip
 /// Asserts that `message` is refused with `expected` and changed nothing:
 /// not the conversation's last seq as its sender sees it, not what waits
 /// for `watched`.
-pub async fn assert_refused(
+pub(crate) async fn assert_refused(
     store: &dyn Store,
     message: NewMessage,
     expected: StoreError,

@@ -366,7 +366,7 @@ impl App {
             KeyCode::Char('r') => self.reply_to_selected(),
             KeyCode::Char('e') => self.edit_selected(),
             KeyCode::Char('x') | KeyCode::Delete => self.ask_delete_selected(),
-            KeyCode::Char('+') | KeyCode::Char('a') => self.ask_react(),
+            KeyCode::Char('+' | 'a') => self.ask_react(),
             KeyCode::Char('-') => {
                 self.react_selected(None);
                 self.back_to_composer();
@@ -532,7 +532,7 @@ impl App {
             }
             return;
         }
-        let yes = matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y'));
+        let yes = matches!(key.code, KeyCode::Char('y' | 'Y'));
         let Some(prompt) = self.prompt.take() else {
             return;
         };

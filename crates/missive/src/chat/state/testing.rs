@@ -32,7 +32,7 @@ pub(super) fn summary(
         name: None,
         encrypted: false,
         disappear_secs: 0,
-        members: members.iter().map(|m| m.to_string()).collect(),
+        members: members.iter().map(ToString::to_string).collect(),
         last_seq,
         read_seq: last_seq - unread,
         unread,

@@ -157,7 +157,7 @@ pub(super) async fn authenticate(socket: &mut WebSocket, state: &AppState) -> Op
                     CloseCode::AuthFailed,
                 );
             }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
         }
     };
     say_and_close(socket, error, close).await;

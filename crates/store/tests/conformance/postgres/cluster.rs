@@ -354,7 +354,7 @@ async fn refused_sends_in_a_crowd_take_no_seq() {
         match (i % 6, i < SENDS) {
             (0..=2, true) => stored.push(answer.expect("a member's text").seq),
             (3, true) => {
-                assert_eq!(answer, Err(StoreError::UnknownConversation), "send {i}")
+                assert_eq!(answer, Err(StoreError::UnknownConversation), "send {i}");
             }
             (4, true) => assert_eq!(answer, Err(StoreError::UnknownMessage), "send {i}"),
             _ => {

@@ -9,7 +9,7 @@ use missive_store::{
 
 use super::{ACK_NOW, NOW};
 
-pub fn ack_request(
+pub(crate) fn ack_request(
     device: DeviceId,
     account: AccountId,
     points: Vec<(ConversationId, Seq)>,
@@ -26,7 +26,7 @@ pub fn ack_request(
 
 /// Acks `points` at `ACK_NOW`; panics on refusal. The outcome comes
 /// back normalised (see [`normalised`]).
-pub async fn ack(
+pub(crate) async fn ack(
     store: &dyn Store,
     device: DeviceId,
     account: AccountId,
@@ -41,7 +41,7 @@ pub async fn ack(
 }
 
 /// Acks `points` at `now_ms` (no purge); normalised outcome.
-pub async fn ack_at(
+pub(crate) async fn ack_at(
     store: &dyn Store,
     device: DeviceId,
     account: AccountId,
@@ -58,7 +58,7 @@ pub async fn ack_at(
 /// An ack outcome with its positions sorted, its receipts sorted by
 /// conversation and each receipt's `notify` sorted: the order of those
 /// lists is not part of the contract.
-pub fn normalised(mut outcome: AckOutcome) -> AckOutcome {
+pub(crate) fn normalised(mut outcome: AckOutcome) -> AckOutcome {
     outcome.positions.sort();
     outcome.receipts = outcome.receipts.into_iter().map(normal_receipt).collect();
     outcome
@@ -74,7 +74,10 @@ fn normal_receipt(mut moved: ReceiptMoved) -> ReceiptMoved {
 
 /// The outcome of an ack that moved positions to `positions` and
 /// cursors by `receipts`.
-pub fn acked(positions: Vec<(ConversationId, Seq)>, receipts: Vec<ReceiptMoved>) -> AckOutcome {
+pub(crate) fn acked(
+    positions: Vec<(ConversationId, Seq)>,
+    receipts: Vec<ReceiptMoved>,
+) -> AckOutcome {
     normalised(AckOutcome {
         positions,
         receipts,
@@ -82,7 +85,7 @@ pub fn acked(positions: Vec<(ConversationId, Seq)>, receipts: Vec<ReceiptMoved>)
 }
 
 /// A cursor move of `by` to `seq` at `ts_ms`, told to `notify`.
-pub fn moved(
+pub(crate) fn moved(
     conversation: ConversationId,
     by: &str,
     seq: Seq,
@@ -100,7 +103,7 @@ pub fn moved(
 
 /// Moves `account`'s read pointer in `conversation` at `now_ms`; the
 /// outcome's `notify` sorted.
-pub async fn read_up_to(
+pub(crate) async fn read_up_to(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -121,7 +124,7 @@ pub async fn read_up_to(
 }
 
 /// A sweep that must succeed.
-pub async fn sweep(
+pub(crate) async fn sweep(
     store: &dyn Store,
     now_ms: UnixMillis,
     bodies_before_ms: UnixMillis,
@@ -141,14 +144,14 @@ pub async fn sweep(
         .expect("sweep")
 }
 
-pub fn swept(purged_bodies: u64, purged_dedup: u64) -> SweepOutcome {
+pub(crate) fn swept(purged_bodies: u64, purged_dedup: u64) -> SweepOutcome {
     SweepOutcome {
         purged_bodies,
         purged_dedup,
     }
 }
 
-pub async fn set_relation(
+pub(crate) async fn set_relation(
     store: &dyn Store,
     relation: Relation,
     from: AccountId,
@@ -162,6 +165,10 @@ pub async fn set_relation(
 }
 
 /// `owner`'s list of `relation`.
-pub async fn relation_list(store: &dyn Store, relation: Relation, owner: AccountId) -> Vec<String> {
+pub(crate) async fn relation_list(
+    store: &dyn Store,
+    relation: Relation,
+    owner: AccountId,
+) -> Vec<String> {
     store.related(relation, owner).await.expect("relation list")
 }

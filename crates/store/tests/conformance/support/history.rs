@@ -13,18 +13,18 @@ use super::{ALL, events, pending_all, sorted, text_of};
 
 /// The group size limit (creator included) scenarios pass unless they
 /// test it.
-pub const GROUP_MAX: usize = 8;
+pub(crate) const GROUP_MAX: usize = 8;
 
-pub fn group_name(name: &str) -> GroupName {
+pub(crate) fn group_name(name: &str) -> GroupName {
     GroupName::parse(name).expect("valid group name")
 }
 
-pub fn rename(name: &str) -> GroupChange {
+pub(crate) fn rename(name: &str) -> GroupChange {
     GroupChange::Rename(group_name(name))
 }
 
 /// A creation request with limit [`GROUP_MAX`].
-pub fn new_group(
+pub(crate) fn new_group(
     creator: AccountId,
     creator_device: DeviceId,
     name: &str,
@@ -42,12 +42,12 @@ pub fn new_group(
     }
 }
 
-pub async fn create_group(store: &dyn Store, group: NewGroup) -> GroupChanged {
+pub(crate) async fn create_group(store: &dyn Store, group: NewGroup) -> GroupChanged {
     store.create_group(group).await.expect("create_group")
 }
 
 /// A change request with limit [`GROUP_MAX`].
-pub fn change_request(
+pub(crate) fn change_request(
     actor: AccountId,
     actor_device: DeviceId,
     conversation: ConversationId,
@@ -65,7 +65,7 @@ pub fn change_request(
 }
 
 /// Applies a change (see [`change_request`]), returning the store's answer.
-pub async fn change(
+pub(crate) async fn change(
     store: &dyn Store,
     actor: AccountId,
     actor_device: DeviceId,
@@ -77,7 +77,7 @@ pub async fn change(
     store.change_group(request).await
 }
 
-pub async fn group_info(
+pub(crate) async fn group_info(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -90,7 +90,7 @@ pub async fn group_info(
 
 /// Asserts the group's admins and plain members (usernames, in any
 /// order) as `account` sees them in group_info.
-pub async fn assert_roles(
+pub(crate) async fn assert_roles(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -106,7 +106,7 @@ pub async fn assert_roles(
 }
 
 /// The description of a system event (its body), checked to be `"v": 1`.
-pub fn description(body: &str) -> serde_json::Value {
+pub(crate) fn description(body: &str) -> serde_json::Value {
     let value: serde_json::Value =
         serde_json::from_str(body).expect("a system event's body is JSON");
     assert_eq!(value["v"], 1, "system event {body}");
@@ -118,7 +118,7 @@ pub fn description(body: &str) -> serde_json::Value {
 /// (seq, kind, what) of a stored event, where `what` is the body
 /// (text, emoji, edited text; empty when removed or deleted) or, for a
 /// system event, its `action`.
-pub type Summary = (Seq, EventKind, String);
+pub(crate) type Summary = (Seq, EventKind, String);
 
 fn summary(seq: Seq, kind: EventKind, body: &str) -> Summary {
     let what = match kind {
@@ -132,38 +132,38 @@ fn summary(seq: Seq, kind: EventKind, body: &str) -> Summary {
 }
 
 /// The summary of the text `text_of(cmid)` at `seq`.
-pub fn txt(seq: Seq, cmid: &str) -> Summary {
+pub(crate) fn txt(seq: Seq, cmid: &str) -> Summary {
     (seq, EventKind::Text, text_of(cmid))
 }
 
 /// The summary of a system event with `action` at `seq`.
-pub fn sys(seq: Seq, action: &str) -> Summary {
+pub(crate) fn sys(seq: Seq, action: &str) -> Summary {
     (seq, EventKind::System, action.to_owned())
 }
 
 /// Summaries of pending items; panics on an `Expired` item.
-pub fn item_summaries(items: &[PendingItem]) -> Vec<Summary> {
+pub(crate) fn item_summaries(items: &[PendingItem]) -> Vec<Summary> {
     summaries(&events(items))
 }
 
 /// Summaries of everything waiting for the device.
-pub async fn pending_summaries(store: &dyn Store, device: DeviceId) -> Vec<Summary> {
+pub(crate) async fn pending_summaries(store: &dyn Store, device: DeviceId) -> Vec<Summary> {
     item_summaries(&pending_all(store, device).await)
 }
 
-pub fn summaries(events: &[StoredEvent]) -> Vec<Summary> {
+pub(crate) fn summaries(events: &[StoredEvent]) -> Vec<Summary> {
     events
         .iter()
         .map(|event| summary(event.seq, event.kind, &event.body))
         .collect()
 }
 
-pub fn seqs(events: &[StoredEvent]) -> Vec<Seq> {
+pub(crate) fn seqs(events: &[StoredEvent]) -> Vec<Seq> {
     events.iter().map(|event| event.seq).collect()
 }
 
 /// One history page, as the store answers it.
-pub async fn history_page(
+pub(crate) async fn history_page(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -183,7 +183,7 @@ pub async fn history_page(
 }
 
 /// Everything the account may see of the conversation, oldest first.
-pub async fn history_all(
+pub(crate) async fn history_all(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -194,7 +194,7 @@ pub async fn history_all(
 }
 
 /// The seqs of everything the account may see of the conversation.
-pub async fn history_seqs(
+pub(crate) async fn history_seqs(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -203,7 +203,7 @@ pub async fn history_seqs(
 }
 
 /// The newest event `account` may see in the conversation.
-pub async fn newest(
+pub(crate) async fn newest(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -216,7 +216,7 @@ pub async fn newest(
 }
 
 /// The stored event `message_id` as `account` sees it in history.
-pub async fn stored(
+pub(crate) async fn stored(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -230,7 +230,7 @@ pub async fn stored(
 }
 
 /// The `reactions` of a text as `account` sees it in history.
-pub async fn reactions_of(
+pub(crate) async fn reactions_of(
     store: &dyn Store,
     account: AccountId,
     conversation: ConversationId,
@@ -242,7 +242,7 @@ pub async fn reactions_of(
 }
 
 /// `[(name, value)]` as owned pairs (reactions).
-pub fn pairs<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
+pub(crate) fn pairs<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
     pairs
         .into_iter()
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -251,7 +251,7 @@ pub fn pairs<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> 
 
 /// `[(name, ts)]` as owned pairs, sorted (receipt lists, whose order
 /// is not part of the contract).
-pub fn stamped<const N: usize>(pairs: [(&str, UnixMillis); N]) -> Vec<(String, UnixMillis)> {
+pub(crate) fn stamped<const N: usize>(pairs: [(&str, UnixMillis); N]) -> Vec<(String, UnixMillis)> {
     sorted(
         pairs
             .into_iter()

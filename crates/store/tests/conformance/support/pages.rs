@@ -9,7 +9,7 @@ use missive_store::{Pending, PendingItem, PendingRequest, RevokedDevice, Store, 
 use super::{ALL, NO_EXPIRY, account_of};
 
 /// One page of what waits for the device (its account looked up).
-pub async fn pending_page(
+pub(crate) async fn pending_page(
     store: &dyn Store,
     device: DeviceId,
     after: &[(ConversationId, Seq)],
@@ -36,7 +36,7 @@ pub async fn pending_page(
 const PENDING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Everything waiting for the device, nothing expired by age.
-pub async fn pending_all(store: &dyn Store, device: DeviceId) -> Vec<PendingItem> {
+pub(crate) async fn pending_all(store: &dyn Store, device: DeviceId) -> Vec<PendingItem> {
     let page = pending_page(store, device, &[], ALL, NO_EXPIRY).await;
     assert!(
         !page.more,
@@ -47,7 +47,7 @@ pub async fn pending_all(store: &dyn Store, device: DeviceId) -> Vec<PendingItem
 }
 
 /// The events of `items`, in page order; panics on an `Expired` item.
-pub fn events(items: &[PendingItem]) -> Vec<StoredEvent> {
+pub(crate) fn events(items: &[PendingItem]) -> Vec<StoredEvent> {
     items
         .iter()
         .map(|item| match item {
@@ -58,29 +58,29 @@ pub fn events(items: &[PendingItem]) -> Vec<StoredEvent> {
 }
 
 /// message ids of the events of `items`; panics on an `Expired` item.
-pub fn event_ids(items: &[PendingItem]) -> Vec<MessageId> {
+pub(crate) fn event_ids(items: &[PendingItem]) -> Vec<MessageId> {
     events(items).into_iter().map(|e| e.message_id).collect()
 }
 
 /// message ids of everything waiting for the device.
-pub async fn pending_ids(store: &dyn Store, device: DeviceId) -> Vec<MessageId> {
+pub(crate) async fn pending_ids(store: &dyn Store, device: DeviceId) -> Vec<MessageId> {
     event_ids(&pending_all(store, device).await)
 }
 
 /// (conversation, seq) each item stands for, in page order.
-pub fn points(items: &[PendingItem]) -> Vec<(ConversationId, Seq)> {
+pub(crate) fn points(items: &[PendingItem]) -> Vec<(ConversationId, Seq)> {
     items.iter().map(PendingItem::point).collect()
 }
 
 /// The shape of a pending item: an event at (conversation, seq), or an
 /// expired range (conversation, from_seq, to_seq).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     Ev(ConversationId, Seq),
     Ex(ConversationId, Seq, Seq),
 }
 
-pub fn shapes(items: &[PendingItem]) -> Vec<Shape> {
+pub(crate) fn shapes(items: &[PendingItem]) -> Vec<Shape> {
     items
         .iter()
         .map(|item| match item {
@@ -96,14 +96,14 @@ pub fn shapes(items: &[PendingItem]) -> Vec<Shape> {
 
 /// Per-conversation expectations joined in conversation id order (the
 /// order `pending` reads conversations in).
-pub fn in_conversation_order(mut blocks: Vec<(ConversationId, Vec<Shape>)>) -> Vec<Shape> {
+pub(crate) fn in_conversation_order(mut blocks: Vec<(ConversationId, Vec<Shape>)>) -> Vec<Shape> {
     blocks.sort_by_key(|(conversation, _)| *conversation);
     blocks.into_iter().flat_map(|(_, shapes)| shapes).collect()
 }
 
 /// `items` with adjacent `Expired` ranges of one conversation joined
 /// (a range split across two pages is still one range).
-pub fn merge_expired(items: Vec<PendingItem>) -> Vec<PendingItem> {
+pub(crate) fn merge_expired(items: Vec<PendingItem>) -> Vec<PendingItem> {
     let mut merged: Vec<PendingItem> = Vec::with_capacity(items.len());
     for item in items {
         if let PendingItem::Expired {
@@ -136,7 +136,7 @@ pub fn merge_expired(items: Vec<PendingItem>) -> Vec<PendingItem> {
 /// above the `after` they were asked with and covered by `scanned`,
 /// `scanned` never moving back. Returns the pages' items joined (with
 /// split expired ranges merged).
-pub async fn walk(
+pub(crate) async fn walk(
     store: &dyn Store,
     device: DeviceId,
     limit: usize,
@@ -188,7 +188,7 @@ pub async fn walk(
 }
 
 /// The device's waiting event `message_id`.
-pub async fn pending_event(
+pub(crate) async fn pending_event(
     store: &dyn Store,
     device: DeviceId,
     message_id: &MessageId,
@@ -203,12 +203,12 @@ pub async fn pending_event(
         .unwrap_or_else(|| panic!("{message_id} is not waiting for device {device}"))
 }
 
-pub fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+pub(crate) fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
     items.sort();
     items
 }
 
 /// The devices a revocation removed, without what it said of each.
-pub fn device_ids(revoked: Vec<RevokedDevice>) -> Vec<DeviceId> {
+pub(crate) fn device_ids(revoked: Vec<RevokedDevice>) -> Vec<DeviceId> {
     revoked.into_iter().map(|r| r.device).collect()
 }
