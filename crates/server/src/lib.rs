@@ -156,14 +156,16 @@ pub fn configured_blobs(config: &Config) -> Result<Blobs, missive_blobs::BlobErr
     }
 }
 
-/// The services over the node's boundaries, router and caches (the media
-/// service, which alone uses the blobs, is made beside them).
+/// The services over the node's boundaries, router and caches, and this
+/// node's `ClusterNode` (the media service, which alone uses the blobs, is
+/// made beside them).
 struct Services {
     accounts: Accounts,
     messaging: Messaging,
     groups: Groups,
-    social: Social,
+    social: Arc<Social>,
     keys: Keys,
+    cluster: Arc<cluster::ClusterNode>,
 }
 
 impl Services {
@@ -217,12 +219,22 @@ impl Services {
             &config.limits,
         );
         let keys = Keys::new(store.clone(), bus.clone(), clock.clone());
+        let social = Arc::new(social);
+        let cluster = Arc::new(cluster::ClusterNode::new(
+            store.clone(),
+            bus.clone(),
+            router.clone(),
+            (clock.clone(), lease_clock.clone()),
+            social.clone(),
+            config.cluster.lease_ms,
+        ));
         Self {
             accounts,
             messaging,
             groups,
             social,
             keys,
+            cluster,
         }
     }
 }
@@ -334,6 +346,7 @@ impl App {
             groups,
             social,
             keys,
+            cluster,
         } = Services::new(
             &config,
             &store,
@@ -360,15 +373,6 @@ impl App {
             group_create_limit,
             key_claim_limit,
         } = RateLimits::new(&config.limits, bus.has_peers());
-        let social = Arc::new(social);
-        let cluster = Arc::new(cluster::ClusterNode::new(
-            store.clone(),
-            bus.clone(),
-            router.clone(),
-            (clock.clone(), lease_clock),
-            social.clone(),
-            config.cluster.lease_ms,
-        ));
         Self {
             state: Arc::new(AppState {
                 config,
